@@ -1,0 +1,3 @@
+//! # cmdb-benches
+//!
+//! Criterion benchmarks, the HTTP load generator, and peer comparisons. No product logic.

@@ -1,0 +1,950 @@
+//! The conformance suite every `EventStore` backend runs, as far as its capabilities go.
+//!
+//! A backend's test file provides a [`BackendFactory`] that makes a fresh, empty store (and,
+//! if it can, a [`Tamper`] hook that edits the stored rows behind the store's back), then
+//! expands [`conformance_suite!`](crate::conformance_suite), which makes one `#[tokio::test]`
+//! per check. A check the backend cannot pass for lack of a capability prints
+//! `SKIPPED <check>: ...` naming it, and does not fail.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use crate::chain::{ChainBreak, DigestCheck, Hash};
+use crate::event::{Actor, EventRecord, Metadata, NewEvent, Source, StreamId};
+use crate::ids::{IdGenerator, SequentialIds};
+use crate::store::{
+    AppendRequest, Capabilities, Direction, EventStore, ExpectedVersion, Limit, StoreError, StoreLimits, StreamRole,
+    StreamState, subscribe,
+};
+use crate::time::{Clock, ManualClock, Timestamp};
+
+/// What a fresh store for one check is built with.
+#[derive(Clone)]
+pub struct FreshOptions {
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+    pub limits: StoreLimits,
+}
+
+/// A fresh, empty store, and how to tamper with it.
+pub struct Backend {
+    pub store: Arc<dyn EventStore>,
+    pub tamper: Option<Box<dyn Tamper>>,
+}
+
+#[async_trait]
+pub trait BackendFactory: Send + Sync {
+    /// A short name for the output (`sqlite`, `postgres`, ...).
+    fn name(&self) -> &str;
+    async fn fresh(&self, options: FreshOptions) -> Backend;
+}
+
+/// Edits stored rows directly, bypassing the store, as an attacker with file access would.
+pub trait Tamper: Send + Sync {
+    /// Flips one byte of the stored payload.
+    fn flip_data_byte(&self, position: u64);
+    /// Replaces the stored stream id.
+    fn set_stream_id(&self, position: u64, stream_id: &str);
+    /// Replaces the stored actor principal.
+    fn set_principal(&self, position: u64, principal: &str);
+    /// Moves the stored `recorded_at` by one microsecond.
+    fn shift_recorded_at(&self, position: u64);
+    /// Deletes one row.
+    fn delete(&self, position: u64);
+    /// Swaps the contents of two rows (each keeps its position).
+    fn swap(&self, a: u64, b: u64);
+    /// Inserts a copy of the row at `position` just before it, renumbering the rest up by one.
+    fn insert_copy_before(&self, position: u64);
+    /// Deletes every row after `position`.
+    fn truncate_after(&self, position: u64);
+    /// Rewrites the row at `position` with a recomputed hash for altered data, and the chain
+    /// after it: a forger who knows the algorithm. Only an exported digest catches this.
+    fn rewrite_chain_from(&self, position: u64, new_data: &[u8]);
+}
+
+/// How a check ended, when it did not panic.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    Skipped(String),
+}
+
+/// Runs one check and prints its outcome; a failed check panics with its assertion.
+pub async fn run<F, Fut>(check_name: &str, factory: &dyn BackendFactory, check: F)
+where
+    F: FnOnce(TestContext) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let context = TestContext::new(factory).await;
+    match check(context).await {
+        Outcome::Passed => println!("conformance {} {check_name}: passed", factory.name()),
+        Outcome::Skipped(reason) => println!("SKIPPED conformance {} {check_name}: {reason}", factory.name()),
+    }
+}
+
+/// What a check gets: a fresh backend with a manual clock, and the factory for more.
+pub struct TestContext {
+    pub store: Arc<dyn EventStore>,
+    pub tamper: Option<Box<dyn Tamper>>,
+    pub clock: Arc<ManualClock>,
+    factory_limits: StoreLimits,
+    capabilities: Capabilities,
+}
+
+/// 2026-01-01T00:00:00Z.
+pub const TEST_EPOCH: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
+
+/// The small limits the limit checks run against.
+pub const TEST_LIMITS: StoreLimits = StoreLimits {
+    max_event_bytes: 4096,
+    max_batch_events: 50,
+    max_batch_bytes: 64 * 1024,
+    max_streams_per_append: 8,
+    max_page_events: 500,
+};
+
+impl TestContext {
+    async fn new(factory: &dyn BackendFactory) -> Self {
+        let clock = Arc::new(ManualClock::new(TEST_EPOCH));
+        let ids = Arc::new(SequentialIds::new(clock.clone(), 1));
+        let backend = factory.fresh(FreshOptions { clock: clock.clone(), ids, limits: TEST_LIMITS }).await;
+        let capabilities = backend.store.capabilities();
+        TestContext { store: backend.store, tamper: backend.tamper, clock, factory_limits: TEST_LIMITS, capabilities }
+    }
+
+    fn lacks(&self, needed: &[(&str, bool)]) -> Option<Outcome> {
+        let missing: Vec<&str> = needed.iter().filter(|(_, has)| !has).map(|(name, _)| *name).collect();
+        (!missing.is_empty()).then(|| Outcome::Skipped(format!("backend lacks capability {}", missing.join(", "))))
+    }
+}
+
+pub fn stream(name: &str) -> StreamId {
+    StreamId::new(name).expect("test stream ids are valid")
+}
+
+pub fn metadata() -> Metadata {
+    Metadata::new(Actor::principal("conformance"), Source::System).with_correlation_id("conformance-run")
+}
+
+pub fn event(n: u64) -> NewEvent {
+    NewEvent::raw("test.happened", format!("{{\"n\":{n}}}"), metadata())
+}
+
+async fn append_one(store: &dyn EventStore, name: &str, expected: ExpectedVersion, n: u64) -> Result<u64, StoreError> {
+    let outcome = store.append(AppendRequest::single(stream(name), expected, vec![event(n)])).await?;
+    Ok(outcome.first_position)
+}
+
+async fn whole_log(store: &dyn EventStore) -> Vec<EventRecord> {
+    let page = store.limits().max_page_events;
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |r: &EventRecord| r.position);
+        let records = store.read_all(after, page).await.expect("read_all");
+        if records.is_empty() {
+            return all;
+        }
+        all.extend(records);
+    }
+}
+
+/// Asserts the log is exactly `before` (nothing lost, nothing added, nothing changed).
+async fn assert_unchanged(store: &dyn EventStore, before: &[EventRecord], what: &str) {
+    let after = whole_log(store).await;
+    assert_eq!(after, before, "{what}: the log changed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks. Each takes a fresh context.
+// ---------------------------------------------------------------------------------------------
+
+pub async fn expected_version_rules(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    // A new stream: NoStream and Any admit, StreamExists and Exact do not.
+    let err = append_one(store, "s", ExpectedVersion::StreamExists, 0).await.expect_err("missing stream");
+    assert_eq!(
+        err,
+        StoreError::VersionConflict {
+            stream: stream("s"),
+            expected: ExpectedVersion::StreamExists,
+            actual: StreamState(None),
+            role: StreamRole::Written
+        }
+    );
+    assert!(matches!(append_one(store, "s", ExpectedVersion::Exact(0), 0).await, Err(StoreError::VersionConflict { .. })));
+    append_one(store, "s", ExpectedVersion::NoStream, 0).await.expect("NoStream on a new stream");
+    let err = append_one(store, "s", ExpectedVersion::NoStream, 1).await.expect_err("stream exists");
+    assert_eq!(
+        err,
+        StoreError::VersionConflict {
+            stream: stream("s"),
+            expected: ExpectedVersion::NoStream,
+            actual: StreamState(Some(0)),
+            role: StreamRole::Written
+        }
+    );
+    append_one(store, "s", ExpectedVersion::Exact(0), 1).await.expect("exact 0");
+    append_one(store, "s", ExpectedVersion::StreamExists, 2).await.expect("exists");
+    let err = append_one(store, "s", ExpectedVersion::Exact(1), 3).await.expect_err("stale");
+    assert!(err.to_string().contains("expected version 1, found version 2"), "{err}");
+    append_one(store, "s", ExpectedVersion::Any, 3).await.expect("any");
+    append_one(store, "other", ExpectedVersion::Any, 4).await.expect("any on a new stream");
+    assert_eq!(store.stream_version(&stream("s")).await.expect("version"), Some(3));
+    assert_eq!(store.stream_version(&stream("nobody")).await.expect("version"), None);
+    let versions: Vec<u64> = store
+        .read_stream(&stream("s"), Direction::Forward, None, 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.stream_version)
+        .collect();
+    assert_eq!(versions, vec![0, 1, 2, 3]);
+    Outcome::Passed
+}
+
+pub async fn positions_are_gapless_from_one(cx: TestContext) -> Outcome {
+    if let Some(skip) = cx.lacks(&[("gapless_positions", cx.capabilities.gapless_positions)]) {
+        return skip;
+    }
+    let store = cx.store.as_ref();
+    assert_eq!(store.head().await.expect("head").position, 0);
+    let first = store.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(1)])).await.expect("append");
+    assert_eq!(first.positions(), 1..=1);
+    let second = store
+        .append(AppendRequest::single(stream("a"), ExpectedVersion::Exact(0), vec![event(2), event(3), event(4)]))
+        .await
+        .expect("append");
+    assert_eq!(second.positions(), 2..=4);
+    assert_eq!(second.streams[0].first_version, 1);
+    assert_eq!(second.streams[0].last_version, 3);
+    assert_eq!(second.event_ids.len(), 3);
+    let _ = append_one(store, "a", ExpectedVersion::Exact(0), 5).await.expect_err("a failed append takes no position");
+    let third = append_one(store, "b", ExpectedVersion::Any, 6).await.expect("append");
+    assert_eq!(third, 5);
+    let positions: Vec<u64> = whole_log(store).await.iter().map(|r| r.position).collect();
+    assert_eq!(positions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(store.head().await.expect("head").position, 5);
+    Outcome::Passed
+}
+
+pub async fn atomic_multi_stream_append(cx: TestContext) -> Outcome {
+    if let Some(skip) = cx.lacks(&[("multi_stream_atomic_append", cx.capabilities.multi_stream_atomic_append)]) {
+        return skip;
+    }
+    let store = cx.store.as_ref();
+    append_one(store, "b", ExpectedVersion::Any, 0).await.expect("seed b");
+    let outcome = store
+        .append(
+            AppendRequest::new()
+                .write(stream("a"), ExpectedVersion::NoStream, vec![event(1), event(2)])
+                .write(stream("b"), ExpectedVersion::Exact(0), vec![event(3)]),
+        )
+        .await
+        .expect("atomic append");
+    assert_eq!(outcome.positions(), 2..=4);
+    assert_eq!(outcome.streams.len(), 2);
+    let before = whole_log(store).await;
+    // The second stream's expectation fails: nothing of the first may land.
+    let err = store
+        .append(
+            AppendRequest::new()
+                .write(stream("a"), ExpectedVersion::Exact(1), vec![event(4)])
+                .write(stream("c"), ExpectedVersion::NoStream, vec![event(5)])
+                .write(stream("b"), ExpectedVersion::Exact(7), vec![event(6)]),
+        )
+        .await
+        .expect_err("conflict on b");
+    assert!(matches!(err, StoreError::VersionConflict { ref stream, .. } if stream.as_str() == "b"), "{err}");
+    assert_unchanged(store, &before, "a failed multi-stream append").await;
+    assert_eq!(store.stream_version(&stream("c")).await.expect("version"), None);
+    Outcome::Passed
+}
+
+pub async fn conditions_guard_streams_not_written(cx: TestContext) -> Outcome {
+    if let Some(skip) = cx.lacks(&[("conditions", cx.capabilities.conditions)]) {
+        return skip;
+    }
+    let store = cx.store.as_ref();
+    append_one(store, "change-1", ExpectedVersion::NoStream, 0).await.expect("seed change");
+    append_one(store, "change-1", ExpectedVersion::Exact(0), 1).await.expect("seed change");
+    let outcome = store
+        .append(
+            AppendRequest::single(stream("ci-1"), ExpectedVersion::NoStream, vec![event(2)])
+                .condition(stream("change-1"), ExpectedVersion::Exact(1)),
+        )
+        .await
+        .expect("condition holds");
+    assert_eq!(outcome.streams.len(), 1, "a condition stream is not written");
+    assert_eq!(store.stream_version(&stream("change-1")).await.expect("version"), Some(1));
+
+    append_one(store, "change-1", ExpectedVersion::Exact(1), 3).await.expect("the change moves on (revoked)");
+    let before = whole_log(store).await;
+    let err = store
+        .append(
+            AppendRequest::single(stream("ci-1"), ExpectedVersion::Exact(0), vec![event(4)])
+                .condition(stream("change-1"), ExpectedVersion::Exact(1)),
+        )
+        .await
+        .expect_err("condition no longer holds");
+    assert_eq!(
+        err,
+        StoreError::VersionConflict {
+            stream: stream("change-1"),
+            expected: ExpectedVersion::Exact(1),
+            actual: StreamState(Some(2)),
+            role: StreamRole::Condition
+        }
+    );
+    let err = store
+        .append(
+            AppendRequest::single(stream("ci-2"), ExpectedVersion::Any, vec![event(5)])
+                .condition(stream("change-9"), ExpectedVersion::StreamExists),
+        )
+        .await
+        .expect_err("condition on a missing stream");
+    assert!(matches!(err, StoreError::VersionConflict { role: StreamRole::Condition, .. }));
+    store
+        .append(
+            AppendRequest::single(stream("ci-2"), ExpectedVersion::Any, vec![event(6)])
+                .condition(stream("change-9"), ExpectedVersion::NoStream),
+        )
+        .await
+        .expect("NoStream condition on a missing stream holds");
+    let after = whole_log(store).await;
+    assert_eq!(after[..before.len()], before[..], "a failed condition changed nothing before it");
+    Outcome::Passed
+}
+
+pub async fn racing_writers_exactly_one_wins(cx: TestContext) -> Outcome {
+    let store = cx.store.clone();
+    const RACERS: u64 = 16;
+    const ROUNDS: u64 = 10;
+    for round in 0..ROUNDS {
+        let expected = if round == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(round - 1) };
+        let mut tasks = Vec::new();
+        for racer in 0..RACERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append(AppendRequest::single(stream("contested"), expected, vec![event(round * 100 + racer)]))
+                    .await
+            }));
+        }
+        let mut wins = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(_) => wins += 1,
+                Err(StoreError::VersionConflict { .. }) => {}
+                Err(other) => panic!("unexpected error in a race: {other}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: exactly one racer must win");
+    }
+    assert_eq!(store.stream_version(&stream("contested")).await.expect("version"), Some(ROUNDS - 1));
+    Outcome::Passed
+}
+
+pub async fn gapless_global_order_under_concurrency(cx: TestContext) -> Outcome {
+    if let Some(skip) = cx.lacks(&[("gapless_positions", cx.capabilities.gapless_positions)]) {
+        return skip;
+    }
+    const WRITERS: u64 = 16;
+    const APPENDS: u64 = 40;
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let store = cx.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut positions = Vec::new();
+            for n in 0..APPENDS {
+                let batch = vec![event(n), event(n + 1000)];
+                let name = format!("writer-{writer}");
+                let outcome = store
+                    .append(AppendRequest::single(stream(&name), ExpectedVersion::Any, batch))
+                    .await
+                    .expect("append");
+                assert_eq!(outcome.last_position, outcome.first_position + 1, "a batch is contiguous");
+                positions.extend(outcome.positions());
+            }
+            positions
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.expect("task"));
+    }
+    acknowledged.sort_unstable();
+    let total = WRITERS * APPENDS * 2;
+    assert_eq!(acknowledged, (1..=total).collect::<Vec<_>>(), "positions are gapless and unique");
+    let log = whole_log(cx.store.as_ref()).await;
+    assert_eq!(log.len() as u64, total);
+    let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (index, record) in log.iter().enumerate() {
+        assert_eq!(record.position, index as u64 + 1);
+        versions.entry(record.stream_id.to_string()).or_default().push(record.stream_version);
+        if index > 0 {
+            assert!(record.recorded_at >= log[index - 1].recorded_at, "recorded_at never decreases");
+        }
+    }
+    for (name, versions) in versions {
+        assert_eq!(versions, (0..APPENDS * 2).collect::<Vec<_>>(), "stream {name} versions");
+    }
+    Outcome::Passed
+}
+
+pub async fn subscription_crosses_from_catch_up_to_live(cx: TestContext) -> Outcome {
+    let store = cx.store.clone();
+    const BEFORE: u64 = 300;
+    const WRITERS: u64 = 8;
+    const PER_WRITER: u64 = 100;
+    for n in 0..BEFORE / 10 {
+        let batch = (0..10).map(|i| event(n * 10 + i)).collect();
+        store.append(AppendRequest::single(stream("history"), ExpectedVersion::Any, batch)).await.expect("seed");
+    }
+    let total = BEFORE + WRITERS * PER_WRITER;
+    // Small pages force many catch-up reads that race the writers.
+    let from_start = subscribe(store.clone(), 0, 7).take(total as usize);
+    let from_middle = subscribe(store.clone(), BEFORE / 2, 13).take((total - BEFORE / 2) as usize);
+    let readers = tokio::spawn(async move {
+        let a: Vec<u64> = from_start.map(|r| r.expect("event").position).collect().await;
+        let b: Vec<u64> = from_middle.map(|r| r.expect("event").position).collect().await;
+        (a, b)
+    });
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..PER_WRITER {
+                store
+                    .append(AppendRequest::single(stream(&format!("live-{writer}")), ExpectedVersion::Any, vec![event(n)]))
+                    .await
+                    .expect("live append");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let (a, b) = tokio::time::timeout(std::time::Duration::from_secs(60), readers)
+        .await
+        .expect("subscribers finish within 60 s")
+        .expect("reader task");
+    assert_eq!(a, (1..=total).collect::<Vec<_>>(), "from the start: every event once, in order");
+    assert_eq!(b, (BEFORE / 2 + 1..=total).collect::<Vec<_>>(), "from the middle: every later event once, in order");
+
+    // A subscriber that is already live gets the next append.
+    let mut live = subscribe(store.clone(), total, 100);
+    let appended = append_one(store.as_ref(), "late", ExpectedVersion::Any, 1).await.expect("append");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), live.next())
+        .await
+        .expect("live event arrives")
+        .expect("stream open")
+        .expect("event");
+    assert_eq!(next.position, appended);
+    Outcome::Passed
+}
+
+pub async fn reads_are_paged_and_directed(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    for n in 0..20 {
+        append_one(store, if n % 2 == 0 { "even" } else { "odd" }, ExpectedVersion::Any, n).await.expect("append");
+    }
+    let even = stream("even");
+    let forward = store.read_stream(&even, Direction::Forward, Some(3), 4).await.expect("read");
+    assert_eq!(forward.iter().map(|r| r.stream_version).collect::<Vec<_>>(), vec![3, 4, 5, 6]);
+    let backward = store.read_stream(&even, Direction::Backward, None, 3).await.expect("read");
+    assert_eq!(backward.iter().map(|r| r.stream_version).collect::<Vec<_>>(), vec![9, 8, 7]);
+    let backward_from = store.read_stream(&even, Direction::Backward, Some(1), 10).await.expect("read");
+    assert_eq!(backward_from.iter().map(|r| r.stream_version).collect::<Vec<_>>(), vec![1, 0]);
+    assert!(store.read_stream(&stream("nobody"), Direction::Forward, None, 10).await.expect("read").is_empty());
+    assert!(store.read_stream(&even, Direction::Forward, Some(10), 10).await.expect("read").is_empty());
+
+    let page = store.read_all(5, 6).await.expect("read");
+    assert_eq!(page.iter().map(|r| r.position).collect::<Vec<_>>(), vec![6, 7, 8, 9, 10, 11]);
+    assert!(store.read_all(20, 10).await.expect("read").is_empty());
+    assert!(store.read_all(u64::MAX, 10).await.expect("read").is_empty());
+    assert!(store.read_all(0, 0).await.expect("read").is_empty());
+
+    let at = store.event_at(7).await.expect("read").expect("present");
+    assert_eq!(at.position, 7);
+    assert_eq!(at.stream_id.as_str(), "even");
+    assert!(store.event_at(21).await.expect("read").is_none());
+    assert!(store.event_at(0).await.expect("read").is_none());
+    let head = store.head().await.expect("head");
+    assert_eq!(head.position, 20);
+    assert_eq!(head.hash, store.event_at(20).await.expect("read").expect("present").hash);
+    assert_eq!(*store.watch_head().borrow(), 20);
+    Outcome::Passed
+}
+
+pub async fn payload_bytes_are_kept_exactly(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    let odd_json = "{ \"b\" : 1,\n\t\"a\": [2, 3.50, \"\\u00e9\"], \"z\":null }  ";
+    let outcome = store
+        .append(AppendRequest::single(stream("bytes"), ExpectedVersion::Any, vec![NewEvent::raw("test.bytes", odd_json, metadata())]))
+        .await
+        .expect("append");
+    let record = store.event_at(outcome.first_position).await.expect("read").expect("present");
+    assert_eq!(record.data, odd_json.as_bytes(), "stored exactly as received");
+    assert_eq!(record.metadata, metadata());
+    assert_eq!(record.event_type, "test.bytes");
+    assert_eq!(record.schema_version, 1);
+    assert_eq!(record.recorded_at, TEST_EPOCH);
+    let chosen = uuid::Uuid::now_v7();
+    let outcome = store
+        .append(AppendRequest::single(
+            stream("bytes"),
+            ExpectedVersion::Exact(0),
+            vec![event(1).with_event_id(chosen).with_schema_version(3)],
+        ))
+        .await
+        .expect("append with a chosen id");
+    assert_eq!(outcome.event_ids, vec![chosen]);
+    let record = store.event_at(outcome.first_position).await.expect("read").expect("present");
+    assert_eq!(record.event_id, chosen);
+    assert_eq!(record.schema_version, 3);
+    Outcome::Passed
+}
+
+pub async fn recorded_at_is_stamped_and_never_decreases(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    cx.clock.set(TEST_EPOCH.saturating_add_micros(10_000_000));
+    let first = append_one(store, "t", ExpectedVersion::Any, 0).await.expect("append");
+    cx.clock.set(TEST_EPOCH); // the wall clock steps back (NTP, a VM migration...)
+    let second = append_one(store, "t", ExpectedVersion::Any, 1).await.expect("append");
+    cx.clock.set(TEST_EPOCH.saturating_add_micros(20_000_000));
+    let third = append_one(store, "t", ExpectedVersion::Any, 2).await.expect("append");
+    let at = |p| async move { store.event_at(p).await.expect("read").expect("present").recorded_at };
+    assert_eq!(at(first).await, TEST_EPOCH.saturating_add_micros(10_000_000));
+    assert_eq!(at(second).await, TEST_EPOCH.saturating_add_micros(10_000_000), "never decreases");
+    assert_eq!(at(third).await, TEST_EPOCH.saturating_add_micros(20_000_000));
+
+    assert_eq!(store.position_at(TEST_EPOCH).await.expect("position_at"), 0);
+    assert_eq!(store.position_at(TEST_EPOCH.saturating_add_micros(10_000_000)).await.expect("position_at"), second);
+    assert_eq!(store.position_at(TEST_EPOCH.saturating_add_micros(15_000_000)).await.expect("position_at"), second);
+    assert_eq!(store.position_at(TEST_EPOCH.saturating_add_micros(20_000_000)).await.expect("position_at"), third);
+    assert_eq!(store.position_at(Timestamp::from_micros(i64::MAX)).await.expect("position_at"), third);
+    Outcome::Passed
+}
+
+pub async fn position_at_agrees_with_a_scan(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    let mut times = Vec::new();
+    for n in 0..200u64 {
+        // Steps of 0 to 2 s: several events share a time.
+        cx.clock.advance_micros(((n * 7919) % 3) as i64 * 1_000_000);
+        append_one(store, "clock", ExpectedVersion::Any, n).await.expect("append");
+        times.push(cx.clock.now());
+    }
+    let log = whole_log(store).await;
+    let start = TEST_EPOCH.as_micros() - 1_000_000;
+    let end = cx.clock.now().as_micros() + 1_000_000;
+    for probe in (start..=end).step_by(500_000) {
+        let probe = Timestamp::from_micros(probe);
+        let scanned = log.iter().filter(|r| r.recorded_at <= probe).map(|r| r.position).max().unwrap_or(0);
+        assert_eq!(store.position_at(probe).await.expect("position_at"), scanned, "at {probe}");
+    }
+    Outcome::Passed
+}
+
+pub async fn bulk_load_rules(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    let past = |seconds: i64| TEST_EPOCH.saturating_add_micros(-seconds * 1_000_000);
+    let fixture = |n: u64, at: Timestamp| {
+        NewEvent::raw("test.loaded", format!("{{\"n\":{n}}}"), Metadata::new(Actor::system(), Source::Fixture)).with_recorded_at(at)
+    };
+    // Not from the future, not decreasing, not from a live source, not half supplied.
+    let err = store
+        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(0, TEST_EPOCH.saturating_add_micros(1))]))
+        .await
+        .expect_err("future");
+    assert!(matches!(err, StoreError::InvalidInput(ref m) if m.contains("future")), "{err}");
+    let err = store
+        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(0, past(10)), fixture(1, past(20))]))
+        .await
+        .expect_err("decreasing");
+    assert!(matches!(err, StoreError::InvalidInput(ref m) if m.contains("before")), "{err}");
+    let mut live_source = fixture(0, past(10));
+    live_source.metadata.source = Source::Api;
+    let err = store
+        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![live_source]))
+        .await
+        .expect_err("api source");
+    assert!(matches!(err, StoreError::InvalidInput(ref m) if m.contains("bulk load")), "{err}");
+    let err = store
+        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(0, past(10)), event(1)]))
+        .await
+        .expect_err("half supplied");
+    assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+    assert_eq!(store.head().await.expect("head").position, 0, "nothing was written");
+
+    // Into the empty log, in several batches, never decreasing across them.
+    store
+        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(0, past(100)), fixture(1, past(90))]))
+        .await
+        .expect("bulk load 1");
+    let err = store
+        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(2, past(95))]))
+        .await
+        .expect_err("before the tail");
+    assert!(matches!(err, StoreError::InvalidInput(ref m) if m.contains("before the log's last event")), "{err}");
+    store
+        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(2, past(80))]))
+        .await
+        .expect("bulk load 2");
+    let log = whole_log(store).await;
+    assert_eq!(log.iter().map(|r| r.recorded_at).collect::<Vec<_>>(), vec![past(100), past(90), past(80)]);
+    assert_eq!(store.position_at(past(85)).await.expect("position_at"), 2);
+
+    // After the first live append, a bulk load is refused.
+    append_one(store, "y", ExpectedVersion::Any, 0).await.expect("live append");
+    let err = store
+        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(3, past(1))]))
+        .await
+        .expect_err("log is live");
+    assert!(matches!(err, StoreError::InvalidInput(ref m) if m.contains("empty log")), "{err}");
+    assert_eq!(store.head().await.expect("head").position, 4);
+    Outcome::Passed
+}
+
+pub async fn limits_are_enforced_at_the_bound(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    let limits = cx.factory_limits;
+    assert_eq!(store.limits(), limits, "the backend was built with the test limits");
+    append_one(store, "seed", ExpectedVersion::Any, 0).await.expect("seed");
+    let before = whole_log(store).await;
+    let sized = |bytes: usize| {
+        // A JSON string of exactly `bytes` bytes: two quotes around the filler.
+        NewEvent::raw("test.sized", format!("\"{}\"", "x".repeat(bytes - 2)), metadata())
+    };
+
+    over(
+        store.append(AppendRequest::single(stream("big"), ExpectedVersion::Any, vec![sized(limits.max_event_bytes + 1)])).await,
+        Limit::MaxEventBytes,
+        limits.max_event_bytes + 1,
+        limits.max_event_bytes,
+    );
+    let many: Vec<NewEvent> = (0..=limits.max_batch_events as u64).map(event).collect();
+    over(
+        store.append(AppendRequest::single(stream("many"), ExpectedVersion::Any, many)).await,
+        Limit::MaxBatchEvents,
+        limits.max_batch_events + 1,
+        limits.max_batch_events,
+    );
+    let heavy_count = limits.max_batch_bytes / limits.max_event_bytes + 1;
+    let heavy: Vec<NewEvent> = (0..heavy_count).map(|_| sized(limits.max_event_bytes)).collect();
+    over(
+        store.append(AppendRequest::single(stream("heavy"), ExpectedVersion::Any, heavy)).await,
+        Limit::MaxBatchBytes,
+        heavy_count * limits.max_event_bytes,
+        limits.max_batch_bytes,
+    );
+    let mut wide = AppendRequest::new();
+    for n in 0..=limits.max_streams_per_append {
+        wide = wide.write(stream(&format!("wide-{n}")), ExpectedVersion::Any, vec![event(n as u64)]);
+    }
+    over(store.append(wide).await, Limit::MaxStreamsPerAppend, limits.max_streams_per_append + 1, limits.max_streams_per_append);
+    over(store.read_all(0, limits.max_page_events + 1).await, Limit::MaxPageEvents, limits.max_page_events + 1, limits.max_page_events);
+    over(
+        store.read_stream(&stream("seed"), Direction::Forward, None, limits.max_page_events + 1).await,
+        Limit::MaxPageEvents,
+        limits.max_page_events + 1,
+        limits.max_page_events,
+    );
+    assert_unchanged(store, &before, "refused appends").await;
+
+    // Exactly at each bound is accepted.
+    store
+        .append(AppendRequest::single(stream("big"), ExpectedVersion::Any, vec![sized(limits.max_event_bytes)]))
+        .await
+        .expect("an event of exactly max_event_bytes");
+    let many: Vec<NewEvent> = (0..limits.max_batch_events as u64).map(event).collect();
+    store.append(AppendRequest::single(stream("many"), ExpectedVersion::Any, many)).await.expect("exactly max_batch_events");
+    let mut wide = AppendRequest::new();
+    for n in 0..limits.max_streams_per_append {
+        wide = wide.write(stream(&format!("wide-{n}")), ExpectedVersion::Any, vec![event(n as u64)]);
+    }
+    store.append(wide).await.expect("exactly max_streams_per_append");
+    let page = store.read_all(0, limits.max_page_events).await.expect("a page of exactly max_page_events");
+    assert!(page.len() <= limits.max_page_events);
+    Outcome::Passed
+}
+
+pub async fn bad_input_is_refused_and_changes_nothing(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    let id = uuid::Uuid::now_v7();
+    store
+        .append(AppendRequest::single(stream("seed"), ExpectedVersion::Any, vec![event(0).with_event_id(id)]))
+        .await
+        .expect("seed");
+    let before = whole_log(store).await;
+    let invalid = |result: Result<_, StoreError>, needle: &str| match result {
+        Err(StoreError::InvalidInput(message)) => assert!(message.contains(needle), "{message:?} should mention {needle:?}"),
+        other => panic!("expected invalid input mentioning {needle:?}, got {other:?}"),
+    };
+    invalid(
+        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![NewEvent::raw("t.x", "{not json", metadata())])).await,
+        "not JSON",
+    );
+    invalid(
+        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![NewEvent::raw("t.x", "", metadata())])).await,
+        "not JSON",
+    );
+    invalid(
+        store
+            .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![NewEvent::raw("t.x", vec![0xff, 0xfe], metadata())]))
+            .await,
+        "not JSON",
+    );
+    invalid(
+        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![NewEvent::raw("bad type", "1", metadata())])).await,
+        "event type",
+    );
+    invalid(store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![])).await, "at least one event");
+    invalid(
+        store
+            .append(
+                AppendRequest::new()
+                    .write(stream("x"), ExpectedVersion::Any, vec![event(1)])
+                    .write(stream("x"), ExpectedVersion::Any, vec![event(2)]),
+            )
+            .await,
+        "twice",
+    );
+    invalid(
+        store
+            .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![event(1)]).condition(stream("x"), ExpectedVersion::Any))
+            .await,
+        "condition",
+    );
+    let mut anonymous = event(1);
+    anonymous.metadata.actor.principal = String::new();
+    invalid(store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![anonymous])).await, "actor.principal");
+    let mut chatty = event(1);
+    chatty.metadata.correlation_id = Some("c".repeat(crate::event::MAX_METADATA_FIELD_BYTES + 1));
+    invalid(store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![chatty])).await, "correlation_id");
+    // A duplicate event id, alone and in the middle of an otherwise good batch.
+    let err = store
+        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![event(1), event(2).with_event_id(id)]))
+        .await
+        .expect_err("duplicate id");
+    assert_eq!(err, StoreError::DuplicateEventId(id));
+    let twin = uuid::Uuid::now_v7();
+    let err = store
+        .append(AppendRequest::single(
+            stream("x"),
+            ExpectedVersion::Any,
+            vec![event(1).with_event_id(twin), event(2).with_event_id(twin)],
+        ))
+        .await
+        .expect_err("duplicate id within a batch");
+    assert_eq!(err, StoreError::DuplicateEventId(twin));
+    assert_unchanged(store, &before, "bad input").await;
+    // The store still works afterwards.
+    append_one(store, "x", ExpectedVersion::NoStream, 3).await.expect("a good append after bad ones");
+    Outcome::Passed
+}
+
+pub async fn group_commit_isolates_failing_appends(cx: TestContext) -> Outcome {
+    // Many concurrent appends, every third doomed by its expectation: the doomed fail alone.
+    let store = cx.store.clone();
+    let mut tasks = Vec::new();
+    for n in 0..60u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let expected = if n % 3 == 0 { ExpectedVersion::Exact(99) } else { ExpectedVersion::NoStream };
+            (n, store.append(AppendRequest::single(stream(&format!("g-{n}")), expected, vec![event(n)])).await)
+        }));
+    }
+    let mut ok = HashSet::new();
+    for task in tasks {
+        let (n, result) = task.await.expect("task");
+        match (n % 3 == 0, result) {
+            (true, Err(StoreError::VersionConflict { .. })) => {}
+            (false, Ok(outcome)) => {
+                ok.insert(outcome.first_position);
+            }
+            (doomed, other) => panic!("append {n} (doomed: {doomed}) ended with {other:?}"),
+        }
+    }
+    assert_eq!(ok.len(), 40);
+    let log = whole_log(store.as_ref()).await;
+    assert_eq!(log.len(), 40);
+    assert!(log.iter().all(|r| ok.contains(&r.position)));
+    Outcome::Passed
+}
+
+pub async fn verify_accepts_an_intact_log(cx: TestContext) -> Outcome {
+    if let Some(skip) = cx.lacks(&[("hash_chain", cx.capabilities.hash_chain)]) {
+        return skip;
+    }
+    let store = cx.store.as_ref();
+    let empty = store.verify().await.expect("verify");
+    assert!(empty.is_intact());
+    assert_eq!(empty.events_checked, 0);
+    for n in 0..50 {
+        append_one(store, &format!("s{}", n % 5), ExpectedVersion::Any, n).await.expect("append");
+    }
+    let report = store.verify().await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events_checked, 50);
+    let head = store.head().await.expect("head");
+    assert_eq!(report.last_good, head);
+    assert_eq!(store.check_digest(head).await.expect("check"), DigestCheck::Matches);
+    let log = whole_log(store).await;
+    assert_eq!(log[0].prev_hash, Hash::GENESIS);
+    for pair in log.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+    Outcome::Passed
+}
+
+fn over<T: std::fmt::Debug>(result: Result<T, StoreError>, limit: Limit, value: usize, bound: usize) {
+    match result {
+        Err(StoreError::LimitExceeded { limit: l, value: v, bound: b }) => {
+            assert_eq!((l, v, b), (limit, value as u64, bound as u64));
+        }
+        other => panic!("expected {limit} to be exceeded, got {other:?}"),
+    }
+}
+
+/// Builds a log of `n` events for a tamper check and returns its head digest.
+async fn tamper_subject(store: &dyn EventStore, n: u64) -> crate::chain::Digest {
+    for i in 0..n {
+        append_one(store, &format!("t{}", i % 3), ExpectedVersion::Any, i).await.expect("append");
+    }
+    store.head().await.expect("head")
+}
+
+pub async fn tampering_is_detected(cx: TestContext, how: &str) -> Outcome {
+    if let Some(skip) = cx.lacks(&[("hash_chain", cx.capabilities.hash_chain)]) {
+        return skip;
+    }
+    let Some(tamper) = cx.tamper.as_ref() else {
+        return Outcome::Skipped("the backend's test provides no tamper hook".into());
+    };
+    let store = cx.store.as_ref();
+    let digest = tamper_subject(store, 20).await;
+    let expected_break = match how {
+        "data" => {
+            tamper.flip_data_byte(7);
+            ChainBreak::Hash { position: 7 }
+        }
+        "stream_id" => {
+            tamper.set_stream_id(8, "t-forged");
+            ChainBreak::Hash { position: 8 }
+        }
+        "principal" => {
+            tamper.set_principal(9, "mallory");
+            ChainBreak::Hash { position: 9 }
+        }
+        "recorded_at" => {
+            tamper.shift_recorded_at(10);
+            ChainBreak::Hash { position: 10 }
+        }
+        "delete" => {
+            tamper.delete(11);
+            ChainBreak::Sequence { position: 12, expected_position: 11 }
+        }
+        "swap" => {
+            tamper.swap(5, 6);
+            ChainBreak::PrevHash { position: 5 }
+        }
+        "insert" => {
+            tamper.insert_copy_before(4);
+            ChainBreak::Hash { position: 4 }
+        }
+        "forged_chain" => {
+            tamper.rewrite_chain_from(12, b"{\"n\":\"forged\"}");
+            let report = store.verify().await.expect("verify");
+            assert!(report.is_intact(), "a consistently re-hashed chain verifies internally");
+            match store.check_digest(digest).await.expect("check") {
+                DigestCheck::Mismatch { stored } => assert_ne!(stored, digest.hash),
+                other => panic!("an exported digest must expose the forgery, got {other:?}"),
+            }
+            return Outcome::Passed;
+        }
+        "truncate" => {
+            tamper.truncate_after(15);
+            let report = store.verify().await.expect("verify");
+            assert!(report.is_intact(), "a truncated log is internally consistent");
+            assert_eq!(report.last_good.position, 15);
+            assert_eq!(store.check_digest(digest).await.expect("check"), DigestCheck::Truncated { head: 15 });
+            return Outcome::Passed;
+        }
+        other => panic!("unknown tamper kind {other}"),
+    };
+    let report = store.verify().await.expect("verify completes on a tampered log");
+    let found = report.first_break.clone().expect("tampering must be detected");
+    match how {
+        // The first mismatch found is what matters; it must be at the tampered position.
+        "swap" | "insert" => assert_eq!(found.position(), expected_break.position(), "{found:?}"),
+        _ => assert_eq!(found, expected_break),
+    }
+    assert_eq!(report.last_good.position, found.position() - 1);
+    assert_eq!(report.events_checked, found.position() - 1);
+    Outcome::Passed
+}
+
+macro_rules! tamper_check {
+    ($name:ident, $how:literal) => {
+        pub async fn $name(cx: TestContext) -> Outcome {
+            tampering_is_detected(cx, $how).await
+        }
+    };
+}
+tamper_check!(tamper_data_byte, "data");
+tamper_check!(tamper_stream_id, "stream_id");
+tamper_check!(tamper_principal, "principal");
+tamper_check!(tamper_recorded_at, "recorded_at");
+tamper_check!(tamper_deleted_row, "delete");
+tamper_check!(tamper_swapped_rows, "swap");
+tamper_check!(tamper_inserted_row, "insert");
+tamper_check!(tamper_truncated_tail, "truncate");
+tamper_check!(tamper_forged_chain, "forged_chain");
+
+/// Expands to one `#[tokio::test]` per conformance check, each with a fresh store from
+/// `$factory` (an expression of a type implementing `BackendFactory`).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr) => {
+        $crate::conformance_suite!(@checks $factory;
+            expected_version_rules,
+            positions_are_gapless_from_one,
+            atomic_multi_stream_append,
+            conditions_guard_streams_not_written,
+            racing_writers_exactly_one_wins,
+            gapless_global_order_under_concurrency,
+            subscription_crosses_from_catch_up_to_live,
+            reads_are_paged_and_directed,
+            payload_bytes_are_kept_exactly,
+            recorded_at_is_stamped_and_never_decreases,
+            position_at_agrees_with_a_scan,
+            bulk_load_rules,
+            limits_are_enforced_at_the_bound,
+            bad_input_is_refused_and_changes_nothing,
+            group_commit_isolates_failing_appends,
+            verify_accepts_an_intact_log,
+            tamper_data_byte,
+            tamper_stream_id,
+            tamper_principal,
+            tamper_recorded_at,
+            tamper_deleted_row,
+            tamper_swapped_rows,
+            tamper_inserted_row,
+            tamper_truncated_tail,
+            tamper_forged_chain
+        );
+    };
+    (@checks $factory:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let factory = $factory;
+                $crate::conformance::run(stringify!($check), &factory, $crate::conformance::$check).await;
+            }
+        )*
+    };
+}

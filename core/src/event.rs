@@ -1,0 +1,377 @@
+//! The event envelope: what a caller hands the store ([`NewEvent`]) and what the store hands
+//! back ([`EventRecord`]). The data payload is kept as the exact JSON bytes received; the store
+//! never re-serialises it, so its hash is stable across backends and releases.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::chain::Hash;
+use crate::time::Timestamp;
+
+/// Longest stream id, in bytes of UTF-8.
+pub const MAX_STREAM_ID_BYTES: usize = 256;
+/// Longest event type name, in bytes.
+pub const MAX_EVENT_TYPE_BYTES: usize = 128;
+/// Longest metadata text field (principal, token id, correlation id, causation id), in bytes.
+pub const MAX_METADATA_FIELD_BYTES: usize = 256;
+
+/// Why a stream id, event type or metadata field was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("stream id must not be empty")]
+    EmptyStreamId,
+    #[error("stream id is {bytes} bytes long; the bound is {MAX_STREAM_ID_BYTES} (max_stream_id_bytes)")]
+    StreamIdTooLong { bytes: usize },
+    #[error("stream id must not contain control characters or whitespace: {0:?}")]
+    StreamIdCharacters(String),
+    #[error("event type must not be empty")]
+    EmptyEventType,
+    #[error("event type is {bytes} bytes long; the bound is {MAX_EVENT_TYPE_BYTES} (max_event_type_bytes)")]
+    EventTypeTooLong { bytes: usize },
+    #[error(
+        "event type {0:?} may hold only ASCII letters, digits and . _ - : / and must start with a letter or digit"
+    )]
+    EventTypeCharacters(String),
+    #[error("metadata field {field} is {bytes} bytes long; the bound is {MAX_METADATA_FIELD_BYTES} (max_metadata_field_bytes)")]
+    MetadataFieldTooLong { field: &'static str, bytes: usize },
+    #[error("metadata field {field} must not be empty")]
+    EmptyMetadataField { field: &'static str },
+    #[error("unknown event source {0:?}; expected one of api, cli, webhook, fixture, import, migration, system")]
+    UnknownSource(String),
+}
+
+/// A validated stream id: non-empty, at most [`MAX_STREAM_ID_BYTES`], no whitespace or
+/// control characters (so ids print and parse unambiguously in logs, CLIs and URLs).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StreamId(String);
+
+impl StreamId {
+    pub fn new(id: impl Into<String>) -> Result<Self, EnvelopeError> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(EnvelopeError::EmptyStreamId);
+        }
+        if id.len() > MAX_STREAM_ID_BYTES {
+            return Err(EnvelopeError::StreamIdTooLong { bytes: id.len() });
+        }
+        if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(EnvelopeError::StreamIdCharacters(id));
+        }
+        Ok(StreamId(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = EnvelopeError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        StreamId::new(value)
+    }
+}
+
+impl From<StreamId> for String {
+    fn from(value: StreamId) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamId({:?})", self.0)
+    }
+}
+
+/// Checks an event type name (`ci.registered`, `change.approved`, ...).
+pub fn validate_event_type(event_type: &str) -> Result<(), EnvelopeError> {
+    if event_type.is_empty() {
+        return Err(EnvelopeError::EmptyEventType);
+    }
+    if event_type.len() > MAX_EVENT_TYPE_BYTES {
+        return Err(EnvelopeError::EventTypeTooLong { bytes: event_type.len() });
+    }
+    let mut chars = event_type.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'));
+    if !first_ok || !rest_ok {
+        return Err(EnvelopeError::EventTypeCharacters(event_type.to_owned()));
+    }
+    Ok(())
+}
+
+/// Where an event entered the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Api,
+    Cli,
+    Webhook,
+    Fixture,
+    Import,
+    Migration,
+    System,
+}
+
+impl Source {
+    pub const ALL: [Source; 7] = [
+        Source::Api,
+        Source::Cli,
+        Source::Webhook,
+        Source::Fixture,
+        Source::Import,
+        Source::Migration,
+        Source::System,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Cli => "cli",
+            Source::Webhook => "webhook",
+            Source::Fixture => "fixture",
+            Source::Import => "import",
+            Source::Migration => "migration",
+            Source::System => "system",
+        }
+    }
+
+    /// Only these sources may carry their own `recorded_at` (a bulk load into an empty store).
+    pub fn may_supply_recorded_at(self) -> bool {
+        matches!(self, Source::Fixture | Source::Import | Source::Migration)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Source {
+    type Err = EnvelopeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Source::ALL
+            .into_iter()
+            .find(|source| source.as_str() == s)
+            .ok_or_else(|| EnvelopeError::UnknownSource(s.to_owned()))
+    }
+}
+
+/// Who did it: a principal (person or system) and, when a token was used, which one.
+/// Segregation-of-duties rules compare principals, never tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    pub principal: String,
+    pub token_id: Option<String>,
+}
+
+impl Actor {
+    /// The engine itself (bootstrap, migrations, housekeeping).
+    pub fn system() -> Self {
+        Actor { principal: "system".to_owned(), token_id: None }
+    }
+
+    pub fn principal(name: impl Into<String>) -> Self {
+        Actor { principal: name.into(), token_id: None }
+    }
+}
+
+/// Metadata carried by every event. Every field is part of the hash chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub actor: Actor,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub source: Source,
+    /// When an external tool says the thing happened (a CDEvent's timestamp), if it said.
+    pub occurred_at: Option<Timestamp>,
+}
+
+impl Metadata {
+    pub fn new(actor: Actor, source: Source) -> Self {
+        Metadata { actor, correlation_id: None, causation_id: None, source, occurred_at: None }
+    }
+
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), EnvelopeError> {
+        check_field("actor.principal", Some(&self.actor.principal), false)?;
+        check_field("actor.token_id", self.actor.token_id.as_deref(), true)?;
+        check_field("correlation_id", self.correlation_id.as_deref(), true)?;
+        check_field("causation_id", self.causation_id.as_deref(), true)?;
+        Ok(())
+    }
+}
+
+fn check_field(field: &'static str, value: Option<&str>, optional: bool) -> Result<(), EnvelopeError> {
+    match value {
+        None if optional => Ok(()),
+        None => Err(EnvelopeError::EmptyMetadataField { field }),
+        Some("") => Err(EnvelopeError::EmptyMetadataField { field }),
+        Some(text) if text.len() > MAX_METADATA_FIELD_BYTES => {
+            Err(EnvelopeError::MetadataFieldTooLong { field, bytes: text.len() })
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// An event to append. The store assigns position, stream version, `recorded_at` (unless this
+/// is a bulk load) and, when `event_id` is `None`, the id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_id: Option<Uuid>,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// The JSON payload exactly as received. Checked to be JSON; never re-serialised.
+    pub data: Vec<u8>,
+    pub metadata: Metadata,
+    /// Only for a bulk load into an empty store (source fixture, import or migration).
+    pub recorded_at: Option<Timestamp>,
+}
+
+impl NewEvent {
+    /// An event whose payload is the given raw bytes (validated as JSON by the store).
+    pub fn raw(event_type: impl Into<String>, data: impl Into<Vec<u8>>, metadata: Metadata) -> Self {
+        NewEvent {
+            event_id: None,
+            event_type: event_type.into(),
+            schema_version: 1,
+            data: data.into(),
+            metadata,
+            recorded_at: None,
+        }
+    }
+
+    /// An event whose payload is `value` serialised as compact JSON.
+    pub fn json<T: Serialize + ?Sized>(
+        event_type: impl Into<String>,
+        value: &T,
+        metadata: Metadata,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(NewEvent::raw(event_type, serde_json::to_vec(value)?, metadata))
+    }
+
+    pub fn with_event_id(mut self, id: Uuid) -> Self {
+        self.event_id = Some(id);
+        self
+    }
+
+    pub fn with_schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version;
+        self
+    }
+
+    pub fn with_recorded_at(mut self, at: Timestamp) -> Self {
+        self.recorded_at = Some(at);
+        self
+    }
+}
+
+/// An event as stored: immutable, positioned, chained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Global position: gapless, the first event is 1.
+    pub position: u64,
+    pub stream_id: StreamId,
+    /// Version within its stream: the first event of a stream is 0.
+    pub stream_version: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// The payload bytes exactly as they were appended.
+    pub data: Vec<u8>,
+    pub metadata: Metadata,
+    /// When the store committed it (or, for a bulk load, the time the loader supplied).
+    pub recorded_at: Timestamp,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+}
+
+impl EventRecord {
+    /// The payload as text. Stored payloads were checked to be JSON, hence UTF-8; a tampered
+    /// payload that is not UTF-8 yields `None` (and fails `verify`).
+    pub fn data_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.data).ok()
+    }
+
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_are_checked_at_the_bounds() {
+        assert_eq!(StreamId::new(""), Err(EnvelopeError::EmptyStreamId));
+        assert!(StreamId::new("a".repeat(MAX_STREAM_ID_BYTES)).is_ok());
+        assert_eq!(
+            StreamId::new("a".repeat(MAX_STREAM_ID_BYTES + 1)),
+            Err(EnvelopeError::StreamIdTooLong { bytes: MAX_STREAM_ID_BYTES + 1 })
+        );
+        assert!(StreamId::new("ci 1").is_err());
+        assert!(StreamId::new("ci\n1").is_err());
+        assert!(StreamId::new("ci-ünïcode/1").is_ok());
+    }
+
+    #[test]
+    fn stream_ids_deserialise_through_validation() {
+        let bad: Result<StreamId, _> = serde_json::from_str("\"\"");
+        assert!(bad.is_err());
+        let good: StreamId = serde_json::from_str("\"ci-1\"").expect("valid");
+        assert_eq!(good.as_str(), "ci-1");
+    }
+
+    #[test]
+    fn event_types_are_checked() {
+        assert!(validate_event_type("ci.registered").is_ok());
+        assert!(validate_event_type("").is_err());
+        assert!(validate_event_type(".x").is_err());
+        assert!(validate_event_type("ci registered").is_err());
+        assert!(validate_event_type(&"a".repeat(MAX_EVENT_TYPE_BYTES)).is_ok());
+        assert!(validate_event_type(&"a".repeat(MAX_EVENT_TYPE_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn sources_round_trip_through_text() {
+        for source in Source::ALL {
+            assert_eq!(source.as_str().parse::<Source>(), Ok(source));
+        }
+        assert!("nonsense".parse::<Source>().is_err());
+    }
+
+    #[test]
+    fn metadata_fields_are_bounded() {
+        let mut metadata = Metadata::new(Actor::principal("alice"), Source::Api);
+        assert!(metadata.validate().is_ok());
+        metadata.correlation_id = Some("x".repeat(MAX_METADATA_FIELD_BYTES));
+        assert!(metadata.validate().is_ok());
+        metadata.correlation_id = Some("x".repeat(MAX_METADATA_FIELD_BYTES + 1));
+        assert!(matches!(metadata.validate(), Err(EnvelopeError::MetadataFieldTooLong { field: "correlation_id", .. })));
+        metadata.correlation_id = None;
+        metadata.actor.principal = String::new();
+        assert!(metadata.validate().is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! # cmdb-core
+//!
+//! The heart of the engine: the event envelope and its codec, the tamper-evident hash chain,
+//! the `EventStore` trait with its backends (embedded SQLite now; PostgreSQL and KurrentDB
+//! later) and the conformance suite every backend runs. Later it also holds the domain:
+//! configuration items, changes, releases, their commands and pure deciders.
+//!
+//! What it is **not**: no HTTP, no GraphQL, no graph library. Read models (the temporal graph,
+//! impact analysis, audit views) live in `cmdb-projections`; the server lives in `cmdb-api`.
+//!
+//! Requirements served here: RC-1 (records are immutable events, protected from loss and
+//! corruption), CM-4 (protection and recoverability of configuration data).
+
+pub mod chain;
+pub mod conformance;
+pub mod event;
+pub mod ids;
+pub mod store;
+pub mod time;
+
+pub use chain::{ChainBreak, ChainVerifier, Digest, Hash};
+pub use event::{Actor, EventRecord, Metadata, NewEvent, Source, StreamId};
+pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
+pub use store::{
+    AppendOutcome, AppendRequest, Capabilities, Condition, Direction, EventStore, ExpectedVersion,
+    Limit, StoreError, StoreLimits, StreamWrite,
+};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};

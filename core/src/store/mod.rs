@@ -1,0 +1,368 @@
+//! The `EventStore` trait: an append-only, gapless, hash-chained log of events grouped in
+//! streams, with atomic multi-stream appends, optimistic concurrency, conditions on streams
+//! that are not written, paged reads, and subscriptions that catch up and then go live.
+//!
+//! Backends: [`sqlite::SqliteStore`] (embedded, the default). Every backend runs the suite in
+//! [`crate::conformance`], as far as its [`Capabilities`] go.
+
+pub mod sqlite;
+mod subscription;
+mod validate;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::Serialize;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::chain::{ChainBreak, ChainVerifier, Digest, DigestCheck, VerifyReport};
+use crate::event::{EventRecord, NewEvent, StreamId};
+use crate::time::Timestamp;
+
+pub use subscription::subscribe;
+pub use validate::validate_request;
+
+/// What the writer of a stream expects to find before its events are added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", content = "version", rename_all = "snake_case")]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must exist (have at least one event).
+    StreamExists,
+    /// The stream's last event must have exactly this version.
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream whose last version is `actual` (`None`: no such stream) satisfies this.
+    pub fn admits(self, actual: Option<u64>) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual.is_none(),
+            ExpectedVersion::StreamExists => actual.is_some(),
+            ExpectedVersion::Exact(version) => actual == Some(version),
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("an existing stream"),
+            ExpectedVersion::Exact(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// The state of a stream as found: its last version, or absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamState(pub Option<u64>);
+
+impl fmt::Display for StreamState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("no stream"),
+            Some(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// Events to add to one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamWrite {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// A stream that is not written but must still be as the decision saw it (for example: the
+/// change authorising a CI edit has not been revoked meanwhile).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+}
+
+/// One atomic append: all of it lands, or none of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppendRequest {
+    pub writes: Vec<StreamWrite>,
+    pub conditions: Vec<Condition>,
+}
+
+impl AppendRequest {
+    pub fn new() -> Self {
+        AppendRequest::default()
+    }
+
+    /// A request writing `events` to one stream.
+    pub fn single(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        AppendRequest { writes: vec![StreamWrite { stream, expected, events }], conditions: Vec::new() }
+    }
+
+    pub fn write(mut self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        self.writes.push(StreamWrite { stream, expected, events });
+        self
+    }
+
+    pub fn condition(mut self, stream: StreamId, expected: ExpectedVersion) -> Self {
+        self.conditions.push(Condition { stream, expected });
+        self
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.writes.iter().map(|w| w.events.len()).sum()
+    }
+}
+
+/// Where one stream's new events landed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamAppended {
+    pub stream: StreamId,
+    pub first_version: u64,
+    pub last_version: u64,
+}
+
+/// The answer to a durable append: the positions assigned, in request order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AppendOutcome {
+    pub first_position: u64,
+    pub last_position: u64,
+    pub streams: Vec<StreamAppended>,
+    /// The commit time stamped on the events (or the last supplied time of a bulk load).
+    pub recorded_at: Timestamp,
+    pub event_ids: Vec<Uuid>,
+}
+
+impl AppendOutcome {
+    pub fn positions(&self) -> std::ops::RangeInclusive<u64> {
+        self.first_position..=self.last_position
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// What a backend can promise. The conformance suite skips exactly the checks a backend
+/// cannot pass, and names each skip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    pub gapless_positions: bool,
+    pub multi_stream_atomic_append: bool,
+    pub conditions: bool,
+    pub hash_chain: bool,
+}
+
+impl Capabilities {
+    pub const ALL: Capabilities =
+        Capabilities { gapless_positions: true, multi_stream_atomic_append: true, conditions: true, hash_chain: true };
+}
+
+/// Limits the store enforces, each with its unit in its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StoreLimits {
+    /// Largest event payload (data bytes).
+    pub max_event_bytes: usize,
+    /// Most events in one append.
+    pub max_batch_events: usize,
+    /// Largest sum of payload bytes in one append.
+    pub max_batch_bytes: usize,
+    /// Most streams written plus conditions in one append.
+    pub max_streams_per_append: usize,
+    /// Most events one read returns.
+    pub max_page_events: usize,
+}
+
+impl StoreLimits {
+    pub const DEFAULT: StoreLimits = StoreLimits {
+        max_event_bytes: 1024 * 1024,
+        max_batch_events: 10_000,
+        max_batch_bytes: 32 * 1024 * 1024,
+        max_streams_per_append: 256,
+        max_page_events: 10_000,
+    };
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits::DEFAULT
+    }
+}
+
+/// A named limit, as reported in [`StoreError::LimitExceeded`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    MaxEventBytes,
+    MaxBatchEvents,
+    MaxBatchBytes,
+    MaxStreamsPerAppend,
+    MaxPageEvents,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::MaxEventBytes => "max_event_bytes",
+            Limit::MaxBatchEvents => "max_batch_events",
+            Limit::MaxBatchBytes => "max_batch_bytes",
+            Limit::MaxStreamsPerAppend => "max_streams_per_append",
+            Limit::MaxPageEvents => "max_page_events",
+        })
+    }
+}
+
+/// Every way a store operation fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("version conflict on {role} stream {stream}: expected {expected}, found {actual}")]
+    VersionConflict { stream: StreamId, expected: ExpectedVersion, actual: StreamState, role: StreamRole },
+    #[error("limit exceeded: {limit} is {bound}, got {value}")]
+    LimitExceeded { limit: Limit, value: u64, bound: u64 },
+    #[error("invalid append: {0}")]
+    InvalidInput(String),
+    #[error("event id {0} is already in the log")]
+    DuplicateEventId(Uuid),
+    #[error("storage is full: {0}; nothing from this append was written")]
+    StorageFull(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("the writer stopped after a failed commit and refuses appends until the process restarts and re-reads the log: {0}")]
+    WriterStopped(String),
+    #[error("corruption detected at {location}: {detail}")]
+    Corruption { location: String, detail: String },
+    #[error("cannot open the event log at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl StoreError {
+    /// Conflicts and full storage may succeed later; the others will not without a change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::VersionConflict { .. } | StoreError::Storage(_))
+    }
+}
+
+/// Whether a conflicting stream was one being written or only a condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamRole {
+    Written,
+    Condition,
+}
+
+impl fmt::Display for StreamRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StreamRole::Written => "written",
+            StreamRole::Condition => "condition",
+        })
+    }
+}
+
+/// The event log. Object-safe: backends are chosen at run time as `Arc<dyn EventStore>`.
+///
+/// Positions are `u64`; "after p" with `p = 0` means from the start, everywhere.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    fn capabilities(&self) -> Capabilities;
+
+    fn limits(&self) -> StoreLimits;
+
+    /// Appends atomically. Answers only once the events are durable.
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// Reads one stream. `from` is an inclusive stream version; `None` is the start (forward)
+    /// or the end (backward). At most `max_count` events (bounded by `max_page_events`).
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        direction: Direction,
+        from: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Reads the global log: events with position > `after`, in order, at most `max_count`.
+    async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// The event at `position`, if the log has one.
+    async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError>;
+
+    /// The last committed position and its hash (`Digest::EMPTY` for an empty log).
+    async fn head(&self) -> Result<Digest, StoreError>;
+
+    /// The committed head position, published after each durable commit. Subscriptions wait on
+    /// it; it never goes backwards.
+    fn watch_head(&self) -> watch::Receiver<u64>;
+
+    /// The last version of a stream, `None` if it has no events.
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError>;
+
+    /// The last position whose `recorded_at` is at or before `at` (0 if none).
+    async fn position_at(&self, at: Timestamp) -> Result<u64, StoreError>;
+
+    /// Walks the whole log and recomputes the chain. Reports the first break, if any.
+    async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let page = self.limits().max_page_events;
+        let mut verifier = ChainVerifier::new();
+        let mut checked = 0u64;
+        loop {
+            let after = verifier.digest().position;
+            let records = match self.read_all(after, page).await {
+                Ok(records) => records,
+                Err(StoreError::Corruption { detail, .. }) => {
+                    let first_break = Some(ChainBreak::Unreadable { position: after + 1, detail });
+                    return Ok(VerifyReport { events_checked: checked, last_good: verifier.digest(), first_break });
+                }
+                Err(other) => return Err(other),
+            };
+            if records.is_empty() {
+                return Ok(VerifyReport { events_checked: checked, last_good: verifier.digest(), first_break: None });
+            }
+            for record in &records {
+                if let Err(first_break) = verifier.check(record) {
+                    return Ok(VerifyReport {
+                        events_checked: checked,
+                        last_good: verifier.digest(),
+                        first_break: Some(first_break),
+                    });
+                }
+                checked += 1;
+            }
+        }
+    }
+
+    /// Checks a digest exported earlier against the log as it is now.
+    async fn check_digest(&self, digest: Digest) -> Result<DigestCheck, StoreError> {
+        if digest.position == 0 {
+            return Ok(if digest.hash == crate::chain::Hash::GENESIS {
+                DigestCheck::Matches
+            } else {
+                DigestCheck::Mismatch { stored: crate::chain::Hash::GENESIS }
+            });
+        }
+        match self.event_at(digest.position).await? {
+            None => Ok(DigestCheck::Truncated { head: self.head().await?.position }),
+            Some(record) if record.hash == digest.hash => Ok(DigestCheck::Matches),
+            Some(record) => Ok(DigestCheck::Mismatch { stored: record.hash }),
+        }
+    }
+}
+
+/// Shared handle to any backend.
+pub type DynStore = Arc<dyn EventStore>;
+
+/// A live stream of events after a position: catch-up, then live.
+pub type EventStream = BoxStream<'static, Result<EventRecord, StoreError>>;

@@ -1,0 +1,1083 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! * **One writer thread** owns the only write connection and does group commit: appends
+//!   queue on a bounded channel; the writer takes as many as are waiting (up to
+//!   `max_group_commit_events`), runs each inside its own savepoint of one `BEGIN IMMEDIATE`
+//!   transaction (so one append's version conflict does not fail the others), commits once,
+//!   and only then answers the callers and publishes the new head. Positions are assigned
+//!   after the checks, inside the transaction.
+//! * **Fail-stop:** an error from `COMMIT` (which includes the WAL fsync) stops the writer for
+//!   good: every later append is refused with [`StoreError::WriterStopped`]; the process must
+//!   restart and re-read the file. Nothing is retried silently.
+//! * **Other processes** (e.g. `cmdb token create` while a server runs) may write the same
+//!   file: SQLite's lock serialises the transactions, and the writer reads the tail (position,
+//!   hash, time) inside every write transaction, so the chain never forks. A poller notices
+//!   commits made by other connections (`PRAGMA data_version`) and publishes the new head.
+//! * **Readers** use a bounded pool of their own connections, on the blocking thread pool.
+//! * **Opening** inspects an existing file read-only first (`application_id`, `user_version`,
+//!   schema, `quick_check`, the tail row): a database that is not ours, of a newer format, or
+//!   corrupted is refused and never modified.
+
+mod tamper;
+
+pub use tamper::SqliteTamper;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::chain::{ChainFields, Digest, Hash, event_hash};
+use crate::event::{Actor, EventRecord, Metadata, Source, StreamId};
+use crate::ids::{IdGenerator, UuidV7Ids};
+use crate::store::{
+    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, Limit, StoreError, StoreLimits, StreamAppended,
+    StreamRole, StreamState, validate_request,
+};
+use crate::time::{Clock, SystemClock, Timestamp};
+
+/// `PRAGMA application_id` of our files: "CMDB" in ASCII.
+pub const APPLICATION_ID: i32 = 0x434D_4442;
+/// `PRAGMA user_version`: the file format this build writes and reads.
+pub const FORMAT_VERSION: i32 = 1;
+/// The log's file name inside the data directory.
+pub const LOG_FILE_NAME: &str = "events.sqlite";
+
+const SCHEMA: &str = "
+CREATE TABLE events (
+    position        INTEGER PRIMARY KEY,
+    stream_id       TEXT    NOT NULL,
+    stream_version  INTEGER NOT NULL,
+    event_id        BLOB    NOT NULL,
+    event_type      TEXT    NOT NULL,
+    schema_version  INTEGER NOT NULL,
+    data            BLOB    NOT NULL,
+    actor_principal TEXT    NOT NULL,
+    actor_token     TEXT,
+    correlation_id  TEXT,
+    causation_id    TEXT,
+    source          TEXT    NOT NULL,
+    occurred_at     INTEGER,
+    recorded_at     INTEGER NOT NULL,
+    prev_hash       BLOB    NOT NULL,
+    hash            BLOB    NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX events_by_stream ON events (stream_id, stream_version);
+CREATE UNIQUE INDEX events_by_id ON events (event_id);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT, WITHOUT ROWID;
+";
+
+const SELECT_COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, data, \
+     actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash";
+
+/// Set in `meta` by the first append stamped at commit; after it, bulk loads are refused.
+const META_LIVE_APPENDS_STARTED: &str = "live_appends_started";
+
+/// Settings of the embedded store. Units are in the names.
+#[derive(Clone)]
+pub struct SqliteOptions {
+    pub limits: StoreLimits,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+    /// Bound of the writer's queue; an append waits for room when it is full.
+    pub max_pending_appends: usize,
+    /// Most events gathered into one transaction (a single larger append still goes alone).
+    pub max_group_commit_events: usize,
+    /// Most read connections (and concurrent reads).
+    pub max_read_connections: usize,
+    /// How long a transaction waits for another process's lock on the file.
+    pub busy_timeout_ms: u64,
+    /// How often to look for commits made by other processes.
+    pub external_change_poll_ms: u64,
+    /// Files up to this size get a full `PRAGMA quick_check` when opened.
+    pub quick_check_max_file_bytes: u64,
+    /// Caps the file at this many pages (`PRAGMA max_page_count`): a full disk, simulated.
+    pub max_page_count: Option<u64>,
+    /// Fault injection for tests: the commit after this many successful ones fails.
+    #[doc(hidden)]
+    pub fail_commit_after_commits: Option<u64>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            limits: StoreLimits::DEFAULT,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UuidV7Ids),
+            max_pending_appends: 4096,
+            max_group_commit_events: 20_000,
+            max_read_connections: 8,
+            busy_timeout_ms: 10_000,
+            external_change_poll_ms: 50,
+            quick_check_max_file_bytes: 1 << 30,
+            max_page_count: None,
+            fail_commit_after_commits: None,
+        }
+    }
+}
+
+/// The pragmas in force on the writer's connection, for tests and `cmdb` diagnostics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterPragmas {
+    pub journal_mode: String,
+    /// 2 is FULL.
+    pub synchronous: i64,
+    pub application_id: i32,
+    pub user_version: i32,
+}
+
+enum Job {
+    Append { request: AppendRequest, reply: oneshot::Sender<Result<AppendOutcome, StoreError>> },
+    Inspect { reply: oneshot::Sender<Result<WriterPragmas, StoreError>> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Publishes the committed head; closed (dropped) at shutdown so subscriptions end.
+struct HeadPublisher {
+    sender: Mutex<Option<watch::Sender<u64>>>,
+}
+
+impl HeadPublisher {
+    fn publish(&self, position: u64) {
+        if let Ok(guard) = self.sender.lock() {
+            if let Some(sender) = guard.as_ref() {
+                sender.send_if_modified(|head| {
+                    let advanced = position > *head;
+                    if advanced {
+                        *head = position;
+                    }
+                    advanced
+                });
+            }
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut guard) = self.sender.lock() {
+            guard.take();
+        }
+    }
+}
+
+/// The embedded event store. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    limits: StoreLimits,
+    clock: Arc<dyn Clock>,
+    jobs: mpsc::Sender<Job>,
+    head: Arc<HeadPublisher>,
+    head_receiver: watch::Receiver<u64>,
+    readers: Arc<ReaderPool>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    stop_poller: Arc<AtomicBool>,
+    closed: AtomicBool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop_poller.store(true, Ordering::SeqCst);
+        self.head.close();
+    }
+}
+
+fn open_error(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::Open { path: path.display().to_string(), reason: reason.into() }
+}
+
+fn storage_error(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::StorageFull(error.to_string()),
+        Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => {
+            StoreError::Corruption { location: "the log file".into(), detail: error.to_string() }
+        }
+        _ => StoreError::Storage(error.to_string()),
+    }
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::InvalidInput(format!("{what} {value} is beyond the log's range")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the log in `data_dir`. Blocking: call at start-up, or from
+    /// `spawn_blocking`.
+    pub fn open(data_dir: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let data_dir = data_dir.as_ref();
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(open_error(data_dir, "the data directory path exists and is not a directory"));
+        }
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| open_error(data_dir, format!("cannot create the data directory: {e}")))?;
+        let path = data_dir.join(LOG_FILE_NAME);
+        let existing_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if existing_bytes > 0 {
+            inspect_read_only(&path, existing_bytes <= options.quick_check_max_file_bytes)?;
+        }
+
+        let conn = open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE, &options)?;
+        let journal_mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(|e| open_error(&path, format!("cannot switch to WAL mode: {e}")))?;
+        if !journal_mode.eq_ignore_ascii_case("wal") {
+            return Err(open_error(&path, format!("the file refused WAL mode (journal_mode is {journal_mode})")));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL")
+            .map_err(|e| open_error(&path, format!("cannot set synchronous=FULL: {e}")))?;
+        if let Some(pages) = options.max_page_count {
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(|e| open_error(&path, format!("cannot set max_page_count: {e}")))?;
+        }
+        initialise_schema(&conn, &path)?;
+        let head = read_tail(&conn).map_err(|e| open_error(&path, e.to_string()))?.position;
+
+        let (head_sender, head_receiver) = watch::channel(head);
+        let head_publisher = Arc::new(HeadPublisher { sender: Mutex::new(Some(head_sender)) });
+        let (jobs, job_receiver) = mpsc::channel(options.max_pending_appends.max(1));
+        let writer = Writer {
+            conn,
+            clock: options.clock.clone(),
+            ids: options.ids.clone(),
+            head: head_publisher.clone(),
+            stopped: None,
+            max_group_commit_events: options.max_group_commit_events.max(1),
+            commits: 0,
+            fail_commit_after_commits: options.fail_commit_after_commits,
+        };
+        let writer_thread = std::thread::Builder::new()
+            .name("cmdb-log-writer".into())
+            .spawn(move || writer.run(job_receiver))
+            .map_err(|e| open_error(&path, format!("cannot start the writer thread: {e}")))?;
+
+        let readers = Arc::new(ReaderPool::new(path.clone(), &options));
+        let stop_poller = Arc::new(AtomicBool::new(false));
+        spawn_external_change_poller(
+            readers.clone(),
+            head_publisher.clone(),
+            stop_poller.clone(),
+            options.external_change_poll_ms.max(1),
+        )
+        .map_err(|e| open_error(&path, format!("cannot start the change poller: {e}")))?;
+
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                path,
+                limits: options.limits,
+                clock: options.clock,
+                jobs,
+                head: head_publisher,
+                head_receiver,
+                readers,
+                writer_thread: Mutex::new(Some(writer_thread)),
+                stop_poller,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The pragmas in force on the writer's connection.
+    pub async fn writer_pragmas(&self) -> Result<WriterPragmas, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared.jobs.send(Job::Inspect { reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reads the head from the file and publishes it: picks up commits made by other processes
+    /// now, rather than at the next poll.
+    pub async fn refresh_head(&self) -> Result<u64, StoreError> {
+        let position = self.shared.readers.run(|conn| Ok(read_tail(conn).map_err(storage_error)?.position)).await?;
+        self.shared.head.publish(position);
+        Ok(position)
+    }
+
+    /// Stops accepting appends, lets every append already queued finish, checkpoints the WAL,
+    /// ends subscriptions. Idempotent.
+    pub async fn shutdown(&self) {
+        if self.shared.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (reply, done) = oneshot::channel();
+        if self.shared.jobs.send(Job::Shutdown { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+        let thread = self.shared.writer_thread.lock().ok().and_then(|mut guard| guard.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.shared.stop_poller.store(true, Ordering::SeqCst);
+        self.shared.head.close();
+    }
+
+    /// A consistent online copy of the log to `destination` (SQLite's backup API, in one step
+    /// inside one read transaction, so concurrent appends neither block nor restart it).
+    /// Returns the digest of the copy's head.
+    pub async fn backup_to(&self, destination: &Path) -> Result<Digest, StoreError> {
+        let destination = destination.to_path_buf();
+        self.shared
+            .readers
+            .run(move |conn| {
+                if destination.exists() {
+                    return Err(StoreError::InvalidInput(format!(
+                        "backup destination {} already exists; choose a new file",
+                        destination.display()
+                    )));
+                }
+                let mut target = Connection::open(&destination).map_err(|e| {
+                    StoreError::Storage(format!("cannot create backup file {}: {e}", destination.display()))
+                })?;
+                {
+                    let backup = rusqlite::backup::Backup::new(conn, &mut target).map_err(storage_error)?;
+                    backup.step(-1).map_err(storage_error)?;
+                }
+                target.execute_batch("PRAGMA journal_mode = DELETE").map_err(storage_error)?;
+                let tail = read_tail(&target).map_err(storage_error)?;
+                Ok(Digest { position: tail.position, hash: tail.hash })
+            })
+            .await
+    }
+}
+
+fn open_connection(path: &Path, flags: OpenFlags, options: &SqliteOptions) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| open_error(path, e.to_string()))?;
+    conn.busy_timeout(Duration::from_millis(options.busy_timeout_ms))
+        .map_err(|e| open_error(path, e.to_string()))?;
+    Ok(conn)
+}
+
+/// Refuses a file that is not ours, is newer, or is damaged, without writing to it.
+fn inspect_read_only(path: &Path, quick_check: bool) -> Result<(), StoreError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| open_error(path, format!("cannot open read-only for inspection: {e}")))?;
+    let damaged = |e: rusqlite::Error| open_error(path, format!("not a readable SQLite database ({e}); refusing to touch it"));
+    let application_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(damaged)?;
+    let user_version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(damaged)?;
+    let table_count: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(damaged)?;
+    if application_id != APPLICATION_ID {
+        if application_id == 0 && user_version == 0 && table_count == 0 {
+            return Ok(()); // an empty SQLite file: ours to initialise
+        }
+        return Err(open_error(
+            path,
+            format!(
+                "not a cmdb event log (application_id {application_id:#x}, expected {APPLICATION_ID:#x}); refusing to touch it"
+            ),
+        ));
+    }
+    if user_version > FORMAT_VERSION {
+        return Err(open_error(
+            path,
+            format!(
+                "written by a newer cmdb (log format {user_version}; this build reads up to {FORMAT_VERSION}); upgrade cmdb to open it"
+            ),
+        ));
+    }
+    if user_version < FORMAT_VERSION {
+        return Err(open_error(path, format!("log format {user_version} is not known to this build")));
+    }
+    if quick_check {
+        let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(damaged)?;
+        if verdict != "ok" {
+            return Err(open_error(path, format!("the file is corrupted (quick_check: {verdict}); restore a backup")));
+        }
+    }
+    let tail: Option<EventRecord> = conn
+        .query_row(&format!("SELECT {SELECT_COLUMNS} FROM events ORDER BY position DESC LIMIT 1"), [], decode_row)
+        .optional()
+        .map_err(damaged)?
+        .transpose()
+        .map_err(|e| open_error(path, format!("the last event is unreadable: {e}")))?;
+    if let Some(tail) = tail {
+        if event_hash(&tail.prev_hash, &ChainFields::of(&tail)) != tail.hash {
+            return Err(open_error(
+                path,
+                format!(
+                    "the last event (position {}) does not match its hash: the file was altered; run `cmdb verify` and restore a backup",
+                    tail.position
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn initialise_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let fail = |e: rusqlite::Error| open_error(path, format!("cannot initialise the log: {e}"));
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+    let result = (|| {
+        let application_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        if application_id == APPLICATION_ID {
+            return Ok(());
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};"))
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(fail),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(fail(e))
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tail {
+    position: u64,
+    hash: Hash,
+    recorded_at: Timestamp,
+}
+
+fn read_tail(conn: &Connection) -> rusqlite::Result<Tail> {
+    let mut statement =
+        conn.prepare_cached("SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1")?;
+    let tail = statement
+        .query_row([], |row| {
+            let position: i64 = row.get(0)?;
+            let hash: Vec<u8> = row.get(1)?;
+            let recorded_at: i64 = row.get(2)?;
+            Ok(Tail {
+                position: position as u64,
+                hash: Hash::from_slice(&hash).unwrap_or_default(),
+                recorded_at: Timestamp::from_micros(recorded_at),
+            })
+        })
+        .optional()?;
+    Ok(tail.unwrap_or(Tail { position: 0, hash: Hash::GENESIS, recorded_at: Timestamp::from_micros(i64::MIN) }))
+}
+
+fn live_appends_started(conn: &Connection) -> rusqlite::Result<bool> {
+    let mut statement = conn.prepare_cached("SELECT 1 FROM meta WHERE key = ?1")?;
+    Ok(statement.query_row([META_LIVE_APPENDS_STARTED], |_| Ok(())).optional()?.is_some())
+}
+
+fn stream_version(conn: &Connection, stream: &str) -> rusqlite::Result<Option<u64>> {
+    let mut statement = conn.prepare_cached("SELECT max(stream_version) FROM events WHERE stream_id = ?1")?;
+    let version: Option<i64> = statement.query_row([stream], |row| row.get(0))?;
+    Ok(version.map(|v| v as u64))
+}
+
+fn corrupt(position: i64, detail: impl Into<String>) -> StoreError {
+    StoreError::Corruption { location: format!("position {position}"), detail: detail.into() }
+}
+
+/// Decodes one row. Any value that could not have been written by us is corruption.
+fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>> {
+    let position: i64 = row.get(0)?;
+    let raw = (|| -> rusqlite::Result<_> {
+        Ok((
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+            row.get::<_, Vec<u8>>(3)?,
+            row.get::<_, String>(4)?,
+            row.get::<_, i64>(5)?,
+            row.get::<_, Vec<u8>>(6)?,
+            row.get::<_, String>(7)?,
+            row.get::<_, Option<String>>(8)?,
+            row.get::<_, Option<String>>(9)?,
+            row.get::<_, Option<String>>(10)?,
+            row.get::<_, String>(11)?,
+            row.get::<_, Option<i64>>(12)?,
+            row.get::<_, i64>(13)?,
+            (row.get::<_, Vec<u8>>(14)?, row.get::<_, Vec<u8>>(15)?),
+        ))
+    })();
+    let (
+        stream_id,
+        stream_version,
+        event_id,
+        event_type,
+        schema_version,
+        data,
+        principal,
+        token_id,
+        correlation_id,
+        causation_id,
+        source,
+        occurred_at,
+        recorded_at,
+        (prev_hash, hash),
+    ) = match raw {
+        Ok(values) => values,
+        Err(e) => return Ok(Err(corrupt(position, format!("a column has the wrong type: {e}")))),
+    };
+    let decoded = (|| {
+        Ok(EventRecord {
+            position: u64::try_from(position).map_err(|_| corrupt(position, "negative position"))?,
+            stream_id: StreamId::new(stream_id).map_err(|e| corrupt(position, e.to_string()))?,
+            stream_version: u64::try_from(stream_version).map_err(|_| corrupt(position, "negative stream version"))?,
+            event_id: Uuid::from_slice(&event_id).map_err(|_| corrupt(position, "event id is not 16 bytes"))?,
+            event_type,
+            schema_version: u32::try_from(schema_version).map_err(|_| corrupt(position, "schema version out of range"))?,
+            data,
+            metadata: Metadata {
+                actor: Actor { principal, token_id },
+                correlation_id,
+                causation_id,
+                source: source.parse::<Source>().map_err(|e| corrupt(position, e.to_string()))?,
+                occurred_at: occurred_at.map(Timestamp::from_micros),
+            },
+            recorded_at: Timestamp::from_micros(recorded_at),
+            prev_hash: Hash::from_slice(&prev_hash).ok_or_else(|| corrupt(position, "prev_hash is not 32 bytes"))?,
+            hash: Hash::from_slice(&hash).ok_or_else(|| corrupt(position, "hash is not 32 bytes"))?,
+        })
+    })();
+    Ok(decoded)
+}
+
+fn collect_rows(statement: &mut rusqlite::Statement<'_>, params: impl rusqlite::Params) -> Result<Vec<EventRecord>, StoreError> {
+    let mut rows = statement.query(params).map_err(storage_error)?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next().map_err(storage_error)? {
+        records.push(decode_row(row).map_err(storage_error)??);
+    }
+    Ok(records)
+}
+
+struct Writer {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+    head: Arc<HeadPublisher>,
+    stopped: Option<String>,
+    max_group_commit_events: usize,
+    commits: u64,
+    fail_commit_after_commits: Option<u64>,
+}
+
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+impl Writer {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut carried: Option<Job> = None;
+        loop {
+            let job = match carried.take() {
+                Some(job) => job,
+                None => match jobs.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            let (request, reply) = match job {
+                Job::Append { request, reply } => (request, reply),
+                Job::Inspect { reply } => {
+                    let _ = reply.send(self.pragmas());
+                    continue;
+                }
+                Job::Shutdown { reply } => {
+                    let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+                    let _ = reply.send(());
+                    break;
+                }
+            };
+            let mut events = request.event_count();
+            let mut group = vec![(request, reply)];
+            // Gather what is already waiting; bounded by the event count of one transaction.
+            while events < self.max_group_commit_events {
+                match jobs.try_recv() {
+                    Ok(Job::Append { request, reply }) => {
+                        events += request.event_count();
+                        group.push((request, reply));
+                    }
+                    Ok(other) => {
+                        carried = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn pragmas(&self) -> Result<WriterPragmas, StoreError> {
+        let conn = &self.conn;
+        Ok(WriterPragmas {
+            journal_mode: conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(storage_error)?,
+            synchronous: conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).map_err(storage_error)?,
+            application_id: conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(storage_error)?,
+            user_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(storage_error)?,
+        })
+    }
+
+    fn commit_group(&mut self, group: Vec<(AppendRequest, Reply)>) {
+        if let Some(reason) = &self.stopped {
+            for (_, reply) in group {
+                let _ = reply.send(Err(StoreError::WriterStopped(reason.clone())));
+            }
+            return;
+        }
+        let fail_all = |group: Vec<(AppendRequest, Reply)>, error: StoreError| {
+            for (_, reply) in group {
+                let _ = reply.send(Err(error.clone()));
+            }
+        };
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            return fail_all(group, storage_error(e));
+        }
+        let (mut tail, mut live) = match read_tail(&self.conn).and_then(|t| Ok((t, live_appends_started(&self.conn)?))) {
+            Ok(state) => state,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return fail_all(group, storage_error(e));
+            }
+        };
+        let stamp = self.clock.now().max(tail.recorded_at);
+        let mut accepted: Vec<(Reply, AppendOutcome)> = Vec::with_capacity(group.len());
+        let mut aborted: Option<StoreError> = None;
+        for (request, reply) in group {
+            if let Some(error) = &aborted {
+                let _ = reply.send(Err(error.clone()));
+                continue;
+            }
+            if let Err(e) = self.conn.execute_batch("SAVEPOINT append") {
+                let error = storage_error(e);
+                let _ = reply.send(Err(error.clone()));
+                aborted = Some(error);
+                continue;
+            }
+            let before = (tail, live);
+            match self.apply(&request, &mut tail, &mut live, stamp) {
+                Ok(outcome) => match self.conn.execute_batch("RELEASE append") {
+                    Ok(()) => accepted.push((reply, outcome)),
+                    Err(e) => {
+                        let error = storage_error(e);
+                        let _ = reply.send(Err(error.clone()));
+                        aborted = Some(error);
+                    }
+                },
+                Err(error) => {
+                    (tail, live) = before;
+                    let rolled_back = self.conn.execute_batch("ROLLBACK TO append; RELEASE append");
+                    if rolled_back.is_err() || self.conn.is_autocommit() {
+                        // SQLite abandoned the whole transaction (it may on a full disk): the
+                        // appends accepted so far in this group are gone too.
+                        aborted = Some(StoreError::Storage(format!(
+                            "the group commit was abandoned after another append failed ({error}); nothing was written; retry"
+                        )));
+                    }
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+        if let Some(error) = aborted {
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            for (reply, _) in accepted {
+                let _ = reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        if accepted.is_empty() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return;
+        }
+        let injected_failure = self.fail_commit_after_commits.is_some_and(|after| self.commits >= after);
+        let committed = if injected_failure {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            Err("injected commit failure (fault injection)".to_string())
+        } else {
+            self.conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+        };
+        match committed {
+            Ok(()) => {
+                self.commits += 1;
+                self.head.publish(tail.position);
+                for (reply, outcome) in accepted {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(reason) => {
+                // Fail-stop: the state of the file after a failed COMMIT/fsync is unknown to us.
+                tracing::error!(%reason, "COMMIT failed; the log writer stops for good");
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                let reason = format!("COMMIT failed: {reason}");
+                self.stopped = Some(reason.clone());
+                for (reply, _) in accepted {
+                    let _ = reply.send(Err(StoreError::WriterStopped(reason.clone())));
+                }
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        request: &AppendRequest,
+        tail: &mut Tail,
+        live: &mut bool,
+        stamp: Timestamp,
+    ) -> Result<AppendOutcome, StoreError> {
+        for condition in &request.conditions {
+            let actual = stream_version(&self.conn, condition.stream.as_str()).map_err(storage_error)?;
+            if !condition.expected.admits(actual) {
+                return Err(StoreError::VersionConflict {
+                    stream: condition.stream.clone(),
+                    expected: condition.expected,
+                    actual: StreamState(actual),
+                    role: StreamRole::Condition,
+                });
+            }
+        }
+        let mut current = Vec::with_capacity(request.writes.len());
+        for write in &request.writes {
+            let actual = stream_version(&self.conn, write.stream.as_str()).map_err(storage_error)?;
+            if !write.expected.admits(actual) {
+                return Err(StoreError::VersionConflict {
+                    stream: write.stream.clone(),
+                    expected: write.expected,
+                    actual: StreamState(actual),
+                    role: StreamRole::Written,
+                });
+            }
+            current.push(actual);
+        }
+
+        let bulk = request.writes.iter().flat_map(|w| w.events.first()).any(|e| e.recorded_at.is_some());
+        if bulk {
+            if *live {
+                return Err(StoreError::InvalidInput(
+                    "a bulk load may supply recorded_at only into an empty log (or one holding only bulk-loaded events); this log already has events stamped at commit".into(),
+                ));
+            }
+            let first = request.writes.iter().flat_map(|w| w.events.first()).find_map(|e| e.recorded_at);
+            if let Some(first) = first {
+                if first < tail.recorded_at {
+                    return Err(StoreError::InvalidInput(format!(
+                        "supplied recorded_at {first} is before the log's last event ({})",
+                        tail.recorded_at
+                    )));
+                }
+            }
+        } else if !*live {
+            let mut statement = self
+                .conn
+                .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, '1')")
+                .map_err(storage_error)?;
+            statement.execute([META_LIVE_APPENDS_STARTED]).map_err(storage_error)?;
+            *live = true;
+        }
+
+        let first_position = tail.position + 1;
+        let mut streams = Vec::with_capacity(request.writes.len());
+        let mut event_ids = Vec::with_capacity(request.event_count());
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, data, \
+                 actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )
+            .map_err(storage_error)?;
+        for (write, actual) in request.writes.iter().zip(current) {
+            let first_version = actual.map_or(0, |v| v + 1);
+            let mut version = first_version;
+            for event in &write.events {
+                let position = tail.position + 1;
+                let event_id = event.event_id.unwrap_or_else(|| self.ids.next_id());
+                let recorded_at = event.recorded_at.unwrap_or(stamp);
+                let fields = ChainFields {
+                    position,
+                    stream_id: write.stream.as_str(),
+                    stream_version: version,
+                    event_id: &event_id,
+                    event_type: &event.event_type,
+                    schema_version: event.schema_version,
+                    data: &event.data,
+                    metadata: &event.metadata,
+                    recorded_at,
+                };
+                let hash = event_hash(&tail.hash, &fields);
+                let metadata = &event.metadata;
+                let inserted = statement.execute(params![
+                    to_i64(position, "position")?,
+                    write.stream.as_str(),
+                    to_i64(version, "stream version")?,
+                    event_id.as_bytes().as_slice(),
+                    event.event_type,
+                    i64::from(event.schema_version),
+                    event.data,
+                    metadata.actor.principal,
+                    metadata.actor.token_id,
+                    metadata.correlation_id,
+                    metadata.causation_id,
+                    metadata.source.as_str(),
+                    metadata.occurred_at.map(Timestamp::as_micros),
+                    recorded_at.as_micros(),
+                    tail.hash.as_bytes().as_slice(),
+                    hash.as_bytes().as_slice(),
+                ]);
+                if let Err(e) = inserted {
+                    if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) && e.to_string().contains("event_id") {
+                        return Err(StoreError::DuplicateEventId(event_id));
+                    }
+                    return Err(storage_error(e));
+                }
+                *tail = Tail { position, hash, recorded_at };
+                event_ids.push(event_id);
+                version += 1;
+            }
+            streams.push(StreamAppended { stream: write.stream.clone(), first_version, last_version: version - 1 });
+        }
+        Ok(AppendOutcome {
+            first_position,
+            last_position: tail.position,
+            streams,
+            recorded_at: tail.recorded_at,
+            event_ids,
+        })
+    }
+}
+
+/// Read connections, at most `max_read_connections` in use at once, used on the blocking pool.
+struct ReaderPool {
+    path: PathBuf,
+    busy_timeout_ms: u64,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReaderPool {
+    fn new(path: PathBuf, options: &SqliteOptions) -> Self {
+        ReaderPool {
+            path,
+            busy_timeout_ms: options.busy_timeout_ms,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(options.max_read_connections.max(1))),
+        }
+    }
+
+    fn checkout(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(storage_error)?;
+        conn.busy_timeout(Duration::from_millis(self.busy_timeout_ms)).map_err(storage_error)?;
+        conn.execute_batch("PRAGMA query_only = 1").map_err(storage_error)?;
+        Ok(conn)
+    }
+
+    fn checkin(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+
+    fn run_blocking<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.checkout()?;
+        let result = work(&conn);
+        self.checkin(conn);
+        result
+    }
+
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            pool.run_blocking(work)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+    }
+}
+
+fn spawn_external_change_poller(
+    readers: Arc<ReaderPool>,
+    head: Arc<HeadPublisher>,
+    stop: Arc<AtomicBool>,
+    interval_ms: u64,
+) -> std::io::Result<()> {
+    std::thread::Builder::new().name("cmdb-log-poller".into()).spawn(move || {
+        let Ok(conn) = readers.checkout() else { return };
+        let mut last_seen: Option<i64> = None;
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) {
+                if last_seen != Some(version) {
+                    last_seen = Some(version);
+                    if let Ok(tail) = read_tail(&conn) {
+                        head.publish(tail.position);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(interval_ms));
+        }
+    })?;
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    fn limits(&self) -> StoreLimits {
+        self.shared.limits
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        validate_request(&request, &self.shared.limits, self.shared.clock.now())?;
+        let (reply, answer) = oneshot::channel();
+        self.shared.jobs.send(Job::Append { request, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        direction: Direction,
+        from: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let bound = self.shared.limits.max_page_events;
+        if max_count > bound {
+            return Err(StoreError::LimitExceeded { limit: Limit::MaxPageEvents, value: max_count as u64, bound: bound as u64 });
+        }
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let stream = stream.clone();
+        let from = match (direction, from) {
+            (Direction::Forward, None) => 0,
+            (Direction::Backward, None) => i64::MAX,
+            (_, Some(version)) => i64::try_from(version).unwrap_or(i64::MAX),
+        };
+        self.shared
+            .readers
+            .run(move |conn| {
+                let sql = match direction {
+                    Direction::Forward => format!(
+                        "SELECT {SELECT_COLUMNS} FROM events WHERE stream_id = ?1 AND stream_version >= ?2 ORDER BY stream_version ASC LIMIT ?3"
+                    ),
+                    Direction::Backward => format!(
+                        "SELECT {SELECT_COLUMNS} FROM events WHERE stream_id = ?1 AND stream_version <= ?2 ORDER BY stream_version DESC LIMIT ?3"
+                    ),
+                };
+                let mut statement = conn.prepare_cached(&sql).map_err(storage_error)?;
+                collect_rows(&mut statement, params![stream.as_str(), from, max_count as i64])
+            })
+            .await
+    }
+
+    async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let bound = self.shared.limits.max_page_events;
+        if max_count > bound {
+            return Err(StoreError::LimitExceeded { limit: Limit::MaxPageEvents, value: max_count as u64, bound: bound as u64 });
+        }
+        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        self.shared
+            .readers
+            .run(move |conn| {
+                let mut statement = conn
+                    .prepare_cached(&format!(
+                        "SELECT {SELECT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position ASC LIMIT ?2"
+                    ))
+                    .map_err(storage_error)?;
+                collect_rows(&mut statement, params![after, max_count as i64])
+            })
+            .await
+    }
+
+    async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError> {
+        let Ok(position) = i64::try_from(position) else { return Ok(None) };
+        self.shared
+            .readers
+            .run(move |conn| {
+                let mut statement = conn
+                    .prepare_cached(&format!("SELECT {SELECT_COLUMNS} FROM events WHERE position = ?1"))
+                    .map_err(storage_error)?;
+                Ok(collect_rows(&mut statement, [position])?.pop())
+            })
+            .await
+    }
+
+    async fn head(&self) -> Result<Digest, StoreError> {
+        self.shared
+            .readers
+            .run(|conn| {
+                let tail = read_tail(conn).map_err(storage_error)?;
+                Ok(Digest { position: tail.position, hash: tail.hash })
+            })
+            .await
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.shared.head_receiver.clone()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
+        let stream = stream.clone();
+        self.shared.readers.run(move |conn| stream_version(conn, stream.as_str()).map_err(storage_error)).await
+    }
+
+    async fn position_at(&self, at: Timestamp) -> Result<u64, StoreError> {
+        self.shared
+            .readers
+            .run(move |conn| {
+                // One read transaction: a consistent snapshot for the whole search.
+                let snapshot = conn.unchecked_transaction().map_err(storage_error)?;
+                let head = read_tail(&snapshot).map_err(storage_error)?.position;
+                let mut statement =
+                    snapshot.prepare_cached("SELECT recorded_at FROM events WHERE position = ?1").map_err(storage_error)?;
+                let mut recorded_at = |position: u64| -> Result<Timestamp, StoreError> {
+                    let micros: i64 = statement
+                        .query_row([position as i64], |r| r.get(0))
+                        .optional()
+                        .map_err(storage_error)?
+                        .ok_or_else(|| corrupt(position as i64, "missing row (the log has a gap)"))?;
+                    Ok(Timestamp::from_micros(micros))
+                };
+                if head == 0 || recorded_at(1)? > at {
+                    return Ok(0);
+                }
+                if recorded_at(head)? <= at {
+                    return Ok(head);
+                }
+                // Invariant: recorded_at(low) <= at < recorded_at(high); recorded_at never
+                // decreases with position, so a binary search finds the boundary.
+                let (mut low, mut high) = (1u64, head);
+                while high - low > 1 {
+                    let middle = low + (high - low) / 2;
+                    if recorded_at(middle)? <= at {
+                        low = middle;
+                    } else {
+                        high = middle;
+                    }
+                }
+                Ok(low)
+            })
+            .await
+    }
+}
