@@ -97,6 +97,9 @@ pub struct SqliteOptions {
     pub external_change_poll_ms: u64,
     /// Files up to this size get a full `PRAGMA quick_check` when opened.
     pub quick_check_max_file_bytes: u64,
+    /// Refuse to open a log whose last event does not match its hash (tampered). Off only for
+    /// tools that must read a damaged log, such as `cmdb verify`.
+    pub verify_tail_on_open: bool,
     /// Caps the file at this many pages (`PRAGMA max_page_count`): a full disk, simulated.
     pub max_page_count: Option<u64>,
     /// Fault injection for tests: the commit after this many successful ones fails.
@@ -116,6 +119,7 @@ impl Default for SqliteOptions {
             busy_timeout_ms: 10_000,
             external_change_poll_ms: 50,
             quick_check_max_file_bytes: 1 << 30,
+            verify_tail_on_open: true,
             max_page_count: None,
             fail_commit_after_commits: None,
         }
@@ -222,7 +226,7 @@ impl SqliteStore {
         let path = data_dir.join(LOG_FILE_NAME);
         let existing_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if existing_bytes > 0 {
-            inspect_read_only(&path, existing_bytes <= options.quick_check_max_file_bytes)?;
+            inspect_read_only(&path, existing_bytes <= options.quick_check_max_file_bytes, options.verify_tail_on_open)?;
         }
 
         let conn = open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE, &options)?;
@@ -361,7 +365,7 @@ fn open_connection(path: &Path, flags: OpenFlags, options: &SqliteOptions) -> Re
 }
 
 /// Refuses a file that is not ours, is newer, or is damaged, without writing to it.
-fn inspect_read_only(path: &Path, quick_check: bool) -> Result<(), StoreError> {
+fn inspect_read_only(path: &Path, quick_check: bool, verify_tail: bool) -> Result<(), StoreError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(|e| open_error(path, format!("cannot open read-only for inspection: {e}")))?;
     let damaged = |e: rusqlite::Error| open_error(path, format!("not a readable SQLite database ({e}); refusing to touch it"));
@@ -397,21 +401,23 @@ fn inspect_read_only(path: &Path, quick_check: bool) -> Result<(), StoreError> {
             return Err(open_error(path, format!("the file is corrupted (quick_check: {verdict}); restore a backup")));
         }
     }
-    let tail: Option<EventRecord> = conn
-        .query_row(&format!("SELECT {SELECT_COLUMNS} FROM events ORDER BY position DESC LIMIT 1"), [], decode_row)
-        .optional()
-        .map_err(damaged)?
-        .transpose()
-        .map_err(|e| open_error(path, format!("the last event is unreadable: {e}")))?;
-    if let Some(tail) = tail {
-        if event_hash(&tail.prev_hash, &ChainFields::of(&tail)) != tail.hash {
-            return Err(open_error(
-                path,
-                format!(
-                    "the last event (position {}) does not match its hash: the file was altered; run `cmdb verify` and restore a backup",
-                    tail.position
-                ),
-            ));
+    if verify_tail {
+        let tail: Option<EventRecord> = conn
+            .query_row(&format!("SELECT {SELECT_COLUMNS} FROM events ORDER BY position DESC LIMIT 1"), [], decode_row)
+            .optional()
+            .map_err(damaged)?
+            .transpose()
+            .map_err(|e| open_error(path, format!("the last event is unreadable: {e}; run `cmdb verify`")))?;
+        if let Some(tail) = tail {
+            if event_hash(&tail.prev_hash, &ChainFields::of(&tail)) != tail.hash {
+                return Err(open_error(
+                    path,
+                    format!(
+                        "the last event (position {}) does not match its hash: the file was altered; run `cmdb verify` and restore a backup",
+                        tail.position
+                    ),
+                ));
+            }
         }
     }
     Ok(())
