@@ -314,33 +314,43 @@ pub trait EventStore: Send + Sync + 'static {
     async fn position_at(&self, at: Timestamp) -> Result<u64, StoreError>;
 
     /// Walks the whole log and recomputes the chain. Reports the first break, if any.
+    /// Reads the next page while it hashes the current one.
     async fn verify(&self) -> Result<VerifyReport, StoreError> {
         let page = self.limits().max_page_events;
         let mut verifier = ChainVerifier::new();
         let mut checked = 0u64;
+        let unreadable = |after: u64, error: StoreError, verifier: &ChainVerifier, checked: u64| match error {
+            StoreError::Corruption { detail, .. } => Ok(VerifyReport {
+                events_checked: checked,
+                last_good: verifier.digest(),
+                first_break: Some(ChainBreak::Unreadable { position: after + 1, detail }),
+            }),
+            other => Err(other),
+        };
+        let mut current = match self.read_all(0, page).await {
+            Ok(records) => records,
+            Err(error) => return unreadable(0, error, &verifier, checked),
+        };
         loop {
-            let after = verifier.digest().position;
-            let records = match self.read_all(after, page).await {
-                Ok(records) => records,
-                Err(StoreError::Corruption { detail, .. }) => {
-                    let first_break = Some(ChainBreak::Unreadable { position: after + 1, detail });
-                    return Ok(VerifyReport { events_checked: checked, last_good: verifier.digest(), first_break });
-                }
-                Err(other) => return Err(other),
-            };
-            if records.is_empty() {
+            let Some(last) = current.last() else {
                 return Ok(VerifyReport { events_checked: checked, last_good: verifier.digest(), first_break: None });
-            }
-            for record in &records {
-                if let Err(first_break) = verifier.check(record) {
-                    return Ok(VerifyReport {
-                        events_checked: checked,
-                        last_good: verifier.digest(),
-                        first_break: Some(first_break),
-                    });
+            };
+            let next_after = last.position;
+            let check_current = async {
+                for record in &current {
+                    verifier.check(record)?;
+                    checked += 1;
                 }
-                checked += 1;
+                Ok::<(), ChainBreak>(())
+            };
+            let (next, outcome) = futures::join!(self.read_all(next_after, page), check_current);
+            if let Err(first_break) = outcome {
+                return Ok(VerifyReport { events_checked: checked, last_good: verifier.digest(), first_break: Some(first_break) });
             }
+            current = match next {
+                Ok(records) => records,
+                Err(error) => return unreadable(next_after, error, &verifier, checked),
+            };
         }
     }
 

@@ -95,6 +95,11 @@ pub struct SqliteOptions {
     pub busy_timeout_ms: u64,
     /// How often to look for commits made by other processes.
     pub external_change_poll_ms: u64,
+    /// The writer connection's page cache.
+    pub writer_cache_kib: u64,
+    /// WAL size (in pages) at which the writer checkpoints by itself, should the background
+    /// checkpointer fall behind.
+    pub backstop_checkpoint_pages: u64,
     /// Files up to this size get a full `PRAGMA quick_check` when opened.
     pub quick_check_max_file_bytes: u64,
     /// Refuse to open a log whose last event does not match its hash (tampered). Off only for
@@ -118,6 +123,8 @@ impl Default for SqliteOptions {
             max_read_connections: 8,
             busy_timeout_ms: 10_000,
             external_change_poll_ms: 50,
+            writer_cache_kib: 64 * 1024,
+            backstop_checkpoint_pages: 16_384,
             quick_check_max_file_bytes: 1 << 30,
             verify_tail_on_open: true,
             max_page_count: None,
@@ -238,6 +245,13 @@ impl SqliteStore {
         }
         conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(|e| open_error(&path, format!("cannot set synchronous=FULL: {e}")))?;
+        // Checkpoints run on a background connection (see the poller), off the commit path;
+        // the writer checkpoints itself only as a backstop if the WAL grows past this.
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{}; PRAGMA wal_autocheckpoint = {};",
+            options.writer_cache_kib, options.backstop_checkpoint_pages
+        ))
+        .map_err(|e| open_error(&path, format!("cannot set the cache and checkpoint pragmas: {e}")))?;
         if let Some(pages) = options.max_page_count {
             conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
                 .map_err(|e| open_error(&path, format!("cannot set max_page_count: {e}")))?;
@@ -483,68 +497,48 @@ fn corrupt(position: i64, detail: impl Into<String>) -> StoreError {
     StoreError::Corruption { location: format!("position {position}"), detail: detail.into() }
 }
 
-/// Decodes one row. Any value that could not have been written by us is corruption.
+/// Decodes one row. Any value that could not have been written by us is corruption. Fixed-size
+/// blobs and the source are read in place; only the variable-length fields are copied.
 fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>> {
     let position: i64 = row.get(0)?;
-    let raw = (|| -> rusqlite::Result<_> {
-        Ok((
-            row.get::<_, String>(1)?,
-            row.get::<_, i64>(2)?,
-            row.get::<_, Vec<u8>>(3)?,
-            row.get::<_, String>(4)?,
-            row.get::<_, i64>(5)?,
-            row.get::<_, Vec<u8>>(6)?,
-            row.get::<_, String>(7)?,
-            row.get::<_, Option<String>>(8)?,
-            row.get::<_, Option<String>>(9)?,
-            row.get::<_, Option<String>>(10)?,
-            row.get::<_, String>(11)?,
-            row.get::<_, Option<i64>>(12)?,
-            row.get::<_, i64>(13)?,
-            (row.get::<_, Vec<u8>>(14)?, row.get::<_, Vec<u8>>(15)?),
-        ))
-    })();
-    let (
-        stream_id,
-        stream_version,
-        event_id,
-        event_type,
-        schema_version,
-        data,
-        principal,
-        token_id,
-        correlation_id,
-        causation_id,
-        source,
-        occurred_at,
-        recorded_at,
-        (prev_hash, hash),
-    ) = match raw {
-        Ok(values) => values,
-        Err(e) => return Ok(Err(corrupt(position, format!("a column has the wrong type: {e}")))),
-    };
-    let decoded = (|| {
+    let decoded = (|| -> Result<EventRecord, String> {
+        let text = |index: usize| -> Result<&str, String> {
+            row.get_ref(index).map_err(|e| e.to_string())?.as_str().map_err(|e| format!("column {index}: {e}"))
+        };
+        let optional_text = |index: usize| -> Result<Option<String>, String> {
+            let value = row.get_ref(index).map_err(|e| e.to_string())?;
+            value.as_str_or_null().map(|t| t.map(str::to_owned)).map_err(|e| format!("column {index}: {e}"))
+        };
+        let blob = |index: usize| -> Result<&[u8], String> {
+            row.get_ref(index).map_err(|e| e.to_string())?.as_blob().map_err(|e| format!("column {index}: {e}"))
+        };
+        let integer = |index: usize| -> Result<i64, String> {
+            row.get_ref(index).map_err(|e| e.to_string())?.as_i64().map_err(|e| format!("column {index}: {e}"))
+        };
+        let optional_integer = |index: usize| -> Result<Option<i64>, String> {
+            row.get_ref(index).map_err(|e| e.to_string())?.as_i64_or_null().map_err(|e| format!("column {index}: {e}"))
+        };
         Ok(EventRecord {
-            position: u64::try_from(position).map_err(|_| corrupt(position, "negative position"))?,
-            stream_id: StreamId::new(stream_id).map_err(|e| corrupt(position, e.to_string()))?,
-            stream_version: u64::try_from(stream_version).map_err(|_| corrupt(position, "negative stream version"))?,
-            event_id: Uuid::from_slice(&event_id).map_err(|_| corrupt(position, "event id is not 16 bytes"))?,
-            event_type,
-            schema_version: u32::try_from(schema_version).map_err(|_| corrupt(position, "schema version out of range"))?,
-            data,
+            position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
+            stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
+            stream_version: u64::try_from(integer(2)?).map_err(|_| "negative stream version".to_string())?,
+            event_id: Uuid::from_slice(blob(3)?).map_err(|_| "event id is not 16 bytes".to_string())?,
+            event_type: text(4)?.to_owned(),
+            schema_version: u32::try_from(integer(5)?).map_err(|_| "schema version out of range".to_string())?,
+            data: blob(6)?.to_vec(),
             metadata: Metadata {
-                actor: Actor { principal, token_id },
-                correlation_id,
-                causation_id,
-                source: source.parse::<Source>().map_err(|e| corrupt(position, e.to_string()))?,
-                occurred_at: occurred_at.map(Timestamp::from_micros),
+                actor: Actor { principal: text(7)?.to_owned(), token_id: optional_text(8)? },
+                correlation_id: optional_text(9)?,
+                causation_id: optional_text(10)?,
+                source: text(11)?.parse::<Source>().map_err(|e| e.to_string())?,
+                occurred_at: optional_integer(12)?.map(Timestamp::from_micros),
             },
-            recorded_at: Timestamp::from_micros(recorded_at),
-            prev_hash: Hash::from_slice(&prev_hash).ok_or_else(|| corrupt(position, "prev_hash is not 32 bytes"))?,
-            hash: Hash::from_slice(&hash).ok_or_else(|| corrupt(position, "hash is not 32 bytes"))?,
+            recorded_at: Timestamp::from_micros(integer(13)?),
+            prev_hash: Hash::from_slice(blob(14)?).ok_or_else(|| "prev_hash is not 32 bytes".to_string())?,
+            hash: Hash::from_slice(blob(15)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
         })
     })();
-    Ok(decoded)
+    Ok(decoded.map_err(|detail| corrupt(position, detail)))
 }
 
 fn collect_rows(statement: &mut rusqlite::Statement<'_>, params: impl rusqlite::Params) -> Result<Vec<EventRecord>, StoreError> {
@@ -913,6 +907,9 @@ impl ReaderPool {
     }
 }
 
+/// One background thread: notices commits made by other connections (`PRAGMA data_version`)
+/// and publishes the head; and after any commit, runs a passive WAL checkpoint on its own
+/// connection so that the writer's commits never pay for one.
 fn spawn_external_change_poller(
     readers: Arc<ReaderPool>,
     head: Arc<HeadPublisher>,
@@ -920,7 +917,13 @@ fn spawn_external_change_poller(
     interval_ms: u64,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name("cmdb-log-poller".into()).spawn(move || {
-        let Ok(conn) = readers.checkout() else { return };
+        let Ok(conn) = Connection::open_with_flags(
+            &readers.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) else {
+            return;
+        };
+        let _ = conn.busy_timeout(Duration::from_millis(readers.busy_timeout_ms));
         let mut last_seen: Option<i64> = None;
         while !stop.load(Ordering::SeqCst) {
             if let Ok(version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) {
@@ -929,6 +932,7 @@ fn spawn_external_change_poller(
                     if let Ok(tail) = read_tail(&conn) {
                         head.publish(tail.position);
                     }
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 }
             }
             std::thread::sleep(Duration::from_millis(interval_ms));
