@@ -1,1 +1,3 @@
-fn main() {}
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("cmdb: no commands yet")
+}

@@ -97,6 +97,8 @@ pub struct SqliteOptions {
     pub external_change_poll_ms: u64,
     /// The writer connection's page cache.
     pub writer_cache_kib: u64,
+    /// How much of the file each read connection maps into memory (reads without copies).
+    pub reader_mmap_bytes: u64,
     /// WAL size (in pages) at which the writer checkpoints by itself, should the background
     /// checkpointer fall behind.
     pub backstop_checkpoint_pages: u64,
@@ -125,6 +127,7 @@ impl Default for SqliteOptions {
             external_change_poll_ms: 50,
             writer_cache_kib: 64 * 1024,
             backstop_checkpoint_pages: 16_384,
+            reader_mmap_bytes: 1 << 30,
             quick_check_max_file_bytes: 1 << 30,
             verify_tail_on_open: true,
             max_page_count: None,
@@ -541,9 +544,13 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
     Ok(decoded.map_err(|detail| corrupt(position, detail)))
 }
 
-fn collect_rows(statement: &mut rusqlite::Statement<'_>, params: impl rusqlite::Params) -> Result<Vec<EventRecord>, StoreError> {
+fn collect_rows(
+    statement: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    capacity: usize,
+) -> Result<Vec<EventRecord>, StoreError> {
     let mut rows = statement.query(params).map_err(storage_error)?;
-    let mut records = Vec::new();
+    let mut records = Vec::with_capacity(capacity);
     while let Some(row) = rows.next().map_err(storage_error)? {
         records.push(decode_row(row).map_err(storage_error)??);
     }
@@ -851,6 +858,7 @@ impl Writer {
 struct ReaderPool {
     path: PathBuf,
     busy_timeout_ms: u64,
+    reader_mmap_bytes: u64,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
 }
@@ -860,6 +868,7 @@ impl ReaderPool {
         ReaderPool {
             path,
             busy_timeout_ms: options.busy_timeout_ms,
+            reader_mmap_bytes: options.reader_mmap_bytes,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(options.max_read_connections.max(1))),
         }
@@ -875,7 +884,8 @@ impl ReaderPool {
         )
         .map_err(storage_error)?;
         conn.busy_timeout(Duration::from_millis(self.busy_timeout_ms)).map_err(storage_error)?;
-        conn.execute_batch("PRAGMA query_only = 1").map_err(storage_error)?;
+        conn.execute_batch(&format!("PRAGMA query_only = 1; PRAGMA mmap_size = {};", self.reader_mmap_bytes))
+            .map_err(storage_error)?;
         Ok(conn)
     }
 
@@ -993,7 +1003,7 @@ impl EventStore for SqliteStore {
                     ),
                 };
                 let mut statement = conn.prepare_cached(&sql).map_err(storage_error)?;
-                collect_rows(&mut statement, params![stream.as_str(), from, max_count as i64])
+                collect_rows(&mut statement, params![stream.as_str(), from, max_count as i64], max_count)
             })
             .await
     }
@@ -1015,7 +1025,7 @@ impl EventStore for SqliteStore {
                         "SELECT {SELECT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position ASC LIMIT ?2"
                     ))
                     .map_err(storage_error)?;
-                collect_rows(&mut statement, params![after, max_count as i64])
+                collect_rows(&mut statement, params![after, max_count as i64], max_count)
             })
             .await
     }
@@ -1028,7 +1038,7 @@ impl EventStore for SqliteStore {
                 let mut statement = conn
                     .prepare_cached(&format!("SELECT {SELECT_COLUMNS} FROM events WHERE position = ?1"))
                     .map_err(storage_error)?;
-                Ok(collect_rows(&mut statement, [position])?.pop())
+                Ok(collect_rows(&mut statement, [position], 1)?.pop())
             })
             .await
     }

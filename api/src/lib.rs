@@ -1,0 +1,5 @@
+//! # cmdb-api
+//!
+//! The `cmdb` binary's library: the HTTP/GraphQL server, authentication and authorisation, and
+//! the CLI commands. It translates requests into commands and calls `cmdb-core`; it holds no
+//! domain rules.
