@@ -11,13 +11,16 @@
 //! Requirements served here: RC-1 (records are immutable events, protected from loss and
 //! corruption), CM-4 (protection and recoverability of configuration data).
 
+pub mod access;
 pub mod chain;
 pub mod conformance;
+mod error;
 pub mod event;
 pub mod ids;
 pub mod store;
 pub mod time;
 
+pub use error::Error;
 pub use chain::{ChainBreak, ChainVerifier, Digest, Hash};
 pub use event::{Actor, EventRecord, Metadata, NewEvent, Source, StreamId};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};

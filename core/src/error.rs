@@ -1,0 +1,21 @@
+//! The crate's error: every fallible public operation of `cmdb-core` converts into it. Each
+//! part keeps its own precise enum (`StoreError`, `AccessError`, ...) as a variant, so callers
+//! can match on exactly what went wrong.
+
+use crate::access::AccessError;
+use crate::event::EnvelopeError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error(
+        "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
+    )]
+    Contended { stream: String, attempts: usize },
+}
