@@ -3,3 +3,7 @@
 //! The `cmdb` binary's library: the HTTP/GraphQL server, authentication and authorisation, and
 //! the CLI commands. It translates requests into commands and calls `cmdb-core`; it holds no
 //! domain rules.
+
+pub mod cli;
+pub mod server;
+pub mod settings;

@@ -307,6 +307,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// it; it never goes backwards.
     fn watch_head(&self) -> watch::Receiver<u64>;
 
+    /// Looks for commits made by other processes now (rather than at the next poll), publishes
+    /// them, and returns the committed head position.
+    async fn refresh_head(&self) -> Result<u64, StoreError> {
+        Ok(self.head().await?.position)
+    }
+
     /// The last version of a stream, `None` if it has no events.
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError>;
 

@@ -318,14 +318,6 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Reads the head from the file and publishes it: picks up commits made by other processes
-    /// now, rather than at the next poll.
-    pub async fn refresh_head(&self) -> Result<u64, StoreError> {
-        let position = self.shared.readers.run(|conn| Ok(read_tail(conn).map_err(storage_error)?.position)).await?;
-        self.shared.head.publish(position);
-        Ok(position)
-    }
-
     /// Stops accepting appends, lets every append already queued finish, checkpoints the WAL,
     /// ends subscriptions. Idempotent.
     pub async fn shutdown(&self) {
@@ -1055,6 +1047,12 @@ impl EventStore for SqliteStore {
 
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.shared.head_receiver.clone()
+    }
+
+    async fn refresh_head(&self) -> Result<u64, StoreError> {
+        let position = self.shared.readers.run(|conn| Ok(read_tail(conn).map_err(storage_error)?.position)).await?;
+        self.shared.head.publish(position);
+        Ok(position)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {

@@ -1,0 +1,537 @@
+//! The `cmdb` command line: `serve`, and the operator commands that work directly on a data
+//! directory (also while a server runs on it: the log takes several writers, and a command
+//! that changes access tells the running server and waits until it applied the change).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use cmdb_core::access::{self, AccessCommand, PrincipalKind, Role, token_hash};
+use cmdb_core::chain::DigestCheck;
+use cmdb_core::store::sqlite::{LOG_FILE_NAME, SqliteOptions, SqliteStore};
+use cmdb_core::{Actor, Digest, EventRecord, EventStore, IdGenerator, Metadata, Source, SystemClock, Timestamp, UuidV7Ids};
+use serde::Serialize;
+
+use crate::server::{Server, StartOptions, running_server};
+use crate::settings::{DataDir, LogFormat, ServeSettings};
+
+#[derive(Debug, Parser)]
+#[command(name = "cmdb", version, about = "An event-sourced CMDB and change-control engine")]
+pub struct Cli {
+    #[command(flatten)]
+    pub data: DataDir,
+
+    /// Log format on standard error.
+    #[arg(long, env = "CMDB_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve GraphQL, health and metrics over HTTP.
+    Serve(ServeSettings),
+    /// Recompute the hash chain of the whole log; exit 1 if it is broken or a digest no longer matches.
+    Verify {
+        /// Also check a digest (`<position>:<hash>`) written down earlier.
+        #[arg(long)]
+        digest: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the head digest (`<position>:<hash>`) to keep for a later `verify --digest`.
+    Digest,
+    /// Copy the log, online and consistent, to a new file; the copy is verified.
+    Backup {
+        /// The backup file to create (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into an empty data directory; the backup is verified first.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Write the events up to a position or a time as NDJSON.
+    Export {
+        /// A position (e.g. 1200) or an RFC 3339 time (e.g. 2026-11-25T14:02:00Z).
+        #[arg(long)]
+        as_of: String,
+        /// The file to create (default: standard output).
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// Manage principals (people and systems) and their roles.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Manage bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrincipalCommand {
+    /// Create a principal.
+    Create {
+        name: String,
+        /// person or system.
+        #[arg(long, default_value = "person")]
+        kind: String,
+        /// A role to hold (repeat for several).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// Grant a role.
+    Grant { name: String, role: String },
+    /// Revoke a role.
+    RevokeRole { name: String, role: String },
+    /// List principals and roles.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a principal; it is printed once.
+    Create {
+        #[arg(long)]
+        principal: String,
+        #[arg(long)]
+        label: Option<String>,
+        /// Expire the token after this many days.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke a token by its id; in force for a running server before this returns.
+    Revoke {
+        token_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List tokens (never their text).
+    List {
+        #[arg(long)]
+        principal: Option<String>,
+    },
+}
+
+/// How long a CLI command waits for a running server to apply its change.
+const SERVER_NOTIFY_TIMEOUT_MS: u64 = 10_000;
+
+/// Exit codes: 0 success, 1 the log failed verification, 2 bad input or any other error.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir = cli.data.data_dir;
+    match cli.command {
+        Command::Serve(settings) => serve(&data_dir, settings).await,
+        Command::Verify { digest, json } => verify(&data_dir, digest.as_deref(), json).await,
+        Command::Digest => {
+            let store = open_existing(&data_dir, false)?;
+            println!("{}", store.head().await?);
+            store.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { to } => backup(&data_dir, &to).await,
+        Command::Restore { from } => restore(&data_dir, &from).await,
+        Command::Export { as_of, to } => export(&data_dir, &as_of, to.as_deref()).await,
+        Command::Principal(command) => principal(&data_dir, command).await,
+        Command::Token(command) => token(&data_dir, command).await,
+    }
+}
+
+async fn serve(data_dir: &Path, settings: ServeSettings) -> anyhow::Result<ExitCode> {
+    let server = Server::start(data_dir, settings, StartOptions::default()).await?;
+    if let Some(token) = server.bootstrap_token() {
+        println!("cmdb: this data directory is new. An admin principal was created with this token,");
+        println!("shown once; keep it now (`cmdb token create --principal admin` makes more):");
+        println!();
+        println!("    {token}");
+        println!();
+    }
+    println!("cmdb: serving GraphQL on http://{}/graphql (data in {})", server.local_addr(), data_dir.display());
+    let _ = std::io::stdout().flush();
+    let trigger = server.shutdown_trigger();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+        trigger.cancel();
+    });
+    server.finished().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Opens an existing log (refusing to create one where the user meant to read one).
+fn open_existing(data_dir: &Path, verify_tail_on_open: bool) -> anyhow::Result<SqliteStore> {
+    let path = data_dir.join(LOG_FILE_NAME);
+    if !path.is_file() {
+        bail!("no event log at {} (is --data-dir right?)", path.display());
+    }
+    Ok(SqliteStore::open(data_dir, SqliteOptions { verify_tail_on_open, ..SqliteOptions::default() })?)
+}
+
+async fn verify(data_dir: &Path, digest: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let digest: Option<Digest> = digest.map(str::parse).transpose()?;
+    let store = open_existing(data_dir, false)?;
+    let report = store.verify().await?;
+    let digest_check = match digest {
+        Some(digest) => Some((digest, store.check_digest(digest).await?)),
+        None => None,
+    };
+    store.shutdown().await;
+    let intact = report.is_intact() && digest_check.is_none_or(|(_, check)| check == DigestCheck::Matches);
+    if json {
+        let body = serde_json::json!({
+            "intact": intact,
+            "report": report,
+            "digest": digest_check.map(|(d, check)| serde_json::json!({ "digest": d.to_string(), "check": check })),
+        });
+        println!("{body}");
+    } else {
+        match &report.first_break {
+            None => println!("chain intact: {} events verified; head {}", report.events_checked, report.last_good),
+            Some(first_break) => {
+                println!("CHAIN BROKEN at position {}: {first_break}", first_break.position());
+                println!("the last sound event is {}", report.last_good);
+            }
+        }
+        if let Some((digest, check)) = digest_check {
+            match check {
+                DigestCheck::Matches => println!("digest {digest}: matches"),
+                DigestCheck::Truncated { head } => {
+                    println!("digest {digest}: TRUNCATED: the log ends at {head}, before the digest's position")
+                }
+                DigestCheck::Mismatch { stored } => {
+                    println!("digest {digest}: MISMATCH: position {} now has hash {stored}", digest.position)
+                }
+            }
+        }
+    }
+    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn backup(data_dir: &Path, to: &Path) -> anyhow::Result<ExitCode> {
+    if to.exists() {
+        bail!("{} already exists; a backup never overwrites a file", to.display());
+    }
+    let store = open_existing(data_dir, true)?;
+    let digest = store.backup_to(to).await?;
+    store.shutdown().await;
+    let report = verify_file(to).await.with_context(|| format!("the backup {} does not verify", to.display()))?;
+    println!("backup written to {}: {} events, head {digest}, chain verified", to.display(), report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies a standalone log file by opening a copy of it; returns the number of events.
+async fn verify_file(file: &Path) -> anyhow::Result<u64> {
+    let scratch = tempfile::tempdir_in(file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+        .context("cannot create a scratch directory next to the file")?;
+    std::fs::copy(file, scratch.path().join(LOG_FILE_NAME)).with_context(|| format!("cannot read {}", file.display()))?;
+    let store = SqliteStore::open(scratch.path(), SqliteOptions::default())?;
+    let report = store.verify().await?;
+    store.shutdown().await;
+    if let Some(first_break) = report.first_break {
+        bail!("chain broken at position {}: {first_break}", first_break.position());
+    }
+    Ok(report.events_checked)
+}
+
+async fn restore(data_dir: &Path, from: &Path) -> anyhow::Result<ExitCode> {
+    if !from.is_file() {
+        bail!("no backup file at {}", from.display());
+    }
+    let target = data_dir.join(LOG_FILE_NAME);
+    if target.exists() {
+        bail!(
+            "{} already holds a log; restore into a new, empty data directory (nothing was changed)",
+            data_dir.display()
+        );
+    }
+    let events = verify_file(from).await.with_context(|| format!("refusing to restore {}", from.display()))?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let staging = data_dir.join(format!("{LOG_FILE_NAME}.restoring"));
+    std::fs::copy(from, &staging).with_context(|| format!("cannot copy into {}", data_dir.display()))?;
+    std::fs::File::open(&staging).and_then(|f| f.sync_all()).context("cannot sync the restored file")?;
+    std::fs::rename(&staging, &target).context("cannot move the restored file into place")?;
+    let store = SqliteStore::open(data_dir, SqliteOptions::default())?;
+    let report = store.verify().await?;
+    let head = store.head().await?;
+    store.shutdown().await;
+    if !report.is_intact() {
+        bail!("the restored log does not verify: {:?}", report.first_break);
+    }
+    println!("restored {events} events into {}; head {head}; chain verified", data_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One exported line. `data` is the stored payload, embedded byte for byte.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportedEvent<'a> {
+    position: u64,
+    stream_id: &'a str,
+    stream_version: u64,
+    event_id: String,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    schema_version: u32,
+    data: &'a serde_json::value::RawValue,
+    metadata: &'a cmdb_core::Metadata,
+    recorded_at: Timestamp,
+    prev_hash: String,
+    hash: String,
+}
+
+/// Parses `--as-of`: a position, or an RFC 3339 time.
+pub fn parse_as_of(text: &str) -> anyhow::Result<AsOf> {
+    if let Ok(position) = text.trim().parse::<u64>() {
+        return Ok(AsOf::Position(position));
+    }
+    match Timestamp::parse_rfc3339(text) {
+        Ok(at) => Ok(AsOf::Time(at)),
+        Err(_) => bail!("--as-of takes a position (e.g. 1200) or an RFC 3339 time (e.g. 2026-11-25T14:02:00Z), got {text:?}"),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum AsOf {
+    Position(u64),
+    Time(Timestamp),
+}
+
+async fn export(data_dir: &Path, as_of: &str, to: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let as_of = parse_as_of(as_of)?;
+    if let Some(to) = to {
+        if to.exists() {
+            bail!("{} already exists; export never overwrites a file", to.display());
+        }
+    }
+    let store = open_existing(data_dir, true)?;
+    let head = store.head().await?.position;
+    let last = match as_of {
+        AsOf::Position(position) if position > head => {
+            bail!("position {position} is past the end of the log (its head is {head})")
+        }
+        AsOf::Position(position) => position,
+        AsOf::Time(at) => store.position_at(at).await?,
+    };
+    let mut out: Box<dyn Write> = match to {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create_new(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let page = store.limits().max_page_events;
+    let mut after = 0;
+    while after < last {
+        let records = store.read_all(after, page.min((last - after) as usize)).await?;
+        let Some(tail) = records.last() else { break };
+        after = tail.position;
+        for record in &records {
+            writeln!(out, "{}", export_line(record)?)?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    store.shutdown().await;
+    eprintln!("exported events 1 to {last}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_line(record: &EventRecord) -> anyhow::Result<String> {
+    let text = std::str::from_utf8(&record.data)
+        .with_context(|| format!("the payload at position {} is not UTF-8 (run `cmdb verify`)", record.position))?;
+    let data: &serde_json::value::RawValue = serde_json::from_str(text)
+        .with_context(|| format!("the payload at position {} is not JSON (run `cmdb verify`)", record.position))?;
+    let line = ExportedEvent {
+        position: record.position,
+        stream_id: record.stream_id.as_str(),
+        stream_version: record.stream_version,
+        event_id: record.event_id.to_string(),
+        event_type: &record.event_type,
+        schema_version: record.schema_version,
+        data,
+        metadata: &record.metadata,
+        recorded_at: record.recorded_at,
+        prev_hash: record.prev_hash.to_hex(),
+        hash: record.hash.to_hex(),
+    };
+    Ok(serde_json::to_string(&line)?)
+}
+
+/// The actor of commands run from this shell.
+fn cli_metadata() -> Metadata {
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into());
+    Metadata::new(Actor::principal(format!("local:{user}")), Source::Cli).with_correlation_id(uuid::Uuid::now_v7().to_string())
+}
+
+/// Runs an access command on the data directory, then makes sure a server running on it has
+/// applied the change before returning.
+async fn execute_access(data_dir: &Path, command: AccessCommand) -> anyhow::Result<u64> {
+    let store = open_existing(data_dir, true)?;
+    let outcome = access::execute(&store, &command, cli_metadata(), &SystemClock).await;
+    store.shutdown().await;
+    let position = outcome?.last_position;
+    notify_server(data_dir, position).await?;
+    Ok(position)
+}
+
+/// Asks a server running on this data directory to apply the log up to `position`.
+async fn notify_server(data_dir: &Path, position: u64) -> anyhow::Result<()> {
+    let Some(server) = running_server(data_dir) else { return Ok(()) };
+    let url = format!("http://{}/readyz?minPosition={position}", server.address);
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(SERVER_NOTIFY_TIMEOUT_MS)).build()?;
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => bail!(
+            "the change is recorded at position {position}, but the server at {} has not applied it: {}",
+            server.address,
+            response.text().await.unwrap_or_default()
+        ),
+        // A stale server file: nothing is listening, so nothing can be out of date.
+        Err(error) if error.is_connect() => Ok(()),
+        Err(error) => bail!("the change is recorded at position {position}, but the server at {} did not answer: {error}", server.address),
+    }
+}
+
+fn parse_roles(roles: &[String]) -> anyhow::Result<BTreeSet<Role>> {
+    Ok(roles.iter().map(|r| r.parse::<Role>()).collect::<Result<_, _>>()?)
+}
+
+async fn principal(data_dir: &Path, command: PrincipalCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PrincipalCommand::Create { name, kind, roles, display_name } => {
+            let kind: PrincipalKind = kind.parse()?;
+            let roles = parse_roles(&roles)?;
+            let listed = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+            let position = execute_access(data_dir, AccessCommand::CreatePrincipal { name: name.clone(), kind, display_name, roles }).await?;
+            println!("created {kind} principal {name} with roles [{listed}] (position {position})");
+        }
+        PrincipalCommand::Grant { name, role } => {
+            let role: Role = role.parse()?;
+            let position = execute_access(data_dir, AccessCommand::GrantRole { name: name.clone(), role }).await?;
+            println!("granted {role} to {name} (position {position})");
+        }
+        PrincipalCommand::RevokeRole { name, role } => {
+            let role: Role = role.parse()?;
+            let position = execute_access(data_dir, AccessCommand::RevokeRole { name: name.clone(), role }).await?;
+            println!("revoked {role} from {name} (position {position})");
+        }
+        PrincipalCommand::List => {
+            let store = open_existing(data_dir, true)?;
+            let state = access::load_state(&store).await;
+            store.shutdown().await;
+            let state = state?;
+            println!("{:<32} {:<8} ROLES", "NAME", "KIND");
+            for principal in state.principals.values() {
+                let roles = principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
+                println!("{:<32} {:<8} {roles}", principal.name, principal.kind.to_string());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(data_dir: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create { principal, label, expires_in_days } => {
+            let token = crate::server::graphql::mutation_token_text();
+            let token_id = UuidV7Ids.next_id();
+            let expires_at = expires_in_days.map(|days| {
+                use cmdb_core::Clock;
+                SystemClock.now().saturating_add_micros(i64::from(days) * 86_400 * 1_000_000)
+            });
+            let command = AccessCommand::IssueToken {
+                principal: principal.clone(),
+                token_id,
+                token_hash: token_hash(&token),
+                label,
+                expires_at,
+            };
+            execute_access(data_dir, command).await?;
+            eprintln!("token {token_id} for {principal}; it is shown once:");
+            println!("{token}");
+        }
+        TokenCommand::Revoke { token_id, reason } => {
+            let token_id = uuid::Uuid::parse_str(&token_id)
+                .map_err(|_| anyhow::anyhow!("{token_id:?} is not a token id (a UUID, as `cmdb token list` shows)"))?;
+            let position = execute_access(data_dir, AccessCommand::RevokeToken { token_id, reason }).await?;
+            println!("revoked token {token_id} (position {position}); refused from now on");
+        }
+        TokenCommand::List { principal } => {
+            let store = open_existing(data_dir, true)?;
+            let state = access::load_state(&store).await;
+            store.shutdown().await;
+            let state = state?;
+            if let Some(name) = &principal {
+                if !state.principals.contains_key(name) {
+                    bail!("no principal named {name:?}");
+                }
+            }
+            use cmdb_core::Clock;
+            let now = SystemClock.now();
+            println!("{:<36} {:<24} {:<8} {:<27} LABEL", "TOKEN ID", "PRINCIPAL", "STATE", "EXPIRES");
+            for token in state.tokens.values().filter(|t| principal.as_ref().is_none_or(|p| *p == t.principal)) {
+                let status = if token.revoked_at.is_some() {
+                    "revoked"
+                } else if token.is_live(now) {
+                    "live"
+                } else {
+                    "expired"
+                };
+                let expires = token.expires_at.map_or("never".to_owned(), |t| t.to_rfc3339());
+                println!(
+                    "{:<36} {:<24} {:<8} {:<27} {}",
+                    token.token_id,
+                    token.principal,
+                    status,
+                    expires,
+                    token.label.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_of_takes_a_position_or_a_time() {
+        assert_eq!(parse_as_of("42").expect("position"), AsOf::Position(42));
+        assert!(matches!(parse_as_of("2026-11-25T14:02:00Z").expect("time"), AsOf::Time(_)));
+        let error = parse_as_of("last tuesday").expect_err("neither");
+        assert!(error.to_string().contains("RFC 3339"));
+        assert!(parse_as_of("-1").is_err());
+    }
+
+    #[test]
+    fn the_cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,96 @@
+//! The GraphQL schema. Every field that touches data has a guard naming the operation it
+//! performs; the guard asks the permission matrix in `cmdb_core::access` and nothing else.
+
+mod mutation;
+mod query;
+pub mod scalars;
+mod subscription;
+pub mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Guard, Schema};
+use cmdb_core::access::{Operation, permits};
+use cmdb_core::{Actor, Metadata, Source};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::server::AppState;
+use crate::server::auth::Caller;
+use crate::server::errors::{forbidden, graphql_error, limit_exceeded};
+use crate::server::metrics::GraphqlMetrics;
+
+pub use mutation::{MutationRoot, new_token_text as mutation_token_text};
+pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
+
+pub type CmdbSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Builds the schema with the server's limits.
+pub fn build_schema(app: Arc<AppState>) -> CmdbSchema {
+    let settings = &app.settings;
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .limit_depth(settings.max_query_depth)
+        .limit_complexity(settings.max_query_complexity)
+        .extension(GraphqlMetrics)
+        .data(app.clone())
+        .finish()
+}
+
+/// The SDL of the schema, for docs and clients.
+pub fn sdl(schema: &CmdbSchema) -> String {
+    schema.sdl()
+}
+
+/// Per-request context: the correlation id of the HTTP request or WebSocket connection.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub correlation_id: String,
+}
+
+/// The subscription slots of one WebSocket connection (`max_subscriptions_per_connection`).
+#[derive(Clone)]
+pub struct SubscriptionSlots {
+    slots: Arc<Semaphore>,
+    bound: usize,
+}
+
+impl SubscriptionSlots {
+    pub fn new(bound: usize) -> Self {
+        SubscriptionSlots { slots: Arc::new(Semaphore::new(bound)), bound }
+    }
+
+    fn take(&self) -> async_graphql::Result<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            limit_exceeded("max_subscriptions_per_connection", self.bound as u64 + 1, self.bound as u64)
+        })
+    }
+}
+
+/// Refuses a field unless the caller's roles permit `operation`.
+pub struct Requires(pub Operation);
+
+impl Guard for Requires {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        let caller = caller(ctx)?;
+        if permits(&caller.roles, self.0) { Ok(()) } else { Err(forbidden(self.0)) }
+    }
+}
+
+fn caller<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Caller> {
+    ctx.data_opt::<Caller>().ok_or_else(|| graphql_error("UNAUTHENTICATED", "no authenticated caller"))
+}
+
+fn app<'a>(ctx: &'a Context<'_>) -> &'a Arc<AppState> {
+    ctx.data_unchecked::<Arc<AppState>>()
+}
+
+/// The metadata every event written on behalf of this request carries.
+fn metadata(ctx: &Context<'_>) -> async_graphql::Result<Metadata> {
+    let caller = caller(ctx)?;
+    let mut metadata = Metadata::new(
+        Actor { principal: caller.principal.clone(), token_id: Some(caller.token_id.to_string()) },
+        Source::Api,
+    );
+    metadata.correlation_id = ctx.data_opt::<RequestContext>().map(|r| r.correlation_id.clone());
+    Ok(metadata)
+}

@@ -1,0 +1,198 @@
+use async_graphql::{Context, ID, Object};
+use cmdb_core::access::Operation;
+use cmdb_core::event::validate_event_type;
+use cmdb_core::store::Direction;
+use cmdb_core::{EventRecord, StreamId};
+
+use super::scalars::{DateTime, Position};
+use super::types::{
+    Digest, DigestCheckResult, Event, EventConnection, EventEdge, Limits, LogHead, Me, PageInfo, Principal, VerifyResult,
+};
+use super::{Requires, app, caller};
+use crate::server::errors::{bad_input, limit_exceeded, store_error};
+
+/// Page size when `first` is not given.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Most event types one `types` filter may name.
+pub const MAX_TYPE_FILTERS: usize = 64;
+
+pub struct QueryRoot;
+
+/// Checks `first` against `max_page_size`.
+pub(super) fn page_size(first: Option<i32>, max_page_size: usize) -> async_graphql::Result<usize> {
+    let Some(first) = first else { return Ok(DEFAULT_PAGE_SIZE.min(max_page_size)) };
+    if first < 1 {
+        return Err(bad_input(format!("first must be at least 1, got {first}")));
+    }
+    let first = first as usize;
+    if first > max_page_size {
+        return Err(limit_exceeded("max_page_size", first as u64, max_page_size as u64));
+    }
+    Ok(first)
+}
+
+/// Checks a `types` filter.
+pub(super) fn type_filter(types: Option<Vec<String>>) -> async_graphql::Result<Option<Vec<String>>> {
+    let Some(types) = types else { return Ok(None) };
+    if types.len() > MAX_TYPE_FILTERS {
+        return Err(limit_exceeded("max_type_filters", types.len() as u64, MAX_TYPE_FILTERS as u64));
+    }
+    for t in &types {
+        validate_event_type(t).map_err(|e| bad_input(format!("types: {e}")))?;
+    }
+    Ok(Some(types))
+}
+
+fn matches(types: &Option<Vec<String>>, record: &EventRecord) -> bool {
+    types.as_ref().is_none_or(|types| types.iter().any(|t| *t == record.event_type))
+}
+
+#[Object]
+impl QueryRoot {
+    /// The last committed position and its hash.
+    #[graphql(guard = "Requires(Operation::ReadLog)")]
+    async fn head(&self, ctx: &Context<'_>) -> async_graphql::Result<LogHead> {
+        let store = &app(ctx).store;
+        let digest = store.head().await.map_err(store_error)?;
+        let recorded_at = if digest.position == 0 {
+            None
+        } else {
+            store.event_at(digest.position).await.map_err(store_error)?.map(|r| DateTime(r.recorded_at))
+        };
+        Ok(LogHead { position: Position(digest.position), hash: digest.hash.to_hex(), recorded_at })
+    }
+
+    /// Events after a position, oldest first, as a Relay connection. `after` is a position or
+    /// an `endCursor`; 0 (the default) is the start. `stream` keeps one stream's events;
+    /// `types` keeps events of those types. A filtered page scans at most `max_scan_events`
+    /// events; if it stops there, `pageInfo.endCursor` says where to resume.
+    #[graphql(
+        guard = "Requires(Operation::ReadLog)",
+        complexity = "(first.unwrap_or(100).max(1) as usize).saturating_mul(child_complexity)"
+    )]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<Position>,
+        first: Option<i32>,
+        stream: Option<String>,
+        types: Option<Vec<String>>,
+    ) -> async_graphql::Result<EventConnection> {
+        let app = app(ctx);
+        let first = page_size(first, app.settings.max_page_size)?;
+        let types = type_filter(types)?;
+        let after = after.map_or(0, |p| p.0);
+        let stream = stream.map(StreamId::new).transpose().map_err(|e| bad_input(format!("stream: {e}")))?;
+        let store = &app.store;
+        let read_page = store.limits().max_page_events.min(first.saturating_add(1).max(1000));
+        let mut found: Vec<EventRecord> = Vec::with_capacity(first + 1);
+        let mut scanned_through = after;
+        let mut scanned = 0usize;
+        let mut exhausted = false;
+        // Stream reads go by stream version; positions rise with versions, so the first event
+        // past `after` is found by reading on from the stream's start.
+        let mut stream_version = 0u64;
+        while found.len() <= first && scanned < app.settings.max_scan_events {
+            let page = match &stream {
+                None => store.read_all(scanned_through, read_page).await,
+                Some(stream) => store.read_stream(stream, Direction::Forward, Some(stream_version), read_page).await,
+            }
+            .map_err(store_error)?;
+            let Some(last) = page.last() else {
+                exhausted = true;
+                break;
+            };
+            stream_version = last.stream_version + 1;
+            for record in page {
+                scanned += 1;
+                if record.position <= after {
+                    continue;
+                }
+                scanned_through = record.position;
+                if matches(&types, &record) {
+                    found.push(record);
+                    if found.len() > first {
+                        break;
+                    }
+                }
+            }
+        }
+        let has_more_matches = found.len() > first;
+        found.truncate(first);
+        let has_next_page = has_more_matches || !exhausted;
+        let end = if has_more_matches { found.last().map(|r| r.position) } else { Some(scanned_through) };
+        let edges: Vec<EventEdge> =
+            found.into_iter().map(|r| EventEdge { cursor: r.position.to_string(), node: Event(r) }).collect();
+        let page_info = PageInfo {
+            has_next_page,
+            has_previous_page: after > 0,
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            end_cursor: end.filter(|p| *p > 0).map(|p| p.to_string()),
+        };
+        Ok(EventConnection { edges, page_info })
+    }
+
+    /// One event by position.
+    #[graphql(guard = "Requires(Operation::ReadLog)")]
+    async fn event(&self, ctx: &Context<'_>, position: Position) -> async_graphql::Result<Option<Event>> {
+        Ok(app(ctx).store.event_at(position.0).await.map_err(store_error)?.map(Event))
+    }
+
+    /// Recomputes the whole hash chain and reports the first break, if any.
+    #[graphql(guard = "Requires(Operation::VerifyLog)")]
+    async fn verify_log(&self, ctx: &Context<'_>) -> async_graphql::Result<VerifyResult> {
+        Ok(app(ctx).store.verify().await.map_err(store_error)?.into())
+    }
+
+    /// The head as a digest (`<position>:<hash>`) to write down and check later.
+    #[graphql(guard = "Requires(Operation::VerifyLog)")]
+    async fn digest(&self, ctx: &Context<'_>) -> async_graphql::Result<Digest> {
+        Ok(app(ctx).store.head().await.map_err(store_error)?.into())
+    }
+
+    /// Checks a digest exported earlier against the log as it is now.
+    #[graphql(guard = "Requires(Operation::VerifyLog)")]
+    async fn check_digest(&self, ctx: &Context<'_>, digest: String) -> async_graphql::Result<DigestCheckResult> {
+        let digest: cmdb_core::Digest = digest.parse().map_err(|e: cmdb_core::chain::DigestParseError| bad_input(e.to_string()))?;
+        Ok(app(ctx).store.check_digest(digest).await.map_err(store_error)?.into())
+    }
+
+    /// The caller: principal, kind, roles and the token in use.
+    #[graphql(guard = "Requires(Operation::ReadOwnIdentity)")]
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+        let caller = caller(ctx)?;
+        Ok(Me {
+            principal: caller.principal.clone(),
+            kind: caller.kind.into(),
+            roles: caller.roles.iter().copied().map(Into::into).collect(),
+            token_id: ID(caller.token_id.to_string()),
+        })
+    }
+
+    /// Every principal, with roles and token metadata.
+    #[graphql(guard = "Requires(Operation::ReadPrincipals)")]
+    async fn principals(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Principal>> {
+        let app = app(ctx);
+        let state = app.access.snapshot();
+        let now = app.clock.now();
+        Ok(state.principals.values().map(|p| Principal::from_info(p, &state.tokens, now)).collect())
+    }
+
+    /// The server's limits.
+    #[graphql(guard = "Requires(Operation::ReadOwnIdentity)")]
+    async fn limits(&self, ctx: &Context<'_>) -> Limits {
+        let app = app(ctx);
+        let settings = &app.settings;
+        let store = app.store.limits();
+        Limits {
+            max_page_size: settings.max_page_size,
+            max_scan_events: settings.max_scan_events,
+            max_query_depth: settings.max_query_depth,
+            max_query_complexity: settings.max_query_complexity,
+            max_request_body_bytes: settings.max_request_body_bytes,
+            max_subscriptions_per_connection: settings.max_subscriptions_per_connection,
+            max_event_bytes: store.max_event_bytes,
+            max_batch_events: store.max_batch_events,
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Output types of the schema.
+
+use async_graphql::{Enum, ID, Json, Object, SimpleObject};
+use cmdb_core::access::{PrincipalInfo, Role as CoreRole, TokenInfo};
+use cmdb_core::chain::{ChainBreak, DigestCheck, VerifyReport};
+use cmdb_core::{EventRecord, Timestamp};
+
+use super::scalars::{DateTime, Position};
+
+/// An event as stored in the log.
+pub struct Event(pub EventRecord);
+
+#[Object]
+impl Event {
+    /// Global position: gapless, the first event is 1.
+    async fn position(&self) -> Position {
+        Position(self.0.position)
+    }
+
+    async fn stream_id(&self) -> &str {
+        self.0.stream_id.as_str()
+    }
+
+    /// Version within the stream; the first event of a stream is 0.
+    async fn stream_version(&self) -> Position {
+        Position(self.0.stream_version)
+    }
+
+    async fn event_id(&self) -> ID {
+        ID(self.0.event_id.to_string())
+    }
+
+    /// The event type, e.g. `ci.registered`.
+    #[graphql(name = "type")]
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+
+    async fn schema_version(&self) -> u32 {
+        self.0.schema_version
+    }
+
+    /// The payload, as JSON.
+    async fn data(&self) -> async_graphql::Result<Json<serde_json::Value>> {
+        serde_json::from_slice(&self.0.data)
+            .map(Json)
+            .map_err(|e| super::super::errors::graphql_error("INTERNAL", format!("stored payload is not JSON: {e}")))
+    }
+
+    /// The payload exactly as stored (the bytes the hash chain covers).
+    async fn data_text(&self) -> String {
+        String::from_utf8_lossy(&self.0.data).into_owned()
+    }
+
+    async fn metadata(&self) -> EventMetadata<'_> {
+        EventMetadata(&self.0)
+    }
+
+    /// When the log committed the event (UTC).
+    async fn recorded_at(&self) -> DateTime {
+        DateTime(self.0.recorded_at)
+    }
+
+    async fn prev_hash(&self) -> String {
+        self.0.prev_hash.to_hex()
+    }
+
+    async fn hash(&self) -> String {
+        self.0.hash.to_hex()
+    }
+}
+
+pub struct EventMetadata<'a>(&'a EventRecord);
+
+#[Object]
+impl EventMetadata<'_> {
+    /// The principal that caused the event.
+    async fn principal(&self) -> &str {
+        &self.0.metadata.actor.principal
+    }
+
+    /// The token the principal used, if any.
+    async fn token_id(&self) -> Option<&str> {
+        self.0.metadata.actor.token_id.as_deref()
+    }
+
+    async fn correlation_id(&self) -> Option<&str> {
+        self.0.metadata.correlation_id.as_deref()
+    }
+
+    async fn causation_id(&self) -> Option<&str> {
+        self.0.metadata.causation_id.as_deref()
+    }
+
+    /// Where the event entered: api, cli, webhook, fixture, import, migration or system.
+    async fn source(&self) -> &str {
+        self.0.metadata.source.as_str()
+    }
+
+    /// When an external tool says it happened, if it said.
+    async fn occurred_at(&self) -> Option<DateTime> {
+        self.0.metadata.occurred_at.map(DateTime)
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct EventEdge {
+    pub cursor: String,
+    pub node: Event,
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    /// Pass this as `after` for the next page. When a filtered scan stopped at its bound
+    /// (`max_scan_events`) this is where it stopped, even if the page is empty.
+    pub end_cursor: Option<String>,
+}
+
+/// A Relay-style page of events.
+#[derive(SimpleObject)]
+pub struct EventConnection {
+    pub edges: Vec<EventEdge>,
+    pub page_info: PageInfo,
+}
+
+#[derive(SimpleObject)]
+pub struct LogHead {
+    /// The last committed position (0 for an empty log).
+    pub position: Position,
+    /// Its hash (64 zeros for an empty log).
+    pub hash: String,
+    pub recorded_at: Option<DateTime>,
+}
+
+#[derive(SimpleObject)]
+pub struct Digest {
+    pub position: Position,
+    pub hash: String,
+    /// `<position>:<hash>`: write it down; `checkDigest` tells later whether the log still has it.
+    pub text: String,
+}
+
+impl From<cmdb_core::Digest> for Digest {
+    fn from(digest: cmdb_core::Digest) -> Self {
+        Digest { position: Position(digest.position), hash: digest.hash.to_hex(), text: digest.to_string() }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ChainBreakInfo {
+    pub position: Position,
+    /// sequence, prev_hash, hash or unreadable.
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(SimpleObject)]
+pub struct VerifyResult {
+    pub intact: bool,
+    pub events_checked: Position,
+    pub last_good: Digest,
+    pub first_break: Option<ChainBreakInfo>,
+}
+
+impl From<VerifyReport> for VerifyResult {
+    fn from(report: VerifyReport) -> Self {
+        VerifyResult {
+            intact: report.is_intact(),
+            events_checked: Position(report.events_checked),
+            last_good: report.last_good.into(),
+            first_break: report.first_break.map(|b| ChainBreakInfo {
+                position: Position(b.position()),
+                kind: match &b {
+                    ChainBreak::Sequence { .. } => "sequence",
+                    ChainBreak::PrevHash { .. } => "prev_hash",
+                    ChainBreak::Hash { .. } => "hash",
+                    ChainBreak::Unreadable { .. } => "unreadable",
+                }
+                .to_owned(),
+                message: b.to_string(),
+            }),
+        }
+    }
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum DigestOutcome {
+    /// The log still holds this digest.
+    Matches,
+    /// The log is shorter than the digest: its tail was removed.
+    Truncated,
+    /// The event at that position has another hash: the log was rewritten.
+    Mismatch,
+}
+
+#[derive(SimpleObject)]
+pub struct DigestCheckResult {
+    pub outcome: DigestOutcome,
+    /// The log's head, for a truncated log.
+    pub head: Option<Position>,
+    /// The hash now stored at that position, for a mismatch.
+    pub stored_hash: Option<String>,
+}
+
+impl From<DigestCheck> for DigestCheckResult {
+    fn from(check: DigestCheck) -> Self {
+        match check {
+            DigestCheck::Matches => DigestCheckResult { outcome: DigestOutcome::Matches, head: None, stored_hash: None },
+            DigestCheck::Truncated { head } => {
+                DigestCheckResult { outcome: DigestOutcome::Truncated, head: Some(Position(head)), stored_hash: None }
+            }
+            DigestCheck::Mismatch { stored } => {
+                DigestCheckResult { outcome: DigestOutcome::Mismatch, head: None, stored_hash: Some(stored.to_hex()) }
+            }
+        }
+    }
+}
+
+/// Roles, as GraphQL names them.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    Viewer,
+    Auditor,
+    Editor,
+    ChangeManager,
+    Approver,
+    EmergencyApprover,
+    Deployer,
+    Admin,
+}
+
+impl From<Role> for CoreRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Viewer => CoreRole::Viewer,
+            Role::Auditor => CoreRole::Auditor,
+            Role::Editor => CoreRole::Editor,
+            Role::ChangeManager => CoreRole::ChangeManager,
+            Role::Approver => CoreRole::Approver,
+            Role::EmergencyApprover => CoreRole::EmergencyApprover,
+            Role::Deployer => CoreRole::Deployer,
+            Role::Admin => CoreRole::Admin,
+        }
+    }
+}
+
+impl From<CoreRole> for Role {
+    fn from(role: CoreRole) -> Self {
+        match role {
+            CoreRole::Viewer => Role::Viewer,
+            CoreRole::Auditor => Role::Auditor,
+            CoreRole::Editor => Role::Editor,
+            CoreRole::ChangeManager => Role::ChangeManager,
+            CoreRole::Approver => Role::Approver,
+            CoreRole::EmergencyApprover => Role::EmergencyApprover,
+            CoreRole::Deployer => Role::Deployer,
+            CoreRole::Admin => Role::Admin,
+        }
+    }
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PrincipalKind {
+    Person,
+    System,
+}
+
+impl From<PrincipalKind> for cmdb_core::access::PrincipalKind {
+    fn from(kind: PrincipalKind) -> Self {
+        match kind {
+            PrincipalKind::Person => cmdb_core::access::PrincipalKind::Person,
+            PrincipalKind::System => cmdb_core::access::PrincipalKind::System,
+        }
+    }
+}
+
+impl From<cmdb_core::access::PrincipalKind> for PrincipalKind {
+    fn from(kind: cmdb_core::access::PrincipalKind) -> Self {
+        match kind {
+            cmdb_core::access::PrincipalKind::Person => PrincipalKind::Person,
+            cmdb_core::access::PrincipalKind::System => PrincipalKind::System,
+        }
+    }
+}
+
+/// A token's metadata (never its text).
+#[derive(SimpleObject)]
+pub struct Token {
+    pub token_id: ID,
+    pub principal: String,
+    pub label: Option<String>,
+    pub issued_at: DateTime,
+    pub expires_at: Option<DateTime>,
+    pub revoked_at: Option<DateTime>,
+    /// Neither revoked nor expired.
+    pub live: bool,
+}
+
+impl Token {
+    pub fn from_info(info: &TokenInfo, now: Timestamp) -> Token {
+        Token {
+            token_id: ID(info.token_id.to_string()),
+            principal: info.principal.clone(),
+            label: info.label.clone(),
+            issued_at: DateTime(info.issued_at),
+            expires_at: info.expires_at.map(DateTime),
+            revoked_at: info.revoked_at.map(DateTime),
+            live: info.is_live(now),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Principal {
+    pub name: String,
+    pub kind: PrincipalKind,
+    pub display_name: Option<String>,
+    pub roles: Vec<Role>,
+    pub created_at: DateTime,
+    pub tokens: Vec<Token>,
+}
+
+impl Principal {
+    pub fn from_info(info: &PrincipalInfo, tokens: &std::collections::BTreeMap<uuid::Uuid, TokenInfo>, now: Timestamp) -> Principal {
+        Principal {
+            name: info.name.clone(),
+            kind: info.kind.into(),
+            display_name: info.display_name.clone(),
+            roles: info.roles.iter().copied().map(Role::from).collect(),
+            created_at: DateTime(info.created_at),
+            tokens: info.tokens.iter().filter_map(|id| tokens.get(id)).map(|t| Token::from_info(t, now)).collect(),
+        }
+    }
+}
+
+/// The caller.
+#[derive(SimpleObject)]
+pub struct Me {
+    pub principal: String,
+    pub kind: PrincipalKind,
+    pub roles: Vec<Role>,
+    pub token_id: ID,
+}
+
+/// The server's limits, so clients can size their requests.
+#[derive(SimpleObject)]
+pub struct Limits {
+    pub max_page_size: usize,
+    pub max_scan_events: usize,
+    pub max_query_depth: usize,
+    pub max_query_complexity: usize,
+    pub max_request_body_bytes: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_event_bytes: usize,
+    pub max_batch_events: usize,
+}
+
+/// The outcome of a change: where it landed in the log.
+#[derive(SimpleObject)]
+pub struct Written {
+    /// The log position of the last event written: pass it as `minPosition` to read your write.
+    pub position: Position,
+}
+
+#[derive(SimpleObject)]
+pub struct PrincipalChange {
+    pub principal: Principal,
+    pub position: Position,
+}
+
+/// A new token. `token` is shown only here, once.
+#[derive(SimpleObject)]
+pub struct CreatedToken {
+    pub token: String,
+    pub token_id: ID,
+    pub principal: String,
+    pub expires_at: Option<DateTime>,
+    pub position: Position,
+}

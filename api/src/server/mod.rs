@@ -1,0 +1,411 @@
+//! `cmdb serve`: the HTTP server. Routes, the shared state, start-up (open the log, follow
+//! access, bootstrap an admin), and graceful shutdown (stop accepting, finish in-flight
+//! requests and their appends, complete subscriptions, close the log).
+
+pub mod access_view;
+pub mod auth;
+pub mod errors;
+pub mod graphql;
+mod listener;
+pub mod metrics;
+mod ws;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use cmdb_core::access::{self, AccessCommand, Operation, PrincipalKind, Role, permits, token_hash};
+use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
+use cmdb_core::{Actor, Clock, EventStore, IdGenerator, Metadata, Source, SystemClock, UuidV7Ids};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::settings::ServeSettings;
+use access_view::AccessView;
+use auth::{Caller, authenticate_header};
+use errors::ApiError;
+use graphql::{CmdbSchema, RequestContext, build_schema};
+
+/// The name of the bootstrap admin principal.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+/// The file in the data directory that tells CLI commands where a running server listens.
+pub const SERVER_FILE_NAME: &str = "server.json";
+/// Longest `X-Request-Id` accepted, in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+/// Longest the server waits for WebSocket connections to close at shutdown.
+const WS_CLOSE_WAIT_MS: u64 = 2_000;
+
+/// What handlers and resolvers share.
+pub struct AppState {
+    pub store: Arc<dyn EventStore>,
+    pub access: Arc<AccessView>,
+    pub settings: ServeSettings,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+    /// Cancelled when shutdown begins: subscriptions complete, WebSockets close.
+    pub shutdown: CancellationToken,
+}
+
+/// The router's state.
+#[derive(Clone)]
+pub struct ServerState {
+    pub app: Arc<AppState>,
+    pub schema: CmdbSchema,
+    pub metrics: PrometheusHandle,
+    pub ws_tasks: TaskTracker,
+}
+
+/// The correlation id of a request: from `X-Request-Id`, or generated.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// A request authenticated by its bearer token.
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<ServerState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ServerState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+        Ok(Authenticated(authenticate_header(&state.app.access, header, state.app.clock.now())?))
+    }
+}
+
+/// Options that tests inject; production uses the defaults.
+#[derive(Clone)]
+pub struct StartOptions {
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+    pub store_options: SqliteOptions,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions { clock: Arc::new(SystemClock), ids: Arc::new(UuidV7Ids), store_options: SqliteOptions::default() }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid setting: {0}")]
+    Settings(String),
+    #[error(transparent)]
+    Core(#[from] cmdb_core::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    bootstrap_token: Option<String>,
+    http_shutdown: CancellationToken,
+    finished: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the log in `data_dir`, catches up, bootstraps an admin on a new log, binds
+    /// `settings.listen` and starts serving.
+    pub async fn start(data_dir: &Path, settings: ServeSettings, options: StartOptions) -> Result<Server, StartError> {
+        settings.validate().map_err(StartError::Settings)?;
+        let directory = data_dir.to_path_buf();
+        let store_options = SqliteOptions { clock: options.clock.clone(), ..options.store_options.clone() };
+        let sqlite = tokio::task::spawn_blocking(move || SqliteStore::open(&directory, store_options))
+            .await
+            .map_err(|e| StartError::Io(e.to_string()))?
+            .map_err(cmdb_core::Error::from)?;
+        let store: Arc<dyn EventStore> = Arc::new(metrics::InstrumentedStore::new(Arc::new(sqlite.clone())));
+        let access = AccessView::start(store.clone()).await?;
+        let bootstrap_token = bootstrap(store.as_ref(), &access, &settings, &options).await?;
+
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartError::Listen { address: settings.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
+        let listener = listener::LimitedListener::new(listener, settings.max_connections);
+
+        let app = Arc::new(AppState {
+            store,
+            access,
+            settings: settings.clone(),
+            clock: options.clock.clone(),
+            ids: options.ids.clone(),
+            shutdown: CancellationToken::new(),
+        });
+        let state = ServerState {
+            app: app.clone(),
+            schema: build_schema(app.clone()),
+            metrics: metrics::prometheus(),
+            ws_tasks: TaskTracker::new(),
+        };
+        let router = router(state.clone());
+        let server_file = data_dir.join(SERVER_FILE_NAME);
+        write_server_file(&server_file, local_addr);
+
+        let http_shutdown = CancellationToken::new();
+        let signal = http_shutdown.clone();
+        let grace = Duration::from_millis(settings.shutdown_grace_ms);
+        let finished = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(signal.clone().cancelled_owned()).into_future();
+            tokio::pin!(serve);
+            // In-flight requests (and the appends they wait for) finish within the grace.
+            tokio::select! {
+                result = &mut serve => {
+                    if let Err(error) = result {
+                        tracing::error!(%error, "the HTTP server failed");
+                    }
+                }
+                _ = async { signal.cancelled().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still running after the shutdown grace; dropping them");
+                }
+            }
+            // Subscriptions complete and WebSockets close, then the log closes.
+            app.shutdown.cancel();
+            state.ws_tasks.close();
+            let _ = tokio::time::timeout(Duration::from_millis(WS_CLOSE_WAIT_MS), state.ws_tasks.wait()).await;
+            sqlite.shutdown().await;
+            let _ = std::fs::remove_file(&server_file);
+            tracing::info!("shut down");
+        });
+        tracing::info!(address = %local_addr, "listening");
+        Ok(Server { local_addr, bootstrap_token, http_shutdown, finished })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin token created on a new data directory (shown once).
+    pub fn bootstrap_token(&self) -> Option<&str> {
+        self.bootstrap_token.as_deref()
+    }
+
+    /// A handle that starts the shutdown.
+    pub fn shutdown_trigger(&self) -> CancellationToken {
+        self.http_shutdown.clone()
+    }
+
+    /// Starts the shutdown and waits for it to finish.
+    pub async fn shutdown(self) {
+        self.http_shutdown.cancel();
+        let _ = self.finished.await;
+    }
+
+    /// Waits until something else triggered the shutdown and it finished.
+    pub async fn finished(self) {
+        let _ = self.finished.await;
+    }
+}
+
+#[derive(serde::Serialize, Deserialize)]
+pub struct ServerFile {
+    pub pid: u32,
+    pub address: SocketAddr,
+}
+
+fn write_server_file(path: &Path, address: SocketAddr) {
+    let contents = serde_json::json!({ "pid": std::process::id(), "address": address }).to_string();
+    if let Err(error) = std::fs::write(path, contents) {
+        tracing::warn!(%error, path = %path.display(), "cannot write the server file; CLI commands will not notify this server");
+    }
+}
+
+/// Where a server on this data directory listens, if one wrote its file.
+pub fn running_server(data_dir: &Path) -> Option<ServerFile> {
+    let text = std::fs::read_to_string(data_dir.join(SERVER_FILE_NAME)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// On a log with no principals: create `admin` and, unless told not to, its first token.
+async fn bootstrap(
+    store: &dyn EventStore,
+    access: &AccessView,
+    settings: &ServeSettings,
+    options: &StartOptions,
+) -> Result<Option<String>, StartError> {
+    if !access.snapshot().principals.is_empty() {
+        return Ok(None);
+    }
+    let metadata = Metadata::new(Actor::system(), Source::System).with_correlation_id("bootstrap");
+    let create = AccessCommand::CreatePrincipal {
+        name: BOOTSTRAP_ADMIN.into(),
+        kind: PrincipalKind::Person,
+        display_name: Some("Bootstrap administrator".into()),
+        roles: [Role::Admin].into_iter().collect(),
+    };
+    match access::execute(store, &create, metadata.clone(), options.clock.as_ref()).await {
+        Ok(_) => {}
+        // Another process bootstrapped first.
+        Err(cmdb_core::Error::Access(access::AccessError::PrincipalExists(_))) => return Ok(None),
+        Err(other) => return Err(other.into()),
+    }
+    if settings.no_bootstrap_token {
+        return Ok(None);
+    }
+    let token = graphql::mutation_token_text();
+    let issue = AccessCommand::IssueToken {
+        principal: BOOTSTRAP_ADMIN.into(),
+        token_id: options.ids.next_id(),
+        token_hash: token_hash(&token),
+        label: Some("bootstrap".into()),
+        expires_at: None,
+    };
+    let outcome = access::execute(store, &issue, metadata, options.clock.as_ref()).await?;
+    access.wait_for(outcome.last_position, Duration::from_millis(settings.min_position_wait_ms)).await;
+    Ok(Some(token))
+}
+
+fn router(state: ServerState) -> Router {
+    let timeout = Duration::from_millis(state.app.settings.request_timeout_ms);
+    let http = Router::new()
+        .route("/graphql", get(graphiql).post(graphql_post))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
+    let ws = Router::new().route("/graphql/ws", get(ws::graphql_ws));
+    http.merge(ws)
+        .route_layer(middleware::from_fn(metrics::track_http))
+        .fallback(not_found)
+        .layer(middleware::from_fn(correlation))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        errors::error_body("NOT_FOUND", "no such route; the API is at /graphql"),
+    )
+        .into_response()
+}
+
+/// Takes or makes the correlation id, hands it to the handlers, returns it on the response.
+async fn correlation(mut request: Request, next: Next) -> Response {
+    let id = match request.headers().get("x-request-id") {
+        None => uuid::Uuid::now_v7().to_string(),
+        Some(value) => {
+            let valid = value
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES && v.bytes().all(|b| b.is_ascii_graphic()));
+            match valid {
+                Some(v) => v.to_owned(),
+                None => {
+                    return ApiError::BadRequest(format!(
+                        "X-Request-Id must be 1 to {MAX_REQUEST_ID_BYTES} visible ASCII characters"
+                    ))
+                    .into_response();
+                }
+            }
+        }
+    };
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn graphiql() -> Html<String> {
+    Html(async_graphql::http::GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
+}
+
+async fn graphql_post(
+    State(state): State<ServerState>,
+    axum::extract::Extension(request_id): axum::extract::Extension<RequestId>,
+    Authenticated(caller): Authenticated,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bound = state.app.settings.max_request_body_bytes;
+    let bytes = axum::body::to_bytes(body, bound).await.map_err(|_| ApiError::PayloadTooLarge { bound })?;
+    let request: async_graphql::BatchRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body is not a GraphQL request ({{\"query\": \"...\", \"variables\": {{...}}}} as JSON): {e}"
+        ))
+    })?;
+    let request = request.data(caller).data(RequestContext { correlation_id: request_id.0 });
+    let response = state.schema.execute_batch(request).await;
+    let body = serde_json::to_vec(&response).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn healthz() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadyQuery {
+    min_position: Option<u64>,
+}
+
+/// Ready when the log is open and every projection has applied the head (or `minPosition`,
+/// waiting up to `min_position_wait_ms` for it). Open, so load balancers and the CLI can ask.
+async fn readyz(State(state): State<ServerState>, query: Result<Query<ReadyQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let Ok(Query(query)) = query else {
+        return ApiError::BadRequest("minPosition must be a whole number >= 0".into()).into_response();
+    };
+    let app = &state.app;
+    let not_ready = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "ready": false, "reason": reason }).to_string(),
+        )
+            .into_response()
+    };
+    if app.shutdown.is_cancelled() {
+        return not_ready("shutting down".into());
+    }
+    if let Some(reason) = app.access.failure() {
+        return not_ready(format!("projection access stopped: {reason}"));
+    }
+    // Commits by other processes (the CLI) become visible now, not at the next poll.
+    let head = match app.store.refresh_head().await {
+        Ok(head) => head,
+        Err(error) => return not_ready(format!("the log is not readable: {error}")),
+    };
+    let target = query.min_position.unwrap_or(head);
+    let wait = Duration::from_millis(if query.min_position.is_some() { app.settings.min_position_wait_ms } else { 0 });
+    if !app.access.wait_for(target, wait).await {
+        return not_ready(format!("projection access is at {}, the target is {target}", app.access.applied()));
+    }
+    let body = serde_json::json!({
+        "ready": true,
+        "head": head,
+        "projections": { "access": app.access.applied() },
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn metrics_text(State(state): State<ServerState>, Authenticated(caller): Authenticated) -> Result<Response, ApiError> {
+    if !permits(&caller.roles, Operation::ReadMetrics) {
+        return Err(ApiError::Forbidden(Operation::ReadMetrics));
+    }
+    let head = *state.app.store.watch_head().borrow();
+    ::metrics::gauge!("log_head_position").set(head as f64);
+    ::metrics::gauge!("projection_lag_events", "projection" => "access")
+        .set(head.saturating_sub(state.app.access.applied()) as f64);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response())
+}
+
+/// The path of the log file in a data directory.
+pub fn log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(cmdb_core::store::sqlite::LOG_FILE_NAME)
+}

@@ -1,0 +1,155 @@
+//! GraphQL subscriptions over WebSocket (`graphql-transport-ws`, and the older
+//! `graphql-ws`). The caller authenticates with the `Authorization` header of the upgrade
+//! request or, when there is none, in the `connection_init` payload (`Authorization`,
+//! `authorization`, `headers.Authorization`, `token` or `authToken`). A bad token closes the
+//! socket with 4403 Forbidden; no `connection_init` in time closes it with 4408.
+
+use std::time::Duration;
+
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+
+use crate::server::auth::{AuthError, Caller, authenticate, authenticate_header, bearer_token};
+use crate::server::errors::ApiError;
+use crate::server::graphql::{RequestContext, SubscriptionSlots};
+use crate::server::{RequestId, ServerState};
+
+/// Messages buffered between the GraphQL engine and the socket, per connection.
+const OUTGOING_BUFFER_MESSAGES: usize = 64;
+/// After shutdown begins, how long a connection may take to flush its `complete` messages.
+const CLOSE_FLUSH_MS: u64 = 500;
+
+pub async fn graphql_ws(
+    State(state): State<ServerState>,
+    Extension(request_id): Extension<RequestId>,
+    protocol: GraphQLProtocol,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let now = state.app.clock.now();
+    let header_caller = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => match authenticate_header(&state.app.access, value.to_str().ok(), now) {
+            Ok(caller) => Some(caller),
+            Err(error) => return ApiError::Unauthorized(error).into_response(),
+        },
+    };
+    let tracker = state.ws_tasks.clone();
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| tracker.track_future(serve_socket(state, socket, protocol, header_caller, request_id)))
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+/// The token in a `connection_init` payload, in any of the shapes clients send.
+fn payload_token(payload: &serde_json::Value) -> Result<&str, AuthError> {
+    let header = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|key| payload.get(key))
+        .or_else(|| payload.get("headers").and_then(|h| h.get("Authorization").or_else(|| h.get("authorization"))))
+        .and_then(|v| v.as_str());
+    if let Some(header) = header {
+        return bearer_token(header).or_else(|_| Ok(header.trim()));
+    }
+    ["token", "authToken"]
+        .iter()
+        .find_map(|key| payload.get(key).and_then(|v| v.as_str()))
+        .map(str::trim)
+        .ok_or(AuthError::Missing)
+}
+
+async fn serve_socket(
+    state: ServerState,
+    socket: WebSocket,
+    protocol: GraphQLProtocol,
+    header_caller: Option<Caller>,
+    request_id: RequestId,
+) {
+    let (mut sink, mut incoming) = socket.split();
+    let init_timeout = Duration::from_millis(state.app.settings.ws_init_timeout_ms);
+    // The first message must be connection_init; read it here to authenticate.
+    let first = match tokio::time::timeout(init_timeout, incoming.next()).await {
+        Err(_) => {
+            let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
+            return;
+        }
+        Ok(None) | Ok(Some(Err(_))) => return,
+        Ok(Some(Ok(message))) => message,
+    };
+    let text = match &first {
+        Message::Text(text) => text.to_string(),
+        Message::Binary(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        _ => String::new(),
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    if parsed.get("type").and_then(|t| t.as_str()) != Some("connection_init") {
+        let _ = sink.send(close(4401, "Unauthorized: send connection_init first")).await;
+        return;
+    }
+    let caller = match header_caller {
+        Some(caller) => caller,
+        None => {
+            let payload = parsed.get("payload").cloned().unwrap_or(serde_json::Value::Null);
+            let resolved = payload_token(&payload).and_then(|t| authenticate(&state.app.access, t, state.app.clock.now()));
+            match resolved {
+                Ok(caller) => caller,
+                Err(error) => {
+                    let _ = sink.send(close(4403, &format!("Forbidden: {error}"))).await;
+                    return;
+                }
+            }
+        }
+    };
+
+    let mut data = Data::default();
+    data.insert(caller);
+    data.insert(SubscriptionSlots::new(state.app.settings.max_subscriptions_per_connection));
+    data.insert(RequestContext { correlation_id: request_id.0.clone() });
+
+    // The GraphQL engine writes into a bounded channel; this task owns the socket, so at
+    // shutdown it can flush the final `complete` messages and send a proper close frame.
+    let (outgoing, mut to_socket) = futures::channel::mpsc::channel::<Message>(OUTGOING_BUFFER_MESSAGES);
+    let replayed = futures::stream::once(async move { Ok::<Message, axum::Error>(first) }).chain(incoming);
+    let engine = GraphQLWebSocket::new_with_pair(outgoing.sink_map_err(|_| ()), replayed, state.schema.clone(), protocol)
+        .with_data(data)
+        .serve();
+    let engine = tokio::spawn(engine);
+    let shutdown = state.app.shutdown.clone();
+    loop {
+        tokio::select! {
+            message = to_socket.next() => match message {
+                Some(message) => {
+                    if sink.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = shutdown.cancelled() => {
+                let deadline = tokio::time::sleep(Duration::from_millis(CLOSE_FLUSH_MS));
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        message = to_socket.next() => match message {
+                            Some(message) => { if sink.send(message).await.is_err() { break; } }
+                            None => break,
+                        },
+                        _ = &mut deadline => break,
+                    }
+                }
+                let _ = sink.send(close(1001, "server shutting down")).await;
+                break;
+            }
+        }
+    }
+    engine.abort();
+    let _ = sink.close().await;
+}

@@ -1,0 +1,155 @@
+//! Settings of `cmdb serve`: from flags and `CMDB_*` environment variables (flags win), each
+//! with its unit in its name, validated at start with a message that names the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Upper bounds the settings themselves must respect, so a typo cannot disable a limit.
+pub const MAX_PAGE_SIZE_CEILING: usize = 10_000;
+pub const MAX_REQUEST_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
+
+#[derive(Clone, Debug, Args)]
+pub struct ServeSettings {
+    /// Address to listen on (host:port; port 0 picks a free one).
+    #[arg(long, env = "CMDB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Do not create and print an admin token when the data directory is new.
+    #[arg(long, env = "CMDB_NO_BOOTSTRAP_TOKEN")]
+    pub no_bootstrap_token: bool,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "CMDB_MAX_REQUEST_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_body_bytes: usize,
+
+    /// Deepest GraphQL selection set accepted.
+    #[arg(long, env = "CMDB_MAX_QUERY_DEPTH", default_value_t = 16)]
+    pub max_query_depth: usize,
+
+    /// Highest GraphQL query complexity accepted (each field costs 1; lists cost their page
+    /// size times their children).
+    #[arg(long, env = "CMDB_MAX_QUERY_COMPLEXITY", default_value_t = 50_000)]
+    pub max_query_complexity: usize,
+
+    /// Largest page (`first`) a list field returns.
+    #[arg(long, env = "CMDB_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: usize,
+
+    /// Most events a filtered page scans before it returns what it found with a cursor.
+    #[arg(long, env = "CMDB_MAX_SCAN_EVENTS", default_value_t = 100_000)]
+    pub max_scan_events: usize,
+
+    /// Most concurrent subscriptions on one WebSocket connection.
+    #[arg(long, env = "CMDB_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 16)]
+    pub max_subscriptions_per_connection: usize,
+
+    /// Most concurrent client connections (HTTP and WebSocket); more get 503.
+    #[arg(long, env = "CMDB_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Time allowed for one HTTP request, in milliseconds.
+    #[arg(long, env = "CMDB_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// Time a WebSocket client has to send `connection_init`, in milliseconds.
+    #[arg(long, env = "CMDB_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_init_timeout_ms: u64,
+
+    /// Time allowed to finish in-flight requests at shutdown, in milliseconds.
+    #[arg(long, env = "CMDB_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// Longest a request waits for projections to reach a `minPosition`, in milliseconds.
+    #[arg(long, env = "CMDB_MIN_POSITION_WAIT_MS", default_value_t = 5_000)]
+    pub min_position_wait_ms: u64,
+}
+
+impl ServeSettings {
+    /// Checks every setting; the message names the setting, its value and the allowed range.
+    pub fn validate(&self) -> Result<(), String> {
+        let range = |name: &str, value: usize, low: usize, high: usize| {
+            if value < low || value > high {
+                Err(format!("{name} is {value}; it must be between {low} and {high}"))
+            } else {
+                Ok(())
+            }
+        };
+        range("max_request_body_bytes", self.max_request_body_bytes, 1024, MAX_REQUEST_BODY_BYTES_CEILING)?;
+        range("max_query_depth", self.max_query_depth, 2, 256)?;
+        range("max_query_complexity", self.max_query_complexity, 10, 10_000_000)?;
+        range("max_page_size", self.max_page_size, 1, MAX_PAGE_SIZE_CEILING)?;
+        range("max_scan_events", self.max_scan_events, self.max_page_size, 10_000_000)?;
+        range("max_subscriptions_per_connection", self.max_subscriptions_per_connection, 1, 1024)?;
+        range("max_connections", self.max_connections, 1, 1_000_000)?;
+        let millis = |name: &str, value: u64| {
+            if value == 0 || value > 3_600_000 {
+                Err(format!("{name} is {value}; it must be between 1 and 3600000 milliseconds"))
+            } else {
+                Ok(())
+            }
+        };
+        millis("request_timeout_ms", self.request_timeout_ms)?;
+        millis("ws_init_timeout_ms", self.ws_init_timeout_ms)?;
+        millis("shutdown_grace_ms", self.shutdown_grace_ms)?;
+        millis("min_position_wait_ms", self.min_position_wait_ms)?;
+        Ok(())
+    }
+}
+
+/// Where the data lives; shared by every command.
+#[derive(Clone, Debug, Args)]
+pub struct DataDir {
+    /// The data directory: the embedded log and local state.
+    #[arg(long, env = "CMDB_DATA_DIR", default_value = "./cmdb-data", global = true)]
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            no_bootstrap_token: false,
+            max_request_body_bytes: 1024 * 1024,
+            max_query_depth: 16,
+            max_query_complexity: 50_000,
+            max_page_size: 1000,
+            max_scan_events: 100_000,
+            max_subscriptions_per_connection: 16,
+            max_connections: 1024,
+            request_timeout_ms: 30_000,
+            ws_init_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+            min_position_wait_ms: 5_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_each_bound_is_checked_at_and_past_it() {
+        assert_eq!(ServeSettings::default().validate(), Ok(()));
+        let at = ServeSettings { max_page_size: MAX_PAGE_SIZE_CEILING, max_scan_events: MAX_PAGE_SIZE_CEILING, ..Default::default() };
+        assert_eq!(at.validate(), Ok(()));
+        let past = ServeSettings { max_page_size: MAX_PAGE_SIZE_CEILING + 1, ..Default::default() };
+        let message = past.validate().expect_err("past the ceiling");
+        assert!(message.contains("max_page_size is 10001"), "{message}");
+        let zero = ServeSettings { max_connections: 0, ..Default::default() };
+        assert!(zero.validate().expect_err("zero").contains("max_connections"));
+        let zero = ServeSettings { request_timeout_ms: 0, ..Default::default() };
+        assert!(zero.validate().expect_err("zero").contains("request_timeout_ms"));
+        let tiny = ServeSettings { max_request_body_bytes: 10, ..Default::default() };
+        assert!(tiny.validate().expect_err("tiny").contains("max_request_body_bytes"));
+    }
+}
