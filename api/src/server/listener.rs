@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -17,7 +17,9 @@ use crate::server::errors::error_body;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
-/// How long a refused connection may take to receive its 503.
+/// Most bytes of a refused connection's request read before it is answered.
+const REFUSAL_MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+/// How long a refused connection may take to send its request and receive its 503.
 const REFUSAL_WRITE_TIMEOUT_MS: u64 = 1000;
 
 pub struct LimitedListener {
@@ -78,6 +80,17 @@ async fn refuse(mut stream: TcpStream, max_connections: usize) {
         body.len()
     );
     let write = async {
+        // Read the request head first: an HTTP client may not accept an answer to a request it
+        // has not finished sending.
+        let mut head = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        while head.len() < REFUSAL_MAX_REQUEST_HEAD_BYTES && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = stream.read(&mut chunk).await?;
+            if read == 0 {
+                break;
+            }
+            head.extend_from_slice(&chunk[..read]);
+        }
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await
     };

@@ -32,6 +32,10 @@ pub fn build_schema(app: Arc<AppState>) -> CmdbSchema {
         .limit_depth(settings.max_query_depth)
         .limit_complexity(settings.max_query_complexity)
         .extension(GraphqlMetrics)
+        .extension(LimitErrors {
+            max_query_depth: settings.max_query_depth,
+            max_query_complexity: settings.max_query_complexity,
+        })
         .data(app.clone())
         .finish()
 }
@@ -93,4 +97,48 @@ fn metadata(ctx: &Context<'_>) -> async_graphql::Result<Metadata> {
     );
     metadata.correlation_id = ctx.data_opt::<RequestContext>().map(|r| r.correlation_id.clone());
     Ok(metadata)
+}
+
+/// Names the limit, its bound and a code in async-graphql's depth and complexity refusals.
+struct LimitErrors {
+    max_query_depth: usize,
+    max_query_complexity: usize,
+}
+
+impl async_graphql::extensions::ExtensionFactory for LimitErrors {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(LimitErrors { max_query_depth: self.max_query_depth, max_query_complexity: self.max_query_complexity })
+    }
+}
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for LimitErrors {
+    async fn validation(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        next: async_graphql::extensions::NextValidation<'_>,
+    ) -> Result<async_graphql::ValidationResult, Vec<async_graphql::ServerError>> {
+        next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|error| {
+                    let (limit, bound) = match error.message.as_str() {
+                        "Query is nested too deep." => ("max_query_depth", self.max_query_depth),
+                        "Query is too complex." => ("max_query_complexity", self.max_query_complexity),
+                        _ => return error,
+                    };
+                    let mut named = async_graphql::ServerError::new(
+                        format!("{} The limit {limit} is {bound}.", error.message.trim_end_matches('.')).replace(" The", ": the"),
+                        None,
+                    );
+                    let mut extensions = async_graphql::ErrorExtensionValues::default();
+                    extensions.set("code", "LIMIT_EXCEEDED");
+                    extensions.set("limit", limit);
+                    extensions.set("bound", bound as u64);
+                    named.extensions = Some(extensions);
+                    named
+                })
+                .collect()
+        })
+    }
 }

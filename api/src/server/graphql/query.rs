@@ -115,6 +115,9 @@ impl QueryRoot {
                         break;
                     }
                 }
+                if scanned >= app.settings.max_scan_events {
+                    break;
+                }
             }
         }
         let has_more_matches = found.len() > first;
