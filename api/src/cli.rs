@@ -390,7 +390,9 @@ fn cli_metadata() -> Metadata {
 /// Runs an access command on the data directory, then makes sure a server running on it has
 /// applied the change before returning.
 async fn execute_access(data_dir: &Path, command: AccessCommand) -> anyhow::Result<u64> {
-    let store = open_existing(data_dir, true)?;
+    // Access may be set up before the first `serve` (then no bootstrap admin is made), so
+    // these commands create the log if there is none.
+    let store = SqliteStore::open(data_dir, SqliteOptions::default())?;
     let outcome = access::execute(&store, &command, cli_metadata(), &SystemClock).await;
     store.shutdown().await;
     let position = outcome?.last_position;

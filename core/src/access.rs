@@ -739,7 +739,9 @@ mod tests {
 
 /// How many times a command is re-decided when another writer changed the access stream
 /// between its read and its append.
-pub const MAX_COMMAND_ATTEMPTS: usize = 5;
+pub const MAX_COMMAND_ATTEMPTS: usize = 8;
+/// Pause before re-deciding, times the attempt number: spreads racing writers apart.
+pub const RETRY_BACKOFF_STEP_MS: u64 = 3;
 
 /// Reads the whole access stream and folds it.
 pub async fn load_state(store: &dyn crate::store::EventStore) -> Result<AccessState, crate::Error> {
@@ -767,7 +769,10 @@ pub async fn execute(
     clock: &dyn crate::time::Clock,
 ) -> Result<crate::store::AppendOutcome, crate::Error> {
     use crate::store::{AppendRequest, ExpectedVersion, StoreError};
-    for _ in 0..MAX_COMMAND_ATTEMPTS {
+    for attempt in 0..MAX_COMMAND_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(RETRY_BACKOFF_STEP_MS * attempt as u64)).await;
+        }
         let state = load_state(store).await?;
         let events = decide(&state, command, clock.now())?;
         let expected = state.version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);

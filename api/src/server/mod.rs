@@ -55,6 +55,8 @@ pub struct AppState {
     pub ids: Arc<dyn IdGenerator>,
     /// Cancelled when shutdown begins: subscriptions complete, WebSockets close.
     pub shutdown: CancellationToken,
+    /// Serialises access commands (they all append to the one access stream).
+    pub access_commands: tokio::sync::Mutex<()>,
 }
 
 /// The router's state.
@@ -145,6 +147,7 @@ impl Server {
             clock: options.clock.clone(),
             ids: options.ids.clone(),
             shutdown: CancellationToken::new(),
+            access_commands: tokio::sync::Mutex::new(()),
         });
         let state = ServerState {
             app: app.clone(),

@@ -25,6 +25,10 @@ pub struct CreatePrincipalInput {
 /// Runs an access command and waits until the server's own view has applied it, so the next
 /// request (on any connection) sees the change: a revoked token is refused from then on.
 async fn run(app: &AppState, command: AccessCommand, metadata: cmdb_core::Metadata) -> async_graphql::Result<u64> {
+    // One access command at a time in this process: they all write the one access stream, and
+    // queueing here is cheaper than re-deciding after conflicts. Other processes (the CLI)
+    // still race, and lose at most a retry.
+    let _turn = app.access_commands.lock().await;
     let outcome = access::execute(app.store.as_ref(), &command, metadata, app.clock.as_ref()).await.map_err(core_error)?;
     let applied = app.access.wait_for(outcome.last_position, Duration::from_millis(app.settings.min_position_wait_ms)).await;
     if !applied {

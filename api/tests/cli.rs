@@ -1,0 +1,204 @@
+//! The operator commands, run as the real binary: each clear on bad input, exiting non-zero,
+//! and never changing the stored log when it refuses.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cmdb_core::conformance::Tamper;
+use cmdb_core::store::sqlite::{LOG_FILE_NAME, SqliteTamper};
+use common::TestServer;
+use serde_json::json;
+
+fn cmdb(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cmdb")).arg("--data-dir").arg(data_dir).args(args).output().expect("run cmdb")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn ok(data_dir: &Path, args: &[&str]) -> String {
+    let output = cmdb(data_dir, args);
+    assert!(output.status.success(), "cmdb {args:?} failed: {}", stderr(&output));
+    stdout(&output)
+}
+
+fn refused(data_dir: &Path, args: &[&str], needle: &str) {
+    let output = cmdb(data_dir, args);
+    assert_eq!(output.status.code(), Some(2), "cmdb {args:?} should fail with 2: {}{}", stdout(&output), stderr(&output));
+    assert!(stderr(&output).contains(needle), "cmdb {args:?}: {:?} should mention {needle:?}", stderr(&output));
+}
+
+fn log_fingerprint(data_dir: &Path) -> String {
+    ok(data_dir, &["digest"])
+}
+
+/// A data directory with a few principals and tokens, made by the CLI alone.
+fn populated() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    ok(dir.path(), &["principal", "create", "root", "--role", "admin"]);
+    ok(dir.path(), &["principal", "create", "deploy-bot", "--kind", "system", "--role", "deployer", "--display-name", "CI"]);
+    ok(dir.path(), &["principal", "grant", "deploy-bot", "viewer"]);
+    ok(dir.path(), &["token", "create", "--principal", "deploy-bot", "--label", "github", "--expires-in-days", "30"]);
+    dir
+}
+
+#[test]
+fn principals_and_tokens_are_managed_from_the_cli() {
+    let dir = populated();
+    let list = ok(dir.path(), &["principal", "list"]);
+    assert!(list.contains("deploy-bot") && list.contains("deployer,viewer") || list.contains("viewer,deployer"), "{list}");
+    let tokens = ok(dir.path(), &["token", "list", "--principal", "deploy-bot"]);
+    assert!(tokens.contains("live") && tokens.contains("github"), "{tokens}");
+    let token_id = tokens.lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("a token row").to_owned();
+    ok(dir.path(), &["principal", "revoke-role", "deploy-bot", "viewer"]);
+    ok(dir.path(), &["token", "revoke", &token_id, "--reason", "rotated"]);
+    assert!(ok(dir.path(), &["token", "list"]).contains("revoked"));
+
+    let before = log_fingerprint(dir.path());
+    refused(dir.path(), &["principal", "create", "deploy-bot"], "already exists");
+    refused(dir.path(), &["principal", "create", "Bad Name"], "not valid");
+    refused(dir.path(), &["principal", "create", "x", "--role", "superuser"], "unknown role");
+    refused(dir.path(), &["principal", "create", "x", "--kind", "robot"], "unknown principal kind");
+    refused(dir.path(), &["principal", "grant", "nobody", "viewer"], "no principal named");
+    refused(dir.path(), &["principal", "revoke-role", "root", "admin"], "last principal with the admin role");
+    refused(dir.path(), &["token", "create", "--principal", "nobody"], "no principal named");
+    refused(dir.path(), &["token", "revoke", "not-a-uuid"], "not a token id");
+    refused(dir.path(), &["token", "revoke", &token_id], "already revoked");
+    refused(dir.path(), &["token", "list", "--principal", "nobody"], "no principal named");
+    let clap = cmdb(dir.path(), &["token", "create", "--principal", "root", "--expires-in-days", "0"]);
+    assert_eq!(clap.status.code(), Some(2));
+    assert!(stderr(&clap).contains("--expires-in-days"));
+    assert_eq!(log_fingerprint(dir.path()), before, "refused commands changed the log");
+}
+
+#[test]
+fn commands_on_a_missing_log_say_so() {
+    let dir = tempfile::tempdir().expect("dir");
+    for args in [&["verify"][..], &["digest"], &["principal", "list"], &["export", "--as-of", "1"]] {
+        refused(dir.path(), args, "no event log");
+    }
+    assert!(!dir.path().join(LOG_FILE_NAME).exists(), "reading commands never create a log");
+}
+
+#[test]
+fn verify_reports_tampering_with_exit_code_1_and_digests_catch_rewrites() {
+    let dir = populated();
+    let digest = log_fingerprint(dir.path()).trim().to_owned();
+    assert!(ok(dir.path(), &["verify"]).contains("chain intact: 4 events"));
+    assert!(ok(dir.path(), &["verify", "--digest", &digest]).contains("matches"));
+    refused(dir.path(), &["verify", "--digest", "nonsense"], "not a digest");
+
+    SqliteTamper::new(dir.path().join(LOG_FILE_NAME)).set_principal(2, "mallory");
+    let output = cmdb(dir.path(), &["verify"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("CHAIN BROKEN at position 2"), "{}", stdout(&output));
+    let output = cmdb(dir.path(), &["verify", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["report"]["first_break"]["position"], 2);
+    // The server refuses to open a log whose last event was altered; verify still reads it.
+    let clean = populated();
+    SqliteTamper::new(clean.path().join(LOG_FILE_NAME)).truncate_after(3);
+    let output = cmdb(clean.path(), &["verify", "--digest", &digest]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("TRUNCATED"), "{}", stdout(&output));
+}
+
+#[test]
+fn backup_and_restore_round_trip_and_refuse_to_overwrite() {
+    let dir = populated();
+    let backups = tempfile::tempdir().expect("dir");
+    let file = backups.path().join("cmdb.backup");
+    let file_text = file.to_str().expect("utf-8");
+    assert!(ok(dir.path(), &["backup", "--to", file_text]).contains("chain verified"));
+    refused(dir.path(), &["backup", "--to", file_text], "already exists");
+
+    let restored = tempfile::tempdir().expect("dir");
+    let target = restored.path().join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_cmdb"))
+        .args(["restore", "--from", file_text, "--data-dir"])
+        .arg(&target)
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(log_fingerprint(&target), log_fingerprint(dir.path()));
+    // Never over an existing log; never from something that is not a verified backup.
+    let before = log_fingerprint(dir.path());
+    refused(dir.path(), &["restore", "--from", file_text], "already holds a log");
+    let junk = backups.path().join("junk");
+    std::fs::write(&junk, b"not a database at all, just some bytes in a file ".repeat(100)).expect("write");
+    let empty = restored.path().join("empty");
+    let output = Command::new(env!("CARGO_BIN_EXE_cmdb"))
+        .args(["restore", "--from", junk.to_str().expect("utf-8"), "--data-dir"])
+        .arg(&empty)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("refusing to restore"), "{}", stderr(&output));
+    assert!(!empty.join(LOG_FILE_NAME).exists());
+    let output = Command::new(env!("CARGO_BIN_EXE_cmdb"))
+        .args(["restore", "--from", "/no/such/file", "--data-dir"])
+        .arg(&empty)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(log_fingerprint(dir.path()), before);
+}
+
+#[test]
+fn export_writes_ndjson_as_of_a_position_or_a_time() {
+    let dir = populated();
+    let all = ok(dir.path(), &["export", "--as-of", "4"]);
+    let lines: Vec<serde_json::Value> = all.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["position"], 1);
+    assert_eq!(lines[0]["type"], "principal.created");
+    assert_eq!(lines[0]["data"]["name"], "root");
+    assert_eq!(lines[3]["type"], "token.issued");
+    assert_eq!(lines[3]["metadata"]["source"], "cli");
+    let two = ok(dir.path(), &["export", "--as-of", "2"]);
+    assert_eq!(two.lines().count(), 2);
+    let recorded_at = lines[1]["recordedAt"].as_str().expect("time").to_owned();
+    let by_time = ok(dir.path(), &["export", "--as-of", &recorded_at]);
+    assert!(by_time.lines().count() >= 2);
+    assert_eq!(ok(dir.path(), &["export", "--as-of", "2000-01-01T00:00:00Z"]).lines().count(), 0);
+
+    let out = tempfile::tempdir().expect("dir");
+    let file = out.path().join("export.ndjson");
+    ok(dir.path(), &["export", "--as-of", "4", "--to", file.to_str().expect("utf-8")]);
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), all);
+    refused(dir.path(), &["export", "--as-of", "4", "--to", file.to_str().expect("utf-8")], "already exists");
+    refused(dir.path(), &["export", "--as-of", "99"], "past the end of the log (its head is 4)");
+    refused(dir.path(), &["export", "--as-of", "yesterday"], "RFC 3339");
+    let missing = cmdb(dir.path(), &["export"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("--as-of"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_revocation_is_in_force_for_a_running_server_when_the_command_returns() {
+    let server = TestServer::start().await;
+    let token = server.principal_with_token("pipeline", &["VIEWER"]).await;
+    let me = server.ok(&token, "{ me { tokenId } }", json!({})).await;
+    let token_id = me["me"]["tokenId"].as_str().expect("id").to_owned();
+    let data_dir = server.data_dir();
+    let output = tokio::task::spawn_blocking(move || cmdb(&data_dir, &["token", "revoke", &token_id])).await.expect("join");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (status, _) = server.graphql(&token, "{ me { principal } }", json!({})).await;
+    assert_eq!(status, 401, "refused right after the command returned");
+    // A principal created by the CLI can get a token from the server at once.
+    let data_dir = server.data_dir();
+    let output = tokio::task::spawn_blocking(move || cmdb(&data_dir, &["principal", "create", "from-cli", "--role", "auditor"]))
+        .await
+        .expect("join");
+    assert!(output.status.success());
+    server.ok(&server.admin_token, "mutation { createToken(principal: \"from-cli\") { tokenId } }", json!({})).await;
+}
