@@ -155,7 +155,7 @@ async fn a_corrupted_file_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join(LOG_FILE_NAME), b"this is not a database, it is a text file\n".repeat(200)).expect("write");
     let before = file_fingerprint(dir.path());
-    expect_open_error(dir.path(), "not a readable SQLite database");
+    expect_open_error(dir.path(), "not a SQLite database");
     assert_eq!(file_fingerprint(dir.path()), before);
 }
 

@@ -374,10 +374,83 @@ fn open_connection(path: &Path, flags: OpenFlags, options: &SqliteOptions) -> Re
 }
 
 /// Refuses a file that is not ours, is newer, or is damaged, without writing to it.
+/// The SQLite file header's magic string.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Refuses a file whose raw header already says it is not ours or newer, before SQLite
+/// touches it at all.
+fn inspect_header(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let mut header = [0u8; 100];
+    let read = std::fs::File::open(path)
+        .and_then(|mut file| file.read(&mut header))
+        .map_err(|e| open_error(path, format!("cannot read the file: {e}")))?;
+    if read < header.len() || &header[..16] != SQLITE_MAGIC {
+        return Err(open_error(path, "not a SQLite database (bad file header); refusing to touch it"));
+    }
+    let user_version = i32::from_be_bytes([header[60], header[61], header[62], header[63]]);
+    let application_id = i32::from_be_bytes([header[68], header[69], header[70], header[71]]);
+    if application_id != 0 && application_id != APPLICATION_ID {
+        return Err(open_error(
+            path,
+            format!("not a cmdb event log (application_id {application_id:#x}, expected {APPLICATION_ID:#x}); refusing to touch it"),
+        ));
+    }
+    if application_id == APPLICATION_ID && user_version > FORMAT_VERSION {
+        return Err(newer_format(path, user_version));
+    }
+    Ok(())
+}
+
+fn newer_format(path: &Path, user_version: i32) -> StoreError {
+    open_error(
+        path,
+        format!("written by a newer cmdb (log format {user_version}; this build reads up to {FORMAT_VERSION}); upgrade cmdb to open it"),
+    )
+}
+
+/// Refuses a file that is not ours, is newer, or is damaged. Reads through a read-only
+/// connection; only when SQLite needs to recover the WAL after a crash (which a read-only
+/// connection cannot) does it inspect through a read-write one: that recovery is SQLite's own
+/// and changes no committed content, and the raw header was checked to be ours or blank.
 fn inspect_read_only(path: &Path, quick_check: bool, verify_tail: bool) -> Result<(), StoreError> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    inspect_header(path)?;
+    let read_only = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(|e| open_error(path, format!("cannot open read-only for inspection: {e}")))?;
-    let damaged = |e: rusqlite::Error| open_error(path, format!("not a readable SQLite database ({e}); refusing to touch it"));
+    match inspect(&read_only, path, quick_check, verify_tail) {
+        Err(InspectError::NeedsRecovery) => {
+            drop(read_only);
+            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| open_error(path, format!("cannot open for crash recovery: {e}")))?;
+            match inspect(&conn, path, quick_check, verify_tail) {
+                Ok(()) => Ok(()),
+                Err(InspectError::Refused(error)) => Err(error),
+                Err(InspectError::NeedsRecovery) => Err(open_error(path, "the WAL cannot be recovered")),
+            }
+        }
+        Err(InspectError::Refused(error)) => Err(error),
+        Ok(()) => Ok(()),
+    }
+}
+
+enum InspectError {
+    NeedsRecovery,
+    Refused(StoreError),
+}
+
+impl From<StoreError> for InspectError {
+    fn from(error: StoreError) -> Self {
+        InspectError::Refused(error)
+    }
+}
+
+fn inspect(conn: &Connection, path: &Path, quick_check: bool, verify_tail: bool) -> Result<(), InspectError> {
+    let damaged = |e: rusqlite::Error| {
+        if e.sqlite_error_code() == Some(ErrorCode::ReadOnly) {
+            return InspectError::NeedsRecovery;
+        }
+        InspectError::Refused(open_error(path, format!("not a readable SQLite database ({e}); refusing to touch it")))
+    };
     let application_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(damaged)?;
     let user_version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(damaged)?;
     let table_count: i64 =
@@ -391,23 +464,19 @@ fn inspect_read_only(path: &Path, quick_check: bool, verify_tail: bool) -> Resul
             format!(
                 "not a cmdb event log (application_id {application_id:#x}, expected {APPLICATION_ID:#x}); refusing to touch it"
             ),
-        ));
+        )
+        .into());
     }
     if user_version > FORMAT_VERSION {
-        return Err(open_error(
-            path,
-            format!(
-                "written by a newer cmdb (log format {user_version}; this build reads up to {FORMAT_VERSION}); upgrade cmdb to open it"
-            ),
-        ));
+        return Err(newer_format(path, user_version).into());
     }
     if user_version < FORMAT_VERSION {
-        return Err(open_error(path, format!("log format {user_version} is not known to this build")));
+        return Err(open_error(path, format!("log format {user_version} is not known to this build")).into());
     }
     if quick_check {
         let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(damaged)?;
         if verdict != "ok" {
-            return Err(open_error(path, format!("the file is corrupted (quick_check: {verdict}); restore a backup")));
+            return Err(open_error(path, format!("the file is corrupted (quick_check: {verdict}); restore a backup")).into());
         }
     }
     if verify_tail {
@@ -425,7 +494,8 @@ fn inspect_read_only(path: &Path, quick_check: bool, verify_tail: bool) -> Resul
                         "the last event (position {}) does not match its hash: the file was altered; run `cmdb verify` and restore a backup",
                         tail.position
                     ),
-                ));
+                )
+                .into());
             }
         }
     }
