@@ -300,7 +300,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// The event at `position`, if the log has one.
     async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError>;
 
-    /// The last committed position and its hash (`Digest::EMPTY` for an empty log).
+    /// The last committed position and its hash (`Digest::EMPTY` for an empty log), as this
+    /// process knows it: commits by other processes appear after the next poll or
+    /// [`refresh_head`](Self::refresh_head). Cheap: backends may answer from memory.
     async fn head(&self) -> Result<Digest, StoreError>;
 
     /// The committed head position, published after each durable commit. Subscriptions wait on
@@ -370,7 +372,8 @@ pub trait EventStore: Send + Sync + 'static {
             });
         }
         match self.event_at(digest.position).await? {
-            None => Ok(DigestCheck::Truncated { head: self.head().await?.position }),
+            // Read the file's own tail: a truncation happened behind this process's back.
+            None => Ok(DigestCheck::Truncated { head: self.refresh_head().await? }),
             Some(record) if record.hash == digest.hash => Ok(DigestCheck::Matches),
             Some(record) => Ok(DigestCheck::Mismatch { stored: record.hash }),
         }

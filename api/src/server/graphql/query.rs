@@ -4,7 +4,7 @@ use cmdb_core::event::validate_event_type;
 use cmdb_core::store::Direction;
 use cmdb_core::{EventRecord, StreamId};
 
-use super::scalars::{DateTime, Position};
+use super::scalars::Position;
 use super::types::{
     Digest, DigestCheckResult, Event, EventConnection, EventEdge, Limits, LogHead, Me, PageInfo, Principal, VerifyResult,
 };
@@ -52,14 +52,7 @@ impl QueryRoot {
     /// The last committed position and its hash.
     #[graphql(guard = "Requires(Operation::ReadLog)")]
     async fn head(&self, ctx: &Context<'_>) -> async_graphql::Result<LogHead> {
-        let store = &app(ctx).store;
-        let digest = store.head().await.map_err(store_error)?;
-        let recorded_at = if digest.position == 0 {
-            None
-        } else {
-            store.event_at(digest.position).await.map_err(store_error)?.map(|r| DateTime(r.recorded_at))
-        };
-        Ok(LogHead { position: Position(digest.position), hash: digest.hash.to_hex(), recorded_at })
+        Ok(LogHead(app(ctx).store.head().await.map_err(store_error)?))
     }
 
     /// Events after a position, oldest first, as a Relay connection. `after` is a position or

@@ -126,13 +126,30 @@ pub struct EventConnection {
     pub page_info: PageInfo,
 }
 
-#[derive(SimpleObject)]
-pub struct LogHead {
+/// The head of the log.
+pub struct LogHead(pub cmdb_core::Digest);
+
+#[Object]
+impl LogHead {
     /// The last committed position (0 for an empty log).
-    pub position: Position,
+    async fn position(&self) -> Position {
+        Position(self.0.position)
+    }
+
     /// Its hash (64 zeros for an empty log).
-    pub hash: String,
-    pub recorded_at: Option<DateTime>,
+    async fn hash(&self) -> String {
+        self.0.hash.to_hex()
+    }
+
+    /// When the last event was committed (null for an empty log).
+    async fn recorded_at(&self, ctx: &async_graphql::Context<'_>) -> async_graphql::Result<Option<DateTime>> {
+        if self.0.position == 0 {
+            return Ok(None);
+        }
+        let app = ctx.data_unchecked::<std::sync::Arc<crate::server::AppState>>();
+        let record = app.store.event_at(self.0.position).await.map_err(super::super::errors::store_error)?;
+        Ok(record.map(|r| DateTime(r.recorded_at)))
+    }
 }
 
 #[derive(SimpleObject)]

@@ -152,13 +152,21 @@ enum Job {
     Shutdown { reply: oneshot::Sender<()> },
 }
 
-/// Publishes the committed head; closed (dropped) at shutdown so subscriptions end.
+/// Publishes the committed head (position and hash); closed (dropped) at shutdown so
+/// subscriptions end. `head()` answers from here without touching the file.
 struct HeadPublisher {
     sender: Mutex<Option<watch::Sender<u64>>>,
+    digest: Mutex<Digest>,
 }
 
 impl HeadPublisher {
-    fn publish(&self, position: u64) {
+    fn publish(&self, digest: Digest) {
+        let position = digest.position;
+        if let Ok(mut current) = self.digest.lock() {
+            if position > current.position {
+                *current = digest;
+            }
+        }
         if let Ok(guard) = self.sender.lock() {
             if let Some(sender) = guard.as_ref() {
                 sender.send_if_modified(|head| {
@@ -260,10 +268,13 @@ impl SqliteStore {
                 .map_err(|e| open_error(&path, format!("cannot set max_page_count: {e}")))?;
         }
         initialise_schema(&conn, &path)?;
-        let head = read_tail(&conn).map_err(|e| open_error(&path, e.to_string()))?.position;
+        let tail = read_tail(&conn).map_err(|e| open_error(&path, e.to_string()))?;
 
-        let (head_sender, head_receiver) = watch::channel(head);
-        let head_publisher = Arc::new(HeadPublisher { sender: Mutex::new(Some(head_sender)) });
+        let (head_sender, head_receiver) = watch::channel(tail.position);
+        let head_publisher = Arc::new(HeadPublisher {
+            sender: Mutex::new(Some(head_sender)),
+            digest: Mutex::new(Digest { position: tail.position, hash: tail.hash }),
+        });
         let (jobs, job_receiver) = mpsc::channel(options.max_pending_appends.max(1));
         let writer = Writer {
             conn,
@@ -768,7 +779,7 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.commits += 1;
-                self.head.publish(tail.position);
+                self.head.publish(Digest { position: tail.position, hash: tail.hash });
                 for (reply, outcome) in accepted {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -1002,7 +1013,7 @@ fn spawn_external_change_poller(
                 if last_seen != Some(version) {
                     last_seen = Some(version);
                     if let Ok(tail) = read_tail(&conn) {
-                        head.publish(tail.position);
+                        head.publish(Digest { position: tail.position, hash: tail.hash });
                     }
                     let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 }
@@ -1106,13 +1117,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn head(&self) -> Result<Digest, StoreError> {
-        self.shared
-            .readers
-            .run(|conn| {
-                let tail = read_tail(conn).map_err(storage_error)?;
-                Ok(Digest { position: tail.position, hash: tail.hash })
-            })
-            .await
+        self.shared.head.digest.lock().map(|d| *d).map_err(|_| StoreError::Storage("head lock poisoned".into()))
     }
 
     fn watch_head(&self) -> watch::Receiver<u64> {
@@ -1120,9 +1125,9 @@ impl EventStore for SqliteStore {
     }
 
     async fn refresh_head(&self) -> Result<u64, StoreError> {
-        let position = self.shared.readers.run(|conn| Ok(read_tail(conn).map_err(storage_error)?.position)).await?;
-        self.shared.head.publish(position);
-        Ok(position)
+        let tail = self.shared.readers.run(|conn| read_tail(conn).map_err(storage_error)).await?;
+        self.shared.head.publish(Digest { position: tail.position, hash: tail.hash });
+        Ok(tail.position)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
