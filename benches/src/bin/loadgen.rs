@@ -1,0 +1,203 @@
+//! HTTP load generator for `cmdb serve`: POSTs one GraphQL query over HTTP/1.1 keep-alive
+//! connections and reports throughput and latency percentiles (HDR histogram).
+//!
+//! Closed loop (default): every connection sends its next request as soon as the previous
+//! answer arrives: the maximum throughput. Open loop (`--rate R`): requests are scheduled at a
+//! fixed total rate and latency is measured from the scheduled time, so a stall is counted
+//! against every request it delays (no coordinated omission).
+//!
+//! `--spawn PATH` starts `PATH serve` on a fresh data directory and port, takes the bootstrap
+//! token it prints, and stops it at the end; otherwise give `--url` and `--token`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The GraphQL endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8080/graphql")]
+    url: String,
+    /// A bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    /// Start this cmdb binary on a temporary data directory instead of using --url/--token.
+    #[arg(long)]
+    spawn: Option<String>,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Open loop at this many requests per second in total (default: closed loop).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// The GraphQL query.
+    #[arg(long, default_value = "{ head { position } }")]
+    query: String,
+}
+
+struct Target {
+    host_port: String,
+    path: String,
+    token: String,
+    body: Bytes,
+}
+
+struct Outcome {
+    histogram: Histogram<u64>,
+    errors: u64,
+}
+
+async fn connection(target: &Target) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(&target.host_port).await.context("connect")?;
+    stream.set_nodelay(true)?;
+    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(driver);
+    Ok(sender)
+}
+
+async fn one_request(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    target: &Target,
+) -> anyhow::Result<bool> {
+    let request = Request::post(&target.path)
+        .header("host", &target.host_port)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", target.token))
+        .body(Full::new(target.body.clone()))?;
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let ok = response.status().is_success();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(ok && body.starts_with(b"{\"data\""))
+}
+
+/// One connection's loop. `interval`: open loop (time between scheduled sends).
+async fn worker(target: std::sync::Arc<Target>, start: Instant, warmup: Duration, end: Duration, interval: Option<Duration>, offset: Duration) -> anyhow::Result<Outcome> {
+    let mut sender = connection(&target).await?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    let mut scheduled = start + offset;
+    loop {
+        let issue_at = match interval {
+            Some(step) => {
+                tokio::time::sleep_until(scheduled.into()).await;
+                let at = scheduled;
+                scheduled += step;
+                at
+            }
+            None => Instant::now(),
+        };
+        if issue_at.duration_since(start) >= end {
+            break;
+        }
+        let ok = match one_request(&mut sender, &target).await {
+            Ok(ok) => ok,
+            Err(_) => {
+                sender = connection(&target).await?;
+                false
+            }
+        };
+        if issue_at.duration_since(start) >= warmup {
+            if ok {
+                histogram.record(issue_at.elapsed().as_micros().max(1) as u64)?;
+            } else {
+                errors += 1;
+            }
+        }
+    }
+    Ok(Outcome { histogram, errors })
+}
+
+fn spawn_server(binary: &str) -> anyhow::Result<(Child, String, String, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-connections", "4096", "--data-dir"])
+        .arg(dir.path())
+        .env("CMDB_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {binary}"))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut token = None;
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(found) = line.split_whitespace().find(|w| w.starts_with("cmdb_")) {
+            token = Some(found.to_owned());
+        }
+        if let Some(rest) = line.split("http://").nth(1) {
+            let url = format!("http://{}", rest.split_whitespace().next().context("url")?);
+            std::thread::spawn(move || for _ in lines {});
+            return Ok((child, url, token.context("no token printed")?, dir));
+        }
+    }
+    bail!("{binary} exited before it listened")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut spawned = None;
+    let (url, token) = match &args.spawn {
+        Some(binary) => {
+            let (child, url, token, dir) = spawn_server(binary)?;
+            spawned = Some((child, dir));
+            (url, token)
+        }
+        None => (args.url.clone(), args.token.clone().context("--token is needed without --spawn")?),
+    };
+    let without_scheme = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (host_port, path) = without_scheme.split_once('/').map(|(h, p)| (h.to_owned(), format!("/{p}"))).unwrap_or((without_scheme.to_owned(), "/".into()));
+    let body = Bytes::from(serde_json::json!({ "query": args.query }).to_string());
+    let target = std::sync::Arc::new(Target { host_port, path, token, body });
+
+    let warmup = Duration::from_secs(args.warmup_secs);
+    let end = warmup + Duration::from_secs(args.duration_secs);
+    let interval = args.rate.map(|rate| Duration::from_secs_f64(args.connections as f64 / rate as f64));
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut tasks = Vec::new();
+    for index in 0..args.connections {
+        let offset = interval.map_or(Duration::ZERO, |step| step.mul_f64(index as f64 / args.connections as f64));
+        tasks.push(tokio::spawn(worker(target.clone(), start, warmup, end, interval, offset)));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for task in tasks {
+        let outcome = task.await??;
+        histogram.add(&outcome.histogram)?;
+        errors += outcome.errors;
+    }
+    let seconds = args.duration_secs as f64;
+    let mode = args.rate.map_or("closed loop".to_owned(), |r| format!("open loop at {r} req/s"));
+    println!("{mode}, {} connections, {}s measured after {}s warm-up, query {:?}", args.connections, args.duration_secs, args.warmup_secs, args.query);
+    println!(
+        "requests {} ({:.0}/s), errors {errors}, latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
+        histogram.len(),
+        histogram.len() as f64 / seconds,
+        histogram.value_at_quantile(0.50),
+        histogram.value_at_quantile(0.90),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.max()
+    );
+    if let Some((mut child, _dir)) = spawned {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+    }
+    Ok(())
+}
