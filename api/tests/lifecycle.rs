@@ -207,3 +207,55 @@ async fn the_readme_first_query_works() {
     }
     assert!(terminate(&mut child).success());
 }
+
+#[tokio::test]
+async fn no_bootstrap_token_creates_the_admin_without_a_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = cmdb_api::settings::ServeSettings { no_bootstrap_token: true, ..common::settings() };
+    let server = cmdb_api::server::Server::start(dir.path(), settings, Default::default()).await.expect("start");
+    assert!(server.bootstrap_token().is_none());
+    let address = server.local_addr();
+    // The operator makes the first token on the machine itself.
+    let data_dir = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cmdb")).args(["token", "create", "--principal", "admin", "--data-dir"]).arg(data_dir).output()
+    })
+    .await
+    .expect("join")
+    .expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{address}/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({ "query": "{ me { principal roles } }" }))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["data"]["me"]["principal"], "admin");
+    assert_eq!(body["data"]["me"]["roles"][0], "ADMIN");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_requests_graphql_appends_head_and_projection_lag() {
+    let server = TestServer::start().await;
+    let viewer = server.principal_with_token("scraper", &["VIEWER"]).await;
+    server.ok(&viewer, "{ head { position } }", json!({})).await;
+    let text = server.client.get(server.url("/metrics")).bearer_auth(&viewer).send().await.expect("get").text().await.expect("text");
+    for series in [
+        "http_requests_total{route=\"/graphql\",method=\"POST\",status=\"200\"}",
+        "http_request_duration_seconds_bucket{route=\"/graphql\"",
+        "graphql_operation_duration_seconds_bucket{kind=\"query\",outcome=\"ok\"",
+        "graphql_operation_duration_seconds_bucket{kind=\"mutation\",outcome=\"ok\"",
+        "log_append_duration_seconds_bucket{outcome=\"ok\"",
+        "log_append_batch_events_bucket",
+        "log_head_position",
+        "projection_lag_events{projection=\"access\"}",
+    ] {
+        assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
+    }
+}
