@@ -15,6 +15,20 @@ use cmdb_core::EventStore;
 use common::{TestServer, ws};
 use serde_json::json;
 
+/// POST a GraphQL query to a server at `address`.
+async fn post(address: &str, token: &str, query: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("http://{address}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// Creates principals as fast as it can until the server stops answering; returns the
 /// (position, name) of every creation the server acknowledged.
 async fn load(base: String, token: String, writer: usize, stop: Arc<AtomicBool>) -> Vec<(u64, String)> {
@@ -171,16 +185,7 @@ async fn settings_come_from_flags_and_cmdb_environment_variables_and_flags_win()
     let (mut child, address, token) =
         spawn_server(dir.path(), &["--max-page-size", "7"], &[("CMDB_MAX_PAGE_SIZE", "0"), ("CMDB_MAX_SCAN_EVENTS", "4242")]);
     let token = token.expect("token");
-    let limits: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{address}/graphql"))
-        .bearer_auth(&token)
-        .json(&json!({ "query": "{ limits { maxPageSize maxScanEvents } }" }))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
+    let limits = post(&address, &token, "{ limits { maxPageSize maxScanEvents } }").await;
     assert_eq!(limits["data"]["limits"]["maxPageSize"], 7);
     assert_eq!(limits["data"]["limits"]["maxScanEvents"], 4242);
     assert!(terminate(&mut child).success());
@@ -225,16 +230,7 @@ async fn no_bootstrap_token_creates_the_admin_without_a_token() {
     .expect("run");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let body: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{address}/graphql"))
-        .bearer_auth(&token)
-        .json(&json!({ "query": "{ me { principal roles } }" }))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
+    let body = post(&address.to_string(), &token, "{ me { principal roles } }").await;
     assert_eq!(body["data"]["me"]["principal"], "admin");
     assert_eq!(body["data"]["me"]["roles"][0], "ADMIN");
     server.shutdown().await;

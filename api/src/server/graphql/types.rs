@@ -1,7 +1,7 @@
 //! Output types of the schema.
 
 use async_graphql::{Enum, ID, Json, Object, SimpleObject};
-use cmdb_core::access::{PrincipalInfo, Role as CoreRole, TokenInfo};
+use cmdb_core::access::{PrincipalInfo, TokenInfo};
 use cmdb_core::chain::{ChainBreak, DigestCheck, VerifyReport};
 use cmdb_core::{EventRecord, Timestamp};
 
@@ -238,6 +238,7 @@ impl From<DigestCheck> for DigestCheckResult {
 
 /// Roles, as GraphQL names them.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_core::access::Role")]
 pub enum Role {
     Viewer,
     Auditor,
@@ -249,58 +250,11 @@ pub enum Role {
     Admin,
 }
 
-impl From<Role> for CoreRole {
-    fn from(role: Role) -> Self {
-        match role {
-            Role::Viewer => CoreRole::Viewer,
-            Role::Auditor => CoreRole::Auditor,
-            Role::Editor => CoreRole::Editor,
-            Role::ChangeManager => CoreRole::ChangeManager,
-            Role::Approver => CoreRole::Approver,
-            Role::EmergencyApprover => CoreRole::EmergencyApprover,
-            Role::Deployer => CoreRole::Deployer,
-            Role::Admin => CoreRole::Admin,
-        }
-    }
-}
-
-impl From<CoreRole> for Role {
-    fn from(role: CoreRole) -> Self {
-        match role {
-            CoreRole::Viewer => Role::Viewer,
-            CoreRole::Auditor => Role::Auditor,
-            CoreRole::Editor => Role::Editor,
-            CoreRole::ChangeManager => Role::ChangeManager,
-            CoreRole::Approver => Role::Approver,
-            CoreRole::EmergencyApprover => Role::EmergencyApprover,
-            CoreRole::Deployer => Role::Deployer,
-            CoreRole::Admin => Role::Admin,
-        }
-    }
-}
-
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_core::access::PrincipalKind")]
 pub enum PrincipalKind {
     Person,
     System,
-}
-
-impl From<PrincipalKind> for cmdb_core::access::PrincipalKind {
-    fn from(kind: PrincipalKind) -> Self {
-        match kind {
-            PrincipalKind::Person => cmdb_core::access::PrincipalKind::Person,
-            PrincipalKind::System => cmdb_core::access::PrincipalKind::System,
-        }
-    }
-}
-
-impl From<cmdb_core::access::PrincipalKind> for PrincipalKind {
-    fn from(kind: cmdb_core::access::PrincipalKind) -> Self {
-        match kind {
-            cmdb_core::access::PrincipalKind::Person => PrincipalKind::Person,
-            cmdb_core::access::PrincipalKind::System => PrincipalKind::System,
-        }
-    }
 }
 
 /// A token's metadata (never its text).
