@@ -13,7 +13,9 @@ use clap::{Parser, Subcommand};
 use cmdb_core::access::{self, AccessCommand, PrincipalKind, Role, token_hash};
 use cmdb_core::chain::DigestCheck;
 use cmdb_core::store::sqlite::{LOG_FILE_NAME, SqliteOptions, SqliteStore};
-use cmdb_core::{Actor, Digest, EventRecord, EventStore, IdGenerator, Metadata, Source, SystemClock, Timestamp, UuidV7Ids};
+use cmdb_core::{
+    Actor, Digest, EventRecord, EventStore, IdGenerator, Metadata, Source, SystemClock, Timestamp, UuidV7Ids,
+};
 use serde::Serialize;
 
 use crate::server::{Server, StartOptions, running_server};
@@ -248,7 +250,8 @@ async fn backup(data_dir: &Path, to: &Path) -> anyhow::Result<ExitCode> {
 async fn verify_file(file: &Path) -> anyhow::Result<u64> {
     let scratch = tempfile::tempdir_in(file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
         .context("cannot create a scratch directory next to the file")?;
-    std::fs::copy(file, scratch.path().join(LOG_FILE_NAME)).with_context(|| format!("cannot read {}", file.display()))?;
+    std::fs::copy(file, scratch.path().join(LOG_FILE_NAME))
+        .with_context(|| format!("cannot read {}", file.display()))?;
     let store = SqliteStore::open(scratch.path(), SqliteOptions::default())?;
     let report = store.verify().await?;
     store.shutdown().await;
@@ -311,7 +314,9 @@ pub fn parse_as_of(text: &str) -> anyhow::Result<AsOf> {
     }
     match Timestamp::parse_rfc3339(text) {
         Ok(at) => Ok(AsOf::Time(at)),
-        Err(_) => bail!("--as-of takes a position (e.g. 1200) or an RFC 3339 time (e.g. 2026-11-25T14:02:00Z), got {text:?}"),
+        Err(_) => {
+            bail!("--as-of takes a position (e.g. 1200) or an RFC 3339 time (e.g. 2026-11-25T14:02:00Z), got {text:?}")
+        }
     }
 }
 
@@ -384,7 +389,8 @@ fn export_line(record: &EventRecord) -> anyhow::Result<String> {
 /// The actor of commands run from this shell.
 fn cli_metadata() -> Metadata {
     let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into());
-    Metadata::new(Actor::principal(format!("local:{user}")), Source::Cli).with_correlation_id(uuid::Uuid::now_v7().to_string())
+    Metadata::new(Actor::principal(format!("local:{user}")), Source::Cli)
+        .with_correlation_id(uuid::Uuid::now_v7().to_string())
 }
 
 /// Runs an access command on the data directory, then makes sure a server running on it has
@@ -414,7 +420,10 @@ async fn notify_server(data_dir: &Path, position: u64) -> anyhow::Result<()> {
         ),
         // A stale server file: nothing is listening, so nothing can be out of date.
         Err(error) if error.is_connect() => Ok(()),
-        Err(error) => bail!("the change is recorded at position {position}, but the server at {} did not answer: {error}", server.address),
+        Err(error) => bail!(
+            "the change is recorded at position {position}, but the server at {} did not answer: {error}",
+            server.address
+        ),
     }
 }
 
@@ -428,7 +437,11 @@ async fn principal(data_dir: &Path, command: PrincipalCommand) -> anyhow::Result
             let kind: PrincipalKind = kind.parse()?;
             let roles = parse_roles(&roles)?;
             let listed = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
-            let position = execute_access(data_dir, AccessCommand::CreatePrincipal { name: name.clone(), kind, display_name, roles }).await?;
+            let position = execute_access(
+                data_dir,
+                AccessCommand::CreatePrincipal { name: name.clone(), kind, display_name, roles },
+            )
+            .await?;
             println!("created {kind} principal {name} with roles [{listed}] (position {position})");
         }
         PrincipalCommand::Grant { name, role } => {

@@ -140,7 +140,11 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_each_bound_is_checked_at_and_past_it() {
         assert_eq!(ServeSettings::default().validate(), Ok(()));
-        let at = ServeSettings { max_page_size: MAX_PAGE_SIZE_CEILING, max_scan_events: MAX_PAGE_SIZE_CEILING, ..Default::default() };
+        let at = ServeSettings {
+            max_page_size: MAX_PAGE_SIZE_CEILING,
+            max_scan_events: MAX_PAGE_SIZE_CEILING,
+            ..Default::default()
+        };
         assert_eq!(at.validate(), Ok(()));
         let past = ServeSettings { max_page_size: MAX_PAGE_SIZE_CEILING + 1, ..Default::default() };
         let message = past.validate().expect_err("past the ceiling");

@@ -19,7 +19,9 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
             "/graphql",
             "mutation { createPrincipal(input: { name: \"probe-PLACEHOLDER\", kind: SYSTEM }) { position } }",
         ),
-        Operation::ManageTokens => ("/graphql", "mutation { createToken(principal: \"admin\", label: \"probe\") { tokenId } }"),
+        Operation::ManageTokens => {
+            ("/graphql", "mutation { createToken(principal: \"admin\", label: \"probe\") { tokenId } }")
+        }
     }
 }
 
@@ -39,7 +41,8 @@ async fn every_operation_is_allowed_exactly_to_the_roles_the_matrix_names() {
             let (path, query) = exercise(operation);
             let permitted = match path {
                 "/metrics" => {
-                    let response = server.client.get(server.url("/metrics")).bearer_auth(token).send().await.expect("get");
+                    let response =
+                        server.client.get(server.url("/metrics")).bearer_auth(token).send().await.expect("get");
                     match response.status().as_u16() {
                         200 => true,
                         403 => false,
@@ -136,7 +139,11 @@ async fn a_revoked_token_is_refused_as_soon_as_the_revocation_returns() {
     let me = server.ok(&token, "{ me { principal tokenId } }", json!({})).await;
     let token_id = me["me"]["tokenId"].as_str().expect("id").to_owned();
     server
-        .ok(&server.admin_token, "mutation($id: ID!) { revokeToken(tokenId: $id, reason: \"leaked\") { position } }", json!({ "id": token_id }))
+        .ok(
+            &server.admin_token,
+            "mutation($id: ID!) { revokeToken(tokenId: $id, reason: \"leaked\") { position } }",
+            json!({ "id": token_id }),
+        )
         .await;
     let (status, body) = server.graphql(&token, "{ me { principal } }", json!({})).await;
     assert_eq!(status, 401);
@@ -144,7 +151,11 @@ async fn a_revoked_token_is_refused_as_soon_as_the_revocation_returns() {
     // Revoking twice is a clear error, and changes nothing.
     let head = server.head().await;
     let (_, body) = server
-        .graphql(&server.admin_token, "mutation($id: ID!) { revokeToken(tokenId: $id) { position } }", json!({ "id": token_id }))
+        .graphql(
+            &server.admin_token,
+            "mutation($id: ID!) { revokeToken(tokenId: $id) { position } }",
+            json!({ "id": token_id }),
+        )
         .await;
     assert_eq!(error_code(&body), "FAILED_PRECONDITION", "{body}");
     assert_eq!(server.head().await, head);
@@ -189,7 +200,8 @@ async fn access_mutations_record_actor_and_correlation_id_and_refuse_bad_input()
     let response = server.client.get(server.url("/healthz")).send().await.expect("get");
     assert!(response.headers().get("x-request-id").is_some());
     // A bad X-Request-Id is refused.
-    let response = server.client.get(server.url("/healthz")).header("X-Request-Id", "x".repeat(200)).send().await.expect("get");
+    let response =
+        server.client.get(server.url("/healthz")).header("X-Request-Id", "x".repeat(200)).send().await.expect("get");
     assert_eq!(response.status().as_u16(), 400);
 
     // Bad input: each a clear error, nothing written.
@@ -200,7 +212,10 @@ async fn access_mutations_record_actor_and_correlation_id_and_refuse_bad_input()
         ("mutation { grantRole(principal: \"nobody\", role: VIEWER) { position } }", "NOT_FOUND"),
         ("mutation { revokeRole(principal: \"admin\", role: ADMIN) { position } }", "FAILED_PRECONDITION"),
         ("mutation { revokeToken(tokenId: \"not-a-uuid\") { position } }", "BAD_USER_INPUT"),
-        ("mutation { createToken(principal: \"alice\", expiresAt: \"2001-01-01T00:00:00Z\") { token } }", "BAD_USER_INPUT"),
+        (
+            "mutation { createToken(principal: \"alice\", expiresAt: \"2001-01-01T00:00:00Z\") { token } }",
+            "BAD_USER_INPUT",
+        ),
     ];
     for (query, code) in bad {
         let (status, body) = server.graphql(&server.admin_token, query, json!({})).await;
@@ -242,4 +257,3 @@ async fn malformed_bodies_get_400_and_change_nothing() {
     }
     assert_eq!(server.head().await, head);
 }
-

@@ -31,7 +31,13 @@ fn ok(data_dir: &Path, args: &[&str]) -> String {
 
 fn refused(data_dir: &Path, args: &[&str], needle: &str) {
     let output = cmdb(data_dir, args);
-    assert_eq!(output.status.code(), Some(2), "cmdb {args:?} should fail with 2: {}{}", stdout(&output), stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "cmdb {args:?} should fail with 2: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     assert!(stderr(&output).contains(needle), "cmdb {args:?}: {:?} should mention {needle:?}", stderr(&output));
 }
 
@@ -43,7 +49,10 @@ fn log_fingerprint(data_dir: &Path) -> String {
 fn populated() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("dir");
     ok(dir.path(), &["principal", "create", "root", "--role", "admin"]);
-    ok(dir.path(), &["principal", "create", "deploy-bot", "--kind", "system", "--role", "deployer", "--display-name", "CI"]);
+    ok(
+        dir.path(),
+        &["principal", "create", "deploy-bot", "--kind", "system", "--role", "deployer", "--display-name", "CI"],
+    );
     ok(dir.path(), &["principal", "grant", "deploy-bot", "viewer"]);
     ok(dir.path(), &["token", "create", "--principal", "deploy-bot", "--label", "github", "--expires-in-days", "30"]);
     dir
@@ -53,7 +62,10 @@ fn populated() -> tempfile::TempDir {
 fn principals_and_tokens_are_managed_from_the_cli() {
     let dir = populated();
     let list = ok(dir.path(), &["principal", "list"]);
-    assert!(list.contains("deploy-bot") && list.contains("deployer,viewer") || list.contains("viewer,deployer"), "{list}");
+    assert!(
+        list.contains("deploy-bot") && list.contains("deployer,viewer") || list.contains("viewer,deployer"),
+        "{list}"
+    );
     let tokens = ok(dir.path(), &["token", "list", "--principal", "deploy-bot"]);
     assert!(tokens.contains("live") && tokens.contains("github"), "{tokens}");
     let token_id = tokens.lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("a token row").to_owned();
@@ -190,15 +202,17 @@ async fn a_cli_revocation_is_in_force_for_a_running_server_when_the_command_retu
     let me = server.ok(&token, "{ me { tokenId } }", json!({})).await;
     let token_id = me["me"]["tokenId"].as_str().expect("id").to_owned();
     let data_dir = server.data_dir();
-    let output = tokio::task::spawn_blocking(move || cmdb(&data_dir, &["token", "revoke", &token_id])).await.expect("join");
+    let output =
+        tokio::task::spawn_blocking(move || cmdb(&data_dir, &["token", "revoke", &token_id])).await.expect("join");
     assert!(output.status.success(), "{}", stderr(&output));
     let (status, _) = server.graphql(&token, "{ me { principal } }", json!({})).await;
     assert_eq!(status, 401, "refused right after the command returned");
     // A principal created by the CLI can get a token from the server at once.
     let data_dir = server.data_dir();
-    let output = tokio::task::spawn_blocking(move || cmdb(&data_dir, &["principal", "create", "from-cli", "--role", "auditor"]))
-        .await
-        .expect("join");
+    let output =
+        tokio::task::spawn_blocking(move || cmdb(&data_dir, &["principal", "create", "from-cli", "--role", "auditor"]))
+            .await
+            .expect("join");
     assert!(output.status.success());
     server.ok(&server.admin_token, "mutation { createToken(principal: \"from-cli\") { tokenId } }", json!({})).await;
 }

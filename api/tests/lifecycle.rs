@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_core::EventStore;
+use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use common::{TestServer, ws};
 use serde_json::json;
 
@@ -61,7 +61,8 @@ async fn assert_all_present(data_dir: &Path, acknowledged: &[(u64, String)]) {
     let report = store.verify().await.expect("verify");
     assert!(report.is_intact(), "{report:?}");
     for (position, name) in acknowledged {
-        let record = store.event_at(*position).await.expect("read").unwrap_or_else(|| panic!("acknowledged {position} lost"));
+        let record =
+            store.event_at(*position).await.expect("read").unwrap_or_else(|| panic!("acknowledged {position} lost"));
         let data: serde_json::Value = record.data_as().expect("json");
         assert_eq!(data["name"], name.as_str(), "position {position}");
     }
@@ -104,7 +105,11 @@ async fn graceful_shutdown_under_load_loses_nothing_acknowledged() {
 }
 
 /// Starts the real binary; returns the child, its address and its bootstrap token.
-fn spawn_server(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String, Option<String>) {
+fn spawn_server(
+    data_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, Option<String>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cmdb"));
     command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(extra);
     for (key, value) in env {
@@ -140,8 +145,9 @@ async fn sigterm_stops_the_real_server_gracefully_and_loses_nothing() {
     let (mut child, address, token) = spawn_server(dir.path(), &[], &[]);
     let token = token.expect("the first start prints a token");
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> =
-        (0..4).map(|writer| tokio::spawn(load(format!("http://{address}"), token.clone(), writer, stop.clone()))).collect();
+    let writers: Vec<_> = (0..4)
+        .map(|writer| tokio::spawn(load(format!("http://{address}"), token.clone(), writer, stop.clone())))
+        .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = tokio::task::spawn_blocking(move || terminate(&mut child)).await.expect("join");
     assert!(status.success(), "a SIGTERM is a clean exit: {status}");
@@ -156,7 +162,8 @@ async fn sigterm_stops_the_real_server_gracefully_and_loses_nothing() {
     // A second start on the same directory creates no new admin and prints no token.
     let (mut child, address, token) = spawn_server(dir.path(), &[], &[]);
     assert!(token.is_none(), "the bootstrap token is printed only once");
-    let ready: serde_json::Value = reqwest::get(format!("http://{address}/readyz")).await.expect("get").json().await.expect("json");
+    let ready: serde_json::Value =
+        reqwest::get(format!("http://{address}/readyz")).await.expect("get").json().await.expect("json");
     assert_eq!(ready["ready"], true);
     assert!(terminate(&mut child).success());
 }
@@ -174,16 +181,17 @@ async fn settings_come_from_flags_and_cmdb_environment_variables_and_flags_win()
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max_page_size is 0"), "{stderr}");
-    let output = Command::new(env!("CARGO_BIN_EXE_cmdb"))
-        .args(["serve", "--listen", "not-an-address"])
-        .output()
-        .expect("run");
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_cmdb")).args(["serve", "--listen", "not-an-address"]).output().expect("run");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--listen"));
 
     // A flag wins over the environment; the environment sets what flags leave alone.
-    let (mut child, address, token) =
-        spawn_server(dir.path(), &["--max-page-size", "7"], &[("CMDB_MAX_PAGE_SIZE", "0"), ("CMDB_MAX_SCAN_EVENTS", "4242")]);
+    let (mut child, address, token) = spawn_server(
+        dir.path(),
+        &["--max-page-size", "7"],
+        &[("CMDB_MAX_PAGE_SIZE", "0"), ("CMDB_MAX_SCAN_EVENTS", "4242")],
+    );
     let token = token.expect("token");
     let limits = post(&address, &token, "{ limits { maxPageSize maxScanEvents } }").await;
     assert_eq!(limits["data"]["limits"]["maxPageSize"], 7);
@@ -223,7 +231,10 @@ async fn no_bootstrap_token_creates_the_admin_without_a_token() {
     // The operator makes the first token on the machine itself.
     let data_dir = dir.path().to_path_buf();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_cmdb")).args(["token", "create", "--principal", "admin", "--data-dir"]).arg(data_dir).output()
+        Command::new(env!("CARGO_BIN_EXE_cmdb"))
+            .args(["token", "create", "--principal", "admin", "--data-dir"])
+            .arg(data_dir)
+            .output()
     })
     .await
     .expect("join")
@@ -241,7 +252,16 @@ async fn metrics_expose_requests_graphql_appends_head_and_projection_lag() {
     let server = TestServer::start().await;
     let viewer = server.principal_with_token("scraper", &["VIEWER"]).await;
     server.ok(&viewer, "{ head { position } }", json!({})).await;
-    let text = server.client.get(server.url("/metrics")).bearer_auth(&viewer).send().await.expect("get").text().await.expect("text");
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
     for series in [
         "http_requests_total{route=\"/graphql\",method=\"POST\",status=\"200\"}",
         "http_request_duration_seconds_bucket{route=\"/graphql\"",

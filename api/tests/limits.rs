@@ -9,7 +9,8 @@ use tokio::io::AsyncWriteExt;
 #[tokio::test]
 async fn request_body_size_is_bounded() {
     let bound = 4096;
-    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { max_request_body_bytes: bound, ..settings() }).await;
+    let server =
+        TestServer::start_with(cmdb_api::settings::ServeSettings { max_request_body_bytes: bound, ..settings() }).await;
     let body_of = |size: usize| {
         let skeleton = json!({ "query": "{ head { position } }" }).to_string();
         let padding = size - skeleton.len();
@@ -37,7 +38,10 @@ async fn request_body_size_is_bounded() {
         .expect("request");
     assert_eq!(past.status().as_u16(), 413);
     let body: serde_json::Value = past.json().await.expect("json");
-    assert!(body["error"]["message"].as_str().expect("message").contains("max_request_body_bytes (4096 bytes)"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().expect("message").contains("max_request_body_bytes (4096 bytes)"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -56,7 +60,8 @@ async fn query_depth_is_bounded() {
 
 #[tokio::test]
 async fn query_complexity_is_bounded() {
-    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { max_query_complexity: 100, ..settings() }).await;
+    let server =
+        TestServer::start_with(cmdb_api::settings::ServeSettings { max_query_complexity: 100, ..settings() }).await;
     // Each page item costs its selection (edges + cursor = 2): 50 items cost 100.
     let query = |first: u32| format!("{{ events(first: {first}) {{ edges {{ cursor }} }} }}");
     server.ok(&server.admin_token, &query(50), json!({})).await;
@@ -67,13 +72,18 @@ async fn query_complexity_is_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_size_and_filtered_scans_are_bounded() {
-    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { max_page_size: 5, max_scan_events: 8, ..settings() }).await;
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings {
+        max_page_size: 5,
+        max_scan_events: 8,
+        ..settings()
+    })
+    .await;
     for n in 0..10 {
         server.principal_with_token(&format!("p{n}"), &["VIEWER"]).await;
     }
     // 2 bootstrap events + 2 per principal = 22 events.
     async fn page(server: &TestServer, first: i64, after: u64, types: Option<Vec<&str>>) -> serde_json::Value {
-            server
+        server
                 .graphql(
                     &server.admin_token,
                     "query($first: Int, $after: Position, $types: [String!]) { events(first: $first, after: $after, types: $types) { edges { node { position type } } pageInfo { hasNextPage endCursor } } }",
@@ -106,7 +116,9 @@ async fn page_size_and_filtered_scans_are_bounded() {
     loop {
         let body = page(&server, 5, after, Some(vec!["token.issued"])).await;
         let events = &body["data"]["events"];
-        all.extend(events["edges"].as_array().expect("edges").iter().map(|e| e["node"]["position"].as_u64().expect("p")));
+        all.extend(
+            events["edges"].as_array().expect("edges").iter().map(|e| e["node"]["position"].as_u64().expect("p")),
+        );
         if events["pageInfo"]["hasNextPage"] != true {
             break;
         }
@@ -120,7 +132,8 @@ async fn page_size_and_filtered_scans_are_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_per_connection_are_bounded() {
     let server =
-        TestServer::start_with(cmdb_api::settings::ServeSettings { max_subscriptions_per_connection: 2, ..settings() }).await;
+        TestServer::start_with(cmdb_api::settings::ServeSettings { max_subscriptions_per_connection: 2, ..settings() })
+            .await;
     let mut socket = ws::connect(&server, Some(&server.admin_token)).await;
     ws::init(&mut socket, json!({})).await;
     ws::subscribe(&mut socket, "a", "subscription { events { position } }").await;

@@ -54,12 +54,21 @@ async fn a_subscription_receives_concurrent_events_in_order_without_gaps() {
 
 #[tokio::test]
 async fn websocket_authentication_failures_close_with_the_protocol_codes() {
-    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { ws_init_timeout_ms: 300, ..settings() }).await;
+    let server =
+        TestServer::start_with(cmdb_api::settings::ServeSettings { ws_init_timeout_ms: 300, ..settings() }).await;
     let cases = [
-        (json!({ "type": "connection_init", "payload": { "Authorization": "Bearer cmdb_nope" } }), 4403, "not a cmdb token"),
+        (
+            json!({ "type": "connection_init", "payload": { "Authorization": "Bearer cmdb_nope" } }),
+            4403,
+            "not a cmdb token",
+        ),
         (json!({ "type": "connection_init", "payload": {} }), 4403, "missing bearer token"),
         (json!({ "type": "connection_init" }), 4403, "missing bearer token"),
-        (json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { events { position } }" } }), 4401, "connection_init first"),
+        (
+            json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { events { position } }" } }),
+            4401,
+            "connection_init first",
+        ),
     ];
     for (first, code, reason) in cases {
         let mut socket = ws::connect(&server, None).await;
@@ -74,7 +83,10 @@ async fn websocket_authentication_failures_close_with_the_protocol_codes() {
     let closed = ws::next_json(&mut socket).await;
     assert_eq!(closed["code"], 4408, "{closed}");
     // Other token shapes clients send are understood.
-    for payload in [json!({ "token": server.admin_token }), json!({ "headers": { "Authorization": format!("Bearer {}", server.admin_token) } })] {
+    for payload in [
+        json!({ "token": server.admin_token }),
+        json!({ "headers": { "Authorization": format!("Bearer {}", server.admin_token) } }),
+    ] {
         let mut socket = ws::connect(&server, None).await;
         ws::init(&mut socket, payload).await;
     }

@@ -189,13 +189,33 @@ pub fn permits<'a>(roles: impl IntoIterator<Item = &'a Role>, operation: Operati
 /// A request to change access.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccessCommand {
-    CreatePrincipal { name: String, kind: PrincipalKind, display_name: Option<String>, roles: BTreeSet<Role> },
-    GrantRole { name: String, role: Role },
-    RevokeRole { name: String, role: Role },
+    CreatePrincipal {
+        name: String,
+        kind: PrincipalKind,
+        display_name: Option<String>,
+        roles: BTreeSet<Role>,
+    },
+    GrantRole {
+        name: String,
+        role: Role,
+    },
+    RevokeRole {
+        name: String,
+        role: Role,
+    },
     /// The caller generates the secret and passes only its hash: the decider stays pure and
     /// the secret never reaches the log.
-    IssueToken { principal: String, token_id: Uuid, token_hash: Hash, label: Option<String>, expires_at: Option<Timestamp> },
-    RevokeToken { token_id: Uuid, reason: Option<String> },
+    IssueToken {
+        principal: String,
+        token_id: Uuid,
+        token_hash: Hash,
+        label: Option<String>,
+        expires_at: Option<Timestamp>,
+    },
+    RevokeToken {
+        token_id: Uuid,
+        reason: Option<String>,
+    },
 }
 
 /// What happened to access. Stored as the event's data; the type names are in
@@ -295,7 +315,9 @@ pub enum AccessError {
         "principal name {0:?} is not valid: 1 to {MAX_PRINCIPAL_NAME_BYTES} characters, lowercase letters, digits and . _ - @, starting with a letter or digit"
     )]
     InvalidName(String),
-    #[error("unknown role {0:?}; roles are viewer, auditor, editor, change-manager, approver, emergency-approver, deployer, admin")]
+    #[error(
+        "unknown role {0:?}; roles are viewer, auditor, editor, change-manager, approver, emergency-approver, deployer, admin"
+    )]
     UnknownRole(String),
     #[error("unknown principal kind {0:?}; expected person or system")]
     UnknownKind(String),
@@ -315,7 +337,9 @@ pub enum AccessError {
     TokenAlreadyRevoked(Uuid),
     #[error("a token with id {0} already exists")]
     TokenExists(Uuid),
-    #[error("principal {name:?} already holds {MAX_ACTIVE_TOKENS_PER_PRINCIPAL} live tokens (max_active_tokens_per_principal); revoke one first")]
+    #[error(
+        "principal {name:?} already holds {MAX_ACTIVE_TOKENS_PER_PRINCIPAL} live tokens (max_active_tokens_per_principal); revoke one first"
+    )]
     TooManyTokens { name: String },
     #[error("there are already {MAX_PRINCIPALS} principals (max_principals)")]
     TooManyPrincipals,
@@ -604,7 +628,9 @@ mod tests {
         let state = given(&[create("alice", &[Role::Admin])]);
         assert_eq!(decide(&state, &create("alice", &[]), NOW), Err(AccessError::PrincipalExists("alice".into())));
         let events = decide(&state, &create("bob", &[Role::Viewer]), NOW).expect("accepted");
-        assert!(matches!(&events[..], [AccessEvent::PrincipalCreated(e)] if e.name == "bob" && e.roles.contains(&Role::Viewer)));
+        assert!(
+            matches!(&events[..], [AccessEvent::PrincipalCreated(e)] if e.name == "bob" && e.roles.contains(&Role::Viewer))
+        );
     }
 
     #[test]
@@ -624,9 +650,15 @@ mod tests {
         let grant = AccessCommand::GrantRole { name: "bob".into(), role: Role::Approver };
         assert!(decide(&state, &grant, NOW).is_ok());
         let again = AccessCommand::GrantRole { name: "bob".into(), role: Role::Viewer };
-        assert_eq!(decide(&state, &again, NOW), Err(AccessError::RoleAlreadyGranted { name: "bob".into(), role: Role::Viewer }));
+        assert_eq!(
+            decide(&state, &again, NOW),
+            Err(AccessError::RoleAlreadyGranted { name: "bob".into(), role: Role::Viewer })
+        );
         let missing = AccessCommand::RevokeRole { name: "bob".into(), role: Role::Deployer };
-        assert_eq!(decide(&state, &missing, NOW), Err(AccessError::RoleNotGranted { name: "bob".into(), role: Role::Deployer }));
+        assert_eq!(
+            decide(&state, &missing, NOW),
+            Err(AccessError::RoleNotGranted { name: "bob".into(), role: Role::Deployer })
+        );
         let nobody = AccessCommand::GrantRole { name: "carol".into(), role: Role::Viewer };
         assert_eq!(decide(&state, &nobody, NOW), Err(AccessError::UnknownPrincipal("carol".into())));
     }
@@ -704,7 +736,10 @@ mod tests {
             label: Some("l".repeat(MAX_LABEL_BYTES + 1)),
             expires_at: None,
         };
-        assert_eq!(decide(&state, &long, NOW), Err(AccessError::LabelTooLong { field: "label", bytes: MAX_LABEL_BYTES + 1 }));
+        assert_eq!(
+            decide(&state, &long, NOW),
+            Err(AccessError::LabelTooLong { field: "label", bytes: MAX_LABEL_BYTES + 1 })
+        );
     }
 
     #[test]

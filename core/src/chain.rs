@@ -379,21 +379,51 @@ mod tests {
         let base = record(1, Hash::GENESIS);
         let hash = |r: &EventRecord| event_hash(&r.prev_hash, &ChainFields::of(r));
         let mut variants: Vec<EventRecord> = Vec::new();
-        let mut r = base.clone(); r.position = 2; variants.push(r);
-        let mut r = base.clone(); r.stream_id = StreamId::new("ci-2").expect("valid"); variants.push(r);
-        let mut r = base.clone(); r.stream_version = 9; variants.push(r);
-        let mut r = base.clone(); r.event_id = Uuid::from_u128(99); variants.push(r);
-        let mut r = base.clone(); r.event_type = "ci.updated".into(); variants.push(r);
-        let mut r = base.clone(); r.schema_version = 2; variants.push(r);
-        let mut r = base.clone(); r.data = br#"{"name":"web-02"}"#.to_vec(); variants.push(r);
-        let mut r = base.clone(); r.metadata.actor.principal = "bob".into(); variants.push(r);
-        let mut r = base.clone(); r.metadata.actor.token_id = Some("t".into()); variants.push(r);
-        let mut r = base.clone(); r.metadata.correlation_id = Some("c".into()); variants.push(r);
-        let mut r = base.clone(); r.metadata.causation_id = Some("c".into()); variants.push(r);
-        let mut r = base.clone(); r.metadata.source = Source::Cli; variants.push(r);
-        let mut r = base.clone(); r.metadata.occurred_at = Some(Timestamp::from_micros(0)); variants.push(r);
-        let mut r = base.clone(); r.recorded_at = Timestamp::from_micros(1); variants.push(r);
-        let mut r = base.clone(); r.prev_hash = Hash([1; 32]); variants.push(r);
+        let mut r = base.clone();
+        r.position = 2;
+        variants.push(r);
+        let mut r = base.clone();
+        r.stream_id = StreamId::new("ci-2").expect("valid");
+        variants.push(r);
+        let mut r = base.clone();
+        r.stream_version = 9;
+        variants.push(r);
+        let mut r = base.clone();
+        r.event_id = Uuid::from_u128(99);
+        variants.push(r);
+        let mut r = base.clone();
+        r.event_type = "ci.updated".into();
+        variants.push(r);
+        let mut r = base.clone();
+        r.schema_version = 2;
+        variants.push(r);
+        let mut r = base.clone();
+        r.data = br#"{"name":"web-02"}"#.to_vec();
+        variants.push(r);
+        let mut r = base.clone();
+        r.metadata.actor.principal = "bob".into();
+        variants.push(r);
+        let mut r = base.clone();
+        r.metadata.actor.token_id = Some("t".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.metadata.correlation_id = Some("c".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.metadata.causation_id = Some("c".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.metadata.source = Source::Cli;
+        variants.push(r);
+        let mut r = base.clone();
+        r.metadata.occurred_at = Some(Timestamp::from_micros(0));
+        variants.push(r);
+        let mut r = base.clone();
+        r.recorded_at = Timestamp::from_micros(1);
+        variants.push(r);
+        let mut r = base.clone();
+        r.prev_hash = Hash([1; 32]);
+        variants.push(r);
         let mut seen = std::collections::HashSet::new();
         seen.insert(base.hash);
         for variant in &variants {
@@ -410,7 +440,10 @@ mod tests {
         let mut two = one.clone();
         two.stream_id = StreamId::new("a").expect("valid");
         two.metadata.actor.principal = "bc".into();
-        assert_ne!(event_hash(&one.prev_hash, &ChainFields::of(&one)), event_hash(&two.prev_hash, &ChainFields::of(&two)));
+        assert_ne!(
+            event_hash(&one.prev_hash, &ChainFields::of(&one)),
+            event_hash(&two.prev_hash, &ChainFields::of(&two))
+        );
     }
 
     #[test]

@@ -174,7 +174,10 @@ pub async fn expected_version_rules(cx: TestContext) -> Outcome {
             role: StreamRole::Written
         }
     );
-    assert!(matches!(append_one(store, "s", ExpectedVersion::Exact(0), 0).await, Err(StoreError::VersionConflict { .. })));
+    assert!(matches!(
+        append_one(store, "s", ExpectedVersion::Exact(0), 0).await,
+        Err(StoreError::VersionConflict { .. })
+    ));
     append_one(store, "s", ExpectedVersion::NoStream, 0).await.expect("NoStream on a new stream");
     let err = append_one(store, "s", ExpectedVersion::NoStream, 1).await.expect_err("stream exists");
     assert_eq!(
@@ -211,7 +214,8 @@ pub async fn positions_are_gapless_from_one(cx: TestContext) -> Outcome {
     }
     let store = cx.store.as_ref();
     assert_eq!(store.head().await.expect("head").position, 0);
-    let first = store.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(1)])).await.expect("append");
+    let first =
+        store.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(1)])).await.expect("append");
     assert_eq!(first.positions(), 1..=1);
     let second = store
         .append(AppendRequest::single(stream("a"), ExpectedVersion::Exact(0), vec![event(2), event(3), event(4)]))
@@ -237,11 +241,11 @@ pub async fn atomic_multi_stream_append(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     append_one(store, "b", ExpectedVersion::Any, 0).await.expect("seed b");
     let outcome = store
-        .append(
-            AppendRequest::new()
-                .write(stream("a"), ExpectedVersion::NoStream, vec![event(1), event(2)])
-                .write(stream("b"), ExpectedVersion::Exact(0), vec![event(3)]),
-        )
+        .append(AppendRequest::new().write(stream("a"), ExpectedVersion::NoStream, vec![event(1), event(2)]).write(
+            stream("b"),
+            ExpectedVersion::Exact(0),
+            vec![event(3)],
+        ))
         .await
         .expect("atomic append");
     assert_eq!(outcome.positions(), 2..=4);
@@ -418,7 +422,11 @@ pub async fn subscription_crosses_from_catch_up_to_live(cx: TestContext) -> Outc
         writers.push(tokio::spawn(async move {
             for n in 0..PER_WRITER {
                 store
-                    .append(AppendRequest::single(stream(&format!("live-{writer}")), ExpectedVersion::Any, vec![event(n)]))
+                    .append(AppendRequest::single(
+                        stream(&format!("live-{writer}")),
+                        ExpectedVersion::Any,
+                        vec![event(n)],
+                    ))
                     .await
                     .expect("live append");
             }
@@ -483,7 +491,11 @@ pub async fn payload_bytes_are_kept_exactly(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     let odd_json = "{ \"b\" : 1,\n\t\"a\": [2, 3.50, \"\\u00e9\"], \"z\":null }  ";
     let outcome = store
-        .append(AppendRequest::single(stream("bytes"), ExpectedVersion::Any, vec![NewEvent::raw("test.bytes", odd_json, metadata())]))
+        .append(AppendRequest::single(
+            stream("bytes"),
+            ExpectedVersion::Any,
+            vec![NewEvent::raw("test.bytes", odd_json, metadata())],
+        ))
         .await
         .expect("append");
     let record = store.event_at(outcome.first_position).await.expect("read").expect("present");
@@ -553,16 +565,25 @@ pub async fn bulk_load_rules(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     let past = |seconds: i64| TEST_EPOCH.saturating_add_micros(-seconds * 1_000_000);
     let fixture = |n: u64, at: Timestamp| {
-        NewEvent::raw("test.loaded", format!("{{\"n\":{n}}}"), Metadata::new(Actor::system(), Source::Fixture)).with_recorded_at(at)
+        NewEvent::raw("test.loaded", format!("{{\"n\":{n}}}"), Metadata::new(Actor::system(), Source::Fixture))
+            .with_recorded_at(at)
     };
     // Not from the future, not decreasing, not from a live source, not half supplied.
     let err = store
-        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(0, TEST_EPOCH.saturating_add_micros(1))]))
+        .append(AppendRequest::single(
+            stream("x"),
+            ExpectedVersion::Any,
+            vec![fixture(0, TEST_EPOCH.saturating_add_micros(1))],
+        ))
         .await
         .expect_err("future");
     assert!(matches!(err, StoreError::InvalidInput(ref m) if m.contains("future")), "{err}");
     let err = store
-        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(0, past(10)), fixture(1, past(20))]))
+        .append(AppendRequest::single(
+            stream("x"),
+            ExpectedVersion::Any,
+            vec![fixture(0, past(10)), fixture(1, past(20))],
+        ))
         .await
         .expect_err("decreasing");
     assert!(matches!(err, StoreError::InvalidInput(ref m) if m.contains("before")), "{err}");
@@ -582,7 +603,11 @@ pub async fn bulk_load_rules(cx: TestContext) -> Outcome {
 
     // Into the empty log, in several batches, never decreasing across them.
     store
-        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![fixture(0, past(100)), fixture(1, past(90))]))
+        .append(AppendRequest::single(
+            stream("x"),
+            ExpectedVersion::Any,
+            vec![fixture(0, past(100)), fixture(1, past(90))],
+        ))
         .await
         .expect("bulk load 1");
     let err = store
@@ -621,7 +646,9 @@ pub async fn limits_are_enforced_at_the_bound(cx: TestContext) -> Outcome {
     };
 
     over(
-        store.append(AppendRequest::single(stream("big"), ExpectedVersion::Any, vec![sized(limits.max_event_bytes + 1)])).await,
+        store
+            .append(AppendRequest::single(stream("big"), ExpectedVersion::Any, vec![sized(limits.max_event_bytes + 1)]))
+            .await,
         Limit::MaxEventBytes,
         limits.max_event_bytes + 1,
         limits.max_event_bytes,
@@ -645,8 +672,18 @@ pub async fn limits_are_enforced_at_the_bound(cx: TestContext) -> Outcome {
     for n in 0..=limits.max_streams_per_append {
         wide = wide.write(stream(&format!("wide-{n}")), ExpectedVersion::Any, vec![event(n as u64)]);
     }
-    over(store.append(wide).await, Limit::MaxStreamsPerAppend, limits.max_streams_per_append + 1, limits.max_streams_per_append);
-    over(store.read_all(0, limits.max_page_events + 1).await, Limit::MaxPageEvents, limits.max_page_events + 1, limits.max_page_events);
+    over(
+        store.append(wide).await,
+        Limit::MaxStreamsPerAppend,
+        limits.max_streams_per_append + 1,
+        limits.max_streams_per_append,
+    );
+    over(
+        store.read_all(0, limits.max_page_events + 1).await,
+        Limit::MaxPageEvents,
+        limits.max_page_events + 1,
+        limits.max_page_events,
+    );
     over(
         store.read_stream(&stream("seed"), Direction::Forward, None, limits.max_page_events + 1).await,
         Limit::MaxPageEvents,
@@ -661,7 +698,10 @@ pub async fn limits_are_enforced_at_the_bound(cx: TestContext) -> Outcome {
         .await
         .expect("an event of exactly max_event_bytes");
     let many: Vec<NewEvent> = (0..limits.max_batch_events as u64).map(event).collect();
-    store.append(AppendRequest::single(stream("many"), ExpectedVersion::Any, many)).await.expect("exactly max_batch_events");
+    store
+        .append(AppendRequest::single(stream("many"), ExpectedVersion::Any, many))
+        .await
+        .expect("exactly max_batch_events");
     let mut wide = AppendRequest::new();
     for n in 0..limits.max_streams_per_append {
         wide = wide.write(stream(&format!("wide-{n}")), ExpectedVersion::Any, vec![event(n as u64)]);
@@ -681,50 +721,83 @@ pub async fn bad_input_is_refused_and_changes_nothing(cx: TestContext) -> Outcom
         .expect("seed");
     let before = whole_log(store).await;
     let invalid = |result: Result<_, StoreError>, needle: &str| match result {
-        Err(StoreError::InvalidInput(message)) => assert!(message.contains(needle), "{message:?} should mention {needle:?}"),
+        Err(StoreError::InvalidInput(message)) => {
+            assert!(message.contains(needle), "{message:?} should mention {needle:?}")
+        }
         other => panic!("expected invalid input mentioning {needle:?}, got {other:?}"),
     };
     invalid(
-        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![NewEvent::raw("t.x", "{not json", metadata())])).await,
-        "not JSON",
-    );
-    invalid(
-        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![NewEvent::raw("t.x", "", metadata())])).await,
-        "not JSON",
-    );
-    invalid(
         store
-            .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![NewEvent::raw("t.x", vec![0xff, 0xfe], metadata())]))
+            .append(AppendRequest::single(
+                stream("x"),
+                ExpectedVersion::Any,
+                vec![NewEvent::raw("t.x", "{not json", metadata())],
+            ))
             .await,
         "not JSON",
     );
     invalid(
-        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![NewEvent::raw("bad type", "1", metadata())])).await,
+        store
+            .append(AppendRequest::single(
+                stream("x"),
+                ExpectedVersion::Any,
+                vec![NewEvent::raw("t.x", "", metadata())],
+            ))
+            .await,
+        "not JSON",
+    );
+    invalid(
+        store
+            .append(AppendRequest::single(
+                stream("x"),
+                ExpectedVersion::Any,
+                vec![NewEvent::raw("t.x", vec![0xff, 0xfe], metadata())],
+            ))
+            .await,
+        "not JSON",
+    );
+    invalid(
+        store
+            .append(AppendRequest::single(
+                stream("x"),
+                ExpectedVersion::Any,
+                vec![NewEvent::raw("bad type", "1", metadata())],
+            ))
+            .await,
         "event type",
     );
     invalid(store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![])).await, "at least one event");
     invalid(
         store
-            .append(
-                AppendRequest::new()
-                    .write(stream("x"), ExpectedVersion::Any, vec![event(1)])
-                    .write(stream("x"), ExpectedVersion::Any, vec![event(2)]),
-            )
+            .append(AppendRequest::new().write(stream("x"), ExpectedVersion::Any, vec![event(1)]).write(
+                stream("x"),
+                ExpectedVersion::Any,
+                vec![event(2)],
+            ))
             .await,
         "twice",
     );
     invalid(
         store
-            .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![event(1)]).condition(stream("x"), ExpectedVersion::Any))
+            .append(
+                AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![event(1)])
+                    .condition(stream("x"), ExpectedVersion::Any),
+            )
             .await,
         "condition",
     );
     let mut anonymous = event(1);
     anonymous.metadata.actor.principal = String::new();
-    invalid(store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![anonymous])).await, "actor.principal");
+    invalid(
+        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![anonymous])).await,
+        "actor.principal",
+    );
     let mut chatty = event(1);
     chatty.metadata.correlation_id = Some("c".repeat(crate::event::MAX_METADATA_FIELD_BYTES + 1));
-    invalid(store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![chatty])).await, "correlation_id");
+    invalid(
+        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![chatty])).await,
+        "correlation_id",
+    );
     // A duplicate event id, alone and in the middle of an otherwise good batch.
     let err = store
         .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![event(1), event(2).with_event_id(id)]))

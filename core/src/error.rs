@@ -3,10 +3,11 @@
 //! can match on exactly what went wrong.
 
 use crate::access::AccessError;
+use crate::ci::CiError;
 use crate::event::EnvelopeError;
 use crate::store::StoreError;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -14,6 +15,8 @@ pub enum Error {
     Access(#[from] AccessError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Ci(#[from] CiError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]

@@ -31,11 +31,11 @@ pub enum EnvelopeError {
     EmptyEventType,
     #[error("event type is {bytes} bytes long; the bound is {MAX_EVENT_TYPE_BYTES} (max_event_type_bytes)")]
     EventTypeTooLong { bytes: usize },
-    #[error(
-        "event type {0:?} may hold only ASCII letters, digits and . _ - : / and must start with a letter or digit"
-    )]
+    #[error("event type {0:?} may hold only ASCII letters, digits and . _ - : / and must start with a letter or digit")]
     EventTypeCharacters(String),
-    #[error("metadata field {field} is {bytes} bytes long; the bound is {MAX_METADATA_FIELD_BYTES} (max_metadata_field_bytes)")]
+    #[error(
+        "metadata field {field} is {bytes} bytes long; the bound is {MAX_METADATA_FIELD_BYTES} (max_metadata_field_bytes)"
+    )]
     MetadataFieldTooLong { field: &'static str, bytes: usize },
     #[error("metadata field {field} must not be empty")]
     EmptyMetadataField { field: &'static str },
@@ -125,15 +125,8 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 7] = [
-        Source::Api,
-        Source::Cli,
-        Source::Webhook,
-        Source::Fixture,
-        Source::Import,
-        Source::Migration,
-        Source::System,
-    ];
+    pub const ALL: [Source; 7] =
+        [Source::Api, Source::Cli, Source::Webhook, Source::Fixture, Source::Import, Source::Migration, Source::System];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -369,7 +362,10 @@ mod tests {
         metadata.correlation_id = Some("x".repeat(MAX_METADATA_FIELD_BYTES));
         assert!(metadata.validate().is_ok());
         metadata.correlation_id = Some("x".repeat(MAX_METADATA_FIELD_BYTES + 1));
-        assert!(matches!(metadata.validate(), Err(EnvelopeError::MetadataFieldTooLong { field: "correlation_id", .. })));
+        assert!(matches!(
+            metadata.validate(),
+            Err(EnvelopeError::MetadataFieldTooLong { field: "correlation_id", .. })
+        ));
         metadata.correlation_id = None;
         metadata.actor.principal = String::new();
         assert!(metadata.validate().is_err());

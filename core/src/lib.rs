@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod chain;
+pub mod ci;
 pub mod conformance;
 mod error;
 pub mod event;
@@ -20,12 +21,12 @@ pub mod ids;
 pub mod store;
 pub mod time;
 
-pub use error::Error;
 pub use chain::{ChainBreak, ChainVerifier, Digest, Hash};
+pub use error::Error;
 pub use event::{Actor, EventRecord, Metadata, NewEvent, Source, StreamId};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use store::{
-    AppendOutcome, AppendRequest, Capabilities, Condition, Direction, EventStore, ExpectedVersion,
-    Limit, StoreError, StoreLimits, StreamWrite,
+    AppendOutcome, AppendRequest, Capabilities, Condition, Direction, EventStore, ExpectedVersion, Limit, StoreError,
+    StoreLimits, StreamWrite,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

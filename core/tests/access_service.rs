@@ -46,7 +46,9 @@ async fn concurrent_commands_are_all_decided_against_the_latest_state() {
     );
     let outcomes = [a, b];
     assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1);
-    assert!(outcomes.iter().any(|o| matches!(o, Err(Error::Access(AccessError::PrincipalExists(name))) if name == "twin")));
+    assert!(
+        outcomes.iter().any(|o| matches!(o, Err(Error::Access(AccessError::PrincipalExists(name))) if name == "twin"))
+    );
 }
 
 #[tokio::test]

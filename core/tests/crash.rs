@@ -66,7 +66,8 @@ fn child(dir: &str, run: u64) {
                         .await
                         .expect("child: append");
                     // One write per line, well under PIPE_BUF: a kill never splits a line.
-                    let line = format!("ack {run} {writer} {seq} {} {}\n", outcome.first_position, outcome.last_position);
+                    let line =
+                        format!("ack {run} {writer} {seq} {} {}\n", outcome.first_position, outcome.last_position);
                     let mut out = stdout.lock().expect("stdout");
                     out.write_all(line.as_bytes()).expect("child: write");
                     out.flush().expect("child: flush");
@@ -122,11 +123,10 @@ fn check(dir: &Path, acknowledged: &BTreeMap<u64, (u64, u64, u64, u64)>) -> (u64
         assert!(report.is_intact(), "the chain must verify after a crash: {report:?}");
         let head = store.head().await.expect("head").position;
         for (&position, &(run, writer, seq, index)) in acknowledged {
-            let record = store
-                .event_at(position)
-                .await
-                .expect("read")
-                .unwrap_or_else(|| panic!("acknowledged position {position} is missing after SIGKILL (head {head})"));
+            let record =
+                store.event_at(position).await.expect("read").unwrap_or_else(|| {
+                    panic!("acknowledged position {position} is missing after SIGKILL (head {head})")
+                });
             assert_eq!(record.stream_id, stream_of(run, writer), "position {position}");
             assert_eq!(record.data, payload(run, writer, seq, index).as_bytes(), "position {position}: bytes differ");
             assert_eq!(record.event_type, "crash.appended");
@@ -154,7 +154,11 @@ fn main() {
         let fresh_dir = tempfile::tempdir().expect("temp dir");
         let dir = if reuse { shared_dir.path() } else { fresh_dir.path() };
         // Mostly mid-load; sometimes during start-up or the very first appends.
-        let kill_after = Duration::from_millis(if rng.random_bool(0.2) { rng.random_range(0..30) } else { rng.random_range(30..400) });
+        let kill_after = Duration::from_millis(if rng.random_bool(0.2) {
+            rng.random_range(0..30)
+        } else {
+            rng.random_range(30..400)
+        });
         let acks = crash_once(dir, run, kill_after);
         let mut acknowledged = if reuse { std::mem::take(&mut shared_acknowledged) } else { BTreeMap::new() };
         for ack in &acks {

@@ -19,7 +19,12 @@ impl BackendFactory for Sqlite {
         let dir = tempfile::tempdir().expect("temp dir").keep();
         let store = SqliteStore::open(
             &dir,
-            SqliteOptions { limits: options.limits, clock: options.clock, ids: options.ids, ..SqliteOptions::default() },
+            SqliteOptions {
+                limits: options.limits,
+                clock: options.clock,
+                ids: options.ids,
+                ..SqliteOptions::default()
+            },
         )
         .expect("open a fresh store");
         let tamper = SqliteTamper::new(store.path());

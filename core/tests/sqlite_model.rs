@@ -28,18 +28,20 @@ fn expected_version() -> impl Strategy<Value = ExpectedVersion> {
 
 fn op() -> impl Strategy<Value = Op> {
     // A random split of distinct streams between writes and conditions.
-    (Just((0..STREAMS).collect::<Vec<_>>()).prop_shuffle(), 1usize..=3, 0usize..=1).prop_flat_map(|(order, writes, conditions)| {
-        let write_streams: Vec<usize> = order[..writes].to_vec();
-        let condition_streams: Vec<usize> = order[writes..writes + conditions].to_vec();
-        (
-            proptest::collection::vec((expected_version(), 1u64..=3), writes),
-            proptest::collection::vec(expected_version(), conditions),
-        )
-            .prop_map(move |(w, c)| Op {
-                writes: write_streams.iter().zip(w).map(|(&s, (e, n))| (s, e, n)).collect(),
-                conditions: condition_streams.iter().zip(c).map(|(&s, e)| (s, e)).collect(),
-            })
-    })
+    (Just((0..STREAMS).collect::<Vec<_>>()).prop_shuffle(), 1usize..=3, 0usize..=1).prop_flat_map(
+        |(order, writes, conditions)| {
+            let write_streams: Vec<usize> = order[..writes].to_vec();
+            let condition_streams: Vec<usize> = order[writes..writes + conditions].to_vec();
+            (
+                proptest::collection::vec((expected_version(), 1u64..=3), writes),
+                proptest::collection::vec(expected_version(), conditions),
+            )
+                .prop_map(move |(w, c)| Op {
+                    writes: write_streams.iter().zip(w).map(|(&s, (e, n))| (s, e, n)).collect(),
+                    conditions: condition_streams.iter().zip(c).map(|(&s, e)| (s, e)).collect(),
+                })
+        },
+    )
 }
 
 #[derive(Default)]

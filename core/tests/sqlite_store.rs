@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cmdb_core::conformance::Tamper;
 use cmdb_core::conformance::{event, metadata, stream};
 use cmdb_core::store::sqlite::{APPLICATION_ID, LOG_FILE_NAME, SqliteOptions, SqliteStore, SqliteTamper};
-use cmdb_core::conformance::Tamper;
 use cmdb_core::{AppendRequest, EventRecord, EventStore, ExpectedVersion, NewEvent, StoreError};
 use futures::StreamExt;
 
@@ -84,7 +84,10 @@ async fn reopening_keeps_every_event_and_continues_the_chain() {
     append_n(&store, "a", 25).await;
     let before = whole_log(&store).await;
     store.shutdown().await;
-    assert!(matches!(store.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(0)])).await, Err(StoreError::Closed)));
+    assert!(matches!(
+        store.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(0)])).await,
+        Err(StoreError::Closed)
+    ));
     drop(store);
 
     let store = open(dir.path());
@@ -101,8 +104,10 @@ async fn a_database_that_is_not_ours_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().expect("dir");
     {
         let conn = rusqlite::Connection::open(dir.path().join(LOG_FILE_NAME)).expect("create");
-        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);")
-            .expect("populate");
+        conn.execute_batch(
+            "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);",
+        )
+        .expect("populate");
     }
     let before = file_fingerprint(dir.path());
     let reason = expect_open_error(dir.path(), "not a cmdb event log");
@@ -134,7 +139,11 @@ async fn a_corrupted_file_is_refused_and_left_untouched() {
     for n in 0..40 {
         let payload = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "p".repeat(2000));
         store
-            .append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![NewEvent::raw("t.x", payload, metadata())]))
+            .append(AppendRequest::single(
+                stream("a"),
+                ExpectedVersion::Any,
+                vec![NewEvent::raw("t.x", payload, metadata())],
+            ))
             .await
             .expect("append");
     }
@@ -153,7 +162,8 @@ async fn a_corrupted_file_is_refused_and_left_untouched() {
 
     // Not a database at all.
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join(LOG_FILE_NAME), b"this is not a database, it is a text file\n".repeat(200)).expect("write");
+    std::fs::write(dir.path().join(LOG_FILE_NAME), b"this is not a database, it is a text file\n".repeat(200))
+        .expect("write");
     let before = file_fingerprint(dir.path());
     expect_open_error(dir.path(), "not a SQLite database");
     assert_eq!(file_fingerprint(dir.path()), before);
@@ -209,7 +219,11 @@ async fn a_full_disk_fails_appends_cleanly_and_loses_nothing() {
     let mut acknowledged = Vec::new();
     let mut full = None;
     for n in 0..1000u64 {
-        let request = AppendRequest::single(stream("fill"), ExpectedVersion::Any, vec![NewEvent::raw("t.fill", payload(n), metadata())]);
+        let request = AppendRequest::single(
+            stream("fill"),
+            ExpectedVersion::Any,
+            vec![NewEvent::raw("t.fill", payload(n), metadata())],
+        );
         match store.append(request).await {
             Ok(outcome) => acknowledged.push(outcome.first_position),
             Err(error) => {
@@ -229,7 +243,11 @@ async fn a_full_disk_fails_appends_cleanly_and_loses_nothing() {
     let mut tasks = Vec::new();
     for n in 0..16u64 {
         let store = store.clone();
-        let request = AppendRequest::single(stream(&format!("c{n}")), ExpectedVersion::Any, vec![NewEvent::raw("t.fill", payload(n), metadata())]);
+        let request = AppendRequest::single(
+            stream(&format!("c{n}")),
+            ExpectedVersion::Any,
+            vec![NewEvent::raw("t.fill", payload(n), metadata())],
+        );
         tasks.push(tokio::spawn(async move { store.append(request).await }));
     }
     let mut later = Vec::new();
@@ -285,9 +303,7 @@ async fn two_writers_on_one_file_never_fork_the_chain() {
     for (index, store) in [first.clone(), second.clone()].into_iter().enumerate() {
         for writer in 0..4 {
             let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                append_n(store.as_ref(), &format!("p{index}-w{writer}"), 50).await
-            }));
+            tasks.push(tokio::spawn(async move { append_n(store.as_ref(), &format!("p{index}-w{writer}"), 50).await }));
         }
     }
     let mut acknowledged: Vec<u64> = Vec::new();
@@ -308,7 +324,10 @@ async fn two_writers_on_one_file_never_fork_the_chain() {
     let position = append_n(second.as_ref(), "late", 1).await[0];
     assert_eq!(first.refresh_head().await.expect("refresh"), position);
     let mut head = first.watch_head();
-    tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h >= position)).await.expect("published").expect("open");
+    tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h >= position))
+        .await
+        .expect("published")
+        .expect("open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -340,7 +359,8 @@ async fn shutdown_finishes_queued_appends_and_ends_subscriptions() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(open(dir.path()));
     let subscription = cmdb_core::store::subscribe(store.clone(), 0, 10);
-    let subscriber = tokio::spawn(async move { subscription.map(|r| r.expect("event").position).collect::<Vec<_>>().await });
+    let subscriber =
+        tokio::spawn(async move { subscription.map(|r| r.expect("event").position).collect::<Vec<_>>().await });
     let mut tasks = Vec::new();
     for n in 0..64u64 {
         let store = store.clone();
@@ -358,7 +378,8 @@ async fn shutdown_finishes_queued_appends_and_ends_subscriptions() {
             Err(other) => panic!("unexpected: {other}"),
         }
     }
-    let seen = tokio::time::timeout(Duration::from_secs(10), subscriber).await.expect("subscription ends").expect("task");
+    let seen =
+        tokio::time::timeout(Duration::from_secs(10), subscriber).await.expect("subscription ends").expect("task");
     assert!(seen.windows(2).all(|w| w[1] == w[0] + 1));
     drop(store);
     let reopened = open(dir.path());

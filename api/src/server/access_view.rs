@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use cmdb_core::EventStore;
 use cmdb_core::access::{self, AccessState, access_stream};
 use cmdb_core::store::subscribe;
-use cmdb_core::EventStore;
 use futures::StreamExt;
 use tokio::sync::watch;
 
@@ -28,7 +28,8 @@ impl AccessView {
         let state = access::load_state(store.as_ref()).await?;
         let applied = head.max(state.position);
         let (sender, _) = watch::channel(applied);
-        let view = Arc::new(AccessView { state: RwLock::new(Arc::new(state)), applied: sender, failure: Mutex::new(None) });
+        let view =
+            Arc::new(AccessView { state: RwLock::new(Arc::new(state)), applied: sender, failure: Mutex::new(None) });
         let follower = view.clone();
         tokio::spawn(async move {
             let mut events = subscribe(store, applied, FOLLOW_PAGE_EVENTS);

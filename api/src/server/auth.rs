@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use cmdb_core::access::{PrincipalKind, Role, token_hash};
 use cmdb_core::Timestamp;
+use cmdb_core::access::{PrincipalKind, Role, token_hash};
 use uuid::Uuid;
 
 use crate::server::access_view::AccessView;

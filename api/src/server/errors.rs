@@ -1,11 +1,11 @@
 //! The one place where errors become responses: HTTP errors as JSON with a status, and domain
 //! and store errors as GraphQL errors with a machine-readable `code` extension.
 
+use async_graphql::ErrorExtensions;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cmdb_core::access::{AccessError, Operation};
 use cmdb_core::store::StoreError;
-use async_graphql::ErrorExtensions;
 
 use crate::server::auth::AuthError;
 
@@ -59,9 +59,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();
         let mut response =
-            (self.status(), [(header::CONTENT_TYPE, "application/json")], error_body(self.code(), &message)).into_response();
+            (self.status(), [(header::CONTENT_TYPE, "application/json")], error_body(self.code(), &message))
+                .into_response();
         if let ApiError::Unauthorized(_) = self {
-            let challenge = format!("Bearer realm=\"cmdb\", error=\"invalid_token\", error_description=\"{}\"", message.replace('"', "'"));
+            let challenge = format!(
+                "Bearer realm=\"cmdb\", error=\"invalid_token\", error_description=\"{}\"",
+                message.replace('"', "'")
+            );
             if let Ok(value) = HeaderValue::from_str(&challenge) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
             }

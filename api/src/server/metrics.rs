@@ -42,12 +42,14 @@ pub fn prometheus() -> PrometheusHandle {
 
 /// Axum middleware (as a route layer, so the matched route template is known).
 pub async fn track_http(request: Request, next: Next) -> axum::response::Response {
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status.clone()).increment(1);
+    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status.clone())
+        .increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route, "status" => status)
         .record(started.elapsed().as_secs_f64());
     response
@@ -128,7 +130,8 @@ impl EventStore for InstrumentedStore {
             Err(StoreError::VersionConflict { .. }) => "conflict",
             Err(_) => "error",
         };
-        metrics::histogram!("log_append_duration_seconds", "outcome" => outcome).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("log_append_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
         metrics::histogram!("log_append_batch_events").record(events as f64);
         if let Ok(outcome) = &result {
             metrics::gauge!("log_head_position").set(outcome.last_position as f64);

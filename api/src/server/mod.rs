@@ -163,7 +163,8 @@ impl Server {
         let signal = http_shutdown.clone();
         let grace = Duration::from_millis(settings.shutdown_grace_ms);
         let finished = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(signal.clone().cancelled_owned()).into_future();
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(signal.clone().cancelled_owned()).into_future();
             tokio::pin!(serve);
             // In-flight requests (and the appends they wait for) finish within the grace.
             tokio::select! {
@@ -302,10 +303,9 @@ async fn correlation(mut request: Request, next: Next) -> Response {
     let id = match request.headers().get("x-request-id") {
         None => uuid::Uuid::now_v7().to_string(),
         Some(value) => {
-            let valid = value
-                .to_str()
-                .ok()
-                .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES && v.bytes().all(|b| b.is_ascii_graphic()));
+            let valid = value.to_str().ok().filter(|v| {
+                !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES && v.bytes().all(|b| b.is_ascii_graphic())
+            });
             match valid {
                 Some(v) => v.to_owned(),
                 None => {
@@ -326,7 +326,9 @@ async fn correlation(mut request: Request, next: Next) -> Response {
 }
 
 async fn graphiql() -> Html<String> {
-    Html(async_graphql::http::GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
+    Html(
+        async_graphql::http::GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish(),
+    )
 }
 
 async fn graphql_post(
@@ -360,7 +362,10 @@ struct ReadyQuery {
 
 /// Ready when the log is open and every projection has applied the head (or `minPosition`,
 /// waiting up to `min_position_wait_ms` for it). Open, so load balancers and the CLI can ask.
-async fn readyz(State(state): State<ServerState>, query: Result<Query<ReadyQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn readyz(
+    State(state): State<ServerState>,
+    query: Result<Query<ReadyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(Query(query)) = query else {
         return ApiError::BadRequest("minPosition must be a whole number >= 0".into()).into_response();
     };
@@ -397,7 +402,10 @@ async fn readyz(State(state): State<ServerState>, query: Result<Query<ReadyQuery
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-async fn metrics_text(State(state): State<ServerState>, Authenticated(caller): Authenticated) -> Result<Response, ApiError> {
+async fn metrics_text(
+    State(state): State<ServerState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Response, ApiError> {
     if !permits(&caller.roles, Operation::ReadMetrics) {
         return Err(ApiError::Forbidden(Operation::ReadMetrics));
     }

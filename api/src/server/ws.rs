@@ -40,9 +40,9 @@ pub async fn graphql_ws(
         },
     };
     let tracker = state.ws_tasks.clone();
-    upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| tracker.track_future(serve_socket(state, socket, protocol, header_caller, request_id)))
+    upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
+        tracker.track_future(serve_socket(state, socket, protocol, header_caller, request_id))
+    })
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -98,7 +98,8 @@ async fn serve_socket(
         Some(caller) => caller,
         None => {
             let payload = parsed.get("payload").cloned().unwrap_or(serde_json::Value::Null);
-            let resolved = payload_token(&payload).and_then(|t| authenticate(&state.app.access, t, state.app.clock.now()));
+            let resolved =
+                payload_token(&payload).and_then(|t| authenticate(&state.app.access, t, state.app.clock.now()));
             match resolved {
                 Ok(caller) => caller,
                 Err(error) => {
@@ -118,9 +119,10 @@ async fn serve_socket(
     // shutdown it can flush the final `complete` messages and send a proper close frame.
     let (outgoing, mut to_socket) = futures::channel::mpsc::channel::<Message>(OUTGOING_BUFFER_MESSAGES);
     let replayed = futures::stream::once(async move { Ok::<Message, axum::Error>(first) }).chain(incoming);
-    let engine = GraphQLWebSocket::new_with_pair(outgoing.sink_map_err(|_| ()), replayed, state.schema.clone(), protocol)
-        .with_data(data)
-        .serve();
+    let engine =
+        GraphQLWebSocket::new_with_pair(outgoing.sink_map_err(|_| ()), replayed, state.schema.clone(), protocol)
+            .with_data(data)
+            .serve();
     let engine = tokio::spawn(engine);
     let shutdown = state.app.shutdown.clone();
     loop {

@@ -78,7 +78,11 @@ impl TestServer {
         )
         .await;
         let data = self
-            .ok(&self.admin_token, "mutation($p: String!) { createToken(principal: $p) { token } }", json!({ "p": name }))
+            .ok(
+                &self.admin_token,
+                "mutation($p: String!) { createToken(principal: $p) { token } }",
+                json!({ "p": name }),
+            )
             .await;
         data["createToken"]["token"].as_str().expect("token").to_owned()
     }

@@ -9,10 +9,7 @@ use super::TestServer;
 
 pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-pub fn request(
-    server: &TestServer,
-    token: Option<&str>,
-) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+pub fn request(server: &TestServer, token: Option<&str>) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let mut request = server.ws_url().into_client_request().expect("request");
     request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
     if let Some(token) = token {

@@ -86,7 +86,14 @@ async fn one_request(
 }
 
 /// One connection's loop. `interval`: open loop (time between scheduled sends).
-async fn worker(target: std::sync::Arc<Target>, start: Instant, warmup: Duration, end: Duration, interval: Option<Duration>, offset: Duration) -> anyhow::Result<Outcome> {
+async fn worker(
+    target: std::sync::Arc<Target>,
+    start: Instant,
+    warmup: Duration,
+    end: Duration,
+    interval: Option<Duration>,
+    offset: Duration,
+) -> anyhow::Result<Outcome> {
     let mut sender = connection(&target).await?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;
@@ -162,7 +169,10 @@ async fn main() -> anyhow::Result<()> {
         None => (args.url.clone(), args.token.clone().context("--token is needed without --spawn")?),
     };
     let without_scheme = url.strip_prefix("http://").context("only http:// URLs")?;
-    let (host_port, path) = without_scheme.split_once('/').map(|(h, p)| (h.to_owned(), format!("/{p}"))).unwrap_or((without_scheme.to_owned(), "/".into()));
+    let (host_port, path) = without_scheme
+        .split_once('/')
+        .map(|(h, p)| (h.to_owned(), format!("/{p}")))
+        .unwrap_or((without_scheme.to_owned(), "/".into()));
     let body = Bytes::from(serde_json::json!({ "query": args.query }).to_string());
     let target = std::sync::Arc::new(Target { host_port, path, token, body });
 
@@ -184,7 +194,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let seconds = args.duration_secs as f64;
     let mode = args.rate.map_or("closed loop".to_owned(), |r| format!("open loop at {r} req/s"));
-    println!("{mode}, {} connections, {}s measured after {}s warm-up, query {:?}", args.connections, args.duration_secs, args.warmup_secs, args.query);
+    println!(
+        "{mode}, {} connections, {}s measured after {}s warm-up, query {:?}",
+        args.connections, args.duration_secs, args.warmup_secs, args.query
+    );
     println!(
         "requests {} ({:.0}/s), errors {errors}, latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
         histogram.len(),

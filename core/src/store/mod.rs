@@ -238,7 +238,9 @@ pub enum StoreError {
     StorageFull(String),
     #[error("storage failure: {0}")]
     Storage(String),
-    #[error("the writer stopped after a failed commit and refuses appends until the process restarts and re-reads the log: {0}")]
+    #[error(
+        "the writer stopped after a failed commit and refuses appends until the process restarts and re-reads the log: {0}"
+    )]
     WriterStopped(String),
     #[error("corruption detected at {location}: {detail}")]
     Corruption { location: String, detail: String },
@@ -353,7 +355,11 @@ pub trait EventStore: Send + Sync + 'static {
             };
             let (next, outcome) = futures::join!(self.read_all(next_after, page), check_current);
             if let Err(first_break) = outcome {
-                return Ok(VerifyReport { events_checked: checked, last_good: verifier.digest(), first_break: Some(first_break) });
+                return Ok(VerifyReport {
+                    events_checked: checked,
+                    last_good: verifier.digest(),
+                    first_break: Some(first_break),
+                });
             }
             current = match next {
                 Ok(records) => records,

@@ -56,8 +56,7 @@ pub fn validate_request(request: &AppendRequest, limits: &StoreLimits, now: Time
             return Err(limit(Limit::MaxEventBytes, event.data.len(), limits.max_event_bytes));
         }
         total_bytes += event.data.len();
-        validate_event_type(&event.event_type)
-            .map_err(|e| StoreError::InvalidInput(format!("event {index}: {e}")))?;
+        validate_event_type(&event.event_type).map_err(|e| StoreError::InvalidInput(format!("event {index}: {e}")))?;
         event.metadata.validate().map_err(|e| StoreError::InvalidInput(format!("event {index}: {e}")))?;
         if let Err(e) = serde_json::from_slice::<IgnoredAny>(&event.data) {
             return Err(StoreError::InvalidInput(format!("event {index}: data is not JSON: {e}")));

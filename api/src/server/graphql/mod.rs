@@ -64,9 +64,10 @@ impl SubscriptionSlots {
     }
 
     fn take(&self) -> async_graphql::Result<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().map_err(|_| {
-            limit_exceeded("max_subscriptions_per_connection", self.bound as u64 + 1, self.bound as u64)
-        })
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| limit_exceeded("max_subscriptions_per_connection", self.bound as u64 + 1, self.bound as u64))
     }
 }
 
@@ -128,7 +129,8 @@ impl async_graphql::extensions::Extension for LimitErrors {
                         _ => return error,
                     };
                     let mut named = async_graphql::ServerError::new(
-                        format!("{} The limit {limit} is {bound}.", error.message.trim_end_matches('.')).replace(" The", ": the"),
+                        format!("{} The limit {limit} is {bound}.", error.message.trim_end_matches('.'))
+                            .replace(" The", ": the"),
                         None,
                     );
                     let mut extensions = async_graphql::ErrorExtensionValues::default();

@@ -5,7 +5,7 @@ use cmdb_core::access::{self, AccessCommand, Operation, token_hash, token_text};
 use uuid::Uuid;
 
 use super::scalars::{DateTime, Position};
-use super::types::{CreatedToken, PrincipalChange, PrincipalKind, Principal, Role, Written};
+use super::types::{CreatedToken, Principal, PrincipalChange, PrincipalKind, Role, Written};
 use super::{Requires, app, metadata};
 use crate::server::AppState;
 use crate::server::errors::{bad_input, core_error, graphql_error};
@@ -29,12 +29,17 @@ async fn run(app: &AppState, command: AccessCommand, metadata: cmdb_core::Metada
     // queueing here is cheaper than re-deciding after conflicts. Other processes (the CLI)
     // still race, and lose at most a retry.
     let _turn = app.access_commands.lock().await;
-    let outcome = access::execute(app.store.as_ref(), &command, metadata, app.clock.as_ref()).await.map_err(core_error)?;
-    let applied = app.access.wait_for(outcome.last_position, Duration::from_millis(app.settings.min_position_wait_ms)).await;
+    let outcome =
+        access::execute(app.store.as_ref(), &command, metadata, app.clock.as_ref()).await.map_err(core_error)?;
+    let applied =
+        app.access.wait_for(outcome.last_position, Duration::from_millis(app.settings.min_position_wait_ms)).await;
     if !applied {
         return Err(graphql_error(
             "UNAVAILABLE",
-            format!("the change is durable at position {} but the server has not applied it yet", outcome.last_position),
+            format!(
+                "the change is durable at position {} but the server has not applied it yet",
+                outcome.last_position
+            ),
         ));
     }
     Ok(outcome.last_position)
@@ -43,18 +48,26 @@ async fn run(app: &AppState, command: AccessCommand, metadata: cmdb_core::Metada
 fn principal_change(app: &AppState, name: &str, position: u64) -> async_graphql::Result<PrincipalChange> {
     let state = app.access.snapshot();
     let info = state.principals.get(name).ok_or_else(|| graphql_error("INTERNAL", "the principal vanished"))?;
-    Ok(PrincipalChange { principal: Principal::from_info(info, &state.tokens, app.clock.now()), position: Position(position) })
+    Ok(PrincipalChange {
+        principal: Principal::from_info(info, &state.tokens, app.clock.now()),
+        position: Position(position),
+    })
 }
 
 fn parse_token_id(token_id: &ID) -> async_graphql::Result<Uuid> {
-    Uuid::parse_str(token_id.as_str()).map_err(|_| bad_input(format!("tokenId {:?} is not a token id (a UUID)", token_id.as_str())))
+    Uuid::parse_str(token_id.as_str())
+        .map_err(|_| bad_input(format!("tokenId {:?} is not a token id (a UUID)", token_id.as_str())))
 }
 
 #[Object]
 impl MutationRoot {
     /// Creates a principal (a person or a system such as a pipeline) with roles.
     #[graphql(guard = "Requires(Operation::ManagePrincipals)")]
-    async fn create_principal(&self, ctx: &Context<'_>, input: CreatePrincipalInput) -> async_graphql::Result<PrincipalChange> {
+    async fn create_principal(
+        &self,
+        ctx: &Context<'_>,
+        input: CreatePrincipalInput,
+    ) -> async_graphql::Result<PrincipalChange> {
         let app = app(ctx);
         let command = AccessCommand::CreatePrincipal {
             name: input.name.clone(),
@@ -67,16 +80,28 @@ impl MutationRoot {
     }
 
     #[graphql(guard = "Requires(Operation::ManagePrincipals)")]
-    async fn grant_role(&self, ctx: &Context<'_>, principal: String, role: Role) -> async_graphql::Result<PrincipalChange> {
+    async fn grant_role(
+        &self,
+        ctx: &Context<'_>,
+        principal: String,
+        role: Role,
+    ) -> async_graphql::Result<PrincipalChange> {
         let app = app(ctx);
-        let position = run(app, AccessCommand::GrantRole { name: principal.clone(), role: role.into() }, metadata(ctx)?).await?;
+        let position =
+            run(app, AccessCommand::GrantRole { name: principal.clone(), role: role.into() }, metadata(ctx)?).await?;
         principal_change(app, &principal, position)
     }
 
     #[graphql(guard = "Requires(Operation::ManagePrincipals)")]
-    async fn revoke_role(&self, ctx: &Context<'_>, principal: String, role: Role) -> async_graphql::Result<PrincipalChange> {
+    async fn revoke_role(
+        &self,
+        ctx: &Context<'_>,
+        principal: String,
+        role: Role,
+    ) -> async_graphql::Result<PrincipalChange> {
         let app = app(ctx);
-        let position = run(app, AccessCommand::RevokeRole { name: principal.clone(), role: role.into() }, metadata(ctx)?).await?;
+        let position =
+            run(app, AccessCommand::RevokeRole { name: principal.clone(), role: role.into() }, metadata(ctx)?).await?;
         principal_change(app, &principal, position)
     }
 
@@ -100,12 +125,23 @@ impl MutationRoot {
             expires_at: expires_at.map(|d| d.0),
         };
         let position = run(app, command, metadata(ctx)?).await?;
-        Ok(CreatedToken { token, token_id: ID(token_id.to_string()), principal, expires_at, position: Position(position) })
+        Ok(CreatedToken {
+            token,
+            token_id: ID(token_id.to_string()),
+            principal,
+            expires_at,
+            position: Position(position),
+        })
     }
 
     /// Revokes a token. In force for every request once this returns.
     #[graphql(guard = "Requires(Operation::ManageTokens)")]
-    async fn revoke_token(&self, ctx: &Context<'_>, token_id: ID, reason: Option<String>) -> async_graphql::Result<Written> {
+    async fn revoke_token(
+        &self,
+        ctx: &Context<'_>,
+        token_id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<Written> {
         let app = app(ctx);
         let token_id = parse_token_id(&token_id)?;
         let position = run(app, AccessCommand::RevokeToken { token_id, reason }, metadata(ctx)?).await?;

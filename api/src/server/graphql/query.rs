@@ -6,7 +6,8 @@ use cmdb_core::{EventRecord, StreamId};
 
 use super::scalars::Position;
 use super::types::{
-    Digest, DigestCheckResult, Event, EventConnection, EventEdge, Limits, LogHead, Me, PageInfo, Principal, VerifyResult,
+    Digest, DigestCheckResult, Event, EventConnection, EventEdge, Limits, LogHead, Me, PageInfo, Principal,
+    VerifyResult,
 };
 use super::{Requires, app, caller};
 use crate::server::errors::{bad_input, limit_exceeded, store_error};
@@ -149,7 +150,8 @@ impl QueryRoot {
     /// Checks a digest exported earlier against the log as it is now.
     #[graphql(guard = "Requires(Operation::VerifyLog)")]
     async fn check_digest(&self, ctx: &Context<'_>, digest: String) -> async_graphql::Result<DigestCheckResult> {
-        let digest: cmdb_core::Digest = digest.parse().map_err(|e: cmdb_core::chain::DigestParseError| bad_input(e.to_string()))?;
+        let digest: cmdb_core::Digest =
+            digest.parse().map_err(|e: cmdb_core::chain::DigestParseError| bad_input(e.to_string()))?;
         Ok(app(ctx).store.check_digest(digest).await.map_err(store_error)?.into())
     }
 

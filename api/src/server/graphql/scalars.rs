@@ -39,9 +39,9 @@ pub struct DateTime(pub Timestamp);
 impl ScalarType for DateTime {
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
-            Value::String(text) => Timestamp::parse_rfc3339(text)
-                .map(DateTime)
-                .map_err(|e| InputValueError::custom(e.to_string())),
+            Value::String(text) => {
+                Timestamp::parse_rfc3339(text).map(DateTime).map_err(|e| InputValueError::custom(e.to_string()))
+            }
             _ => Err(InputValueError::expected_type(value)),
         }
     }

@@ -225,7 +225,9 @@ pub struct DigestCheckResult {
 impl From<DigestCheck> for DigestCheckResult {
     fn from(check: DigestCheck) -> Self {
         match check {
-            DigestCheck::Matches => DigestCheckResult { outcome: DigestOutcome::Matches, head: None, stored_hash: None },
+            DigestCheck::Matches => {
+                DigestCheckResult { outcome: DigestOutcome::Matches, head: None, stored_hash: None }
+            }
             DigestCheck::Truncated { head } => {
                 DigestCheckResult { outcome: DigestOutcome::Truncated, head: Some(Position(head)), stored_hash: None }
             }
@@ -295,7 +297,11 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn from_info(info: &PrincipalInfo, tokens: &std::collections::BTreeMap<uuid::Uuid, TokenInfo>, now: Timestamp) -> Principal {
+    pub fn from_info(
+        info: &PrincipalInfo,
+        tokens: &std::collections::BTreeMap<uuid::Uuid, TokenInfo>,
+        now: Timestamp,
+    ) -> Principal {
         Principal {
             name: info.name.clone(),
             kind: info.kind.into(),

@@ -244,7 +244,11 @@ impl SqliteStore {
         let path = data_dir.join(LOG_FILE_NAME);
         let existing_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if existing_bytes > 0 {
-            inspect_read_only(&path, existing_bytes <= options.quick_check_max_file_bytes, options.verify_tail_on_open)?;
+            inspect_read_only(
+                &path,
+                existing_bytes <= options.quick_check_max_file_bytes,
+                options.verify_tail_on_open,
+            )?;
         }
 
         let conn = open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE, &options)?;
@@ -379,8 +383,7 @@ impl SqliteStore {
 fn open_connection(path: &Path, flags: OpenFlags, options: &SqliteOptions) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(|e| open_error(path, e.to_string()))?;
-    conn.busy_timeout(Duration::from_millis(options.busy_timeout_ms))
-        .map_err(|e| open_error(path, e.to_string()))?;
+    conn.busy_timeout(Duration::from_millis(options.busy_timeout_ms)).map_err(|e| open_error(path, e.to_string()))?;
     Ok(conn)
 }
 
@@ -404,7 +407,9 @@ fn inspect_header(path: &Path) -> Result<(), StoreError> {
     if application_id != 0 && application_id != APPLICATION_ID {
         return Err(open_error(
             path,
-            format!("not a cmdb event log (application_id {application_id:#x}, expected {APPLICATION_ID:#x}); refusing to touch it"),
+            format!(
+                "not a cmdb event log (application_id {application_id:#x}, expected {APPLICATION_ID:#x}); refusing to touch it"
+            ),
         ));
     }
     if application_id == APPLICATION_ID && user_version > FORMAT_VERSION {
@@ -416,7 +421,9 @@ fn inspect_header(path: &Path) -> Result<(), StoreError> {
 fn newer_format(path: &Path, user_version: i32) -> StoreError {
     open_error(
         path,
-        format!("written by a newer cmdb (log format {user_version}; this build reads up to {FORMAT_VERSION}); upgrade cmdb to open it"),
+        format!(
+            "written by a newer cmdb (log format {user_version}; this build reads up to {FORMAT_VERSION}); upgrade cmdb to open it"
+        ),
     )
 }
 
@@ -426,13 +433,15 @@ fn newer_format(path: &Path, user_version: i32) -> StoreError {
 /// and changes no committed content, and the raw header was checked to be ours or blank.
 fn inspect_read_only(path: &Path, quick_check: bool, verify_tail: bool) -> Result<(), StoreError> {
     inspect_header(path)?;
-    let read_only = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| open_error(path, format!("cannot open read-only for inspection: {e}")))?;
+    let read_only =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| open_error(path, format!("cannot open read-only for inspection: {e}")))?;
     match inspect(&read_only, path, quick_check, verify_tail) {
         Err(InspectError::NeedsRecovery) => {
             drop(read_only);
-            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(|e| open_error(path, format!("cannot open for crash recovery: {e}")))?;
+            let conn =
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                    .map_err(|e| open_error(path, format!("cannot open for crash recovery: {e}")))?;
             match inspect(&conn, path, quick_check, verify_tail) {
                 Ok(()) => Ok(()),
                 Err(InspectError::Refused(error)) => Err(error),
@@ -464,8 +473,7 @@ fn inspect(conn: &Connection, path: &Path, quick_check: bool, verify_tail: bool)
     };
     let application_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(damaged)?;
     let user_version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(damaged)?;
-    let table_count: i64 =
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(damaged)?;
+    let table_count: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(damaged)?;
     if application_id != APPLICATION_ID {
         if application_id == 0 && user_version == 0 && table_count == 0 {
             return Ok(()); // an empty SQLite file: ours to initialise
@@ -487,7 +495,9 @@ fn inspect(conn: &Connection, path: &Path, quick_check: bool, verify_tail: bool)
     if quick_check {
         let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(damaged)?;
         if verdict != "ok" {
-            return Err(open_error(path, format!("the file is corrupted (quick_check: {verdict}); restore a backup")).into());
+            return Err(
+                open_error(path, format!("the file is corrupted (quick_check: {verdict}); restore a backup")).into()
+            );
         }
     }
     if verify_tail {
@@ -522,7 +532,9 @@ fn initialise_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             return Ok(());
         }
         conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};"))
+        conn.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};"
+        ))
     })();
     match result {
         Ok(()) => conn.execute_batch("COMMIT").map_err(fail),
@@ -711,7 +723,8 @@ impl Writer {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             return fail_all(group, storage_error(e));
         }
-        let (mut tail, mut live) = match read_tail(&self.conn).and_then(|t| Ok((t, live_appends_started(&self.conn)?))) {
+        let (mut tail, mut live) = match read_tail(&self.conn).and_then(|t| Ok((t, live_appends_started(&self.conn)?)))
+        {
             Ok(state) => state,
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
@@ -906,7 +919,9 @@ impl Writer {
                     hash.as_bytes().as_slice(),
                 ]);
                 if let Err(e) = inserted {
-                    if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) && e.to_string().contains("event_id") {
+                    if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+                        && e.to_string().contains("event_id")
+                    {
                         return Err(StoreError::DuplicateEventId(event_id));
                     }
                     return Err(storage_error(e));
@@ -1053,7 +1068,11 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<EventRecord>, StoreError> {
         let bound = self.shared.limits.max_page_events;
         if max_count > bound {
-            return Err(StoreError::LimitExceeded { limit: Limit::MaxPageEvents, value: max_count as u64, bound: bound as u64 });
+            return Err(StoreError::LimitExceeded {
+                limit: Limit::MaxPageEvents,
+                value: max_count as u64,
+                bound: bound as u64,
+            });
         }
         if max_count == 0 {
             return Ok(Vec::new());
@@ -1084,7 +1103,11 @@ impl EventStore for SqliteStore {
     async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
         let bound = self.shared.limits.max_page_events;
         if max_count > bound {
-            return Err(StoreError::LimitExceeded { limit: Limit::MaxPageEvents, value: max_count as u64, bound: bound as u64 });
+            return Err(StoreError::LimitExceeded {
+                limit: Limit::MaxPageEvents,
+                value: max_count as u64,
+                bound: bound as u64,
+            });
         }
         let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
         if max_count == 0 {
@@ -1142,8 +1165,9 @@ impl EventStore for SqliteStore {
                 // One read transaction: a consistent snapshot for the whole search.
                 let snapshot = conn.unchecked_transaction().map_err(storage_error)?;
                 let head = read_tail(&snapshot).map_err(storage_error)?.position;
-                let mut statement =
-                    snapshot.prepare_cached("SELECT recorded_at FROM events WHERE position = ?1").map_err(storage_error)?;
+                let mut statement = snapshot
+                    .prepare_cached("SELECT recorded_at FROM events WHERE position = ?1")
+                    .map_err(storage_error)?;
                 let mut recorded_at = |position: u64| -> Result<Timestamp, StoreError> {
                     let micros: i64 = statement
                         .query_row([position as i64], |r| r.get(0))

@@ -112,7 +112,12 @@ impl Tamper for SqliteTamper {
             prev = record.hash;
             conn.execute(
                 "UPDATE events SET data = ?1, prev_hash = ?2, hash = ?3 WHERE position = ?4",
-                params![record.data, record.prev_hash.as_bytes().as_slice(), record.hash.as_bytes().as_slice(), record.position as i64],
+                params![
+                    record.data,
+                    record.prev_hash.as_bytes().as_slice(),
+                    record.hash.as_bytes().as_slice(),
+                    record.position as i64
+                ],
             )
             .expect("tamper: rewrite");
         }

@@ -1,0 +1,449 @@
+//! Attribute schemas of the built-in classes: each attribute's type and whether it is
+//! required. Attributes describe a CI's function and physical characteristics (CM-1, 9.1.2).
+//! Unknown attributes are refused: a typo must not become data.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use super::CiError;
+use super::model::CiClass;
+
+/// Most attributes one CI may carry.
+pub const MAX_ATTRIBUTES: usize = 64;
+/// Longest text attribute, in bytes.
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Most items in a list attribute.
+pub const MAX_LIST_ITEMS: usize = 256;
+/// Most weekly intervals in service hours.
+pub const MAX_SERVICE_INTERVALS: usize = 28;
+
+/// The type of an attribute's value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttrType {
+    Text,
+    Integer {
+        min: i64,
+        max: i64,
+    },
+    Number {
+        min: f64,
+        max: f64,
+    },
+    Boolean,
+    Choice(&'static [&'static str]),
+    TextList,
+    IpAddressList,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+    /// An http(s) or git URL.
+    Url,
+    /// `{"time_zone": "<IANA zone>", "weekly": [{"days": ["mon",...], "start": "HH:MM", "end": "HH:MM"}]}`
+    ServiceHours,
+}
+
+impl AttrType {
+    pub fn describe(&self) -> String {
+        match self {
+            AttrType::Text => "text".into(),
+            AttrType::Integer { min, max } => format!("an integer from {min} to {max}"),
+            AttrType::Number { min, max } => format!("a number from {min} to {max}"),
+            AttrType::Boolean => "true or false".into(),
+            AttrType::Choice(choices) => format!("one of {}", choices.join(", ")),
+            AttrType::TextList => "a list of text".into(),
+            AttrType::IpAddressList => "a list of IP addresses".into(),
+            AttrType::Date => "a date YYYY-MM-DD".into(),
+            AttrType::Url => "a URL (http, https, ssh or git)".into(),
+            AttrType::ServiceHours => {
+                "service hours {\"time_zone\": IANA zone, \"weekly\": [{\"days\": [\"mon\",...], \"start\": \"HH:MM\", \"end\": \"HH:MM\"}]}".into()
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AttrSpec {
+    pub name: &'static str,
+    pub attr_type: AttrType,
+    pub required: bool,
+}
+
+const fn req(name: &'static str, attr_type: AttrType) -> AttrSpec {
+    AttrSpec { name, attr_type, required: true }
+}
+
+const fn opt(name: &'static str, attr_type: AttrType) -> AttrSpec {
+    AttrSpec { name, attr_type, required: false }
+}
+
+/// Attributes every class may carry.
+pub const COMMON_ATTRIBUTES: &[AttrSpec] =
+    &[opt("description", AttrType::Text), opt("tags", AttrType::TextList), opt("external_id", AttrType::Text)];
+
+const CORES: AttrType = AttrType::Integer { min: 1, max: 4096 };
+const MEMORY: AttrType = AttrType::Integer { min: 1, max: 1 << 40 };
+const PORT: AttrType = AttrType::Integer { min: 1, max: 65_535 };
+const COUNT: AttrType = AttrType::Integer { min: 0, max: 1_000_000_000 };
+
+/// The class-specific attributes.
+pub fn class_attributes(class: CiClass) -> &'static [AttrSpec] {
+    use AttrType::*;
+    match class {
+        CiClass::BusinessService => {
+            const SPECS: &[AttrSpec] = &[
+                req("criticality_tier", Integer { min: 1, max: 4 }),
+                req("service_hours", ServiceHours),
+                opt("availability_target_percent", Number { min: 0.0, max: 100.0 }),
+                opt("max_tolerated_outage_minutes", COUNT),
+            ];
+            SPECS
+        }
+        CiClass::Application => {
+            const SPECS: &[AttrSpec] = &[opt("repository", Url), opt("language", Text), opt("url", Url)];
+            SPECS
+        }
+        CiClass::Database => {
+            const SPECS: &[AttrSpec] = &[
+                req(
+                    "engine",
+                    Choice(&[
+                        "postgresql",
+                        "mysql",
+                        "mariadb",
+                        "oracle",
+                        "sqlserver",
+                        "mongodb",
+                        "redis",
+                        "cassandra",
+                        "other",
+                    ]),
+                ),
+                opt("port", PORT),
+                opt("size_gib", Number { min: 0.0, max: 1e9 }),
+            ];
+            SPECS
+        }
+        CiClass::Queue => {
+            const SPECS: &[AttrSpec] = &[
+                req("broker", Choice(&["kafka", "rabbitmq", "sqs", "activemq", "nats", "other"])),
+                opt("topic", Text),
+            ];
+            SPECS
+        }
+        CiClass::Host => {
+            const SPECS: &[AttrSpec] = &[
+                req("hostname", Text),
+                req("ip_addresses", IpAddressList),
+                req("os", Text),
+                req("cpu_cores", CORES),
+                req("memory_mib", MEMORY),
+                opt("serial_number", Text),
+            ];
+            SPECS
+        }
+        CiClass::VirtualMachine => {
+            const SPECS: &[AttrSpec] = &[
+                req("hostname", Text),
+                req("ip_addresses", IpAddressList),
+                req("os", Text),
+                req("cpu_cores", CORES),
+                req("memory_mib", MEMORY),
+                opt("hypervisor", Text),
+            ];
+            SPECS
+        }
+        CiClass::Container => {
+            const SPECS: &[AttrSpec] = &[req("image", Text), opt("replicas", COUNT)];
+            SPECS
+        }
+        CiClass::KubernetesCluster => {
+            const SPECS: &[AttrSpec] = &[
+                opt("distribution", Text),
+                opt("api_endpoint", Url),
+                opt("node_count", COUNT),
+                opt("kubernetes_version", Text),
+            ];
+            SPECS
+        }
+        CiClass::NetworkDevice => {
+            const SPECS: &[AttrSpec] = &[
+                req("device_type", Choice(&["router", "switch", "load_balancer", "access_point", "gateway"])),
+                opt("ip_addresses", IpAddressList),
+                opt("model", Text),
+                opt("firmware", Text),
+            ];
+            SPECS
+        }
+        CiClass::Firewall => {
+            const SPECS: &[AttrSpec] =
+                &[opt("ip_addresses", IpAddressList), opt("model", Text), opt("ruleset_version", Text)];
+            SPECS
+        }
+        CiClass::Licence => {
+            const SPECS: &[AttrSpec] = &[
+                req("licence_type", Choice(&["perpetual", "subscription", "open_source"])),
+                opt("product", Text),
+                opt("seats", COUNT),
+                opt("expires_on", Date),
+            ];
+            SPECS
+        }
+        CiClass::Document => {
+            const SPECS: &[AttrSpec] = &[
+                req("document_type", Choice(&["design", "test", "release", "sla", "runbook", "contract", "other"])),
+                req("uri", Url),
+            ];
+            SPECS
+        }
+        CiClass::PhysicalAsset => {
+            const SPECS: &[AttrSpec] =
+                &[req("asset_tag", Text), opt("model", Text), opt("serial_number", Text), opt("media_type", Text)];
+            SPECS
+        }
+        CiClass::Location => {
+            const SPECS: &[AttrSpec] = &[opt("address", Text), opt("site_code", Text), opt("country", Text)];
+            SPECS
+        }
+        CiClass::Supplier => {
+            const SPECS: &[AttrSpec] = &[opt("contact_email", Text), opt("review_date", Date)];
+            SPECS
+        }
+        CiClass::Contract => {
+            const SPECS: &[AttrSpec] =
+                &[opt("reference", Text), opt("start_date", Date), opt("end_date", Date), opt("review_date", Date)];
+            SPECS
+        }
+        CiClass::Person => {
+            const SPECS: &[AttrSpec] = &[req("email", Text)];
+            SPECS
+        }
+        CiClass::Team => {
+            const SPECS: &[AttrSpec] = &[opt("email", Text), opt("on_call", Text)];
+            SPECS
+        }
+    }
+}
+
+/// The spec of one attribute of a class, common or specific.
+pub fn attribute_spec(class: CiClass, name: &str) -> Option<&'static AttrSpec> {
+    class_attributes(class).iter().chain(COMMON_ATTRIBUTES).find(|spec| spec.name == name)
+}
+
+fn invalid(class: CiClass, name: &str, spec: &AttrSpec, detail: impl Into<String>) -> CiError {
+    CiError::InvalidAttribute {
+        class,
+        attribute: name.to_owned(),
+        expected: spec.attr_type.describe(),
+        detail: detail.into(),
+    }
+}
+
+fn text_ok(text: &str) -> Result<(), String> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(format!("{} bytes; the bound is {MAX_TEXT_BYTES} (max_text_bytes)", text.len()));
+    }
+    Ok(())
+}
+
+fn date_ok(text: &str) -> bool {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+}
+
+fn url_ok(text: &str) -> bool {
+    ["http://", "https://", "ssh://", "git@", "git://"].iter().any(|p| text.starts_with(p))
+        && text.len() > 8
+        && !text.chars().any(char::is_whitespace)
+}
+
+fn hhmm(text: &str) -> Option<u32> {
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    // 24:00 is allowed as an end.
+    ((h < 24 && m < 60) || (h == 24 && m == 0)).then_some(h * 60 + m)
+}
+
+fn service_hours_ok(value: &Value) -> Result<(), String> {
+    let object = value.as_object().ok_or("not an object")?;
+    if let Some(extra) = object.keys().find(|k| *k != "time_zone" && *k != "weekly") {
+        return Err(format!("unknown key {extra:?}"));
+    }
+    let zone = object
+        .get("time_zone")
+        .and_then(Value::as_str)
+        .ok_or("time_zone (an IANA zone such as Europe/Berlin) is missing")?;
+    chrono_tz::Tz::from_str(zone).map_err(|_| format!("{zone:?} is not an IANA time zone"))?;
+    let weekly = object.get("weekly").and_then(Value::as_array).ok_or("weekly (a list of intervals) is missing")?;
+    if weekly.is_empty() || weekly.len() > MAX_SERVICE_INTERVALS {
+        return Err(format!("weekly must hold 1 to {MAX_SERVICE_INTERVALS} intervals"));
+    }
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    for (index, interval) in weekly.iter().enumerate() {
+        let days =
+            interval.get("days").and_then(Value::as_array).ok_or(format!("interval {index}: days is missing"))?;
+        if days.is_empty() || days.iter().any(|d| d.as_str().is_none_or(|d| !DAYS.contains(&d))) {
+            return Err(format!(
+                "interval {index}: days must be a non-empty list of mon, tue, wed, thu, fri, sat, sun"
+            ));
+        }
+        let start = interval.get("start").and_then(Value::as_str).and_then(hhmm);
+        let end = interval.get("end").and_then(Value::as_str).and_then(hhmm);
+        match (start, end) {
+            (Some(start), Some(end)) if start < end => {}
+            _ => return Err(format!("interval {index}: start and end must be HH:MM with start before end")),
+        }
+    }
+    Ok(())
+}
+
+/// Checks one attribute value against its spec.
+pub fn check_value(class: CiClass, name: &str, value: &Value) -> Result<(), CiError> {
+    let spec = attribute_spec(class, name).ok_or_else(|| CiError::UnknownAttribute {
+        class,
+        attribute: name.to_owned(),
+        known: class_attributes(class).iter().chain(COMMON_ATTRIBUTES).map(|s| s.name).collect::<Vec<_>>().join(", "),
+    })?;
+    let fail = |detail: &str| Err(invalid(class, name, spec, detail));
+    match spec.attr_type {
+        AttrType::Text => match value.as_str() {
+            Some(text) => text_ok(text).or_else(|d| fail(&d)),
+            None => fail("not text"),
+        },
+        AttrType::Integer { min, max } => match value.as_i64() {
+            Some(n) if (min..=max).contains(&n) => Ok(()),
+            Some(n) => fail(&format!("{n} is out of range")),
+            None => fail("not an integer"),
+        },
+        AttrType::Number { min, max } => match value.as_f64() {
+            Some(n) if n >= min && n <= max => Ok(()),
+            Some(n) => fail(&format!("{n} is out of range")),
+            None => fail("not a number"),
+        },
+        AttrType::Boolean => {
+            if value.is_boolean() {
+                Ok(())
+            } else {
+                fail("not a boolean")
+            }
+        }
+        AttrType::Choice(choices) => match value.as_str() {
+            Some(text) if choices.contains(&text) => Ok(()),
+            _ => fail(&format!("{value} is not one of the choices")),
+        },
+        AttrType::TextList | AttrType::IpAddressList => {
+            let Some(items) = value.as_array() else { return fail("not a list") };
+            if items.len() > MAX_LIST_ITEMS {
+                return fail(&format!("{} items; the bound is {MAX_LIST_ITEMS} (max_list_items)", items.len()));
+            }
+            for item in items {
+                let Some(text) = item.as_str() else { return fail(&format!("{item} is not text")) };
+                text_ok(text).or_else(|d| fail(&d))?;
+                if spec.attr_type == AttrType::IpAddressList && IpAddr::from_str(text).is_err() {
+                    return fail(&format!("{text:?} is not an IP address"));
+                }
+            }
+            Ok(())
+        }
+        AttrType::Date => match value.as_str() {
+            Some(text) if date_ok(text) => Ok(()),
+            _ => fail(&format!("{value} is not a date YYYY-MM-DD")),
+        },
+        AttrType::Url => match value.as_str() {
+            Some(text) if url_ok(text) && text.len() <= MAX_TEXT_BYTES => Ok(()),
+            _ => fail(&format!("{value} is not a URL")),
+        },
+        AttrType::ServiceHours => service_hours_ok(value).or_else(|d| fail(&d)),
+    }
+}
+
+/// Checks a complete attribute set (registration): every value typed, every required present.
+pub fn check_complete(class: CiClass, attributes: &BTreeMap<String, Value>) -> Result<(), CiError> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(CiError::TooManyAttributes { count: attributes.len() });
+    }
+    for (name, value) in attributes {
+        check_value(class, name, value)?;
+    }
+    if let Some(missing) = class_attributes(class).iter().find(|s| s.required && !attributes.contains_key(s.name)) {
+        return Err(CiError::MissingAttribute {
+            class,
+            attribute: missing.name.to_owned(),
+            expected: missing.attr_type.describe(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn attrs(value: Value) -> BTreeMap<String, Value> {
+        serde_json::from_value(value).expect("object")
+    }
+
+    #[test]
+    fn a_complete_host_passes_and_each_fault_is_named() {
+        let host = json!({"hostname": "web-01", "ip_addresses": ["10.0.0.1", "fe80::1"], "os": "debian-12", "cpu_cores": 8, "memory_mib": 32768});
+        assert_eq!(check_complete(CiClass::Host, &attrs(host.clone())), Ok(()));
+        let mut missing = attrs(host.clone());
+        missing.remove("os");
+        assert!(
+            matches!(check_complete(CiClass::Host, &missing), Err(CiError::MissingAttribute { attribute, .. }) if attribute == "os")
+        );
+        let mut mistyped = attrs(host.clone());
+        mistyped.insert("cpu_cores".into(), json!("eight"));
+        let error = check_complete(CiClass::Host, &mistyped).expect_err("mistyped");
+        assert!(error.to_string().contains("cpu_cores") && error.to_string().contains("integer"), "{error}");
+        let mut bad_ip = attrs(host.clone());
+        bad_ip.insert("ip_addresses".into(), json!(["10.0.0.300"]));
+        assert!(check_complete(CiClass::Host, &bad_ip).is_err());
+        let mut unknown = attrs(host);
+        unknown.insert("colour".into(), json!("red"));
+        let error = check_complete(CiClass::Host, &unknown).expect_err("unknown");
+        assert!(matches!(error, CiError::UnknownAttribute { .. }));
+        assert!(error.to_string().contains("hostname"), "lists the known ones: {error}");
+    }
+
+    #[test]
+    fn service_hours_need_a_real_zone_and_sane_intervals() {
+        let good = json!({"time_zone": "Europe/Berlin", "weekly": [{"days": ["mon","tue","wed","thu","fri"], "start": "08:00", "end": "18:00"}]});
+        assert!(check_value(CiClass::BusinessService, "service_hours", &good).is_ok());
+        let all_day = json!({"time_zone": "UTC", "weekly": [{"days": ["sun"], "start": "00:00", "end": "24:00"}]});
+        assert!(check_value(CiClass::BusinessService, "service_hours", &all_day).is_ok());
+        for bad in [
+            json!({"time_zone": "Mars/Olympus", "weekly": [{"days": ["mon"], "start": "08:00", "end": "18:00"}]}),
+            json!({"time_zone": "UTC", "weekly": []}),
+            json!({"time_zone": "UTC", "weekly": [{"days": ["monday"], "start": "08:00", "end": "18:00"}]}),
+            json!({"time_zone": "UTC", "weekly": [{"days": ["mon"], "start": "18:00", "end": "08:00"}]}),
+            json!({"time_zone": "UTC", "weekly": [{"days": ["mon"], "start": "8:00", "end": "18:00"}]}),
+            json!("24x7"),
+        ] {
+            assert!(check_value(CiClass::BusinessService, "service_hours", &bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tiers_are_one_to_four() {
+        for (tier, ok) in [(0, false), (1, true), (4, true), (5, false)] {
+            assert_eq!(check_value(CiClass::BusinessService, "criticality_tier", &json!(tier)).is_ok(), ok, "{tier}");
+        }
+    }
+
+    #[test]
+    fn every_class_has_a_schema_without_duplicate_names() {
+        for class in CiClass::ALL {
+            let mut names: Vec<&str> =
+                class_attributes(*class).iter().chain(COMMON_ATTRIBUTES).map(|s| s.name).collect();
+            let total = names.len();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), total, "{class}");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Given/when/then tests of the CI decider: given accepted commands, when a command comes,
+//! then these events per stream, or this error.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::*;
+
+/// The world after these commands, each decided and applied in order.
+fn given(commands: &[CiCommand]) -> Loaded {
+    let mut world = Loaded::default();
+    for (index, command) in commands.iter().enumerate() {
+        let decision = then_ok(&world, command).unwrap_or_else(|e| panic!("given command {index} refused: {e}"));
+        apply(&mut world, &decision);
+    }
+    world
+}
+
+fn then_ok(world: &Loaded, command: &CiCommand) -> Result<Decision, CiError> {
+    // Load what the command needs from the world, as the service does from the store.
+    let mut loaded = Loaded::default();
+    for _ in 0..4 {
+        let wanted = needs(command, &loaded);
+        for id in wanted.cis {
+            loaded.cis.insert(id, world.cis.get(&id).cloned().unwrap_or_default());
+        }
+        for id in wanted.rels {
+            loaded.rels.insert(id, world.rels.get(&id).cloned().unwrap_or_default());
+        }
+        for key in wanted.names {
+            loaded.names.insert(key.clone(), world.names.get(&key).cloned().unwrap_or_default());
+        }
+    }
+    decide(command, &loaded)
+}
+
+fn apply(world: &mut Loaded, decision: &Decision) {
+    for (stream, events) in &decision.writes {
+        for event in events {
+            let text = stream.as_str();
+            if let Some(id) = text.strip_prefix("ci-name-") {
+                let key = world.names.keys().find(|k| k.stream() == *stream).cloned();
+                let key = key.unwrap_or_else(|| match event {
+                    CiEvent::NameClaimed(c) | CiEvent::NameReleased(c) => NameKey::new(c.class, &c.name),
+                    _ => panic!("odd name event in {id}"),
+                });
+                let state = world.names.entry(key).or_default();
+                let version = state.version.map_or(0, |v| v + 1);
+                state.apply(event, version);
+            } else if let Some(id) = text.strip_prefix("ci-") {
+                let state = world.cis.entry(CiId(Uuid::parse_str(id).expect("uuid"))).or_default();
+                let version = state.version.map_or(0, |v| v + 1);
+                state.apply(event, version);
+            } else if let Some(id) = text.strip_prefix("rel-") {
+                let state = world.rels.entry(RelId(Uuid::parse_str(id).expect("uuid"))).or_default();
+                let version = state.version.map_or(0, |v| v + 1);
+                state.apply(event, version);
+            }
+        }
+    }
+}
+
+fn ci(n: u128) -> CiId {
+    CiId(Uuid::from_u128(n))
+}
+
+fn rel(n: u128) -> RelId {
+    RelId(Uuid::from_u128(1_000 + n))
+}
+
+fn attrs(value: Value) -> BTreeMap<String, Value> {
+    serde_json::from_value(value).expect("object")
+}
+
+fn host_attrs() -> BTreeMap<String, Value> {
+    attrs(
+        json!({"hostname": "web-01", "ip_addresses": ["10.0.0.1"], "os": "debian-12", "cpu_cores": 8, "memory_mib": 16384}),
+    )
+}
+
+fn register(n: u128, class: CiClass, name: &str, attributes: BTreeMap<String, Value>) -> CiCommand {
+    CiCommand::Register(Register {
+        ci_id: ci(n),
+        class,
+        name: name.into(),
+        status: Status::Live,
+        environment: Some(Environment::Production),
+        owner: None,
+        location: None,
+        version: None,
+        attributes,
+        authorized_by: None,
+    })
+}
+
+fn host(n: u128, name: &str) -> CiCommand {
+    register(n, CiClass::Host, name, host_attrs())
+}
+
+fn app(n: u128, name: &str) -> CiCommand {
+    register(n, CiClass::Application, name, BTreeMap::new())
+}
+
+fn team(n: u128, name: &str) -> CiCommand {
+    register(n, CiClass::Team, name, BTreeMap::new())
+}
+
+fn relate(n: u128, rel_type: RelType, source: u128, target: u128) -> CiCommand {
+    CiCommand::Relate { rel_id: rel(n), rel_type, source: ci(source), target: ci(target), authorized_by: None }
+}
+
+fn events_of<'a>(decision: &'a Decision, stream: &StreamId) -> &'a [CiEvent] {
+    decision.writes.iter().find(|(s, _)| s == stream).map(|(_, e)| e.as_slice()).unwrap_or(&[])
+}
+
+#[test]
+fn register_writes_the_ci_and_claims_its_name() {
+    let change = ChangeId(Uuid::from_u128(77));
+    let mut command = host(1, "web-01");
+    if let CiCommand::Register(r) = &mut command {
+        r.authorized_by = Some(change);
+    }
+    let decision = then_ok(&Loaded::default(), &command).expect("accepted");
+    let registered = events_of(&decision, &ci(1).stream());
+    assert!(
+        matches!(&registered[..], [CiEvent::Registered(e)] if e.name == "web-01" && e.authorized_by == Some(change))
+    );
+    let claim = events_of(&decision, &NameKey::new(CiClass::Host, "web-01").stream());
+    assert!(matches!(&claim[..], [CiEvent::NameClaimed(c)] if c.ci_id == ci(1)));
+}
+
+#[test]
+fn names_are_unique_per_class_case_insensitively_until_withdrawn() {
+    let world = given(&[host(1, "web-01")]);
+    let duplicate = then_ok(&world, &host(2, "WEB-01 ")).expect_err("a trailing space is refused");
+    assert!(matches!(duplicate, CiError::InvalidName(_)));
+    let duplicate = then_ok(&world, &host(2, "WEB-01")).expect_err("taken");
+    assert_eq!(duplicate, CiError::NameTaken { class: CiClass::Host, name: "WEB-01".into(), holder: ci(1) });
+    assert!(then_ok(&world, &app(2, "web-01")).is_ok(), "another class may use the name");
+    let world = given(&[host(1, "web-01"), CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None }]);
+    assert!(then_ok(&world, &host(2, "web-01")).is_ok(), "a withdrawn CI frees its name");
+}
+
+#[test]
+fn register_refuses_bad_classes_of_input() {
+    let world = given(&[team(9, "ops")]);
+    let mut missing = host_attrs();
+    missing.remove("memory_mib");
+    assert!(matches!(
+        then_ok(&world, &register(1, CiClass::Host, "h", missing)),
+        Err(CiError::MissingAttribute { .. })
+    ));
+    let mut mistyped = host_attrs();
+    mistyped.insert("cpu_cores".into(), json!(-1));
+    assert!(matches!(
+        then_ok(&world, &register(1, CiClass::Host, "h", mistyped)),
+        Err(CiError::InvalidAttribute { .. })
+    ));
+    assert!(matches!(then_ok(&world, &register(1, CiClass::Host, "", host_attrs())), Err(CiError::InvalidName(_))));
+    let service = register(
+        2,
+        CiClass::BusinessService,
+        "Payments",
+        attrs(
+            json!({"criticality_tier": 1, "service_hours": {"time_zone": "UTC", "weekly": [{"days": ["mon"], "start": "00:00", "end": "24:00"}]}}),
+        ),
+    );
+    assert_eq!(then_ok(&world, &service), Err(CiError::OwnerRequired { class: CiClass::BusinessService }));
+    let CiCommand::Register(mut owned) = service else { unreachable!() };
+    owned.owner = Some(ci(9));
+    let decision = then_ok(&world, &CiCommand::Register(owned.clone())).expect("owned service");
+    assert_eq!(decision.conditions, vec![ci(9).stream()], "the owner must not change underneath");
+    owned.owner = Some(ci(404));
+    assert_eq!(then_ok(&world, &CiCommand::Register(owned.clone())), Err(CiError::UnknownCi(ci(404))));
+    let world = given(&[team(9, "ops"), host(3, "h3")]);
+    owned.owner = Some(ci(3));
+    assert!(matches!(
+        then_ok(&world, &CiCommand::Register(owned)),
+        Err(CiError::WrongReferenceClass { field: "owner", .. })
+    ));
+    let CiCommand::Register(mut withdrawn_status) = host(4, "h4") else { unreachable!() };
+    withdrawn_status.status = Status::Withdrawn;
+    assert_eq!(
+        then_ok(&world, &CiCommand::Register(withdrawn_status)),
+        Err(CiError::InitialStatusNotAllowed(Status::Withdrawn))
+    );
+    assert_eq!(then_ok(&world, &host(3, "again")), Err(CiError::CiExists(ci(3))));
+}
+
+#[test]
+fn updates_change_only_what_differs_and_renames_move_the_claim() {
+    let world = given(&[host(1, "web-01")]);
+    let update = Update {
+        name: Some("web-01a".into()),
+        set_attributes: attrs(json!({"cpu_cores": 16, "os": "debian-12"})),
+        version: Some("2.0".into()),
+        ..Update::default()
+    };
+    let decision = then_ok(&world, &CiCommand::Update(ci(1), update)).expect("accepted");
+    let CiEvent::Updated(event) = &events_of(&decision, &ci(1).stream())[0] else { panic!("an update") };
+    assert_eq!(event.attributes_set, attrs(json!({"cpu_cores": 16})), "unchanged values are not repeated");
+    assert_eq!(event.name.as_deref(), Some("web-01a"));
+    assert!(matches!(
+        &events_of(&decision, &NameKey::new(CiClass::Host, "web-01").stream())[..],
+        [CiEvent::NameReleased(_)]
+    ));
+    assert!(matches!(
+        &events_of(&decision, &NameKey::new(CiClass::Host, "web-01a").stream())[..],
+        [CiEvent::NameClaimed(_)]
+    ));
+
+    let same = Update { set_attributes: attrs(json!({"cpu_cores": 8})), ..Update::default() };
+    assert_eq!(then_ok(&world, &CiCommand::Update(ci(1), same)), Err(CiError::NothingToChange));
+    let required = Update { remove_attributes: vec!["hostname".into()], ..Update::default() };
+    assert!(matches!(then_ok(&world, &CiCommand::Update(ci(1), required)), Err(CiError::MissingAttribute { .. })));
+    let unknown = Update { set_attributes: attrs(json!({"colour": "red"})), ..Update::default() };
+    assert!(matches!(then_ok(&world, &CiCommand::Update(ci(1), unknown)), Err(CiError::UnknownAttribute { .. })));
+    assert_eq!(then_ok(&world, &CiCommand::Update(ci(2), Update::default())), Err(CiError::UnknownCi(ci(2))));
+}
+
+#[test]
+fn transitions_follow_the_table() {
+    let world = given(&[host(1, "h")]);
+    let to = |status| CiCommand::Transition { ci_id: ci(1), to: status, reason: None, authorized_by: None };
+    let decision = then_ok(&world, &to(Status::UnderChange)).expect("live to under_change");
+    assert!(
+        matches!(&events_of(&decision, &ci(1).stream())[..], [CiEvent::StatusChanged(e)] if e.from == Status::Live && e.to == Status::UnderChange)
+    );
+    let refused = then_ok(&world, &to(Status::Ordered)).expect_err("live to ordered");
+    assert!(matches!(refused, CiError::TransitionNotAllowed { from: Status::Live, to: Status::Ordered, .. }));
+    assert!(refused.to_string().contains("under_change, withdrawn"), "{refused}");
+}
+
+#[test]
+fn a_withdrawn_ci_cannot_change_or_be_related() {
+    let world = given(&[
+        host(1, "h"),
+        app(2, "a"),
+        CiCommand::Withdraw { ci_id: ci(1), reason: Some("decommissioned".into()), authorized_by: None },
+    ]);
+    let update = Update { set_attributes: attrs(json!({"cpu_cores": 4})), ..Update::default() };
+    assert_eq!(then_ok(&world, &CiCommand::Update(ci(1), update)), Err(CiError::CiWithdrawn(ci(1))));
+    assert_eq!(then_ok(&world, &relate(1, RelType::RunsOn, 2, 1)), Err(CiError::CiWithdrawn(ci(1))));
+    assert_eq!(
+        then_ok(&world, &CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None }),
+        Err(CiError::CiWithdrawn(ci(1)))
+    );
+}
+
+#[test]
+fn relationships_obey_the_class_table_and_refuse_loops_and_duplicates() {
+    let world = given(&[
+        host(1, "h"),
+        app(2, "a"),
+        register(3, CiClass::Document, "runbook", attrs(json!({"document_type": "runbook", "uri": "https://wiki/x"}))),
+    ]);
+    let decision = then_ok(&world, &relate(1, RelType::RunsOn, 2, 1)).expect("an application runs on a host");
+    assert_eq!(decision.writes.len(), 3, "the relationship and both CIs");
+    assert!(matches!(then_ok(&world, &relate(1, RelType::RunsOn, 1, 2)), Err(CiError::RelationshipNotAllowed { .. })));
+    assert!(matches!(
+        then_ok(&world, &relate(1, RelType::DocumentedBy, 3, 2)),
+        Err(CiError::RelationshipNotAllowed { .. })
+    ));
+    assert!(then_ok(&world, &relate(1, RelType::DocumentedBy, 2, 3)).is_ok());
+    assert_eq!(then_ok(&world, &relate(1, RelType::DependsOn, 2, 2)), Err(CiError::SelfLoop(ci(2))));
+    assert_eq!(then_ok(&world, &relate(1, RelType::RunsOn, 2, 404)), Err(CiError::UnknownCi(ci(404))));
+    let world = given(&[host(1, "h"), app(2, "a"), relate(1, RelType::RunsOn, 2, 1)]);
+    assert_eq!(
+        then_ok(&world, &relate(2, RelType::RunsOn, 2, 1)),
+        Err(CiError::DuplicateRelationship {
+            rel_type: RelType::RunsOn,
+            source_ci: ci(2),
+            target_ci: ci(1),
+            existing: rel(1)
+        })
+    );
+    assert_eq!(then_ok(&world, &relate(1, RelType::DependsOn, 2, 1)), Err(CiError::RelationshipExists(rel(1))));
+    assert!(then_ok(&world, &relate(2, RelType::DependsOn, 2, 1)).is_ok(), "another type between the same CIs");
+}
+
+#[test]
+fn unrelate_removes_once_and_updates_both_ends() {
+    let world = given(&[host(1, "h"), app(2, "a"), relate(1, RelType::RunsOn, 2, 1)]);
+    assert_eq!(world.cis[&ci(1)].links.len(), 1);
+    let unrelate = CiCommand::Unrelate { rel_id: rel(1), reason: None, authorized_by: None };
+    let decision = then_ok(&world, &unrelate).expect("accepted");
+    assert!(matches!(&events_of(&decision, &ci(2).stream())[..], [CiEvent::Unlinked(_)]));
+    assert!(matches!(&events_of(&decision, &ci(1).stream())[..], [CiEvent::Unlinked(_)]));
+    let world = given(&[host(1, "h"), app(2, "a"), relate(1, RelType::RunsOn, 2, 1), unrelate.clone()]);
+    assert_eq!(then_ok(&world, &unrelate), Err(CiError::RelationshipRemoved(rel(1))));
+    assert!(world.cis[&ci(1)].links.is_empty());
+    let unknown = CiCommand::Unrelate { rel_id: rel(9), reason: None, authorized_by: None };
+    assert_eq!(then_ok(&world, &unknown), Err(CiError::UnknownRelationship(rel(9))));
+}
+
+#[test]
+fn withdrawing_removes_the_active_relationships_atomically() {
+    let world = given(&[
+        host(1, "h"),
+        app(2, "a"),
+        app(3, "b"),
+        relate(1, RelType::RunsOn, 2, 1),
+        relate(2, RelType::RunsOn, 3, 1),
+    ]);
+    let decision =
+        then_ok(&world, &CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None }).expect("accepted");
+    for n in [1, 2] {
+        assert!(matches!(&events_of(&decision, &rel(n).stream())[..], [CiEvent::RelationshipRemoved(_)]));
+    }
+    assert!(matches!(&events_of(&decision, &ci(2).stream())[..], [CiEvent::Unlinked(_)]));
+    let own = events_of(&decision, &ci(1).stream());
+    assert!(matches!(own.last(), Some(CiEvent::Withdrawn(e)) if e.from == Status::Live));
+    let world = given(&[
+        host(1, "h"),
+        app(2, "a"),
+        app(3, "b"),
+        relate(1, RelType::RunsOn, 2, 1),
+        relate(2, RelType::RunsOn, 3, 1),
+        CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None },
+    ]);
+    assert!(world.cis[&ci(2)].links.is_empty());
+    assert!(world.rels[&rel(1)].removed);
+}
+
+#[test]
+fn a_hub_withdrawal_is_bounded() {
+    let mut commands = vec![host(1, "hub")];
+    for n in 0..=MAX_RELATIONSHIPS_PER_WITHDRAWAL as u128 {
+        commands.push(app(100 + n, &format!("app-{n}")));
+        commands.push(relate(n, RelType::RunsOn, 100 + n, 1));
+    }
+    let world = given(&commands);
+    let refused = then_ok(&world, &CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None });
+    assert_eq!(refused, Err(CiError::TooManyRelationships { ci: ci(1), count: MAX_RELATIONSHIPS_PER_WITHDRAWAL + 1 }));
+}
