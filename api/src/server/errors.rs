@@ -5,6 +5,7 @@ use async_graphql::ErrorExtensions;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cmdb_core::access::{AccessError, Operation};
+use cmdb_core::ci::CiError;
 use cmdb_core::store::StoreError;
 
 use crate::server::auth::AuthError;
@@ -125,6 +126,21 @@ pub fn core_error(error: cmdb_core::Error) -> async_graphql::Error {
             _ => "BAD_USER_INPUT",
         },
         Error::Envelope(_) => "BAD_USER_INPUT",
+        Error::Ci(ci) => match ci {
+            CiError::UnknownCi(_) | CiError::UnknownRelationship(_) => "NOT_FOUND",
+            CiError::NameTaken { .. }
+            | CiError::CiExists(_)
+            | CiError::RelationshipExists(_)
+            | CiError::DuplicateRelationship { .. } => "ALREADY_EXISTS",
+            CiError::CiWithdrawn(_)
+            | CiError::TransitionNotAllowed { .. }
+            | CiError::RelationshipRemoved(_)
+            | CiError::NothingToChange
+            | CiError::ReferenceWithdrawn { .. } => "FAILED_PRECONDITION",
+            CiError::TooManyRelationships { .. } | CiError::TooManyAttributes { .. } => "LIMIT_EXCEEDED",
+            CiError::Undecodable { .. } => "INTERNAL",
+            _ => "BAD_USER_INPUT",
+        },
         Error::Contended { .. } => "CONFLICT",
     };
     if code == "INTERNAL" {
