@@ -5,6 +5,7 @@
 //! Backends: [`sqlite::SqliteStore`] (embedded, the default). Every backend runs the suite in
 //! [`crate::conformance`], as far as its [`Capabilities`] go.
 
+pub mod memory;
 pub mod sqlite;
 mod subscription;
 mod validate;
@@ -23,7 +24,7 @@ use crate::event::{EventRecord, NewEvent, StreamId};
 use crate::time::Timestamp;
 
 pub use subscription::subscribe;
-pub use validate::validate_request;
+pub use validate::{check_bulk_load, check_expectations, validate_request};
 
 /// What the writer of a stream expects to find before its events are added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -98,3 +98,56 @@ pub fn validate_request(request: &AppendRequest, limits: &StoreLimits, now: Time
     }
     Ok(())
 }
+
+/// Checks a request's conditions and expected versions against the log, in order (conditions
+/// first, then written streams). `version_of` gives a stream's last version. Returns the
+/// current version of each written stream, in request order.
+pub fn check_expectations(
+    request: &AppendRequest,
+    mut version_of: impl FnMut(&crate::event::StreamId) -> Result<Option<u64>, StoreError>,
+) -> Result<Vec<Option<u64>>, StoreError> {
+    use crate::store::{StreamRole, StreamState};
+    for condition in &request.conditions {
+        let actual = version_of(&condition.stream)?;
+        if !condition.expected.admits(actual) {
+            return Err(StoreError::VersionConflict {
+                stream: condition.stream.clone(),
+                expected: condition.expected,
+                actual: StreamState(actual),
+                role: StreamRole::Condition,
+            });
+        }
+    }
+    let mut current = Vec::with_capacity(request.writes.len());
+    for write in &request.writes {
+        let actual = version_of(&write.stream)?;
+        if !write.expected.admits(actual) {
+            return Err(StoreError::VersionConflict {
+                stream: write.stream.clone(),
+                expected: write.expected,
+                actual: StreamState(actual),
+                role: StreamRole::Written,
+            });
+        }
+        current.push(actual);
+    }
+    Ok(current)
+}
+
+/// The bulk-load rules that depend on the log. Returns whether the request is a bulk load.
+/// `live`: the log already holds an event stamped at commit; `tail`: the last `recorded_at`.
+pub fn check_bulk_load(request: &AppendRequest, live: bool, tail: Timestamp) -> Result<bool, StoreError> {
+    let first = request.writes.iter().flat_map(|w| w.events.first()).find_map(|e| e.recorded_at);
+    let Some(first) = first else { return Ok(false) };
+    if live {
+        return Err(StoreError::InvalidInput(
+            "a bulk load may supply recorded_at only into an empty log (or one holding only bulk-loaded events); this log already has events stamped at commit".into(),
+        ));
+    }
+    if first < tail {
+        return Err(StoreError::InvalidInput(format!(
+            "supplied recorded_at {first} is before the log's last event ({tail})"
+        )));
+    }
+    Ok(true)
+}

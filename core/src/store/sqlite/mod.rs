@@ -36,9 +36,10 @@ use uuid::Uuid;
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
 use crate::event::{Actor, EventRecord, Metadata, Source, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
+use crate::store::validate::{check_bulk_load, check_expectations};
 use crate::store::{
     AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, Limit, StoreError, StoreLimits, StreamAppended,
-    StreamRole, StreamState, validate_request,
+    validate_request,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -819,48 +820,10 @@ impl Writer {
         live: &mut bool,
         stamp: Timestamp,
     ) -> Result<AppendOutcome, StoreError> {
-        for condition in &request.conditions {
-            let actual = stream_version(&self.conn, condition.stream.as_str()).map_err(storage_error)?;
-            if !condition.expected.admits(actual) {
-                return Err(StoreError::VersionConflict {
-                    stream: condition.stream.clone(),
-                    expected: condition.expected,
-                    actual: StreamState(actual),
-                    role: StreamRole::Condition,
-                });
-            }
-        }
-        let mut current = Vec::with_capacity(request.writes.len());
-        for write in &request.writes {
-            let actual = stream_version(&self.conn, write.stream.as_str()).map_err(storage_error)?;
-            if !write.expected.admits(actual) {
-                return Err(StoreError::VersionConflict {
-                    stream: write.stream.clone(),
-                    expected: write.expected,
-                    actual: StreamState(actual),
-                    role: StreamRole::Written,
-                });
-            }
-            current.push(actual);
-        }
-
-        let bulk = request.writes.iter().flat_map(|w| w.events.first()).any(|e| e.recorded_at.is_some());
-        if bulk {
-            if *live {
-                return Err(StoreError::InvalidInput(
-                    "a bulk load may supply recorded_at only into an empty log (or one holding only bulk-loaded events); this log already has events stamped at commit".into(),
-                ));
-            }
-            let first = request.writes.iter().flat_map(|w| w.events.first()).find_map(|e| e.recorded_at);
-            if let Some(first) = first {
-                if first < tail.recorded_at {
-                    return Err(StoreError::InvalidInput(format!(
-                        "supplied recorded_at {first} is before the log's last event ({})",
-                        tail.recorded_at
-                    )));
-                }
-            }
-        } else if !*live {
+        let current =
+            check_expectations(request, |stream| stream_version(&self.conn, stream.as_str()).map_err(storage_error))?;
+        let bulk = check_bulk_load(request, *live, tail.recorded_at)?;
+        if !bulk && !*live {
             let mut statement = self
                 .conn
                 .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, '1')")
