@@ -1,0 +1,643 @@
+//! The temporal configuration graph (CM-2, CM-5, CM-8). Every CI version and every
+//! relationship carries its validity interval of log positions `[from, to)`; an as-of read
+//! binary-searches the versions, and a traversal at position `p` follows only the edges valid
+//! at `p`. Nothing is replayed to answer a question about the past.
+//!
+//! The structure is append-only: applying an event only adds versions or closes the open
+//! one, so the answer at a position the graph has applied never changes.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use cmdb_core::ci::{
+    ChangeId, CiClass, CiEvent, CiId, CiSnapshot, NameKey, Propagation, RelId, RelType, RelationshipCreated, Status,
+    rule,
+};
+use cmdb_core::{EventRecord, Timestamp};
+use petgraph::Direction as EdgeDirection;
+use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
+use serde::{Deserialize, Serialize};
+
+/// The `to` of a version still in force.
+pub const OPEN: u64 = u64::MAX;
+/// Deepest traversal allowed.
+pub const MAX_DEPTH: u32 = 32;
+/// Most CIs an impact analysis may return.
+pub const MAX_RESULTS: usize = 10_000;
+/// Most cycles an impact analysis reports.
+pub const MAX_CYCLES_REPORTED: usize = 32;
+
+/// Why a graph question could not be answered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    #[error("{time} is before the first event of the log ({first})")]
+    BeforeFirstEvent { time: Timestamp, first: Timestamp },
+    #[error("the log is empty: there is no moment to read")]
+    EmptyLog,
+    #[error("position {asked} is past what the graph has applied ({applied})")]
+    PositionAhead { asked: u64, applied: u64 },
+    #[error("no CI {ci} at position {position}")]
+    UnknownCi { ci: CiId, position: u64 },
+    #[error("max_depth must be between 1 and {MAX_DEPTH}, got {0}")]
+    Depth(u32),
+    #[error("max_results must be between 1 and {MAX_RESULTS}, got {0}")]
+    Results(usize),
+    #[error("CI event at position {position} cannot be applied: {detail}")]
+    Apply { position: u64, detail: String },
+}
+
+/// One version of a CI and the positions it is valid for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CiVersion {
+    pub from: u64,
+    pub to: u64,
+    pub ci: Arc<CiSnapshot>,
+}
+
+/// One event in a CI's life, for its history (CM-8 traceability).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub position: u64,
+    pub recorded_at: Timestamp,
+    pub event_type: String,
+    pub principal: String,
+    pub correlation_id: Option<String>,
+    pub authorized_by: Option<ChangeId>,
+    /// The relationship concerned, for relationship events.
+    pub relationship: Option<RelId>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CiEntry {
+    node: NodeIndex,
+    versions: Vec<CiVersion>,
+    history: Vec<HistoryEntry>,
+}
+
+/// A relationship and the positions it is valid for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Relationship {
+    pub id: RelId,
+    pub rel_type: RelType,
+    pub source: CiId,
+    pub target: CiId,
+    pub from: u64,
+    pub to: u64,
+    pub created_by: Option<ChangeId>,
+    pub removed_by: Option<ChangeId>,
+}
+
+impl Relationship {
+    pub fn valid_at(&self, position: u64) -> bool {
+        self.from <= position && position < self.to
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RelEntry {
+    edge: EdgeIndex,
+    rel: Relationship,
+}
+
+/// Impact direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImpactDirection {
+    /// What depends on the CI: whom its failure reaches, up to the business services.
+    Downstream,
+    /// What the CI depends on.
+    Upstream,
+}
+
+/// One step of a path: across `relationship` to `ci`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub relationship: RelId,
+    pub rel_type: RelType,
+    pub ci: CiId,
+}
+
+/// A CI an impact analysis reached.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reached {
+    pub ci: Arc<CiSnapshot>,
+    pub depth: u32,
+    /// One shortest path from the root.
+    pub path: Vec<Step>,
+}
+
+/// The answer of an impact analysis.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Impact {
+    pub root: Arc<CiSnapshot>,
+    pub position: u64,
+    pub direction: ImpactDirection,
+    pub reached: Vec<Reached>,
+    /// The business services among the reached, with their tier.
+    pub services: Vec<(Arc<CiSnapshot>, Option<i64>)>,
+    /// A bound (`max_results`) cut the traversal short.
+    pub truncated: bool,
+    /// Cycles met (each a list of CIs ending where it starts). Never followed twice.
+    pub cycles: Vec<Vec<CiId>>,
+}
+
+/// Bounds and filters of a traversal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Traversal {
+    pub direction: ImpactDirection,
+    pub max_depth: u32,
+    pub max_results: usize,
+    /// Only these relationship types (all propagating types if `None`).
+    pub types: Option<Vec<RelType>>,
+}
+
+impl Traversal {
+    pub fn validate(&self) -> Result<(), GraphError> {
+        if self.max_depth == 0 || self.max_depth > MAX_DEPTH {
+            return Err(GraphError::Depth(self.max_depth));
+        }
+        if self.max_results == 0 || self.max_results > MAX_RESULTS {
+            return Err(GraphError::Results(self.max_results));
+        }
+        Ok(())
+    }
+}
+
+/// Filters of a CI listing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CiFilter {
+    pub classes: Option<Vec<CiClass>>,
+    pub statuses: Option<Vec<Status>>,
+    pub environments: Option<Vec<cmdb_core::ci::Environment>>,
+    /// Attribute name and the JSON value it must equal.
+    pub attribute: Option<(String, serde_json::Value)>,
+    /// Case-insensitive substring of the name.
+    pub name_contains: Option<String>,
+    /// Include withdrawn CIs (when no status filter says otherwise).
+    pub include_withdrawn: bool,
+}
+
+/// The temporal graph.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TemporalGraph {
+    graph: StableDiGraph<CiId, RelId>,
+    cis: HashMap<CiId, CiEntry>,
+    rels: HashMap<RelId, RelEntry>,
+    /// CIs of each class, in registration order (a class never changes).
+    by_class: BTreeMap<CiClass, Vec<CiId>>,
+    /// Name intervals per (class, normalized name): (from, to, ci).
+    names: HashMap<String, Vec<(u64, u64, CiId)>>,
+    /// (position, recorded_at) of every event applied, in order.
+    times: Vec<(u64, Timestamp)>,
+    applied: u64,
+    applied_hash: cmdb_core::Hash,
+}
+
+fn name_index_key(key: &NameKey) -> String {
+    format!("{}/{}", key.class, key.normalized)
+}
+
+/// The version of `versions` valid at `position`.
+fn version_at(versions: &[CiVersion], position: u64) -> Option<&CiVersion> {
+    let count = versions.partition_point(|v| v.from <= position);
+    versions[..count].last().filter(|v| position < v.to)
+}
+
+impl TemporalGraph {
+    /// The last log position applied.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The hash of the last event applied.
+    pub fn applied_hash(&self) -> cmdb_core::Hash {
+        self.applied_hash
+    }
+
+    /// Counts, for metrics and tests.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.cis.len(), self.rels.len())
+    }
+
+    /// Applies one event from the log, in position order.
+    pub fn apply(&mut self, record: &EventRecord) -> Result<(), GraphError> {
+        if record.position <= self.applied {
+            return Ok(()); // already applied (a replayed page)
+        }
+        let p = record.position;
+        if CiEvent::is_ci_event(&record.event_type) {
+            let event =
+                CiEvent::from_record(record).map_err(|e| GraphError::Apply { position: p, detail: e.to_string() })?;
+            self.apply_ci_event(record, &event)?;
+        }
+        if self.times.last().is_none_or(|(_, t)| *t != record.recorded_at) {
+            self.times.push((p, record.recorded_at));
+        } else if let Some(last) = self.times.last_mut() {
+            last.0 = p;
+        }
+        self.applied = p;
+        self.applied_hash = record.hash;
+        Ok(())
+    }
+
+    fn history_entry(record: &EventRecord, event: &CiEvent, relationship: Option<RelId>) -> HistoryEntry {
+        HistoryEntry {
+            position: record.position,
+            recorded_at: record.recorded_at,
+            event_type: record.event_type.clone(),
+            principal: record.metadata.actor.principal.clone(),
+            correlation_id: record.metadata.correlation_id.clone(),
+            authorized_by: event.authorized_by(),
+            relationship,
+        }
+    }
+
+    fn apply_ci_event(&mut self, record: &EventRecord, event: &CiEvent) -> Result<(), GraphError> {
+        let p = record.position;
+        let missing = |what: String| GraphError::Apply { position: p, detail: what };
+        match event {
+            CiEvent::Registered(registered) => {
+                let snapshot = Arc::new(CiSnapshot::from_registered(registered));
+                let node = self.graph.add_node(registered.ci_id);
+                self.cis.insert(
+                    registered.ci_id,
+                    CiEntry {
+                        node,
+                        versions: vec![CiVersion { from: p, to: OPEN, ci: snapshot }],
+                        history: vec![Self::history_entry(record, event, None)],
+                    },
+                );
+                self.by_class.entry(registered.class).or_default().push(registered.ci_id);
+                let key = name_index_key(&NameKey::new(registered.class, &registered.name));
+                self.names.entry(key).or_default().push((p, OPEN, registered.ci_id));
+            }
+            CiEvent::Updated(_) | CiEvent::StatusChanged(_) | CiEvent::Withdrawn(_) => {
+                let id = match event {
+                    CiEvent::Updated(u) => u.ci_id,
+                    CiEvent::StatusChanged(c) | CiEvent::Withdrawn(c) => Some(c.ci_id),
+                    _ => None,
+                };
+                let id = id.ok_or_else(|| missing("an update without a CI id".into()))?;
+                let entry = self.cis.get_mut(&id).ok_or_else(|| missing(format!("CI {id} was never registered")))?;
+                let current = entry.versions.last_mut().ok_or_else(|| missing(format!("CI {id} has no version")))?;
+                let mut next = (*current.ci).clone();
+                next.evolve(event);
+                let old_key = name_index_key(&NameKey::new(current.ci.class, &current.ci.name));
+                let renamed_or_withdrawn = next.name != current.ci.name || next.status == Status::Withdrawn;
+                current.to = p;
+                if renamed_or_withdrawn {
+                    if let Some(interval) =
+                        self.names.get_mut(&old_key).and_then(|v| v.iter_mut().rev().find(|i| i.2 == id))
+                    {
+                        interval.1 = p;
+                    }
+                    if next.status != Status::Withdrawn {
+                        let key = name_index_key(&NameKey::new(next.class, &next.name));
+                        self.names.entry(key).or_default().push((p, OPEN, id));
+                    }
+                }
+                entry.versions.push(CiVersion { from: p, to: OPEN, ci: Arc::new(next) });
+                entry.history.push(Self::history_entry(record, event, None));
+            }
+            CiEvent::Linked(link) => {
+                if let Some(entry) = self.cis.get_mut(&link.ci_id) {
+                    entry.history.push(Self::history_entry(record, event, Some(link.rel_id)));
+                }
+            }
+            CiEvent::Unlinked(unlink) => {
+                if let Some(entry) = self.cis.get_mut(&unlink.ci_id) {
+                    entry.history.push(Self::history_entry(record, event, Some(unlink.rel_id)));
+                }
+            }
+            CiEvent::RelationshipCreated(RelationshipCreated { rel_id, rel_type, source, target, authorized_by }) => {
+                let (Some(s), Some(t)) = (self.cis.get(source), self.cis.get(target)) else {
+                    return Err(missing(format!("relationship {rel_id} joins an unknown CI")));
+                };
+                let edge = self.graph.add_edge(s.node, t.node, *rel_id);
+                self.rels.insert(
+                    *rel_id,
+                    RelEntry {
+                        edge,
+                        rel: Relationship {
+                            id: *rel_id,
+                            rel_type: *rel_type,
+                            source: *source,
+                            target: *target,
+                            from: p,
+                            to: OPEN,
+                            created_by: *authorized_by,
+                            removed_by: None,
+                        },
+                    },
+                );
+            }
+            CiEvent::RelationshipRemoved(removed) => {
+                let entry = self
+                    .rels
+                    .get_mut(&removed.rel_id)
+                    .ok_or_else(|| missing(format!("relationship {} unknown", removed.rel_id)))?;
+                entry.rel.to = p;
+                entry.rel.removed_by = removed.authorized_by;
+            }
+            CiEvent::NameClaimed(_) | CiEvent::NameReleased(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The last position whose event was recorded at or before `time`.
+    pub fn position_at(&self, time: Timestamp) -> Result<u64, GraphError> {
+        let Some((_, first)) = self.times.first() else { return Err(GraphError::EmptyLog) };
+        if time < *first {
+            return Err(GraphError::BeforeFirstEvent { time, first: *first });
+        }
+        let count = self.times.partition_point(|(_, t)| *t <= time);
+        Ok(self.times[count - 1].0)
+    }
+
+    /// When the event at or before `position` was recorded.
+    pub fn time_of(&self, position: u64) -> Option<Timestamp> {
+        let count = self.times.partition_point(|(p, _)| *p < position);
+        self.times.get(count).map(|(_, t)| *t).or_else(|| self.times.last().map(|(_, t)| *t))
+    }
+
+    /// Checks that `position` is one this graph can answer for.
+    pub fn check_position(&self, position: u64) -> Result<(), GraphError> {
+        if position > self.applied {
+            return Err(GraphError::PositionAhead { asked: position, applied: self.applied });
+        }
+        Ok(())
+    }
+
+    /// A CI as it was at `position`.
+    pub fn ci_at(&self, id: CiId, position: u64) -> Option<Arc<CiSnapshot>> {
+        self.cis.get(&id).and_then(|e| version_at(&e.versions, position)).map(|v| v.ci.clone())
+    }
+
+    /// A CI's newest version, whatever position it is read at: what a replay that stopped at
+    /// the applied position would hold.
+    pub fn latest_ci(&self, id: CiId) -> Option<Arc<CiSnapshot>> {
+        self.cis.get(&id).and_then(|e| e.versions.last()).map(|v| v.ci.clone())
+    }
+
+    /// The version of a CI valid at `position`, with its interval.
+    pub fn version_at(&self, id: CiId, position: u64) -> Option<&CiVersion> {
+        self.cis.get(&id).and_then(|e| version_at(&e.versions, position))
+    }
+
+    /// The CI that held (class, name) at `position` (not withdrawn).
+    pub fn ci_by_name(&self, class: CiClass, name: &str, position: u64) -> Option<Arc<CiSnapshot>> {
+        let key = name_index_key(&NameKey::new(class, name));
+        let intervals = self.names.get(&key)?;
+        let (_, _, id) = intervals.iter().rev().find(|(from, to, _)| *from <= position && position < *to)?;
+        self.ci_at(*id, position)
+    }
+
+    /// Every version of a CI, oldest first, and its full history.
+    pub fn history(&self, id: CiId) -> Option<(&[CiVersion], &[HistoryEntry])> {
+        self.cis.get(&id).map(|e| (e.versions.as_slice(), e.history.as_slice()))
+    }
+
+    /// CIs at `position` matching `filter`, ordered by id (registration order for UUIDv7),
+    /// after the `after` id, at most `limit`. Returns the page and whether more follow.
+    pub fn cis_at(
+        &self,
+        position: u64,
+        filter: &CiFilter,
+        after: Option<CiId>,
+        limit: usize,
+    ) -> (Vec<Arc<CiSnapshot>>, bool) {
+        let classes: Vec<CiClass> = filter.classes.clone().unwrap_or_else(|| CiClass::ALL.to_vec());
+        let mut ids: Vec<CiId> = classes.iter().filter_map(|c| self.by_class.get(c)).flatten().copied().collect();
+        ids.sort_unstable();
+        let start = after.map_or(0, |a| ids.partition_point(|id| *id <= a));
+        let needle = filter.name_contains.as_ref().map(|n| n.to_lowercase());
+        let mut page = Vec::new();
+        for id in &ids[start..] {
+            let Some(ci) = self.ci_at(*id, position) else { continue };
+            let status_ok = match &filter.statuses {
+                Some(statuses) => statuses.contains(&ci.status),
+                None => filter.include_withdrawn || ci.status != Status::Withdrawn,
+            };
+            let environment_ok =
+                filter.environments.as_ref().is_none_or(|envs| ci.environment.is_some_and(|e| envs.contains(&e)));
+            let attribute_ok =
+                filter.attribute.as_ref().is_none_or(|(name, value)| ci.attributes.get(name) == Some(value));
+            let name_ok = needle.as_ref().is_none_or(|n| ci.name.to_lowercase().contains(n));
+            if status_ok && environment_ok && attribute_ok && name_ok {
+                if page.len() == limit {
+                    return (page, true);
+                }
+                page.push(ci);
+            }
+        }
+        (page, false)
+    }
+
+    /// Relationships valid at `position`, optionally only those touching `ci` or of `types`.
+    pub fn relationships_at(&self, position: u64, ci: Option<CiId>, types: Option<&[RelType]>) -> Vec<&Relationship> {
+        let wanted = |rel: &Relationship| rel.valid_at(position) && types.is_none_or(|t| t.contains(&rel.rel_type));
+        let mut found: Vec<&Relationship> = match ci {
+            Some(id) => {
+                let Some(entry) = self.cis.get(&id) else { return Vec::new() };
+                self.graph
+                    .edges_directed(entry.node, EdgeDirection::Outgoing)
+                    .chain(self.graph.edges_directed(entry.node, EdgeDirection::Incoming))
+                    .filter_map(|edge| self.rels.get(edge.weight()).map(|e| &e.rel))
+                    .filter(|rel| wanted(rel))
+                    .collect()
+            }
+            None => self.rels.values().map(|e| &e.rel).filter(|rel| wanted(rel)).collect(),
+        };
+        found.sort_by_key(|rel| rel.id);
+        found
+    }
+
+    /// A relationship by id, whatever its interval.
+    pub fn relationship(&self, id: RelId) -> Option<&Relationship> {
+        self.rels.get(&id).map(|e| &e.rel)
+    }
+
+    /// The neighbours a failure travels to from `node` at `position`, in `direction`.
+    fn neighbours<'a>(
+        &'a self,
+        node: NodeIndex,
+        position: u64,
+        direction: ImpactDirection,
+        types: Option<&'a [RelType]>,
+    ) -> impl Iterator<Item = (&'a Relationship, CiId)> + 'a {
+        let outgoing = self.graph.edges_directed(node, EdgeDirection::Outgoing).map(|e| (e, true));
+        let incoming = self.graph.edges_directed(node, EdgeDirection::Incoming).map(|e| (e, false));
+        outgoing.chain(incoming).filter_map(move |(edge, node_is_source)| {
+            let rel = &self.rels.get(edge.weight())?.rel;
+            if !rel.valid_at(position) || types.is_some_and(|t| !t.contains(&rel.rel_type)) {
+                return None;
+            }
+            let propagation = rule(rel.rel_type).propagation;
+            // Downstream: the other end depends on this node. Upstream: this node depends on it.
+            let other_depends_on_node = match propagation {
+                Propagation::Both => true,
+                Propagation::None => false,
+                Propagation::SourceDependsOnTarget => !node_is_source,
+                Propagation::TargetDependsOnSource => node_is_source,
+            };
+            let node_depends_on_other = match propagation {
+                Propagation::Both => true,
+                Propagation::None => false,
+                Propagation::SourceDependsOnTarget => node_is_source,
+                Propagation::TargetDependsOnSource => !node_is_source,
+            };
+            let follows = match direction {
+                ImpactDirection::Downstream => other_depends_on_node,
+                ImpactDirection::Upstream => node_depends_on_other,
+            };
+            let other = if node_is_source { rel.target } else { rel.source };
+            follows.then_some((rel, other))
+        })
+    }
+
+    /// Impact analysis from `root` at `position`: breadth first, so each CI is reached at its
+    /// least depth with one shortest path; cycle-safe (each CI visited once; cycles reported).
+    pub fn impact(&self, root: CiId, position: u64, traversal: &Traversal) -> Result<Impact, GraphError> {
+        traversal.validate()?;
+        self.check_position(position)?;
+        let root_ci = self.ci_at(root, position).ok_or(GraphError::UnknownCi { ci: root, position })?;
+        let types = traversal.types.as_deref();
+        let mut parent: HashMap<CiId, (CiId, RelId, RelType)> = HashMap::new();
+        let mut depth_of: HashMap<CiId, u32> = HashMap::from([(root, 0)]);
+        let mut queue = VecDeque::from([root]);
+        let mut reached_order: Vec<CiId> = Vec::new();
+        let mut cycles: Vec<Vec<CiId>> = Vec::new();
+        let mut truncated = false;
+        'walk: while let Some(current) = queue.pop_front() {
+            let depth = depth_of[&current];
+            if depth >= traversal.max_depth {
+                continue;
+            }
+            let Some(entry) = self.cis.get(&current) else { continue };
+            for (rel, other) in self.neighbours(entry.node, position, traversal.direction, types) {
+                let Some(other_ci) = self.ci_at(other, position) else { continue };
+                if other_ci.status == Status::Withdrawn {
+                    continue;
+                }
+                if depth_of.contains_key(&other) {
+                    // Already reached: a cycle if `other` is on the path to `current`.
+                    if cycles.len() < MAX_CYCLES_REPORTED {
+                        let mut chain = vec![current];
+                        let mut cursor = current;
+                        while cursor != other {
+                            match parent.get(&cursor) {
+                                Some((up, _, _)) => {
+                                    cursor = *up;
+                                    chain.push(cursor);
+                                }
+                                None => break,
+                            }
+                        }
+                        if cursor == other && (chain.len() > 1 || other == current) {
+                            chain.reverse();
+                            chain.push(other);
+                            if !cycles.contains(&chain) {
+                                cycles.push(chain);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                if reached_order.len() == traversal.max_results {
+                    truncated = true;
+                    break 'walk;
+                }
+                depth_of.insert(other, depth + 1);
+                parent.insert(other, (current, rel.id, rel.rel_type));
+                reached_order.push(other);
+                queue.push_back(other);
+            }
+        }
+        let path_to = |target: CiId| {
+            let mut steps = Vec::new();
+            let mut cursor = target;
+            while let Some((up, rel, rel_type)) = parent.get(&cursor) {
+                steps.push(Step { relationship: *rel, rel_type: *rel_type, ci: cursor });
+                cursor = *up;
+            }
+            steps.reverse();
+            steps
+        };
+        let mut reached = Vec::with_capacity(reached_order.len());
+        let mut services = Vec::new();
+        for id in reached_order {
+            let Some(ci) = self.ci_at(id, position) else { continue };
+            if ci.class == CiClass::BusinessService {
+                services.push((ci.clone(), ci.attributes.get("criticality_tier").and_then(|v| v.as_i64())));
+            }
+            reached.push(Reached { ci, depth: depth_of[&id], path: path_to(id) });
+        }
+        Ok(Impact { root: root_ci, position, direction: traversal.direction, reached, services, truncated, cycles })
+    }
+
+    /// One shortest path from `from` to `to` at `position` along the traversal's direction
+    /// (following any relationship when `direction` is `None`), within `max_depth`.
+    pub fn path(
+        &self,
+        from: CiId,
+        to: CiId,
+        position: u64,
+        direction: Option<ImpactDirection>,
+        max_depth: u32,
+        types: Option<&[RelType]>,
+    ) -> Result<Option<Vec<Step>>, GraphError> {
+        if max_depth == 0 || max_depth > MAX_DEPTH {
+            return Err(GraphError::Depth(max_depth));
+        }
+        self.check_position(position)?;
+        for id in [from, to] {
+            if self.ci_at(id, position).is_none() {
+                return Err(GraphError::UnknownCi { ci: id, position });
+            }
+        }
+        if from == to {
+            return Ok(Some(Vec::new()));
+        }
+        let mut parent: HashMap<CiId, (CiId, RelId, RelType)> = HashMap::new();
+        let mut seen: HashSet<CiId> = HashSet::from([from]);
+        let mut frontier = vec![from];
+        for _ in 0..max_depth {
+            let mut next = Vec::new();
+            for current in frontier {
+                let Some(entry) = self.cis.get(&current) else { continue };
+                let steps: Vec<(&Relationship, CiId)> = match direction {
+                    Some(direction) => self.neighbours(entry.node, position, direction, types).collect(),
+                    None => self
+                        .graph
+                        .edges_directed(entry.node, EdgeDirection::Outgoing)
+                        .chain(self.graph.edges_directed(entry.node, EdgeDirection::Incoming))
+                        .filter_map(|edge| self.rels.get(edge.weight()).map(|e| &e.rel))
+                        .filter(|rel| rel.valid_at(position) && types.is_none_or(|t| t.contains(&rel.rel_type)))
+                        .map(|rel| (rel, if rel.source == current { rel.target } else { rel.source }))
+                        .collect(),
+                };
+                for (rel, other) in steps {
+                    if !seen.insert(other) {
+                        continue;
+                    }
+                    parent.insert(other, (current, rel.id, rel.rel_type));
+                    if other == to {
+                        let mut path = Vec::new();
+                        let mut cursor = to;
+                        while let Some((up, rel, rel_type)) = parent.get(&cursor) {
+                            path.push(Step { relationship: *rel, rel_type: *rel_type, ci: cursor });
+                            cursor = *up;
+                        }
+                        path.reverse();
+                        return Ok(Some(path));
+                    }
+                    next.push(other);
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        Ok(None)
+    }
+}

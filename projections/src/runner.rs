@@ -1,0 +1,321 @@
+//! The projection runner: follows the log from a checkpoint, applies events in position
+//! order in batches, publishes how far it got, and saves checkpoints.
+//!
+//! A checkpoint file holds a JSON header line (`projection`, `format_version`, `position`, the
+//! `hash` of the event at that position) and then the projection state. It is written to a
+//! temporary file, fsynced, renamed over the old one, and the directory fsynced, on its own
+//! task every `checkpoint_interval_ms`, never inside the apply loop. On start a checkpoint
+//! whose format, position or hash does not match the log (after a restore, say, or a
+//! rewritten log) is discarded and the projection is rebuilt from the start.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use cmdb_core::store::subscribe;
+use cmdb_core::{EventRecord, EventStore, Hash};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::graph::{GraphError, TemporalGraph};
+
+/// A read model the runner can drive.
+pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Its name: the checkpoint file's name and the label in metrics and `/readyz`.
+    const NAME: &'static str;
+    /// Bumped whenever the state's shape changes; older checkpoints are then rebuilt.
+    const FORMAT_VERSION: u32;
+    fn apply(&mut self, record: &EventRecord) -> Result<(), String>;
+    /// The last position applied.
+    fn position(&self) -> u64;
+    /// The hash of the event at that position (genesis before any).
+    fn position_hash(&self) -> Hash;
+}
+
+impl Projection for TemporalGraph {
+    const NAME: &'static str = "graph";
+    const FORMAT_VERSION: u32 = 1;
+
+    fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
+        TemporalGraph::apply(self, record).map_err(|e: GraphError| e.to_string())
+    }
+
+    fn position(&self) -> u64 {
+        self.applied()
+    }
+
+    fn position_hash(&self) -> Hash {
+        self.applied_hash()
+    }
+}
+
+/// Settings of a runner.
+#[derive(Clone, Debug)]
+pub struct RunnerOptions {
+    /// Where checkpoints live; `None` keeps none (tests, tools).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// How often to save a checkpoint when the projection moved.
+    pub checkpoint_interval_ms: u64,
+    /// Most events applied under one write lock.
+    pub max_batch_events: usize,
+    /// Events read from the log per page.
+    pub page_events: usize,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions {
+            checkpoint_dir: None,
+            checkpoint_interval_ms: 30_000,
+            max_batch_events: 1000,
+            page_events: 5000,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointHeader {
+    projection: String,
+    format_version: u32,
+    position: u64,
+    hash: Hash,
+}
+
+/// Why a projection could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Store(#[from] cmdb_core::StoreError),
+    #[error("projection {projection} could not apply the log: {detail}")]
+    Apply { projection: &'static str, detail: String },
+}
+
+/// A running projection: a shared state, how far it got, and why it stopped if it did.
+pub struct ProjectionHandle<P> {
+    state: Arc<RwLock<P>>,
+    applied: watch::Receiver<u64>,
+    failure: Arc<Mutex<Option<String>>>,
+    /// How the state was obtained at start: from a checkpoint, or rebuilt (and why).
+    pub started_from: String,
+}
+
+impl<P> Clone for ProjectionHandle<P> {
+    fn clone(&self) -> Self {
+        ProjectionHandle {
+            state: self.state.clone(),
+            applied: self.applied.clone(),
+            failure: self.failure.clone(),
+            started_from: self.started_from.clone(),
+        }
+    }
+}
+
+impl<P: Projection> ProjectionHandle<P> {
+    /// Read access to the state. Hold it for one answer, not across an await.
+    pub fn read(&self) -> RwLockReadGuard<'_, P> {
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Waits until the projection has applied `position`; false on timeout or failure.
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let mut applied = self.applied.clone();
+        tokio::time::timeout(timeout, applied.wait_for(|p| *p >= position)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+fn checkpoint_path<P: Projection>(dir: &Path) -> PathBuf {
+    dir.join(format!("{}.checkpoint", P::NAME))
+}
+
+/// Reads a checkpoint and checks it against the log. `Err` says why it was not used.
+async fn load_checkpoint<P: Projection>(store: &dyn EventStore, dir: &Path) -> Result<P, String> {
+    let path = checkpoint_path::<P>(dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err("no checkpoint".into()),
+        Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+    };
+    let newline = bytes.iter().position(|b| *b == b'\n').ok_or("no header line")?;
+    let header: CheckpointHeader = serde_json::from_slice(&bytes[..newline]).map_err(|e| format!("bad header: {e}"))?;
+    if header.projection != P::NAME || header.format_version != P::FORMAT_VERSION {
+        return Err(format!(
+            "format {} {} is not this build's {} {}",
+            header.projection,
+            header.format_version,
+            P::NAME,
+            P::FORMAT_VERSION
+        ));
+    }
+    if header.position > 0 {
+        let event = store.event_at(header.position).await.map_err(|e| e.to_string())?;
+        match event {
+            None => return Err(format!("position {} is not in the log (a restore to an older log?)", header.position)),
+            Some(event) if event.hash != header.hash => {
+                return Err(format!("the log's event at {} has another hash (the log was replaced)", header.position));
+            }
+            Some(_) => {}
+        }
+    }
+    let state: P = serde_json::from_slice(&bytes[newline + 1..]).map_err(|e| format!("bad state: {e}"))?;
+    if state.position() != header.position {
+        return Err("the state's position does not match its header".into());
+    }
+    Ok(state)
+}
+
+fn write_checkpoint<P: Projection>(dir: &Path, state: &P, hash: Hash) -> std::io::Result<()> {
+    debug_assert_eq!(hash, state.position_hash());
+    std::fs::create_dir_all(dir)?;
+    let header = CheckpointHeader {
+        projection: P::NAME.to_owned(),
+        format_version: P::FORMAT_VERSION,
+        position: state.position(),
+        hash,
+    };
+    let path = checkpoint_path::<P>(dir);
+    let temporary = path.with_extension("checkpoint.tmp");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&temporary)?);
+        serde_json::to_writer(&mut file, &header)?;
+        file.write_all(b"\n")?;
+        serde_json::to_writer(&mut file, state)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Starts a projection: from a valid checkpoint or from scratch, caught up with the log when
+/// this returns, then following it.
+pub async fn start<P: Projection>(
+    store: Arc<dyn EventStore>,
+    options: RunnerOptions,
+) -> Result<ProjectionHandle<P>, RunnerError> {
+    let (mut state, started_from) = match &options.checkpoint_dir {
+        None => (P::default(), "rebuilt: checkpoints are off".to_owned()),
+        Some(dir) => match load_checkpoint::<P>(store.as_ref(), dir).await {
+            Ok(state) => {
+                let position = state.position();
+                (state, format!("checkpoint at position {position}"))
+            }
+            Err(reason) => {
+                tracing::info!(projection = P::NAME, %reason, "rebuilding the projection from the log");
+                (P::default(), format!("rebuilt: {reason}"))
+            }
+        },
+    };
+    // Catch up synchronously, so the projection is current when the server starts serving.
+    let head = store.head().await?.position;
+    let page = options.page_events.clamp(1, store.limits().max_page_events);
+    while state.position() < head {
+        let records = store.read_all(state.position(), page).await?;
+        if records.is_empty() {
+            break;
+        }
+        for record in &records {
+            state.apply(record).map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
+        }
+    }
+    let (applied_sender, applied) = watch::channel(state.position());
+    let state = Arc::new(RwLock::new(state));
+    let failure = Arc::new(Mutex::new(None));
+    let handle = ProjectionHandle { state: state.clone(), applied, failure: failure.clone(), started_from };
+    tokio::spawn(follow(store.clone(), state.clone(), applied_sender, failure.clone(), options.clone()));
+    if let Some(dir) = options.checkpoint_dir.clone() {
+        tokio::spawn(checkpoint_loop(handle.clone(), dir, options.checkpoint_interval_ms));
+    }
+    Ok(handle)
+}
+
+async fn follow<P: Projection>(
+    store: Arc<dyn EventStore>,
+    state: Arc<RwLock<P>>,
+    applied: watch::Sender<u64>,
+    failure: Arc<Mutex<Option<String>>>,
+    options: RunnerOptions,
+) {
+    let from = *applied.borrow();
+    let mut events = subscribe(store, from, options.page_events).ready_chunks(options.max_batch_events.max(1));
+    while let Some(batch) = events.next().await {
+        let mut last = None;
+        let outcome = {
+            let mut state = state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut outcome = Ok(());
+            for next in batch {
+                match next {
+                    Ok(record) => {
+                        if let Err(detail) = state.apply(&record) {
+                            outcome = Err(detail);
+                            break;
+                        }
+                        last = Some(record.position);
+                    }
+                    Err(error) => {
+                        outcome = Err(error.to_string());
+                        break;
+                    }
+                }
+            }
+            outcome
+        };
+        if let Some(position) = last {
+            applied.send_replace(position);
+        }
+        if let Err(detail) = outcome {
+            tracing::error!(projection = P::NAME, %detail, "the projection stopped");
+            if let Ok(mut slot) = failure.lock() {
+                *slot = Some(detail);
+            }
+            return;
+        }
+    }
+}
+
+async fn checkpoint_loop<P: Projection>(handle: ProjectionHandle<P>, dir: PathBuf, interval_ms: u64) {
+    let mut saved = u64::MAX;
+    let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if let Err(error) = save_checkpoint(&handle, &dir, &mut saved).await {
+            tracing::warn!(projection = P::NAME, %error, "checkpoint failed; will retry");
+        }
+        if handle.failure().is_some() {
+            return;
+        }
+    }
+}
+
+/// Saves a checkpoint now if the projection moved since `saved`.
+pub async fn save_checkpoint<P: Projection>(
+    handle: &ProjectionHandle<P>,
+    dir: &Path,
+    saved: &mut u64,
+) -> Result<(), String> {
+    if handle.applied() == *saved {
+        return Ok(());
+    }
+    let state = handle.state.clone();
+    let dir = dir.to_path_buf();
+    let position = tokio::task::spawn_blocking(move || {
+        let state = state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        write_checkpoint(&dir, &*state, state.position_hash()).map(|_| state.position())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    *saved = position;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! The temporal graph: as-of reads equal a replay, impact analysis on cycles and hubs, paths,
+//! history, time lookups.
+
+mod common;
+
+use cmdb_core::ci::{CiClass, CiCommand, RelType, Status, Update};
+use cmdb_projections::graph::{GraphError, ImpactDirection, Traversal};
+use common::{World, ci, register, rel, relate, replay};
+use proptest::prelude::*;
+use serde_json::json;
+
+fn downstream(max_depth: u32) -> Traversal {
+    Traversal { direction: ImpactDirection::Downstream, max_depth, max_results: 1000, types: None }
+}
+
+/// team 1; service 2 (owned by 1); app 3 provides 2; app 3 runs_on host 4; db 5 runs_on host 4;
+/// app 3 depends_on db 5; document 6 documents app 3 (no propagation).
+async fn small_estate(world: &World) {
+    world.ok(register(1, CiClass::Team, None)).await;
+    world.ok(register(2, CiClass::BusinessService, Some(1))).await;
+    world.ok(register(3, CiClass::Application, None)).await;
+    world.ok(register(4, CiClass::Host, None)).await;
+    world.ok(register(5, CiClass::Database, None)).await;
+    world.ok(relate(1, RelType::Provides, 3, 2)).await;
+    world.ok(relate(2, RelType::RunsOn, 3, 4)).await;
+    world.ok(relate(3, RelType::RunsOn, 5, 4)).await;
+    world.ok(relate(4, RelType::DependsOn, 3, 5)).await;
+    world
+        .ok(CiCommand::Register(cmdb_core::ci::Register {
+            attributes: serde_json::from_value(
+                json!({"document_type": "runbook", "uri": "https://wiki.example/runbook"}),
+            )
+            .expect("map"),
+            ..match register(6, CiClass::Document, None) {
+                CiCommand::Register(r) => r,
+                _ => unreachable!(),
+            }
+        }))
+        .await;
+    world.ok(relate(5, RelType::DocumentedBy, 3, 6)).await;
+}
+
+#[tokio::test]
+async fn downstream_impact_reaches_the_service_with_tier_and_shortest_paths() {
+    let world = World::new();
+    small_estate(&world).await;
+    let graph = world.graph().await;
+    let head = graph.applied();
+    let impact = graph.impact(ci(4), head, &downstream(6)).expect("impact");
+    let mut reached: Vec<(u128, u32)> = impact.reached.iter().map(|r| (r.ci.id.0.as_u128(), r.depth)).collect();
+    reached.sort_unstable();
+    assert_eq!(reached, vec![(2, 2), (3, 1), (5, 1)], "host -> app, db -> service; the document is not impacted");
+    assert_eq!(impact.services.len(), 1);
+    assert_eq!(impact.services[0].1, Some(3), "service 2's tier is 2 % 4 + 1");
+    let to_service = impact.reached.iter().find(|r| r.ci.id == ci(2)).expect("service");
+    assert_eq!(to_service.path.iter().map(|s| s.ci).collect::<Vec<_>>(), vec![ci(3), ci(2)]);
+    assert!(!impact.truncated);
+
+    let upstream = graph
+        .impact(ci(2), head, &Traversal { direction: ImpactDirection::Upstream, ..downstream(6) })
+        .expect("upstream");
+    let mut ids: Vec<u128> = upstream.reached.iter().map(|r| r.ci.id.0.as_u128()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![3, 4, 5], "the service depends on the app, its host and its database");
+
+    let shallow = graph.impact(ci(4), head, &downstream(1)).expect("depth 1");
+    assert!(shallow.reached.iter().all(|r| r.depth == 1));
+    let only_runs_on = graph
+        .impact(ci(4), head, &Traversal { types: Some(vec![RelType::RunsOn]), ..downstream(6) })
+        .expect("filtered");
+    assert_eq!(only_runs_on.reached.len(), 2);
+    let truncated = graph.impact(ci(4), head, &Traversal { max_results: 1, ..downstream(6) }).expect("bounded");
+    assert!(truncated.truncated);
+    assert_eq!(truncated.reached.len(), 1);
+    assert_eq!(graph.impact(ci(4), head, &downstream(0)), Err(GraphError::Depth(0)));
+    assert_eq!(graph.impact(ci(4), head, &downstream(33)), Err(GraphError::Depth(33)));
+    assert!(matches!(graph.impact(ci(99), head, &downstream(3)), Err(GraphError::UnknownCi { .. })));
+    assert!(matches!(graph.impact(ci(4), head + 1, &downstream(3)), Err(GraphError::PositionAhead { .. })));
+}
+
+#[tokio::test]
+async fn cycles_are_reported_and_never_followed_forever() {
+    let world = World::new();
+    for n in 1..=4 {
+        world.ok(register(n, CiClass::Application, None)).await;
+    }
+    // 1 -> 2 -> 3 -> 1 (depends_on), and 4 depends on 3.
+    world.ok(relate(1, RelType::DependsOn, 1, 2)).await;
+    world.ok(relate(2, RelType::DependsOn, 2, 3)).await;
+    world.ok(relate(3, RelType::DependsOn, 3, 1)).await;
+    world.ok(relate(4, RelType::DependsOn, 4, 3)).await;
+    let graph = world.graph().await;
+    let impact = graph.impact(ci(1), graph.applied(), &downstream(32)).expect("impact");
+    let mut reached: Vec<u128> = impact.reached.iter().map(|r| r.ci.id.0.as_u128()).collect();
+    reached.sort_unstable();
+    assert_eq!(reached, vec![2, 3, 4], "each CI once, the root not re-reached");
+    assert!(!impact.cycles.is_empty(), "the cycle is reported");
+    let cycle = &impact.cycles[0];
+    assert_eq!(cycle.first(), cycle.last());
+    assert!(cycle.contains(&ci(1)) && cycle.contains(&ci(2)) && cycle.contains(&ci(3)), "{cycle:?}");
+    // connects_to goes both ways: a two-node loop.
+    let path = graph.path(ci(4), ci(2), graph.applied(), Some(ImpactDirection::Upstream), 8, None).expect("path");
+    assert_eq!(path.expect("4 depends on 2 through 3 and 1").len(), 3);
+    assert_eq!(
+        graph.path(ci(2), ci(4), graph.applied(), Some(ImpactDirection::Upstream), 8, None).expect("path"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_hub_reaches_everything_at_depth_one_and_max_results_bounds_it() {
+    let world = World::new();
+    world.ok(register(1, CiClass::KubernetesCluster, None)).await;
+    for n in 0..300u128 {
+        world.ok(register(1000 + n, CiClass::Application, None)).await;
+        world.ok(relate(n, RelType::RunsOn, 1000 + n, 1)).await;
+    }
+    let graph = world.graph().await;
+    let impact = graph.impact(ci(1), graph.applied(), &downstream(3)).expect("impact");
+    assert_eq!(impact.reached.len(), 300);
+    assert!(impact.reached.iter().all(|r| r.depth == 1 && r.path.len() == 1));
+    let bounded =
+        graph.impact(ci(1), graph.applied(), &Traversal { max_results: 100, ..downstream(3) }).expect("bounded");
+    assert!(bounded.truncated);
+    assert_eq!(bounded.reached.len(), 100);
+}
+
+#[tokio::test]
+async fn history_as_of_reads_withdrawal_and_time_lookups() {
+    let world = World::new();
+    small_estate(&world).await;
+    let before_update = world.graph().await.applied();
+    world
+        .ok(CiCommand::Update(
+            ci(4),
+            Update {
+                set_attributes: serde_json::from_value(json!({"cpu_cores": 32})).expect("map"),
+                ..Update::default()
+            },
+        ))
+        .await;
+    world
+        .ok(CiCommand::Transition {
+            ci_id: ci(4),
+            to: Status::UnderChange,
+            reason: Some("kernel".into()),
+            authorized_by: None,
+        })
+        .await;
+    world.ok(CiCommand::Withdraw { ci_id: ci(5), reason: None, authorized_by: None }).await;
+    let graph = world.graph().await;
+    let head = graph.applied();
+    assert_eq!(graph.ci_at(ci(4), before_update).expect("then").attributes["cpu_cores"], json!(4));
+    assert_eq!(graph.ci_at(ci(4), head).expect("now").attributes["cpu_cores"], json!(32));
+    assert_eq!(graph.ci_at(ci(4), head).expect("now").status, Status::UnderChange);
+    assert_eq!(graph.ci_at(ci(5), head).expect("withdrawn CIs stay readable").status, Status::Withdrawn);
+    assert!(graph.ci_at(ci(4), 1).is_none(), "not registered yet at position 1");
+    let (versions, history) = graph.history(ci(4)).expect("history");
+    assert_eq!(versions.len(), 3, "registered, updated, under change");
+    assert!(versions.windows(2).all(|w| w[0].to == w[1].from));
+    let types: Vec<&str> = history.iter().map(|h| h.event_type.as_str()).collect();
+    assert!(types.contains(&"ci.relationship_added") && types.contains(&"ci.relationship_removed"), "{types:?}");
+    assert_eq!(history[0].principal, "tester");
+    // The database's relationships ended with it.
+    assert!(graph.relationships_at(head, Some(ci(5)), None).is_empty());
+    assert_eq!(graph.relationships_at(before_update, Some(ci(5)), None).len(), 2);
+    assert!(graph.relationship(rel(3)).expect("kept").to <= head);
+    // Names: free again once withdrawn.
+    assert!(graph.ci_by_name(CiClass::Database, "database-5", head).is_none());
+    assert_eq!(graph.ci_by_name(CiClass::Database, "DATABASE-5", before_update).expect("then").id, ci(5));
+    // Time: each command advanced the clock by a second.
+    let first_time = graph.time_of(1).expect("time");
+    assert_eq!(graph.position_at(first_time).expect("position"), 2, "events 1 and 2 share the first second");
+    assert!(matches!(
+        graph.position_at(first_time.saturating_add_micros(-1)),
+        Err(GraphError::BeforeFirstEvent { .. })
+    ));
+    assert_eq!(graph.position_at(cmdb_core::Timestamp::from_micros(i64::MAX)).expect("now"), head);
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Register(u8, u8),
+    Relate(u8, u8, u8),
+    Update(u8, u8),
+    Transition(u8, u8),
+    Withdraw(u8),
+    Unrelate(u8),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0u8..12, 0u8..4).prop_map(|(n, c)| Step::Register(n, c)),
+        4 => (0u8..12, 0u8..12, 0u8..4).prop_map(|(a, b, t)| Step::Relate(a, b, t)),
+        2 => (0u8..12, 0u8..50).prop_map(|(n, v)| Step::Update(n, v)),
+        1 => (0u8..12, 0u8..7).prop_map(|(n, s)| Step::Transition(n, s)),
+        1 => (0u8..12).prop_map(Step::Withdraw),
+        1 => (0u8..40).prop_map(Step::Unrelate),
+    ]
+}
+
+const CLASSES: [CiClass; 4] = [CiClass::Application, CiClass::Database, CiClass::Host, CiClass::Container];
+const TYPES: [RelType; 4] = [RelType::DependsOn, RelType::RunsOn, RelType::ConnectsTo, RelType::Hosts];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// The law: the graph built from the whole log, read at p, answers exactly as a graph
+    /// built from scratch from the events up to p.
+    #[test]
+    fn as_of_equals_replay(steps in proptest::collection::vec(step(), 1..80), probes in proptest::collection::vec(0.0f64..1.0, 4)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let world = World::new();
+            let mut rel_counter = 0u128;
+            for step in &steps {
+                let command = match step {
+                    Step::Register(n, c) => register(*n as u128, CLASSES[*c as usize], None),
+                    Step::Relate(a, b, t) => {
+                        rel_counter += 1;
+                        relate(rel_counter, TYPES[*t as usize], *a as u128, *b as u128)
+                    }
+                    Step::Update(n, v) => CiCommand::Update(ci(*n as u128), Update { version: Some(format!("1.{v}")), ..Update::default() }),
+                    Step::Transition(n, s) => CiCommand::Transition { ci_id: ci(*n as u128), to: Status::ALL[*s as usize], reason: None, authorized_by: None },
+                    Step::Withdraw(n) => CiCommand::Withdraw { ci_id: ci(*n as u128), reason: None, authorized_by: None },
+                    Step::Unrelate(n) => CiCommand::Unrelate { rel_id: rel(*n as u128), reason: None, authorized_by: None },
+                };
+                let _ = world.run(command).await; // refusals are part of a realistic history
+            }
+            let log = world.log().await;
+            let full = replay(&log, u64::MAX);
+            let head = full.applied();
+            for probe in &probes {
+                let p = ((head as f64) * probe) as u64;
+                let partial = replay(&log, p);
+                for n in 0..12u128 {
+                    // The replay's newest state is the oracle: no as-of lookup involved.
+                    prop_assert_eq!(full.ci_at(ci(n), p), partial.latest_ci(ci(n)), "CI {} at {}", n, p);
+                    let a: Vec<_> = full.relationships_at(p, Some(ci(n)), None).into_iter().map(|r| (r.id, r.rel_type, r.source, r.target)).collect();
+                    let b: Vec<_> = partial
+                        .relationships_at(u64::MAX - 1, Some(ci(n)), None)
+                        .into_iter()
+                        .map(|r| (r.id, r.rel_type, r.source, r.target))
+                        .collect();
+                    prop_assert_eq!(a, b, "relationships of {} at {}", n, p);
+                    if p > 0 && full.ci_at(ci(n), p).is_some() {
+                        let x = full.impact(ci(n), p, &downstream(6)).expect("impact");
+                        let y = partial.impact(ci(n), p, &downstream(6)).expect("impact");
+                        let ids = |i: &cmdb_projections::graph::Impact| {
+                            let mut v: Vec<_> = i.reached.iter().map(|r| (r.ci.id, r.depth)).collect();
+                            v.sort();
+                            v
+                        };
+                        prop_assert_eq!(ids(&x), ids(&y));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+}

@@ -1,0 +1,110 @@
+//! The projection runner: follows the log, checkpoints, restarts from a checkpoint, and
+//! rebuilds when the checkpoint does not match the log.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cmdb_core::ci::service::{CommandContext, execute};
+use cmdb_core::ci::{CiClass, RelType};
+use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
+use cmdb_core::{Actor, EventStore, Metadata, Source};
+use cmdb_projections::graph::TemporalGraph;
+use cmdb_projections::runner::{RunnerOptions, save_checkpoint, start};
+use common::{ci, register, relate};
+
+async fn populate(store: &dyn EventStore, base: u128, count: u128) {
+    let context = CommandContext::new(Metadata::new(Actor::principal("tester"), Source::Api));
+    for n in 0..count {
+        execute(store, &register(base + n, CiClass::Application, None), &context).await.expect("register");
+        if n > 0 {
+            execute(store, &relate(base + n, RelType::DependsOn, base + n, base + n - 1), &context)
+                .await
+                .expect("relate");
+        }
+    }
+}
+
+fn options(dir: &std::path::Path) -> RunnerOptions {
+    RunnerOptions {
+        checkpoint_dir: Some(dir.to_path_buf()),
+        checkpoint_interval_ms: 60_000,
+        ..RunnerOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_the_log_checkpoints_and_restarts_from_the_checkpoint() {
+    let data = tempfile::tempdir().expect("dir");
+    let checkpoints = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    populate(store.as_ref(), 1, 5).await;
+    let graph = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
+    assert!(graph.started_from.starts_with("rebuilt: no checkpoint"), "{}", graph.started_from);
+    assert_eq!(graph.applied(), store.head().await.expect("head").position, "caught up when start returns");
+    // It follows new events.
+    populate(store.as_ref(), 100, 3).await;
+    let head = store.head().await.expect("head").position;
+    assert!(graph.wait_for(head, Duration::from_secs(5)).await);
+    assert!(graph.read().ci_at(ci(102), head).is_some());
+    let mut saved = 0;
+    save_checkpoint(&graph, checkpoints.path(), &mut saved).await.expect("checkpoint");
+    assert_eq!(saved, head);
+    let file = checkpoints.path().join("graph.checkpoint");
+    assert!(file.exists());
+    assert!(!checkpoints.path().join("graph.checkpoint.tmp").exists(), "the temporary file was renamed");
+
+    let again = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("restart");
+    assert_eq!(again.started_from, format!("checkpoint at position {head}"));
+    assert_eq!(again.read().ci_at(ci(3), head), graph.read().ci_at(ci(3), head));
+    assert_eq!(again.read().counts(), graph.read().counts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_does_not_match_the_log_is_discarded_and_rebuilt() {
+    let checkpoints = tempfile::tempdir().expect("dir");
+    let first = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(first.path(), SqliteOptions::default()).expect("open"));
+    populate(store.as_ref(), 1, 6).await;
+    let graph = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
+    let mut saved = 0;
+    save_checkpoint(&graph, checkpoints.path(), &mut saved).await.expect("checkpoint");
+
+    // Another log (a restore of something else): same positions exist, other hashes.
+    let second = tempfile::tempdir().expect("dir");
+    let other: Arc<dyn EventStore> =
+        Arc::new(SqliteStore::open(second.path(), SqliteOptions::default()).expect("open"));
+    populate(other.as_ref(), 500, 8).await;
+    let rebuilt = start::<TemporalGraph>(other.clone(), options(checkpoints.path())).await.expect("start");
+    assert!(rebuilt.started_from.contains("another hash"), "{}", rebuilt.started_from);
+    assert!(rebuilt.read().ci_at(ci(1), rebuilt.applied()).is_none(), "nothing of the old log");
+    assert!(rebuilt.read().ci_at(ci(505), rebuilt.applied()).is_some());
+
+    // A shorter log (an older backup).
+    let third = tempfile::tempdir().expect("dir");
+    let short: Arc<dyn EventStore> = Arc::new(SqliteStore::open(third.path(), SqliteOptions::default()).expect("open"));
+    populate(short.as_ref(), 1, 1).await;
+    let rebuilt = start::<TemporalGraph>(short.clone(), options(checkpoints.path())).await.expect("start");
+    assert!(rebuilt.started_from.contains("not in the log"), "{}", rebuilt.started_from);
+
+    // A damaged checkpoint file.
+    std::fs::write(checkpoints.path().join("graph.checkpoint"), b"{\"projection\": \"graph\"").expect("write");
+    let rebuilt = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
+    assert!(
+        rebuilt.started_from.contains("no header line") || rebuilt.started_from.contains("bad header"),
+        "{}",
+        rebuilt.started_from
+    );
+    // Another format version.
+    let mut saved = 0;
+    save_checkpoint(&rebuilt, checkpoints.path(), &mut saved).await.expect("checkpoint");
+    let text = std::fs::read_to_string(checkpoints.path().join("graph.checkpoint")).expect("read");
+    std::fs::write(
+        checkpoints.path().join("graph.checkpoint"),
+        text.replacen("\"format_version\":1", "\"format_version\":99", 1),
+    )
+    .expect("write");
+    let rebuilt = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
+    assert!(rebuilt.started_from.contains("format graph 99"), "{}", rebuilt.started_from);
+}
