@@ -23,6 +23,15 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Load the demo estate (~500 CIs with months of history) into an empty data directory;
+    /// start normally on one that already holds it; refuse any other.
+    #[arg(long, env = "CMDB_DEMO")]
+    pub demo: bool,
+
+    /// How often projections save a checkpoint, in milliseconds.
+    #[arg(long, env = "CMDB_CHECKPOINT_INTERVAL_MS", default_value_t = 30_000)]
+    pub checkpoint_interval_ms: u64,
+
     /// Do not create and print an admin token when the data directory is new.
     #[arg(long, env = "CMDB_NO_BOOTSTRAP_TOKEN")]
     pub no_bootstrap_token: bool,
@@ -101,6 +110,7 @@ impl ServeSettings {
         millis("ws_init_timeout_ms", self.ws_init_timeout_ms)?;
         millis("shutdown_grace_ms", self.shutdown_grace_ms)?;
         millis("min_position_wait_ms", self.min_position_wait_ms)?;
+        millis("checkpoint_interval_ms", self.checkpoint_interval_ms)?;
         Ok(())
     }
 }
@@ -117,6 +127,8 @@ impl Default for ServeSettings {
     fn default() -> Self {
         ServeSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            demo: false,
+            checkpoint_interval_ms: 30_000,
             no_bootstrap_token: false,
             max_request_body_bytes: 1024 * 1024,
             max_query_depth: 16,

@@ -22,6 +22,11 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
         Operation::ManageTokens => {
             ("/graphql", "mutation { createToken(principal: \"admin\", label: \"probe\") { tokenId } }")
         }
+        Operation::ReadConfiguration => ("/graphql", "{ at { position } }"),
+        Operation::EditConfiguration => (
+            "/graphql",
+            "mutation { registerCi(input: { class: TEAM, name: \"probe team PLACEHOLDER\" }) { position } }",
+        ),
     }
 }
 

@@ -141,10 +141,14 @@ pub enum Operation {
     ManagePrincipals,
     /// Issue and revoke tokens.
     ManageTokens,
+    /// Read configuration items, relationships, impact and history (CM-9).
+    ReadConfiguration,
+    /// Register, update, transition and withdraw CIs; relate and unrelate them.
+    EditConfiguration,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 10] = [
         Operation::ReadLog,
         Operation::SubscribeLog,
         Operation::VerifyLog,
@@ -153,6 +157,8 @@ impl Operation {
         Operation::ReadPrincipals,
         Operation::ManagePrincipals,
         Operation::ManageTokens,
+        Operation::ReadConfiguration,
+        Operation::EditConfiguration,
     ];
 }
 
@@ -176,6 +182,8 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Operation::ReadPrincipals, &[Role::Auditor, Role::Admin]),
     (Operation::ManagePrincipals, &[Role::Admin]),
     (Operation::ManageTokens, &[Role::Admin]),
+    (Operation::ReadConfiguration, EVERY_ROLE),
+    (Operation::EditConfiguration, &[Role::Editor, Role::ChangeManager, Role::Admin]),
 ];
 
 /// Whether any of `roles` may perform `operation`.

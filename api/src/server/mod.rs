@@ -4,6 +4,7 @@
 
 pub mod access_view;
 pub mod auth;
+pub mod demo;
 pub mod errors;
 pub mod graphql;
 mod listener;
@@ -31,6 +32,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use cmdb_projections::graph::TemporalGraph;
+use cmdb_projections::runner::{self, ProjectionHandle, RunnerOptions};
+
 use crate::settings::ServeSettings;
 use access_view::AccessView;
 use auth::{Caller, authenticate_header};
@@ -39,6 +43,8 @@ use graphql::{CmdbSchema, RequestContext, build_schema};
 
 /// The name of the bootstrap admin principal.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
+/// The folder in the data directory that holds projection checkpoints.
+pub const PROJECTIONS_DIR: &str = "projections";
 /// The file in the data directory that tells CLI commands where a running server listens.
 pub const SERVER_FILE_NAME: &str = "server.json";
 /// Longest `X-Request-Id` accepted, in bytes.
@@ -57,6 +63,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Serialises access commands (they all append to the one access stream).
     pub access_commands: tokio::sync::Mutex<()>,
+    /// The temporal configuration graph.
+    pub graph: ProjectionHandle<TemporalGraph>,
 }
 
 /// The router's state.
@@ -131,7 +139,21 @@ impl Server {
             .map_err(|e| StartError::Io(e.to_string()))?
             .map_err(cmdb_core::Error::from)?;
         let store: Arc<dyn EventStore> = Arc::new(metrics::InstrumentedStore::new(Arc::new(sqlite.clone())));
+        if settings.demo {
+            demo::prepare(store.as_ref(), options.clock.as_ref()).await?;
+        }
         let access = AccessView::start(store.clone()).await?;
+        let graph = runner::start::<TemporalGraph>(
+            store.clone(),
+            RunnerOptions {
+                checkpoint_dir: Some(data_dir.join(PROJECTIONS_DIR)),
+                checkpoint_interval_ms: settings.checkpoint_interval_ms,
+                ..RunnerOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| StartError::Io(e.to_string()))?;
+        tracing::info!(started_from = %graph.started_from, position = graph.applied(), "graph projection ready");
         let bootstrap_token = bootstrap(store.as_ref(), &access, &settings, &options).await?;
 
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -148,6 +170,7 @@ impl Server {
             ids: options.ids.clone(),
             shutdown: CancellationToken::new(),
             access_commands: tokio::sync::Mutex::new(()),
+            graph,
         });
         let state = ServerState {
             app: app.clone(),
@@ -159,6 +182,7 @@ impl Server {
         let server_file = data_dir.join(SERVER_FILE_NAME);
         write_server_file(&server_file, local_addr);
 
+        let checkpoints = data_dir.join(PROJECTIONS_DIR);
         let http_shutdown = CancellationToken::new();
         let signal = http_shutdown.clone();
         let grace = Duration::from_millis(settings.shutdown_grace_ms);
@@ -176,6 +200,11 @@ impl Server {
                 _ = async { signal.cancelled().await; tokio::time::sleep(grace).await } => {
                     tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still running after the shutdown grace; dropping them");
                 }
+            }
+            // A last checkpoint, so the next start does not replay what this run applied.
+            let mut saved = u64::MAX;
+            if let Err(error) = runner::save_checkpoint(&app.graph, &checkpoints, &mut saved).await {
+                tracing::warn!(%error, "could not save the graph checkpoint at shutdown");
             }
             // Subscriptions complete and WebSockets close, then the log closes.
             app.shutdown.cancel();
@@ -384,6 +413,9 @@ async fn readyz(
     if let Some(reason) = app.access.failure() {
         return not_ready(format!("projection access stopped: {reason}"));
     }
+    if let Some(reason) = app.graph.failure() {
+        return not_ready(format!("projection graph stopped: {reason}"));
+    }
     // Commits by other processes (the CLI) become visible now, not at the next poll.
     let head = match app.store.refresh_head().await {
         Ok(head) => head,
@@ -394,10 +426,17 @@ async fn readyz(
     if !app.access.wait_for(target, wait).await {
         return not_ready(format!("projection access is at {}, the target is {target}", app.access.applied()));
     }
+    if !app.graph.wait_for(target, wait).await {
+        return not_ready(format!("projection graph is at {}, the target is {target}", app.graph.applied()));
+    }
+    let lag = |applied: u64| head.saturating_sub(applied);
     let body = serde_json::json!({
         "ready": true,
         "head": head,
-        "projections": { "access": app.access.applied() },
+        "projections": {
+            "access": { "applied": app.access.applied(), "lag": lag(app.access.applied()) },
+            "graph": { "applied": app.graph.applied(), "lag": lag(app.graph.applied()) },
+        },
     });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
@@ -413,6 +452,8 @@ async fn metrics_text(
     ::metrics::gauge!("log_head_position").set(head as f64);
     ::metrics::gauge!("projection_lag_events", "projection" => "access")
         .set(head.saturating_sub(state.app.access.applied()) as f64);
+    ::metrics::gauge!("projection_lag_events", "projection" => "graph")
+        .set(head.saturating_sub(state.app.graph.applied()) as f64);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response())
 }
 

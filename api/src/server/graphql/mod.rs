@@ -1,6 +1,7 @@
 //! The GraphQL schema. Every field that touches data has a guard naming the operation it
 //! performs; the guard asks the permission matrix in `cmdb_core::access` and nothing else.
 
+pub mod config;
 mod mutation;
 mod query;
 pub mod scalars;
@@ -19,16 +20,23 @@ use crate::server::auth::Caller;
 use crate::server::errors::{forbidden, graphql_error, limit_exceeded};
 use crate::server::metrics::GraphqlMetrics;
 
-pub use mutation::{MutationRoot, new_token_text as mutation_token_text};
+pub use mutation::new_token_text as mutation_token_text;
 pub use query::QueryRoot;
-pub use subscription::SubscriptionRoot;
+
+/// Every mutation: access and configuration.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct MutationRoot(mutation::AccessMutation, config::ConfigMutation);
+
+/// Every subscription: the log and configuration changes.
+#[derive(async_graphql::MergedSubscription, Default)]
+pub struct SubscriptionRoot(subscription::LogSubscription, config::ConfigSubscription);
 
 pub type CmdbSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema with the server's limits.
 pub fn build_schema(app: Arc<AppState>) -> CmdbSchema {
     let settings = &app.settings;
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot::default())
         .limit_depth(settings.max_query_depth)
         .limit_complexity(settings.max_query_complexity)
         .extension(GraphqlMetrics)

@@ -10,7 +10,8 @@ use super::{Requires, app, metadata};
 use crate::server::AppState;
 use crate::server::errors::{bad_input, core_error, graphql_error};
 
-pub struct MutationRoot;
+#[derive(Default)]
+pub struct AccessMutation;
 
 #[derive(InputObject)]
 pub struct CreatePrincipalInput {
@@ -60,7 +61,7 @@ fn parse_token_id(token_id: &ID) -> async_graphql::Result<Uuid> {
 }
 
 #[Object]
-impl MutationRoot {
+impl AccessMutation {
     /// Creates a principal (a person or a system such as a pipeline) with roles.
     #[graphql(guard = "Requires(Operation::ManagePrincipals)")]
     async fn create_principal(

@@ -176,6 +176,21 @@ impl QueryRoot {
         Ok(state.principals.values().map(|p| Principal::from_info(p, &state.tokens, now)).collect())
     }
 
+    /// The configuration as it was at one moment: a log `position`, or a `time` (the last
+    /// event recorded at or before it); the newest when neither is given. Every read inside
+    /// happens at that one position. `minPosition` waits (up to min_position_wait_ms) until
+    /// the graph has applied it: pass a mutation's position to read your own write.
+    #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
+    async fn at(
+        &self,
+        ctx: &Context<'_>,
+        position: Option<Position>,
+        time: Option<super::scalars::DateTime>,
+        min_position: Option<Position>,
+    ) -> async_graphql::Result<super::config::At> {
+        super::config::resolve_at(ctx, position, time, min_position).await
+    }
+
     /// The server's limits.
     #[graphql(guard = "Requires(Operation::ReadOwnIdentity)")]
     async fn limits(&self, ctx: &Context<'_>) -> Limits {

@@ -12,10 +12,11 @@ use crate::server::errors::{graphql_error, store_error};
 /// Events a subscription reads from the log per page (its memory bound).
 const SUBSCRIPTION_PAGE_EVENTS: usize = 500;
 
-pub struct SubscriptionRoot;
+#[derive(Default)]
+pub struct LogSubscription;
 
 #[Subscription]
-impl SubscriptionRoot {
+impl LogSubscription {
     /// Every event after `after` (default: the current head, i.e. only new events), in order,
     /// without gaps, optionally only those of the given `types`. Ends when the server shuts
     /// down.
