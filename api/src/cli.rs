@@ -71,12 +71,29 @@ pub enum Command {
         #[arg(long)]
         to: Option<PathBuf>,
     },
+    /// Generate a realistic estate with months of history into an empty data directory.
+    #[command(subcommand)]
+    Fixtures(FixturesCommand),
     /// Manage principals (people and systems) and their roles.
     #[command(subcommand)]
     Principal(PrincipalCommand),
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FixturesCommand {
+    /// Load an estate (small: ~500 CIs; medium: ~10,000) into an empty data directory.
+    Load {
+        #[arg(long, default_value = "small")]
+        size: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Days of history, ending now.
+        #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        history_days: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +161,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup { to } => backup(&data_dir, &to).await,
         Command::Restore { from } => restore(&data_dir, &from).await,
         Command::Export { as_of, to } => export(&data_dir, &as_of, to.as_deref()).await,
+        Command::Fixtures(FixturesCommand::Load { size, seed, history_days }) => {
+            load_fixtures(&data_dir, &size, seed, history_days).await
+        }
         Command::Principal(command) => principal(&data_dir, command).await,
         Command::Token(command) => token(&data_dir, command).await,
     }
@@ -384,6 +404,31 @@ fn export_line(record: &EventRecord) -> anyhow::Result<String> {
         hash: record.hash.to_hex(),
     };
     Ok(serde_json::to_string(&line)?)
+}
+
+async fn load_fixtures(data_dir: &Path, size: &str, seed: u64, history_days: u32) -> anyhow::Result<ExitCode> {
+    use cmdb_core::Clock;
+    let size: cmdb_fixtures::EstateSize = size.parse()?;
+    let store = SqliteStore::open(data_dir, SqliteOptions::default())?;
+    if store.head().await?.position != 0 {
+        store.shutdown().await;
+        bail!("{} already holds a log; fixtures load only into an empty data directory", data_dir.display());
+    }
+    let end = SystemClock.now().saturating_add_micros(-60_000_000);
+    let spec = cmdb_fixtures::EstateSpec { size, seed, end, history_days };
+    let report = cmdb_fixtures::load_into(&store, &spec).await;
+    store.shutdown().await;
+    let report = report?;
+    println!(
+        "loaded {} CIs, {} relationships, {} events ({} to {}) into {}",
+        report.cis,
+        report.relationships,
+        report.events,
+        report.first,
+        report.last,
+        data_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The actor of commands run from this shell.

@@ -7,7 +7,8 @@ mod common;
 use common::{TestServer, error_code, settings, ws};
 use serde_json::{Value, json};
 
-const REGISTER: &str = "mutation($input: RegisterCiInput!) { registerCi(input: $input) { position ci { id name status validFrom } } }";
+const REGISTER: &str =
+    "mutation($input: RegisterCiInput!) { registerCi(input: $input) { position ci { id name status validFrom } } }";
 
 async fn register(server: &TestServer, input: Value) -> (String, u64) {
     let data = server.ok(&server.admin_token, REGISTER, json!({ "input": input })).await;
@@ -107,14 +108,25 @@ async fn commands_views_impact_and_history_over_graphql() {
             json!({ "a": service, "b": web01 }),
         )
         .await;
-    let steps: Vec<&str> = path["at"]["path"].as_array().expect("path").iter().map(|s| s["ci"]["name"].as_str().expect("name")).collect();
+    let steps: Vec<&str> =
+        path["at"]["path"].as_array().expect("path").iter().map(|s| s["ci"]["name"].as_str().expect("name")).collect();
     assert_eq!(steps, vec!["payments-api", "web-01"]);
 
     // Life cycle, withdrawal and history.
     server
-        .ok(&server.admin_token, "mutation($id: ID!) { transitionCi(id: $id, to: UNDER_CHANGE, reason: \"patching\") { position } }", json!({ "id": web01 }))
+        .ok(
+            &server.admin_token,
+            "mutation($id: ID!) { transitionCi(id: $id, to: UNDER_CHANGE, reason: \"patching\") { position } }",
+            json!({ "id": web01 }),
+        )
         .await;
-    server.ok(&server.admin_token, "mutation($id: ID!) { withdrawCi(id: $id, reason: \"replaced\") { position ci { status } } }", json!({ "id": web01 })).await;
+    server
+        .ok(
+            &server.admin_token,
+            "mutation($id: ID!) { withdrawCi(id: $id, reason: \"replaced\") { position ci { status } } }",
+            json!({ "id": web01 }),
+        )
+        .await;
     let history = server
         .ok(
             &server.admin_token,
@@ -122,8 +134,16 @@ async fn commands_views_impact_and_history_over_graphql() {
             json!({ "id": web01 }),
         )
         .await;
-    let types: Vec<&str> = history["at"]["history"].as_array().expect("history").iter().map(|h| h["type"].as_str().expect("type")).collect();
-    assert_eq!(types, vec!["ci.registered", "ci.relationship_added", "ci.status_changed", "ci.relationship_removed", "ci.withdrawn"]);
+    let types: Vec<&str> = history["at"]["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| h["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        types,
+        vec!["ci.registered", "ci.relationship_added", "ci.status_changed", "ci.relationship_removed", "ci.withdrawn"]
+    );
     assert!(history["at"]["history"].as_array().expect("history").iter().all(|h| h["principal"] == "admin"));
     assert_eq!(history["at"]["ci"]["status"], "WITHDRAWN");
     assert_eq!(history["at"]["ci"]["relationships"].as_array().expect("list").len(), 0);
@@ -142,7 +162,9 @@ async fn bad_input_gets_a_clear_error_and_appends_nothing() {
     let (web01, _) = register(&server, host("web-01")).await;
     let (document, _) = register(&server, json!({"class": "DOCUMENT", "name": "runbook", "attributes": {"document_type": "runbook", "uri": "https://wiki.example.com/r"}})).await;
     let (gone, _) = register(&server, host("old-01")).await;
-    server.ok(&server.admin_token, "mutation($id: ID!) { withdrawCi(id: $id) { position } }", json!({ "id": gone })).await;
+    server
+        .ok(&server.admin_token, "mutation($id: ID!) { withdrawCi(id: $id) { position } }", json!({ "id": gone }))
+        .await;
     let head = server.head().await;
     let unknown_ci = "01935b6a-0000-7000-8000-000000000000";
     let mut no_memory = host("web-02");
@@ -157,12 +179,36 @@ async fn bad_input_gets_a_clear_error_and_appends_nothing() {
         (REGISTER, json!({"input": {"class": "TEAM", "name": "x", "attributes": {"colour": "red"}}}), "BAD_USER_INPUT"),
         (REGISTER, json!({"input": {"class": "APPLICATION", "name": "x", "owner": web01}}), "BAD_USER_INPUT"),
         (REGISTER, json!({"input": {"class": "APPLICATION", "name": "x", "owner": "not-an-id"}}), "BAD_USER_INPUT"),
-        ("mutation($id: ID!) { updateCi(id: $id, input: { version: \"2\" }) { position } }", json!({"id": gone}), "FAILED_PRECONDITION"),
-        ("mutation($id: ID!) { updateCi(id: $id, input: { version: \"2\" }) { position } }", json!({"id": unknown_ci}), "NOT_FOUND"),
-        ("mutation($id: ID!) { transitionCi(id: $id, to: ORDERED) { position } }", json!({"id": web01}), "FAILED_PRECONDITION"),
-        ("mutation($a: ID!, $b: ID!) { relate(type: RUNS_ON, source: $a, target: $b) { position } }", json!({"a": web01, "b": document}), "BAD_USER_INPUT"),
-        ("mutation($a: ID!) { relate(type: DEPENDS_ON, source: $a, target: $a) { position } }", json!({"a": web01}), "BAD_USER_INPUT"),
-        ("mutation($a: ID!, $b: ID!) { relate(type: DEPENDS_ON, source: $a, target: $b) { position } }", json!({"a": web01, "b": gone}), "FAILED_PRECONDITION"),
+        (
+            "mutation($id: ID!) { updateCi(id: $id, input: { version: \"2\" }) { position } }",
+            json!({"id": gone}),
+            "FAILED_PRECONDITION",
+        ),
+        (
+            "mutation($id: ID!) { updateCi(id: $id, input: { version: \"2\" }) { position } }",
+            json!({"id": unknown_ci}),
+            "NOT_FOUND",
+        ),
+        (
+            "mutation($id: ID!) { transitionCi(id: $id, to: ORDERED) { position } }",
+            json!({"id": web01}),
+            "FAILED_PRECONDITION",
+        ),
+        (
+            "mutation($a: ID!, $b: ID!) { relate(type: RUNS_ON, source: $a, target: $b) { position } }",
+            json!({"a": web01, "b": document}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "mutation($a: ID!) { relate(type: DEPENDS_ON, source: $a, target: $a) { position } }",
+            json!({"a": web01}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "mutation($a: ID!, $b: ID!) { relate(type: DEPENDS_ON, source: $a, target: $b) { position } }",
+            json!({"a": web01, "b": gone}),
+            "FAILED_PRECONDITION",
+        ),
         ("mutation($id: ID!) { unrelate(id: $id) { position } }", json!({"id": unknown_ci}), "NOT_FOUND"),
         ("query { at(time: \"1999-01-01T00:00:00Z\") { position } }", json!({}), "BAD_USER_INPUT"),
         ("query { at(position: 1, time: \"2030-01-01T00:00:00Z\") { position } }", json!({}), "BAD_USER_INPUT"),
@@ -179,7 +225,10 @@ async fn bad_input_gets_a_clear_error_and_appends_nothing() {
             assert_eq!(error_code(&body), code, "{query} {variables}: {body}");
         }
     }
-    let time_error = server.graphql(&server.admin_token, "query { at(time: \"1999-01-01T00:00:00Z\") { position } }", json!({})).await.1;
+    let time_error = server
+        .graphql(&server.admin_token, "query { at(time: \"1999-01-01T00:00:00Z\") { position } }", json!({}))
+        .await
+        .1;
     assert!(time_error["errors"][0]["message"].as_str().expect("message").contains("before the first event"));
     let editor = server.principal_with_token("viewer-only", &["VIEWER"]).await;
     let (_, body) = server.graphql(&editor, REGISTER, json!({"input": host("web-09")})).await;
@@ -194,7 +243,8 @@ async fn ci_changes_are_streamed_filtered_by_class() {
     let server = TestServer::start().await;
     let mut socket = ws::connect(&server, Some(&server.admin_token)).await;
     ws::init(&mut socket, json!({})).await;
-    ws::subscribe(&mut socket, "hosts", "subscription { ciChanges(classes: [HOST]) { position type class ciId } }").await;
+    ws::subscribe(&mut socket, "hosts", "subscription { ciChanges(classes: [HOST]) { position type class ciId } }")
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     register(&server, json!({"class": "TEAM", "name": "not a host"})).await;
     let (web01, position) = register(&server, host("web-01")).await;
@@ -219,14 +269,27 @@ async fn the_demo_loads_once_restarts_from_a_checkpoint_and_refuses_other_logs()
         let url = format!("{base}/graphql");
         let token = token.clone();
         async move {
-            client.post(url).bearer_auth(token).json(&json!({"query": q})).send().await.expect("post").json::<Value>().await.expect("json")
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"query": q}))
+                .send()
+                .await
+                .expect("post")
+                .json::<Value>()
+                .await
+                .expect("json")
         }
     };
-    let now = query("{ at { position cis(filter: {classes: [BUSINESS_SERVICE]}, first: 100) { nodes { id } } } }").await;
+    let now =
+        query("{ at { position cis(filter: {classes: [BUSINESS_SERVICE]}, first: 100) { nodes { id } } } }").await;
     assert!(now["data"]["at"]["cis"]["nodes"].as_array().expect("nodes").len() >= 20, "{now}");
-    let apps_now = query("{ at { cis(filter: {classes: [APPLICATION]}, first: 1000) { nodes { id version } } } }").await;
+    let apps_now =
+        query("{ at { cis(filter: {classes: [APPLICATION]}, first: 1000) { nodes { id version } } } }").await;
     let month_ago = query("{ head { recordedAt } }").await;
-    let head_time = cmdb_core::Timestamp::parse_rfc3339(month_ago["data"]["head"]["recordedAt"].as_str().expect("time")).expect("time");
+    let head_time =
+        cmdb_core::Timestamp::parse_rfc3339(month_ago["data"]["head"]["recordedAt"].as_str().expect("time"))
+            .expect("time");
     let then_time = head_time.saturating_add_micros(-30 * 86_400_000_000).to_rfc3339();
     let body = client
         .post(format!("{base}/graphql"))

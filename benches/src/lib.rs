@@ -42,3 +42,40 @@ mod tests {
         pub use serde_json::{Value, from_str};
     }
 }
+
+/// The medium estate (~10,000 CIs, six months of history) as a temporal graph, and its log
+/// length. Deterministic: the same graph every run.
+pub fn medium_graph(runtime: &tokio::runtime::Runtime) -> cmdb_projections::graph::TemporalGraph {
+    use cmdb_core::EventStore;
+    runtime.block_on(async {
+        let spec = cmdb_fixtures::EstateSpec {
+            size: cmdb_fixtures::EstateSize::Medium,
+            seed: 42,
+            end: cmdb_core::Timestamp::from_micros(1_780_000_000_000_000),
+            history_days: 180,
+        };
+        let store = cmdb_fixtures::generate(&spec).await.expect("generate");
+        let mut graph = cmdb_projections::graph::TemporalGraph::default();
+        let mut after = 0;
+        loop {
+            let page = store.read_all(after, 10_000).await.expect("read");
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            for record in &page {
+                graph.apply(record).expect("apply");
+            }
+        }
+        graph
+    })
+}
+
+/// Every CI id of a graph at its head, withdrawn included.
+pub fn all_ci_ids(graph: &cmdb_projections::graph::TemporalGraph) -> Vec<cmdb_core::ci::CiId> {
+    let filter = cmdb_projections::graph::CiFilter { include_withdrawn: true, ..Default::default() };
+    graph.cis_at(graph.applied(), &filter, None, usize::MAX).0.iter().map(|c| c.id).collect()
+}
+
+/// The position at which a CI was registered.
+pub fn registered(graph: &cmdb_projections::graph::TemporalGraph, id: cmdb_core::ci::CiId) -> u64 {
+    graph.history(id).and_then(|(versions, _)| versions.first().map(|v| v.from)).unwrap_or(1)
+}

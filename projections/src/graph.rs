@@ -6,16 +6,19 @@
 //! The structure is append-only: applying an event only adds versions or closes the open
 //! one, so the answer at a position the graph has applied never changes.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use cmdb_core::ci::{
     ChangeId, CiClass, CiEvent, CiId, CiSnapshot, NameKey, Propagation, RelId, RelType, RelationshipCreated, Status,
-    rule,
+    propagation,
 };
 use cmdb_core::{EventRecord, Timestamp};
 use petgraph::Direction as EdgeDirection;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
 use serde::{Deserialize, Serialize};
 
 /// The `to` of a version still in force.
@@ -67,9 +70,9 @@ pub struct HistoryEntry {
     pub relationship: Option<RelId>,
 }
 
+/// A node of the graph: one CI's whole life.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct CiEntry {
-    node: NodeIndex,
     versions: Vec<CiVersion>,
     history: Vec<HistoryEntry>,
 }
@@ -91,12 +94,6 @@ impl Relationship {
     pub fn valid_at(&self, position: u64) -> bool {
         self.from <= position && position < self.to
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct RelEntry {
-    edge: EdgeIndex,
-    rel: Relationship,
 }
 
 /// Impact direction.
@@ -121,8 +118,6 @@ pub struct Step {
 pub struct Reached {
     pub ci: Arc<CiSnapshot>,
     pub depth: u32,
-    /// One shortest path from the root.
-    pub path: Vec<Step>,
 }
 
 /// The answer of an impact analysis.
@@ -138,6 +133,23 @@ pub struct Impact {
     pub truncated: bool,
     /// Cycles met (each a list of CIs ending where it starts). Never followed twice.
     pub cycles: Vec<Vec<CiId>>,
+    /// How each reached CI was first reached (its BFS parent), for [`Impact::path_to`].
+    #[serde(skip)]
+    parents: HashMap<CiId, (CiId, RelId, RelType)>,
+}
+
+impl Impact {
+    /// One shortest path from the root to a reached CI (empty for the root or an unreached CI).
+    pub fn path_to(&self, target: CiId) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut cursor = target;
+        while let Some((up, rel, rel_type)) = self.parents.get(&cursor) {
+            steps.push(Step { relationship: *rel, rel_type: *rel_type, ci: cursor });
+            cursor = *up;
+        }
+        steps.reverse();
+        steps
+    }
 }
 
 /// Bounds and filters of a traversal.
@@ -179,9 +191,10 @@ pub struct CiFilter {
 /// The temporal graph.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TemporalGraph {
-    graph: StableDiGraph<CiId, RelId>,
-    cis: HashMap<CiId, CiEntry>,
-    rels: HashMap<RelId, RelEntry>,
+    /// Nodes hold a CI's versions, edges hold the relationship: a traversal never hashes.
+    graph: StableDiGraph<CiEntry, Relationship>,
+    cis: FxHashMap<CiId, NodeIndex>,
+    rels: FxHashMap<RelId, EdgeIndex>,
     /// CIs of each class, in registration order (a class never changes).
     by_class: BTreeMap<CiClass, Vec<CiId>>,
     /// Name intervals per (class, normalized name): (from, to, ci).
@@ -257,15 +270,11 @@ impl TemporalGraph {
         match event {
             CiEvent::Registered(registered) => {
                 let snapshot = Arc::new(CiSnapshot::from_registered(registered));
-                let node = self.graph.add_node(registered.ci_id);
-                self.cis.insert(
-                    registered.ci_id,
-                    CiEntry {
-                        node,
-                        versions: vec![CiVersion { from: p, to: OPEN, ci: snapshot }],
-                        history: vec![Self::history_entry(record, event, None)],
-                    },
-                );
+                let node = self.graph.add_node(CiEntry {
+                    versions: vec![CiVersion { from: p, to: OPEN, ci: snapshot }],
+                    history: vec![Self::history_entry(record, event, None)],
+                });
+                self.cis.insert(registered.ci_id, node);
                 self.by_class.entry(registered.class).or_default().push(registered.ci_id);
                 let key = name_index_key(&NameKey::new(registered.class, &registered.name));
                 self.names.entry(key).or_default().push((p, OPEN, registered.ci_id));
@@ -277,7 +286,8 @@ impl TemporalGraph {
                     _ => None,
                 };
                 let id = id.ok_or_else(|| missing("an update without a CI id".into()))?;
-                let entry = self.cis.get_mut(&id).ok_or_else(|| missing(format!("CI {id} was never registered")))?;
+                let node = *self.cis.get(&id).ok_or_else(|| missing(format!("CI {id} was never registered")))?;
+                let entry = &mut self.graph[node];
                 let current = entry.versions.last_mut().ok_or_else(|| missing(format!("CI {id} has no version")))?;
                 let mut next = (*current.ci).clone();
                 next.evolve(event);
@@ -299,44 +309,43 @@ impl TemporalGraph {
                 entry.history.push(Self::history_entry(record, event, None));
             }
             CiEvent::Linked(link) => {
-                if let Some(entry) = self.cis.get_mut(&link.ci_id) {
-                    entry.history.push(Self::history_entry(record, event, Some(link.rel_id)));
+                if let Some(node) = self.cis.get(&link.ci_id) {
+                    self.graph[*node].history.push(Self::history_entry(record, event, Some(link.rel_id)));
                 }
             }
             CiEvent::Unlinked(unlink) => {
-                if let Some(entry) = self.cis.get_mut(&unlink.ci_id) {
-                    entry.history.push(Self::history_entry(record, event, Some(unlink.rel_id)));
+                if let Some(node) = self.cis.get(&unlink.ci_id) {
+                    self.graph[*node].history.push(Self::history_entry(record, event, Some(unlink.rel_id)));
                 }
             }
             CiEvent::RelationshipCreated(RelationshipCreated { rel_id, rel_type, source, target, authorized_by }) => {
-                let (Some(s), Some(t)) = (self.cis.get(source), self.cis.get(target)) else {
+                let (Some(s), Some(t)) = (self.cis.get(source).copied(), self.cis.get(target).copied()) else {
                     return Err(missing(format!("relationship {rel_id} joins an unknown CI")));
                 };
-                let edge = self.graph.add_edge(s.node, t.node, *rel_id);
-                self.rels.insert(
-                    *rel_id,
-                    RelEntry {
-                        edge,
-                        rel: Relationship {
-                            id: *rel_id,
-                            rel_type: *rel_type,
-                            source: *source,
-                            target: *target,
-                            from: p,
-                            to: OPEN,
-                            created_by: *authorized_by,
-                            removed_by: None,
-                        },
+                let edge = self.graph.add_edge(
+                    s,
+                    t,
+                    Relationship {
+                        id: *rel_id,
+                        rel_type: *rel_type,
+                        source: *source,
+                        target: *target,
+                        from: p,
+                        to: OPEN,
+                        created_by: *authorized_by,
+                        removed_by: None,
                     },
                 );
+                self.rels.insert(*rel_id, edge);
             }
             CiEvent::RelationshipRemoved(removed) => {
-                let entry = self
+                let edge = *self
                     .rels
-                    .get_mut(&removed.rel_id)
+                    .get(&removed.rel_id)
                     .ok_or_else(|| missing(format!("relationship {} unknown", removed.rel_id)))?;
-                entry.rel.to = p;
-                entry.rel.removed_by = removed.authorized_by;
+                let rel = &mut self.graph[edge];
+                rel.to = p;
+                rel.removed_by = removed.authorized_by;
             }
             CiEvent::NameClaimed(_) | CiEvent::NameReleased(_) => {}
         }
@@ -369,18 +378,27 @@ impl TemporalGraph {
 
     /// A CI as it was at `position`.
     pub fn ci_at(&self, id: CiId, position: u64) -> Option<Arc<CiSnapshot>> {
-        self.cis.get(&id).and_then(|e| version_at(&e.versions, position)).map(|v| v.ci.clone())
+        self.entry(id).and_then(|e| version_at(&e.versions, position)).map(|v| v.ci.clone())
+    }
+
+    fn entry(&self, id: CiId) -> Option<&CiEntry> {
+        self.cis.get(&id).map(|node| &self.graph[*node])
+    }
+
+    /// The CI at a node at `position`, if it exists there and is not withdrawn.
+    fn present(&self, node: NodeIndex, position: u64) -> Option<&Arc<CiSnapshot>> {
+        version_at(&self.graph[node].versions, position).map(|v| &v.ci).filter(|ci| ci.status != Status::Withdrawn)
     }
 
     /// A CI's newest version, whatever position it is read at: what a replay that stopped at
     /// the applied position would hold.
     pub fn latest_ci(&self, id: CiId) -> Option<Arc<CiSnapshot>> {
-        self.cis.get(&id).and_then(|e| e.versions.last()).map(|v| v.ci.clone())
+        self.entry(id).and_then(|e| e.versions.last()).map(|v| v.ci.clone())
     }
 
     /// The version of a CI valid at `position`, with its interval.
     pub fn version_at(&self, id: CiId, position: u64) -> Option<&CiVersion> {
-        self.cis.get(&id).and_then(|e| version_at(&e.versions, position))
+        self.entry(id).and_then(|e| version_at(&e.versions, position))
     }
 
     /// The CI that held (class, name) at `position` (not withdrawn).
@@ -393,7 +411,7 @@ impl TemporalGraph {
 
     /// Every version of a CI, oldest first, and its full history.
     pub fn history(&self, id: CiId) -> Option<(&[CiVersion], &[HistoryEntry])> {
-        self.cis.get(&id).map(|e| (e.versions.as_slice(), e.history.as_slice()))
+        self.entry(id).map(|e| (e.versions.as_slice(), e.history.as_slice()))
     }
 
     /// CIs at `position` matching `filter`, ordered by id (registration order for UUIDv7),
@@ -437,15 +455,15 @@ impl TemporalGraph {
         let wanted = |rel: &Relationship| rel.valid_at(position) && types.is_none_or(|t| t.contains(&rel.rel_type));
         let mut found: Vec<&Relationship> = match ci {
             Some(id) => {
-                let Some(entry) = self.cis.get(&id) else { return Vec::new() };
+                let Some(node) = self.cis.get(&id) else { return Vec::new() };
                 self.graph
-                    .edges_directed(entry.node, EdgeDirection::Outgoing)
-                    .chain(self.graph.edges_directed(entry.node, EdgeDirection::Incoming))
-                    .filter_map(|edge| self.rels.get(edge.weight()).map(|e| &e.rel))
+                    .edges_directed(*node, EdgeDirection::Outgoing)
+                    .chain(self.graph.edges_directed(*node, EdgeDirection::Incoming))
+                    .map(|edge| edge.weight())
                     .filter(|rel| wanted(rel))
                     .collect()
             }
-            None => self.rels.values().map(|e| &e.rel).filter(|rel| wanted(rel)).collect(),
+            None => self.graph.edge_weights().filter(|rel| wanted(rel)).collect(),
         };
         found.sort_by_key(|rel| rel.id);
         found
@@ -453,45 +471,45 @@ impl TemporalGraph {
 
     /// A relationship by id, whatever its interval.
     pub fn relationship(&self, id: RelId) -> Option<&Relationship> {
-        self.rels.get(&id).map(|e| &e.rel)
+        self.rels.get(&id).map(|edge| &self.graph[*edge])
     }
 
-    /// The neighbours a failure travels to from `node` at `position`, in `direction`.
+    /// The neighbours a failure travels to from `node` at `position`, in `direction`: the
+    /// relationship crossed and the node at its other end.
     fn neighbours<'a>(
         &'a self,
         node: NodeIndex,
         position: u64,
-        direction: ImpactDirection,
+        direction: Option<ImpactDirection>,
         types: Option<&'a [RelType]>,
-    ) -> impl Iterator<Item = (&'a Relationship, CiId)> + 'a {
+    ) -> impl Iterator<Item = (EdgeIndex, &'a Relationship, NodeIndex)> + 'a {
         let outgoing = self.graph.edges_directed(node, EdgeDirection::Outgoing).map(|e| (e, true));
         let incoming = self.graph.edges_directed(node, EdgeDirection::Incoming).map(|e| (e, false));
         outgoing.chain(incoming).filter_map(move |(edge, node_is_source)| {
-            let rel = &self.rels.get(edge.weight())?.rel;
+            let rel = edge.weight();
             if !rel.valid_at(position) || types.is_some_and(|t| !t.contains(&rel.rel_type)) {
                 return None;
             }
-            let propagation = rule(rel.rel_type).propagation;
+            let other = if node_is_source { edge.target() } else { edge.source() };
+            let Some(direction) = direction else { return Some((edge.id(), rel, other)) };
+            let propagation = propagation(rel.rel_type);
             // Downstream: the other end depends on this node. Upstream: this node depends on it.
-            let other_depends_on_node = match propagation {
-                Propagation::Both => true,
-                Propagation::None => false,
-                Propagation::SourceDependsOnTarget => !node_is_source,
-                Propagation::TargetDependsOnSource => node_is_source,
+            let follows = match (propagation, direction) {
+                (Propagation::Both, _) => true,
+                (Propagation::None, _) => false,
+                (Propagation::SourceDependsOnTarget, ImpactDirection::Downstream) => !node_is_source,
+                (Propagation::SourceDependsOnTarget, ImpactDirection::Upstream) => node_is_source,
+                (Propagation::TargetDependsOnSource, ImpactDirection::Downstream) => node_is_source,
+                (Propagation::TargetDependsOnSource, ImpactDirection::Upstream) => !node_is_source,
             };
-            let node_depends_on_other = match propagation {
-                Propagation::Both => true,
-                Propagation::None => false,
-                Propagation::SourceDependsOnTarget => node_is_source,
-                Propagation::TargetDependsOnSource => !node_is_source,
-            };
-            let follows = match direction {
-                ImpactDirection::Downstream => other_depends_on_node,
-                ImpactDirection::Upstream => node_depends_on_other,
-            };
-            let other = if node_is_source { rel.target } else { rel.source };
-            follows.then_some((rel, other))
+            follows.then_some((edge.id(), rel, other))
         })
+    }
+
+    fn step(&self, edge: EdgeIndex, to: NodeIndex) -> Step {
+        let rel = &self.graph[edge];
+        let ci = if self.cis.get(&rel.target) == Some(&to) { rel.target } else { rel.source };
+        Step { relationship: rel.id, rel_type: rel.rel_type, ci }
     }
 
     /// Impact analysis from `root` at `position`: breadth first, so each CI is reached at its
@@ -499,79 +517,103 @@ impl TemporalGraph {
     pub fn impact(&self, root: CiId, position: u64, traversal: &Traversal) -> Result<Impact, GraphError> {
         traversal.validate()?;
         self.check_position(position)?;
-        let root_ci = self.ci_at(root, position).ok_or(GraphError::UnknownCi { ci: root, position })?;
+        let root_node = *self.cis.get(&root).ok_or(GraphError::UnknownCi { ci: root, position })?;
+        let root_ci = version_at(&self.graph[root_node].versions, position)
+            .map(|v| v.ci.clone())
+            .ok_or(GraphError::UnknownCi { ci: root, position })?;
         let types = traversal.types.as_deref();
-        let mut parent: HashMap<CiId, (CiId, RelId, RelType)> = HashMap::new();
-        let mut depth_of: HashMap<CiId, u32> = HashMap::from([(root, 0)]);
-        let mut queue = VecDeque::from([root]);
-        let mut reached_order: Vec<CiId> = Vec::new();
+        // node -> (parent node, edge crossed, depth)
+        let mut visited: FxHashMap<NodeIndex, (NodeIndex, EdgeIndex, u32)> = FxHashMap::default();
+        visited.insert(root_node, (root_node, EdgeIndex::end(), 0));
+        let mut queue = VecDeque::from([root_node]);
+        let mut reached_order: Vec<NodeIndex> = Vec::new();
         let mut cycles: Vec<Vec<CiId>> = Vec::new();
         let mut truncated = false;
         'walk: while let Some(current) = queue.pop_front() {
-            let depth = depth_of[&current];
+            let depth = visited[&current].2;
             if depth >= traversal.max_depth {
                 continue;
             }
-            let Some(entry) = self.cis.get(&current) else { continue };
-            for (rel, other) in self.neighbours(entry.node, position, traversal.direction, types) {
-                let Some(other_ci) = self.ci_at(other, position) else { continue };
-                if other_ci.status == Status::Withdrawn {
-                    continue;
-                }
-                if depth_of.contains_key(&other) {
+            for (edge, _, other) in self.neighbours(current, position, Some(traversal.direction), types) {
+                if visited.contains_key(&other) {
                     // Already reached: a cycle if `other` is on the path to `current`.
                     if cycles.len() < MAX_CYCLES_REPORTED {
-                        let mut chain = vec![current];
-                        let mut cursor = current;
-                        while cursor != other {
-                            match parent.get(&cursor) {
-                                Some((up, _, _)) => {
-                                    cursor = *up;
-                                    chain.push(cursor);
-                                }
-                                None => break,
-                            }
-                        }
-                        if cursor == other && (chain.len() > 1 || other == current) {
-                            chain.reverse();
-                            chain.push(other);
-                            if !cycles.contains(&chain) {
-                                cycles.push(chain);
+                        if let Some(cycle) = self.cycle_through(&visited, current, other, root_node) {
+                            if !cycles.contains(&cycle) {
+                                cycles.push(cycle);
                             }
                         }
                     }
+                    continue;
+                }
+                if self.present(other, position).is_none() {
                     continue;
                 }
                 if reached_order.len() == traversal.max_results {
                     truncated = true;
                     break 'walk;
                 }
-                depth_of.insert(other, depth + 1);
-                parent.insert(other, (current, rel.id, rel.rel_type));
+                visited.insert(other, (current, edge, depth + 1));
                 reached_order.push(other);
                 queue.push_back(other);
             }
         }
-        let path_to = |target: CiId| {
-            let mut steps = Vec::new();
-            let mut cursor = target;
-            while let Some((up, rel, rel_type)) = parent.get(&cursor) {
-                steps.push(Step { relationship: *rel, rel_type: *rel_type, ci: cursor });
-                cursor = *up;
-            }
-            steps.reverse();
-            steps
-        };
+        let id_of = |node: NodeIndex| self.graph[node].versions[0].ci.id;
+        let mut parents = HashMap::with_capacity(reached_order.len());
         let mut reached = Vec::with_capacity(reached_order.len());
         let mut services = Vec::new();
-        for id in reached_order {
-            let Some(ci) = self.ci_at(id, position) else { continue };
+        for node in reached_order {
+            let Some(ci) = self.present(node, position).cloned() else { continue };
+            let (parent, edge, depth) = visited[&node];
+            let rel = &self.graph[edge];
+            parents.insert(ci.id, (id_of(parent), rel.id, rel.rel_type));
             if ci.class == CiClass::BusinessService {
                 services.push((ci.clone(), ci.attributes.get("criticality_tier").and_then(|v| v.as_i64())));
             }
-            reached.push(Reached { ci, depth: depth_of[&id], path: path_to(id) });
+            reached.push(Reached { ci, depth });
         }
-        Ok(Impact { root: root_ci, position, direction: traversal.direction, reached, services, truncated, cycles })
+        Ok(Impact {
+            root: root_ci,
+            position,
+            direction: traversal.direction,
+            reached,
+            services,
+            truncated,
+            cycles,
+            parents,
+        })
+    }
+
+    /// The cycle closed by an edge from `current` to the already visited `other`, if `other`
+    /// is an ancestor of `current` (or `current` itself).
+    fn cycle_through(
+        &self,
+        visited: &FxHashMap<NodeIndex, (NodeIndex, EdgeIndex, u32)>,
+        current: NodeIndex,
+        other: NodeIndex,
+        root: NodeIndex,
+    ) -> Option<Vec<CiId>> {
+        // Most edges to visited nodes are cross edges, not cycles: look before allocating.
+        let mut cursor = current;
+        while cursor != other {
+            if cursor == root {
+                return None;
+            }
+            cursor = visited.get(&cursor)?.0;
+        }
+        let id_of = |node: NodeIndex| self.graph[node].versions[0].ci.id;
+        let mut chain = vec![id_of(current)];
+        let mut cursor = current;
+        while cursor != other {
+            cursor = visited.get(&cursor)?.0;
+            chain.push(id_of(cursor));
+        }
+        if chain.len() < 2 && other != current {
+            return None;
+        }
+        chain.reverse();
+        chain.push(id_of(other));
+        Some(chain)
     }
 
     /// One shortest path from `from` to `to` at `position` along the traversal's direction
@@ -589,42 +631,34 @@ impl TemporalGraph {
             return Err(GraphError::Depth(max_depth));
         }
         self.check_position(position)?;
-        for id in [from, to] {
-            if self.ci_at(id, position).is_none() {
+        let mut nodes = [NodeIndex::end(); 2];
+        for (slot, id) in nodes.iter_mut().zip([from, to]) {
+            *slot = *self.cis.get(&id).ok_or(GraphError::UnknownCi { ci: id, position })?;
+            if version_at(&self.graph[*slot].versions, position).is_none() {
                 return Err(GraphError::UnknownCi { ci: id, position });
             }
         }
-        if from == to {
+        let [start, goal] = nodes;
+        if start == goal {
             return Ok(Some(Vec::new()));
         }
-        let mut parent: HashMap<CiId, (CiId, RelId, RelType)> = HashMap::new();
-        let mut seen: HashSet<CiId> = HashSet::from([from]);
-        let mut frontier = vec![from];
+        let mut parent: FxHashMap<NodeIndex, (NodeIndex, EdgeIndex)> = FxHashMap::default();
+        let mut seen: FxHashSet<NodeIndex> = FxHashSet::default();
+        seen.insert(start);
+        let mut frontier = vec![start];
         for _ in 0..max_depth {
             let mut next = Vec::new();
             for current in frontier {
-                let Some(entry) = self.cis.get(&current) else { continue };
-                let steps: Vec<(&Relationship, CiId)> = match direction {
-                    Some(direction) => self.neighbours(entry.node, position, direction, types).collect(),
-                    None => self
-                        .graph
-                        .edges_directed(entry.node, EdgeDirection::Outgoing)
-                        .chain(self.graph.edges_directed(entry.node, EdgeDirection::Incoming))
-                        .filter_map(|edge| self.rels.get(edge.weight()).map(|e| &e.rel))
-                        .filter(|rel| rel.valid_at(position) && types.is_none_or(|t| t.contains(&rel.rel_type)))
-                        .map(|rel| (rel, if rel.source == current { rel.target } else { rel.source }))
-                        .collect(),
-                };
-                for (rel, other) in steps {
-                    if !seen.insert(other) {
+                for (edge, _, other) in self.neighbours(current, position, direction, types) {
+                    if !seen.insert(other) || self.present(other, position).is_none() && other != goal {
                         continue;
                     }
-                    parent.insert(other, (current, rel.id, rel.rel_type));
-                    if other == to {
+                    parent.insert(other, (current, edge));
+                    if other == goal {
                         let mut path = Vec::new();
-                        let mut cursor = to;
-                        while let Some((up, rel, rel_type)) = parent.get(&cursor) {
-                            path.push(Step { relationship: *rel, rel_type: *rel_type, ci: cursor });
+                        let mut cursor = goal;
+                        while let Some((up, edge)) = parent.get(&cursor) {
+                            path.push(self.step(*edge, cursor));
                             cursor = *up;
                         }
                         path.reverse();

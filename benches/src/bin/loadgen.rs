@@ -32,6 +32,9 @@ struct Args {
     /// Start this cmdb binary on a temporary data directory instead of using --url/--token.
     #[arg(long)]
     spawn: Option<String>,
+    /// With --spawn: serve this data directory (new: it prints the token) instead of a fresh one.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -47,13 +50,16 @@ struct Args {
     /// The GraphQL query.
     #[arg(long, default_value = "{ head { position } }")]
     query: String,
+    /// A file of GraphQL queries, one per line, sent in turn (instead of --query).
+    #[arg(long)]
+    query_file: Option<std::path::PathBuf>,
 }
 
 struct Target {
     host_port: String,
     path: String,
     token: String,
-    body: Bytes,
+    bodies: Vec<Bytes>,
 }
 
 struct Outcome {
@@ -72,12 +78,13 @@ async fn connection(target: &Target) -> anyhow::Result<hyper::client::conn::http
 async fn one_request(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     target: &Target,
+    body: Bytes,
 ) -> anyhow::Result<bool> {
     let request = Request::post(&target.path)
         .header("host", &target.host_port)
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {}", target.token))
-        .body(Full::new(target.body.clone()))?;
+        .body(Full::new(body))?;
     sender.ready().await?;
     let response = sender.send_request(request).await?;
     let ok = response.status().is_success();
@@ -98,6 +105,7 @@ async fn worker(
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;
     let mut scheduled = start + offset;
+    let mut sent = offset.as_nanos() as usize;
     loop {
         let issue_at = match interval {
             Some(step) => {
@@ -111,7 +119,9 @@ async fn worker(
         if issue_at.duration_since(start) >= end {
             break;
         }
-        let ok = match one_request(&mut sender, &target).await {
+        let body = target.bodies[sent % target.bodies.len()].clone();
+        sent += 1;
+        let ok = match one_request(&mut sender, &target, body).await {
             Ok(ok) => ok,
             Err(_) => {
                 sender = connection(&target).await?;
@@ -129,11 +139,15 @@ async fn worker(
     Ok(Outcome { histogram, errors })
 }
 
-fn spawn_server(binary: &str) -> anyhow::Result<(Child, String, String, tempfile::TempDir)> {
+fn spawn_server(
+    binary: &str,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<(Child, String, String, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
+    let path = data_dir.unwrap_or(dir.path());
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--max-connections", "4096", "--data-dir"])
-        .arg(dir.path())
+        .arg(path)
         .env("CMDB_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -150,7 +164,8 @@ fn spawn_server(binary: &str) -> anyhow::Result<(Child, String, String, tempfile
         if let Some(rest) = line.split("http://").nth(1) {
             let url = format!("http://{}", rest.split_whitespace().next().context("url")?);
             std::thread::spawn(move || for _ in lines {});
-            return Ok((child, url, token.context("no token printed")?, dir));
+            let token = token.context("no token printed (serve a new data directory, or pass --url and --token)")?;
+            return Ok((child, url, token, dir));
         }
     }
     bail!("{binary} exited before it listened")
@@ -162,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let mut spawned = None;
     let (url, token) = match &args.spawn {
         Some(binary) => {
-            let (child, url, token, dir) = spawn_server(binary)?;
+            let (child, url, token, dir) = spawn_server(binary, args.data_dir.as_deref())?;
             spawned = Some((child, dir));
             (url, token)
         }
@@ -173,8 +188,17 @@ async fn main() -> anyhow::Result<()> {
         .split_once('/')
         .map(|(h, p)| (h.to_owned(), format!("/{p}")))
         .unwrap_or((without_scheme.to_owned(), "/".into()));
-    let body = Bytes::from(serde_json::json!({ "query": args.query }).to_string());
-    let target = std::sync::Arc::new(Target { host_port, path, token, body });
+    let queries: Vec<String> = match &args.query_file {
+        Some(file) => {
+            std::fs::read_to_string(file)?.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
+        }
+        None => vec![args.query.clone()],
+    };
+    if queries.is_empty() {
+        bail!("no queries");
+    }
+    let bodies = queries.iter().map(|q| Bytes::from(serde_json::json!({ "query": q }).to_string())).collect();
+    let target = std::sync::Arc::new(Target { host_port, path, token, bodies });
 
     let warmup = Duration::from_secs(args.warmup_secs);
     let end = warmup + Duration::from_secs(args.duration_secs);
@@ -194,9 +218,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let seconds = args.duration_secs as f64;
     let mode = args.rate.map_or("closed loop".to_owned(), |r| format!("open loop at {r} req/s"));
+    let what = match &args.query_file {
+        Some(file) => format!("{} queries from {} in turn", queries.len(), file.display()),
+        None => format!("query {:?}", args.query),
+    };
     println!(
-        "{mode}, {} connections, {}s measured after {}s warm-up, query {:?}",
-        args.connections, args.duration_secs, args.warmup_secs, args.query
+        "{mode}, {} connections, {}s measured after {}s warm-up, {what}",
+        args.connections, args.duration_secs, args.warmup_secs
     );
     println!(
         "requests {} ({:.0}/s), errors {errors}, latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",

@@ -23,7 +23,7 @@ use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
 
 pub use model::{
     ChangeId, CiClass, CiId, Environment, INITIAL_STATUSES, Propagation, RELATIONSHIP_RULES, RelId, RelType, Status,
-    TRANSITIONS, rule, transition_allowed,
+    TRANSITIONS, propagation, rule, transition_allowed,
 };
 
 /// Longest CI name, in bytes.

@@ -279,6 +279,18 @@ pub const RELATIONSHIP_RULES: &[RelRule] = &[
     },
 ];
 
+/// How impact crosses a relationship type: a constant-time form of the table, for traversals.
+pub const fn propagation(rel_type: RelType) -> Propagation {
+    match rel_type {
+        RelType::DependsOn | RelType::RunsOn | RelType::Consumes | RelType::SuppliedBy => {
+            Propagation::SourceDependsOnTarget
+        }
+        RelType::Hosts | RelType::PartOf | RelType::Provides => Propagation::TargetDependsOnSource,
+        RelType::ConnectsTo => Propagation::Both,
+        RelType::DocumentedBy | RelType::LicensedBy => Propagation::None,
+    }
+}
+
 /// The rule for a relationship type.
 pub fn rule(rel_type: RelType) -> &'static RelRule {
     RELATIONSHIP_RULES.iter().find(|r| r.rel_type == rel_type).expect("every relationship type has a rule")
@@ -315,6 +327,13 @@ mod tests {
         assert_eq!(rule(RelType::ConnectsTo).propagation, Propagation::Both);
         assert_eq!(rule(RelType::RunsOn).propagation, Propagation::SourceDependsOnTarget);
         assert_eq!(rule(RelType::Hosts).propagation, Propagation::TargetDependsOnSource);
+    }
+
+    #[test]
+    fn the_constant_time_propagation_agrees_with_the_table() {
+        for rule in RELATIONSHIP_RULES {
+            assert_eq!(propagation(rule.rel_type), rule.propagation, "{}", rule.rel_type);
+        }
     }
 
     #[test]

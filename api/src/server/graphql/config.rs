@@ -273,7 +273,7 @@ impl At {
         };
         let graph = state(ctx).graph.read();
         let impact = graph.impact(root, self.position, &traversal).map_err(graph_error)?;
-        Ok(ImpactResult::new(&graph, impact))
+        Ok(ImpactResult::new(impact))
     }
 
     /// One shortest path between two CIs (following dependencies in `direction`, or any
@@ -484,70 +484,104 @@ impl PathStep {
     }
 }
 
-#[derive(SimpleObject)]
+/// A CI an impact analysis reached.
 pub struct ImpactedCi {
-    pub ci: Ci,
-    pub depth: u32,
+    impact: Arc<graph::Impact>,
+    index: usize,
+}
+
+#[Object]
+impl ImpactedCi {
+    async fn ci(&self, ctx: &Context<'_>) -> Ci {
+        let graph = state(ctx).graph.read();
+        Ci::new(&graph, self.impact.reached[self.index].ci.clone(), self.impact.position)
+    }
+
+    async fn depth(&self) -> u32 {
+        self.impact.reached[self.index].depth
+    }
+
     /// One shortest path from the root to this CI.
-    pub path: Vec<PathStep>,
+    async fn path(&self, ctx: &Context<'_>) -> Vec<PathStep> {
+        let graph = state(ctx).graph.read();
+        let target = self.impact.reached[self.index].ci.id;
+        self.impact.path_to(target).into_iter().map(|s| PathStep::new(&graph, s, self.impact.position)).collect()
+    }
 }
 
-#[derive(SimpleObject)]
+/// A business service an impact analysis reached.
 pub struct ImpactedService {
-    pub service: Ci,
-    /// Criticality tier 1 (highest) to 4.
-    pub tier: Option<i64>,
-    pub depth: u32,
+    impact: Arc<graph::Impact>,
+    index: usize,
 }
 
-#[derive(SimpleObject)]
+#[Object]
+impl ImpactedService {
+    async fn service(&self, ctx: &Context<'_>) -> Ci {
+        let graph = state(ctx).graph.read();
+        Ci::new(&graph, self.impact.services[self.index].0.clone(), self.impact.position)
+    }
+
+    /// Criticality tier 1 (highest) to 4.
+    async fn tier(&self) -> Option<i64> {
+        self.impact.services[self.index].1
+    }
+
+    async fn depth(&self) -> u32 {
+        let id = self.impact.services[self.index].0.id;
+        self.impact.reached.iter().find(|r| r.ci.id == id).map_or(0, |r| r.depth)
+    }
+}
+
+/// The answer of an impact analysis; each field is computed only when asked for.
 pub struct ImpactResult {
-    pub root: Ci,
-    pub position: Position,
-    pub direction: ImpactDirection,
-    pub reached: Vec<ImpactedCi>,
-    pub services: Vec<ImpactedService>,
+    impact: Arc<graph::Impact>,
+}
+
+#[Object]
+impl ImpactResult {
+    async fn root(&self, ctx: &Context<'_>) -> Ci {
+        let graph = state(ctx).graph.read();
+        Ci::new(&graph, self.impact.root.clone(), self.impact.position)
+    }
+
+    async fn position(&self) -> Position {
+        Position(self.impact.position)
+    }
+
+    async fn direction(&self) -> ImpactDirection {
+        self.impact.direction.into()
+    }
+
+    /// The CIs reached, breadth first: each at its least depth.
+    async fn reached(&self) -> Vec<ImpactedCi> {
+        (0..self.impact.reached.len()).map(|index| ImpactedCi { impact: self.impact.clone(), index }).collect()
+    }
+
+    /// The business services among them, with their tier.
+    async fn services(&self) -> Vec<ImpactedService> {
+        (0..self.impact.services.len()).map(|index| ImpactedService { impact: self.impact.clone(), index }).collect()
+    }
+
     /// max_results cut the traversal short.
-    pub truncated: bool,
+    async fn truncated(&self) -> bool {
+        self.impact.truncated
+    }
+
     /// Cycles met, each a list of CI ids ending where it starts.
-    pub cycles: Vec<Vec<ID>>,
-    pub count: usize,
+    async fn cycles(&self) -> Vec<Vec<ID>> {
+        self.impact.cycles.iter().map(|c| c.iter().map(|id| ID(id.to_string())).collect()).collect()
+    }
+
+    /// How many CIs were reached.
+    async fn count(&self) -> usize {
+        self.impact.reached.len()
+    }
 }
 
 impl ImpactResult {
-    fn new(graph: &TemporalGraph, impact: graph::Impact) -> ImpactResult {
-        let position = impact.position;
-        let depth_of: std::collections::HashMap<domain::CiId, u32> =
-            impact.reached.iter().map(|r| (r.ci.id, r.depth)).collect();
-        let services = impact
-            .services
-            .into_iter()
-            .map(|(ci, tier)| ImpactedService {
-                depth: depth_of.get(&ci.id).copied().unwrap_or(0),
-                service: Ci::new(graph, ci, position),
-                tier,
-            })
-            .collect();
-        let count = impact.reached.len();
-        let reached = impact
-            .reached
-            .into_iter()
-            .map(|r| ImpactedCi {
-                depth: r.depth,
-                path: r.path.into_iter().map(|s| PathStep::new(graph, s, position)).collect(),
-                ci: Ci::new(graph, r.ci, position),
-            })
-            .collect();
-        ImpactResult {
-            root: Ci::new(graph, impact.root, position),
-            position: Position(position),
-            direction: impact.direction.into(),
-            reached,
-            services,
-            truncated: impact.truncated,
-            cycles: impact.cycles.into_iter().map(|c| c.into_iter().map(|id| ID(id.to_string())).collect()).collect(),
-            count,
-        }
+    fn new(impact: graph::Impact) -> ImpactResult {
+        ImpactResult { impact: Arc::new(impact) }
     }
 }
 
