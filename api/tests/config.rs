@@ -152,6 +152,18 @@ async fn commands_views_impact_and_history_over_graphql() {
         .ok(&server.admin_token, "{ at { cis(filter: {classes: [APPLICATION, HOST], includeWithdrawn: true}) { nodes { name } pageInfo { hasNextPage } } ci(class: APPLICATION, name: \"PAYMENTS-API\") { name } } }", json!({}))
         .await;
     assert_eq!(listing["at"]["cis"]["nodes"].as_array().expect("nodes").len(), 2);
+    // Relay paging: one at a time, following the cursors.
+    let first = server
+        .ok(&server.admin_token, "{ at { cis(first: 1, filter: {includeWithdrawn: true}) { edges { cursor node { name } } pageInfo { hasNextPage endCursor } } } }", json!({}))
+        .await;
+    let cursor = first["at"]["cis"]["pageInfo"]["endCursor"].as_str().expect("cursor").to_owned();
+    assert_eq!(first["at"]["cis"]["edges"][0]["cursor"], cursor.as_str());
+    assert_eq!(first["at"]["cis"]["pageInfo"]["hasNextPage"], true);
+    let second = server
+        .ok(&server.admin_token, "query($a: String!) { at { cis(first: 1, after: $a, filter: {includeWithdrawn: true}) { edges { node { name } } pageInfo { hasPreviousPage } } } }", json!({"a": cursor}))
+        .await;
+    assert_ne!(second["at"]["cis"]["edges"][0]["node"]["name"], first["at"]["cis"]["edges"][0]["node"]["name"]);
+    assert_eq!(second["at"]["cis"]["pageInfo"]["hasPreviousPage"], true);
     assert_eq!(listing["at"]["ci"]["name"], "payments-api");
 }
 

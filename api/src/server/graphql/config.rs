@@ -137,15 +137,45 @@ pub struct At {
     pub position: u64,
 }
 
-#[derive(SimpleObject)]
+/// A Relay-style page of CIs (`edges` with cursors, or `nodes` directly).
 pub struct CiConnection {
-    pub nodes: Vec<Ci>,
-    pub page_info: CiPageInfo,
+    cis: Vec<Arc<CiSnapshot>>,
+    position: u64,
+    page_info: CiPageInfo,
 }
 
 #[derive(SimpleObject)]
+pub struct CiEdge {
+    /// The CI's id: pass it as `after` to continue after it.
+    pub cursor: String,
+    pub node: Ci,
+}
+
+#[Object]
+impl CiConnection {
+    async fn edges(&self, ctx: &Context<'_>) -> Vec<CiEdge> {
+        let graph = state(ctx).graph.read();
+        self.cis
+            .iter()
+            .map(|ci| CiEdge { cursor: ci.id.to_string(), node: Ci::new(&graph, ci.clone(), self.position) })
+            .collect()
+    }
+
+    async fn nodes(&self, ctx: &Context<'_>) -> Vec<Ci> {
+        let graph = state(ctx).graph.read();
+        self.cis.iter().map(|ci| Ci::new(&graph, ci.clone(), self.position)).collect()
+    }
+
+    async fn page_info(&self) -> &CiPageInfo {
+        &self.page_info
+    }
+}
+
+#[derive(SimpleObject, Clone)]
 pub struct CiPageInfo {
     pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
     /// Pass as `after` for the next page.
     pub end_cursor: Option<String>,
 }
@@ -199,7 +229,8 @@ impl At {
         Ok(found.map(|ci| Ci::new(&graph, ci, self.position)))
     }
 
-    /// CIs matching a filter, in registration order, paged (`first` at most max_page_size).
+    /// CIs matching a filter, in registration order, paged (`first` at most max_page_size;
+    /// `after` a cursor from `edges` or `pageInfo.endCursor`).
     async fn cis(
         &self,
         ctx: &Context<'_>,
@@ -220,11 +251,14 @@ impl At {
             name_contains: filter.name_contains,
             include_withdrawn: filter.include_withdrawn,
         };
-        let graph = app.graph.read();
-        let (page, more) = graph.cis_at(self.position, &core_filter, after, first);
-        let end_cursor = page.last().map(|ci| ci.id.to_string());
-        let nodes = page.into_iter().map(|ci| Ci::new(&graph, ci, self.position)).collect();
-        Ok(CiConnection { nodes, page_info: CiPageInfo { has_next_page: more, end_cursor } })
+        let (page, more) = app.graph.read().cis_at(self.position, &core_filter, after, first);
+        let page_info = CiPageInfo {
+            has_next_page: more,
+            has_previous_page: after.is_some(),
+            start_cursor: page.first().map(|ci| ci.id.to_string()),
+            end_cursor: page.last().map(|ci| ci.id.to_string()),
+        };
+        Ok(CiConnection { cis: page, position: self.position, page_info })
     }
 
     /// Relationships valid here: all, or those of one CI, optionally of some types.
