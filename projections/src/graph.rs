@@ -37,6 +37,8 @@ pub enum GraphError {
     BeforeFirstEvent { time: Timestamp, first: Timestamp },
     #[error("the log is empty: there is no moment to read")]
     EmptyLog,
+    #[error("from ({from}) is after to ({to})")]
+    FromAfterTo { from: u64, to: u64 },
     #[error("position {asked} is past what the graph has applied ({applied})")]
     PositionAhead { asked: u64, applied: u64 },
     #[error("no CI {ci} at position {position}")]
@@ -88,6 +90,39 @@ pub struct Relationship {
     pub to: u64,
     pub created_by: Option<ChangeId>,
     pub removed_by: Option<ChangeId>,
+    /// Who created it, and when.
+    pub created: EventInfo,
+    /// Who removed it, and when.
+    pub removed: Option<EventInfo>,
+}
+
+/// Who did something, when, and under which change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    pub position: u64,
+    pub recorded_at: Timestamp,
+    pub event_type: String,
+    pub principal: String,
+    pub authorized_by: Option<ChangeId>,
+}
+
+impl EventInfo {
+    fn of(record: &EventRecord, authorized_by: Option<ChangeId>) -> EventInfo {
+        EventInfo {
+            position: record.position,
+            recorded_at: record.recorded_at,
+            event_type: record.event_type.clone(),
+            principal: record.metadata.actor.principal.clone(),
+            authorized_by,
+        }
+    }
+}
+
+/// What a position changed: a CI's state or a relationship.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Touched {
+    Ci(NodeIndex),
+    Relationship(EdgeIndex),
 }
 
 impl Relationship {
@@ -203,6 +238,8 @@ pub struct TemporalGraph {
     times: Vec<(u64, Timestamp)>,
     applied: u64,
     applied_hash: cmdb_core::Hash,
+    /// Every state change in position order: the index a diff reads.
+    changes: Vec<(u64, Touched)>,
 }
 
 fn name_index_key(key: &NameKey) -> String {
@@ -219,6 +256,50 @@ impl TemporalGraph {
     /// The last log position applied.
     pub fn applied(&self) -> u64 {
         self.applied
+    }
+
+    /// What changed in `(from, to]`, in position order, each once (first change first).
+    pub(crate) fn touched_between(&self, from: u64, to: u64) -> Vec<Touched> {
+        let start = self.changes.partition_point(|(p, _)| *p <= from);
+        let end = self.changes.partition_point(|(p, _)| *p <= to);
+        let mut seen = FxHashSet::default();
+        self.changes[start..end].iter().map(|(_, t)| *t).filter(|t| seen.insert(*t)).collect()
+    }
+
+    /// A CI's whole entry by node.
+    pub(crate) fn node_versions(&self, node: NodeIndex) -> (&[CiVersion], &[HistoryEntry]) {
+        let entry = &self.graph[node];
+        (&entry.versions, &entry.history)
+    }
+
+    pub(crate) fn edge(&self, edge: EdgeIndex) -> &Relationship {
+        &self.graph[edge]
+    }
+
+    /// The CIs within `depth` relationships of `center` (either direction, any type) at
+    /// `position`, the center included.
+    pub fn neighbourhood(&self, center: CiId, position: u64, depth: u32) -> Result<FxHashSet<CiId>, GraphError> {
+        if depth > MAX_DEPTH {
+            return Err(GraphError::Depth(depth));
+        }
+        let mut found = FxHashSet::default();
+        let Some(start) = self.cis.get(&center).copied() else { return Ok(found) };
+        let mut seen: FxHashSet<NodeIndex> = FxHashSet::default();
+        seen.insert(start);
+        let mut frontier = vec![start];
+        for _ in 0..depth {
+            let mut next = Vec::new();
+            for node in frontier {
+                for (_, _, other) in self.neighbours(node, position, None, None) {
+                    if seen.insert(other) {
+                        next.push(other);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        found.extend(seen.into_iter().map(|node| self.graph[node].versions[0].ci.id));
+        Ok(found)
     }
 
     /// The hash of the last event applied.
@@ -275,6 +356,7 @@ impl TemporalGraph {
                     history: vec![Self::history_entry(record, event, None)],
                 });
                 self.cis.insert(registered.ci_id, node);
+                self.changes.push((p, Touched::Ci(node)));
                 self.by_class.entry(registered.class).or_default().push(registered.ci_id);
                 let key = name_index_key(&NameKey::new(registered.class, &registered.name));
                 self.names.entry(key).or_default().push((p, OPEN, registered.ci_id));
@@ -287,6 +369,7 @@ impl TemporalGraph {
                 };
                 let id = id.ok_or_else(|| missing("an update without a CI id".into()))?;
                 let node = *self.cis.get(&id).ok_or_else(|| missing(format!("CI {id} was never registered")))?;
+                self.changes.push((p, Touched::Ci(node)));
                 let entry = &mut self.graph[node];
                 let current = entry.versions.last_mut().ok_or_else(|| missing(format!("CI {id} has no version")))?;
                 let mut next = (*current.ci).clone();
@@ -334,9 +417,12 @@ impl TemporalGraph {
                         to: OPEN,
                         created_by: *authorized_by,
                         removed_by: None,
+                        created: EventInfo::of(record, *authorized_by),
+                        removed: None,
                     },
                 );
                 self.rels.insert(*rel_id, edge);
+                self.changes.push((p, Touched::Relationship(edge)));
             }
             CiEvent::RelationshipRemoved(removed) => {
                 let edge = *self
@@ -346,6 +432,8 @@ impl TemporalGraph {
                 let rel = &mut self.graph[edge];
                 rel.to = p;
                 rel.removed_by = removed.authorized_by;
+                rel.removed = Some(EventInfo::of(record, removed.authorized_by));
+                self.changes.push((p, Touched::Relationship(edge)));
             }
             CiEvent::NameClaimed(_) | CiEvent::NameReleased(_) => {}
         }

@@ -7,5 +7,6 @@
 //! What it is **not**: no HTTP or GraphQL (that is `cmdb-api`), no storage details (it reads
 //! through `cmdb_core::EventStore`).
 
+pub mod diff;
 pub mod graph;
 pub mod runner;

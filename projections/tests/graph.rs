@@ -5,7 +5,7 @@ mod common;
 
 use cmdb_core::ci::{CiClass, CiCommand, RelType, Status, Update};
 use cmdb_projections::graph::{GraphError, ImpactDirection, Traversal};
-use common::{World, ci, register, rel, relate, replay};
+use common::{World, ci, register, rel, relate, replay, step};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -178,30 +178,6 @@ async fn history_as_of_reads_withdrawal_and_time_lookups() {
     assert_eq!(graph.position_at(cmdb_core::Timestamp::from_micros(i64::MAX)).expect("now"), head);
 }
 
-#[derive(Clone, Debug)]
-enum Step {
-    Register(u8, u8),
-    Relate(u8, u8, u8),
-    Update(u8, u8),
-    Transition(u8, u8),
-    Withdraw(u8),
-    Unrelate(u8),
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        3 => (0u8..12, 0u8..4).prop_map(|(n, c)| Step::Register(n, c)),
-        4 => (0u8..12, 0u8..12, 0u8..4).prop_map(|(a, b, t)| Step::Relate(a, b, t)),
-        2 => (0u8..12, 0u8..50).prop_map(|(n, v)| Step::Update(n, v)),
-        1 => (0u8..12, 0u8..7).prop_map(|(n, s)| Step::Transition(n, s)),
-        1 => (0u8..12).prop_map(Step::Withdraw),
-        1 => (0u8..40).prop_map(Step::Unrelate),
-    ]
-}
-
-const CLASSES: [CiClass; 4] = [CiClass::Application, CiClass::Database, CiClass::Host, CiClass::Container];
-const TYPES: [RelType; 4] = [RelType::DependsOn, RelType::RunsOn, RelType::ConnectsTo, RelType::Hosts];
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
@@ -212,21 +188,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async {
             let world = World::new();
-            let mut rel_counter = 0u128;
-            for step in &steps {
-                let command = match step {
-                    Step::Register(n, c) => register(*n as u128, CLASSES[*c as usize], None),
-                    Step::Relate(a, b, t) => {
-                        rel_counter += 1;
-                        relate(rel_counter, TYPES[*t as usize], *a as u128, *b as u128)
-                    }
-                    Step::Update(n, v) => CiCommand::Update(ci(*n as u128), Update { version: Some(format!("1.{v}")), ..Update::default() }),
-                    Step::Transition(n, s) => CiCommand::Transition { ci_id: ci(*n as u128), to: Status::ALL[*s as usize], reason: None, authorized_by: None },
-                    Step::Withdraw(n) => CiCommand::Withdraw { ci_id: ci(*n as u128), reason: None, authorized_by: None },
-                    Step::Unrelate(n) => CiCommand::Unrelate { rel_id: rel(*n as u128), reason: None, authorized_by: None },
-                };
-                let _ = world.run(command).await; // refusals are part of a realistic history
-            }
+            common::play(&world, &steps).await;
             let log = world.log().await;
             let full = replay(&log, u64::MAX);
             let head = full.applied();

@@ -102,7 +102,7 @@ async fn a_checkpoint_that_does_not_match_the_log_is_discarded_and_rebuilt() {
     let text = std::fs::read_to_string(checkpoints.path().join("graph.checkpoint")).expect("read");
     std::fs::write(
         checkpoints.path().join("graph.checkpoint"),
-        text.replacen("\"format_version\":1", "\"format_version\":99", 1),
+        text.replacen("\"format_version\":2", "\"format_version\":99", 1),
     )
     .expect("write");
     let rebuilt = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");

@@ -105,3 +105,65 @@ pub fn register(n: u128, class: CiClass, owner: Option<u128>) -> CiCommand {
 pub fn relate(n: u128, rel_type: RelType, source: u128, target: u128) -> CiCommand {
     CiCommand::Relate { rel_id: rel(n), rel_type, source: ci(source), target: ci(target), authorized_by: None }
 }
+
+// Random histories for property tests.
+
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+pub enum Step {
+    Register(u8, u8),
+    Relate(u8, u8, u8),
+    Update(u8, u8),
+    Transition(u8, u8),
+    Withdraw(u8),
+    Unrelate(u8),
+}
+
+pub fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0u8..12, 0u8..4).prop_map(|(n, c)| Step::Register(n, c)),
+        4 => (0u8..12, 0u8..12, 0u8..4).prop_map(|(a, b, t)| Step::Relate(a, b, t)),
+        2 => (0u8..12, 0u8..50).prop_map(|(n, v)| Step::Update(n, v)),
+        1 => (0u8..12, 0u8..7).prop_map(|(n, s)| Step::Transition(n, s)),
+        1 => (0u8..12).prop_map(Step::Withdraw),
+        1 => (0u8..40).prop_map(Step::Unrelate),
+    ]
+}
+
+pub const CLASSES: [CiClass; 4] = [CiClass::Application, CiClass::Database, CiClass::Host, CiClass::Container];
+pub const TYPES: [RelType; 4] = [RelType::DependsOn, RelType::RunsOn, RelType::ConnectsTo, RelType::Hosts];
+
+
+/// Plays a random history; refusals are part of a realistic history and are skipped.
+pub async fn play(world: &World, steps: &[Step]) {
+    let mut rel_counter = 0u128;
+    for step in steps {
+        let command = match step {
+            Step::Register(n, c) => register(*n as u128, CLASSES[*c as usize], None),
+            Step::Relate(a, b, t) => {
+                rel_counter += 1;
+                relate(rel_counter, TYPES[*t as usize], *a as u128, *b as u128)
+            }
+            Step::Update(n, v) => {
+                let mut update = cmdb_core::ci::Update { version: Some(format!("1.{v}")), ..cmdb_core::ci::Update::default() };
+                if v % 3 == 0 {
+                    update.set_attributes = serde_json::from_value(json!({"description": format!("d{v}")})).expect("map");
+                }
+                if v % 5 == 0 {
+                    update.remove_attributes = vec!["description".into()];
+                }
+                if v % 7 == 0 {
+                    update.name = Some(format!("renamed-{n}-{v}"));
+                }
+                CiCommand::Update(ci(*n as u128), update)
+            }
+            Step::Transition(n, s) => {
+                CiCommand::Transition { ci_id: ci(*n as u128), to: Status::ALL[*s as usize], reason: None, authorized_by: None }
+            }
+            Step::Withdraw(n) => CiCommand::Withdraw { ci_id: ci(*n as u128), reason: None, authorized_by: None },
+            Step::Unrelate(n) => CiCommand::Unrelate { rel_id: rel(*n as u128), reason: None, authorized_by: None },
+        };
+        let _ = world.run(command).await;
+    }
+}
