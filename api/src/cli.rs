@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -70,6 +71,22 @@ pub enum Command {
         /// The file to create (default: standard output).
         #[arg(long)]
         to: Option<PathBuf>,
+    },
+    /// What changed between two moments (positions or RFC 3339 times).
+    Diff {
+        #[arg(long)]
+        from: String,
+        /// Default: the head.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only the CIs within --depth relationships of this CI (id) at either moment.
+        #[arg(long)]
+        around: Option<String>,
+        #[arg(long, default_value_t = 2)]
+        depth: u32,
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate a realistic estate with months of history into an empty data directory.
     #[command(subcommand)]
@@ -161,6 +178,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup { to } => backup(&data_dir, &to).await,
         Command::Restore { from } => restore(&data_dir, &from).await,
         Command::Export { as_of, to } => export(&data_dir, &as_of, to.as_deref()).await,
+        Command::Diff { from, to, around, depth, json } => {
+            diff(&data_dir, &from, to.as_deref(), around.as_deref(), depth, json).await
+        }
         Command::Fixtures(FixturesCommand::Load { size, seed, history_days }) => {
             load_fixtures(&data_dir, &size, seed, history_days).await
         }
@@ -404,6 +424,121 @@ fn export_line(record: &EventRecord) -> anyhow::Result<String> {
         hash: record.hash.to_hex(),
     };
     Ok(serde_json::to_string(&line)?)
+}
+
+/// The graph of a data directory, from its checkpoint when one matches.
+async fn load_graph(
+    data_dir: &Path,
+) -> anyhow::Result<(SqliteStore, cmdb_projections::runner::ProjectionHandle<cmdb_projections::graph::TemporalGraph>)> {
+    let store = open_existing(data_dir, true)?;
+    let options = cmdb_projections::runner::RunnerOptions {
+        checkpoint_dir: Some(data_dir.join(crate::server::PROJECTIONS_DIR)),
+        checkpoint_interval_ms: 3_600_000,
+        ..Default::default()
+    };
+    let graph = cmdb_projections::runner::start(Arc::new(store.clone()), options).await?;
+    Ok((store, graph))
+}
+
+fn moment(graph: &cmdb_projections::graph::TemporalGraph, text: &str, flag: &str) -> anyhow::Result<u64> {
+    Ok(match parse_as_of(text).with_context(|| format!("--{flag}"))? {
+        AsOf::Position(position) => {
+            graph.check_position(position)?;
+            position
+        }
+        AsOf::Time(at) => graph.position_at(at)?,
+    })
+}
+
+async fn diff(
+    data_dir: &Path,
+    from: &str,
+    to: Option<&str>,
+    around: Option<&str>,
+    depth: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use cmdb_projections::diff::{CiChangeKind, RelChangeKind};
+    let (store, handle) = load_graph(data_dir).await?;
+    let graph = handle.read();
+    let from = moment(&graph, from, "from")?;
+    let to = match to {
+        Some(text) => moment(&graph, text, "to")?,
+        None => graph.applied(),
+    };
+    if from > to {
+        bail!("--from ({from}) is after --to ({to})");
+    }
+    let scope = match around {
+        None => None,
+        Some(id) => {
+            let id: cmdb_core::ci::CiId = id.parse()?;
+            if depth > 6 {
+                bail!("--depth is at most 6");
+            }
+            if graph.ci_at(id, to).is_none() && graph.ci_at(id, from).is_none() {
+                bail!("no CI {id} at either moment");
+            }
+            let mut scope = graph.neighbourhood(id, from, depth)?;
+            scope.extend(graph.neighbourhood(id, to, depth)?);
+            Some(scope)
+        }
+    };
+    let diff = graph.diff(from, to, scope.as_ref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&diff)?);
+    } else {
+        let count = |kind| diff.cis.iter().filter(|c| c.kind == kind).count();
+        let rels = |kind| diff.relationships.iter().filter(|r| r.kind == kind).count();
+        let when = |p| graph.time_of(p).map(|t| t.to_rfc3339()).unwrap_or_default();
+        println!(
+            "diff {from} ({}) -> {to} ({}): {} created, {} changed, {} withdrawn; {} relationships added, {} removed",
+            when(from),
+            when(to),
+            count(CiChangeKind::Created),
+            count(CiChangeKind::Changed),
+            count(CiChangeKind::Withdrawn),
+            rels(RelChangeKind::Added),
+            rels(RelChangeKind::Removed)
+        );
+        for ci in &diff.cis {
+            let shown = ci.after.as_ref().or(ci.before.as_ref()).expect("a diffed CI exists at one end");
+            let mark = match ci.kind {
+                CiChangeKind::Created => "+",
+                CiChangeKind::Changed => "~",
+                CiChangeKind::Withdrawn => "-",
+            };
+            let by: Vec<String> = ci
+                .events
+                .iter()
+                .map(|e| match e.authorized_by {
+                    Some(change) => format!("{} by {} under change {change}", e.event_type, e.principal),
+                    None => format!("{} by {}", e.event_type, e.principal),
+                })
+                .collect();
+            println!("{mark} {} {} ({})  [{}]", shown.class, shown.name, ci.id, by.join("; "));
+            if ci.kind == CiChangeKind::Changed {
+                for field in &ci.fields {
+                    println!("    {}: {} -> {}", field.field, field.before, field.after);
+                }
+            }
+        }
+        for rel in &diff.relationships {
+            let mark = if rel.kind == RelChangeKind::Added { "+" } else { "-" };
+            let name = |id| graph.latest_ci(id).map(|c| c.name.clone()).unwrap_or_else(|| id.to_string());
+            println!(
+                "{mark} relationship {} {} -> {}  [{} by {}]",
+                rel.relationship.rel_type,
+                name(rel.relationship.source),
+                name(rel.relationship.target),
+                rel.cause.event_type,
+                rel.cause.principal
+            );
+        }
+    }
+    drop(graph);
+    store.shutdown().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn load_fixtures(data_dir: &Path, size: &str, seed: u64, history_days: u32) -> anyhow::Result<ExitCode> {

@@ -9,7 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("CMDB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The server logs its life; one-shot commands speak only when something is wrong.
+    let default_level = if matches!(cli.command, cmdb_api::cli::Command::Serve(_)) { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("CMDB_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => subscriber.json().init(),

@@ -23,6 +23,9 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
             ("/graphql", "mutation { createToken(principal: \"admin\", label: \"probe\") { tokenId } }")
         }
         Operation::ReadConfiguration => ("/graphql", "{ at { position } }"),
+        Operation::ManageBaselines => {
+            ("/graphql", "mutation { createBaseline(input: { name: \"probe PLACEHOLDER\", filter: {} }) { position } }")
+        }
         Operation::EditConfiguration => (
             "/graphql",
             "mutation { registerCi(input: { class: TEAM, name: \"probe team PLACEHOLDER\" }) { position } }",

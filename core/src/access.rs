@@ -145,10 +145,12 @@ pub enum Operation {
     ReadConfiguration,
     /// Register, update, transition and withdraw CIs; relate and unrelate them.
     EditConfiguration,
+    /// Create and delete configuration baselines.
+    ManageBaselines,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 10] = [
+    pub const ALL: [Operation; 11] = [
         Operation::ReadLog,
         Operation::SubscribeLog,
         Operation::VerifyLog,
@@ -159,6 +161,7 @@ impl Operation {
         Operation::ManageTokens,
         Operation::ReadConfiguration,
         Operation::EditConfiguration,
+        Operation::ManageBaselines,
     ];
 }
 
@@ -184,6 +187,7 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Operation::ManageTokens, &[Role::Admin]),
     (Operation::ReadConfiguration, EVERY_ROLE),
     (Operation::EditConfiguration, &[Role::Editor, Role::ChangeManager, Role::Admin]),
+    (Operation::ManageBaselines, &[Role::Auditor, Role::Editor, Role::ChangeManager, Role::Admin]),
 ];
 
 /// Whether any of `roles` may perform `operation`.

@@ -3,6 +3,7 @@
 //! can match on exactly what went wrong.
 
 use crate::access::AccessError;
+use crate::baseline::BaselineError;
 use crate::ci::CiError;
 use crate::event::EnvelopeError;
 use crate::store::StoreError;
@@ -17,6 +18,8 @@ pub enum Error {
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
     Ci(#[from] CiError),
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]

@@ -12,6 +12,7 @@
 //! corruption), CM-4 (protection and recoverability of configuration data).
 
 pub mod access;
+pub mod baseline;
 pub mod chain;
 pub mod ci;
 pub mod conformance;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
+use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
 use cmdb_core::ci::{
     ChangeId, CiClass, CiEvent, CiId, CiSnapshot, NameKey, Propagation, RelId, RelType, RelationshipCreated, Status,
     propagation,
@@ -37,6 +38,8 @@ pub enum GraphError {
     BeforeFirstEvent { time: Timestamp, first: Timestamp },
     #[error("the log is empty: there is no moment to read")]
     EmptyLog,
+    #[error("CI {ci} is a {class}, not a business service")]
+    NotAService { ci: CiId, class: CiClass },
     #[error("from ({from}) is after to ({to})")]
     FromAfterTo { from: u64, to: u64 },
     #[error("position {asked} is past what the graph has applied ({applied})")]
@@ -240,6 +243,20 @@ pub struct TemporalGraph {
     applied_hash: cmdb_core::Hash,
     /// Every state change in position order: the index a diff reads.
     changes: Vec<(u64, Touched)>,
+    /// Baselines by normalized name.
+    baselines: BTreeMap<String, BaselineInfo>,
+}
+
+/// A baseline as the graph knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BaselineInfo {
+    pub baseline: BaselineCreated,
+    pub created: EventInfo,
+    pub deleted: Option<EventInfo>,
+}
+
+fn baseline_key(name: &str) -> String {
+    name.trim().to_lowercase()
 }
 
 fn name_index_key(key: &NameKey) -> String {
@@ -302,6 +319,58 @@ impl TemporalGraph {
         Ok(found)
     }
 
+    /// The baselines that exist at `position` (created at or before it, not deleted by then).
+    pub fn baselines_at(&self, position: u64) -> Vec<&BaselineInfo> {
+        self.baselines
+            .values()
+            .filter(|b| b.created.position <= position && b.deleted.as_ref().is_none_or(|d| d.position > position))
+            .collect()
+    }
+
+    /// One baseline by name (case-insensitive), as of `position`.
+    pub fn baseline(&self, name: &str, position: u64) -> Option<&BaselineInfo> {
+        self.baselines
+            .get(&baseline_key(name))
+            .filter(|b| b.created.position <= position && b.deleted.as_ref().is_none_or(|d| d.position > position))
+    }
+
+    /// The members of a baseline scope at `position`, sorted.
+    pub fn baseline_members(&self, scope: &BaselineScope, position: u64) -> Result<Vec<CiId>, GraphError> {
+        self.check_position(position)?;
+        let mut members: Vec<CiId> = match scope {
+            BaselineScope::Filter { classes, statuses, environments, name_contains } => {
+                let filter = CiFilter {
+                    classes: classes.clone(),
+                    statuses: statuses.clone(),
+                    environments: environments.clone(),
+                    name_contains: name_contains.clone(),
+                    attribute: None,
+                    include_withdrawn: false,
+                };
+                self.cis_at(position, &filter, None, usize::MAX).0.iter().map(|c| c.id).collect()
+            }
+            BaselineScope::Service { service, depth } => {
+                let root = self.ci_at(*service, position).ok_or(GraphError::UnknownCi { ci: *service, position })?;
+                if root.class != CiClass::BusinessService {
+                    return Err(GraphError::NotAService { ci: *service, class: root.class });
+                }
+                let traversal = Traversal {
+                    direction: ImpactDirection::Upstream,
+                    max_depth: *depth,
+                    max_results: MAX_RESULTS,
+                    types: None,
+                };
+                let impact = self.impact(*service, position, &traversal)?;
+                if impact.truncated {
+                    return Err(GraphError::Results(MAX_RESULTS + 1));
+                }
+                std::iter::once(*service).chain(impact.reached.iter().map(|r| r.ci.id)).collect()
+            }
+        };
+        members.sort_unstable();
+        Ok(members)
+    }
+
     /// The hash of the last event applied.
     pub fn applied_hash(&self) -> cmdb_core::Hash {
         self.applied_hash
@@ -318,10 +387,19 @@ impl TemporalGraph {
             return Ok(()); // already applied (a replayed page)
         }
         let p = record.position;
+        let apply_error = |detail: String| GraphError::Apply { position: p, detail };
         if CiEvent::is_ci_event(&record.event_type) {
-            let event =
-                CiEvent::from_record(record).map_err(|e| GraphError::Apply { position: p, detail: e.to_string() })?;
+            let event = CiEvent::from_record(record).map_err(|e| apply_error(e.to_string()))?;
             self.apply_ci_event(record, &event)?;
+        } else if record.event_type == baseline::CREATED {
+            let created = baseline::created_from(record).map_err(|e| apply_error(e.to_string()))?;
+            let info = BaselineInfo { created: EventInfo::of(record, None), baseline: created, deleted: None };
+            self.baselines.insert(baseline_key(&info.baseline.name), info);
+        } else if record.event_type == baseline::DELETED {
+            let deleted = baseline::deleted_from(record).map_err(|e| apply_error(e.to_string()))?;
+            if let Some(info) = self.baselines.get_mut(&baseline_key(&deleted.name)) {
+                info.deleted = Some(EventInfo::of(record, None));
+            }
         }
         if self.times.last().is_none_or(|(_, t)| *t != record.recorded_at) {
             self.times.push((p, record.recorded_at));

@@ -49,7 +49,10 @@ fn set_field(ci: &mut CiSnapshot, field: &str, value: &Value) {
 
 /// Applies a diff to a state, using only the field changes (never the `after` snapshots,
 /// except for the identity and class of a created CI).
-fn apply(mut state: (BTreeMap<CiId, CiSnapshot>, BTreeSet<RelId>), diff: &Diff) -> (BTreeMap<CiId, CiSnapshot>, BTreeSet<RelId>) {
+fn apply(
+    mut state: (BTreeMap<CiId, CiSnapshot>, BTreeSet<RelId>),
+    diff: &Diff,
+) -> (BTreeMap<CiId, CiSnapshot>, BTreeSet<RelId>) {
     for change in &diff.cis {
         let ci = match change.kind {
             CiChangeKind::Created => {
@@ -122,7 +125,13 @@ async fn entries_name_their_fields_and_causes_and_scoping_keeps_the_neighbourhoo
     let start = world.graph().await.applied();
     world.ok(relate(1, RelType::RunsOn, 2, 1)).await;
     world
-        .ok(CiCommand::Update(ci(1), Update { set_attributes: serde_json::from_value(json!({"cpu_cores": 16})).expect("map"), ..Update::default() }))
+        .ok(CiCommand::Update(
+            ci(1),
+            Update {
+                set_attributes: serde_json::from_value(json!({"cpu_cores": 16})).expect("map"),
+                ..Update::default()
+            },
+        ))
         .await;
     world.ok(CiCommand::Transition { ci_id: ci(3), to: Status::UnderChange, reason: None, authorized_by: None }).await;
     world.ok(register(4, CiClass::Database, None)).await;

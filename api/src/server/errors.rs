@@ -5,6 +5,7 @@ use async_graphql::ErrorExtensions;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cmdb_core::access::{AccessError, Operation};
+use cmdb_core::baseline::BaselineError;
 use cmdb_core::ci::CiError;
 use cmdb_core::store::StoreError;
 
@@ -126,6 +127,12 @@ pub fn core_error(error: cmdb_core::Error) -> async_graphql::Error {
             _ => "BAD_USER_INPUT",
         },
         Error::Envelope(_) => "BAD_USER_INPUT",
+        Error::Baseline(baseline) => match baseline {
+            BaselineError::Unknown(_) => "NOT_FOUND",
+            BaselineError::Exists(_) => "ALREADY_EXISTS",
+            BaselineError::Undecodable { .. } => "INTERNAL",
+            _ => "BAD_USER_INPUT",
+        },
         Error::Ci(ci) => match ci {
             CiError::UnknownCi(_) | CiError::UnknownRelationship(_) => "NOT_FOUND",
             CiError::NameTaken { .. }

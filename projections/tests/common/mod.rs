@@ -134,7 +134,6 @@ pub fn step() -> impl Strategy<Value = Step> {
 pub const CLASSES: [CiClass; 4] = [CiClass::Application, CiClass::Database, CiClass::Host, CiClass::Container];
 pub const TYPES: [RelType; 4] = [RelType::DependsOn, RelType::RunsOn, RelType::ConnectsTo, RelType::Hosts];
 
-
 /// Plays a random history; refusals are part of a realistic history and are skipped.
 pub async fn play(world: &World, steps: &[Step]) {
     let mut rel_counter = 0u128;
@@ -146,9 +145,11 @@ pub async fn play(world: &World, steps: &[Step]) {
                 relate(rel_counter, TYPES[*t as usize], *a as u128, *b as u128)
             }
             Step::Update(n, v) => {
-                let mut update = cmdb_core::ci::Update { version: Some(format!("1.{v}")), ..cmdb_core::ci::Update::default() };
+                let mut update =
+                    cmdb_core::ci::Update { version: Some(format!("1.{v}")), ..cmdb_core::ci::Update::default() };
                 if v % 3 == 0 {
-                    update.set_attributes = serde_json::from_value(json!({"description": format!("d{v}")})).expect("map");
+                    update.set_attributes =
+                        serde_json::from_value(json!({"description": format!("d{v}")})).expect("map");
                 }
                 if v % 5 == 0 {
                     update.remove_attributes = vec!["description".into()];
@@ -158,9 +159,12 @@ pub async fn play(world: &World, steps: &[Step]) {
                 }
                 CiCommand::Update(ci(*n as u128), update)
             }
-            Step::Transition(n, s) => {
-                CiCommand::Transition { ci_id: ci(*n as u128), to: Status::ALL[*s as usize], reason: None, authorized_by: None }
-            }
+            Step::Transition(n, s) => CiCommand::Transition {
+                ci_id: ci(*n as u128),
+                to: Status::ALL[*s as usize],
+                reason: None,
+                authorized_by: None,
+            },
             Step::Withdraw(n) => CiCommand::Withdraw { ci_id: ci(*n as u128), reason: None, authorized_by: None },
             Step::Unrelate(n) => CiCommand::Unrelate { rel_id: rel(*n as u128), reason: None, authorized_by: None },
         };

@@ -106,8 +106,9 @@ pub enum ImpactDirection {
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn graph_error(error: GraphError) -> async_graphql::Error {
+pub(super) fn graph_error(error: GraphError) -> async_graphql::Error {
     match error {
+        GraphError::NotAService { .. } => bad_input(error.to_string()),
         GraphError::Depth(value) => limit_exceeded("max_depth", u64::from(value), u64::from(graph::MAX_DEPTH)),
         GraphError::Results(value) => limit_exceeded("max_results", value as u64, graph::MAX_RESULTS as u64),
         GraphError::UnknownCi { .. } => graphql_error("NOT_FOUND", error.to_string()),
@@ -116,11 +117,11 @@ fn graph_error(error: GraphError) -> async_graphql::Error {
     }
 }
 
-fn parse_id<T: std::str::FromStr<Err = domain::CiError>>(id: &ID) -> async_graphql::Result<T> {
+pub(super) fn parse_id<T: std::str::FromStr<Err = domain::CiError>>(id: &ID) -> async_graphql::Result<T> {
     id.as_str().parse::<T>().map_err(|e| bad_input(e.to_string()))
 }
 
-fn state<'a>(ctx: &'a Context<'_>) -> &'a Arc<AppState> {
+pub(super) fn state<'a>(ctx: &'a Context<'_>) -> &'a Arc<AppState> {
     app(ctx)
 }
 
@@ -347,19 +348,7 @@ impl At {
             history
                 .iter()
                 .filter(|h| h.position <= self.position)
-                .map(|h| HistoryEntry {
-                    position: Position(h.position),
-                    recorded_at: DateTime(h.recorded_at),
-                    event_type: h.event_type.clone(),
-                    principal: h.principal.clone(),
-                    correlation_id: h.correlation_id.clone(),
-                    authorized_by: h.authorized_by.map(|c| ID(c.to_string())),
-                    relationship_id: h.relationship.map(|r| ID(r.to_string())),
-                    version: versions
-                        .iter()
-                        .find(|v| v.from == h.position)
-                        .map(|v| Ci::new(&graph, v.ci.clone(), h.position)),
-                })
+                .map(|h| HistoryEntry::new(&graph, h, versions))
                 .collect(),
         ))
     }
@@ -374,7 +363,7 @@ pub struct Ci {
 }
 
 impl Ci {
-    fn new(graph: &TemporalGraph, ci: Arc<CiSnapshot>, position: u64) -> Ci {
+    pub(super) fn new(graph: &TemporalGraph, ci: Arc<CiSnapshot>, position: u64) -> Ci {
         let (valid_from, valid_to) = graph.version_at(ci.id, position).map_or((0, graph::OPEN), |v| (v.from, v.to));
         Ci { ci, position, valid_from, valid_to }
     }
@@ -451,8 +440,8 @@ impl Ci {
 }
 
 pub struct Relationship {
-    rel: graph::Relationship,
-    position: u64,
+    pub(super) rel: graph::Relationship,
+    pub(super) position: u64,
 }
 
 #[Object]
@@ -616,6 +605,21 @@ impl ImpactResult {
 impl ImpactResult {
     fn new(impact: graph::Impact) -> ImpactResult {
         ImpactResult { impact: Arc::new(impact) }
+    }
+}
+
+impl HistoryEntry {
+    pub(super) fn new(graph: &TemporalGraph, h: &graph::HistoryEntry, versions: &[graph::CiVersion]) -> HistoryEntry {
+        HistoryEntry {
+            position: Position(h.position),
+            recorded_at: DateTime(h.recorded_at),
+            event_type: h.event_type.clone(),
+            principal: h.principal.clone(),
+            correlation_id: h.correlation_id.clone(),
+            authorized_by: h.authorized_by.map(|c| ID(c.to_string())),
+            relationship_id: h.relationship.map(|r| ID(r.to_string())),
+            version: versions.iter().find(|v| v.from == h.position).map(|v| Ci::new(graph, v.ci.clone(), h.position)),
+        }
     }
 }
 

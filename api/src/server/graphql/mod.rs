@@ -1,6 +1,7 @@
 //! The GraphQL schema. Every field that touches data has a guard naming the operation it
 //! performs; the guard asks the permission matrix in `cmdb_core::access` and nothing else.
 
+pub mod audit;
 pub mod config;
 mod mutation;
 mod query;
@@ -25,7 +26,7 @@ pub use query::QueryRoot;
 
 /// Every mutation: access and configuration.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct MutationRoot(mutation::AccessMutation, config::ConfigMutation);
+pub struct MutationRoot(mutation::AccessMutation, config::ConfigMutation, audit::BaselineMutation);
 
 /// Every subscription: the log and configuration changes.
 #[derive(async_graphql::MergedSubscription, Default)]

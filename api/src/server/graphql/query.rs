@@ -191,6 +191,34 @@ impl QueryRoot {
         super::config::resolve_at(ctx, position, time, min_position).await
     }
 
+    /// What changed between two moments (positions or times): CIs created, changed (every
+    /// field before and after), withdrawn; relationships added and removed; each with its
+    /// causes. `around` limits it to the CIs within `depth` relationships of one CI (or a
+    /// business service) at either moment.
+    #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
+    async fn diff(
+        &self,
+        ctx: &Context<'_>,
+        from: super::audit::MomentInput,
+        to: super::audit::MomentInput,
+        around: Option<ID>,
+        #[graphql(default = 2)] depth: u32,
+    ) -> async_graphql::Result<super::audit::DiffResult> {
+        super::audit::diff(ctx, from, to, around, depth)
+    }
+
+    /// Every configuration baseline that exists now (CM-6).
+    #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
+    async fn baselines(&self, ctx: &Context<'_>) -> Vec<super::audit::Baseline> {
+        super::audit::baselines(ctx)
+    }
+
+    /// One baseline by name (case-insensitive).
+    #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
+    async fn baseline(&self, ctx: &Context<'_>, name: String) -> Option<super::audit::Baseline> {
+        super::audit::baseline_by_name(ctx, &name)
+    }
+
     /// The server's limits.
     #[graphql(guard = "Requires(Operation::ReadOwnIdentity)")]
     async fn limits(&self, ctx: &Context<'_>) -> Limits {

@@ -1,0 +1,553 @@
+//! Audit views (CM-5, CM-6, CM-8): the difference between two moments, optionally around a
+//! CI, paged.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use cmdb_core::ci as domain;
+use cmdb_projections::diff::{self, CiChangeKind, RelChangeKind};
+use cmdb_projections::graph::{self as graph, TemporalGraph};
+use rustc_hash::FxHashSet;
+use serde_json::Value;
+
+use super::config::{Ci, HistoryEntry, Relationship, graph_error, parse_id, state};
+use super::scalars::{DateTime, Position};
+use crate::server::errors::bad_input;
+
+/// A moment: a log position or a time (the last event recorded at or before it).
+#[derive(InputObject, Clone, Copy)]
+pub struct MomentInput {
+    pub position: Option<Position>,
+    pub time: Option<DateTime>,
+}
+
+/// Resolves a moment against the graph.
+pub fn resolve_moment(graph: &TemporalGraph, moment: MomentInput, name: &str) -> async_graphql::Result<u64> {
+    match (moment.position, moment.time) {
+        (Some(p), None) => {
+            graph.check_position(p.0).map_err(graph_error)?;
+            Ok(p.0)
+        }
+        (None, Some(t)) => graph.position_at(t.0).map_err(graph_error),
+        _ => Err(bad_input(format!("{name}: give exactly one of position or time"))),
+    }
+}
+
+/// Deepest `around` neighbourhood a diff accepts.
+pub const MAX_AROUND_DEPTH: u32 = 6;
+
+/// The CIs within `depth` of `around` at either moment.
+pub fn around_scope(
+    graph: &TemporalGraph,
+    around: domain::CiId,
+    depth: u32,
+    from: u64,
+    to: u64,
+) -> async_graphql::Result<FxHashSet<domain::CiId>> {
+    if depth > MAX_AROUND_DEPTH {
+        return Err(crate::server::errors::limit_exceeded(
+            "max_around_depth",
+            u64::from(depth),
+            u64::from(MAX_AROUND_DEPTH),
+        ));
+    }
+    if graph.ci_at(around, to).is_none() && graph.ci_at(around, from).is_none() {
+        return Err(graph_error(graph::GraphError::UnknownCi { ci: around, position: to }));
+    }
+    let mut scope = graph.neighbourhood(around, from, depth).map_err(graph_error)?;
+    scope.extend(graph.neighbourhood(around, to, depth).map_err(graph_error)?);
+    Ok(scope)
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "cmdb_projections::diff::CiChangeKind")]
+pub enum CiDiffKind {
+    Created,
+    Changed,
+    Withdrawn,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "cmdb_projections::diff::RelChangeKind")]
+pub enum RelationshipDiffKind {
+    Added,
+    Removed,
+}
+
+#[derive(SimpleObject)]
+pub struct FieldChange {
+    /// `name`, `status`, `environment`, `owner`, `location`, `version`, or `attributes.<name>`.
+    pub field: String,
+    pub before: Json<Value>,
+    pub after: Json<Value>,
+}
+
+/// Who did something, when, under which change.
+#[derive(SimpleObject)]
+pub struct Cause {
+    pub position: Position,
+    pub recorded_at: DateTime,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub principal: String,
+    pub authorized_by: Option<ID>,
+}
+
+impl From<&graph::EventInfo> for Cause {
+    fn from(info: &graph::EventInfo) -> Cause {
+        Cause {
+            position: Position(info.position),
+            recorded_at: DateTime(info.recorded_at),
+            event_type: info.event_type.clone(),
+            principal: info.principal.clone(),
+            authorized_by: info.authorized_by.map(|c| ID(c.to_string())),
+        }
+    }
+}
+
+/// How one CI differs.
+pub struct DiffCi {
+    entry: diff::CiDiff,
+    from: u64,
+    to: u64,
+}
+
+#[Object]
+impl DiffCi {
+    async fn id(&self) -> ID {
+        ID(self.entry.id.to_string())
+    }
+
+    async fn kind(&self) -> CiDiffKind {
+        self.entry.kind.into()
+    }
+
+    /// Its status changed (other than by withdrawal).
+    async fn transitioned(&self) -> bool {
+        self.entry.transitioned
+    }
+
+    /// The CI at `from` (null if it did not exist yet).
+    async fn before(&self, ctx: &Context<'_>) -> Option<Ci> {
+        let graph = state(ctx).graph.read();
+        self.entry.before.clone().map(|ci| Ci::new(&graph, ci, self.from))
+    }
+
+    /// The CI at `to`.
+    async fn after(&self, ctx: &Context<'_>) -> Option<Ci> {
+        let graph = state(ctx).graph.read();
+        self.entry.after.clone().map(|ci| Ci::new(&graph, ci, self.to))
+    }
+
+    /// Every field that differs, with its value before and after (null when absent).
+    async fn fields(&self) -> Vec<FieldChange> {
+        self.entry
+            .fields
+            .iter()
+            .map(|f| FieldChange {
+                field: f.field.clone(),
+                before: Json(f.before.clone()),
+                after: Json(f.after.clone()),
+            })
+            .collect()
+    }
+
+    /// The CI's events between the two moments: who, when, under which change.
+    async fn events(&self, ctx: &Context<'_>) -> Vec<HistoryEntry> {
+        let graph = state(ctx).graph.read();
+        let versions = graph.history(self.entry.id).map(|(v, _)| v.to_vec()).unwrap_or_default();
+        self.entry.events.iter().map(|h| HistoryEntry::new(&graph, h, &versions)).collect()
+    }
+}
+
+/// A relationship added or removed.
+pub struct DiffRelationship {
+    entry: diff::RelDiff,
+    to: u64,
+}
+
+#[Object]
+impl DiffRelationship {
+    async fn kind(&self) -> RelationshipDiffKind {
+        self.entry.kind.into()
+    }
+
+    async fn relationship(&self) -> Relationship {
+        let position = match self.entry.kind {
+            RelChangeKind::Added => self.to,
+            RelChangeKind::Removed => self.entry.relationship.from,
+        };
+        Relationship { rel: self.entry.relationship.clone(), position }
+    }
+
+    /// The event that made the difference.
+    async fn cause(&self) -> Cause {
+        (&self.entry.cause).into()
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct DiffPageInfo {
+    pub has_next_page: bool,
+    /// Pass as `after` for the next page.
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct DiffCiPage {
+    pub nodes: Vec<DiffCi>,
+    pub page_info: DiffPageInfo,
+}
+
+#[derive(SimpleObject)]
+pub struct DiffRelationshipPage {
+    pub nodes: Vec<DiffRelationship>,
+    pub page_info: DiffPageInfo,
+}
+
+/// The difference between two moments.
+pub struct DiffResult {
+    pub diff: Arc<diff::Diff>,
+    pub max_page_size: usize,
+}
+
+fn page_bounds(
+    first: Option<i32>,
+    after: Option<String>,
+    max: usize,
+    total: usize,
+) -> async_graphql::Result<(usize, usize)> {
+    let first = super::query::page_size(first, max)?;
+    let start = match after {
+        None => 0,
+        Some(cursor) => {
+            cursor.parse::<usize>().map_err(|_| bad_input(format!("after: {cursor:?} is not a cursor of this diff")))?
+        }
+    };
+    Ok((start.min(total), (start + first).min(total)))
+}
+
+fn page_info(end: usize, total: usize) -> DiffPageInfo {
+    DiffPageInfo { has_next_page: end < total, end_cursor: (end > 0).then(|| end.to_string()) }
+}
+
+#[Object]
+impl DiffResult {
+    async fn from(&self) -> Position {
+        Position(self.diff.from)
+    }
+
+    async fn to(&self) -> Position {
+        Position(self.diff.to)
+    }
+
+    async fn from_time(&self, ctx: &Context<'_>) -> Option<DateTime> {
+        state(ctx).graph.read().time_of(self.diff.from).map(DateTime)
+    }
+
+    async fn to_time(&self, ctx: &Context<'_>) -> Option<DateTime> {
+        state(ctx).graph.read().time_of(self.diff.to).map(DateTime)
+    }
+
+    /// How many CIs differ, by kind.
+    async fn created_count(&self) -> usize {
+        self.diff.cis.iter().filter(|c| c.kind == CiChangeKind::Created).count()
+    }
+
+    async fn changed_count(&self) -> usize {
+        self.diff.cis.iter().filter(|c| c.kind == CiChangeKind::Changed).count()
+    }
+
+    async fn withdrawn_count(&self) -> usize {
+        self.diff.cis.iter().filter(|c| c.kind == CiChangeKind::Withdrawn).count()
+    }
+
+    async fn relationships_added_count(&self) -> usize {
+        self.diff.relationships.iter().filter(|r| r.kind == RelChangeKind::Added).count()
+    }
+
+    async fn relationships_removed_count(&self) -> usize {
+        self.diff.relationships.iter().filter(|r| r.kind == RelChangeKind::Removed).count()
+    }
+
+    /// The CIs that differ, in the order of their first change.
+    async fn cis(&self, first: Option<i32>, after: Option<String>) -> async_graphql::Result<DiffCiPage> {
+        let total = self.diff.cis.len();
+        let (start, end) = page_bounds(first, after, self.max_page_size, total)?;
+        let nodes = self.diff.cis[start..end]
+            .iter()
+            .map(|entry| DiffCi { entry: entry.clone(), from: self.diff.from, to: self.diff.to })
+            .collect();
+        Ok(DiffCiPage { nodes, page_info: page_info(end, total) })
+    }
+
+    /// The relationships added or removed, in position order.
+    async fn relationships(
+        &self,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<DiffRelationshipPage> {
+        let total = self.diff.relationships.len();
+        let (start, end) = page_bounds(first, after, self.max_page_size, total)?;
+        let nodes = self.diff.relationships[start..end]
+            .iter()
+            .map(|entry| DiffRelationship { entry: entry.clone(), to: self.diff.to })
+            .collect();
+        Ok(DiffRelationshipPage { nodes, page_info: page_info(end, total) })
+    }
+}
+
+/// `diff(from:, to:, around:, depth:)` for the query root.
+pub fn diff(
+    ctx: &Context<'_>,
+    from: MomentInput,
+    to: MomentInput,
+    around: Option<ID>,
+    depth: u32,
+) -> async_graphql::Result<DiffResult> {
+    let app = state(ctx);
+    let graph = app.graph.read();
+    let from = resolve_moment(&graph, from, "from")?;
+    let to = resolve_moment(&graph, to, "to")?;
+    if from > to {
+        return Err(graph_error(graph::GraphError::FromAfterTo { from, to }));
+    }
+    let scope = around.as_ref().map(|id| around_scope(&graph, parse_id(id)?, depth, from, to)).transpose()?;
+    let diff = graph.diff(from, to, scope.as_ref()).map_err(graph_error)?;
+    Ok(DiffResult { diff: Arc::new(diff), max_page_size: app.settings.max_page_size })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Baselines (CM-6)
+// ---------------------------------------------------------------------------------------------
+
+use cmdb_core::access::Operation;
+use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
+
+use super::config::{CiClass, CiStatus, Environment};
+use super::{Requires, metadata};
+use crate::server::errors::{core_error, graphql_error};
+
+/// A named set of CIs at a position.
+pub struct Baseline {
+    info: graph::BaselineInfo,
+}
+
+fn members_of(graph: &TemporalGraph, info: &graph::BaselineInfo) -> async_graphql::Result<Vec<domain::CiId>> {
+    let members = graph.baseline_members(&info.baseline.scope, info.baseline.position).map_err(graph_error)?;
+    if baseline::members_digest(&members) != info.baseline.members_digest {
+        return Err(graphql_error(
+            "INTERNAL",
+            format!("baseline {:?}: its members no longer match their recorded digest", info.baseline.name),
+        ));
+    }
+    Ok(members)
+}
+
+#[Object]
+impl Baseline {
+    async fn name(&self) -> &str {
+        &self.info.baseline.name
+    }
+
+    async fn description(&self) -> Option<&str> {
+        self.info.baseline.description.as_deref()
+    }
+
+    /// The position the baseline names.
+    async fn position(&self) -> Position {
+        Position(self.info.baseline.position)
+    }
+
+    async fn time(&self, ctx: &Context<'_>) -> Option<DateTime> {
+        state(ctx).graph.read().time_of(self.info.baseline.position).map(DateTime)
+    }
+
+    /// How the members were chosen (a filter, or a service and depth).
+    async fn scope(&self) -> Json<&BaselineScope> {
+        Json(&self.info.baseline.scope)
+    }
+
+    async fn member_count(&self) -> u64 {
+        self.info.baseline.members
+    }
+
+    /// blake3 of the sorted member ids: the members are recomputed and checked against it.
+    async fn members_digest(&self) -> String {
+        self.info.baseline.members_digest.to_hex()
+    }
+
+    /// Who created it, when.
+    async fn created(&self) -> Cause {
+        (&self.info.created).into()
+    }
+
+    /// The members as they were at the baseline's position.
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Vec<Ci>> {
+        let app = state(ctx);
+        let graph = app.graph.read();
+        let members = members_of(&graph, &self.info)?;
+        let (start, end) = page_bounds(first, after, app.settings.max_page_size, members.len())?;
+        let position = self.info.baseline.position;
+        Ok(members[start..end]
+            .iter()
+            .filter_map(|id| graph.ci_at(*id, position))
+            .map(|ci| Ci::new(&graph, ci, position))
+            .collect())
+    }
+
+    /// The difference between this baseline and a moment (now when not given) or another
+    /// baseline: over the baseline's members and the CIs its definition chooses at the other
+    /// moment (or the other baseline's members). Ordered oldest to newest.
+    async fn compare(
+        &self,
+        ctx: &Context<'_>,
+        with: Option<MomentInput>,
+        with_baseline: Option<String>,
+    ) -> async_graphql::Result<DiffResult> {
+        let app = state(ctx);
+        let graph = app.graph.read();
+        let here = self.info.baseline.position;
+        let mut scope: FxHashSet<domain::CiId> = members_of(&graph, &self.info)?.into_iter().collect();
+        let there = match (with, with_baseline) {
+            (Some(_), Some(_)) => return Err(bad_input("give with or withBaseline, not both")),
+            (_, Some(name)) => {
+                let other = graph
+                    .baseline(&name, graph.applied())
+                    .ok_or_else(|| core_error(baseline::BaselineError::Unknown(name.clone()).into()))?;
+                scope.extend(members_of(&graph, other)?);
+                other.baseline.position
+            }
+            (Some(moment), None) => {
+                let position = resolve_moment(&graph, moment, "with")?;
+                scope.extend(graph.baseline_members(&self.info.baseline.scope, position).map_err(graph_error)?);
+                position
+            }
+            (None, None) => {
+                let position = graph.applied();
+                scope.extend(graph.baseline_members(&self.info.baseline.scope, position).map_err(graph_error)?);
+                position
+            }
+        };
+        let diff = graph.diff(here.min(there), here.max(there), Some(&scope)).map_err(graph_error)?;
+        Ok(DiffResult { diff: Arc::new(diff), max_page_size: app.settings.max_page_size })
+    }
+}
+
+/// Every baseline that exists now.
+pub fn baselines(ctx: &Context<'_>) -> Vec<Baseline> {
+    let graph = state(ctx).graph.read();
+    let now = graph.applied();
+    graph.baselines_at(now).into_iter().map(|info| Baseline { info: info.clone() }).collect()
+}
+
+pub fn baseline_by_name(ctx: &Context<'_>, name: &str) -> Option<Baseline> {
+    let graph = state(ctx).graph.read();
+    let now = graph.applied();
+    graph.baseline(name, now).map(|info| Baseline { info: info.clone() })
+}
+
+#[derive(InputObject, Default)]
+pub struct BaselineFilterInput {
+    pub classes: Option<Vec<CiClass>>,
+    pub statuses: Option<Vec<CiStatus>>,
+    pub environments: Option<Vec<Environment>>,
+    pub name_contains: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct CreateBaselineInput {
+    pub name: String,
+    pub description: Option<String>,
+    /// The moment it names (default: now).
+    pub at: Option<MomentInput>,
+    /// Choose the members by a filter...
+    pub filter: Option<BaselineFilterInput>,
+    /// ...or as a business service and what it depends on within `depth`.
+    pub service: Option<ID>,
+    #[graphql(default = 4)]
+    pub depth: u32,
+}
+
+#[derive(SimpleObject)]
+pub struct BaselineChange {
+    pub baseline: Option<Baseline>,
+    pub position: Position,
+}
+
+#[derive(Default)]
+pub struct BaselineMutation;
+
+#[Object]
+impl BaselineMutation {
+    /// Names a set of CIs at a moment (CM-6).
+    #[graphql(guard = "Requires(Operation::ManageBaselines)")]
+    async fn create_baseline(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateBaselineInput,
+    ) -> async_graphql::Result<BaselineChange> {
+        let app = state(ctx);
+        let event = {
+            let graph = app.graph.read();
+            let position = match input.at {
+                Some(moment) => resolve_moment(&graph, moment, "at")?,
+                None => graph.applied(),
+            };
+            let scope = match (input.filter, input.service) {
+                (Some(filter), None) => BaselineScope::Filter {
+                    classes: filter.classes.map(|c| c.into_iter().map(Into::into).collect()),
+                    statuses: filter.statuses.map(|s| s.into_iter().map(Into::into).collect()),
+                    environments: filter.environments.map(|e| e.into_iter().map(Into::into).collect()),
+                    name_contains: filter.name_contains,
+                },
+                (None, Some(service)) => BaselineScope::Service { service: parse_id(&service)?, depth: input.depth },
+                _ => return Err(bad_input("give either filter or service")),
+            };
+            if let BaselineScope::Service { depth, .. } = scope {
+                if depth == 0 || depth > baseline::MAX_SERVICE_DEPTH {
+                    return Err(core_error(baseline::BaselineError::Depth(depth).into()));
+                }
+            }
+            let members = graph.baseline_members(&scope, position).map_err(graph_error)?;
+            BaselineCreated {
+                name: input.name.clone(),
+                description: input.description,
+                position,
+                scope,
+                members: members.len() as u64,
+                members_digest: baseline::members_digest(&members),
+            }
+        };
+        let outcome = baseline::create(app.store.as_ref(), &event, metadata(ctx)?).await.map_err(core_error)?;
+        app.graph
+            .wait_for(outcome.last_position, std::time::Duration::from_millis(app.settings.min_position_wait_ms))
+            .await;
+        let graph = app.graph.read();
+        Ok(BaselineChange {
+            baseline: graph.baseline(&input.name, outcome.last_position).map(|info| Baseline { info: info.clone() }),
+            position: Position(outcome.last_position),
+        })
+    }
+
+    /// Deletes a baseline (its creation stays in the log).
+    #[graphql(guard = "Requires(Operation::ManageBaselines)")]
+    async fn delete_baseline(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        reason: Option<String>,
+    ) -> async_graphql::Result<super::types::Written> {
+        let app = state(ctx);
+        let outcome = baseline::delete(app.store.as_ref(), &name, reason, metadata(ctx)?).await.map_err(core_error)?;
+        app.graph
+            .wait_for(outcome.last_position, std::time::Duration::from_millis(app.settings.min_position_wait_ms))
+            .await;
+        Ok(super::types::Written { position: Position(outcome.last_position) })
+    }
+}
