@@ -276,3 +276,102 @@ async fn the_cli_diff_prints_a_summary_or_json_and_refuses_bad_input() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_classes_and_attributes_over_graphql() {
+    let server = TestServer::start().await;
+    let declare = "mutation($input: DeclareClassInput!) { declareClass(input: $input) { position } }";
+    server
+        .ok(
+            &server.admin_token,
+            declare,
+            json!({"input": {"name": "pos_terminal", "like": "physical_asset", "description": "card terminal",
+                   "attributes": [{"name": "terminal_id", "type": "TEXT", "required": true},
+                                  {"name": "lane", "type": "INTEGER", "min": 1, "max": 40}]}}),
+        )
+        .await;
+    let (terminal, _) = register(
+        &server,
+        json!({"class": "pos_terminal", "name": "till 1", "attributes": {"terminal_id": "T1", "lane": 3}}),
+    )
+    .await;
+    let listed = server
+        .ok(&server.admin_token, "{ at { cis(filter: {classes: [\"POS_TERMINAL\"]}) { nodes { id class attribute(name: \"lane\") } } } classes { name builtIn like attributes { name required builtIn } } }", json!({}))
+        .await;
+    assert_eq!(listed["at"]["cis"]["nodes"][0]["id"], terminal.as_str());
+    assert_eq!(listed["at"]["cis"]["nodes"][0]["class"], "pos_terminal");
+    let custom = listed["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .find(|c| c["name"] == "pos_terminal")
+        .expect("listed")
+        .clone();
+    assert_eq!(custom["like"], "physical_asset");
+    assert!(
+        custom["attributes"]
+            .as_array()
+            .expect("a")
+            .iter()
+            .any(|a| a["name"] == "terminal_id" && a["required"] == true && a["builtIn"] == false)
+    );
+    // An optional attribute on a built-in class, then used.
+    server
+        .ok(
+            &server.admin_token,
+            "mutation { declareAttribute(class: \"host\", attribute: {name: \"rack\", type: TEXT}) { position } }",
+            json!({}),
+        )
+        .await;
+    register(&server, json!({"class": "host", "name": "h1", "attributes": {"hostname": "h1", "ip_addresses": ["10.0.0.9"], "os": "linux", "cpu_cores": 1, "memory_mib": 512, "rack": "B7"}})).await;
+
+    let head = server.head().await;
+    for (query, variables, code) in [
+        (declare, json!({"input": {"name": "pos_terminal", "like": "physical_asset"}}), "BAD_USER_INPUT"),
+        (declare, json!({"input": {"name": "host", "like": "physical_asset"}}), "BAD_USER_INPUT"),
+        (declare, json!({"input": {"name": "Bad-Name", "like": "host"}}), "BAD_USER_INPUT"),
+        (declare, json!({"input": {"name": "gadget", "like": "pos_terminal"}}), "BAD_USER_INPUT"),
+        (declare, json!({"input": {"name": "gadget", "like": "no_such_class"}}), "BAD_USER_INPUT"),
+        (
+            "mutation { declareAttribute(class: \"host\", attribute: {name: \"hostname\", type: TEXT}) { position } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "mutation { declareAttribute(class: \"host\", attribute: {name: \"rack2\", type: TEXT, required: true}) { position } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "mutation { declareAttribute(class: \"mainframe\", attribute: {name: \"x\", type: TEXT}) { position } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "mutation { declareAttribute(class: \"host\", attribute: {name: \"tier\", type: CHOICE}) { position } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (REGISTER, json!({"input": {"class": "pos_terminal", "name": "till 2"}}), "BAD_USER_INPUT"),
+        (
+            REGISTER,
+            json!({"input": {"class": "pos_terminal", "name": "till 2", "attributes": {"terminal_id": "T2", "lane": 99}}}),
+            "BAD_USER_INPUT",
+        ),
+        ("{ at { cis(filter: {classes: [\"mainframe\"]}) { nodes { id } } } }", json!({}), "BAD_USER_INPUT"),
+    ] {
+        let (_, body) = server.graphql(&server.admin_token, query, variables.clone()).await;
+        assert_eq!(error_code(&body), code, "{query} {variables}: {body}");
+        assert!(body["errors"][0]["message"].as_str().is_some_and(|m| m.len() > 10));
+    }
+    let clash = server
+        .graphql(
+            &server.admin_token,
+            "mutation { declareAttribute(class: \"host\", attribute: {name: \"hostname\", type: TEXT}) { position } }",
+            json!({}),
+        )
+        .await
+        .1;
+    assert!(clash["errors"][0]["message"].as_str().expect("m").contains("built in"), "{clash}");
+    assert_eq!(server.head().await, head, "refused declarations and registrations appended nothing");
+}

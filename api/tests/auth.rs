@@ -23,12 +23,16 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
             ("/graphql", "mutation { createToken(principal: \"admin\", label: \"probe\") { tokenId } }")
         }
         Operation::ReadConfiguration => ("/graphql", "{ at { position } }"),
+        Operation::ManageSchema => (
+            "/graphql",
+            "mutation { declareAttribute(class: \"host\", attribute: { name: \"probe_PLACEHOLDER\", type: TEXT }) { position } }",
+        ),
         Operation::ManageBaselines => {
             ("/graphql", "mutation { createBaseline(input: { name: \"probe PLACEHOLDER\", filter: {} }) { position } }")
         }
         Operation::EditConfiguration => (
             "/graphql",
-            "mutation { registerCi(input: { class: TEAM, name: \"probe team PLACEHOLDER\" }) { position } }",
+            "mutation { registerCi(input: { class: \"team\", name: \"probe team PLACEHOLDER\" }) { position } }",
         ),
     }
 }

@@ -149,7 +149,7 @@ async fn commands_views_impact_and_history_over_graphql() {
     assert_eq!(history["at"]["ci"]["relationships"].as_array().expect("list").len(), 0);
     // A filtered listing and a lookup by name.
     let listing = server
-        .ok(&server.admin_token, "{ at { cis(filter: {classes: [APPLICATION, HOST], includeWithdrawn: true}) { nodes { name } pageInfo { hasNextPage } } ci(class: APPLICATION, name: \"PAYMENTS-API\") { name } } }", json!({}))
+        .ok(&server.admin_token, "{ at { cis(filter: {classes: [\"application\", \"host\"], includeWithdrawn: true}) { nodes { name } pageInfo { hasNextPage } } ci(class: \"application\", name: \"PAYMENTS-API\") { name } } }", json!({}))
         .await;
     assert_eq!(listing["at"]["cis"]["nodes"].as_array().expect("nodes").len(), 2);
     // Relay paging: one at a time, following the cursors.
@@ -255,14 +255,14 @@ async fn ci_changes_are_streamed_filtered_by_class() {
     let server = TestServer::start().await;
     let mut socket = ws::connect(&server, Some(&server.admin_token)).await;
     ws::init(&mut socket, json!({})).await;
-    ws::subscribe(&mut socket, "hosts", "subscription { ciChanges(classes: [HOST]) { position type class ciId } }")
+    ws::subscribe(&mut socket, "hosts", "subscription { ciChanges(classes: [\"host\"]) { position type class ciId } }")
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     register(&server, json!({"class": "TEAM", "name": "not a host"})).await;
     let (web01, position) = register(&server, host("web-01")).await;
     let message = ws::next_json(&mut socket).await;
     let change = &message["payload"]["data"]["ciChanges"];
-    assert_eq!(change["class"], "HOST", "{message}");
+    assert_eq!(change["class"], "host", "{message}");
     assert_eq!(change["ciId"], web01.as_str());
     assert_eq!(change["type"], "ci.registered");
     assert_eq!(change["position"], position);
@@ -294,10 +294,10 @@ async fn the_demo_loads_once_restarts_from_a_checkpoint_and_refuses_other_logs()
         }
     };
     let now =
-        query("{ at { position cis(filter: {classes: [BUSINESS_SERVICE]}, first: 100) { nodes { id } } } }").await;
+        query("{ at { position cis(filter: {classes: [\"business_service\"]}, first: 100) { nodes { id } } } }").await;
     assert!(now["data"]["at"]["cis"]["nodes"].as_array().expect("nodes").len() >= 20, "{now}");
     let apps_now =
-        query("{ at { cis(filter: {classes: [APPLICATION]}, first: 1000) { nodes { id version } } } }").await;
+        query("{ at { cis(filter: {classes: [\"application\"]}, first: 1000) { nodes { id version } } } }").await;
     let month_ago = query("{ head { recordedAt } }").await;
     let head_time =
         cmdb_core::Timestamp::parse_rfc3339(month_ago["data"]["head"]["recordedAt"].as_str().expect("time"))
@@ -306,7 +306,7 @@ async fn the_demo_loads_once_restarts_from_a_checkpoint_and_refuses_other_logs()
     let body = client
         .post(format!("{base}/graphql"))
         .bearer_auth(&token)
-        .json(&json!({"query": "query($t: DateTime!) { at(time: $t) { position cis(filter: {classes: [APPLICATION]}, first: 1000) { nodes { id version } } } }", "variables": {"t": then_time}}))
+        .json(&json!({"query": "query($t: DateTime!) { at(time: $t) { position cis(filter: {classes: [\"application\"]}, first: 1000) { nodes { id version } } } }", "variables": {"t": then_time}}))
         .send()
         .await
         .expect("post")

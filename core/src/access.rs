@@ -147,10 +147,12 @@ pub enum Operation {
     EditConfiguration,
     /// Create and delete configuration baselines.
     ManageBaselines,
+    /// Declare custom classes and attributes.
+    ManageSchema,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
         Operation::ReadLog,
         Operation::SubscribeLog,
         Operation::VerifyLog,
@@ -162,6 +164,7 @@ impl Operation {
         Operation::ReadConfiguration,
         Operation::EditConfiguration,
         Operation::ManageBaselines,
+        Operation::ManageSchema,
     ];
 }
 
@@ -188,6 +191,7 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Operation::ReadConfiguration, EVERY_ROLE),
     (Operation::EditConfiguration, &[Role::Editor, Role::ChangeManager, Role::Admin]),
     (Operation::ManageBaselines, &[Role::Auditor, Role::Editor, Role::ChangeManager, Role::Admin]),
+    (Operation::ManageSchema, &[Role::Admin]),
 ];
 
 /// Whether any of `roles` may perform `operation`.

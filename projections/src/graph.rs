@@ -12,6 +12,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
+use cmdb_core::ci::registry::{self, SchemaRegistry};
 use cmdb_core::ci::{
     ChangeId, CiClass, CiEvent, CiId, CiSnapshot, NameKey, Propagation, RelId, RelType, RelationshipCreated, Status,
     propagation,
@@ -245,6 +246,8 @@ pub struct TemporalGraph {
     changes: Vec<(u64, Touched)>,
     /// Baselines by normalized name.
     baselines: BTreeMap<String, BaselineInfo>,
+    /// Custom classes and attributes.
+    schema: SchemaRegistry,
 }
 
 /// A baseline as the graph knows it.
@@ -319,6 +322,11 @@ impl TemporalGraph {
         Ok(found)
     }
 
+    /// The schema registry as of the newest applied event (declarations only add).
+    pub fn schema(&self) -> &SchemaRegistry {
+        &self.schema
+    }
+
     /// The baselines that exist at `position` (created at or before it, not deleted by then).
     pub fn baselines_at(&self, position: u64) -> Vec<&BaselineInfo> {
         self.baselines
@@ -391,6 +399,8 @@ impl TemporalGraph {
         if CiEvent::is_ci_event(&record.event_type) {
             let event = CiEvent::from_record(record).map_err(|e| apply_error(e.to_string()))?;
             self.apply_ci_event(record, &event)?;
+        } else if record.stream_id.as_str() == registry::SCHEMA_STREAM {
+            self.schema.apply(record).map_err(|e| apply_error(e.to_string()))?;
         } else if record.event_type == baseline::CREATED {
             let created = baseline::created_from(record).map_err(|e| apply_error(e.to_string()))?;
             let info = BaselineInfo { created: EventInfo::of(record, None), baseline: created, deleted: None };
@@ -589,7 +599,7 @@ impl TemporalGraph {
         after: Option<CiId>,
         limit: usize,
     ) -> (Vec<Arc<CiSnapshot>>, bool) {
-        let classes: Vec<CiClass> = filter.classes.clone().unwrap_or_else(|| CiClass::ALL.to_vec());
+        let classes: Vec<CiClass> = filter.classes.clone().unwrap_or_else(|| self.by_class.keys().copied().collect());
         let mut ids: Vec<CiId> = classes.iter().filter_map(|c| self.by_class.get(c)).flatten().copied().collect();
         ids.sort_unstable();
         let start = after.map_or(0, |a| ids.partition_point(|id| *id <= a));

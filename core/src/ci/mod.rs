@@ -11,6 +11,7 @@
 //! Every command takes an optional `authorized_by` change id, recorded in its events.
 
 pub mod model;
+pub mod registry;
 pub mod schema;
 pub mod service;
 
@@ -54,6 +55,22 @@ pub enum CiError {
         "CI name {0:?} is not valid: 1 to {MAX_NAME_BYTES} bytes, no control characters, no leading or trailing spaces"
     )]
     InvalidName(String),
+    #[error("class name {0:?} is not valid: 2 to 63 bytes of lowercase letters, digits and _, starting with a letter")]
+    InvalidClassName(String),
+    #[error("{0:?} is a built-in class or an already declared class")]
+    ClassNameTaken(String),
+    #[error("unknown class {0:?}")]
+    UnknownClass(String),
+    #[error(
+        "attribute name {0:?} is not valid: lowercase letters, digits and _, starting with a letter, at most 63 bytes"
+    )]
+    InvalidAttributeName(String),
+    #[error("class {class} already has an attribute {attribute:?}{}", if *builtin { " (built in)" } else { "" })]
+    AttributeClash { class: CiClass, attribute: String, builtin: bool },
+    #[error("invalid schema declaration: {0}")]
+    InvalidDeclaration(String),
+    #[error("too many distinct class names in this process")]
+    TooManyClassNames,
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
     #[error("{field} is {bytes} bytes long; the bound is {bound}")]
@@ -536,6 +553,8 @@ pub enum CiCommand {
 /// The stream states a decision reads.
 #[derive(Clone, Debug, Default)]
 pub struct Loaded {
+    /// The schema registry the command is validated against (its stream is a condition).
+    pub schema: registry::SchemaRegistry,
     pub cis: BTreeMap<CiId, CiState>,
     pub rels: BTreeMap<RelId, RelState>,
     pub names: BTreeMap<NameKey, NameState>,
@@ -677,7 +696,7 @@ fn reference(
     if target.status == Status::Withdrawn {
         return Err(CiError::ReferenceWithdrawn { field, ci: id });
     }
-    if !allowed.contains(&target.class) {
+    if !allowed.contains(&loaded.schema.like(target.class)) {
         return Err(CiError::WrongReferenceClass {
             field,
             ci: id,
@@ -713,8 +732,11 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
             if !INITIAL_STATUSES.contains(&r.status) {
                 return Err(CiError::InitialStatusNotAllowed(r.status));
             }
-            schema::check_complete(r.class, &r.attributes)?;
-            if r.class == CiClass::BusinessService && r.owner.is_none() {
+            if !loaded.schema.knows(r.class) {
+                return Err(CiError::UnknownClass(r.class.as_str().to_owned()));
+            }
+            schema::check_complete(&loaded.schema, r.class, &r.attributes)?;
+            if loaded.schema.like(r.class) == CiClass::BusinessService && r.owner.is_none() {
                 return Err(CiError::OwnerRequired { class: r.class });
             }
             if let Some(owner) = r.owner {
@@ -783,7 +805,7 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
                     CiField::Location => current.location.is_some(),
                     CiField::Version => current.version.is_some(),
                 };
-                if *field == CiField::Owner && current.class == CiClass::BusinessService {
+                if *field == CiField::Owner && loaded.schema.like(current.class) == CiClass::BusinessService {
                     return Err(CiError::OwnerRequired { class: current.class });
                 }
                 if present && !event.cleared.contains(field) {
@@ -791,22 +813,22 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
                 }
             }
             for (name, value) in &u.set_attributes {
-                schema::check_value(current.class, name, value)?;
+                schema::check_value(&loaded.schema, current.class, name, value)?;
                 if current.attributes.get(name) != Some(value) {
                     event.attributes_set.insert(name.clone(), value.clone());
                 }
             }
             for name in &u.remove_attributes {
-                if let Some(spec) = schema::attribute_spec(current.class, name) {
-                    if spec.required {
+                match loaded.schema.attribute(current.class, name) {
+                    Some(attribute) if attribute.required() => {
                         return Err(CiError::MissingAttribute {
                             class: current.class,
                             attribute: name.clone(),
-                            expected: spec.attr_type.describe(),
+                            expected: "a value (the attribute is required)".into(),
                         });
                     }
-                } else {
-                    schema::check_value(current.class, name, &Value::Null)?;
+                    Some(_) => {}
+                    None => schema::check_value(&loaded.schema, current.class, name, &Value::Null)?,
                 }
                 if current.attributes.contains_key(name) && !event.attributes_removed.contains(name) {
                     event.attributes_removed.push(name.clone());
@@ -903,7 +925,8 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
             let source_ci = live_ci(loaded, *source)?;
             let target_ci = live_ci(loaded, *target)?;
             let rule = rule(*rel_type);
-            if !rule.sources.contains(&source_ci.class) || !rule.targets.contains(&target_ci.class) {
+            let (source_like, target_like) = (loaded.schema.like(source_ci.class), loaded.schema.like(target_ci.class));
+            if !rule.sources.contains(&source_like) || !rule.targets.contains(&target_like) {
                 let names = |classes: &[CiClass]| classes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ");
                 return Err(CiError::RelationshipNotAllowed {
                     rel_type: *rel_type,

@@ -89,29 +89,179 @@ macro_rules! named_enum {
     };
 }
 
-named_enum!(
-    /// The built-in classes (CM-1).
-    CiClass, "class" {
-        BusinessService => "business_service",
-        Application => "application",
-        Database => "database",
-        Queue => "queue",
-        Host => "host",
-        VirtualMachine => "virtual_machine",
-        Container => "container",
-        KubernetesCluster => "kubernetes_cluster",
-        NetworkDevice => "network_device",
-        Firewall => "firewall",
-        Licence => "licence",
-        Document => "document",
-        PhysicalAsset => "physical_asset",
-        Location => "location",
-        Supplier => "supplier",
-        Contract => "contract",
-        Person => "person",
-        Team => "team",
+/// Most distinct custom class names one process holds (names are interned once each).
+pub const MAX_CUSTOM_CLASS_NAMES: usize = 10_000;
+/// Longest custom class name, in bytes.
+pub const MAX_CLASS_NAME_BYTES: usize = 63;
+
+/// The name of a class declared at run time, interned so that `CiClass` stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CustomClass(&'static str);
+
+impl CustomClass {
+    pub fn as_str(self) -> &'static str {
+        self.0
     }
-);
+}
+
+impl fmt::Debug for CustomClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CustomClass({:?})", self.0)
+    }
+}
+
+fn interned() -> &'static std::sync::Mutex<std::collections::HashSet<&'static str>> {
+    static NAMES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    NAMES.get_or_init(Default::default)
+}
+
+/// A class: one of the built-in classes (CM-1), or one declared by an admin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CiClass {
+    BusinessService,
+    Application,
+    Database,
+    Queue,
+    Host,
+    VirtualMachine,
+    Container,
+    KubernetesCluster,
+    NetworkDevice,
+    Firewall,
+    Licence,
+    Document,
+    PhysicalAsset,
+    Location,
+    Supplier,
+    Contract,
+    Person,
+    Team,
+    Custom(CustomClass),
+}
+
+impl CiClass {
+    /// The built-in classes.
+    pub const BUILTIN: &'static [CiClass] = &[
+        CiClass::BusinessService,
+        CiClass::Application,
+        CiClass::Database,
+        CiClass::Queue,
+        CiClass::Host,
+        CiClass::VirtualMachine,
+        CiClass::Container,
+        CiClass::KubernetesCluster,
+        CiClass::NetworkDevice,
+        CiClass::Firewall,
+        CiClass::Licence,
+        CiClass::Document,
+        CiClass::PhysicalAsset,
+        CiClass::Location,
+        CiClass::Supplier,
+        CiClass::Contract,
+        CiClass::Person,
+        CiClass::Team,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CiClass::BusinessService => "business_service",
+            CiClass::Application => "application",
+            CiClass::Database => "database",
+            CiClass::Queue => "queue",
+            CiClass::Host => "host",
+            CiClass::VirtualMachine => "virtual_machine",
+            CiClass::Container => "container",
+            CiClass::KubernetesCluster => "kubernetes_cluster",
+            CiClass::NetworkDevice => "network_device",
+            CiClass::Firewall => "firewall",
+            CiClass::Licence => "licence",
+            CiClass::Document => "document",
+            CiClass::PhysicalAsset => "physical_asset",
+            CiClass::Location => "location",
+            CiClass::Supplier => "supplier",
+            CiClass::Contract => "contract",
+            CiClass::Person => "person",
+            CiClass::Team => "team",
+            CiClass::Custom(custom) => custom.0,
+        }
+    }
+
+    pub fn is_builtin(self) -> bool {
+        !matches!(self, CiClass::Custom(_))
+    }
+
+    /// Checks a custom class name: lowercase letters, digits and `_`, starting with a letter,
+    /// 2 to 63 bytes, not a built-in name.
+    pub fn check_custom_name(name: &str) -> Result<(), CiError> {
+        let shaped = (2..=MAX_CLASS_NAME_BYTES).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !shaped {
+            return Err(CiError::InvalidClassName(name.to_owned()));
+        }
+        if CiClass::BUILTIN.iter().any(|b| b.as_str() == name) {
+            return Err(CiError::ClassNameTaken(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The class named by a declaration or a stored event: interns a custom name (once).
+    pub fn declared(name: &str) -> Result<CiClass, CiError> {
+        if let Some(builtin) = CiClass::BUILTIN.iter().find(|b| b.as_str() == name) {
+            return Ok(*builtin);
+        }
+        CiClass::check_custom_name(name)?;
+        let mut names = interned().lock().map_err(|_| CiError::InvalidClassName(name.to_owned()))?;
+        if let Some(existing) = names.get(name) {
+            return Ok(CiClass::Custom(CustomClass(existing)));
+        }
+        if names.len() >= MAX_CUSTOM_CLASS_NAMES {
+            return Err(CiError::TooManyClassNames);
+        }
+        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(leaked);
+        Ok(CiClass::Custom(CustomClass(leaked)))
+    }
+}
+
+impl fmt::Display for CiClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses a class named by a user: a built-in class (any case), or a custom class this
+/// process already knows from its declaration. Never interns: unknown names are refused.
+impl FromStr for CiClass {
+    type Err = CiError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        if let Some(builtin) = CiClass::BUILTIN.iter().find(|b| b.as_str() == lower) {
+            return Ok(*builtin);
+        }
+        let known = interned().lock().ok().and_then(|names| names.get(lower.as_str()).copied());
+        known.map(|name| CiClass::Custom(CustomClass(name))).ok_or_else(|| CiError::UnknownName {
+            what: "class",
+            input: s.to_owned(),
+            expected: CiClass::BUILTIN.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+                + ", or a declared custom class",
+        })
+    }
+}
+
+impl Serialize for CiClass {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for CiClass {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        CiClass::declared(&name).map_err(serde::de::Error::custom)
+    }
+}
 
 named_enum!(
     /// Life-cycle status (CM-5).
@@ -222,7 +372,7 @@ const PROVIDERS: &[CiClass] =
     &[Application, Database, Queue, Container, Host, VirtualMachine, KubernetesCluster, BusinessService];
 const CONSUMERS: &[CiClass] = &[BusinessService, Application];
 const CONSUMED: &[CiClass] = &[BusinessService, Application, Database, Queue];
-const ANY: &[CiClass] = CiClass::ALL;
+const ANY: &[CiClass] = CiClass::BUILTIN;
 
 /// One row of the relationship table.
 #[derive(Clone, Copy, Debug)]

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::CiError;
 use super::model::CiClass;
+use super::registry::{AttrRef, DeclaredType, SchemaRegistry};
 
 /// Most attributes one CI may carry.
 pub const MAX_ATTRIBUTES: usize = 64;
@@ -219,6 +220,7 @@ pub fn class_attributes(class: CiClass) -> &'static [AttrSpec] {
             const SPECS: &[AttrSpec] = &[req("email", Text)];
             SPECS
         }
+        CiClass::Custom(_) => &[],
         CiClass::Team => {
             const SPECS: &[AttrSpec] = &[opt("email", Text), opt("on_call", Text)];
             SPECS
@@ -226,18 +228,9 @@ pub fn class_attributes(class: CiClass) -> &'static [AttrSpec] {
     }
 }
 
-/// The spec of one attribute of a class, common or specific.
+/// The spec of one built-in attribute of a class, common or specific.
 pub fn attribute_spec(class: CiClass, name: &str) -> Option<&'static AttrSpec> {
     class_attributes(class).iter().chain(COMMON_ATTRIBUTES).find(|spec| spec.name == name)
-}
-
-fn invalid(class: CiClass, name: &str, spec: &AttrSpec, detail: impl Into<String>) -> CiError {
-    CiError::InvalidAttribute {
-        class,
-        attribute: name.to_owned(),
-        expected: spec.attr_type.describe(),
-        detail: detail.into(),
-    }
 }
 
 fn text_ok(text: &str) -> Result<(), String> {
@@ -300,79 +293,150 @@ fn service_hours_ok(value: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks one attribute value against its spec.
-pub fn check_value(class: CiClass, name: &str, value: &Value) -> Result<(), CiError> {
-    let spec = attribute_spec(class, name).ok_or_else(|| CiError::UnknownAttribute {
-        class,
-        attribute: name.to_owned(),
-        known: class_attributes(class).iter().chain(COMMON_ATTRIBUTES).map(|s| s.name).collect::<Vec<_>>().join(", "),
-    })?;
-    let fail = |detail: &str| Err(invalid(class, name, spec, detail));
-    match spec.attr_type {
-        AttrType::Text => match value.as_str() {
-            Some(text) => text_ok(text).or_else(|d| fail(&d)),
-            None => fail("not text"),
-        },
-        AttrType::Integer { min, max } => match value.as_i64() {
-            Some(n) if (min..=max).contains(&n) => Ok(()),
-            Some(n) => fail(&format!("{n} is out of range")),
-            None => fail("not an integer"),
-        },
-        AttrType::Number { min, max } => match value.as_f64() {
-            Some(n) if n >= min && n <= max => Ok(()),
-            Some(n) => fail(&format!("{n} is out of range")),
-            None => fail("not a number"),
-        },
-        AttrType::Boolean => {
-            if value.is_boolean() {
-                Ok(())
-            } else {
-                fail("not a boolean")
-            }
+/// A type to check a value against: the built-in and declared types meet here.
+enum Check<'a> {
+    Text,
+    Integer { min: i64, max: i64 },
+    Number { min: f64, max: f64 },
+    Boolean,
+    Choice(Vec<&'a str>),
+    TextList,
+    IpAddressList,
+    Date,
+    Url,
+    ServiceHours,
+}
+
+impl<'a> Check<'a> {
+    fn of(attribute: &AttrRef<'a>) -> Check<'a> {
+        match attribute {
+            AttrRef::Builtin(spec) => match spec.attr_type {
+                AttrType::Text => Check::Text,
+                AttrType::Integer { min, max } => Check::Integer { min, max },
+                AttrType::Number { min, max } => Check::Number { min, max },
+                AttrType::Boolean => Check::Boolean,
+                AttrType::Choice(choices) => Check::Choice(choices.to_vec()),
+                AttrType::TextList => Check::TextList,
+                AttrType::IpAddressList => Check::IpAddressList,
+                AttrType::Date => Check::Date,
+                AttrType::Url => Check::Url,
+                AttrType::ServiceHours => Check::ServiceHours,
+            },
+            AttrRef::Declared(declared) => match &declared.attr_type {
+                DeclaredType::Text => Check::Text,
+                DeclaredType::Integer { min, max } => Check::Integer { min: *min, max: *max },
+                DeclaredType::Number { min, max } => Check::Number { min: *min, max: *max },
+                DeclaredType::Boolean => Check::Boolean,
+                DeclaredType::Choice { choices } => Check::Choice(choices.iter().map(String::as_str).collect()),
+                DeclaredType::TextList => Check::TextList,
+                DeclaredType::IpAddressList => Check::IpAddressList,
+                DeclaredType::Date => Check::Date,
+                DeclaredType::Url => Check::Url,
+            },
         }
-        AttrType::Choice(choices) => match value.as_str() {
-            Some(text) if choices.contains(&text) => Ok(()),
-            _ => fail(&format!("{value} is not one of the choices")),
-        },
-        AttrType::TextList | AttrType::IpAddressList => {
-            let Some(items) = value.as_array() else { return fail("not a list") };
-            if items.len() > MAX_LIST_ITEMS {
-                return fail(&format!("{} items; the bound is {MAX_LIST_ITEMS} (max_list_items)", items.len()));
-            }
-            for item in items {
-                let Some(text) = item.as_str() else { return fail(&format!("{item} is not text")) };
-                text_ok(text).or_else(|d| fail(&d))?;
-                if spec.attr_type == AttrType::IpAddressList && IpAddr::from_str(text).is_err() {
-                    return fail(&format!("{text:?} is not an IP address"));
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Check::Text => "text".into(),
+            Check::Integer { min, max } => format!("an integer from {min} to {max}"),
+            Check::Number { min, max } => format!("a number from {min} to {max}"),
+            Check::Boolean => "true or false".into(),
+            Check::Choice(choices) => format!("one of {}", choices.join(", ")),
+            Check::TextList => "a list of text".into(),
+            Check::IpAddressList => "a list of IP addresses".into(),
+            Check::Date => "a date YYYY-MM-DD".into(),
+            Check::Url => "a URL (http, https, ssh or git)".into(),
+            Check::ServiceHours => AttrType::ServiceHours.describe(),
+        }
+    }
+
+    fn check(&self, value: &Value) -> Result<(), String> {
+        match self {
+            Check::Text => value.as_str().ok_or_else(|| "not text".to_string()).and_then(text_ok),
+            Check::Integer { min, max } => match value.as_i64() {
+                Some(n) if (*min..=*max).contains(&n) => Ok(()),
+                Some(n) => Err(format!("{n} is out of range")),
+                None => Err("not an integer".into()),
+            },
+            Check::Number { min, max } => match value.as_f64() {
+                Some(n) if n >= *min && n <= *max => Ok(()),
+                Some(n) => Err(format!("{n} is out of range")),
+                None => Err("not a number".into()),
+            },
+            Check::Boolean => {
+                if value.is_boolean() {
+                    Ok(())
+                } else {
+                    Err("not a boolean".into())
                 }
             }
-            Ok(())
+            Check::Choice(choices) => match value.as_str() {
+                Some(text) if choices.contains(&text) => Ok(()),
+                _ => Err(format!("{value} is not one of the choices")),
+            },
+            Check::TextList | Check::IpAddressList => {
+                let items = value.as_array().ok_or("not a list")?;
+                if items.len() > MAX_LIST_ITEMS {
+                    return Err(format!("{} items; the bound is {MAX_LIST_ITEMS} (max_list_items)", items.len()));
+                }
+                for item in items {
+                    let text = item.as_str().ok_or_else(|| format!("{item} is not text"))?;
+                    text_ok(text)?;
+                    if matches!(self, Check::IpAddressList) && IpAddr::from_str(text).is_err() {
+                        return Err(format!("{text:?} is not an IP address"));
+                    }
+                }
+                Ok(())
+            }
+            Check::Date => match value.as_str() {
+                Some(text) if date_ok(text) => Ok(()),
+                _ => Err(format!("{value} is not a date YYYY-MM-DD")),
+            },
+            Check::Url => match value.as_str() {
+                Some(text) if url_ok(text) && text.len() <= MAX_TEXT_BYTES => Ok(()),
+                _ => Err(format!("{value} is not a URL")),
+            },
+            Check::ServiceHours => service_hours_ok(value),
         }
-        AttrType::Date => match value.as_str() {
-            Some(text) if date_ok(text) => Ok(()),
-            _ => fail(&format!("{value} is not a date YYYY-MM-DD")),
-        },
-        AttrType::Url => match value.as_str() {
-            Some(text) if url_ok(text) && text.len() <= MAX_TEXT_BYTES => Ok(()),
-            _ => fail(&format!("{value} is not a URL")),
-        },
-        AttrType::ServiceHours => service_hours_ok(value).or_else(|d| fail(&d)),
     }
 }
 
+/// Checks one attribute value against the class's schema in `registry`.
+pub fn check_value(registry: &SchemaRegistry, class: CiClass, name: &str, value: &Value) -> Result<(), CiError> {
+    let attribute = registry.attribute(class, name).ok_or_else(|| CiError::UnknownAttribute {
+        class,
+        attribute: name.to_owned(),
+        known: registry.attributes(class).iter().map(|a| a.name().to_owned()).collect::<Vec<_>>().join(", "),
+    })?;
+    let check = Check::of(&attribute);
+    check.check(value).map_err(|detail| CiError::InvalidAttribute {
+        class,
+        attribute: name.to_owned(),
+        expected: check.describe(),
+        detail,
+    })
+}
+
 /// Checks a complete attribute set (registration): every value typed, every required present.
-pub fn check_complete(class: CiClass, attributes: &BTreeMap<String, Value>) -> Result<(), CiError> {
+pub fn check_complete(
+    registry: &SchemaRegistry,
+    class: CiClass,
+    attributes: &BTreeMap<String, Value>,
+) -> Result<(), CiError> {
     if attributes.len() > MAX_ATTRIBUTES {
         return Err(CiError::TooManyAttributes { count: attributes.len() });
     }
     for (name, value) in attributes {
-        check_value(class, name, value)?;
+        check_value(registry, class, name, value)?;
     }
-    if let Some(missing) = class_attributes(class).iter().find(|s| s.required && !attributes.contains_key(s.name)) {
+    if let Some(missing) =
+        registry.attributes(class).into_iter().find(|a| a.required() && !attributes.contains_key(a.name()))
+    {
         return Err(CiError::MissingAttribute {
             class,
-            attribute: missing.name.to_owned(),
-            expected: missing.attr_type.describe(),
+            attribute: missing.name().to_owned(),
+            expected: Check::of(&missing).describe(),
         });
     }
     Ok(())
@@ -390,22 +454,22 @@ mod tests {
     #[test]
     fn a_complete_host_passes_and_each_fault_is_named() {
         let host = json!({"hostname": "web-01", "ip_addresses": ["10.0.0.1", "fe80::1"], "os": "debian-12", "cpu_cores": 8, "memory_mib": 32768});
-        assert_eq!(check_complete(CiClass::Host, &attrs(host.clone())), Ok(()));
+        assert_eq!(check_complete(&SchemaRegistry::default(), CiClass::Host, &attrs(host.clone())), Ok(()));
         let mut missing = attrs(host.clone());
         missing.remove("os");
         assert!(
-            matches!(check_complete(CiClass::Host, &missing), Err(CiError::MissingAttribute { attribute, .. }) if attribute == "os")
+            matches!(check_complete(&SchemaRegistry::default(), CiClass::Host, &missing), Err(CiError::MissingAttribute { attribute, .. }) if attribute == "os")
         );
         let mut mistyped = attrs(host.clone());
         mistyped.insert("cpu_cores".into(), json!("eight"));
-        let error = check_complete(CiClass::Host, &mistyped).expect_err("mistyped");
+        let error = check_complete(&SchemaRegistry::default(), CiClass::Host, &mistyped).expect_err("mistyped");
         assert!(error.to_string().contains("cpu_cores") && error.to_string().contains("integer"), "{error}");
         let mut bad_ip = attrs(host.clone());
         bad_ip.insert("ip_addresses".into(), json!(["10.0.0.300"]));
-        assert!(check_complete(CiClass::Host, &bad_ip).is_err());
+        assert!(check_complete(&SchemaRegistry::default(), CiClass::Host, &bad_ip).is_err());
         let mut unknown = attrs(host);
         unknown.insert("colour".into(), json!("red"));
-        let error = check_complete(CiClass::Host, &unknown).expect_err("unknown");
+        let error = check_complete(&SchemaRegistry::default(), CiClass::Host, &unknown).expect_err("unknown");
         assert!(matches!(error, CiError::UnknownAttribute { .. }));
         assert!(error.to_string().contains("hostname"), "lists the known ones: {error}");
     }
@@ -413,9 +477,9 @@ mod tests {
     #[test]
     fn service_hours_need_a_real_zone_and_sane_intervals() {
         let good = json!({"time_zone": "Europe/Berlin", "weekly": [{"days": ["mon","tue","wed","thu","fri"], "start": "08:00", "end": "18:00"}]});
-        assert!(check_value(CiClass::BusinessService, "service_hours", &good).is_ok());
+        assert!(check_value(&SchemaRegistry::default(), CiClass::BusinessService, "service_hours", &good).is_ok());
         let all_day = json!({"time_zone": "UTC", "weekly": [{"days": ["sun"], "start": "00:00", "end": "24:00"}]});
-        assert!(check_value(CiClass::BusinessService, "service_hours", &all_day).is_ok());
+        assert!(check_value(&SchemaRegistry::default(), CiClass::BusinessService, "service_hours", &all_day).is_ok());
         for bad in [
             json!({"time_zone": "Mars/Olympus", "weekly": [{"days": ["mon"], "start": "08:00", "end": "18:00"}]}),
             json!({"time_zone": "UTC", "weekly": []}),
@@ -424,20 +488,28 @@ mod tests {
             json!({"time_zone": "UTC", "weekly": [{"days": ["mon"], "start": "8:00", "end": "18:00"}]}),
             json!("24x7"),
         ] {
-            assert!(check_value(CiClass::BusinessService, "service_hours", &bad).is_err(), "{bad}");
+            assert!(
+                check_value(&SchemaRegistry::default(), CiClass::BusinessService, "service_hours", &bad).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn tiers_are_one_to_four() {
         for (tier, ok) in [(0, false), (1, true), (4, true), (5, false)] {
-            assert_eq!(check_value(CiClass::BusinessService, "criticality_tier", &json!(tier)).is_ok(), ok, "{tier}");
+            assert_eq!(
+                check_value(&SchemaRegistry::default(), CiClass::BusinessService, "criticality_tier", &json!(tier))
+                    .is_ok(),
+                ok,
+                "{tier}"
+            );
         }
     }
 
     #[test]
     fn every_class_has_a_schema_without_duplicate_names() {
-        for class in CiClass::ALL {
+        for class in CiClass::BUILTIN {
             let mut names: Vec<&str> =
                 class_attributes(*class).iter().chain(COMMON_ATTRIBUTES).map(|s| s.name).collect();
             let total = names.len();

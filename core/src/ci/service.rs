@@ -42,7 +42,8 @@ async fn read_whole_stream(store: &dyn EventStore, stream: &StreamId) -> Result<
 }
 
 async fn load(store: &dyn EventStore, command: &CiCommand) -> Result<Loaded, Error> {
-    let mut loaded = Loaded::default();
+    // The schema first: it declares the custom classes the other streams may name.
+    let mut loaded = Loaded { schema: super::registry::load(store).await?, ..Loaded::default() };
     for _ in 0..MAX_LOAD_ROUNDS {
         let wanted = needs(command, &loaded);
         if wanted.is_empty() {
@@ -112,6 +113,8 @@ pub async fn execute(
                 .collect();
             request = request.write(stream.clone(), expected(version_of(&loaded, stream)), new_events);
         }
+        // The registry the command was validated against must not change underneath it.
+        request = request.condition(super::registry::schema_stream(), expected(loaded.schema.version));
         for stream in &decision.conditions {
             if decision.writes.iter().any(|(written, _)| written == stream) {
                 continue;

@@ -324,7 +324,7 @@ pub fn diff(
 use cmdb_core::access::Operation;
 use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
 
-use super::config::{CiClass, CiStatus, Environment};
+use super::config::{CiStatus, Environment, parse_classes};
 use super::{Requires, metadata};
 use crate::server::errors::{core_error, graphql_error};
 
@@ -454,7 +454,7 @@ pub fn baseline_by_name(ctx: &Context<'_>, name: &str) -> Option<Baseline> {
 
 #[derive(InputObject, Default)]
 pub struct BaselineFilterInput {
-    pub classes: Option<Vec<CiClass>>,
+    pub classes: Option<Vec<String>>,
     pub statuses: Option<Vec<CiStatus>>,
     pub environments: Option<Vec<Environment>>,
     pub name_contains: Option<String>,
@@ -501,7 +501,7 @@ impl BaselineMutation {
             };
             let scope = match (input.filter, input.service) {
                 (Some(filter), None) => BaselineScope::Filter {
-                    classes: filter.classes.map(|c| c.into_iter().map(Into::into).collect()),
+                    classes: parse_classes(ctx, filter.classes)?,
                     statuses: filter.statuses.map(|s| s.into_iter().map(Into::into).collect()),
                     environments: filter.environments.map(|e| e.into_iter().map(Into::into).collect()),
                     name_contains: filter.name_contains,

@@ -26,29 +26,6 @@ use crate::server::errors::{bad_input, core_error, graphql_error, limit_exceeded
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::ci::CiClass")]
-pub enum CiClass {
-    BusinessService,
-    Application,
-    Database,
-    Queue,
-    Host,
-    VirtualMachine,
-    Container,
-    KubernetesCluster,
-    NetworkDevice,
-    Firewall,
-    Licence,
-    Document,
-    PhysicalAsset,
-    Location,
-    Supplier,
-    Contract,
-    Person,
-    Team,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
 #[graphql(remote = "cmdb_core::ci::Status")]
 pub enum CiStatus {
     Planned,
@@ -117,6 +94,22 @@ pub(super) fn graph_error(error: GraphError) -> async_graphql::Error {
     }
 }
 
+/// A class named by a client: built in (any case) or declared; refused otherwise.
+pub(super) fn parse_class(ctx: &Context<'_>, name: &str) -> async_graphql::Result<domain::CiClass> {
+    let class: domain::CiClass = name.parse().map_err(|e: domain::CiError| bad_input(e.to_string()))?;
+    if !state(ctx).graph.read().schema().knows(class) {
+        return Err(bad_input(format!("unknown class {name:?}")));
+    }
+    Ok(class)
+}
+
+pub(super) fn parse_classes(
+    ctx: &Context<'_>,
+    names: Option<Vec<String>>,
+) -> async_graphql::Result<Option<Vec<domain::CiClass>>> {
+    names.map(|names| names.iter().map(|n| parse_class(ctx, n)).collect()).transpose()
+}
+
 pub(super) fn parse_id<T: std::str::FromStr<Err = domain::CiError>>(id: &ID) -> async_graphql::Result<T> {
     id.as_str().parse::<T>().map_err(|e| bad_input(e.to_string()))
 }
@@ -183,7 +176,8 @@ pub struct CiPageInfo {
 
 #[derive(InputObject, Default)]
 pub struct CiFilterInput {
-    pub classes: Option<Vec<CiClass>>,
+    /// Class names (`host`, `business_service`, or a declared custom class).
+    pub classes: Option<Vec<String>>,
     pub statuses: Option<Vec<CiStatus>>,
     pub environments: Option<Vec<Environment>>,
     /// Case-insensitive part of the name.
@@ -218,13 +212,14 @@ impl At {
         &self,
         ctx: &Context<'_>,
         id: Option<ID>,
-        class: Option<CiClass>,
+        class: Option<String>,
         name: Option<String>,
     ) -> async_graphql::Result<Option<Ci>> {
+        let class = class.map(|c| parse_class(ctx, &c)).transpose()?;
         let graph = state(ctx).graph.read();
         let found = match (id, class, name) {
             (Some(id), None, None) => graph.ci_at(parse_id(&id)?, self.position),
-            (None, Some(class), Some(name)) => graph.ci_by_name(class.into(), &name, self.position),
+            (None, Some(class), Some(name)) => graph.ci_by_name(class, &name, self.position),
             _ => return Err(bad_input("give either id, or class and name")),
         };
         Ok(found.map(|ci| Ci::new(&graph, ci, self.position)))
@@ -245,7 +240,7 @@ impl At {
             after.map(|a| a.parse::<domain::CiId>().map_err(|e| bad_input(format!("after: {e}")))).transpose()?;
         let filter = filter.unwrap_or_default();
         let core_filter = CiFilter {
-            classes: filter.classes.map(|c| c.into_iter().map(Into::into).collect()),
+            classes: parse_classes(ctx, filter.classes)?,
             statuses: filter.statuses.map(|s| s.into_iter().map(Into::into).collect()),
             environments: filter.environments.map(|e| e.into_iter().map(Into::into).collect()),
             attribute: filter.attribute.map(|a| (a.name, a.value.0)),
@@ -375,8 +370,9 @@ impl Ci {
         ID(self.ci.id.to_string())
     }
 
-    async fn class(&self) -> CiClass {
-        self.ci.class.into()
+    /// The class name (`host`, `business_service`, or a declared custom class).
+    async fn class(&self) -> &'static str {
+        self.ci.class.as_str()
     }
 
     async fn name(&self) -> &str {
@@ -673,7 +669,8 @@ pub async fn resolve_at(
 
 #[derive(InputObject)]
 pub struct RegisterCiInput {
-    pub class: CiClass,
+    /// A class name (`host`, `business_service`, ...; any case), built in or declared.
+    pub class: String,
     pub name: String,
     #[graphql(default_with = "CiStatus::Live")]
     pub status: CiStatus,
@@ -759,9 +756,10 @@ impl ConfigMutation {
     #[graphql(guard = "Requires(Operation::EditConfiguration)")]
     async fn register_ci(&self, ctx: &Context<'_>, input: RegisterCiInput) -> async_graphql::Result<CiChangeResult> {
         let ci_id = domain::CiId(state(ctx).ids.next_id());
+        let class = parse_class(ctx, &input.class)?;
         let command = CiCommand::Register(domain::Register {
             ci_id,
-            class: input.class.into(),
+            class,
             name: input.name,
             status: input.status.into(),
             environment: input.environment.map(Into::into),
@@ -890,7 +888,7 @@ pub struct CiChange {
     #[graphql(name = "type")]
     pub event_type: String,
     pub ci_id: Option<ID>,
-    pub class: Option<CiClass>,
+    pub class: Option<String>,
     pub relationship_id: Option<ID>,
     pub principal: String,
     pub recorded_at: DateTime,
@@ -924,7 +922,7 @@ impl ConfigSubscription {
         &self,
         ctx: &Context<'_>,
         after: Option<Position>,
-        classes: Option<Vec<CiClass>>,
+        classes: Option<Vec<String>>,
         ci_ids: Option<Vec<ID>>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<CiChange>>> {
         let app = state(ctx).clone();
@@ -933,7 +931,7 @@ impl ConfigSubscription {
             .ok_or_else(|| graphql_error("BAD_REQUEST", "subscriptions are served over the WebSocket at /graphql/ws"))?
             .take()?;
         let ids: Option<Vec<domain::CiId>> = ci_ids.map(|ids| ids.iter().map(parse_id).collect()).transpose()?;
-        let classes: Option<Vec<domain::CiClass>> = classes.map(|c| c.into_iter().map(Into::into).collect());
+        let classes = parse_classes(ctx, classes)?;
         let after = match after {
             Some(p) => p.0,
             None => app.store.head().await.map_err(store_error)?.position,
@@ -983,7 +981,7 @@ impl ConfigSubscription {
                         position: Position(record.position),
                         event_type: record.event_type.clone(),
                         ci_id: ci.map(|c| ID(c.to_string())),
-                        class: class.map(Into::into),
+                        class: class.map(|c| c.as_str().to_owned()),
                         relationship_id: rel.map(|r| ID(r.to_string())),
                         principal: record.metadata.actor.principal.clone(),
                         recorded_at: DateTime(record.recorded_at),

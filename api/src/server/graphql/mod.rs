@@ -6,6 +6,7 @@ pub mod config;
 mod mutation;
 mod query;
 pub mod scalars;
+pub mod schema_admin;
 mod subscription;
 pub mod types;
 
@@ -26,7 +27,12 @@ pub use query::QueryRoot;
 
 /// Every mutation: access and configuration.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct MutationRoot(mutation::AccessMutation, config::ConfigMutation, audit::BaselineMutation);
+pub struct MutationRoot(
+    mutation::AccessMutation,
+    config::ConfigMutation,
+    audit::BaselineMutation,
+    schema_admin::SchemaMutation,
+);
 
 /// Every subscription: the log and configuration changes.
 #[derive(async_graphql::MergedSubscription, Default)]

@@ -207,6 +207,12 @@ impl QueryRoot {
         super::audit::diff(ctx, from, to, around, depth)
     }
 
+    /// Every class, built in and declared, with its attributes.
+    #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
+    async fn classes(&self, ctx: &Context<'_>) -> Vec<super::schema_admin::ClassInfo> {
+        super::schema_admin::classes(ctx)
+    }
+
     /// Every configuration baseline that exists now (CM-6).
     #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
     async fn baselines(&self, ctx: &Context<'_>) -> Vec<super::audit::Baseline> {

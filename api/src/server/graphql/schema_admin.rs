@@ -1,0 +1,167 @@
+//! Custom classes and attributes: the registry over GraphQL (`classes`), and the admin
+//! mutations that declare them.
+
+use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject};
+use cmdb_core::access::Operation;
+use cmdb_core::ci::registry::{
+    self, AttrRef, AttributeDeclared, ClassDeclared, DeclaredAttribute, DeclaredType, SchemaCommand,
+};
+use cmdb_core::ci::{self as domain};
+
+use super::config::{parse_class, state};
+use super::scalars::Position;
+use super::types::Written;
+use super::{Requires, metadata};
+use crate::server::errors::{bad_input, core_error};
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum AttributeKind {
+    Text,
+    Integer,
+    Number,
+    Boolean,
+    Choice,
+    TextList,
+    IpAddressList,
+    Date,
+    Url,
+}
+
+#[derive(InputObject)]
+pub struct AttributeInput {
+    /// Lowercase letters, digits and `_`, starting with a letter.
+    pub name: String,
+    #[graphql(name = "type")]
+    pub kind: AttributeKind,
+    /// Bounds for INTEGER and NUMBER.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// The choices for CHOICE.
+    pub choices: Option<Vec<String>>,
+    #[graphql(default)]
+    pub required: bool,
+    pub description: Option<String>,
+}
+
+impl AttributeInput {
+    fn into_declared(self) -> async_graphql::Result<DeclaredAttribute> {
+        let attr_type = match self.kind {
+            AttributeKind::Text => DeclaredType::Text,
+            AttributeKind::Integer => DeclaredType::Integer {
+                min: self.min.map_or(i64::MIN, |v| v as i64),
+                max: self.max.map_or(i64::MAX, |v| v as i64),
+            },
+            AttributeKind::Number => {
+                DeclaredType::Number { min: self.min.unwrap_or(f64::MIN), max: self.max.unwrap_or(f64::MAX) }
+            }
+            AttributeKind::Boolean => DeclaredType::Boolean,
+            AttributeKind::Choice => DeclaredType::Choice {
+                choices: self
+                    .choices
+                    .ok_or_else(|| bad_input(format!("attribute {:?}: CHOICE needs choices", self.name)))?,
+            },
+            AttributeKind::TextList => DeclaredType::TextList,
+            AttributeKind::IpAddressList => DeclaredType::IpAddressList,
+            AttributeKind::Date => DeclaredType::Date,
+            AttributeKind::Url => DeclaredType::Url,
+        };
+        Ok(DeclaredAttribute { name: self.name, attr_type, required: self.required, description: self.description })
+    }
+}
+
+#[derive(InputObject)]
+pub struct DeclareClassInput {
+    pub name: String,
+    /// The built-in class it behaves like for relationships, owners and impact.
+    pub like: String,
+    pub description: Option<String>,
+    #[graphql(default)]
+    pub attributes: Vec<AttributeInput>,
+}
+
+#[derive(SimpleObject)]
+pub struct AttributeInfo {
+    pub name: String,
+    pub required: bool,
+    pub built_in: bool,
+    /// The type, as JSON (`{"type": "integer", "min": 1, "max": 4}`, ...).
+    #[graphql(name = "type")]
+    pub kind: Json<serde_json::Value>,
+}
+
+#[derive(SimpleObject)]
+pub struct ClassInfo {
+    pub name: String,
+    pub built_in: bool,
+    pub like: String,
+    pub description: Option<String>,
+    pub attributes: Vec<AttributeInfo>,
+}
+
+fn attribute_info(attribute: &AttrRef<'_>) -> AttributeInfo {
+    let kind = match attribute {
+        AttrRef::Builtin(spec) => serde_json::json!({ "type": spec.attr_type.describe() }),
+        AttrRef::Declared(declared) => serde_json::to_value(&declared.attr_type).unwrap_or_default(),
+    };
+    AttributeInfo {
+        name: attribute.name().to_owned(),
+        required: attribute.required(),
+        built_in: attribute.is_builtin(),
+        kind: Json(kind),
+    }
+}
+
+/// Every class, built in and declared, with its attributes.
+pub fn classes(ctx: &Context<'_>) -> Vec<ClassInfo> {
+    let graph = state(ctx).graph.read();
+    let schema = graph.schema();
+    schema
+        .all_classes()
+        .into_iter()
+        .map(|class| ClassInfo {
+            name: class.as_str().to_owned(),
+            built_in: class.is_builtin(),
+            like: schema.like(class).as_str().to_owned(),
+            description: schema.classes.get(&class).and_then(|c| c.description.clone()),
+            attributes: schema.attributes(class).iter().map(attribute_info).collect(),
+        })
+        .collect()
+}
+
+async fn run(ctx: &Context<'_>, command: SchemaCommand) -> async_graphql::Result<Written> {
+    let app = state(ctx);
+    let outcome = registry::execute(app.store.as_ref(), &command, metadata(ctx)?).await.map_err(core_error)?;
+    app.graph
+        .wait_for(outcome.last_position, std::time::Duration::from_millis(app.settings.min_position_wait_ms))
+        .await;
+    Ok(Written { position: Position(outcome.last_position) })
+}
+
+#[derive(Default)]
+pub struct SchemaMutation;
+
+#[Object]
+impl SchemaMutation {
+    /// Declares a custom class with its attributes. Existing data is never reinterpreted.
+    #[graphql(guard = "Requires(Operation::ManageSchema)")]
+    async fn declare_class(&self, ctx: &Context<'_>, input: DeclareClassInput) -> async_graphql::Result<Written> {
+        let name = domain::CiClass::declared(&input.name).map_err(|e| bad_input(e.to_string()))?;
+        let like = parse_class(ctx, &input.like)?;
+        let attributes = input.attributes.into_iter().map(AttributeInput::into_declared).collect::<Result<_, _>>()?;
+        run(ctx, SchemaCommand::DeclareClass(ClassDeclared { name, like, description: input.description, attributes }))
+            .await
+    }
+
+    /// Adds an optional attribute to a built-in or declared class.
+    #[graphql(guard = "Requires(Operation::ManageSchema)")]
+    async fn declare_attribute(
+        &self,
+        ctx: &Context<'_>,
+        class: String,
+        attribute: AttributeInput,
+    ) -> async_graphql::Result<Written> {
+        let class = parse_class(ctx, &class)?;
+        let attribute = attribute.into_declared()?;
+        run(ctx, SchemaCommand::DeclareAttribute(AttributeDeclared { class, attribute })).await
+    }
+}
