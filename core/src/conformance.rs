@@ -623,6 +623,22 @@ pub async fn bulk_load_rules(cx: TestContext) -> Outcome {
     assert_eq!(log.iter().map(|r| r.recorded_at).collect::<Vec<_>>(), vec![past(100), past(90), past(80)]);
     assert_eq!(store.position_at(past(85)).await.expect("position_at"), 2);
 
+    // A bulk load may name a busy stream again further on; the writes apply in order.
+    let outcome = store
+        .append(
+            AppendRequest::new()
+                .write(stream("x"), ExpectedVersion::Any, vec![fixture(3, past(70))])
+                .write(stream("z"), ExpectedVersion::Any, vec![fixture(4, past(70))])
+                .write(stream("x"), ExpectedVersion::Any, vec![fixture(5, past(60)), fixture(6, past(60))]),
+        )
+        .await
+        .expect("a stream twice in a bulk load");
+    assert_eq!(outcome.positions(), 4..=7);
+    let x: Vec<u64> = store.read_stream(&stream("x"), Direction::Forward, None, 10).await.expect("read").iter().map(|r| r.stream_version).collect();
+    assert_eq!(x, vec![0, 1, 2, 3, 4, 5]);
+    let x_positions: Vec<u64> = store.read_stream(&stream("x"), Direction::Forward, Some(3), 10).await.expect("read").iter().map(|r| r.position).collect();
+    assert_eq!(x_positions, vec![4, 6, 7]);
+
     // After the first live append, a bulk load is refused.
     append_one(store, "y", ExpectedVersion::Any, 0).await.expect("live append");
     let err = store
@@ -630,7 +646,7 @@ pub async fn bulk_load_rules(cx: TestContext) -> Outcome {
         .await
         .expect_err("log is live");
     assert!(matches!(err, StoreError::InvalidInput(ref m) if m.contains("empty log")), "{err}");
-    assert_eq!(store.head().await.expect("head").position, 4);
+    assert_eq!(store.head().await.expect("head").position, 8);
     Outcome::Passed
 }
 

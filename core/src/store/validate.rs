@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde::de::IgnoredAny;
 
 use crate::event::validate_event_type;
-use crate::store::{AppendRequest, Limit, StoreError, StoreLimits};
+use crate::store::{AppendRequest, ExpectedVersion, Limit, StoreError, StoreLimits};
 use crate::time::Timestamp;
 
 fn limit(limit: Limit, value: usize, bound: usize) -> StoreError {
@@ -33,9 +33,14 @@ pub fn validate_request(request: &AppendRequest, limits: &StoreLimits, now: Time
         return Err(limit(Limit::MaxBatchEvents, event_count, limits.max_batch_events));
     }
 
+    // A bulk load replays a history in order, touching a busy stream again and again; it may
+    // name a stream more than once (with `Any`), the writes applying in order. A live append
+    // names each stream once.
+    let bulk = request.writes.iter().flat_map(|w| w.events.iter()).any(|e| e.recorded_at.is_some());
     let mut seen = HashSet::with_capacity(stream_count);
     for write in &request.writes {
-        if !seen.insert(write.stream.as_str()) {
+        let first_time = seen.insert(write.stream.as_str());
+        if !first_time && !(bulk && write.expected == ExpectedVersion::Any) {
             return Err(StoreError::InvalidInput(format!("stream {} is written twice in one append", write.stream)));
         }
     }
@@ -118,9 +123,14 @@ pub fn check_expectations(
             });
         }
     }
+    // Writes apply in order: a stream named again sees the versions its earlier writes added.
+    let mut written: std::collections::HashMap<&crate::event::StreamId, u64> = std::collections::HashMap::new();
     let mut current = Vec::with_capacity(request.writes.len());
     for write in &request.writes {
-        let actual = version_of(&write.stream)?;
+        let actual = match written.get(&write.stream) {
+            Some(last) => Some(*last),
+            None => version_of(&write.stream)?,
+        };
         if !write.expected.admits(actual) {
             return Err(StoreError::VersionConflict {
                 stream: write.stream.clone(),
@@ -130,6 +140,9 @@ pub fn check_expectations(
             });
         }
         current.push(actual);
+        if let Some(events) = u64::try_from(write.events.len()).ok().filter(|n| *n > 0) {
+            written.insert(&write.stream, actual.map_or(events - 1, |v| v + events));
+        }
     }
     Ok(current)
 }
