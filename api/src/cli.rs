@@ -512,8 +512,8 @@ async fn diff(
                 .events
                 .iter()
                 .map(|e| match e.authorized_by {
-                    Some(change) => format!("{} by {} under change {change}", e.event_type, e.principal),
-                    None => format!("{} by {}", e.event_type, e.principal),
+                    Some(change) => format!("{} by {} under change {change}", e.event_type.as_str(), e.principal),
+                    None => format!("{} by {}", e.event_type.as_str(), e.principal),
                 })
                 .collect();
             println!("{mark} {} {} ({})  [{}]", shown.class, shown.name, ci.id, by.join("; "));

@@ -634,9 +634,21 @@ pub async fn bulk_load_rules(cx: TestContext) -> Outcome {
         .await
         .expect("a stream twice in a bulk load");
     assert_eq!(outcome.positions(), 4..=7);
-    let x: Vec<u64> = store.read_stream(&stream("x"), Direction::Forward, None, 10).await.expect("read").iter().map(|r| r.stream_version).collect();
+    let x: Vec<u64> = store
+        .read_stream(&stream("x"), Direction::Forward, None, 10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.stream_version)
+        .collect();
     assert_eq!(x, vec![0, 1, 2, 3, 4, 5]);
-    let x_positions: Vec<u64> = store.read_stream(&stream("x"), Direction::Forward, Some(3), 10).await.expect("read").iter().map(|r| r.position).collect();
+    let x_positions: Vec<u64> = store
+        .read_stream(&stream("x"), Direction::Forward, Some(3), 10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.position)
+        .collect();
     assert_eq!(x_positions, vec![4, 6, 7]);
 
     // After the first live append, a bulk load is refused.

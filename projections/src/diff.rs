@@ -77,29 +77,53 @@ fn json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-/// The fields of two versions that differ, in a fixed order.
+/// The fields of two versions that differ, in a fixed order. Values are turned into JSON only
+/// when they differ; attribute maps shared by both versions are not even walked.
 pub fn field_changes(before: Option<&CiSnapshot>, after: Option<&CiSnapshot>) -> Vec<FieldChange> {
     let mut changes = Vec::new();
-    let mut field = |name: &str, before: Value, after: Value| {
+    fn push<T: Serialize + PartialEq>(
+        changes: &mut Vec<FieldChange>,
+        field: &str,
+        before: Option<&T>,
+        after: Option<&T>,
+    ) {
         if before != after {
-            changes.push(FieldChange { field: name.to_owned(), before, after });
+            changes.push(FieldChange {
+                field: field.to_owned(),
+                before: before.map_or(Value::Null, json),
+                after: after.map_or(Value::Null, json),
+            });
         }
-    };
-    let get = |ci: Option<&CiSnapshot>, f: &dyn Fn(&CiSnapshot) -> Value| ci.map_or(Value::Null, f);
-    field("name", get(before, &|c| json(&c.name)), get(after, &|c| json(&c.name)));
-    field("status", get(before, &|c| json(&c.status)), get(after, &|c| json(&c.status)));
-    field("environment", get(before, &|c| json(&c.environment)), get(after, &|c| json(&c.environment)));
-    field("owner", get(before, &|c| json(&c.owner)), get(after, &|c| json(&c.owner)));
-    field("location", get(before, &|c| json(&c.location)), get(after, &|c| json(&c.location)));
-    field("version", get(before, &|c| json(&c.version)), get(after, &|c| json(&c.version)));
+    }
+    push(&mut changes, "name", before.map(|c| &c.name), after.map(|c| &c.name));
+    push(&mut changes, "status", before.map(|c| &c.status), after.map(|c| &c.status));
+    push(
+        &mut changes,
+        "environment",
+        before.and_then(|c| c.environment.as_ref()),
+        after.and_then(|c| c.environment.as_ref()),
+    );
+    push(&mut changes, "owner", before.and_then(|c| c.owner.as_ref()), after.and_then(|c| c.owner.as_ref()));
+    push(&mut changes, "location", before.and_then(|c| c.location.as_ref()), after.and_then(|c| c.location.as_ref()));
+    push(&mut changes, "version", before.and_then(|c| c.version.as_ref()), after.and_then(|c| c.version.as_ref()));
+    if let (Some(b), Some(a)) = (before, after) {
+        if Arc::ptr_eq(&b.attributes, &a.attributes) {
+            return changes;
+        }
+    }
     let empty = BTreeMap::new();
-    let old = before.map_or(&empty, |c| &c.attributes);
-    let new = after.map_or(&empty, |c| &c.attributes);
+    let old = before.map_or(&empty, |c| &*c.attributes);
+    let new = after.map_or(&empty, |c| &*c.attributes);
     let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     for name in names {
-        let b = old.get(name).cloned().unwrap_or(Value::Null);
-        let a = new.get(name).cloned().unwrap_or(Value::Null);
-        field(&format!("attributes.{name}"), b, a);
+        let (b, a) = (old.get(name), new.get(name));
+        if b != a {
+            changes.push(FieldChange {
+                field: format!("attributes.{name}"),
+                before: b.cloned().unwrap_or(Value::Null),
+                after: a.cloned().unwrap_or(Value::Null),
+            });
+        }
     }
     changes
 }

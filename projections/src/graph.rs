@@ -63,13 +63,55 @@ pub struct CiVersion {
     pub ci: Arc<CiSnapshot>,
 }
 
+/// The kinds of event in a CI's own stream, one byte each in its history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryKind {
+    #[serde(rename = "ci.registered")]
+    Registered,
+    #[serde(rename = "ci.updated")]
+    Updated,
+    #[serde(rename = "ci.status_changed")]
+    StatusChanged,
+    #[serde(rename = "ci.withdrawn")]
+    Withdrawn,
+    #[serde(rename = "ci.relationship_added")]
+    RelationshipAdded,
+    #[serde(rename = "ci.relationship_removed")]
+    RelationshipRemoved,
+}
+
+impl HistoryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryKind::Registered => CiEvent::REGISTERED,
+            HistoryKind::Updated => CiEvent::UPDATED,
+            HistoryKind::StatusChanged => CiEvent::STATUS_CHANGED,
+            HistoryKind::Withdrawn => CiEvent::WITHDRAWN,
+            HistoryKind::RelationshipAdded => CiEvent::LINKED,
+            HistoryKind::RelationshipRemoved => CiEvent::UNLINKED,
+        }
+    }
+
+    fn of(event: &CiEvent) -> HistoryKind {
+        match event {
+            CiEvent::Registered(_) => HistoryKind::Registered,
+            CiEvent::Updated(_) => HistoryKind::Updated,
+            CiEvent::StatusChanged(_) => HistoryKind::StatusChanged,
+            CiEvent::Withdrawn(_) => HistoryKind::Withdrawn,
+            CiEvent::Linked(_) => HistoryKind::RelationshipAdded,
+            _ => HistoryKind::RelationshipRemoved,
+        }
+    }
+}
+
 /// One event in a CI's life, for its history (CM-8 traceability).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub position: u64,
     pub recorded_at: Timestamp,
-    pub event_type: String,
-    pub principal: String,
+    pub event_type: HistoryKind,
+    /// Shared: a few principals make most history.
+    pub principal: Arc<str>,
     pub correlation_id: Option<String>,
     pub authorized_by: Option<ChangeId>,
     /// The relationship concerned, for relationship events.
@@ -77,10 +119,119 @@ pub struct HistoryEntry {
 }
 
 /// A node of the graph: one CI's whole life.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 struct CiEntry {
     versions: Vec<CiVersion>,
     history: Vec<HistoryEntry>,
+}
+
+/// How a CI version is stored in a checkpoint: its attributes as JSON text (binary formats
+/// cannot carry arbitrary JSON values), and only when they differ from the previous version's,
+/// so versions that shared their attributes in memory share them again after a restart.
+#[derive(Serialize, Deserialize)]
+struct StoredVersion {
+    from: u64,
+    to: u64,
+    id: CiId,
+    class: CiClass,
+    name: String,
+    status: Status,
+    environment: Option<cmdb_core::ci::Environment>,
+    owner: Option<CiId>,
+    location: Option<CiId>,
+    version: Option<String>,
+    /// `None`: the same attributes as the version before.
+    attributes: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredEntry {
+    versions: Vec<StoredVersion>,
+    history: Vec<HistoryEntry>,
+}
+
+impl Serialize for CiEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut versions = Vec::with_capacity(self.versions.len());
+        let mut previous: Option<&Arc<BTreeMap<String, serde_json::Value>>> = None;
+        for v in &self.versions {
+            let same = previous.is_some_and(|p| Arc::ptr_eq(p, &v.ci.attributes));
+            let attributes = if same {
+                None
+            } else {
+                Some(serde_json::to_string(&*v.ci.attributes).map_err(serde::ser::Error::custom)?)
+            };
+            previous = Some(&v.ci.attributes);
+            let ci = &v.ci;
+            versions.push(StoredVersion {
+                from: v.from,
+                to: v.to,
+                id: ci.id,
+                class: ci.class,
+                name: ci.name.clone(),
+                status: ci.status,
+                environment: ci.environment,
+                owner: ci.owner,
+                location: ci.location,
+                version: ci.version.clone(),
+                attributes,
+            });
+        }
+        StoredEntry { versions, history: self.history.clone() }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CiEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = StoredEntry::deserialize(deserializer)?;
+        let mut versions = Vec::with_capacity(stored.versions.len());
+        let mut previous: Option<Arc<BTreeMap<String, serde_json::Value>>> = None;
+        for v in stored.versions {
+            let attributes = match (v.attributes, &previous) {
+                (Some(text), _) => Arc::new(serde_json::from_str(&text).map_err(serde::de::Error::custom)?),
+                (None, Some(shared)) => shared.clone(),
+                (None, None) => return Err(serde::de::Error::custom("a first version without attributes")),
+            };
+            previous = Some(attributes.clone());
+            let ci = CiSnapshot {
+                id: v.id,
+                class: v.class,
+                name: v.name,
+                status: v.status,
+                environment: v.environment,
+                owner: v.owner,
+                location: v.location,
+                version: v.version,
+                attributes,
+            };
+            versions.push(CiVersion { from: v.from, to: v.to, ci: Arc::new(ci) });
+        }
+        Ok(CiEntry { versions, history: stored.history })
+    }
+}
+
+/// Serde for values whose shapes need a self-describing format (tagged enums, flattened
+/// fields): as they are in JSON, as JSON text inside a binary checkpoint.
+mod as_json {
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            value.serialize(serializer)
+        } else {
+            serde_json::to_string(value).map_err(serde::ser::Error::custom)?.serialize(serializer)
+        }
+    }
+
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+        if deserializer.is_human_readable() {
+            T::deserialize(deserializer)
+        } else {
+            let text = String::deserialize(deserializer)?;
+            serde_json::from_str(&text).map_err(serde::de::Error::custom)
+        }
+    }
 }
 
 /// A relationship and the positions it is valid for.
@@ -245,9 +396,14 @@ pub struct TemporalGraph {
     /// Every state change in position order: the index a diff reads.
     changes: Vec<(u64, Touched)>,
     /// Baselines by normalized name.
+    #[serde(with = "as_json")]
     baselines: BTreeMap<String, BaselineInfo>,
     /// Custom classes and attributes.
+    #[serde(with = "as_json")]
     schema: SchemaRegistry,
+    /// Principal names shared by history entries (rebuilt as entries are read back).
+    #[serde(skip)]
+    principals: FxHashSet<Arc<str>>,
 }
 
 /// A baseline as the graph knows it.
@@ -384,6 +540,12 @@ impl TemporalGraph {
         self.applied_hash
     }
 
+    /// (CI versions, CIs, relationships): for memory accounting.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let versions = self.graph.node_weights().map(|n| n.versions.len()).sum();
+        (versions, self.cis.len(), self.rels.len())
+    }
+
     /// Counts, for metrics and tests.
     pub fn counts(&self) -> (usize, usize) {
         (self.cis.len(), self.rels.len())
@@ -391,13 +553,29 @@ impl TemporalGraph {
 
     /// Applies one event from the log, in position order.
     pub fn apply(&mut self, record: &EventRecord) -> Result<(), GraphError> {
+        let decoded = Self::decode(record)?;
+        self.apply_decoded(record, decoded)
+    }
+
+    /// The part of applying an event that needs no state: parsing its payload. A rebuild does
+    /// it on another core while the previous events are applied.
+    pub fn decode(record: &EventRecord) -> Result<Option<CiEvent>, GraphError> {
+        if !CiEvent::is_ci_event(&record.event_type) {
+            return Ok(None);
+        }
+        CiEvent::from_record(record)
+            .map(Some)
+            .map_err(|e| GraphError::Apply { position: record.position, detail: e.to_string() })
+    }
+
+    /// Applies an event whose payload [`decode`](Self::decode) parsed.
+    pub fn apply_decoded(&mut self, record: &EventRecord, decoded: Option<CiEvent>) -> Result<(), GraphError> {
         if record.position <= self.applied {
             return Ok(()); // already applied (a replayed page)
         }
         let p = record.position;
         let apply_error = |detail: String| GraphError::Apply { position: p, detail };
-        if CiEvent::is_ci_event(&record.event_type) {
-            let event = CiEvent::from_record(record).map_err(|e| apply_error(e.to_string()))?;
+        if let Some(event) = decoded {
             self.apply_ci_event(record, &event)?;
         } else if record.stream_id.as_str() == registry::SCHEMA_STREAM {
             self.schema.apply(record).map_err(|e| apply_error(e.to_string()))?;
@@ -421,12 +599,20 @@ impl TemporalGraph {
         Ok(())
     }
 
-    fn history_entry(record: &EventRecord, event: &CiEvent, relationship: Option<RelId>) -> HistoryEntry {
+    fn history_entry(&mut self, record: &EventRecord, event: &CiEvent, relationship: Option<RelId>) -> HistoryEntry {
+        let principal = match self.principals.get(record.metadata.actor.principal.as_str()) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(record.metadata.actor.principal.as_str());
+                self.principals.insert(shared.clone());
+                shared
+            }
+        };
         HistoryEntry {
             position: record.position,
             recorded_at: record.recorded_at,
-            event_type: record.event_type.clone(),
-            principal: record.metadata.actor.principal.clone(),
+            event_type: HistoryKind::of(event),
+            principal,
             correlation_id: record.metadata.correlation_id.clone(),
             authorized_by: event.authorized_by(),
             relationship,
@@ -439,9 +625,10 @@ impl TemporalGraph {
         match event {
             CiEvent::Registered(registered) => {
                 let snapshot = Arc::new(CiSnapshot::from_registered(registered));
+                let history = self.history_entry(record, event, None);
                 let node = self.graph.add_node(CiEntry {
                     versions: vec![CiVersion { from: p, to: OPEN, ci: snapshot }],
-                    history: vec![Self::history_entry(record, event, None)],
+                    history: vec![history],
                 });
                 self.cis.insert(registered.ci_id, node);
                 self.changes.push((p, Touched::Ci(node)));
@@ -458,6 +645,7 @@ impl TemporalGraph {
                 let id = id.ok_or_else(|| missing("an update without a CI id".into()))?;
                 let node = *self.cis.get(&id).ok_or_else(|| missing(format!("CI {id} was never registered")))?;
                 self.changes.push((p, Touched::Ci(node)));
+                let history = self.history_entry(record, event, None);
                 let entry = &mut self.graph[node];
                 let current = entry.versions.last_mut().ok_or_else(|| missing(format!("CI {id} has no version")))?;
                 let mut next = (*current.ci).clone();
@@ -477,16 +665,18 @@ impl TemporalGraph {
                     }
                 }
                 entry.versions.push(CiVersion { from: p, to: OPEN, ci: Arc::new(next) });
-                entry.history.push(Self::history_entry(record, event, None));
+                entry.history.push(history);
             }
             CiEvent::Linked(link) => {
-                if let Some(node) = self.cis.get(&link.ci_id) {
-                    self.graph[*node].history.push(Self::history_entry(record, event, Some(link.rel_id)));
+                if let Some(node) = self.cis.get(&link.ci_id).copied() {
+                    let history = self.history_entry(record, event, Some(link.rel_id));
+                    self.graph[node].history.push(history);
                 }
             }
             CiEvent::Unlinked(unlink) => {
-                if let Some(node) = self.cis.get(&unlink.ci_id) {
-                    self.graph[*node].history.push(Self::history_entry(record, event, Some(unlink.rel_id)));
+                if let Some(node) = self.cis.get(&unlink.ci_id).copied() {
+                    let history = self.history_entry(record, event, Some(unlink.rel_id));
+                    self.graph[node].history.push(history);
                 }
             }
             CiEvent::RelationshipCreated(RelationshipCreated { rel_id, rel_type, source, target, authorized_by }) => {
@@ -711,9 +901,10 @@ impl TemporalGraph {
                 continue;
             }
             for (edge, _, other) in self.neighbours(current, position, Some(traversal.direction), types) {
-                if visited.contains_key(&other) {
-                    // Already reached: a cycle if `other` is on the path to `current`.
-                    if cycles.len() < MAX_CYCLES_REPORTED {
+                if let Some(&(_, _, other_depth)) = visited.get(&other) {
+                    // Already reached: a cycle if `other` is on the path to `current`, which
+                    // only a shallower node can be (most such edges are cross edges).
+                    if cycles.len() < MAX_CYCLES_REPORTED && other_depth < depth {
                         if let Some(cycle) = self.cycle_through(&visited, current, other, root_node) {
                             if !cycles.contains(&cycle) {
                                 cycles.push(cycle);

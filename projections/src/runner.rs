@@ -2,7 +2,8 @@
 //! order in batches, publishes how far it got, and saves checkpoints.
 //!
 //! A checkpoint file holds a JSON header line (`projection`, `format_version`, `position`, the
-//! `hash` of the event at that position) and then the projection state. It is written to a
+//! `hash` of the event at that position) and then the projection state in postcard (binary;
+//! values that need a self-describing format are embedded as JSON text). It is written to a
 //! temporary file, fsynced, renamed over the old one, and the directory fsynced, on its own
 //! task every `checkpoint_interval_ms`, never inside the apply loop. On start a checkpoint
 //! whose format, position or hash does not match the log (after a restore, say, or a
@@ -29,6 +30,10 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
     /// Bumped whenever the state's shape changes; older checkpoints are then rebuilt.
     const FORMAT_VERSION: u32;
     fn apply(&mut self, record: &EventRecord) -> Result<(), String>;
+    /// What applying needs from the payload alone, computed without the state (in parallel).
+    type Decoded: Send + 'static;
+    fn decode(record: &EventRecord) -> Result<Self::Decoded, String>;
+    fn apply_decoded(&mut self, record: &EventRecord, decoded: Self::Decoded) -> Result<(), String>;
     /// The last position applied.
     fn position(&self) -> u64;
     /// The hash of the event at that position (genesis before any).
@@ -37,10 +42,20 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
 
 impl Projection for TemporalGraph {
     const NAME: &'static str = "graph";
-    const FORMAT_VERSION: u32 = 2;
+    const FORMAT_VERSION: u32 = 3;
 
     fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
         TemporalGraph::apply(self, record).map_err(|e: GraphError| e.to_string())
+    }
+
+    type Decoded = Option<cmdb_core::ci::CiEvent>;
+
+    fn decode(record: &EventRecord) -> Result<Self::Decoded, String> {
+        TemporalGraph::decode(record).map_err(|e| e.to_string())
+    }
+
+    fn apply_decoded(&mut self, record: &EventRecord, decoded: Self::Decoded) -> Result<(), String> {
+        TemporalGraph::apply_decoded(self, record, decoded).map_err(|e| e.to_string())
     }
 
     fn position(&self) -> u64 {
@@ -51,6 +66,9 @@ impl Projection for TemporalGraph {
         self.applied_hash()
     }
 }
+
+/// Pages decoded ahead of the one being applied during a catch-up.
+const CATCH_UP_PAGES_IN_FLIGHT: usize = 2;
 
 /// Settings of a runner.
 #[derive(Clone, Debug)]
@@ -167,7 +185,7 @@ async fn load_checkpoint<P: Projection>(store: &dyn EventStore, dir: &Path) -> R
             Some(_) => {}
         }
     }
-    let state: P = serde_json::from_slice(&bytes[newline + 1..]).map_err(|e| format!("bad state: {e}"))?;
+    let state: P = postcard::from_bytes(&bytes[newline + 1..]).map_err(|e| format!("bad state: {e}"))?;
     if state.position() != header.position {
         return Err("the state's position does not match its header".into());
     }
@@ -189,7 +207,7 @@ fn write_checkpoint<P: Projection>(dir: &Path, state: &P, hash: Hash) -> std::io
         let mut file = std::io::BufWriter::new(std::fs::File::create(&temporary)?);
         serde_json::to_writer(&mut file, &header)?;
         file.write_all(b"\n")?;
-        serde_json::to_writer(&mut file, state)?;
+        postcard::to_io(state, &mut file).map_err(std::io::Error::other)?;
         let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
     }
@@ -216,18 +234,51 @@ pub async fn start<P: Projection>(
             }
         },
     };
-    // Catch up synchronously, so the projection is current when the server starts serving.
+    // Catch up before serving. Three stages overlap: reading pages, decoding payloads (on the
+    // blocking pool), and applying them here in order.
     let head = store.head().await?.position;
     let page = options.page_events.clamp(1, store.limits().max_page_events);
-    while state.position() < head {
-        let records = store.read_all(state.position(), page).await?;
-        if records.is_empty() {
-            break;
+    let (pages, mut decoded_pages) =
+        tokio::sync::mpsc::channel::<Result<Vec<(EventRecord, P::Decoded)>, String>>(CATCH_UP_PAGES_IN_FLIGHT);
+    let reader_store = store.clone();
+    let mut after = state.position();
+    let reader = tokio::spawn(async move {
+        while after < head {
+            let records = match reader_store.read_all(after, page).await {
+                Ok(records) => records,
+                Err(error) => {
+                    let _ = pages.send(Err(error.to_string())).await;
+                    return;
+                }
+            };
+            let Some(last) = records.last() else { return };
+            after = last.position;
+            let decoded = tokio::task::spawn_blocking(move || {
+                records
+                    .into_iter()
+                    .map(|record| P::decode(&record).map(|d| (record, d)))
+                    .collect::<Result<Vec<_>, String>>()
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            if pages.send(decoded).await.is_err() {
+                return;
+            }
         }
-        for record in &records {
-            state.apply(record).map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
+    });
+    while let Some(batch) = decoded_pages.recv().await {
+        let batch = batch.map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
+        let mut records = Vec::with_capacity(batch.len());
+        for (record, decoded) in batch {
+            state
+                .apply_decoded(&record, decoded)
+                .map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
+            records.push(record);
         }
+        // Freeing a page of records is real work: leave it to another core.
+        tokio::task::spawn_blocking(move || drop(records));
     }
+    let _ = reader.await;
     let (applied_sender, applied) = watch::channel(state.position());
     let state = Arc::new(RwLock::new(state));
     let failure = Arc::new(Mutex::new(None));

@@ -39,9 +39,9 @@ fn set_field(ci: &mut CiSnapshot, field: &str, value: &Value) {
         other => {
             let name = other.strip_prefix("attributes.").expect("an attribute");
             if value.is_null() {
-                ci.attributes.remove(name);
+                std::sync::Arc::make_mut(&mut ci.attributes).remove(name);
             } else {
-                ci.attributes.insert(name.to_owned(), value.clone());
+                std::sync::Arc::make_mut(&mut ci.attributes).insert(name.to_owned(), value.clone());
             }
         }
     }
@@ -66,7 +66,7 @@ fn apply(
                     owner: None,
                     location: None,
                     version: None,
-                    attributes: BTreeMap::new(),
+                    attributes: Default::default(),
                 })
             }
             _ => state.0.get_mut(&change.id).expect("a changed CI existed"),
@@ -148,7 +148,7 @@ async fn entries_name_their_fields_and_causes_and_scoping_keeps_the_neighbourhoo
     assert_eq!(host.fields.len(), 1);
     assert_eq!(host.fields[0].field, "attributes.cpu_cores");
     assert_eq!((host.fields[0].before.clone(), host.fields[0].after.clone()), (json!(4), json!(16)));
-    assert!(host.events.iter().any(|e| e.event_type == "ci.updated" && e.principal == "tester"));
+    assert!(host.events.iter().any(|e| e.event_type.as_str() == "ci.updated" && &*e.principal == "tester"));
     // The relationship was added and removed within the range: no net difference.
     assert!(diff.relationships.is_empty());
     let mid = graph.diff(start, start + 3, None).expect("diff");

@@ -160,7 +160,7 @@ async fn history_as_of_reads_withdrawal_and_time_lookups() {
     assert!(versions.windows(2).all(|w| w[0].to == w[1].from));
     let types: Vec<&str> = history.iter().map(|h| h.event_type.as_str()).collect();
     assert!(types.contains(&"ci.relationship_added") && types.contains(&"ci.relationship_removed"), "{types:?}");
-    assert_eq!(history[0].principal, "tester");
+    assert_eq!(&*history[0].principal, "tester");
     // The database's relationships ended with it.
     assert!(graph.relationships_at(head, Some(ci(5)), None).is_empty());
     assert_eq!(graph.relationships_at(before_update, Some(ci(5)), None).len(), 2);

@@ -99,12 +99,12 @@ async fn a_checkpoint_that_does_not_match_the_log_is_discarded_and_rebuilt() {
     // Another format version.
     let mut saved = 0;
     save_checkpoint(&rebuilt, checkpoints.path(), &mut saved).await.expect("checkpoint");
-    let text = std::fs::read_to_string(checkpoints.path().join("graph.checkpoint")).expect("read");
-    std::fs::write(
-        checkpoints.path().join("graph.checkpoint"),
-        text.replacen("\"format_version\":2", "\"format_version\":99", 1),
-    )
-    .expect("write");
+    let bytes = std::fs::read(checkpoints.path().join("graph.checkpoint")).expect("read");
+    let newline = bytes.iter().position(|b| *b == b'\n').expect("a header line");
+    let header = String::from_utf8(bytes[..newline].to_vec()).expect("a text header");
+    let mut changed = header.replacen("\"format_version\":3", "\"format_version\":99", 1).into_bytes();
+    changed.extend_from_slice(&bytes[newline..]);
+    std::fs::write(checkpoints.path().join("graph.checkpoint"), changed).expect("write");
     let rebuilt = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
     assert!(rebuilt.started_from.contains("format graph 99"), "{}", rebuilt.started_from);
 }

@@ -144,7 +144,8 @@ pub struct CiSnapshot {
     pub owner: Option<CiId>,
     pub location: Option<CiId>,
     pub version: Option<String>,
-    pub attributes: BTreeMap<String, Value>,
+    /// Shared between versions that did not change an attribute (most versions).
+    pub attributes: std::sync::Arc<BTreeMap<String, Value>>,
 }
 
 /// Which end of a relationship a CI is.
@@ -381,11 +382,14 @@ impl CiSnapshot {
                         CiField::Version => self.version = None,
                     }
                 }
-                for (name, value) in &update.attributes_set {
-                    self.attributes.insert(name.clone(), value.clone());
-                }
-                for name in &update.attributes_removed {
-                    self.attributes.remove(name);
+                if !update.attributes_set.is_empty() || !update.attributes_removed.is_empty() {
+                    let attributes = std::sync::Arc::make_mut(&mut self.attributes);
+                    for (name, value) in &update.attributes_set {
+                        attributes.insert(name.clone(), value.clone());
+                    }
+                    for name in &update.attributes_removed {
+                        attributes.remove(name);
+                    }
                 }
                 true
             }
@@ -407,7 +411,7 @@ impl CiSnapshot {
             owner: event.owner,
             location: event.location,
             version: event.version.clone(),
-            attributes: event.attributes.clone(),
+            attributes: std::sync::Arc::new(event.attributes.clone()),
         }
     }
 }

@@ -609,8 +609,8 @@ impl HistoryEntry {
         HistoryEntry {
             position: Position(h.position),
             recorded_at: DateTime(h.recorded_at),
-            event_type: h.event_type.clone(),
-            principal: h.principal.clone(),
+            event_type: h.event_type.as_str().to_owned(),
+            principal: h.principal.to_string(),
             correlation_id: h.correlation_id.clone(),
             authorized_by: h.authorized_by.map(|c| ID(c.to_string())),
             relationship_id: h.relationship.map(|r| ID(r.to_string())),
