@@ -147,12 +147,36 @@ pub enum Operation {
     EditConfiguration,
     /// Create and delete configuration baselines.
     ManageBaselines,
-    /// Declare custom classes and attributes.
+    /// Declare custom classes and attributes, and which classes are uncontrolled.
     ManageSchema,
+    /// Raise, amend, submit and cancel one's own changes; link records to changes.
+    RequestChange,
+    /// Comment on a change.
+    CommentChange,
+    /// Submit, amend and cancel anyone's change.
+    ManageChanges,
+    /// Assess a submitted change.
+    AssessChange,
+    /// Approve or reject a normal change (CH-4).
+    ApproveChange,
+    /// Approve or reject an emergency change (CH-8).
+    ApproveEmergencyChange,
+    /// Schedule an approved change into its window.
+    ScheduleChange,
+    /// Start, complete, fail and back out a change (as its implementer).
+    ImplementChange,
+    /// Verify and sign off an implemented change (CH-6).
+    VerifyChange,
+    /// Record the post-implementation review (CH-7).
+    ReviewChange,
+    /// Close a change.
+    CloseChange,
+    /// Create and retire standard-change templates.
+    ManageChangeTemplates,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 24] = [
         Operation::ReadLog,
         Operation::SubscribeLog,
         Operation::VerifyLog,
@@ -165,6 +189,18 @@ impl Operation {
         Operation::EditConfiguration,
         Operation::ManageBaselines,
         Operation::ManageSchema,
+        Operation::RequestChange,
+        Operation::CommentChange,
+        Operation::ManageChanges,
+        Operation::AssessChange,
+        Operation::ApproveChange,
+        Operation::ApproveEmergencyChange,
+        Operation::ScheduleChange,
+        Operation::ImplementChange,
+        Operation::VerifyChange,
+        Operation::ReviewChange,
+        Operation::CloseChange,
+        Operation::ManageChangeTemplates,
     ];
 }
 
@@ -192,6 +228,33 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Operation::EditConfiguration, &[Role::Editor, Role::ChangeManager, Role::Admin]),
     (Operation::ManageBaselines, &[Role::Auditor, Role::Editor, Role::ChangeManager, Role::Admin]),
     (Operation::ManageSchema, &[Role::Admin]),
+    (
+        Operation::RequestChange,
+        &[Role::Editor, Role::ChangeManager, Role::Approver, Role::EmergencyApprover, Role::Deployer, Role::Admin],
+    ),
+    (
+        Operation::CommentChange,
+        &[
+            Role::Auditor,
+            Role::Editor,
+            Role::ChangeManager,
+            Role::Approver,
+            Role::EmergencyApprover,
+            Role::Deployer,
+            Role::Admin,
+        ],
+    ),
+    (Operation::ManageChanges, &[Role::ChangeManager, Role::Admin]),
+    (Operation::AssessChange, &[Role::ChangeManager, Role::Admin]),
+    // Approval is a role of its own: an admin approves only if also granted approver.
+    (Operation::ApproveChange, &[Role::Approver]),
+    (Operation::ApproveEmergencyChange, &[Role::EmergencyApprover]),
+    (Operation::ScheduleChange, &[Role::ChangeManager, Role::Admin]),
+    (Operation::ImplementChange, &[Role::Editor, Role::ChangeManager, Role::Deployer, Role::Admin]),
+    (Operation::VerifyChange, &[Role::Editor, Role::ChangeManager, Role::Approver, Role::Admin]),
+    (Operation::ReviewChange, &[Role::ChangeManager, Role::Admin]),
+    (Operation::CloseChange, &[Role::ChangeManager, Role::Admin]),
+    (Operation::ManageChangeTemplates, &[Role::ChangeManager, Role::Admin]),
 ];
 
 /// Whether any of `roles` may perform `operation`.
@@ -759,10 +822,12 @@ mod tests {
     }
 
     #[test]
-    fn the_matrix_names_every_operation_once_and_admin_may_do_everything() {
+    fn the_matrix_names_every_operation_once_and_admin_may_do_everything_but_approve() {
         for operation in Operation::ALL {
             assert_eq!(PERMISSIONS.iter().filter(|(op, _)| *op == operation).count(), 1, "{operation}");
-            assert!(permits(&[Role::Admin], operation), "admin may {operation}");
+            // CH-4: approving is an authority of its own; an admin must be granted it.
+            let approval = matches!(operation, Operation::ApproveChange | Operation::ApproveEmergencyChange);
+            assert_eq!(permits(&[Role::Admin], operation), !approval, "admin and {operation}");
         }
         assert!(permits(&[Role::Viewer], Operation::ReadMetrics));
         assert!(!permits(&[Role::Viewer], Operation::VerifyLog));

@@ -4,6 +4,7 @@
 
 use crate::access::AccessError;
 use crate::baseline::BaselineError;
+use crate::change::ChangeError;
 use crate::ci::CiError;
 use crate::event::EnvelopeError;
 use crate::store::StoreError;
@@ -20,6 +21,8 @@ pub enum Error {
     Ci(#[from] CiError),
     #[error(transparent)]
     Baseline(#[from] BaselineError),
+    #[error(transparent)]
+    Change(#[from] ChangeError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod baseline;
+pub mod change;
 pub mod chain;
 pub mod ci;
 pub mod conformance;

@@ -168,11 +168,17 @@ async fn history_as_of_reads_withdrawal_and_time_lookups() {
     // Names: free again once withdrawn.
     assert!(graph.ci_by_name(CiClass::Database, "database-5", head).is_none());
     assert_eq!(graph.ci_by_name(CiClass::Database, "DATABASE-5", before_update).expect("then").id, ci(5));
-    // Time: each command advanced the clock by a second.
-    let first_time = graph.time_of(1).expect("time");
-    assert_eq!(graph.position_at(first_time).expect("position"), 2, "events 1 and 2 share the first second");
+    // Time: each command advanced the clock by a second; the declarations that make every
+    // class uncontrolled share the first instant, the first registration's two events the next.
+    let declarations = CiClass::BUILTIN.len() as u64;
+    let first_time = graph.time_of(declarations + 1).expect("time");
+    assert_eq!(
+        graph.position_at(first_time).expect("position"),
+        declarations + 2,
+        "the first registration's events share a second"
+    );
     assert!(matches!(
-        graph.position_at(first_time.saturating_add_micros(-1)),
+        graph.position_at(graph.time_of(1).expect("time").saturating_add_micros(-1)),
         Err(GraphError::BeforeFirstEvent { .. })
     ));
     assert_eq!(graph.position_at(cmdb_core::Timestamp::from_micros(i64::MAX)).expect("now"), head);

@@ -15,7 +15,12 @@ use cmdb_projections::runner::{RunnerOptions, save_checkpoint, start};
 use common::{ci, register, relate};
 
 async fn populate(store: &dyn EventStore, base: u128, count: u128) {
-    let context = CommandContext::new(Metadata::new(Actor::principal("tester"), Source::Api));
+    let metadata = Metadata::new(Actor::principal("tester"), Source::Api);
+    // About the runner, not change control: applications are uncontrolled here.
+    cmdb_core::ci::registry::declare_uncontrolled(store, &[CiClass::Application], "runner tests", metadata.clone())
+        .await
+        .expect("declare");
+    let context = CommandContext::new(metadata);
     for n in 0..count {
         execute(store, &register(base + n, CiClass::Application, None), &context).await.expect("register");
         if n > 0 {

@@ -8,7 +8,10 @@
 //! stream (pure), and [`service::execute`] appends them atomically, each stream at the version
 //! that was read, with referenced CIs (owner, location) as conditions.
 //!
-//! Every command takes an optional `authorized_by` change id, recorded in its events.
+//! Every command takes an optional `authorized_by` change id, recorded in its events. Unless
+//! the class is declared uncontrolled, it must name a change that is implementing (or
+//! failed, to back out) and whose scope covers the CI (CM-3); the append is then conditional
+//! on that change's state stream (see [`crate::change`]).
 
 pub mod model;
 pub mod registry;
@@ -23,7 +26,7 @@ use serde_json::Value;
 use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
 
 pub use model::{
-    ChangeId, CiClass, CiId, Environment, INITIAL_STATUSES, Propagation, RELATIONSHIP_RULES, RelId, RelType, Status,
+    ChangeId, CiClass, CiId, Environment, TemplateId, INITIAL_STATUSES, Propagation, RELATIONSHIP_RULES, RelId, RelType, Status,
     TRANSITIONS, propagation, rule, transition_allowed,
 };
 
@@ -119,6 +122,20 @@ pub enum CiError {
         "CI {ci} has {count} active relationships; a withdrawal removes at most {MAX_RELATIONSHIPS_PER_WITHDRAWAL} (max_relationships_per_withdrawal); unrelate some first"
     )]
     TooManyRelationships { ci: CiId, count: usize },
+    #[error(
+        "{action} a {class} needs authorizedBy naming a change that is implementing and whose scope covers {subject} (CM-3); class {class} is controlled"
+    )]
+    Unauthorized { action: &'static str, class: CiClass, subject: String },
+    #[error("no submitted change {0}; a draft cannot authorise CI edits")]
+    UnknownChange(ChangeId),
+    #[error(
+        "{change} is {state}; CI edits need a change that is implementing (or failed, to back out what was done)"
+    )]
+    ChangeNotImplementing { change: String, state: String },
+    #[error("CI {ci} is not in the scope of {change}; its scope is fixed at submission")]
+    NotInScope { change: String, ci: CiId },
+    #[error("{change} does not plan a {class} named {name:?}; a registration must match a planned CI of its scope")]
+    NotPlanned { change: String, class: CiClass, name: String },
     #[error("CI event at position {position} cannot be read: {detail}")]
     Undecodable { position: u64, detail: String },
 }
@@ -434,12 +451,17 @@ pub struct CiState {
     pub version: Option<u64>,
     pub ci: Option<CiSnapshot>,
     pub links: BTreeMap<RelId, Link>,
+    /// The change the CI was registered under: it covers the CI from then on (CM-3).
+    pub registered_under: Option<ChangeId>,
 }
 
 impl CiState {
     pub fn apply(&mut self, event: &CiEvent, stream_version: u64) {
         match event {
-            CiEvent::Registered(registered) => self.ci = Some(CiSnapshot::from_registered(registered)),
+            CiEvent::Registered(registered) => {
+                self.ci = Some(CiSnapshot::from_registered(registered));
+                self.registered_under = registered.authorized_by;
+            }
             CiEvent::Linked(link) => {
                 self.links.insert(link.rel_id, Link { rel_type: link.rel_type, other: link.other, end: link.end });
             }
@@ -562,6 +584,8 @@ pub struct Loaded {
     pub cis: BTreeMap<CiId, CiState>,
     pub rels: BTreeMap<RelId, RelState>,
     pub names: BTreeMap<NameKey, NameState>,
+    /// The change named by `authorized_by`, as its state stream tells it.
+    pub changes: BTreeMap<ChangeId, crate::change::ChangeControl>,
 }
 
 /// What else must be loaded before deciding.
@@ -570,11 +594,26 @@ pub struct Needs {
     pub cis: BTreeSet<CiId>,
     pub rels: BTreeSet<RelId>,
     pub names: BTreeSet<NameKey>,
+    pub changes: BTreeSet<ChangeId>,
 }
 
 impl Needs {
     pub fn is_empty(&self) -> bool {
-        self.cis.is_empty() && self.rels.is_empty() && self.names.is_empty()
+        self.cis.is_empty() && self.rels.is_empty() && self.names.is_empty() && self.changes.is_empty()
+    }
+}
+
+impl CiCommand {
+    /// The change the command names as its authority.
+    pub fn authorized_by(&self) -> Option<ChangeId> {
+        match self {
+            CiCommand::Register(r) => r.authorized_by,
+            CiCommand::Update(_, u) => u.authorized_by,
+            CiCommand::Transition { authorized_by, .. }
+            | CiCommand::Withdraw { authorized_by, .. }
+            | CiCommand::Relate { authorized_by, .. }
+            | CiCommand::Unrelate { authorized_by, .. } => *authorized_by,
+        }
     }
 }
 
@@ -647,7 +686,62 @@ pub fn needs(command: &CiCommand, loaded: &Loaded) -> Needs {
         }
         _ => {}
     }
+    if let Some(change) = command.authorized_by() {
+        if !loaded.changes.contains_key(&change) {
+            needs.changes.insert(change);
+        }
+    }
     needs
+}
+
+/// What an edit is about, for the CM-3 check.
+enum Subject<'a> {
+    Existing(CiId),
+    Planned(&'a str),
+}
+
+/// CM-3: an edit to a controlled class needs a change that is implementing (or failed, to back
+/// out) and covers the CI; the decision is then conditional on the change's state stream.
+fn authorize(
+    loaded: &Loaded,
+    decision: &mut Decision,
+    action: &'static str,
+    class: CiClass,
+    subject: Subject<'_>,
+    authorized_by: Option<ChangeId>,
+) -> Result<(), CiError> {
+    use crate::change::ChangeState;
+    let Some(change) = authorized_by else {
+        if !loaded.schema.controlled(class) {
+            return Ok(());
+        }
+        let subject = match subject {
+            Subject::Existing(id) => format!("CI {id}"),
+            Subject::Planned(name) => format!("a planned {class} named {name:?}"),
+        };
+        return Err(CiError::Unauthorized { action, class, subject });
+    };
+    let control = loaded.changes.get(&change).filter(|c| c.state.is_some()).ok_or(CiError::UnknownChange(change))?;
+    let label = control.number.map_or_else(|| format!("change {change}"), |n| n.to_string());
+    let state = control.state.unwrap_or(ChangeState::Draft);
+    if !matches!(state, ChangeState::Implementing | ChangeState::Failed) {
+        return Err(CiError::ChangeNotImplementing { change: label, state: state.to_string() });
+    }
+    match subject {
+        Subject::Existing(id) => {
+            let registered_under = loaded.cis.get(&id).and_then(|s| s.registered_under);
+            if !control.scope.covers_ci(id) && registered_under != Some(change) {
+                return Err(CiError::NotInScope { change: label, ci: id });
+            }
+        }
+        Subject::Planned(name) => {
+            if !control.scope.plans(class, name) {
+                return Err(CiError::NotPlanned { change: label, class, name: name.to_owned() });
+            }
+        }
+    }
+    decision.conditions.push(crate::change::state_stream(change));
+    Ok(())
 }
 
 /// The outcome of a decision: events per stream, and streams read that must not change.
@@ -666,7 +760,7 @@ impl Decision {
     }
 }
 
-fn check_name(name: &str) -> Result<(), CiError> {
+pub(crate) fn check_name(name: &str) -> Result<(), CiError> {
     let ok =
         !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.trim() == name && !name.chars().any(char::is_control);
     if ok { Ok(()) } else { Err(CiError::InvalidName(name.to_owned())) }
@@ -740,6 +834,7 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
                 return Err(CiError::UnknownClass(r.class.as_str().to_owned()));
             }
             schema::check_complete(&loaded.schema, r.class, &r.attributes)?;
+            authorize(loaded, &mut decision, "registering", r.class, Subject::Planned(&r.name), r.authorized_by)?;
             if loaded.schema.like(r.class) == CiClass::BusinessService && r.owner.is_none() {
                 return Err(CiError::OwnerRequired { class: r.class });
             }
@@ -768,6 +863,7 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
         }
         CiCommand::Update(id, u) => {
             let current = live_ci(loaded, *id)?;
+            authorize(loaded, &mut decision, "updating", current.class, Subject::Existing(*id), u.authorized_by)?;
             let mut event = CiUpdated { ci_id: Some(*id), authorized_by: u.authorized_by, ..CiUpdated::default() };
             if let Some(name) = u.name.as_ref().filter(|n| **n != current.name) {
                 check_name(name)?;
@@ -857,6 +953,7 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
                     loaded,
                 );
             }
+            authorize(loaded, &mut decision, "transitioning", current.class, Subject::Existing(*ci_id), *authorized_by)?;
             if !transition_allowed(current.status, *to) {
                 let allowed = TRANSITIONS
                     .iter()
@@ -879,6 +976,7 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
         CiCommand::Withdraw { ci_id, reason, authorized_by } => {
             check_len("reason", reason.as_deref(), MAX_REASON_BYTES)?;
             let current = live_ci(loaded, *ci_id)?;
+            authorize(loaded, &mut decision, "withdrawing", current.class, Subject::Existing(*ci_id), *authorized_by)?;
             let state = &loaded.cis[ci_id];
             if state.links.len() > MAX_RELATIONSHIPS_PER_WITHDRAWAL {
                 return Err(CiError::TooManyRelationships { ci: *ci_id, count: state.links.len() });
@@ -928,6 +1026,7 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
             }
             let source_ci = live_ci(loaded, *source)?;
             let target_ci = live_ci(loaded, *target)?;
+            authorize(loaded, &mut decision, "relating", source_ci.class, Subject::Existing(*source), *authorized_by)?;
             let rule = rule(*rel_type);
             let (source_like, target_like) = (loaded.schema.like(source_ci.class), loaded.schema.like(target_ci.class));
             if !rule.sources.contains(&source_like) || !rule.targets.contains(&target_like) {
@@ -990,6 +1089,16 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
             if rel.removed {
                 return Err(CiError::RelationshipRemoved(*rel_id));
             }
+            let source_class = loaded.cis.get(&created.source).and_then(|s| s.ci.as_ref()).map(|c| c.class);
+            let source_class = source_class.ok_or(CiError::UnknownCi(created.source))?;
+            authorize(
+                loaded,
+                &mut decision,
+                "unrelating",
+                source_class,
+                Subject::Existing(created.source),
+                *authorized_by,
+            )?;
             decision.write(
                 rel_id.stream(),
                 CiEvent::RelationshipRemoved(RelationshipRemoved {

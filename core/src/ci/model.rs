@@ -46,6 +46,7 @@ macro_rules! id_type {
 id_type!(CiId, "ci-", "configuration item");
 id_type!(RelId, "rel-", "relationship");
 id_type!(ChangeId, "change-", "change");
+id_type!(TemplateId, "change-template-", "change template");
 
 macro_rules! named_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {

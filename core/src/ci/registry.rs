@@ -28,6 +28,9 @@ pub const MAX_SCHEMA_TEXT_BYTES: usize = 500;
 
 pub const CLASS_DECLARED: &str = "schema.class_declared";
 pub const ATTRIBUTE_DECLARED: &str = "schema.attribute_declared";
+pub const CONTROL_DECLARED: &str = "schema.class_control_declared";
+/// Longest reason for declaring a class (un)controlled, in bytes.
+pub const MAX_CONTROL_REASON_BYTES: usize = 1000;
 
 pub fn schema_stream() -> StreamId {
     StreamId::new(SCHEMA_STREAM).expect("valid stream id")
@@ -72,6 +75,15 @@ pub struct AttributeDeclared {
     pub attribute: DeclaredAttribute,
 }
 
+/// An admin's declaration that edits to a class do (or no longer) need an implementing change
+/// (CM-3: uncontrolled classes are declared explicitly, never by default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlDeclared {
+    pub class: CiClass,
+    pub controlled: bool,
+    pub reason: String,
+}
+
 /// A declared class as the registry holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomClassDef {
@@ -114,6 +126,9 @@ pub struct SchemaRegistry {
     pub classes: BTreeMap<CiClass, CustomClassDef>,
     /// Declared attributes added to built-in classes.
     pub extra: BTreeMap<CiClass, Vec<DeclaredAttribute>>,
+    /// Classes declared uncontrolled: edits need no change (every other class needs one).
+    #[serde(default)]
+    pub uncontrolled: std::collections::BTreeSet<CiClass>,
 }
 
 impl SchemaRegistry {
@@ -138,10 +153,23 @@ impl SchemaRegistry {
                     None => self.extra.entry(declared.class).or_default().push(declared.attribute),
                 }
             }
+            CONTROL_DECLARED => {
+                let declared: ControlDeclared = record.data_as().map_err(bad)?;
+                if declared.controlled {
+                    self.uncontrolled.remove(&declared.class);
+                } else {
+                    self.uncontrolled.insert(declared.class);
+                }
+            }
             _ => {}
         }
         self.version = Some(record.stream_version);
         Ok(())
+    }
+
+    /// Whether edits to CIs of `class` need an implementing change (CM-3).
+    pub fn controlled(&self, class: CiClass) -> bool {
+        !self.uncontrolled.contains(&class)
     }
 
     pub fn knows(&self, class: CiClass) -> bool {
@@ -181,6 +209,7 @@ impl SchemaRegistry {
 pub enum SchemaCommand {
     DeclareClass(ClassDeclared),
     DeclareAttribute(AttributeDeclared),
+    DeclareControl(ControlDeclared),
 }
 
 fn check_text(field: &'static str, text: Option<&str>) -> Result<(), CiError> {
@@ -284,6 +313,29 @@ pub fn decide(
             check_attribute(registry, declared.class, &declared.attribute, &[])?;
             Ok((ATTRIBUTE_DECLARED, serde_json::to_value(declared).unwrap_or_default()))
         }
+        SchemaCommand::DeclareControl(declared) => {
+            if !registry.knows(declared.class) {
+                return Err(CiError::UnknownClass(declared.class.as_str().to_owned()));
+            }
+            if registry.controlled(declared.class) == declared.controlled {
+                return Err(CiError::InvalidDeclaration(format!(
+                    "class {} is already {}",
+                    declared.class,
+                    if declared.controlled { "controlled" } else { "uncontrolled" }
+                )));
+            }
+            if declared.reason.trim().is_empty() {
+                return Err(CiError::Empty { field: "reason" });
+            }
+            if declared.reason.len() > MAX_CONTROL_REASON_BYTES {
+                return Err(CiError::TooLong {
+                    field: "reason",
+                    bytes: declared.reason.len(),
+                    bound: MAX_CONTROL_REASON_BYTES,
+                });
+            }
+            Ok((CONTROL_DECLARED, serde_json::to_value(declared).unwrap_or_default()))
+        }
     }
 }
 
@@ -323,4 +375,27 @@ pub async fn execute(
         }
     }
     Err(crate::Error::Contended { stream: SCHEMA_STREAM.into(), attempts: super::service::MAX_COMMAND_ATTEMPTS })
+}
+
+/// Declares each of `classes` uncontrolled (skipping those already so): for imports of
+/// classes a team manages outside change control, and for tests of other rules. Each
+/// declaration is an audited event.
+pub async fn declare_uncontrolled(
+    store: &dyn EventStore,
+    classes: &[CiClass],
+    reason: &str,
+    metadata: Metadata,
+) -> Result<(), crate::Error> {
+    for class in classes {
+        if !load(store).await?.controlled(*class) {
+            continue;
+        }
+        let command = SchemaCommand::DeclareControl(ControlDeclared {
+            class: *class,
+            controlled: false,
+            reason: reason.to_owned(),
+        });
+        execute(store, &command, metadata.clone()).await?;
+    }
+    Ok(())
 }

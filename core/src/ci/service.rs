@@ -28,7 +28,7 @@ impl CommandContext {
     }
 }
 
-async fn read_whole_stream(store: &dyn EventStore, stream: &StreamId) -> Result<Vec<EventRecord>, Error> {
+pub(crate) async fn read_whole_stream(store: &dyn EventStore, stream: &StreamId) -> Result<Vec<EventRecord>, Error> {
     let page = store.limits().max_page_events;
     let mut records: Vec<EventRecord> = Vec::new();
     loop {
@@ -70,6 +70,9 @@ async fn load(store: &dyn EventStore, command: &CiCommand) -> Result<Loaded, Err
             }
             loaded.names.insert(key, state);
         }
+        for id in wanted.changes {
+            loaded.changes.insert(id, crate::change::service::load_control(store, id).await?);
+        }
     }
     Ok(loaded)
 }
@@ -84,6 +87,9 @@ fn version_of(loaded: &Loaded, stream: &StreamId) -> Option<u64> {
     }
     if text.starts_with("ci-name-") {
         return loaded.names.iter().find(|(key, _)| key.stream() == *stream).and_then(|(_, s)| s.version);
+    }
+    if let Some((_, control)) = loaded.changes.iter().find(|(id, _)| crate::change::state_stream(**id) == *stream) {
+        return control.version;
     }
     None
 }

@@ -10,7 +10,17 @@ use super::*;
 
 /// The world after these commands, each decided and applied in order.
 fn given(commands: &[CiCommand]) -> Loaded {
+    given_in(uncontrolled(), commands)
+}
+
+/// Every built-in class declared uncontrolled: the tests of CI rules other than CM-3.
+fn uncontrolled() -> Loaded {
     let mut world = Loaded::default();
+    world.schema.uncontrolled = CiClass::BUILTIN.iter().copied().collect();
+    world
+}
+
+fn given_in(mut world: Loaded, commands: &[CiCommand]) -> Loaded {
     for (index, command) in commands.iter().enumerate() {
         let decision = then_ok(&world, command).unwrap_or_else(|e| panic!("given command {index} refused: {e}"));
         apply(&mut world, &decision);
@@ -20,7 +30,7 @@ fn given(commands: &[CiCommand]) -> Loaded {
 
 fn then_ok(world: &Loaded, command: &CiCommand) -> Result<Decision, CiError> {
     // Load what the command needs from the world, as the service does from the store.
-    let mut loaded = Loaded::default();
+    let mut loaded = Loaded { schema: world.schema.clone(), ..Loaded::default() };
     for _ in 0..4 {
         let wanted = needs(command, &loaded);
         for id in wanted.cis {
@@ -31,6 +41,9 @@ fn then_ok(world: &Loaded, command: &CiCommand) -> Result<Decision, CiError> {
         }
         for key in wanted.names {
             loaded.names.insert(key.clone(), world.names.get(&key).cloned().unwrap_or_default());
+        }
+        for id in wanted.changes {
+            loaded.changes.insert(id, world.changes.get(&id).cloned().unwrap_or_default());
         }
     }
     decide(command, &loaded)
@@ -122,7 +135,9 @@ fn register_writes_the_ci_and_claims_its_name() {
     if let CiCommand::Register(r) = &mut command {
         r.authorized_by = Some(change);
     }
-    let decision = then_ok(&Loaded::default(), &command).expect("accepted");
+    let mut world = Loaded::default();
+    world.changes.insert(change, implementing(&[], &[(CiClass::Host, "web-01")]));
+    let decision = then_ok(&world, &command).expect("accepted");
     let registered = events_of(&decision, &ci(1).stream());
     assert!(
         matches!(&registered[..], [CiEvent::Registered(e)] if e.name == "web-01" && e.authorized_by == Some(change))
@@ -334,4 +349,126 @@ fn a_hub_withdrawal_is_bounded() {
     let world = given(&commands);
     let refused = then_ok(&world, &CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None });
     assert_eq!(refused, Err(CiError::TooManyRelationships { ci: ci(1), count: MAX_RELATIONSHIPS_PER_WITHDRAWAL + 1 }));
+}
+
+// ----------------------------------------------------------------------------------------
+// CM-3: edits to controlled classes only under an implementing change that covers them
+// ----------------------------------------------------------------------------------------
+
+fn implementing(cis: &[u128], planned: &[(CiClass, &str)]) -> crate::change::ChangeControl {
+    use crate::change::{ChangeControl, ChangeNumber, ChangeState, PlannedCi, Scope};
+    ChangeControl {
+        version: Some(5),
+        number: Some(ChangeNumber(12)),
+        state: Some(ChangeState::Implementing),
+        scope: Scope {
+            cis: cis.iter().map(|n| ci(*n)).collect(),
+            planned: planned.iter().map(|(class, name)| PlannedCi { class: *class, name: (*name).into() }).collect(),
+        },
+    }
+}
+
+fn under(change: ChangeId, mut command: CiCommand) -> CiCommand {
+    match &mut command {
+        CiCommand::Register(r) => r.authorized_by = Some(change),
+        CiCommand::Update(_, u) => u.authorized_by = Some(change),
+        CiCommand::Transition { authorized_by, .. }
+        | CiCommand::Withdraw { authorized_by, .. }
+        | CiCommand::Relate { authorized_by, .. }
+        | CiCommand::Unrelate { authorized_by, .. } => *authorized_by = Some(change),
+    }
+    command
+}
+
+/// Hosts 1 and 2 and app 3 exist; then every class is controlled again, and change 12 is
+/// implementing with host 1 in scope and a host "web-09" planned.
+fn controlled_world() -> (Loaded, ChangeId) {
+    let mut world = given(&[host(1, "web-01"), host(2, "web-02"), app(3, "shop")]);
+    world.schema.uncontrolled.clear();
+    let change = ChangeId(Uuid::from_u128(12));
+    world.changes.insert(change, implementing(&[1], &[(CiClass::Host, "web-09")]));
+    (world, change)
+}
+
+fn rename(n: u128, name: &str) -> CiCommand {
+    CiCommand::Update(ci(n), Update { name: Some(name.into()), ..Update::default() })
+}
+
+#[test]
+fn a_controlled_edit_without_a_change_is_refused_and_names_what_is_missing() {
+    let (world, _) = controlled_world();
+    let refused = then_ok(&world, &rename(1, "web-01a")).expect_err("no change");
+    assert_eq!(
+        refused,
+        CiError::Unauthorized { action: "updating", class: CiClass::Host, subject: format!("CI {}", ci(1)) }
+    );
+    assert!(refused.to_string().contains("authorizedBy"), "{refused}");
+    let refused = then_ok(&world, &host(5, "web-05")).expect_err("no change");
+    assert!(matches!(refused, CiError::Unauthorized { action: "registering", .. }));
+}
+
+#[test]
+fn an_implementing_change_authorises_edits_to_what_its_scope_covers_and_is_a_condition() {
+    let (world, change) = controlled_world();
+    let decision = then_ok(&world, &under(change, rename(1, "web-01a"))).expect("in scope");
+    assert!(decision.conditions.contains(&crate::change::state_stream(change)));
+    // Outside the scope.
+    assert_eq!(
+        then_ok(&world, &under(change, rename(2, "web-02a"))),
+        Err(CiError::NotInScope { change: "CHG-000012".into(), ci: ci(2) })
+    );
+    // A registration must match a planned CI (class and name, case-insensitively).
+    assert_eq!(
+        then_ok(&world, &under(change, host(6, "web-06"))),
+        Err(CiError::NotPlanned { change: "CHG-000012".into(), class: CiClass::Host, name: "web-06".into() })
+    );
+    assert!(then_ok(&world, &under(change, register(6, CiClass::Application, "web-09", BTreeMap::new()))).is_err());
+    let world = given_in(world, &[under(change, host(9, "WEB-09"))]);
+    // What the change registered, it covers from then on.
+    assert!(then_ok(&world, &under(change, rename(9, "web-09b"))).is_ok());
+    // Relate needs the source covered, not the target.
+    assert!(then_ok(&world, &under(change, relate(1, RelType::RunsOn, 3, 1))).is_err());
+    let world = given_in(world, &[under(change, relate(1, RelType::ConnectsTo, 1, 2))]);
+    assert!(then_ok(&world, &under(change, CiCommand::Unrelate { rel_id: rel(1), reason: None, authorized_by: None })).is_ok());
+    assert!(matches!(
+        then_ok(&world, &CiCommand::Unrelate { rel_id: rel(1), reason: None, authorized_by: None }),
+        Err(CiError::Unauthorized { action: "unrelating", .. })
+    ));
+    assert!(then_ok(&world, &under(change, CiCommand::Withdraw { ci_id: ci(2), reason: None, authorized_by: None })).is_err());
+    assert!(then_ok(&world, &under(change, CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None })).is_ok());
+    assert!(
+        then_ok(
+            &world,
+            &under(change, CiCommand::Transition { ci_id: ci(1), to: Status::UnderChange, reason: None, authorized_by: None })
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn only_an_implementing_or_failed_change_authorises() {
+    use crate::change::ChangeState;
+    let (mut world, change) = controlled_world();
+    for state in ChangeState::ALL {
+        world.changes.get_mut(&change).expect("change").state = Some(*state);
+        let result = then_ok(&world, &under(change, rename(1, "web-01a")));
+        match state {
+            ChangeState::Implementing | ChangeState::Failed => assert!(result.is_ok(), "{state}"),
+            other => assert_eq!(
+                result,
+                Err(CiError::ChangeNotImplementing { change: "CHG-000012".into(), state: other.to_string() }),
+            ),
+        }
+    }
+    let unknown = ChangeId(Uuid::from_u128(404));
+    assert_eq!(then_ok(&world, &under(unknown, rename(1, "web-01a"))), Err(CiError::UnknownChange(unknown)));
+}
+
+#[test]
+fn an_uncontrolled_class_needs_no_change_but_a_named_change_is_still_checked() {
+    let (mut world, _) = controlled_world();
+    world.schema.uncontrolled.insert(CiClass::Team);
+    assert!(then_ok(&world, &team(7, "ops")).is_ok());
+    let unknown = ChangeId(Uuid::from_u128(404));
+    assert_eq!(then_ok(&world, &under(unknown, team(7, "ops"))), Err(CiError::UnknownChange(unknown)));
 }

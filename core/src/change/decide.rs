@@ -1,0 +1,762 @@
+//! Change commands and the pure decider: given the change as its streams tell it, the access
+//! state (who holds which role now), the CIs the scope names and the clock reading, which
+//! events to append, or why not.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use crate::access::{AccessState, Operation, PERMISSIONS, Role, permits};
+use crate::ci::registry::SchemaRegistry;
+use crate::ci::{CiClass, CiId, CiSnapshot, NameKey, Status, TemplateId};
+use crate::event::StreamId;
+use crate::time::Timestamp;
+
+use super::table::{self, Requirement, Target};
+use super::*;
+
+/// Settings that shape decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeSettings {
+    /// Hours within which a retrospective emergency change must be approved, and any emergency
+    /// change reviewed after its implementation ends (CH-8).
+    pub emergency_review_deadline_hours: u32,
+}
+
+impl Default for ChangeSettings {
+    fn default() -> Self {
+        ChangeSettings { emergency_review_deadline_hours: DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS }
+    }
+}
+
+/// Changes to a draft's details: `Some` replaces; for the optional fields `Some(None)` clears.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DetailsPatch {
+    pub title: Option<String>,
+    pub description: Option<Option<String>>,
+    pub justification: Option<Option<String>>,
+    pub back_out_plan: Option<Option<String>>,
+    pub window: Option<Option<Window>>,
+    pub implementer: Option<Option<String>>,
+    pub scope: Option<Scope>,
+    pub links: Option<Vec<RecordLink>>,
+}
+
+impl DetailsPatch {
+    pub fn is_empty(&self) -> bool {
+        *self == DetailsPatch::default()
+    }
+
+    fn applied_to(&self, details: &ChangeDetails) -> ChangeDetails {
+        let mut next = details.clone();
+        if let Some(title) = &self.title {
+            next.title = title.clone();
+        }
+        if let Some(v) = &self.description {
+            next.description = v.clone();
+        }
+        if let Some(v) = &self.justification {
+            next.justification = v.clone();
+        }
+        if let Some(v) = &self.back_out_plan {
+            next.back_out_plan = v.clone();
+        }
+        if let Some(v) = &self.window {
+            next.window = v.clone();
+        }
+        if let Some(v) = &self.implementer {
+            next.implementer = v.clone();
+        }
+        if let Some(v) = &self.scope {
+            next.scope = v.clone();
+        }
+        if let Some(v) = &self.links {
+            next.links = v.clone();
+        }
+        next
+    }
+}
+
+/// A request about changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeCommand {
+    /// Raise a change (CH-1). A standard change names its template; its description and
+    /// back-out plan default to the template's.
+    Draft { change_id: ChangeId, change_type: ChangeType, template_id: Option<TemplateId>, details: ChangeDetails },
+    /// Edit a draft.
+    Amend { change_id: ChangeId, patch: DetailsPatch },
+    /// Record an emergency change whose work is already done (CH-8, path b).
+    RecordRetrospective { change_id: ChangeId, details: ChangeDetails },
+    /// Any transition of [`TRANSITIONS`].
+    Act { change_id: ChangeId, action: ChangeAction, note: Option<String>, review: Option<Review> },
+    Comment { change_id: ChangeId, text: String },
+    Link { change_id: ChangeId, link: RecordLink },
+    CreateTemplate {
+        template_id: TemplateId,
+        name: String,
+        title: String,
+        description: String,
+        back_out_plan: String,
+        allowed_classes: Vec<CiClass>,
+    },
+    RetireTemplate { template_id: TemplateId, reason: Option<String> },
+}
+
+impl ChangeCommand {
+    /// The change the command is about, if any.
+    pub fn change_id(&self) -> Option<ChangeId> {
+        match self {
+            ChangeCommand::Draft { change_id, .. }
+            | ChangeCommand::Amend { change_id, .. }
+            | ChangeCommand::RecordRetrospective { change_id, .. }
+            | ChangeCommand::Act { change_id, .. }
+            | ChangeCommand::Comment { change_id, .. }
+            | ChangeCommand::Link { change_id, .. } => Some(*change_id),
+            ChangeCommand::CreateTemplate { .. } | ChangeCommand::RetireTemplate { .. } => None,
+        }
+    }
+}
+
+/// Everything a decision reads.
+#[derive(Clone, Copy, Debug)]
+pub struct ChangeInput<'a> {
+    /// The principal asking.
+    pub actor: &'a str,
+    pub access: &'a AccessState,
+    pub change: Option<&'a ChangeRecord>,
+    pub template: Option<&'a TemplateRecord>,
+    pub schema: &'a SchemaRegistry,
+    /// The CIs the scope names, as they stand (`None`: no such CI).
+    pub cis: &'a BTreeMap<CiId, Option<CiSnapshot>>,
+    /// Which CI holds each planned (class, name) now.
+    pub names: &'a BTreeMap<NameKey, Option<CiId>>,
+    /// The number the next submission gets.
+    pub next_number: ChangeNumber,
+    pub now: Timestamp,
+    pub settings: ChangeSettings,
+}
+
+/// The events to append, per stream, and streams read that must not change.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChangeDecision {
+    pub writes: Vec<(StreamId, Vec<ChangeEvent>)>,
+    pub conditions: Vec<StreamId>,
+}
+
+impl ChangeDecision {
+    fn write(&mut self, stream: StreamId, event: ChangeEvent) {
+        match self.writes.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, events)) => events.push(event),
+            None => self.writes.push((stream, vec![event])),
+        }
+    }
+}
+
+fn roles_of(input: &ChangeInput<'_>) -> BTreeSet<Role> {
+    input.access.principals.get(input.actor).map(|p| p.roles.clone()).unwrap_or_default()
+}
+
+fn roles_for(operation: Operation) -> String {
+    PERMISSIONS
+        .iter()
+        .find(|(op, _)| *op == operation)
+        .map(|(_, roles)| roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "))
+        .unwrap_or_default()
+}
+
+fn require(input: &ChangeInput<'_>, operation: Operation, action: &str) -> Result<BTreeSet<Role>, ChangeError> {
+    let roles = roles_of(input);
+    if permits(&roles, operation) {
+        Ok(roles)
+    } else {
+        Err(ChangeError::NotPermitted {
+            principal: input.actor.to_owned(),
+            action: action.to_owned(),
+            roles: roles_for(operation),
+        })
+    }
+}
+
+fn text(field: &'static str, value: &str, bound: usize) -> Result<(), ChangeError> {
+    if value.trim().is_empty() {
+        return Err(ChangeError::Empty { field });
+    }
+    if value.len() > bound {
+        return Err(ChangeError::TooLong { field, bytes: value.len(), bound });
+    }
+    Ok(())
+}
+
+fn optional_text(field: &'static str, value: Option<&str>, bound: usize) -> Result<(), ChangeError> {
+    value.map_or(Ok(()), |v| text(field, v, bound))
+}
+
+fn check_window(window: &Window) -> Result<(), ChangeError> {
+    if window.end <= window.start {
+        return Err(ChangeError::WindowEndsBeforeStart { start: window.start, end: window.end });
+    }
+    let hours = (window.end.as_micros() - window.start.as_micros()) / 3_600_000_000;
+    if hours > MAX_WINDOW_HOURS {
+        return Err(ChangeError::WindowTooLong { hours });
+    }
+    if chrono_tz::Tz::from_str(&window.time_zone).is_err() {
+        return Err(ChangeError::UnknownTimeZone(window.time_zone.clone()));
+    }
+    Ok(())
+}
+
+fn check_link(link: &RecordLink) -> Result<(), ChangeError> {
+    let ok = !link.id.trim().is_empty()
+        && link.id.len() <= MAX_LINK_ID_BYTES
+        && link.id.trim() == link.id
+        && !link.id.chars().any(char::is_control);
+    if ok { Ok(()) } else { Err(ChangeError::InvalidLink(link.id.clone())) }
+}
+
+fn check_links(label: &str, links: &[RecordLink]) -> Result<(), ChangeError> {
+    if links.len() > MAX_LINKS_PER_CHANGE {
+        return Err(ChangeError::TooMany {
+            change: label.to_owned(),
+            what: "links",
+            count: links.len(),
+            bound: MAX_LINKS_PER_CHANGE,
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for link in links {
+        check_link(link)?;
+        if !seen.insert((link.kind, link.id.as_str())) {
+            return Err(ChangeError::DuplicateLink { change: label.to_owned(), kind: link.kind, id: link.id.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// The scope's CIs exist and are not withdrawn, planned CIs are of known classes with valid
+/// names that no CI holds yet, nothing twice, and a template's classes are respected.
+fn check_scope(input: &ChangeInput<'_>, scope: &Scope, template: Option<&TemplateRecord>) -> Result<(), ChangeError> {
+    if scope.len() > MAX_SCOPE_ITEMS {
+        return Err(ChangeError::ScopeTooLarge { count: scope.len() });
+    }
+    let allowed = |class: CiClass| -> Result<(), ChangeError> {
+        match template {
+            Some(t) if !t.template.allowed_classes.contains(&class) => Err(ChangeError::ClassNotInTemplate {
+                template: t.template.name.clone(),
+                class,
+                allowed: t.template.allowed_classes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+            }),
+            _ => Ok(()),
+        }
+    };
+    let mut seen = BTreeSet::new();
+    for id in &scope.cis {
+        if !seen.insert(*id) {
+            return Err(ChangeError::DuplicateScope(id.to_string()));
+        }
+        let ci = input.cis.get(id).and_then(Option::as_ref).ok_or(ChangeError::UnknownCi(*id))?;
+        if ci.status == Status::Withdrawn {
+            return Err(ChangeError::CiWithdrawn(*id));
+        }
+        allowed(ci.class)?;
+    }
+    let mut planned = BTreeSet::new();
+    for plan in &scope.planned {
+        if !input.schema.knows(plan.class) {
+            return Err(ChangeError::UnknownClass(plan.class.as_str().to_owned()));
+        }
+        if crate::ci::check_name(&plan.name).is_err() {
+            return Err(ChangeError::InvalidPlannedName(plan.name.clone()));
+        }
+        let key = plan.key();
+        if let Some(existing) = input.names.get(&key).copied().flatten() {
+            return Err(ChangeError::PlannedExists { class: plan.class, name: plan.name.clone(), existing });
+        }
+        if !planned.insert(key) {
+            return Err(ChangeError::DuplicateScope(format!("{} {:?}", plan.class, plan.name)));
+        }
+        allowed(plan.class)?;
+    }
+    Ok(())
+}
+
+/// Shapes every field (a draft may still be incomplete).
+fn check_details(
+    input: &ChangeInput<'_>,
+    label: &str,
+    details: &ChangeDetails,
+    template: Option<&TemplateRecord>,
+) -> Result<(), ChangeError> {
+    text("title", &details.title, MAX_TITLE_BYTES)?;
+    optional_text("description", details.description.as_deref(), MAX_TEXT_BYTES)?;
+    optional_text("justification", details.justification.as_deref(), MAX_TEXT_BYTES)?;
+    optional_text("back_out_plan", details.back_out_plan.as_deref(), MAX_TEXT_BYTES)?;
+    if let Some(window) = &details.window {
+        check_window(window)?;
+    }
+    if let Some(implementer) = &details.implementer {
+        if !input.access.principals.contains_key(implementer) {
+            return Err(ChangeError::UnknownPrincipal(implementer.clone()));
+        }
+    }
+    check_scope(input, &details.scope, template)?;
+    check_links(label, &details.links)
+}
+
+/// What a submission needs on top of well-shaped fields (CH-1, CH-3, CH-8).
+fn check_complete(change_type: ChangeType, details: &ChangeDetails) -> Result<(), ChangeError> {
+    if details.description.is_none() {
+        return Err(ChangeError::Missing { field: "description", why: "to submit a change" });
+    }
+    if details.implementer.is_none() {
+        return Err(ChangeError::Missing { field: "implementer", why: "to submit a change (who will do the work)" });
+    }
+    if details.scope.is_empty() {
+        return Err(ChangeError::Missing {
+            field: "scope",
+            why: "to submit a change: the CIs it touches or will register (CH-1)",
+        });
+    }
+    if change_type != ChangeType::Standard {
+        if details.justification.is_none() {
+            return Err(ChangeError::Missing {
+                field: "justification",
+                why: "for normal and emergency changes (why the change is worth making)",
+            });
+        }
+        if details.back_out_plan.is_none() {
+            return Err(ChangeError::Missing { field: "back_out_plan", why: "for normal and emergency changes (CH-3)" });
+        }
+    }
+    Ok(())
+}
+
+fn active_template<'a>(input: &ChangeInput<'a>, id: TemplateId) -> Result<&'a TemplateRecord, ChangeError> {
+    let template =
+        input.template.filter(|t| t.template.template_id == id).ok_or(ChangeError::UnknownTemplate(id))?;
+    if template.retired.is_some() {
+        return Err(ChangeError::TemplateRetired(id));
+    }
+    Ok(template)
+}
+
+fn deadline(input: &ChangeInput<'_>) -> Timestamp {
+    input.now.saturating_add_micros(i64::from(input.settings.emergency_review_deadline_hours) * 3_600_000_000)
+}
+
+fn existing<'a>(input: &ChangeInput<'a>, id: ChangeId) -> Result<&'a ChangeRecord, ChangeError> {
+    input.change.filter(|c| c.change_id == id).ok_or_else(|| ChangeError::UnknownChange(id.to_string()))
+}
+
+fn check_review(review: &Review) -> Result<(), ChangeError> {
+    optional_text("side_effects", review.side_effects.as_deref(), MAX_TEXT_BYTES)?;
+    if review.follow_up_actions.len() > MAX_FOLLOW_UP_ACTIONS {
+        return Err(ChangeError::TooLong {
+            field: "follow_up_actions",
+            bytes: review.follow_up_actions.len(),
+            bound: MAX_FOLLOW_UP_ACTIONS,
+        });
+    }
+    for action in &review.follow_up_actions {
+        text("follow_up_actions", action, MAX_COMMENT_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Decides a change command. Pure.
+pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<ChangeDecision, ChangeError> {
+    let mut decision = ChangeDecision::default();
+    let actor = input.actor.to_owned();
+    match command {
+        ChangeCommand::Draft { change_id, change_type, template_id, details } => {
+            require(input, Operation::RequestChange, "raise")?;
+            if input.change.is_some() {
+                return Err(ChangeError::ChangeExists(*change_id));
+            }
+            let mut details = details.clone();
+            let template = match (change_type, template_id) {
+                (ChangeType::Standard, Some(id)) => Some(active_template(input, *id)?),
+                (ChangeType::Standard, None) => return Err(ChangeError::TemplateMismatch(ChangeType::Standard)),
+                (other, Some(_)) => return Err(ChangeError::TemplateMismatch(*other)),
+                (_, None) => None,
+            };
+            if let Some(t) = template {
+                if details.title.trim().is_empty() {
+                    details.title = t.template.title.clone();
+                }
+                details.description.get_or_insert_with(|| t.template.description.clone());
+                details.back_out_plan.get_or_insert_with(|| t.template.back_out_plan.clone());
+                decision.conditions.push(t.template.template_id.stream());
+            }
+            check_details(input, &format!("draft change {change_id}"), &details, template)?;
+            decision.write(
+                details_stream(*change_id),
+                ChangeEvent::Drafted(ChangeDrafted {
+                    change_id: *change_id,
+                    change_type: *change_type,
+                    template_id: *template_id,
+                    requester: actor,
+                    details,
+                }),
+            );
+        }
+        ChangeCommand::Amend { change_id, patch } => {
+            let change = existing(input, *change_id)?;
+            require(input, Operation::RequestChange, "amend")?;
+            requester_or_manager(input, change, "amend")?;
+            if change.state != ChangeState::Draft {
+                return Err(ChangeError::NotEditable { change: change.label(), state: change.state });
+            }
+            let details = patch.applied_to(&change.details);
+            if details == change.details {
+                return Err(ChangeError::NothingToChange);
+            }
+            let template = match change.template_id {
+                Some(id) => {
+                    decision.conditions.push(id.stream());
+                    Some(active_template(input, id)?)
+                }
+                None => None,
+            };
+            check_details(input, &change.label(), &details, template)?;
+            decision
+                .write(details_stream(*change_id), ChangeEvent::Amended(ChangeAmended { change_id: *change_id, details }));
+        }
+        ChangeCommand::RecordRetrospective { change_id, details } => {
+            require(input, Operation::RequestChange, "record")?;
+            if input.change.is_some() {
+                return Err(ChangeError::ChangeExists(*change_id));
+            }
+            check_details(input, &format!("change {change_id}"), details, None)?;
+            check_complete(ChangeType::Emergency, details)?;
+            let due = deadline(input);
+            decision.write(
+                details_stream(*change_id),
+                ChangeEvent::Drafted(ChangeDrafted {
+                    change_id: *change_id,
+                    change_type: ChangeType::Emergency,
+                    template_id: None,
+                    requester: actor.clone(),
+                    details: details.clone(),
+                }),
+            );
+            decision.write(
+                numbers_stream(),
+                ChangeEvent::NumberAssigned(NumberAssigned { number: input.next_number, change_id: *change_id }),
+            );
+            decision.write(
+                state_stream(*change_id),
+                ChangeEvent::RetrospectiveRecorded(RetrospectiveRecorded {
+                    change_id: *change_id,
+                    number: input.next_number,
+                    by: actor,
+                    scope: details.scope.clone(),
+                    approval_due_at: due,
+                    review_due_at: due,
+                }),
+            );
+        }
+        ChangeCommand::Act { change_id, action, note, review } => {
+            let change = existing(input, *change_id)?;
+            act(input, change, *action, note.as_deref(), review.as_ref(), &mut decision)?;
+        }
+        ChangeCommand::Comment { change_id, text: body } => {
+            let change = existing(input, *change_id)?;
+            require(input, Operation::CommentChange, "comment on")?;
+            text("comment", body, MAX_COMMENT_BYTES)?;
+            if change.comments.len() >= MAX_COMMENTS_PER_CHANGE {
+                return Err(ChangeError::TooMany {
+                    change: change.label(),
+                    what: "comments",
+                    count: change.comments.len(),
+                    bound: MAX_COMMENTS_PER_CHANGE,
+                });
+            }
+            decision.write(
+                details_stream(*change_id),
+                ChangeEvent::Commented(ChangeCommented { change_id: *change_id, by: actor, text: body.clone() }),
+            );
+        }
+        ChangeCommand::Link { change_id, link } => {
+            let change = existing(input, *change_id)?;
+            require(input, Operation::RequestChange, "link records to")?;
+            let mut links = change.details.links.clone();
+            links.push(link.clone());
+            check_links(&change.label(), &links)?;
+            decision.write(
+                details_stream(*change_id),
+                ChangeEvent::Linked(ChangeLinked { change_id: *change_id, by: actor, link: link.clone() }),
+            );
+        }
+        ChangeCommand::CreateTemplate { template_id, name, title, description, back_out_plan, allowed_classes } => {
+            require(input, Operation::ManageChangeTemplates, "create change templates")?;
+            if input.template.is_some() {
+                return Err(ChangeError::TemplateExists(*template_id));
+            }
+            text("name", name, MAX_TEMPLATE_NAME_BYTES)?;
+            text("title", title, MAX_TITLE_BYTES)?;
+            text("description", description, MAX_TEXT_BYTES)?;
+            text("back_out_plan", back_out_plan, MAX_TEXT_BYTES)?;
+            if allowed_classes.is_empty() {
+                return Err(ChangeError::Missing {
+                    field: "allowed_classes",
+                    why: "for a template (the classes its standard changes may touch)",
+                });
+            }
+            if allowed_classes.len() > MAX_TEMPLATE_CLASSES {
+                return Err(ChangeError::TooLong {
+                    field: "allowed_classes",
+                    bytes: allowed_classes.len(),
+                    bound: MAX_TEMPLATE_CLASSES,
+                });
+            }
+            let mut seen = BTreeSet::new();
+            for class in allowed_classes {
+                if !input.schema.knows(*class) {
+                    return Err(ChangeError::UnknownClass(class.as_str().to_owned()));
+                }
+                if !seen.insert(*class) {
+                    return Err(ChangeError::DuplicateScope(class.as_str().to_owned()));
+                }
+            }
+            decision.write(
+                template_id.stream(),
+                ChangeEvent::TemplateCreated(TemplateCreated {
+                    template_id: *template_id,
+                    name: name.clone(),
+                    title: title.clone(),
+                    description: description.clone(),
+                    back_out_plan: back_out_plan.clone(),
+                    allowed_classes: allowed_classes.clone(),
+                    by: actor,
+                }),
+            );
+        }
+        ChangeCommand::RetireTemplate { template_id, reason } => {
+            require(input, Operation::ManageChangeTemplates, "retire change templates")?;
+            active_template(input, *template_id)?;
+            optional_text("reason", reason.as_deref(), MAX_TEXT_BYTES)?;
+            decision.write(
+                template_id.stream(),
+                ChangeEvent::TemplateRetired(TemplateRetired {
+                    template_id: *template_id,
+                    by: actor,
+                    reason: reason.clone(),
+                }),
+            );
+        }
+    }
+    Ok(decision)
+}
+
+fn requester_or_manager(input: &ChangeInput<'_>, change: &ChangeRecord, action: &str) -> Result<(), ChangeError> {
+    if input.actor == change.requester || permits(&roles_of(input), Operation::ManageChanges) {
+        Ok(())
+    } else {
+        Err(ChangeError::NotRequester {
+            requester: change.requester.clone(),
+            action: action.to_owned(),
+            change: change.label(),
+        })
+    }
+}
+
+fn act(
+    input: &ChangeInput<'_>,
+    change: &ChangeRecord,
+    action: ChangeAction,
+    note: Option<&str>,
+    review: Option<&Review>,
+    decision: &mut ChangeDecision,
+) -> Result<(), ChangeError> {
+    let row = table::find(action, change.state, change.change_type).ok_or_else(|| {
+        ChangeError::TransitionNotAllowed {
+            change: change.label(),
+            action,
+            state: change.state,
+            change_type: change.change_type,
+            allowed: table::allowed_from(change.state, change.change_type)
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    })?;
+    let roles = require(input, row.operation, action.as_str())?;
+    optional_text("note", note, MAX_TEXT_BYTES)?;
+    if review.is_some() && action != ChangeAction::Review {
+        return Err(ChangeError::NotApplicable { field: "review", only_with: ChangeAction::Review });
+    }
+    let implementer = change.details.implementer.clone().unwrap_or_default();
+    let sod = |rule: &'static str| ChangeError::SegregationOfDuties {
+        principal: input.actor.to_owned(),
+        action,
+        change: change.label(),
+        rule,
+    };
+    for requirement in row.requires {
+        match requirement {
+            Requirement::CompleteRequest => {
+                let template = match change.template_id {
+                    Some(id) => {
+                        decision.conditions.push(id.stream());
+                        Some(active_template(input, id)?)
+                    }
+                    None => None,
+                };
+                check_details(input, &change.label(), &change.details, template)?;
+                check_complete(change.change_type, &change.details)?;
+            }
+            Requirement::Window => {
+                if change.details.window.is_none() {
+                    return Err(ChangeError::Missing {
+                        field: "window",
+                        why: "to schedule a change (amend it while a draft, or cancel and raise it again)",
+                    });
+                }
+            }
+            Requirement::Note => {
+                if note.is_none() {
+                    return Err(ChangeError::Missing { field: "note", why: note_why(action) });
+                }
+            }
+            Requirement::SignOffNote => {
+                if note.is_none() {
+                    return Err(ChangeError::Missing {
+                        field: "note",
+                        why: "to verify: the sign-off says what was checked (CH-6)",
+                    });
+                }
+            }
+            Requirement::ReviewFindings => match review {
+                Some(review) => check_review(review)?,
+                None => {
+                    return Err(ChangeError::Missing {
+                        field: "review",
+                        why: "to review: objective met, users satisfied, side effects, follow-up actions (CH-7)",
+                    });
+                }
+            },
+            Requirement::SegregatedApprover => {
+                if input.actor == change.requester {
+                    return Err(sod("the requester cannot approve or reject their own change"));
+                }
+                if input.actor == implementer {
+                    return Err(sod("the implementer cannot approve or reject the change they implement"));
+                }
+                if let Some(earlier) = change.approvals.iter().find(|a| a.by == input.actor) {
+                    return Err(ChangeError::AlreadyDecided {
+                        principal: input.actor.to_owned(),
+                        change: change.label(),
+                        decision: earlier.decision,
+                    });
+                }
+            }
+            Requirement::ActorIsImplementer => {
+                if input.actor != implementer {
+                    return Err(ChangeError::NotImplementer {
+                        principal: input.actor.to_owned(),
+                        implementer,
+                        action,
+                        change: change.label(),
+                    });
+                }
+            }
+            Requirement::ActorIsNotImplementer => {
+                if input.actor == implementer {
+                    return Err(sod("the implementer cannot sign off their own work"));
+                }
+            }
+            Requirement::RequesterOrManager => requester_or_manager(input, change, action.as_str())?,
+            Requirement::Retrospective | Requirement::NotRetrospective => {
+                let wanted = *requirement == Requirement::Retrospective;
+                if change.retrospective != wanted {
+                    return Err(ChangeError::TransitionNotAllowed {
+                        change: change.label(),
+                        action,
+                        state: change.state,
+                        change_type: change.change_type,
+                        allowed: table::allowed_from(change.state, change.change_type)
+                            .iter()
+                            .map(|a| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+            }
+            Requirement::RetrospectiveApproved => {
+                if change.retrospective && !change.approved() {
+                    return Err(ChangeError::NotYetApproved { change: change.label() });
+                }
+            }
+        }
+    }
+    let actor = input.actor.to_owned();
+    if matches!(action, ChangeAction::Approve | ChangeAction::Reject) {
+        let authority = PERMISSIONS
+            .iter()
+            .find(|(op, _)| *op == row.operation)
+            .and_then(|(_, allowed)| roles.iter().find(|r| allowed.contains(r)).copied())
+            .unwrap_or(Role::Approver);
+        decision.write(
+            details_stream(change.change_id),
+            ChangeEvent::ApprovalRecorded(ApprovalRecorded {
+                change_id: change.change_id,
+                by: actor.clone(),
+                decision: if action == ChangeAction::Approve { Decision::Approve } else { Decision::Reject },
+                authority,
+                roles_held: roles.clone(),
+                note: note.map(str::to_owned),
+                retrospective: change.retrospective,
+            }),
+        );
+    }
+    let Target::To(to) = row.to else {
+        return Ok(());
+    };
+    if action == ChangeAction::Submit {
+        decision.write(
+            numbers_stream(),
+            ChangeEvent::NumberAssigned(NumberAssigned { number: input.next_number, change_id: change.change_id }),
+        );
+        decision.write(
+            state_stream(change.change_id),
+            ChangeEvent::Submitted(ChangeSubmitted {
+                change_id: change.change_id,
+                number: input.next_number,
+                change_type: change.change_type,
+                from: change.state,
+                to,
+                by: actor,
+                scope: change.details.scope.clone(),
+            }),
+        );
+        return Ok(());
+    }
+    let review_due_at = (change.change_type == ChangeType::Emergency
+        && matches!(action, ChangeAction::Complete | ChangeAction::Fail))
+    .then(|| deadline(input));
+    decision.write(
+        state_stream(change.change_id),
+        ChangeEvent::Transitioned(ChangeTransitioned {
+            change_id: change.change_id,
+            action,
+            from: change.state,
+            to,
+            by: actor,
+            note: note.map(str::to_owned),
+            review: review.cloned(),
+            review_due_at,
+        }),
+    );
+    Ok(())
+}
+
+fn note_why(action: ChangeAction) -> &'static str {
+    match action {
+        ChangeAction::Assess => "to assess: the assessment's findings",
+        ChangeAction::Reject => "to reject: the reason",
+        ChangeAction::Fail => "to record a failure: what went wrong",
+        ChangeAction::BackOut => "to record a back-out: what was undone (CH-3)",
+        ChangeAction::Cancel => "to cancel: the reason",
+        _ => "for this action",
+    }
+}

@@ -1,0 +1,927 @@
+//! Change requests and their life cycle (CH-1 record, CH-3 remediation, CH-4 who may approve,
+//! CH-6 implement and verify, CH-7 review, CH-8 emergency changes, CH-9 links), and the
+//! control record CI edits name (CM-3).
+//!
+//! Streams, per change:
+//! - `change-<id>`: the request itself (drafted, amended while a draft), comments, links added
+//!   later, approval decisions;
+//! - `change-<id>-state`: the life-cycle transitions only. A CI edit under a change reads this
+//!   stream alone and is appended on the condition that it has not moved, so a comment or an
+//!   approval on the change never makes an in-flight CI edit fail. The submission event carries
+//!   the scope, frozen from then on, so that this stream says everything a CI edit checks.
+//!
+//! And once: `change-numbers` assigns `CHG-000001`, `CHG-000002`, ... at submission, gapless
+//! because every number is appended at the exact version before it; `change-template-<id>`
+//! holds a standard change's pre-approved template.
+//!
+//! The transition table is [`table::TRANSITIONS`]: one row per (action, from-states, change
+//! types) naming the operation (and so the roles) and the rules it needs. The decider
+//! ([`decide::decide`]) is pure: the service ([`service::execute`]) loads the streams, the
+//! access state (roles at this moment) and the CIs in scope, and appends at the versions read.
+//!
+//! What it is not: risk, the approval policy and the calendar (later issues replace the
+//! one-approver rule here with a Rego policy); the read model of changes (in
+//! `cmdb-projections`).
+
+pub mod decide;
+pub mod service;
+pub mod table;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::access::Role;
+use crate::ci::{ChangeId, CiClass, CiId, NameKey, TemplateId};
+use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
+use crate::time::Timestamp;
+
+pub use decide::{ChangeCommand, ChangeInput, DetailsPatch, decide};
+pub use table::{Requirement, TRANSITIONS, Target, Transition};
+
+/// Longest title, in bytes.
+pub const MAX_TITLE_BYTES: usize = 200;
+/// Longest description, justification, back-out plan, note or review text, in bytes.
+pub const MAX_TEXT_BYTES: usize = 10_000;
+/// Longest comment, in bytes.
+pub const MAX_COMMENT_BYTES: usize = 4_000;
+/// Most comments on one change.
+pub const MAX_COMMENTS_PER_CHANGE: usize = 1_000;
+/// Most CIs and planned CIs in one change's scope, together.
+pub const MAX_SCOPE_ITEMS: usize = 500;
+/// Most linked records on one change.
+pub const MAX_LINKS_PER_CHANGE: usize = 100;
+/// Longest linked record id, in bytes.
+pub const MAX_LINK_ID_BYTES: usize = 64;
+/// Most follow-up actions in a review.
+pub const MAX_FOLLOW_UP_ACTIONS: usize = 50;
+/// Longest requested window, in hours (31 days).
+pub const MAX_WINDOW_HOURS: i64 = 31 * 24;
+/// Default hours within which a retrospective emergency change must be approved and any
+/// emergency change reviewed (`emergency_review_deadline_hours`).
+pub const DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS: u32 = 72;
+/// Longest deadline the setting accepts, in hours (90 days).
+pub const MAX_EMERGENCY_REVIEW_DEADLINE_HOURS: u32 = 90 * 24;
+/// Most classes a template may allow.
+pub const MAX_TEMPLATE_CLASSES: usize = 50;
+/// Longest template name, in bytes.
+pub const MAX_TEMPLATE_NAME_BYTES: usize = 100;
+
+/// The stream assigning change numbers.
+pub const NUMBERS_STREAM: &str = "change-numbers";
+
+pub fn numbers_stream() -> StreamId {
+    StreamId::new(NUMBERS_STREAM).expect("valid stream id")
+}
+
+/// The stream of a change's life-cycle transitions.
+pub fn state_stream(id: ChangeId) -> StreamId {
+    StreamId::new(format!("change-{}-state", id.0)).expect("valid stream id")
+}
+
+/// The stream of a change's request, comments and approvals.
+pub fn details_stream(id: ChangeId) -> StreamId {
+    id.stream()
+}
+
+/// A change's human id, `CHG-000001`: assigned at submission, gapless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChangeNumber(pub u64);
+
+impl fmt::Display for ChangeNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CHG-{:06}", self.0)
+    }
+}
+
+impl FromStr for ChangeNumber {
+    type Err = ChangeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let trimmed = s.trim();
+        let digits = trimmed.get(..4).filter(|p| p.eq_ignore_ascii_case("CHG-")).map(|_| &trimmed[4..]);
+        match digits {
+            Some(d) if !d.is_empty() && d.len() <= 18 && d.bytes().all(|b| b.is_ascii_digit()) => {
+                let number: u64 = d.parse().map_err(|_| ChangeError::InvalidNumber(s.to_owned()))?;
+                if number == 0 { Err(ChangeError::InvalidNumber(s.to_owned())) } else { Ok(ChangeNumber(number)) }
+            }
+            _ => Err(ChangeError::InvalidNumber(s.to_owned())),
+        }
+    }
+}
+
+macro_rules! named {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ChangeError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+                $name::ALL.iter().copied().find(|v| v.as_str() == wanted).ok_or_else(|| ChangeError::UnknownName {
+                    what: $what,
+                    input: s.to_owned(),
+                    expected: $name::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
+                })
+            }
+        }
+    };
+}
+
+named!(
+    /// How a change is authorised (CH-4, CH-8).
+    ChangeType, "change type" {
+        Standard => "standard",
+        Normal => "normal",
+        Emergency => "emergency",
+    }
+);
+
+named!(
+    /// Where a change is in its life cycle.
+    ChangeState, "change state" {
+        Draft => "draft",
+        Submitted => "submitted",
+        Assessed => "assessed",
+        Approved => "approved",
+        Rejected => "rejected",
+        Scheduled => "scheduled",
+        Implementing => "implementing",
+        Implemented => "implemented",
+        Failed => "failed",
+        BackedOut => "backed_out",
+        Verified => "verified",
+        Reviewed => "reviewed",
+        Closed => "closed",
+        Cancelled => "cancelled",
+    }
+);
+
+named!(
+    /// What moves a change from one state to the next.
+    ChangeAction, "change action" {
+        Submit => "submit",
+        Assess => "assess",
+        Approve => "approve",
+        Reject => "reject",
+        Schedule => "schedule",
+        Start => "start",
+        Complete => "complete",
+        Fail => "fail",
+        BackOut => "back_out",
+        Verify => "verify",
+        Review => "review",
+        Close => "close",
+        Cancel => "cancel",
+    }
+);
+
+named!(
+    /// The kind of record a change links to (CH-9).
+    LinkKind, "linked record kind" {
+        Incident => "incident",
+        Problem => "problem",
+        KnownError => "known_error",
+        Change => "change",
+    }
+);
+
+named!(
+    /// An approver's decision.
+    Decision, "decision" {
+        Approve => "approve",
+        Reject => "reject",
+    }
+);
+
+impl ChangeState {
+    /// States a change never leaves.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ChangeState::Rejected | ChangeState::Closed | ChangeState::Cancelled)
+    }
+}
+
+/// The requested window: two instants and the time zone the requester thinks in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// An IANA time zone name (`Europe/Paris`, `UTC`).
+    pub time_zone: String,
+}
+
+/// A CI the change will register: a later `register` must match its class and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlannedCi {
+    pub class: CiClass,
+    pub name: String,
+}
+
+impl PlannedCi {
+    pub fn key(&self) -> NameKey {
+        NameKey::new(self.class, &self.name)
+    }
+}
+
+/// What a change touches (CH-1): existing CIs and planned ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    #[serde(default)]
+    pub cis: Vec<CiId>,
+    #[serde(default)]
+    pub planned: Vec<PlannedCi>,
+}
+
+impl Scope {
+    pub fn len(&self) -> usize {
+        self.cis.len() + self.planned.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn covers_ci(&self, id: CiId) -> bool {
+        self.cis.contains(&id)
+    }
+
+    pub fn plans(&self, class: CiClass, name: &str) -> bool {
+        let key = NameKey::new(class, name);
+        self.planned.iter().any(|p| p.key() == key)
+    }
+}
+
+/// A link to another record (CH-9); ids are strings until those records exist here.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordLink {
+    pub kind: LinkKind,
+    pub id: String,
+}
+
+/// Everything the requester writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDetails {
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub justification: Option<String>,
+    #[serde(default)]
+    pub back_out_plan: Option<String>,
+    #[serde(default)]
+    pub window: Option<Window>,
+    #[serde(default)]
+    pub implementer: Option<String>,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default)]
+    pub links: Vec<RecordLink>,
+}
+
+/// The post-implementation review (CH-7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub objective_met: bool,
+    pub users_satisfied: bool,
+    pub side_effects: Option<String>,
+    #[serde(default)]
+    pub follow_up_actions: Vec<String>,
+}
+
+// ----------------------------------------------------------------------------------------
+// Events
+// ----------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDrafted {
+    pub change_id: ChangeId,
+    pub change_type: ChangeType,
+    pub template_id: Option<TemplateId>,
+    pub requester: String,
+    pub details: ChangeDetails,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeAmended {
+    pub change_id: ChangeId,
+    pub details: ChangeDetails,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeCommented {
+    pub change_id: ChangeId,
+    pub by: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeLinked {
+    pub change_id: ChangeId,
+    pub by: String,
+    pub link: RecordLink,
+}
+
+/// One principal's decision, with the roles they held when they made it (CH-4: a role revoked
+/// later does not undo it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecorded {
+    pub change_id: ChangeId,
+    pub by: String,
+    pub decision: Decision,
+    /// The role the decision was made with (approver, or emergency-approver).
+    pub authority: Role,
+    pub roles_held: BTreeSet<Role>,
+    pub note: Option<String>,
+    /// Given after the work was done (a retrospective emergency change).
+    pub retrospective: bool,
+}
+
+/// Submission: the number is assigned and the scope frozen (it is what CI edits check).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeSubmitted {
+    pub change_id: ChangeId,
+    pub number: ChangeNumber,
+    pub change_type: ChangeType,
+    pub from: ChangeState,
+    pub to: ChangeState,
+    pub by: String,
+    pub scope: Scope,
+}
+
+/// An emergency change recorded after the work was done (CH-8, path b).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrospectiveRecorded {
+    pub change_id: ChangeId,
+    pub number: ChangeNumber,
+    pub by: String,
+    pub scope: Scope,
+    pub approval_due_at: Timestamp,
+    pub review_due_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeTransitioned {
+    pub change_id: ChangeId,
+    pub action: ChangeAction,
+    pub from: ChangeState,
+    pub to: ChangeState,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
+    /// Set when an emergency change's implementation ends: its review is due by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_due_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberAssigned {
+    pub number: ChangeNumber,
+    pub change_id: ChangeId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateCreated {
+    pub template_id: TemplateId,
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub back_out_plan: String,
+    /// The classes a change from this template may touch.
+    pub allowed_classes: Vec<CiClass>,
+    pub by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRetired {
+    pub template_id: TemplateId,
+    pub by: String,
+    pub reason: Option<String>,
+}
+
+/// Every change-domain event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeEvent {
+    Drafted(ChangeDrafted),
+    Amended(ChangeAmended),
+    Commented(ChangeCommented),
+    Linked(ChangeLinked),
+    ApprovalRecorded(ApprovalRecorded),
+    Submitted(ChangeSubmitted),
+    RetrospectiveRecorded(RetrospectiveRecorded),
+    Transitioned(ChangeTransitioned),
+    NumberAssigned(NumberAssigned),
+    TemplateCreated(TemplateCreated),
+    TemplateRetired(TemplateRetired),
+}
+
+impl ChangeEvent {
+    pub const DRAFTED: &'static str = "change.drafted";
+    pub const AMENDED: &'static str = "change.amended";
+    pub const COMMENTED: &'static str = "change.commented";
+    pub const LINKED: &'static str = "change.linked";
+    pub const APPROVAL_RECORDED: &'static str = "change.approval_recorded";
+    pub const SUBMITTED: &'static str = "change.submitted";
+    pub const RETROSPECTIVE_RECORDED: &'static str = "change.retrospective_recorded";
+    pub const TRANSITIONED: &'static str = "change.transitioned";
+    pub const NUMBER_ASSIGNED: &'static str = "change.number_assigned";
+    pub const TEMPLATE_CREATED: &'static str = "change_template.created";
+    pub const TEMPLATE_RETIRED: &'static str = "change_template.retired";
+
+    pub const TYPES: [&'static str; 11] = [
+        Self::DRAFTED,
+        Self::AMENDED,
+        Self::COMMENTED,
+        Self::LINKED,
+        Self::APPROVAL_RECORDED,
+        Self::SUBMITTED,
+        Self::RETROSPECTIVE_RECORDED,
+        Self::TRANSITIONED,
+        Self::NUMBER_ASSIGNED,
+        Self::TEMPLATE_CREATED,
+        Self::TEMPLATE_RETIRED,
+    ];
+
+    pub fn is_change_event(event_type: &str) -> bool {
+        Self::TYPES.contains(&event_type)
+    }
+
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            ChangeEvent::Drafted(_) => Self::DRAFTED,
+            ChangeEvent::Amended(_) => Self::AMENDED,
+            ChangeEvent::Commented(_) => Self::COMMENTED,
+            ChangeEvent::Linked(_) => Self::LINKED,
+            ChangeEvent::ApprovalRecorded(_) => Self::APPROVAL_RECORDED,
+            ChangeEvent::Submitted(_) => Self::SUBMITTED,
+            ChangeEvent::RetrospectiveRecorded(_) => Self::RETROSPECTIVE_RECORDED,
+            ChangeEvent::Transitioned(_) => Self::TRANSITIONED,
+            ChangeEvent::NumberAssigned(_) => Self::NUMBER_ASSIGNED,
+            ChangeEvent::TemplateCreated(_) => Self::TEMPLATE_CREATED,
+            ChangeEvent::TemplateRetired(_) => Self::TEMPLATE_RETIRED,
+        }
+    }
+
+    /// The change this event belongs to (none for templates).
+    pub fn change_id(&self) -> Option<ChangeId> {
+        match self {
+            ChangeEvent::Drafted(e) => Some(e.change_id),
+            ChangeEvent::Amended(e) => Some(e.change_id),
+            ChangeEvent::Commented(e) => Some(e.change_id),
+            ChangeEvent::Linked(e) => Some(e.change_id),
+            ChangeEvent::ApprovalRecorded(e) => Some(e.change_id),
+            ChangeEvent::Submitted(e) => Some(e.change_id),
+            ChangeEvent::RetrospectiveRecorded(e) => Some(e.change_id),
+            ChangeEvent::Transitioned(e) => Some(e.change_id),
+            ChangeEvent::NumberAssigned(e) => Some(e.change_id),
+            ChangeEvent::TemplateCreated(_) | ChangeEvent::TemplateRetired(_) => None,
+        }
+    }
+
+    pub fn to_new_event(&self, metadata: Metadata) -> NewEvent {
+        let data = match self {
+            ChangeEvent::Drafted(e) => serde_json::to_vec(e),
+            ChangeEvent::Amended(e) => serde_json::to_vec(e),
+            ChangeEvent::Commented(e) => serde_json::to_vec(e),
+            ChangeEvent::Linked(e) => serde_json::to_vec(e),
+            ChangeEvent::ApprovalRecorded(e) => serde_json::to_vec(e),
+            ChangeEvent::Submitted(e) => serde_json::to_vec(e),
+            ChangeEvent::RetrospectiveRecorded(e) => serde_json::to_vec(e),
+            ChangeEvent::Transitioned(e) => serde_json::to_vec(e),
+            ChangeEvent::NumberAssigned(e) => serde_json::to_vec(e),
+            ChangeEvent::TemplateCreated(e) => serde_json::to_vec(e),
+            ChangeEvent::TemplateRetired(e) => serde_json::to_vec(e),
+        };
+        // Serialising these plain structs cannot fail.
+        NewEvent::raw(self.event_type(), data.unwrap_or_default(), metadata)
+    }
+
+    pub fn from_record(record: &EventRecord) -> Result<ChangeEvent, ChangeError> {
+        let bad = |e: serde_json::Error| ChangeError::Undecodable { position: record.position, detail: e.to_string() };
+        Ok(match record.event_type.as_str() {
+            Self::DRAFTED => ChangeEvent::Drafted(record.data_as().map_err(bad)?),
+            Self::AMENDED => ChangeEvent::Amended(record.data_as().map_err(bad)?),
+            Self::COMMENTED => ChangeEvent::Commented(record.data_as().map_err(bad)?),
+            Self::LINKED => ChangeEvent::Linked(record.data_as().map_err(bad)?),
+            Self::APPROVAL_RECORDED => ChangeEvent::ApprovalRecorded(record.data_as().map_err(bad)?),
+            Self::SUBMITTED => ChangeEvent::Submitted(record.data_as().map_err(bad)?),
+            Self::RETROSPECTIVE_RECORDED => ChangeEvent::RetrospectiveRecorded(record.data_as().map_err(bad)?),
+            Self::TRANSITIONED => ChangeEvent::Transitioned(record.data_as().map_err(bad)?),
+            Self::NUMBER_ASSIGNED => ChangeEvent::NumberAssigned(record.data_as().map_err(bad)?),
+            Self::TEMPLATE_CREATED => ChangeEvent::TemplateCreated(record.data_as().map_err(bad)?),
+            Self::TEMPLATE_RETIRED => ChangeEvent::TemplateRetired(record.data_as().map_err(bad)?),
+            other => {
+                return Err(ChangeError::Undecodable {
+                    position: record.position,
+                    detail: format!("{other} is not a change event"),
+                });
+            }
+        })
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Errors
+// ----------------------------------------------------------------------------------------
+
+/// Why a change command was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("{0:?} is not a change number; expected CHG- and digits, as in CHG-000042")]
+    InvalidNumber(String),
+    #[error("unknown {what} {input:?}; expected one of {expected}")]
+    UnknownName { what: &'static str, input: String, expected: String },
+    #[error("no change {0}")]
+    UnknownChange(String),
+    #[error("change {0} already exists")]
+    ChangeExists(ChangeId),
+    #[error(
+        "{change} is {state} ({change_type}); {action} is not allowed from {state}{}",
+        if allowed.is_empty() { String::from("; nothing more can happen to it") } else { format!("; allowed now: {allowed}") }
+    )]
+    TransitionNotAllowed {
+        change: String,
+        action: ChangeAction,
+        state: ChangeState,
+        change_type: ChangeType,
+        allowed: String,
+    },
+    #[error("{principal:?} may not {action} this change: it needs one of the roles {roles}")]
+    NotPermitted { principal: String, action: String, roles: String },
+    #[error("{principal:?} may not {action} {change}: {rule}")]
+    SegregationOfDuties { principal: String, action: ChangeAction, change: String, rule: &'static str },
+    #[error("{principal:?} already gave a decision ({decision}) on {change}; one principal decides at most once")]
+    AlreadyDecided { principal: String, change: String, decision: Decision },
+    #[error("only the implementer {implementer:?} may {action} {change}; {principal:?} is not the implementer")]
+    NotImplementer { principal: String, implementer: String, action: ChangeAction, change: String },
+    #[error("only the requester {requester:?} or a change manager may {action} {change}")]
+    NotRequester { requester: String, action: String, change: String },
+    #[error("{field} is required {why}")]
+    Missing { field: &'static str, why: &'static str },
+    #[error("{field} must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} is {bytes} bytes long; the bound is {bound}")]
+    TooLong { field: &'static str, bytes: usize, bound: usize },
+    #[error("the window ends ({end}) before or when it starts ({start})")]
+    WindowEndsBeforeStart { start: Timestamp, end: Timestamp },
+    #[error("the window is {hours} hours long; the bound is {MAX_WINDOW_HOURS} (max_window_hours)")]
+    WindowTooLong { hours: i64 },
+    #[error("unknown time zone {0:?}; use an IANA name such as Europe/Paris or UTC")]
+    UnknownTimeZone(String),
+    #[error("the scope names CI {0}, which does not exist")]
+    UnknownCi(CiId),
+    #[error("the scope names CI {0}, which is withdrawn")]
+    CiWithdrawn(CiId),
+    #[error("the scope names CI {0} twice")]
+    DuplicateScope(String),
+    #[error("the scope has {count} items; the bound is {MAX_SCOPE_ITEMS} (max_scope_items)")]
+    ScopeTooLarge { count: usize },
+    #[error("a planned CI's class {0:?} is not a known class")]
+    UnknownClass(String),
+    #[error("planned CI name {0:?} is not valid: 1 to 200 bytes, no control characters, no leading or trailing spaces")]
+    InvalidPlannedName(String),
+    #[error("a planned {class} named {name:?} already exists as CI {existing}; put that CI in the scope instead")]
+    PlannedExists { class: CiClass, name: String, existing: CiId },
+    #[error("no principal named {0:?}")]
+    UnknownPrincipal(String),
+    #[error("linked record id {0:?} is not valid: 1 to {MAX_LINK_ID_BYTES} printable characters")]
+    InvalidLink(String),
+    #[error("{change} already links {kind} {id}")]
+    DuplicateLink { change: String, kind: LinkKind, id: String },
+    #[error("{change} already has {count} {what}; the bound is {bound}")]
+    TooMany { change: String, what: &'static str, count: usize, bound: usize },
+    #[error("{change} can only be amended while it is a draft; it is {state}")]
+    NotEditable { change: String, state: ChangeState },
+    #[error("{change} is {state}; {what} is not possible any more")]
+    Finished { change: String, state: ChangeState, what: &'static str },
+    #[error("no change template {0}")]
+    UnknownTemplate(TemplateId),
+    #[error("change template {0} already exists")]
+    TemplateExists(TemplateId),
+    #[error("change template {0} is retired; standard changes can no longer be made from it")]
+    TemplateRetired(TemplateId),
+    #[error("a standard change needs a template; a {0} change must not name one")]
+    TemplateMismatch(ChangeType),
+    #[error("template {template:?} allows changes to {allowed}; the scope names a {class}")]
+    ClassNotInTemplate { template: String, class: CiClass, allowed: String },
+    #[error("{change} is a retrospective emergency change: it needs an emergency approval before its review")]
+    NotYetApproved { change: String },
+    #[error("the amendment changes nothing")]
+    NothingToChange,
+    #[error("{field} may only be given with the {only_with} action")]
+    NotApplicable { field: &'static str, only_with: ChangeAction },
+    #[error("change event at position {position} cannot be read: {detail}")]
+    Undecodable { position: u64, detail: String },
+}
+
+// ----------------------------------------------------------------------------------------
+// The folds
+// ----------------------------------------------------------------------------------------
+
+/// Where an event sits in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct At {
+    pub position: u64,
+    pub recorded_at: Timestamp,
+}
+
+impl At {
+    pub fn of(record: &EventRecord) -> At {
+        At { position: record.position, recorded_at: record.recorded_at }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionEntry {
+    pub action: Option<ChangeAction>,
+    pub from: Option<ChangeState>,
+    pub to: ChangeState,
+    pub by: String,
+    pub note: Option<String>,
+    pub at: At,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalEntry {
+    pub by: String,
+    pub decision: Decision,
+    pub authority: Role,
+    pub roles_held: BTreeSet<Role>,
+    pub note: Option<String>,
+    pub retrospective: bool,
+    pub at: At,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommentEntry {
+    pub by: String,
+    pub text: String,
+    pub at: At,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewEntry {
+    pub review: Review,
+    pub by: String,
+    pub note: Option<String>,
+    pub at: At,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignOff {
+    pub by: String,
+    pub note: String,
+    pub at: At,
+}
+
+/// What is overdue on an emergency change (CH-8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overdue {
+    Approval,
+    Review,
+}
+
+/// A change as its two streams tell it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub change_id: ChangeId,
+    pub number: Option<ChangeNumber>,
+    pub change_type: ChangeType,
+    pub template_id: Option<TemplateId>,
+    pub requester: String,
+    pub details: ChangeDetails,
+    pub state: ChangeState,
+    pub retrospective: bool,
+    pub created: At,
+    pub updated: At,
+    pub transitions: Vec<TransitionEntry>,
+    pub approvals: Vec<ApprovalEntry>,
+    pub comments: Vec<CommentEntry>,
+    pub review: Option<ReviewEntry>,
+    pub sign_off: Option<SignOff>,
+    pub approval_due_at: Option<Timestamp>,
+    pub review_due_at: Option<Timestamp>,
+    /// Versions of `change-<id>` and `change-<id>-state` this record reflects.
+    pub details_version: Option<u64>,
+    pub state_version: Option<u64>,
+}
+
+impl ChangeRecord {
+    /// The record a draft starts.
+    pub fn drafted(event: &ChangeDrafted, at: At) -> ChangeRecord {
+        ChangeRecord {
+            change_id: event.change_id,
+            number: None,
+            change_type: event.change_type,
+            template_id: event.template_id,
+            requester: event.requester.clone(),
+            details: event.details.clone(),
+            state: ChangeState::Draft,
+            retrospective: false,
+            created: at,
+            updated: at,
+            transitions: vec![TransitionEntry {
+                action: None,
+                from: None,
+                to: ChangeState::Draft,
+                by: event.requester.clone(),
+                note: None,
+                at,
+            }],
+            approvals: Vec::new(),
+            comments: Vec::new(),
+            review: None,
+            sign_off: None,
+            approval_due_at: None,
+            review_due_at: None,
+            details_version: None,
+            state_version: None,
+        }
+    }
+
+    /// How people refer to it: its number once it has one, else its id.
+    pub fn label(&self) -> String {
+        match self.number {
+            Some(number) => number.to_string(),
+            None => format!("draft change {}", self.change_id),
+        }
+    }
+
+    /// Folds one event of this change in (either stream). `Drafted` starts the record; use
+    /// [`ChangeRecord::drafted`] for it.
+    pub fn apply(&mut self, event: &ChangeEvent, at: At) {
+        self.updated = at;
+        match event {
+            ChangeEvent::Drafted(_) => {}
+            ChangeEvent::Amended(e) => self.details = e.details.clone(),
+            ChangeEvent::Commented(e) => {
+                self.comments.push(CommentEntry { by: e.by.clone(), text: e.text.clone(), at });
+            }
+            ChangeEvent::Linked(e) => self.details.links.push(e.link.clone()),
+            ChangeEvent::ApprovalRecorded(e) => self.approvals.push(ApprovalEntry {
+                by: e.by.clone(),
+                decision: e.decision,
+                authority: e.authority,
+                roles_held: e.roles_held.clone(),
+                note: e.note.clone(),
+                retrospective: e.retrospective,
+                at,
+            }),
+            ChangeEvent::Submitted(e) => {
+                self.number = Some(e.number);
+                self.details.scope = e.scope.clone();
+                self.state = e.to;
+                self.transitions.push(TransitionEntry {
+                    action: Some(ChangeAction::Submit),
+                    from: Some(e.from),
+                    to: e.to,
+                    by: e.by.clone(),
+                    note: None,
+                    at,
+                });
+            }
+            ChangeEvent::RetrospectiveRecorded(e) => {
+                self.number = Some(e.number);
+                self.details.scope = e.scope.clone();
+                self.retrospective = true;
+                self.state = ChangeState::Implemented;
+                self.approval_due_at = Some(e.approval_due_at);
+                self.review_due_at = Some(e.review_due_at);
+                self.transitions.push(TransitionEntry {
+                    action: None,
+                    from: Some(ChangeState::Draft),
+                    to: ChangeState::Implemented,
+                    by: e.by.clone(),
+                    note: Some("recorded retrospectively: the work was already done".into()),
+                    at,
+                });
+            }
+            ChangeEvent::Transitioned(e) => {
+                self.state = e.to;
+                if let Some(review) = &e.review {
+                    self.review =
+                        Some(ReviewEntry { review: review.clone(), by: e.by.clone(), note: e.note.clone(), at });
+                }
+                if e.action == ChangeAction::Verify {
+                    self.sign_off =
+                        Some(SignOff { by: e.by.clone(), note: e.note.clone().unwrap_or_default(), at });
+                }
+                if let Some(due) = e.review_due_at {
+                    self.review_due_at = Some(due);
+                }
+                self.transitions.push(TransitionEntry {
+                    action: Some(e.action),
+                    from: Some(e.from),
+                    to: e.to,
+                    by: e.by.clone(),
+                    note: e.note.clone(),
+                    at,
+                });
+            }
+            ChangeEvent::NumberAssigned(_) | ChangeEvent::TemplateCreated(_) | ChangeEvent::TemplateRetired(_) => {}
+        }
+    }
+
+    /// Whether an approving decision is on record.
+    pub fn approved(&self) -> bool {
+        self.approvals.iter().any(|a| a.decision == Decision::Approve)
+    }
+
+    /// What is overdue at `now`: a retrospective change's approval, an emergency change's review.
+    pub fn overdue(&self, now: Timestamp) -> Vec<Overdue> {
+        let mut overdue = Vec::new();
+        if self.change_type != ChangeType::Emergency || matches!(self.state, ChangeState::Cancelled) {
+            return overdue;
+        }
+        if self.approval_due_at.is_some_and(|due| due < now) && !self.approved() {
+            overdue.push(Overdue::Approval);
+        }
+        if self.review_due_at.is_some_and(|due| due < now) && self.review.is_none() {
+            overdue.push(Overdue::Review);
+        }
+        overdue
+    }
+}
+
+/// What a CI edit checks about the change it names: the fold of `change-<id>-state` only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeControl {
+    pub version: Option<u64>,
+    pub number: Option<ChangeNumber>,
+    pub state: Option<ChangeState>,
+    pub scope: Scope,
+}
+
+impl ChangeControl {
+    pub fn apply(&mut self, event: &ChangeEvent, stream_version: u64) {
+        match event {
+            ChangeEvent::Submitted(e) => {
+                self.number = Some(e.number);
+                self.scope = e.scope.clone();
+                self.state = Some(e.to);
+            }
+            ChangeEvent::RetrospectiveRecorded(e) => {
+                self.number = Some(e.number);
+                self.scope = e.scope.clone();
+                self.state = Some(ChangeState::Implemented);
+            }
+            ChangeEvent::Transitioned(e) => self.state = Some(e.to),
+            _ => {}
+        }
+        self.version = Some(stream_version);
+    }
+}
+
+/// A standard change's pre-approved template: the fold of `change-template-<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    pub template: TemplateCreated,
+    pub created: At,
+    pub retired: Option<(At, TemplateRetired)>,
+    pub version: u64,
+}
+
+impl TemplateRecord {
+    pub fn apply(record: &mut Option<TemplateRecord>, event: &ChangeEvent, at: At, stream_version: u64) {
+        match (record.as_mut(), event) {
+            (None, ChangeEvent::TemplateCreated(created)) => {
+                *record =
+                    Some(TemplateRecord { template: created.clone(), created: at, retired: None, version: stream_version });
+            }
+            (Some(existing), ChangeEvent::TemplateRetired(retired)) => {
+                existing.retired = Some((at, retired.clone()));
+                existing.version = stream_version;
+            }
+            (Some(existing), _) => existing.version = stream_version,
+            (None, _) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,888 @@
+//! Given/when/then tests of the change decider: the transition table walked row by row, every
+//! segregation-of-duties rule, both emergency paths and the overdue report, and bad input.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::decide::{ChangeDecision, ChangeSettings};
+use super::table::{self, Requirement, Target};
+use super::*;
+use crate::access::{AccessCommand, AccessState, PrincipalKind, Role, access_stream};
+use crate::chain::Hash;
+use crate::ci::registry::SchemaRegistry;
+use crate::ci::{CiSnapshot, Environment, Status};
+use crate::event::{Actor, Source};
+
+const NOW: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
+const HOUR_MICROS: i64 = 3_600_000_000;
+
+fn ci(n: u128) -> CiId {
+    CiId(Uuid::from_u128(n))
+}
+
+fn change(n: u128) -> ChangeId {
+    ChangeId(Uuid::from_u128(0xC0_0000 + n))
+}
+
+fn template(n: u128) -> TemplateId {
+    TemplateId(Uuid::from_u128(0x7E_0000 + n))
+}
+
+/// The test world: principals, CIs, changes, templates and the clock.
+struct World {
+    access: AccessState,
+    schema: SchemaRegistry,
+    cis: BTreeMap<CiId, Option<CiSnapshot>>,
+    names: BTreeMap<NameKey, Option<CiId>>,
+    changes: BTreeMap<ChangeId, ChangeRecord>,
+    templates: BTreeMap<TemplateId, TemplateRecord>,
+    numbers: u64,
+    position: u64,
+    now: Timestamp,
+}
+
+fn stored(stream: StreamId, version: u64, position: u64, event_type: &str, data: Vec<u8>) -> EventRecord {
+    EventRecord {
+        position,
+        stream_id: stream,
+        stream_version: version,
+        event_id: Uuid::from_u128(position as u128),
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        data,
+        metadata: Metadata::new(Actor::system(), Source::System),
+        recorded_at: NOW,
+        prev_hash: Hash::GENESIS,
+        hash: Hash::GENESIS,
+    }
+}
+
+impl World {
+    fn new() -> World {
+        let mut world = World {
+            access: AccessState::default(),
+            schema: SchemaRegistry::default(),
+            cis: BTreeMap::new(),
+            names: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            numbers: 0,
+            position: 0,
+            now: NOW,
+        };
+        for (name, roles) in [
+            ("alice", &[Role::Editor][..]),
+            ("ivan", &[Role::Editor, Role::Deployer][..]),
+            ("amy", &[Role::Approver][..]),
+            ("abe", &[Role::Approver][..]),
+            ("eve", &[Role::EmergencyApprover][..]),
+            ("emma", &[Role::EmergencyApprover][..]),
+            ("mark", &[Role::ChangeManager][..]),
+            ("vera", &[Role::Editor][..]),
+            ("olga", &[Role::Viewer][..]),
+        ] {
+            world.access_command(AccessCommand::CreatePrincipal {
+                name: name.into(),
+                kind: PrincipalKind::Person,
+                display_name: None,
+                roles: roles.iter().copied().collect(),
+            });
+        }
+        for n in 1..=3 {
+            world.cis.insert(ci(n), Some(host(n, Status::Live)));
+        }
+        world.cis.insert(ci(9), Some(host(9, Status::Withdrawn)));
+        world
+    }
+
+    fn access_command(&mut self, command: AccessCommand) {
+        for event in crate::access::decide(&self.access, &command, self.now).expect("access command") {
+            let new = event.to_new_event(Metadata::new(Actor::system(), Source::System));
+            self.position += 1;
+            let version = self.access.version.map_or(0, |v| v + 1);
+            let record = stored(access_stream(), version, self.position, &new.event_type, new.data);
+            self.access.apply(&record).expect("apply access");
+        }
+    }
+
+    fn when(&self, actor: &str, command: &ChangeCommand) -> Result<ChangeDecision, ChangeError> {
+        let change = command.change_id().and_then(|id| self.changes.get(&id));
+        let template_id = match command {
+            ChangeCommand::Draft { template_id, .. } => *template_id,
+            ChangeCommand::CreateTemplate { template_id, .. } | ChangeCommand::RetireTemplate { template_id, .. } => {
+                Some(*template_id)
+            }
+            _ => change.and_then(|c| c.template_id),
+        };
+        let input = ChangeInput {
+            actor,
+            access: &self.access,
+            change,
+            template: template_id.and_then(|id| self.templates.get(&id)),
+            schema: &self.schema,
+            cis: &self.cis,
+            names: &self.names,
+            next_number: ChangeNumber(self.numbers + 1),
+            now: self.now,
+            settings: ChangeSettings::default(),
+        };
+        decide(command, &input)
+    }
+
+    /// Decides and applies, as the service appends and the projection folds.
+    fn given(&mut self, actor: &str, command: ChangeCommand) -> &mut World {
+        let decision = self.when(actor, &command).unwrap_or_else(|e| panic!("given {command:?} by {actor}: {e}"));
+        self.apply(&decision);
+        self
+    }
+
+    fn apply(&mut self, decision: &ChangeDecision) {
+        for (_, events) in &decision.writes {
+            for event in events {
+                self.position += 1;
+                let at = At { position: self.position, recorded_at: self.now };
+                match event {
+                    ChangeEvent::Drafted(drafted) => {
+                        self.changes.insert(drafted.change_id, ChangeRecord::drafted(drafted, at));
+                    }
+                    ChangeEvent::NumberAssigned(_) => self.numbers += 1,
+                    ChangeEvent::TemplateCreated(created) => {
+                        let mut record = None;
+                        TemplateRecord::apply(&mut record, event, at, 0);
+                        self.templates.insert(created.template_id, record.expect("created"));
+                    }
+                    ChangeEvent::TemplateRetired(retired) => {
+                        let mut record = self.templates.remove(&retired.template_id);
+                        TemplateRecord::apply(&mut record, event, at, 1);
+                        self.templates.insert(retired.template_id, record.expect("exists"));
+                    }
+                    other => {
+                        let id = other.change_id().expect("a change event");
+                        self.changes.get_mut(&id).expect("drafted first").apply(other, at);
+                    }
+                }
+            }
+        }
+    }
+
+    fn change(&self, id: ChangeId) -> &ChangeRecord {
+        &self.changes[&id]
+    }
+}
+
+fn host(n: u128, status: Status) -> CiSnapshot {
+    CiSnapshot {
+        id: ci(n),
+        class: CiClass::Host,
+        name: format!("web-{n:02}"),
+        status,
+        environment: Some(Environment::Production),
+        owner: None,
+        location: None,
+        version: None,
+        attributes: Default::default(),
+    }
+}
+
+fn window() -> Window {
+    Window {
+        start: NOW.saturating_add_micros(24 * HOUR_MICROS),
+        end: NOW.saturating_add_micros(26 * HOUR_MICROS),
+        time_zone: "Europe/Paris".into(),
+    }
+}
+
+fn complete_details() -> ChangeDetails {
+    ChangeDetails {
+        title: "Patch web hosts".into(),
+        description: Some("Apply the kernel patch to web-01".into()),
+        justification: Some("CVE fix".into()),
+        back_out_plan: Some("Boot the previous kernel".into()),
+        window: Some(window()),
+        implementer: Some("ivan".into()),
+        scope: Scope {
+            cis: vec![ci(1)],
+            planned: vec![PlannedCi { class: CiClass::Host, name: "web-10".into() }],
+        },
+        links: vec![RecordLink { kind: LinkKind::Incident, id: "INC-1234".into() }],
+    }
+}
+
+fn draft(id: ChangeId, change_type: ChangeType) -> ChangeCommand {
+    ChangeCommand::Draft { change_id: id, change_type, template_id: None, details: complete_details() }
+}
+
+fn act(id: ChangeId, action: ChangeAction) -> ChangeCommand {
+    let review = (action == ChangeAction::Review).then(|| Review {
+        objective_met: true,
+        users_satisfied: true,
+        side_effects: None,
+        follow_up_actions: vec!["automate the patch".into()],
+    });
+    ChangeCommand::Act { change_id: id, action, note: Some(format!("{action} note")), review }
+}
+
+fn bare(id: ChangeId, action: ChangeAction) -> ChangeCommand {
+    ChangeCommand::Act { change_id: id, action, note: None, review: None }
+}
+
+fn standard_template(world: &mut World) {
+    world.given(
+        "mark",
+        ChangeCommand::CreateTemplate {
+            template_id: template(1),
+            name: "restart-web".into(),
+            title: "Restart a web host".into(),
+            description: "Rolling restart of one web host".into(),
+            back_out_plan: "Start it again".into(),
+            allowed_classes: vec![CiClass::Host],
+        },
+    );
+}
+
+/// A world with change 1 of `change_type` taken through `path` by the usual actors.
+fn through(change_type: ChangeType, path: &[ChangeAction]) -> World {
+    let mut world = World::new();
+    standard_template(&mut world);
+    let command = match change_type {
+        ChangeType::Standard => ChangeCommand::Draft {
+            change_id: change(1),
+            change_type,
+            template_id: Some(template(1)),
+            details: ChangeDetails { back_out_plan: None, justification: None, ..complete_details() },
+        },
+        _ => draft(change(1), change_type),
+    };
+    world.given("alice", command);
+    for action in path {
+        let actor = actor_for(change_type, *action);
+        world.given(actor, act(change(1), *action));
+    }
+    world
+}
+
+fn actor_for(change_type: ChangeType, action: ChangeAction) -> &'static str {
+    use ChangeAction::*;
+    match action {
+        Submit | Cancel => "alice",
+        Approve | Reject if change_type == ChangeType::Emergency => "eve",
+        Approve | Reject => "amy",
+        Start | Complete | Fail | BackOut => "ivan",
+        Verify => "vera",
+        _ => "mark",
+    }
+}
+
+fn state_written(decision: &ChangeDecision, id: ChangeId) -> Option<ChangeState> {
+    decision.writes.iter().filter(|(s, _)| *s == state_stream(id)).flat_map(|(_, events)| events).find_map(|e| {
+        match e {
+            ChangeEvent::Submitted(s) => Some(s.to),
+            ChangeEvent::Transitioned(t) => Some(t.to),
+            _ => None,
+        }
+    })
+}
+
+// ----------------------------------------------------------------------------------------
+// The table, row by row
+// ----------------------------------------------------------------------------------------
+
+/// A change of `change_type` put straight into `state`, complete.
+fn world_in(state: ChangeState, change_type: ChangeType, retrospective: bool) -> World {
+    let mut world = World::new();
+    standard_template(&mut world);
+    let drafted = ChangeDrafted {
+        change_id: change(1),
+        change_type,
+        template_id: (change_type == ChangeType::Standard).then(|| template(1)),
+        requester: "alice".into(),
+        details: complete_details(),
+    };
+    let at = At { position: 100, recorded_at: NOW };
+    let mut record = ChangeRecord::drafted(&drafted, at);
+    record.state = state;
+    record.retrospective = retrospective;
+    if state != ChangeState::Draft {
+        record.number = Some(ChangeNumber(1));
+    }
+    world.changes.insert(change(1), record);
+    world
+}
+
+fn actor_for_row(row: &table::Transition) -> &'static str {
+    if row.requires.contains(&Requirement::SegregatedApprover) {
+        return if row.operation == crate::access::Operation::ApproveEmergencyChange { "eve" } else { "amy" };
+    }
+    if row.requires.contains(&Requirement::ActorIsImplementer) {
+        return "ivan";
+    }
+    if row.requires.contains(&Requirement::RequesterOrManager) {
+        return "alice";
+    }
+    "mark"
+}
+
+#[test]
+fn every_transition_in_the_table_is_allowed_and_every_other_is_refused() {
+    let mut allowed = 0;
+    let mut refused = 0;
+    for &change_type in ChangeType::ALL {
+        for &state in ChangeState::ALL {
+            for &action in ChangeAction::ALL {
+                let row = table::find(action, state, change_type);
+                let retrospective = row.is_some_and(|r| r.requires.contains(&Requirement::Retrospective));
+                let world = world_in(state, change_type, retrospective);
+                let actor = row.map_or("mark", actor_for_row);
+                let result = world.when(actor, &act(change(1), action));
+                match row {
+                    Some(row) => {
+                        let decision = result.unwrap_or_else(|e| {
+                            panic!("{action} of a {change_type} change in {state} by {actor}: {e}")
+                        });
+                        let expected = match row.to {
+                            Target::To(to) => Some(to),
+                            Target::Same => None,
+                        };
+                        assert_eq!(state_written(&decision, change(1)), expected, "{action} {change_type} {state}");
+                        allowed += 1;
+                    }
+                    None => {
+                        match result {
+                            Err(ChangeError::TransitionNotAllowed { action: a, state: s, .. }) => {
+                                assert_eq!((a, s), (action, state));
+                            }
+                            other => panic!("{action} of a {change_type} change in {state}: {other:?}"),
+                        }
+                        refused += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(allowed + refused, ChangeType::ALL.len() * ChangeState::ALL.len() * ChangeAction::ALL.len());
+    assert!(allowed >= 40, "{allowed} allowed cells");
+}
+
+#[test]
+fn every_row_refuses_an_actor_without_its_role() {
+    for row in table::TRANSITIONS {
+        let state = row.from[0];
+        let change_type = row.types[0];
+        let retrospective = row.requires.contains(&Requirement::Retrospective);
+        let world = world_in(state, change_type, retrospective);
+        // olga is a viewer: no change operation is hers.
+        match world.when("olga", &act(change(1), row.action)) {
+            Err(ChangeError::NotPermitted { principal, .. }) => assert_eq!(principal, "olga"),
+            other => panic!("{:?} by a viewer: {other:?}", row.action),
+        }
+    }
+}
+
+#[test]
+fn rows_that_need_a_note_refuse_without_one() {
+    for row in table::TRANSITIONS {
+        if !row.requires.iter().any(|r| matches!(r, Requirement::Note | Requirement::SignOffNote)) {
+            continue;
+        }
+        let retrospective = row.requires.contains(&Requirement::Retrospective);
+        let world = world_in(row.from[0], row.types[0], retrospective);
+        match world.when(actor_for_row(row), &bare(change(1), row.action)) {
+            Err(ChangeError::Missing { field: "note", .. }) => {}
+            other => panic!("{:?} without a note: {other:?}", row.action),
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Life cycles
+// ----------------------------------------------------------------------------------------
+
+#[test]
+fn a_normal_change_goes_from_draft_to_closed_and_gets_the_first_number() {
+    use ChangeAction::*;
+    let world = through(ChangeType::Normal, &[Submit, Assess, Approve, Schedule, Start, Complete, Verify, Review, Close]);
+    let record = world.change(change(1));
+    assert_eq!(record.state, ChangeState::Closed);
+    assert_eq!(record.number, Some(ChangeNumber(1)));
+    assert_eq!(record.number.map(|n| n.to_string()).as_deref(), Some("CHG-000001"));
+    let path: Vec<ChangeState> = record.transitions.iter().map(|t| t.to).collect();
+    assert_eq!(
+        path,
+        [
+            ChangeState::Draft,
+            ChangeState::Submitted,
+            ChangeState::Assessed,
+            ChangeState::Approved,
+            ChangeState::Scheduled,
+            ChangeState::Implementing,
+            ChangeState::Implemented,
+            ChangeState::Verified,
+            ChangeState::Reviewed,
+            ChangeState::Closed
+        ]
+    );
+    let who: Vec<&str> = record.transitions.iter().map(|t| t.by.as_str()).collect();
+    assert_eq!(who, ["alice", "alice", "mark", "amy", "mark", "ivan", "ivan", "vera", "mark", "mark"]);
+    assert_eq!(record.approvals.len(), 1);
+    assert_eq!(record.approvals[0].roles_held, [Role::Approver].into());
+    assert_eq!(record.sign_off.as_ref().map(|s| s.by.as_str()), Some("vera"));
+    assert!(record.review.as_ref().is_some_and(|r| r.review.objective_met));
+}
+
+#[test]
+fn a_failed_change_is_backed_out_reviewed_and_closed() {
+    use ChangeAction::*;
+    let world = through(ChangeType::Normal, &[Submit, Assess, Approve, Schedule, Start, Fail, BackOut, Review, Close]);
+    assert_eq!(world.change(change(1)).state, ChangeState::Closed);
+}
+
+#[test]
+fn a_normal_change_cannot_close_without_its_review() {
+    use ChangeAction::*;
+    let world = through(ChangeType::Normal, &[Submit, Assess, Approve, Schedule, Start, Complete, Verify]);
+    match world.when("mark", &act(change(1), Close)) {
+        Err(ChangeError::TransitionNotAllowed { state: ChangeState::Verified, allowed, .. }) => {
+            assert_eq!(allowed, "review");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_standard_change_is_pre_approved_at_submission_and_may_close_without_review() {
+    use ChangeAction::*;
+    let world = through(ChangeType::Standard, &[Submit]);
+    let record = world.change(change(1));
+    assert_eq!(record.state, ChangeState::Approved);
+    assert_eq!(record.details.back_out_plan.as_deref(), Some("Start it again"), "from the template");
+    let world = through(ChangeType::Standard, &[Submit, Schedule, Start, Complete, Verify, Close]);
+    assert_eq!(world.change(change(1)).state, ChangeState::Closed);
+}
+
+#[test]
+fn a_standard_change_must_come_from_an_active_template_and_stay_within_its_classes() {
+    let mut world = World::new();
+    standard_template(&mut world);
+    let command = |details: ChangeDetails, template_id| ChangeCommand::Draft {
+        change_id: change(1),
+        change_type: ChangeType::Standard,
+        template_id,
+        details,
+    };
+    assert_eq!(
+        world.when("alice", &command(complete_details(), None)),
+        Err(ChangeError::TemplateMismatch(ChangeType::Standard))
+    );
+    assert_eq!(
+        world.when("alice", &command(complete_details(), Some(template(2)))),
+        Err(ChangeError::UnknownTemplate(template(2)))
+    );
+    let database = ChangeDetails {
+        scope: Scope { cis: vec![], planned: vec![PlannedCi { class: CiClass::Database, name: "db".into() }] },
+        ..complete_details()
+    };
+    assert!(matches!(
+        world.when("alice", &command(database, Some(template(1)))),
+        Err(ChangeError::ClassNotInTemplate { class: CiClass::Database, .. })
+    ));
+    assert_eq!(
+        world.when(
+            "alice",
+            &ChangeCommand::Draft {
+                change_id: change(1),
+                change_type: ChangeType::Normal,
+                template_id: Some(template(1)),
+                details: complete_details()
+            }
+        ),
+        Err(ChangeError::TemplateMismatch(ChangeType::Normal))
+    );
+    world.given("alice", command(complete_details(), Some(template(1))));
+    world.given("mark", ChangeCommand::RetireTemplate { template_id: template(1), reason: Some("replaced".into()) });
+    assert_eq!(
+        world.when("alice", &act(change(1), ChangeAction::Submit)),
+        Err(ChangeError::TemplateRetired(template(1))),
+        "a retired template's drafts cannot be submitted"
+    );
+}
+
+#[test]
+fn numbers_are_assigned_at_submission_in_order_without_gaps() {
+    let mut world = World::new();
+    for n in 1..=3 {
+        world.given("alice", draft(change(n), ChangeType::Normal));
+    }
+    assert!(world.changes.values().all(|c| c.number.is_none()), "drafts have no number");
+    for n in [2, 3, 1] {
+        world.given("alice", act(change(n), ChangeAction::Submit));
+    }
+    assert_eq!(world.change(change(2)).number, Some(ChangeNumber(1)));
+    assert_eq!(world.change(change(3)).number, Some(ChangeNumber(2)));
+    assert_eq!(world.change(change(1)).number, Some(ChangeNumber(3)));
+}
+
+#[test]
+fn change_numbers_parse_and_print() {
+    assert_eq!("CHG-000042".parse::<ChangeNumber>(), Ok(ChangeNumber(42)));
+    assert_eq!("chg-7".parse::<ChangeNumber>(), Ok(ChangeNumber(7)));
+    assert_eq!(ChangeNumber(1_234_567).to_string(), "CHG-1234567");
+    for bad in ["CHG-", "CHG-0", "CHG-12a", "42", "INC-000001", "CHG--1", ""] {
+        assert!(matches!(bad.parse::<ChangeNumber>(), Err(ChangeError::InvalidNumber(_))), "{bad:?}");
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Segregation of duties (CH-4)
+// ----------------------------------------------------------------------------------------
+
+#[test]
+fn the_requester_cannot_approve_even_holding_the_approver_role() {
+    use ChangeAction::*;
+    let mut world = through(ChangeType::Normal, &[Submit, Assess]);
+    world.access_command(AccessCommand::GrantRole { name: "alice".into(), role: Role::Approver });
+    match world.when("alice", &act(change(1), Approve)) {
+        Err(ChangeError::SegregationOfDuties { principal, rule, .. }) => {
+            assert_eq!(principal, "alice");
+            assert!(rule.contains("requester"), "{rule}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match world.when("alice", &act(change(1), Reject)) {
+        Err(ChangeError::SegregationOfDuties { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_implementer_cannot_approve() {
+    use ChangeAction::*;
+    let mut world = through(ChangeType::Normal, &[Submit, Assess]);
+    world.access_command(AccessCommand::GrantRole { name: "ivan".into(), role: Role::Approver });
+    match world.when("ivan", &act(change(1), Approve)) {
+        Err(ChangeError::SegregationOfDuties { rule, .. }) => assert!(rule.contains("implementer"), "{rule}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn one_principal_decides_at_most_once() {
+    use ChangeAction::*;
+    let mut world = World::new();
+    world.given("ivan", ChangeCommand::RecordRetrospective { change_id: change(1), details: complete_details() });
+    world.given("eve", act(change(1), Approve));
+    world.given("vera", act(change(1), Verify));
+    match world.when("eve", &act(change(1), Approve)) {
+        Err(ChangeError::AlreadyDecided { principal, decision, .. }) => {
+            assert_eq!((principal.as_str(), decision), ("eve", Decision::Approve));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another emergency approver still may.
+    assert!(world.when("emma", &act(change(1), Approve)).is_ok());
+}
+
+#[test]
+fn an_approval_counts_only_with_the_role_held_at_that_moment_and_survives_a_later_revocation() {
+    use ChangeAction::*;
+    let mut world = through(ChangeType::Normal, &[Submit, Assess]);
+    // vera is an editor, not an approver.
+    assert!(matches!(world.when("vera", &act(change(1), Approve)), Err(ChangeError::NotPermitted { .. })));
+    // A normal approver is not the emergency authority, and the reverse.
+    assert!(matches!(world.when("eve", &act(change(1), Approve)), Err(ChangeError::NotPermitted { .. })));
+    world.given("amy", act(change(1), Approve));
+    world.access_command(AccessCommand::RevokeRole { name: "amy".into(), role: Role::Approver });
+    let record = world.change(change(1));
+    assert_eq!(record.state, ChangeState::Approved, "a later revocation does not undo the approval");
+    assert_eq!(record.approvals[0].roles_held, [Role::Approver].into(), "the record shows the role then");
+    assert!(!world.access.principals["amy"].roles.contains(&Role::Approver), "and the access state shows it now");
+    world.given("mark", act(change(1), Schedule));
+}
+
+#[test]
+fn the_implementer_cannot_verify_and_only_the_implementer_implements() {
+    use ChangeAction::*;
+    let mut world = through(ChangeType::Normal, &[Submit, Assess, Approve, Schedule]);
+    match world.when("vera", &act(change(1), Start)) {
+        Err(ChangeError::NotImplementer { implementer, .. }) => assert_eq!(implementer, "ivan"),
+        other => panic!("{other:?}"),
+    }
+    world.given("ivan", act(change(1), Start)).given("ivan", act(change(1), Complete));
+    match world.when("ivan", &act(change(1), Verify)) {
+        Err(ChangeError::SegregationOfDuties { rule, .. }) => assert!(rule.contains("sign off"), "{rule}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(world.when("vera", &bare(change(1), Verify)), Err(ChangeError::Missing { field: "note", .. })));
+}
+
+#[test]
+fn only_the_requester_or_a_change_manager_submits_amends_or_cancels() {
+    let world = {
+        let mut w = World::new();
+        w.given("alice", draft(change(1), ChangeType::Normal));
+        w
+    };
+    for command in [
+        act(change(1), ChangeAction::Submit),
+        act(change(1), ChangeAction::Cancel),
+        ChangeCommand::Amend {
+            change_id: change(1),
+            patch: DetailsPatch { title: Some("Other".into()), ..DetailsPatch::default() },
+        },
+    ] {
+        assert!(matches!(world.when("vera", &command), Err(ChangeError::NotRequester { .. })), "{command:?}");
+        assert!(world.when("mark", &command).is_ok(), "{command:?}");
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Emergency changes (CH-8)
+// ----------------------------------------------------------------------------------------
+
+#[test]
+fn emergency_path_a_approved_by_the_emergency_authority_then_implemented_at_once() {
+    use ChangeAction::*;
+    let mut world = through(ChangeType::Emergency, &[Submit, Approve, Start, Complete]);
+    let record = world.change(change(1));
+    assert_eq!(record.state, ChangeState::Implemented);
+    assert_eq!(record.approvals[0].authority, Role::EmergencyApprover);
+    let due = NOW.saturating_add_micros(72 * HOUR_MICROS);
+    assert_eq!(record.review_due_at, Some(due));
+    assert!(record.overdue(due).is_empty(), "due, not yet overdue");
+    assert_eq!(record.overdue(due.saturating_add_micros(1)), vec![Overdue::Review]);
+    world.given("vera", act(change(1), Verify)).given("mark", act(change(1), Review));
+    assert!(world.change(change(1)).overdue(due.saturating_add_micros(1)).is_empty());
+    world.given("mark", act(change(1), Close));
+}
+
+#[test]
+fn emergency_path_b_recorded_retrospectively_must_be_approved_and_reviewed_in_time() {
+    use ChangeAction::*;
+    let mut world = World::new();
+    world.given("ivan", ChangeCommand::RecordRetrospective { change_id: change(1), details: complete_details() });
+    let record = world.change(change(1));
+    assert_eq!(record.state, ChangeState::Implemented);
+    assert_eq!(record.change_type, ChangeType::Emergency);
+    assert_eq!(record.number, Some(ChangeNumber(1)));
+    assert!(record.retrospective);
+    let due = NOW.saturating_add_micros(72 * HOUR_MICROS);
+    assert_eq!((record.approval_due_at, record.review_due_at), (Some(due), Some(due)));
+    let late = due.saturating_add_micros(HOUR_MICROS);
+    assert_eq!(record.overdue(late), vec![Overdue::Approval, Overdue::Review]);
+    // Reviewing first is refused: it must be brought back into compliance.
+    world.given("vera", act(change(1), Verify));
+    assert_eq!(
+        world.when("mark", &act(change(1), Review)),
+        Err(ChangeError::NotYetApproved { change: "CHG-000001".into() })
+    );
+    // A normal approver is not the emergency authority.
+    assert!(matches!(world.when("amy", &act(change(1), Approve)), Err(ChangeError::NotPermitted { .. })));
+    world.given("eve", act(change(1), Approve));
+    assert_eq!(world.change(change(1)).state, ChangeState::Verified, "a retrospective approval keeps the state");
+    assert_eq!(world.change(change(1)).overdue(late), vec![Overdue::Review]);
+    world.given("mark", act(change(1), Review)).given("mark", act(change(1), Close));
+    assert!(world.change(change(1)).overdue(late).is_empty());
+}
+
+#[test]
+fn a_retrospective_change_needs_justification_and_back_out_plan() {
+    let world = World::new();
+    let details = ChangeDetails { justification: None, ..complete_details() };
+    assert_eq!(
+        world.when("ivan", &ChangeCommand::RecordRetrospective { change_id: change(1), details }),
+        Err(ChangeError::Missing {
+            field: "justification",
+            why: "for normal and emergency changes (why the change is worth making)"
+        })
+    );
+}
+
+// ----------------------------------------------------------------------------------------
+// Bad input: a clear error and nothing to append
+// ----------------------------------------------------------------------------------------
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error() {
+    let mut world = World::new();
+    let with = |f: &dyn Fn(&mut ChangeDetails)| {
+        let mut details = complete_details();
+        f(&mut details);
+        ChangeCommand::Draft { change_id: change(5), change_type: ChangeType::Normal, template_id: None, details }
+    };
+    let cases: Vec<(ChangeCommand, ChangeError)> = vec![
+        (act(change(77), ChangeAction::Submit), ChangeError::UnknownChange(change(77).to_string())),
+        (with(&|d| d.scope.cis.push(ci(42))), ChangeError::UnknownCi(ci(42))),
+        (with(&|d| d.scope.cis.push(ci(9))), ChangeError::CiWithdrawn(ci(9))),
+        (with(&|d| d.scope.cis.push(ci(1))), ChangeError::DuplicateScope(ci(1).to_string())),
+        (
+            with(&|d| {
+                d.window = Some(Window { start: NOW, end: NOW.saturating_add_micros(-1), time_zone: "UTC".into() })
+            }),
+            ChangeError::WindowEndsBeforeStart { start: NOW, end: NOW.saturating_add_micros(-1) },
+        ),
+        (
+            with(&|d| d.window = Some(Window { start: NOW, end: NOW, time_zone: "UTC".into() })),
+            ChangeError::WindowEndsBeforeStart { start: NOW, end: NOW },
+        ),
+        (
+            with(&|d| {
+                d.window = Some(Window {
+                    start: NOW,
+                    end: NOW.saturating_add_micros(HOUR_MICROS),
+                    time_zone: "Mars/Olympus".into(),
+                })
+            }),
+            ChangeError::UnknownTimeZone("Mars/Olympus".into()),
+        ),
+        (
+            with(&|d| {
+                d.window = Some(Window {
+                    start: NOW,
+                    end: NOW.saturating_add_micros((MAX_WINDOW_HOURS + 1) * HOUR_MICROS),
+                    time_zone: "UTC".into(),
+                })
+            }),
+            ChangeError::WindowTooLong { hours: MAX_WINDOW_HOURS + 1 },
+        ),
+        (with(&|d| d.implementer = Some("nobody".into())), ChangeError::UnknownPrincipal("nobody".into())),
+        (with(&|d| d.title = " ".into()), ChangeError::Empty { field: "title" }),
+        (
+            with(&|d| d.title = "x".repeat(MAX_TITLE_BYTES + 1)),
+            ChangeError::TooLong { field: "title", bytes: MAX_TITLE_BYTES + 1, bound: MAX_TITLE_BYTES },
+        ),
+        (
+            with(&|d| d.scope.planned.push(PlannedCi { class: CiClass::Host, name: "web-01".into() })),
+            ChangeError::PlannedExists { class: CiClass::Host, name: "web-01".into(), existing: ci(1) },
+        ),
+        (
+            with(&|d| d.scope.planned.push(PlannedCi { class: CiClass::Host, name: " spaced".into() })),
+            ChangeError::InvalidPlannedName(" spaced".into()),
+        ),
+        (
+            with(&|d| d.links.push(RecordLink { kind: LinkKind::Problem, id: "".into() })),
+            ChangeError::InvalidLink("".into()),
+        ),
+        (
+            with(&|d| d.links.push(RecordLink { kind: LinkKind::Incident, id: "INC-1234".into() })),
+            ChangeError::DuplicateLink {
+                change: format!("draft change {}", change(5)),
+                kind: LinkKind::Incident,
+                id: "INC-1234".into(),
+            },
+        ),
+    ];
+    world.names.insert(NameKey::new(CiClass::Host, "web-01"), Some(ci(1)));
+    for (command, expected) in cases {
+        assert_eq!(world.when("alice", &command), Err(expected), "{command:?}");
+    }
+    // Missing fields at submission.
+    for (index, (field, strip)) in [
+        ("back_out_plan", &(|d: &mut ChangeDetails| d.back_out_plan = None) as &dyn Fn(&mut ChangeDetails)),
+        ("justification", &|d: &mut ChangeDetails| d.justification = None),
+        ("description", &|d: &mut ChangeDetails| d.description = None),
+        ("implementer", &|d: &mut ChangeDetails| d.implementer = None),
+        ("scope", &|d: &mut ChangeDetails| d.scope = Scope::default()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = change(10 + index as u128);
+        let mut details = complete_details();
+        strip(&mut details);
+        world.given("alice", ChangeCommand::Draft { change_id: id, change_type: ChangeType::Normal, template_id: None, details });
+        match world.when("alice", &act(id, ChangeAction::Submit)) {
+            Err(ChangeError::Missing { field: missing, .. }) => assert_eq!(missing, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    // Wrong state.
+    world.given("alice", draft(change(1), ChangeType::Normal));
+    assert!(matches!(
+        world.when("amy", &act(change(1), ChangeAction::Approve)),
+        Err(ChangeError::TransitionNotAllowed { state: ChangeState::Draft, .. })
+    ));
+    // Amending after submission.
+    world.given("alice", act(change(1), ChangeAction::Submit));
+    assert_eq!(
+        world.when(
+            "alice",
+            &ChangeCommand::Amend {
+                change_id: change(1),
+                patch: DetailsPatch { title: Some("x".into()), ..DetailsPatch::default() }
+            }
+        ),
+        Err(ChangeError::NotEditable { change: "CHG-000001".into(), state: ChangeState::Submitted })
+    );
+    // Review findings with another action.
+    let mut with_review = act(change(1), ChangeAction::Review);
+    if let ChangeCommand::Act { action, .. } = &mut with_review {
+        *action = ChangeAction::Assess;
+    }
+    assert_eq!(
+        world.when("mark", &with_review),
+        Err(ChangeError::NotApplicable { field: "review", only_with: ChangeAction::Review })
+    );
+}
+
+#[test]
+fn the_scope_is_bounded_at_max_scope_items() {
+    let mut world = World::new();
+    let planned = |count: usize| -> Vec<PlannedCi> {
+        (0..count).map(|i| PlannedCi { class: CiClass::Host, name: format!("new-{i}") }).collect()
+    };
+    let at_bound = ChangeDetails {
+        scope: Scope { cis: vec![ci(1)], planned: planned(MAX_SCOPE_ITEMS - 1) },
+        ..complete_details()
+    };
+    let past = ChangeDetails {
+        scope: Scope { cis: vec![ci(1)], planned: planned(MAX_SCOPE_ITEMS) },
+        ..complete_details()
+    };
+    let draft_with =
+        |details| ChangeCommand::Draft { change_id: change(1), change_type: ChangeType::Normal, template_id: None, details };
+    assert_eq!(world.when("alice", &draft_with(past)), Err(ChangeError::ScopeTooLarge { count: MAX_SCOPE_ITEMS + 1 }));
+    world.given("alice", draft_with(at_bound));
+}
+
+#[test]
+fn comments_and_links_are_recorded_and_bounded() {
+    let mut world = World::new();
+    world.given("alice", draft(change(1), ChangeType::Normal));
+    world.given("vera", ChangeCommand::Comment { change_id: change(1), text: "looks fine".into() });
+    assert_eq!(
+        world.when("vera", &ChangeCommand::Comment { change_id: change(1), text: "x".repeat(MAX_COMMENT_BYTES + 1) }),
+        Err(ChangeError::TooLong { field: "comment", bytes: MAX_COMMENT_BYTES + 1, bound: MAX_COMMENT_BYTES })
+    );
+    assert!(matches!(
+        world.when("olga", &ChangeCommand::Comment { change_id: change(1), text: "hi".into() }),
+        Err(ChangeError::NotPermitted { .. })
+    ));
+    world.given(
+        "alice",
+        ChangeCommand::Link { change_id: change(1), link: RecordLink { kind: LinkKind::Problem, id: "PRB-7".into() } },
+    );
+    let record = world.change(change(1));
+    assert_eq!(record.comments.len(), 1);
+    assert_eq!(record.details.links.len(), 2);
+    // A comment writes the request stream only, never the state stream CI edits depend on.
+    let decision = world
+        .when("vera", &ChangeCommand::Comment { change_id: change(1), text: "again".into() })
+        .expect("comment");
+    assert!(decision.writes.iter().all(|(s, _)| *s == details_stream(change(1))));
+    for _ in 1..MAX_COMMENTS_PER_CHANGE {
+        world.given("vera", ChangeCommand::Comment { change_id: change(1), text: "more".into() });
+    }
+    assert!(matches!(
+        world.when("vera", &ChangeCommand::Comment { change_id: change(1), text: "one too many".into() }),
+        Err(ChangeError::TooMany { what: "comments", .. })
+    ));
+}
+
+#[test]
+fn approvals_write_the_request_stream_and_the_transition_the_state_stream() {
+    use ChangeAction::*;
+    let world = through(ChangeType::Normal, &[Submit, Assess]);
+    let decision = world.when("amy", &act(change(1), Approve)).expect("approve");
+    let streams: Vec<&StreamId> = decision.writes.iter().map(|(s, _)| s).collect();
+    assert_eq!(streams, [&details_stream(change(1)), &state_stream(change(1))]);
+}
