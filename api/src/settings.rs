@@ -80,6 +80,11 @@ pub struct ServeSettings {
     /// Longest a request waits for projections to reach a `minPosition`, in milliseconds.
     #[arg(long, env = "CMDB_MIN_POSITION_WAIT_MS", default_value_t = 5_000)]
     pub min_position_wait_ms: u64,
+
+    /// Hours within which a retrospective emergency change must be approved, and any emergency
+    /// change reviewed once implemented (CH-8).
+    #[arg(long, env = "CMDB_EMERGENCY_REVIEW_DEADLINE_HOURS", default_value_t = cmdb_core::change::DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS)]
+    pub emergency_review_deadline_hours: u32,
 }
 
 impl ServeSettings {
@@ -111,6 +116,12 @@ impl ServeSettings {
         millis("shutdown_grace_ms", self.shutdown_grace_ms)?;
         millis("min_position_wait_ms", self.min_position_wait_ms)?;
         millis("checkpoint_interval_ms", self.checkpoint_interval_ms)?;
+        range(
+            "emergency_review_deadline_hours",
+            self.emergency_review_deadline_hours as usize,
+            1,
+            cmdb_core::change::MAX_EMERGENCY_REVIEW_DEADLINE_HOURS as usize,
+        )?;
         Ok(())
     }
 }
@@ -141,6 +152,7 @@ impl Default for ServeSettings {
             ws_init_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
             min_position_wait_ms: 5_000,
+            emergency_review_deadline_hours: cmdb_core::change::DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS,
         }
     }
 }
@@ -167,5 +179,12 @@ mod tests {
         assert!(zero.validate().expect_err("zero").contains("request_timeout_ms"));
         let tiny = ServeSettings { max_request_body_bytes: 10, ..Default::default() };
         assert!(tiny.validate().expect_err("tiny").contains("max_request_body_bytes"));
+        let bound = cmdb_core::change::MAX_EMERGENCY_REVIEW_DEADLINE_HOURS;
+        let at = ServeSettings { emergency_review_deadline_hours: bound, ..Default::default() };
+        assert_eq!(at.validate(), Ok(()));
+        for hours in [0, bound + 1] {
+            let past = ServeSettings { emergency_review_deadline_hours: hours, ..Default::default() };
+            assert!(past.validate().expect_err("out of range").contains("emergency_review_deadline_hours"));
+        }
     }
 }

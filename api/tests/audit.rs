@@ -26,6 +26,7 @@ fn host(name: &str, cores: u32) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diffs_between_moments_are_paged_scoped_and_explained() {
     let server = TestServer::start().await;
+    server.uncontrolled().await;
     let (web01, start) = register(&server, host("web-01", 4)).await;
     let (app, _) = register(&server, json!({"class": "APPLICATION", "name": "shop", "version": "1"})).await;
     let (_other, _) = register(&server, host("far-away", 4)).await;
@@ -129,6 +130,7 @@ async fn diffs_between_moments_are_paged_scoped_and_explained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baselines_compare_correctly_after_a_ci_is_withdrawn_and_its_name_reused() {
     let server = TestServer::start().await;
+    server.uncontrolled().await;
     let (team, _) = register(&server, json!({"class": "TEAM", "name": "ops"})).await;
     let (old_web, _) = register(&server, host("web-01", 4)).await;
     let (_db_host, _) = register(&server, host("db-01", 8)).await;
@@ -240,6 +242,7 @@ async fn baselines_compare_correctly_after_a_ci_is_withdrawn_and_its_name_reused
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_diff_prints_a_summary_or_json_and_refuses_bad_input() {
     let mut server = TestServer::start().await;
+    server.uncontrolled().await;
     let (web01, start) = register(&server, host("web-01", 4)).await;
     server
         .ok(
@@ -280,6 +283,7 @@ async fn the_cli_diff_prints_a_summary_or_json_and_refuses_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_classes_and_attributes_over_graphql() {
     let server = TestServer::start().await;
+    server.uncontrolled().await;
     let declare = "mutation($input: DeclareClassInput!) { declareClass(input: $input) { position } }";
     server
         .ok(
@@ -290,6 +294,7 @@ async fn custom_classes_and_attributes_over_graphql() {
                                   {"name": "lane", "type": "INTEGER", "min": 1, "max": 40}]}}),
         )
         .await;
+    server.uncontrolled().await; // the new class too
     let (terminal, _) = register(
         &server,
         json!({"class": "pos_terminal", "name": "till 1", "attributes": {"terminal_id": "T1", "lane": 3}}),

@@ -34,6 +34,45 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
             "/graphql",
             "mutation { registerCi(input: { class: \"team\", name: \"probe team PLACEHOLDER\" }) { position } }",
         ),
+        // Change operations: on DRAFT (a draft raised by another principal) or on an unknown
+        // change (NOT_FOUND shows the guard let the caller through).
+        Operation::RequestChange => {
+            ("/graphql", "mutation { draftChange(input: { type: NORMAL, title: \"probe PLACEHOLDER\" }) { position } }")
+        }
+        Operation::CommentChange => {
+            ("/graphql", "mutation { commentOnChange(id: \"DRAFT\", text: \"probe PLACEHOLDER\") { position } }")
+        }
+        Operation::ManageChanges => (
+            "/graphql",
+            "mutation { amendChange(id: \"DRAFT\", input: { title: \"amended by probe PLACEHOLDER\" }) { position } }",
+        ),
+        Operation::AssessChange => ("/graphql", "mutation { assessChange(id: \"UNKNOWN\", note: \"n\") { position } }"),
+        Operation::ApproveChange | Operation::ApproveEmergencyChange => {
+            ("/graphql", "mutation { approveChange(id: \"UNKNOWN\") { position } }")
+        }
+        Operation::ScheduleChange => ("/graphql", "mutation { scheduleChange(id: \"UNKNOWN\") { position } }"),
+        Operation::ImplementChange => ("/graphql", "mutation { startChange(id: \"UNKNOWN\") { position } }"),
+        Operation::VerifyChange => ("/graphql", "mutation { verifyChange(id: \"UNKNOWN\", note: \"n\") { position } }"),
+        Operation::ReviewChange => (
+            "/graphql",
+            "mutation { reviewChange(id: \"UNKNOWN\", review: { objectiveMet: true, usersSatisfied: true }) { position } }",
+        ),
+        Operation::CloseChange => ("/graphql", "mutation { closeChange(id: \"UNKNOWN\") { position } }"),
+        Operation::ManageChangeTemplates => (
+            "/graphql",
+            "mutation { createChangeTemplate(input: { name: \"probe PLACEHOLDER\", title: \"t\", description: \"d\", backOutPlan: \"b\", allowedClasses: [\"host\"] }) { position } }",
+        ),
+    }
+}
+
+/// The operations one probe stands for: approving is one mutation for both authorities (the
+/// change's type decides which applies).
+fn covered_by(operation: Operation) -> Vec<Operation> {
+    match operation {
+        Operation::ApproveChange | Operation::ApproveEmergencyChange => {
+            vec![Operation::ApproveChange, Operation::ApproveEmergencyChange]
+        }
+        _ => vec![operation],
     }
 }
 
@@ -45,11 +84,25 @@ async fn every_operation_is_allowed_exactly_to_the_roles_the_matrix_names() {
         let name = format!("only-{}", role.as_str());
         tokens.push((role, server.principal_with_token(&name, &[graphql_role(role)]).await));
     }
+    server
+        .ok(
+            &server.admin_token,
+            "mutation { declareClassControl(class: \"team\", controlled: false, reason: \"probes\") { position } }",
+            json!({}),
+        )
+        .await;
+    let requester = server.principal_with_token("probe-requester", &["EDITOR"]).await;
+    let draft = server
+        .ok(&requester, "mutation { draftChange(input: { type: NORMAL, title: \"probe draft\" }) { change { id } } }", json!({}))
+        .await;
+    let draft = draft["draftChange"]["change"]["id"].as_str().unwrap_or_else(|| panic!("draft id in {draft}")).to_owned();
+    let unknown = uuid::Uuid::now_v7().to_string();
     let mut probe = 0;
     for operation in Operation::ALL {
-        let allowed = PERMISSIONS.iter().find(|(op, _)| *op == operation).expect("in the matrix").1;
         for (role, token) in &tokens {
-            let expected = allowed.contains(role);
+            let expected = covered_by(operation)
+                .iter()
+                .any(|op| PERMISSIONS.iter().find(|(o, _)| o == op).expect("in the matrix").1.contains(role));
             let (path, query) = exercise(operation);
             let permitted = match path {
                 "/metrics" => {
@@ -64,11 +117,14 @@ async fn every_operation_is_allowed_exactly_to_the_roles_the_matrix_names() {
                 "ws" => subscription_permitted(&server, token).await,
                 _ => {
                     probe += 1;
-                    let query = query.replace("PLACEHOLDER", &probe.to_string());
+                    let query = query
+                        .replace("PLACEHOLDER", &probe.to_string())
+                        .replace("DRAFT", &draft)
+                        .replace("UNKNOWN", &unknown);
                     let (status, body) = server.graphql(token, &query, json!({})).await;
                     assert_eq!(status, 200);
                     match error_code(&body).as_str() {
-                        "" => true,
+                        "" | "NOT_FOUND" => true,
                         "FORBIDDEN" => false,
                         other => panic!("{operation} as {role}: unexpected error {other}: {body}"),
                     }

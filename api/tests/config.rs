@@ -37,6 +37,7 @@ async fn relate(server: &TestServer, rel_type: &str, source: &str, target: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_views_impact_and_history_over_graphql() {
     let server = TestServer::start().await;
+    server.uncontrolled().await;
     let (team, _) = register(&server, json!({"class": "TEAM", "name": "payments team"})).await;
     let (service, _) = register(
         &server,
@@ -170,6 +171,7 @@ async fn commands_views_impact_and_history_over_graphql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_error_and_appends_nothing() {
     let server = TestServer::start().await;
+    server.uncontrolled().await;
     let (team, _) = register(&server, json!({"class": "TEAM", "name": "ops"})).await;
     let (web01, _) = register(&server, host("web-01")).await;
     let (document, _) = register(&server, json!({"class": "DOCUMENT", "name": "runbook", "attributes": {"document_type": "runbook", "uri": "https://wiki.example.com/r"}})).await;
@@ -253,6 +255,7 @@ async fn bad_input_gets_a_clear_error_and_appends_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_changes_are_streamed_filtered_by_class() {
     let server = TestServer::start().await;
+    server.uncontrolled().await;
     let mut socket = ws::connect(&server, Some(&server.admin_token)).await;
     ws::init(&mut socket, json!({})).await;
     ws::subscribe(&mut socket, "hosts", "subscription { ciChanges(classes: [\"host\"]) { position type class ciId } }")

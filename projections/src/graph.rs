@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
+use cmdb_core::change::ChangeEvent;
+use crate::changes::ChangeBook;
 use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
 use cmdb_core::ci::registry::{self, SchemaRegistry};
 use cmdb_core::ci::{
@@ -401,6 +403,11 @@ pub struct TemporalGraph {
     /// Custom classes and attributes.
     #[serde(with = "as_json")]
     schema: SchemaRegistry,
+    /// Change requests and templates.
+    #[serde(with = "as_json")]
+    change_book: ChangeBook,
+    /// The CIs registered under each change (they are in its scope from then on).
+    registered_under: FxHashMap<ChangeId, Vec<CiId>>,
     /// Principal names shared by history entries (rebuilt as entries are read back).
     #[serde(skip)]
     principals: FxHashSet<Arc<str>>,
@@ -579,6 +586,8 @@ impl TemporalGraph {
             self.apply_ci_event(record, &event)?;
         } else if record.stream_id.as_str() == registry::SCHEMA_STREAM {
             self.schema.apply(record).map_err(|e| apply_error(e.to_string()))?;
+        } else if ChangeEvent::is_change_event(&record.event_type) {
+            self.change_book.apply(record).map_err(apply_error)?;
         } else if record.event_type == baseline::CREATED {
             let created = baseline::created_from(record).map_err(|e| apply_error(e.to_string()))?;
             let info = BaselineInfo { created: EventInfo::of(record, None), baseline: created, deleted: None };
@@ -633,6 +642,9 @@ impl TemporalGraph {
                 self.cis.insert(registered.ci_id, node);
                 self.changes.push((p, Touched::Ci(node)));
                 self.by_class.entry(registered.class).or_default().push(registered.ci_id);
+                if let Some(change) = registered.authorized_by {
+                    self.registered_under.entry(change).or_default().push(registered.ci_id);
+                }
                 let key = name_index_key(&NameKey::new(registered.class, &registered.name));
                 self.names.entry(key).or_default().push((p, OPEN, registered.ci_id));
             }
@@ -716,6 +728,38 @@ impl TemporalGraph {
             CiEvent::NameClaimed(_) | CiEvent::NameReleased(_) => {}
         }
         Ok(())
+    }
+
+    /// Change requests and templates.
+    pub fn change_book(&self) -> &ChangeBook {
+        &self.change_book
+    }
+
+    /// The CI edits `change` authorised up to `position`, in log order: every event in the
+    /// history of a CI of its scope (or registered under it) that names the change, directly or
+    /// through the relationship it created or removed.
+    pub fn edits_under(&self, change: ChangeId, scope: &[CiId], position: u64) -> Vec<(CiId, &HistoryEntry)> {
+        let mut cis: Vec<CiId> = scope.to_vec();
+        cis.extend(self.registered_under.get(&change).into_iter().flatten().copied());
+        cis.sort_unstable();
+        cis.dedup();
+        let mut edits: Vec<(CiId, &HistoryEntry)> = Vec::new();
+        for id in cis {
+            let Some(node) = self.cis.get(&id) else { continue };
+            for entry in self.graph[*node].history.iter().take_while(|h| h.position <= position) {
+                let by_relationship = entry.relationship.and_then(|rel| self.relationship(rel)).and_then(|rel| {
+                    match entry.event_type {
+                        HistoryKind::RelationshipAdded => rel.created_by,
+                        _ => rel.removed_by,
+                    }
+                });
+                if entry.authorized_by == Some(change) || by_relationship == Some(change) {
+                    edits.push((id, entry));
+                }
+            }
+        }
+        edits.sort_by_key(|(_, entry)| entry.position);
+        edits
     }
 
     /// The last position whose event was recorded at or before `time`.

@@ -1,12 +1,14 @@
 //! # cmdb-projections
 //!
 //! Read models rebuilt from the event log: the temporal configuration graph and impact
-//! analysis ([`graph`]), and the projection runner with its checkpoints ([`runner`]). Every
-//! projection can be dropped and rebuilt from the log.
+//! analysis ([`graph`]), change requests as of any position ([`changes`], held by the graph so
+//! one runner and one checkpoint serve both), and the projection runner with its checkpoints
+//! ([`runner`]). Every projection can be dropped and rebuilt from the log.
 //!
 //! What it is **not**: no HTTP or GraphQL (that is `cmdb-api`), no storage details (it reads
 //! through `cmdb_core::EventStore`).
 
+pub mod changes;
 pub mod diff;
 pub mod graph;
 pub mod runner;

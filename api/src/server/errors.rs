@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cmdb_core::access::{AccessError, Operation};
 use cmdb_core::baseline::BaselineError;
+use cmdb_core::change::ChangeError;
 use cmdb_core::ci::CiError;
 use cmdb_core::store::StoreError;
 
@@ -145,7 +146,28 @@ pub fn core_error(error: cmdb_core::Error) -> async_graphql::Error {
             | CiError::NothingToChange
             | CiError::ReferenceWithdrawn { .. } => "FAILED_PRECONDITION",
             CiError::TooManyRelationships { .. } | CiError::TooManyAttributes { .. } => "LIMIT_EXCEEDED",
+            // CM-3: a machine-readable code for "this edit needs a change".
+            CiError::Unauthorized { .. } => "CHANGE_REQUIRED",
+            CiError::UnknownChange(_) => "NOT_FOUND",
+            CiError::ChangeNotImplementing { .. } | CiError::NotInScope { .. } | CiError::NotPlanned { .. } => {
+                "FAILED_PRECONDITION"
+            }
             CiError::Undecodable { .. } => "INTERNAL",
+            _ => "BAD_USER_INPUT",
+        },
+        Error::Change(change) => match change {
+            ChangeError::UnknownChange(_) | ChangeError::UnknownTemplate(_) => "NOT_FOUND",
+            ChangeError::ChangeExists(_) | ChangeError::TemplateExists(_) => "ALREADY_EXISTS",
+            ChangeError::NotPermitted { .. } | ChangeError::NotRequester { .. } => "FORBIDDEN",
+            ChangeError::SegregationOfDuties { .. }
+            | ChangeError::AlreadyDecided { .. }
+            | ChangeError::NotImplementer { .. } => "SEGREGATION_OF_DUTIES",
+            ChangeError::TransitionNotAllowed { .. }
+            | ChangeError::NotEditable { .. }
+            | ChangeError::TemplateRetired(_)
+            | ChangeError::NotYetApproved { .. } => "FAILED_PRECONDITION",
+            ChangeError::ScopeTooLarge { .. } | ChangeError::TooMany { .. } => "LIMIT_EXCEEDED",
+            ChangeError::Undecodable { .. } => "INTERNAL",
             _ => "BAD_USER_INPUT",
         },
         Error::Contended { .. } => "CONFLICT",

@@ -87,6 +87,22 @@ impl TestServer {
         data["createToken"]["token"].as_str().expect("token").to_owned()
     }
 
+    /// Declares every class uncontrolled, as an admin: for tests of rules other than change
+    /// control (CM-3 has its own tests, against controlled classes).
+    pub async fn uncontrolled(&self) {
+        let data = self.ok(&self.admin_token, "{ classes { name controlled } }", json!({})).await;
+        for class in data["classes"].as_array().expect("classes") {
+            if class["controlled"] == json!(true) {
+                self.ok(
+                    &self.admin_token,
+                    "mutation($c: String!) { declareClassControl(class: $c, controlled: false, reason: \"tests of other rules\") { position } }",
+                    json!({ "c": class["name"] }),
+                )
+                .await;
+            }
+        }
+    }
+
     pub async fn head(&self) -> u64 {
         let data = self.ok(&self.admin_token, "{ head { position } }", json!({})).await;
         data["head"]["position"].as_u64().expect("position")

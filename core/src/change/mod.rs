@@ -424,7 +424,8 @@ pub struct TemplateRetired {
 }
 
 /// Every change-domain event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChangeEvent {
     Drafted(ChangeDrafted),
     Amended(ChangeAmended),
@@ -616,8 +617,6 @@ pub enum ChangeError {
     TooMany { change: String, what: &'static str, count: usize, bound: usize },
     #[error("{change} can only be amended while it is a draft; it is {state}")]
     NotEditable { change: String, state: ChangeState },
-    #[error("{change} is {state}; {what} is not possible any more")]
-    Finished { change: String, state: ChangeState, what: &'static str },
     #[error("no change template {0}")]
     UnknownTemplate(TemplateId),
     #[error("change template {0} already exists")]

@@ -333,6 +333,33 @@ impl At {
         Ok(path.map(|steps| steps.into_iter().map(|s| PathStep::new(&graph, s, self.position)).collect()))
     }
 
+    /// One change request by id or number (`CHG-000042`), as it stood here.
+    async fn change(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<super::changes::Change>> {
+        super::changes::change_at(ctx, &id, self.position)
+    }
+
+    /// Change requests as they stood here, newest first, filtered by state, type, a CI in
+    /// their scope, requester or requested window.
+    async fn changes(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<super::changes::ChangeFilterInput>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<super::changes::Change>> {
+        super::changes::changes_at(ctx, filter, first, self.position)
+    }
+
+    /// The overdue report (CH-8): emergency changes whose emergency approval or review is
+    /// late at `now` (default: the server's clock).
+    async fn overdue_changes(&self, ctx: &Context<'_>, now: Option<DateTime>) -> Vec<super::changes::OverdueChange> {
+        super::changes::overdue_at(ctx, now, self.position)
+    }
+
+    /// Standard-change templates.
+    async fn change_templates(&self, ctx: &Context<'_>) -> Vec<super::changes::ChangeTemplate> {
+        super::changes::templates_at(ctx, self.position)
+    }
+
     /// A CI's whole history up to this position: every event with actor, time and the change
     /// that authorised it.
     async fn history(&self, ctx: &Context<'_>, ci: ID) -> async_graphql::Result<Option<Vec<HistoryEntry>>> {
@@ -680,7 +707,8 @@ pub struct RegisterCiInput {
     pub version: Option<String>,
     /// The class's attributes as a JSON object.
     pub attributes: Option<Json<serde_json::Map<String, Value>>>,
-    /// The change that authorises this.
+    /// The change that authorises this (its id or number, `CHG-000042`): it must be
+    /// implementing and its scope must plan this CI (CM-3), unless the class is uncontrolled.
     pub authorized_by: Option<ID>,
 }
 
@@ -715,8 +743,12 @@ pub struct RelationshipChangeResult {
     pub first_position: Position,
 }
 
-fn change_id(id: Option<ID>) -> async_graphql::Result<Option<domain::ChangeId>> {
-    id.as_ref().map(parse_id::<domain::ChangeId>).transpose()
+/// `authorizedBy`: a change id or number (`CHG-000042`).
+async fn change_id(ctx: &Context<'_>, id: Option<ID>) -> async_graphql::Result<Option<domain::ChangeId>> {
+    match id {
+        Some(id) => Ok(Some(super::changes::resolve_change(ctx, &id).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Runs a command, waits until the graph has applied it, returns the positions.
@@ -767,7 +799,7 @@ impl ConfigMutation {
             location: input.location.as_ref().map(parse_id).transpose()?,
             version: input.version,
             attributes: attributes(input.attributes),
-            authorized_by: change_id(input.authorized_by)?,
+            authorized_by: change_id(ctx, input.authorized_by).await?,
         });
         let positions = run(ctx, command).await?;
         Ok(ci_result(ctx, ci_id, positions))
@@ -792,7 +824,7 @@ impl ConfigMutation {
             clear: input.clear.unwrap_or_default().into_iter().map(Into::into).collect(),
             set_attributes: attributes(input.set_attributes),
             remove_attributes: input.remove_attributes.unwrap_or_default(),
-            authorized_by: change_id(input.authorized_by)?,
+            authorized_by: change_id(ctx, input.authorized_by).await?,
         };
         let positions = run(ctx, CiCommand::Update(ci_id, update)).await?;
         Ok(ci_result(ctx, ci_id, positions))
@@ -809,7 +841,7 @@ impl ConfigMutation {
         authorized_by: Option<ID>,
     ) -> async_graphql::Result<CiChangeResult> {
         let ci_id: domain::CiId = parse_id(&id)?;
-        let command = CiCommand::Transition { ci_id, to: to.into(), reason, authorized_by: change_id(authorized_by)? };
+        let command = CiCommand::Transition { ci_id, to: to.into(), reason, authorized_by: change_id(ctx, authorized_by).await? };
         let positions = run(ctx, command).await?;
         Ok(ci_result(ctx, ci_id, positions))
     }
@@ -824,7 +856,7 @@ impl ConfigMutation {
         authorized_by: Option<ID>,
     ) -> async_graphql::Result<CiChangeResult> {
         let ci_id: domain::CiId = parse_id(&id)?;
-        let command = CiCommand::Withdraw { ci_id, reason, authorized_by: change_id(authorized_by)? };
+        let command = CiCommand::Withdraw { ci_id, reason, authorized_by: change_id(ctx, authorized_by).await? };
         let positions = run(ctx, command).await?;
         Ok(ci_result(ctx, ci_id, positions))
     }
@@ -845,7 +877,7 @@ impl ConfigMutation {
             rel_type: rel_type.into(),
             source: parse_id(&source)?,
             target: parse_id(&target)?,
-            authorized_by: change_id(authorized_by)?,
+            authorized_by: change_id(ctx, authorized_by).await?,
         };
         let (first, last) = run(ctx, command).await?;
         let graph = state(ctx).graph.read();
@@ -866,7 +898,7 @@ impl ConfigMutation {
         authorized_by: Option<ID>,
     ) -> async_graphql::Result<RelationshipChangeResult> {
         let rel_id: domain::RelId = parse_id(&id)?;
-        let command = CiCommand::Unrelate { rel_id, reason, authorized_by: change_id(authorized_by)? };
+        let command = CiCommand::Unrelate { rel_id, reason, authorized_by: change_id(ctx, authorized_by).await? };
         let (first, last) = run(ctx, command).await?;
         let graph = state(ctx).graph.read();
         Ok(RelationshipChangeResult {

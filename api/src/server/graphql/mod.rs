@@ -2,6 +2,7 @@
 //! performs; the guard asks the permission matrix in `cmdb_core::access` and nothing else.
 
 pub mod audit;
+pub mod changes;
 pub mod config;
 mod mutation;
 mod query;
@@ -32,11 +33,16 @@ pub struct MutationRoot(
     config::ConfigMutation,
     audit::BaselineMutation,
     schema_admin::SchemaMutation,
+    changes::ChangeMutation,
 );
 
 /// Every subscription: the log and configuration changes.
 #[derive(async_graphql::MergedSubscription, Default)]
-pub struct SubscriptionRoot(subscription::LogSubscription, config::ConfigSubscription);
+pub struct SubscriptionRoot(
+    subscription::LogSubscription,
+    config::ConfigSubscription,
+    changes::ChangeSubscription,
+);
 
 pub type CmdbSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 

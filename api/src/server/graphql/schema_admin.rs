@@ -96,6 +96,9 @@ pub struct ClassInfo {
     pub like: String,
     pub description: Option<String>,
     pub attributes: Vec<AttributeInfo>,
+    /// Whether edits to its CIs need an implementing change (CM-3); false only when an admin
+    /// declared the class uncontrolled.
+    pub controlled: bool,
 }
 
 fn attribute_info(attribute: &AttrRef<'_>) -> AttributeInfo {
@@ -124,6 +127,7 @@ pub fn classes(ctx: &Context<'_>) -> Vec<ClassInfo> {
             like: schema.like(class).as_str().to_owned(),
             description: schema.classes.get(&class).and_then(|c| c.description.clone()),
             attributes: schema.attributes(class).iter().map(attribute_info).collect(),
+            controlled: schema.controlled(class),
         })
         .collect()
 }
@@ -163,5 +167,19 @@ impl SchemaMutation {
         let class = parse_class(ctx, &class)?;
         let attribute = attribute.into_declared()?;
         run(ctx, SchemaCommand::DeclareAttribute(AttributeDeclared { class, attribute })).await
+    }
+
+    /// Declares whether edits to a class need an implementing change (CM-3). Every class is
+    /// controlled unless declared otherwise; the declaration and its reason are audited events.
+    #[graphql(guard = "Requires(Operation::ManageSchema)")]
+    async fn declare_class_control(
+        &self,
+        ctx: &Context<'_>,
+        class: String,
+        controlled: bool,
+        reason: String,
+    ) -> async_graphql::Result<Written> {
+        let class = parse_class(ctx, &class)?;
+        run(ctx, SchemaCommand::DeclareControl(registry::ControlDeclared { class, controlled, reason })).await
     }
 }

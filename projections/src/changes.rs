@@ -1,0 +1,160 @@
+//! The read model of change requests and templates: every change event kept per change, so a
+//! change is folded as of any position with the same fold the decider uses
+//! ([`ChangeRecord::apply`]); numbers resolved to ids; the emergency overdue report.
+//!
+//! Changes are few next to CI events (a change has tens of events), so a fold per read is
+//! cheap and there is no second copy of the state to keep consistent.
+
+use std::collections::BTreeMap;
+
+use cmdb_core::EventRecord;
+use cmdb_core::change::{At, ChangeEvent, ChangeNumber, ChangeRecord, ChangeState, ChangeType, Overdue, TemplateRecord};
+use cmdb_core::ci::{ChangeId, CiId, TemplateId};
+use cmdb_core::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Every change and template, event by event.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChangeBook {
+    changes: BTreeMap<ChangeId, Vec<(At, ChangeEvent)>>,
+    /// Number -> (change, position assigned).
+    numbers: BTreeMap<ChangeNumber, (ChangeId, u64)>,
+    templates: BTreeMap<TemplateId, Vec<(At, ChangeEvent)>>,
+}
+
+/// Which changes to list.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeFilter {
+    pub states: Option<Vec<ChangeState>>,
+    pub types: Option<Vec<ChangeType>>,
+    /// Changes whose scope names this CI.
+    pub ci: Option<CiId>,
+    pub requester: Option<String>,
+    /// Changes whose requested window overlaps [from, to).
+    pub window_from: Option<Timestamp>,
+    pub window_to: Option<Timestamp>,
+    /// Only emergency changes with something overdue at this time.
+    pub overdue_at: Option<Timestamp>,
+}
+
+impl ChangeFilter {
+    fn matches(&self, change: &ChangeRecord) -> bool {
+        if self.states.as_ref().is_some_and(|s| !s.contains(&change.state)) {
+            return false;
+        }
+        if self.types.as_ref().is_some_and(|t| !t.contains(&change.change_type)) {
+            return false;
+        }
+        if self.ci.is_some_and(|ci| !change.details.scope.covers_ci(ci)) {
+            return false;
+        }
+        if self.requester.as_ref().is_some_and(|r| *r != change.requester) {
+            return false;
+        }
+        if self.window_from.is_some() || self.window_to.is_some() {
+            let Some(window) = &change.details.window else { return false };
+            if self.window_to.is_some_and(|to| window.start >= to) || self.window_from.is_some_and(|from| window.end <= from)
+            {
+                return false;
+            }
+        }
+        if let Some(now) = self.overdue_at {
+            if change.overdue(now).is_empty() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl ChangeBook {
+    /// Applies one stored change event.
+    pub fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
+        let event = ChangeEvent::from_record(record).map_err(|e| e.to_string())?;
+        let at = At::of(record);
+        match &event {
+            ChangeEvent::TemplateCreated(e) => self.templates.entry(e.template_id).or_default().push((at, event)),
+            ChangeEvent::TemplateRetired(e) => self.templates.entry(e.template_id).or_default().push((at, event)),
+            ChangeEvent::NumberAssigned(e) => {
+                self.numbers.insert(e.number, (e.change_id, record.position));
+            }
+            other => {
+                let id = other.change_id().ok_or_else(|| format!("{} names no change", record.event_type))?;
+                let events = self.changes.entry(id).or_default();
+                if events.is_empty() && !matches!(other, ChangeEvent::Drafted(_)) {
+                    return Err(format!("an event of change {id} before its draft"));
+                }
+                events.push((at, event));
+            }
+        }
+        Ok(())
+    }
+
+    /// The change as it stood at `position` (`None` if not drafted yet).
+    pub fn change_at(&self, id: ChangeId, position: u64) -> Option<ChangeRecord> {
+        fold(self.changes.get(&id)?, position)
+    }
+
+    /// The change a number was given to, if given by `position`.
+    pub fn id_of(&self, number: ChangeNumber, position: u64) -> Option<ChangeId> {
+        self.numbers.get(&number).filter(|(_, at)| *at <= position).map(|(id, _)| *id)
+    }
+
+    /// Changes at `position` matching `filter`, newest draft first; at most `limit`.
+    pub fn changes_at(&self, position: u64, filter: &ChangeFilter, limit: usize) -> Vec<ChangeRecord> {
+        let mut found: Vec<ChangeRecord> =
+            self.changes.values().filter_map(|events| fold(events, position)).filter(|c| filter.matches(c)).collect();
+        found.sort_by(|a, b| b.created.position.cmp(&a.created.position));
+        found.truncate(limit);
+        found
+    }
+
+    /// Emergency changes with something overdue at `now`, as of `position`.
+    pub fn overdue_at(&self, position: u64, now: Timestamp) -> Vec<(ChangeRecord, Vec<Overdue>)> {
+        let mut found: Vec<(ChangeRecord, Vec<Overdue>)> = self
+            .changes
+            .values()
+            .filter_map(|events| fold(events, position))
+            .filter_map(|c| {
+                let overdue = c.overdue(now);
+                (!overdue.is_empty()).then_some((c, overdue))
+            })
+            .collect();
+        found.sort_by_key(|(c, _)| c.number);
+        found
+    }
+
+    pub fn template_at(&self, id: TemplateId, position: u64) -> Option<TemplateRecord> {
+        let mut record = None;
+        for (version, (at, event)) in self.templates.get(&id)?.iter().enumerate() {
+            if at.position > position {
+                break;
+            }
+            TemplateRecord::apply(&mut record, event, *at, version as u64);
+        }
+        record
+    }
+
+    pub fn templates_at(&self, position: u64) -> Vec<TemplateRecord> {
+        self.templates.keys().filter_map(|id| self.template_at(*id, position)).collect()
+    }
+
+    /// How many changes have been drafted.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+fn fold(events: &[(At, ChangeEvent)], position: u64) -> Option<ChangeRecord> {
+    let mut iter = events.iter().take_while(|(at, _)| at.position <= position);
+    let (at, ChangeEvent::Drafted(drafted)) = iter.next()? else { return None };
+    let mut record = ChangeRecord::drafted(drafted, *at);
+    for (at, event) in iter {
+        record.apply(event, *at);
+    }
+    Some(record)
+}
