@@ -93,9 +93,14 @@ async fn every_operation_is_allowed_exactly_to_the_roles_the_matrix_names() {
         .await;
     let requester = server.principal_with_token("probe-requester", &["EDITOR"]).await;
     let draft = server
-        .ok(&requester, "mutation { draftChange(input: { type: NORMAL, title: \"probe draft\" }) { change { id } } }", json!({}))
+        .ok(
+            &requester,
+            "mutation { draftChange(input: { type: NORMAL, title: \"probe draft\" }) { change { id } } }",
+            json!({}),
+        )
         .await;
-    let draft = draft["draftChange"]["change"]["id"].as_str().unwrap_or_else(|| panic!("draft id in {draft}")).to_owned();
+    let draft =
+        draft["draftChange"]["change"]["id"].as_str().unwrap_or_else(|| panic!("draft id in {draft}")).to_owned();
     let unknown = uuid::Uuid::now_v7().to_string();
     let mut probe = 0;
     for operation in Operation::ALL {

@@ -13,8 +13,8 @@
 
 pub mod access;
 pub mod baseline;
-pub mod change;
 pub mod chain;
+pub mod change;
 pub mod ci;
 pub mod conformance;
 mod error;

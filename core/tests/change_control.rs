@@ -216,10 +216,15 @@ async fn implementing(store: &dyn EventStore, n: u128, planned: &[&str], cis: &[
         },
         links: vec![],
     };
-    change_cmd(store, "alice", ChangeCommand::Draft { change_id: id, change_type: ChangeType::Normal, template_id: None, details })
-        .await
-        .expect("draft");
-    for action in [ChangeAction::Submit, ChangeAction::Assess, ChangeAction::Approve, ChangeAction::Schedule, ChangeAction::Start]
+    change_cmd(
+        store,
+        "alice",
+        ChangeCommand::Draft { change_id: id, change_type: ChangeType::Normal, template_id: None, details },
+    )
+    .await
+    .expect("draft");
+    for action in
+        [ChangeAction::Submit, ChangeAction::Assess, ChangeAction::Approve, ChangeAction::Schedule, ChangeAction::Start]
     {
         act(store, id, action).await;
     }
@@ -329,7 +334,8 @@ async fn concurrent_submissions_get_gapless_numbers() {
             scope: Scope { cis: vec![], planned: vec![PlannedCi { class: CiClass::Host, name: format!("h-{id}") }] },
             links: vec![],
         };
-        let draft = ChangeCommand::Draft { change_id: *id, change_type: ChangeType::Normal, template_id: None, details };
+        let draft =
+            ChangeCommand::Draft { change_id: *id, change_type: ChangeType::Normal, template_id: None, details };
         change_cmd(store.as_ref(), "alice", draft).await.expect("draft");
     }
     let tasks: Vec<_> = ids
@@ -345,7 +351,8 @@ async fn concurrent_submissions_get_gapless_numbers() {
     }
     let mut numbers = Vec::new();
     for id in &ids {
-        numbers.push(load_change(store.as_ref(), *id).await.expect("load").expect("exists").number.expect("numbered").0);
+        numbers
+            .push(load_change(store.as_ref(), *id).await.expect("load").expect("exists").number.expect("numbered").0);
     }
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=count as u64).collect::<Vec<_>>());
@@ -380,7 +387,12 @@ async fn refused_change_commands_append_nothing() {
         let result = change_cmd(&store, actor, command.clone()).await;
         assert!(matches!(result, Err(Error::Change(_))), "{command:?}: {result:?}");
     }
-    let result = change_cmd(&store, "alice", ChangeCommand::Act { change_id: unknown, action: ChangeAction::Submit, note: None, review: None }).await;
+    let result = change_cmd(
+        &store,
+        "alice",
+        ChangeCommand::Act { change_id: unknown, action: ChangeAction::Submit, note: None, review: None },
+    )
+    .await;
     assert_eq!(result, Err(Error::Change(ChangeError::UnknownChange(unknown.to_string()))));
     assert_eq!(head(&store).await, before);
 }

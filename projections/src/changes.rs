@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use cmdb_core::EventRecord;
-use cmdb_core::change::{At, ChangeEvent, ChangeNumber, ChangeRecord, ChangeState, ChangeType, Overdue, TemplateRecord};
+use cmdb_core::change::{
+    At, ChangeEvent, ChangeNumber, ChangeRecord, ChangeState, ChangeType, Overdue, TemplateRecord,
+};
 use cmdb_core::ci::{ChangeId, CiId, TemplateId};
 use cmdb_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -53,7 +55,8 @@ impl ChangeFilter {
         }
         if self.window_from.is_some() || self.window_to.is_some() {
             let Some(window) = &change.details.window else { return false };
-            if self.window_to.is_some_and(|to| window.start >= to) || self.window_from.is_some_and(|from| window.end <= from)
+            if self.window_to.is_some_and(|to| window.start >= to)
+                || self.window_from.is_some_and(|from| window.end <= from)
             {
                 return false;
             }

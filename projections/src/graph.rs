@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
-use cmdb_core::change::ChangeEvent;
 use crate::changes::ChangeBook;
 use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
+use cmdb_core::change::ChangeEvent;
 use cmdb_core::ci::registry::{self, SchemaRegistry};
 use cmdb_core::ci::{
     ChangeId, CiClass, CiEvent, CiId, CiSnapshot, NameKey, Propagation, RelId, RelType, RelationshipCreated, Status,
@@ -747,12 +747,11 @@ impl TemporalGraph {
         for id in cis {
             let Some(node) = self.cis.get(&id) else { continue };
             for entry in self.graph[*node].history.iter().take_while(|h| h.position <= position) {
-                let by_relationship = entry.relationship.and_then(|rel| self.relationship(rel)).and_then(|rel| {
-                    match entry.event_type {
+                let by_relationship =
+                    entry.relationship.and_then(|rel| self.relationship(rel)).and_then(|rel| match entry.event_type {
                         HistoryKind::RelationshipAdded => rel.created_by,
                         _ => rel.removed_by,
-                    }
-                });
+                    });
                 if entry.authorized_by == Some(change) || by_relationship == Some(change) {
                     edits.push((id, entry));
                 }

@@ -263,14 +263,16 @@ pub fn running_server(data_dir: &Path) -> Option<ServerFile> {
     serde_json::from_str(&text).ok()
 }
 
-/// On a log with no principals: create `admin` and, unless told not to, its first token.
+/// On a log where no principal is an admin (a new log, or a loaded demo whose principals are
+/// not admins): create `admin` and, unless told not to, its first token.
 async fn bootstrap(
     store: &dyn EventStore,
     access: &AccessView,
     settings: &ServeSettings,
     options: &StartOptions,
 ) -> Result<Option<String>, StartError> {
-    if !access.snapshot().principals.is_empty() {
+    let state = access.snapshot();
+    if state.principals.values().any(|p| p.roles.contains(&Role::Admin)) {
         return Ok(None);
     }
     let metadata = Metadata::new(Actor::system(), Source::System).with_correlation_id("bootstrap");

@@ -81,15 +81,37 @@ impl DetailsPatch {
 pub enum ChangeCommand {
     /// Raise a change (CH-1). A standard change names its template; its description and
     /// back-out plan default to the template's.
-    Draft { change_id: ChangeId, change_type: ChangeType, template_id: Option<TemplateId>, details: ChangeDetails },
+    Draft {
+        change_id: ChangeId,
+        change_type: ChangeType,
+        template_id: Option<TemplateId>,
+        details: ChangeDetails,
+    },
     /// Edit a draft.
-    Amend { change_id: ChangeId, patch: DetailsPatch },
+    Amend {
+        change_id: ChangeId,
+        patch: DetailsPatch,
+    },
     /// Record an emergency change whose work is already done (CH-8, path b).
-    RecordRetrospective { change_id: ChangeId, details: ChangeDetails },
+    RecordRetrospective {
+        change_id: ChangeId,
+        details: ChangeDetails,
+    },
     /// Any transition of [`TRANSITIONS`].
-    Act { change_id: ChangeId, action: ChangeAction, note: Option<String>, review: Option<Review> },
-    Comment { change_id: ChangeId, text: String },
-    Link { change_id: ChangeId, link: RecordLink },
+    Act {
+        change_id: ChangeId,
+        action: ChangeAction,
+        note: Option<String>,
+        review: Option<Review>,
+    },
+    Comment {
+        change_id: ChangeId,
+        text: String,
+    },
+    Link {
+        change_id: ChangeId,
+        link: RecordLink,
+    },
     CreateTemplate {
         template_id: TemplateId,
         name: String,
@@ -98,7 +120,10 @@ pub enum ChangeCommand {
         back_out_plan: String,
         allowed_classes: Vec<CiClass>,
     },
-    RetireTemplate { template_id: TemplateId, reason: Option<String> },
+    RetireTemplate {
+        template_id: TemplateId,
+        reason: Option<String>,
+    },
 }
 
 impl ChangeCommand {
@@ -323,15 +348,17 @@ fn check_complete(change_type: ChangeType, details: &ChangeDetails) -> Result<()
             });
         }
         if details.back_out_plan.is_none() {
-            return Err(ChangeError::Missing { field: "back_out_plan", why: "for normal and emergency changes (CH-3)" });
+            return Err(ChangeError::Missing {
+                field: "back_out_plan",
+                why: "for normal and emergency changes (CH-3)",
+            });
         }
     }
     Ok(())
 }
 
 fn active_template<'a>(input: &ChangeInput<'a>, id: TemplateId) -> Result<&'a TemplateRecord, ChangeError> {
-    let template =
-        input.template.filter(|t| t.template.template_id == id).ok_or(ChangeError::UnknownTemplate(id))?;
+    let template = input.template.filter(|t| t.template.template_id == id).ok_or(ChangeError::UnknownTemplate(id))?;
     if template.retired.is_some() {
         return Err(ChangeError::TemplateRetired(id));
     }
@@ -417,8 +444,10 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 None => None,
             };
             check_details(input, &change.label(), &details, template)?;
-            decision
-                .write(details_stream(*change_id), ChangeEvent::Amended(ChangeAmended { change_id: *change_id, details }));
+            decision.write(
+                details_stream(*change_id),
+                ChangeEvent::Amended(ChangeAmended { change_id: *change_id, details }),
+            );
         }
         ChangeCommand::RecordRetrospective { change_id, details } => {
             require(input, Operation::RequestChange, "record")?;
@@ -567,8 +596,8 @@ fn act(
     review: Option<&Review>,
     decision: &mut ChangeDecision,
 ) -> Result<(), ChangeError> {
-    let row = table::find(action, change.state, change.change_type).ok_or_else(|| {
-        ChangeError::TransitionNotAllowed {
+    let row =
+        table::find(action, change.state, change.change_type).ok_or_else(|| ChangeError::TransitionNotAllowed {
             change: change.label(),
             action,
             state: change.state,
@@ -578,8 +607,7 @@ fn act(
                 .map(|a| a.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-        }
-    })?;
+        })?;
     let roles = require(input, row.operation, action.as_str())?;
     optional_text("note", note, MAX_TEXT_BYTES)?;
     if review.is_some() && action != ChangeAction::Review {

@@ -827,8 +827,7 @@ impl ChangeRecord {
                         Some(ReviewEntry { review: review.clone(), by: e.by.clone(), note: e.note.clone(), at });
                 }
                 if e.action == ChangeAction::Verify {
-                    self.sign_off =
-                        Some(SignOff { by: e.by.clone(), note: e.note.clone().unwrap_or_default(), at });
+                    self.sign_off = Some(SignOff { by: e.by.clone(), note: e.note.clone().unwrap_or_default(), at });
                 }
                 if let Some(due) = e.review_due_at {
                     self.review_due_at = Some(due);
@@ -909,8 +908,12 @@ impl TemplateRecord {
     pub fn apply(record: &mut Option<TemplateRecord>, event: &ChangeEvent, at: At, stream_version: u64) {
         match (record.as_mut(), event) {
             (None, ChangeEvent::TemplateCreated(created)) => {
-                *record =
-                    Some(TemplateRecord { template: created.clone(), created: at, retired: None, version: stream_version });
+                *record = Some(TemplateRecord {
+                    template: created.clone(),
+                    created: at,
+                    retired: None,
+                    version: stream_version,
+                });
             }
             (Some(existing), ChangeEvent::TemplateRetired(retired)) => {
                 existing.retired = Some((at, retired.clone()));

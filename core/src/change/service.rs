@@ -74,7 +74,12 @@ pub async fn load_control(store: &dyn EventStore, id: ChangeId) -> Result<Change
 pub async fn load_template(store: &dyn EventStore, id: TemplateId) -> Result<Option<TemplateRecord>, Error> {
     let mut template = None;
     for record in read_whole_stream(store, &id.stream()).await? {
-        TemplateRecord::apply(&mut template, &ChangeEvent::from_record(&record)?, At::of(&record), record.stream_version);
+        TemplateRecord::apply(
+            &mut template,
+            &ChangeEvent::from_record(&record)?,
+            At::of(&record),
+            record.stream_version,
+        );
     }
     Ok(template)
 }
@@ -82,7 +87,8 @@ pub async fn load_template(store: &dyn EventStore, id: TemplateId) -> Result<Opt
 /// The change a number was assigned to.
 pub async fn find_by_number(store: &dyn EventStore, number: ChangeNumber) -> Result<Option<ChangeId>, Error> {
     let stream = numbers_stream();
-    let records = store.read_stream(&stream, crate::store::Direction::Forward, Some(number.0.saturating_sub(1)), 1).await?;
+    let records =
+        store.read_stream(&stream, crate::store::Direction::Forward, Some(number.0.saturating_sub(1)), 1).await?;
     match records.first() {
         Some(record) => match ChangeEvent::from_record(record)? {
             ChangeEvent::NumberAssigned(assigned) if assigned.number == number => Ok(Some(assigned.change_id)),

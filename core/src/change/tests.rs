@@ -201,10 +201,7 @@ fn complete_details() -> ChangeDetails {
         back_out_plan: Some("Boot the previous kernel".into()),
         window: Some(window()),
         implementer: Some("ivan".into()),
-        scope: Scope {
-            cis: vec![ci(1)],
-            planned: vec![PlannedCi { class: CiClass::Host, name: "web-10".into() }],
-        },
+        scope: Scope { cis: vec![ci(1)], planned: vec![PlannedCi { class: CiClass::Host, name: "web-10".into() }] },
         links: vec![RecordLink { kind: LinkKind::Incident, id: "INC-1234".into() }],
     }
 }
@@ -275,13 +272,13 @@ fn actor_for(change_type: ChangeType, action: ChangeAction) -> &'static str {
 }
 
 fn state_written(decision: &ChangeDecision, id: ChangeId) -> Option<ChangeState> {
-    decision.writes.iter().filter(|(s, _)| *s == state_stream(id)).flat_map(|(_, events)| events).find_map(|e| {
-        match e {
+    decision.writes.iter().filter(|(s, _)| *s == state_stream(id)).flat_map(|(_, events)| events).find_map(
+        |e| match e {
             ChangeEvent::Submitted(s) => Some(s.to),
             ChangeEvent::Transitioned(t) => Some(t.to),
             _ => None,
-        }
-    })
+        },
+    )
 }
 
 // ----------------------------------------------------------------------------------------
@@ -401,7 +398,8 @@ fn rows_that_need_a_note_refuse_without_one() {
 #[test]
 fn a_normal_change_goes_from_draft_to_closed_and_gets_the_first_number() {
     use ChangeAction::*;
-    let world = through(ChangeType::Normal, &[Submit, Assess, Approve, Schedule, Start, Complete, Verify, Review, Close]);
+    let world =
+        through(ChangeType::Normal, &[Submit, Assess, Approve, Schedule, Start, Complete, Verify, Review, Close]);
     let record = world.change(change(1));
     assert_eq!(record.state, ChangeState::Closed);
     assert_eq!(record.number, Some(ChangeNumber(1)));
@@ -789,7 +787,10 @@ fn bad_input_is_refused_with_a_clear_error() {
         let id = change(10 + index as u128);
         let mut details = complete_details();
         strip(&mut details);
-        world.given("alice", ChangeCommand::Draft { change_id: id, change_type: ChangeType::Normal, template_id: None, details });
+        world.given(
+            "alice",
+            ChangeCommand::Draft { change_id: id, change_type: ChangeType::Normal, template_id: None, details },
+        );
         match world.when("alice", &act(id, ChangeAction::Submit)) {
             Err(ChangeError::Missing { field: missing, .. }) => assert_eq!(missing, field),
             other => panic!("{field}: {other:?}"),
@@ -834,12 +835,14 @@ fn the_scope_is_bounded_at_max_scope_items() {
         scope: Scope { cis: vec![ci(1)], planned: planned(MAX_SCOPE_ITEMS - 1) },
         ..complete_details()
     };
-    let past = ChangeDetails {
-        scope: Scope { cis: vec![ci(1)], planned: planned(MAX_SCOPE_ITEMS) },
-        ..complete_details()
+    let past =
+        ChangeDetails { scope: Scope { cis: vec![ci(1)], planned: planned(MAX_SCOPE_ITEMS) }, ..complete_details() };
+    let draft_with = |details| ChangeCommand::Draft {
+        change_id: change(1),
+        change_type: ChangeType::Normal,
+        template_id: None,
+        details,
     };
-    let draft_with =
-        |details| ChangeCommand::Draft { change_id: change(1), change_type: ChangeType::Normal, template_id: None, details };
     assert_eq!(world.when("alice", &draft_with(past)), Err(ChangeError::ScopeTooLarge { count: MAX_SCOPE_ITEMS + 1 }));
     world.given("alice", draft_with(at_bound));
 }
@@ -865,9 +868,8 @@ fn comments_and_links_are_recorded_and_bounded() {
     assert_eq!(record.comments.len(), 1);
     assert_eq!(record.details.links.len(), 2);
     // A comment writes the request stream only, never the state stream CI edits depend on.
-    let decision = world
-        .when("vera", &ChangeCommand::Comment { change_id: change(1), text: "again".into() })
-        .expect("comment");
+    let decision =
+        world.when("vera", &ChangeCommand::Comment { change_id: change(1), text: "again".into() }).expect("comment");
     assert!(decision.writes.iter().all(|(s, _)| *s == details_stream(change(1))));
     for _ in 1..MAX_COMMENTS_PER_CHANGE {
         world.given("vera", ChangeCommand::Comment { change_id: change(1), text: "more".into() });

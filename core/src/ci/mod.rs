@@ -26,8 +26,8 @@ use serde_json::Value;
 use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
 
 pub use model::{
-    ChangeId, CiClass, CiId, Environment, TemplateId, INITIAL_STATUSES, Propagation, RELATIONSHIP_RULES, RelId, RelType, Status,
-    TRANSITIONS, propagation, rule, transition_allowed,
+    ChangeId, CiClass, CiId, Environment, INITIAL_STATUSES, Propagation, RELATIONSHIP_RULES, RelId, RelType, Status,
+    TRANSITIONS, TemplateId, propagation, rule, transition_allowed,
 };
 
 /// Longest CI name, in bytes.
@@ -128,9 +128,7 @@ pub enum CiError {
     Unauthorized { action: &'static str, class: CiClass, subject: String },
     #[error("no submitted change {0}; a draft cannot authorise CI edits")]
     UnknownChange(ChangeId),
-    #[error(
-        "{change} is {state}; CI edits need a change that is implementing (or failed, to back out what was done)"
-    )]
+    #[error("{change} is {state}; CI edits need a change that is implementing (or failed, to back out what was done)")]
     ChangeNotImplementing { change: String, state: String },
     #[error("CI {ci} is not in the scope of {change}; its scope is fixed at submission")]
     NotInScope { change: String, ci: CiId },
@@ -953,7 +951,14 @@ pub fn decide(command: &CiCommand, loaded: &Loaded) -> Result<Decision, CiError>
                     loaded,
                 );
             }
-            authorize(loaded, &mut decision, "transitioning", current.class, Subject::Existing(*ci_id), *authorized_by)?;
+            authorize(
+                loaded,
+                &mut decision,
+                "transitioning",
+                current.class,
+                Subject::Existing(*ci_id),
+                *authorized_by,
+            )?;
             if !transition_allowed(current.status, *to) {
                 let allowed = TRANSITIONS
                     .iter()

@@ -429,17 +429,29 @@ fn an_implementing_change_authorises_edits_to_what_its_scope_covers_and_is_a_con
     // Relate needs the source covered, not the target.
     assert!(then_ok(&world, &under(change, relate(1, RelType::RunsOn, 3, 1))).is_err());
     let world = given_in(world, &[under(change, relate(1, RelType::ConnectsTo, 1, 2))]);
-    assert!(then_ok(&world, &under(change, CiCommand::Unrelate { rel_id: rel(1), reason: None, authorized_by: None })).is_ok());
+    assert!(
+        then_ok(&world, &under(change, CiCommand::Unrelate { rel_id: rel(1), reason: None, authorized_by: None }))
+            .is_ok()
+    );
     assert!(matches!(
         then_ok(&world, &CiCommand::Unrelate { rel_id: rel(1), reason: None, authorized_by: None }),
         Err(CiError::Unauthorized { action: "unrelating", .. })
     ));
-    assert!(then_ok(&world, &under(change, CiCommand::Withdraw { ci_id: ci(2), reason: None, authorized_by: None })).is_err());
-    assert!(then_ok(&world, &under(change, CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None })).is_ok());
+    assert!(
+        then_ok(&world, &under(change, CiCommand::Withdraw { ci_id: ci(2), reason: None, authorized_by: None }))
+            .is_err()
+    );
+    assert!(
+        then_ok(&world, &under(change, CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None }))
+            .is_ok()
+    );
     assert!(
         then_ok(
             &world,
-            &under(change, CiCommand::Transition { ci_id: ci(1), to: Status::UnderChange, reason: None, authorized_by: None })
+            &under(
+                change,
+                CiCommand::Transition { ci_id: ci(1), to: Status::UnderChange, reason: None, authorized_by: None }
+            )
         )
         .is_ok()
     );

@@ -853,8 +853,7 @@ impl ChangeMutation {
             links: links(input.links),
         };
         let template_id = input.template.as_ref().map(parse_id::<TemplateId>).transpose()?;
-        let command =
-            ChangeCommand::Draft { change_id, change_type: input.change_type.into(), template_id, details };
+        let command = ChangeCommand::Draft { change_id, change_type: input.change_type.into(), template_id, details };
         change_result(ctx, change_id, command).await
     }
 
@@ -952,7 +951,12 @@ impl ChangeMutation {
 
     /// The implementer starts the work: from now, CI edits naming this change are allowed.
     #[graphql(guard = "Requires(Operation::ImplementChange)")]
-    async fn start_change(&self, ctx: &Context<'_>, id: ID, note: Option<String>) -> async_graphql::Result<ChangeResult> {
+    async fn start_change(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        note: Option<String>,
+    ) -> async_graphql::Result<ChangeResult> {
         transition(ctx, &id, domain::ChangeAction::Start, note, None).await
     }
 
@@ -1005,7 +1009,12 @@ impl ChangeMutation {
 
     /// Closes a change (normal and emergency ones only after their review).
     #[graphql(guard = "Requires(Operation::CloseChange)")]
-    async fn close_change(&self, ctx: &Context<'_>, id: ID, note: Option<String>) -> async_graphql::Result<ChangeResult> {
+    async fn close_change(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        note: Option<String>,
+    ) -> async_graphql::Result<ChangeResult> {
         transition(ctx, &id, domain::ChangeAction::Close, note, None).await
     }
 
@@ -1129,7 +1138,8 @@ impl ChangeSubscription {
                         Ok(record) => record,
                         Err(error) => return Some(Err(store_error(error))),
                     };
-                    let wanted = [ChangeEvent::SUBMITTED, ChangeEvent::TRANSITIONED, ChangeEvent::RETROSPECTIVE_RECORDED];
+                    let wanted =
+                        [ChangeEvent::SUBMITTED, ChangeEvent::TRANSITIONED, ChangeEvent::RETROSPECTIVE_RECORDED];
                     if !wanted.contains(&record.event_type.as_str()) {
                         return None;
                     }

@@ -841,7 +841,8 @@ impl ConfigMutation {
         authorized_by: Option<ID>,
     ) -> async_graphql::Result<CiChangeResult> {
         let ci_id: domain::CiId = parse_id(&id)?;
-        let command = CiCommand::Transition { ci_id, to: to.into(), reason, authorized_by: change_id(ctx, authorized_by).await? };
+        let command =
+            CiCommand::Transition { ci_id, to: to.into(), reason, authorized_by: change_id(ctx, authorized_by).await? };
         let positions = run(ctx, command).await?;
         Ok(ci_result(ctx, ci_id, positions))
     }

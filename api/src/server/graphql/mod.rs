@@ -38,11 +38,7 @@ pub struct MutationRoot(
 
 /// Every subscription: the log and configuration changes.
 #[derive(async_graphql::MergedSubscription, Default)]
-pub struct SubscriptionRoot(
-    subscription::LogSubscription,
-    config::ConfigSubscription,
-    changes::ChangeSubscription,
-);
+pub struct SubscriptionRoot(subscription::LogSubscription, config::ConfigSubscription, changes::ChangeSubscription);
 
 pub type CmdbSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
