@@ -88,6 +88,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read change requests.
+    #[command(subcommand)]
+    Change(ChangeCommand),
     /// Generate a realistic estate with months of history into an empty data directory.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
@@ -97,6 +100,26 @@ pub enum Command {
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChangeCommand {
+    /// Show one change: its request, transitions, approvals, review and the CI edits it authorised.
+    Show {
+        /// The change's number (CHG-000042) or id.
+        change: String,
+        /// As it stood at a position or RFC 3339 time (default: now).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List emergency changes whose approval or review is overdue now (CH-8).
+    Overdue {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,6 +204,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff { from, to, around, depth, json } => {
             diff(&data_dir, &from, to.as_deref(), around.as_deref(), depth, json).await
         }
+        Command::Change(ChangeCommand::Show { change, as_of, json }) => {
+            show_change(&data_dir, &change, as_of.as_deref(), json).await
+        }
+        Command::Change(ChangeCommand::Overdue { json }) => overdue_changes(&data_dir, json).await,
         Command::Fixtures(FixturesCommand::Load { size, seed, history_days }) => {
             load_fixtures(&data_dir, &size, seed, history_days).await
         }
@@ -538,6 +565,139 @@ async fn diff(
     }
     drop(graph);
     store.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    use cmdb_core::change::ChangeNumber;
+    let wanted: Result<cmdb_core::ci::ChangeId, ChangeNumber> = if text.trim().to_ascii_uppercase().starts_with("CHG-") {
+        Err(text.parse::<ChangeNumber>()?)
+    } else {
+        Ok(text.parse::<cmdb_core::ci::ChangeId>().context("give a change number (CHG-000042) or id")?)
+    };
+    let (store, handle) = load_graph(data_dir).await?;
+    let result = (|| {
+        let graph = handle.read();
+        let position = match as_of {
+            Some(text) => moment(&graph, text, "as-of")?,
+            None => graph.applied(),
+        };
+        let book = graph.change_book();
+        let id = match wanted {
+            Ok(id) => id,
+            Err(number) => book.id_of(number, position).with_context(|| format!("no change {number}"))?,
+        };
+        let change = book.change_at(id, position).with_context(|| format!("no change {text} at position {position}"))?;
+        let edits = graph.edits_under(id, &change.details.scope.cis, position);
+        let name = |ci: cmdb_core::ci::CiId| {
+            graph
+                .ci_at(ci, position)
+                .or_else(|| graph.latest_ci(ci))
+                .map(|c| format!("{} {}", c.class, c.name))
+                .unwrap_or_else(|| "(unknown)".into())
+        };
+        if json {
+            let edits: Vec<serde_json::Value> = edits
+                .iter()
+                .map(|(ci, e)| {
+                    serde_json::json!({ "position": e.position, "recorded_at": e.recorded_at, "type": e.event_type.as_str(),
+                        "ci": ci, "principal": &*e.principal, "relationship": e.relationship })
+                })
+                .collect();
+            let mut value = serde_json::to_value(&change)?;
+            value["label"] = serde_json::json!(change.label());
+            value["edits"] = serde_json::Value::Array(edits);
+            value["overdue"] = serde_json::to_value(change.overdue(cmdb_core::Clock::now(&SystemClock)))?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            return Ok(());
+        }
+        let d = &change.details;
+        println!("{}  {}  {}{}", change.label(), change.change_type, change.state, if change.retrospective { "  (recorded retrospectively)" } else { "" });
+        println!("  {}", d.title);
+        println!("  requester {}   implementer {}", change.requester, d.implementer.as_deref().unwrap_or("-"));
+        if let Some(w) = &d.window {
+            println!("  window {} to {} ({})", w.start, w.end, w.time_zone);
+        }
+        for (label, text) in [("description", &d.description), ("justification", &d.justification), ("back-out plan", &d.back_out_plan)] {
+            println!("  {label}: {}", text.as_deref().unwrap_or("-"));
+        }
+        println!("  scope:");
+        for ci in &d.scope.cis {
+            println!("    {} ({ci})", name(*ci));
+        }
+        for plan in &d.scope.planned {
+            println!("    planned {} {:?}", plan.class, plan.name);
+        }
+        for link in &d.links {
+            println!("  link: {} {}", link.kind, link.id);
+        }
+        println!("  transitions:");
+        for t in &change.transitions {
+            let action = t.action.map_or_else(|| "created".to_owned(), |a| a.to_string());
+            let from = t.from.map(|f| format!("{f} -> ")).unwrap_or_default();
+            let note = t.note.as_ref().map(|n| format!("  \"{n}\"")).unwrap_or_default();
+            println!("    {}  {action:<9} {from}{}  by {}{note}", t.at.recorded_at, t.to, t.by);
+        }
+        for a in &change.approvals {
+            let held: Vec<&str> = a.roles_held.iter().map(|r| r.as_str()).collect();
+            println!("  {}: {} by {} as {} (held: {}){}", a.at.recorded_at, a.decision, a.by, a.authority, held.join(", "), if a.retrospective { ", retrospectively" } else { "" });
+        }
+        if let Some(s) = &change.sign_off {
+            println!("  signed off by {} at {}: {}", s.by, s.at.recorded_at, s.note);
+        }
+        if let Some(r) = &change.review {
+            println!(
+                "  reviewed by {} at {}: objective met {}, users satisfied {}, side effects: {}, follow-ups: {}",
+                r.by, r.at.recorded_at, r.review.objective_met, r.review.users_satisfied,
+                r.review.side_effects.as_deref().unwrap_or("none"),
+                if r.review.follow_up_actions.is_empty() { "none".to_owned() } else { r.review.follow_up_actions.join("; ") }
+            );
+        }
+        for c in &change.comments {
+            println!("  comment by {} at {}: {}", c.by, c.at.recorded_at, c.text);
+        }
+        for o in change.overdue(cmdb_core::Clock::now(&SystemClock)) {
+            println!("  OVERDUE: {}", match o { cmdb_core::change::Overdue::Approval => "emergency approval", cmdb_core::change::Overdue::Review => "review" });
+        }
+        println!("  CI edits it authorised: {}", edits.len());
+        for (ci, e) in edits.iter().take(50) {
+            println!("    {}  {}  {}  by {}", e.position, e.event_type.as_str(), name(*ci), e.principal);
+        }
+        if edits.len() > 50 {
+            println!("    ... {} more (use --json)", edits.len() - 50);
+        }
+        Ok(())
+    })();
+    store.shutdown().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn overdue_changes(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (store, handle) = load_graph(data_dir).await?;
+    let listed: Vec<(String, String, Vec<cmdb_core::change::Overdue>)> = {
+        let graph = handle.read();
+        graph
+            .change_book()
+            .overdue_at(graph.applied(), cmdb_core::Clock::now(&SystemClock))
+            .into_iter()
+            .map(|(change, overdue)| (change.label(), change.details.title.clone(), overdue))
+            .collect()
+    };
+    store.shutdown().await;
+    if json {
+        let rows: Vec<serde_json::Value> = listed
+            .iter()
+            .map(|(label, title, overdue)| serde_json::json!({ "change": label, "title": title, "overdue": overdue }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if listed.is_empty() {
+        println!("no emergency change is overdue");
+    } else {
+        for (label, title, overdue) in &listed {
+            let what: Vec<String> = overdue.iter().map(|o| format!("{o:?}").to_lowercase()).collect();
+            println!("{label}  {title}  overdue: {}", what.join(", "));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

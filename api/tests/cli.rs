@@ -216,3 +216,27 @@ async fn a_cli_revocation_is_in_force_for_a_running_server_when_the_command_retu
     assert!(output.status.success());
     server.ok(&server.admin_token, "mutation { createToken(principal: \"from-cli\") { tokenId } }", json!({})).await;
 }
+
+#[test]
+fn change_show_prints_a_change_and_refuses_unknown_or_malformed_numbers() {
+    let dir = tempfile::tempdir().expect("dir");
+    ok(dir.path(), &["fixtures", "load", "--size", "small", "--seed", "4"]);
+    let before = log_fingerprint(dir.path());
+    let text = ok(dir.path(), &["change", "show", "CHG-000001"]);
+    assert!(text.starts_with("CHG-000001  normal  closed"), "{text}");
+    for needle in ["transitions:", "submit", "approve by", "signed off by", "reviewed by", "CI edits it authorised:"] {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&ok(dir.path(), &["change", "show", "chg-1", "--json"])).expect("json");
+    assert_eq!(json["label"], "CHG-000001");
+    assert_eq!(json["state"], "closed");
+    assert!(json["edits"].as_array().is_some_and(|e| !e.is_empty()), "the build change authorised edits");
+    // As of the first event, it did not exist yet.
+    refused(dir.path(), &["change", "show", "CHG-000001", "--as-of", "1"], "no change");
+    refused(dir.path(), &["change", "show", "CHG-999999"], "no change CHG-999999");
+    refused(dir.path(), &["change", "show", "CHG-12x"], "not a change number");
+    refused(dir.path(), &["change", "show", "banana"], "change number");
+    let overdue = ok(dir.path(), &["change", "overdue"]);
+    assert!(overdue.contains("overdue: approval, review"), "{overdue}");
+    assert_eq!(log_fingerprint(dir.path()), before, "reading changes writes nothing");
+}
