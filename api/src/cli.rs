@@ -570,7 +570,8 @@ async fn diff(
 
 async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     use cmdb_core::change::ChangeNumber;
-    let wanted: Result<cmdb_core::ci::ChangeId, ChangeNumber> = if text.trim().to_ascii_uppercase().starts_with("CHG-") {
+    let wanted: Result<cmdb_core::ci::ChangeId, ChangeNumber> = if text.trim().to_ascii_uppercase().starts_with("CHG-")
+    {
         Err(text.parse::<ChangeNumber>()?)
     } else {
         Ok(text.parse::<cmdb_core::ci::ChangeId>().context("give a change number (CHG-000042) or id")?)
@@ -587,7 +588,8 @@ async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: boo
             Ok(id) => id,
             Err(number) => book.id_of(number, position).with_context(|| format!("no change {number}"))?,
         };
-        let change = book.change_at(id, position).with_context(|| format!("no change {text} at position {position}"))?;
+        let change =
+            book.change_at(id, position).with_context(|| format!("no change {text} at position {position}"))?;
         let edits = graph.edits_under(id, &change.details.scope.cis, position);
         let name = |ci: cmdb_core::ci::CiId| {
             graph
@@ -612,13 +614,21 @@ async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: boo
             return Ok(());
         }
         let d = &change.details;
-        println!("{}  {}  {}{}", change.label(), change.change_type, change.state, if change.retrospective { "  (recorded retrospectively)" } else { "" });
+        println!(
+            "{}  {}  {}{}",
+            change.label(),
+            change.change_type,
+            change.state,
+            if change.retrospective { "  (recorded retrospectively)" } else { "" }
+        );
         println!("  {}", d.title);
         println!("  requester {}   implementer {}", change.requester, d.implementer.as_deref().unwrap_or("-"));
         if let Some(w) = &d.window {
             println!("  window {} to {} ({})", w.start, w.end, w.time_zone);
         }
-        for (label, text) in [("description", &d.description), ("justification", &d.justification), ("back-out plan", &d.back_out_plan)] {
+        for (label, text) in
+            [("description", &d.description), ("justification", &d.justification), ("back-out plan", &d.back_out_plan)]
+        {
             println!("  {label}: {}", text.as_deref().unwrap_or("-"));
         }
         println!("  scope:");
@@ -640,7 +650,15 @@ async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: boo
         }
         for a in &change.approvals {
             let held: Vec<&str> = a.roles_held.iter().map(|r| r.as_str()).collect();
-            println!("  {}: {} by {} as {} (held: {}){}", a.at.recorded_at, a.decision, a.by, a.authority, held.join(", "), if a.retrospective { ", retrospectively" } else { "" });
+            println!(
+                "  {}: {} by {} as {} (held: {}){}",
+                a.at.recorded_at,
+                a.decision,
+                a.by,
+                a.authority,
+                held.join(", "),
+                if a.retrospective { ", retrospectively" } else { "" }
+            );
         }
         if let Some(s) = &change.sign_off {
             println!("  signed off by {} at {}: {}", s.by, s.at.recorded_at, s.note);
@@ -648,16 +666,29 @@ async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: boo
         if let Some(r) = &change.review {
             println!(
                 "  reviewed by {} at {}: objective met {}, users satisfied {}, side effects: {}, follow-ups: {}",
-                r.by, r.at.recorded_at, r.review.objective_met, r.review.users_satisfied,
+                r.by,
+                r.at.recorded_at,
+                r.review.objective_met,
+                r.review.users_satisfied,
                 r.review.side_effects.as_deref().unwrap_or("none"),
-                if r.review.follow_up_actions.is_empty() { "none".to_owned() } else { r.review.follow_up_actions.join("; ") }
+                if r.review.follow_up_actions.is_empty() {
+                    "none".to_owned()
+                } else {
+                    r.review.follow_up_actions.join("; ")
+                }
             );
         }
         for c in &change.comments {
             println!("  comment by {} at {}: {}", c.by, c.at.recorded_at, c.text);
         }
         for o in change.overdue(cmdb_core::Clock::now(&SystemClock)) {
-            println!("  OVERDUE: {}", match o { cmdb_core::change::Overdue::Approval => "emergency approval", cmdb_core::change::Overdue::Review => "review" });
+            println!(
+                "  OVERDUE: {}",
+                match o {
+                    cmdb_core::change::Overdue::Approval => "emergency approval",
+                    cmdb_core::change::Overdue::Review => "review",
+                }
+            );
         }
         println!("  CI edits it authorised: {}", edits.len());
         for (ci, e) in edits.iter().take(50) {

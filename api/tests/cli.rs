@@ -227,7 +227,8 @@ fn change_show_prints_a_change_and_refuses_unknown_or_malformed_numbers() {
     for needle in ["transitions:", "submit", "approve by", "signed off by", "reviewed by", "CI edits it authorised:"] {
         assert!(text.contains(needle), "{needle:?} in {text}");
     }
-    let json: serde_json::Value = serde_json::from_str(&ok(dir.path(), &["change", "show", "chg-1", "--json"])).expect("json");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["change", "show", "chg-1", "--json"])).expect("json");
     assert_eq!(json["label"], "CHG-000001");
     assert_eq!(json["state"], "closed");
     assert!(json["edits"].as_array().is_some_and(|e| !e.is_empty()), "the build change authorised edits");

@@ -4,6 +4,8 @@
 //! comparisons. No product logic: everything measured is called through the product's public
 //! API. Figures and the commands that reproduce them are in BENCHMARKS.md.
 
+pub mod http;
+
 use cmdb_core::{Actor, Metadata, NewEvent, Source};
 
 /// A realistic event payload of about `bytes` bytes: a CI update with attributes and padding.

@@ -396,3 +396,36 @@ async fn refused_change_commands_append_nothing() {
     assert_eq!(result, Err(Error::Change(ChangeError::UnknownChange(unknown.to_string()))));
     assert_eq!(head(&store).await, before);
 }
+
+/// Two servers on one log, each with its own state cache: the cache changes what is read,
+/// never what is decided.
+#[tokio::test]
+async fn a_stale_state_cache_never_changes_a_decision() {
+    use cmdb_core::ci::service::StateCache;
+    let store = MemoryStore::new(MemoryOptions::default());
+    principals(&store).await;
+    let change = implementing(&store, 1, &["web-01"], &[]).await;
+    let (a, b) = (Arc::new(StateCache::new()), Arc::new(StateCache::new()));
+    let via = |cache: &Arc<StateCache>| CommandContext::new(as_principal("ivan")).with_cache(cache.clone());
+    execute(&store, &register_host(1, "web-01", Some(change)), &via(&a)).await.expect("register via a");
+    execute(&store, &set_os(1, "debian-13", Some(change)), &via(&a)).await.expect("a caches the CI");
+    assert!(!a.is_empty());
+    // b moves the CI on; a's cached version is stale: its append conflicts, it reads and
+    // decides again, and lands after b's.
+    execute(&store, &set_os(1, "debian-14", Some(change)), &via(&b)).await.expect("b");
+    execute(&store, &set_os(1, "debian-13", Some(change)), &via(&a)).await.expect("a re-decides on fresh state");
+    let record = load_change(&store, change).await.expect("load").expect("exists");
+    assert_eq!(record.state, ChangeState::Implementing);
+    // b takes the CI out of service; a, still believing it live, asks for a transition only a
+    // CI under change allows: refused on the cache, decided again on the log, accepted.
+    let under_change = |ci_id, to| CiCommand::Transition { ci_id, to, reason: None, authorized_by: Some(change) };
+    execute(&store, &under_change(ci(1), Status::UnderChange), &via(&b)).await.expect("b: under change");
+    execute(&store, &under_change(ci(1), Status::Live), &via(&a)).await.expect("a: back to live, seen fresh");
+    // The change completes elsewhere; a's cache still says implementing: its edit is refused
+    // (the append is conditional on the change's state stream) and nothing is appended.
+    act(&store, change, ChangeAction::Complete).await;
+    let before = head(&store).await;
+    let refused = execute(&store, &set_os(1, "debian-15", Some(change)), &via(&a)).await;
+    assert!(matches!(refused, Err(Error::Ci(CiError::ChangeNotImplementing { .. }))), "{refused:?}");
+    assert_eq!(head(&store).await, before);
+}

@@ -65,6 +65,9 @@ pub struct AppState {
     pub access_commands: tokio::sync::Mutex<()>,
     /// The temporal configuration graph.
     pub graph: ProjectionHandle<TemporalGraph>,
+    /// The stream states CI commands have read, so the next command on them reads nothing
+    /// (optimistic: a stale state only costs a conflict and a re-decision).
+    pub ci_states: Arc<cmdb_core::ci::service::StateCache>,
 }
 
 /// The router's state.
@@ -171,6 +174,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             access_commands: tokio::sync::Mutex::new(()),
             graph,
+            ci_states: Arc::new(cmdb_core::ci::service::StateCache::new()),
         });
         let state = ServerState {
             app: app.clone(),

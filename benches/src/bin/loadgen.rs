@@ -9,17 +9,13 @@
 //! `--spawn PATH` starts `PATH serve` on a fresh data directory and port, takes the bootstrap
 //! token it prints, and stops it at the end; otherwise give `--url` and `--token`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
+use cmdb_benches::http::{Connection, Endpoint, spawn_server};
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -56,8 +52,7 @@ struct Args {
 }
 
 struct Target {
-    host_port: String,
-    path: String,
+    endpoint: Endpoint,
     token: String,
     bodies: Vec<Bytes>,
 }
@@ -67,29 +62,9 @@ struct Outcome {
     errors: u64,
 }
 
-async fn connection(target: &Target) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(&target.host_port).await.context("connect")?;
-    stream.set_nodelay(true)?;
-    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(driver);
-    Ok(sender)
-}
-
-async fn one_request(
-    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    target: &Target,
-    body: Bytes,
-) -> anyhow::Result<bool> {
-    let request = Request::post(&target.path)
-        .header("host", &target.host_port)
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {}", target.token))
-        .body(Full::new(body))?;
-    sender.ready().await?;
-    let response = sender.send_request(request).await?;
-    let ok = response.status().is_success();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok(ok && body.starts_with(b"{\"data\""))
+async fn one_request(connection: &mut Connection, target: &Target, body: Bytes) -> anyhow::Result<bool> {
+    let (status, body) = connection.post(&target.token, body).await?;
+    Ok(status == 200 && body.starts_with(b"{\"data\""))
 }
 
 /// One connection's loop. `interval`: open loop (time between scheduled sends).
@@ -101,7 +76,7 @@ async fn worker(
     interval: Option<Duration>,
     offset: Duration,
 ) -> anyhow::Result<Outcome> {
-    let mut sender = connection(&target).await?;
+    let mut sender = Connection::open(&target.endpoint).await?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;
     let mut scheduled = start + offset;
@@ -124,7 +99,7 @@ async fn worker(
         let ok = match one_request(&mut sender, &target, body).await {
             Ok(ok) => ok,
             Err(_) => {
-                sender = connection(&target).await?;
+                sender = Connection::open(&target.endpoint).await?;
                 false
             }
         };
@@ -139,55 +114,20 @@ async fn worker(
     Ok(Outcome { histogram, errors })
 }
 
-fn spawn_server(
-    binary: &str,
-    data_dir: Option<&std::path::Path>,
-) -> anyhow::Result<(Child, String, String, tempfile::TempDir)> {
-    let dir = tempfile::tempdir()?;
-    let path = data_dir.unwrap_or(dir.path());
-    let mut child = Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--max-connections", "4096", "--data-dir"])
-        .arg(path)
-        .env("CMDB_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start {binary}"))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut token = None;
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(found) = line.split_whitespace().find(|w| w.starts_with("cmdb_")) {
-            token = Some(found.to_owned());
-        }
-        if let Some(rest) = line.split("http://").nth(1) {
-            let url = format!("http://{}", rest.split_whitespace().next().context("url")?);
-            std::thread::spawn(move || for _ in lines {});
-            let token = token.context("no token printed (serve a new data directory, or pass --url and --token)")?;
-            return Ok((child, url, token, dir));
-        }
-    }
-    bail!("{binary} exited before it listened")
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut spawned = None;
     let (url, token) = match &args.spawn {
         Some(binary) => {
-            let (child, url, token, dir) = spawn_server(binary, args.data_dir.as_deref())?;
-            spawned = Some((child, dir));
-            (url, token)
+            let server = spawn_server(binary, args.data_dir.as_deref(), &[])?;
+            let found = (server.url.clone(), server.token.clone());
+            spawned = Some(server);
+            found
         }
         None => (args.url.clone(), args.token.clone().context("--token is needed without --spawn")?),
     };
-    let without_scheme = url.strip_prefix("http://").context("only http:// URLs")?;
-    let (host_port, path) = without_scheme
-        .split_once('/')
-        .map(|(h, p)| (h.to_owned(), format!("/{p}")))
-        .unwrap_or((without_scheme.to_owned(), "/".into()));
+    let endpoint = Endpoint::parse(&url)?;
     let queries: Vec<String> = match &args.query_file {
         Some(file) => {
             std::fs::read_to_string(file)?.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
@@ -198,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("no queries");
     }
     let bodies = queries.iter().map(|q| Bytes::from(serde_json::json!({ "query": q }).to_string())).collect();
-    let target = std::sync::Arc::new(Target { host_port, path, token, bodies });
+    let target = std::sync::Arc::new(Target { endpoint, token, bodies });
 
     let warmup = Duration::from_secs(args.warmup_secs);
     let end = warmup + Duration::from_secs(args.duration_secs);
@@ -236,9 +176,6 @@ async fn main() -> anyhow::Result<()> {
         histogram.value_at_quantile(0.999),
         histogram.max()
     );
-    if let Some((mut child, _dir)) = spawned {
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let _ = child.wait();
-    }
+    drop(spawned);
     Ok(())
 }

@@ -754,7 +754,7 @@ async fn change_id(ctx: &Context<'_>, id: Option<ID>) -> async_graphql::Result<O
 /// Runs a command, waits until the graph has applied it, returns the positions.
 async fn run(ctx: &Context<'_>, command: CiCommand) -> async_graphql::Result<(u64, u64)> {
     let app = state(ctx);
-    let context = CommandContext::new(metadata(ctx)?);
+    let context = CommandContext::new(metadata(ctx)?).with_cache(app.ci_states.clone());
     let outcome = execute(app.store.as_ref(), &command, &context).await.map_err(core_error)?;
     let wait = Duration::from_millis(app.settings.min_position_wait_ms);
     if !app.graph.wait_for(outcome.last_position, wait).await {
