@@ -395,7 +395,12 @@ pub async fn declare_uncontrolled(
             controlled: false,
             reason: reason.to_owned(),
         });
-        execute(store, &command, metadata.clone()).await?;
+        match execute(store, &command, metadata.clone()).await {
+            Ok(_) => {}
+            // Another writer declared it first.
+            Err(_) if !load(store).await?.controlled(*class) => {}
+            Err(other) => return Err(other),
+        }
     }
     Ok(())
 }
