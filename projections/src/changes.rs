@@ -81,12 +81,13 @@ impl ChangeBook {
             ChangeEvent::NumberAssigned(e) => {
                 self.numbers.insert(e.number, (e.change_id, record.position));
             }
-            other => {
-                let id = other.change_id().ok_or_else(|| format!("{} names no change", record.event_type))?;
+            _ => {
+                let id = event.change_id().ok_or_else(|| format!("{} names no change", record.event_type))?;
                 let events = self.changes.entry(id).or_default();
-                if events.is_empty() && !matches!(other, ChangeEvent::Drafted(_)) {
+                if events.is_empty() && !matches!(event, ChangeEvent::Drafted(_)) {
                     return Err(format!("an event of change {id} before its draft"));
                 }
+                let event = without_repeated_scope(events, event);
                 events.push((at, event));
             }
         }
@@ -150,6 +151,20 @@ impl ChangeBook {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
+}
+
+/// A submission repeats the draft's scope (up to max_scope_items CIs); the book keeps it once.
+fn without_repeated_scope(earlier: &[(At, ChangeEvent)], mut event: ChangeEvent) -> ChangeEvent {
+    let scope = match &mut event {
+        ChangeEvent::Submitted(e) => &mut e.scope,
+        ChangeEvent::RetrospectiveRecorded(e) => &mut e.scope,
+        _ => return event,
+    };
+    let drafted = fold(earlier, u64::MAX).map(|c| c.details.scope);
+    if drafted.as_ref() == Some(scope) {
+        *scope = Default::default();
+    }
+    event
 }
 
 fn fold(events: &[(At, ChangeEvent)], position: u64) -> Option<ChangeRecord> {

@@ -404,7 +404,6 @@ pub struct TemporalGraph {
     #[serde(with = "as_json")]
     schema: SchemaRegistry,
     /// Change requests and templates.
-    #[serde(with = "as_json")]
     change_book: ChangeBook,
     /// The CIs registered under each change (they are in its scope from then on).
     registered_under: FxHashMap<ChangeId, Vec<CiId>>,

@@ -389,12 +389,12 @@ pub struct ChangeTransitioned {
     pub from: ChangeState,
     pub to: ChangeState,
     pub by: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub note: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub review: Option<Review>,
     /// Set when an emergency change's implementation ends: its review is due by then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub review_due_at: Option<Timestamp>,
 }
 
@@ -793,7 +793,11 @@ impl ChangeRecord {
             }),
             ChangeEvent::Submitted(e) => {
                 self.number = Some(e.number);
-                self.details.scope = e.scope.clone();
+                // A submitted scope is never empty; an empty one was left out by a reader that
+                // keeps it once (it equals the draft's).
+                if !e.scope.is_empty() {
+                    self.details.scope = e.scope.clone();
+                }
                 self.state = e.to;
                 self.transitions.push(TransitionEntry {
                     action: Some(ChangeAction::Submit),
@@ -806,7 +810,9 @@ impl ChangeRecord {
             }
             ChangeEvent::RetrospectiveRecorded(e) => {
                 self.number = Some(e.number);
-                self.details.scope = e.scope.clone();
+                if !e.scope.is_empty() {
+                    self.details.scope = e.scope.clone();
+                }
                 self.retrospective = true;
                 self.state = ChangeState::Implemented;
                 self.approval_due_at = Some(e.approval_due_at);
