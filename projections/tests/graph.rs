@@ -277,8 +277,11 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
             .expect("change command");
         }
     };
-    run("req", ChangeCommand::Draft { change_id: id, change_type: ChangeType::Normal, template_id: None, details }).await;
-    for (actor, action) in [("req", ChangeAction::Submit), ("mgr", ChangeAction::Assess), ("apr", ChangeAction::Approve)] {
+    run("req", ChangeCommand::Draft { change_id: id, change_type: ChangeType::Normal, template_id: None, details })
+        .await;
+    for (actor, action) in
+        [("req", ChangeAction::Submit), ("mgr", ChangeAction::Assess), ("apr", ChangeAction::Approve)]
+    {
         run(actor, ChangeCommand::Act { change_id: id, action, note: Some("n".into()), review: None }).await;
     }
     run("mgr", ChangeCommand::Comment { change_id: id, text: "c".into() }).await;
@@ -289,7 +292,11 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
     for position in 0..=graph.applied() {
         let (a, b) = (graph.change_book().change_at(id, position), restored.change_book().change_at(id, position));
         assert_eq!(a, b, "at {position}");
-        assert_eq!(a, replay(&log, position).change_book().change_at(id, position), "as-of equals replay at {position}");
+        assert_eq!(
+            a,
+            replay(&log, position).change_book().change_at(id, position),
+            "as-of equals replay at {position}"
+        );
     }
     let now = restored.change_book().change_at(id, restored.applied()).expect("exists");
     assert_eq!(now.details.scope.cis, vec![ci(1)], "the scope kept once is still the scope");

@@ -11,7 +11,7 @@ use cmdb_core::ci::{CiClass, RelType};
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_core::{Actor, EventStore, Metadata, Source};
 use cmdb_projections::graph::TemporalGraph;
-use cmdb_projections::runner::{RunnerOptions, save_checkpoint, start};
+use cmdb_projections::runner::{Projection, RunnerOptions, save_checkpoint, start};
 use common::{ci, register, relate};
 
 async fn populate(store: &dyn EventStore, base: u128, count: u128) {
@@ -107,7 +107,9 @@ async fn a_checkpoint_that_does_not_match_the_log_is_discarded_and_rebuilt() {
     let bytes = std::fs::read(checkpoints.path().join("graph.checkpoint")).expect("read");
     let newline = bytes.iter().position(|b| *b == b'\n').expect("a header line");
     let header = String::from_utf8(bytes[..newline].to_vec()).expect("a text header");
-    let mut changed = header.replacen("\"format_version\":3", "\"format_version\":99", 1).into_bytes();
+    let current = format!("\"format_version\":{}", <TemporalGraph as Projection>::FORMAT_VERSION);
+    assert!(header.contains(&current), "{header}");
+    let mut changed = header.replacen(&current, "\"format_version\":99", 1).into_bytes();
     changed.extend_from_slice(&bytes[newline..]);
     std::fs::write(checkpoints.path().join("graph.checkpoint"), changed).expect("write");
     let rebuilt = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
