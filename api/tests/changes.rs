@@ -289,6 +289,28 @@ async fn bad_change_input_gets_a_clear_error_and_appends_nothing() {
     // Retrospective recording is for emergency changes only.
     let retro = "mutation($input: DraftChangeInput!) { recordRetrospectiveChange(input: $input) { position } }";
     refused(&server, &p.ivan, retro, with(json!({})), "BAD_USER_INPUT").await;
+
+    // Declaring a class's control (CM-3): unknown classes, no-op declarations, missing or
+    // over-long reasons and non-admins are refused, and the log does not move.
+    let declare = "mutation($c: String!, $on: Boolean!, $r: String!) { declareClassControl(class: $c, controlled: $on, reason: $r) { position } }";
+    let admin = server.admin_token.clone();
+    let long_reason = "r".repeat(cmdb_core::ci::registry::MAX_CONTROL_REASON_BYTES + 1);
+    let cases = [
+        (json!({ "c": "spaceship", "on": false, "r": "why" }), "BAD_USER_INPUT", "spaceship"),
+        (json!({ "c": "host", "on": true, "r": "why" }), "BAD_USER_INPUT", "already controlled"),
+        (json!({ "c": "host", "on": false, "r": "  " }), "BAD_USER_INPUT", "reason"),
+        (json!({ "c": "host", "on": false, "r": long_reason }), "BAD_USER_INPUT", "reason"),
+    ];
+    for (variables, code, text) in cases {
+        let message = refused(&server, &admin, declare, variables.clone(), code).await;
+        assert!(message.contains(text), "{message}");
+    }
+    refused(&server, &p.mark, declare, json!({ "c": "host", "on": false, "r": "why" }), "FORBIDDEN").await;
+    let at_bound = "r".repeat(cmdb_core::ci::registry::MAX_CONTROL_REASON_BYTES);
+    server.ok(&admin, declare, json!({ "c": "host", "on": false, "r": at_bound })).await;
+    let message =
+        refused(&server, &admin, declare, json!({ "c": "host", "on": false, "r": "again" }), "BAD_USER_INPUT").await;
+    assert!(message.contains("already uncontrolled"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
