@@ -173,10 +173,12 @@ pub enum Operation {
     CloseChange,
     /// Create and retire standard-change templates.
     ManageChangeTemplates,
+    /// Load a new approval policy (CH-4).
+    ManagePolicy,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 24] = [
+    pub const ALL: [Operation; 25] = [
         Operation::ReadLog,
         Operation::SubscribeLog,
         Operation::VerifyLog,
@@ -201,6 +203,7 @@ impl Operation {
         Operation::ReviewChange,
         Operation::CloseChange,
         Operation::ManageChangeTemplates,
+        Operation::ManagePolicy,
     ];
 }
 
@@ -255,6 +258,7 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Operation::ReviewChange, &[Role::ChangeManager, Role::Admin]),
     (Operation::CloseChange, &[Role::ChangeManager, Role::Admin]),
     (Operation::ManageChangeTemplates, &[Role::ChangeManager, Role::Admin]),
+    (Operation::ManagePolicy, &[Role::Admin]),
 ];
 
 /// Whether any of `roles` may perform `operation`.

@@ -23,6 +23,8 @@ pub enum Error {
     Baseline(#[from] BaselineError),
     #[error(transparent)]
     Change(#[from] ChangeError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]

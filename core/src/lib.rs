@@ -20,6 +20,7 @@ pub mod conformance;
 mod error;
 pub mod event;
 pub mod ids;
+pub mod policy;
 pub mod store;
 pub mod time;
 

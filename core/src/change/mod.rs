@@ -24,6 +24,7 @@
 //! `cmdb-projections`).
 
 pub mod decide;
+pub mod risk;
 pub mod service;
 pub mod table;
 

@@ -1,0 +1,462 @@
+//! Risk assessment (CH-2): the facts a projection computed from the impact graph at one
+//! position, and the documented formula that turns them into a score and a level. Pure: the
+//! facts arrive as input (core holds no graph) and are stored in the event with the position
+//! they were computed at, so an assessment can always be recomputed from its record.
+//!
+//! ## The formula (version [`RISK_FORMULA_VERSION`])
+//!
+//! | factor | points |
+//! |---|---|
+//! | change type | standard 0, normal 10, emergency 20 |
+//! | most critical service reached downstream (the scope's CIs included) | tier 1: 25, tier 2: 15, tier 3: 8, tier 4: 3, none: 0 |
+//! | more services reached | 2 per service after the first, at most 10 |
+//! | CIs reached downstream | 0: 0, 1-10: 5, 11-100: 10, 101-1,000: 15, more or truncated: 20 |
+//! | failed or backed-out changes on the scope's CIs in the last `history_days` | 10 each, at most 20 |
+//! | the requested window and service hours | touches a tier-1 service's hours: 20; another reached service's hours: 10; no window yet: 5 |
+//!
+//! The score is the sum, at most 100. Level: below 25 low, below 50 medium, below 75 high,
+//! otherwise critical.
+
+use std::str::FromStr;
+
+use chrono::{Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Weekday};
+use serde::{Deserialize, Serialize};
+
+use crate::ci::CiId;
+use crate::time::Timestamp;
+
+use super::{ChangeType, Window};
+
+/// Bumped when the formula changes; stored with every assessment.
+pub const RISK_FORMULA_VERSION: u32 = 1;
+/// Failed or backed-out changes counted back this many days by default.
+pub const DEFAULT_RISK_HISTORY_DAYS: u32 = 90;
+/// The most days of history an assessment may look back.
+pub const MAX_RISK_HISTORY_DAYS: u32 = 3_650;
+/// Services kept in one assessment's facts (nearest first); more are counted, not listed.
+pub const MAX_ASSESSED_SERVICES: usize = 500;
+/// Score at or above which a level starts: medium, high, critical.
+pub const LEVEL_THRESHOLDS: [u32; 3] = [25, 50, 75];
+pub const MAX_SCORE: u32 = 100;
+
+/// The weekly hours a business service is used in, in its own time zone (the CI schema's
+/// `service_hours` attribute).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHours {
+    pub time_zone: String,
+    pub weekly: Vec<WeeklyHours>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeeklyHours {
+    /// mon, tue, wed, thu, fri, sat, sun.
+    pub days: Vec<String>,
+    /// HH:MM.
+    pub start: String,
+    /// HH:MM; 24:00 allowed.
+    pub end: String,
+}
+
+impl ServiceHours {
+    /// Reads the schema's attribute value; `None` if it is absent or malformed.
+    pub fn from_attribute(value: &serde_json::Value) -> Option<ServiceHours> {
+        serde_json::from_value(value.clone()).ok()
+    }
+}
+
+/// A business service the change reaches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceFact {
+    pub id: CiId,
+    pub name: String,
+    /// `criticality_tier`, 1 (most critical) to 4.
+    pub tier: Option<u8>,
+    pub service_hours: Option<ServiceHours>,
+    /// E-mail addresses of the people who own the service: the owning person, or the people
+    /// `part_of` the owning team. The decision maps them to principals.
+    pub owner_contacts: Vec<String>,
+    /// Hops from the nearest scope CI (0: the scope names the service itself).
+    pub depth: u32,
+}
+
+/// Failed and backed-out changes on one scope CI within the history window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiFailures {
+    pub ci: CiId,
+    pub failed: u32,
+    pub backed_out: u32,
+}
+
+/// What the projection computed, at `position`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssessmentFacts {
+    pub position: u64,
+    pub computed_at: Timestamp,
+    /// Distinct CIs reached downstream of the scope's CIs (the scope excluded).
+    pub downstream_cis: u32,
+    /// A bound cut the traversal short: more CIs (and maybe services) lie beyond.
+    pub truncated: bool,
+    pub services: Vec<ServiceFact>,
+    /// Services reached beyond [`MAX_ASSESSED_SERVICES`].
+    pub services_not_listed: u32,
+    pub history_days: u32,
+    /// Scope CIs with at least one failed or backed-out change in the window.
+    pub failures: Vec<CiFailures>,
+}
+
+/// Risk levels, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskLevel {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl RiskLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "low",
+            RiskLevel::Medium => "medium",
+            RiskLevel::High => "high",
+            RiskLevel::Critical => "critical",
+        }
+    }
+
+    pub fn of_score(score: u32) -> RiskLevel {
+        match score {
+            s if s >= LEVEL_THRESHOLDS[2] => RiskLevel::Critical,
+            s if s >= LEVEL_THRESHOLDS[1] => RiskLevel::High,
+            s if s >= LEVEL_THRESHOLDS[0] => RiskLevel::Medium,
+            _ => RiskLevel::Low,
+        }
+    }
+}
+
+/// One factor of the score, with the reason it counted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Factor {
+    pub name: String,
+    pub points: u32,
+    pub why: String,
+}
+
+/// An assessment: the facts, what the formula made of them, and the window facts it used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assessment {
+    pub formula_version: u32,
+    pub change_type: ChangeType,
+    pub window: Option<Window>,
+    pub facts: AssessmentFacts,
+    /// Reached services whose service hours the requested window touches.
+    pub window_in_service_hours: Vec<CiId>,
+    pub score: u32,
+    pub level: RiskLevel,
+    pub factors: Vec<Factor>,
+}
+
+fn tier_points(tier: u8) -> u32 {
+    match tier {
+        1 => 25,
+        2 => 15,
+        3 => 8,
+        _ => 3,
+    }
+}
+
+fn downstream_points(count: u32, truncated: bool) -> u32 {
+    match count {
+        _ if truncated => 20,
+        0 => 0,
+        1..=10 => 5,
+        11..=100 => 10,
+        101..=1000 => 15,
+        _ => 20,
+    }
+}
+
+/// Applies the formula. Pure and total: every input gives an assessment.
+pub fn assess(facts: AssessmentFacts, change_type: ChangeType, window: Option<&Window>) -> Assessment {
+    let mut factors = Vec::new();
+    let mut factor = |name: &str, points: u32, why: String| {
+        factors.push(Factor { name: name.to_owned(), points, why });
+    };
+    let type_points = match change_type {
+        ChangeType::Standard => 0,
+        ChangeType::Normal => 10,
+        ChangeType::Emergency => 20,
+    };
+    factor("change_type", type_points, format!("a {} change", change_type.as_str()));
+
+    let most_critical = facts.services.iter().filter_map(|s| s.tier.map(|t| (t, s))).min_by_key(|(t, _)| *t);
+    match most_critical {
+        Some((tier, service)) => factor(
+            "service_tier",
+            tier_points(tier),
+            format!("reaches tier-{tier} service {} at depth {}", service.name, service.depth),
+        ),
+        None => factor("service_tier", 0, "reaches no business service".into()),
+    }
+    let service_count = facts.services.len() as u32 + facts.services_not_listed;
+    let more = service_count.saturating_sub(1).saturating_mul(2).min(10);
+    factor("services_reached", more, format!("{service_count} business services reached"));
+
+    factor(
+        "downstream_cis",
+        downstream_points(facts.downstream_cis, facts.truncated),
+        if facts.truncated {
+            format!("more than {} CIs depend on the scope (traversal bounded)", facts.downstream_cis)
+        } else {
+            format!("{} CIs depend on the scope", facts.downstream_cis)
+        },
+    );
+
+    let failures: u32 = facts.failures.iter().map(|f| f.failed + f.backed_out).sum();
+    factor(
+        "recent_failures",
+        failures.saturating_mul(10).min(20),
+        format!("{failures} failed or backed-out changes on the scope's CIs in the last {} days", facts.history_days),
+    );
+
+    let mut in_hours = Vec::new();
+    if let Some(window) = window {
+        for service in &facts.services {
+            if service.service_hours.as_ref().is_some_and(|hours| window_touches(window, hours)) {
+                in_hours.push(service.id);
+            }
+        }
+        let tier1 = facts.services.iter().find(|s| s.tier == Some(1) && in_hours.contains(&s.id));
+        match (tier1, in_hours.first()) {
+            (Some(service), _) => factor(
+                "service_hours",
+                20,
+                format!("the window touches the service hours of tier-1 service {}", service.name),
+            ),
+            (None, Some(first)) => {
+                let name = facts.services.iter().find(|s| s.id == *first).map(|s| s.name.as_str()).unwrap_or("?");
+                factor("service_hours", 10, format!("the window touches the service hours of {name}"))
+            }
+            (None, None) => factor("service_hours", 0, "the window is outside every reached service's hours".into()),
+        }
+    } else {
+        factor("service_hours", 5, "no window requested yet: timing unknown".into());
+    }
+
+    let score = factors.iter().map(|f| f.points).sum::<u32>().min(MAX_SCORE);
+    Assessment {
+        formula_version: RISK_FORMULA_VERSION,
+        change_type,
+        window: window.cloned(),
+        window_in_service_hours: in_hours,
+        level: RiskLevel::of_score(score),
+        score,
+        factors,
+        facts,
+    }
+}
+
+fn weekday(day: &str) -> Option<Weekday> {
+    Some(match day {
+        "mon" => Weekday::Mon,
+        "tue" => Weekday::Tue,
+        "wed" => Weekday::Wed,
+        "thu" => Weekday::Thu,
+        "fri" => Weekday::Fri,
+        "sat" => Weekday::Sat,
+        "sun" => Weekday::Sun,
+        _ => return None,
+    })
+}
+
+fn minutes(hhmm: &str) -> Option<i64> {
+    let (h, m) = hhmm.split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..24).contains(&h) && (0..60).contains(&m) || (h == 24 && m == 0)).then_some(h * 60 + m)
+}
+
+/// The instant a local wall-clock time happens in `zone` (a time skipped by a DST jump moves
+/// to the first instant after the gap; a repeated one takes its first occurrence).
+fn local_instant(zone: chrono_tz::Tz, date: NaiveDate, minute_of_day: i64) -> Option<i64> {
+    let midnight = date.and_time(NaiveTime::MIN);
+    let local = midnight + Duration::minutes(minute_of_day);
+    for shift in 0..=2 {
+        if let Some(at) = zone.from_local_datetime(&(local + Duration::hours(shift))).earliest() {
+            let at = at.with_timezone(&chrono::Utc);
+            return Some(at.timestamp_micros());
+        }
+    }
+    None
+}
+
+/// Whether [start, end) of the window overlaps any weekly interval of the service hours, in
+/// the service's own time zone (IANA). Bounded: the window is at most
+/// [`super::MAX_WINDOW_HOURS`] long, so at most ~33 local days are examined.
+pub fn window_touches(window: &Window, hours: &ServiceHours) -> bool {
+    let Ok(zone) = chrono_tz::Tz::from_str(&hours.time_zone) else { return false };
+    let (Some(start), Some(end)) = (window.start.to_datetime(), window.end.to_datetime()) else { return false };
+    if end <= start {
+        return false;
+    }
+    let (start_us, end_us) = (window.start.as_micros(), window.end.as_micros());
+    let first = start.with_timezone(&zone).date_naive() - Duration::days(1);
+    let last = end.with_timezone(&zone).date_naive() + Duration::days(1);
+    let max_days = super::MAX_WINDOW_HOURS / 24 + 3;
+    let mut date = first;
+    let mut examined = 0;
+    while date <= last && examined <= max_days {
+        for interval in &hours.weekly {
+            if !interval.days.iter().filter_map(|d| weekday(d)).any(|d| d == date.weekday()) {
+                continue;
+            }
+            let (Some(from), Some(to)) = (minutes(&interval.start), minutes(&interval.end)) else { continue };
+            let (Some(open), Some(close)) = (local_instant(zone, date, from), local_instant(zone, date, to)) else {
+                continue;
+            };
+            if open < end_us && start_us < close {
+                return true;
+            }
+        }
+        date += Duration::days(1);
+        examined += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).expect("time")
+    }
+
+    fn window(start: &str, end: &str) -> Window {
+        Window { start: at(start), end: at(end), time_zone: "UTC".into() }
+    }
+
+    fn office(zone: &str) -> ServiceHours {
+        ServiceHours {
+            time_zone: zone.into(),
+            weekly: vec![WeeklyHours {
+                days: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
+                start: "08:00".into(),
+                end: "18:00".into(),
+            }],
+        }
+    }
+
+    fn service(tier: u8, hours: Option<ServiceHours>) -> ServiceFact {
+        ServiceFact {
+            id: CiId(uuid::Uuid::from_u128(u128::from(tier))),
+            name: format!("tier{tier}"),
+            tier: Some(tier),
+            service_hours: hours,
+            owner_contacts: vec![],
+            depth: 2,
+        }
+    }
+
+    fn facts() -> AssessmentFacts {
+        AssessmentFacts {
+            position: 7,
+            computed_at: at("2030-01-01T00:00:00Z"),
+            downstream_cis: 0,
+            truncated: false,
+            services: vec![],
+            services_not_listed: 0,
+            history_days: DEFAULT_RISK_HISTORY_DAYS,
+            failures: vec![],
+        }
+    }
+
+    fn points(assessment: &Assessment, name: &str) -> u32 {
+        assessment.factors.iter().find(|f| f.name == name).map(|f| f.points).expect(name)
+    }
+
+    #[test]
+    fn service_hours_follow_the_services_time_zone_and_dst() {
+        let berlin = office("Europe/Berlin");
+        // Monday 2030-01-07 07:30 UTC is 08:30 in Berlin (UTC+1): inside.
+        assert!(window_touches(&window("2030-01-07T07:30:00Z", "2030-01-07T07:45:00Z"), &berlin));
+        // 06:30 UTC is 07:30 in Berlin: outside; 17:30 UTC is 18:30: outside.
+        assert!(!window_touches(&window("2030-01-07T06:30:00Z", "2030-01-07T06:59:00Z"), &berlin));
+        assert!(!window_touches(&window("2030-01-07T17:00:00Z", "2030-01-07T22:00:00Z"), &berlin));
+        // In summer (UTC+2) 06:30 UTC is 08:30: inside.
+        assert!(window_touches(&window("2030-07-01T06:30:00Z", "2030-07-01T06:45:00Z"), &berlin));
+        // A weekend is outside; a window spanning the weekend into Monday morning is inside.
+        assert!(!window_touches(&window("2030-01-05T00:00:00Z", "2030-01-06T23:00:00Z"), &berlin));
+        assert!(window_touches(&window("2030-01-05T00:00:00Z", "2030-01-07T07:01:00Z"), &berlin));
+        // The end is exclusive: a window ending as the hours open does not touch them.
+        assert!(!window_touches(&window("2030-01-07T05:00:00Z", "2030-01-07T07:00:00Z"), &berlin));
+        // Tokyo's Monday morning is Sunday night in UTC.
+        assert!(window_touches(&window("2030-01-06T23:30:00Z", "2030-01-06T23:45:00Z"), &office("Asia/Tokyo")));
+        // An unknown zone never matches (the schema refuses it on the CI).
+        assert!(!window_touches(&window("2030-01-07T09:00:00Z", "2030-01-07T10:00:00Z"), &office("Mars/Base")));
+    }
+
+    #[test]
+    fn each_factor_moves_the_score_as_documented() {
+        let base = assess(facts(), ChangeType::Normal, None);
+        assert_eq!(points(&base, "change_type"), 10);
+        assert_eq!(points(&base, "service_hours"), 5, "no window yet");
+        assert_eq!(base.score, 15);
+        assert_eq!(base.level, RiskLevel::Low);
+        assert_eq!(assess(facts(), ChangeType::Standard, None).score, 5);
+        assert_eq!(assess(facts(), ChangeType::Emergency, None).score, 25);
+
+        let mut reach = facts();
+        reach.services = vec![service(2, None), service(1, None), service(3, None)];
+        let reached = assess(reach.clone(), ChangeType::Normal, None);
+        assert_eq!(points(&reached, "service_tier"), 25, "the most critical service counts");
+        assert_eq!(points(&reached, "services_reached"), 4);
+
+        for (count, truncated, expected) in [
+            (0, false, 0),
+            (1, false, 5),
+            (10, false, 5),
+            (11, false, 10),
+            (1000, false, 15),
+            (1001, false, 20),
+            (3, true, 20),
+        ] {
+            let mut f = facts();
+            f.downstream_cis = count;
+            f.truncated = truncated;
+            assert_eq!(points(&assess(f, ChangeType::Normal, None), "downstream_cis"), expected, "{count}");
+        }
+
+        let mut failing = facts();
+        failing.failures = vec![CiFailures { ci: CiId(uuid::Uuid::nil()), failed: 1, backed_out: 0 }];
+        assert_eq!(points(&assess(failing.clone(), ChangeType::Normal, None), "recent_failures"), 10);
+        failing.failures[0].backed_out = 5;
+        assert_eq!(points(&assess(failing, ChangeType::Normal, None), "recent_failures"), 20, "capped");
+
+        let mut hours = facts();
+        hours.services = vec![service(1, Some(office("UTC"))), service(3, Some(office("UTC")))];
+        let inside = window("2030-01-07T09:00:00Z", "2030-01-07T10:00:00Z");
+        let outside = window("2030-01-07T20:00:00Z", "2030-01-07T21:00:00Z");
+        let touched = assess(hours.clone(), ChangeType::Normal, Some(&inside));
+        assert_eq!(points(&touched, "service_hours"), 20);
+        assert_eq!(touched.window_in_service_hours.len(), 2);
+        assert_eq!(points(&assess(hours.clone(), ChangeType::Normal, Some(&outside)), "service_hours"), 0);
+        hours.services[0].service_hours = None;
+        assert_eq!(points(&assess(hours, ChangeType::Normal, Some(&inside)), "service_hours"), 10);
+    }
+
+    #[test]
+    fn levels_follow_the_thresholds_and_the_score_is_capped() {
+        assert_eq!(RiskLevel::of_score(24), RiskLevel::Low);
+        assert_eq!(RiskLevel::of_score(25), RiskLevel::Medium);
+        assert_eq!(RiskLevel::of_score(50), RiskLevel::High);
+        assert_eq!(RiskLevel::of_score(75), RiskLevel::Critical);
+        let mut worst = facts();
+        worst.services = (1..=8).map(|n| service(if n == 1 { 1 } else { 2 }, Some(office("UTC")))).collect();
+        worst.truncated = true;
+        worst.failures = vec![CiFailures { ci: CiId(uuid::Uuid::nil()), failed: 3, backed_out: 0 }];
+        let assessment =
+            assess(worst, ChangeType::Emergency, Some(&window("2030-01-07T09:00:00Z", "2030-01-07T10:00:00Z")));
+        assert_eq!(assessment.score, MAX_SCORE);
+        assert_eq!(assessment.level, RiskLevel::Critical);
+    }
+}
