@@ -91,6 +91,9 @@ pub enum Command {
     /// Read change requests.
     #[command(subcommand)]
     Change(ChangeCommand),
+    /// Approval policies (Rego; CH-4): load, show, test.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Generate a realistic estate with months of history into an empty data directory.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
@@ -119,6 +122,39 @@ pub enum ChangeCommand {
     Overdue {
         #[arg(long)]
         json: bool,
+    },
+    /// Show every risk assessment and policy decision of a change and replay each decision
+    /// with the recorded policy on the recorded input; exit 1 if any replay differs.
+    Explain {
+        /// The change's number (CHG-000042) or id.
+        change: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load a Rego policy file as the new approval policy. A file that does not parse, calls a
+    /// non-replayable built-in or decides malformed is refused, and the policy in force stays.
+    Load {
+        file: PathBuf,
+        /// A name for this policy (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print the policy in force, or one version (0: the built-in default).
+    Show {
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Check a policy file and run its Rego tests (every `test_` rule of the tests file)
+    /// without loading anything; no data directory needed. Exit 1 if a test fails.
+    Test {
+        file: PathBuf,
+        /// The Rego tests (default: none, only the checks a load makes).
+        #[arg(long)]
+        tests: Option<PathBuf>,
     },
 }
 
@@ -208,6 +244,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             show_change(&data_dir, &change, as_of.as_deref(), json).await
         }
         Command::Change(ChangeCommand::Overdue { json }) => overdue_changes(&data_dir, json).await,
+        Command::Change(ChangeCommand::Explain { change, json }) => explain_change(&data_dir, &change, json).await,
+        Command::Policy(command) => policy_command(&data_dir, command).await,
         Command::Fixtures(FixturesCommand::Load { size, seed, history_days }) => {
             load_fixtures(&data_dir, &size, seed, history_days).await
         }
@@ -655,10 +693,46 @@ async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: boo
                 a.at.recorded_at,
                 a.decision,
                 a.by,
-                a.authority,
+                a.authority.map_or_else(|| "a principal the policy named".to_owned(), |r| r.to_string()),
                 held.join(", "),
                 if a.retrospective { ", retrospectively" } else { "" }
             );
+        }
+        if let Some(entry) = change.assessment() {
+            let a = &entry.assessment;
+            println!(
+                "  risk {} ({} of {}), assessed by {} at position {} ({} CIs downstream{}, {} services)",
+                a.level.as_str(),
+                a.score,
+                cmdb_core::change::risk::MAX_SCORE,
+                entry.by,
+                a.facts.position,
+                a.facts.downstream_cis,
+                if a.facts.truncated { "+" } else { "" },
+                a.facts.services.len() as u32 + a.facts.services_not_listed
+            );
+            for f in &a.factors {
+                println!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
+            }
+            if let Some(status) = change.approval_status() {
+                let out = &entry.decision.output;
+                println!(
+                    "  policy v{} decided: auto-approve {}{}",
+                    entry.decision.policy_version,
+                    out.auto_approve,
+                    if out.deny.is_empty() { String::new() } else { format!(", DENIED: {}", out.deny.join("; ")) }
+                );
+                for s in status {
+                    println!(
+                        "    [{}] {}: {} of {} ({})",
+                        if s.met() { "met" } else { "   " },
+                        s.requirement.role.map_or_else(|| s.requirement.principals.join(" or "), |r| r.to_string()),
+                        s.approved_by.len(),
+                        s.requirement.count,
+                        s.requirement.reason
+                    );
+                }
+            }
         }
         if let Some(s) = &change.sign_off {
             println!("  signed off by {} at {}: {}", s.by, s.at.recorded_at, s.note);
@@ -701,6 +775,196 @@ async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: boo
     })();
     store.shutdown().await;
     result.map(|()| ExitCode::SUCCESS)
+}
+
+fn read_policy_file(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() > cmdb_core::policy::MAX_POLICY_BYTES {
+        bail!(
+            "{} is {} bytes; a policy is at most {} bytes",
+            path.display(),
+            bytes.len(),
+            cmdb_core::policy::MAX_POLICY_BYTES
+        );
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
+async fn policy_command(data_dir: &Path, command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    use cmdb_core::policy;
+    match command {
+        PolicyCommand::Load { file, name } => {
+            let text = read_policy_file(&file)?;
+            let name = name.unwrap_or_else(|| {
+                file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into())
+            });
+            let store = open_existing(data_dir, false)?;
+            let result = policy::execute_load(&store, cli_metadata(), true, &name, &text).await;
+            store.shutdown().await;
+            let (outcome, loaded) = result?;
+            println!(
+                "loaded policy version {} ({:?}, blake3 {}) at position {}",
+                loaded.version,
+                loaded.name,
+                loaded.hash.to_hex(),
+                outcome.last_position
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Show { version } => {
+            let store = open_existing(data_dir, false)?;
+            let state = policy::load(&store).await;
+            store.shutdown().await;
+            let state = state?;
+            let record = match version {
+                Some(v) => state.version(v)?,
+                None => state.in_force(),
+            };
+            println!(
+                "# policy version {} {:?}, blake3 {}, loaded by {}{}",
+                record.version,
+                record.name,
+                record.hash.to_hex(),
+                record.by,
+                record.loaded_at.map(|t| format!(" at {t}")).unwrap_or_else(|| " (built in)".into())
+            );
+            print!("{}", record.text);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Test { file, tests } => {
+            let text = read_policy_file(&file)?;
+            policy::Policy::compile(&text)?;
+            println!(
+                "{}: compiles, calls no forbidden built-in, decides well-formed on the sample inputs",
+                file.display()
+            );
+            let Some(tests) = tests else { return Ok(ExitCode::SUCCESS) };
+            let results = policy::run_tests(&text, &read_policy_file(&tests)?)?;
+            let failed = results.iter().filter(|(_, passed)| !passed).count();
+            for (name, passed) in &results {
+                println!("{} {name}", if *passed { "PASS" } else { "FAIL" });
+            }
+            println!("{} tests, {} failed", results.len(), failed);
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+async fn explain_change(data_dir: &Path, text: &str, json: bool) -> anyhow::Result<ExitCode> {
+    use cmdb_core::change::ChangeNumber;
+    use cmdb_core::change::service as change_service;
+    use cmdb_core::policy;
+    let store = open_existing(data_dir, false)?;
+    let result = async {
+        let id = if text.trim().to_ascii_uppercase().starts_with("CHG-") {
+            let number = text.parse::<ChangeNumber>()?;
+            change_service::find_by_number(&store, number).await?.with_context(|| format!("no change {number}"))?
+        } else {
+            text.parse::<cmdb_core::ci::ChangeId>().context("give a change number (CHG-000042) or id")?
+        };
+        let change = change_service::load_change(&store, id).await?.with_context(|| format!("no change {text}"))?;
+        let policies = policy::load(&store).await?;
+        anyhow::Ok((change, policies))
+    }
+    .await;
+    store.shutdown().await;
+    let (change, policies) = result?;
+    let mut mismatches = 0;
+    let mut rows = Vec::new();
+    if !json {
+        println!("{}  {}  {}  {}", change.label(), change.change_type, change.state, change.details.title);
+        if change.assessments.is_empty() {
+            println!("  no assessment or policy decision on record");
+        }
+    }
+    for (n, entry) in change.assessments.iter().enumerate() {
+        let decision = &entry.decision;
+        let replay = policies.version(decision.policy_version).map(|record| policy::replay(decision, &record));
+        let matches = replay.as_ref().is_ok_and(|r| r.matches);
+        if !matches {
+            mismatches += 1;
+        }
+        if json {
+            rows.push(serde_json::json!({
+                "assessment": entry.assessment,
+                "by": entry.by,
+                "trigger": entry.trigger.as_str(),
+                "position": entry.at.position,
+                "recorded_at": entry.at.recorded_at,
+                "decision": {
+                    "policy_version": decision.policy_version,
+                    "policy_hash": decision.policy_hash.to_hex(),
+                    "regorus_version": decision.regorus_version,
+                    "input": serde_json::from_str::<serde_json::Value>(&decision.input).unwrap_or_default(),
+                    "output": decision.output,
+                },
+                "replay": match &replay {
+                    Ok(r) => serde_json::json!({
+                        "matches": r.matches, "policy_intact": r.policy_intact, "regorus_differs": r.regorus_differs,
+                        "output": r.output.as_ref().ok(), "error": r.output.as_ref().err().map(|e| e.to_string()),
+                    }),
+                    Err(e) => serde_json::json!({ "matches": false, "error": e.to_string() }),
+                },
+            }));
+            continue;
+        }
+        let a = &entry.assessment;
+        println!(
+            "\n  assessment {} ({}) by {} at position {}: risk {} ({} points), facts computed at position {}",
+            n + 1,
+            entry.trigger,
+            entry.by,
+            entry.at.position,
+            a.level.as_str(),
+            a.score,
+            a.facts.position
+        );
+        for f in &a.factors {
+            println!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
+        }
+        println!(
+            "  decision: policy v{} (blake3 {}), regorus {}",
+            decision.policy_version,
+            decision.policy_hash.to_hex(),
+            decision.regorus_version
+        );
+        println!("    input:  {}", decision.input);
+        println!("    output: {}", serde_json::to_string(&decision.output)?);
+        match &replay {
+            Ok(r) if r.matches => println!(
+                "    replay: MATCHES{}",
+                if r.regorus_differs { " (decided with another regorus release)" } else { "" }
+            ),
+            Ok(r) => {
+                println!("    replay: MISMATCH");
+                if !r.policy_intact {
+                    println!(
+                        "      the policy text of version {} no longer hashes to the recorded hash",
+                        decision.policy_version
+                    );
+                }
+                match &r.output {
+                    Ok(output) => println!("      replayed output: {}", serde_json::to_string(output)?),
+                    Err(e) => println!("      replay failed: {e}"),
+                }
+            }
+            Err(e) => println!("    replay: MISMATCH: {e}"),
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "change": change.label(), "assessments": rows, "mismatches": mismatches })
+            )?
+        );
+    } else if mismatches > 0 {
+        eprintln!(
+            "cmdb: {mismatches} recorded decision(s) of {} did NOT replay to the recorded answer",
+            change.label()
+        );
+    }
+    Ok(if mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn overdue_changes(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {

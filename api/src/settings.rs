@@ -85,6 +85,10 @@ pub struct ServeSettings {
     /// change reviewed once implemented (CH-8).
     #[arg(long, env = "CMDB_EMERGENCY_REVIEW_DEADLINE_HOURS", default_value_t = cmdb_core::change::DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS)]
     pub emergency_review_deadline_hours: u32,
+
+    /// Days of failed and backed-out changes a risk assessment counts (CH-2).
+    #[arg(long, env = "CMDB_RISK_HISTORY_DAYS", default_value_t = cmdb_core::change::risk::DEFAULT_RISK_HISTORY_DAYS)]
+    pub risk_history_days: u32,
 }
 
 impl ServeSettings {
@@ -122,6 +126,12 @@ impl ServeSettings {
             1,
             cmdb_core::change::MAX_EMERGENCY_REVIEW_DEADLINE_HOURS as usize,
         )?;
+        range(
+            "risk_history_days",
+            self.risk_history_days as usize,
+            1,
+            cmdb_core::change::risk::MAX_RISK_HISTORY_DAYS as usize,
+        )?;
         Ok(())
     }
 }
@@ -153,6 +163,7 @@ impl Default for ServeSettings {
             shutdown_grace_ms: 10_000,
             min_position_wait_ms: 5_000,
             emergency_review_deadline_hours: cmdb_core::change::DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS,
+            risk_history_days: cmdb_core::change::risk::DEFAULT_RISK_HISTORY_DAYS,
         }
     }
 }
@@ -185,6 +196,12 @@ mod tests {
         for hours in [0, bound + 1] {
             let past = ServeSettings { emergency_review_deadline_hours: hours, ..Default::default() };
             assert!(past.validate().expect_err("out of range").contains("emergency_review_deadline_hours"));
+        }
+        let bound = cmdb_core::change::risk::MAX_RISK_HISTORY_DAYS;
+        assert_eq!(ServeSettings { risk_history_days: bound, ..Default::default() }.validate(), Ok(()));
+        for days in [0, bound + 1] {
+            let past = ServeSettings { risk_history_days: days, ..Default::default() };
+            assert!(past.validate().expect_err("out of range").contains("risk_history_days"));
         }
     }
 }

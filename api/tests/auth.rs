@@ -58,6 +58,10 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
             "mutation { reviewChange(id: \"UNKNOWN\", review: { objectiveMet: true, usersSatisfied: true }) { position } }",
         ),
         Operation::CloseChange => ("/graphql", "mutation { closeChange(id: \"UNKNOWN\") { position } }"),
+        Operation::ManagePolicy => (
+            "/graphql",
+            "mutation { loadPolicy(name: \"probe\", text: \"package cmdb.change\\nimport rego.v1\\n# probe PLACEHOLDER\\ndecision := {\\\"approvals\\\": [{\\\"role\\\": \\\"approver\\\", \\\"count\\\": 1, \\\"reason\\\": \\\"probe\\\"}]}\\n\") { position } }",
+        ),
         Operation::ManageChangeTemplates => (
             "/graphql",
             "mutation { createChangeTemplate(input: { name: \"probe PLACEHOLDER\", title: \"t\", description: \"d\", backOutPlan: \"b\", allowedClasses: [\"host\"] }) { position } }",
@@ -66,11 +70,12 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
 }
 
 /// The operations one probe stands for: approving is one mutation for both authorities (the
-/// change's type decides which applies).
+/// change's type decides which applies), and open to anyone taking part in changes, because
+/// an approval policy may name a service owner as the authority (the decider checks).
 fn covered_by(operation: Operation) -> Vec<Operation> {
     match operation {
         Operation::ApproveChange | Operation::ApproveEmergencyChange => {
-            vec![Operation::ApproveChange, Operation::ApproveEmergencyChange]
+            vec![Operation::ApproveChange, Operation::ApproveEmergencyChange, Operation::CommentChange]
         }
         _ => vec![operation],
     }

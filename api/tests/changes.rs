@@ -67,6 +67,17 @@ async fn some_ci(server: &TestServer, class: &str, skip: usize) -> (String, Stri
 async fn a_new_user_takes_a_change_from_draft_to_closed_editing_cis_only_under_it() {
     let server = demo().await;
     let p = people(&server).await;
+    // This walk-through is about the life cycle; the default policy's decisions (several
+    // approvers for the demo's critical hosts) have their own tests in policy.rs. Here the
+    // organisation's CAB wants one approver for any normal change.
+    let one_approver = "package cmdb.change\nimport rego.v1\ndecision := {\"approvals\": [{\"role\": \"approver\", \"count\": 1, \"reason\": \"one approver\"}]}\n";
+    server
+        .ok(
+            &server.admin_token,
+            "mutation($t: String!) { loadPolicy(name: \"one approver\", text: $t) { position } }",
+            json!({ "t": one_approver }),
+        )
+        .await;
     let (host, host_name) = some_ci(&server, "host", 0).await;
     let (other_host, _) = some_ci(&server, "host", 1).await;
 

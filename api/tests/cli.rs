@@ -241,3 +241,148 @@ fn change_show_prints_a_change_and_refuses_unknown_or_malformed_numbers() {
     assert!(overdue.contains("overdue: approval, review"), "{overdue}");
     assert_eq!(log_fingerprint(dir.path()), before, "reading changes writes nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_are_tested_loaded_and_shown_and_change_explain_replays_decisions() {
+    use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
+    use cmdb_core::{AppendRequest, Direction, EventStore, ExpectedVersion, Metadata, NewEvent, Source, StreamId};
+
+    let run = |args: Vec<String>, dir: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cmdb(&dir, &args)
+        })
+        .await
+        .expect("join")
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let dir = server.data_dir();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/policies");
+    let policy_file = policies.join("change_approval.rego").display().to_string();
+    let tests_file = policies.join("change_approval_test.rego").display().to_string();
+
+    // The shipped policy passes its own Rego tests from the CLI; a failing test exits 1.
+    let output = run(args(&["policy", "test", &policy_file, "--tests", &tests_file]), dir.clone()).await;
+    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    assert!(stdout(&output).contains("PASS test_tier1_needs_its_owner"), "{}", stdout(&output));
+    let scratch = tempfile::tempdir().expect("scratch");
+    let failing = scratch.path().join("failing_test.rego");
+    std::fs::write(
+        &failing,
+        "package cmdb.change_test\nimport rego.v1\nimport data.cmdb.change\ntest_never if {\n\tchange.decision.auto_approve with input as {\"change\": {\"type\": \"normal\"}}\n}\n",
+    )
+    .expect("write");
+    let output =
+        run(args(&["policy", "test", &policy_file, "--tests", &failing.display().to_string()]), dir.clone()).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stdout(&output).contains("FAIL test_never"));
+
+    // A change assessed over GraphQL under the default policy.
+    let host = server
+        .ok(
+            &server.admin_token,
+            "mutation($i: RegisterCiInput!) { registerCi(input: $i) { ci { id } } }",
+            json!({ "i": { "class": "HOST", "name": "h1", "attributes": {"hostname": "h1", "ip_addresses": ["10.0.0.1"], "os": "debian-12", "cpu_cores": 2, "memory_mib": 2048} } }),
+        )
+        .await["registerCi"]["ci"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let alice = server.principal_with_token("alice", &["EDITOR"]).await;
+    let mark = server.principal_with_token("mark", &["CHANGE_MANAGER"]).await;
+    let drafted = server
+        .ok(
+            &alice,
+            "mutation($h: ID!) { draftChange(input: { type: NORMAL, title: \"t\", description: \"d\", justification: \"j\", backOutPlan: \"b\", implementer: \"alice\", scope: { cis: [$h] } }) { change { id } } }",
+            json!({ "h": host }),
+        )
+        .await;
+    let id = drafted["draftChange"]["change"]["id"].as_str().expect("id").to_owned();
+    server.ok(&alice, "mutation($id: ID!) { submitChange(id: $id) { position } }", json!({ "id": id })).await;
+    server
+        .ok(&mark, "mutation($id: ID!) { assessChange(id: $id, note: \"n\") { position } }", json!({ "id": id }))
+        .await;
+
+    // Bad policy files are refused with the reason; the log does not move.
+    let before = log_fingerprint(&dir);
+    let broken = scratch.path().join("broken.rego");
+    std::fs::write(&broken, "package cmdb.change\nimport rego.v1\ndecision := {").expect("write");
+    let clock = scratch.path().join("clock.rego");
+    std::fs::write(&clock, format!("{}\nx if time.now_ns() > 0\n", cmdb_core::policy::DEFAULT_POLICY)).expect("write");
+    let binary = scratch.path().join("binary.rego");
+    std::fs::write(&binary, [0xff_u8, 0xfe, 0x00]).expect("write");
+    for (file, needle) in [
+        (broken.display().to_string(), "does not parse"),
+        (clock.display().to_string(), "time.now_ns"),
+        (binary.display().to_string(), "not UTF-8"),
+        (scratch.path().join("missing.rego").display().to_string(), "cannot read"),
+        (policy_file.clone(), "already in force"),
+    ] {
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || refused(&d, &["policy", "load", &file], needle)).await.expect("join");
+    }
+    assert_eq!(log_fingerprint(&dir), before, "refused loads append nothing");
+
+    let strict = scratch.path().join("strict.rego");
+    std::fs::write(
+        &strict,
+        "package cmdb.change\nimport rego.v1\ndecision := {\"approvals\": [{\"role\": \"approver\", \"count\": 3, \"reason\": \"three\"}]}\n",
+    )
+    .expect("write");
+    let output = run(args(&["policy", "load", &strict.display().to_string(), "--name", "strict"]), dir.clone()).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("loaded policy version 1"), "{}", stdout(&output));
+    let shown = run(args(&["policy", "show"]), dir.clone()).await;
+    assert!(stdout(&shown).contains("# policy version 1 \"strict\"") && stdout(&shown).contains("count\": 3"));
+    let shown = run(args(&["policy", "show", "--version", "0"]), dir.clone()).await;
+    assert!(stdout(&shown).contains("(built in)") && stdout(&shown).contains("package cmdb.change"));
+    let d = dir.clone();
+    tokio::task::spawn_blocking(move || refused(&d, &["policy", "show", "--version", "7"], "not in the log"))
+        .await
+        .expect("join");
+
+    // The past decision (policy version 0) replays to the recorded answer.
+    let explained = run(args(&["change", "explain", "CHG-000001"]), dir.clone()).await;
+    assert!(explained.status.success(), "{}{}", stdout(&explained), stderr(&explained));
+    assert!(stdout(&explained).contains("decision: policy v0") && stdout(&explained).contains("replay: MATCHES"));
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&run(args(&["change", "explain", "CHG-000001", "--json"]), dir.clone()).await))
+            .expect("json");
+    assert_eq!(json["mismatches"], 0);
+    assert_eq!(json["assessments"][0]["replay"]["matches"], true);
+
+    // A recorded decision that does not replay (forged here) is reported loudly: exit 1.
+    let store = SqliteStore::open(&dir, SqliteOptions::default()).expect("open");
+    let stream = StreamId::new(format!("change-{id}")).expect("stream");
+    let records = store.read_stream(&stream, Direction::Forward, None, 100).await.expect("read");
+    let assessed = records.iter().rev().find(|r| r.event_type == "change.assessed").expect("assessed");
+    let mut forged: serde_json::Value = serde_json::from_slice(&assessed.data).expect("json");
+    forged["decision"]["output"]["auto_approve"] = json!(true);
+    let last = records.last().expect("records").stream_version;
+    store
+        .append(AppendRequest::new().write(
+            stream,
+            ExpectedVersion::Exact(last),
+            vec![NewEvent::raw(
+                "change.assessed",
+                serde_json::to_vec(&forged).expect("bytes"),
+                Metadata::new(cmdb_core::Actor::principal("forger"), Source::System),
+            )],
+        ))
+        .await
+        .expect("append");
+    store.shutdown().await;
+    let explained = run(args(&["change", "explain", "CHG-000001"]), dir.clone()).await;
+    assert_eq!(explained.status.code(), Some(1), "{}", stdout(&explained));
+    assert!(stdout(&explained).contains("replay: MISMATCH"), "{}", stdout(&explained));
+    assert!(stderr(&explained).contains("did NOT replay"), "{}", stderr(&explained));
+    let d = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        refused(&d, &["change", "explain", "CHG-999999"], "no change CHG-999999");
+        refused(&d, &["change", "explain", "CHG-1x"], "not a change number");
+    })
+    .await
+    .expect("join");
+}

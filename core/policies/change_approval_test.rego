@@ -53,9 +53,18 @@ test_tier1_without_owner_needs_a_change_manager if {
 	a.role == "change-manager"
 }
 
-test_critical_in_tier1_hours_is_denied if {
+test_critical_in_tier1_hours_needs_a_change_manager_too if {
 	d := change.decision with input as req("normal", "critical", [svc(1, true, ["olivia"])])
-	count(d.deny) == 1
+	count(d.deny) == 0
+	some a in d.approvals
+	a.role == "change-manager"
+	contains(a.reason, "critical risk")
+}
+
+test_critical_without_a_window_is_denied if {
+	r := req("normal", "critical", [])
+	d := change.decision with input as object.union(r, {"change": {"type": "normal", "window": null}})
+	d.deny == ["a critical-risk change must request a window before it can be approved"]
 }
 
 test_emergency_goes_to_the_emergency_authority if {

@@ -136,6 +136,12 @@ pub fn text_hash(text: &str) -> Hash {
     Hash(*blake3::hash(text.as_bytes()).as_bytes())
 }
 
+impl Default for PolicyRecord {
+    fn default() -> Self {
+        PolicyRecord::default_policy()
+    }
+}
+
 /// Every loaded policy, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyState {
@@ -184,18 +190,30 @@ impl PolicyState {
     }
 }
 
+/// Reads the whole policy stream.
+pub async fn load(store: &dyn crate::EventStore) -> Result<PolicyState, crate::Error> {
+    let mut state = PolicyState::default();
+    for record in crate::ci::service::read_whole_stream(store, &policy_stream()).await? {
+        state.apply(&record)?;
+    }
+    Ok(state)
+}
+
 /// Decides loading a policy: the actor may, the name is sane, the text compiles, calls no
 /// forbidden built-in and decides well-formed on sample inputs, and differs from the one in
 /// force. Pure apart from compiling.
+/// `local_operator`: the command comes from a shell with access to the data directory (the
+/// CLI), which is trusted as an administrator is; otherwise `actor` needs the admin role.
 pub fn decide_load(
     state: &PolicyState,
     access: &AccessState,
     actor: &str,
+    local_operator: bool,
     name: &str,
     text: &str,
 ) -> Result<PolicyLoaded, PolicyError> {
     let roles = access.principals.get(actor).map(|p| p.roles.clone()).unwrap_or_default();
-    if !permits(&roles, Operation::ManagePolicy) {
+    if !local_operator && !permits(&roles, Operation::ManagePolicy) {
         return Err(PolicyError::NotPermitted { principal: actor.to_owned() });
     }
     if name.trim().is_empty() || name.len() > MAX_POLICY_NAME_BYTES || name.chars().any(char::is_control) {
@@ -214,6 +232,34 @@ pub fn decide_load(
         by: actor.to_owned(),
         regorus_version: REGORUS_VERSION.into(),
     })
+}
+
+/// Loads a policy: decides against the policy stream and the access state as read, appends at
+/// the version read (with the access stream as a condition), and decides again on a conflict.
+pub async fn execute_load(
+    store: &dyn crate::EventStore,
+    metadata: Metadata,
+    local_operator: bool,
+    name: &str,
+    text: &str,
+) -> Result<(crate::AppendOutcome, PolicyLoaded), crate::Error> {
+    use crate::store::{AppendRequest, ExpectedVersion, StoreError};
+    let expected = |v: Option<u64>| v.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+    const ATTEMPTS: usize = 8;
+    for _ in 0..ATTEMPTS {
+        let state = load(store).await?;
+        let access = crate::access::load_state(store).await?;
+        let loaded = decide_load(&state, &access, &metadata.actor.principal, local_operator, name, text)?;
+        let request = AppendRequest::new()
+            .write(policy_stream(), expected(state.stream_version), vec![loaded.to_new_event(metadata.clone())])
+            .condition(crate::access::access_stream(), expected(access.version));
+        match store.append(request).await {
+            Ok(outcome) => return Ok((outcome, loaded)),
+            Err(StoreError::VersionConflict { .. }) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(crate::Error::Contended { stream: POLICY_STREAM.into(), attempts: ATTEMPTS })
 }
 
 /// One approval the decision requires: `count` distinct principals, each holding `role` when

@@ -155,7 +155,7 @@ async fn act(store: &dyn EventStore, id: ChangeId, action: ChangeAction) {
         ),
         _ => ("mark", None),
     };
-    let command = ChangeCommand::Act { change_id: id, action, note: Some(format!("{action}")), review };
+    let command = ChangeCommand::Act { change_id: id, action, note: Some(format!("{action}")), review, facts: None };
     change_cmd(store, actor, command).await.unwrap_or_else(|e| panic!("{action}: {e}"));
 }
 
@@ -366,8 +366,26 @@ async fn refused_change_commands_append_nothing() {
     let before = head(&store).await;
     let unknown = ChangeId(Uuid::from_u128(404));
     let cases: Vec<(&str, ChangeCommand)> = vec![
-        ("alice", ChangeCommand::Act { change_id: unknown, action: ChangeAction::Submit, note: None, review: None }),
-        ("amy", ChangeCommand::Act { change_id: change, action: ChangeAction::Approve, note: None, review: None }),
+        (
+            "alice",
+            ChangeCommand::Act {
+                change_id: unknown,
+                action: ChangeAction::Submit,
+                note: None,
+                review: None,
+                facts: None,
+            },
+        ),
+        (
+            "amy",
+            ChangeCommand::Act {
+                change_id: change,
+                action: ChangeAction::Approve,
+                note: None,
+                review: None,
+                facts: None,
+            },
+        ),
         (
             "alice",
             ChangeCommand::Draft {
@@ -390,7 +408,7 @@ async fn refused_change_commands_append_nothing() {
     let result = change_cmd(
         &store,
         "alice",
-        ChangeCommand::Act { change_id: unknown, action: ChangeAction::Submit, note: None, review: None },
+        ChangeCommand::Act { change_id: unknown, action: ChangeAction::Submit, note: None, review: None, facts: None },
     )
     .await;
     assert_eq!(result, Err(Error::Change(ChangeError::UnknownChange(unknown.to_string()))));

@@ -22,6 +22,9 @@ pub struct ChangeBook {
     /// Number -> (change, position assigned).
     numbers: BTreeMap<ChangeNumber, (ChangeId, u64)>,
     templates: BTreeMap<TemplateId, Vec<(At, ChangeEvent)>>,
+    /// Per CI: changes naming it in their scope that failed or were backed out, in log order
+    /// (what a risk assessment counts, CH-2).
+    outcomes: BTreeMap<CiId, Vec<(At, ChangeId, ChangeState)>>,
 }
 
 /// Which changes to list.
@@ -88,7 +91,20 @@ impl ChangeBook {
                     return Err(format!("an event of change {id} before its draft"));
                 }
                 let event = without_repeated_scope(events, event);
+                let failed = match &event {
+                    ChangeEvent::Transitioned(t) if matches!(t.to, ChangeState::Failed | ChangeState::BackedOut) => {
+                        Some(t.to)
+                    }
+                    _ => None,
+                };
                 events.push((at, event));
+                if let Some(outcome) = failed {
+                    if let Some(change) = fold(events, u64::MAX) {
+                        for ci in &change.details.scope.cis {
+                            self.outcomes.entry(*ci).or_default().push((at, id, outcome));
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -141,6 +157,21 @@ impl ChangeBook {
 
     pub fn templates_at(&self, position: u64) -> Vec<TemplateRecord> {
         self.templates.keys().filter_map(|id| self.template_at(*id, position)).collect()
+    }
+
+    /// Failed and backed-out changes on `ci` recorded in [since, until] and by `position`.
+    pub fn failures_of(&self, ci: CiId, position: u64, since: Timestamp, until: Timestamp) -> (u32, u32) {
+        let mut counts = (0, 0);
+        for (at, _, outcome) in self.outcomes.get(&ci).map(Vec::as_slice).unwrap_or_default() {
+            if at.position > position || at.recorded_at < since || at.recorded_at > until {
+                continue;
+            }
+            match outcome {
+                ChangeState::Failed => counts.0 += 1,
+                _ => counts.1 += 1,
+            }
+        }
+        counts
     }
 
     /// How many changes have been drafted.

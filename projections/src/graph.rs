@@ -993,6 +993,50 @@ impl TemporalGraph {
         })
     }
 
+    /// Everything downstream of any of `roots` at `position` (the roots themselves excluded),
+    /// each at its least depth from the nearest root, breadth first; at most `max_results`
+    /// (then `truncated`). Roots absent at `position` are skipped. What a risk assessment reads.
+    pub fn downstream_of(
+        &self,
+        roots: &[CiId],
+        position: u64,
+        max_depth: u32,
+        max_results: usize,
+    ) -> Result<(Vec<Reached>, bool), GraphError> {
+        self.check_position(position)?;
+        let mut visited: FxHashMap<NodeIndex, u32> = FxHashMap::default();
+        let mut queue = VecDeque::new();
+        for root in roots {
+            if let Some(node) = self.cis.get(root) {
+                if self.present(*node, position).is_some() && visited.insert(*node, 0).is_none() {
+                    queue.push_back(*node);
+                }
+            }
+        }
+        let mut reached = Vec::new();
+        let mut truncated = false;
+        'walk: while let Some(current) = queue.pop_front() {
+            let depth = visited[&current];
+            if depth >= max_depth {
+                continue;
+            }
+            for (_, _, other) in self.neighbours(current, position, Some(ImpactDirection::Downstream), None) {
+                if visited.contains_key(&other) {
+                    continue;
+                }
+                let Some(ci) = self.present(other, position) else { continue };
+                if reached.len() == max_results {
+                    truncated = true;
+                    break 'walk;
+                }
+                visited.insert(other, depth + 1);
+                reached.push(Reached { ci: ci.clone(), depth: depth + 1 });
+                queue.push_back(other);
+            }
+        }
+        Ok((reached, truncated))
+    }
+
     /// The cycle closed by an edge from `current` to the already visited `other`, if `other`
     /// is an ancestor of `current` (or `current` itself).
     fn cycle_through(

@@ -8,6 +8,7 @@
 //! What it is **not**: no HTTP or GraphQL (that is `cmdb-api`), no storage details (it reads
 //! through `cmdb_core::EventStore`).
 
+pub mod assessment;
 pub mod changes;
 pub mod diff;
 pub mod graph;

@@ -282,7 +282,8 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
     for (actor, action) in
         [("req", ChangeAction::Submit), ("mgr", ChangeAction::Assess), ("apr", ChangeAction::Approve)]
     {
-        run(actor, ChangeCommand::Act { change_id: id, action, note: Some("n".into()), review: None }).await;
+        run(actor, ChangeCommand::Act { change_id: id, action, note: Some("n".into()), review: None, facts: None })
+            .await;
     }
     run("mgr", ChangeCommand::Comment { change_id: id, text: "c".into() }).await;
     let log = world.log().await;

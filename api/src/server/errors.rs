@@ -8,6 +8,7 @@ use cmdb_core::access::{AccessError, Operation};
 use cmdb_core::baseline::BaselineError;
 use cmdb_core::change::ChangeError;
 use cmdb_core::ci::CiError;
+use cmdb_core::policy::PolicyError;
 use cmdb_core::store::StoreError;
 
 use crate::server::auth::AuthError;
@@ -166,8 +167,23 @@ pub fn core_error(error: cmdb_core::Error) -> async_graphql::Error {
             | ChangeError::NotEditable { .. }
             | ChangeError::TemplateRetired(_)
             | ChangeError::NotYetApproved { .. } => "FAILED_PRECONDITION",
-            ChangeError::ScopeTooLarge { .. } | ChangeError::TooMany { .. } => "LIMIT_EXCEEDED",
+            ChangeError::ScopeTooLarge { .. }
+            | ChangeError::TooMany { .. }
+            | ChangeError::TooManyAssessments { .. } => "LIMIT_EXCEEDED",
+            ChangeError::NotReassessable { .. } | ChangeError::NotAssessed { .. } => "FAILED_PRECONDITION",
+            // CH-4: the approval policy says no, with its reasons.
+            ChangeError::PolicyDenied { .. } => "POLICY_DENIED",
+            // The policy in force failed on this input: an operator must fix the policy.
+            ChangeError::Policy(_) => "POLICY_FAILED",
             ChangeError::Undecodable { .. } => "INTERNAL",
+            _ => "BAD_USER_INPUT",
+        },
+        Error::Policy(policy) => match policy {
+            PolicyError::NotPermitted { .. } => "FORBIDDEN",
+            PolicyError::Unchanged(_) => "FAILED_PRECONDITION",
+            PolicyError::UnknownVersion(_) => "NOT_FOUND",
+            PolicyError::TooLarge { .. } => "LIMIT_EXCEEDED",
+            PolicyError::Undecodable { .. } => "INTERNAL",
             _ => "BAD_USER_INPUT",
         },
         Error::Contended { .. } => "CONFLICT",

@@ -5,12 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
+use serde_json::{Value, json};
+
 use crate::access::{AccessState, Operation, PERMISSIONS, Role, permits};
 use crate::ci::registry::SchemaRegistry;
 use crate::ci::{CiClass, CiId, CiSnapshot, NameKey, Status, TemplateId};
 use crate::event::StreamId;
+use crate::policy::{self, PolicyDecision, PolicyRecord};
 use crate::time::Timestamp;
 
+use super::risk::{self, Assessment, AssessmentFacts};
 use super::table::{self, Requirement, Target};
 use super::*;
 
@@ -103,6 +107,15 @@ pub enum ChangeCommand {
         action: ChangeAction,
         note: Option<String>,
         review: Option<Review>,
+        /// The risk facts the projection computed, for `assess` and a standard change's
+        /// `submit` (CH-2). Without them an assessment records no risk and no decision.
+        facts: Option<Box<AssessmentFacts>>,
+    },
+    /// Assess again before approval, on request or because a CI in scope changed (CH-2).
+    Reassess {
+        change_id: ChangeId,
+        facts: Box<AssessmentFacts>,
+        trigger: AssessmentTrigger,
     },
     Comment {
         change_id: ChangeId,
@@ -134,6 +147,7 @@ impl ChangeCommand {
             | ChangeCommand::Amend { change_id, .. }
             | ChangeCommand::RecordRetrospective { change_id, .. }
             | ChangeCommand::Act { change_id, .. }
+            | ChangeCommand::Reassess { change_id, .. }
             | ChangeCommand::Comment { change_id, .. }
             | ChangeCommand::Link { change_id, .. } => Some(*change_id),
             ChangeCommand::CreateTemplate { .. } | ChangeCommand::RetireTemplate { .. } => None,
@@ -158,6 +172,8 @@ pub struct ChangeInput<'a> {
     pub next_number: ChangeNumber,
     pub now: Timestamp,
     pub settings: ChangeSettings,
+    /// The approval policy in force (used by assessments and standard submissions).
+    pub policy: &'a PolicyRecord,
 }
 
 /// The events to append, per stream, and streams read that must not change.
@@ -483,9 +499,31 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 }),
             );
         }
-        ChangeCommand::Act { change_id, action, note, review } => {
+        ChangeCommand::Act { change_id, action, note, review, facts } => {
             let change = existing(input, *change_id)?;
-            act(input, change, *action, note.as_deref(), review.as_ref(), &mut decision)?;
+            act(input, change, *action, note.as_deref(), review.as_ref(), facts.as_deref(), &mut decision)?;
+        }
+        ChangeCommand::Reassess { change_id, facts, trigger } => {
+            let change = existing(input, *change_id)?;
+            let roles = roles_of(input);
+            if ![Operation::AssessChange, Operation::ApproveChange, Operation::ApproveEmergencyChange]
+                .iter()
+                .any(|op| permits(&roles, *op))
+            {
+                return Err(ChangeError::NotPermitted {
+                    principal: actor,
+                    action: "reassess".into(),
+                    roles: "change-manager, admin, approver or emergency-approver".into(),
+                });
+            }
+            if change.state != ChangeState::Assessed {
+                return Err(ChangeError::NotReassessable { change: change.label(), state: change.state });
+            }
+            if change.assessments.is_empty() {
+                return Err(ChangeError::NotAssessed { change: change.label() });
+            }
+            let recorded = evaluate(input, change, facts, *trigger)?;
+            decision.write(details_stream(*change_id), ChangeEvent::Assessed(Box::new(recorded)));
         }
         ChangeCommand::Comment { change_id, text: body } => {
             let change = existing(input, *change_id)?;
@@ -588,12 +626,144 @@ fn requester_or_manager(input: &ChangeInput<'_>, change: &ChangeRecord, action: 
     }
 }
 
+/// The principals an owner contact (an e-mail address) stands for: a principal named by the
+/// address itself, or by its part before the `@`.
+fn owner_principals(access: &AccessState, contacts: &[String]) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    for contact in contacts {
+        let local = contact.split('@').next().unwrap_or_default();
+        for candidate in [contact.as_str(), local] {
+            if !candidate.is_empty() && access.principals.contains_key(candidate) {
+                names.insert(candidate.to_owned());
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// The policy's input: the change, its assessment, the requester's roles, the calendar (none
+/// yet) and the clock reading. Everything a decision depends on is here, so a replay needs
+/// nothing else. Keys are sorted when serialised (canonical JSON).
+pub fn policy_input(
+    change: &ChangeRecord,
+    assessment: Option<&Assessment>,
+    access: &AccessState,
+    cis: &BTreeMap<CiId, Option<CiSnapshot>>,
+    now: Timestamp,
+) -> Value {
+    let details = &change.details;
+    let assessment = assessment.map(|a| {
+        let services: Vec<Value> = a
+            .facts
+            .services
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id.to_string(),
+                    "name": s.name,
+                    "tier": s.tier,
+                    "depth": s.depth,
+                    "window_in_service_hours": a.window_in_service_hours.contains(&s.id),
+                    "owners": owner_principals(access, &s.owner_contacts),
+                })
+            })
+            .collect();
+        json!({
+            "score": a.score,
+            "level": a.level.as_str(),
+            "formula_version": a.formula_version,
+            "position": a.facts.position,
+            "downstream_cis": a.facts.downstream_cis,
+            "truncated": a.facts.truncated,
+            "services": services,
+            "services_not_listed": a.facts.services_not_listed,
+            "recent_failures": a.facts.failures.iter().map(|f| f.failed + f.backed_out).sum::<u32>(),
+            "history_days": a.facts.history_days,
+            "factors": a.factors.iter().map(|f| json!({"name": f.name, "points": f.points, "why": f.why})).collect::<Vec<_>>(),
+        })
+    });
+    let requester_roles: Vec<&str> = access
+        .principals
+        .get(&change.requester)
+        .map(|p| p.roles.iter().map(|r| r.as_str()).collect())
+        .unwrap_or_default();
+    json!({
+        "now": now.to_rfc3339(),
+        "now_ns": now.as_micros().saturating_mul(1000),
+        "change": {
+            "id": change.change_id.to_string(),
+            "number": change.number.map(|n| n.to_string()),
+            "type": change.change_type.as_str(),
+            "title": details.title,
+            "requester": change.requester,
+            "implementer": details.implementer,
+            "template": change.template_id.map(|t| t.to_string()),
+            "window": details.window.as_ref().map(|w| json!({
+                "start": w.start.to_rfc3339(), "end": w.end.to_rfc3339(), "time_zone": w.time_zone,
+            })),
+            "scope": {
+                "cis": details.scope.cis.iter().map(|id| match cis.get(id).and_then(Option::as_ref) {
+                    Some(ci) => json!({"id": id.to_string(), "class": ci.class.as_str(), "name": ci.name}),
+                    None => json!({"id": id.to_string(), "class": null, "name": null}),
+                }).collect::<Vec<_>>(),
+                "planned": details.scope.planned.iter().map(|p| json!({"class": p.class.as_str(), "name": p.name})).collect::<Vec<_>>(),
+            },
+            "links": details.links.iter().map(|l| json!({"kind": l.kind.as_str(), "id": l.id})).collect::<Vec<_>>(),
+        },
+        "requester_roles": requester_roles,
+        "assessment": assessment,
+        "calendar": Value::Null,
+    })
+}
+
+/// Assesses `change` on `facts` and lets the policy in force decide.
+fn evaluate(
+    input: &ChangeInput<'_>,
+    change: &ChangeRecord,
+    facts: &AssessmentFacts,
+    trigger: AssessmentTrigger,
+) -> Result<AssessmentRecorded, ChangeError> {
+    if facts.history_days == 0 || facts.history_days > risk::MAX_RISK_HISTORY_DAYS {
+        return Err(ChangeError::HistoryDays { days: facts.history_days });
+    }
+    if facts.services.len() > risk::MAX_ASSESSED_SERVICES {
+        return Err(ChangeError::TooMany {
+            change: change.label(),
+            what: "services in the assessment",
+            count: facts.services.len(),
+            bound: risk::MAX_ASSESSED_SERVICES,
+        });
+    }
+    if change.assessments.len() >= MAX_ASSESSMENTS_PER_CHANGE {
+        return Err(ChangeError::TooManyAssessments { change: change.label(), count: change.assessments.len() });
+    }
+    let assessment = risk::assess(facts.clone(), change.change_type, change.details.window.as_ref());
+    let policy_input = policy_input(change, Some(&assessment), input.access, input.cis, input.now);
+    let decision: PolicyDecision = policy::decide(input.policy, &policy_input)?;
+    Ok(AssessmentRecorded { change_id: change.change_id, by: input.actor.to_owned(), trigger, assessment, decision })
+}
+
+/// Whether the actor may approve or reject under the decision in force: an approving role, or
+/// a requirement they qualify for (a role it asks for, or their name).
+fn policy_authority(change: &ChangeRecord, actor: &str, roles: &BTreeSet<Role>) -> Option<(Option<Role>, Vec<String>)> {
+    let entry = change.assessment()?;
+    let qualifying: Vec<&policy::ApprovalRequirement> =
+        entry.decision.output.approvals.iter().filter(|r| r.counts(actor, roles)).collect();
+    let holds_approver = permits(roles, Operation::ApproveChange);
+    if qualifying.is_empty() && !holds_approver {
+        return None;
+    }
+    let authority = qualifying.iter().find_map(|r| r.role).or(holds_approver.then_some(Role::Approver));
+    Some((authority, qualifying.iter().map(|r| r.reason.clone()).collect()))
+}
+
 fn act(
     input: &ChangeInput<'_>,
     change: &ChangeRecord,
     action: ChangeAction,
     note: Option<&str>,
     review: Option<&Review>,
+    facts: Option<&AssessmentFacts>,
     decision: &mut ChangeDecision,
 ) -> Result<(), ChangeError> {
     let row =
@@ -608,7 +778,30 @@ fn act(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-    let roles = require(input, row.operation, action.as_str())?;
+    // Under a policy decision (normal and standard changes), the decision names the authority.
+    let decided_approval = matches!(action, ChangeAction::Approve | ChangeAction::Reject)
+        && row.operation == Operation::ApproveChange
+        && change.assessment().is_some();
+    let mut policy_authority_found = None;
+    let roles = if decided_approval {
+        let roles = roles_of(input);
+        match policy_authority(change, input.actor, &roles) {
+            Some(found) => policy_authority_found = Some(found),
+            None => {
+                return Err(ChangeError::NotPermitted {
+                    principal: input.actor.to_owned(),
+                    action: action.as_str().to_owned(),
+                    roles: "approver, or a role or principal the change's approval decision names".into(),
+                });
+            }
+        }
+        roles
+    } else {
+        require(input, row.operation, action.as_str())?
+    };
+    if facts.is_some() && !matches!(action, ChangeAction::Assess | ChangeAction::Submit) {
+        return Err(ChangeError::NotApplicable { field: "facts", only_with: ChangeAction::Assess });
+    }
     optional_text("note", note, MAX_TEXT_BYTES)?;
     if review.is_some() && action != ChangeAction::Review {
         return Err(ChangeError::NotApplicable { field: "review", only_with: ChangeAction::Review });
@@ -718,26 +911,71 @@ fn act(
         }
     }
     let actor = input.actor.to_owned();
+    let mut to = row.to;
     if matches!(action, ChangeAction::Approve | ChangeAction::Reject) {
-        let authority = PERMISSIONS
-            .iter()
-            .find(|(op, _)| *op == row.operation)
-            .and_then(|(_, allowed)| roles.iter().find(|r| allowed.contains(r)).copied())
-            .unwrap_or(Role::Approver);
-        decision.write(
-            details_stream(change.change_id),
-            ChangeEvent::ApprovalRecorded(ApprovalRecorded {
-                change_id: change.change_id,
-                by: actor.clone(),
-                decision: if action == ChangeAction::Approve { Decision::Approve } else { Decision::Reject },
-                authority,
-                roles_held: roles.clone(),
-                note: note.map(str::to_owned),
-                retrospective: change.retrospective,
-            }),
-        );
+        let (authority, counts_for) = match policy_authority_found {
+            Some((authority, counts_for)) => (authority, counts_for),
+            None => (
+                PERMISSIONS
+                    .iter()
+                    .find(|(op, _)| *op == row.operation)
+                    .and_then(|(_, allowed)| roles.iter().find(|r| allowed.contains(r)).copied()),
+                Vec::new(),
+            ),
+        };
+        let recorded = ApprovalRecorded {
+            change_id: change.change_id,
+            by: actor.clone(),
+            decision: if action == ChangeAction::Approve { Decision::Approve } else { Decision::Reject },
+            authority,
+            roles_held: roles.clone(),
+            note: note.map(str::to_owned),
+            retrospective: change.retrospective,
+            counts_for,
+        };
+        if decided_approval && action == ChangeAction::Approve {
+            let entry = change.assessment().map(|a| &a.decision.output);
+            if let Some(output) = entry.filter(|o| !o.deny.is_empty()) {
+                return Err(ChangeError::PolicyDenied { change: change.label(), reasons: output.deny.clone() });
+            }
+            // CH-4: approved once every requirement of the decision is met.
+            let mut after = change.clone();
+            after.apply(&ChangeEvent::ApprovalRecorded(recorded.clone()), change.updated);
+            let all_met = after.approval_status().is_none_or(|status| status.iter().all(|s| s.met()));
+            if !all_met {
+                to = Target::Same;
+            }
+        }
+        decision.write(details_stream(change.change_id), ChangeEvent::ApprovalRecorded(recorded));
     }
-    let Target::To(to) = row.to else {
+    // An assessment with facts records the risk and the policy's decision (CH-2, CH-4); so
+    // does a standard change's submission, where the decision may withdraw the pre-approval.
+    let evaluated = match (action, facts) {
+        (ChangeAction::Assess, Some(facts)) => Some(evaluate(input, change, facts, AssessmentTrigger::Assess)?),
+        (ChangeAction::Submit, Some(facts)) if change.change_type == ChangeType::Standard => {
+            let mut numbered = change.clone();
+            numbered.number = Some(input.next_number);
+            let recorded = evaluate(input, &numbered, facts, AssessmentTrigger::Submission)?;
+            if !recorded.decision.output.deny.is_empty() {
+                return Err(ChangeError::PolicyDenied {
+                    change: change.label(),
+                    reasons: recorded.decision.output.deny.clone(),
+                });
+            }
+            if !recorded.decision.output.auto_approve {
+                to = Target::To(ChangeState::Assessed);
+            }
+            Some(recorded)
+        }
+        (ChangeAction::Submit, Some(_)) => {
+            return Err(ChangeError::NotApplicable { field: "facts", only_with: ChangeAction::Assess });
+        }
+        _ => None,
+    };
+    if let Some(recorded) = evaluated {
+        decision.write(details_stream(change.change_id), ChangeEvent::Assessed(Box::new(recorded)));
+    }
+    let Target::To(to) = to else {
         return Ok(());
     };
     if action == ChangeAction::Submit {

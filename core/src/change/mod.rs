@@ -19,8 +19,14 @@
 //! ([`decide::decide`]) is pure: the service ([`service::execute`]) loads the streams, the
 //! access state (roles at this moment) and the CIs in scope, and appends at the versions read.
 //!
-//! What it is not: risk, the approval policy and the calendar (later issues replace the
-//! one-approver rule here with a Rego policy); the read model of changes (in
+//! Assessment (CH-2) and authorisation (CH-4): assessing a change records its risk
+//! ([`risk`], from facts the projection computed) and the approval policy's decision
+//! ([`crate::policy`]) in one `change.assessed` event; a normal (or not auto-approved standard)
+//! change is approved once the decision's required approvals are on record. A change assessed
+//! without facts (only in-process callers can do that; the API always computes them) keeps the
+//! one-approver rule.
+//!
+//! What it is not: the calendar (a later issue); the read model of changes (in
 //! `cmdb-projections`).
 
 pub mod decide;
@@ -37,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::Role;
 use crate::ci::{ChangeId, CiClass, CiId, NameKey, TemplateId};
 use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
+use crate::policy::{ApprovalRequirement, PolicyDecision};
 use crate::time::Timestamp;
 
 pub use decide::{ChangeCommand, ChangeInput, DetailsPatch, decide};
@@ -56,6 +63,8 @@ pub const MAX_SCOPE_ITEMS: usize = 500;
 pub const MAX_LINKS_PER_CHANGE: usize = 100;
 /// Longest linked record id, in bytes.
 pub const MAX_LINK_ID_BYTES: usize = 64;
+/// Assessments kept per change (each reassessment adds one).
+pub const MAX_ASSESSMENTS_PER_CHANGE: usize = 100;
 /// Most follow-up actions in a review.
 pub const MAX_FOLLOW_UP_ACTIONS: usize = 50;
 /// Longest requested window, in hours (31 days).
@@ -211,6 +220,16 @@ named!(
 );
 
 named!(
+    /// Why an assessment was made.
+    AssessmentTrigger, "assessment trigger" {
+        Assess => "assess",
+        Submission => "submission",
+        Request => "request",
+        ScopeChanged => "scope_changed",
+    }
+);
+
+named!(
     /// An approver's decision.
     Decision, "decision" {
         Approve => "approve",
@@ -352,12 +371,26 @@ pub struct ApprovalRecorded {
     pub change_id: ChangeId,
     pub by: String,
     pub decision: Decision,
-    /// The role the decision was made with (approver, or emergency-approver).
-    pub authority: Role,
+    /// The role the decision was made with (approver, emergency-approver, or a role the
+    /// policy's decision asked for); `None` when the policy named the principal itself.
+    pub authority: Option<Role>,
     pub roles_held: BTreeSet<Role>,
     pub note: Option<String>,
     /// Given after the work was done (a retrospective emergency change).
     pub retrospective: bool,
+    /// The reasons of the decision's requirements this approval counted towards.
+    #[serde(default)]
+    pub counts_for: Vec<String>,
+}
+
+/// An assessment (CH-2) and the policy's decision on it (CH-4), made together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssessmentRecorded {
+    pub change_id: ChangeId,
+    pub by: String,
+    pub trigger: AssessmentTrigger,
+    pub assessment: risk::Assessment,
+    pub decision: PolicyDecision,
 }
 
 /// Submission: the number is assigned and the scope frozen (it is what CI edits check).
@@ -433,6 +466,7 @@ pub enum ChangeEvent {
     Commented(ChangeCommented),
     Linked(ChangeLinked),
     ApprovalRecorded(ApprovalRecorded),
+    Assessed(Box<AssessmentRecorded>),
     Submitted(ChangeSubmitted),
     RetrospectiveRecorded(RetrospectiveRecorded),
     Transitioned(ChangeTransitioned),
@@ -447,6 +481,7 @@ impl ChangeEvent {
     pub const COMMENTED: &'static str = "change.commented";
     pub const LINKED: &'static str = "change.linked";
     pub const APPROVAL_RECORDED: &'static str = "change.approval_recorded";
+    pub const ASSESSED: &'static str = "change.assessed";
     pub const SUBMITTED: &'static str = "change.submitted";
     pub const RETROSPECTIVE_RECORDED: &'static str = "change.retrospective_recorded";
     pub const TRANSITIONED: &'static str = "change.transitioned";
@@ -454,12 +489,13 @@ impl ChangeEvent {
     pub const TEMPLATE_CREATED: &'static str = "change_template.created";
     pub const TEMPLATE_RETIRED: &'static str = "change_template.retired";
 
-    pub const TYPES: [&'static str; 11] = [
+    pub const TYPES: [&'static str; 12] = [
         Self::DRAFTED,
         Self::AMENDED,
         Self::COMMENTED,
         Self::LINKED,
         Self::APPROVAL_RECORDED,
+        Self::ASSESSED,
         Self::SUBMITTED,
         Self::RETROSPECTIVE_RECORDED,
         Self::TRANSITIONED,
@@ -479,6 +515,7 @@ impl ChangeEvent {
             ChangeEvent::Commented(_) => Self::COMMENTED,
             ChangeEvent::Linked(_) => Self::LINKED,
             ChangeEvent::ApprovalRecorded(_) => Self::APPROVAL_RECORDED,
+            ChangeEvent::Assessed(_) => Self::ASSESSED,
             ChangeEvent::Submitted(_) => Self::SUBMITTED,
             ChangeEvent::RetrospectiveRecorded(_) => Self::RETROSPECTIVE_RECORDED,
             ChangeEvent::Transitioned(_) => Self::TRANSITIONED,
@@ -496,6 +533,7 @@ impl ChangeEvent {
             ChangeEvent::Commented(e) => Some(e.change_id),
             ChangeEvent::Linked(e) => Some(e.change_id),
             ChangeEvent::ApprovalRecorded(e) => Some(e.change_id),
+            ChangeEvent::Assessed(e) => Some(e.change_id),
             ChangeEvent::Submitted(e) => Some(e.change_id),
             ChangeEvent::RetrospectiveRecorded(e) => Some(e.change_id),
             ChangeEvent::Transitioned(e) => Some(e.change_id),
@@ -511,6 +549,7 @@ impl ChangeEvent {
             ChangeEvent::Commented(e) => serde_json::to_vec(e),
             ChangeEvent::Linked(e) => serde_json::to_vec(e),
             ChangeEvent::ApprovalRecorded(e) => serde_json::to_vec(e),
+            ChangeEvent::Assessed(e) => serde_json::to_vec(e),
             ChangeEvent::Submitted(e) => serde_json::to_vec(e),
             ChangeEvent::RetrospectiveRecorded(e) => serde_json::to_vec(e),
             ChangeEvent::Transitioned(e) => serde_json::to_vec(e),
@@ -530,6 +569,7 @@ impl ChangeEvent {
             Self::COMMENTED => ChangeEvent::Commented(record.data_as().map_err(bad)?),
             Self::LINKED => ChangeEvent::Linked(record.data_as().map_err(bad)?),
             Self::APPROVAL_RECORDED => ChangeEvent::ApprovalRecorded(record.data_as().map_err(bad)?),
+            Self::ASSESSED => ChangeEvent::Assessed(Box::new(record.data_as().map_err(bad)?)),
             Self::SUBMITTED => ChangeEvent::Submitted(record.data_as().map_err(bad)?),
             Self::RETROSPECTIVE_RECORDED => ChangeEvent::RetrospectiveRecorded(record.data_as().map_err(bad)?),
             Self::TRANSITIONED => ChangeEvent::Transitioned(record.data_as().map_err(bad)?),
@@ -636,6 +676,18 @@ pub enum ChangeError {
     NotApplicable { field: &'static str, only_with: ChangeAction },
     #[error("change event at position {position} cannot be read: {detail}")]
     Undecodable { position: u64, detail: String },
+    #[error("the approval policy denies {change}: {}", reasons.join("; "))]
+    PolicyDenied { change: String, reasons: Vec<String> },
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("{change} has {count} assessments; the bound is {MAX_ASSESSMENTS_PER_CHANGE}")]
+    TooManyAssessments { change: String, count: usize },
+    #[error("{change} can only be reassessed while assessed and not yet approved; it is {state}")]
+    NotReassessable { change: String, state: ChangeState },
+    #[error("{change} has no assessment to repeat; assess it first")]
+    NotAssessed { change: String },
+    #[error("the risk history window is {days} days; it must be 1 to {}", risk::MAX_RISK_HISTORY_DAYS)]
+    HistoryDays { days: u32 },
 }
 
 // ----------------------------------------------------------------------------------------
@@ -669,11 +721,36 @@ pub struct TransitionEntry {
 pub struct ApprovalEntry {
     pub by: String,
     pub decision: Decision,
-    pub authority: Role,
+    pub authority: Option<Role>,
     pub roles_held: BTreeSet<Role>,
     pub note: Option<String>,
     pub retrospective: bool,
+    pub counts_for: Vec<String>,
     pub at: At,
+}
+
+/// One assessment and decision on record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssessmentEntry {
+    pub by: String,
+    pub trigger: AssessmentTrigger,
+    pub assessment: risk::Assessment,
+    pub decision: PolicyDecision,
+    pub at: At,
+}
+
+/// How far one required approval has come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequirementStatus {
+    pub requirement: ApprovalRequirement,
+    /// Distinct principals whose approval counts towards it, in the order they approved.
+    pub approved_by: Vec<String>,
+}
+
+impl RequirementStatus {
+    pub fn met(&self) -> bool {
+        self.approved_by.len() >= self.requirement.count as usize
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -721,6 +798,8 @@ pub struct ChangeRecord {
     pub updated: At,
     pub transitions: Vec<TransitionEntry>,
     pub approvals: Vec<ApprovalEntry>,
+    /// Every assessment with its decision, oldest first; the last one is in force.
+    pub assessments: Vec<AssessmentEntry>,
     pub comments: Vec<CommentEntry>,
     pub review: Option<ReviewEntry>,
     pub sign_off: Option<SignOff>,
@@ -754,6 +833,7 @@ impl ChangeRecord {
                 at,
             }],
             approvals: Vec::new(),
+            assessments: Vec::new(),
             comments: Vec::new(),
             review: None,
             sign_off: None,
@@ -790,6 +870,14 @@ impl ChangeRecord {
                 roles_held: e.roles_held.clone(),
                 note: e.note.clone(),
                 retrospective: e.retrospective,
+                counts_for: e.counts_for.clone(),
+                at,
+            }),
+            ChangeEvent::Assessed(e) => self.assessments.push(AssessmentEntry {
+                by: e.by.clone(),
+                trigger: e.trigger,
+                assessment: e.assessment.clone(),
+                decision: e.decision.clone(),
                 at,
             }),
             ChangeEvent::Submitted(e) => {
@@ -850,6 +938,35 @@ impl ChangeRecord {
             }
             ChangeEvent::NumberAssigned(_) | ChangeEvent::TemplateCreated(_) | ChangeEvent::TemplateRetired(_) => {}
         }
+    }
+
+    /// The assessment and decision in force (the latest).
+    pub fn assessment(&self) -> Option<&AssessmentEntry> {
+        self.assessments.last()
+    }
+
+    /// Each requirement of the decision in force with the approvals that count towards it
+    /// (`None` without a decision). An approval counts towards every requirement it
+    /// qualifies for; approvals given before a reassessment still count.
+    pub fn approval_status(&self) -> Option<Vec<RequirementStatus>> {
+        let decision = &self.assessment()?.decision;
+        Some(
+            decision
+                .output
+                .approvals
+                .iter()
+                .map(|requirement| {
+                    let mut approved_by: Vec<String> = Vec::new();
+                    for approval in self.approvals.iter().filter(|a| a.decision == Decision::Approve) {
+                        if requirement.counts(&approval.by, &approval.roles_held) && !approved_by.contains(&approval.by)
+                        {
+                            approved_by.push(approval.by.clone());
+                        }
+                    }
+                    RequirementStatus { requirement: requirement.clone(), approved_by }
+                })
+                .collect(),
+        )
     }
 
     /// Whether an approving decision is on record.

@@ -176,6 +176,10 @@ pub async fn execute(
             None => Default::default(),
         };
         let numbers_version = store.stream_version(&numbers_stream()).await?;
+        let needs_policy =
+            matches!(command, ChangeCommand::Reassess { .. } | ChangeCommand::Act { facts: Some(_), .. });
+        let policies = if needs_policy { crate::policy::load(store).await? } else { Default::default() };
+        let policy = policies.in_force();
         let next_number = ChangeNumber(numbers_version.map_or(1, |v| v + 2));
         let input = ChangeInput {
             actor: &actor,
@@ -188,6 +192,7 @@ pub async fn execute(
             next_number,
             now,
             settings,
+            policy: &policy,
         };
         let decision = decide(command, &input)?;
         let mut request = AppendRequest::new();
@@ -199,6 +204,10 @@ pub async fn execute(
         // The roles the decision used, and the classes it checked, must still hold.
         request = request.condition(access::access_stream(), expected(access.version));
         request = request.condition(crate::ci::registry::schema_stream(), expected(schema.version));
+        if needs_policy {
+            // The decision used the policy in force: a policy loaded meanwhile means deciding again.
+            request = request.condition(crate::policy::policy_stream(), expected(policies.stream_version));
+        }
         for stream in &decision.conditions {
             if decision.writes.iter().any(|(written, _)| written == stream)
                 || request.conditions.iter().any(|c| c.stream == *stream)

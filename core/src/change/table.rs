@@ -93,7 +93,7 @@ pub const TRANSITIONS: &[Transition] = &[
     Transition {
         action: A::Approve,
         from: &[S::Assessed],
-        types: &[T::Normal],
+        types: &[T::Normal, T::Standard],
         to: Target::To(S::Approved),
         operation: O::ApproveChange,
         requires: &[R::SegregatedApprover],
@@ -119,7 +119,7 @@ pub const TRANSITIONS: &[Transition] = &[
     Transition {
         action: A::Reject,
         from: &[S::Assessed],
-        types: &[T::Normal],
+        types: &[T::Normal, T::Standard],
         to: Target::To(S::Rejected),
         operation: O::ApproveChange,
         requires: &[R::SegregatedApprover, R::Note],

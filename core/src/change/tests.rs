@@ -40,6 +40,7 @@ struct World {
     numbers: u64,
     position: u64,
     now: Timestamp,
+    policy: crate::policy::PolicyRecord,
 }
 
 fn stored(stream: StreamId, version: u64, position: u64, event_type: &str, data: Vec<u8>) -> EventRecord {
@@ -70,6 +71,7 @@ impl World {
             numbers: 0,
             position: 0,
             now: NOW,
+            policy: crate::policy::PolicyRecord::default_policy(),
         };
         for (name, roles) in [
             ("alice", &[Role::Editor][..]),
@@ -81,6 +83,7 @@ impl World {
             ("mark", &[Role::ChangeManager][..]),
             ("vera", &[Role::Editor][..]),
             ("olga", &[Role::Viewer][..]),
+            ("otto", &[Role::Editor][..]),
         ] {
             world.access_command(AccessCommand::CreatePrincipal {
                 name: name.into(),
@@ -126,6 +129,7 @@ impl World {
             next_number: ChangeNumber(self.numbers + 1),
             now: self.now,
             settings: ChangeSettings::default(),
+            policy: &self.policy,
         };
         decide(command, &input)
     }
@@ -217,11 +221,11 @@ fn act(id: ChangeId, action: ChangeAction) -> ChangeCommand {
         side_effects: None,
         follow_up_actions: vec!["automate the patch".into()],
     });
-    ChangeCommand::Act { change_id: id, action, note: Some(format!("{action} note")), review }
+    ChangeCommand::Act { change_id: id, action, note: Some(format!("{action} note")), review, facts: None }
 }
 
 fn bare(id: ChangeId, action: ChangeAction) -> ChangeCommand {
-    ChangeCommand::Act { change_id: id, action, note: None, review: None }
+    ChangeCommand::Act { change_id: id, action, note: None, review: None, facts: None }
 }
 
 fn standard_template(world: &mut World) {
@@ -643,7 +647,7 @@ fn emergency_path_a_approved_by_the_emergency_authority_then_implemented_at_once
     let mut world = through(ChangeType::Emergency, &[Submit, Approve, Start, Complete]);
     let record = world.change(change(1));
     assert_eq!(record.state, ChangeState::Implemented);
-    assert_eq!(record.approvals[0].authority, Role::EmergencyApprover);
+    assert_eq!(record.approvals[0].authority, Some(Role::EmergencyApprover));
     let due = NOW.saturating_add_micros(72 * HOUR_MICROS);
     assert_eq!(record.review_due_at, Some(due));
     assert!(record.overdue(due).is_empty(), "due, not yet overdue");
@@ -887,4 +891,276 @@ fn approvals_write_the_request_stream_and_the_transition_the_state_stream() {
     let decision = world.when("amy", &act(change(1), Approve)).expect("approve");
     let streams: Vec<&StreamId> = decision.writes.iter().map(|(s, _)| s).collect();
     assert_eq!(streams, [&details_stream(change(1)), &state_stream(change(1))]);
+}
+
+// ----------------------------------------------------------------------------------------
+// Assessment and the approval policy (CH-2, CH-4)
+// ----------------------------------------------------------------------------------------
+
+mod policy_decisions {
+    use super::*;
+    use crate::change::risk::{AssessmentFacts, CiFailures, RiskLevel, ServiceFact, ServiceHours, WeeklyHours};
+    use crate::policy::{PolicyRecord, replay};
+
+    fn service(tier: u8, always_open: bool, owners: &[&str]) -> ServiceFact {
+        ServiceFact {
+            id: ci(100 + u128::from(tier)),
+            name: format!("tier-{tier} service"),
+            tier: Some(tier),
+            service_hours: always_open.then(|| ServiceHours {
+                time_zone: "Europe/Paris".into(),
+                weekly: vec![WeeklyHours {
+                    days: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].map(String::from).to_vec(),
+                    start: "00:00".into(),
+                    end: "24:00".into(),
+                }],
+            }),
+            owner_contacts: owners.iter().map(|o| format!("{o}@example.com")).collect(),
+            depth: 2,
+        }
+    }
+
+    fn facts(services: Vec<ServiceFact>, downstream: u32, failures: u32) -> Box<AssessmentFacts> {
+        Box::new(AssessmentFacts {
+            position: 5,
+            computed_at: NOW,
+            downstream_cis: downstream,
+            truncated: false,
+            services,
+            services_not_listed: 0,
+            history_days: 90,
+            failures: if failures == 0 {
+                vec![]
+            } else {
+                vec![CiFailures { ci: ci(1), failed: failures, backed_out: 0 }]
+            },
+        })
+    }
+
+    fn assess(id: ChangeId, facts: Box<AssessmentFacts>) -> ChangeCommand {
+        ChangeCommand::Act {
+            change_id: id,
+            action: ChangeAction::Assess,
+            note: Some("assessed".into()),
+            review: None,
+            facts: Some(facts),
+        }
+    }
+
+    fn assessed(facts: Box<AssessmentFacts>) -> World {
+        let mut world = World::new();
+        world.given("alice", draft(change(1), ChangeType::Normal));
+        world.given("alice", bare(change(1), ChangeAction::Submit));
+        world.given("mark", assess(change(1), facts));
+        world
+    }
+
+    #[test]
+    fn a_low_risk_normal_change_needs_one_approver_as_the_default_policy_says() {
+        let mut world = assessed(facts(vec![], 3, 0));
+        let record = world.change(change(1));
+        let entry = record.assessment().expect("assessed");
+        assert_eq!(entry.assessment.level, RiskLevel::Low);
+        assert_eq!(entry.decision.policy_version, 0, "the built-in default");
+        assert_eq!(entry.decision.output.approvals.len(), 1);
+        assert_eq!(record.state, ChangeState::Assessed);
+        world.given("amy", bare(change(1), ChangeAction::Approve));
+        let record = world.change(change(1));
+        assert_eq!(record.state, ChangeState::Approved);
+        assert_eq!(record.approvals[0].counts_for, vec!["a change needs an approver (CH-4)".to_owned()]);
+    }
+
+    #[test]
+    fn high_risk_needs_two_distinct_approvers_before_the_change_is_approved() {
+        // normal 10 + tier 2 15 + 11-100 downstream 10 + two failures 20 = 55: high.
+        let mut world = assessed(facts(vec![service(2, false, &[])], 50, 2));
+        assert_eq!(world.change(change(1)).assessment().map(|a| a.assessment.level), Some(RiskLevel::High));
+        world.given("amy", bare(change(1), ChangeAction::Approve));
+        let record = world.change(change(1));
+        assert_eq!(record.state, ChangeState::Assessed, "one of two approvals");
+        let status = record.approval_status().expect("a decision");
+        assert_eq!(status[0].approved_by, vec!["amy".to_owned()]);
+        assert!(!status[0].met());
+        // The same approver cannot count twice.
+        let again = world.when("amy", &bare(change(1), ChangeAction::Approve)).unwrap_err();
+        assert!(matches!(again, ChangeError::AlreadyDecided { .. }), "{again}");
+        world.given("abe", bare(change(1), ChangeAction::Approve));
+        assert_eq!(world.change(change(1)).state, ChangeState::Approved);
+    }
+
+    #[test]
+    fn a_tier1_service_needs_one_of_its_owners_who_approves_without_an_approver_role() {
+        let mut world = assessed(facts(vec![service(1, false, &["otto"])], 5, 0));
+        let record = world.change(change(1));
+        let output = &record.assessment().expect("assessed").decision.output;
+        assert!(output.approvals.iter().any(|r| r.principals == vec!["otto".to_owned()]), "{output:?}");
+        // An editor the decision does not name may not approve.
+        let refused = world.when("vera", &bare(change(1), ChangeAction::Approve)).unwrap_err();
+        assert!(matches!(refused, ChangeError::NotPermitted { .. }), "{refused}");
+        world.given("amy", bare(change(1), ChangeAction::Approve));
+        assert_eq!(world.change(change(1)).state, ChangeState::Assessed, "the owner has not approved");
+        world.given("otto", bare(change(1), ChangeAction::Approve));
+        let record = world.change(change(1));
+        assert_eq!(record.state, ChangeState::Approved);
+        assert_eq!(record.approvals[1].authority, None, "named by the policy, not by a role");
+        // The requester stays barred even when named as an owner.
+        let mut world = World::new();
+        world.given("alice", draft(change(1), ChangeType::Normal));
+        world.given("alice", bare(change(1), ChangeAction::Submit));
+        world.given("mark", assess(change(1), facts(vec![service(1, false, &["alice"])], 5, 0)));
+        let refused = world.when("alice", &bare(change(1), ChangeAction::Approve)).unwrap_err();
+        assert!(matches!(refused, ChangeError::SegregationOfDuties { .. }), "{refused}");
+    }
+
+    #[test]
+    fn a_denied_change_cannot_be_approved_but_can_be_rejected() {
+        // Critical without a requested window: denied by the default policy.
+        // normal 10 + tier 1 25 + 101-1,000 CIs 15 + two failures 20 + no window 5 = 75.
+        let mut world = World::new();
+        let mut details = complete_details();
+        details.window = None;
+        world.given(
+            "alice",
+            ChangeCommand::Draft { change_id: change(1), change_type: ChangeType::Normal, template_id: None, details },
+        );
+        world.given("alice", bare(change(1), ChangeAction::Submit));
+        world.given("mark", assess(change(1), facts(vec![service(1, true, &["otto"])], 500, 2)));
+        let entry = world.change(change(1)).assessment().expect("assessed").clone();
+        assert_eq!(entry.assessment.level, RiskLevel::Critical);
+        assert!(!entry.decision.output.deny.is_empty());
+        let refused = world.when("amy", &bare(change(1), ChangeAction::Approve)).unwrap_err();
+        match refused {
+            ChangeError::PolicyDenied { reasons, .. } => assert!(reasons[0].contains("window"), "{reasons:?}"),
+            other => panic!("{other}"),
+        }
+        world.given("amy", act(change(1), ChangeAction::Reject));
+        assert_eq!(world.change(change(1)).state, ChangeState::Rejected);
+    }
+
+    #[test]
+    fn a_standard_change_is_auto_approved_unless_the_policy_withdraws_it() {
+        let mut world = World::new();
+        standard_template(&mut world);
+        let draft_standard = |id| ChangeCommand::Draft {
+            change_id: id,
+            change_type: ChangeType::Standard,
+            template_id: Some(template(1)),
+            details: ChangeDetails {
+                title: String::new(),
+                implementer: Some("ivan".into()),
+                window: Some(window()),
+                scope: Scope { cis: vec![ci(1)], planned: vec![] },
+                ..ChangeDetails::default()
+            },
+        };
+        let submit = |id, facts| ChangeCommand::Act {
+            change_id: id,
+            action: ChangeAction::Submit,
+            note: None,
+            review: None,
+            facts: Some(facts),
+        };
+        world.given("alice", draft_standard(change(1)));
+        world.given("alice", submit(change(1), facts(vec![], 2, 0)));
+        assert_eq!(world.change(change(1)).state, ChangeState::Approved);
+        assert!(world.change(change(1)).assessment().expect("decided").decision.output.auto_approve);
+        // Inside a tier-1 service's hours: assessed, and an approver decides.
+        world.given("alice", draft_standard(change(2)));
+        world.given("alice", submit(change(2), facts(vec![service(1, true, &[])], 2, 0)));
+        let record = world.change(change(2));
+        assert_eq!(record.state, ChangeState::Assessed);
+        assert_eq!(record.number, Some(ChangeNumber(2)), "the decision saw the number");
+        // standard 0 + tier 1 25 + downstream 5 + tier-1 hours 20 = 50: high, so two approvers,
+        // and a change manager for the owner-less tier-1 service.
+        world.given("amy", bare(change(2), ChangeAction::Approve));
+        world.given("abe", bare(change(2), ChangeAction::Approve));
+        assert_eq!(world.change(change(2)).state, ChangeState::Assessed, "the change manager is missing");
+        world.given("mark", bare(change(2), ChangeAction::Approve));
+        let record = world.change(change(2));
+        assert_eq!(record.state, ChangeState::Approved, "two approvers and a change manager");
+        assert_eq!(record.approvals[2].authority, Some(Role::ChangeManager));
+        // Facts belong to assessments and standard submissions only.
+        world.given("alice", draft(change(3), ChangeType::Normal));
+        let refused = world.when("alice", &submit(change(3), facts(vec![], 0, 0))).unwrap_err();
+        assert!(matches!(refused, ChangeError::NotApplicable { .. }), "{refused}");
+    }
+
+    #[test]
+    fn reassessment_adds_a_decision_and_is_refused_where_it_makes_no_sense() {
+        let mut world = assessed(facts(vec![], 3, 0));
+        let reassess =
+            |facts| ChangeCommand::Reassess { change_id: change(1), facts, trigger: AssessmentTrigger::ScopeChanged };
+        let refused = world.when("vera", &reassess(facts(vec![], 3, 0))).unwrap_err();
+        assert!(matches!(refused, ChangeError::NotPermitted { .. }), "{refused}");
+        world.given("amy", reassess(facts(vec![service(2, false, &[])], 50, 2)));
+        let record = world.change(change(1));
+        assert_eq!(record.assessments.len(), 2);
+        assert_eq!(record.assessments[1].trigger, AssessmentTrigger::ScopeChanged);
+        assert_eq!(record.assessment().map(|a| a.assessment.level), Some(RiskLevel::High));
+        // Bad facts: a history window out of range.
+        let mut bad = facts(vec![], 3, 0);
+        bad.history_days = 0;
+        assert!(matches!(world.when("mark", &reassess(bad)).unwrap_err(), ChangeError::HistoryDays { days: 0 }));
+        world.given("amy", bare(change(1), ChangeAction::Approve));
+        world.given("abe", bare(change(1), ChangeAction::Approve));
+        let late = world.when("mark", &reassess(facts(vec![], 3, 0))).unwrap_err();
+        assert!(matches!(late, ChangeError::NotReassessable { state: ChangeState::Approved, .. }), "{late}");
+        let mut draft_world = World::new();
+        draft_world.given("alice", draft(change(1), ChangeType::Normal));
+        let early = draft_world.when("mark", &reassess(facts(vec![], 3, 0))).unwrap_err();
+        assert!(matches!(early, ChangeError::NotReassessable { state: ChangeState::Draft, .. }), "{early}");
+    }
+
+    #[test]
+    fn a_loaded_policy_decides_and_its_decisions_replay_even_after_a_newer_one() {
+        let strict = PolicyRecord {
+            version: 1,
+            name: "strict".into(),
+            text: "package cmdb.change\nimport rego.v1\ndefault score := 0\nscore := input.assessment.score\ndecision := {\"approvals\": [{\"role\": \"approver\", \"count\": 2, \"reason\": sprintf(\"always two (score %d)\", [score])}]}\n".into(),
+            hash: crate::policy::text_hash("placeholder"),
+            by: "root".into(),
+            loaded_at: Some(NOW),
+            position: Some(1),
+        };
+        let strict = PolicyRecord { hash: crate::policy::text_hash(&strict.text), ..strict };
+        let mut world = World::new();
+        world.policy = strict.clone();
+        world.given("alice", draft(change(1), ChangeType::Normal));
+        world.given("alice", bare(change(1), ChangeAction::Submit));
+        world.given("mark", assess(change(1), facts(vec![], 3, 0)));
+        let entry = world.change(change(1)).assessment().expect("assessed").clone();
+        assert_eq!(entry.decision.policy_version, 1);
+        assert_eq!(entry.decision.policy_hash, strict.hash);
+        assert_eq!(entry.decision.output.approvals[0].reason, "always two (score 15)");
+        let input: serde_json::Value = serde_json::from_str(&entry.decision.input).expect("canonical JSON");
+        assert_eq!(input["change"]["scope"]["cis"][0]["name"], "web-01");
+        assert_eq!(input["now"], NOW.to_rfc3339());
+        // A newer policy does not change how the old decision replays.
+        world.policy = PolicyRecord::default_policy();
+        let replayed = replay(&entry.decision, &strict);
+        assert!(replayed.matches, "{replayed:?}");
+        assert!(!replay(&entry.decision, &PolicyRecord::default_policy()).matches, "another text does not match");
+    }
+
+    #[test]
+    fn a_policy_failing_on_an_input_refuses_the_assessment_and_writes_nothing() {
+        let mut world = World::new();
+        // Well-formed on the sample inputs, malformed for this title.
+        let text = "package cmdb.change\nimport rego.v1\ndefault role := \"approver\"\nrole := \"pope\" if input.change.title == \"Patch web hosts\"\ndecision := {\"approvals\": [{\"role\": role, \"count\": 1, \"reason\": \"r\"}]}\n";
+        crate::policy::Policy::compile(text).expect("passes the load-time checks");
+        world.policy = PolicyRecord {
+            version: 1,
+            name: "odd".into(),
+            text: text.into(),
+            hash: crate::policy::text_hash(text),
+            by: "root".into(),
+            loaded_at: Some(NOW),
+            position: Some(1),
+        };
+        world.given("alice", draft(change(1), ChangeType::Normal));
+        world.given("alice", bare(change(1), ChangeAction::Submit));
+        let refused = world.when("mark", &assess(change(1), facts(vec![], 3, 0))).unwrap_err();
+        assert!(refused.to_string().contains("unknown role \"pope\""), "{refused}");
+        assert_eq!(world.change(change(1)).state, ChangeState::Submitted);
+    }
 }

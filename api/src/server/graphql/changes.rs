@@ -148,9 +148,15 @@ impl Approval {
         self.entry.decision.into()
     }
 
-    /// The role the decision was made with.
-    async fn authority(&self) -> Role {
-        self.entry.authority.into()
+    /// The role the decision was made with; `null` when the approval policy's decision named
+    /// the principal (a service owner) rather than a role.
+    async fn authority(&self) -> Option<Role> {
+        self.entry.authority.map(Into::into)
+    }
+
+    /// The reasons of the decision's requirements this approval counted towards (CH-4).
+    async fn counts_for(&self) -> &[String] {
+        &self.entry.counts_for
     }
 
     /// Every role the principal held when deciding (CH-4: that is what counts).
@@ -162,7 +168,10 @@ impl Approval {
     /// decision, and the record shows both.
     async fn holds_authority_now(&self, ctx: &Context<'_>) -> bool {
         let access = state(ctx).access.snapshot();
-        access.principals.get(&self.entry.by).is_some_and(|p| p.roles.contains(&self.entry.authority))
+        access
+            .principals
+            .get(&self.entry.by)
+            .is_some_and(|p| self.entry.authority.is_none_or(|authority| p.roles.contains(&authority)))
     }
 
     async fn note(&self) -> Option<&str> {
@@ -419,6 +428,33 @@ impl Change {
 
     async fn approvals(&self) -> Vec<Approval> {
         self.record.approvals.iter().map(|entry| Approval { entry: entry.clone() }).collect()
+    }
+
+    /// The risk assessment in force (the latest; CH-2).
+    async fn assessment(&self) -> Option<super::policy::RiskAssessment> {
+        self.record.assessment().map(super::policy::assessment_of)
+    }
+
+    /// Every assessment, oldest first.
+    async fn assessments(&self) -> Vec<super::policy::RiskAssessment> {
+        self.record.assessments.iter().map(super::policy::assessment_of).collect()
+    }
+
+    /// The approval policy's decision in force, with each required approval and who gave it
+    /// (CH-4); `replay` re-runs it.
+    async fn decision(&self) -> Option<super::policy::Decision> {
+        super::policy::decision_of(&self.record)
+    }
+
+    /// Every recorded decision, oldest first (each assessment made one).
+    async fn decisions(&self) -> Vec<super::policy::Decision> {
+        (1..=self.record.assessments.len())
+            .filter_map(|n| {
+                let mut upto = (*self.record).clone();
+                upto.assessments.truncate(n);
+                super::policy::decision_of(&upto)
+            })
+            .collect()
     }
 
     async fn comments(&self) -> Vec<ChangeComment> {
@@ -814,17 +850,70 @@ async fn transition(
     review: Option<domain::Review>,
 ) -> async_graphql::Result<ChangeResult> {
     let change_id = resolve_change(ctx, id).await?;
-    change_result(ctx, change_id, ChangeCommand::Act { change_id, action, note, review }).await
+    // Assessing (and submitting a standard change) carries the risk facts from the graph at
+    // its applied position (CH-2); approving first reassesses if a CI in scope changed since.
+    let needs_change =
+        matches!(action, domain::ChangeAction::Assess | domain::ChangeAction::Submit | domain::ChangeAction::Approve);
+    let change = if needs_change {
+        change_service::load_change(state(ctx).store.as_ref(), change_id).await.map_err(core_error)?
+    } else {
+        None
+    };
+    let mut facts = None;
+    if let Some(change) = &change {
+        let wants_facts = action == domain::ChangeAction::Assess
+            || (action == domain::ChangeAction::Submit && change.change_type == domain::ChangeType::Standard);
+        if wants_facts {
+            facts = Some(Box::new(super::policy::facts_for(ctx, &change.details.scope)?.0));
+        }
+        if action == domain::ChangeAction::Approve && change.state == domain::ChangeState::Assessed {
+            if let Some(entry) = change.assessment() {
+                if super::policy::scope_changed_since(ctx, &change.details.scope, entry.assessment.facts.position) {
+                    let (fresh, _) = super::policy::facts_for(ctx, &change.details.scope)?;
+                    let reassess = ChangeCommand::Reassess {
+                        change_id,
+                        facts: Box::new(fresh),
+                        trigger: domain::AssessmentTrigger::ScopeChanged,
+                    };
+                    run(ctx, reassess).await?;
+                }
+            }
+        }
+    }
+    change_result(ctx, change_id, ChangeCommand::Act { change_id, action, note, review, facts }).await
 }
 
-/// Refuses unless the caller may approve normal or emergency changes (which one applies is the
-/// change's type; the decider checks that).
+/// The change type and details of a draft input (shared by `draftChange` and `whatIf`).
+pub fn draft_details(
+    ctx: &Context<'_>,
+    input: DraftChangeInput,
+) -> async_graphql::Result<(domain::ChangeType, domain::ChangeDetails)> {
+    Ok((
+        input.change_type.into(),
+        domain::ChangeDetails {
+            title: input.title,
+            description: input.description,
+            justification: input.justification,
+            back_out_plan: input.back_out_plan,
+            window: input.window.map(Into::into),
+            implementer: input.implementer,
+            scope: scope(ctx, input.scope.unwrap_or_default())?,
+            links: links(input.links),
+        },
+    ))
+}
+
+/// Refuses unless the caller may approve normal or emergency changes, or may take part in
+/// changes at all (an approval policy may name a service owner as the authority); the decider
+/// checks the change's type and decision.
 pub struct RequiresApprovalAuthority;
 
 impl Guard for RequiresApprovalAuthority {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
         let caller = caller(ctx)?;
-        if permits(&caller.roles, Operation::ApproveChange) || permits(&caller.roles, Operation::ApproveEmergencyChange)
+        if permits(&caller.roles, Operation::ApproveChange)
+            || permits(&caller.roles, Operation::ApproveEmergencyChange)
+            || permits(&caller.roles, Operation::CommentChange)
         {
             Ok(())
         } else {
@@ -914,10 +1003,27 @@ impl ChangeMutation {
         transition(ctx, &id, domain::ChangeAction::Submit, None, None).await
     }
 
-    /// Records the assessment (a note with the findings).
+    /// Assesses a submitted change (CH-2): the risk is computed from the impact graph at the
+    /// head (services reached, their tiers and hours, the scope's recent failures) and the
+    /// approval policy decides which approvals it needs (CH-4). The note holds the findings.
     #[graphql(guard = "Requires(Operation::AssessChange)")]
     async fn assess_change(&self, ctx: &Context<'_>, id: ID, note: String) -> async_graphql::Result<ChangeResult> {
         transition(ctx, &id, domain::ChangeAction::Assess, Some(note), None).await
+    }
+
+    /// Assesses an assessed change again (before approval): new facts, and a new decision by
+    /// the policy in force now.
+    #[graphql(guard = "Requires(Operation::AssessChange)")]
+    async fn reassess_change(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ChangeResult> {
+        let change_id = resolve_change(ctx, &id).await?;
+        let change = change_service::load_change(state(ctx).store.as_ref(), change_id)
+            .await
+            .map_err(core_error)?
+            .ok_or_else(|| graphql_error("NOT_FOUND", format!("no change {}", id.as_str())))?;
+        let (facts, _) = super::policy::facts_for(ctx, &change.details.scope)?;
+        let command =
+            ChangeCommand::Reassess { change_id, facts: Box::new(facts), trigger: domain::AssessmentTrigger::Request };
+        change_result(ctx, change_id, command).await
     }
 
     /// Approves (CH-4): an approver for a normal change, an emergency approver for an

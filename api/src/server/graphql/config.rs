@@ -355,6 +355,27 @@ impl At {
         super::changes::overdue_at(ctx, now, self.position)
     }
 
+    /// The approval policy in force here (CH-4); version 0 is the engine's default.
+    async fn policy(&self, ctx: &Context<'_>) -> async_graphql::Result<super::policy::PolicyView> {
+        super::policy::policy_at(ctx, self.position).await
+    }
+
+    /// Every policy loaded by here, the built-in default first.
+    async fn policies(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::policy::PolicyView>> {
+        super::policy::policies_at(ctx, self.position).await
+    }
+
+    /// Assesses a draft change against the graph here and lets the policy in force here decide,
+    /// without recording anything (the caller is taken as its requester).
+    async fn what_if(
+        &self,
+        ctx: &Context<'_>,
+        input: super::changes::DraftChangeInput,
+    ) -> async_graphql::Result<super::policy::WhatIf> {
+        let (change_type, details) = super::changes::draft_details(ctx, input)?;
+        super::policy::what_if(ctx, change_type, details, self.position).await
+    }
+
     /// Standard-change templates.
     async fn change_templates(&self, ctx: &Context<'_>) -> Vec<super::changes::ChangeTemplate> {
         super::changes::templates_at(ctx, self.position)

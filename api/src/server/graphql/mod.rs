@@ -5,6 +5,7 @@ pub mod audit;
 pub mod changes;
 pub mod config;
 mod mutation;
+pub mod policy;
 mod query;
 pub mod scalars;
 pub mod schema_admin;
@@ -34,6 +35,7 @@ pub struct MutationRoot(
     audit::BaselineMutation,
     schema_admin::SchemaMutation,
     changes::ChangeMutation,
+    policy::PolicyMutation,
 );
 
 /// Every subscription: the log and configuration changes.

@@ -1,0 +1,109 @@
+//! The facts a change's risk assessment needs (CH-2), read from the temporal graph and the
+//! change book at one position: the CIs and business services reached downstream of the
+//! scope, the services' tiers, hours and owners, and the scope's recent failed changes. Core
+//! holds no graph, so these facts enter the assess command as input
+//! ([`cmdb_core::change::risk`] scores them).
+
+use cmdb_core::change::Scope;
+use cmdb_core::change::risk::{
+    AssessmentFacts, CiFailures, MAX_ASSESSED_SERVICES, MAX_RISK_HISTORY_DAYS, ServiceFact, ServiceHours,
+};
+use cmdb_core::ci::{CiClass, CiId, CiSnapshot, RelType};
+use cmdb_core::time::Timestamp;
+
+use crate::graph::{GraphError, TemporalGraph};
+
+/// How deep the downstream walk goes.
+pub const RISK_MAX_DEPTH: u32 = 6;
+/// How many downstream CIs the walk visits before it stops (`truncated`).
+pub const RISK_MAX_RESULTS: usize = 10_000;
+/// People listed as a service's owners at most.
+pub const MAX_OWNER_CONTACTS: usize = 50;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Computes the facts for `scope` at `position`; `now` bounds the history window.
+pub fn assessment_facts(
+    graph: &TemporalGraph,
+    scope: &Scope,
+    position: u64,
+    now: Timestamp,
+    history_days: u32,
+) -> Result<AssessmentFacts, GraphError> {
+    let history_days = history_days.clamp(1, MAX_RISK_HISTORY_DAYS);
+    let (reached, truncated) = graph.downstream_of(&scope.cis, position, RISK_MAX_DEPTH, RISK_MAX_RESULTS)?;
+    let mut services: Vec<(CiSnapshot, u32)> = scope
+        .cis
+        .iter()
+        .filter_map(|id| graph.ci_at(*id, position))
+        .filter(|ci| ci.class == CiClass::BusinessService)
+        .map(|ci| ((*ci).clone(), 0))
+        .collect();
+    services
+        .extend(reached.iter().filter(|r| r.ci.class == CiClass::BusinessService).map(|r| ((*r.ci).clone(), r.depth)));
+    services
+        .sort_by(|(a, da), (b, db)| da.cmp(db).then_with(|| tier(a).cmp(&tier(b))).then_with(|| a.name.cmp(&b.name)));
+    let services_not_listed = services.len().saturating_sub(MAX_ASSESSED_SERVICES) as u32;
+    services.truncate(MAX_ASSESSED_SERVICES);
+    let services = services
+        .into_iter()
+        .map(|(ci, depth)| ServiceFact {
+            id: ci.id,
+            name: ci.name.clone(),
+            tier: tier(&ci).filter(|t| *t <= 4),
+            service_hours: ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute),
+            owner_contacts: ci.owner.map(|owner| owner_contacts(graph, owner, position)).unwrap_or_default(),
+            depth,
+        })
+        .collect();
+    let since = now.saturating_add_micros(-i64::from(history_days) * MICROS_PER_DAY);
+    let failures = scope
+        .cis
+        .iter()
+        .filter_map(|ci| {
+            let (failed, backed_out) = graph.change_book().failures_of(*ci, position, since, now);
+            (failed + backed_out > 0).then_some(CiFailures { ci: *ci, failed, backed_out })
+        })
+        .collect();
+    Ok(AssessmentFacts {
+        position,
+        computed_at: now,
+        downstream_cis: reached.len() as u32,
+        truncated,
+        services,
+        services_not_listed,
+        history_days,
+        failures,
+    })
+}
+
+fn tier(ci: &CiSnapshot) -> Option<u8> {
+    ci.attributes.get("criticality_tier").and_then(|v| v.as_u64()).and_then(|t| u8::try_from(t).ok())
+}
+
+fn email(ci: &CiSnapshot) -> Option<String> {
+    ci.attributes.get("email").and_then(|v| v.as_str()).map(str::to_owned)
+}
+
+/// The owner's e-mail if a person; the e-mails of the people `part_of` it if a team.
+fn owner_contacts(graph: &TemporalGraph, owner: CiId, position: u64) -> Vec<String> {
+    let Some(owner_ci) = graph.ci_at(owner, position) else { return Vec::new() };
+    match owner_ci.class {
+        CiClass::Person => email(&owner_ci).into_iter().collect(),
+        CiClass::Team => {
+            let mut contacts: Vec<String> = graph
+                .relationships_at(position, Some(owner), Some(&[RelType::PartOf]))
+                .into_iter()
+                .filter(|rel| rel.target == owner)
+                .filter_map(|rel| graph.ci_at(rel.source, position))
+                .filter(|ci| ci.class == CiClass::Person)
+                .filter_map(|ci| email(&ci))
+                .collect();
+            contacts.sort();
+            contacts.dedup();
+            contacts.truncate(MAX_OWNER_CONTACTS);
+            contacts
+        }
+        _ => Vec::new(),
+    }
+}
