@@ -68,38 +68,67 @@ approvals contains requirement if {
 	requirement := {"role": "approver", "count": 2, "reason": sprintf("%s risk needs two approvers", [level])}
 }
 
+# A list of service names for a reason: the first three, and how many in all.
+names_text(names) := names[0] if count(names) == 1
+
+names_text(names) := sprintf("%s and %d more", [concat(", ", array.slice(names, 0, 3)), count(names) - 3]) if count(names) > 3
+
+names_text(names) := concat(", ", names) if {
+	count(names) > 1
+	count(names) <= 3
+}
+
 # Critical risk: a change manager signs off as well (for a service open around the clock
 # there is no window outside its hours, so the policy asks for more authority, not a window).
 approvals contains requirement if {
 	needs_cab
 	level == "critical"
-	some service in tier1_in_hours
+	count(tier1_in_hours) > 0
+	names := sort([s.name | some s in tier1_in_hours])
 	requirement := {
 		"role": "change-manager",
 		"count": 1,
-		"reason": sprintf("critical risk inside the service hours of tier-1 service %s needs a change manager", [service.name]),
+		"reason": sprintf("critical risk inside the service hours of tier-1 services (%s) needs a change manager", [names_text(names)]),
 	}
 }
 
+# A bounded impact walk may have missed services: a change manager judges the rest.
 approvals contains requirement if {
 	needs_cab
+	input.assessment.truncated
+	requirement := {
+		"role": "change-manager",
+		"count": 1,
+		"reason": sprintf("the impact walk stopped at %d CIs, so services beyond it are not listed; a change manager judges the rest", [input.assessment.downstream_cis]),
+	}
+}
+
+# One of the owners of each tier-1 service reached; services with the same owners share one
+# requirement (one approval covers a team's services).
+tier1_owner_sets contains service.owners if {
 	some service in tier1_services
 	count(service.owners) > 0
+}
+
+approvals contains requirement if {
+	needs_cab
+	some owners in tier1_owner_sets
+	names := sort([s.name | some s in tier1_services; s.owners == owners])
 	requirement := {
-		"principals": service.owners,
+		"principals": owners,
 		"count": 1,
-		"reason": sprintf("tier-1 service %s needs one of its owners to approve", [service.name]),
+		"reason": sprintf("tier-1 services (%s) need one of their owners to approve", [names_text(names)]),
 	}
 }
 
 approvals contains requirement if {
 	needs_cab
-	some service in tier1_services
-	count(service.owners) == 0
+	orphans := sort([s.name | some s in tier1_services; count(s.owners) == 0])
+	count(orphans) > 0
 	requirement := {
 		"role": "change-manager",
 		"count": 1,
-		"reason": sprintf("tier-1 service %s has no owner principal; a change manager approves for it", [service.name]),
+		"reason": sprintf("tier-1 services (%s) have no owner principal; a change manager approves for them", [names_text(orphans)]),
 	}
 }
 

@@ -71,3 +71,27 @@ test_emergency_goes_to_the_emergency_authority if {
 	d := change.decision with input as req("emergency", "high", [])
 	d.approvals == [{"role": "emergency-approver", "count": 1, "reason": "an emergency change needs the emergency authority (CH-8)"}]
 }
+
+test_services_with_the_same_owners_share_one_requirement if {
+	services := [
+		{"id": "a", "name": "alpha", "tier": 1, "window_in_service_hours": false, "owners": ["olivia"]},
+		{"id": "b", "name": "beta", "tier": 1, "window_in_service_hours": false, "owners": ["olivia"]},
+		{"id": "c", "name": "gamma", "tier": 1, "window_in_service_hours": false, "owners": ["omar"]},
+		{"id": "d", "name": "delta", "tier": 1, "window_in_service_hours": false, "owners": ["olivia"]},
+		{"id": "e", "name": "epsilon", "tier": 1, "window_in_service_hours": false, "owners": ["olivia"]},
+	]
+	d := change.decision with input as req("normal", "medium", services)
+	owned := [a | some a in d.approvals; a.principals]
+	count(owned) == 2
+	some a in owned
+	a.principals == ["olivia"]
+	a.reason == "tier-1 services (alpha, beta, delta and 1 more) need one of their owners to approve"
+}
+
+test_a_truncated_impact_walk_needs_a_change_manager if {
+	r := req("normal", "medium", [])
+	d := change.decision with input as object.union(r, {"assessment": {"truncated": true, "downstream_cis": 10000}})
+	some a in d.approvals
+	a.role == "change-manager"
+	contains(a.reason, "stopped at 10000 CIs")
+}

@@ -1,0 +1,139 @@
+//! Change control part 2 (issue 7) on the large estate: a risk assessment plus the approval
+//! policy's decision for a change touching 20 CIs, end to end as the server makes it (facts
+//! from the graph at the head, the formula, the policy input, the Rego evaluation). Also writes
+//! a `whatIf` query file for `loadgen` with the same kind of scopes.
+//!
+//!     cargo run --release -p cmdb-benches --bin change_risk -- DIR [--query-file whatif.txt]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cmdb_core::access::AccessState;
+use cmdb_core::change::decide::policy_input;
+use cmdb_core::change::risk::{self, DEFAULT_RISK_HISTORY_DAYS};
+use cmdb_core::change::{At, ChangeDetails, ChangeDrafted, ChangeRecord, ChangeType, Scope, Window};
+use cmdb_core::ci::{ChangeId, CiClass, CiId, CiSnapshot};
+use cmdb_core::policy::{self, PolicyRecord};
+use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
+use cmdb_core::{EventStore, Timestamp};
+use cmdb_projections::assessment::assessment_facts;
+use cmdb_projections::graph::CiFilter;
+use cmdb_projections::runner::{RunnerOptions, start};
+use hdrhistogram::Histogram;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+
+const SCOPE_CIS: usize = 20;
+const SAMPLES: usize = 2_000;
+const QUERY_LINES: usize = 500;
+
+fn report(name: &str, histogram: &Histogram<u64>) {
+    println!(
+        "{name}: {} samples, ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        histogram.len(),
+        histogram.value_at_quantile(0.5) as f64 / 1e6,
+        histogram.value_at_quantile(0.9) as f64 / 1e6,
+        histogram.value_at_quantile(0.99) as f64 / 1e6,
+        histogram.value_at_quantile(0.999) as f64 / 1e6,
+        histogram.max() as f64 / 1e6
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: change_risk DATA_DIR"))?);
+    let query_file = match (args.next().as_deref(), args.next()) {
+        (Some("--query-file"), Some(path)) => Some(std::path::PathBuf::from(path)),
+        (None, _) => None,
+        _ => anyhow::bail!("usage: change_risk DATA_DIR [--query-file FILE]"),
+    };
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
+    let started = Instant::now();
+    let handle = start::<cmdb_projections::graph::TemporalGraph>(store.clone(), RunnerOptions::default()).await?;
+    println!("graph ready in {:.1}s", started.elapsed().as_secs_f64());
+    let access: AccessState = cmdb_core::access::load_state(store.as_ref()).await?;
+    let graph = handle.read();
+    let head = graph.applied();
+    let now = graph.time_of(head).unwrap_or(Timestamp::from_micros(0));
+    let technical = vec![
+        CiClass::Application,
+        CiClass::Database,
+        CiClass::Host,
+        CiClass::VirtualMachine,
+        CiClass::Container,
+        CiClass::NetworkDevice,
+    ];
+    let filter = CiFilter { classes: Some(technical), ..CiFilter::default() };
+    let candidates: Vec<CiId> = graph.cis_at(head, &filter, None, usize::MAX).0.iter().map(|c| c.id).collect();
+    println!("{} technical CIs at head {head}", candidates.len());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let policy = PolicyRecord::default_policy();
+    policy::compiled(&policy.text)?;
+
+    let (mut total, mut facts_only, mut decide_only) =
+        (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+    let mut levels: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut truncated = 0;
+    for n in 0..SAMPLES {
+        let scope_cis: Vec<CiId> = candidates.choose_multiple(&mut rng, SCOPE_CIS).copied().collect();
+        let start_hour = rng.random_range(0..24 * 30) as i64;
+        let window = Window {
+            start: now.saturating_add_micros(start_hour * 3_600_000_000),
+            end: now.saturating_add_micros((start_hour + 2) * 3_600_000_000),
+            time_zone: "Europe/Berlin".into(),
+        };
+        let details = ChangeDetails {
+            title: format!("bench change {n}"),
+            window: Some(window),
+            implementer: Some("bench".into()),
+            scope: Scope { cis: scope_cis.clone(), planned: vec![] },
+            ..ChangeDetails::default()
+        };
+        let drafted = ChangeDrafted {
+            change_id: ChangeId(uuid::Uuid::nil()),
+            change_type: ChangeType::Normal,
+            template_id: None,
+            requester: "bench".into(),
+            details,
+        };
+        let t = Instant::now();
+        // What the server does for an assessment: scope snapshots, facts, formula, policy.
+        let cis: BTreeMap<CiId, Option<CiSnapshot>> =
+            scope_cis.iter().map(|id| (*id, graph.ci_at(*id, head).map(|c| (*c).clone()))).collect();
+        let record = ChangeRecord::drafted(&drafted, At { position: head, recorded_at: now });
+        let facts = assessment_facts(&graph, &record.details.scope, head, now, DEFAULT_RISK_HISTORY_DAYS)?;
+        let facts_done = t.elapsed();
+        truncated += usize::from(facts.truncated);
+        let assessment = risk::assess(facts, ChangeType::Normal, record.details.window.as_ref());
+        let input = policy_input(&record, Some(&assessment), &access, &cis, now);
+        let decision = policy::decide(&policy, &input)?;
+        let elapsed = t.elapsed();
+        total.record(elapsed.as_nanos() as u64)?;
+        facts_only.record(facts_done.as_nanos() as u64)?;
+        decide_only.record((elapsed - facts_done).as_nanos() as u64)?;
+        *levels.entry(assessment.level.as_str()).or_default() += 1;
+        std::hint::black_box(decision);
+    }
+    report("assessment + decision, 20 CIs, end to end", &total);
+    report("  of which facts from the graph", &facts_only);
+    report("  of which formula, policy input and Rego decision", &decide_only);
+    println!("levels: {levels:?}; downstream walks truncated: {truncated} of {SAMPLES}");
+
+    if let Some(path) = query_file {
+        let mut file = std::fs::File::create(&path)?;
+        for _ in 0..QUERY_LINES {
+            let ids: Vec<String> =
+                candidates.choose_multiple(&mut rng, SCOPE_CIS).map(|id| format!("\"{id}\"")).collect();
+            writeln!(
+                file,
+                "{{ at {{ whatIf(input: {{ type: NORMAL, title: \"what if\", scope: {{ cis: [{}] }}, window: {{ start: \"2030-01-08T22:00:00Z\", end: \"2030-01-09T00:00:00Z\" }} }}) {{ assessment {{ score level }} decision {{ autoApprove deny approvals {{ role principals count }} }} }} }} }}",
+                ids.join(", ")
+            )?;
+        }
+        println!("wrote {QUERY_LINES} whatIf queries to {}", path.display());
+    }
+    Ok(())
+}
