@@ -193,6 +193,21 @@ async fn what_if_assesses_and_decides_a_draft_without_recording_it() {
     let (_, body) = e.server.graphql(&e.alice, query, json!({ "input": backwards })).await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     assert_eq!(e.server.head().await, before);
+
+    // Reassessment: only of an assessed change, only by who may assess, only of a known one.
+    let id = submitted(&e).await;
+    let before = e.server.head().await;
+    let reassess = "mutation($id: ID!) { reassessChange(id: $id) { position } }";
+    for (token, id, code) in [
+        (&e.mark, id.as_str(), "FAILED_PRECONDITION"),
+        (&e.alice, id.as_str(), "FORBIDDEN"),
+        (&e.mark, "CHG-999999", "NOT_FOUND"),
+        (&e.mark, "not-an-id", "BAD_USER_INPUT"),
+    ] {
+        let (_, body) = e.server.graphql(token, reassess, json!({ "id": id })).await;
+        assert_eq!(error_code(&body), code, "{id}: {body}");
+    }
+    assert_eq!(e.server.head().await, before, "refused reassessments append nothing");
 }
 
 const LOAD: &str =
