@@ -89,6 +89,14 @@ pub struct ServeSettings {
     /// Days of failed and backed-out changes a risk assessment counts (CH-2).
     #[arg(long, env = "CMDB_RISK_HISTORY_DAYS", default_value_t = cmdb_core::change::risk::DEFAULT_RISK_HISTORY_DAYS)]
     pub risk_history_days: u32,
+
+    /// Whether freeze windows block standard changes as they block normal ones (CH-5).
+    #[arg(long, env = "CMDB_FREEZE_BLOCKS_STANDARD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub freeze_blocks_standard: bool,
+
+    /// Impact-propagating hops within which two overlapping changes conflict (CH-5).
+    #[arg(long, env = "CMDB_CONFLICT_MAX_DEPTH", default_value_t = cmdb_projections::calendar::DEFAULT_CONFLICT_MAX_DEPTH)]
+    pub conflict_max_depth: u32,
 }
 
 impl ServeSettings {
@@ -125,6 +133,12 @@ impl ServeSettings {
             self.emergency_review_deadline_hours as usize,
             1,
             cmdb_core::change::MAX_EMERGENCY_REVIEW_DEADLINE_HOURS as usize,
+        )?;
+        range(
+            "conflict_max_depth",
+            self.conflict_max_depth as usize,
+            1,
+            cmdb_projections::calendar::MAX_CONFLICT_DEPTH as usize,
         )?;
         range(
             "risk_history_days",
@@ -164,6 +178,8 @@ impl Default for ServeSettings {
             min_position_wait_ms: 5_000,
             emergency_review_deadline_hours: cmdb_core::change::DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS,
             risk_history_days: cmdb_core::change::risk::DEFAULT_RISK_HISTORY_DAYS,
+            freeze_blocks_standard: true,
+            conflict_max_depth: cmdb_projections::calendar::DEFAULT_CONFLICT_MAX_DEPTH,
         }
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use cmdb_core::EventRecord;
+use cmdb_core::change::freeze::Freezes;
 use cmdb_core::change::{
     At, ChangeEvent, ChangeNumber, ChangeRecord, ChangeState, ChangeType, Overdue, TemplateRecord,
 };
@@ -25,6 +26,23 @@ pub struct ChangeBook {
     /// Per CI: changes naming it in their scope that failed or were backed out, in log order
     /// (what a risk assessment counts, CH-2).
     outcomes: BTreeMap<CiId, Vec<(At, ChangeId, ChangeState)>>,
+    /// Freeze windows (JSON inside the checkpoint: their schedules are tagged enums).
+    #[serde(with = "crate::graph::as_json")]
+    freezes: Freezes,
+    /// Changes scheduled or implementing now, with their windows: what a new schedule is
+    /// checked against (CH-5).
+    scheduled: BTreeMap<ChangeId, ScheduledEntry>,
+}
+
+/// A change on the calendar now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledEntry {
+    pub label: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub cis: Vec<CiId>,
+    /// Changes whose conflict with this one it acknowledged.
+    pub acknowledged: Vec<ChangeId>,
 }
 
 /// Which changes to list.
@@ -84,6 +102,7 @@ impl ChangeBook {
             ChangeEvent::NumberAssigned(e) => {
                 self.numbers.insert(e.number, (e.change_id, record.position));
             }
+            ChangeEvent::Freeze(_) => self.freezes.apply(record).map_err(|e| e.to_string())?,
             _ => {
                 let id = event.change_id().ok_or_else(|| format!("{} names no change", record.event_type))?;
                 let events = self.changes.entry(id).or_default();
@@ -91,6 +110,10 @@ impl ChangeBook {
                     return Err(format!("an event of change {id} before its draft"));
                 }
                 let event = without_repeated_scope(events, event);
+                let moves_calendar = matches!(
+                    event,
+                    ChangeEvent::Transitioned(_) | ChangeEvent::Rescheduled(_) | ChangeEvent::ConflictAcknowledged(_)
+                );
                 let failed = match &event {
                     ChangeEvent::Transitioned(t) if matches!(t.to, ChangeState::Failed | ChangeState::BackedOut) => {
                         Some(t.to)
@@ -98,10 +121,29 @@ impl ChangeBook {
                     _ => None,
                 };
                 events.push((at, event));
-                if let Some(outcome) = failed {
+                if failed.is_some() || moves_calendar {
                     if let Some(change) = fold(events, u64::MAX) {
-                        for ci in &change.details.scope.cis {
-                            self.outcomes.entry(*ci).or_default().push((at, id, outcome));
+                        if let Some(outcome) = failed {
+                            for ci in &change.details.scope.cis {
+                                self.outcomes.entry(*ci).or_default().push((at, id, outcome));
+                            }
+                        }
+                        match (&change.details.window, change.state) {
+                            (Some(window), ChangeState::Scheduled | ChangeState::Implementing) => {
+                                self.scheduled.insert(
+                                    id,
+                                    ScheduledEntry {
+                                        label: change.label(),
+                                        start: window.start,
+                                        end: window.end,
+                                        cis: change.details.scope.cis.clone(),
+                                        acknowledged: change.acknowledged.iter().map(|(a, _)| a.other).collect(),
+                                    },
+                                );
+                            }
+                            _ => {
+                                self.scheduled.remove(&id);
+                            }
                         }
                     }
                 }
@@ -172,6 +214,16 @@ impl ChangeBook {
             }
         }
         counts
+    }
+
+    /// Freeze windows.
+    pub fn freezes(&self) -> &Freezes {
+        &self.freezes
+    }
+
+    /// Changes scheduled or implementing now.
+    pub fn scheduled(&self) -> &BTreeMap<ChangeId, ScheduledEntry> {
+        &self.scheduled
     }
 
     /// How many changes have been drafted.

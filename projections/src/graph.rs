@@ -55,6 +55,8 @@ pub enum GraphError {
     Results(usize),
     #[error("CI event at position {position} cannot be applied: {detail}")]
     Apply { position: u64, detail: String },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// One version of a CI and the positions it is valid for.
@@ -214,7 +216,7 @@ impl<'de> Deserialize<'de> for CiEntry {
 
 /// Serde for values whose shapes need a self-describing format (tagged enums, flattened
 /// fields): as they are in JSON, as JSON text inside a binary checkpoint.
-mod as_json {
+pub(crate) mod as_json {
     use serde::de::DeserializeOwned;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -1035,6 +1037,47 @@ impl TemporalGraph {
             }
         }
         Ok((reached, truncated))
+    }
+
+    /// A breadth-first walk from `roots` at `position` in `direction`, remembering each CI's
+    /// parent (`None` for a root) and depth, at most `max_results` CIs besides the roots.
+    pub fn walk_with_parents(
+        &self,
+        roots: &[CiId],
+        position: u64,
+        direction: ImpactDirection,
+        max_depth: u32,
+        max_results: usize,
+    ) -> (FxHashMap<CiId, (Option<CiId>, u32)>, bool) {
+        let mut seen: FxHashMap<CiId, (Option<CiId>, u32)> = FxHashMap::default();
+        let mut queue = VecDeque::new();
+        for root in roots {
+            if let Some(node) = self.cis.get(root) {
+                if self.present(*node, position).is_some() && !seen.contains_key(root) {
+                    seen.insert(*root, (None, 0));
+                    queue.push_back((*node, *root, 0));
+                }
+            }
+        }
+        let mut found = 0;
+        while let Some((node, id, depth)) = queue.pop_front() {
+            if depth >= max_depth {
+                continue;
+            }
+            for (_, _, other) in self.neighbours(node, position, Some(direction), None) {
+                let Some(ci) = self.present(other, position) else { continue };
+                if seen.contains_key(&ci.id) {
+                    continue;
+                }
+                if found == max_results {
+                    return (seen, true);
+                }
+                found += 1;
+                seen.insert(ci.id, (Some(id), depth + 1));
+                queue.push_back((other, ci.id, depth + 1));
+            }
+        }
+        (seen, false)
     }
 
     /// The cycle closed by an edge from `current` to the already visited `other`, if `other`

@@ -9,6 +9,7 @@
 //! through `cmdb_core::EventStore`).
 
 pub mod assessment;
+pub mod calendar;
 pub mod changes;
 pub mod diff;
 pub mod graph;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod demo;
 pub mod errors;
 pub mod graphql;
+mod ics;
 mod listener;
 pub mod metrics;
 mod ws;
@@ -315,6 +316,7 @@ fn router(state: ServerState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/api/v1/calendar.ics", get(ics::calendar_ics))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
     let ws = Router::new().route("/graphql/ws", get(ws::graphql_ws));
     http.merge(ws)

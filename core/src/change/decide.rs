@@ -14,6 +14,9 @@ use crate::event::StreamId;
 use crate::policy::{self, PolicyDecision, PolicyRecord};
 use crate::time::Timestamp;
 
+use super::freeze::{
+    self, FreezeCreated, FreezeEvent, FreezeHit, FreezeId, FreezeLifted, FreezeSchedule, FreezeScope, Freezes,
+};
 use super::risk::{self, Assessment, AssessmentFacts};
 use super::table::{self, Requirement, Target};
 use super::*;
@@ -24,11 +27,16 @@ pub struct ChangeSettings {
     /// Hours within which a retrospective emergency change must be approved, and any emergency
     /// change reviewed after its implementation ends (CH-8).
     pub emergency_review_deadline_hours: u32,
+    /// Whether freeze windows block standard changes as they block normal ones (CH-5).
+    pub freeze_blocks_standard: bool,
 }
 
 impl Default for ChangeSettings {
     fn default() -> Self {
-        ChangeSettings { emergency_review_deadline_hours: DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS }
+        ChangeSettings {
+            emergency_review_deadline_hours: DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS,
+            freeze_blocks_standard: true,
+        }
     }
 }
 
@@ -111,6 +119,37 @@ pub enum ChangeCommand {
         /// `submit` (CH-2). Without them an assessment records no risk and no decision.
         facts: Option<Box<AssessmentFacts>>,
     },
+    /// Schedule an approved change into its window: refused inside a freeze that covers its
+    /// scope (emergency changes pass, flagged) or on an unacknowledged conflict (CH-5).
+    Schedule {
+        change_id: ChangeId,
+        note: Option<String>,
+        facts: Box<ScheduleFacts>,
+    },
+    /// Move a scheduled change to another window, with the same checks.
+    Reschedule {
+        change_id: ChangeId,
+        window: Window,
+        note: Option<String>,
+        facts: Box<ScheduleFacts>,
+    },
+    /// Accept a conflict with another change, with the reason.
+    AcknowledgeConflict {
+        change_id: ChangeId,
+        other: ChangeId,
+        reason: String,
+    },
+    CreateFreeze {
+        freeze_id: FreezeId,
+        name: String,
+        scope: FreezeScope,
+        schedule: FreezeSchedule,
+        reason: String,
+    },
+    LiftFreeze {
+        freeze_id: FreezeId,
+        reason: String,
+    },
     /// Assess again before approval, on request or because a CI in scope changed (CH-2).
     Reassess {
         change_id: ChangeId,
@@ -148,9 +187,15 @@ impl ChangeCommand {
             | ChangeCommand::RecordRetrospective { change_id, .. }
             | ChangeCommand::Act { change_id, .. }
             | ChangeCommand::Reassess { change_id, .. }
+            | ChangeCommand::Schedule { change_id, .. }
+            | ChangeCommand::Reschedule { change_id, .. }
+            | ChangeCommand::AcknowledgeConflict { change_id, .. }
             | ChangeCommand::Comment { change_id, .. }
             | ChangeCommand::Link { change_id, .. } => Some(*change_id),
-            ChangeCommand::CreateTemplate { .. } | ChangeCommand::RetireTemplate { .. } => None,
+            ChangeCommand::CreateTemplate { .. }
+            | ChangeCommand::RetireTemplate { .. }
+            | ChangeCommand::CreateFreeze { .. }
+            | ChangeCommand::LiftFreeze { .. } => None,
         }
     }
 }
@@ -174,6 +219,8 @@ pub struct ChangeInput<'a> {
     pub settings: ChangeSettings,
     /// The approval policy in force (used by assessments and standard submissions).
     pub policy: &'a PolicyRecord,
+    /// Freeze windows (used by scheduling and freeze commands).
+    pub freezes: &'a Freezes,
 }
 
 /// The events to append, per stream, and streams read that must not change.
@@ -503,6 +550,129 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
             let change = existing(input, *change_id)?;
             act(input, change, *action, note.as_deref(), review.as_ref(), facts.as_deref(), &mut decision)?;
         }
+        ChangeCommand::Schedule { change_id, note, facts } => {
+            let change = existing(input, *change_id)?;
+            act(input, change, ChangeAction::Schedule, note.as_deref(), None, None, &mut decision)?;
+            let in_freeze = schedule_checks(input, change, change.details.window.as_ref(), facts)?;
+            for (_, events) in &mut decision.writes {
+                for event in events.iter_mut() {
+                    if let ChangeEvent::Transitioned(t) = event {
+                        t.in_freeze = in_freeze.clone();
+                    }
+                }
+            }
+            decision.conditions.push(freeze::freezes_stream());
+        }
+        ChangeCommand::Reschedule { change_id, window, note, facts } => {
+            let change = existing(input, *change_id)?;
+            require(input, Operation::ScheduleChange, "reschedule")?;
+            if change.state != ChangeState::Scheduled {
+                return Err(ChangeError::NotReschedulable { change: change.label(), state: change.state });
+            }
+            optional_text("note", note.as_deref(), MAX_TEXT_BYTES)?;
+            check_window(window)?;
+            if change.details.window.as_ref() == Some(window) {
+                return Err(ChangeError::NothingToChange);
+            }
+            let in_freeze = schedule_checks(input, change, Some(window), facts)?;
+            decision.write(
+                details_stream(*change_id),
+                ChangeEvent::Rescheduled(ChangeRescheduled {
+                    change_id: *change_id,
+                    window: window.clone(),
+                    by: actor,
+                    note: note.clone(),
+                    in_freeze,
+                }),
+            );
+            decision.conditions.push(state_stream(*change_id));
+            decision.conditions.push(freeze::freezes_stream());
+        }
+        ChangeCommand::AcknowledgeConflict { change_id, other, reason } => {
+            let change = existing(input, *change_id)?;
+            require(input, Operation::ScheduleChange, "acknowledge conflicts of")?;
+            if !matches!(change.state, ChangeState::Approved | ChangeState::Scheduled) {
+                return Err(ChangeError::NotEditable { change: change.label(), state: change.state });
+            }
+            if other == change_id {
+                return Err(ChangeError::SelfConflict);
+            }
+            text("reason", reason, MAX_TEXT_BYTES)?;
+            if change.acknowledged.iter().any(|(a, _)| a.other == *other) {
+                return Err(ChangeError::NothingToChange);
+            }
+            if change.acknowledged.len() >= MAX_LINKS_PER_CHANGE {
+                return Err(ChangeError::TooMany {
+                    change: change.label(),
+                    what: "acknowledged conflicts",
+                    count: change.acknowledged.len(),
+                    bound: MAX_LINKS_PER_CHANGE,
+                });
+            }
+            decision.write(
+                details_stream(*change_id),
+                ChangeEvent::ConflictAcknowledged(ConflictAcknowledged {
+                    change_id: *change_id,
+                    other: *other,
+                    reason: reason.clone(),
+                    by: actor,
+                }),
+            );
+        }
+        ChangeCommand::CreateFreeze { freeze_id, name, scope, schedule, reason } => {
+            require(input, Operation::ManageChanges, "create freeze windows")?;
+            text("name", name, freeze::MAX_FREEZE_NAME_BYTES)?;
+            text("reason", reason, MAX_TEXT_BYTES)?;
+            if input.freezes.records.contains_key(freeze_id) {
+                return Err(ChangeError::NothingToChange);
+            }
+            if input.freezes.records.values().filter(|r| r.lifted.is_none()).count() >= freeze::MAX_ACTIVE_FREEZES {
+                return Err(ChangeError::TooMany {
+                    change: "the calendar".into(),
+                    what: "freeze windows in force",
+                    count: freeze::MAX_ACTIVE_FREEZES,
+                    bound: freeze::MAX_ACTIVE_FREEZES,
+                });
+            }
+            schedule.validate()?;
+            if let FreezeScope::Service { service } = scope {
+                let ci = input.cis.get(service).and_then(Option::as_ref).ok_or(ChangeError::UnknownCi(*service))?;
+                if ci.class != CiClass::BusinessService {
+                    return Err(ChangeError::NotAService(*service));
+                }
+            }
+            decision.write(
+                freeze::freezes_stream(),
+                ChangeEvent::Freeze(FreezeEvent::Created(FreezeCreated {
+                    freeze_id: *freeze_id,
+                    name: name.clone(),
+                    scope: scope.clone(),
+                    schedule: schedule.clone(),
+                    reason: reason.clone(),
+                    by: actor,
+                })),
+            );
+        }
+        ChangeCommand::LiftFreeze { freeze_id, reason } => {
+            require(input, Operation::ManageChanges, "lift freeze windows")?;
+            text("reason", reason, MAX_TEXT_BYTES)?;
+            let record = input
+                .freezes
+                .records
+                .get(freeze_id)
+                .ok_or_else(|| ChangeError::UnknownFreeze(freeze_id.to_string()))?;
+            if record.lifted.is_some() {
+                return Err(ChangeError::FreezeAlreadyLifted(record.freeze.name.clone()));
+            }
+            decision.write(
+                freeze::freezes_stream(),
+                ChangeEvent::Freeze(FreezeEvent::Lifted(FreezeLifted {
+                    freeze_id: *freeze_id,
+                    reason: reason.clone(),
+                    by: actor,
+                })),
+            );
+        }
         ChangeCommand::Reassess { change_id, facts, trigger } => {
             let change = existing(input, *change_id)?;
             let roles = roles_of(input);
@@ -755,6 +925,48 @@ fn policy_authority(change: &ChangeRecord, actor: &str, roles: &BTreeSet<Role>) 
     }
     let authority = qualifying.iter().find_map(|r| r.role).or(holds_approver.then_some(Role::Approver));
     Some((authority, qualifying.iter().map(|r| r.reason.clone()).collect()))
+}
+
+/// Freeze windows and conflicts for `window` (CH-5). Returns the freezes an emergency (or,
+/// by setting, a standard) change was let into, to flag.
+fn schedule_checks(
+    input: &ChangeInput<'_>,
+    change: &ChangeRecord,
+    window: Option<&Window>,
+    facts: &ScheduleFacts,
+) -> Result<Vec<FreezeHit>, ChangeError> {
+    let Some(window) = window else { return Ok(Vec::new()) };
+    let mut environments: Vec<crate::ci::Environment> = change
+        .details
+        .scope
+        .cis
+        .iter()
+        .filter_map(|id| input.cis.get(id).and_then(Option::as_ref).and_then(|ci| ci.environment))
+        .collect();
+    environments.sort_by_key(|e| format!("{e:?}"));
+    environments.dedup();
+    let hits = freeze::hits(input.freezes, window, &environments, &facts.services)?;
+    let blocked = match change.change_type {
+        ChangeType::Normal => true,
+        ChangeType::Standard => input.settings.freeze_blocks_standard,
+        ChangeType::Emergency => false,
+    };
+    if blocked && !hits.is_empty() {
+        return Err(ChangeError::Frozen {
+            change: change.label(),
+            hits: hits.iter().map(|h| format!("{:?} ({} to {})", h.name, h.start, h.end)).collect(),
+        });
+    }
+    let open: Vec<String> = facts
+        .conflicts
+        .iter()
+        .filter(|c| !c.acknowledged_by_other && !change.acknowledged.iter().any(|(a, _)| a.other == c.other))
+        .map(|c| format!("{} ({})", c.other_label, c.reason))
+        .collect();
+    if !open.is_empty() {
+        return Err(ChangeError::Conflicting { change: change.label(), conflicts: open });
+    }
+    Ok(hits)
 }
 
 fn act(
@@ -1011,6 +1223,7 @@ fn act(
             note: note.map(str::to_owned),
             review: review.cloned(),
             review_due_at,
+            in_freeze: Vec::new(),
         }),
     );
     Ok(())

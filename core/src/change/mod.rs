@@ -30,6 +30,7 @@
 //! `cmdb-projections`).
 
 pub mod decide;
+pub mod freeze;
 pub mod risk;
 pub mod service;
 pub mod table;
@@ -244,6 +245,28 @@ impl ChangeState {
     }
 }
 
+/// Another scheduled change a window conflicts with (CH-5), as the projection found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictFact {
+    pub other: ChangeId,
+    pub other_label: String,
+    /// Why: a shared CI, or one scope reaching the other within `conflict_max_depth` hops.
+    pub reason: String,
+    /// The CIs from one scope to the other (one CI when shared).
+    pub path: Vec<CiId>,
+    /// The other change acknowledged this conflict already.
+    pub acknowledged_by_other: bool,
+}
+
+/// What scheduling checks against, computed by the projection at `position`: the services the
+/// scope reaches (for service freezes) and the conflicting scheduled changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleFacts {
+    pub position: u64,
+    pub services: Vec<CiId>,
+    pub conflicts: Vec<ConflictFact>,
+}
+
 /// The requested window: two instants and the time zone the requester thinks in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
@@ -430,6 +453,30 @@ pub struct ChangeTransitioned {
     /// Set when an emergency change's implementation ends: its review is due by then.
     #[serde(default)]
     pub review_due_at: Option<Timestamp>,
+    /// Freeze windows an emergency change was scheduled into (CH-8: it passes, flagged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_freeze: Vec<freeze::FreezeHit>,
+}
+
+/// A scheduled change moved to another window (CH-5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRescheduled {
+    pub change_id: ChangeId,
+    pub window: Window,
+    pub by: String,
+    #[serde(default)]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_freeze: Vec<freeze::FreezeHit>,
+}
+
+/// A conflict with another change accepted, with the reason (CH-5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictAcknowledged {
+    pub change_id: ChangeId,
+    pub other: ChangeId,
+    pub reason: String,
+    pub by: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,12 +514,16 @@ pub enum ChangeEvent {
     Linked(ChangeLinked),
     ApprovalRecorded(ApprovalRecorded),
     Assessed(Box<AssessmentRecorded>),
+    Rescheduled(ChangeRescheduled),
+    ConflictAcknowledged(ConflictAcknowledged),
     Submitted(ChangeSubmitted),
     RetrospectiveRecorded(RetrospectiveRecorded),
     Transitioned(ChangeTransitioned),
     NumberAssigned(NumberAssigned),
     TemplateCreated(TemplateCreated),
     TemplateRetired(TemplateRetired),
+    /// Freeze windows share the change vocabulary (their own stream, `change-freezes`).
+    Freeze(freeze::FreezeEvent),
 }
 
 impl ChangeEvent {
@@ -482,6 +533,8 @@ impl ChangeEvent {
     pub const LINKED: &'static str = "change.linked";
     pub const APPROVAL_RECORDED: &'static str = "change.approval_recorded";
     pub const ASSESSED: &'static str = "change.assessed";
+    pub const RESCHEDULED: &'static str = "change.rescheduled";
+    pub const CONFLICT_ACKNOWLEDGED: &'static str = "change.conflict_acknowledged";
     pub const SUBMITTED: &'static str = "change.submitted";
     pub const RETROSPECTIVE_RECORDED: &'static str = "change.retrospective_recorded";
     pub const TRANSITIONED: &'static str = "change.transitioned";
@@ -489,13 +542,17 @@ impl ChangeEvent {
     pub const TEMPLATE_CREATED: &'static str = "change_template.created";
     pub const TEMPLATE_RETIRED: &'static str = "change_template.retired";
 
-    pub const TYPES: [&'static str; 12] = [
+    pub const TYPES: [&'static str; 16] = [
+        freeze::FreezeEvent::CREATED,
+        freeze::FreezeEvent::LIFTED,
         Self::DRAFTED,
         Self::AMENDED,
         Self::COMMENTED,
         Self::LINKED,
         Self::APPROVAL_RECORDED,
         Self::ASSESSED,
+        Self::RESCHEDULED,
+        Self::CONFLICT_ACKNOWLEDGED,
         Self::SUBMITTED,
         Self::RETROSPECTIVE_RECORDED,
         Self::TRANSITIONED,
@@ -516,12 +573,16 @@ impl ChangeEvent {
             ChangeEvent::Linked(_) => Self::LINKED,
             ChangeEvent::ApprovalRecorded(_) => Self::APPROVAL_RECORDED,
             ChangeEvent::Assessed(_) => Self::ASSESSED,
+            ChangeEvent::Rescheduled(_) => Self::RESCHEDULED,
+            ChangeEvent::ConflictAcknowledged(_) => Self::CONFLICT_ACKNOWLEDGED,
             ChangeEvent::Submitted(_) => Self::SUBMITTED,
             ChangeEvent::RetrospectiveRecorded(_) => Self::RETROSPECTIVE_RECORDED,
             ChangeEvent::Transitioned(_) => Self::TRANSITIONED,
             ChangeEvent::NumberAssigned(_) => Self::NUMBER_ASSIGNED,
             ChangeEvent::TemplateCreated(_) => Self::TEMPLATE_CREATED,
             ChangeEvent::TemplateRetired(_) => Self::TEMPLATE_RETIRED,
+            ChangeEvent::Freeze(freeze::FreezeEvent::Created(_)) => freeze::FreezeEvent::CREATED,
+            ChangeEvent::Freeze(freeze::FreezeEvent::Lifted(_)) => freeze::FreezeEvent::LIFTED,
         }
     }
 
@@ -534,22 +595,30 @@ impl ChangeEvent {
             ChangeEvent::Linked(e) => Some(e.change_id),
             ChangeEvent::ApprovalRecorded(e) => Some(e.change_id),
             ChangeEvent::Assessed(e) => Some(e.change_id),
+            ChangeEvent::Rescheduled(e) => Some(e.change_id),
+            ChangeEvent::ConflictAcknowledged(e) => Some(e.change_id),
             ChangeEvent::Submitted(e) => Some(e.change_id),
             ChangeEvent::RetrospectiveRecorded(e) => Some(e.change_id),
             ChangeEvent::Transitioned(e) => Some(e.change_id),
             ChangeEvent::NumberAssigned(e) => Some(e.change_id),
-            ChangeEvent::TemplateCreated(_) | ChangeEvent::TemplateRetired(_) => None,
+            ChangeEvent::TemplateCreated(_) | ChangeEvent::TemplateRetired(_) | ChangeEvent::Freeze(_) => None,
         }
     }
 
     pub fn to_new_event(&self, metadata: Metadata) -> NewEvent {
+        if let ChangeEvent::Freeze(event) = self {
+            return event.to_new_event(metadata);
+        }
         let data = match self {
+            ChangeEvent::Freeze(_) => Ok(Vec::new()),
             ChangeEvent::Drafted(e) => serde_json::to_vec(e),
             ChangeEvent::Amended(e) => serde_json::to_vec(e),
             ChangeEvent::Commented(e) => serde_json::to_vec(e),
             ChangeEvent::Linked(e) => serde_json::to_vec(e),
             ChangeEvent::ApprovalRecorded(e) => serde_json::to_vec(e),
             ChangeEvent::Assessed(e) => serde_json::to_vec(e),
+            ChangeEvent::Rescheduled(e) => serde_json::to_vec(e),
+            ChangeEvent::ConflictAcknowledged(e) => serde_json::to_vec(e),
             ChangeEvent::Submitted(e) => serde_json::to_vec(e),
             ChangeEvent::RetrospectiveRecorded(e) => serde_json::to_vec(e),
             ChangeEvent::Transitioned(e) => serde_json::to_vec(e),
@@ -570,12 +639,17 @@ impl ChangeEvent {
             Self::LINKED => ChangeEvent::Linked(record.data_as().map_err(bad)?),
             Self::APPROVAL_RECORDED => ChangeEvent::ApprovalRecorded(record.data_as().map_err(bad)?),
             Self::ASSESSED => ChangeEvent::Assessed(Box::new(record.data_as().map_err(bad)?)),
+            Self::RESCHEDULED => ChangeEvent::Rescheduled(record.data_as().map_err(bad)?),
+            Self::CONFLICT_ACKNOWLEDGED => ChangeEvent::ConflictAcknowledged(record.data_as().map_err(bad)?),
             Self::SUBMITTED => ChangeEvent::Submitted(record.data_as().map_err(bad)?),
             Self::RETROSPECTIVE_RECORDED => ChangeEvent::RetrospectiveRecorded(record.data_as().map_err(bad)?),
             Self::TRANSITIONED => ChangeEvent::Transitioned(record.data_as().map_err(bad)?),
             Self::NUMBER_ASSIGNED => ChangeEvent::NumberAssigned(record.data_as().map_err(bad)?),
             Self::TEMPLATE_CREATED => ChangeEvent::TemplateCreated(record.data_as().map_err(bad)?),
             Self::TEMPLATE_RETIRED => ChangeEvent::TemplateRetired(record.data_as().map_err(bad)?),
+            freeze::FreezeEvent::CREATED | freeze::FreezeEvent::LIFTED => {
+                ChangeEvent::Freeze(freeze::FreezeEvent::from_record(record)?)
+            }
             other => {
                 return Err(ChangeError::Undecodable {
                     position: record.position,
@@ -682,6 +756,22 @@ pub enum ChangeError {
     Policy(#[from] crate::policy::PolicyError),
     #[error("{change} has {count} assessments; the bound is {MAX_ASSESSMENTS_PER_CHANGE}")]
     TooManyAssessments { change: String, count: usize },
+    #[error("no freeze window {0}")]
+    UnknownFreeze(String),
+    #[error("freeze window {0} was lifted already")]
+    FreezeAlreadyLifted(String),
+    #[error("freeze window recurrence: {0}")]
+    InvalidRecurrence(String),
+    #[error("service {0} is not a business service")]
+    NotAService(CiId),
+    #[error("{change}'s window falls into freeze windows: {}; a normal change cannot be scheduled into a freeze that covers its scope (CH-5)", hits.join("; "))]
+    Frozen { change: String, hits: Vec<String> },
+    #[error("{change} conflicts with scheduled changes: {}; acknowledge each conflict with a reason (acknowledgeConflict) to schedule anyway (CH-5)", conflicts.join("; "))]
+    Conflicting { change: String, conflicts: Vec<String> },
+    #[error("a change cannot conflict with itself")]
+    SelfConflict,
+    #[error("{change} can only be rescheduled while scheduled; it is {state}")]
+    NotReschedulable { change: String, state: ChangeState },
     #[error("{change} can only be reassessed while assessed and not yet approved; it is {state}")]
     NotReassessable { change: String, state: ChangeState },
     #[error("{change} has no assessment to repeat; assess it first")]
@@ -800,6 +890,12 @@ pub struct ChangeRecord {
     pub approvals: Vec<ApprovalEntry>,
     /// Every assessment with its decision, oldest first; the last one is in force.
     pub assessments: Vec<AssessmentEntry>,
+    /// Conflicts with other changes accepted, with reasons (CH-5).
+    pub acknowledged: Vec<(ConflictAcknowledged, At)>,
+    /// Freeze windows the change was scheduled into (emergency changes only).
+    pub in_freeze: Vec<freeze::FreezeHit>,
+    /// Earlier windows, oldest first, with who moved the change and when.
+    pub reschedules: Vec<(Window, String, At)>,
     pub comments: Vec<CommentEntry>,
     pub review: Option<ReviewEntry>,
     pub sign_off: Option<SignOff>,
@@ -834,6 +930,9 @@ impl ChangeRecord {
             }],
             approvals: Vec::new(),
             assessments: Vec::new(),
+            acknowledged: Vec::new(),
+            in_freeze: Vec::new(),
+            reschedules: Vec::new(),
             comments: Vec::new(),
             review: None,
             sign_off: None,
@@ -873,6 +972,13 @@ impl ChangeRecord {
                 counts_for: e.counts_for.clone(),
                 at,
             }),
+            ChangeEvent::Rescheduled(e) => {
+                if let Some(old) = self.details.window.replace(e.window.clone()) {
+                    self.reschedules.push((old, e.by.clone(), at));
+                }
+                self.in_freeze.extend(e.in_freeze.iter().cloned());
+            }
+            ChangeEvent::ConflictAcknowledged(e) => self.acknowledged.push((e.clone(), at)),
             ChangeEvent::Assessed(e) => self.assessments.push(AssessmentEntry {
                 by: e.by.clone(),
                 trigger: e.trigger,
@@ -927,6 +1033,7 @@ impl ChangeRecord {
                 if let Some(due) = e.review_due_at {
                     self.review_due_at = Some(due);
                 }
+                self.in_freeze.extend(e.in_freeze.iter().cloned());
                 self.transitions.push(TransitionEntry {
                     action: Some(e.action),
                     from: Some(e.from),
@@ -936,7 +1043,10 @@ impl ChangeRecord {
                     at,
                 });
             }
-            ChangeEvent::NumberAssigned(_) | ChangeEvent::TemplateCreated(_) | ChangeEvent::TemplateRetired(_) => {}
+            ChangeEvent::NumberAssigned(_)
+            | ChangeEvent::TemplateCreated(_)
+            | ChangeEvent::TemplateRetired(_)
+            | ChangeEvent::Freeze(_) => {}
         }
     }
 

@@ -289,6 +289,41 @@ fn local_instant(zone: chrono_tz::Tz, date: NaiveDate, minute_of_day: i64) -> Op
     None
 }
 
+/// The intervals of `hours` overlapping [from, to), in time order, at most `limit` (the
+/// calendar's maintenance view: outside them is where work disturbs nobody).
+pub fn service_hours_between(
+    hours: &ServiceHours,
+    from: Timestamp,
+    to: Timestamp,
+    limit: usize,
+) -> Vec<(Timestamp, Timestamp)> {
+    let Ok(zone) = chrono_tz::Tz::from_str(&hours.time_zone) else { return Vec::new() };
+    let (Some(start), Some(end)) = (from.to_datetime(), to.to_datetime()) else { return Vec::new() };
+    if end <= start {
+        return Vec::new();
+    }
+    let mut date = start.with_timezone(&zone).date_naive() - Duration::days(1);
+    let last = end.with_timezone(&zone).date_naive() + Duration::days(1);
+    let mut found = Vec::new();
+    while date <= last && found.len() < limit {
+        for interval in &hours.weekly {
+            if !interval.days.iter().filter_map(|d| weekday(d)).any(|d| d == date.weekday()) {
+                continue;
+            }
+            let (Some(a), Some(b)) = (minutes(&interval.start), minutes(&interval.end)) else { continue };
+            let (Some(open), Some(close)) = (local_instant(zone, date, a), local_instant(zone, date, b)) else {
+                continue;
+            };
+            if open < to.as_micros() && from.as_micros() < close && found.len() < limit {
+                found.push((Timestamp::from_micros(open), Timestamp::from_micros(close)));
+            }
+        }
+        date += Duration::days(1);
+    }
+    found.sort();
+    found
+}
+
 /// Whether [start, end) of the window overlaps any weekly interval of the service hours, in
 /// the service's own time zone (IANA). Bounded: the window is at most
 /// [`super::MAX_WINDOW_HOURS`] long, so at most ~33 local days are examined.

@@ -62,6 +62,15 @@ pub fn fold_change(details: &[EventRecord], state: &[EventRecord]) -> Result<Opt
     Ok(record)
 }
 
+/// Reads every freeze window.
+pub async fn load_freezes(store: &dyn EventStore) -> Result<super::freeze::Freezes, Error> {
+    let mut freezes = super::freeze::Freezes::default();
+    for record in read_whole_stream(store, &super::freeze::freezes_stream()).await? {
+        freezes.apply(&record)?;
+    }
+    Ok(freezes)
+}
+
 /// Reads a change's state stream only: what a CI edit checks (CM-3).
 pub async fn load_control(store: &dyn EventStore, id: ChangeId) -> Result<ChangeControl, Error> {
     let mut control = ChangeControl::default();
@@ -109,7 +118,10 @@ fn scope_to_check<'a>(command: &'a ChangeCommand, change: Option<&'a ChangeRecor
             Some(&details.scope)
         }
         ChangeCommand::Amend { patch: DetailsPatch { scope: Some(scope), .. }, .. } => Some(scope),
-        ChangeCommand::Amend { .. } | ChangeCommand::Act { .. } => change.map(|c| &c.details.scope),
+        ChangeCommand::Amend { .. }
+        | ChangeCommand::Act { .. }
+        | ChangeCommand::Schedule { .. }
+        | ChangeCommand::Reschedule { .. } => change.map(|c| &c.details.scope),
         _ => None,
     }
 }
@@ -180,6 +192,19 @@ pub async fn execute(
             matches!(command, ChangeCommand::Reassess { .. } | ChangeCommand::Act { facts: Some(_), .. });
         let policies = if needs_policy { crate::policy::load(store).await? } else { Default::default() };
         let policy = policies.in_force();
+        let needs_freezes = matches!(
+            command,
+            ChangeCommand::Schedule { .. }
+                | ChangeCommand::Reschedule { .. }
+                | ChangeCommand::CreateFreeze { .. }
+                | ChangeCommand::LiftFreeze { .. }
+        );
+        let freezes = if needs_freezes { load_freezes(store).await? } else { Default::default() };
+        let mut cis = cis;
+        if let ChangeCommand::CreateFreeze { scope: super::freeze::FreezeScope::Service { service }, .. } = command {
+            let (loaded, _) = load_scope(store, &Scope { cis: vec![*service], planned: Vec::new() }).await?;
+            cis.extend(loaded);
+        }
         let next_number = ChangeNumber(numbers_version.map_or(1, |v| v + 2));
         let input = ChangeInput {
             actor: &actor,
@@ -193,17 +218,27 @@ pub async fn execute(
             now,
             settings,
             policy: &policy,
+            freezes: &freezes,
         };
         let decision = decide(command, &input)?;
         let mut request = AppendRequest::new();
         for (stream, events) in &decision.writes {
-            let version = version_of(stream, change.as_ref(), template.as_ref(), numbers_version);
+            let version = if *stream == super::freeze::freezes_stream() {
+                freezes.version
+            } else {
+                version_of(stream, change.as_ref(), template.as_ref(), numbers_version)
+            };
             let new_events = events.iter().map(|e| e.to_new_event(metadata.clone())).collect();
             request = request.write(stream.clone(), expected(version), new_events);
         }
         // The roles the decision used, and the classes it checked, must still hold.
         request = request.condition(access::access_stream(), expected(access.version));
         request = request.condition(crate::ci::registry::schema_stream(), expected(schema.version));
+        let freezes_written = decision.writes.iter().any(|(s, _)| *s == super::freeze::freezes_stream());
+        if needs_freezes && !freezes_written {
+            // Scheduling read the freezes as they stood.
+            request = request.condition(super::freeze::freezes_stream(), expected(freezes.version));
+        }
         if needs_policy {
             // The decision used the policy in force: a policy loaded meanwhile means deciding again.
             request = request.condition(crate::policy::policy_stream(), expected(policies.stream_version));

@@ -41,6 +41,7 @@ struct World {
     position: u64,
     now: Timestamp,
     policy: crate::policy::PolicyRecord,
+    freezes: super::freeze::Freezes,
 }
 
 fn stored(stream: StreamId, version: u64, position: u64, event_type: &str, data: Vec<u8>) -> EventRecord {
@@ -72,6 +73,7 @@ impl World {
             position: 0,
             now: NOW,
             policy: crate::policy::PolicyRecord::default_policy(),
+            freezes: Default::default(),
         };
         for (name, roles) in [
             ("alice", &[Role::Editor][..]),
@@ -130,6 +132,7 @@ impl World {
             now: self.now,
             settings: ChangeSettings::default(),
             policy: &self.policy,
+            freezes: &self.freezes,
         };
         decide(command, &input)
     }

@@ -107,6 +107,32 @@ pub struct Change {
     position: u64,
 }
 
+impl Change {
+    pub fn new(record: ChangeRecord, position: u64) -> Change {
+        Change { record: Arc::new(record), position }
+    }
+
+    pub fn record(&self) -> &ChangeRecord {
+        &self.record
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct AcknowledgedConflict {
+    pub with_change_id: ID,
+    pub reason: String,
+    pub by: String,
+    pub at: DateTime,
+}
+
+#[derive(SimpleObject)]
+pub struct Reschedule {
+    pub previous_start: DateTime,
+    pub previous_end: DateTime,
+    pub by: String,
+    pub at: DateTime,
+}
+
 #[derive(SimpleObject)]
 pub struct ChangeWindow {
     pub start: DateTime,
@@ -428,6 +454,44 @@ impl Change {
 
     async fn approvals(&self) -> Vec<Approval> {
         self.record.approvals.iter().map(|entry| Approval { entry: entry.clone() }).collect()
+    }
+
+    /// Its conflicts with the changes scheduled at this position whose windows overlap (CH-5).
+    async fn conflicts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::calendar::Conflict>> {
+        super::calendar::conflicts_at(ctx, &ID(self.record.change_id.to_string()), self.position).await
+    }
+
+    /// Conflicts accepted, with reasons.
+    async fn acknowledged_conflicts(&self) -> Vec<AcknowledgedConflict> {
+        self.record
+            .acknowledged
+            .iter()
+            .map(|(a, at)| AcknowledgedConflict {
+                with_change_id: ID(a.other.to_string()),
+                reason: a.reason.clone(),
+                by: a.by.clone(),
+                at: DateTime(at.recorded_at),
+            })
+            .collect()
+    }
+
+    /// Freeze windows it was scheduled into (an emergency change passes them, flagged).
+    async fn in_freeze(&self) -> Vec<String> {
+        self.record.in_freeze.iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// Earlier windows, oldest first.
+    async fn reschedules(&self) -> Vec<Reschedule> {
+        self.record
+            .reschedules
+            .iter()
+            .map(|(w, by, at)| Reschedule {
+                previous_start: DateTime(w.start),
+                previous_end: DateTime(w.end),
+                by: by.clone(),
+                at: DateTime(at.recorded_at),
+            })
+            .collect()
     }
 
     /// The risk assessment in force (the latest; CH-2).
@@ -806,7 +870,11 @@ fn links(input: Vec<LinkInput>) -> Vec<domain::RecordLink> {
 }
 
 fn settings(ctx: &Context<'_>) -> ChangeSettings {
-    ChangeSettings { emergency_review_deadline_hours: state(ctx).settings.emergency_review_deadline_hours }
+    let settings = &state(ctx).settings;
+    ChangeSettings {
+        emergency_review_deadline_hours: settings.emergency_review_deadline_hours,
+        freeze_blocks_standard: settings.freeze_blocks_standard,
+    }
 }
 
 /// Runs a change command and waits until the projection has applied it.
@@ -881,6 +949,14 @@ async fn transition(
         }
     }
     change_result(ctx, change_id, ChangeCommand::Act { change_id, action, note, review, facts }).await
+}
+
+/// The change as the log holds it now.
+async fn load(ctx: &Context<'_>, change_id: ChangeId) -> async_graphql::Result<ChangeRecord> {
+    change_service::load_change(state(ctx).store.as_ref(), change_id)
+        .await
+        .map_err(core_error)?
+        .ok_or_else(|| graphql_error("NOT_FOUND", format!("no change {change_id}")))
 }
 
 /// The change type and details of a draft input (shared by `draftChange` and `whatIf`).
@@ -1052,7 +1128,47 @@ impl ChangeMutation {
         id: ID,
         note: Option<String>,
     ) -> async_graphql::Result<ChangeResult> {
-        transition(ctx, &id, domain::ChangeAction::Schedule, note, None).await
+        let change_id = resolve_change(ctx, &id).await?;
+        let change = load(ctx, change_id).await?;
+        let facts = match &change.details.window {
+            Some(window) => super::calendar::schedule_facts_for(ctx, Some(change_id), &change.details.scope, window)?,
+            None => Default::default(),
+        };
+        change_result(ctx, change_id, ChangeCommand::Schedule { change_id, note, facts: Box::new(facts) }).await
+    }
+
+    /// Moves a scheduled change to another window (CH-5): checked against freezes and
+    /// conflicts as scheduling is; the earlier window stays on record.
+    #[graphql(guard = "Requires(Operation::ScheduleChange)")]
+    async fn reschedule_change(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        window: WindowInput,
+        note: Option<String>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let change_id = resolve_change(ctx, &id).await?;
+        let change = load(ctx, change_id).await?;
+        let window: domain::Window = window.into();
+        let facts = super::calendar::schedule_facts_for(ctx, Some(change_id), &change.details.scope, &window)?;
+        change_result(ctx, change_id, ChangeCommand::Reschedule { change_id, window, note, facts: Box::new(facts) })
+            .await
+    }
+
+    /// Accepts a conflict with another change, with the reason (CH-5): scheduling then
+    /// proceeds despite it; the acknowledgement shows on both changes.
+    #[graphql(guard = "Requires(Operation::ScheduleChange)")]
+    async fn acknowledge_conflict(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        with: ID,
+        reason: String,
+    ) -> async_graphql::Result<ChangeResult> {
+        let change_id = resolve_change(ctx, &id).await?;
+        let other = resolve_change(ctx, &with).await?;
+        load(ctx, other).await?;
+        change_result(ctx, change_id, ChangeCommand::AcknowledgeConflict { change_id, other, reason }).await
     }
 
     /// The implementer starts the work: from now, CI edits naming this change are allowed.

@@ -355,6 +355,35 @@ impl At {
         super::changes::overdue_at(ctx, now, self.position)
     }
 
+    /// The change calendar between two times (at most max_calendar_days apart; CH-5): changes
+    /// whose window overlaps, with state, scope summary, risk and conflicts; freeze
+    /// occurrences; the hours of tier-1 services (or of `service`).
+    async fn calendar(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime,
+        to: DateTime,
+        environment: Option<Environment>,
+        service: Option<ID>,
+    ) -> async_graphql::Result<super::calendar::CalendarView> {
+        super::calendar::calendar_at(ctx, self.position, from, to, environment, service)
+    }
+
+    /// One change's conflicts with the changes scheduled here.
+    async fn conflicts(&self, ctx: &Context<'_>, change: ID) -> async_graphql::Result<Vec<super::calendar::Conflict>> {
+        super::calendar::conflicts_at(ctx, &change, self.position).await
+    }
+
+    /// Freeze windows in force here (all ever created with `includeLifted`), with their
+    /// occurrences over the following 90 days.
+    async fn freezes(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] include_lifted: bool,
+    ) -> async_graphql::Result<Vec<super::calendar::Freeze>> {
+        super::calendar::freezes_at(ctx, self.position, include_lifted)
+    }
+
     /// The approval policy in force here (CH-4); version 0 is the engine's default.
     async fn policy(&self, ctx: &Context<'_>) -> async_graphql::Result<super::policy::PolicyView> {
         super::policy::policy_at(ctx, self.position).await

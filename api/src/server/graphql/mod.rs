@@ -2,6 +2,7 @@
 //! performs; the guard asks the permission matrix in `cmdb_core::access` and nothing else.
 
 pub mod audit;
+pub mod calendar;
 pub mod changes;
 pub mod config;
 mod mutation;
@@ -36,6 +37,7 @@ pub struct MutationRoot(
     schema_admin::SchemaMutation,
     changes::ChangeMutation,
     policy::PolicyMutation,
+    calendar::CalendarMutation,
 );
 
 /// Every subscription: the log and configuration changes.

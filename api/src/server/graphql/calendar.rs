@@ -1,0 +1,425 @@
+//! The change calendar over GraphQL (CH-5): `calendar(from:, to:, environment:, service:)`,
+//! `conflicts(change:)` and `freezes` inside `at(...)`; freeze windows created and lifted by
+//! mutations. Scheduling itself (with its freeze and conflict checks) is in `changes.rs`.
+
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use cmdb_core::access::Operation;
+use cmdb_core::change::freeze::{FreezeId, FreezeRecord, FreezeSchedule, FreezeScope};
+use cmdb_core::change::service as change_service;
+use cmdb_core::change::{self as domain, ChangeCommand, ConflictFact, ScheduleFacts};
+use cmdb_core::ci::{ChangeId, CiId};
+use cmdb_projections::calendar::{self as projection, CalendarFilter, MAX_CALENDAR_DAYS};
+
+use super::Requires;
+use super::changes::{Change, change_at};
+use super::config::Environment;
+use super::config::{Ci, parse_id, state};
+use super::scalars::{DateTime, Position};
+use crate::server::errors::{bad_input, core_error, graphql_error};
+
+/// The facts a schedule is checked against, from the projection at its applied position.
+pub fn schedule_facts_for(
+    ctx: &Context<'_>,
+    change_id: Option<ChangeId>,
+    scope: &domain::Scope,
+    window: &domain::Window,
+) -> async_graphql::Result<ScheduleFacts> {
+    let app = state(ctx);
+    let graph = app.graph.read();
+    projection::schedule_facts(&graph, change_id, scope, window, app.settings.conflict_max_depth)
+        .map_err(|e| graphql_error("INTERNAL", e.to_string()))
+}
+
+/// A conflict between two changes whose windows overlap.
+pub struct Conflict {
+    fact: ConflictFact,
+    position: u64,
+}
+
+#[Object]
+impl Conflict {
+    /// The other change.
+    async fn change(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Change>> {
+        change_at(ctx, &ID(self.fact.other.to_string()), self.position)
+    }
+    async fn other_number(&self) -> &str {
+        &self.fact.other_label
+    }
+    async fn reason(&self) -> &str {
+        &self.fact.reason
+    }
+    /// The CIs from one scope to the other.
+    async fn path(&self, ctx: &Context<'_>) -> Vec<Ci> {
+        let graph = state(ctx).graph.read();
+        self.fact
+            .path
+            .iter()
+            .filter_map(|id| graph.ci_at(*id, self.position).map(|c| Ci::new(&graph, c, self.position)))
+            .collect()
+    }
+    /// The other change acknowledged this conflict.
+    async fn acknowledged_by_other(&self) -> bool {
+        self.fact.acknowledged_by_other
+    }
+}
+
+pub fn conflicts_of(facts: Vec<ConflictFact>, position: u64) -> Vec<Conflict> {
+    facts.into_iter().map(|fact| Conflict { fact, position }).collect()
+}
+
+#[derive(SimpleObject)]
+pub struct Interval {
+    pub start: DateTime,
+    pub end: DateTime,
+}
+
+/// A freeze (blackout) window.
+pub struct Freeze {
+    record: FreezeRecord,
+    occurrences: Vec<(cmdb_core::Timestamp, cmdb_core::Timestamp)>,
+    truncated: bool,
+}
+
+#[Object]
+impl Freeze {
+    async fn id(&self) -> ID {
+        ID(self.record.freeze.freeze_id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.record.freeze.name
+    }
+    async fn reason(&self) -> &str {
+        &self.record.freeze.reason
+    }
+    /// GLOBAL, ENVIRONMENT or SERVICE.
+    async fn scope(&self) -> &'static str {
+        match self.record.freeze.scope {
+            FreezeScope::Global => "GLOBAL",
+            FreezeScope::Environment { .. } => "ENVIRONMENT",
+            FreezeScope::Service { .. } => "SERVICE",
+        }
+    }
+    async fn environment(&self) -> Option<Environment> {
+        match &self.record.freeze.scope {
+            FreezeScope::Environment { environment } => Some((*environment).into()),
+            _ => None,
+        }
+    }
+    async fn service_id(&self) -> Option<ID> {
+        match &self.record.freeze.scope {
+            FreezeScope::Service { service } => Some(ID(service.to_string())),
+            _ => None,
+        }
+    }
+    /// The RRULE of a recurring freeze.
+    async fn rrule(&self) -> Option<&str> {
+        match &self.record.freeze.schedule {
+            FreezeSchedule::Recurring { rrule, .. } => Some(rrule),
+            FreezeSchedule::Interval { .. } => None,
+        }
+    }
+    async fn time_zone(&self) -> Option<&str> {
+        match &self.record.freeze.schedule {
+            FreezeSchedule::Recurring { time_zone, .. } => Some(time_zone),
+            FreezeSchedule::Interval { .. } => None,
+        }
+    }
+    /// Occurrences within the range asked (for `freezes`: the next 90 days).
+    async fn occurrences(&self) -> Vec<Interval> {
+        self.occurrences.iter().map(|(s, e)| Interval { start: DateTime(*s), end: DateTime(*e) }).collect()
+    }
+    /// More occurrences than listed.
+    async fn truncated(&self) -> bool {
+        self.truncated
+    }
+    async fn created_by(&self) -> &str {
+        &self.record.freeze.by
+    }
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.record.created.recorded_at)
+    }
+    async fn lifted_at(&self) -> Option<DateTime> {
+        self.record.lifted.as_ref().map(|(_, at)| DateTime(at.recorded_at))
+    }
+}
+
+/// A change on the calendar.
+pub struct CalendarChange {
+    entry: projection::CalendarEntry,
+    position: u64,
+}
+
+#[Object]
+impl CalendarChange {
+    async fn change(&self) -> Change {
+        Change::new(self.entry.change.clone(), self.position)
+    }
+    async fn start(&self) -> Option<DateTime> {
+        self.entry.change.details.window.as_ref().map(|w| DateTime(w.start))
+    }
+    async fn end(&self) -> Option<DateTime> {
+        self.entry.change.details.window.as_ref().map(|w| DateTime(w.end))
+    }
+    /// Scope in a line: how many CIs, and the first few names.
+    async fn scope_summary(&self, ctx: &Context<'_>) -> String {
+        let graph = state(ctx).graph.read();
+        let cis = &self.entry.change.details.scope.cis;
+        let names: Vec<String> =
+            cis.iter().take(3).filter_map(|id| graph.ci_at(*id, self.position).map(|c| c.name.clone())).collect();
+        let planned = self.entry.change.details.scope.planned.len();
+        format!(
+            "{} CIs{}{}",
+            cis.len(),
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({}{})", names.join(", "), if cis.len() > 3 { ", ..." } else { "" })
+            },
+            if planned > 0 { format!(", {planned} planned") } else { String::new() }
+        )
+    }
+    async fn risk_level(&self) -> Option<super::policy::RiskLevel> {
+        self.entry.change.assessment().map(|a| a.assessment.level.into())
+    }
+    async fn conflicts(&self) -> Vec<Conflict> {
+        conflicts_of(self.entry.conflicts.clone(), self.position)
+    }
+    /// Freeze windows it was scheduled into (emergency changes pass, flagged).
+    async fn in_freeze(&self) -> Vec<String> {
+        self.entry.change.in_freeze.iter().map(|h| h.name.clone()).collect()
+    }
+    /// Tier-1 services whose hours its window touches (flagged for normal changes).
+    async fn tier1_hours_touched(&self) -> &[String] {
+        &self.entry.tier1_hours_touched
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ServiceHoursEntry {
+    pub service_id: ID,
+    pub name: String,
+    pub tier: Option<i64>,
+    /// When the service is in use; maintenance belongs outside these.
+    pub hours: Vec<Interval>,
+}
+
+#[derive(SimpleObject)]
+pub struct CalendarView {
+    pub from: DateTime,
+    pub to: DateTime,
+    pub changes: Vec<CalendarChange>,
+    pub freezes: Vec<Freeze>,
+    pub service_hours: Vec<ServiceHoursEntry>,
+    /// More changes matched than one page lists.
+    pub truncated: bool,
+}
+
+pub fn check_range(from: DateTime, to: DateTime) -> async_graphql::Result<()> {
+    if to.0 <= from.0 {
+        return Err(bad_input(format!("to ({}) must be after from ({})", to.0, from.0)));
+    }
+    let days = (to.0.as_micros() - from.0.as_micros()) / 86_400_000_000;
+    if days > MAX_CALENDAR_DAYS {
+        return Err(crate::server::errors::limit_exceeded("max_calendar_days", days as u64, MAX_CALENDAR_DAYS as u64));
+    }
+    Ok(())
+}
+
+/// `calendar` inside `at`.
+pub fn calendar_at(
+    ctx: &Context<'_>,
+    position: u64,
+    from: DateTime,
+    to: DateTime,
+    environment: Option<Environment>,
+    service: Option<ID>,
+) -> async_graphql::Result<CalendarView> {
+    check_range(from, to)?;
+    let app = state(ctx);
+    let filter = CalendarFilter {
+        environment: environment.map(Into::into),
+        service: service.as_ref().map(parse_id::<CiId>).transpose()?,
+    };
+    let graph = app.graph.read();
+    let calendar = projection::calendar(&graph, position, from.0, to.0, &filter, app.settings.conflict_max_depth)
+        .map_err(|e| bad_input(e.to_string()))?;
+    Ok(CalendarView {
+        from,
+        to,
+        changes: calendar.entries.into_iter().map(|entry| CalendarChange { entry, position }).collect(),
+        freezes: calendar
+            .freezes
+            .into_iter()
+            .map(|f| Freeze { record: f.freeze, occurrences: f.occurrences, truncated: f.truncated })
+            .collect(),
+        service_hours: calendar
+            .service_hours
+            .into_iter()
+            .map(|s| ServiceHoursEntry {
+                service_id: ID(s.service.to_string()),
+                name: s.name,
+                tier: s.tier,
+                hours: s.hours.into_iter().map(|(a, b)| Interval { start: DateTime(a), end: DateTime(b) }).collect(),
+            })
+            .collect(),
+        truncated: calendar.truncated,
+    })
+}
+
+/// `conflicts(change:)` inside `at`: the change's conflicts with the changes scheduled then.
+pub async fn conflicts_at(ctx: &Context<'_>, id: &ID, position: u64) -> async_graphql::Result<Vec<Conflict>> {
+    let Some(change) = change_at(ctx, id, position)? else {
+        return Err(graphql_error("NOT_FOUND", format!("no change {} at position {position}", id.as_str())));
+    };
+    let record = change.record();
+    let Some(window) = record.details.window.clone() else { return Ok(Vec::new()) };
+    let app = state(ctx);
+    let graph = app.graph.read();
+    let book = graph.change_book();
+    let listed = cmdb_projections::changes::ChangeFilter {
+        states: Some(vec![domain::ChangeState::Scheduled, domain::ChangeState::Implementing]),
+        window_from: Some(window.start),
+        window_to: Some(window.end),
+        ..Default::default()
+    };
+    let others = book.changes_at(position, &listed, usize::MAX);
+    let others: Vec<(ChangeId, String, domain::Window, Vec<CiId>, bool)> = others
+        .into_iter()
+        .filter(|c| c.change_id != record.change_id)
+        .filter_map(|c| {
+            let window = c.details.window.clone()?;
+            let acknowledged = c.acknowledged.iter().any(|(a, _)| a.other == record.change_id);
+            Some((c.change_id, c.label(), window, c.details.scope.cis.clone(), acknowledged))
+        })
+        .collect();
+    let candidates = others.iter().map(|(other, label, w, cis, acknowledged)| projection::Candidate {
+        id: *other,
+        label,
+        start: w.start,
+        end: w.end,
+        cis,
+        acknowledged_by_other: *acknowledged,
+    });
+    let found = projection::conflicts_with(
+        &graph,
+        position,
+        &record.details.scope.cis,
+        candidates,
+        app.settings.conflict_max_depth,
+    );
+    Ok(conflicts_of(found, position))
+}
+
+/// `freezes` inside `at`: in force then, with occurrences over the next `days` (default 90).
+pub fn freezes_at(ctx: &Context<'_>, position: u64, include_lifted: bool) -> async_graphql::Result<Vec<Freeze>> {
+    let app = state(ctx);
+    let graph = app.graph.read();
+    let from = graph.time_of(position).unwrap_or_else(|| app.clock.now());
+    let to = from.saturating_add_micros(90 * 86_400_000_000);
+    let mut out = Vec::new();
+    for record in graph.change_book().freezes().records.values() {
+        if record.created.position > position || (!include_lifted && !record.in_force_at(position)) {
+            continue;
+        }
+        let (occurrences, truncated) = record
+            .freeze
+            .schedule
+            .occurrences(from, to, cmdb_core::change::freeze::MAX_OCCURRENCES_PER_QUERY)
+            .map_err(|e| bad_input(e.to_string()))?;
+        out.push(Freeze { record: record.clone(), occurrences, truncated });
+    }
+    Ok(out)
+}
+
+#[derive(InputObject)]
+pub struct RecurrenceInput {
+    /// An RFC 5545 RRULE, e.g. `FREQ=WEEKLY;BYDAY=FR`.
+    pub rrule: String,
+    /// The first occurrence's wall-clock start, `YYYY-MM-DDTHH:MM`, in `timeZone`.
+    pub start_local: String,
+    /// An IANA time zone.
+    pub time_zone: String,
+    pub duration_minutes: u32,
+}
+
+#[derive(InputObject)]
+pub struct IntervalInput {
+    pub start: DateTime,
+    pub end: DateTime,
+}
+
+#[derive(InputObject)]
+pub struct FreezeInput {
+    pub name: String,
+    pub reason: String,
+    /// Freeze one environment (else everything, or `service`).
+    pub environment: Option<Environment>,
+    /// Freeze one business service and whatever reaches it.
+    pub service: Option<ID>,
+    /// One interval, or
+    pub interval: Option<IntervalInput>,
+    /// a recurrence.
+    pub recurrence: Option<RecurrenceInput>,
+}
+
+#[derive(SimpleObject)]
+pub struct FreezeResult {
+    pub position: Position,
+    pub id: ID,
+}
+
+#[derive(Default)]
+pub struct CalendarMutation;
+
+#[Object]
+impl CalendarMutation {
+    /// Creates a freeze (blackout) window: one interval or a recurrence, for everything, one
+    /// environment or one business service (CH-5).
+    #[graphql(guard = "Requires(Operation::ManageChanges)")]
+    async fn create_freeze(&self, ctx: &Context<'_>, input: FreezeInput) -> async_graphql::Result<FreezeResult> {
+        let scope = match (input.environment, input.service.as_ref()) {
+            (None, None) => FreezeScope::Global,
+            (Some(environment), None) => FreezeScope::Environment { environment: environment.into() },
+            (None, Some(service)) => FreezeScope::Service { service: parse_id::<CiId>(service)? },
+            (Some(_), Some(_)) => return Err(bad_input("give environment or service, not both")),
+        };
+        let schedule = match (input.interval, input.recurrence) {
+            (Some(i), None) => FreezeSchedule::Interval { start: i.start.0, end: i.end.0 },
+            (None, Some(r)) => FreezeSchedule::Recurring {
+                rrule: r.rrule,
+                start_local: r.start_local,
+                time_zone: r.time_zone,
+                duration_minutes: r.duration_minutes,
+            },
+            _ => return Err(bad_input("give exactly one of interval and recurrence")),
+        };
+        let freeze_id = FreezeId(state(ctx).ids.next_id());
+        let command =
+            ChangeCommand::CreateFreeze { freeze_id, name: input.name, scope, schedule, reason: input.reason };
+        let position = run(ctx, command).await?;
+        Ok(FreezeResult { position: Position(position), id: ID(freeze_id.to_string()) })
+    }
+
+    /// Lifts a freeze window, with the reason.
+    #[graphql(guard = "Requires(Operation::ManageChanges)")]
+    async fn lift_freeze(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<FreezeResult> {
+        let freeze_id: FreezeId = id.as_str().parse().map_err(|e: domain::ChangeError| bad_input(e.to_string()))?;
+        let position = run(ctx, ChangeCommand::LiftFreeze { freeze_id, reason }).await?;
+        Ok(FreezeResult { position: Position(position), id })
+    }
+}
+
+async fn run(ctx: &Context<'_>, command: ChangeCommand) -> async_graphql::Result<u64> {
+    let app = state(ctx);
+    let settings = cmdb_core::change::decide::ChangeSettings {
+        emergency_review_deadline_hours: app.settings.emergency_review_deadline_hours,
+        freeze_blocks_standard: app.settings.freeze_blocks_standard,
+    };
+    let outcome =
+        change_service::execute(app.store.as_ref(), &command, super::metadata(ctx)?, app.clock.now(), settings)
+            .await
+            .map_err(core_error)?;
+    let wait = std::time::Duration::from_millis(app.settings.min_position_wait_ms);
+    app.graph.wait_for(outcome.last_position, wait).await;
+    Ok(outcome.last_position)
+}

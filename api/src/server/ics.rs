@@ -1,0 +1,123 @@
+//! `/api/v1/calendar.ics`: the change calendar as an iCalendar feed (RFC 5545) for calendar
+//! applications (CH-5): one event per change whose window falls in the range, one per freeze
+//! occurrence. A viewer token is enough; as calendar applications cannot send headers, the
+//! token may also come as the `access_token` query parameter (RFC 6750 section 2.3; prefer a
+//! token made for this, as URLs end up in logs).
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use cmdb_core::Timestamp;
+use cmdb_core::access::{Operation, permits};
+use cmdb_projections::calendar::{CalendarFilter, MAX_CALENDAR_DAYS, calendar};
+use icalendar::{Component, EventLike};
+use serde::Deserialize;
+
+use super::ServerState;
+use super::auth::authenticate_header;
+use super::errors::ApiError;
+
+/// Days shown before and after now when the range is not given.
+pub const DEFAULT_PAST_DAYS: i64 = 7;
+pub const DEFAULT_FUTURE_DAYS: i64 = 90;
+const DAY_MICROS: i64 = 86_400_000_000;
+
+#[derive(Deserialize)]
+pub struct CalendarQuery {
+    from: Option<String>,
+    to: Option<String>,
+    access_token: Option<String>,
+}
+
+fn utc(t: Timestamp) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    t.to_datetime().ok_or_else(|| ApiError::BadRequest(format!("{t} is out of range")))
+}
+
+pub async fn calendar_ics(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Query(query): Query<CalendarQuery>,
+) -> Result<Response, ApiError> {
+    let app = &state.app;
+    let from_query = query.access_token.as_ref().map(|t| format!("Bearer {t}"));
+    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned).or(from_query);
+    let caller = authenticate_header(&app.access, header.as_deref(), app.clock.now())?;
+    if !permits(&caller.roles, Operation::ReadConfiguration) {
+        return Err(ApiError::Forbidden(Operation::ReadConfiguration));
+    }
+    let now = app.clock.now();
+    let parse = |text: Option<&String>, default: Timestamp, name: &str| match text {
+        Some(text) => Timestamp::parse_rfc3339(text)
+            .map_err(|e| ApiError::BadRequest(format!("{name}: {e} (an RFC 3339 time, e.g. 2026-12-01T00:00:00Z)"))),
+        None => Ok(default),
+    };
+    let from = parse(query.from.as_ref(), now.saturating_add_micros(-DEFAULT_PAST_DAYS * DAY_MICROS), "from")?;
+    let to = parse(query.to.as_ref(), now.saturating_add_micros(DEFAULT_FUTURE_DAYS * DAY_MICROS), "to")?;
+    if to <= from {
+        return Err(ApiError::BadRequest(format!("to ({to}) must be after from ({from})")));
+    }
+    if (to.as_micros() - from.as_micros()) / DAY_MICROS > MAX_CALENDAR_DAYS {
+        return Err(ApiError::BadRequest(format!("the range is longer than max_calendar_days ({MAX_CALENDAR_DAYS})")));
+    }
+    let mut ics = icalendar::Calendar::new();
+    ics.name("cmdb change calendar");
+    {
+        let graph = app.graph.read();
+        let position = graph.applied();
+        let page = calendar(&graph, position, from, to, &CalendarFilter::default(), app.settings.conflict_max_depth)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        for entry in &page.entries {
+            let change = &entry.change;
+            let Some(window) = &change.details.window else { continue };
+            let mut description = format!(
+                "{} change, {}; requested by {}; implementer {}; {} CIs in scope",
+                change.change_type,
+                change.state,
+                change.requester,
+                change.details.implementer.as_deref().unwrap_or("-"),
+                change.details.scope.cis.len()
+            );
+            if let Some(assessment) = change.assessment() {
+                description.push_str(&format!(
+                    "; risk {} ({})",
+                    assessment.assessment.level.as_str(),
+                    assessment.assessment.score
+                ));
+            }
+            for conflict in &entry.conflicts {
+                description.push_str(&format!("; CONFLICT with {}: {}", conflict.other_label, conflict.reason));
+            }
+            if !change.in_freeze.is_empty() {
+                description.push_str("; scheduled into a freeze window (emergency)");
+            }
+            let event = icalendar::Event::new()
+                .uid(&format!("change-{}@cmdb", change.change_id))
+                .summary(&format!("{} {}", change.label(), change.details.title))
+                .description(&description)
+                .starts(utc(window.start)?)
+                .ends(utc(window.end)?)
+                .add_property(
+                    "STATUS",
+                    if change.state == cmdb_core::change::ChangeState::Cancelled { "CANCELLED" } else { "CONFIRMED" },
+                )
+                .add_property("CATEGORIES", "CHANGE")
+                .done();
+            ics.push(event);
+        }
+        for freeze in &page.freezes {
+            for (n, (start, end)) in freeze.occurrences.iter().enumerate() {
+                let event = icalendar::Event::new()
+                    .uid(&format!("freeze-{}-{n}-{}@cmdb", freeze.freeze.freeze.freeze_id, start.as_micros()))
+                    .summary(&format!("FREEZE {}", freeze.freeze.freeze.name))
+                    .description(&freeze.freeze.freeze.reason)
+                    .starts(utc(*start)?)
+                    .ends(utc(*end)?)
+                    .add_property("CATEGORIES", "FREEZE")
+                    .done();
+                ics.push(event);
+            }
+        }
+    }
+    let body = ics.done().to_string();
+    Ok(([(header::CONTENT_TYPE, "text/calendar; charset=utf-8")], body).into_response())
+}

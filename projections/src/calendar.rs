@@ -1,0 +1,327 @@
+//! The change calendar (CH-5): changes by window, conflicts between overlapping changes through
+//! the graph, freeze occurrences and the services' hours, at any position. The facts a schedule
+//! is checked against ([`schedule_facts`]) are computed here at the head; the core decides.
+//!
+//! Two changes conflict when their windows overlap and their scopes share a CI, or a CI of one
+//! reaches a CI of the other within `conflict_max_depth` impact-propagating hops (downstream
+//! from either side). Each conflict carries its reason and the path.
+
+use std::collections::BTreeMap;
+
+use cmdb_core::change::freeze::{FreezeRecord, MAX_OCCURRENCES_PER_QUERY};
+use cmdb_core::change::risk::{ServiceHours, window_touches};
+use cmdb_core::change::{ChangeRecord, ChangeState, ConflictFact, ScheduleFacts, Scope, Window};
+use cmdb_core::ci::{ChangeId, CiClass, CiId, Environment};
+use cmdb_core::time::Timestamp;
+use rustc_hash::FxHashMap;
+
+use crate::changes::ChangeFilter;
+use crate::graph::{GraphError, ImpactDirection, TemporalGraph};
+
+pub const DEFAULT_CONFLICT_MAX_DEPTH: u32 = 3;
+pub const MAX_CONFLICT_DEPTH: u32 = 6;
+/// CIs one conflict walk visits before it stops.
+pub const CONFLICT_WALK_MAX_RESULTS: usize = 10_000;
+/// Longest calendar range, in days.
+pub const MAX_CALENDAR_DAYS: i64 = 400;
+/// Changes listed on one calendar page.
+pub const MAX_CALENDAR_CHANGES: usize = 2_000;
+/// Services whose hours are listed on one calendar page.
+pub const MAX_CALENDAR_SERVICES: usize = 50;
+
+/// A scheduled change to check against.
+pub struct Candidate<'a> {
+    pub id: ChangeId,
+    pub label: &'a str,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub cis: &'a [CiId],
+    pub acknowledged_by_other: bool,
+}
+
+/// Conflicts of `scope` in `window` with `candidates` (already overlapping), at `position`.
+pub fn conflicts_with<'a>(
+    graph: &TemporalGraph,
+    position: u64,
+    scope: &[CiId],
+    candidates: impl IntoIterator<Item = Candidate<'a>>,
+    max_depth: u32,
+) -> Vec<ConflictFact> {
+    let candidates: Vec<Candidate<'a>> = candidates.into_iter().collect();
+    if candidates.is_empty() || scope.is_empty() {
+        return Vec::new();
+    }
+    let name = |id: CiId| graph.ci_at(id, position).map(|c| c.name.clone()).unwrap_or_else(|| id.to_string());
+    let mut walks: Option<[(FxHashMap<CiId, (Option<CiId>, u32)>, bool); 2]> = None;
+    let mut found = Vec::new();
+    for candidate in candidates {
+        let mut conflict = |reason: String, path: Vec<CiId>| {
+            found.push(ConflictFact {
+                other: candidate.id,
+                other_label: candidate.label.to_owned(),
+                reason,
+                path,
+                acknowledged_by_other: candidate.acknowledged_by_other,
+            })
+        };
+        if let Some(shared) = candidate.cis.iter().find(|ci| scope.contains(ci)) {
+            conflict(format!("both change {}", name(*shared)), vec![*shared]);
+            continue;
+        }
+        let [down, up] = walks.get_or_insert_with(|| {
+            [
+                graph.walk_with_parents(
+                    scope,
+                    position,
+                    ImpactDirection::Downstream,
+                    max_depth,
+                    CONFLICT_WALK_MAX_RESULTS,
+                ),
+                graph.walk_with_parents(
+                    scope,
+                    position,
+                    ImpactDirection::Upstream,
+                    max_depth,
+                    CONFLICT_WALK_MAX_RESULTS,
+                ),
+            ]
+        });
+        let path_to = |seen: &FxHashMap<CiId, (Option<CiId>, u32)>, target: CiId| {
+            let mut path = vec![target];
+            let mut cursor = target;
+            while let Some((Some(parent), _)) = seen.get(&cursor) {
+                path.push(*parent);
+                cursor = *parent;
+            }
+            path.reverse();
+            path
+        };
+        if let Some((ci, depth)) =
+            candidate.cis.iter().filter_map(|ci| down.0.get(ci).map(|(_, d)| (*ci, *d))).min_by_key(|(_, d)| *d)
+        {
+            let path = path_to(&down.0, ci);
+            let from = path.first().copied().unwrap_or(ci);
+            conflict(
+                format!("{} reaches {} in {depth} hops (this scope affects the other)", name(from), name(ci)),
+                path,
+            );
+            continue;
+        }
+        if let Some((ci, depth)) =
+            candidate.cis.iter().filter_map(|ci| up.0.get(ci).map(|(_, d)| (*ci, *d))).min_by_key(|(_, d)| *d)
+        {
+            let mut path = path_to(&up.0, ci);
+            path.reverse();
+            let to = path.last().copied().unwrap_or(ci);
+            conflict(
+                format!("{} reaches {} in {depth} hops (the other scope affects this one)", name(ci), name(to)),
+                path,
+            );
+        }
+    }
+    found
+}
+
+/// What scheduling `change` into `window` is checked against, at the head: the services its
+/// scope reaches (for service freezes) and its conflicts with the changes scheduled now.
+pub fn schedule_facts(
+    graph: &TemporalGraph,
+    change_id: Option<ChangeId>,
+    scope: &Scope,
+    window: &Window,
+    max_depth: u32,
+) -> Result<ScheduleFacts, GraphError> {
+    let position = graph.applied();
+    let (reached, _) = graph.downstream_of(&scope.cis, position, 6, crate::assessment::RISK_MAX_RESULTS)?;
+    let mut services: Vec<CiId> =
+        reached.iter().filter(|r| r.ci.class == CiClass::BusinessService).map(|r| r.ci.id).collect();
+    services.extend(
+        scope.cis.iter().filter(|id| graph.ci_at(**id, position).is_some_and(|c| c.class == CiClass::BusinessService)),
+    );
+    let book = graph.change_book();
+    let candidates = book
+        .scheduled()
+        .iter()
+        .filter(|(id, entry)| Some(**id) != change_id && entry.start < window.end && window.start < entry.end)
+        .map(|(id, entry)| Candidate {
+            id: *id,
+            label: &entry.label,
+            start: entry.start,
+            end: entry.end,
+            cis: &entry.cis,
+            acknowledged_by_other: change_id.is_some_and(|me| entry.acknowledged.contains(&me)),
+        });
+    let conflicts = conflicts_with(graph, position, &scope.cis, candidates, max_depth);
+    Ok(ScheduleFacts { position, services, conflicts })
+}
+
+/// One change on the calendar.
+#[derive(Clone, Debug)]
+pub struct CalendarEntry {
+    pub change: ChangeRecord,
+    pub conflicts: Vec<ConflictFact>,
+    /// Tier-1 services (from its latest assessment) whose hours the window touches.
+    pub tier1_hours_touched: Vec<String>,
+}
+
+/// A freeze and its occurrences in the range.
+#[derive(Clone, Debug)]
+pub struct FreezeOnCalendar {
+    pub freeze: FreezeRecord,
+    pub occurrences: Vec<(Timestamp, Timestamp)>,
+    pub truncated: bool,
+}
+
+/// A service and its hours in the range.
+#[derive(Clone, Debug)]
+pub struct ServiceHoursOnCalendar {
+    pub service: CiId,
+    pub name: String,
+    pub tier: Option<i64>,
+    pub hours: Vec<(Timestamp, Timestamp)>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Calendar {
+    pub entries: Vec<CalendarEntry>,
+    pub freezes: Vec<FreezeOnCalendar>,
+    pub service_hours: Vec<ServiceHoursOnCalendar>,
+    /// More changes matched than [`MAX_CALENDAR_CHANGES`].
+    pub truncated: bool,
+}
+
+/// Filters of a calendar page.
+#[derive(Clone, Debug, Default)]
+pub struct CalendarFilter {
+    pub environment: Option<Environment>,
+    pub service: Option<CiId>,
+}
+
+/// The calendar between `from` and `to` as it stood at `position`.
+pub fn calendar(
+    graph: &TemporalGraph,
+    position: u64,
+    from: Timestamp,
+    to: Timestamp,
+    filter: &CalendarFilter,
+    max_depth: u32,
+) -> Result<Calendar, GraphError> {
+    graph.check_position(position)?;
+    let book = graph.change_book();
+    let listed = ChangeFilter { window_from: Some(from), window_to: Some(to), ..ChangeFilter::default() };
+    let mut changes: Vec<ChangeRecord> = book
+        .changes_at(position, &listed, usize::MAX)
+        .into_iter()
+        .filter(|c| !matches!(c.state, ChangeState::Draft | ChangeState::Cancelled | ChangeState::Rejected))
+        .collect();
+    if let Some(environment) = filter.environment {
+        changes.retain(|c| {
+            c.details
+                .scope
+                .cis
+                .iter()
+                .any(|id| graph.ci_at(*id, position).is_some_and(|ci| ci.environment == Some(environment)))
+        });
+    }
+    if let Some(service) = filter.service {
+        changes.retain(|c| {
+            c.details.scope.cis.contains(&service)
+                || graph
+                    .downstream_of(&c.details.scope.cis, position, 6, crate::assessment::RISK_MAX_RESULTS)
+                    .is_ok_and(|(reached, _)| reached.iter().any(|r| r.ci.id == service))
+        });
+    }
+    changes.sort_by_key(|c| c.details.window.as_ref().map(|w| w.start));
+    let truncated = changes.len() > MAX_CALENDAR_CHANGES;
+    changes.truncate(MAX_CALENDAR_CHANGES);
+    // Conflicts among the scheduled changes listed, through the graph at this position.
+    let active: Vec<(ChangeId, String, Window, Vec<CiId>, Vec<ChangeId>)> = changes
+        .iter()
+        .filter(|c| matches!(c.state, ChangeState::Scheduled | ChangeState::Implementing))
+        .filter_map(|c| {
+            let window = c.details.window.clone()?;
+            let acknowledged = c.acknowledged.iter().map(|(a, _)| a.other).collect();
+            Some((c.change_id, c.label(), window, c.details.scope.cis.clone(), acknowledged))
+        })
+        .collect();
+    let mut conflicts: BTreeMap<ChangeId, Vec<ConflictFact>> = BTreeMap::new();
+    for (id, _, window, cis, _) in &active {
+        let candidates = active
+            .iter()
+            .filter(|(other, _, w, _, _)| other != id && w.start < window.end && window.start < w.end)
+            .map(|(other, label, w, other_cis, acknowledged)| Candidate {
+                id: *other,
+                label,
+                start: w.start,
+                end: w.end,
+                cis: other_cis,
+                acknowledged_by_other: acknowledged.contains(id),
+            });
+        let found = conflicts_with(graph, position, cis, candidates, max_depth);
+        if !found.is_empty() {
+            conflicts.insert(*id, found);
+        }
+    }
+    let entries = changes
+        .into_iter()
+        .map(|change| {
+            let tier1_hours_touched = match (&change.details.window, change.assessment()) {
+                (Some(window), Some(entry)) => entry
+                    .assessment
+                    .facts
+                    .services
+                    .iter()
+                    .filter(|s| s.tier == Some(1))
+                    .filter(|s| s.service_hours.as_ref().is_some_and(|h| window_touches(window, h)))
+                    .map(|s| s.name.clone())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            CalendarEntry {
+                conflicts: conflicts.remove(&change.change_id).unwrap_or_default(),
+                change,
+                tier1_hours_touched,
+            }
+        })
+        .collect();
+    let mut freezes = Vec::new();
+    for record in book.freezes().in_force_at(position) {
+        let (occurrences, cut) = record
+            .freeze
+            .schedule
+            .occurrences(from, to, MAX_OCCURRENCES_PER_QUERY)
+            .map_err(|e| GraphError::Invalid(e.to_string()))?;
+        if !occurrences.is_empty() {
+            freezes.push(FreezeOnCalendar { freeze: record.clone(), occurrences, truncated: cut });
+        }
+    }
+    // Service hours: the filtered service, or every tier-1 service.
+    let services: Vec<CiId> = match filter.service {
+        Some(service) => vec![service],
+        None => graph
+            .cis_at(
+                position,
+                &crate::graph::CiFilter { classes: Some(vec![CiClass::BusinessService]), ..Default::default() },
+                None,
+                usize::MAX,
+            )
+            .0
+            .iter()
+            .filter(|ci| ci.attributes.get("criticality_tier").and_then(|v| v.as_i64()) == Some(1))
+            .map(|ci| ci.id)
+            .take(MAX_CALENDAR_SERVICES)
+            .collect(),
+    };
+    let mut service_hours = Vec::new();
+    for id in services {
+        let Some(ci) = graph.ci_at(id, position) else { continue };
+        let Some(hours) = ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute) else { continue };
+        service_hours.push(ServiceHoursOnCalendar {
+            service: id,
+            name: ci.name.clone(),
+            tier: ci.attributes.get("criticality_tier").and_then(|v| v.as_i64()),
+            hours: cmdb_core::change::risk::service_hours_between(&hours, from, to, MAX_OCCURRENCES_PER_QUERY as usize),
+        });
+    }
+    Ok(Calendar { entries, freezes, service_hours, truncated })
+}
