@@ -164,6 +164,14 @@ impl World {
                         TemplateRecord::apply(&mut record, event, at, 1);
                         self.templates.insert(retired.template_id, record.expect("exists"));
                     }
+                    ChangeEvent::Freeze(freeze_event) => {
+                        let new = freeze_event.to_new_event(Metadata::new(Actor::system(), Source::System));
+                        let version = self.freezes.version.map_or(0, |v| v + 1);
+                        let mut record =
+                            stored(super::freeze::freezes_stream(), version, self.position, &new.event_type, new.data);
+                        record.recorded_at = self.now;
+                        self.freezes.apply(&record).expect("apply freeze");
+                    }
                     other => {
                         let id = other.change_id().expect("a change event");
                         self.changes.get_mut(&id).expect("drafted first").apply(other, at);
@@ -1165,5 +1173,249 @@ mod policy_decisions {
         let refused = world.when("mark", &assess(change(1), facts(vec![], 3, 0))).unwrap_err();
         assert!(refused.to_string().contains("unknown role \"pope\""), "{refused}");
         assert_eq!(world.change(change(1)).state, ChangeState::Submitted);
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Scheduling: freeze windows and conflicts (CH-5)
+// ----------------------------------------------------------------------------------------
+
+mod scheduling {
+    use super::*;
+    use crate::change::freeze::{FreezeId, FreezeSchedule, FreezeScope};
+    use crate::ci::Environment;
+
+    fn freeze_id(n: u128) -> FreezeId {
+        FreezeId(Uuid::from_u128(0xF0_0000 + n))
+    }
+
+    fn approved(change_type: ChangeType) -> World {
+        use ChangeAction::*;
+        match change_type {
+            ChangeType::Standard => through(change_type, &[Submit]),
+            ChangeType::Emergency => through(change_type, &[Submit, Approve]),
+            ChangeType::Normal => through(change_type, &[Submit, Assess, Approve]),
+        }
+    }
+
+    fn create_freeze(world: &mut World, n: u128, scope: FreezeScope, schedule: FreezeSchedule) {
+        world.given(
+            "mark",
+            ChangeCommand::CreateFreeze {
+                freeze_id: freeze_id(n),
+                name: format!("freeze {n}"),
+                scope,
+                schedule,
+                reason: "year-end trading".into(),
+            },
+        );
+    }
+
+    /// The test window is 2026-01-02 00:00 to 02:00 UTC.
+    fn covering() -> FreezeSchedule {
+        FreezeSchedule::Interval {
+            start: NOW.saturating_add_micros(20 * HOUR_MICROS),
+            end: NOW.saturating_add_micros(30 * HOUR_MICROS),
+        }
+    }
+
+    fn schedule(facts: ScheduleFacts) -> ChangeCommand {
+        ChangeCommand::Schedule { change_id: change(1), note: None, facts: Box::new(facts) }
+    }
+
+    fn conflict(other: u128, acknowledged_by_other: bool) -> ConflictFact {
+        ConflictFact {
+            other: change(other),
+            other_label: format!("CHG-{other:06}"),
+            reason: "both change web-01".into(),
+            path: vec![ci(1)],
+            acknowledged_by_other,
+        }
+    }
+
+    #[test]
+    fn a_normal_change_cannot_be_scheduled_into_a_freeze_that_covers_its_scope() {
+        // Global.
+        let mut world = approved(ChangeType::Normal);
+        create_freeze(&mut world, 1, FreezeScope::Global, covering());
+        let refused = world.when("mark", &schedule(ScheduleFacts::default())).unwrap_err();
+        match &refused {
+            ChangeError::Frozen { hits, .. } => assert!(hits[0].contains("freeze 1"), "{hits:?}"),
+            other => panic!("{other}"),
+        }
+        // Lifted: the change goes in.
+        world.given(
+            "mark",
+            ChangeCommand::LiftFreeze { freeze_id: freeze_id(1), reason: "trading closed early".into() },
+        );
+        world.given("mark", schedule(ScheduleFacts::default()));
+        assert_eq!(world.change(change(1)).state, ChangeState::Scheduled);
+
+        // An environment freeze covers the production host, not staging.
+        let mut world = approved(ChangeType::Normal);
+        create_freeze(&mut world, 2, FreezeScope::Environment { environment: Environment::Staging }, covering());
+        world.when("mark", &schedule(ScheduleFacts::default())).expect("staging is not in scope");
+        create_freeze(&mut world, 3, FreezeScope::Environment { environment: Environment::Production }, covering());
+        assert!(matches!(world.when("mark", &schedule(ScheduleFacts::default())), Err(ChangeError::Frozen { .. })));
+
+        // A service freeze covers changes whose scope reaches the service.
+        let mut world = approved(ChangeType::Normal);
+        world.cis.insert(ci(50), Some(CiSnapshot { class: CiClass::BusinessService, ..host(50, Status::Live) }));
+        create_freeze(&mut world, 4, FreezeScope::Service { service: ci(50) }, covering());
+        world.when("mark", &schedule(ScheduleFacts::default())).expect("does not reach the service");
+        let reaching = ScheduleFacts { services: vec![ci(50)], ..ScheduleFacts::default() };
+        assert!(matches!(world.when("mark", &schedule(reaching)), Err(ChangeError::Frozen { .. })));
+
+        // A freeze elsewhere in time does not matter.
+        let mut world = approved(ChangeType::Normal);
+        let later = FreezeSchedule::Interval {
+            start: NOW.saturating_add_micros(26 * HOUR_MICROS),
+            end: NOW.saturating_add_micros(40 * HOUR_MICROS),
+        };
+        create_freeze(&mut world, 5, FreezeScope::Global, later);
+        world.when("mark", &schedule(ScheduleFacts::default())).expect("the window ends as the freeze starts");
+    }
+
+    #[test]
+    fn an_emergency_change_passes_a_freeze_flagged_and_a_standard_one_follows_the_setting() {
+        let mut world = approved(ChangeType::Emergency);
+        create_freeze(&mut world, 1, FreezeScope::Global, covering());
+        world.given("mark", schedule(ScheduleFacts::default()));
+        let record = world.change(change(1));
+        assert_eq!(record.state, ChangeState::Scheduled);
+        assert_eq!(record.in_freeze.len(), 1);
+        assert_eq!(record.in_freeze[0].name, "freeze 1");
+
+        let mut world = approved(ChangeType::Standard);
+        create_freeze(&mut world, 1, FreezeScope::Global, covering());
+        assert!(matches!(world.when("mark", &schedule(ScheduleFacts::default())), Err(ChangeError::Frozen { .. })));
+        let decision = {
+            let change = world.changes.get(&change(1));
+            let input = ChangeInput {
+                actor: "mark",
+                access: &world.access,
+                change,
+                template: world.templates.get(&template(1)),
+                schema: &world.schema,
+                cis: &world.cis,
+                names: &world.names,
+                next_number: ChangeNumber(world.numbers + 1),
+                now: world.now,
+                settings: ChangeSettings { freeze_blocks_standard: false, ..ChangeSettings::default() },
+                policy: &world.policy,
+                freezes: &world.freezes,
+            };
+            decide(&schedule(ScheduleFacts::default()), &input)
+        };
+        decision.expect("standard changes pass when the setting says so");
+    }
+
+    #[test]
+    fn a_conflict_blocks_scheduling_until_acknowledged_on_either_side() {
+        let mut world = approved(ChangeType::Normal);
+        let facts = ScheduleFacts { conflicts: vec![conflict(7, false)], ..ScheduleFacts::default() };
+        let refused = world.when("mark", &schedule(facts.clone())).unwrap_err();
+        match &refused {
+            ChangeError::Conflicting { conflicts, .. } => assert!(conflicts[0].contains("CHG-000007"), "{conflicts:?}"),
+            other => panic!("{other}"),
+        }
+        // Acknowledged by the other change: no longer blocking.
+        let acked = ScheduleFacts { conflicts: vec![conflict(7, true)], ..ScheduleFacts::default() };
+        world.when("mark", &schedule(acked)).expect("acknowledged on the other side");
+        // Acknowledging needs a reason, the scheduling authority, and another change.
+        let ack = |reason: &str, other| ChangeCommand::AcknowledgeConflict {
+            change_id: change(1),
+            other: change(other),
+            reason: reason.into(),
+        };
+        assert!(matches!(world.when("mark", &ack("  ", 7)), Err(ChangeError::Empty { .. })));
+        assert!(matches!(world.when("vera", &ack("fine", 7)), Err(ChangeError::NotPermitted { .. })));
+        assert!(matches!(world.when("mark", &ack("fine", 1)), Err(ChangeError::SelfConflict)));
+        world.given("mark", ack("different racks; agreed with the DBA team", 7));
+        assert!(matches!(world.when("mark", &ack("again", 7)), Err(ChangeError::NothingToChange)));
+        world.given("mark", schedule(facts));
+        let record = world.change(change(1));
+        assert_eq!(record.state, ChangeState::Scheduled);
+        assert_eq!(record.acknowledged[0].0.reason, "different racks; agreed with the DBA team");
+        // A new conflict found later blocks a reschedule until acknowledged too.
+        let new_window = Window {
+            start: NOW.saturating_add_micros(48 * HOUR_MICROS),
+            end: NOW.saturating_add_micros(50 * HOUR_MICROS),
+            time_zone: "UTC".into(),
+        };
+        let reschedule = |facts: ScheduleFacts, window: Window| ChangeCommand::Reschedule {
+            change_id: change(1),
+            window,
+            note: Some("moved".into()),
+            facts: Box::new(facts),
+        };
+        let other = ScheduleFacts { conflicts: vec![conflict(8, false)], ..ScheduleFacts::default() };
+        assert!(matches!(
+            world.when("mark", &reschedule(other, new_window.clone())),
+            Err(ChangeError::Conflicting { .. })
+        ));
+        world.given("mark", reschedule(ScheduleFacts::default(), new_window.clone()));
+        let record = world.change(change(1));
+        assert_eq!(record.details.window.as_ref(), Some(&new_window));
+        assert_eq!(record.reschedules.len(), 1);
+        assert_eq!(record.reschedules[0].0, window());
+        // Bad windows and the same window are refused.
+        let backwards = Window { start: new_window.end, end: new_window.start, time_zone: "UTC".into() };
+        assert!(matches!(
+            world.when("mark", &reschedule(ScheduleFacts::default(), backwards)),
+            Err(ChangeError::WindowEndsBeforeStart { .. })
+        ));
+        let mars = Window { time_zone: "Mars/Base".into(), ..new_window.clone() };
+        assert!(matches!(
+            world.when("mark", &reschedule(ScheduleFacts::default(), mars)),
+            Err(ChangeError::UnknownTimeZone(_))
+        ));
+        assert!(matches!(
+            world.when("mark", &reschedule(ScheduleFacts::default(), new_window)),
+            Err(ChangeError::NothingToChange)
+        ));
+    }
+
+    #[test]
+    fn freeze_commands_refuse_bad_input() {
+        let mut world = approved(ChangeType::Normal);
+        let create = |scope, schedule, name: &str| ChangeCommand::CreateFreeze {
+            freeze_id: freeze_id(9),
+            name: name.into(),
+            scope,
+            schedule,
+            reason: "r".into(),
+        };
+        assert!(matches!(
+            world.when("vera", &create(FreezeScope::Global, covering(), "f")),
+            Err(ChangeError::NotPermitted { .. })
+        ));
+        assert!(matches!(
+            world.when("mark", &create(FreezeScope::Global, covering(), "")),
+            Err(ChangeError::Empty { .. })
+        ));
+        let bad_rule = FreezeSchedule::Recurring {
+            rrule: "FREQ=FORTNIGHTLY".into(),
+            start_local: "2026-01-02T18:00".into(),
+            time_zone: "Europe/Berlin".into(),
+            duration_minutes: 60,
+        };
+        assert!(matches!(
+            world.when("mark", &create(FreezeScope::Global, bad_rule, "f")),
+            Err(ChangeError::InvalidRecurrence(_))
+        ));
+        assert!(matches!(
+            world.when("mark", &create(FreezeScope::Service { service: ci(77) }, covering(), "f")),
+            Err(ChangeError::UnknownCi(_))
+        ));
+        assert!(matches!(
+            world.when("mark", &create(FreezeScope::Service { service: ci(1) }, covering(), "f")),
+            Err(ChangeError::NotAService(_))
+        ));
+        let lift = ChangeCommand::LiftFreeze { freeze_id: freeze_id(9), reason: "r".into() };
+        assert!(matches!(world.when("mark", &lift), Err(ChangeError::UnknownFreeze(_))));
+        world.given("mark", create(FreezeScope::Global, covering(), "f"));
+        world.given("mark", lift.clone());
+        assert!(matches!(world.when("mark", &lift), Err(ChangeError::FreezeAlreadyLifted(_))));
     }
 }
