@@ -102,7 +102,7 @@ pub fn conflicts_with<'a>(
             let path = path_to(&down.0, ci);
             let from = path.first().copied().unwrap_or(ci);
             conflict(
-                format!("{} reaches {} in {depth} hops (this scope affects the other)", name(from), name(ci)),
+                format!("{} reaches {} in {} (this scope affects the other)", name(from), name(ci), hops(depth)),
                 path,
             );
             continue;
@@ -114,12 +114,16 @@ pub fn conflicts_with<'a>(
             path.reverse();
             let to = path.last().copied().unwrap_or(ci);
             conflict(
-                format!("{} reaches {} in {depth} hops (the other scope affects this one)", name(ci), name(to)),
+                format!("{} reaches {} in {} (the other scope affects this one)", name(ci), name(to), hops(depth)),
                 path,
             );
         }
     }
     found
+}
+
+fn hops(depth: u32) -> String {
+    if depth == 1 { "1 hop".into() } else { format!("{depth} hops") }
 }
 
 /// What scheduling `change` into `window` is checked against, at the head: the services its

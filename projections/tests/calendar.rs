@@ -37,7 +37,7 @@ async fn conflicts_reach_three_hops_and_not_four_in_either_direction() {
         let cis = [ci(other)];
         let found = conflicts_with(&graph, position, &scope, other_change(&cis), DEFAULT_CONFLICT_MAX_DEPTH);
         assert_eq!(found.len(), 1, "depth {depth}");
-        assert!(found[0].reason.contains(&format!("in {depth} hops")), "{}", found[0].reason);
+        assert!(found[0].reason.contains(&format!("in {depth} hop")), "{}", found[0].reason);
         assert_eq!(found[0].path.first(), Some(&ci(1)));
         assert_eq!(found[0].path.last(), Some(&ci(other)));
         assert_eq!(found[0].path.len(), depth as usize + 1, "the path crosses every hop");

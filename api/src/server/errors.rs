@@ -170,7 +170,14 @@ pub fn core_error(error: cmdb_core::Error) -> async_graphql::Error {
             ChangeError::ScopeTooLarge { .. }
             | ChangeError::TooMany { .. }
             | ChangeError::TooManyAssessments { .. } => "LIMIT_EXCEEDED",
-            ChangeError::NotReassessable { .. } | ChangeError::NotAssessed { .. } => "FAILED_PRECONDITION",
+            ChangeError::NotReassessable { .. }
+            | ChangeError::NotAssessed { .. }
+            | ChangeError::NotReschedulable { .. }
+            | ChangeError::FreezeAlreadyLifted(_) => "FAILED_PRECONDITION",
+            // CH-5: a freeze window covers the scope; a conflict is not acknowledged.
+            ChangeError::Frozen { .. } => "FREEZE_WINDOW",
+            ChangeError::Conflicting { .. } => "CHANGE_CONFLICT",
+            ChangeError::UnknownFreeze(_) => "NOT_FOUND",
             // CH-4: the approval policy says no, with its reasons.
             ChangeError::PolicyDenied { .. } => "POLICY_DENIED",
             // The policy in force failed on this input: an operator must fix the policy.
