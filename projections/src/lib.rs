@@ -13,4 +13,5 @@ pub mod calendar;
 pub mod changes;
 pub mod diff;
 pub mod graph;
+pub mod reports;
 pub mod runner;

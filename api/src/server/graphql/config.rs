@@ -369,6 +369,19 @@ impl At {
         super::calendar::calendar_at(ctx, self.position, from, to, environment, service)
     }
 
+    /// Change analysis (CH-10) for changes submitted in [from, to), per UTC day, week or
+    /// month, as known here; `now` (default: the server's clock) decides what is overdue.
+    async fn change_report(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime,
+        to: DateTime,
+        period: super::reports::ReportPeriod,
+        now: Option<DateTime>,
+    ) -> async_graphql::Result<super::reports::ChangeReport> {
+        super::reports::change_report_at(ctx, self.position, from, to, period, now)
+    }
+
     /// One change's conflicts with the changes scheduled here.
     async fn conflicts(&self, ctx: &Context<'_>, change: ID) -> async_graphql::Result<Vec<super::calendar::Conflict>> {
         super::calendar::conflicts_at(ctx, &change, self.position).await

@@ -8,6 +8,7 @@ pub mod config;
 mod mutation;
 pub mod policy;
 mod query;
+pub mod reports;
 pub mod scalars;
 pub mod schema_admin;
 mod subscription;

@@ -1,0 +1,130 @@
+//! Change analysis over GraphQL (CH-10): `changeReport(from:, to:, period:)` inside `at(...)`.
+
+use async_graphql::{Context, Enum, SimpleObject};
+use cmdb_projections::reports::{self, Figures, Period};
+
+use super::config::{Ci, state};
+use super::scalars::DateTime;
+use crate::server::errors::bad_input;
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReportPeriod {
+    Day,
+    Week,
+    Month,
+}
+
+/// The figures of one period (UTC) or of the whole range.
+#[derive(SimpleObject)]
+pub struct PeriodFigures {
+    pub start: Option<DateTime>,
+    pub end: Option<DateTime>,
+    /// Changes submitted (or recorded retrospectively) in the period.
+    pub total: u32,
+    pub standard: u32,
+    pub normal: u32,
+    pub emergency: u32,
+    /// Closed without failing.
+    pub successful: u32,
+    /// Failed or backed out.
+    pub failed: u32,
+    pub rejected: u32,
+    pub cancelled: u32,
+    pub open: u32,
+    /// successful / (successful + failed).
+    pub success_rate: Option<f64>,
+    pub emergency_ratio: Option<f64>,
+    /// Emergency changes recorded after the work (unauthorised at the time), over all.
+    pub retrospective_ratio: Option<f64>,
+    pub retrospective: u32,
+    pub overdue_reviews: u32,
+    pub mean_hours_to_approval: Option<f64>,
+    pub mean_hours_to_implementation: Option<f64>,
+}
+
+impl From<&Figures> for PeriodFigures {
+    fn from(f: &Figures) -> Self {
+        PeriodFigures {
+            start: f.start.map(DateTime),
+            end: f.end.map(DateTime),
+            total: f.total,
+            standard: f.standard,
+            normal: f.normal,
+            emergency: f.emergency,
+            successful: f.successful,
+            failed: f.failed,
+            rejected: f.rejected,
+            cancelled: f.cancelled,
+            open: f.open,
+            success_rate: f.success_rate(),
+            emergency_ratio: f.emergency_ratio(),
+            retrospective_ratio: f.retrospective_ratio(),
+            retrospective: f.retrospective,
+            overdue_reviews: f.overdue_reviews,
+            mean_hours_to_approval: f.mean_hours_to_approval(),
+            mean_hours_to_implementation: f.mean_hours_to_implementation(),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ChangedCi {
+    pub ci: Option<Ci>,
+    pub ci_id: async_graphql::ID,
+    pub changes: u32,
+}
+
+#[derive(SimpleObject)]
+pub struct ClassCount {
+    pub class: String,
+    pub failed_changes: u32,
+}
+
+#[derive(SimpleObject)]
+pub struct ChangeReport {
+    pub periods: Vec<PeriodFigures>,
+    pub totals: PeriodFigures,
+    pub cis_changed_most: Vec<ChangedCi>,
+    pub services_changed_most: Vec<ChangedCi>,
+    pub failed_by_class: Vec<ClassCount>,
+}
+
+pub fn change_report_at(
+    ctx: &Context<'_>,
+    position: u64,
+    from: DateTime,
+    to: DateTime,
+    period: ReportPeriod,
+    now: Option<DateTime>,
+) -> async_graphql::Result<ChangeReport> {
+    let app = state(ctx);
+    let period = match period {
+        ReportPeriod::Day => Period::Day,
+        ReportPeriod::Week => Period::Week,
+        ReportPeriod::Month => Period::Month,
+    };
+    let now = now.map_or_else(|| app.clock.now(), |n| n.0);
+    let graph = app.graph.read();
+    let report =
+        reports::change_report(&graph, position, from.0, to.0, period, now).map_err(|e| bad_input(e.to_string()))?;
+    let changed = |list: &[(cmdb_core::ci::CiId, u32)]| {
+        list.iter()
+            .map(|(id, n)| ChangedCi {
+                ci: graph.ci_at(*id, position).map(|c| Ci::new(&graph, c, position)),
+                ci_id: async_graphql::ID(id.to_string()),
+                changes: *n,
+            })
+            .collect()
+    };
+    Ok(ChangeReport {
+        periods: report.buckets.iter().map(Into::into).collect(),
+        totals: (&report.totals).into(),
+        cis_changed_most: changed(&report.top_cis),
+        services_changed_most: changed(&report.top_services),
+        failed_by_class: report
+            .failed_by_class
+            .iter()
+            .map(|(class, n)| ClassCount { class: class.as_str().to_owned(), failed_changes: *n })
+            .collect(),
+    })
+}

@@ -1,0 +1,246 @@
+//! Change analysis (CH-10): per day, week or month (UTC), for any range and as of any position:
+//! changes by type and outcome, success rate, emergency and retrospective ratios, overdue
+//! reviews, mean times from submission to approval and to implementation, the CIs and
+//! services changed most, and failed changes by CI class.
+//!
+//! A change counts in the period its request was submitted (or, for a retrospective emergency
+//! change, recorded). Its outcome is what it had come to by the position read: `successful`
+//! (closed, never failed), `failed` (failed or backed out at any point), `rejected`,
+//! `cancelled`, or `open`. Success rate = successful / (successful + failed).
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc};
+use cmdb_core::change::{ChangeAction, ChangeRecord, ChangeState, ChangeType, Overdue};
+use cmdb_core::ci::{CiClass, CiId};
+use cmdb_core::time::Timestamp;
+
+use crate::changes::ChangeFilter;
+use crate::graph::{GraphError, TemporalGraph};
+
+/// Buckets in one report.
+pub const MAX_REPORT_BUCKETS: usize = 800;
+/// CIs and services listed as changed most.
+pub const TOP_CHANGED: usize = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Successful,
+    Failed,
+    Rejected,
+    Cancelled,
+    Open,
+}
+
+/// The figures of one period (or of the whole range).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Figures {
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+    pub total: u32,
+    pub standard: u32,
+    pub normal: u32,
+    pub emergency: u32,
+    pub successful: u32,
+    pub failed: u32,
+    pub rejected: u32,
+    pub cancelled: u32,
+    pub open: u32,
+    pub retrospective: u32,
+    pub overdue_reviews: u32,
+    submit_to_approve_hours: Vec<f64>,
+    submit_to_implement_hours: Vec<f64>,
+}
+
+impl Figures {
+    pub fn success_rate(&self) -> Option<f64> {
+        let decided = self.successful + self.failed;
+        (decided > 0).then(|| f64::from(self.successful) / f64::from(decided))
+    }
+    pub fn emergency_ratio(&self) -> Option<f64> {
+        (self.total > 0).then(|| f64::from(self.emergency) / f64::from(self.total))
+    }
+    pub fn retrospective_ratio(&self) -> Option<f64> {
+        (self.total > 0).then(|| f64::from(self.retrospective) / f64::from(self.total))
+    }
+    pub fn mean_hours_to_approval(&self) -> Option<f64> {
+        mean(&self.submit_to_approve_hours)
+    }
+    pub fn mean_hours_to_implementation(&self) -> Option<f64> {
+        mean(&self.submit_to_implement_hours)
+    }
+
+    fn add(&mut self, change: &ChangeRecord, submitted: Timestamp, now: Timestamp) {
+        self.total += 1;
+        match change.change_type {
+            ChangeType::Standard => self.standard += 1,
+            ChangeType::Normal => self.normal += 1,
+            ChangeType::Emergency => self.emergency += 1,
+        }
+        match outcome(change) {
+            Outcome::Successful => self.successful += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Rejected => self.rejected += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+            Outcome::Open => self.open += 1,
+        }
+        if change.retrospective {
+            self.retrospective += 1;
+        }
+        if change.overdue(now).contains(&Overdue::Review) {
+            self.overdue_reviews += 1;
+        }
+        let hours = |t: Timestamp| (t.as_micros() - submitted.as_micros()) as f64 / 3_600_000_000.0;
+        if let Some(approved) = change.transitions.iter().find(|t| t.to == ChangeState::Approved) {
+            self.submit_to_approve_hours.push(hours(approved.at.recorded_at));
+        }
+        if let Some(done) = change.transitions.iter().find(|t| t.action == Some(ChangeAction::Complete)) {
+            self.submit_to_implement_hours.push(hours(done.at.recorded_at));
+        }
+    }
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// What a change had come to.
+pub fn outcome(change: &ChangeRecord) -> Outcome {
+    if change.transitions.iter().any(|t| matches!(t.to, ChangeState::Failed | ChangeState::BackedOut)) {
+        return Outcome::Failed;
+    }
+    match change.state {
+        ChangeState::Closed => Outcome::Successful,
+        ChangeState::Rejected => Outcome::Rejected,
+        ChangeState::Cancelled => Outcome::Cancelled,
+        _ => Outcome::Open,
+    }
+}
+
+/// When the request entered the process: its submission, or its retrospective record.
+pub fn submitted_at(change: &ChangeRecord) -> Option<Timestamp> {
+    change.transitions.iter().find(|t| t.from == Some(ChangeState::Draft)).map(|t| t.at.recorded_at)
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ChangeReport {
+    pub buckets: Vec<Figures>,
+    pub totals: Figures,
+    /// (CI, changes whose scope named it), most first.
+    pub top_cis: Vec<(CiId, u32)>,
+    /// Business services: named in scope, or reached per the change's latest assessment.
+    pub top_services: Vec<(CiId, u32)>,
+    /// Failed changes by the classes of their scope's CIs.
+    pub failed_by_class: BTreeMap<CiClass, u32>,
+}
+
+fn bucket_start(t: Timestamp, period: Period) -> Option<NaiveDate> {
+    let date = t.to_datetime()?.date_naive();
+    Some(match period {
+        Period::Day => date,
+        Period::Week => date - Duration::days(i64::from(date.weekday().num_days_from_monday())),
+        Period::Month => NaiveDate::from_ymd_opt(date.year(), date.month(), 1)?,
+    })
+}
+
+fn next(date: NaiveDate, period: Period) -> Option<NaiveDate> {
+    match period {
+        Period::Day => date.succ_opt(),
+        Period::Week => date.checked_add_signed(Duration::days(7)),
+        Period::Month => date.checked_add_months(chrono::Months::new(1)),
+    }
+}
+
+fn instant(date: NaiveDate) -> Timestamp {
+    Timestamp::from_datetime(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default()))
+}
+
+/// The report for changes submitted in [from, to), as of `position`; `now` decides what is
+/// overdue.
+pub fn change_report(
+    graph: &TemporalGraph,
+    position: u64,
+    from: Timestamp,
+    to: Timestamp,
+    period: Period,
+    now: Timestamp,
+) -> Result<ChangeReport, GraphError> {
+    graph.check_position(position)?;
+    if to <= from {
+        return Err(GraphError::Invalid(format!("to ({to}) must be after from ({from})")));
+    }
+    let (Some(first), Some(last)) = (bucket_start(from, period), bucket_start(to, period)) else {
+        return Err(GraphError::Invalid("the range is out of bounds".into()));
+    };
+    let mut starts = vec![first];
+    while let Some(date) = starts.last().and_then(|d| next(*d, period)) {
+        if date > last || instant(date) >= to {
+            break;
+        }
+        if starts.len() == MAX_REPORT_BUCKETS {
+            return Err(GraphError::Invalid(format!(
+                "the range makes more than {MAX_REPORT_BUCKETS} periods (max_report_buckets); choose a longer period"
+            )));
+        }
+        starts.push(date);
+    }
+    let mut buckets: Vec<Figures> = starts
+        .iter()
+        .map(|d| Figures {
+            start: Some(instant(*d).max(from)),
+            end: next(*d, period).map(|n| instant(n).min(to)),
+            ..Figures::default()
+        })
+        .collect();
+    let mut totals = Figures { start: Some(from), end: Some(to), ..Figures::default() };
+    let mut cis: BTreeMap<CiId, u32> = BTreeMap::new();
+    let mut services: BTreeMap<CiId, u32> = BTreeMap::new();
+    let mut failed_by_class: BTreeMap<CiClass, u32> = BTreeMap::new();
+    for change in graph.change_book().changes_at(position, &ChangeFilter::default(), usize::MAX) {
+        let Some(submitted) = submitted_at(&change) else { continue };
+        if submitted < from || submitted >= to {
+            continue;
+        }
+        let Some(start) = bucket_start(submitted, period) else { continue };
+        let index = starts.partition_point(|d| *d <= start).saturating_sub(1);
+        if let Some(bucket) = buckets.get_mut(index) {
+            bucket.add(&change, submitted, now);
+        }
+        totals.add(&change, submitted, now);
+        let mut touched_services: Vec<CiId> = Vec::new();
+        for id in &change.details.scope.cis {
+            *cis.entry(*id).or_default() += 1;
+            let class = graph.ci_at(*id, position).or_else(|| graph.latest_ci(*id)).map(|c| c.class);
+            if class == Some(CiClass::BusinessService) {
+                touched_services.push(*id);
+            }
+            if outcome(&change) == Outcome::Failed {
+                if let Some(class) = class {
+                    *failed_by_class.entry(class).or_default() += 1;
+                }
+            }
+        }
+        if let Some(entry) = change.assessment() {
+            touched_services.extend(entry.assessment.facts.services.iter().map(|s| s.id));
+        }
+        touched_services.sort();
+        touched_services.dedup();
+        for service in touched_services {
+            *services.entry(service).or_default() += 1;
+        }
+    }
+    let top = |counts: BTreeMap<CiId, u32>| {
+        let mut list: Vec<(CiId, u32)> = counts.into_iter().collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        list.truncate(TOP_CHANGED);
+        list
+    };
+    Ok(ChangeReport { buckets, totals, top_cis: top(cis), top_services: top(services), failed_by_class })
+}
