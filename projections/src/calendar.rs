@@ -238,10 +238,11 @@ pub fn calendar(
     changes.sort_by_key(|c| c.details.window.as_ref().map(|w| w.start));
     let truncated = changes.len() > MAX_CALENDAR_CHANGES;
     changes.truncate(MAX_CALENDAR_CHANGES);
-    // Conflicts among the scheduled changes listed, through the graph at this position.
+    // Conflicts among the changes listed that are approved (waiting for a slot), scheduled or
+    // implementing, through the graph at this position.
     let active: Vec<(ChangeId, String, Window, Vec<CiId>, Vec<ChangeId>)> = changes
         .iter()
-        .filter(|c| matches!(c.state, ChangeState::Scheduled | ChangeState::Implementing))
+        .filter(|c| matches!(c.state, ChangeState::Approved | ChangeState::Scheduled | ChangeState::Implementing))
         .filter_map(|c| {
             let window = c.details.window.clone()?;
             let acknowledged = c.acknowledged.iter().map(|(a, _)| a.other).collect();

@@ -277,7 +277,11 @@ pub async fn conflicts_at(ctx: &Context<'_>, id: &ID, position: u64) -> async_gr
     let graph = app.graph.read();
     let book = graph.change_book();
     let listed = cmdb_projections::changes::ChangeFilter {
-        states: Some(vec![domain::ChangeState::Scheduled, domain::ChangeState::Implementing]),
+        states: Some(vec![
+            domain::ChangeState::Approved,
+            domain::ChangeState::Scheduled,
+            domain::ChangeState::Implementing,
+        ]),
         window_from: Some(window.start),
         window_to: Some(window.end),
         ..Default::default()
