@@ -279,11 +279,37 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
     };
     run("req", ChangeCommand::Draft { change_id: id, change_type: ChangeType::Normal, template_id: None, details })
         .await;
-    for (actor, action) in
-        [("req", ChangeAction::Submit), ("mgr", ChangeAction::Assess), ("apr", ChangeAction::Approve)]
-    {
-        run(actor, ChangeCommand::Act { change_id: id, action, note: Some("n".into()), review: None, facts: None })
-            .await;
+    // Assessed with facts (a decision, service hours, owners), so the checkpoint carries them.
+    let facts = cmdb_core::change::risk::AssessmentFacts {
+        position: 1,
+        computed_at: world.clock.now(),
+        downstream_cis: 3,
+        truncated: false,
+        services: vec![cmdb_core::change::risk::ServiceFact {
+            id: ci(1),
+            name: "svc".into(),
+            tier: Some(1),
+            service_hours: Some(cmdb_core::change::risk::ServiceHours {
+                time_zone: "UTC".into(),
+                weekly: vec![cmdb_core::change::risk::WeeklyHours {
+                    days: vec!["mon".into()],
+                    start: "08:00".into(),
+                    end: "18:00".into(),
+                }],
+            }),
+            owner_contacts: vec!["apr@example.com".into()],
+            depth: 1,
+        }],
+        services_not_listed: 0,
+        history_days: 90,
+        failures: vec![],
+    };
+    for (actor, action, facts) in [
+        ("req", ChangeAction::Submit, None),
+        ("mgr", ChangeAction::Assess, Some(Box::new(facts))),
+        ("apr", ChangeAction::Approve, None),
+    ] {
+        run(actor, ChangeCommand::Act { change_id: id, action, note: Some("n".into()), review: None, facts }).await;
     }
     run("mgr", ChangeCommand::Comment { change_id: id, text: "c".into() }).await;
     let log = world.log().await;

@@ -454,7 +454,7 @@ pub struct ChangeTransitioned {
     #[serde(default)]
     pub review_due_at: Option<Timestamp>,
     /// Freeze windows an emergency change was scheduled into (CH-8: it passes, flagged).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub in_freeze: Vec<freeze::FreezeHit>,
 }
 
@@ -466,7 +466,7 @@ pub struct ChangeRescheduled {
     pub by: String,
     #[serde(default)]
     pub note: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub in_freeze: Vec<freeze::FreezeHit>,
 }
 

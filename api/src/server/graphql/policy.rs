@@ -482,6 +482,10 @@ impl PolicyMutation {
         let app = state(ctx);
         let (outcome, _) =
             policy::execute_load(app.store.as_ref(), metadata(ctx)?, false, &name, &text).await.map_err(core_error)?;
+        // Read-your-writes: `at { policy }` reads at the graph's position.
+        app.graph
+            .wait_for(outcome.last_position, std::time::Duration::from_millis(app.settings.min_position_wait_ms))
+            .await;
         let policies = policy::load(app.store.as_ref()).await.map_err(core_error)?;
         Ok(PolicyResult {
             position: Position(outcome.last_position),
