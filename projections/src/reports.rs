@@ -15,6 +15,8 @@ use cmdb_core::change::{ChangeAction, ChangeRecord, ChangeState, ChangeType, Ove
 use cmdb_core::ci::{CiClass, CiId};
 use cmdb_core::time::Timestamp;
 
+use rustc_hash::FxHashMap;
+
 use crate::changes::ChangeFilter;
 use crate::graph::{GraphError, TemporalGraph};
 
@@ -200,8 +202,10 @@ pub fn change_report(
         })
         .collect();
     let mut totals = Figures { start: Some(from), end: Some(to), ..Figures::default() };
-    let mut cis: BTreeMap<CiId, u32> = BTreeMap::new();
-    let mut services: BTreeMap<CiId, u32> = BTreeMap::new();
+    // Hash maps: a busy year names about a million scope entries; a CI's class never changes.
+    let mut cis: FxHashMap<CiId, u32> = FxHashMap::default();
+    let mut services: FxHashMap<CiId, u32> = FxHashMap::default();
+    let mut classes: FxHashMap<CiId, Option<CiClass>> = FxHashMap::default();
     let mut failed_by_class: BTreeMap<CiClass, u32> = BTreeMap::new();
     for change in graph.change_book().changes_at(position, &ChangeFilter::default(), usize::MAX) {
         let Some(submitted) = submitted_at(&change) else { continue };
@@ -215,13 +219,16 @@ pub fn change_report(
         }
         totals.add(&change, submitted, now);
         let mut touched_services: Vec<CiId> = Vec::new();
+        let failed = outcome(&change) == Outcome::Failed;
         for id in &change.details.scope.cis {
             *cis.entry(*id).or_default() += 1;
-            let class = graph.ci_at(*id, position).or_else(|| graph.latest_ci(*id)).map(|c| c.class);
+            let class = *classes
+                .entry(*id)
+                .or_insert_with(|| graph.ci_at(*id, position).or_else(|| graph.latest_ci(*id)).map(|c| c.class));
             if class == Some(CiClass::BusinessService) {
                 touched_services.push(*id);
             }
-            if outcome(&change) == Outcome::Failed {
+            if failed {
                 if let Some(class) = class {
                     *failed_by_class.entry(class).or_default() += 1;
                 }
@@ -236,7 +243,7 @@ pub fn change_report(
             *services.entry(service).or_default() += 1;
         }
     }
-    let top = |counts: BTreeMap<CiId, u32>| {
+    let top = |counts: FxHashMap<CiId, u32>| {
         let mut list: Vec<(CiId, u32)> = counts.into_iter().collect();
         list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         list.truncate(TOP_CHANGED);
