@@ -177,6 +177,13 @@ async fn freezes_conflicts_and_the_calendar_over_graphql_and_ics() {
     let (b, _) = approved(&server, &crew, "web patch", &[&web], "2030-01-10T21:00:00Z", "2030-01-10T22:00:00Z").await;
     let message = refused(&server, &crew.mark, SCHEDULE, json!({ "id": b }), "CHANGE_CONFLICT").await;
     assert!(message.contains(&a_number), "{message}");
+    // The conflict was known when B was assessed: it is in the policy's input (input.calendar).
+    let decision = server
+        .ok(&crew.mark, "query($id: ID!) { at { change(id: $id) { decision { input } } } }", json!({ "id": b }))
+        .await;
+    let calendar = &decision["at"]["change"]["decision"]["input"]["calendar"];
+    assert_eq!(calendar["conflicts"][0]["change"], a_number.as_str(), "{calendar}");
+    assert_eq!(calendar["freezes"], json!([]));
     let conflicts = server
         .ok(
             &crew.mark,

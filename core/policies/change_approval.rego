@@ -10,7 +10,8 @@
 #   input.assessment             {score, level, position, downstream_cis, truncated,
 #                                 services: [{id, name, tier, window_in_service_hours, owners}],
 #                                 recent_failures, factors: [{name, points, why}]} or null
-#   input.calendar               calendar facts, or null until the change calendar exists
+#   input.calendar               {conflicts: [{change, reason, acknowledged, acknowledged_by_other}],
+#                                 freezes: [{name, start, end}]} for the requested window, or null
 #
 # Output: data.cmdb.change.decision =
 #   {"auto_approve": bool, "deny": [reason], "approvals": [requirement]}
@@ -89,6 +90,30 @@ approvals contains requirement if {
 		"role": "change-manager",
 		"count": 1,
 		"reason": sprintf("critical risk inside the service hours of tier-1 services (%s) needs a change manager", [names_text(names)]),
+	}
+}
+
+# Open conflicts with scheduled changes, or a window inside a freeze: a change manager, who
+# owns the calendar, approves as well (CH-5).
+open_conflicts := [c | some c in input.calendar.conflicts; not c.acknowledged; not c.acknowledged_by_other]
+
+approvals contains requirement if {
+	needs_cab
+	count(open_conflicts) > 0
+	requirement := {
+		"role": "change-manager",
+		"count": 1,
+		"reason": sprintf("the window conflicts with %d scheduled changes (%s)", [count(open_conflicts), concat(", ", [c.change | some c in open_conflicts])]),
+	}
+}
+
+approvals contains requirement if {
+	needs_cab
+	count(input.calendar.freezes) > 0
+	requirement := {
+		"role": "change-manager",
+		"count": 1,
+		"reason": sprintf("the window falls into freeze windows (%s)", [concat(", ", [f.name | some f in input.calendar.freezes])]),
 	}
 }
 

@@ -95,3 +95,14 @@ test_a_truncated_impact_walk_needs_a_change_manager if {
 	a.role == "change-manager"
 	contains(a.reason, "stopped at 10000 CIs")
 }
+
+test_open_conflicts_and_freezes_need_a_change_manager if {
+	r := req("normal", "low", [])
+	cal := {"conflicts": [
+		{"change": "CHG-000007", "reason": "both change db-01", "acknowledged": false, "acknowledged_by_other": false},
+		{"change": "CHG-000008", "reason": "both change db-01", "acknowledged": true, "acknowledged_by_other": false},
+	], "freezes": [{"name": "quarter end", "start": "2030-01-01T00:00:00Z", "end": "2030-01-02T00:00:00Z"}]}
+	d := change.decision with input as object.union(r, {"calendar": cal})
+	reasons := {a.reason | some a in d.approvals; a.role == "change-manager"}
+	reasons == {"the window conflicts with 1 scheduled changes (CHG-000007)", "the window falls into freeze windows (quarter end)"}
+}

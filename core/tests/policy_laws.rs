@@ -46,6 +46,7 @@ fn facts() -> impl Strategy<Value = AssessmentFacts> {
             failures: (0..failures)
                 .map(|n| CiFailures { ci: CiId(uuid::Uuid::from_u128(u128::from(n))), failed: 1, backed_out: 0 })
                 .collect(),
+            calendar: None,
         },
     )
 }

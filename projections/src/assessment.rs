@@ -74,6 +74,7 @@ pub fn assessment_facts(
         services_not_listed,
         history_days,
         failures,
+        calendar: None,
     })
 }
 

@@ -159,6 +159,26 @@ pub fn schedule_facts(
     Ok(ScheduleFacts { position, services, conflicts })
 }
 
+/// The calendar around a change's window, for its assessment (the policy's `input.calendar`):
+/// its conflicts with the changes scheduled now and the freezes covering its scope then.
+pub fn calendar_facts(
+    graph: &TemporalGraph,
+    change_id: Option<ChangeId>,
+    scope: &Scope,
+    window: &Window,
+    max_depth: u32,
+) -> Result<cmdb_core::change::CalendarFacts, GraphError> {
+    let facts = schedule_facts(graph, change_id, scope, window, max_depth)?;
+    let position = graph.applied();
+    let mut environments: Vec<Environment> =
+        scope.cis.iter().filter_map(|id| graph.ci_at(*id, position).and_then(|c| c.environment)).collect();
+    environments.dedup();
+    let freezes =
+        cmdb_core::change::freeze::hits(graph.change_book().freezes(), window, &environments, &facts.services)
+            .map_err(|e| GraphError::Invalid(e.to_string()))?;
+    Ok(cmdb_core::change::CalendarFacts { conflicts: facts.conflicts, freezes })
+}
+
 /// One change on the calendar.
 #[derive(Clone, Debug)]
 pub struct CalendarEntry {

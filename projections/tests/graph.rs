@@ -303,6 +303,7 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
         services_not_listed: 0,
         history_days: 90,
         failures: vec![],
+        calendar: None,
     };
     for (actor, action, facts) in [
         ("req", ChangeAction::Submit, None),

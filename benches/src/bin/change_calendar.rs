@@ -98,7 +98,11 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let folded = graph.change_book().changes_at(head, &Default::default(), usize::MAX);
     let scope_cis: usize = folded.iter().map(|c| c.details.scope.cis.len()).sum();
-    println!("folding every change: {:.1} ms ({} changes, {scope_cis} scope entries)", t.elapsed().as_secs_f64() * 1e3, folded.len());
+    println!(
+        "folding every change: {:.1} ms ({} changes, {scope_cis} scope entries)",
+        t.elapsed().as_secs_f64() * 1e3,
+        folded.len()
+    );
     drop(folded);
     let mut weekly = Histogram::<u64>::new(3)?;
     let year_ago = now.saturating_add_micros(-365 * 24 * HOUR_US);

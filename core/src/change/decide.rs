@@ -822,7 +822,18 @@ pub fn policy_input(
     now: Timestamp,
 ) -> Value {
     let details = &change.details;
-    let assessment = assessment.map(|a| {
+    let calendar = assessment.and_then(|a| a.facts.calendar.as_ref()).map(|c| {
+        json!({
+            "conflicts": c.conflicts.iter().map(|k| json!({
+                "change": k.other_label, "reason": k.reason, "acknowledged_by_other": k.acknowledged_by_other,
+                "acknowledged": change.acknowledged.iter().any(|(a, _)| a.other == k.other),
+            })).collect::<Vec<_>>(),
+            "freezes": c.freezes.iter().map(|f| json!({
+                "name": f.name, "start": f.start.to_rfc3339(), "end": f.end.to_rfc3339(),
+            })).collect::<Vec<_>>(),
+        })
+    });
+    let assessment_value = assessment.map(|a| {
         let services: Vec<Value> = a
             .facts
             .services
@@ -881,8 +892,8 @@ pub fn policy_input(
             "links": details.links.iter().map(|l| json!({"kind": l.kind.as_str(), "id": l.id})).collect::<Vec<_>>(),
         },
         "requester_roles": requester_roles,
-        "assessment": assessment,
-        "calendar": Value::Null,
+        "assessment": assessment_value,
+        "calendar": calendar,
     })
 }
 

@@ -258,6 +258,14 @@ pub struct ConflictFact {
     pub acknowledged_by_other: bool,
 }
 
+/// The calendar around a change's window, for the approval policy (issue 8 meets issue 7): the
+/// scheduled changes it conflicts with and the freeze windows it falls into.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarFacts {
+    pub conflicts: Vec<ConflictFact>,
+    pub freezes: Vec<freeze::FreezeHit>,
+}
+
 /// What scheduling checks against, computed by the projection at `position`: the services the
 /// scope reaches (for service freezes) and the conflicting scheduled changes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

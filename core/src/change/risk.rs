@@ -102,6 +102,9 @@ pub struct AssessmentFacts {
     pub history_days: u32,
     /// Scope CIs with at least one failed or backed-out change in the window.
     pub failures: Vec<CiFailures>,
+    /// The change calendar around the requested window (CH-5), when there is a window.
+    #[serde(default)]
+    pub calendar: Option<super::CalendarFacts>,
 }
 
 /// Risk levels, lowest first.
@@ -402,6 +405,7 @@ mod tests {
             services_not_listed: 0,
             history_days: DEFAULT_RISK_HISTORY_DAYS,
             failures: vec![],
+            calendar: None,
         }
     }
 

@@ -945,6 +945,7 @@ mod policy_decisions {
             } else {
                 vec![CiFailures { ci: ci(1), failed: failures, backed_out: 0 }]
             },
+            calendar: None,
         })
     }
 

@@ -932,12 +932,12 @@ async fn transition(
         let wants_facts = action == domain::ChangeAction::Assess
             || (action == domain::ChangeAction::Submit && change.change_type == domain::ChangeType::Standard);
         if wants_facts {
-            facts = Some(Box::new(super::policy::facts_for(ctx, &change.details.scope)?.0));
+            facts = Some(Box::new(super::policy::facts_for(ctx, Some(change_id), &change.details)?.0));
         }
         if action == domain::ChangeAction::Approve && change.state == domain::ChangeState::Assessed {
             if let Some(entry) = change.assessment() {
                 if super::policy::scope_changed_since(ctx, &change.details.scope, entry.assessment.facts.position) {
-                    let (fresh, _) = super::policy::facts_for(ctx, &change.details.scope)?;
+                    let (fresh, _) = super::policy::facts_for(ctx, Some(change_id), &change.details)?;
                     let reassess = ChangeCommand::Reassess {
                         change_id,
                         facts: Box::new(fresh),
@@ -1096,7 +1096,7 @@ impl ChangeMutation {
             .await
             .map_err(core_error)?
             .ok_or_else(|| graphql_error("NOT_FOUND", format!("no change {}", id.as_str())))?;
-        let (facts, _) = super::policy::facts_for(ctx, &change.details.scope)?;
+        let (facts, _) = super::policy::facts_for(ctx, Some(change_id), &change.details)?;
         let command =
             ChangeCommand::Reassess { change_id, facts: Box::new(facts), trigger: domain::AssessmentTrigger::Request };
         change_result(ctx, change_id, command).await

@@ -45,13 +45,31 @@ pub enum AssessmentTrigger {
     ScopeChanged,
 }
 
-/// Computes the risk facts for `scope` from the projection at its applied position.
-pub fn facts_for(ctx: &Context<'_>, scope: &domain::Scope) -> async_graphql::Result<(AssessmentFacts, u64)> {
+/// Computes the risk facts for a change (its scope, and the calendar around its window) from
+/// the projection at its applied position.
+pub fn facts_for(
+    ctx: &Context<'_>,
+    change_id: Option<cmdb_core::ci::ChangeId>,
+    details: &domain::ChangeDetails,
+) -> async_graphql::Result<(AssessmentFacts, u64)> {
     let app = state(ctx);
     let graph = app.graph.read();
     let position = graph.applied();
-    let facts = assessment_facts(&graph, scope, position, app.clock.now(), app.settings.risk_history_days)
-        .map_err(|e| graphql_error("INTERNAL", e.to_string()))?;
+    let internal = |e: cmdb_projections::graph::GraphError| graphql_error("INTERNAL", e.to_string());
+    let mut facts = assessment_facts(&graph, &details.scope, position, app.clock.now(), app.settings.risk_history_days)
+        .map_err(internal)?;
+    if let Some(window) = &details.window {
+        facts.calendar = Some(
+            cmdb_projections::calendar::calendar_facts(
+                &graph,
+                change_id,
+                &details.scope,
+                window,
+                app.settings.conflict_max_depth,
+            )
+            .map_err(internal)?,
+        );
+    }
     Ok((facts, position))
 }
 
@@ -433,8 +451,21 @@ pub async fn what_if(
                 .ok_or_else(|| bad_input(format!("configuration item {id} does not exist at position {position}")))?;
             cis.insert(*id, Some((*ci).clone()));
         }
-        let facts = assessment_facts(&graph, &details.scope, position, app.clock.now(), app.settings.risk_history_days)
-            .map_err(|e| graphql_error("INTERNAL", e.to_string()))?;
+        let mut facts =
+            assessment_facts(&graph, &details.scope, position, app.clock.now(), app.settings.risk_history_days)
+                .map_err(|e| graphql_error("INTERNAL", e.to_string()))?;
+        if let Some(window) = &details.window {
+            facts.calendar = Some(
+                cmdb_projections::calendar::calendar_facts(
+                    &graph,
+                    None,
+                    &details.scope,
+                    window,
+                    app.settings.conflict_max_depth,
+                )
+                .map_err(|e| graphql_error("INTERNAL", e.to_string()))?,
+            );
+        }
         (facts, cis)
     };
     let drafted = domain::ChangeDrafted {
