@@ -289,6 +289,42 @@ async fn freezes_conflicts_and_the_calendar_over_graphql_and_ics() {
     let bad = server.url("/api/v1/calendar.ics?from=yesterday");
     assert_eq!(server.client.get(&bad).bearer_auth(&viewer).send().await.expect("get").status(), 400);
 
+    // An emergency change passes the freeze, flagged on the change and in the report.
+    let eve = server.principal_with_token("eve", &["EMERGENCY_APPROVER"]).await;
+    let data = server
+        .ok(
+            &crew.alice,
+            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
+            json!({ "input": { "type": "EMERGENCY", "title": "disk full", "description": "d", "justification": "j",
+                "backOutPlan": "b", "implementer": "ivan", "scope": { "cis": [db] },
+                "window": { "start": "2030-01-12T01:00:00Z", "end": "2030-01-12T02:00:00Z" } } }),
+        )
+        .await;
+    let emergency = data["draftChange"]["change"]["id"].as_str().expect("id").to_owned();
+    server
+        .ok(&crew.alice, "mutation($id: ID!) { submitChange(id: $id) { position } }", json!({ "id": emergency }))
+        .await;
+    server.ok(&eve, "mutation($id: ID!) { approveChange(id: $id) { position } }", json!({ "id": emergency })).await;
+    let ack_all =
+        "mutation($id: ID!, $w: ID!) { acknowledgeConflict(id: $id, with: $w, reason: \"emergency\") { position } }";
+    for other in [&a, &b] {
+        let (_, body) = server.graphql(&crew.mark, ack_all, json!({ "id": emergency, "w": other })).await;
+        assert!(body.get("errors").is_none(), "{body}");
+    }
+    let scheduled = server.ok(&crew.mark, SCHEDULE, json!({ "id": emergency })).await;
+    assert_eq!(scheduled["scheduleChange"]["change"]["inFreeze"], json!(["weekend freeze"]));
+    let report = server
+        .ok(&crew.mark, "{ at { changeReport(from: \"2020-01-01T00:00:00Z\", to: \"2021-01-01T00:00:00Z\", period: MONTH) { totals { total } } } }", json!({}))
+        .await;
+    assert_eq!(report["at"]["changeReport"]["totals"]["total"], 0, "nothing submitted in 2020");
+    let year = server
+        .ok(&crew.mark, "query($f: DateTime!, $t: DateTime!) { at { changeReport(from: $f, to: $t, period: MONTH) { totals { total emergency inFreeze } } } }",
+            json!({ "f": "2025-01-01T00:00:00Z", "t": "2028-01-01T00:00:00Z" }))
+        .await;
+    let totals = &year["at"]["changeReport"]["totals"];
+    assert_eq!(totals["emergency"], 1, "{totals}");
+    assert_eq!(totals["inFreeze"], 1, "{totals}");
+
     // Lifting the freeze lets the Saturday change in.
     server
         .ok(

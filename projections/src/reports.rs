@@ -57,6 +57,8 @@ pub struct Figures {
     pub open: u32,
     pub retrospective: u32,
     pub overdue_reviews: u32,
+    /// Emergency (or, by setting, standard) changes scheduled into a freeze window (CH-5).
+    pub in_freeze: u32,
     submit_to_approve_hours: Vec<f64>,
     submit_to_implement_hours: Vec<f64>,
 }
@@ -95,6 +97,9 @@ impl Figures {
         }
         if change.retrospective {
             self.retrospective += 1;
+        }
+        if !change.in_freeze.is_empty() {
+            self.in_freeze += 1;
         }
         if change.overdue(now).contains(&Overdue::Review) {
             self.overdue_reviews += 1;

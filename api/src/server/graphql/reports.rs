@@ -38,6 +38,8 @@ pub struct PeriodFigures {
     pub retrospective_ratio: Option<f64>,
     pub retrospective: u32,
     pub overdue_reviews: u32,
+    /// Changes scheduled into a freeze window (emergency changes pass, flagged).
+    pub in_freeze: u32,
     pub mean_hours_to_approval: Option<f64>,
     pub mean_hours_to_implementation: Option<f64>,
 }
@@ -61,6 +63,7 @@ impl From<&Figures> for PeriodFigures {
             retrospective_ratio: f.retrospective_ratio(),
             retrospective: f.retrospective,
             overdue_reviews: f.overdue_reviews,
+            in_freeze: f.in_freeze,
             mean_hours_to_approval: f.mean_hours_to_approval(),
             mean_hours_to_implementation: f.mean_hours_to_implementation(),
         }
