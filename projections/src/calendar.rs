@@ -52,7 +52,10 @@ pub fn conflicts_with<'a>(
         return Vec::new();
     }
     let name = |id: CiId| graph.ci_at(id, position).map(|c| c.name.clone()).unwrap_or_else(|| id.to_string());
-    let mut walks: Option<[(FxHashMap<CiId, (Option<CiId>, u32)>, bool); 2]> = None;
+    // Only upstream walks: what a CI depends on fans out little, what depends on it (a core
+    // switch) fans out to most of the estate. "The scope reaches the candidate" is found by
+    // walking up from the candidate; "the candidate reaches the scope" by walking up from it.
+    let mut up_from_scope: Option<(FxHashMap<CiId, (Option<CiId>, u32)>, bool)> = None;
     let mut found = Vec::new();
     for candidate in candidates {
         let mut conflict = |reason: String, path: Vec<CiId>| {
@@ -68,24 +71,6 @@ pub fn conflicts_with<'a>(
             conflict(format!("both change {}", name(*shared)), vec![*shared]);
             continue;
         }
-        let [down, up] = walks.get_or_insert_with(|| {
-            [
-                graph.walk_with_parents(
-                    scope,
-                    position,
-                    ImpactDirection::Downstream,
-                    max_depth,
-                    CONFLICT_WALK_MAX_RESULTS,
-                ),
-                graph.walk_with_parents(
-                    scope,
-                    position,
-                    ImpactDirection::Upstream,
-                    max_depth,
-                    CONFLICT_WALK_MAX_RESULTS,
-                ),
-            ]
-        });
         let path_to = |seen: &FxHashMap<CiId, (Option<CiId>, u32)>, target: CiId| {
             let mut path = vec![target];
             let mut cursor = target;
@@ -96,17 +81,29 @@ pub fn conflicts_with<'a>(
             path.reverse();
             path
         };
+        let (up_from_candidate, _) = graph.walk_with_parents(
+            candidate.cis,
+            position,
+            ImpactDirection::Upstream,
+            max_depth,
+            CONFLICT_WALK_MAX_RESULTS,
+        );
         if let Some((ci, depth)) =
-            candidate.cis.iter().filter_map(|ci| down.0.get(ci).map(|(_, d)| (*ci, *d))).min_by_key(|(_, d)| *d)
+            scope.iter().filter_map(|ci| up_from_candidate.get(ci).map(|(_, d)| (*ci, *d))).min_by_key(|(_, d)| *d)
         {
-            let path = path_to(&down.0, ci);
-            let from = path.first().copied().unwrap_or(ci);
+            // From the scope CI down to the candidate CI it reaches.
+            let mut path = path_to(&up_from_candidate, ci);
+            path.reverse();
+            let to = path.last().copied().unwrap_or(ci);
             conflict(
-                format!("{} reaches {} in {} (this scope affects the other)", name(from), name(ci), hops(depth)),
+                format!("{} reaches {} in {} (this scope affects the other)", name(ci), name(to), hops(depth)),
                 path,
             );
             continue;
         }
+        let up = up_from_scope.get_or_insert_with(|| {
+            graph.walk_with_parents(scope, position, ImpactDirection::Upstream, max_depth, CONFLICT_WALK_MAX_RESULTS)
+        });
         if let Some((ci, depth)) =
             candidate.cis.iter().filter_map(|ci| up.0.get(ci).map(|(_, d)| (*ci, *d))).min_by_key(|(_, d)| *d)
         {

@@ -208,9 +208,9 @@ pub fn change_report(
         .collect();
     let mut totals = Figures { start: Some(from), end: Some(to), ..Figures::default() };
     // Hash maps: a busy year names about a million scope entries; a CI's class never changes.
-    let mut cis: FxHashMap<CiId, u32> = FxHashMap::default();
+    // Per CI: (changes naming it, its class); one hash lookup per scope entry.
+    let mut cis: FxHashMap<CiId, (u32, Option<CiClass>)> = FxHashMap::default();
     let mut services: FxHashMap<CiId, u32> = FxHashMap::default();
-    let mut classes: FxHashMap<CiId, Option<CiClass>> = FxHashMap::default();
     let mut failed_by_class: BTreeMap<CiClass, u32> = BTreeMap::new();
     for change in graph.change_book().changes_at(position, &ChangeFilter::default(), usize::MAX) {
         let Some(submitted) = submitted_at(&change) else { continue };
@@ -226,10 +226,11 @@ pub fn change_report(
         let mut touched_services: Vec<CiId> = Vec::new();
         let failed = outcome(&change) == Outcome::Failed;
         for id in &change.details.scope.cis {
-            *cis.entry(*id).or_default() += 1;
-            let class = *classes
+            let entry = cis
                 .entry(*id)
-                .or_insert_with(|| graph.ci_at(*id, position).or_else(|| graph.latest_ci(*id)).map(|c| c.class));
+                .or_insert_with(|| (0, graph.ci_at(*id, position).or_else(|| graph.latest_ci(*id)).map(|c| c.class)));
+            entry.0 += 1;
+            let class = entry.1;
             if class == Some(CiClass::BusinessService) {
                 touched_services.push(*id);
             }
@@ -254,5 +255,6 @@ pub fn change_report(
         list.truncate(TOP_CHANGED);
         list
     };
+    let cis = cis.into_iter().map(|(id, (count, _))| (id, count)).collect();
     Ok(ChangeReport { buckets, totals, top_cis: top(cis), top_services: top(services), failed_by_class })
 }
