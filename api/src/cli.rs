@@ -255,6 +255,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(data_dir: &Path, settings: ServeSettings) -> anyhow::Result<ExitCode> {
+    // Signals are caught from before the first line is printed: a supervisor (or a test) that
+    // reads "serving" and sends SIGTERM at once gets a graceful stop, not the default action.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
     let server = Server::start(data_dir, settings, StartOptions::default()).await?;
     if let Some(token) = server.bootstrap_token() {
         println!("cmdb: this data directory is new. An admin principal was created with this token,");
@@ -267,27 +272,15 @@ async fn serve(data_dir: &Path, settings: ServeSettings) -> anyhow::Result<ExitC
     let _ = std::io::stdout().flush();
     let trigger = server.shutdown_trigger();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
         tracing::info!("shutdown signal received; finishing in-flight requests");
         trigger.cancel();
     });
     server.finished().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut interrupt), Ok(mut terminate)) => {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Opens an existing log (refusing to create one where the user meant to read one).

@@ -165,7 +165,8 @@ async fn sigterm_stops_the_real_server_gracefully_and_loses_nothing() {
     let ready: serde_json::Value =
         reqwest::get(format!("http://{address}/readyz")).await.expect("get").json().await.expect("json");
     assert_eq!(ready["ready"], true);
-    assert!(terminate(&mut child).success());
+    let status = terminate(&mut child);
+    assert!(status.success(), "the server stopped with {status:?}");
 }
 
 #[tokio::test]
@@ -196,7 +197,8 @@ async fn settings_come_from_flags_and_cmdb_environment_variables_and_flags_win()
     let limits = post(&address, &token, "{ limits { maxPageSize maxScanEvents } }").await;
     assert_eq!(limits["data"]["limits"]["maxPageSize"], 7);
     assert_eq!(limits["data"]["limits"]["maxScanEvents"], 4242);
-    assert!(terminate(&mut child).success());
+    let status = terminate(&mut child);
+    assert!(status.success(), "the server stopped with {status:?}");
 }
 
 #[tokio::test]
@@ -218,7 +220,8 @@ async fn the_readme_first_query_works() {
         }
         Err(error) => println!("SKIPPED the curl part: curl is not available here ({error})"),
     }
-    assert!(terminate(&mut child).success());
+    let status = terminate(&mut child);
+    assert!(status.success(), "the server stopped with {status:?}");
 }
 
 #[tokio::test]

@@ -1007,18 +1007,9 @@ impl ChangeMutation {
     #[graphql(guard = "Requires(Operation::RequestChange)")]
     async fn draft_change(&self, ctx: &Context<'_>, input: DraftChangeInput) -> async_graphql::Result<ChangeResult> {
         let change_id = ChangeId(state(ctx).ids.next_id());
-        let details = domain::ChangeDetails {
-            title: input.title,
-            description: input.description,
-            justification: input.justification,
-            back_out_plan: input.back_out_plan,
-            window: input.window.map(Into::into),
-            implementer: input.implementer,
-            scope: scope(ctx, input.scope.unwrap_or_default())?,
-            links: links(input.links),
-        };
         let template_id = input.template.as_ref().map(parse_id::<TemplateId>).transpose()?;
-        let command = ChangeCommand::Draft { change_id, change_type: input.change_type.into(), template_id, details };
+        let (change_type, details) = draft_details(ctx, input)?;
+        let command = ChangeCommand::Draft { change_id, change_type, template_id, details };
         change_result(ctx, change_id, command).await
     }
 
@@ -1060,16 +1051,7 @@ impl ChangeMutation {
             return Err(bad_input("only an emergency change (without a template) can be recorded retrospectively"));
         }
         let change_id = ChangeId(state(ctx).ids.next_id());
-        let details = domain::ChangeDetails {
-            title: input.title,
-            description: input.description,
-            justification: input.justification,
-            back_out_plan: input.back_out_plan,
-            window: input.window.map(Into::into),
-            implementer: input.implementer,
-            scope: scope(ctx, input.scope.unwrap_or_default())?,
-            links: links(input.links),
-        };
+        let (_, details) = draft_details(ctx, input)?;
         change_result(ctx, change_id, ChangeCommand::RecordRetrospective { change_id, details }).await
     }
 
