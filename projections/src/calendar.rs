@@ -13,7 +13,6 @@ use cmdb_core::change::risk::{ServiceHours, window_touches};
 use cmdb_core::change::{ChangeRecord, ChangeState, ConflictFact, ScheduleFacts, Scope, Window};
 use cmdb_core::ci::{ChangeId, CiClass, CiId, Environment};
 use cmdb_core::time::Timestamp;
-use rustc_hash::FxHashMap;
 
 use crate::changes::ChangeFilter;
 use crate::graph::{GraphError, ImpactDirection, TemporalGraph};
@@ -52,10 +51,6 @@ pub fn conflicts_with<'a>(
         return Vec::new();
     }
     let name = |id: CiId| graph.ci_at(id, position).map(|c| c.name.clone()).unwrap_or_else(|| id.to_string());
-    // Only upstream walks: what a CI depends on fans out little, what depends on it (a core
-    // switch) fans out to most of the estate. "The scope reaches the candidate" is found by
-    // walking up from the candidate; "the candidate reaches the scope" by walking up from it.
-    let mut up_from_scope: Option<(FxHashMap<CiId, (Option<CiId>, u32)>, bool)> = None;
     let mut found = Vec::new();
     for candidate in candidates {
         let mut conflict = |reason: String, path: Vec<CiId>| {
@@ -71,47 +66,32 @@ pub fn conflicts_with<'a>(
             conflict(format!("both change {}", name(*shared)), vec![*shared]);
             continue;
         }
-        let path_to = |seen: &FxHashMap<CiId, (Option<CiId>, u32)>, target: CiId| {
-            let mut path = vec![target];
-            let mut cursor = target;
-            while let Some((Some(parent), _)) = seen.get(&cursor) {
-                path.push(*parent);
-                cursor = *parent;
-            }
-            path.reverse();
-            path
-        };
-        let (up_from_candidate, _) = graph.walk_with_parents(
-            candidate.cis,
-            position,
-            ImpactDirection::Upstream,
-            max_depth,
-            CONFLICT_WALK_MAX_RESULTS,
-        );
-        if let Some((ci, depth)) =
-            scope.iter().filter_map(|ci| up_from_candidate.get(ci).map(|(_, d)| (*ci, *d))).min_by_key(|(_, d)| *d)
+        // A bidirectional search per direction: the hop budget keeps it from crossing hubs
+        // it does not need (what depends on a core switch is most of the estate).
+        let down = ImpactDirection::Downstream;
+        if let Some(path) =
+            graph.chain_within(scope, candidate.cis, position, down, max_depth, CONFLICT_WALK_MAX_RESULTS)
         {
-            // From the scope CI down to the candidate CI it reaches.
-            let mut path = path_to(&up_from_candidate, ci);
-            path.reverse();
-            let to = path.last().copied().unwrap_or(ci);
+            let (from, to) = (path[0], path[path.len() - 1]);
+            let hops_taken = path.len() as u32 - 1;
             conflict(
-                format!("{} reaches {} in {} (this scope affects the other)", name(ci), name(to), hops(depth)),
+                format!("{} reaches {} in {} (this scope affects the other)", name(from), name(to), hops(hops_taken)),
                 path,
             );
             continue;
         }
-        let up = up_from_scope.get_or_insert_with(|| {
-            graph.walk_with_parents(scope, position, ImpactDirection::Upstream, max_depth, CONFLICT_WALK_MAX_RESULTS)
-        });
-        if let Some((ci, depth)) =
-            candidate.cis.iter().filter_map(|ci| up.0.get(ci).map(|(_, d)| (*ci, *d))).min_by_key(|(_, d)| *d)
+        if let Some(path) =
+            graph.chain_within(candidate.cis, scope, position, down, max_depth, CONFLICT_WALK_MAX_RESULTS)
         {
-            let mut path = path_to(&up.0, ci);
-            path.reverse();
-            let to = path.last().copied().unwrap_or(ci);
+            let (from, to) = (path[0], path[path.len() - 1]);
+            let hops_taken = path.len() as u32 - 1;
             conflict(
-                format!("{} reaches {} in {} (the other scope affects this one)", name(ci), name(to), hops(depth)),
+                format!(
+                    "{} reaches {} in {} (the other scope affects this one)",
+                    name(from),
+                    name(to),
+                    hops(hops_taken)
+                ),
                 path,
             );
         }

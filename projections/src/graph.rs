@@ -1039,6 +1039,94 @@ impl TemporalGraph {
         Ok((reached, truncated))
     }
 
+    /// The shortest chain of at most `max_hops` relationships along which a failure of one of
+    /// `from` travels (in `direction`) to one of `to`, at `position`; `None` if there is none
+    /// within the budget or `max_visited` CIs were seen first. Bidirectional: each step grows
+    /// the smaller frontier, so a hub on one side is crossed only if the other side cannot
+    /// meet it sooner. Shared CIs are a chain of one.
+    pub fn chain_within(
+        &self,
+        from: &[CiId],
+        to: &[CiId],
+        position: u64,
+        direction: ImpactDirection,
+        max_hops: u32,
+        max_visited: usize,
+    ) -> Option<Vec<CiId>> {
+        let opposite = match direction {
+            ImpactDirection::Downstream => ImpactDirection::Upstream,
+            ImpactDirection::Upstream => ImpactDirection::Downstream,
+        };
+        let start = |ids: &[CiId]| {
+            let mut seen: FxHashMap<NodeIndex, Option<NodeIndex>> = FxHashMap::default();
+            let mut frontier = Vec::new();
+            for id in ids {
+                if let Some(node) = self.cis.get(id) {
+                    if self.present(*node, position).is_some() && seen.insert(*node, None).is_none() {
+                        frontier.push(*node);
+                    }
+                }
+            }
+            (seen, frontier)
+        };
+        let (mut forward, mut forward_frontier) = start(from);
+        let (mut backward, mut backward_frontier) = start(to);
+        let id_of = |node: NodeIndex| self.graph[node].versions[0].ci.id;
+        let chain = |meet: NodeIndex,
+                     forward: &FxHashMap<NodeIndex, Option<NodeIndex>>,
+                     backward: &FxHashMap<NodeIndex, Option<NodeIndex>>| {
+            let mut head = vec![id_of(meet)];
+            let mut cursor = meet;
+            while let Some(Some(parent)) = forward.get(&cursor) {
+                head.push(id_of(*parent));
+                cursor = *parent;
+            }
+            head.reverse();
+            let mut cursor = meet;
+            while let Some(Some(next)) = backward.get(&cursor) {
+                head.push(id_of(*next));
+                cursor = *next;
+            }
+            head
+        };
+        if let Some(shared) = forward_frontier.iter().find(|n| backward.contains_key(n)) {
+            return Some(vec![id_of(*shared)]);
+        }
+        let mut hops = 0;
+        while hops < max_hops && !forward_frontier.is_empty() && !backward_frontier.is_empty() {
+            hops += 1;
+            let grow_forward = forward_frontier.len() <= backward_frontier.len();
+            let (seen, frontier, other, towards) = if grow_forward {
+                (&mut forward, &mut forward_frontier, &backward, direction)
+            } else {
+                (&mut backward, &mut backward_frontier, &forward, opposite)
+            };
+            let mut next = Vec::new();
+            let mut met = None;
+            'grow: for node in std::mem::take(frontier) {
+                for (_, _, neighbour) in self.neighbours(node, position, Some(towards), None) {
+                    if seen.contains_key(&neighbour) || self.present(neighbour, position).is_none() {
+                        continue;
+                    }
+                    seen.insert(neighbour, Some(node));
+                    if other.contains_key(&neighbour) {
+                        met = Some(neighbour);
+                        break 'grow;
+                    }
+                    if seen.len() + other.len() > max_visited {
+                        return None;
+                    }
+                    next.push(neighbour);
+                }
+            }
+            *frontier = next;
+            if let Some(meet) = met {
+                return Some(chain(meet, &forward, &backward));
+            }
+        }
+        None
+    }
+
     /// A breadth-first walk from `roots` at `position` in `direction`, remembering each CI's
     /// parent (`None` for a root) and depth, at most `max_results` CIs besides the roots.
     pub fn walk_with_parents(
