@@ -800,6 +800,11 @@ impl TemporalGraph {
         version_at(&self.graph[node].versions, position).map(|v| &v.ci).filter(|ci| ci.status != Status::Withdrawn)
     }
 
+    /// A CI's class (it never changes), if the CI was ever registered.
+    pub fn class_of(&self, id: CiId) -> Option<CiClass> {
+        self.cis.get(&id).and_then(|node| self.graph[*node].versions.first()).map(|v| v.ci.class)
+    }
+
     /// A CI's newest version, whatever position it is read at: what a replay that stopped at
     /// the applied position would hold.
     pub fn latest_ci(&self, id: CiId) -> Option<Arc<CiSnapshot>> {

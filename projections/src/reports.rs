@@ -226,9 +226,7 @@ pub fn change_report(
         let mut touched_services: Vec<CiId> = Vec::new();
         let failed = outcome(&change) == Outcome::Failed;
         for id in &change.details.scope.cis {
-            let entry = cis
-                .entry(*id)
-                .or_insert_with(|| (0, graph.ci_at(*id, position).or_else(|| graph.latest_ci(*id)).map(|c| c.class)));
+            let entry = cis.entry(*id).or_insert_with(|| (0, graph.class_of(*id)));
             entry.0 += 1;
             let class = entry.1;
             if class == Some(CiClass::BusinessService) {
