@@ -32,6 +32,10 @@ pub struct ChangeBook {
     /// Changes scheduled or implementing now, with their windows: what a new schedule is
     /// checked against (CH-5).
     scheduled: BTreeMap<ChangeId, ScheduledEntry>,
+    /// Every change as it stands at the last event applied (one `apply` per event), so reads
+    /// at the head need no fold. Left out of checkpoints and rebuilt by `restore_current`.
+    #[serde(skip)]
+    current: BTreeMap<ChangeId, ChangeRecord>,
 }
 
 /// A change on the calendar now.
@@ -110,6 +114,16 @@ impl ChangeBook {
                     return Err(format!("an event of change {id} before its draft"));
                 }
                 let event = without_repeated_scope(events, event);
+                match &event {
+                    ChangeEvent::Drafted(drafted) => {
+                        self.current.insert(id, ChangeRecord::drafted(drafted, at));
+                    }
+                    other => {
+                        if let Some(record) = self.current.get_mut(&id) {
+                            record.apply(other, at);
+                        }
+                    }
+                }
                 let moves_calendar = matches!(
                     event,
                     ChangeEvent::Transitioned(_) | ChangeEvent::Rescheduled(_) | ChangeEvent::ConflictAcknowledged(_)
@@ -214,6 +228,18 @@ impl ChangeBook {
             }
         }
         counts
+    }
+
+    /// Rebuilds the head records after a checkpoint was loaded.
+    pub fn restore_current(&mut self) {
+        self.current =
+            self.changes.iter().filter_map(|(id, events)| fold(events, u64::MAX).map(|record| (*id, record))).collect();
+    }
+
+    /// Every change as it stands after the last event applied, without folding; `None` when
+    /// the head records are not complete (a book deserialised without `restore_current`).
+    pub fn current(&self) -> Option<impl Iterator<Item = &ChangeRecord>> {
+        (self.current.len() == self.changes.len()).then(|| self.current.values())
     }
 
     /// Freeze windows.

@@ -732,6 +732,10 @@ impl TemporalGraph {
     }
 
     /// Change requests and templates.
+    pub fn change_book_mut(&mut self) -> &mut ChangeBook {
+        &mut self.change_book
+    }
+
     pub fn change_book(&self) -> &ChangeBook {
         &self.change_book
     }

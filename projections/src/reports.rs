@@ -209,22 +209,33 @@ pub fn change_report(
     let mut totals = Figures { start: Some(from), end: Some(to), ..Figures::default() };
     // Hash maps: a busy year names about a million scope entries; a CI's class never changes.
     // Per CI: (changes naming it, its class); one hash lookup per scope entry.
-    let mut cis: FxHashMap<CiId, (u32, Option<CiClass>)> = FxHashMap::default();
+    let mut cis: FxHashMap<CiId, (u32, Option<CiClass>)> =
+        FxHashMap::with_capacity_and_hasher(graph.counts().0.min(1 << 20), Default::default());
     let mut services: FxHashMap<CiId, u32> = FxHashMap::default();
     let mut failed_by_class: BTreeMap<CiClass, u32> = BTreeMap::new();
-    for change in graph.change_book().changes_at(position, &ChangeFilter::default(), usize::MAX) {
-        let Some(submitted) = submitted_at(&change) else { continue };
+    // At the head the book keeps every change folded; elsewhere fold as of the position.
+    let folded;
+    let changes: Box<dyn Iterator<Item = &ChangeRecord>> =
+        match graph.change_book().current().filter(|_| position == graph.applied()) {
+            Some(current) => Box::new(current),
+            None => {
+                folded = graph.change_book().changes_at(position, &ChangeFilter::default(), usize::MAX);
+                Box::new(folded.iter())
+            }
+        };
+    for change in changes {
+        let Some(submitted) = submitted_at(change) else { continue };
         if submitted < from || submitted >= to {
             continue;
         }
         let Some(start) = bucket_start(submitted, period) else { continue };
         let index = starts.partition_point(|d| *d <= start).saturating_sub(1);
         if let Some(bucket) = buckets.get_mut(index) {
-            bucket.add(&change, submitted, now);
+            bucket.add(change, submitted, now);
         }
-        totals.add(&change, submitted, now);
+        totals.add(change, submitted, now);
         let mut touched_services: Vec<CiId> = Vec::new();
-        let failed = outcome(&change) == Outcome::Failed;
+        let failed = outcome(change) == Outcome::Failed;
         for id in &change.details.scope.cis {
             let entry = cis.entry(*id).or_insert_with(|| (0, graph.class_of(*id)));
             entry.0 += 1;

@@ -38,6 +38,8 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
     fn position(&self) -> u64;
     /// The hash of the event at that position (genesis before any).
     fn position_hash(&self) -> Hash;
+    /// Rebuilds what a checkpoint leaves out (caches derived from the state), after loading.
+    fn restored(&mut self) {}
 }
 
 impl Projection for TemporalGraph {
@@ -64,6 +66,10 @@ impl Projection for TemporalGraph {
 
     fn position_hash(&self) -> Hash {
         self.applied_hash()
+    }
+
+    fn restored(&mut self) {
+        self.change_book_mut().restore_current();
     }
 }
 
@@ -185,10 +191,11 @@ async fn load_checkpoint<P: Projection>(store: &dyn EventStore, dir: &Path) -> R
             Some(_) => {}
         }
     }
-    let state: P = postcard::from_bytes(&bytes[newline + 1..]).map_err(|e| format!("bad state: {e}"))?;
+    let mut state: P = postcard::from_bytes(&bytes[newline + 1..]).map_err(|e| format!("bad state: {e}"))?;
     if state.position() != header.position {
         return Err("the state's position does not match its header".into());
     }
+    state.restored();
     Ok(state)
 }
 

@@ -64,6 +64,7 @@ async fn follows_the_log_checkpoints_and_restarts_from_the_checkpoint() {
     assert_eq!(again.started_from, format!("checkpoint at position {head}"));
     assert_eq!(again.read().ci_at(ci(3), head), graph.read().ci_at(ci(3), head));
     assert_eq!(again.read().counts(), graph.read().counts());
+    assert!(again.read().change_book().current().is_some(), "head records rebuilt after loading the checkpoint");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
