@@ -103,6 +103,42 @@ fn hops(depth: u32) -> String {
     if depth == 1 { "1 hop".into() } else { format!("{depth} hops") }
 }
 
+/// A change's conflicts, as of `position`, with the changes then approved (waiting for a slot),
+/// scheduled or implementing whose windows overlap its own.
+pub fn conflicts_of_change(
+    graph: &TemporalGraph,
+    position: u64,
+    change: &ChangeRecord,
+    max_depth: u32,
+) -> Vec<ConflictFact> {
+    let Some(window) = &change.details.window else { return Vec::new() };
+    let listed = ChangeFilter {
+        states: Some(vec![ChangeState::Approved, ChangeState::Scheduled, ChangeState::Implementing]),
+        window_from: Some(window.start),
+        window_to: Some(window.end),
+        ..ChangeFilter::default()
+    };
+    let others: Vec<ChangeRecord> = graph
+        .change_book()
+        .changes_at(position, &listed, usize::MAX)
+        .into_iter()
+        .filter(|c| c.change_id != change.change_id && c.details.window.is_some())
+        .collect();
+    let labels: Vec<String> = others.iter().map(ChangeRecord::label).collect();
+    let candidates = others.iter().zip(&labels).filter_map(|(other, label)| {
+        let w = other.details.window.as_ref()?;
+        Some(Candidate {
+            id: other.change_id,
+            label,
+            start: w.start,
+            end: w.end,
+            cis: &other.details.scope.cis,
+            acknowledged_by_other: other.acknowledged.iter().any(|(a, _)| a.other == change.change_id),
+        })
+    });
+    conflicts_with(graph, position, &change.details.scope.cis, candidates, max_depth)
+}
+
 /// What scheduling `change` into `window` is checked against, at the head: the services its
 /// scope reaches (for service freezes) and its conflicts with the changes scheduled now.
 pub fn schedule_facts(

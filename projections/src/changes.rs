@@ -113,7 +113,17 @@ impl ChangeBook {
                 if events.is_empty() && !matches!(event, ChangeEvent::Drafted(_)) {
                     return Err(format!("an event of change {id} before its draft"));
                 }
-                let event = without_repeated_scope(events, event);
+                // The change as it stood before this event: kept at the head, folded only when a
+                // book was deserialised without its head records.
+                let repeats_scope = matches!(event, ChangeEvent::Submitted(_) | ChangeEvent::RetrospectiveRecorded(_));
+                let event = match (repeats_scope, self.current.get(&id)) {
+                    (false, _) => event,
+                    (true, Some(record)) => without_repeated_scope(Some(&record.details.scope), event),
+                    (true, None) => {
+                        let drafted = fold(events, u64::MAX).map(|c| c.details.scope);
+                        without_repeated_scope(drafted.as_ref(), event)
+                    }
+                };
                 match &event {
                     ChangeEvent::Drafted(drafted) => {
                         self.current.insert(id, ChangeRecord::drafted(drafted, at));
@@ -136,7 +146,15 @@ impl ChangeBook {
                 };
                 events.push((at, event));
                 if failed.is_some() || moves_calendar {
-                    if let Some(change) = fold(events, u64::MAX) {
+                    let folded;
+                    let change = match self.current.get(&id) {
+                        Some(record) => Some(record),
+                        None => {
+                            folded = fold(events, u64::MAX);
+                            folded.as_ref()
+                        }
+                    };
+                    if let Some(change) = change {
                         if let Some(outcome) = failed {
                             for ci in &change.details.scope.cis {
                                 self.outcomes.entry(*ci).or_default().push((at, id, outcome));
@@ -263,14 +281,13 @@ impl ChangeBook {
 }
 
 /// A submission repeats the draft's scope (up to max_scope_items CIs); the book keeps it once.
-fn without_repeated_scope(earlier: &[(At, ChangeEvent)], mut event: ChangeEvent) -> ChangeEvent {
+fn without_repeated_scope(drafted: Option<&cmdb_core::change::Scope>, mut event: ChangeEvent) -> ChangeEvent {
     let scope = match &mut event {
         ChangeEvent::Submitted(e) => &mut e.scope,
         ChangeEvent::RetrospectiveRecorded(e) => &mut e.scope,
         _ => return event,
     };
-    let drafted = fold(earlier, u64::MAX).map(|c| c.details.scope);
-    if drafted.as_ref() == Some(scope) {
+    if drafted == Some(&*scope) {
         *scope = Default::default();
     }
     event

@@ -1067,24 +1067,25 @@ impl ChangeRecord {
     /// (`None` without a decision). An approval counts towards every requirement it
     /// qualifies for; approvals given before a reassessment still count.
     pub fn approval_status(&self) -> Option<Vec<RequirementStatus>> {
-        let decision = &self.assessment()?.decision;
-        Some(
-            decision
-                .output
-                .approvals
-                .iter()
-                .map(|requirement| {
-                    let mut approved_by: Vec<String> = Vec::new();
-                    for approval in self.approvals.iter().filter(|a| a.decision == Decision::Approve) {
-                        if requirement.counts(&approval.by, &approval.roles_held) && !approved_by.contains(&approval.by)
-                        {
-                            approved_by.push(approval.by.clone());
-                        }
+        Some(self.status_for(&self.assessment()?.decision.output))
+    }
+
+    /// The approvals on record counted against one decision's requirements (any decision of
+    /// this change, not only the one in force).
+    pub fn status_for(&self, output: &crate::policy::PolicyOutput) -> Vec<RequirementStatus> {
+        output
+            .approvals
+            .iter()
+            .map(|requirement| {
+                let mut approved_by: Vec<String> = Vec::new();
+                for approval in self.approvals.iter().filter(|a| a.decision == Decision::Approve) {
+                    if requirement.counts(&approval.by, &approval.roles_held) && !approved_by.contains(&approval.by) {
+                        approved_by.push(approval.by.clone());
                     }
-                    RequirementStatus { requirement: requirement.clone(), approved_by }
-                })
-                .collect(),
-        )
+                }
+                RequirementStatus { requirement: requirement.clone(), approved_by }
+            })
+            .collect()
     }
 
     /// Whether an approving decision is on record.

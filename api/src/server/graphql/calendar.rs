@@ -5,17 +5,16 @@
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use cmdb_core::access::Operation;
 use cmdb_core::change::freeze::{FreezeId, FreezeRecord, FreezeSchedule, FreezeScope};
-use cmdb_core::change::service as change_service;
 use cmdb_core::change::{self as domain, ChangeCommand, ConflictFact, ScheduleFacts};
 use cmdb_core::ci::{ChangeId, CiId};
 use cmdb_projections::calendar::{self as projection, CalendarFilter, MAX_CALENDAR_DAYS};
 
 use super::Requires;
-use super::changes::{Change, change_at};
+use super::changes::{Change, change_at, run};
 use super::config::Environment;
 use super::config::{Ci, parse_id, state};
 use super::scalars::{DateTime, Position};
-use crate::server::errors::{bad_input, core_error, graphql_error};
+use crate::server::errors::{bad_input, graphql_error};
 
 /// The facts a schedule is checked against, from the projection at its applied position.
 pub fn schedule_facts_for(
@@ -271,46 +270,9 @@ pub async fn conflicts_at(ctx: &Context<'_>, id: &ID, position: u64) -> async_gr
     let Some(change) = change_at(ctx, id, position)? else {
         return Err(graphql_error("NOT_FOUND", format!("no change {} at position {position}", id.as_str())));
     };
-    let record = change.record();
-    let Some(window) = record.details.window.clone() else { return Ok(Vec::new()) };
     let app = state(ctx);
     let graph = app.graph.read();
-    let book = graph.change_book();
-    let listed = cmdb_projections::changes::ChangeFilter {
-        states: Some(vec![
-            domain::ChangeState::Approved,
-            domain::ChangeState::Scheduled,
-            domain::ChangeState::Implementing,
-        ]),
-        window_from: Some(window.start),
-        window_to: Some(window.end),
-        ..Default::default()
-    };
-    let others = book.changes_at(position, &listed, usize::MAX);
-    let others: Vec<(ChangeId, String, domain::Window, Vec<CiId>, bool)> = others
-        .into_iter()
-        .filter(|c| c.change_id != record.change_id)
-        .filter_map(|c| {
-            let window = c.details.window.clone()?;
-            let acknowledged = c.acknowledged.iter().any(|(a, _)| a.other == record.change_id);
-            Some((c.change_id, c.label(), window, c.details.scope.cis.clone(), acknowledged))
-        })
-        .collect();
-    let candidates = others.iter().map(|(other, label, w, cis, acknowledged)| projection::Candidate {
-        id: *other,
-        label,
-        start: w.start,
-        end: w.end,
-        cis,
-        acknowledged_by_other: *acknowledged,
-    });
-    let found = projection::conflicts_with(
-        &graph,
-        position,
-        &record.details.scope.cis,
-        candidates,
-        app.settings.conflict_max_depth,
-    );
+    let found = projection::conflicts_of_change(&graph, position, change.record(), app.settings.conflict_max_depth);
     Ok(conflicts_of(found, position))
 }
 
@@ -400,7 +362,7 @@ impl CalendarMutation {
         let freeze_id = FreezeId(state(ctx).ids.next_id());
         let command =
             ChangeCommand::CreateFreeze { freeze_id, name: input.name, scope, schedule, reason: input.reason };
-        let position = run(ctx, command).await?;
+        let (_, position) = run(ctx, command).await?;
         Ok(FreezeResult { position: Position(position), id: ID(freeze_id.to_string()) })
     }
 
@@ -408,22 +370,7 @@ impl CalendarMutation {
     #[graphql(guard = "Requires(Operation::ManageChanges)")]
     async fn lift_freeze(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<FreezeResult> {
         let freeze_id: FreezeId = id.as_str().parse().map_err(|e: domain::ChangeError| bad_input(e.to_string()))?;
-        let position = run(ctx, ChangeCommand::LiftFreeze { freeze_id, reason }).await?;
+        let (_, position) = run(ctx, ChangeCommand::LiftFreeze { freeze_id, reason }).await?;
         Ok(FreezeResult { position: Position(position), id })
     }
-}
-
-async fn run(ctx: &Context<'_>, command: ChangeCommand) -> async_graphql::Result<u64> {
-    let app = state(ctx);
-    let settings = cmdb_core::change::decide::ChangeSettings {
-        emergency_review_deadline_hours: app.settings.emergency_review_deadline_hours,
-        freeze_blocks_standard: app.settings.freeze_blocks_standard,
-    };
-    let outcome =
-        change_service::execute(app.store.as_ref(), &command, super::metadata(ctx)?, app.clock.now(), settings)
-            .await
-            .map_err(core_error)?;
-    let wait = std::time::Duration::from_millis(app.settings.min_position_wait_ms);
-    app.graph.wait_for(outcome.last_position, wait).await;
-    Ok(outcome.last_position)
 }

@@ -457,8 +457,12 @@ impl Change {
     }
 
     /// Its conflicts with the changes scheduled at this position whose windows overlap (CH-5).
-    async fn conflicts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::calendar::Conflict>> {
-        super::calendar::conflicts_at(ctx, &ID(self.record.change_id.to_string()), self.position).await
+    async fn conflicts(&self, ctx: &Context<'_>) -> Vec<super::calendar::Conflict> {
+        let app = state(ctx);
+        let graph = app.graph.read();
+        let depth = app.settings.conflict_max_depth;
+        let found = cmdb_projections::calendar::conflicts_of_change(&graph, self.position, &self.record, depth);
+        super::calendar::conflicts_of(found, self.position)
     }
 
     /// Conflicts accepted, with reasons.
@@ -512,13 +516,7 @@ impl Change {
 
     /// Every recorded decision, oldest first (each assessment made one).
     async fn decisions(&self) -> Vec<super::policy::Decision> {
-        (1..=self.record.assessments.len())
-            .filter_map(|n| {
-                let mut upto = (*self.record).clone();
-                upto.assessments.truncate(n);
-                super::policy::decision_of(&upto)
-            })
-            .collect()
+        self.record.assessments.iter().map(|entry| super::policy::decision_for(&self.record, entry)).collect()
     }
 
     async fn comments(&self) -> Vec<ChangeComment> {
@@ -878,7 +876,7 @@ fn settings(ctx: &Context<'_>) -> ChangeSettings {
 }
 
 /// Runs a change command and waits until the projection has applied it.
-async fn run(ctx: &Context<'_>, command: ChangeCommand) -> async_graphql::Result<(u64, u64)> {
+pub(super) async fn run(ctx: &Context<'_>, command: ChangeCommand) -> async_graphql::Result<(u64, u64)> {
     let app = state(ctx);
     let outcome = change_service::execute(app.store.as_ref(), &command, metadata(ctx)?, app.clock.now(), settings(ctx))
         .await

@@ -52,25 +52,33 @@ pub fn facts_for(
     change_id: Option<cmdb_core::ci::ChangeId>,
     details: &domain::ChangeDetails,
 ) -> async_graphql::Result<(AssessmentFacts, u64)> {
-    let app = state(ctx);
-    let graph = app.graph.read();
+    let graph = state(ctx).graph.read();
     let position = graph.applied();
+    let facts = facts_at(ctx, &graph, change_id, details, position)?;
+    Ok((facts, position))
+}
+
+/// The risk facts at `position`, and the calendar around the window (at the head: scheduling
+/// is checked against the calendar as it is now).
+fn facts_at(
+    ctx: &Context<'_>,
+    graph: &cmdb_projections::graph::TemporalGraph,
+    change_id: Option<cmdb_core::ci::ChangeId>,
+    details: &domain::ChangeDetails,
+    position: u64,
+) -> async_graphql::Result<AssessmentFacts> {
+    let app = state(ctx);
     let internal = |e: cmdb_projections::graph::GraphError| graphql_error("INTERNAL", e.to_string());
-    let mut facts = assessment_facts(&graph, &details.scope, position, app.clock.now(), app.settings.risk_history_days)
+    let mut facts = assessment_facts(graph, &details.scope, position, app.clock.now(), app.settings.risk_history_days)
         .map_err(internal)?;
     if let Some(window) = &details.window {
+        let depth = app.settings.conflict_max_depth;
         facts.calendar = Some(
-            cmdb_projections::calendar::calendar_facts(
-                &graph,
-                change_id,
-                &details.scope,
-                window,
-                app.settings.conflict_max_depth,
-            )
-            .map_err(internal)?,
+            cmdb_projections::calendar::calendar_facts(graph, change_id, &details.scope, window, depth)
+                .map_err(internal)?,
         );
     }
-    Ok((facts, position))
+    Ok(facts)
 }
 
 /// Whether a CI in the scope has a version newer than the assessment's facts.
@@ -341,8 +349,12 @@ pub fn assessment_of(entry: &domain::AssessmentEntry) -> RiskAssessment {
 }
 
 pub fn decision_of(record: &ChangeRecord) -> Option<Decision> {
-    let entry = record.assessment()?;
-    Some(Decision { decision: entry.decision.clone(), status: record.approval_status() })
+    record.assessment().map(|entry| decision_for(record, entry))
+}
+
+/// One of the change's decisions, with the approvals on record counted against it.
+pub fn decision_for(record: &ChangeRecord, entry: &domain::AssessmentEntry) -> Decision {
+    Decision { decision: entry.decision.clone(), status: Some(record.status_for(&entry.decision.output)) }
 }
 
 /// A policy as loaded.
@@ -451,22 +463,7 @@ pub async fn what_if(
                 .ok_or_else(|| bad_input(format!("configuration item {id} does not exist at position {position}")))?;
             cis.insert(*id, Some((*ci).clone()));
         }
-        let mut facts =
-            assessment_facts(&graph, &details.scope, position, app.clock.now(), app.settings.risk_history_days)
-                .map_err(|e| graphql_error("INTERNAL", e.to_string()))?;
-        if let Some(window) = &details.window {
-            facts.calendar = Some(
-                cmdb_projections::calendar::calendar_facts(
-                    &graph,
-                    None,
-                    &details.scope,
-                    window,
-                    app.settings.conflict_max_depth,
-                )
-                .map_err(|e| graphql_error("INTERNAL", e.to_string()))?,
-            );
-        }
-        (facts, cis)
+        (facts_at(ctx, &graph, None, &details, position)?, cis)
     };
     let drafted = domain::ChangeDrafted {
         change_id: cmdb_core::ci::ChangeId(uuid::Uuid::nil()),
