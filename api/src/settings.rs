@@ -213,6 +213,12 @@ mod tests {
             let past = ServeSettings { emergency_review_deadline_hours: hours, ..Default::default() };
             assert!(past.validate().expect_err("out of range").contains("emergency_review_deadline_hours"));
         }
+        let bound = cmdb_projections::calendar::MAX_CONFLICT_DEPTH;
+        assert_eq!(ServeSettings { conflict_max_depth: bound, ..Default::default() }.validate(), Ok(()));
+        for depth in [0, bound + 1] {
+            let past = ServeSettings { conflict_max_depth: depth, ..Default::default() };
+            assert!(past.validate().expect_err("out of range").contains("conflict_max_depth"));
+        }
         let bound = cmdb_core::change::risk::MAX_RISK_HISTORY_DAYS;
         assert_eq!(ServeSettings { risk_history_days: bound, ..Default::default() }.validate(), Ok(()));
         for days in [0, bound + 1] {

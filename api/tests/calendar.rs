@@ -325,6 +325,31 @@ async fn freezes_conflicts_and_the_calendar_over_graphql_and_ics() {
     assert_eq!(totals["emergency"], 1, "{totals}");
     assert_eq!(totals["inFreeze"], 1, "{totals}");
 
+    // Bad report, conflict and lift arguments: clear errors, nothing appended.
+    let before = server.head().await;
+    for (query, code) in [
+        (
+            "{ at { changeReport(from: \"2030-01-07T00:00:00Z\", to: \"2030-01-01T00:00:00Z\", period: WEEK) { totals { total } } } }",
+            "BAD_USER_INPUT",
+        ),
+        (
+            "{ at { changeReport(from: \"2000-01-01T00:00:00Z\", to: \"2030-01-01T00:00:00Z\", period: DAY) { totals { total } } } }",
+            "BAD_USER_INPUT",
+        ),
+        ("{ at { conflicts(change: \"CHG-999999\") { reason } } }", "NOT_FOUND"),
+        ("mutation { liftFreeze(id: \"not-a-freeze\", reason: \"r\") { position } }", "BAD_USER_INPUT"),
+        (
+            "mutation { liftFreeze(id: \"0196a1d2-0000-7000-8000-000000000009\", reason: \"r\") { position } }",
+            "NOT_FOUND",
+        ),
+    ] {
+        let (_, body) = server.graphql(&crew.mark, query, json!({})).await;
+        assert_eq!(error_code(&body), code, "{query}: {body}");
+    }
+    let lift = "mutation($id: ID!, $r: String!) { liftFreeze(id: $id, reason: $r) { position } }";
+    refused(&server, &crew.mark, lift, json!({ "id": freeze_id, "r": " " }), "BAD_USER_INPUT").await;
+    assert_eq!(server.head().await, before);
+
     // Lifting the freeze lets the Saturday change in.
     server
         .ok(
@@ -342,5 +367,6 @@ async fn freezes_conflicts_and_the_calendar_over_graphql_and_ics() {
         )
         .await;
     assert_eq!(freezes["now"]["freezes"], json!([]));
+    refused(&server, &crew.mark, lift, json!({ "id": freeze_id, "r": "again" }), "FAILED_PRECONDITION").await;
     assert!(freezes["all"]["freezes"][0]["liftedAt"].is_string());
 }
