@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use cmdb_core::access::{self, AccessCommand, PrincipalKind, Role, token_hash};
+use cmdb_core::access::{self, AccessCommand, AccessDecider, PrincipalKind, Role, token_hash};
 use cmdb_core::chain::DigestCheck;
 use cmdb_core::store::sqlite::{LOG_FILE_NAME, SqliteOptions, SqliteStore};
 use cmdb_core::{
-    Actor, Digest, EventRecord, EventStore, IdGenerator, Metadata, Source, SystemClock, Timestamp, UuidV7Ids,
+    Actor, Clock, Digest, EventRecord, EventStore, IdGenerator, Metadata, Source, SystemClock, Timestamp, UuidV7Ids,
 };
 use serde::Serialize;
 
+use crate::app::changes::ChangeRef;
+use crate::app::run_offline;
 use crate::server::{Server, StartOptions, running_server};
 use crate::settings::{DataDir, LogFormat, ServeSettings};
 
@@ -600,13 +602,7 @@ async fn diff(
 }
 
 async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
-    use cmdb_core::change::ChangeNumber;
-    let wanted: Result<cmdb_core::ci::ChangeId, ChangeNumber> = if text.trim().to_ascii_uppercase().starts_with("CHG-")
-    {
-        Err(text.parse::<ChangeNumber>()?)
-    } else {
-        Ok(text.parse::<cmdb_core::ci::ChangeId>().context("give a change number (CHG-000042) or id")?)
-    };
+    let wanted = text.parse::<ChangeRef>()?;
     let (store, handle) = load_graph(data_dir).await?;
     let result = (|| {
         let graph = handle.read();
@@ -615,10 +611,7 @@ async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: boo
             None => graph.applied(),
         };
         let book = graph.change_book();
-        let id = match wanted {
-            Ok(id) => id,
-            Err(number) => book.id_of(number, position).with_context(|| format!("no change {number}"))?,
-        };
+        let id = wanted.resolve_at(book, position).with_context(|| format!("no change {wanted}"))?;
         let change =
             book.change_at(id, position).with_context(|| format!("no change {text} at position {position}"))?;
         let edits = graph.edits_under(id, &change.details.scope.cis, position);
@@ -792,9 +785,12 @@ async fn policy_command(data_dir: &Path, command: PolicyCommand) -> anyhow::Resu
                 file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into())
             });
             let store = open_existing(data_dir, false)?;
-            let result = policy::execute_load(&store, cli_metadata(), true, &name, &text).await;
+            let command = policy::LoadPolicy { name, text, local_operator: true };
+            let result = run_offline(&store, &policy::PolicyDecider, &command, cli_metadata(), SystemClock.now()).await;
             store.shutdown().await;
-            let (outcome, loaded) = result?;
+            let executed = result?;
+            let outcome = executed.outcome;
+            let loaded = executed.decision.events().next().map(|(_, e)| e.clone()).context("nothing loaded")?;
             println!(
                 "loaded policy version {} ({:?}, blake3 {}) at position {}",
                 loaded.version,
@@ -844,18 +840,11 @@ async fn policy_command(data_dir: &Path, command: PolicyCommand) -> anyhow::Resu
 }
 
 async fn explain_change(data_dir: &Path, text: &str, json: bool) -> anyhow::Result<ExitCode> {
-    use cmdb_core::change::ChangeNumber;
-    use cmdb_core::change::service as change_service;
     use cmdb_core::policy;
     let store = open_existing(data_dir, false)?;
     let result = async {
-        let id = if text.trim().to_ascii_uppercase().starts_with("CHG-") {
-            let number = text.parse::<ChangeNumber>()?;
-            change_service::find_by_number(&store, number).await?.with_context(|| format!("no change {number}"))?
-        } else {
-            text.parse::<cmdb_core::ci::ChangeId>().context("give a change number (CHG-000042) or id")?
-        };
-        let change = change_service::load_change(&store, id).await?.with_context(|| format!("no change {text}"))?;
+        let id = text.parse::<ChangeRef>()?.resolve(&store).await?;
+        let change = crate::app::changes::load(&store, id).await?;
         let policies = policy::load(&store).await?;
         anyhow::Ok((change, policies))
     }
@@ -1027,9 +1016,9 @@ async fn execute_access(data_dir: &Path, command: AccessCommand) -> anyhow::Resu
     // Access may be set up before the first `serve` (then no bootstrap admin is made), so
     // these commands create the log if there is none.
     let store = SqliteStore::open(data_dir, SqliteOptions::default())?;
-    let outcome = access::execute(&store, &command, cli_metadata(), &SystemClock).await;
+    let outcome = run_offline(&store, &AccessDecider, &command, cli_metadata(), SystemClock.now()).await;
     store.shutdown().await;
-    let position = outcome?.last_position;
+    let position = outcome?.outcome.last_position;
     notify_server(data_dir, position).await?;
     Ok(position)
 }
@@ -1100,7 +1089,7 @@ async fn principal(data_dir: &Path, command: PrincipalCommand) -> anyhow::Result
 async fn token(data_dir: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Create { principal, label, expires_in_days } => {
-            let token = crate::server::graphql::mutation_token_text();
+            let token = crate::server::graphql::new_token_text();
             let token_id = UuidV7Ids.next_id();
             let expires_at = expires_in_days.map(|days| {
                 use cmdb_core::Clock;

@@ -4,6 +4,7 @@
 //! the CLI commands. It translates requests into commands and calls `cmdb-core`; it holds no
 //! domain rules.
 
+pub mod app;
 pub mod cli;
 pub mod server;
 pub mod settings;

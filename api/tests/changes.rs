@@ -305,7 +305,7 @@ async fn bad_change_input_gets_a_clear_error_and_appends_nothing() {
     // over-long reasons and non-admins are refused, and the log does not move.
     let declare = "mutation($c: String!, $on: Boolean!, $r: String!) { declareClassControl(class: $c, controlled: $on, reason: $r) { position } }";
     let admin = server.admin_token.clone();
-    let long_reason = "r".repeat(cmdb_core::ci::registry::MAX_CONTROL_REASON_BYTES + 1);
+    let long_reason = "r".repeat(cmdb_core::ci::schema::registry::MAX_CONTROL_REASON_BYTES + 1);
     let cases = [
         (json!({ "c": "spaceship", "on": false, "r": "why" }), "BAD_USER_INPUT", "spaceship"),
         (json!({ "c": "host", "on": true, "r": "why" }), "BAD_USER_INPUT", "already controlled"),
@@ -317,7 +317,7 @@ async fn bad_change_input_gets_a_clear_error_and_appends_nothing() {
         assert!(message.contains(text), "{message}");
     }
     refused(&server, &p.mark, declare, json!({ "c": "host", "on": false, "r": "why" }), "FORBIDDEN").await;
-    let at_bound = "r".repeat(cmdb_core::ci::registry::MAX_CONTROL_REASON_BYTES);
+    let at_bound = "r".repeat(cmdb_core::ci::schema::registry::MAX_CONTROL_REASON_BYTES);
     server.ok(&admin, declare, json!({ "c": "host", "on": false, "r": at_bound })).await;
     let message =
         refused(&server, &admin, declare, json!({ "c": "host", "on": false, "r": "again" }), "BAD_USER_INPUT").await;

@@ -653,37 +653,27 @@ pub fn token_hash(token: &str) -> Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Actor, Source};
+    use crate::decider::testing::{SCENARIO_START as NOW, Scenario};
 
-    const NOW: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
+    /// The log after these commands were accepted, in order (the one harness).
+    struct World(Scenario);
 
-    /// Given these commands were accepted, in order.
-    fn given(commands: &[AccessCommand]) -> AccessState {
-        let mut state = AccessState::default();
-        for (index, command) in commands.iter().enumerate() {
-            let events = decide(&state, command, NOW).unwrap_or_else(|e| panic!("given command {index} refused: {e}"));
-            for event in events {
-                let record = stored(&event, state.version.map_or(0, |v| v + 1), state.position + 1);
-                state.apply(&record).expect("apply");
-            }
+    fn given(commands: &[AccessCommand]) -> World {
+        let world = World(Scenario::new());
+        for command in commands {
+            world.0.given(&AccessDecider, "root", command.clone());
         }
-        state
+        world
     }
 
-    fn stored(event: &AccessEvent, version: u64, position: u64) -> EventRecord {
-        let new = event.to_new_event(Metadata::new(Actor::system(), Source::System));
-        EventRecord {
-            position,
-            stream_id: access_stream(),
-            stream_version: version,
-            event_id: Uuid::from_u128(position as u128),
-            event_type: new.event_type,
-            schema_version: 1,
-            data: new.data,
-            metadata: new.metadata,
-            recorded_at: NOW,
-            prev_hash: Hash::GENESIS,
-            hash: Hash::GENESIS,
+    impl World {
+        /// When `command` comes: the events it would append, or why not.
+        fn when(&self, command: &AccessCommand) -> Result<Vec<AccessEvent>, AccessError> {
+            self.0.when(&AccessDecider, "root", command).map(|d| d.events_of(&AccessKey).to_vec())
+        }
+
+        fn token_by_hash(&self, token_hash: &Hash) -> Option<TokenInfo> {
+            self.0.fold(&AccessKey).token_by_hash(token_hash).cloned()
         }
     }
 
@@ -709,8 +699,8 @@ mod tests {
     #[test]
     fn create_principal_then_names_are_unique() {
         let state = given(&[create("alice", &[Role::Admin])]);
-        assert_eq!(decide(&state, &create("alice", &[]), NOW), Err(AccessError::PrincipalExists("alice".into())));
-        let events = decide(&state, &create("bob", &[Role::Viewer]), NOW).expect("accepted");
+        assert_eq!(state.when(&create("alice", &[])), Err(AccessError::PrincipalExists("alice".into())));
+        let events = state.when(&create("bob", &[Role::Viewer])).expect("accepted");
         assert!(
             matches!(&events[..], [AccessEvent::PrincipalCreated(e)] if e.name == "bob" && e.roles.contains(&Role::Viewer))
         );
@@ -718,12 +708,12 @@ mod tests {
 
     #[test]
     fn principal_names_are_validated() {
-        let state = AccessState::default();
+        let state = given(&[]);
         for bad in ["", "Alice", "a b", "-x", &"a".repeat(MAX_PRINCIPAL_NAME_BYTES + 1)] {
-            assert!(matches!(decide(&state, &create(bad, &[]), NOW), Err(AccessError::InvalidName(_))), "{bad:?}");
+            assert!(matches!(state.when(&create(bad, &[])), Err(AccessError::InvalidName(_))), "{bad:?}");
         }
         for good in ["a", "deploy-bot", "jane.doe@example.org", &"a".repeat(MAX_PRINCIPAL_NAME_BYTES)] {
-            assert!(decide(&state, &create(good, &[]), NOW).is_ok(), "{good:?}");
+            assert!(state.when(&create(good, &[])).is_ok(), "{good:?}");
         }
     }
 
@@ -731,28 +721,22 @@ mod tests {
     fn grant_and_revoke_roles() {
         let state = given(&[create("root", &[Role::Admin]), create("bob", &[Role::Viewer])]);
         let grant = AccessCommand::GrantRole { name: "bob".into(), role: Role::Approver };
-        assert!(decide(&state, &grant, NOW).is_ok());
+        assert!(state.when(&grant).is_ok());
         let again = AccessCommand::GrantRole { name: "bob".into(), role: Role::Viewer };
-        assert_eq!(
-            decide(&state, &again, NOW),
-            Err(AccessError::RoleAlreadyGranted { name: "bob".into(), role: Role::Viewer })
-        );
+        assert_eq!(state.when(&again), Err(AccessError::RoleAlreadyGranted { name: "bob".into(), role: Role::Viewer }));
         let missing = AccessCommand::RevokeRole { name: "bob".into(), role: Role::Deployer };
-        assert_eq!(
-            decide(&state, &missing, NOW),
-            Err(AccessError::RoleNotGranted { name: "bob".into(), role: Role::Deployer })
-        );
+        assert_eq!(state.when(&missing), Err(AccessError::RoleNotGranted { name: "bob".into(), role: Role::Deployer }));
         let nobody = AccessCommand::GrantRole { name: "carol".into(), role: Role::Viewer };
-        assert_eq!(decide(&state, &nobody, NOW), Err(AccessError::UnknownPrincipal("carol".into())));
+        assert_eq!(state.when(&nobody), Err(AccessError::UnknownPrincipal("carol".into())));
     }
 
     #[test]
     fn the_last_admin_cannot_lose_the_role() {
         let state = given(&[create("root", &[Role::Admin])]);
         let revoke = AccessCommand::RevokeRole { name: "root".into(), role: Role::Admin };
-        assert_eq!(decide(&state, &revoke, NOW), Err(AccessError::LastAdmin("root".into())));
+        assert_eq!(state.when(&revoke), Err(AccessError::LastAdmin("root".into())));
         let state = given(&[create("root", &[Role::Admin]), create("second", &[Role::Admin])]);
-        assert!(decide(&state, &revoke, NOW).is_ok());
+        assert!(state.when(&revoke).is_ok());
     }
 
     #[test]
@@ -761,15 +745,15 @@ mod tests {
         let token = state.token_by_hash(&token_hash("token-1")).expect("found by hash");
         assert_eq!(token.principal, "bot");
         assert!(token.is_live(NOW));
-        assert_eq!(decide(&state, &issue("bot", 1), NOW), Err(AccessError::TokenExists(Uuid::from_u128(1))));
-        assert_eq!(decide(&state, &issue("ghost", 2), NOW), Err(AccessError::UnknownPrincipal("ghost".into())));
+        assert_eq!(state.when(&issue("bot", 1)), Err(AccessError::TokenExists(Uuid::from_u128(1))));
+        assert_eq!(state.when(&issue("ghost", 2)), Err(AccessError::UnknownPrincipal("ghost".into())));
 
         let revoke = AccessCommand::RevokeToken { token_id: Uuid::from_u128(1), reason: Some("leaked".into()) };
         let state = given(&[create("bot", &[Role::Deployer]), issue("bot", 1), revoke.clone()]);
         assert!(!state.token_by_hash(&token_hash("token-1")).expect("still known").is_live(NOW));
-        assert_eq!(decide(&state, &revoke, NOW), Err(AccessError::TokenAlreadyRevoked(Uuid::from_u128(1))));
+        assert_eq!(state.when(&revoke), Err(AccessError::TokenAlreadyRevoked(Uuid::from_u128(1))));
         let unknown = AccessCommand::RevokeToken { token_id: Uuid::from_u128(9), reason: None };
-        assert_eq!(decide(&state, &unknown, NOW), Err(AccessError::UnknownToken(Uuid::from_u128(9))));
+        assert_eq!(state.when(&unknown), Err(AccessError::UnknownToken(Uuid::from_u128(9))));
     }
 
     #[test]
@@ -782,7 +766,7 @@ mod tests {
             label: None,
             expires_at: Some(NOW),
         };
-        assert_eq!(decide(&state, &past, NOW), Err(AccessError::ExpiryNotInFuture(NOW)));
+        assert_eq!(state.when(&past), Err(AccessError::ExpiryNotInFuture(NOW)));
         let soon = NOW.saturating_add_micros(1_000_000);
         let ok = AccessCommand::IssueToken {
             principal: "bot".into(),
@@ -802,11 +786,11 @@ mod tests {
         let mut commands = vec![create("bot", &[Role::Viewer])];
         commands.extend((0..MAX_ACTIVE_TOKENS_PER_PRINCIPAL as u128).map(|n| issue("bot", n + 100)));
         let state = given(&commands);
-        assert_eq!(decide(&state, &issue("bot", 1), NOW), Err(AccessError::TooManyTokens { name: "bot".into() }));
+        assert_eq!(state.when(&issue("bot", 1)), Err(AccessError::TooManyTokens { name: "bot".into() }));
         let mut commands = commands;
         commands.push(AccessCommand::RevokeToken { token_id: Uuid::from_u128(100), reason: None });
         let state = given(&commands);
-        assert!(decide(&state, &issue("bot", 1), NOW).is_ok(), "a revoked token frees a slot");
+        assert!(state.when(&issue("bot", 1)).is_ok(), "a revoked token frees a slot");
     }
 
     #[test]
@@ -819,10 +803,7 @@ mod tests {
             label: Some("l".repeat(MAX_LABEL_BYTES + 1)),
             expires_at: None,
         };
-        assert_eq!(
-            decide(&state, &long, NOW),
-            Err(AccessError::LabelTooLong { field: "label", bytes: MAX_LABEL_BYTES + 1 })
-        );
+        assert_eq!(state.when(&long), Err(AccessError::LabelTooLong { field: "label", bytes: MAX_LABEL_BYTES + 1 }));
     }
 
     #[test]
@@ -857,51 +838,65 @@ mod tests {
     }
 }
 
-/// How many times a command is re-decided when another writer changed the access stream
-/// between its read and its append.
-pub const MAX_COMMAND_ATTEMPTS: usize = 8;
-/// Pause before re-deciding, times the attempt number: spreads racing writers apart.
-pub const RETRY_BACKOFF_STEP_MS: u64 = 3;
+/// The access stream, as a decision reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccessKey;
 
-/// Reads the whole access stream and folds it.
-pub async fn load_state(store: &dyn crate::store::EventStore) -> Result<AccessState, crate::Error> {
-    let stream = access_stream();
-    let page = store.limits().max_page_events;
-    let mut state = AccessState::default();
-    loop {
-        let from = state.version.map_or(0, |v| v + 1);
-        let records = store.read_stream(&stream, crate::store::Direction::Forward, Some(from), page).await?;
-        if records.is_empty() {
-            return Ok(state);
-        }
-        for record in &records {
-            state.apply(record)?;
-        }
+impl crate::decider::StreamKey for AccessKey {
+    type State = AccessState;
+
+    fn streams(&self) -> Vec<StreamId> {
+        vec![access_stream()]
+    }
+
+    fn initial(&self) -> AccessState {
+        AccessState::default()
+    }
+
+    fn evolve(&self, state: &mut AccessState, record: &EventRecord) -> Result<(), crate::Error> {
+        Ok(state.apply(record)?)
     }
 }
 
-/// Loads the access state, decides, and appends conditionally on the version it decided
-/// against; re-decides on a conflict, at most [`MAX_COMMAND_ATTEMPTS`] times.
-pub async fn execute(
-    store: &dyn crate::store::EventStore,
-    command: &AccessCommand,
-    metadata: Metadata,
-    clock: &dyn crate::time::Clock,
-) -> Result<crate::store::AppendOutcome, crate::Error> {
-    use crate::store::{AppendRequest, ExpectedVersion, StoreError};
-    for attempt in 0..MAX_COMMAND_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(RETRY_BACKOFF_STEP_MS * attempt as u64)).await;
-        }
-        let state = load_state(store).await?;
-        let events = decide(&state, command, clock.now())?;
-        let expected = state.version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-        let new_events = events.iter().map(|e| e.to_new_event(metadata.clone())).collect();
-        match store.append(AppendRequest::single(access_stream(), expected, new_events)).await {
-            Ok(outcome) => return Ok(outcome),
-            Err(StoreError::VersionConflict { .. }) => continue,
-            Err(other) => return Err(other.into()),
-        }
+impl crate::decider::DomainEvent for AccessEvent {
+    fn to_new_event(&self, metadata: Metadata) -> NewEvent {
+        AccessEvent::to_new_event(self, metadata)
     }
-    Err(crate::Error::Contended { stream: ACCESS_STREAM.to_owned(), attempts: MAX_COMMAND_ATTEMPTS })
+}
+
+/// Decides access commands. All of them read and write the one access stream, so every
+/// decision sees the whole access state at one version.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AccessDecider;
+
+impl crate::decider::Decider for AccessDecider {
+    type Command = AccessCommand;
+    type Key = AccessKey;
+    type Event = AccessEvent;
+    type Error = AccessError;
+    const NAME: &'static str = ACCESS_STREAM;
+
+    fn reads(&self, _command: &AccessCommand, _read: &crate::decider::ReadSet<AccessKey>) -> Vec<AccessKey> {
+        vec![AccessKey]
+    }
+
+    fn decide(
+        &self,
+        command: &AccessCommand,
+        read: &crate::decider::ReadSet<AccessKey>,
+        context: &crate::decider::CommandContext,
+    ) -> Result<crate::decider::Decision<AccessKey, AccessEvent>, AccessError> {
+        let empty = AccessState::default();
+        let state = read.get(&AccessKey).unwrap_or(&empty);
+        let mut decision = crate::decider::Decision::default();
+        for event in decide(state, command, context.now)? {
+            decision.write(AccessKey, event);
+        }
+        Ok(decision)
+    }
+}
+
+/// The access state as the store holds it now.
+pub async fn load_state(store: &dyn crate::store::EventStore) -> Result<AccessState, crate::Error> {
+    crate::decider::fold::load(store, &AccessKey).await
 }

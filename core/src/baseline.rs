@@ -5,10 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::Hash;
-use crate::ci::{CiClass, CiId, Environment, Status};
+use crate::decider::{CommandContext, Decider, Decision, DomainEvent, ReadSet, StreamKey};
 use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
-use crate::store::{AppendOutcome, AppendRequest, EventStore, ExpectedVersion, StoreError};
+use crate::hash::Hash;
+use crate::ids::CiId;
+use crate::model::{CiClass, Environment, Status};
 
 /// Longest baseline name, in bytes.
 pub const MAX_BASELINE_NAME_BYTES: usize = 100;
@@ -99,12 +100,108 @@ fn check_name(name: &str) -> Result<(), BaselineError> {
 /// The state of one baseline stream.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BaselineState {
-    pub version: Option<u64>,
+    /// Whether a baseline of that name exists now (created, not deleted since).
     pub exists: bool,
 }
 
+/// A baseline's stream, named by the baseline's name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BaselineKey(pub String);
+
+impl StreamKey for BaselineKey {
+    type State = BaselineState;
+
+    fn streams(&self) -> Vec<StreamId> {
+        vec![stream(&self.0)]
+    }
+
+    fn initial(&self) -> BaselineState {
+        BaselineState::default()
+    }
+
+    fn evolve(&self, state: &mut BaselineState, record: &EventRecord) -> Result<(), crate::Error> {
+        state.exists = record.event_type == CREATED;
+        Ok(())
+    }
+}
+
+/// Create or delete a baseline (CM-6).
+#[derive(Clone, Debug, PartialEq)]
+pub enum BaselineCommand {
+    /// Record a baseline whose members the caller resolved at `position`.
+    Create(BaselineCreated),
+    /// Delete a baseline (its history stays in the log).
+    Delete {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: Option<String>,
+    },
+}
+
+/// A baseline event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BaselineEvent {
+    /// Recorded.
+    Created(BaselineCreated),
+    /// Deleted.
+    Deleted(BaselineDeleted),
+}
+
+impl DomainEvent for BaselineEvent {
+    fn to_new_event(&self, metadata: Metadata) -> NewEvent {
+        let (event_type, data) = match self {
+            BaselineEvent::Created(e) => (CREATED, serde_json::to_vec(e)),
+            BaselineEvent::Deleted(e) => (DELETED, serde_json::to_vec(e)),
+        };
+        // Serialising these plain structs cannot fail.
+        NewEvent::raw(event_type, data.unwrap_or_default(), metadata)
+    }
+}
+
+/// Decides baseline commands.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BaselineDecider;
+
+impl Decider for BaselineDecider {
+    type Command = BaselineCommand;
+    type Key = BaselineKey;
+    type Event = BaselineEvent;
+    type Error = BaselineError;
+    const NAME: &'static str = "baseline";
+
+    fn reads(&self, command: &BaselineCommand, _read: &ReadSet<BaselineKey>) -> Vec<BaselineKey> {
+        match command {
+            BaselineCommand::Create(created) => vec![BaselineKey(created.name.clone())],
+            BaselineCommand::Delete { name, .. } => vec![BaselineKey(name.clone())],
+        }
+    }
+
+    fn decide(
+        &self,
+        command: &BaselineCommand,
+        read: &ReadSet<BaselineKey>,
+        _context: &CommandContext,
+    ) -> Result<Decision<BaselineKey, BaselineEvent>, BaselineError> {
+        let mut decision = Decision::default();
+        match command {
+            BaselineCommand::Create(created) => {
+                let key = BaselineKey(created.name.clone());
+                let state = read.get(&key).cloned().unwrap_or_default();
+                decision.write(key, BaselineEvent::Created(decide_create(&state, created)?));
+            }
+            BaselineCommand::Delete { name, reason } => {
+                let key = BaselineKey(name.clone());
+                let state = read.get(&key).cloned().unwrap_or_default();
+                decision.write(key, BaselineEvent::Deleted(decide_delete(&state, name, reason.clone())?));
+            }
+        }
+        Ok(decision)
+    }
+}
+
 /// Decides a creation. Pure: the members were resolved by the caller at `event.position`.
-pub fn decide_create(state: &BaselineState, event: &BaselineCreated) -> Result<BaselineCreated, BaselineError> {
+fn decide_create(state: &BaselineState, event: &BaselineCreated) -> Result<BaselineCreated, BaselineError> {
     check_name(&event.name)?;
     if let Some(description) = &event.description {
         if description.len() > MAX_DESCRIPTION_BYTES {
@@ -122,56 +219,11 @@ pub fn decide_create(state: &BaselineState, event: &BaselineCreated) -> Result<B
     Ok(event.clone())
 }
 
-pub fn decide_delete(
-    state: &BaselineState,
-    name: &str,
-    reason: Option<String>,
-) -> Result<BaselineDeleted, BaselineError> {
+fn decide_delete(state: &BaselineState, name: &str, reason: Option<String>) -> Result<BaselineDeleted, BaselineError> {
     if !state.exists {
         return Err(BaselineError::Unknown(name.to_owned()));
     }
     Ok(BaselineDeleted { name: name.to_owned(), reason })
-}
-
-async fn load(store: &dyn EventStore, name: &str) -> Result<BaselineState, crate::Error> {
-    let records = store
-        .read_stream(&stream(name), crate::store::Direction::Forward, None, store.limits().max_page_events)
-        .await?;
-    let mut state = BaselineState::default();
-    for record in &records {
-        state.version = Some(record.stream_version);
-        state.exists = record.event_type == CREATED;
-    }
-    Ok(state)
-}
-
-fn expected(state: &BaselineState) -> ExpectedVersion {
-    state.version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact)
-}
-
-/// Creates a baseline (appends nothing if refused).
-pub async fn create(
-    store: &dyn EventStore,
-    event: &BaselineCreated,
-    metadata: Metadata,
-) -> Result<AppendOutcome, crate::Error> {
-    let state = load(store, &event.name).await?;
-    let accepted = decide_create(&state, event)?;
-    let new = NewEvent::json(CREATED, &accepted, metadata).map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-    Ok(store.append(AppendRequest::single(stream(&event.name), expected(&state), vec![new])).await?)
-}
-
-/// Deletes a baseline (its history stays in the log).
-pub async fn delete(
-    store: &dyn EventStore,
-    name: &str,
-    reason: Option<String>,
-    metadata: Metadata,
-) -> Result<AppendOutcome, crate::Error> {
-    let state = load(store, name).await?;
-    let accepted = decide_delete(&state, name, reason)?;
-    let new = NewEvent::json(DELETED, &accepted, metadata).map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-    Ok(store.append(AppendRequest::single(stream(name), expected(&state), vec![new])).await?)
 }
 
 /// Reads a baseline event back.
@@ -200,16 +252,27 @@ mod tests {
 
     #[test]
     fn creation_checks_name_depth_and_uniqueness() {
-        let fresh = BaselineState::default();
-        assert!(decide_create(&fresh, &event("Q3 production")).is_ok());
-        assert_eq!(decide_create(&fresh, &event(" x")), Err(BaselineError::InvalidName(" x".into())));
+        use crate::decider::testing::Scenario;
+        let world = Scenario::new();
+        let create = |e: BaselineCreated| BaselineCommand::Create(e);
+        let decision = world.when(&BaselineDecider, "auditor", &create(event("Q3 production"))).expect("accepted");
+        assert!(matches!(decision.events_of(&BaselineKey("Q3 production".into())), [BaselineEvent::Created(_)]));
+        let refused = world.when(&BaselineDecider, "auditor", &create(event(" x")));
+        assert_eq!(refused.err(), Some(BaselineError::InvalidName(" x".into())));
         let mut deep = event("deep");
         deep.scope = BaselineScope::Service { service: CiId(uuid::Uuid::from_u128(1)), depth: 13 };
-        assert_eq!(decide_create(&fresh, &deep), Err(BaselineError::Depth(13)));
-        let taken = BaselineState { version: Some(0), exists: true };
-        assert_eq!(decide_create(&taken, &event("Q3")), Err(BaselineError::Exists("Q3".into())));
-        assert_eq!(decide_delete(&fresh, "nope", None), Err(BaselineError::Unknown("nope".into())));
-        assert!(decide_delete(&taken, "Q3", None).is_ok());
+        assert_eq!(world.when(&BaselineDecider, "auditor", &create(deep)).err(), Some(BaselineError::Depth(13)));
+        let delete = |name: &str| BaselineCommand::Delete { name: name.into(), reason: None };
+        let unknown = world.when(&BaselineDecider, "auditor", &delete("nope"));
+        assert_eq!(unknown.err(), Some(BaselineError::Unknown("nope".into())));
+
+        world.given(&BaselineDecider, "auditor", create(event("Q3")));
+        // Names compare case-insensitively: "q3" is taken too.
+        let taken = world.execute(&BaselineDecider, "auditor", &create(event("q3")));
+        assert!(matches!(taken, Err(crate::Error::Baseline(BaselineError::Exists(_)))), "{taken:?}");
+        assert!(world.when(&BaselineDecider, "auditor", &delete("Q3")).is_ok());
+        world.given(&BaselineDecider, "auditor", delete("Q3"));
+        assert!(world.when(&BaselineDecider, "auditor", &create(event("Q3"))).is_ok(), "a deleted name is free");
     }
 
     #[test]

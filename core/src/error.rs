@@ -24,9 +24,17 @@ pub enum Error {
     #[error(transparent)]
     Change(#[from] ChangeError),
     #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]
     Contended { stream: String, attempts: usize },
+    #[error("a {decider} command would read {keys} streams; the bound is {bound} (max_keys_per_command)")]
+    TooManyReads { decider: &'static str, keys: usize, bound: usize },
+    #[error("a {decider} command kept naming more streams to read after {bound} rounds (max_read_rounds)")]
+    TooManyReadRounds { decider: &'static str, bound: usize },
 }

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::chain::Hash;
+use crate::hash::Hash;
 use crate::time::Timestamp;
 
 /// Longest stream id, in bytes of UTF-8.

@@ -1,12 +1,60 @@
-//! Event ids: UUIDv7 from an injected generator, so tests can make them deterministic.
+//! Ids: event ids (UUIDv7 from an injected generator, so tests can make them deterministic)
+//! and the typed ids of the domain's records, each with the stream that holds its events.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::event::StreamId;
+use crate::model::ModelError;
 use crate::time::Clock;
 
+macro_rules! id_type {
+    ($name:ident, $prefix:literal, $what:literal) => {
+        id_type!($name, $what);
+
+        impl $name {
+            /// The stream holding this one's events.
+            pub fn stream(&self) -> StreamId {
+                StreamId::new(format!(concat!($prefix, "{}"), self.0)).expect("a uuid stream id is valid")
+            }
+        }
+    };
+    ($name:ident, $what:literal) => {
+        #[doc = concat!("The immutable id of a ", $what, ".")]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ModelError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s.trim())
+                    .map($name)
+                    .map_err(|_| ModelError::InvalidId { what: $what, input: s.to_owned() })
+            }
+        }
+    };
+}
+
+id_type!(CiId, "ci-", "configuration item");
+id_type!(RelId, "rel-", "relationship");
+id_type!(ChangeId, "change-", "change");
+id_type!(TemplateId, "change-template-", "change template");
+// Freeze windows share one stream (`change-freezes`): their ids name no stream.
+id_type!(FreezeId, "freeze window");
+
+/// Makes ids for new events.
 pub trait IdGenerator: Send + Sync + 'static {
     fn next_id(&self) -> Uuid;
 }

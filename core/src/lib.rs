@@ -17,16 +17,21 @@ pub mod chain;
 pub mod change;
 pub mod ci;
 pub mod conformance;
+pub mod control;
+pub mod decider;
 mod error;
 pub mod event;
+pub mod hash;
 pub mod ids;
+pub mod model;
 pub mod policy;
 pub mod store;
 pub mod time;
 
-pub use chain::{ChainBreak, ChainVerifier, Digest, Hash};
+pub use chain::{ChainBreak, ChainVerifier, Digest};
 pub use error::Error;
 pub use event::{Actor, EventRecord, Metadata, NewEvent, Source, StreamId};
+pub use hash::Hash;
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use store::{
     AppendOutcome, AppendRequest, Capabilities, Condition, Direction, EventStore, ExpectedVersion, Limit, StoreError,

@@ -190,13 +190,12 @@ impl PolicyState {
     }
 }
 
-/// Reads the whole policy stream.
+/// The policies as the store holds them now.
 pub async fn load(store: &dyn crate::EventStore) -> Result<PolicyState, crate::Error> {
-    let mut state = PolicyState::default();
-    for record in crate::ci::service::read_whole_stream(store, &policy_stream()).await? {
-        state.apply(&record)?;
+    match crate::decider::fold::load(store, &PolicyKey::Policies).await? {
+        PolicyRead::Policies(policies) => Ok(policies),
+        PolicyRead::Access(_) => Ok(PolicyState::default()),
     }
-    Ok(state)
 }
 
 /// Decides loading a policy: the actor may, the name is sane, the text compiles, calls no
@@ -204,7 +203,7 @@ pub async fn load(store: &dyn crate::EventStore) -> Result<PolicyState, crate::E
 /// force. Pure apart from compiling.
 /// `local_operator`: the command comes from a shell with access to the data directory (the
 /// CLI), which is trusted as an administrator is; otherwise `actor` needs the admin role.
-pub fn decide_load(
+fn decide_load(
     state: &PolicyState,
     access: &AccessState,
     actor: &str,
@@ -234,32 +233,106 @@ pub fn decide_load(
     })
 }
 
-/// Loads a policy: decides against the policy stream and the access state as read, appends at
-/// the version read (with the access stream as a condition), and decides again on a conflict.
-pub async fn execute_load(
-    store: &dyn crate::EventStore,
-    metadata: Metadata,
-    local_operator: bool,
-    name: &str,
-    text: &str,
-) -> Result<(crate::AppendOutcome, PolicyLoaded), crate::Error> {
-    use crate::store::{AppendRequest, ExpectedVersion, StoreError};
-    let expected = |v: Option<u64>| v.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-    const ATTEMPTS: usize = 8;
-    for _ in 0..ATTEMPTS {
-        let state = load(store).await?;
-        let access = crate::access::load_state(store).await?;
-        let loaded = decide_load(&state, &access, &metadata.actor.principal, local_operator, name, text)?;
-        let request = AppendRequest::new()
-            .write(policy_stream(), expected(state.stream_version), vec![loaded.to_new_event(metadata.clone())])
-            .condition(crate::access::access_stream(), expected(access.version));
-        match store.append(request).await {
-            Ok(outcome) => return Ok((outcome, loaded)),
-            Err(StoreError::VersionConflict { .. }) => continue,
-            Err(other) => return Err(other.into()),
+/// What a policy decision reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyKey {
+    /// The policies loaded.
+    Policies,
+    /// Who may load one.
+    Access,
+}
+
+/// The fold of a [`PolicyKey`].
+#[derive(Clone, Debug)]
+pub enum PolicyRead {
+    /// Of [`PolicyKey::Policies`].
+    Policies(PolicyState),
+    /// Of [`PolicyKey::Access`].
+    Access(AccessState),
+}
+
+impl crate::decider::StreamKey for PolicyKey {
+    type State = PolicyRead;
+
+    fn streams(&self) -> Vec<StreamId> {
+        match self {
+            PolicyKey::Policies => vec![policy_stream()],
+            PolicyKey::Access => vec![crate::access::access_stream()],
         }
     }
-    Err(crate::Error::Contended { stream: POLICY_STREAM.into(), attempts: ATTEMPTS })
+
+    fn initial(&self) -> PolicyRead {
+        match self {
+            PolicyKey::Policies => PolicyRead::Policies(PolicyState::default()),
+            PolicyKey::Access => PolicyRead::Access(AccessState::default()),
+        }
+    }
+
+    fn evolve(&self, state: &mut PolicyRead, record: &EventRecord) -> Result<(), crate::Error> {
+        match state {
+            PolicyRead::Policies(policies) => policies.apply(record)?,
+            PolicyRead::Access(access) => access.apply(record)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::decider::DomainEvent for PolicyLoaded {
+    fn to_new_event(&self, metadata: Metadata) -> NewEvent {
+        PolicyLoaded::to_new_event(self, metadata)
+    }
+}
+
+/// Load a policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadPolicy {
+    /// Its name.
+    pub name: String,
+    /// Its Rego text.
+    pub text: String,
+    /// The command comes from a shell with access to the data directory (the CLI), trusted as
+    /// an administrator is; otherwise the actor needs the admin role.
+    pub local_operator: bool,
+}
+
+/// Decides loading policies: against the policy stream and the access state as read, with
+/// the access stream as a condition.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PolicyDecider;
+
+impl crate::decider::Decider for PolicyDecider {
+    type Command = LoadPolicy;
+    type Key = PolicyKey;
+    type Event = PolicyLoaded;
+    type Error = PolicyError;
+    const NAME: &'static str = POLICY_STREAM;
+
+    fn reads(&self, _command: &LoadPolicy, _read: &crate::decider::ReadSet<PolicyKey>) -> Vec<PolicyKey> {
+        vec![PolicyKey::Policies, PolicyKey::Access]
+    }
+
+    fn decide(
+        &self,
+        command: &LoadPolicy,
+        read: &crate::decider::ReadSet<PolicyKey>,
+        context: &crate::decider::CommandContext,
+    ) -> Result<crate::decider::Decision<PolicyKey, PolicyLoaded>, PolicyError> {
+        let (empty_policies, empty_access) = (PolicyState::default(), AccessState::default());
+        let policies = match read.get(&PolicyKey::Policies) {
+            Some(PolicyRead::Policies(p)) => p,
+            _ => &empty_policies,
+        };
+        let access = match read.get(&PolicyKey::Access) {
+            Some(PolicyRead::Access(a)) => a,
+            _ => &empty_access,
+        };
+        let loaded =
+            decide_load(policies, access, context.actor(), command.local_operator, &command.name, &command.text)?;
+        let mut decision = crate::decider::Decision::default();
+        decision.write(PolicyKey::Policies, loaded);
+        decision.require_unchanged(PolicyKey::Access);
+        Ok(decision)
+    }
 }
 
 /// One approval the decision requires: `count` distinct principals, each holding `role` when

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use cmdb_core::access::{self, AccessCommand, AccessError, PrincipalKind, Role};
+use cmdb_core::access::{self, AccessCommand, AccessDecider, AccessError, PrincipalKind, Role};
+use cmdb_core::decider::{CommandContext, Executed};
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
-use cmdb_core::{Actor, Error, EventStore, Metadata, Source, SystemClock};
+use cmdb_core::{Actor, Clock, Error, EventStore, Metadata, Source, SystemClock};
 
 fn create(name: &str) -> AccessCommand {
     AccessCommand::CreatePrincipal {
@@ -20,6 +21,15 @@ fn metadata() -> Metadata {
     Metadata::new(Actor::principal("tester"), Source::Cli)
 }
 
+/// Runs an access command through the one executor.
+async fn execute(
+    store: &dyn EventStore,
+    command: &AccessCommand,
+) -> Result<Executed<access::AccessKey, access::AccessEvent>, Error> {
+    let context = CommandContext::new(metadata(), SystemClock.now());
+    cmdb_core::decider::execute(store, &AccessDecider, command, &context, None).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commands_are_all_decided_against_the_latest_state() {
     let dir = tempfile::tempdir().expect("dir");
@@ -27,9 +37,7 @@ async fn concurrent_commands_are_all_decided_against_the_latest_state() {
     let mut tasks = Vec::new();
     for n in 0..4 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            access::execute(store.as_ref(), &create(&format!("bot-{n}")), metadata(), &SystemClock).await
-        }));
+        tasks.push(tokio::spawn(async move { execute(store.as_ref(), &create(&format!("bot-{n}"))).await }));
     }
     for task in tasks {
         task.await.expect("task").expect("every distinct principal is created");
@@ -40,10 +48,7 @@ async fn concurrent_commands_are_all_decided_against_the_latest_state() {
 
     // The same name twice, concurrently: exactly one wins, the other is told why.
     let twin = create("twin");
-    let (a, b) = tokio::join!(
-        access::execute(store.as_ref(), &twin, metadata(), &SystemClock),
-        access::execute(store.as_ref(), &twin, metadata(), &SystemClock)
-    );
+    let (a, b) = tokio::join!(execute(store.as_ref(), &twin), execute(store.as_ref(), &twin));
     let outcomes = [a, b];
     assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1);
     assert!(
@@ -55,11 +60,11 @@ async fn concurrent_commands_are_all_decided_against_the_latest_state() {
 async fn a_refused_command_writes_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
-    access::execute(&store, &create("bot"), metadata(), &SystemClock).await.expect("create");
+    execute(&store, &create("bot")).await.expect("create");
     let head = store.head().await.expect("head");
-    let refused = access::execute(&store, &create("bot"), metadata(), &SystemClock).await;
+    let refused = execute(&store, &create("bot")).await;
     assert!(matches!(refused, Err(Error::Access(AccessError::PrincipalExists(_)))));
-    let refused = access::execute(&store, &create("Not Valid"), metadata(), &SystemClock).await;
+    let refused = execute(&store, &create("Not Valid")).await;
     assert!(matches!(refused, Err(Error::Access(AccessError::InvalidName(_)))));
     assert_eq!(store.head().await.expect("head"), head);
 }

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use cmdb_core::access::{self, AccessCommand, PrincipalKind, Role};
-use cmdb_core::change::decide::ChangeSettings;
-use cmdb_core::change::service::{self as changes, load_change};
+use cmdb_core::access::{AccessCommand, AccessDecider, PrincipalKind, Role};
+use cmdb_core::change::{self as changes, ChangeDecider, load_change};
 use cmdb_core::change::{
     ChangeAction, ChangeCommand, ChangeDetails, ChangeError, ChangeNumber, ChangeState, ChangeType, PlannedCi, Review,
     Scope,
 };
-use cmdb_core::ci::service::{CommandContext, execute};
-use cmdb_core::ci::{ChangeId, CiClass, CiCommand, CiError, CiId, Register, Status, Update};
+use cmdb_core::ci::{ChangeId, CiClass, CiCommand, CiDecider, CiError, CiId, CiKey, Register, Status, Update};
+use cmdb_core::decider::cache::StateCache;
+use cmdb_core::decider::{CommandContext, execute};
 use cmdb_core::store::memory::{MemoryOptions, MemoryStore};
 use cmdb_core::store::{AppendOutcome, AppendRequest, Capabilities, Direction, StoreError, StoreLimits};
-use cmdb_core::{Actor, Digest, Error, EventRecord, EventStore, Metadata, Source, StreamId, SystemClock, Timestamp};
+use cmdb_core::{Actor, Digest, Error, EventRecord, EventStore, Metadata, Source, StreamId, Timestamp};
 use futures::future::BoxFuture;
 use serde_json::json;
 use tokio::sync::watch;
@@ -133,14 +133,14 @@ async fn principals(store: &dyn EventStore) {
             display_name: None,
             roles: roles.iter().copied().collect::<BTreeSet<_>>(),
         };
-        access::execute(store, &command, as_principal("system"), &SystemClock).await.expect("principal");
+        let context = CommandContext::new(as_principal("system"), now());
+        execute(store, &AccessDecider, &command, &context, None).await.expect("principal");
     }
 }
 
 async fn change_cmd(store: &dyn EventStore, actor: &str, command: ChangeCommand) -> Result<u64, Error> {
-    changes::execute(store, &command, as_principal(actor), now(), ChangeSettings::default())
-        .await
-        .map(|o| o.last_position)
+    let context = CommandContext::new(as_principal(actor), now());
+    execute(store, &ChangeDecider::default(), &command, &context, None).await.map(|e| e.outcome.last_position)
 }
 
 async fn act(store: &dyn EventStore, id: ChangeId, action: ChangeAction) {
@@ -193,7 +193,8 @@ fn set_os(n: u128, os: &str, change: Option<ChangeId>) -> CiCommand {
 }
 
 async fn ci_cmd(store: &dyn EventStore, command: &CiCommand) -> Result<u64, Error> {
-    execute(store, command, &CommandContext::new(as_principal("ivan"))).await.map(|o| o.last_position)
+    let context = CommandContext::new(as_principal("ivan"), now());
+    execute(store, &CiDecider, command, &context, None).await.map(|e| e.outcome.last_position)
 }
 
 /// A normal change planning `planned` hosts, taken to `implementing`.
@@ -419,31 +420,33 @@ async fn refused_change_commands_append_nothing() {
 /// never what is decided.
 #[tokio::test]
 async fn a_stale_state_cache_never_changes_a_decision() {
-    use cmdb_core::ci::service::StateCache;
     let store = MemoryStore::new(MemoryOptions::default());
     principals(&store).await;
     let change = implementing(&store, 1, &["web-01"], &[]).await;
-    let (a, b) = (Arc::new(StateCache::new()), Arc::new(StateCache::new()));
-    let via = |cache: &Arc<StateCache>| CommandContext::new(as_principal("ivan")).with_cache(cache.clone());
-    execute(&store, &register_host(1, "web-01", Some(change)), &via(&a)).await.expect("register via a");
-    execute(&store, &set_os(1, "debian-13", Some(change)), &via(&a)).await.expect("a caches the CI");
+    let (a, b) = (StateCache::<CiKey>::new(), StateCache::<CiKey>::new());
+    let context = CommandContext::new(as_principal("ivan"), now());
+    let run = async |command: &CiCommand, cache: &StateCache<CiKey>| {
+        execute(&store, &CiDecider, command, &context, Some(cache)).await
+    };
+    run(&register_host(1, "web-01", Some(change)), &a).await.expect("register via a");
+    run(&set_os(1, "debian-13", Some(change)), &a).await.expect("a caches the CI");
     assert!(!a.is_empty());
     // b moves the CI on; a's cached version is stale: its append conflicts, it reads and
     // decides again, and lands after b's.
-    execute(&store, &set_os(1, "debian-14", Some(change)), &via(&b)).await.expect("b");
-    execute(&store, &set_os(1, "debian-13", Some(change)), &via(&a)).await.expect("a re-decides on fresh state");
+    run(&set_os(1, "debian-14", Some(change)), &b).await.expect("b");
+    run(&set_os(1, "debian-13", Some(change)), &a).await.expect("a re-decides on fresh state");
     let record = load_change(&store, change).await.expect("load").expect("exists");
     assert_eq!(record.state, ChangeState::Implementing);
     // b takes the CI out of service; a, still believing it live, asks for a transition only a
     // CI under change allows: refused on the cache, decided again on the log, accepted.
     let under_change = |ci_id, to| CiCommand::Transition { ci_id, to, reason: None, authorized_by: Some(change) };
-    execute(&store, &under_change(ci(1), Status::UnderChange), &via(&b)).await.expect("b: under change");
-    execute(&store, &under_change(ci(1), Status::Live), &via(&a)).await.expect("a: back to live, seen fresh");
+    run(&under_change(ci(1), Status::UnderChange), &b).await.expect("b: under change");
+    run(&under_change(ci(1), Status::Live), &a).await.expect("a: back to live, seen fresh");
     // The change completes elsewhere; a's cache still says implementing: its edit is refused
     // (the append is conditional on the change's state stream) and nothing is appended.
     act(&store, change, ChangeAction::Complete).await;
     let before = head(&store).await;
-    let refused = execute(&store, &set_os(1, "debian-15", Some(change)), &via(&a)).await;
+    let refused = run(&set_os(1, "debian-15", Some(change)), &a).await;
     assert!(matches!(refused, Err(Error::Ci(CiError::ChangeNotImplementing { .. }))), "{refused:?}");
     assert_eq!(head(&store).await, before);
 }

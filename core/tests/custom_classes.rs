@@ -5,9 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cmdb_core::ci::registry::{self, AttributeDeclared, ClassDeclared, DeclaredAttribute, DeclaredType, SchemaCommand};
-use cmdb_core::ci::service::{CommandContext, execute};
-use cmdb_core::ci::{CiClass, CiCommand, CiError, CiId, Register, RelId, RelType, Status, Update};
+use cmdb_core::ci::schema::{
+    self as registry, AttributeDeclared, ClassDeclared, DeclaredAttribute, DeclaredType, SchemaCommand, SchemaDecider,
+};
+use cmdb_core::ci::{
+    CiClass, CiCommand, CiDecider, CiError, CiId, ModelError, Register, RelId, RelType, Status, Update,
+};
+use cmdb_core::decider::{CommandContext, execute};
 use cmdb_core::store::memory::{MemoryOptions, MemoryStore};
 use cmdb_core::{Actor, Error, EventStore, Metadata, Source};
 use serde_json::{Value, json};
@@ -68,7 +72,14 @@ async fn uncontrolled(store: &MemoryStore) {
 
 async fn run(store: &MemoryStore, command: CiCommand) -> Result<u64, Error> {
     uncontrolled(store).await;
-    execute(store, &command, &CommandContext::new(metadata())).await.map(|o| o.last_position)
+    let context = CommandContext::new(metadata(), cmdb_core::Timestamp::from_micros(0));
+    execute(store, &CiDecider, &command, &context, None).await.map(|e| e.outcome.last_position)
+}
+
+/// A schema declaration through the one executor.
+async fn declare(store: &dyn EventStore, command: &SchemaCommand, metadata: Metadata) -> Result<u64, Error> {
+    let context = CommandContext::new(metadata, cmdb_core::Timestamp::from_micros(0));
+    execute(store, &SchemaDecider, command, &context, None).await.map(|e| e.outcome.last_position)
 }
 
 #[tokio::test]
@@ -79,7 +90,7 @@ async fn a_declared_class_validates_its_cis_and_relates_like_its_model() {
     // Before the declaration, the class is unknown.
     let early = run(&store, register(1, class, "T-1", json!({"terminal_id": "A1"}))).await;
     assert!(matches!(early, Err(Error::Ci(CiError::UnknownClass(_)))), "{early:?}");
-    registry::execute(&store, &SchemaCommand::DeclareClass(terminal.clone()), metadata()).await.expect("declare");
+    declare(&store, &SchemaCommand::DeclareClass(terminal.clone()), metadata()).await.expect("declare");
     assert_eq!("PAYMENT_TERMINAL".parse::<CiClass>(), Ok(class), "known by name once declared");
     run(&store, register(1, class, "T-1", json!({"terminal_id": "A1", "network": "visa"}))).await.expect("register");
     let missing = run(&store, register(2, class, "T-2", json!({}))).await;
@@ -143,7 +154,7 @@ async fn declared_attributes_extend_built_in_classes_without_rewriting_history()
     )
     .await;
     assert!(matches!(early, Err(Error::Ci(CiError::UnknownAttribute { .. }))), "{early:?}");
-    registry::execute(&store, &rack("rack_unit", false), metadata()).await.expect("declare");
+    declare(&store, &rack("rack_unit", false), metadata()).await.expect("declare");
     run(
         &store,
         CiCommand::Update(
@@ -200,12 +211,12 @@ async fn declared_attributes_extend_built_in_classes_without_rewriting_history()
     let mut results = Vec::new();
     for (index, command) in refused.iter().enumerate() {
         if index == 5 {
-            registry::execute(&store, &SchemaCommand::DeclareClass(terminal_class()), metadata())
+            declare(&store, &SchemaCommand::DeclareClass(terminal_class()), metadata())
                 .await
                 .expect("first declaration");
         }
         let head_before = store.head().await.expect("head");
-        let result = registry::execute(&store, command, metadata()).await;
+        let result = declare(&store, command, metadata()).await;
         assert_eq!(store.head().await.expect("head"), head_before, "refused declaration {index} appended");
         results.push(result);
     }
@@ -214,8 +225,8 @@ async fn declared_attributes_extend_built_in_classes_without_rewriting_history()
     assert!(results[0].as_ref().expect_err("clash").to_string().contains("built in"));
     assert!(matches!(&results[3], Err(Error::Ci(CiError::InvalidDeclaration(m))) if m.contains("optional")));
     assert!(matches!(&results[4], Err(Error::Ci(CiError::InvalidAttributeName(_)))));
-    assert!(matches!(&results[5], Err(Error::Ci(CiError::ClassNameTaken(_)))), "{:?}", results[5]);
-    assert!(matches!(&results[6], Err(Error::Ci(CiError::ClassNameTaken(_)))));
+    assert!(matches!(&results[5], Err(Error::Ci(CiError::Model(ModelError::ClassNameTaken(_))))), "{:?}", results[5]);
+    assert!(matches!(&results[6], Err(Error::Ci(CiError::Model(ModelError::ClassNameTaken(_))))));
     assert!(matches!(&results[7], Err(Error::Ci(CiError::UnknownClass(_)))));
     let _ = head;
 }
@@ -243,7 +254,7 @@ async fn a_schema_change_in_flight_makes_a_ci_command_decide_again() {
                 description: None,
             },
         });
-        registry::execute(store.as_ref(), &declaration, metadata()).await.expect("declare");
+        declare(store.as_ref(), &declaration, metadata()).await.expect("declare");
     }
     for task in tasks {
         task.await.expect("task").expect("every registration lands, re-decided if needed");

@@ -149,7 +149,12 @@ pub fn schedule_facts(
     max_depth: u32,
 ) -> Result<ScheduleFacts, GraphError> {
     let position = graph.applied();
-    let (reached, _) = graph.downstream_of(&scope.cis, position, 6, crate::assessment::RISK_MAX_RESULTS)?;
+    let (reached, _) = graph.downstream_of(
+        &scope.cis,
+        position,
+        crate::assessment::RISK_MAX_DEPTH,
+        crate::assessment::RISK_MAX_RESULTS,
+    )?;
     let mut services: Vec<CiId> =
         reached.iter().filter(|r| r.ci.class == CiClass::BusinessService).map(|r| r.ci.id).collect();
     services.extend(
@@ -264,7 +269,12 @@ pub fn calendar(
         changes.retain(|c| {
             c.details.scope.cis.contains(&service)
                 || graph
-                    .downstream_of(&c.details.scope.cis, position, 6, crate::assessment::RISK_MAX_RESULTS)
+                    .downstream_of(
+                        &c.details.scope.cis,
+                        position,
+                        crate::assessment::RISK_MAX_DEPTH,
+                        crate::assessment::RISK_MAX_RESULTS,
+                    )
                     .is_ok_and(|(reached, _)| reached.iter().any(|r| r.ci.id == service))
         });
     }

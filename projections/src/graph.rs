@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::changes::ChangeBook;
 use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
 use cmdb_core::change::ChangeEvent;
-use cmdb_core::ci::registry::{self, SchemaRegistry};
+use cmdb_core::ci::schema::{self as registry, SchemaRegistry};
 use cmdb_core::ci::{
     ChangeId, CiClass, CiEvent, CiId, CiSnapshot, NameKey, Propagation, RelId, RelType, RelationshipCreated, Status,
     propagation,

@@ -12,6 +12,7 @@ pub mod assessment;
 pub mod calendar;
 pub mod changes;
 pub mod diff;
+pub mod facts;
 pub mod graph;
 pub mod reports;
 pub mod runner;

@@ -232,10 +232,11 @@ proptest! {
 /// change replayed from the log, at every position.
 #[tokio::test]
 async fn changes_survive_a_checkpoint_round_trip_exactly() {
-    use cmdb_core::access::{self, AccessCommand, PrincipalKind, Role};
-    use cmdb_core::change::decide::ChangeSettings;
+    use cmdb_core::access::{AccessCommand, AccessDecider, PrincipalKind, Role};
+    use cmdb_core::change::ChangeDecider;
     use cmdb_core::change::{ChangeAction, ChangeCommand, ChangeDetails, ChangeType, PlannedCi, Scope};
     use cmdb_core::ci::ChangeId;
+    use cmdb_core::decider::{CommandContext, execute};
     use cmdb_core::{Actor, Clock, Metadata, Source};
     use cmdb_projections::graph::TemporalGraph;
     let world = World::new();
@@ -247,9 +248,8 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
             display_name: None,
             roles: [role].into(),
         };
-        access::execute(&world.store, &command, Metadata::new(Actor::system(), Source::Api), world.clock.as_ref())
-            .await
-            .expect("principal");
+        let context = CommandContext::new(Metadata::new(Actor::system(), Source::Api), world.clock.now());
+        execute(&world.store, &AccessDecider, &command, &context, None).await.expect("principal");
     }
     let id = ChangeId(uuid::Uuid::from_u128(77));
     let details = ChangeDetails {
@@ -266,22 +266,17 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
         let store = &world.store;
         let now = world.clock.now();
         async move {
-            cmdb_core::change::service::execute(
-                store,
-                &command,
-                Metadata::new(Actor::principal(actor), Source::Api),
-                now,
-                ChangeSettings::default(),
-            )
-            .await
-            .expect("change command");
+            let context = CommandContext::new(Metadata::new(Actor::principal(actor), Source::Api), now);
+            execute(store, &ChangeDecider::default(), &command, &context, None).await.expect("change command");
         }
     };
     run("req", ChangeCommand::Draft { change_id: id, change_type: ChangeType::Normal, template_id: None, details })
         .await;
     // Assessed with facts (a decision, service hours, owners), so the checkpoint carries them.
+    // Facts as the graph at the head gives them (an approval refuses facts older than the scope).
+    let head = world.store.head().await.expect("head").position;
     let facts = cmdb_core::change::risk::AssessmentFacts {
-        position: 1,
+        position: head,
         computed_at: world.clock.now(),
         downstream_cis: 3,
         truncated: false,

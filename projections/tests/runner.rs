@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cmdb_core::ci::service::{CommandContext, execute};
-use cmdb_core::ci::{CiClass, RelType};
+use cmdb_core::ci::{CiClass, CiDecider, RelType};
+use cmdb_core::decider::{CommandContext, execute};
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_core::{Actor, EventStore, Metadata, Source};
 use cmdb_projections::graph::TemporalGraph;
@@ -17,14 +17,16 @@ use common::{ci, register, relate};
 async fn populate(store: &dyn EventStore, base: u128, count: u128) {
     let metadata = Metadata::new(Actor::principal("tester"), Source::Api);
     // About the runner, not change control: applications are uncontrolled here.
-    cmdb_core::ci::registry::declare_uncontrolled(store, &[CiClass::Application], "runner tests", metadata.clone())
+    cmdb_core::ci::schema::declare_uncontrolled(store, &[CiClass::Application], "runner tests", metadata.clone())
         .await
         .expect("declare");
-    let context = CommandContext::new(metadata);
+    let context = CommandContext::new(metadata, cmdb_core::Timestamp::from_micros(0));
     for n in 0..count {
-        execute(store, &register(base + n, CiClass::Application, None), &context).await.expect("register");
+        execute(store, &CiDecider, &register(base + n, CiClass::Application, None), &context, None)
+            .await
+            .expect("register");
         if n > 0 {
-            execute(store, &relate(base + n, RelType::DependsOn, base + n, base + n - 1), &context)
+            execute(store, &CiDecider, &relate(base + n, RelType::DependsOn, base + n, base + n - 1), &context, None)
                 .await
                 .expect("relate");
         }

@@ -7,7 +7,7 @@ use cmdb_core::Timestamp;
 use cmdb_core::access::{PrincipalKind, Role, token_hash};
 use uuid::Uuid;
 
-use crate::server::access_view::AccessView;
+use crate::app::access_view::AccessView;
 
 /// The authenticated caller of one request or WebSocket connection.
 #[derive(Clone, Debug, PartialEq, Eq)]

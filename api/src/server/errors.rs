@@ -1,5 +1,7 @@
-//! The one place where errors become responses: HTTP errors as JSON with a status, and domain
-//! and store errors as GraphQL errors with a machine-readable `code` extension.
+//! The one place where errors become responses: HTTP errors as JSON with a status, and domain,
+//! store, graph and application errors as GraphQL errors with a machine-readable `code`
+//! extension ([`Code`]). Every match is exhaustive: a new variant must be given its code here.
+//! Internal errors are logged with the request id by the schema's `ErrorLog` extension.
 
 use async_graphql::ErrorExtensions;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -8,9 +10,13 @@ use cmdb_core::access::{AccessError, Operation};
 use cmdb_core::baseline::BaselineError;
 use cmdb_core::change::ChangeError;
 use cmdb_core::ci::CiError;
+use cmdb_core::event::EnvelopeError;
+use cmdb_core::model::ModelError;
 use cmdb_core::policy::PolicyError;
 use cmdb_core::store::StoreError;
+use cmdb_projections::graph::{self as graph, GraphError};
 
+use crate::app::AppError;
 use crate::server::auth::AuthError;
 
 /// An HTTP-level refusal.
@@ -78,129 +84,329 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The machine-readable `code` of a GraphQL error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// The input is malformed or out of its allowed values.
+    BadUserInput,
+    /// What the input names does not exist.
+    NotFound,
+    /// What the input creates exists already.
+    AlreadyExists,
+    /// The state does not allow it now.
+    FailedPrecondition,
+    /// A bound was passed (the `limit` extension names it).
+    LimitExceeded,
+    /// The caller's roles do not allow it.
+    Forbidden,
+    /// A rule of segregation of duties forbids it (CH-4, CH-6).
+    SegregationOfDuties,
+    /// A CI edit needs an implementing change covering it (CM-3).
+    ChangeRequired,
+    /// A freeze window covers the change (CH-5).
+    FreezeWindow,
+    /// An unacknowledged conflict with another scheduled change (CH-5).
+    ChangeConflict,
+    /// The approval policy denies it (CH-4).
+    PolicyDenied,
+    /// The approval policy failed on this input: an operator must fix the policy.
+    PolicyFailed,
+    /// Other writers kept changing what it read: retry.
+    Conflict,
+    /// Durable, or not written, but a read model or the store is not ready: retry.
+    Unavailable,
+    /// A fault of the engine: logged with the request id.
+    Internal,
+    /// No valid token.
+    Unauthenticated,
+}
+
+impl Code {
+    /// As it appears in the `code` extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadUserInput => "BAD_USER_INPUT",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::LimitExceeded => "LIMIT_EXCEEDED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::SegregationOfDuties => "SEGREGATION_OF_DUTIES",
+            Code::ChangeRequired => "CHANGE_REQUIRED",
+            Code::FreezeWindow => "FREEZE_WINDOW",
+            Code::ChangeConflict => "CHANGE_CONFLICT",
+            Code::PolicyDenied => "POLICY_DENIED",
+            Code::PolicyFailed => "POLICY_FAILED",
+            Code::Conflict => "CONFLICT",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::Internal => "INTERNAL",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+}
+
 /// A GraphQL error with a `code` extension.
 pub fn graphql_error(code: &str, message: impl Into<String>) -> async_graphql::Error {
     let code = code.to_owned();
     async_graphql::Error::new(message).extend_with(move |_, extensions| extensions.set("code", code.clone()))
 }
 
-pub fn forbidden(operation: Operation) -> async_graphql::Error {
-    graphql_error("FORBIDDEN", ApiError::Forbidden(operation).to_string())
+/// A GraphQL error with `code`.
+pub fn coded(code: Code, message: impl Into<String>) -> async_graphql::Error {
+    graphql_error(code.as_str(), message)
 }
 
+/// The caller's roles do not permit `operation`.
+pub fn forbidden(operation: Operation) -> async_graphql::Error {
+    coded(Code::Forbidden, ApiError::Forbidden(operation).to_string())
+}
+
+/// Malformed input.
 pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
-    graphql_error("BAD_USER_INPUT", message)
+    coded(Code::BadUserInput, message)
 }
 
 /// A limit refused: names the limit, the value and the bound.
 pub fn limit_exceeded(limit: &str, value: u64, bound: u64) -> async_graphql::Error {
     let limit_name = limit.to_owned();
     async_graphql::Error::new(format!("limit exceeded: {limit} is {bound}, got {value}")).extend_with(move |_, e| {
-        e.set("code", "LIMIT_EXCEEDED");
+        e.set("code", Code::LimitExceeded.as_str());
         e.set("limit", limit_name.clone());
         e.set("value", value);
         e.set("bound", bound);
     })
 }
 
-/// Maps the core's errors to GraphQL errors.
-pub fn core_error(error: cmdb_core::Error) -> async_graphql::Error {
-    use cmdb_core::Error;
-    let message = error.to_string();
-    let code = match &error {
-        Error::Store(store) => match store {
-            StoreError::VersionConflict { .. } => "CONFLICT",
-            StoreError::LimitExceeded { limit, value, bound } => {
-                return limit_exceeded(&limit.to_string(), *value, *bound);
-            }
-            StoreError::InvalidInput(_) | StoreError::DuplicateEventId(_) => "BAD_USER_INPUT",
-            StoreError::StorageFull(_) | StoreError::WriterStopped(_) | StoreError::Closed => "UNAVAILABLE",
-            StoreError::Storage(_) | StoreError::Corruption { .. } | StoreError::Open { .. } => "INTERNAL",
-        },
-        Error::Access(access) => match access {
-            AccessError::UnknownPrincipal(_) | AccessError::UnknownToken(_) => "NOT_FOUND",
-            AccessError::PrincipalExists(_) | AccessError::TokenExists(_) => "ALREADY_EXISTS",
-            AccessError::LastAdmin(_)
-            | AccessError::TokenAlreadyRevoked(_)
-            | AccessError::RoleAlreadyGranted { .. }
-            | AccessError::RoleNotGranted { .. } => "FAILED_PRECONDITION",
-            AccessError::TooManyTokens { .. } | AccessError::TooManyPrincipals => "LIMIT_EXCEEDED",
-            AccessError::Undecodable { .. } => "INTERNAL",
-            _ => "BAD_USER_INPUT",
-        },
-        Error::Envelope(_) => "BAD_USER_INPUT",
-        Error::Baseline(baseline) => match baseline {
-            BaselineError::Unknown(_) => "NOT_FOUND",
-            BaselineError::Exists(_) => "ALREADY_EXISTS",
-            BaselineError::Undecodable { .. } => "INTERNAL",
-            _ => "BAD_USER_INPUT",
-        },
-        Error::Ci(ci) => match ci {
-            CiError::UnknownCi(_) | CiError::UnknownRelationship(_) => "NOT_FOUND",
-            CiError::NameTaken { .. }
-            | CiError::CiExists(_)
-            | CiError::RelationshipExists(_)
-            | CiError::DuplicateRelationship { .. } => "ALREADY_EXISTS",
-            CiError::CiWithdrawn(_)
-            | CiError::TransitionNotAllowed { .. }
-            | CiError::RelationshipRemoved(_)
-            | CiError::NothingToChange
-            | CiError::ReferenceWithdrawn { .. } => "FAILED_PRECONDITION",
-            CiError::TooManyRelationships { .. } | CiError::TooManyAttributes { .. } => "LIMIT_EXCEEDED",
-            // CM-3: a machine-readable code for "this edit needs a change".
-            CiError::Unauthorized { .. } => "CHANGE_REQUIRED",
-            CiError::UnknownChange(_) => "NOT_FOUND",
-            CiError::ChangeNotImplementing { .. } | CiError::NotInScope { .. } | CiError::NotPlanned { .. } => {
-                "FAILED_PRECONDITION"
-            }
-            CiError::Undecodable { .. } => "INTERNAL",
-            _ => "BAD_USER_INPUT",
-        },
-        Error::Change(change) => match change {
-            ChangeError::UnknownChange(_) | ChangeError::UnknownTemplate(_) => "NOT_FOUND",
-            ChangeError::ChangeExists(_) | ChangeError::TemplateExists(_) => "ALREADY_EXISTS",
-            ChangeError::NotPermitted { .. } | ChangeError::NotRequester { .. } => "FORBIDDEN",
-            ChangeError::SegregationOfDuties { .. }
-            | ChangeError::AlreadyDecided { .. }
-            | ChangeError::NotImplementer { .. } => "SEGREGATION_OF_DUTIES",
-            ChangeError::TransitionNotAllowed { .. }
-            | ChangeError::NotEditable { .. }
-            | ChangeError::TemplateRetired(_)
-            | ChangeError::NotYetApproved { .. } => "FAILED_PRECONDITION",
-            ChangeError::ScopeTooLarge { .. }
-            | ChangeError::TooMany { .. }
-            | ChangeError::TooManyAssessments { .. } => "LIMIT_EXCEEDED",
-            ChangeError::NotReassessable { .. }
-            | ChangeError::NotAssessed { .. }
-            | ChangeError::NotReschedulable { .. }
-            | ChangeError::FreezeAlreadyLifted(_) => "FAILED_PRECONDITION",
-            // CH-5: a freeze window covers the scope; a conflict is not acknowledged.
-            ChangeError::Frozen { .. } => "FREEZE_WINDOW",
-            ChangeError::Conflicting { .. } => "CHANGE_CONFLICT",
-            ChangeError::UnknownFreeze(_) => "NOT_FOUND",
-            // CH-4: the approval policy says no, with its reasons.
-            ChangeError::PolicyDenied { .. } => "POLICY_DENIED",
-            // The policy in force failed on this input: an operator must fix the policy.
-            ChangeError::Policy(_) => "POLICY_FAILED",
-            ChangeError::Undecodable { .. } => "INTERNAL",
-            _ => "BAD_USER_INPUT",
-        },
-        Error::Policy(policy) => match policy {
-            PolicyError::NotPermitted { .. } => "FORBIDDEN",
-            PolicyError::Unchanged(_) => "FAILED_PRECONDITION",
-            PolicyError::UnknownVersion(_) => "NOT_FOUND",
-            PolicyError::TooLarge { .. } => "LIMIT_EXCEEDED",
-            PolicyError::Undecodable { .. } => "INTERNAL",
-            _ => "BAD_USER_INPUT",
-        },
-        Error::Contended { .. } => "CONFLICT",
-    };
-    if code == "INTERNAL" {
-        tracing::error!(%message, "internal error in a GraphQL operation");
+fn store_code(error: &StoreError) -> Code {
+    match error {
+        StoreError::VersionConflict { .. } => Code::Conflict,
+        StoreError::LimitExceeded { .. } => Code::LimitExceeded,
+        StoreError::InvalidInput(_) | StoreError::DuplicateEventId(_) => Code::BadUserInput,
+        StoreError::StorageFull(_) | StoreError::WriterStopped(_) | StoreError::Closed => Code::Unavailable,
+        StoreError::Storage(_) | StoreError::Corruption { .. } | StoreError::Open { .. } => Code::Internal,
     }
-    graphql_error(code, message)
 }
 
+fn model_code(error: &ModelError) -> Code {
+    match error {
+        ModelError::InvalidId { .. }
+        | ModelError::UnknownName { .. }
+        | ModelError::InvalidClassName(_)
+        | ModelError::InvalidChangeNumber(_)
+        | ModelError::InvalidChangeRef(_)
+        | ModelError::ClassNameTaken(_) => Code::BadUserInput,
+        ModelError::TooManyClassNames => Code::LimitExceeded,
+    }
+}
+
+fn access_code(error: &AccessError) -> Code {
+    match error {
+        AccessError::UnknownPrincipal(_) | AccessError::UnknownToken(_) => Code::NotFound,
+        AccessError::PrincipalExists(_) | AccessError::TokenExists(_) => Code::AlreadyExists,
+        AccessError::LastAdmin(_)
+        | AccessError::TokenAlreadyRevoked(_)
+        | AccessError::RoleAlreadyGranted { .. }
+        | AccessError::RoleNotGranted { .. } => Code::FailedPrecondition,
+        AccessError::TooManyTokens { .. } | AccessError::TooManyPrincipals => Code::LimitExceeded,
+        AccessError::InvalidName(_)
+        | AccessError::UnknownRole(_)
+        | AccessError::UnknownKind(_)
+        | AccessError::LabelTooLong { .. }
+        | AccessError::ExpiryNotInFuture(_) => Code::BadUserInput,
+        AccessError::Undecodable { .. } => Code::Internal,
+    }
+}
+
+fn baseline_code(error: &BaselineError) -> Code {
+    match error {
+        BaselineError::Unknown(_) => Code::NotFound,
+        BaselineError::Exists(_) => Code::AlreadyExists,
+        BaselineError::InvalidName(_) | BaselineError::DescriptionTooLong(_) | BaselineError::Depth(_) => {
+            Code::BadUserInput
+        }
+        BaselineError::Undecodable { .. } => Code::Internal,
+    }
+}
+
+fn ci_code(error: &CiError) -> Code {
+    match error {
+        CiError::Model(model) => model_code(model),
+        CiError::UnknownCi(_) | CiError::UnknownRelationship(_) | CiError::UnknownChange(_) => Code::NotFound,
+        CiError::NameTaken { .. }
+        | CiError::CiExists(_)
+        | CiError::RelationshipExists(_)
+        | CiError::DuplicateRelationship { .. } => Code::AlreadyExists,
+        CiError::CiWithdrawn(_)
+        | CiError::TransitionNotAllowed { .. }
+        | CiError::RelationshipRemoved(_)
+        | CiError::NothingToChange
+        | CiError::ReferenceWithdrawn { .. }
+        | CiError::ChangeNotImplementing { .. }
+        | CiError::NotInScope { .. }
+        | CiError::NotPlanned { .. } => Code::FailedPrecondition,
+        CiError::TooManyRelationships { .. } | CiError::TooManyAttributes { .. } => Code::LimitExceeded,
+        // CM-3: a machine-readable code for "this edit needs a change".
+        CiError::Unauthorized { .. } => Code::ChangeRequired,
+        CiError::UnknownAttribute { .. }
+        | CiError::InvalidAttribute { .. }
+        | CiError::MissingAttribute { .. }
+        | CiError::InvalidName(_)
+        | CiError::UnknownClass(_)
+        | CiError::InvalidAttributeName(_)
+        | CiError::AttributeClash { .. }
+        | CiError::InvalidDeclaration(_)
+        | CiError::Empty { .. }
+        | CiError::TooLong { .. }
+        | CiError::InitialStatusNotAllowed(_)
+        | CiError::WrongReferenceClass { .. }
+        | CiError::OwnerRequired { .. }
+        | CiError::SelfLoop(_)
+        | CiError::RelationshipNotAllowed { .. } => Code::BadUserInput,
+        CiError::Undecodable { .. } => Code::Internal,
+    }
+}
+
+fn change_code(error: &ChangeError) -> Code {
+    match error {
+        ChangeError::Model(model) => model_code(model),
+        ChangeError::UnknownChange(_) | ChangeError::UnknownTemplate(_) | ChangeError::UnknownFreeze(_) => {
+            Code::NotFound
+        }
+        ChangeError::ChangeExists(_) | ChangeError::TemplateExists(_) => Code::AlreadyExists,
+        ChangeError::NotPermitted { .. } | ChangeError::NotRequester { .. } => Code::Forbidden,
+        ChangeError::SegregationOfDuties { .. }
+        | ChangeError::AlreadyDecided { .. }
+        | ChangeError::NotImplementer { .. } => Code::SegregationOfDuties,
+        ChangeError::TransitionNotAllowed { .. }
+        | ChangeError::NotEditable { .. }
+        | ChangeError::TemplateRetired(_)
+        | ChangeError::NotYetApproved { .. }
+        | ChangeError::NotReassessable { .. }
+        | ChangeError::NotAssessed { .. }
+        | ChangeError::NotReschedulable { .. }
+        | ChangeError::FreezeAlreadyLifted(_)
+        | ChangeError::StaleAssessment { .. } => Code::FailedPrecondition,
+        ChangeError::ScopeTooLarge { .. } | ChangeError::TooMany { .. } | ChangeError::TooManyAssessments { .. } => {
+            Code::LimitExceeded
+        }
+        // CH-5: a freeze window covers the scope; a conflict is not acknowledged.
+        ChangeError::Frozen { .. } => Code::FreezeWindow,
+        ChangeError::Conflicting { .. } => Code::ChangeConflict,
+        // CH-4: the approval policy says no, with its reasons.
+        ChangeError::PolicyDenied { .. } => Code::PolicyDenied,
+        ChangeError::Policy(_) => Code::PolicyFailed,
+        ChangeError::Missing { .. }
+        | ChangeError::Empty { .. }
+        | ChangeError::TooLong { .. }
+        | ChangeError::WindowEndsBeforeStart { .. }
+        | ChangeError::WindowTooLong { .. }
+        | ChangeError::UnknownTimeZone(_)
+        | ChangeError::DuplicateScope(_)
+        | ChangeError::UnknownClass(_)
+        | ChangeError::InvalidPlannedName(_)
+        | ChangeError::InvalidLink(_)
+        | ChangeError::DuplicateLink { .. }
+        | ChangeError::TemplateMismatch(_)
+        | ChangeError::ClassNotInTemplate { .. }
+        | ChangeError::NotApplicable { .. }
+        | ChangeError::InvalidRecurrence(_)
+        | ChangeError::NotAService(_)
+        | ChangeError::SelfConflict
+        | ChangeError::HistoryDays { .. }
+        // A draft's scope is checked as input: what it names must exist and be free.
+        | ChangeError::UnknownCi(_)
+        | ChangeError::UnknownPrincipal(_)
+        | ChangeError::CiWithdrawn(_)
+        | ChangeError::PlannedExists { .. }
+        | ChangeError::NothingToChange => Code::BadUserInput,
+        ChangeError::Undecodable { .. } => Code::Internal,
+    }
+}
+
+fn policy_code(error: &PolicyError) -> Code {
+    match error {
+        PolicyError::NotPermitted { .. } => Code::Forbidden,
+        PolicyError::Unchanged(_) => Code::FailedPrecondition,
+        PolicyError::UnknownVersion(_) => Code::NotFound,
+        PolicyError::TooLarge { .. } => Code::LimitExceeded,
+        PolicyError::Syntax(_)
+        | PolicyError::ForbiddenBuiltin { .. }
+        | PolicyError::BadName
+        | PolicyError::NoDecision(_)
+        | PolicyError::Evaluation(_)
+        | PolicyError::BadOutput(_) => Code::BadUserInput,
+        PolicyError::Undecodable { .. } => Code::Internal,
+    }
+}
+
+fn envelope_code(error: &EnvelopeError) -> Code {
+    match error {
+        EnvelopeError::EmptyStreamId
+        | EnvelopeError::StreamIdTooLong { .. }
+        | EnvelopeError::StreamIdCharacters(_)
+        | EnvelopeError::EmptyEventType
+        | EnvelopeError::EventTypeTooLong { .. }
+        | EnvelopeError::EventTypeCharacters(_)
+        | EnvelopeError::MetadataFieldTooLong { .. }
+        | EnvelopeError::EmptyMetadataField { .. }
+        | EnvelopeError::UnknownSource(_) => Code::BadUserInput,
+    }
+}
+
+/// The code of a core error.
+pub fn core_code(error: &cmdb_core::Error) -> Code {
+    use cmdb_core::Error;
+    match error {
+        Error::Store(store) => store_code(store),
+        Error::Access(access) => access_code(access),
+        Error::Envelope(envelope) => envelope_code(envelope),
+        Error::Ci(ci) => ci_code(ci),
+        Error::Baseline(baseline) => baseline_code(baseline),
+        Error::Change(change) => change_code(change),
+        Error::Control(_) => Code::Internal,
+        Error::Model(model) => model_code(model),
+        Error::Policy(policy) => policy_code(policy),
+        Error::Contended { .. } => Code::Conflict,
+        Error::TooManyReads { .. } => Code::LimitExceeded,
+        Error::TooManyReadRounds { .. } => Code::Internal,
+    }
+}
+
+/// Maps the core's errors to GraphQL errors.
+pub fn core_error(error: cmdb_core::Error) -> async_graphql::Error {
+    if let cmdb_core::Error::Store(StoreError::LimitExceeded { limit, value, bound }) = &error {
+        return limit_exceeded(&limit.to_string(), *value, *bound);
+    }
+    coded(core_code(&error), error.to_string())
+}
+
+/// Maps a store error to a GraphQL error.
 pub fn store_error(error: StoreError) -> async_graphql::Error {
     core_error(cmdb_core::Error::Store(error))
+}
+
+/// Maps the graph's errors to GraphQL errors.
+pub fn graph_error(error: GraphError) -> async_graphql::Error {
+    match error {
+        GraphError::Depth(value) => limit_exceeded("max_depth", u64::from(value), u64::from(graph::MAX_DEPTH)),
+        GraphError::Results(value) => limit_exceeded("max_results", value as u64, graph::MAX_RESULTS as u64),
+        GraphError::UnknownCi { .. } => coded(Code::NotFound, error.to_string()),
+        GraphError::Apply { .. } => coded(Code::Internal, error.to_string()),
+        GraphError::NotAService { .. }
+        | GraphError::BeforeFirstEvent { .. }
+        | GraphError::EmptyLog
+        | GraphError::FromAfterTo { .. }
+        | GraphError::PositionAhead { .. }
+        | GraphError::Invalid(_) => bad_input(error.to_string()),
+    }
+}
+
+/// Maps the application layer's errors to GraphQL errors.
+pub fn app_error(error: AppError) -> async_graphql::Error {
+    match error {
+        AppError::Core(core) => core_error(core),
+        AppError::Graph(graph) => graph_error(graph),
+        AppError::UnknownChange(_) => coded(Code::NotFound, error.to_string()),
+        AppError::NotYetApplied { .. } => coded(Code::Unavailable, error.to_string()),
+    }
 }

@@ -2,7 +2,6 @@
 //! access, bootstrap an admin), and graceful shutdown (stop accepting, finish in-flight
 //! requests and their appends, complete subscriptions, close the log).
 
-pub mod access_view;
 pub mod auth;
 pub mod demo;
 pub mod errors;
@@ -25,7 +24,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use cmdb_core::access::{self, AccessCommand, Operation, PrincipalKind, Role, permits, token_hash};
+use cmdb_core::access::{self, AccessCommand, AccessDecider, Operation, PrincipalKind, Role, permits, token_hash};
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_core::{Actor, Clock, EventStore, IdGenerator, Metadata, Source, SystemClock, UuidV7Ids};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -36,8 +35,9 @@ use tokio_util::task::TaskTracker;
 use cmdb_projections::graph::TemporalGraph;
 use cmdb_projections::runner::{self, ProjectionHandle, RunnerOptions};
 
+use crate::app::access_view::AccessView;
+use crate::app::{App, AppSettings, run_offline};
 use crate::settings::ServeSettings;
-use access_view::AccessView;
 use auth::{Caller, authenticate_header};
 use errors::ApiError;
 use graphql::{CmdbSchema, RequestContext, build_schema};
@@ -62,13 +62,10 @@ pub struct AppState {
     pub ids: Arc<dyn IdGenerator>,
     /// Cancelled when shutdown begins: subscriptions complete, WebSockets close.
     pub shutdown: CancellationToken,
-    /// Serialises access commands (they all append to the one access stream).
-    pub access_commands: tokio::sync::Mutex<()>,
     /// The temporal configuration graph.
     pub graph: ProjectionHandle<TemporalGraph>,
-    /// The stream states CI commands have read, so the next command on them reads nothing
-    /// (optimistic: a stale state only costs a conflict and a re-decision).
-    pub ci_states: Arc<cmdb_core::ci::service::StateCache>,
+    /// The application layer every write goes through.
+    pub app: Arc<App>,
 }
 
 /// The router's state.
@@ -166,6 +163,13 @@ impl Server {
         let local_addr = listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
         let listener = listener::LimitedListener::new(listener, settings.max_connections);
 
+        let application = Arc::new(App::new(
+            store.clone(),
+            graph.clone(),
+            access.clone(),
+            options.clock.clone(),
+            app_settings(&settings),
+        ));
         let app = Arc::new(AppState {
             store,
             access,
@@ -173,9 +177,8 @@ impl Server {
             clock: options.clock.clone(),
             ids: options.ids.clone(),
             shutdown: CancellationToken::new(),
-            access_commands: tokio::sync::Mutex::new(()),
             graph,
-            ci_states: Arc::new(cmdb_core::ci::service::StateCache::new()),
+            app: application,
         });
         let state = ServerState {
             app: app.clone(),
@@ -249,6 +252,21 @@ impl Server {
     }
 }
 
+/// What the application layer takes from the server's settings.
+pub fn app_settings(settings: &ServeSettings) -> AppSettings {
+    AppSettings {
+        change: cmdb_core::change::ChangeSettings {
+            emergency_review_deadline_hours: settings.emergency_review_deadline_hours,
+            freeze_blocks_standard: settings.freeze_blocks_standard,
+        },
+        facts: cmdb_projections::facts::FactSettings {
+            history_days: settings.risk_history_days,
+            conflict_max_depth: settings.conflict_max_depth,
+        },
+        apply_wait: Duration::from_millis(settings.min_position_wait_ms),
+    }
+}
+
 #[derive(serde::Serialize, Deserialize)]
 pub struct ServerFile {
     pub pid: u32,
@@ -287,7 +305,7 @@ async fn bootstrap(
         display_name: Some("Bootstrap administrator".into()),
         roles: [Role::Admin].into_iter().collect(),
     };
-    match access::execute(store, &create, metadata.clone(), options.clock.as_ref()).await {
+    match run_offline(store, &AccessDecider, &create, metadata.clone(), options.clock.now()).await {
         Ok(_) => {}
         // Another process bootstrapped first.
         Err(cmdb_core::Error::Access(access::AccessError::PrincipalExists(_))) => return Ok(None),
@@ -296,7 +314,7 @@ async fn bootstrap(
     if settings.no_bootstrap_token {
         return Ok(None);
     }
-    let token = graphql::mutation_token_text();
+    let token = graphql::new_token_text();
     let issue = AccessCommand::IssueToken {
         principal: BOOTSTRAP_ADMIN.into(),
         token_id: options.ids.next_id(),
@@ -304,7 +322,7 @@ async fn bootstrap(
         label: Some("bootstrap".into()),
         expires_at: None,
     };
-    let outcome = access::execute(store, &issue, metadata, options.clock.as_ref()).await?;
+    let outcome = run_offline(store, &AccessDecider, &issue, metadata, options.clock.now()).await?.outcome;
     access.wait_for(outcome.last_position, Duration::from_millis(settings.min_position_wait_ms)).await;
     Ok(Some(token))
 }

@@ -8,15 +8,16 @@ use std::str::FromStr;
 use serde_json::{Value, json};
 
 use crate::access::{AccessState, Operation, PERMISSIONS, Role, permits};
-use crate::ci::registry::SchemaRegistry;
+use crate::ci::schema::SchemaRegistry;
 use crate::ci::{CiClass, CiId, CiSnapshot, NameKey, Status, TemplateId};
-use crate::event::StreamId;
+use crate::decider::{CommandContext, Decider, Decision, ReadSet};
 use crate::policy::{self, PolicyDecision, PolicyRecord};
 use crate::time::Timestamp;
 
 use super::freeze::{
     self, FreezeCreated, FreezeEvent, FreezeHit, FreezeId, FreezeLifted, FreezeSchedule, FreezeScope, Freezes,
 };
+use super::reads::{self, ChangeKey, ChangeRead};
 use super::risk::{self, Assessment, AssessmentFacts};
 use super::table::{self, Requirement, Target};
 use super::*;
@@ -221,23 +222,13 @@ pub struct ChangeInput<'a> {
     pub policy: &'a PolicyRecord,
     /// Freeze windows (used by scheduling and freeze commands).
     pub freezes: &'a Freezes,
+    /// The newest position at which a CI of `cis` itself changed (to tell whether an
+    /// assessment's facts are still those of the scope).
+    pub cis_changed_at: Option<u64>,
 }
 
-/// The events to append, per stream, and streams read that must not change.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ChangeDecision {
-    pub writes: Vec<(StreamId, Vec<ChangeEvent>)>,
-    pub conditions: Vec<StreamId>,
-}
-
-impl ChangeDecision {
-    fn write(&mut self, stream: StreamId, event: ChangeEvent) {
-        match self.writes.iter_mut().find(|(s, _)| *s == stream) {
-            Some((_, events)) => events.push(event),
-            None => self.writes.push((stream, vec![event])),
-        }
-    }
-}
+/// A change decision: events per key, and keys read that must not change.
+pub type ChangeDecision = Decision<ChangeKey, ChangeEvent>;
 
 fn roles_of(input: &ChangeInput<'_>) -> BTreeSet<Role> {
     input.access.principals.get(input.actor).map(|p| p.roles.clone()).unwrap_or_default()
@@ -351,10 +342,10 @@ fn check_scope(input: &ChangeInput<'_>, scope: &Scope, template: Option<&Templat
         if !input.schema.knows(plan.class) {
             return Err(ChangeError::UnknownClass(plan.class.as_str().to_owned()));
         }
-        if crate::ci::check_name(&plan.name).is_err() {
+        if crate::ci::decide::check_name(&plan.name).is_err() {
             return Err(ChangeError::InvalidPlannedName(plan.name.clone()));
         }
-        let key = plan.key();
+        let key = NameKey::planned(plan);
         if let Some(existing) = input.names.get(&key).copied().flatten() {
             return Err(ChangeError::PlannedExists { class: plan.class, name: plan.name.clone(), existing });
         }
@@ -474,11 +465,11 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 }
                 details.description.get_or_insert_with(|| t.template.description.clone());
                 details.back_out_plan.get_or_insert_with(|| t.template.back_out_plan.clone());
-                decision.conditions.push(t.template.template_id.stream());
+                decision.require_unchanged(ChangeKey::Template(t.template.template_id));
             }
             check_details(input, &format!("draft change {change_id}"), &details, template)?;
             decision.write(
-                details_stream(*change_id),
+                ChangeKey::Details(*change_id),
                 ChangeEvent::Drafted(ChangeDrafted {
                     change_id: *change_id,
                     change_type: *change_type,
@@ -501,14 +492,14 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
             }
             let template = match change.template_id {
                 Some(id) => {
-                    decision.conditions.push(id.stream());
+                    decision.require_unchanged(ChangeKey::Template(id));
                     Some(active_template(input, id)?)
                 }
                 None => None,
             };
             check_details(input, &change.label(), &details, template)?;
             decision.write(
-                details_stream(*change_id),
+                ChangeKey::Details(*change_id),
                 ChangeEvent::Amended(ChangeAmended { change_id: *change_id, details }),
             );
         }
@@ -521,7 +512,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
             check_complete(ChangeType::Emergency, details)?;
             let due = deadline(input);
             decision.write(
-                details_stream(*change_id),
+                ChangeKey::Details(*change_id),
                 ChangeEvent::Drafted(ChangeDrafted {
                     change_id: *change_id,
                     change_type: ChangeType::Emergency,
@@ -531,11 +522,11 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 }),
             );
             decision.write(
-                numbers_stream(),
+                ChangeKey::Numbers,
                 ChangeEvent::NumberAssigned(NumberAssigned { number: input.next_number, change_id: *change_id }),
             );
             decision.write(
-                state_stream(*change_id),
+                ChangeKey::State(*change_id),
                 ChangeEvent::RetrospectiveRecorded(RetrospectiveRecorded {
                     change_id: *change_id,
                     number: input.next_number,
@@ -548,7 +539,12 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
         }
         ChangeCommand::Act { change_id, action, note, review, facts } => {
             let change = existing(input, *change_id)?;
-            act(input, change, *action, note.as_deref(), review.as_ref(), facts.as_deref(), &mut decision)?;
+            let assessed = change.state == ChangeState::Assessed && change.assessment().is_some();
+            if *action == ChangeAction::Approve && assessed {
+                approve_assessed(input, change, note.as_deref(), facts.as_deref(), &mut decision)?;
+            } else {
+                act(input, change, *action, note.as_deref(), review.as_ref(), facts.as_deref(), &mut decision)?;
+            }
         }
         ChangeCommand::Schedule { change_id, note, facts } => {
             let change = existing(input, *change_id)?;
@@ -561,7 +557,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                     }
                 }
             }
-            decision.conditions.push(freeze::freezes_stream());
+            decision.require_unchanged(ChangeKey::Freezes);
         }
         ChangeCommand::Reschedule { change_id, window, note, facts } => {
             let change = existing(input, *change_id)?;
@@ -576,7 +572,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
             }
             let in_freeze = schedule_checks(input, change, Some(window), facts)?;
             decision.write(
-                details_stream(*change_id),
+                ChangeKey::Details(*change_id),
                 ChangeEvent::Rescheduled(ChangeRescheduled {
                     change_id: *change_id,
                     window: window.clone(),
@@ -585,8 +581,8 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                     in_freeze,
                 }),
             );
-            decision.conditions.push(state_stream(*change_id));
-            decision.conditions.push(freeze::freezes_stream());
+            decision.require_unchanged(ChangeKey::State(*change_id));
+            decision.require_unchanged(ChangeKey::Freezes);
         }
         ChangeCommand::AcknowledgeConflict { change_id, other, reason } => {
             let change = existing(input, *change_id)?;
@@ -610,7 +606,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 });
             }
             decision.write(
-                details_stream(*change_id),
+                ChangeKey::Details(*change_id),
                 ChangeEvent::ConflictAcknowledged(ConflictAcknowledged {
                     change_id: *change_id,
                     other: *other,
@@ -642,7 +638,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 }
             }
             decision.write(
-                freeze::freezes_stream(),
+                ChangeKey::Freezes,
                 ChangeEvent::Freeze(FreezeEvent::Created(FreezeCreated {
                     freeze_id: *freeze_id,
                     name: name.clone(),
@@ -665,7 +661,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 return Err(ChangeError::FreezeAlreadyLifted(record.freeze.name.clone()));
             }
             decision.write(
-                freeze::freezes_stream(),
+                ChangeKey::Freezes,
                 ChangeEvent::Freeze(FreezeEvent::Lifted(FreezeLifted {
                     freeze_id: *freeze_id,
                     reason: reason.clone(),
@@ -693,7 +689,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 return Err(ChangeError::NotAssessed { change: change.label() });
             }
             let recorded = evaluate(input, change, facts, *trigger)?;
-            decision.write(details_stream(*change_id), ChangeEvent::Assessed(Box::new(recorded)));
+            decision.write(ChangeKey::Details(*change_id), ChangeEvent::Assessed(Box::new(recorded)));
         }
         ChangeCommand::Comment { change_id, text: body } => {
             let change = existing(input, *change_id)?;
@@ -708,7 +704,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 });
             }
             decision.write(
-                details_stream(*change_id),
+                ChangeKey::Details(*change_id),
                 ChangeEvent::Commented(ChangeCommented { change_id: *change_id, by: actor, text: body.clone() }),
             );
         }
@@ -719,7 +715,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
             links.push(link.clone());
             check_links(&change.label(), &links)?;
             decision.write(
-                details_stream(*change_id),
+                ChangeKey::Details(*change_id),
                 ChangeEvent::Linked(ChangeLinked { change_id: *change_id, by: actor, link: link.clone() }),
             );
         }
@@ -755,7 +751,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 }
             }
             decision.write(
-                template_id.stream(),
+                ChangeKey::Template(*template_id),
                 ChangeEvent::TemplateCreated(TemplateCreated {
                     template_id: *template_id,
                     name: name.clone(),
@@ -772,7 +768,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
             active_template(input, *template_id)?;
             optional_text("reason", reason.as_deref(), MAX_TEXT_BYTES)?;
             decision.write(
-                template_id.stream(),
+                ChangeKey::Template(*template_id),
                 ChangeEvent::TemplateRetired(TemplateRetired {
                     template_id: *template_id,
                     by: actor,
@@ -1041,7 +1037,7 @@ fn act(
             Requirement::CompleteRequest => {
                 let template = match change.template_id {
                     Some(id) => {
-                        decision.conditions.push(id.stream());
+                        decision.require_unchanged(ChangeKey::Template(id));
                         Some(active_template(input, id)?)
                     }
                     None => None,
@@ -1149,7 +1145,7 @@ fn act(
         let recorded = ApprovalRecorded {
             change_id: change.change_id,
             by: actor.clone(),
-            decision: if action == ChangeAction::Approve { Decision::Approve } else { Decision::Reject },
+            decision: if action == ChangeAction::Approve { Verdict::Approve } else { Verdict::Reject },
             authority,
             roles_held: roles.clone(),
             note: note.map(str::to_owned),
@@ -1169,7 +1165,7 @@ fn act(
                 to = Target::Same;
             }
         }
-        decision.write(details_stream(change.change_id), ChangeEvent::ApprovalRecorded(recorded));
+        decision.write(ChangeKey::Details(change.change_id), ChangeEvent::ApprovalRecorded(recorded));
     }
     // An assessment with facts records the risk and the policy's decision (CH-2, CH-4); so
     // does a standard change's submission, where the decision may withdraw the pre-approval.
@@ -1196,18 +1192,18 @@ fn act(
         _ => None,
     };
     if let Some(recorded) = evaluated {
-        decision.write(details_stream(change.change_id), ChangeEvent::Assessed(Box::new(recorded)));
+        decision.write(ChangeKey::Details(change.change_id), ChangeEvent::Assessed(Box::new(recorded)));
     }
     let Target::To(to) = to else {
         return Ok(());
     };
     if action == ChangeAction::Submit {
         decision.write(
-            numbers_stream(),
+            ChangeKey::Numbers,
             ChangeEvent::NumberAssigned(NumberAssigned { number: input.next_number, change_id: change.change_id }),
         );
         decision.write(
-            state_stream(change.change_id),
+            ChangeKey::State(change.change_id),
             ChangeEvent::Submitted(ChangeSubmitted {
                 change_id: change.change_id,
                 number: input.next_number,
@@ -1224,7 +1220,7 @@ fn act(
         && matches!(action, ChangeAction::Complete | ChangeAction::Fail))
     .then(|| deadline(input));
     decision.write(
-        state_stream(change.change_id),
+        ChangeKey::State(change.change_id),
         ChangeEvent::Transitioned(ChangeTransitioned {
             change_id: change.change_id,
             action,
@@ -1238,6 +1234,119 @@ fn act(
         }),
     );
     Ok(())
+}
+
+/// Approves an assessed change (CH-2, CH-4). If a CI in its scope changed since the facts of
+/// the assessment in force, the approval needs fresh facts: with them, the reassessment and
+/// the approval under the new decision are one decision (one atomic append); without them,
+/// it is refused with [`ChangeError::StaleAssessment`]. Either way the append is conditional
+/// on the scope's CIs, so an edit racing the approval makes it decide again.
+fn approve_assessed(
+    input: &ChangeInput<'_>,
+    change: &ChangeRecord,
+    note: Option<&str>,
+    facts: Option<&AssessmentFacts>,
+    decision: &mut ChangeDecision,
+) -> Result<(), ChangeError> {
+    let assessed_at = change.assessment().map_or(0, |entry| entry.assessment.facts.position);
+    let scope_changed = input.cis_changed_at.is_some_and(|changed| changed > assessed_at);
+    for id in &change.details.scope.cis {
+        decision.require_unchanged(ChangeKey::Ci(*id));
+    }
+    match facts {
+        Some(_) | None if !scope_changed => act(input, change, ChangeAction::Approve, note, None, None, decision),
+        None => Err(ChangeError::StaleAssessment { change: change.label() }),
+        Some(facts) => {
+            if input.cis_changed_at.is_some_and(|changed| changed > facts.position) {
+                return Err(ChangeError::StaleAssessment { change: change.label() });
+            }
+            let recorded = evaluate(input, change, facts, AssessmentTrigger::ScopeChanged)?;
+            let mut reassessed = change.clone();
+            reassessed.apply(&ChangeEvent::Assessed(Box::new(recorded.clone())), change.updated);
+            decision.write(ChangeKey::Details(change.change_id), ChangeEvent::Assessed(Box::new(recorded)));
+            act(input, &reassessed, ChangeAction::Approve, note, None, None, decision)
+        }
+    }
+}
+
+/// Decides change commands, with the settings that shape decisions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChangeDecider {
+    /// Deadlines and freeze rules.
+    pub settings: ChangeSettings,
+}
+
+impl Decider for ChangeDecider {
+    type Command = ChangeCommand;
+    type Key = ChangeKey;
+    type Event = ChangeEvent;
+    type Error = ChangeError;
+    const NAME: &'static str = "change";
+
+    fn reads(&self, command: &ChangeCommand, read: &ReadSet<ChangeKey>) -> Vec<ChangeKey> {
+        reads::reads_of(command, read)
+    }
+
+    fn decide(
+        &self,
+        command: &ChangeCommand,
+        read: &ReadSet<ChangeKey>,
+        context: &CommandContext,
+    ) -> Result<ChangeDecision, ChangeError> {
+        let mut cis = BTreeMap::new();
+        let mut names = BTreeMap::new();
+        let mut cis_changed_at = None;
+        // Only the CIs and names this command reads (a read set kept in memory holds more).
+        for key in reads::reads_of(command, read) {
+            match (&key, read.get(&key)) {
+                (ChangeKey::Ci(id), Some(ChangeRead::Ci(state))) => {
+                    cis.insert(*id, state.ci.clone());
+                    cis_changed_at = cis_changed_at.max(state.changed_at);
+                }
+                (ChangeKey::Name(name), Some(ChangeRead::Name(state))) => {
+                    names.insert(name.clone(), state.holder);
+                }
+                _ => {}
+            }
+        }
+        let change = command.change_id().and_then(|id| read.change(id));
+        let template_id = match command {
+            ChangeCommand::Draft { template_id, .. } => *template_id,
+            ChangeCommand::CreateTemplate { template_id, .. } | ChangeCommand::RetireTemplate { template_id, .. } => {
+                Some(*template_id)
+            }
+            _ => change.and_then(|c| c.template_id),
+        };
+        let policy = read.policies().in_force();
+        let input = ChangeInput {
+            actor: context.actor(),
+            access: read.access(),
+            change,
+            template: template_id.and_then(|id| read.template(id)),
+            schema: read.schema(),
+            cis: &cis,
+            names: &names,
+            next_number: read.next_number(),
+            now: context.now,
+            settings: self.settings,
+            policy: &policy,
+            freezes: read.freezes(),
+            cis_changed_at,
+        };
+        let mut decision = decide(command, &input)?;
+        // The roles the decision used, and the classes it checked, must still hold; so must the
+        // freezes scheduling read and the policy in force.
+        decision.require_unchanged(ChangeKey::Access);
+        decision.require_unchanged(ChangeKey::Schema);
+        if reads::needs_freezes(command) {
+            decision.require_unchanged(ChangeKey::Freezes);
+        }
+        if reads::needs_policy(command) {
+            decision.require_unchanged(ChangeKey::Policy);
+        }
+        debug_assert!(decision.event_count() > 0, "an accepted change command writes something");
+        Ok(decision)
+    }
 }
 
 fn note_why(action: ChangeAction) -> &'static str {

@@ -31,23 +31,24 @@
 
 pub mod decide;
 pub mod freeze;
+pub mod reads;
 pub mod risk;
-pub mod service;
 pub mod table;
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::access::Role;
-use crate::ci::{ChangeId, CiClass, CiId, NameKey, TemplateId};
+pub use crate::control::{ChangeControl, ChangeNumber, ChangeState, PlannedCi, Scope, state_stream};
 use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
+use crate::ids::{ChangeId, CiId, TemplateId};
+use crate::model::{CiClass, ModelError, lenient, named_enum};
 use crate::policy::{ApprovalRequirement, PolicyDecision};
 use crate::time::Timestamp;
 
-pub use decide::{ChangeCommand, ChangeInput, DetailsPatch, decide};
+pub use decide::{ChangeCommand, ChangeDecider, ChangeDecision, ChangeInput, ChangeSettings, DetailsPatch, decide};
+pub use reads::{ChangeKey, ChangeRead, NUMBERS_STREAM, find_by_number, fold_change, load_change, numbers_stream};
 pub use table::{Requirement, TRANSITIONS, Target, Transition};
 
 /// Longest title, in bytes.
@@ -80,120 +81,23 @@ pub const MAX_TEMPLATE_CLASSES: usize = 50;
 /// Longest template name, in bytes.
 pub const MAX_TEMPLATE_NAME_BYTES: usize = 100;
 
-/// The stream assigning change numbers.
-pub const NUMBERS_STREAM: &str = "change-numbers";
-
-pub fn numbers_stream() -> StreamId {
-    StreamId::new(NUMBERS_STREAM).expect("valid stream id")
-}
-
-/// The stream of a change's life-cycle transitions.
-pub fn state_stream(id: ChangeId) -> StreamId {
-    StreamId::new(format!("change-{}-state", id.0)).expect("valid stream id")
-}
-
 /// The stream of a change's request, comments and approvals.
 pub fn details_stream(id: ChangeId) -> StreamId {
     id.stream()
 }
 
-/// A change's human id, `CHG-000001`: assigned at submission, gapless.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ChangeNumber(pub u64);
-
-impl fmt::Display for ChangeNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CHG-{:06}", self.0)
-    }
-}
-
-impl FromStr for ChangeNumber {
-    type Err = ChangeError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let trimmed = s.trim();
-        let digits = trimmed.get(..4).filter(|p| p.eq_ignore_ascii_case("CHG-")).map(|_| &trimmed[4..]);
-        match digits {
-            Some(d) if !d.is_empty() && d.len() <= 18 && d.bytes().all(|b| b.is_ascii_digit()) => {
-                let number: u64 = d.parse().map_err(|_| ChangeError::InvalidNumber(s.to_owned()))?;
-                if number == 0 { Err(ChangeError::InvalidNumber(s.to_owned())) } else { Ok(ChangeNumber(number)) }
-            }
-            _ => Err(ChangeError::InvalidNumber(s.to_owned())),
-        }
-    }
-}
-
-macro_rules! named {
-    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($variant),+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = ChangeError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
-                $name::ALL.iter().copied().find(|v| v.as_str() == wanted).ok_or_else(|| ChangeError::UnknownName {
-                    what: $what,
-                    input: s.to_owned(),
-                    expected: $name::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
-                })
-            }
-        }
-    };
-}
-
-named!(
+named_enum!(
     /// How a change is authorised (CH-4, CH-8).
-    ChangeType, "change type" {
+    ChangeType, "change type", lenient {
         Standard => "standard",
         Normal => "normal",
         Emergency => "emergency",
     }
 );
 
-named!(
-    /// Where a change is in its life cycle.
-    ChangeState, "change state" {
-        Draft => "draft",
-        Submitted => "submitted",
-        Assessed => "assessed",
-        Approved => "approved",
-        Rejected => "rejected",
-        Scheduled => "scheduled",
-        Implementing => "implementing",
-        Implemented => "implemented",
-        Failed => "failed",
-        BackedOut => "backed_out",
-        Verified => "verified",
-        Reviewed => "reviewed",
-        Closed => "closed",
-        Cancelled => "cancelled",
-    }
-);
-
-named!(
+named_enum!(
     /// What moves a change from one state to the next.
-    ChangeAction, "change action" {
+    ChangeAction, "change action", lenient {
         Submit => "submit",
         Assess => "assess",
         Approve => "approve",
@@ -210,9 +114,9 @@ named!(
     }
 );
 
-named!(
+named_enum!(
     /// The kind of record a change links to (CH-9).
-    LinkKind, "linked record kind" {
+    LinkKind, "linked record kind", lenient {
         Incident => "incident",
         Problem => "problem",
         KnownError => "known_error",
@@ -220,9 +124,9 @@ named!(
     }
 );
 
-named!(
+named_enum!(
     /// Why an assessment was made.
-    AssessmentTrigger, "assessment trigger" {
+    AssessmentTrigger, "assessment trigger", lenient {
         Assess => "assess",
         Submission => "submission",
         Request => "request",
@@ -230,20 +134,13 @@ named!(
     }
 );
 
-named!(
-    /// An approver's decision.
-    Decision, "decision" {
+named_enum!(
+    /// What an approver decided.
+    Verdict, "approval verdict", lenient {
         Approve => "approve",
         Reject => "reject",
     }
 );
-
-impl ChangeState {
-    /// States a change never leaves.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, ChangeState::Rejected | ChangeState::Closed | ChangeState::Cancelled)
-    }
-}
 
 /// Another scheduled change a window conflicts with (CH-5), as the projection found it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,47 +179,6 @@ pub struct Window {
     pub end: Timestamp,
     /// An IANA time zone name (`Europe/Paris`, `UTC`).
     pub time_zone: String,
-}
-
-/// A CI the change will register: a later `register` must match its class and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct PlannedCi {
-    pub class: CiClass,
-    pub name: String,
-}
-
-impl PlannedCi {
-    pub fn key(&self) -> NameKey {
-        NameKey::new(self.class, &self.name)
-    }
-}
-
-/// What a change touches (CH-1): existing CIs and planned ones.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Scope {
-    #[serde(default)]
-    pub cis: Vec<CiId>,
-    #[serde(default)]
-    pub planned: Vec<PlannedCi>,
-}
-
-impl Scope {
-    pub fn len(&self) -> usize {
-        self.cis.len() + self.planned.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn covers_ci(&self, id: CiId) -> bool {
-        self.cis.contains(&id)
-    }
-
-    pub fn plans(&self, class: CiClass, name: &str) -> bool {
-        let key = NameKey::new(class, name);
-        self.planned.iter().any(|p| p.key() == key)
-    }
 }
 
 /// A link to another record (CH-9); ids are strings until those records exist here.
@@ -401,7 +257,7 @@ pub struct ChangeLinked {
 pub struct ApprovalRecorded {
     pub change_id: ChangeId,
     pub by: String,
-    pub decision: Decision,
+    pub decision: Verdict,
     /// The role the decision was made with (approver, emergency-approver, or a role the
     /// policy's decision asked for); `None` when the policy named the principal itself.
     pub authority: Option<Role>,
@@ -543,9 +399,9 @@ impl ChangeEvent {
     pub const ASSESSED: &'static str = "change.assessed";
     pub const RESCHEDULED: &'static str = "change.rescheduled";
     pub const CONFLICT_ACKNOWLEDGED: &'static str = "change.conflict_acknowledged";
-    pub const SUBMITTED: &'static str = "change.submitted";
-    pub const RETROSPECTIVE_RECORDED: &'static str = "change.retrospective_recorded";
-    pub const TRANSITIONED: &'static str = "change.transitioned";
+    pub const SUBMITTED: &'static str = crate::control::SUBMITTED;
+    pub const RETROSPECTIVE_RECORDED: &'static str = crate::control::RETROSPECTIVE_RECORDED;
+    pub const TRANSITIONED: &'static str = crate::control::TRANSITIONED;
     pub const NUMBER_ASSIGNED: &'static str = "change.number_assigned";
     pub const TEMPLATE_CREATED: &'static str = "change_template.created";
     pub const TEMPLATE_RETIRED: &'static str = "change_template.retired";
@@ -675,10 +531,12 @@ impl ChangeEvent {
 /// Why a change command was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ChangeError {
-    #[error("{0:?} is not a change number; expected CHG- and digits, as in CHG-000042")]
-    InvalidNumber(String),
-    #[error("unknown {what} {input:?}; expected one of {expected}")]
-    UnknownName { what: &'static str, input: String, expected: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(
+        "a CI in the scope of {change} changed since its assessment; it is assessed again with the scope as it is now before it can be approved"
+    )]
+    StaleAssessment { change: String },
     #[error("no change {0}")]
     UnknownChange(String),
     #[error("change {0} already exists")]
@@ -699,7 +557,7 @@ pub enum ChangeError {
     #[error("{principal:?} may not {action} {change}: {rule}")]
     SegregationOfDuties { principal: String, action: ChangeAction, change: String, rule: &'static str },
     #[error("{principal:?} already gave a decision ({decision}) on {change}; one principal decides at most once")]
-    AlreadyDecided { principal: String, change: String, decision: Decision },
+    AlreadyDecided { principal: String, change: String, decision: Verdict },
     #[error("only the implementer {implementer:?} may {action} {change}; {principal:?} is not the implementer")]
     NotImplementer { principal: String, implementer: String, action: ChangeAction, change: String },
     #[error("only the requester {requester:?} or a change manager may {action} {change}")]
@@ -818,7 +676,7 @@ pub struct TransitionEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalEntry {
     pub by: String,
-    pub decision: Decision,
+    pub decision: Verdict,
     pub authority: Option<Role>,
     pub roles_held: BTreeSet<Role>,
     pub note: Option<String>,
@@ -1078,7 +936,7 @@ impl ChangeRecord {
             .iter()
             .map(|requirement| {
                 let mut approved_by: Vec<String> = Vec::new();
-                for approval in self.approvals.iter().filter(|a| a.decision == Decision::Approve) {
+                for approval in self.approvals.iter().filter(|a| a.decision == Verdict::Approve) {
                     if requirement.counts(&approval.by, &approval.roles_held) && !approved_by.contains(&approval.by) {
                         approved_by.push(approval.by.clone());
                     }
@@ -1090,7 +948,7 @@ impl ChangeRecord {
 
     /// Whether an approving decision is on record.
     pub fn approved(&self) -> bool {
-        self.approvals.iter().any(|a| a.decision == Decision::Approve)
+        self.approvals.iter().any(|a| a.decision == Verdict::Approve)
     }
 
     /// What is overdue at `now`: a retrospective change's approval, an emergency change's review.
@@ -1106,35 +964,6 @@ impl ChangeRecord {
             overdue.push(Overdue::Review);
         }
         overdue
-    }
-}
-
-/// What a CI edit checks about the change it names: the fold of `change-<id>-state` only.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ChangeControl {
-    pub version: Option<u64>,
-    pub number: Option<ChangeNumber>,
-    pub state: Option<ChangeState>,
-    pub scope: Scope,
-}
-
-impl ChangeControl {
-    pub fn apply(&mut self, event: &ChangeEvent, stream_version: u64) {
-        match event {
-            ChangeEvent::Submitted(e) => {
-                self.number = Some(e.number);
-                self.scope = e.scope.clone();
-                self.state = Some(e.to);
-            }
-            ChangeEvent::RetrospectiveRecorded(e) => {
-                self.number = Some(e.number);
-                self.scope = e.scope.clone();
-                self.state = Some(ChangeState::Implemented);
-            }
-            ChangeEvent::Transitioned(e) => self.state = Some(e.to),
-            _ => {}
-        }
-        self.version = Some(stream_version);
     }
 }
 
@@ -1170,3 +999,9 @@ impl TemplateRecord {
 
 #[cfg(test)]
 mod tests;
+
+impl crate::decider::DomainEvent for ChangeEvent {
+    fn to_new_event(&self, metadata: Metadata) -> NewEvent {
+        ChangeEvent::to_new_event(self, metadata)
+    }
+}

@@ -1,18 +1,15 @@
 //! Given/when/then tests of the change decider: the transition table walked row by row, every
 //! segregation-of-duties rule, both emergency paths and the overdue report, and bad input.
 
-use std::collections::BTreeMap;
-
 use uuid::Uuid;
 
 use super::decide::{ChangeDecision, ChangeSettings};
 use super::table::{self, Requirement, Target};
 use super::*;
-use crate::access::{AccessCommand, AccessState, PrincipalKind, Role, access_stream};
-use crate::chain::Hash;
-use crate::ci::registry::SchemaRegistry;
-use crate::ci::{CiSnapshot, Environment, Status};
-use crate::event::{Actor, Source};
+use crate::access::{AccessCommand, AccessDecider, AccessKey, AccessState, PrincipalKind, Role};
+use crate::ci::{CiEvent, CiSnapshot, Environment, NameKey, Status};
+use crate::decider::testing::Scenario;
+use crate::policy::{LoadPolicy, PolicyDecider};
 
 const NOW: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
 const HOUR_MICROS: i64 = 3_600_000_000;
@@ -29,52 +26,29 @@ fn template(n: u128) -> TemplateId {
     TemplateId(Uuid::from_u128(0x7E_0000 + n))
 }
 
-/// The test world: principals, CIs, changes, templates and the clock.
+/// The test world on the one harness: principals, CIs, changes, templates and the clock.
 struct World {
-    access: AccessState,
-    schema: SchemaRegistry,
-    cis: BTreeMap<CiId, Option<CiSnapshot>>,
-    names: BTreeMap<NameKey, Option<CiId>>,
-    changes: BTreeMap<ChangeId, ChangeRecord>,
-    templates: BTreeMap<TemplateId, TemplateRecord>,
-    numbers: u64,
-    position: u64,
-    now: Timestamp,
-    policy: crate::policy::PolicyRecord,
-    freezes: super::freeze::Freezes,
-}
-
-fn stored(stream: StreamId, version: u64, position: u64, event_type: &str, data: Vec<u8>) -> EventRecord {
-    EventRecord {
-        position,
-        stream_id: stream,
-        stream_version: version,
-        event_id: Uuid::from_u128(position as u128),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        data,
-        metadata: Metadata::new(Actor::system(), Source::System),
-        recorded_at: NOW,
-        prev_hash: Hash::GENESIS,
-        hash: Hash::GENESIS,
-    }
+    scenario: Scenario,
+    decider: ChangeDecider,
 }
 
 impl World {
+    /// CIs 1 to 3 live and 9 withdrawn (registered first, at positions 1 to 5), and the
+    /// principals of the tests with their roles.
     fn new() -> World {
-        let mut world = World {
-            access: AccessState::default(),
-            schema: SchemaRegistry::default(),
-            cis: BTreeMap::new(),
-            names: BTreeMap::new(),
-            changes: BTreeMap::new(),
-            templates: BTreeMap::new(),
-            numbers: 0,
-            position: 0,
-            now: NOW,
-            policy: crate::policy::PolicyRecord::default_policy(),
-            freezes: Default::default(),
-        };
+        let world = World { scenario: Scenario::new(), decider: ChangeDecider::default() };
+        for n in 1..=3 {
+            world.add_ci(host(n, Status::Live));
+        }
+        world.add_ci(host(9, Status::Live));
+        let withdrawn = CiEvent::Withdrawn(crate::ci::CiStatusChanged {
+            ci_id: ci(9),
+            from: Status::Live,
+            to: Status::Withdrawn,
+            reason: None,
+            authorized_by: None,
+        });
+        world.scenario.given_events(ci(9).stream(), [withdrawn]);
         for (name, roles) in [
             ("alice", &[Role::Editor][..]),
             ("ivan", &[Role::Editor, Role::Deployer][..]),
@@ -94,95 +68,62 @@ impl World {
                 roles: roles.iter().copied().collect(),
             });
         }
-        for n in 1..=3 {
-            world.cis.insert(ci(n), Some(host(n, Status::Live)));
-        }
-        world.cis.insert(ci(9), Some(host(9, Status::Withdrawn)));
         world
     }
 
-    fn access_command(&mut self, command: AccessCommand) {
-        for event in crate::access::decide(&self.access, &command, self.now).expect("access command") {
-            let new = event.to_new_event(Metadata::new(Actor::system(), Source::System));
-            self.position += 1;
-            let version = self.access.version.map_or(0, |v| v + 1);
-            let record = stored(access_stream(), version, self.position, &new.event_type, new.data);
-            self.access.apply(&record).expect("apply access");
-        }
+    /// Registers a CI as the CI domain records it.
+    fn add_ci(&self, snapshot: CiSnapshot) {
+        let registered = CiEvent::Registered(crate::ci::CiRegistered {
+            ci_id: snapshot.id,
+            class: snapshot.class,
+            name: snapshot.name.clone(),
+            status: snapshot.status,
+            environment: snapshot.environment,
+            owner: snapshot.owner,
+            location: snapshot.location,
+            version: snapshot.version.clone(),
+            attributes: (*snapshot.attributes).clone(),
+            authorized_by: None,
+        });
+        self.scenario.given_events(snapshot.id.stream(), [registered]);
+    }
+
+    /// Gives a CI's name to it (a claim of the CI domain).
+    fn claim_name(&self, class: CiClass, name: &str, holder: CiId) {
+        let claim = CiEvent::NameClaimed(crate::ci::NameClaim { class, name: name.into(), ci_id: holder });
+        self.scenario.given_events(NameKey::new(class, name).stream(), [claim]);
+    }
+
+    fn access_command(&self, command: AccessCommand) {
+        self.scenario.given(&AccessDecider, "system", command);
+    }
+
+    fn access(&self) -> AccessState {
+        self.scenario.fold(&AccessKey)
+    }
+
+    /// Loads an approval policy as the CLI does.
+    fn load_policy(&self, name: &str, text: &str) {
+        let command = LoadPolicy { name: name.into(), text: text.into(), local_operator: true };
+        self.scenario.given(&PolicyDecider, "root", command);
     }
 
     fn when(&self, actor: &str, command: &ChangeCommand) -> Result<ChangeDecision, ChangeError> {
-        let change = command.change_id().and_then(|id| self.changes.get(&id));
-        let template_id = match command {
-            ChangeCommand::Draft { template_id, .. } => *template_id,
-            ChangeCommand::CreateTemplate { template_id, .. } | ChangeCommand::RetireTemplate { template_id, .. } => {
-                Some(*template_id)
-            }
-            _ => change.and_then(|c| c.template_id),
-        };
-        let input = ChangeInput {
-            actor,
-            access: &self.access,
-            change,
-            template: template_id.and_then(|id| self.templates.get(&id)),
-            schema: &self.schema,
-            cis: &self.cis,
-            names: &self.names,
-            next_number: ChangeNumber(self.numbers + 1),
-            now: self.now,
-            settings: ChangeSettings::default(),
-            policy: &self.policy,
-            freezes: &self.freezes,
-        };
-        decide(command, &input)
+        self.scenario.when(&self.decider, actor, command)
     }
 
-    /// Decides and applies, as the service appends and the projection folds.
+    /// Decided, and appended.
     fn given(&mut self, actor: &str, command: ChangeCommand) -> &mut World {
-        let decision = self.when(actor, &command).unwrap_or_else(|e| panic!("given {command:?} by {actor}: {e}"));
-        self.apply(&decision);
+        self.scenario.given(&self.decider, actor, command);
         self
     }
 
-    fn apply(&mut self, decision: &ChangeDecision) {
-        for (_, events) in &decision.writes {
-            for event in events {
-                self.position += 1;
-                let at = At { position: self.position, recorded_at: self.now };
-                match event {
-                    ChangeEvent::Drafted(drafted) => {
-                        self.changes.insert(drafted.change_id, ChangeRecord::drafted(drafted, at));
-                    }
-                    ChangeEvent::NumberAssigned(_) => self.numbers += 1,
-                    ChangeEvent::TemplateCreated(created) => {
-                        let mut record = None;
-                        TemplateRecord::apply(&mut record, event, at, 0);
-                        self.templates.insert(created.template_id, record.expect("created"));
-                    }
-                    ChangeEvent::TemplateRetired(retired) => {
-                        let mut record = self.templates.remove(&retired.template_id);
-                        TemplateRecord::apply(&mut record, event, at, 1);
-                        self.templates.insert(retired.template_id, record.expect("exists"));
-                    }
-                    ChangeEvent::Freeze(freeze_event) => {
-                        let new = freeze_event.to_new_event(Metadata::new(Actor::system(), Source::System));
-                        let version = self.freezes.version.map_or(0, |v| v + 1);
-                        let mut record =
-                            stored(super::freeze::freezes_stream(), version, self.position, &new.event_type, new.data);
-                        record.recorded_at = self.now;
-                        self.freezes.apply(&record).expect("apply freeze");
-                    }
-                    other => {
-                        let id = other.change_id().expect("a change event");
-                        self.changes.get_mut(&id).expect("drafted first").apply(other, at);
-                    }
-                }
-            }
+    /// The change as its streams tell it.
+    fn change(&self, id: ChangeId) -> ChangeRecord {
+        match self.scenario.fold(&ChangeKey::Change(id)) {
+            ChangeRead::Change(Some(record)) => *record,
+            other => panic!("no change {id}: {other:?}"),
         }
-    }
-
-    fn change(&self, id: ChangeId) -> &ChangeRecord {
-        &self.changes[&id]
     }
 }
 
@@ -287,38 +228,74 @@ fn actor_for(change_type: ChangeType, action: ChangeAction) -> &'static str {
 }
 
 fn state_written(decision: &ChangeDecision, id: ChangeId) -> Option<ChangeState> {
-    decision.writes.iter().filter(|(s, _)| *s == state_stream(id)).flat_map(|(_, events)| events).find_map(
-        |e| match e {
+    decision.writes.iter().filter(|(s, _)| *s == ChangeKey::State(id)).flat_map(|(_, events)| events).find_map(|e| {
+        match e {
             ChangeEvent::Submitted(s) => Some(s.to),
             ChangeEvent::Transitioned(t) => Some(t.to),
             _ => None,
-        },
-    )
+        }
+    })
 }
 
 // ----------------------------------------------------------------------------------------
 // The table, row by row
 // ----------------------------------------------------------------------------------------
 
-/// A change of `change_type` put straight into `state`, complete.
+/// A change of `change_type` put straight into `state`, complete: its events appended as
+/// they are, not decided.
 fn world_in(state: ChangeState, change_type: ChangeType, retrospective: bool) -> World {
     let mut world = World::new();
     standard_template(&mut world);
+    let id = change(1);
     let drafted = ChangeDrafted {
-        change_id: change(1),
+        change_id: id,
         change_type,
         template_id: (change_type == ChangeType::Standard).then(|| template(1)),
         requester: "alice".into(),
         details: complete_details(),
     };
-    let at = At { position: 100, recorded_at: NOW };
-    let mut record = ChangeRecord::drafted(&drafted, at);
-    record.state = state;
-    record.retrospective = retrospective;
-    if state != ChangeState::Draft {
-        record.number = Some(ChangeNumber(1));
+    world.scenario.given_events(details_stream(id), [ChangeEvent::Drafted(drafted)]);
+    if state == ChangeState::Draft {
+        return world;
     }
-    world.changes.insert(change(1), record);
+    let number = ChangeNumber(1);
+    world
+        .scenario
+        .given_events(numbers_stream(), [ChangeEvent::NumberAssigned(NumberAssigned { number, change_id: id })]);
+    let opened = if retrospective {
+        ChangeEvent::RetrospectiveRecorded(RetrospectiveRecorded {
+            change_id: id,
+            number,
+            by: "alice".into(),
+            scope: complete_details().scope,
+            approval_due_at: NOW,
+            review_due_at: NOW,
+        })
+    } else {
+        ChangeEvent::Submitted(ChangeSubmitted {
+            change_id: id,
+            number,
+            change_type,
+            from: ChangeState::Draft,
+            to: ChangeState::Submitted,
+            by: "alice".into(),
+            scope: complete_details().scope,
+        })
+    };
+    let moved = ChangeEvent::Transitioned(ChangeTransitioned {
+        change_id: id,
+        action: ChangeAction::Submit,
+        from: ChangeState::Submitted,
+        to: state,
+        by: "mark".into(),
+        note: None,
+        review: None,
+        review_due_at: None,
+        in_freeze: Vec::new(),
+    });
+    world.scenario.given_events(state_stream(id), [opened, moved]);
+    assert_eq!(world.change(id).state, state, "put straight into {state}");
+    assert_eq!(world.change(id).retrospective, retrospective);
     world
 }
 
@@ -526,7 +503,7 @@ fn numbers_are_assigned_at_submission_in_order_without_gaps() {
     for n in 1..=3 {
         world.given("alice", draft(change(n), ChangeType::Normal));
     }
-    assert!(world.changes.values().all(|c| c.number.is_none()), "drafts have no number");
+    assert!((1..=3).all(|n| world.change(change(n)).number.is_none()), "drafts have no number");
     for n in [2, 3, 1] {
         world.given("alice", act(change(n), ChangeAction::Submit));
     }
@@ -541,7 +518,10 @@ fn change_numbers_parse_and_print() {
     assert_eq!("chg-7".parse::<ChangeNumber>(), Ok(ChangeNumber(7)));
     assert_eq!(ChangeNumber(1_234_567).to_string(), "CHG-1234567");
     for bad in ["CHG-", "CHG-0", "CHG-12a", "42", "INC-000001", "CHG--1", ""] {
-        assert!(matches!(bad.parse::<ChangeNumber>(), Err(ChangeError::InvalidNumber(_))), "{bad:?}");
+        assert!(
+            matches!(bad.parse::<ChangeNumber>(), Err(crate::model::ModelError::InvalidChangeNumber(_))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -552,7 +532,7 @@ fn change_numbers_parse_and_print() {
 #[test]
 fn the_requester_cannot_approve_even_holding_the_approver_role() {
     use ChangeAction::*;
-    let mut world = through(ChangeType::Normal, &[Submit, Assess]);
+    let world = through(ChangeType::Normal, &[Submit, Assess]);
     world.access_command(AccessCommand::GrantRole { name: "alice".into(), role: Role::Approver });
     match world.when("alice", &act(change(1), Approve)) {
         Err(ChangeError::SegregationOfDuties { principal, rule, .. }) => {
@@ -570,7 +550,7 @@ fn the_requester_cannot_approve_even_holding_the_approver_role() {
 #[test]
 fn the_implementer_cannot_approve() {
     use ChangeAction::*;
-    let mut world = through(ChangeType::Normal, &[Submit, Assess]);
+    let world = through(ChangeType::Normal, &[Submit, Assess]);
     world.access_command(AccessCommand::GrantRole { name: "ivan".into(), role: Role::Approver });
     match world.when("ivan", &act(change(1), Approve)) {
         Err(ChangeError::SegregationOfDuties { rule, .. }) => assert!(rule.contains("implementer"), "{rule}"),
@@ -587,7 +567,7 @@ fn one_principal_decides_at_most_once() {
     world.given("vera", act(change(1), Verify));
     match world.when("eve", &act(change(1), Approve)) {
         Err(ChangeError::AlreadyDecided { principal, decision, .. }) => {
-            assert_eq!((principal.as_str(), decision), ("eve", Decision::Approve));
+            assert_eq!((principal.as_str(), decision), ("eve", Verdict::Approve));
         }
         other => panic!("{other:?}"),
     }
@@ -608,7 +588,7 @@ fn an_approval_counts_only_with_the_role_held_at_that_moment_and_survives_a_late
     let record = world.change(change(1));
     assert_eq!(record.state, ChangeState::Approved, "a later revocation does not undo the approval");
     assert_eq!(record.approvals[0].roles_held, [Role::Approver].into(), "the record shows the role then");
-    assert!(!world.access.principals["amy"].roles.contains(&Role::Approver), "and the access state shows it now");
+    assert!(!world.access().principals["amy"].roles.contains(&Role::Approver), "and the access state shows it now");
     world.given("mark", act(change(1), Schedule));
 }
 
@@ -784,7 +764,7 @@ fn bad_input_is_refused_with_a_clear_error() {
             },
         ),
     ];
-    world.names.insert(NameKey::new(CiClass::Host, "web-01"), Some(ci(1)));
+    world.claim_name(CiClass::Host, "web-01", ci(1));
     for (command, expected) in cases {
         assert_eq!(world.when("alice", &command), Err(expected), "{command:?}");
     }
@@ -885,7 +865,7 @@ fn comments_and_links_are_recorded_and_bounded() {
     // A comment writes the request stream only, never the state stream CI edits depend on.
     let decision =
         world.when("vera", &ChangeCommand::Comment { change_id: change(1), text: "again".into() }).expect("comment");
-    assert!(decision.writes.iter().all(|(s, _)| *s == details_stream(change(1))));
+    assert!(decision.writes.iter().all(|(s, _)| *s == ChangeKey::Details(change(1))));
     for _ in 1..MAX_COMMENTS_PER_CHANGE {
         world.given("vera", ChangeCommand::Comment { change_id: change(1), text: "more".into() });
     }
@@ -900,8 +880,8 @@ fn approvals_write_the_request_stream_and_the_transition_the_state_stream() {
     use ChangeAction::*;
     let world = through(ChangeType::Normal, &[Submit, Assess]);
     let decision = world.when("amy", &act(change(1), Approve)).expect("approve");
-    let streams: Vec<&StreamId> = decision.writes.iter().map(|(s, _)| s).collect();
-    assert_eq!(streams, [&details_stream(change(1)), &state_stream(change(1))]);
+    let keys: Vec<&ChangeKey> = decision.writes.iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, [&ChangeKey::Details(change(1)), &ChangeKey::State(change(1))]);
 }
 
 // ----------------------------------------------------------------------------------------
@@ -1136,7 +1116,7 @@ mod policy_decisions {
         };
         let strict = PolicyRecord { hash: crate::policy::text_hash(&strict.text), ..strict };
         let mut world = World::new();
-        world.policy = strict.clone();
+        world.load_policy("strict", &strict.text);
         world.given("alice", draft(change(1), ChangeType::Normal));
         world.given("alice", bare(change(1), ChangeAction::Submit));
         world.given("mark", assess(change(1), facts(vec![], 3, 0)));
@@ -1148,7 +1128,7 @@ mod policy_decisions {
         assert_eq!(input["change"]["scope"]["cis"][0]["name"], "web-01");
         assert_eq!(input["now"], NOW.to_rfc3339());
         // A newer policy does not change how the old decision replays.
-        world.policy = PolicyRecord::default_policy();
+        world.load_policy("default again", crate::policy::DEFAULT_POLICY);
         let replayed = replay(&entry.decision, &strict);
         assert!(replayed.matches, "{replayed:?}");
         assert!(!replay(&entry.decision, &PolicyRecord::default_policy()).matches, "another text does not match");
@@ -1160,15 +1140,7 @@ mod policy_decisions {
         // Well-formed on the sample inputs, malformed for this title.
         let text = "package cmdb.change\nimport rego.v1\ndefault role := \"approver\"\nrole := \"pope\" if input.change.title == \"Patch web hosts\"\ndecision := {\"approvals\": [{\"role\": role, \"count\": 1, \"reason\": \"r\"}]}\n";
         crate::policy::Policy::compile(text).expect("passes the load-time checks");
-        world.policy = PolicyRecord {
-            version: 1,
-            name: "odd".into(),
-            text: text.into(),
-            hash: crate::policy::text_hash(text),
-            by: "root".into(),
-            loaded_at: Some(NOW),
-            position: Some(1),
-        };
+        world.load_policy("odd", text);
         world.given("alice", draft(change(1), ChangeType::Normal));
         world.given("alice", bare(change(1), ChangeAction::Submit));
         let refused = world.when("mark", &assess(change(1), facts(vec![], 3, 0))).unwrap_err();
@@ -1261,7 +1233,7 @@ mod scheduling {
 
         // A service freeze covers changes whose scope reaches the service.
         let mut world = approved(ChangeType::Normal);
-        world.cis.insert(ci(50), Some(CiSnapshot { class: CiClass::BusinessService, ..host(50, Status::Live) }));
+        world.add_ci(CiSnapshot { class: CiClass::BusinessService, ..host(50, Status::Live) });
         create_freeze(&mut world, 4, FreezeScope::Service { service: ci(50) }, covering());
         world.when("mark", &schedule(ScheduleFacts::default())).expect("does not reach the service");
         let reaching = ScheduleFacts { services: vec![ci(50)], ..ScheduleFacts::default() };
@@ -1290,24 +1262,9 @@ mod scheduling {
         let mut world = approved(ChangeType::Standard);
         create_freeze(&mut world, 1, FreezeScope::Global, covering());
         assert!(matches!(world.when("mark", &schedule(ScheduleFacts::default())), Err(ChangeError::Frozen { .. })));
-        let decision = {
-            let change = world.changes.get(&change(1));
-            let input = ChangeInput {
-                actor: "mark",
-                access: &world.access,
-                change,
-                template: world.templates.get(&template(1)),
-                schema: &world.schema,
-                cis: &world.cis,
-                names: &world.names,
-                next_number: ChangeNumber(world.numbers + 1),
-                now: world.now,
-                settings: ChangeSettings { freeze_blocks_standard: false, ..ChangeSettings::default() },
-                policy: &world.policy,
-                freezes: &world.freezes,
-            };
-            decide(&schedule(ScheduleFacts::default()), &input)
-        };
+        let lenient =
+            ChangeDecider { settings: ChangeSettings { freeze_blocks_standard: false, ..ChangeSettings::default() } };
+        let decision = world.scenario.when(&lenient, "mark", &schedule(ScheduleFacts::default()));
         decision.expect("standard changes pass when the setting says so");
     }
 

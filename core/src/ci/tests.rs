@@ -1,77 +1,75 @@
-//! Given/when/then tests of the CI decider: given accepted commands, when a command comes,
-//! then these events per stream, or this error.
+//! Given/when/then tests of the CI decider, on the one harness ([`Scenario`]): given accepted
+//! commands (and, for CM-3, a change's state stream as the change domain writes it), when a
+//! command comes, then these events per stream, or this error.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::schema::{ControlDeclared, SchemaEvent, schema_stream};
 use super::*;
+use crate::control::{ChangeState, state_stream};
+use crate::decider::DomainEvent;
+use crate::decider::testing::Scenario;
+use crate::event::{Metadata, NewEvent};
 
-/// The world after these commands, each decided and applied in order.
-fn given(commands: &[CiCommand]) -> Loaded {
-    given_in(uncontrolled(), commands)
+const ACTOR: &str = "tester";
+
+/// A log and what the tests ask of it.
+struct World(Scenario);
+
+/// Every built-in class declared uncontrolled, or controlled again.
+fn control_every_class(world: &World, controlled: bool) {
+    let events = CiClass::BUILTIN.iter().map(|class| {
+        SchemaEvent::ControlDeclared(ControlDeclared { class: *class, controlled, reason: "tests".into() })
+    });
+    world.0.given_events(schema_stream(), events);
 }
 
-/// Every built-in class declared uncontrolled: the tests of CI rules other than CM-3.
-fn uncontrolled() -> Loaded {
-    let mut world = Loaded::default();
-    world.schema.uncontrolled = CiClass::BUILTIN.iter().copied().collect();
-    world
+/// The world after these commands, each decided and appended in order, with every built-in
+/// class uncontrolled: the tests of CI rules other than CM-3.
+fn given(commands: &[CiCommand]) -> World {
+    let world = World(Scenario::new());
+    control_every_class(&world, false);
+    given_in(world, commands)
 }
 
-fn given_in(mut world: Loaded, commands: &[CiCommand]) -> Loaded {
-    for (index, command) in commands.iter().enumerate() {
-        let decision = then_ok(&world, command).unwrap_or_else(|e| panic!("given command {index} refused: {e}"));
-        apply(&mut world, &decision);
+fn given_in(world: World, commands: &[CiCommand]) -> World {
+    for command in commands {
+        world.0.given(&CiDecider, ACTOR, command.clone());
     }
     world
 }
 
-fn then_ok(world: &Loaded, command: &CiCommand) -> Result<Decision, CiError> {
-    // Load what the command needs from the world, as the service does from the store.
-    let mut loaded = Loaded { schema: world.schema.clone(), ..Loaded::default() };
-    for _ in 0..4 {
-        let wanted = needs(command, &loaded);
-        for id in wanted.cis {
-            loaded.cis.insert(id, world.cis.get(&id).cloned().unwrap_or_default());
-        }
-        for id in wanted.rels {
-            loaded.rels.insert(id, world.rels.get(&id).cloned().unwrap_or_default());
-        }
-        for key in wanted.names {
-            loaded.names.insert(key.clone(), world.names.get(&key).cloned().unwrap_or_default());
-        }
-        for id in wanted.changes {
-            loaded.changes.insert(id, world.changes.get(&id).cloned().unwrap_or_default());
-        }
-    }
-    decide(command, &loaded)
+fn then_ok(world: &World, command: &CiCommand) -> Result<CiDecision, CiError> {
+    world.0.when(&CiDecider, ACTOR, command)
 }
 
-fn apply(world: &mut Loaded, decision: &Decision) {
-    for (stream, events) in &decision.writes {
-        for event in events {
-            let text = stream.as_str();
-            if let Some(id) = text.strip_prefix("ci-name-") {
-                let key = world.names.keys().find(|k| k.stream() == *stream).cloned();
-                let key = key.unwrap_or_else(|| match event {
-                    CiEvent::NameClaimed(c) | CiEvent::NameReleased(c) => NameKey::new(c.class, &c.name),
-                    _ => panic!("odd name event in {id}"),
-                });
-                let state = world.names.entry(key).or_default();
-                let version = state.version.map_or(0, |v| v + 1);
-                state.apply(event, version);
-            } else if let Some(id) = text.strip_prefix("ci-") {
-                let state = world.cis.entry(CiId(Uuid::parse_str(id).expect("uuid"))).or_default();
-                let version = state.version.map_or(0, |v| v + 1);
-                state.apply(event, version);
-            } else if let Some(id) = text.strip_prefix("rel-") {
-                let state = world.rels.entry(RelId(Uuid::parse_str(id).expect("uuid"))).or_default();
-                let version = state.version.map_or(0, |v| v + 1);
-                state.apply(event, version);
-            }
+impl World {
+    fn ci_state(&self, id: CiId) -> CiState {
+        match self.0.fold(&CiKey::Ci(id)) {
+            CiRead::Ci(state) => state,
+            other => panic!("{other:?}"),
         }
+    }
+
+    fn rel_state(&self, id: RelId) -> RelState {
+        match self.0.fold(&CiKey::Rel(id)) {
+            CiRead::Rel(state) => state,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// An event of a change's state stream, as the change domain writes it (the CM-3 contract's
+/// fields only).
+#[derive(Clone, Debug)]
+struct StateEvent(&'static str, Value);
+
+impl DomainEvent for StateEvent {
+    fn to_new_event(&self, metadata: Metadata) -> NewEvent {
+        NewEvent::json(self.0, &self.1, metadata).expect("json")
     }
 }
 
@@ -124,8 +122,8 @@ fn relate(n: u128, rel_type: RelType, source: u128, target: u128) -> CiCommand {
     CiCommand::Relate { rel_id: rel(n), rel_type, source: ci(source), target: ci(target), authorized_by: None }
 }
 
-fn events_of<'a>(decision: &'a Decision, stream: &StreamId) -> &'a [CiEvent] {
-    decision.writes.iter().find(|(s, _)| s == stream).map(|(_, e)| e.as_slice()).unwrap_or(&[])
+fn events_of(decision: &CiDecision, key: CiKey) -> &[CiEvent] {
+    decision.events_of(&key)
 }
 
 #[test]
@@ -135,14 +133,14 @@ fn register_writes_the_ci_and_claims_its_name() {
     if let CiCommand::Register(r) = &mut command {
         r.authorized_by = Some(change);
     }
-    let mut world = Loaded::default();
-    world.changes.insert(change, implementing(&[], &[(CiClass::Host, "web-01")]));
+    let world = World(Scenario::new());
+    implementing(&world, change, &[], &[(CiClass::Host, "web-01")]);
     let decision = then_ok(&world, &command).expect("accepted");
-    let registered = events_of(&decision, &ci(1).stream());
+    let registered = events_of(&decision, CiKey::Ci(ci(1)));
     assert!(
         matches!(&registered[..], [CiEvent::Registered(e)] if e.name == "web-01" && e.authorized_by == Some(change))
     );
-    let claim = events_of(&decision, &NameKey::new(CiClass::Host, "web-01").stream());
+    let claim = events_of(&decision, CiKey::Name(NameKey::new(CiClass::Host, "web-01")));
     assert!(matches!(&claim[..], [CiEvent::NameClaimed(c)] if c.ci_id == ci(1)));
 }
 
@@ -186,7 +184,11 @@ fn register_refuses_bad_classes_of_input() {
     let CiCommand::Register(mut owned) = service else { unreachable!() };
     owned.owner = Some(ci(9));
     let decision = then_ok(&world, &CiCommand::Register(owned.clone())).expect("owned service");
-    assert_eq!(decision.conditions, vec![ci(9).stream()], "the owner must not change underneath");
+    assert_eq!(
+        decision.conditions,
+        vec![CiKey::Ci(ci(9)), CiKey::Schema],
+        "the owner and the schema must not change underneath"
+    );
     owned.owner = Some(ci(404));
     assert_eq!(then_ok(&world, &CiCommand::Register(owned.clone())), Err(CiError::UnknownCi(ci(404))));
     let world = given(&[team(9, "ops"), host(3, "h3")]);
@@ -214,15 +216,15 @@ fn updates_change_only_what_differs_and_renames_move_the_claim() {
         ..Update::default()
     };
     let decision = then_ok(&world, &CiCommand::Update(ci(1), update)).expect("accepted");
-    let CiEvent::Updated(event) = &events_of(&decision, &ci(1).stream())[0] else { panic!("an update") };
+    let CiEvent::Updated(event) = &events_of(&decision, CiKey::Ci(ci(1)))[0] else { panic!("an update") };
     assert_eq!(event.attributes_set, attrs(json!({"cpu_cores": 16})), "unchanged values are not repeated");
     assert_eq!(event.name.as_deref(), Some("web-01a"));
     assert!(matches!(
-        &events_of(&decision, &NameKey::new(CiClass::Host, "web-01").stream())[..],
+        &events_of(&decision, CiKey::Name(NameKey::new(CiClass::Host, "web-01")))[..],
         [CiEvent::NameReleased(_)]
     ));
     assert!(matches!(
-        &events_of(&decision, &NameKey::new(CiClass::Host, "web-01a").stream())[..],
+        &events_of(&decision, CiKey::Name(NameKey::new(CiClass::Host, "web-01a")))[..],
         [CiEvent::NameClaimed(_)]
     ));
 
@@ -241,7 +243,7 @@ fn transitions_follow_the_table() {
     let to = |status| CiCommand::Transition { ci_id: ci(1), to: status, reason: None, authorized_by: None };
     let decision = then_ok(&world, &to(Status::UnderChange)).expect("live to under_change");
     assert!(
-        matches!(&events_of(&decision, &ci(1).stream())[..], [CiEvent::StatusChanged(e)] if e.from == Status::Live && e.to == Status::UnderChange)
+        matches!(&events_of(&decision, CiKey::Ci(ci(1)))[..], [CiEvent::StatusChanged(e)] if e.from == Status::Live && e.to == Status::UnderChange)
     );
     let refused = then_ok(&world, &to(Status::Ordered)).expect_err("live to ordered");
     assert!(matches!(refused, CiError::TransitionNotAllowed { from: Status::Live, to: Status::Ordered, .. }));
@@ -298,14 +300,14 @@ fn relationships_obey_the_class_table_and_refuse_loops_and_duplicates() {
 #[test]
 fn unrelate_removes_once_and_updates_both_ends() {
     let world = given(&[host(1, "h"), app(2, "a"), relate(1, RelType::RunsOn, 2, 1)]);
-    assert_eq!(world.cis[&ci(1)].links.len(), 1);
+    assert_eq!(world.ci_state(ci(1)).links.len(), 1);
     let unrelate = CiCommand::Unrelate { rel_id: rel(1), reason: None, authorized_by: None };
     let decision = then_ok(&world, &unrelate).expect("accepted");
-    assert!(matches!(&events_of(&decision, &ci(2).stream())[..], [CiEvent::Unlinked(_)]));
-    assert!(matches!(&events_of(&decision, &ci(1).stream())[..], [CiEvent::Unlinked(_)]));
+    assert!(matches!(&events_of(&decision, CiKey::Ci(ci(2)))[..], [CiEvent::Unlinked(_)]));
+    assert!(matches!(&events_of(&decision, CiKey::Ci(ci(1)))[..], [CiEvent::Unlinked(_)]));
     let world = given(&[host(1, "h"), app(2, "a"), relate(1, RelType::RunsOn, 2, 1), unrelate.clone()]);
     assert_eq!(then_ok(&world, &unrelate), Err(CiError::RelationshipRemoved(rel(1))));
-    assert!(world.cis[&ci(1)].links.is_empty());
+    assert!(world.ci_state(ci(1)).links.is_empty());
     let unknown = CiCommand::Unrelate { rel_id: rel(9), reason: None, authorized_by: None };
     assert_eq!(then_ok(&world, &unknown), Err(CiError::UnknownRelationship(rel(9))));
 }
@@ -322,10 +324,10 @@ fn withdrawing_removes_the_active_relationships_atomically() {
     let decision =
         then_ok(&world, &CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None }).expect("accepted");
     for n in [1, 2] {
-        assert!(matches!(&events_of(&decision, &rel(n).stream())[..], [CiEvent::RelationshipRemoved(_)]));
+        assert!(matches!(&events_of(&decision, CiKey::Rel(rel(n)))[..], [CiEvent::RelationshipRemoved(_)]));
     }
-    assert!(matches!(&events_of(&decision, &ci(2).stream())[..], [CiEvent::Unlinked(_)]));
-    let own = events_of(&decision, &ci(1).stream());
+    assert!(matches!(&events_of(&decision, CiKey::Ci(ci(2)))[..], [CiEvent::Unlinked(_)]));
+    let own = events_of(&decision, CiKey::Ci(ci(1)));
     assert!(matches!(own.last(), Some(CiEvent::Withdrawn(e)) if e.from == Status::Live));
     let world = given(&[
         host(1, "h"),
@@ -335,8 +337,8 @@ fn withdrawing_removes_the_active_relationships_atomically() {
         relate(2, RelType::RunsOn, 3, 1),
         CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None },
     ]);
-    assert!(world.cis[&ci(2)].links.is_empty());
-    assert!(world.rels[&rel(1)].removed);
+    assert!(world.ci_state(ci(2)).links.is_empty());
+    assert!(world.rel_state(rel(1)).removed);
 }
 
 #[test]
@@ -355,17 +357,20 @@ fn a_hub_withdrawal_is_bounded() {
 // CM-3: edits to controlled classes only under an implementing change that covers them
 // ----------------------------------------------------------------------------------------
 
-fn implementing(cis: &[u128], planned: &[(CiClass, &str)]) -> crate::change::ChangeControl {
-    use crate::change::{ChangeControl, ChangeNumber, ChangeState, PlannedCi, Scope};
-    ChangeControl {
-        version: Some(5),
-        number: Some(ChangeNumber(12)),
-        state: Some(ChangeState::Implementing),
-        scope: Scope {
-            cis: cis.iter().map(|n| ci(*n)).collect(),
-            planned: planned.iter().map(|(class, name)| PlannedCi { class: *class, name: (*name).into() }).collect(),
-        },
-    }
+/// `change` is submitted as CHG-000012 with this scope and is implementing.
+fn implementing(world: &World, change: ChangeId, cis: &[u128], planned: &[(CiClass, &str)]) {
+    let scope = json!({
+        "cis": cis.iter().map(|n| ci(*n).to_string()).collect::<Vec<_>>(),
+        "planned": planned.iter().map(|(class, name)| json!({"class": class.as_str(), "name": name})).collect::<Vec<_>>(),
+    });
+    let submitted = StateEvent(crate::control::SUBMITTED, json!({"number": 12, "scope": scope, "to": "approved"}));
+    world.0.given_events(state_stream(change), [submitted]);
+    move_to(world, change, ChangeState::Implementing);
+}
+
+/// `change` moves to `state`.
+fn move_to(world: &World, change: ChangeId, state: ChangeState) {
+    world.0.given_events(state_stream(change), [StateEvent(crate::control::TRANSITIONED, json!({"to": state}))]);
 }
 
 fn under(change: ChangeId, mut command: CiCommand) -> CiCommand {
@@ -382,11 +387,11 @@ fn under(change: ChangeId, mut command: CiCommand) -> CiCommand {
 
 /// Hosts 1 and 2 and app 3 exist; then every class is controlled again, and change 12 is
 /// implementing with host 1 in scope and a host "web-09" planned.
-fn controlled_world() -> (Loaded, ChangeId) {
-    let mut world = given(&[host(1, "web-01"), host(2, "web-02"), app(3, "shop")]);
-    world.schema.uncontrolled.clear();
+fn controlled_world() -> (World, ChangeId) {
+    let world = given(&[host(1, "web-01"), host(2, "web-02"), app(3, "shop")]);
+    control_every_class(&world, true);
     let change = ChangeId(Uuid::from_u128(12));
-    world.changes.insert(change, implementing(&[1], &[(CiClass::Host, "web-09")]));
+    implementing(&world, change, &[1], &[(CiClass::Host, "web-09")]);
     (world, change)
 }
 
@@ -411,7 +416,7 @@ fn a_controlled_edit_without_a_change_is_refused_and_names_what_is_missing() {
 fn an_implementing_change_authorises_edits_to_what_its_scope_covers_and_is_a_condition() {
     let (world, change) = controlled_world();
     let decision = then_ok(&world, &under(change, rename(1, "web-01a"))).expect("in scope");
-    assert!(decision.conditions.contains(&crate::change::state_stream(change)));
+    assert!(decision.conditions.contains(&CiKey::Control(change)));
     // Outside the scope.
     assert_eq!(
         then_ok(&world, &under(change, rename(2, "web-02a"))),
@@ -459,10 +464,9 @@ fn an_implementing_change_authorises_edits_to_what_its_scope_covers_and_is_a_con
 
 #[test]
 fn only_an_implementing_or_failed_change_authorises() {
-    use crate::change::ChangeState;
-    let (mut world, change) = controlled_world();
+    let (world, change) = controlled_world();
     for state in ChangeState::ALL {
-        world.changes.get_mut(&change).expect("change").state = Some(*state);
+        move_to(&world, change, *state);
         let result = then_ok(&world, &under(change, rename(1, "web-01a")));
         match state {
             ChangeState::Implementing | ChangeState::Failed => assert!(result.is_ok(), "{state}"),
@@ -478,8 +482,15 @@ fn only_an_implementing_or_failed_change_authorises() {
 
 #[test]
 fn an_uncontrolled_class_needs_no_change_but_a_named_change_is_still_checked() {
-    let (mut world, _) = controlled_world();
-    world.schema.uncontrolled.insert(CiClass::Team);
+    let (world, _) = controlled_world();
+    world.0.given_events(
+        schema_stream(),
+        [SchemaEvent::ControlDeclared(ControlDeclared {
+            class: CiClass::Team,
+            controlled: false,
+            reason: "people and teams are managed in the directory".into(),
+        })],
+    );
     assert!(then_ok(&world, &team(7, "ops")).is_ok());
     let unknown = ChangeId(Uuid::from_u128(404));
     assert_eq!(then_ok(&world, &under(unknown, team(7, "ops"))), Err(CiError::UnknownChange(unknown)));

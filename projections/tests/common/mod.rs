@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cmdb_core::ci::service::{CommandContext, execute};
-use cmdb_core::ci::{CiClass, CiCommand, CiId, Environment, Register, RelId, RelType, Status};
+use cmdb_core::ci::{CiClass, CiCommand, CiDecider, CiId, Environment, Register, RelId, RelType, Status};
+use cmdb_core::decider::{CommandContext, execute};
 use cmdb_core::store::memory::{MemoryOptions, MemoryStore};
-use cmdb_core::{Actor, EventRecord, EventStore, ManualClock, Metadata, SequentialIds, Source, Timestamp};
+use cmdb_core::{Actor, Clock, EventRecord, EventStore, ManualClock, Metadata, SequentialIds, Source, Timestamp};
 use cmdb_projections::graph::TemporalGraph;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -31,12 +31,11 @@ impl World {
         if self.store.head().await.map(|d| d.position).unwrap_or(0) == 0 {
             // These tests are about the graph, not change control (CM-3 has its own tests).
             let metadata = Metadata::new(Actor::principal("tester"), Source::Api);
-            cmdb_core::ci::registry::declare_uncontrolled(&self.store, CiClass::BUILTIN, "graph tests", metadata)
-                .await?;
+            cmdb_core::ci::schema::declare_uncontrolled(&self.store, CiClass::BUILTIN, "graph tests", metadata).await?;
         }
         self.clock.advance_micros(1_000_000);
-        let context = CommandContext::new(Metadata::new(Actor::principal("tester"), Source::Api));
-        execute(&self.store, &command, &context).await.map(|_| ())
+        let context = CommandContext::new(Metadata::new(Actor::principal("tester"), Source::Api), self.clock.now());
+        execute(&self.store, &CiDecider, &command, &context, None).await.map(|_| ())
     }
 
     pub async fn ok(&self, command: CiCommand) {

@@ -1,70 +1,20 @@
-//! The change calendar over GraphQL (CH-5): `calendar(from:, to:, environment:, service:)`,
-//! `conflicts(change:)` and `freezes` inside `at(...)`; freeze windows created and lifted by
-//! mutations. Scheduling itself (with its freeze and conflict checks) is in `changes.rs`.
+//! The change calendar over GraphQL (CH-5): changes in a period, freeze windows and their
+//! occurrences, conflicts, tier-1 service hours; the freeze mutations.
 
+use super::change_views::Change;
+use super::change_views::Conflict;
+use super::change_views::conflicts_of;
+use super::changes::change_at;
+use super::cis::Environment;
+use super::context::{Requires, app, metadata, parse_id, state};
+use super::scalars::{DateTime, Position};
+use crate::server::errors::{app_error, bad_input, graphql_error};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use cmdb_core::access::Operation;
 use cmdb_core::change::freeze::{FreezeId, FreezeRecord, FreezeSchedule, FreezeScope};
-use cmdb_core::change::{self as domain, ChangeCommand, ConflictFact, ScheduleFacts};
-use cmdb_core::ci::{ChangeId, CiId};
+use cmdb_core::change::{self as domain, ChangeCommand};
+use cmdb_core::ci::CiId;
 use cmdb_projections::calendar::{self as projection, CalendarFilter, MAX_CALENDAR_DAYS};
-
-use super::Requires;
-use super::changes::{Change, change_at, run};
-use super::config::Environment;
-use super::config::{Ci, parse_id, state};
-use super::scalars::{DateTime, Position};
-use crate::server::errors::{bad_input, graphql_error};
-
-/// The facts a schedule is checked against, from the projection at its applied position.
-pub fn schedule_facts_for(
-    ctx: &Context<'_>,
-    change_id: Option<ChangeId>,
-    scope: &domain::Scope,
-    window: &domain::Window,
-) -> async_graphql::Result<ScheduleFacts> {
-    let app = state(ctx);
-    let graph = app.graph.read();
-    projection::schedule_facts(&graph, change_id, scope, window, app.settings.conflict_max_depth)
-        .map_err(|e| graphql_error("INTERNAL", e.to_string()))
-}
-
-/// A conflict between two changes whose windows overlap.
-pub struct Conflict {
-    fact: ConflictFact,
-    position: u64,
-}
-
-#[Object]
-impl Conflict {
-    /// The other change.
-    async fn change(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Change>> {
-        change_at(ctx, &ID(self.fact.other.to_string()), self.position)
-    }
-    async fn other_number(&self) -> &str {
-        &self.fact.other_label
-    }
-    async fn reason(&self) -> &str {
-        &self.fact.reason
-    }
-    /// The CIs from one scope to the other.
-    async fn path(&self, ctx: &Context<'_>) -> Vec<Ci> {
-        let graph = state(ctx).graph.read();
-        self.fact
-            .path
-            .iter()
-            .filter_map(|id| graph.ci_at(*id, self.position).map(|c| Ci::new(&graph, c, self.position)))
-            .collect()
-    }
-    /// The other change acknowledged this conflict.
-    async fn acknowledged_by_other(&self) -> bool {
-        self.fact.acknowledged_by_other
-    }
-}
-
-pub fn conflicts_of(facts: Vec<ConflictFact>, position: u64) -> Vec<Conflict> {
-    facts.into_iter().map(|fact| Conflict { fact, position }).collect()
-}
 
 #[derive(SimpleObject)]
 pub struct Interval {
@@ -177,7 +127,7 @@ impl CalendarChange {
             if planned > 0 { format!(", {planned} planned") } else { String::new() }
         )
     }
-    async fn risk_level(&self) -> Option<super::policy::RiskLevel> {
+    async fn risk_level(&self) -> Option<super::risk::RiskLevel> {
         self.entry.change.assessment().map(|a| a.assessment.level.into())
     }
     async fn conflicts(&self) -> Vec<Conflict> {
@@ -362,7 +312,7 @@ impl CalendarMutation {
         let freeze_id = FreezeId(state(ctx).ids.next_id());
         let command =
             ChangeCommand::CreateFreeze { freeze_id, name: input.name, scope, schedule, reason: input.reason };
-        let (_, position) = run(ctx, command).await?;
+        let position = app(ctx).change(&command, metadata(ctx)?).await.map_err(app_error)?.last_position;
         Ok(FreezeResult { position: Position(position), id: ID(freeze_id.to_string()) })
     }
 
@@ -370,7 +320,49 @@ impl CalendarMutation {
     #[graphql(guard = "Requires(Operation::ManageChanges)")]
     async fn lift_freeze(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<FreezeResult> {
         let freeze_id: FreezeId = id.as_str().parse().map_err(|e: domain::ChangeError| bad_input(e.to_string()))?;
-        let (_, position) = run(ctx, ChangeCommand::LiftFreeze { freeze_id, reason }).await?;
+        let command = ChangeCommand::LiftFreeze { freeze_id, reason };
+        let position = app(ctx).change(&command, metadata(ctx)?).await.map_err(app_error)?.last_position;
         Ok(FreezeResult { position: Position(position), id })
+    }
+}
+
+/// The change calendar at one position (CH-5).
+pub struct CalendarAt {
+    pub(super) position: u64,
+}
+
+#[Object]
+impl CalendarAt {
+    /// The change calendar between two times (at most max_calendar_days apart; CH-5): changes
+    /// whose window overlaps, with state, scope summary, risk and conflicts; freeze
+    /// occurrences; the hours of tier-1 services (or of `service`).
+    async fn calendar(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime,
+        to: DateTime,
+        environment: Option<Environment>,
+        service: Option<ID>,
+    ) -> async_graphql::Result<super::calendar::CalendarView> {
+        super::calendar::calendar_at(ctx, self.position, from, to, environment, service)
+    }
+
+    /// One change's conflicts with the changes scheduled here.
+    async fn conflicts(
+        &self,
+        ctx: &Context<'_>,
+        change: ID,
+    ) -> async_graphql::Result<Vec<super::change_views::Conflict>> {
+        super::calendar::conflicts_at(ctx, &change, self.position).await
+    }
+
+    /// Freeze windows in force here (all ever created with `includeLifted`), with their
+    /// occurrences over the following 90 days.
+    async fn freezes(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] include_lifted: bool,
+    ) -> async_graphql::Result<Vec<super::calendar::Freeze>> {
+        super::calendar::freezes_at(ctx, self.position, include_lifted)
     }
 }

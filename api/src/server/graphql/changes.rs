@@ -1,605 +1,20 @@
-//! Change requests over GraphQL (CH-1 to CH-9, CM-3): `change` and `changes` inside `at(...)`
-//! (a change as it stood at that position, its scope linked to the CIs at the same position,
-//! the CI edits it authorised), a mutation per life-cycle transition, comments, links,
-//! templates, and a subscription to change states. Resolvers read the projection; mutations
-//! go through the core's change service, which decides with the roles held at that moment.
+//! Change requests over GraphQL: the reads of `at(...)`, the inputs, a mutation per life-cycle
+//! transition (each run by the application layer), templates, and the subscription to transitions.
 
-use std::sync::Arc;
-use std::time::Duration;
-
+use super::change_views::*;
+use super::context::{Requires, app, caller, metadata, parse_change_ref, parse_class, parse_id, resolve_change, state};
+use super::scalars::{DateTime, Position};
+use crate::app::Written;
+use crate::server::errors::{app_error, bad_input, forbidden, graphql_error, store_error};
 use async_graphql::{Context, Enum, Guard, ID, InputObject, Object, SimpleObject, Subscription};
 use cmdb_core::access::{Operation, permits};
-use cmdb_core::change::decide::ChangeSettings;
-use cmdb_core::change::service as change_service;
-use cmdb_core::change::{self as domain, ChangeCommand, ChangeEvent, ChangeNumber, ChangeRecord};
+use cmdb_core::change::{self as domain, ChangeCommand, ChangeEvent};
 use cmdb_core::ci::{ChangeId, CiId, TemplateId};
 use cmdb_core::store::subscribe;
 use cmdb_projections::changes::ChangeFilter;
 use futures::{Stream, StreamExt};
-
-use super::config::{Ci, parse_class, parse_id, state};
-use super::scalars::{DateTime, Position};
-use super::types::Role;
-use super::{Requires, caller, metadata};
-use crate::server::errors::{bad_input, core_error, forbidden, graphql_error, store_error};
-
-// ---------------------------------------------------------------------------------------------
-// Enums
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::change::ChangeType")]
-pub enum ChangeType {
-    Standard,
-    Normal,
-    Emergency,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::change::ChangeState")]
-pub enum ChangeState {
-    Draft,
-    Submitted,
-    Assessed,
-    Approved,
-    Rejected,
-    Scheduled,
-    Implementing,
-    Implemented,
-    Failed,
-    BackedOut,
-    Verified,
-    Reviewed,
-    Closed,
-    Cancelled,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::change::ChangeAction")]
-pub enum ChangeAction {
-    Submit,
-    Assess,
-    Approve,
-    Reject,
-    Schedule,
-    Start,
-    Complete,
-    Fail,
-    BackOut,
-    Verify,
-    Review,
-    Close,
-    Cancel,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::change::LinkKind")]
-pub enum LinkKind {
-    Incident,
-    Problem,
-    KnownError,
-    Change,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::change::Decision")]
-pub enum ApprovalDecision {
-    Approve,
-    Reject,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::change::Overdue")]
-pub enum Overdue {
-    /// A retrospective emergency change still lacks its emergency approval.
-    Approval,
-    /// An emergency change still lacks its post-implementation review.
-    Review,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading
-// ---------------------------------------------------------------------------------------------
-
-/// A change as it stood at one position.
-pub struct Change {
-    record: Arc<ChangeRecord>,
-    position: u64,
-}
-
-impl Change {
-    pub fn new(record: ChangeRecord, position: u64) -> Change {
-        Change { record: Arc::new(record), position }
-    }
-
-    pub fn record(&self) -> &ChangeRecord {
-        &self.record
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct AcknowledgedConflict {
-    pub with_change_id: ID,
-    pub reason: String,
-    pub by: String,
-    pub at: DateTime,
-}
-
-#[derive(SimpleObject)]
-pub struct Reschedule {
-    pub previous_start: DateTime,
-    pub previous_end: DateTime,
-    pub by: String,
-    pub at: DateTime,
-}
-
-#[derive(SimpleObject)]
-pub struct ChangeWindow {
-    pub start: DateTime,
-    pub end: DateTime,
-    /// The IANA time zone the requester gave (`Europe/Paris`).
-    pub time_zone: String,
-}
-
-#[derive(SimpleObject)]
-pub struct LinkedRecord {
-    pub kind: LinkKind,
-    pub id: String,
-}
-
-#[derive(SimpleObject)]
-pub struct ChangeTransition {
-    /// Null for the draft's creation and a retrospective recording.
-    pub action: Option<ChangeAction>,
-    pub from: Option<ChangeState>,
-    pub to: ChangeState,
-    /// The principal who made it.
-    pub by: String,
-    pub at: DateTime,
-    pub position: Position,
-    pub note: Option<String>,
-}
-
-pub struct Approval {
-    entry: domain::ApprovalEntry,
-}
-
-#[Object]
-impl Approval {
-    async fn by(&self) -> &str {
-        &self.entry.by
-    }
-
-    async fn decision(&self) -> ApprovalDecision {
-        self.entry.decision.into()
-    }
-
-    /// The role the decision was made with; `null` when the approval policy's decision named
-    /// the principal (a service owner) rather than a role.
-    async fn authority(&self) -> Option<Role> {
-        self.entry.authority.map(Into::into)
-    }
-
-    /// The reasons of the decision's requirements this approval counted towards (CH-4).
-    async fn counts_for(&self) -> &[String] {
-        &self.entry.counts_for
-    }
-
-    /// Every role the principal held when deciding (CH-4: that is what counts).
-    async fn roles_held(&self) -> Vec<Role> {
-        self.entry.roles_held.iter().copied().map(Into::into).collect()
-    }
-
-    /// Whether the principal holds the authority today; a later revocation does not undo the
-    /// decision, and the record shows both.
-    async fn holds_authority_now(&self, ctx: &Context<'_>) -> bool {
-        let access = state(ctx).access.snapshot();
-        access
-            .principals
-            .get(&self.entry.by)
-            .is_some_and(|p| self.entry.authority.is_none_or(|authority| p.roles.contains(&authority)))
-    }
-
-    async fn note(&self) -> Option<&str> {
-        self.entry.note.as_deref()
-    }
-
-    /// Given after the work was done (a retrospective emergency change).
-    async fn retrospective(&self) -> bool {
-        self.entry.retrospective
-    }
-
-    async fn at(&self) -> DateTime {
-        DateTime(self.entry.at.recorded_at)
-    }
-
-    async fn position(&self) -> Position {
-        Position(self.entry.at.position)
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct ChangeComment {
-    pub by: String,
-    pub text: String,
-    pub at: DateTime,
-    pub position: Position,
-}
-
-#[derive(SimpleObject)]
-pub struct ChangeReview {
-    pub objective_met: bool,
-    pub users_satisfied: bool,
-    pub side_effects: Option<String>,
-    pub follow_up_actions: Vec<String>,
-    pub by: String,
-    pub note: Option<String>,
-    pub at: DateTime,
-}
-
-#[derive(SimpleObject)]
-pub struct SignOff {
-    pub by: String,
-    pub note: String,
-    pub at: DateTime,
-}
-
-/// A CI the change names: its id, and the CI at the view's position.
-pub struct ScopeCi {
-    id: CiId,
-    position: u64,
-}
-
-#[Object]
-impl ScopeCi {
-    async fn id(&self) -> ID {
-        ID(self.id.to_string())
-    }
-
-    /// The CI as it stood at the view's position.
-    async fn ci(&self, ctx: &Context<'_>) -> Option<Ci> {
-        let graph = state(ctx).graph.read();
-        graph.ci_at(self.id, self.position).map(|ci| Ci::new(&graph, ci, self.position))
-    }
-}
-
-/// A CI the change plans to register.
-pub struct PlannedCi {
-    plan: domain::PlannedCi,
-    change: ChangeId,
-    position: u64,
-}
-
-#[Object]
-impl PlannedCi {
-    async fn class(&self) -> &'static str {
-        self.plan.class.as_str()
-    }
-
-    async fn name(&self) -> &str {
-        &self.plan.name
-    }
-
-    /// The CI registered under this change for it, once there is one.
-    async fn registered(&self, ctx: &Context<'_>) -> Option<Ci> {
-        let graph = state(ctx).graph.read();
-        let ci = graph.ci_by_name(self.plan.class, &self.plan.name, self.position)?;
-        let (_, history) = graph.history(ci.id)?;
-        let under_this = history.first().is_some_and(|h| h.authorized_by == Some(self.change));
-        under_this.then(|| Ci::new(&graph, ci, self.position))
-    }
-}
-
-pub struct ChangeScope {
-    record: Arc<ChangeRecord>,
-    position: u64,
-}
-
-#[Object]
-impl ChangeScope {
-    async fn cis(&self) -> Vec<ScopeCi> {
-        self.record.details.scope.cis.iter().map(|id| ScopeCi { id: *id, position: self.position }).collect()
-    }
-
-    async fn planned(&self) -> Vec<PlannedCi> {
-        self.record
-            .details
-            .scope
-            .planned
-            .iter()
-            .map(|plan| PlannedCi { plan: plan.clone(), change: self.record.change_id, position: self.position })
-            .collect()
-    }
-}
-
-/// A CI edit a change authorised.
-pub struct ChangeEdit {
-    ci_id: CiId,
-    entry: cmdb_projections::graph::HistoryEntry,
-}
-
-#[Object]
-impl ChangeEdit {
-    async fn position(&self) -> Position {
-        Position(self.entry.position)
-    }
-
-    async fn recorded_at(&self) -> DateTime {
-        DateTime(self.entry.recorded_at)
-    }
-
-    #[graphql(name = "type")]
-    async fn event_type(&self) -> &'static str {
-        self.entry.event_type.as_str()
-    }
-
-    async fn ci_id(&self) -> ID {
-        ID(self.ci_id.to_string())
-    }
-
-    /// The CI as this edit left it.
-    async fn ci(&self, ctx: &Context<'_>) -> Option<Ci> {
-        let graph = state(ctx).graph.read();
-        graph.ci_at(self.ci_id, self.entry.position).map(|ci| Ci::new(&graph, ci, self.entry.position))
-    }
-
-    async fn principal(&self) -> &str {
-        &self.entry.principal
-    }
-
-    async fn relationship_id(&self) -> Option<ID> {
-        self.entry.relationship.map(|r| ID(r.to_string()))
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct TemplateRef {
-    pub id: ID,
-    pub name: String,
-}
-
-#[Object]
-impl Change {
-    async fn id(&self) -> ID {
-        ID(self.record.change_id.to_string())
-    }
-
-    /// `CHG-000001`; null while a draft.
-    async fn number(&self) -> Option<String> {
-        self.record.number.map(|n| n.to_string())
-    }
-
-    #[graphql(name = "type")]
-    async fn change_type(&self) -> ChangeType {
-        self.record.change_type.into()
-    }
-
-    async fn state(&self) -> ChangeState {
-        self.record.state.into()
-    }
-
-    async fn title(&self) -> &str {
-        &self.record.details.title
-    }
-
-    async fn description(&self) -> Option<&str> {
-        self.record.details.description.as_deref()
-    }
-
-    async fn justification(&self) -> Option<&str> {
-        self.record.details.justification.as_deref()
-    }
-
-    /// What is done if the change fails (CH-3).
-    async fn back_out_plan(&self) -> Option<&str> {
-        self.record.details.back_out_plan.as_deref()
-    }
-
-    async fn window(&self) -> Option<ChangeWindow> {
-        self.record.details.window.as_ref().map(|w| ChangeWindow {
-            start: DateTime(w.start),
-            end: DateTime(w.end),
-            time_zone: w.time_zone.clone(),
-        })
-    }
-
-    /// The principal who raised it.
-    async fn requester(&self) -> &str {
-        &self.record.requester
-    }
-
-    /// The principal responsible for the work (CH-6).
-    async fn implementer(&self) -> Option<&str> {
-        self.record.details.implementer.as_deref()
-    }
-
-    /// The template a standard change was made from.
-    async fn template(&self, ctx: &Context<'_>) -> Option<TemplateRef> {
-        let id = self.record.template_id?;
-        let graph = state(ctx).graph.read();
-        let name = graph.change_book().template_at(id, self.position).map(|t| t.template.name).unwrap_or_default();
-        Some(TemplateRef { id: ID(id.to_string()), name })
-    }
-
-    /// Recorded after the work was done (an emergency change, CH-8 path b).
-    async fn retrospective(&self) -> bool {
-        self.record.retrospective
-    }
-
-    async fn scope(&self) -> ChangeScope {
-        ChangeScope { record: self.record.clone(), position: self.position }
-    }
-
-    /// Incidents, problems, known errors and other changes (CH-9).
-    async fn links(&self) -> Vec<LinkedRecord> {
-        self.record.details.links.iter().map(|l| LinkedRecord { kind: l.kind.into(), id: l.id.clone() }).collect()
-    }
-
-    /// Every state it went through: who, when, why.
-    async fn transitions(&self) -> Vec<ChangeTransition> {
-        self.record
-            .transitions
-            .iter()
-            .map(|t| ChangeTransition {
-                action: t.action.map(Into::into),
-                from: t.from.map(Into::into),
-                to: t.to.into(),
-                by: t.by.clone(),
-                at: DateTime(t.at.recorded_at),
-                position: Position(t.at.position),
-                note: t.note.clone(),
-            })
-            .collect()
-    }
-
-    async fn approvals(&self) -> Vec<Approval> {
-        self.record.approvals.iter().map(|entry| Approval { entry: entry.clone() }).collect()
-    }
-
-    /// Its conflicts with the changes scheduled at this position whose windows overlap (CH-5).
-    async fn conflicts(&self, ctx: &Context<'_>) -> Vec<super::calendar::Conflict> {
-        let app = state(ctx);
-        let graph = app.graph.read();
-        let depth = app.settings.conflict_max_depth;
-        let found = cmdb_projections::calendar::conflicts_of_change(&graph, self.position, &self.record, depth);
-        super::calendar::conflicts_of(found, self.position)
-    }
-
-    /// Conflicts accepted, with reasons.
-    async fn acknowledged_conflicts(&self) -> Vec<AcknowledgedConflict> {
-        self.record
-            .acknowledged
-            .iter()
-            .map(|(a, at)| AcknowledgedConflict {
-                with_change_id: ID(a.other.to_string()),
-                reason: a.reason.clone(),
-                by: a.by.clone(),
-                at: DateTime(at.recorded_at),
-            })
-            .collect()
-    }
-
-    /// Freeze windows it was scheduled into (an emergency change passes them, flagged).
-    async fn in_freeze(&self) -> Vec<String> {
-        self.record.in_freeze.iter().map(|h| h.name.clone()).collect()
-    }
-
-    /// Earlier windows, oldest first.
-    async fn reschedules(&self) -> Vec<Reschedule> {
-        self.record
-            .reschedules
-            .iter()
-            .map(|(w, by, at)| Reschedule {
-                previous_start: DateTime(w.start),
-                previous_end: DateTime(w.end),
-                by: by.clone(),
-                at: DateTime(at.recorded_at),
-            })
-            .collect()
-    }
-
-    /// The risk assessment in force (the latest; CH-2).
-    async fn assessment(&self) -> Option<super::policy::RiskAssessment> {
-        self.record.assessment().map(super::policy::assessment_of)
-    }
-
-    /// Every assessment, oldest first.
-    async fn assessments(&self) -> Vec<super::policy::RiskAssessment> {
-        self.record.assessments.iter().map(super::policy::assessment_of).collect()
-    }
-
-    /// The approval policy's decision in force, with each required approval and who gave it
-    /// (CH-4); `replay` re-runs it.
-    async fn decision(&self) -> Option<super::policy::Decision> {
-        super::policy::decision_of(&self.record)
-    }
-
-    /// Every recorded decision, oldest first (each assessment made one).
-    async fn decisions(&self) -> Vec<super::policy::Decision> {
-        self.record.assessments.iter().map(|entry| super::policy::decision_for(&self.record, entry)).collect()
-    }
-
-    async fn comments(&self) -> Vec<ChangeComment> {
-        self.record
-            .comments
-            .iter()
-            .map(|c| ChangeComment {
-                by: c.by.clone(),
-                text: c.text.clone(),
-                at: DateTime(c.at.recorded_at),
-                position: Position(c.at.position),
-            })
-            .collect()
-    }
-
-    /// The verification sign-off (CH-6).
-    async fn sign_off(&self) -> Option<SignOff> {
-        self.record.sign_off.as_ref().map(|s| SignOff {
-            by: s.by.clone(),
-            note: s.note.clone(),
-            at: DateTime(s.at.recorded_at),
-        })
-    }
-
-    /// The post-implementation review (CH-7).
-    async fn review(&self) -> Option<ChangeReview> {
-        self.record.review.as_ref().map(|r| ChangeReview {
-            objective_met: r.review.objective_met,
-            users_satisfied: r.review.users_satisfied,
-            side_effects: r.review.side_effects.clone(),
-            follow_up_actions: r.review.follow_up_actions.clone(),
-            by: r.by.clone(),
-            note: r.note.clone(),
-            at: DateTime(r.at.recorded_at),
-        })
-    }
-
-    async fn approval_due_at(&self) -> Option<DateTime> {
-        self.record.approval_due_at.map(DateTime)
-    }
-
-    async fn review_due_at(&self) -> Option<DateTime> {
-        self.record.review_due_at.map(DateTime)
-    }
-
-    /// What is overdue at `now` (default: the server's clock).
-    async fn overdue(&self, ctx: &Context<'_>, now: Option<DateTime>) -> Vec<Overdue> {
-        let now = now.map_or_else(|| state(ctx).clock.now(), |n| n.0);
-        self.record.overdue(now).into_iter().map(Into::into).collect()
-    }
-
-    /// The actions the life-cycle table allows from the current state (roles and other rules
-    /// still apply).
-    async fn allowed_actions(&self) -> Vec<ChangeAction> {
-        domain::table::allowed_from(self.record.state, self.record.change_type).into_iter().map(Into::into).collect()
-    }
-
-    /// The CI edits it authorised, up to the view's position (CM-3, CM-8).
-    async fn edits(&self, ctx: &Context<'_>, first: Option<i32>) -> async_graphql::Result<Vec<ChangeEdit>> {
-        let app = state(ctx);
-        let first = super::query::page_size(first, app.settings.max_page_size)?;
-        let graph = app.graph.read();
-        Ok(graph
-            .edits_under(self.record.change_id, &self.record.details.scope.cis, self.position)
-            .into_iter()
-            .take(first)
-            .map(|(ci_id, entry)| ChangeEdit { ci_id, entry: entry.clone() })
-            .collect())
-    }
-
-    async fn created_at(&self) -> DateTime {
-        DateTime(self.record.created.recorded_at)
-    }
-
-    async fn updated_at(&self) -> DateTime {
-        DateTime(self.record.updated.recorded_at)
-    }
-
-    /// The position of its last event (at or before the view's).
-    async fn updated_position(&self) -> Position {
-        Position(self.record.updated.position)
-    }
-}
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(InputObject, Default)]
 pub struct ChangeFilterInput {
@@ -614,34 +29,12 @@ pub struct ChangeFilterInput {
     pub window_to: Option<DateTime>,
 }
 
-/// A change id or number (`CHG-000042`) from a client.
-fn parse_change_ref(text: &str) -> async_graphql::Result<Result<ChangeId, ChangeNumber>> {
-    if text.trim().to_ascii_uppercase().starts_with("CHG-") {
-        return text.parse::<ChangeNumber>().map(Err).map_err(|e| bad_input(e.to_string()));
-    }
-    text.parse::<ChangeId>().map(Ok).map_err(|e| bad_input(format!("{e}; or give a number such as CHG-000042")))
-}
-
-/// Resolves a change id or number against the log (not the projection: a number assigned a
-/// moment ago is found).
-pub async fn resolve_change(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<ChangeId> {
-    match parse_change_ref(id.as_str())? {
-        Ok(id) => Ok(id),
-        Err(number) => change_service::find_by_number(state(ctx).store.as_ref(), number)
-            .await
-            .map_err(core_error)?
-            .ok_or_else(|| graphql_error("NOT_FOUND", format!("no change {number}"))),
-    }
-}
-
 /// `change(id:)` inside `at`.
 pub fn change_at(ctx: &Context<'_>, id: &ID, position: u64) -> async_graphql::Result<Option<Change>> {
+    let reference = parse_change_ref(id)?;
     let graph = state(ctx).graph.read();
     let book = graph.change_book();
-    let id = match parse_change_ref(id.as_str())? {
-        Ok(id) => Some(id),
-        Err(number) => book.id_of(number, position),
-    };
+    let id = reference.resolve_at(book, position);
     Ok(id.and_then(|id| book.change_at(id, position)).map(|record| Change { record: Arc::new(record), position }))
 }
 
@@ -653,7 +46,7 @@ pub fn changes_at(
     position: u64,
 ) -> async_graphql::Result<Vec<Change>> {
     let app = state(ctx);
-    let first = super::query::page_size(first, app.settings.max_page_size)?;
+    let first = super::log::page_size(first, app.settings.max_page_size)?;
     let filter = filter.unwrap_or_default();
     let core_filter = ChangeFilter {
         states: filter.states.map(|s| s.into_iter().map(Into::into).collect()),
@@ -867,47 +260,31 @@ fn links(input: Vec<LinkInput>) -> Vec<domain::RecordLink> {
     input.into_iter().map(|l| domain::RecordLink { kind: l.kind.into(), id: l.id }).collect()
 }
 
-fn settings(ctx: &Context<'_>) -> ChangeSettings {
-    let settings = &state(ctx).settings;
-    ChangeSettings {
-        emergency_review_deadline_hours: settings.emergency_review_deadline_hours,
-        freeze_blocks_standard: settings.freeze_blocks_standard,
-    }
-}
-
-/// Runs a change command and waits until the projection has applied it.
-pub(super) async fn run(ctx: &Context<'_>, command: ChangeCommand) -> async_graphql::Result<(u64, u64)> {
-    let app = state(ctx);
-    let outcome = change_service::execute(app.store.as_ref(), &command, metadata(ctx)?, app.clock.now(), settings(ctx))
-        .await
-        .map_err(core_error)?;
-    let wait = Duration::from_millis(app.settings.min_position_wait_ms);
-    if !app.graph.wait_for(outcome.last_position, wait).await {
-        return Err(graphql_error(
-            "UNAVAILABLE",
-            format!("the change is durable at position {} but the graph has not applied it yet", outcome.last_position),
-        ));
-    }
-    Ok((outcome.first_position, outcome.last_position))
-}
-
-async fn change_result(
-    ctx: &Context<'_>,
-    change_id: ChangeId,
-    command: ChangeCommand,
-) -> async_graphql::Result<ChangeResult> {
-    let (first, last) = run(ctx, command).await?;
+/// The change as the graph holds it just after `written`, and where it landed.
+fn change_result(ctx: &Context<'_>, change_id: ChangeId, written: Written) -> ChangeResult {
+    let last = written.last_position;
     let graph = state(ctx).graph.read();
-    Ok(ChangeResult {
+    ChangeResult {
         change: graph
             .change_book()
             .change_at(change_id, last)
             .map(|record| Change { record: Arc::new(record), position: last }),
         position: Position(last),
-        first_position: Position(first),
-    })
+        first_position: Position(written.first_position),
+    }
 }
 
+/// Runs a change command through the application layer.
+async fn run_change(
+    ctx: &Context<'_>,
+    change_id: ChangeId,
+    command: ChangeCommand,
+) -> async_graphql::Result<ChangeResult> {
+    let written = app(ctx).change(&command, metadata(ctx)?).await.map_err(app_error)?;
+    Ok(change_result(ctx, change_id, written))
+}
+
+/// A life-cycle transition, through the application layer (which adds the facts it needs).
 async fn transition(
     ctx: &Context<'_>,
     id: &ID,
@@ -916,45 +293,8 @@ async fn transition(
     review: Option<domain::Review>,
 ) -> async_graphql::Result<ChangeResult> {
     let change_id = resolve_change(ctx, id).await?;
-    // Assessing (and submitting a standard change) carries the risk facts from the graph at
-    // its applied position (CH-2); approving first reassesses if a CI in scope changed since.
-    let needs_change =
-        matches!(action, domain::ChangeAction::Assess | domain::ChangeAction::Submit | domain::ChangeAction::Approve);
-    let change = if needs_change {
-        change_service::load_change(state(ctx).store.as_ref(), change_id).await.map_err(core_error)?
-    } else {
-        None
-    };
-    let mut facts = None;
-    if let Some(change) = &change {
-        let wants_facts = action == domain::ChangeAction::Assess
-            || (action == domain::ChangeAction::Submit && change.change_type == domain::ChangeType::Standard);
-        if wants_facts {
-            facts = Some(Box::new(super::policy::facts_for(ctx, Some(change_id), &change.details)?.0));
-        }
-        if action == domain::ChangeAction::Approve && change.state == domain::ChangeState::Assessed {
-            if let Some(entry) = change.assessment() {
-                if super::policy::scope_changed_since(ctx, &change.details.scope, entry.assessment.facts.position) {
-                    let (fresh, _) = super::policy::facts_for(ctx, Some(change_id), &change.details)?;
-                    let reassess = ChangeCommand::Reassess {
-                        change_id,
-                        facts: Box::new(fresh),
-                        trigger: domain::AssessmentTrigger::ScopeChanged,
-                    };
-                    run(ctx, reassess).await?;
-                }
-            }
-        }
-    }
-    change_result(ctx, change_id, ChangeCommand::Act { change_id, action, note, review, facts }).await
-}
-
-/// The change as the log holds it now.
-async fn load(ctx: &Context<'_>, change_id: ChangeId) -> async_graphql::Result<ChangeRecord> {
-    change_service::load_change(state(ctx).store.as_ref(), change_id)
-        .await
-        .map_err(core_error)?
-        .ok_or_else(|| graphql_error("NOT_FOUND", format!("no change {change_id}")))
+    let written = app(ctx).transition(change_id, action, note, review, metadata(ctx)?).await.map_err(app_error)?;
+    Ok(change_result(ctx, change_id, written))
 }
 
 /// The change type and details of a draft input (shared by `draftChange` and `whatIf`).
@@ -1008,7 +348,7 @@ impl ChangeMutation {
         let template_id = input.template.as_ref().map(parse_id::<TemplateId>).transpose()?;
         let (change_type, details) = draft_details(ctx, input)?;
         let command = ChangeCommand::Draft { change_id, change_type, template_id, details };
-        change_result(ctx, change_id, command).await
+        run_change(ctx, change_id, command).await
     }
 
     /// Edits a draft (its requester, or a change manager).
@@ -1034,7 +374,7 @@ impl ChangeMutation {
             scope: input.scope.map(|s| scope(ctx, s)).transpose()?,
             links: input.links.map(links),
         };
-        change_result(ctx, change_id, ChangeCommand::Amend { change_id, patch }).await
+        run_change(ctx, change_id, ChangeCommand::Amend { change_id, patch }).await
     }
 
     /// Records an emergency change whose work is already done (CH-8): it starts implemented,
@@ -1050,7 +390,7 @@ impl ChangeMutation {
         }
         let change_id = ChangeId(state(ctx).ids.next_id());
         let (_, details) = draft_details(ctx, input)?;
-        change_result(ctx, change_id, ChangeCommand::RecordRetrospective { change_id, details }).await
+        run_change(ctx, change_id, ChangeCommand::RecordRetrospective { change_id, details }).await
     }
 
     /// Submits a draft: it gets its number; a standard change is approved by its template.
@@ -1072,14 +412,8 @@ impl ChangeMutation {
     #[graphql(guard = "Requires(Operation::AssessChange)")]
     async fn reassess_change(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ChangeResult> {
         let change_id = resolve_change(ctx, &id).await?;
-        let change = change_service::load_change(state(ctx).store.as_ref(), change_id)
-            .await
-            .map_err(core_error)?
-            .ok_or_else(|| graphql_error("NOT_FOUND", format!("no change {}", id.as_str())))?;
-        let (facts, _) = super::policy::facts_for(ctx, Some(change_id), &change.details)?;
-        let command =
-            ChangeCommand::Reassess { change_id, facts: Box::new(facts), trigger: domain::AssessmentTrigger::Request };
-        change_result(ctx, change_id, command).await
+        let written = app(ctx).reassess(change_id, metadata(ctx)?).await.map_err(app_error)?;
+        Ok(change_result(ctx, change_id, written))
     }
 
     /// Approves (CH-4): an approver for a normal change, an emergency approver for an
@@ -1109,12 +443,8 @@ impl ChangeMutation {
         note: Option<String>,
     ) -> async_graphql::Result<ChangeResult> {
         let change_id = resolve_change(ctx, &id).await?;
-        let change = load(ctx, change_id).await?;
-        let facts = match &change.details.window {
-            Some(window) => super::calendar::schedule_facts_for(ctx, Some(change_id), &change.details.scope, window)?,
-            None => Default::default(),
-        };
-        change_result(ctx, change_id, ChangeCommand::Schedule { change_id, note, facts: Box::new(facts) }).await
+        let written = app(ctx).schedule(change_id, note, metadata(ctx)?).await.map_err(app_error)?;
+        Ok(change_result(ctx, change_id, written))
     }
 
     /// Moves a scheduled change to another window (CH-5): checked against freezes and
@@ -1128,11 +458,8 @@ impl ChangeMutation {
         note: Option<String>,
     ) -> async_graphql::Result<ChangeResult> {
         let change_id = resolve_change(ctx, &id).await?;
-        let change = load(ctx, change_id).await?;
-        let window: domain::Window = window.into();
-        let facts = super::calendar::schedule_facts_for(ctx, Some(change_id), &change.details.scope, &window)?;
-        change_result(ctx, change_id, ChangeCommand::Reschedule { change_id, window, note, facts: Box::new(facts) })
-            .await
+        let written = app(ctx).reschedule(change_id, window.into(), note, metadata(ctx)?).await.map_err(app_error)?;
+        Ok(change_result(ctx, change_id, written))
     }
 
     /// Accepts a conflict with another change, with the reason (CH-5): scheduling then
@@ -1147,8 +474,8 @@ impl ChangeMutation {
     ) -> async_graphql::Result<ChangeResult> {
         let change_id = resolve_change(ctx, &id).await?;
         let other = resolve_change(ctx, &with).await?;
-        load(ctx, other).await?;
-        change_result(ctx, change_id, ChangeCommand::AcknowledgeConflict { change_id, other, reason }).await
+        crate::app::changes::load(app(ctx).store.as_ref(), other).await.map_err(app_error)?;
+        run_change(ctx, change_id, ChangeCommand::AcknowledgeConflict { change_id, other, reason }).await
     }
 
     /// The implementer starts the work: from now, CI edits naming this change are allowed.
@@ -1229,7 +556,7 @@ impl ChangeMutation {
     #[graphql(guard = "Requires(Operation::CommentChange)")]
     async fn comment_on_change(&self, ctx: &Context<'_>, id: ID, text: String) -> async_graphql::Result<ChangeResult> {
         let change_id = resolve_change(ctx, &id).await?;
-        change_result(ctx, change_id, ChangeCommand::Comment { change_id, text }).await
+        run_change(ctx, change_id, ChangeCommand::Comment { change_id, text }).await
     }
 
     /// Links an incident, problem, known error or other change (CH-9).
@@ -1237,7 +564,7 @@ impl ChangeMutation {
     async fn link_change(&self, ctx: &Context<'_>, id: ID, link: LinkInput) -> async_graphql::Result<ChangeResult> {
         let change_id = resolve_change(ctx, &id).await?;
         let link = domain::RecordLink { kind: link.kind.into(), id: link.id };
-        change_result(ctx, change_id, ChangeCommand::Link { change_id, link }).await
+        run_change(ctx, change_id, ChangeCommand::Link { change_id, link }).await
     }
 
     /// Creates a pre-approved template for standard changes.
@@ -1278,7 +605,7 @@ async fn template_result(
     template_id: TemplateId,
     command: ChangeCommand,
 ) -> async_graphql::Result<TemplateResult> {
-    let (_, last) = run(ctx, command).await?;
+    let last = app(ctx).change(&command, metadata(ctx)?).await.map_err(app_error)?.last_position;
     let template = templates_at(ctx, last).into_iter().find(|t| t.id.as_str() == template_id.to_string());
     Ok(TemplateResult { template, position: Position(last) })
 }
@@ -1384,5 +711,40 @@ impl ChangeSubscription {
                 item
             });
         Ok(stream)
+    }
+}
+
+/// Change requests at one position.
+pub struct ChangesAt {
+    pub(super) position: u64,
+}
+
+#[Object]
+impl ChangesAt {
+    /// One change request by id or number (`CHG-000042`), as it stood here.
+    async fn change(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<super::change_views::Change>> {
+        super::changes::change_at(ctx, &id, self.position)
+    }
+
+    /// Change requests as they stood here, newest first, filtered by state, type, a CI in
+    /// their scope, requester or requested window.
+    async fn changes(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<super::changes::ChangeFilterInput>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<super::change_views::Change>> {
+        super::changes::changes_at(ctx, filter, first, self.position)
+    }
+
+    /// The overdue report (CH-8): emergency changes whose emergency approval or review is
+    /// late at `now` (default: the server's clock).
+    async fn overdue_changes(&self, ctx: &Context<'_>, now: Option<DateTime>) -> Vec<super::changes::OverdueChange> {
+        super::changes::overdue_at(ctx, now, self.position)
+    }
+
+    /// Standard-change templates.
+    async fn change_templates(&self, ctx: &Context<'_>) -> Vec<super::changes::ChangeTemplate> {
+        super::changes::templates_at(ctx, self.position)
     }
 }

@@ -1,49 +1,51 @@
 //! The GraphQL schema. Every field that touches data has a guard naming the operation it
 //! performs; the guard asks the permission matrix in `cmdb_core::access` and nothing else.
 
-pub mod audit;
-pub mod calendar;
-pub mod changes;
-pub mod config;
-mod mutation;
-pub mod policy;
+mod access;
+mod at;
+mod baselines;
+mod calendar;
+mod change_views;
+mod changes;
+mod ci_edits;
+mod cis;
+mod classes;
+pub mod context;
+mod diff;
+mod log;
+mod policy;
 mod query;
-pub mod reports;
+mod reports;
+mod risk;
 pub mod scalars;
-pub mod schema_admin;
-mod subscription;
-pub mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Guard, Schema};
-use cmdb_core::access::{Operation, permits};
-use cmdb_core::{Actor, Metadata, Source};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use async_graphql::Schema;
 
 use crate::server::AppState;
-use crate::server::auth::Caller;
-use crate::server::errors::{forbidden, graphql_error, limit_exceeded};
+use crate::server::errors::Code;
 use crate::server::metrics::GraphqlMetrics;
 
-pub use mutation::new_token_text as mutation_token_text;
+pub use access::new_token_text;
+pub use context::{RequestContext, SubscriptionSlots};
 pub use query::QueryRoot;
 
-/// Every mutation: access and configuration.
+/// Every mutation, by domain.
 #[derive(async_graphql::MergedObject, Default)]
 pub struct MutationRoot(
-    mutation::AccessMutation,
-    config::ConfigMutation,
-    audit::BaselineMutation,
-    schema_admin::SchemaMutation,
+    access::AccessMutation,
+    ci_edits::CiMutation,
+    baselines::BaselineMutation,
+    classes::ClassMutation,
     changes::ChangeMutation,
     policy::PolicyMutation,
     calendar::CalendarMutation,
 );
 
-/// Every subscription: the log and configuration changes.
+/// Every subscription: the log, configuration changes and change transitions.
 #[derive(async_graphql::MergedSubscription, Default)]
-pub struct SubscriptionRoot(subscription::LogSubscription, config::ConfigSubscription, changes::ChangeSubscription);
+pub struct SubscriptionRoot(log::LogSubscription, ci_edits::CiSubscription, changes::ChangeSubscription);
 
 pub type CmdbSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -54,6 +56,7 @@ pub fn build_schema(app: Arc<AppState>) -> CmdbSchema {
         .limit_depth(settings.max_query_depth)
         .limit_complexity(settings.max_query_complexity)
         .extension(GraphqlMetrics)
+        .extension(ErrorLog)
         .extension(LimitErrors {
             max_query_depth: settings.max_query_depth,
             max_query_complexity: settings.max_query_complexity,
@@ -65,61 +68,6 @@ pub fn build_schema(app: Arc<AppState>) -> CmdbSchema {
 /// The SDL of the schema, for docs and clients.
 pub fn sdl(schema: &CmdbSchema) -> String {
     schema.sdl()
-}
-
-/// Per-request context: the correlation id of the HTTP request or WebSocket connection.
-#[derive(Clone, Debug)]
-pub struct RequestContext {
-    pub correlation_id: String,
-}
-
-/// The subscription slots of one WebSocket connection (`max_subscriptions_per_connection`).
-#[derive(Clone)]
-pub struct SubscriptionSlots {
-    slots: Arc<Semaphore>,
-    bound: usize,
-}
-
-impl SubscriptionSlots {
-    pub fn new(bound: usize) -> Self {
-        SubscriptionSlots { slots: Arc::new(Semaphore::new(bound)), bound }
-    }
-
-    fn take(&self) -> async_graphql::Result<OwnedSemaphorePermit> {
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| limit_exceeded("max_subscriptions_per_connection", self.bound as u64 + 1, self.bound as u64))
-    }
-}
-
-/// Refuses a field unless the caller's roles permit `operation`.
-pub struct Requires(pub Operation);
-
-impl Guard for Requires {
-    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        let caller = caller(ctx)?;
-        if permits(&caller.roles, self.0) { Ok(()) } else { Err(forbidden(self.0)) }
-    }
-}
-
-fn caller<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Caller> {
-    ctx.data_opt::<Caller>().ok_or_else(|| graphql_error("UNAUTHENTICATED", "no authenticated caller"))
-}
-
-fn app<'a>(ctx: &'a Context<'_>) -> &'a Arc<AppState> {
-    ctx.data_unchecked::<Arc<AppState>>()
-}
-
-/// The metadata every event written on behalf of this request carries.
-fn metadata(ctx: &Context<'_>) -> async_graphql::Result<Metadata> {
-    let caller = caller(ctx)?;
-    let mut metadata = Metadata::new(
-        Actor { principal: caller.principal.clone(), token_id: Some(caller.token_id.to_string()) },
-        Source::Api,
-    );
-    metadata.correlation_id = ctx.data_opt::<RequestContext>().map(|r| r.correlation_id.clone());
-    Ok(metadata)
 }
 
 /// Names the limit, its bound and a code in async-graphql's depth and complexity refusals.
@@ -156,7 +104,7 @@ impl async_graphql::extensions::Extension for LimitErrors {
                         None,
                     );
                     let mut extensions = async_graphql::ErrorExtensionValues::default();
-                    extensions.set("code", "LIMIT_EXCEEDED");
+                    extensions.set("code", Code::LimitExceeded.as_str());
                     extensions.set("limit", limit);
                     extensions.set("bound", bound as u64);
                     named.extensions = Some(extensions);
@@ -164,5 +112,37 @@ impl async_graphql::extensions::Extension for LimitErrors {
                 })
                 .collect()
         })
+    }
+}
+
+/// Logs every internal error of a response with the request id, once: the one place where
+/// they are logged (the errors themselves say only what the client may know).
+struct ErrorLog;
+
+impl async_graphql::extensions::ExtensionFactory for ErrorLog {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(ErrorLog)
+    }
+}
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for ErrorLog {
+    async fn execute(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: async_graphql::extensions::NextExecute<'_>,
+    ) -> async_graphql::Response {
+        let response = next.run(ctx, operation_name).await;
+        let internal = Code::Internal.as_str();
+        for error in &response.errors {
+            let code = error.extensions.as_ref().and_then(|e| e.get("code"));
+            if code.is_some_and(|c| *c == async_graphql::Value::from(internal)) {
+                let request_id = ctx.data_opt::<RequestContext>().map_or("-", |r| r.correlation_id.as_str());
+                let path: Vec<String> = error.path.iter().map(|p| format!("{p:?}")).collect();
+                tracing::error!(request_id, operation = operation_name.unwrap_or("-"), path = %path.join("."), message = %error.message, "internal error in a GraphQL operation");
+            }
+        }
+        response
     }
 }

@@ -1,59 +1,28 @@
+//! The query root: the log, identity and principals, `at(...)`, `diff`, classes, baselines and the
+//! server's limits.
+
+use super::access::{Me, Principal};
+use super::context::{Requires, caller, state};
+use super::log::page_size;
+use super::log::type_filter;
+use super::log::{
+    Digest, DigestCheckResult, Event, EventConnection, EventEdge, Limits, LogHead, PageInfo, VerifyResult,
+};
+use super::scalars::Position;
+use crate::server::errors::{bad_input, store_error};
 use async_graphql::{Context, ID, Object};
 use cmdb_core::access::Operation;
-use cmdb_core::event::validate_event_type;
 use cmdb_core::store::Direction;
 use cmdb_core::{EventRecord, StreamId};
 
-use super::scalars::Position;
-use super::types::{
-    Digest, DigestCheckResult, Event, EventConnection, EventEdge, Limits, LogHead, Me, PageInfo, Principal,
-    VerifyResult,
-};
-use super::{Requires, app, caller};
-use crate::server::errors::{bad_input, limit_exceeded, store_error};
-
-/// Page size when `first` is not given.
-pub const DEFAULT_PAGE_SIZE: usize = 100;
-/// Most event types one `types` filter may name.
-pub const MAX_TYPE_FILTERS: usize = 64;
-
 pub struct QueryRoot;
-
-/// Checks `first` against `max_page_size`.
-pub(super) fn page_size(first: Option<i32>, max_page_size: usize) -> async_graphql::Result<usize> {
-    let Some(first) = first else { return Ok(DEFAULT_PAGE_SIZE.min(max_page_size)) };
-    if first < 1 {
-        return Err(bad_input(format!("first must be at least 1, got {first}")));
-    }
-    let first = first as usize;
-    if first > max_page_size {
-        return Err(limit_exceeded("max_page_size", first as u64, max_page_size as u64));
-    }
-    Ok(first)
-}
-
-/// Checks a `types` filter.
-pub(super) fn type_filter(types: Option<Vec<String>>) -> async_graphql::Result<Option<Vec<String>>> {
-    let Some(types) = types else { return Ok(None) };
-    if types.len() > MAX_TYPE_FILTERS {
-        return Err(limit_exceeded("max_type_filters", types.len() as u64, MAX_TYPE_FILTERS as u64));
-    }
-    for t in &types {
-        validate_event_type(t).map_err(|e| bad_input(format!("types: {e}")))?;
-    }
-    Ok(Some(types))
-}
-
-fn matches(types: &Option<Vec<String>>, record: &EventRecord) -> bool {
-    types.as_ref().is_none_or(|types| types.iter().any(|t| *t == record.event_type))
-}
 
 #[Object]
 impl QueryRoot {
     /// The last committed position and its hash.
     #[graphql(guard = "Requires(Operation::ReadLog)")]
     async fn head(&self, ctx: &Context<'_>) -> async_graphql::Result<LogHead> {
-        Ok(LogHead(app(ctx).store.head().await.map_err(store_error)?))
+        Ok(LogHead(state(ctx).store.head().await.map_err(store_error)?))
     }
 
     /// Events after a position, oldest first, as a Relay connection. `after` is a position or
@@ -72,7 +41,7 @@ impl QueryRoot {
         stream: Option<String>,
         types: Option<Vec<String>>,
     ) -> async_graphql::Result<EventConnection> {
-        let app = app(ctx);
+        let app = state(ctx);
         let first = page_size(first, app.settings.max_page_size)?;
         let types = type_filter(types)?;
         let after = after.map_or(0, |p| p.0);
@@ -103,7 +72,7 @@ impl QueryRoot {
                     continue;
                 }
                 scanned_through = record.position;
-                if matches(&types, &record) {
+                if super::log::matches(&types, &record) {
                     found.push(record);
                     if found.len() > first {
                         break;
@@ -132,19 +101,19 @@ impl QueryRoot {
     /// One event by position.
     #[graphql(guard = "Requires(Operation::ReadLog)")]
     async fn event(&self, ctx: &Context<'_>, position: Position) -> async_graphql::Result<Option<Event>> {
-        Ok(app(ctx).store.event_at(position.0).await.map_err(store_error)?.map(Event))
+        Ok(state(ctx).store.event_at(position.0).await.map_err(store_error)?.map(Event))
     }
 
     /// Recomputes the whole hash chain and reports the first break, if any.
     #[graphql(guard = "Requires(Operation::VerifyLog)")]
     async fn verify_log(&self, ctx: &Context<'_>) -> async_graphql::Result<VerifyResult> {
-        Ok(app(ctx).store.verify().await.map_err(store_error)?.into())
+        Ok(state(ctx).store.verify().await.map_err(store_error)?.into())
     }
 
     /// The head as a digest (`<position>:<hash>`) to write down and check later.
     #[graphql(guard = "Requires(Operation::VerifyLog)")]
     async fn digest(&self, ctx: &Context<'_>) -> async_graphql::Result<Digest> {
-        Ok(app(ctx).store.head().await.map_err(store_error)?.into())
+        Ok(state(ctx).store.head().await.map_err(store_error)?.into())
     }
 
     /// Checks a digest exported earlier against the log as it is now.
@@ -152,7 +121,7 @@ impl QueryRoot {
     async fn check_digest(&self, ctx: &Context<'_>, digest: String) -> async_graphql::Result<DigestCheckResult> {
         let digest: cmdb_core::Digest =
             digest.parse().map_err(|e: cmdb_core::chain::DigestParseError| bad_input(e.to_string()))?;
-        Ok(app(ctx).store.check_digest(digest).await.map_err(store_error)?.into())
+        Ok(state(ctx).store.check_digest(digest).await.map_err(store_error)?.into())
     }
 
     /// The caller: principal, kind, roles and the token in use.
@@ -170,7 +139,7 @@ impl QueryRoot {
     /// Every principal, with roles and token metadata.
     #[graphql(guard = "Requires(Operation::ReadPrincipals)")]
     async fn principals(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Principal>> {
-        let app = app(ctx);
+        let app = state(ctx);
         let state = app.access.snapshot();
         let now = app.clock.now();
         Ok(state.principals.values().map(|p| Principal::from_info(p, &state.tokens, now)).collect())
@@ -187,8 +156,8 @@ impl QueryRoot {
         position: Option<Position>,
         time: Option<super::scalars::DateTime>,
         min_position: Option<Position>,
-    ) -> async_graphql::Result<super::config::At> {
-        super::config::resolve_at(ctx, position, time, min_position).await
+    ) -> async_graphql::Result<super::at::At> {
+        super::at::resolve_at(ctx, position, time, min_position).await
     }
 
     /// What changed between two moments (positions or times): CIs created, changed (every
@@ -199,36 +168,36 @@ impl QueryRoot {
     async fn diff(
         &self,
         ctx: &Context<'_>,
-        from: super::audit::MomentInput,
-        to: super::audit::MomentInput,
+        from: super::diff::MomentInput,
+        to: super::diff::MomentInput,
         around: Option<ID>,
         #[graphql(default = 2)] depth: u32,
-    ) -> async_graphql::Result<super::audit::DiffResult> {
-        super::audit::diff(ctx, from, to, around, depth)
+    ) -> async_graphql::Result<super::diff::DiffResult> {
+        super::diff::diff(ctx, from, to, around, depth)
     }
 
     /// Every class, built in and declared, with its attributes.
     #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
-    async fn classes(&self, ctx: &Context<'_>) -> Vec<super::schema_admin::ClassInfo> {
-        super::schema_admin::classes(ctx)
+    async fn classes(&self, ctx: &Context<'_>) -> Vec<super::classes::ClassInfo> {
+        super::classes::classes(ctx)
     }
 
     /// Every configuration baseline that exists now (CM-6).
     #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
-    async fn baselines(&self, ctx: &Context<'_>) -> Vec<super::audit::Baseline> {
-        super::audit::baselines(ctx)
+    async fn baselines(&self, ctx: &Context<'_>) -> Vec<super::baselines::Baseline> {
+        super::baselines::baselines(ctx)
     }
 
     /// One baseline by name (case-insensitive).
     #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
-    async fn baseline(&self, ctx: &Context<'_>, name: String) -> Option<super::audit::Baseline> {
-        super::audit::baseline_by_name(ctx, &name)
+    async fn baseline(&self, ctx: &Context<'_>, name: String) -> Option<super::baselines::Baseline> {
+        super::baselines::baseline_by_name(ctx, &name)
     }
 
     /// The server's limits.
     #[graphql(guard = "Requires(Operation::ReadOwnIdentity)")]
     async fn limits(&self, ctx: &Context<'_>) -> Limits {
-        let app = app(ctx);
+        let app = state(ctx);
         let settings = &app.settings;
         let store = app.store.limits();
         Limits {

@@ -1,11 +1,12 @@
-//! Change analysis over GraphQL (CH-10): `changeReport(from:, to:, period:)` inside `at(...)`.
+//! Change analysis over GraphQL (CH-10): counts, ratios and mean times per day, week or month, the
+//! CIs and services changed most, failures by class.
 
-use async_graphql::{Context, Enum, SimpleObject};
-use cmdb_projections::reports::{self, Figures, Period};
-
-use super::config::{Ci, state};
+use super::cis::Ci;
+use super::context::state;
 use super::scalars::DateTime;
 use crate::server::errors::bad_input;
+use async_graphql::{Context, Enum, Object, SimpleObject};
+use cmdb_projections::reports::{self, Figures, Period};
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ReportPeriod {
@@ -130,4 +131,25 @@ pub fn change_report_at(
             .map(|(class, n)| ClassCount { class: class.as_str().to_owned(), failed_changes: *n })
             .collect(),
     })
+}
+
+/// Change analysis at one position (CH-10).
+pub struct ReportsAt {
+    pub(super) position: u64,
+}
+
+#[Object]
+impl ReportsAt {
+    /// Change analysis (CH-10) for changes submitted in [from, to), per UTC day, week or
+    /// month, as known here; `now` (default: the server's clock) decides what is overdue.
+    async fn change_report(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime,
+        to: DateTime,
+        period: super::reports::ReportPeriod,
+        now: Option<DateTime>,
+    ) -> async_graphql::Result<super::reports::ChangeReport> {
+        super::reports::change_report_at(ctx, self.position, from, to, period, now)
+    }
 }

@@ -1,65 +1,87 @@
-//! The vocabulary of configuration items (CM-1, CM-2, CM-5): ids, classes, life-cycle
-//! status, environments, relationship types, and the two rule tables (allowed status
-//! transitions; which classes a relationship may join and how impact propagates across it).
+//! The vocabulary of configuration items (CM-1, CM-2, CM-5): classes, life-cycle status,
+//! environments, relationship types, and the two rule tables (allowed status transitions;
+//! which classes a relationship may join and how impact propagates across it). Also the one
+//! macro every named enum of the domain is made with, and [`ModelError`], the error of parsing
+//! any of these names or ids.
+//!
+//! Architecture invariant: this module depends on nothing of the domain. The CI domain, the
+//! change domain and the CM-3 contract between them ([`crate::control`]) all use it.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-use crate::event::StreamId;
-
-use super::CiError;
-
-macro_rules! id_type {
-    ($name:ident, $prefix:literal, $what:literal) => {
-        #[doc = concat!("The immutable id of a ", $what, ".")]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(pub Uuid);
-
-        impl $name {
-            /// The stream holding this one's events.
-            pub fn stream(&self) -> StreamId {
-                StreamId::new(format!(concat!($prefix, "{}"), self.0)).expect("a uuid stream id is valid")
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0, f)
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = CiError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s.trim())
-                    .map($name)
-                    .map_err(|_| CiError::InvalidId { what: $what, input: s.to_owned() })
-            }
-        }
-    };
+/// Why a name or an id of the vocabulary could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// Not a UUID.
+    #[error("{input:?} is not a {what} id (a UUID)")]
+    InvalidId {
+        /// What the id names.
+        what: &'static str,
+        /// The text given.
+        input: String,
+    },
+    /// Not one of the names of an enumeration.
+    #[error("unknown {what} {input:?}; expected one of {expected}")]
+    UnknownName {
+        /// What the name names.
+        what: &'static str,
+        /// The text given.
+        input: String,
+        /// The names it may be.
+        expected: String,
+    },
+    /// A custom class name of the wrong shape.
+    #[error("class name {0:?} is not valid: 2 to 63 bytes of lowercase letters, digits and _, starting with a letter")]
+    InvalidClassName(String),
+    /// A custom class name that is a built-in class's or already declared.
+    #[error("{0:?} is a built-in class or an already declared class")]
+    ClassNameTaken(String),
+    /// The process holds [`MAX_CUSTOM_CLASS_NAMES`] names already.
+    #[error("too many distinct class names in this process (max_custom_class_names is {MAX_CUSTOM_CLASS_NAMES})")]
+    TooManyClassNames,
+    /// Not a change number.
+    #[error("{0:?} is not a change number; expected CHG- and digits, as in CHG-000042")]
+    InvalidChangeNumber(String),
+    /// Neither a change id nor a change number.
+    #[error("{0:?} is neither a change id (a UUID) nor a change number (CHG- and digits, as in CHG-000042)")]
+    InvalidChangeRef(String),
 }
 
-id_type!(CiId, "ci-", "configuration item");
-id_type!(RelId, "rel-", "relationship");
-id_type!(ChangeId, "change-", "change");
-id_type!(TemplateId, "change-template-", "change template");
+/// A name as uniqueness and matching compare it: trimmed and lowercase.
+pub fn normalized_name(name: &str) -> String {
+    name.trim().to_lowercase()
+}
 
+/// Exact names only (`in_test`).
+pub(crate) fn exact(text: &str) -> String {
+    text.to_owned()
+}
+
+/// Names in any case, with `-` for `_` (`Back-Out`).
+pub(crate) fn lenient(text: &str) -> String {
+    text.trim().to_ascii_lowercase().replace('-', "_")
+}
+
+/// An enum with a fixed snake_case name per variant, `ALL`, `as_str`, `Display` and a
+/// `FromStr` that refuses other names with [`ModelError::UnknownName`]. `$normalize` maps the
+/// input before it is compared ([`exact`] or [`lenient`]).
 macro_rules! named_enum {
-    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident, $what:literal, $normalize:path { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $($variant),+
+            $($(#[$vmeta])* $variant),+
         }
 
         impl $name {
+            /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
+            /// The value's name.
             pub fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text),+
@@ -67,20 +89,21 @@ macro_rules! named_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = CiError;
+        impl std::str::FromStr for $name {
+            type Err = $crate::model::ModelError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let wanted = $normalize(s);
                 $name::ALL
                     .iter()
                     .copied()
-                    .find(|v| v.as_str() == s)
-                    .ok_or_else(|| CiError::UnknownName {
+                    .find(|v| v.as_str() == wanted)
+                    .ok_or_else(|| $crate::model::ModelError::UnknownName {
                         what: $what,
                         input: s.to_owned(),
                         expected: $name::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
@@ -89,6 +112,7 @@ macro_rules! named_enum {
         }
     };
 }
+pub(crate) use named_enum;
 
 /// Most distinct custom class names one process holds (names are interned once each).
 pub const MAX_CUSTOM_CLASS_NAMES: usize = 10_000;
@@ -194,31 +218,31 @@ impl CiClass {
 
     /// Checks a custom class name: lowercase letters, digits and `_`, starting with a letter,
     /// 2 to 63 bytes, not a built-in name.
-    pub fn check_custom_name(name: &str) -> Result<(), CiError> {
+    pub fn check_custom_name(name: &str) -> Result<(), ModelError> {
         let shaped = (2..=MAX_CLASS_NAME_BYTES).contains(&name.len())
             && name.starts_with(|c: char| c.is_ascii_lowercase())
             && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !shaped {
-            return Err(CiError::InvalidClassName(name.to_owned()));
+            return Err(ModelError::InvalidClassName(name.to_owned()));
         }
         if CiClass::BUILTIN.iter().any(|b| b.as_str() == name) {
-            return Err(CiError::ClassNameTaken(name.to_owned()));
+            return Err(ModelError::ClassNameTaken(name.to_owned()));
         }
         Ok(())
     }
 
     /// The class named by a declaration or a stored event: interns a custom name (once).
-    pub fn declared(name: &str) -> Result<CiClass, CiError> {
+    pub fn declared(name: &str) -> Result<CiClass, ModelError> {
         if let Some(builtin) = CiClass::BUILTIN.iter().find(|b| b.as_str() == name) {
             return Ok(*builtin);
         }
         CiClass::check_custom_name(name)?;
-        let mut names = interned().lock().map_err(|_| CiError::InvalidClassName(name.to_owned()))?;
+        let mut names = interned().lock().map_err(|_| ModelError::InvalidClassName(name.to_owned()))?;
         if let Some(existing) = names.get(name) {
             return Ok(CiClass::Custom(CustomClass(existing)));
         }
         if names.len() >= MAX_CUSTOM_CLASS_NAMES {
-            return Err(CiError::TooManyClassNames);
+            return Err(ModelError::TooManyClassNames);
         }
         let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
         names.insert(leaked);
@@ -235,14 +259,14 @@ impl fmt::Display for CiClass {
 /// Parses a class named by a user: a built-in class (any case), or a custom class this
 /// process already knows from its declaration. Never interns: unknown names are refused.
 impl FromStr for CiClass {
-    type Err = CiError;
+    type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.trim().to_ascii_lowercase();
         if let Some(builtin) = CiClass::BUILTIN.iter().find(|b| b.as_str() == lower) {
             return Ok(*builtin);
         }
         let known = interned().lock().ok().and_then(|names| names.get(lower.as_str()).copied());
-        known.map(|name| CiClass::Custom(CustomClass(name))).ok_or_else(|| CiError::UnknownName {
+        known.map(|name| CiClass::Custom(CustomClass(name))).ok_or_else(|| ModelError::UnknownName {
             what: "class",
             input: s.to_owned(),
             expected: CiClass::BUILTIN.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
@@ -266,7 +290,7 @@ impl<'de> Deserialize<'de> for CiClass {
 
 named_enum!(
     /// Life-cycle status (CM-5).
-    Status, "status" {
+    Status, "status", exact {
         Planned => "planned",
         Ordered => "ordered",
         Received => "received",
@@ -278,7 +302,8 @@ named_enum!(
 );
 
 named_enum!(
-    Environment, "environment" {
+    /// Where a CI runs.
+    Environment, "environment", exact {
         Development => "development",
         Test => "test",
         Staging => "staging",
@@ -288,7 +313,7 @@ named_enum!(
 
 named_enum!(
     /// Relationship types (CM-2). Each relationship has its own id and history.
-    RelType, "relationship type" {
+    RelType, "relationship type", exact {
         DependsOn => "depends_on",
         RunsOn => "runs_on",
         Hosts => "hosts",
@@ -303,7 +328,7 @@ named_enum!(
 );
 
 /// The allowed life-cycle transitions: the one table.
-pub const TRANSITIONS: &[(Status, &[Status])] = &[
+pub const STATUS_TRANSITIONS: &[(Status, &[Status])] = &[
     (Status::Planned, &[Status::Ordered, Status::InTest, Status::Live, Status::Withdrawn]),
     (Status::Ordered, &[Status::Received, Status::Withdrawn]),
     (Status::Received, &[Status::InTest, Status::Live, Status::Withdrawn]),
@@ -318,7 +343,7 @@ pub const INITIAL_STATUSES: &[Status] =
     &[Status::Planned, Status::Ordered, Status::Received, Status::InTest, Status::Live];
 
 pub fn transition_allowed(from: Status, to: Status) -> bool {
-    TRANSITIONS.iter().any(|(source, targets)| *source == from && targets.contains(&to))
+    STATUS_TRANSITIONS.iter().any(|(source, targets)| *source == from && targets.contains(&to))
 }
 
 /// Which way a failure travels across a relationship (who depends on whom).
@@ -458,7 +483,7 @@ mod tests {
     #[test]
     fn every_status_has_one_row_and_withdrawn_is_terminal() {
         for status in Status::ALL {
-            assert_eq!(TRANSITIONS.iter().filter(|(s, _)| s == status).count(), 1, "{status}");
+            assert_eq!(STATUS_TRANSITIONS.iter().filter(|(s, _)| s == status).count(), 1, "{status}");
             if *status != Status::Withdrawn {
                 assert!(transition_allowed(*status, Status::Withdrawn), "{status} can be withdrawn");
             }

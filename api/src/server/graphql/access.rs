@@ -1,14 +1,114 @@
-use std::time::Duration;
+//! Principals, roles and tokens over GraphQL (CM-4, IS-1): their views and the access mutations.
 
-use async_graphql::{Context, ID, InputObject, Object};
-use cmdb_core::access::{self, AccessCommand, Operation, token_hash, token_text};
+use super::context::{Requires, metadata, state};
+use super::log::Written;
+use super::scalars::{DateTime, Position};
+use crate::server::AppState;
+use crate::server::errors::{app_error, bad_input, graphql_error};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use cmdb_core::Timestamp;
+use cmdb_core::access::{AccessCommand, Operation, PrincipalInfo, TokenInfo, token_hash, token_text};
 use uuid::Uuid;
 
-use super::scalars::{DateTime, Position};
-use super::types::{CreatedToken, Principal, PrincipalChange, PrincipalKind, Role, Written};
-use super::{Requires, app, metadata};
-use crate::server::AppState;
-use crate::server::errors::{bad_input, core_error, graphql_error};
+/// Roles, as GraphQL names them.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_core::access::Role")]
+pub enum Role {
+    Viewer,
+    Auditor,
+    Editor,
+    ChangeManager,
+    Approver,
+    EmergencyApprover,
+    Deployer,
+    Admin,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_core::access::PrincipalKind")]
+pub enum PrincipalKind {
+    Person,
+    System,
+}
+
+/// A token's metadata (never its text).
+#[derive(SimpleObject)]
+pub struct Token {
+    pub token_id: ID,
+    pub principal: String,
+    pub label: Option<String>,
+    pub issued_at: DateTime,
+    pub expires_at: Option<DateTime>,
+    pub revoked_at: Option<DateTime>,
+    /// Neither revoked nor expired.
+    pub live: bool,
+}
+
+impl Token {
+    pub fn from_info(info: &TokenInfo, now: Timestamp) -> Token {
+        Token {
+            token_id: ID(info.token_id.to_string()),
+            principal: info.principal.clone(),
+            label: info.label.clone(),
+            issued_at: DateTime(info.issued_at),
+            expires_at: info.expires_at.map(DateTime),
+            revoked_at: info.revoked_at.map(DateTime),
+            live: info.is_live(now),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Principal {
+    pub name: String,
+    pub kind: PrincipalKind,
+    pub display_name: Option<String>,
+    pub roles: Vec<Role>,
+    pub created_at: DateTime,
+    pub tokens: Vec<Token>,
+}
+
+impl Principal {
+    pub fn from_info(
+        info: &PrincipalInfo,
+        tokens: &std::collections::BTreeMap<uuid::Uuid, TokenInfo>,
+        now: Timestamp,
+    ) -> Principal {
+        Principal {
+            name: info.name.clone(),
+            kind: info.kind.into(),
+            display_name: info.display_name.clone(),
+            roles: info.roles.iter().copied().map(Role::from).collect(),
+            created_at: DateTime(info.created_at),
+            tokens: info.tokens.iter().filter_map(|id| tokens.get(id)).map(|t| Token::from_info(t, now)).collect(),
+        }
+    }
+}
+
+/// The caller.
+#[derive(SimpleObject)]
+pub struct Me {
+    pub principal: String,
+    pub kind: PrincipalKind,
+    pub roles: Vec<Role>,
+    pub token_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct PrincipalChange {
+    pub principal: Principal,
+    pub position: Position,
+}
+
+/// A new token. `token` is shown only here, once.
+#[derive(SimpleObject)]
+pub struct CreatedToken {
+    pub token: String,
+    pub token_id: ID,
+    pub principal: String,
+    pub expires_at: Option<DateTime>,
+    pub position: Position,
+}
 
 #[derive(Default)]
 pub struct AccessMutation;
@@ -26,24 +126,8 @@ pub struct CreatePrincipalInput {
 /// Runs an access command and waits until the server's own view has applied it, so the next
 /// request (on any connection) sees the change: a revoked token is refused from then on.
 async fn run(app: &AppState, command: AccessCommand, metadata: cmdb_core::Metadata) -> async_graphql::Result<u64> {
-    // One access command at a time in this process: they all write the one access stream, and
-    // queueing here is cheaper than re-deciding after conflicts. Other processes (the CLI)
-    // still race, and lose at most a retry.
-    let _turn = app.access_commands.lock().await;
-    let outcome =
-        access::execute(app.store.as_ref(), &command, metadata, app.clock.as_ref()).await.map_err(core_error)?;
-    let applied =
-        app.access.wait_for(outcome.last_position, Duration::from_millis(app.settings.min_position_wait_ms)).await;
-    if !applied {
-        return Err(graphql_error(
-            "UNAVAILABLE",
-            format!(
-                "the change is durable at position {} but the server has not applied it yet",
-                outcome.last_position
-            ),
-        ));
-    }
-    Ok(outcome.last_position)
+    let written = app.app.access(&command, metadata).await.map_err(app_error)?;
+    Ok(written.last_position)
 }
 
 fn principal_change(app: &AppState, name: &str, position: u64) -> async_graphql::Result<PrincipalChange> {
@@ -69,7 +153,7 @@ impl AccessMutation {
         ctx: &Context<'_>,
         input: CreatePrincipalInput,
     ) -> async_graphql::Result<PrincipalChange> {
-        let app = app(ctx);
+        let app = state(ctx);
         let command = AccessCommand::CreatePrincipal {
             name: input.name.clone(),
             kind: input.kind.into(),
@@ -87,7 +171,7 @@ impl AccessMutation {
         principal: String,
         role: Role,
     ) -> async_graphql::Result<PrincipalChange> {
-        let app = app(ctx);
+        let app = state(ctx);
         let position =
             run(app, AccessCommand::GrantRole { name: principal.clone(), role: role.into() }, metadata(ctx)?).await?;
         principal_change(app, &principal, position)
@@ -100,7 +184,7 @@ impl AccessMutation {
         principal: String,
         role: Role,
     ) -> async_graphql::Result<PrincipalChange> {
-        let app = app(ctx);
+        let app = state(ctx);
         let position =
             run(app, AccessCommand::RevokeRole { name: principal.clone(), role: role.into() }, metadata(ctx)?).await?;
         principal_change(app, &principal, position)
@@ -115,7 +199,7 @@ impl AccessMutation {
         label: Option<String>,
         expires_at: Option<DateTime>,
     ) -> async_graphql::Result<CreatedToken> {
-        let app = app(ctx);
+        let app = state(ctx);
         let token = new_token_text();
         let token_id = app.ids.next_id();
         let command = AccessCommand::IssueToken {
@@ -143,7 +227,7 @@ impl AccessMutation {
         token_id: ID,
         reason: Option<String>,
     ) -> async_graphql::Result<Written> {
-        let app = app(ctx);
+        let app = state(ctx);
         let token_id = parse_token_id(&token_id)?;
         let position = run(app, AccessCommand::RevokeToken { token_id, reason }, metadata(ctx)?).await?;
         Ok(Written { position: Position(position) })

@@ -1,18 +1,17 @@
-//! Custom classes and attributes: the registry over GraphQL (`classes`), and the admin
-//! mutations that declare them.
+//! Classes and attributes over GraphQL: every class with its attributes, and the admin's
+//! declarations of custom classes, attributes and uncontrolled classes.
 
+use super::context::{Requires, app, metadata, parse_class, state};
+use super::log::Written;
+use super::scalars::Position;
+use crate::server::errors::{app_error, bad_input};
 use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject};
 use cmdb_core::access::Operation;
-use cmdb_core::ci::registry::{
-    self, AttrRef, AttributeDeclared, ClassDeclared, DeclaredAttribute, DeclaredType, SchemaCommand,
+use cmdb_core::ci::schema::{
+    self as registry, AttrRef, AttributeDeclared, ClassDeclared, DeclaredAttribute, DeclaredType, SchemaCommand,
+    SchemaDecider,
 };
 use cmdb_core::ci::{self as domain};
-
-use super::config::{parse_class, state};
-use super::scalars::Position;
-use super::types::Written;
-use super::{Requires, metadata};
-use crate::server::errors::{bad_input, core_error};
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
 pub enum AttributeKind {
@@ -133,19 +132,15 @@ pub fn classes(ctx: &Context<'_>) -> Vec<ClassInfo> {
 }
 
 async fn run(ctx: &Context<'_>, command: SchemaCommand) -> async_graphql::Result<Written> {
-    let app = state(ctx);
-    let outcome = registry::execute(app.store.as_ref(), &command, metadata(ctx)?).await.map_err(core_error)?;
-    app.graph
-        .wait_for(outcome.last_position, std::time::Duration::from_millis(app.settings.min_position_wait_ms))
-        .await;
+    let outcome = app(ctx).run(&SchemaDecider, &command, metadata(ctx)?).await.map_err(app_error)?.outcome;
     Ok(Written { position: Position(outcome.last_position) })
 }
 
 #[derive(Default)]
-pub struct SchemaMutation;
+pub struct ClassMutation;
 
 #[Object]
-impl SchemaMutation {
+impl ClassMutation {
     /// Declares a custom class with its attributes. Existing data is never reinterpreted.
     #[graphql(guard = "Requires(Operation::ManageSchema)")]
     async fn declare_class(&self, ctx: &Context<'_>, input: DeclareClassInput) -> async_graphql::Result<Written> {

@@ -1,11 +1,17 @@
-//! Output types of the schema.
+//! The event log over GraphQL: events and their metadata, the head, digests and verification,
+//! paging helpers, and the subscription to new events.
 
-use async_graphql::{Enum, ID, Json, Object, SimpleObject};
-use cmdb_core::access::{PrincipalInfo, TokenInfo};
-use cmdb_core::chain::{ChainBreak, DigestCheck, VerifyReport};
-use cmdb_core::{EventRecord, Timestamp};
-
+use super::context::SubscriptionSlots;
+use super::context::{Requires, state};
 use super::scalars::{DateTime, Position};
+use crate::server::errors::{bad_input, graphql_error, limit_exceeded, store_error};
+use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject, Subscription};
+use cmdb_core::EventRecord;
+use cmdb_core::access::Operation;
+use cmdb_core::chain::{ChainBreak, DigestCheck, VerifyReport};
+use cmdb_core::event::validate_event_type;
+use cmdb_core::store::subscribe;
+use futures::{Stream, StreamExt};
 
 /// An event as stored in the log.
 pub struct Event(pub EventRecord);
@@ -238,90 +244,6 @@ impl From<DigestCheck> for DigestCheckResult {
     }
 }
 
-/// Roles, as GraphQL names them.
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::access::Role")]
-pub enum Role {
-    Viewer,
-    Auditor,
-    Editor,
-    ChangeManager,
-    Approver,
-    EmergencyApprover,
-    Deployer,
-    Admin,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::access::PrincipalKind")]
-pub enum PrincipalKind {
-    Person,
-    System,
-}
-
-/// A token's metadata (never its text).
-#[derive(SimpleObject)]
-pub struct Token {
-    pub token_id: ID,
-    pub principal: String,
-    pub label: Option<String>,
-    pub issued_at: DateTime,
-    pub expires_at: Option<DateTime>,
-    pub revoked_at: Option<DateTime>,
-    /// Neither revoked nor expired.
-    pub live: bool,
-}
-
-impl Token {
-    pub fn from_info(info: &TokenInfo, now: Timestamp) -> Token {
-        Token {
-            token_id: ID(info.token_id.to_string()),
-            principal: info.principal.clone(),
-            label: info.label.clone(),
-            issued_at: DateTime(info.issued_at),
-            expires_at: info.expires_at.map(DateTime),
-            revoked_at: info.revoked_at.map(DateTime),
-            live: info.is_live(now),
-        }
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct Principal {
-    pub name: String,
-    pub kind: PrincipalKind,
-    pub display_name: Option<String>,
-    pub roles: Vec<Role>,
-    pub created_at: DateTime,
-    pub tokens: Vec<Token>,
-}
-
-impl Principal {
-    pub fn from_info(
-        info: &PrincipalInfo,
-        tokens: &std::collections::BTreeMap<uuid::Uuid, TokenInfo>,
-        now: Timestamp,
-    ) -> Principal {
-        Principal {
-            name: info.name.clone(),
-            kind: info.kind.into(),
-            display_name: info.display_name.clone(),
-            roles: info.roles.iter().copied().map(Role::from).collect(),
-            created_at: DateTime(info.created_at),
-            tokens: info.tokens.iter().filter_map(|id| tokens.get(id)).map(|t| Token::from_info(t, now)).collect(),
-        }
-    }
-}
-
-/// The caller.
-#[derive(SimpleObject)]
-pub struct Me {
-    pub principal: String,
-    pub kind: PrincipalKind,
-    pub roles: Vec<Role>,
-    pub token_id: ID,
-}
-
 /// The server's limits, so clients can size their requests.
 #[derive(SimpleObject)]
 pub struct Limits {
@@ -342,18 +264,84 @@ pub struct Written {
     pub position: Position,
 }
 
-#[derive(SimpleObject)]
-pub struct PrincipalChange {
-    pub principal: Principal,
-    pub position: Position,
+/// Page size when `first` is not given.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// Most event types one `types` filter may name.
+pub const MAX_TYPE_FILTERS: usize = 64;
+
+/// Checks `first` against `max_page_size`.
+pub(super) fn page_size(first: Option<i32>, max_page_size: usize) -> async_graphql::Result<usize> {
+    let Some(first) = first else { return Ok(DEFAULT_PAGE_SIZE.min(max_page_size)) };
+    if first < 1 {
+        return Err(bad_input(format!("first must be at least 1, got {first}")));
+    }
+    let first = first as usize;
+    if first > max_page_size {
+        return Err(limit_exceeded("max_page_size", first as u64, max_page_size as u64));
+    }
+    Ok(first)
 }
 
-/// A new token. `token` is shown only here, once.
-#[derive(SimpleObject)]
-pub struct CreatedToken {
-    pub token: String,
-    pub token_id: ID,
-    pub principal: String,
-    pub expires_at: Option<DateTime>,
-    pub position: Position,
+/// Checks a `types` filter.
+pub(super) fn type_filter(types: Option<Vec<String>>) -> async_graphql::Result<Option<Vec<String>>> {
+    let Some(types) = types else { return Ok(None) };
+    if types.len() > MAX_TYPE_FILTERS {
+        return Err(limit_exceeded("max_type_filters", types.len() as u64, MAX_TYPE_FILTERS as u64));
+    }
+    for t in &types {
+        validate_event_type(t).map_err(|e| bad_input(format!("types: {e}")))?;
+    }
+    Ok(Some(types))
+}
+
+pub(super) fn matches(types: &Option<Vec<String>>, record: &EventRecord) -> bool {
+    types.as_ref().is_none_or(|types| types.iter().any(|t| *t == record.event_type))
+}
+
+/// Events a subscription reads from the log per page (its memory bound).
+const SUBSCRIPTION_PAGE_EVENTS: usize = 500;
+
+#[derive(Default)]
+pub struct LogSubscription;
+
+#[Subscription]
+impl LogSubscription {
+    /// Every event after `after` (default: the current head, i.e. only new events), in order,
+    /// without gaps, optionally only those of the given `types`. Ends when the server shuts
+    /// down.
+    #[graphql(guard = "Requires(Operation::SubscribeLog)")]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<Position>,
+        types: Option<Vec<String>>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
+        let app = state(ctx).clone();
+        let slot = ctx
+            .data_opt::<SubscriptionSlots>()
+            .ok_or_else(|| graphql_error("BAD_REQUEST", "subscriptions are served over the WebSocket at /graphql/ws"))?
+            .take()?;
+        let types = type_filter(types)?;
+        let after = match after {
+            Some(position) => position.0,
+            None => app.store.head().await.map_err(store_error)?.position,
+        };
+        let shutdown = app.shutdown.clone();
+        let events = subscribe(app.store.clone(), after, SUBSCRIPTION_PAGE_EVENTS)
+            .take_until(async move { shutdown.cancelled().await })
+            .filter_map(move |next| {
+                let keep = match &next {
+                    Ok(record) => types.as_ref().is_none_or(|t| t.iter().any(|t| *t == record.event_type)),
+                    Err(_) => true,
+                };
+                futures::future::ready(keep.then(|| next.map(Event).map_err(store_error)))
+            })
+            // The slot is held for as long as the stream lives.
+            .map(move |item| {
+                let _held = &slot;
+                item
+            });
+        Ok(events)
+    }
 }

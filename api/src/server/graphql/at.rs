@@ -1,0 +1,82 @@
+//! `at(position:, time:)`: the composition root of every read at one moment. Each domain
+//! contributes its own part (merged into one GraphQL type, `At`); this module only resolves the
+//! moment.
+
+use std::time::Duration;
+
+use async_graphql::{Context, MergedObject, Object};
+
+use super::calendar::CalendarAt;
+use super::changes::ChangesAt;
+use super::cis::CisAt;
+use super::context::state;
+use super::policy::PolicyAt;
+use super::reports::ReportsAt;
+use super::scalars::{DateTime, Position};
+use crate::server::errors::{Code, bad_input, coded, graph_error};
+
+/// The configuration, the changes and the calendar as they were at one position of the log:
+/// every read inside happens at that one position.
+#[derive(MergedObject)]
+pub struct At(AtMoment, CisAt, ChangesAt, CalendarAt, PolicyAt, ReportsAt);
+
+impl At {
+    /// The view at `position`.
+    fn new(position: u64) -> At {
+        At(
+            AtMoment { position },
+            CisAt { position },
+            ChangesAt { position },
+            CalendarAt { position },
+            PolicyAt { position },
+            ReportsAt { position },
+        )
+    }
+}
+/// Resolves `at(position:, time:, minPosition:)` to a position the graph has applied.
+pub async fn resolve_at(
+    ctx: &Context<'_>,
+    position: Option<Position>,
+    time: Option<DateTime>,
+    min_position: Option<Position>,
+) -> async_graphql::Result<At> {
+    let app = state(ctx);
+    if let Some(min) = min_position {
+        let wait = Duration::from_millis(app.settings.min_position_wait_ms);
+        if !app.graph.wait_for(min.0, wait).await {
+            return Err(coded(
+                Code::Unavailable,
+                format!("the graph has applied position {}, not yet minPosition {}; retry", app.graph.applied(), min.0),
+            ));
+        }
+    }
+    let graph = app.graph.read();
+    let position = match (position, time) {
+        (Some(_), Some(_)) => return Err(bad_input("give position or time, not both")),
+        (Some(p), None) => {
+            graph.check_position(p.0).map_err(graph_error)?;
+            p.0
+        }
+        (None, Some(t)) => graph.position_at(t.0).map_err(graph_error)?,
+        (None, None) => graph.applied(),
+    };
+    Ok(At::new(position))
+}
+
+/// Where the view is.
+pub struct AtMoment {
+    pub(super) position: u64,
+}
+
+#[Object]
+impl AtMoment {
+    /// The position every read in this view happens at.
+    async fn position(&self) -> Position {
+        Position(self.position)
+    }
+
+    /// When the event at this position was recorded.
+    async fn time(&self, ctx: &Context<'_>) -> Option<DateTime> {
+        state(ctx).graph.read().time_of(self.position).map(DateTime)
+    }
+}

@@ -1,0 +1,573 @@
+//! Configuration items over GraphQL (CM-1, CM-2, CM-5, CM-9): the views of CIs, relationships,
+//! impact and history, and the CI reads of `at(...)`. Resolvers read the in-memory temporal graph
+//! (one short read lock per field); answers at a position never change, so locking per field is
+//! consistent.
+
+use super::context::{parse_class, parse_classes, parse_id, state};
+use super::scalars::{DateTime, Position};
+use crate::server::errors::{bad_input, graph_error};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use cmdb_core::ci::{self as domain, CiSnapshot};
+use cmdb_projections::graph::{self as graph, CiFilter, TemporalGraph, Traversal};
+use serde_json::Value;
+use std::sync::Arc;
+
+// ---------------------------------------------------------------------------------------------
+// Enums (the core's own, named for GraphQL)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_core::ci::Status")]
+pub enum CiStatus {
+    Planned,
+    Ordered,
+    Received,
+    InTest,
+    Live,
+    UnderChange,
+    Withdrawn,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_core::ci::Environment")]
+pub enum Environment {
+    Development,
+    Test,
+    Staging,
+    Production,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_core::ci::RelType")]
+pub enum RelationshipType {
+    DependsOn,
+    RunsOn,
+    Hosts,
+    ConnectsTo,
+    PartOf,
+    Provides,
+    Consumes,
+    DocumentedBy,
+    LicensedBy,
+    SuppliedBy,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_core::ci::CiField")]
+pub enum CiField {
+    Environment,
+    Owner,
+    Location,
+    Version,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_projections::graph::ImpactDirection")]
+pub enum ImpactDirection {
+    /// What depends on the CI: whom its failure reaches.
+    Downstream,
+    /// What the CI depends on.
+    Upstream,
+}
+
+/// Default and bound of `max_depth` / `max_results` arguments.
+const DEFAULT_MAX_DEPTH: u32 = 6;
+
+const DEFAULT_MAX_RESULTS: usize = 1000;
+
+/// A Relay-style page of CIs (`edges` with cursors, or `nodes` directly).
+pub struct CiConnection {
+    cis: Vec<Arc<CiSnapshot>>,
+    position: u64,
+    page_info: CiPageInfo,
+}
+
+#[derive(SimpleObject)]
+pub struct CiEdge {
+    /// The CI's id: pass it as `after` to continue after it.
+    pub cursor: String,
+    pub node: Ci,
+}
+
+#[Object]
+impl CiConnection {
+    async fn edges(&self, ctx: &Context<'_>) -> Vec<CiEdge> {
+        let graph = state(ctx).graph.read();
+        self.cis
+            .iter()
+            .map(|ci| CiEdge { cursor: ci.id.to_string(), node: Ci::new(&graph, ci.clone(), self.position) })
+            .collect()
+    }
+
+    async fn nodes(&self, ctx: &Context<'_>) -> Vec<Ci> {
+        let graph = state(ctx).graph.read();
+        self.cis.iter().map(|ci| Ci::new(&graph, ci.clone(), self.position)).collect()
+    }
+
+    async fn page_info(&self) -> &CiPageInfo {
+        &self.page_info
+    }
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct CiPageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    /// Pass as `after` for the next page.
+    pub end_cursor: Option<String>,
+}
+
+#[derive(InputObject, Default)]
+pub struct CiFilterInput {
+    /// Class names (`host`, `business_service`, or a declared custom class).
+    pub classes: Option<Vec<String>>,
+    pub statuses: Option<Vec<CiStatus>>,
+    pub environments: Option<Vec<Environment>>,
+    /// Case-insensitive part of the name.
+    pub name_contains: Option<String>,
+    /// `{"name": "os", "value": "debian-12"}`: an attribute equal to a JSON value.
+    pub attribute: Option<AttributeFilter>,
+    /// Include withdrawn CIs when no status filter is given.
+    #[graphql(default)]
+    pub include_withdrawn: bool,
+}
+
+#[derive(InputObject)]
+pub struct AttributeFilter {
+    pub name: String,
+    pub value: Json<Value>,
+}
+
+/// A CI as it was at the view's position.
+pub struct Ci {
+    ci: Arc<CiSnapshot>,
+    position: u64,
+    valid_from: u64,
+    valid_to: u64,
+}
+
+impl Ci {
+    pub(super) fn new(graph: &TemporalGraph, ci: Arc<CiSnapshot>, position: u64) -> Ci {
+        let (valid_from, valid_to) = graph.version_at(ci.id, position).map_or((0, graph::OPEN), |v| (v.from, v.to));
+        Ci { ci, position, valid_from, valid_to }
+    }
+}
+
+#[Object]
+impl Ci {
+    async fn id(&self) -> ID {
+        ID(self.ci.id.to_string())
+    }
+
+    /// The class name (`host`, `business_service`, or a declared custom class).
+    async fn class(&self) -> &'static str {
+        self.ci.class.as_str()
+    }
+
+    async fn name(&self) -> &str {
+        &self.ci.name
+    }
+
+    async fn status(&self) -> CiStatus {
+        self.ci.status.into()
+    }
+
+    async fn environment(&self) -> Option<Environment> {
+        self.ci.environment.map(Into::into)
+    }
+
+    async fn version(&self) -> Option<&str> {
+        self.ci.version.as_deref()
+    }
+
+    /// The owning team or person, at the same position.
+    async fn owner(&self, ctx: &Context<'_>) -> Option<Ci> {
+        let graph = state(ctx).graph.read();
+        self.ci.owner.and_then(|id| graph.ci_at(id, self.position)).map(|ci| Ci::new(&graph, ci, self.position))
+    }
+
+    /// The location, at the same position.
+    async fn location(&self, ctx: &Context<'_>) -> Option<Ci> {
+        let graph = state(ctx).graph.read();
+        self.ci.location.and_then(|id| graph.ci_at(id, self.position)).map(|ci| Ci::new(&graph, ci, self.position))
+    }
+
+    /// Every attribute, as a JSON object.
+    async fn attributes(&self) -> Json<&std::collections::BTreeMap<String, Value>> {
+        Json(&self.ci.attributes)
+    }
+
+    /// One attribute's value.
+    async fn attribute(&self, name: String) -> Option<Json<Value>> {
+        self.ci.attributes.get(&name).cloned().map(Json)
+    }
+
+    /// The first position of this version.
+    async fn valid_from(&self) -> Position {
+        Position(self.valid_from)
+    }
+
+    /// The position where the next version starts; null while this one is current.
+    async fn valid_to(&self) -> Option<Position> {
+        (self.valid_to != graph::OPEN).then_some(Position(self.valid_to))
+    }
+
+    /// This CI's relationships at the same position.
+    async fn relationships(&self, ctx: &Context<'_>, types: Option<Vec<RelationshipType>>) -> Vec<Relationship> {
+        let types: Option<Vec<domain::RelType>> = types.map(|t| t.into_iter().map(Into::into).collect());
+        let graph = state(ctx).graph.read();
+        graph
+            .relationships_at(self.position, Some(self.ci.id), types.as_deref())
+            .into_iter()
+            .map(|rel| Relationship { rel: rel.clone(), position: self.position })
+            .collect()
+    }
+}
+
+pub struct Relationship {
+    pub(super) rel: graph::Relationship,
+    pub(super) position: u64,
+}
+
+#[Object]
+impl Relationship {
+    async fn id(&self) -> ID {
+        ID(self.rel.id.to_string())
+    }
+
+    #[graphql(name = "type")]
+    async fn rel_type(&self) -> RelationshipType {
+        self.rel.rel_type.into()
+    }
+
+    async fn source(&self, ctx: &Context<'_>) -> Option<Ci> {
+        let graph = state(ctx).graph.read();
+        graph.ci_at(self.rel.source, self.position).map(|ci| Ci::new(&graph, ci, self.position))
+    }
+
+    async fn target(&self, ctx: &Context<'_>) -> Option<Ci> {
+        let graph = state(ctx).graph.read();
+        graph.ci_at(self.rel.target, self.position).map(|ci| Ci::new(&graph, ci, self.position))
+    }
+
+    async fn source_id(&self) -> ID {
+        ID(self.rel.source.to_string())
+    }
+
+    async fn target_id(&self) -> ID {
+        ID(self.rel.target.to_string())
+    }
+
+    async fn valid_from(&self) -> Position {
+        Position(self.rel.from)
+    }
+
+    async fn valid_to(&self) -> Option<Position> {
+        (self.rel.to != graph::OPEN).then_some(Position(self.rel.to))
+    }
+
+    /// The change that authorised its creation, if one was given.
+    async fn authorized_by(&self) -> Option<ID> {
+        self.rel.created_by.map(|c| ID(c.to_string()))
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PathStep {
+    pub relationship_id: ID,
+    #[graphql(name = "type")]
+    pub rel_type: RelationshipType,
+    pub ci: Option<Ci>,
+    pub ci_id: ID,
+}
+
+impl PathStep {
+    fn new(graph: &TemporalGraph, step: graph::Step, position: u64) -> PathStep {
+        PathStep {
+            relationship_id: ID(step.relationship.to_string()),
+            rel_type: step.rel_type.into(),
+            ci: graph.ci_at(step.ci, position).map(|ci| Ci::new(graph, ci, position)),
+            ci_id: ID(step.ci.to_string()),
+        }
+    }
+}
+
+/// A CI an impact analysis reached.
+pub struct ImpactedCi {
+    impact: Arc<graph::Impact>,
+    index: usize,
+}
+
+#[Object]
+impl ImpactedCi {
+    async fn ci(&self, ctx: &Context<'_>) -> Ci {
+        let graph = state(ctx).graph.read();
+        Ci::new(&graph, self.impact.reached[self.index].ci.clone(), self.impact.position)
+    }
+
+    async fn depth(&self) -> u32 {
+        self.impact.reached[self.index].depth
+    }
+
+    /// One shortest path from the root to this CI.
+    async fn path(&self, ctx: &Context<'_>) -> Vec<PathStep> {
+        let graph = state(ctx).graph.read();
+        let target = self.impact.reached[self.index].ci.id;
+        self.impact.path_to(target).into_iter().map(|s| PathStep::new(&graph, s, self.impact.position)).collect()
+    }
+}
+
+/// A business service an impact analysis reached.
+pub struct ImpactedService {
+    impact: Arc<graph::Impact>,
+    index: usize,
+}
+
+#[Object]
+impl ImpactedService {
+    async fn service(&self, ctx: &Context<'_>) -> Ci {
+        let graph = state(ctx).graph.read();
+        Ci::new(&graph, self.impact.services[self.index].0.clone(), self.impact.position)
+    }
+
+    /// Criticality tier 1 (highest) to 4.
+    async fn tier(&self) -> Option<i64> {
+        self.impact.services[self.index].1
+    }
+
+    async fn depth(&self) -> u32 {
+        let id = self.impact.services[self.index].0.id;
+        self.impact.reached.iter().find(|r| r.ci.id == id).map_or(0, |r| r.depth)
+    }
+}
+
+/// The answer of an impact analysis; each field is computed only when asked for.
+pub struct ImpactResult {
+    impact: Arc<graph::Impact>,
+}
+
+#[Object]
+impl ImpactResult {
+    async fn root(&self, ctx: &Context<'_>) -> Ci {
+        let graph = state(ctx).graph.read();
+        Ci::new(&graph, self.impact.root.clone(), self.impact.position)
+    }
+
+    async fn position(&self) -> Position {
+        Position(self.impact.position)
+    }
+
+    async fn direction(&self) -> ImpactDirection {
+        self.impact.direction.into()
+    }
+
+    /// The CIs reached, breadth first: each at its least depth.
+    async fn reached(&self) -> Vec<ImpactedCi> {
+        (0..self.impact.reached.len()).map(|index| ImpactedCi { impact: self.impact.clone(), index }).collect()
+    }
+
+    /// The business services among them, with their tier.
+    async fn services(&self) -> Vec<ImpactedService> {
+        (0..self.impact.services.len()).map(|index| ImpactedService { impact: self.impact.clone(), index }).collect()
+    }
+
+    /// max_results cut the traversal short.
+    async fn truncated(&self) -> bool {
+        self.impact.truncated
+    }
+
+    /// Cycles met, each a list of CI ids ending where it starts.
+    async fn cycles(&self) -> Vec<Vec<ID>> {
+        self.impact.cycles.iter().map(|c| c.iter().map(|id| ID(id.to_string())).collect()).collect()
+    }
+
+    /// How many CIs were reached.
+    async fn count(&self) -> usize {
+        self.impact.reached.len()
+    }
+}
+
+impl ImpactResult {
+    fn new(impact: graph::Impact) -> ImpactResult {
+        ImpactResult { impact: Arc::new(impact) }
+    }
+}
+
+impl HistoryEntry {
+    pub(super) fn new(graph: &TemporalGraph, h: &graph::HistoryEntry, versions: &[graph::CiVersion]) -> HistoryEntry {
+        HistoryEntry {
+            position: Position(h.position),
+            recorded_at: DateTime(h.recorded_at),
+            event_type: h.event_type.as_str().to_owned(),
+            principal: h.principal.to_string(),
+            correlation_id: h.correlation_id.clone(),
+            authorized_by: h.authorized_by.map(|c| ID(c.to_string())),
+            relationship_id: h.relationship.map(|r| ID(r.to_string())),
+            version: versions.iter().find(|v| v.from == h.position).map(|v| Ci::new(graph, v.ci.clone(), h.position)),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct HistoryEntry {
+    pub position: Position,
+    pub recorded_at: DateTime,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub principal: String,
+    pub correlation_id: Option<String>,
+    pub authorized_by: Option<ID>,
+    pub relationship_id: Option<ID>,
+    /// The CI as this event left it (for events that change the CI itself).
+    pub version: Option<Ci>,
+}
+
+/// The configuration at one position: CIs, relationships, impact, paths, history.
+pub struct CisAt {
+    pub(super) position: u64,
+}
+
+#[Object]
+impl CisAt {
+    /// One CI by id, or by class and name.
+    async fn ci(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+        class: Option<String>,
+        name: Option<String>,
+    ) -> async_graphql::Result<Option<Ci>> {
+        let class = class.map(|c| parse_class(ctx, &c)).transpose()?;
+        let graph = state(ctx).graph.read();
+        let found = match (id, class, name) {
+            (Some(id), None, None) => graph.ci_at(parse_id(&id)?, self.position),
+            (None, Some(class), Some(name)) => graph.ci_by_name(class, &name, self.position),
+            _ => return Err(bad_input("give either id, or class and name")),
+        };
+        Ok(found.map(|ci| Ci::new(&graph, ci, self.position)))
+    }
+
+    /// CIs matching a filter, in registration order, paged (`first` at most max_page_size;
+    /// `after` a cursor from `edges` or `pageInfo.endCursor`).
+    async fn cis(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<CiFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<CiConnection> {
+        let app = state(ctx);
+        let first = super::log::page_size(first, app.settings.max_page_size)?;
+        let after =
+            after.map(|a| a.parse::<domain::CiId>().map_err(|e| bad_input(format!("after: {e}")))).transpose()?;
+        let filter = filter.unwrap_or_default();
+        let core_filter = CiFilter {
+            classes: parse_classes(ctx, filter.classes)?,
+            statuses: filter.statuses.map(|s| s.into_iter().map(Into::into).collect()),
+            environments: filter.environments.map(|e| e.into_iter().map(Into::into).collect()),
+            attribute: filter.attribute.map(|a| (a.name, a.value.0)),
+            name_contains: filter.name_contains,
+            include_withdrawn: filter.include_withdrawn,
+        };
+        let (page, more) = app.graph.read().cis_at(self.position, &core_filter, after, first);
+        let page_info = CiPageInfo {
+            has_next_page: more,
+            has_previous_page: after.is_some(),
+            start_cursor: page.first().map(|ci| ci.id.to_string()),
+            end_cursor: page.last().map(|ci| ci.id.to_string()),
+        };
+        Ok(CiConnection { cis: page, position: self.position, page_info })
+    }
+
+    /// Relationships valid here: all, or those of one CI, optionally of some types.
+    async fn relationships(
+        &self,
+        ctx: &Context<'_>,
+        ci: Option<ID>,
+        types: Option<Vec<RelationshipType>>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<Relationship>> {
+        let app = state(ctx);
+        let first = super::log::page_size(first, app.settings.max_page_size)?;
+        let ci = ci.as_ref().map(parse_id::<domain::CiId>).transpose()?;
+        let types: Option<Vec<domain::RelType>> = types.map(|t| t.into_iter().map(Into::into).collect());
+        let graph = app.graph.read();
+        Ok(graph
+            .relationships_at(self.position, ci, types.as_deref())
+            .into_iter()
+            .take(first)
+            .map(|rel| Relationship { rel: rel.clone(), position: self.position })
+            .collect())
+    }
+
+    /// Impact analysis from one CI: downstream (what its failure reaches, up to the business
+    /// services) or upstream (what it depends on).
+    async fn impact(
+        &self,
+        ctx: &Context<'_>,
+        ci: ID,
+        #[graphql(default_with = "ImpactDirection::Downstream")] direction: ImpactDirection,
+        types: Option<Vec<RelationshipType>>,
+        max_depth: Option<u32>,
+        max_results: Option<i32>,
+    ) -> async_graphql::Result<ImpactResult> {
+        let root = parse_id::<domain::CiId>(&ci)?;
+        let max_results = match max_results {
+            Some(n) if n < 1 => return Err(bad_input(format!("maxResults must be at least 1, got {n}"))),
+            Some(n) => n as usize,
+            None => DEFAULT_MAX_RESULTS,
+        };
+        let traversal = Traversal {
+            direction: direction.into(),
+            max_depth: max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
+            max_results,
+            types: types.map(|t| t.into_iter().map(Into::into).collect()),
+        };
+        let graph = state(ctx).graph.read();
+        let impact = graph.impact(root, self.position, &traversal).map_err(graph_error)?;
+        Ok(ImpactResult::new(impact))
+    }
+
+    /// One shortest path between two CIs (following dependencies in `direction`, or any
+    /// relationship when it is not given), or null.
+    async fn path(
+        &self,
+        ctx: &Context<'_>,
+        from: ID,
+        to: ID,
+        direction: Option<ImpactDirection>,
+        types: Option<Vec<RelationshipType>>,
+        max_depth: Option<u32>,
+    ) -> async_graphql::Result<Option<Vec<PathStep>>> {
+        let (from, to) = (parse_id::<domain::CiId>(&from)?, parse_id::<domain::CiId>(&to)?);
+        let types: Option<Vec<domain::RelType>> = types.map(|t| t.into_iter().map(Into::into).collect());
+        let graph = state(ctx).graph.read();
+        let path = graph
+            .path(
+                from,
+                to,
+                self.position,
+                direction.map(Into::into),
+                max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
+                types.as_deref(),
+            )
+            .map_err(graph_error)?;
+        Ok(path.map(|steps| steps.into_iter().map(|s| PathStep::new(&graph, s, self.position)).collect()))
+    }
+
+    /// A CI's whole history up to this position: every event with actor, time and the change
+    /// that authorised it.
+    async fn history(&self, ctx: &Context<'_>, ci: ID) -> async_graphql::Result<Option<Vec<HistoryEntry>>> {
+        let id = parse_id::<domain::CiId>(&ci)?;
+        let graph = state(ctx).graph.read();
+        let Some((versions, history)) = graph.history(id) else { return Ok(None) };
+        Ok(Some(
+            history
+                .iter()
+                .filter(|h| h.position <= self.position)
+                .map(|h| HistoryEntry::new(&graph, h, versions))
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,204 @@
+//! The schema registry: custom classes and attributes declared by admins, as events in the
+//! `schema` stream. A CI command validates against the registry as it stands when the command
+//! is decided, and its append is conditional on the registry's version. Declarations only
+//! add (a class, an optional attribute), so no recorded version of a CI ever reads
+//! differently after a schema change.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::builtin::{AttrSpec, COMMON_ATTRIBUTES, class_attributes};
+use crate::ci::CiError;
+use crate::event::{EventRecord, StreamId};
+use crate::model::CiClass;
+
+/// The stream holding every schema declaration.
+pub const SCHEMA_STREAM: &str = "schema";
+/// Most custom classes.
+pub const MAX_CUSTOM_CLASSES: usize = 200;
+/// Most declared attributes per class.
+pub const MAX_DECLARED_ATTRIBUTES: usize = 64;
+/// Most choices of a choice attribute.
+pub const MAX_CHOICES: usize = 100;
+/// Longest attribute name or description, in bytes.
+pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 63;
+pub const MAX_SCHEMA_TEXT_BYTES: usize = 500;
+
+pub const CLASS_DECLARED: &str = "schema.class_declared";
+pub const ATTRIBUTE_DECLARED: &str = "schema.attribute_declared";
+pub const CONTROL_DECLARED: &str = "schema.class_control_declared";
+/// Longest reason for declaring a class (un)controlled, in bytes.
+pub const MAX_CONTROL_REASON_BYTES: usize = 1000;
+
+pub fn schema_stream() -> StreamId {
+    StreamId::new(SCHEMA_STREAM).expect("valid stream id")
+}
+
+/// The type of a declared attribute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeclaredType {
+    Text,
+    Integer { min: i64, max: i64 },
+    Number { min: f64, max: f64 },
+    Boolean,
+    Choice { choices: Vec<String> },
+    TextList,
+    IpAddressList,
+    Date,
+    Url,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeclaredAttribute {
+    pub name: String,
+    #[serde(flatten)]
+    pub attr_type: DeclaredType,
+    pub required: bool,
+    pub description: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassDeclared {
+    pub name: CiClass,
+    /// The built-in class it behaves like for relationships and references.
+    pub like: CiClass,
+    pub description: Option<String>,
+    pub attributes: Vec<DeclaredAttribute>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttributeDeclared {
+    pub class: CiClass,
+    pub attribute: DeclaredAttribute,
+}
+
+/// An admin's declaration that edits to a class do (or no longer) need an implementing change
+/// (CM-3: uncontrolled classes are declared explicitly, never by default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlDeclared {
+    pub class: CiClass,
+    pub controlled: bool,
+    pub reason: String,
+}
+
+/// A declared class as the registry holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomClassDef {
+    pub like: CiClass,
+    pub description: Option<String>,
+    pub attributes: Vec<DeclaredAttribute>,
+}
+
+/// One attribute's spec, built in or declared.
+#[derive(Clone, Copy, Debug)]
+pub enum AttrRef<'a> {
+    Builtin(&'static AttrSpec),
+    Declared(&'a DeclaredAttribute),
+}
+
+impl AttrRef<'_> {
+    pub fn name(&self) -> &str {
+        match self {
+            AttrRef::Builtin(spec) => spec.name,
+            AttrRef::Declared(attribute) => &attribute.name,
+        }
+    }
+
+    pub fn required(&self) -> bool {
+        match self {
+            AttrRef::Builtin(spec) => spec.required,
+            AttrRef::Declared(attribute) => attribute.required,
+        }
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        matches!(self, AttrRef::Builtin(_))
+    }
+}
+
+/// The fold of the schema stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchemaRegistry {
+    pub version: Option<u64>,
+    pub classes: BTreeMap<CiClass, CustomClassDef>,
+    /// Declared attributes added to built-in classes.
+    pub extra: BTreeMap<CiClass, Vec<DeclaredAttribute>>,
+    /// Classes declared uncontrolled: edits need no change (every other class needs one).
+    #[serde(default)]
+    pub uncontrolled: std::collections::BTreeSet<CiClass>,
+}
+
+impl SchemaRegistry {
+    pub fn apply(&mut self, record: &EventRecord) -> Result<(), CiError> {
+        let bad = |e: serde_json::Error| CiError::Undecodable { position: record.position, detail: e.to_string() };
+        match record.event_type.as_str() {
+            CLASS_DECLARED => {
+                let declared: ClassDeclared = record.data_as().map_err(bad)?;
+                self.classes.insert(
+                    declared.name,
+                    CustomClassDef {
+                        like: declared.like,
+                        description: declared.description,
+                        attributes: declared.attributes,
+                    },
+                );
+            }
+            ATTRIBUTE_DECLARED => {
+                let declared: AttributeDeclared = record.data_as().map_err(bad)?;
+                match self.classes.get_mut(&declared.class) {
+                    Some(custom) => custom.attributes.push(declared.attribute),
+                    None => self.extra.entry(declared.class).or_default().push(declared.attribute),
+                }
+            }
+            CONTROL_DECLARED => {
+                let declared: ControlDeclared = record.data_as().map_err(bad)?;
+                if declared.controlled {
+                    self.uncontrolled.remove(&declared.class);
+                } else {
+                    self.uncontrolled.insert(declared.class);
+                }
+            }
+            _ => {}
+        }
+        self.version = Some(record.stream_version);
+        Ok(())
+    }
+
+    /// Whether edits to CIs of `class` need an implementing change (CM-3).
+    pub fn controlled(&self, class: CiClass) -> bool {
+        !self.uncontrolled.contains(&class)
+    }
+
+    pub fn knows(&self, class: CiClass) -> bool {
+        class.is_builtin() || self.classes.contains_key(&class)
+    }
+
+    /// The built-in class a class behaves like (itself when built in).
+    pub fn like(&self, class: CiClass) -> CiClass {
+        self.classes.get(&class).map_or(class, |c| c.like)
+    }
+
+    /// Every attribute of a class: built in, common, declared.
+    pub fn attributes(&self, class: CiClass) -> Vec<AttrRef<'_>> {
+        let mut all: Vec<AttrRef<'_>> =
+            class_attributes(class).iter().chain(COMMON_ATTRIBUTES).map(AttrRef::Builtin).collect();
+        if let Some(custom) = self.classes.get(&class) {
+            all.extend(custom.attributes.iter().map(AttrRef::Declared));
+        }
+        if let Some(extra) = self.extra.get(&class) {
+            all.extend(extra.iter().map(AttrRef::Declared));
+        }
+        all
+    }
+
+    pub fn attribute(&self, class: CiClass, name: &str) -> Option<AttrRef<'_>> {
+        self.attributes(class).into_iter().find(|a| a.name() == name)
+    }
+
+    /// Every class known: built in and declared.
+    pub fn all_classes(&self) -> Vec<CiClass> {
+        CiClass::BUILTIN.iter().copied().chain(self.classes.keys().copied()).collect()
+    }
+}
