@@ -274,7 +274,7 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
         .await;
     // Assessed with facts (a decision, service hours, owners), so the checkpoint carries them.
     // Facts as the graph at the head gives them (an approval refuses facts older than the scope).
-    let head = world.store.head().await.expect("head").position;
+    let head = cmdb_core::EventStore::head(&world.store).await.expect("head").position;
     let facts = cmdb_core::change::risk::AssessmentFacts {
         position: head,
         computed_at: world.clock.now(),
