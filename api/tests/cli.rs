@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use cmdb_core::conformance::Tamper;
 use cmdb_core::store::sqlite::{LOG_FILE_NAME, SqliteTamper};
+use cmdb_core::store::tamper::Tamper;
 use common::TestServer;
 use serde_json::json;
 

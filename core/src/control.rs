@@ -8,7 +8,7 @@
 //!
 //! Architecture invariant: this module is neutral ground. The change domain writes the state
 //! stream and the CI domain reads it; neither imports the other. The event type names and the
-//! fields read here are the contract: change them only together with `crate::change`.
+//! fields read here are the contract: change them only together with the change domain's events.
 
 use std::fmt;
 use std::str::FromStr;

@@ -5,7 +5,7 @@
 //! any of these names or ids.
 //!
 //! Architecture invariant: this module depends on nothing of the domain. The CI domain, the
-//! change domain and the CM-3 contract between them ([`crate::control`]) all use it.
+//! change domain and the CM-3 contract between them (the `control` module) all use it.
 
 use std::fmt;
 use std::str::FromStr;

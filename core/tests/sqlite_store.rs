@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cmdb_core::conformance::Tamper;
 use cmdb_core::conformance::{event, metadata, stream};
 use cmdb_core::store::sqlite::{APPLICATION_ID, LOG_FILE_NAME, SqliteOptions, SqliteStore, SqliteTamper};
+use cmdb_core::store::tamper::Tamper;
 use cmdb_core::{AppendRequest, EventRecord, EventStore, ExpectedVersion, NewEvent, StoreError};
 use futures::StreamExt;
 

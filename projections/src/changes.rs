@@ -27,7 +27,7 @@ pub struct ChangeBook {
     /// (what a risk assessment counts, CH-2).
     outcomes: BTreeMap<CiId, Vec<(At, ChangeId, ChangeState)>>,
     /// Freeze windows (JSON inside the checkpoint: their schedules are tagged enums).
-    #[serde(with = "crate::graph::as_json")]
+    #[serde(with = "crate::as_json")]
     freezes: Freezes,
     /// Changes scheduled or implementing now, with their windows: what a new schedule is
     /// checked against (CH-5).

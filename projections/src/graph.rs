@@ -214,30 +214,6 @@ impl<'de> Deserialize<'de> for CiEntry {
     }
 }
 
-/// Serde for values whose shapes need a self-describing format (tagged enums, flattened
-/// fields): as they are in JSON, as JSON text inside a binary checkpoint.
-pub(crate) mod as_json {
-    use serde::de::DeserializeOwned;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<T: Serialize, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            value.serialize(serializer)
-        } else {
-            serde_json::to_string(value).map_err(serde::ser::Error::custom)?.serialize(serializer)
-        }
-    }
-
-    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
-        if deserializer.is_human_readable() {
-            T::deserialize(deserializer)
-        } else {
-            let text = String::deserialize(deserializer)?;
-            serde_json::from_str(&text).map_err(serde::de::Error::custom)
-        }
-    }
-}
-
 /// A relationship and the positions it is valid for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Relationship {
@@ -400,10 +376,10 @@ pub struct TemporalGraph {
     /// Every state change in position order: the index a diff reads.
     changes: Vec<(u64, Touched)>,
     /// Baselines by normalized name.
-    #[serde(with = "as_json")]
+    #[serde(with = "crate::as_json")]
     baselines: BTreeMap<String, BaselineInfo>,
     /// Custom classes and attributes.
-    #[serde(with = "as_json")]
+    #[serde(with = "crate::as_json")]
     schema: SchemaRegistry,
     /// Change requests and templates.
     change_book: ChangeBook,

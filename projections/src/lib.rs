@@ -8,6 +8,7 @@
 //! What it is **not**: no HTTP or GraphQL (that is `cmdb-api`), no storage details (it reads
 //! through `cmdb_core::EventStore`).
 
+pub(crate) mod as_json;
 pub mod assessment;
 pub mod calendar;
 pub mod changes;

@@ -6,12 +6,10 @@
 //! standard changes follow a setting; emergency changes pass and are flagged.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{NaiveDateTime, TimeZone};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::ci::{CiId, Environment};
 use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
@@ -36,21 +34,7 @@ pub fn freezes_stream() -> StreamId {
     StreamId::new(FREEZES_STREAM).expect("the freezes stream id is valid")
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct FreezeId(pub Uuid);
-
-impl fmt::Display for FreezeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for FreezeId {
-    type Err = ChangeError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s.trim()).map(FreezeId).map_err(|_| ChangeError::UnknownFreeze(s.to_owned()))
-    }
-}
+pub use crate::ids::FreezeId;
 
 /// What a freeze covers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

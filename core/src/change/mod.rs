@@ -29,6 +29,7 @@
 //! What it is not: the calendar (a later issue); the read model of changes (in
 //! `cmdb-projections`).
 
+pub mod command;
 pub mod decide;
 pub mod freeze;
 pub mod reads;
@@ -47,7 +48,8 @@ use crate::model::{CiClass, ModelError, lenient, named_enum};
 use crate::policy::{ApprovalRequirement, PolicyDecision};
 use crate::time::Timestamp;
 
-pub use decide::{ChangeCommand, ChangeDecider, ChangeDecision, ChangeInput, ChangeSettings, DetailsPatch, decide};
+pub use command::{ChangeCommand, DetailsPatch};
+pub use decide::{ChangeDecider, ChangeDecision, ChangeInput, ChangeSettings, decide};
 pub use reads::{ChangeKey, ChangeRead, NUMBERS_STREAM, find_by_number, fold_change, load_change, numbers_stream};
 pub use table::{Requirement, TRANSITIONS, Target, Transition};
 

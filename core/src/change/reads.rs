@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use super::decide::{ChangeCommand, DetailsPatch};
+use super::command::{ChangeCommand, DetailsPatch};
 use super::freeze::{self, FreezeScope, Freezes};
 use super::{At, ChangeError, ChangeEvent, ChangeNumber, ChangeRecord, Scope, TemplateRecord, details_stream};
 use crate::access::{AccessState, access_stream};

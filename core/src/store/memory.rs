@@ -245,7 +245,7 @@ impl EventStore for MemoryStore {
 #[doc(hidden)]
 pub struct MemoryTamper(pub MemoryStore);
 
-impl crate::conformance::Tamper for MemoryTamper {
+impl super::tamper::Tamper for MemoryTamper {
     fn flip_data_byte(&self, position: u64) {
         self.0.tamper(|events| {
             let event = &mut events[position as usize - 1];

@@ -3,11 +3,12 @@
 //! that are not written, paged reads, and subscriptions that catch up and then go live.
 //!
 //! Backends: [`sqlite::SqliteStore`] (embedded, the default). Every backend runs the suite in
-//! [`crate::conformance`], as far as its [`Capabilities`] go.
+//! the conformance suite (`conformance` at the crate root), as far as its [`Capabilities`] go.
 
 pub mod memory;
 pub mod sqlite;
 mod subscription;
+pub mod tamper;
 mod validate;
 
 use std::fmt;

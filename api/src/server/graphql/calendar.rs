@@ -11,8 +11,8 @@ use super::scalars::{DateTime, Position};
 use crate::server::errors::{app_error, bad_input, graphql_error};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use cmdb_core::access::Operation;
+use cmdb_core::change::ChangeCommand;
 use cmdb_core::change::freeze::{FreezeId, FreezeRecord, FreezeSchedule, FreezeScope};
-use cmdb_core::change::{self as domain, ChangeCommand};
 use cmdb_core::ci::CiId;
 use cmdb_projections::calendar::{self as projection, CalendarFilter, MAX_CALENDAR_DAYS};
 
@@ -319,7 +319,7 @@ impl CalendarMutation {
     /// Lifts a freeze window, with the reason.
     #[graphql(guard = "Requires(Operation::ManageChanges)")]
     async fn lift_freeze(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<FreezeResult> {
-        let freeze_id: FreezeId = id.as_str().parse().map_err(|e: domain::ChangeError| bad_input(e.to_string()))?;
+        let freeze_id: FreezeId = parse_id(&id)?;
         let command = ChangeCommand::LiftFreeze { freeze_id, reason };
         let position = app(ctx).change(&command, metadata(ctx)?).await.map_err(app_error)?.last_position;
         Ok(FreezeResult { position: Position(position), id })

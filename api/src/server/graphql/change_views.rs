@@ -2,7 +2,6 @@
 //! policy: the change with its transitions, approvals, scope, edits and conflicts.
 
 use super::access::Role;
-use super::changes::change_at;
 use super::cis::Ci;
 use super::context::state;
 use super::scalars::{DateTime, Position};
@@ -598,8 +597,10 @@ pub struct Conflict {
 #[Object]
 impl Conflict {
     /// The other change.
-    async fn change(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Change>> {
-        change_at(ctx, &ID(self.fact.other.to_string()), self.position)
+    async fn change(&self, ctx: &Context<'_>) -> Option<Change> {
+        let graph = state(ctx).graph.read();
+        let record = graph.change_book().change_at(self.fact.other, self.position)?;
+        Some(Change { record: Arc::new(record), position: self.position })
     }
     async fn other_number(&self) -> &str {
         &self.fact.other_label

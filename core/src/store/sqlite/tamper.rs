@@ -8,8 +8,8 @@ use rusqlite::{Connection, params};
 
 use super::{SELECT_COLUMNS, decode_row};
 use crate::chain::{ChainFields, event_hash};
-use crate::conformance::Tamper;
 use crate::event::EventRecord;
+use crate::store::tamper::Tamper;
 
 #[doc(hidden)]
 pub struct SqliteTamper {
