@@ -428,10 +428,10 @@ pub enum AsOf {
 
 async fn export(data_dir: &Path, as_of: &str, to: Option<&Path>) -> anyhow::Result<ExitCode> {
     let as_of = parse_as_of(as_of)?;
-    if let Some(to) = to {
-        if to.exists() {
-            bail!("{} already exists; export never overwrites a file", to.display());
-        }
+    if let Some(to) = to
+        && to.exists()
+    {
+        bail!("{} already exists; export never overwrites a file", to.display());
     }
     let store = open_existing(data_dir, true)?;
     let head = store.head().await?.position;
@@ -518,12 +518,26 @@ async fn diff(
     depth: u32,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use cmdb_projections::diff::{CiChangeKind, RelChangeKind};
     let (store, handle) = load_graph(data_dir).await?;
-    let graph = handle.read();
-    let from = moment(&graph, from, "from")?;
+    let printed = print_diff(&handle.read(), from, to, around, depth, json);
+    store.shutdown().await;
+    printed?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what changed between two moments of `graph`.
+fn print_diff(
+    graph: &cmdb_projections::graph::TemporalGraph,
+    from: &str,
+    to: Option<&str>,
+    around: Option<&str>,
+    depth: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    use cmdb_projections::diff::{CiChangeKind, RelChangeKind};
+    let from = moment(graph, from, "from")?;
     let to = match to {
-        Some(text) => moment(&graph, text, "to")?,
+        Some(text) => moment(graph, text, "to")?,
         None => graph.applied(),
     };
     if from > to {
@@ -596,9 +610,7 @@ async fn diff(
             );
         }
     }
-    drop(graph);
-    store.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
@@ -637,130 +649,145 @@ async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: boo
             println!("{}", serde_json::to_string_pretty(&value)?);
             return Ok(());
         }
-        let d = &change.details;
-        println!(
-            "{}  {}  {}{}",
-            change.label(),
-            change.change_type,
-            change.state,
-            if change.retrospective { "  (recorded retrospectively)" } else { "" }
-        );
-        println!("  {}", d.title);
-        println!("  requester {}   implementer {}", change.requester, d.implementer.as_deref().unwrap_or("-"));
-        if let Some(w) = &d.window {
-            println!("  window {} to {} ({})", w.start, w.end, w.time_zone);
-        }
-        for (label, text) in
-            [("description", &d.description), ("justification", &d.justification), ("back-out plan", &d.back_out_plan)]
-        {
-            println!("  {label}: {}", text.as_deref().unwrap_or("-"));
-        }
-        println!("  scope:");
-        for ci in &d.scope.cis {
-            println!("    {} ({ci})", name(*ci));
-        }
-        for plan in &d.scope.planned {
-            println!("    planned {} {:?}", plan.class, plan.name);
-        }
-        for link in &d.links {
-            println!("  link: {} {}", link.kind, link.id);
-        }
-        println!("  transitions:");
-        for t in &change.transitions {
-            let action = t.action.map_or_else(|| "created".to_owned(), |a| a.to_string());
-            let from = t.from.map(|f| format!("{f} -> ")).unwrap_or_default();
-            let note = t.note.as_ref().map(|n| format!("  \"{n}\"")).unwrap_or_default();
-            println!("    {}  {action:<9} {from}{}  by {}{note}", t.at.recorded_at, t.to, t.by);
-        }
-        for a in &change.approvals {
-            let held: Vec<&str> = a.roles_held.iter().map(|r| r.as_str()).collect();
-            println!(
-                "  {}: {} by {} as {} (held: {}){}",
-                a.at.recorded_at,
-                a.decision,
-                a.by,
-                a.authority.map_or_else(|| "a principal the policy named".to_owned(), |r| r.to_string()),
-                held.join(", "),
-                if a.retrospective { ", retrospectively" } else { "" }
-            );
-        }
-        if let Some(entry) = change.assessment() {
-            let a = &entry.assessment;
-            println!(
-                "  risk {} ({} of {}), assessed by {} at position {} ({} CIs downstream{}, {} services)",
-                a.level.as_str(),
-                a.score,
-                cmdb_core::change::risk::MAX_SCORE,
-                entry.by,
-                a.facts.position,
-                a.facts.downstream_cis,
-                if a.facts.truncated { "+" } else { "" },
-                a.facts.services.len() as u32 + a.facts.services_not_listed
-            );
-            for f in &a.factors {
-                println!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
-            }
-            if let Some(status) = change.approval_status() {
-                let out = &entry.decision.output;
-                println!(
-                    "  policy v{} decided: auto-approve {}{}",
-                    entry.decision.policy_version,
-                    out.auto_approve,
-                    if out.deny.is_empty() { String::new() } else { format!(", DENIED: {}", out.deny.join("; ")) }
-                );
-                for s in status {
-                    println!(
-                        "    [{}] {}: {} of {} ({})",
-                        if s.met() { "met" } else { "   " },
-                        s.requirement.role.map_or_else(|| s.requirement.principals.join(" or "), |r| r.to_string()),
-                        s.approved_by.len(),
-                        s.requirement.count,
-                        s.requirement.reason
-                    );
-                }
-            }
-        }
-        if let Some(s) = &change.sign_off {
-            println!("  signed off by {} at {}: {}", s.by, s.at.recorded_at, s.note);
-        }
-        if let Some(r) = &change.review {
-            println!(
-                "  reviewed by {} at {}: objective met {}, users satisfied {}, side effects: {}, follow-ups: {}",
-                r.by,
-                r.at.recorded_at,
-                r.review.objective_met,
-                r.review.users_satisfied,
-                r.review.side_effects.as_deref().unwrap_or("none"),
-                if r.review.follow_up_actions.is_empty() {
-                    "none".to_owned()
-                } else {
-                    r.review.follow_up_actions.join("; ")
-                }
-            );
-        }
-        for c in &change.comments {
-            println!("  comment by {} at {}: {}", c.by, c.at.recorded_at, c.text);
-        }
-        for o in change.overdue(cmdb_core::Clock::now(&SystemClock)) {
-            println!(
-                "  OVERDUE: {}",
-                match o {
-                    cmdb_core::change::Overdue::Approval => "emergency approval",
-                    cmdb_core::change::Overdue::Review => "review",
-                }
-            );
-        }
-        println!("  CI edits it authorised: {}", edits.len());
-        for (ci, e) in edits.iter().take(50) {
-            println!("    {}  {}  {}  by {}", e.position, e.event_type.as_str(), name(*ci), e.principal);
-        }
-        if edits.len() > 50 {
-            println!("    ... {} more (use --json)", edits.len() - 50);
-        }
+        print_change(&change, &edits, &name);
         Ok(())
     })();
     store.shutdown().await;
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Prints a change for people: request, scope, transitions, approvals, assessment, sign-off,
+/// review, comments, what is overdue and the CI edits it authorised.
+fn print_change(
+    change: &cmdb_core::change::ChangeRecord,
+    edits: &[(cmdb_core::ci::CiId, &cmdb_projections::graph::HistoryEntry)],
+    name: &dyn Fn(cmdb_core::ci::CiId) -> String,
+) {
+    let d = &change.details;
+    println!(
+        "{}  {}  {}{}",
+        change.label(),
+        change.change_type,
+        change.state,
+        if change.retrospective { "  (recorded retrospectively)" } else { "" }
+    );
+    println!("  {}", d.title);
+    println!("  requester {}   implementer {}", change.requester, d.implementer.as_deref().unwrap_or("-"));
+    if let Some(w) = &d.window {
+        println!("  window {} to {} ({})", w.start, w.end, w.time_zone);
+    }
+    for (label, text) in
+        [("description", &d.description), ("justification", &d.justification), ("back-out plan", &d.back_out_plan)]
+    {
+        println!("  {label}: {}", text.as_deref().unwrap_or("-"));
+    }
+    println!("  scope:");
+    for ci in &d.scope.cis {
+        println!("    {} ({ci})", name(*ci));
+    }
+    for plan in &d.scope.planned {
+        println!("    planned {} {:?}", plan.class, plan.name);
+    }
+    for link in &d.links {
+        println!("  link: {} {}", link.kind, link.id);
+    }
+    println!("  transitions:");
+    for t in &change.transitions {
+        let action = t.action.map_or_else(|| "created".to_owned(), |a| a.to_string());
+        let from = t.from.map(|f| format!("{f} -> ")).unwrap_or_default();
+        let note = t.note.as_ref().map(|n| format!("  \"{n}\"")).unwrap_or_default();
+        println!("    {}  {action:<9} {from}{}  by {}{note}", t.at.recorded_at, t.to, t.by);
+    }
+    for a in &change.approvals {
+        let held: Vec<&str> = a.roles_held.iter().map(|r| r.as_str()).collect();
+        println!(
+            "  {}: {} by {} as {} (held: {}){}",
+            a.at.recorded_at,
+            a.decision,
+            a.by,
+            a.authority.map_or_else(|| "a principal the policy named".to_owned(), |r| r.to_string()),
+            held.join(", "),
+            if a.retrospective { ", retrospectively" } else { "" }
+        );
+    }
+    print_assessment(change);
+    if let Some(s) = &change.sign_off {
+        println!("  signed off by {} at {}: {}", s.by, s.at.recorded_at, s.note);
+    }
+    if let Some(r) = &change.review {
+        println!(
+            "  reviewed by {} at {}: objective met {}, users satisfied {}, side effects: {}, follow-ups: {}",
+            r.by,
+            r.at.recorded_at,
+            r.review.objective_met,
+            r.review.users_satisfied,
+            r.review.side_effects.as_deref().unwrap_or("none"),
+            if r.review.follow_up_actions.is_empty() {
+                "none".to_owned()
+            } else {
+                r.review.follow_up_actions.join("; ")
+            }
+        );
+    }
+    for c in &change.comments {
+        println!("  comment by {} at {}: {}", c.by, c.at.recorded_at, c.text);
+    }
+    for o in change.overdue(cmdb_core::Clock::now(&SystemClock)) {
+        println!(
+            "  OVERDUE: {}",
+            match o {
+                cmdb_core::change::Overdue::Approval => "emergency approval",
+                cmdb_core::change::Overdue::Review => "review",
+            }
+        );
+    }
+    println!("  CI edits it authorised: {}", edits.len());
+    for (ci, e) in edits.iter().take(50) {
+        println!("    {}  {}  {}  by {}", e.position, e.event_type.as_str(), name(*ci), e.principal);
+    }
+    if edits.len() > 50 {
+        println!("    ... {} more (use --json)", edits.len() - 50);
+    }
+}
+
+/// Prints the risk assessment in force and the policy's decision with each requirement.
+fn print_assessment(change: &cmdb_core::change::ChangeRecord) {
+    if let Some(entry) = change.assessment() {
+        let a = &entry.assessment;
+        println!(
+            "  risk {} ({} of {}), assessed by {} at position {} ({} CIs downstream{}, {} services)",
+            a.level.as_str(),
+            a.score,
+            cmdb_core::change::risk::MAX_SCORE,
+            entry.by,
+            a.facts.position,
+            a.facts.downstream_cis,
+            if a.facts.truncated { "+" } else { "" },
+            a.facts.services.len() as u32 + a.facts.services_not_listed
+        );
+        for f in &a.factors {
+            println!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
+        }
+        if let Some(status) = change.approval_status() {
+            let out = &entry.decision.output;
+            println!(
+                "  policy v{} decided: auto-approve {}{}",
+                entry.decision.policy_version,
+                out.auto_approve,
+                if out.deny.is_empty() { String::new() } else { format!(", DENIED: {}", out.deny.join("; ")) }
+            );
+            for s in status {
+                println!(
+                    "    [{}] {}: {} of {} ({})",
+                    if s.met() { "met" } else { "   " },
+                    s.requirement.role.map_or_else(|| s.requirement.principals.join(" or "), |r| r.to_string()),
+                    s.approved_by.len(),
+                    s.requirement.count,
+                    s.requirement.reason
+                );
+            }
+        }
+    }
 }
 
 fn read_policy_file(path: &Path) -> anyhow::Result<String> {
@@ -867,70 +894,9 @@ async fn explain_change(data_dir: &Path, text: &str, json: bool) -> anyhow::Resu
             mismatches += 1;
         }
         if json {
-            rows.push(serde_json::json!({
-                "assessment": entry.assessment,
-                "by": entry.by,
-                "trigger": entry.trigger.as_str(),
-                "position": entry.at.position,
-                "recorded_at": entry.at.recorded_at,
-                "decision": {
-                    "policy_version": decision.policy_version,
-                    "policy_hash": decision.policy_hash.to_hex(),
-                    "regorus_version": decision.regorus_version,
-                    "input": serde_json::from_str::<serde_json::Value>(&decision.input).unwrap_or_default(),
-                    "output": decision.output,
-                },
-                "replay": match &replay {
-                    Ok(r) => serde_json::json!({
-                        "matches": r.matches, "policy_intact": r.policy_intact, "regorus_differs": r.regorus_differs,
-                        "output": r.output.as_ref().ok(), "error": r.output.as_ref().err().map(|e| e.to_string()),
-                    }),
-                    Err(e) => serde_json::json!({ "matches": false, "error": e.to_string() }),
-                },
-            }));
-            continue;
-        }
-        let a = &entry.assessment;
-        println!(
-            "\n  assessment {} ({}) by {} at position {}: risk {} ({} points), facts computed at position {}",
-            n + 1,
-            entry.trigger,
-            entry.by,
-            entry.at.position,
-            a.level.as_str(),
-            a.score,
-            a.facts.position
-        );
-        for f in &a.factors {
-            println!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
-        }
-        println!(
-            "  decision: policy v{} (blake3 {}), regorus {}",
-            decision.policy_version,
-            decision.policy_hash.to_hex(),
-            decision.regorus_version
-        );
-        println!("    input:  {}", decision.input);
-        println!("    output: {}", serde_json::to_string(&decision.output)?);
-        match &replay {
-            Ok(r) if r.matches => println!(
-                "    replay: MATCHES{}",
-                if r.regorus_differs { " (decided with another regorus release)" } else { "" }
-            ),
-            Ok(r) => {
-                println!("    replay: MISMATCH");
-                if !r.policy_intact {
-                    println!(
-                        "      the policy text of version {} no longer hashes to the recorded hash",
-                        decision.policy_version
-                    );
-                }
-                match &r.output {
-                    Ok(output) => println!("      replayed output: {}", serde_json::to_string(output)?),
-                    Err(e) => println!("      replay failed: {e}"),
-                }
-            }
-            Err(e) => println!("    replay: MISMATCH: {e}"),
+            rows.push(explained_json(entry, &replay));
+        } else {
+            print_explained(n, entry, &replay)?;
         }
     }
     if json {
@@ -947,6 +913,87 @@ async fn explain_change(data_dir: &Path, text: &str, json: bool) -> anyhow::Resu
         );
     }
     Ok(if mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// One recorded decision and its replay, as JSON.
+fn explained_json(
+    entry: &cmdb_core::change::AssessmentEntry,
+    replay: &Result<cmdb_core::policy::Replay, cmdb_core::policy::PolicyError>,
+) -> serde_json::Value {
+    let decision = &entry.decision;
+    serde_json::json!({
+        "assessment": entry.assessment,
+        "by": entry.by,
+        "trigger": entry.trigger.as_str(),
+        "position": entry.at.position,
+        "recorded_at": entry.at.recorded_at,
+        "decision": {
+            "policy_version": decision.policy_version,
+            "policy_hash": decision.policy_hash.to_hex(),
+            "regorus_version": decision.regorus_version,
+            "input": serde_json::from_str::<serde_json::Value>(&decision.input).unwrap_or_default(),
+            "output": decision.output,
+        },
+        "replay": match &replay {
+            Ok(r) => serde_json::json!({
+                "matches": r.matches, "policy_intact": r.policy_intact, "regorus_differs": r.regorus_differs,
+                "output": r.output.as_ref().ok(), "error": r.output.as_ref().err().map(|e| e.to_string()),
+            }),
+            Err(e) => serde_json::json!({ "matches": false, "error": e.to_string() }),
+        },
+    })
+}
+
+/// One recorded decision and its replay, for people.
+fn print_explained(
+    n: usize,
+    entry: &cmdb_core::change::AssessmentEntry,
+    replay: &Result<cmdb_core::policy::Replay, cmdb_core::policy::PolicyError>,
+) -> anyhow::Result<()> {
+    let decision = &entry.decision;
+    let a = &entry.assessment;
+    println!(
+        "\n  assessment {} ({}) by {} at position {}: risk {} ({} points), facts computed at position {}",
+        n + 1,
+        entry.trigger,
+        entry.by,
+        entry.at.position,
+        a.level.as_str(),
+        a.score,
+        a.facts.position
+    );
+    for f in &a.factors {
+        println!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
+    }
+    println!(
+        "  decision: policy v{} (blake3 {}), regorus {}",
+        decision.policy_version,
+        decision.policy_hash.to_hex(),
+        decision.regorus_version
+    );
+    println!("    input:  {}", decision.input);
+    println!("    output: {}", serde_json::to_string(&decision.output)?);
+    match &replay {
+        Ok(r) if r.matches => println!(
+            "    replay: MATCHES{}",
+            if r.regorus_differs { " (decided with another regorus release)" } else { "" }
+        ),
+        Ok(r) => {
+            println!("    replay: MISMATCH");
+            if !r.policy_intact {
+                println!(
+                    "      the policy text of version {} no longer hashes to the recorded hash",
+                    decision.policy_version
+                );
+            }
+            match &r.output {
+                Ok(output) => println!("      replayed output: {}", serde_json::to_string(output)?),
+                Err(e) => println!("      replay failed: {e}"),
+            }
+        }
+        Err(e) => println!("    replay: MISMATCH: {e}"),
+    }
+    Ok(())
 }
 
 async fn overdue_changes(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -1117,10 +1164,10 @@ async fn token(data_dir: &Path, command: TokenCommand) -> anyhow::Result<ExitCod
             let state = access::load_state(&store).await;
             store.shutdown().await;
             let state = state?;
-            if let Some(name) = &principal {
-                if !state.principals.contains_key(name) {
-                    bail!("no principal named {name:?}");
-                }
+            if let Some(name) = &principal
+                && !state.principals.contains_key(name)
+            {
+                bail!("no principal named {name:?}");
             }
             use cmdb_core::Clock;
             let now = SystemClock.now();

@@ -1,5 +1,6 @@
 //! Audit views over GraphQL and the CLI: diffs between moments, baselines and their
 //! comparisons, and the bad input around them.
+#![allow(clippy::too_many_lines, reason = "a scenario test reads top to bottom as one user's session")]
 
 mod common;
 

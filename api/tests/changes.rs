@@ -1,6 +1,7 @@
 //! Change control over GraphQL, as a new user would drive it against `serve --demo`: a change
 //! from draft to closed with CI edits only under it, every refusal the standard requires, the
 //! record as of any position, the overdue report, and the change-state subscription.
+#![allow(clippy::too_many_lines, reason = "a scenario test reads top to bottom as one user's session")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The operator commands, run as the real binary: each clear on bad input, exiting non-zero,
 //! and never changing the stored log when it refuses.
+#![allow(clippy::too_many_lines, reason = "a scenario test reads top to bottom as one user's session")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The configuration over GraphQL against a real server: commands, as-of views, impact,
 //! history, read-your-writes, bad input (which never changes the log), subscriptions, the
 //! demo and checkpoints.
+#![allow(clippy::too_many_lines, reason = "a scenario test reads top to bottom as one user's session")]
 
 mod common;
 

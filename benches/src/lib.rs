@@ -27,24 +27,6 @@ pub fn bench_event(bytes: usize, n: u64) -> NewEvent {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payloads_have_the_requested_size_and_are_json() {
-        for size in [200, 500, 1000] {
-            let payload = payload_of_about(size, 42);
-            assert_eq!(payload.len(), size);
-            let _: serde_json_check::Value = serde_json_check::from_str(&payload).expect("json");
-        }
-    }
-
-    mod serde_json_check {
-        pub use serde_json::{Value, from_str};
-    }
-}
-
 /// The medium estate (~10,000 CIs, six months of history) as a temporal graph, and its log
 /// length. Deterministic: the same graph every run.
 pub fn medium_graph(runtime: &tokio::runtime::Runtime) -> cmdb_projections::graph::TemporalGraph {
@@ -80,4 +62,22 @@ pub fn all_ci_ids(graph: &cmdb_projections::graph::TemporalGraph) -> Vec<cmdb_co
 /// The position at which a CI was registered.
 pub fn registered(graph: &cmdb_projections::graph::TemporalGraph, id: cmdb_core::ci::CiId) -> u64 {
     graph.history(id).and_then(|(versions, _)| versions.first().map(|v| v.from)).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_have_the_requested_size_and_are_json() {
+        for size in [200, 500, 1000] {
+            let payload = payload_of_about(size, 42);
+            assert_eq!(payload.len(), size);
+            let _: serde_json_check::Value = serde_json_check::from_str(&payload).expect("json");
+        }
+    }
+
+    mod serde_json_check {
+        pub use serde_json::{Value, from_str};
+    }
 }

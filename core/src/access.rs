@@ -607,10 +607,10 @@ pub fn decide(state: &AccessState, command: &AccessCommand, now: Timestamp) -> R
             if state.tokens.contains_key(token_id) || state.by_hash.contains_key(token_hash) {
                 return Err(AccessError::TokenExists(*token_id));
             }
-            if let Some(at) = expires_at {
-                if *at <= now {
-                    return Err(AccessError::ExpiryNotInFuture(*at));
-                }
+            if let Some(at) = expires_at
+                && *at <= now
+            {
+                return Err(AccessError::ExpiryNotInFuture(*at));
             }
             let live = holder.tokens.iter().filter_map(|id| state.tokens.get(id)).filter(|t| t.is_live(now)).count();
             if live >= MAX_ACTIVE_TOKENS_PER_PRINCIPAL {
@@ -787,7 +787,6 @@ mod tests {
         commands.extend((0..MAX_ACTIVE_TOKENS_PER_PRINCIPAL as u128).map(|n| issue("bot", n + 100)));
         let state = given(&commands);
         assert_eq!(state.when(&issue("bot", 1)), Err(AccessError::TooManyTokens { name: "bot".into() }));
-        let mut commands = commands;
         commands.push(AccessCommand::RevokeToken { token_id: Uuid::from_u128(100), reason: None });
         let state = given(&commands);
         assert!(state.when(&issue("bot", 1)).is_ok(), "a revoked token frees a slot");

@@ -203,15 +203,15 @@ impl Decider for BaselineDecider {
 /// Decides a creation. Pure: the members were resolved by the caller at `event.position`.
 fn decide_create(state: &BaselineState, event: &BaselineCreated) -> Result<BaselineCreated, BaselineError> {
     check_name(&event.name)?;
-    if let Some(description) = &event.description {
-        if description.len() > MAX_DESCRIPTION_BYTES {
-            return Err(BaselineError::DescriptionTooLong(description.len()));
-        }
+    if let Some(description) = &event.description
+        && description.len() > MAX_DESCRIPTION_BYTES
+    {
+        return Err(BaselineError::DescriptionTooLong(description.len()));
     }
-    if let BaselineScope::Service { depth, .. } = event.scope {
-        if depth == 0 || depth > MAX_SERVICE_DEPTH {
-            return Err(BaselineError::Depth(depth));
-        }
+    if let BaselineScope::Service { depth, .. } = event.scope
+        && (depth == 0 || depth > MAX_SERVICE_DEPTH)
+    {
+        return Err(BaselineError::Depth(depth));
     }
     if state.exists {
         return Err(BaselineError::Exists(event.name.clone()));

@@ -726,32 +726,15 @@ pub async fn bad_input_is_refused_and_changes_nothing(cx: TestContext) -> Outcom
         .await
         .expect("seed");
     let before = whole_log(store).await;
+    let single = |events: Vec<NewEvent>| AppendRequest::single(stream("x"), ExpectedVersion::Any, events);
     let invalid = |result: Result<_, StoreError>, needle: &str| match result {
         Err(StoreError::InvalidInput(message)) => {
             assert!(message.contains(needle), "{message:?} should mention {needle:?}")
         }
         other => panic!("expected invalid input mentioning {needle:?}, got {other:?}"),
     };
-    invalid(
-        store
-            .append(AppendRequest::single(
-                stream("x"),
-                ExpectedVersion::Any,
-                vec![NewEvent::raw("t.x", "{not json", metadata())],
-            ))
-            .await,
-        "not JSON",
-    );
-    invalid(
-        store
-            .append(AppendRequest::single(
-                stream("x"),
-                ExpectedVersion::Any,
-                vec![NewEvent::raw("t.x", "", metadata())],
-            ))
-            .await,
-        "not JSON",
-    );
+    invalid(store.append(single(vec![NewEvent::raw("t.x", "{not json", metadata())])).await, "not JSON");
+    invalid(store.append(single(vec![NewEvent::raw("t.x", "", metadata())])).await, "not JSON");
     invalid(
         store
             .append(AppendRequest::single(
@@ -762,17 +745,8 @@ pub async fn bad_input_is_refused_and_changes_nothing(cx: TestContext) -> Outcom
             .await,
         "not JSON",
     );
-    invalid(
-        store
-            .append(AppendRequest::single(
-                stream("x"),
-                ExpectedVersion::Any,
-                vec![NewEvent::raw("bad type", "1", metadata())],
-            ))
-            .await,
-        "event type",
-    );
-    invalid(store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![])).await, "at least one event");
+    invalid(store.append(single(vec![NewEvent::raw("bad type", "1", metadata())])).await, "event type");
+    invalid(store.append(single(vec![])).await, "at least one event");
     invalid(
         store
             .append(AppendRequest::new().write(stream("x"), ExpectedVersion::Any, vec![event(1)]).write(
@@ -794,29 +768,16 @@ pub async fn bad_input_is_refused_and_changes_nothing(cx: TestContext) -> Outcom
     );
     let mut anonymous = event(1);
     anonymous.metadata.actor.principal = String::new();
-    invalid(
-        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![anonymous])).await,
-        "actor.principal",
-    );
+    invalid(store.append(single(vec![anonymous])).await, "actor.principal");
     let mut chatty = event(1);
     chatty.metadata.correlation_id = Some("c".repeat(crate::event::MAX_METADATA_FIELD_BYTES + 1));
-    invalid(
-        store.append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![chatty])).await,
-        "correlation_id",
-    );
+    invalid(store.append(single(vec![chatty])).await, "correlation_id");
     // A duplicate event id, alone and in the middle of an otherwise good batch.
-    let err = store
-        .append(AppendRequest::single(stream("x"), ExpectedVersion::Any, vec![event(1), event(2).with_event_id(id)]))
-        .await
-        .expect_err("duplicate id");
+    let err = store.append(single(vec![event(1), event(2).with_event_id(id)])).await.expect_err("duplicate id");
     assert_eq!(err, StoreError::DuplicateEventId(id));
     let twin = uuid::Uuid::now_v7();
     let err = store
-        .append(AppendRequest::single(
-            stream("x"),
-            ExpectedVersion::Any,
-            vec![event(1).with_event_id(twin), event(2).with_event_id(twin)],
-        ))
+        .append(single(vec![event(1).with_event_id(twin), event(2).with_event_id(twin)]))
         .await
         .expect_err("duplicate id within a batch");
     assert_eq!(err, StoreError::DuplicateEventId(twin));

@@ -575,10 +575,10 @@ impl Policy {
 pub fn compiled(text: &str) -> Result<Arc<Policy>, PolicyError> {
     static LAST: Mutex<Option<Arc<Policy>>> = Mutex::new(None);
     let hash = text_hash(text);
-    if let Ok(last) = LAST.lock() {
-        if let Some(policy) = last.as_ref().filter(|p| p.hash == hash) {
-            return Ok(policy.clone());
-        }
+    if let Ok(last) = LAST.lock()
+        && let Some(policy) = last.as_ref().filter(|p| p.hash == hash)
+    {
+        return Ok(policy.clone());
     }
     let policy = Arc::new(Policy::compile(text)?);
     if let Ok(mut last) = LAST.lock() {

@@ -239,6 +239,9 @@ pub struct CalendarFilter {
     pub service: Option<CiId>,
 }
 
+/// A change that takes part in conflicts: id, label, window, scope, changes it acknowledged.
+type ActiveChange = (ChangeId, String, Window, Vec<CiId>, Vec<ChangeId>);
+
 /// The calendar between `from` and `to` as it stood at `position`.
 pub fn calendar(
     graph: &TemporalGraph,
@@ -249,6 +252,30 @@ pub fn calendar(
     max_depth: u32,
 ) -> Result<Calendar, GraphError> {
     graph.check_position(position)?;
+    let (changes, truncated) = changes_on_calendar(graph, position, from, to, filter);
+    let mut conflicts = calendar_conflicts(graph, position, &changes, max_depth);
+    let entries = changes
+        .into_iter()
+        .map(|change| CalendarEntry {
+            conflicts: conflicts.remove(&change.change_id).unwrap_or_default(),
+            tier1_hours_touched: tier1_hours_touched(&change),
+            change,
+        })
+        .collect();
+    let freezes = freezes_on_calendar(graph, position, from, to)?;
+    let service_hours = service_hours_on_calendar(graph, position, from, to, filter);
+    Ok(Calendar { entries, freezes, service_hours, truncated })
+}
+
+/// The changes whose window overlaps [from, to), as of `position`, filtered, by window start;
+/// at most [`MAX_CALENDAR_CHANGES`] (and whether more were cut).
+fn changes_on_calendar(
+    graph: &TemporalGraph,
+    position: u64,
+    from: Timestamp,
+    to: Timestamp,
+    filter: &CalendarFilter,
+) -> (Vec<ChangeRecord>, bool) {
     let book = graph.change_book();
     let listed = ChangeFilter { window_from: Some(from), window_to: Some(to), ..ChangeFilter::default() };
     let mut changes: Vec<ChangeRecord> = book
@@ -281,9 +308,18 @@ pub fn calendar(
     changes.sort_by_key(|c| c.details.window.as_ref().map(|w| w.start));
     let truncated = changes.len() > MAX_CALENDAR_CHANGES;
     changes.truncate(MAX_CALENDAR_CHANGES);
-    // Conflicts among the changes listed that are approved (waiting for a slot), scheduled or
-    // implementing, through the graph at this position.
-    let active: Vec<(ChangeId, String, Window, Vec<CiId>, Vec<ChangeId>)> = changes
+    (changes, truncated)
+}
+
+/// Conflicts among the changes listed that are approved (waiting for a slot), scheduled or
+/// implementing, through the graph at `position`.
+fn calendar_conflicts(
+    graph: &TemporalGraph,
+    position: u64,
+    changes: &[ChangeRecord],
+    max_depth: u32,
+) -> BTreeMap<ChangeId, Vec<ConflictFact>> {
+    let active: Vec<ActiveChange> = changes
         .iter()
         .filter(|c| matches!(c.state, ChangeState::Approved | ChangeState::Scheduled | ChangeState::Implementing))
         .filter_map(|c| {
@@ -310,28 +346,33 @@ pub fn calendar(
             conflicts.insert(*id, found);
         }
     }
-    let entries = changes
-        .into_iter()
-        .map(|change| {
-            let tier1_hours_touched = match (&change.details.window, change.assessment()) {
-                (Some(window), Some(entry)) => entry
-                    .assessment
-                    .facts
-                    .services
-                    .iter()
-                    .filter(|s| s.tier == Some(1))
-                    .filter(|s| s.service_hours.as_ref().is_some_and(|h| window_touches(window, h)))
-                    .map(|s| s.name.clone())
-                    .collect(),
-                _ => Vec::new(),
-            };
-            CalendarEntry {
-                conflicts: conflicts.remove(&change.change_id).unwrap_or_default(),
-                change,
-                tier1_hours_touched,
-            }
-        })
-        .collect();
+    conflicts
+}
+
+/// The tier-1 services whose hours the change's window touches (from its latest assessment).
+fn tier1_hours_touched(change: &ChangeRecord) -> Vec<String> {
+    match (&change.details.window, change.assessment()) {
+        (Some(window), Some(entry)) => entry
+            .assessment
+            .facts
+            .services
+            .iter()
+            .filter(|s| s.tier == Some(1))
+            .filter(|s| s.service_hours.as_ref().is_some_and(|h| window_touches(window, h)))
+            .map(|s| s.name.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The freeze windows in force at `position` with their occurrences in [from, to).
+fn freezes_on_calendar(
+    graph: &TemporalGraph,
+    position: u64,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<FreezeOnCalendar>, GraphError> {
+    let book = graph.change_book();
     let mut freezes = Vec::new();
     for record in book.freezes().in_force_at(position) {
         let (occurrences, cut) = record
@@ -343,7 +384,17 @@ pub fn calendar(
             freezes.push(FreezeOnCalendar { freeze: record.clone(), occurrences, truncated: cut });
         }
     }
-    // Service hours: the filtered service, or every tier-1 service.
+    Ok(freezes)
+}
+
+/// Service hours in [from, to): of the filtered service, or of every tier-1 service.
+fn service_hours_on_calendar(
+    graph: &TemporalGraph,
+    position: u64,
+    from: Timestamp,
+    to: Timestamp,
+    filter: &CalendarFilter,
+) -> Vec<ServiceHoursOnCalendar> {
     let services: Vec<CiId> = match filter.service {
         Some(service) => vec![service],
         None => graph
@@ -371,5 +422,5 @@ pub fn calendar(
             hours: cmdb_core::change::risk::service_hours_between(&hours, from, to, MAX_OCCURRENCES_PER_QUERY as usize),
         });
     }
-    Ok(Calendar { entries, freezes, service_hours, truncated })
+    service_hours
 }

@@ -86,10 +86,10 @@ impl ChangeFilter {
                 return false;
             }
         }
-        if let Some(now) = self.overdue_at {
-            if change.overdue(now).is_empty() {
-                return false;
-            }
+        if let Some(now) = self.overdue_at
+            && change.overdue(now).is_empty()
+        {
+            return false;
         }
         true
     }
@@ -198,7 +198,7 @@ impl ChangeBook {
     pub fn changes_at(&self, position: u64, filter: &ChangeFilter, limit: usize) -> Vec<ChangeRecord> {
         let mut found: Vec<ChangeRecord> =
             self.changes.values().filter_map(|events| fold(events, position)).filter(|c| filter.matches(c)).collect();
-        found.sort_by(|a, b| b.created.position.cmp(&a.created.position));
+        found.sort_by_key(|c| std::cmp::Reverse(c.created.position));
         found.truncate(limit);
         found
     }

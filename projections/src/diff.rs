@@ -106,10 +106,10 @@ pub fn field_changes(before: Option<&CiSnapshot>, after: Option<&CiSnapshot>) ->
     push(&mut changes, "owner", before.and_then(|c| c.owner.as_ref()), after.and_then(|c| c.owner.as_ref()));
     push(&mut changes, "location", before.and_then(|c| c.location.as_ref()), after.and_then(|c| c.location.as_ref()));
     push(&mut changes, "version", before.and_then(|c| c.version.as_ref()), after.and_then(|c| c.version.as_ref()));
-    if let (Some(b), Some(a)) = (before, after) {
-        if Arc::ptr_eq(&b.attributes, &a.attributes) {
-            return changes;
-        }
+    if let (Some(b), Some(a)) = (before, after)
+        && Arc::ptr_eq(&b.attributes, &a.attributes)
+    {
+        return changes;
     }
     let empty = BTreeMap::new();
     let old = before.map_or(&empty, |c| &*c.attributes);

@@ -933,12 +933,12 @@ impl TemporalGraph {
                 if let Some(&(_, _, other_depth)) = visited.get(&other) {
                     // Already reached: a cycle if `other` is on the path to `current`, which
                     // only a shallower node can be (most such edges are cross edges).
-                    if cycles.len() < MAX_CYCLES_REPORTED && other_depth < depth {
-                        if let Some(cycle) = self.cycle_through(&visited, current, other, root_node) {
-                            if !cycles.contains(&cycle) {
-                                cycles.push(cycle);
-                            }
-                        }
+                    if cycles.len() < MAX_CYCLES_REPORTED
+                        && other_depth < depth
+                        && let Some(cycle) = self.cycle_through(&visited, current, other, root_node)
+                        && !cycles.contains(&cycle)
+                    {
+                        cycles.push(cycle);
                     }
                     continue;
                 }
@@ -994,10 +994,11 @@ impl TemporalGraph {
         let mut visited: FxHashMap<NodeIndex, u32> = FxHashMap::default();
         let mut queue = VecDeque::new();
         for root in roots {
-            if let Some(node) = self.cis.get(root) {
-                if self.present(*node, position).is_some() && visited.insert(*node, 0).is_none() {
-                    queue.push_back(*node);
-                }
+            if let Some(node) = self.cis.get(root)
+                && self.present(*node, position).is_some()
+                && visited.insert(*node, 0).is_none()
+            {
+                queue.push_back(*node);
             }
         }
         let mut reached = Vec::new();
@@ -1046,10 +1047,11 @@ impl TemporalGraph {
             let mut seen: FxHashMap<NodeIndex, Option<NodeIndex>> = FxHashMap::default();
             let mut frontier = Vec::new();
             for id in ids {
-                if let Some(node) = self.cis.get(id) {
-                    if self.present(*node, position).is_some() && seen.insert(*node, None).is_none() {
-                        frontier.push(*node);
-                    }
+                if let Some(node) = self.cis.get(id)
+                    && self.present(*node, position).is_some()
+                    && seen.insert(*node, None).is_none()
+                {
+                    frontier.push(*node);
                 }
             }
             (seen, frontier)
@@ -1125,11 +1127,12 @@ impl TemporalGraph {
         let mut seen: FxHashMap<CiId, (Option<CiId>, u32)> = FxHashMap::default();
         let mut queue = VecDeque::new();
         for root in roots {
-            if let Some(node) = self.cis.get(root) {
-                if self.present(*node, position).is_some() && !seen.contains_key(root) {
-                    seen.insert(*root, (None, 0));
-                    queue.push_back((*node, *root, 0));
-                }
+            if let Some(node) = self.cis.get(root)
+                && self.present(*node, position).is_some()
+                && !seen.contains_key(root)
+            {
+                seen.insert(*root, (None, 0));
+                queue.push_back((*node, *root, 0));
             }
         }
         let mut found = 0;

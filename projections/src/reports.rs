@@ -243,10 +243,8 @@ pub fn change_report(
             if class == Some(CiClass::BusinessService) {
                 touched_services.push(*id);
             }
-            if failed {
-                if let Some(class) = class {
-                    *failed_by_class.entry(class).or_default() += 1;
-                }
+            if failed && let Some(class) = class {
+                *failed_by_class.entry(class).or_default() += 1;
             }
         }
         if let Some(entry) = change.assessment() {

@@ -56,10 +56,10 @@ pub fn authenticate(view: &AccessView, token: &str, now: Timestamp) -> Result<Ca
     if info.revoked_at.is_some() {
         return Err(AuthError::Revoked);
     }
-    if let Some(at) = info.expires_at {
-        if at <= now {
-            return Err(AuthError::Expired(at));
-        }
+    if let Some(at) = info.expires_at
+        && at <= now
+    {
+        return Err(AuthError::Expired(at));
     }
     let principal = state.principals.get(&info.principal).ok_or(AuthError::Unknown)?;
     Ok(Caller {

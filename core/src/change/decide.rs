@@ -15,7 +15,9 @@ use crate::policy::{self, PolicyDecision, PolicyRecord};
 use crate::time::Timestamp;
 
 use super::command::ChangeCommand;
-use super::freeze::{self, FreezeCreated, FreezeEvent, FreezeHit, FreezeLifted, FreezeScope, Freezes};
+use super::freeze::{
+    self, FreezeCreated, FreezeEvent, FreezeHit, FreezeId, FreezeLifted, FreezeSchedule, FreezeScope, Freezes,
+};
 use super::reads::{self, ChangeKey, ChangeRead};
 use super::risk::{self, Assessment, AssessmentFacts};
 use super::table::{self, Requirement, Target};
@@ -210,10 +212,10 @@ fn check_details(
     if let Some(window) = &details.window {
         check_window(window)?;
     }
-    if let Some(implementer) = &details.implementer {
-        if !input.access.principals.contains_key(implementer) {
-            return Err(ChangeError::UnknownPrincipal(implementer.clone()));
-        }
+    if let Some(implementer) = &details.implementer
+        && !input.access.principals.contains_key(implementer)
+    {
+        return Err(ChangeError::UnknownPrincipal(implementer.clone()));
     }
     check_scope(input, &details.scope, template)?;
     check_links(label, &details.links)
@@ -287,94 +289,13 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
     let actor = input.actor.to_owned();
     match command {
         ChangeCommand::Draft { change_id, change_type, template_id, details } => {
-            require(input, Operation::RequestChange, "raise")?;
-            if input.change.is_some() {
-                return Err(ChangeError::ChangeExists(*change_id));
-            }
-            let mut details = details.clone();
-            let template = match (change_type, template_id) {
-                (ChangeType::Standard, Some(id)) => Some(active_template(input, *id)?),
-                (ChangeType::Standard, None) => return Err(ChangeError::TemplateMismatch(ChangeType::Standard)),
-                (other, Some(_)) => return Err(ChangeError::TemplateMismatch(*other)),
-                (_, None) => None,
-            };
-            if let Some(t) = template {
-                if details.title.trim().is_empty() {
-                    details.title = t.template.title.clone();
-                }
-                details.description.get_or_insert_with(|| t.template.description.clone());
-                details.back_out_plan.get_or_insert_with(|| t.template.back_out_plan.clone());
-                decision.require_unchanged(ChangeKey::Template(t.template.template_id));
-            }
-            check_details(input, &format!("draft change {change_id}"), &details, template)?;
-            decision.write(
-                ChangeKey::Details(*change_id),
-                ChangeEvent::Drafted(ChangeDrafted {
-                    change_id: *change_id,
-                    change_type: *change_type,
-                    template_id: *template_id,
-                    requester: actor,
-                    details,
-                }),
-            );
+            draft(input, &mut decision, change_id, change_type, template_id, details)?;
         }
         ChangeCommand::Amend { change_id, patch } => {
-            let change = existing(input, *change_id)?;
-            require(input, Operation::RequestChange, "amend")?;
-            requester_or_manager(input, change, "amend")?;
-            if change.state != ChangeState::Draft {
-                return Err(ChangeError::NotEditable { change: change.label(), state: change.state });
-            }
-            let details = patch.applied_to(&change.details);
-            if details == change.details {
-                return Err(ChangeError::NothingToChange);
-            }
-            let template = match change.template_id {
-                Some(id) => {
-                    decision.require_unchanged(ChangeKey::Template(id));
-                    Some(active_template(input, id)?)
-                }
-                None => None,
-            };
-            check_details(input, &change.label(), &details, template)?;
-            decision.write(
-                ChangeKey::Details(*change_id),
-                ChangeEvent::Amended(ChangeAmended { change_id: *change_id, details }),
-            );
+            amend(input, &mut decision, change_id, patch)?;
         }
         ChangeCommand::RecordRetrospective { change_id, details } => {
-            require(input, Operation::RequestChange, "record")?;
-            if input.change.is_some() {
-                return Err(ChangeError::ChangeExists(*change_id));
-            }
-            check_details(input, &format!("change {change_id}"), details, None)?;
-            check_complete(ChangeType::Emergency, details)?;
-            let due = deadline(input);
-            decision.write(
-                ChangeKey::Details(*change_id),
-                ChangeEvent::Drafted(ChangeDrafted {
-                    change_id: *change_id,
-                    change_type: ChangeType::Emergency,
-                    template_id: None,
-                    requester: actor.clone(),
-                    details: details.clone(),
-                }),
-            );
-            decision.write(
-                ChangeKey::Numbers,
-                ChangeEvent::NumberAssigned(NumberAssigned { number: input.next_number, change_id: *change_id }),
-            );
-            decision.write(
-                ChangeKey::State(*change_id),
-                ChangeEvent::RetrospectiveRecorded(RetrospectiveRecorded {
-                    change_id: *change_id,
-                    number: input.next_number,
-                    by: actor,
-                    scope: details.scope.clone(),
-                    approval_due_at: due,
-                    review_due_at: due,
-                }),
-            );
+            record_retrospective(input, &mut decision, change_id, details)?;
         }
         ChangeCommand::Act { change_id, action, note, review, facts } => {
             let change = existing(input, *change_id)?;
@@ -386,177 +307,28 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
             }
         }
         ChangeCommand::Schedule { change_id, note, facts } => {
-            let change = existing(input, *change_id)?;
-            act(input, change, ChangeAction::Schedule, note.as_deref(), None, None, &mut decision)?;
-            let in_freeze = schedule_checks(input, change, change.details.window.as_ref(), facts)?;
-            for (_, events) in &mut decision.writes {
-                for event in events.iter_mut() {
-                    if let ChangeEvent::Transitioned(t) = event {
-                        t.in_freeze = in_freeze.clone();
-                    }
-                }
-            }
-            decision.require_unchanged(ChangeKey::Freezes);
+            schedule(input, &mut decision, change_id, note, facts)?;
         }
         ChangeCommand::Reschedule { change_id, window, note, facts } => {
-            let change = existing(input, *change_id)?;
-            require(input, Operation::ScheduleChange, "reschedule")?;
-            if change.state != ChangeState::Scheduled {
-                return Err(ChangeError::NotReschedulable { change: change.label(), state: change.state });
-            }
-            optional_text("note", note.as_deref(), MAX_TEXT_BYTES)?;
-            check_window(window)?;
-            if change.details.window.as_ref() == Some(window) {
-                return Err(ChangeError::NothingToChange);
-            }
-            let in_freeze = schedule_checks(input, change, Some(window), facts)?;
-            decision.write(
-                ChangeKey::Details(*change_id),
-                ChangeEvent::Rescheduled(ChangeRescheduled {
-                    change_id: *change_id,
-                    window: window.clone(),
-                    by: actor,
-                    note: note.clone(),
-                    in_freeze,
-                }),
-            );
-            decision.require_unchanged(ChangeKey::State(*change_id));
-            decision.require_unchanged(ChangeKey::Freezes);
+            reschedule(input, &mut decision, change_id, window, note, facts)?;
         }
         ChangeCommand::AcknowledgeConflict { change_id, other, reason } => {
-            let change = existing(input, *change_id)?;
-            require(input, Operation::ScheduleChange, "acknowledge conflicts of")?;
-            if !matches!(change.state, ChangeState::Approved | ChangeState::Scheduled) {
-                return Err(ChangeError::NotEditable { change: change.label(), state: change.state });
-            }
-            if other == change_id {
-                return Err(ChangeError::SelfConflict);
-            }
-            text("reason", reason, MAX_TEXT_BYTES)?;
-            if change.acknowledged.iter().any(|(a, _)| a.other == *other) {
-                return Err(ChangeError::NothingToChange);
-            }
-            if change.acknowledged.len() >= MAX_LINKS_PER_CHANGE {
-                return Err(ChangeError::TooMany {
-                    change: change.label(),
-                    what: "acknowledged conflicts",
-                    count: change.acknowledged.len(),
-                    bound: MAX_LINKS_PER_CHANGE,
-                });
-            }
-            decision.write(
-                ChangeKey::Details(*change_id),
-                ChangeEvent::ConflictAcknowledged(ConflictAcknowledged {
-                    change_id: *change_id,
-                    other: *other,
-                    reason: reason.clone(),
-                    by: actor,
-                }),
-            );
+            acknowledge_conflict(input, &mut decision, change_id, other, reason)?;
         }
         ChangeCommand::CreateFreeze { freeze_id, name, scope, schedule, reason } => {
-            require(input, Operation::ManageChanges, "create freeze windows")?;
-            text("name", name, freeze::MAX_FREEZE_NAME_BYTES)?;
-            text("reason", reason, MAX_TEXT_BYTES)?;
-            if input.freezes.records.contains_key(freeze_id) {
-                return Err(ChangeError::NothingToChange);
-            }
-            if input.freezes.records.values().filter(|r| r.lifted.is_none()).count() >= freeze::MAX_ACTIVE_FREEZES {
-                return Err(ChangeError::TooMany {
-                    change: "the calendar".into(),
-                    what: "freeze windows in force",
-                    count: freeze::MAX_ACTIVE_FREEZES,
-                    bound: freeze::MAX_ACTIVE_FREEZES,
-                });
-            }
-            schedule.validate()?;
-            if let FreezeScope::Service { service } = scope {
-                let ci = input.cis.get(service).and_then(Option::as_ref).ok_or(ChangeError::UnknownCi(*service))?;
-                if ci.class != CiClass::BusinessService {
-                    return Err(ChangeError::NotAService(*service));
-                }
-            }
-            decision.write(
-                ChangeKey::Freezes,
-                ChangeEvent::Freeze(FreezeEvent::Created(FreezeCreated {
-                    freeze_id: *freeze_id,
-                    name: name.clone(),
-                    scope: scope.clone(),
-                    schedule: schedule.clone(),
-                    reason: reason.clone(),
-                    by: actor,
-                })),
-            );
+            create_freeze(input, &mut decision, freeze_id, name, scope, schedule, reason)?;
         }
         ChangeCommand::LiftFreeze { freeze_id, reason } => {
-            require(input, Operation::ManageChanges, "lift freeze windows")?;
-            text("reason", reason, MAX_TEXT_BYTES)?;
-            let record = input
-                .freezes
-                .records
-                .get(freeze_id)
-                .ok_or_else(|| ChangeError::UnknownFreeze(freeze_id.to_string()))?;
-            if record.lifted.is_some() {
-                return Err(ChangeError::FreezeAlreadyLifted(record.freeze.name.clone()));
-            }
-            decision.write(
-                ChangeKey::Freezes,
-                ChangeEvent::Freeze(FreezeEvent::Lifted(FreezeLifted {
-                    freeze_id: *freeze_id,
-                    reason: reason.clone(),
-                    by: actor,
-                })),
-            );
+            lift_freeze(input, &mut decision, freeze_id, reason)?;
         }
         ChangeCommand::Reassess { change_id, facts, trigger } => {
-            let change = existing(input, *change_id)?;
-            let roles = roles_of(input);
-            if ![Operation::AssessChange, Operation::ApproveChange, Operation::ApproveEmergencyChange]
-                .iter()
-                .any(|op| permits(&roles, *op))
-            {
-                return Err(ChangeError::NotPermitted {
-                    principal: actor,
-                    action: "reassess".into(),
-                    roles: "change-manager, admin, approver or emergency-approver".into(),
-                });
-            }
-            if change.state != ChangeState::Assessed {
-                return Err(ChangeError::NotReassessable { change: change.label(), state: change.state });
-            }
-            if change.assessments.is_empty() {
-                return Err(ChangeError::NotAssessed { change: change.label() });
-            }
-            let recorded = evaluate(input, change, facts, *trigger)?;
-            decision.write(ChangeKey::Details(*change_id), ChangeEvent::Assessed(Box::new(recorded)));
+            reassess(input, &mut decision, change_id, facts, trigger)?;
         }
         ChangeCommand::Comment { change_id, text: body } => {
-            let change = existing(input, *change_id)?;
-            require(input, Operation::CommentChange, "comment on")?;
-            text("comment", body, MAX_COMMENT_BYTES)?;
-            if change.comments.len() >= MAX_COMMENTS_PER_CHANGE {
-                return Err(ChangeError::TooMany {
-                    change: change.label(),
-                    what: "comments",
-                    count: change.comments.len(),
-                    bound: MAX_COMMENTS_PER_CHANGE,
-                });
-            }
-            decision.write(
-                ChangeKey::Details(*change_id),
-                ChangeEvent::Commented(ChangeCommented { change_id: *change_id, by: actor, text: body.clone() }),
-            );
+            comment(input, &mut decision, change_id, body)?;
         }
         ChangeCommand::Link { change_id, link } => {
-            let change = existing(input, *change_id)?;
-            require(input, Operation::RequestChange, "link records to")?;
-            let mut links = change.details.links.clone();
-            links.push(link.clone());
-            check_links(&change.label(), &links)?;
-            decision.write(
-                ChangeKey::Details(*change_id),
-                ChangeEvent::Linked(ChangeLinked { change_id: *change_id, by: actor, link: link.clone() }),
-            );
+            link_record(input, &mut decision, change_id, link)?;
         }
         ChangeCommand::CreateTemplate { template_id, name, title, description, back_out_plan, allowed_classes } => {
             require(input, Operation::ManageChangeTemplates, "create change templates")?;
@@ -593,7 +365,7 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
                 ChangeKey::Template(*template_id),
                 ChangeEvent::TemplateCreated(TemplateCreated {
                     template_id: *template_id,
-                    name: name.clone(),
+                    name: name.to_owned(),
                     title: title.clone(),
                     description: description.clone(),
                     back_out_plan: back_out_plan.clone(),
@@ -603,20 +375,393 @@ pub fn decide(command: &ChangeCommand, input: &ChangeInput<'_>) -> Result<Change
             );
         }
         ChangeCommand::RetireTemplate { template_id, reason } => {
-            require(input, Operation::ManageChangeTemplates, "retire change templates")?;
-            active_template(input, *template_id)?;
-            optional_text("reason", reason.as_deref(), MAX_TEXT_BYTES)?;
-            decision.write(
-                ChangeKey::Template(*template_id),
-                ChangeEvent::TemplateRetired(TemplateRetired {
-                    template_id: *template_id,
-                    by: actor,
-                    reason: reason.clone(),
-                }),
-            );
+            retire_template(input, &mut decision, template_id, reason)?;
         }
     }
     Ok(decision)
+}
+
+/// Decides [`ChangeCommand::Draft`].
+fn draft(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    change_id: &ChangeId,
+    change_type: &ChangeType,
+    template_id: &Option<TemplateId>,
+    details: &ChangeDetails,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    require(input, Operation::RequestChange, "raise")?;
+    if input.change.is_some() {
+        return Err(ChangeError::ChangeExists(*change_id));
+    }
+    let mut details = details.clone();
+    let template = match (change_type, template_id) {
+        (ChangeType::Standard, Some(id)) => Some(active_template(input, *id)?),
+        (ChangeType::Standard, None) => return Err(ChangeError::TemplateMismatch(ChangeType::Standard)),
+        (other, Some(_)) => return Err(ChangeError::TemplateMismatch(*other)),
+        (_, None) => None,
+    };
+    if let Some(t) = template {
+        if details.title.trim().is_empty() {
+            details.title = t.template.title.clone();
+        }
+        details.description.get_or_insert_with(|| t.template.description.clone());
+        details.back_out_plan.get_or_insert_with(|| t.template.back_out_plan.clone());
+        decision.require_unchanged(ChangeKey::Template(t.template.template_id));
+    }
+    check_details(input, &format!("draft change {change_id}"), &details, template)?;
+    decision.write(
+        ChangeKey::Details(*change_id),
+        ChangeEvent::Drafted(ChangeDrafted {
+            change_id: *change_id,
+            change_type: *change_type,
+            template_id: *template_id,
+            requester: actor,
+            details,
+        }),
+    );
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::Amend`].
+fn amend(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    change_id: &ChangeId,
+    patch: &DetailsPatch,
+) -> Result<(), ChangeError> {
+    let change = existing(input, *change_id)?;
+    require(input, Operation::RequestChange, "amend")?;
+    requester_or_manager(input, change, "amend")?;
+    if change.state != ChangeState::Draft {
+        return Err(ChangeError::NotEditable { change: change.label(), state: change.state });
+    }
+    let details = patch.applied_to(&change.details);
+    if details == change.details {
+        return Err(ChangeError::NothingToChange);
+    }
+    let template = match change.template_id {
+        Some(id) => {
+            decision.require_unchanged(ChangeKey::Template(id));
+            Some(active_template(input, id)?)
+        }
+        None => None,
+    };
+    check_details(input, &change.label(), &details, template)?;
+    decision
+        .write(ChangeKey::Details(*change_id), ChangeEvent::Amended(ChangeAmended { change_id: *change_id, details }));
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::RecordRetrospective`].
+fn record_retrospective(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    change_id: &ChangeId,
+    details: &ChangeDetails,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    require(input, Operation::RequestChange, "record")?;
+    if input.change.is_some() {
+        return Err(ChangeError::ChangeExists(*change_id));
+    }
+    check_details(input, &format!("change {change_id}"), details, None)?;
+    check_complete(ChangeType::Emergency, details)?;
+    let due = deadline(input);
+    decision.write(
+        ChangeKey::Details(*change_id),
+        ChangeEvent::Drafted(ChangeDrafted {
+            change_id: *change_id,
+            change_type: ChangeType::Emergency,
+            template_id: None,
+            requester: actor.clone(),
+            details: details.clone(),
+        }),
+    );
+    decision.write(
+        ChangeKey::Numbers,
+        ChangeEvent::NumberAssigned(NumberAssigned { number: input.next_number, change_id: *change_id }),
+    );
+    decision.write(
+        ChangeKey::State(*change_id),
+        ChangeEvent::RetrospectiveRecorded(RetrospectiveRecorded {
+            change_id: *change_id,
+            number: input.next_number,
+            by: actor,
+            scope: details.scope.clone(),
+            approval_due_at: due,
+            review_due_at: due,
+        }),
+    );
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::Schedule`].
+fn schedule(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    change_id: &ChangeId,
+    note: &Option<String>,
+    facts: &ScheduleFacts,
+) -> Result<(), ChangeError> {
+    let change = existing(input, *change_id)?;
+    act(input, change, ChangeAction::Schedule, note.as_deref(), None, None, decision)?;
+    let in_freeze = schedule_checks(input, change, change.details.window.as_ref(), facts)?;
+    for (_, events) in &mut decision.writes {
+        for event in events.iter_mut() {
+            if let ChangeEvent::Transitioned(t) = event {
+                t.in_freeze = in_freeze.clone();
+            }
+        }
+    }
+    decision.require_unchanged(ChangeKey::Freezes);
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::Reschedule`].
+fn reschedule(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    change_id: &ChangeId,
+    window: &Window,
+    note: &Option<String>,
+    facts: &ScheduleFacts,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    let change = existing(input, *change_id)?;
+    require(input, Operation::ScheduleChange, "reschedule")?;
+    if change.state != ChangeState::Scheduled {
+        return Err(ChangeError::NotReschedulable { change: change.label(), state: change.state });
+    }
+    optional_text("note", note.as_deref(), MAX_TEXT_BYTES)?;
+    check_window(window)?;
+    if change.details.window.as_ref() == Some(window) {
+        return Err(ChangeError::NothingToChange);
+    }
+    let in_freeze = schedule_checks(input, change, Some(window), facts)?;
+    decision.write(
+        ChangeKey::Details(*change_id),
+        ChangeEvent::Rescheduled(ChangeRescheduled {
+            change_id: *change_id,
+            window: window.clone(),
+            by: actor,
+            note: note.clone(),
+            in_freeze,
+        }),
+    );
+    decision.require_unchanged(ChangeKey::State(*change_id));
+    decision.require_unchanged(ChangeKey::Freezes);
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::AcknowledgeConflict`].
+fn acknowledge_conflict(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    change_id: &ChangeId,
+    other: &ChangeId,
+    reason: &str,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    let change = existing(input, *change_id)?;
+    require(input, Operation::ScheduleChange, "acknowledge conflicts of")?;
+    if !matches!(change.state, ChangeState::Approved | ChangeState::Scheduled) {
+        return Err(ChangeError::NotEditable { change: change.label(), state: change.state });
+    }
+    if other == change_id {
+        return Err(ChangeError::SelfConflict);
+    }
+    text("reason", reason, MAX_TEXT_BYTES)?;
+    if change.acknowledged.iter().any(|(a, _)| a.other == *other) {
+        return Err(ChangeError::NothingToChange);
+    }
+    if change.acknowledged.len() >= MAX_LINKS_PER_CHANGE {
+        return Err(ChangeError::TooMany {
+            change: change.label(),
+            what: "acknowledged conflicts",
+            count: change.acknowledged.len(),
+            bound: MAX_LINKS_PER_CHANGE,
+        });
+    }
+    decision.write(
+        ChangeKey::Details(*change_id),
+        ChangeEvent::ConflictAcknowledged(ConflictAcknowledged {
+            change_id: *change_id,
+            other: *other,
+            reason: reason.to_owned(),
+            by: actor,
+        }),
+    );
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::CreateFreeze`].
+fn create_freeze(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    freeze_id: &FreezeId,
+    name: &str,
+    scope: &FreezeScope,
+    schedule: &FreezeSchedule,
+    reason: &str,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    require(input, Operation::ManageChanges, "create freeze windows")?;
+    text("name", name, freeze::MAX_FREEZE_NAME_BYTES)?;
+    text("reason", reason, MAX_TEXT_BYTES)?;
+    if input.freezes.records.contains_key(freeze_id) {
+        return Err(ChangeError::NothingToChange);
+    }
+    if input.freezes.records.values().filter(|r| r.lifted.is_none()).count() >= freeze::MAX_ACTIVE_FREEZES {
+        return Err(ChangeError::TooMany {
+            change: "the calendar".into(),
+            what: "freeze windows in force",
+            count: freeze::MAX_ACTIVE_FREEZES,
+            bound: freeze::MAX_ACTIVE_FREEZES,
+        });
+    }
+    schedule.validate()?;
+    if let FreezeScope::Service { service } = scope {
+        let ci = input.cis.get(service).and_then(Option::as_ref).ok_or(ChangeError::UnknownCi(*service))?;
+        if ci.class != CiClass::BusinessService {
+            return Err(ChangeError::NotAService(*service));
+        }
+    }
+    decision.write(
+        ChangeKey::Freezes,
+        ChangeEvent::Freeze(FreezeEvent::Created(FreezeCreated {
+            freeze_id: *freeze_id,
+            name: name.to_owned(),
+            scope: scope.clone(),
+            schedule: schedule.clone(),
+            reason: reason.to_owned(),
+            by: actor,
+        })),
+    );
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::LiftFreeze`].
+fn lift_freeze(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    freeze_id: &FreezeId,
+    reason: &str,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    require(input, Operation::ManageChanges, "lift freeze windows")?;
+    text("reason", reason, MAX_TEXT_BYTES)?;
+    let record =
+        input.freezes.records.get(freeze_id).ok_or_else(|| ChangeError::UnknownFreeze(freeze_id.to_string()))?;
+    if record.lifted.is_some() {
+        return Err(ChangeError::FreezeAlreadyLifted(record.freeze.name.clone()));
+    }
+    decision.write(
+        ChangeKey::Freezes,
+        ChangeEvent::Freeze(FreezeEvent::Lifted(FreezeLifted {
+            freeze_id: *freeze_id,
+            reason: reason.to_owned(),
+            by: actor,
+        })),
+    );
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::Reassess`].
+fn reassess(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    change_id: &ChangeId,
+    facts: &AssessmentFacts,
+    trigger: &AssessmentTrigger,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    let change = existing(input, *change_id)?;
+    let roles = roles_of(input);
+    if ![Operation::AssessChange, Operation::ApproveChange, Operation::ApproveEmergencyChange]
+        .iter()
+        .any(|op| permits(&roles, *op))
+    {
+        return Err(ChangeError::NotPermitted {
+            principal: actor,
+            action: "reassess".into(),
+            roles: "change-manager, admin, approver or emergency-approver".into(),
+        });
+    }
+    if change.state != ChangeState::Assessed {
+        return Err(ChangeError::NotReassessable { change: change.label(), state: change.state });
+    }
+    if change.assessments.is_empty() {
+        return Err(ChangeError::NotAssessed { change: change.label() });
+    }
+    let recorded = evaluate(input, change, facts, *trigger)?;
+    decision.write(ChangeKey::Details(*change_id), ChangeEvent::Assessed(Box::new(recorded)));
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::Comment`].
+fn comment(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    change_id: &ChangeId,
+    body: &str,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    let change = existing(input, *change_id)?;
+    require(input, Operation::CommentChange, "comment on")?;
+    text("comment", body, MAX_COMMENT_BYTES)?;
+    if change.comments.len() >= MAX_COMMENTS_PER_CHANGE {
+        return Err(ChangeError::TooMany {
+            change: change.label(),
+            what: "comments",
+            count: change.comments.len(),
+            bound: MAX_COMMENTS_PER_CHANGE,
+        });
+    }
+    decision.write(
+        ChangeKey::Details(*change_id),
+        ChangeEvent::Commented(ChangeCommented { change_id: *change_id, by: actor, text: body.to_owned() }),
+    );
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::Link`].
+fn link_record(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    change_id: &ChangeId,
+    link: &RecordLink,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    let change = existing(input, *change_id)?;
+    require(input, Operation::RequestChange, "link records to")?;
+    let mut links = change.details.links.clone();
+    links.push(link.clone());
+    check_links(&change.label(), &links)?;
+    decision.write(
+        ChangeKey::Details(*change_id),
+        ChangeEvent::Linked(ChangeLinked { change_id: *change_id, by: actor, link: link.clone() }),
+    );
+    Ok(())
+}
+
+/// Decides [`ChangeCommand::RetireTemplate`].
+fn retire_template(
+    input: &ChangeInput<'_>,
+    decision: &mut ChangeDecision,
+    template_id: &TemplateId,
+    reason: &Option<String>,
+) -> Result<(), ChangeError> {
+    let actor = input.actor.to_owned();
+    require(input, Operation::ManageChangeTemplates, "retire change templates")?;
+    active_template(input, *template_id)?;
+    optional_text("reason", reason.as_deref(), MAX_TEXT_BYTES)?;
+    decision.write(
+        ChangeKey::Template(*template_id),
+        ChangeEvent::TemplateRetired(TemplateRetired { template_id: *template_id, by: actor, reason: reason.clone() }),
+    );
+    Ok(())
 }
 
 fn requester_or_manager(input: &ChangeInput<'_>, change: &ChangeRecord, action: &str) -> Result<(), ChangeError> {
@@ -815,6 +960,14 @@ fn schedule_checks(
     Ok(hits)
 }
 
+/// What a transition's text says, checked: the note, and the review for `review`.
+struct ActText<'a> {
+    note: Option<&'a str>,
+    review: Option<&'a Review>,
+}
+
+/// Any transition of the table (CH-1 to CH-8): the row allowing it, the actor's authority,
+/// the row's requirements, then what it records: an approval, an assessment, the transition.
 fn act(
     input: &ChangeInput<'_>,
     change: &ChangeRecord,
@@ -824,39 +977,8 @@ fn act(
     facts: Option<&AssessmentFacts>,
     decision: &mut ChangeDecision,
 ) -> Result<(), ChangeError> {
-    let row =
-        table::find(action, change.state, change.change_type).ok_or_else(|| ChangeError::TransitionNotAllowed {
-            change: change.label(),
-            action,
-            state: change.state,
-            change_type: change.change_type,
-            allowed: table::allowed_from(change.state, change.change_type)
-                .iter()
-                .map(|a| a.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
-    // Under a policy decision (normal and standard changes), the decision names the authority.
-    let decided_approval = matches!(action, ChangeAction::Approve | ChangeAction::Reject)
-        && row.operation == Operation::ApproveChange
-        && change.assessment().is_some();
-    let mut policy_authority_found = None;
-    let roles = if decided_approval {
-        let roles = roles_of(input);
-        match policy_authority(change, input.actor, &roles) {
-            Some(found) => policy_authority_found = Some(found),
-            None => {
-                return Err(ChangeError::NotPermitted {
-                    principal: input.actor.to_owned(),
-                    action: action.as_str().to_owned(),
-                    roles: "approver, or a role or principal the change's approval decision names".into(),
-                });
-            }
-        }
-        roles
-    } else {
-        require(input, row.operation, action.as_str())?
-    };
+    let row = table::find(action, change.state, change.change_type).ok_or_else(|| not_allowed(change, action))?;
+    let authority = authority_for(input, change, action, row)?;
     if facts.is_some() && !matches!(action, ChangeAction::Assess | ChangeAction::Submit) {
         return Err(ChangeError::NotApplicable { field: "facts", only_with: ChangeAction::Assess });
     }
@@ -864,6 +986,82 @@ fn act(
     if review.is_some() && action != ChangeAction::Review {
         return Err(ChangeError::NotApplicable { field: "review", only_with: ChangeAction::Review });
     }
+    check_requirements(input, change, action, row.requires, ActText { note, review }, decision)?;
+    let mut to = row.to;
+    if matches!(action, ChangeAction::Approve | ChangeAction::Reject) {
+        to = record_verdict(input, change, action, row, authority, note, decision)?;
+    }
+    // An assessment with facts records the risk and the policy's decision (CH-2, CH-4); so
+    // does a standard change's submission, where the decision may withdraw the pre-approval.
+    if let Some(facts) = facts {
+        let (recorded, target) = assessment_with(input, change, action, facts, to)?;
+        to = target;
+        decision.write(ChangeKey::Details(change.change_id), ChangeEvent::Assessed(Box::new(recorded)));
+    }
+    let Target::To(to) = to else {
+        return Ok(());
+    };
+    write_transition(input, change, action, to, ActText { note, review }, decision);
+    Ok(())
+}
+
+/// Refuses `action` in the change's state, naming what is allowed.
+fn not_allowed(change: &ChangeRecord, action: ChangeAction) -> ChangeError {
+    ChangeError::TransitionNotAllowed {
+        change: change.label(),
+        action,
+        state: change.state,
+        change_type: change.change_type,
+        allowed: table::allowed_from(change.state, change.change_type)
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// Who the actor acts as: their roles, and, for an approval under a policy decision, the
+/// authority the decision names (a role it asks for, or their own name) and what it counts for.
+struct Authority {
+    roles: BTreeSet<Role>,
+    decided: Option<(Option<Role>, Vec<String>)>,
+}
+
+/// The actor's authority for the row: its operation's roles, or, when approving or rejecting
+/// a change under a policy decision (normal and standard changes), what the decision names.
+fn authority_for(
+    input: &ChangeInput<'_>,
+    change: &ChangeRecord,
+    action: ChangeAction,
+    row: &table::Transition,
+) -> Result<Authority, ChangeError> {
+    let decided_approval = matches!(action, ChangeAction::Approve | ChangeAction::Reject)
+        && row.operation == Operation::ApproveChange
+        && change.assessment().is_some();
+    if !decided_approval {
+        return Ok(Authority { roles: require(input, row.operation, action.as_str())?, decided: None });
+    }
+    let roles = roles_of(input);
+    match policy_authority(change, input.actor, &roles) {
+        Some(found) => Ok(Authority { roles, decided: Some(found) }),
+        None => Err(ChangeError::NotPermitted {
+            principal: input.actor.to_owned(),
+            action: action.as_str().to_owned(),
+            roles: "approver, or a role or principal the change's approval decision names".into(),
+        }),
+    }
+}
+
+/// Checks the row's requirements (complete request, window, notes, review, segregation of
+/// duties, the implementer, retrospective rules).
+fn check_requirements(
+    input: &ChangeInput<'_>,
+    change: &ChangeRecord,
+    action: ChangeAction,
+    requires: &[Requirement],
+    text: ActText<'_>,
+    decision: &mut ChangeDecision,
+) -> Result<(), ChangeError> {
     let implementer = change.details.implementer.clone().unwrap_or_default();
     let sod = |rule: &'static str| ChangeError::SegregationOfDuties {
         principal: input.actor.to_owned(),
@@ -871,7 +1069,7 @@ fn act(
         change: change.label(),
         rule,
     };
-    for requirement in row.requires {
+    for requirement in requires {
         match requirement {
             Requirement::CompleteRequest => {
                 let template = match change.template_id {
@@ -893,19 +1091,19 @@ fn act(
                 }
             }
             Requirement::Note => {
-                if note.is_none() {
+                if text.note.is_none() {
                     return Err(ChangeError::Missing { field: "note", why: note_why(action) });
                 }
             }
             Requirement::SignOffNote => {
-                if note.is_none() {
+                if text.note.is_none() {
                     return Err(ChangeError::Missing {
                         field: "note",
                         why: "to verify: the sign-off says what was checked (CH-6)",
                     });
                 }
             }
-            Requirement::ReviewFindings => match review {
+            Requirement::ReviewFindings => match text.review {
                 Some(review) => check_review(review)?,
                 None => {
                     return Err(ChangeError::Missing {
@@ -933,7 +1131,7 @@ fn act(
                 if input.actor != implementer {
                     return Err(ChangeError::NotImplementer {
                         principal: input.actor.to_owned(),
-                        implementer,
+                        implementer: implementer.clone(),
                         action,
                         change: change.label(),
                     });
@@ -948,17 +1146,7 @@ fn act(
             Requirement::Retrospective | Requirement::NotRetrospective => {
                 let wanted = *requirement == Requirement::Retrospective;
                 if change.retrospective != wanted {
-                    return Err(ChangeError::TransitionNotAllowed {
-                        change: change.label(),
-                        action,
-                        state: change.state,
-                        change_type: change.change_type,
-                        allowed: table::allowed_from(change.state, change.change_type)
-                            .iter()
-                            .map(|a| a.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
+                    return Err(not_allowed(change, action));
                 }
             }
             Requirement::RetrospectiveApproved => {
@@ -968,49 +1156,73 @@ fn act(
             }
         }
     }
-    let actor = input.actor.to_owned();
+    Ok(())
+}
+
+/// Records an approval or a rejection with the roles held (CH-4). Under a policy decision the
+/// change is approved once every requirement is met (the target stays the same until then),
+/// and a denied change cannot be approved. Returns the transition's target.
+fn record_verdict(
+    input: &ChangeInput<'_>,
+    change: &ChangeRecord,
+    action: ChangeAction,
+    row: &table::Transition,
+    authority: Authority,
+    note: Option<&str>,
+    decision: &mut ChangeDecision,
+) -> Result<Target, ChangeError> {
+    let decided = authority.decided.is_some();
+    let (role, counts_for) = match authority.decided {
+        Some(found) => found,
+        None => (
+            PERMISSIONS
+                .iter()
+                .find(|(op, _)| *op == row.operation)
+                .and_then(|(_, allowed)| authority.roles.iter().find(|r| allowed.contains(r)).copied()),
+            Vec::new(),
+        ),
+    };
+    let recorded = ApprovalRecorded {
+        change_id: change.change_id,
+        by: input.actor.to_owned(),
+        decision: if action == ChangeAction::Approve { Verdict::Approve } else { Verdict::Reject },
+        authority: role,
+        roles_held: authority.roles,
+        note: note.map(str::to_owned),
+        retrospective: change.retrospective,
+        counts_for,
+    };
     let mut to = row.to;
-    if matches!(action, ChangeAction::Approve | ChangeAction::Reject) {
-        let (authority, counts_for) = match policy_authority_found {
-            Some((authority, counts_for)) => (authority, counts_for),
-            None => (
-                PERMISSIONS
-                    .iter()
-                    .find(|(op, _)| *op == row.operation)
-                    .and_then(|(_, allowed)| roles.iter().find(|r| allowed.contains(r)).copied()),
-                Vec::new(),
-            ),
-        };
-        let recorded = ApprovalRecorded {
-            change_id: change.change_id,
-            by: actor.clone(),
-            decision: if action == ChangeAction::Approve { Verdict::Approve } else { Verdict::Reject },
-            authority,
-            roles_held: roles.clone(),
-            note: note.map(str::to_owned),
-            retrospective: change.retrospective,
-            counts_for,
-        };
-        if decided_approval && action == ChangeAction::Approve {
-            let entry = change.assessment().map(|a| &a.decision.output);
-            if let Some(output) = entry.filter(|o| !o.deny.is_empty()) {
-                return Err(ChangeError::PolicyDenied { change: change.label(), reasons: output.deny.clone() });
-            }
-            // CH-4: approved once every requirement of the decision is met.
-            let mut after = change.clone();
-            after.apply(&ChangeEvent::ApprovalRecorded(recorded.clone()), change.updated);
-            let all_met = after.approval_status().is_none_or(|status| status.iter().all(|s| s.met()));
-            if !all_met {
-                to = Target::Same;
-            }
+    if decided && action == ChangeAction::Approve {
+        let entry = change.assessment().map(|a| &a.decision.output);
+        if let Some(output) = entry.filter(|o| !o.deny.is_empty()) {
+            return Err(ChangeError::PolicyDenied { change: change.label(), reasons: output.deny.clone() });
         }
-        decision.write(ChangeKey::Details(change.change_id), ChangeEvent::ApprovalRecorded(recorded));
+        // CH-4: approved once every requirement of the decision is met.
+        let mut after = change.clone();
+        after.apply(&ChangeEvent::ApprovalRecorded(recorded.clone()), change.updated);
+        let all_met = after.approval_status().is_none_or(|status| status.iter().all(|s| s.met()));
+        if !all_met {
+            to = Target::Same;
+        }
     }
-    // An assessment with facts records the risk and the policy's decision (CH-2, CH-4); so
-    // does a standard change's submission, where the decision may withdraw the pre-approval.
-    let evaluated = match (action, facts) {
-        (ChangeAction::Assess, Some(facts)) => Some(evaluate(input, change, facts, AssessmentTrigger::Assess)?),
-        (ChangeAction::Submit, Some(facts)) if change.change_type == ChangeType::Standard => {
+    decision.write(ChangeKey::Details(change.change_id), ChangeEvent::ApprovalRecorded(recorded));
+    Ok(to)
+}
+
+/// The assessment an `assess` (or a standard change's `submit`) records with its facts, and
+/// the transition's target: a standard change the policy does not approve outright goes to
+/// assessed; a denied one is refused.
+fn assessment_with(
+    input: &ChangeInput<'_>,
+    change: &ChangeRecord,
+    action: ChangeAction,
+    facts: &AssessmentFacts,
+    to: Target,
+) -> Result<(AssessmentRecorded, Target), ChangeError> {
+    match action {
+        ChangeAction::Assess => Ok((evaluate(input, change, facts, AssessmentTrigger::Assess)?, to)),
+        ChangeAction::Submit if change.change_type == ChangeType::Standard => {
             let mut numbered = change.clone();
             numbered.number = Some(input.next_number);
             let recorded = evaluate(input, &numbered, facts, AssessmentTrigger::Submission)?;
@@ -1020,44 +1232,46 @@ fn act(
                     reasons: recorded.decision.output.deny.clone(),
                 });
             }
-            if !recorded.decision.output.auto_approve {
-                to = Target::To(ChangeState::Assessed);
-            }
-            Some(recorded)
+            let to = if recorded.decision.output.auto_approve { to } else { Target::To(ChangeState::Assessed) };
+            Ok((recorded, to))
         }
-        (ChangeAction::Submit, Some(_)) => {
-            return Err(ChangeError::NotApplicable { field: "facts", only_with: ChangeAction::Assess });
-        }
-        _ => None,
-    };
-    if let Some(recorded) = evaluated {
-        decision.write(ChangeKey::Details(change.change_id), ChangeEvent::Assessed(Box::new(recorded)));
+        _ => Err(ChangeError::NotApplicable { field: "facts", only_with: ChangeAction::Assess }),
     }
-    let Target::To(to) = to else {
-        return Ok(());
-    };
+}
+
+/// Writes the transition to the state stream: a submission assigns the next number and freezes
+/// the scope; an emergency change's end sets its review deadline (CH-8).
+fn write_transition(
+    input: &ChangeInput<'_>,
+    change: &ChangeRecord,
+    action: ChangeAction,
+    to: ChangeState,
+    text: ActText<'_>,
+    decision: &mut ChangeDecision,
+) {
+    let by = input.actor.to_owned();
     if action == ChangeAction::Submit {
+        let number = input.next_number;
         decision.write(
             ChangeKey::Numbers,
-            ChangeEvent::NumberAssigned(NumberAssigned { number: input.next_number, change_id: change.change_id }),
+            ChangeEvent::NumberAssigned(NumberAssigned { number, change_id: change.change_id }),
         );
         decision.write(
             ChangeKey::State(change.change_id),
             ChangeEvent::Submitted(ChangeSubmitted {
                 change_id: change.change_id,
-                number: input.next_number,
+                number,
                 change_type: change.change_type,
                 from: change.state,
                 to,
-                by: actor,
+                by,
                 scope: change.details.scope.clone(),
             }),
         );
-        return Ok(());
+        return;
     }
-    let review_due_at = (change.change_type == ChangeType::Emergency
-        && matches!(action, ChangeAction::Complete | ChangeAction::Fail))
-    .then(|| deadline(input));
+    let ends_emergency =
+        change.change_type == ChangeType::Emergency && matches!(action, ChangeAction::Complete | ChangeAction::Fail);
     decision.write(
         ChangeKey::State(change.change_id),
         ChangeEvent::Transitioned(ChangeTransitioned {
@@ -1065,14 +1279,13 @@ fn act(
             action,
             from: change.state,
             to,
-            by: actor,
-            note: note.map(str::to_owned),
-            review: review.cloned(),
-            review_due_at,
+            by,
+            note: text.note.map(str::to_owned),
+            review: text.review.cloned(),
+            review_due_at: ends_emergency.then(|| deadline(input)),
             in_freeze: Vec::new(),
         }),
     );
-    Ok(())
 }
 
 /// Approves an assessed change (CH-2, CH-4). If a CI in its scope changed since the facts of

@@ -695,6 +695,7 @@ fn a_retrospective_change_needs_justification_and_back_out_plan() {
 // ----------------------------------------------------------------------------------------
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one table of bad inputs and their errors")]
 fn bad_input_is_refused_with_a_clear_error() {
     let mut world = World::new();
     let with = |f: &dyn Fn(&mut ChangeDetails)| {

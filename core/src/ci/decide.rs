@@ -782,10 +782,10 @@ fn claim(
     ci_id: CiId,
 ) -> Result<(), CiError> {
     let key = NameKey::new(class, name);
-    if let Some(holder) = read.name_holder(&key) {
-        if holder != ci_id {
-            return Err(CiError::NameTaken { class, name: name.to_owned(), holder });
-        }
+    if let Some(holder) = read.name_holder(&key)
+        && holder != ci_id
+    {
+        return Err(CiError::NameTaken { class, name: name.to_owned(), holder });
     }
     decision.write(CiKey::Name(key), CiEvent::NameClaimed(NameClaim { class, name: name.to_owned(), ci_id }));
     Ok(())

@@ -137,11 +137,9 @@ fn register_writes_the_ci_and_claims_its_name() {
     implementing(&world, change, &[], &[(CiClass::Host, "web-01")]);
     let decision = then_ok(&world, &command).expect("accepted");
     let registered = events_of(&decision, CiKey::Ci(ci(1)));
-    assert!(
-        matches!(&registered[..], [CiEvent::Registered(e)] if e.name == "web-01" && e.authorized_by == Some(change))
-    );
+    assert!(matches!(registered, [CiEvent::Registered(e)] if e.name == "web-01" && e.authorized_by == Some(change)));
     let claim = events_of(&decision, CiKey::Name(NameKey::new(CiClass::Host, "web-01")));
-    assert!(matches!(&claim[..], [CiEvent::NameClaimed(c)] if c.ci_id == ci(1)));
+    assert!(matches!(claim, [CiEvent::NameClaimed(c)] if c.ci_id == ci(1)));
 }
 
 #[test]
@@ -220,11 +218,11 @@ fn updates_change_only_what_differs_and_renames_move_the_claim() {
     assert_eq!(event.attributes_set, attrs(json!({"cpu_cores": 16})), "unchanged values are not repeated");
     assert_eq!(event.name.as_deref(), Some("web-01a"));
     assert!(matches!(
-        &events_of(&decision, CiKey::Name(NameKey::new(CiClass::Host, "web-01")))[..],
+        events_of(&decision, CiKey::Name(NameKey::new(CiClass::Host, "web-01"))),
         [CiEvent::NameReleased(_)]
     ));
     assert!(matches!(
-        &events_of(&decision, CiKey::Name(NameKey::new(CiClass::Host, "web-01a")))[..],
+        events_of(&decision, CiKey::Name(NameKey::new(CiClass::Host, "web-01a"))),
         [CiEvent::NameClaimed(_)]
     ));
 
@@ -243,7 +241,7 @@ fn transitions_follow_the_table() {
     let to = |status| CiCommand::Transition { ci_id: ci(1), to: status, reason: None, authorized_by: None };
     let decision = then_ok(&world, &to(Status::UnderChange)).expect("live to under_change");
     assert!(
-        matches!(&events_of(&decision, CiKey::Ci(ci(1)))[..], [CiEvent::StatusChanged(e)] if e.from == Status::Live && e.to == Status::UnderChange)
+        matches!(events_of(&decision, CiKey::Ci(ci(1))), [CiEvent::StatusChanged(e)] if e.from == Status::Live && e.to == Status::UnderChange)
     );
     let refused = then_ok(&world, &to(Status::Ordered)).expect_err("live to ordered");
     assert!(matches!(refused, CiError::TransitionNotAllowed { from: Status::Live, to: Status::Ordered, .. }));
@@ -303,8 +301,8 @@ fn unrelate_removes_once_and_updates_both_ends() {
     assert_eq!(world.ci_state(ci(1)).links.len(), 1);
     let unrelate = CiCommand::Unrelate { rel_id: rel(1), reason: None, authorized_by: None };
     let decision = then_ok(&world, &unrelate).expect("accepted");
-    assert!(matches!(&events_of(&decision, CiKey::Ci(ci(2)))[..], [CiEvent::Unlinked(_)]));
-    assert!(matches!(&events_of(&decision, CiKey::Ci(ci(1)))[..], [CiEvent::Unlinked(_)]));
+    assert!(matches!(events_of(&decision, CiKey::Ci(ci(2))), [CiEvent::Unlinked(_)]));
+    assert!(matches!(events_of(&decision, CiKey::Ci(ci(1))), [CiEvent::Unlinked(_)]));
     let world = given(&[host(1, "h"), app(2, "a"), relate(1, RelType::RunsOn, 2, 1), unrelate.clone()]);
     assert_eq!(then_ok(&world, &unrelate), Err(CiError::RelationshipRemoved(rel(1))));
     assert!(world.ci_state(ci(1)).links.is_empty());
@@ -324,9 +322,9 @@ fn withdrawing_removes_the_active_relationships_atomically() {
     let decision =
         then_ok(&world, &CiCommand::Withdraw { ci_id: ci(1), reason: None, authorized_by: None }).expect("accepted");
     for n in [1, 2] {
-        assert!(matches!(&events_of(&decision, CiKey::Rel(rel(n)))[..], [CiEvent::RelationshipRemoved(_)]));
+        assert!(matches!(events_of(&decision, CiKey::Rel(rel(n))), [CiEvent::RelationshipRemoved(_)]));
     }
-    assert!(matches!(&events_of(&decision, CiKey::Ci(ci(2)))[..], [CiEvent::Unlinked(_)]));
+    assert!(matches!(events_of(&decision, CiKey::Ci(ci(2))), [CiEvent::Unlinked(_)]));
     let own = events_of(&decision, CiKey::Ci(ci(1)));
     assert!(matches!(own.last(), Some(CiEvent::Withdrawn(e)) if e.from == Status::Live));
     let world = given(&[

@@ -42,17 +42,17 @@ pub fn subscribe(store: Arc<dyn EventStore>, after: u64, page_events: usize) -> 
             if *cursor.head.borrow_and_update() > cursor.after {
                 match cursor.store.read_all(cursor.after, cursor.page_events).await {
                     Ok(page) => {
-                        if let Some(first) = page.first() {
-                            if first.position != cursor.after + 1 {
-                                cursor.failed = true;
-                                let detail = format!(
-                                    "subscription expected position {} but the log returned {}",
-                                    cursor.after + 1,
-                                    first.position
-                                );
-                                let location = format!("position {}", cursor.after + 1);
-                                return Some((Err(StoreError::Corruption { location, detail }), cursor));
-                            }
+                        if let Some(first) = page.first()
+                            && first.position != cursor.after + 1
+                        {
+                            cursor.failed = true;
+                            let detail = format!(
+                                "subscription expected position {} but the log returned {}",
+                                cursor.after + 1,
+                                first.position
+                            );
+                            let location = format!("position {}", cursor.after + 1);
+                            return Some((Err(StoreError::Corruption { location, detail }), cursor));
                         }
                         if page.is_empty() {
                             // The head was published but this reader does not see it yet (a

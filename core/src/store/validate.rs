@@ -40,7 +40,7 @@ pub fn validate_request(request: &AppendRequest, limits: &StoreLimits, now: Time
     let mut seen = HashSet::with_capacity(stream_count);
     for write in &request.writes {
         let first_time = seen.insert(write.stream.as_str());
-        if !first_time && !(bulk && write.expected == ExpectedVersion::Any) {
+        if !first_time && (!bulk || write.expected != ExpectedVersion::Any) {
             return Err(StoreError::InvalidInput(format!("stream {} is written twice in one append", write.stream)));
         }
     }

@@ -199,10 +199,10 @@ impl BaselineMutation {
                 (None, Some(service)) => BaselineScope::Service { service: parse_id(&service)?, depth: input.depth },
                 _ => return Err(bad_input("give either filter or service")),
             };
-            if let BaselineScope::Service { depth, .. } = scope {
-                if depth == 0 || depth > baseline::MAX_SERVICE_DEPTH {
-                    return Err(core_error(baseline::BaselineError::Depth(depth).into()));
-                }
+            if let BaselineScope::Service { depth, .. } = scope
+                && (depth == 0 || depth > baseline::MAX_SERVICE_DEPTH)
+            {
+                return Err(core_error(baseline::BaselineError::Depth(depth).into()));
             }
             let members = graph.baseline_members(&scope, position).map_err(graph_error)?;
             BaselineCreated {

@@ -324,10 +324,10 @@ impl CiSubscription {
                             return None;
                         }
                     }
-                    if let Some(classes) = &classes {
-                        if !class.is_some_and(|c| classes.contains(&c)) {
-                            return None;
-                        }
+                    if let Some(classes) = &classes
+                        && !class.is_some_and(|c| classes.contains(&c))
+                    {
+                        return None;
                     }
                     Some(Ok(CiChange {
                         position: Position(record.position),

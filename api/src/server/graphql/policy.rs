@@ -99,10 +99,10 @@ pub async fn what_if(
 ) -> async_graphql::Result<WhatIf> {
     let app = state(ctx);
     let caller = caller(ctx)?;
-    if let Some(window) = &details.window {
-        if window.end <= window.start {
-            return Err(bad_input("the window ends before it starts"));
-        }
+    if let Some(window) = &details.window
+        && window.end <= window.start
+    {
+        return Err(bad_input("the window ends before it starts"));
     }
     if details.scope.len() > domain::MAX_SCOPE_ITEMS {
         return Err(bad_input(format!(

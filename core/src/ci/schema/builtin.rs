@@ -81,6 +81,7 @@ const PORT: AttrType = AttrType::Integer { min: 1, max: 65_535 };
 const COUNT: AttrType = AttrType::Integer { min: 0, max: 1_000_000_000 };
 
 /// The class-specific attributes.
+#[allow(clippy::too_many_lines, reason = "one table: every built-in class and its attributes")]
 pub fn class_attributes(class: CiClass) -> &'static [AttrSpec] {
     use AttrType::*;
     match class {

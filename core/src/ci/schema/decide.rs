@@ -130,20 +130,21 @@ fn check_attribute(
     }
     check_text("description", attribute.description.as_deref())?;
     match &attribute.attr_type {
-        DeclaredType::Choice { choices } => {
-            if choices.is_empty()
+        DeclaredType::Choice { choices }
+            if (choices.is_empty()
                 || choices.len() > MAX_CHOICES
-                || choices.iter().any(|c| c.is_empty() || c.len() > MAX_ATTRIBUTE_NAME_BYTES)
-            {
-                return Err(CiError::InvalidDeclaration(format!(
-                    "attribute {name:?}: choices must be 1 to {MAX_CHOICES} non-empty names of at most {MAX_ATTRIBUTE_NAME_BYTES} bytes"
-                )));
-            }
+                || choices.iter().any(|c| c.is_empty() || c.len() > MAX_ATTRIBUTE_NAME_BYTES)) =>
+        {
+            return Err(CiError::InvalidDeclaration(format!(
+                "attribute {name:?}: choices must be 1 to {MAX_CHOICES} non-empty names of at most {MAX_ATTRIBUTE_NAME_BYTES} bytes"
+            )));
         }
         DeclaredType::Integer { min, max } if min > max => {
             return Err(CiError::InvalidDeclaration(format!("attribute {name:?}: min {min} is above max {max}")));
         }
-        DeclaredType::Number { min, max } if !(min <= max) => {
+        DeclaredType::Number { min, max }
+            if matches!(min.partial_cmp(max), Some(std::cmp::Ordering::Greater) | None) =>
+        {
             return Err(CiError::InvalidDeclaration(format!("attribute {name:?}: min {min} is above max {max}")));
         }
         _ => {}

@@ -163,21 +163,21 @@ struct HeadPublisher {
 impl HeadPublisher {
     fn publish(&self, digest: Digest) {
         let position = digest.position;
-        if let Ok(mut current) = self.digest.lock() {
-            if position > current.position {
-                *current = digest;
-            }
+        if let Ok(mut current) = self.digest.lock()
+            && position > current.position
+        {
+            *current = digest;
         }
-        if let Ok(guard) = self.sender.lock() {
-            if let Some(sender) = guard.as_ref() {
-                sender.send_if_modified(|head| {
-                    let advanced = position > *head;
-                    if advanced {
-                        *head = position;
-                    }
-                    advanced
-                });
-            }
+        if let Ok(guard) = self.sender.lock()
+            && let Some(sender) = guard.as_ref()
+        {
+            sender.send_if_modified(|head| {
+                let advanced = position > *head;
+                if advanced {
+                    *head = position;
+                }
+                advanced
+            });
         }
     }
 
@@ -508,9 +508,10 @@ fn inspect(conn: &Connection, path: &Path, quick_check: bool, verify_tail: bool)
             .map_err(damaged)?
             .transpose()
             .map_err(|e| open_error(path, format!("the last event is unreadable: {e}; run `cmdb verify`")))?;
-        if let Some(tail) = tail {
-            if event_hash(&tail.prev_hash, &ChainFields::of(&tail)) != tail.hash {
-                return Err(open_error(
+        if let Some(tail) = tail
+            && event_hash(&tail.prev_hash, &ChainFields::of(&tail)) != tail.hash
+        {
+            return Err(open_error(
                     path,
                     format!(
                         "the last event (position {}) does not match its hash: the file was altered; run `cmdb verify` and restore a backup",
@@ -518,7 +519,6 @@ fn inspect(conn: &Connection, path: &Path, quick_check: bool, verify_tail: bool)
                     ),
                 )
                 .into());
-            }
         }
     }
     Ok(())
@@ -987,14 +987,14 @@ fn spawn_external_change_poller(
         let _ = conn.busy_timeout(Duration::from_millis(readers.busy_timeout_ms));
         let mut last_seen: Option<i64> = None;
         while !stop.load(Ordering::SeqCst) {
-            if let Ok(version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) {
-                if last_seen != Some(version) {
-                    last_seen = Some(version);
-                    if let Ok(tail) = read_tail(&conn) {
-                        head.publish(Digest { position: tail.position, hash: tail.hash });
-                    }
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            if let Ok(version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+                && last_seen != Some(version)
+            {
+                last_seen = Some(version);
+                if let Ok(tail) = read_tail(&conn) {
+                    head.publish(Digest { position: tail.position, hash: tail.hash });
                 }
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             }
             std::thread::sleep(Duration::from_millis(interval_ms));
         }
