@@ -26,8 +26,10 @@ use crate::settings::{DataDir, LogFormat, ServeSettings};
 
 #[derive(Debug, Parser)]
 #[command(name = "cmdb", version, about = "An event-sourced CMDB and change-control engine")]
+/// The `cmdb` command line.
 pub struct Cli {
     #[command(flatten)]
+    /// The JSON payload exactly as stored.
     pub data: DataDir,
 
     /// Log format on standard error.
@@ -35,10 +37,12 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     #[command(subcommand)]
+    /// What to do.
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
+/// The commands.
 pub enum Command {
     /// Serve GraphQL, health and metrics over HTTP.
     Serve(ServeSettings),
@@ -77,6 +81,7 @@ pub enum Command {
     /// What changed between two moments (positions or RFC 3339 times).
     Diff {
         #[arg(long)]
+        /// The state it came from.
         from: String,
         /// Default: the head.
         #[arg(long)]
@@ -85,6 +90,7 @@ pub enum Command {
         #[arg(long)]
         around: Option<String>,
         #[arg(long, default_value_t = 2)]
+        /// How many relationships away.
         depth: u32,
         /// Print JSON instead of a summary.
         #[arg(long)]
@@ -108,6 +114,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+/// `cmdb change ...`.
 pub enum ChangeCommand {
     /// Show one change: its request, transitions, approvals, review and the CI edits it authorised.
     Show {
@@ -123,6 +130,7 @@ pub enum ChangeCommand {
     /// List emergency changes whose approval or review is overdue now (CH-8).
     Overdue {
         #[arg(long)]
+        /// Print JSON.
         json: bool,
     },
     /// Show every risk assessment and policy decision of a change and replay each decision
@@ -131,15 +139,18 @@ pub enum ChangeCommand {
         /// The change's number (CHG-000042) or id.
         change: String,
         #[arg(long)]
+        /// Print JSON.
         json: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
+/// `cmdb policy ...`.
 pub enum PolicyCommand {
     /// Load a Rego policy file as the new approval policy. A file that does not parse, calls a
     /// non-replayable built-in or decides malformed is refused, and the policy in force stays.
     Load {
+        /// The Rego file.
         file: PathBuf,
         /// A name for this policy (default: the file name).
         #[arg(long)]
@@ -148,11 +159,13 @@ pub enum PolicyCommand {
     /// Print the policy in force, or one version (0: the built-in default).
     Show {
         #[arg(long)]
+        /// The stream version folded.
         version: Option<u32>,
     },
     /// Check a policy file and run its Rego tests (every `test_` rule of the tests file)
     /// without loading anything; no data directory needed. Exit 1 if a test fails.
     Test {
+        /// The Rego file.
         file: PathBuf,
         /// The Rego tests (default: none, only the checks a load makes).
         #[arg(long)]
@@ -161,12 +174,15 @@ pub enum PolicyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+/// `cmdb fixtures ...`.
 pub enum FixturesCommand {
     /// Load an estate (small: ~500 CIs; medium: ~10,000) into an empty data directory.
     Load {
         #[arg(long, default_value = "small")]
+        /// Which size.
         size: String,
         #[arg(long, default_value_t = 1)]
+        /// The random seed.
         seed: u64,
         /// Days of history, ending now.
         #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=3650))]
@@ -175,9 +191,11 @@ pub enum FixturesCommand {
 }
 
 #[derive(Debug, Subcommand)]
+/// `cmdb principal ...`.
 pub enum PrincipalCommand {
     /// Create a principal.
     Create {
+        /// The name.
         name: String,
         /// person or system.
         #[arg(long, default_value = "person")]
@@ -186,23 +204,39 @@ pub enum PrincipalCommand {
         #[arg(long = "role")]
         roles: Vec<String>,
         #[arg(long)]
+        /// A name for people.
         display_name: Option<String>,
     },
     /// Grant a role.
-    Grant { name: String, role: String },
+    /// Give a principal a role.
+    Grant {
+        /// The principal.
+        name: String,
+        /// The role.
+        role: String,
+    },
     /// Revoke a role.
-    RevokeRole { name: String, role: String },
+    /// Take a role from a principal.
+    RevokeRole {
+        /// The principal.
+        name: String,
+        /// The role.
+        role: String,
+    },
     /// List principals and roles.
     List,
 }
 
 #[derive(Debug, Subcommand)]
+/// `cmdb token ...`.
 pub enum TokenCommand {
     /// Create a token for a principal; it is printed once.
     Create {
         #[arg(long)]
+        /// The principal.
         principal: String,
         #[arg(long)]
+        /// A label to recognise it by.
         label: Option<String>,
         /// Expire the token after this many days.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
@@ -210,13 +244,16 @@ pub enum TokenCommand {
     },
     /// Revoke a token by its id; in force for a running server before this returns.
     Revoke {
+        /// The token.
         token_id: String,
         #[arg(long)]
+        /// Why.
         reason: Option<String>,
     },
     /// List tokens (never their text).
     List {
         #[arg(long)]
+        /// The principal.
         principal: Option<String>,
     },
 }
@@ -421,8 +458,11 @@ pub fn parse_as_of(text: &str) -> anyhow::Result<AsOf> {
 }
 
 #[derive(Debug, PartialEq, Eq)]
+/// A moment of the log, as `--as-of` names it.
 pub enum AsOf {
+    /// A position.
     Position(u64),
+    /// A time (the last event at or before it).
     Time(Timestamp),
 }
 

@@ -9,15 +9,19 @@ use clap::{Args, ValueEnum};
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// For people.
     Pretty,
+    /// One JSON object per line.
     Json,
 }
 
 /// Upper bounds the settings themselves must respect, so a typo cannot disable a limit.
 pub const MAX_PAGE_SIZE_CEILING: usize = 10_000;
+/// The highest `max_request_body_bytes` accepted.
 pub const MAX_REQUEST_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, Debug, Args)]
+/// Every setting of `cmdb serve` (each also `CMDB_<NAME>`; flags win).
 pub struct ServeSettings {
     /// Address to listen on (host:port; port 0 picks a free one).
     #[arg(long, env = "CMDB_LISTEN", default_value = "127.0.0.1:8080")]

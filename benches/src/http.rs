@@ -12,8 +12,11 @@ use hyper_util::rt::TokioIo;
 
 /// A spawned server: stopped (SIGTERM) when dropped.
 pub struct Spawned {
+    /// The server process.
     pub child: Child,
+    /// Its base URL.
     pub url: String,
+    /// An admin token.
     pub token: String,
     /// Kept for the server's lifetime.
     pub dir: tempfile::TempDir,
@@ -61,11 +64,14 @@ pub fn spawn_server(binary: &str, data_dir: Option<&std::path::Path>, extra: &[&
 /// Where to POST: `host:port` and path, from an `http://` URL.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
+    /// `host:port`.
     pub host_port: String,
+    /// The CIs from one to the other.
     pub path: String,
 }
 
 impl Endpoint {
+    /// Reads an `http://host:port` URL.
     pub fn parse(url: &str) -> anyhow::Result<Endpoint> {
         let without_scheme = url.strip_prefix("http://").context("only http:// URLs")?;
         let (host_port, path) = without_scheme
@@ -83,6 +89,7 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Opens a keep-alive connection.
     pub async fn open(endpoint: &Endpoint) -> anyhow::Result<Connection> {
         let stream = tokio::net::TcpStream::connect(&endpoint.host_port).await.context("connect")?;
         stream.set_nodelay(true)?;

@@ -41,17 +41,26 @@ pub fn access_stream() -> StreamId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
+    /// May read the configuration, changes and reports.
     Viewer,
+    /// May read everything, including the log, and verify the chain.
     Auditor,
+    /// May edit the configuration (under a change) and raise changes.
     Editor,
+    /// May manage, assess, schedule, review and close changes.
     ChangeManager,
+    /// May approve or reject normal changes (CH-4).
     Approver,
+    /// May approve or reject emergency changes (CH-8).
     EmergencyApprover,
+    /// May implement changes and report deployments.
     Deployer,
+    /// May do everything but approve: principals, tokens, schema, policies.
     Admin,
 }
 
 impl Role {
+    /// Every value, in declaration order.
     pub const ALL: [Role; 8] = [
         Role::Viewer,
         Role::Auditor,
@@ -63,6 +72,7 @@ impl Role {
         Role::Admin,
     ];
 
+    /// The value's name.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
@@ -97,7 +107,9 @@ impl FromStr for Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PrincipalKind {
+    /// A person.
     Person,
+    /// A system: a pipeline or another tool.
     System,
 }
 
@@ -178,6 +190,7 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every value, in declaration order.
     pub const ALL: [Operation; 25] = [
         Operation::ReadLog,
         Operation::SubscribeLog,
@@ -272,31 +285,50 @@ pub fn permits<'a>(roles: impl IntoIterator<Item = &'a Role>, operation: Operati
 /// A request to change access.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccessCommand {
+    /// Create a principal with roles.
     CreatePrincipal {
+        /// The name.
         name: String,
+        /// What kind.
         kind: PrincipalKind,
+        /// A name for people.
         display_name: Option<String>,
+        /// Its roles.
         roles: BTreeSet<Role>,
     },
+    /// Give a principal a role.
     GrantRole {
+        /// The name.
         name: String,
+        /// The role.
         role: Role,
     },
+    /// Take a role from a principal (never the last admin's admin role).
     RevokeRole {
+        /// The name.
         name: String,
+        /// The role.
         role: Role,
     },
     /// The caller generates the secret and passes only its hash: the decider stays pure and
     /// the secret never reaches the log.
     IssueToken {
+        /// The principal.
         principal: String,
+        /// The token.
         token_id: Uuid,
+        /// The blake3 hash of the token (never the token).
         token_hash: Hash,
+        /// A label to recognise it by.
         label: Option<String>,
+        /// When it stops working, if ever.
         expires_at: Option<Timestamp>,
     },
+    /// Revoke a token: it stops working at once.
     RevokeToken {
+        /// The token.
         token_id: Uuid,
+        /// Why.
         reason: Option<String>,
     },
 }
@@ -306,51 +338,79 @@ pub enum AccessCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum AccessEvent {
+    /// The [`PrincipalCreated`] event.
     PrincipalCreated(PrincipalCreated),
+    /// The [`RoleChanged`] event.
     RoleGranted(RoleChanged),
+    /// The [`RoleChanged`] event.
     RoleRevoked(RoleChanged),
+    /// The [`TokenIssued`] event.
     TokenIssued(TokenIssued),
+    /// The [`TokenRevoked`] event.
     TokenRevoked(TokenRevoked),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A principal was created.
 pub struct PrincipalCreated {
+    /// The name.
     pub name: String,
+    /// What kind.
     pub kind: PrincipalKind,
+    /// A name for people.
     pub display_name: Option<String>,
+    /// Its roles.
     pub roles: BTreeSet<Role>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A role was granted or revoked.
 pub struct RoleChanged {
+    /// The name.
     pub name: String,
+    /// The role.
     pub role: Role,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A token was issued (its hash only).
 pub struct TokenIssued {
+    /// The principal.
     pub principal: String,
+    /// The token.
     pub token_id: Uuid,
     /// blake3 of the token text, hex.
     pub token_hash: Hash,
+    /// A label to recognise it by.
     pub label: Option<String>,
+    /// When it stops working, if ever.
     pub expires_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A token was revoked.
 pub struct TokenRevoked {
+    /// The principal.
     pub principal: String,
+    /// The token.
     pub token_id: Uuid,
+    /// Why.
     pub reason: Option<String>,
 }
 
 impl AccessEvent {
+    /// The type of the event `principal.created`.
     pub const PRINCIPAL_CREATED: &'static str = "principal.created";
+    /// The type of the event `principal.role_granted`.
     pub const ROLE_GRANTED: &'static str = "principal.role_granted";
+    /// The type of the event `principal.role_revoked`.
     pub const ROLE_REVOKED: &'static str = "principal.role_revoked";
+    /// The type of the event `token.issued`.
     pub const TOKEN_ISSUED: &'static str = "token.issued";
+    /// The type of the event `token.revoked`.
     pub const TOKEN_REVOKED: &'static str = "token.revoked";
 
+    /// The event's type.
     pub fn event_type(&self) -> &'static str {
         match self {
             AccessEvent::PrincipalCreated(_) => Self::PRINCIPAL_CREATED,
@@ -379,6 +439,7 @@ impl AccessEvent {
         })
     }
 
+    /// The event as it is appended, carrying `metadata`.
     pub fn to_new_event(&self, metadata: Metadata) -> NewEvent {
         let data = match self {
             AccessEvent::PrincipalCreated(e) => serde_json::to_vec(e),
@@ -393,44 +454,60 @@ impl AccessEvent {
 
 /// Why an access command was refused (or a stored access event could not be read).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum AccessError {
     #[error(
         "principal name {0:?} is not valid: 1 to {MAX_PRINCIPAL_NAME_BYTES} characters, lowercase letters, digits and . _ - @, starting with a letter or digit"
     )]
+    /// The [`String`] event.
     InvalidName(String),
     #[error(
         "unknown role {0:?}; roles are viewer, auditor, editor, change-manager, approver, emergency-approver, deployer, admin"
     )]
+    /// The [`String`] event.
     UnknownRole(String),
     #[error("unknown principal kind {0:?}; expected person or system")]
+    /// Unknown principal kind …; expected person or system.
     UnknownKind(String),
     #[error("a principal named {0:?} already exists")]
+    /// A principal named … already exists.
     PrincipalExists(String),
     #[error("no principal named {0:?}")]
+    /// No principal named ….
     UnknownPrincipal(String),
     #[error("principal {name:?} already has role {role}")]
+    /// Principal … already has role ….
     RoleAlreadyGranted { name: String, role: Role },
     #[error("principal {name:?} does not have role {role}")]
+    /// Principal … does not have role ….
     RoleNotGranted { name: String, role: Role },
     #[error("refused: {0:?} is the last principal with the admin role; grant admin to another principal first")]
+    /// Refused: … is the last principal with the admin role; grant admin to another principal first.
     LastAdmin(String),
     #[error("no token with id {0}")]
+    /// No token with id ….
     UnknownToken(Uuid),
     #[error("token {0} is already revoked")]
+    /// Token … is already revoked.
     TokenAlreadyRevoked(Uuid),
     #[error("a token with id {0} already exists")]
+    /// A token with id … already exists.
     TokenExists(Uuid),
     #[error(
         "principal {name:?} already holds {MAX_ACTIVE_TOKENS_PER_PRINCIPAL} live tokens (max_active_tokens_per_principal); revoke one first"
     )]
     TooManyTokens { name: String },
     #[error("there are already {MAX_PRINCIPALS} principals (max_principals)")]
+    /// There are already … principals (max_principals).
     TooManyPrincipals,
     #[error("{field} is {bytes} bytes long; the bound is {MAX_LABEL_BYTES} (max_label_bytes)")]
+    /// … is … bytes long; the bound is … (max_label_bytes).
     LabelTooLong { field: &'static str, bytes: usize },
     #[error("the token's expiry {0} is not in the future")]
+    /// The token's expiry … is not in the future.
     ExpiryNotInFuture(Timestamp),
     #[error("access event at position {position} cannot be read: {detail}")]
+    /// Access event at position … cannot be read: ….
     Undecodable { position: u64, detail: String },
 }
 
@@ -453,16 +530,24 @@ fn check_label(field: &'static str, text: Option<&str>) -> Result<(), AccessErro
 /// A token as the access state knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TokenInfo {
+    /// The token.
     pub token_id: Uuid,
+    /// The principal.
     pub principal: String,
+    /// The blake3 hash of the token (never the token).
     pub token_hash: Hash,
+    /// A label to recognise it by.
     pub label: Option<String>,
+    /// When it was issued.
     pub issued_at: Timestamp,
+    /// When it stops working, if ever.
     pub expires_at: Option<Timestamp>,
+    /// When it was revoked, if it was.
     pub revoked_at: Option<Timestamp>,
 }
 
 impl TokenInfo {
+    /// Whether it still works at `now`.
     pub fn is_live(&self, now: Timestamp) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
     }
@@ -471,10 +556,15 @@ impl TokenInfo {
 /// A principal as the access state knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PrincipalInfo {
+    /// The name.
     pub name: String,
+    /// What kind.
     pub kind: PrincipalKind,
+    /// A name for people.
     pub display_name: Option<String>,
+    /// Its roles.
     pub roles: BTreeSet<Role>,
+    /// When it was created.
     pub created_at: Timestamp,
     /// Token ids, in issue order.
     pub tokens: Vec<Uuid>,
@@ -487,7 +577,9 @@ pub struct AccessState {
     pub version: Option<u64>,
     /// The log position of the last event applied.
     pub position: u64,
+    /// Principals that qualify by name.
     pub principals: BTreeMap<String, PrincipalInfo>,
+    /// Every token, by id.
     pub tokens: BTreeMap<Uuid, TokenInfo>,
     by_hash: HashMap<Hash, Uuid>,
 }

@@ -24,51 +24,78 @@ pub const MAX_SERVICE_DEPTH: u32 = 12;
 pub enum BaselineScope {
     /// The CIs matching a filter at the baseline's position.
     Filter {
+        /// Classes to keep.
         classes: Option<Vec<CiClass>>,
+        /// Statuses to keep.
         statuses: Option<Vec<Status>>,
+        /// Environments to keep.
         environments: Option<Vec<Environment>>,
+        /// A case-insensitive part of the name.
         name_contains: Option<String>,
     },
     /// A business service and what it depends on, within `depth`.
-    Service { service: CiId, depth: u32 },
+    /// A business service and what it depends on, within `depth` relationships.
+    Service {
+        /// The business service.
+        service: CiId,
+        /// How many relationships deep.
+        depth: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A baseline was recorded: its members at `position`, by count and digest.
 pub struct BaselineCreated {
+    /// The name.
     pub name: String,
+    /// A description.
     pub description: Option<String>,
+    /// The log position.
     pub position: u64,
+    /// The CIs it touches and the CIs it plans.
     pub scope: BaselineScope,
+    /// How many CIs it holds.
     pub members: u64,
     /// blake3 over the members' ids, sorted, 16 bytes each.
     pub members_digest: Hash,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A baseline was deleted (its creation stays in the log).
 pub struct BaselineDeleted {
+    /// The name.
     pub name: String,
+    /// Why.
     pub reason: Option<String>,
 }
 
+/// The type of the event `baseline.created`.
 pub const CREATED: &str = "baseline.created";
+/// The type of the event `baseline.deleted`.
 pub const DELETED: &str = "baseline.deleted";
 
 /// Why a baseline command was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum BaselineError {
     #[error(
         "baseline name {0:?} is not valid: 1 to {MAX_BASELINE_NAME_BYTES} bytes, no control characters, no leading or trailing spaces"
     )]
     InvalidName(String),
     #[error("the description is {0} bytes; the bound is {MAX_DESCRIPTION_BYTES}")]
+    /// The description is … bytes; the bound is ….
     DescriptionTooLong(usize),
     #[error("a baseline named {0:?} already exists")]
+    /// A baseline named … already exists.
     Exists(String),
     #[error("no baseline named {0:?}")]
+    /// No baseline named ….
     Unknown(String),
     #[error("a service baseline's depth must be 1 to {MAX_SERVICE_DEPTH}, got {0}")]
+    /// A service baseline's depth must be 1 to …, got ….
     Depth(u32),
     #[error("baseline event at position {position} cannot be read: {detail}")]
+    /// Baseline event at position … cannot be read: ….
     Undecodable { position: u64, detail: String },
 }
 
@@ -231,6 +258,7 @@ pub fn created_from(record: &EventRecord) -> Result<BaselineCreated, BaselineErr
     record.data_as().map_err(|e| BaselineError::Undecodable { position: record.position, detail: e.to_string() })
 }
 
+/// Reads a deletion back.
 pub fn deleted_from(record: &EventRecord) -> Result<BaselineDeleted, BaselineError> {
     record.data_as().map_err(|e| BaselineError::Undecodable { position: record.position, detail: e.to_string() })
 }

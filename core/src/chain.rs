@@ -40,18 +40,28 @@ const DOMAIN_TAG: &[u8] = b"cmdb.event.v1";
 /// The fields of an event that the chain covers, borrowed.
 #[derive(Clone, Copy, Debug)]
 pub struct ChainFields<'a> {
+    /// The log position.
     pub position: u64,
+    /// The stream.
     pub stream_id: &'a str,
+    /// The version within its stream (the first event is 0).
     pub stream_version: u64,
+    /// The event's id.
     pub event_id: &'a Uuid,
+    /// The event type.
     pub event_type: &'a str,
+    /// The payload's schema version.
     pub schema_version: u32,
+    /// The JSON payload exactly as stored.
     pub data: &'a [u8],
+    /// Actor, correlation and causation.
     pub metadata: &'a Metadata,
+    /// When it was recorded.
     pub recorded_at: Timestamp,
 }
 
 impl<'a> ChainFields<'a> {
+    /// The fields of a stored event.
     pub fn of(record: &'a EventRecord) -> Self {
         ChainFields {
             position: record.position,
@@ -122,7 +132,9 @@ pub fn event_hash(prev_hash: &Hash, fields: &ChainFields<'_>) -> Hash {
 /// Text form: `<position>:<hex hash>`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Digest {
+    /// The log position.
     pub position: u64,
+    /// The blake3 hash.
     pub hash: Hash,
 }
 
@@ -158,9 +170,17 @@ pub enum DigestCheck {
     /// The event at the digest's position has the digest's hash.
     Matches,
     /// The log is shorter than the digest: its tail was truncated (or this is another log).
-    Truncated { head: u64 },
+    /// The log is shorter than the digest: it ends at `head`.
+    Truncated {
+        /// Where the log ends.
+        head: u64,
+    },
     /// The event at that position has another hash: the log was rewritten.
-    Mismatch { stored: Hash },
+    /// The event at the digest's position has another hash now (`stored`).
+    Mismatch {
+        /// The hash stored there now.
+        stored: Hash,
+    },
 }
 
 /// Where and how the chain breaks.
@@ -168,13 +188,33 @@ pub enum DigestCheck {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChainBreak {
     /// A position is missing or out of order (a deleted, inserted or moved row).
-    Sequence { position: u64, expected_position: u64 },
+    /// Positions are not consecutive at `position`.
+    Sequence {
+        /// The position found.
+        position: u64,
+        /// The position that should follow.
+        expected_position: u64,
+    },
     /// The stored `prev_hash` is not the previous event's hash.
-    PrevHash { position: u64 },
+    /// The event at `position` does not carry its predecessor's hash.
+    PrevHash {
+        /// Where.
+        position: u64,
+    },
     /// The event's fields do not hash to its stored hash (a changed byte somewhere).
-    Hash { position: u64 },
+    /// The event at `position` does not hash to its stored hash.
+    Hash {
+        /// Where.
+        position: u64,
+    },
     /// The row cannot even be decoded.
-    Unreadable { position: u64, detail: String },
+    /// The event at `position` cannot be read.
+    Unreadable {
+        /// Where.
+        position: u64,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl ChainBreak {
@@ -232,6 +272,7 @@ impl ChainVerifier {
         ChainVerifier { next_position: digest.position + 1, prev_hash: digest.hash }
     }
 
+    /// Checks the next event of the walk.
     pub fn check(&mut self, record: &EventRecord) -> Result<(), ChainBreak> {
         if record.position != self.next_position {
             return Err(ChainBreak::Sequence { position: record.position, expected_position: self.next_position });
@@ -265,6 +306,7 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// Whether the walk found no break.
     pub fn is_intact(&self) -> bool {
         self.first_break.is_none()
     }

@@ -25,28 +25,37 @@ use crate::time::{Clock, ManualClock, Timestamp};
 /// What a fresh store for one check is built with.
 #[derive(Clone)]
 pub struct FreshOptions {
+    /// The clock the store stamps with.
     pub clock: Arc<dyn Clock>,
+    /// Where event ids come from.
     pub ids: Arc<dyn IdGenerator>,
+    /// The limits to enforce.
     pub limits: StoreLimits,
 }
 
 /// A fresh, empty store, and how to tamper with it.
 pub struct Backend {
+    /// The store.
     pub store: Arc<dyn EventStore>,
+    /// Its tamper hook, if it has one.
     pub tamper: Option<Box<dyn Tamper>>,
 }
 
 #[async_trait]
+/// Makes fresh stores of one backend for the suite.
 pub trait BackendFactory: Send + Sync {
     /// A short name for the output (`sqlite`, `postgres`, ...).
     fn name(&self) -> &str;
+    /// A new, empty store with these options.
     async fn fresh(&self, options: FreshOptions) -> Backend;
 }
 
 /// How a check ended, when it did not panic.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The check ran and held.
     Passed,
+    /// The backend does not claim the capability; why.
     Skipped(String),
 }
 
@@ -65,8 +74,11 @@ where
 
 /// What a check gets: a fresh backend with a manual clock, and the factory for more.
 pub struct TestContext {
+    /// The store.
     pub store: Arc<dyn EventStore>,
+    /// Its tamper hook, if any.
     pub tamper: Option<Box<dyn Tamper>>,
+    /// The clock the store stamps with.
     pub clock: Arc<ManualClock>,
     factory_limits: StoreLimits,
     capabilities: Capabilities,
@@ -99,14 +111,17 @@ impl TestContext {
     }
 }
 
+/// The stream holding its events.
 pub fn stream(name: &str) -> StreamId {
     StreamId::new(name).expect("test stream ids are valid")
 }
 
+/// The metadata of the suite's events.
 pub fn metadata() -> Metadata {
     Metadata::new(Actor::principal("conformance"), Source::System).with_correlation_id("conformance-run")
 }
 
+/// A small event, numbered `n`.
 pub fn event(n: u64) -> NewEvent {
     NewEvent::raw("test.happened", format!("{{\"n\":{n}}}"), metadata())
 }
@@ -139,6 +154,7 @@ async fn assert_unchanged(store: &dyn EventStore, before: &[EventRecord], what: 
 // The checks. Each takes a fresh context.
 // ---------------------------------------------------------------------------------------------
 
+/// Check: expected-version rules (any, no stream, exists, exact).
 pub async fn expected_version_rules(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     // A new stream: NoStream and Any admit, StreamExists and Exact do not.
@@ -186,6 +202,7 @@ pub async fn expected_version_rules(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: positions start at 1 and have no gaps.
 pub async fn positions_are_gapless_from_one(cx: TestContext) -> Outcome {
     if let Some(skip) = cx.lacks(&[("gapless_positions", cx.capabilities.gapless_positions)]) {
         return skip;
@@ -212,6 +229,7 @@ pub async fn positions_are_gapless_from_one(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: an append to several streams lands whole or not at all.
 pub async fn atomic_multi_stream_append(cx: TestContext) -> Outcome {
     if let Some(skip) = cx.lacks(&[("multi_stream_atomic_append", cx.capabilities.multi_stream_atomic_append)]) {
         return skip;
@@ -245,6 +263,7 @@ pub async fn atomic_multi_stream_append(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: conditions refuse an append when a stream it does not write moved.
 pub async fn conditions_guard_streams_not_written(cx: TestContext) -> Outcome {
     if let Some(skip) = cx.lacks(&[("conditions", cx.capabilities.conditions)]) {
         return skip;
@@ -300,6 +319,7 @@ pub async fn conditions_guard_streams_not_written(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: of two writers at one version, exactly one wins.
 pub async fn racing_writers_exactly_one_wins(cx: TestContext) -> Outcome {
     let store = cx.store.clone();
     const RACERS: u64 = 16;
@@ -329,6 +349,7 @@ pub async fn racing_writers_exactly_one_wins(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: concurrent appends get one gapless global order.
 pub async fn gapless_global_order_under_concurrency(cx: TestContext) -> Outcome {
     if let Some(skip) = cx.lacks(&[("gapless_positions", cx.capabilities.gapless_positions)]) {
         return skip;
@@ -376,6 +397,7 @@ pub async fn gapless_global_order_under_concurrency(cx: TestContext) -> Outcome 
     Outcome::Passed
 }
 
+/// Check: a subscription crosses from catch-up to live without a gap or a duplicate.
 pub async fn subscription_crosses_from_catch_up_to_live(cx: TestContext) -> Outcome {
     let store = cx.store.clone();
     const BEFORE: u64 = 300;
@@ -432,6 +454,7 @@ pub async fn subscription_crosses_from_catch_up_to_live(cx: TestContext) -> Outc
     Outcome::Passed
 }
 
+/// Check: reads are paged, forwards and backwards.
 pub async fn reads_are_paged_and_directed(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     for n in 0..20 {
@@ -465,6 +488,7 @@ pub async fn reads_are_paged_and_directed(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: payload bytes come back exactly as appended.
 pub async fn payload_bytes_are_kept_exactly(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     let odd_json = "{ \"b\" : 1,\n\t\"a\": [2, 3.50, \"\\u00e9\"], \"z\":null }  ";
@@ -498,6 +522,7 @@ pub async fn payload_bytes_are_kept_exactly(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: `recorded_at` is stamped at commit and never decreases.
 pub async fn recorded_at_is_stamped_and_never_decreases(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     cx.clock.set(TEST_EPOCH.saturating_add_micros(10_000_000));
@@ -519,6 +544,7 @@ pub async fn recorded_at_is_stamped_and_never_decreases(cx: TestContext) -> Outc
     Outcome::Passed
 }
 
+/// Check: `position_at` agrees with a scan of the log.
 pub async fn position_at_agrees_with_a_scan(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     let mut times = Vec::new();
@@ -539,6 +565,7 @@ pub async fn position_at_agrees_with_a_scan(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: the bulk-load rules (empty store, times never decreasing, not in the future).
 pub async fn bulk_load_rules(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     let past = |seconds: i64| TEST_EPOCH.saturating_add_micros(-seconds * 1_000_000);
@@ -640,6 +667,7 @@ pub async fn bulk_load_rules(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: every limit holds at its bound and refuses past it.
 pub async fn limits_are_enforced_at_the_bound(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     let limits = cx.factory_limits;
@@ -718,6 +746,7 @@ pub async fn limits_are_enforced_at_the_bound(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: bad input is refused with a clear error and changes nothing.
 pub async fn bad_input_is_refused_and_changes_nothing(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
     let id = uuid::Uuid::now_v7();
@@ -787,6 +816,7 @@ pub async fn bad_input_is_refused_and_changes_nothing(cx: TestContext) -> Outcom
     Outcome::Passed
 }
 
+/// Check: a failing append in a group commit does not fail the others.
 pub async fn group_commit_isolates_failing_appends(cx: TestContext) -> Outcome {
     // Many concurrent appends, every third doomed by its expectation: the doomed fail alone.
     let store = cx.store.clone();
@@ -816,6 +846,7 @@ pub async fn group_commit_isolates_failing_appends(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: verification accepts an intact log.
 pub async fn verify_accepts_an_intact_log(cx: TestContext) -> Outcome {
     if let Some(skip) = cx.lacks(&[("hash_chain", cx.capabilities.hash_chain)]) {
         return skip;
@@ -858,6 +889,7 @@ async fn tamper_subject(store: &dyn EventStore, n: u64) -> crate::chain::Digest 
     store.head().await.expect("head")
 }
 
+/// Check: tampering of kind `how` is detected.
 pub async fn tampering_is_detected(cx: TestContext, how: &str) -> Outcome {
     if let Some(skip) = cx.lacks(&[("hash_chain", cx.capabilities.hash_chain)]) {
         return skip;
@@ -930,6 +962,7 @@ pub async fn tampering_is_detected(cx: TestContext, how: &str) -> Outcome {
 
 macro_rules! tamper_check {
     ($name:ident, $how:literal) => {
+        #[doc = concat!("Check: tampering of kind `", $how, "` is detected.")]
         pub async fn $name(cx: TestContext) -> Outcome {
             tampering_is_detected(cx, $how).await
         }

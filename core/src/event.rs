@@ -20,26 +20,35 @@ pub const MAX_METADATA_FIELD_BYTES: usize = 256;
 
 /// Why a stream id, event type or metadata field was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum EnvelopeError {
     #[error("stream id must not be empty")]
+    /// Stream id must not be empty.
     EmptyStreamId,
     #[error("stream id is {bytes} bytes long; the bound is {MAX_STREAM_ID_BYTES} (max_stream_id_bytes)")]
+    /// Stream id is … bytes long; the bound is … (max_stream_id_bytes).
     StreamIdTooLong { bytes: usize },
     #[error("stream id must not contain control characters or whitespace: {0:?}")]
+    /// Stream id must not contain control characters or whitespace: ….
     StreamIdCharacters(String),
     #[error("event type must not be empty")]
+    /// Event type must not be empty.
     EmptyEventType,
     #[error("event type is {bytes} bytes long; the bound is {MAX_EVENT_TYPE_BYTES} (max_event_type_bytes)")]
+    /// Event type is … bytes long; the bound is … (max_event_type_bytes).
     EventTypeTooLong { bytes: usize },
     #[error("event type {0:?} may hold only ASCII letters, digits and . _ - : / and must start with a letter or digit")]
+    /// Event type … may hold only ASCII letters, digits and . _ - : / and must start with a letter or digit.
     EventTypeCharacters(String),
     #[error(
         "metadata field {field} is {bytes} bytes long; the bound is {MAX_METADATA_FIELD_BYTES} (max_metadata_field_bytes)"
     )]
     MetadataFieldTooLong { field: &'static str, bytes: usize },
     #[error("metadata field {field} must not be empty")]
+    /// Metadata field … must not be empty.
     EmptyMetadataField { field: &'static str },
     #[error("unknown event source {0:?}; expected one of api, cli, webhook, fixture, import, migration, system")]
+    /// Unknown event source …; expected one of api, cli, webhook, fixture, import, migration, system.
     UnknownSource(String),
 }
 
@@ -50,6 +59,7 @@ pub enum EnvelopeError {
 pub struct StreamId(String);
 
 impl StreamId {
+    /// A new one.
     pub fn new(id: impl Into<String>) -> Result<Self, EnvelopeError> {
         let id = id.into();
         if id.is_empty() {
@@ -64,6 +74,7 @@ impl StreamId {
         Ok(StreamId(id))
     }
 
+    /// The value's name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -115,19 +126,28 @@ pub fn validate_event_type(event_type: &str) -> Result<(), EnvelopeError> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// The HTTP API.
     Api,
+    /// The command line.
     Cli,
+    /// A webhook from a tool.
     Webhook,
+    /// The fixtures' generator.
     Fixture,
+    /// An import.
     Import,
+    /// A migration between backends.
     Migration,
+    /// The engine itself.
     System,
 }
 
 impl Source {
+    /// Every value, in declaration order.
     pub const ALL: [Source; 7] =
         [Source::Api, Source::Cli, Source::Webhook, Source::Fixture, Source::Import, Source::Migration, Source::System];
 
+    /// The value's name.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Api => "api",
@@ -166,7 +186,9 @@ impl FromStr for Source {
 /// Segregation-of-duties rules compare principals, never tokens.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Actor {
+    /// The principal.
     pub principal: String,
+    /// The token.
     pub token_id: Option<String>,
 }
 
@@ -176,6 +198,7 @@ impl Actor {
         Actor { principal: "system".to_owned(), token_id: None }
     }
 
+    /// A principal acting without a token (the CLI, the engine).
     pub fn principal(name: impl Into<String>) -> Self {
         Actor { principal: name.into(), token_id: None }
     }
@@ -184,29 +207,37 @@ impl Actor {
 /// Metadata carried by every event. Every field is part of the hash chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
+    /// Who acted.
     pub actor: Actor,
+    /// The request it came from.
     pub correlation_id: Option<String>,
+    /// The event that caused it.
     pub causation_id: Option<String>,
+    /// Where the command came from (API, CLI, webhook, ...).
     pub source: Source,
     /// When an external tool says the thing happened (a CDEvent's timestamp), if it said.
     pub occurred_at: Option<Timestamp>,
 }
 
 impl Metadata {
+    /// A new one.
     pub fn new(actor: Actor, source: Source) -> Self {
         Metadata { actor, correlation_id: None, causation_id: None, source, occurred_at: None }
     }
 
+    /// With the id of the request it came from.
     pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
         self.correlation_id = Some(id.into());
         self
     }
 
+    /// With the id of the event that caused it.
     pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
         self.causation_id = Some(id.into());
         self
     }
 
+    /// Checks it, naming what is wrong.
     pub fn validate(&self) -> Result<(), EnvelopeError> {
         check_field("actor.principal", Some(&self.actor.principal), false)?;
         check_field("actor.token_id", self.actor.token_id.as_deref(), true)?;
@@ -232,11 +263,15 @@ fn check_field(field: &'static str, value: Option<&str>, optional: bool) -> Resu
 /// is a bulk load) and, when `event_id` is `None`, the id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
+    /// The event's id.
     pub event_id: Option<Uuid>,
+    /// The event type.
     pub event_type: String,
+    /// The payload's schema version.
     pub schema_version: u32,
     /// The JSON payload exactly as received. Checked to be JSON; never re-serialised.
     pub data: Vec<u8>,
+    /// Actor, correlation and causation.
     pub metadata: Metadata,
     /// Only for a bulk load into an empty store (source fixture, import or migration).
     pub recorded_at: Option<Timestamp>,
@@ -264,16 +299,19 @@ impl NewEvent {
         Ok(NewEvent::raw(event_type, serde_json::to_vec(value)?, metadata))
     }
 
+    /// With its id.
     pub fn with_event_id(mut self, id: Uuid) -> Self {
         self.event_id = Some(id);
         self
     }
 
+    /// With its payload's schema version.
     pub fn with_schema_version(mut self, version: u32) -> Self {
         self.schema_version = version;
         self
     }
 
+    /// With the time it carries (bulk loads only).
     pub fn with_recorded_at(mut self, at: Timestamp) -> Self {
         self.recorded_at = Some(at);
         self
@@ -285,18 +323,25 @@ impl NewEvent {
 pub struct EventRecord {
     /// Global position: gapless, the first event is 1.
     pub position: u64,
+    /// The stream.
     pub stream_id: StreamId,
     /// Version within its stream: the first event of a stream is 0.
     pub stream_version: u64,
+    /// The event's id.
     pub event_id: Uuid,
+    /// The event type.
     pub event_type: String,
+    /// The payload's schema version.
     pub schema_version: u32,
     /// The payload bytes exactly as they were appended.
     pub data: Vec<u8>,
+    /// Actor, correlation and causation.
     pub metadata: Metadata,
     /// When the store committed it (or, for a bulk load, the time the loader supplied).
     pub recorded_at: Timestamp,
+    /// The previous event's hash.
     pub prev_hash: Hash,
+    /// The blake3 hash.
     pub hash: Hash,
 }
 
@@ -307,6 +352,7 @@ impl EventRecord {
         std::str::from_utf8(&self.data).ok()
     }
 
+    /// The payload decoded.
     pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.data)
     }

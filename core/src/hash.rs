@@ -14,14 +14,17 @@ impl Hash {
     /// The `prev_hash` of the first event.
     pub const GENESIS: Hash = Hash([0u8; 32]);
 
+    /// A hash from 32 bytes.
     pub fn from_slice(bytes: &[u8]) -> Option<Hash> {
         <[u8; 32]>::try_from(bytes).ok().map(Hash)
     }
 
+    /// As 64 hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
 
+    /// Its 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

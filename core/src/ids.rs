@@ -56,6 +56,7 @@ id_type!(FreezeId, "freeze window");
 
 /// Makes ids for new events.
 pub trait IdGenerator: Send + Sync + 'static {
+    /// The next id.
     fn next_id(&self) -> Uuid;
 }
 
@@ -79,6 +80,7 @@ pub struct SequentialIds {
 }
 
 impl SequentialIds {
+    /// A new one.
     pub fn new(clock: Arc<dyn Clock>, seed: u64) -> Self {
         SequentialIds { clock, seed, counter: AtomicU64::new(0) }
     }

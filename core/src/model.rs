@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why a name or an id of the vocabulary could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum ModelError {
     /// Not a UUID.
     #[error("{input:?} is not a {what} id (a UUID)")]
@@ -124,6 +125,7 @@ pub const MAX_CLASS_NAME_BYTES: usize = 63;
 pub struct CustomClass(&'static str);
 
 impl CustomClass {
+    /// The value's name.
     pub fn as_str(self) -> &'static str {
         self.0
     }
@@ -144,24 +146,43 @@ fn interned() -> &'static std::sync::Mutex<std::collections::HashSet<&'static st
 /// A class: one of the built-in classes (CM-1), or one declared by an admin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CiClass {
+    /// A service the business uses, with its tier, hours and owners.
     BusinessService,
+    /// An application.
     Application,
+    /// A database.
     Database,
+    /// A message queue.
     Queue,
+    /// A physical host.
     Host,
+    /// A virtual machine.
     VirtualMachine,
+    /// A container.
     Container,
+    /// A Kubernetes cluster.
     KubernetesCluster,
+    /// A switch, router or load balancer.
     NetworkDevice,
+    /// A firewall.
     Firewall,
+    /// A software licence.
     Licence,
+    /// A document (runbook, architecture, contract text).
     Document,
+    /// Other hardware (racks, appliances).
     PhysicalAsset,
+    /// A site.
     Location,
+    /// A supplier.
     Supplier,
+    /// A contract with a supplier.
     Contract,
+    /// A person.
     Person,
+    /// A team.
     Team,
+    /// A class an admin declared.
     Custom(CustomClass),
 }
 
@@ -188,6 +209,7 @@ impl CiClass {
         CiClass::Team,
     ];
 
+    /// The value's name.
     pub fn as_str(self) -> &'static str {
         match self {
             CiClass::BusinessService => "business_service",
@@ -212,6 +234,7 @@ impl CiClass {
         }
     }
 
+    /// Whether it is built in.
     pub fn is_builtin(self) -> bool {
         !matches!(self, CiClass::Custom(_))
     }
@@ -291,12 +314,19 @@ impl<'de> Deserialize<'de> for CiClass {
 named_enum!(
     /// Life-cycle status (CM-5).
     Status, "status", exact {
+        /// Planned, not yet ordered or built.
         Planned => "planned",
+        /// Ordered from a supplier.
         Ordered => "ordered",
+        /// Received, not yet in service.
         Received => "received",
+        /// Being tested.
         InTest => "in_test",
+        /// In service.
         Live => "live",
+        /// Out of normal service while a change is carried out.
         UnderChange => "under_change",
+        /// Withdrawn for good: it can no longer change.
         Withdrawn => "withdrawn",
     }
 );
@@ -304,9 +334,13 @@ named_enum!(
 named_enum!(
     /// Where a CI runs.
     Environment, "environment", exact {
+        /// Development.
         Development => "development",
+        /// Test.
         Test => "test",
+        /// Staging.
         Staging => "staging",
+        /// Production.
         Production => "production",
     }
 );
@@ -314,15 +348,25 @@ named_enum!(
 named_enum!(
     /// Relationship types (CM-2). Each relationship has its own id and history.
     RelType, "relationship type", exact {
+        /// The source needs the target.
         DependsOn => "depends_on",
+        /// The source runs on the target (a host, VM, cluster or container).
         RunsOn => "runs_on",
+        /// The source hosts the target (the inverse view of `runs_on`).
         Hosts => "hosts",
+        /// A network connection; impact travels both ways.
         ConnectsTo => "connects_to",
+        /// The source is part of the target.
         PartOf => "part_of",
+        /// The source provides a business service.
         Provides => "provides",
+        /// The source consumes the target.
         Consumes => "consumes",
+        /// The target documents the source.
         DocumentedBy => "documented_by",
+        /// The source is licensed by the target.
         LicensedBy => "licensed_by",
+        /// The source is supplied under the target (a supplier or contract).
         SuppliedBy => "supplied_by",
     }
 );
@@ -342,6 +386,7 @@ pub const STATUS_TRANSITIONS: &[(Status, &[Status])] = &[
 pub const INITIAL_STATUSES: &[Status] =
     &[Status::Planned, Status::Ordered, Status::Received, Status::InTest, Status::Live];
 
+/// Whether the status table allows `from` to `to`.
 pub fn transition_allowed(from: Status, to: Status) -> bool {
     STATUS_TRANSITIONS.iter().any(|(source, targets)| *source == from && targets.contains(&to))
 }
@@ -403,9 +448,13 @@ const ANY: &[CiClass] = CiClass::BUILTIN;
 /// One row of the relationship table.
 #[derive(Clone, Copy, Debug)]
 pub struct RelRule {
+    /// The relationship type.
     pub rel_type: RelType,
+    /// Classes it may go from.
     pub sources: &'static [CiClass],
+    /// Classes it may go to.
     pub targets: &'static [CiClass],
+    /// How impact crosses it.
     pub propagation: Propagation,
 }
 
@@ -474,6 +523,7 @@ pub fn rule(rel_type: RelType) -> &'static RelRule {
 
 /// Classes that may own CIs, and the class of a location.
 pub const OWNER_CLASSES: &[CiClass] = &[Person, Team];
+/// The class of a location reference.
 pub const LOCATION_CLASSES: &[CiClass] = &[Location];
 
 #[cfg(test)]

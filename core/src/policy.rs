@@ -32,7 +32,9 @@ pub const DECISION_RULE: &str = "data.cmdb.change.decision";
 pub const REGORUS_VERSION: &str = "0.14.1";
 /// The default policy and its Rego tests.
 pub const DEFAULT_POLICY: &str = include_str!("../policies/change_approval.rego");
+/// The Rego tests of the default policy.
 pub const DEFAULT_POLICY_TESTS: &str = include_str!("../policies/change_approval_test.rego");
+/// The default policy's name.
 pub const DEFAULT_POLICY_NAME: &str = "default";
 /// Built-ins whose answer is not a function of the input.
 pub const FORBIDDEN_BUILTINS: &[&str] = &[
@@ -44,61 +46,87 @@ pub const FORBIDDEN_BUILTINS: &[&str] = &[
     "net.lookup_ip_addr",
     "crypto.x509.parse_and_verify_certificates_with_options",
 ];
+/// Largest policy text, in bytes.
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+/// Longest policy name, in bytes.
 pub const MAX_POLICY_NAME_BYTES: usize = 100;
 /// Bounds on a decision's output.
 pub const MAX_APPROVAL_REQUIREMENTS: usize = 50;
+/// Most denial reasons a decision may give.
 pub const MAX_DENIALS: usize = 50;
+/// Most approvals one requirement may ask for.
 pub const MAX_REQUIRED_COUNT: u32 = 10;
+/// Longest reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 1_000;
+/// Most principals one requirement may name.
 pub const MAX_PRINCIPALS_PER_REQUIREMENT: usize = 100;
 
+/// The stream holding every policy loaded.
 pub fn policy_stream() -> StreamId {
     StreamId::new(POLICY_STREAM).expect("the policy stream id is valid")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum PolicyError {
     #[error("the policy does not parse: {0}")]
+    /// The policy does not parse: ….
     Syntax(String),
     #[error(
         "the policy calls {builtin} (line {line}): decisions must be replayable, so a policy may not read the clock, randomness, the network or the runtime; use input.now / input.now_ns"
     )]
     ForbiddenBuiltin { builtin: String, line: u32 },
     #[error("the policy is {bytes} bytes; at most {bound}")]
+    /// The policy is … bytes; at most ….
     TooLarge { bytes: usize, bound: usize },
     #[error("the policy name must be 1 to {MAX_POLICY_NAME_BYTES} bytes of text")]
+    /// The policy name must be 1 to … bytes of text.
     BadName,
     #[error("the policy must define {DECISION_RULE} (package cmdb.change, rule decision): {0}")]
+    /// The policy must define … (package cmdb.change, rule decision): ….
     NoDecision(String),
     #[error("evaluating the policy failed: {0}")]
+    /// Evaluating the policy failed: ….
     Evaluation(String),
     #[error("the policy's decision is not well formed: {0}")]
+    /// The policy's decision is not well formed: ….
     BadOutput(String),
     #[error("this text is already in force as policy version {0}")]
+    /// This text is already in force as policy version ….
     Unchanged(u32),
     #[error("{principal} may not load policies (needs the admin role)")]
+    /// … may not load policies (needs the admin role).
     NotPermitted { principal: String },
     #[error("policy version {0} is not in the log")]
+    /// Policy version … is not in the log.
     UnknownVersion(u32),
     #[error("undecodable policy event at position {position}: {detail}")]
+    /// Undecodable policy event at position …: ….
     Undecodable { position: u64, detail: String },
 }
 
 /// A policy loaded into the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyLoaded {
+    /// The version number.
     pub version: u32,
+    /// The name.
     pub name: String,
+    /// The text.
     pub text: String,
+    /// The blake3 hash.
     pub hash: Hash,
+    /// Who did it (a principal name).
     pub by: String,
+    /// The regorus release that decided.
     pub regorus_version: String,
 }
 
 impl PolicyLoaded {
+    /// The type of the event `policy.loaded`.
     pub const EVENT_TYPE: &'static str = "policy.loaded";
 
+    /// The event as it is appended, carrying `metadata`.
     pub fn to_new_event(&self, metadata: Metadata) -> NewEvent {
         NewEvent::json(Self::EVENT_TYPE, self, metadata).expect("a policy event serialises")
     }
@@ -107,13 +135,19 @@ impl PolicyLoaded {
 /// A policy as the log holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRecord {
+    /// The version number.
     pub version: u32,
+    /// The name.
     pub name: String,
+    /// The text.
     pub text: String,
+    /// The blake3 hash.
     pub hash: Hash,
+    /// Who did it (a principal name).
     pub by: String,
     /// `None` for the built-in default.
     pub loaded_at: Option<Timestamp>,
+    /// The log position.
     pub position: Option<u64>,
 }
 
@@ -132,6 +166,7 @@ impl PolicyRecord {
     }
 }
 
+/// The blake3 hash of a policy's text.
 pub fn text_hash(text: &str) -> Hash {
     Hash(*blake3::hash(text.as_bytes()).as_bytes())
 }
@@ -145,11 +180,14 @@ impl Default for PolicyRecord {
 /// Every loaded policy, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyState {
+    /// Every version, in order.
     pub versions: Vec<PolicyRecord>,
+    /// The version within its stream (the first event is 0).
     pub stream_version: Option<u64>,
 }
 
 impl PolicyState {
+    /// Folds one stored event.
     pub fn apply(&mut self, record: &EventRecord) -> Result<(), PolicyError> {
         let loaded: PolicyLoaded = record
             .data_as()
@@ -182,6 +220,7 @@ impl PolicyState {
             .unwrap_or_else(PolicyRecord::default_policy)
     }
 
+    /// The policy of one version (0 is the built-in default).
     pub fn version(&self, version: u32) -> Result<PolicyRecord, PolicyError> {
         if version == 0 {
             return Ok(PolicyRecord::default_policy());
@@ -339,9 +378,13 @@ impl crate::decider::Decider for PolicyDecider {
 /// they approve, or each one of `principals`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRequirement {
+    /// The role.
     pub role: Option<Role>,
+    /// Principals that qualify by name.
     pub principals: Vec<String>,
+    /// How many.
     pub count: u32,
+    /// Why.
     pub reason: String,
 }
 
@@ -358,8 +401,11 @@ impl ApprovalRequirement {
 /// What a policy decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyOutput {
+    /// Whether the change is approved without anyone's approval.
     pub auto_approve: bool,
+    /// Why the policy denies the change (empty: it does not).
     pub deny: Vec<String>,
+    /// Approvals and rejections, in order.
     pub approvals: Vec<ApprovalRequirement>,
 }
 
@@ -440,11 +486,15 @@ impl PolicyOutput {
 /// A decision as recorded: enough to replay it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyDecision {
+    /// The policy's version.
     pub policy_version: u32,
+    /// The blake3 hash of the policy's text.
     pub policy_hash: Hash,
+    /// The regorus release that decided.
     pub regorus_version: String,
     /// The complete input, canonical JSON (keys sorted).
     pub input: String,
+    /// What the policy decided.
     pub output: PolicyOutput,
 }
 
@@ -452,6 +502,7 @@ pub struct PolicyDecision {
 #[derive(Clone)]
 pub struct Policy {
     engine: regorus::Engine,
+    /// The blake3 hash.
     pub hash: Hash,
 }
 
@@ -604,6 +655,7 @@ pub fn decide(policy: &PolicyRecord, input: &Value) -> Result<PolicyDecision, Po
 pub struct Replay {
     /// The recorded policy's text still hashes to the recorded hash.
     pub policy_intact: bool,
+    /// What the policy decided.
     pub output: Result<PolicyOutput, PolicyError>,
     /// The recorded output equals the replayed one (and the text is intact).
     pub matches: bool,

@@ -16,20 +16,25 @@ pub struct Timestamp(i64);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not an RFC 3339 timestamp (e.g. 2026-11-25T09:30:00Z): {input:?}")]
 pub struct TimestampParseError {
+    /// The text given.
     pub input: String,
 }
 
 impl Timestamp {
+    /// 1970-01-01T00:00:00Z.
     pub const UNIX_EPOCH: Timestamp = Timestamp(0);
 
+    /// From microseconds since the Unix epoch.
     pub const fn from_micros(micros: i64) -> Self {
         Timestamp(micros)
     }
 
+    /// Microseconds since the Unix epoch.
     pub const fn as_micros(self) -> i64 {
         self.0
     }
 
+    /// From a `chrono` time.
     pub fn from_datetime(at: DateTime<Utc>) -> Self {
         Timestamp(at.timestamp_micros())
     }
@@ -55,6 +60,7 @@ impl Timestamp {
             .map_err(|_| TimestampParseError { input: input.to_owned() })
     }
 
+    /// Moved by `micros`, saturating.
     pub fn saturating_add_micros(self, micros: i64) -> Self {
         Timestamp(self.0.saturating_add(micros))
     }
@@ -104,6 +110,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 
 /// Where "now" comes from. Injected everywhere so tests can pin time.
 pub trait Clock: Send + Sync + 'static {
+    /// The time now.
     fn now(&self) -> Timestamp;
 }
 
@@ -124,14 +131,17 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// A new one.
     pub fn new(start: Timestamp) -> Self {
         ManualClock { now_micros: AtomicI64::new(start.as_micros()) }
     }
 
+    /// Sets the time.
     pub fn set(&self, at: Timestamp) {
         self.now_micros.store(at.as_micros(), Ordering::SeqCst);
     }
 
+    /// Moves the time forward.
     pub fn advance_micros(&self, micros: i64) {
         self.now_micros.fetch_add(micros, Ordering::SeqCst);
     }

@@ -17,7 +17,9 @@ use cmdb_core::time::Timestamp;
 use crate::changes::ChangeFilter;
 use crate::graph::{GraphError, ImpactDirection, TemporalGraph};
 
+/// Default `conflict_max_depth`: impact-propagating hops that make two changes conflict.
 pub const DEFAULT_CONFLICT_MAX_DEPTH: u32 = 3;
+/// Largest `conflict_max_depth` allowed.
 pub const MAX_CONFLICT_DEPTH: u32 = 6;
 /// CIs one conflict walk visits before it stops.
 pub const CONFLICT_WALK_MAX_RESULTS: usize = 10_000;
@@ -30,11 +32,17 @@ pub const MAX_CALENDAR_SERVICES: usize = 50;
 
 /// A scheduled change to check against.
 pub struct Candidate<'a> {
+    /// Its id.
     pub id: ChangeId,
+    /// A label to recognise it by.
     pub label: &'a str,
+    /// Where it starts.
     pub start: Timestamp,
+    /// Where it ends.
     pub end: Timestamp,
+    /// The CIs.
     pub cis: &'a [CiId],
+    /// Whether the other change acknowledged this conflict.
     pub acknowledged_by_other: bool,
 }
 
@@ -200,7 +208,9 @@ pub fn calendar_facts(
 /// One change on the calendar.
 #[derive(Clone, Debug)]
 pub struct CalendarEntry {
+    /// The change.
     pub change: ChangeRecord,
+    /// The conflicts found.
     pub conflicts: Vec<ConflictFact>,
     /// Tier-1 services (from its latest assessment) whose hours the window touches.
     pub tier1_hours_touched: Vec<String>,
@@ -209,24 +219,35 @@ pub struct CalendarEntry {
 /// A freeze and its occurrences in the range.
 #[derive(Clone, Debug)]
 pub struct FreezeOnCalendar {
+    /// The freeze window.
     pub freeze: FreezeRecord,
+    /// Its occurrences in the period.
     pub occurrences: Vec<(Timestamp, Timestamp)>,
+    /// Whether the answer was cut at its bound.
     pub truncated: bool,
 }
 
 /// A service and its hours in the range.
 #[derive(Clone, Debug)]
 pub struct ServiceHoursOnCalendar {
+    /// The business service.
     pub service: CiId,
+    /// The name.
     pub name: String,
+    /// The service's criticality tier (1 is the most critical).
     pub tier: Option<i64>,
+    /// Its open hours in the period.
     pub hours: Vec<(Timestamp, Timestamp)>,
 }
 
 #[derive(Clone, Debug, Default)]
+/// The change calendar in a period (CH-5).
 pub struct Calendar {
+    /// The entries.
     pub entries: Vec<CalendarEntry>,
+    /// Freeze windows.
     pub freezes: Vec<FreezeOnCalendar>,
+    /// Service hours of the services shown.
     pub service_hours: Vec<ServiceHoursOnCalendar>,
     /// More changes matched than [`MAX_CALENDAR_CHANGES`].
     pub truncated: bool,
@@ -235,7 +256,9 @@ pub struct Calendar {
 /// Filters of a calendar page.
 #[derive(Clone, Debug, Default)]
 pub struct CalendarFilter {
+    /// Where it runs.
     pub environment: Option<Environment>,
+    /// The business service.
     pub service: Option<CiId>,
 }
 

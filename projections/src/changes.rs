@@ -41,9 +41,13 @@ pub struct ChangeBook {
 /// A change on the calendar now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduledEntry {
+    /// A label to recognise it by.
     pub label: String,
+    /// Where it starts.
     pub start: Timestamp,
+    /// Where it ends.
     pub end: Timestamp,
+    /// The CIs.
     pub cis: Vec<CiId>,
     /// Changes whose conflict with this one it acknowledged.
     pub acknowledged: Vec<ChangeId>,
@@ -52,13 +56,17 @@ pub struct ScheduledEntry {
 /// Which changes to list.
 #[derive(Clone, Debug, Default)]
 pub struct ChangeFilter {
+    /// States to keep.
     pub states: Option<Vec<ChangeState>>,
+    /// Types to keep.
     pub types: Option<Vec<ChangeType>>,
     /// Changes whose scope names this CI.
     pub ci: Option<CiId>,
+    /// Who raised it.
     pub requester: Option<String>,
     /// Changes whose requested window overlaps [from, to).
     pub window_from: Option<Timestamp>,
+    /// Changes whose window starts before this.
     pub window_to: Option<Timestamp>,
     /// Only emergency changes with something overdue at this time.
     pub overdue_at: Option<Timestamp>,
@@ -218,6 +226,7 @@ impl ChangeBook {
         found
     }
 
+    /// A template as of `position`.
     pub fn template_at(&self, id: TemplateId, position: u64) -> Option<TemplateRecord> {
         let mut record = None;
         for (version, (at, event)) in self.templates.get(&id)?.iter().enumerate() {
@@ -229,6 +238,7 @@ impl ChangeBook {
         record
     }
 
+    /// Every template as of `position`.
     pub fn templates_at(&self, position: u64) -> Vec<TemplateRecord> {
         self.templates.keys().filter_map(|id| self.template_at(*id, position)).collect()
     }
@@ -275,6 +285,7 @@ impl ChangeBook {
         self.changes.len()
     }
 
+    /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }

@@ -32,18 +32,26 @@ pub enum CiChangeKind {
 pub struct FieldChange {
     /// `name`, `status`, `environment`, `owner`, `location`, `version`, or `attributes.<name>`.
     pub field: String,
+    /// The value before.
     pub before: Value,
+    /// The value after.
     pub after: Value,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
+/// What happened to one CI between the two moments.
 pub struct CiDiff {
+    /// Its id.
     pub id: CiId,
+    /// What kind.
     pub kind: CiChangeKind,
     /// The status changed (other than by withdrawal).
     pub transitioned: bool,
+    /// The CI at the first moment.
     pub before: Option<Arc<CiSnapshot>>,
+    /// The CI at the second moment.
     pub after: Option<Arc<CiSnapshot>>,
+    /// Fields that changed, with before and after.
     pub fields: Vec<FieldChange>,
     /// The CI's own events in `(from, to]`: who, when, under which change.
     pub events: Vec<HistoryEntry>,
@@ -51,14 +59,20 @@ pub struct CiDiff {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+/// What happened to a relationship.
 pub enum RelChangeKind {
+    /// Added.
     Added,
+    /// Removed.
     Removed,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
+/// A relationship added or removed between the two moments.
 pub struct RelDiff {
+    /// What kind.
     pub kind: RelChangeKind,
+    /// The relationship.
     pub relationship: Relationship,
     /// The event that made the difference.
     pub cause: EventInfo,
@@ -67,9 +81,13 @@ pub struct RelDiff {
 /// Everything that differs between `from` and `to`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Diff {
+    /// The first position it is valid at.
     pub from: u64,
+    /// The position it stops being valid at ([`OPEN`](crate::graph::OPEN) while it is).
     pub to: u64,
+    /// The CIs.
     pub cis: Vec<CiDiff>,
+    /// Relationships added and removed.
     pub relationships: Vec<RelDiff>,
 }
 

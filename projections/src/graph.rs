@@ -36,34 +36,48 @@ pub const MAX_CYCLES_REPORTED: usize = 32;
 
 /// Why a graph question could not be answered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum GraphError {
     #[error("{time} is before the first event of the log ({first})")]
+    /// … is before the first event of the log (…).
     BeforeFirstEvent { time: Timestamp, first: Timestamp },
     #[error("the log is empty: there is no moment to read")]
+    /// The log is empty: there is no moment to read.
     EmptyLog,
     #[error("CI {ci} is a {class}, not a business service")]
+    /// CI … is a …, not a business service.
     NotAService { ci: CiId, class: CiClass },
     #[error("from ({from}) is after to ({to})")]
+    /// From (…) is after to (…).
     FromAfterTo { from: u64, to: u64 },
     #[error("position {asked} is past what the graph has applied ({applied})")]
+    /// Position … is past what the graph has applied (…).
     PositionAhead { asked: u64, applied: u64 },
     #[error("no CI {ci} at position {position}")]
+    /// No CI … at position ….
     UnknownCi { ci: CiId, position: u64 },
     #[error("max_depth must be between 1 and {MAX_DEPTH}, got {0}")]
+    /// Max_depth must be between 1 and …, got ….
     Depth(u32),
     #[error("max_results must be between 1 and {MAX_RESULTS}, got {0}")]
+    /// Max_results must be between 1 and …, got ….
     Results(usize),
     #[error("CI event at position {position} cannot be applied: {detail}")]
+    /// CI event at position … cannot be applied: ….
     Apply { position: u64, detail: String },
     #[error("{0}")]
+    /// ….
     Invalid(String),
 }
 
 /// One version of a CI and the positions it is valid for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CiVersion {
+    /// The first position it is valid at.
     pub from: u64,
+    /// The position it stops being valid at ([`OPEN`](crate::graph::OPEN) while it is).
     pub to: u64,
+    /// The CI.
     pub ci: Arc<CiSnapshot>,
 }
 
@@ -71,20 +85,27 @@ pub struct CiVersion {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HistoryKind {
     #[serde(rename = "ci.registered")]
+    /// Registered.
     Registered,
     #[serde(rename = "ci.updated")]
+    /// Updated.
     Updated,
     #[serde(rename = "ci.status_changed")]
+    /// Moved to another status.
     StatusChanged,
     #[serde(rename = "ci.withdrawn")]
+    /// Withdrawn.
     Withdrawn,
     #[serde(rename = "ci.relationship_added")]
+    /// A relationship attached.
     RelationshipAdded,
     #[serde(rename = "ci.relationship_removed")]
+    /// A relationship removed.
     RelationshipRemoved,
 }
 
 impl HistoryKind {
+    /// The value's name.
     pub fn as_str(self) -> &'static str {
         match self {
             HistoryKind::Registered => CiEvent::REGISTERED,
@@ -111,12 +132,17 @@ impl HistoryKind {
 /// One event in a CI's life, for its history (CM-8 traceability).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
+    /// The log position.
     pub position: u64,
+    /// When it was recorded.
     pub recorded_at: Timestamp,
+    /// The event type.
     pub event_type: HistoryKind,
     /// Shared: a few principals make most history.
     pub principal: Arc<str>,
+    /// The request it came from.
     pub correlation_id: Option<String>,
+    /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
     /// The relationship concerned, for relationship events.
     pub relationship: Option<RelId>,
@@ -217,13 +243,21 @@ impl<'de> Deserialize<'de> for CiEntry {
 /// A relationship and the positions it is valid for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Relationship {
+    /// Its id.
     pub id: RelId,
+    /// The relationship type.
     pub rel_type: RelType,
+    /// The CI it goes from.
     pub source: CiId,
+    /// The CI it goes to.
     pub target: CiId,
+    /// The first position it is valid at.
     pub from: u64,
+    /// The position it stops being valid at ([`OPEN`](crate::graph::OPEN) while it is).
     pub to: u64,
+    /// The change that created it.
     pub created_by: Option<ChangeId>,
+    /// The change that removed it.
     pub removed_by: Option<ChangeId>,
     /// Who created it, and when.
     pub created: EventInfo,
@@ -234,10 +268,15 @@ pub struct Relationship {
 /// Who did something, when, and under which change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventInfo {
+    /// The log position.
     pub position: u64,
+    /// When it was recorded.
     pub recorded_at: Timestamp,
+    /// The event type.
     pub event_type: String,
+    /// The principal.
     pub principal: String,
+    /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
 }
 
@@ -256,11 +295,14 @@ impl EventInfo {
 /// What a position changed: a CI's state or a relationship.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Touched {
+    /// A CI.
     Ci(NodeIndex),
+    /// A relationship.
     Relationship(EdgeIndex),
 }
 
 impl Relationship {
+    /// Whether it existed at `position`.
     pub fn valid_at(&self, position: u64) -> bool {
         self.from <= position && position < self.to
     }
@@ -278,24 +320,33 @@ pub enum ImpactDirection {
 /// One step of a path: across `relationship` to `ci`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Step {
+    /// The relationship.
     pub relationship: RelId,
+    /// The relationship type.
     pub rel_type: RelType,
+    /// The CI.
     pub ci: CiId,
 }
 
 /// A CI an impact analysis reached.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Reached {
+    /// The CI.
     pub ci: Arc<CiSnapshot>,
+    /// How many relationships away.
     pub depth: u32,
 }
 
 /// The answer of an impact analysis.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Impact {
+    /// Where the walk started.
     pub root: Arc<CiSnapshot>,
+    /// The log position.
     pub position: u64,
+    /// Which way it went.
     pub direction: ImpactDirection,
+    /// What was reached.
     pub reached: Vec<Reached>,
     /// The business services among the reached, with their tier.
     pub services: Vec<(Arc<CiSnapshot>, Option<i64>)>,
@@ -325,14 +376,18 @@ impl Impact {
 /// Bounds and filters of a traversal.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Traversal {
+    /// Which way to walk.
     pub direction: ImpactDirection,
+    /// How many relationships deep.
     pub max_depth: u32,
+    /// Most CIs to return.
     pub max_results: usize,
     /// Only these relationship types (all propagating types if `None`).
     pub types: Option<Vec<RelType>>,
 }
 
 impl Traversal {
+    /// Checks it, naming what is wrong.
     pub fn validate(&self) -> Result<(), GraphError> {
         if self.max_depth == 0 || self.max_depth > MAX_DEPTH {
             return Err(GraphError::Depth(self.max_depth));
@@ -347,8 +402,11 @@ impl Traversal {
 /// Filters of a CI listing.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CiFilter {
+    /// Classes to keep.
     pub classes: Option<Vec<CiClass>>,
+    /// Statuses to keep.
     pub statuses: Option<Vec<Status>>,
+    /// Environments to keep.
     pub environments: Option<Vec<cmdb_core::ci::Environment>>,
     /// Attribute name and the JSON value it must equal.
     pub attribute: Option<(String, serde_json::Value)>,
@@ -393,8 +451,11 @@ pub struct TemporalGraph {
 /// A baseline as the graph knows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BaselineInfo {
+    /// The baseline as recorded.
     pub baseline: BaselineCreated,
+    /// When it was created.
     pub created: EventInfo,
+    /// Its deletion, if it was deleted.
     pub deleted: Option<EventInfo>,
 }
 
@@ -712,6 +773,7 @@ impl TemporalGraph {
         &mut self.change_book
     }
 
+    /// The changes, folded.
     pub fn change_book(&self) -> &ChangeBook {
         &self.change_book
     }

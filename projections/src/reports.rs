@@ -26,36 +26,59 @@ pub const MAX_REPORT_BUCKETS: usize = 800;
 pub const TOP_CHANGED: usize = 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a report groups time.
 pub enum Period {
+    /// By UTC day.
     Day,
+    /// By ISO week (Monday to Sunday, UTC).
     Week,
+    /// By calendar month (UTC).
     Month,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// How a change ended, as far as a report counts it.
 pub enum Outcome {
+    /// Closed without failing.
     Successful,
+    /// Failed or backed out.
     Failed,
+    /// Rejected.
     Rejected,
+    /// Cancelled.
     Cancelled,
+    /// Not ended yet.
     Open,
 }
 
 /// The figures of one period (or of the whole range).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Figures {
+    /// Where it starts.
     pub start: Option<Timestamp>,
+    /// Where it ends.
     pub end: Option<Timestamp>,
+    /// How many.
     pub total: u32,
+    /// Standard changes.
     pub standard: u32,
+    /// Normal changes.
     pub normal: u32,
+    /// Emergency changes.
     pub emergency: u32,
+    /// Changes that succeeded.
     pub successful: u32,
+    /// How many failed.
     pub failed: u32,
+    /// Changes rejected.
     pub rejected: u32,
+    /// Changes cancelled.
     pub cancelled: u32,
+    /// Changes not ended yet.
     pub open: u32,
+    /// Whether it was given or recorded after the work was done (CH-8).
     pub retrospective: u32,
+    /// Emergency changes whose review is late.
     pub overdue_reviews: u32,
     /// Emergency (or, by setting, standard) changes scheduled into a freeze window (CH-5).
     pub in_freeze: u32,
@@ -64,19 +87,24 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// Successful changes over those that ended (none if none ended).
     pub fn success_rate(&self) -> Option<f64> {
         let decided = self.successful + self.failed;
         (decided > 0).then(|| f64::from(self.successful) / f64::from(decided))
     }
+    /// Emergency changes over all.
     pub fn emergency_ratio(&self) -> Option<f64> {
         (self.total > 0).then(|| f64::from(self.emergency) / f64::from(self.total))
     }
+    /// Retrospectively recorded changes over all.
     pub fn retrospective_ratio(&self) -> Option<f64> {
         (self.total > 0).then(|| f64::from(self.retrospective) / f64::from(self.total))
     }
+    /// Mean hours from submission to approval.
     pub fn mean_hours_to_approval(&self) -> Option<f64> {
         mean(&self.submit_to_approve_hours)
     }
+    /// Mean hours from approval to implementation.
     pub fn mean_hours_to_implementation(&self) -> Option<f64> {
         mean(&self.submit_to_implement_hours)
     }
@@ -137,8 +165,11 @@ pub fn submitted_at(change: &ChangeRecord) -> Option<Timestamp> {
 }
 
 #[derive(Clone, Debug, Default)]
+/// Change analysis (CH-10): figures per period and in total.
 pub struct ChangeReport {
+    /// Per period, oldest first.
     pub buckets: Vec<Figures>,
+    /// Over the whole range.
     pub totals: Figures,
     /// (CI, changes whose scope named it), most first.
     pub top_cis: Vec<(CiId, u32)>,

@@ -29,10 +29,13 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
     const NAME: &'static str;
     /// Bumped whenever the state's shape changes; older checkpoints are then rebuilt.
     const FORMAT_VERSION: u32;
+    /// Folds one event.
     fn apply(&mut self, record: &EventRecord) -> Result<(), String>;
     /// What applying needs from the payload alone, computed without the state (in parallel).
     type Decoded: Send + 'static;
+    /// Decodes an event off the folding thread (the pipelined rebuild).
     fn decode(record: &EventRecord) -> Result<Self::Decoded, String>;
+    /// Folds an event decoded by [`Projection::decode`].
     fn apply_decoded(&mut self, record: &EventRecord, decoded: Self::Decoded) -> Result<(), String>;
     /// The last position applied.
     fn position(&self) -> u64;
@@ -112,9 +115,16 @@ struct CheckpointHeader {
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error(transparent)]
+    /// Passed on as it is.
     Store(#[from] cmdb_core::StoreError),
     #[error("projection {projection} could not apply the log: {detail}")]
-    Apply { projection: &'static str, detail: String },
+    /// Projection … could not apply the log: ….
+    Apply {
+        /// Which projection.
+        projection: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// A running projection: a shared state, how far it got, and why it stopped if it did.
@@ -143,10 +153,12 @@ impl<P: Projection> ProjectionHandle<P> {
         self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The last position applied.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
     }
 
+    /// Why the projection stopped, if it did.
     pub fn failure(&self) -> Option<String> {
         self.failure.lock().ok().and_then(|f| f.clone())
     }

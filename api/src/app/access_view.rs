@@ -13,6 +13,7 @@ use tokio::sync::watch;
 /// Events read per page while following the log.
 const FOLLOW_PAGE_EVENTS: usize = 1000;
 
+/// Principals and tokens as the log holds them, followed live.
 pub struct AccessView {
     state: RwLock<Arc<AccessState>>,
     applied: watch::Sender<u64>,

@@ -40,6 +40,7 @@ pub struct AppSettings {
 
 /// Why an application call failed.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum AppError {
     /// The domain refused, or the store failed.
     #[error(transparent)]

@@ -12,26 +12,37 @@ use crate::app::access_view::AccessView;
 /// The authenticated caller of one request or WebSocket connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
+    /// The principal.
     pub principal: String,
+    /// What kind.
     pub kind: PrincipalKind,
+    /// The token.
     pub token_id: Uuid,
+    /// Its roles.
     pub roles: BTreeSet<Role>,
 }
 
 /// Why a request was not authenticated. The messages are shown to the client.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum AuthError {
     #[error("missing bearer token: send the header `Authorization: Bearer <token>`")]
+    /// Missing bearer token: send the header `Authorization: Bearer <token>`.
     Missing,
     #[error("the Authorization header must be `Bearer <token>`")]
+    /// The Authorization header must be `Bearer <token>`.
     NotBearer,
     #[error("the bearer token is not a cmdb token (expected cmdb_ followed by 64 hex digits)")]
+    /// The bearer token is not a cmdb token (expected cmdb_ followed by 64 hex digits).
     Malformed,
     #[error("the bearer token is not known")]
+    /// The bearer token is not known.
     Unknown,
     #[error("the bearer token was revoked")]
+    /// The bearer token was revoked.
     Revoked,
     #[error("the bearer token expired at {0}")]
+    /// The bearer token expired at ….
     Expired(Timestamp),
 }
 

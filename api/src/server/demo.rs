@@ -11,6 +11,7 @@ pub const DEMO_SEED: u64 = 20_261_125;
 /// How far back the demo's history reaches.
 pub const DEMO_HISTORY_DAYS: u32 = 180;
 
+/// Loads the demo estate into an empty log, accepts a log that holds it, refuses any other.
 pub async fn prepare(store: &dyn EventStore, clock: &dyn Clock) -> Result<(), StartError> {
     let head = store.head().await.map_err(cmdb_core::Error::from)?.position;
     if head == 0 {

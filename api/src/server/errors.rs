@@ -21,18 +21,25 @@ use crate::server::auth::AuthError;
 
 /// An HTTP-level refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum ApiError {
     #[error("{0}")]
+    /// ….
     Unauthorized(#[from] AuthError),
     #[error("forbidden: this principal's roles do not allow {0}")]
+    /// Forbidden: this principal's roles do not allow ….
     Forbidden(Operation),
     #[error("the request body is larger than max_request_body_bytes ({bound} bytes)")]
+    /// The request body is larger than max_request_body_bytes (… bytes).
     PayloadTooLarge { bound: usize },
     #[error("{0}")]
+    /// ….
     BadRequest(String),
     #[error("{0}")]
+    /// ….
     Unavailable(String),
     #[error("internal error: {0}")]
+    /// Internal error: ….
     Internal(String),
 }
 

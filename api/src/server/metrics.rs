@@ -106,6 +106,7 @@ pub struct InstrumentedStore {
 }
 
 impl InstrumentedStore {
+    /// A new one.
     pub fn new(inner: Arc<dyn EventStore>) -> Self {
         InstrumentedStore { inner }
     }

@@ -55,10 +55,15 @@ const WS_CLOSE_WAIT_MS: u64 = 2_000;
 
 /// What handlers and resolvers share.
 pub struct AppState {
+    /// The event log.
     pub store: Arc<dyn EventStore>,
+    /// Principals and roles now.
     pub access: Arc<AccessView>,
+    /// The settings.
     pub settings: ServeSettings,
+    /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Where ids of new records come from.
     pub ids: Arc<dyn IdGenerator>,
     /// Cancelled when shutdown begins: subscriptions complete, WebSockets close.
     pub shutdown: CancellationToken,
@@ -71,9 +76,13 @@ pub struct AppState {
 /// The router's state.
 #[derive(Clone)]
 pub struct ServerState {
+    /// The shared state.
     pub app: Arc<AppState>,
+    /// The schema registry.
     pub schema: CmdbSchema,
+    /// The Prometheus recorder.
     pub metrics: PrometheusHandle,
+    /// The WebSocket connections' tasks (waited for at shutdown).
     pub ws_tasks: TaskTracker,
 }
 
@@ -96,8 +105,11 @@ impl FromRequestParts<ServerState> for Authenticated {
 /// Options that tests inject; production uses the defaults.
 #[derive(Clone)]
 pub struct StartOptions {
+    /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Where ids come from.
     pub ids: Arc<dyn IdGenerator>,
+    /// How the log is opened.
     pub store_options: SqliteOptions,
 }
 
@@ -109,14 +121,19 @@ impl Default for StartOptions {
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum StartError {
     #[error("invalid setting: {0}")]
+    /// Invalid setting: ….
     Settings(String),
     #[error(transparent)]
+    /// Passed on as it is.
     Core(#[from] cmdb_core::Error),
     #[error("cannot listen on {address}: {source}")]
+    /// Cannot listen on …: ….
     Listen { address: SocketAddr, source: std::io::Error },
     #[error("{0}")]
+    /// ….
     Io(String),
 }
 
@@ -226,6 +243,7 @@ impl Server {
         Ok(Server { local_addr, bootstrap_token, http_shutdown, finished })
     }
 
+    /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -268,8 +286,11 @@ pub fn app_settings(settings: &ServeSettings) -> AppSettings {
 }
 
 #[derive(serde::Serialize, Deserialize)]
+/// What a running server writes into its data directory, for CLI commands.
 pub struct ServerFile {
+    /// Its process id.
     pub pid: u32,
+    /// Where it listens.
     pub address: SocketAddr,
 }
 

@@ -47,9 +47,13 @@ impl Default for ChangeSettings {
 pub struct ChangeInput<'a> {
     /// The principal asking.
     pub actor: &'a str,
+    /// Principals and roles now.
     pub access: &'a AccessState,
+    /// The change.
     pub change: Option<&'a ChangeRecord>,
+    /// The template.
     pub template: Option<&'a TemplateRecord>,
+    /// The schema registry.
     pub schema: &'a SchemaRegistry,
     /// The CIs the scope names, as they stand (`None`: no such CI).
     pub cis: &'a BTreeMap<CiId, Option<CiSnapshot>>,
@@ -57,7 +61,9 @@ pub struct ChangeInput<'a> {
     pub names: &'a BTreeMap<NameKey, Option<CiId>>,
     /// The number the next submission gets.
     pub next_number: ChangeNumber,
+    /// The clock reading.
     pub now: Timestamp,
+    /// The settings.
     pub settings: ChangeSettings,
     /// The approval policy in force (used by assessments and standard submissions).
     pub policy: &'a PolicyRecord,

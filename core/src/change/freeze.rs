@@ -17,6 +17,7 @@ use crate::time::Timestamp;
 
 use super::{At, ChangeError, Window};
 
+/// The stream holding every freeze window.
 pub const FREEZES_STREAM: &str = "change-freezes";
 /// Longest freeze interval, in hours (a quarter).
 pub const MAX_FREEZE_INTERVAL_HOURS: i64 = 92 * 24;
@@ -28,8 +29,10 @@ pub const MAX_RRULE_BYTES: usize = 300;
 pub const MAX_OCCURRENCES_PER_QUERY: u16 = 1_000;
 /// Freezes in force at once.
 pub const MAX_ACTIVE_FREEZES: usize = 1_000;
+/// Longest freeze name, in bytes.
 pub const MAX_FREEZE_NAME_BYTES: usize = 100;
 
+/// The stream holding every freeze window.
 pub fn freezes_stream() -> StreamId {
     StreamId::new(FREEZES_STREAM).expect("the freezes stream id is valid")
 }
@@ -43,25 +46,40 @@ pub enum FreezeScope {
     /// Every change.
     Global,
     /// Changes with a CI in this environment in scope.
-    Environment { environment: Environment },
+    /// CIs in one environment.
+    Environment {
+        /// The environment.
+        environment: Environment,
+    },
     /// Changes whose scope is, or reaches downstream, this business service.
-    Service { service: CiId },
+    /// A business service and what reaches it.
+    Service {
+        /// The business service.
+        service: CiId,
+    },
 }
 
 /// When a freeze holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FreezeSchedule {
+    /// One interval.
     Interval {
+        /// Where it starts.
         start: Timestamp,
+        /// Where it ends.
         end: Timestamp,
     },
     /// Occurrences start at `start_local` (YYYY-MM-DDTHH:MM wall-clock time in `time_zone`) and
     /// repeat by `rrule` (e.g. `FREQ=WEEKLY;BYDAY=FR`), each lasting `duration_minutes`.
     Recurring {
+        /// An RFC 5545 recurrence rule.
         rrule: String,
+        /// The first occurrence's start, as wall-clock time in the zone.
         start_local: String,
+        /// An IANA time zone name.
         time_zone: String,
+        /// How long each occurrence lasts, in minutes.
         duration_minutes: u32,
     },
 }
@@ -152,32 +170,49 @@ impl FreezeSchedule {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A freeze window was created.
 pub struct FreezeCreated {
+    /// The freeze window.
     pub freeze_id: FreezeId,
+    /// The name.
     pub name: String,
+    /// The CIs it touches and the CIs it plans.
     pub scope: FreezeScope,
+    /// When it applies.
     pub schedule: FreezeSchedule,
+    /// Why.
     pub reason: String,
+    /// Who did it (a principal name).
     pub by: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A freeze window was lifted.
 pub struct FreezeLifted {
+    /// The freeze window.
     pub freeze_id: FreezeId,
+    /// Why.
     pub reason: String,
+    /// Who did it (a principal name).
     pub by: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A freeze-window event.
 pub enum FreezeEvent {
+    /// The [`FreezeCreated`] event.
     Created(FreezeCreated),
+    /// The [`FreezeLifted`] event.
     Lifted(FreezeLifted),
 }
 
 impl FreezeEvent {
+    /// The type of the event `freeze.created`.
     pub const CREATED: &'static str = "freeze.created";
+    /// The type of the event `freeze.lifted`.
     pub const LIFTED: &'static str = "freeze.lifted";
 
+    /// The event as it is appended, carrying `metadata`.
     pub fn to_new_event(&self, metadata: Metadata) -> NewEvent {
         let (event_type, data) = match self {
             FreezeEvent::Created(e) => (Self::CREATED, serde_json::to_vec(e)),
@@ -186,6 +221,7 @@ impl FreezeEvent {
         NewEvent::raw(event_type, data.unwrap_or_default(), metadata)
     }
 
+    /// Reads a stored event of this kind; fails if it is another kind or cannot be decoded.
     pub fn from_record(record: &EventRecord) -> Result<FreezeEvent, ChangeError> {
         let bad = |e: serde_json::Error| ChangeError::Undecodable { position: record.position, detail: e.to_string() };
         Ok(match record.event_type.as_str() {
@@ -204,8 +240,11 @@ impl FreezeEvent {
 /// A freeze as the log holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreezeRecord {
+    /// The freeze window.
     pub freeze: FreezeCreated,
+    /// When it was created.
     pub created: At,
+    /// When and why it was lifted, if it was.
     pub lifted: Option<(FreezeLifted, At)>,
 }
 
@@ -228,11 +267,14 @@ impl FreezeRecord {
 /// Every freeze, by id.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Freezes {
+    /// Every one, by id.
     pub records: BTreeMap<FreezeId, FreezeRecord>,
+    /// The stream version folded.
     pub version: Option<u64>,
 }
 
 impl Freezes {
+    /// Folds one stored event.
     pub fn apply(&mut self, record: &EventRecord) -> Result<(), ChangeError> {
         let at = At::of(record);
         match FreezeEvent::from_record(record)? {
@@ -249,6 +291,7 @@ impl Freezes {
         Ok(())
     }
 
+    /// The freezes in force at `position` (created, not yet lifted).
     pub fn in_force_at(&self, position: u64) -> impl Iterator<Item = &FreezeRecord> {
         self.records.values().filter(move |r| r.in_force_at(position))
     }
@@ -257,9 +300,13 @@ impl Freezes {
 /// A freeze a window falls into: the freeze and the occurrence met first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreezeHit {
+    /// The freeze window.
     pub freeze_id: FreezeId,
+    /// The name.
     pub name: String,
+    /// Where it starts.
     pub start: Timestamp,
+    /// Where it ends.
     pub end: Timestamp,
 }
 

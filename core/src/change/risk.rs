@@ -37,17 +37,21 @@ pub const MAX_RISK_HISTORY_DAYS: u32 = 3_650;
 pub const MAX_ASSESSED_SERVICES: usize = 500;
 /// Score at or above which a level starts: medium, high, critical.
 pub const LEVEL_THRESHOLDS: [u32; 3] = [25, 50, 75];
+/// The highest risk score.
 pub const MAX_SCORE: u32 = 100;
 
 /// The weekly hours a business service is used in, in its own time zone (the CI schema's
 /// `service_hours` attribute).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceHours {
+    /// An IANA time zone name.
     pub time_zone: String,
+    /// Weekly intervals.
     pub weekly: Vec<WeeklyHours>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Days of the week and the hours between `start` and `end` (HH:MM, `24:00` allowed as an end).
 pub struct WeeklyHours {
     /// mon, tue, wed, thu, fri, sat, sun.
     pub days: Vec<String>,
@@ -67,10 +71,13 @@ impl ServiceHours {
 /// A business service the change reaches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceFact {
+    /// Its id.
     pub id: CiId,
+    /// The name.
     pub name: String,
     /// `criticality_tier`, 1 (most critical) to 4.
     pub tier: Option<u8>,
+    /// Service hours of the services shown.
     pub service_hours: Option<ServiceHours>,
     /// E-mail addresses of the people who own the service: the owning person, or the people
     /// `part_of` the owning team. The decision maps them to principals.
@@ -82,23 +89,30 @@ pub struct ServiceFact {
 /// Failed and backed-out changes on one scope CI within the history window.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CiFailures {
+    /// The CI.
     pub ci: CiId,
+    /// How many failed.
     pub failed: u32,
+    /// How many were backed out.
     pub backed_out: u32,
 }
 
 /// What the projection computed, at `position`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AssessmentFacts {
+    /// The log position.
     pub position: u64,
+    /// When the facts were computed.
     pub computed_at: Timestamp,
     /// Distinct CIs reached downstream of the scope's CIs (the scope excluded).
     pub downstream_cis: u32,
     /// A bound cut the traversal short: more CIs (and maybe services) lie beyond.
     pub truncated: bool,
+    /// The business services reached.
     pub services: Vec<ServiceFact>,
     /// Services reached beyond [`MAX_ASSESSED_SERVICES`].
     pub services_not_listed: u32,
+    /// Days of history.
     pub history_days: u32,
     /// Scope CIs with at least one failed or backed-out change in the window.
     pub failures: Vec<CiFailures>,
@@ -111,13 +125,18 @@ pub struct AssessmentFacts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskLevel {
+    /// 0 to 24 points.
     Low,
+    /// 25 to 49 points.
     Medium,
+    /// 50 to 74 points.
     High,
+    /// 75 points and more.
     Critical,
 }
 
 impl RiskLevel {
+    /// The value's name.
     pub fn as_str(self) -> &'static str {
         match self {
             RiskLevel::Low => "low",
@@ -127,6 +146,7 @@ impl RiskLevel {
         }
     }
 
+    /// The level of a score.
     pub fn of_score(score: u32) -> RiskLevel {
         match score {
             s if s >= LEVEL_THRESHOLDS[2] => RiskLevel::Critical,
@@ -140,22 +160,32 @@ impl RiskLevel {
 /// One factor of the score, with the reason it counted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Factor {
+    /// The name.
     pub name: String,
+    /// Points it adds to the score.
     pub points: u32,
+    /// Why, in words.
     pub why: String,
 }
 
 /// An assessment: the facts, what the formula made of them, and the window facts it used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assessment {
+    /// The version of the risk formula.
     pub formula_version: u32,
+    /// Standard, normal or emergency.
     pub change_type: ChangeType,
+    /// The requested window.
     pub window: Option<Window>,
+    /// The facts it was computed from.
     pub facts: AssessmentFacts,
     /// Reached services whose service hours the requested window touches.
     pub window_in_service_hours: Vec<CiId>,
+    /// The risk score, 0 to 100.
     pub score: u32,
+    /// The risk level.
     pub level: RiskLevel,
+    /// What the score is made of.
     pub factors: Vec<Factor>,
 }
 

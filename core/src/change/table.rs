@@ -8,6 +8,7 @@ use super::{ChangeAction, ChangeState, ChangeType};
 /// Where a transition leads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// Moves to this state.
     To(ChangeState),
     /// The action is recorded and the state stays (a retrospective approval).
     Same,
@@ -46,11 +47,17 @@ pub enum Requirement {
 /// One row: `action` takes a change of one of `types` from one of `from` to `to`.
 #[derive(Clone, Copy, Debug)]
 pub struct Transition {
+    /// The action.
     pub action: ChangeAction,
+    /// The state it came from.
     pub from: &'static [ChangeState],
+    /// The change types it applies to.
     pub types: &'static [ChangeType],
+    /// The state it went to.
     pub to: Target,
+    /// The operation (and so the roles) it needs.
     pub operation: Operation,
+    /// The rules it needs besides the roles.
     pub requires: &'static [Requirement],
 }
 

@@ -46,61 +46,86 @@ pub const MAX_RELATIONSHIPS_PER_WITHDRAWAL: usize = 100;
 
 /// Why a CI command was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum CiError {
     #[error(transparent)]
+    /// Passed on as it is.
     Model(#[from] ModelError),
     #[error("class {class} has no attribute {attribute:?}; its attributes are {known}")]
+    /// Class … has no attribute …; its attributes are ….
     UnknownAttribute { class: CiClass, attribute: String, known: String },
     #[error("attribute {attribute:?} of class {class} must be {expected}: {detail}")]
+    /// Attribute … of class … must be …: ….
     InvalidAttribute { class: CiClass, attribute: String, expected: String, detail: String },
     #[error("class {class} requires attribute {attribute:?} ({expected})")]
+    /// Class … requires attribute … (…).
     MissingAttribute { class: CiClass, attribute: String, expected: String },
     #[error("{count} attributes; the bound is {} (max_attributes)", schema::MAX_ATTRIBUTES)]
+    /// … attributes; the bound is … (max_attributes).
     TooManyAttributes { count: usize },
     #[error(
         "CI name {0:?} is not valid: 1 to {MAX_NAME_BYTES} bytes, no control characters, no leading or trailing spaces"
     )]
+    /// The [`String`] event.
     InvalidName(String),
     #[error("unknown class {0:?}")]
+    /// Unknown class ….
     UnknownClass(String),
     #[error(
         "attribute name {0:?} is not valid: lowercase letters, digits and _, starting with a letter, at most 63 bytes"
     )]
+    /// The [`String`] event.
     InvalidAttributeName(String),
     #[error("class {class} already has an attribute {attribute:?}{}", if *builtin { " (built in)" } else { "" })]
+    /// Class … already has an attribute …….
     AttributeClash { class: CiClass, attribute: String, builtin: bool },
     #[error("invalid schema declaration: {0}")]
+    /// Invalid schema declaration: ….
     InvalidDeclaration(String),
     #[error("{field} must not be empty")]
+    /// … must not be empty.
     Empty { field: &'static str },
     #[error("{field} is {bytes} bytes long; the bound is {bound}")]
+    /// … is … bytes long; the bound is ….
     TooLong { field: &'static str, bytes: usize, bound: usize },
     #[error(
         "a {class} named {name:?} already exists (CI {holder}); names are unique per class among CIs not withdrawn"
     )]
     NameTaken { class: CiClass, name: String, holder: CiId },
     #[error("no CI with id {0}")]
+    /// No CI with id ….
     UnknownCi(CiId),
     #[error("CI {0} already exists")]
+    /// CI … already exists.
     CiExists(CiId),
     #[error("CI {0} is withdrawn; it can no longer change")]
+    /// CI … is withdrawn; it can no longer change.
     CiWithdrawn(CiId),
     #[error("a CI cannot be registered as {0}; start in planned, ordered, received, in_test or live")]
+    /// A CI cannot be registered as …; start in planned, ordered, received, in_test or live.
     InitialStatusNotAllowed(Status),
     #[error("CI {ci} cannot go from {from} to {to}; from {from} it may go to {allowed}")]
+    /// CI … cannot go from … to …; from … it may go to ….
     TransitionNotAllowed { ci: CiId, from: Status, to: Status, allowed: String },
     #[error("the update changes nothing")]
+    /// The update changes nothing.
     NothingToChange,
     #[error("{field} must be a CI of class {allowed}, but {ci} is a {class}")]
+    /// … must be a CI of class …, but … is a ….
     WrongReferenceClass { field: &'static str, ci: CiId, class: CiClass, allowed: String },
     #[error("{field} refers to CI {ci}, which is withdrawn")]
+    /// … refers to CI …, which is withdrawn.
     ReferenceWithdrawn { field: &'static str, ci: CiId },
     #[error("a {class} must have an owner (a team or person CI)")]
+    /// A … must have an owner (a team or person CI).
     OwnerRequired { class: CiClass },
     #[error("a relationship cannot join a CI to itself ({0})")]
+    /// A relationship cannot join a CI to itself (…).
     SelfLoop(CiId),
     #[error("{rel_type} may not join a {source_class} to a {target_class}; it joins [{sources}] to [{targets}]")]
+    /// … may not join a … to a …; it joins […] to […].
     RelationshipNotAllowed {
+        /// The relationship type.
         rel_type: RelType,
         source_class: CiClass,
         target_class: CiClass,
@@ -108,12 +133,16 @@ pub enum CiError {
         targets: String,
     },
     #[error("{source_ci} already {rel_type} {target_ci} (relationship {existing})")]
+    /// … already … … (relationship …).
     DuplicateRelationship { rel_type: RelType, source_ci: CiId, target_ci: CiId, existing: RelId },
     #[error("relationship {0} already exists")]
+    /// Relationship … already exists.
     RelationshipExists(RelId),
     #[error("no relationship with id {0}")]
+    /// No relationship with id ….
     UnknownRelationship(RelId),
     #[error("relationship {0} is already removed")]
+    /// Relationship … is already removed.
     RelationshipRemoved(RelId),
     #[error(
         "CI {ci} has {count} active relationships; a withdrawal removes at most {MAX_RELATIONSHIPS_PER_WITHDRAWAL} (max_relationships_per_withdrawal); unrelate some first"
@@ -124,14 +153,19 @@ pub enum CiError {
     )]
     Unauthorized { action: &'static str, class: CiClass, subject: String },
     #[error("no submitted change {0}; a draft cannot authorise CI edits")]
+    /// No submitted change …; a draft cannot authorise CI edits.
     UnknownChange(ChangeId),
     #[error("{change} is {state}; CI edits need a change that is implementing (or failed, to back out what was done)")]
+    /// … is …; CI edits need a change that is implementing (or failed, to back out what was done).
     ChangeNotImplementing { change: String, state: String },
     #[error("CI {ci} is not in the scope of {change}; its scope is fixed at submission")]
+    /// CI … is not in the scope of …; its scope is fixed at submission.
     NotInScope { change: String, ci: CiId },
     #[error("{change} does not plan a {class} named {name:?}; a registration must match a planned CI of its scope")]
+    /// … does not plan a … named …; a registration must match a planned CI of its scope.
     NotPlanned { change: String, class: CiClass, name: String },
     #[error("CI event at position {position} cannot be read: {detail}")]
+    /// CI event at position … cannot be read: ….
     Undecodable { position: u64, detail: String },
 }
 
@@ -139,22 +173,34 @@ pub enum CiError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CiField {
+    /// Where it runs.
     Environment,
+    /// Its owner.
     Owner,
+    /// Its location.
     Location,
+    /// Its version label.
     Version,
 }
 
 /// A CI as it stands at one version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CiSnapshot {
+    /// Its id.
     pub id: CiId,
+    /// The class.
     pub class: CiClass,
+    /// The name.
     pub name: String,
+    /// The life-cycle status.
     pub status: Status,
+    /// Where it runs.
     pub environment: Option<Environment>,
+    /// The team or person owning it.
     pub owner: Option<CiId>,
+    /// Where it is.
     pub location: Option<CiId>,
+    /// Its version label.
     pub version: Option<String>,
     /// Shared between versions that did not change an attribute (most versions).
     pub attributes: std::sync::Arc<BTreeMap<String, Value>>,
@@ -164,7 +210,9 @@ pub struct CiSnapshot {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum End {
+    /// The relationship goes from this CI.
     Source,
+    /// The relationship goes to this CI.
     Target,
 }
 
@@ -173,113 +221,184 @@ pub enum End {
 // ----------------------------------------------------------------------------------------
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A CI was registered.
 pub struct CiRegistered {
+    /// The CI.
     pub ci_id: CiId,
+    /// The class.
     pub class: CiClass,
+    /// The name.
     pub name: String,
+    /// The life-cycle status.
     pub status: Status,
+    /// Where it runs.
     pub environment: Option<Environment>,
+    /// The team or person owning it.
     pub owner: Option<CiId>,
+    /// Where it is.
     pub location: Option<CiId>,
+    /// Its version label.
     pub version: Option<String>,
+    /// Its attributes.
     pub attributes: BTreeMap<String, Value>,
+    /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// A CI's fields changed: only what differs is recorded.
 pub struct CiUpdated {
+    /// The CI.
     pub ci_id: Option<CiId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The name.
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where it runs.
     pub environment: Option<Environment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The team or person owning it.
     pub owner: Option<CiId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where it is.
     pub location: Option<CiId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Its version label.
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Fields cleared.
     pub cleared: Vec<CiField>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Attributes set, with their new values.
     pub attributes_set: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Attributes removed.
     pub attributes_removed: Vec<String>,
+    /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A CI moved to another status (or was withdrawn).
 pub struct CiStatusChanged {
+    /// The CI.
     pub ci_id: CiId,
+    /// The status it came from.
     pub from: Status,
+    /// The status it went to.
     pub to: Status,
+    /// Why.
     pub reason: Option<String>,
+    /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A relationship was attached to a CI (its own stream's record of it).
 pub struct CiLinked {
+    /// The CI.
     pub ci_id: CiId,
+    /// The relationship.
     pub rel_id: RelId,
+    /// The relationship type.
     pub rel_type: RelType,
+    /// The other change.
     pub other: CiId,
+    /// Where it ends.
     pub end: End,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A relationship was detached from a CI.
 pub struct CiUnlinked {
+    /// The CI.
     pub ci_id: CiId,
+    /// The relationship.
     pub rel_id: RelId,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A (class, name) was claimed or released.
 pub struct NameClaim {
+    /// The class.
     pub class: CiClass,
+    /// The name.
     pub name: String,
+    /// The CI.
     pub ci_id: CiId,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A relationship was created.
 pub struct RelationshipCreated {
+    /// The relationship.
     pub rel_id: RelId,
+    /// The relationship type.
     pub rel_type: RelType,
+    /// The CI it goes from.
     pub source: CiId,
+    /// The CI it goes to.
     pub target: CiId,
+    /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A relationship was removed.
 pub struct RelationshipRemoved {
+    /// The relationship.
     pub rel_id: RelId,
+    /// Why.
     pub reason: Option<String>,
+    /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
 }
 
 /// Every CI-domain event.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CiEvent {
+    /// The [`CiRegistered`] event.
     Registered(CiRegistered),
+    /// The [`CiUpdated`] event.
     Updated(CiUpdated),
+    /// The [`CiStatusChanged`] event.
     StatusChanged(CiStatusChanged),
+    /// The [`CiStatusChanged`] event.
     Withdrawn(CiStatusChanged),
+    /// The [`CiLinked`] event.
     Linked(CiLinked),
+    /// The [`CiUnlinked`] event.
     Unlinked(CiUnlinked),
+    /// The [`NameClaim`] event.
     NameClaimed(NameClaim),
+    /// The [`NameClaim`] event.
     NameReleased(NameClaim),
+    /// The [`RelationshipCreated`] event.
     RelationshipCreated(RelationshipCreated),
+    /// The [`RelationshipRemoved`] event.
     RelationshipRemoved(RelationshipRemoved),
 }
 
 impl CiEvent {
+    /// The type of the event `ci.registered`.
     pub const REGISTERED: &'static str = "ci.registered";
+    /// The type of the event `ci.updated`.
     pub const UPDATED: &'static str = "ci.updated";
+    /// The type of the event `ci.status_changed`.
     pub const STATUS_CHANGED: &'static str = "ci.status_changed";
+    /// The type of the event `ci.withdrawn`.
     pub const WITHDRAWN: &'static str = "ci.withdrawn";
+    /// The type of the event `ci.relationship_added`.
     pub const LINKED: &'static str = "ci.relationship_added";
+    /// The type of the event `ci.relationship_removed`.
     pub const UNLINKED: &'static str = "ci.relationship_removed";
+    /// The type of the event `ci.name_claimed`.
     pub const NAME_CLAIMED: &'static str = "ci.name_claimed";
+    /// The type of the event `ci.name_released`.
     pub const NAME_RELEASED: &'static str = "ci.name_released";
+    /// The type of the event `relationship.created`.
     pub const RELATIONSHIP_CREATED: &'static str = "relationship.created";
+    /// The type of the event `relationship.removed`.
     pub const RELATIONSHIP_REMOVED: &'static str = "relationship.removed";
 
     /// Every type this domain writes.
@@ -296,6 +415,7 @@ impl CiEvent {
         Self::RELATIONSHIP_REMOVED,
     ];
 
+    /// The event's type.
     pub fn event_type(&self) -> &'static str {
         match self {
             CiEvent::Registered(_) => Self::REGISTERED,
@@ -331,6 +451,7 @@ impl CiEvent {
         NewEvent::raw(self.event_type(), data.unwrap_or_default(), metadata)
     }
 
+    /// Reads a stored event of this kind; fails if it is another kind or cannot be decoded.
     pub fn from_record(record: &EventRecord) -> Result<CiEvent, CiError> {
         let bad = |e: serde_json::Error| CiError::Undecodable { position: record.position, detail: e.to_string() };
         Ok(match record.event_type.as_str() {
@@ -414,6 +535,7 @@ impl CiSnapshot {
         }
     }
 
+    /// The CI a registration makes.
     pub fn from_registered(event: &CiRegistered) -> CiSnapshot {
         CiSnapshot {
             id: event.ci_id,

@@ -12,8 +12,11 @@ use crate::model::{CiClass, RelType, normalized_name};
 /// An active relationship as the CI's own stream records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
+    /// The relationship type.
     pub rel_type: RelType,
+    /// The other change.
     pub other: CiId,
+    /// Where it ends.
     pub end: End,
 }
 
@@ -68,8 +71,11 @@ impl CiState {
 /// The fold of one `rel-<id>` stream.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RelState {
+    /// The stream version folded.
     pub version: Option<u64>,
+    /// When it was created.
     pub created: Option<RelationshipCreated>,
+    /// Whether it was removed.
     pub removed: bool,
 }
 
@@ -88,7 +94,9 @@ impl RelState {
 /// The fold of one name-claim stream.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NameState {
+    /// The stream version folded.
     pub version: Option<u64>,
+    /// The CI holding the name, if any.
     pub holder: Option<CiId>,
 }
 
@@ -107,7 +115,9 @@ impl NameState {
 /// The key under which a (class, name) is claimed: names compare trimmed and case-insensitively.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NameKey {
+    /// The class.
     pub class: CiClass,
+    /// The name, trimmed and lowercase.
     pub normalized: String,
 }
 

@@ -22,8 +22,11 @@ use crate::time::{Clock, SystemClock, Timestamp};
 /// Settings of the in-memory store.
 #[derive(Clone)]
 pub struct MemoryOptions {
+    /// The limits to enforce.
     pub limits: StoreLimits,
+    /// The clock commits are stamped with.
     pub clock: Arc<dyn Clock>,
+    /// Where event ids come from.
     pub ids: Arc<dyn IdGenerator>,
     /// Most events held.
     pub max_events: usize,
@@ -74,6 +77,7 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// A new one.
     pub fn new(options: MemoryOptions) -> Self {
         let (head, _) = watch::channel(0);
         MemoryStore { inner: Arc::new(Inner { log: Mutex::new(Log::default()), head, options }) }

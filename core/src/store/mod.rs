@@ -80,8 +80,11 @@ impl fmt::Display for StreamState {
 /// Events to add to one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamWrite {
+    /// The stream.
     pub stream: StreamId,
+    /// The version the stream must be at.
     pub expected: ExpectedVersion,
+    /// The events.
     pub events: Vec<NewEvent>,
 }
 
@@ -89,18 +92,23 @@ pub struct StreamWrite {
 /// change authorising a CI edit has not been revoked meanwhile).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Condition {
+    /// The stream.
     pub stream: StreamId,
+    /// The version the stream must be at.
     pub expected: ExpectedVersion,
 }
 
 /// One atomic append: all of it lands, or none of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppendRequest {
+    /// Writes, one per stream.
     pub writes: Vec<StreamWrite>,
+    /// Streams that must be at a version without being written.
     pub conditions: Vec<Condition>,
 }
 
 impl AppendRequest {
+    /// A new one.
     pub fn new() -> Self {
         AppendRequest::default()
     }
@@ -110,16 +118,19 @@ impl AppendRequest {
         AppendRequest { writes: vec![StreamWrite { stream, expected, events }], conditions: Vec::new() }
     }
 
+    /// Adds a write to a stream.
     pub fn write(mut self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
         self.writes.push(StreamWrite { stream, expected, events });
         self
     }
 
+    /// Adds a condition on a stream it does not write.
     pub fn condition(mut self, stream: StreamId, expected: ExpectedVersion) -> Self {
         self.conditions.push(Condition { stream, expected });
         self
     }
 
+    /// How many events it appends.
     pub fn event_count(&self) -> usize {
         self.writes.iter().map(|w| w.events.len()).sum()
     }
@@ -128,31 +139,42 @@ impl AppendRequest {
 /// Where one stream's new events landed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StreamAppended {
+    /// The stream.
     pub stream: StreamId,
+    /// The stream version of the first event written.
     pub first_version: u64,
+    /// The stream version of the last event written.
     pub last_version: u64,
 }
 
 /// The answer to a durable append: the positions assigned, in request order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AppendOutcome {
+    /// The first event's position.
     pub first_position: u64,
+    /// The last event's position.
     pub last_position: u64,
+    /// Where each stream's events landed.
     pub streams: Vec<StreamAppended>,
     /// The commit time stamped on the events (or the last supplied time of a bulk load).
     pub recorded_at: Timestamp,
+    /// The events' ids, in order.
     pub event_ids: Vec<Uuid>,
 }
 
 impl AppendOutcome {
+    /// The positions assigned.
     pub fn positions(&self) -> std::ops::RangeInclusive<u64> {
         self.first_position..=self.last_position
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which way a read goes.
 pub enum Direction {
+    /// Oldest first.
     Forward,
+    /// Newest first.
     Backward,
 }
 
@@ -160,13 +182,18 @@ pub enum Direction {
 /// cannot pass, and names each skip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
+    /// Positions have no gaps.
     pub gapless_positions: bool,
+    /// An append to several streams is atomic.
     pub multi_stream_atomic_append: bool,
+    /// Streams that must be at a version without being written.
     pub conditions: bool,
+    /// Events carry the hash chain.
     pub hash_chain: bool,
 }
 
 impl Capabilities {
+    /// Every value, in declaration order.
     pub const ALL: Capabilities =
         Capabilities { gapless_positions: true, multi_stream_atomic_append: true, conditions: true, hash_chain: true };
 }
@@ -187,6 +214,7 @@ pub struct StoreLimits {
 }
 
 impl StoreLimits {
+    /// The default limits.
     pub const DEFAULT: StoreLimits = StoreLimits {
         max_event_bytes: 1024 * 1024,
         max_batch_events: 10_000,
@@ -206,10 +234,15 @@ impl Default for StoreLimits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Limit {
+    /// `max_event_bytes`.
     MaxEventBytes,
+    /// `max_batch_events`.
     MaxBatchEvents,
+    /// `max_batch_bytes`.
     MaxBatchBytes,
+    /// `max_streams_per_append`.
     MaxStreamsPerAppend,
+    /// `max_page_events`.
     MaxPageEvents,
 }
 
@@ -227,28 +260,38 @@ impl fmt::Display for Limit {
 
 /// Every way a store operation fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum StoreError {
     #[error("version conflict on {role} stream {stream}: expected {expected}, found {actual}")]
+    /// Version conflict on … stream …: expected …, found ….
     VersionConflict { stream: StreamId, expected: ExpectedVersion, actual: StreamState, role: StreamRole },
     #[error("limit exceeded: {limit} is {bound}, got {value}")]
+    /// Limit exceeded: … is …, got ….
     LimitExceeded { limit: Limit, value: u64, bound: u64 },
     #[error("invalid append: {0}")]
+    /// Invalid append: ….
     InvalidInput(String),
     #[error("event id {0} is already in the log")]
+    /// Event id … is already in the log.
     DuplicateEventId(Uuid),
     #[error("storage is full: {0}; nothing from this append was written")]
+    /// Storage is full: …; nothing from this append was written.
     StorageFull(String),
     #[error("storage failure: {0}")]
+    /// Storage failure: ….
     Storage(String),
     #[error(
         "the writer stopped after a failed commit and refuses appends until the process restarts and re-reads the log: {0}"
     )]
     WriterStopped(String),
     #[error("corruption detected at {location}: {detail}")]
+    /// Corruption detected at …: ….
     Corruption { location: String, detail: String },
     #[error("cannot open the event log at {path}: {reason}")]
+    /// Cannot open the event log at …: ….
     Open { path: String, reason: String },
     #[error("the store is shut down")]
+    /// The store is shut down.
     Closed,
 }
 
@@ -263,7 +306,9 @@ impl StoreError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamRole {
+    /// The stream is written.
     Written,
+    /// The stream is a condition.
     Condition,
 }
 
@@ -281,8 +326,10 @@ impl fmt::Display for StreamRole {
 /// Positions are `u64`; "after p" with `p = 0` means from the start, everywhere.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
+    /// What it can promise.
     fn capabilities(&self) -> Capabilities;
 
+    /// Its limits.
     fn limits(&self) -> StoreLimits;
 
     /// Appends atomically. Answers only once the events are durable.

@@ -47,6 +47,7 @@ pub struct MutationRoot(
 #[derive(async_graphql::MergedSubscription, Default)]
 pub struct SubscriptionRoot(log::LogSubscription, ci_edits::CiSubscription, changes::ChangeSubscription);
 
+/// The schema.
 pub type CmdbSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema with the server's limits.

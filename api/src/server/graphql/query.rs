@@ -15,6 +15,7 @@ use cmdb_core::access::Operation;
 use cmdb_core::store::Direction;
 use cmdb_core::{EventRecord, StreamId};
 
+/// The query root.
 pub struct QueryRoot;
 
 #[Object]

@@ -16,18 +16,29 @@ pub const MAX_SERVICE_INTERVALS: usize = 28;
 /// The type of an attribute's value.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AttrType {
+    /// Text of at most `max_text_bytes`.
     Text,
+    /// An integer in a range.
     Integer {
+        /// The smallest value allowed.
         min: i64,
+        /// The largest value allowed.
         max: i64,
     },
+    /// A number in a range.
     Number {
+        /// The smallest value allowed.
         min: f64,
+        /// The largest value allowed.
         max: f64,
     },
+    /// True or false.
     Boolean,
+    /// One of fixed names.
     Choice(&'static [&'static str]),
+    /// A list of text.
     TextList,
+    /// A list of IP addresses.
     IpAddressList,
     /// A calendar date, `YYYY-MM-DD`.
     Date,
@@ -38,6 +49,7 @@ pub enum AttrType {
 }
 
 impl AttrType {
+    /// Describes it in words, for error messages.
     pub fn describe(&self) -> String {
         match self {
             AttrType::Text => "text".into(),
@@ -57,9 +69,13 @@ impl AttrType {
 }
 
 #[derive(Clone, Copy, Debug)]
+/// One attribute of a built-in class: its name, type and whether it is required.
 pub struct AttrSpec {
+    /// The name.
     pub name: &'static str,
+    /// Its type.
     pub attr_type: AttrType,
+    /// Whether a CI must have it.
     pub required: bool,
 }
 

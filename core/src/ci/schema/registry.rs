@@ -23,14 +23,19 @@ pub const MAX_DECLARED_ATTRIBUTES: usize = 64;
 pub const MAX_CHOICES: usize = 100;
 /// Longest attribute name or description, in bytes.
 pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 63;
+/// Longest description, in bytes.
 pub const MAX_SCHEMA_TEXT_BYTES: usize = 500;
 
+/// The type of the event `schema.class_declared`.
 pub const CLASS_DECLARED: &str = "schema.class_declared";
+/// The type of the event `schema.attribute_declared`.
 pub const ATTRIBUTE_DECLARED: &str = "schema.attribute_declared";
+/// The type of the event `schema.class_control_declared`.
 pub const CONTROL_DECLARED: &str = "schema.class_control_declared";
 /// Longest reason for declaring a class (un)controlled, in bytes.
 pub const MAX_CONTROL_REASON_BYTES: usize = 1000;
 
+/// The schema stream.
 pub fn schema_stream() -> StreamId {
     StreamId::new(SCHEMA_STREAM).expect("valid stream id")
 }
@@ -39,38 +44,72 @@ pub fn schema_stream() -> StreamId {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DeclaredType {
+    /// Text.
     Text,
-    Integer { min: i64, max: i64 },
-    Number { min: f64, max: f64 },
+    /// An integer in a range.
+    Integer {
+        /// The smallest value allowed.
+        min: i64,
+        /// The largest value allowed.
+        max: i64,
+    },
+    /// A number in a range.
+    Number {
+        /// The smallest value allowed.
+        min: f64,
+        /// The largest value allowed.
+        max: f64,
+    },
+    /// True or false.
     Boolean,
-    Choice { choices: Vec<String> },
+    /// One of fixed names.
+    Choice {
+        /// The values allowed.
+        choices: Vec<String>,
+    },
+    /// A list of text.
     TextList,
+    /// A list of IP addresses.
     IpAddressList,
+    /// A date, YYYY-MM-DD.
     Date,
+    /// A URL (http, https, ssh or git).
     Url,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An attribute an admin declared.
 pub struct DeclaredAttribute {
+    /// The name.
     pub name: String,
     #[serde(flatten)]
+    /// Its type.
     pub attr_type: DeclaredType,
+    /// Whether a CI must have it.
     pub required: bool,
+    /// A description.
     pub description: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A custom class was declared.
 pub struct ClassDeclared {
+    /// The name.
     pub name: CiClass,
     /// The built-in class it behaves like for relationships and references.
     pub like: CiClass,
+    /// A description.
     pub description: Option<String>,
+    /// Its attributes.
     pub attributes: Vec<DeclaredAttribute>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An optional attribute was added to a class.
 pub struct AttributeDeclared {
+    /// The class.
     pub class: CiClass,
+    /// The attribute.
     pub attribute: DeclaredAttribute,
 }
 
@@ -78,27 +117,36 @@ pub struct AttributeDeclared {
 /// (CM-3: uncontrolled classes are declared explicitly, never by default).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ControlDeclared {
+    /// The class.
     pub class: CiClass,
+    /// Whether edits need an implementing change (CM-3).
     pub controlled: bool,
+    /// Why.
     pub reason: String,
 }
 
 /// A declared class as the registry holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomClassDef {
+    /// The built-in class it behaves like for relationships and references.
     pub like: CiClass,
+    /// A description.
     pub description: Option<String>,
+    /// Its attributes.
     pub attributes: Vec<DeclaredAttribute>,
 }
 
 /// One attribute's spec, built in or declared.
 #[derive(Clone, Copy, Debug)]
 pub enum AttrRef<'a> {
+    /// Built in.
     Builtin(&'static AttrSpec),
+    /// Declared.
     Declared(&'a DeclaredAttribute),
 }
 
 impl AttrRef<'_> {
+    /// The attribute's name.
     pub fn name(&self) -> &str {
         match self {
             AttrRef::Builtin(spec) => spec.name,
@@ -106,6 +154,7 @@ impl AttrRef<'_> {
         }
     }
 
+    /// Whether a CI must have it.
     pub fn required(&self) -> bool {
         match self {
             AttrRef::Builtin(spec) => spec.required,
@@ -113,6 +162,7 @@ impl AttrRef<'_> {
         }
     }
 
+    /// Whether it is built in.
     pub fn is_builtin(&self) -> bool {
         matches!(self, AttrRef::Builtin(_))
     }
@@ -121,7 +171,9 @@ impl AttrRef<'_> {
 /// The fold of the schema stream.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SchemaRegistry {
+    /// The stream version folded.
     pub version: Option<u64>,
+    /// Classes to keep.
     pub classes: BTreeMap<CiClass, CustomClassDef>,
     /// Declared attributes added to built-in classes.
     pub extra: BTreeMap<CiClass, Vec<DeclaredAttribute>>,
@@ -131,6 +183,7 @@ pub struct SchemaRegistry {
 }
 
 impl SchemaRegistry {
+    /// Folds one stored event.
     pub fn apply(&mut self, record: &EventRecord) -> Result<(), CiError> {
         let bad = |e: serde_json::Error| CiError::Undecodable { position: record.position, detail: e.to_string() };
         match record.event_type.as_str() {
@@ -171,6 +224,7 @@ impl SchemaRegistry {
         !self.uncontrolled.contains(&class)
     }
 
+    /// Whether the class exists (built in, or declared).
     pub fn knows(&self, class: CiClass) -> bool {
         class.is_builtin() || self.classes.contains_key(&class)
     }
@@ -193,6 +247,7 @@ impl SchemaRegistry {
         all
     }
 
+    /// One attribute of a class, by name.
     pub fn attribute(&self, class: CiClass, name: &str) -> Option<AttrRef<'_>> {
         self.attributes(class).into_iter().find(|a| a.name() == name)
     }

@@ -83,8 +83,11 @@ const META_LIVE_APPENDS_STARTED: &str = "live_appends_started";
 /// Settings of the embedded store. Units are in the names.
 #[derive(Clone)]
 pub struct SqliteOptions {
+    /// The limits to enforce.
     pub limits: StoreLimits,
+    /// The clock commits are stamped with.
     pub clock: Arc<dyn Clock>,
+    /// Where event ids come from.
     pub ids: Arc<dyn IdGenerator>,
     /// Bound of the writer's queue; an append waits for room when it is full.
     pub max_pending_appends: usize,
@@ -140,10 +143,13 @@ impl Default for SqliteOptions {
 /// The pragmas in force on the writer's connection, for tests and `cmdb` diagnostics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriterPragmas {
+    /// `journal_mode` (`wal`).
     pub journal_mode: String,
     /// 2 is FULL.
     pub synchronous: i64,
+    /// `application_id` (the engine's own).
     pub application_id: i32,
+    /// `user_version` (the file format's version).
     pub user_version: i32,
 }
 
