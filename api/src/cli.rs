@@ -98,24 +98,24 @@ pub enum Command {
     },
     /// Read change requests.
     #[command(subcommand)]
-    Change(ChangeCommand),
+    Change(ChangeSubcommand),
     /// Approval policies (Rego; CH-4): load, show, test.
     #[command(subcommand)]
-    Policy(PolicyCommand),
+    Policy(PolicySubcommand),
     /// Generate a realistic estate with months of history into an empty data directory.
     #[command(subcommand)]
-    Fixtures(FixturesCommand),
+    Fixtures(FixturesSubcommand),
     /// Manage principals (people and systems) and their roles.
     #[command(subcommand)]
-    Principal(PrincipalCommand),
+    Principal(PrincipalSubcommand),
     /// Manage bearer tokens.
     #[command(subcommand)]
-    Token(TokenCommand),
+    Token(TokenSubcommand),
 }
 
 #[derive(Debug, Subcommand)]
 /// `cmdb change ...`.
-pub enum ChangeCommand {
+pub enum ChangeSubcommand {
     /// Show one change: its request, transitions, approvals, review and the CI edits it authorised.
     Show {
         /// The change's number (CHG-000042) or id.
@@ -146,7 +146,7 @@ pub enum ChangeCommand {
 
 #[derive(Debug, Subcommand)]
 /// `cmdb policy ...`.
-pub enum PolicyCommand {
+pub enum PolicySubcommand {
     /// Load a Rego policy file as the new approval policy. A file that does not parse, calls a
     /// non-replayable built-in or decides malformed is refused, and the policy in force stays.
     Load {
@@ -175,7 +175,7 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 /// `cmdb fixtures ...`.
-pub enum FixturesCommand {
+pub enum FixturesSubcommand {
     /// Load an estate (small: ~500 CIs; medium: ~10,000) into an empty data directory.
     Load {
         #[arg(long, default_value = "small")]
@@ -192,7 +192,7 @@ pub enum FixturesCommand {
 
 #[derive(Debug, Subcommand)]
 /// `cmdb principal ...`.
-pub enum PrincipalCommand {
+pub enum PrincipalSubcommand {
     /// Create a principal.
     Create {
         /// The name.
@@ -229,7 +229,7 @@ pub enum PrincipalCommand {
 
 #[derive(Debug, Subcommand)]
 /// `cmdb token ...`.
-pub enum TokenCommand {
+pub enum TokenSubcommand {
     /// Create a token for a principal; it is printed once.
     Create {
         #[arg(long)]
@@ -279,13 +279,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff { from, to, around, depth, json } => {
             diff(&data_dir, &from, to.as_deref(), around.as_deref(), depth, json).await
         }
-        Command::Change(ChangeCommand::Show { change, as_of, json }) => {
+        Command::Change(ChangeSubcommand::Show { change, as_of, json }) => {
             show_change(&data_dir, &change, as_of.as_deref(), json).await
         }
-        Command::Change(ChangeCommand::Overdue { json }) => overdue_changes(&data_dir, json).await,
-        Command::Change(ChangeCommand::Explain { change, json }) => explain_change(&data_dir, &change, json).await,
+        Command::Change(ChangeSubcommand::Overdue { json }) => overdue_changes(&data_dir, json).await,
+        Command::Change(ChangeSubcommand::Explain { change, json }) => explain_change(&data_dir, &change, json).await,
         Command::Policy(command) => policy_command(&data_dir, command).await,
-        Command::Fixtures(FixturesCommand::Load { size, seed, history_days }) => {
+        Command::Fixtures(FixturesSubcommand::Load { size, seed, history_days }) => {
             load_fixtures(&data_dir, &size, seed, history_days).await
         }
         Command::Principal(command) => principal(&data_dir, command).await,
@@ -843,10 +843,10 @@ fn read_policy_file(path: &Path) -> anyhow::Result<String> {
     String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
 }
 
-async fn policy_command(data_dir: &Path, command: PolicyCommand) -> anyhow::Result<ExitCode> {
+async fn policy_command(data_dir: &Path, command: PolicySubcommand) -> anyhow::Result<ExitCode> {
     use cmdb_core::policy;
     match command {
-        PolicyCommand::Load { file, name } => {
+        PolicySubcommand::Load { file, name } => {
             let text = read_policy_file(&file)?;
             let name = name.unwrap_or_else(|| {
                 file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into())
@@ -867,7 +867,7 @@ async fn policy_command(data_dir: &Path, command: PolicyCommand) -> anyhow::Resu
             );
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCommand::Show { version } => {
+        PolicySubcommand::Show { version } => {
             let store = open_existing(data_dir, false)?;
             let state = policy::load(&store).await;
             store.shutdown().await;
@@ -887,7 +887,7 @@ async fn policy_command(data_dir: &Path, command: PolicyCommand) -> anyhow::Resu
             print!("{}", record.text);
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCommand::Test { file, tests } => {
+        PolicySubcommand::Test { file, tests } => {
             let text = read_policy_file(&file)?;
             policy::Policy::compile(&text)?;
             println!(
@@ -1135,9 +1135,9 @@ fn parse_roles(roles: &[String]) -> anyhow::Result<BTreeSet<Role>> {
     Ok(roles.iter().map(|r| r.parse::<Role>()).collect::<Result<_, _>>()?)
 }
 
-async fn principal(data_dir: &Path, command: PrincipalCommand) -> anyhow::Result<ExitCode> {
+async fn principal(data_dir: &Path, command: PrincipalSubcommand) -> anyhow::Result<ExitCode> {
     match command {
-        PrincipalCommand::Create { name, kind, roles, display_name } => {
+        PrincipalSubcommand::Create { name, kind, roles, display_name } => {
             let kind: PrincipalKind = kind.parse()?;
             let roles = parse_roles(&roles)?;
             let listed = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
@@ -1148,17 +1148,17 @@ async fn principal(data_dir: &Path, command: PrincipalCommand) -> anyhow::Result
             .await?;
             println!("created {kind} principal {name} with roles [{listed}] (position {position})");
         }
-        PrincipalCommand::Grant { name, role } => {
+        PrincipalSubcommand::Grant { name, role } => {
             let role: Role = role.parse()?;
             let position = execute_access(data_dir, AccessCommand::GrantRole { name: name.clone(), role }).await?;
             println!("granted {role} to {name} (position {position})");
         }
-        PrincipalCommand::RevokeRole { name, role } => {
+        PrincipalSubcommand::RevokeRole { name, role } => {
             let role: Role = role.parse()?;
             let position = execute_access(data_dir, AccessCommand::RevokeRole { name: name.clone(), role }).await?;
             println!("revoked {role} from {name} (position {position})");
         }
-        PrincipalCommand::List => {
+        PrincipalSubcommand::List => {
             let store = open_existing(data_dir, true)?;
             let state = access::load_state(&store).await;
             store.shutdown().await;
@@ -1173,9 +1173,9 @@ async fn principal(data_dir: &Path, command: PrincipalCommand) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-async fn token(data_dir: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
+async fn token(data_dir: &Path, command: TokenSubcommand) -> anyhow::Result<ExitCode> {
     match command {
-        TokenCommand::Create { principal, label, expires_in_days } => {
+        TokenSubcommand::Create { principal, label, expires_in_days } => {
             let token = crate::server::graphql::new_token_text();
             let token_id = UuidV7Ids.next_id();
             let expires_at = expires_in_days.map(|days| {
@@ -1193,13 +1193,13 @@ async fn token(data_dir: &Path, command: TokenCommand) -> anyhow::Result<ExitCod
             eprintln!("token {token_id} for {principal}; it is shown once:");
             println!("{token}");
         }
-        TokenCommand::Revoke { token_id, reason } => {
+        TokenSubcommand::Revoke { token_id, reason } => {
             let token_id = uuid::Uuid::parse_str(&token_id)
                 .map_err(|_| anyhow::anyhow!("{token_id:?} is not a token id (a UUID, as `cmdb token list` shows)"))?;
             let position = execute_access(data_dir, AccessCommand::RevokeToken { token_id, reason }).await?;
             println!("revoked token {token_id} (position {position}); refused from now on");
         }
-        TokenCommand::List { principal } => {
+        TokenSubcommand::List { principal } => {
             let store = open_existing(data_dir, true)?;
             let state = access::load_state(&store).await;
             store.shutdown().await;

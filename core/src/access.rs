@@ -589,6 +589,7 @@ impl AccessState {
     pub fn apply(&mut self, record: &EventRecord) -> Result<(), AccessError> {
         let event = AccessEvent::from_record(record)?;
         self.apply_event(&event, record.recorded_at);
+        debug_assert!(self.version.is_none_or(|v| v < record.stream_version), "a version only grows");
         self.version = Some(record.stream_version);
         self.position = record.position;
         Ok(())

@@ -201,6 +201,7 @@ impl PolicyState {
             loaded_at: Some(record.recorded_at),
             position: Some(record.position),
         });
+        debug_assert!(self.stream_version.is_none_or(|v| v < record.stream_version), "a version only grows");
         self.stream_version = Some(record.stream_version);
         Ok(())
     }

@@ -618,6 +618,8 @@ impl TemporalGraph {
         if record.position <= self.applied {
             return Ok(()); // already applied (a replayed page)
         }
+        // A fold never skips a position: the log is gapless and read in order.
+        debug_assert_eq!(record.position, self.applied + 1, "the graph applies every position in order");
         let p = record.position;
         let apply_error = |detail: String| GraphError::Apply { position: p, detail };
         if let Some(event) = decoded {

@@ -287,6 +287,7 @@ impl Freezes {
                 }
             }
         }
+        debug_assert!(self.version.is_none_or(|v| v < record.stream_version), "a version only grows");
         self.version = Some(record.stream_version);
         Ok(())
     }

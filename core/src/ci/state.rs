@@ -87,6 +87,7 @@ impl RelState {
             CiEvent::RelationshipRemoved(_) => self.removed = true,
             _ => {}
         }
+        debug_assert!(self.version.is_none_or(|v| v < stream_version), "a version only grows");
         self.version = Some(stream_version);
     }
 }
@@ -108,6 +109,7 @@ impl NameState {
             CiEvent::NameReleased(_) => self.holder = None,
             _ => {}
         }
+        debug_assert!(self.version.is_none_or(|v| v < stream_version), "a version only grows");
         self.version = Some(stream_version);
     }
 }

@@ -256,12 +256,12 @@ impl Change {
 
     /// The approval policy's decision in force, with each required approval and who gave it
     /// (CH-4); `replay` re-runs it.
-    async fn decision(&self) -> Option<super::risk::Decision> {
+    async fn decision(&self) -> Option<super::risk::DecisionView> {
         super::risk::decision_of(&self.record)
     }
 
     /// Every recorded decision, oldest first (each assessment made one).
-    async fn decisions(&self) -> Vec<super::risk::Decision> {
+    async fn decisions(&self) -> Vec<super::risk::DecisionView> {
         self.record.assessments.iter().map(|entry| super::risk::decision_for(&self.record, entry)).collect()
     }
 

@@ -202,7 +202,7 @@ pub struct DecisionReplay {
 }
 
 /// An approval-policy decision (CH-4), with everything needed to replay it.
-pub struct Decision {
+pub struct DecisionView {
     decision: PolicyDecision,
     status: Option<Vec<domain::RequirementStatus>>,
 }
@@ -218,8 +218,8 @@ pub(super) fn requirement(r: &policy::ApprovalRequirement, approved_by: Vec<Stri
     }
 }
 
-#[Object]
-impl Decision {
+#[Object(name = "Decision")]
+impl DecisionView {
     async fn policy_version(&self) -> u32 {
         self.decision.policy_version
     }
@@ -293,11 +293,11 @@ pub fn assessment_of(entry: &domain::AssessmentEntry) -> RiskAssessment {
     RiskAssessment { assessment: entry.assessment.clone(), recorded: Some((entry.by.clone(), entry.trigger, entry.at)) }
 }
 
-pub fn decision_of(record: &ChangeRecord) -> Option<Decision> {
+pub fn decision_of(record: &ChangeRecord) -> Option<DecisionView> {
     record.assessment().map(|entry| decision_for(record, entry))
 }
 
 /// One of the change's decisions, with the approvals on record counted against it.
-pub fn decision_for(record: &ChangeRecord, entry: &domain::AssessmentEntry) -> Decision {
-    Decision { decision: entry.decision.clone(), status: Some(record.status_for(&entry.decision.output)) }
+pub fn decision_for(record: &ChangeRecord, entry: &domain::AssessmentEntry) -> DecisionView {
+    DecisionView { decision: entry.decision.clone(), status: Some(record.status_for(&entry.decision.output)) }
 }

@@ -215,6 +215,7 @@ impl SchemaRegistry {
             }
             _ => {}
         }
+        debug_assert!(self.version.is_none_or(|v| v < record.stream_version), "a version only grows");
         self.version = Some(record.stream_version);
         Ok(())
     }
