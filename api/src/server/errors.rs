@@ -96,6 +96,8 @@ impl IntoResponse for ApiError {
 pub enum Code {
     /// The input is malformed or out of its allowed values.
     BadUserInput,
+    /// The request is of the wrong kind (a subscription over POST).
+    BadRequest,
     /// What the input names does not exist.
     NotFound,
     /// What the input creates exists already.
@@ -133,6 +135,7 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::BadUserInput => "BAD_USER_INPUT",
+            Code::BadRequest => "BAD_REQUEST",
             Code::NotFound => "NOT_FOUND",
             Code::AlreadyExists => "ALREADY_EXISTS",
             Code::FailedPrecondition => "FAILED_PRECONDITION",
@@ -153,7 +156,7 @@ impl Code {
 }
 
 /// A GraphQL error with a `code` extension.
-pub fn graphql_error(code: &str, message: impl Into<String>) -> async_graphql::Error {
+fn graphql_error(code: &str, message: impl Into<String>) -> async_graphql::Error {
     let code = code.to_owned();
     async_graphql::Error::new(message).extend_with(move |_, extensions| extensions.set("code", code.clone()))
 }

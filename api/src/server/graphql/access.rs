@@ -4,7 +4,7 @@ use super::context::{Requires, metadata, state};
 use super::log::Written;
 use super::scalars::{DateTime, Position};
 use crate::server::AppState;
-use crate::server::errors::{app_error, bad_input, graphql_error};
+use crate::server::errors::{Code, app_error, bad_input, coded};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use cmdb_core::Timestamp;
 use cmdb_core::access::{AccessCommand, Operation, PrincipalInfo, TokenInfo, token_hash, token_text};
@@ -132,7 +132,7 @@ async fn run(app: &AppState, command: AccessCommand, metadata: cmdb_core::Metada
 
 fn principal_change(app: &AppState, name: &str, position: u64) -> async_graphql::Result<PrincipalChange> {
     let state = app.access.snapshot();
-    let info = state.principals.get(name).ok_or_else(|| graphql_error("INTERNAL", "the principal vanished"))?;
+    let info = state.principals.get(name).ok_or_else(|| coded(Code::Internal, "the principal vanished"))?;
     Ok(PrincipalChange {
         principal: Principal::from_info(info, &state.tokens, app.clock.now()),
         position: Position(position),

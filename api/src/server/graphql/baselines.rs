@@ -9,7 +9,7 @@ use super::diff::MomentInput;
 use super::diff::page_bounds;
 use super::diff::resolve_moment;
 use super::scalars::{DateTime, Position};
-use crate::server::errors::{app_error, bad_input, core_error, graph_error, graphql_error};
+use crate::server::errors::{Code, app_error, bad_input, coded, core_error, graph_error};
 use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
 use cmdb_core::access::Operation;
 use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
@@ -26,8 +26,8 @@ pub struct Baseline {
 fn members_of(graph: &TemporalGraph, info: &graph::BaselineInfo) -> async_graphql::Result<Vec<domain::CiId>> {
     let members = graph.baseline_members(&info.baseline.scope, info.baseline.position).map_err(graph_error)?;
     if baseline::members_digest(&members) != info.baseline.members_digest {
-        return Err(graphql_error(
-            "INTERNAL",
+        return Err(coded(
+            Code::Internal,
             format!("baseline {:?}: its members no longer match their recorded digest", info.baseline.name),
         ));
     }

@@ -8,7 +8,7 @@ use super::changes::change_at;
 use super::cis::Environment;
 use super::context::{Requires, app, metadata, parse_id, state};
 use super::scalars::{DateTime, Position};
-use crate::server::errors::{app_error, bad_input, graphql_error};
+use crate::server::errors::{Code, app_error, bad_input, coded};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use cmdb_core::access::Operation;
 use cmdb_core::change::ChangeCommand;
@@ -218,7 +218,7 @@ pub fn calendar_at(
 /// `conflicts(change:)` inside `at`: the change's conflicts with the changes scheduled then.
 pub async fn conflicts_at(ctx: &Context<'_>, id: &ID, position: u64) -> async_graphql::Result<Vec<Conflict>> {
     let Some(change) = change_at(ctx, id, position)? else {
-        return Err(graphql_error("NOT_FOUND", format!("no change {} at position {position}", id.as_str())));
+        return Err(coded(Code::NotFound, format!("no change {} at position {position}", id.as_str())));
     };
     let app = state(ctx);
     let graph = app.graph.read();

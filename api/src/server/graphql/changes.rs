@@ -5,7 +5,7 @@ use super::change_views::*;
 use super::context::{Requires, app, caller, metadata, parse_change_ref, parse_class, parse_id, resolve_change, state};
 use super::scalars::{DateTime, Position};
 use crate::app::Written;
-use crate::server::errors::{app_error, bad_input, forbidden, graphql_error, store_error};
+use crate::server::errors::{Code, app_error, bad_input, coded, forbidden, store_error};
 use async_graphql::{Context, Enum, Guard, ID, InputObject, Object, SimpleObject, Subscription};
 use cmdb_core::access::{Operation, permits};
 use cmdb_core::change::{self as domain, ChangeCommand, ChangeEvent};
@@ -646,7 +646,7 @@ impl ChangeSubscription {
         let app = state(ctx).clone();
         let slot = ctx
             .data_opt::<super::SubscriptionSlots>()
-            .ok_or_else(|| graphql_error("BAD_REQUEST", "subscriptions are served over the WebSocket at /graphql/ws"))?
+            .ok_or_else(|| coded(Code::BadRequest, "subscriptions are served over the WebSocket at /graphql/ws"))?
             .take()?;
         let only = match &change {
             Some(id) => Some(resolve_change(ctx, id).await?),

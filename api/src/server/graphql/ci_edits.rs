@@ -9,7 +9,7 @@ use super::cis::Relationship;
 use super::cis::RelationshipType;
 use super::context::{Requires, app, metadata, parse_class, parse_classes, parse_id, resolve_change, state};
 use super::scalars::{DateTime, Position};
-use crate::server::errors::{app_error, graphql_error, store_error};
+use crate::server::errors::{Code, app_error, coded, store_error};
 use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject, Subscription};
 use cmdb_core::access::Operation;
 use cmdb_core::ci::{self as domain, CiCommand, CiEvent};
@@ -280,7 +280,7 @@ impl CiSubscription {
         let app = state(ctx).clone();
         let slot = ctx
             .data_opt::<super::SubscriptionSlots>()
-            .ok_or_else(|| graphql_error("BAD_REQUEST", "subscriptions are served over the WebSocket at /graphql/ws"))?
+            .ok_or_else(|| coded(Code::BadRequest, "subscriptions are served over the WebSocket at /graphql/ws"))?
             .take()?;
         let ids: Option<Vec<domain::CiId>> = ci_ids.map(|ids| ids.iter().map(parse_id).collect()).transpose()?;
         let classes = parse_classes(ctx, classes)?;

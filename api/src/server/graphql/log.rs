@@ -4,7 +4,7 @@
 use super::context::SubscriptionSlots;
 use super::context::{Requires, state};
 use super::scalars::{DateTime, Position};
-use crate::server::errors::{bad_input, graphql_error, limit_exceeded, store_error};
+use crate::server::errors::{Code, bad_input, coded, limit_exceeded, store_error};
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject, Subscription};
 use cmdb_core::EventRecord;
 use cmdb_core::access::Operation;
@@ -48,9 +48,12 @@ impl Event {
 
     /// The payload, as JSON.
     async fn data(&self) -> async_graphql::Result<Json<serde_json::Value>> {
-        serde_json::from_slice(&self.0.data)
-            .map(Json)
-            .map_err(|e| super::super::errors::graphql_error("INTERNAL", format!("stored payload is not JSON: {e}")))
+        serde_json::from_slice(&self.0.data).map(Json).map_err(|e| {
+            crate::server::errors::coded(
+                crate::server::errors::Code::Internal,
+                format!("stored payload is not JSON: {e}"),
+            )
+        })
     }
 
     /// The payload exactly as stored (the bytes the hash chain covers).
@@ -320,7 +323,7 @@ impl LogSubscription {
         let app = state(ctx).clone();
         let slot = ctx
             .data_opt::<SubscriptionSlots>()
-            .ok_or_else(|| graphql_error("BAD_REQUEST", "subscriptions are served over the WebSocket at /graphql/ws"))?
+            .ok_or_else(|| coded(Code::BadRequest, "subscriptions are served over the WebSocket at /graphql/ws"))?
             .take()?;
         let types = type_filter(types)?;
         let after = match after {

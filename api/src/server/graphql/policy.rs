@@ -6,7 +6,7 @@ use super::risk::ApprovalRequirement;
 use super::risk::RiskAssessment;
 use super::risk::requirement;
 use super::scalars::{DateTime, Position};
-use crate::server::errors::{app_error, bad_input, core_error, graph_error, graphql_error};
+use crate::server::errors::{Code, app_error, bad_input, coded, core_error, graph_error};
 use async_graphql::{Context, Object, SimpleObject};
 use cmdb_core::access::Operation;
 use cmdb_core::change::decide::policy_input;
@@ -139,7 +139,7 @@ pub async fn what_if(
     let access = app.access.snapshot();
     let input = policy_input(&record, Some(&assessment), &access, &cis, app.clock.now());
     let decision = policy::decide(&policy_record, &input)
-        .map_err(|e| graphql_error("POLICY_FAILED", format!("the policy in force failed on this input: {e}")))?;
+        .map_err(|e| coded(Code::PolicyFailed, format!("the policy in force failed on this input: {e}")))?;
     Ok(WhatIf {
         assessment: RiskAssessment { assessment, recorded: None },
         decision: WhatIfDecision {
