@@ -49,4 +49,6 @@ pub enum Error {
     #[error("a {decider} command kept naming more streams to read after {bound} rounds (max_read_rounds)")]
     /// A … command kept naming more streams to read after … rounds (max_read_rounds).
     TooManyReadRounds { decider: &'static str, bound: usize },
+    #[error("internal error: {0}")]
+    Internal(String),
 }

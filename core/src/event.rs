@@ -56,12 +56,13 @@ pub enum EnvelopeError {
 /// control characters (so ids print and parse unambiguously in logs, CLIs and URLs).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct StreamId(String);
+pub struct StreamId(std::sync::Arc<str>);
 
 impl StreamId {
-    /// A new one.
-    pub fn new(id: impl Into<String>) -> Result<Self, EnvelopeError> {
-        let id = id.into();
+    /// Validates `id` as a stream id. (Shared, not copied, when cloned: stream ids are cloned
+    /// on every command's read and append.)
+    pub fn new(id: impl AsRef<str>) -> Result<Self, EnvelopeError> {
+        let id = id.as_ref();
         if id.is_empty() {
             return Err(EnvelopeError::EmptyStreamId);
         }
@@ -69,12 +70,12 @@ impl StreamId {
             return Err(EnvelopeError::StreamIdTooLong { bytes: id.len() });
         }
         if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(EnvelopeError::StreamIdCharacters(id));
+            return Err(EnvelopeError::StreamIdCharacters(id.to_owned()));
         }
-        Ok(StreamId(id))
+        Ok(StreamId(id.into()))
     }
 
-    /// The value's name.
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -89,7 +90,7 @@ impl TryFrom<String> for StreamId {
 
 impl From<StreamId> for String {
     fn from(value: StreamId) -> Self {
-        value.0
+        value.0.to_string()
     }
 }
 

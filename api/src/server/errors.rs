@@ -378,7 +378,7 @@ pub fn core_code(error: &cmdb_core::Error) -> Code {
         Error::Policy(policy) => policy_code(policy),
         Error::Contended { .. } => Code::Conflict,
         Error::TooManyReads { .. } => Code::LimitExceeded,
-        Error::TooManyReadRounds { .. } => Code::Internal,
+        Error::TooManyReadRounds { .. } | Error::Internal(_) => Code::Internal,
     }
 }
 

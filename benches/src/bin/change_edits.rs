@@ -39,6 +39,9 @@ struct Setup {
     endpoint: Endpoint,
     admin: String,
     tokens: std::collections::HashMap<&'static str, String>,
+    /// Changes drafted so far: each gets its own hour, so no two scheduled windows overlap
+    /// (overlapping changes on the same CIs conflict, CH-5).
+    drafted: std::sync::atomic::AtomicU64,
 }
 
 impl Setup {
@@ -49,25 +52,40 @@ impl Setup {
 
     /// A normal change with `scope`, taken to implementing; answers its id.
     async fn implementing(&self, title: &str, scope: Value) -> anyhow::Result<String> {
+        let n = self.drafted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let start = 1_893_456_000 + n * 3_600; // 2030-01-01T00:00:00Z plus n hours
+        let at = |secs: u64| cmdb_core::Timestamp::from_micros(secs as i64 * 1_000_000).to_rfc3339();
+        let window = json!({ "start": at(start), "end": at(start + 3_600) });
         let data = self
             .call(
                 "req",
                 "mutation($i: DraftChangeInput!) { draftChange(input: $i) { change { id } } }",
                 json!({ "i": { "type": "NORMAL", "title": title, "description": "benchmark", "justification": "benchmark",
                     "backOutPlan": "none", "implementer": "imp", "scope": scope,
-                    "window": { "start": "2030-01-01T00:00:00Z", "end": "2030-01-02T00:00:00Z" } } }),
+                    "window": window } }),
             )
             .await?;
         let id = data["draftChange"]["change"]["id"].as_str().context("change id")?.to_owned();
-        for (who, mutation) in [
-            ("req", "submitChange(id: $id)"),
-            ("mgr", "assessChange(id: $id, note: \"bench\")"),
-            ("apr", "approveChange(id: $id)"),
-            ("mgr", "scheduleChange(id: $id)"),
-            ("imp", "startChange(id: $id)"),
-        ] {
-            self.call(who, &format!("mutation($id: ID!) {{ {mutation} {{ position }} }}"), json!({ "id": id })).await?;
+        let act = async |who: &str, mutation: &str| {
+            self.call(
+                who,
+                &format!("mutation($id: ID!) {{ {mutation} {{ change {{ state }} }} }}"),
+                json!({ "id": id }),
+            )
+            .await
+        };
+        act("req", "submitChange(id: $id)").await?;
+        act("mgr", "assessChange(id: $id, note: \"bench\")").await?;
+        // The default policy may ask for more than one approval (two approvers for high risk,
+        // a change manager when the impact walk was bounded): approve until it is approved.
+        for who in ["apr", "apr2", "mgr"] {
+            let data = act(who, "approveChange(id: $id)").await?;
+            if data["approveChange"]["change"]["state"] == "APPROVED" {
+                break;
+            }
         }
+        act("mgr", "scheduleChange(id: $id)").await?;
+        act("imp", "startChange(id: $id)").await?;
         Ok(id)
     }
 }
@@ -165,8 +183,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let server = spawn_server(&args.spawn, None, &[])?;
     let endpoint = Endpoint::parse(&server.url)?;
-    let mut setup = Setup { endpoint, admin: server.token.clone(), tokens: Default::default() };
-    for (name, role) in [("req", "EDITOR"), ("imp", "EDITOR"), ("apr", "APPROVER"), ("mgr", "CHANGE_MANAGER")] {
+    let mut setup =
+        Setup { endpoint, admin: server.token.clone(), tokens: Default::default(), drafted: Default::default() };
+    for (name, role) in
+        [("req", "EDITOR"), ("imp", "EDITOR"), ("apr", "APPROVER"), ("apr2", "APPROVER"), ("mgr", "CHANGE_MANAGER")]
+    {
         setup
             .call(
                 "admin",

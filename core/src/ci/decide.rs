@@ -19,7 +19,7 @@ use super::{
     RelationshipCreated, RelationshipRemoved,
 };
 use crate::control::{ChangeControl, ChangeState, state_stream};
-use crate::decider::{CommandContext, Decider, Decision, ReadSet, StreamKey};
+use crate::decider::{CommandContext, Decider, Decision, ReadSet, StreamKey, Written};
 use crate::event::{EventRecord, StreamId};
 use crate::ids::{ChangeId, CiId, RelId};
 use crate::model::{
@@ -338,6 +338,20 @@ impl Decider for CiDecider {
         _context: &CommandContext,
     ) -> Result<CiDecision, CiError> {
         decide(command, read)
+    }
+
+    fn evolve_written(&self, read: &mut ReadSet<CiKey>, key: &CiKey, event: &CiEvent, at: Written) -> Option<()> {
+        read.evolve_own(key, at.stream_version, |state| match state {
+            CiRead::Ci(ci) => ci.apply(event, at.stream_version, at.position),
+            CiRead::Rel(rel) => rel.apply(event, at.stream_version),
+            CiRead::Name(name) => name.apply(event, at.stream_version),
+            // CI commands never write the schema or a change's state stream.
+            CiRead::Schema(_) | CiRead::Control(_) => {}
+        })
+    }
+
+    fn evolves_written(&self) -> bool {
+        true
     }
 }
 

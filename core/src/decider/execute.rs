@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::cache::StateCache;
 use super::fold::catch_up;
-use super::{CommandContext, Decider, Decision, DomainEvent, Entry, ReadSet, StreamKey, write_stream};
-use crate::event::{EventRecord, NewEvent};
+use super::{CommandContext, Decider, Decision, DomainEvent, Entry, ReadSet, StreamKey, Written, write_stream};
+use crate::event::{EventRecord, NewEvent, StreamId};
 use crate::hash::Hash;
 use crate::store::{AppendOutcome, AppendRequest, EventStore, ExpectedVersion, StoreError};
 
@@ -88,7 +88,11 @@ pub fn append_request<K: StreamKey, E: DomainEvent>(
 ) -> AppendRequest {
     let mut request = AppendRequest::new();
     for (key, events) in &decision.writes {
-        let stream = write_stream(key);
+        // The stream ids were made when the key was read: share them rather than format anew.
+        let stream = match read.entry(key).map(|e| e.versions.as_slice()) {
+            Some([(stream, _)]) => stream.clone(),
+            _ => write_stream(key),
+        };
         debug_assert!(read.version_of(&stream).is_some(), "{key:?} is written without being read");
         let new_events = events
             .iter()
@@ -98,15 +102,21 @@ pub fn append_request<K: StreamKey, E: DomainEvent>(
                 new
             })
             .collect();
-        request = request.write(stream.clone(), expected(read.version_of(&stream)), new_events);
+        let expected = expected(read.version_of(&stream));
+        request = request.write(stream, expected, new_events);
     }
     for key in &decision.conditions {
-        for stream in key.streams() {
+        let streams: Vec<(StreamId, Option<Option<u64>>)> = match read.entry(key) {
+            Some(entry) => entry.versions.iter().map(|(s, v)| (s.clone(), Some(*v))).collect(),
+            None => key.streams().into_iter().map(|s| (s, None)).collect(),
+        };
+        for (stream, version) in streams {
             let written = request.writes.iter().any(|w| w.stream == stream);
             let listed = request.conditions.iter().any(|c| c.stream == stream);
             if !written && !listed {
-                debug_assert!(read.version_of(&stream).is_some(), "condition {key:?} was not read");
-                request = request.condition(stream.clone(), expected(read.version_of(&stream)));
+                let version = read.version_of(&stream).or(version);
+                debug_assert!(version.is_some(), "condition {key:?} was not read");
+                request = request.condition(stream, expected(version));
             }
         }
     }
@@ -143,6 +153,29 @@ pub fn written_records(request: &AppendRequest, outcome: &AppendOutcome) -> Vec<
     records
 }
 
+/// Folds a decision's own events into `read` through the decider's typed fold, at the
+/// positions and versions the append gave them.
+fn fold_written<D: Decider>(
+    decider: &D,
+    read: &mut ReadSet<D::Key>,
+    decision: &Decision<D::Key, D::Event>,
+    outcome: &AppendOutcome,
+) -> Result<(), crate::Error> {
+    let mut position = outcome.first_position;
+    for (key, events) in &decision.writes {
+        let stream = write_stream(key);
+        let first_version = outcome.streams.iter().find(|s| s.stream == stream).map_or(0, |s| s.first_version);
+        for (offset, event) in events.iter().enumerate() {
+            let at = Written { position, stream_version: first_version + offset as u64 };
+            if decider.evolve_written(read, key, event, at).is_none() {
+                return Err(crate::Error::Internal(format!("{} could not fold its own event into {key:?}", D::NAME)));
+            }
+            position += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Executes one command: loads, decides, appends conditionally, and decides again on a
 /// conflict (at most [`MAX_COMMAND_ATTEMPTS`] times). With a cache, the first decision may be
 /// made on cached folds; the cache then keeps what was read and written.
@@ -173,13 +206,19 @@ pub async fn execute<D: Decider>(
         };
         debug_assert!(decision.event_count() > 0, "{} decided to append nothing", D::NAME);
         let request = append_request(&read, &decision, context);
-        // Only a cache needs the request again, to fold the decision's own events.
-        let kept = cache.map(|_| request.clone());
+        // Only a cache needs the request again, and only when the decider cannot fold its own
+        // events (rebuilding records from the append costs a copy and a decode per event).
+        let kept = cache.filter(|_| !decider.evolves_written()).map(|_| request.clone());
         match store.append(request).await {
             Ok(outcome) => {
-                if let (Some(cache), Some(request)) = (cache, kept) {
-                    for record in written_records(&request, &outcome) {
-                        read.fold(&record)?;
+                if let Some(cache) = cache {
+                    match kept {
+                        Some(request) => {
+                            for record in written_records(&request, &outcome) {
+                                read.fold(&record)?;
+                            }
+                        }
+                        None => fold_written(decider, &mut read, &decision, &outcome)?,
                     }
                     cache.remember(&read);
                 }

@@ -172,6 +172,34 @@ pub trait Decider: Send + Sync {
         read: &ReadSet<Self::Key>,
         context: &CommandContext,
     ) -> Result<Decision<Self::Key, Self::Event>, Self::Error>;
+
+    /// Folds one of its own written events into what was read, for a cache, without encoding
+    /// and decoding it again: the same fold [`StreamKey::evolve`] applies to a stored record.
+    /// `None` (the default) when the decider does not know how; the executor then folds the
+    /// events as records rebuilt from the append.
+    fn evolve_written(
+        &self,
+        _read: &mut ReadSet<Self::Key>,
+        _key: &Self::Key,
+        _event: &Self::Event,
+        _at: Written,
+    ) -> Option<()> {
+        None
+    }
+
+    /// Whether [`Decider::evolve_written`] folds every event it writes.
+    fn evolves_written(&self) -> bool {
+        false
+    }
+}
+
+/// Where a written event landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Its global position.
+    pub position: u64,
+    /// Its version in its stream.
+    pub stream_version: u64,
 }
 
 /// The single stream a written key names.

@@ -102,6 +102,20 @@ impl<K: StreamKey> ReadSet<K> {
         }
     }
 
+    /// Applies `apply` to the fold of `key` for its own event at `stream_version` (the next
+    /// version of the key's one stream), and records the new version. `None` if `key` was not
+    /// read or its stream is not at the version before.
+    pub fn evolve_own(&mut self, key: &K, stream_version: u64, apply: impl FnOnce(&mut K::State)) -> Option<()> {
+        let entry = self.entries.get_mut(key)?;
+        let [(_, version)] = entry.versions.as_mut_slice() else { return None };
+        if version.map_or(0, |v| v + 1) != stream_version {
+            return None;
+        }
+        apply(&mut entry.state);
+        *version = Some(stream_version);
+        Some(())
+    }
+
     /// Folds a record into every key that reads its stream. Returns whether any did.
     pub fn fold(&mut self, record: &EventRecord) -> Result<bool, crate::Error> {
         let Some(keys) = self.routes.get(&record.stream_id) else { return Ok(false) };
