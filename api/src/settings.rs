@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use cmdb_core::access::Role;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -17,6 +18,46 @@ pub enum LogFormat {
 
 /// Upper bounds the settings themselves must respect, so a typo cannot disable a limit.
 pub const MAX_PAGE_SIZE_CEILING: usize = 10_000;
+/// The highest `max_response_bytes` accepted.
+pub const MAX_RESPONSE_BYTES_CEILING: usize = 1024 * 1024 * 1024;
+/// The default of `cost_per_second`: readers a little less than those who write.
+pub const DEFAULT_COST_PER_SECOND: &str = "viewer=200000,auditor=200000,editor=400000,change-manager=400000,approver=400000,emergency-approver=400000,deployer=400000,admin=400000";
+
+/// Cost units per second, by role.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoleRates(pub std::collections::BTreeMap<Role, u64>);
+
+impl RoleRates {
+    /// The rate of a caller with these roles: its best role's, or the viewer rate.
+    pub fn of(&self, roles: &std::collections::BTreeSet<Role>) -> u64 {
+        let viewer = self.0.get(&Role::Viewer).copied().unwrap_or(1);
+        roles.iter().filter_map(|role| self.0.get(role)).copied().max().unwrap_or(viewer)
+    }
+
+    /// Every role named, with its rate.
+    pub fn iter(&self) -> impl Iterator<Item = (Role, u64)> + '_ {
+        self.0.iter().map(|(role, rate)| (*role, *rate))
+    }
+}
+
+/// Parses `role=units,role=units`.
+pub fn parse_role_rates(text: &str) -> Result<RoleRates, String> {
+    let mut rates = std::collections::BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (role, units) =
+            pair.split_once('=').ok_or_else(|| format!("`{pair}` is not role=units (e.g. viewer=200000)"))?;
+        let role: Role = role.trim().parse().map_err(|e| format!("`{pair}`: {e}"))?;
+        let units: u64 =
+            units.trim().parse().map_err(|_| format!("`{pair}`: the units must be a whole number above 0"))?;
+        if units == 0 {
+            return Err(format!("`{pair}`: the units must be a whole number above 0"));
+        }
+        rates.insert(role, units);
+    }
+    rates.entry(Role::Viewer).or_insert(200_000);
+    Ok(RoleRates(rates))
+}
+
 /// The highest `max_request_body_bytes` accepted.
 pub const MAX_REQUEST_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
 
@@ -48,10 +89,33 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_MAX_QUERY_DEPTH", default_value_t = 16)]
     pub max_query_depth: usize,
 
-    /// Highest GraphQL query complexity accepted (each field costs 1; lists cost their page
-    /// size times their children).
-    #[arg(long, env = "CMDB_MAX_QUERY_COMPLEXITY", default_value_t = 50_000)]
+    /// Highest worst-case cost of a GraphQL request, summed over a batch: each field costs 1,
+    /// a list its page size (`first`, or `max_page_size` when absent, or the bound its domain
+    /// puts on its length) times its children; aliases, fragments and introspection count.
+    #[arg(long, env = "CMDB_MAX_QUERY_COMPLEXITY", default_value_t = 10_000_000)]
     pub max_query_complexity: usize,
+
+    /// Most fields a GraphQL request's text may expand to once its fragments are spread.
+    #[arg(long, env = "CMDB_MAX_QUERY_FIELDS", default_value_t = 10_000)]
+    pub max_query_fields: usize,
+
+    /// Most operations in one batched GraphQL request (a JSON array of requests).
+    #[arg(long, env = "CMDB_MAX_BATCH_OPERATIONS", default_value_t = 16)]
+    pub max_batch_operations: usize,
+
+    /// Largest GraphQL answer, in bytes; a request whose answer grows past it fails with
+    /// LIMIT_EXCEEDED instead of being held in memory.
+    #[arg(long, env = "CMDB_MAX_RESPONSE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_response_bytes: usize,
+
+    /// Cost units per second a token may spend, by role (a caller gets its best role's):
+    /// `role=units` pairs, comma-separated; roles not named get the `viewer` rate.
+    #[arg(long, env = "CMDB_COST_PER_SECOND", default_value = DEFAULT_COST_PER_SECOND, value_parser = parse_role_rates)]
+    pub cost_per_second: RoleRates,
+
+    /// Seconds of its rate a token's budget holds when it has been idle.
+    #[arg(long, env = "CMDB_COST_BURST_SECONDS", default_value_t = 5)]
+    pub cost_burst_seconds: u64,
 
     /// Largest page (`first`) a list field returns.
     #[arg(long, env = "CMDB_MAX_PAGE_SIZE", default_value_t = 1000)]
@@ -68,6 +132,27 @@ pub struct ServeSettings {
     /// Most concurrent client connections (HTTP and WebSocket); more get 503.
     #[arg(long, env = "CMDB_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+
+    /// Most connections from one client address that have not shown a valid token yet.
+    #[arg(long, env = "CMDB_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64)]
+    pub max_connections_per_address: usize,
+
+    /// Connections kept for requests with a valid token (at most half of `max_connections`):
+    /// past `max_connections` minus these (or past `max_connections_per_address`), a new
+    /// connection must send a request with a valid token within `probation_ms` or it is closed.
+    #[arg(long, env = "CMDB_RESERVED_AUTHENTICATED_CONNECTIONS", default_value_t = 256)]
+    pub reserved_authenticated_connections: usize,
+
+    /// How long a connection taken on a reserved slot has to show a valid token, in
+    /// milliseconds.
+    #[arg(long, env = "CMDB_PROBATION_MS", default_value_t = 1_000)]
+    pub probation_ms: u64,
+
+    /// Time a client has to send a request's headers, in milliseconds. The clock starts when
+    /// the connection begins waiting for a request, so it also closes idle keep-alive
+    /// connections.
+    #[arg(long, env = "CMDB_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
 
     /// Time allowed for one HTTP request, in milliseconds.
     #[arg(long, env = "CMDB_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
@@ -115,8 +200,17 @@ impl ServeSettings {
         };
         range("max_request_body_bytes", self.max_request_body_bytes, 1024, MAX_REQUEST_BODY_BYTES_CEILING)?;
         range("max_query_depth", self.max_query_depth, 2, 256)?;
-        range("max_query_complexity", self.max_query_complexity, 10, 10_000_000)?;
+        range("max_query_complexity", self.max_query_complexity, 10, 1_000_000_000)?;
         range("max_page_size", self.max_page_size, 1, MAX_PAGE_SIZE_CEILING)?;
+        range("max_query_fields", self.max_query_fields, 10, 1_000_000)?;
+        range("max_batch_operations", self.max_batch_operations, 1, 1_000)?;
+        range("max_response_bytes", self.max_response_bytes, 1024, MAX_RESPONSE_BYTES_CEILING)?;
+        range("cost_burst_seconds", self.cost_burst_seconds as usize, 1, 3_600)?;
+        for (role, rate) in self.cost_per_second.iter() {
+            range(&format!("cost_per_second for {role}"), rate as usize, 1, 1_000_000_000)?;
+        }
+        range("max_connections_per_address", self.max_connections_per_address, 1, 1_000_000)?;
+        range("reserved_authenticated_connections", self.reserved_authenticated_connections, 0, 1_000_000)?;
         range("max_scan_events", self.max_scan_events, self.max_page_size, 10_000_000)?;
         range("max_subscriptions_per_connection", self.max_subscriptions_per_connection, 1, 1024)?;
         range("max_connections", self.max_connections, 1, 1_000_000)?;
@@ -129,6 +223,8 @@ impl ServeSettings {
         };
         millis("request_timeout_ms", self.request_timeout_ms)?;
         millis("ws_init_timeout_ms", self.ws_init_timeout_ms)?;
+        millis("probation_ms", self.probation_ms)?;
+        millis("header_read_timeout_ms", self.header_read_timeout_ms)?;
         millis("shutdown_grace_ms", self.shutdown_grace_ms)?;
         millis("min_position_wait_ms", self.min_position_wait_ms)?;
         millis("checkpoint_interval_ms", self.checkpoint_interval_ms)?;
@@ -171,7 +267,16 @@ impl Default for ServeSettings {
             no_bootstrap_token: false,
             max_request_body_bytes: 1024 * 1024,
             max_query_depth: 16,
-            max_query_complexity: 50_000,
+            max_query_complexity: 10_000_000,
+            max_query_fields: 10_000,
+            max_batch_operations: 16,
+            max_response_bytes: 32 * 1024 * 1024,
+            cost_per_second: parse_role_rates(DEFAULT_COST_PER_SECOND).unwrap_or_default(),
+            cost_burst_seconds: 5,
+            max_connections_per_address: 64,
+            reserved_authenticated_connections: 256,
+            probation_ms: 1_000,
+            header_read_timeout_ms: 10_000,
             max_page_size: 1000,
             max_scan_events: 100_000,
             max_subscriptions_per_connection: 16,
@@ -228,6 +333,25 @@ mod tests {
         for days in [0, bound + 1] {
             let past = ServeSettings { risk_history_days: days, ..Default::default() };
             assert!(past.validate().expect_err("out of range").contains("risk_history_days"));
+        }
+    }
+
+    #[test]
+    fn cost_rates_by_role_parse_and_bad_ones_are_named() {
+        let rates = parse_role_rates(DEFAULT_COST_PER_SECOND).expect("default");
+        assert_eq!(rates.of(&[Role::Viewer].into_iter().collect()), 200_000);
+        assert_eq!(rates.of(&[Role::Viewer, Role::Editor].into_iter().collect()), 400_000, "the best role's");
+        let only_admin = parse_role_rates("admin=5").expect("valid");
+        assert_eq!(only_admin.of(&[Role::Auditor].into_iter().collect()), 200_000, "unnamed roles get the viewer rate");
+        for (bad, expected) in [
+            ("viewer", "is not role=units"),
+            ("nobody=5", "nobody"),
+            ("viewer=0", "above 0"),
+            ("viewer=-1", "above 0"),
+            ("viewer=lots", "above 0"),
+        ] {
+            let message = parse_role_rates(bad).expect_err(bad);
+            assert!(message.contains(expected), "{bad}: {message}");
         }
     }
 }

@@ -62,12 +62,13 @@ async fn query_depth_is_bounded() {
 async fn query_complexity_is_bounded() {
     let server =
         TestServer::start_with(cmdb_api::settings::ServeSettings { max_query_complexity: 100, ..settings() }).await;
-    // Each page item costs its selection (edges + cursor = 2): 50 items cost 100.
+    // The page costs 1, and each item its selection (edges + cursor = 2): 49 items cost 99.
     let query = |first: u32| format!("{{ events(first: {first}) {{ edges {{ cursor }} }} }}");
-    server.ok(&server.admin_token, &query(50), json!({})).await;
-    let (_, body) = server.graphql(&server.admin_token, &query(51), json!({})).await;
+    server.ok(&server.admin_token, &query(49), json!({})).await;
+    let (_, body) = server.graphql(&server.admin_token, &query(50), json!({})).await;
     assert_eq!(body["errors"][0]["message"], "Query is too complex: the limit max_query_complexity is 100.", "{body}");
     assert_eq!(body["errors"][0]["extensions"]["limit"], "max_query_complexity");
+    assert_eq!(body["errors"][0]["extensions"]["value"], 101);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

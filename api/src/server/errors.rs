@@ -41,6 +41,9 @@ pub enum ApiError {
     #[error("internal error: {0}")]
     /// Internal error: ….
     Internal(String),
+    #[error("this token spent its query budget (cost_per_second); retry in {retry_after_seconds} s")]
+    /// This token spent its query budget (cost_per_second); retry in … s.
+    RateLimited { retry_after_seconds: u64 },
 }
 
 impl ApiError {
@@ -52,6 +55,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -63,6 +67,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BAD_REQUEST",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
         }
     }
 }
@@ -78,6 +83,9 @@ impl IntoResponse for ApiError {
         let mut response =
             (self.status(), [(header::CONTENT_TYPE, "application/json")], error_body(self.code(), &message))
                 .into_response();
+        if let ApiError::RateLimited { retry_after_seconds } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
         if let ApiError::Unauthorized(_) = self {
             let challenge = format!(
                 "Bearer realm=\"cmdb\", error=\"invalid_token\", error_description=\"{}\"",
@@ -128,6 +136,8 @@ pub enum Code {
     Internal,
     /// No valid token.
     Unauthenticated,
+    /// The token spent its query budget: retry after the `retryAfterSeconds` extension.
+    RateLimited,
 }
 
 impl Code {
@@ -151,6 +161,7 @@ impl Code {
             Code::Unavailable => "UNAVAILABLE",
             Code::Internal => "INTERNAL",
             Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::RateLimited => "RATE_LIMITED",
         }
     }
 }

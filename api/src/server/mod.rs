@@ -3,6 +3,7 @@
 //! requests and their appends, complete subscriptions, close the log).
 
 pub mod auth;
+pub mod budget;
 pub mod demo;
 pub mod errors;
 pub mod graphql;
@@ -40,7 +41,7 @@ use crate::app::{App, AppSettings, run_offline};
 use crate::settings::ServeSettings;
 use auth::{Caller, authenticate_header};
 use errors::ApiError;
-use graphql::{CmdbSchema, RequestContext, build_schema};
+use graphql::{Admitted, CmdbSchema, Limits, RequestContext, build_schema};
 
 /// The name of the bootstrap admin principal.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
@@ -71,6 +72,8 @@ pub struct AppState {
     pub graph: ProjectionHandle<TemporalGraph>,
     /// The application layer every write goes through.
     pub app: Arc<App>,
+    /// Every token's query budget.
+    pub budgets: budget::Budgets,
 }
 
 /// The router's state.
@@ -80,6 +83,8 @@ pub struct ServerState {
     pub app: Arc<AppState>,
     /// The schema registry.
     pub schema: CmdbSchema,
+    /// The limits every operation runs under.
+    pub limits: Arc<Limits>,
     /// The Prometheus recorder.
     pub metrics: PrometheusHandle,
     /// The WebSocket connections' tasks (waited for at shutdown).
@@ -196,10 +201,13 @@ impl Server {
             shutdown: CancellationToken::new(),
             graph,
             app: application,
+            budgets: budget::Budgets::new(settings.cost_burst_seconds),
         });
+        let (schema, limits) = build_schema(app.clone()).map_err(StartError::Io)?;
         let state = ServerState {
             app: app.clone(),
-            schema: build_schema(app.clone()),
+            schema,
+            limits,
             metrics: metrics::prometheus(),
             ws_tasks: TaskTracker::new(),
         };
@@ -413,17 +421,107 @@ async fn graphql_post(
     Authenticated(caller): Authenticated,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bound = state.app.settings.max_request_body_bytes;
+    let settings = &state.app.settings;
+    let bound = settings.max_request_body_bytes;
     let bytes = axum::body::to_bytes(body, bound).await.map_err(|_| ApiError::PayloadTooLarge { bound })?;
     let request: async_graphql::BatchRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BadRequest(format!(
             "the body is not a GraphQL request ({{\"query\": \"...\", \"variables\": {{...}}}} as JSON): {e}"
         ))
     })?;
+    let rate = settings.cost_per_second.of(&caller.roles);
+    state.app.budgets.admit(caller.token_id, rate, std::time::Instant::now()).map_err(|retry| {
+        ::metrics::counter!("graphql_requests_refused_total", "reason" => "rate_limited").increment(1);
+        ApiError::RateLimited { retry_after_seconds: retry.seconds }
+    })?;
+    let mut request = match admit_batch(&state.limits, settings.max_batch_operations, request) {
+        Ok(request) => request,
+        Err(error) => return Ok(graphql_json(&async_graphql::Response::from_errors(vec![error]))),
+    };
+    if let async_graphql::BatchRequest::Batch(requests) = &mut request {
+        for one in requests {
+            one.data.insert(Admitted);
+        }
+    } else if let async_graphql::BatchRequest::Single(one) = &mut request {
+        one.data.insert(Admitted);
+    }
     let request = request.data(caller).data(RequestContext { correlation_id: request_id.0 });
     let response = state.schema.execute_batch(request).await;
-    let body = serde_json::to_vec(&response).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    let max_bytes = settings.max_response_bytes;
+    let mut body = BoundedWriter { bytes: Vec::new(), bound: max_bytes };
+    if serde_json::to_writer(&mut body, &response).is_err() {
+        ::metrics::counter!("graphql_requests_refused_total", "reason" => "response_bytes").increment(1);
+        let error = graphql::limits::limit_error(
+            "The answer grew too large; ask for fewer fields or a smaller page",
+            "max_response_bytes",
+            max_bytes as u64,
+            None,
+        );
+        return Ok(graphql_json(&async_graphql::Response::from_errors(vec![error])));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], body.bytes).into_response())
+}
+
+/// Checks a request before any of it runs: the batch's length, then each operation's measure
+/// and their total against the limits. Parses each query once (async-graphql reuses it).
+fn admit_batch(
+    limits: &Limits,
+    max_batch_operations: usize,
+    mut request: async_graphql::BatchRequest,
+) -> Result<async_graphql::BatchRequest, async_graphql::ServerError> {
+    let requests: Vec<&mut async_graphql::Request> = match &mut request {
+        async_graphql::BatchRequest::Single(one) => vec![one],
+        async_graphql::BatchRequest::Batch(many) => many.iter_mut().collect(),
+    };
+    if requests.len() > max_batch_operations {
+        ::metrics::counter!("graphql_requests_refused_total", "reason" => "batch").increment(1);
+        return Err(graphql::limits::limit_error(
+            "The batch has too many operations",
+            "max_batch_operations",
+            max_batch_operations as u64,
+            Some(requests.len() as u64),
+        ));
+    }
+    let mut total = graphql::cost::Measure::default();
+    for one in requests {
+        let operation = one.operation_name.clone();
+        let variables = one.variables.clone();
+        let document = one.parsed_query().map_err(|e| limits.parse_error(e))?;
+        let measure = limits.measure(document, operation.as_deref(), &variables)?;
+        total = graphql::cost::Measure {
+            cost: total.cost.saturating_add(measure.cost),
+            depth: total.depth.max(measure.depth),
+            fields: total.fields.saturating_add(measure.fields),
+        };
+    }
+    limits.check(total)?;
+    Ok(request)
+}
+
+/// A GraphQL answer as JSON.
+fn graphql_json(response: &async_graphql::Response) -> Response {
+    let body = serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A writer that fails past `bound` bytes, so an answer is never held whole past it.
+struct BoundedWriter {
+    bytes: Vec<u8>,
+    bound: usize,
+}
+
+impl std::io::Write for BoundedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.bound {
+            return Err(std::io::Error::other("max_response_bytes"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 async fn healthz() -> Response {

@@ -11,7 +11,9 @@ mod ci_edits;
 mod cis;
 mod classes;
 pub mod context;
+pub mod cost;
 mod diff;
+pub mod limits;
 mod log;
 mod policy;
 mod query;
@@ -29,6 +31,7 @@ use crate::server::metrics::GraphqlMetrics;
 
 pub use access::new_token_text;
 pub use context::{RequestContext, SubscriptionSlots};
+pub use limits::{Admitted, Limits, LimitsFactory};
 pub use query::QueryRoot;
 
 /// Every mutation, by domain.
@@ -50,70 +53,32 @@ pub struct SubscriptionRoot(log::LogSubscription, ci_edits::CiSubscription, chan
 /// The schema.
 pub type CmdbSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Builds the schema with the server's limits.
-pub fn build_schema(app: Arc<AppState>) -> CmdbSchema {
+/// Builds the schema with the server's limits (see [`limits`]); the limits come back too, for
+/// the HTTP handler that measures whole batches.
+pub fn build_schema(app: Arc<AppState>) -> Result<(CmdbSchema, Arc<Limits>), String> {
     let settings = &app.settings;
-    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot::default())
-        .limit_depth(settings.max_query_depth)
-        .limit_complexity(settings.max_query_complexity)
+    let bare = Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot::default()).finish();
+    let limits = Arc::new(Limits {
+        model: cost::CostModel::from_sdl(&bare.sdl(), settings.max_page_size as u64)?,
+        max_query_depth: settings.max_query_depth as u64,
+        max_query_complexity: settings.max_query_complexity as u64,
+        max_query_fields: settings.max_query_fields as u64,
+        max_response_bytes: settings.max_response_bytes as u64,
+    });
+    let schema = Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot::default())
+        // The parser's own nesting bound stays above ours, so ours is the one that refuses.
+        .limit_recursive_depth(settings.max_query_depth.saturating_mul(2).max(32))
+        .extension(LimitsFactory(limits.clone()))
         .extension(GraphqlMetrics)
         .extension(ErrorLog)
-        .extension(LimitErrors {
-            max_query_depth: settings.max_query_depth,
-            max_query_complexity: settings.max_query_complexity,
-        })
         .data(app.clone())
-        .finish()
+        .finish();
+    Ok((schema, limits))
 }
 
 /// The SDL of the schema, for docs and clients.
 pub fn sdl(schema: &CmdbSchema) -> String {
     schema.sdl()
-}
-
-/// Names the limit, its bound and a code in async-graphql's depth and complexity refusals.
-struct LimitErrors {
-    max_query_depth: usize,
-    max_query_complexity: usize,
-}
-
-impl async_graphql::extensions::ExtensionFactory for LimitErrors {
-    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
-        Arc::new(LimitErrors { max_query_depth: self.max_query_depth, max_query_complexity: self.max_query_complexity })
-    }
-}
-
-#[async_trait::async_trait]
-impl async_graphql::extensions::Extension for LimitErrors {
-    async fn validation(
-        &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        next: async_graphql::extensions::NextValidation<'_>,
-    ) -> Result<async_graphql::ValidationResult, Vec<async_graphql::ServerError>> {
-        next.run(ctx).await.map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|error| {
-                    let (limit, bound) = match error.message.as_str() {
-                        "Query is nested too deep." => ("max_query_depth", self.max_query_depth),
-                        "Query is too complex." => ("max_query_complexity", self.max_query_complexity),
-                        _ => return error,
-                    };
-                    let mut named = async_graphql::ServerError::new(
-                        format!("{} The limit {limit} is {bound}.", error.message.trim_end_matches('.'))
-                            .replace(" The", ": the"),
-                        None,
-                    );
-                    let mut extensions = async_graphql::ErrorExtensionValues::default();
-                    extensions.set("code", Code::LimitExceeded.as_str());
-                    extensions.set("limit", limit);
-                    extensions.set("bound", bound as u64);
-                    named.extensions = Some(extensions);
-                    named
-                })
-                .collect()
-        })
-    }
 }
 
 /// Logs every internal error of a response with the request id, once: the one place where

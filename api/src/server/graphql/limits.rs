@@ -1,0 +1,278 @@
+//! The limits every GraphQL operation runs under, over HTTP and WebSocket alike (issue 20):
+//! before it is validated, its measured cost, depth and expanded fields against the settings
+//! (see [`super::cost`]); while it runs, the size of its answer, stopping it cleanly past
+//! `max_response_bytes`; and a yield to the scheduler at every field, so a long answer shares
+//! the workers and the request timeout can interrupt it. Afterwards, the caller's budget is
+//! charged what the operation actually resolved.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextResolve, ResolveInfo,
+};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{ErrorExtensionValues, Response, ServerError, ServerResult, Value, Variables};
+
+use super::cost::{CostError, CostModel, Measure};
+use crate::server::AppState;
+use crate::server::auth::Caller;
+use crate::server::errors::Code;
+
+/// Longest error message taken from the parser: its messages can quote the query.
+pub const MAX_PARSE_ERROR_CHARS: usize = 300;
+
+/// Marks a request the HTTP handler measured and admitted already (with its whole batch).
+pub struct Admitted;
+
+/// The limits, as the settings give them.
+pub struct Limits {
+    /// The cost model of the schema.
+    pub model: CostModel,
+    /// `max_query_depth`.
+    pub max_query_depth: u64,
+    /// `max_query_complexity`.
+    pub max_query_complexity: u64,
+    /// `max_query_fields`.
+    pub max_query_fields: u64,
+    /// `max_response_bytes`.
+    pub max_response_bytes: u64,
+}
+
+/// A LIMIT_EXCEEDED error naming the limit, its bound and the value found.
+pub fn limit_error(message: &str, limit: &str, bound: u64, value: Option<u64>) -> ServerError {
+    let mut error = ServerError::new(format!("{message}: the limit {limit} is {bound}."), None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", Code::LimitExceeded.as_str());
+    extensions.set("limit", limit);
+    extensions.set("bound", bound);
+    if let Some(value) = value {
+        extensions.set("value", value);
+    }
+    error.extensions = Some(extensions);
+    error
+}
+
+fn coded_error(code: Code, message: String) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", code.as_str());
+    error.extensions = Some(extensions);
+    error
+}
+
+/// The RATE_LIMITED error of a token whose budget is spent.
+pub fn rate_limited_error(retry_after_seconds: u64) -> ServerError {
+    let mut error = coded_error(
+        Code::RateLimited,
+        format!("this token spent its query budget (cost_per_second); retry in {retry_after_seconds} s"),
+    );
+    if let Some(extensions) = error.extensions.as_mut() {
+        extensions.set("retryAfterSeconds", retry_after_seconds);
+    }
+    error
+}
+
+impl Limits {
+    /// Measures an operation and checks it against every limit.
+    pub fn measure(
+        &self,
+        document: &ExecutableDocument,
+        operation_name: Option<&str>,
+        variables: &Variables,
+    ) -> Result<Measure, ServerError> {
+        let measure = self.model.measure(document, operation_name, variables).map_err(|error| match error {
+            CostError::FragmentNesting { bound } => {
+                limit_error("Fragments nest too deep", "fragment nesting", bound as u64, None)
+            }
+            CostError::FragmentCycle(_) => coded_error(Code::BadUserInput, error.to_string()),
+        })?;
+        self.check(measure)?;
+        Ok(measure)
+    }
+
+    /// Checks a measure (one operation's, or a batch's total) against the limits.
+    pub fn check(&self, measure: Measure) -> Result<(), ServerError> {
+        let refused = |reason: &str, error: ServerError| {
+            metrics::counter!("graphql_requests_refused_total", "reason" => reason.to_owned()).increment(1);
+            Err(error)
+        };
+        if measure.depth > self.max_query_depth {
+            let error = limit_error("Query is nested too deep", "max_query_depth", self.max_query_depth, None);
+            return refused("depth", error);
+        }
+        if measure.fields > self.max_query_fields {
+            let error = limit_error(
+                "Query expands to too many fields",
+                "max_query_fields",
+                self.max_query_fields,
+                Some(measure.fields),
+            );
+            return refused("fields", error);
+        }
+        if measure.cost > self.max_query_complexity {
+            let error = limit_error(
+                "Query is too complex",
+                "max_query_complexity",
+                self.max_query_complexity,
+                Some(measure.cost),
+            );
+            return refused("complexity", error);
+        }
+        Ok(())
+    }
+
+    /// A parser error, short and coded: nesting past the parser's recursion bound is a depth
+    /// refusal; any other message is cut (the parser may quote the whole query).
+    pub fn parse_error(&self, error: ServerError) -> ServerError {
+        if error.message.contains("recursion") {
+            metrics::counter!("graphql_requests_refused_total", "reason" => "depth").increment(1);
+            return limit_error("Query is nested too deep", "max_query_depth", self.max_query_depth, None);
+        }
+        let mut message: String = error.message.chars().take(MAX_PARSE_ERROR_CHARS).collect();
+        if message.len() < error.message.len() {
+            message.push_str(" …");
+        }
+        let mut short = coded_error(Code::BadUserInput, message);
+        short.locations = error.locations;
+        short
+    }
+}
+
+/// Makes one [`LimitsExtension`] per request.
+pub struct LimitsFactory(pub Arc<Limits>);
+
+impl ExtensionFactory for LimitsFactory {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(LimitsExtension {
+            limits: self.0.clone(),
+            counting: AtomicBool::new(false),
+            exceeded: AtomicBool::new(false),
+            values: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            stop: tokio::sync::Notify::new(),
+        })
+    }
+}
+
+/// One request's limits while it runs.
+pub struct LimitsExtension {
+    limits: Arc<Limits>,
+    /// Set while a query or mutation executes (not between a subscription's events).
+    counting: AtomicBool,
+    exceeded: AtomicBool,
+    values: AtomicU64,
+    bytes: AtomicU64,
+    stop: tokio::sync::Notify,
+}
+
+/// The caller's rate and the budgets, when the request has a caller.
+fn budget_of<'a>(ctx: &'a ExtensionContext<'_>) -> Option<(&'a Caller, &'a Arc<AppState>, u64)> {
+    let caller = ctx.data_opt::<Caller>()?;
+    let state = ctx.data_opt::<Arc<AppState>>()?;
+    Some((caller, state, state.settings.cost_per_second.of(&caller.roles)))
+}
+
+#[async_trait::async_trait]
+impl Extension for LimitsExtension {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await.map_err(|e| self.limits.parse_error(e))?;
+        if ctx.data_opt::<Admitted>().is_none() {
+            // Not measured by the HTTP handler: an operation over WebSocket.
+            self.limits.measure(&document, None, variables)?;
+            if let Some((caller, state, rate)) = budget_of(ctx) {
+                state.budgets.admit(caller.token_id, rate, Instant::now()).map_err(|retry| {
+                    metrics::counter!("graphql_requests_refused_total", "reason" => "rate_limited").increment(1);
+                    rate_limited_error(retry.seconds)
+                })?;
+            }
+        }
+        Ok(document)
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        self.values.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        self.counting.store(true, Ordering::Relaxed);
+        let response = tokio::select! {
+            response = next.run(ctx, operation_name) => response,
+            _ = self.stop.notified() => {
+                metrics::counter!("graphql_requests_refused_total", "reason" => "response_bytes").increment(1);
+                let bound = self.limits.max_response_bytes;
+                Response::from_errors(vec![limit_error(
+                    "The answer grew too large; ask for fewer fields or a smaller page",
+                    "max_response_bytes",
+                    bound,
+                    None,
+                )])
+            }
+        };
+        self.counting.store(false, Ordering::Relaxed);
+        if let Some((caller, state, rate)) = budget_of(ctx) {
+            let resolved = self.values.load(Ordering::Relaxed).saturating_add(1);
+            state.budgets.charge(caller.token_id, rate, resolved, Instant::now());
+        }
+        response
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        if self.exceeded.load(Ordering::Relaxed) {
+            // The execute hook answers with the limit error; nothing more is resolved.
+            return std::future::pending().await;
+        }
+        // A yield point per field: other requests run, and the request timeout can interrupt.
+        tokio::task::consume_budget().await;
+        let key = info.alias.unwrap_or(info.name).len() as u64 + 4;
+        let composite = self.limits.model.is_composite(info.return_type);
+        let value = next.run(ctx, info).await?;
+        if self.counting.load(Ordering::Relaxed) {
+            self.values.fetch_add(1, Ordering::Relaxed);
+            let size = match &value {
+                Some(value) if !composite => json_bytes(value),
+                Some(_) => 2,
+                None => 4,
+            };
+            let total = self.bytes.fetch_add(key + size, Ordering::Relaxed) + key + size;
+            if total > self.limits.max_response_bytes {
+                self.exceeded.store(true, Ordering::Relaxed);
+                self.stop.notify_one();
+                return std::future::pending().await;
+            }
+        }
+        Ok(value)
+    }
+}
+
+/// About what `value` takes as JSON (scalars and their lists; objects are counted field by
+/// field as they resolve).
+fn json_bytes(value: &Value) -> u64 {
+    match value {
+        Value::Null => 4,
+        Value::Boolean(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(text) => text.len() as u64 + 2,
+        Value::Enum(name) => name.len() as u64 + 2,
+        Value::Binary(bytes) => bytes.len() as u64 * 2,
+        Value::List(items) => 2 + items.iter().map(|item| json_bytes(item) + 1).sum::<u64>(),
+        Value::Object(fields) => {
+            2 + fields.iter().map(|(name, value)| name.len() as u64 + 4 + json_bytes(value)).sum::<u64>()
+        }
+    }
+}
