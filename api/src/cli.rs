@@ -24,6 +24,20 @@ use crate::app::run_offline;
 use crate::server::{Server, StartOptions, running_server};
 use crate::settings::{DataDir, LogFormat, ServeSettings};
 
+/// Prints one line of a human-readable table or report with every control character from
+/// user input (line breaks, escape sequences) shown escaped, so names and titles cannot forge
+/// lines or drive the terminal.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", $crate::cli::terminal_safe(&format!($($arg)*)))
+    };
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`).
+pub fn terminal_safe(text: &str) -> String {
+    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "cmdb", version, about = "An event-sourced CMDB and change-control engine")]
 /// The `cmdb` command line.
@@ -605,7 +619,7 @@ fn print_diff(
         let count = |kind| diff.cis.iter().filter(|c| c.kind == kind).count();
         let rels = |kind| diff.relationships.iter().filter(|r| r.kind == kind).count();
         let when = |p| graph.time_of(p).map(|t| t.to_rfc3339()).unwrap_or_default();
-        println!(
+        say!(
             "diff {from} ({}) -> {to} ({}): {} created, {} changed, {} withdrawn; {} relationships added, {} removed",
             when(from),
             when(to),
@@ -630,17 +644,17 @@ fn print_diff(
                     None => format!("{} by {}", e.event_type.as_str(), e.principal),
                 })
                 .collect();
-            println!("{mark} {} {} ({})  [{}]", shown.class, shown.name, ci.id, by.join("; "));
+            say!("{mark} {} {} ({})  [{}]", shown.class, shown.name, ci.id, by.join("; "));
             if ci.kind == CiChangeKind::Changed {
                 for field in &ci.fields {
-                    println!("    {}: {} -> {}", field.field, field.before, field.after);
+                    say!("    {}: {} -> {}", field.field, field.before, field.after);
                 }
             }
         }
         for rel in &diff.relationships {
             let mark = if rel.kind == RelChangeKind::Added { "+" } else { "-" };
             let name = |id| graph.latest_ci(id).map(|c| c.name.clone()).unwrap_or_else(|| id.to_string());
-            println!(
+            say!(
                 "{mark} relationship {} {} -> {}  [{} by {}]",
                 rel.relationship.rel_type,
                 name(rel.relationship.source),
@@ -704,43 +718,43 @@ fn print_change(
     name: &dyn Fn(cmdb_core::ci::CiId) -> String,
 ) {
     let d = &change.details;
-    println!(
+    say!(
         "{}  {}  {}{}",
         change.label(),
         change.change_type,
         change.state,
         if change.retrospective { "  (recorded retrospectively)" } else { "" }
     );
-    println!("  {}", d.title);
-    println!("  requester {}   implementer {}", change.requester, d.implementer.as_deref().unwrap_or("-"));
+    say!("  {}", d.title);
+    say!("  requester {}   implementer {}", change.requester, d.implementer.as_deref().unwrap_or("-"));
     if let Some(w) = &d.window {
-        println!("  window {} to {} ({})", w.start, w.end, w.time_zone);
+        say!("  window {} to {} ({})", w.start, w.end, w.time_zone);
     }
     for (label, text) in
         [("description", &d.description), ("justification", &d.justification), ("back-out plan", &d.back_out_plan)]
     {
-        println!("  {label}: {}", text.as_deref().unwrap_or("-"));
+        say!("  {label}: {}", text.as_deref().unwrap_or("-"));
     }
-    println!("  scope:");
+    say!("  scope:");
     for ci in &d.scope.cis {
-        println!("    {} ({ci})", name(*ci));
+        say!("    {} ({ci})", name(*ci));
     }
     for plan in &d.scope.planned {
-        println!("    planned {} {:?}", plan.class, plan.name);
+        say!("    planned {} {:?}", plan.class, plan.name);
     }
     for link in &d.links {
-        println!("  link: {} {}", link.kind, link.id);
+        say!("  link: {} {}", link.kind, link.id);
     }
-    println!("  transitions:");
+    say!("  transitions:");
     for t in &change.transitions {
         let action = t.action.map_or_else(|| "created".to_owned(), |a| a.to_string());
         let from = t.from.map(|f| format!("{f} -> ")).unwrap_or_default();
         let note = t.note.as_ref().map(|n| format!("  \"{n}\"")).unwrap_or_default();
-        println!("    {}  {action:<9} {from}{}  by {}{note}", t.at.recorded_at, t.to, t.by);
+        say!("    {}  {action:<9} {from}{}  by {}{note}", t.at.recorded_at, t.to, t.by);
     }
     for a in &change.approvals {
         let held: Vec<&str> = a.roles_held.iter().map(|r| r.as_str()).collect();
-        println!(
+        say!(
             "  {}: {} by {} as {} (held: {}){}",
             a.at.recorded_at,
             a.decision,
@@ -752,10 +766,10 @@ fn print_change(
     }
     print_assessment(change);
     if let Some(s) = &change.sign_off {
-        println!("  signed off by {} at {}: {}", s.by, s.at.recorded_at, s.note);
+        say!("  signed off by {} at {}: {}", s.by, s.at.recorded_at, s.note);
     }
     if let Some(r) = &change.review {
-        println!(
+        say!(
             "  reviewed by {} at {}: objective met {}, users satisfied {}, side effects: {}, follow-ups: {}",
             r.by,
             r.at.recorded_at,
@@ -770,10 +784,10 @@ fn print_change(
         );
     }
     for c in &change.comments {
-        println!("  comment by {} at {}: {}", c.by, c.at.recorded_at, c.text);
+        say!("  comment by {} at {}: {}", c.by, c.at.recorded_at, c.text);
     }
     for o in change.overdue(cmdb_core::Clock::now(&SystemClock)) {
-        println!(
+        say!(
             "  OVERDUE: {}",
             match o {
                 cmdb_core::change::Overdue::Approval => "emergency approval",
@@ -781,12 +795,12 @@ fn print_change(
             }
         );
     }
-    println!("  CI edits it authorised: {}", edits.len());
+    say!("  CI edits it authorised: {}", edits.len());
     for (ci, e) in edits.iter().take(50) {
-        println!("    {}  {}  {}  by {}", e.position, e.event_type.as_str(), name(*ci), e.principal);
+        say!("    {}  {}  {}  by {}", e.position, e.event_type.as_str(), name(*ci), e.principal);
     }
     if edits.len() > 50 {
-        println!("    ... {} more (use --json)", edits.len() - 50);
+        say!("    ... {} more (use --json)", edits.len() - 50);
     }
 }
 
@@ -794,7 +808,7 @@ fn print_change(
 fn print_assessment(change: &cmdb_core::change::ChangeRecord) {
     if let Some(entry) = change.assessment() {
         let a = &entry.assessment;
-        println!(
+        say!(
             "  risk {} ({} of {}), assessed by {} at position {} ({} CIs downstream{}, {} services)",
             a.level.as_str(),
             a.score,
@@ -806,18 +820,18 @@ fn print_assessment(change: &cmdb_core::change::ChangeRecord) {
             a.facts.services.len() as u32 + a.facts.services_not_listed
         );
         for f in &a.factors {
-            println!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
+            say!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
         }
         if let Some(status) = change.approval_status() {
             let out = &entry.decision.output;
-            println!(
+            say!(
                 "  policy v{} decided: auto-approve {}{}",
                 entry.decision.policy_version,
                 out.auto_approve,
                 if out.deny.is_empty() { String::new() } else { format!(", DENIED: {}", out.deny.join("; ")) }
             );
             for s in status {
-                println!(
+                say!(
                     "    [{}] {}: {} of {} ({})",
                     if s.met() { "met" } else { "   " },
                     s.requirement.role.map_or_else(|| s.requirement.principals.join(" or "), |r| r.to_string()),
@@ -858,7 +872,7 @@ async fn policy_command(data_dir: &Path, command: PolicySubcommand) -> anyhow::R
             let executed = result?;
             let outcome = executed.outcome;
             let loaded = executed.decision.events().next().map(|(_, e)| e.clone()).context("nothing loaded")?;
-            println!(
+            say!(
                 "loaded policy version {} ({:?}, blake3 {}) at position {}",
                 loaded.version,
                 loaded.name,
@@ -876,7 +890,7 @@ async fn policy_command(data_dir: &Path, command: PolicySubcommand) -> anyhow::R
                 Some(v) => state.version(v)?,
                 None => state.in_force(),
             };
-            println!(
+            say!(
                 "# policy version {} {:?}, blake3 {}, loaded by {}{}",
                 record.version,
                 record.name,
@@ -890,17 +904,14 @@ async fn policy_command(data_dir: &Path, command: PolicySubcommand) -> anyhow::R
         PolicySubcommand::Test { file, tests } => {
             let text = read_policy_file(&file)?;
             policy::Policy::compile(&text)?;
-            println!(
-                "{}: compiles, calls no forbidden built-in, decides well-formed on the sample inputs",
-                file.display()
-            );
+            say!("{}: compiles, calls no forbidden built-in, decides well-formed on the sample inputs", file.display());
             let Some(tests) = tests else { return Ok(ExitCode::SUCCESS) };
             let results = policy::run_tests(&text, &read_policy_file(&tests)?)?;
             let failed = results.iter().filter(|(_, passed)| !passed).count();
             for (name, passed) in &results {
-                println!("{} {name}", if *passed { "PASS" } else { "FAIL" });
+                say!("{} {name}", if *passed { "PASS" } else { "FAIL" });
             }
-            println!("{} tests, {} failed", results.len(), failed);
+            say!("{} tests, {} failed", results.len(), failed);
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
@@ -921,9 +932,9 @@ async fn explain_change(data_dir: &Path, text: &str, json: bool) -> anyhow::Resu
     let mut mismatches = 0;
     let mut rows = Vec::new();
     if !json {
-        println!("{}  {}  {}  {}", change.label(), change.change_type, change.state, change.details.title);
+        say!("{}  {}  {}  {}", change.label(), change.change_type, change.state, change.details.title);
         if change.assessments.is_empty() {
-            println!("  no assessment or policy decision on record");
+            say!("  no assessment or policy decision on record");
         }
     }
     for (n, entry) in change.assessments.iter().enumerate() {
@@ -992,7 +1003,7 @@ fn print_explained(
 ) -> anyhow::Result<()> {
     let decision = &entry.decision;
     let a = &entry.assessment;
-    println!(
+    say!(
         "\n  assessment {} ({}) by {} at position {}: risk {} ({} points), facts computed at position {}",
         n + 1,
         entry.trigger,
@@ -1003,35 +1014,35 @@ fn print_explained(
         a.facts.position
     );
     for f in &a.factors {
-        println!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
+        say!("    {:>3}  {:<16} {}", f.points, f.name, f.why);
     }
-    println!(
+    say!(
         "  decision: policy v{} (blake3 {}), regorus {}",
         decision.policy_version,
         decision.policy_hash.to_hex(),
         decision.regorus_version
     );
-    println!("    input:  {}", decision.input);
-    println!("    output: {}", serde_json::to_string(&decision.output)?);
+    say!("    input:  {}", decision.input);
+    say!("    output: {}", serde_json::to_string(&decision.output)?);
     match &replay {
-        Ok(r) if r.matches => println!(
+        Ok(r) if r.matches => say!(
             "    replay: MATCHES{}",
             if r.regorus_differs { " (decided with another regorus release)" } else { "" }
         ),
         Ok(r) => {
-            println!("    replay: MISMATCH");
+            say!("    replay: MISMATCH");
             if !r.policy_intact {
-                println!(
+                say!(
                     "      the policy text of version {} no longer hashes to the recorded hash",
                     decision.policy_version
                 );
             }
             match &r.output {
-                Ok(output) => println!("      replayed output: {}", serde_json::to_string(output)?),
-                Err(e) => println!("      replay failed: {e}"),
+                Ok(output) => say!("      replayed output: {}", serde_json::to_string(output)?),
+                Err(e) => say!("      replay failed: {e}"),
             }
         }
-        Err(e) => println!("    replay: MISMATCH: {e}"),
+        Err(e) => say!("    replay: MISMATCH: {e}"),
     }
     Ok(())
 }
@@ -1055,11 +1066,11 @@ async fn overdue_changes(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if listed.is_empty() {
-        println!("no emergency change is overdue");
+        say!("no emergency change is overdue");
     } else {
         for (label, title, overdue) in &listed {
             let what: Vec<String> = overdue.iter().map(|o| format!("{o:?}").to_lowercase()).collect();
-            println!("{label}  {title}  overdue: {}", what.join(", "));
+            say!("{label}  {title}  overdue: {}", what.join(", "));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -1078,7 +1089,7 @@ async fn load_fixtures(data_dir: &Path, size: &str, seed: u64, history_days: u32
     let report = cmdb_fixtures::load_into(&store, &spec).await;
     store.shutdown().await;
     let report = report?;
-    println!(
+    say!(
         "loaded {} CIs, {} relationships, {} events ({} to {}) into {}",
         report.cis,
         report.relationships,
@@ -1146,27 +1157,27 @@ async fn principal(data_dir: &Path, command: PrincipalSubcommand) -> anyhow::Res
                 AccessCommand::CreatePrincipal { name: name.clone(), kind, display_name, roles },
             )
             .await?;
-            println!("created {kind} principal {name} with roles [{listed}] (position {position})");
+            say!("created {kind} principal {name} with roles [{listed}] (position {position})");
         }
         PrincipalSubcommand::Grant { name, role } => {
             let role: Role = role.parse()?;
             let position = execute_access(data_dir, AccessCommand::GrantRole { name: name.clone(), role }).await?;
-            println!("granted {role} to {name} (position {position})");
+            say!("granted {role} to {name} (position {position})");
         }
         PrincipalSubcommand::RevokeRole { name, role } => {
             let role: Role = role.parse()?;
             let position = execute_access(data_dir, AccessCommand::RevokeRole { name: name.clone(), role }).await?;
-            println!("revoked {role} from {name} (position {position})");
+            say!("revoked {role} from {name} (position {position})");
         }
         PrincipalSubcommand::List => {
             let store = open_existing(data_dir, true)?;
             let state = access::load_state(&store).await;
             store.shutdown().await;
             let state = state?;
-            println!("{:<32} {:<8} ROLES", "NAME", "KIND");
+            say!("{:<32} {:<8} ROLES", "NAME", "KIND");
             for principal in state.principals.values() {
                 let roles = principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
-                println!("{:<32} {:<8} {roles}", principal.name, principal.kind.to_string());
+                say!("{:<32} {:<8} {roles}", principal.name, principal.kind.to_string());
             }
         }
     }
@@ -1191,13 +1202,13 @@ async fn token(data_dir: &Path, command: TokenSubcommand) -> anyhow::Result<Exit
             };
             execute_access(data_dir, command).await?;
             eprintln!("token {token_id} for {principal}; it is shown once:");
-            println!("{token}");
+            say!("{token}");
         }
         TokenSubcommand::Revoke { token_id, reason } => {
             let token_id = uuid::Uuid::parse_str(&token_id)
                 .map_err(|_| anyhow::anyhow!("{token_id:?} is not a token id (a UUID, as `cmdb token list` shows)"))?;
             let position = execute_access(data_dir, AccessCommand::RevokeToken { token_id, reason }).await?;
-            println!("revoked token {token_id} (position {position}); refused from now on");
+            say!("revoked token {token_id} (position {position}); refused from now on");
         }
         TokenSubcommand::List { principal } => {
             let store = open_existing(data_dir, true)?;
@@ -1211,7 +1222,7 @@ async fn token(data_dir: &Path, command: TokenSubcommand) -> anyhow::Result<Exit
             }
             use cmdb_core::Clock;
             let now = SystemClock.now();
-            println!("{:<36} {:<24} {:<8} {:<27} LABEL", "TOKEN ID", "PRINCIPAL", "STATE", "EXPIRES");
+            say!("{:<36} {:<24} {:<8} {:<27} LABEL", "TOKEN ID", "PRINCIPAL", "STATE", "EXPIRES");
             for token in state.tokens.values().filter(|t| principal.as_ref().is_none_or(|p| *p == t.principal)) {
                 let status = if token.revoked_at.is_some() {
                     "revoked"
@@ -1221,7 +1232,7 @@ async fn token(data_dir: &Path, command: TokenSubcommand) -> anyhow::Result<Exit
                     "expired"
                 };
                 let expires = token.expires_at.map_or("never".to_owned(), |t| t.to_rfc3339());
-                println!(
+                say!(
                     "{:<36} {:<24} {:<8} {:<27} {}",
                     token.token_id,
                     token.principal,
@@ -1252,5 +1263,17 @@ mod tests {
     fn the_cli_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    #[test]
+    fn control_characters_from_input_are_shown_escaped() {
+        let forged = "title\nCHAIN BROKEN at position 1\r\u{1b}[2J";
+        let shown = super::terminal_safe(forged);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "title\\nCHAIN BROKEN at position 1\\r\\u{1b}[2J");
+        assert_eq!(super::terminal_safe("plain ünïcode"), "plain ünïcode");
     }
 }

@@ -6,5 +6,6 @@
 
 pub mod app;
 pub mod cli;
+pub mod logging;
 pub mod server;
 pub mod settings;

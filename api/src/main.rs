@@ -5,14 +5,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use cmdb_api::cli::{Cli, run};
 use cmdb_api::settings::LogFormat;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs its life; one-shot commands speak only when something is wrong.
     let default_level = if matches!(cli.command, cmdb_api::cli::Command::Serve(_)) { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_env("CMDB_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let requested = std::env::var("CMDB_LOG").ok();
+    let filter = cmdb_api::logging::filter(requested.as_deref(), default_level);
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(cmdb_api::logging::RedactingStderr);
     match cli.log_format {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Pretty => subscriber.init(),

@@ -29,6 +29,15 @@ pub struct CalendarQuery {
     access_token: Option<String>,
 }
 
+/// User text made fit for an iCalendar TEXT value (RFC 5545 section 3.3.11): line breaks of
+/// any kind (CR LF, CR, LF) become LF, which the writer escapes as `\n`; other control
+/// characters, which TEXT does not allow, are dropped. Commas, semicolons and backslashes are
+/// escaped by the writer. So no text can end a line or start a property.
+pub fn ics_text(text: &str) -> String {
+    let unified = text.replace("\r\n", "\n").replace('\r', "\n");
+    unified.chars().filter(|c| *c == '\n' || *c == '\t' || !c.is_control()).collect()
+}
+
 fn utc(t: Timestamp) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
     t.to_datetime().ok_or_else(|| ApiError::BadRequest(format!("{t} is out of range")))
 }
@@ -92,8 +101,8 @@ pub async fn calendar_ics(
             }
             let event = icalendar::Event::new()
                 .uid(&format!("change-{}@cmdb", change.change_id))
-                .summary(&format!("{} {}", change.label(), change.details.title))
-                .description(&description)
+                .summary(&ics_text(&format!("{} {}", change.label(), change.details.title)))
+                .description(&ics_text(&description))
                 .starts(utc(window.start)?)
                 .ends(utc(window.end)?)
                 .add_property(
@@ -108,8 +117,8 @@ pub async fn calendar_ics(
             for (n, (start, end)) in freeze.occurrences.iter().enumerate() {
                 let event = icalendar::Event::new()
                     .uid(&format!("freeze-{}-{n}-{}@cmdb", freeze.freeze.freeze.freeze_id, start.as_micros()))
-                    .summary(&format!("FREEZE {}", freeze.freeze.freeze.name))
-                    .description(&freeze.freeze.freeze.reason)
+                    .summary(&ics_text(&format!("FREEZE {}", freeze.freeze.freeze.name)))
+                    .description(&ics_text(&freeze.freeze.freeze.reason))
                     .starts(utc(*start)?)
                     .ends(utc(*end)?)
                     .add_property("CATEGORIES", "FREEZE")
@@ -120,4 +129,56 @@ pub async fn calendar_ics(
     }
     let body = ics.done().to_string();
     Ok(([(header::CONTENT_TYPE, "text/calendar; charset=utf-8")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icalendar::Component;
+    use proptest::prelude::*;
+
+    fn render(summary: &str, description: &str) -> String {
+        let mut calendar = icalendar::Calendar::new();
+        calendar.push(
+            icalendar::Event::new()
+                .uid("one@cmdb")
+                .summary(&ics_text(summary))
+                .description(&ics_text(description))
+                .done(),
+        );
+        calendar.done().to_string()
+    }
+
+    #[test]
+    fn the_reported_injection_stays_inside_its_property() {
+        let ics = render("f\rEND:VEVENT\rBEGIN:VEVENT\rSUMMARY:X", "r\rATTACH:http://evil.example/x");
+        assert_eq!(ics.split("\r\n").filter(|line| line.starts_with("BEGIN:VEVENT")).count(), 1, "{ics}");
+        assert!(!ics.lines().any(|line| line.trim_end_matches('\r').starts_with("ATTACH")), "{ics}");
+        assert!(ics.contains("SUMMARY:f\\nEND:VEVENT\\nBEGIN:VEVENT\\nSUMMARY:X"), "{ics}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// No text, whatever its characters, adds a line, a property or an event: every line
+        /// ends with CR LF, the only lines are the writer's own or folded continuations, and a
+        /// calendar parser reads back the text as given (line breaks as LF, controls dropped).
+        #[test]
+        fn no_text_can_add_a_line(summary in any::<String>(), description in "[\\r\\n;,:\\\\A-Za-z\\x00-\\x1f ]{0,80}") {
+            let ics = render(&summary, &description);
+            let body = ics.strip_suffix("\r\n").unwrap_or(&ics);
+            for line in body.split("\r\n") {
+                prop_assert!(!line.contains('\r') && !line.contains('\n'), "bare line break in {line:?}");
+                let known = ["BEGIN:", "END:", "VERSION:", "PRODID:", "CALSCALE:", "UID:", "SUMMARY:", "DESCRIPTION:", "DTSTAMP:", " "];
+                prop_assert!(known.iter().any(|k| line.starts_with(k)), "unexpected line {line:?}");
+            }
+            prop_assert_eq!(ics.matches("\r\nBEGIN:VEVENT\r\n").count(), 1);
+            let parsed: icalendar::Calendar = ics.parse().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let events: Vec<_> = parsed.components.iter().filter_map(|c| c.as_event()).collect();
+            prop_assert_eq!(events.len(), 1);
+            let (summary, description) = (ics_text(&summary), ics_text(&description));
+            prop_assert_eq!(events[0].get_summary(), Some(summary.as_str()));
+            prop_assert_eq!(events[0].get_description(), Some(description.as_str()));
+        }
+    }
 }

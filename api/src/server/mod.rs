@@ -6,6 +6,7 @@ pub mod auth;
 pub mod budget;
 pub mod demo;
 pub mod errors;
+mod graphiql;
 pub mod graphql;
 mod ics;
 mod listener;
@@ -23,7 +24,7 @@ use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cmdb_core::access::{self, AccessCommand, AccessDecider, Operation, PrincipalKind, Role, permits, token_hash};
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
@@ -359,7 +360,8 @@ async fn bootstrap(
 fn router(state: ServerState) -> Router {
     let timeout = Duration::from_millis(state.app.settings.request_timeout_ms);
     let http = Router::new()
-        .route("/graphql", get(graphiql).post(graphql_post))
+        .route("/graphql", get(graphiql::page).post(graphql_post))
+        .route("/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -369,6 +371,7 @@ fn router(state: ServerState) -> Router {
     http.merge(ws)
         .route_layer(middleware::from_fn(metrics::track_http))
         .fallback(not_found)
+        .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(correlation))
         .with_state(state)
 }
@@ -409,10 +412,30 @@ async fn correlation(mut request: Request, next: Next) -> Response {
     response
 }
 
-async fn graphiql() -> Html<String> {
-    Html(
-        async_graphql::http::GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish(),
-    )
+/// The Content-Security-Policy of every answer that is not a page: nothing may load.
+pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
+/// The Content-Security-Policy of GraphiQL: scripts, styles and fonts from this server only,
+/// requests to this server only (HTTP and its WebSocket), never framed.
+pub const PAGE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; font-src 'self' data:; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Security headers on every answer: no sniffing, no framing, no referrer, a strict CSP (the
+/// page's own on HTML), and `no-store` on everything but the health probes (answers carry
+/// tokens, the estate, and the feed is authenticated by a URL token).
+async fn security_headers(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    let is_page =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/html"));
+    let policy = if is_page { PAGE_CONTENT_SECURITY_POLICY } else { API_CONTENT_SECURITY_POLICY };
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
+    if path != "/healthz" && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 async fn graphql_post(
