@@ -173,7 +173,7 @@ mod tests {
                 prop_assert!(known.iter().any(|k| line.starts_with(k)), "unexpected line {line:?}");
             }
             prop_assert_eq!(ics.matches("\r\nBEGIN:VEVENT\r\n").count(), 1);
-            let parsed: icalendar::Calendar = ics.parse().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let parsed: icalendar::Calendar = ics.parse().map_err(|e: String| TestCaseError::fail(e))?;
             let events: Vec<_> = parsed.components.iter().filter_map(|c| c.as_event()).collect();
             prop_assert_eq!(events.len(), 1);
             let (summary, description) = (ics_text(&summary), ics_text(&description));
