@@ -3,6 +3,11 @@
 //! request or, when there is none, in the `connection_init` payload (`Authorization`,
 //! `authorization`, `headers.Authorization`, `token` or `authToken`). A bad token closes the
 //! socket with 4403 Forbidden; no `connection_init` in time closes it with 4408.
+//!
+//! An open socket follows the access state (issue 20): every message from the client is
+//! checked against the access view as it is now, and the socket checks itself every
+//! [`ACCESS_CHECK_INTERVAL_MS`]; when the token is revoked or expires, or the principal loses a
+//! role it had when the socket opened, the socket closes with 4403 and its subscriptions end.
 
 use std::time::Duration;
 
@@ -21,6 +26,8 @@ use crate::server::{RequestId, ServerState};
 
 /// Messages buffered between the GraphQL engine and the socket, per connection.
 const OUTGOING_BUFFER_MESSAGES: usize = 64;
+/// How often an open socket checks that its token and roles still hold, in milliseconds.
+pub const ACCESS_CHECK_INTERVAL_MS: u64 = 250;
 /// After shutdown begins, how long a connection may take to flush its `complete` messages.
 const CLOSE_FLUSH_MS: u64 = 500;
 
@@ -35,7 +42,10 @@ pub async fn graphql_ws(
     let header_caller = match headers.get(header::AUTHORIZATION) {
         None => None,
         Some(value) => match authenticate_header(&state.app.access, value.to_str().ok(), now) {
-            Ok(caller) => Some(caller),
+            Ok(caller) => {
+                let token = value.to_str().ok().and_then(|v| bearer_token(v).ok()).unwrap_or_default().to_owned();
+                Some((caller, token))
+            }
             Err(error) => return ApiError::Unauthorized(error).into_response(),
         },
     };
@@ -45,8 +55,34 @@ pub async fn graphql_ws(
     })
 }
 
+/// What a socket re-checks: its token, and the roles it opened with.
+#[derive(Clone)]
+struct AccessCheck {
+    state: ServerState,
+    token: String,
+    principal: String,
+    roles: std::collections::BTreeSet<cmdb_core::access::Role>,
+}
+
+impl AccessCheck {
+    /// Ok while the token is valid now and the principal still holds every role it had.
+    fn holds(&self) -> Result<(), String> {
+        let now = self.state.app.clock.now();
+        let caller = authenticate(&self.state.app.access, &self.token, now).map_err(|e| e.to_string())?;
+        if caller.principal != self.principal || !caller.roles.is_superset(&self.roles) {
+            return Err("the principal's roles changed; reconnect".into());
+        }
+        Ok(())
+    }
+}
+
 fn close(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+    // A close reason is at most 123 bytes (RFC 6455 section 5.5).
+    let mut reason = reason.to_owned();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    Message::Close(Some(CloseFrame { code, reason: reason.as_str().into() }))
 }
 
 /// The token in a `connection_init` payload, in any of the shapes clients send.
@@ -70,7 +106,7 @@ async fn serve_socket(
     state: ServerState,
     socket: WebSocket,
     protocol: GraphQLProtocol,
-    header_caller: Option<Caller>,
+    header_caller: Option<(Caller, String)>,
     request_id: RequestId,
 ) {
     let (mut sink, mut incoming) = socket.split();
@@ -94,14 +130,16 @@ async fn serve_socket(
         let _ = sink.send(close(4401, "Unauthorized: send connection_init first")).await;
         return;
     }
-    let caller = match header_caller {
-        Some(caller) => caller,
-        None => {
+    let (caller, token) = match header_caller {
+        Some(known) => known,
+        _ => {
             let payload = parsed.get("payload").cloned().unwrap_or(serde_json::Value::Null);
-            let resolved =
-                payload_token(&payload).and_then(|t| authenticate(&state.app.access, t, state.app.clock.now()));
+            let token = payload_token(&payload).map(str::to_owned);
+            let resolved = token
+                .clone()
+                .and_then(|t| authenticate(&state.app.access, &t, state.app.clock.now()).map(|caller| (caller, t)));
             match resolved {
-                Ok(caller) => caller,
+                Ok(resolved) => resolved,
                 Err(error) => {
                     let _ = sink.send(close(4403, &format!("Forbidden: {error}"))).await;
                     return;
@@ -109,6 +147,8 @@ async fn serve_socket(
             }
         }
     };
+    let access =
+        AccessCheck { state: state.clone(), token, roles: caller.roles.clone(), principal: caller.principal.clone() };
 
     let mut data = Data::default();
     data.insert(caller);
@@ -118,6 +158,16 @@ async fn serve_socket(
     // The GraphQL engine writes into a bounded channel; this task owns the socket, so at
     // shutdown it can flush the final `complete` messages and send a proper close frame.
     let (outgoing, mut to_socket) = futures::channel::mpsc::channel::<Message>(OUTGOING_BUFFER_MESSAGES);
+    // Every message after connection_init is let through only while access still holds.
+    let lost = tokio_util::sync::CancellationToken::new();
+    let (lost_on_message, message_check) = (lost.clone(), access.clone());
+    let incoming = incoming.take_while(move |_| {
+        let holds = message_check.holds().is_ok();
+        if !holds {
+            lost_on_message.cancel();
+        }
+        futures::future::ready(holds)
+    });
     let replayed = futures::stream::once(async move { Ok::<Message, axum::Error>(first) }).chain(incoming);
     let engine =
         GraphQLWebSocket::new_with_pair(outgoing.sink_map_err(|_| ()), replayed, state.schema.clone(), protocol)
@@ -125,8 +175,21 @@ async fn serve_socket(
             .serve();
     let engine = tokio::spawn(engine);
     let shutdown = state.app.shutdown.clone();
+    let mut checks = tokio::time::interval(Duration::from_millis(ACCESS_CHECK_INTERVAL_MS));
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = checks.tick() => {
+                if let Err(reason) = access.holds() {
+                    let _ = sink.send(close(4403, &format!("Forbidden: {reason}"))).await;
+                    break;
+                }
+            }
+            _ = lost.cancelled() => {
+                let reason = access.holds().err().unwrap_or_else(|| "access changed".into());
+                let _ = sink.send(close(4403, &format!("Forbidden: {reason}"))).await;
+                break;
+            }
             message = to_socket.next() => match message {
                 Some(message) => {
                     if sink.send(message).await.is_err() {
