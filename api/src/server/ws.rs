@@ -102,6 +102,32 @@ fn payload_token(payload: &serde_json::Value) -> Result<&str, AuthError> {
         .ok_or(AuthError::Missing)
 }
 
+/// The caller of a socket: from the upgrade's header, or from the `connection_init` message's
+/// payload. `Err` carries the close frame to send.
+fn authenticate_init(
+    state: &ServerState,
+    first: &Message,
+    header_caller: Option<(Caller, String)>,
+) -> Result<(Caller, String), Message> {
+    let text = match first {
+        Message::Text(text) => text.to_string(),
+        Message::Binary(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        _ => String::new(),
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    if parsed.get("type").and_then(|t| t.as_str()) != Some("connection_init") {
+        return Err(close(4401, "Unauthorized: send connection_init first"));
+    }
+    if let Some(known) = header_caller {
+        return Ok(known);
+    }
+    let payload = parsed.get("payload").cloned().unwrap_or(serde_json::Value::Null);
+    let token = payload_token(&payload).map(str::to_owned);
+    token
+        .and_then(|t| authenticate(&state.app.access, &t, state.app.clock.now()).map(|caller| (caller, t)))
+        .map_err(|error| close(4403, &format!("Forbidden: {error}")))
+}
+
 async fn serve_socket(
     state: ServerState,
     socket: WebSocket,
@@ -120,31 +146,11 @@ async fn serve_socket(
         Ok(None) | Ok(Some(Err(_))) => return,
         Ok(Some(Ok(message))) => message,
     };
-    let text = match &first {
-        Message::Text(text) => text.to_string(),
-        Message::Binary(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        _ => String::new(),
-    };
-    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    if parsed.get("type").and_then(|t| t.as_str()) != Some("connection_init") {
-        let _ = sink.send(close(4401, "Unauthorized: send connection_init first")).await;
-        return;
-    }
-    let (caller, token) = match header_caller {
-        Some(known) => known,
-        _ => {
-            let payload = parsed.get("payload").cloned().unwrap_or(serde_json::Value::Null);
-            let token = payload_token(&payload).map(str::to_owned);
-            let resolved = token
-                .clone()
-                .and_then(|t| authenticate(&state.app.access, &t, state.app.clock.now()).map(|caller| (caller, t)));
-            match resolved {
-                Ok(resolved) => resolved,
-                Err(error) => {
-                    let _ = sink.send(close(4403, &format!("Forbidden: {error}"))).await;
-                    return;
-                }
-            }
+    let (caller, token) = match authenticate_init(&state, &first, header_caller) {
+        Ok(known) => known,
+        Err(refusal) => {
+            let _ = sink.send(refusal).await;
+            return;
         }
     };
     let access =
@@ -179,16 +185,17 @@ async fn serve_socket(
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
+            _ = lost.cancelled() => {
+                let reason = access.holds().err().unwrap_or_else(|| "access changed".into());
+                let _ = sink.send(close(4403, &format!("Forbidden: {reason}"))).await;
+                break;
+            }
             _ = checks.tick() => {
                 if let Err(reason) = access.holds() {
                     let _ = sink.send(close(4403, &format!("Forbidden: {reason}"))).await;
                     break;
                 }
-            }
-            _ = lost.cancelled() => {
-                let reason = access.holds().err().unwrap_or_else(|| "access changed".into());
-                let _ = sink.send(close(4403, &format!("Forbidden: {reason}"))).await;
-                break;
             }
             message = to_socket.next() => match message {
                 Some(message) => {
@@ -196,7 +203,14 @@ async fn serve_socket(
                         break;
                     }
                 }
-                None => break,
+                None => {
+                    // The engine ends when the client's messages end, as they do when access
+                    // was lost: say so before closing.
+                    if let Err(reason) = access.holds() {
+                        let _ = sink.send(close(4403, &format!("Forbidden: {reason}"))).await;
+                    }
+                    break;
+                }
             },
             _ = shutdown.cancelled() => {
                 let deadline = tokio::time::sleep(Duration::from_millis(CLOSE_FLUSH_MS));
