@@ -90,6 +90,8 @@ pub struct ServerState {
     pub metrics: PrometheusHandle,
     /// The WebSocket connections' tasks (waited for at shutdown).
     pub ws_tasks: TaskTracker,
+    /// The connection slots.
+    pub slots: Arc<listener::Slots>,
 }
 
 /// The correlation id of a request: from `X-Request-Id`, or generated.
@@ -184,7 +186,13 @@ impl Server {
             .await
             .map_err(|source| StartError::Listen { address: settings.listen, source })?;
         let local_addr = listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
-        let listener = listener::LimitedListener::new(listener, settings.max_connections);
+        let slots = listener::Slots::new(listener::ConnectionLimits {
+            max_connections: settings.max_connections,
+            reserved_authenticated: settings.reserved_authenticated_connections,
+            per_address: settings.max_connections_per_address,
+            probation: Duration::from_millis(settings.probation_ms),
+            header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
+        });
 
         let application = Arc::new(App::new(
             store.clone(),
@@ -211,6 +219,7 @@ impl Server {
             limits,
             metrics: metrics::prometheus(),
             ws_tasks: TaskTracker::new(),
+            slots: slots.clone(),
         };
         let router = router(state.clone());
         let server_file = data_dir.join(SERVER_FILE_NAME);
@@ -221,16 +230,11 @@ impl Server {
         let signal = http_shutdown.clone();
         let grace = Duration::from_millis(settings.shutdown_grace_ms);
         let finished = tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(signal.clone().cancelled_owned()).into_future();
+            let serve = listener::serve(listener, router, slots, signal.clone());
             tokio::pin!(serve);
             // In-flight requests (and the appends they wait for) finish within the grace.
             tokio::select! {
-                result = &mut serve => {
-                    if let Err(error) = result {
-                        tracing::error!(%error, "the HTTP server failed");
-                    }
-                }
+                _ = &mut serve => {}
                 _ = async { signal.cancelled().await; tokio::time::sleep(grace).await } => {
                     tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still running after the shutdown grace; dropping them");
                 }
@@ -372,6 +376,7 @@ fn router(state: ServerState) -> Router {
         .route_layer(middleware::from_fn(metrics::track_http))
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), listener::admit))
         .layer(middleware::from_fn(correlation))
         .with_state(state)
 }
@@ -618,6 +623,9 @@ async fn metrics_text(
     }
     let head = *state.app.store.watch_head().borrow();
     ::metrics::gauge!("log_head_position").set(head as f64);
+    let (connections, anonymous) = state.slots.held();
+    ::metrics::gauge!("http_connections_open", "standing" => "all").set(connections as f64);
+    ::metrics::gauge!("http_connections_open", "standing" => "anonymous").set(anonymous as f64);
     ::metrics::gauge!("projection_lag_events", "projection" => "access")
         .set(head.saturating_sub(state.app.access.applied()) as f64);
     ::metrics::gauge!("projection_lag_events", "projection" => "graph")
