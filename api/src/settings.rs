@@ -133,20 +133,16 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
-    /// Most connections from one client address that have not shown a valid token yet.
+    /// Most connections from one client address that have not shown a valid token yet; past
+    /// it, that address's oldest such connection is closed to make room.
     #[arg(long, env = "CMDB_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64)]
     pub max_connections_per_address: usize,
 
     /// Connections kept for requests with a valid token (at most half of `max_connections`):
-    /// past `max_connections` minus these (or past `max_connections_per_address`), a new
-    /// connection must send a request with a valid token within `probation_ms` or it is closed.
+    /// connections without one hold at most `max_connections` minus these; past that (or past
+    /// `max_connections_per_address`) the oldest of them is closed to make room.
     #[arg(long, env = "CMDB_RESERVED_AUTHENTICATED_CONNECTIONS", default_value_t = 256)]
     pub reserved_authenticated_connections: usize,
-
-    /// How long a connection taken on a reserved slot has to show a valid token, in
-    /// milliseconds.
-    #[arg(long, env = "CMDB_PROBATION_MS", default_value_t = 1_000)]
-    pub probation_ms: u64,
 
     /// Time a client has to send a request's headers, in milliseconds. The clock starts when
     /// the connection begins waiting for a request, so it also closes idle keep-alive
@@ -223,7 +219,6 @@ impl ServeSettings {
         };
         millis("request_timeout_ms", self.request_timeout_ms)?;
         millis("ws_init_timeout_ms", self.ws_init_timeout_ms)?;
-        millis("probation_ms", self.probation_ms)?;
         millis("header_read_timeout_ms", self.header_read_timeout_ms)?;
         millis("shutdown_grace_ms", self.shutdown_grace_ms)?;
         millis("min_position_wait_ms", self.min_position_wait_ms)?;
@@ -275,7 +270,6 @@ impl Default for ServeSettings {
             cost_burst_seconds: 5,
             max_connections_per_address: 64,
             reserved_authenticated_connections: 256,
-            probation_ms: 1_000,
             header_read_timeout_ms: 10_000,
             max_page_size: 1000,
             max_scan_events: 100_000,

@@ -4,7 +4,6 @@ mod common;
 
 use common::{TestServer, error_code, settings, ws};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn request_body_size_is_bounded() {
@@ -161,23 +160,45 @@ async fn subscriptions_per_connection_are_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_connections_are_bounded_with_a_503() {
+async fn idle_connections_make_room_and_only_authenticated_ones_fill_the_server_with_a_503() {
+    use tokio::io::AsyncReadExt;
     let server = TestServer::start_with(cmdb_api::settings::ServeSettings { max_connections: 3, ..settings() }).await;
     let address = server.base.trim_start_matches("http://").to_owned();
-    let mut held = Vec::new();
+    // Three idle sockets without a token hold every slot; a newcomer evicts the oldest.
+    let mut idle = Vec::new();
     for _ in 0..3 {
-        held.push(tokio::net::TcpStream::connect(&address).await.expect("connect"));
+        idle.push(tokio::net::TcpStream::connect(&address).await.expect("connect"));
     }
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let response = reqwest::Client::new().get(server.url("/healthz")).send().await.expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), idle[0].read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the oldest idle socket was closed: {read:?}");
+    drop(idle);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // Connections that showed a token are never evicted: three of them fill the server.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
+        let answer = client
+            .post(server.url("/graphql"))
+            .bearer_auth(&server.admin_token)
+            .json(&json!({ "query": "{ head { position } }" }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(answer.status().as_u16(), 200);
+        clients.push(client);
+    }
     let response = reqwest::Client::new().get(server.url("/healthz")).send().await.expect("an answer, not a reset");
     assert_eq!(response.status().as_u16(), 503);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "TOO_MANY_CONNECTIONS");
     assert!(body["error"]["message"].as_str().expect("message").contains("max_connections"));
-    // Releasing one connection makes room.
-    let mut first = held.remove(0);
-    first.shutdown().await.expect("close");
-    drop(first);
+    // Releasing one makes room.
+    clients.pop();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let response = reqwest::Client::new().get(server.url("/healthz")).send().await.expect("request");
     assert_eq!(response.status().as_u16(), 200);

@@ -1,20 +1,20 @@
 //! Accepting and serving client connections, so that slow or idle clients cannot lock out
 //! everyone (issue 20).
 //!
-//! - At most `max_connections` at once; past it a connection is answered `503` with a JSON body
-//!   naming the limit, and closed: it never reaches the router.
-//! - A connection that has not yet sent a request with a valid token is *anonymous*. Anonymous
-//!   connections may hold at most `max_connections - reserved_authenticated_connections` slots,
-//!   and one client address at most `max_connections_per_address` of them.
-//! - Past either bound a connection is still taken, on *probation*: its first request must
-//!   carry a valid token (it is then authenticated, like any connection whose request does),
-//!   or it gets `503` and is closed; it is closed too if no such request arrives within
-//!   `probation_ms`. So idle and slow-header sockets fill the anonymous share and no more, and
-//!   a client with a token always finds a slot while reserved ones are free.
+//! - At most `max_connections` at once. A connection that has not yet sent a request with a
+//!   valid token is *unauthenticated*; those hold at most `max_connections -
+//!   reserved_authenticated_connections` slots, and one client address at most
+//!   `max_connections_per_address` of them.
+//! - When a new connection would pass one of these bounds, the oldest unauthenticated
+//!   connection (of the same address, when it is that address's bound) is closed to make room:
+//!   idle and slow-header sockets are evicted, never authenticated ones. Only when every slot
+//!   is held by authenticated connections is a new one answered `503` with a JSON body naming
+//!   the limit, and closed. So a client with a token gets in however many idle sockets are
+//!   open: its request arrives long before the hundreds of newer sockets that would evict it.
 //! - Headers must arrive within `header_read_timeout_ms`; hyper starts that clock whenever the
 //!   connection waits for a request, so it also closes idle keep-alive connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -25,9 +25,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -54,29 +54,29 @@ pub struct ConnectionLimits {
     pub reserved_authenticated: usize,
     /// `max_connections_per_address`.
     pub per_address: usize,
-    /// `probation_ms`.
-    pub probation: Duration,
     /// `header_read_timeout_ms`.
     pub header_read_timeout: Duration,
 }
 
 impl ConnectionLimits {
-    fn anonymous(&self) -> usize {
+    fn unauthenticated(&self) -> usize {
         self.max_connections - self.reserved_authenticated.min(self.max_connections / 2)
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Standing {
-    Anonymous,
-    Probation,
+    Unauthenticated,
     Authenticated,
+    /// Closed to make room; its slot is free already.
+    Evicted,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
-    anonymous: usize,
+    /// Unauthenticated connections, oldest first.
+    unauthenticated: VecDeque<Arc<Slot>>,
     by_address: HashMap<IpAddr, usize>,
 }
 
@@ -91,9 +91,11 @@ pub struct Slots {
 /// requests (so one with a valid token can authenticate it).
 #[derive(Debug)]
 pub struct Slot {
-    slots: Arc<Slots>,
     address: IpAddr,
+    /// Changed only under the lock of [`Slots::counts`].
     standing: Mutex<Standing>,
+    /// Cancelled when the connection is evicted.
+    evicted: CancellationToken,
 }
 
 impl Slots {
@@ -106,28 +108,63 @@ impl Slots {
         self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A slot for a new connection from `address`, or `None` when every slot is taken.
-    fn take(self: &Arc<Self>, address: IpAddr) -> Option<Arc<Slot>> {
+    /// A slot for a new connection from `address`, evicting the oldest unauthenticated
+    /// connection when a bound is reached; `None` when every slot is authenticated.
+    fn take(&self, address: IpAddr) -> Option<Arc<Slot>> {
         let mut counts = self.counts();
+        if counts.by_address.get(&address).copied().unwrap_or(0) >= self.limits.per_address {
+            let oldest = counts.unauthenticated.iter().position(|s| s.address == address);
+            if let Some(index) = oldest {
+                evict(&mut counts, index);
+            }
+        }
+        if counts.unauthenticated.len() >= self.limits.unauthenticated() || counts.total >= self.limits.max_connections
+        {
+            if counts.unauthenticated.is_empty() {
+                return None;
+            }
+            evict(&mut counts, 0);
+        }
         if counts.total >= self.limits.max_connections {
             return None;
         }
-        let from_address = counts.by_address.get(&address).copied().unwrap_or(0);
-        let standing = if counts.anonymous < self.limits.anonymous() && from_address < self.limits.per_address {
-            counts.anonymous += 1;
-            *counts.by_address.entry(address).or_insert(0) += 1;
-            Standing::Anonymous
-        } else {
-            Standing::Probation
-        };
+        let slot = Arc::new(Slot {
+            address,
+            standing: Mutex::new(Standing::Unauthenticated),
+            evicted: CancellationToken::new(),
+        });
         counts.total += 1;
-        Some(Arc::new(Slot { slots: self.clone(), address, standing: Mutex::new(standing) }))
+        *counts.by_address.entry(address).or_insert(0) += 1;
+        counts.unauthenticated.push_back(slot.clone());
+        debug_assert!(counts.unauthenticated.len() <= self.limits.unauthenticated());
+        Some(slot)
     }
 
-    /// Connections held now: (all, anonymous).
+    /// Connections held now: (all, unauthenticated).
     pub fn held(&self) -> (usize, usize) {
         let counts = self.counts();
-        (counts.total, counts.anonymous)
+        (counts.total, counts.unauthenticated.len())
+    }
+
+    /// A request on `slot`'s connection carried a valid token: it is never evicted.
+    pub fn authenticate(&self, slot: &Arc<Slot>) {
+        let mut counts = self.counts();
+        let mut standing = slot.standing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *standing == Standing::Unauthenticated {
+            forget_unauthenticated(&mut counts, slot);
+            *standing = Standing::Authenticated;
+        }
+    }
+
+    fn release(&self, slot: &Arc<Slot>) {
+        let mut counts = self.counts();
+        let standing = *slot.standing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match standing {
+            Standing::Evicted => return,
+            Standing::Unauthenticated => forget_unauthenticated(&mut counts, slot),
+            Standing::Authenticated => {}
+        }
+        counts.total -= 1;
     }
 }
 
@@ -135,41 +172,38 @@ impl Slot {
     fn standing(&self) -> Standing {
         *self.standing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
 
-    /// A request on this connection carried a valid token: it no longer counts as anonymous.
-    pub fn authenticate(&self) {
-        let mut counts = self.slots.counts();
-        let mut standing = self.standing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *standing == Standing::Anonymous {
-            counts.anonymous -= 1;
-            release_address(&mut counts, self.address);
+/// Takes an unauthenticated slot out of the queue and its address's count.
+fn forget_unauthenticated(counts: &mut Counts, slot: &Arc<Slot>) {
+    if let Some(index) = counts.unauthenticated.iter().position(|s| Arc::ptr_eq(s, slot)) {
+        counts.unauthenticated.remove(index);
+    }
+    if let Some(held) = counts.by_address.get_mut(&slot.address) {
+        *held -= 1;
+        if *held == 0 {
+            counts.by_address.remove(&slot.address);
         }
-        *standing = Standing::Authenticated;
     }
 }
 
-fn release_address(counts: &mut Counts, address: IpAddr) {
-    if let Some(held) = counts.by_address.get_mut(&address) {
-        *held -= 1;
-        if *held == 0 {
-            counts.by_address.remove(&address);
-        }
-    }
+/// Closes the unauthenticated connection at `index` of the queue and frees its slot now.
+fn evict(counts: &mut Counts, index: usize) {
+    let Some(slot) = counts.unauthenticated.get(index).cloned() else { return };
+    forget_unauthenticated(counts, &slot);
+    counts.total -= 1;
+    *slot.standing.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Standing::Evicted;
+    slot.evicted.cancel();
+    metrics::counter!("http_connections_evicted_total").increment(1);
 }
 
 /// Gives the slot back when the connection's stream goes.
 #[derive(Debug)]
-struct SlotGuard(Arc<Slot>);
+struct SlotGuard(Arc<Slots>, Arc<Slot>);
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let slot = &self.0;
-        let mut counts = slot.slots.counts();
-        counts.total -= 1;
-        if slot.standing() == Standing::Anonymous {
-            counts.anonymous -= 1;
-            release_address(&mut counts, slot.address);
-        }
+        self.0.release(&self.1);
     }
 }
 
@@ -195,7 +229,13 @@ pub async fn serve(listener: TcpListener, router: Router, slots: Arc<Slots>, shu
             tokio::spawn(refuse(stream, slots.limits.max_connections));
             continue;
         };
-        connections.spawn(serve_connection(stream, slot, router.clone(), slots.limits, shutdown.clone()));
+        connections.spawn(serve_connection(
+            stream,
+            (slots.clone(), slot),
+            router.clone(),
+            slots.limits,
+            shutdown.clone(),
+        ));
     }
     connections.close();
     connections.wait().await;
@@ -203,16 +243,15 @@ pub async fn serve(listener: TcpListener, router: Router, slots: Arc<Slots>, shu
 
 async fn serve_connection(
     stream: TcpStream,
-    slot: Arc<Slot>,
+    (slots, slot): (Arc<Slots>, Arc<Slot>),
     router: Router,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
-    let on_probation = slot.standing() == Standing::Probation;
-    let io = TokioIo::new(CountedStream { stream, _slot: SlotGuard(slot.clone()) });
-    let request_slot = slot.clone();
+    let evicted = slot.evicted.clone();
+    let io = TokioIo::new(CountedStream { stream, _slot: SlotGuard(slots.clone(), slot.clone()) });
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(request_slot.clone());
+        request.extensions_mut().insert(ConnectionSlot { slots: slots.clone(), slot: slot.clone() });
         router.clone().oneshot(request.map(Body::new))
     });
     let mut builder = Builder::new(TokioExecutor::new());
@@ -220,9 +259,6 @@ async fn serve_connection(
     builder.http2().timer(TokioTimer::new());
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let probation = tokio::time::sleep(limits.probation);
-    tokio::pin!(probation);
-    let mut watching_probation = on_probation;
     let mut shutting_down = false;
     loop {
         tokio::select! {
@@ -232,13 +268,8 @@ async fn serve_connection(
                 }
                 break;
             }
-            _ = &mut probation, if watching_probation => {
-                if slot.standing() == Standing::Probation {
-                    metrics::counter!("http_connections_refused_total", "reason" => "probation").increment(1);
-                    break;
-                }
-                watching_probation = false;
-            }
+            // Dropping the connection closes the socket.
+            _ = evicted.cancelled() => break,
             _ = shutdown.cancelled(), if !shutting_down => {
                 shutting_down = true;
                 connection.as_mut().graceful_shutdown();
@@ -247,11 +278,31 @@ async fn serve_connection(
     }
 }
 
-/// Middleware: a request with a valid token authenticates its connection; the first request
-/// of a connection on probation without one is refused, and the connection closed.
+/// The slot of the connection a request came on (a request extension).
+#[derive(Clone, Debug)]
+pub struct ConnectionSlot {
+    slots: Arc<Slots>,
+    slot: Arc<Slot>,
+}
+
+impl ConnectionSlot {
+    /// The connection showed a valid token: it is never evicted.
+    pub fn authenticate(&self) {
+        self.slots.authenticate(&self.slot);
+    }
+
+    /// Cancelled if the connection is evicted before it authenticates.
+    pub fn evicted(&self) -> CancellationToken {
+        self.slot.evicted.clone()
+    }
+}
+
+/// Middleware: a request with a valid token (header, or the feed's `access_token`)
+/// authenticates its connection, which is then never evicted.
 pub async fn admit(state: axum::extract::State<super::ServerState>, request: Request, next: Next) -> Response {
-    let Some(slot) = request.extensions().get::<Arc<Slot>>().cloned() else { return next.run(request).await };
-    if slot.standing() != Standing::Authenticated {
+    if let Some(connection) = request.extensions().get::<ConnectionSlot>()
+        && connection.slot.standing() == Standing::Unauthenticated
+    {
         let app = &state.app;
         let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let query_token = request
@@ -261,23 +312,7 @@ pub async fn admit(state: axum::extract::State<super::ServerState>, request: Req
             .map(|token| format!("Bearer {token}"));
         let header = header.map(str::to_owned).or(query_token);
         if super::auth::authenticate_header(&app.access, header.as_deref(), app.clock.now()).is_ok() {
-            slot.authenticate();
-        } else if slot.standing() == Standing::Probation {
-            metrics::counter!("http_connections_refused_total", "reason" => "probation").increment(1);
-            let limits = slot.slots.limits;
-            let body = error_body(
-                "TOO_MANY_CONNECTIONS",
-                &format!(
-                    "the server holds its share of {} connections without a valid token (max_connections - reserved_authenticated_connections, or max_connections_per_address {}); send a valid token or retry later",
-                    limits.anonymous(),
-                    limits.per_address
-                ),
-            );
-            let mut response =
-                (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            connection.authenticate();
         }
     }
     next.run(request).await
@@ -357,46 +392,71 @@ mod tests {
             max_connections: max,
             reserved_authenticated: reserved,
             per_address,
-            probation: Duration::from_secs(1),
             header_read_timeout: Duration::from_secs(1),
         }
     }
 
-    #[test]
-    fn anonymous_connections_fill_their_share_then_go_on_probation() {
-        let slots = Slots::new(limits(10, 4, 100));
-        let one: IpAddr = "10.0.0.1".parse().expect("ip");
-        let held: Vec<_> = (0..6).map(|_| slots.take(one).expect("slot")).collect();
-        assert!(held.iter().all(|s| s.standing() == Standing::Anonymous));
-        let extra: Vec<_> = (0..4).map(|_| slots.take(one).expect("reserved slot")).collect();
-        assert!(extra.iter().all(|s| s.standing() == Standing::Probation));
-        assert!(slots.take(one).is_none(), "past max_connections");
-        // An authenticated one frees nothing by itself; a dropped anonymous one does.
-        extra[0].authenticate();
-        assert_eq!(slots.held(), (10, 6));
-        let guards: Vec<_> = held.into_iter().map(SlotGuard).collect();
-        drop(guards);
-        assert_eq!(slots.held(), (4, 0));
-        let next = slots.take(one).expect("slot");
-        assert_eq!(next.standing(), Standing::Anonymous);
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
     }
 
     #[test]
-    fn one_address_holds_at_most_its_share_of_anonymous_slots() {
+    fn past_the_unauthenticated_share_the_oldest_unauthenticated_connection_makes_room() {
+        let slots = Slots::new(limits(10, 4, 100));
+        let held: Vec<_> = (0..6).map(|_| slots.take(ip("10.0.0.1")).expect("slot")).collect();
+        assert_eq!(slots.held(), (6, 6));
+        let newcomer = slots.take(ip("10.0.0.2")).expect("room is made");
+        assert!(held[0].evicted.is_cancelled() && !held[1].evicted.is_cancelled());
+        assert_eq!(slots.held(), (6, 6));
+        // Authenticated connections are never evicted and may use the reserve.
+        slots.authenticate(&newcomer);
+        for slot in &held[1..] {
+            slots.authenticate(slot);
+        }
+        assert_eq!(slots.held(), (6, 0));
+        let more: Vec<_> = (0..4).map(|_| slots.take(ip("10.0.0.3")).expect("slot")).collect();
+        assert_eq!(slots.held(), (10, 4));
+        // Full: a newcomer evicts an unauthenticated one; none left after they authenticate.
+        assert!(slots.take(ip("10.0.0.4")).is_some());
+        assert!(more[0].evicted.is_cancelled());
+        let (all, unauthenticated) = slots.held();
+        assert_eq!((all, unauthenticated), (10, 4));
+        let mut counts = slots.counts();
+        let queued: Vec<_> = counts.unauthenticated.drain(..).collect();
+        for slot in &queued {
+            *slot.standing.lock().expect("lock") = Standing::Authenticated;
+        }
+        drop(counts);
+        assert!(slots.take(ip("10.0.0.5")).is_none(), "every slot authenticated: refused");
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_and_evicts_its_own_oldest() {
         let slots = Slots::new(limits(100, 10, 3));
-        let (one, two): (IpAddr, IpAddr) = ("10.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip"));
-        let from_one: Vec<_> = (0..4).map(|_| slots.take(one).expect("slot")).collect();
-        let standings: Vec<_> = from_one.iter().map(|s| s.standing()).collect();
-        assert_eq!(standings, [Standing::Anonymous, Standing::Anonymous, Standing::Anonymous, Standing::Probation]);
-        assert_eq!(slots.take(two).expect("slot").standing(), Standing::Anonymous);
-        // Authenticating frees the address's share.
-        from_one[0].authenticate();
-        assert_eq!(slots.take(one).expect("slot").standing(), Standing::Anonymous);
+        let from_one: Vec<_> = (0..3).map(|_| slots.take(ip("10.0.0.1")).expect("slot")).collect();
+        let other = slots.take(ip("10.0.0.2")).expect("slot");
+        let fourth = slots.take(ip("10.0.0.1")).expect("slot");
+        assert!(from_one[0].evicted.is_cancelled(), "its own oldest goes");
+        assert!(!other.evicted.is_cancelled(), "not another address's");
+        assert!(!fourth.evicted.is_cancelled());
+        assert_eq!(slots.held(), (4, 4));
+    }
+
+    #[test]
+    fn released_slots_return_whatever_their_standing() {
+        let slots = Slots::new(limits(10, 2, 10));
+        let a = slots.take(ip("10.0.0.1")).expect("slot");
+        let b = slots.take(ip("10.0.0.1")).expect("slot");
+        slots.authenticate(&b);
+        drop(SlotGuard(slots.clone(), a));
+        drop(SlotGuard(slots.clone(), b));
+        assert_eq!(slots.held(), (0, 0));
+        assert!(slots.counts().by_address.is_empty());
     }
 
     #[test]
     fn the_reserve_is_at_most_half() {
-        assert_eq!(limits(10, 1_000, 5).anonymous(), 5);
-        assert_eq!(limits(1, 0, 5).anonymous(), 1);
+        assert_eq!(limits(10, 1_000, 5).unauthenticated(), 5);
+        assert_eq!(limits(1, 0, 5).unauthenticated(), 1);
     }
 }

@@ -9,7 +9,7 @@ pub mod errors;
 mod graphiql;
 pub mod graphql;
 mod ics;
-mod listener;
+pub mod listener;
 pub mod metrics;
 mod ws;
 
@@ -190,7 +190,6 @@ impl Server {
             max_connections: settings.max_connections,
             reserved_authenticated: settings.reserved_authenticated_connections,
             per_address: settings.max_connections_per_address,
-            probation: Duration::from_millis(settings.probation_ms),
             header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
         });
 

@@ -22,6 +22,7 @@ use futures::{SinkExt, StreamExt};
 use crate::server::auth::{AuthError, Caller, authenticate, authenticate_header, bearer_token};
 use crate::server::errors::ApiError;
 use crate::server::graphql::{RequestContext, SubscriptionSlots};
+use crate::server::listener::ConnectionSlot;
 use crate::server::{RequestId, ServerState};
 
 /// Messages buffered between the GraphQL engine and the socket, per connection.
@@ -35,9 +36,11 @@ pub async fn graphql_ws(
     State(state): State<ServerState>,
     Extension(request_id): Extension<RequestId>,
     protocol: GraphQLProtocol,
+    connection: Option<Extension<ConnectionSlot>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let connection = connection.map(|Extension(slot)| slot);
     let now = state.app.clock.now();
     let header_caller = match headers.get(header::AUTHORIZATION) {
         None => None,
@@ -51,7 +54,7 @@ pub async fn graphql_ws(
     };
     let tracker = state.ws_tasks.clone();
     upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
-        tracker.track_future(serve_socket(state, socket, protocol, header_caller, request_id))
+        tracker.track_future(serve_socket(state, socket, protocol, header_caller, request_id, connection))
     })
 }
 
@@ -128,24 +131,43 @@ fn authenticate_init(
         .map_err(|error| close(4403, &format!("Forbidden: {error}")))
 }
 
+/// The first message (it must be `connection_init`), or `None` after closing the socket: no
+/// message in time (4408), or evicted to make room while it had no token yet (1013).
+async fn first_message(
+    state: &ServerState,
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    incoming: &mut futures::stream::SplitStream<WebSocket>,
+    connection: Option<&ConnectionSlot>,
+) -> Option<Message> {
+    let init_timeout = Duration::from_millis(state.app.settings.ws_init_timeout_ms);
+    let evicted = connection.map(ConnectionSlot::evicted).unwrap_or_default();
+    let first = tokio::select! {
+        first = tokio::time::timeout(init_timeout, incoming.next()) => first,
+        _ = evicted.cancelled() => {
+            let _ = sink.send(close(1013, "Try again later: too many connections without a token")).await;
+            return None;
+        }
+    };
+    match first {
+        Err(_) => {
+            let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
+            None
+        }
+        Ok(None) | Ok(Some(Err(_))) => None,
+        Ok(Some(Ok(message))) => Some(message),
+    }
+}
+
 async fn serve_socket(
     state: ServerState,
     socket: WebSocket,
     protocol: GraphQLProtocol,
     header_caller: Option<(Caller, String)>,
     request_id: RequestId,
+    connection: Option<ConnectionSlot>,
 ) {
     let (mut sink, mut incoming) = socket.split();
-    let init_timeout = Duration::from_millis(state.app.settings.ws_init_timeout_ms);
-    // The first message must be connection_init; read it here to authenticate.
-    let first = match tokio::time::timeout(init_timeout, incoming.next()).await {
-        Err(_) => {
-            let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
-            return;
-        }
-        Ok(None) | Ok(Some(Err(_))) => return,
-        Ok(Some(Ok(message))) => message,
-    };
+    let Some(first) = first_message(&state, &mut sink, &mut incoming, connection.as_ref()).await else { return };
     let (caller, token) = match authenticate_init(&state, &first, header_caller) {
         Ok(known) => known,
         Err(refusal) => {
@@ -153,6 +175,9 @@ async fn serve_socket(
             return;
         }
     };
+    if let Some(connection) = &connection {
+        connection.authenticate();
+    }
     let access =
         AccessCheck { state: state.clone(), token, roles: caller.roles.clone(), principal: caller.principal.clone() };
 
