@@ -48,6 +48,8 @@ pub async fn track_http(request: Request, next: Next) -> axum::response::Respons
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
+    // The route, never the path or query: a feed's query carries its token.
+    tracing::debug!(%method, %route, %status, micros = started.elapsed().as_micros() as u64, "request");
     metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status.clone())
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route, "status" => status)

@@ -178,6 +178,7 @@ async fn serve_socket(
     if let Some(connection) = &connection {
         connection.authenticate();
     }
+    tracing::debug!(principal = %caller.principal, request_id = %request_id.0, "websocket authenticated");
     let access =
         AccessCheck { state: state.clone(), token, roles: caller.roles.clone(), principal: caller.principal.clone() };
 
