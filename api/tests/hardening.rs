@@ -422,3 +422,34 @@ async fn feeds_and_answers_carry_security_headers_and_no_injected_lines() {
         assert_eq!(response.status().as_u16(), 200, "{asset}");
     }
 }
+
+/// 16 pages of 1,000 events: allowed, and about 0.6 s of work in a debug build.
+fn heavy_allowed_batch() -> Value {
+    let page = json!({ "query": "{ events(first: 1000) { edges { cursor node { position type streamId } } } }" });
+    Value::Array(vec![page; 16])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_allowed_requests_share_the_workers_and_stop_at_the_timeout() {
+    // Execution yields at every field: head stays fast beside heavy answers...
+    let server = Binary::start(&[], &[]);
+    let prober = server.token("prober", "VIEWER").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = probe_head(server.base.clone(), prober, stop.clone());
+    let heavy = heavy_allowed_batch();
+    let send = || server.post(&server.admin, &heavy);
+    let answers = futures::future::join_all((0..4).map(|_| send())).await;
+    assert!(answers.iter().all(|(status, _, _)| *status == 200));
+    stop.store(true, Ordering::Relaxed);
+    let (slowest, answered) = probe.await.expect("probe");
+    eprintln!("head beside 4 heavy batches: {answered} answers, slowest {slowest:?}");
+    assert!(slowest < HEAD_LATENCY_BOUND, "{slowest:?}");
+
+    // ...and the request timeout interrupts them (before: a 200 after 84 s).
+    let limited = Binary::start(&["--request-timeout-ms", "100"], &[]);
+    let started = Instant::now();
+    let (status, _, _) = limited.post(&limited.admin, &heavy).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 408);
+    assert!(elapsed < Duration::from_millis(500), "interrupted after {elapsed:?}");
+}
