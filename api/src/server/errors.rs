@@ -1,7 +1,7 @@
 //! The one place where errors become responses: HTTP errors as JSON with a status, and domain,
 //! store, graph and application errors as GraphQL errors with a machine-readable `code`
 //! extension ([`Code`]). Every match is exhaustive: a new variant must be given its code here.
-//! Internal errors are logged with the request id by the schema's `ErrorLog` extension.
+//! Internal errors are logged with the request id by the schema's `Observe` extension (`graphql/observe.rs`).
 
 use async_graphql::ErrorExtensions;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -2,12 +2,9 @@
 //! operation latency by kind, append latency and batch size, the head position and projection
 //! lag. Labels are bounded (route templates, status codes, operation kinds), never user text.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest};
-use async_graphql::parser::types::{ExecutableDocument, OperationType};
-use async_graphql::{Response, ServerResult, Variables};
 use async_trait::async_trait;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -55,51 +52,6 @@ pub async fn track_http(request: Request, next: Next) -> axum::response::Respons
     metrics::histogram!("http_request_duration_seconds", "route" => route, "status" => status)
         .record(started.elapsed().as_secs_f64());
     response
-}
-
-/// GraphQL operation latency by operation kind and outcome.
-pub struct GraphqlMetrics;
-
-impl ExtensionFactory for GraphqlMetrics {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GraphqlMetricsExtension { kind: Mutex::new("unparsed") })
-    }
-}
-
-struct GraphqlMetricsExtension {
-    kind: Mutex<&'static str>,
-}
-
-#[async_trait]
-impl Extension for GraphqlMetricsExtension {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let kind = document.operations.iter().next().map_or("unknown", |(_, op)| match op.node.ty {
-            OperationType::Query => "query",
-            OperationType::Mutation => "mutation",
-            OperationType::Subscription => "subscription",
-        });
-        if let Ok(mut slot) = self.kind.lock() {
-            *slot = kind;
-        }
-        Ok(document)
-    }
-
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let started = Instant::now();
-        let response = next.run(ctx).await;
-        let kind = self.kind.lock().map(|k| *k).unwrap_or("unknown");
-        let outcome = if response.errors.is_empty() { "ok" } else { "error" };
-        metrics::histogram!("graphql_operation_duration_seconds", "kind" => kind, "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-        response
-    }
 }
 
 /// Wraps a store to record append latency, batch size and outcome.

@@ -23,6 +23,13 @@ use crate::server::errors::Code;
 /// Longest error message taken from the parser: its messages can quote the query.
 pub const MAX_PARSE_ERROR_CHARS: usize = 300;
 
+/// How long one request may resolve fields before it yields its worker to other requests (and
+/// lets the request timeout fire). Yielding per field instead (`consume_budget`) cost large
+/// answers 2.5 times their throughput: every yield re-polls the list futures around it.
+pub const RESOLVE_SLICE_MICROS: u64 = 500;
+/// Fields resolved between two looks at the clock.
+pub const FIELDS_PER_CLOCK_CHECK: u64 = 64;
+
 /// Marks a request the HTTP handler measured and admitted already (with its whole batch).
 pub struct Admitted;
 
@@ -151,6 +158,8 @@ impl ExtensionFactory for LimitsFactory {
             exceeded: AtomicBool::new(false),
             values: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            started: Instant::now(),
+            slice_end_micros: AtomicU64::new(RESOLVE_SLICE_MICROS),
             stop: tokio::sync::Notify::new(),
         })
     }
@@ -164,7 +173,28 @@ pub struct LimitsExtension {
     exceeded: AtomicBool,
     values: AtomicU64,
     bytes: AtomicU64,
+    /// When the extension was made: the clock the slices are measured on.
+    started: Instant,
+    /// Microseconds after `started` at which the running slice ends.
+    slice_end_micros: AtomicU64,
     stop: tokio::sync::Notify,
+}
+
+impl LimitsExtension {
+    /// Yields the worker when this request has resolved fields for longer than
+    /// [`RESOLVE_SLICE_MICROS`] since it last yielded; looks at the clock every
+    /// [`FIELDS_PER_CLOCK_CHECK`] fields.
+    async fn yield_if_slice_spent(&self, resolved: u64) {
+        if !resolved.is_multiple_of(FIELDS_PER_CLOCK_CHECK) {
+            return;
+        }
+        let now_micros = self.started.elapsed().as_micros() as u64;
+        if now_micros < self.slice_end_micros.load(Ordering::Relaxed) {
+            return;
+        }
+        self.slice_end_micros.store(now_micros + RESOLVE_SLICE_MICROS, Ordering::Relaxed);
+        tokio::task::yield_now().await;
+    }
 }
 
 /// The caller's rate and the budgets, when the request has a caller.
@@ -237,13 +267,13 @@ impl Extension for LimitsExtension {
             // The execute hook answers with the limit error; nothing more is resolved.
             return std::future::pending().await;
         }
-        // A yield point per field: other requests run, and the request timeout can interrupt.
-        tokio::task::consume_budget().await;
+        // Other requests run, and the request timeout can interrupt, at least every slice.
+        let resolved = self.values.fetch_add(1, Ordering::Relaxed) + 1;
+        self.yield_if_slice_spent(resolved).await;
         let key = info.alias.unwrap_or(info.name).len() as u64 + 4;
         let composite = self.limits.model.is_composite(info.return_type);
         let value = next.run(ctx, info).await?;
         if self.counting.load(Ordering::Relaxed) {
-            self.values.fetch_add(1, Ordering::Relaxed);
             let size = match &value {
                 Some(value) if !composite => json_bytes(value),
                 Some(_) => 2,

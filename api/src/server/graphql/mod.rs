@@ -15,6 +15,7 @@ pub mod cost;
 mod diff;
 pub mod limits;
 mod log;
+mod observe;
 mod policy;
 mod query;
 mod reports;
@@ -26,8 +27,6 @@ use std::sync::Arc;
 use async_graphql::Schema;
 
 use crate::server::AppState;
-use crate::server::errors::Code;
-use crate::server::metrics::GraphqlMetrics;
 
 pub use access::new_token_text;
 pub use context::{RequestContext, SubscriptionSlots};
@@ -69,8 +68,7 @@ pub fn build_schema(app: Arc<AppState>) -> Result<(CmdbSchema, Arc<Limits>), Str
         // The parser's own nesting bound stays above ours, so ours is the one that refuses.
         .limit_recursive_depth(settings.max_query_depth.saturating_mul(2).max(32))
         .extension(LimitsFactory(limits.clone()))
-        .extension(GraphqlMetrics)
-        .extension(ErrorLog)
+        .extension(observe::Observe)
         .data(app.clone())
         .finish();
     Ok((schema, limits))
@@ -79,36 +77,4 @@ pub fn build_schema(app: Arc<AppState>) -> Result<(CmdbSchema, Arc<Limits>), Str
 /// The SDL of the schema, for docs and clients.
 pub fn sdl(schema: &CmdbSchema) -> String {
     schema.sdl()
-}
-
-/// Logs every internal error of a response with the request id, once: the one place where
-/// they are logged (the errors themselves say only what the client may know).
-struct ErrorLog;
-
-impl async_graphql::extensions::ExtensionFactory for ErrorLog {
-    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
-        Arc::new(ErrorLog)
-    }
-}
-
-#[async_trait::async_trait]
-impl async_graphql::extensions::Extension for ErrorLog {
-    async fn execute(
-        &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: async_graphql::extensions::NextExecute<'_>,
-    ) -> async_graphql::Response {
-        let response = next.run(ctx, operation_name).await;
-        let internal = Code::Internal.as_str();
-        for error in &response.errors {
-            let code = error.extensions.as_ref().and_then(|e| e.get("code"));
-            if code.is_some_and(|c| *c == async_graphql::Value::from(internal)) {
-                let request_id = ctx.data_opt::<RequestContext>().map_or("-", |r| r.correlation_id.as_str());
-                let path: Vec<String> = error.path.iter().map(|p| format!("{p:?}")).collect();
-                tracing::error!(request_id, operation = operation_name.unwrap_or("-"), path = %path.join("."), message = %error.message, "internal error in a GraphQL operation");
-            }
-        }
-        response
-    }
 }
