@@ -1,6 +1,7 @@
-//! Prometheus metrics through the `metrics` facade: HTTP requests by route and status, GraphQL
-//! operation latency by kind, append latency and batch size, the head position and projection
-//! lag. Labels are bounded (route templates, status codes, operation kinds), never user text.
+//! Prometheus metrics through the `metrics` facade: HTTP requests by route and status, append
+//! latency and batch size, the head position and projection lag (GraphQL operation latency by
+//! kind is recorded by `graphql/observe.rs`). Labels are bounded (route templates, status codes,
+//! operation kinds), never user text.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
