@@ -187,11 +187,15 @@ pub enum Operation {
     ManageChangeTemplates,
     /// Load a new approval policy (CH-4).
     ManagePolicy,
+    /// Plan, build, reject, defer, review and close releases (RL-1, RL-2, RL-6, RL-7).
+    ManageReleases,
+    /// Ask the deployment gate and report deployments (RL-6).
+    Deploy,
 }
 
 impl Operation {
     /// Every value, in declaration order.
-    pub const ALL: [Operation; 25] = [
+    pub const ALL: [Operation; 27] = [
         Operation::ReadLog,
         Operation::SubscribeLog,
         Operation::VerifyLog,
@@ -217,6 +221,8 @@ impl Operation {
         Operation::CloseChange,
         Operation::ManageChangeTemplates,
         Operation::ManagePolicy,
+        Operation::ManageReleases,
+        Operation::Deploy,
     ];
 }
 
@@ -272,6 +278,8 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Operation::CloseChange, &[Role::ChangeManager, Role::Admin]),
     (Operation::ManageChangeTemplates, &[Role::ChangeManager, Role::Admin]),
     (Operation::ManagePolicy, &[Role::Admin]),
+    (Operation::ManageReleases, &[Role::ChangeManager, Role::Admin]),
+    (Operation::Deploy, &[Role::Deployer, Role::Admin]),
 ];
 
 /// Whether any of `roles` may perform `operation`.

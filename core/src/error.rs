@@ -39,6 +39,9 @@ pub enum Error {
     #[error(transparent)]
     /// Passed on as it is.
     Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    /// Passed on as it is.
+    Release(#[from] crate::release::ReleaseError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]

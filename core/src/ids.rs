@@ -53,6 +53,8 @@ id_type!(ChangeId, "change-", "change");
 id_type!(TemplateId, "change-template-", "change template");
 // Freeze windows share one stream (`change-freezes`): their ids name no stream.
 id_type!(FreezeId, "freeze window");
+id_type!(ReleaseId, "release-", "release");
+id_type!(DeploymentId, "deployment-", "deployment");
 
 /// Makes ids for new events.
 pub trait IdGenerator: Send + Sync + 'static {

@@ -25,6 +25,7 @@ pub mod hash;
 pub mod ids;
 pub mod model;
 pub mod policy;
+pub mod release;
 pub mod store;
 pub mod time;
 

@@ -88,8 +88,14 @@ const fn opt(name: &'static str, attr_type: AttrType) -> AttrSpec {
 }
 
 /// Attributes every class may carry.
-pub const COMMON_ATTRIBUTES: &[AttrSpec] =
-    &[opt("description", AttrType::Text), opt("tags", AttrType::TextList), opt("external_id", AttrType::Text)];
+pub const COMMON_ATTRIBUTES: &[AttrSpec] = &[
+    opt("description", AttrType::Text),
+    opt("tags", AttrType::TextList),
+    opt("external_id", AttrType::Text),
+    // Set by deployments (RL-3, CM-5): the artifact running and its digest.
+    opt("artifact", AttrType::Text),
+    opt("digest", AttrType::Text),
+];
 
 const CORES: AttrType = AttrType::Integer { min: 1, max: 4096 };
 const MEMORY: AttrType = AttrType::Integer { min: 1, max: 1 << 40 };
