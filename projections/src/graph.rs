@@ -441,6 +441,8 @@ pub struct TemporalGraph {
     schema: SchemaRegistry,
     /// Change requests and templates.
     change_book: ChangeBook,
+    /// Releases, deployments and pipeline templates.
+    release_book: crate::releases::ReleaseBook,
     /// The CIs registered under each change (they are in its scope from then on).
     registered_under: FxHashMap<ChangeId, Vec<CiId>>,
     /// Principal names shared by history entries (rebuilt as entries are read back).
@@ -628,6 +630,8 @@ impl TemporalGraph {
             self.schema.apply(record).map_err(|e| apply_error(e.to_string()))?;
         } else if ChangeEvent::is_change_event(&record.event_type) {
             self.change_book.apply(record).map_err(apply_error)?;
+        } else if crate::releases::ReleaseBook::keeps(&record.event_type) {
+            self.release_book.apply(record).map_err(|e| apply_error(e.to_string()))?;
         } else if record.event_type == baseline::CREATED {
             let created = baseline::created_from(record).map_err(|e| apply_error(e.to_string()))?;
             let info = BaselineInfo { created: EventInfo::of(record, None), baseline: created, deleted: None };
@@ -775,7 +779,12 @@ impl TemporalGraph {
         &mut self.change_book
     }
 
-    /// The changes, folded.
+    /// Releases, deployments and pipeline templates.
+    pub fn release_book(&self) -> &crate::releases::ReleaseBook {
+        &self.release_book
+    }
+
+    /// The change book (changes, templates, freezes).
     pub fn change_book(&self) -> &ChangeBook {
         &self.change_book
     }

@@ -15,5 +15,6 @@ pub mod changes;
 pub mod diff;
 pub mod facts;
 pub mod graph;
+pub mod releases;
 pub mod reports;
 pub mod runner;

@@ -163,6 +163,13 @@ impl<P: Projection> ProjectionHandle<P> {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
+    /// A receiver that wakes whenever the projection applies more of the log.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        let mut applied = self.applied.clone();
+        applied.mark_unchanged();
+        applied
+    }
+
     /// Waits until the projection has applied `position`; false on timeout or failure.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
         let mut applied = self.applied.clone();

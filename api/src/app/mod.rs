@@ -11,6 +11,7 @@
 
 pub mod access_view;
 pub mod changes;
+pub mod releases;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,9 @@ pub enum AppError {
     /// The graph could not answer.
     #[error(transparent)]
     Graph(#[from] GraphError),
+    /// The gate could not answer (nothing was recorded).
+    #[error(transparent)]
+    Gate(#[from] releases::GateError),
     /// A change named by number or id that does not exist.
     #[error("no change {0}")]
     UnknownChange(String),

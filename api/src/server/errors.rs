@@ -13,10 +13,12 @@ use cmdb_core::ci::CiError;
 use cmdb_core::event::EnvelopeError;
 use cmdb_core::model::ModelError;
 use cmdb_core::policy::PolicyError;
+use cmdb_core::release::ReleaseError;
 use cmdb_core::store::StoreError;
 use cmdb_projections::graph::{self as graph, GraphError};
 
 use crate::app::AppError;
+use crate::app::releases::GateError;
 use crate::server::auth::AuthError;
 
 /// An HTTP-level refusal.
@@ -138,6 +140,8 @@ pub enum Code {
     Unauthenticated,
     /// The token spent its query budget: retry after the `retryAfterSeconds` extension.
     RateLimited,
+    /// The digest deployed is not the digest the release recorded (RL-3).
+    DigestMismatch,
 }
 
 impl Code {
@@ -162,6 +166,7 @@ impl Code {
             Code::Internal => "INTERNAL",
             Code::Unauthenticated => "UNAUTHENTICATED",
             Code::RateLimited => "RATE_LIMITED",
+            Code::DigestMismatch => "DIGEST_MISMATCH",
         }
     }
 }
@@ -344,6 +349,39 @@ fn change_code(error: &ChangeError) -> Code {
     }
 }
 
+fn release_code(error: &ReleaseError) -> Code {
+    match error {
+        ReleaseError::Model(model) => model_code(model),
+        ReleaseError::Ci(ci) => ci_code(ci),
+        ReleaseError::UnknownRelease(_) | ReleaseError::UnknownDeployment(_) => Code::NotFound,
+        ReleaseError::ReleaseExists(_) | ReleaseError::DeploymentExists(_) | ReleaseError::IncidentLinked(_) => {
+            Code::AlreadyExists
+        }
+        ReleaseError::NotPermitted { .. } | ReleaseError::WrongRole { .. } => Code::Forbidden,
+        ReleaseError::TransitionNotAllowed { .. }
+        | ReleaseError::StepSigned { .. }
+        | ReleaseError::NotAccepted { .. }
+        | ReleaseError::OutOfOrder { .. }
+        | ReleaseError::DeploymentState { .. } => Code::FailedPrecondition,
+        ReleaseError::NoAuthority(_) => Code::ChangeRequired,
+        ReleaseError::DigestMismatch { .. } => Code::DigestMismatch,
+        ReleaseError::TooMany { .. } => Code::LimitExceeded,
+        ReleaseError::InvalidNumber(_)
+        | ReleaseError::MalformedDigest { .. }
+        | ReleaseError::Missing { .. }
+        | ReleaseError::TooLong { .. }
+        | ReleaseError::Duplicate { .. }
+        | ReleaseError::UnknownCi(_)
+        | ReleaseError::CiWithdrawn(_)
+        | ReleaseError::UnknownChange(_)
+        | ReleaseError::NotATarget { .. }
+        | ReleaseError::Policy { .. }
+        | ReleaseError::UnknownStep { .. }
+        | ReleaseError::NotInRelease { .. } => Code::BadUserInput,
+        ReleaseError::Undecodable { .. } => Code::Internal,
+    }
+}
+
 fn policy_code(error: &PolicyError) -> Code {
     match error {
         PolicyError::NotPermitted { .. } => Code::Forbidden,
@@ -387,6 +425,7 @@ pub fn core_code(error: &cmdb_core::Error) -> Code {
         Error::Control(_) => Code::Internal,
         Error::Model(model) => model_code(model),
         Error::Policy(policy) => policy_code(policy),
+        Error::Release(release) => release_code(release),
         Error::Contended { .. } => Code::Conflict,
         Error::TooManyReads { .. } => Code::LimitExceeded,
         Error::TooManyReadRounds { .. } | Error::Internal(_) => Code::Internal,
@@ -428,6 +467,12 @@ pub fn app_error(error: AppError) -> async_graphql::Error {
         AppError::Core(core) => core_error(core),
         AppError::Graph(graph) => graph_error(graph),
         AppError::UnknownChange(_) => coded(Code::NotFound, error.to_string()),
+        AppError::Gate(ref gate) => match gate {
+            GateError::UnknownCi(_) | GateError::UnknownRelease(_) | GateError::UnknownChange(_) => {
+                coded(Code::NotFound, error.to_string())
+            }
+            GateError::AmbiguousCi(..) | GateError::NoPipeline => bad_input(error.to_string()),
+        },
         AppError::NotYetApplied { .. } => coded(Code::Unavailable, error.to_string()),
     }
 }
