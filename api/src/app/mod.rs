@@ -98,6 +98,8 @@ pub struct App {
     ci_cache: StateCache<CiKey>,
     /// Serialises access commands in this process (they all write the one access stream).
     access_commands: tokio::sync::Mutex<()>,
+    /// Serialises gate calls of one pipeline run in this process.
+    pipeline_locks: releases::PipelineLocks,
 }
 
 impl App {
@@ -117,6 +119,7 @@ impl App {
             settings,
             ci_cache: StateCache::new(),
             access_commands: tokio::sync::Mutex::new(()),
+            pipeline_locks: releases::PipelineLocks::default(),
         }
     }
 

@@ -184,6 +184,84 @@ impl App {
         Ok(written)
     }
 
+    /// A pipeline reports an outcome for the deployment of its run to a CI and environment:
+    /// the deployment is requested first if the run has none yet (under the change the gate
+    /// would use: named, opened for the run, or delivered by the release), then the outcome is
+    /// reported. Returns the deployment as it stands after.
+    pub async fn report_from_pipeline(
+        &self,
+        ask: &GateAsk,
+        outcome: ReportedOutcome,
+        note: Option<String>,
+        metadata: Metadata,
+    ) -> Result<DeploymentRecord, AppError> {
+        let Some(pipeline) = &ask.pipeline else { return Err(gate_error(GateError::NoPipeline)) };
+        let ci = self.resolve_ci(&ask.ci)?;
+        let release = ask.release.as_ref().map(|r| self.resolve_release(r)).transpose()?;
+        let existing = {
+            let graph = self.graph.read();
+            let filter = cmdb_projections::releases::DeploymentFilter {
+                ci: Some(ci),
+                environment: Some(ask.environment),
+                ..Default::default()
+            };
+            graph
+                .release_book()
+                .deployments_at(graph.applied(), &filter, usize::MAX)
+                .into_iter()
+                .find(|d| d.request.pipeline.as_ref().is_some_and(|p| pipeline_stream(p) == pipeline_stream(pipeline)))
+        };
+        let deployment_id = match existing {
+            Some(deployment) => deployment.request.deployment_id,
+            None => {
+                let change = match &ask.change {
+                    Some(reference) => self.resolve_change(reference).await?,
+                    None => self.found_change(ask, ci, release).await?.ok_or_else(|| {
+                        AppError::Core(
+                            ReleaseError::NoAuthority(
+                                "no change names this run, the release delivers none covering the CI, and the gate opened none; ask the gate first".into(),
+                            )
+                            .into(),
+                        )
+                    })?,
+                };
+                let deployment_id = DeploymentId(uuid::Uuid::now_v7());
+                let requested = cmdb_core::release::DeploymentRequested {
+                    deployment_id,
+                    release_id: release,
+                    change_id: change,
+                    environment: ask.environment,
+                    targets: vec![cmdb_core::release::DeploymentTarget {
+                        ci,
+                        artifact: ask.artifact.name.clone(),
+                        version: ask.artifact.version.clone(),
+                        digest: ask.artifact.digest.clone(),
+                    }],
+                    pipeline: Some(pipeline.clone()),
+                };
+                self.release(&ReleaseCommand::RequestDeployment(Box::new(requested)), metadata.clone()).await?;
+                let refused = self.deployment_now(deployment_id)?;
+                if refused.state == cmdb_core::release::DeploymentState::Refused {
+                    return Err(AppError::Core(
+                        ReleaseError::DigestMismatch {
+                            ci,
+                            deployed: ask.artifact.digest.to_string(),
+                            recorded: release
+                                .and_then(|r| self.release_now(r))
+                                .and_then(|r| r.version_for(ci).map(|v| v.digest.to_string()))
+                                .unwrap_or_default(),
+                            deployment: deployment_id,
+                        }
+                        .into(),
+                    ));
+                }
+                deployment_id
+            }
+        };
+        self.report_deployment(deployment_id, outcome, note, metadata).await?;
+        self.deployment_now(deployment_id)
+    }
+
     fn deployment_now(&self, id: DeploymentId) -> Result<DeploymentRecord, AppError> {
         let graph = self.graph.read();
         graph.release_book().deployment_at(id, graph.applied()).ok_or_else(|| AppError::Core(ReleaseError::UnknownDeployment(id).into()))
@@ -196,12 +274,11 @@ impl App {
         ask: &GateAsk,
         dry_run: bool,
         metadata: Metadata,
-        locks: &PipelineLocks,
     ) -> Result<GateAnswer, AppError> {
         if !dry_run && ask.pipeline.is_none() {
             return Err(gate_error(GateError::NoPipeline));
         }
-        let lock = ask.pipeline.as_ref().map(|p| locks.lock_for(pipeline_stream(p).as_str()));
+        let lock = ask.pipeline.as_ref().map(|p| self.pipeline_locks.lock_for(pipeline_stream(p).as_str()));
         let _turn = match &lock {
             Some(lock) => Some(lock.lock().await),
             None => None,
@@ -258,9 +335,8 @@ impl App {
         ask: &GateAsk,
         wait: Duration,
         metadata: Metadata,
-        locks: &PipelineLocks,
     ) -> Result<GateAnswer, AppError> {
-        let first = self.gate(ask, false, metadata.clone(), locks).await?;
+        let first = self.gate(ask, false, metadata.clone()).await?;
         if first.outcome.decision != GateDecision::Pending || wait.is_zero() {
             return Ok(first);
         }
@@ -273,9 +349,9 @@ impl App {
                 return Ok(first);
             }
             let timed_out = tokio::time::Instant::now() >= deadline;
-            let again = self.gate(ask, true, metadata.clone(), locks).await?;
+            let again = self.gate(ask, true, metadata.clone()).await?;
             if again.outcome.decision != GateDecision::Pending || timed_out {
-                return self.gate(ask, false, metadata, locks).await;
+                return self.gate(ask, false, metadata).await;
             }
             retry = Duration::from_secs(again.outcome.retry_after_seconds.unwrap_or(1).max(1));
         }

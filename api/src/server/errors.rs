@@ -43,6 +43,9 @@ pub enum ApiError {
     #[error("internal error: {0}")]
     /// Internal error: ….
     Internal(String),
+    #[error("{message}")]
+    /// A refusal of the domain or the application layer, with its GraphQL code.
+    Domain { code: Code, message: String },
     #[error("this token spent its query budget (cost_per_second); retry in {retry_after_seconds} s")]
     /// This token spent its query budget (cost_per_second); retry in … s.
     RateLimited { retry_after_seconds: u64 },
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Domain { code, .. } => code.status(),
         }
     }
 
@@ -70,7 +74,14 @@ impl ApiError {
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::Domain { code, .. } => code.as_str(),
         }
+    }
+
+    /// An application error as an HTTP refusal, with the code GraphQL would give it.
+    pub fn from_app(error: AppError) -> ApiError {
+        let code = app_code(&error);
+        ApiError::Domain { code, message: error.to_string() }
     }
 }
 
@@ -167,6 +178,29 @@ impl Code {
             Code::Unauthenticated => "UNAUTHENTICATED",
             Code::RateLimited => "RATE_LIMITED",
             Code::DigestMismatch => "DIGEST_MISMATCH",
+        }
+    }
+}
+
+impl Code {
+    /// The HTTP status of a refusal with this code (REST routes).
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::BadUserInput | Code::BadRequest | Code::LimitExceeded => StatusCode::BAD_REQUEST,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::Forbidden | Code::SegregationOfDuties => StatusCode::FORBIDDEN,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal | Code::PolicyFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::AlreadyExists
+            | Code::FailedPrecondition
+            | Code::ChangeRequired
+            | Code::FreezeWindow
+            | Code::ChangeConflict
+            | Code::PolicyDenied
+            | Code::Conflict
+            | Code::DigestMismatch => StatusCode::CONFLICT,
         }
     }
 }
@@ -461,18 +495,30 @@ pub fn graph_error(error: GraphError) -> async_graphql::Error {
     }
 }
 
+/// The code of an application error.
+pub fn app_code(error: &AppError) -> Code {
+    match error {
+        AppError::Core(core) => core_code(core),
+        AppError::Graph(GraphError::Depth(_) | GraphError::Results(_)) => Code::LimitExceeded,
+        AppError::Graph(GraphError::UnknownCi { .. }) => Code::NotFound,
+        AppError::Graph(GraphError::Apply { .. }) => Code::Internal,
+        AppError::Graph(_) => Code::BadUserInput,
+        AppError::UnknownChange(_) => Code::NotFound,
+        AppError::NotYetApplied { .. } => Code::Unavailable,
+        AppError::Gate(GateError::UnknownCi(_) | GateError::UnknownRelease(_) | GateError::UnknownChange(_)) => {
+            Code::NotFound
+        }
+        AppError::Gate(GateError::AmbiguousCi(..) | GateError::NoPipeline) => Code::BadUserInput,
+    }
+}
+
 /// Maps the application layer's errors to GraphQL errors.
 pub fn app_error(error: AppError) -> async_graphql::Error {
     match error {
         AppError::Core(core) => core_error(core),
         AppError::Graph(graph) => graph_error(graph),
         AppError::UnknownChange(_) => coded(Code::NotFound, error.to_string()),
-        AppError::Gate(ref gate) => match gate {
-            GateError::UnknownCi(_) | GateError::UnknownRelease(_) | GateError::UnknownChange(_) => {
-                coded(Code::NotFound, error.to_string())
-            }
-            GateError::AmbiguousCi(..) | GateError::NoPipeline => bad_input(error.to_string()),
-        },
+        AppError::Gate(_) => coded(app_code(&error), error.to_string()),
         AppError::NotYetApplied { .. } => coded(Code::Unavailable, error.to_string()),
     }
 }

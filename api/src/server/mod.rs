@@ -6,6 +6,7 @@ pub mod auth;
 pub mod budget;
 pub mod demo;
 pub mod errors;
+pub mod gate;
 mod graphiql;
 pub mod graphql;
 mod ics;
@@ -381,6 +382,8 @@ fn router(state: ServerState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/calendar.ics", get(ics::calendar_ics))
+        .route("/api/v1/gate", axum::routing::post(gate::gate))
+        .route("/api/v1/deployments/report", axum::routing::post(gate::report))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
     let ws = Router::new().route("/graphql/ws", get(ws::graphql_ws));
     http.merge(ws)
