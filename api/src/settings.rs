@@ -166,6 +166,11 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_MIN_POSITION_WAIT_MS", default_value_t = 5_000)]
     pub min_position_wait_ms: u64,
 
+    /// Days after a release's first deployment in which linked incidents count for its
+    /// post-release review (RL-7), 1 to 366.
+    #[arg(long, env = "CMDB_RELEASE_REVIEW_DAYS", default_value_t = 14)]
+    pub release_review_days: u32,
+
     /// Hours within which a retrospective emergency change must be approved, and any emergency
     /// change reviewed once implemented (CH-8).
     #[arg(long, env = "CMDB_EMERGENCY_REVIEW_DEADLINE_HOURS", default_value_t = cmdb_core::change::DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS)]
@@ -196,6 +201,7 @@ impl ServeSettings {
         };
         range("max_request_body_bytes", self.max_request_body_bytes, 1024, MAX_REQUEST_BODY_BYTES_CEILING)?;
         range("max_query_depth", self.max_query_depth, 2, 256)?;
+        range("release_review_days", self.release_review_days as usize, 1, 366)?;
         range("max_query_complexity", self.max_query_complexity, 10, 1_000_000_000)?;
         range("max_page_size", self.max_page_size, 1, MAX_PAGE_SIZE_CEILING)?;
         range("max_query_fields", self.max_query_fields, 10, 1_000_000)?;
@@ -279,6 +285,7 @@ impl Default for ServeSettings {
             ws_init_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
             min_position_wait_ms: 5_000,
+            release_review_days: 14,
             emergency_review_deadline_hours: cmdb_core::change::DEFAULT_EMERGENCY_REVIEW_DEADLINE_HOURS,
             risk_history_days: cmdb_core::change::risk::DEFAULT_RISK_HISTORY_DAYS,
             freeze_blocks_standard: true,

@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cmdb_core::Metadata;
 use cmdb_core::change::{ChangeAction, ChangeCommand, ChangeDetails, ChangeState, ChangeType, Scope, Window};
 use cmdb_core::ci::{ChangeId, CiId};
 use cmdb_core::decider::fold;
@@ -25,10 +26,9 @@ use cmdb_core::release::gate::{
     self, Artifact, ChangeFact, CiFact, GateDecision, GateFacts, GateOutcome, GateReason, GateRequest, ReleaseFact,
 };
 use cmdb_core::release::{
-    DeploymentRecord, GateDecided, Pipeline, PipelineChangeOpened, ReleaseCommand, ReleaseDecider,
-    ReleaseError, ReleaseKey, ReleaseNumber, ReleaseRead, ReleaseRecord, ReportedOutcome,
+    DeploymentRecord, GateDecided, Pipeline, PipelineChangeOpened, ReleaseCommand, ReleaseDecider, ReleaseError,
+    ReleaseKey, ReleaseNumber, ReleaseRead, ReleaseRecord, ReportedOutcome,
 };
-use cmdb_core::Metadata;
 use cmdb_projections::calendar;
 
 use super::changes::{ChangeRef, load};
@@ -138,6 +138,38 @@ impl App {
         }
     }
 
+    /// Requests a deployment. A digest mismatch is recorded as a refusal and then returned as
+    /// the error `DigestMismatch` (RL-3).
+    pub async fn request_deployment(
+        &self,
+        requested: cmdb_core::release::DeploymentRequested,
+        metadata: Metadata,
+    ) -> Result<Written, AppError> {
+        let deployment_id = requested.deployment_id;
+        let ci = requested.targets.first().map(|t| t.ci);
+        let release = requested.release_id;
+        let deployed = requested.targets.first().map(|t| t.digest.to_string()).unwrap_or_default();
+        let written = self.release(&ReleaseCommand::RequestDeployment(Box::new(requested)), metadata).await?;
+        let now = self.deployment_now(deployment_id)?;
+        if now.state == cmdb_core::release::DeploymentState::Refused {
+            let recorded = release
+                .and_then(|r| self.release_now(r))
+                .and_then(|r| ci.and_then(|c| r.version_for(c)).map(|v| v.digest.to_string()))
+                .unwrap_or_default();
+            let note = now.history.last().and_then(|(_, note, _)| note.clone()).unwrap_or(recorded);
+            return Err(AppError::Core(
+                ReleaseError::DigestMismatch {
+                    ci: ci.unwrap_or(CiId(uuid::Uuid::nil())),
+                    deployed,
+                    recorded: note,
+                    deployment: deployment_id,
+                }
+                .into(),
+            ));
+        }
+        Ok(written)
+    }
+
     /// A deployment tool reports an outcome; the change follows (completed on success, failed
     /// on failure) when the reporter implements it and it is implementing.
     pub async fn report_deployment(
@@ -198,19 +230,18 @@ impl App {
         let Some(pipeline) = &ask.pipeline else { return Err(gate_error(GateError::NoPipeline)) };
         let ci = self.resolve_ci(&ask.ci)?;
         let release = ask.release.as_ref().map(|r| self.resolve_release(r)).transpose()?;
-        let existing = {
-            let graph = self.graph.read();
-            let filter = cmdb_projections::releases::DeploymentFilter {
-                ci: Some(ci),
-                environment: Some(ask.environment),
-                ..Default::default()
+        let existing =
+            {
+                let graph = self.graph.read();
+                let filter = cmdb_projections::releases::DeploymentFilter {
+                    ci: Some(ci),
+                    environment: Some(ask.environment),
+                    ..Default::default()
+                };
+                graph.release_book().deployments_at(graph.applied(), &filter, usize::MAX).into_iter().find(|d| {
+                    d.request.pipeline.as_ref().is_some_and(|p| pipeline_stream(p) == pipeline_stream(pipeline))
+                })
             };
-            graph
-                .release_book()
-                .deployments_at(graph.applied(), &filter, usize::MAX)
-                .into_iter()
-                .find(|d| d.request.pipeline.as_ref().is_some_and(|p| pipeline_stream(p) == pipeline_stream(pipeline)))
-        };
         let deployment_id = match existing {
             Some(deployment) => deployment.request.deployment_id,
             None => {
@@ -239,22 +270,7 @@ impl App {
                     }],
                     pipeline: Some(pipeline.clone()),
                 };
-                self.release(&ReleaseCommand::RequestDeployment(Box::new(requested)), metadata.clone()).await?;
-                let refused = self.deployment_now(deployment_id)?;
-                if refused.state == cmdb_core::release::DeploymentState::Refused {
-                    return Err(AppError::Core(
-                        ReleaseError::DigestMismatch {
-                            ci,
-                            deployed: ask.artifact.digest.to_string(),
-                            recorded: release
-                                .and_then(|r| self.release_now(r))
-                                .and_then(|r| r.version_for(ci).map(|v| v.digest.to_string()))
-                                .unwrap_or_default(),
-                            deployment: deployment_id,
-                        }
-                        .into(),
-                    ));
-                }
+                self.request_deployment(requested, metadata.clone()).await?;
                 deployment_id
             }
         };
@@ -264,17 +280,15 @@ impl App {
 
     fn deployment_now(&self, id: DeploymentId) -> Result<DeploymentRecord, AppError> {
         let graph = self.graph.read();
-        graph.release_book().deployment_at(id, graph.applied()).ok_or_else(|| AppError::Core(ReleaseError::UnknownDeployment(id).into()))
+        graph
+            .release_book()
+            .deployment_at(id, graph.applied())
+            .ok_or_else(|| AppError::Core(ReleaseError::UnknownDeployment(id).into()))
     }
 
     /// Asks the gate. `dry_run`: computes the answer from the same facts and writes nothing (no
     /// change opened, scheduled or started; nothing recorded).
-    pub async fn gate(
-        &self,
-        ask: &GateAsk,
-        dry_run: bool,
-        metadata: Metadata,
-    ) -> Result<GateAnswer, AppError> {
+    pub async fn gate(&self, ask: &GateAsk, dry_run: bool, metadata: Metadata) -> Result<GateAnswer, AppError> {
         if !dry_run && ask.pipeline.is_none() {
             return Err(gate_error(GateError::NoPipeline));
         }
@@ -286,9 +300,11 @@ impl App {
         let ci = self.resolve_ci(&ask.ci)?;
         let release = ask.release.as_ref().map(|r| self.resolve_release(r)).transpose()?;
         let mut change = match &ask.change {
-            Some(reference) => Some(self.resolve_change(reference).await.map_err(|_| {
-                gate_error(GateError::UnknownChange(reference.to_string()))
-            })?),
+            Some(reference) => Some(
+                self.resolve_change(reference)
+                    .await
+                    .map_err(|_| gate_error(GateError::UnknownChange(reference.to_string())))?,
+            ),
             None => self.found_change(ask, ci, release).await?,
         };
         let template = if change.is_none() { self.pipeline_template(ci) } else { None };
@@ -344,7 +360,8 @@ impl App {
         let mut applied = self.graph.subscribe_applied();
         let mut retry = Duration::from_secs(first.outcome.retry_after_seconds.unwrap_or(1).max(1));
         loop {
-            let woke = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + retry), applied.changed()).await;
+            let woke =
+                tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + retry), applied.changed()).await;
             if matches!(woke, Ok(Err(_))) {
                 return Ok(first);
             }
@@ -362,7 +379,10 @@ impl App {
         let graph = self.graph.read();
         let position = graph.applied();
         if let Ok(id) = text.parse::<CiId>() {
-            return graph.ci_at(id, position).map(|c| c.id).ok_or_else(|| gate_error(GateError::UnknownCi(text.into())));
+            return graph
+                .ci_at(id, position)
+                .map(|c| c.id)
+                .ok_or_else(|| gate_error(GateError::UnknownCi(text.into())));
         }
         let found: Vec<CiId> = cmdb_core::model::CiClass::BUILTIN
             .iter()
@@ -441,7 +461,10 @@ impl App {
         let now = self.clock.now();
         let name = self.graph.read().ci_at(ci, self.graph.applied()).map(|c| c.name.clone()).unwrap_or_default();
         let details = ChangeDetails {
-            title: truncate(&format!("Deploy {} {} to {name} ({})", ask.artifact.name, ask.artifact.version, ask.environment)),
+            title: truncate(&format!(
+                "Deploy {} {} to {name} ({})",
+                ask.artifact.name, ask.artifact.version, ask.environment
+            )),
             description: Some(format!(
                 "Opened by the deployment gate for {} run {}: {} {} ({})",
                 pipeline.provider, pipeline.run_id, ask.artifact.name, ask.artifact.version, ask.artifact.digest
@@ -489,12 +512,18 @@ impl App {
     async fn gate_facts(&self, request: &GateRequest, actor: &str, has_template: bool) -> Result<GateFacts, AppError> {
         let now = self.clock.now();
         let change = match request.change {
-            Some(id) => Some(load(self.store.as_ref(), id).await.map_err(|_| gate_error(GateError::UnknownChange(id.to_string())))?),
+            Some(id) => Some(
+                load(self.store.as_ref(), id)
+                    .await
+                    .map_err(|_| gate_error(GateError::UnknownChange(id.to_string())))?,
+            ),
             None => None,
         };
         let graph = self.graph.read();
         let position = graph.applied();
-        let ci = graph.ci_at(request.ci, position).ok_or_else(|| gate_error(GateError::UnknownCi(request.ci.to_string())))?;
+        let ci = graph
+            .ci_at(request.ci, position)
+            .ok_or_else(|| gate_error(GateError::UnknownCi(request.ci.to_string())))?;
         let release = match request.release {
             Some(id) => Some(
                 graph

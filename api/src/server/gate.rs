@@ -22,11 +22,11 @@ use cmdb_core::release::{ArtifactDigest, DeploymentRecord, Pipeline, ReportedOut
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::errors::ApiError;
 use super::{Authenticated, RequestId, ServerState};
 use crate::app::changes::ChangeRef;
 use crate::app::releases::{GateAsk, MAX_GATE_WAIT_SECONDS, ReleaseRef};
-use super::auth::Caller;
 
 /// The artifact as a pipeline sends it.
 #[derive(Deserialize)]
@@ -84,8 +84,14 @@ fn parse_ask(body: &GateBody) -> Result<GateAsk, ApiError> {
     let environment: Environment = body.environment.parse().map_err(|e| bad(format!("environment: {e}")))?;
     let digest: ArtifactDigest = body.artifact.digest.parse().map_err(|e| bad(format!("artifact.digest: {e}")))?;
     let text = |field: &str, value: &str| {
-        if value.trim().is_empty() || value.len() > cmdb_core::release::MAX_NAME_BYTES || value.chars().any(char::is_control) {
-            Err(bad(format!("{field} must be 1 to {} bytes without control characters", cmdb_core::release::MAX_NAME_BYTES)))
+        if value.trim().is_empty()
+            || value.len() > cmdb_core::release::MAX_NAME_BYTES
+            || value.chars().any(char::is_control)
+        {
+            Err(bad(format!(
+                "{field} must be 1 to {} bytes without control characters",
+                cmdb_core::release::MAX_NAME_BYTES
+            )))
         } else {
             Ok(value.to_owned())
         }
@@ -95,11 +101,8 @@ fn parse_ask(body: &GateBody) -> Result<GateAsk, ApiError> {
         version: text("artifact.version", &body.artifact.version)?,
         digest,
     };
-    let change = body
-        .change
-        .as_deref()
-        .map(|c| c.parse::<ChangeRef>().map_err(|e| bad(format!("change: {e}"))))
-        .transpose()?;
+    let change =
+        body.change.as_deref().map(|c| c.parse::<ChangeRef>().map_err(|e| bad(format!("change: {e}")))).transpose()?;
     let release = body
         .release
         .as_deref()
@@ -169,12 +172,9 @@ pub async fn gate(
     let timeout_seconds = (state.app.settings.request_timeout_ms / 1000).saturating_sub(1);
     let wait = Duration::from_secs(body.wait_seconds.unwrap_or(0).min(MAX_GATE_WAIT_SECONDS).min(timeout_seconds));
     let app = &state.app.app;
-    let answer = if body.dry_run {
-        app.gate(&ask, true, metadata).await
-    } else {
-        app.gate_waiting(&ask, wait, metadata).await
-    }
-    .map_err(ApiError::from_app)?;
+    let answer =
+        if body.dry_run { app.gate(&ask, true, metadata).await } else { app.gate_waiting(&ask, wait, metadata).await }
+            .map_err(ApiError::from_app)?;
     Ok(Json(outcome_json(&answer.outcome, answer.recorded_at)).into_response())
 }
 
@@ -208,7 +208,11 @@ pub async fn report(
         return Err(bad("pipeline (provider, runId) is required: it names the deployment"));
     }
     let metadata = metadata_of(&caller, &request_id);
-    let deployment =
-        state.app.app.report_from_pipeline(&ask, outcome, body.note.clone(), metadata).await.map_err(ApiError::from_app)?;
+    let deployment = state
+        .app
+        .app
+        .report_from_pipeline(&ask, outcome, body.note.clone(), metadata)
+        .await
+        .map_err(ApiError::from_app)?;
     Ok(Json(deployment_json(&deployment)).into_response())
 }

@@ -11,6 +11,7 @@ use super::changes::ChangesAt;
 use super::cis::CisAt;
 use super::context::state;
 use super::policy::PolicyAt;
+use super::releases::ReleasesAt;
 use super::reports::ReportsAt;
 use super::scalars::{DateTime, Position};
 use crate::server::errors::{Code, bad_input, coded, graph_error};
@@ -18,7 +19,7 @@ use crate::server::errors::{Code, bad_input, coded, graph_error};
 /// The configuration, the changes and the calendar as they were at one position of the log:
 /// every read inside happens at that one position.
 #[derive(MergedObject)]
-pub struct At(AtMoment, CisAt, ChangesAt, CalendarAt, PolicyAt, ReportsAt);
+pub struct At(AtMoment, CisAt, ChangesAt, CalendarAt, PolicyAt, ReportsAt, ReleasesAt);
 
 impl At {
     /// The view at `position`.
@@ -30,6 +31,7 @@ impl At {
             CalendarAt { position },
             PolicyAt { position },
             ReportsAt { position },
+            ReleasesAt { position },
         )
     }
 }

@@ -18,6 +18,7 @@ mod log;
 mod observe;
 mod policy;
 mod query;
+mod releases;
 mod reports;
 mod risk;
 pub mod scalars;
@@ -43,11 +44,17 @@ pub struct MutationRoot(
     changes::ChangeMutation,
     policy::PolicyMutation,
     calendar::CalendarMutation,
+    releases::ReleaseMutation,
 );
 
 /// Every subscription: the log, configuration changes and change transitions.
 #[derive(async_graphql::MergedSubscription, Default)]
-pub struct SubscriptionRoot(log::LogSubscription, ci_edits::CiSubscription, changes::ChangeSubscription);
+pub struct SubscriptionRoot(
+    log::LogSubscription,
+    ci_edits::CiSubscription,
+    changes::ChangeSubscription,
+    releases::DeploymentSubscription,
+);
 
 /// The schema.
 pub type CmdbSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

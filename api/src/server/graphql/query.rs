@@ -195,6 +195,22 @@ impl QueryRoot {
         super::baselines::baseline_by_name(ctx, &name)
     }
 
+    /// The deployment gate as a dry run: the answer `POST /api/v1/gate` would give now for
+    /// this service (id or name), environment and artifact, writing nothing (no change opened,
+    /// started or recorded).
+    #[graphql(guard = "Requires(Operation::Deploy)")]
+    async fn gate(
+        &self,
+        ctx: &Context<'_>,
+        service: String,
+        environment: super::cis::Environment,
+        artifact: super::releases::ArtifactInput,
+        change: Option<ID>,
+        release: Option<String>,
+    ) -> async_graphql::Result<super::releases::GateAnswer> {
+        super::releases::gate_dry_run(ctx, service, environment, artifact, change, release).await
+    }
+
     /// The server's limits.
     #[graphql(guard = "Requires(Operation::ReadOwnIdentity)")]
     async fn limits(&self, ctx: &Context<'_>) -> Limits {
