@@ -125,6 +125,12 @@ pub enum Command {
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(TokenSubcommand),
+    /// Ask the deployment gate of a running server whether this pipeline may deploy now: exit
+    /// 0 allow, 1 deny, 3 pending, 2 error; reasons one per line.
+    Gate(crate::pipeline::GateArgs),
+    /// Report deployments to a running server.
+    #[command(subcommand)]
+    Deployment(crate::pipeline::DeploymentSubcommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +310,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Principal(command) => principal(&data_dir, command).await,
         Command::Token(command) => token(&data_dir, command).await,
+        Command::Gate(args) => crate::pipeline::gate(args).await,
+        Command::Deployment(command) => crate::pipeline::deployment(command).await,
     }
 }
 

@@ -7,5 +7,6 @@
 pub mod app;
 pub mod cli;
 pub mod logging;
+pub mod pipeline;
 pub mod server;
 pub mod settings;

@@ -62,6 +62,10 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
             "/graphql",
             "mutation { loadPolicy(name: \"probe\", text: \"package cmdb.change\\nimport rego.v1\\n# probe PLACEHOLDER\\ndecision := {\\\"approvals\\\": [{\\\"role\\\": \\\"approver\\\", \\\"count\\\": 1, \\\"reason\\\": \\\"probe\\\"}]}\\n\") { position } }",
         ),
+        Operation::ManageReleases => {
+            ("/graphql", "mutation { transitionRelease(id: \"REL-999999\", action: BUILD) { id } }")
+        }
+        Operation::Deploy => ("/graphql", "mutation { reportDeployment(id: \"UNKNOWN\", outcome: STARTED) { id } }"),
         Operation::ManageChangeTemplates => (
             "/graphql",
             "mutation { createChangeTemplate(input: { name: \"probe PLACEHOLDER\", title: \"t\", description: \"d\", backOutPlan: \"b\", allowedClasses: [\"host\"] }) { position } }",

@@ -5,8 +5,7 @@
 //!
 //! Sequencing owned here (the rules are in `cmdb_core::release`): a gate call resolves its
 //! change (named, opened earlier for the same pipeline run, delivered by the release, or
-//! opened now from the template), schedules an approved pipeline change into a window from
-//! now, evaluates, starts the change on an allow, and records the answer with its inputs.
+//! opened now from the template, whose window starts now), evaluates, starts the change on an allow, and records the answer with its inputs.
 //! Calls for one pipeline run are serialised in this process, and the run's claim of a change
 //! is a conditional append, so identical concurrent calls open one change.
 
@@ -311,9 +310,7 @@ impl App {
         if let (None, Some(template), false, Some(pipeline)) = (change, template, dry_run, &ask.pipeline) {
             change = Some(self.open_pipeline_change(ask, ci, template, pipeline, metadata.clone()).await?);
         }
-        if let (Some(change_id), false) = (change, dry_run) {
-            self.schedule_pipeline_change(change_id, ask, metadata.clone()).await?;
-        }
+
         let request = GateRequest {
             ci,
             environment: ask.environment,
@@ -368,7 +365,10 @@ impl App {
             let timed_out = tokio::time::Instant::now() >= deadline;
             let again = self.gate(ask, true, metadata.clone()).await?;
             if again.outcome.decision != GateDecision::Pending || timed_out {
-                return self.gate(ask, false, metadata).await;
+                let real = self.gate(ask, false, metadata.clone()).await?;
+                if real.outcome.decision != GateDecision::Pending || timed_out {
+                    return Ok(real);
+                }
             }
             retry = Duration::from_secs(again.outcome.retry_after_seconds.unwrap_or(1).max(1));
         }
@@ -485,27 +485,6 @@ impl App {
         self.change(&draft, metadata.clone()).await?;
         self.transition(change_id, ChangeAction::Submit, None, None, metadata).await?;
         Ok(change_id)
-    }
-
-    /// A pipeline change approved and not yet scheduled is scheduled into its window, so an
-    /// approval lets the pipeline go.
-    async fn schedule_pipeline_change(
-        &self,
-        change_id: ChangeId,
-        ask: &GateAsk,
-        metadata: Metadata,
-    ) -> Result<(), AppError> {
-        let Some(pipeline) = &ask.pipeline else { return Ok(()) };
-        if self.pipeline_run(pipeline).await?.change != Some(change_id) {
-            return Ok(());
-        }
-        let change = load(self.store.as_ref(), change_id).await?;
-        if change.state != ChangeState::Approved {
-            return Ok(());
-        }
-        // A refusal (a freeze, a conflict) leaves it approved: the gate's facts say why.
-        let _ = self.schedule(change_id, Some("scheduled by the deployment gate".into()), metadata).await;
-        Ok(())
     }
 
     /// The facts of an answer, read at the head.

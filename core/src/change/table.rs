@@ -155,11 +155,12 @@ pub const TRANSITIONS: &[Transition] = &[
         operation: O::ImplementChange,
         requires: &[R::ActorIsImplementer],
     },
-    // An approved emergency change is implemented at once.
+    // An approved emergency change is implemented at once; so is an approved standard change
+    // (pre-authorised by its template: a pipeline starts it inside its window through the gate).
     Transition {
         action: A::Start,
         from: &[S::Approved],
-        types: &[T::Emergency],
+        types: &[T::Emergency, T::Standard],
         to: Target::To(S::Implementing),
         operation: O::ImplementChange,
         requires: &[R::ActorIsImplementer],

@@ -6,7 +6,8 @@
 //! Allowed only when: the release (if any) is built, accepted for the environment and deployed
 //! to the environments before it; the digest (and version) match what it recorded; the change
 //! covers the CI and is implementing, or approved and scheduled with now inside its window
-//! (the allow then starts its implementation); no freeze covers it (emergency changes pass,
+//! (the allow then starts its implementation), or a standard change approved (pre-authorised
+//! by its template) with now inside its window; no freeze covers it (emergency changes pass,
 //! flagged); no conflict with another change is unacknowledged.
 //! `pending` means waiting can turn the answer into an allow (an approval, an acceptance, the
 //! window's start); `deny` means it cannot without someone changing the request or the records.
@@ -324,7 +325,7 @@ fn change_reasons(facts: &GateFacts, change: &ChangeFact, reasons: &mut Reasons)
         reasons.add(GateDecision::Deny, "NOT_IN_SCOPE", format!("{label}'s scope does not cover {}", facts.ci.name));
     }
     let implementer_ok = change.implementer.as_deref() == Some(facts.actor.as_str());
-    let mut not_implementer = || {
+    let not_implementer = |reasons: &mut Reasons| {
         reasons.add(
             GateDecision::Deny,
             "NOT_IMPLEMENTER",
@@ -335,39 +336,46 @@ fn change_reasons(facts: &GateFacts, change: &ChangeFact, reasons: &mut Reasons)
             ),
         );
     };
-    match change.state {
-        ChangeState::Implementing => false,
-        ChangeState::Scheduled => {
-            let Some(window) = &change.window else {
-                reasons.add(GateDecision::Deny, "NO_WINDOW", format!("{label} is scheduled without a window"));
-                return false;
-            };
-            if facts.now < window.start {
-                let seconds =
-                    u64::try_from((window.start.as_micros() - facts.now.as_micros()) / 1_000_000).unwrap_or(0);
-                reasons.wait("OUTSIDE_WINDOW", format!("{label}'s window opens at {}", window.start), seconds + 1);
-                false
-            } else if facts.now >= window.end {
-                reasons.add(
-                    GateDecision::Deny,
-                    "WINDOW_PASSED",
-                    format!("{label}'s window closed at {}; reschedule it", window.end),
-                );
+    let in_window = |reasons: &mut Reasons| -> bool {
+        let Some(window) = &change.window else {
+            reasons.add(GateDecision::Deny, "NO_WINDOW", format!("{label} has no window"));
+            return false;
+        };
+        if facts.now < window.start {
+            let seconds = u64::try_from((window.start.as_micros() - facts.now.as_micros()) / 1_000_000).unwrap_or(0);
+            reasons.wait("OUTSIDE_WINDOW", format!("{label}'s window opens at {}", window.start), seconds + 1);
+            false
+        } else if facts.now >= window.end {
+            reasons.add(
+                GateDecision::Deny,
+                "WINDOW_PASSED",
+                format!("{label}'s window closed at {}; reschedule it", window.end),
+            );
+            false
+        } else {
+            true
+        }
+    };
+    match (change.state, change.change_type) {
+        (ChangeState::Implementing, _) => false,
+        // Scheduled, or approved and pre-authorised (standard): inside the window, it starts.
+        (ChangeState::Scheduled, _) | (ChangeState::Approved, ChangeType::Standard) => {
+            if !in_window(reasons) {
                 false
             } else if implementer_ok {
                 true
             } else {
-                not_implementer();
+                not_implementer(reasons);
                 false
             }
         }
-        ChangeState::Approved if change.change_type == ChangeType::Emergency => {
+        (ChangeState::Approved, ChangeType::Emergency) => {
             if !implementer_ok {
-                not_implementer();
+                not_implementer(reasons);
             }
             implementer_ok
         }
-        ChangeState::Approved => {
+        (ChangeState::Approved, _) => {
             reasons.wait(
                 "NOT_SCHEDULED",
                 format!("{label} is approved but not scheduled into a window"),
@@ -375,7 +383,7 @@ fn change_reasons(facts: &GateFacts, change: &ChangeFact, reasons: &mut Reasons)
             );
             false
         }
-        ChangeState::Draft | ChangeState::Submitted | ChangeState::Assessed => {
+        (ChangeState::Draft | ChangeState::Submitted | ChangeState::Assessed, _) => {
             reasons.wait(
                 "CHANGE_NOT_APPROVED",
                 format!("{label} is {}; it waits for approval (CH-4)", change.state),
@@ -383,7 +391,7 @@ fn change_reasons(facts: &GateFacts, change: &ChangeFact, reasons: &mut Reasons)
             );
             false
         }
-        other => {
+        (other, _) => {
             reasons.add(
                 GateDecision::Deny,
                 "CHANGE_NOT_OPEN",

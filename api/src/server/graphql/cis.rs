@@ -193,6 +193,16 @@ impl Ci {
         self.ci.location.and_then(|id| graph.ci_at(id, self.position)).map(|ci| Ci::new(&graph, ci, self.position))
     }
 
+    /// The deployments that touched it up to this position, newest first (CM-5, CM-8): the
+    /// versions it ran and which deployment, change and release set them.
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<super::releases::Deployment>> {
+        super::releases::deployments_of_ci(ctx, self.ci.id, self.position, first)
+    }
+
     /// Every attribute, as a JSON object.
     async fn attributes(&self) -> Json<&std::collections::BTreeMap<String, Value>> {
         Json(&self.ci.attributes)

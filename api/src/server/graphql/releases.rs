@@ -504,6 +504,19 @@ impl ReleasesAt {
     }
 }
 
+/// The deployments of one CI as of `position`.
+pub(super) fn deployments_of_ci(
+    ctx: &Context<'_>,
+    ci: cmdb_core::ci::CiId,
+    position: u64,
+    first: Option<i32>,
+) -> async_graphql::Result<Vec<Deployment>> {
+    let limit = list_limit(first)?;
+    let filter = cmdb_projections::releases::DeploymentFilter { ci: Some(ci), ..Default::default() };
+    let graph = state(ctx).graph.read();
+    Ok(graph.release_book().deployments_at(position, &filter, limit).iter().map(Deployment::from).collect())
+}
+
 fn list_limit(first: Option<i32>) -> async_graphql::Result<usize> {
     match first {
         None => Ok(100),

