@@ -269,3 +269,201 @@ async fn a_pipeline_is_held_until_its_change_is_approved_deploys_and_a_roll_back
     assert_eq!(ci_now(&server, &ci, Some(before_position)).await, before);
     assert_eq!(ci_now(&server, &ci, Some(deployed_at)).await["version"], "2.0.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_low_risk_pipeline_change_is_allowed_at_once_and_sixteen_identical_calls_open_one_change() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let team = team(&server).await;
+    load_policy(&server, AUTO).await;
+    let (ci, name, _) = application(&server, 1).await;
+    pipeline_template(&server, &team, &ci).await;
+    let before = server.head().await;
+    let calls = (0..16).map(|_| {
+        let body = ask(&name, "run-7", SHA_NEW);
+        let client = server.client.clone();
+        let url = server.url("/api/v1/gate");
+        let token = team.dora.clone();
+        tokio::spawn(async move {
+            let response = client.post(url).bearer_auth(token).json(&body).send().await.expect("post");
+            response.json::<Value>().await.expect("json")
+        })
+    });
+    let answers: Vec<Value> = futures::future::join_all(calls).await.into_iter().map(|a| a.expect("join")).collect();
+    let changes: std::collections::BTreeSet<String> =
+        answers.iter().map(|a| a["change"].as_str().unwrap_or_else(|| panic!("{a}")).to_owned()).collect();
+    assert_eq!(changes.len(), 1, "one change for one pipeline run: {answers:?}");
+    assert!(answers.iter().all(|a| a["decision"] == "allow"), "approved outright: {answers:?}");
+    assert_eq!(answers.iter().filter(|a| a["startedImplementation"] == true).count(), 1, "started once");
+    let number = changes.into_iter().next().expect("one");
+    let data = server
+        .ok(&server.admin_token, "query($n: ID!) { at { change(id: $n) { state type } } }", json!({ "n": number }))
+        .await;
+    assert_eq!(data["at"]["change"]["state"], "IMPLEMENTING");
+    assert_eq!(data["at"]["change"]["type"], "STANDARD");
+    // Every answer is recorded: 16 decisions, plus the change's own events.
+    let events = server
+        .ok(
+            &server.admin_token,
+            "query($a: Position) { events(after: $a, first: 500) { edges { node { type } } } }",
+            json!({ "a": before }),
+        )
+        .await;
+    let types: Vec<&str> = events["events"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter_map(|e| e["node"]["type"].as_str())
+        .collect();
+    assert_eq!(types.iter().filter(|t| **t == "gate.decided").count(), 16, "{types:?}");
+    assert_eq!(types.iter().filter(|t| **t == "pipeline.change_opened").count(), 1, "{types:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_gate_input_is_refused_clearly_and_appends_nothing_and_a_freeze_denies_with_a_record() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let team = team(&server).await;
+    load_policy(&server, AUTO).await;
+    let (ci, name, _) = application(&server, 2).await;
+    pipeline_template(&server, &team, &ci).await;
+    let head = server.head().await;
+    let mut cases: Vec<(&str, Value, u16, &str)> = Vec::new();
+    let mut malformed = ask(&name, "run-1", "sha256:abc");
+    cases.push(("malformed digest", malformed.clone(), 400, "BAD_REQUEST"));
+    malformed["artifact"]["digest"] = json!("md5:zz");
+    cases.push(("not hex", malformed, 400, "BAD_REQUEST"));
+    let mut environment = ask(&name, "run-1", SHA_NEW);
+    environment["environment"] = json!("prod-eu");
+    cases.push(("unknown environment", environment, 400, "BAD_REQUEST"));
+    cases.push(("unknown service", ask("no such service", "run-1", SHA_NEW), 404, "NOT_FOUND"));
+    let mut no_pipeline = ask(&name, "run-1", SHA_NEW);
+    no_pipeline.as_object_mut().expect("object").remove("pipeline");
+    cases.push(("no pipeline", no_pipeline, 400, "BAD_USER_INPUT"));
+    let mut stale = ask(&name, "run-1", SHA_NEW);
+    stale["release"] = json!("REL-999999");
+    cases.push(("unknown release", stale, 404, "NOT_FOUND"));
+    let mut unknown_field = ask(&name, "run-1", SHA_NEW);
+    unknown_field["sevice"] = json!("typo");
+    cases.push(("unknown field", unknown_field, 400, "BAD_REQUEST"));
+    let mut change = ask(&name, "run-1", SHA_NEW);
+    change["change"] = json!("CHG-9x");
+    cases.push(("malformed change", change, 400, "BAD_REQUEST"));
+    for (what, body, status, code) in cases {
+        let (got, answer) = gate(&server, &team.dora, &body).await;
+        assert_eq!((got, answer["error"]["code"].as_str().unwrap_or("")), (status, code), "{what}: {answer}");
+        assert!(!answer["error"]["message"].as_str().unwrap_or("").is_empty(), "{what}: a message");
+    }
+    let (got, _) = gate(&server, &team.olga, &ask(&name, "run-1", SHA_NEW)).await;
+    assert_eq!(got, 403, "a viewer may not ask the gate");
+    let response = server
+        .client
+        .post(server.url("/api/v1/gate"))
+        .bearer_auth(&team.dora)
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(server.head().await, head, "bad input appends nothing");
+
+    // A freeze over everything: the gate says no, and says so in the log.
+    server
+        .ok(
+            &team.mark,
+            "mutation($s: DateTime!, $e: DateTime!) { createFreeze(input: { name: \"year end\", reason: \"peak\", interval: { start: $s, end: $e } }) { id } }",
+            json!({
+                "s": (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
+                "e": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
+            }),
+        )
+        .await;
+    let (status, answer) = gate(&server, &team.dora, &ask(&name, "run-2", SHA_NEW)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert!(answer["reasons"].as_array().expect("reasons").iter().any(|r| r["code"] == "FROZEN"), "{answer}");
+    assert!(answer["recordedAt"].as_u64().is_some(), "a deny is recorded: {answer}");
+    let (_, again) = gate(&server, &team.dora, &ask(&name, "run-2", SHA_NEW)).await;
+    assert_eq!(again["change"], answer["change"], "the same run keeps its change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_is_accepted_only_by_the_named_role_and_refuses_a_digest_it_did_not_record() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let team = team(&server).await;
+    let (ci, name, _) = application(&server, 3).await;
+    let plan = "mutation($input: ReleaseInput!) { planRelease(input: $input) { id number state acceptance { name role signed { by } } } }";
+    let input = |digest: &str| {
+        json!({ "input": {
+            "title": "App 2.0", "releaseType": "MINOR", "versions": [{ "ci": ci, "artifact": "ghcr.io/acme/app", "version": "2.0.0", "digest": digest }],
+            "environments": ["STAGING", "PRODUCTION"], "releasePlan": "staging then production", "rollBackPlan": "redeploy 1.x",
+            "acceptance": [{ "environment": "PRODUCTION", "name": "load test", "role": "approver" }]
+        } })
+    };
+    let head = server.head().await;
+    let (_, body) = server.graphql(&team.mark, plan, input("sha256:short")).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    let (_, body) = server.graphql(&team.dora, plan, input(SHA_NEW)).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    let mut minor_without_step = input(SHA_NEW);
+    minor_without_step["input"]["acceptance"] = json!([]);
+    let (_, body) = server.graphql(&team.mark, plan, minor_without_step).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "RL-1 policy: {body}");
+    assert_eq!(server.head().await, head, "refusals append nothing");
+
+    let planned = server.ok(&team.mark, plan, input(SHA_NEW)).await;
+    let release = planned["planRelease"]["number"].as_str().expect("number").to_owned();
+    assert!(release.starts_with("REL-"), "{release}");
+    let transition = "mutation($id: String!, $a: ReleaseAction!, $n: String) { transitionRelease(id: $id, action: $a, note: $n) { state } }";
+    let built = server.ok(&team.mark, transition, json!({ "id": release, "a": "BUILD" })).await;
+    assert_eq!(built["transitionRelease"]["state"], "ACCEPTED", "staging has no step: accepted at build");
+    let accept = "mutation($id: String!) { acceptReleaseStep(id: $id, environment: PRODUCTION, step: \"load test\") { accepted { environment } } }";
+    let (_, body) = server.graphql(&team.mark, accept, json!({ "id": release })).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "a change manager is not the approver the step names: {body}");
+
+    // The gate: production waits for acceptance; the wrong digest is denied.
+    let with_release = |digest: &str, environment: &str| {
+        let mut body = ask(&name, "run-9", digest);
+        body["release"] = json!(release);
+        body["environment"] = json!(environment);
+        body["dryRun"] = json!(true);
+        body
+    };
+    let (_, answer) = gate(&server, &team.dora, &with_release(SHA_NEW, "production")).await;
+    assert_eq!(answer["decision"], "deny", "no change yet: {answer}");
+    let codes: Vec<&str> =
+        answer["reasons"].as_array().expect("reasons").iter().filter_map(|r| r["code"].as_str()).collect();
+    assert!(codes.contains(&"RELEASE_NOT_ACCEPTED") && codes.contains(&"EARLIER_ENVIRONMENT"), "{codes:?}");
+    let (_, answer) = gate(&server, &team.dora, &with_release(SHA_OLD, "staging")).await;
+    let codes: Vec<&str> =
+        answer["reasons"].as_array().expect("reasons").iter().filter_map(|r| r["code"].as_str()).collect();
+    assert!(codes.contains(&"DIGEST_MISMATCH"), "{codes:?}");
+
+    server.ok(&team.quinn, accept, json!({ "id": release })).await;
+    let data = server.ok(&team.olga, "query($id: ID!) { at { release(id: $id) { state accepted { environment } acceptance { signed { by } } transitions { action stamp { by } } } } }", json!({ "id": release })).await;
+    assert_eq!(data["at"]["release"]["accepted"].as_array().map(Vec::len), Some(2));
+    assert_eq!(data["at"]["release"]["acceptance"][0]["signed"]["by"], "quinn");
+
+    // A deployment with another digest is refused and the refusal recorded (RL-3).
+    let draft = server
+        .ok(
+            &team.dora,
+            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
+            json!({ "input": { "type": "EMERGENCY", "title": "Ship 2.0", "description": "d", "justification": "j",
+                "backOutPlan": "b", "implementer": "dora", "scope": { "cis": [ci] } } }),
+        )
+        .await;
+    let change = draft["draftChange"]["change"]["id"].as_str().expect("id").to_owned();
+    server.ok(&team.dora, "mutation($id: ID!) { submitChange(id: $id) { position } }", json!({ "id": change })).await;
+    let request = "mutation($input: DeploymentInput!) { requestDeployment(input: $input) { id state } }";
+    let deployment = |digest: &str| {
+        json!({ "input": { "release": release, "change": change, "environment": "STAGING",
+            "targets": [{ "ci": ci, "artifact": "ghcr.io/acme/app", "version": "2.0.0", "digest": digest }] } })
+    };
+    let head = server.head().await;
+    let (_, body) = server.graphql(&team.dora, request, deployment(SHA_OLD)).await;
+    assert_eq!(error_code(&body), "DIGEST_MISMATCH", "{body}");
+    assert_eq!(server.head().await, head + 2, "the request and its refusal are recorded");
+    let refused = server
+        .ok(&team.olga, "{ at { deployments(filter: { outcome: [REFUSED] }) { state refusedCode } } }", json!({}))
+        .await;
+    assert_eq!(refused["at"]["deployments"][0]["refusedCode"], "DIGEST_MISMATCH");
+}

@@ -285,7 +285,7 @@ pub enum ReleaseError {
     UnknownCi(crate::ids::CiId),
     #[error("{0} is withdrawn")]
     CiWithdrawn(crate::ids::CiId),
-    #[error("no change {0}")]
+    #[error("no submitted change {0} (a draft authorises nothing until it is submitted)")]
     UnknownChange(crate::ids::ChangeId),
     #[error("{release} does not target {environment}; its environments are {targets}")]
     NotATarget { release: String, environment: Environment, targets: String },
