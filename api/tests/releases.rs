@@ -467,3 +467,39 @@ async fn a_release_is_accepted_only_by_the_named_role_and_refuses_a_digest_it_di
         .await;
     assert_eq!(refused["at"]["deployments"][0]["refusedCode"], "DIGEST_MISMATCH");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_holds_releases_deployments_and_a_roll_back_visible_at_every_moment() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let data = server
+        .ok(
+            &server.admin_token,
+            "{ at { releases { number state versions { ci version } incidents { incident } incidentsInReview { incident } transitions { action } }
+                    deployments { id state targets { ci version } before { version } history { state } } } }",
+            json!({}),
+        )
+        .await;
+    let releases = data["at"]["releases"].as_array().expect("releases");
+    let states: Vec<(&str, &str)> =
+        releases.iter().map(|r| (r["number"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""))).collect();
+    assert_eq!(states, [("REL-000002", "ROLLED_BACK"), ("REL-000001", "DEPLOYED")], "{data}");
+    assert_eq!(releases[0]["incidentsInReview"][0]["incident"], "INC-4711", "RL-7: {data}");
+    let deployments = data["at"]["deployments"].as_array().expect("deployments");
+    assert_eq!(deployments.len(), 2, "{data}");
+    assert_eq!(deployments[0]["state"], "ROLLED_BACK");
+    assert_eq!(deployments[1]["state"], "SUCCEEDED");
+    let ci = deployments[0]["targets"][0]["ci"].as_str().expect("ci").to_owned();
+    let now = ci_now(&server, &ci, None).await;
+    assert_eq!(now["version"], "2.4.0", "the roll-back restored 2.4.0: {now}");
+    // The deployment of 2.5.0 was live at the moment of its success.
+    let history = server
+        .ok(
+            &server.admin_token,
+            "query($id: ID!) { at { ci(id: $id) { deployments { history { state stamp { position } } } } } }",
+            json!({ "id": ci }),
+        )
+        .await;
+    let steps = history["at"]["ci"]["deployments"][0]["history"].as_array().expect("steps").clone();
+    let succeeded = steps.iter().find(|s| s["state"] == "SUCCEEDED").expect("succeeded")["stamp"]["position"].as_u64();
+    assert_eq!(ci_now(&server, &ci, succeeded).await["version"], "2.5.0");
+}

@@ -43,3 +43,222 @@ pub async fn prepare(store: &dyn EventStore, clock: &dyn Clock) -> Result<(), St
         "--demo needs an empty data directory (or one that already holds the demo); this one holds another log. Start without --demo, or pick another --data-dir".into(),
     ))
 }
+
+/// The demo's release story, told once through the application layer as real users would
+/// (so every step is an ordinary event, visible at any moment): release REL-000001 planned,
+/// built, accepted by an approver, gated, deployed and reviewed; REL-000002 deployed through a
+/// pipeline change from a template, an incident linked, then rolled back under an emergency
+/// change, restoring the previous versions.
+pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppError> {
+    use cmdb_core::release::{ReleaseAction, ReleaseCommand, ReportedOutcome};
+
+    let (targets, crew) = {
+        let graph = app.graph.read();
+        let position = graph.applied();
+        if !graph.release_book().releases_at(position, None, 1).is_empty() {
+            return Ok(());
+        }
+        let filter = cmdb_projections::graph::CiFilter {
+            classes: Some(vec![cmdb_core::model::CiClass::Application]),
+            statuses: Some(vec![cmdb_core::model::Status::Live]),
+            ..Default::default()
+        };
+        let (apps, _) = graph.cis_at(position, &filter, None, 2);
+        (apps.iter().map(|c| (c.id, c.name.clone())).collect::<Vec<_>>(), demo_crew(app))
+    };
+    let (Some((ci, name)), Some(crew)) = (targets.first().cloned(), crew) else {
+        tracing::warn!("the demo estate has no live application or no crew; no release story");
+        return Ok(());
+    };
+    let as_ = |who: &str| {
+        cmdb_core::Metadata::new(
+            cmdb_core::Actor { principal: who.to_owned(), token_id: None },
+            cmdb_core::Source::System,
+        )
+        .with_correlation_id("demo-release-story")
+    };
+    let digest = |text: &str| -> cmdb_core::release::ArtifactDigest {
+        format!("sha256:{}", blake3::hash(text.as_bytes()).to_hex()).parse().expect("a blake3 hex is 64 digits")
+    };
+    let artifact = format!("registry.example.com/acme/{}", name.to_lowercase().replace(' ', "-"));
+    let release = |number: &str, version: &str| cmdb_core::release::ReleaseDetails {
+        title: format!("{name} {version} ({number})"),
+        release_type: cmdb_core::release::ReleaseType::Minor,
+        changes: Vec::new(),
+        versions: vec![cmdb_core::release::CiVersion {
+            ci,
+            artifact: artifact.clone(),
+            version: version.into(),
+            digest: digest(version),
+        }],
+        environments: vec![cmdb_core::model::Environment::Production],
+        release_plan: "Rolling update, one instance at a time; watch error rates for 15 minutes".into(),
+        roll_back_plan: "Redeploy the previous digest through the same pipeline".into(),
+        baseline: None,
+        acceptance: vec![cmdb_core::release::AcceptanceStep {
+            environment: cmdb_core::model::Environment::Production,
+            name: "go/no-go".into(),
+            role: cmdb_core::access::Role::Approver,
+        }],
+    };
+    let template = cmdb_core::ci::TemplateId(uuid::Uuid::now_v7());
+    app.change(
+        &cmdb_core::change::ChangeCommand::CreateTemplate {
+            template_id: template,
+            name: "pipeline deployment of an application".into(),
+            title: "Deploy a new version of an application".into(),
+            description: "A pipeline deploys a built, accepted artifact".into(),
+            back_out_plan: "Redeploy the previous digest".into(),
+            allowed_classes: vec![cmdb_core::model::CiClass::Application],
+        },
+        as_(&crew.manager),
+    )
+    .await?;
+    let set = cmdb_core::release::PipelineTemplateSet { ci, template_id: Some(template) };
+    app.release(&ReleaseCommand::SetPipelineTemplate(set), as_(&crew.manager)).await?;
+
+    let mut previous = None;
+    for (run, version) in [("demo-run-1", "2.4.0"), ("demo-run-2", "2.5.0")] {
+        let release_id = cmdb_core::ids::ReleaseId(uuid::Uuid::now_v7());
+        app.release(&ReleaseCommand::Plan { release_id, details: release(run, version) }, as_(&crew.manager)).await?;
+        let act = |action| ReleaseCommand::Act { release_id, action, note: None };
+        app.release(&act(ReleaseAction::Build), as_(&crew.manager)).await?;
+        let accept = ReleaseCommand::Accept {
+            release_id,
+            environment: cmdb_core::model::Environment::Production,
+            step: "go/no-go".into(),
+            note: Some("error budget healthy; go".into()),
+        };
+        app.release(&accept, as_(&crew.approvers[0])).await?;
+        let ask = crate::app::releases::GateAsk {
+            ci: ci.to_string(),
+            environment: cmdb_core::model::Environment::Production,
+            artifact: cmdb_core::release::gate::Artifact {
+                name: artifact.clone(),
+                version: version.into(),
+                digest: digest(version),
+            },
+            change: None,
+            release: Some(crate::app::releases::ReleaseRef::Id(release_id)),
+            pipeline: Some(cmdb_core::release::Pipeline {
+                provider: "github".into(),
+                run_id: run.into(),
+                run_url: Some(format!("https://github.com/acme/deploy/actions/runs/{run}")),
+            }),
+        };
+        // The policy may want one approver, two, or the service's owners: each principal of the
+        // crew who may approve does, in turn, until the gate allows.
+        let mut answer = app.gate(&ask, false, as_(&crew.deployer)).await?;
+        for approver in &crew.approvers {
+            if answer.outcome.decision != cmdb_core::release::gate::GateDecision::Pending {
+                break;
+            }
+            let Some(reference) =
+                answer.outcome.change.as_deref().and_then(|n| n.parse::<crate::app::changes::ChangeRef>().ok())
+            else {
+                break;
+            };
+            let change = app.resolve_change(&reference).await?;
+            // Whoever the policy does not count (segregation, roles) is refused; that is fine.
+            if app.transition(change, cmdb_core::change::ChangeAction::Approve, None, None, as_(approver)).await.is_ok()
+            {
+                answer = app.gate(&ask, false, as_(&crew.deployer)).await?;
+            }
+        }
+        if answer.outcome.decision != cmdb_core::release::gate::GateDecision::Allow {
+            tracing::warn!(?answer.outcome, "the demo's gate did not allow; the story stops here");
+            return Ok(());
+        }
+        let deployed = app
+            .report_from_pipeline(
+                &ask,
+                ReportedOutcome::Succeeded,
+                Some("all instances healthy".into()),
+                as_(&crew.deployer),
+            )
+            .await?;
+        previous = Some((release_id, deployed.request.deployment_id));
+    }
+    let Some((release_id, deployment)) = previous else { return Ok(()) };
+    let incident = ReleaseCommand::LinkIncident {
+        release_id,
+        incident: "INC-4711".into(),
+        title: Some(format!("{name}: checkout errors after 2.5.0")),
+        occurred_at: app.clock.now(),
+    };
+    app.release(&incident, as_(&crew.manager)).await?;
+    // The roll-back: an emergency change, approved by the emergency authority, then the
+    // deployment rolled back under it.
+    let emergency = cmdb_core::ci::ChangeId(uuid::Uuid::now_v7());
+    let details = cmdb_core::change::ChangeDetails {
+        title: format!("Roll back {name} 2.5.0"),
+        description: Some("Checkout errors after 2.5.0 (INC-4711)".into()),
+        justification: Some("Customer-facing errors".into()),
+        back_out_plan: Some("Redeploy 2.5.0 once fixed".into()),
+        window: None,
+        implementer: Some(crew.deployer.clone()),
+        scope: cmdb_core::change::Scope { cis: vec![ci], planned: Vec::new() },
+        links: vec![cmdb_core::change::RecordLink {
+            kind: cmdb_core::change::LinkKind::Incident,
+            id: "INC-4711".into(),
+        }],
+    };
+    let draft = cmdb_core::change::ChangeCommand::Draft {
+        change_id: emergency,
+        change_type: cmdb_core::change::ChangeType::Emergency,
+        template_id: None,
+        details,
+    };
+    app.change(&draft, as_(&crew.deployer)).await?;
+    use cmdb_core::change::ChangeAction as C;
+    app.transition(emergency, C::Submit, None, None, as_(&crew.deployer)).await?;
+    app.transition(emergency, C::Approve, None, None, as_(&crew.emergency_approver)).await?;
+    app.transition(emergency, C::Start, None, None, as_(&crew.deployer)).await?;
+    app.roll_back(deployment, Some(emergency), "checkout errors (INC-4711)".into(), as_(&crew.deployer)).await?;
+    app.transition(emergency, C::Complete, Some("2.4.0 is back".into()), None, as_(&crew.deployer)).await?;
+    Ok(())
+}
+
+/// Who plays which part in the story: principals of the generated crew.
+struct DemoCrew {
+    manager: String,
+    approvers: Vec<String>,
+    emergency_approver: String,
+    deployer: String,
+}
+
+fn demo_crew(app: &crate::app::App) -> Option<DemoCrew> {
+    use cmdb_core::access::Role;
+    let access = app.access.snapshot();
+    let with = |role: Role| {
+        access
+            .principals
+            .values()
+            .find(|p| p.roles.contains(&role) && !p.roles.contains(&Role::Admin))
+            .map(|p| p.name.clone())
+    };
+    Some(DemoCrew {
+        manager: with(Role::ChangeManager)?,
+        approvers: {
+            let mut all: Vec<String> = access
+                .principals
+                .values()
+                .filter(|p| p.roles.contains(&Role::Approver))
+                .map(|p| p.name.clone())
+                .collect();
+            all.extend(
+                access
+                    .principals
+                    .values()
+                    .filter(|p| !p.roles.contains(&Role::Approver) && !p.roles.contains(&Role::Admin))
+                    .map(|p| p.name.clone()),
+            );
+            if all.is_empty() {
+                return None;
+            }
+            all
+        },
+        emergency_approver: with(Role::EmergencyApprover)?,
+        deployer: with(Role::Deployer)?,
+    })
+}

@@ -213,6 +213,11 @@ impl Server {
             options.clock.clone(),
             app_settings(&settings),
         ));
+        if settings.demo {
+            demo::release_story(&application)
+                .await
+                .map_err(|e| StartError::Io(format!("the demo's release story: {e}")))?;
+        }
         let app = Arc::new(AppState {
             store,
             access,

@@ -907,12 +907,17 @@ fn report(
             decision.write(key, started(read, deployment)?);
         }
         ReportedOutcome::Succeeded => {
-            match state {
-                DeploymentState::Requested => decision.write(key.clone(), started(read, deployment)?),
-                DeploymentState::Started => {}
+            let start = match state {
+                DeploymentState::Requested => Some(started(read, deployment)?),
+                DeploymentState::Started => None,
                 _ => return Err(refuse("succeeding", "requested or started")),
-            }
+            };
+            // The CI edits come first in the append, so the success's own position already
+            // shows the new versions.
             apply_versions(read, decision, deployment)?;
+            if let Some(start) = start {
+                decision.write(key.clone(), start);
+            }
             decision.write(key, ended(deployment_id, DeploymentState::Succeeded, note, None));
             if let Some(release_id) = deployment.request.release_id {
                 release_moved(read, decision, release_id, deployment, ReleaseAction::Deployed, note)?;
