@@ -74,7 +74,8 @@ fn command_lines(docs: &[Yaml]) -> Vec<Vec<String>> {
             if let Some(command) = container["command"].as_vec()
                 && command.first().and_then(Yaml::as_str) == Some("cmdb")
             {
-                found.push(command.iter().map(|a| a.as_str().map_or_else(|| format!("{a:?}"), str::to_owned)).collect());
+                found
+                    .push(command.iter().map(|a| a.as_str().map_or_else(|| format!("{a:?}"), str::to_owned)).collect());
             }
         }
     }
@@ -167,5 +168,8 @@ fn the_extractor_finds_bad_command_lines() {
     let mut argv = args.clone();
     argv.extend(["--token", "t", "--provider", "p", "--run-id", "r"].map(String::from));
     assert!(Cli::try_parse_from(&argv).is_err(), "--digest is required");
-    assert_eq!(substitute("--run-id ${{ github.run_id }}-$CI_JOB_ID --d \"$(cat f)\""), "--run-id placeholder-placeholder --d \"placeholder\"");
+    assert_eq!(
+        substitute("--run-id ${{ github.run_id }}-$CI_JOB_ID --d \"$(cat f)\""),
+        "--run-id placeholder-placeholder --d \"placeholder\""
+    );
 }

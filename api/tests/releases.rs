@@ -171,6 +171,8 @@ async fn a_pipeline_is_held_until_its_change_is_approved_deploys_and_a_roll_back
     assert_eq!(dry["decision"], "pending", "{dry}");
     assert_eq!(dry["reasons"][0]["code"], "CHANGE_NOT_APPROVED", "{dry}");
     assert_eq!(dry["change"], number.as_str());
+    let pending = cmdb(&server, &team.dora, &args[..args.len() - 2]).output().expect("run");
+    assert_eq!(pending.status.code(), Some(3), "pending without --wait: {}", String::from_utf8_lossy(&pending.stdout));
     server.ok(&team.quinn, "mutation($id: ID!) { approveChange(id: $id) { position } }", json!({ "id": number })).await;
     let output = tokio::task::spawn_blocking(move || waiting.wait_with_output()).await.expect("join").expect("output");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -383,6 +385,48 @@ async fn bad_gate_input_is_refused_clearly_and_appends_nothing_and_a_freeze_deni
     assert!(answer["recordedAt"].as_u64().is_some(), "a deny is recorded: {answer}");
     let (_, again) = gate(&server, &team.dora, &ask(&name, "run-2", SHA_NEW)).await;
     assert_eq!(again["change"], answer["change"], "the same run keeps its change");
+
+    // The CLI's exit codes: 1 on deny (the freeze), 2 on bad input, 3 on pending.
+    let args = |digest: &str, run: &str| {
+        [
+            "gate",
+            "--service",
+            &name,
+            "--environment",
+            "production",
+            "--artifact",
+            "a",
+            "--version",
+            "1",
+            "--digest",
+            digest,
+            "--provider",
+            "github",
+            "--run-id",
+            run,
+        ]
+        .map(str::to_owned)
+    };
+    let denied =
+        cmdb(&server, &team.dora, &args(SHA_NEW, "run-2").each_ref().map(String::as_str)).output().expect("run");
+    let text = String::from_utf8_lossy(&denied.stdout);
+    assert_eq!(denied.status.code(), Some(1), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("FROZEN: ")), "one reason per line: {text}");
+    let head = server.head().await;
+    let bad =
+        cmdb(&server, &team.dora, &args("sha256:nope", "run-3").each_ref().map(String::as_str)).output().expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("digest"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert_eq!(server.head().await, head, "nothing appended for bad input");
+    let (_, dry) = server
+        .graphql(
+            &team.dora,
+            "query($s: String!) { gate(service: $s, environment: PRODUCTION, artifact: { name: \"a\", version: \"1\", digest: \"sha256:2222222222222222222222222222222222222222222222222222222222222222\" }) { decision reasons { code } } }",
+            json!({ "s": name }),
+        )
+        .await;
+    assert_eq!(dry["data"]["gate"]["decision"], "DENY", "{dry}");
+    assert_eq!(server.head().await, head, "a dry run writes nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,8 +169,8 @@ impl App {
         Ok(written)
     }
 
-    /// A deployment tool reports an outcome; the change follows (completed on success, failed
-    /// on failure) when the reporter implements it and it is implementing.
+    /// A deployment tool reports an outcome; a change opened for the deployment's pipeline run
+    /// follows (completed on success, failed on failure) when the reporter implements it.
     pub async fn report_deployment(
         &self,
         deployment_id: DeploymentId,
@@ -186,6 +186,12 @@ impl App {
             ReportedOutcome::Started => return Ok(written),
         };
         let deployment = self.deployment_now(deployment_id)?;
+        // Only a change opened for this very pipeline run follows its report; a change that
+        // carries several deployments is completed by its implementer.
+        let Some(pipeline) = &deployment.request.pipeline else { return Ok(written) };
+        if self.pipeline_run(pipeline).await?.change != Some(deployment.request.change_id) {
+            return Ok(written);
+        }
         let change = load(self.store.as_ref(), deployment.request.change_id).await?;
         let implements = change.details.implementer.as_deref() == Some(metadata.actor.principal.as_str());
         if change.state == ChangeState::Implementing && implements {

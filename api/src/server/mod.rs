@@ -462,6 +462,23 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
+/// Bodies from this size up are parsed and measured off the async worker: parsing a large
+/// query takes long enough (a second for 800 KB in a debug build) that the requests queued
+/// behind it on the same worker would wait, however cheap they are.
+pub const LARGE_BODY_BYTES: usize = 64 * 1024;
+
+/// Answers whose worst-case cost reaches this many units (about a page of 1,000 rows of a few
+/// fields) are serialised off the async worker.
+pub const LARGE_ANSWER_COST: u64 = 20_000;
+
+/// Runs `work` so that a large body does not hold up the worker's other requests: on the
+/// multi-threaded runtime, the worker hands its queue to another thread for the duration.
+fn off_the_worker<T>(body_bytes: usize, work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if body_bytes >= LARGE_BODY_BYTES && multi_thread { tokio::task::block_in_place(work) } else { work() }
+}
+
 async fn graphql_post(
     State(state): State<ServerState>,
     axum::extract::Extension(request_id): axum::extract::Extension<RequestId>,
@@ -471,18 +488,20 @@ async fn graphql_post(
     let settings = &state.app.settings;
     let bound = settings.max_request_body_bytes;
     let bytes = axum::body::to_bytes(body, bound).await.map_err(|_| ApiError::PayloadTooLarge { bound })?;
-    let request: async_graphql::BatchRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body is not a GraphQL request ({{\"query\": \"...\", \"variables\": {{...}}}} as JSON): {e}"
-        ))
-    })?;
+    let request: async_graphql::BatchRequest =
+        off_the_worker(bytes.len(), || serde_json::from_slice(&bytes)).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body is not a GraphQL request ({{\"query\": \"...\", \"variables\": {{...}}}} as JSON): {e}"
+            ))
+        })?;
     let rate = settings.cost_per_second.of(&caller.roles);
     state.app.budgets.admit(caller.token_id, rate, std::time::Instant::now()).map_err(|retry| {
         ::metrics::counter!("graphql_requests_refused_total", "reason" => "rate_limited").increment(1);
         ApiError::RateLimited { retry_after_seconds: retry.seconds }
     })?;
-    let mut request = match admit_batch(&state.limits, settings.max_batch_operations, request) {
-        Ok(request) => request,
+    let admitted = off_the_worker(bytes.len(), || admit_batch(&state.limits, settings.max_batch_operations, request));
+    let (mut request, cost) = match admitted {
+        Ok(admitted) => admitted,
         Err(error) => return Ok(graphql_json(&async_graphql::Response::from_errors(vec![error]))),
     };
     if let async_graphql::BatchRequest::Batch(requests) = &mut request {
@@ -496,7 +515,9 @@ async fn graphql_post(
     let response = state.schema.execute_batch(request).await;
     let max_bytes = settings.max_response_bytes;
     let mut body = BoundedWriter { bytes: Vec::new(), bound: max_bytes };
-    if serde_json::to_writer(&mut body, &response).is_err() {
+    // A large answer is written off the worker, for the same reason a large body is parsed so.
+    let size = if cost >= LARGE_ANSWER_COST { LARGE_BODY_BYTES } else { 0 };
+    if off_the_worker(size, || serde_json::to_writer(&mut body, &response)).is_err() {
         ::metrics::counter!("graphql_requests_refused_total", "reason" => "response_bytes").increment(1);
         let error = graphql::limits::limit_error(
             "The answer grew too large; ask for fewer fields or a smaller page",
@@ -515,7 +536,7 @@ fn admit_batch(
     limits: &Limits,
     max_batch_operations: usize,
     mut request: async_graphql::BatchRequest,
-) -> Result<async_graphql::BatchRequest, async_graphql::ServerError> {
+) -> Result<(async_graphql::BatchRequest, u64), async_graphql::ServerError> {
     let requests: Vec<&mut async_graphql::Request> = match &mut request {
         async_graphql::BatchRequest::Single(one) => vec![one],
         async_graphql::BatchRequest::Batch(many) => many.iter_mut().collect(),
@@ -542,7 +563,7 @@ fn admit_batch(
         };
     }
     limits.check(total)?;
-    Ok(request)
+    Ok((request, total.cost))
 }
 
 /// A GraphQL answer as JSON.

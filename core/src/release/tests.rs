@@ -663,6 +663,18 @@ fn the_gate_allows_only_when_every_check_passes_and_says_why_otherwise() {
         assert!(!outcome.starts_implementation, "{name}: only an allow starts anything");
         assert_eq!(outcome.retry_after_seconds.is_some(), *decision == GateDecision::Pending, "{name}");
     }
+    // A standard change approved (pre-authorised by its template) starts inside its window.
+    let (decision, _, outcome) = case(&|_, f| {
+        if let Some(c) = f.change.as_mut() {
+            c.state = ChangeState::Approved;
+            c.change_type = crate::change::ChangeType::Standard;
+        }
+    });
+    assert_eq!(decision, GateDecision::Allow, "{outcome:?}");
+    assert!(outcome.starts_implementation);
+    // An implementing change allows without starting anything.
+    let (decision, _, outcome) = case(&|_, f| set_state(f, ChangeState::Implementing));
+    assert_eq!((decision, outcome.starts_implementation), (GateDecision::Allow, false));
     // Before the window: wait exactly until it opens.
     let (_, _, early) = case(&|_, f| f.now = NOW.saturating_add_micros(-2 * hour));
     assert_eq!(early.retry_after_seconds, Some(3_601));
