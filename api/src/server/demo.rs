@@ -70,13 +70,7 @@ pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppE
         tracing::warn!("the demo estate has no live application or no crew; no release story");
         return Ok(());
     };
-    let as_ = |who: &str| {
-        cmdb_core::Metadata::new(
-            cmdb_core::Actor { principal: who.to_owned(), token_id: None },
-            cmdb_core::Source::System,
-        )
-        .with_correlation_id("demo-release-story")
-    };
+    let as_ = story_actor;
     let digest = |text: &str| -> cmdb_core::release::ArtifactDigest {
         format!("sha256:{}", blake3::hash(text.as_bytes()).to_hex()).parse().expect("a blake3 hex is 64 digits")
     };
@@ -101,21 +95,7 @@ pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppE
             role: cmdb_core::access::Role::Approver,
         }],
     };
-    let template = cmdb_core::ci::TemplateId(uuid::Uuid::now_v7());
-    app.change(
-        &cmdb_core::change::ChangeCommand::CreateTemplate {
-            template_id: template,
-            name: "pipeline deployment of an application".into(),
-            title: "Deploy a new version of an application".into(),
-            description: "A pipeline deploys a built, accepted artifact".into(),
-            back_out_plan: "Redeploy the previous digest".into(),
-            allowed_classes: vec![cmdb_core::model::CiClass::Application],
-        },
-        as_(&crew.manager),
-    )
-    .await?;
-    let set = cmdb_core::release::PipelineTemplateSet { ci, template_id: Some(template) };
-    app.release(&ReleaseCommand::SetPipelineTemplate(set), as_(&crew.manager)).await?;
+    pipeline_template(app, &crew, ci).await?;
 
     let mut previous = None;
     for (run, version) in [("demo-run-1", "2.4.0"), ("demo-run-2", "2.5.0")] {
@@ -146,27 +126,7 @@ pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppE
                 run_url: Some(format!("https://github.com/acme/deploy/actions/runs/{run}")),
             }),
         };
-        // The policy may want one approver, two, or the service's owners: each principal of the
-        // crew who may approve does, in turn, until the gate allows.
-        let mut answer = app.gate(&ask, false, as_(&crew.deployer)).await?;
-        for approver in &crew.approvers {
-            if answer.outcome.decision != cmdb_core::release::gate::GateDecision::Pending {
-                break;
-            }
-            let Some(reference) =
-                answer.outcome.change.as_deref().and_then(|n| n.parse::<crate::app::changes::ChangeRef>().ok())
-            else {
-                break;
-            };
-            let change = app.resolve_change(&reference).await?;
-            // Whoever the policy does not count (segregation, roles) is refused; that is fine.
-            if app.transition(change, cmdb_core::change::ChangeAction::Approve, None, None, as_(approver)).await.is_ok()
-            {
-                answer = app.gate(&ask, false, as_(&crew.deployer)).await?;
-            }
-        }
-        if answer.outcome.decision != cmdb_core::release::gate::GateDecision::Allow {
-            tracing::warn!(?answer.outcome, "the demo's gate did not allow; the story stops here");
+        if !gate_until_allowed(app, &crew, &ask).await? {
             return Ok(());
         }
         let deployed = app
@@ -187,8 +147,78 @@ pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppE
         occurred_at: app.clock.now(),
     };
     app.release(&incident, as_(&crew.manager)).await?;
-    // The roll-back: an emergency change, approved by the emergency authority, then the
-    // deployment rolled back under it.
+    emergency_roll_back(app, &crew, ci, &name, deployment).await
+}
+
+/// Asks the gate for the story's run; while the change waits for approval, each principal of
+/// the crew who may approve does, in turn. Whether the gate allowed in the end.
+async fn gate_until_allowed(
+    app: &crate::app::App,
+    crew: &DemoCrew,
+    ask: &crate::app::releases::GateAsk,
+) -> Result<bool, crate::app::AppError> {
+    let as_ = story_actor;
+    // The policy may want one approver, two, or the service's owners: each principal of the
+    // crew who may approve does, in turn, until the gate allows.
+    let mut answer = app.gate(ask, false, as_(&crew.deployer)).await?;
+    for approver in &crew.approvers {
+        if answer.outcome.decision != cmdb_core::release::gate::GateDecision::Pending {
+            break;
+        }
+        let Some(reference) =
+            answer.outcome.change.as_deref().and_then(|n| n.parse::<crate::app::changes::ChangeRef>().ok())
+        else {
+            break;
+        };
+        let change = app.resolve_change(&reference).await?;
+        // Whoever the policy does not count (segregation, roles) is refused; that is fine.
+        if app.transition(change, cmdb_core::change::ChangeAction::Approve, None, None, as_(approver)).await.is_ok() {
+            answer = app.gate(ask, false, as_(&crew.deployer)).await?;
+        }
+    }
+    let allowed = answer.outcome.decision == cmdb_core::release::gate::GateDecision::Allow;
+    if !allowed {
+        tracing::warn!(?answer.outcome, "the demo's gate did not allow; the story stops here");
+    }
+    Ok(allowed)
+}
+
+/// A template for the application's pipeline changes, named by the application.
+async fn pipeline_template(
+    app: &crate::app::App,
+    crew: &DemoCrew,
+    ci: cmdb_core::ci::CiId,
+) -> Result<(), crate::app::AppError> {
+    let as_ = story_actor;
+    let template = cmdb_core::ci::TemplateId(uuid::Uuid::now_v7());
+    app.change(
+        &cmdb_core::change::ChangeCommand::CreateTemplate {
+            template_id: template,
+            name: "pipeline deployment of an application".into(),
+            title: "Deploy a new version of an application".into(),
+            description: "A pipeline deploys a built, accepted artifact".into(),
+            back_out_plan: "Redeploy the previous digest".into(),
+            allowed_classes: vec![cmdb_core::model::CiClass::Application],
+        },
+        as_(&crew.manager),
+    )
+    .await?;
+    let set = cmdb_core::release::PipelineTemplateSet { ci, template_id: Some(template) };
+    app.release(&cmdb_core::release::ReleaseCommand::SetPipelineTemplate(set), as_(&crew.manager)).await?;
+
+    Ok(())
+}
+
+/// The roll-back: an emergency change, approved by the emergency authority, then the
+/// deployment rolled back under it, and the change completed.
+async fn emergency_roll_back(
+    app: &crate::app::App,
+    crew: &DemoCrew,
+    ci: cmdb_core::ci::CiId,
+    name: &str,
+    deployment: cmdb_core::ids::DeploymentId,
+) -> Result<(), crate::app::AppError> {
+    let as_ = story_actor;
     let emergency = cmdb_core::ci::ChangeId(uuid::Uuid::now_v7());
     let details = cmdb_core::change::ChangeDetails {
         title: format!("Roll back {name} 2.5.0"),
@@ -217,6 +247,11 @@ pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppE
     app.roll_back(deployment, Some(emergency), "checkout errors (INC-4711)".into(), as_(&crew.deployer)).await?;
     app.transition(emergency, C::Complete, Some("2.4.0 is back".into()), None, as_(&crew.deployer)).await?;
     Ok(())
+}
+
+fn story_actor(who: &str) -> cmdb_core::Metadata {
+    cmdb_core::Metadata::new(cmdb_core::Actor { principal: who.to_owned(), token_id: None }, cmdb_core::Source::System)
+        .with_correlation_id("demo-release-story")
 }
 
 /// Who plays which part in the story: principals of the generated crew.

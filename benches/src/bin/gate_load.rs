@@ -187,6 +187,49 @@ async fn gate(args: &Args, base: &str, admin: &mut Connection, deployer: &str, m
     Ok(())
 }
 
+/// Requests every deployment (not measured), each group of 5 CIs on its own connection.
+async fn request_all(
+    args: &Args,
+    graphql: &Endpoint,
+    deployer: &str,
+    change: &str,
+    cis: &[String],
+    groups: usize,
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let per_group = args.deployments.div_ceil(groups);
+    let mut requesters = Vec::new();
+    for group in 0..groups {
+        let endpoint = graphql.clone();
+        let token = deployer.to_owned();
+        let change = change.to_owned();
+        let mine: Vec<String> = cis[group * 5..group * 5 + 5].to_vec();
+        requesters.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&endpoint).await?;
+            let mut ids = Vec::with_capacity(per_group);
+            for n in 0..per_group {
+                let targets: Vec<Value> = mine
+                    .iter()
+                    .map(|ci| json!({ "ci": ci, "artifact": "bench/app", "version": format!("{group}.{n}"), "digest": DIGEST }))
+                    .collect();
+                let data = connection
+                    .graphql(
+                        &token,
+                        "mutation($input: DeploymentInput!) { requestDeployment(input: $input) { id } }",
+                        json!({ "input": { "change": change, "environment": "PRODUCTION", "targets": targets } }),
+                    )
+                    .await?;
+                ids.push(data["requestDeployment"]["id"].as_str().context("id")?.to_owned());
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut queues = Vec::new();
+    for requester in requesters {
+        queues.push(requester.await??);
+    }
+    Ok(queues)
+}
+
 async fn deployments(
     args: &Args,
     graphql: &Endpoint,
@@ -225,38 +268,7 @@ async fn deployments(
             )
             .await?;
     }
-    // Request every deployment first (not measured), each group on its own five CIs.
-    let per_group = args.deployments.div_ceil(groups);
-    let mut requesters = Vec::new();
-    for group in 0..groups {
-        let endpoint = graphql.clone();
-        let token = deployer.to_owned();
-        let change = change.clone();
-        let mine: Vec<String> = cis[group * 5..group * 5 + 5].to_vec();
-        requesters.push(tokio::spawn(async move {
-            let mut connection = Connection::open(&endpoint).await?;
-            let mut ids = Vec::with_capacity(per_group);
-            for n in 0..per_group {
-                let targets: Vec<Value> = mine
-                    .iter()
-                    .map(|ci| json!({ "ci": ci, "artifact": "bench/app", "version": format!("{group}.{n}"), "digest": DIGEST }))
-                    .collect();
-                let data = connection
-                    .graphql(
-                        &token,
-                        "mutation($input: DeploymentInput!) { requestDeployment(input: $input) { id } }",
-                        json!({ "input": { "change": change, "environment": "PRODUCTION", "targets": targets } }),
-                    )
-                    .await?;
-                ids.push(data["requestDeployment"]["id"].as_str().context("id")?.to_owned());
-            }
-            anyhow::Ok(ids)
-        }));
-    }
-    let mut queues = Vec::new();
-    for requester in requesters {
-        queues.push(requester.await??);
-    }
+    let queues = request_all(args, graphql, deployer, &change, &cis, groups).await?;
     eprintln!(
         "deployments: {} requested in {groups} groups of 5 CIs; reporting",
         queues.iter().map(Vec::len).sum::<usize>()

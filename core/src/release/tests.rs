@@ -603,7 +603,7 @@ fn the_gate_allows_only_when_every_check_passes_and_says_why_otherwise() {
         (outcome.decision, outcome.reasons.first().map(|r| r.code.clone()).unwrap_or_default(), outcome)
     };
     let hour = 3_600_000_000;
-    let expectations: Vec<(&str, GateDecision, &str, Box<dyn Fn(&mut GateRequest, &mut GateFacts)>)> = vec![
+    let expectations: Vec<(&str, GateDecision, &str, Box<Tweak>)> = vec![
         ("no change", GateDecision::Deny, "NO_CHANGE", Box::new(|_, f| f.change = None)),
         (
             "assessed",
@@ -702,6 +702,9 @@ fn a_recorded_gate_decision_replays_to_the_same_answer() {
     tampered.outcome.decision = GateDecision::Deny;
     assert!(!gate::replay(&tampered).1, "a changed answer does not replay");
 }
+
+/// A change to a gate request and its facts, for one case.
+type Tweak = dyn Fn(&mut GateRequest, &mut GateFacts);
 
 fn set_state(facts: &mut GateFacts, state: ChangeState) {
     if let Some(change) = facts.change.as_mut() {
