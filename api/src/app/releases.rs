@@ -342,8 +342,12 @@ impl App {
             );
         }
         let decided = GateDecided { request, facts, outcome: outcome.clone() };
-        let written = self.release(&ReleaseCommand::RecordGate(Box::new(decided)), metadata).await?;
-        Ok(GateAnswer { outcome, recorded_at: Some(written.last_position) })
+        // Nothing reads an answer back from the graph: the record is durable when this returns.
+        let command = ReleaseCommand::RecordGate(Box::new(decided));
+        let executed =
+            cmdb_core::decider::execute(self.store.as_ref(), &ReleaseDecider, &command, &self.context(metadata), None)
+                .await?;
+        Ok(GateAnswer { outcome, recorded_at: Some(executed.outcome.last_position) })
     }
 
     /// Asks the gate and, while the answer is `pending`, waits up to `wait` for it to change:
@@ -522,13 +526,16 @@ impl App {
         let scope = Scope { cis: vec![request.ci], planned: Vec::new() };
         let depth = self.settings.facts.conflict_max_depth;
         let calendar = calendar::calendar_facts(&graph, request.change, &scope, &probe, depth)?;
-        let conflicts = match &change {
-            Some(change) => calendar::conflicts_of_change(&graph, position, change, depth)
-                .into_iter()
-                .filter(|c| !c.acknowledged_by_other && !change.acknowledged.iter().any(|(a, _)| a.other == c.other))
-                .collect(),
-            None => Vec::new(),
-        };
+        // The changes scheduled or implementing now that share or reach the CI (CH-5), less
+        // those either side acknowledged.
+        let conflicts = calendar
+            .conflicts
+            .into_iter()
+            .filter(|c| {
+                !c.acknowledged_by_other
+                    && !change.as_ref().is_some_and(|me| me.acknowledged.iter().any(|(a, _)| a.other == c.other))
+            })
+            .collect();
         let mut facts = GateFacts {
             now,
             position,

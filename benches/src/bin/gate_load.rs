@@ -152,9 +152,12 @@ async fn gate(args: &Args, base: &str, admin: &mut Connection, deployer: &str, m
                 let latency = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
                 if at >= warm_until {
                     histogram.record(latency.max(1))?;
-                    if status == 200 && answer.windows(16).any(|w| w == b"\"decision\":\"all") {
+                    if status == 200 && answer.windows(18).any(|w| w == b"\"decision\":\"allow\"") {
                         allowed += 1;
                     } else {
+                        if other == 0 {
+                            eprintln!("not an allow: HTTP {status}: {}", String::from_utf8_lossy(&answer));
+                        }
                         other += 1;
                     }
                 }
