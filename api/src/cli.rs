@@ -33,10 +33,7 @@ macro_rules! say {
     };
 }
 
-/// `text` with control characters escaped (`\n`, `\u{1b}`).
-pub fn terminal_safe(text: &str) -> String {
-    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
-}
+pub use crate::terminal::terminal_safe;
 
 #[derive(Debug, Parser)]
 #[command(name = "cmdb", version, about = "An event-sourced CMDB and change-control engine")]

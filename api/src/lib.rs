@@ -10,3 +10,4 @@ pub mod logging;
 pub mod pipeline;
 pub mod server;
 pub mod settings;
+pub mod terminal;

@@ -205,7 +205,7 @@ fn print_answer(answer: &Value, as_json: bool) {
         println!("{answer}");
         return;
     }
-    let field = |name: &str| answer.get(name).and_then(Value::as_str).map(crate::cli::terminal_safe);
+    let field = |name: &str| answer.get(name).and_then(Value::as_str).map(crate::terminal::terminal_safe);
     println!("decision: {}", field("decision").unwrap_or_default());
     if let Some(change) = field("change") {
         println!("change: {change}");
@@ -219,7 +219,7 @@ fn print_answer(answer: &Value, as_json: bool) {
     for reason in answer.get("reasons").and_then(Value::as_array).into_iter().flatten() {
         let code = reason.get("code").and_then(Value::as_str).unwrap_or("");
         let message = reason.get("message").and_then(Value::as_str).unwrap_or("");
-        println!("{}", crate::cli::terminal_safe(&format!("{code}: {message}")));
+        println!("{}", crate::terminal::terminal_safe(&format!("{code}: {message}")));
     }
 }
 
@@ -233,8 +233,9 @@ pub async fn deployment(command: DeploymentSubcommand) -> anyhow::Result<ExitCod
     if json {
         println!("{answer}");
     } else {
-        let field =
-            |name: &str| answer.get(name).and_then(Value::as_str).map(crate::cli::terminal_safe).unwrap_or_default();
+        let field = |name: &str| {
+            answer.get(name).and_then(Value::as_str).map(crate::terminal::terminal_safe).unwrap_or_default()
+        };
         println!("deployment: {}", field("deployment"));
         println!("state: {}", field("state"));
     }

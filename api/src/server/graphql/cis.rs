@@ -28,14 +28,7 @@ pub enum CiStatus {
     Withdrawn,
 }
 
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "cmdb_core::ci::Environment")]
-pub enum Environment {
-    Development,
-    Test,
-    Staging,
-    Production,
-}
+pub use super::environment::Environment;
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
 #[graphql(remote = "cmdb_core::ci::RelType")]

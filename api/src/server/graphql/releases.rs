@@ -9,8 +9,8 @@ use cmdb_core::release::{self as domain, ReleaseCommand, ReleaseRecord};
 use cmdb_core::store::subscribe;
 use futures::{Stream, StreamExt};
 
-use super::cis::Environment;
 use super::context::{Requires, app, metadata, parse_id, resolve_change, state};
+use super::environment::Environment;
 use super::scalars::{DateTime, Position};
 use crate::app::releases::{GateAsk, ReleaseRef};
 use crate::server::errors::{Code, app_error, bad_input, coded, store_error};
