@@ -512,7 +512,11 @@ async fn graphql_post(
         one.data.insert(Admitted);
     }
     let request = request.data(caller).data(RequestContext { correlation_id: request_id.0 });
-    let response = state.schema.execute_batch(request).await;
+    let response = if cost >= LARGE_ANSWER_COST {
+        execute_off_the_workers(&state.schema, request).await?
+    } else {
+        state.schema.execute_batch(request).await
+    };
     let max_bytes = settings.max_response_bytes;
     let mut body = BoundedWriter { bytes: Vec::new(), bound: max_bytes };
     // A large answer is written off the worker, for the same reason a large body is parsed so.
@@ -528,6 +532,31 @@ async fn graphql_post(
         return Ok(graphql_json(&async_graphql::Response::from_errors(vec![error])));
     }
     Ok(([(header::CONTENT_TYPE, "application/json")], body.bytes).into_response())
+}
+
+/// Runs a heavy request on a blocking thread of its own, so that its synchronous parts
+/// (async-graphql validates every operation in one go before any field yields; a batch of 16
+/// pages took most of a second in a debug build) never hold up the async workers and the
+/// cheap requests queued on them. Dropping the returned future (the request timeout) cancels
+/// the execution at its next await.
+async fn execute_off_the_workers(
+    schema: &graphql::CmdbSchema,
+    request: async_graphql::BatchRequest,
+) -> Result<async_graphql::BatchResponse, ApiError> {
+    let schema = schema.clone();
+    let handle = tokio::runtime::Handle::current();
+    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            tokio::select! {
+                response = schema.execute_batch(request) => Some(response),
+                _ = cancelled => None,
+            }
+        })
+    });
+    let response = task.await.map_err(|e| ApiError::Internal(format!("a request's execution failed: {e}")))?;
+    drop(cancel);
+    response.ok_or_else(|| ApiError::Internal("a request's execution was cancelled".into()))
 }
 
 /// Checks a request before any of it runs: the batch's length, then each operation's measure
