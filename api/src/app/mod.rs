@@ -100,6 +100,9 @@ pub struct App {
     access_commands: tokio::sync::Mutex<()>,
     /// Serialises gate calls of one pipeline run in this process.
     pipeline_locks: releases::PipelineLocks,
+    /// The folds deployment commands read (CIs, the schema, deployments, releases), kept
+    /// between commands like `ci_cache`. Never the access stream: no deployment rule reads it.
+    deployment_cache: StateCache<cmdb_core::release::ReleaseKey>,
 }
 
 impl App {
@@ -120,6 +123,7 @@ impl App {
             ci_cache: StateCache::new(),
             access_commands: tokio::sync::Mutex::new(()),
             pipeline_locks: releases::PipelineLocks::default(),
+            deployment_cache: StateCache::new(),
         }
     }
 

@@ -118,9 +118,28 @@ impl PipelineLocks {
 }
 
 impl App {
-    /// Runs a release command and waits for the graph.
+    /// Runs a release command and waits for the graph. Deployment commands read through the
+    /// deployment cache (optimistic: what they write is appended at the versions read, and a
+    /// refusal on cached folds is decided again on fresh ones).
     pub async fn release(&self, command: &ReleaseCommand, metadata: Metadata) -> Result<Written, AppError> {
-        Ok(Written::from(&self.run(&ReleaseDecider, command, metadata).await?))
+        let cached = matches!(
+            command,
+            ReleaseCommand::RequestDeployment(_) | ReleaseCommand::Report { .. } | ReleaseCommand::RollBack { .. }
+        );
+        if !cached {
+            return Ok(Written::from(&self.run(&ReleaseDecider, command, metadata).await?));
+        }
+        let context = self.context(metadata);
+        let executed = cmdb_core::decider::execute(
+            self.store.as_ref(),
+            &ReleaseDecider,
+            command,
+            &context,
+            Some(&self.deployment_cache),
+        )
+        .await?;
+        self.wait_for_graph(executed.outcome.last_position).await?;
+        Ok(Written::from(&executed))
     }
 
     /// The release `reference` names, as the graph holds it now.

@@ -379,8 +379,14 @@ impl Decider for ReleaseDecider {
 /// The keys `command` reads, given what is read.
 fn reads_of(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec<ReleaseKey> {
     // A gate answer or a run's change claim needs no one's roles: the caller's were checked.
+    // Only commands whose rules name roles read the access stream; a gate answer, a run's
+    // change claim and deployments were authorised by the caller's operation (Deploy).
     let mut keys = match command {
-        ReleaseCommand::RecordGate(_) | ReleaseCommand::OpenPipelineChange(_) => Vec::new(),
+        ReleaseCommand::RecordGate(_)
+        | ReleaseCommand::OpenPipelineChange(_)
+        | ReleaseCommand::RequestDeployment(_)
+        | ReleaseCommand::Report { .. }
+        | ReleaseCommand::RollBack { .. } => Vec::new(),
         _ => vec![ReleaseKey::Access],
     };
     match command {
@@ -795,6 +801,8 @@ fn request_deployment(
     if let Some(release_id) = request.release_id {
         let release = release_of(read, release_id)?;
         check_release_for(release, request)?;
+        // Accepted as read: a rejection or deferral meanwhile means deciding again.
+        decision.require_unchanged(ReleaseKey::Release(release_id));
         if let Some(mismatch) = digest_mismatch(release, request) {
             // RL-3: refused, and the refusal is recorded (the caller is told it was).
             decision.write(
@@ -1080,6 +1088,8 @@ fn roll_back(
         Some(CiCommand::Update(before.ci, restore(current, before, change)))
     });
     edit_cis(read, decision, commands.collect())?;
+    // The authorising change's state as read, even when no CI needed restoring.
+    decision.require_unchanged(ReleaseKey::Ci(CiKey::Control(change)));
     decision.write(
         ReleaseKey::Deployment(deployment_id),
         ended(deployment_id, DeploymentState::RolledBack, Some(reason), Some(change)),
