@@ -84,6 +84,21 @@ async fn pipeline_template(server: &TestServer, team: &Team, ci: &str) -> String
     template
 }
 
+/// An emergency change drafted by dora over `ci`, implemented by dora: its id.
+async fn emergency_change(server: &TestServer, team: &Team, ci: &str, title: &str) -> String {
+    let draft = server
+        .ok(
+            &team.dora,
+            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
+            json!({ "input": {
+                "type": "EMERGENCY", "title": title, "description": "errors up", "justification": "outage",
+                "backOutPlan": "redeploy the previous version", "implementer": "dora", "scope": { "cis": [ci] }
+            } }),
+        )
+        .await;
+    draft["draftChange"]["change"]["id"].as_str().expect("id").to_owned()
+}
+
 async fn gate(server: &TestServer, token: &str, body: &Value) -> (u16, Value) {
     let response =
         server.client.post(server.url("/api/v1/gate")).bearer_auth(token).json(body).send().await.expect("post");
@@ -240,17 +255,7 @@ async fn a_pipeline_is_held_until_its_change_is_approved_deploys_and_a_roll_back
     let (_, body) = server.graphql(&team.dora, rollback, json!({ "id": deployment_id, "r": "errors up" })).await;
     assert_eq!(error_code(&body), "CHANGE_REQUIRED", "{body}");
     assert_eq!(server.head().await, deployed_at, "a refused roll-back appends nothing");
-    let draft = server
-        .ok(
-            &team.dora,
-            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
-            json!({ "input": {
-                "type": "EMERGENCY", "title": "Roll back 2.0.0", "description": "errors up", "justification": "outage",
-                "backOutPlan": "redeploy 2.0.0", "implementer": "dora", "scope": { "cis": [ci] }
-            } }),
-        )
-        .await;
-    let emergency = draft["draftChange"]["change"]["id"].as_str().expect("id").to_owned();
+    let emergency = emergency_change(&server, &team, &ci, "Roll back 2.0.0").await;
     for (token, mutation) in [(&team.dora, "submitChange"), (&team.eve, "approveChange"), (&team.dora, "startChange")] {
         server
             .ok(
@@ -487,15 +492,7 @@ async fn a_release_is_accepted_only_by_the_named_role_and_refuses_a_digest_it_di
     assert_eq!(data["at"]["release"]["acceptance"][0]["signed"]["by"], "quinn");
 
     // A deployment with another digest is refused and the refusal recorded (RL-3).
-    let draft = server
-        .ok(
-            &team.dora,
-            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
-            json!({ "input": { "type": "EMERGENCY", "title": "Ship 2.0", "description": "d", "justification": "j",
-                "backOutPlan": "b", "implementer": "dora", "scope": { "cis": [ci] } } }),
-        )
-        .await;
-    let change = draft["draftChange"]["change"]["id"].as_str().expect("id").to_owned();
+    let change = emergency_change(&server, &team, &ci, "Ship 2.0").await;
     server.ok(&team.dora, "mutation($id: ID!) { submitChange(id: $id) { position } }", json!({ "id": change })).await;
     let request = "mutation($input: DeploymentInput!) { requestDeployment(input: $input) { id state } }";
     let deployment = |digest: &str| {

@@ -282,6 +282,15 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Operation::Deploy, &[Role::Deployer, Role::Admin]),
 ];
 
+/// The roles that may perform `operation`, for messages (`change-manager or admin`).
+pub fn roles_for(operation: Operation) -> String {
+    PERMISSIONS
+        .iter()
+        .find(|(op, _)| *op == operation)
+        .map(|(_, roles)| roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "))
+        .unwrap_or_default()
+}
+
 /// Whether any of `roles` may perform `operation`.
 pub fn permits<'a>(roles: impl IntoIterator<Item = &'a Role>, operation: Operation) -> bool {
     let Some((_, allowed)) = PERMISSIONS.iter().find(|(op, _)| *op == operation) else {
@@ -593,6 +602,11 @@ pub struct AccessState {
 }
 
 impl AccessState {
+    /// The roles `principal` holds now (none for an unknown name).
+    pub fn roles_of(&self, principal: &str) -> BTreeSet<Role> {
+        self.principals.get(principal).map(|p| p.roles.clone()).unwrap_or_default()
+    }
+
     /// Folds one stored access event in. Events must come in stream order.
     pub fn apply(&mut self, record: &EventRecord) -> Result<(), AccessError> {
         let event = AccessEvent::from_record(record)?;

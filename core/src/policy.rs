@@ -251,7 +251,7 @@ fn decide_load(
     name: &str,
     text: &str,
 ) -> Result<PolicyLoaded, PolicyError> {
-    let roles = access.principals.get(actor).map(|p| p.roles.clone()).unwrap_or_default();
+    let roles = access.roles_of(actor);
     if !local_operator && !permits(&roles, Operation::ManagePolicy) {
         return Err(PolicyError::NotPermitted { principal: actor.to_owned() });
     }

@@ -8,57 +8,27 @@
 
 use std::collections::BTreeMap;
 
-use cmdb_core::event::{Actor, Metadata, Source};
+use cmdb_core::EventRecord;
 use cmdb_core::ids::{CiId, DeploymentId, ReleaseId, TemplateId};
 use cmdb_core::model::Environment;
 use cmdb_core::release::{
-    DeploymentRecord, DeploymentState, ReleaseError, ReleaseEvent, ReleaseNumber, ReleaseRecord, ReleaseState,
-    fold_deployment_record, fold_release_record,
+    DeploymentRecord, DeploymentState, ReleaseError, ReleaseEvent, ReleaseNumber, ReleaseRecord, ReleaseState, Stamp,
+    fold_deployment_event, fold_release_event, stamp_of,
 };
 use cmdb_core::time::Timestamp;
-use cmdb_core::{EventRecord, Hash, StreamId};
 use serde::{Deserialize, Serialize};
 
-/// One event kept: what a fold reads of it.
+/// One event kept, decoded once when applied: what a fold reads of it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Kept {
-    position: u64,
+    stamp: Stamp,
     stream_version: u64,
-    recorded_at: Timestamp,
-    actor: String,
-    event_type: String,
-    data: String,
+    event: ReleaseEvent,
 }
 
 impl Kept {
-    fn of(record: &EventRecord) -> Kept {
-        Kept {
-            position: record.position,
-            stream_version: record.stream_version,
-            recorded_at: record.recorded_at,
-            actor: record.metadata.actor.principal.clone(),
-            event_type: record.event_type.clone(),
-            data: record.data_str().unwrap_or_default().to_owned(),
-        }
-    }
-
-    /// The record again, as far as a fold reads it.
-    fn record(&self) -> EventRecord {
-        let mut metadata = Metadata::new(Actor::system(), Source::System);
-        metadata.actor.principal.clone_from(&self.actor);
-        EventRecord {
-            position: self.position,
-            stream_id: StreamId::new("release-book").expect("valid stream id"),
-            stream_version: self.stream_version,
-            event_id: uuid::Uuid::nil(),
-            event_type: self.event_type.clone(),
-            schema_version: 1,
-            data: self.data.clone().into_bytes(),
-            metadata,
-            recorded_at: self.recorded_at,
-            prev_hash: Hash::GENESIS,
-            hash: Hash::GENESIS,
-        }
+    fn of(record: &EventRecord, event: ReleaseEvent) -> Kept {
+        Kept { stamp: stamp_of(record), stream_version: record.stream_version, event }
     }
 }
 
@@ -82,9 +52,12 @@ pub struct DeploymentFilter {
 /// Every release and deployment, event by event.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ReleaseBook {
+    /// Events per release (JSON inside the checkpoint: the events' shapes are JSON's).
+    #[serde(with = "crate::as_json")]
     releases: BTreeMap<ReleaseId, Vec<Kept>>,
     /// Number -> (release, position assigned).
     numbers: BTreeMap<ReleaseNumber, (ReleaseId, u64)>,
+    #[serde(with = "crate::as_json")]
     deployments: BTreeMap<DeploymentId, Vec<Kept>>,
     /// Deployments in request order: (position, deployment).
     deployment_order: Vec<(u64, DeploymentId)>,
@@ -108,31 +81,39 @@ impl ReleaseBook {
     /// Applies one event of a release, deployment, pipeline or the gate.
     pub fn apply(&mut self, record: &EventRecord) -> Result<(), ReleaseError> {
         let Some(event) = ReleaseEvent::from_record(record)? else { return Ok(()) };
-        let kept = Kept::of(record);
-        match &event {
-            ReleaseEvent::Planned(planned) => {
-                self.releases.entry(planned.release_id).or_default().push(kept);
-            }
-            ReleaseEvent::Transitioned(t) => self.releases.entry(t.release_id).or_default().push(kept),
-            ReleaseEvent::StepSigned(s) => self.releases.entry(s.release_id).or_default().push(kept),
-            ReleaseEvent::IncidentLinked(i) => self.releases.entry(i.release_id).or_default().push(kept),
+        let position = record.position;
+        let (release, deployment) = match &event {
+            ReleaseEvent::Planned(planned) => (Some(planned.release_id), None),
+            ReleaseEvent::Transitioned(t) => (Some(t.release_id), None),
+            ReleaseEvent::StepSigned(s) => (Some(s.release_id), None),
+            ReleaseEvent::IncidentLinked(i) => (Some(i.release_id), None),
             ReleaseEvent::NumberAssigned(n) => {
-                self.numbers.insert(n.number, (n.release_id, record.position));
+                self.numbers.insert(n.number, (n.release_id, position));
+                (None, None)
             }
             ReleaseEvent::DeploymentRequested(r) => {
-                self.deployments.entry(r.deployment_id).or_default().push(kept);
-                self.deployment_order.push((record.position, r.deployment_id));
+                self.deployment_order.push((position, r.deployment_id));
                 for target in &r.targets {
-                    self.by_ci.entry(target.ci).or_default().push((record.position, r.deployment_id));
+                    self.by_ci.entry(target.ci).or_default().push((position, r.deployment_id));
                 }
+                (None, Some(r.deployment_id))
             }
-            ReleaseEvent::DeploymentStarted(s) => self.deployments.entry(s.deployment_id).or_default().push(kept),
-            ReleaseEvent::DeploymentEnded(e) => self.deployments.entry(e.deployment_id).or_default().push(kept),
+            ReleaseEvent::DeploymentStarted(s) => (None, Some(s.deployment_id)),
+            ReleaseEvent::DeploymentEnded(e) => (None, Some(e.deployment_id)),
             ReleaseEvent::PipelineTemplateSet(set) => {
-                self.templates.entry(set.ci).or_default().push((record.position, set.template_id));
+                self.templates.entry(set.ci).or_default().push((position, set.template_id));
+                (None, None)
             }
-            ReleaseEvent::GateDecided(decided) => self.gate_decisions.push((record.position, decided.outcome.decision)),
-            ReleaseEvent::PipelineChangeOpened(_) | ReleaseEvent::Ci(_) => {}
+            ReleaseEvent::GateDecided(decided) => {
+                self.gate_decisions.push((position, decided.outcome.decision));
+                (None, None)
+            }
+            ReleaseEvent::PipelineChangeOpened(_) | ReleaseEvent::Ci(_) => (None, None),
+        };
+        if let Some(id) = release {
+            self.releases.entry(id).or_default().push(Kept::of(record, event));
+        } else if let Some(id) = deployment {
+            self.deployments.entry(id).or_default().push(Kept::of(record, event));
         }
         Ok(())
     }
@@ -140,9 +121,9 @@ impl ReleaseBook {
     /// The release as of `position`.
     pub fn release_at(&self, id: ReleaseId, position: u64) -> Option<ReleaseRecord> {
         let mut release = None;
-        for kept in self.releases.get(&id)?.iter().take_while(|k| k.position <= position) {
-            // Events were checked when applied; one that no longer folds is skipped.
-            fold_release_record(&mut release, &kept.record()).ok()?;
+        for kept in self.releases.get(&id)?.iter().take_while(|k| k.stamp.position <= position) {
+            // Events were checked when applied and are folded in their stream's order.
+            fold_release_event(&mut release, &kept.event, kept.stamp.clone(), kept.stream_version).ok()?;
         }
         release
     }
@@ -167,8 +148,8 @@ impl ReleaseBook {
     /// The deployment as of `position`.
     pub fn deployment_at(&self, id: DeploymentId, position: u64) -> Option<DeploymentRecord> {
         let mut deployment = None;
-        for kept in self.deployments.get(&id)?.iter().take_while(|k| k.position <= position) {
-            fold_deployment_record(&mut deployment, &kept.record()).ok()?;
+        for kept in self.deployments.get(&id)?.iter().take_while(|k| k.stamp.position <= position) {
+            fold_deployment_event(&mut deployment, &kept.event, kept.stamp.clone(), kept.stream_version).ok()?;
         }
         deployment
     }

@@ -164,26 +164,16 @@ impl App {
         metadata: Metadata,
     ) -> Result<Written, AppError> {
         let deployment_id = requested.deployment_id;
-        let ci = requested.targets.first().map(|t| t.ci);
-        let release = requested.release_id;
-        let deployed = requested.targets.first().map(|t| t.digest.to_string()).unwrap_or_default();
-        let written = self.release(&ReleaseCommand::RequestDeployment(Box::new(requested)), metadata).await?;
-        let now = self.deployment_now(deployment_id)?;
-        if now.state == cmdb_core::release::DeploymentState::Refused {
-            let recorded = release
+        let command = ReleaseCommand::RequestDeployment(Box::new(requested));
+        let written = self.release(&command, metadata).await?;
+        if self.deployment_now(deployment_id)?.state == cmdb_core::release::DeploymentState::Refused
+            && let ReleaseCommand::RequestDeployment(requested) = &command
+            && let Some(mismatch) = requested
+                .release_id
                 .and_then(|r| self.release_now(r))
-                .and_then(|r| ci.and_then(|c| r.version_for(c)).map(|v| v.digest.to_string()))
-                .unwrap_or_default();
-            let note = now.history.last().and_then(|(_, note, _)| note.clone()).unwrap_or(recorded);
-            return Err(AppError::Core(
-                ReleaseError::DigestMismatch {
-                    ci: ci.unwrap_or(CiId(uuid::Uuid::nil())),
-                    deployed,
-                    recorded: note,
-                    deployment: deployment_id,
-                }
-                .into(),
-            ));
+                .and_then(|release| cmdb_core::release::decide::digest_mismatch(&release, requested))
+        {
+            return Err(AppError::Core(mismatch.into()));
         }
         Ok(written)
     }

@@ -22,6 +22,17 @@ pub struct Caller {
     pub roles: BTreeSet<Role>,
 }
 
+impl Caller {
+    /// The metadata every event written on this caller's behalf carries (API source, its
+    /// principal and token, the request's correlation id).
+    pub fn metadata(&self, correlation_id: Option<String>) -> cmdb_core::Metadata {
+        let actor = cmdb_core::Actor { principal: self.principal.clone(), token_id: Some(self.token_id.to_string()) };
+        let mut metadata = cmdb_core::Metadata::new(actor, cmdb_core::Source::Api);
+        metadata.correlation_id = correlation_id;
+        metadata
+    }
+}
+
 /// Why a request was not authenticated. The messages are shown to the client.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]

@@ -15,7 +15,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use cmdb_core::access::{Operation, permits};
-use cmdb_core::event::{Actor, Metadata, Source};
 use cmdb_core::model::Environment;
 use cmdb_core::release::gate::{Artifact, GateOutcome};
 use cmdb_core::release::{ArtifactDigest, DeploymentRecord, Pipeline, ReportedOutcome};
@@ -119,15 +118,6 @@ fn parse_ask(body: &GateBody) -> Result<GateAsk, ApiError> {
     Ok(GateAsk { ci: text("service", &body.service)?, environment, artifact, change, release, pipeline })
 }
 
-fn metadata_of(caller: &Caller, request_id: &RequestId) -> Metadata {
-    let mut metadata = Metadata::new(
-        Actor { principal: caller.principal.clone(), token_id: Some(caller.token_id.to_string()) },
-        Source::Api,
-    );
-    metadata.correlation_id = Some(request_id.0.clone());
-    metadata
-}
-
 async fn read_body(state: &ServerState, body: Body) -> Result<GateBody, ApiError> {
     let bound = state.app.settings.max_request_body_bytes;
     let bytes = axum::body::to_bytes(body, bound).await.map_err(|_| ApiError::PayloadTooLarge { bound })?;
@@ -167,7 +157,7 @@ pub async fn gate(
         return Err(bad("status and note belong to /api/v1/deployments/report"));
     }
     let ask = parse_ask(&body)?;
-    let metadata = metadata_of(&caller, &request_id);
+    let metadata = caller.metadata(Some(request_id.0.clone()));
     // Leave a second of the request timeout for the final answer.
     let timeout_seconds = (state.app.settings.request_timeout_ms / 1000).saturating_sub(1);
     let wait = Duration::from_secs(body.wait_seconds.unwrap_or(0).min(MAX_GATE_WAIT_SECONDS).min(timeout_seconds));
@@ -207,7 +197,7 @@ pub async fn report(
     if ask.pipeline.is_none() {
         return Err(bad("pipeline (provider, runId) is required: it names the deployment"));
     }
-    let metadata = metadata_of(&caller, &request_id);
+    let metadata = caller.metadata(Some(request_id.0.clone()));
     let deployment = state
         .app
         .app

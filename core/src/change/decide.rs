@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde_json::{Value, json};
 
-use crate::access::{AccessState, Operation, PERMISSIONS, Role, permits};
+use crate::access::{AccessState, Operation, PERMISSIONS, Role, permits, roles_for};
 use crate::ci::schema::SchemaRegistry;
 use crate::ci::{CiClass, CiId, CiSnapshot, NameKey, Status, TemplateId};
 use crate::decider::{CommandContext, Decider, Decision, ReadSet};
@@ -78,15 +78,7 @@ pub struct ChangeInput<'a> {
 pub type ChangeDecision = Decision<ChangeKey, ChangeEvent>;
 
 fn roles_of(input: &ChangeInput<'_>) -> BTreeSet<Role> {
-    input.access.principals.get(input.actor).map(|p| p.roles.clone()).unwrap_or_default()
-}
-
-fn roles_for(operation: Operation) -> String {
-    PERMISSIONS
-        .iter()
-        .find(|(op, _)| *op == operation)
-        .map(|(_, roles)| roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "))
-        .unwrap_or_default()
+    input.access.roles_of(input.actor)
 }
 
 fn require(input: &ChangeInput<'_>, operation: Operation, action: &str) -> Result<BTreeSet<Role>, ChangeError> {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::events::*;
 use super::table::{self, Authority};
 use super::*;
-use crate::access::{AccessState, Operation, PERMISSIONS, Role, access_stream, permits};
+use crate::access::{AccessState, Operation, access_stream, permits, roles_for};
 use crate::ci::CiField;
 use crate::ci::{CiCommand, CiError, CiKey, CiRead, CiSnapshot, Update};
 use crate::decider::{CommandContext, Decider, Decision, Depth, Entry, ReadSet, StreamKey};
@@ -437,20 +437,8 @@ fn reads_of(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec<Release
 // Checks shared by the steps
 // ---------------------------------------------------------------------------------------------
 
-fn roles_for(operation: Operation) -> String {
-    PERMISSIONS
-        .iter()
-        .find(|(op, _)| *op == operation)
-        .map(|(_, roles)| roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "))
-        .unwrap_or_default()
-}
-
-fn roles_of(access: &AccessState, actor: &str) -> BTreeSet<Role> {
-    access.principals.get(actor).map(|p| p.roles.clone()).unwrap_or_default()
-}
-
 fn require(access: &AccessState, actor: &str, operation: Operation, action: &str) -> Result<(), ReleaseError> {
-    if permits(&roles_of(access, actor), operation) {
+    if permits(&access.roles_of(actor), operation) {
         Ok(())
     } else {
         Err(ReleaseError::NotPermitted {
@@ -506,6 +494,27 @@ fn live_ci(read: &ReadSet<ReleaseKey>, id: CiId) -> Result<&CiSnapshot, ReleaseE
 
 fn release_of(read: &ReadSet<ReleaseKey>, id: ReleaseId) -> Result<&ReleaseRecord, ReleaseError> {
     read.release(id).ok_or_else(|| ReleaseError::UnknownRelease(id.to_string()))
+}
+
+/// The event of `release` moving to `to` by `action`, with the deployment that moved it.
+fn transitioned(
+    release: &ReleaseRecord,
+    action: ReleaseAction,
+    to: ReleaseState,
+    by: &str,
+    note: Option<&str>,
+    deployment: Option<(DeploymentId, Environment)>,
+) -> ReleaseEvent {
+    ReleaseEvent::Transitioned(ReleaseTransitioned {
+        release_id: release.release_id,
+        action,
+        from: release.state,
+        to,
+        by: by.to_owned(),
+        note: note.map(str::to_owned),
+        deployment: deployment.map(|(d, _)| d),
+        environment: deployment.map(|(_, e)| e),
+    })
 }
 
 fn transition_refused(release: &ReleaseRecord, action: ReleaseAction) -> ReleaseError {
@@ -686,19 +695,7 @@ fn act(
         (_, Some(to)) => to,
         (_, None) => release.state,
     };
-    decision.write(
-        ReleaseKey::Release(release_id),
-        ReleaseEvent::Transitioned(ReleaseTransitioned {
-            release_id,
-            action,
-            from: release.state,
-            to,
-            by: actor.to_owned(),
-            note: note.map(str::to_owned),
-            deployment: None,
-            environment: None,
-        }),
-    );
+    decision.write(ReleaseKey::Release(release_id), transitioned(release, action, to, actor, note, None));
     Ok(())
 }
 
@@ -738,7 +735,7 @@ fn accept(
             by: signed.stamp.by.clone(),
         });
     }
-    if !roles_of(read.access(), actor).contains(&found.role) {
+    if !read.access().roles_of(actor).contains(&found.role) {
         return Err(ReleaseError::WrongRole {
             step: found.name.clone(),
             role: found.role,
@@ -814,7 +811,7 @@ fn request_deployment(
                 ReleaseEvent::DeploymentEnded(DeploymentEnded {
                     deployment_id: request.deployment_id,
                     state: DeploymentState::Refused,
-                    note: Some(mismatch),
+                    note: Some(mismatch.to_string()),
                     code: Some("DIGEST_MISMATCH".into()),
                     authorized_by: None,
                 }),
@@ -869,11 +866,16 @@ fn check_release_for(release: &ReleaseRecord, request: &DeploymentRequested) -> 
     Ok(())
 }
 
-fn digest_mismatch(release: &ReleaseRecord, request: &DeploymentRequested) -> Option<String> {
+/// The first target whose digest is not the one `release` recorded for its CI (RL-3), as the
+/// error a caller is given once the refusal is recorded.
+pub fn digest_mismatch(release: &ReleaseRecord, request: &DeploymentRequested) -> Option<ReleaseError> {
     request.targets.iter().find_map(|target| {
         let recorded = release.version_for(target.ci)?;
-        (recorded.digest != target.digest).then(|| {
-            format!("{} carries {}, {} recorded {} (RL-3)", target.ci, target.digest, release.label(), recorded.digest)
+        (recorded.digest != target.digest).then(|| ReleaseError::DigestMismatch {
+            ci: target.ci,
+            deployed: target.digest.to_string(),
+            recorded: recorded.digest.to_string(),
+            deployment: request.deployment_id,
         })
     })
 }
@@ -1041,19 +1043,9 @@ fn release_moved(
         (_, Some(to)) => to,
         (_, None) => release.state,
     };
-    decision.write(
-        ReleaseKey::Release(release_id),
-        ReleaseEvent::Transitioned(ReleaseTransitioned {
-            release_id,
-            action,
-            from: release.state,
-            to,
-            by: deployment.requested.by.clone(),
-            note: note.map(str::to_owned),
-            deployment: Some(deployment.request.deployment_id),
-            environment: Some(environment),
-        }),
-    );
+    let by = &deployment.requested.by;
+    let with = Some((deployment.request.deployment_id, environment));
+    decision.write(ReleaseKey::Release(release_id), transitioned(release, action, to, by, note, with));
     Ok(())
 }
 

@@ -288,7 +288,7 @@ pub mod types {
 }
 
 /// A release, deployment or gate event.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs, reason = "each variant holds the event its type names")]
 pub enum ReleaseEvent {
     Planned(Box<ReleasePlanned>),
@@ -302,7 +302,9 @@ pub enum ReleaseEvent {
     GateDecided(Box<GateDecided>),
     PipelineChangeOpened(PipelineChangeOpened),
     PipelineTemplateSet(PipelineTemplateSet),
-    /// A CI edit made with a deployment (its success or roll-back).
+    /// A CI edit made with a deployment (its success or roll-back); stored on the CI's stream
+    /// as a CI event, never kept as a release event.
+    #[serde(skip)]
     Ci(crate::ci::CiEvent),
 }
 
@@ -546,12 +548,25 @@ pub fn fold_release(records: &[EventRecord]) -> Result<Option<ReleaseRecord>, Re
     Ok(release)
 }
 
+/// Who did what, when: the stamp of a stored record.
+pub fn stamp_of(record: &EventRecord) -> Stamp {
+    Stamp { by: record.metadata.actor.principal.clone(), at: record.recorded_at, position: record.position }
+}
+
 /// Folds one record of a release's stream.
 pub fn fold_release_record(release: &mut Option<ReleaseRecord>, record: &EventRecord) -> Result<(), ReleaseError> {
     let Some(event) = ReleaseEvent::from_record(record)? else { return Ok(()) };
-    let stamp =
-        Stamp { by: record.metadata.actor.principal.clone(), at: record.recorded_at, position: record.position };
-    match (release.as_mut(), &event) {
+    fold_release_event(release, &event, stamp_of(record), record.stream_version)
+}
+
+/// Folds one decoded event of a release's stream, recorded with `stamp` at `stream_version`.
+pub fn fold_release_event(
+    release: &mut Option<ReleaseRecord>,
+    event: &ReleaseEvent,
+    stamp: Stamp,
+    stream_version: u64,
+) -> Result<(), ReleaseError> {
+    match (release.as_mut(), event) {
         (None, ReleaseEvent::Planned(planned)) => {
             *release = Some(ReleaseRecord {
                 release_id: planned.release_id,
@@ -564,16 +579,16 @@ pub fn fold_release_record(release: &mut Option<ReleaseRecord>, record: &EventRe
                 accepted: BTreeMap::new(),
                 deployed: BTreeMap::new(),
                 incidents: Vec::new(),
-                version: record.stream_version,
+                version: stream_version,
             });
         }
         (Some(existing), _) => {
-            existing.apply(&event, stamp);
-            existing.version = record.stream_version;
+            existing.apply(event, stamp);
+            existing.version = stream_version;
         }
         (None, _) => {
             return Err(ReleaseError::Undecodable {
-                position: record.position,
+                position: stamp.position,
                 detail: "a release event before the release was planned".into(),
             });
         }
@@ -587,9 +602,17 @@ pub fn fold_deployment_record(
     record: &EventRecord,
 ) -> Result<(), ReleaseError> {
     let Some(event) = ReleaseEvent::from_record(record)? else { return Ok(()) };
-    let stamp =
-        Stamp { by: record.metadata.actor.principal.clone(), at: record.recorded_at, position: record.position };
-    match (deployment.as_mut(), &event) {
+    fold_deployment_event(deployment, &event, stamp_of(record), record.stream_version)
+}
+
+/// Folds one decoded event of a deployment's stream, recorded with `stamp` at `stream_version`.
+pub fn fold_deployment_event(
+    deployment: &mut Option<DeploymentRecord>,
+    event: &ReleaseEvent,
+    stamp: Stamp,
+    stream_version: u64,
+) -> Result<(), ReleaseError> {
+    match (deployment.as_mut(), event) {
         (None, ReleaseEvent::DeploymentRequested(requested)) => {
             *deployment = Some(DeploymentRecord {
                 request: (**requested).clone(),
@@ -598,16 +621,16 @@ pub fn fold_deployment_record(
                 before: Vec::new(),
                 history: Vec::new(),
                 refused_code: None,
-                version: record.stream_version,
+                version: stream_version,
             });
         }
         (Some(existing), _) => {
-            existing.apply(&event, stamp);
-            existing.version = record.stream_version;
+            existing.apply(event, stamp);
+            existing.version = stream_version;
         }
         (None, _) => {
             return Err(ReleaseError::Undecodable {
-                position: record.position,
+                position: stamp.position,
                 detail: "a deployment event before the deployment was requested".into(),
             });
         }

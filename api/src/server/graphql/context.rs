@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Guard, ID};
+use cmdb_core::Metadata;
 use cmdb_core::access::{Operation, permits};
 use cmdb_core::ci::CiClass;
 use cmdb_core::model::ModelError;
-use cmdb_core::{Actor, Metadata, Source};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
@@ -73,13 +73,8 @@ pub(super) fn app<'a>(ctx: &'a Context<'_>) -> &'a App {
 
 /// The metadata every event written on behalf of this request carries.
 pub(super) fn metadata(ctx: &Context<'_>) -> async_graphql::Result<Metadata> {
-    let caller = caller(ctx)?;
-    let mut metadata = Metadata::new(
-        Actor { principal: caller.principal.clone(), token_id: Some(caller.token_id.to_string()) },
-        Source::Api,
-    );
-    metadata.correlation_id = ctx.data_opt::<RequestContext>().map(|r| r.correlation_id.clone());
-    Ok(metadata)
+    let correlation_id = ctx.data_opt::<RequestContext>().map(|r| r.correlation_id.clone());
+    Ok(caller(ctx)?.metadata(correlation_id))
 }
 
 /// A class named by a client: built in (any case) or declared; refused otherwise.
