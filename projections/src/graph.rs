@@ -779,6 +779,11 @@ impl TemporalGraph {
         &mut self.change_book
     }
 
+    /// The release book, to rebuild what checkpoints leave out.
+    pub fn release_book_mut(&mut self) -> &mut crate::releases::ReleaseBook {
+        &mut self.release_book
+    }
+
     /// Releases, deployments and pipeline templates.
     pub fn release_book(&self) -> &crate::releases::ReleaseBook {
         &self.release_book

@@ -11,9 +11,12 @@ use std::collections::BTreeMap;
 use cmdb_core::EventRecord;
 use cmdb_core::ids::{CiId, DeploymentId, ReleaseId, TemplateId};
 use cmdb_core::model::Environment;
+use cmdb_core::release::observe::{
+    DeliveryReceived, IncidentRecord, Mappings, Provider, ToolRef, UnauthorisedChange,
+};
 use cmdb_core::release::{
     DeploymentRecord, DeploymentState, ReleaseError, ReleaseEvent, ReleaseNumber, ReleaseRecord, ReleaseState, Stamp,
-    fold_deployment_event, fold_release_event, stamp_of,
+    fold_deployment_event, fold_incident_event, fold_release_event, stamp_of,
 };
 use cmdb_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -67,6 +70,46 @@ pub struct ReleaseBook {
     templates: BTreeMap<CiId, Vec<(u64, Option<TemplateId>)>>,
     /// Gate decisions: (position, decision), in order.
     gate_decisions: Vec<(u64, cmdb_core::release::gate::GateDecision)>,
+    /// Mapping rule events, in order (for the rules as of a position).
+    #[serde(with = "crate::as_json")]
+    mapping_events: Vec<(u64, ReleaseEvent)>,
+    /// The rules after the last event applied (deliveries map against it).
+    #[serde(skip)]
+    mappings: Mappings,
+    /// Deliveries: (position, time, provider, mapped).
+    deliveries: Vec<(u64, Timestamp, Provider, bool)>,
+    /// Unmapped deliveries, in order.
+    #[serde(with = "crate::as_json")]
+    unmapped: Vec<(u64, Timestamp, DeliveryReceived)>,
+    /// Unauthorised changes: (position, time, record), in order.
+    #[serde(with = "crate::as_json")]
+    unauthorised: Vec<(u64, Timestamp, UnauthorisedChange)>,
+    /// Events per incident, keyed by (provider, source, id).
+    #[serde(with = "crate::as_json")]
+    incidents: BTreeMap<(Provider, String, String), Vec<Kept>>,
+    /// Incidents in order of opening: (position, key).
+    incident_order: Vec<(u64, (Provider, String, String))>,
+}
+
+/// An unmapped source and how often it was heard from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmappedSource {
+    /// The tool.
+    pub provider: Provider,
+    /// Its source.
+    pub source: String,
+    /// How many deliveries were kept unmapped.
+    pub count: u64,
+    /// The newest reason.
+    pub reason: String,
+    /// The newest event type.
+    pub event_type: String,
+    /// When it was last heard from.
+    pub last_at: Timestamp,
+}
+
+fn incident_key(tool: &ToolRef) -> (Provider, String, String) {
+    (tool.provider, tool.source.trim().to_owned(), tool.id.trim().to_owned())
 }
 
 impl ReleaseBook {
@@ -76,6 +119,8 @@ impl ReleaseBook {
             || event_type.starts_with("deployment.")
             || event_type.starts_with("pipeline.")
             || event_type.starts_with("gate.")
+            || event_type.starts_with("tool.")
+            || event_type.starts_with("incident.")
     }
 
     /// Applies one event of a release, deployment, pipeline or the gate.
@@ -108,7 +153,40 @@ impl ReleaseBook {
                 self.gate_decisions.push((position, decided.outcome.decision));
                 (None, None)
             }
-            ReleaseEvent::PipelineChangeOpened(_) | ReleaseEvent::Ci(_) => (None, None),
+            ReleaseEvent::DeploymentObserved(o) => (None, Some(o.deployment_id)),
+            ReleaseEvent::Unauthorised(u) => {
+                self.unauthorised.push((position, record.recorded_at, (**u).clone()));
+                (None, Some(u.deployment_id))
+            }
+            ReleaseEvent::MappingSet(rule) => {
+                self.mappings.set(rule);
+                self.mapping_events.push((position, event.clone()));
+                (None, None)
+            }
+            ReleaseEvent::MappingRemoved(removed) => {
+                self.mappings.remove(removed);
+                self.mapping_events.push((position, event.clone()));
+                (None, None)
+            }
+            ReleaseEvent::DeliveryReceived(delivery) => {
+                self.deliveries.push((position, record.recorded_at, delivery.tool.provider, delivery.unmapped.is_none()));
+                if delivery.unmapped.is_some() {
+                    self.unmapped.push((position, record.recorded_at, (**delivery).clone()));
+                }
+                (None, None)
+            }
+            ReleaseEvent::IncidentOpened(opened) => {
+                let key = incident_key(&opened.incident);
+                self.incident_order.push((position, key.clone()));
+                self.incidents.entry(key).or_default().push(Kept::of(record, event));
+                return Ok(());
+            }
+            ReleaseEvent::IncidentResolved(resolved) => {
+                let key = incident_key(&resolved.incident);
+                self.incidents.entry(key).or_default().push(Kept::of(record, event));
+                return Ok(());
+            }
+            ReleaseEvent::PipelineChangeOpened(_) | ReleaseEvent::Ci(_) | ReleaseEvent::Change(_) => (None, None),
         };
         if let Some(id) = release {
             self.releases.entry(id).or_default().push(Kept::of(record, event));
@@ -175,6 +253,102 @@ impl ReleaseBook {
     /// The template a CI's pipeline changes come from, as of `position`.
     pub fn pipeline_template_at(&self, ci: CiId, position: u64) -> Option<TemplateId> {
         self.templates.get(&ci)?.iter().take_while(|(at, _)| *at <= position).last().and_then(|(_, t)| *t)
+    }
+
+    /// The mapping rules after the last event applied.
+    pub fn mappings(&self) -> &Mappings {
+        &self.mappings
+    }
+
+    /// The mapping rules as of `position`.
+    pub fn mappings_at(&self, position: u64) -> Mappings {
+        let mut mappings = Mappings::default();
+        for (_, event) in self.mapping_events.iter().take_while(|(at, _)| *at <= position) {
+            match event {
+                ReleaseEvent::MappingSet(rule) => mappings.set(rule),
+                ReleaseEvent::MappingRemoved(removed) => mappings.remove(removed),
+                _ => {}
+            }
+        }
+        mappings
+    }
+
+    /// Rebuilds what is not kept in a checkpoint.
+    pub fn restore_current(&mut self) {
+        self.mappings = self.mappings_at(u64::MAX);
+    }
+
+    /// Deliveries up to `position`: (mapped, unmapped) per provider.
+    pub fn delivery_counts_at(&self, position: u64) -> BTreeMap<Provider, (u64, u64)> {
+        let mut counts = BTreeMap::new();
+        for (_, _, provider, mapped) in self.deliveries.iter().take_while(|(at, ..)| *at <= position) {
+            let entry: &mut (u64, u64) = counts.entry(*provider).or_default();
+            if *mapped { entry.0 += 1 } else { entry.1 += 1 }
+        }
+        counts
+    }
+
+    /// The sources whose deliveries mapped to nothing, up to `position`, most frequent first.
+    pub fn unmapped_sources_at(&self, position: u64) -> Vec<UnmappedSource> {
+        let mut by_source: BTreeMap<(Provider, String), UnmappedSource> = BTreeMap::new();
+        for (_, at, delivery) in self.unmapped.iter().take_while(|(p, ..)| *p <= position) {
+            let key = (delivery.tool.provider, delivery.tool.source.clone());
+            let entry = by_source.entry(key).or_insert_with(|| UnmappedSource {
+                provider: delivery.tool.provider,
+                source: delivery.tool.source.clone(),
+                count: 0,
+                reason: String::new(),
+                event_type: String::new(),
+                last_at: *at,
+            });
+            entry.count += 1;
+            entry.reason = delivery.unmapped.clone().unwrap_or_default();
+            entry.event_type = delivery.event_type.clone();
+            entry.last_at = *at;
+        }
+        let mut sources: Vec<UnmappedSource> = by_source.into_values().collect();
+        sources.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.source.cmp(&b.source)));
+        sources
+    }
+
+    /// Unauthorised changes recorded in [from, to) as of `position`, oldest first.
+    pub fn unauthorised_at(
+        &self,
+        position: u64,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Vec<(u64, Timestamp, UnauthorisedChange)> {
+        self.unauthorised
+            .iter()
+            .take_while(|(p, ..)| *p <= position)
+            .filter(|(_, at, _)| from.is_none_or(|f| *at >= f) && to.is_none_or(|t| *at < t))
+            .cloned()
+            .collect()
+    }
+
+    /// The incident as of `position`.
+    pub fn incident_at(&self, tool: &ToolRef, position: u64) -> Option<IncidentRecord> {
+        self.fold_incident(&incident_key(tool), position)
+    }
+
+    fn fold_incident(&self, key: &(Provider, String, String), position: u64) -> Option<IncidentRecord> {
+        let mut incident = None;
+        for kept in self.incidents.get(key)?.iter().take_while(|k| k.stamp.position <= position) {
+            fold_incident_event(&mut incident, &kept.event, kept.stamp.position);
+        }
+        incident
+    }
+
+    /// Incidents opened up to `position`, newest first, touching `ci` if given.
+    pub fn incidents_at(&self, position: u64, ci: Option<CiId>, limit: usize) -> Vec<IncidentRecord> {
+        self.incident_order
+            .iter()
+            .rev()
+            .filter(|(at, _)| *at <= position)
+            .filter_map(|(_, key)| self.fold_incident(key, position))
+            .filter(|i| ci.is_none_or(|c| i.opened.cis.contains(&c)))
+            .take(limit)
+            .collect()
     }
 
     /// How many gate decisions of each kind were recorded up to `position`.

@@ -118,6 +118,11 @@ impl PipelineLocks {
 }
 
 impl App {
+    /// The release decider, with this server's change settings.
+    pub fn release_decider(&self) -> ReleaseDecider {
+        ReleaseDecider { change_settings: self.settings.change }
+    }
+
     /// Runs a release command and waits for the graph. Deployment commands read through the
     /// deployment cache (optimistic: what they write is appended at the versions read, and a
     /// refusal on cached folds is decided again on fresh ones).
@@ -127,12 +132,12 @@ impl App {
             ReleaseCommand::RequestDeployment(_) | ReleaseCommand::Report { .. } | ReleaseCommand::RollBack { .. }
         );
         if !cached {
-            return Ok(Written::from(&self.run(&ReleaseDecider, command, metadata).await?));
+            return Ok(Written::from(&self.run(&self.release_decider(), command, metadata).await?));
         }
         let context = self.context(metadata);
         let executed = cmdb_core::decider::execute(
             self.store.as_ref(),
-            &ReleaseDecider,
+            &self.release_decider(),
             command,
             &context,
             Some(&self.deployment_cache),
@@ -280,9 +285,11 @@ impl App {
                         ci,
                         artifact: ask.artifact.name.clone(),
                         version: ask.artifact.version.clone(),
-                        digest: ask.artifact.digest.clone(),
+                        digest: Some(ask.artifact.digest.clone()),
                     }],
                     pipeline: Some(pipeline.clone()),
+                    observed: None,
+                    unauthorised: false,
                 };
                 self.request_deployment(requested, metadata.clone()).await?;
                 deployment_id
@@ -354,7 +361,7 @@ impl App {
         // Nothing reads an answer back from the graph: the record is durable when this returns.
         let command = ReleaseCommand::RecordGate(Box::new(decided));
         let executed =
-            cmdb_core::decider::execute(self.store.as_ref(), &ReleaseDecider, &command, &self.context(metadata), None)
+            cmdb_core::decider::execute(self.store.as_ref(), &self.release_decider(), &command, &self.context(metadata), None)
                 .await?;
         Ok(GateAnswer { outcome, recorded_at: Some(executed.outcome.last_position) })
     }

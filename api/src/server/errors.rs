@@ -14,6 +14,7 @@ use cmdb_core::event::EnvelopeError;
 use cmdb_core::model::ModelError;
 use cmdb_core::policy::PolicyError;
 use cmdb_core::release::ReleaseError;
+use cmdb_core::release::observe::ObserveError;
 use cmdb_core::store::StoreError;
 use cmdb_projections::graph::{self as graph, GraphError};
 
@@ -387,6 +388,8 @@ fn release_code(error: &ReleaseError) -> Code {
     match error {
         ReleaseError::Model(model) => model_code(model),
         ReleaseError::Ci(ci) => ci_code(ci),
+        ReleaseError::Change(change) => change_code(change),
+        ReleaseError::Observe(observe) => observe_code(observe),
         ReleaseError::UnknownRelease(_) | ReleaseError::UnknownDeployment(_) => Code::NotFound,
         ReleaseError::ReleaseExists(_) | ReleaseError::DeploymentExists(_) | ReleaseError::IncidentLinked(_) => {
             Code::AlreadyExists
@@ -413,6 +416,17 @@ fn release_code(error: &ReleaseError) -> Code {
         | ReleaseError::UnknownStep { .. }
         | ReleaseError::NotInRelease { .. } => Code::BadUserInput,
         ReleaseError::Undecodable { .. } => Code::Internal,
+    }
+}
+
+fn observe_code(error: &ObserveError) -> Code {
+    match error {
+        ObserveError::DuplicateDelivery { .. } | ObserveError::IncidentExists(_) => Code::AlreadyExists,
+        ObserveError::NoSuchRule { .. } | ObserveError::UnknownIncident(_) => Code::NotFound,
+        ObserveError::IncidentResolved(_) => Code::FailedPrecondition,
+        ObserveError::TooMany { .. } => Code::LimitExceeded,
+        ObserveError::TooLong { .. } | ObserveError::Empty { .. } => Code::BadUserInput,
+        ObserveError::Model(model) => model_code(model),
     }
 }
 

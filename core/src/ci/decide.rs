@@ -75,6 +75,11 @@ pub struct Update {
     pub remove_attributes: Vec<String>,
     /// The change that authorises the edit (CM-3).
     pub authorized_by: Option<ChangeId>,
+    /// The edit records what deployment tooling did without a change (an unauthorised
+    /// change, CM-5 over CM-3): `authorized_by` then names the retrospective emergency change
+    /// opened in the same append, which is not implementing, and the event is flagged. Only
+    /// the release domain's observed deployments set it; no API argument reaches it.
+    pub unauthorised: bool,
 }
 
 /// A request to change the configuration.
@@ -428,8 +433,21 @@ fn register(read: &ReadSet<CiKey>, decision: &mut CiDecision, r: &Register) -> R
 
 fn update(read: &ReadSet<CiKey>, decision: &mut CiDecision, id: CiId, u: &Update) -> Result<(), CiError> {
     let current = live_ci(read, id)?;
-    authorize(read, decision, "updating", current.class, Subject::Existing(id), u.authorized_by)?;
-    let mut event = CiUpdated { ci_id: Some(id), authorized_by: u.authorized_by, ..CiUpdated::default() };
+    if u.unauthorised {
+        // Recorded as observed, flagged; the retrospective change is written in the same
+        // append, so its state stream is not read here (CH-8 follows it up).
+        if u.authorized_by.is_none() {
+            return Err(CiError::Unauthorized { action: "recording", class: current.class, subject: format!("CI {id}") });
+        }
+    } else {
+        authorize(read, decision, "updating", current.class, Subject::Existing(id), u.authorized_by)?;
+    }
+    let mut event = CiUpdated {
+        ci_id: Some(id),
+        authorized_by: u.authorized_by,
+        unauthorised: u.unauthorised,
+        ..CiUpdated::default()
+    };
     if let Some(name) = u.name.as_ref().filter(|n| **n != current.name) {
         rename(read, decision, current, name)?;
         event.name = Some(name.clone());

@@ -276,6 +276,10 @@ pub struct CiUpdated {
     pub attributes_removed: Vec<String>,
     /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
+    /// Deployment tooling changed the CI without a change: `authorized_by` names the
+    /// retrospective emergency change opened for it (CM-3, CH-8).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unauthorised: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::gate::{GateFacts, GateOutcome, GateRequest};
+use super::observe::{
+    DeliveryReceived, DeploymentObserved, IncidentOpened, IncidentRecord, IncidentResolved, MappingRemoved,
+    MappingRule, ToolRef, UnauthorisedChange,
+};
 use super::{
     ArtifactDigest, DeploymentId, DeploymentState, ReleaseAction, ReleaseError, ReleaseId, ReleaseNumber, ReleaseState,
     ReleaseType,
@@ -180,8 +184,9 @@ pub struct DeploymentTarget {
     pub artifact: String,
     /// Its version.
     pub version: String,
-    /// Its digest.
-    pub digest: ArtifactDigest,
+    /// Its digest; none only for a deployment a tool reported without one.
+    #[serde(default)]
+    pub digest: Option<ArtifactDigest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -201,6 +206,13 @@ pub struct DeploymentRequested {
     /// Which pipeline run.
     #[serde(default)]
     pub pipeline: Option<Pipeline>,
+    /// The tool's deployment, for a deployment observed rather than asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<ToolRef>,
+    /// Observed with no change or accepted release covering its CI: `change_id` is the
+    /// retrospective emergency change opened for it, and its CI edits are flagged (CM-3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unauthorised: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -285,6 +297,20 @@ pub mod types {
     pub const PIPELINE_CHANGE_OPENED: &str = "pipeline.change_opened";
     /// `pipeline.template_set`
     pub const PIPELINE_TEMPLATE_SET: &str = "pipeline.template_set";
+    /// `tool.mapping_set`
+    pub const MAPPING_SET: &str = "tool.mapping_set";
+    /// `tool.mapping_removed`
+    pub const MAPPING_REMOVED: &str = "tool.mapping_removed";
+    /// `tool.delivery_received`
+    pub const DELIVERY_RECEIVED: &str = "tool.delivery_received";
+    /// `deployment.observed`
+    pub const DEPLOYMENT_OBSERVED: &str = "deployment.observed";
+    /// `deployment.unauthorised`
+    pub const UNAUTHORISED: &str = "deployment.unauthorised";
+    /// `incident.opened`
+    pub const INCIDENT_OPENED: &str = "incident.opened";
+    /// `incident.resolved`
+    pub const INCIDENT_RESOLVED: &str = "incident.resolved";
 }
 
 /// A release, deployment or gate event.
@@ -302,6 +328,17 @@ pub enum ReleaseEvent {
     GateDecided(Box<GateDecided>),
     PipelineChangeOpened(PipelineChangeOpened),
     PipelineTemplateSet(PipelineTemplateSet),
+    MappingSet(MappingRule),
+    MappingRemoved(MappingRemoved),
+    DeliveryReceived(Box<DeliveryReceived>),
+    DeploymentObserved(Box<DeploymentObserved>),
+    Unauthorised(Box<UnauthorisedChange>),
+    IncidentOpened(Box<IncidentOpened>),
+    IncidentResolved(Box<IncidentResolved>),
+    /// The retrospective change of an unauthorised deployment, decided by the change domain;
+    /// stored on the change's streams as a change event.
+    #[serde(skip)]
+    Change(crate::change::ChangeEvent),
     /// A CI edit made with a deployment (its success or roll-back); stored on the CI's stream
     /// as a CI event, never kept as a release event.
     #[serde(skip)]
@@ -323,6 +360,14 @@ impl DomainEvent for ReleaseEvent {
             ReleaseEvent::GateDecided(e) => (GATE_DECIDED, serde_json::to_vec(e)),
             ReleaseEvent::PipelineChangeOpened(e) => (PIPELINE_CHANGE_OPENED, serde_json::to_vec(e)),
             ReleaseEvent::PipelineTemplateSet(e) => (PIPELINE_TEMPLATE_SET, serde_json::to_vec(e)),
+            ReleaseEvent::MappingSet(e) => (MAPPING_SET, serde_json::to_vec(e)),
+            ReleaseEvent::MappingRemoved(e) => (MAPPING_REMOVED, serde_json::to_vec(e)),
+            ReleaseEvent::DeliveryReceived(e) => (DELIVERY_RECEIVED, serde_json::to_vec(e)),
+            ReleaseEvent::DeploymentObserved(e) => (DEPLOYMENT_OBSERVED, serde_json::to_vec(e)),
+            ReleaseEvent::Unauthorised(e) => (UNAUTHORISED, serde_json::to_vec(e)),
+            ReleaseEvent::IncidentOpened(e) => (INCIDENT_OPENED, serde_json::to_vec(e)),
+            ReleaseEvent::IncidentResolved(e) => (INCIDENT_RESOLVED, serde_json::to_vec(e)),
+            ReleaseEvent::Change(e) => return e.to_new_event(metadata),
             ReleaseEvent::Ci(e) => return e.to_new_event(metadata),
         };
         // Serialising these plain structs cannot fail.
@@ -347,6 +392,13 @@ impl ReleaseEvent {
             GATE_DECIDED => ReleaseEvent::GateDecided(record.data_as().map_err(bad)?),
             PIPELINE_CHANGE_OPENED => ReleaseEvent::PipelineChangeOpened(record.data_as().map_err(bad)?),
             PIPELINE_TEMPLATE_SET => ReleaseEvent::PipelineTemplateSet(record.data_as().map_err(bad)?),
+            MAPPING_SET => ReleaseEvent::MappingSet(record.data_as().map_err(bad)?),
+            MAPPING_REMOVED => ReleaseEvent::MappingRemoved(record.data_as().map_err(bad)?),
+            DELIVERY_RECEIVED => ReleaseEvent::DeliveryReceived(record.data_as().map_err(bad)?),
+            DEPLOYMENT_OBSERVED => ReleaseEvent::DeploymentObserved(record.data_as().map_err(bad)?),
+            UNAUTHORISED => ReleaseEvent::Unauthorised(record.data_as().map_err(bad)?),
+            INCIDENT_OPENED => ReleaseEvent::IncidentOpened(record.data_as().map_err(bad)?),
+            INCIDENT_RESOLVED => ReleaseEvent::IncidentResolved(record.data_as().map_err(bad)?),
             _ => return Ok(None),
         }))
     }
@@ -506,6 +558,10 @@ pub struct DeploymentRecord {
     pub history: Vec<(DeploymentState, Option<String>, Stamp)>,
     /// The refusal's code.
     pub refused_code: Option<String>,
+    /// What the tool reported, oldest first (observed deployments).
+    pub observations: Vec<(DeploymentObserved, Stamp)>,
+    /// The unauthorised-change record, if it was observed without authority.
+    pub unauthorised: Option<(UnauthorisedChange, Stamp)>,
     /// The stream version folded.
     pub version: u64,
 }
@@ -526,6 +582,8 @@ impl DeploymentRecord {
                 }
                 self.history.push((e.state, e.note.clone(), stamp));
             }
+            ReleaseEvent::DeploymentObserved(o) => self.observations.push(((**o).clone(), stamp)),
+            ReleaseEvent::Unauthorised(u) => self.unauthorised = Some(((**u).clone(), stamp)),
             _ => {}
         }
     }
@@ -621,6 +679,8 @@ pub fn fold_deployment_event(
                 before: Vec::new(),
                 history: Vec::new(),
                 refused_code: None,
+                observations: Vec::new(),
+                unauthorised: None,
                 version: stream_version,
             });
         }
@@ -636,4 +696,15 @@ pub fn fold_deployment_event(
         }
     }
     Ok(())
+}
+
+/// Folds one decoded event of an incident's stream, recorded at `position`.
+pub fn fold_incident_event(incident: &mut Option<IncidentRecord>, event: &ReleaseEvent, position: u64) {
+    match (incident.as_mut(), event) {
+        (None, ReleaseEvent::IncidentOpened(opened)) => {
+            *incident = Some(IncidentRecord { opened: (**opened).clone(), resolved: None, position });
+        }
+        (Some(existing), ReleaseEvent::IncidentResolved(resolved)) => existing.resolved = Some((**resolved).clone()),
+        _ => {}
+    }
 }

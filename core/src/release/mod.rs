@@ -13,13 +13,18 @@
 //! - The **gate** ([`gate`]) is a pure function of recorded facts: every answer it gives is an
 //!   event holding its request and facts, so it can be replayed like an approval decision.
 //!
+//! - What **deployment tooling** reports ([`observe`]): deliveries, mapping rules, observed
+//!   deployments, unauthorised changes and incidents.
+//!
 //! Architecture invariant: this module uses the CI domain's decider for every CI edit it makes
 //! (so schema checks and CM-3 hold exactly as for a person's edit) and reads changes only
-//! through the CM-3 contract ([`crate::control`]); it never writes a change's streams.
+//! through the CM-3 contract ([`crate::control`]); it writes a change's streams only through
+//! the change domain's own decider (the retrospective change of an unauthorised deployment).
 
 pub mod decide;
 mod events;
 pub mod gate;
+pub mod observe;
 pub mod table;
 #[cfg(test)]
 mod tests;
@@ -257,6 +262,12 @@ pub enum ReleaseError {
     /// A CI edit of a deployment refused by the CI domain (CM-3, the schema).
     #[error(transparent)]
     Ci(#[from] crate::ci::CiError),
+    /// The retrospective change of an unauthorised deployment refused by the change domain.
+    #[error(transparent)]
+    Change(#[from] crate::change::ChangeError),
+    /// A delivery, mapping or incident refused.
+    #[error(transparent)]
+    Observe(#[from] observe::ObserveError),
     #[error("{0:?} is not a release number; expected REL- and digits, as in REL-000042")]
     InvalidNumber(String),
     #[error("{digest:?} is not a digest: {why}")]

@@ -127,15 +127,15 @@ impl World {
     }
 
     fn when(&self, actor: &str, command: &ReleaseCommand) -> Result<ReleaseDecision, ReleaseError> {
-        self.scenario.when(&ReleaseDecider, actor, command)
+        self.scenario.when(&ReleaseDecider::default(), actor, command)
     }
 
     fn given(&self, actor: &str, command: ReleaseCommand) {
-        self.scenario.given(&ReleaseDecider, actor, command);
+        self.scenario.given(&ReleaseDecider::default(), actor, command);
     }
 
     fn execute(&self, actor: &str, command: &ReleaseCommand) -> Result<(), crate::Error> {
-        self.scenario.execute(&ReleaseDecider, actor, command).map(|_| ())
+        self.scenario.execute(&ReleaseDecider::default(), actor, command).map(|_| ())
     }
 
     fn release(&self, id: ReleaseId) -> ReleaseRecord {
@@ -208,16 +208,18 @@ fn request(d: u128, r: Option<u128>, environment: Environment, sha: &str) -> Rel
                 ci: ci(1),
                 artifact: "ghcr.io/acme/app".into(),
                 version: "2.0".into(),
-                digest: digest(sha),
+                digest: Some(digest(sha)),
             },
             DeploymentTarget {
                 ci: ci(3),
                 artifact: "ghcr.io/acme/worker".into(),
                 version: "2.0".into(),
-                digest: digest(sha),
+                digest: Some(digest(sha)),
             },
         ],
         pipeline: Some(Pipeline { provider: "github".into(), run_id: format!("run-{d}"), run_url: None }),
+        observed: None,
+        unauthorised: false,
     }))
 }
 
@@ -527,9 +529,9 @@ proptest! {
         let command = ReleaseCommand::RequestDeployment(Box::new(DeploymentRequested {
             deployment_id: deployment(1), release_id: None, change_id: change(1), environment: Environment::Production,
             targets: targets.iter().map(|n| DeploymentTarget {
-                ci: ci(*n), artifact: "new".into(), version: "9.9".into(), digest: digest(SHA_B),
+                ci: ci(*n), artifact: "new".into(), version: "9.9".into(), digest: Some(digest(SHA_B)),
             }).collect(),
-            pipeline: None,
+            pipeline: None, observed: None, unauthorised: false,
         }));
         world.given("dora", command);
         if started_first {

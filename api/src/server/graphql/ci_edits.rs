@@ -144,6 +144,7 @@ impl CiMutation {
             set_attributes: attributes(input.set_attributes),
             remove_attributes: input.remove_attributes.unwrap_or_default(),
             authorized_by: change_id(ctx, input.authorized_by).await?,
+            unauthorised: false,
         };
         let positions = run(ctx, CiCommand::Update(ci_id, update)).await?;
         Ok(ci_result(ctx, ci_id, positions))

@@ -313,7 +313,8 @@ pub struct DeploymentTarget {
     ci: ID,
     artifact: String,
     version: String,
-    digest: String,
+    /// Null only for a deployment a tool reported without a digest.
+    digest: Option<String>,
 }
 
 /// A CI as a deployment found it (what a roll-back restores).
@@ -375,7 +376,7 @@ impl From<&domain::DeploymentRecord> for Deployment {
                     ci: ID(t.ci.to_string()),
                     artifact: t.artifact.clone(),
                     version: t.version.clone(),
-                    digest: t.digest.to_string(),
+                    digest: t.digest.as_ref().map(ToString::to_string),
                 })
                 .collect(),
             pipeline: r.pipeline.as_ref().map(|p| PipelineRun {
@@ -723,7 +724,7 @@ impl ReleaseMutation {
         let change_id = resolve_change(ctx, &input.change).await?;
         let targets = versions(input.targets)?
             .into_iter()
-            .map(|v| domain::DeploymentTarget { ci: v.ci, artifact: v.artifact, version: v.version, digest: v.digest })
+            .map(|v| domain::DeploymentTarget { ci: v.ci, artifact: v.artifact, version: v.version, digest: Some(v.digest) })
             .collect();
         let pipeline = match (input.pipeline_provider, input.pipeline_run_id) {
             (Some(provider), Some(run_id)) => {
@@ -740,6 +741,8 @@ impl ReleaseMutation {
             environment: input.environment.into(),
             targets,
             pipeline,
+            observed: None,
+            unauthorised: false,
         };
         app(ctx).request_deployment(requested, metadata(ctx)?).await.map_err(app_error)?;
         deployment_now(ctx, deployment_id)

@@ -17,6 +17,13 @@ use crate::decider::{CommandContext, Decider, Decision, Depth, Entry, ReadSet, S
 use crate::event::{EventRecord, StreamId};
 use crate::ids::{ChangeId, CiId, TemplateId};
 
+mod observed;
+use super::observe::{
+    DeliveryReceived, IncidentOpened, IncidentRecord, IncidentResolved, MAPPINGS_STREAM, MappingRemoved, MappingRule,
+    Mappings, ObservedDeployment,
+};
+use crate::change::{ChangeKey, ChangeRead, ChangeSettings};
+
 /// The attribute a deployment sets to the artifact's name.
 pub const ARTIFACT_ATTRIBUTE: &str = "artifact";
 /// The attribute a deployment sets to the artifact's digest.
@@ -58,6 +65,15 @@ pub enum ReleaseKey {
     Baseline(String),
     /// A stream the CI domain reads (CIs, the schema, a change's state).
     Ci(CiKey),
+    /// The mapping rules from tools' names to CIs.
+    Mappings,
+    /// A delivery's stream: whether it was recorded.
+    Delivery(StreamId),
+    /// An incident's stream.
+    Incident(StreamId),
+    /// A stream the change domain reads (the retrospective change of an unauthorised
+    /// deployment).
+    Change(ChangeKey),
 }
 
 /// One pipeline run as its stream tells it.
@@ -81,6 +97,10 @@ pub enum ReleaseRead {
     Templates(BTreeMap<CiId, TemplateId>),
     Baseline(bool),
     Ci(CiRead),
+    Mappings(Mappings),
+    Delivery(Option<Box<DeliveryReceived>>),
+    Incident(Option<Box<IncidentRecord>>),
+    Change(Box<ChangeRead>),
 }
 
 impl StreamKey for ReleaseKey {
@@ -96,11 +116,19 @@ impl StreamKey for ReleaseKey {
             ReleaseKey::PipelineTemplates => StreamId::new(PIPELINE_TEMPLATES_STREAM).expect("valid stream id"),
             ReleaseKey::Baseline(name) => crate::baseline::stream(name),
             ReleaseKey::Ci(key) => return key.streams(),
+            ReleaseKey::Mappings => StreamId::new(MAPPINGS_STREAM).expect("valid stream id"),
+            ReleaseKey::Delivery(stream) | ReleaseKey::Incident(stream) => stream.clone(),
+            ReleaseKey::Change(key) => return key.streams(),
         }]
     }
 
     fn depth(&self) -> Depth {
-        if *self == ReleaseKey::Numbers { Depth::Newest } else { Depth::Whole }
+        match self {
+            ReleaseKey::Numbers => Depth::Newest,
+            ReleaseKey::Change(key) => key.depth(),
+            ReleaseKey::Ci(key) => key.depth(),
+            _ => Depth::Whole,
+        }
     }
 
     fn initial(&self) -> ReleaseRead {
@@ -113,6 +141,10 @@ impl StreamKey for ReleaseKey {
             ReleaseKey::PipelineTemplates => ReleaseRead::Templates(BTreeMap::new()),
             ReleaseKey::Baseline(_) => ReleaseRead::Baseline(false),
             ReleaseKey::Ci(key) => ReleaseRead::Ci(key.initial()),
+            ReleaseKey::Mappings => ReleaseRead::Mappings(Mappings::default()),
+            ReleaseKey::Delivery(_) => ReleaseRead::Delivery(None),
+            ReleaseKey::Incident(_) => ReleaseRead::Incident(None),
+            ReleaseKey::Change(key) => ReleaseRead::Change(Box::new(key.initial())),
         }
     }
 
@@ -150,6 +182,25 @@ impl StreamKey for ReleaseKey {
             (ReleaseRead::Baseline(exists), _) => *exists = record.event_type == crate::baseline::CREATED,
             (ReleaseRead::Ci(ci), ReleaseKey::Ci(key)) => key.evolve(ci, record)?,
             (ReleaseRead::Ci(_), _) => {}
+            (ReleaseRead::Change(change), ReleaseKey::Change(key)) => key.evolve(change, record)?,
+            (ReleaseRead::Change(_), _) => {}
+            (ReleaseRead::Mappings(mappings), _) => match ReleaseEvent::from_record(record)? {
+                Some(ReleaseEvent::MappingSet(rule)) => mappings.set(&rule),
+                Some(ReleaseEvent::MappingRemoved(removed)) => mappings.remove(&removed),
+                _ => {}
+            },
+            (ReleaseRead::Delivery(delivery), _) => {
+                if let Some(ReleaseEvent::DeliveryReceived(received)) = ReleaseEvent::from_record(record)? {
+                    *delivery = Some(received);
+                }
+            }
+            (ReleaseRead::Incident(incident), _) => {
+                if let Some(event) = ReleaseEvent::from_record(record)? {
+                    let mut folded = incident.take().map(|b| *b);
+                    fold_incident_event(&mut folded, &event, record.position);
+                    *incident = folded.map(Box::new);
+                }
+            }
         }
         Ok(())
     }
@@ -205,6 +256,42 @@ impl ReadSet<ReleaseKey> {
             Some(ReleaseRead::Ci(CiRead::Control(control))) if control.number.is_some() => Some(control),
             _ => None,
         }
+    }
+
+    /// The mapping rules (none before read).
+    pub fn mappings(&self) -> &Mappings {
+        static EMPTY: LazyLock<Mappings> = LazyLock::new(Mappings::default);
+        match self.get(&ReleaseKey::Mappings) {
+            Some(ReleaseRead::Mappings(mappings)) => mappings,
+            _ => &EMPTY,
+        }
+    }
+
+    /// The delivery recorded on `stream`, if read and recorded.
+    pub fn delivery(&self, stream: &StreamId) -> Option<&DeliveryReceived> {
+        match self.get(&ReleaseKey::Delivery(stream.clone())) {
+            Some(ReleaseRead::Delivery(Some(delivery))) => Some(delivery),
+            _ => None,
+        }
+    }
+
+    /// The incident on `stream`, if read and opened.
+    pub fn incident(&self, stream: &StreamId) -> Option<&IncidentRecord> {
+        match self.get(&ReleaseKey::Incident(stream.clone())) {
+            Some(ReleaseRead::Incident(Some(incident))) => Some(incident),
+            _ => None,
+        }
+    }
+
+    /// The change streams read, as the change decider reads them.
+    fn change_read_set(&self) -> ReadSet<ChangeKey> {
+        let mut sub = ReadSet::new();
+        for (key, entry) in self.entries() {
+            if let (ReleaseKey::Change(change_key), ReleaseRead::Change(state)) = (key, &entry.state) {
+                sub.insert(change_key.clone(), Entry { state: (**state).clone(), versions: entry.versions.clone() });
+            }
+        }
+        sub
     }
 
     /// The CI streams read, as the CI decider reads them.
@@ -288,14 +375,40 @@ pub enum ReleaseCommand {
     OpenPipelineChange(PipelineChangeOpened),
     /// Name (or stop naming) the template of a service's pipeline changes.
     SetPipelineTemplate(PipelineTemplateSet),
+    /// Record what a deployment tool observed about one of its deployments.
+    Observe(Box<ObservedDeployment>),
+    /// Keep a delivery that maps to nothing, with the reason.
+    RecordUnmapped(Box<DeliveryReceived>),
+    /// Set a mapping rule (admin).
+    SetMapping(MappingRule),
+    /// Remove a mapping rule (admin).
+    RemoveMapping(MappingRemoved),
+    /// Open an incident (IN-1); a delivery that repeats an open incident records the delivery.
+    OpenIncident {
+        /// The incident.
+        opened: Box<IncidentOpened>,
+        /// The delivery that told it, if a tool did.
+        delivery: Option<Box<DeliveryReceived>>,
+    },
+    /// Resolve an incident.
+    ResolveIncident {
+        /// The resolution.
+        resolved: Box<IncidentResolved>,
+        /// The delivery that told it, if a tool did.
+        delivery: Option<Box<DeliveryReceived>>,
+    },
 }
 
 /// A release decision.
 pub type ReleaseDecision = Decision<ReleaseKey, ReleaseEvent>;
 
-/// Decides release, deployment and gate commands.
+/// Decides release, deployment, gate and tooling commands.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ReleaseDecider;
+pub struct ReleaseDecider {
+    /// The change settings the retrospective change of an unauthorised deployment is decided
+    /// with (its CH-8 deadline).
+    pub change_settings: ChangeSettings,
+}
 
 impl Decider for ReleaseDecider {
     type Command = ReleaseCommand;
@@ -370,6 +483,16 @@ impl Decider for ReleaseDecider {
                 live_ci(read, set.ci)?;
                 decision.write(ReleaseKey::PipelineTemplates, ReleaseEvent::PipelineTemplateSet(set.clone()));
             }
+            ReleaseCommand::Observe(observed) => observed::observe(self, read, &mut decision, context, observed)?,
+            ReleaseCommand::RecordUnmapped(delivery) => observed::receive(read, &mut decision, delivery)?,
+            ReleaseCommand::SetMapping(rule) => observed::set_mapping(read, &mut decision, actor, rule)?,
+            ReleaseCommand::RemoveMapping(removed) => observed::remove_mapping(read, &mut decision, actor, removed)?,
+            ReleaseCommand::OpenIncident { opened, delivery } => {
+                observed::open_incident(read, &mut decision, opened, delivery.as_deref())?;
+            }
+            ReleaseCommand::ResolveIncident { resolved, delivery } => {
+                observed::resolve_incident(read, &mut decision, resolved, delivery.as_deref())?;
+            }
         }
         debug_assert!(decision.event_count() > 0, "an accepted release command writes something");
         Ok(decision)
@@ -386,7 +509,11 @@ fn reads_of(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec<Release
         | ReleaseCommand::OpenPipelineChange(_)
         | ReleaseCommand::RequestDeployment(_)
         | ReleaseCommand::Report { .. }
-        | ReleaseCommand::RollBack { .. } => Vec::new(),
+        | ReleaseCommand::RollBack { .. }
+        | ReleaseCommand::Observe(_)
+        | ReleaseCommand::RecordUnmapped(_)
+        | ReleaseCommand::OpenIncident { .. }
+        | ReleaseCommand::ResolveIncident { .. } => Vec::new(),
         _ => vec![ReleaseKey::Access],
     };
     match command {
@@ -429,6 +556,12 @@ fn reads_of(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec<Release
         ReleaseCommand::SetPipelineTemplate(set) => {
             keys.extend([ReleaseKey::PipelineTemplates, ReleaseKey::Ci(CiKey::Ci(set.ci))]);
         }
+        ReleaseCommand::Observe(_)
+        | ReleaseCommand::RecordUnmapped(_)
+        | ReleaseCommand::SetMapping(_)
+        | ReleaseCommand::RemoveMapping(_)
+        | ReleaseCommand::OpenIncident { .. }
+        | ReleaseCommand::ResolveIncident { .. } => keys.extend(observed::reads(command, read)),
     }
     keys
 }
@@ -871,9 +1004,9 @@ fn check_release_for(release: &ReleaseRecord, request: &DeploymentRequested) -> 
 pub fn digest_mismatch(release: &ReleaseRecord, request: &DeploymentRequested) -> Option<ReleaseError> {
     request.targets.iter().find_map(|target| {
         let recorded = release.version_for(target.ci)?;
-        (recorded.digest != target.digest).then(|| ReleaseError::DigestMismatch {
+        (target.digest.as_ref() != Some(&recorded.digest)).then(|| ReleaseError::DigestMismatch {
             ci: target.ci,
-            deployed: target.digest.to_string(),
+            deployed: target.digest.as_ref().map_or_else(|| "no digest".to_owned(), ToString::to_string),
             recorded: recorded.digest.to_string(),
             deployment: request.deployment_id,
         })
@@ -928,7 +1061,8 @@ fn report(
             };
             // The CI edits come first in the append, so the success's own position already
             // shows the new versions.
-            apply_versions(read, decision, deployment)?;
+            let request = &deployment.request;
+            apply_versions(read, decision, &request.targets, request.change_id, request.unauthorised)?;
             if let Some(start) = start {
                 decision.write(key.clone(), start);
             }
@@ -979,17 +1113,30 @@ fn ended(
 fn apply_versions(
     read: &ReadSet<ReleaseKey>,
     decision: &mut ReleaseDecision,
-    deployment: &DeploymentRecord,
+    targets: &[DeploymentTarget],
+    change: ChangeId,
+    unauthorised: bool,
 ) -> Result<(), ReleaseError> {
-    let change = deployment.request.change_id;
-    let commands = deployment.request.targets.iter().map(|t| {
+    let commands = targets.iter().map(|t| {
         let mut attributes = BTreeMap::new();
         attributes.insert(ARTIFACT_ATTRIBUTE.to_owned(), Value::String(t.artifact.clone()));
-        attributes.insert(DIGEST_ATTRIBUTE.to_owned(), Value::String(t.digest.to_string()));
+        let mut remove = Vec::new();
+        match &t.digest {
+            Some(digest) => {
+                attributes.insert(DIGEST_ATTRIBUTE.to_owned(), Value::String(digest.to_string()));
+            }
+            // A tool that names no digest: the one recorded before no longer describes the CI.
+            None if read.ci(t.ci).is_some_and(|ci| ci.attributes.contains_key(DIGEST_ATTRIBUTE)) => {
+                remove.push(DIGEST_ATTRIBUTE.to_owned());
+            }
+            None => {}
+        }
         let update = Update {
             version: Some(t.version.clone()),
             set_attributes: attributes,
+            remove_attributes: remove,
             authorized_by: Some(change),
+            unauthorised,
             ..Update::default()
         };
         CiCommand::Update(t.ci, update)
