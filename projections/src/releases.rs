@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 use cmdb_core::EventRecord;
 use cmdb_core::ids::{CiId, DeploymentId, ReleaseId, TemplateId};
 use cmdb_core::model::Environment;
-use cmdb_core::release::observe::{
-    DeliveryReceived, IncidentRecord, Mappings, Provider, ToolRef, UnauthorisedChange,
-};
+use cmdb_core::release::observe::{DeliveryReceived, IncidentRecord, Mappings, Provider, ToolRef, UnauthorisedChange};
 use cmdb_core::release::{
     DeploymentRecord, DeploymentState, ReleaseError, ReleaseEvent, ReleaseNumber, ReleaseRecord, ReleaseState, Stamp,
     fold_deployment_event, fold_incident_event, fold_release_event, stamp_of,
@@ -169,7 +167,12 @@ impl ReleaseBook {
                 (None, None)
             }
             ReleaseEvent::DeliveryReceived(delivery) => {
-                self.deliveries.push((position, record.recorded_at, delivery.tool.provider, delivery.unmapped.is_none()));
+                self.deliveries.push((
+                    position,
+                    record.recorded_at,
+                    delivery.tool.provider,
+                    delivery.unmapped.is_none(),
+                ));
                 if delivery.unmapped.is_some() {
                     self.unmapped.push((position, record.recorded_at, (**delivery).clone()));
                 }

@@ -360,9 +360,14 @@ impl App {
         let decided = GateDecided { request, facts, outcome: outcome.clone() };
         // Nothing reads an answer back from the graph: the record is durable when this returns.
         let command = ReleaseCommand::RecordGate(Box::new(decided));
-        let executed =
-            cmdb_core::decider::execute(self.store.as_ref(), &self.release_decider(), &command, &self.context(metadata), None)
-                .await?;
+        let executed = cmdb_core::decider::execute(
+            self.store.as_ref(),
+            &self.release_decider(),
+            &command,
+            &self.context(metadata),
+            None,
+        )
+        .await?;
         Ok(GateAnswer { outcome, recorded_at: Some(executed.outcome.last_position) })
     }
 

@@ -437,7 +437,11 @@ fn update(read: &ReadSet<CiKey>, decision: &mut CiDecision, id: CiId, u: &Update
         // Recorded as observed, flagged; the retrospective change is written in the same
         // append, so its state stream is not read here (CH-8 follows it up).
         if u.authorized_by.is_none() {
-            return Err(CiError::Unauthorized { action: "recording", class: current.class, subject: format!("CI {id}") });
+            return Err(CiError::Unauthorized {
+                action: "recording",
+                class: current.class,
+                subject: format!("CI {id}"),
+            });
         }
     } else {
         authorize(read, decision, "updating", current.class, Subject::Existing(id), u.authorized_by)?;

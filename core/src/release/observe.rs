@@ -525,14 +525,14 @@ mod tests {
             ci: CiId(uuid::Uuid::from_u128(1)),
             environment: None,
         };
-        let production = MappingRule {
-            subject: Some("production".into()),
-            ci: CiId(uuid::Uuid::from_u128(2)),
-            ..general.clone()
-        };
+        let production =
+            MappingRule { subject: Some("production".into()), ci: CiId(uuid::Uuid::from_u128(2)), ..general.clone() };
         mappings.set(&general);
         mappings.set(&production);
-        assert_eq!(mappings.resolve(Provider::Github, "octo/app", Some("Production")).map(|r| r.ci), Some(production.ci));
+        assert_eq!(
+            mappings.resolve(Provider::Github, "octo/app", Some("Production")).map(|r| r.ci),
+            Some(production.ci)
+        );
         assert_eq!(mappings.resolve(Provider::Github, "octo/app", Some("staging")).map(|r| r.ci), Some(general.ci));
         assert!(mappings.resolve(Provider::Cdevents, "octo/app", None).is_none());
         mappings.remove(&MappingRemoved { provider: Provider::Github, source: "octo/app".into(), subject: None });

@@ -724,7 +724,12 @@ impl ReleaseMutation {
         let change_id = resolve_change(ctx, &input.change).await?;
         let targets = versions(input.targets)?
             .into_iter()
-            .map(|v| domain::DeploymentTarget { ci: v.ci, artifact: v.artifact, version: v.version, digest: Some(v.digest) })
+            .map(|v| domain::DeploymentTarget {
+                ci: v.ci,
+                artifact: v.artifact,
+                version: v.version,
+                digest: Some(v.digest),
+            })
             .collect();
         let pipeline = match (input.pipeline_provider, input.pipeline_run_id) {
             (Some(provider), Some(run_id)) => {

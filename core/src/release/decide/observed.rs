@@ -63,8 +63,9 @@ pub(super) fn receive(
     optional_bounded("reason", delivery.unmapped.as_deref(), MAX_TEXT_BYTES)?;
     let stream = delivery.tool.delivery_stream();
     if read.delivery(&stream).is_some() {
-        return Err(ObserveError::DuplicateDelivery { provider: delivery.tool.provider, id: delivery.tool.id.clone() }
-            .into());
+        return Err(
+            ObserveError::DuplicateDelivery { provider: delivery.tool.provider, id: delivery.tool.id.clone() }.into()
+        );
     }
     decision.write(ReleaseKey::Delivery(stream), ReleaseEvent::DeliveryReceived(Box::new(delivery.clone())));
     Ok(())
@@ -117,11 +118,16 @@ struct Authority {
     open_retrospective: bool,
 }
 
-fn authority(read: &ReadSet<ReleaseKey>, observed: &ObservedDeployment, existing: Option<&DeploymentRecord>) -> Authority {
+fn authority(
+    read: &ReadSet<ReleaseKey>,
+    observed: &ObservedDeployment,
+    existing: Option<&DeploymentRecord>,
+) -> Authority {
     if let Some(d) = existing.filter(|d| d.request.unauthorised) {
         return Authority { change: d.request.change_id, unauthorised: true, open_retrospective: false };
     }
-    let authorises = |c: &ChangeId| read.change_control(*c).is_some_and(|c| c.state.is_some_and(|s| s.authorises_edits()));
+    let authorises =
+        |c: &ChangeId| read.change_control(*c).is_some_and(|c| c.state.is_some_and(|s| s.authorises_edits()));
     let recorded = existing.map(|d| d.request.change_id);
     if let Some(change) = recorded.iter().chain(observed.authorising.iter()).find(|c| authorises(c)) {
         return Authority { change: *change, unauthorised: false, open_retrospective: false };
@@ -285,7 +291,8 @@ fn retrospective_command(observed: &ObservedDeployment, ci_name: Option<&str>) -
     let tool = &observed.deployment;
     let what = ci_name.map_or_else(|| observed.ci.to_string(), str::to_owned);
     let version = observed.version.as_deref().unwrap_or("an unknown version");
-    let title = format!("Unauthorised deployment of {what} to {} observed from {}", observed.environment, tool.provider);
+    let title =
+        format!("Unauthorised deployment of {what} to {} observed from {}", observed.environment, tool.provider);
     let details = ChangeDetails {
         title: title.chars().take(crate::change::MAX_TITLE_BYTES / 2).collect(),
         description: Some(format!(

@@ -732,3 +732,5 @@ fn conflict() -> crate::change::ConflictFact {
         acknowledged_by_other: false,
     }
 }
+
+mod observed;
