@@ -187,7 +187,46 @@ pub struct ServeSettings {
     /// Impact-propagating hops within which two overlapping changes conflict (CH-5).
     #[arg(long, env = "CMDB_CONFLICT_MAX_DEPTH", default_value_t = cmdb_projections::calendar::DEFAULT_CONFLICT_MAX_DEPTH)]
     pub conflict_max_depth: u32,
+
+    /// The secret GitHub signs webhook deliveries with (X-Hub-Signature-256); without it
+    /// `/hooks/github` answers 503. Prefer the variable to the flag (a flag shows in `ps`).
+    #[arg(long, env = "CMDB_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<Secret>,
+
+    /// The principal GitHub deliveries act as: it must exist and hold the deployer role.
+    #[arg(long, env = "CMDB_GITHUB_HOOK_PRINCIPAL", default_value = "github")]
+    pub github_hook_principal: String,
+
+    /// Deliveries accepted per second from one source (a GitHub repository, a CDEvents
+    /// token's principal), with a burst of twice as many; past it, 429 with Retry-After.
+    #[arg(long, env = "CMDB_HOOK_DELIVERIES_PER_SECOND", default_value_t = 1_000)]
+    pub hook_deliveries_per_second: u32,
 }
+
+/// A secret setting: never printed (its Debug is redacted).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() < MIN_WEBHOOK_SECRET_BYTES {
+            return Err(format!("a webhook secret has at least {MIN_WEBHOOK_SECRET_BYTES} bytes"));
+        }
+        Ok(Secret(text.to_owned()))
+    }
+}
+
+/// Shortest webhook secret accepted, in bytes.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
+/// Most deliveries per second per source that may be configured.
+pub const MAX_HOOK_DELIVERIES_PER_SECOND: usize = 1_000_000;
 
 impl ServeSettings {
     /// Checks every setting; the message names the setting, its value and the allowed range.
@@ -202,6 +241,7 @@ impl ServeSettings {
         range("max_request_body_bytes", self.max_request_body_bytes, 1024, MAX_REQUEST_BODY_BYTES_CEILING)?;
         range("max_query_depth", self.max_query_depth, 2, 256)?;
         range("release_review_days", self.release_review_days as usize, 1, 366)?;
+        range("hook_deliveries_per_second", self.hook_deliveries_per_second as usize, 1, MAX_HOOK_DELIVERIES_PER_SECOND)?;
         range("max_query_complexity", self.max_query_complexity, 10, 1_000_000_000)?;
         range("max_page_size", self.max_page_size, 1, MAX_PAGE_SIZE_CEILING)?;
         range("max_query_fields", self.max_query_fields, 10, 1_000_000)?;
@@ -290,6 +330,9 @@ impl Default for ServeSettings {
             risk_history_days: cmdb_core::change::risk::DEFAULT_RISK_HISTORY_DAYS,
             freeze_blocks_standard: true,
             conflict_max_depth: cmdb_projections::calendar::DEFAULT_CONFLICT_MAX_DEPTH,
+            github_webhook_secret: None,
+            github_hook_principal: "github".to_owned(),
+            hook_deliveries_per_second: 1_000,
         }
     }
 }

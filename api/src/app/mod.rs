@@ -12,6 +12,7 @@
 pub mod access_view;
 pub mod changes;
 pub mod releases;
+pub mod tooling;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -299,7 +299,7 @@ impl App {
         self.deployment_now(deployment_id)
     }
 
-    fn deployment_now(&self, id: DeploymentId) -> Result<DeploymentRecord, AppError> {
+    pub(crate) fn deployment_now(&self, id: DeploymentId) -> Result<DeploymentRecord, AppError> {
         let graph = self.graph.read();
         graph
             .release_book()

@@ -50,6 +50,15 @@ pub enum ApiError {
     #[error("this token spent its query budget (cost_per_second); retry in {retry_after_seconds} s")]
     /// This token spent its query budget (cost_per_second); retry in … s.
     RateLimited { retry_after_seconds: u64 },
+    #[error("deliveries from {source_name} exceed hook_deliveries_per_second; retry in {retry_after_seconds} s")]
+    /// A source sent more deliveries than its rate allows.
+    RateLimitedSource { source_name: String, retry_after_seconds: u64 },
+    #[error("{0}")]
+    /// The body's content type is not one the route reads.
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    /// A webhook's signature is missing or wrong.
+    BadSignature(String),
 }
 
 impl ApiError {
@@ -61,7 +70,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::RateLimitedSource { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Domain { code, .. } => code.status(),
         }
     }
@@ -74,7 +85,9 @@ impl ApiError {
             ApiError::BadRequest(_) => "BAD_REQUEST",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
-            ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::RateLimited { .. } | ApiError::RateLimitedSource { .. } => "RATE_LIMITED",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::BadSignature(_) => "BAD_SIGNATURE",
             ApiError::Domain { code, .. } => code.as_str(),
         }
     }
@@ -97,7 +110,9 @@ impl IntoResponse for ApiError {
         let mut response =
             (self.status(), [(header::CONTENT_TYPE, "application/json")], error_body(self.code(), &message))
                 .into_response();
-        if let ApiError::RateLimited { retry_after_seconds } = self {
+        if let ApiError::RateLimited { retry_after_seconds } | ApiError::RateLimitedSource { retry_after_seconds, .. } =
+            self
+        {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
         }
         if let ApiError::Unauthorized(_) = self {

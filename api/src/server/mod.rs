@@ -7,6 +7,7 @@ pub mod budget;
 pub mod demo;
 pub mod errors;
 pub mod gate;
+pub mod hooks;
 mod graphiql;
 pub mod graphql;
 mod ics;
@@ -105,6 +106,8 @@ pub struct ServerShared {
     pub ws_tasks: TaskTracker,
     /// The connection slots.
     pub slots: Arc<listener::Slots>,
+    /// Webhook deliveries per source.
+    pub hook_limiter: hooks::SourceLimiter,
 }
 
 /// The correlation id of a request: from `X-Request-Id`, or generated.
@@ -237,6 +240,7 @@ impl Server {
             metrics: metrics::prometheus(),
             ws_tasks: TaskTracker::new(),
             slots: slots.clone(),
+            hook_limiter: hooks::SourceLimiter::new(settings.hook_deliveries_per_second),
         }));
         let router = router(state.clone());
         let server_file = data_dir.join(SERVER_FILE_NAME);
@@ -389,6 +393,8 @@ fn router(state: ServerState) -> Router {
         .route("/api/v1/calendar.ics", get(ics::calendar_ics))
         .route("/api/v1/gate", axum::routing::post(gate::gate))
         .route("/api/v1/deployments/report", axum::routing::post(gate::report))
+        .route("/hooks/github", axum::routing::post(hooks::github::receive))
+        .route("/hooks/cdevents", axum::routing::post(hooks::cdevents::receive))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
     let ws = Router::new().route("/graphql/ws", get(ws::graphql_ws));
     http.merge(ws)
