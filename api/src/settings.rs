@@ -241,7 +241,12 @@ impl ServeSettings {
         range("max_request_body_bytes", self.max_request_body_bytes, 1024, MAX_REQUEST_BODY_BYTES_CEILING)?;
         range("max_query_depth", self.max_query_depth, 2, 256)?;
         range("release_review_days", self.release_review_days as usize, 1, 366)?;
-        range("hook_deliveries_per_second", self.hook_deliveries_per_second as usize, 1, MAX_HOOK_DELIVERIES_PER_SECOND)?;
+        range(
+            "hook_deliveries_per_second",
+            self.hook_deliveries_per_second as usize,
+            1,
+            MAX_HOOK_DELIVERIES_PER_SECOND,
+        )?;
         range("max_query_complexity", self.max_query_complexity, 10, 1_000_000_000)?;
         range("max_page_size", self.max_page_size, 1, MAX_PAGE_SIZE_CEILING)?;
         range("max_query_fields", self.max_query_fields, 10, 1_000_000)?;

@@ -203,10 +203,11 @@ impl App {
         // Only a change opened for this very pipeline run follows its report; a change that
         // carries several deployments is completed by its implementer.
         let Some(pipeline) = &deployment.request.pipeline else { return Ok(written) };
-        if self.pipeline_run(pipeline).await?.change != Some(deployment.request.change_id) {
+        let Some(change_id) = deployment.request.change_id else { return Ok(written) };
+        if self.pipeline_run(pipeline).await?.change != Some(change_id) {
             return Ok(written);
         }
-        let change = load(self.store.as_ref(), deployment.request.change_id).await?;
+        let change = load(self.store.as_ref(), change_id).await?;
         let implements = change.details.implementer.as_deref() == Some(metadata.actor.principal.as_str());
         if change.state == ChangeState::Implementing && implements {
             let note = Some(note.unwrap_or_else(|| format!("deployment {deployment_id} {outcome}")));
@@ -227,7 +228,8 @@ impl App {
         let command = ReleaseCommand::RollBack { deployment_id, change_id, reason: reason.clone() };
         let written = self.release(&command, metadata.clone()).await?;
         let deployment = self.deployment_now(deployment_id)?;
-        let change = load(self.store.as_ref(), change_id.unwrap_or(deployment.request.change_id)).await?;
+        let Some(change_id) = change_id.or(deployment.request.change_id) else { return Ok(written) };
+        let change = load(self.store.as_ref(), change_id).await?;
         let implements = change.details.implementer.as_deref() == Some(metadata.actor.principal.as_str());
         if change.state == ChangeState::Failed && implements {
             return self.transition(change.change_id, ChangeAction::BackOut, Some(reason), None, metadata).await;
@@ -279,7 +281,7 @@ impl App {
                 let requested = cmdb_core::release::DeploymentRequested {
                     deployment_id,
                     release_id: release,
-                    change_id: change,
+                    change_id: Some(change),
                     environment: ask.environment,
                     targets: vec![cmdb_core::release::DeploymentTarget {
                         ci,

@@ -217,7 +217,8 @@ impl App {
         metadata: Metadata,
     ) -> Result<Observation, AppError> {
         let id = resolved.incident.id.clone();
-        let command = ReleaseCommand::ResolveIncident { resolved: Box::new(resolved), delivery: delivery.clone().map(Box::new) };
+        let command =
+            ReleaseCommand::ResolveIncident { resolved: Box::new(resolved), delivery: delivery.clone().map(Box::new) };
         match self.release(&command, metadata.clone()).await {
             Ok(_) => Ok(Observation::Incident { id, priority: None, cis: Vec::new() }),
             Err(e) if duplicate(&e) => Ok(Observation::Duplicate),

@@ -174,7 +174,7 @@ pub fn deployment_json(deployment: &DeploymentRecord) -> serde_json::Value {
         "deployment": deployment.request.deployment_id.to_string(),
         "state": deployment.state.as_str(),
         "environment": deployment.request.environment.as_str(),
-        "change": deployment.request.change_id.to_string(),
+        "change": deployment.request.change_id.map(|c| c.to_string()),
         "release": deployment.request.release_id.map(|r| r.to_string()),
     })
 }

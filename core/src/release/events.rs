@@ -197,8 +197,9 @@ pub struct DeploymentRequested {
     /// The release it carries out, if any.
     #[serde(default)]
     pub release_id: Option<ReleaseId>,
-    /// The change that authorises its CI edits (CM-3).
-    pub change_id: ChangeId,
+    /// The change that authorises its CI edits (CM-3); none only for a deployment a tool
+    /// reported on a CI of an uncontrolled class, which needs none.
+    pub change_id: Option<ChangeId>,
     /// Where.
     pub environment: Environment,
     /// What.

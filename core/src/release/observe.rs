@@ -34,6 +34,8 @@ use crate::time::Timestamp;
 pub const MAX_MAPPING_RULES: usize = 10_000;
 /// Most candidate changes an observation names.
 pub const MAX_AUTHORISING_CANDIDATES: usize = 16;
+/// Most observations one deployment keeps (a tool's statuses of one deployment).
+pub const MAX_OBSERVATIONS_PER_DEPLOYMENT: usize = 1_000;
 /// Most CIs one incident names.
 pub const MAX_CIS_PER_INCIDENT: usize = 100;
 /// The stream of mapping rules.

@@ -14,12 +14,13 @@ use super::policy::PolicyAt;
 use super::releases::ReleasesAt;
 use super::reports::ReportsAt;
 use super::scalars::{DateTime, Position};
+use super::tooling::ToolingAt;
 use crate::server::errors::{Code, bad_input, coded, graph_error};
 
 /// The configuration, the changes and the calendar as they were at one position of the log:
 /// every read inside happens at that one position.
 #[derive(MergedObject)]
-pub struct At(AtMoment, CisAt, ChangesAt, CalendarAt, PolicyAt, ReportsAt, ReleasesAt);
+pub struct At(AtMoment, CisAt, ChangesAt, CalendarAt, PolicyAt, ReportsAt, ReleasesAt, ToolingAt);
 
 impl At {
     /// The view at `position`.
@@ -32,6 +33,7 @@ impl At {
             PolicyAt { position },
             ReportsAt { position },
             ReleasesAt { position },
+            ToolingAt { position },
         )
     }
 }

@@ -46,6 +46,8 @@ pub const LIST_BOUNDS: &[(&str, &str, u64)] = &[
     ("ClassInfo", "attributes", cmdb_core::ci::schema::builtin::MAX_ATTRIBUTES as u64),
     ("RiskAssessment", "services", cmdb_core::change::risk::MAX_ASSESSED_SERVICES as u64),
     ("ServiceReached", "ownerContacts", cmdb_projections::assessment::MAX_OWNER_CONTACTS as u64),
+    ("Deployment", "observations", cmdb_core::release::observe::MAX_OBSERVATIONS_PER_DEPLOYMENT as u64),
+    ("Incident", "cis", cmdb_core::release::observe::MAX_CIS_PER_INCIDENT as u64),
     ("Conflict", "path", cmdb_projections::calendar::MAX_CONFLICT_DEPTH as u64 + 1),
     ("CalendarView", "changes", cmdb_projections::calendar::MAX_CALENDAR_CHANGES as u64),
     ("CalendarView", "serviceHours", cmdb_projections::calendar::MAX_CALENDAR_SERVICES as u64),

@@ -23,6 +23,7 @@ mod releases;
 mod reports;
 mod risk;
 pub mod scalars;
+pub(crate) mod tooling;
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ pub struct MutationRoot(
     policy::PolicyMutation,
     calendar::CalendarMutation,
     releases::ReleaseMutation,
+    tooling::ToolingMutation,
 );
 
 /// Every subscription: the log, configuration changes and change transitions.
@@ -55,6 +57,7 @@ pub struct SubscriptionRoot(
     ci_edits::CiSubscription,
     changes::ChangeSubscription,
     releases::DeploymentSubscription,
+    tooling::UnauthorisedSubscription,
 );
 
 /// The schema.

@@ -349,7 +349,9 @@ pub struct Deployment {
     state: DeploymentState,
     environment: Environment,
     release: Option<ID>,
-    change: ID,
+    /// The change authorising its CI edits; null only for a tool's deployment on a CI of an
+    /// uncontrolled class.
+    change: Option<ID>,
     targets: Vec<DeploymentTarget>,
     pipeline: Option<PipelineRun>,
     requested: Stamp,
@@ -358,6 +360,13 @@ pub struct Deployment {
     history: Vec<DeploymentStep>,
     /// Why it was refused (`DIGEST_MISMATCH`).
     refused_code: Option<String>,
+    /// The tool's deployment, for one a tool reported rather than asked for.
+    observed_from: Option<super::tooling::ToolRef>,
+    /// What the tool reported, oldest first.
+    observations: Vec<super::tooling::Observation>,
+    /// Observed with no change or accepted release covering its CI: `change` is the
+    /// retrospective emergency change opened for it, and its CI edits are flagged (CM-3).
+    unauthorised: bool,
 }
 
 impl From<&domain::DeploymentRecord> for Deployment {
@@ -368,7 +377,7 @@ impl From<&domain::DeploymentRecord> for Deployment {
             state: d.state.into(),
             environment: r.environment.into(),
             release: r.release_id.map(|x| ID(x.to_string())),
-            change: ID(r.change_id.to_string()),
+            change: r.change_id.map(|c| ID(c.to_string())),
             targets: r
                 .targets
                 .iter()
@@ -401,6 +410,9 @@ impl From<&domain::DeploymentRecord> for Deployment {
                 .map(|(s, note, stamp)| DeploymentStep { state: (*s).into(), note: note.clone(), stamp: stamp.into() })
                 .collect(),
             refused_code: d.refused_code.clone(),
+            observed_from: r.observed.as_ref().map(Into::into),
+            observations: d.observations.iter().map(|(o, stamp)| super::tooling::Observation::of(o, stamp)).collect(),
+            unauthorised: r.unauthorised,
         }
     }
 }
@@ -518,7 +530,7 @@ pub(super) fn deployments_of_ci(
     Ok(graph.release_book().deployments_at(position, &filter, limit).iter().map(Deployment::from).collect())
 }
 
-fn list_limit(first: Option<i32>) -> async_graphql::Result<usize> {
+pub(super) fn list_limit(first: Option<i32>) -> async_graphql::Result<usize> {
     match first {
         None => Ok(100),
         Some(n) if n < 0 => Err(bad_input("first must not be negative")),
@@ -742,7 +754,7 @@ impl ReleaseMutation {
         let requested = domain::DeploymentRequested {
             deployment_id,
             release_id: release,
-            change_id,
+            change_id: Some(change_id),
             environment: input.environment.into(),
             targets,
             pipeline,

@@ -308,7 +308,11 @@ fn report_of(parsed: Parsed) -> Result<(String, Report), ApiError> {
         }
         ("incident", "resolved") => Report::Resolved(
             Box::new(IncidentResolved {
-                incident: ToolRef { provider: Provider::Cdevents, source: subject_source, id: cdevent.subject.id.clone() },
+                incident: ToolRef {
+                    provider: Provider::Cdevents,
+                    source: subject_source,
+                    id: cdevent.subject.id.clone(),
+                },
                 resolved_at: occurred,
                 note: text_at(content, &["description"]).map(str::to_owned),
             }),

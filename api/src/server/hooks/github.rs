@@ -148,7 +148,11 @@ fn report_of(
     Ok(ToolReport {
         delivery,
         source: repository.to_owned(),
-        deployment: ToolRef { provider: Provider::Github, source: repository.to_owned(), id: deployment.id.to_string() },
+        deployment: ToolRef {
+            provider: Provider::Github,
+            source: repository.to_owned(),
+            id: deployment.id.to_string(),
+        },
         environment_name: Some(deployment.environment.clone()),
         artifact: Some(repository.to_owned()),
         version: Some(version),
@@ -199,10 +203,8 @@ pub async fn receive(
             "the GitHub hook's principal {principal:?} does not exist or lacks the deployer role"
         )));
     }
-    let mut metadata = cmdb_core::Metadata::new(
-        cmdb_core::Actor { principal, token_id: None },
-        cmdb_core::Source::Webhook,
-    );
+    let mut metadata =
+        cmdb_core::Metadata::new(cmdb_core::Actor { principal, token_id: None }, cmdb_core::Source::Webhook);
     metadata.correlation_id = Some(request_id.0.clone());
     let tool = ToolRef { provider: Provider::Github, source: repository.clone(), id: delivery_id.to_owned() };
     let delivery = |subject: Option<String>| DeliveryReceived {
@@ -219,11 +221,8 @@ pub async fn receive(
         }
         "deployment_status" => {
             let parsed: DeploymentStatusEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
-            let observed: ObservedState = parsed
-                .deployment_status
-                .state
-                .parse()
-                .map_err(|e| bad(format!("deployment_status.state: {e}")))?;
+            let observed: ObservedState =
+                parsed.deployment_status.state.parse().map_err(|e| bad(format!("deployment_status.state: {e}")))?;
             let subject = Some(parsed.deployment.environment.clone());
             let status = Some(&parsed.deployment_status);
             report_of(delivery(subject), &repository, &parsed.deployment, observed, status)?

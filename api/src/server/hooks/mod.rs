@@ -68,9 +68,7 @@ pub fn require_content_type(headers: &HeaderMap, accepted: &[&str], expected: &s
     if accepted.contains(&essence.as_str()) {
         Ok(essence)
     } else {
-        Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type {value:?} is not accepted here; send {expected}"
-        )))
+        Err(ApiError::UnsupportedMediaType(format!("Content-Type {value:?} is not accepted here; send {expected}")))
     }
 }
 
@@ -85,11 +83,10 @@ pub fn observation_response(delivery: &str, observation: &Observation) -> Respon
         Observation::Duplicate => {
             Json(json!({"delivery": delivery, "outcome": "duplicate", "recorded": false})).into_response()
         }
-        Observation::Kept(_) => (
-            axum::http::StatusCode::ACCEPTED,
-            Json(json!({"delivery": delivery, "outcome": "kept", "recorded": true})),
-        )
-            .into_response(),
+        Observation::Kept(_) => {
+            (axum::http::StatusCode::ACCEPTED, Json(json!({"delivery": delivery, "outcome": "kept", "recorded": true})))
+                .into_response()
+        }
         Observation::Unmapped(reason) => (
             axum::http::StatusCode::ACCEPTED,
             Json(json!({"delivery": delivery, "outcome": "unmapped", "recorded": true, "reason": reason})),
@@ -105,7 +102,7 @@ pub fn observation_response(delivery: &str, observation: &Observation) -> Respon
                 "state": deployment.state.as_str(),
                 "environment": deployment.request.environment.as_str(),
                 "ci": deployment.request.targets.first().map(|t| t.ci.to_string()),
-                "change": deployment.request.change_id.to_string(),
+                "change": deployment.request.change_id.map(|c| c.to_string()),
                 "unauthorised": deployment.request.unauthorised,
             })),
         )

@@ -529,7 +529,7 @@ fn reads_of(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec<Release
         ReleaseCommand::RequestDeployment(request) => {
             keys.push(ReleaseKey::Deployment(request.deployment_id));
             keys.extend(request.release_id.map(ReleaseKey::Release));
-            keys.push(ReleaseKey::Ci(CiKey::Control(request.change_id)));
+            keys.extend(request.change_id.map(|c| ReleaseKey::Ci(CiKey::Control(c))));
             keys.extend(request.targets.iter().map(|t| ReleaseKey::Ci(CiKey::Ci(t.ci))));
         }
         ReleaseCommand::Report { deployment_id, .. } | ReleaseCommand::RollBack { deployment_id, .. } => {
@@ -540,10 +540,10 @@ fn reads_of(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec<Release
                 keys.push(ReleaseKey::Ci(CiKey::Schema));
                 keys.extend(request.targets.iter().map(|t| ReleaseKey::Ci(CiKey::Ci(t.ci))));
                 let change = match command {
-                    ReleaseCommand::RollBack { change_id: Some(change), .. } => *change,
+                    ReleaseCommand::RollBack { change_id: Some(change), .. } => Some(*change),
                     _ => request.change_id,
                 };
-                keys.push(ReleaseKey::Ci(CiKey::Control(change)));
+                keys.extend(change.map(|c| ReleaseKey::Ci(CiKey::Control(c))));
             }
         }
         ReleaseCommand::RecordGate(decided) => keys.push(ReleaseKey::Pipeline(match &decided.request.pipeline {
@@ -911,7 +911,11 @@ fn request_deployment(
     if let Some(pipeline) = &request.pipeline {
         check_pipeline(pipeline)?;
     }
-    let control = read.change_control(request.change_id).ok_or(ReleaseError::UnknownChange(request.change_id))?;
+    let change_id = request.change_id.ok_or(ReleaseError::Missing {
+        field: "change",
+        why: "a deployment asked for names the change authorising it (CM-3)",
+    })?;
+    let control = read.change_control(change_id).ok_or(ReleaseError::UnknownChange(change_id))?;
     let mut seen = BTreeSet::new();
     for target in &request.targets {
         name_text("artifact", &target.artifact)?;
@@ -923,7 +927,7 @@ fn request_deployment(
         if !control.scope.covers_ci(target.ci) {
             return Err(ReleaseError::NoAuthority(format!(
                 "{}'s scope does not cover {}",
-                control.label(request.change_id),
+                control.label(change_id),
                 target.ci
             )));
         }
@@ -1114,7 +1118,7 @@ fn apply_versions(
     read: &ReadSet<ReleaseKey>,
     decision: &mut ReleaseDecision,
     targets: &[DeploymentTarget],
-    change: ChangeId,
+    change: Option<ChangeId>,
     unauthorised: bool,
 ) -> Result<(), ReleaseError> {
     let commands = targets.iter().map(|t| {
@@ -1135,7 +1139,7 @@ fn apply_versions(
             version: Some(t.version.clone()),
             set_attributes: attributes,
             remove_attributes: remove,
-            authorized_by: Some(change),
+            authorized_by: change,
             unauthorised,
             ..Update::default()
         };
@@ -1213,7 +1217,11 @@ fn roll_back(
             needs: "succeeded or failed",
         });
     }
-    let change = change_id.unwrap_or(deployment.request.change_id);
+    let change = change_id.or(deployment.request.change_id).ok_or_else(|| {
+        ReleaseError::NoAuthority(
+            "this deployment needed no change; name one to roll it back under (an emergency change for an unplanned roll-back)".into(),
+        )
+    })?;
     let control = read.change_control(change).ok_or(ReleaseError::UnknownChange(change))?;
     if !control.state.is_some_and(|s| s.authorises_edits()) {
         return Err(ReleaseError::NoAuthority(format!(

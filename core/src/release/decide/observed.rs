@@ -6,8 +6,8 @@ use super::*;
 use crate::change::{ChangeCommand, ChangeDecider, ChangeDetails};
 use crate::control::Scope;
 use crate::release::observe::{
-    DeploymentObserved, MAX_MAPPING_RULES, ObserveError, ObservedState, UnauthorisedChange, bounded_text,
-    optional_bounded,
+    DeploymentObserved, MAX_MAPPING_RULES, MAX_OBSERVATIONS_PER_DEPLOYMENT, ObserveError, ObservedState,
+    UnauthorisedChange, bounded_text, optional_bounded,
 };
 
 /// The keys a tooling command reads.
@@ -25,7 +25,7 @@ pub(super) fn reads(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec
             keys.extend(observed.release.map(ReleaseKey::Release));
             keys.extend(observed.authorising.iter().map(|c| ReleaseKey::Ci(CiKey::Control(*c))));
             if let Some(existing) = read.deployment(id) {
-                keys.push(ReleaseKey::Ci(CiKey::Control(existing.request.change_id)));
+                keys.extend(existing.request.change_id.map(|c| ReleaseKey::Ci(CiKey::Control(c))));
                 keys.extend(existing.request.release_id.map(ReleaseKey::Release));
                 keys.extend(existing.request.targets.iter().map(|t| ReleaseKey::Ci(CiKey::Ci(t.ci))));
             }
@@ -110,10 +110,11 @@ pub(super) fn remove_mapping(
     Ok(())
 }
 
-/// The change that authorises an observed deployment's CI edits, and whether it is the
-/// retrospective change of an unauthorised one.
+/// The change that authorises an observed deployment's CI edits (none for a CI of an
+/// uncontrolled class that no change covers), and whether it is the retrospective change of
+/// an unauthorised one.
 struct Authority {
-    change: ChangeId,
+    change: Option<ChangeId>,
     unauthorised: bool,
     open_retrospective: bool,
 }
@@ -122,22 +123,23 @@ fn authority(
     read: &ReadSet<ReleaseKey>,
     observed: &ObservedDeployment,
     existing: Option<&DeploymentRecord>,
+    controlled: bool,
 ) -> Authority {
+    let plain = |change| Authority { change, unauthorised: false, open_retrospective: false };
     if let Some(d) = existing.filter(|d| d.request.unauthorised) {
         return Authority { change: d.request.change_id, unauthorised: true, open_retrospective: false };
     }
     let authorises =
         |c: &ChangeId| read.change_control(*c).is_some_and(|c| c.state.is_some_and(|s| s.authorises_edits()));
-    let recorded = existing.map(|d| d.request.change_id);
+    let recorded = existing.and_then(|d| d.request.change_id);
     if let Some(change) = recorded.iter().chain(observed.authorising.iter()).find(|c| authorises(c)) {
-        return Authority { change: *change, unauthorised: false, open_retrospective: false };
+        return plain(Some(*change));
     }
     match recorded {
+        _ if !controlled => plain(None),
         // Authorised when first seen; its change lapsed before anything was deployed.
-        Some(change) if !observed.state.deploys() => {
-            Authority { change, unauthorised: false, open_retrospective: false }
-        }
-        _ => Authority { change: observed.retrospective, unauthorised: true, open_retrospective: true },
+        Some(change) if !observed.state.deploys() => plain(Some(change)),
+        _ => Authority { change: Some(observed.retrospective), unauthorised: true, open_retrospective: true },
     }
 }
 
@@ -154,7 +156,18 @@ pub(super) fn observe(
     let id = observed.deployment.deployment_id();
     let ci = live_ci(read, observed.ci)?.clone();
     let existing = read.deployment(id).cloned();
-    let authority = authority(read, observed, existing.as_ref());
+    if let Some(d) = &existing
+        && d.observations.len() >= MAX_OBSERVATIONS_PER_DEPLOYMENT
+    {
+        return Err(ObserveError::TooMany {
+            field: "observations of one deployment",
+            count: d.observations.len() + 1,
+            bound: MAX_OBSERVATIONS_PER_DEPLOYMENT,
+        }
+        .into());
+    }
+    let controlled = read.ci_read_set().schema().controlled(ci.class);
+    let authority = authority(read, observed, existing.as_ref(), controlled);
     let key = ReleaseKey::Deployment(id);
     let mut deployment = match existing {
         Some(d) => d,
@@ -194,7 +207,7 @@ pub(super) fn observe(
                 ci: observed.ci,
                 environment: observed.environment,
                 tool: observed.deployment.clone(),
-                change_id: authority.change,
+                change_id: observed.retrospective,
                 version: observed.version.clone(),
             })),
         );
@@ -236,8 +249,8 @@ fn move_deployment(
         }
         let request = &deployment.request;
         apply_versions(read, decision, &targets, request.change_id, request.unauthorised)?;
-        if !request.unauthorised {
-            decision.require_unchanged(ReleaseKey::Ci(CiKey::Control(request.change_id)));
+        if let Some(change) = request.change_id.filter(|_| !request.unauthorised) {
+            decision.require_unchanged(ReleaseKey::Ci(CiKey::Control(change)));
         }
     }
     if let Some(start) = start {

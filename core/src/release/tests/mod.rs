@@ -201,7 +201,7 @@ fn request(d: u128, r: Option<u128>, environment: Environment, sha: &str) -> Rel
     ReleaseCommand::RequestDeployment(Box::new(DeploymentRequested {
         deployment_id: deployment(d),
         release_id: r.map(release),
-        change_id: change(1),
+        change_id: Some(change(1)),
         environment,
         targets: vec![
             DeploymentTarget {
@@ -527,7 +527,7 @@ proptest! {
         world.change_in(1, &[1, 2, 3], "implementing");
         let before: Vec<CiSnapshot> = (1..=3).map(|n| world.ci(n)).collect();
         let command = ReleaseCommand::RequestDeployment(Box::new(DeploymentRequested {
-            deployment_id: deployment(1), release_id: None, change_id: change(1), environment: Environment::Production,
+            deployment_id: deployment(1), release_id: None, change_id: Some(change(1)), environment: Environment::Production,
             targets: targets.iter().map(|n| DeploymentTarget {
                 ci: ci(*n), artifact: "new".into(), version: "9.9".into(), digest: Some(digest(SHA_B)),
             }).collect(),

@@ -65,7 +65,7 @@ fn an_observed_success_under_an_implementing_change_edits_the_ci_under_it() {
     let id = tool("42").deployment_id();
     let record = world.deployment(id);
     assert_eq!(record.state, DeploymentState::Succeeded);
-    assert_eq!(record.request.change_id, change(1));
+    assert_eq!(record.request.change_id, Some(change(1)));
     assert!(record.unauthorised.is_none() && !record.request.unauthorised);
     assert_eq!(world.ci(1).version.as_deref(), Some("v2.1.0"));
     assert_eq!(world.ci(1).attributes.get("digest"), Some(&serde_json::json!(DELIVERY_SHA)));
