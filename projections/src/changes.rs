@@ -32,6 +32,10 @@ pub struct ChangeBook {
     /// Changes scheduled or implementing now, with their windows: what a new schedule is
     /// checked against (CH-5).
     scheduled: BTreeMap<ChangeId, ScheduledEntry>,
+    /// Changes implementing or failed now, with the CIs of their scope: the changes whose
+    /// state authorises CI edits (CM-3), for a tool's deployment to find its change.
+    #[serde(default)]
+    authorising: BTreeMap<ChangeId, Vec<CiId>>,
     /// Every change as it stands at the last event applied (one `apply` per event), so reads
     /// at the head need no fold. Left out of checkpoints and rebuilt by `restore_current`.
     #[serde(skip)]
@@ -185,6 +189,11 @@ impl ChangeBook {
                                 self.scheduled.remove(&id);
                             }
                         }
+                        if change.state.authorises_edits() {
+                            self.authorising.insert(id, change.details.scope.cis.clone());
+                        } else {
+                            self.authorising.remove(&id);
+                        }
                     }
                 }
             }
@@ -273,6 +282,12 @@ impl ChangeBook {
     /// Freeze windows.
     pub fn freezes(&self) -> &Freezes {
         &self.freezes
+    }
+
+    /// Changes implementing or failed now, with their scope's CIs (their state authorises
+    /// CI edits, CM-3).
+    pub fn authorising(&self) -> &BTreeMap<ChangeId, Vec<CiId>> {
+        &self.authorising
     }
 
     /// Changes scheduled or implementing now.

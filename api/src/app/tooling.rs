@@ -100,13 +100,15 @@ impl App {
         self.graph.read().release_book().mappings().resolve(provider, source, subject).cloned()
     }
 
-    /// Changes that may authorise an edit of `ci` now: scheduled or implementing on it.
+    /// Changes that may authorise an edit of `ci` now: implementing (or failed) on it. The
+    /// decider checks each against the change's own state stream.
     fn authorising_candidates(&self, ci: CiId) -> Vec<ChangeId> {
         let graph = self.graph.read();
-        let scheduled = graph.change_book().scheduled();
-        scheduled
+        graph
+            .change_book()
+            .authorising()
             .iter()
-            .filter(|(_, entry)| entry.cis.contains(&ci))
+            .filter(|(_, cis)| cis.contains(&ci))
             .map(|(id, _)| *id)
             .take(MAX_AUTHORISING_CANDIDATES)
             .collect()

@@ -1,0 +1,454 @@
+//! Deployment tooling in, against the real server: GitHub's real webhook payloads
+//! (`@octokit/webhooks-examples`, in fixtures/data/github) signed as GitHub signs them, and the
+//! CDEvents spec's conformance events (../shared/data/cdevents) wrapped in CloudEvents in each
+//! HTTP mode. A deployment with no change becomes an unauthorised change with a retrospective
+//! emergency change; one under an implementing change edits its CI under it; incidents land on
+//! the mapped CIs; every bad input (forged or missing signature, replay, wrong content type,
+//! truncated or non-JSON body, malformed CDEvent) is refused with nothing appended.
+#![allow(clippy::too_many_lines, reason = "a scenario test reads top to bottom as one user's session")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use cmdb_api::server::hooks::github::sign;
+use common::{TestServer, settings};
+use serde_json::{Value, json};
+
+const SECRET: &str = "a-webhook-secret-for-tests";
+
+fn github_fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/data/github").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn cdevents_dir(version: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cdevents").join(version)
+}
+
+/// A conformance CDEvent of the spec, or `None` (with a note) when ../shared is absent.
+fn conformance(version: &str, name: &str) -> Option<Value> {
+    let path = cdevents_dir(version).join("conformance").join(format!("{name}.json"));
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).expect("conformance JSON")),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{}: {e}", path.display()),
+        Err(e) => {
+            eprintln!("skipped: {} is not here ({e})", path.display());
+            None
+        }
+    }
+}
+
+/// Checks a CDEvent against the spec's own JSON schema for its type.
+fn assert_valid_cdevent(version: &str, event: &Value) {
+    let event_type = event["context"]["type"].as_str().expect("type");
+    let mut parts = event_type.trim_start_matches("dev.cdevents.").split('.');
+    let (subject, predicate) = (parts.next().expect("subject"), parts.next().expect("predicate"));
+    let path = cdevents_dir(version).join("schemas").join(format!("{subject}{predicate}.json"));
+    let schema: Value = serde_json::from_slice(&std::fs::read(&path).expect("schema")).expect("schema JSON");
+    let validator = jsonschema::options()
+        .with_retriever(LocalSchemas(cdevents_dir(version).join("schemas")))
+        .build(&schema)
+        .expect("a valid schema");
+    let errors: Vec<String> = validator.iter_errors(event).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{event_type} against {}: {errors:?}", path.display());
+}
+
+/// The spec's `$ref`s (`https://cdevents.dev/0.5.1/schema/links/...`) read from its folder.
+struct LocalSchemas(PathBuf);
+
+impl jsonschema::Retrieve for LocalSchemas {
+    fn retrieve(&self, uri: &jsonschema::Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let path = uri.path().as_str();
+        let name = path.split("/schema/").nth(1).ok_or_else(|| format!("not a CDEvents schema: {uri}"))?;
+        let bytes = std::fs::read(self.0.join(format!("{name}.json")))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
+/// A CDEvent in a structured-mode CloudEvent.
+fn cloudevent(cdevent: &Value) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": cdevent["context"]["id"],
+        "source": cdevent["context"]["source"],
+        "type": cdevent["context"]["type"],
+        "time": cdevent["context"]["timestamp"],
+        "datacontenttype": "application/json",
+        "data": cdevent,
+    })
+}
+
+async fn post_github(
+    server: &TestServer,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<String>,
+) -> (u16, Value) {
+    let mut request = server
+        .client
+        .post(server.url("/hooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    let response = request.send().await.expect("post");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn post_signed(server: &TestServer, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
+    post_github(server, event, delivery, body, Some(sign(SECRET.as_bytes(), body))).await
+}
+
+async fn post_cdevents(server: &TestServer, token: &str, content_type: &str, body: &Value) -> (u16, Value) {
+    let response = server
+        .client
+        .post(server.url("/hooks/cdevents"))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("post");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// An application CI of the demo: (id, name).
+async fn application(server: &TestServer, skip: usize) -> (String, String) {
+    let data = server
+        .ok(
+            &server.admin_token,
+            "{ at { cis(filter: { classes: [\"application\"] }, first: 20) { nodes { id name } } } }",
+            json!({}),
+        )
+        .await;
+    let node = &data["at"]["cis"]["nodes"][skip];
+    (node["id"].as_str().expect("id").to_owned(), node["name"].as_str().expect("name").to_owned())
+}
+
+async fn map(server: &TestServer, provider: &str, source: &str, subject: Option<&str>, ci: &str) {
+    server
+        .ok(
+            &server.admin_token,
+            "mutation($i: ToolMappingInput!) { setToolMapping(input: $i) { ci } }",
+            json!({ "i": { "provider": provider, "source": source, "subject": subject, "ci": ci } }),
+        )
+        .await;
+}
+
+async fn ci_now(server: &TestServer, id: &str) -> Value {
+    let query = "query($id: ID!) { at { ci(id: $id) { version attributes } } }";
+    server.ok(&server.admin_token, query, json!({ "id": id })).await["at"]["ci"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_deliveries_catch_an_unauthorised_deployment_and_refuse_bad_input() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings {
+        demo: true,
+        github_webhook_secret: Some(SECRET.parse().expect("secret")),
+        ..settings()
+    })
+    .await;
+    server.principal_with_token("github", &["DEPLOYER"]).await;
+    let (ci, _) = application(&server, 0).await;
+    map(&server, "GITHUB", "Codertocat/Hello-World", Some("production"), &ci).await;
+
+    // Bad input first: each refused with nothing appended.
+    let created = github_fixture("deployment.1.json");
+    let head = server.head().await;
+    let (status, body) = post_github(&server, "deployment", "d-0", &created, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("BAD_SIGNATURE")), "{body}");
+    let forged = sign(b"not-the-secret-at-all", &created);
+    assert_eq!(post_github(&server, "deployment", "d-0", &created, Some(forged)).await.0, 401);
+    let mut tampered = created.clone();
+    let at = tampered.iter().position(|b| *b == b'9').expect("a digit");
+    tampered[at] = b'8';
+    let original_signature = sign(SECRET.as_bytes(), &created);
+    assert_eq!(post_github(&server, "deployment", "d-0", &tampered, Some(original_signature)).await.0, 401);
+    let truncated = &created[..created.len() / 2];
+    let (status, body) = post_signed(&server, "deployment", "d-0", truncated).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("not a GitHub deployment event")), "{body}");
+    assert_eq!(post_signed(&server, "deployment", "d-0", b"payload=%7B%7D").await.0, 400);
+    let form = server
+        .client
+        .post(server.url("/hooks/github"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-github-event", "deployment")
+        .header("x-github-delivery", "d-0")
+        .header("x-hub-signature-256", sign(SECRET.as_bytes(), b"payload=%7B%7D"))
+        .body("payload=%7B%7D")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(form.status().as_u16(), 415);
+    let missing_delivery = server
+        .client
+        .post(server.url("/hooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "deployment")
+        .header("x-hub-signature-256", sign(SECRET.as_bytes(), &created))
+        .body(created.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(missing_delivery.status().as_u16(), 400);
+    let mut bad_state: Value = serde_json::from_slice(&github_fixture("deployment_status.1.json")).expect("json");
+    bad_state["deployment_status"]["state"] = json!("exploded");
+    let bad_state = serde_json::to_vec(&bad_state).expect("json");
+    let (status, body) = post_signed(&server, "deployment_status", "d-0", &bad_state).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("deployment_status.state")), "{body}");
+    assert_eq!(server.head().await, head, "no refused delivery appended anything");
+
+    // The deployment is created with no change on the CI: an unauthorised change at once.
+    let (status, body) = post_signed(&server, "deployment", "d-1", &created).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["outcome"], "recorded");
+    assert_eq!(body["unauthorised"], true, "{body}");
+    assert_eq!(body["state"], "requested");
+    let retrospective = body["change"].as_str().expect("change").to_owned();
+    let change = server
+        .ok(
+            &server.admin_token,
+            "query($id: ID!) { at { change(id: $id) { number type state retrospective approvalDueAt requester } } }",
+            json!({ "id": retrospective }),
+        )
+        .await;
+    let change = &change["at"]["change"];
+    assert_eq!(change["type"], "EMERGENCY");
+    assert_eq!(change["retrospective"], true);
+    assert_eq!(change["state"], "IMPLEMENTED");
+    assert_eq!(change["requester"], "github");
+    assert!(change["approvalDueAt"].is_string() && change["number"].is_string(), "{change}");
+
+    // GitHub redelivers: 200 duplicate, nothing appended.
+    let head = server.head().await;
+    let (status, body) = post_signed(&server, "deployment", "d-1", &created).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("duplicate")), "{body}");
+    assert_eq!(server.head().await, head);
+
+    // The success lands on the same record: the CI now runs the commit, the edit flagged.
+    let (status, body) =
+        post_signed(&server, "deployment_status", "d-2", &github_fixture("deployment_status.1.json")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["state"], "succeeded");
+    let deployment = body["deployment"].as_str().expect("deployment").to_owned();
+    let now = ci_now(&server, &ci).await;
+    assert_eq!(now["version"], "master@f95f852");
+    assert_eq!(now["attributes"]["digest"], "sha1:f95f852bd8fca8fcc58a9a2d6c842781e32a215e");
+    let listed = server
+        .ok(
+            &server.admin_token,
+            "{ at { unauthorisedChanges { deployment ci environment change tool { provider source id } } } }",
+            json!({}),
+        )
+        .await;
+    let listed = listed["at"]["unauthorisedChanges"].as_array().expect("list").clone();
+    assert_eq!(listed.len(), 1, "flagged once: {listed:?}");
+    assert_eq!(listed[0]["deployment"], deployment.as_str());
+    assert_eq!(listed[0]["change"], retrospective.as_str());
+    assert_eq!(listed[0]["tool"]["id"], "145988746");
+    let record = server
+        .ok(
+            &server.admin_token,
+            "query($id: ID!) { at { deployment(id: $id) { state unauthorised observedFrom { provider source id } observations { state delivery } } } }",
+            json!({ "id": deployment }),
+        )
+        .await;
+    let record = &record["at"]["deployment"];
+    assert_eq!(record["unauthorised"], true);
+    let states: Vec<&str> =
+        record["observations"].as_array().expect("list").iter().filter_map(|o| o["state"].as_str()).collect();
+    assert_eq!(states, ["PENDING", "SUCCESS"]);
+
+    // A repository nobody mapped, and an event that is not about deployments: kept unmapped.
+    let mut elsewhere: Value = serde_json::from_slice(&created).expect("json");
+    elsewhere["repository"]["full_name"] = json!("Codertocat/Other");
+    let (status, body) =
+        post_signed(&server, "deployment", "d-3", &serde_json::to_vec(&elsewhere).expect("json")).await;
+    assert_eq!((status, body["outcome"].as_str()), (202, Some("unmapped")), "{body}");
+    let (status, body) = post_signed(&server, "push", "d-4", &created).await;
+    assert_eq!((status, body["outcome"].as_str()), (202, Some("unmapped")), "{body}");
+    let unmapped = server
+        .ok(
+            &server.admin_token,
+            "{ at { unmappedSources { provider source count reason } deliveries { provider mapped unmapped } } }",
+            json!({}),
+        )
+        .await;
+    let sources = unmapped["at"]["unmappedSources"].as_array().expect("list");
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    assert!(sources.iter().any(|s| s["source"] == "Codertocat/Other" && s["count"] == 1));
+    assert_eq!(unmapped["at"]["deliveries"], json!([{ "provider": "GITHUB", "mapped": 2, "unmapped": 2 }]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_deployment_under_an_implementing_change_edits_its_ci_under_it() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings {
+        demo: true,
+        github_webhook_secret: Some(SECRET.parse().expect("secret")),
+        ..settings()
+    })
+    .await;
+    server.principal_with_token("github", &["DEPLOYER"]).await;
+    let dora = server.principal_with_token("dora", &["DEPLOYER"]).await;
+    let eve = server.principal_with_token("eve", &["EMERGENCY_APPROVER"]).await;
+    let (ci, _) = application(&server, 1).await;
+    map(&server, "GITHUB", "Codertocat/Hello-World", None, &ci).await;
+    let draft = server
+        .ok(
+            &dora,
+            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
+            json!({ "input": {
+                "type": "EMERGENCY", "title": "Deploy master", "description": "hotfix", "justification": "outage",
+                "backOutPlan": "redeploy the previous commit", "implementer": "dora", "scope": { "cis": [ci] }
+            } }),
+        )
+        .await;
+    let change = draft["draftChange"]["change"]["id"].as_str().expect("id").to_owned();
+    for (token, mutation) in [(&dora, "submitChange"), (&eve, "approveChange"), (&dora, "startChange")] {
+        server
+            .ok(token, &format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ position }} }}"), json!({ "id": change }))
+            .await;
+    }
+    let (status, body) =
+        post_signed(&server, "deployment_status", "s-1", &github_fixture("deployment_status.2.json")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!((body["state"].as_str(), body["unauthorised"].as_bool()), (Some("started"), Some(false)), "{body}");
+    assert_eq!(body["change"], change.as_str());
+    let (status, body) =
+        post_signed(&server, "deployment_status", "s-2", &github_fixture("deployment_status.3.json")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["state"], "succeeded");
+    let edits = server
+        .ok(
+            &server.admin_token,
+            "query($id: ID!) { at { change(id: $id) { edits { ci { id } } } } }",
+            json!({ "id": change }),
+        )
+        .await;
+    assert!(
+        edits["at"]["change"]["edits"].as_array().is_some_and(|e| !e.is_empty()),
+        "the CI edit names the change: {edits}"
+    );
+    let none = server.ok(&server.admin_token, "{ at { unauthorisedChanges { ci } } }", json!({})).await;
+    assert_eq!(none["at"]["unauthorisedChanges"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdevents_in_every_http_mode_record_deployments_and_incidents() {
+    let Some(deployed) = conformance("v0.5.1", "service_deployed") else { return };
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let argo = server.principal_with_token("argocd", &["DEPLOYER"]).await;
+    let viewer = server.principal_with_token("vera", &["VIEWER"]).await;
+    let (ci, _) = application(&server, 2).await;
+    let (service_ci, _) = application(&server, 3).await;
+    map(&server, "CDEVENTS", "/event/source/123", Some("mySubject123"), &ci).await;
+    map(&server, "CDEVENTS", "/clusterA/namespaceB", Some("myApp"), &service_ci).await;
+    assert_valid_cdevent("v0.5.1", &deployed);
+
+    // Refusals first: nothing appended.
+    let head = server.head().await;
+    let structured = cloudevent(&deployed);
+    assert_eq!(post_cdevents(&server, &viewer, "application/cloudevents+json", &structured).await.0, 403);
+    assert_eq!(post_cdevents(&server, &argo, "text/plain", &structured).await.0, 415);
+    let mut no_environment = deployed.clone();
+    no_environment["subject"]["content"].as_object_mut().expect("content").remove("environment");
+    let (status, body) =
+        post_cdevents(&server, &argo, "application/cloudevents+json", &cloudevent(&no_environment)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("subject.content.environment.id")), "{body}");
+    let (status, body) =
+        post_cdevents(&server, &argo, "application/cloudevents+json", &json!({"specversion": "1.0", "id": "x"})).await;
+    assert_eq!(status, 400, "{body}");
+    let mut second = deployed.clone();
+    second["context"]["id"] = json!("second-event");
+    let batch = json!([cloudevent(&second), cloudevent(&no_environment)]);
+    let (status, body) = post_cdevents(&server, &argo, "application/cloudevents-batch+json", &batch).await;
+    assert_eq!(status, 400, "a batch with one malformed event records none: {body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("[1]") || m.contains("environment")),
+        "{body}"
+    );
+    assert_eq!(server.head().await, head);
+
+    // Structured mode: service.deployed with no change on the CI is unauthorised.
+    let (status, body) = post_cdevents(&server, &argo, "application/cloudevents+json", &structured).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!((body["state"].as_str(), body["unauthorised"].as_bool()), (Some("succeeded"), Some(true)), "{body}");
+    let now = ci_now(&server, &ci).await;
+    assert_eq!(now["attributes"]["digest"], "sha256:0b31b1c02ff458ad9b7b81cbdf8f028bd54699fa151f221d1e8de6817db93427");
+    assert_eq!(now["attributes"]["artifact"], "myapp");
+    // Idempotent on (source, id).
+    let head = server.head().await;
+    let (status, body) = post_cdevents(&server, &argo, "application/cloudevents+json", &structured).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("duplicate")));
+    assert_eq!(server.head().await, head);
+
+    // Binary mode: the CDEvent is the body, the envelope in ce-* headers (a 0.4 event).
+    if let Some(mut upgraded) = conformance("v0.4.1", "service_upgraded") {
+        assert_valid_cdevent("v0.4.1", &upgraded);
+        // The spec's conformance events share one id: this one is another event.
+        upgraded["context"]["id"] = json!("0b6e3f5a-upgraded");
+        let response = server
+            .client
+            .post(server.url("/hooks/cdevents"))
+            .bearer_auth(&argo)
+            .header("content-type", "application/json")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", upgraded["context"]["id"].as_str().expect("id"))
+            .header("ce-source", upgraded["context"]["source"].as_str().expect("source"))
+            .header("ce-type", upgraded["context"]["type"].as_str().expect("type"))
+            .body(upgraded.to_string())
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["outcome"], "recorded", "{body}");
+    }
+
+    // A batch: an incident on the service, an unknown type kept unmapped, a change merged.
+    let incident = conformance("v0.5.1", "incident_detected").expect("with the rest of the spec");
+    assert_valid_cdevent("v0.5.1", &incident);
+    let merged = conformance("v0.5.1", "change_merged").expect("with the rest of the spec");
+    assert_valid_cdevent("v0.5.1", &merged);
+    let unknown = json!({"specversion": "1.0", "id": "u-1", "source": "/somewhere", "type": "com.example.unknown", "data": {"x": 1}});
+    let batch = json!([cloudevent(&incident), unknown, cloudevent(&merged)]);
+    let (status, body) = post_cdevents(&server, &argo, "application/cloudevents-batch+json", &batch).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["events"].as_array().map(Vec::len), Some(3), "{body}");
+    let incidents = server
+        .ok(
+            &server.admin_token,
+            "{ at { incidents { tool { id } cis priority resolvedAt } unmappedSources { source } } }",
+            json!({}),
+        )
+        .await;
+    let list = incidents["at"]["incidents"].as_array().expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["cis"], json!([service_ci]));
+    assert_eq!(list[0]["priority"], 3, "medium impact and urgency by default");
+    assert!(list[0]["resolvedAt"].is_null());
+    assert!(
+        incidents["at"]["unmappedSources"].as_array().is_some_and(|s| s.iter().any(|x| x["source"] == "/somewhere"))
+    );
+    // Resolved by the spec's incident.resolved of the same incident.
+    if let Some(mut resolved) = conformance("v0.5.1", "incident_resolved") {
+        assert_valid_cdevent("v0.5.1", &resolved);
+        resolved["context"]["id"] = json!("5b1c8e2e-resolved");
+        let (status, body) =
+            post_cdevents(&server, &argo, "application/cloudevents+json", &cloudevent(&resolved)).await;
+        assert_eq!(status, 202, "{body}");
+        let after = server.ok(&server.admin_token, "{ at { incidents { resolvedAt } } }", json!({})).await;
+        assert!(after["at"]["incidents"][0]["resolvedAt"].is_string(), "{after} {body}");
+    }
+}
