@@ -197,6 +197,11 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_GITHUB_HOOK_PRINCIPAL", default_value = "github")]
     pub github_hook_principal: String,
 
+    /// Hours after a change's deployment (or implementation) in which an incident on one of
+    /// its CIs counts as following it in `changeReport` (CH-10), 1 to 8,760.
+    #[arg(long, env = "CMDB_INCIDENT_LINK_HOURS", default_value_t = cmdb_projections::reports::DEFAULT_INCIDENT_LINK_HOURS)]
+    pub incident_link_hours: u32,
+
     /// Deliveries accepted per second from one source (a GitHub repository, a CDEvents
     /// token's principal), with a burst of twice as many; past it, 429 with Retry-After.
     #[arg(long, env = "CMDB_HOOK_DELIVERIES_PER_SECOND", default_value_t = 1_000)]
@@ -241,6 +246,12 @@ impl ServeSettings {
         range("max_request_body_bytes", self.max_request_body_bytes, 1024, MAX_REQUEST_BODY_BYTES_CEILING)?;
         range("max_query_depth", self.max_query_depth, 2, 256)?;
         range("release_review_days", self.release_review_days as usize, 1, 366)?;
+        range(
+            "incident_link_hours",
+            self.incident_link_hours as usize,
+            1,
+            cmdb_projections::reports::MAX_INCIDENT_LINK_HOURS as usize,
+        )?;
         range(
             "hook_deliveries_per_second",
             self.hook_deliveries_per_second as usize,
@@ -336,6 +347,7 @@ impl Default for ServeSettings {
             freeze_blocks_standard: true,
             conflict_max_depth: cmdb_projections::calendar::DEFAULT_CONFLICT_MAX_DEPTH,
             github_webhook_secret: None,
+            incident_link_hours: cmdb_projections::reports::DEFAULT_INCIDENT_LINK_HOURS,
             github_hook_principal: "github".to_owned(),
             hook_deliveries_per_second: 1_000,
         }

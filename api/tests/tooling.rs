@@ -451,4 +451,32 @@ async fn cdevents_in_every_http_mode_record_deployments_and_incidents() {
         let after = server.ok(&server.admin_token, "{ at { incidents { resolvedAt } } }", json!({})).await;
         assert!(after["at"]["incidents"][0]["resolvedAt"].is_string(), "{after} {body}");
     }
+
+    // A person reports an incident on the CI the unauthorised deployment changed: the
+    // retrospective change is followed by an incident (CH-10), and both show in the report.
+    server
+        .ok(
+            &argo,
+            "mutation($i: IncidentInput!) { reportIncident(input: $i) { priority cis } }",
+            json!({ "i": { "id": "INC-1", "source": "pagerduty", "title": "Checkout errors", "impact": "HIGH", "urgency": "HIGH", "cis": [ci] } }),
+        )
+        .await;
+    let report = server
+        .ok(
+            &server.admin_token,
+            "query($f: DateTime!, $t: DateTime!) { at { changeReport(from: $f, to: $t, period: MONTH) { totals { unauthorised followedByIncidents retrospective } } } }",
+            json!({ "f": "2025-01-01T00:00:00Z", "t": "2035-01-01T00:00:00Z" }),
+        )
+        .await;
+    let totals = &report["at"]["changeReport"]["totals"];
+    assert_eq!(totals["unauthorised"], 2, "service.deployed and the 0.4 service.upgraded: {totals}");
+    assert!(totals["followedByIncidents"].as_u64().is_some_and(|n| n >= 1), "{totals}");
+    let (status, body) = server
+        .graphql(
+            &argo,
+            "mutation($i: IncidentInput!) { reportIncident(input: $i) { priority } }",
+            json!({ "i": { "id": "INC-1", "source": "pagerduty", "title": "again", "impact": "LOW", "urgency": "LOW", "cis": [ci] } }),
+        )
+        .await;
+    assert_eq!((status, common::error_code(&body).as_str()), (200, "ALREADY_EXISTS"), "{body}");
 }

@@ -24,6 +24,11 @@ use crate::graph::{GraphError, TemporalGraph};
 pub const MAX_REPORT_BUCKETS: usize = 800;
 /// CIs and services listed as changed most.
 pub const TOP_CHANGED: usize = 10;
+/// Hours after a change's deployment (or, without one, its implementation) in which an
+/// incident on one of its CIs counts as following it (CH-10, RL-7).
+pub const DEFAULT_INCIDENT_LINK_HOURS: u32 = 72;
+/// Most hours the link may be set to (a year).
+pub const MAX_INCIDENT_LINK_HOURS: u32 = 8_760;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 /// How a report groups time.
@@ -82,6 +87,10 @@ pub struct Figures {
     pub overdue_reviews: u32,
     /// Emergency (or, by setting, standard) changes scheduled into a freeze window (CH-5).
     pub in_freeze: u32,
+    /// Changes followed by an incident on one of their CIs within the link period (CH-10).
+    pub followed_by_incidents: u32,
+    /// Deployments observed with no change covering them, recorded in the period (CM-3).
+    pub unauthorised: u32,
     submit_to_approve_hours: Vec<f64>,
     submit_to_implement_hours: Vec<f64>,
 }
@@ -201,7 +210,7 @@ fn instant(date: NaiveDate) -> Timestamp {
 }
 
 /// The report for changes submitted in [from, to), as of `position`; `now` decides what is
-/// overdue.
+/// overdue; incidents follow a change within [`DEFAULT_INCIDENT_LINK_HOURS`].
 pub fn change_report(
     graph: &TemporalGraph,
     position: u64,
@@ -209,6 +218,71 @@ pub fn change_report(
     to: Timestamp,
     period: Period,
     now: Timestamp,
+) -> Result<ChangeReport, GraphError> {
+    change_report_linking(graph, position, from, to, period, now, DEFAULT_INCIDENT_LINK_HOURS)
+}
+
+/// Incidents on each CI, by detection time (sorted), as of `position`.
+pub struct IncidentIndex(FxHashMap<CiId, Vec<Timestamp>>);
+
+impl IncidentIndex {
+    /// The index of the incidents the graph's release book holds at `position`.
+    pub fn at(graph: &TemporalGraph, position: u64) -> IncidentIndex {
+        let mut by_ci: FxHashMap<CiId, Vec<Timestamp>> = FxHashMap::default();
+        for incident in graph.release_book().incidents_at(position, None, usize::MAX) {
+            for ci in &incident.opened.cis {
+                by_ci.entry(*ci).or_default().push(incident.opened.detected_at);
+            }
+        }
+        for times in by_ci.values_mut() {
+            times.sort_unstable();
+        }
+        IncidentIndex(by_ci)
+    }
+
+    /// Whether any incident on `cis` was detected in [at, at + window).
+    pub fn follows(&self, at: Timestamp, cis: &[CiId], window_micros: i64) -> bool {
+        let end = at.saturating_add_micros(window_micros);
+        cis.iter().any(|ci| {
+            self.0.get(ci).is_some_and(|times| {
+                let first = times.partition_point(|t| *t < at);
+                times.get(first).is_some_and(|t| *t < end)
+            })
+        })
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// When a change touched its CIs: each successful deployment under it (with its CIs), else
+/// its move to implemented (with its scope).
+fn change_moments(
+    change: &ChangeRecord,
+    deployments: &FxHashMap<cmdb_core::ids::ChangeId, Vec<(Timestamp, Vec<CiId>)>>,
+) -> Vec<(Timestamp, Vec<CiId>)> {
+    if let Some(deployed) = deployments.get(&change.change_id) {
+        return deployed.clone();
+    }
+    change
+        .transitions
+        .iter()
+        .find(|t| t.to == ChangeState::Implemented)
+        .map(|t| vec![(t.at.recorded_at, change.details.scope.cis.clone())])
+        .unwrap_or_default()
+}
+
+/// [`change_report`] with the incident link period given, in hours.
+pub fn change_report_linking(
+    graph: &TemporalGraph,
+    position: u64,
+    from: Timestamp,
+    to: Timestamp,
+    period: Period,
+    now: Timestamp,
+    incident_link_hours: u32,
 ) -> Result<ChangeReport, GraphError> {
     graph.check_position(position)?;
     if to <= from {
@@ -244,6 +318,28 @@ pub fn change_report(
         FxHashMap::with_capacity_and_hasher(graph.counts().0.min(1 << 20), Default::default());
     let mut services: FxHashMap<CiId, u32> = FxHashMap::default();
     let mut failed_by_class: BTreeMap<CiClass, u32> = BTreeMap::new();
+    let window_micros = i64::from(incident_link_hours.min(MAX_INCIDENT_LINK_HOURS)) * 3_600_000_000;
+    let incidents = IncidentIndex::at(graph, position);
+    let mut deployments: FxHashMap<cmdb_core::ids::ChangeId, Vec<(Timestamp, Vec<CiId>)>> = FxHashMap::default();
+    if !incidents.is_empty() {
+        let book = graph.release_book();
+        for d in book.deployments_at(position, &crate::releases::DeploymentFilter::default(), usize::MAX) {
+            if let (Some(change), Some(at)) =
+                (d.request.change_id, d.reached(cmdb_core::release::DeploymentState::Succeeded))
+            {
+                let cis = d.request.targets.iter().map(|t| t.ci).collect();
+                deployments.entry(change).or_default().push((at.at, cis));
+            }
+        }
+    }
+    let bucket_of =
+        |t: Timestamp| bucket_start(t, period).map(|start| starts.partition_point(|d| *d <= start).saturating_sub(1));
+    for (_, at, _) in graph.release_book().unauthorised_at(position, Some(from), Some(to)) {
+        totals.unauthorised += 1;
+        if let Some(bucket) = bucket_of(at).and_then(|i| buckets.get_mut(i)) {
+            bucket.unauthorised += 1;
+        }
+    }
     // At the head the book keeps every change folded; elsewhere fold as of the position.
     let folded;
     let changes: Box<dyn Iterator<Item = &ChangeRecord>> =
@@ -261,10 +357,14 @@ pub fn change_report(
         }
         let Some(start) = bucket_start(submitted, period) else { continue };
         let index = starts.partition_point(|d| *d <= start).saturating_sub(1);
+        let followed = !incidents.is_empty()
+            && change_moments(change, &deployments).iter().any(|(at, cis)| incidents.follows(*at, cis, window_micros));
         if let Some(bucket) = buckets.get_mut(index) {
             bucket.add(change, submitted, now);
+            bucket.followed_by_incidents += u32::from(followed);
         }
         totals.add(change, submitted, now);
+        totals.followed_by_incidents += u32::from(followed);
         let mut touched_services: Vec<CiId> = Vec::new();
         let failed = outcome(change) == Outcome::Failed;
         for id in &change.details.scope.cis {

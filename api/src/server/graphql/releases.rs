@@ -151,6 +151,8 @@ pub struct LinkedIncident {
 pub struct Release {
     record: ReleaseRecord,
     review_days: u32,
+    /// The position the view is at.
+    position: u64,
 }
 
 #[Object]
@@ -284,6 +286,39 @@ impl Release {
         let Some(first) = self.first_deployed() else { return Vec::new() };
         let end = first.saturating_add_micros(i64::from(self.review_days) * DAY_MICROS);
         self.record.incidents.iter().filter(|i| i.occurred_at >= first && i.occurred_at < end).map(incident).collect()
+    }
+
+    /// Incidents reported by tools or people on the CIs its deployments changed, detected
+    /// within the review period after that deployment succeeded (RL-7): found, not linked.
+    async fn observed_incidents(&self, ctx: &Context<'_>) -> Vec<super::tooling::Incident> {
+        let graph = state(ctx).graph.read();
+        let book = graph.release_book();
+        let filter = cmdb_projections::releases::DeploymentFilter {
+            release: Some(self.record.release_id),
+            ..Default::default()
+        };
+        let window = i64::from(self.review_days) * DAY_MICROS;
+        let deployed: Vec<(cmdb_core::Timestamp, Vec<cmdb_core::ids::CiId>)> = book
+            .deployments_at(self.position, &filter, MAX_RELEASE_LIST)
+            .iter()
+            .filter_map(|d| {
+                let at = d.reached(domain::DeploymentState::Succeeded)?.at;
+                Some((at, d.request.targets.iter().map(|t| t.ci).collect()))
+            })
+            .collect();
+        if deployed.is_empty() {
+            return Vec::new();
+        }
+        book.incidents_at(self.position, None, MAX_RELEASE_LIST)
+            .iter()
+            .filter(|i| {
+                let t = i.opened.detected_at;
+                deployed.iter().any(|(at, cis)| {
+                    t >= *at && t < at.saturating_add_micros(window) && i.opened.cis.iter().any(|c| cis.contains(c))
+                })
+            })
+            .map(Into::into)
+            .collect()
     }
 
     /// The review period in days (`--release-review-days`).
@@ -458,9 +493,11 @@ impl ReleasesAt {
             ReleaseRef::Id(id) => Some(id),
             ReleaseRef::Number(n) => book.id_of(n, self.position),
         };
-        Ok(release_id
-            .and_then(|id| book.release_at(id, self.position))
-            .map(|record| Release { record, review_days: review_days(ctx) }))
+        Ok(release_id.and_then(|id| book.release_at(id, self.position)).map(|record| Release {
+            record,
+            review_days: review_days(ctx),
+            position: self.position,
+        }))
     }
 
     /// Releases, newest first, in the given states.
@@ -478,7 +515,7 @@ impl ReleasesAt {
             .release_book()
             .releases_at(self.position, states.as_deref(), limit)
             .into_iter()
-            .map(|record| Release { record, review_days: review_days(ctx) })
+            .map(|record| Release { record, review_days: review_days(ctx), position: self.position })
             .collect())
     }
 
@@ -620,7 +657,7 @@ async fn release_now(ctx: &Context<'_>, release_id: cmdb_core::ids::ReleaseId) -
     graph
         .release_book()
         .release_at(release_id, graph.applied())
-        .map(|record| Release { record, review_days: review_days(ctx) })
+        .map(|record| Release { record, review_days: review_days(ctx), position: graph.applied() })
         .ok_or_else(|| coded(Code::Unavailable, "the release is recorded but not yet in the graph; read it again"))
 }
 

@@ -41,6 +41,11 @@ pub struct PeriodFigures {
     pub overdue_reviews: u32,
     /// Changes scheduled into a freeze window (emergency changes pass, flagged).
     pub in_freeze: u32,
+    /// Changes followed by an incident on one of their CIs within `--incident-link-hours` of
+    /// their deployment (or implementation).
+    pub followed_by_incidents: u32,
+    /// Deployments observed with no change covering them, recorded in the period (CM-3).
+    pub unauthorised: u32,
     pub mean_hours_to_approval: Option<f64>,
     pub mean_hours_to_implementation: Option<f64>,
 }
@@ -65,6 +70,8 @@ impl From<&Figures> for PeriodFigures {
             retrospective: f.retrospective,
             overdue_reviews: f.overdue_reviews,
             in_freeze: f.in_freeze,
+            followed_by_incidents: f.followed_by_incidents,
+            unauthorised: f.unauthorised,
             mean_hours_to_approval: f.mean_hours_to_approval(),
             mean_hours_to_implementation: f.mean_hours_to_implementation(),
         }
@@ -110,7 +117,8 @@ pub fn change_report_at(
     let now = now.map_or_else(|| app.clock.now(), |n| n.0);
     let graph = app.graph.read();
     let report =
-        reports::change_report(&graph, position, from.0, to.0, period, now).map_err(|e| bad_input(e.to_string()))?;
+        reports::change_report_linking(&graph, position, from.0, to.0, period, now, app.settings.incident_link_hours)
+            .map_err(|e| bad_input(e.to_string()))?;
     let changed = |list: &[(cmdb_core::ci::CiId, u32)]| {
         list.iter()
             .map(|(id, n)| ChangedCi {
