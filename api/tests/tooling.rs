@@ -480,3 +480,91 @@ async fn cdevents_in_every_http_mode_record_deployments_and_incidents() {
         .await;
     assert_eq!((status, common::error_code(&body).as_str()), (200, "ALREADY_EXISTS"), "{body}");
 }
+
+fn to_template_value(value: &Value) -> gtmpl::Value {
+    match value {
+        Value::Null => gtmpl::Value::Nil,
+        Value::Bool(b) => gtmpl::Value::Bool(*b),
+        Value::Number(n) => {
+            n.as_i64().map_or_else(|| gtmpl::Value::from(n.as_f64().unwrap_or(0.0)), gtmpl::Value::from)
+        }
+        Value::String(s) => gtmpl::Value::String(s.clone()),
+        Value::Array(items) => gtmpl::Value::Array(items.iter().map(to_template_value).collect()),
+        Value::Object(map) => {
+            gtmpl::Value::Object(map.iter().map(|(k, v)| (k.clone(), to_template_value(v))).collect())
+        }
+    }
+}
+
+/// The webhook bodies of the Argo CD notification templates, rendered for `application`.
+fn argo_bodies(application: &Value) -> Vec<(String, Value)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/integrations/argocd-notifications.yaml");
+    let text = std::fs::read_to_string(&path).expect("the notifications ConfigMap");
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("YAML");
+    let data = docs[0]["data"].as_hash().expect("data");
+    let context =
+        to_template_value(&json!({ "app": application, "context": { "argocdUrl": "https://argocd.example.com" } }));
+    let mut bodies = Vec::new();
+    for (key, value) in data {
+        let name = key.as_str().expect("key");
+        let Some(template) = name.strip_prefix("template.") else { continue };
+        let spec =
+            yaml_rust2::YamlLoader::load_from_str(value.as_str().expect("template text")).expect("template YAML");
+        let body = spec[0]["webhook"]["cmdb"]["body"].as_str().expect("a webhook body for the cmdb service");
+        let rendered = gtmpl::template(body, context.clone()).unwrap_or_else(|e| panic!("{template}: {e}"));
+        let json: Value =
+            serde_json::from_str(&rendered).unwrap_or_else(|e| panic!("{template} renders JSON: {e}\n{rendered}"));
+        bodies.push((template.to_owned(), json));
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argo_cd_notifications_render_to_cdevents_the_engine_records() {
+    let application: Value = serde_json::from_slice(
+        &std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/data/argocd/application.json"))
+            .expect("the sample Application"),
+    )
+    .expect("JSON");
+    let bodies = argo_bodies(&application);
+    let names: Vec<&str> = bodies.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let argo = server.principal_with_token("argocd", &["DEPLOYER"]).await;
+    let (ci, _) = application_ci(&server).await;
+    map(&server, "CDEVENTS", "/argocd", Some("payments-api"), &ci).await;
+    for (name, body) in &bodies {
+        if cdevents_dir("v0.4.1").exists() {
+            assert_valid_cdevent("v0.4.1", &body["data"]);
+        }
+        let (status, answer) = post_cdevents(&server, &argo, "application/cloudevents+json", body).await;
+        assert_eq!(status, 202, "{name}: {answer}");
+        match name.as_str() {
+            "cmdb-service-deployed" => {
+                assert_eq!(answer["outcome"], "recorded", "{answer}");
+                assert_eq!(answer["environment"], "production");
+                assert_eq!(answer["ci"], ci.as_str());
+            }
+            _ => assert_eq!(
+                (answer["outcome"].as_str(), answer["cis"].clone()),
+                (Some("incident"), json!([ci])),
+                "{name}: {answer}"
+            ),
+        }
+    }
+    let now = ci_now(&server, &ci).await;
+    assert_eq!(now["version"], "5f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6");
+    assert_eq!(now["attributes"]["artifact"], "https://github.com/acme/payments-deploy.git");
+    let incidents = server.ok(&server.admin_token, "{ at { incidents { priority title } } }", json!({})).await;
+    let priorities: Vec<u64> =
+        incidents["at"]["incidents"].as_array().expect("list").iter().filter_map(|i| i["priority"].as_u64()).collect();
+    assert_eq!(priorities.len(), 2);
+    assert!(
+        priorities.contains(&1) && priorities.contains(&2),
+        "degraded: high/high, sync failed: medium/high: {priorities:?}"
+    );
+}
+
+async fn application_ci(server: &TestServer) -> (String, String) {
+    application(server, 4).await
+}
