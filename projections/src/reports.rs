@@ -274,20 +274,8 @@ fn change_moments(
         .unwrap_or_default()
 }
 
-/// [`change_report`] with the incident link period given, in hours.
-pub fn change_report_linking(
-    graph: &TemporalGraph,
-    position: u64,
-    from: Timestamp,
-    to: Timestamp,
-    period: Period,
-    now: Timestamp,
-    incident_link_hours: u32,
-) -> Result<ChangeReport, GraphError> {
-    graph.check_position(position)?;
-    if to <= from {
-        return Err(GraphError::Invalid(format!("to ({to}) must be after from ({from})")));
-    }
+/// The first day of each period from `from` to `to`.
+fn period_starts(from: Timestamp, to: Timestamp, period: Period) -> Result<Vec<NaiveDate>, GraphError> {
     let (Some(first), Some(last)) = (bucket_start(from, period), bucket_start(to, period)) else {
         return Err(GraphError::Invalid("the range is out of bounds".into()));
     };
@@ -303,6 +291,42 @@ pub fn change_report_linking(
         }
         starts.push(date);
     }
+    Ok(starts)
+}
+
+/// Each change's successful deployments (time, CIs), as of `position`.
+fn deployed_by_change(
+    graph: &TemporalGraph,
+    position: u64,
+) -> FxHashMap<cmdb_core::ids::ChangeId, Vec<(Timestamp, Vec<CiId>)>> {
+    let mut deployments: FxHashMap<cmdb_core::ids::ChangeId, Vec<(Timestamp, Vec<CiId>)>> = FxHashMap::default();
+    let all = crate::releases::DeploymentFilter::default();
+    for d in graph.release_book().deployments_at(position, &all, usize::MAX) {
+        if let (Some(change), Some(at)) =
+            (d.request.change_id, d.reached(cmdb_core::release::DeploymentState::Succeeded))
+        {
+            let cis = d.request.targets.iter().map(|t| t.ci).collect();
+            deployments.entry(change).or_default().push((at.at, cis));
+        }
+    }
+    deployments
+}
+
+/// [`change_report`] with the incident link period given, in hours.
+pub fn change_report_linking(
+    graph: &TemporalGraph,
+    position: u64,
+    from: Timestamp,
+    to: Timestamp,
+    period: Period,
+    now: Timestamp,
+    incident_link_hours: u32,
+) -> Result<ChangeReport, GraphError> {
+    graph.check_position(position)?;
+    if to <= from {
+        return Err(GraphError::Invalid(format!("to ({to}) must be after from ({from})")));
+    }
+    let starts = period_starts(from, to, period)?;
     let mut buckets: Vec<Figures> = starts
         .iter()
         .map(|d| Figures {
@@ -320,18 +344,7 @@ pub fn change_report_linking(
     let mut failed_by_class: BTreeMap<CiClass, u32> = BTreeMap::new();
     let window_micros = i64::from(incident_link_hours.min(MAX_INCIDENT_LINK_HOURS)) * 3_600_000_000;
     let incidents = IncidentIndex::at(graph, position);
-    let mut deployments: FxHashMap<cmdb_core::ids::ChangeId, Vec<(Timestamp, Vec<CiId>)>> = FxHashMap::default();
-    if !incidents.is_empty() {
-        let book = graph.release_book();
-        for d in book.deployments_at(position, &crate::releases::DeploymentFilter::default(), usize::MAX) {
-            if let (Some(change), Some(at)) =
-                (d.request.change_id, d.reached(cmdb_core::release::DeploymentState::Succeeded))
-            {
-                let cis = d.request.targets.iter().map(|t| t.ci).collect();
-                deployments.entry(change).or_default().push((at.at, cis));
-            }
-        }
-    }
+    let deployments = if incidents.is_empty() { FxHashMap::default() } else { deployed_by_change(graph, position) };
     let bucket_of =
         |t: Timestamp| bucket_start(t, period).map(|start| starts.partition_point(|d| *d <= start).saturating_sub(1));
     for (_, at, _) in graph.release_book().unauthorised_at(position, Some(from), Some(to)) {
