@@ -111,6 +111,18 @@ impl Connection {
         Ok((status, response.into_body().collect().await?.to_bytes()))
     }
 
+    /// POSTs `body` to `path` with `headers`; answers the HTTP status and the response body.
+    pub async fn send(&mut self, path: &str, headers: &[(&str, &str)], body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+        let mut request = Request::post(path).header("host", &self.endpoint.host_port);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request.body(Full::new(body))?).await?;
+        let status = response.status().as_u16();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+
     /// A GraphQL request that must succeed; answers `data`.
     pub async fn graphql(
         &mut self,

@@ -48,7 +48,7 @@ pub async fn prepare(store: &dyn EventStore, clock: &dyn Clock) -> Result<(), St
 /// (so every step is an ordinary event, visible at any moment): release REL-000001 planned,
 /// built, accepted by an approver, gated, deployed and reviewed; REL-000002 deployed through a
 /// pipeline change from a template, an incident linked, then rolled back under an emergency
-/// change, restoring the previous versions.
+/// change, restoring the previous versions. Then the hooks' principals and mapping rules.
 pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppError> {
     use cmdb_core::release::{ReleaseAction, ReleaseCommand, ReportedOutcome};
 
@@ -147,7 +147,51 @@ pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppE
         occurred_at: app.clock.now(),
     };
     app.release(&incident, as_(&crew.manager)).await?;
-    emergency_roll_back(app, &crew, ci, &name, deployment).await
+    emergency_roll_back(app, &crew, ci, &name, deployment).await?;
+    if let Some((tooled, tooled_name)) = targets.get(1).cloned() {
+        tooling_setup(app, tooled, &tooled_name).await?;
+    }
+    Ok(())
+}
+
+/// The demo's deployment tooling: the principals GitHub's and Argo CD's deliveries act as
+/// (deployers), and mapping rules from the repository `acme/<name>` and the Argo CD
+/// application `<name>` to a live application CI, printed so a user can post to the hooks.
+async fn tooling_setup(app: &crate::app::App, ci: cmdb_core::ids::CiId, name: &str) -> Result<(), crate::app::AppError> {
+    use cmdb_core::access::{AccessCommand, PrincipalKind, Role};
+    use cmdb_core::release::ReleaseCommand;
+    use cmdb_core::release::observe::{MappingRule, Provider};
+
+    if !app.access.snapshot().principals.contains_key(super::BOOTSTRAP_ADMIN) {
+        tracing::warn!("no bootstrap admin: the demo sets up no hooks");
+        return Ok(());
+    }
+    let admin = story_actor(super::BOOTSTRAP_ADMIN);
+    for principal in ["github", "argocd"] {
+        if app.access.snapshot().principals.contains_key(principal) {
+            continue;
+        }
+        let create = AccessCommand::CreatePrincipal {
+            name: principal.to_owned(),
+            kind: PrincipalKind::System,
+            display_name: Some(format!("{principal} deliveries (demo)")),
+            roles: [Role::Deployer].into_iter().collect(),
+        };
+        app.access(&create, admin.clone()).await?;
+    }
+    let slug: String =
+        name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let repository = format!("acme/{slug}");
+    for (provider, source, subject) in
+        [(Provider::Github, repository.clone(), None), (Provider::Cdevents, "/argocd".to_owned(), Some(slug.clone()))]
+    {
+        let rule = MappingRule { provider, source, subject, ci, environment: None };
+        app.release(&ReleaseCommand::SetMapping(rule), admin.clone()).await?;
+    }
+    println!(
+        "cmdb: demo hooks: GitHub repository {repository} and Argo CD application {slug} (source /argocd) map to CI {ci} ({name})"
+    );
+    Ok(())
 }
 
 /// Asks the gate for the story's run; while the change waits for approval, each principal of
