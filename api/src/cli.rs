@@ -128,6 +128,32 @@ pub enum Command {
     /// Report deployments to a running server.
     #[command(subcommand)]
     Deployment(crate::pipeline::DeploymentSubcommand),
+    /// The outbound CDEvents targets: dead letters, and replaying one.
+    #[command(subcommand)]
+    Outbound(OutboundSubcommand),
+}
+
+#[derive(Debug, Subcommand)]
+/// `cmdb outbound ...`.
+pub enum OutboundSubcommand {
+    /// Lists a target's dead letters (facts it could not be sent) and how far it was sent.
+    DeadLetters {
+        /// The target's name (as in --cdevents-target NAME=URL).
+        #[arg(long)]
+        target: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Asks for a dead letter to be sent once more (a running server sends it).
+    Replay {
+        /// The target's name.
+        #[arg(long)]
+        target: String,
+        /// The dead letter's log position.
+        #[arg(long)]
+        position: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,7 +335,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(command) => token(&data_dir, command).await,
         Command::Gate(args) => crate::pipeline::gate(args).await,
         Command::Deployment(command) => crate::pipeline::deployment(command).await,
+        Command::Outbound(command) => outbound_command(&data_dir, command).await,
     }
+}
+
+async fn outbound_command(data_dir: &Path, command: OutboundSubcommand) -> anyhow::Result<ExitCode> {
+    use cmdb_core::outbound::{OutboundCommand, OutboundDecider, OutboundKey, OutboundRead};
+    match command {
+        OutboundSubcommand::DeadLetters { target, json } => {
+            if !cmdb_core::outbound::valid_target_name(&target) {
+                bail!("{target:?} is not a target name: 1 to 64 letters, digits, - and _");
+            }
+            let store = open_existing(data_dir, true)?;
+            let state = cmdb_core::decider::fold::load(&store, &OutboundKey::Target(target.clone())).await;
+            store.shutdown().await;
+            let OutboundRead::Target(state) = state? else { bail!("unexpected fold") };
+            if json {
+                let letters: Vec<serde_json::Value> = state
+                    .dead_letters
+                    .values()
+                    .map(|l| serde_json::json!({
+                        "position": l.handled.position, "eventType": l.handled.event_type, "attempts": l.handled.attempts,
+                        "error": l.handled.error, "at": l.at.to_rfc3339(), "replayRequested": l.replay_requested,
+                    }))
+                    .collect();
+                say!(
+                    "{}",
+                    serde_json::json!({ "target": target, "handledThrough": state.handled_through, "delivered": state.delivered, "deadLetters": letters })
+                );
+            } else {
+                say!(
+                    "target {target}: sent through position {}, {} delivered, {} dead letters",
+                    state.handled_through,
+                    state.delivered,
+                    state.dead_letters.len()
+                );
+                for letter in state.dead_letters.values() {
+                    let error = crate::terminal::terminal_safe(letter.handled.error.as_deref().unwrap_or(""));
+                    let replay = if letter.replay_requested { " (replay asked)" } else { "" };
+                    say!(
+                        "{:>10} {} after {} attempts: {error}{replay}",
+                        letter.handled.position,
+                        letter.handled.event_type,
+                        letter.handled.attempts
+                    );
+                }
+            }
+        }
+        OutboundSubcommand::Replay { target, position } => {
+            let store = open_existing(data_dir, true)?;
+            let command = OutboundCommand::Replay { target: target.clone(), position };
+            let outcome = run_offline(&store, &OutboundDecider, &command, cli_metadata(), SystemClock.now()).await;
+            store.shutdown().await;
+            let written = outcome?.outcome.last_position;
+            say!("replay of position {position} to {target} asked (position {written}); a running server sends it");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(data_dir: &Path, settings: ServeSettings) -> anyhow::Result<ExitCode> {

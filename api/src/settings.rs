@@ -202,6 +202,24 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_INCIDENT_LINK_HOURS", default_value_t = cmdb_projections::reports::DEFAULT_INCIDENT_LINK_HOURS)]
     pub incident_link_hours: u32,
 
+    /// Where the engine's facts go as CDEvents: NAME=URL, repeatable (the variable: a comma-
+    /// separated list). Each target's progress is recorded in the log (`outbound-NAME`).
+    #[arg(long = "cdevents-target", env = "CMDB_CDEVENTS_TARGETS", value_delimiter = ',')]
+    pub cdevents_targets: Vec<crate::server::outbound::Target>,
+
+    /// A bearer token sent with every outbound CDEvent.
+    #[arg(long, env = "CMDB_CDEVENTS_TARGET_TOKEN", hide_env_values = true)]
+    pub cdevents_target_token: Option<Secret>,
+
+    /// Attempts per outbound fact before it is dead-lettered, 1 to 100.
+    #[arg(long, env = "CMDB_OUTBOUND_MAX_ATTEMPTS", default_value_t = 6)]
+    pub outbound_max_attempts: u32,
+
+    /// The first wait between two attempts, in milliseconds (doubled after each failure, at
+    /// most a minute).
+    #[arg(long, env = "CMDB_OUTBOUND_BACKOFF_MS", default_value_t = 500)]
+    pub outbound_backoff_ms: u64,
+
     /// Deliveries accepted per second from one source (a GitHub repository, a CDEvents
     /// token's principal), with a burst of twice as many; past it, 429 with Retry-After.
     #[arg(long, env = "CMDB_HOOK_DELIVERIES_PER_SECOND", default_value_t = 1_000)]
@@ -246,6 +264,12 @@ impl ServeSettings {
         range("max_request_body_bytes", self.max_request_body_bytes, 1024, MAX_REQUEST_BODY_BYTES_CEILING)?;
         range("max_query_depth", self.max_query_depth, 2, 256)?;
         range("release_review_days", self.release_review_days as usize, 1, 366)?;
+        range("outbound_max_attempts", self.outbound_max_attempts as usize, 1, 100)?;
+        range("outbound_backoff_ms", self.outbound_backoff_ms as usize, 1, 60_000)?;
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(twice) = self.cdevents_targets.iter().find(|t| !names.insert(t.name.as_str())) {
+            return Err(format!("cdevents target {} is named twice", twice.name));
+        }
         range(
             "incident_link_hours",
             self.incident_link_hours as usize,
@@ -347,6 +371,10 @@ impl Default for ServeSettings {
             freeze_blocks_standard: true,
             conflict_max_depth: cmdb_projections::calendar::DEFAULT_CONFLICT_MAX_DEPTH,
             github_webhook_secret: None,
+            cdevents_targets: Vec::new(),
+            cdevents_target_token: None,
+            outbound_max_attempts: 6,
+            outbound_backoff_ms: 500,
             incident_link_hours: cmdb_projections::reports::DEFAULT_INCIDENT_LINK_HOURS,
             github_hook_principal: "github".to_owned(),
             hook_deliveries_per_second: 1_000,

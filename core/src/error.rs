@@ -42,6 +42,9 @@ pub enum Error {
     #[error(transparent)]
     /// Passed on as it is.
     Release(#[from] crate::release::ReleaseError),
+    #[error(transparent)]
+    /// Passed on as it is.
+    Outbound(#[from] crate::outbound::OutboundError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]

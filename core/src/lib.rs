@@ -24,6 +24,7 @@ pub mod event;
 pub mod hash;
 pub mod ids;
 pub mod model;
+pub mod outbound;
 pub mod policy;
 pub mod release;
 pub mod store;

@@ -101,8 +101,10 @@ pub struct App {
     access_commands: tokio::sync::Mutex<()>,
     /// Serialises gate calls of one pipeline run in this process.
     pipeline_locks: releases::PipelineLocks,
-    /// The folds deployment commands read (CIs, the schema, deployments, releases), kept
-    /// between commands like `ci_cache`. Never the access stream: no deployment rule reads it.
+    /// The folds deployment and observation commands read (CIs, the schema, deployments,
+    /// releases, deliveries; the change streams of an unauthorised deployment's retrospective
+    /// change, access included), kept between commands like `ci_cache`: optimistic, so a
+    /// decision on a stale fold is appended conditionally and decided again on fresh ones.
     deployment_cache: StateCache<cmdb_core::release::ReleaseKey>,
 }
 

@@ -129,7 +129,10 @@ impl App {
     pub async fn release(&self, command: &ReleaseCommand, metadata: Metadata) -> Result<Written, AppError> {
         let cached = matches!(
             command,
-            ReleaseCommand::RequestDeployment(_) | ReleaseCommand::Report { .. } | ReleaseCommand::RollBack { .. }
+            ReleaseCommand::RequestDeployment(_)
+                | ReleaseCommand::Report { .. }
+                | ReleaseCommand::RollBack { .. }
+                | ReleaseCommand::Observe(_)
         );
         if !cached {
             return Ok(Written::from(&self.run(&self.release_decider(), command, metadata).await?));

@@ -48,7 +48,7 @@ pub async fn prepare(store: &dyn EventStore, clock: &dyn Clock) -> Result<(), St
 /// (so every step is an ordinary event, visible at any moment): release REL-000001 planned,
 /// built, accepted by an approver, gated, deployed and reviewed; REL-000002 deployed through a
 /// pipeline change from a template, an incident linked, then rolled back under an emergency
-/// change, restoring the previous versions. Then the hooks' principals and mapping rules.
+/// change, restoring the previous versions.
 pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppError> {
     use cmdb_core::release::{ReleaseAction, ReleaseCommand, ReportedOutcome};
 
@@ -147,17 +147,38 @@ pub async fn release_story(app: &crate::app::App) -> Result<(), crate::app::AppE
         occurred_at: app.clock.now(),
     };
     app.release(&incident, as_(&crew.manager)).await?;
-    emergency_roll_back(app, &crew, ci, &name, deployment).await?;
-    if let Some((tooled, tooled_name)) = targets.get(1).cloned() {
-        tooling_setup(app, tooled, &tooled_name).await?;
+    emergency_roll_back(app, &crew, ci, &name, deployment).await
+}
+
+/// The demo's hooks, once: the second live application is the one tools deploy.
+pub async fn hooks(app: &crate::app::App) -> Result<(), crate::app::AppError> {
+    let target = {
+        let graph = app.graph.read();
+        if !graph.release_book().mappings().is_empty() {
+            return Ok(());
+        }
+        let filter = cmdb_projections::graph::CiFilter {
+            classes: Some(vec![cmdb_core::model::CiClass::Application]),
+            statuses: Some(vec![cmdb_core::model::Status::Live]),
+            ..Default::default()
+        };
+        let (apps, _) = graph.cis_at(graph.applied(), &filter, None, 2);
+        apps.get(1).map(|c| (c.id, c.name.clone()))
+    };
+    match target {
+        Some((ci, name)) => tooling_setup(app, ci, &name).await,
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The demo's deployment tooling: the principals GitHub's and Argo CD's deliveries act as
 /// (deployers), and mapping rules from the repository `acme/<name>` and the Argo CD
 /// application `<name>` to a live application CI, printed so a user can post to the hooks.
-async fn tooling_setup(app: &crate::app::App, ci: cmdb_core::ids::CiId, name: &str) -> Result<(), crate::app::AppError> {
+async fn tooling_setup(
+    app: &crate::app::App,
+    ci: cmdb_core::ids::CiId,
+    name: &str,
+) -> Result<(), crate::app::AppError> {
     use cmdb_core::access::{AccessCommand, PrincipalKind, Role};
     use cmdb_core::release::ReleaseCommand;
     use cmdb_core::release::observe::{MappingRule, Provider};
@@ -179,8 +200,7 @@ async fn tooling_setup(app: &crate::app::App, ci: cmdb_core::ids::CiId, name: &s
         };
         app.access(&create, admin.clone()).await?;
     }
-    let slug: String =
-        name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let slug: String = name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let repository = format!("acme/{slug}");
     for (provider, source, subject) in
         [(Provider::Github, repository.clone(), None), (Provider::Cdevents, "/argocd".to_owned(), Some(slug.clone()))]

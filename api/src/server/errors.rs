@@ -489,6 +489,12 @@ pub fn core_code(error: &cmdb_core::Error) -> Code {
         Error::Model(model) => model_code(model),
         Error::Policy(policy) => policy_code(policy),
         Error::Release(release) => release_code(release),
+        Error::Outbound(outbound) => match outbound {
+            cmdb_core::outbound::OutboundError::InvalidTarget(_) => Code::BadUserInput,
+            cmdb_core::outbound::OutboundError::NoDeadLetter { .. } => Code::NotFound,
+            cmdb_core::outbound::OutboundError::Started(_) => Code::AlreadyExists,
+            cmdb_core::outbound::OutboundError::Undecodable { .. } => Code::Internal,
+        },
         Error::Contended { .. } => Code::Conflict,
         Error::TooManyReads { .. } => Code::LimitExceeded,
         Error::TooManyReadRounds { .. } | Error::Internal(_) => Code::Internal,

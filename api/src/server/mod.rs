@@ -13,6 +13,7 @@ pub mod hooks;
 mod ics;
 pub mod listener;
 pub mod metrics;
+pub mod outbound;
 mod ws;
 
 use std::net::SocketAddr;
@@ -220,6 +221,7 @@ impl Server {
             demo::release_story(&application)
                 .await
                 .map_err(|e| StartError::Io(format!("the demo's release story: {e}")))?;
+            demo::hooks(&application).await.map_err(|e| StartError::Io(format!("the demo's hooks: {e}")))?;
         }
         let app = Arc::new(AppState {
             store,
@@ -245,6 +247,7 @@ impl Server {
         let router = router(state.clone());
         let server_file = data_dir.join(SERVER_FILE_NAME);
         write_server_file(&server_file, local_addr);
+        outbound::start_dispatchers(&app.app, &settings, &app.shutdown);
 
         let checkpoints = data_dir.join(PROJECTIONS_DIR);
         let http_shutdown = CancellationToken::new();

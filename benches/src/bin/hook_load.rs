@@ -61,8 +61,9 @@ async fn token_for(admin: &mut Connection, root: &str, name: &str, role: Option<
             )
             .await?;
     }
-    let data =
-        admin.graphql(root, "mutation($n: String!) { createToken(principal: $n) { token } }", json!({ "n": name })).await?;
+    let data = admin
+        .graphql(root, "mutation($n: String!) { createToken(principal: $n) { token } }", json!({ "n": name }))
+        .await?;
     Ok(data["createToken"]["token"].as_str().context("token")?.to_owned())
 }
 
@@ -98,7 +99,11 @@ async fn implementing_change(admin: &mut Connection, root: &str, cis: &[String])
     let change = draft["draftChange"]["change"]["id"].as_str().context("change")?.to_owned();
     for (token, mutation) in [(&deployer, "submitChange"), (&approver, "approveChange"), (&deployer, "startChange")] {
         admin
-            .graphql(token, &format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ position }} }}"), json!({ "id": change }))
+            .graphql(
+                token,
+                &format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ position }} }}"),
+                json!({ "id": change }),
+            )
             .await?;
     }
     Ok(())

@@ -20,6 +20,25 @@ pub struct QueryRoot;
 
 #[Object]
 impl QueryRoot {
+    /// Each outbound CDEvents target: how far it was sent, and its dead letters.
+    #[graphql(guard = "Requires(Operation::ReadLog)")]
+    async fn outbound(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::tooling::OutboundTarget>> {
+        let app = state(ctx);
+        let mut targets = Vec::new();
+        for target in &app.settings.cdevents_targets {
+            let key = cmdb_core::outbound::OutboundKey::Target(target.name.clone());
+            let state = match cmdb_core::decider::fold::load(app.store.as_ref(), &key)
+                .await
+                .map_err(crate::server::errors::core_error)?
+            {
+                cmdb_core::outbound::OutboundRead::Target(state) => state,
+                cmdb_core::outbound::OutboundRead::Access(_) => Default::default(),
+            };
+            targets.push(super::tooling::OutboundTarget::of(target, &state));
+        }
+        Ok(targets)
+    }
+
     /// The last committed position and its hash.
     #[graphql(guard = "Requires(Operation::ReadLog)")]
     async fn head(&self, ctx: &Context<'_>) -> async_graphql::Result<LogHead> {

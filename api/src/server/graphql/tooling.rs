@@ -384,6 +384,28 @@ impl ToolingMutation {
         incident_now(ctx, &tool)
     }
 
+    /// Asks for a dead-lettered fact to be sent to its target once more (admin).
+    #[graphql(guard = "Requires(Operation::ManageSchema)")]
+    async fn replay_dead_letter(
+        &self,
+        ctx: &Context<'_>,
+        target: String,
+        position: Position,
+    ) -> async_graphql::Result<Position> {
+        let command = cmdb_core::outbound::OutboundCommand::Replay { target, position: position.0 };
+        let context = app(ctx).context(metadata(ctx)?);
+        let executed = cmdb_core::decider::execute(
+            state(ctx).store.as_ref(),
+            &cmdb_core::outbound::OutboundDecider,
+            &command,
+            &context,
+            None,
+        )
+        .await
+        .map_err(crate::server::errors::core_error)?;
+        Ok(Position(executed.outcome.last_position))
+    }
+
     /// Resolves an incident.
     #[graphql(guard = "Requires(Operation::Deploy)")]
     async fn resolve_incident(
@@ -403,6 +425,52 @@ impl ToolingMutation {
         let command = ReleaseCommand::ResolveIncident { resolved: Box::new(resolved), delivery: None };
         app(ctx).release(&command, metadata(ctx)?).await.map_err(app_error)?;
         incident_now(ctx, &tool)
+    }
+}
+
+/// An outbound target.
+#[derive(SimpleObject, Clone)]
+pub struct OutboundTarget {
+    name: String,
+    url: String,
+    /// The last log position handled (sent or dead-lettered).
+    handled_through: Position,
+    delivered: u64,
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// A fact that could not be sent.
+#[derive(SimpleObject, Clone)]
+pub struct DeadLetter {
+    position: Position,
+    event_type: String,
+    attempts: u32,
+    error: Option<String>,
+    at: DateTime,
+    replay_requested: bool,
+}
+
+impl OutboundTarget {
+    /// The view of a target's outbox.
+    pub fn of(target: &crate::server::outbound::Target, state: &cmdb_core::outbound::OutboxState) -> Self {
+        OutboundTarget {
+            name: target.name.clone(),
+            url: target.url.clone(),
+            handled_through: Position(state.handled_through),
+            delivered: state.delivered,
+            dead_letters: state
+                .dead_letters
+                .values()
+                .map(|l| DeadLetter {
+                    position: Position(l.handled.position),
+                    event_type: l.handled.event_type.clone(),
+                    attempts: l.handled.attempts,
+                    error: l.handled.error.clone(),
+                    at: DateTime(l.at),
+                    replay_requested: l.replay_requested,
+                })
+                .collect(),
+        }
     }
 }
 

@@ -29,10 +29,13 @@ pub(super) fn reads(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec
                 keys.extend(existing.request.release_id.map(ReleaseKey::Release));
                 keys.extend(existing.request.targets.iter().map(|t| ReleaseKey::Ci(CiKey::Ci(t.ci))));
             }
-            // What the retrospective change would read, in case nothing authorises it.
-            let command = retrospective_command(observed, None);
-            let sub = read.change_read_set();
-            keys.extend(ChangeDecider::default().reads(&command, &sub).into_iter().map(ReleaseKey::Change));
+            // Only once the rest is read, and only when nothing authorises it: what the
+            // retrospective change reads.
+            if keys.iter().all(|k| read.get(k).is_some()) && needs_retrospective(read, observed) {
+                let command = retrospective_command(observed, None);
+                let sub = read.change_read_set();
+                keys.extend(ChangeDecider::default().reads(&command, &sub).into_iter().map(ReleaseKey::Change));
+            }
         }
         ReleaseCommand::RecordUnmapped(delivery) => keys.push(ReleaseKey::Delivery(delivery.tool.delivery_stream())),
         ReleaseCommand::SetMapping(rule) => keys.extend([ReleaseKey::Mappings, ReleaseKey::Ci(CiKey::Ci(rule.ci))]),
@@ -141,6 +144,14 @@ fn authority(
         Some(change) if !observed.state.deploys() => plain(Some(change)),
         _ => Authority { change: Some(observed.retrospective), unauthorised: true, open_retrospective: true },
     }
+}
+
+/// Whether the observation, on what is read, opens a retrospective change.
+fn needs_retrospective(read: &ReadSet<ReleaseKey>, observed: &ObservedDeployment) -> bool {
+    let Some(ci) = read.ci(observed.ci) else { return false };
+    let controlled = read.ci_read_set().schema().controlled(ci.class);
+    let existing = read.deployment(observed.deployment.deployment_id());
+    authority(read, observed, existing, controlled).open_retrospective
 }
 
 /// Decides one observation of a tool's deployment.
