@@ -119,6 +119,14 @@ async fn post_cdevents(server: &TestServer, token: &str, content_type: &str, bod
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// A token for a principal the demo made (`argocd`, a deployer).
+async fn token_for(server: &TestServer, name: &str) -> String {
+    let data = server
+        .ok(&server.admin_token, "mutation($p: String!) { createToken(principal: $p) { token } }", json!({ "p": name }))
+        .await;
+    data["createToken"]["token"].as_str().expect("token").to_owned()
+}
+
 /// An application CI of the demo: (id, name).
 async fn application(server: &TestServer, skip: usize) -> (String, String) {
     let data = server
@@ -155,7 +163,7 @@ async fn github_deliveries_catch_an_unauthorised_deployment_and_refuse_bad_input
         ..settings()
     })
     .await;
-    server.principal_with_token("github", &["DEPLOYER"]).await;
+    // The demo made the principal `github` (a deployer) the hook acts as.
     let (ci, _) = application(&server, 0).await;
     map(&server, "GITHUB", "Codertocat/Hello-World", Some("production"), &ci).await;
 
@@ -297,7 +305,7 @@ async fn a_github_deployment_under_an_implementing_change_edits_its_ci_under_it(
         ..settings()
     })
     .await;
-    server.principal_with_token("github", &["DEPLOYER"]).await;
+    // The demo made the principal `github` (a deployer) the hook acts as.
     let dora = server.principal_with_token("dora", &["DEPLOYER"]).await;
     let eve = server.principal_with_token("eve", &["EMERGENCY_APPROVER"]).await;
     let (ci, _) = application(&server, 1).await;
@@ -346,7 +354,7 @@ async fn a_github_deployment_under_an_implementing_change_edits_its_ci_under_it(
 async fn cdevents_in_every_http_mode_record_deployments_and_incidents() {
     let Some(deployed) = conformance("v0.5.1", "service_deployed") else { return };
     let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
-    let argo = server.principal_with_token("argocd", &["DEPLOYER"]).await;
+    let argo = token_for(&server, "argocd").await;
     let viewer = server.principal_with_token("vera", &["VIEWER"]).await;
     let (ci, _) = application(&server, 2).await;
     let (service_ci, _) = application(&server, 3).await;
@@ -530,7 +538,7 @@ async fn argo_cd_notifications_render_to_cdevents_the_engine_records() {
     let names: Vec<&str> = bodies.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
-    let argo = server.principal_with_token("argocd", &["DEPLOYER"]).await;
+    let argo = token_for(&server, "argocd").await;
     let (ci, _) = application_ci(&server).await;
     map(&server, "CDEVENTS", "/argocd", Some("payments-api"), &ci).await;
     for (name, body) in &bodies {
