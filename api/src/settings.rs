@@ -202,6 +202,24 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_INCIDENT_LINK_HOURS", default_value_t = cmdb_projections::reports::DEFAULT_INCIDENT_LINK_HOURS)]
     pub incident_link_hours: u32,
 
+    /// GitHub's API (protection-rule callbacks and installation tokens go there; a callback
+    /// URL elsewhere is refused).
+    #[arg(long, env = "CMDB_GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// The GitHub App the engine answers deployment protection rules as (with
+    /// --github-app-private-key-file).
+    #[arg(long, env = "CMDB_GITHUB_APP_ID")]
+    pub github_app_id: Option<u64>,
+
+    /// The GitHub App's private key (PEM), for the RS256 JWT that buys installation tokens.
+    #[arg(long, env = "CMDB_GITHUB_APP_PRIVATE_KEY_FILE")]
+    pub github_app_private_key_file: Option<std::path::PathBuf>,
+
+    /// A token to answer protection rules with, instead of a GitHub App.
+    #[arg(long, env = "CMDB_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<Secret>,
+
     /// Where the engine's facts go as CDEvents: NAME=URL, repeatable (the variable: a comma-
     /// separated list). Each target's progress is recorded in the log (`outbound-NAME`).
     #[arg(long = "cdevents-target", env = "CMDB_CDEVENTS_TARGETS", value_delimiter = ',')]
@@ -264,6 +282,12 @@ impl ServeSettings {
         range("max_request_body_bytes", self.max_request_body_bytes, 1024, MAX_REQUEST_BODY_BYTES_CEILING)?;
         range("max_query_depth", self.max_query_depth, 2, 256)?;
         range("release_review_days", self.release_review_days as usize, 1, 366)?;
+        if self.github_app_id.is_some() != self.github_app_private_key_file.is_some() {
+            return Err("give github_app_id and github_app_private_key_file together".into());
+        }
+        if !(self.github_api_url.starts_with("https://") || self.github_api_url.starts_with("http://")) {
+            return Err(format!("github_api_url {:?} is not an http(s) URL", self.github_api_url));
+        }
         range("outbound_max_attempts", self.outbound_max_attempts as usize, 1, 100)?;
         range("outbound_backoff_ms", self.outbound_backoff_ms as usize, 1, 60_000)?;
         let mut names = std::collections::BTreeSet::new();
@@ -372,6 +396,10 @@ impl Default for ServeSettings {
             conflict_max_depth: cmdb_projections::calendar::DEFAULT_CONFLICT_MAX_DEPTH,
             github_webhook_secret: None,
             cdevents_targets: Vec::new(),
+            github_api_url: "https://api.github.com".to_owned(),
+            github_app_id: None,
+            github_app_private_key_file: None,
+            github_token: None,
             cdevents_target_token: None,
             outbound_max_attempts: 6,
             outbound_backoff_ms: 500,

@@ -576,3 +576,174 @@ async fn argo_cd_notifications_render_to_cdevents_the_engine_records() {
 async fn application_ci(server: &TestServer) -> (String, String) {
     application(server, 4).await
 }
+
+/// GitHub's two endpoints, as the engine calls them: an installation token bought with the
+/// App's RS256 JWT, then the protection rule's callback with that token.
+#[derive(Clone, Default)]
+struct FakeGithub {
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+async fn fake_token(
+    axum::extract::State(github): axum::extract::State<FakeGithub>,
+    axum::extract::Path(installation): axum::extract::Path<u64>,
+    headers: axum::http::HeaderMap,
+) -> (axum::http::StatusCode, axum::Json<Value>) {
+    let jwt = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let public =
+        std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/data/github/test-app-key.pub.pem"))
+            .expect("key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&public).expect("public key");
+    let Ok(claims) = jsonwebtoken::decode::<Value>(jwt, &key, &validation) else {
+        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "bad JWT"})));
+    };
+    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+    github.calls.lock().expect("lock").push((format!("token {installation} {accept}"), claims.claims));
+    (
+        axum::http::StatusCode::CREATED,
+        axum::Json(json!({"token": "ghs_installation", "expires_at": "2099-01-01T00:00:00Z"})),
+    )
+}
+
+async fn fake_callback(
+    axum::extract::State(github): axum::extract::State<FakeGithub>,
+    axum::extract::Path((owner, repo, run)): axum::extract::Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::http::StatusCode {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer ghs_installation") {
+        return axum::http::StatusCode::UNAUTHORIZED;
+    }
+    github.calls.lock().expect("lock").push((format!("callback {owner}/{repo} {run}"), body));
+    axum::http::StatusCode::NO_CONTENT
+}
+
+async fn start_fake_github() -> (FakeGithub, String) {
+    let github = FakeGithub::default();
+    let app = axum::Router::new()
+        .route("/app/installations/{installation}/access_tokens", axum::routing::post(fake_token))
+        .route(
+            "/repos/{owner}/{repo}/actions/runs/{run}/deployment_protection_rule",
+            axum::routing::post(fake_callback),
+        )
+        .with_state(github.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (github, format!("http://{address}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protection_rule_waits_for_approval_across_a_restart_and_is_answered_as_the_app() {
+    let (github, api) = start_fake_github().await;
+    let key = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/data/github/test-app-key.pem");
+    let configured = cmdb_api::settings::ServeSettings {
+        demo: true,
+        github_webhook_secret: Some(SECRET.parse().expect("secret")),
+        github_api_url: api.clone(),
+        github_app_id: Some(4242),
+        github_app_private_key_file: Some(key),
+        ..settings()
+    };
+    let server = TestServer::start_with(configured.clone()).await;
+    let mark = server.principal_with_token("mark", &["CHANGE_MANAGER"]).await;
+    let quinn = server.principal_with_token("quinn", &["APPROVER"]).await;
+    server
+        .ok(
+            &server.admin_token,
+            "mutation($t: String!) { loadPolicy(name: \"one approver\", text: $t) { position } }",
+            json!({ "t": "package cmdb.change\nimport rego.v1\ndecision := {\"auto_approve\": false, \"deny\": [], \"approvals\": [{\"role\": \"approver\", \"count\": 1, \"reason\": \"one approver\"}]}\n" }),
+        )
+        .await;
+    let (ci, _) = application(&server, 0).await;
+    map(&server, "GITHUB", "Codertocat/Hello-World", Some("production"), &ci).await;
+    let template = server
+        .ok(
+            &mark,
+            "mutation { createChangeTemplate(input: { name: \"deploy\", title: \"Deploy\", description: \"Deploy a new version\", backOutPlan: \"Redeploy the previous commit\", allowedClasses: [\"application\"] }) { template { id } } }",
+            json!({}),
+        )
+        .await;
+    let template = template["createChangeTemplate"]["template"]["id"].as_str().expect("template").to_owned();
+    server
+        .ok(
+            &mark,
+            "mutation($ci: ID!, $t: ID) { setPipelineTemplate(ci: $ci, template: $t) }",
+            json!({ "ci": ci, "t": template }),
+        )
+        .await;
+
+    // GitHub asks: the gate opens the run's change, which needs an approver: pending.
+    let mut event: Value = serde_json::from_slice(&github_fixture("deployment.1.json")).expect("json");
+    let callback = format!("{api}/repos/Codertocat/Hello-World/actions/runs/4711/deployment_protection_rule");
+    event["action"] = json!("requested");
+    event["environment"] = json!("production");
+    event["event"] = json!("push");
+    event["deployment_callback_url"] = json!(callback);
+    event["installation"] = json!({ "id": 99 });
+    let body = serde_json::to_vec(&event).expect("json");
+    let (status, answer) = post_signed(&server, "deployment_protection_rule", "p-1", &body).await;
+    assert_eq!((status, answer["outcome"].as_str()), (202, Some("waiting")), "{answer}");
+    let mut change = Value::Null;
+    for _ in 0..200 {
+        let data = server
+            .ok(
+                &server.admin_token,
+                "{ at { changes(filter: { states: [ASSESSED] }) { id number implementer } } }",
+                json!({}),
+            )
+            .await;
+        if let Some(found) =
+            data["at"]["changes"].as_array().and_then(|c| c.iter().find(|c| c["implementer"] == "github"))
+        {
+            change = found.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let number = change["number"].as_str().expect("the run's change is open, waiting for approval").to_owned();
+    assert!(github.calls.lock().expect("lock").is_empty(), "nothing answered while pending");
+
+    // The server restarts; the waiting callback is in the log.
+    let TestServer { server: running, dir, admin_token, client, .. } = server;
+    if let Some(running) = running {
+        running.shutdown().await;
+    }
+    let restarted = cmdb_api::server::Server::start(dir.path(), configured, cmdb_api::server::StartOptions::default())
+        .await
+        .expect("restart");
+    let server = TestServer {
+        base: format!("http://{}", restarted.local_addr()),
+        server: Some(restarted),
+        admin_token,
+        dir,
+        client,
+    };
+    server.ok(&quinn, "mutation($id: ID!) { approveChange(id: $id) { position } }", json!({ "id": number })).await;
+    let mut answered = Vec::new();
+    for _ in 0..400 {
+        answered = github.calls.lock().expect("lock").clone();
+        if answered.iter().any(|(what, _)| what.starts_with("callback")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let token_call =
+        answered.iter().find(|(what, _)| what.starts_with("token")).expect("an installation token was bought");
+    assert_eq!(token_call.0, "token 99 application/vnd.github+json");
+    assert_eq!(token_call.1["iss"], "4242", "the JWT names the App");
+    let (what, body) =
+        answered.iter().find(|(what, _)| what.starts_with("callback")).expect("the callback was answered");
+    assert_eq!(what, "callback Codertocat/Hello-World 4711");
+    assert_eq!(body["environment_name"], "production");
+    assert_eq!(body["state"], "approved", "{body}");
+    assert!(body["comment"].as_str().is_some_and(|c| c.contains(&number)), "the comment names the change: {body}");
+    let mut server = server;
+    server.shutdown().await;
+}

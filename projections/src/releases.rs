@@ -189,7 +189,11 @@ impl ReleaseBook {
                 self.incidents.entry(key).or_default().push(Kept::of(record, event));
                 return Ok(());
             }
-            ReleaseEvent::PipelineChangeOpened(_) | ReleaseEvent::Ci(_) | ReleaseEvent::Change(_) => (None, None),
+            ReleaseEvent::PipelineChangeOpened(_)
+            | ReleaseEvent::Ci(_)
+            | ReleaseEvent::Change(_)
+            | ReleaseEvent::CallbackPending(_)
+            | ReleaseEvent::CallbackAnswered(_) => (None, None),
         };
         if let Some(id) = release {
             self.releases.entry(id).or_default().push(Kept::of(record, event));

@@ -437,7 +437,9 @@ fn release_code(error: &ReleaseError) -> Code {
 fn observe_code(error: &ObserveError) -> Code {
     match error {
         ObserveError::DuplicateDelivery { .. } | ObserveError::IncidentExists(_) => Code::AlreadyExists,
-        ObserveError::NoSuchRule { .. } | ObserveError::UnknownIncident(_) => Code::NotFound,
+        ObserveError::NoSuchRule { .. } | ObserveError::UnknownIncident(_) | ObserveError::NoSuchCallback(_) => {
+            Code::NotFound
+        }
         ObserveError::IncidentResolved(_) => Code::FailedPrecondition,
         ObserveError::TooMany { .. } => Code::LimitExceeded,
         ObserveError::TooLong { .. } | ObserveError::Empty { .. } => Code::BadUserInput,

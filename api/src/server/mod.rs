@@ -111,6 +111,16 @@ pub struct ServerShared {
     pub hook_limiter: hooks::SourceLimiter,
 }
 
+/// The tasks that talk to other systems: outbound CDEvents, protection-rule answers.
+fn start_background(app: &Arc<AppState>, settings: &ServeSettings) -> Result<(), StartError> {
+    outbound::start_dispatchers(&app.app, settings, &app.shutdown);
+    if let Some(auth) = hooks::protection::GithubAuth::from_settings(settings).map_err(StartError::Settings)? {
+        let principal = settings.github_hook_principal.clone();
+        tokio::spawn(hooks::protection::answer_callbacks(app.app.clone(), auth, principal, app.shutdown.clone()));
+    }
+    Ok(())
+}
+
 /// The correlation id of a request: from `X-Request-Id`, or generated.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
@@ -247,7 +257,7 @@ impl Server {
         let router = router(state.clone());
         let server_file = data_dir.join(SERVER_FILE_NAME);
         write_server_file(&server_file, local_addr);
-        outbound::start_dispatchers(&app.app, &settings, &app.shutdown);
+        start_background(&app, &settings)?;
 
         let checkpoints = data_dir.join(PROJECTIONS_DIR);
         let http_shutdown = CancellationToken::new();

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::gate::{GateFacts, GateOutcome, GateRequest};
 use super::observe::{
-    DeliveryReceived, DeploymentObserved, IncidentOpened, IncidentRecord, IncidentResolved, MappingRemoved,
-    MappingRule, ToolRef, UnauthorisedChange,
+    CallbackAnswered, CallbackPending, DeliveryReceived, DeploymentObserved, IncidentOpened, IncidentRecord,
+    IncidentResolved, MappingRemoved, MappingRule, ToolRef, UnauthorisedChange,
 };
 use super::{
     ArtifactDigest, DeploymentId, DeploymentState, ReleaseAction, ReleaseError, ReleaseId, ReleaseNumber, ReleaseState,
@@ -312,6 +312,10 @@ pub mod types {
     pub const INCIDENT_OPENED: &str = "incident.opened";
     /// `incident.resolved`
     pub const INCIDENT_RESOLVED: &str = "incident.resolved";
+    /// `tool.callback_pending`
+    pub const CALLBACK_PENDING: &str = "tool.callback_pending";
+    /// `tool.callback_answered`
+    pub const CALLBACK_ANSWERED: &str = "tool.callback_answered";
 }
 
 /// A release, deployment or gate event.
@@ -336,6 +340,8 @@ pub enum ReleaseEvent {
     Unauthorised(Box<UnauthorisedChange>),
     IncidentOpened(Box<IncidentOpened>),
     IncidentResolved(Box<IncidentResolved>),
+    CallbackPending(Box<CallbackPending>),
+    CallbackAnswered(Box<CallbackAnswered>),
     /// The retrospective change of an unauthorised deployment, decided by the change domain;
     /// stored on the change's streams as a change event.
     #[serde(skip)]
@@ -368,6 +374,8 @@ impl DomainEvent for ReleaseEvent {
             ReleaseEvent::Unauthorised(e) => (UNAUTHORISED, serde_json::to_vec(e)),
             ReleaseEvent::IncidentOpened(e) => (INCIDENT_OPENED, serde_json::to_vec(e)),
             ReleaseEvent::IncidentResolved(e) => (INCIDENT_RESOLVED, serde_json::to_vec(e)),
+            ReleaseEvent::CallbackPending(e) => (CALLBACK_PENDING, serde_json::to_vec(e)),
+            ReleaseEvent::CallbackAnswered(e) => (CALLBACK_ANSWERED, serde_json::to_vec(e)),
             ReleaseEvent::Change(e) => return e.to_new_event(metadata),
             ReleaseEvent::Ci(e) => return e.to_new_event(metadata),
         };
@@ -400,6 +408,8 @@ impl ReleaseEvent {
             UNAUTHORISED => ReleaseEvent::Unauthorised(record.data_as().map_err(bad)?),
             INCIDENT_OPENED => ReleaseEvent::IncidentOpened(record.data_as().map_err(bad)?),
             INCIDENT_RESOLVED => ReleaseEvent::IncidentResolved(record.data_as().map_err(bad)?),
+            CALLBACK_PENDING => ReleaseEvent::CallbackPending(record.data_as().map_err(bad)?),
+            CALLBACK_ANSWERED => ReleaseEvent::CallbackAnswered(record.data_as().map_err(bad)?),
             _ => return Ok(None),
         }))
     }

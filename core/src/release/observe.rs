@@ -36,6 +36,10 @@ pub const MAX_MAPPING_RULES: usize = 10_000;
 pub const MAX_AUTHORISING_CANDIDATES: usize = 16;
 /// Most observations one deployment keeps (a tool's statuses of one deployment).
 pub const MAX_OBSERVATIONS_PER_DEPLOYMENT: usize = 1_000;
+/// Most GitHub protection-rule callbacks waiting at once.
+pub const MAX_PENDING_CALLBACKS: usize = 10_000;
+/// The stream of GitHub protection-rule callbacks waiting for the gate.
+pub const CALLBACKS_STREAM: &str = "github-callbacks";
 /// Most CIs one incident names.
 pub const MAX_CIS_PER_INCIDENT: usize = 100;
 /// The stream of mapping rules.
@@ -362,6 +366,50 @@ pub fn priority(impact: Impact, urgency: Urgency) -> u8 {
     p
 }
 
+/// A GitHub deployment protection rule the gate answered `pending`: it is answered through
+/// `callback_url` when the gate's answer is no longer pending (the change approved or
+/// rejected). Kept as an event, so a restarted server still answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackPending {
+    /// GitHub's `deployment_callback_url`.
+    pub callback_url: String,
+    /// GitHub's environment name (sent back as `environment_name`).
+    pub environment_name: String,
+    /// The GitHub App installation to answer as (none: the configured token).
+    #[serde(default)]
+    pub installation: Option<u64>,
+    /// The CI the repository maps to.
+    pub ci: CiId,
+    /// The environment.
+    pub environment: Environment,
+    /// The artifact (the repository).
+    pub artifact: String,
+    /// Its version (`ref@sha`).
+    pub version: String,
+    /// The commit as a digest.
+    pub digest: ArtifactDigest,
+    /// The workflow run (the gate's pipeline run id).
+    pub run_id: String,
+}
+
+/// A protection-rule callback answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackAnswered {
+    /// GitHub's `deployment_callback_url`.
+    pub callback_url: String,
+    /// `approved` or `rejected`.
+    pub state: String,
+    /// The comment sent (the change and the reasons).
+    pub comment: String,
+}
+
+/// Callbacks waiting, by URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Callbacks {
+    /// Waiting for the gate.
+    pub pending: BTreeMap<String, CallbackPending>,
+}
+
 /// An incident was detected or reported (IN-1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentOpened {
@@ -421,6 +469,8 @@ pub enum ObserveError {
     TooMany { field: &'static str, count: usize, bound: usize },
     #[error("no mapping rule for {provider} source {source_name:?} subject {subject:?}")]
     NoSuchRule { provider: Provider, source_name: String, subject: Option<String> },
+    #[error("no protection-rule callback {0:?} is waiting")]
+    NoSuchCallback(String),
     #[error("incident {0:?} is recorded already")]
     IncidentExists(String),
     #[error("no incident {0:?}")]

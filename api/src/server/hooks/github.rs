@@ -7,7 +7,9 @@
 //! redelivery of it answers 200 `duplicate`. A deployment maps to a CI through the rule for its
 //! repository (`full_name`) and environment; every status (`queued`, `pending`, `in_progress`,
 //! `success`, `failure`, `error`, `inactive`) lands on the one deployment record of GitHub's
-//! deployment id. `ping` is answered; other events are kept as unmapped deliveries.
+//! deployment id. `deployment_protection_rule` is kept as a callback waiting for the gate and
+//! answered by [`super::protection`]. `ping` is answered; other events are kept as unmapped
+//! deliveries.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -72,6 +74,20 @@ struct DeploymentEvent {
 struct DeploymentStatusEvent {
     deployment_status: DeploymentStatus,
     deployment: Deployment,
+}
+
+#[derive(Deserialize)]
+struct Installation {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct ProtectionRuleEvent {
+    environment: String,
+    deployment_callback_url: String,
+    deployment: Deployment,
+    #[serde(default)]
+    installation: Option<Installation>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +243,11 @@ pub async fn receive(
             let status = Some(&parsed.deployment_status);
             report_of(delivery(subject), &repository, &parsed.deployment, observed, status)?
         }
+        "deployment_protection_rule" => {
+            let parsed: ProtectionRuleEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
+            return protection_rule(app, delivery(Some(parsed.environment.clone())), &repository, parsed, metadata)
+                .await;
+        }
         other => {
             let reason = format!("GitHub event {other:?} is not a deployment event; kept, not applied");
             let observation = app.unmapped(delivery(None), reason, metadata).await.map_err(ApiError::from_app)?;
@@ -235,4 +256,73 @@ pub async fn receive(
     };
     let observation = app.observe(report, metadata).await.map_err(ApiError::from_app)?;
     Ok(observation_response(delivery_id, &observation))
+}
+
+/// The workflow run a callback URL names (`.../actions/runs/<id>/deployment_protection_rule`).
+fn run_of(callback_url: &str) -> Option<&str> {
+    let rest = callback_url.split("/actions/runs/").nth(1)?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
+}
+
+/// A protection rule: recorded as a callback waiting for the gate (answered by
+/// `protection::answer_callbacks`), or kept unmapped when no rule names its repository.
+async fn protection_rule(
+    app: &crate::app::App,
+    delivery: DeliveryReceived,
+    repository: &str,
+    parsed: ProtectionRuleEvent,
+    metadata: cmdb_core::Metadata,
+) -> Result<Response, ApiError> {
+    let delivery_id = delivery.tool.id.clone();
+    let Some(rule) = app.mapping_for(Provider::Github, repository, Some(&parsed.environment)) else {
+        let reason = format!(
+            "no mapping rule for github source {repository:?} subject {:?}: the protection rule is not answered",
+            parsed.environment
+        );
+        let observation = app.unmapped(delivery, reason, metadata).await.map_err(ApiError::from_app)?;
+        return Ok(observation_response(&delivery_id, &observation));
+    };
+    let ci_environment = {
+        let graph = app.graph.read();
+        graph.ci_at(rule.ci, graph.applied()).and_then(|ci| ci.environment)
+    };
+    let environment = rule
+        .environment
+        .or_else(|| cmdb_core::release::observe::environment_named(&parsed.environment))
+        .or(ci_environment)
+        .ok_or_else(|| {
+            bad(format!("environment: {:?} names no environment and the CI has none", parsed.environment))
+        })?;
+    let deployment = &parsed.deployment;
+    let short: String = deployment.sha.chars().take(7).collect();
+    let run_id = run_of(&parsed.deployment_callback_url).map_or_else(|| deployment.id.to_string(), str::to_owned);
+    let pending = cmdb_core::release::observe::CallbackPending {
+        callback_url: parsed.deployment_callback_url.clone(),
+        environment_name: parsed.environment.clone(),
+        installation: parsed.installation.map(|i| i.id),
+        ci: rule.ci,
+        environment,
+        artifact: repository.to_owned(),
+        version: format!("{}@{short}", deployment.git_ref),
+        digest: commit_digest(&deployment.sha)?,
+        run_id,
+    };
+    let received = app.received(delivery, metadata.clone()).await.map_err(ApiError::from_app)?;
+    if let crate::app::tooling::Observation::Duplicate = received {
+        return Ok(observation_response(&delivery_id, &received));
+    }
+    let command = cmdb_core::release::ReleaseCommand::CallbackPending(Box::new(pending));
+    app.release(&command, metadata).await.map_err(ApiError::from_app)?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({
+            "delivery": delivery_id,
+            "outcome": "waiting",
+            "recorded": true,
+            "callback": parsed.deployment_callback_url,
+            "ci": rule.ci.to_string(),
+        })),
+    )
+        .into_response())
 }

@@ -8,6 +8,7 @@
 
 pub mod cdevents;
 pub mod github;
+pub mod protection;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

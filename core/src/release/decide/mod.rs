@@ -19,8 +19,8 @@ use crate::ids::{ChangeId, CiId, TemplateId};
 
 mod observed;
 use super::observe::{
-    DeliveryReceived, IncidentOpened, IncidentRecord, IncidentResolved, MAPPINGS_STREAM, MappingRemoved, MappingRule,
-    Mappings, ObservedDeployment,
+    CALLBACKS_STREAM, CallbackAnswered, CallbackPending, Callbacks, DeliveryReceived, IncidentOpened, IncidentRecord,
+    IncidentResolved, MAPPINGS_STREAM, MappingRemoved, MappingRule, Mappings, ObservedDeployment,
 };
 use crate::change::{ChangeKey, ChangeRead, ChangeSettings};
 
@@ -74,6 +74,8 @@ pub enum ReleaseKey {
     /// A stream the change domain reads (the retrospective change of an unauthorised
     /// deployment).
     Change(ChangeKey),
+    /// GitHub protection-rule callbacks waiting for the gate.
+    Callbacks,
 }
 
 /// One pipeline run as its stream tells it.
@@ -101,6 +103,7 @@ pub enum ReleaseRead {
     Delivery(Option<Box<DeliveryReceived>>),
     Incident(Option<Box<IncidentRecord>>),
     Change(Box<ChangeRead>),
+    Callbacks(Callbacks),
 }
 
 impl StreamKey for ReleaseKey {
@@ -119,6 +122,7 @@ impl StreamKey for ReleaseKey {
             ReleaseKey::Mappings => StreamId::new(MAPPINGS_STREAM).expect("valid stream id"),
             ReleaseKey::Delivery(stream) | ReleaseKey::Incident(stream) => stream.clone(),
             ReleaseKey::Change(key) => return key.streams(),
+            ReleaseKey::Callbacks => StreamId::new(CALLBACKS_STREAM).expect("valid stream id"),
         }]
     }
 
@@ -145,6 +149,7 @@ impl StreamKey for ReleaseKey {
             ReleaseKey::Delivery(_) => ReleaseRead::Delivery(None),
             ReleaseKey::Incident(_) => ReleaseRead::Incident(None),
             ReleaseKey::Change(key) => ReleaseRead::Change(Box::new(key.initial())),
+            ReleaseKey::Callbacks => ReleaseRead::Callbacks(Callbacks::default()),
         }
     }
 
@@ -187,6 +192,15 @@ impl StreamKey for ReleaseKey {
             (ReleaseRead::Mappings(mappings), _) => match ReleaseEvent::from_record(record)? {
                 Some(ReleaseEvent::MappingSet(rule)) => mappings.set(&rule),
                 Some(ReleaseEvent::MappingRemoved(removed)) => mappings.remove(&removed),
+                _ => {}
+            },
+            (ReleaseRead::Callbacks(callbacks), _) => match ReleaseEvent::from_record(record)? {
+                Some(ReleaseEvent::CallbackPending(p)) => {
+                    callbacks.pending.insert(p.callback_url.clone(), *p);
+                }
+                Some(ReleaseEvent::CallbackAnswered(a)) => {
+                    callbacks.pending.remove(&a.callback_url);
+                }
                 _ => {}
             },
             (ReleaseRead::Delivery(delivery), _) => {
@@ -390,6 +404,10 @@ pub enum ReleaseCommand {
         /// The delivery that told it, if a tool did.
         delivery: Option<Box<DeliveryReceived>>,
     },
+    /// Keep a GitHub protection-rule callback the gate answered pending.
+    CallbackPending(Box<CallbackPending>),
+    /// Record that a waiting callback was answered.
+    CallbackAnswered(Box<CallbackAnswered>),
     /// Resolve an incident.
     ResolveIncident {
         /// The resolution.
@@ -490,6 +508,8 @@ impl Decider for ReleaseDecider {
             ReleaseCommand::OpenIncident { opened, delivery } => {
                 observed::open_incident(read, &mut decision, opened, delivery.as_deref())?;
             }
+            ReleaseCommand::CallbackPending(pending) => observed::callback_pending(read, &mut decision, pending)?,
+            ReleaseCommand::CallbackAnswered(answered) => observed::callback_answered(read, &mut decision, answered)?,
             ReleaseCommand::ResolveIncident { resolved, delivery } => {
                 observed::resolve_incident(read, &mut decision, resolved, delivery.as_deref())?;
             }
@@ -513,7 +533,9 @@ fn reads_of(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec<Release
         | ReleaseCommand::Observe(_)
         | ReleaseCommand::RecordUnmapped(_)
         | ReleaseCommand::OpenIncident { .. }
-        | ReleaseCommand::ResolveIncident { .. } => Vec::new(),
+        | ReleaseCommand::ResolveIncident { .. }
+        | ReleaseCommand::CallbackPending(_)
+        | ReleaseCommand::CallbackAnswered(_) => Vec::new(),
         _ => vec![ReleaseKey::Access],
     };
     match command {
@@ -562,6 +584,7 @@ fn reads_of(command: &ReleaseCommand, read: &ReadSet<ReleaseKey>) -> Vec<Release
         | ReleaseCommand::RemoveMapping(_)
         | ReleaseCommand::OpenIncident { .. }
         | ReleaseCommand::ResolveIncident { .. } => keys.extend(observed::reads(command, read)),
+        ReleaseCommand::CallbackPending(_) | ReleaseCommand::CallbackAnswered(_) => keys.push(ReleaseKey::Callbacks),
     }
     keys
 }

@@ -6,8 +6,8 @@ use super::*;
 use crate::change::{ChangeCommand, ChangeDecider, ChangeDetails};
 use crate::control::Scope;
 use crate::release::observe::{
-    DeploymentObserved, MAX_MAPPING_RULES, MAX_OBSERVATIONS_PER_DEPLOYMENT, ObserveError, ObservedState,
-    UnauthorisedChange, bounded_text, optional_bounded,
+    CallbackAnswered, CallbackPending, DeploymentObserved, MAX_MAPPING_RULES, MAX_OBSERVATIONS_PER_DEPLOYMENT,
+    ObserveError, ObservedState, UnauthorisedChange, bounded_text, optional_bounded,
 };
 
 /// The keys a tooling command reads.
@@ -355,6 +355,47 @@ fn retrospective(
     for key in change.conditions {
         decision.require_unchanged(ReleaseKey::Change(key));
     }
+    Ok(())
+}
+
+pub(super) fn callback_pending(
+    read: &ReadSet<ReleaseKey>,
+    decision: &mut ReleaseDecision,
+    pending: &CallbackPending,
+) -> Result<(), ReleaseError> {
+    bounded_text("callback_url", &pending.callback_url, MAX_PIPELINE_FIELD_BYTES)?;
+    bounded_text("environment_name", &pending.environment_name, MAX_NAME_BYTES)?;
+    bounded_text("run_id", &pending.run_id, MAX_PIPELINE_FIELD_BYTES)?;
+    let waiting = match read.get(&ReleaseKey::Callbacks) {
+        Some(ReleaseRead::Callbacks(callbacks)) => callbacks.pending.len(),
+        _ => 0,
+    };
+    if waiting >= crate::release::observe::MAX_PENDING_CALLBACKS {
+        return Err(ObserveError::TooMany {
+            field: "pending callbacks",
+            count: waiting + 1,
+            bound: crate::release::observe::MAX_PENDING_CALLBACKS,
+        }
+        .into());
+    }
+    decision.write(ReleaseKey::Callbacks, ReleaseEvent::CallbackPending(Box::new(pending.clone())));
+    Ok(())
+}
+
+pub(super) fn callback_answered(
+    read: &ReadSet<ReleaseKey>,
+    decision: &mut ReleaseDecision,
+    answered: &CallbackAnswered,
+) -> Result<(), ReleaseError> {
+    let waiting = matches!(
+        read.get(&ReleaseKey::Callbacks),
+        Some(ReleaseRead::Callbacks(callbacks)) if callbacks.pending.contains_key(&answered.callback_url)
+    );
+    if !waiting {
+        return Err(ObserveError::NoSuchCallback(answered.callback_url.clone()).into());
+    }
+    optional_bounded("comment", Some(&answered.comment), MAX_TEXT_BYTES)?;
+    decision.write(ReleaseKey::Callbacks, ReleaseEvent::CallbackAnswered(Box::new(answered.clone())));
     Ok(())
 }
 
