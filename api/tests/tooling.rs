@@ -747,3 +747,62 @@ async fn a_protection_rule_waits_for_approval_across_a_restart_and_is_answered_a
     let mut server = server;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_refuse_oversized_bodies_limit_each_source_and_need_their_configuration() {
+    // Without a secret the GitHub hook is off.
+    let unconfigured = TestServer::start().await;
+    let (status, body) = post_signed(&unconfigured, "push", "u-1", b"{}").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("UNAVAILABLE")), "{body}");
+
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings {
+        github_webhook_secret: Some(SECRET.parse().expect("secret")),
+        hook_deliveries_per_second: 1,
+        max_request_body_bytes: 64 * 1024,
+        ..settings()
+    })
+    .await;
+    let argo = server.principal_with_token("github", &["DEPLOYER"]).await;
+    let head = server.head().await;
+    let huge = vec![b' '; 64 * 1024 + 1];
+    let (status, body) = post_signed(&server, "push", "big-1", &huge).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")), "{body}");
+    let (status, _) = post_cdevents(&server, &argo, "application/cloudevents+json", &json!({ "pad": " ".repeat(64 * 1024) })).await;
+    assert_eq!(status, 413);
+    let (status, _) = post_cdevents(&server, &argo, "application/cloudevents+json", &json!("not an event")).await;
+    assert_eq!(status, 400);
+    let response = server
+        .client
+        .post(server.url("/hooks/cdevents"))
+        .bearer_auth(&argo)
+        .header("content-type", "application/cloudevents+json")
+        .body("{\"specversion\": \"1.0\", \"id\": \"trunc")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 400, "a truncated body");
+    assert_eq!(server.head().await, head, "nothing recorded");
+
+    // One delivery a second with a burst of two per repository: the third is refused.
+    let push = json!({ "repository": { "full_name": "octo/busy" } }).to_string().into_bytes();
+    assert_eq!(post_signed(&server, "push", "r-1", &push).await.0, 202);
+    assert_eq!(post_signed(&server, "push", "r-2", &push).await.0, 202);
+    let head = server.head().await;
+    let response = server
+        .client
+        .post(server.url("/hooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "r-3")
+        .header("x-hub-signature-256", sign(SECRET.as_bytes(), &push))
+        .body(push.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    assert_eq!(server.head().await, head, "a refused delivery records nothing");
+    // Another repository has its own bucket.
+    let other = json!({ "repository": { "full_name": "octo/quiet" } }).to_string().into_bytes();
+    assert_eq!(post_signed(&server, "push", "q-1", &other).await.0, 202);
+}
