@@ -387,8 +387,20 @@ async fn cdevents_in_every_http_mode_record_deployments_and_incidents() {
     );
     assert_eq!(server.head().await, head);
 
+    // A dashboard watches unauthorised changes as they happen.
+    let mut socket = common::ws::connect(&server, None).await;
+    common::ws::init(&mut socket, json!({ "Authorization": format!("Bearer {viewer}") })).await;
+    let from = server.head().await;
+    let watch = format!(
+        "subscription {{ unauthorisedChanges(after: {from}) {{ ci environment tool {{ provider source }} }} }}"
+    );
+    common::ws::subscribe(&mut socket, "u", &watch).await;
+
     // Structured mode: service.deployed with no change on the CI is unauthorised.
     let (status, body) = post_cdevents(&server, &argo, "application/cloudevents+json", &structured).await;
+    let pushed = common::ws::next_json(&mut socket).await;
+    assert_eq!(pushed["payload"]["data"]["unauthorisedChanges"]["ci"], ci.as_str(), "{pushed}");
+    assert_eq!(pushed["payload"]["data"]["unauthorisedChanges"]["tool"]["provider"], "CDEVENTS");
     assert_eq!(status, 202, "{body}");
     assert_eq!((body["state"].as_str(), body["unauthorised"].as_bool()), (Some("succeeded"), Some(true)), "{body}");
     let now = ci_now(&server, &ci).await;
@@ -767,7 +779,8 @@ async fn hooks_refuse_oversized_bodies_limit_each_source_and_need_their_configur
     let huge = vec![b' '; 64 * 1024 + 1];
     let (status, body) = post_signed(&server, "push", "big-1", &huge).await;
     assert_eq!((status, body["error"]["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")), "{body}");
-    let (status, _) = post_cdevents(&server, &argo, "application/cloudevents+json", &json!({ "pad": " ".repeat(64 * 1024) })).await;
+    let (status, _) =
+        post_cdevents(&server, &argo, "application/cloudevents+json", &json!({ "pad": " ".repeat(64 * 1024) })).await;
     assert_eq!(status, 413);
     let (status, _) = post_cdevents(&server, &argo, "application/cloudevents+json", &json!("not an event")).await;
     assert_eq!(status, 400);
