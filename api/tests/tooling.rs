@@ -819,3 +819,49 @@ async fn hooks_refuse_oversized_bodies_limit_each_source_and_need_their_configur
     let other = json!({ "repository": { "full_name": "octo/quiet" } }).to_string().into_bytes();
     assert_eq!(post_signed(&server, "push", "q-1", &other).await.0, 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unauthorised_deployments_each_get_their_own_retrospective_change() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings {
+        demo: true,
+        github_webhook_secret: Some(SECRET.parse().expect("secret")),
+        ..settings()
+    })
+    .await;
+    let data = server
+        .ok(
+            &server.admin_token,
+            "{ at { cis(filter: { classes: [\"application\"], statuses: [LIVE] }, first: 16) { nodes { id } } } }",
+            json!({}),
+        )
+        .await;
+    let cis: Vec<String> = data["at"]["cis"]["nodes"]
+        .as_array()
+        .expect("cis")
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(cis.len() >= 8, "{cis:?}");
+    for (i, ci) in cis.iter().enumerate() {
+        map(&server, "GITHUB", &format!("octo/app-{i}"), None, ci).await;
+    }
+    let template: Value = serde_json::from_slice(&github_fixture("deployment_status.1.json")).expect("json");
+    let posts = cis.iter().enumerate().map(|(i, _)| {
+        let mut body = template.clone();
+        body["repository"]["full_name"] = json!(format!("octo/app-{i}"));
+        body["deployment"]["id"] = json!(9_000 + i);
+        let body = serde_json::to_vec(&body).expect("json");
+        let server = &server;
+        async move { post_signed(server, "deployment_status", &format!("c-{i}"), &body).await }
+    });
+    let answers = futures::future::join_all(posts).await;
+    let mut changes = std::collections::BTreeSet::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 202, "{body}");
+        assert_eq!(body["unauthorised"], true, "{body}");
+        changes.insert(body["change"].as_str().expect("change").to_owned());
+    }
+    assert_eq!(changes.len(), cis.len(), "one retrospective change each");
+    let listed = server.ok(&server.admin_token, "{ at { unauthorisedChanges { change } } }", json!({})).await;
+    assert_eq!(listed["at"]["unauthorisedChanges"].as_array().map(Vec::len), Some(cis.len()));
+}

@@ -101,6 +101,9 @@ pub struct App {
     access_commands: tokio::sync::Mutex<()>,
     /// Serialises gate calls of one pipeline run in this process.
     pipeline_locks: releases::PipelineLocks,
+    /// Takes turns for observations that lost the race for the change numbers (each opens a
+    /// retrospective change) more often than the executor retries.
+    numbering: tokio::sync::Mutex<()>,
     /// The folds deployment and observation commands read (CIs, the schema, deployments,
     /// releases, deliveries; the change streams of an unauthorised deployment's retrospective
     /// change, access included), kept between commands like `ci_cache`: optimistic, so a
@@ -126,6 +129,7 @@ impl App {
             ci_cache: StateCache::new(),
             access_commands: tokio::sync::Mutex::new(()),
             pipeline_locks: releases::PipelineLocks::default(),
+            numbering: tokio::sync::Mutex::new(()),
             deployment_cache: StateCache::new(),
         }
     }

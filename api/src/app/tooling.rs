@@ -152,7 +152,16 @@ impl App {
             authorising: self.authorising_candidates(rule.ci),
             release: None,
         }));
-        match self.release(&command, metadata).await {
+        let result = match self.release(&command, metadata.clone()).await {
+            // Unauthorised deployments arriving together all number a retrospective change
+            // (one gapless stream): past the executor's attempts, take turns in this process.
+            Err(AppError::Core(cmdb_core::Error::Contended { .. })) => {
+                let _turn = self.numbering.lock().await;
+                self.release(&command, metadata).await
+            }
+            other => other,
+        };
+        match result {
             Ok(_) => Ok(Observation::Recorded(Box::new(self.deployment_now(id)?))),
             Err(e) if duplicate(&e) => Ok(Observation::Duplicate),
             Err(e) => Err(e),
