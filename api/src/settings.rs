@@ -223,7 +223,7 @@ pub struct ServeSettings {
     /// Where the engine's facts go as CDEvents: NAME=URL, repeatable (the variable: a comma-
     /// separated list). Each target's progress is recorded in the log (`outbound-NAME`).
     #[arg(long = "cdevents-target", env = "CMDB_CDEVENTS_TARGETS", value_delimiter = ',')]
-    pub cdevents_targets: Vec<crate::server::outbound::Target>,
+    pub cdevents_targets: Vec<Target>,
 
     /// A bearer token sent with every outbound CDEvent.
     #[arg(long, env = "CMDB_CDEVENTS_TARGET_TOKEN", hide_env_values = true)]
@@ -242,6 +242,29 @@ pub struct ServeSettings {
     /// token's principal), with a burst of twice as many; past it, 429 with Retry-After.
     #[arg(long, env = "CMDB_HOOK_DELIVERIES_PER_SECOND", default_value_t = 1_000)]
     pub hook_deliveries_per_second: u32,
+}
+
+/// A webhook target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Its name (its stream is `outbound-<name>`).
+    pub name: String,
+    /// Where facts are POSTed.
+    pub url: String,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, url) = text.split_once('=').ok_or("a target is NAME=URL")?;
+        if !cmdb_core::outbound::valid_target_name(name) {
+            return Err(format!("{name:?} is not a target name: 1 to 64 letters, digits, - and _"));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("{url:?} is not an http:// or https:// URL"));
+        }
+        Ok(Target { name: name.to_owned(), url: url.to_owned() })
+    }
 }
 
 /// A secret setting: never printed (its Debug is redacted).

@@ -136,6 +136,15 @@ impl App {
             return self.unmapped(report.delivery, reason, metadata).await;
         };
         let id = report.deployment.deployment_id();
+        let authorising = self.authorising_candidates(rule.ci);
+        // A first sighting with no change to authorise it opens a retrospective change, and
+        // change numbers are gapless on one stream: such observations take turns here rather
+        // than race (and exhaust the executor's attempts) for the next number.
+        let first_sighting = {
+            let graph = self.graph.read();
+            graph.release_book().deployment_at(id, graph.applied()).is_none()
+        };
+        let _turn = if authorising.is_empty() && first_sighting { Some(self.numbering.lock().await) } else { None };
         let command = ReleaseCommand::Observe(Box::new(ObservedDeployment {
             retrospective: retrospective_change_id(&report.deployment),
             delivery: report.delivery,
@@ -149,14 +158,14 @@ impl App {
             description: report.description,
             url: report.url,
             occurred_at: report.occurred_at,
-            authorising: self.authorising_candidates(rule.ci),
+            authorising,
             release: None,
         }));
         let result = match self.release(&command, metadata.clone()).await {
-            // Unauthorised deployments arriving together all number a retrospective change
-            // (one gapless stream): past the executor's attempts, take turns in this process.
-            Err(AppError::Core(cmdb_core::Error::Contended { .. })) => {
-                let _turn = self.numbering.lock().await;
+            // A change that lapsed meanwhile can still make it retrospective: past the
+            // executor's attempts, take a turn.
+            Err(AppError::Core(cmdb_core::Error::Contended { .. })) if _turn.is_none() => {
+                let _late = self.numbering.lock().await;
                 self.release(&command, metadata).await
             }
             other => other,

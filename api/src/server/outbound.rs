@@ -35,28 +35,7 @@ const PAGE_EVENTS: usize = 500;
 /// The CloudEvents source of what the engine sends.
 pub const SOURCE: &str = "/cmdb";
 
-/// A webhook target.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// Its name (its stream is `outbound-<name>`).
-    pub name: String,
-    /// Where facts are POSTed.
-    pub url: String,
-}
-
-impl std::str::FromStr for Target {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (name, url) = text.split_once('=').ok_or("a target is NAME=URL")?;
-        if !outbound::valid_target_name(name) {
-            return Err(format!("{name:?} is not a target name: 1 to 64 letters, digits, - and _"));
-        }
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("{url:?} is not an http:// or https:// URL"));
-        }
-        Ok(Target { name: name.to_owned(), url: url.to_owned() })
-    }
-}
+pub use crate::settings::Target;
 
 /// How the dispatchers behave.
 #[derive(Clone, Debug)]

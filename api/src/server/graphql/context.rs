@@ -109,3 +109,15 @@ pub(super) async fn resolve_change(ctx: &Context<'_>, id: &ID) -> async_graphql:
     let reference = parse_change_ref(id)?;
     app(ctx).resolve_change(&reference).await.map_err(crate::server::errors::app_error)
 }
+
+/// Most releases, deployments, incidents or rules one list returns.
+pub const MAX_RELEASE_LIST: usize = 500;
+
+/// The length of a list: `first` (default 100), at most [`MAX_RELEASE_LIST`].
+pub(super) fn list_limit(first: Option<i32>) -> async_graphql::Result<usize> {
+    match first {
+        None => Ok(100),
+        Some(n) if n < 0 => Err(bad_input("first must not be negative")),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(0).min(MAX_RELEASE_LIST)),
+    }
+}

@@ -9,14 +9,13 @@ use cmdb_core::release::{self as domain, ReleaseCommand, ReleaseRecord};
 use cmdb_core::store::subscribe;
 use futures::{Stream, StreamExt};
 
-use super::context::{Requires, app, metadata, parse_id, resolve_change, state};
+use super::context::{Requires, app, list_limit, metadata, parse_id, resolve_change, state};
 use super::environment::Environment;
 use super::scalars::{DateTime, Position};
 use crate::app::releases::{GateAsk, ReleaseRef};
 use crate::server::errors::{Code, app_error, bad_input, coded, store_error};
 
-/// Most releases or deployments one list returns.
-pub const MAX_RELEASE_LIST: usize = 500;
+pub use super::context::MAX_RELEASE_LIST;
 /// Events a deployment subscription reads from the log per page.
 const DEPLOYMENT_PAGE_EVENTS: usize = 500;
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -565,14 +564,6 @@ pub(super) fn deployments_of_ci(
     let filter = cmdb_projections::releases::DeploymentFilter { ci: Some(ci), ..Default::default() };
     let graph = state(ctx).graph.read();
     Ok(graph.release_book().deployments_at(position, &filter, limit).iter().map(Deployment::from).collect())
-}
-
-pub(super) fn list_limit(first: Option<i32>) -> async_graphql::Result<usize> {
-    match first {
-        None => Ok(100),
-        Some(n) if n < 0 => Err(bad_input("first must not be negative")),
-        Some(n) => Ok(usize::try_from(n).unwrap_or(0).min(MAX_RELEASE_LIST)),
-    }
 }
 
 /// A CI version a release sets.

@@ -10,9 +10,8 @@ use cmdb_core::release::{ReleaseCommand, ReleaseEvent};
 use cmdb_core::store::subscribe;
 use futures::{Stream, StreamExt};
 
-use super::context::{Requires, app, metadata, parse_id, state};
+use super::context::{Requires, app, list_limit, metadata, parse_id, state};
 use super::environment::Environment;
-use super::releases::list_limit;
 use super::scalars::{DateTime, Position};
 use crate::server::errors::{Code, app_error, bad_input, coded, store_error};
 
