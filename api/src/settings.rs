@@ -494,4 +494,33 @@ mod tests {
             assert!(message.contains(expected), "{bad}: {message}");
         }
     }
+
+    #[test]
+    fn tooling_settings_are_checked_at_and_past_their_bounds() {
+        assert!("ops=https://events.example.com/in".parse::<Target>().is_ok());
+        for bad in ["ops", "ops=ftp://example.com", "not a name=http://example.com", "=http://example.com"] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+        assert!("short".parse::<Secret>().is_err(), "a webhook secret has at least 16 bytes");
+        assert!(format!("{:?}", "0123456789abcdef".parse::<Secret>().expect("long enough")).contains("redacted"));
+        let with = |f: fn(&mut ServeSettings)| {
+            let mut settings = ServeSettings::default();
+            f(&mut settings);
+            settings.validate()
+        };
+        assert!(with(|s| s.outbound_max_attempts = 1).is_ok());
+        assert!(with(|s| s.outbound_max_attempts = 100).is_ok());
+        assert!(with(|s| s.outbound_max_attempts = 0).is_err());
+        assert!(with(|s| s.outbound_max_attempts = 101).is_err());
+        assert!(with(|s| s.incident_link_hours = cmdb_projections::reports::MAX_INCIDENT_LINK_HOURS).is_ok());
+        assert!(with(|s| s.incident_link_hours = cmdb_projections::reports::MAX_INCIDENT_LINK_HOURS + 1).is_err());
+        assert!(with(|s| s.incident_link_hours = 0).is_err());
+        assert!(with(|s| s.hook_deliveries_per_second = 0).is_err());
+        assert!(with(|s| s.github_app_id = Some(1)).is_err(), "an App id needs its key");
+        assert!(with(|s| s.github_api_url = "ftp://github".into()).is_err());
+        let twice = with(|s| {
+            s.cdevents_targets = vec!["ops=http://a".parse().expect("target"), "ops=http://b".parse().expect("target")]
+        });
+        assert!(twice.is_err_and(|e| e.contains("named twice")));
+    }
 }
