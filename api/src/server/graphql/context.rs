@@ -121,3 +121,39 @@ pub(super) fn list_limit(first: Option<i32>) -> async_graphql::Result<usize> {
         Some(n) => Ok(usize::try_from(n).unwrap_or(0).min(MAX_RELEASE_LIST)),
     }
 }
+
+/// A subscription that follows the log from `after` (default: the head now) and yields what
+/// `map` makes of each record, held in one of the connection's subscription slots and ended
+/// by shutdown: the shape of every domain's log-backed subscription.
+pub(super) async fn follow_log<T, F>(
+    ctx: &Context<'_>,
+    after: Option<super::scalars::Position>,
+    page_events: usize,
+    map: F,
+) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<T>> + use<T, F>>
+where
+    T: Send + 'static,
+    F: Fn(&cmdb_core::EventRecord) -> Option<T> + Send + 'static,
+{
+    use futures::StreamExt;
+    let app_state = state(ctx).clone();
+    let slot = ctx
+        .data_opt::<SubscriptionSlots>()
+        .ok_or_else(|| coded(Code::BadRequest, "subscriptions are served over the WebSocket at /graphql/ws"))?
+        .take()?;
+    let after = match after {
+        Some(p) => p.0,
+        None => app_state.store.head().await.map_err(crate::server::errors::store_error)?.position,
+    };
+    let shutdown = app_state.shutdown.clone();
+    Ok(cmdb_core::store::subscribe(app_state.store.clone(), after, page_events)
+        .take_until(async move { shutdown.cancelled().await })
+        .filter_map(move |next| {
+            let _slot = &slot;
+            let result = match next {
+                Err(error) => Some(Err(crate::server::errors::store_error(error))),
+                Ok(record) => map(&record).map(Ok),
+            };
+            async move { result }
+        }))
+}

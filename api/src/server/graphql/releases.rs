@@ -6,14 +6,13 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, Subscription};
 use cmdb_core::access::{Operation, Role};
 use cmdb_core::release::{self as domain, ReleaseCommand, ReleaseRecord};
-use cmdb_core::store::subscribe;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use super::context::{Requires, app, list_limit, metadata, parse_id, resolve_change, state};
 use super::environment::Environment;
 use super::scalars::{DateTime, Position};
 use crate::app::releases::{GateAsk, ReleaseRef};
-use crate::server::errors::{Code, app_error, bad_input, coded, store_error};
+use crate::server::errors::{Code, app_error, bad_input, coded};
 
 pub use super::context::MAX_RELEASE_LIST;
 /// Events a deployment subscription reads from the log per page.
@@ -923,27 +922,7 @@ impl DeploymentSubscription {
         ctx: &Context<'_>,
         after: Option<Position>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<DeploymentEvent>>> {
-        let app_state = state(ctx).clone();
-        let slot = ctx
-            .data_opt::<super::SubscriptionSlots>()
-            .ok_or_else(|| coded(Code::BadRequest, "subscriptions are served over the WebSocket at /graphql/ws"))?
-            .take()?;
-        let after = match after {
-            Some(p) => p.0,
-            None => app_state.store.head().await.map_err(store_error)?.position,
-        };
-        let shutdown = app_state.shutdown.clone();
-        let stream = subscribe(app_state.store.clone(), after, DEPLOYMENT_PAGE_EVENTS)
-            .take_until(async move { shutdown.cancelled().await })
-            .filter_map(move |next| {
-                let _slot = &slot;
-                let result = match next {
-                    Err(error) => Some(Err(store_error(error))),
-                    Ok(record) => deployment_event(&record).map(Ok),
-                };
-                async move { result }
-            });
-        Ok(stream)
+        super::context::follow_log(ctx, after, DEPLOYMENT_PAGE_EVENTS, deployment_event).await
     }
 }
 

@@ -7,13 +7,12 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, Subscr
 use cmdb_core::access::Operation;
 use cmdb_core::release::observe as domain;
 use cmdb_core::release::{ReleaseCommand, ReleaseEvent};
-use cmdb_core::store::subscribe;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use super::context::{Requires, app, list_limit, metadata, parse_id, state};
 use super::environment::Environment;
 use super::scalars::{DateTime, Position};
-use crate::server::errors::{Code, app_error, bad_input, coded, store_error};
+use crate::server::errors::{Code, app_error, bad_input, coded};
 
 /// Events an unauthorised-change subscription reads from the log per page.
 const UNAUTHORISED_PAGE_EVENTS: usize = 500;
@@ -496,31 +495,14 @@ impl UnauthorisedSubscription {
         ctx: &Context<'_>,
         after: Option<Position>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<UnauthorisedChange>>> {
-        let app_state = state(ctx).clone();
-        let slot = ctx
-            .data_opt::<super::SubscriptionSlots>()
-            .ok_or_else(|| coded(Code::BadRequest, "subscriptions are served over the WebSocket at /graphql/ws"))?
-            .take()?;
-        let after = match after {
-            Some(p) => p.0,
-            None => app_state.store.head().await.map_err(store_error)?.position,
-        };
-        let shutdown = app_state.shutdown.clone();
-        let stream = subscribe(app_state.store.clone(), after, UNAUTHORISED_PAGE_EVENTS)
-            .take_until(async move { shutdown.cancelled().await })
-            .filter_map(move |next| {
-                let _slot = &slot;
-                let result = match next {
-                    Err(error) => Some(Err(store_error(error))),
-                    Ok(record) => match ReleaseEvent::from_record(&record) {
-                        Ok(Some(ReleaseEvent::Unauthorised(u))) => {
-                            Some(Ok(UnauthorisedChange::of(record.position, record.recorded_at, &u)))
-                        }
-                        _ => None,
-                    },
-                };
-                async move { result }
-            });
-        Ok(stream)
+        super::context::follow_log(ctx, after, UNAUTHORISED_PAGE_EVENTS, |record| {
+            match ReleaseEvent::from_record(record) {
+                Ok(Some(ReleaseEvent::Unauthorised(u))) => {
+                    Some(UnauthorisedChange::of(record.position, record.recorded_at, &u))
+                }
+                _ => None,
+            }
+        })
+        .await
     }
 }

@@ -297,6 +297,15 @@ impl ReadSet<ReleaseKey> {
         }
     }
 
+    /// Whether `class` is under change control, per the schema read (built-in rules before).
+    pub fn controlled(&self, class: crate::model::CiClass) -> bool {
+        static EMPTY: LazyLock<crate::ci::schema::SchemaRegistry> = LazyLock::new(Default::default);
+        match self.get(&ReleaseKey::Ci(CiKey::Schema)) {
+            Some(ReleaseRead::Ci(CiRead::Schema(schema))) => schema.controlled(class),
+            _ => EMPTY.controlled(class),
+        }
+    }
+
     /// The change streams read, as the change decider reads them.
     fn change_read_set(&self) -> ReadSet<ChangeKey> {
         let mut sub = ReadSet::new();

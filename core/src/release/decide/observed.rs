@@ -149,7 +149,7 @@ fn authority(
 /// Whether the observation, on what is read, opens a retrospective change.
 fn needs_retrospective(read: &ReadSet<ReleaseKey>, observed: &ObservedDeployment) -> bool {
     let Some(ci) = read.ci(observed.ci) else { return false };
-    let controlled = read.ci_read_set().schema().controlled(ci.class);
+    let controlled = read.controlled(ci.class);
     let existing = read.deployment(observed.deployment.deployment_id());
     authority(read, observed, existing, controlled).open_retrospective
 }
@@ -177,7 +177,7 @@ pub(super) fn observe(
         }
         .into());
     }
-    let controlled = read.ci_read_set().schema().controlled(ci.class);
+    let controlled = read.controlled(ci.class);
     let authority = authority(read, observed, existing.as_ref(), controlled);
     let key = ReleaseKey::Deployment(id);
     let mut deployment = match existing {
