@@ -796,6 +796,42 @@ async fn hooks_refuse_oversized_bodies_limit_each_source_and_need_their_configur
     assert_eq!(response.status().as_u16(), 400, "a truncated body");
     assert_eq!(server.head().await, head, "nothing recorded");
 
+    // GraphQL inputs of tooling: refused with a code, nothing recorded.
+    let head = server.head().await;
+    let (_, body) = server
+        .graphql(
+            &server.admin_token,
+            "mutation { setToolMapping(input: { provider: GITHUB, source: \"octo/app\", ci: \"01890a5d-ac96-774b-bcce-b302099a8057\" }) { ci } }",
+            json!({}),
+        )
+        .await;
+    assert!(!common::error_code(&body).is_empty(), "an unknown CI: {body}");
+    let (_, body) = server
+        .graphql(
+            &server.admin_token,
+            "mutation { setToolMapping(input: { provider: GITHUB, source: \"octo/app\", ci: \"not-an-id\" }) { ci } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(common::error_code(&body), "BAD_USER_INPUT", "{body}");
+    let (_, body) = server
+        .graphql(
+            &server.admin_token,
+            "mutation { removeToolMapping(provider: CDEVENTS, source: \"/nowhere\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(common::error_code(&body), "NOT_FOUND", "{body}");
+    let (_, body) = server
+        .graphql(&argo, "mutation { resolveIncident(id: \"INC-0\", source: \"pagerduty\") { title } }", json!({}))
+        .await;
+    assert_eq!(common::error_code(&body), "NOT_FOUND", "{body}");
+    let (_, body) = server
+        .graphql(&argo, "mutation { setToolMapping(input: { provider: GITHUB, source: \"octo/app\", ci: \"01890a5d-ac96-774b-bcce-b302099a8057\" }) { ci } }", json!({}))
+        .await;
+    assert_eq!(common::error_code(&body), "FORBIDDEN", "a deployer may not map: {body}");
+    assert_eq!(server.head().await, head, "nothing recorded");
+
     // One delivery a second with a burst of two per repository: the third is refused.
     let push = json!({ "repository": { "full_name": "octo/busy" } }).to_string().into_bytes();
     assert_eq!(post_signed(&server, "push", "r-1", &push).await.0, 202);
