@@ -48,6 +48,33 @@ pub trait BackendFactory: Send + Sync {
     fn name(&self) -> &str;
     /// A new, empty store with these options.
     async fn fresh(&self, options: FreshOptions) -> Backend;
+    /// Why this backend cannot run here (its server is not configured), if it cannot.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The environment variable naming the PostgreSQL database tests may use.
+pub const POSTGRES_URL_ENV: &str = "CMDB_TEST_POSTGRES_URL";
+
+/// The PostgreSQL URL tests run against, or why there is none. Under `CI=true` a missing URL
+/// is a failure (a skipped backend must not look green): this panics.
+pub fn postgres_test_url() -> Result<String, String> {
+    match std::env::var(POSTGRES_URL_ENV) {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        _ => {
+            let reason = format!("{POSTGRES_URL_ENV} is not set (`.ci/run` starts PostgreSQL and sets it)");
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{reason}; CI=true, so the PostgreSQL tests must run");
+            }
+            Err(reason)
+        }
+    }
+}
+
+/// A schema name no other test uses: `cmdb_test_` and a fresh UUID v7 (hex).
+pub fn fresh_schema_name() -> String {
+    format!("cmdb_test_{}", uuid::Uuid::now_v7().simple())
 }
 
 /// How a check ended, when it did not panic.
@@ -65,6 +92,10 @@ where
     F: FnOnce(TestContext) -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
+    if let Some(reason) = factory.unavailable() {
+        println!("SKIPPED conformance {} {check_name}: {reason}", factory.name());
+        return;
+    }
     let context = TestContext::new(factory).await;
     match check(context).await {
         Outcome::Passed => println!("conformance {} {check_name}: passed", factory.name()),

@@ -169,6 +169,10 @@ pub enum Code {
     RateLimited,
     /// The digest deployed is not the digest the release recorded (RL-3).
     DigestMismatch,
+    /// This server is a read-only follower; the message names where writes go.
+    ReadOnly,
+    /// The commit's outcome is unknown (the database went away during it): read before retrying.
+    OutcomeUnknown,
 }
 
 impl Code {
@@ -194,6 +198,8 @@ impl Code {
             Code::Unauthenticated => "UNAUTHENTICATED",
             Code::RateLimited => "RATE_LIMITED",
             Code::DigestMismatch => "DIGEST_MISMATCH",
+            Code::ReadOnly => "READ_ONLY",
+            Code::OutcomeUnknown => "OUTCOME_UNKNOWN",
         }
     }
 }
@@ -207,7 +213,8 @@ impl Code {
             Code::Forbidden | Code::SegregationOfDuties => StatusCode::FORBIDDEN,
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable | Code::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            Code::ReadOnly => StatusCode::METHOD_NOT_ALLOWED,
             Code::Internal | Code::PolicyFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Code::AlreadyExists
             | Code::FailedPrecondition
@@ -259,6 +266,8 @@ fn store_code(error: &StoreError) -> Code {
         StoreError::LimitExceeded { .. } => Code::LimitExceeded,
         StoreError::InvalidInput(_) | StoreError::DuplicateEventId(_) => Code::BadUserInput,
         StoreError::StorageFull(_) | StoreError::WriterStopped(_) | StoreError::Closed => Code::Unavailable,
+        StoreError::ReadOnly(_) => Code::ReadOnly,
+        StoreError::CommitOutcomeUnknown(_) => Code::OutcomeUnknown,
         StoreError::Storage(_) | StoreError::Corruption { .. } | StoreError::Open { .. } => Code::Internal,
     }
 }

@@ -2,10 +2,13 @@
 //! streams, with atomic multi-stream appends, optimistic concurrency, conditions on streams
 //! that are not written, paged reads, and subscriptions that catch up and then go live.
 //!
-//! Backends: [`sqlite::SqliteStore`] (embedded, the default). Every backend runs the suite in
+//! Backends: [`sqlite::SqliteStore`] (embedded, the default) and [`postgres::PostgresStore`]
+//! (one log shared by many processes). Every backend runs the suite in
 //! the conformance suite (`conformance` at the crate root), as far as its [`Capabilities`] go.
 
+mod head;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 mod subscription;
 pub mod tamper;
@@ -284,6 +287,14 @@ pub enum StoreError {
         "the writer stopped after a failed commit and refuses appends until the process restarts and re-reads the log: {0}"
     )]
     WriterStopped(String),
+    #[error(
+        "the outcome of the commit is unknown: {0}; the events may or may not be in the log: read the stream (or look the event ids up) before deciding again"
+    )]
+    /// The outcome of the commit is unknown: ….
+    CommitOutcomeUnknown(String),
+    #[error("this server is a read-only follower: {0}")]
+    /// This server is a read-only follower: … (where writes go).
+    ReadOnly(String),
     #[error("corruption detected at {location}: {detail}")]
     /// Corruption detected at …: ….
     Corruption { location: String, detail: String },
@@ -371,6 +382,10 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The last position whose `recorded_at` is at or before `at` (0 if none).
     async fn position_at(&self, at: Timestamp) -> Result<u64, StoreError>;
+
+    /// Stops accepting appends, lets the queued ones finish, and ends subscriptions. The
+    /// default does nothing (a backend with nothing to flush).
+    async fn shutdown(&self) {}
 
     /// Walks the whole log and recomputes the chain. Reports the first break, if any.
     /// Reads the next page while it hashes the current one.

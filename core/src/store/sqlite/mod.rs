@@ -36,6 +36,7 @@ use uuid::Uuid;
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
 use crate::event::{Actor, EventRecord, Metadata, Source, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
+use crate::store::head::HeadPublisher;
 use crate::store::validate::{check_bulk_load, check_expectations};
 use crate::store::{
     AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, Limit, StoreError, StoreLimits, StreamAppended,
@@ -159,41 +160,6 @@ enum Job {
     Shutdown { reply: oneshot::Sender<()> },
 }
 
-/// Publishes the committed head (position and hash); closed (dropped) at shutdown so
-/// subscriptions end. `head()` answers from here without touching the file.
-struct HeadPublisher {
-    sender: Mutex<Option<watch::Sender<u64>>>,
-    digest: Mutex<Digest>,
-}
-
-impl HeadPublisher {
-    fn publish(&self, digest: Digest) {
-        let position = digest.position;
-        if let Ok(mut current) = self.digest.lock()
-            && position > current.position
-        {
-            *current = digest;
-        }
-        if let Ok(guard) = self.sender.lock()
-            && let Some(sender) = guard.as_ref()
-        {
-            sender.send_if_modified(|head| {
-                let advanced = position > *head;
-                if advanced {
-                    *head = position;
-                }
-                advanced
-            });
-        }
-    }
-
-    fn close(&self) {
-        if let Ok(mut guard) = self.sender.lock() {
-            guard.take();
-        }
-    }
-}
-
 /// The embedded event store. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -282,10 +248,8 @@ impl SqliteStore {
         let tail = read_tail(&conn).map_err(|e| open_error(&path, e.to_string()))?;
 
         let (head_sender, head_receiver) = watch::channel(tail.position);
-        let head_publisher = Arc::new(HeadPublisher {
-            sender: Mutex::new(Some(head_sender)),
-            digest: Mutex::new(Digest { position: tail.position, hash: tail.hash }),
-        });
+        let head_publisher =
+            Arc::new(HeadPublisher::new(head_sender, Digest { position: tail.position, hash: tail.hash }));
         let (jobs, job_receiver) = mpsc::channel(options.max_pending_appends.max(1));
         let writer = Writer {
             conn,
@@ -1109,7 +1073,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn head(&self) -> Result<Digest, StoreError> {
-        self.shared.head.digest.lock().map(|d| *d).map_err(|_| StoreError::Storage("head lock poisoned".into()))
+        self.shared.head.digest()
     }
 
     fn watch_head(&self) -> watch::Receiver<u64> {

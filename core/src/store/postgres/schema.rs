@@ -1,0 +1,151 @@
+//! The PostgreSQL backend's tables, how a row becomes an [`EventRecord`], and the checks made
+//! when a log is opened. The logical schema is the embedded store's (same columns, same
+//! meaning), so a log copied between backends keeps its positions, bytes and hashes.
+
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::chain::Hash;
+use crate::event::{Actor, EventRecord, Metadata, Source, StreamId};
+use crate::store::StoreError;
+use crate::time::Timestamp;
+
+/// The log format this build writes and reads (kept in `meta`).
+pub const FORMAT_VERSION: i64 = 1;
+/// `meta.application`: marks a schema as a cmdb event log.
+pub const APPLICATION: &str = "cmdb-event-log";
+/// The notification channel commits are announced on (the payload is the schema's name; a
+/// notification is only a hint to read the head, never the data).
+pub const CHANNEL: &str = "cmdb_log";
+
+/// The tables, created when missing (under the schema's initialisation lock).
+pub fn ddl(schema: &str) -> String {
+    let schema = quote_identifier(schema);
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.events (
+             position        bigint PRIMARY KEY,
+             stream_id       text   NOT NULL,
+             stream_version  bigint NOT NULL,
+             event_id        bytea  NOT NULL,
+             event_type      text   NOT NULL,
+             schema_version  bigint NOT NULL,
+             data            bytea  NOT NULL,
+             actor_principal text   NOT NULL,
+             actor_token     text,
+             correlation_id  text,
+             causation_id    text,
+             source          text   NOT NULL,
+             occurred_at     bigint,
+             recorded_at     bigint NOT NULL,
+             prev_hash       bytea  NOT NULL,
+             hash            bytea  NOT NULL
+         );
+         CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON {schema}.events (stream_id, stream_version);
+         CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON {schema}.events (event_id);
+         CREATE TABLE IF NOT EXISTS {schema}.meta (key text PRIMARY KEY, value text NOT NULL);
+         CREATE TABLE IF NOT EXISTS {schema}.head (
+             singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+             position    bigint NOT NULL,
+             hash        bytea  NOT NULL,
+             recorded_at bigint NOT NULL
+         );"
+    )
+}
+
+/// The columns read back, in [`decode_row`]'s order.
+pub const SELECT_COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, data, \
+     actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash";
+
+/// Quotes an identifier for SQL (doubling any quote inside).
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Whether a schema name is one we accept: lower-case letters, digits and `_`, 1 to 63 bytes,
+/// not starting with a digit (so it means the same quoted or not, in `search_path` too).
+pub fn valid_schema_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+/// The advisory lock key of a schema's log: every writer of the log takes it per transaction.
+pub fn lock_key(schema: &str) -> i64 {
+    let digest = blake3::hash(format!("cmdb-log-writer:{schema}").as_bytes());
+    let bytes = digest.as_bytes();
+    i64::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
+}
+
+fn corrupt(position: i64, detail: impl Into<String>) -> StoreError {
+    StoreError::Corruption { location: format!("position {position}"), detail: detail.into() }
+}
+
+/// Decodes one row. Any value that could not have been written by us is corruption.
+pub fn decode_row(row: &Row) -> Result<EventRecord, StoreError> {
+    let position: i64 = row.try_get(0).map_err(|e| corrupt(-1, format!("position: {e}")))?;
+    let decoded = (|| -> Result<EventRecord, String> {
+        let text =
+            |index: usize| -> Result<String, String> { row.try_get(index).map_err(|e| format!("column {index}: {e}")) };
+        let optional_text = |index: usize| -> Result<Option<String>, String> {
+            row.try_get(index).map_err(|e| format!("column {index}: {e}"))
+        };
+        let blob =
+            |index: usize| -> Result<&[u8], String> { row.try_get(index).map_err(|e| format!("column {index}: {e}")) };
+        let integer =
+            |index: usize| -> Result<i64, String> { row.try_get(index).map_err(|e| format!("column {index}: {e}")) };
+        let optional_integer = |index: usize| -> Result<Option<i64>, String> {
+            row.try_get(index).map_err(|e| format!("column {index}: {e}"))
+        };
+        Ok(EventRecord {
+            position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
+            stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
+            stream_version: u64::try_from(integer(2)?).map_err(|_| "negative stream version".to_string())?,
+            event_id: Uuid::from_slice(blob(3)?).map_err(|_| "event id is not 16 bytes".to_string())?,
+            event_type: text(4)?,
+            schema_version: u32::try_from(integer(5)?).map_err(|_| "schema version out of range".to_string())?,
+            data: blob(6)?.to_vec(),
+            metadata: Metadata {
+                actor: Actor { principal: text(7)?, token_id: optional_text(8)? },
+                correlation_id: optional_text(9)?,
+                causation_id: optional_text(10)?,
+                source: text(11)?.parse::<Source>().map_err(|e| e.to_string())?,
+                occurred_at: optional_integer(12)?.map(Timestamp::from_micros),
+            },
+            recorded_at: Timestamp::from_micros(integer(13)?),
+            prev_hash: Hash::from_slice(blob(14)?).ok_or_else(|| "prev_hash is not 32 bytes".to_string())?,
+            hash: Hash::from_slice(blob(15)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+        })
+    })();
+    decoded.map_err(|detail| corrupt(position, detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(valid_schema_name("cmdb"));
+        assert!(valid_schema_name("cmdb_test_01"));
+        assert!(valid_schema_name(&"a".repeat(63)));
+        assert!(!valid_schema_name(&"a".repeat(64)));
+        assert!(!valid_schema_name(""));
+        assert!(!valid_schema_name("1cmdb"));
+        assert!(!valid_schema_name("cmdb; DROP TABLE x"));
+        assert!(!valid_schema_name("Cmdb"));
+        assert!(!valid_schema_name("cmdb-log"));
+    }
+
+    #[test]
+    fn lock_keys_differ_per_schema() {
+        assert_ne!(lock_key("cmdb"), lock_key("cmdb_other"));
+        assert_eq!(lock_key("cmdb"), lock_key("cmdb"));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+}
