@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use cmdb_core::access::{self, AccessCommand, AccessDecider, PrincipalKind, Role, token_hash};
 use cmdb_core::chain::DigestCheck;
+use cmdb_core::store::location::{OpenedStore, StoreLocation};
+use cmdb_core::store::postgres::PostgresOptions;
 use cmdb_core::store::sqlite::{LOG_FILE_NAME, SqliteOptions, SqliteStore};
 use cmdb_core::{
     Actor, Clock, Digest, EventRecord, EventStore, IdGenerator, Metadata, Source, SystemClock, Timestamp, UuidV7Ids,
@@ -79,6 +81,16 @@ pub enum Command {
         /// The backup file.
         #[arg(long)]
         from: PathBuf,
+    },
+    /// Copy a whole log between backends (sqlite:PATH, postgres://...), then verify the copy's
+    /// chain and counts against the source; the target must be empty.
+    Migrate {
+        /// The log to copy.
+        #[arg(long)]
+        from: StoreLocation,
+        /// Where to copy it (must hold no events).
+        #[arg(long)]
+        to: StoreLocation,
     },
     /// Write the events up to a position or a time as NDJSON.
     Export {
@@ -306,48 +318,49 @@ const SERVER_NOTIFY_TIMEOUT_MS: u64 = 10_000;
 
 /// Exit codes: 0 success, 1 the log failed verification, 2 bad input or any other error.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let data_dir = cli.data.data_dir;
+    let data = &cli.data;
     match cli.command {
-        Command::Serve(settings) => serve(&data_dir, settings).await,
-        Command::Verify { digest, json } => verify(&data_dir, digest.as_deref(), json).await,
+        Command::Serve(settings) => serve(data, settings).await,
+        Command::Verify { digest, json } => verify(data, digest.as_deref(), json).await,
         Command::Digest => {
-            let store = open_existing(&data_dir, false)?;
+            let store = open_existing(data, false).await?;
             println!("{}", store.head().await?);
             store.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backup { to } => backup(&data_dir, &to).await,
-        Command::Restore { from } => restore(&data_dir, &from).await,
-        Command::Export { as_of, to } => export(&data_dir, &as_of, to.as_deref()).await,
+        Command::Backup { to } => backup(data, &to).await,
+        Command::Restore { from } => restore(data, &from).await,
+        Command::Migrate { from, to } => crate::migrate::migrate(&from, &to).await,
+        Command::Export { as_of, to } => export(data, &as_of, to.as_deref()).await,
         Command::Diff { from, to, around, depth, json } => {
-            diff(&data_dir, &from, to.as_deref(), around.as_deref(), depth, json).await
+            diff(data, &from, to.as_deref(), around.as_deref(), depth, json).await
         }
         Command::Change(ChangeSubcommand::Show { change, as_of, json }) => {
-            show_change(&data_dir, &change, as_of.as_deref(), json).await
+            show_change(data, &change, as_of.as_deref(), json).await
         }
-        Command::Change(ChangeSubcommand::Overdue { json }) => overdue_changes(&data_dir, json).await,
-        Command::Change(ChangeSubcommand::Explain { change, json }) => explain_change(&data_dir, &change, json).await,
-        Command::Policy(command) => policy_command(&data_dir, command).await,
+        Command::Change(ChangeSubcommand::Overdue { json }) => overdue_changes(data, json).await,
+        Command::Change(ChangeSubcommand::Explain { change, json }) => explain_change(data, &change, json).await,
+        Command::Policy(command) => policy_command(data, command).await,
         Command::Fixtures(FixturesSubcommand::Load { size, seed, history_days }) => {
-            load_fixtures(&data_dir, &size, seed, history_days).await
+            load_fixtures(data, &size, seed, history_days).await
         }
-        Command::Principal(command) => principal(&data_dir, command).await,
-        Command::Token(command) => token(&data_dir, command).await,
+        Command::Principal(command) => principal(data, command).await,
+        Command::Token(command) => token(data, command).await,
         Command::Gate(args) => crate::pipeline::gate(args).await,
         Command::Deployment(command) => crate::pipeline::deployment(command).await,
-        Command::Outbound(command) => outbound_command(&data_dir, command).await,
+        Command::Outbound(command) => outbound_command(data, command).await,
     }
 }
 
-async fn outbound_command(data_dir: &Path, command: OutboundSubcommand) -> anyhow::Result<ExitCode> {
+async fn outbound_command(data: &DataDir, command: OutboundSubcommand) -> anyhow::Result<ExitCode> {
     use cmdb_core::outbound::{OutboundCommand, OutboundDecider, OutboundKey, OutboundRead};
     match command {
         OutboundSubcommand::DeadLetters { target, json } => {
             if !cmdb_core::outbound::valid_target_name(&target) {
                 bail!("{target:?} is not a target name: 1 to 64 letters, digits, - and _");
             }
-            let store = open_existing(data_dir, true)?;
-            let state = cmdb_core::decider::fold::load(&store, &OutboundKey::Target(target.clone())).await;
+            let store = open_existing(data, true).await?;
+            let state = cmdb_core::decider::fold::load(store.as_ref(), &OutboundKey::Target(target.clone())).await;
             store.shutdown().await;
             let OutboundRead::Target(state) = state? else { bail!("unexpected fold") };
             if json {
@@ -383,9 +396,10 @@ async fn outbound_command(data_dir: &Path, command: OutboundSubcommand) -> anyho
             }
         }
         OutboundSubcommand::Replay { target, position } => {
-            let store = open_existing(data_dir, true)?;
+            let store = open_existing(data, true).await?;
             let command = OutboundCommand::Replay { target: target.clone(), position };
-            let outcome = run_offline(&store, &OutboundDecider, &command, cli_metadata(), SystemClock.now()).await;
+            let outcome =
+                run_offline(store.as_ref(), &OutboundDecider, &command, cli_metadata(), SystemClock.now()).await;
             store.shutdown().await;
             let written = outcome?.outcome.last_position;
             say!("replay of position {position} to {target} asked (position {written}); a running server sends it");
@@ -394,13 +408,16 @@ async fn outbound_command(data_dir: &Path, command: OutboundSubcommand) -> anyho
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(data_dir: &Path, settings: ServeSettings) -> anyhow::Result<ExitCode> {
+async fn serve(data: &DataDir, settings: ServeSettings) -> anyhow::Result<ExitCode> {
+    let data_dir = data.data_dir.as_path();
     // Signals are caught from before the first line is printed: a supervisor (or a test) that
     // reads "serving" and sends SIGTERM at once gets a graceful stop, not the default action.
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
-    let server = Server::start(data_dir, settings, StartOptions::default()).await?;
+    let location = data.location();
+    let options = StartOptions { location: Some(location.clone()), ..StartOptions::default() };
+    let server = Server::start(data_dir, settings, options).await?;
     if let Some(token) = server.bootstrap_token() {
         println!("cmdb: this data directory is new. An admin principal was created with this token,");
         println!("shown once; keep it now (`cmdb token create --principal admin` makes more):");
@@ -408,7 +425,7 @@ async fn serve(data_dir: &Path, settings: ServeSettings) -> anyhow::Result<ExitC
         println!("    {token}");
         println!();
     }
-    println!("cmdb: serving GraphQL on http://{}/graphql (data in {})", server.local_addr(), data_dir.display());
+    println!("cmdb: serving GraphQL on http://{}/graphql (log: {location})", server.local_addr());
     let _ = std::io::stdout().flush();
     let trigger = server.shutdown_trigger();
     tokio::spawn(async move {
@@ -423,18 +440,30 @@ async fn serve(data_dir: &Path, settings: ServeSettings) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens an existing log (refusing to create one where the user meant to read one).
-fn open_existing(data_dir: &Path, verify_tail_on_open: bool) -> anyhow::Result<SqliteStore> {
-    let path = data_dir.join(LOG_FILE_NAME);
-    if !path.is_file() {
-        bail!("no event log at {} (is --data-dir right?)", path.display());
+/// Opens an existing log (refusing to create an embedded one where the user meant to read
+/// one; a PostgreSQL schema is created empty if missing).
+async fn open_existing(data: &DataDir, verify_tail_on_open: bool) -> anyhow::Result<Arc<dyn EventStore>> {
+    let location = data.location();
+    if let Some(path) = location.sqlite_log_file()
+        && !path.is_file()
+    {
+        bail!("no event log at {} (is --data-dir or --store right?)", path.display());
     }
-    Ok(SqliteStore::open(data_dir, SqliteOptions { verify_tail_on_open, ..SqliteOptions::default() })?)
+    Ok(open_location(&location, verify_tail_on_open).await?.as_dyn())
 }
 
-async fn verify(data_dir: &Path, digest: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+/// Opens (creating if needed) the log at a location.
+pub(crate) async fn open_location(location: &StoreLocation, verify_tail_on_open: bool) -> anyhow::Result<OpenedStore> {
+    let sqlite = SqliteOptions { verify_tail_on_open, ..SqliteOptions::default() };
+    location
+        .open(sqlite, PostgresOptions::default())
+        .await
+        .with_context(|| format!("cannot open the event log at {location}"))
+}
+
+async fn verify(data: &DataDir, digest: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let digest: Option<Digest> = digest.map(str::parse).transpose()?;
-    let store = open_existing(data_dir, false)?;
+    let store = open_existing(data, false).await?;
     let report = store.verify().await?;
     let digest_check = match digest {
         Some(digest) => Some((digest, store.check_digest(digest).await?)),
@@ -472,11 +501,24 @@ async fn verify(data_dir: &Path, digest: Option<&str>, json: bool) -> anyhow::Re
     Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn backup(data_dir: &Path, to: &Path) -> anyhow::Result<ExitCode> {
+async fn backup(data: &DataDir, to: &Path) -> anyhow::Result<ExitCode> {
+    let data_dir = data.data_dir.as_path();
     if to.exists() {
         bail!("{} already exists; a backup never overwrites a file", to.display());
     }
-    let store = open_existing(data_dir, true)?;
+    let location = data.location();
+    let StoreLocation::Sqlite(_) = &location else {
+        bail!(
+            "cmdb backup copies the embedded log; a PostgreSQL log is backed up with pg_dump or base backups \
+             (docs/deployment.md), or copied to a file with `cmdb migrate --from {location} --to sqlite:DIR`"
+        );
+    };
+    if location.sqlite_log_file().is_none_or(|path| !path.is_file()) {
+        bail!("no event log in {} (is --data-dir right?)", data_dir.display());
+    }
+    let OpenedStore::Sqlite(store) = open_location(&location, true).await? else {
+        bail!("the embedded log did not open as one");
+    };
     let digest = store.backup_to(to).await?;
     store.shutdown().await;
     let report = verify_file(to).await.with_context(|| format!("the backup {} does not verify", to.display()))?;
@@ -499,7 +541,8 @@ async fn verify_file(file: &Path) -> anyhow::Result<u64> {
     Ok(report.events_checked)
 }
 
-async fn restore(data_dir: &Path, from: &Path) -> anyhow::Result<ExitCode> {
+async fn restore(data: &DataDir, from: &Path) -> anyhow::Result<ExitCode> {
+    let data_dir = data.data_dir.as_path();
     if !from.is_file() {
         bail!("no backup file at {}", from.display());
     }
@@ -516,7 +559,7 @@ async fn restore(data_dir: &Path, from: &Path) -> anyhow::Result<ExitCode> {
     std::fs::copy(from, &staging).with_context(|| format!("cannot copy into {}", data_dir.display()))?;
     std::fs::File::open(&staging).and_then(|f| f.sync_all()).context("cannot sync the restored file")?;
     std::fs::rename(&staging, &target).context("cannot move the restored file into place")?;
-    let store = SqliteStore::open(data_dir, SqliteOptions::default())?;
+    let store = open_location(&data.location(), true).await?.as_dyn();
     let report = store.verify().await?;
     let head = store.head().await?;
     store.shutdown().await;
@@ -567,14 +610,14 @@ pub enum AsOf {
     Time(Timestamp),
 }
 
-async fn export(data_dir: &Path, as_of: &str, to: Option<&Path>) -> anyhow::Result<ExitCode> {
+async fn export(data: &DataDir, as_of: &str, to: Option<&Path>) -> anyhow::Result<ExitCode> {
     let as_of = parse_as_of(as_of)?;
     if let Some(to) = to
         && to.exists()
     {
         bail!("{} already exists; export never overwrites a file", to.display());
     }
-    let store = open_existing(data_dir, true)?;
+    let store = open_existing(data, true).await?;
     let head = store.head().await?.position;
     let last = match as_of {
         AsOf::Position(position) if position > head => {
@@ -629,15 +672,19 @@ fn export_line(record: &EventRecord) -> anyhow::Result<String> {
 
 /// The graph of a data directory, from its checkpoint when one matches.
 async fn load_graph(
-    data_dir: &Path,
-) -> anyhow::Result<(SqliteStore, cmdb_projections::runner::ProjectionHandle<cmdb_projections::graph::TemporalGraph>)> {
-    let store = open_existing(data_dir, true)?;
+    data: &DataDir,
+) -> anyhow::Result<(
+    Arc<dyn EventStore>,
+    cmdb_projections::runner::ProjectionHandle<cmdb_projections::graph::TemporalGraph>,
+)> {
+    let data_dir = data.data_dir.as_path();
+    let store = open_existing(data, true).await?;
     let options = cmdb_projections::runner::RunnerOptions {
         checkpoint_dir: Some(data_dir.join(crate::server::PROJECTIONS_DIR)),
         checkpoint_interval_ms: 3_600_000,
         ..Default::default()
     };
-    let graph = cmdb_projections::runner::start(Arc::new(store.clone()), options).await?;
+    let graph = cmdb_projections::runner::start(store.clone(), options).await?;
     Ok((store, graph))
 }
 
@@ -652,14 +699,14 @@ fn moment(graph: &cmdb_projections::graph::TemporalGraph, text: &str, flag: &str
 }
 
 async fn diff(
-    data_dir: &Path,
+    data: &DataDir,
     from: &str,
     to: Option<&str>,
     around: Option<&str>,
     depth: u32,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (store, handle) = load_graph(data_dir).await?;
+    let (store, handle) = load_graph(data).await?;
     let printed = print_diff(&handle.read(), from, to, around, depth, json);
     store.shutdown().await;
     printed?;
@@ -754,9 +801,9 @@ fn print_diff(
     Ok(())
 }
 
-async fn show_change(data_dir: &Path, text: &str, as_of: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+async fn show_change(data: &DataDir, text: &str, as_of: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let wanted = text.parse::<ChangeRef>()?;
-    let (store, handle) = load_graph(data_dir).await?;
+    let (store, handle) = load_graph(data).await?;
     let result = (|| {
         let graph = handle.read();
         let position = match as_of {
@@ -944,7 +991,7 @@ fn read_policy_file(path: &Path) -> anyhow::Result<String> {
     String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
 }
 
-async fn policy_command(data_dir: &Path, command: PolicySubcommand) -> anyhow::Result<ExitCode> {
+async fn policy_command(data: &DataDir, command: PolicySubcommand) -> anyhow::Result<ExitCode> {
     use cmdb_core::policy;
     match command {
         PolicySubcommand::Load { file, name } => {
@@ -952,9 +999,10 @@ async fn policy_command(data_dir: &Path, command: PolicySubcommand) -> anyhow::R
             let name = name.unwrap_or_else(|| {
                 file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into())
             });
-            let store = open_existing(data_dir, false)?;
+            let store = open_existing(data, false).await?;
             let command = policy::LoadPolicy { name, text, local_operator: true };
-            let result = run_offline(&store, &policy::PolicyDecider, &command, cli_metadata(), SystemClock.now()).await;
+            let result =
+                run_offline(store.as_ref(), &policy::PolicyDecider, &command, cli_metadata(), SystemClock.now()).await;
             store.shutdown().await;
             let executed = result?;
             let outcome = executed.outcome;
@@ -969,8 +1017,8 @@ async fn policy_command(data_dir: &Path, command: PolicySubcommand) -> anyhow::R
             Ok(ExitCode::SUCCESS)
         }
         PolicySubcommand::Show { version } => {
-            let store = open_existing(data_dir, false)?;
-            let state = policy::load(&store).await;
+            let store = open_existing(data, false).await?;
+            let state = policy::load(store.as_ref()).await;
             store.shutdown().await;
             let state = state?;
             let record = match version {
@@ -1004,13 +1052,13 @@ async fn policy_command(data_dir: &Path, command: PolicySubcommand) -> anyhow::R
     }
 }
 
-async fn explain_change(data_dir: &Path, text: &str, json: bool) -> anyhow::Result<ExitCode> {
+async fn explain_change(data: &DataDir, text: &str, json: bool) -> anyhow::Result<ExitCode> {
     use cmdb_core::policy;
-    let store = open_existing(data_dir, false)?;
+    let store = open_existing(data, false).await?;
     let result = async {
-        let id = text.parse::<ChangeRef>()?.resolve(&store).await?;
-        let change = crate::app::changes::load(&store, id).await?;
-        let policies = policy::load(&store).await?;
+        let id = text.parse::<ChangeRef>()?.resolve(store.as_ref()).await?;
+        let change = crate::app::changes::load(store.as_ref(), id).await?;
+        let policies = policy::load(store.as_ref()).await?;
         anyhow::Ok((change, policies))
     }
     .await;
@@ -1134,8 +1182,8 @@ fn print_explained(
     Ok(())
 }
 
-async fn overdue_changes(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let (store, handle) = load_graph(data_dir).await?;
+async fn overdue_changes(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
+    let (store, handle) = load_graph(data).await?;
     let listed: Vec<(String, String, Vec<cmdb_core::change::Overdue>)> = {
         let graph = handle.read();
         graph
@@ -1163,17 +1211,18 @@ async fn overdue_changes(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn load_fixtures(data_dir: &Path, size: &str, seed: u64, history_days: u32) -> anyhow::Result<ExitCode> {
+async fn load_fixtures(data: &DataDir, size: &str, seed: u64, history_days: u32) -> anyhow::Result<ExitCode> {
+    let data_dir = data.data_dir.as_path();
     use cmdb_core::Clock;
     let size: cmdb_fixtures::EstateSize = size.parse()?;
-    let store = SqliteStore::open(data_dir, SqliteOptions::default())?;
+    let store = open_location(&data.location(), true).await?.as_dyn();
     if store.head().await?.position != 0 {
         store.shutdown().await;
         bail!("{} already holds a log; fixtures load only into an empty data directory", data_dir.display());
     }
     let end = SystemClock.now().saturating_add_micros(-60_000_000);
     let spec = cmdb_fixtures::EstateSpec { size, seed, end, history_days };
-    let report = cmdb_fixtures::load_into(&store, &spec).await;
+    let report = cmdb_fixtures::load_into(store.as_ref(), &spec).await;
     store.shutdown().await;
     let report = report?;
     say!(
@@ -1197,11 +1246,12 @@ fn cli_metadata() -> Metadata {
 
 /// Runs an access command on the data directory, then makes sure a server running on it has
 /// applied the change before returning.
-async fn execute_access(data_dir: &Path, command: AccessCommand) -> anyhow::Result<u64> {
+async fn execute_access(data: &DataDir, command: AccessCommand) -> anyhow::Result<u64> {
+    let data_dir = data.data_dir.as_path();
     // Access may be set up before the first `serve` (then no bootstrap admin is made), so
     // these commands create the log if there is none.
-    let store = SqliteStore::open(data_dir, SqliteOptions::default())?;
-    let outcome = run_offline(&store, &AccessDecider, &command, cli_metadata(), SystemClock.now()).await;
+    let store = open_location(&data.location(), true).await?.as_dyn();
+    let outcome = run_offline(store.as_ref(), &AccessDecider, &command, cli_metadata(), SystemClock.now()).await;
     store.shutdown().await;
     let position = outcome?.outcome.last_position;
     notify_server(data_dir, position).await?;
@@ -1233,32 +1283,30 @@ fn parse_roles(roles: &[String]) -> anyhow::Result<BTreeSet<Role>> {
     Ok(roles.iter().map(|r| r.parse::<Role>()).collect::<Result<_, _>>()?)
 }
 
-async fn principal(data_dir: &Path, command: PrincipalSubcommand) -> anyhow::Result<ExitCode> {
+async fn principal(data: &DataDir, command: PrincipalSubcommand) -> anyhow::Result<ExitCode> {
     match command {
         PrincipalSubcommand::Create { name, kind, roles, display_name } => {
             let kind: PrincipalKind = kind.parse()?;
             let roles = parse_roles(&roles)?;
             let listed = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
-            let position = execute_access(
-                data_dir,
-                AccessCommand::CreatePrincipal { name: name.clone(), kind, display_name, roles },
-            )
-            .await?;
+            let position =
+                execute_access(data, AccessCommand::CreatePrincipal { name: name.clone(), kind, display_name, roles })
+                    .await?;
             say!("created {kind} principal {name} with roles [{listed}] (position {position})");
         }
         PrincipalSubcommand::Grant { name, role } => {
             let role: Role = role.parse()?;
-            let position = execute_access(data_dir, AccessCommand::GrantRole { name: name.clone(), role }).await?;
+            let position = execute_access(data, AccessCommand::GrantRole { name: name.clone(), role }).await?;
             say!("granted {role} to {name} (position {position})");
         }
         PrincipalSubcommand::RevokeRole { name, role } => {
             let role: Role = role.parse()?;
-            let position = execute_access(data_dir, AccessCommand::RevokeRole { name: name.clone(), role }).await?;
+            let position = execute_access(data, AccessCommand::RevokeRole { name: name.clone(), role }).await?;
             say!("revoked {role} from {name} (position {position})");
         }
         PrincipalSubcommand::List => {
-            let store = open_existing(data_dir, true)?;
-            let state = access::load_state(&store).await;
+            let store = open_existing(data, true).await?;
+            let state = access::load_state(store.as_ref()).await;
             store.shutdown().await;
             let state = state?;
             say!("{:<32} {:<8} ROLES", "NAME", "KIND");
@@ -1271,7 +1319,7 @@ async fn principal(data_dir: &Path, command: PrincipalSubcommand) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-async fn token(data_dir: &Path, command: TokenSubcommand) -> anyhow::Result<ExitCode> {
+async fn token(data: &DataDir, command: TokenSubcommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenSubcommand::Create { principal, label, expires_in_days } => {
             let token = crate::server::graphql::new_token_text();
@@ -1287,19 +1335,19 @@ async fn token(data_dir: &Path, command: TokenSubcommand) -> anyhow::Result<Exit
                 label,
                 expires_at,
             };
-            execute_access(data_dir, command).await?;
+            execute_access(data, command).await?;
             eprintln!("token {token_id} for {principal}; it is shown once:");
             say!("{token}");
         }
         TokenSubcommand::Revoke { token_id, reason } => {
             let token_id = uuid::Uuid::parse_str(&token_id)
                 .map_err(|_| anyhow::anyhow!("{token_id:?} is not a token id (a UUID, as `cmdb token list` shows)"))?;
-            let position = execute_access(data_dir, AccessCommand::RevokeToken { token_id, reason }).await?;
+            let position = execute_access(data, AccessCommand::RevokeToken { token_id, reason }).await?;
             say!("revoked token {token_id} (position {position}); refused from now on");
         }
         TokenSubcommand::List { principal } => {
-            let store = open_existing(data_dir, true)?;
-            let state = access::load_state(&store).await;
+            let store = open_existing(data, true).await?;
+            let state = access::load_state(store.as_ref()).await;
             store.shutdown().await;
             let state = state?;
             if let Some(name) = &principal

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cli;
 pub mod logging;
+pub mod migrate;
 pub mod pipeline;
 pub mod server;
 pub mod settings;

@@ -73,6 +73,16 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_DEMO")]
     pub demo: bool,
 
+    /// Serve queries and subscriptions only (a follower of a shared log): every mutation is
+    /// refused with READ_ONLY, naming --writes-go-to.
+    #[arg(long, env = "CMDB_READ_ONLY")]
+    pub read_only: bool,
+
+    /// Where a read-only follower tells clients to send writes (the writers' URL or load
+    /// balancer).
+    #[arg(long, env = "CMDB_WRITES_GO_TO")]
+    pub writes_go_to: Option<String>,
+
     /// How often projections save a checkpoint, in milliseconds.
     #[arg(long, env = "CMDB_CHECKPOINT_INTERVAL_MS", default_value_t = 30_000)]
     pub checkpoint_interval_ms: u64,
@@ -303,6 +313,12 @@ impl ServeSettings {
             }
         };
         range("max_request_body_bytes", self.max_request_body_bytes, 1024, MAX_REQUEST_BODY_BYTES_CEILING)?;
+        if self.read_only && self.demo {
+            return Err("--demo loads an estate and --read-only writes nothing: start the demo on a writer".into());
+        }
+        if self.writes_go_to.is_some() && !self.read_only {
+            return Err("--writes-go-to is for a --read-only follower".into());
+        }
         range("max_query_depth", self.max_query_depth, 2, 256)?;
         range("release_review_days", self.release_review_days as usize, 1, 366)?;
         if self.github_app_id.is_some() != self.github_app_private_key_file.is_some() {
@@ -384,6 +400,18 @@ pub struct DataDir {
     /// The data directory: the embedded log and local state.
     #[arg(long, env = "CMDB_DATA_DIR", default_value = "./cmdb-data", global = true)]
     pub data_dir: PathBuf,
+
+    /// Where the event log lives: sqlite:PATH (a data directory; default: the embedded log in
+    /// --data-dir) or a postgres:// URL (one log shared by several servers).
+    #[arg(long, env = "CMDB_STORE", global = true)]
+    pub store: Option<cmdb_core::store::location::StoreLocation>,
+}
+
+impl DataDir {
+    /// Where the log lives: `--store`, or the embedded log in the data directory.
+    pub fn location(&self) -> cmdb_core::store::location::StoreLocation {
+        self.store.clone().unwrap_or_else(|| cmdb_core::store::location::StoreLocation::Sqlite(self.data_dir.clone()))
+    }
 }
 
 impl Default for ServeSettings {
@@ -391,6 +419,8 @@ impl Default for ServeSettings {
         ServeSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             demo: false,
+            read_only: false,
+            writes_go_to: None,
             checkpoint_interval_ms: 30_000,
             no_bootstrap_token: false,
             max_request_body_bytes: 1024 * 1024,

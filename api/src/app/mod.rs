@@ -141,6 +141,11 @@ impl App {
 
     /// Waits until the graph has applied `position`.
     pub async fn wait_for_graph(&self, position: u64) -> Result<(), AppError> {
+        // A position written through another process (PostgreSQL): look at the log's head now
+        // rather than at the next notification or poll.
+        if self.graph.applied() < position && self.store.head().await.is_ok_and(|head| head.position < position) {
+            let _ = self.store.refresh_head().await;
+        }
         if self.graph.wait_for(position, self.settings.apply_wait).await {
             Ok(())
         } else {

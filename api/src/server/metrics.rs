@@ -73,6 +73,10 @@ impl EventStore for InstrumentedStore {
         self.inner.capabilities()
     }
 
+    async fn shutdown(&self) {
+        self.inner.shutdown().await;
+    }
+
     fn limits(&self) -> StoreLimits {
         self.inner.limits()
     }

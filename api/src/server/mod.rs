@@ -30,7 +30,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cmdb_core::access::{self, AccessCommand, AccessDecider, Operation, PrincipalKind, Role, permits, token_hash};
-use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
+use cmdb_core::store::location::StoreLocation;
+use cmdb_core::store::postgres::PostgresOptions;
+use cmdb_core::store::read_only::ReadOnlyStore;
+use cmdb_core::store::sqlite::SqliteOptions;
 use cmdb_core::{Actor, Clock, EventStore, IdGenerator, Metadata, Source, SystemClock, UuidV7Ids};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -144,13 +147,23 @@ pub struct StartOptions {
     pub clock: Arc<dyn Clock>,
     /// Where ids come from.
     pub ids: Arc<dyn IdGenerator>,
-    /// How the log is opened.
+    /// How the log is opened (the clock, ids and limits here apply to either backend).
     pub store_options: SqliteOptions,
+    /// Where the log lives; `None`: the embedded log in the data directory.
+    pub location: Option<StoreLocation>,
+    /// How a PostgreSQL log is opened.
+    pub postgres_options: PostgresOptions,
 }
 
 impl Default for StartOptions {
     fn default() -> Self {
-        StartOptions { clock: Arc::new(SystemClock), ids: Arc::new(UuidV7Ids), store_options: SqliteOptions::default() }
+        StartOptions {
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UuidV7Ids),
+            store_options: SqliteOptions::default(),
+            location: None,
+            postgres_options: PostgresOptions::default(),
+        }
     }
 }
 
@@ -185,13 +198,21 @@ impl Server {
     /// `settings.listen` and starts serving.
     pub async fn start(data_dir: &Path, settings: ServeSettings, options: StartOptions) -> Result<Server, StartError> {
         settings.validate().map_err(StartError::Settings)?;
-        let directory = data_dir.to_path_buf();
         let store_options = SqliteOptions { clock: options.clock.clone(), ..options.store_options.clone() };
-        let sqlite = tokio::task::spawn_blocking(move || SqliteStore::open(&directory, store_options))
-            .await
-            .map_err(|e| StartError::Io(e.to_string()))?
-            .map_err(cmdb_core::Error::from)?;
-        let store: Arc<dyn EventStore> = Arc::new(metrics::InstrumentedStore::new(Arc::new(sqlite.clone())));
+        let location = options.location.clone().unwrap_or_else(|| StoreLocation::Sqlite(data_dir.to_path_buf()));
+        let opened =
+            location.open(store_options, options.postgres_options.clone()).await.map_err(cmdb_core::Error::from)?;
+        tracing::info!(store = %location, read_only = settings.read_only, "event log open");
+        let log = if settings.read_only {
+            let writes_go_to = settings
+                .writes_go_to
+                .clone()
+                .unwrap_or_else(|| "a server on the same log started without --read-only".to_string());
+            Arc::new(ReadOnlyStore::new(opened.as_dyn(), writes_go_to)) as Arc<dyn EventStore>
+        } else {
+            opened.as_dyn()
+        };
+        let store: Arc<dyn EventStore> = Arc::new(metrics::InstrumentedStore::new(log));
         if settings.demo {
             demo::prepare(store.as_ref(), options.clock.as_ref()).await?;
         }
@@ -207,7 +228,8 @@ impl Server {
         .await
         .map_err(|e| StartError::Io(e.to_string()))?;
         tracing::info!(started_from = %graph.started_from, position = graph.applied(), "graph projection ready");
-        let bootstrap_token = bootstrap(store.as_ref(), &access, &settings, &options).await?;
+        let bootstrap_token =
+            if settings.read_only { None } else { bootstrap(store.as_ref(), &access, &settings, &options).await? };
 
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -257,7 +279,9 @@ impl Server {
         let router = router(state.clone());
         let server_file = data_dir.join(SERVER_FILE_NAME);
         write_server_file(&server_file, local_addr);
-        start_background(&app, &settings)?;
+        if !settings.read_only {
+            start_background(&app, &settings)?;
+        }
 
         let checkpoints = data_dir.join(PROJECTIONS_DIR);
         let http_shutdown = CancellationToken::new();
@@ -282,7 +306,7 @@ impl Server {
             app.shutdown.cancel();
             state.ws_tasks.close();
             let _ = tokio::time::timeout(Duration::from_millis(WS_CLOSE_WAIT_MS), state.ws_tasks.wait()).await;
-            sqlite.shutdown().await;
+            opened.shutdown().await;
             let _ = std::fs::remove_file(&server_file);
             tracing::info!("shut down");
         });

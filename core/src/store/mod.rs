@@ -7,8 +7,10 @@
 //! the conformance suite (`conformance` at the crate root), as far as its [`Capabilities`] go.
 
 mod head;
+pub mod location;
 pub mod memory;
 pub mod postgres;
+pub mod read_only;
 pub mod sqlite;
 mod subscription;
 pub mod tamper;
@@ -108,6 +110,9 @@ pub struct AppendRequest {
     pub writes: Vec<StreamWrite>,
     /// Streams that must be at a version without being written.
     pub conditions: Vec<Condition>,
+    /// A verbatim copy of events from another log (`cmdb migrate`): every event supplies its
+    /// id and `recorded_at` whatever its source; allowed where a bulk load is.
+    pub copy: bool,
 }
 
 impl AppendRequest {
@@ -118,7 +123,40 @@ impl AppendRequest {
 
     /// A request writing `events` to one stream.
     pub fn single(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
-        AppendRequest { writes: vec![StreamWrite { stream, expected, events }], conditions: Vec::new() }
+        AppendRequest { writes: vec![StreamWrite { stream, expected, events }], conditions: Vec::new(), copy: false }
+    }
+
+    /// A verbatim copy of `records` (consecutive events of another log, in position order):
+    /// one write per run of events on the same stream, each expecting the stream at the
+    /// version before the run, so the copy keeps every stream version and, appended at the
+    /// same positions, every hash.
+    pub fn copy_of(records: &[EventRecord]) -> Self {
+        let mut request = AppendRequest { copy: true, ..AppendRequest::default() };
+        for record in records {
+            let event = NewEvent {
+                event_id: Some(record.event_id),
+                event_type: record.event_type.clone(),
+                schema_version: record.schema_version,
+                data: record.data.clone(),
+                metadata: record.metadata.clone(),
+                recorded_at: Some(record.recorded_at),
+            };
+            match request.writes.last_mut() {
+                Some(last) if last.stream == record.stream_id => last.events.push(event),
+                _ => {
+                    let expected = match record.stream_version {
+                        0 => ExpectedVersion::NoStream,
+                        version => ExpectedVersion::Exact(version - 1),
+                    };
+                    request.writes.push(StreamWrite {
+                        stream: record.stream_id.clone(),
+                        expected,
+                        events: vec![event],
+                    });
+                }
+            }
+        }
+        request
     }
 
     /// Adds a write to a stream.

@@ -74,7 +74,7 @@ pub fn validate_request(request: &AppendRequest, limits: &StoreLimits, now: Time
         }
         if let Some(at) = event.recorded_at {
             supplied += 1;
-            if !event.metadata.source.may_supply_recorded_at() {
+            if !request.copy && !event.metadata.source.may_supply_recorded_at() {
                 return Err(StoreError::InvalidInput(format!(
                     "event {index}: only a bulk load (source fixture, import or migration) may supply recorded_at; source is {}",
                     event.metadata.source
@@ -95,6 +95,11 @@ pub fn validate_request(request: &AppendRequest, limits: &StoreLimits, now: Time
     }
     if total_bytes > limits.max_batch_bytes {
         return Err(limit(Limit::MaxBatchBytes, total_bytes, limits.max_batch_bytes));
+    }
+    if request.copy
+        && (supplied != event_count || request.writes.iter().flat_map(|w| &w.events).any(|e| e.event_id.is_none()))
+    {
+        return Err(StoreError::InvalidInput("a copy must supply every event's id and recorded_at".into()));
     }
     if supplied != 0 && supplied != event_count {
         return Err(StoreError::InvalidInput(

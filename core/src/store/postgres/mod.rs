@@ -377,6 +377,10 @@ impl EventStore for PostgresStore {
         Capabilities::ALL
     }
 
+    async fn shutdown(&self) {
+        PostgresStore::shutdown(self).await;
+    }
+
     fn limits(&self) -> StoreLimits {
         self.shared.limits
     }

@@ -978,6 +978,10 @@ impl EventStore for SqliteStore {
         Capabilities::ALL
     }
 
+    async fn shutdown(&self) {
+        SqliteStore::shutdown(self).await;
+    }
+
     fn limits(&self) -> StoreLimits {
         self.shared.limits
     }
