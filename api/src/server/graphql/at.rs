@@ -2,8 +2,6 @@
 //! contributes its own part (merged into one GraphQL type, `At`); this module only resolves the
 //! moment.
 
-use std::time::Duration;
-
 use async_graphql::{Context, MergedObject, Object};
 
 use super::calendar::CalendarAt;
@@ -46,8 +44,8 @@ pub async fn resolve_at(
 ) -> async_graphql::Result<At> {
     let app = state(ctx);
     if let Some(min) = min_position {
-        let wait = Duration::from_millis(app.settings.min_position_wait_ms);
-        if !app.graph.wait_for(min.0, wait).await {
+        // Looks at the log's head first: minPosition may come from a write through another server.
+        if app.app.wait_for_graph(min.0).await.is_err() {
             return Err(coded(
                 Code::Unavailable,
                 format!("the graph has applied position {}, not yet minPosition {}; retry", app.graph.applied(), min.0),

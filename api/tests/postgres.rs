@@ -1,0 +1,255 @@
+//! Many servers on one PostgreSQL log (issue 14; CM-4, RC-1): two writers and two read-only
+//! followers, as separate `cmdb serve --store postgres://...` processes, under mixed load.
+//! Conditional appends keep the invariants across processes (unique names, gapless change
+//! numbers); followers refuse writes naming where they go, converge to the head and answer the
+//! same as-of queries as the writers, field by field; minPosition works across processes.
+#![allow(clippy::too_many_lines, reason = "a scenario test reads top to bottom as one operator's session")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pg::FreshDatabase;
+use serde_json::{Value, json};
+
+/// How long the followers may take to reach the writers' head after the load stops.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(20);
+
+struct Process {
+    child: Child,
+    base: String,
+    token: Option<String>,
+    log: PathBuf,
+    _dirs: tempfile::TempDir,
+}
+
+impl Process {
+    fn start(url: &str, args: &[&str]) -> Process {
+        let dirs = tempfile::tempdir().expect("dirs");
+        let log = dirs.path().join("stderr.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cmdb"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", url, "--data-dir"])
+            .arg(dirs.path().join("data"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (mut token, mut base) = (None, String::new());
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("line");
+            if line.trim().starts_with("cmdb_") {
+                token = Some(line.trim().to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("cmdb: serving GraphQL on ") {
+                base = rest.split("/graphql").next().expect("address").to_owned();
+                break;
+            }
+        }
+        if base.is_empty() {
+            panic!("the server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        Process { child, base, token, log, _dirs: dirs }
+    }
+
+    async fn post(&self, token: &str, query: &str, variables: Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/graphql", self.base))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request");
+        response.json::<Value>().await.expect("json")
+    }
+
+    async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body = self.post(token, query, variables).await;
+        assert!(body.get("errors").is_none(), "{} answered errors: {body}", self.base);
+        body["data"].clone()
+    }
+
+    async fn head(&self, token: &str) -> u64 {
+        self.ok(token, "{ head { position } }", json!({})).await["head"]["position"].as_u64().expect("head")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- {} stderr:\n{}", self.base, std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+const REGISTER: &str = "mutation($input: RegisterCiInput!) { registerCi(input: $input) { position ci { id } } }";
+
+fn host(name: &str, cores: u32) -> Value {
+    json!({"class": "HOST", "name": name, "environment": "PRODUCTION",
+           "attributes": {"hostname": name, "ip_addresses": ["10.0.0.1"], "os": "debian-12", "cpu_cores": cores, "memory_mib": 8192}})
+}
+
+/// The whole estate at a position, as a follower or a writer answers it.
+async fn estate(server: &Process, token: &str, position: u64) -> Value {
+    let query = "query($p: Position!) { at(position: $p) { position cis(first: 1000) { nodes { id name class version attribute(name: \"cpu_cores\") } } } }";
+    server.ok(token, query, json!({ "p": position })).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_and_two_followers_share_one_log() {
+    let Some(db) = FreshDatabase::create("two_writers_and_two_followers_share_one_log") else { return };
+    let writer_a = Process::start(&db.url, &[]);
+    let admin = writer_a.token.clone().expect("the first server on a new log bootstraps an admin token");
+    let writer_b = Process::start(&db.url, &[]);
+    assert!(writer_b.token.is_none(), "a second server on the same log does not bootstrap again");
+    let writes_go_to = writer_a.base.clone();
+    let follower_1 = Process::start(&db.url, &["--read-only", "--writes-go-to", &writes_go_to]);
+    let follower_2 = Process::start(&db.url, &["--read-only", "--writes-go-to", &writes_go_to]);
+
+    // Setup through writer A; writer B sees it (the admin token works everywhere).
+    let classes = writer_a.ok(&admin, "{ classes { name controlled } }", json!({})).await;
+    for class in classes["classes"].as_array().expect("classes") {
+        if class["controlled"] == json!(true) {
+            writer_a
+                .ok(
+                    &admin,
+                    "mutation($c: String!) { declareClassControl(class: $c, controlled: false, reason: \"load test\") { position } }",
+                    json!({ "c": class["name"] }),
+                )
+                .await;
+        }
+    }
+    let created = writer_a
+        .ok(
+            &admin,
+            "mutation { createPrincipal(input: { name: \"alice\", kind: PERSON, roles: [EDITOR] }) { position } }",
+            json!({}),
+        )
+        .await;
+    let principal_position = created["createPrincipal"]["position"].as_u64().expect("position");
+    // Read your writes across processes: B has applied A's write when asked with minPosition.
+    let seen = writer_b
+        .ok(&admin, "query($p: Position!) { at(minPosition: $p) { position } }", json!({ "p": principal_position }))
+        .await;
+    assert!(seen["at"]["position"].as_u64().expect("position") >= principal_position);
+    let alice =
+        writer_b.ok(&admin, "mutation { createToken(principal: \"alice\") { token } }", json!({})).await["createToken"]
+            ["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+
+    // A follower refuses a write, names where writes go, and the log does not move.
+    let before = writer_a.head(&admin).await;
+    let refused = follower_1.post(&alice, REGISTER, json!({ "input": host("refused-01", 2) })).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "READ_ONLY", "{refused}");
+    let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&writes_go_to), "the refusal names where writes go: {message}");
+    assert_eq!(writer_a.head(&admin).await, before, "a refused write appends nothing");
+
+    // Mixed load: both writers register and update hosts while both followers answer reads;
+    // every few rounds both writers race to register the same name.
+    let writers = [&writer_a, &writer_b];
+    let mut ids = Vec::new();
+    let mut race_winners = 0;
+    for round in 0..30u32 {
+        let names = [format!("a-{round:03}"), format!("b-{round:03}")];
+        let (one, two, read_1, read_2) = tokio::join!(
+            writers[0].ok(&alice, REGISTER, json!({ "input": host(&names[0], 2) })),
+            writers[1].ok(&alice, REGISTER, json!({ "input": host(&names[1], 2) })),
+            follower_1.post(&alice, "{ at { cis(first: 50) { nodes { id name } } } }", json!({})),
+            follower_2.post(&alice, "{ head { position } }", json!({})),
+        );
+        assert!(read_1.get("errors").is_none() && read_2.get("errors").is_none(), "{read_1} {read_2}");
+        for (data, writer) in [(one, 0usize), (two, 1usize)] {
+            let id = data["registerCi"]["ci"]["id"].as_str().expect("id").to_owned();
+            let position = data["registerCi"]["position"].as_u64().expect("position");
+            ids.push((id, position, writer));
+        }
+        if round % 5 == 0 {
+            let name = format!("contested-{round}");
+            let (first, second) = tokio::join!(
+                writer_a.post(&alice, REGISTER, json!({ "input": host(&name, 1) })),
+                writer_b.post(&alice, REGISTER, json!({ "input": host(&name, 1) })),
+            );
+            let wins = [&first, &second].iter().filter(|body| body.get("errors").is_none()).count();
+            assert_eq!(wins, 1, "exactly one server registers a contested name: {first} {second}");
+            for body in [&first, &second] {
+                if let Some(errors) = body.get("errors") {
+                    assert_eq!(errors[0]["extensions"]["code"], "ALREADY_EXISTS", "{body}");
+                }
+            }
+            race_winners += 1;
+        }
+    }
+    // Each writer updates hosts the other registered (it must have applied them first).
+    for (index, (id, position, writer)) in ids.iter().enumerate().take(20) {
+        let other = writers[1 - writer];
+        let update = "mutation($id: ID!, $n: Int!) { updateCi(id: $id, input: { setAttributes: { cpu_cores: $n } }) { position } }";
+        other
+            .ok(
+                &alice,
+                &format!("query($p: Position!) {{ at(minPosition: $p) {{ position }} }}"),
+                json!({ "p": position }),
+            )
+            .await;
+        other.ok(&alice, update, json!({ "id": id, "n": 4 + index as u32 })).await;
+    }
+
+    // Gapless change numbers across processes: drafts submitted on both writers at once.
+    let draft = "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }";
+    let submit = "mutation($id: ID!) { submitChange(id: $id) { change { number } } }";
+    let mut numbers = BTreeSet::new();
+    for round in 0..6 {
+        let input = |writer: &str| {
+            json!({ "input": {
+                "type": "NORMAL", "title": format!("change {round} on {writer}"), "description": "load",
+                "justification": "test", "backOutPlan": "revert",
+                "window": { "start": "2030-01-10T22:00:00Z", "end": "2030-01-11T02:00:00Z", "timeZone": "UTC" },
+                "implementer": "alice", "scope": { "cis": [ids[round].0] }
+            } })
+        };
+        let (one, two) = tokio::join!(writer_a.ok(&alice, draft, input("a")), writer_b.ok(&alice, draft, input("b")));
+        let (one, two) = (
+            one["draftChange"]["change"]["id"].as_str().expect("id").to_owned(),
+            two["draftChange"]["change"]["id"].as_str().expect("id").to_owned(),
+        );
+        let (one, two) = tokio::join!(
+            writer_a.ok(&alice, submit, json!({ "id": one })),
+            writer_b.ok(&alice, submit, json!({ "id": two })),
+        );
+        for data in [one, two] {
+            let number = data["submitChange"]["change"]["number"].as_str().expect("number").to_owned();
+            assert!(numbers.insert(number.clone()), "change number {number} was given twice");
+        }
+    }
+    let expected: BTreeSet<String> = (1..=12).map(|n| format!("CHG-{n:06}")).collect();
+    assert_eq!(numbers, expected, "change numbers are gapless and unique across both writers");
+
+    // The followers converge to the head and answer as-of queries as the writers do.
+    let head = writer_a.head(&admin).await.max(writer_b.head(&admin).await);
+    let started = Instant::now();
+    for follower in [&follower_1, &follower_2] {
+        follower.ok(&alice, "query($p: Position!) { at(minPosition: $p) { position } }", json!({ "p": head })).await;
+    }
+    assert!(started.elapsed() < CONVERGE_WITHIN, "followers took {:?} to reach {head}", started.elapsed());
+    for position in [principal_position, ids[10].1, ids[40].1, head] {
+        let reference = estate(&writer_a, &alice, position).await;
+        assert!(
+            reference["at"]["cis"]["nodes"].as_array().is_some_and(|n| !n.is_empty()) || position == principal_position,
+            "{reference}"
+        );
+        for other in [&writer_b, &follower_1, &follower_2] {
+            assert_eq!(estate(other, &alice, position).await, reference, "{} differs at {position}", other.base);
+        }
+    }
+    let registered = estate(&follower_2, &alice, head).await["at"]["cis"]["nodes"].as_array().expect("nodes").len();
+    assert_eq!(registered, ids.len() + race_winners, "every registered host, once");
+}
