@@ -85,12 +85,12 @@ pub enum Command {
     /// Copy a whole log between backends (sqlite:PATH, postgres://...), then verify the copy's
     /// chain and counts against the source; the target must be empty.
     Migrate {
-        /// The log to copy.
+        /// The log to copy (sqlite:PATH or postgres://...).
         #[arg(long)]
-        from: StoreLocation,
+        from: String,
         /// Where to copy it (must hold no events).
         #[arg(long)]
-        to: StoreLocation,
+        to: String,
     },
     /// Write the events up to a position or a time as NDJSON.
     Export {
@@ -330,7 +330,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup { to } => backup(data, &to).await,
         Command::Restore { from } => restore(data, &from).await,
-        Command::Migrate { from, to } => crate::migrate::migrate(&from, &to).await,
+        Command::Migrate { from, to } => crate::migrate::migrate(&from.parse()?, &to.parse()?).await,
         Command::Export { as_of, to } => export(data, &as_of, to.as_deref()).await,
         Command::Diff { from, to, around, depth, json } => {
             diff(data, &from, to.as_deref(), around.as_deref(), depth, json).await
@@ -415,7 +415,7 @@ async fn serve(data: &DataDir, settings: ServeSettings) -> anyhow::Result<ExitCo
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
-    let location = data.location();
+    let location = data.location()?;
     let options = StartOptions { location: Some(location.clone()), ..StartOptions::default() };
     let server = Server::start(data_dir, settings, options).await?;
     if let Some(token) = server.bootstrap_token() {
@@ -443,7 +443,7 @@ async fn serve(data: &DataDir, settings: ServeSettings) -> anyhow::Result<ExitCo
 /// Opens an existing log (refusing to create an embedded one where the user meant to read
 /// one; a PostgreSQL schema is created empty if missing).
 async fn open_existing(data: &DataDir, verify_tail_on_open: bool) -> anyhow::Result<Arc<dyn EventStore>> {
-    let location = data.location();
+    let location = data.location()?;
     if let Some(path) = location.sqlite_log_file()
         && !path.is_file()
     {
@@ -506,7 +506,7 @@ async fn backup(data: &DataDir, to: &Path) -> anyhow::Result<ExitCode> {
     if to.exists() {
         bail!("{} already exists; a backup never overwrites a file", to.display());
     }
-    let location = data.location();
+    let location = data.location()?;
     let StoreLocation::Sqlite(_) = &location else {
         bail!(
             "cmdb backup copies the embedded log; a PostgreSQL log is backed up with pg_dump or base backups \
@@ -559,7 +559,7 @@ async fn restore(data: &DataDir, from: &Path) -> anyhow::Result<ExitCode> {
     std::fs::copy(from, &staging).with_context(|| format!("cannot copy into {}", data_dir.display()))?;
     std::fs::File::open(&staging).and_then(|f| f.sync_all()).context("cannot sync the restored file")?;
     std::fs::rename(&staging, &target).context("cannot move the restored file into place")?;
-    let store = open_location(&data.location(), true).await?.as_dyn();
+    let store = open_location(&data.location()?, true).await?.as_dyn();
     let report = store.verify().await?;
     let head = store.head().await?;
     store.shutdown().await;
@@ -1215,7 +1215,7 @@ async fn load_fixtures(data: &DataDir, size: &str, seed: u64, history_days: u32)
     let data_dir = data.data_dir.as_path();
     use cmdb_core::Clock;
     let size: cmdb_fixtures::EstateSize = size.parse()?;
-    let store = open_location(&data.location(), true).await?.as_dyn();
+    let store = open_location(&data.location()?, true).await?.as_dyn();
     if store.head().await?.position != 0 {
         store.shutdown().await;
         bail!("{} already holds a log; fixtures load only into an empty data directory", data_dir.display());
@@ -1250,7 +1250,7 @@ async fn execute_access(data: &DataDir, command: AccessCommand) -> anyhow::Resul
     let data_dir = data.data_dir.as_path();
     // Access may be set up before the first `serve` (then no bootstrap admin is made), so
     // these commands create the log if there is none.
-    let store = open_location(&data.location(), true).await?.as_dyn();
+    let store = open_location(&data.location()?, true).await?.as_dyn();
     let outcome = run_offline(store.as_ref(), &AccessDecider, &command, cli_metadata(), SystemClock.now()).await;
     store.shutdown().await;
     let position = outcome?.outcome.last_position;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use cmdb_core::store::location::StoreLocation;
-use cmdb_core::{AppendRequest, EventRecord, EventStore};
+use cmdb_core::{AppendRequest, EventStore};
 
 use crate::cli::open_location;
 
@@ -61,7 +61,7 @@ async fn copy_and_check(
         let records = source.read_all(after, page.min((source_head - after) as usize)).await?;
         let Some(last) = records.last() else { break };
         after = last.position;
-        for chunk in chunks(&records, &limits) {
+        for chunk in cmdb_core::store::copy_chunks(&records, &limits) {
             let outcome = target
                 .append(AppendRequest::copy_of(chunk))
                 .await
@@ -89,32 +89,4 @@ async fn copy_and_check(
         );
     }
     Ok(report)
-}
-
-/// Splits a page into appends the target accepts: bounded in events, bytes and writes.
-fn chunks<'a>(records: &'a [EventRecord], limits: &cmdb_core::StoreLimits) -> Vec<&'a [EventRecord]> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let (mut bytes, mut writes) = (0usize, 0usize);
-    for (index, record) in records.iter().enumerate() {
-        let new_write = index == start || records[index - 1].stream_id != record.stream_id;
-        let full = index > start
-            && (index - start >= limits.max_batch_events
-                || bytes + record.data.len() > limits.max_batch_bytes
-                || (new_write && writes + 1 > limits.max_streams_per_append));
-        if full {
-            chunks.push(&records[start..index]);
-            start = index;
-            bytes = 0;
-            writes = 0;
-        }
-        bytes += record.data.len();
-        if index == start || records[index - 1].stream_id != record.stream_id {
-            writes += 1;
-        }
-    }
-    if start < records.len() {
-        chunks.push(&records[start..]);
-    }
-    chunks
 }

@@ -403,14 +403,20 @@ pub struct DataDir {
 
     /// Where the event log lives: sqlite:PATH (a data directory; default: the embedded log in
     /// --data-dir) or a postgres:// URL (one log shared by several servers).
-    #[arg(long, env = "CMDB_STORE", global = true)]
-    pub store: Option<cmdb_core::store::location::StoreLocation>,
+    /// (Parsed after clap, so that a refused URL's password is never echoed.)
+    #[arg(long, env = "CMDB_STORE", global = true, hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 impl DataDir {
     /// Where the log lives: `--store`, or the embedded log in the data directory.
-    pub fn location(&self) -> cmdb_core::store::location::StoreLocation {
-        self.store.clone().unwrap_or_else(|| cmdb_core::store::location::StoreLocation::Sqlite(self.data_dir.clone()))
+    pub fn location(
+        &self,
+    ) -> Result<cmdb_core::store::location::StoreLocation, cmdb_core::store::location::LocationError> {
+        match &self.store {
+            Some(text) => text.parse(),
+            None => Ok(cmdb_core::store::location::StoreLocation::Sqlite(self.data_dir.clone())),
+        }
     }
 }
 

@@ -253,3 +253,92 @@ async fn two_writers_and_two_followers_share_one_log() {
     let registered = estate(&follower_2, &alice, head).await["at"]["cis"]["nodes"].as_array().expect("nodes").len();
     assert_eq!(registered, ids.len() + race_winners, "every registered host, once");
 }
+
+fn cmdb(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_cmdb")).args(args).output().expect("cmdb runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn digest(store: &str) -> String {
+    let (code, out, err) = cmdb(&["digest", "--store", store]);
+    assert_eq!(code, 0, "{err}");
+    out.trim().to_owned()
+}
+
+#[test]
+fn migrate_copies_a_log_both_ways_with_the_same_digest_and_refuses_a_non_empty_target() {
+    let Some(db) = FreshDatabase::create("migrate_copies_a_log_both_ways") else { return };
+    let dirs = tempfile::tempdir().expect("dirs");
+    let source = format!("sqlite:{}", dirs.path().join("source").display());
+    for name in ["alice", "bob", "carol"] {
+        let (code, _, err) = cmdb(&["principal", "create", name, "--role", "editor", "--store", &source]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, _, err) = cmdb(&["token", "create", "--principal", "bob", "--store", &source]);
+    assert_eq!(code, 0, "{err}");
+    let source_digest = digest(&source);
+
+    let (code, out, err) = cmdb(&["migrate", "--from", &source, "--to", &db.url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("chain verified"), "{out}");
+    assert_eq!(digest(&db.url), source_digest, "the same head digest on PostgreSQL");
+    let (code, out, err) = cmdb(&["verify", "--store", &db.url, "--digest", &source_digest]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("matches"), "{out}");
+
+    // Back to a new embedded log: the same digest again.
+    let back = format!("sqlite:{}", dirs.path().join("back").display());
+    let (code, out, err) = cmdb(&["migrate", "--from", &db.url, "--to", &back]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(digest(&back), source_digest);
+
+    // A non-empty target is refused, and neither log changes.
+    let (code, _, err) = cmdb(&["migrate", "--from", &source, "--to", &db.url]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already holds") && err.contains("nothing was changed"), "{err}");
+    assert_eq!(digest(&db.url), source_digest);
+    assert_eq!(digest(&source), source_digest);
+    // The same log twice, a missing source and a bad location are refused too.
+    let (code, _, err) = cmdb(&["migrate", "--from", &source, "--to", &source]);
+    assert_eq!(code, 2);
+    assert!(err.contains("same log"), "{err}");
+    let missing = format!("sqlite:{}", dirs.path().join("missing").display());
+    let (code, _, err) = cmdb(&["migrate", "--from", &missing, "--to", &back]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no event log"), "{err}");
+    assert!(!dirs.path().join("missing").exists(), "a missing source is not created");
+    for bad in ["mysql://x/y", "sqlite:", "/just/a/path"] {
+        let (code, _, err) = cmdb(&["migrate", "--from", bad, "--to", &back]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("--store takes sqlite:PATH"), "{bad}: {err}");
+    }
+    assert_eq!(digest(&back), source_digest, "refused commands changed nothing");
+    // `cmdb backup` names what to do on PostgreSQL.
+    let (code, _, err) =
+        cmdb(&["backup", "--store", &db.url, "--to", &dirs.path().join("b.sqlite").display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("pg_dump") && err.contains("cmdb migrate"), "{err}");
+}
+
+#[test]
+fn bad_store_flags_are_refused_before_anything_is_touched() {
+    let dirs = tempfile::tempdir().expect("dirs");
+    let data = dirs.path().join("data").display().to_string();
+    for bad in ["mysql://x/y", "sqlite:", "postgres://u:secret@h:notaport/db"] {
+        let (code, _, err) = cmdb(&["serve", "--data-dir", &data, "--store", bad]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("--store takes"), "{bad}: {err}");
+        assert!(!err.contains("secret"), "the password is not echoed: {err}");
+    }
+    let (code, _, err) = cmdb(&["serve", "--data-dir", &data, "--read-only", "--demo"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--read-only"), "{err}");
+    let (code, _, err) = cmdb(&["serve", "--data-dir", &data, "--writes-go-to", "http://x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--writes-go-to is for a --read-only follower"), "{err}");
+    assert!(!dirs.path().join("data").join("events.sqlite").exists(), "no log was created by a refused start");
+}

@@ -177,6 +177,37 @@ impl AppendRequest {
     }
 }
 
+/// Splits consecutive events of another log into slices that [`AppendRequest::copy_of`] turns
+/// into appends a store with `limits` accepts: bounded in events, bytes and streams, and
+/// never naming a stream in two separate runs (an append writes each stream once).
+pub fn copy_chunks<'a>(records: &'a [EventRecord], limits: &StoreLimits) -> Vec<&'a [EventRecord]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0usize;
+    let mut streams: std::collections::HashSet<&StreamId> = std::collections::HashSet::new();
+    for (index, record) in records.iter().enumerate() {
+        let new_run = index == start || records[index - 1].stream_id != record.stream_id;
+        let cut = index > start
+            && (index - start >= limits.max_batch_events
+                || bytes + record.data.len() > limits.max_batch_bytes
+                || (new_run
+                    && (streams.contains(&record.stream_id) || streams.len() >= limits.max_streams_per_append)));
+        if cut {
+            chunks.push(&records[start..index]);
+            start = index;
+            bytes = 0;
+            streams.clear();
+        }
+        bytes += record.data.len();
+        streams.insert(&record.stream_id);
+    }
+    if start < records.len() {
+        chunks.push(&records[start..]);
+    }
+    debug_assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), records.len());
+    chunks
+}
+
 /// Where one stream's new events landed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StreamAppended {
