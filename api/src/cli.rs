@@ -14,7 +14,6 @@ use clap::{Parser, Subcommand};
 use cmdb_core::access::{self, AccessCommand, AccessDecider, PrincipalKind, Role, token_hash};
 use cmdb_core::chain::DigestCheck;
 use cmdb_core::store::location::{OpenedStore, StoreLocation};
-use cmdb_core::store::postgres::PostgresOptions;
 use cmdb_core::store::sqlite::{LOG_FILE_NAME, SqliteOptions, SqliteStore};
 use cmdb_core::{
     Actor, Clock, Digest, EventRecord, EventStore, IdGenerator, Metadata, Source, SystemClock, Timestamp, UuidV7Ids,
@@ -23,6 +22,7 @@ use serde::Serialize;
 
 use crate::app::changes::ChangeRef;
 use crate::app::run_offline;
+use crate::opening::open_location;
 use crate::server::{Server, StartOptions, running_server};
 use crate::settings::{DataDir, LogFormat, ServeSettings};
 
@@ -450,15 +450,6 @@ async fn open_existing(data: &DataDir, verify_tail_on_open: bool) -> anyhow::Res
         bail!("no event log at {} (is --data-dir or --store right?)", path.display());
     }
     Ok(open_location(&location, verify_tail_on_open).await?.as_dyn())
-}
-
-/// Opens (creating if needed) the log at a location.
-pub(crate) async fn open_location(location: &StoreLocation, verify_tail_on_open: bool) -> anyhow::Result<OpenedStore> {
-    let sqlite = SqliteOptions { verify_tail_on_open, ..SqliteOptions::default() };
-    location
-        .open(sqlite, PostgresOptions::default())
-        .await
-        .with_context(|| format!("cannot open the event log at {location}"))
 }
 
 async fn verify(data: &DataDir, digest: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {

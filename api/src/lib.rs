@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod logging;
 pub mod migrate;
+pub mod opening;
 pub mod pipeline;
 pub mod server;
 pub mod settings;

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use cmdb_core::store::location::StoreLocation;
 use cmdb_core::{AppendRequest, EventStore};
 
-use crate::cli::open_location;
+use crate::opening::open_location;
 
 /// Most events read from the source per page.
 const MIGRATE_PAGE_EVENTS: usize = 5_000;

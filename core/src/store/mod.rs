@@ -524,3 +524,72 @@ pub type DynStore = Arc<dyn EventStore>;
 
 /// A live stream of events after a position: catch-up, then live.
 pub type EventStream = BoxStream<'static, Result<EventRecord, StoreError>>;
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+    use crate::event::{Actor, Metadata, Source};
+
+    fn records(streams: &[&str], bytes: usize) -> Vec<EventRecord> {
+        let mut versions = std::collections::HashMap::new();
+        streams
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let version = versions.entry(*name).or_insert(0u64);
+                let record = EventRecord {
+                    position: index as u64 + 1,
+                    stream_id: StreamId::new(*name).expect("stream"),
+                    stream_version: *version,
+                    event_id: Uuid::from_u128(index as u128 + 1),
+                    event_type: "t.x".into(),
+                    schema_version: 1,
+                    data: vec![b'1'; bytes],
+                    metadata: Metadata::new(Actor::principal("p"), Source::Api),
+                    recorded_at: Timestamp::from_micros(index as i64),
+                    prev_hash: crate::chain::Hash::GENESIS,
+                    hash: crate::chain::Hash::GENESIS,
+                };
+                *version += 1;
+                record
+            })
+            .collect()
+    }
+
+    fn limits(events: usize, bytes: usize, streams: usize) -> StoreLimits {
+        StoreLimits {
+            max_batch_events: events,
+            max_batch_bytes: bytes,
+            max_streams_per_append: streams,
+            ..StoreLimits::DEFAULT
+        }
+    }
+
+    #[test]
+    fn copies_are_cut_at_every_bound_and_never_name_a_stream_twice() {
+        let log = records(&["a", "a", "b", "a", "c", "c", "d"], 10);
+        let lengths = |chunks: Vec<&[EventRecord]>| chunks.iter().map(|c| c.len()).collect::<Vec<_>>();
+        // Stream a comes back after b: a new append.
+        assert_eq!(lengths(copy_chunks(&log, &limits(100, 1_000, 100))), vec![3, 4]);
+        // At and past the event bound.
+        assert_eq!(lengths(copy_chunks(&log[..2], &limits(2, 1_000, 100))), vec![2]);
+        assert_eq!(lengths(copy_chunks(&log[..3], &limits(2, 1_000, 100))), vec![2, 1]);
+        // At and past the byte bound.
+        assert_eq!(lengths(copy_chunks(&log[..2], &limits(100, 20, 100))), vec![2]);
+        assert_eq!(lengths(copy_chunks(&log[..2], &limits(100, 19, 100))), vec![1, 1]);
+        // At and past the stream bound.
+        let distinct = records(&["a", "b", "c"], 1);
+        assert_eq!(lengths(copy_chunks(&distinct, &limits(100, 1_000, 3))), vec![3]);
+        assert_eq!(lengths(copy_chunks(&distinct, &limits(100, 1_000, 2))), vec![2, 1]);
+        // Every chunk makes a request with one write per stream and exact versions.
+        for chunk in copy_chunks(&log, &limits(100, 1_000, 100)) {
+            let request = AppendRequest::copy_of(chunk);
+            let names: std::collections::HashSet<_> = request.writes.iter().map(|w| &w.stream).collect();
+            assert_eq!(names.len(), request.writes.len());
+            assert!(request.copy);
+        }
+        let request = AppendRequest::copy_of(&log[3..]);
+        assert_eq!(request.writes[0].expected, ExpectedVersion::Exact(1), "a's third event follows its version 1");
+        assert_eq!(request.writes[1].expected, ExpectedVersion::NoStream);
+    }
+}
