@@ -193,13 +193,7 @@ async fn two_writers_and_two_followers_share_one_log() {
     for (index, (id, position, writer)) in ids.iter().enumerate().take(20) {
         let other = writers[1 - writer];
         let update = "mutation($id: ID!, $n: Int!) { updateCi(id: $id, input: { setAttributes: { cpu_cores: $n } }) { position } }";
-        other
-            .ok(
-                &alice,
-                &format!("query($p: Position!) {{ at(minPosition: $p) {{ position }} }}"),
-                json!({ "p": position }),
-            )
-            .await;
+        other.ok(&alice, "query($p: Position!) { at(minPosition: $p) { position } }", json!({ "p": position })).await;
         other.ok(&alice, update, json!({ "id": id, "n": 4 + index as u32 })).await;
     }
 
@@ -207,13 +201,13 @@ async fn two_writers_and_two_followers_share_one_log() {
     let draft = "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }";
     let submit = "mutation($id: ID!) { submitChange(id: $id) { change { number } } }";
     let mut numbers = BTreeSet::new();
-    for round in 0..6 {
+    for (round, (scope_ci, _, _)) in ids.iter().enumerate().take(6) {
         let input = |writer: &str| {
             json!({ "input": {
                 "type": "NORMAL", "title": format!("change {round} on {writer}"), "description": "load",
                 "justification": "test", "backOutPlan": "revert",
                 "window": { "start": "2030-01-10T22:00:00Z", "end": "2030-01-11T02:00:00Z", "timeZone": "UTC" },
-                "implementer": "alice", "scope": { "cis": [ids[round].0] }
+                "implementer": "alice", "scope": { "cis": [scope_ci] }
             } })
         };
         let (one, two) = tokio::join!(writer_a.ok(&alice, draft, input("a")), writer_b.ok(&alice, draft, input("b")));

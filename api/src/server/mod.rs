@@ -30,7 +30,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cmdb_core::access::{self, AccessCommand, AccessDecider, Operation, PrincipalKind, Role, permits, token_hash};
-use cmdb_core::store::location::StoreLocation;
+use cmdb_core::store::location::{OpenedStore, StoreLocation};
 use cmdb_core::store::postgres::PostgresOptions;
 use cmdb_core::store::read_only::ReadOnlyStore;
 use cmdb_core::store::sqlite::SqliteOptions;
@@ -198,21 +198,7 @@ impl Server {
     /// `settings.listen` and starts serving.
     pub async fn start(data_dir: &Path, settings: ServeSettings, options: StartOptions) -> Result<Server, StartError> {
         settings.validate().map_err(StartError::Settings)?;
-        let store_options = SqliteOptions { clock: options.clock.clone(), ..options.store_options.clone() };
-        let location = options.location.clone().unwrap_or_else(|| StoreLocation::Sqlite(data_dir.to_path_buf()));
-        let opened =
-            location.open(store_options, options.postgres_options.clone()).await.map_err(cmdb_core::Error::from)?;
-        tracing::info!(store = %location, read_only = settings.read_only, "event log open");
-        let log = if settings.read_only {
-            let writes_go_to = settings
-                .writes_go_to
-                .clone()
-                .unwrap_or_else(|| "a server on the same log started without --read-only".to_string());
-            Arc::new(ReadOnlyStore::new(opened.as_dyn(), writes_go_to)) as Arc<dyn EventStore>
-        } else {
-            opened.as_dyn()
-        };
-        let store: Arc<dyn EventStore> = Arc::new(metrics::InstrumentedStore::new(log));
+        let (opened, store) = open_log(data_dir, &settings, &options).await?;
         if settings.demo {
             demo::prepare(store.as_ref(), options.clock.as_ref()).await?;
         }
@@ -339,6 +325,32 @@ impl Server {
     pub async fn finished(self) {
         let _ = self.finished.await;
     }
+}
+
+/// Opens the log the options name (the embedded one in `data_dir` by default), read-only for
+/// a follower, instrumented. Returns the backend (to shut it down) and the store every part
+/// of the server uses.
+async fn open_log(
+    data_dir: &Path,
+    settings: &ServeSettings,
+    options: &StartOptions,
+) -> Result<(OpenedStore, Arc<dyn EventStore>), StartError> {
+    let store_options = SqliteOptions { clock: options.clock.clone(), ..options.store_options.clone() };
+    let location = options.location.clone().unwrap_or_else(|| StoreLocation::Sqlite(data_dir.to_path_buf()));
+    let opened =
+        location.open(store_options, options.postgres_options.clone()).await.map_err(cmdb_core::Error::from)?;
+    tracing::info!(store = %location, read_only = settings.read_only, "event log open");
+    let log = if settings.read_only {
+        let writes_go_to = settings
+            .writes_go_to
+            .clone()
+            .unwrap_or_else(|| "a server on the same log started without --read-only".to_string());
+        Arc::new(ReadOnlyStore::new(opened.as_dyn(), writes_go_to)) as Arc<dyn EventStore>
+    } else {
+        opened.as_dyn()
+    };
+    let store: Arc<dyn EventStore> = Arc::new(metrics::InstrumentedStore::new(log));
+    Ok((opened, store))
 }
 
 /// What the application layer takes from the server's settings.

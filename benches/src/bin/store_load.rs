@@ -55,7 +55,6 @@ fn new_event(n: u64) -> NewEvent {
 struct Figures {
     batched_events_per_s: f64,
     concurrent_events_per_s: f64,
-    concurrent_p99_ms: f64,
     read_events_per_s: f64,
 }
 
@@ -122,7 +121,7 @@ async fn measure(name: &str, store: Arc<dyn EventStore>, seconds: u64) -> anyhow
     );
     let read_events_per_s = read_everything(store.clone()).await?;
     println!("{name}: read the global log ({} events): {read_events_per_s:.0} events/s", store.head().await?.position);
-    Ok(Figures { batched_events_per_s, concurrent_events_per_s, concurrent_p99_ms, read_events_per_s })
+    Ok(Figures { batched_events_per_s, concurrent_events_per_s, read_events_per_s })
 }
 
 async fn follower_lag(url: &str, rate: u64, seconds: u64) -> anyhow::Result<()> {
