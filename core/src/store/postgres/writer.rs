@@ -54,8 +54,9 @@ const INSERT_EVENTS: &str = "INSERT INTO events (position, stream_id, stream_ver
 /// bulk loads are refused.
 const READ_COUNTER: &str = "SELECT position, hash, recorded_at, \
      EXISTS (SELECT 1 FROM meta WHERE key = 'live_appends_started') FROM head";
-const READ_VERSIONS: &str =
-    "SELECT stream_id, max(stream_version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id";
+/// One backward index probe per stream (`max(...) GROUP BY` would read every version).
+const READ_VERSIONS: &str = "SELECT s.id, (SELECT e.stream_version FROM events e WHERE e.stream_id = s.id \
+     ORDER BY e.stream_version DESC LIMIT 1) FROM unnest($1::text[]) AS s(id)";
 const READ_EXISTING_IDS: &str = "SELECT event_id FROM events WHERE event_id = ANY($1)";
 const MOVE_COUNTER: &str = "UPDATE head SET position = $1, hash = $2, recorded_at = $3";
 const MARK_LIVE: &str = "INSERT INTO meta (key, value) VALUES ('live_appends_started', '1') ON CONFLICT DO NOTHING";
@@ -335,8 +336,10 @@ async fn prepare_group(
     let mut versions = HashMap::with_capacity(version_rows.len());
     for row in version_rows {
         let stream: String = row.try_get(0).map_err(storage)?;
-        let version: i64 = row.try_get(1).map_err(storage)?;
-        versions.insert(stream, u64::try_from(version).unwrap_or(0));
+        let version: Option<i64> = row.try_get(1).map_err(storage)?;
+        if let Some(version) = version {
+            versions.insert(stream, u64::try_from(version).unwrap_or(0));
+        }
     }
     let mut existing_ids = HashSet::with_capacity(existing_rows.len());
     for row in existing_rows {
