@@ -456,6 +456,8 @@ pub struct RelRule {
     pub targets: &'static [CiClass],
     /// How impact crosses it.
     pub propagation: Propagation,
+    /// Why impact crosses it that way (reviewed in issue 15; ARCHITECTURE.md repeats it).
+    pub rationale: &'static str,
 }
 
 /// Which classes each relationship may join, and how impact crosses it. `runs_on` and
@@ -467,40 +469,70 @@ pub const RELATIONSHIP_RULES: &[RelRule] = &[
         sources: TECHNICAL,
         targets: TECHNICAL,
         propagation: Propagation::SourceDependsOnTarget,
+        rationale: "what the source needs to work is the target: the target failing breaks the source, not the other way",
     },
     RelRule {
         rel_type: RelType::RunsOn,
         sources: RUNS_ON_SOURCES,
         targets: COMPUTE,
         propagation: Propagation::SourceDependsOnTarget,
+        rationale: "software stops when the machine or platform under it stops; a crashed application leaves its host up",
     },
     RelRule {
         rel_type: RelType::Hosts,
         sources: COMPUTE,
         targets: RUNS_ON_SOURCES,
         propagation: Propagation::TargetDependsOnSource,
+        rationale: "the inverse view of runs_on: the hosted target stops with its host",
     },
-    RelRule { rel_type: RelType::ConnectsTo, sources: NETWORKED, targets: NETWORKED, propagation: Propagation::Both },
-    RelRule { rel_type: RelType::PartOf, sources: ANY, targets: ANY, propagation: Propagation::TargetDependsOnSource },
+    RelRule {
+        rel_type: RelType::ConnectsTo,
+        sources: NETWORKED,
+        targets: NETWORKED,
+        propagation: Propagation::SourceDependsOnTarget,
+        rationale: "record it from the connected CI to the network device it hangs off: the device failing cuts what is connected to it; a host failing does not take down its switch (both ways, one switch reached most of an estate)",
+    },
+    RelRule {
+        rel_type: RelType::PartOf,
+        sources: ANY,
+        targets: ANY,
+        propagation: Propagation::TargetDependsOnSource,
+        rationale: "a whole made of parts loses function when a part fails; the whole failing does not break each part (its members keep running)",
+    },
     RelRule {
         rel_type: RelType::Provides,
         sources: PROVIDERS,
         targets: &[BusinessService],
         propagation: Propagation::TargetDependsOnSource,
+        rationale: "a business service is delivered by what provides it: a provider failing degrades the service",
     },
     RelRule {
         rel_type: RelType::Consumes,
         sources: CONSUMERS,
         targets: CONSUMED,
         propagation: Propagation::SourceDependsOnTarget,
+        rationale: "a consumer fails when what it consumes fails; a provider does not fail because a consumer did",
     },
-    RelRule { rel_type: RelType::DocumentedBy, sources: ANY, targets: &[Document], propagation: Propagation::None },
-    RelRule { rel_type: RelType::LicensedBy, sources: TECHNICAL, targets: &[Licence], propagation: Propagation::None },
+    RelRule {
+        rel_type: RelType::DocumentedBy,
+        sources: ANY,
+        targets: &[Document],
+        propagation: Propagation::None,
+        rationale: "documents describe; no outage travels through them",
+    },
+    RelRule {
+        rel_type: RelType::LicensedBy,
+        sources: TECHNICAL,
+        targets: &[Licence],
+        propagation: Propagation::None,
+        rationale: "a licence ending is a compliance matter handled by its own dates, not an outage that travels",
+    },
     RelRule {
         rel_type: RelType::SuppliedBy,
         sources: SUPPLIED,
         targets: &[Supplier, Contract],
         propagation: Propagation::SourceDependsOnTarget,
+        rationale: "a supplier or contract failing (support ends, a supplier goes under) puts what it supplies at risk; a supplied CI failing does not affect its supplier",
     },
 ];
 
@@ -511,7 +543,7 @@ pub const fn propagation(rel_type: RelType) -> Propagation {
             Propagation::SourceDependsOnTarget
         }
         RelType::Hosts | RelType::PartOf | RelType::Provides => Propagation::TargetDependsOnSource,
-        RelType::ConnectsTo => Propagation::Both,
+        RelType::ConnectsTo => Propagation::SourceDependsOnTarget,
         RelType::DocumentedBy | RelType::LicensedBy => Propagation::None,
     }
 }
@@ -550,7 +582,7 @@ mod tests {
         }
         assert_eq!(rule(RelType::DocumentedBy).propagation, Propagation::None);
         assert_eq!(rule(RelType::LicensedBy).propagation, Propagation::None);
-        assert_eq!(rule(RelType::ConnectsTo).propagation, Propagation::Both);
+        assert_eq!(rule(RelType::ConnectsTo).propagation, Propagation::SourceDependsOnTarget, "issue 15");
         assert_eq!(rule(RelType::RunsOn).propagation, Propagation::SourceDependsOnTarget);
         assert_eq!(rule(RelType::Hosts).propagation, Propagation::TargetDependsOnSource);
     }

@@ -98,7 +98,7 @@ async fn cycles_are_reported_and_never_followed_forever() {
     let cycle = &impact.cycles[0];
     assert_eq!(cycle.first(), cycle.last());
     assert!(cycle.contains(&ci(1)) && cycle.contains(&ci(2)) && cycle.contains(&ci(3)), "{cycle:?}");
-    // connects_to goes both ways: a two-node loop.
+    // A path follows the dependencies one way only.
     let path = graph.path(ci(4), ci(2), graph.applied(), Some(ImpactDirection::Upstream), 8, None).expect("path");
     assert_eq!(path.expect("4 depends on 2 through 3 and 1").len(), 3);
     assert_eq!(
