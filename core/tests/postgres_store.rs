@@ -245,3 +245,37 @@ async fn a_copy_between_backends_keeps_every_byte_and_digest() {
     assert!(matches!(error, StoreError::InvalidInput(_) | StoreError::VersionConflict { .. }), "{error}");
     sqlite.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_held_up_by_another_process_s_lock_fails_cleanly_and_resumes() {
+    let Some(url) = url("a_writer_held_up_by_another_process_s_lock_fails_cleanly_and_resumes") else { return };
+    let schema = fresh_schema_name();
+    let store = PostgresStore::open(
+        &url,
+        PostgresOptions { schema: schema.clone(), lock_timeout_ms: 300, ..PostgresOptions::default() },
+    )
+    .await
+    .expect("open");
+    store.append(AppendRequest::single(stream("s"), ExpectedVersion::Any, vec![event(0)])).await.expect("append");
+    let before = whole_log(&store).await;
+    // Another "process" takes the log's lock and sits on it.
+    let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    let driver = tokio::spawn(connection);
+    let key = cmdb_core::store::postgres::schema::lock_key(&schema);
+    holder.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({key})")).await.expect("lock");
+    let error = store
+        .append(AppendRequest::single(stream("s"), ExpectedVersion::Any, vec![event(1)]))
+        .await
+        .expect_err("the lock is held");
+    assert!(matches!(&error, StoreError::Storage(reason) if reason.contains("55P03")), "lock_timeout: {error}");
+    assert!(error.is_retryable());
+    assert_eq!(whole_log(&store).await, before, "nothing of the refused append was written");
+    holder.batch_execute("ROLLBACK").await.expect("release");
+    let outcome = store
+        .append(AppendRequest::single(stream("s"), ExpectedVersion::Any, vec![event(2)]))
+        .await
+        .expect("appends again once the lock is free");
+    assert_eq!(outcome.first_position, 2, "no gap: the refused append took no position");
+    drop(holder);
+    let _ = driver.await;
+}

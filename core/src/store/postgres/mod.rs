@@ -71,6 +71,15 @@ pub struct PostgresOptions {
     pub head_poll_ms: u64,
     /// How long to wait before connecting again after a connection failed.
     pub reconnect_backoff_ms: u64,
+    /// How long a writer waits for the log's lock (held by another process's transaction)
+    /// before its group fails with a retryable error (`lock_timeout`).
+    pub lock_timeout_ms: u64,
+    /// How long a transaction may sit idle before PostgreSQL ends its session, so a frozen
+    /// writer process cannot hold the log's lock for ever (`idle_in_transaction_session_timeout`).
+    pub idle_in_transaction_timeout_ms: u64,
+    /// How long sent data may stay unacknowledged by a silent peer before the connection is
+    /// dropped (`TCP_USER_TIMEOUT`), so a writer does not wait for ever on a partitioned network.
+    pub tcp_user_timeout_ms: u64,
     /// Refuse to open a log whose last event does not match its hash (tampered). Off only for
     /// tools that must read a damaged log, such as `cmdb verify`.
     pub verify_tail_on_open: bool,
@@ -90,6 +99,9 @@ impl Default for PostgresOptions {
             connect_timeout_ms: 5_000,
             head_poll_ms: 250,
             reconnect_backoff_ms: 200,
+            lock_timeout_ms: 30_000,
+            idle_in_transaction_timeout_ms: 30_000,
+            tcp_user_timeout_ms: 30_000,
             verify_tail_on_open: true,
         }
     }
@@ -154,11 +166,19 @@ impl PostgresStore {
         let config = |application: &str| {
             let mut config = base.clone();
             config
-                .options(format!("-c search_path={}", options.schema))
+                .options(format!(
+                    "-c search_path={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+                    options.schema,
+                    options.lock_timeout_ms.max(1),
+                    options.idle_in_transaction_timeout_ms.max(1)
+                ))
                 .application_name(application)
                 .connect_timeout(Duration::from_millis(options.connect_timeout_ms.max(1)))
+                .tcp_user_timeout(Duration::from_millis(options.tcp_user_timeout_ms.max(1)))
                 .keepalives(true)
-                .keepalives_idle(Duration::from_secs(10));
+                .keepalives_idle(Duration::from_secs(10))
+                .keepalives_interval(Duration::from_secs(5))
+                .keepalives_retries(3);
             config
         };
         let head_digest = initialise(&config("cmdb-open"), &options, &location).await?;
