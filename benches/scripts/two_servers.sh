@@ -14,8 +14,11 @@ psql -q "$admin_url" -c "CREATE DATABASE $name"
 url="${admin_url%/*}/$name"
 work="$(mktemp -d)"
 cleanup() {
-    kill $(jobs -p) 2>/dev/null || true
-    wait 2>/dev/null || true
+    # The servers are started inside `start`'s subshell: stop them by their recorded pids.
+    for pid_file in "$work"/*.pid; do
+        [ -f "$pid_file" ] && kill "$(cat "$pid_file")" 2>/dev/null || true
+    done
+    sleep 1
     psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" || true
     rm -rf "$work"
 }
@@ -25,6 +28,7 @@ start() { # $1: name, rest: extra flags; prints "address token"
     local out="$work/$1.out"
     CMDB_LOG=warn ./target/release/cmdb serve --listen 127.0.0.1:0 --max-connections 4096 \
         --data-dir "$work/$1" --store "$url" "${@:2}" >"$out" 2>"$work/$1.err" &
+    echo $! >"$work/$1.pid"
     for _ in $(seq 1 600); do
         grep -q "serving GraphQL" "$out" 2>/dev/null && break
         sleep 0.5
