@@ -176,6 +176,11 @@ async fn an_immediate_shutdown_under_load_loses_no_acknowledged_event() {
                     Ok(outcome) => Answer::Acknowledged { first: outcome.first_position, last: outcome.last_position },
                     Err(StoreError::CommitOutcomeUnknown(_)) => Answer::Unknown,
                     Err(other) => {
+                        assert!(
+                            matches!(other, StoreError::Unavailable(_) | StoreError::Storage(_)),
+                            "an outage is answered as retryable: {other}"
+                        );
+                        assert!(other.is_retryable());
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         Answer::Refused(other.to_string())
                     }
@@ -203,6 +208,10 @@ async fn an_immediate_shutdown_under_load_loses_no_acknowledged_event() {
     );
     assert!(before_crash > 0, "the load ran before the crash");
     assert!(refused + unknown > 0, "the crash was felt by the writers");
+    assert!(
+        answers.values().any(|a| matches!(a, Answer::Refused(reason) if reason.contains("unavailable"))),
+        "writers were told the database was unavailable while it was down"
+    );
 
     // The same store object resumed: appends after the restart were acknowledged.
     let after_restart = store

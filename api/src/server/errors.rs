@@ -265,7 +265,9 @@ fn store_code(error: &StoreError) -> Code {
         StoreError::VersionConflict { .. } => Code::Conflict,
         StoreError::LimitExceeded { .. } => Code::LimitExceeded,
         StoreError::InvalidInput(_) | StoreError::DuplicateEventId(_) => Code::BadUserInput,
-        StoreError::StorageFull(_) | StoreError::WriterStopped(_) | StoreError::Closed => Code::Unavailable,
+        StoreError::StorageFull(_) | StoreError::WriterStopped(_) | StoreError::Closed | StoreError::Unavailable(_) => {
+            Code::Unavailable
+        }
         StoreError::ReadOnly(_) => Code::ReadOnly,
         StoreError::CommitOutcomeUnknown(_) => Code::OutcomeUnknown,
         StoreError::Storage(_) | StoreError::Corruption { .. } | StoreError::Open { .. } => Code::Internal,

@@ -349,6 +349,9 @@ pub enum StoreError {
     #[error("storage is full: {0}; nothing from this append was written")]
     /// Storage is full: …; nothing from this append was written.
     StorageFull(String),
+    #[error("the log's database is unavailable: {0}; nothing from this append was written; retry")]
+    /// The log's database is unavailable: … (a shared backend's server is down or unreachable).
+    Unavailable(String),
     #[error("storage failure: {0}")]
     /// Storage failure: ….
     Storage(String),
@@ -378,7 +381,7 @@ pub enum StoreError {
 impl StoreError {
     /// Conflicts and full storage may succeed later; the others will not without a change.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::VersionConflict { .. } | StoreError::Storage(_))
+        matches!(self, StoreError::VersionConflict { .. } | StoreError::Storage(_) | StoreError::Unavailable(_))
     }
 }
 

@@ -259,7 +259,7 @@ impl PostgresStore {
     async fn reader(&self) -> Result<deadpool_postgres::Object, StoreError> {
         match tokio::time::timeout(self.shared.read_wait, self.shared.readers.get()).await {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(error)) => Err(StoreError::Storage(format!("no PostgreSQL read connection: {error}"))),
+            Ok(Err(error)) => Err(StoreError::Unavailable(format!("no PostgreSQL read connection: {error}"))),
             Err(_) => Err(StoreError::Storage(format!(
                 "no PostgreSQL read connection became free within {} ms",
                 self.shared.read_wait.as_millis()

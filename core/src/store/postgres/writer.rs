@@ -119,7 +119,8 @@ fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
 }
 
 /// A PostgreSQL error as a store error. Errors the server reported about a statement are
-/// storage errors (retryable: the transaction did not commit); a full disk is named.
+/// storage errors (retryable: the transaction did not commit); a full disk is named; a lost or
+/// refused connection makes the database unavailable (retryable).
 pub(super) fn pg_error(error: &tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
         let code = db.code().code();
@@ -127,9 +128,13 @@ pub(super) fn pg_error(error: &tokio_postgres::Error) -> StoreError {
         if code == "53100" {
             return StoreError::StorageFull(format!("PostgreSQL: {}", db.message()));
         }
+        // Class 08 (connection exception) and 57P0x (shutting down, starting up, crashed).
+        if code.starts_with("08") || code.starts_with("57P") {
+            return StoreError::Unavailable(format!("PostgreSQL {code}: {}", db.message()));
+        }
         return StoreError::Storage(format!("PostgreSQL {code}: {}", db.message()));
     }
-    StoreError::Storage(format!("PostgreSQL: {error}"))
+    StoreError::Unavailable(format!("PostgreSQL: {error}"))
 }
 
 impl Writer {
@@ -177,7 +182,7 @@ impl Writer {
         if let Some((at, reason)) = &self.last_connect_failure
             && at.elapsed() < Duration::from_millis(self.reconnect_backoff_ms)
         {
-            return Err(StoreError::Storage(format!("PostgreSQL is unreachable ({reason}); retry")));
+            return Err(StoreError::Unavailable(format!("PostgreSQL is unreachable ({reason})")));
         }
         match open_connection(&self.config).await {
             Ok(connection) => {
@@ -189,7 +194,7 @@ impl Writer {
                 let reason = error.to_string();
                 tracing::warn!(%reason, "the log writer cannot connect to PostgreSQL");
                 self.last_connect_failure = Some((Instant::now(), reason.clone()));
-                Err(StoreError::Storage(format!("PostgreSQL is unreachable ({reason}); retry")))
+                Err(StoreError::Unavailable(format!("PostgreSQL is unreachable ({reason})")))
             }
         }
     }
