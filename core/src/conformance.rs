@@ -162,7 +162,8 @@ async fn append_one(store: &dyn EventStore, name: &str, expected: ExpectedVersio
     Ok(outcome.first_position)
 }
 
-async fn whole_log(store: &dyn EventStore) -> Vec<EventRecord> {
+/// Every event of the log, page by page.
+pub async fn whole_log(store: &dyn EventStore) -> Vec<EventRecord> {
     let page = store.limits().max_page_events;
     let mut all = Vec::new();
     loop {

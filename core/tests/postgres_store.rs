@@ -9,12 +9,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cmdb_core::conformance::{event, fresh_schema_name, metadata, postgres_test_url, stream};
+use cmdb_core::conformance::{event, fresh_schema_name, metadata, postgres_test_url, stream, whole_log};
 use cmdb_core::store::postgres::{PostgresOptions, PostgresStore};
 use cmdb_core::store::read_only::ReadOnlyStore;
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_core::store::subscribe;
-use cmdb_core::{AppendRequest, EventRecord, EventStore, ExpectedVersion, NewEvent, StoreError};
+use cmdb_core::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreError};
 use futures::StreamExt;
 
 fn url(test: &str) -> Option<String> {
@@ -50,18 +50,6 @@ async fn sql(url: &str, text: &str) {
     client.batch_execute(text).await.unwrap_or_else(|e| panic!("{text}: {e}"));
     drop(client);
     let _ = driver.await;
-}
-
-async fn whole_log(store: &dyn EventStore) -> Vec<EventRecord> {
-    let mut all: Vec<EventRecord> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |r| r.position);
-        let page = store.read_all(after, 1000).await.expect("read");
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,8 +95,8 @@ impl OpenedStore {
 }
 
 impl StoreLocation {
-    /// Whether a log exists there already (for commands that must not create one). For
-    /// PostgreSQL this is answered by opening it.
+    /// The embedded log's file (for commands that must not create one where none is);
+    /// `None` for PostgreSQL, where opening answers whether a log is there.
     pub fn sqlite_log_file(&self) -> Option<PathBuf> {
         match self {
             StoreLocation::Sqlite(dir) => Some(dir.join(LOG_FILE_NAME)),

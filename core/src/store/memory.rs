@@ -14,7 +14,7 @@ use crate::chain::{ChainFields, Digest, Hash, event_hash};
 use crate::event::{EventRecord, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::{
-    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, Limit, StoreError, StoreLimits, StreamAppended,
+    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, StoreError, StoreLimits, StreamAppended,
     check_bulk_load, check_expectations, validate_request,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -101,17 +101,6 @@ impl MemoryStore {
     }
 }
 
-fn page_bound(limits: &StoreLimits, max_count: usize) -> Result<(), StoreError> {
-    if max_count > limits.max_page_events {
-        return Err(StoreError::LimitExceeded {
-            limit: Limit::MaxPageEvents,
-            value: max_count as u64,
-            bound: limits.max_page_events as u64,
-        });
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl EventStore for MemoryStore {
     fn capabilities(&self) -> Capabilities {
@@ -196,7 +185,7 @@ impl EventStore for MemoryStore {
         from: Option<u64>,
         max_count: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        page_bound(&self.inner.options.limits, max_count)?;
+        crate::store::validate::check_page(&self.inner.options.limits, max_count)?;
         let log = self.log()?;
         let Some(indexes) = log.streams.get(stream) else { return Ok(Vec::new()) };
         let records = indexes.iter().map(|i| &log.events[*i]);
@@ -213,7 +202,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
-        page_bound(&self.inner.options.limits, max_count)?;
+        crate::store::validate::check_page(&self.inner.options.limits, max_count)?;
         let log = self.log()?;
         let start = log.events.partition_point(|e| e.position <= after);
         Ok(log.events[start..].iter().take(max_count).cloned().collect())

@@ -169,3 +169,21 @@ pub fn check_bulk_load(request: &AppendRequest, live: bool, tail: Timestamp) -> 
     }
     Ok(true)
 }
+
+/// Refuses a read asking for more than `max_page_events` (every backend's reads).
+pub fn check_page(limits: &StoreLimits, max_count: usize) -> Result<(), StoreError> {
+    if max_count > limits.max_page_events {
+        return Err(limit(Limit::MaxPageEvents, max_count, limits.max_page_events));
+    }
+    Ok(())
+}
+
+/// The inclusive stream version a stream read starts at, as SQL stores it: `from`, or the
+/// start (forward) or the end (backward) of the stream.
+pub fn stream_read_start(direction: crate::store::Direction, from: Option<u64>) -> i64 {
+    match (direction, from) {
+        (crate::store::Direction::Forward, None) => 0,
+        (crate::store::Direction::Backward, None) => i64::MAX,
+        (_, Some(version)) => i64::try_from(version).unwrap_or(i64::MAX),
+    }
+}

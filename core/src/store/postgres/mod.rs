@@ -35,8 +35,9 @@ use crate::chain::{ChainFields, Digest, event_hash};
 use crate::event::{EventRecord, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
+use crate::store::validate::{check_page, stream_read_start};
 use crate::store::{
-    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, Limit, StoreError, StoreLimits, validate_request,
+    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, StoreError, StoreLimits, validate_request,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -277,18 +278,6 @@ impl PostgresStore {
         let rows = client.query(&statement, params).await.map_err(|e| pg_error(&e))?;
         rows.iter().map(decode_row).collect()
     }
-
-    fn check_page(&self, max_count: usize) -> Result<(), StoreError> {
-        let bound = self.shared.limits.max_page_events;
-        if max_count > bound {
-            return Err(StoreError::LimitExceeded {
-                limit: Limit::MaxPageEvents,
-                value: max_count as u64,
-                bound: bound as u64,
-            });
-        }
-        Ok(())
-    }
 }
 
 /// Creates the schema when missing and checks it; returns the head.
@@ -422,15 +411,11 @@ impl EventStore for PostgresStore {
         from: Option<u64>,
         max_count: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        self.check_page(max_count)?;
+        check_page(&self.shared.limits, max_count)?;
         if max_count == 0 {
             return Ok(Vec::new());
         }
-        let from = match (direction, from) {
-            (Direction::Forward, None) => 0,
-            (Direction::Backward, None) => i64::MAX,
-            (_, Some(version)) => i64::try_from(version).unwrap_or(i64::MAX),
-        };
+        let from = stream_read_start(direction, from);
         let sql = match direction {
             Direction::Forward => format!(
                 "SELECT {SELECT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version ASC LIMIT $3"
@@ -443,7 +428,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
-        self.check_page(max_count)?;
+        check_page(&self.shared.limits, max_count)?;
         let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
         if max_count == 0 {
             return Ok(Vec::new());

@@ -18,26 +18,35 @@ impl PostgresTamper {
         PostgresTamper { url: url.to_string(), schema: schema.to_string() }
     }
 
-    /// Runs `sql` (several statements allowed) in one transaction.
-    fn run(&self, sql: String) {
-        let url = self.url.clone();
-        let schema = self.schema.clone();
+    /// Runs `work` with a client whose `search_path` is the log's schema, on a thread and
+    /// runtime of its own (the trait is synchronous and called from inside async tests).
+    fn with_client<T: Send + 'static>(
+        &self,
+        work: impl AsyncFnOnce(&tokio_postgres::Client) -> T + Send + 'static,
+    ) -> T {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tamper: runtime");
             runtime.block_on(async move {
                 let (client, connection) =
                     tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("tamper: connect");
                 let driver = tokio::spawn(connection);
-                client
-                    .batch_execute(&format!("SET search_path TO {schema}; BEGIN; {sql}; COMMIT;"))
-                    .await
-                    .expect("tamper: execute");
+                client.batch_execute(&format!("SET search_path TO {schema}")).await.expect("tamper: search path");
+                let result = work(&client).await;
                 drop(client);
                 let _ = driver.await;
-            });
+                result
+            })
         })
         .join()
-        .expect("tamper thread");
+        .expect("tamper thread")
+    }
+
+    /// Runs `sql` (several statements allowed) in one transaction.
+    fn run(&self, sql: String) {
+        self.with_client(async move |client| {
+            client.batch_execute(&format!("BEGIN; {sql}; COMMIT;")).await.expect("tamper: execute");
+        });
     }
 
     fn bytes(value: &[u8]) -> String {
@@ -93,30 +102,17 @@ impl Tamper for PostgresTamper {
     }
 
     fn rewrite_chain_from(&self, position: u64, new_data: &[u8]) {
-        let url = self.url.clone();
-        let schema = self.schema.clone();
         let new_data = new_data.to_vec();
-        let records = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tamper: runtime");
-            runtime.block_on(async move {
-                let (client, connection) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("tamper: connect");
-                let driver = tokio::spawn(connection);
-                client.batch_execute(&format!("SET search_path TO {schema}")).await.expect("tamper: search path");
-                let rows = client
-                    .query(
-                        &format!("SELECT {SELECT_COLUMNS} FROM events WHERE position >= $1 ORDER BY position"),
-                        &[&(position as i64)],
-                    )
-                    .await
-                    .expect("tamper: read");
-                drop(client);
-                let _ = driver.await;
-                rows.iter().map(|row| decode_row(row).expect("tamper: decodable row")).collect::<Vec<_>>()
-            })
-        })
-        .join()
-        .expect("tamper thread");
+        let records = self.with_client(async move |client| {
+            let rows = client
+                .query(
+                    &format!("SELECT {SELECT_COLUMNS} FROM events WHERE position >= $1 ORDER BY position"),
+                    &[&(position as i64)],
+                )
+                .await
+                .expect("tamper: read");
+            rows.iter().map(|row| decode_row(row).expect("tamper: decodable row")).collect::<Vec<_>>()
+        });
         let mut records = records;
         assert!(!records.is_empty(), "tamper: nothing at {position}");
         records[0].data = new_data;

@@ -37,9 +37,9 @@ use crate::chain::{ChainFields, Digest, Hash, event_hash};
 use crate::event::{Actor, EventRecord, Metadata, Source, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
-use crate::store::validate::{check_bulk_load, check_expectations};
+use crate::store::validate::{check_bulk_load, check_expectations, check_page, stream_read_start};
 use crate::store::{
-    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, Limit, StoreError, StoreLimits, StreamAppended,
+    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, StoreError, StoreLimits, StreamAppended,
     validate_request,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -1003,23 +1003,12 @@ impl EventStore for SqliteStore {
         from: Option<u64>,
         max_count: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let bound = self.shared.limits.max_page_events;
-        if max_count > bound {
-            return Err(StoreError::LimitExceeded {
-                limit: Limit::MaxPageEvents,
-                value: max_count as u64,
-                bound: bound as u64,
-            });
-        }
+        check_page(&self.shared.limits, max_count)?;
         if max_count == 0 {
             return Ok(Vec::new());
         }
         let stream = stream.clone();
-        let from = match (direction, from) {
-            (Direction::Forward, None) => 0,
-            (Direction::Backward, None) => i64::MAX,
-            (_, Some(version)) => i64::try_from(version).unwrap_or(i64::MAX),
-        };
+        let from = stream_read_start(direction, from);
         self.shared
             .readers
             .run(move |conn| {
@@ -1038,14 +1027,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
-        let bound = self.shared.limits.max_page_events;
-        if max_count > bound {
-            return Err(StoreError::LimitExceeded {
-                limit: Limit::MaxPageEvents,
-                value: max_count as u64,
-                bound: bound as u64,
-            });
-        }
+        check_page(&self.shared.limits, max_count)?;
         let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
         if max_count == 0 {
             return Ok(Vec::new());
