@@ -445,6 +445,34 @@ const CONSUMERS: &[CiClass] = &[BusinessService, Application];
 const CONSUMED: &[CiClass] = &[BusinessService, Application, Database, Queue];
 const ANY: &[CiClass] = CiClass::BUILTIN;
 
+/// How badly a failure reaches a CI (issue 15). Ordered: degraded is less than down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    /// Still working with less capacity or redundancy: some members of a redundant group
+    /// below it are down, or something it depends on is degraded.
+    Degraded,
+    /// Not working.
+    Down,
+}
+
+impl Severity {
+    /// The name used in APIs and policy input.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Degraded => "DEGRADED",
+            Severity::Down => "DOWN",
+        }
+    }
+}
+
+/// Classes whose CIs are redundant groups unless an admin declares otherwise
+/// (a `schema.class_redundancy_declared` event): a Kubernetes cluster exists to survive
+/// the loss of a node, so a member (`part_of` it) failing degrades it; it is down only when its
+/// `members_to_fail` members (all by default) are down. Custom classes inherit it from the
+/// built-in class they behave like.
+pub const REDUNDANT_BY_DEFAULT: &[CiClass] = &[KubernetesCluster];
+
 /// One row of the relationship table.
 #[derive(Clone, Copy, Debug)]
 pub struct RelRule {
@@ -497,7 +525,7 @@ pub const RELATIONSHIP_RULES: &[RelRule] = &[
         sources: ANY,
         targets: ANY,
         propagation: Propagation::TargetDependsOnSource,
-        rationale: "a whole made of parts loses function when a part fails; the whole failing does not break each part (its members keep running)",
+        rationale: "a whole made of parts loses function when a part fails; the whole failing does not break each part (its members keep running). A redundant whole (a cluster, a pool) is only degraded until its members_to_fail members are down",
     },
     RelRule {
         rel_type: RelType::Provides,

@@ -7,6 +7,7 @@ use cmdb_core::change::decide::policy_input;
 use cmdb_core::change::risk::{self, AssessmentFacts, CiFailures, ServiceFact, ServiceHours, WeeklyHours};
 use cmdb_core::change::{At, ChangeDetails, ChangeDrafted, ChangeRecord, ChangeType, Scope, Window};
 use cmdb_core::ci::{ChangeId, CiId};
+use cmdb_core::model::Severity;
 use cmdb_core::policy::{self, PolicyRecord};
 use cmdb_core::time::Timestamp;
 use proptest::prelude::*;
@@ -14,8 +15,8 @@ use proptest::prelude::*;
 const NOW: Timestamp = Timestamp::from_micros(1_893_456_000_000_000);
 
 fn service() -> impl Strategy<Value = ServiceFact> {
-    (1u8..=4, any::<bool>(), proptest::collection::vec("[a-e]", 0..3), 0u32..6, 0u128..1000).prop_map(
-        |(tier, open, owners, depth, n)| ServiceFact {
+    (1u8..=4, any::<bool>(), proptest::collection::vec("[a-e]", 0..3), 0u32..6, 0u128..1000, any::<bool>()).prop_map(
+        |(tier, open, owners, depth, n, down)| ServiceFact {
             id: CiId(uuid::Uuid::from_u128(n)),
             name: format!("service {n}"),
             tier: Some(tier),
@@ -29,6 +30,7 @@ fn service() -> impl Strategy<Value = ServiceFact> {
             }),
             owner_contacts: owners.iter().map(|o| format!("{o}@example.com")).collect(),
             depth,
+            severity: if down { Severity::Down } else { Severity::Degraded },
         },
     )
 }
@@ -42,6 +44,7 @@ fn facts() -> impl Strategy<Value = AssessmentFacts> {
             truncated,
             services,
             services_not_listed: 0,
+            other_services: vec![],
             history_days: 90,
             failures: (0..failures)
                 .map(|n| CiFailures { ci: CiId(uuid::Uuid::from_u128(u128::from(n))), failed: 1, backed_out: 0 })

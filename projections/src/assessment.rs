@@ -6,17 +6,21 @@
 
 use cmdb_core::change::Scope;
 use cmdb_core::change::risk::{
-    AssessmentFacts, CiFailures, MAX_ASSESSED_SERVICES, MAX_RISK_HISTORY_DAYS, ServiceFact, ServiceHours,
+    AssessmentFacts, CiFailures, MAX_ASSESSED_SERVICES, MAX_RISK_HISTORY_DAYS, ServiceBrief, ServiceFact, ServiceHours,
 };
 use cmdb_core::ci::{CiClass, CiId, CiSnapshot, RelType};
+use cmdb_core::model::Severity;
 use cmdb_core::time::Timestamp;
 
 use crate::graph::{GraphError, TemporalGraph};
 
-/// How deep the downstream walk goes.
-pub const RISK_MAX_DEPTH: u32 = 6;
-/// How many downstream CIs the walk visits before it stops (`truncated`).
-pub const RISK_MAX_RESULTS: usize = 10_000;
+/// How deep the downstream walk goes: as deep as the graph (issue 15: the risk of a change is
+/// everything its failure reaches, not what lies within a few hops). The walk visits each CI
+/// once, so the graph's size bounds it.
+pub const RISK_MAX_DEPTH: u32 = u32::MAX;
+/// How many downstream CIs the walk visits before it stops (`truncated`): above any estate the
+/// engine is sized for (the large estate has about 120,000 CIs), so an assessment is exact.
+pub const RISK_MAX_RESULTS: usize = 2_000_000;
 /// People listed as a service's owners at most.
 pub const MAX_OWNER_CONTACTS: usize = 50;
 
@@ -32,28 +36,47 @@ pub fn assessment_facts(
 ) -> Result<AssessmentFacts, GraphError> {
     let history_days = history_days.clamp(1, MAX_RISK_HISTORY_DAYS);
     let (reached, truncated) = graph.downstream_of(&scope.cis, position, RISK_MAX_DEPTH, RISK_MAX_RESULTS)?;
-    let mut services: Vec<(CiSnapshot, u32)> = scope
+    let mut services: Vec<(std::sync::Arc<CiSnapshot>, u32, Severity)> = scope
         .cis
         .iter()
         .filter_map(|id| graph.ci_at(*id, position))
         .filter(|ci| ci.class == CiClass::BusinessService)
-        .map(|ci| ((*ci).clone(), 0))
+        .map(|ci| (ci, 0, Severity::Down))
         .collect();
-    services
-        .extend(reached.iter().filter(|r| r.ci.class == CiClass::BusinessService).map(|r| ((*r.ci).clone(), r.depth)));
-    services
-        .sort_by(|(a, da), (b, db)| da.cmp(db).then_with(|| tier(a).cmp(&tier(b))).then_with(|| a.name.cmp(&b.name)));
-    let services_not_listed = services.len().saturating_sub(MAX_ASSESSED_SERVICES) as u32;
+    services.extend(
+        reached
+            .iter()
+            .filter(|r| r.ci.class == CiClass::BusinessService)
+            .map(|r| (r.ci.clone(), r.depth, r.severity.unwrap_or(Severity::Down))),
+    );
+    // Down before degraded, then most critical, nearest, by name.
+    services.sort_by(|(a, da, sa), (b, db, sb)| {
+        sb.cmp(sa)
+            .then_with(|| tier(a).unwrap_or(u8::MAX).cmp(&tier(b).unwrap_or(u8::MAX)))
+            .then_with(|| da.cmp(db))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let other_services: Vec<ServiceBrief> = services
+        .iter()
+        .skip(MAX_ASSESSED_SERVICES)
+        .map(|(ci, depth, severity)| ServiceBrief {
+            id: ci.id,
+            tier: tier(ci).filter(|t| *t <= 4),
+            depth: *depth,
+            severity: *severity,
+        })
+        .collect();
     services.truncate(MAX_ASSESSED_SERVICES);
     let services = services
         .into_iter()
-        .map(|(ci, depth)| ServiceFact {
+        .map(|(ci, depth, severity)| ServiceFact {
             id: ci.id,
             name: ci.name.clone(),
             tier: tier(&ci).filter(|t| *t <= 4),
             service_hours: ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute),
             owner_contacts: ci.owner.map(|owner| owner_contacts(graph, owner, position)).unwrap_or_default(),
             depth,
+            severity,
         })
         .collect();
     let since = now.saturating_add_micros(-i64::from(history_days) * MICROS_PER_DAY);
@@ -71,7 +94,8 @@ pub fn assessment_facts(
         downstream_cis: reached.len() as u32,
         truncated,
         services,
-        services_not_listed,
+        services_not_listed: other_services.len() as u32,
+        other_services,
         history_days,
         failures,
         calendar: None,

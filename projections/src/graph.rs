@@ -25,6 +25,9 @@ use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use serde::{Deserialize, Serialize};
 
+mod severity;
+pub use severity::Severity;
+
 /// The `to` of a version still in force.
 pub const OPEN: u64 = u64::MAX;
 /// Deepest traversal allowed.
@@ -333,8 +336,23 @@ pub struct Step {
 pub struct Reached {
     /// The CI.
     pub ci: Arc<CiSnapshot>,
+    /// How many relationships away (the shortest chain).
+    pub depth: u32,
+    /// How badly the failure reaches it (downstream walks only).
+    pub severity: Option<Severity>,
+}
+
+/// A business service an impact analysis reached.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceHit {
+    /// The service.
+    pub ci: Arc<CiSnapshot>,
+    /// Its `criticality_tier`.
+    pub tier: Option<i64>,
     /// How many relationships away.
     pub depth: u32,
+    /// How badly the failure reaches it (downstream walks only).
+    pub severity: Option<Severity>,
 }
 
 /// The answer of an impact analysis.
@@ -348,15 +366,31 @@ pub struct Impact {
     pub direction: ImpactDirection,
     /// What was reached.
     pub reached: Vec<Reached>,
-    /// The business services among the reached, with their tier.
-    pub services: Vec<(Arc<CiSnapshot>, Option<i64>)>,
+    /// The business services among the reached, with their tier and severity.
+    pub services: Vec<ServiceHit>,
     /// A bound (`max_results`) cut the traversal short.
     pub truncated: bool,
     /// Cycles met (each a list of CIs ending where it starts). Never followed twice.
     pub cycles: Vec<Vec<CiId>>,
-    /// How each reached CI was first reached (its BFS parent), for [`Impact::path_to`].
+    /// How each reached CI was first reached (its breadth-first parent), for [`Impact::path_to`].
     #[serde(skip)]
     parents: HashMap<CiId, (CiId, RelId, RelType)>,
+    /// Downstream: the neighbour (and relationship) whose failure gave each reached CI its
+    /// severity, for [`Impact::cause_of`].
+    #[serde(skip)]
+    causes: HashMap<CiId, (CiId, RelId, RelType)>,
+}
+
+/// Why a reached CI has its severity: the failure arrived from `from` across `relationship`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Cause {
+    /// The neighbour the failure arrived from (for a redundant group brought down, the
+    /// member that reached its threshold).
+    pub from: CiId,
+    /// The relationship it crossed.
+    pub relationship: RelId,
+    /// The relationship's type.
+    pub rel_type: RelType,
 }
 
 impl Impact {
@@ -367,6 +401,35 @@ impl Impact {
         while let Some((up, rel, rel_type)) = self.parents.get(&cursor) {
             steps.push(Step { relationship: *rel, rel_type: *rel_type, ci: cursor });
             cursor = *up;
+        }
+        steps.reverse();
+        steps
+    }
+
+    /// Downstream: where the failure that gave `target` its severity came from. Following
+    /// causes back from CI to CI reaches the root along the chain that carries the severity.
+    pub fn cause_of(&self, target: CiId) -> Option<Cause> {
+        self.causes.get(&target).map(|(from, relationship, rel_type)| Cause {
+            from: *from,
+            relationship: *relationship,
+            rel_type: *rel_type,
+        })
+    }
+
+    /// Downstream: the chain of causes from the root to `target` (empty for the root or an
+    /// unreached CI). It can be longer than the shortest path when the severity arrives by a
+    /// longer way (a shorter way passing a redundant group that survives).
+    pub fn severity_chain(&self, target: CiId) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut cursor = target;
+        // Causes form a tree over the reached CIs; the bound only guards that invariant.
+        while let Some((from, rel, rel_type)) = self.causes.get(&cursor) {
+            steps.push(Step { relationship: *rel, rel_type: *rel_type, ci: cursor });
+            cursor = *from;
+            if steps.len() > self.causes.len() {
+                debug_assert!(false, "the causes of an impact form a cycle");
+                break;
+            }
         }
         steps.reverse();
         steps
@@ -448,6 +511,9 @@ pub struct TemporalGraph {
     /// Principal names shared by history entries (rebuilt as entries are read back).
     #[serde(skip)]
     principals: FxHashSet<Arc<str>>,
+    /// Every redundancy declaration: (position, class, redundant), in position order, so an
+    /// impact at a past position uses the declarations in force then.
+    redundancy_changes: Vec<(u64, CiClass, bool)>,
 }
 
 /// A baseline as the graph knows it.
@@ -470,6 +536,10 @@ fn name_index_key(key: &NameKey) -> String {
 }
 
 /// The version of `versions` valid at `position`.
+fn tier_of(ci: &CiSnapshot) -> Option<i64> {
+    ci.attributes.get("criticality_tier").and_then(serde_json::Value::as_i64)
+}
+
 fn version_at(versions: &[CiVersion], position: u64) -> Option<&CiVersion> {
     let count = versions.partition_point(|v| v.from <= position);
     versions[..count].last().filter(|v| position < v.to)
@@ -628,6 +698,11 @@ impl TemporalGraph {
             self.apply_ci_event(record, &event)?;
         } else if record.stream_id.as_str() == registry::SCHEMA_STREAM {
             self.schema.apply(record).map_err(|e| apply_error(e.to_string()))?;
+            if record.event_type == registry::REDUNDANCY_DECLARED {
+                let declared: registry::RedundancyDeclared =
+                    record.data_as().map_err(|e| apply_error(e.to_string()))?;
+                self.redundancy_changes.push((p, declared.class, declared.redundant));
+            }
         } else if ChangeEvent::is_change_event(&record.event_type) {
             self.change_book.apply(record).map_err(apply_error)?;
         } else if crate::releases::ReleaseBook::keeps(&record.event_type) {
@@ -1033,18 +1108,28 @@ impl TemporalGraph {
             }
         }
         let id_of = |node: NodeIndex| self.graph[node].versions[0].ci.id;
+        let severities = (traversal.direction == ImpactDirection::Downstream)
+            .then(|| self.severities(&[root_node], position, types, |n| visited.contains_key(&n)));
         let mut parents = HashMap::with_capacity(reached_order.len());
+        let mut causes = HashMap::with_capacity(if severities.is_some() { reached_order.len() } else { 0 });
         let mut reached = Vec::with_capacity(reached_order.len());
         let mut services = Vec::new();
         for node in reached_order {
             let Some(ci) = self.present(node, position).cloned() else { continue };
-            let (parent, edge, depth) = visited[&node];
-            let rel = &self.graph[edge];
-            parents.insert(ci.id, (id_of(parent), rel.id, rel.rel_type));
-            if ci.class == CiClass::BusinessService {
-                services.push((ci.clone(), ci.attributes.get("criticality_tier").and_then(|v| v.as_i64())));
+            let (bfs_parent, bfs_edge, depth) = visited[&node];
+            let found = severities.as_ref().and_then(|s| s.get(&node));
+            debug_assert!(severities.is_none() || found.is_some(), "every CI a downstream walk reaches has a severity");
+            let severity = found.map(|(s, _)| *s);
+            let rel = &self.graph[bfs_edge];
+            parents.insert(ci.id, (id_of(bfs_parent), rel.id, rel.rel_type));
+            if let Some((from, edge)) = found.and_then(|(_, cause)| *cause) {
+                let rel = &self.graph[edge];
+                causes.insert(ci.id, (id_of(from), rel.id, rel.rel_type));
             }
-            reached.push(Reached { ci, depth });
+            if ci.class == CiClass::BusinessService {
+                services.push(ServiceHit { ci: ci.clone(), tier: tier_of(&ci), depth, severity });
+            }
+            reached.push(Reached { ci, depth, severity });
         }
         Ok(Impact {
             root: root_ci,
@@ -1055,6 +1140,7 @@ impl TemporalGraph {
             truncated,
             cycles,
             parents,
+            causes,
         })
     }
 
@@ -1080,6 +1166,7 @@ impl TemporalGraph {
             }
         }
         let mut reached = Vec::new();
+        let mut order = Vec::new();
         let mut truncated = false;
         'walk: while let Some(current) = queue.pop_front() {
             let depth = visited[&current];
@@ -1096,9 +1183,16 @@ impl TemporalGraph {
                     break 'walk;
                 }
                 visited.insert(other, depth + 1);
-                reached.push(Reached { ci: ci.clone(), depth: depth + 1 });
+                order.push(other);
+                reached.push(Reached { ci: ci.clone(), depth: depth + 1, severity: None });
                 queue.push_back(other);
             }
+        }
+        let failed: Vec<NodeIndex> = visited.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+        let severities = self.severities(&failed, position, None, |n| visited.contains_key(&n));
+        for (node, reached) in order.iter().zip(reached.iter_mut()) {
+            reached.severity = severities.get(node).map(|(s, _)| *s);
+            debug_assert!(reached.severity.is_some(), "every CI a downstream walk reaches has a severity");
         }
         Ok((reached, truncated))
     }

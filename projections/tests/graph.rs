@@ -51,7 +51,7 @@ async fn downstream_impact_reaches_the_service_with_tier_and_shortest_paths() {
     reached.sort_unstable();
     assert_eq!(reached, vec![(2, 2), (3, 1), (5, 1)], "host -> app, db -> service; the document is not impacted");
     assert_eq!(impact.services.len(), 1);
-    assert_eq!(impact.services[0].1, Some(3), "service 2's tier is 2 % 4 + 1");
+    assert_eq!(impact.services[0].tier, Some(3), "service 2's tier is 2 % 4 + 1");
     let to_service = impact.reached.iter().find(|r| r.ci.id == ci(2)).expect("service");
     assert_eq!(impact.path_to(to_service.ci.id).iter().map(|s| s.ci).collect::<Vec<_>>(), vec![ci(3), ci(2)]);
     assert!(!impact.truncated);
@@ -294,8 +294,10 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
             }),
             owner_contacts: vec!["apr@example.com".into()],
             depth: 1,
+            severity: cmdb_core::model::Severity::Down,
         }],
         services_not_listed: 0,
+        other_services: vec![],
         history_days: 90,
         failures: vec![],
         calendar: None,

@@ -8,9 +8,13 @@
 //! | factor | points |
 //! |---|---|
 //! | change type | standard 0, normal 10, emergency 20 |
-//! | most critical service reached downstream (the scope's CIs included) | tier 1: 25, tier 2: 15, tier 3: 8, tier 4: 3, none: 0 |
+//! | most critical service reached downstream (the scope's CIs included) | down: tier 1: 25, tier 2: 15, tier 3: 8, tier 4: 3; degraded: tier 1: 12, tier 2: 8, tier 3: 4, tier 4: 2; none: 0 (the most points of any service) |
 //! | more services reached | 2 per service after the first, at most 10 |
 //! | CIs reached downstream | 0: 0, 1-10: 5, 11-100: 10, 101-1,000: 15, more or truncated: 20 |
+//!
+//! Version 2 (issue 15) weighs a service the change leaves degraded (a redundant group below
+//! it loses members but survives) at about half one it takes down; version 1 counted every
+//! service reached as down. Assessments keep the version they were computed with.
 //! | failed or backed-out changes on the scope's CIs in the last `history_days` | 10 each, at most 20 |
 //! | the requested window and service hours | touches a tier-1 service's hours: 20; another reached service's hours: 10; no window yet: 5 |
 //!
@@ -23,17 +27,19 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Weekday};
 use serde::{Deserialize, Serialize};
 
 use crate::ci::CiId;
+use crate::model::Severity;
 use crate::time::Timestamp;
 
 use super::{ChangeType, Window};
 
 /// Bumped when the formula changes; stored with every assessment.
-pub const RISK_FORMULA_VERSION: u32 = 1;
+pub const RISK_FORMULA_VERSION: u32 = 2;
 /// Failed or backed-out changes counted back this many days by default.
 pub const DEFAULT_RISK_HISTORY_DAYS: u32 = 90;
 /// The most days of history an assessment may look back.
 pub const MAX_RISK_HISTORY_DAYS: u32 = 3_650;
-/// Services kept in one assessment's facts (nearest first); more are counted, not listed.
+/// Services described in full (hours, owners) in one assessment's facts, down before
+/// degraded, most critical first; every further one is listed briefly in `other_services`.
 pub const MAX_ASSESSED_SERVICES: usize = 500;
 /// Score at or above which a level starts: medium, high, critical.
 pub const LEVEL_THRESHOLDS: [u32; 3] = [25, 50, 75];
@@ -84,6 +90,26 @@ pub struct ServiceFact {
     pub owner_contacts: Vec<String>,
     /// Hops from the nearest scope CI (0: the scope names the service itself).
     pub depth: u32,
+    /// How badly the change's failure reaches it (down for assessments of formula 1).
+    #[serde(default = "down")]
+    pub severity: Severity,
+}
+
+fn down() -> Severity {
+    Severity::Down
+}
+
+/// A reached service beyond the ones described in full.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceBrief {
+    /// Its id.
+    pub id: CiId,
+    /// `criticality_tier`, 1 to 4.
+    pub tier: Option<u8>,
+    /// Hops from the nearest scope CI.
+    pub depth: u32,
+    /// How badly the change's failure reaches it.
+    pub severity: Severity,
 }
 
 /// Failed and backed-out changes on one scope CI within the history window.
@@ -108,10 +134,15 @@ pub struct AssessmentFacts {
     pub downstream_cis: u32,
     /// A bound cut the traversal short: more CIs (and maybe services) lie beyond.
     pub truncated: bool,
-    /// The business services reached.
+    /// The business services reached, described in full: at most [`MAX_ASSESSED_SERVICES`],
+    /// down before degraded, most critical and nearest first.
     pub services: Vec<ServiceFact>,
-    /// Services reached beyond [`MAX_ASSESSED_SERVICES`].
+    /// How many reached services are not in `services` (each is in `other_services`).
     pub services_not_listed: u32,
+    /// Every reached service beyond `services`, briefly (empty in assessments before issue 15,
+    /// which only counted them).
+    #[serde(default)]
+    pub other_services: Vec<ServiceBrief>,
     /// Days of history.
     pub history_days: u32,
     /// Scope CIs with at least one failed or backed-out change in the window.
@@ -189,12 +220,16 @@ pub struct Assessment {
     pub factors: Vec<Factor>,
 }
 
-fn tier_points(tier: u8) -> u32 {
-    match tier {
-        1 => 25,
-        2 => 15,
-        3 => 8,
-        _ => 3,
+fn tier_points(tier: u8, severity: Severity) -> u32 {
+    match (severity, tier) {
+        (Severity::Down, 1) => 25,
+        (Severity::Down, 2) => 15,
+        (Severity::Down, 3) => 8,
+        (Severity::Down, _) => 3,
+        (Severity::Degraded, 1) => 12,
+        (Severity::Degraded, 2) => 8,
+        (Severity::Degraded, 3) => 4,
+        (Severity::Degraded, _) => 2,
     }
 }
 
@@ -222,12 +257,24 @@ pub fn assess(facts: AssessmentFacts, change_type: ChangeType, window: Option<&W
     };
     factor("change_type", type_points, format!("a {} change", change_type.as_str()));
 
-    let most_critical = facts.services.iter().filter_map(|s| s.tier.map(|t| (t, s))).min_by_key(|(t, _)| *t);
-    match most_critical {
-        Some((tier, service)) => factor(
+    let briefs = facts.other_services.iter().map(|s| (s.tier, s.severity, s.depth, None));
+    let weighed = facts.services.iter().map(|s| (s.tier, s.severity, s.depth, Some(s.name.as_str()))).chain(briefs);
+    let worst = weighed
+        .filter_map(|(tier, severity, depth, name)| tier.map(|t| (tier_points(t, severity), t, severity, depth, name)))
+        // The first of the most points: the services come down first, most critical, nearest.
+        .fold(None, |best: Option<(u32, u8, Severity, u32, Option<&str>)>, hit| match best {
+            Some(b) if b.0 >= hit.0 => Some(b),
+            _ => Some(hit),
+        });
+    match worst {
+        Some((points, tier, severity, depth, name)) => factor(
             "service_tier",
-            tier_points(tier),
-            format!("reaches tier-{tier} service {} at depth {}", service.name, service.depth),
+            points,
+            format!(
+                "leaves tier-{tier} service {} {} at depth {depth}",
+                name.unwrap_or("(beyond the listed services)"),
+                if severity == Severity::Down { "down" } else { "degraded" }
+            ),
         ),
         None => factor("service_tier", 0, "reaches no business service".into()),
     }
@@ -422,6 +469,7 @@ mod tests {
             service_hours: hours,
             owner_contacts: vec![],
             depth: 2,
+            severity: Severity::Down,
         }
     }
 
@@ -433,6 +481,7 @@ mod tests {
             truncated: false,
             services: vec![],
             services_not_listed: 0,
+            other_services: vec![],
             history_days: DEFAULT_RISK_HISTORY_DAYS,
             failures: vec![],
             calendar: None,
@@ -479,6 +528,25 @@ mod tests {
         let reached = assess(reach.clone(), ChangeType::Normal, None);
         assert_eq!(points(&reached, "service_tier"), 25, "the most critical service counts");
         assert_eq!(points(&reached, "services_reached"), 4);
+
+        // Formula 2: a degraded service weighs about half a down one; a down tier-2 service
+        // outweighs a degraded tier-1 one; services listed briefly count as much.
+        let mut degraded = facts();
+        degraded.services = vec![service(1, None)];
+        degraded.services[0].severity = Severity::Degraded;
+        assert_eq!(points(&assess(degraded.clone(), ChangeType::Normal, None), "service_tier"), 12);
+        degraded.services.push(service(2, None));
+        assert_eq!(points(&assess(degraded.clone(), ChangeType::Normal, None), "service_tier"), 15);
+        degraded.services_not_listed = 1;
+        degraded.other_services = vec![ServiceBrief {
+            id: CiId(uuid::Uuid::from_u128(9)),
+            tier: Some(1),
+            depth: 4,
+            severity: Severity::Down,
+        }];
+        let with_brief = assess(degraded, ChangeType::Normal, None);
+        assert_eq!(points(&with_brief, "service_tier"), 25);
+        assert_eq!(points(&with_brief, "services_reached"), 4, "three services");
 
         for (count, truncated, expected) in [
             (0, false, 0),

@@ -9,6 +9,7 @@ use super::*;
 use crate::access::{AccessCommand, AccessDecider, AccessKey, AccessState, PrincipalKind, Role};
 use crate::ci::{CiEvent, CiSnapshot, Environment, NameKey, Status};
 use crate::decider::testing::Scenario;
+use crate::model::Severity;
 use crate::policy::{LoadPolicy, PolicyDecider};
 
 const NOW: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
@@ -909,6 +910,7 @@ mod policy_decisions {
             }),
             owner_contacts: owners.iter().map(|o| format!("{o}@example.com")).collect(),
             depth: 2,
+            severity: Severity::Down,
         }
     }
 
@@ -920,6 +922,7 @@ mod policy_decisions {
             truncated: false,
             services,
             services_not_listed: 0,
+            other_services: vec![],
             history_days: 90,
             failures: if failures == 0 {
                 vec![]

@@ -63,6 +63,17 @@ pub enum ImpactDirection {
     Upstream,
 }
 
+/// How badly a failure reaches a CI.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "cmdb_projections::graph::Severity")]
+pub enum Severity {
+    /// Working with less capacity or redundancy: some members of a redundant group below it
+    /// are down, or something it depends on is degraded.
+    Degraded,
+    /// Not working.
+    Down,
+}
+
 /// Default and bound of `max_depth` / `max_results` arguments.
 const DEFAULT_MAX_DEPTH: u32 = 6;
 
@@ -309,8 +320,21 @@ impl ImpactedCi {
         Ci::new(&graph, self.impact.reached[self.index].ci.clone(), self.impact.position)
     }
 
+    /// Relationships on the shortest chain from the root.
     async fn depth(&self) -> u32 {
         self.impact.reached[self.index].depth
+    }
+
+    /// How badly the failure reaches it (downstream analyses; null upstream).
+    async fn severity(&self) -> Option<Severity> {
+        self.impact.reached[self.index].severity.map(Into::into)
+    }
+
+    /// Downstream: the step the failure arrived by with this severity; its `ci` is the
+    /// neighbour it came from (for a redundant group brought down, the member that reached
+    /// its threshold). Following causes back reaches the root. Null upstream.
+    async fn cause(&self, ctx: &Context<'_>) -> Option<PathStep> {
+        cause(ctx, &self.impact, self.impact.reached[self.index].ci.id)
     }
 
     /// One shortest path from the root to this CI.
@@ -331,18 +355,41 @@ pub struct ImpactedService {
 impl ImpactedService {
     async fn service(&self, ctx: &Context<'_>) -> Ci {
         let graph = state(ctx).graph.read();
-        Ci::new(&graph, self.impact.services[self.index].0.clone(), self.impact.position)
+        Ci::new(&graph, self.impact.services[self.index].ci.clone(), self.impact.position)
     }
 
     /// Criticality tier 1 (highest) to 4.
     async fn tier(&self) -> Option<i64> {
-        self.impact.services[self.index].1
+        self.impact.services[self.index].tier
     }
 
     async fn depth(&self) -> u32 {
-        let id = self.impact.services[self.index].0.id;
-        self.impact.reached.iter().find(|r| r.ci.id == id).map_or(0, |r| r.depth)
+        self.impact.services[self.index].depth
     }
+
+    /// How badly the failure reaches the service (downstream analyses; null upstream).
+    async fn severity(&self) -> Option<Severity> {
+        self.impact.services[self.index].severity.map(Into::into)
+    }
+
+    /// The step the failure arrived by with this severity (see `ImpactedCi.cause`).
+    async fn cause(&self, ctx: &Context<'_>) -> Option<PathStep> {
+        cause(ctx, &self.impact, self.impact.services[self.index].ci.id)
+    }
+
+    /// One shortest path from the root to the service.
+    async fn path(&self, ctx: &Context<'_>) -> Vec<PathStep> {
+        let graph = state(ctx).graph.read();
+        let target = self.impact.services[self.index].ci.id;
+        self.impact.path_to(target).into_iter().map(|s| PathStep::new(&graph, s, self.impact.position)).collect()
+    }
+}
+
+fn cause(ctx: &Context<'_>, impact: &graph::Impact, target: domain::CiId) -> Option<PathStep> {
+    let cause = impact.cause_of(target)?;
+    let graph = state(ctx).graph.read();
+    let step = graph::Step { relationship: cause.relationship, rel_type: cause.rel_type, ci: cause.from };
+    Some(PathStep::new(&graph, step, impact.position))
 }
 
 /// The answer of an impact analysis; each field is computed only when asked for.
@@ -388,6 +435,16 @@ impl ImpactResult {
     /// How many CIs were reached.
     async fn count(&self) -> usize {
         self.impact.reached.len()
+    }
+
+    /// How many reached CIs are down (downstream analyses; 0 upstream).
+    async fn down_count(&self) -> usize {
+        self.impact.reached.iter().filter(|r| r.severity == Some(graph::Severity::Down)).count()
+    }
+
+    /// How many reached CIs are degraded (downstream analyses; 0 upstream).
+    async fn degraded_count(&self) -> usize {
+        self.impact.reached.iter().filter(|r| r.severity == Some(graph::Severity::Degraded)).count()
     }
 }
 

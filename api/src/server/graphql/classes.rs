@@ -98,6 +98,10 @@ pub struct ClassInfo {
     /// Whether edits to its CIs need an implementing change (CM-3); false only when an admin
     /// declared the class uncontrolled.
     pub controlled: bool,
+    /// Whether its CIs are redundant groups (a cluster, a pool, a replica set): one is down
+    /// only when `members_to_fail` of its members (`part_of` it; all by default) are down,
+    /// degraded while fewer are. Kubernetes clusters are by default.
+    pub redundant: bool,
 }
 
 fn attribute_info(attribute: &AttrRef<'_>) -> AttributeInfo {
@@ -127,6 +131,7 @@ pub fn classes(ctx: &Context<'_>) -> Vec<ClassInfo> {
             description: schema.classes.get(&class).and_then(|c| c.description.clone()),
             attributes: schema.attributes(class).iter().map(attribute_info).collect(),
             controlled: schema.controlled(class),
+            redundant: schema.redundant(class),
         })
         .collect()
 }
@@ -176,5 +181,21 @@ impl ClassMutation {
     ) -> async_graphql::Result<Written> {
         let class = parse_class(ctx, &class)?;
         run(ctx, SchemaCommand::DeclareControl(registry::ControlDeclared { class, controlled, reason })).await
+    }
+
+    /// Declares whether the CIs of a class are redundant groups (CM-2, CH-2): a failure of
+    /// some of a group's members (`part_of` it) leaves it `DEGRADED`; it is `DOWN` only when
+    /// its `members_to_fail` attribute's count of members (all by default) are down. Impact
+    /// at positions before the declaration keeps the rule in force then.
+    #[graphql(guard = "Requires(Operation::ManageSchema)")]
+    async fn declare_class_redundancy(
+        &self,
+        ctx: &Context<'_>,
+        class: String,
+        redundant: bool,
+        reason: String,
+    ) -> async_graphql::Result<Written> {
+        let class = parse_class(ctx, &class)?;
+        run(ctx, SchemaCommand::DeclareRedundancy(registry::RedundancyDeclared { class, redundant, reason })).await
     }
 }

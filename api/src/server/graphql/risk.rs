@@ -47,6 +47,35 @@ pub struct ServiceReached {
     position: u64,
 }
 
+/// A reached service beyond the ones an assessment describes in full.
+pub struct ServiceBriefView {
+    brief: risk::ServiceBrief,
+    position: u64,
+}
+
+#[Object(name = "ServiceBrief")]
+impl ServiceBriefView {
+    async fn id(&self) -> async_graphql::ID {
+        async_graphql::ID(self.brief.id.to_string())
+    }
+    async fn tier(&self) -> Option<i32> {
+        self.brief.tier.map(i32::from)
+    }
+    /// Hops from the nearest CI in scope.
+    async fn depth(&self) -> u32 {
+        self.brief.depth
+    }
+    /// How badly the change's failure reaches it.
+    async fn severity(&self) -> super::cis::Severity {
+        self.brief.severity.into()
+    }
+    /// The service CI as it stood when the facts were computed.
+    async fn ci(&self, ctx: &Context<'_>) -> Option<Ci> {
+        let graph = state(ctx).graph.read();
+        graph.ci_at(self.brief.id, self.position).map(|ci| Ci::new(&graph, ci, self.position))
+    }
+}
+
 #[Object]
 impl ServiceReached {
     async fn id(&self) -> async_graphql::ID {
@@ -61,6 +90,10 @@ impl ServiceReached {
     /// Hops from the nearest CI in scope (0: the scope names the service).
     async fn depth(&self) -> u32 {
         self.fact.depth
+    }
+    /// How badly the change's failure reaches it (DOWN in assessments of formula 1).
+    async fn severity(&self) -> super::cis::Severity {
+        self.fact.severity.into()
     }
     /// Whether the requested window touches the service's hours (in its own time zone).
     async fn window_in_service_hours(&self) -> bool {
@@ -92,6 +125,13 @@ pub struct CiFailureCount {
 pub struct RiskAssessment {
     pub(super) assessment: Assessment,
     pub(super) recorded: Option<(String, domain::AssessmentTrigger, domain::At)>,
+}
+
+impl RiskAssessment {
+    fn severities(&self) -> impl Iterator<Item = cmdb_core::model::Severity> + '_ {
+        let facts = &self.assessment.facts;
+        facts.services.iter().map(|s| s.severity).chain(facts.other_services.iter().map(|s| s.severity))
+    }
 }
 
 #[Object]
@@ -138,8 +178,28 @@ impl RiskAssessment {
             })
             .collect()
     }
+    /// How many reached services `services` leaves out (each is in `otherServices`).
     async fn services_not_listed(&self) -> u32 {
         self.assessment.facts.services_not_listed
+    }
+    /// Every reached service beyond `services`, briefly: with `services`, every business
+    /// service the change reaches (empty in assessments made before issue 15).
+    async fn other_services(&self) -> Vec<ServiceBriefView> {
+        let position = self.assessment.facts.position;
+        self.assessment
+            .facts
+            .other_services
+            .iter()
+            .map(|brief| ServiceBriefView { brief: brief.clone(), position })
+            .collect()
+    }
+    /// How many reached services the change takes down.
+    async fn services_down(&self) -> usize {
+        self.severities().filter(|s| *s == cmdb_core::model::Severity::Down).count()
+    }
+    /// How many reached services the change leaves degraded.
+    async fn services_degraded(&self) -> usize {
+        self.severities().filter(|s| *s == cmdb_core::model::Severity::Degraded).count()
     }
     async fn history_days(&self) -> u32 {
         self.assessment.facts.history_days

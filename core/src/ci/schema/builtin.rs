@@ -95,7 +95,13 @@ pub const COMMON_ATTRIBUTES: &[AttrSpec] = &[
     // Set by deployments (RL-3, CM-5): the artifact running and its digest.
     opt("artifact", AttrType::Text),
     opt("digest", AttrType::Text),
+    // For a CI of a redundant class (a cluster, a pool): how many of its members (the CIs
+    // `part_of` it) must be down for it to be down; fewer leave it degraded. Default: all.
+    opt(MEMBERS_TO_FAIL, AttrType::Integer { min: 1, max: 1_000_000 }),
 ];
+
+/// The attribute of a redundant group saying how many members must fail for it to be down.
+pub const MEMBERS_TO_FAIL: &str = "members_to_fail";
 
 const CORES: AttrType = AttrType::Integer { min: 1, max: 4096 };
 const MEMORY: AttrType = AttrType::Integer { min: 1, max: 1 << 40 };

@@ -4,7 +4,8 @@
 use super::registry::{
     ATTRIBUTE_DECLARED, AttributeDeclared, CLASS_DECLARED, CONTROL_DECLARED, ClassDeclared, ControlDeclared,
     DeclaredAttribute, DeclaredType, MAX_ATTRIBUTE_NAME_BYTES, MAX_CHOICES, MAX_CONTROL_REASON_BYTES,
-    MAX_CUSTOM_CLASSES, MAX_DECLARED_ATTRIBUTES, MAX_SCHEMA_TEXT_BYTES, SchemaRegistry, schema_stream,
+    MAX_CUSTOM_CLASSES, MAX_DECLARED_ATTRIBUTES, MAX_SCHEMA_TEXT_BYTES, REDUNDANCY_DECLARED, RedundancyDeclared,
+    SchemaRegistry, schema_stream,
 };
 use crate::ci::CiError;
 use crate::decider::{CommandContext, Decider, Decision, DomainEvent, ReadSet, StreamKey, execute, fold};
@@ -41,6 +42,8 @@ pub enum SchemaEvent {
     AttributeDeclared(AttributeDeclared),
     /// A class declared controlled or uncontrolled.
     ControlDeclared(ControlDeclared),
+    /// A class declared redundant (its CIs are groups) or not.
+    RedundancyDeclared(RedundancyDeclared),
 }
 
 impl DomainEvent for SchemaEvent {
@@ -49,6 +52,7 @@ impl DomainEvent for SchemaEvent {
             SchemaEvent::ClassDeclared(e) => (CLASS_DECLARED, serde_json::to_vec(e)),
             SchemaEvent::AttributeDeclared(e) => (ATTRIBUTE_DECLARED, serde_json::to_vec(e)),
             SchemaEvent::ControlDeclared(e) => (CONTROL_DECLARED, serde_json::to_vec(e)),
+            SchemaEvent::RedundancyDeclared(e) => (REDUNDANCY_DECLARED, serde_json::to_vec(e)),
         };
         // Serialising these plain structs cannot fail.
         NewEvent::raw(event_type, data.unwrap_or_default(), metadata)
@@ -64,6 +68,8 @@ pub enum SchemaCommand {
     DeclareAttribute(AttributeDeclared),
     /// Declare a class controlled or uncontrolled.
     DeclareControl(ControlDeclared),
+    /// Declare a class's CIs redundant groups, or not.
+    DeclareRedundancy(RedundancyDeclared),
 }
 
 /// Decides schema commands.
@@ -209,19 +215,34 @@ fn decide_declaration(registry: &SchemaRegistry, command: &SchemaCommand) -> Res
                     if declared.controlled { "controlled" } else { "uncontrolled" }
                 )));
             }
-            if declared.reason.trim().is_empty() {
-                return Err(CiError::Empty { field: "reason" });
-            }
-            if declared.reason.len() > MAX_CONTROL_REASON_BYTES {
-                return Err(CiError::TooLong {
-                    field: "reason",
-                    bytes: declared.reason.len(),
-                    bound: MAX_CONTROL_REASON_BYTES,
-                });
-            }
+            check_reason(&declared.reason)?;
             Ok(SchemaEvent::ControlDeclared(declared.clone()))
         }
+        SchemaCommand::DeclareRedundancy(declared) => {
+            if !registry.knows(declared.class) {
+                return Err(CiError::UnknownClass(declared.class.as_str().to_owned()));
+            }
+            if registry.redundant(declared.class) == declared.redundant {
+                return Err(CiError::InvalidDeclaration(format!(
+                    "class {} is already {}",
+                    declared.class,
+                    if declared.redundant { "redundant" } else { "not redundant" }
+                )));
+            }
+            check_reason(&declared.reason)?;
+            Ok(SchemaEvent::RedundancyDeclared(declared.clone()))
+        }
     }
+}
+
+fn check_reason(reason: &str) -> Result<(), CiError> {
+    if reason.trim().is_empty() {
+        return Err(CiError::Empty { field: "reason" });
+    }
+    if reason.len() > MAX_CONTROL_REASON_BYTES {
+        return Err(CiError::TooLong { field: "reason", bytes: reason.len(), bound: MAX_CONTROL_REASON_BYTES });
+    }
+    Ok(())
 }
 
 /// Declares each of `classes` uncontrolled (skipping those already so): for imports of

@@ -13,10 +13,10 @@ pub mod check;
 pub mod decide;
 pub mod registry;
 
-pub use builtin::{AttrSpec, AttrType, MAX_ATTRIBUTES, attribute_spec, class_attributes};
+pub use builtin::{AttrSpec, AttrType, MAX_ATTRIBUTES, MEMBERS_TO_FAIL, attribute_spec, class_attributes};
 pub use check::{check_complete, check_value};
 pub use decide::{SchemaCommand, SchemaDecider, SchemaEvent, SchemaKey, declare_uncontrolled, load};
 pub use registry::{
     AttrRef, AttributeDeclared, ClassDeclared, ControlDeclared, CustomClassDef, DeclaredAttribute, DeclaredType,
-    SCHEMA_STREAM, SchemaRegistry, schema_stream,
+    REDUNDANCY_DECLARED, RedundancyDeclared, SCHEMA_STREAM, SchemaRegistry, schema_stream,
 };

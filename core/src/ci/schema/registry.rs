@@ -34,6 +34,8 @@ pub const ATTRIBUTE_DECLARED: &str = "schema.attribute_declared";
 pub const CONTROL_DECLARED: &str = "schema.class_control_declared";
 /// Longest reason for declaring a class (un)controlled, in bytes.
 pub const MAX_CONTROL_REASON_BYTES: usize = 1000;
+/// The type of the event `schema.class_redundancy_declared`.
+pub const REDUNDANCY_DECLARED: &str = "schema.class_redundancy_declared";
 
 /// The schema stream.
 pub fn schema_stream() -> StreamId {
@@ -125,6 +127,20 @@ pub struct ControlDeclared {
     pub reason: String,
 }
 
+/// An admin's declaration that the CIs of a class are (or are no longer) redundant groups: a
+/// cluster, a load-balanced pool, a replica set. A redundant group is down only when the number
+/// of its members (the CIs `part_of` it) given by its `members_to_fail` attribute are down (all
+/// of them by default); fewer leave it degraded (CM-2, CH-2; issue 15).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RedundancyDeclared {
+    /// The class.
+    pub class: CiClass,
+    /// Whether its CIs are redundant groups.
+    pub redundant: bool,
+    /// Why.
+    pub reason: String,
+}
+
 /// A declared class as the registry holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomClassDef {
@@ -180,6 +196,10 @@ pub struct SchemaRegistry {
     /// Classes declared uncontrolled: edits need no change (every other class needs one).
     #[serde(default)]
     pub uncontrolled: std::collections::BTreeSet<CiClass>,
+    /// Classes whose redundancy was declared, overriding the built-in default
+    /// ([`crate::model::REDUNDANT_BY_DEFAULT`]).
+    #[serde(default)]
+    pub redundancy: BTreeMap<CiClass, bool>,
 }
 
 impl SchemaRegistry {
@@ -213,6 +233,10 @@ impl SchemaRegistry {
                     self.uncontrolled.insert(declared.class);
                 }
             }
+            REDUNDANCY_DECLARED => {
+                let declared: RedundancyDeclared = record.data_as().map_err(bad)?;
+                self.redundancy.insert(declared.class, declared.redundant);
+            }
             _ => {}
         }
         debug_assert!(self.version.is_none_or(|v| v < record.stream_version), "a version only grows");
@@ -223,6 +247,15 @@ impl SchemaRegistry {
     /// Whether edits to CIs of `class` need an implementing change (CM-3).
     pub fn controlled(&self, class: CiClass) -> bool {
         !self.uncontrolled.contains(&class)
+    }
+
+    /// Whether the CIs of `class` are redundant groups: as declared, else as the built-in class
+    /// it behaves like is by default.
+    pub fn redundant(&self, class: CiClass) -> bool {
+        self.redundancy
+            .get(&class)
+            .copied()
+            .unwrap_or_else(|| crate::model::REDUNDANT_BY_DEFAULT.contains(&self.like(class)))
     }
 
     /// Whether the class exists (built in, or declared).

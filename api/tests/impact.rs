@@ -1,0 +1,154 @@
+//! Redundancy-aware impact over GraphQL (issue 15; CM-2, CH-2): a CI's impact shows down and
+//! degraded services with their paths and causes; declaring a class's redundancy is audited,
+//! changes answers from then on only, and bad input is refused with the log unchanged.
+#![allow(clippy::too_many_lines, reason = "a scenario test reads top to bottom as one user's session")]
+
+mod common;
+
+use common::{TestServer, error_code};
+use serde_json::{Value, json};
+
+const REGISTER: &str = "mutation($input: RegisterCiInput!) { registerCi(input: $input) { position ci { id } } }";
+const RELATE: &str =
+    "mutation($t: RelationshipType!, $s: ID!, $d: ID!) { relate(type: $t, source: $s, target: $d) { position } }";
+const IMPACT: &str = "query($ci: ID!, $p: Position) { at(position: $p) { impact(ci: $ci, maxDepth: 10) {
+    count downCount degradedCount
+    reached { ci { id name } depth severity cause { ci { name } type } path { ci { name } type } }
+    services { service { name } tier depth severity cause { ci { name } } path { ci { name } } } } } }";
+const DECLARE: &str = "mutation($c: String!, $on: Boolean!, $r: String!) { declareClassRedundancy(class: $c, redundant: $on, reason: $r) { position } }";
+
+async fn register(server: &TestServer, input: Value) -> String {
+    let data = server.ok(&server.admin_token, REGISTER, json!({ "input": input })).await;
+    data["registerCi"]["ci"]["id"].as_str().expect("id").to_owned()
+}
+
+async fn relate(server: &TestServer, rel_type: &str, source: &str, target: &str) {
+    server.ok(&server.admin_token, RELATE, json!({"t": rel_type, "s": source, "d": target})).await;
+}
+
+fn host(name: &str) -> Value {
+    json!({"class": "HOST", "name": name, "environment": "PRODUCTION",
+           "attributes": {"hostname": name, "ip_addresses": ["10.0.0.1"], "os": "debian-12", "cpu_cores": 4, "memory_mib": 8192}})
+}
+
+fn by_name<'a>(items: &'a [Value], key: &str, name: &str) -> &'a Value {
+    items.iter().find(|i| i[key]["name"] == name).unwrap_or_else(|| panic!("{name} not in {items:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_failure_shows_down_and_degraded_services_with_paths_and_causes() {
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let team = register(&server, json!({"class": "TEAM", "name": "ops"})).await;
+    let hours = json!({"time_zone": "UTC", "weekly": [{"days": ["mon"], "start": "00:00", "end": "24:00"}]});
+    let service = |name: &str, tier: u8| json!({"class": "BUSINESS_SERVICE", "name": name, "owner": team, "attributes": {"criticality_tier": tier, "service_hours": hours}});
+    let (node1, node2, node3) = (
+        register(&server, host("node-1")).await,
+        register(&server, host("node-2")).await,
+        register(&server, host("node-3")).await,
+    );
+    // Two of three nodes must fail for the cluster to be down.
+    let cluster = register(
+        &server,
+        json!({"class": "KUBERNETES_CLUSTER", "name": "k8s-prod", "attributes": {"members_to_fail": 2}}),
+    )
+    .await;
+    for node in [&node1, &node2, &node3] {
+        relate(&server, "PART_OF", node, &cluster).await;
+    }
+    let shop = register(&server, json!({"class": "APPLICATION", "name": "shop"})).await;
+    relate(&server, "RUNS_ON", &shop, &cluster).await;
+    let shop_service = register(&server, service("Shop", 1)).await;
+    relate(&server, "PROVIDES", &shop, &shop_service).await;
+    // A batch job runs on node-1 itself: node-1 failing takes it and its service down.
+    let batch = register(&server, json!({"class": "APPLICATION", "name": "batch"})).await;
+    relate(&server, "RUNS_ON", &batch, &node1).await;
+    let billing = register(&server, service("Billing", 2)).await;
+    relate(&server, "PROVIDES", &batch, &billing).await;
+    let before_declaration = server.head().await;
+
+    let data = server.ok(&server.admin_token, IMPACT, json!({"ci": node1})).await;
+    let impact = &data["at"]["impact"];
+    assert_eq!(impact["count"], 5, "{impact}");
+    assert_eq!(impact["downCount"], 2, "batch and Billing: {impact}");
+    assert_eq!(impact["degradedCount"], 3, "cluster, shop, Shop: {impact}");
+    let services = impact["services"].as_array().expect("services");
+    let shop_hit = by_name(services, "service", "Shop");
+    assert_eq!(shop_hit["severity"], "DEGRADED");
+    assert_eq!(shop_hit["tier"], 1);
+    let path: Vec<&str> =
+        shop_hit["path"].as_array().expect("path").iter().map(|s| s["ci"]["name"].as_str().expect("name")).collect();
+    assert_eq!(path, ["k8s-prod", "shop", "Shop"]);
+    assert_eq!(shop_hit["cause"]["ci"]["name"], "shop");
+    let billing_hit = by_name(services, "service", "Billing");
+    assert_eq!(billing_hit["severity"], "DOWN");
+    let reached = impact["reached"].as_array().expect("reached");
+    let cluster_hit = by_name(reached, "ci", "k8s-prod");
+    assert_eq!(cluster_hit["severity"], "DEGRADED");
+    assert_eq!(cluster_hit["cause"]["ci"]["name"], "node-1");
+    assert_eq!(cluster_hit["cause"]["type"], "PART_OF");
+    // Upstream: no severity, no cause.
+    let up = server
+        .ok(
+            &server.admin_token,
+            "query($ci: ID!) { at { impact(ci: $ci, direction: UPSTREAM) { reached { severity cause { type } } downCount } } }",
+            json!({"ci": shop}),
+        )
+        .await;
+    let up_reached = up["at"]["impact"]["reached"].as_array().expect("reached");
+    assert!(!up_reached.is_empty());
+    assert!(up_reached.iter().all(|r| r["severity"].is_null() && r["cause"].is_null()), "{up}");
+
+    // Classes say whether they are redundant; the declaration is audited and changes answers
+    // from its position on only.
+    let classes = server.ok(&server.admin_token, "{ classes { name redundant } }", json!({})).await;
+    let redundant: Vec<&str> = classes["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .filter(|c| c["redundant"] == true)
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(redundant, ["kubernetes_cluster"]);
+    let admin = server.admin_token.clone();
+    server
+        .ok(&admin, DECLARE, json!({"c": "kubernetes_cluster", "on": false, "r": "this cluster has no spare capacity"}))
+        .await;
+    let now = server.ok(&admin, IMPACT, json!({"ci": node1})).await;
+    let shop_now = by_name(now["at"]["impact"]["services"].as_array().expect("services"), "service", "Shop").clone();
+    assert_eq!(shop_now["severity"], "DOWN", "a plain whole: one member down, all down");
+    let then = server.ok(&admin, IMPACT, json!({"ci": node1, "p": before_declaration})).await;
+    let shop_then = by_name(then["at"]["impact"]["services"].as_array().expect("services"), "service", "Shop").clone();
+    assert_eq!(shop_then["severity"], "DEGRADED", "the past keeps the rule in force then");
+
+    // Bad input: unknown class, no-op, empty or over-long reason, a non-admin. The log does
+    // not move.
+    let viewer = server.principal_with_token("vic", &["VIEWER"]).await;
+    let head = server.head().await;
+    let long_reason = "r".repeat(cmdb_core::ci::schema::registry::MAX_CONTROL_REASON_BYTES + 1);
+    let cases = [
+        (json!({"c": "spaceship", "on": true, "r": "why"}), "BAD_USER_INPUT", "spaceship"),
+        (json!({"c": "kubernetes_cluster", "on": false, "r": "why"}), "BAD_USER_INPUT", "already not redundant"),
+        (json!({"c": "host", "on": false, "r": "why"}), "BAD_USER_INPUT", "already not redundant"),
+        (json!({"c": "host", "on": true, "r": "  "}), "BAD_USER_INPUT", "reason"),
+        (json!({"c": "host", "on": true, "r": long_reason}), "BAD_USER_INPUT", "reason"),
+    ];
+    for (variables, code, text) in cases {
+        let (_, body) = server.graphql(&admin, DECLARE, variables.clone()).await;
+        assert_eq!(error_code(&body), code, "{variables} -> {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(text), "{variables} -> {message}");
+    }
+    let (_, body) = server.graphql(&viewer, DECLARE, json!({"c": "host", "on": true, "r": "why"})).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    // members_to_fail is checked like any attribute: at least 1.
+    let (_, body) = server
+        .graphql(
+            &admin,
+            REGISTER,
+            json!({"input": {"class": "KUBERNETES_CLUSTER", "name": "bad", "attributes": {"members_to_fail": 0}}}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(server.head().await, head, "refusals leave the log as it was");
+}

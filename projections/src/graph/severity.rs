@@ -1,0 +1,118 @@
+//! How badly a failure reaches each CI (issue 15; CM-2, CH-2): `DOWN` or `DEGRADED`.
+//!
+//! The failed CIs are down. A failure crosses a relationship in the direction of the
+//! propagation table with the severity it has, except into a **redundant group** (a CI of a
+//! class declared redundant: a cluster, a pool, a replica set) from one of its members (a CI
+//! `part_of` it): the group is down only when `members_to_fail` of its members are down (all
+//! of them when the attribute is absent, or when it names more members than the group has),
+//! and degraded while any member is down or degraded. Degraded travels on as degraded.
+//!
+//! The result is the least fixpoint of those rules over the CIs a walk reached: severities
+//! only rise (none, degraded, down), so each CI is raised at most twice and the work is
+//! linear in the relationships crossed. Each CI remembers the neighbour that last raised it:
+//! following those links back gives the chain along which the failure arrived with that
+//! severity (for a group brought down, through the member that reached the threshold).
+
+use std::collections::VecDeque;
+
+use cmdb_core::ci::schema::MEMBERS_TO_FAIL;
+use cmdb_core::ci::{CiClass, RelType};
+use petgraph::Direction as EdgeDirection;
+use petgraph::stable_graph::{EdgeIndex, NodeIndex};
+use petgraph::visit::EdgeRef;
+use rustc_hash::FxHashMap;
+
+use super::{ImpactDirection, TemporalGraph};
+
+pub use cmdb_core::model::Severity;
+
+/// Each reached CI's severity and the neighbour (and relationship) that raised it; the
+/// failed CIs have no cause.
+pub(crate) type Severities = FxHashMap<NodeIndex, (Severity, Option<(NodeIndex, EdgeIndex)>)>;
+
+impl TemporalGraph {
+    /// Whether CIs of `class` were redundant groups at `position`: the last declaration at or
+    /// before it, else the built-in default of the class it behaves like.
+    pub fn redundant_at(&self, class: CiClass, position: u64) -> bool {
+        self.redundancy_changes
+            .iter()
+            .rev()
+            .find(|(p, c, _)| *p <= position && *c == class)
+            .map_or_else(|| cmdb_core::model::REDUNDANT_BY_DEFAULT.contains(&self.schema.like(class)), |(_, _, r)| *r)
+    }
+
+    /// If `node` is a redundant group at `position`: how many of its members must be down for
+    /// it to be down (at least 1, at most its member count).
+    pub fn members_to_fail(&self, node: NodeIndex, position: u64) -> Option<u32> {
+        let ci = self.present(node, position)?;
+        if !self.redundant_at(ci.class, position) {
+            return None;
+        }
+        let members = self
+            .graph
+            .edges_directed(node, EdgeDirection::Incoming)
+            .filter(|e| e.weight().rel_type == RelType::PartOf && e.weight().valid_at(position))
+            .filter(|e| self.present(e.source(), position).is_some())
+            .count();
+        let members = u32::try_from(members).unwrap_or(u32::MAX).max(1);
+        let asked = ci.attributes.get(MEMBERS_TO_FAIL).and_then(serde_json::Value::as_u64);
+        Some(asked.map_or(members, |n| u32::try_from(n).unwrap_or(u32::MAX).clamp(1, members)))
+    }
+
+    /// The severities of the CIs in `within` (and the `failed` ones) when `failed` are down,
+    /// following the relationships of `types` (all propagating types if `None`).
+    pub(crate) fn severities(
+        &self,
+        failed: &[NodeIndex],
+        position: u64,
+        types: Option<&[RelType]>,
+        within: impl Fn(NodeIndex) -> bool,
+    ) -> Severities {
+        let mut severity: Severities = FxHashMap::default();
+        let mut down_members: FxHashMap<NodeIndex, u32> = FxHashMap::default();
+        let mut thresholds: FxHashMap<NodeIndex, Option<u32>> = FxHashMap::default();
+        let mut queue: VecDeque<(NodeIndex, Severity)> = VecDeque::new();
+        for node in failed {
+            if severity.insert(*node, (Severity::Down, None)).is_none() {
+                queue.push_back((*node, Severity::Down));
+            }
+        }
+        // Each CI is queued at most twice (once per rise), so the loop is bounded by twice
+        // the CIs in scope.
+        while let Some((node, raised_to)) = queue.pop_front() {
+            if severity.get(&node).map(|(s, _)| *s) != Some(raised_to) {
+                continue; // raised again since: the later entry carries it on
+            }
+            for (edge, rel, other) in self.neighbours(node, position, Some(ImpactDirection::Downstream), types) {
+                if !within(other) {
+                    continue;
+                }
+                let from_member =
+                    rel.rel_type == RelType::PartOf && self.graph.edge_endpoints(edge).map(|e| e.0) == Some(node);
+                let threshold = if from_member {
+                    *thresholds.entry(other).or_insert_with(|| self.members_to_fail(other, position))
+                } else {
+                    None
+                };
+                let arriving = match threshold {
+                    None => raised_to,
+                    Some(needed) => {
+                        if raised_to == Severity::Down {
+                            *down_members.entry(other).or_insert(0) += 1;
+                        }
+                        if down_members.get(&other).copied().unwrap_or(0) >= needed {
+                            Severity::Down
+                        } else {
+                            Severity::Degraded
+                        }
+                    }
+                };
+                if severity.get(&other).is_none_or(|(s, _)| *s < arriving) {
+                    severity.insert(other, (arriving, Some((node, edge))));
+                    queue.push_back((other, arriving));
+                }
+            }
+        }
+        severity
+    }
+}
