@@ -1165,8 +1165,9 @@ impl TemporalGraph {
                 queue.push_back(*node);
             }
         }
-        let mut reached = Vec::new();
-        let mut order = Vec::new();
+        let failed: Vec<NodeIndex> = queue.iter().copied().collect();
+        // The reached CIs in walk order, with their depth; severities come once all are known.
+        let mut order: Vec<(NodeIndex, &Arc<CiSnapshot>, u32)> = Vec::new();
         let mut truncated = false;
         'walk: while let Some(current) = queue.pop_front() {
             let depth = visited[&current];
@@ -1178,22 +1179,24 @@ impl TemporalGraph {
                     continue;
                 }
                 let Some(ci) = self.present(other, position) else { continue };
-                if reached.len() == max_results {
+                if order.len() == max_results {
                     truncated = true;
                     break 'walk;
                 }
                 visited.insert(other, depth + 1);
-                order.push(other);
-                reached.push(Reached { ci: ci.clone(), depth: depth + 1, severity: None });
+                order.push((other, ci, depth + 1));
                 queue.push_back(other);
             }
         }
-        let failed: Vec<NodeIndex> = visited.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
         let severities = self.severities(&failed, position, None, |n| visited.contains_key(&n));
-        for (node, reached) in order.iter().zip(reached.iter_mut()) {
-            reached.severity = severities.get(node).map(|(s, _)| *s);
-            debug_assert!(reached.severity.is_some(), "every CI a downstream walk reaches has a severity");
-        }
+        let reached = order
+            .into_iter()
+            .map(|(node, ci, depth)| {
+                let severity = severities.get(&node).map(|(s, _)| *s);
+                debug_assert!(severity.is_some(), "every CI a downstream walk reaches has a severity");
+                Reached { ci: ci.clone(), depth, severity }
+            })
+            .collect();
         Ok((reached, truncated))
     }
 

@@ -837,12 +837,8 @@ pub fn policy_input(
             "truncated": a.facts.truncated,
             "services": services,
             "services_not_listed": a.facts.services_not_listed,
-            "services_down": a.facts.services.iter().map(|s| s.severity)
-                .chain(a.facts.other_services.iter().map(|s| s.severity))
-                .filter(|s| *s == crate::model::Severity::Down).count(),
-            "services_degraded": a.facts.services.iter().map(|s| s.severity)
-                .chain(a.facts.other_services.iter().map(|s| s.severity))
-                .filter(|s| *s == crate::model::Severity::Degraded).count(),
+            "services_down": a.facts.services_with(crate::model::Severity::Down),
+            "services_degraded": a.facts.services_with(crate::model::Severity::Degraded),
             "recent_failures": a.facts.failures.iter().map(|f| f.failed + f.backed_out).sum::<u32>(),
             "history_days": a.facts.history_days,
             "factors": a.factors.iter().map(|f| json!({"name": f.name, "points": f.points, "why": f.why})).collect::<Vec<_>>(),

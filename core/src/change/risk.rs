@@ -188,6 +188,18 @@ impl RiskLevel {
     }
 }
 
+impl AssessmentFacts {
+    /// The severity of every reached service: those described in full, then the others.
+    pub fn service_severities(&self) -> impl Iterator<Item = Severity> + '_ {
+        self.services.iter().map(|s| s.severity).chain(self.other_services.iter().map(|s| s.severity))
+    }
+
+    /// How many reached services have `severity`.
+    pub fn services_with(&self, severity: Severity) -> usize {
+        self.service_severities().filter(|s| *s == severity).count()
+    }
+}
+
 /// One factor of the score, with the reason it counted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Factor {

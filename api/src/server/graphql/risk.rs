@@ -127,13 +127,6 @@ pub struct RiskAssessment {
     pub(super) recorded: Option<(String, domain::AssessmentTrigger, domain::At)>,
 }
 
-impl RiskAssessment {
-    fn severities(&self) -> impl Iterator<Item = cmdb_core::model::Severity> + '_ {
-        let facts = &self.assessment.facts;
-        facts.services.iter().map(|s| s.severity).chain(facts.other_services.iter().map(|s| s.severity))
-    }
-}
-
 #[Object]
 impl RiskAssessment {
     async fn score(&self) -> u32 {
@@ -195,11 +188,11 @@ impl RiskAssessment {
     }
     /// How many reached services the change takes down.
     async fn services_down(&self) -> usize {
-        self.severities().filter(|s| *s == cmdb_core::model::Severity::Down).count()
+        self.assessment.facts.services_with(cmdb_core::model::Severity::Down)
     }
     /// How many reached services the change leaves degraded.
     async fn services_degraded(&self) -> usize {
-        self.severities().filter(|s| *s == cmdb_core::model::Severity::Degraded).count()
+        self.assessment.facts.services_with(cmdb_core::model::Severity::Degraded)
     }
     async fn history_days(&self) -> u32 {
         self.assessment.facts.history_days
