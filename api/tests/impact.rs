@@ -152,3 +152,53 @@ async fn a_nodes_failure_shows_down_and_degraded_services_with_paths_and_causes(
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     assert_eq!(server.head().await, head, "refusals leave the log as it was");
 }
+
+/// Issue 15, part 4: a repeated impact query is answered from the cache, and the cache never
+/// answers for a graph that changed since (the key is the graph's change counter at the
+/// position), whether at the head or at a past position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_impacts_are_cached_and_never_stale() {
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let db =
+        register(&server, json!({"class": "DATABASE", "name": "orders-db", "attributes": {"engine": "postgresql"}}))
+            .await;
+    let api = register(&server, json!({"class": "APPLICATION", "name": "orders-api"})).await;
+    relate(&server, "DEPENDS_ON", &api, &db).await;
+    let count = |data: &Value| data["at"]["impact"]["count"].as_u64().expect("count");
+    let first = server.ok(&server.admin_token, IMPACT, json!({"ci": db})).await;
+    let before: u64 = first["at"]["impact"]["reached"][0]["depth"].as_u64().expect("depth");
+    assert_eq!((count(&first), before), (1, 1));
+    let position_before =
+        server.ok(&server.admin_token, "{ head { position } }", json!({})).await["head"]["position"].clone();
+    let hits_before = metric(&server, "impact_cache_hits_total").await;
+    let again = server.ok(&server.admin_token, IMPACT, json!({"ci": db})).await;
+    assert_eq!(again, first, "the same answer");
+    assert!(metric(&server, "impact_cache_hits_total").await > hits_before, "the repeat was a hit");
+    // The graph changes: the head answer changes with it, the past one does not.
+    let web = register(&server, json!({"class": "APPLICATION", "name": "orders-web"})).await;
+    relate(&server, "DEPENDS_ON", &web, &db).await;
+    let now = server.ok(&server.admin_token, IMPACT, json!({"ci": db})).await;
+    assert_eq!(count(&now), 2, "not the cached answer of a graph that changed: {now}");
+    let past = server.ok(&server.admin_token, IMPACT, json!({"ci": db, "p": position_before})).await;
+    assert_eq!(count(&past), 1);
+    assert_eq!(past["at"]["impact"]["reached"], first["at"]["impact"]["reached"]);
+}
+
+/// The value of a counter on `/metrics` (0 if absent).
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

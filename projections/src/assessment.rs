@@ -35,33 +35,34 @@ pub fn assessment_facts(
     history_days: u32,
 ) -> Result<AssessmentFacts, GraphError> {
     let history_days = history_days.clamp(1, MAX_RISK_HISTORY_DAYS);
-    let (reached, truncated) = graph.downstream_of(&scope.cis, position, RISK_MAX_DEPTH, RISK_MAX_RESULTS)?;
-    let mut services: Vec<(std::sync::Arc<CiSnapshot>, u32, Severity)> = scope
+    let reach = graph.reach(&scope.cis, position)?;
+    // (service, tier, depth, severity): a service in scope is down at depth 0.
+    let mut services: Vec<(std::sync::Arc<CiSnapshot>, Option<u8>, u32, Severity)> = scope
         .cis
         .iter()
         .filter_map(|id| graph.ci_at(*id, position))
         .filter(|ci| ci.class == CiClass::BusinessService)
         .map(|ci| (ci, 0, Severity::Down))
+        .chain(reach.services.into_iter().map(|s| (s.ci, s.depth, s.severity)))
+        .map(|(ci, depth, severity)| {
+            let tier = tier(&ci);
+            (ci, tier, depth, severity)
+        })
         .collect();
-    services.extend(
-        reached
-            .iter()
-            .filter(|r| r.ci.class == CiClass::BusinessService)
-            .map(|r| (r.ci.clone(), r.depth, r.severity.unwrap_or(Severity::Down))),
-    );
     // Down before degraded, then most critical, nearest, by name.
-    services.sort_by(|(a, da, sa), (b, db, sb)| {
+    services.sort_unstable_by(|(a, ta, da, sa), (b, tb, db, sb)| {
         sb.cmp(sa)
-            .then_with(|| tier(a).unwrap_or(u8::MAX).cmp(&tier(b).unwrap_or(u8::MAX)))
+            .then_with(|| ta.unwrap_or(u8::MAX).cmp(&tb.unwrap_or(u8::MAX)))
             .then_with(|| da.cmp(db))
             .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.id.cmp(&b.id))
     });
     let other_services: Vec<ServiceBrief> = services
         .iter()
         .skip(MAX_ASSESSED_SERVICES)
-        .map(|(ci, depth, severity)| ServiceBrief {
+        .map(|(ci, tier, depth, severity)| ServiceBrief {
             id: ci.id,
-            tier: tier(ci).filter(|t| *t <= 4),
+            tier: tier.filter(|t| *t <= 4),
             depth: *depth,
             severity: *severity,
         })
@@ -69,10 +70,10 @@ pub fn assessment_facts(
     services.truncate(MAX_ASSESSED_SERVICES);
     let services = services
         .into_iter()
-        .map(|(ci, depth, severity)| ServiceFact {
+        .map(|(ci, tier, depth, severity)| ServiceFact {
             id: ci.id,
             name: ci.name.clone(),
-            tier: tier(&ci).filter(|t| *t <= 4),
+            tier: tier.filter(|t| *t <= 4),
             service_hours: ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute),
             owner_contacts: ci.owner.map(|owner| owner_contacts(graph, owner, position)).unwrap_or_default(),
             depth,
@@ -91,8 +92,8 @@ pub fn assessment_facts(
     Ok(AssessmentFacts {
         position,
         computed_at: now,
-        downstream_cis: reached.len() as u32,
-        truncated,
+        downstream_cis: u32::try_from(reach.cis).unwrap_or(u32::MAX),
+        truncated: false,
         services,
         services_not_listed: other_services.len() as u32,
         other_services,

@@ -16,17 +16,24 @@ use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
 use cmdb_core::change::ChangeEvent;
 use cmdb_core::ci::schema::{self as registry, SchemaRegistry};
 use cmdb_core::ci::{
-    ChangeId, CiClass, CiEvent, CiId, CiSnapshot, NameKey, Propagation, RelId, RelType, RelationshipCreated, Status,
-    propagation,
+    ChangeId, CiClass, CiEvent, CiId, CiSnapshot, NameKey, RelId, RelType, RelationshipCreated, Status,
 };
 use cmdb_core::{EventRecord, Timestamp};
 use petgraph::Direction as EdgeDirection;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeRef, NodeIndexable};
 use serde::{Deserialize, Serialize};
 
+mod alive;
+mod hops;
+mod reach;
 mod severity;
+mod visits;
+use alive::Alive;
+use hops::{Hop, Hops};
+pub use reach::{Reach, ServiceReached};
 pub use severity::Severity;
+use visits::Visits;
 
 /// The `to` of a version still in force.
 pub const OPEN: u64 = u64::MAX;
@@ -311,6 +318,15 @@ impl Relationship {
     }
 }
 
+/// One CI an impact walk reached: from which CI, across which relationship, how deep.
+#[derive(Clone, Copy, Debug)]
+struct WalkStep {
+    node: NodeIndex,
+    parent: NodeIndex,
+    edge: EdgeIndex,
+    depth: u32,
+}
+
 /// Impact direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ImpactDirection {
@@ -379,6 +395,19 @@ pub struct Impact {
     /// severity, for [`Impact::cause_of`].
     #[serde(skip)]
     causes: HashMap<CiId, (CiId, RelId, RelType)>,
+}
+
+impl Impact {
+    /// About how many bytes it holds beyond the snapshots it shares with the graph: what a
+    /// cache of impacts counts against its bound.
+    pub fn approximate_bytes(&self) -> usize {
+        let per_map_entry = 2 * (std::mem::size_of::<CiId>() + std::mem::size_of::<(CiId, RelId, RelType)>());
+        std::mem::size_of::<Impact>()
+            + self.reached.len() * std::mem::size_of::<Reached>()
+            + self.services.len() * std::mem::size_of::<ServiceHit>()
+            + (self.parents.len() + self.causes.len()) * per_map_entry
+            + self.cycles.iter().map(|c| c.len() * std::mem::size_of::<CiId>() + 24).sum::<usize>()
+    }
 }
 
 /// Why a reached CI has its severity: the failure arrived from `from` across `relationship`.
@@ -514,6 +543,13 @@ pub struct TemporalGraph {
     /// Every redundancy declaration: (position, class, redundant), in position order, so an
     /// impact at a past position uses the declarations in force then.
     redundancy_changes: Vec<(u64, CiClass, bool)>,
+    /// The relationships as the walks cross them, per CI (derived from the edges: rebuilt
+    /// after a checkpoint is loaded, not stored).
+    #[serde(skip)]
+    hops: Hops,
+    /// Each CI's class and presence, by node (derived from the versions like `hops`).
+    #[serde(skip)]
+    alive: Vec<Alive>,
 }
 
 /// A baseline as the graph knows it.
@@ -583,7 +619,7 @@ impl TemporalGraph {
         for _ in 0..depth {
             let mut next = Vec::new();
             for node in frontier {
-                for (_, _, other) in self.neighbours(node, position, None, None) {
+                for (_, other) in self.neighbours_any(node, position, None) {
                     if seen.insert(other) {
                         next.push(other);
                     }
@@ -650,6 +686,64 @@ impl TemporalGraph {
         };
         members.sort_unstable();
         Ok(members)
+    }
+
+    /// Rebuilds the hops from the edges, in creation order as [`apply`](Self::apply) adds
+    /// them, and the presence entries from the versions (after a checkpoint is loaded: they
+    /// are not stored).
+    pub(crate) fn rebuild_derived(&mut self) {
+        let mut hops = Hops::default();
+        for edge in self.graph.edge_indices() {
+            let rel = &self.graph[edge];
+            if let Some((s, t)) = self.graph.edge_endpoints(edge) {
+                hops.add(s, t, edge, rel.rel_type, (rel.from, rel.to));
+            }
+        }
+        self.hops = hops;
+        self.alive.clear();
+        let nodes: Vec<NodeIndex> = self.graph.node_indices().collect();
+        for node in nodes {
+            self.set_alive(node);
+        }
+    }
+
+    /// Derives the presence entry of `node` from its versions.
+    fn set_alive(&mut self, node: NodeIndex) {
+        let Some(alive) = Alive::of(&self.graph[node].versions) else { return };
+        if self.alive.len() <= node.index() {
+            self.alive.resize(node.index() + 1, alive);
+        }
+        self.alive[node.index()] = alive;
+    }
+
+    /// Whether the CI at `node` exists at `position` and is not withdrawn: [`present`]
+    /// without reading the versions.
+    ///
+    /// [`present`]: Self::present
+    #[inline]
+    fn alive_at(&self, node: NodeIndex, position: u64) -> bool {
+        match self.alive.get(node.index()) {
+            Some(a) if a.exact => a.from <= position && position < a.until,
+            _ => self.present(node, position).is_some(),
+        }
+    }
+
+    /// The class of the CI at `node` (it never changes).
+    #[inline]
+    fn class_at(&self, node: NodeIndex) -> Option<CiClass> {
+        match self.alive.get(node.index()) {
+            Some(a) => Some(a.class),
+            None => self.graph.node_weight(node).and_then(|e| e.versions.first()).map(|v| v.ci.class),
+        }
+    }
+
+    /// How many changes to CIs, relationships and redundancy rules the graph holds up to
+    /// `position`: two positions with the same count see the same graph, so an answer
+    /// computed at one holds at the other (the key of the impact cache, issue 15 part 4).
+    pub fn change_counter(&self, position: u64) -> u64 {
+        let changes = self.changes.partition_point(|(p, _)| *p <= position);
+        let rules = self.redundancy_changes.partition_point(|(p, _, _)| *p <= position);
+        (changes + rules) as u64
     }
 
     /// The hash of the last event applied.
@@ -759,6 +853,7 @@ impl TemporalGraph {
                     history: vec![history],
                 });
                 self.cis.insert(registered.ci_id, node);
+                self.set_alive(node);
                 self.changes.push((p, Touched::Ci(node)));
                 self.by_class.entry(registered.class).or_default().push(registered.ci_id);
                 if let Some(change) = registered.authorized_by {
@@ -795,8 +890,13 @@ impl TemporalGraph {
                         self.names.entry(key).or_default().push((p, OPEN, id));
                     }
                 }
+                let status = next.status;
                 entry.versions.push(CiVersion { from: p, to: OPEN, ci: Arc::new(next) });
                 entry.history.push(history);
+                match self.alive.get_mut(node.index()) {
+                    Some(alive) => alive.record(p, status),
+                    None => self.set_alive(node),
+                }
             }
             CiEvent::Linked(link) => {
                 if let Some(node) = self.cis.get(&link.ci_id).copied() {
@@ -831,6 +931,7 @@ impl TemporalGraph {
                     },
                 );
                 self.rels.insert(*rel_id, edge);
+                self.hops.add(s, t, edge, *rel_type, (p, OPEN));
                 self.changes.push((p, Touched::Relationship(edge)));
             }
             CiEvent::RelationshipRemoved(removed) => {
@@ -842,6 +943,9 @@ impl TemporalGraph {
                 rel.to = p;
                 rel.removed_by = removed.authorized_by;
                 rel.removed = Some(EventInfo::of(record, removed.authorized_by));
+                if let Some((s, t)) = self.graph.edge_endpoints(edge) {
+                    self.hops.close(s, t, edge, p);
+                }
                 self.changes.push((p, Touched::Relationship(edge)));
             }
             CiEvent::NameClaimed(_) | CiEvent::NameReleased(_) => {}
@@ -1022,15 +1126,31 @@ impl TemporalGraph {
         self.rels.get(&id).map(|edge| &self.graph[*edge])
     }
 
-    /// The neighbours a failure travels to from `node` at `position`, in `direction`: the
-    /// relationship crossed and the node at its other end.
-    fn neighbours<'a>(
+    /// The hops a failure takes from `node` at `position` in `direction`, across
+    /// relationships of `types` only if given (all propagating types otherwise).
+    #[inline]
+    fn hops_at<'a>(
         &'a self,
         node: NodeIndex,
         position: u64,
-        direction: Option<ImpactDirection>,
+        direction: ImpactDirection,
         types: Option<&'a [RelType]>,
-    ) -> impl Iterator<Item = (EdgeIndex, &'a Relationship, NodeIndex)> + 'a {
+    ) -> impl Iterator<Item = &'a Hop> + 'a {
+        self.hops
+            .of(node, direction)
+            .iter()
+            .filter(move |hop| hop.valid_at(position) && types.is_none_or(|t| t.contains(&hop.rel_type)))
+    }
+
+    /// Every CI joined to `node` at `position` by a relationship (of `types` if given),
+    /// whichever way it points and whether or not a failure crosses it: the relationship and
+    /// the node at its other end.
+    fn neighbours_any<'a>(
+        &'a self,
+        node: NodeIndex,
+        position: u64,
+        types: Option<&'a [RelType]>,
+    ) -> impl Iterator<Item = (EdgeIndex, NodeIndex)> + 'a {
         let outgoing = self.graph.edges_directed(node, EdgeDirection::Outgoing).map(|e| (e, true));
         let incoming = self.graph.edges_directed(node, EdgeDirection::Incoming).map(|e| (e, false));
         outgoing.chain(incoming).filter_map(move |(edge, node_is_source)| {
@@ -1038,20 +1158,22 @@ impl TemporalGraph {
             if !rel.valid_at(position) || types.is_some_and(|t| !t.contains(&rel.rel_type)) {
                 return None;
             }
-            let other = if node_is_source { edge.target() } else { edge.source() };
-            let Some(direction) = direction else { return Some((edge.id(), rel, other)) };
-            let propagation = propagation(rel.rel_type);
-            // Downstream: the other end depends on this node. Upstream: this node depends on it.
-            let follows = match (propagation, direction) {
-                (Propagation::Both, _) => true,
-                (Propagation::None, _) => false,
-                (Propagation::SourceDependsOnTarget, ImpactDirection::Downstream) => !node_is_source,
-                (Propagation::SourceDependsOnTarget, ImpactDirection::Upstream) => node_is_source,
-                (Propagation::TargetDependsOnSource, ImpactDirection::Downstream) => node_is_source,
-                (Propagation::TargetDependsOnSource, ImpactDirection::Upstream) => !node_is_source,
-            };
-            follows.then_some((edge.id(), rel, other))
+            Some((edge.id(), if node_is_source { edge.target() } else { edge.source() }))
         })
+    }
+
+    /// The neighbours of `node` a walk in `direction` goes to (any neighbour if `None`).
+    fn neighbours(
+        &self,
+        node: NodeIndex,
+        position: u64,
+        direction: Option<ImpactDirection>,
+        types: Option<&[RelType]>,
+    ) -> Vec<(EdgeIndex, NodeIndex)> {
+        match direction {
+            Some(direction) => self.hops_at(node, position, direction, types).map(|h| (h.edge, h.to)).collect(),
+            None => self.neighbours_any(node, position, types).collect(),
+        }
     }
 
     fn step(&self, edge: EdgeIndex, to: NodeIndex) -> Step {
@@ -1070,54 +1192,56 @@ impl TemporalGraph {
             .map(|v| v.ci.clone())
             .ok_or(GraphError::UnknownCi { ci: root, position })?;
         let types = traversal.types.as_deref();
-        // node -> (parent node, edge crossed, depth)
-        let mut visited: FxHashMap<NodeIndex, (NodeIndex, EdgeIndex, u32)> = FxHashMap::default();
-        visited.insert(root_node, (root_node, EdgeIndex::end(), 0));
-        let mut queue = VecDeque::from([root_node]);
-        let mut reached_order: Vec<NodeIndex> = Vec::new();
+        // The walk: (node, parent node, edge crossed, depth), the root first; `visits` maps a
+        // node to its index there.
+        let mut walk: Vec<WalkStep> =
+            vec![WalkStep { node: root_node, parent: root_node, edge: EdgeIndex::end(), depth: 0 }];
+        let mut visits = Visits::new(self.graph.node_bound());
+        visits.insert(root_node, 0);
+        let mut next = 0;
         let mut cycles: Vec<Vec<CiId>> = Vec::new();
         let mut truncated = false;
-        'walk: while let Some(current) = queue.pop_front() {
-            let depth = visited[&current].2;
+        'walk: while let Some(&WalkStep { node: current, depth, .. }) = walk.get(next) {
+            next += 1;
             if depth >= traversal.max_depth {
                 continue;
             }
-            for (edge, _, other) in self.neighbours(current, position, Some(traversal.direction), types) {
-                if let Some(&(_, _, other_depth)) = visited.get(&other) {
+            for hop in self.hops_at(current, position, traversal.direction, types) {
+                let other = hop.to;
+                if let Some(index) = visits.get(other) {
                     // Already reached: a cycle if `other` is on the path to `current`, which
                     // only a shallower node can be (most such edges are cross edges).
                     if cycles.len() < MAX_CYCLES_REPORTED
-                        && other_depth < depth
-                        && let Some(cycle) = self.cycle_through(&visited, current, other, root_node)
+                        && walk[index as usize].depth < depth
+                        && let Some(cycle) = self.cycle_through(&walk, &visits, current, other, root_node)
                         && !cycles.contains(&cycle)
                     {
                         cycles.push(cycle);
                     }
                     continue;
                 }
-                if self.present(other, position).is_none() {
+                if !self.alive_at(other, position) {
                     continue;
                 }
-                if reached_order.len() == traversal.max_results {
+                if walk.len() - 1 == traversal.max_results {
                     truncated = true;
                     break 'walk;
                 }
-                visited.insert(other, (current, edge, depth + 1));
-                reached_order.push(other);
-                queue.push_back(other);
+                visits.insert(other, walk.len() as u32);
+                walk.push(WalkStep { node: other, parent: current, edge: hop.edge, depth: depth + 1 });
             }
         }
         let id_of = |node: NodeIndex| self.graph[node].versions[0].ci.id;
         let severities = (traversal.direction == ImpactDirection::Downstream)
-            .then(|| self.severities(&[root_node], position, types, |n| visited.contains_key(&n)));
-        let mut parents = HashMap::with_capacity(reached_order.len());
-        let mut causes = HashMap::with_capacity(if severities.is_some() { reached_order.len() } else { 0 });
-        let mut reached = Vec::with_capacity(reached_order.len());
+            .then(|| self.severities(&[root_node], position, types, |n| visits.contains(n)));
+        let reached_count = walk.len() - 1;
+        let mut parents = HashMap::with_capacity(reached_count);
+        let mut causes = HashMap::with_capacity(if severities.is_some() { reached_count } else { 0 });
+        let mut reached = Vec::with_capacity(reached_count);
         let mut services = Vec::new();
-        for node in reached_order {
+        for &WalkStep { node, parent: bfs_parent, edge: bfs_edge, depth } in &walk[1..] {
             let Some(ci) = self.present(node, position).cloned() else { continue };
-            let (bfs_parent, bfs_edge, depth) = visited[&node];
-            let found = severities.as_ref().and_then(|s| s.get(&node));
+            let found = severities.as_ref().and_then(|s| s.get(node));
             debug_assert!(severities.is_none() || found.is_some(), "every CI a downstream walk reaches has a severity");
             let severity = found.map(|(s, _)| *s);
             let rel = &self.graph[bfs_edge];
@@ -1155,12 +1279,13 @@ impl TemporalGraph {
         max_results: usize,
     ) -> Result<(Vec<Reached>, bool), GraphError> {
         self.check_position(position)?;
-        let mut visited: FxHashMap<NodeIndex, u32> = FxHashMap::default();
+        // node -> depth
+        let mut visits = Visits::new(self.graph.node_bound());
         let mut queue = VecDeque::new();
         for root in roots {
             if let Some(node) = self.cis.get(root)
                 && self.present(*node, position).is_some()
-                && visited.insert(*node, 0).is_none()
+                && visits.insert(*node, 0).is_none()
             {
                 queue.push_back(*node);
             }
@@ -1170,12 +1295,13 @@ impl TemporalGraph {
         let mut order: Vec<(NodeIndex, &Arc<CiSnapshot>, u32)> = Vec::new();
         let mut truncated = false;
         'walk: while let Some(current) = queue.pop_front() {
-            let depth = visited[&current];
+            let depth = visits.get(current).unwrap_or(0);
             if depth >= max_depth {
                 continue;
             }
-            for (_, _, other) in self.neighbours(current, position, Some(ImpactDirection::Downstream), None) {
-                if visited.contains_key(&other) {
+            for hop in self.hops_at(current, position, ImpactDirection::Downstream, None) {
+                let other = hop.to;
+                if visits.contains(other) {
                     continue;
                 }
                 let Some(ci) = self.present(other, position) else { continue };
@@ -1183,16 +1309,16 @@ impl TemporalGraph {
                     truncated = true;
                     break 'walk;
                 }
-                visited.insert(other, depth + 1);
+                visits.insert(other, depth + 1);
                 order.push((other, ci, depth + 1));
                 queue.push_back(other);
             }
         }
-        let severities = self.severities(&failed, position, None, |n| visited.contains_key(&n));
+        let severities = self.severities(&failed, position, None, |n| visits.contains(n));
         let reached = order
             .into_iter()
             .map(|(node, ci, depth)| {
-                let severity = severities.get(&node).map(|(s, _)| *s);
+                let severity = severities.get(node).map(|(s, _)| *s);
                 debug_assert!(severity.is_some(), "every CI a downstream walk reaches has a severity");
                 Reached { ci: ci.clone(), depth, severity }
             })
@@ -1266,8 +1392,8 @@ impl TemporalGraph {
             let mut next = Vec::new();
             let mut met = None;
             'grow: for node in std::mem::take(frontier) {
-                for (_, _, neighbour) in self.neighbours(node, position, Some(towards), None) {
-                    if seen.contains_key(&neighbour) || self.present(neighbour, position).is_none() {
+                for neighbour in self.hops_at(node, position, towards, None).map(|h| h.to) {
+                    if seen.contains_key(&neighbour) || !self.alive_at(neighbour, position) {
                         continue;
                     }
                     seen.insert(neighbour, Some(node));
@@ -1315,7 +1441,7 @@ impl TemporalGraph {
             if depth >= max_depth {
                 continue;
             }
-            for (_, _, other) in self.neighbours(node, position, Some(direction), None) {
+            for other in self.hops_at(node, position, direction, None).map(|h| h.to) {
                 let Some(ci) = self.present(other, position) else { continue };
                 if seen.contains_key(&ci.id) {
                     continue;
@@ -1335,7 +1461,8 @@ impl TemporalGraph {
     /// is an ancestor of `current` (or `current` itself).
     fn cycle_through(
         &self,
-        visited: &FxHashMap<NodeIndex, (NodeIndex, EdgeIndex, u32)>,
+        walk: &[WalkStep],
+        visits: &Visits,
         current: NodeIndex,
         other: NodeIndex,
         root: NodeIndex,
@@ -1346,13 +1473,13 @@ impl TemporalGraph {
             if cursor == root {
                 return None;
             }
-            cursor = visited.get(&cursor)?.0;
+            cursor = walk[visits.get(cursor)? as usize].parent;
         }
         let id_of = |node: NodeIndex| self.graph[node].versions[0].ci.id;
         let mut chain = vec![id_of(current)];
         let mut cursor = current;
         while cursor != other {
-            cursor = visited.get(&cursor)?.0;
+            cursor = walk[visits.get(cursor)? as usize].parent;
             chain.push(id_of(cursor));
         }
         if chain.len() < 2 && other != current {
@@ -1396,8 +1523,8 @@ impl TemporalGraph {
         for _ in 0..max_depth {
             let mut next = Vec::new();
             for current in frontier {
-                for (edge, _, other) in self.neighbours(current, position, direction, types) {
-                    if !seen.insert(other) || self.present(other, position).is_none() && other != goal {
+                for (edge, other) in self.neighbours(current, position, direction, types) {
+                    if !seen.insert(other) || !self.alive_at(other, position) && other != goal {
                         continue;
                     }
                     parent.insert(other, (current, edge));

@@ -72,6 +72,7 @@ impl Projection for TemporalGraph {
     }
 
     fn restored(&mut self) {
+        self.rebuild_derived();
         self.change_book_mut().restore_current();
         self.release_book_mut().restore_current();
     }

@@ -10,7 +10,7 @@ use cmdb_core::ci::{CiClass, CiDecider, RelType};
 use cmdb_core::decider::{CommandContext, execute};
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_core::{Actor, EventStore, Metadata, Source};
-use cmdb_projections::graph::TemporalGraph;
+use cmdb_projections::graph::{ImpactDirection, TemporalGraph, Traversal};
 use cmdb_projections::runner::{Projection, RunnerOptions, save_checkpoint, start};
 use common::{ci, register, relate};
 
@@ -55,6 +55,17 @@ async fn follows_the_log_checkpoints_and_restarts_from_the_checkpoint() {
     let head = store.head().await.expect("head").position;
     assert!(graph.wait_for(head, Duration::from_secs(5)).await);
     assert!(graph.read().ci_at(ci(102), head).is_some());
+    // A relationship ended before the checkpoint: the walks' hops, rebuilt after loading it,
+    // must end it too.
+    let context = CommandContext::new(
+        Metadata::new(Actor::principal("tester"), Source::Api),
+        cmdb_core::Timestamp::from_micros(0),
+    );
+    let unrelate = cmdb_core::ci::CiCommand::Unrelate { rel_id: common::rel(3), reason: None, authorized_by: None };
+    let before_unrelate = head;
+    execute(store.as_ref(), &CiDecider, &unrelate, &context, None).await.expect("unrelate");
+    let head = store.head().await.expect("head").position;
+    assert!(graph.wait_for(head, Duration::from_secs(5)).await);
     let mut saved = 0;
     save_checkpoint(&graph, checkpoints.path(), &mut saved).await.expect("checkpoint");
     assert_eq!(saved, head);
@@ -67,6 +78,20 @@ async fn follows_the_log_checkpoints_and_restarts_from_the_checkpoint() {
     assert_eq!(again.read().ci_at(ci(3), head), graph.read().ci_at(ci(3), head));
     assert_eq!(again.read().counts(), graph.read().counts());
     assert!(again.read().change_book().current().is_some(), "head records rebuilt after loading the checkpoint");
+    // The same walks before and after the restart, at the head and before the removal.
+    let walk = |g: &TemporalGraph, root: u128, position: u64, direction: ImpactDirection| {
+        let traversal = Traversal { direction, max_depth: 32, max_results: 1_000, types: None };
+        let impact = g.impact(ci(root), position, &traversal).expect("impact");
+        impact.reached.iter().map(|r| (r.ci.id, r.depth, r.severity)).collect::<Vec<_>>()
+    };
+    for (root, direction) in [(1, ImpactDirection::Downstream), (5, ImpactDirection::Upstream)] {
+        for position in [before_unrelate, head] {
+            let before = walk(&graph.read(), root, position, direction);
+            assert_eq!(walk(&again.read(), root, position, direction), before);
+        }
+    }
+    assert_eq!(walk(&again.read(), 1, head, ImpactDirection::Downstream).len(), 1, "ci 3 no longer depends on ci 2");
+    assert_eq!(walk(&again.read(), 1, before_unrelate, ImpactDirection::Downstream).len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

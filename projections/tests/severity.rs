@@ -302,6 +302,20 @@ proptest! {
                 let want: BTreeMap<CiId, Severity> =
                     expected.into_iter().filter(|(id, _)| !roots.contains(id)).collect();
                 prop_assert_eq!(got, want, "failed {:?} at {}", roots, position);
+                // The one-pass walk of an assessment finds the same count, and the same
+                // services at the same depth with the same severity.
+                let reach = graph.reach(&roots, position).expect("reach");
+                prop_assert_eq!(reach.cis, reached.len());
+                let mut walked: Vec<(CiId, u32, Severity)> = reached
+                    .iter()
+                    .filter(|r| r.ci.class == CiClass::BusinessService)
+                    .map(|r| (r.ci.id, r.depth, r.severity.expect("severity")))
+                    .collect();
+                let mut one_pass: Vec<(CiId, u32, Severity)> =
+                    reach.services.iter().map(|s| (s.ci.id, s.depth, s.severity)).collect();
+                walked.sort();
+                one_pass.sort();
+                prop_assert_eq!(one_pass, walked, "services of {:?} at {}", roots, position);
             }
             Ok(())
         })?;

@@ -11,6 +11,7 @@
 
 pub mod access_view;
 pub mod changes;
+pub mod impact_cache;
 pub mod releases;
 pub mod tooling;
 
@@ -109,6 +110,8 @@ pub struct App {
     /// change, access included), kept between commands like `ci_cache`: optimistic, so a
     /// decision on a stale fold is appended conditionally and decided again on fresh ones.
     deployment_cache: StateCache<cmdb_core::release::ReleaseKey>,
+    /// Impact answers kept between requests.
+    pub impacts: impact_cache::ImpactCache,
 }
 
 impl App {
@@ -127,6 +130,7 @@ impl App {
             clock,
             settings,
             ci_cache: StateCache::new(),
+            impacts: impact_cache::ImpactCache::default(),
             access_commands: tokio::sync::Mutex::new(()),
             pipeline_locks: releases::PipelineLocks::default(),
             numbering: tokio::sync::Mutex::new(()),

@@ -77,6 +77,28 @@ async fn main() -> anyhow::Result<()> {
         (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
     let mut levels: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut truncated = 0;
+    let mut reach_only = Histogram::<u64>::new(3)?;
+    let mut one_ci = Histogram::<u64>::new(3)?;
+    let mut one_ci_services = Vec::new();
+    let ids: Vec<CiId> = graph.cis_at(head, &CiFilter::default(), None, usize::MAX).0.iter().map(|c| c.id).collect();
+    for _ in 0..20_000 {
+        let id = ids[rng.random_range(0..ids.len())];
+        let registered = graph.history(id).and_then(|(v, _)| v.first()).map_or(1, |v| v.from);
+        let position = rng.random_range(registered..=head);
+        let t = Instant::now();
+        let reach = graph.reach(&[id], position)?;
+        one_ci.record(t.elapsed().as_nanos() as u64)?;
+        one_ci_services.push(reach.services.len());
+    }
+    report("services reached by one random CI at a random position", &one_ci);
+    one_ci_services.sort_unstable();
+    println!(
+        "  services reached: median {} p99 {} max {}",
+        one_ci_services[one_ci_services.len() / 2],
+        one_ci_services[one_ci_services.len() * 99 / 100],
+        one_ci_services[one_ci_services.len() - 1]
+    );
+    let (mut reached_cis, mut reached_services, mut down_services) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..SAMPLES {
         let scope_cis: Vec<CiId> = candidates.choose_multiple(&mut rng, SCOPE_CIS).copied().collect();
         let start_hour = rng.random_range(0..24 * 30) as i64;
@@ -100,6 +122,9 @@ async fn main() -> anyhow::Result<()> {
             details,
         };
         let t = Instant::now();
+        std::hint::black_box(graph.reach(&scope_cis, head)?);
+        reach_only.record(t.elapsed().as_nanos() as u64)?;
+        let t = Instant::now();
         // What the server does for an assessment: scope snapshots, facts, formula, policy.
         let cis: BTreeMap<CiId, Option<CiSnapshot>> =
             scope_cis.iter().map(|id| (*id, graph.ci_at(*id, head).map(|c| (*c).clone()))).collect();
@@ -107,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
         let facts = assessment_facts(&graph, &record.details.scope, head, now, DEFAULT_RISK_HISTORY_DAYS)?;
         let facts_done = t.elapsed();
         truncated += usize::from(facts.truncated);
+        reached_cis.push(facts.downstream_cis);
+        reached_services.push(facts.services.len() + facts.other_services.len());
+        down_services.push(facts.services_with(cmdb_core::model::Severity::Down));
         let assessment = risk::assess(facts, ChangeType::Normal, record.details.window.as_ref());
         let input = policy_input(&record, Some(&assessment), &access, &cis, now);
         let decision = policy::decide(&policy, &input)?;
@@ -119,8 +147,25 @@ async fn main() -> anyhow::Result<()> {
     }
     report("assessment + decision, 20 CIs, end to end", &total);
     report("  of which facts from the graph", &facts_only);
+    report("  (the walk alone, measured apart)", &reach_only);
     report("  of which formula, policy input and Rego decision", &decide_only);
     println!("levels: {levels:?}; downstream walks truncated: {truncated} of {SAMPLES}");
+    reached_cis.sort_unstable();
+    reached_services.sort_unstable();
+    down_services.sort_unstable();
+    println!(
+        "  of those services down (the rest degraded): median {} p99 {} max {}",
+        down_services[SAMPLES / 2],
+        down_services[SAMPLES * 99 / 100],
+        down_services[SAMPLES - 1]
+    );
+    println!(
+        "reached per change: CIs median {} max {}; business services median {} max {}",
+        reached_cis[SAMPLES / 2],
+        reached_cis[SAMPLES - 1],
+        reached_services[SAMPLES / 2],
+        reached_services[SAMPLES - 1]
+    );
 
     if let Some(path) = query_file {
         let mut file = std::fs::File::create(&path)?;

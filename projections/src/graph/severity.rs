@@ -17,18 +17,43 @@ use std::collections::VecDeque;
 
 use cmdb_core::ci::schema::MEMBERS_TO_FAIL;
 use cmdb_core::ci::{CiClass, RelType};
-use petgraph::Direction as EdgeDirection;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::NodeIndexable;
 use rustc_hash::FxHashMap;
 
+use super::visits::Visits;
 use super::{ImpactDirection, TemporalGraph};
 
 pub use cmdb_core::model::Severity;
 
 /// Each reached CI's severity and the neighbour (and relationship) that raised it; the
-/// failed CIs have no cause.
-pub(crate) type Severities = FxHashMap<NodeIndex, (Severity, Option<(NodeIndex, EdgeIndex)>)>;
+/// failed CIs have no cause. Dense: a slot per CI raised, found through [`Visits`].
+pub(crate) struct Severities {
+    slots: Visits,
+    raised: Vec<(Severity, Option<(NodeIndex, EdgeIndex)>)>,
+}
+
+impl Severities {
+    /// The severity of `node` and what raised it, if the failure reached it.
+    #[inline]
+    pub fn get(&self, node: NodeIndex) -> Option<&(Severity, Option<(NodeIndex, EdgeIndex)>)> {
+        self.slots.get(node).map(|slot| &self.raised[slot as usize])
+    }
+
+    fn severity(&self, node: NodeIndex) -> Option<Severity> {
+        self.get(node).map(|(s, _)| *s)
+    }
+
+    fn raise(&mut self, node: NodeIndex, to: Severity, cause: Option<(NodeIndex, EdgeIndex)>) {
+        match self.slots.get(node) {
+            Some(slot) => self.raised[slot as usize] = (to, cause),
+            None => {
+                self.slots.insert(node, self.raised.len() as u32);
+                self.raised.push((to, cause));
+            }
+        }
+    }
+}
 
 impl TemporalGraph {
     /// Whether CIs of `class` were redundant groups at `position`: the last declaration at or
@@ -49,10 +74,11 @@ impl TemporalGraph {
             return None;
         }
         let members = self
-            .graph
-            .edges_directed(node, EdgeDirection::Incoming)
-            .filter(|e| e.weight().rel_type == RelType::PartOf && e.weight().valid_at(position))
-            .filter(|e| self.present(e.source(), position).is_some())
+            .hops
+            .of(node, ImpactDirection::Upstream)
+            .iter()
+            .filter(|hop| hop.into_group && hop.valid_at(position))
+            .filter(|hop| self.alive_at(hop.to, position))
             .count();
         let members = u32::try_from(members).unwrap_or(u32::MAX).max(1);
         let asked = ci.attributes.get(MEMBERS_TO_FAIL).and_then(serde_json::Value::as_u64);
@@ -68,28 +94,28 @@ impl TemporalGraph {
         types: Option<&[RelType]>,
         within: impl Fn(NodeIndex) -> bool,
     ) -> Severities {
-        let mut severity: Severities = FxHashMap::default();
+        let mut severity = Severities { slots: Visits::new(self.graph.node_bound()), raised: Vec::new() };
         let mut down_members: FxHashMap<NodeIndex, u32> = FxHashMap::default();
         let mut thresholds: FxHashMap<NodeIndex, Option<u32>> = FxHashMap::default();
         let mut queue: VecDeque<(NodeIndex, Severity)> = VecDeque::new();
         for node in failed {
-            if severity.insert(*node, (Severity::Down, None)).is_none() {
+            if severity.get(*node).is_none() {
+                severity.raise(*node, Severity::Down, None);
                 queue.push_back((*node, Severity::Down));
             }
         }
         // Each CI is queued at most twice (once per rise), so the loop is bounded by twice
         // the CIs in scope.
         while let Some((node, raised_to)) = queue.pop_front() {
-            if severity.get(&node).map(|(s, _)| *s) != Some(raised_to) {
+            if severity.severity(node) != Some(raised_to) {
                 continue; // raised again since: the later entry carries it on
             }
-            for (edge, rel, other) in self.neighbours(node, position, Some(ImpactDirection::Downstream), types) {
+            for hop in self.hops_at(node, position, ImpactDirection::Downstream, types) {
+                let (edge, other) = (hop.edge, hop.to);
                 if !within(other) {
                     continue;
                 }
-                let from_member =
-                    rel.rel_type == RelType::PartOf && self.graph.edge_endpoints(edge).map(|e| e.0) == Some(node);
-                let threshold = if from_member {
+                let threshold = if hop.into_group {
                     *thresholds.entry(other).or_insert_with(|| self.members_to_fail(other, position))
                 } else {
                     None
@@ -107,8 +133,8 @@ impl TemporalGraph {
                         }
                     }
                 };
-                if severity.get(&other).is_none_or(|(s, _)| *s < arriving) {
-                    severity.insert(other, (arriving, Some((node, edge))));
+                if severity.severity(other).is_none_or(|s| s < arriving) {
+                    severity.raise(other, arriving, Some((node, edge)));
                     queue.push_back((other, arriving));
                 }
             }

@@ -311,13 +311,15 @@ impl PathStep {
 pub struct ImpactedCi {
     impact: Arc<graph::Impact>,
     index: usize,
+    /// The position asked about.
+    position: u64,
 }
 
 #[Object]
 impl ImpactedCi {
     async fn ci(&self, ctx: &Context<'_>) -> Ci {
         let graph = state(ctx).graph.read();
-        Ci::new(&graph, self.impact.reached[self.index].ci.clone(), self.impact.position)
+        Ci::new(&graph, self.impact.reached[self.index].ci.clone(), self.position)
     }
 
     /// Relationships on the shortest chain from the root.
@@ -334,14 +336,14 @@ impl ImpactedCi {
     /// neighbour it came from (for a redundant group brought down, the member that reached
     /// its threshold). Following causes back reaches the root. Null upstream.
     async fn cause(&self, ctx: &Context<'_>) -> Option<PathStep> {
-        cause(ctx, &self.impact, self.impact.reached[self.index].ci.id)
+        cause(ctx, &self.impact, self.impact.reached[self.index].ci.id, self.position)
     }
 
     /// One shortest path from the root to this CI.
     async fn path(&self, ctx: &Context<'_>) -> Vec<PathStep> {
         let graph = state(ctx).graph.read();
         let target = self.impact.reached[self.index].ci.id;
-        self.impact.path_to(target).into_iter().map(|s| PathStep::new(&graph, s, self.impact.position)).collect()
+        self.impact.path_to(target).into_iter().map(|s| PathStep::new(&graph, s, self.position)).collect()
     }
 }
 
@@ -349,13 +351,15 @@ impl ImpactedCi {
 pub struct ImpactedService {
     impact: Arc<graph::Impact>,
     index: usize,
+    /// The position asked about.
+    position: u64,
 }
 
 #[Object]
 impl ImpactedService {
     async fn service(&self, ctx: &Context<'_>) -> Ci {
         let graph = state(ctx).graph.read();
-        Ci::new(&graph, self.impact.services[self.index].ci.clone(), self.impact.position)
+        Ci::new(&graph, self.impact.services[self.index].ci.clone(), self.position)
     }
 
     /// Criticality tier 1 (highest) to 4.
@@ -374,38 +378,41 @@ impl ImpactedService {
 
     /// The step the failure arrived by with this severity (see `ImpactedCi.cause`).
     async fn cause(&self, ctx: &Context<'_>) -> Option<PathStep> {
-        cause(ctx, &self.impact, self.impact.services[self.index].ci.id)
+        cause(ctx, &self.impact, self.impact.services[self.index].ci.id, self.position)
     }
 
     /// One shortest path from the root to the service.
     async fn path(&self, ctx: &Context<'_>) -> Vec<PathStep> {
         let graph = state(ctx).graph.read();
         let target = self.impact.services[self.index].ci.id;
-        self.impact.path_to(target).into_iter().map(|s| PathStep::new(&graph, s, self.impact.position)).collect()
+        self.impact.path_to(target).into_iter().map(|s| PathStep::new(&graph, s, self.position)).collect()
     }
 }
 
-fn cause(ctx: &Context<'_>, impact: &graph::Impact, target: domain::CiId) -> Option<PathStep> {
+fn cause(ctx: &Context<'_>, impact: &graph::Impact, target: domain::CiId, position: u64) -> Option<PathStep> {
     let cause = impact.cause_of(target)?;
     let graph = state(ctx).graph.read();
     let step = graph::Step { relationship: cause.relationship, rel_type: cause.rel_type, ci: cause.from };
-    Some(PathStep::new(&graph, step, impact.position))
+    Some(PathStep::new(&graph, step, position))
 }
 
 /// The answer of an impact analysis; each field is computed only when asked for.
 pub struct ImpactResult {
+    /// Possibly computed at another position with the same graph (the impact cache).
     impact: Arc<graph::Impact>,
+    /// The position asked about.
+    position: u64,
 }
 
 #[Object]
 impl ImpactResult {
     async fn root(&self, ctx: &Context<'_>) -> Ci {
         let graph = state(ctx).graph.read();
-        Ci::new(&graph, self.impact.root.clone(), self.impact.position)
+        Ci::new(&graph, self.impact.root.clone(), self.position)
     }
 
     async fn position(&self) -> Position {
-        Position(self.impact.position)
+        Position(self.position)
     }
 
     async fn direction(&self) -> ImpactDirection {
@@ -414,12 +421,16 @@ impl ImpactResult {
 
     /// The CIs reached, breadth first: each at its least depth.
     async fn reached(&self) -> Vec<ImpactedCi> {
-        (0..self.impact.reached.len()).map(|index| ImpactedCi { impact: self.impact.clone(), index }).collect()
+        (0..self.impact.reached.len())
+            .map(|index| ImpactedCi { impact: self.impact.clone(), index, position: self.position })
+            .collect()
     }
 
     /// The business services among them, with their tier.
     async fn services(&self) -> Vec<ImpactedService> {
-        (0..self.impact.services.len()).map(|index| ImpactedService { impact: self.impact.clone(), index }).collect()
+        (0..self.impact.services.len())
+            .map(|index| ImpactedService { impact: self.impact.clone(), index, position: self.position })
+            .collect()
     }
 
     /// max_results cut the traversal short.
@@ -445,12 +456,6 @@ impl ImpactResult {
     /// How many reached CIs are degraded (downstream analyses; 0 upstream).
     async fn degraded_count(&self) -> usize {
         self.impact.reached.iter().filter(|r| r.severity == Some(graph::Severity::Degraded)).count()
-    }
-}
-
-impl ImpactResult {
-    fn new(impact: graph::Impact) -> ImpactResult {
-        ImpactResult { impact: Arc::new(impact) }
     }
 }
 
@@ -584,9 +589,10 @@ impl CisAt {
             max_results,
             types: types.map(|t| t.into_iter().map(Into::into).collect()),
         };
-        let graph = state(ctx).graph.read();
-        let impact = graph.impact(root, self.position, &traversal).map_err(graph_error)?;
-        Ok(ImpactResult::new(impact))
+        let app = state(ctx);
+        let graph = app.graph.read();
+        let impact = app.app.impacts.impact(&graph, root, self.position, &traversal).map_err(graph_error)?;
+        Ok(ImpactResult { impact, position: self.position })
     }
 
     /// One shortest path between two CIs (following dependencies in `direction`, or any
