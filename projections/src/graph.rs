@@ -910,46 +910,61 @@ impl TemporalGraph {
                     self.graph[node].history.push(history);
                 }
             }
-            CiEvent::RelationshipCreated(RelationshipCreated { rel_id, rel_type, source, target, authorized_by }) => {
-                let (Some(s), Some(t)) = (self.cis.get(source).copied(), self.cis.get(target).copied()) else {
-                    return Err(missing(format!("relationship {rel_id} joins an unknown CI")));
-                };
-                let edge = self.graph.add_edge(
-                    s,
-                    t,
-                    Relationship {
-                        id: *rel_id,
-                        rel_type: *rel_type,
-                        source: *source,
-                        target: *target,
-                        from: p,
-                        to: OPEN,
-                        created_by: *authorized_by,
-                        removed_by: None,
-                        created: EventInfo::of(record, *authorized_by),
-                        removed: None,
-                    },
-                );
-                self.rels.insert(*rel_id, edge);
-                self.hops.add(s, t, edge, *rel_type, (p, OPEN));
-                self.changes.push((p, Touched::Relationship(edge)));
-            }
-            CiEvent::RelationshipRemoved(removed) => {
-                let edge = *self
-                    .rels
-                    .get(&removed.rel_id)
-                    .ok_or_else(|| missing(format!("relationship {} unknown", removed.rel_id)))?;
-                let rel = &mut self.graph[edge];
-                rel.to = p;
-                rel.removed_by = removed.authorized_by;
-                rel.removed = Some(EventInfo::of(record, removed.authorized_by));
-                if let Some((s, t)) = self.graph.edge_endpoints(edge) {
-                    self.hops.close(s, t, edge, p);
-                }
-                self.changes.push((p, Touched::Relationship(edge)));
-            }
+            CiEvent::RelationshipCreated(created) => self.relationship_created(record, created)?,
+            CiEvent::RelationshipRemoved(removed) => self.relationship_removed(record, removed)?,
             CiEvent::NameClaimed(_) | CiEvent::NameReleased(_) => {}
         }
+        Ok(())
+    }
+
+    fn relationship_created(&mut self, record: &EventRecord, created: &RelationshipCreated) -> Result<(), GraphError> {
+        let p = record.position;
+        let missing = |what: String| GraphError::Apply { position: p, detail: what };
+        let RelationshipCreated { rel_id, rel_type, source, target, authorized_by } = created;
+        let (Some(s), Some(t)) = (self.cis.get(source).copied(), self.cis.get(target).copied()) else {
+            return Err(missing(format!("relationship {rel_id} joins an unknown CI")));
+        };
+        let edge = self.graph.add_edge(
+            s,
+            t,
+            Relationship {
+                id: *rel_id,
+                rel_type: *rel_type,
+                source: *source,
+                target: *target,
+                from: p,
+                to: OPEN,
+                created_by: *authorized_by,
+                removed_by: None,
+                created: EventInfo::of(record, *authorized_by),
+                removed: None,
+            },
+        );
+        self.rels.insert(*rel_id, edge);
+        self.hops.add(s, t, edge, *rel_type, (p, OPEN));
+        self.changes.push((p, Touched::Relationship(edge)));
+        Ok(())
+    }
+
+    fn relationship_removed(
+        &mut self,
+        record: &EventRecord,
+        removed: &cmdb_core::ci::RelationshipRemoved,
+    ) -> Result<(), GraphError> {
+        let p = record.position;
+        let missing = |what: String| GraphError::Apply { position: p, detail: what };
+        let edge = *self
+            .rels
+            .get(&removed.rel_id)
+            .ok_or_else(|| missing(format!("relationship {} unknown", removed.rel_id)))?;
+        let rel = &mut self.graph[edge];
+        rel.to = p;
+        rel.removed_by = removed.authorized_by;
+        rel.removed = Some(EventInfo::of(record, removed.authorized_by));
+        if let Some((s, t)) = self.graph.edge_endpoints(edge) {
+            self.hops.close(s, t, edge, p);
+        }
+        self.changes.push((p, Touched::Relationship(edge)));
         Ok(())
     }
 

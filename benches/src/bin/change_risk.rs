@@ -41,43 +41,12 @@ fn report(name: &str, histogram: &Histogram<u64>) {
     );
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: change_risk DATA_DIR"))?);
-    let query_file = match (args.next().as_deref(), args.next()) {
-        (Some("--query-file"), Some(path)) => Some(std::path::PathBuf::from(path)),
-        (None, _) => None,
-        _ => anyhow::bail!("usage: change_risk DATA_DIR [--query-file FILE]"),
-    };
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
-    let started = Instant::now();
-    let handle = start::<cmdb_projections::graph::TemporalGraph>(store.clone(), RunnerOptions::default()).await?;
-    println!("graph ready in {:.1}s", started.elapsed().as_secs_f64());
-    let access: AccessState = cmdb_core::access::load_state(store.as_ref()).await?;
-    let graph = handle.read();
-    let head = graph.applied();
-    let now = graph.time_of(head).unwrap_or(Timestamp::from_micros(0));
-    let technical = vec![
-        CiClass::Application,
-        CiClass::Database,
-        CiClass::Host,
-        CiClass::VirtualMachine,
-        CiClass::Container,
-        CiClass::NetworkDevice,
-    ];
-    let filter = CiFilter { classes: Some(technical), ..CiFilter::default() };
-    let candidates: Vec<CiId> = graph.cis_at(head, &filter, None, usize::MAX).0.iter().map(|c| c.id).collect();
-    println!("{} technical CIs at head {head}", candidates.len());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let policy = PolicyRecord::default_policy();
-    policy::compiled(&policy.text)?;
-
-    let (mut total, mut facts_only, mut decide_only) =
-        (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
-    let mut levels: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut truncated = 0;
-    let mut reach_only = Histogram::<u64>::new(3)?;
+/// Part 3's first figure: the services a single random CI reaches at a random position.
+fn one_ci_at_random_positions(
+    graph: &cmdb_projections::graph::TemporalGraph,
+    head: u64,
+    rng: &mut rand::rngs::StdRng,
+) -> anyhow::Result<()> {
     let mut one_ci = Histogram::<u64>::new(3)?;
     let mut one_ci_services = Vec::new();
     let ids: Vec<CiId> = graph.cis_at(head, &CiFilter::default(), None, usize::MAX).0.iter().map(|c| c.id).collect();
@@ -98,6 +67,61 @@ async fn main() -> anyhow::Result<()> {
         one_ci_services[one_ci_services.len() * 99 / 100],
         one_ci_services[one_ci_services.len() - 1]
     );
+    Ok(())
+}
+
+/// How much a 20-CI change reaches: CIs, services, services down.
+fn print_sizes(mut reached_cis: Vec<u32>, mut reached_services: Vec<usize>, mut down_services: Vec<usize>) {
+    reached_cis.sort_unstable();
+    reached_services.sort_unstable();
+    down_services.sort_unstable();
+    println!(
+        "  of those services down (the rest degraded): median {} p99 {} max {}",
+        down_services[SAMPLES / 2],
+        down_services[SAMPLES * 99 / 100],
+        down_services[SAMPLES - 1]
+    );
+    println!(
+        "reached per change: CIs median {} max {}; business services median {} max {}",
+        reached_cis[SAMPLES / 2],
+        reached_cis[SAMPLES - 1],
+        reached_services[SAMPLES / 2],
+        reached_services[SAMPLES - 1]
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: change_risk DATA_DIR"))?);
+    let query_file = match (args.next().as_deref(), args.next()) {
+        (Some("--query-file"), Some(path)) => Some(std::path::PathBuf::from(path)),
+        (None, _) => None,
+        _ => anyhow::bail!("usage: change_risk DATA_DIR [--query-file FILE]"),
+    };
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
+    let started = Instant::now();
+    let handle = start::<cmdb_projections::graph::TemporalGraph>(store.clone(), RunnerOptions::default()).await?;
+    println!("graph ready in {:.1}s", started.elapsed().as_secs_f64());
+    let access: AccessState = cmdb_core::access::load_state(store.as_ref()).await?;
+    let graph = handle.read();
+    let head = graph.applied();
+    let now = graph.time_of(head).unwrap_or(Timestamp::from_micros(0));
+    let technical = vec![CiClass::Application, CiClass::Database, CiClass::Host];
+    let technical = [technical, vec![CiClass::VirtualMachine, CiClass::Container, CiClass::NetworkDevice]].concat();
+    let filter = CiFilter { classes: Some(technical), ..CiFilter::default() };
+    let candidates: Vec<CiId> = graph.cis_at(head, &filter, None, usize::MAX).0.iter().map(|c| c.id).collect();
+    println!("{} technical CIs at head {head}", candidates.len());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let policy = PolicyRecord::default_policy();
+    policy::compiled(&policy.text)?;
+
+    let (mut total, mut facts_only, mut decide_only) =
+        (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+    let mut levels: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut truncated = 0;
+    let mut reach_only = Histogram::<u64>::new(3)?;
+    one_ci_at_random_positions(&graph, head, &mut rng)?;
     let (mut reached_cis, mut reached_services, mut down_services) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..SAMPLES {
         let scope_cis: Vec<CiId> = candidates.choose_multiple(&mut rng, SCOPE_CIS).copied().collect();
@@ -150,22 +174,7 @@ async fn main() -> anyhow::Result<()> {
     report("  (the walk alone, measured apart)", &reach_only);
     report("  of which formula, policy input and Rego decision", &decide_only);
     println!("levels: {levels:?}; downstream walks truncated: {truncated} of {SAMPLES}");
-    reached_cis.sort_unstable();
-    reached_services.sort_unstable();
-    down_services.sort_unstable();
-    println!(
-        "  of those services down (the rest degraded): median {} p99 {} max {}",
-        down_services[SAMPLES / 2],
-        down_services[SAMPLES * 99 / 100],
-        down_services[SAMPLES - 1]
-    );
-    println!(
-        "reached per change: CIs median {} max {}; business services median {} max {}",
-        reached_cis[SAMPLES / 2],
-        reached_cis[SAMPLES - 1],
-        reached_services[SAMPLES / 2],
-        reached_services[SAMPLES - 1]
-    );
+    print_sizes(reached_cis, reached_services, down_services);
 
     if let Some(path) = query_file {
         let mut file = std::fs::File::create(&path)?;

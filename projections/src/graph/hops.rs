@@ -116,3 +116,29 @@ impl Hops {
         (self.down.iter().map(Vec::len).sum(), self.up.iter().map(Vec::len).sum())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_relationship_gives_one_hop_per_way_a_failure_travels_and_closing_ends_them() {
+        let (a, b) = (NodeIndex::new(0), NodeIndex::new(1));
+        let mut hops = Hops::default();
+        // a depends on b: b's failure reaches a.
+        hops.add(a, b, EdgeIndex::new(0), RelType::DependsOn, (5, crate::graph::OPEN));
+        assert_eq!(hops.len(), (1, 1));
+        assert_eq!(hops.of(b, ImpactDirection::Downstream)[0].to, a);
+        assert_eq!(hops.of(a, ImpactDirection::Upstream)[0].to, b);
+        assert!(hops.of(a, ImpactDirection::Downstream).is_empty());
+        // a member part of a group: the member's failure reaches the group, into a group.
+        hops.add(a, b, EdgeIndex::new(1), RelType::PartOf, (6, crate::graph::OPEN));
+        let into = hops.of(a, ImpactDirection::Downstream);
+        assert_eq!((into.len(), into[0].to, into[0].into_group), (1, b, true));
+        hops.close(a, b, EdgeIndex::new(0), 9);
+        let ended = hops.of(b, ImpactDirection::Downstream)[0];
+        assert!(ended.valid_at(8) && !ended.valid_at(9) && !ended.valid_at(4));
+        assert!(!hops.of(a, ImpactDirection::Upstream)[0].valid_at(9), "both ends closed");
+        assert!(hops.of(b, ImpactDirection::Upstream)[0].valid_at(9), "only that relationship");
+    }
+}
