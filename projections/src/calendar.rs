@@ -157,14 +157,8 @@ pub fn schedule_facts(
     max_depth: u32,
 ) -> Result<ScheduleFacts, GraphError> {
     let position = graph.applied();
-    let (reached, _) = graph.downstream_of(
-        &scope.cis,
-        position,
-        crate::assessment::RISK_MAX_DEPTH,
-        crate::assessment::RISK_MAX_RESULTS,
-    )?;
-    let mut services: Vec<CiId> =
-        reached.iter().filter(|r| r.ci.class == CiClass::BusinessService).map(|r| r.ci.id).collect();
+    let reach = graph.reach(&scope.cis, position)?;
+    let mut services: Vec<CiId> = reach.services.iter().map(|s| s.ci.id).collect();
     services.extend(
         scope.cis.iter().filter(|id| graph.ci_at(**id, position).is_some_and(|c| c.class == CiClass::BusinessService)),
     );
@@ -319,13 +313,8 @@ fn changes_on_calendar(
         changes.retain(|c| {
             c.details.scope.cis.contains(&service)
                 || graph
-                    .downstream_of(
-                        &c.details.scope.cis,
-                        position,
-                        crate::assessment::RISK_MAX_DEPTH,
-                        crate::assessment::RISK_MAX_RESULTS,
-                    )
-                    .is_ok_and(|(reached, _)| reached.iter().any(|r| r.ci.id == service))
+                    .reach(&c.details.scope.cis, position)
+                    .is_ok_and(|reach| reach.services.iter().any(|s| s.ci.id == service))
         });
     }
     changes.sort_by_key(|c| c.details.window.as_ref().map(|w| w.start));

@@ -259,18 +259,18 @@ impl IncidentIndex {
 
 /// When a change touched its CIs: each successful deployment under it (with its CIs), else
 /// its move to implemented (with its scope).
-fn change_moments(
-    change: &ChangeRecord,
-    deployments: &FxHashMap<cmdb_core::ids::ChangeId, Vec<(Timestamp, Vec<CiId>)>>,
-) -> Vec<(Timestamp, Vec<CiId>)> {
+fn change_moments<'a>(
+    change: &'a ChangeRecord,
+    deployments: &'a FxHashMap<cmdb_core::ids::ChangeId, Vec<(Timestamp, Vec<CiId>)>>,
+) -> Vec<(Timestamp, &'a [CiId])> {
     if let Some(deployed) = deployments.get(&change.change_id) {
-        return deployed.clone();
+        return deployed.iter().map(|(at, cis)| (*at, cis.as_slice())).collect();
     }
     change
         .transitions
         .iter()
         .find(|t| t.to == ChangeState::Implemented)
-        .map(|t| vec![(t.at.recorded_at, change.details.scope.cis.clone())])
+        .map(|t| vec![(t.at.recorded_at, change.details.scope.cis.as_slice())])
         .unwrap_or_default()
 }
 
@@ -371,7 +371,9 @@ pub fn change_report_linking(
         let Some(start) = bucket_start(submitted, period) else { continue };
         let index = starts.partition_point(|d| *d <= start).saturating_sub(1);
         let followed = !incidents.is_empty()
-            && change_moments(change, &deployments).iter().any(|(at, cis)| incidents.follows(*at, cis, window_micros));
+            && change_moments(change, &deployments)
+                .into_iter()
+                .any(|(at, cis)| incidents.follows(at, cis, window_micros));
         if let Some(bucket) = buckets.get_mut(index) {
             bucket.add(change, submitted, now);
             bucket.followed_by_incidents += u32::from(followed);

@@ -14,8 +14,9 @@ use cmdb_core::ci::{CiId, RelType};
 use cmdb_projections::graph::{GraphError, Impact, ImpactDirection, TemporalGraph, Traversal};
 
 /// Most bytes the kept answers may hold (their own, not the CI snapshots they share with the
-/// graph).
-pub const IMPACT_CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// graph). A hub's answer at the default `maxResults` (1,000 CIs) is about 220 KB, so this
+/// holds the impacts of about 1,200 hubs; the large estate's server holds 1.3 GB besides.
+pub const IMPACT_CACHE_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// An answer larger than this share of the bound is not kept (it would push out many others).
 const LARGEST_SHARE_OF_BOUND: usize = 8;
 /// Most answers kept, whatever their size (bounds the index itself).

@@ -104,6 +104,8 @@ pub struct ServerShared {
     pub schema: CmdbSchema,
     /// The limits every operation runs under.
     pub limits: Arc<Limits>,
+    /// Parsed query texts kept between requests.
+    pub documents: graphql::documents::Documents,
     /// The Prometheus recorder.
     pub metrics: PrometheusHandle,
     /// The WebSocket connections' tasks (waited for at shutdown).
@@ -257,6 +259,7 @@ impl Server {
             app: app.clone(),
             schema,
             limits,
+            documents: graphql::documents::Documents::default(),
             metrics: metrics::prometheus(),
             ws_tasks: TaskTracker::new(),
             slots: slots.clone(),
@@ -554,7 +557,9 @@ async fn graphql_post(
         ::metrics::counter!("graphql_requests_refused_total", "reason" => "rate_limited").increment(1);
         ApiError::RateLimited { retry_after_seconds: retry.seconds }
     })?;
-    let admitted = off_the_worker(bytes.len(), || admit_batch(&state.limits, settings.max_batch_operations, request));
+    let admitted = off_the_worker(bytes.len(), || {
+        admit_batch(&state.limits, &state.documents, settings.max_batch_operations, request)
+    });
     let (mut request, cost) = match admitted {
         Ok(admitted) => admitted,
         Err(error) => return Ok(graphql_json(&async_graphql::Response::from_errors(vec![error]))),
@@ -618,6 +623,7 @@ async fn execute_off_the_workers(
 /// and their total against the limits. Parses each query once (async-graphql reuses it).
 fn admit_batch(
     limits: &Limits,
+    documents: &graphql::documents::Documents,
     max_batch_operations: usize,
     mut request: async_graphql::BatchRequest,
 ) -> Result<(async_graphql::BatchRequest, u64), async_graphql::ServerError> {
@@ -638,6 +644,7 @@ fn admit_batch(
     for one in requests {
         let operation = one.operation_name.clone();
         let variables = one.variables.clone();
+        documents.prepare(one).map_err(|e| limits.parse_error(e))?;
         let document = one.parsed_query().map_err(|e| limits.parse_error(e))?;
         let measure = limits.measure(document, operation.as_deref(), &variables)?;
         total = graphql::cost::Measure {

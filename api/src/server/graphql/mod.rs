@@ -13,6 +13,7 @@ mod classes;
 pub mod context;
 pub mod cost;
 mod diff;
+pub mod documents;
 mod environment;
 pub mod limits;
 mod log;
