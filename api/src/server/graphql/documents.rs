@@ -60,7 +60,7 @@ impl Documents {
     }
 
     /// How many texts are kept.
-    pub fn len(&self) -> usize {
+    pub fn kept_count(&self) -> usize {
         self.lock().len()
     }
 }
@@ -77,7 +77,7 @@ mod tests {
         documents.prepare(&mut first).expect("parses");
         let mut second = async_graphql::Request::new(query);
         documents.prepare(&mut second).expect("kept");
-        assert_eq!(documents.len(), 1);
+        assert_eq!(documents.kept_count(), 1);
         assert_eq!(
             format!("{:?}", first.parsed_query().expect("parsed")),
             format!("{:?}", second.parsed_query().expect("parsed")),
@@ -85,15 +85,15 @@ mod tests {
         );
         let mut bad = async_graphql::Request::new("{ at { ci(id: ");
         assert!(documents.prepare(&mut bad).is_err());
-        assert_eq!(documents.len(), 1, "a parse error is not kept");
+        assert_eq!(documents.kept_count(), 1, "a parse error is not kept");
         let long = format!("{{ head {{ position }} }} #{}", "x".repeat(MAX_KEPT_QUERY_BYTES));
         let mut long_request = async_graphql::Request::new(long);
         documents.prepare(&mut long_request).expect("parses");
-        assert_eq!(documents.len(), 1, "a text past the bound is parsed but not kept");
+        assert_eq!(documents.kept_count(), 1, "a text past the bound is parsed but not kept");
         for n in 0..MAX_KEPT_DOCUMENTS + 10 {
             let mut request = async_graphql::Request::new(format!("{{ head {{ position }} }} # {n}"));
             documents.prepare(&mut request).expect("parses");
         }
-        assert_eq!(documents.len(), MAX_KEPT_DOCUMENTS, "the count bound holds");
+        assert_eq!(documents.kept_count(), MAX_KEPT_DOCUMENTS, "the count bound holds");
     }
 }
