@@ -222,29 +222,51 @@ pub fn change_report(
     change_report_linking(graph, position, from, to, period, now, DEFAULT_INCIDENT_LINK_HOURS)
 }
 
-/// Incidents on each CI, by detection time (sorted), as of `position`.
-pub struct IncidentIndex(FxHashMap<CiId, Vec<Timestamp>>);
+/// Most CIs named by the incidents of a window for [`IncidentIndex::follows`] to compare them
+/// with the scope instead of looking each scope CI up (a lookup costs about as much as
+/// comparing eight ids).
+const WINDOW_SCAN_MAX_CIS: usize = 8;
+
+/// The incidents as of `position`, two ways: each CI's detection times (sorted), and every
+/// incident's (detection time, CIs) in time order. Whether incidents followed a change is
+/// asked of whichever is smaller: a change names about 150 CIs on the large estate, while a
+/// day holds a few incidents, so looking at the incidents of the window beats a lookup per CI.
+pub struct IncidentIndex {
+    by_ci: FxHashMap<CiId, Vec<Timestamp>>,
+    by_time: Vec<(Timestamp, Vec<CiId>)>,
+}
 
 impl IncidentIndex {
     /// The index of the incidents the graph's release book holds at `position`.
     pub fn at(graph: &TemporalGraph, position: u64) -> IncidentIndex {
         let mut by_ci: FxHashMap<CiId, Vec<Timestamp>> = FxHashMap::default();
+        let mut by_time = Vec::new();
         for incident in graph.release_book().incidents_at(position, None, usize::MAX) {
             for ci in &incident.opened.cis {
                 by_ci.entry(*ci).or_default().push(incident.opened.detected_at);
             }
+            by_time.push((incident.opened.detected_at, incident.opened.cis.clone()));
         }
         for times in by_ci.values_mut() {
             times.sort_unstable();
         }
-        IncidentIndex(by_ci)
+        by_time.sort_by_key(|(at, _)| *at);
+        IncidentIndex { by_ci, by_time }
     }
 
     /// Whether any incident on `cis` was detected in [at, at + window).
     pub fn follows(&self, at: Timestamp, cis: &[CiId], window_micros: i64) -> bool {
         let end = at.saturating_add_micros(window_micros);
+        let first = self.by_time.partition_point(|(t, _)| *t < at);
+        let last = self.by_time.partition_point(|(t, _)| *t < end);
+        let in_window = &self.by_time[first..last.max(first)];
+        let named: usize = in_window.iter().map(|(_, on)| on.len()).sum();
+        if named <= WINDOW_SCAN_MAX_CIS {
+            // Few incidents in the window: compare their CIs with the scope.
+            return in_window.iter().any(|(_, on)| on.iter().any(|ci| cis.contains(ci)));
+        }
         cis.iter().any(|ci| {
-            self.0.get(ci).is_some_and(|times| {
+            self.by_ci.get(ci).is_some_and(|times| {
                 let first = times.partition_point(|t| *t < at);
                 times.get(first).is_some_and(|t| *t < end)
             })
@@ -253,7 +275,7 @@ impl IncidentIndex {
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.by_time.is_empty()
     }
 }
 
@@ -393,13 +415,18 @@ pub fn change_report_linking(
                 *failed_by_class.entry(class).or_default() += 1;
             }
         }
-        if let Some(entry) = change.assessment() {
-            touched_services.extend(entry.assessment.facts.services.iter().map(|s| s.id));
+        // The assessed services are distinct; a service in scope counts once more only if the
+        // assessment did not list it (scopes name few services, assessments up to 500).
+        let assessed = change.assessment().map_or(&[][..], |entry| entry.assessment.facts.services.as_slice());
+        for service in assessed {
+            *services.entry(service.id).or_default() += 1;
         }
         touched_services.sort();
         touched_services.dedup();
         for service in touched_services {
-            *services.entry(service).or_default() += 1;
+            if !assessed.iter().any(|s| s.id == service) {
+                *services.entry(service).or_default() += 1;
+            }
         }
     }
     let top = |counts: FxHashMap<CiId, u32>| {
@@ -410,4 +437,53 @@ pub fn change_report_linking(
     };
     let cis = cis.into_iter().map(|(id, (count, _))| (id, count)).collect();
     Ok(ChangeReport { buckets, totals, top_cis: top(cis), top_services: top(services), failed_by_class })
+}
+
+#[cfg(test)]
+mod incident_tests {
+    use super::*;
+
+    fn index(incidents: &[(i64, Vec<u128>)]) -> IncidentIndex {
+        let mut by_ci: FxHashMap<CiId, Vec<Timestamp>> = FxHashMap::default();
+        let mut by_time = Vec::new();
+        for (at, cis) in incidents {
+            let cis: Vec<CiId> = cis.iter().map(|n| CiId(uuid::Uuid::from_u128(*n))).collect();
+            for ci in &cis {
+                by_ci.entry(*ci).or_default().push(Timestamp::from_micros(*at));
+            }
+            by_time.push((Timestamp::from_micros(*at), cis));
+        }
+        by_time.sort_by_key(|(at, _)| *at);
+        for times in by_ci.values_mut() {
+            times.sort_unstable();
+        }
+        IncidentIndex { by_ci, by_time }
+    }
+
+    /// Both ways of answering agree, with few incidents in the window (compared with the
+    /// scope) and with many (looked up per scope CI).
+    #[test]
+    fn follows_answers_the_same_whichever_way_it_looks() {
+        let few = index(&[(100, vec![1]), (250, vec![2, 3])]);
+        let many: Vec<(i64, Vec<u128>)> =
+            (0..40).map(|n| (100 + n, vec![1_000 + n as u128])).chain([(120, vec![7])]).collect();
+        let many = index(&many);
+        let ids = |ns: &[u128]| ns.iter().map(|n| CiId(uuid::Uuid::from_u128(*n))).collect::<Vec<_>>();
+        let brute = |i: &IncidentIndex, at: i64, cis: &[CiId], window: i64| {
+            i.by_time
+                .iter()
+                .any(|(t, on)| t.as_micros() >= at && t.as_micros() < at + window && on.iter().any(|c| cis.contains(c)))
+        };
+        for index in [&few, &many] {
+            for at in [0, 90, 100, 101, 120, 200, 250, 251] {
+                for scope in [ids(&[1]), ids(&[3, 9]), ids(&[7]), ids(&[9]), ids(&[1_005, 2])] {
+                    for window in [1, 50, 200] {
+                        let expected = brute(index, at, &scope, window);
+                        let got = index.follows(Timestamp::from_micros(at), &scope, window);
+                        assert_eq!(got, expected, "at {at}, scope {scope:?}, window {window}");
+                    }
+                }
+            }
+        }
+    }
 }
