@@ -14,13 +14,6 @@ use cmdb_core::time::Timestamp;
 
 use crate::graph::{GraphError, TemporalGraph};
 
-/// How deep the downstream walk goes: as deep as the graph (issue 15: the risk of a change is
-/// everything its failure reaches, not what lies within a few hops). The walk visits each CI
-/// once, so the graph's size bounds it.
-pub const RISK_MAX_DEPTH: u32 = u32::MAX;
-/// How many downstream CIs the walk visits before it stops (`truncated`): above any estate the
-/// engine is sized for (the large estate has about 120,000 CIs), so an assessment is exact.
-pub const RISK_MAX_RESULTS: usize = 2_000_000;
 /// People listed as a service's owners at most.
 pub const MAX_OWNER_CONTACTS: usize = 50;
 

@@ -328,7 +328,7 @@ struct WalkStep {
 }
 
 /// Impact direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ImpactDirection {
     /// What depends on the CI: whom its failure reaches, up to the business services.
     Downstream,
@@ -1281,64 +1281,6 @@ impl TemporalGraph {
             parents,
             causes,
         })
-    }
-
-    /// Everything downstream of any of `roots` at `position` (the roots themselves excluded),
-    /// each at its least depth from the nearest root, breadth first; at most `max_results`
-    /// (then `truncated`). Roots absent at `position` are skipped. What a risk assessment reads.
-    pub fn downstream_of(
-        &self,
-        roots: &[CiId],
-        position: u64,
-        max_depth: u32,
-        max_results: usize,
-    ) -> Result<(Vec<Reached>, bool), GraphError> {
-        self.check_position(position)?;
-        // node -> depth
-        let mut visits = Visits::new(self.graph.node_bound());
-        let mut queue = VecDeque::new();
-        for root in roots {
-            if let Some(node) = self.cis.get(root)
-                && self.present(*node, position).is_some()
-                && visits.insert(*node, 0).is_none()
-            {
-                queue.push_back(*node);
-            }
-        }
-        let failed: Vec<NodeIndex> = queue.iter().copied().collect();
-        // The reached CIs in walk order, with their depth; severities come once all are known.
-        let mut order: Vec<(NodeIndex, &Arc<CiSnapshot>, u32)> = Vec::new();
-        let mut truncated = false;
-        'walk: while let Some(current) = queue.pop_front() {
-            let depth = visits.get(current).unwrap_or(0);
-            if depth >= max_depth {
-                continue;
-            }
-            for hop in self.hops_at(current, position, ImpactDirection::Downstream, None) {
-                let other = hop.to;
-                if visits.contains(other) {
-                    continue;
-                }
-                let Some(ci) = self.present(other, position) else { continue };
-                if order.len() == max_results {
-                    truncated = true;
-                    break 'walk;
-                }
-                visits.insert(other, depth + 1);
-                order.push((other, ci, depth + 1));
-                queue.push_back(other);
-            }
-        }
-        let severities = self.severities(&failed, position, None, |n| visits.contains(n));
-        let reached = order
-            .into_iter()
-            .map(|(node, ci, depth)| {
-                let severity = severities.get(node).map(|(s, _)| *s);
-                debug_assert!(severity.is_some(), "every CI a downstream walk reaches has a severity");
-                Reached { ci: ci.clone(), depth, severity }
-            })
-            .collect();
-        Ok((reached, truncated))
     }
 
     /// The shortest chain of at most `max_hops` relationships along which a failure of one of

@@ -90,8 +90,8 @@ async fn given_a_cluster_when_its_threshold_of_members_fails_together_then_it_is
     cluster_estate(&world).await;
     let graph = world.graph().await;
     let head = graph.applied();
-    let (reached, truncated) = graph.downstream_of(&[ci(1), ci(2)], head, 32, 10_000).expect("walk");
-    assert!(!truncated);
+    let reached = graph.reach_all(&[ci(1), ci(2)], head).expect("walk");
+    assert!(reached.iter().all(|r| r.severity.is_some()), "everything reached has a severity");
     let severity: BTreeMap<CiId, Option<Severity>> = reached.iter().map(|r| (r.ci.id, r.severity)).collect();
     assert_eq!(severity[&ci(10)], Some(Severity::Down), "two of three down, two must fail");
     assert_eq!(severity[&ci(20)], Some(Severity::Down));
@@ -162,6 +162,34 @@ impl Model {
             }
         }
         Model { classes, asked, edges, redundant }
+    }
+
+    /// Each CI's least number of hops from one of `failed`, following dependencies breadth
+    /// first (the failed CIs at 0).
+    fn depths(&self, failed: &[CiId]) -> BTreeMap<CiId, u32> {
+        let mut depth: BTreeMap<CiId, u32> = failed.iter().map(|id| (*id, 0)).collect();
+        let mut frontier: Vec<CiId> = failed.to_vec();
+        let mut hops = 0;
+        while !frontier.is_empty() {
+            hops += 1;
+            let mut next = Vec::new();
+            for (rel_type, source, target) in &self.edges {
+                let (dependent, dependency) = match propagation(*rel_type) {
+                    Propagation::SourceDependsOnTarget => (source, target),
+                    Propagation::TargetDependsOnSource => (target, source),
+                    _ => continue,
+                };
+                if frontier.contains(dependency)
+                    && self.classes.contains_key(dependent)
+                    && !depth.contains_key(dependent)
+                {
+                    depth.insert(*dependent, hops);
+                    next.push(*dependent);
+                }
+            }
+            frontier = next;
+        }
+        depth
     }
 
     /// The least fixpoint, by plain repetition from "nothing failed but `failed`" until no
@@ -295,15 +323,20 @@ proptest! {
                     }
                 }
                 let expected = model.severities(&roots);
-                let (reached, truncated) = graph.downstream_of(&roots, position, 32, 10_000).expect("walk");
-                prop_assert!(!truncated);
+                let reached = graph.reach_all(&roots, position).expect("walk");
+                prop_assert!(reached.iter().all(|r| r.severity.is_some()), "everything reached has a severity");
                 let got: BTreeMap<CiId, Severity> =
                     reached.iter().map(|r| (r.ci.id, r.severity.expect("downstream severity"))).collect();
                 let want: BTreeMap<CiId, Severity> =
                     expected.into_iter().filter(|(id, _)| !roots.contains(id)).collect();
                 prop_assert_eq!(got, want, "failed {:?} at {}", roots, position);
-                // The one-pass walk of an assessment finds the same count, and the same
-                // services at the same depth with the same severity.
+                // Depths are the least, as an independent breadth-first walk finds them.
+                let depths: BTreeMap<CiId, u32> = reached.iter().map(|r| (r.ci.id, r.depth)).collect();
+                let mut want_depths = model.depths(&roots);
+                want_depths.retain(|id, _| !roots.contains(id));
+                prop_assert_eq!(depths, want_depths, "depths from {:?} at {}", roots, position);
+                // The count-and-services form of an assessment finds the same count, and the
+                // same services at the same depth with the same severity.
                 let reach = graph.reach(&roots, position).expect("reach");
                 prop_assert_eq!(reach.cis, reached.len());
                 let mut walked: Vec<(CiId, u32, Severity)> = reached

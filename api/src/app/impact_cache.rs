@@ -26,7 +26,7 @@ const MAX_ENTRIES: usize = 100_000;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     root: CiId,
-    direction: bool,
+    direction: ImpactDirection,
     max_depth: u32,
     max_results: usize,
     types: Option<Vec<RelType>>,
@@ -98,7 +98,7 @@ impl ImpactCache {
         graph.check_position(position)?;
         let key = Key {
             root,
-            direction: traversal.direction == ImpactDirection::Downstream,
+            direction: traversal.direction,
             max_depth: traversal.max_depth,
             max_results: traversal.max_results,
             types: traversal.types.clone(),
@@ -116,12 +116,6 @@ impl ImpactCache {
         metrics::gauge!("impact_cache_bytes").set(kept.bytes as f64);
         metrics::gauge!("impact_cache_entries").set(kept.entries.len() as f64);
         Ok(impact)
-    }
-
-    /// (answers kept, their bytes).
-    pub fn size(&self) -> (usize, usize) {
-        let kept = self.lock();
-        (kept.entries.len(), kept.bytes)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Kept<Key, Arc<Impact>>> {

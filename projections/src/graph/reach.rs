@@ -1,16 +1,16 @@
 //! Everything a failure of a set of CIs reaches, with depth and severity, in one pass
 //! (issue 15, part 3; CH-2): what a risk assessment reads.
 //!
-//! [`TemporalGraph::downstream_of`] walks breadth first, then runs the severity fixpoint
-//! over what it reached, and returns a snapshot per CI. An assessment needs only the count
-//! and the business services, and its walk is unbounded, so the two passes can be one: the
-//! worklist of the severity fixpoint, expanding each CI when it is first taken from the queue
+//! [`TemporalGraph::impact`] walks breadth first within its bounds, then runs the severity
+//! fixpoint over what it reached. An assessment's walk is unbounded, so the two passes can be
+//! one: the worklist of the severity fixpoint, expanding each CI when it is first taken from the queue
 //! (with the severity it has by then) and again only if it was raised since. Every CI is first
 //! reached by a first expansion (a later one finds its neighbours reached already), and first
 //! expansions run in the order CIs were first reached, so that order is breadth first and the
 //! depth recorded at a CI's first arrival is its least depth. A CI is expanded at most twice
 //! (severities only rise, none to degraded to down), so the work is linear in the
-//! relationships crossed. The property tests hold it equal to `downstream_of`.
+//! relationships crossed. The property tests hold its severities equal to an independent
+//! fixpoint and its depths equal to an independent breadth-first walk.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,8 +19,9 @@ use cmdb_core::ci::{CiClass, CiId, CiSnapshot};
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::NodeIndexable;
 
+use super::severity::arriving;
 use super::visits::Visits;
-use super::{GraphError, ImpactDirection, Severity, TemporalGraph};
+use super::{GraphError, ImpactDirection, Reached, Severity, TemporalGraph};
 
 /// A business service a failure reaches.
 #[derive(Clone, Debug)]
@@ -54,11 +55,45 @@ struct State {
     threshold: Option<Option<u32>>,
 }
 
+impl State {
+    fn reached(node: NodeIndex, depth: u32, severity: Option<Severity>) -> State {
+        State { node, depth, severity, expanded: None, down_members: 0, threshold: None }
+    }
+}
+
 impl TemporalGraph {
     /// What a failure of `roots` at `position` reaches downstream, however far (roots absent
     /// at `position` are skipped): the count and the business services with their least depth
     /// and severity.
     pub fn reach(&self, roots: &[CiId], position: u64) -> Result<Reach, GraphError> {
+        let (states, failed) = self.reach_states(roots, position)?;
+        let services = states[failed..]
+            .iter()
+            .filter(|s| self.class_at(s.node) == Some(CiClass::BusinessService))
+            .filter_map(|s| {
+                let ci = self.present(s.node, position)?.clone();
+                Some(ServiceReached { ci, depth: s.depth, severity: s.severity? })
+            })
+            .collect();
+        Ok(Reach { cis: states.len() - failed, services })
+    }
+
+    /// Every CI a failure of `roots` at `position` reaches downstream, however far (the roots
+    /// excluded), breadth first, each at its least depth with its severity.
+    pub fn reach_all(&self, roots: &[CiId], position: u64) -> Result<Vec<Reached>, GraphError> {
+        let (states, failed) = self.reach_states(roots, position)?;
+        Ok(states[failed..]
+            .iter()
+            .filter_map(|s| {
+                let ci = self.present(s.node, position)?.clone();
+                Some(Reached { ci, depth: s.depth, severity: s.severity })
+            })
+            .collect())
+    }
+
+    /// The walk: the failed roots first (the count returned), then every CI reached in the
+    /// order first reached.
+    fn reach_states(&self, roots: &[CiId], position: u64) -> Result<(Vec<State>, usize), GraphError> {
         self.check_position(position)?;
         let mut slots = Visits::new(self.graph.node_bound());
         let mut states: Vec<State> = Vec::new();
@@ -69,14 +104,7 @@ impl TemporalGraph {
                 && slots.insert(node, states.len() as u32).is_none()
             {
                 queue.push_back(states.len() as u32);
-                states.push(State {
-                    node,
-                    depth: 0,
-                    severity: Some(Severity::Down),
-                    expanded: None,
-                    down_members: 0,
-                    threshold: None,
-                });
+                states.push(State::reached(node, 0, Some(Severity::Down)));
             }
         }
         let failed = states.len();
@@ -96,48 +124,24 @@ impl TemporalGraph {
                             continue;
                         }
                         slots.insert(hop.to, states.len() as u32);
-                        states.push(State {
-                            node: hop.to,
-                            depth: depth + 1,
-                            severity: None,
-                            expanded: None,
-                            down_members: 0,
-                            threshold: None,
-                        });
+                        states.push(State::reached(hop.to, depth + 1, None));
                         states.len() - 1
                     }
                 };
-                let arriving = if hop.into_group {
+                let arrives = if hop.into_group {
                     let group = &mut states[other];
                     let threshold = *group.threshold.get_or_insert_with(|| self.members_to_fail(hop.to, position));
-                    match threshold {
-                        None => severity,
-                        Some(needed) => {
-                            if severity == Severity::Down {
-                                group.down_members += 1;
-                            }
-                            if group.down_members >= needed { Severity::Down } else { Severity::Degraded }
-                        }
-                    }
+                    arriving(severity, threshold, &mut group.down_members)
                 } else {
                     severity
                 };
-                if states[other].severity.is_none_or(|s| s < arriving) {
-                    states[other].severity = Some(arriving);
+                if states[other].severity.is_none_or(|s| s < arrives) {
+                    states[other].severity = Some(arrives);
                     queue.push_back(other as u32);
                 }
             }
         }
-        let services = states[failed..]
-            .iter()
-            .filter(|s| self.class_at(s.node) == Some(CiClass::BusinessService))
-            .filter_map(|s| {
-                let ci = self.present(s.node, position)?.clone();
-                let severity = s.severity?;
-                Some(ServiceReached { ci, depth: s.depth, severity })
-            })
-            .collect();
         debug_assert!(states.iter().all(|s| s.severity.is_some()), "every CI reached has a severity");
-        Ok(Reach { cis: states.len() - failed, services })
+        Ok((states, failed))
     }
 }

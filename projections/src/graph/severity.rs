@@ -55,6 +55,18 @@ impl Severities {
     }
 }
 
+/// The severity a failure of `severity` brings across a relationship into a CI: unchanged,
+/// except into a redundant group (`threshold` is its `members_to_fail`) from a member, where a
+/// member down counts towards the threshold (`down_members`) and the group is down once it is
+/// reached, degraded before.
+pub(super) fn arriving(severity: Severity, threshold: Option<u32>, down_members: &mut u32) -> Severity {
+    let Some(needed) = threshold else { return severity };
+    if severity == Severity::Down {
+        *down_members += 1;
+    }
+    if *down_members >= needed { Severity::Down } else { Severity::Degraded }
+}
+
 impl TemporalGraph {
     /// Whether CIs of `class` were redundant groups at `position`: the last declaration at or
     /// before it, else the built-in default of the class it behaves like.
@@ -120,22 +132,13 @@ impl TemporalGraph {
                 } else {
                     None
                 };
-                let arriving = match threshold {
+                let arrives = match threshold {
                     None => raised_to,
-                    Some(needed) => {
-                        if raised_to == Severity::Down {
-                            *down_members.entry(other).or_insert(0) += 1;
-                        }
-                        if down_members.get(&other).copied().unwrap_or(0) >= needed {
-                            Severity::Down
-                        } else {
-                            Severity::Degraded
-                        }
-                    }
+                    Some(_) => arriving(raised_to, threshold, down_members.entry(other).or_insert(0)),
                 };
-                if severity.severity(other).is_none_or(|s| s < arriving) {
-                    severity.raise(other, arriving, Some((node, edge)));
-                    queue.push_back((other, arriving));
+                if severity.severity(other).is_none_or(|s| s < arrives) {
+                    severity.raise(other, arrives, Some((node, edge)));
+                    queue.push_back((other, arrives));
                 }
             }
         }

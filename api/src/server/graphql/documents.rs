@@ -8,7 +8,6 @@
 //! parsed each time (rare, and they would crowd the cache); at most [`MAX_KEPT_DOCUMENTS`]
 //! are kept, least recently used out first. A parse error is not kept: it is reported again.
 
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::types::ExecutableDocument;
@@ -18,9 +17,9 @@ pub const MAX_KEPT_DOCUMENTS: usize = 512;
 /// Longest query text kept, in bytes.
 pub const MAX_KEPT_QUERY_BYTES: usize = 16 * 1024;
 
-/// The kept documents by the hash of their text (the text is compared on a hit).
+/// The kept documents by their text.
 pub struct Documents {
-    kept: Mutex<lru::LruCache<u64, Arc<(String, ExecutableDocument)>>>,
+    kept: Mutex<lru::LruCache<String, Arc<ExecutableDocument>>>,
 }
 
 impl Default for Documents {
@@ -30,12 +29,6 @@ impl Default for Documents {
     }
 }
 
-fn key(query: &str) -> u64 {
-    let mut hasher = rustc_hash::FxHasher::default();
-    query.hash(&mut hasher);
-    hasher.finish()
-}
-
 impl Documents {
     /// Gives `request` its parsed document from the cache, parsing (and keeping) it first if
     /// needed. Errors are async-graphql's parse errors.
@@ -43,19 +36,18 @@ impl Documents {
         if request.query.len() > MAX_KEPT_QUERY_BYTES {
             return request.parsed_query().map(|_| ());
         }
-        let key = key(&request.query);
-        let found = self.lock().get(&key).filter(|kept| kept.0 == request.query).cloned();
+        let found = self.lock().get(request.query.as_str()).cloned();
         if let Some(kept) = found {
             metrics::counter!("graphql_documents_kept_hits_total").increment(1);
-            request.set_parsed_query(kept.1.clone());
+            request.set_parsed_query((*kept).clone());
             return Ok(());
         }
         let document = request.parsed_query()?.clone();
-        self.lock().put(key, Arc::new((request.query.clone(), document)));
+        self.lock().put(request.query.clone(), Arc::new(document));
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<u64, Arc<(String, ExecutableDocument)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Arc<ExecutableDocument>>> {
         self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
