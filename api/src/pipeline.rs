@@ -163,8 +163,8 @@ async fn post(server: &ServerArgs, path: &str, body: &Value, timeout: Duration) 
     let status = response.status();
     let answer: Value = response.json().await.with_context(|| format!("{url} answered {status} without JSON"))?;
     if !status.is_success() {
-        let code = answer.pointer("/error/code").and_then(Value::as_str).unwrap_or("ERROR");
-        let message = answer.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
+        let code = answer.pointer("/errors/0/extensions/code").and_then(Value::as_str).unwrap_or("ERROR");
+        let message = answer.pointer("/errors/0/message").and_then(Value::as_str).unwrap_or("");
         bail!("{code}: {message} (HTTP {status})");
     }
     Ok(answer)

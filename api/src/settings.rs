@@ -252,6 +252,58 @@ pub struct ServeSettings {
     /// token's principal), with a burst of twice as many; past it, 429 with Retry-After.
     #[arg(long, env = "CMDB_HOOK_DELIVERIES_PER_SECOND", default_value_t = 1_000)]
     pub hook_deliveries_per_second: u32,
+
+    /// A browser origin (`https://dashboard.example.com`, scheme, host and port only) whose
+    /// pages may call the API across origins (CORS), repeatable (the variable: a comma-separated
+    /// list); `*` allows any origin. Default: none. Credentials (cookies) are never allowed:
+    /// a page sends its token in `Authorization`.
+    #[arg(long = "cors-allow-origin", env = "CMDB_CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<CorsOrigin>,
+}
+
+/// Most origins `--cors-allow-origin` may list.
+pub const MAX_CORS_ORIGINS: usize = 64;
+
+/// An origin allowed to call the API from a browser: `*`, or `scheme://host[:port]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigin {
+    /// Any origin.
+    Any,
+    /// Exactly this origin, as browsers send it in `Origin`.
+    Exact(String),
+}
+
+impl std::str::FromStr for CorsOrigin {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text == "*" {
+            return Ok(CorsOrigin::Any);
+        }
+        let refuse = |why: &str| {
+            format!("cors origin {text:?} {why}; write it as scheme://host[:port], e.g. https://dashboard.example.com")
+        };
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| refuse("has no scheme"))?;
+        if scheme != "http" && scheme != "https" {
+            return Err(refuse("is not http or https"));
+        }
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+            return Err(refuse("must have a host and nothing after it (no path, not even a trailing /)"));
+        }
+        if rest.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(refuse("must be lowercase, as browsers send it"));
+        }
+        let after_host = match rest.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').map(|(_, after)| after).ok_or_else(|| refuse("has an unclosed ["))?,
+            None => rest.split_once(':').map_or("", |(_, port)| port),
+        };
+        let port = after_host.strip_prefix(':').unwrap_or(after_host);
+        if !port.is_empty() && port.parse::<u16>().is_err() {
+            return Err(refuse("has a port that is not a number from 0 to 65535"));
+        }
+        Ok(CorsOrigin::Exact(text.to_owned()))
+    }
 }
 
 /// A webhook target.
@@ -333,6 +385,7 @@ impl ServeSettings {
         if let Some(twice) = self.cdevents_targets.iter().find(|t| !names.insert(t.name.as_str())) {
             return Err(format!("cdevents target {} is named twice", twice.name));
         }
+        range("cors_allow_origins (how many)", self.cors_allow_origins.len(), 0, MAX_CORS_ORIGINS)?;
         range(
             "incident_link_hours",
             self.incident_link_hours as usize,
@@ -465,6 +518,7 @@ impl Default for ServeSettings {
             incident_link_hours: cmdb_projections::reports::DEFAULT_INCIDENT_LINK_HOURS,
             github_hook_principal: "github".to_owned(),
             hook_deliveries_per_second: 1_000,
+            cors_allow_origins: Vec::new(),
         }
     }
 }
@@ -558,5 +612,28 @@ mod tests {
             s.cdevents_targets = vec!["ops=http://a".parse().expect("target"), "ops=http://b".parse().expect("target")]
         });
         assert!(twice.is_err_and(|e| e.contains("named twice")));
+        assert!(with(|s| s.cors_allow_origins = vec![CorsOrigin::Any; MAX_CORS_ORIGINS]).is_ok());
+        let past = with(|s| s.cors_allow_origins = vec![CorsOrigin::Any; MAX_CORS_ORIGINS + 1]);
+        assert!(past.is_err_and(|e| e.contains("cors_allow_origins")));
+    }
+
+    #[test]
+    fn cors_origins_are_scheme_host_and_port_only() {
+        for good in ["*", "https://dashboard.example.com", "http://localhost:3000", "http://[::1]:8080", "http://[::1]"]
+        {
+            assert!(good.parse::<CorsOrigin>().is_ok(), "{good}");
+        }
+        for bad in [
+            "dashboard.example.com",
+            "ftp://example.com",
+            "https://example.com/",
+            "https://example.com/path",
+            "https://Example.com",
+            "https://example.com:99999",
+            "https://",
+            "https://user@example.com",
+        ] {
+            assert!(bad.parse::<CorsOrigin>().is_err(), "{bad}");
+        }
     }
 }

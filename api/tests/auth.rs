@@ -200,8 +200,8 @@ async fn missing_malformed_unknown_and_wrong_scheme_tokens_get_401_with_a_reason
         assert_eq!(response.status().as_u16(), 401, "{auth:?}");
         assert!(response.headers().get("www-authenticate").is_some());
         let body: serde_json::Value = response.json().await.expect("json");
-        assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
-        assert!(body["error"]["message"].as_str().expect("message").contains(reason), "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+        assert!(body["errors"][0]["message"].as_str().expect("message").contains(reason), "{body}");
     }
     let metrics = server.client.get(server.url("/metrics")).send().await.expect("get");
     assert_eq!(metrics.status().as_u16(), 401);
@@ -229,7 +229,7 @@ async fn a_revoked_token_is_refused_as_soon_as_the_revocation_returns() {
         .await;
     let (status, body) = server.graphql(&token, "{ me { principal } }", json!({})).await;
     assert_eq!(status, 401);
-    assert!(body["error"]["message"].as_str().expect("message").contains("revoked"));
+    assert!(body["errors"][0]["message"].as_str().expect("message").contains("revoked"));
     // Revoking twice is a clear error, and changes nothing.
     let head = server.head().await;
     let (_, body) = server
@@ -334,8 +334,8 @@ async fn malformed_bodies_get_400_and_change_nothing() {
             .expect("request");
         assert_eq!(response.status().as_u16(), 400, "{body:?}");
         let json: serde_json::Value = response.json().await.expect("json");
-        assert_eq!(json["error"]["code"], "BAD_REQUEST");
-        assert!(json["error"]["message"].as_str().expect("message").contains("not a GraphQL request"));
+        assert_eq!(json["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+        assert!(json["errors"][0]["message"].as_str().expect("message").contains("not a GraphQL request"));
     }
     assert_eq!(server.head().await, head);
 }

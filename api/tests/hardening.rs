@@ -286,7 +286,7 @@ async fn a_token_past_its_budget_gets_429_and_others_do_not() {
     let retry: u64 = headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
     assert!(retry >= 1, "{retry}");
     let body: Value = serde_json::from_str(&text).expect("json");
-    assert_eq!(body["error"]["code"], "RATE_LIMITED", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{body}");
     let (status, _, text) = server.post(&patient, &json!({ "query": "{ head { position } }" })).await;
     assert_eq!(status, 200, "another viewer is not slowed: {text}");
     let metrics = reqwest::Client::new()

@@ -38,7 +38,7 @@ async fn request_body_size_is_bounded() {
     assert_eq!(past.status().as_u16(), 413);
     let body: serde_json::Value = past.json().await.expect("json");
     assert!(
-        body["error"]["message"].as_str().expect("message").contains("max_request_body_bytes (4096 bytes)"),
+        body["errors"][0]["message"].as_str().expect("message").contains("max_request_body_bytes (4096 bytes)"),
         "{body}"
     );
 }
@@ -195,8 +195,8 @@ async fn idle_connections_make_room_and_only_authenticated_ones_fill_the_server_
     let response = reqwest::Client::new().get(server.url("/healthz")).send().await.expect("an answer, not a reset");
     assert_eq!(response.status().as_u16(), 503);
     let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "TOO_MANY_CONNECTIONS");
-    assert!(body["error"]["message"].as_str().expect("message").contains("max_connections"));
+    assert_eq!(body["errors"][0]["extensions"]["code"], "TOO_MANY_CONNECTIONS");
+    assert!(body["errors"][0]["message"].as_str().expect("message").contains("max_connections"));
     // Releasing one makes room.
     clients.pop();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -356,8 +356,12 @@ async fn bad_gate_input_is_refused_clearly_and_appends_nothing_and_a_freeze_deni
     cases.push(("malformed change", change, 400, "BAD_REQUEST"));
     for (what, body, status, code) in cases {
         let (got, answer) = gate(&server, &team.dora, &body).await;
-        assert_eq!((got, answer["error"]["code"].as_str().unwrap_or("")), (status, code), "{what}: {answer}");
-        assert!(!answer["error"]["message"].as_str().unwrap_or("").is_empty(), "{what}: a message");
+        assert_eq!(
+            (got, answer["errors"][0]["extensions"]["code"].as_str().unwrap_or("")),
+            (status, code),
+            "{what}: {answer}"
+        );
+        assert!(!answer["errors"][0]["message"].as_str().unwrap_or("").is_empty(), "{what}: a message");
     }
     let (got, _) = gate(&server, &team.olga, &ask(&name, "run-1", SHA_NEW)).await;
     assert_eq!(got, 403, "a viewer may not ask the gate");

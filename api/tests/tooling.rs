@@ -171,7 +171,7 @@ async fn github_deliveries_catch_an_unauthorised_deployment_and_refuse_bad_input
     let created = github_fixture("deployment.1.json");
     let head = server.head().await;
     let (status, body) = post_github(&server, "deployment", "d-0", &created, None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("BAD_SIGNATURE")), "{body}");
+    assert_eq!((status, body["errors"][0]["extensions"]["code"].as_str()), (401, Some("BAD_SIGNATURE")), "{body}");
     let forged = sign(b"not-the-secret-at-all", &created);
     assert_eq!(post_github(&server, "deployment", "d-0", &created, Some(forged)).await.0, 401);
     let mut tampered = created.clone();
@@ -182,7 +182,10 @@ async fn github_deliveries_catch_an_unauthorised_deployment_and_refuse_bad_input
     let truncated = &created[..created.len() / 2];
     let (status, body) = post_signed(&server, "deployment", "d-0", truncated).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("not a GitHub deployment event")), "{body}");
+    assert!(
+        body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("not a GitHub deployment event")),
+        "{body}"
+    );
     assert_eq!(post_signed(&server, "deployment", "d-0", b"payload=%7B%7D").await.0, 400);
     let form = server
         .client
@@ -212,7 +215,7 @@ async fn github_deliveries_catch_an_unauthorised_deployment_and_refuse_bad_input
     let bad_state = serde_json::to_vec(&bad_state).expect("json");
     let (status, body) = post_signed(&server, "deployment_status", "d-0", &bad_state).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("deployment_status.state")), "{body}");
+    assert!(body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("deployment_status.state")), "{body}");
     assert_eq!(server.head().await, head, "no refused delivery appended anything");
 
     // The deployment is created with no change on the CI: an unauthorised change at once.
@@ -372,7 +375,10 @@ async fn cdevents_in_every_http_mode_record_deployments_and_incidents() {
     let (status, body) =
         post_cdevents(&server, &argo, "application/cloudevents+json", &cloudevent(&no_environment)).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("subject.content.environment.id")), "{body}");
+    assert!(
+        body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("subject.content.environment.id")),
+        "{body}"
+    );
     let (status, body) =
         post_cdevents(&server, &argo, "application/cloudevents+json", &json!({"specversion": "1.0", "id": "x"})).await;
     assert_eq!(status, 400, "{body}");
@@ -382,7 +388,7 @@ async fn cdevents_in_every_http_mode_record_deployments_and_incidents() {
     let (status, body) = post_cdevents(&server, &argo, "application/cloudevents-batch+json", &batch).await;
     assert_eq!(status, 400, "a batch with one malformed event records none: {body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| m.contains("[1]") || m.contains("environment")),
+        body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("[1]") || m.contains("environment")),
         "{body}"
     );
     assert_eq!(server.head().await, head);
@@ -765,7 +771,7 @@ async fn hooks_refuse_oversized_bodies_limit_each_source_and_need_their_configur
     // Without a secret the GitHub hook is off.
     let unconfigured = TestServer::start().await;
     let (status, body) = post_signed(&unconfigured, "push", "u-1", b"{}").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("UNAVAILABLE")), "{body}");
+    assert_eq!((status, body["errors"][0]["extensions"]["code"].as_str()), (503, Some("UNAVAILABLE")), "{body}");
 
     let server = TestServer::start_with(cmdb_api::settings::ServeSettings {
         github_webhook_secret: Some(SECRET.parse().expect("secret")),
@@ -778,7 +784,7 @@ async fn hooks_refuse_oversized_bodies_limit_each_source_and_need_their_configur
     let head = server.head().await;
     let huge = vec![b' '; 64 * 1024 + 1];
     let (status, body) = post_signed(&server, "push", "big-1", &huge).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")), "{body}");
+    assert_eq!((status, body["errors"][0]["extensions"]["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")), "{body}");
     let (status, _) =
         post_cdevents(&server, &argo, "application/cloudevents+json", &json!({ "pad": " ".repeat(64 * 1024) })).await;
     assert_eq!(status, 413);

@@ -220,6 +220,20 @@ impl ChangeBook {
         found
     }
 
+    /// Changes as of `position` counted by state, and how many of them have something overdue
+    /// at `now` (what the business gauges show).
+    pub fn tally_at(&self, position: u64, now: Timestamp) -> (BTreeMap<ChangeState, u64>, u64) {
+        let mut by_state = BTreeMap::new();
+        let mut overdue = 0;
+        for change in self.changes.values().filter_map(|events| fold(events, position)) {
+            *by_state.entry(change.state).or_insert(0) += 1;
+            if !change.overdue(now).is_empty() {
+                overdue += 1;
+            }
+        }
+        (by_state, overdue)
+    }
+
     /// Emergency changes with something overdue at `now`, as of `position`.
     pub fn overdue_at(&self, position: u64, now: Timestamp) -> Vec<(ChangeRecord, Vec<Overdue>)> {
         let mut found: Vec<(ChangeRecord, Vec<Overdue>)> = self

@@ -1081,6 +1081,19 @@ impl TemporalGraph {
         self.entry(id).map(|e| (e.versions.as_slice(), e.history.as_slice()))
     }
 
+    /// CIs present at `position` (withdrawn ones included) counted by class and status.
+    pub fn ci_tally_at(&self, position: u64) -> BTreeMap<(CiClass, Status), u64> {
+        let mut tally = BTreeMap::new();
+        for (class, ids) in &self.by_class {
+            for id in ids {
+                if let Some(ci) = self.ci_at(*id, position) {
+                    *tally.entry((*class, ci.status)).or_insert(0) += 1;
+                }
+            }
+        }
+        tally
+    }
+
     /// CIs at `position` matching `filter`, ordered by id (registration order for UUIDv7),
     /// after the `after` id, at most `limit`. Returns the page and whether more follow.
     pub fn cis_at(

@@ -318,6 +318,11 @@ impl ReleaseBook {
         sources
     }
 
+    /// How many unauthorised changes were recorded by `position`.
+    pub fn unauthorised_count_at(&self, position: u64) -> u64 {
+        self.unauthorised.iter().take_while(|(p, ..)| *p <= position).count() as u64
+    }
+
     /// Unauthorised changes recorded in [from, to) as of `position`, oldest first.
     pub fn unauthorised_at(
         &self,

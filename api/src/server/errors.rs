@@ -59,6 +59,9 @@ pub enum ApiError {
     #[error("{0}")]
     /// A webhook's signature is missing or wrong.
     BadSignature(String),
+    #[error("{0}")]
+    /// The route does not take this method for this request (a mutation over GET).
+    MethodNotAllowed(String),
 }
 
 impl ApiError {
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::RateLimitedSource { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Domain { code, .. } => code.status(),
         }
     }
@@ -88,6 +92,7 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::RateLimitedSource { .. } => "RATE_LIMITED",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::BadSignature(_) => "BAD_SIGNATURE",
+            ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             ApiError::Domain { code, .. } => code.as_str(),
         }
     }
@@ -99,17 +104,34 @@ impl ApiError {
     }
 }
 
-/// The JSON body of every HTTP error.
+/// The JSON body of every HTTP error, on every route: the GraphQL error shape
+/// (`{"errors": [{"message", "extensions": {"code"}}]}`), so that GraphQL clients read a
+/// refusal of the transport (no token, a body too large) like any other error.
 pub fn error_body(code: &str, message: &str) -> String {
-    serde_json::json!({ "error": { "code": code, "message": message } }).to_string()
+    error_body_with(code, message, serde_json::Map::new())
+}
+
+/// [`error_body`] with more extensions beside `code`.
+pub fn error_body_with(
+    code: &str,
+    message: &str,
+    mut extensions: serde_json::Map<String, serde_json::Value>,
+) -> String {
+    extensions.insert("code".into(), code.into());
+    serde_json::json!({ "errors": [{ "message": message, "extensions": extensions }] }).to_string()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();
-        let mut response =
-            (self.status(), [(header::CONTENT_TYPE, "application/json")], error_body(self.code(), &message))
-                .into_response();
+        let mut extensions = serde_json::Map::new();
+        if let ApiError::RateLimited { retry_after_seconds } | ApiError::RateLimitedSource { retry_after_seconds, .. } =
+            &self
+        {
+            extensions.insert("retryAfterSeconds".into(), (*retry_after_seconds).into());
+        }
+        let body = error_body_with(self.code(), &message, extensions);
+        let mut response = (self.status(), [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let ApiError::RateLimited { retry_after_seconds } | ApiError::RateLimitedSource { retry_after_seconds, .. } =
             self
         {

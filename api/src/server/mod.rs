@@ -9,6 +9,7 @@ pub mod errors;
 pub mod gate;
 mod graphiql;
 pub mod graphql;
+pub mod graphql_http;
 pub mod hooks;
 mod ics;
 pub mod listener;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -48,7 +48,7 @@ use crate::app::{App, AppSettings, run_offline};
 use crate::settings::ServeSettings;
 use auth::{Caller, authenticate_header};
 use errors::ApiError;
-use graphql::{Admitted, CmdbSchema, Limits, RequestContext, build_schema};
+use graphql::{CmdbSchema, Limits, build_schema};
 
 /// The name of the bootstrap admin principal.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
@@ -114,6 +114,8 @@ pub struct ServerShared {
     pub slots: Arc<listener::Slots>,
     /// Webhook deliveries per source.
     pub hook_limiter: hooks::SourceLimiter,
+    /// The estate's gauges, recomputed at most so often.
+    pub business_gauges: metrics::BusinessGauges,
 }
 
 /// The tasks that talk to other systems: outbound CDEvents, protection-rule answers.
@@ -264,6 +266,7 @@ impl Server {
             ws_tasks: TaskTracker::new(),
             slots: slots.clone(),
             hook_limiter: hooks::SourceLimiter::new(settings.hook_deliveries_per_second),
+            business_gauges: metrics::BusinessGauges::default(),
         }));
         let router = router(state.clone());
         let server_file = data_dir.join(SERVER_FILE_NAME);
@@ -437,7 +440,7 @@ async fn bootstrap(
 fn router(state: ServerState) -> Router {
     let timeout = Duration::from_millis(state.app.settings.request_timeout_ms);
     let http = Router::new()
-        .route("/graphql", get(graphiql::page).post(graphql_post))
+        .route("/graphql", get(graphql_http::get).post(graphql_http::post))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -449,13 +452,58 @@ fn router(state: ServerState) -> Router {
         .route("/hooks/cdevents", axum::routing::post(hooks::cdevents::receive))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
     let ws = Router::new().route("/graphql/ws", get(ws::graphql_ws));
+    let cors = cors_layer(&state.app.settings.cors_allow_origins);
     http.merge(ws)
         .route_layer(middleware::from_fn(metrics::track_http))
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
+        .layer(tower::util::option_layer(cors))
         .layer(middleware::from_fn_with_state(state.clone(), listener::admit))
         .layer(middleware::from_fn(correlation))
         .with_state(state)
+}
+
+/// How long a browser may keep a preflight's answer.
+pub const CORS_MAX_AGE_SECONDS: u64 = 600;
+
+/// Cross-origin calls from the allowed origins' pages (none unless `--cors-allow-origin`):
+/// the preflight is answered for them only, with the methods and headers the API reads; the
+/// headers a client needs (the request id, `Retry-After`, `WWW-Authenticate`) are exposed;
+/// credentials (cookies) are never allowed, so `*` cannot lend a browser's ambient
+/// authority to any page: a page sends its token in `Authorization`.
+fn cors_layer(origins: &[crate::settings::CorsOrigin]) -> Option<tower_http::cors::CorsLayer> {
+    use crate::settings::CorsOrigin;
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.contains(&CorsOrigin::Any) {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| match o {
+            CorsOrigin::Exact(text) => HeaderValue::from_str(text).ok(),
+            CorsOrigin::Any => None,
+        }))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                header::HeaderName::from_static("x-request-id"),
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+            ])
+            .allow_credentials(false)
+            .max_age(Duration::from_secs(CORS_MAX_AGE_SECONDS)),
+    )
 }
 
 async fn not_found() -> Response {
@@ -518,169 +566,6 @@ async fn security_headers(request: Request, next: Next) -> Response {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
-}
-
-/// Bodies from this size up are parsed and measured off the async worker: parsing a large
-/// query takes long enough (a second for 800 KB in a debug build) that the requests queued
-/// behind it on the same worker would wait, however cheap they are.
-pub const LARGE_BODY_BYTES: usize = 64 * 1024;
-
-/// Answers whose worst-case cost reaches this many units (about a page of 1,000 rows of a few
-/// fields) are serialised off the async worker.
-pub const LARGE_ANSWER_COST: u64 = 20_000;
-
-/// Runs `work` so that a large body does not hold up the worker's other requests: on the
-/// multi-threaded runtime, the worker hands its queue to another thread for the duration.
-fn off_the_worker<T>(body_bytes: usize, work: impl FnOnce() -> T) -> T {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if body_bytes >= LARGE_BODY_BYTES && multi_thread { tokio::task::block_in_place(work) } else { work() }
-}
-
-async fn graphql_post(
-    State(state): State<ServerState>,
-    axum::extract::Extension(request_id): axum::extract::Extension<RequestId>,
-    Authenticated(caller): Authenticated,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let settings = &state.app.settings;
-    let bound = settings.max_request_body_bytes;
-    let bytes = axum::body::to_bytes(body, bound).await.map_err(|_| ApiError::PayloadTooLarge { bound })?;
-    let request: async_graphql::BatchRequest =
-        off_the_worker(bytes.len(), || serde_json::from_slice(&bytes)).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "the body is not a GraphQL request ({{\"query\": \"...\", \"variables\": {{...}}}} as JSON): {e}"
-            ))
-        })?;
-    let rate = settings.cost_per_second.of(&caller.roles);
-    state.app.budgets.admit(caller.token_id, rate, std::time::Instant::now()).map_err(|retry| {
-        ::metrics::counter!("graphql_requests_refused_total", "reason" => "rate_limited").increment(1);
-        ApiError::RateLimited { retry_after_seconds: retry.seconds }
-    })?;
-    let admitted = off_the_worker(bytes.len(), || {
-        admit_batch(&state.limits, &state.documents, settings.max_batch_operations, request)
-    });
-    let (mut request, cost) = match admitted {
-        Ok(admitted) => admitted,
-        Err(error) => return Ok(graphql_json(&async_graphql::Response::from_errors(vec![error]))),
-    };
-    if let async_graphql::BatchRequest::Batch(requests) = &mut request {
-        for one in requests {
-            one.data.insert(Admitted);
-        }
-    } else if let async_graphql::BatchRequest::Single(one) = &mut request {
-        one.data.insert(Admitted);
-    }
-    let request = request.data(caller).data(RequestContext { correlation_id: request_id.0 });
-    let response = if cost >= LARGE_ANSWER_COST {
-        execute_off_the_workers(&state.schema, request).await?
-    } else {
-        state.schema.execute_batch(request).await
-    };
-    let max_bytes = settings.max_response_bytes;
-    let mut body = BoundedWriter { bytes: Vec::new(), bound: max_bytes };
-    // A large answer is written off the worker, for the same reason a large body is parsed so.
-    let size = if cost >= LARGE_ANSWER_COST { LARGE_BODY_BYTES } else { 0 };
-    if off_the_worker(size, || serde_json::to_writer(&mut body, &response)).is_err() {
-        ::metrics::counter!("graphql_requests_refused_total", "reason" => "response_bytes").increment(1);
-        let error = graphql::limits::limit_error(
-            "The answer grew too large; ask for fewer fields or a smaller page",
-            "max_response_bytes",
-            max_bytes as u64,
-            None,
-        );
-        return Ok(graphql_json(&async_graphql::Response::from_errors(vec![error])));
-    }
-    Ok(([(header::CONTENT_TYPE, "application/json")], body.bytes).into_response())
-}
-
-/// Runs a heavy request on a blocking thread of its own, so that its synchronous parts
-/// (async-graphql validates every operation in one go before any field yields; a batch of 16
-/// pages took most of a second in a debug build) never hold up the async workers and the
-/// cheap requests queued on them. Dropping the returned future (the request timeout) cancels
-/// the execution at its next await.
-async fn execute_off_the_workers(
-    schema: &graphql::CmdbSchema,
-    request: async_graphql::BatchRequest,
-) -> Result<async_graphql::BatchResponse, ApiError> {
-    let schema = schema.clone();
-    let handle = tokio::runtime::Handle::current();
-    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::task::spawn_blocking(move || {
-        handle.block_on(async move {
-            tokio::select! {
-                response = schema.execute_batch(request) => Some(response),
-                _ = cancelled => None,
-            }
-        })
-    });
-    let response = task.await.map_err(|e| ApiError::Internal(format!("a request's execution failed: {e}")))?;
-    drop(cancel);
-    response.ok_or_else(|| ApiError::Internal("a request's execution was cancelled".into()))
-}
-
-/// Checks a request before any of it runs: the batch's length, then each operation's measure
-/// and their total against the limits. Parses each query once (async-graphql reuses it).
-fn admit_batch(
-    limits: &Limits,
-    documents: &graphql::documents::Documents,
-    max_batch_operations: usize,
-    mut request: async_graphql::BatchRequest,
-) -> Result<(async_graphql::BatchRequest, u64), async_graphql::ServerError> {
-    let requests: Vec<&mut async_graphql::Request> = match &mut request {
-        async_graphql::BatchRequest::Single(one) => vec![one],
-        async_graphql::BatchRequest::Batch(many) => many.iter_mut().collect(),
-    };
-    if requests.len() > max_batch_operations {
-        ::metrics::counter!("graphql_requests_refused_total", "reason" => "batch").increment(1);
-        return Err(graphql::limits::limit_error(
-            "The batch has too many operations",
-            "max_batch_operations",
-            max_batch_operations as u64,
-            Some(requests.len() as u64),
-        ));
-    }
-    let mut total = graphql::cost::Measure::default();
-    for one in requests {
-        let operation = one.operation_name.clone();
-        let variables = one.variables.clone();
-        documents.prepare(one).map_err(|e| limits.parse_error(e))?;
-        let document = one.parsed_query().map_err(|e| limits.parse_error(e))?;
-        let measure = limits.measure(document, operation.as_deref(), &variables)?;
-        total = graphql::cost::Measure {
-            cost: total.cost.saturating_add(measure.cost),
-            depth: total.depth.max(measure.depth),
-            fields: total.fields.saturating_add(measure.fields),
-        };
-    }
-    limits.check(total)?;
-    Ok((request, total.cost))
-}
-
-/// A GraphQL answer as JSON.
-fn graphql_json(response: &async_graphql::Response) -> Response {
-    let body = serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec());
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// A writer that fails past `bound` bytes, so an answer is never held whole past it.
-struct BoundedWriter {
-    bytes: Vec<u8>,
-    bound: usize,
-}
-
-impl std::io::Write for BoundedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.bytes.len() + buf.len() > self.bound {
-            return Err(std::io::Error::other("max_response_bytes"));
-        }
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 async fn healthz() -> Response {
@@ -761,6 +646,14 @@ async fn metrics_text(
         .set(head.saturating_sub(state.app.access.applied()) as f64);
     ::metrics::gauge!("projection_lag_events", "projection" => "graph")
         .set(head.saturating_sub(state.app.graph.applied()) as f64);
+    metrics::process_collector().collect();
+    let now = state.app.clock.now();
+    let (gauges, graph) = (&state.business_gauges, &state.app.graph);
+    // Counting a large estate takes milliseconds: off the async worker.
+    graphql_http::off_the_worker(graphql_http::LARGE_BODY_BYTES, || {
+        let graph = graph.read();
+        gauges.refresh(&graph, graph.applied(), now);
+    });
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response())
 }
 

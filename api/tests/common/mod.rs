@@ -1,6 +1,7 @@
 //! Shared helpers: a real server on 127.0.0.1:0 in a temporary data directory, and a client.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod pg;
 pub mod ws;
 
