@@ -739,7 +739,9 @@ fn print_diff(
     };
     let diff = graph.diff(from, to, scope.as_ref())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&diff)?);
+        let mut value = serde_json::to_value(&diff)?;
+        open_ends_as_null(&mut value);
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         let count = |kind| diff.cis.iter().filter(|c| c.kind == kind).count();
         let rels = |kind| diff.relationships.iter().filter(|r| r.kind == kind).count();
@@ -1171,6 +1173,24 @@ fn print_explained(
         Err(e) => say!("    replay: MISMATCH: {e}"),
     }
     Ok(())
+}
+
+/// Writes an interval that has not ended (`to` at the graph's `OPEN` marker) as `null`, as
+/// the GraphQL API does, instead of 18446744073709551615.
+fn open_ends_as_null(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (name, field) in fields.iter_mut() {
+                if name == "to" && field.as_u64() == Some(cmdb_projections::graph::OPEN) {
+                    *field = serde_json::Value::Null;
+                } else {
+                    open_ends_as_null(field);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(open_ends_as_null),
+        _ => {}
+    }
 }
 
 async fn overdue_changes(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {

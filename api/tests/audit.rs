@@ -100,12 +100,13 @@ async fn diffs_between_moments_are_paged_scoped_and_explained() {
     let before_log = server
         .graphql(
             &server.admin_token,
-            "{ diff(from: {time: \"2000-01-01T00:00:00Z\"}, to: {position: 3}) { to } }",
+            "{ diff(from: {time: \"2000-01-01T00:00:00Z\"}, to: {position: 3}) { from to } }",
             json!({}),
         )
         .await
         .1;
-    assert!(before_log["errors"][0]["message"].as_str().expect("m").contains("before the first event"));
+    // Before the first event is the empty estate at position 0, as `at(time:)` reads it.
+    assert_eq!(before_log["data"]["diff"], json!({"from": 0, "to": 3}), "{before_log}");
 
     let head = server.head().await;
     for (query, code) in [
@@ -252,6 +253,14 @@ async fn the_cli_diff_prints_a_summary_or_json_and_refuses_bad_input() {
             json!({"h": web01}),
         )
         .await;
+    let (app, _) = register(&server, json!({"class": "APPLICATION", "name": "shop", "version": "1"})).await;
+    server
+        .ok(
+            &server.admin_token,
+            "mutation($a: ID!, $h: ID!) { relate(type: RUNS_ON, source: $a, target: $h) { position } }",
+            json!({"a": app, "h": web01}),
+        )
+        .await;
     server.shutdown().await;
     let data_dir = server.data_dir();
     let run = |args: &[&str]| {
@@ -263,7 +272,11 @@ async fn the_cli_diff_prints_a_summary_or_json_and_refuses_bad_input() {
     assert!(text.contains("1 changed") && text.contains("attributes.cpu_cores: 4 -> 8"), "{text}");
     let output = run(&["diff", "--from", "0", "--json"]);
     let json: Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert_eq!(json["cis"].as_array().expect("cis").len(), 1);
+    assert_eq!(json["cis"].as_array().expect("cis").len(), 2);
+    // A relationship that still stands has no end: null, as GraphQL writes it.
+    let added = &json["relationships"][0]["relationship"];
+    assert!(added["to"].is_null(), "{added}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(&u64::MAX.to_string()));
     for (args, needle) in [
         (vec!["diff", "--from", "yesterday"], "RFC 3339"),
         (vec!["diff", "--from", "5", "--to", "1"], "after --to"),
@@ -380,4 +393,51 @@ async fn custom_classes_and_attributes_over_graphql() {
         .1;
     assert!(clash["errors"][0]["message"].as_str().expect("m").contains("built in"), "{clash}");
     assert_eq!(server.head().await, head, "refused declarations and registrations appended nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_as_of_a_moment_reveals_nothing_after_it() {
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let (web01, registered) = register(&server, host("web-01", 4)).await;
+    let updated = server
+        .ok(
+            &server.admin_token,
+            "mutation($h: ID!) { updateCi(id: $h, input: {setAttributes: {cpu_cores: 8}}) { position } }",
+            json!({"h": web01}),
+        )
+        .await["updateCi"]["position"]
+        .as_u64()
+        .expect("position");
+    let read = |position: u64| {
+        server.ok(
+            &server.admin_token,
+            "query($p: Int, $h: ID!) { at(position: $p) { ci(id: $h) { validFrom validTo } history(ci: $h) { position } } }",
+            json!({"p": position, "h": web01}),
+        )
+    };
+    // As of the registration, the update had not happened: the version's end is unknown.
+    let then = read(registered).await;
+    assert_eq!(then["at"]["ci"]["validFrom"], json!(registered), "{then}");
+    assert!(then["at"]["ci"]["validTo"].is_null(), "validTo leaks the future: {then}");
+    assert_eq!(then["at"]["history"].as_array().expect("history").len(), 1, "{then}");
+    // At the head the current version is open.
+    let now = read(updated).await;
+    assert_eq!(now["at"]["ci"]["validFrom"], json!(updated));
+    assert!(now["at"]["ci"]["validTo"].is_null());
+    // Before the CI existed, history answers like ci(id:): null.
+    let before = read(registered - 1).await;
+    assert!(before["at"]["ci"].is_null() && before["at"]["history"].is_null(), "{before}");
+
+    // Before the first event: the empty estate at position 0.
+    let empty = server
+        .ok(
+            &server.admin_token,
+            r#"{ at(time: "2000-01-01T00:00:00Z") { position time cis(first: 5) { nodes { id } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(empty["at"]["position"], json!(0), "{empty}");
+    assert!(empty["at"]["time"].is_null(), "{empty}");
+    assert_eq!(empty["at"]["cis"]["nodes"], json!([]), "{empty}");
 }

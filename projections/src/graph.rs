@@ -48,12 +48,6 @@ pub const MAX_CYCLES_REPORTED: usize = 32;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[allow(missing_docs, reason = "each variant's #[error] message says what its fields are")]
 pub enum GraphError {
-    #[error("{time} is before the first event of the log ({first})")]
-    /// … is before the first event of the log (…).
-    BeforeFirstEvent { time: Timestamp, first: Timestamp },
-    #[error("the log is empty: there is no moment to read")]
-    /// The log is empty: there is no moment to read.
-    EmptyLog,
     #[error("CI {ci} is a {class}, not a business service")]
     /// CI … is a …, not a business service.
     NotAService { ci: CiId, class: CiClass },
@@ -1016,18 +1010,16 @@ impl TemporalGraph {
 
     /// The last position whose event was recorded at or before `time`.
     pub fn position_at(&self, time: Timestamp) -> Result<u64, GraphError> {
-        let Some((_, first)) = self.times.first() else { return Err(GraphError::EmptyLog) };
-        if time < *first {
-            return Err(GraphError::BeforeFirstEvent { time, first: *first });
-        }
+        // Before the first event (or on an empty log) the estate is empty: position 0, as the
+        // store's own `position_at` says.
         let count = self.times.partition_point(|(_, t)| *t <= time);
-        Ok(self.times[count - 1].0)
+        Ok(count.checked_sub(1).map_or(0, |last| self.times[last].0))
     }
 
-    /// When the event at or before `position` was recorded.
+    /// When the event at or before `position` was recorded (`None` at position 0: nothing was).
     pub fn time_of(&self, position: u64) -> Option<Timestamp> {
-        let count = self.times.partition_point(|(p, _)| *p < position);
-        self.times.get(count).map(|(_, t)| *t).or_else(|| self.times.last().map(|(_, t)| *t))
+        let count = self.times.partition_point(|(p, _)| *p <= position);
+        count.checked_sub(1).map(|last| self.times[last].1)
     }
 
     /// Checks that `position` is one this graph can answer for.

@@ -313,6 +313,153 @@ async fn emergency_roll_back(
     Ok(())
 }
 
+/// The principal a dashboard reads the demo as (a viewer), named in the README.
+pub const DEMO_VIEWER: &str = "dashboard";
+
+/// Changes in the coming weeks the story schedules: (days from now, hour of the day UTC).
+const STORY_SCHEDULED: &[(i64, i64)] = &[(2, 19), (4, 20), (6, 21), (9, 19), (13, 20), (16, 21), (20, 2), (24, 19)];
+/// Changes the story carries out now that fail and are backed out.
+const STORY_FAILED: usize = 3;
+/// Changes the story carries out now that succeed and are closed after their review.
+const STORY_SUCCEEDED: usize = 4;
+
+/// The demo's change story, once, through the application layer as real users would: a
+/// viewer principal for dashboards; changes assessed from the impact graph, decided by the
+/// approval policy and approved, scheduled in the coming weeks; changes carried out now, some
+/// failed and backed out (CH-3), the others verified, reviewed (CH-7) and closed. With the
+/// generated history's emergency and retrospective changes and overdue reviews, a dashboard
+/// built on the demo has something to show.
+pub async fn change_story(app: &crate::app::App) -> Result<(), crate::app::AppError> {
+    use cmdb_core::access::{AccessCommand, PrincipalKind, Role};
+    if app.access.snapshot().principals.contains_key(DEMO_VIEWER) {
+        return Ok(());
+    }
+    let Some(crew) = demo_crew(app) else { return Ok(()) };
+    let admin = story_actor(super::BOOTSTRAP_ADMIN);
+    let create = AccessCommand::CreatePrincipal {
+        name: DEMO_VIEWER.to_owned(),
+        kind: PrincipalKind::System,
+        display_name: Some("A dashboard reading the estate (demo)".into()),
+        roles: [Role::Viewer].into_iter().collect(),
+    };
+    app.access(&create, admin).await?;
+    let targets = story_targets(app, STORY_SCHEDULED.len() + STORY_FAILED + STORY_SUCCEEDED);
+    let now = app.clock.now();
+    let midnight = now.as_micros() - now.as_micros().rem_euclid(86_400_000_000);
+    let at = |days: i64, hour: i64| cmdb_core::Timestamp::from_micros(midnight + (days * 24 + hour) * 3_600_000_000);
+    let mut targets = targets.into_iter();
+    for (days, hour) in STORY_SCHEDULED {
+        let Some((ci, name)) = targets.next() else { return Ok(()) };
+        let window = cmdb_core::change::Window {
+            start: at(*days, *hour),
+            end: at(*days, *hour + 2),
+            time_zone: "Europe/Berlin".into(),
+        };
+        let title = format!("Patch {name} to the monthly baseline");
+        if let Some(id) = approved_change(app, &crew, ci, &title, window).await? {
+            // A freeze or a conflict may refuse the window: the change then stays approved.
+            let _ = app.schedule(id, Some("in the agreed window".into()), story_actor(&crew.manager)).await;
+        }
+    }
+    use cmdb_core::change::ChangeAction as C;
+    for n in 0..STORY_FAILED + STORY_SUCCEEDED {
+        let Some((ci, name)) = targets.next() else { return Ok(()) };
+        let window = cmdb_core::change::Window { start: at(0, 0), end: at(1, 0), time_zone: "UTC".into() };
+        let title = format!("Rotate {name}'s credentials");
+        let Some(id) = approved_change(app, &crew, ci, &title, window).await? else { continue };
+        app.schedule(id, Some("today".into()), story_actor(&crew.manager)).await?;
+        let by = |who: &str| story_actor(who);
+        app.transition(id, C::Start, None, None, by(&crew.deployer)).await?;
+        if n < STORY_FAILED {
+            app.transition(
+                id,
+                C::Fail,
+                Some("the new credentials were refused by a client".into()),
+                None,
+                by(&crew.deployer),
+            )
+            .await?;
+            app.transition(id, C::BackOut, Some("the previous credentials restored".into()), None, by(&crew.deployer))
+                .await?;
+        } else {
+            app.transition(id, C::Complete, Some("rotated; clients reconnected".into()), None, by(&crew.deployer))
+                .await?;
+            app.transition(id, C::Verify, Some("checked every client".into()), None, by(&crew.manager)).await?;
+            let review = cmdb_core::change::Review {
+                objective_met: true,
+                users_satisfied: true,
+                side_effects: None,
+                follow_up_actions: Vec::new(),
+            };
+            app.transition(id, C::Review, None, Some(review), by(&crew.manager)).await?;
+            app.transition(id, C::Close, None, None, by(&crew.manager)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Live CIs of several classes for the story's changes, `count` at most.
+fn story_targets(app: &crate::app::App, count: usize) -> Vec<(cmdb_core::ci::CiId, String)> {
+    use cmdb_core::model::{CiClass, Status};
+    let graph = app.graph.read();
+    let mut found = Vec::new();
+    for class in [CiClass::Database, CiClass::Application, CiClass::VirtualMachine, CiClass::Host] {
+        let filter = cmdb_projections::graph::CiFilter {
+            classes: Some(vec![class]),
+            statuses: Some(vec![Status::Live]),
+            ..Default::default()
+        };
+        // Skip the first applications: the release story and the hooks use them.
+        let (cis, _) = graph.cis_at(graph.applied(), &filter, None, count + 2);
+        found.extend(cis.iter().skip(2).take(count.div_ceil(4)).map(|c| (c.id, c.name.clone())));
+    }
+    found.truncate(count);
+    found
+}
+
+/// A normal change on `ci` drafted and submitted by the deployer, assessed by the manager
+/// (facts from the graph, the policy's decision), approved by the crew's approvers in turn
+/// until the decision is met. `None` if the policy wants approvals the crew cannot give.
+async fn approved_change(
+    app: &crate::app::App,
+    crew: &DemoCrew,
+    ci: cmdb_core::ci::CiId,
+    title: &str,
+    window: cmdb_core::change::Window,
+) -> Result<Option<cmdb_core::ci::ChangeId>, crate::app::AppError> {
+    use cmdb_core::change::ChangeAction as C;
+    let id = cmdb_core::ci::ChangeId(uuid::Uuid::now_v7());
+    let details = cmdb_core::change::ChangeDetails {
+        title: title.to_owned(),
+        description: Some(format!("{title}, as the runbook says")),
+        justification: Some("keeps the estate supported and secure".into()),
+        back_out_plan: Some("restore the snapshot taken before the window".into()),
+        window: Some(window),
+        implementer: Some(crew.deployer.clone()),
+        scope: cmdb_core::change::Scope { cis: vec![ci], planned: Vec::new() },
+        links: Vec::new(),
+    };
+    let draft = cmdb_core::change::ChangeCommand::Draft {
+        change_id: id,
+        change_type: cmdb_core::change::ChangeType::Normal,
+        template_id: None,
+        details,
+    };
+    app.change(&draft, story_actor(&crew.deployer)).await?;
+    app.transition(id, C::Submit, None, None, story_actor(&crew.deployer)).await?;
+    app.transition(id, C::Assess, Some("assessed from the impact graph".into()), None, story_actor(&crew.manager))
+        .await?;
+    for approver in &crew.approvers {
+        // Whoever the policy does not count (segregation, roles) is refused; that is fine.
+        let _ = app.transition(id, C::Approve, Some("looks right".into()), None, story_actor(approver)).await;
+        let state = app.graph.read().change_book().change_at(id, u64::MAX).map(|c| c.state);
+        if state == Some(cmdb_core::change::ChangeState::Approved) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
 fn story_actor(who: &str) -> cmdb_core::Metadata {
     cmdb_core::Metadata::new(cmdb_core::Actor { principal: who.to_owned(), token_id: None }, cmdb_core::Source::System)
         .with_correlation_id("demo-release-story")

@@ -557,8 +557,6 @@ pub fn graph_error(error: GraphError) -> async_graphql::Error {
         GraphError::UnknownCi { .. } => coded(Code::NotFound, error.to_string()),
         GraphError::Apply { .. } => coded(Code::Internal, error.to_string()),
         GraphError::NotAService { .. }
-        | GraphError::BeforeFirstEvent { .. }
-        | GraphError::EmptyLog
         | GraphError::FromAfterTo { .. }
         | GraphError::PositionAhead { .. }
         | GraphError::Invalid(_) => bad_input(error.to_string()),

@@ -17,11 +17,14 @@ use super::ServerState;
 use super::auth::authenticate_header;
 use super::errors::ApiError;
 
-/// Days shown before and after now when the range is not given.
+/// Days shown before now when the range is not given (the feed and `calendar`).
 pub const DEFAULT_PAST_DAYS: i64 = 7;
+/// Days shown after now when the range is not given.
 pub const DEFAULT_FUTURE_DAYS: i64 = 90;
-const DAY_MICROS: i64 = 86_400_000_000;
+/// A day in microseconds.
+pub const DAY_MICROS: i64 = 86_400_000_000;
 
+/// The feed's query string.
 #[derive(Deserialize)]
 pub struct CalendarQuery {
     from: Option<String>,
@@ -42,6 +45,7 @@ fn utc(t: Timestamp) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
     t.to_datetime().ok_or_else(|| ApiError::BadRequest(format!("{t} is out of range")))
 }
 
+/// `GET /api/v1/calendar.ics`.
 pub async fn calendar_ics(
     State(state): State<ServerState>,
     headers: HeaderMap,

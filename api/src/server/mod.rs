@@ -11,7 +11,7 @@ mod graphiql;
 pub mod graphql;
 pub mod graphql_http;
 pub mod hooks;
-mod ics;
+pub mod ics;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
@@ -244,6 +244,9 @@ impl Server {
                 .await
                 .map_err(|e| StartError::Io(format!("the demo's release story: {e}")))?;
             demo::hooks(&application).await.map_err(|e| StartError::Io(format!("the demo's hooks: {e}")))?;
+            demo::change_story(&application)
+                .await
+                .map_err(|e| StartError::Io(format!("the demo's change story: {e}")))?;
         }
         let app = Arc::new(AppState {
             store,

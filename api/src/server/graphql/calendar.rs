@@ -339,11 +339,15 @@ impl CalendarAt {
     async fn calendar(
         &self,
         ctx: &Context<'_>,
-        from: DateTime,
-        to: DateTime,
+        #[graphql(desc = "Start of the range; default: a week before now (as the .ics feed).")] from: Option<DateTime>,
+        #[graphql(desc = "End of the range; default: 90 days after now.")] to: Option<DateTime>,
         environment: Option<Environment>,
         service: Option<ID>,
     ) -> async_graphql::Result<super::calendar::CalendarView> {
+        let now = state(ctx).clock.now();
+        let day = crate::server::ics::DAY_MICROS;
+        let from = from.unwrap_or(DateTime(now.saturating_add_micros(-crate::server::ics::DEFAULT_PAST_DAYS * day)));
+        let to = to.unwrap_or(DateTime(now.saturating_add_micros(crate::server::ics::DEFAULT_FUTURE_DAYS * day)));
         super::calendar::calendar_at(ctx, self.position, from, to, environment, service)
     }
 

@@ -222,9 +222,11 @@ impl Ci {
         Position(self.valid_from)
     }
 
-    /// The position where the next version starts; null while this one is current.
+    /// The position where the next version starts, if that is known at the position asked:
+    /// an answer as of a moment reveals nothing after it, so this is null there (the versions
+    /// and where each ended are in `history`, read at a later position).
     async fn valid_to(&self) -> Option<Position> {
-        (self.valid_to != graph::OPEN).then_some(Position(self.valid_to))
+        known_end(self.valid_to, self.position)
     }
 
     /// This CI's relationships at the same position.
@@ -277,8 +279,10 @@ impl Relationship {
         Position(self.rel.from)
     }
 
+    /// Where the relationship ended, if that is known at the position asked (null while it
+    /// stands, and always as of a moment when it still stood).
     async fn valid_to(&self) -> Option<Position> {
-        (self.rel.to != graph::OPEN).then_some(Position(self.rel.to))
+        known_end(self.rel.to, self.position)
     }
 
     /// The change that authorised its creation, if one was given.
@@ -513,7 +517,7 @@ impl CisAt {
         Ok(found.map(|ci| Ci::new(&graph, ci, self.position)))
     }
 
-    /// CIs matching a filter, in registration order, paged (`first` at most max_page_size;
+    /// CIs matching a filter, in id order (registration order for the engine's UUIDv7 ids), paged (`first` at most max_page_size;
     /// `after` a cursor from `edges` or `pageInfo.endCursor`).
     async fn cis(
         &self,
@@ -628,6 +632,10 @@ impl CisAt {
         let id = parse_id::<domain::CiId>(&ci)?;
         let graph = state(ctx).graph.read();
         let Some((versions, history)) = graph.history(id) else { return Ok(None) };
+        // Before the CI was registered it does not exist, as `ci(id:)` says.
+        if history.first().is_none_or(|h| h.position > self.position) {
+            return Ok(None);
+        }
         Ok(Some(
             history
                 .iter()
@@ -636,4 +644,9 @@ impl CisAt {
                 .collect(),
         ))
     }
+}
+
+/// An end position as known at `position`: `None` if open or later than `position`.
+fn known_end(end: u64, position: u64) -> Option<Position> {
+    (end != graph::OPEN && end <= position).then_some(Position(end))
 }

@@ -39,6 +39,7 @@ pub use query::QueryRoot;
 
 /// Every mutation, by domain.
 #[derive(async_graphql::MergedObject, Default)]
+#[graphql(name = "Mutation")]
 pub struct MutationRoot(
     access::AccessMutation,
     ci_edits::CiMutation,
@@ -53,6 +54,7 @@ pub struct MutationRoot(
 
 /// Every subscription: the log, configuration changes and change transitions.
 #[derive(async_graphql::MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
 pub struct SubscriptionRoot(
     log::LogSubscription,
     ci_edits::CiSubscription,

@@ -15,10 +15,10 @@ use cmdb_core::access::Operation;
 use cmdb_core::store::Direction;
 use cmdb_core::{EventRecord, StreamId};
 
-/// The query root.
+/// The query root (`Query` in the schema).
 pub struct QueryRoot;
 
-#[Object]
+#[Object(name = "Query")]
 impl QueryRoot {
     /// Each outbound CDEvents target: how far it was sent, and its dead letters.
     #[graphql(guard = "Requires(Operation::ReadLog)")]

@@ -100,6 +100,9 @@ pub struct ChangeReport {
     pub failed_by_class: Vec<ClassCount>,
 }
 
+/// How far back a change report reaches when `from` is not given, in days.
+pub const DEFAULT_REPORT_DAYS: i64 = 180;
+
 pub fn change_report_at(
     ctx: &Context<'_>,
     position: u64,
@@ -153,11 +156,13 @@ impl ReportsAt {
     async fn change_report(
         &self,
         ctx: &Context<'_>,
-        from: DateTime,
-        to: DateTime,
-        period: super::reports::ReportPeriod,
+        #[graphql(desc = "Start of the report; default: 180 days before `to`.")] from: Option<DateTime>,
+        #[graphql(desc = "End of the report; default: now.")] to: Option<DateTime>,
+        #[graphql(default_with = "super::reports::ReportPeriod::Month")] period: super::reports::ReportPeriod,
         now: Option<DateTime>,
     ) -> async_graphql::Result<super::reports::ChangeReport> {
+        let to = to.unwrap_or(DateTime(state(ctx).clock.now()));
+        let from = from.unwrap_or(DateTime(to.0.saturating_add_micros(-DEFAULT_REPORT_DAYS * 86_400_000_000)));
         super::reports::change_report_at(ctx, self.position, from, to, period, now)
     }
 }
