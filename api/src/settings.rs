@@ -68,7 +68,8 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Load the demo estate (~500 CIs with months of history) into an empty data directory;
+    /// Load the demo estate (584 CIs, six months of history ending now, changes in the coming
+    /// weeks) into an empty data directory;
     /// start normally on one that already holds it; refuse any other.
     #[arg(long, env = "CMDB_DEMO")]
     pub demo: bool,

@@ -415,3 +415,67 @@ async fn change_states_stream_to_subscribers() {
     assert_eq!(second["payload"]["data"]["changeStates"]["action"], "ASSESS", "comments are not state: {second}");
     assert_eq!(second["payload"]["data"]["changeStates"]["by"], "mark");
 }
+
+/// The fields an error's `problems` extension names.
+fn problem_fields(body: &Value) -> Vec<String> {
+    body["errors"][0]["extensions"]["problems"]
+        .as_array()
+        .map(|all| all.iter().filter_map(|p| p["field"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_input_problem_of_a_command_is_reported_at_once_with_its_field() {
+    let server = TestServer::start().await;
+    let p = people(&server).await;
+    let head = server.head().await;
+
+    // A host with a bad name, no hostname and no ip addresses, on a controlled class without
+    // a change: the three input problems come back together, before CHANGE_REQUIRED.
+    let register = "mutation($input: RegisterCiInput!) { registerCi(input: $input) { position } }";
+    let input = json!({ "input": { "class": "HOST", "name": " padded ", "attributes": { "os": "debian-12", "cpu_cores": "eight" } } });
+    let (status, body) = server.graphql(&p.alice, register, input).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    let fields = problem_fields(&body);
+    for field in ["name", "attributes.cpu_cores", "attributes.hostname", "attributes.ip_addresses"] {
+        assert!(fields.iter().any(|f| f == field), "{field} missing from {fields:?}: {body}");
+    }
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("problems") && message.contains("hostname") && message.contains("ip_addresses"),
+        "{message}"
+    );
+    // One problem alone is reported as itself, with its field.
+    let one = json!({ "input": { "class": "HOST", "name": "web-9", "attributes": { "hostname": "web-9", "ip_addresses": ["10.0.0.9"], "os": "debian-12", "cpu_cores": 4 } } });
+    let (_, body) = server.graphql(&p.alice, register, one).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "attributes.memory_mib", "{body}");
+    // A well-formed host without a change: now CHANGE_REQUIRED (CM-3).
+    let whole = json!({ "input": { "class": "HOST", "name": "web-9", "attributes": { "hostname": "web-9", "ip_addresses": ["10.0.0.9"], "os": "debian-12", "cpu_cores": 4, "memory_mib": 4096 } } });
+    let (_, body) = server.graphql(&p.alice, register, whole).await;
+    assert_eq!(error_code(&body), "CHANGE_REQUIRED", "{body}");
+
+    // A change submitted with no description, implementer, scope, justification or back-out
+    // plan: all five at once.
+    let draft = "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }";
+    let data = server.ok(&p.alice, draft, json!({ "input": { "type": "NORMAL", "title": "bare" } })).await;
+    let id = data["draftChange"]["change"]["id"].as_str().expect("id").to_owned();
+    let head_before_submit = server.head().await;
+    let (_, body) = server
+        .graphql(&p.alice, "mutation($id: ID!) { submitChange(id: $id) { position } }", json!({ "id": id }))
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    let fields = problem_fields(&body);
+    assert_eq!(fields, ["description", "implementer", "scope", "justification", "back_out_plan"], "{body}");
+    // A draft with several malformed fields: all of them.
+    let bad = json!({ "input": { "type": "NORMAL", "title": "", "implementer": "nobody",
+        "window": { "start": "2030-01-02T00:00:00Z", "end": "2030-01-01T00:00:00Z" } } });
+    let (_, body) = server.graphql(&p.alice, draft, bad).await;
+    let fields = problem_fields(&body);
+    for field in ["title", "window", "implementer"] {
+        assert!(fields.iter().any(|f| f == field), "{field} missing from {fields:?}: {body}");
+    }
+    assert_eq!(server.head().await, head_before_submit, "no refusal appended anything");
+    assert!(head_before_submit > head, "only the draft was written");
+}

@@ -26,6 +26,7 @@ pub mod ids;
 pub mod model;
 pub mod outbound;
 pub mod policy;
+pub mod problems;
 pub mod release;
 pub mod store;
 pub mod time;

@@ -1016,10 +1016,15 @@ impl TemporalGraph {
         Ok(count.checked_sub(1).map_or(0, |last| self.times[last].0))
     }
 
-    /// When the event at or before `position` was recorded (`None` at position 0: nothing was).
+    /// When the event at `position` was recorded (the last one's time past the head; `None`
+    /// at position 0: nothing was). `times` keeps runs: (the last position recorded at a time,
+    /// that time).
     pub fn time_of(&self, position: u64) -> Option<Timestamp> {
-        let count = self.times.partition_point(|(p, _)| *p <= position);
-        count.checked_sub(1).map(|last| self.times[last].1)
+        if position == 0 {
+            return None;
+        }
+        let count = self.times.partition_point(|(p, _)| *p < position);
+        self.times.get(count).map(|(_, t)| *t).or_else(|| self.times.last().map(|(_, t)| *t))
     }
 
     /// Checks that `position` is one this graph can answer for.

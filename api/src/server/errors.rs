@@ -340,6 +340,7 @@ fn baseline_code(error: &BaselineError) -> Code {
 fn ci_code(error: &CiError) -> Code {
     match error {
         CiError::Model(model) => model_code(model),
+        CiError::Invalid { .. } => Code::BadUserInput,
         CiError::UnknownCi(_) | CiError::UnknownRelationship(_) | CiError::UnknownChange(_) => Code::NotFound,
         CiError::NameTaken { .. }
         | CiError::CiExists(_)
@@ -378,6 +379,7 @@ fn ci_code(error: &CiError) -> Code {
 fn change_code(error: &ChangeError) -> Code {
     match error {
         ChangeError::Model(model) => model_code(model),
+        ChangeError::Invalid { .. } => Code::BadUserInput,
         ChangeError::UnknownChange(_) | ChangeError::UnknownTemplate(_) | ChangeError::UnknownFreeze(_) => {
             Code::NotFound
         }
@@ -541,7 +543,62 @@ pub fn core_error(error: cmdb_core::Error) -> async_graphql::Error {
     if let cmdb_core::Error::Store(StoreError::LimitExceeded { limit, value, bound }) = &error {
         return limit_exceeded(&limit.to_string(), *value, *bound);
     }
-    coded(core_code(&error), error.to_string())
+    let (field, problems) = input_problems(&error);
+    let coded = coded(core_code(&error), error.to_string());
+    if field.is_none() && problems.is_empty() {
+        return coded;
+    }
+    coded.extend_with(move |_, extensions| {
+        if let Some(field) = &field {
+            extensions.set("field", field.clone());
+        }
+        if !problems.is_empty() {
+            let list: Vec<async_graphql::Value> = problems
+                .iter()
+                .map(|(field, message, code)| {
+                    let mut entry = async_graphql::indexmap::IndexMap::new();
+                    entry.insert(
+                        async_graphql::Name::new("field"),
+                        field.clone().map_or(async_graphql::Value::Null, Into::into),
+                    );
+                    entry.insert(async_graphql::Name::new("message"), message.clone().into());
+                    entry.insert(async_graphql::Name::new("code"), code.as_str().into());
+                    async_graphql::Value::Object(entry)
+                })
+                .collect();
+            extensions.set("problems", async_graphql::Value::List(list));
+        }
+    })
+}
+
+/// One input problem as a client marks it: the field, the message, the code.
+type Problem = (Option<String>, String, Code);
+
+/// The field an input error is about, and every problem of a refusal that lists several (the
+/// `field` and `problems` extensions).
+fn input_problems(error: &cmdb_core::Error) -> (Option<String>, Vec<Problem>) {
+    use cmdb_core::release::ReleaseError;
+    let ci = |e: &CiError| -> (Option<String>, Vec<Problem>) {
+        match e {
+            CiError::Invalid { problems } => {
+                (None, problems.iter().map(|p| (p.field(), p.to_string(), ci_code(p))).collect())
+            }
+            other => (other.field(), Vec::new()),
+        }
+    };
+    let change = |e: &ChangeError| -> (Option<String>, Vec<Problem>) {
+        match e {
+            ChangeError::Invalid { problems } => {
+                (None, problems.iter().map(|p| (p.field(), p.to_string(), change_code(p))).collect())
+            }
+            other => (other.field(), Vec::new()),
+        }
+    };
+    match error {
+        cmdb_core::Error::Ci(e) | cmdb_core::Error::Release(ReleaseError::Ci(e)) => ci(e),
+        cmdb_core::Error::Change(e) | cmdb_core::Error::Release(ReleaseError::Change(e)) => change(e),
+        _ => (None, Vec::new()),
+    }
 }
 
 /// Maps a store error to a GraphQL error.

@@ -203,51 +203,54 @@ fn check_details(
     details: &ChangeDetails,
     template: Option<&TemplateRecord>,
 ) -> Result<(), ChangeError> {
-    text("title", &details.title, MAX_TITLE_BYTES)?;
-    optional_text("description", details.description.as_deref(), MAX_TEXT_BYTES)?;
-    optional_text("justification", details.justification.as_deref(), MAX_TEXT_BYTES)?;
-    optional_text("back_out_plan", details.back_out_plan.as_deref(), MAX_TEXT_BYTES)?;
+    // Every field's problem at once.
+    let mut problems = crate::problems::Problems::new();
+    problems.check(text("title", &details.title, MAX_TITLE_BYTES));
+    problems.check(optional_text("description", details.description.as_deref(), MAX_TEXT_BYTES));
+    problems.check(optional_text("justification", details.justification.as_deref(), MAX_TEXT_BYTES));
+    problems.check(optional_text("back_out_plan", details.back_out_plan.as_deref(), MAX_TEXT_BYTES));
     if let Some(window) = &details.window {
-        check_window(window)?;
+        problems.check(check_window(window));
     }
     if let Some(implementer) = &details.implementer
         && !input.access.principals.contains_key(implementer)
     {
-        return Err(ChangeError::UnknownPrincipal(implementer.clone()));
+        problems.push(ChangeError::UnknownPrincipal(implementer.clone()));
     }
-    check_scope(input, &details.scope, template)?;
-    check_links(label, &details.links)
+    problems.check(check_scope(input, &details.scope, template));
+    problems.check(check_links(label, &details.links));
+    problems.finish(|problems| ChangeError::Invalid { problems })
 }
 
 /// What a submission needs on top of well-shaped fields (CH-1, CH-3, CH-8).
 fn check_complete(change_type: ChangeType, details: &ChangeDetails) -> Result<(), ChangeError> {
+    // Every missing field at once.
+    let mut problems = crate::problems::Problems::new();
     if details.description.is_none() {
-        return Err(ChangeError::Missing { field: "description", why: "to submit a change" });
+        problems.push(ChangeError::Missing { field: "description", why: "to submit a change" });
     }
     if details.implementer.is_none() {
-        return Err(ChangeError::Missing { field: "implementer", why: "to submit a change (who will do the work)" });
+        problems.push(ChangeError::Missing { field: "implementer", why: "to submit a change (who will do the work)" });
     }
     if details.scope.is_empty() {
-        return Err(ChangeError::Missing {
+        problems.push(ChangeError::Missing {
             field: "scope",
             why: "to submit a change: the CIs it touches or will register (CH-1)",
         });
     }
     if change_type != ChangeType::Standard {
         if details.justification.is_none() {
-            return Err(ChangeError::Missing {
+            problems.push(ChangeError::Missing {
                 field: "justification",
                 why: "for normal and emergency changes (why the change is worth making)",
             });
         }
         if details.back_out_plan.is_none() {
-            return Err(ChangeError::Missing {
-                field: "back_out_plan",
-                why: "for normal and emergency changes (CH-3)",
-            });
+            problems
+                .push(ChangeError::Missing { field: "back_out_plan", why: "for normal and emergency changes (CH-3)" });
         }
     }
-    Ok(())
+    problems.finish(|problems| ChangeError::Invalid { problems })
 }
 
 fn active_template<'a>(input: &ChangeInput<'a>, id: TemplateId) -> Result<&'a TemplateRecord, ChangeError> {

@@ -690,6 +690,9 @@ pub enum ChangeError {
     #[error(transparent)]
     /// Passed on as it is.
     Model(#[from] ModelError),
+    #[error("{} problems in the input: {}", .problems.len(), crate::problems::summary(.problems))]
+    /// Several input problems, all reported at once (each names its field: [`ChangeError::field`]).
+    Invalid { problems: Vec<ChangeError> },
     #[error(
         "a CI in the scope of {change} changed since its assessment; it is assessed again with the scope as it is now before it can be approved"
     )]
@@ -853,6 +856,30 @@ pub enum ChangeError {
     #[error("the risk history window is {days} days; it must be 1 to {}", risk::MAX_RISK_HISTORY_DAYS)]
     /// The risk history window is … days; it must be 1 to ….
     HistoryDays { days: u32 },
+}
+
+impl ChangeError {
+    /// The input field an input problem is about, for clients that mark the field; `None` for
+    /// refusals about state or authority.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            ChangeError::Missing { field, .. } | ChangeError::Empty { field } | ChangeError::TooLong { field, .. } => {
+                Some((*field).to_owned())
+            }
+            ChangeError::WindowEndsBeforeStart { .. } | ChangeError::WindowTooLong { .. } => Some("window".into()),
+            ChangeError::UnknownTimeZone(_) => Some("window.time_zone".into()),
+            ChangeError::UnknownCi(_)
+            | ChangeError::CiWithdrawn(_)
+            | ChangeError::DuplicateScope(_)
+            | ChangeError::ScopeTooLarge { .. }
+            | ChangeError::UnknownClass(_)
+            | ChangeError::InvalidPlannedName(_)
+            | ChangeError::PlannedExists { .. } => Some("scope".into()),
+            ChangeError::UnknownPrincipal(_) => Some("implementer".into()),
+            ChangeError::InvalidLink(_) | ChangeError::DuplicateLink { .. } => Some("links".into()),
+            _ => None,
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------------------

@@ -389,23 +389,31 @@ pub fn decide(command: &CiCommand, read: &ReadSet<CiKey>) -> Result<CiDecision, 
 }
 
 fn register(read: &ReadSet<CiKey>, decision: &mut CiDecision, r: &Register) -> Result<(), CiError> {
-    check_name(&r.name)?;
-    check_len("version", r.version.as_deref(), MAX_VERSION_BYTES)?;
+    // Every input problem at once, before the checks of state and authority (CM-3's
+    // CHANGE_REQUIRED does not hide a malformed registration).
+    let schema = read.schema();
+    let mut problems = crate::problems::Problems::new();
+    problems.check(check_name(&r.name));
+    problems.check(check_len("version", r.version.as_deref(), MAX_VERSION_BYTES));
+    if !INITIAL_STATUSES.contains(&r.status) {
+        problems.push(CiError::InitialStatusNotAllowed(r.status));
+    }
+    if schema.knows(r.class) {
+        match check_complete(schema, r.class, &r.attributes) {
+            Err(CiError::Invalid { problems: several }) => several.into_iter().for_each(|p| problems.push(p)),
+            other => problems.check(other),
+        }
+        if schema.like(r.class) == CiClass::BusinessService && r.owner.is_none() {
+            problems.push(CiError::OwnerRequired { class: r.class });
+        }
+    } else {
+        problems.push(CiError::UnknownClass(r.class.as_str().to_owned()));
+    }
+    problems.finish(|problems| CiError::Invalid { problems })?;
     if read.ci_state(r.ci_id).is_some_and(|s| s.version.is_some()) {
         return Err(CiError::CiExists(r.ci_id));
     }
-    if !INITIAL_STATUSES.contains(&r.status) {
-        return Err(CiError::InitialStatusNotAllowed(r.status));
-    }
-    let schema = read.schema();
-    if !schema.knows(r.class) {
-        return Err(CiError::UnknownClass(r.class.as_str().to_owned()));
-    }
-    check_complete(schema, r.class, &r.attributes)?;
     authorize(read, decision, "registering", r.class, Subject::Planned(&r.name), r.authorized_by)?;
-    if schema.like(r.class) == CiClass::BusinessService && r.owner.is_none() {
-        return Err(CiError::OwnerRequired { class: r.class });
-    }
     if let Some(owner) = r.owner {
         reference(read, decision, "owner", owner, OWNER_CLASSES)?;
     }

@@ -51,6 +51,9 @@ pub enum CiError {
     #[error(transparent)]
     /// Passed on as it is.
     Model(#[from] ModelError),
+    #[error("{} problems in the input: {}", .problems.len(), crate::problems::summary(.problems))]
+    /// Several input problems, all reported at once (each names its field: [`CiError::field`]).
+    Invalid { problems: Vec<CiError> },
     #[error("class {class} has no attribute {attribute:?}; its attributes are {known}")]
     /// Class … has no attribute …; its attributes are ….
     UnknownAttribute { class: CiClass, attribute: String, known: String },
@@ -167,6 +170,28 @@ pub enum CiError {
     #[error("CI event at position {position} cannot be read: {detail}")]
     /// CI event at position … cannot be read: ….
     Undecodable { position: u64, detail: String },
+}
+
+impl CiError {
+    /// The input field an input problem is about (`attributes.<name>` for an attribute), for
+    /// clients that mark the field; `None` for refusals about state or authority.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            CiError::UnknownAttribute { attribute, .. }
+            | CiError::InvalidAttribute { attribute, .. }
+            | CiError::MissingAttribute { attribute, .. } => Some(format!("attributes.{attribute}")),
+            CiError::TooManyAttributes { .. } => Some("attributes".into()),
+            CiError::InvalidName(_) => Some("name".into()),
+            CiError::UnknownClass(_) => Some("class".into()),
+            CiError::InitialStatusNotAllowed(_) => Some("status".into()),
+            CiError::OwnerRequired { .. } => Some("owner".into()),
+            CiError::Empty { field } | CiError::TooLong { field, .. } => Some((*field).to_owned()),
+            CiError::WrongReferenceClass { field, .. } | CiError::ReferenceWithdrawn { field, .. } => {
+                Some((*field).to_owned())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Fields of a CI besides its attributes that an update may clear.

@@ -206,19 +206,20 @@ pub fn check_complete(
     if attributes.len() > MAX_ATTRIBUTES {
         return Err(CiError::TooManyAttributes { count: attributes.len() });
     }
+    // Every fault at once: each value's, then each required attribute missing.
+    let mut problems = crate::problems::Problems::new();
     for (name, value) in attributes {
-        check_value(registry, class, name, value)?;
+        problems.check(check_value(registry, class, name, value));
     }
-    if let Some(missing) =
-        registry.attributes(class).into_iter().find(|a| a.required() && !attributes.contains_key(a.name()))
+    for missing in registry.attributes(class).into_iter().filter(|a| a.required() && !attributes.contains_key(a.name()))
     {
-        return Err(CiError::MissingAttribute {
+        problems.push(CiError::MissingAttribute {
             class,
             attribute: missing.name().to_owned(),
             expected: Check::of(&missing).describe(),
         });
     }
-    Ok(())
+    problems.finish(|problems| CiError::Invalid { problems })
 }
 
 #[cfg(test)]
