@@ -485,6 +485,15 @@ impl Traversal {
     }
 }
 
+/// Where a page of CIs starts: after a cursor (forward), or before one (backward).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CiPage {
+    /// The first ones after this id (from the start if `None`).
+    After(Option<CiId>),
+    /// The last ones before this id (up to the end if `None`).
+    Before(Option<CiId>),
+}
+
 /// Filters of a CI listing.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CiFilter {
@@ -1100,14 +1109,24 @@ impl TemporalGraph {
         after: Option<CiId>,
         limit: usize,
     ) -> (Vec<Arc<CiSnapshot>>, bool) {
+        self.cis_page(position, filter, CiPage::After(after), limit)
+    }
+
+    /// A page of CIs at `position` matching `filter`, in id order: the first `limit` after a
+    /// cursor, or the last `limit` before one (Relay's `last`/`before`). Returns the page in id
+    /// order and whether more lie beyond it in the direction read.
+    pub fn cis_page(
+        &self,
+        position: u64,
+        filter: &CiFilter,
+        page: CiPage,
+        limit: usize,
+    ) -> (Vec<Arc<CiSnapshot>>, bool) {
         let classes: Vec<CiClass> = filter.classes.clone().unwrap_or_else(|| self.by_class.keys().copied().collect());
         let mut ids: Vec<CiId> = classes.iter().filter_map(|c| self.by_class.get(c)).flatten().copied().collect();
         ids.sort_unstable();
-        let start = after.map_or(0, |a| ids.partition_point(|id| *id <= a));
         let needle = filter.name_contains.as_ref().map(|n| n.to_lowercase());
-        let mut page = Vec::new();
-        for id in &ids[start..] {
-            let Some(ci) = self.ci_at(*id, position) else { continue };
+        let matches = |ci: &CiSnapshot| {
             let status_ok = match &filter.statuses {
                 Some(statuses) => statuses.contains(&ci.status),
                 None => filter.include_withdrawn || ci.status != Status::Withdrawn,
@@ -1117,14 +1136,31 @@ impl TemporalGraph {
             let attribute_ok =
                 filter.attribute.as_ref().is_none_or(|(name, value)| ci.attributes.get(name) == Some(value));
             let name_ok = needle.as_ref().is_none_or(|n| ci.name.to_lowercase().contains(n));
-            if status_ok && environment_ok && attribute_ok && name_ok {
-                if page.len() == limit {
-                    return (page, true);
+            status_ok && environment_ok && attribute_ok && name_ok
+        };
+        let candidates: Box<dyn Iterator<Item = &CiId>> = match page {
+            CiPage::After(after) => Box::new(ids[after.map_or(0, |a| ids.partition_point(|id| *id <= a))..].iter()),
+            CiPage::Before(before) => {
+                Box::new(ids[..before.map_or(ids.len(), |b| ids.partition_point(|id| *id < b))].iter().rev())
+            }
+        };
+        let mut found = Vec::new();
+        for id in candidates {
+            let Some(ci) = self.ci_at(*id, position) else { continue };
+            if matches(&ci) {
+                if found.len() == limit {
+                    if matches!(page, CiPage::Before(_)) {
+                        found.reverse();
+                    }
+                    return (found, true);
                 }
-                page.push(ci);
+                found.push(ci);
             }
         }
-        (page, false)
+        if matches!(page, CiPage::Before(_)) {
+            found.reverse();
+        }
+        (found, false)
     }
 
     /// Relationships valid at `position`, optionally only those touching `ci` or of `types`.

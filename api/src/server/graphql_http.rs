@@ -179,8 +179,10 @@ pub async fn get(
     headers: HeaderMap,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let wants_page =
-        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_none_or(|accept| accept.contains("text/html"));
+    let wants_page = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|accept| accept.contains("text/html") || accept.contains("*/*"));
     let Some(media) = negotiate(headers.get(header::ACCEPT)).or(wants_page.then_some(MediaType::Json)) else {
         return not_acceptable();
     };

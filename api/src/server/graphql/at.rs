@@ -18,7 +18,7 @@ use crate::server::errors::{Code, bad_input, coded, graph_error};
 /// The configuration, the changes and the calendar as they were at one position of the log:
 /// every read inside happens at that one position.
 #[derive(MergedObject)]
-pub struct At(AtMoment, CisAt, ChangesAt, CalendarAt, PolicyAt, ReportsAt, ReleasesAt, ToolingAt);
+pub struct At(AtMoment, CisAt, ChangesAt, CalendarAt, PolicyAt, ReportsAt, ReleasesAt, ToolingAt, super::node::NodeAt);
 
 impl At {
     /// The view at `position`.
@@ -32,6 +32,7 @@ impl At {
             ReportsAt { position },
             ReleasesAt { position },
             ToolingAt { position },
+            super::node::NodeAt { position },
         )
     }
 }

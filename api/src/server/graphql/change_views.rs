@@ -106,7 +106,7 @@ impl Change {
 
 #[Object]
 impl Change {
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.record.change_id.to_string())
     }
 

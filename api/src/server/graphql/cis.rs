@@ -117,6 +117,7 @@ impl CiConnection {
 pub struct CiPageInfo {
     pub has_next_page: bool,
     pub has_previous_page: bool,
+    /// Pass as `before` for the page before.
     pub start_cursor: Option<String>,
     /// Pass as `after` for the next page.
     pub end_cursor: Option<String>,
@@ -160,7 +161,7 @@ impl Ci {
 
 #[Object]
 impl Ci {
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.ci.id.to_string())
     }
 
@@ -517,19 +518,28 @@ impl CisAt {
         Ok(found.map(|ci| Ci::new(&graph, ci, self.position)))
     }
 
-    /// CIs matching a filter, in id order (registration order for the engine's UUIDv7 ids), paged (`first` at most max_page_size;
-    /// `after` a cursor from `edges` or `pageInfo.endCursor`).
+    /// CIs matching a filter, in id order (registration order for the engine's UUIDv7 ids),
+    /// paged as Relay says: `first` after the cursor `after`, or `last` before the cursor
+    /// `before` (at most max_page_size; cursors from `edges` or `pageInfo`).
     async fn cis(
         &self,
         ctx: &Context<'_>,
         filter: Option<CiFilterInput>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
     ) -> async_graphql::Result<CiConnection> {
         let app = state(ctx);
-        let first = super::log::page_size(first, app.settings.max_page_size)?;
-        let after =
-            after.map(|a| a.parse::<domain::CiId>().map_err(|e| bad_input(format!("after: {e}")))).transpose()?;
+        let cursor = |name: &str, text: Option<String>| {
+            text.map(|a| a.parse::<domain::CiId>().map_err(|e| bad_input(format!("{name}: {e}")))).transpose()
+        };
+        let (after, before) = (cursor("after", after)?, cursor("before", before)?);
+        let backward = last.is_some() || before.is_some();
+        if backward && (first.is_some() || after.is_some()) {
+            return Err(bad_input("page forward (first, after) or backward (last, before), not both"));
+        }
+        let size = super::log::page_size(if backward { last } else { first }, app.settings.max_page_size)?;
         let filter = filter.unwrap_or_default();
         let core_filter = CiFilter {
             classes: parse_classes(ctx, filter.classes)?,
@@ -539,10 +549,13 @@ impl CisAt {
             name_contains: filter.name_contains,
             include_withdrawn: filter.include_withdrawn,
         };
-        let (page, more) = app.graph.read().cis_at(self.position, &core_filter, after, first);
+        let page = if backward { graph::CiPage::Before(before) } else { graph::CiPage::After(after) };
+        let (page, more) = app.graph.read().cis_page(self.position, &core_filter, page, size);
+        // Whether something lies the other way is known from the cursor alone (a cursor is a
+        // CI that was listed), as Relay allows.
         let page_info = CiPageInfo {
-            has_next_page: more,
-            has_previous_page: after.is_some(),
+            has_next_page: if backward { before.is_some() } else { more },
+            has_previous_page: if backward { more } else { after.is_some() },
             start_cursor: page.first().map(|ci| ci.id.to_string()),
             end_cursor: page.last().map(|ci| ci.id.to_string()),
         };

@@ -152,7 +152,8 @@ impl CostModel {
                         type_size += field.arguments.len() as u64;
                         let name = field.name.node.to_string();
                         let (returns, list) = unwrap_type(&field.ty.node);
-                        let paged = field.arguments.iter().any(|a| a.node.name.node == "first");
+                        let paged =
+                            field.arguments.iter().any(|a| a.node.name.node == "first" || a.node.name.node == "last");
                         let bound = LIST_BOUNDS
                             .iter()
                             .find(|(t, f, _)| *t == type_name && *f == name)
@@ -305,15 +306,17 @@ impl Walk<'_> {
         let max = self.model.max_page_size;
         let Some(shape) = shape else { return 1 };
         if shape.paged {
-            let first = field.arguments.iter().find(|(name, _)| name.node == "first").map(|(_, value)| &value.node);
-            let requested = match first {
-                None => max,
-                Some(Value::Variable(variable)) => match self.variables.get(variable) {
-                    Some(value) => const_integer(value).unwrap_or(max),
-                    None => max,
-                },
-                Some(value) => integer(value).unwrap_or(max),
-            };
+            // `first` or `last` (Relay): the smaller of those given; neither: the page bound.
+            let requested = field
+                .arguments
+                .iter()
+                .filter(|(name, _)| name.node == "first" || name.node == "last")
+                .map(|(_, value)| match &value.node {
+                    Value::Variable(variable) => self.variables.get(variable).and_then(const_integer).unwrap_or(max),
+                    value => integer(value).unwrap_or(max),
+                })
+                .min()
+                .unwrap_or(max);
             return requested.clamp(1, max);
         }
         if shape.list { shape.bound.unwrap_or(max).max(1) } else { 1 }

@@ -145,8 +145,8 @@ impl DiffCi {
             .iter()
             .map(|f| FieldChange {
                 field: f.field.clone(),
-                before: Json(f.before.clone()),
-                after: Json(f.after.clone()),
+                before: Json(as_enum_value(&f.field, &f.before)),
+                after: Json(as_enum_value(&f.field, &f.after)),
             })
             .collect()
     }
@@ -314,4 +314,13 @@ pub fn diff(
     let scope = around.as_ref().map(|id| around_scope(&graph, parse_id(id)?, depth, from, to)).transpose()?;
     let diff = graph.diff(from, to, scope.as_ref()).map_err(graph_error)?;
     Ok(DiffResult { diff: Arc::new(diff), max_page_size: app.settings.max_page_size })
+}
+
+/// A status or environment as the schema's enums write it (`LIVE`, `PRODUCTION`), so a diff
+/// entry reads like `Ci.status`; other values as they are.
+fn as_enum_value(field: &str, value: &Value) -> Value {
+    match (field, value) {
+        ("status" | "environment", Value::String(text)) => Value::String(text.to_ascii_uppercase()),
+        _ => value.clone(),
+    }
 }

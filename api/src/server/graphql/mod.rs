@@ -17,6 +17,7 @@ pub mod documents;
 mod environment;
 pub mod limits;
 mod log;
+mod node;
 mod observe;
 mod policy;
 mod query;

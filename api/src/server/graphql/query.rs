@@ -20,6 +20,14 @@ pub struct QueryRoot;
 
 #[Object(name = "Query")]
 impl QueryRoot {
+    /// The CI, change or release with this id at the head (Relay's `node`; `at { node(id:) }`
+    /// reads it at any moment); null if none has it.
+    #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> Option<super::node::Node> {
+        let position = state(ctx).graph.applied();
+        super::node::node_at(ctx, &id, position)
+    }
+
     /// Each outbound CDEvents target: how far it was sent, and its dead letters.
     #[graphql(guard = "Requires(Operation::ReadLog)")]
     async fn outbound(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::tooling::OutboundTarget>> {

@@ -153,9 +153,16 @@ pub struct Release {
     position: u64,
 }
 
+impl Release {
+    /// The release as `record` says, read at `position`.
+    pub(super) fn new(record: ReleaseRecord, review_days: u32, position: u64) -> Release {
+        Release { record, review_days, position }
+    }
+}
+
 #[Object]
 impl Release {
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.record.release_id.to_string())
     }
 
