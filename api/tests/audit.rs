@@ -174,7 +174,7 @@ async fn baselines_compare_correctly_after_a_ci_is_withdrawn_and_its_name_reused
         .await;
     let (new_web, _) = register(&server, host("web-01", 16)).await;
     let compare = server
-        .ok(&server.admin_token, "{ baseline(name: \"hosts q4\") { compare { createdCount withdrawnCount cis { nodes { id kind after { name status } } } } members { name } } }", json!({}))
+        .ok(&server.admin_token, "{ baseline(name: \"hosts q4\") { compare { createdCount withdrawnCount cis { nodes { id kind after { name status } } } } members { nodes { name } totalCount } } }", json!({}))
         .await;
     let cmp = &compare["baseline"]["compare"];
     assert_eq!(cmp["withdrawnCount"], 1);
@@ -187,8 +187,12 @@ async fn baselines_compare_correctly_after_a_ci_is_withdrawn_and_its_name_reused
         .collect();
     assert!(kinds.contains(&(old_web.clone(), "WITHDRAWN".into())), "{kinds:?}");
     assert!(kinds.contains(&(new_web.clone(), "CREATED".into())), "{kinds:?}");
-    let members: Vec<&str> =
-        compare["baseline"]["members"].as_array().expect("m").iter().map(|m| m["name"].as_str().expect("n")).collect();
+    let members: Vec<&str> = compare["baseline"]["members"]["nodes"]
+        .as_array()
+        .expect("m")
+        .iter()
+        .map(|m| m["name"].as_str().expect("n"))
+        .collect();
     assert_eq!(members.len(), 2, "the members as they were: {members:?}");
 
     // Baseline against baseline, and against a position.

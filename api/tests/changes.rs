@@ -217,11 +217,11 @@ async fn a_new_user_takes_a_change_from_draft_to_closed_editing_cis_only_under_i
     let listed = server
         .ok(
             &p.vera,
-            "query($ci: ID!) { at { changes(filter: { ci: $ci, states: [CLOSED], types: [NORMAL], requester: \"alice\" }) { number } } }",
+            "query($ci: ID!) { at { changes(filter: { ci: $ci, states: [CLOSED], types: [NORMAL], requester: \"alice\" }) { nodes { number } } } }",
             json!({ "ci": host }),
         )
         .await;
-    assert_eq!(listed["at"]["changes"], json!([{ "number": number }]));
+    assert_eq!(listed["at"]["changes"]["nodes"], json!([{ "number": number }]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,10 +64,15 @@ async fn every_family_has_help_and_the_business_gauges_match_the_estate() {
     assert_eq!(series(&text, r#"estate_cis{class="host",status="live"}"#), Some(live_hosts as f64), "{text}");
 
     // Changes by state: what GraphQL lists.
-    let data =
-        server.ok(&viewer, "{ at { changes(first: 1000) { state } overdueChanges { overdue } } }", json!({})).await;
+    let data = server
+        .ok(
+            &viewer,
+            "{ at { changes(first: 1000) { nodes { state } totalCount } overdueChanges { overdue } } }",
+            json!({}),
+        )
+        .await;
     let mut by_state: BTreeMap<String, f64> = BTreeMap::new();
-    for change in data["at"]["changes"].as_array().expect("changes") {
+    for change in data["at"]["changes"]["nodes"].as_array().expect("changes") {
         *by_state.entry(change["state"].as_str().expect("state").to_ascii_lowercase()).or_default() += 1.0;
     }
     assert!(!by_state.is_empty());

@@ -132,3 +132,72 @@ async fn diff_entries_write_enum_values_as_the_fields_do() {
     assert_eq!(change["before"], "PLANNED", "{change}");
     assert_eq!(change["after"], status, "as Ci.status writes it: {change}");
 }
+
+/// Every node id of a connection field inside `at`, paged forward with `first`, then
+/// backward with `last`: the two must agree.
+async fn both_ways(server: &TestServer, field: &str, args: &str) -> (Vec<String>, Vec<String>) {
+    let read = |paging: String| {
+        let extra = if args.is_empty() { paging } else { format!("{args}, {paging}") };
+        format!(
+            "{{ at {{ {field}({extra}) {{ totalCount edges {{ cursor node {{ id }} }} pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} }} }} }}"
+        )
+    };
+    let mut forward = Vec::new();
+    let mut paging = "first: 9".to_owned();
+    loop {
+        let page = server.ok(&server.admin_token, &read(paging), json!({})).await["at"][field].clone();
+        forward.extend(
+            page["edges"].as_array().expect("edges").iter().map(|e| e["node"]["id"].as_str().expect("id").to_owned()),
+        );
+        if page["pageInfo"]["hasNextPage"] != json!(true) {
+            assert_eq!(page["totalCount"], json!(forward.len()), "{field}: totalCount");
+            break;
+        }
+        paging = format!("first: 9, after: \"{}\"", page["pageInfo"]["endCursor"].as_str().expect("cursor"));
+    }
+    let mut backward: Vec<String> = Vec::new();
+    let mut paging = "last: 9".to_owned();
+    loop {
+        let page = server.ok(&server.admin_token, &read(paging), json!({})).await["at"][field].clone();
+        let mut ids: Vec<String> = page["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| e["node"]["id"].as_str().expect("id").to_owned())
+            .collect();
+        ids.extend(backward);
+        backward = ids;
+        if page["pageInfo"]["hasPreviousPage"] != json!(true) {
+            break;
+        }
+        paging = format!("last: 9, before: \"{}\"", page["pageInfo"]["startCursor"].as_str().expect("cursor"));
+    }
+    (forward, backward)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_and_relationships_are_relay_connections_both_ways() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let (forward, backward) = both_ways(&server, "changes", "").await;
+    assert!(forward.len() > 20, "{}", forward.len());
+    assert_eq!(forward, backward, "changes");
+    let (forward, backward) = both_ways(&server, "relationships", "types: [RUNS_ON]").await;
+    assert!(forward.len() > 20, "{}", forward.len());
+    assert_eq!(forward, backward, "relationships");
+    // A cursor stays valid as the list grows at the head: a new change does not move it.
+    let page = server
+        .ok(&server.admin_token, "{ at { changes(first: 3) { pageInfo { endCursor } nodes { id } } } }", json!({}))
+        .await;
+    let cursor = page["at"]["changes"]["pageInfo"]["endCursor"].as_str().expect("cursor").to_owned();
+    let query = format!("{{ at {{ changes(first: 3, after: \"{cursor}\") {{ nodes {{ id }} }} }} }}");
+    let before = server.ok(&server.admin_token, &query, json!({})).await["at"]["changes"]["nodes"].clone();
+    server
+        .ok(
+            &server.admin_token,
+            "mutation { draftChange(input: {type: NORMAL, title: \"one more\"}) { position } }",
+            json!({}),
+        )
+        .await;
+    let after = server.ok(&server.admin_token, &query, json!({})).await["at"]["changes"]["nodes"].clone();
+    assert_eq!(after, before);
+}

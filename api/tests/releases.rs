@@ -164,12 +164,12 @@ async fn a_pipeline_is_held_until_its_change_is_approved_deploys_and_a_roll_back
         let data = server
             .ok(
                 &server.admin_token,
-                "{ at { changes(filter: { states: [ASSESSED] }) { id number implementer } } }",
+                "{ at { changes(filter: { states: [ASSESSED] }) { nodes { id number implementer } } } }",
                 json!({}),
             )
             .await;
         if let Some(found) =
-            data["at"]["changes"].as_array().and_then(|c| c.iter().find(|c| c["implementer"] == "dora"))
+            data["at"]["changes"]["nodes"].as_array().and_then(|c| c.iter().find(|c| c["implementer"] == "dora"))
         {
             change = Some(found.clone());
             break;

@@ -713,12 +713,12 @@ async fn a_protection_rule_waits_for_approval_across_a_restart_and_is_answered_a
         let data = server
             .ok(
                 &server.admin_token,
-                "{ at { changes(filter: { states: [ASSESSED] }) { id number implementer } } }",
+                "{ at { changes(filter: { states: [ASSESSED] }) { nodes { id number implementer } } } }",
                 json!({}),
             )
             .await;
         if let Some(found) =
-            data["at"]["changes"].as_array().and_then(|c| c.iter().find(|c| c["implementer"] == "github"))
+            data["at"]["changes"]["nodes"].as_array().and_then(|c| c.iter().find(|c| c["implementer"] == "github"))
         {
             change = found.clone();
             break;

@@ -6,7 +6,7 @@ use super::context::{Requires, metadata, parse_classes, parse_id, state};
 use super::diff::Cause;
 use super::diff::DiffResult;
 use super::diff::MomentInput;
-use super::diff::page_bounds;
+use super::diff::offset_page;
 use super::diff::resolve_moment;
 use super::scalars::{DateTime, Position};
 use crate::server::errors::{Code, app_error, bad_input, coded, core_error, graph_error};
@@ -78,17 +78,21 @@ impl Baseline {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Vec<Ci>> {
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<BaselineMemberConnection> {
         let app = state(ctx);
         let graph = app.graph.read();
         let members = members_of(&graph, &self.info)?;
-        let (start, end) = page_bounds(first, after, app.settings.max_page_size, members.len())?;
+        let page = super::paging::PageArgs { first, after, last, before };
+        let (start, end, page_info) = offset_page(&page, app.settings.max_page_size, members.len())?;
         let position = self.info.baseline.position;
-        Ok(members[start..end]
+        let nodes = members[start..end]
             .iter()
             .filter_map(|id| graph.ci_at(*id, position))
             .map(|ci| Ci::new(&graph, ci, position))
-            .collect())
+            .collect();
+        Ok(BaselineMemberConnection { nodes, page_info, total_count: members.len() })
     }
 
     /// The difference between this baseline and a moment (now when not given) or another
@@ -238,4 +242,16 @@ impl BaselineMutation {
             app.app.run(&baseline::BaselineDecider, &command, metadata(ctx)?).await.map_err(app_error)?.outcome;
         Ok(super::log::Written { position: Position(outcome.last_position) })
     }
+}
+
+/// A page of a baseline's members, as they were at its position (offset cursors: the
+/// members never change).
+#[derive(async_graphql::SimpleObject)]
+pub struct BaselineMemberConnection {
+    /// The members on this page.
+    pub nodes: Vec<Ci>,
+    /// Where the page is.
+    pub page_info: super::paging::PageInfo,
+    /// How many members the baseline has.
+    pub total_count: usize,
 }

@@ -89,6 +89,7 @@ pub enum Overdue {
 // ---------------------------------------------------------------------------------------------
 
 /// A change as it stood at one position.
+#[derive(Clone)]
 pub struct Change {
     pub(super) record: Arc<ChangeRecord>,
     pub(super) position: u64,

@@ -42,11 +42,10 @@ pub fn change_at(ctx: &Context<'_>, id: &ID, position: u64) -> async_graphql::Re
 pub fn changes_at(
     ctx: &Context<'_>,
     filter: Option<ChangeFilterInput>,
-    first: Option<i32>,
+    page: super::paging::PageArgs,
     position: u64,
-) -> async_graphql::Result<Vec<Change>> {
+) -> async_graphql::Result<ChangeConnection> {
     let app = state(ctx);
-    let first = super::log::page_size(first, app.settings.max_page_size)?;
     let filter = filter.unwrap_or_default();
     let core_filter = ChangeFilter {
         states: filter.states.map(|s| s.into_iter().map(Into::into).collect()),
@@ -58,12 +57,64 @@ pub fn changes_at(
         overdue_at: None,
     };
     let graph = app.graph.read();
-    Ok(graph
-        .change_book()
-        .changes_at(position, &core_filter, first)
+    // Newest draft first; a cursor is the position the change was drafted at, so it stays
+    // valid while new changes arrive at the head.
+    let all = graph.change_book().changes_at(position, &core_filter, usize::MAX);
+    let drafted =
+        |cursor: &str| cursor.parse::<u64>().map_err(|_| bad_input(format!("{cursor:?} is not a cursor of this list")));
+    let (start, end) = page.range(
+        all.len(),
+        app.settings.max_page_size,
+        |c| drafted(c).map(|p| all.partition_point(|x| x.created.position >= p)),
+        |c| drafted(c).map(|p| all.partition_point(|x| x.created.position > p)),
+    )?;
+    let page_info = super::paging::page_info(start, end, all.len(), |i| all[i].created.position.to_string());
+    let total_count = all.len();
+    let nodes: Vec<Change> = all
         .into_iter()
+        .skip(start)
+        .take(end - start)
         .map(|record| Change { record: Arc::new(record), position })
-        .collect())
+        .collect();
+    Ok(ChangeConnection { nodes, page_info, total_count })
+}
+
+/// A page of changes, newest first (Relay: `edges` with cursors, or `nodes`).
+pub struct ChangeConnection {
+    nodes: Vec<Change>,
+    page_info: super::paging::PageInfo,
+    total_count: usize,
+}
+
+/// A change and its cursor.
+#[derive(SimpleObject)]
+pub struct ChangeEdge {
+    /// Where the change was drafted: pass as `after` or `before`.
+    pub cursor: String,
+    pub node: Change,
+}
+
+#[Object]
+impl ChangeConnection {
+    async fn edges(&self) -> Vec<ChangeEdge> {
+        self.nodes
+            .iter()
+            .map(|c| ChangeEdge { cursor: c.record.created.position.to_string(), node: c.clone() })
+            .collect()
+    }
+
+    async fn nodes(&self) -> &[Change] {
+        &self.nodes
+    }
+
+    async fn page_info(&self) -> &super::paging::PageInfo {
+        &self.page_info
+    }
+
+    /// How many changes match the filter.
+    async fn total_count(&self) -> usize {
+        self.total_count
+    }
 }
 
 /// One line of the overdue report.
@@ -733,8 +784,12 @@ impl ChangesAt {
         ctx: &Context<'_>,
         filter: Option<super::changes::ChangeFilterInput>,
         first: Option<i32>,
-    ) -> async_graphql::Result<Vec<super::change_views::Change>> {
-        super::changes::changes_at(ctx, filter, first, self.position)
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<super::changes::ChangeConnection> {
+        let page = super::paging::PageArgs { first, after, last, before };
+        super::changes::changes_at(ctx, filter, page, self.position)
     }
 
     /// The overdue report (CH-8): emergency changes whose emergency approval or review is

@@ -242,6 +242,42 @@ impl Ci {
     }
 }
 
+/// A page of relationships in id order (Relay: `edges` with cursors, or `nodes`).
+pub struct RelationshipConnection {
+    nodes: Vec<Relationship>,
+    page_info: super::paging::PageInfo,
+    total_count: usize,
+}
+
+/// A relationship and its cursor.
+#[derive(SimpleObject)]
+pub struct RelationshipEdge {
+    /// The relationship's id: pass as `after` or `before`.
+    pub cursor: String,
+    pub node: Relationship,
+}
+
+#[Object]
+impl RelationshipConnection {
+    async fn edges(&self) -> Vec<RelationshipEdge> {
+        self.nodes.iter().map(|r| RelationshipEdge { cursor: r.rel.id.to_string(), node: r.clone() }).collect()
+    }
+
+    async fn nodes(&self) -> &[Relationship] {
+        &self.nodes
+    }
+
+    async fn page_info(&self) -> &super::paging::PageInfo {
+        &self.page_info
+    }
+
+    /// How many relationships match.
+    async fn total_count(&self) -> usize {
+        self.total_count
+    }
+}
+
+#[derive(Clone)]
 pub struct Relationship {
     pub(super) rel: graph::Relationship,
     pub(super) position: u64,
@@ -562,25 +598,37 @@ impl CisAt {
         Ok(CiConnection { cis: page, position: self.position, page_info })
     }
 
-    /// Relationships valid here: all, or those of one CI, optionally of some types.
+    /// Relationships valid here: all, or those of one CI, optionally of some types; in id
+    /// order (a cursor is a relationship's id), paged as Relay says.
+    #[allow(clippy::too_many_arguments, reason = "GraphQL arguments: a filter and Relay's four")]
     async fn relationships(
         &self,
         ctx: &Context<'_>,
         ci: Option<ID>,
         types: Option<Vec<RelationshipType>>,
         first: Option<i32>,
-    ) -> async_graphql::Result<Vec<Relationship>> {
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<RelationshipConnection> {
         let app = state(ctx);
-        let first = super::log::page_size(first, app.settings.max_page_size)?;
         let ci = ci.as_ref().map(parse_id::<domain::CiId>).transpose()?;
         let types: Option<Vec<domain::RelType>> = types.map(|t| t.into_iter().map(Into::into).collect());
         let graph = app.graph.read();
-        Ok(graph
-            .relationships_at(self.position, ci, types.as_deref())
-            .into_iter()
-            .take(first)
-            .map(|rel| Relationship { rel: rel.clone(), position: self.position })
-            .collect())
+        let mut all = graph.relationships_at(self.position, ci, types.as_deref());
+        all.sort_unstable_by_key(|rel| rel.id);
+        let id = |cursor: &str| parse_id::<domain::RelId>(&ID(cursor.to_owned()));
+        let page = super::paging::PageArgs { first, after, last, before };
+        let (start, end) = page.range(
+            all.len(),
+            app.settings.max_page_size,
+            |c| id(c).map(|c| all.partition_point(|rel| rel.id <= c)),
+            |c| id(c).map(|c| all.partition_point(|rel| rel.id < c)),
+        )?;
+        let page_info = super::paging::page_info(start, end, all.len(), |i| all[i].id.to_string());
+        let nodes =
+            all[start..end].iter().map(|rel| Relationship { rel: (*rel).clone(), position: self.position }).collect();
+        Ok(RelationshipConnection { nodes, page_info, total_count: all.len() })
     }
 
     /// Impact analysis from one CI: downstream (what its failure reaches, up to the business

@@ -186,22 +186,15 @@ impl DiffRelationship {
 }
 
 #[derive(SimpleObject)]
-pub struct DiffPageInfo {
-    pub has_next_page: bool,
-    /// Pass as `after` for the next page.
-    pub end_cursor: Option<String>,
-}
-
-#[derive(SimpleObject)]
 pub struct DiffCiPage {
     pub nodes: Vec<DiffCi>,
-    pub page_info: DiffPageInfo,
+    pub page_info: super::paging::PageInfo,
 }
 
 #[derive(SimpleObject)]
 pub struct DiffRelationshipPage {
     pub nodes: Vec<DiffRelationship>,
-    pub page_info: DiffPageInfo,
+    pub page_info: super::paging::PageInfo,
 }
 
 /// The difference between two moments.
@@ -210,24 +203,16 @@ pub struct DiffResult {
     pub max_page_size: usize,
 }
 
-pub(super) fn page_bounds(
-    first: Option<i32>,
-    after: Option<String>,
+/// The page of a list that cannot change (offset cursors), and its page info.
+pub(super) fn offset_page(
+    page: &super::paging::PageArgs,
     max: usize,
     total: usize,
-) -> async_graphql::Result<(usize, usize)> {
-    let first = super::log::page_size(first, max)?;
-    let start = match after {
-        None => 0,
-        Some(cursor) => {
-            cursor.parse::<usize>().map_err(|_| bad_input(format!("after: {cursor:?} is not a cursor of this diff")))?
-        }
-    };
-    Ok((start.min(total), (start + first).min(total)))
-}
-
-fn page_info(end: usize, total: usize) -> DiffPageInfo {
-    DiffPageInfo { has_next_page: end < total, end_cursor: (end > 0).then(|| end.to_string()) }
+) -> async_graphql::Result<(usize, usize, super::paging::PageInfo)> {
+    use super::paging::{offset_cursor, offset_of, page_info};
+    // The cursor of index i is i + 1: after it starts at i + 1, before it ends at i.
+    let (start, end) = page.range(total, max, offset_of, |c| offset_of(c).map(|i| i.saturating_sub(1)))?;
+    Ok((start, end, page_info(start, end, total, offset_cursor)))
 }
 
 #[Object]
@@ -270,14 +255,21 @@ impl DiffResult {
     }
 
     /// The CIs that differ, in the order of their first change.
-    async fn cis(&self, first: Option<i32>, after: Option<String>) -> async_graphql::Result<DiffCiPage> {
+    async fn cis(
+        &self,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<DiffCiPage> {
         let total = self.diff.cis.len();
-        let (start, end) = page_bounds(first, after, self.max_page_size, total)?;
+        let page = super::paging::PageArgs { first, after, last, before };
+        let (start, end, page_info) = offset_page(&page, self.max_page_size, total)?;
         let nodes = self.diff.cis[start..end]
             .iter()
             .map(|entry| DiffCi { entry: entry.clone(), from: self.diff.from, to: self.diff.to })
             .collect();
-        Ok(DiffCiPage { nodes, page_info: page_info(end, total) })
+        Ok(DiffCiPage { nodes, page_info })
     }
 
     /// The relationships added or removed, in position order.
@@ -285,14 +277,17 @@ impl DiffResult {
         &self,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
     ) -> async_graphql::Result<DiffRelationshipPage> {
         let total = self.diff.relationships.len();
-        let (start, end) = page_bounds(first, after, self.max_page_size, total)?;
+        let page = super::paging::PageArgs { first, after, last, before };
+        let (start, end, page_info) = offset_page(&page, self.max_page_size, total)?;
         let nodes = self.diff.relationships[start..end]
             .iter()
             .map(|entry| DiffRelationship { entry: entry.clone(), to: self.diff.to })
             .collect();
-        Ok(DiffRelationshipPage { nodes, page_info: page_info(end, total) })
+        Ok(DiffRelationshipPage { nodes, page_info })
     }
 }
 

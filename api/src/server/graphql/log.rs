@@ -118,15 +118,9 @@ pub struct EventEdge {
     pub node: Event,
 }
 
-#[derive(SimpleObject)]
-pub struct PageInfo {
-    pub has_next_page: bool,
-    pub has_previous_page: bool,
-    pub start_cursor: Option<String>,
-    /// Pass this as `after` for the next page. When a filtered scan stopped at its bound
-    /// (`max_scan_events`) this is where it stopped, even if the page is empty.
-    pub end_cursor: Option<String>,
-}
+/// The events' page info (`endCursor`: when a filtered scan stopped at its bound,
+/// `max_scan_events`, this is where it stopped, even if the page is empty).
+pub use super::paging::PageInfo;
 
 /// A Relay-style page of events.
 #[derive(SimpleObject)]

@@ -19,6 +19,7 @@ pub mod limits;
 mod log;
 mod node;
 mod observe;
+mod paging;
 mod policy;
 mod query;
 mod releases;
