@@ -479,3 +479,92 @@ async fn every_input_problem_of_a_command_is_reported_at_once_with_its_field() {
     assert_eq!(server.head().await, head_before_submit, "no refusal appended anything");
     assert!(head_before_submit > head, "only the draft was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_take_one_input_object_and_the_old_arguments_still_work() {
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let p = people(&server).await;
+    let host = server
+        .ok(
+            &server.admin_token,
+            "mutation($input: RegisterCiInput!) { registerCi(input: $input) { ci { id } } }",
+            json!({ "input": { "class": "HOST", "name": "web-1", "attributes": { "hostname": "web-1", "ip_addresses": ["10.0.0.1"], "os": "debian-12", "cpu_cores": 2, "memory_mib": 2048 } } }),
+        )
+        .await["registerCi"]["ci"]["id"]
+        .clone();
+    let draft = server
+        .ok(
+            &p.alice,
+            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
+            json!({ "input": { "type": "NORMAL", "title": "t", "description": "d", "justification": "j",
+                "backOutPlan": "b", "implementer": "ivan", "scope": { "cis": [host] } } }),
+        )
+        .await;
+    let id = draft["draftChange"]["change"]["id"].clone();
+    // The input object.
+    let submitted = server
+        .ok(
+            &p.alice,
+            "mutation($input: ChangeActionInput!) { submitChange(input: $input) { change { state number } } }",
+            json!({ "input": { "id": id } }),
+        )
+        .await;
+    assert_eq!(submitted["submitChange"]["change"]["state"], "SUBMITTED");
+    let number = submitted["submitChange"]["change"]["number"].clone();
+    // A required note is still required, named as before.
+    let head = server.head().await;
+    let (_, body) = server
+        .graphql(
+            &p.mark,
+            "mutation($input: ChangeActionInput!) { assessChange(input: $input) { position } }",
+            json!({ "input": { "id": number } }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "note", "{body}");
+    // Both ways at once, or neither: refused; nothing written.
+    for (query, variables) in [
+        (
+            "mutation($id: ID!, $input: ChangeActionInput!) { assessChange(id: $id, input: $input) { position } }",
+            json!({ "id": number, "input": { "id": number, "note": "n" } }),
+        ),
+        ("mutation { assessChange { position } }", json!({})),
+    ] {
+        let (_, body) = server.graphql(&p.mark, query, variables).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    }
+    assert_eq!(server.head().await, head);
+    // The deprecated arguments still work for one release.
+    let assessed = server
+        .ok(
+            &p.mark,
+            "mutation($id: ID!) { assessChange(id: $id, note: \"low risk\") { change { state } } }",
+            json!({ "id": number }),
+        )
+        .await;
+    assert_eq!(assessed["assessChange"]["change"]["state"], "ASSESSED");
+    // The schema says which arguments are deprecated.
+    let schema = server
+        .ok(
+            &server.admin_token,
+            "{ __type(name: \"Mutation\") { fields { name args(includeDeprecated: true) { name isDeprecated } } } }",
+            json!({}),
+        )
+        .await;
+    let assess = schema["__type"]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["name"] == "assessChange")
+        .expect("assessChange")
+        .clone();
+    let deprecated: Vec<&str> = assess["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter(|a| a["isDeprecated"] == json!(true))
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(deprecated, ["id", "note"], "{assess}");
+}

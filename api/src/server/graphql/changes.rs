@@ -446,16 +446,29 @@ impl ChangeMutation {
 
     /// Submits a draft: it gets its number; a standard change is approved by its template.
     #[graphql(guard = "Requires(Operation::RequestChange)")]
-    async fn submit_change(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ChangeResult> {
-        transition(ctx, &id, domain::ChangeAction::Submit, None, None).await
+    async fn submit_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        input: Option<ChangeActionInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, None)?;
+        transition(ctx, &id, domain::ChangeAction::Submit, note, None).await
     }
 
     /// Assesses a submitted change (CH-2): the risk is computed from the impact graph at the
     /// head (services reached, their tiers and hours, the scope's recent failures) and the
     /// approval policy decides which approvals it needs (CH-4). The note holds the findings.
     #[graphql(guard = "Requires(Operation::AssessChange)")]
-    async fn assess_change(&self, ctx: &Context<'_>, id: ID, note: String) -> async_graphql::Result<ChangeResult> {
-        transition(ctx, &id, domain::ChangeAction::Assess, Some(note), None).await
+    async fn assess_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
+        transition(ctx, &id, domain::ChangeAction::Assess, note, None).await
     }
 
     /// Assesses an assessed change again (before approval): new facts, and a new decision by
@@ -473,16 +486,25 @@ impl ChangeMutation {
     async fn approve_change(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
     ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
         transition(ctx, &id, domain::ChangeAction::Approve, note, None).await
     }
 
     /// Rejects, with the reason.
     #[graphql(guard = "RequiresApprovalAuthority")]
-    async fn reject_change(&self, ctx: &Context<'_>, id: ID, note: String) -> async_graphql::Result<ChangeResult> {
-        transition(ctx, &id, domain::ChangeAction::Reject, Some(note), None).await
+    async fn reject_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
+        transition(ctx, &id, domain::ChangeAction::Reject, note, None).await
     }
 
     /// Schedules an approved change into its requested window.
@@ -534,9 +556,11 @@ impl ChangeMutation {
     async fn start_change(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
     ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
         transition(ctx, &id, domain::ChangeAction::Start, note, None).await
     }
 
@@ -545,28 +569,51 @@ impl ChangeMutation {
     async fn complete_change(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
     ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
         transition(ctx, &id, domain::ChangeAction::Complete, note, None).await
     }
 
     /// The implementer reports a failure: CI edits stay allowed, to back out.
     #[graphql(guard = "Requires(Operation::ImplementChange)")]
-    async fn fail_change(&self, ctx: &Context<'_>, id: ID, note: String) -> async_graphql::Result<ChangeResult> {
-        transition(ctx, &id, domain::ChangeAction::Fail, Some(note), None).await
+    async fn fail_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
+        transition(ctx, &id, domain::ChangeAction::Fail, note, None).await
     }
 
     /// The implementer reports the back-out done (CH-3).
     #[graphql(guard = "Requires(Operation::ImplementChange)")]
-    async fn back_out_change(&self, ctx: &Context<'_>, id: ID, note: String) -> async_graphql::Result<ChangeResult> {
-        transition(ctx, &id, domain::ChangeAction::BackOut, Some(note), None).await
+    async fn back_out_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
+        transition(ctx, &id, domain::ChangeAction::BackOut, note, None).await
     }
 
     /// Verifies and signs off (CH-6): not the implementer; the note says what was checked.
     #[graphql(guard = "Requires(Operation::VerifyChange)")]
-    async fn verify_change(&self, ctx: &Context<'_>, id: ID, note: String) -> async_graphql::Result<ChangeResult> {
-        transition(ctx, &id, domain::ChangeAction::Verify, Some(note), None).await
+    async fn verify_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
+        transition(ctx, &id, domain::ChangeAction::Verify, note, None).await
     }
 
     /// Records the post-implementation review (CH-7).
@@ -592,16 +639,25 @@ impl ChangeMutation {
     async fn close_change(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
     ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
         transition(ctx, &id, domain::ChangeAction::Close, note, None).await
     }
 
     /// Cancels a change that has not started (its requester, or a change manager).
     #[graphql(guard = "Requires(Operation::RequestChange)")]
-    async fn cancel_change(&self, ctx: &Context<'_>, id: ID, note: String) -> async_graphql::Result<ChangeResult> {
-        transition(ctx, &id, domain::ChangeAction::Cancel, Some(note), None).await
+    async fn cancel_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
+        transition(ctx, &id, domain::ChangeAction::Cancel, note, None).await
     }
 
     #[graphql(guard = "Requires(Operation::CommentChange)")]
@@ -801,5 +857,29 @@ impl ChangesAt {
     /// Standard-change templates.
     async fn change_templates(&self, ctx: &Context<'_>) -> Vec<super::changes::ChangeTemplate> {
         super::changes::templates_at(ctx, self.position)
+    }
+}
+
+/// The change a life-cycle action applies to, and the note it carries: the input object every
+/// transition takes (`approveChange(input: {id: "CHG-000042", note: "..."})`).
+#[derive(async_graphql::InputObject)]
+pub struct ChangeActionInput {
+    /// The change's id or number (`CHG-000042`).
+    pub id: ID,
+    /// The note: findings, a reason, what was checked (some actions require one).
+    pub note: Option<String>,
+}
+
+/// `input`, or the deprecated loose `id` and `note`: exactly one of the two ways.
+fn action_target(
+    input: Option<ChangeActionInput>,
+    id: Option<ID>,
+    note: Option<String>,
+) -> async_graphql::Result<(ID, Option<String>)> {
+    match (input, id) {
+        (Some(input), None) if note.is_none() => Ok((input.id, input.note)),
+        (None, Some(id)) => Ok((id, note)),
+        (None, None) => Err(bad_input("give input: {id, note}")),
+        _ => Err(bad_input("give input: {id, note}, or the deprecated id and note, not both")),
     }
 }
