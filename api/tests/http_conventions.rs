@@ -270,6 +270,6 @@ fn cors_origins_from_the_command_line_are_checked() {
     use clap::Parser;
     let parsed =
         cmdb_api::cli::Cli::try_parse_from(["cmdb", "serve", "--cors-allow-origin", "https://dashboard.example.com/"]);
-    let error = parsed.err().expect("a path is refused").to_string();
+    let error = parsed.expect_err("a path is refused").to_string();
     assert!(error.contains("nothing after it"), "{error}");
 }

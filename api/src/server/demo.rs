@@ -44,6 +44,13 @@ pub async fn prepare(store: &dyn EventStore, clock: &dyn Clock) -> Result<(), St
     ))
 }
 
+/// The demo's stories, each told once: releases, the tools' hooks, changes.
+pub async fn stories(app: &crate::app::App) -> Result<(), StartError> {
+    release_story(app).await.map_err(|e| StartError::Io(format!("the demo's release story: {e}")))?;
+    hooks(app).await.map_err(|e| StartError::Io(format!("the demo's hooks: {e}")))?;
+    change_story(app).await.map_err(|e| StartError::Io(format!("the demo's change story: {e}")))
+}
+
 /// The demo's release story, told once through the application layer as real users would
 /// (so every step is an ordinary event, visible at any moment): release REL-000001 planned,
 /// built, accepted by an approver, gated, deployed and reviewed; REL-000002 deployed through a

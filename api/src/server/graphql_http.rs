@@ -250,15 +250,13 @@ async fn run(
         Ok(admitted) => admitted,
         Err(error) => return request_errors(media, vec![error]),
     };
-    if method == Method::Get {
-        if let Some(kind) = mutating_operation(&mut request) {
-            let mut response = refusal(
-                media,
-                ApiError::MethodNotAllowed(format!("a {kind} is sent with POST; GET runs queries only")),
-            );
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return response;
-        }
+    if method == Method::Get
+        && let Some(kind) = mutating_operation(&mut request)
+    {
+        let mut response =
+            refusal(media, ApiError::MethodNotAllowed(format!("a {kind} is sent with POST; GET runs queries only")));
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
     }
     if let async_graphql::BatchRequest::Batch(requests) = &mut request {
         for one in requests {

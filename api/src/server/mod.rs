@@ -240,13 +240,7 @@ impl Server {
             app_settings(&settings),
         ));
         if settings.demo {
-            demo::release_story(&application)
-                .await
-                .map_err(|e| StartError::Io(format!("the demo's release story: {e}")))?;
-            demo::hooks(&application).await.map_err(|e| StartError::Io(format!("the demo's hooks: {e}")))?;
-            demo::change_story(&application)
-                .await
-                .map_err(|e| StartError::Io(format!("the demo's change story: {e}")))?;
+            demo::stories(&application).await?;
         }
         let app = Arc::new(AppState {
             store,

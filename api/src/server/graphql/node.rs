@@ -11,6 +11,7 @@ use super::context::{Requires, state};
 use super::releases::Release;
 
 /// Something with a globally unique id.
+#[allow(clippy::large_enum_variant, reason = "one per node(id:) answer, never stored")]
 #[derive(Interface)]
 #[graphql(field(name = "id", ty = "ID", desc = "Globally unique: every id the engine makes is a UUIDv7."))]
 pub enum Node {
