@@ -201,3 +201,65 @@ async fn changes_and_relationships_are_relay_connections_both_ways() {
     let after = server.ok(&server.admin_token, &query, json!({})).await["at"]["changes"]["nodes"].clone();
     assert_eq!(after, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_edits_take_one_input_object() {
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let token = server.admin_token.clone();
+    let register = "mutation($input: RegisterCiInput!) { registerCi(input: $input) { ci { id } } }";
+    let host = server
+        .ok(&token, register, json!({ "input": { "class": "HOST", "name": "web-1", "attributes": { "hostname": "web-1", "ip_addresses": ["10.0.0.1"], "os": "debian-12", "cpu_cores": 2, "memory_mib": 2048 } } }))
+        .await["registerCi"]["ci"]["id"]
+        .clone();
+    let app = server
+        .ok(&token, register, json!({ "input": { "class": "APPLICATION", "name": "shop", "version": "1" } }))
+        .await["registerCi"]["ci"]["id"]
+        .clone();
+    let related = server
+        .ok(
+            &token,
+            "mutation($input: RelateInput!) { relate(input: $input) { relationship { id type } } }",
+            json!({ "input": { "type": "RUNS_ON", "source": app, "target": host } }),
+        )
+        .await;
+    let rel = related["relate"]["relationship"]["id"].clone();
+    assert_eq!(related["relate"]["relationship"]["type"], "RUNS_ON");
+    let moved = server
+        .ok(
+            &token,
+            "mutation($input: TransitionCiInput!) { transitionCi(input: $input) { ci { status } } }",
+            json!({ "input": { "id": host, "to": "UNDER_CHANGE", "reason": "patching" } }),
+        )
+        .await;
+    assert_eq!(moved["transitionCi"]["ci"]["status"], "UNDER_CHANGE");
+    server
+        .ok(
+            &token,
+            "mutation($input: EndInput!) { unrelate(input: $input) { position } }",
+            json!({ "input": { "id": rel, "reason": "moved" } }),
+        )
+        .await;
+    // Both ways at once, half of the old way, or nothing: refused, nothing written.
+    let head = server.head().await;
+    for (query, variables) in [
+        (
+            "mutation($id: ID!, $input: EndInput!) { withdrawCi(id: $id, input: $input) { position } }",
+            json!({ "id": app, "input": { "id": app } }),
+        ),
+        ("mutation($id: ID!) { transitionCi(id: $id) { position } }", json!({ "id": app })),
+        ("mutation { relate { position } }", json!({})),
+    ] {
+        let (_, body) = server.graphql(&token, query, variables).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{query}: {body}");
+    }
+    assert_eq!(server.head().await, head);
+    let withdrawn = server
+        .ok(
+            &token,
+            "mutation($input: EndInput!) { withdrawCi(input: $input) { ci { status } } }",
+            json!({ "input": { "id": app, "reason": "retired" } }),
+        )
+        .await;
+    assert_eq!(withdrawn["withdrawCi"]["ci"]["status"], "WITHDRAWN");
+}

@@ -9,7 +9,7 @@ use super::cis::Relationship;
 use super::cis::RelationshipType;
 use super::context::{Requires, app, metadata, parse_class, parse_classes, parse_id, resolve_change, state};
 use super::scalars::{DateTime, Position};
-use crate::server::errors::{Code, app_error, coded, store_error};
+use crate::server::errors::{Code, app_error, bad_input, coded, store_error};
 use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject, Subscription};
 use cmdb_core::access::Operation;
 use cmdb_core::ci::{self as domain, CiCommand, CiEvent};
@@ -155,11 +155,18 @@ impl CiMutation {
     async fn transition_ci(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        to: CiStatus,
-        reason: Option<String>,
-        authorized_by: Option<ID>,
+        #[graphql(deprecation = "pass input")] id: Option<ID>,
+        #[graphql(deprecation = "pass input")] to: Option<CiStatus>,
+        #[graphql(deprecation = "pass input")] reason: Option<String>,
+        #[graphql(deprecation = "pass input")] authorized_by: Option<ID>,
+        input: Option<TransitionCiInput>,
     ) -> async_graphql::Result<CiChangeResult> {
+        let loose = match (id, to) {
+            (Some(id), Some(to)) => Some(TransitionCiInput { id, to, reason, authorized_by }),
+            (None, None) if reason.is_none() && authorized_by.is_none() => None,
+            _ => return Err(bad_input("give input: {id, to, reason, authorizedBy} (or the deprecated id and to)")),
+        };
+        let TransitionCiInput { id, to, reason, authorized_by } = one_way(input, loose)?;
         let ci_id: domain::CiId = parse_id(&id)?;
         let command =
             CiCommand::Transition { ci_id, to: to.into(), reason, authorized_by: change_id(ctx, authorized_by).await? };
@@ -172,10 +179,13 @@ impl CiMutation {
     async fn withdraw_ci(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        reason: Option<String>,
-        authorized_by: Option<ID>,
+        #[graphql(deprecation = "pass input")] id: Option<ID>,
+        #[graphql(deprecation = "pass input")] reason: Option<String>,
+        #[graphql(deprecation = "pass input")] authorized_by: Option<ID>,
+        input: Option<EndInput>,
     ) -> async_graphql::Result<CiChangeResult> {
+        let loose = loose_end(id, reason, authorized_by)?;
+        let EndInput { id, reason, authorized_by } = one_way(input, loose)?;
         let ci_id: domain::CiId = parse_id(&id)?;
         let command = CiCommand::Withdraw { ci_id, reason, authorized_by: change_id(ctx, authorized_by).await? };
         let positions = run(ctx, command).await?;
@@ -187,11 +197,24 @@ impl CiMutation {
     async fn relate(
         &self,
         ctx: &Context<'_>,
-        #[graphql(name = "type")] rel_type: RelationshipType,
-        source: ID,
-        target: ID,
-        authorized_by: Option<ID>,
+        #[graphql(name = "type", deprecation = "pass input")] rel_type: Option<RelationshipType>,
+        #[graphql(deprecation = "pass input")] source: Option<ID>,
+        #[graphql(deprecation = "pass input")] target: Option<ID>,
+        #[graphql(deprecation = "pass input")] authorized_by: Option<ID>,
+        input: Option<RelateInput>,
     ) -> async_graphql::Result<RelationshipChangeResult> {
+        let loose = match (rel_type, source, target) {
+            (Some(rel_type), Some(source), Some(target)) => {
+                Some(RelateInput { rel_type, source, target, authorized_by })
+            }
+            (None, None, None) if authorized_by.is_none() => None,
+            _ => {
+                return Err(bad_input(
+                    "give input: {type, source, target, authorizedBy} (or the deprecated type, source and target)",
+                ));
+            }
+        };
+        let RelateInput { rel_type, source, target, authorized_by } = one_way(input, loose)?;
         let rel_id = domain::RelId(state(ctx).ids.next_id());
         let command = CiCommand::Relate {
             rel_id,
@@ -214,10 +237,13 @@ impl CiMutation {
     async fn unrelate(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        reason: Option<String>,
-        authorized_by: Option<ID>,
+        #[graphql(deprecation = "pass input")] id: Option<ID>,
+        #[graphql(deprecation = "pass input")] reason: Option<String>,
+        #[graphql(deprecation = "pass input")] authorized_by: Option<ID>,
+        input: Option<EndInput>,
     ) -> async_graphql::Result<RelationshipChangeResult> {
+        let loose = loose_end(id, reason, authorized_by)?;
+        let EndInput { id, reason, authorized_by } = one_way(input, loose)?;
         let rel_id: domain::RelId = parse_id(&id)?;
         let command = CiCommand::Unrelate { rel_id, reason, authorized_by: change_id(ctx, authorized_by).await? };
         let (first, last) = run(ctx, command).await?;
@@ -227,6 +253,67 @@ impl CiMutation {
             position: Position(last),
             first_position: Position(first),
         })
+    }
+}
+
+/// `transitionCi(input:)`.
+#[derive(InputObject)]
+pub struct TransitionCiInput {
+    /// The CI.
+    pub id: ID,
+    /// The status it moves to.
+    pub to: CiStatus,
+    /// Why.
+    pub reason: Option<String>,
+    /// The implementing change that covers the CI (CM-3).
+    pub authorized_by: Option<ID>,
+}
+
+/// `withdrawCi(input:)` and `unrelate(input:)`: what ends, why, under which change.
+#[derive(InputObject)]
+pub struct EndInput {
+    /// The CI or relationship.
+    pub id: ID,
+    /// Why.
+    pub reason: Option<String>,
+    /// The implementing change that covers it (CM-3).
+    pub authorized_by: Option<ID>,
+}
+
+/// `relate(input:)`.
+#[derive(InputObject)]
+pub struct RelateInput {
+    /// The relationship's type.
+    #[graphql(name = "type")]
+    pub rel_type: RelationshipType,
+    /// The CI it goes from.
+    pub source: ID,
+    /// The CI it goes to.
+    pub target: ID,
+    /// The implementing change that covers both (CM-3).
+    pub authorized_by: Option<ID>,
+}
+
+/// `input`, or what the deprecated loose arguments made: exactly one of the two ways.
+fn one_way<T>(input: Option<T>, loose: Option<T>) -> async_graphql::Result<T> {
+    match (input, loose) {
+        (Some(input), None) => Ok(input),
+        (None, Some(loose)) => Ok(loose),
+        (None, None) => Err(bad_input("give input: {...}")),
+        (Some(_), Some(_)) => Err(bad_input("give input, or the deprecated arguments, not both")),
+    }
+}
+
+/// The deprecated `id`, `reason`, `authorizedBy` of a withdrawal or an unrelate.
+fn loose_end(
+    id: Option<ID>,
+    reason: Option<String>,
+    authorized_by: Option<ID>,
+) -> async_graphql::Result<Option<EndInput>> {
+    match id {
+        Some(id) => Ok(Some(EndInput { id, reason, authorized_by })),
+        None if reason.is_none() && authorized_by.is_none() => Ok(None),
+        None => Err(bad_input("give input: {id, reason, authorizedBy} (or the deprecated id)")),
     }
 }
 

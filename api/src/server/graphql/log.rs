@@ -261,24 +261,10 @@ pub struct Written {
     pub position: Position,
 }
 
-/// Page size when `first` is not given.
-pub const DEFAULT_PAGE_SIZE: usize = 100;
-
 /// Most event types one `types` filter may name.
 pub const MAX_TYPE_FILTERS: usize = 64;
 
-/// Checks `first` against `max_page_size`.
-pub(super) fn page_size(first: Option<i32>, max_page_size: usize) -> async_graphql::Result<usize> {
-    let Some(first) = first else { return Ok(DEFAULT_PAGE_SIZE.min(max_page_size)) };
-    if first < 1 {
-        return Err(bad_input(format!("first must be at least 1, got {first}")));
-    }
-    let first = first as usize;
-    if first > max_page_size {
-        return Err(limit_exceeded("max_page_size", first as u64, max_page_size as u64));
-    }
-    Ok(first)
-}
+pub(super) use super::paging::page_size;
 
 /// Checks a `types` filter.
 pub(super) fn type_filter(types: Option<Vec<String>>) -> async_graphql::Result<Option<Vec<String>>> {

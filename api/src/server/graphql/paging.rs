@@ -5,7 +5,28 @@
 
 use async_graphql::SimpleObject;
 
-use crate::server::errors::bad_input;
+use crate::server::errors::{bad_input, limit_exceeded};
+
+/// Page size when `first` is not given.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// Checks `first` against `max_page_size`.
+pub fn page_size(first: Option<i32>, max_page_size: usize) -> async_graphql::Result<usize> {
+    counted("first", first, max_page_size)
+}
+
+/// Checks a page's count (`first` or `last`, named in the message) against `max_page_size`.
+fn counted(name: &str, count: Option<i32>, max_page_size: usize) -> async_graphql::Result<usize> {
+    let Some(count) = count else { return Ok(DEFAULT_PAGE_SIZE.min(max_page_size)) };
+    if count < 1 {
+        return Err(bad_input(format!("{name} must be at least 1, got {count}")));
+    }
+    let count = count as usize;
+    if count > max_page_size {
+        return Err(limit_exceeded("max_page_size", count as u64, max_page_size as u64));
+    }
+    Ok(count)
+}
 
 /// The four paging arguments.
 #[derive(Clone, Debug, Default)]
@@ -52,10 +73,10 @@ impl PageArgs {
         let start = self.after.as_deref().map(&after_index).transpose()?.unwrap_or(0).min(total);
         let end = self.before.as_deref().map(&before_index).transpose()?.unwrap_or(total).min(total).max(start);
         if self.last.is_some() {
-            let last = super::log::page_size(self.last, max_page_size)?;
+            let last = counted("last", self.last, max_page_size)?;
             return Ok((end.saturating_sub(last).max(start), end));
         }
-        let first = super::log::page_size(self.first, max_page_size)?;
+        let first = page_size(self.first, max_page_size)?;
         Ok((start, (start + first).min(end)))
     }
 }
