@@ -133,7 +133,13 @@ async fn a_new_user_takes_a_change_from_draft_to_closed_editing_cis_only_under_i
     act(&server, &p.amy, "approveChange", &number, ", note: \"fine\"").await;
     let again = "mutation($id: ID!) { approveChange(id: $id) { position } }";
     refused(&server, &p.amy, again, json!({ "id": id }), "FAILED_PRECONDITION").await;
-    act(&server, &p.mark, "scheduleChange", &id, "").await;
+    server
+        .ok(
+            &p.mark,
+            "mutation($input: ChangeActionInput!) { scheduleChange(input: $input) { position } }",
+            json!({ "input": { "id": id } }),
+        )
+        .await;
     // Only the implementer starts the work.
     let start = "mutation($id: ID!) { startChange(id: $id) { position } }";
     refused(&server, &p.vera, start, json!({ "id": id }), "SEGREGATION_OF_DUTIES").await;
@@ -169,8 +175,16 @@ async fn a_new_user_takes_a_change_from_draft_to_closed_editing_cis_only_under_i
     // A normal change closes only after its review.
     let close = "mutation($id: ID!) { closeChange(id: $id) { position } }";
     refused(&server, &p.mark, close, json!({ "id": id }), "FAILED_PRECONDITION").await;
-    let review = ", review: { objectiveMet: true, usersSatisfied: true, sideEffects: \"none\", followUpActions: [\"automate it\"] }";
-    act(&server, &p.mark, "reviewChange", &id, review).await;
+    // The review as one input object (the loose id and review are deprecated).
+    let review = "mutation($input: ReviewChangeInput!) { reviewChange(input: $input) { change { review { objectiveMet followUpActions } } } }";
+    let reviewed = server
+        .ok(
+            &p.mark,
+            review,
+            json!({ "input": { "id": id, "review": { "objectiveMet": true, "usersSatisfied": true, "sideEffects": "none", "followUpActions": ["automate it"] } } }),
+        )
+        .await;
+    assert_eq!(reviewed["reviewChange"]["change"]["review"]["followUpActions"], json!(["automate it"]), "{reviewed}");
     let closed = act(&server, &p.mark, "closeChange", &id, "").await;
     assert_eq!(closed["change"]["state"], "CLOSED");
 

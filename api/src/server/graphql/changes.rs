@@ -474,7 +474,13 @@ impl ChangeMutation {
     /// Assesses an assessed change again (before approval): new facts, and a new decision by
     /// the policy in force now.
     #[graphql(guard = "Requires(Operation::AssessChange)")]
-    async fn reassess_change(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ChangeResult> {
+    async fn reassess_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id}")] id: Option<ID>,
+        input: Option<ChangeActionInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let (id, _) = action_target(input, id, None)?;
         let change_id = resolve_change(ctx, &id).await?;
         let written = app(ctx).reassess(change_id, metadata(ctx)?).await.map_err(app_error)?;
         Ok(change_result(ctx, change_id, written))
@@ -512,9 +518,11 @@ impl ChangeMutation {
     async fn schedule_change(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, note}")] note: Option<String>,
+        input: Option<ChangeActionInput>,
     ) -> async_graphql::Result<ChangeResult> {
+        let (id, note) = action_target(input, id, note)?;
         let change_id = resolve_change(ctx, &id).await?;
         let written = app(ctx).schedule(change_id, note, metadata(ctx)?).await.map_err(app_error)?;
         Ok(change_result(ctx, change_id, written))
@@ -621,10 +629,16 @@ impl ChangeMutation {
     async fn review_change(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        review: ReviewInput,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, review, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, review, note}")] review: Option<ReviewInput>,
+        #[graphql(deprecation = "pass input: {id, review, note}")] note: Option<String>,
+        input: Option<ReviewChangeInput>,
     ) -> async_graphql::Result<ChangeResult> {
+        let (id, review, note) = match (input, id, review) {
+            (Some(input), None, None) if note.is_none() => (input.id, input.review, input.note),
+            (None, Some(id), Some(review)) => (id, review, note),
+            _ => return Err(bad_input("give input: {id, review, note} (or the deprecated id and review), not both")),
+        };
         let review = domain::Review {
             objective_met: review.objective_met,
             users_satisfied: review.users_satisfied,
@@ -882,4 +896,15 @@ fn action_target(
         (None, None) => Err(bad_input("give input: {id, note}")),
         _ => Err(bad_input("give input: {id, note}, or the deprecated id and note, not both")),
     }
+}
+
+/// `reviewChange(input:)`: the post-implementation review (CH-7).
+#[derive(async_graphql::InputObject)]
+pub struct ReviewChangeInput {
+    /// The change's id or number.
+    pub id: ID,
+    /// The findings.
+    pub review: ReviewInput,
+    /// A note.
+    pub note: Option<String>,
 }
