@@ -367,9 +367,16 @@ pub const LARGE_ANSWER_COST: u64 = 20_000;
 /// Runs `work` so that a large body does not hold up the worker's other requests: on the
 /// multi-threaded runtime, the worker hands its queue to another thread for the duration.
 pub fn off_the_worker<T>(body_bytes: usize, work: impl FnOnce() -> T) -> T {
+    if body_bytes >= LARGE_BODY_BYTES { blocking(work) } else { work() }
+}
+
+/// Runs synchronous work that takes milliseconds: on the multi-threaded runtime the worker
+/// hands its queue to another thread for the duration (the current-thread runtime of tests
+/// cannot, and runs it in place).
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if body_bytes >= LARGE_BODY_BYTES && multi_thread { tokio::task::block_in_place(work) } else { work() }
+    if multi_thread { tokio::task::block_in_place(work) } else { work() }
 }
 
 /// Runs a heavy request on a blocking thread of its own, so that its synchronous parts

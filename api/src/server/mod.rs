@@ -647,7 +647,7 @@ async fn metrics_text(
     let now = state.app.clock.now();
     let (gauges, graph) = (&state.business_gauges, &state.app.graph);
     // Counting a large estate takes milliseconds: off the async worker.
-    graphql_http::off_the_worker(graphql_http::LARGE_BODY_BYTES, || {
+    graphql_http::blocking(|| {
         let graph = graph.read();
         gauges.refresh(&graph, graph.applied(), now);
     });

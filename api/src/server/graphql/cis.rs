@@ -83,7 +83,7 @@ const DEFAULT_MAX_RESULTS: usize = 1000;
 pub struct CiConnection {
     cis: Vec<Arc<CiSnapshot>>,
     position: u64,
-    page_info: CiPageInfo,
+    page_info: super::paging::PageInfo,
 }
 
 #[derive(SimpleObject)]
@@ -108,19 +108,9 @@ impl CiConnection {
         self.cis.iter().map(|ci| Ci::new(&graph, ci.clone(), self.position)).collect()
     }
 
-    async fn page_info(&self) -> &CiPageInfo {
+    async fn page_info(&self) -> &super::paging::PageInfo {
         &self.page_info
     }
-}
-
-#[derive(SimpleObject, Clone)]
-pub struct CiPageInfo {
-    pub has_next_page: bool,
-    pub has_previous_page: bool,
-    /// Pass as `before` for the page before.
-    pub start_cursor: Option<String>,
-    /// Pass as `after` for the next page.
-    pub end_cursor: Option<String>,
 }
 
 #[derive(InputObject, Default)]
@@ -589,7 +579,7 @@ impl CisAt {
         let (page, more) = app.graph.read().cis_page(self.position, &core_filter, page, size);
         // Whether something lies the other way is known from the cursor alone (a cursor is a
         // CI that was listed), as Relay allows.
-        let page_info = CiPageInfo {
+        let page_info = super::paging::PageInfo {
             has_next_page: if backward { before.is_some() } else { more },
             has_previous_page: if backward { more } else { after.is_some() },
             start_cursor: page.first().map(|ci| ci.id.to_string()),
