@@ -45,6 +45,9 @@ pub enum Error {
     #[error(transparent)]
     /// Passed on as it is.
     Outbound(#[from] crate::outbound::OutboundError),
+    #[error(transparent)]
+    /// Passed on as it is.
+    Discovery(#[from] crate::discovery::DiscoveryError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]

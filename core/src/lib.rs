@@ -19,6 +19,7 @@ pub mod ci;
 pub mod conformance;
 pub mod control;
 pub mod decider;
+pub mod discovery;
 mod error;
 pub mod event;
 pub mod hash;
