@@ -512,6 +512,18 @@ fn envelope_code(error: &EnvelopeError) -> Code {
     }
 }
 
+fn discovery_code(error: &cmdb_core::discovery::DiscoveryError) -> Code {
+    use cmdb_core::discovery::DiscoveryError as D;
+    match error {
+        D::UnknownSource(_) | D::InvalidId(_) | D::Invalid { .. } => Code::BadUserInput,
+        D::UnknownRun(_) => Code::NotFound,
+        D::RunExists(_) | D::AuditExists(_) => Code::AlreadyExists,
+        D::RunFinished(_) | D::RunNotFinished(_) | D::CountMismatch { .. } => Code::FailedPrecondition,
+        D::RunTooLarge { .. } | D::BatchTooLarge { .. } => Code::LimitExceeded,
+        D::Undecodable { .. } => Code::Internal,
+    }
+}
+
 /// The code of a core error.
 pub fn core_code(error: &cmdb_core::Error) -> Code {
     use cmdb_core::Error;
@@ -532,6 +544,7 @@ pub fn core_code(error: &cmdb_core::Error) -> Code {
             cmdb_core::outbound::OutboundError::Started(_) => Code::AlreadyExists,
             cmdb_core::outbound::OutboundError::Undecodable { .. } => Code::Internal,
         },
+        Error::Discovery(discovery) => discovery_code(discovery),
         Error::Contended { .. } => Code::Conflict,
         Error::TooManyReads { .. } => Code::LimitExceeded,
         Error::TooManyReadRounds { .. } | Error::Internal(_) => Code::Internal,
