@@ -140,6 +140,12 @@ pub enum Command {
     /// Report deployments to a running server.
     #[command(subcommand)]
     Deployment(crate::pipeline::DeploymentSubcommand),
+    /// Import a discovery source (terraform, kubernetes, cyclonedx, netbox): record what it
+    /// observed and print the configuration audit; with --apply make the CMDB match it under
+    /// standard changes.
+    Import(crate::discovery_cli::ImportArgs),
+    /// Audit the CMDB against a discovery source; exit 1 when a finding is unauthorised.
+    Audit(crate::discovery_cli::AuditArgs),
     /// The outbound CDEvents targets: dead letters, and replaying one.
     #[command(subcommand)]
     Outbound(OutboundSubcommand),
@@ -331,6 +337,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup { to } => backup(data, &to).await,
         Command::Restore { from } => restore(data, &from).await,
         Command::Migrate { from, to } => crate::migrate::migrate(&from.parse()?, &to.parse()?).await,
+        Command::Import(args) => crate::discovery_cli::import(data, args).await,
+        Command::Audit(args) => crate::discovery_cli::audit(data, args).await,
         Command::Export { as_of, to } => export(data, &as_of, to.as_deref()).await,
         Command::Diff { from, to, around, depth, json } => {
             diff(data, &from, to.as_deref(), around.as_deref(), depth, json).await
@@ -1248,10 +1256,15 @@ async fn load_fixtures(data: &DataDir, size: &str, seed: u64, history_days: u32)
     Ok(ExitCode::SUCCESS)
 }
 
+/// The principal of commands run from this shell.
+pub(crate) fn local_principal() -> String {
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into());
+    format!("local:{user}")
+}
+
 /// The actor of commands run from this shell.
 fn cli_metadata() -> Metadata {
-    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into());
-    Metadata::new(Actor::principal(format!("local:{user}")), Source::Cli)
+    Metadata::new(Actor::principal(local_principal()), Source::Cli)
         .with_correlation_id(uuid::Uuid::now_v7().to_string())
 }
 
@@ -1270,7 +1283,7 @@ async fn execute_access(data: &DataDir, command: AccessCommand) -> anyhow::Resul
 }
 
 /// Asks a server running on this data directory to apply the log up to `position`.
-async fn notify_server(data_dir: &Path, position: u64) -> anyhow::Result<()> {
+pub(crate) async fn notify_server(data_dir: &Path, position: u64) -> anyhow::Result<()> {
     let Some(server) = running_server(data_dir) else { return Ok(()) };
     let url = format!("http://{}/readyz?minPosition={position}", server.address);
     let client = reqwest::Client::builder().timeout(Duration::from_millis(SERVER_NOTIFY_TIMEOUT_MS)).build()?;

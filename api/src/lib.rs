@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod discovery_cli;
 pub mod import;
 pub mod logging;
 pub mod migrate;

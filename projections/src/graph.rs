@@ -538,6 +538,9 @@ pub struct TemporalGraph {
     change_book: ChangeBook,
     /// Releases, deployments and pipeline templates.
     release_book: crate::releases::ReleaseBook,
+    /// Discovery runs, audits and rules (issue 17).
+    #[serde(default, with = "crate::as_json")]
+    discovery: crate::discovery::DiscoveryBook,
     /// The CIs registered under each change (they are in its scope from then on).
     registered_under: FxHashMap<ChangeId, Vec<CiId>>,
     /// Principal names shared by history entries (rebuilt as entries are read back).
@@ -804,6 +807,8 @@ impl TemporalGraph {
             self.change_book.apply(record).map_err(apply_error)?;
         } else if crate::releases::ReleaseBook::keeps(&record.event_type) {
             self.release_book.apply(record).map_err(|e| apply_error(e.to_string()))?;
+        } else if cmdb_core::discovery::DiscoveryEvent::is_discovery_event(&record.event_type) {
+            self.discovery.apply(record).map_err(apply_error)?;
         } else if record.event_type == baseline::CREATED {
             let created = baseline::created_from(record).map_err(|e| apply_error(e.to_string()))?;
             let info = BaselineInfo { created: EventInfo::of(record, None), baseline: created, deleted: None };
@@ -984,6 +989,16 @@ impl TemporalGraph {
     /// Releases, deployments and pipeline templates.
     pub fn release_book(&self) -> &crate::releases::ReleaseBook {
         &self.release_book
+    }
+
+    /// Discovery runs, audits and rules.
+    pub fn discovery(&self) -> &crate::discovery::DiscoveryBook {
+        &self.discovery
+    }
+
+    /// Every CI id ever registered, by class then registration.
+    pub fn ci_ids(&self) -> impl Iterator<Item = CiId> + '_ {
+        self.by_class.values().flatten().copied()
     }
 
     /// The change book (changes, templates, freezes).

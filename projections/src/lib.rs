@@ -13,6 +13,7 @@ pub mod assessment;
 pub mod calendar;
 pub mod changes;
 pub mod diff;
+pub mod discovery;
 pub mod facts;
 pub mod graph;
 pub mod releases;

@@ -624,7 +624,7 @@ fn check_batch(batch: &Observed) -> Result<(), DiscoveryError> {
 
 /// The observations of a run that an audit reads: items by identity and relationships, in a
 /// canonical order.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunObservations {
     /// Items by `external_id` (a later observation of the same identity replaces an earlier).
     pub items: BTreeMap<String, ObservedItem>,
