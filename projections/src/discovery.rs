@@ -257,6 +257,19 @@ pub fn reconcile(graph: &TemporalGraph, run: &RunInfo, position: u64) -> Vec<Fin
                 && r.finished_by(run.started_position).is_some()
         })
         .map(|r| r.started.observed_at)
+        .chain(
+            // An audit of the scope is a look too: what an apply did before it is not new.
+            graph
+                .discovery()
+                .audits
+                .values()
+                .filter(|a| {
+                    a.recorded.source == run.started.source
+                        && a.recorded.scope == run.started.scope
+                        && a.position < run.started_position
+                })
+                .map(|a| a.recorded_at),
+        )
         .max();
     let authority = Authority::at(graph, position, observed_at, looked_before);
     let prefix = scope_prefix(run.started.source, &run.started.scope);

@@ -129,6 +129,7 @@ struct MappingSink {
     scope: String,
     rules: SourceRules,
     refs: HashMap<String, String>,
+    names: HashMap<(CiClass, String), String>,
     raw_relationships: Vec<RawRelationship>,
     batch: Observed,
     unmapped: BTreeMap<String, u64>,
@@ -183,7 +184,20 @@ impl Sink for MappingSink {
             return Err(ImportError::TooManyItems { bound: cmdb_core::discovery::MAX_ITEMS_PER_RUN });
         }
         match self.rules.map(self.source, &self.scope, &item, &mut self.dropped) {
-            Ok(observed) => {
+            Ok(mut observed) => {
+                // Names are unique per class: a second identity under a taken name gets a
+                // suffix from its identity (the same on every run).
+                let key = (observed.class, cmdb_core::model::normalized_name(&observed.name));
+                match self.names.get(&key) {
+                    Some(holder) if *holder != observed.external_id => {
+                        let suffix = &blake3::hash(observed.external_id.as_bytes()).to_hex()[..8];
+                        observed.name = format!("{} ({suffix})", observed.name);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.names.insert(key, observed.external_id.clone());
+                    }
+                }
                 if self.source == SourceKind::Terraform
                     && let Some(alias) = import::terraform::aliases(&item.local_ref)
                 {
@@ -247,6 +261,7 @@ impl App {
             scope: scope.clone(),
             rules,
             refs: HashMap::new(),
+            names: HashMap::new(),
             raw_relationships: Vec::new(),
             batch: Observed { items: Vec::new(), relationships: Vec::new() },
             unmapped: BTreeMap::new(),
@@ -440,13 +455,14 @@ impl App {
                             set.insert(EXTERNAL_ID.into(), serde_json::Value::String(item.external_id.clone()));
                             plan.ci_steps.push(CiStep::Update { ci: existing.id, set, version: item.version.clone() });
                         }
-                        Some(existing) => report.skipped.push(format!(
-                            "{} {:?}: the name is held by CI {} identified as {}",
-                            item.class,
-                            item.name,
-                            existing.id,
-                            existing.attributes.get(EXTERNAL_ID).and_then(|v| v.as_str()).unwrap_or("?")
-                        )),
+                        // The name is another identity's (another state, cluster or BOM): the
+                        // item gets a suffix from its identity, the same on every run.
+                        Some(_) => {
+                            let mut item = item;
+                            let suffix = &blake3::hash(item.external_id.as_bytes()).to_hex()[..8];
+                            item.name = format!("{} ({suffix})", item.name);
+                            plan.ci_steps.push(CiStep::Register(Box::new(item)));
+                        }
                         None => plan.ci_steps.push(CiStep::Register(Box::new(item))),
                     }
                 }

@@ -2,7 +2,8 @@
 //! here mean the same in every version since). Components (nested ones too, and the BOM's own
 //! `metadata.component`) and services (nested too) become items; `dependencies` become
 //! `depends_on` relationships between `bom-ref`s. A component is identified by its package URL
-//! where it has one. The BOM's serial number is the run's scope, and `metadata.timestamp` the
+//! where it has one. The product the BOM describes (`metadata.component`'s name, else the serial
+//! number) is the run's scope, and `metadata.timestamp` the
 //! time it observed.
 //!
 //! The top-level arrays are streamed: one top-level component (with its nested ones) is held
@@ -49,7 +50,10 @@ pub fn read(input: impl BufRead, sink: &mut dyn Sink) -> Result<FileFacts, Impor
     let observed_at = header.timestamp.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| {
         cmdb_core::Timestamp::from_micros(t.timestamp_micros())
     });
-    Ok(FileFacts { scope: header.serial, observed_at })
+    // The product the BOM describes is what stays the same between two BOMs of it (a new
+    // serial number comes with every generation); the serial number only when it names none.
+    let scope = header.product.map(|p| p.replace('/', "-")).or(header.serial);
+    Ok(FileFacts { scope, observed_at })
 }
 
 #[derive(Default)]
@@ -58,6 +62,7 @@ struct Header {
     spec_version: Option<String>,
     serial: Option<String>,
     timestamp: Option<String>,
+    product: Option<String>,
 }
 
 struct BomVisitor<'a> {
@@ -99,6 +104,7 @@ impl<'de> Visitor<'de> for BomVisitor<'_> {
                 "metadata" => {
                     let metadata: Metadata = map.next_value()?;
                     self.header.timestamp = metadata.timestamp;
+                    self.header.product = metadata.component.as_ref().map(|c| c.name.clone());
                     match &metadata.component {
                         Some(component) => emit_component(component, 0, self.sink),
                         None => Ok(()),

@@ -519,6 +519,9 @@ impl Decider for DiscoveryDecider {
                     return Err(DiscoveryError::RunExists(*run));
                 }
                 check_label("scope", &started.scope, MAX_SCOPE_BYTES)?;
+                if started.scope.contains('/') {
+                    return Err(invalid("scope", "must not contain '/' (it ends the scope in every identity)"));
+                }
                 check_label("file", &started.file, MAX_FILE_LABEL_BYTES)?;
                 let version = match read.get(&DiscoveryKey::Rules) {
                     Some(DiscoveryState::Rules(rules)) => rules.0,

@@ -18,7 +18,18 @@ use crate::server::errors::{Code, bad_input, coded, graph_error};
 /// The configuration, the changes and the calendar as they were at one position of the log:
 /// every read inside happens at that one position.
 #[derive(MergedObject)]
-pub struct At(AtMoment, CisAt, ChangesAt, CalendarAt, PolicyAt, ReportsAt, ReleasesAt, ToolingAt, super::node::NodeAt);
+pub struct At(
+    AtMoment,
+    CisAt,
+    ChangesAt,
+    CalendarAt,
+    PolicyAt,
+    ReportsAt,
+    ReleasesAt,
+    ToolingAt,
+    super::node::NodeAt,
+    super::discovery::DiscoveryAt,
+);
 
 impl At {
     /// The view at `position`.
@@ -33,6 +44,7 @@ impl At {
             ReleasesAt { position },
             ToolingAt { position },
             super::node::NodeAt { position },
+            super::discovery::DiscoveryAt { position },
         )
     }
 }

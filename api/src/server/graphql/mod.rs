@@ -13,6 +13,7 @@ mod classes;
 pub mod context;
 pub mod cost;
 mod diff;
+mod discovery;
 pub mod documents;
 mod environment;
 pub mod limits;
@@ -52,6 +53,7 @@ pub struct MutationRoot(
     calendar::CalendarMutation,
     releases::ReleaseMutation,
     tooling::ToolingMutation,
+    discovery::DiscoveryMutation,
 );
 
 /// Every subscription: the log, configuration changes and change transitions.

@@ -222,6 +222,23 @@ impl QueryRoot {
         super::baselines::baseline_by_name(ctx, &name)
     }
 
+    /// Configuration audits recorded so far, newest first (the same as `at { audits }` now).
+    #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
+    async fn audits(
+        &self,
+        ctx: &Context<'_>,
+        source: Option<super::discovery::DiscoverySource>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<super::discovery::Audit>> {
+        super::discovery::DiscoveryAt::now(ctx).audits_list(ctx, source, first)
+    }
+
+    /// One configuration audit (the same as `at { audit(id:) }` now).
+    #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
+    async fn audit(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<super::discovery::Audit>> {
+        super::discovery::DiscoveryAt::now(ctx).audit_by_id(ctx, &id)
+    }
+
     /// The deployment gate as a dry run: the answer `POST /api/v1/gate` would give now for
     /// this service (id or name), environment and artifact, writing nothing (no change opened,
     /// started or recorded).
