@@ -287,6 +287,16 @@ async fn over_graphql_an_audit_reads_back_and_an_implementing_change_authorises_
     assert!(finding["authorisedBy"].as_str().is_some_and(|l| l.starts_with("CHG-")), "{finding}");
     assert_eq!(audit["audit"]["unauthorised"], json!([]));
 
+    // The change report counts the unauthorised findings of each run's first audit.
+    let report = server
+        .ok(
+            &token,
+            "query($f: DateTime!, $t: DateTime!) { at { changeReport(from: $f, to: $t, period: DAY) { totals { unauthorisedDrift } } } }",
+            json!({ "f": window.0, "t": window.1 }),
+        )
+        .await;
+    assert_eq!(report["at"]["changeReport"]["totals"]["unauthorisedDrift"], 24, "{report}");
+
     // The first audit, read at a past moment, reads as it did.
     let past = server
         .ok(&token, "query($id: ID!) { audit(id: $id) { digestMatches counts { notInCmdb } } }", json!({ "id": first_audit }))
@@ -311,4 +321,87 @@ async fn over_graphql_an_audit_reads_back_and_an_implementing_change_authorises_
     assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
     assert_eq!(server.head().await, after_principal);
     assert!(after_principal > before, "only the principal and its token were appended");
+}
+
+mod laws {
+    //! Property: import -> apply -> import again finds nothing; one attribute edited in the
+    //! source is exactly one attribute drift.
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::IMPORT;
+    use super::common::TestServer;
+
+    #[derive(Debug, Clone)]
+    struct Resource {
+        kind: usize,
+        instance_type: usize,
+        instances: usize,
+        depends_on: Option<usize>,
+    }
+
+    const KINDS: &[&str] = &["aws_instance", "aws_s3_bucket", "aws_iam_role", "google_compute_instance"];
+    const INSTANCE_TYPES: &[&str] = &["t3.micro", "m5.large", "c6g.xlarge"];
+
+    fn state(lineage: &str, resources: &[Resource], edited: Option<usize>) -> String {
+        let list: Vec<Value> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let instances: Vec<Value> = (0..r.instances)
+                    .map(|n| {
+                        let mut attributes = json!({ "id": format!("id-{i}-{n}"), "arn": format!("arn:aws:x::1:{i}/{n}") });
+                        if KINDS[r.kind].ends_with("instance") {
+                            let t = if edited == Some(i) { "x9.metal" } else { INSTANCE_TYPES[r.instance_type] };
+                            attributes["instance_type"] = json!(t);
+                        }
+                        let mut instance = json!({ "schema_version": 0, "attributes": attributes });
+                        if r.instances > 1 {
+                            instance["index_key"] = json!(n);
+                        }
+                        if let Some(d) = r.depends_on.filter(|d| *d < i) {
+                            instance["dependencies"] = json!([format!("{}.r{d}", KINDS[resources[d].kind])]);
+                        }
+                        instance
+                    })
+                    .collect();
+                json!({ "mode": "managed", "type": KINDS[r.kind], "name": format!("r{i}"),
+                        "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]", "instances": instances })
+            })
+            .collect();
+        json!({ "version": 4, "terraform_version": "1.6.0", "serial": 1, "lineage": lineage, "resources": list }).to_string()
+    }
+
+    fn resource() -> impl Strategy<Value = Resource> {
+        (0..KINDS.len(), 0..INSTANCE_TYPES.len(), 1..3usize, proptest::option::of(0..20usize))
+            .prop_map(|(kind, instance_type, instances, depends_on)| Resource { kind, instance_type, instances, depends_on })
+    }
+
+    #[test]
+    fn import_apply_import_again_finds_no_drift_and_one_edit_is_one_drift() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let server = runtime.block_on(TestServer::start());
+        let token = server.admin_token.clone();
+        let case = std::sync::atomic::AtomicU32::new(0);
+        let config = ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() };
+        proptest!(config, |(resources in proptest::collection::vec(resource(), 1..16))| {
+            let lineage = format!("law-{}", case.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            let import = |content: String, apply: bool| {
+                let variables = json!({ "input": { "source": "TERRAFORM", "content": content, "apply": apply } });
+                runtime.block_on(server.ok(&token, IMPORT, variables))["importDiscovery"].clone()
+            };
+            let first = import(state(&lineage, &resources, None), true);
+            prop_assert_eq!(&first["skipped"], &json!([]), "{}", first);
+            prop_assert_eq!(&first["countsAfter"]["total"], &json!(0), "{}", first);
+            let again = import(state(&lineage, &resources, None), false);
+            prop_assert_eq!(&again["counts"]["total"], &json!(0), "{}", again);
+            if let Some(edited) = resources.iter().position(|r| KINDS[r.kind].ends_with("instance")) {
+                let drifted = import(state(&lineage, &resources, Some(edited)), false);
+                let expected = resources[edited].instances;
+                prop_assert_eq!(&drifted["counts"]["total"], &json!(expected), "{}", drifted);
+                prop_assert_eq!(&drifted["counts"]["unauthorised"], &json!(expected));
+            }
+        });
+    }
 }

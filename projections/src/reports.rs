@@ -91,6 +91,9 @@ pub struct Figures {
     pub followed_by_incidents: u32,
     /// Deployments observed with no change covering them, recorded in the period (CM-3).
     pub unauthorised: u32,
+    /// Findings of configuration audits no change authorised (CM-7), counted in the first
+    /// audit of each discovery run recorded in the period (the audit after an apply repeats them).
+    pub unauthorised_drift: u32,
     submit_to_approve_hours: Vec<f64>,
     submit_to_implement_hours: Vec<f64>,
 }
@@ -373,6 +376,19 @@ pub fn change_report_linking(
         totals.unauthorised += 1;
         if let Some(bucket) = bucket_of(at).and_then(|i| buckets.get_mut(i)) {
             bucket.unauthorised += 1;
+        }
+    }
+    let mut audited_runs = std::collections::BTreeSet::new();
+    let mut audits = graph.discovery().audits_at(position);
+    audits.reverse(); // oldest first: the first audit of each run counts
+    for audit in audits {
+        if audit.recorded_at < from || audit.recorded_at >= to || !audited_runs.insert(audit.recorded.run) {
+            continue;
+        }
+        let count = u32::try_from(audit.recorded.counts.unauthorised).unwrap_or(u32::MAX);
+        totals.unauthorised_drift = totals.unauthorised_drift.saturating_add(count);
+        if let Some(bucket) = bucket_of(audit.recorded_at).and_then(|i| buckets.get_mut(i)) {
+            bucket.unauthorised_drift = bucket.unauthorised_drift.saturating_add(count);
         }
     }
     // At the head the book keeps every change folded; elsewhere fold as of the position.

@@ -376,7 +376,7 @@ impl App {
         metadata: &Metadata,
     ) -> Result<ApplyReport, AppError> {
         let mut report = ApplyReport::default();
-        let plan = self.plan(source, findings, &mut report);
+        let plan = self.plan(source, findings);
         if plan.is_empty() {
             return Ok(report);
         }
@@ -438,7 +438,7 @@ impl App {
     }
 
     /// What applying the findings takes.
-    fn plan(&self, source: SourceKind, findings: &[Finding], report: &mut ApplyReport) -> Plan {
+    fn plan(&self, source: SourceKind, findings: &[Finding]) -> Plan {
         let graph = self.graph.read();
         let position = graph.applied();
         let mut plan = Plan::default();

@@ -46,6 +46,9 @@ pub struct PeriodFigures {
     pub followed_by_incidents: u32,
     /// Deployments observed with no change covering them, recorded in the period (CM-3).
     pub unauthorised: u32,
+    /// Findings of configuration audits no change authorised, in the first audit of each
+    /// discovery run recorded in the period (CM-7).
+    pub unauthorised_drift: u32,
     pub mean_hours_to_approval: Option<f64>,
     pub mean_hours_to_implementation: Option<f64>,
 }
@@ -72,6 +75,7 @@ impl From<&Figures> for PeriodFigures {
             in_freeze: f.in_freeze,
             followed_by_incidents: f.followed_by_incidents,
             unauthorised: f.unauthorised,
+            unauthorised_drift: f.unauthorised_drift,
             mean_hours_to_approval: f.mean_hours_to_approval(),
             mean_hours_to_implementation: f.mean_hours_to_implementation(),
         }
