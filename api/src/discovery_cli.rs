@@ -173,7 +173,8 @@ fn print(report: &ImportReport, as_json: bool) -> anyhow::Result<()> {
         report.audit, c.not_in_cmdb, c.not_observed, c.attribute_drift, c.relationship_drift, c.unauthorised
     );
     for finding in report.findings.iter().take(MAX_FINDINGS_PRINTED) {
-        let authority = finding.authorised_by_label.as_deref().map_or("UNAUTHORISED".to_owned(), |l| format!("authorised by {l}"));
+        let authority =
+            finding.authorised_by_label.as_deref().map_or("UNAUTHORISED".to_owned(), |l| format!("authorised by {l}"));
         let detail = match (&finding.attribute, &finding.relationship) {
             (Some(attribute), _) => format!(
                 " {attribute}: {} -> {}",

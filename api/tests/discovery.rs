@@ -22,7 +22,8 @@ fn cmdb(data_dir: &Path, args: &[&str]) -> Output {
 
 fn json_of(output: &Output) -> Value {
     assert!(output.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 fn head(data_dir: &Path) -> String {
@@ -73,7 +74,7 @@ fn the_demo_shop_is_imported_applied_and_drift_in_an_edited_copy_is_found() {
     let text = std::fs::read_to_string(data(SHOP)).expect("manifests");
     let mut documents: Vec<String> = text
         .split("\n---\n")
-        .filter(|d| !(d.contains("name: adservice\n") && !d.contains("kind: ServiceAccount")))
+        .filter(|d| !d.contains("name: adservice\n") || d.contains("kind: ServiceAccount"))
         .map(|d| {
             if d.contains("kind: Deployment") && d.contains("name: cartservice\n") {
                 let start = d.find("image: ").expect("an image");
@@ -106,7 +107,8 @@ fn the_demo_shop_is_imported_applied_and_drift_in_an_edited_copy_is_found() {
     assert!(audit["audit"]["findings"].as_array().expect("list").iter().all(|f| f["authorised_by"].is_null()));
 
     // Applying the edited copy makes the CMDB match it.
-    let applied = json_of(&cmdb(dir.path(), &["import", "kubernetes", edited.to_str().expect("path"), "--apply", "--json"]));
+    let applied =
+        json_of(&cmdb(dir.path(), &["import", "kubernetes", edited.to_str().expect("path"), "--apply", "--json"]));
     assert_eq!(applied["applied"]["withdrawn"], 2, "{applied}");
     assert_eq!(applied["applied"]["updated"], 1);
     assert_eq!(applied["applied"]["registered"], 1);
@@ -125,13 +127,20 @@ fn bad_files_and_arguments_are_refused_and_record_nothing() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["import".into(), "terraform".into(), invalid.display().to_string()], "not valid Terraform state JSON"),
         (
-            vec!["import".into(), "terraform".into(), data("terraform-state/driftctl/testdata__v4__unsupported_version.tfstate").display().to_string()],
+            vec![
+                "import".into(),
+                "terraform".into(),
+                data("terraform-state/driftctl/testdata__v4__unsupported_version.tfstate").display().to_string(),
+            ],
             "Terraform 0.10.26",
         ),
         (vec!["import".into(), "chef".into(), shop.display().to_string()], "not a discovery source"),
         (vec!["import".into(), "netbox".into(), "/nonexistent/file.json".into()], "is not a file"),
         (vec!["import".into(), "cyclonedx".into(), shop.display().to_string()], "CycloneDX"),
-        (vec!["import".into(), "kubernetes".into(), shop.display().to_string(), "--scope".into(), "a/b".into()], "scope"),
+        (
+            vec!["import".into(), "kubernetes".into(), shop.display().to_string(), "--scope".into(), "a/b".into()],
+            "scope",
+        ),
         (vec!["audit".into(), "--source".into(), "netbox".into(), invalid.display().to_string()], "NetBox"),
     ];
     for (args, needle) in cases {
@@ -147,26 +156,32 @@ fn bad_files_and_arguments_are_refused_and_record_nothing() {
 #[test]
 fn the_keycloak_sbom_the_netbox_demo_and_every_terraform_state_are_imported() {
     let dir = tempfile::tempdir().expect("dir");
-    let sbom = json_of(&cmdb(dir.path(), &[
-        "import",
-        "cyclonedx",
-        data("sbom/cyclonedx/SBOM/keycloak-10.0.2/bom.json").to_str().expect("path"),
-        "--apply",
-        "--json",
-    ]));
+    let sbom = json_of(&cmdb(
+        dir.path(),
+        &[
+            "import",
+            "cyclonedx",
+            data("sbom/cyclonedx/SBOM/keycloak-10.0.2/bom.json").to_str().expect("path"),
+            "--apply",
+            "--json",
+        ],
+    ));
     assert!(sbom["items"].as_u64().is_some_and(|n| n >= 903), "{}", sbom["items"]);
     assert!(sbom["relationships"].as_u64().is_some_and(|n| n > 0));
     assert!(sbom["applied"]["registered"].as_u64().is_some_and(|n| n >= 903), "{}", sbom["applied"]);
     assert_eq!(sbom["applied"]["auditAfter"]["counts"]["unauthorised"], 0, "{}", sbom["applied"]);
     assert!(sbom["applied"]["changes"].as_array().expect("changes").len() >= 2, "at most 500 CIs per change");
 
-    let netbox = json_of(&cmdb(dir.path(), &[
-        "import",
-        "netbox",
-        data("cmdb-datasets/netbox-demo/netbox-demo-v3.6.json").to_str().expect("path"),
-        "--apply",
-        "--json",
-    ]));
+    let netbox = json_of(&cmdb(
+        dir.path(),
+        &[
+            "import",
+            "netbox",
+            data("cmdb-datasets/netbox-demo/netbox-demo-v3.6.json").to_str().expect("path"),
+            "--apply",
+            "--json",
+        ],
+    ));
     let applied = &netbox["applied"];
     assert_eq!(applied["skipped"], json!([]), "{applied}");
     assert_eq!(applied["auditAfter"]["counts"]["unauthorised"], 0, "{applied}");
@@ -230,41 +245,18 @@ async fn over_graphql_an_audit_reads_back_and_an_implementing_change_authorises_
     let ci_id = ci["id"].as_str().expect("id").to_owned();
     assert!(ci["attributes"]["external_id"].as_str().is_some_and(|e| e.starts_with("kubernetes:prod/")), "{ci}");
     let observations = server
-        .ok(&token, "query($ci: ID!) { at { observations(ci: $ci) { source sourceType attributes } } }", json!({ "ci": ci_id }))
+        .ok(
+            &token,
+            "query($ci: ID!) { at { observations(ci: $ci) { source sourceType attributes } } }",
+            json!({ "ci": ci_id }),
+        )
         .await;
     let list = observations["at"]["observations"].as_array().expect("observations");
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["sourceType"], "Deployment");
 
     // An implementing standard change covering the container authorises its drift.
-    let templates = server.ok(&token, "{ at { changeTemplates { id name } } }", json!({})).await;
-    let template = templates["at"]["changeTemplates"]
-        .as_array()
-        .expect("templates")
-        .iter()
-        .find(|t| t["name"].as_str().is_some_and(|n| n.starts_with("Discovery import")))
-        .expect("the discovery template")["id"]
-        .clone();
-    let now = chrono::Utc::now();
-    let window = ((now - chrono::Duration::hours(1)).to_rfc3339(), (now + chrono::Duration::hours(8)).to_rfc3339());
-    let draft = server
-        .ok(
-            &token,
-            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
-            json!({ "input": {
-                "type": "STANDARD", "template": template, "title": "Roll cartservice to a patched image",
-                "description": "CVE fix", "implementer": "admin",
-                "window": { "start": window.0, "end": window.1, "timeZone": "UTC" },
-                "scope": { "cis": [ci_id] }
-            } }),
-        )
-        .await;
-    let change = draft["draftChange"]["change"]["id"].clone();
-    for action in ["submitChange", "startChange"] {
-        server
-            .ok(&token, &format!("mutation($id: ID!) {{ {action}(input: {{ id: $id }}) {{ position }} }}"), json!({ "id": change }))
-            .await;
-    }
+    let window = implementing_change(&server, &ci_id).await;
     let patched = text.replacen("cartservice:v0.10.", "cartservice:patched-v0.10.", 1);
     assert_ne!(patched, text);
     let again = server
@@ -299,25 +291,72 @@ async fn over_graphql_an_audit_reads_back_and_an_implementing_change_authorises_
 
     // The first audit, read at a past moment, reads as it did.
     let past = server
-        .ok(&token, "query($id: ID!) { audit(id: $id) { digestMatches counts { notInCmdb } } }", json!({ "id": first_audit }))
+        .ok(
+            &token,
+            "query($id: ID!) { audit(id: $id) { digestMatches counts { notInCmdb } } }",
+            json!({ "id": first_audit }),
+        )
         .await;
     assert_eq!(past["audit"]["digestMatches"], true);
+}
 
+/// Opens a standard change from the discovery template covering `ci` and starts it (as admin);
+/// returns its window.
+async fn implementing_change(server: &TestServer, ci_id: &str) -> (String, String) {
+    let token = server.admin_token.clone();
+    let templates = server.ok(&token, "{ at { changeTemplates { id name } } }", json!({})).await;
+    let template = templates["at"]["changeTemplates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .find(|t| t["name"].as_str().is_some_and(|n| n.starts_with("Discovery import")))
+        .expect("the discovery template")["id"]
+        .clone();
+    let now = chrono::Utc::now();
+    let window = ((now - chrono::Duration::hours(1)).to_rfc3339(), (now + chrono::Duration::hours(8)).to_rfc3339());
+    let draft = server
+        .ok(
+            &token,
+            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
+            json!({ "input": {
+                "type": "STANDARD", "template": template, "title": "Roll cartservice to a patched image",
+                "description": "CVE fix", "implementer": "admin",
+                "window": { "start": window.0, "end": window.1, "timeZone": "UTC" },
+                "scope": { "cis": [ci_id] }
+            } }),
+        )
+        .await;
+    let change = draft["draftChange"]["change"]["id"].clone();
+    for action in ["submitChange", "startChange"] {
+        server
+            .ok(
+                &token,
+                &format!("mutation($id: ID!) {{ {action}(input: {{ id: $id }}) {{ position }} }}"),
+                json!({ "id": change }),
+            )
+            .await;
+    }
+    window
+}
+
+#[tokio::test]
+async fn bad_graphql_input_is_refused_with_a_code_and_appends_nothing() {
+    let server = TestServer::start().await;
+    let token = server.admin_token.clone();
+    let text = std::fs::read_to_string(data(SHOP)).expect("manifests");
     // Bad input: refused with a code, nothing appended.
     let before = server.head().await;
     for (content, code) in [("kind: [", "BAD_USER_INPUT"), ("", "BAD_USER_INPUT")] {
-        let (_, body) = server
-            .graphql(&token, IMPORT, json!({ "input": { "source": "KUBERNETES", "content": content } }))
-            .await;
+        let (_, body) =
+            server.graphql(&token, IMPORT, json!({ "input": { "source": "KUBERNETES", "content": content } })).await;
         assert_eq!(error_code(&body), code, "{body}");
     }
     let (_, body) = server.graphql(&token, "{ audit(id: \"not-a-uuid\") { scope } }", json!({})).await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     let viewer = server.principal_with_token("viewer-1", &["VIEWER"]).await;
     let after_principal = server.head().await;
-    let (_, body) = server
-        .graphql(&viewer, IMPORT, json!({ "input": { "source": "KUBERNETES", "content": text } }))
-        .await;
+    let (_, body) =
+        server.graphql(&viewer, IMPORT, json!({ "input": { "source": "KUBERNETES", "content": text } })).await;
     assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
     assert_eq!(server.head().await, after_principal);
     assert!(after_principal > before, "only the principal and its token were appended");
@@ -351,7 +390,8 @@ mod laws {
             .map(|(i, r)| {
                 let instances: Vec<Value> = (0..r.instances)
                     .map(|n| {
-                        let mut attributes = json!({ "id": format!("id-{i}-{n}"), "arn": format!("arn:aws:x::1:{i}/{n}") });
+                        let mut attributes =
+                            json!({ "id": format!("id-{i}-{n}"), "arn": format!("arn:aws:x::1:{i}/{n}") });
                         if KINDS[r.kind].ends_with("instance") {
                             let t = if edited == Some(i) { "x9.metal" } else { INSTANCE_TYPES[r.instance_type] };
                             attributes["instance_type"] = json!(t);
@@ -370,12 +410,14 @@ mod laws {
                         "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]", "instances": instances })
             })
             .collect();
-        json!({ "version": 4, "terraform_version": "1.6.0", "serial": 1, "lineage": lineage, "resources": list }).to_string()
+        json!({ "version": 4, "terraform_version": "1.6.0", "serial": 1, "lineage": lineage, "resources": list })
+            .to_string()
     }
 
     fn resource() -> impl Strategy<Value = Resource> {
-        (0..KINDS.len(), 0..INSTANCE_TYPES.len(), 1..3usize, proptest::option::of(0..20usize))
-            .prop_map(|(kind, instance_type, instances, depends_on)| Resource { kind, instance_type, instances, depends_on })
+        (0..KINDS.len(), 0..INSTANCE_TYPES.len(), 1..3usize, proptest::option::of(0..20usize)).prop_map(
+            |(kind, instance_type, instances, depends_on)| Resource { kind, instance_type, instances, depends_on },
+        )
     }
 
     #[test]

@@ -51,7 +51,8 @@ fn kinds(items: &[RawItem]) -> BTreeMap<&str, usize> {
 #[test]
 fn every_terraform_state_is_read_or_refused_with_a_clear_error() {
     let dir = data("terraform-state/driftctl");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).expect("the states").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&dir).expect("the states").map(|e| e.expect("entry").path()).collect();
     files.sort();
     assert_eq!(files.len(), 153);
     let (mut read_ok, mut refused) = (0, Vec::new());
@@ -65,12 +66,18 @@ fn every_terraform_state_is_read_or_refused_with_a_clear_error() {
                     assert!(item.fields.contains_key("address"), "{}: {item:?}", path.display());
                 }
             }
-            Err(error) => refused.push((path.file_name().expect("name").to_string_lossy().into_owned(), error.to_string())),
+            Err(error) => {
+                refused.push((path.file_name().expect("name").to_string_lossy().into_owned(), error.to_string()))
+            }
         }
     }
     let names: Vec<&str> = refused.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["testdata__v4__invalid.tfstate", "testdata__v4__unsupported_version.tfstate"], "{refused:?}");
-    assert!(refused[0].1.contains("not valid Terraform state JSON") && refused[0].1.contains("line"), "{}", refused[0].1);
+    assert!(
+        refused[0].1.contains("not valid Terraform state JSON") && refused[0].1.contains("line"),
+        "{}",
+        refused[0].1
+    );
     assert!(refused[1].1.contains("Terraform 0.10.26"), "{}", refused[1].1);
     assert_eq!(read_ok, 151);
     assert!(resources > 300, "{resources} managed resource instances");
@@ -85,7 +92,9 @@ fn the_demo_shop_manifests_hold_twelve_services_and_their_deployments() {
     let selects: Vec<&RawRelationship> = sink.relationships.iter().filter(|r| r.kind == "selects").collect();
     // frontend and frontend-external both select the frontend Deployment; loadgenerator has no Service.
     assert_eq!(selects.len(), 12, "{selects:?}");
-    assert!(selects.iter().any(|r| r.from == "Service/default/frontend-external" && r.to == "Deployment/default/frontend"));
+    assert!(
+        selects.iter().any(|r| r.from == "Service/default/frontend-external" && r.to == "Deployment/default/frontend")
+    );
     let cart = sink.items.iter().find(|i| i.local_ref == "Deployment/default/cartservice").expect("cartservice");
     assert!(cart.fields["image"].as_str().is_some_and(|i| i.contains("cartservice")), "{cart:?}");
 }
@@ -102,7 +111,10 @@ fn a_kubectl_json_list_is_read_item_by_item() {
     import::read(SourceKind::Kubernetes, &list[..], &mut sink).expect("read");
     assert_eq!(kinds(&sink.items).len(), 4);
     let kinds: Vec<&str> = sink.relationships.iter().map(|r| r.kind.as_str()).collect();
-    assert!(kinds.contains(&"scheduled_on") && kinds.contains(&"routes_to") && kinds.contains(&"in_namespace"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"scheduled_on") && kinds.contains(&"routes_to") && kinds.contains(&"in_namespace"),
+        "{kinds:?}"
+    );
     let broken = b"kind: Service\nmetadata:\n  name: [unclosed\n";
     let error = import::read(SourceKind::Kubernetes, &broken[..], &mut Collect::default()).expect_err("bad YAML");
     assert!(error.to_string().contains("YAML"), "{error}");
@@ -119,7 +131,9 @@ fn the_keycloak_sbom_yields_903_components_and_their_dependencies() {
     assert!(libraries >= 903, "{libraries}");
     assert!(sink.relationships.iter().all(|r| r.kind == "depends_on"));
     assert!(!sink.relationships.is_empty());
-    let saas = read(SourceKind::Cyclonedx, &data("sbom/cyclonedx/SaaSBOM/apigateway-microservices-datastores/bom.json")).expect("read");
+    let saas =
+        read(SourceKind::Cyclonedx, &data("sbom/cyclonedx/SaaSBOM/apigateway-microservices-datastores/bom.json"))
+            .expect("read");
     assert!(saas.items.iter().any(|i| i.source_type == "service"), "{:?}", kinds(&saas.items));
     let old = br#"{"bomFormat": "CycloneDX", "specVersion": "1.1", "components": []}"#;
     let error = import::read(SourceKind::Cyclonedx, &old[..], &mut Collect::default()).expect_err("1.1");
@@ -137,6 +151,7 @@ fn the_netbox_demo_yields_devices_interfaces_cables_and_vms() {
     let cables = sink.relationships.iter().filter(|r| r.kind == "cable").count();
     assert!(cables > 0 && cables <= 108, "{cables} interface-to-interface cables");
     assert!(sink.relationships.iter().filter(|r| r.kind == "on_device").count() >= 1586);
-    let error = import::read(SourceKind::Netbox, &b"{\"model\": 1}"[..], &mut Collect::default()).expect_err("not a list");
+    let error =
+        import::read(SourceKind::Netbox, &b"{\"model\": 1}"[..], &mut Collect::default()).expect_err("not a list");
     assert!(error.to_string().contains("NetBox"), "{error}");
 }

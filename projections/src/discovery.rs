@@ -13,13 +13,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cmdb_core::change::ChangeState;
-use cmdb_core::model::normalized_name;
 use cmdb_core::discovery::rules::Rules;
 use cmdb_core::discovery::{
-    AuditId, AuditRecorded, DiscoveryEvent, FindingCounts, RunFinished, RunId, RunObservations, RunStarted,
-    SourceKind, scope_prefix,
+    AuditId, AuditRecorded, DiscoveryEvent, FindingCounts, RunFinished, RunId, RunObservations, RunStarted, SourceKind,
+    scope_prefix,
 };
 use cmdb_core::ids::{ChangeId, CiId};
+use cmdb_core::model::normalized_name;
 use cmdb_core::model::{CiClass, RelType, Status};
 use cmdb_core::{EventRecord, Hash, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -189,7 +189,11 @@ impl DiscoveryBook {
     }
 
     /// What finished runs up to `position` observed of an identity, oldest first.
-    pub fn observations_of(&self, external_id: &str, position: u64) -> Vec<(&RunInfo, &cmdb_core::discovery::ObservedItem)> {
+    pub fn observations_of(
+        &self,
+        external_id: &str,
+        position: u64,
+    ) -> Vec<(&RunInfo, &cmdb_core::discovery::ObservedItem)> {
         let Some(runs) = self.observed.get(external_id) else { return Vec::new() };
         runs.iter()
             .filter_map(|id| self.runs.get(id))
@@ -245,32 +249,7 @@ pub struct Finding {
 pub fn reconcile(graph: &TemporalGraph, run: &RunInfo, position: u64) -> Vec<Finding> {
     let rules = graph.discovery().rules_version(run.started.rules_version).of(run.started.source);
     let observed_at = run.started.observed_at;
-    // The last time the source looked at this scope before: drift found now happened since.
-    let looked_before = graph
-        .discovery()
-        .runs
-        .values()
-        .filter(|r| {
-            r.started.source == run.started.source
-                && r.started.scope == run.started.scope
-                && r.started_position < run.started_position
-                && r.finished_by(run.started_position).is_some()
-        })
-        .map(|r| r.started.observed_at)
-        .chain(
-            // An audit of the scope is a look too: what an apply did before it is not new.
-            graph
-                .discovery()
-                .audits
-                .values()
-                .filter(|a| {
-                    a.recorded.source == run.started.source
-                        && a.recorded.scope == run.started.scope
-                        && a.position < run.started_position
-                })
-                .map(|a| a.recorded_at),
-        )
-        .max();
+    let looked_before = looked_before(graph, run);
     let authority = Authority::at(graph, position, observed_at, looked_before);
     let prefix = scope_prefix(run.started.source, &run.started.scope);
     let recorded = recorded_items(graph, position, &prefix);
@@ -278,20 +257,22 @@ pub fn reconcile(graph: &TemporalGraph, run: &RunInfo, position: u64) -> Vec<Fin
     let observations = &run.observations;
     for (id, item) in &observations.items {
         match recorded.get(id) {
-            None => findings.push(Finding {
-                kind: FindingKind::NotInCmdb,
-                external_id: id.clone(),
-                ci: None,
-                class: item.class,
-                name: item.name.clone(),
-                attribute: None,
-                recorded: None,
-                observed: None,
-                relationship: None,
-                authorised_by: None,
-                authorised_by_label: None,
-            }
-            .authorised(authority.for_planned(item.class, &item.name))),
+            None => findings.push(
+                Finding {
+                    kind: FindingKind::NotInCmdb,
+                    external_id: id.clone(),
+                    ci: None,
+                    class: item.class,
+                    name: item.name.clone(),
+                    attribute: None,
+                    recorded: None,
+                    observed: None,
+                    relationship: None,
+                    authorised_by: None,
+                    authorised_by_label: None,
+                }
+                .authorised(authority.for_planned(item.class, &item.name)),
+            ),
             Some(ci) => {
                 for (attribute, value) in &item.attributes {
                     if !rules.owns(attribute) {
@@ -324,29 +305,49 @@ pub fn reconcile(graph: &TemporalGraph, run: &RunInfo, position: u64) -> Vec<Fin
     for (id, ci) in &recorded {
         if !observations.items.contains_key(id) {
             let by = authority.for_ci(graph, ci.id, position);
-            findings.push(
-                Finding {
-                    kind: FindingKind::NotObserved,
-                    external_id: id.clone(),
-                    ci: Some(ci.id),
-                    class: ci.class,
-                    name: ci.name.clone(),
-                    attribute: None,
-                    recorded: None,
-                    observed: None,
-                    relationship: None,
-                    authorised_by: None,
-                    authorised_by_label: None,
-                }
-                .authorised(by),
-            );
+            findings.push(Finding::new(FindingKind::NotObserved, id, Some(ci.id), ci.class, &ci.name).authorised(by));
         }
     }
     relationship_drift(graph, run, &rules, &recorded, position, &authority, &mut findings);
     findings.sort_by(|a, b| {
-        (a.kind, &a.external_id, &a.attribute, &a.relationship).cmp(&(b.kind, &b.external_id, &b.attribute, &b.relationship))
+        (a.kind, &a.external_id, &a.attribute, &a.relationship).cmp(&(
+            b.kind,
+            &b.external_id,
+            &b.attribute,
+            &b.relationship,
+        ))
     });
     findings
+}
+
+/// The last time the source looked at the run's scope before it: the previous runs' and
+/// audits' times. Drift found now happened since.
+fn looked_before(graph: &TemporalGraph, run: &RunInfo) -> Option<Timestamp> {
+    graph
+        .discovery()
+        .runs
+        .values()
+        .filter(|r| {
+            r.started.source == run.started.source
+                && r.started.scope == run.started.scope
+                && r.started_position < run.started_position
+                && r.finished_by(run.started_position).is_some()
+        })
+        .map(|r| r.started.observed_at)
+        .chain(
+            // An audit of the scope is a look too: what an apply did before it is not new.
+            graph
+                .discovery()
+                .audits
+                .values()
+                .filter(|a| {
+                    a.recorded.source == run.started.source
+                        && a.recorded.scope == run.started.scope
+                        && a.position < run.started_position
+                })
+                .map(|a| a.recorded_at),
+        )
+        .max()
 }
 
 fn relationship_drift(
@@ -364,7 +365,8 @@ fn relationship_drift(
     let mut in_cmdb: BTreeSet<(RelType, &String, &String)> = BTreeSet::new();
     for (id, ci) in recorded {
         for rel in graph.relationships_at(position, Some(ci.id), None) {
-            if rel.source == ci.id && mapped_types.contains(&rel.rel_type)
+            if rel.source == ci.id
+                && mapped_types.contains(&rel.rel_type)
                 && let Some(target) = by_ci.get(&rel.target)
             {
                 in_cmdb.insert((rel.rel_type, id, target));
@@ -377,13 +379,29 @@ fn relationship_drift(
         // Only where both ends are recorded: a missing end is its own finding.
         let (Some(source), Some(_)) = (recorded.get(*from), recorded.get(*to)) else { continue };
         if !in_cmdb.contains(&(*rel_type, *from, *to)) {
-            findings.push(rel_finding(graph, source, (*rel_type, to), (None, Some(Value::Bool(true))), position, authority, from));
+            findings.push(rel_finding(
+                graph,
+                source,
+                (*rel_type, to),
+                (None, Some(Value::Bool(true))),
+                position,
+                authority,
+                from,
+            ));
         }
     }
     for (rel_type, from, to) in &in_cmdb {
         if !observed.contains(&(*rel_type, *from, *to)) {
             let source = &recorded[*from];
-            findings.push(rel_finding(graph, source, (*rel_type, to), (Some(Value::Bool(true)), None), position, authority, from));
+            findings.push(rel_finding(
+                graph,
+                source,
+                (*rel_type, to),
+                (Some(Value::Bool(true)), None),
+                position,
+                authority,
+                from,
+            ));
         }
     }
 }
@@ -414,6 +432,22 @@ fn rel_finding(
 }
 
 impl Finding {
+    fn new(kind: FindingKind, external_id: &str, ci: Option<CiId>, class: CiClass, name: &str) -> Finding {
+        Finding {
+            kind,
+            external_id: external_id.to_owned(),
+            ci,
+            class,
+            name: name.to_owned(),
+            attribute: None,
+            recorded: None,
+            observed: None,
+            relationship: None,
+            authorised_by: None,
+            authorised_by_label: None,
+        }
+    }
+
     fn authorised(mut self, by: Option<(ChangeId, String)>) -> Finding {
         if let Some((id, label)) = by {
             self.authorised_by = Some(id);
@@ -475,8 +509,12 @@ impl Authority {
                 .iter()
                 .find(|t| t.from == Some(ChangeState::Implementing) && t.at.position > started.at.position)
                 .map(|t| (t.at.recorded_at, t.to == ChangeState::Implemented));
-            let implementation =
-                Implementation { change: change.change_id, label: change.label(), started_at: started.at.recorded_at, ended };
+            let implementation = Implementation {
+                change: change.change_id,
+                label: change.label(),
+                started_at: started.at.recorded_at,
+                ended,
+            };
             for ci in &change.details.scope.cis {
                 authority.by_ci.entry(*ci).or_default().push(implementation.clone());
             }

@@ -337,6 +337,30 @@ fn deployed_by_change(
     deployments
 }
 
+/// Adds the unauthorised findings of each discovery run's first audit recorded in `[from, to)`.
+fn count_unauthorised_drift(
+    graph: &TemporalGraph,
+    position: u64,
+    (from, to): (Timestamp, Timestamp),
+    totals: &mut Figures,
+    buckets: &mut [Figures],
+    bucket_of: &dyn Fn(Timestamp) -> Option<usize>,
+) {
+    let mut audited_runs = std::collections::BTreeSet::new();
+    let mut audits = graph.discovery().audits_at(position);
+    audits.reverse(); // oldest first: the first audit of each run counts
+    for audit in audits {
+        if audit.recorded_at < from || audit.recorded_at >= to || !audited_runs.insert(audit.recorded.run) {
+            continue;
+        }
+        let count = u32::try_from(audit.recorded.counts.unauthorised).unwrap_or(u32::MAX);
+        totals.unauthorised_drift = totals.unauthorised_drift.saturating_add(count);
+        if let Some(bucket) = bucket_of(audit.recorded_at).and_then(|i| buckets.get_mut(i)) {
+            bucket.unauthorised_drift = bucket.unauthorised_drift.saturating_add(count);
+        }
+    }
+}
+
 /// [`change_report`] with the incident link period given, in hours.
 pub fn change_report_linking(
     graph: &TemporalGraph,
@@ -378,19 +402,7 @@ pub fn change_report_linking(
             bucket.unauthorised += 1;
         }
     }
-    let mut audited_runs = std::collections::BTreeSet::new();
-    let mut audits = graph.discovery().audits_at(position);
-    audits.reverse(); // oldest first: the first audit of each run counts
-    for audit in audits {
-        if audit.recorded_at < from || audit.recorded_at >= to || !audited_runs.insert(audit.recorded.run) {
-            continue;
-        }
-        let count = u32::try_from(audit.recorded.counts.unauthorised).unwrap_or(u32::MAX);
-        totals.unauthorised_drift = totals.unauthorised_drift.saturating_add(count);
-        if let Some(bucket) = bucket_of(audit.recorded_at).and_then(|i| buckets.get_mut(i)) {
-            bucket.unauthorised_drift = bucket.unauthorised_drift.saturating_add(count);
-        }
-    }
+    count_unauthorised_drift(graph, position, (from, to), &mut totals, &mut buckets, &bucket_of);
     // At the head the book keeps every change folded; elsewhere fold as of the position.
     let folded;
     let changes: Box<dyn Iterator<Item = &ChangeRecord>> =

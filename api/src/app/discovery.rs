@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
 use std::sync::Arc;
 
+use cmdb_core::Metadata;
 use cmdb_core::change::{ChangeAction, ChangeCommand, ChangeDetails, ChangeType, MAX_SCOPE_ITEMS};
-use cmdb_core::ci::schema::registry::{ClassDeclared, DeclaredAttribute, DeclaredType, AttributeDeclared};
+use cmdb_core::ci::schema::registry::{AttributeDeclared, ClassDeclared, DeclaredAttribute, DeclaredType};
 use cmdb_core::ci::schema::{SchemaCommand, SchemaDecider, attribute_spec};
 use cmdb_core::ci::{CiCommand, Register, Update};
 use cmdb_core::control::{PlannedCi, Scope};
@@ -24,7 +25,6 @@ use cmdb_core::discovery::{
 };
 use cmdb_core::ids::{ChangeId, CiId, RelId, TemplateId};
 use cmdb_core::model::{CiClass, Status};
-use cmdb_core::Metadata;
 use cmdb_projections::discovery::{EXTERNAL_ID, Finding, FindingKind, count, findings_digest, reconcile};
 
 use super::{App, AppError};
@@ -38,6 +38,34 @@ pub const OBSERVED_EVENTS_PER_APPEND: usize = 8;
 pub const DEFAULT_SCOPE: &str = "default";
 /// The name of the discovery templates (a suffix tells their class sets apart).
 pub const TEMPLATE_NAME_PREFIX: &str = "Discovery import";
+
+/// Audits whose findings are kept between reads.
+pub const AUDIT_FINDINGS_CACHED: usize = 4;
+
+/// The findings of the audits read most recently: an audit's findings never change (the log
+/// does not), so a page of them need not recompute them all.
+pub struct FindingsCache(std::sync::Mutex<lru::LruCache<AuditId, Arc<Vec<Finding>>>>);
+
+impl Default for FindingsCache {
+    fn default() -> Self {
+        let bound = std::num::NonZeroUsize::new(AUDIT_FINDINGS_CACHED).unwrap_or(std::num::NonZeroUsize::MIN);
+        FindingsCache(std::sync::Mutex::new(lru::LruCache::new(bound)))
+    }
+}
+
+impl FindingsCache {
+    /// The findings of `audit`, computed by `compute` if not kept.
+    pub fn get_or(&self, audit: AuditId, compute: impl FnOnce() -> Vec<Finding>) -> Arc<Vec<Finding>> {
+        if let Some(found) = self.0.lock().ok().and_then(|mut cache| cache.get(&audit).cloned()) {
+            return found;
+        }
+        let findings = Arc::new(compute());
+        if let Ok(mut cache) = self.0.lock() {
+            cache.put(audit, findings.clone());
+        }
+        findings
+    }
+}
 
 /// Opens the file again for each pass.
 pub type Opener = Arc<dyn Fn() -> std::io::Result<Box<dyn BufRead + Send>> + Send + Sync>;
@@ -143,7 +171,7 @@ impl MappingSink {
         if self.batch.items.is_empty() && self.batch.relationships.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.batch, Observed { items: Vec::new(), relationships: Vec::new() });
+        let batch = std::mem::replace(&mut self.batch, Observed::of(Vec::new(), Vec::new()));
         self.sender
             .blocking_send(batch)
             .map_err(|_| ImportError::Invalid("the import stopped while the file was being read".into()))
@@ -238,7 +266,9 @@ impl App {
     /// Imports a file: records its observations as a run, audits the run, and applies it if
     /// asked. A file that cannot be read records nothing.
     pub async fn import(&self, request: ImportRequest, metadata: Metadata) -> Result<ImportReport, DiscoveryAppError> {
+        let began = std::time::Instant::now();
         let facts = check_file(request.source, &request.open).await?;
+        let checked_ms = began.elapsed().as_millis();
         let scope = request.scope.clone().or(facts.scope).unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
         let (rules_version, rules) = {
             let graph = self.graph.read();
@@ -263,7 +293,7 @@ impl App {
             refs: HashMap::new(),
             names: HashMap::new(),
             raw_relationships: Vec::new(),
-            batch: Observed { items: Vec::new(), relationships: Vec::new() },
+            batch: Observed::of(Vec::new(), Vec::new()),
             unmapped: BTreeMap::new(),
             dropped: 0,
             items: 0,
@@ -299,8 +329,14 @@ impl App {
         let finished = RunFinished { items, relationships, unmapped: unmapped.clone(), digest: digest.finish() };
         let written = self.discovery(&DiscoveryCommand::FinishRun { run, finished }, &metadata).await?;
         let finished_at = written.outcome.last_position;
+        let recorded_ms = began.elapsed().as_millis();
         self.wait_for_graph(finished_at).await?;
+        let applied_ms = began.elapsed().as_millis();
         let (audit, counts, findings) = self.audit_run(run, &metadata).await?;
+        tracing::info!(
+            %run, items, relationships, checked_ms, recorded_ms, applied_ms, audited_ms = began.elapsed().as_millis(),
+            "discovery run recorded and audited"
+        );
         let mut report = ImportReport {
             run,
             scope,
@@ -330,7 +366,10 @@ impl App {
         &self,
         command: &DiscoveryCommand,
         metadata: &Metadata,
-    ) -> Result<cmdb_core::decider::Executed<cmdb_core::discovery::DiscoveryKey, cmdb_core::discovery::DiscoveryEvent>, AppError> {
+    ) -> Result<
+        cmdb_core::decider::Executed<cmdb_core::discovery::DiscoveryKey, cmdb_core::discovery::DiscoveryEvent>,
+        AppError,
+    > {
         let context = self.context(metadata.clone());
         Ok(cmdb_core::decider::execute(self.store.as_ref(), &DiscoveryDecider, command, &context, None).await?)
     }
@@ -394,7 +433,14 @@ impl App {
                 let outcome = self.edit_ci(&step.command(change), metadata.clone()).await;
                 report.count(step, outcome);
             }
-            self.transition(change, ChangeAction::Complete, Some("applied by the import".into()), None, metadata.clone()).await?;
+            self.transition(
+                change,
+                ChangeAction::Complete,
+                Some("applied by the import".into()),
+                None,
+                metadata.clone(),
+            )
+            .await?;
             report.changes.push(change);
         }
         // Relationships between CIs registered just now are only findings once both ends are
@@ -431,7 +477,14 @@ impl App {
                     (Err(e), _) => report.skipped.push(format!("relationship {}: {e}", step.label)),
                 }
             }
-            self.transition(change, ChangeAction::Complete, Some("applied by the import".into()), None, metadata.clone()).await?;
+            self.transition(
+                change,
+                ChangeAction::Complete,
+                Some("applied by the import".into()),
+                None,
+                metadata.clone(),
+            )
+            .await?;
             report.changes.push(change);
         }
         Ok(report)
@@ -467,7 +520,9 @@ impl App {
                     }
                 }
                 FindingKind::AttributeDrift => {
-                    if let (Some(ci), Some(attribute), Some(value)) = (finding.ci, &finding.attribute, &finding.observed) {
+                    if let (Some(ci), Some(attribute), Some(value)) =
+                        (finding.ci, &finding.attribute, &finding.observed)
+                    {
                         drifted.entry(ci).or_default().insert(attribute.clone(), value.clone());
                     }
                 }
@@ -503,7 +558,9 @@ impl App {
                     CiStep::Withdraw(_) => continue,
                 };
                 let entry = wanted.entry(class).or_default();
-                entry.extend(attributes.into_iter().filter(|a| *a != EXTERNAL_ID && attribute_spec(class, a).is_none()).cloned());
+                entry.extend(
+                    attributes.into_iter().filter(|a| *a != EXTERNAL_ID && attribute_spec(class, a).is_none()).cloned(),
+                );
             }
             for (class, attributes) in wanted {
                 let text = |name: &String| DeclaredAttribute {
@@ -513,7 +570,8 @@ impl App {
                     description: Some("observed by discovery".into()),
                 };
                 if !schema.knows(class) {
-                    let Some((_, like, description)) = DISCOVERED_CLASSES.iter().find(|(n, _, _)| *n == class.as_str()) else {
+                    let Some((_, like, description)) = DISCOVERED_CLASSES.iter().find(|(n, _, _)| *n == class.as_str())
+                    else {
                         continue; // a rule names a class nobody declared: the registration reports it
                     };
                     commands.push(SchemaCommand::DeclareClass(ClassDeclared {
@@ -525,7 +583,8 @@ impl App {
                     continue;
                 }
                 for attribute in attributes.iter().filter(|a| schema.attribute(class, a).is_none()) {
-                    commands.push(SchemaCommand::DeclareAttribute(AttributeDeclared { class, attribute: text(attribute) }));
+                    commands
+                        .push(SchemaCommand::DeclareAttribute(AttributeDeclared { class, attribute: text(attribute) }));
                 }
             }
         }
@@ -536,7 +595,12 @@ impl App {
     }
 
     /// A discovery template allowing every class the plan touches: an active one, else a new one.
-    async fn discovery_template(&self, source: SourceKind, plan: &Plan, metadata: &Metadata) -> Result<TemplateId, AppError> {
+    async fn discovery_template(
+        &self,
+        source: SourceKind,
+        plan: &Plan,
+        metadata: &Metadata,
+    ) -> Result<TemplateId, AppError> {
         let classes: BTreeSet<CiClass> = {
             let graph = self.graph.read();
             let mut classes: BTreeSet<CiClass> = plan.ci_steps.iter().filter_map(|s| s.class(&graph)).collect();
@@ -609,7 +673,8 @@ impl App {
             scope,
             links: Vec::new(),
         };
-        let draft = ChangeCommand::Draft { change_id, change_type: ChangeType::Standard, template_id: Some(template), details };
+        let draft =
+            ChangeCommand::Draft { change_id, change_type: ChangeType::Standard, template_id: Some(template), details };
         self.change(&draft, metadata.clone()).await?;
         self.transition(change_id, ChangeAction::Submit, None, None, metadata.clone()).await?;
         self.transition(change_id, ChangeAction::Start, None, None, metadata.clone()).await?;
@@ -622,10 +687,8 @@ impl App {
         let position = graph.applied();
         // Every identity of one run shares its `<source>:<scope>/` prefix: one scan finds them.
         let mut by_identity: HashMap<String, CiId> = HashMap::new();
-        let prefixes: BTreeSet<&str> = findings
-            .iter()
-            .filter_map(|f| f.external_id.find('/').map(|end| &f.external_id[..=end]))
-            .collect();
+        let prefixes: BTreeSet<&str> =
+            findings.iter().filter_map(|f| f.external_id.find('/').map(|end| &f.external_id[..=end])).collect();
         for prefix in prefixes {
             for (identity, ci) in cmdb_projections::discovery::recorded_items(&graph, position, prefix) {
                 by_identity.insert(identity, ci.id);
@@ -742,7 +805,12 @@ impl CiStep {
             }
             CiStep::Update { ci, set, version } => CiCommand::Update(
                 *ci,
-                Update { set_attributes: set.clone(), version: version.clone(), authorized_by: Some(change), ..Update::default() },
+                Update {
+                    set_attributes: set.clone(),
+                    version: version.clone(),
+                    authorized_by: Some(change),
+                    ..Update::default()
+                },
             ),
             CiStep::Withdraw(ci) => CiCommand::Withdraw {
                 ci_id: *ci,

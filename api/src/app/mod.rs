@@ -113,6 +113,8 @@ pub struct App {
     deployment_cache: StateCache<cmdb_core::release::ReleaseKey>,
     /// Impact answers kept between requests.
     pub impacts: impact_cache::ImpactCache,
+    /// The findings of the audits read most recently (recomputing them reads the whole scope).
+    pub audit_findings: discovery::FindingsCache,
 }
 
 impl App {
@@ -136,6 +138,7 @@ impl App {
             pipeline_locks: releases::PipelineLocks::default(),
             numbering: tokio::sync::Mutex::new(()),
             deployment_cache: StateCache::new(),
+            audit_findings: discovery::FindingsCache::default(),
         }
     }
 

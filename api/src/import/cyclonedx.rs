@@ -47,9 +47,11 @@ pub fn read(input: impl BufRead, sink: &mut dyn Sink) -> Result<FileFacts, Impor
         }
         None => return Err(ImportError::Invalid("the BOM has no \"specVersion\"".into())),
     }
-    let observed_at = header.timestamp.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| {
-        cmdb_core::Timestamp::from_micros(t.timestamp_micros())
-    });
+    let observed_at = header
+        .timestamp
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| cmdb_core::Timestamp::from_micros(t.timestamp_micros()));
     // The product the BOM describes is what stays the same between two BOMs of it (a new
     // serial number comes with every generation); the serial number only when it names none.
     let scope = header.product.map(|p| p.replace('/', "-")).or(header.serial);
@@ -111,15 +113,27 @@ impl<'de> Visitor<'de> for BomVisitor<'_> {
                     }
                 }
                 "components" => {
-                    map.next_value_seed(List { kind: ListKind::Components, sink: &mut *self.sink, carried: &mut *self.carried })?;
+                    map.next_value_seed(List {
+                        kind: ListKind::Components,
+                        sink: &mut *self.sink,
+                        carried: &mut *self.carried,
+                    })?;
                     Ok(())
                 }
                 "services" => {
-                    map.next_value_seed(List { kind: ListKind::Services, sink: &mut *self.sink, carried: &mut *self.carried })?;
+                    map.next_value_seed(List {
+                        kind: ListKind::Services,
+                        sink: &mut *self.sink,
+                        carried: &mut *self.carried,
+                    })?;
                     Ok(())
                 }
                 "dependencies" => {
-                    map.next_value_seed(List { kind: ListKind::Dependencies, sink: &mut *self.sink, carried: &mut *self.carried })?;
+                    map.next_value_seed(List {
+                        kind: ListKind::Dependencies,
+                        sink: &mut *self.sink,
+                        carried: &mut *self.carried,
+                    })?;
                     Ok(())
                 }
                 _ => {
@@ -230,7 +244,9 @@ struct Dependency {
 
 fn too_deep(depth: usize) -> Result<(), ImportError> {
     if depth > MAX_NESTING_DEPTH {
-        return Err(ImportError::Invalid(format!("components nest deeper than {MAX_NESTING_DEPTH} (max_nesting_depth)")));
+        return Err(ImportError::Invalid(format!(
+            "components nest deeper than {MAX_NESTING_DEPTH} (max_nesting_depth)"
+        )));
     }
     Ok(())
 }
@@ -266,7 +282,11 @@ fn emit_component(component: &Component, depth: usize, sink: &mut dyn Sink) -> R
         fields.insert("licenses".into(), Value::Array(licenses));
     }
     let local_ref = component.bom_ref.clone().or_else(|| component.purl.clone()).unwrap_or(display);
-    sink.item(RawItem { source_type: component.component_type.clone().unwrap_or_else(|| "library".into()), local_ref, fields })?;
+    sink.item(RawItem {
+        source_type: component.component_type.clone().unwrap_or_else(|| "library".into()),
+        local_ref,
+        fields,
+    })?;
     for nested in &component.components {
         emit_component(nested, depth + 1, sink)?;
     }
@@ -286,7 +306,11 @@ fn emit_service(service: &Service, parent: Option<&str>, depth: usize, sink: &mu
     }
     if let Some(parent) = parent {
         // A nested service is part of what its parent offers: the parent needs it.
-        sink.relationship(RawRelationship { kind: "depends_on".into(), from: parent.to_owned(), to: local_ref.clone() })?;
+        sink.relationship(RawRelationship {
+            kind: "depends_on".into(),
+            from: parent.to_owned(),
+            to: local_ref.clone(),
+        })?;
     }
     sink.item(RawItem { source_type: "service".into(), local_ref: local_ref.clone(), fields })?;
     for nested in &service.services {
@@ -297,7 +321,11 @@ fn emit_service(service: &Service, parent: Option<&str>, depth: usize, sink: &mu
 
 fn emit_dependency(dependency: &Dependency, sink: &mut dyn Sink) -> Result<(), ImportError> {
     for target in &dependency.depends_on {
-        sink.relationship(RawRelationship { kind: "depends_on".into(), from: dependency.reference.clone(), to: target.clone() })?;
+        sink.relationship(RawRelationship {
+            kind: "depends_on".into(),
+            from: dependency.reference.clone(),
+            to: target.clone(),
+        })?;
     }
     Ok(())
 }

@@ -90,7 +90,9 @@ fn yaml_document(text: &str, number: usize, sink: &mut dyn Sink, state: &mut Obj
 fn yaml_to_json(yaml: &yaml_rust2::Yaml) -> Value {
     use yaml_rust2::Yaml;
     match yaml {
-        Yaml::Real(text) => text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
+        Yaml::Real(text) => {
+            text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+        }
         Yaml::Integer(n) => Value::from(*n),
         Yaml::String(s) => Value::String(s.clone()),
         Yaml::Boolean(b) => Value::Bool(*b),
@@ -140,7 +142,11 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
         let mut single = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if key == "items" {
-                map.next_value_seed(Items { sink: &mut *self.sink, state: &mut *self.state, carried: &mut *self.carried })?;
+                map.next_value_seed(Items {
+                    sink: &mut *self.sink,
+                    state: &mut *self.state,
+                    carried: &mut *self.carried,
+                })?;
             } else if matches!(key.as_str(), "kind" | "apiVersion" | "metadata" | "spec" | "status") {
                 single.insert(key, map.next_value()?);
             } else {
@@ -185,6 +191,9 @@ impl<'de> Visitor<'de> for Items<'_> {
         Ok(())
     }
 }
+
+/// Labels, or a selector.
+type Labels = BTreeMap<String, String>;
 
 /// What relationships need of the objects read so far: references and labels only.
 #[derive(Default)]
@@ -231,7 +240,11 @@ impl Objects {
         put_text(&mut fields, "uid", text(object, &["metadata", "uid"]));
         if namespaced {
             put_text(&mut fields, "namespace", Some(namespace));
-            sink.relationship(RawRelationship { kind: "in_namespace".into(), from: me.clone(), to: local_ref("Namespace", "", namespace) })?;
+            sink.relationship(RawRelationship {
+                kind: "in_namespace".into(),
+                from: me.clone(),
+                to: local_ref("Namespace", "", namespace),
+            })?;
         }
         let spec = object.get("spec");
         match kind {
@@ -248,15 +261,25 @@ impl Objects {
                 put_text(&mut fields, "image", first_image(spec));
                 if let Some(node) = spec.and_then(|s| text(s, &["nodeName"])) {
                     put_text(&mut fields, "node_name", Some(node));
-                    sink.relationship(RawRelationship { kind: "scheduled_on".into(), from: me.clone(), to: local_ref("Node", "", node) })?;
+                    sink.relationship(RawRelationship {
+                        kind: "scheduled_on".into(),
+                        from: me.clone(),
+                        to: local_ref("Node", "", node),
+                    })?;
                 }
             }
             "Service" => {
-                put_text(&mut fields, "service_type", Some(spec.and_then(|s| text(s, &["type"])).unwrap_or("ClusterIP")));
+                put_text(
+                    &mut fields,
+                    "service_type",
+                    Some(spec.and_then(|s| text(s, &["type"])).unwrap_or("ClusterIP")),
+                );
                 let selector = labels(spec.and_then(|s| s.get("selector")));
                 if !selector.is_empty() {
                     if self.services.len() >= MAX_SELECTOR_OBJECTS {
-                        return Err(ImportError::Invalid(format!("more than {MAX_SELECTOR_OBJECTS} Services (max_selector_objects)")));
+                        return Err(ImportError::Invalid(format!(
+                            "more than {MAX_SELECTOR_OBJECTS} Services (max_selector_objects)"
+                        )));
                     }
                     self.services.push((namespace.to_owned(), selector, me.clone()));
                 }
@@ -267,7 +290,11 @@ impl Objects {
             }
             "Ingress" => {
                 for backend in ingress_backends(spec) {
-                    sink.relationship(RawRelationship { kind: "routes_to".into(), from: me.clone(), to: local_ref("Service", namespace, &backend) })?;
+                    sink.relationship(RawRelationship {
+                        kind: "routes_to".into(),
+                        from: me.clone(),
+                        to: local_ref("Service", namespace, &backend),
+                    })?;
                 }
             }
             _ => {}
@@ -275,9 +302,16 @@ impl Objects {
         sink.item(RawItem { source_type: kind.to_owned(), local_ref: me, fields })
     }
 
-    fn keep_workload(&mut self, namespace: &str, pod_labels: BTreeMap<String, String>, me: String) -> Result<(), ImportError> {
+    fn keep_workload(
+        &mut self,
+        namespace: &str,
+        pod_labels: BTreeMap<String, String>,
+        me: String,
+    ) -> Result<(), ImportError> {
         if self.workloads.len() >= MAX_SELECTOR_OBJECTS {
-            return Err(ImportError::Invalid(format!("more than {MAX_SELECTOR_OBJECTS} workloads (max_selector_objects)")));
+            return Err(ImportError::Invalid(format!(
+                "more than {MAX_SELECTOR_OBJECTS} workloads (max_selector_objects)"
+            )));
         }
         self.workloads.push((namespace.to_owned(), pod_labels, me));
         Ok(())
@@ -285,7 +319,7 @@ impl Objects {
 
     /// A Service selects the workloads of its namespace whose pod labels include its selector.
     fn relate(&self, sink: &mut dyn Sink) -> Result<(), ImportError> {
-        let mut by_namespace: BTreeMap<&str, Vec<(&BTreeMap<String, String>, &String)>> = BTreeMap::new();
+        let mut by_namespace: BTreeMap<&str, Vec<(&Labels, &String)>> = BTreeMap::new();
         for (namespace, pod_labels, workload) in &self.workloads {
             by_namespace.entry(namespace.as_str()).or_default().push((pod_labels, workload));
         }
@@ -293,7 +327,11 @@ impl Objects {
             for (pod_labels, workload) in by_namespace.get(namespace.as_str()).into_iter().flatten() {
                 let selected = selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v));
                 if selected {
-                    sink.relationship(RawRelationship { kind: "selects".into(), from: service.clone(), to: (*workload).clone() })?;
+                    sink.relationship(RawRelationship {
+                        kind: "selects".into(),
+                        from: service.clone(),
+                        to: (*workload).clone(),
+                    })?;
                 }
             }
         }
@@ -313,7 +351,9 @@ fn ingress_backends(spec: Option<&Value>) -> Vec<String> {
     }
     for rule in spec.get("rules").and_then(Value::as_array).into_iter().flatten() {
         for path in rule.get("http").and_then(|h| h.get("paths")).and_then(Value::as_array).into_iter().flatten() {
-            if let Some(name) = text(path, &["backend", "service", "name"]).or_else(|| text(path, &["backend", "serviceName"])) {
+            if let Some(name) =
+                text(path, &["backend", "service", "name"]).or_else(|| text(path, &["backend", "serviceName"]))
+            {
                 names.push(name.to_owned());
             }
         }

@@ -92,7 +92,11 @@ impl Carried {
 }
 
 /// Inserts a text field when it has a value.
-pub(crate) fn put_text(fields: &mut std::collections::BTreeMap<String, serde_json::Value>, name: &str, value: Option<&str>) {
+pub(crate) fn put_text(
+    fields: &mut std::collections::BTreeMap<String, serde_json::Value>,
+    name: &str,
+    value: Option<&str>,
+) {
     if let Some(text) = value.filter(|t| !t.is_empty()) {
         fields.insert(name.to_owned(), serde_json::Value::String(text.to_owned()));
     }

@@ -43,7 +43,9 @@ pub fn read(input: impl BufRead, sink: &mut dyn Sink) -> Result<FileFacts, Impor
     }
     deserializer.end().map_err(|e| super::json_error("NetBox export JSON", &e))?;
     if cables.objects == 0 {
-        return Err(ImportError::Invalid("the file holds no NetBox objects (a list of {\"model\", \"pk\", \"fields\"})".into()));
+        return Err(ImportError::Invalid(
+            "the file holds no NetBox objects (a list of {\"model\", \"pk\", \"fields\"})".into(),
+        ));
     }
     for ends in cables.ends.values() {
         if let (Some(a), Some(b)) = (&ends.0, &ends.1) {
@@ -149,9 +151,10 @@ fn emit(object: &Object, sink: &mut dyn Sink, cables: &mut Cables) -> Result<(),
             }
         }
         "ipam.ipaddress" => {
-            let assigned = fields.get("assigned_object_type").and_then(Value::as_array).map(|t| {
-                t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(".")
-            });
+            let assigned = fields
+                .get("assigned_object_type")
+                .and_then(Value::as_array)
+                .map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("."));
             if assigned.as_deref() == Some("dcim.interface") {
                 relate("assigned_to", reference(fields, "assigned_object_id", "dcim.interface"))?;
             }

@@ -198,7 +198,11 @@ fn emit(resource: &Resource, sink: &mut dyn Sink) -> Result<(), ImportError> {
         put_text(&mut fields, "module", resource.module.as_deref());
         put_text(&mut fields, "provider", resource.provider.as_deref().map(provider_name));
         for dependency in &instance.dependencies {
-            sink.relationship(RawRelationship { kind: "depends_on".into(), from: address.clone(), to: dependency.clone() })?;
+            sink.relationship(RawRelationship {
+                kind: "depends_on".into(),
+                from: address.clone(),
+                to: dependency.clone(),
+            })?;
         }
         sink.item(RawItem { source_type: resource.resource_type.clone(), local_ref: address, fields })?;
     }
@@ -218,7 +222,10 @@ mod tests {
 
     #[test]
     fn provider_names_are_read_from_both_notations() {
-        assert_eq!(provider_name("provider[\"registry.terraform.io/hashicorp/aws\"]"), "registry.terraform.io/hashicorp/aws");
+        assert_eq!(
+            provider_name("provider[\"registry.terraform.io/hashicorp/aws\"]"),
+            "registry.terraform.io/hashicorp/aws"
+        );
         assert_eq!(provider_name("provider.aws"), "aws");
         assert_eq!(aliases("aws_subnet.a[1]"), Some("aws_subnet.a"));
         assert_eq!(aliases("aws_subnet.a"), None);

@@ -23,7 +23,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::decider::{CommandContext, Decider, Decision, DomainEvent, ReadSet, StreamKey};
+use crate::decider::{CommandContext, Decider, Decision, Depth, DomainEvent, ReadSet, StreamKey};
 use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
 use crate::hash::Hash;
 use crate::model::{CiClass, RelType};
@@ -196,6 +196,20 @@ pub struct Observed {
     /// Relationships.
     #[serde(default)]
     pub relationships: Vec<ObservedRelationship>,
+    /// Items of the run up to and including this batch (set by the decider: the newest
+    /// event of a run's stream is all a decision reads).
+    #[serde(default)]
+    pub items_total: u64,
+    /// Relationships likewise.
+    #[serde(default)]
+    pub relationships_total: u64,
+}
+
+impl Observed {
+    /// A batch of these observations.
+    pub fn of(items: Vec<ObservedItem>, relationships: Vec<ObservedRelationship>) -> Observed {
+        Observed { items, relationships, items_total: 0, relationships_total: 0 }
+    }
 }
 
 /// A run ended: every observation is in the log.
@@ -269,9 +283,7 @@ pub enum DiscoveryError {
     RunNotFinished(RunId),
     #[error("the run would hold {count} observations; the bound is {MAX_ITEMS_PER_RUN} (max_items_per_run)")]
     RunTooLarge { count: u64 },
-    #[error(
-        "a batch of {count} observations is larger than {MAX_OBSERVATIONS_PER_EVENT} (max_observations_per_event)"
-    )]
+    #[error("a batch of {count} observations is larger than {MAX_OBSERVATIONS_PER_EVENT} (max_observations_per_event)")]
     BatchTooLarge { count: usize },
     #[error("the run recorded {recorded} {what} but its finish says {claimed}")]
     CountMismatch { what: &'static str, recorded: u64, claimed: u64 },
@@ -334,10 +346,8 @@ impl DiscoveryEvent {
 
     /// The event a record holds.
     pub fn from_record(record: &EventRecord) -> Result<DiscoveryEvent, DiscoveryError> {
-        let undecodable = |e: serde_json::Error| DiscoveryError::Undecodable {
-            position: record.position,
-            detail: e.to_string(),
-        };
+        let undecodable =
+            |e: serde_json::Error| DiscoveryError::Undecodable { position: record.position, detail: e.to_string() };
         Ok(match record.event_type.as_str() {
             RUN_STARTED => DiscoveryEvent::RunStarted(record.data_as().map_err(undecodable)?),
             OBSERVED => DiscoveryEvent::Observed(record.data_as().map_err(undecodable)?),
@@ -379,17 +389,16 @@ pub enum DiscoveryKey {
     Rules,
 }
 
-/// The fold of a run's stream.
+/// The fold of a run's stream: its newest event only (a run's stream grows with every batch;
+/// each batch carries the run's totals so far).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunState {
-    /// Its start.
-    pub started: Option<RunStarted>,
+    /// Whether it started.
+    pub started: bool,
     /// Items recorded so far.
     pub items: u64,
     /// Relationships recorded so far.
     pub relationships: u64,
-    /// Its digest so far.
-    pub digest: Hash,
     /// Whether it finished.
     pub finished: bool,
 }
@@ -416,6 +425,13 @@ impl StreamKey for DiscoveryKey {
         }]
     }
 
+    fn depth(&self) -> Depth {
+        match self {
+            DiscoveryKey::Run(_) => Depth::Newest,
+            DiscoveryKey::Audit(_) | DiscoveryKey::Rules => Depth::Whole,
+        }
+    }
+
     fn initial(&self) -> DiscoveryState {
         match self {
             DiscoveryKey::Run(_) => DiscoveryState::Run(Box::default()),
@@ -427,14 +443,17 @@ impl StreamKey for DiscoveryKey {
     fn evolve(&self, state: &mut DiscoveryState, record: &EventRecord) -> Result<(), crate::Error> {
         let event = DiscoveryEvent::from_record(record)?;
         match (state, event) {
-            (DiscoveryState::Run(run), DiscoveryEvent::RunStarted(started)) => run.started = Some(started),
+            (DiscoveryState::Run(run), DiscoveryEvent::RunStarted(_)) => run.started = true,
             (DiscoveryState::Run(run), DiscoveryEvent::Observed(batch)) => {
-                run.items += batch.items.len() as u64;
-                run.relationships += batch.relationships.len() as u64;
+                run.started = true;
+                run.items = batch.items_total;
+                run.relationships = batch.relationships_total;
             }
             (DiscoveryState::Run(run), DiscoveryEvent::RunFinished(finished)) => {
+                run.started = true;
                 run.finished = true;
-                run.digest = finished.digest;
+                run.items = finished.items;
+                run.relationships = finished.relationships;
             }
             (DiscoveryState::Audit(exists), DiscoveryEvent::AuditRecorded(_)) => *exists = true,
             (DiscoveryState::Rules(rules), DiscoveryEvent::RulesSet(set)) => {
@@ -515,7 +534,7 @@ impl Decider for DiscoveryDecider {
         let mut decision = Decision::default();
         match command {
             DiscoveryCommand::StartRun { run, started } => {
-                if run_state(read, *run).started.is_some() {
+                if run_state(read, *run).started {
                     return Err(DiscoveryError::RunExists(*run));
                 }
                 check_label("scope", &started.scope, MAX_SCOPE_BYTES)?;
@@ -537,18 +556,20 @@ impl Decider for DiscoveryDecider {
             }
             DiscoveryCommand::Observe { run, batches } => {
                 let state = open_run(read, *run)?;
-                let mut total = state.items + state.relationships;
+                let (mut items, mut relationships) = (state.items, state.relationships);
                 for batch in batches {
                     let count = batch.items.len() + batch.relationships.len();
                     if count > MAX_OBSERVATIONS_PER_EVENT {
                         return Err(DiscoveryError::BatchTooLarge { count });
                     }
                     check_batch(batch)?;
-                    total += count as u64;
-                    if total > MAX_ITEMS_PER_RUN {
-                        return Err(DiscoveryError::RunTooLarge { count: total });
+                    items += batch.items.len() as u64;
+                    relationships += batch.relationships.len() as u64;
+                    if items + relationships > MAX_ITEMS_PER_RUN {
+                        return Err(DiscoveryError::RunTooLarge { count: items + relationships });
                     }
-                    decision.write(DiscoveryKey::Run(*run), DiscoveryEvent::Observed(batch.clone()));
+                    let totalled = Observed { items_total: items, relationships_total: relationships, ..batch.clone() };
+                    decision.write(DiscoveryKey::Run(*run), DiscoveryEvent::Observed(totalled));
                 }
             }
             DiscoveryCommand::FinishRun { run, finished } => {
@@ -568,7 +589,7 @@ impl Decider for DiscoveryDecider {
                     return Err(DiscoveryError::AuditExists(*audit));
                 }
                 let run = run_state(read, recorded.run);
-                if run.started.is_none() {
+                if !run.started {
                     return Err(DiscoveryError::UnknownRun(recorded.run));
                 }
                 if !run.finished {
@@ -595,7 +616,7 @@ fn run_state(read: &ReadSet<DiscoveryKey>, run: RunId) -> RunState {
 
 fn open_run(read: &ReadSet<DiscoveryKey>, run: RunId) -> Result<RunState, DiscoveryError> {
     let state = run_state(read, run);
-    if state.started.is_none() {
+    if !state.started {
         return Err(DiscoveryError::UnknownRun(run));
     }
     if state.finished {

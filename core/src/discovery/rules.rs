@@ -150,7 +150,13 @@ fn class(name: &str) -> CiClass {
     CiClass::declared(name).expect("the default rules name valid classes")
 }
 
-fn type_rule(source_type: &str, class_name: &str, name: &[&str], identify: &[&[&str]], mapped: &[(&str, &str)]) -> TypeRule {
+fn type_rule(
+    source_type: &str,
+    class_name: &str,
+    name: &[&str],
+    identify: &[&[&str]],
+    mapped: &[(&str, &str)],
+) -> TypeRule {
     TypeRule {
         source_type: source_type.to_owned(),
         class: class(class_name),
@@ -167,6 +173,7 @@ fn rel(kind: &str, rel_type: RelType) -> RelationshipRule {
 
 impl SourceRules {
     /// The defaults of a source.
+    #[allow(clippy::too_many_lines, reason = "one table: the default rules of the four sources")]
     pub fn defaults(source: SourceKind) -> SourceRules {
         match source {
             SourceKind::Terraform => SourceRules {
@@ -199,7 +206,13 @@ impl SourceRules {
                 };
                 SourceRules {
                     types: vec![
-                        type_rule("Service", "application", &["namespace", "name"], k8s_id, &[("service_type", "service_type")]),
+                        type_rule(
+                            "Service",
+                            "application",
+                            &["namespace", "name"],
+                            k8s_id,
+                            &[("service_type", "service_type")],
+                        ),
                         workload("Deployment"),
                         workload("StatefulSet"),
                         type_rule(
@@ -225,7 +238,15 @@ impl SourceRules {
                         rel("scheduled_on", RelType::RunsOn),
                         rel("routes_to", RelType::DependsOn),
                     ],
-                    authoritative: names(&["image", "replicas", "service_type", "workload_kind", "node_name", "kubelet_version", "os_image"]),
+                    authoritative: names(&[
+                        "image",
+                        "replicas",
+                        "service_type",
+                        "workload_kind",
+                        "node_name",
+                        "kubelet_version",
+                        "os_image",
+                    ]),
                 }
             }
             SourceKind::Cyclonedx => SourceRules {
@@ -255,8 +276,20 @@ impl SourceRules {
                 let by_pk: &[&[&str]] = &[&["model", "pk"]];
                 SourceRules {
                     types: vec![
-                        type_rule("dcim.site", "location", &["name"], by_pk, &[("site_code", "slug"), ("address", "physical_address")]),
-                        type_rule("dcim.rack", "rack", &["display"], by_pk, &[("asset_tag", "asset_tag"), ("status", "status")]),
+                        type_rule(
+                            "dcim.site",
+                            "location",
+                            &["name"],
+                            by_pk,
+                            &[("site_code", "slug"), ("address", "physical_address")],
+                        ),
+                        type_rule(
+                            "dcim.rack",
+                            "rack",
+                            &["display"],
+                            by_pk,
+                            &[("asset_tag", "asset_tag"), ("status", "status")],
+                        ),
                         type_rule(
                             "dcim.device",
                             "device",
@@ -278,7 +311,13 @@ impl SourceRules {
                             by_pk,
                             &[("status", "status"), ("vcpus", "vcpus"), ("memory_mb", "memory"), ("disk_gb", "disk")],
                         ),
-                        type_rule("ipam.ipaddress", "ip_address", &["display"], by_pk, &[("address", "address"), ("status", "status"), ("dns_name", "dns_name")]),
+                        type_rule(
+                            "ipam.ipaddress",
+                            "ip_address",
+                            &["display"],
+                            by_pk,
+                            &[("address", "address"), ("status", "status"), ("dns_name", "dns_name")],
+                        ),
                         type_rule("tenancy.tenant", "team", &["name"], by_pk, &[]),
                     ],
                     relationships: vec![
@@ -317,7 +356,8 @@ impl SourceRules {
         if self.relationships.len() > MAX_RELATIONSHIP_RULES {
             return Err(bad("relationships", format!("at most {MAX_RELATIONSHIP_RULES} (max_relationship_rules)")));
         }
-        let name_ok = |s: &str| !s.trim().is_empty() && s.len() <= MAX_RULE_NAME_BYTES && !s.chars().any(char::is_control);
+        let name_ok =
+            |s: &str| !s.trim().is_empty() && s.len() <= MAX_RULE_NAME_BYTES && !s.chars().any(char::is_control);
         let mut seen = std::collections::BTreeSet::new();
         for (i, rule) in self.types.iter().enumerate() {
             let at = |what: &str| format!("types[{i}].{what}");
@@ -332,9 +372,15 @@ impl SourceRules {
             }
             let alternatives_ok = !rule.identify.is_empty()
                 && rule.identify.len() <= MAX_IDENTITY_FIELDS
-                && rule.identify.iter().all(|alt| !alt.is_empty() && alt.len() <= MAX_IDENTITY_FIELDS && alt.iter().all(|f| name_ok(f)));
+                && rule
+                    .identify
+                    .iter()
+                    .all(|alt| !alt.is_empty() && alt.len() <= MAX_IDENTITY_FIELDS && alt.iter().all(|f| name_ok(f)));
             if !alternatives_ok {
-                return Err(bad(&at("identify"), format!("1 to {MAX_IDENTITY_FIELDS} alternatives of 1 to {MAX_IDENTITY_FIELDS} field names")));
+                return Err(bad(
+                    &at("identify"),
+                    format!("1 to {MAX_IDENTITY_FIELDS} alternatives of 1 to {MAX_IDENTITY_FIELDS} field names"),
+                ));
             }
             if rule.attributes.len() > MAX_MAPPED_ATTRIBUTES {
                 return Err(bad(&at("attributes"), format!("at most {MAX_MAPPED_ATTRIBUTES} (max_mapped_attributes)")));
@@ -345,13 +391,21 @@ impl SourceRules {
                     && attribute.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                     && attribute != "external_id";
                 if !attribute_ok || !name_ok(field) {
-                    return Err(bad(&at("attributes"), format!("{attribute:?} is not an attribute name (lower-case letters, digits, _; not external_id)")));
+                    return Err(bad(
+                        &at("attributes"),
+                        format!(
+                            "{attribute:?} is not an attribute name (lower-case letters, digits, _; not external_id)"
+                        ),
+                    ));
                 }
             }
         }
         for (i, rule) in self.relationships.iter().enumerate() {
             if !name_ok(&rule.kind) {
-                return Err(bad(&format!("relationships[{i}].kind"), format!("1 to {MAX_RULE_NAME_BYTES} bytes of text")));
+                return Err(bad(
+                    &format!("relationships[{i}].kind"),
+                    format!("1 to {MAX_RULE_NAME_BYTES} bytes of text"),
+                ));
             }
         }
         Ok(())
@@ -359,7 +413,10 @@ impl SourceRules {
 
     /// The rule of a source type: its own, else `*`.
     pub fn rule_for(&self, source_type: &str) -> Option<&TypeRule> {
-        self.types.iter().find(|r| r.source_type == source_type).or_else(|| self.types.iter().find(|r| r.source_type == "*"))
+        self.types
+            .iter()
+            .find(|r| r.source_type == source_type)
+            .or_else(|| self.types.iter().find(|r| r.source_type == "*"))
     }
 
     /// The relationship type of a kind.
@@ -374,7 +431,13 @@ impl SourceRules {
 
     /// Maps one raw item: its identity, class, name, version and attributes. `dropped` counts
     /// values left out for being longer than [`MAX_OBSERVED_TEXT_BYTES`].
-    pub fn map(&self, source: SourceKind, scope: &str, raw: &RawItem, dropped: &mut u64) -> Result<ObservedItem, Unmapped> {
+    pub fn map(
+        &self,
+        source: SourceKind,
+        scope: &str,
+        raw: &RawItem,
+        dropped: &mut u64,
+    ) -> Result<ObservedItem, Unmapped> {
         let rule = self.rule_for(&raw.source_type).ok_or(Unmapped::NoRule)?;
         let identity = rule
             .identify
@@ -412,7 +475,12 @@ impl SourceRules {
     /// Maps a relationship between two mapped items; `None` when no rule names its kind.
     pub fn map_relationship(&self, raw: &RawRelationship, from: &str, to: &str) -> Option<ObservedRelationship> {
         let rel_type = self.rel_type_for(&raw.kind)?;
-        (from != to).then(|| ObservedRelationship { kind: raw.kind.clone(), rel_type, from: from.to_owned(), to: to.to_owned() })
+        (from != to).then(|| ObservedRelationship {
+            kind: raw.kind.clone(),
+            rel_type,
+            from: from.to_owned(),
+            to: to.to_owned(),
+        })
     }
 }
 
@@ -458,7 +526,11 @@ fn as_text(value: &Value) -> Value {
     match value {
         Value::String(_) => value.clone(),
         Value::Array(items) => Value::String(
-            items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect::<Vec<_>>().join(", "),
+            items
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
         other => Value::String(other.to_string()),
     }

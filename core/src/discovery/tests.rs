@@ -34,7 +34,7 @@ fn item(n: usize) -> ObservedItem {
 }
 
 fn batch(range: std::ops::Range<usize>) -> Observed {
-    Observed { items: range.map(item).collect(), relationships: Vec::new() }
+    Observed::of(range.map(item).collect(), Vec::new())
 }
 
 #[test]
@@ -42,12 +42,17 @@ fn a_run_starts_observes_and_finishes_with_matching_counts() {
     let scenario = Scenario::new();
     let run = run_id(1);
     scenario.given(&DiscoveryDecider, "importer", DiscoveryCommand::StartRun { run, started: started("s") });
-    scenario.given(&DiscoveryDecider, "importer", DiscoveryCommand::Observe { run, batches: vec![batch(0..3), batch(3..5)] });
+    scenario.given(
+        &DiscoveryDecider,
+        "importer",
+        DiscoveryCommand::Observe { run, batches: vec![batch(0..3), batch(3..5)] },
+    );
     let mut digest = ObservationDigest::default();
     digest.add(&batch(0..3));
     digest.add(&batch(3..5));
     let wrong = RunFinished { items: 4, relationships: 0, unmapped: BTreeMap::new(), digest: digest.finish() };
-    let refused = scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::FinishRun { run, finished: wrong });
+    let refused =
+        scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::FinishRun { run, finished: wrong });
     assert!(
         matches!(refused, Err(crate::Error::Discovery(DiscoveryError::CountMismatch { recorded: 5, claimed: 4, .. }))),
         "{refused:?}"
@@ -58,7 +63,8 @@ fn a_run_starts_observes_and_finishes_with_matching_counts() {
     assert!(state.finished);
     assert_eq!(state.items, 5);
     // A finished run takes nothing more.
-    let late = scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::Observe { run, batches: vec![batch(5..6)] });
+    let late =
+        scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::Observe { run, batches: vec![batch(5..6)] });
     assert!(matches!(late, Err(crate::Error::Discovery(DiscoveryError::RunFinished(_)))), "{late:?}");
 }
 
@@ -66,15 +72,22 @@ fn a_run_starts_observes_and_finishes_with_matching_counts() {
 fn observations_need_a_started_run_and_bounded_batches() {
     let scenario = Scenario::new();
     let run = run_id(2);
-    let unknown = scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::Observe { run, batches: vec![batch(0..1)] });
+    let unknown =
+        scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::Observe { run, batches: vec![batch(0..1)] });
     assert!(matches!(unknown, Err(crate::Error::Discovery(DiscoveryError::UnknownRun(_)))), "{unknown:?}");
     scenario.given(&DiscoveryDecider, "importer", DiscoveryCommand::StartRun { run, started: started("s") });
     let at_bound = batch(0..MAX_OBSERVATIONS_PER_EVENT);
-    assert!(scenario.when(&DiscoveryDecider, "importer", &DiscoveryCommand::Observe { run, batches: vec![at_bound] }).is_ok());
+    assert!(
+        scenario
+            .when(&DiscoveryDecider, "importer", &DiscoveryCommand::Observe { run, batches: vec![at_bound] })
+            .is_ok()
+    );
     let past = batch(0..MAX_OBSERVATIONS_PER_EVENT + 1);
-    let refused = scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::Observe { run, batches: vec![past] });
+    let refused =
+        scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::Observe { run, batches: vec![past] });
     assert!(matches!(refused, Err(crate::Error::Discovery(DiscoveryError::BatchTooLarge { .. }))), "{refused:?}");
-    let twice = scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::StartRun { run, started: started("s") });
+    let twice =
+        scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::StartRun { run, started: started("s") });
     assert!(matches!(twice, Err(crate::Error::Discovery(DiscoveryError::RunExists(_)))), "{twice:?}");
     let bad_scope = scenario.execute(
         &DiscoveryDecider,
@@ -98,7 +111,11 @@ fn an_audit_needs_a_finished_run_and_is_recorded_once() {
         findings_digest: Hash([0; 32]),
     };
     scenario.given(&DiscoveryDecider, "importer", DiscoveryCommand::StartRun { run, started: started("s") });
-    let early = scenario.execute(&DiscoveryDecider, "importer", &DiscoveryCommand::RecordAudit { audit, recorded: recorded.clone() });
+    let early = scenario.execute(
+        &DiscoveryDecider,
+        "importer",
+        &DiscoveryCommand::RecordAudit { audit, recorded: recorded.clone() },
+    );
     assert!(matches!(early, Err(crate::Error::Discovery(DiscoveryError::RunNotFinished(_)))), "{early:?}");
     let finished = RunFinished { items: 0, relationships: 0, unmapped: BTreeMap::new(), digest: Hash([0; 32]) };
     scenario.given(&DiscoveryDecider, "importer", DiscoveryCommand::FinishRun { run, finished });
@@ -158,7 +175,8 @@ fn the_default_rules_check_and_identify_kubernetes_by_uid_else_by_name() {
     assert_eq!(by_name.name, "shop/cart");
     assert_eq!(by_name.attributes["replicas"], json!(3), "a built-in integer attribute stays a number");
     fields.insert("uid".into(), json!("8f1c"));
-    let by_uid = rules.map(SourceKind::Kubernetes, "c1", &RawItem { fields, ..raw.clone() }, &mut dropped).expect("mapped");
+    let by_uid =
+        rules.map(SourceKind::Kubernetes, "c1", &RawItem { fields, ..raw.clone() }, &mut dropped).expect("mapped");
     assert_eq!(by_uid.external_id, "kubernetes:c1/8f1c");
     let unknown = RawItem { source_type: "ConfigMap".into(), ..raw };
     assert_eq!(rules.map(SourceKind::Kubernetes, "c1", &unknown, &mut dropped), Err(Unmapped::NoRule));

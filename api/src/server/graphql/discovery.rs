@@ -127,7 +127,11 @@ impl DiscoveryRun {
     }
 }
 
-fn with_run<T>(ctx: &Context<'_>, run: &DiscoveryRun, f: impl FnOnce(&cmdb_projections::discovery::RunInfo) -> T) -> Option<T> {
+fn with_run<T>(
+    ctx: &Context<'_>,
+    run: &DiscoveryRun,
+    f: impl FnOnce(&cmdb_projections::discovery::RunInfo) -> T,
+) -> Option<T> {
     let graph = state(ctx).graph.read();
     graph.discovery().run_at(run.id, run.position).map(f)
 }
@@ -192,6 +196,18 @@ impl Audit {
         Ok(findings_digest(&findings) == self.info.recorded.findings_digest)
     }
 
+    /// How many findings match `kinds` and `authorised` (to page through them with `offset`).
+    async fn finding_count(
+        &self,
+        ctx: &Context<'_>,
+        kinds: Option<Vec<AuditFindingKind>>,
+        authorised: Option<bool>,
+    ) -> async_graphql::Result<u64> {
+        let kinds: Option<Vec<FindingKind>> = kinds.map(|k| k.into_iter().map(Into::into).collect());
+        let findings = self.findings_now(ctx)?;
+        Ok(findings.iter().filter(|f| matches(f, kinds.as_deref(), authorised)).count() as u64)
+    }
+
     /// The findings, in canonical order; only those of `kinds`, and only authorised (true) or
     /// unauthorised (false) ones if given.
     async fn findings(
@@ -200,30 +216,37 @@ impl Audit {
         kinds: Option<Vec<AuditFindingKind>>,
         authorised: Option<bool>,
         first: Option<i32>,
+        #[graphql(desc = "How many matching findings to skip (the canonical order never changes).")] offset: Option<
+            i32,
+        >,
     ) -> async_graphql::Result<Vec<AuditFinding>> {
         let limit = list_limit(first)?;
+        let skip = usize::try_from(offset.unwrap_or(0)).map_err(|_| bad_input("offset must not be negative"))?;
         let kinds: Option<Vec<FindingKind>> = kinds.map(|k| k.into_iter().map(Into::into).collect());
         let findings = self.findings_now(ctx)?;
         Ok(findings
-            .into_iter()
-            .filter(|f| kinds.as_ref().is_none_or(|k| k.contains(&f.kind)))
-            .filter(|f| authorised.is_none_or(|a| a == f.authorised_by.is_some()))
+            .iter()
+            .filter(|f| matches(f, kinds.as_deref(), authorised))
+            .skip(skip)
             .take(limit)
-            .map(|finding| AuditFinding { finding, position: self.info.recorded.position })
+            .map(|finding| AuditFinding { finding: finding.clone(), position: self.info.recorded.position })
             .collect())
     }
 }
 
 impl Audit {
-    fn findings_now(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Finding>> {
+    fn findings_now(&self, ctx: &Context<'_>) -> async_graphql::Result<Arc<Vec<Finding>>> {
         let graph = state(ctx).graph.read();
         let compared = self.info.recorded.position;
-        let run = graph
-            .discovery()
-            .run_at(self.info.recorded.run, compared)
-            .ok_or_else(|| coded(Code::Internal, format!("the audit's run {} is not in the log", self.info.recorded.run)))?;
-        Ok(reconcile(&graph, run, compared))
+        let run = graph.discovery().run_at(self.info.recorded.run, compared).ok_or_else(|| {
+            coded(Code::Internal, format!("the audit's run {} is not in the log", self.info.recorded.run))
+        })?;
+        Ok(app(ctx).audit_findings.get_or(self.info.id, || reconcile(&graph, run, compared)))
     }
+}
+
+fn matches(finding: &Finding, kinds: Option<&[FindingKind]>, authorised: Option<bool>) -> bool {
+    kinds.is_none_or(|k| k.contains(&finding.kind)) && authorised.is_none_or(|a| a == finding.authorised_by.is_some())
 }
 
 /// One finding.
@@ -335,12 +358,19 @@ impl DiscoveryAt {
     /// What discovery runs finished by this position observed of a CI (by its `external_id`),
     /// oldest first.
     #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
-    async fn observations(&self, ctx: &Context<'_>, ci: ID, first: Option<i32>) -> async_graphql::Result<Vec<DiscoveryObservation>> {
+    async fn observations(
+        &self,
+        ctx: &Context<'_>,
+        ci: ID,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<DiscoveryObservation>> {
         let limit = list_limit(first)?;
         let id = parse_id(&ci)?;
         let graph = state(ctx).graph.read();
         let Some(snapshot) = graph.ci_at(id, self.position) else { return Ok(Vec::new()) };
-        let Some(external) = snapshot.attributes.get(EXTERNAL_ID).and_then(|v| v.as_str()) else { return Ok(Vec::new()) };
+        let Some(external) = snapshot.attributes.get(EXTERNAL_ID).and_then(|v| v.as_str()) else {
+            return Ok(Vec::new());
+        };
         Ok(graph
             .discovery()
             .observations_of(external, self.position)
@@ -440,7 +470,11 @@ impl DiscoveryMutation {
     /// Imports a discovery source: records its observations and audits them; with `apply`,
     /// makes the CMDB match under standard changes. A file that cannot be read records nothing.
     #[graphql(guard = "Requires(Operation::EditConfiguration)")]
-    async fn import_discovery(&self, ctx: &Context<'_>, input: ImportDiscoveryInput) -> async_graphql::Result<ImportResult> {
+    async fn import_discovery(
+        &self,
+        ctx: &Context<'_>,
+        input: ImportDiscoveryInput,
+    ) -> async_graphql::Result<ImportResult> {
         if input.content.len() > MAX_IMPORT_CONTENT_BYTES {
             return Err(crate::server::errors::limit_exceeded(
                 "max_import_content_bytes",
@@ -449,9 +483,8 @@ impl DiscoveryMutation {
             ));
         }
         let content: Arc<Vec<u8>> = Arc::new(input.content.into_bytes());
-        let open: Opener = Arc::new(move || {
-            Ok(Box::new(Cursor::new(content.as_ref().clone())) as Box<dyn std::io::BufRead + Send>)
-        });
+        let open: Opener =
+            Arc::new(move || Ok(Box::new(Cursor::new(content.as_ref().clone())) as Box<dyn std::io::BufRead + Send>));
         let request = ImportRequest {
             source: input.source.into(),
             open,
