@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -23,7 +22,7 @@ use serde::Serialize;
 use crate::app::changes::ChangeRef;
 use crate::app::run_offline;
 use crate::opening::open_location;
-use crate::server::{Server, StartOptions, running_server};
+use crate::server::{Server, StartOptions};
 use crate::settings::{DataDir, LogFormat, ServeSettings};
 
 /// Prints one line of a human-readable table or report with every control character from
@@ -319,8 +318,6 @@ pub enum TokenSubcommand {
     },
 }
 
-/// How long a CLI command waits for a running server to apply its change.
-const SERVER_NOTIFY_TIMEOUT_MS: u64 = 10_000;
 
 /// Exit codes: 0 success, 1 the log failed verification, 2 bad input or any other error.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -1256,15 +1253,9 @@ async fn load_fixtures(data: &DataDir, size: &str, seed: u64, history_days: u32)
     Ok(ExitCode::SUCCESS)
 }
 
-/// The principal of commands run from this shell.
-pub(crate) fn local_principal() -> String {
-    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into());
-    format!("local:{user}")
-}
-
 /// The actor of commands run from this shell.
 fn cli_metadata() -> Metadata {
-    Metadata::new(Actor::principal(local_principal()), Source::Cli)
+    Metadata::new(Actor::principal(crate::local::local_principal()), Source::Cli)
         .with_correlation_id(uuid::Uuid::now_v7().to_string())
 }
 
@@ -1278,29 +1269,8 @@ async fn execute_access(data: &DataDir, command: AccessCommand) -> anyhow::Resul
     let outcome = run_offline(store.as_ref(), &AccessDecider, &command, cli_metadata(), SystemClock.now()).await;
     store.shutdown().await;
     let position = outcome?.outcome.last_position;
-    notify_server(data_dir, position).await?;
+    crate::local::notify_server(data_dir, position).await?;
     Ok(position)
-}
-
-/// Asks a server running on this data directory to apply the log up to `position`.
-pub(crate) async fn notify_server(data_dir: &Path, position: u64) -> anyhow::Result<()> {
-    let Some(server) = running_server(data_dir) else { return Ok(()) };
-    let url = format!("http://{}/readyz?minPosition={position}", server.address);
-    let client = reqwest::Client::builder().timeout(Duration::from_millis(SERVER_NOTIFY_TIMEOUT_MS)).build()?;
-    match client.get(&url).send().await {
-        Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => bail!(
-            "the change is recorded at position {position}, but the server at {} has not applied it: {}",
-            server.address,
-            response.text().await.unwrap_or_default()
-        ),
-        // A stale server file: nothing is listening, so nothing can be out of date.
-        Err(error) if error.is_connect() => Ok(()),
-        Err(error) => bail!(
-            "the change is recorded at position {position}, but the server at {} did not answer: {error}",
-            server.address
-        ),
-    }
 }
 
 fn parse_roles(roles: &[String]) -> anyhow::Result<BTreeSet<Role>> {

@@ -114,7 +114,7 @@ async fn run(
     let head = store.head().await.map(|h| h.position).unwrap_or(0);
     store.shutdown().await;
     let report = outcome.with_context(|| format!("importing {} as {source}", file.display()))?;
-    crate::cli::notify_server(&data.data_dir, head).await?;
+    crate::local::notify_server(&data.data_dir, head).await?;
     Ok(report)
 }
 
@@ -131,7 +131,7 @@ async fn ensure_principal(app: &App) -> anyhow::Result<()> {
         display_name: Some("Discovery imports (cmdb import)".into()),
         roles: [Role::Editor, Role::ChangeManager].into_iter().collect(),
     };
-    let metadata = Metadata::new(Actor::principal(crate::cli::local_principal()), Source::Cli);
+    let metadata = Metadata::new(Actor::principal(crate::local::local_principal()), Source::Cli);
     app.access(&command, metadata).await?;
     Ok(())
 }

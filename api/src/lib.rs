@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod discovery_cli;
 pub mod import;
+pub(crate) mod local;
 pub mod logging;
 pub mod migrate;
 pub mod opening;
