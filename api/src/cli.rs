@@ -318,7 +318,6 @@ pub enum TokenSubcommand {
     },
 }
 
-
 /// Exit codes: 0 success, 1 the log failed verification, 2 bad input or any other error.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data = &cli.data;

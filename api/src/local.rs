@@ -37,4 +37,3 @@ pub(crate) async fn notify_server(data_dir: &Path, position: u64) -> anyhow::Res
         ),
     }
 }
-

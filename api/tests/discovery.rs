@@ -447,3 +447,51 @@ mod laws {
         });
     }
 }
+
+#[tokio::test]
+async fn rules_are_versioned_admin_only_and_a_run_maps_with_the_rules_in_force() {
+    let server = TestServer::start().await;
+    let token = server.admin_token.clone();
+    let read = "{ at { discoveryRules(source: KUBERNETES) { version rules } } }";
+    let defaults = server.ok(&token, read, json!({})).await["at"]["discoveryRules"].clone();
+    assert_eq!(defaults["version"], 0);
+    let mut rules = defaults["rules"].clone();
+    // Let the source own no attribute at all: a later import then reports no drift.
+    rules["authoritative"] = json!([]);
+    let set = "mutation($input: SetDiscoveryRulesInput!) { setDiscoveryRules(input: $input) { version } }";
+    let changed = server
+        .ok(
+            &token,
+            set,
+            json!({ "input": { "source": "KUBERNETES", "rules": rules, "reason": "the CMDB owns images" } }),
+        )
+        .await;
+    assert_eq!(changed["setDiscoveryRules"]["version"], 1);
+    let text = std::fs::read_to_string(data(SHOP)).expect("manifests");
+    server.ok(&token, IMPORT, json!({ "input": { "source": "KUBERNETES", "content": text, "apply": true } })).await;
+    let patched = text.replacen("cartservice:v0.10.", "cartservice:patched-v0.10.", 1);
+    let again = server.ok(&token, IMPORT, json!({ "input": { "source": "KUBERNETES", "content": patched } })).await;
+    assert_eq!(again["importDiscovery"]["counts"]["total"], 0, "no attribute is the source's: {again}");
+
+    // Refusals: not rules, no identity, no reason, not an admin; the log unchanged.
+    let before = server.head().await;
+    let mut no_identity = rules.clone();
+    no_identity["types"][0]["identify"] = json!([]);
+    for (input, field) in [
+        (json!({ "source": "KUBERNETES", "rules": { "types": "nope" }, "reason": "x" }), "rules"),
+        (json!({ "source": "KUBERNETES", "rules": no_identity, "reason": "x" }), "types[0].identify"),
+        (json!({ "source": "KUBERNETES", "rules": rules, "reason": " " }), "reason"),
+    ] {
+        let (_, body) = server.graphql(&token, set, json!({ "input": input })).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+    }
+    assert_eq!(server.head().await, before);
+    let editor = server.principal_with_token("editor-1", &["EDITOR"]).await;
+    let after = server.head().await;
+    let (_, body) = server
+        .graphql(&editor, set, json!({ "input": { "source": "KUBERNETES", "rules": rules, "reason": "x" } }))
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    assert_eq!(server.head().await, after);
+}

@@ -271,6 +271,12 @@ pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
     coded(Code::BadUserInput, message)
 }
 
+/// Malformed input in one field (named in `extensions.field`).
+pub fn bad_input_field(field: &str, message: impl Into<String>) -> async_graphql::Error {
+    let field = field.to_owned();
+    bad_input(message).extend_with(move |_, extensions| extensions.set("field", field.clone()))
+}
+
 /// A limit refused: names the limit, the value and the bound.
 pub fn limit_exceeded(limit: &str, value: u64, bound: u64) -> async_graphql::Error {
     let limit_name = limit.to_owned();
@@ -610,6 +616,7 @@ fn input_problems(error: &cmdb_core::Error) -> (Option<String>, Vec<Problem>) {
     match error {
         cmdb_core::Error::Ci(e) | cmdb_core::Error::Release(ReleaseError::Ci(e)) => ci(e),
         cmdb_core::Error::Change(e) | cmdb_core::Error::Release(ReleaseError::Change(e)) => change(e),
+        cmdb_core::Error::Discovery(e) => (e.field().map(str::to_owned), Vec::new()),
         _ => (None, Vec::new()),
     }
 }

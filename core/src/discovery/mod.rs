@@ -295,6 +295,16 @@ pub enum DiscoveryError {
     Undecodable { position: u64, detail: String },
 }
 
+impl DiscoveryError {
+    /// The input field a refusal is about, if one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            DiscoveryError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
 fn invalid(field: impl Into<String>, detail: impl Into<String>) -> DiscoveryError {
     DiscoveryError::Invalid { field: field.into(), detail: detail.into() }
 }

@@ -355,6 +355,14 @@ impl DiscoveryAt {
         self.audit_by_id(ctx, &id)
     }
 
+    /// The mapping, identification and authority rules of a source in force at this position.
+    #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
+    async fn discovery_rules(&self, ctx: &Context<'_>, source: DiscoverySource) -> DiscoveryRules {
+        let graph = state(ctx).graph.read();
+        let (version, rules) = graph.discovery().rules_at(self.position);
+        DiscoveryRules { source, version, rules: Json(rules.of(source.into())) }
+    }
+
     /// What discovery runs finished by this position observed of a CI (by its `external_id`),
     /// oldest first.
     #[graphql(guard = "Requires(Operation::ReadConfiguration)")]
@@ -424,6 +432,27 @@ impl DiscoveryAt {
     }
 }
 
+/// The rules of one source in force at a position.
+#[derive(SimpleObject)]
+pub struct DiscoveryRules {
+    source: DiscoverySource,
+    /// The version of the rules stream (0: the defaults).
+    version: u64,
+    /// The rules: `types` (source type to class, name, identity, attributes), `relationships`
+    /// (kind to relationship type) and `authoritative` (the attributes the source owns).
+    rules: Json<cmdb_core::discovery::rules::SourceRules>,
+}
+
+/// New rules for a source.
+#[derive(InputObject)]
+pub struct SetDiscoveryRulesInput {
+    pub source: DiscoverySource,
+    /// The rules, in the shape `discoveryRules` answers.
+    pub rules: Json<serde_json::Value>,
+    /// Why they change.
+    pub reason: String,
+}
+
 /// An import through the API.
 #[derive(InputObject)]
 pub struct ImportDiscoveryInput {
@@ -467,6 +496,36 @@ pub struct DiscoveryMutation;
 
 #[Object]
 impl DiscoveryMutation {
+    /// Replaces a source's mapping, identification and authority rules (admin). Runs started
+    /// after use them; every run records the version it mapped with.
+    #[graphql(guard = "Requires(Operation::ManageSchema)")]
+    async fn set_discovery_rules(
+        &self,
+        ctx: &Context<'_>,
+        input: SetDiscoveryRulesInput,
+    ) -> async_graphql::Result<DiscoveryRules> {
+        let rules: cmdb_core::discovery::rules::SourceRules = serde_json::from_value(input.rules.0)
+            .map_err(|e| crate::server::errors::bad_input_field("rules", format!("not discovery rules: {e}")))?;
+        if input.reason.trim().is_empty() {
+            return Err(crate::server::errors::bad_input_field("reason", "say why the rules change"));
+        }
+        let set =
+            cmdb_core::discovery::RulesSet { source: input.source.into(), rules: rules.clone(), reason: input.reason };
+        app(ctx)
+            .run(
+                &cmdb_core::discovery::DiscoveryDecider,
+                &cmdb_core::discovery::DiscoveryCommand::SetRules(set),
+                metadata(ctx)?,
+            )
+            .await
+            .map_err(app_error)?;
+        let version = {
+            let graph = state(ctx).graph.read();
+            graph.discovery().rules_at(graph.applied()).0
+        };
+        Ok(DiscoveryRules { source: input.source, version, rules: Json(rules) })
+    }
+
     /// Imports a discovery source: records its observations and audits them; with `apply`,
     /// makes the CMDB match under standard changes. A file that cannot be read records nothing.
     #[graphql(guard = "Requires(Operation::EditConfiguration)")]
