@@ -14,13 +14,11 @@ use cmdb_core::access::{self, AccessCommand, AccessDecider, PrincipalKind, Role,
 use cmdb_core::chain::DigestCheck;
 use cmdb_core::store::location::{OpenedStore, StoreLocation};
 use cmdb_core::store::sqlite::{LOG_FILE_NAME, SqliteOptions, SqliteStore};
-use cmdb_core::{
-    Actor, Clock, Digest, EventRecord, EventStore, IdGenerator, Metadata, Source, SystemClock, Timestamp, UuidV7Ids,
-};
-use serde::Serialize;
+use cmdb_core::{Actor, Clock, Digest, EventStore, IdGenerator, Metadata, Source, SystemClock, Timestamp, UuidV7Ids};
 
 use crate::app::changes::ChangeRef;
 use crate::app::run_offline;
+use crate::local::{export_line, open_existing};
 use crate::opening::open_location;
 use crate::server::{Server, StartOptions};
 use crate::settings::{DataDir, LogFormat, ServeSettings};
@@ -148,6 +146,13 @@ pub enum Command {
     /// The outbound CDEvents targets: dead letters, and replaying one.
     #[command(subcommand)]
     Outbound(OutboundSubcommand),
+    /// The checkpoint signing key: create one, print its verifier string.
+    #[command(subcommand)]
+    Key(crate::evidence_cli::KeySubcommand),
+    /// Merkle proofs: print an inclusion or consistency proof, or verify one without the log
+    /// (exit 0 verified, 1 not verified, 2 bad input).
+    #[command(subcommand)]
+    Proof(crate::evidence_cli::ProofSubcommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -353,6 +358,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gate(args) => crate::pipeline::gate(args).await,
         Command::Deployment(command) => crate::pipeline::deployment(command).await,
         Command::Outbound(command) => outbound_command(data, command).await,
+        Command::Key(command) => crate::evidence_cli::key(command),
+        Command::Proof(command) => crate::evidence_cli::proof(data, command).await,
     }
 }
 
@@ -442,18 +449,6 @@ async fn serve(data: &DataDir, settings: ServeSettings) -> anyhow::Result<ExitCo
     });
     server.finished().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Opens an existing log (refusing to create an embedded one where the user meant to read
-/// one; a PostgreSQL schema is created empty if missing).
-async fn open_existing(data: &DataDir, verify_tail_on_open: bool) -> anyhow::Result<Arc<dyn EventStore>> {
-    let location = data.location()?;
-    if let Some(path) = location.sqlite_log_file()
-        && !path.is_file()
-    {
-        bail!("no event log at {} (is --data-dir or --store right?)", path.display());
-    }
-    Ok(open_location(&location, verify_tail_on_open).await?.as_dyn())
 }
 
 async fn verify(data: &DataDir, digest: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
@@ -565,24 +560,6 @@ async fn restore(data: &DataDir, from: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One exported line. `data` is the stored payload, embedded byte for byte.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ExportedEvent<'a> {
-    position: u64,
-    stream_id: &'a str,
-    stream_version: u64,
-    event_id: String,
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    schema_version: u32,
-    data: &'a serde_json::value::RawValue,
-    metadata: &'a cmdb_core::Metadata,
-    recorded_at: Timestamp,
-    prev_hash: String,
-    hash: String,
-}
-
 /// Parses `--as-of`: a position, or an RFC 3339 time.
 pub fn parse_as_of(text: &str) -> anyhow::Result<AsOf> {
     if let Ok(position) = text.trim().parse::<u64>() {
@@ -642,27 +619,6 @@ async fn export(data: &DataDir, as_of: &str, to: Option<&Path>) -> anyhow::Resul
     store.shutdown().await;
     eprintln!("exported events 1 to {last}");
     Ok(ExitCode::SUCCESS)
-}
-
-fn export_line(record: &EventRecord) -> anyhow::Result<String> {
-    let text = std::str::from_utf8(&record.data)
-        .with_context(|| format!("the payload at position {} is not UTF-8 (run `cmdb verify`)", record.position))?;
-    let data: &serde_json::value::RawValue = serde_json::from_str(text)
-        .with_context(|| format!("the payload at position {} is not JSON (run `cmdb verify`)", record.position))?;
-    let line = ExportedEvent {
-        position: record.position,
-        stream_id: record.stream_id.as_str(),
-        stream_version: record.stream_version,
-        event_id: record.event_id.to_string(),
-        event_type: &record.event_type,
-        schema_version: record.schema_version,
-        data,
-        metadata: &record.metadata,
-        recorded_at: record.recorded_at,
-        prev_hash: record.prev_hash.to_hex(),
-        hash: record.hash.to_hex(),
-    };
-    Ok(serde_json::to_string(&line)?)
 }
 
 /// The graph of a data directory, from its checkpoint when one matches.

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cli;
 pub mod discovery_cli;
+pub mod evidence_cli;
 pub mod import;
 pub(crate) mod local;
 pub mod logging;

@@ -1,10 +1,18 @@
-//! What offline CLI commands share: who the shell acts as, and telling a server running on the
-//! same data directory to catch up with what they wrote.
+//! What offline CLI commands share: who the shell acts as, opening an existing log, an event
+//! as `cmdb export` writes it, and telling a server running on the same data directory to
+//! catch up with what they wrote.
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::bail;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use cmdb_core::{EventRecord, EventStore, Timestamp};
+use serde::Serialize;
+
+use crate::opening::open_location;
+use crate::settings::DataDir;
 
 use crate::server::running_server;
 
@@ -36,4 +44,55 @@ pub(crate) async fn notify_server(data_dir: &Path, position: u64) -> anyhow::Res
             server.address
         ),
     }
+}
+
+/// Opens an existing log (refusing to create an embedded one where the user meant to read
+/// one; a PostgreSQL schema is created empty if missing).
+pub(crate) async fn open_existing(data: &DataDir, verify_tail_on_open: bool) -> anyhow::Result<Arc<dyn EventStore>> {
+    let location = data.location()?;
+    if let Some(path) = location.sqlite_log_file()
+        && !path.is_file()
+    {
+        bail!("no event log at {} (is --data-dir or --store right?)", path.display());
+    }
+    Ok(open_location(&location, verify_tail_on_open).await?.as_dyn())
+}
+
+/// One exported line. `data` is the stored payload, embedded byte for byte.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportedEvent<'a> {
+    position: u64,
+    stream_id: &'a str,
+    stream_version: u64,
+    event_id: String,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    schema_version: u32,
+    data: &'a serde_json::value::RawValue,
+    metadata: &'a cmdb_core::Metadata,
+    recorded_at: Timestamp,
+    prev_hash: String,
+    hash: String,
+}
+
+pub(crate) fn export_line(record: &EventRecord) -> anyhow::Result<String> {
+    let text = std::str::from_utf8(&record.data)
+        .with_context(|| format!("the payload at position {} is not UTF-8 (run `cmdb verify`)", record.position))?;
+    let data: &serde_json::value::RawValue = serde_json::from_str(text)
+        .with_context(|| format!("the payload at position {} is not JSON (run `cmdb verify`)", record.position))?;
+    let line = ExportedEvent {
+        position: record.position,
+        stream_id: record.stream_id.as_str(),
+        stream_version: record.stream_version,
+        event_id: record.event_id.to_string(),
+        event_type: &record.event_type,
+        schema_version: record.schema_version,
+        data,
+        metadata: &record.metadata,
+        recorded_at: record.recorded_at,
+        prev_hash: record.prev_hash.to_hex(),
+        hash: record.hash.to_hex(),
+    };
+    Ok(serde_json::to_string(&line)?)
 }

@@ -88,6 +88,19 @@ pub struct ServeSettings {
     #[arg(long, env = "CMDB_CHECKPOINT_INTERVAL_MS", default_value_t = 30_000)]
     pub checkpoint_interval_ms: u64,
 
+    /// The checkpoint signing key (a file written by `cmdb key create`, kept outside the log).
+    /// Without one no checkpoint is signed; under --demo one is created in the data directory.
+    #[arg(long, env = "CMDB_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+
+    /// Sign a checkpoint once this many events are not covered by the last one.
+    #[arg(long, env = "CMDB_SIGN_EVERY_EVENTS", default_value_t = 1000)]
+    pub sign_every_events: u64,
+
+    /// Sign a checkpoint at least this often, in milliseconds, when the log grew.
+    #[arg(long, env = "CMDB_SIGN_EVERY_MS", default_value_t = 60_000)]
+    pub sign_every_ms: u64,
+
     /// Do not create and print an admin token when the data directory is new.
     #[arg(long, env = "CMDB_NO_BOOTSTRAP_TOKEN")]
     pub no_bootstrap_token: bool,
@@ -426,6 +439,8 @@ impl ServeSettings {
         millis("shutdown_grace_ms", self.shutdown_grace_ms)?;
         millis("min_position_wait_ms", self.min_position_wait_ms)?;
         millis("checkpoint_interval_ms", self.checkpoint_interval_ms)?;
+        millis("sign_every_ms", self.sign_every_ms)?;
+        range("sign_every_events", usize::try_from(self.sign_every_events).unwrap_or(usize::MAX), 1, 10_000_000)?;
         range(
             "emergency_review_deadline_hours",
             self.emergency_review_deadline_hours as usize,
@@ -482,6 +497,9 @@ impl Default for ServeSettings {
             read_only: false,
             writes_go_to: None,
             checkpoint_interval_ms: 30_000,
+            signing_key: None,
+            sign_every_events: 1000,
+            sign_every_ms: 60_000,
             no_bootstrap_token: false,
             max_request_body_bytes: 1024 * 1024,
             max_query_depth: 16,

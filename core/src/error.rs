@@ -48,6 +48,9 @@ pub enum Error {
     #[error(transparent)]
     /// Passed on as it is.
     Discovery(#[from] crate::discovery::DiscoveryError),
+    #[error(transparent)]
+    /// Passed on as it is.
+    Evidence(#[from] crate::evidence::EvidenceError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]

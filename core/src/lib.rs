@@ -22,6 +22,7 @@ pub mod decider;
 pub mod discovery;
 mod error;
 pub mod event;
+pub mod evidence;
 pub mod hash;
 pub mod ids;
 pub mod merkle;

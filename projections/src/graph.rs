@@ -540,7 +540,7 @@ pub struct TemporalGraph {
     release_book: crate::releases::ReleaseBook,
     /// Discovery runs, audits and rules (issue 17).
     #[serde(default, with = "crate::as_json")]
-    discovery: crate::discovery::DiscoveryBook,
+    discovery: crate::discovery_book::DiscoveryBook,
     /// The CIs registered under each change (they are in its scope from then on).
     registered_under: FxHashMap<ChangeId, Vec<CiId>>,
     /// Principal names shared by history entries (rebuilt as entries are read back).
@@ -992,7 +992,7 @@ impl TemporalGraph {
     }
 
     /// Discovery runs, audits and rules.
-    pub fn discovery(&self) -> &crate::discovery::DiscoveryBook {
+    pub fn discovery(&self) -> &crate::discovery_book::DiscoveryBook {
         &self.discovery
     }
 

@@ -14,6 +14,8 @@ pub mod calendar;
 pub mod changes;
 pub mod diff;
 pub mod discovery;
+pub mod discovery_book;
+pub mod evidence;
 pub mod facts;
 pub mod graph;
 pub mod releases;

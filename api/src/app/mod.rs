@@ -12,6 +12,7 @@
 pub mod access_view;
 pub mod changes;
 pub mod discovery;
+pub mod evidence;
 pub mod impact_cache;
 pub mod releases;
 pub mod tooling;

@@ -551,6 +551,13 @@ pub fn core_code(error: &cmdb_core::Error) -> Code {
             cmdb_core::outbound::OutboundError::Undecodable { .. } => Code::Internal,
         },
         Error::Discovery(discovery) => discovery_code(discovery),
+        Error::Evidence(evidence) => match evidence {
+            cmdb_core::evidence::EvidenceError::NotNewer { .. } => Code::AlreadyExists,
+            cmdb_core::evidence::EvidenceError::Note(_)
+            | cmdb_core::evidence::EvidenceError::EmptyTree
+            | cmdb_core::evidence::EvidenceError::OriginChanged { .. } => Code::FailedPrecondition,
+            cmdb_core::evidence::EvidenceError::Undecodable { .. } => Code::Internal,
+        },
         Error::Contended { .. } => Code::Conflict,
         Error::TooManyReads { .. } => Code::LimitExceeded,
         Error::TooManyReadRounds { .. } | Error::Internal(_) => Code::Internal,

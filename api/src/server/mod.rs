@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod budget;
+mod checkpoint_http;
 pub mod demo;
 pub mod errors;
 pub mod gate;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub app: Arc<App>,
     /// Every token's query budget.
     pub budgets: budget::Budgets,
+    /// The Merkle tree, the signed checkpoints and the key that signs them.
+    pub evidence: crate::app::evidence::Evidence,
 }
 
 /// The router's state: one `Arc`, because every request clones it (once per extractor and
@@ -121,11 +124,88 @@ pub struct ServerShared {
 /// The tasks that talk to other systems: outbound CDEvents, protection-rule answers.
 fn start_background(app: &Arc<AppState>, settings: &ServeSettings) -> Result<(), StartError> {
     outbound::start_dispatchers(&app.app, settings, &app.shutdown);
+    tokio::spawn(crate::app::evidence::signer_loop(
+        app.evidence.clone(),
+        app.app.clone(),
+        settings.sign_every_events,
+        settings.sign_every_ms,
+        app.shutdown.clone(),
+    ));
     if let Some(auth) = hooks::protection::GithubAuth::from_settings(settings).map_err(StartError::Settings)? {
         let principal = settings.github_hook_principal.clone();
         tokio::spawn(hooks::protection::answer_callbacks(app.app.clone(), auth, principal, app.shutdown.clone()));
     }
     Ok(())
+}
+
+/// The graph and the evidence projections, caught up with the log, and the signing key.
+async fn start_projections(
+    store: &Arc<dyn EventStore>,
+    data_dir: &Path,
+    settings: &ServeSettings,
+) -> Result<(ProjectionHandle<TemporalGraph>, crate::app::evidence::Evidence), StartError> {
+    let graph = runner::start::<TemporalGraph>(
+        store.clone(),
+        RunnerOptions {
+            checkpoint_dir: Some(data_dir.join(PROJECTIONS_DIR)),
+            checkpoint_interval_ms: settings.checkpoint_interval_ms,
+            ..RunnerOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| StartError::Io(e.to_string()))?;
+    tracing::info!(started_from = %graph.started_from, position = graph.applied(), "graph projection ready");
+    let evidence_log = runner::start::<cmdb_projections::evidence::EvidenceLog>(
+        store.clone(),
+        RunnerOptions {
+            checkpoint_dir: Some(data_dir.join(PROJECTIONS_DIR)),
+            checkpoint_interval_ms: settings.checkpoint_interval_ms,
+            ..RunnerOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| StartError::Io(e.to_string()))?;
+    let evidence = crate::app::evidence::Evidence::new(evidence_log, signing_key(data_dir, settings)?);
+    if let Some(verifier) = evidence.verifier() {
+        tracing::info!(%verifier, "checkpoints are signed; verify them with this key");
+    }
+    Ok((graph, evidence))
+}
+
+/// Saves every projection's checkpoint (at shutdown: the next start replays nothing).
+async fn save_checkpoints(app: &AppState, dir: &Path) {
+    let mut saved = u64::MAX;
+    if let Err(error) = runner::save_checkpoint(&app.graph, dir, &mut saved).await {
+        tracing::warn!(%error, "could not save the graph checkpoint at shutdown");
+    }
+    let mut saved = u64::MAX;
+    if let Err(error) = runner::save_checkpoint(&app.evidence.log, dir, &mut saved).await {
+        tracing::warn!(%error, "could not save the evidence checkpoint at shutdown");
+    }
+}
+
+/// The name of the key `--demo` creates in the data directory when none is given.
+pub const DEMO_SIGNING_KEY_FILE: &str = "signing.key";
+/// The origin (log name) of the demo's key.
+pub const DEMO_ORIGIN: &str = "cmdb.demo/log";
+
+/// The checkpoint signing key: `--signing-key`, else under `--demo` the data directory's own
+/// (created on first start), else none.
+fn signing_key(data_dir: &Path, settings: &ServeSettings) -> Result<Option<cmdb_core::note::NoteSigner>, StartError> {
+    use crate::app::evidence::{create_key_file, generate_key, read_key_file};
+    let settings_error = |e: crate::app::evidence::KeyFileError| StartError::Settings(e.to_string());
+    if let Some(path) = &settings.signing_key {
+        return read_key_file(path).map(Some).map_err(settings_error);
+    }
+    if !settings.demo || settings.read_only {
+        return Ok(None);
+    }
+    let path = data_dir.join(DEMO_SIGNING_KEY_FILE);
+    if !path.exists() {
+        let key = generate_key(DEMO_ORIGIN).map_err(|e| StartError::Settings(e.to_string()))?;
+        create_key_file(&path, &key).map_err(settings_error)?;
+    }
+    read_key_file(&path).map(Some).map_err(settings_error)
 }
 
 /// The correlation id of a request: from `X-Request-Id`, or generated.
@@ -207,17 +287,7 @@ impl Server {
             demo::prepare(store.as_ref(), options.clock.as_ref()).await?;
         }
         let access = AccessView::start(store.clone()).await?;
-        let graph = runner::start::<TemporalGraph>(
-            store.clone(),
-            RunnerOptions {
-                checkpoint_dir: Some(data_dir.join(PROJECTIONS_DIR)),
-                checkpoint_interval_ms: settings.checkpoint_interval_ms,
-                ..RunnerOptions::default()
-            },
-        )
-        .await
-        .map_err(|e| StartError::Io(e.to_string()))?;
-        tracing::info!(started_from = %graph.started_from, position = graph.applied(), "graph projection ready");
+        let (graph, evidence) = start_projections(&store, data_dir, &settings).await?;
         let bootstrap_token =
             if settings.read_only { None } else { bootstrap(store.as_ref(), &access, &settings, &options).await? };
 
@@ -252,6 +322,7 @@ impl Server {
             graph,
             app: application,
             budgets: budget::Budgets::new(settings.cost_burst_seconds),
+            evidence,
         });
         let (schema, limits) = build_schema(app.clone()).map_err(StartError::Io)?;
         let state = ServerState(Arc::new(ServerShared {
@@ -287,10 +358,7 @@ impl Server {
                 }
             }
             // A last checkpoint, so the next start does not replay what this run applied.
-            let mut saved = u64::MAX;
-            if let Err(error) = runner::save_checkpoint(&app.graph, &checkpoints, &mut saved).await {
-                tracing::warn!(%error, "could not save the graph checkpoint at shutdown");
-            }
+            save_checkpoints(&app, &checkpoints).await;
             // Subscriptions complete and WebSockets close, then the log closes.
             app.shutdown.cancel();
             state.ws_tasks.close();
@@ -443,6 +511,7 @@ fn router(state: ServerState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/calendar.ics", get(ics::calendar_ics))
+        .route("/api/v1/checkpoint", get(checkpoint_http::checkpoint))
         .route("/api/v1/gate", axum::routing::post(gate::gate))
         .route("/api/v1/deployments/report", axum::routing::post(gate::report))
         .route("/hooks/github", axum::routing::post(hooks::github::receive))

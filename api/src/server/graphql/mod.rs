@@ -16,6 +16,7 @@ mod diff;
 mod discovery;
 pub mod documents;
 mod environment;
+mod evidence;
 pub mod limits;
 mod log;
 mod node;
@@ -54,6 +55,7 @@ pub struct MutationRoot(
     releases::ReleaseMutation,
     tooling::ToolingMutation,
     discovery::DiscoveryMutation,
+    evidence::EvidenceMutation,
 );
 
 /// Every subscription: the log, configuration changes and change transitions.

@@ -152,6 +152,48 @@ impl QueryRoot {
         Ok(state(ctx).store.check_digest(digest).await.map_err(store_error)?.into())
     }
 
+    /// The newest signed checkpoint of the log's Merkle tree (RFC 6962), if one was signed.
+    #[graphql(guard = "Requires(Operation::ReadLog)")]
+    async fn checkpoint(&self, ctx: &Context<'_>) -> Option<super::evidence::SignedCheckpoint> {
+        super::evidence::latest(ctx)
+    }
+
+    /// Signed checkpoints with `fromSize <= treeSize <= toSize`, oldest first.
+    #[graphql(guard = "Requires(Operation::ReadLog)")]
+    async fn checkpoints(
+        &self,
+        ctx: &Context<'_>,
+        from_size: Option<Position>,
+        to_size: Option<Position>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<super::evidence::SignedCheckpoint>> {
+        super::evidence::between(ctx, from_size, to_size, first)
+    }
+
+    /// Proof that the event at `position` is in the tree of `treeSize` events (default: the
+    /// newest signed checkpoint's tree, else the whole log).
+    #[graphql(guard = "Requires(Operation::ReadLog)")]
+    async fn inclusion_proof(
+        &self,
+        ctx: &Context<'_>,
+        position: Position,
+        tree_size: Option<Position>,
+    ) -> async_graphql::Result<super::evidence::InclusionProof> {
+        super::evidence::inclusion(ctx, position, tree_size).await
+    }
+
+    /// Proof that the tree of `fromSize` events is a prefix of the tree of `toSize` (default:
+    /// the newest signed checkpoint's tree, else the whole log).
+    #[graphql(guard = "Requires(Operation::ReadLog)")]
+    async fn consistency_proof(
+        &self,
+        ctx: &Context<'_>,
+        from_size: Position,
+        to_size: Option<Position>,
+    ) -> async_graphql::Result<super::evidence::ConsistencyProof> {
+        super::evidence::consistency(ctx, from_size, to_size)
+    }
+
     /// The caller: principal, kind, roles and the token in use.
     #[graphql(guard = "Requires(Operation::ReadOwnIdentity)")]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
