@@ -74,6 +74,16 @@ struct ExportedEvent<'a> {
     recorded_at: Timestamp,
     prev_hash: String,
     hash: String,
+    /// The atomic append it was part of (not covered by the chain).
+    commit: ExportedCommit,
+}
+
+/// An event's commit in an exported line.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportedCommit {
+    first_position: u64,
+    events: u32,
 }
 
 pub(crate) fn export_line(record: &EventRecord) -> anyhow::Result<String> {
@@ -93,6 +103,7 @@ pub(crate) fn export_line(record: &EventRecord) -> anyhow::Result<String> {
         recorded_at: record.recorded_at,
         prev_hash: record.prev_hash.to_hex(),
         hash: record.hash.to_hex(),
+        commit: ExportedCommit { first_position: record.commit.first_position, events: record.commit.events },
     };
     Ok(serde_json::to_string(&line)?)
 }

@@ -429,8 +429,17 @@ async fn an_answer_as_of_a_moment_reveals_nothing_after_it() {
     let now = read(updated).await;
     assert_eq!(now["at"]["ci"]["validFrom"], json!(updated));
     assert!(now["at"]["ci"]["validTo"].is_null());
-    // Before the CI existed, history answers like ci(id:): null.
-    let before = read(registered - 1).await;
+    // Before the CI existed (before the registration's whole append: a read inside it snaps
+    // to its end), history answers like ci(id:): null.
+    let commit = server
+        .ok(
+            &server.admin_token,
+            "query($p: Position!) { event(position: $p) { commit { firstPosition } } }",
+            json!({"p": registered}),
+        )
+        .await;
+    let first = commit["event"]["commit"]["firstPosition"].as_u64().expect("first position");
+    let before = read(first - 1).await;
     assert!(before["at"]["ci"].is_null() && before["at"]["history"].is_null(), "{before}");
 
     // Before the first event: the empty estate at position 0.

@@ -399,3 +399,59 @@ async fn a_missing_or_malformed_key_or_schedule_stops_the_start_with_the_reason(
         assert!(error.contains(named), "{error}");
     }
 }
+
+/// Commits as the unit of the past (part 5): withdrawing a CI removes its relationships and
+/// the CI in one append; `at(position:)` between those events reads the state after the whole
+/// append and says so, and each event's commit is in `cmdb export`.
+#[tokio::test]
+async fn a_read_inside_one_command_snaps_to_its_end_and_says_so() {
+    let server = TestServer::start().await;
+    let token = server.admin_token.clone();
+    server.uncontrolled().await;
+    let register = "mutation($input: RegisterCiInput!) { registerCi(input: $input) { ci { id } } }";
+    let id = |data: Value| data["registerCi"]["ci"]["id"].clone();
+    let host = |name: &str| {
+        json!({"class": "HOST", "name": name, "attributes": {"hostname": name, "ip_addresses": ["10.0.0.1"],
+               "os": "debian-12", "cpu_cores": 2, "memory_mib": 4096}})
+    };
+    let a = id(server
+        .ok(&token, register, json!({ "input": {"class": "APPLICATION", "name": "snap-a", "version": "1"} }))
+        .await);
+    let h = id(server.ok(&token, register, json!({ "input": host("snap-h") })).await);
+    let d = id(server.ok(&token, register, json!({ "input": host("snap-h2") })).await);
+    for (kind, target) in [("RUNS_ON", &h), ("RUNS_ON", &d)] {
+        let relate =
+            format!("mutation($a: ID!, $b: ID!) {{ relate(type: {kind}, source: $a, target: $b) {{ position }} }}");
+        server.ok(&token, &relate, json!({ "a": a, "b": target })).await;
+    }
+    let before = server.head().await;
+    let withdrawn =
+        server.ok(&token, "mutation($id: ID!) { withdrawCi(id: $id) { position } }", json!({ "id": a })).await;
+    let end = size(&withdrawn["withdrawCi"]["position"]);
+    assert!(end >= before + 3, "two relationship removals and the withdrawal in one append: {before} -> {end}");
+    let at = "query($p: Position!) { at(position: $p) { position requestedPosition snappedToCommit cis(first: 50) { edges { node { name status } } } } }";
+    for asked in before + 1..end {
+        let view = server.ok(&token, at, json!({ "p": asked })).await["at"].clone();
+        assert_eq!(size(&view["position"]), end, "asked {asked}: read at the end of the command");
+        assert_eq!(size(&view["requestedPosition"]), asked);
+        assert_eq!(view["snappedToCommit"], true);
+        let names: Vec<&str> =
+            view["cis"]["edges"].as_array().expect("edges").iter().filter_map(|e| e["node"]["name"].as_str()).collect();
+        assert!(!names.contains(&"snap-a") || view["cis"].to_string().contains("WITHDRAWN"), "{view}");
+    }
+    for asked in [before, end] {
+        let view = server.ok(&token, at, json!({ "p": asked })).await["at"].clone();
+        assert_eq!(size(&view["position"]), asked, "a commit's end reads where it was asked");
+        assert_eq!(view["snappedToCommit"], false);
+    }
+    let mut server = server;
+    server.shutdown().await;
+    let exported =
+        cmdb(&["--data-dir", server.data_dir().to_str().expect("path"), "export", "--as-of", &end.to_string()]);
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let lines: Vec<Value> =
+        text(&exported.stdout).lines().map(|l| serde_json::from_str(l).expect("an NDJSON line")).collect();
+    let last = &lines[(end - 1) as usize];
+    assert_eq!(last["commit"]["firstPosition"], before + 1, "{last}");
+    assert_eq!(size(&last["commit"]["events"]), end - before);
+}

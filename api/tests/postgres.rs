@@ -336,3 +336,64 @@ fn bad_store_flags_are_refused_before_anything_is_touched() {
     assert!(err.contains("--writes-go-to is for a --read-only follower"), "{err}");
     assert!(!dirs.path().join("data").join("events.sqlite").exists(), "no log was created by a refused start");
 }
+
+/// Evidence on the shared log (issue 18): two writers with the same key sign checkpoints in
+/// turn, a follower serves the same checkpoints and the same proofs, and a proof from one
+/// server verifies against a checkpoint from another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_server_of_a_shared_log_serves_the_same_tree_and_checkpoints() {
+    let Some(db) = FreshDatabase::create("every_server_of_a_shared_log_serves_the_same_tree_and_checkpoints") else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("keys");
+    let key_file = keys.path().join("log.key");
+    let key = cmdb_api::app::evidence::generate_key("cmdb.test/shared").expect("key");
+    cmdb_api::app::evidence::create_key_file(&key_file, &key).expect("key file");
+    let key_path = key_file.to_str().expect("path");
+    let quiet = ["--signing-key", key_path, "--sign-every-events", "10000000", "--sign-every-ms", "3600000"];
+    let writer_a = Process::start(&db.url, &quiet);
+    let admin = writer_a.token.clone().expect("token");
+    let writer_b = Process::start(&db.url, &quiet);
+    let mut follower_args = quiet.to_vec();
+    follower_args.extend(["--read-only", "--writes-go-to", "http://writer.example"]);
+    let follower = Process::start(&db.url, &follower_args);
+
+    let sign = "mutation { signCheckpoint { treeSize rootHash note } }";
+    let first = writer_a.ok(&admin, sign, json!({})).await["signCheckpoint"].clone();
+    writer_b
+        .ok(
+            &admin,
+            "mutation { createPrincipal(input: { name: \"bob\", kind: PERSON, roles: [VIEWER] }) { position } }",
+            json!({}),
+        )
+        .await;
+    let second = writer_b.ok(&admin, sign, json!({})).await["signCheckpoint"].clone();
+    let verifier = key.verifier();
+    let old = cmdb_core::note::Checkpoint::verify(first["note"].as_str().expect("note"), &verifier).expect("verifies");
+    let new = cmdb_core::note::Checkpoint::verify(second["note"].as_str().expect("note"), &verifier).expect("verifies");
+    assert!(new.size > old.size);
+
+    let listing = "{ checkpoints { treeSize rootHash } }";
+    let deadline = std::time::Instant::now() + CONVERGE_WITHIN;
+    loop {
+        let a = writer_a.ok(&admin, listing, json!({})).await;
+        let f = follower.ok(&admin, listing, json!({})).await;
+        if a == f && a["checkpoints"].as_array().is_some_and(|c| c.len() == 2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the servers did not converge: {a} / {f}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let consistency = "query($f: Position!, $t: Position!) { consistencyProof(fromSize: $f, toSize: $t) { hashes } }";
+    let proof = follower.ok(&admin, consistency, json!({ "f": old.size, "t": new.size })).await;
+    let hashes: Vec<cmdb_core::merkle::TreeHash> = proof["consistencyProof"]["hashes"]
+        .as_array()
+        .expect("hashes")
+        .iter()
+        .map(|h| h.as_str().expect("text").parse().expect("hash"))
+        .collect();
+    cmdb_core::merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes)
+        .expect("the follower's proof joins the two writers' checkpoints");
+    let (_, body) = (0, follower.post(&admin, sign, json!({})).await);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "READ_ONLY", "{body}");
+}

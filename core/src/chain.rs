@@ -330,6 +330,7 @@ mod tests {
             recorded_at: Timestamp::from_micros(1_000_000 * position as i64),
             prev_hash: prev,
             hash: Hash::GENESIS,
+            commit: crate::event::CommitSpan::single(position),
         };
         record.hash = event_hash(&prev, &ChainFields::of(&record));
         record

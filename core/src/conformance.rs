@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use crate::chain::{ChainBreak, DigestCheck, Hash};
-use crate::event::{Actor, EventRecord, Metadata, NewEvent, Source, StreamId};
+use crate::event::{Actor, CommitSpan, EventRecord, Metadata, NewEvent, Source, StreamId};
 use crate::ids::{IdGenerator, SequentialIds};
 use crate::store::tamper::Tamper;
 use crate::store::{
@@ -425,6 +425,53 @@ pub async fn gapless_global_order_under_concurrency(cx: TestContext) -> Outcome 
     }
     for (name, versions) in versions {
         assert_eq!(versions, (0..APPENDS * 2).collect::<Vec<_>>(), "stream {name} versions");
+    }
+    Outcome::Passed
+}
+
+/// Check: every event records its commit (the append it came in), under concurrent writers
+/// whose appends a backend may commit together: each append is its own commit, and the
+/// commits tile the log (issue 18, part 5).
+pub async fn commits_are_recorded_per_append(cx: TestContext) -> Outcome {
+    if let Some(skip) = cx.lacks(&[("gapless_positions", cx.capabilities.gapless_positions)]) {
+        return skip;
+    }
+    const WRITERS: u64 = 8;
+    const APPENDS: u64 = 20;
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let store = cx.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut spans = Vec::new();
+            for n in 0..APPENDS {
+                let size = 1 + (writer + n) % 3;
+                let batch = (0..size).map(|i| event(n * 10 + i)).collect();
+                let name = format!("writer-{writer}");
+                let outcome = store
+                    .append(AppendRequest::single(stream(&name), ExpectedVersion::Any, batch))
+                    .await
+                    .expect("append");
+                spans.push((outcome.first_position, outcome.last_position));
+            }
+            spans
+        }));
+    }
+    let mut spans = Vec::new();
+    for task in tasks {
+        spans.extend(task.await.expect("task"));
+    }
+    let log = whole_log(cx.store.as_ref()).await;
+    for (first, last) in spans {
+        for position in first..=last {
+            let record = &log[(position - 1) as usize];
+            let expected = CommitSpan { first_position: first, events: (last - first + 1) as u32 };
+            assert_eq!(record.commit, expected, "position {position}: the append {first}..={last}");
+        }
+    }
+    for record in &log {
+        assert!(record.commit.contains(record.position), "{:?} at {}", record.commit, record.position);
+        let read = cx.store.event_at(record.position).await.expect("read").expect("event");
+        assert_eq!(read.commit, record.commit, "every read path returns the commit");
     }
     Outcome::Passed
 }
@@ -1022,6 +1069,7 @@ macro_rules! conformance_suite {
             conditions_guard_streams_not_written,
             racing_writers_exactly_one_wins,
             gapless_global_order_under_concurrency,
+            commits_are_recorded_per_append,
             subscription_crosses_from_catch_up_to_live,
             reads_are_paged_and_directed,
             payload_bytes_are_kept_exactly,

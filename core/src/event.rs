@@ -344,6 +344,37 @@ pub struct EventRecord {
     pub prev_hash: Hash,
     /// The blake3 hash.
     pub hash: Hash,
+    /// The atomic append (commit) it was part of: events of one append have consecutive
+    /// positions and share this. Not covered by the chain (it adds nothing an attacker could
+    /// use: it only says where reads may stop); logs written before it was recorded read each
+    /// event as its own commit.
+    pub commit: CommitSpan,
+}
+
+/// The positions of one atomic append: `first_position ..= first_position + events - 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CommitSpan {
+    /// The first event's position.
+    pub first_position: u64,
+    /// How many events the append wrote (at least 1).
+    pub events: u32,
+}
+
+impl CommitSpan {
+    /// The span of one event alone (logs written before spans were recorded).
+    pub fn single(position: u64) -> CommitSpan {
+        CommitSpan { first_position: position, events: 1 }
+    }
+
+    /// The last event's position: reads there see the whole append.
+    pub fn last_position(&self) -> u64 {
+        self.first_position + u64::from(self.events.max(1)) - 1
+    }
+
+    /// Whether `position` is inside the span.
+    pub fn contains(&self, position: u64) -> bool {
+        position >= self.first_position && position <= self.last_position()
+    }
 }
 
 impl EventRecord {

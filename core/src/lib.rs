@@ -37,7 +37,7 @@ pub mod time;
 
 pub use chain::{ChainBreak, ChainVerifier, Digest};
 pub use error::Error;
-pub use event::{Actor, EventRecord, Metadata, NewEvent, Source, StreamId};
+pub use event::{Actor, CommitSpan, EventRecord, Metadata, NewEvent, Source, StreamId};
 pub use hash::Hash;
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use store::{

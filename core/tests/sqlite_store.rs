@@ -74,7 +74,41 @@ async fn wal_and_synchronous_full_are_in_force() {
     assert_eq!(pragmas.journal_mode, "wal");
     assert_eq!(pragmas.synchronous, 2, "synchronous=FULL");
     assert_eq!(pragmas.application_id, APPLICATION_ID);
-    assert_eq!(pragmas.user_version, 1);
+    assert_eq!(pragmas.user_version, cmdb_core::store::sqlite::FORMAT_VERSION);
+}
+
+/// A log of format 1 (before commits were recorded) opens, is upgraded in place, reads its
+/// old events as commits of one event each, and records the commits of new appends.
+#[tokio::test]
+async fn a_format_1_log_is_upgraded_in_place_and_keeps_every_hash() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let two = vec![event(1), event(2)];
+    store.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, two)).await.expect("append");
+    let before = store.verify().await.expect("verify");
+    store.shutdown().await;
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(LOG_FILE_NAME)).expect("open raw");
+        conn.execute_batch(
+            "ALTER TABLE events DROP COLUMN commit_first; ALTER TABLE events DROP COLUMN commit_size; \
+             PRAGMA user_version = 1;",
+        )
+        .expect("make it format 1");
+    }
+    let store = open(dir.path());
+    assert_eq!(store.writer_pragmas().await.expect("pragmas").user_version, 2, "upgraded");
+    let old = store.read_all(0, 10).await.expect("read");
+    assert_eq!(old.len(), 2);
+    for record in &old {
+        assert_eq!(record.commit, cmdb_core::CommitSpan::single(record.position), "an old event is its own commit");
+    }
+    let three = vec![event(3), event(4), event(5)];
+    store.append(AppendRequest::single(stream("b"), ExpectedVersion::Any, three)).await.expect("append");
+    let new = store.read_all(2, 10).await.expect("read");
+    assert!(new.iter().all(|r| r.commit == cmdb_core::CommitSpan { first_position: 3, events: 3 }));
+    let after = store.verify().await.expect("verify");
+    assert!(after.is_intact() && before.is_intact(), "the chain does not cover commits: nothing to re-hash");
 }
 
 #[tokio::test]

@@ -526,6 +526,9 @@ pub struct TemporalGraph {
     times: Vec<(u64, Timestamp)>,
     applied: u64,
     applied_hash: cmdb_core::Hash,
+    /// The commits (atomic appends) of more than one event, as (first, last) positions in
+    /// order: a read inside one snaps to a whole commit (issue 18, part 5).
+    multi_event_commits: Vec<(u64, u64)>,
     /// Every state change in position order: the index a diff reads.
     changes: Vec<(u64, Touched)>,
     /// Baselines by normalized name.
@@ -824,6 +827,9 @@ impl TemporalGraph {
         } else if let Some(last) = self.times.last_mut() {
             last.0 = p;
         }
+        if record.commit.events > 1 && record.commit.first_position == p {
+            self.multi_event_commits.push((p, record.commit.last_position()));
+        }
         self.applied = p;
         self.applied_hash = record.hash;
         Ok(())
@@ -1049,6 +1055,29 @@ impl TemporalGraph {
         }
         let count = self.times.partition_point(|(p, _)| *p < position);
         self.times.get(count).map(|(_, t)| *t).or_else(|| self.times.last().map(|(_, t)| *t))
+    }
+
+    /// The position a read asked at `position` happens at: the end of the commit (atomic
+    /// append) that holds `position`, so no read shows part of one command; or, while that
+    /// commit is not yet wholly applied, the position before it. Every position this answers
+    /// is the end of a commit (or 0).
+    pub fn whole_commit(&self, position: u64) -> u64 {
+        let after = self.multi_event_commits.partition_point(|(first, _)| *first <= position);
+        match after.checked_sub(1).map(|i| self.multi_event_commits[i]) {
+            Some((first, last)) if position < last => {
+                if last <= self.applied {
+                    last
+                } else {
+                    first - 1
+                }
+            }
+            _ => position,
+        }
+    }
+
+    /// The commits of more than one event applied, as (first, last) positions.
+    pub fn multi_event_commits(&self) -> &[(u64, u64)] {
+        &self.multi_event_commits
     }
 
     /// Checks that `position` is one this graph can answer for.

@@ -47,7 +47,7 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
 
 impl Projection for TemporalGraph {
     const NAME: &'static str = "graph";
-    const FORMAT_VERSION: u32 = 11;
+    const FORMAT_VERSION: u32 = 12;
 
     fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
         TemporalGraph::apply(self, record).map_err(|e: GraphError| e.to_string())

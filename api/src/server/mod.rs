@@ -184,6 +184,20 @@ async fn save_checkpoints(app: &AppState, dir: &Path) {
     }
 }
 
+/// Signs the checkpoint that is already due (a log that grew while no key was configured, the
+/// demo's history) before the server answers, so that it is not appended under a client's
+/// first requests.
+async fn sign_before_serving(app: &AppState, settings: &ServeSettings) {
+    if app.evidence.verifier().is_none() || app.evidence.log.read().uncovered_events() < settings.sign_every_events {
+        return;
+    }
+    let metadata = cmdb_core::Metadata::new(cmdb_core::Actor::system(), cmdb_core::Source::System);
+    match app.evidence.sign_now(&app.app, metadata).await {
+        Ok(checkpoint) => tracing::info!(size = checkpoint.signed.size, "checkpoint signed at start"),
+        Err(error) => tracing::warn!(%error, "could not sign a checkpoint at start; the schedule will retry"),
+    }
+}
+
 /// The name of the key `--demo` creates in the data directory when none is given.
 pub const DEMO_SIGNING_KEY_FILE: &str = "signing.key";
 /// The origin (log name) of the demo's key.
@@ -340,6 +354,7 @@ impl Server {
         let server_file = data_dir.join(SERVER_FILE_NAME);
         write_server_file(&server_file, local_addr);
         if !settings.read_only {
+            sign_before_serving(&app, &settings).await;
             start_background(&app, &settings)?;
         }
 

@@ -19,8 +19,16 @@ pub struct TestServer {
     pub client: reqwest::Client,
 }
 
+/// Test settings: any port; checkpoints are signed at start when due (the demo's history) but
+/// not on a schedule, so that no test's "the log is unchanged" races a checkpoint record
+/// (`evidence.rs` tests the schedule with its own settings).
 pub fn settings() -> ServeSettings {
-    ServeSettings { listen: "127.0.0.1:0".parse().expect("address"), ..ServeSettings::default() }
+    ServeSettings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        sign_every_ms: 3_600_000,
+        sign_every_events: 10_000_000,
+        ..ServeSettings::default()
+    }
 }
 
 impl TestServer {

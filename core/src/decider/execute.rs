@@ -145,6 +145,7 @@ pub fn written_records(request: &AppendRequest, outcome: &AppendOutcome) -> Vec<
                 recorded_at: event.recorded_at.unwrap_or(outcome.recorded_at),
                 prev_hash: Hash::GENESIS,
                 hash: Hash::GENESIS,
+                commit: request.commit_of(records.len(), outcome.first_position),
             });
             position += 1;
         }

@@ -100,6 +100,7 @@ impl<K: StreamKey> World<K> {
             recorded_at: event.recorded_at.unwrap_or(Timestamp::from_micros(0)),
             prev_hash: Hash::GENESIS,
             hash: Hash::GENESIS,
+            commit: crate::event::CommitSpan::single(self.position),
         };
         self.read.fold(&record)?;
         Ok(())

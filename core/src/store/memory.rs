@@ -139,6 +139,7 @@ impl EventStore for MemoryStore {
             let first_position = position + 1;
             let mut streams = Vec::with_capacity(request.writes.len());
             let mut ids = event_ids.iter();
+            let mut index = 0;
             for (write, actual) in request.writes.iter().zip(current) {
                 let first_version = actual.map_or(0, |v| v + 1);
                 let mut version = first_version;
@@ -157,7 +158,9 @@ impl EventStore for MemoryStore {
                         recorded_at: event.recorded_at.unwrap_or(stamp),
                         prev_hash,
                         hash: Hash::GENESIS,
+                        commit: request.commit_of(index, first_position),
                     };
+                    index += 1;
                     record.hash = event_hash(&prev_hash, &ChainFields::of(&record));
                     prev_hash = record.hash;
                     let index = log.events.len();

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::chain::{ChainBreak, ChainVerifier, Digest, DigestCheck, VerifyReport};
-use crate::event::{EventRecord, NewEvent, StreamId};
+use crate::event::{CommitSpan, EventRecord, NewEvent, StreamId};
 use crate::time::Timestamp;
 
 pub use subscription::subscribe;
@@ -113,6 +113,10 @@ pub struct AppendRequest {
     /// A verbatim copy of events from another log (`cmdb migrate`): every event supplies its
     /// id and `recorded_at` whatever its source; allowed where a bulk load is.
     pub copy: bool,
+    /// Each event's commit, in write order, when the caller knows them better than "this
+    /// request": a copy (the source's commits; its chunks do not follow the source's appends)
+    /// or a bulk load (the commands it holds). Empty: the request is one commit.
+    pub commits: Vec<CommitSpan>,
 }
 
 impl AppendRequest {
@@ -121,9 +125,23 @@ impl AppendRequest {
         AppendRequest::default()
     }
 
+    /// The commit of the `index`-th event (in write order) of this request appended at
+    /// `first_position`: the whole request, or for a copy the source's commit.
+    pub fn commit_of(&self, index: usize, first_position: u64) -> CommitSpan {
+        match self.commits.get(index) {
+            Some(span) => *span,
+            None => CommitSpan { first_position, events: u32::try_from(self.event_count()).unwrap_or(u32::MAX) },
+        }
+    }
+
     /// A request writing `events` to one stream.
     pub fn single(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
-        AppendRequest { writes: vec![StreamWrite { stream, expected, events }], conditions: Vec::new(), copy: false }
+        AppendRequest {
+            writes: vec![StreamWrite { stream, expected, events }],
+            conditions: Vec::new(),
+            copy: false,
+            commits: Vec::new(),
+        }
     }
 
     /// A verbatim copy of `records` (consecutive events of another log, in position order):
@@ -133,6 +151,7 @@ impl AppendRequest {
     pub fn copy_of(records: &[EventRecord]) -> Self {
         let mut request = AppendRequest { copy: true, ..AppendRequest::default() };
         for record in records {
+            request.commits.push(record.commit);
             let event = NewEvent {
                 event_id: Some(record.event_id),
                 event_type: record.event_type.clone(),
@@ -552,6 +571,7 @@ mod copy_tests {
                     recorded_at: Timestamp::from_micros(index as i64),
                     prev_hash: crate::chain::Hash::GENESIS,
                     hash: crate::chain::Hash::GENESIS,
+                    commit: crate::event::CommitSpan::single(index as u64 + 1),
                 };
                 *version += 1;
                 record

@@ -32,10 +32,10 @@ pub struct At(
 );
 
 impl At {
-    /// The view at `position`.
-    fn new(position: u64) -> At {
+    /// The view at `position`, asked as `requested`.
+    fn new(position: u64, requested: u64) -> At {
         At(
-            AtMoment { position },
+            AtMoment { position, requested },
             CisAt { position },
             ChangesAt { position },
             CalendarAt { position },
@@ -75,19 +75,34 @@ pub async fn resolve_at(
         (None, Some(t)) => graph.position_at(t.0).map_err(graph_error)?,
         (None, None) => graph.applied(),
     };
-    Ok(At::new(position))
+    // Never inside one command's append: a state between its events never existed.
+    Ok(At::new(graph.whole_commit(position), position))
 }
 
 /// Where the view is.
 pub struct AtMoment {
     pub(super) position: u64,
+    /// The position asked for (or that the time resolved to), before snapping to a commit.
+    pub(super) requested: u64,
 }
 
 #[Object]
 impl AtMoment {
-    /// The position every read in this view happens at.
+    /// The position every read in this view happens at: the end of an atomic append (a
+    /// commit). A position asked inside a commit of several events is snapped to its end
+    /// (or, while the commit is still being applied, to the position before it).
     async fn position(&self) -> Position {
         Position(self.position)
+    }
+
+    /// The position asked for (or the one a `time` resolved to), before snapping.
+    async fn requested_position(&self) -> Position {
+        Position(self.requested)
+    }
+
+    /// Whether the position asked for was inside a commit and the view moved to its end.
+    async fn snapped_to_commit(&self) -> bool {
+        self.position != self.requested
     }
 
     /// When the event at this position was recorded.

@@ -193,6 +193,12 @@ impl EvidenceMutation {
     /// checkpoint already covers every event, answers it and records nothing.
     #[graphql(guard = "Requires(Operation::VerifyLog)")]
     async fn sign_checkpoint(&self, ctx: &Context<'_>) -> async_graphql::Result<SignedCheckpoint> {
+        let settings = &state(ctx).settings;
+        if settings.read_only {
+            // A follower records nothing, even when nothing would need recording.
+            let to = settings.writes_go_to.clone().unwrap_or_else(|| "a writer".into());
+            return Err(crate::server::errors::store_error(cmdb_core::StoreError::ReadOnly(to)));
+        }
         let evidence = state(ctx).evidence.clone();
         match evidence.sign_now(app(ctx), metadata(ctx)?).await {
             Ok(checkpoint) => Ok((&checkpoint).into()),

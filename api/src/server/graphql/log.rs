@@ -77,6 +77,33 @@ impl Event {
     async fn hash(&self) -> String {
         self.0.hash.to_hex()
     }
+
+    /// The atomic append (commit) it came in: reads at `commit.lastPosition` see the whole
+    /// command; `at(position:)` inside it snaps there.
+    async fn commit(&self) -> Commit {
+        Commit(self.0.commit)
+    }
+}
+
+/// The positions of one atomic append.
+pub struct Commit(cmdb_core::CommitSpan);
+
+#[Object]
+impl Commit {
+    /// Its first event's position.
+    async fn first_position(&self) -> Position {
+        Position(self.0.first_position)
+    }
+
+    /// Its last event's position.
+    async fn last_position(&self) -> Position {
+        Position(self.0.last_position())
+    }
+
+    /// How many events it wrote.
+    async fn events(&self) -> u32 {
+        self.0.events
+    }
 }
 
 pub struct EventMetadata<'a>(&'a EventRecord);

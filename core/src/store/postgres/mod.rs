@@ -355,7 +355,12 @@ async fn check_schema(
             ),
         ));
     }
-    if format < FORMAT_VERSION {
+    if format == 1 {
+        client
+            .batch_execute(schema::UPGRADE_FROM_FORMAT_1)
+            .await
+            .map_err(|e| open_error(location, format!("cannot upgrade the log from format 1: {}", pg_error(&e))))?;
+    } else if format < FORMAT_VERSION {
         return Err(open_error(location, format!("log format {format} is not known to this build")));
     }
     if options.verify_tail_on_open {

@@ -6,12 +6,16 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::chain::Hash;
-use crate::event::{Actor, EventRecord, Metadata, Source, StreamId};
+use crate::event::{Actor, CommitSpan, EventRecord, Metadata, Source, StreamId};
 use crate::store::StoreError;
 use crate::time::Timestamp;
 
-/// The log format this build writes and reads (kept in `meta`).
-pub const FORMAT_VERSION: i64 = 1;
+/// The log format this build writes and reads (kept in `meta`). Format 2 added each event's
+/// commit (`commit_first`, `commit_size`); a format 1 log is upgraded in place when opened.
+pub const FORMAT_VERSION: i64 = 2;
+/// Upgrades a format 1 log (its events then read as commits of one event each).
+pub const UPGRADE_FROM_FORMAT_1: &str = "ALTER TABLE events ADD COLUMN IF NOT EXISTS commit_first bigint, \
+     ADD COLUMN IF NOT EXISTS commit_size bigint; UPDATE meta SET value = '2' WHERE key = 'format_version'";
 /// `meta.application`: marks a schema as a cmdb event log.
 pub const APPLICATION: &str = "cmdb-event-log";
 /// The notification channel commits are announced on (the payload is the schema's name; a
@@ -39,7 +43,9 @@ pub fn ddl(schema: &str) -> String {
              occurred_at     bigint,
              recorded_at     bigint NOT NULL,
              prev_hash       bytea  NOT NULL,
-             hash            bytea  NOT NULL
+             hash            bytea  NOT NULL,
+             commit_first    bigint,
+             commit_size     bigint
          );
          CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON {schema}.events (stream_id, stream_version);
          CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON {schema}.events (event_id);
@@ -55,7 +61,8 @@ pub fn ddl(schema: &str) -> String {
 
 /// The columns read back, in [`decode_row`]'s order.
 pub const SELECT_COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, data, \
-     actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash";
+     actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash, \
+     commit_first, commit_size";
 
 /// Quotes an identifier for SQL (doubling any quote inside).
 pub fn quote_identifier(name: &str) -> String {
@@ -116,6 +123,14 @@ pub fn decode_row(row: &Row) -> Result<EventRecord, StoreError> {
             recorded_at: Timestamp::from_micros(integer(13)?),
             prev_hash: Hash::from_slice(blob(14)?).ok_or_else(|| "prev_hash is not 32 bytes".to_string())?,
             hash: Hash::from_slice(blob(15)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+            commit: match (optional_integer(16)?, optional_integer(17)?) {
+                (Some(first), Some(size)) => CommitSpan {
+                    first_position: u64::try_from(first).map_err(|_| "negative commit position".to_string())?,
+                    events: u32::try_from(size).map_err(|_| "commit size out of range".to_string())?,
+                },
+                (None, None) => CommitSpan::single(u64::try_from(position).unwrap_or(0)),
+                _ => return Err("half a commit recorded".to_string()),
+            },
         })
     })();
     decoded.map_err(|detail| corrupt(position, detail))

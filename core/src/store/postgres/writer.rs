@@ -47,9 +47,9 @@ pub(super) type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 
 const INSERT_EVENTS: &str = "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, \
      schema_version, data, actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, \
-     recorded_at, prev_hash, hash) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], \
-     $5::text[], $6::bigint[], $7::bytea[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-     $13::bigint[], $14::bigint[], $15::bytea[], $16::bytea[])";
+     recorded_at, prev_hash, hash, commit_first, commit_size) SELECT * FROM unnest($1::bigint[], $2::text[], \
+     $3::bigint[], $4::bytea[], $5::text[], $6::bigint[], $7::bytea[], $8::text[], $9::text[], $10::text[], \
+     $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bytea[], $16::bytea[], $17::bigint[], $18::bigint[])";
 /// `meta` key `live_appends_started` is set by the first append stamped at commit; after it,
 /// bulk loads are refused.
 const READ_COUNTER: &str = "SELECT position, hash, recorded_at, \
@@ -112,6 +112,8 @@ struct Rows {
     recorded_at: Vec<i64>,
     prev_hash: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
+    commit_first: Vec<i64>,
+    commit_size: Vec<i64>,
 }
 
 fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
@@ -363,7 +365,7 @@ async fn write_rows(conn: &Connection, state: &GroupState, schema: &str) -> Resu
     let hashes: Vec<&[u8]> = rows.hash.iter().map(Vec::as_slice).collect();
     let ids: Vec<&[u8]> = rows.event_id.iter().map(Vec::as_slice).collect();
     let data: Vec<&[u8]> = rows.data.iter().map(Vec::as_slice).collect();
-    let params: [&(dyn ToSql + Sync); 16] = [
+    let params: [&(dyn ToSql + Sync); 18] = [
         &rows.position,
         &rows.stream_id,
         &rows.stream_version,
@@ -380,6 +382,8 @@ async fn write_rows(conn: &Connection, state: &GroupState, schema: &str) -> Resu
         &rows.recorded_at,
         &prev_hashes,
         &hashes,
+        &rows.commit_first,
+        &rows.commit_size,
     ];
     let position = to_i64(state.tail.position, "position")?;
     let hash = state.tail.hash.as_bytes().to_vec();
@@ -473,6 +477,9 @@ impl GroupState {
                 rows.recorded_at.push(recorded_at.as_micros());
                 rows.prev_hash.push(tail.hash.as_bytes().to_vec());
                 rows.hash.push(hash.as_bytes().to_vec());
+                let commit = request.commit_of(event_ids.len(), first_position);
+                rows.commit_first.push(to_i64(commit.first_position, "commit position")?);
+                rows.commit_size.push(i64::from(commit.events));
                 tail = Tail { position, hash, recorded_at };
                 event_ids.push(event_id);
                 version += 1;
@@ -520,5 +527,7 @@ impl Rows {
         self.recorded_at.append(&mut other.recorded_at);
         self.prev_hash.append(&mut other.prev_hash);
         self.hash.append(&mut other.hash);
+        self.commit_first.append(&mut other.commit_first);
+        self.commit_size.append(&mut other.commit_size);
     }
 }

@@ -34,7 +34,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
-use crate::event::{Actor, EventRecord, Metadata, Source, StreamId};
+use crate::event::{Actor, CommitSpan, EventRecord, Metadata, Source, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
 use crate::store::validate::{check_bulk_load, check_expectations, check_page, stream_read_start};
@@ -46,8 +46,12 @@ use crate::time::{Clock, SystemClock, Timestamp};
 
 /// `PRAGMA application_id` of our files: "CMDB" in ASCII.
 pub const APPLICATION_ID: i32 = 0x434D_4442;
-/// `PRAGMA user_version`: the file format this build writes and reads.
-pub const FORMAT_VERSION: i32 = 1;
+/// `PRAGMA user_version`: the file format this build writes and reads. Format 2 added each
+/// event's commit (`commit_first`, `commit_size`); a format 1 log is upgraded in place when a
+/// writer opens it (its events read as commits of one event each).
+pub const FORMAT_VERSION: i32 = 2;
+/// The oldest format this build upgrades.
+const OLDEST_FORMAT_VERSION: i32 = 1;
 /// The log's file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "events.sqlite";
 
@@ -68,7 +72,9 @@ CREATE TABLE events (
     occurred_at     INTEGER,
     recorded_at     INTEGER NOT NULL,
     prev_hash       BLOB    NOT NULL,
-    hash            BLOB    NOT NULL
+    hash            BLOB    NOT NULL,
+    commit_first    INTEGER,
+    commit_size     INTEGER
 ) STRICT;
 CREATE UNIQUE INDEX events_by_stream ON events (stream_id, stream_version);
 CREATE UNIQUE INDEX events_by_id ON events (event_id);
@@ -76,7 +82,15 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT, WITHOUT RO
 ";
 
 const SELECT_COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, data, \
-     actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash";
+     actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash, \
+     commit_first, commit_size";
+/// The same columns from a format 1 log (before its upgrade): no commit recorded.
+const SELECT_COLUMNS_FORMAT_1: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, \
+     data, actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, \
+     hash, NULL, NULL";
+/// Upgrades a format 1 log to format 2.
+const UPGRADE_FROM_FORMAT_1: &str = "ALTER TABLE events ADD COLUMN commit_first INTEGER; \
+     ALTER TABLE events ADD COLUMN commit_size INTEGER; PRAGMA user_version = 2;";
 
 /// Set in `meta` by the first append stamped at commit; after it, bulk loads are refused.
 const META_LIVE_APPENDS_STARTED: &str = "live_appends_started";
@@ -460,9 +474,10 @@ fn inspect(conn: &Connection, path: &Path, quick_check: bool, verify_tail: bool)
     if user_version > FORMAT_VERSION {
         return Err(newer_format(path, user_version).into());
     }
-    if user_version < FORMAT_VERSION {
+    if user_version < OLDEST_FORMAT_VERSION {
         return Err(open_error(path, format!("log format {user_version} is not known to this build")).into());
     }
+    let columns = if user_version < FORMAT_VERSION { SELECT_COLUMNS_FORMAT_1 } else { SELECT_COLUMNS };
     if quick_check {
         let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(damaged)?;
         if verdict != "ok" {
@@ -473,7 +488,7 @@ fn inspect(conn: &Connection, path: &Path, quick_check: bool, verify_tail: bool)
     }
     if verify_tail {
         let tail: Option<EventRecord> = conn
-            .query_row(&format!("SELECT {SELECT_COLUMNS} FROM events ORDER BY position DESC LIMIT 1"), [], decode_row)
+            .query_row(&format!("SELECT {columns} FROM events ORDER BY position DESC LIMIT 1"), [], decode_row)
             .optional()
             .map_err(damaged)?
             .transpose()
@@ -500,6 +515,10 @@ fn initialise_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let result = (|| {
         let application_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
         if application_id == APPLICATION_ID {
+            let user_version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if user_version == 1 {
+                conn.execute_batch(UPGRADE_FROM_FORMAT_1)?;
+            }
             return Ok(());
         }
         conn.execute_batch(SCHEMA)?;
@@ -595,6 +614,14 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
             recorded_at: Timestamp::from_micros(integer(13)?),
             prev_hash: Hash::from_slice(blob(14)?).ok_or_else(|| "prev_hash is not 32 bytes".to_string())?,
             hash: Hash::from_slice(blob(15)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+            commit: match (optional_integer(16)?, optional_integer(17)?) {
+                (Some(first), Some(size)) => CommitSpan {
+                    first_position: u64::try_from(first).map_err(|_| "negative commit position".to_string())?,
+                    events: u32::try_from(size).map_err(|_| "commit size out of range".to_string())?,
+                },
+                (None, None) => CommitSpan::single(u64::try_from(position).unwrap_or(0)),
+                _ => return Err("half a commit recorded".to_string()),
+            },
         })
     })();
     Ok(decoded.map_err(|detail| corrupt(position, detail)))
@@ -809,8 +836,9 @@ impl Writer {
             .conn
             .prepare_cached(
                 "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, data, \
-                 actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash, \
+                 commit_first, commit_size) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )
             .map_err(storage_error)?;
         for (write, actual) in request.writes.iter().zip(current) {
@@ -818,6 +846,7 @@ impl Writer {
             let mut version = first_version;
             for event in &write.events {
                 let position = tail.position + 1;
+                let commit = request.commit_of(event_ids.len(), first_position);
                 let event_id = event.event_id.unwrap_or_else(|| self.ids.next_id());
                 let recorded_at = event.recorded_at.unwrap_or(stamp);
                 let fields = ChainFields {
@@ -850,6 +879,8 @@ impl Writer {
                     recorded_at.as_micros(),
                     tail.hash.as_bytes().as_slice(),
                     hash.as_bytes().as_slice(),
+                    to_i64(commit.first_position, "commit position")?,
+                    i64::from(commit.events),
                 ]);
                 if let Err(e) = inserted {
                     if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
