@@ -81,6 +81,9 @@ impl EvidenceLog {
     }
 
     fn fold(&mut self, record: &EventRecord) -> Result<(), String> {
+        if record.position <= self.applied {
+            return Ok(()); // already in the tree (a replayed page)
+        }
         if record.position != self.applied + 1 {
             return Err(format!(
                 "position {} follows {}: the tree needs every position in order",

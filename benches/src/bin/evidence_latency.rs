@@ -174,7 +174,10 @@ fn appends(args: &Args) {
             } else {
                 without.push(rate);
             }
-            println!("run {run}: {} {rate:.0} events/s", if with_tree { "with the tree following" } else { "without the tree" });
+            println!(
+                "run {run}: {} {rate:.0} events/s",
+                if with_tree { "with the tree following" } else { "without the tree" }
+            );
         }
     }
     let median = |rates: &mut Vec<f64>| {
