@@ -31,7 +31,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{EventRecord, Metadata};
+use crate::event::{CommitSpan, EventRecord, Metadata};
 pub use crate::hash::{Hash, HashParseError};
 use crate::time::Timestamp;
 
@@ -215,6 +215,15 @@ pub enum ChainBreak {
         /// What is wrong.
         detail: String,
     },
+    /// The recorded commits do not tile the log (the commit record is not in the hash, so this
+    /// is checked on its own: every commit starts where the last one ended and all its events
+    /// name it).
+    Commit {
+        /// Where.
+        position: u64,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl ChainBreak {
@@ -225,7 +234,8 @@ impl ChainBreak {
             ChainBreak::Sequence { expected_position, .. } => *expected_position,
             ChainBreak::PrevHash { position }
             | ChainBreak::Hash { position }
-            | ChainBreak::Unreadable { position, .. } => *position,
+            | ChainBreak::Unreadable { position, .. }
+            | ChainBreak::Commit { position, .. } => *position,
         }
     }
 }
@@ -244,6 +254,7 @@ impl fmt::Display for ChainBreak {
                 write!(f, "position {position}: the stored fields do not hash to the stored hash (altered)")
             }
             ChainBreak::Unreadable { position, detail } => write!(f, "position {position}: unreadable row: {detail}"),
+            ChainBreak::Commit { position, detail } => write!(f, "position {position}: commit record: {detail}"),
         }
     }
 }
@@ -253,6 +264,10 @@ impl fmt::Display for ChainBreak {
 pub struct ChainVerifier {
     next_position: u64,
     prev_hash: Hash,
+    /// The commit the previous event left open (it was not its last event).
+    open_commit: Option<CommitSpan>,
+    /// Resumed from a digest: the first event may be inside a commit that began before it.
+    resumed: bool,
 }
 
 impl Default for ChainVerifier {
@@ -264,12 +279,17 @@ impl Default for ChainVerifier {
 impl ChainVerifier {
     /// Starts at position 1 with the genesis hash.
     pub fn new() -> Self {
-        ChainVerifier { next_position: 1, prev_hash: Hash::GENESIS }
+        ChainVerifier { next_position: 1, prev_hash: Hash::GENESIS, open_commit: None, resumed: false }
     }
 
     /// Continues from a trusted digest (checks only what follows it).
     pub fn from_digest(digest: Digest) -> Self {
-        ChainVerifier { next_position: digest.position + 1, prev_hash: digest.hash }
+        ChainVerifier {
+            next_position: digest.position + 1,
+            prev_hash: digest.hash,
+            open_commit: None,
+            resumed: digest.position > 0,
+        }
     }
 
     /// Checks the next event of the walk.
@@ -283,8 +303,29 @@ impl ChainVerifier {
         if event_hash(&record.prev_hash, &ChainFields::of(record)) != record.hash {
             return Err(ChainBreak::Hash { position: record.position });
         }
+        self.check_commit(record)?;
         self.next_position += 1;
         self.prev_hash = record.hash;
+        Ok(())
+    }
+
+    fn check_commit(&mut self, record: &EventRecord) -> Result<(), ChainBreak> {
+        let commit = record.commit;
+        let broken = |detail: String| ChainBreak::Commit { position: record.position, detail };
+        if !commit.contains(record.position) {
+            return Err(broken(format!("the event is outside its own commit {commit:?}")));
+        }
+        match self.open_commit {
+            Some(open) if open != commit => {
+                return Err(broken(format!("the commit {open:?} is not finished, but this event names {commit:?}")));
+            }
+            None if commit.first_position != record.position && !self.resumed => {
+                return Err(broken(format!("a commit starts here, but this event names {commit:?}")));
+            }
+            _ => {}
+        }
+        self.resumed = false;
+        self.open_commit = (commit.last_position() != record.position).then_some(commit);
         Ok(())
     }
 
@@ -350,6 +391,35 @@ mod tests {
     /// A fixed vector: other backends and other languages must reproduce this hash exactly.
     /// It was computed independently from the encoding documented above, in Python with the
     /// `blake3` package, not by this code.
+    #[test]
+    fn commit_records_must_tile_the_log() {
+        let verify = |log: &[EventRecord]| {
+            let mut verifier = ChainVerifier::new();
+            log.iter().try_for_each(|r| verifier.check(r))
+        };
+        let mut log = chain(6);
+        // Positions 2..=4 as one commit: sound.
+        for record in &mut log[1..4] {
+            record.commit = CommitSpan { first_position: 2, events: 3 };
+        }
+        assert_eq!(verify(&log), Ok(()));
+        // Position 3 names another commit while 2..=4 is open.
+        let mut forged = log.clone();
+        forged[2].commit = CommitSpan::single(3);
+        assert!(matches!(verify(&forged), Err(ChainBreak::Commit { position: 3, .. })), "{:?}", verify(&forged));
+        // A commit that claims to start before the event that opens it.
+        let mut forged = log.clone();
+        forged[4].commit = CommitSpan { first_position: 4, events: 2 };
+        assert!(matches!(verify(&forged), Err(ChainBreak::Commit { position: 5, .. })));
+        // An event outside its own commit.
+        let mut forged = log.clone();
+        forged[5].commit = CommitSpan { first_position: 1, events: 2 };
+        assert!(matches!(verify(&forged), Err(ChainBreak::Commit { position: 6, .. })));
+        // Resuming from a digest inside a commit is allowed.
+        let mut verifier = ChainVerifier::from_digest(Digest { position: 2, hash: log[1].hash });
+        assert_eq!(log[2..].iter().try_for_each(|r| verifier.check(r)), Ok(()));
+    }
+
     #[test]
     fn canonical_encoding_has_a_stable_test_vector() {
         let first = record(1, Hash::GENESIS);

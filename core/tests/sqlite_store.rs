@@ -421,3 +421,28 @@ async fn shutdown_finishes_queued_appends_and_ends_subscriptions() {
     acknowledged.sort_unstable();
     assert_eq!(log.iter().map(|r| r.position).collect::<Vec<_>>(), acknowledged, "exactly the acknowledged events");
 }
+
+/// The commit record is not in the hash, so `verify` checks on its own that commits tile the
+/// log: a row edited to name another commit is reported where it is.
+#[tokio::test]
+async fn verify_reports_a_commit_record_edited_behind_the_stores_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    store
+        .append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(1), event(2)]))
+        .await
+        .expect("append");
+    store.append(AppendRequest::single(stream("b"), ExpectedVersion::Any, vec![event(3)])).await.expect("append");
+    assert!(store.verify().await.expect("verify").is_intact());
+    store.shutdown().await;
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(LOG_FILE_NAME)).expect("open raw");
+        conn.execute("UPDATE events SET commit_first = 2, commit_size = 1 WHERE position = 2", []).expect("edit");
+    }
+    let store = open(dir.path());
+    let report = store.verify().await.expect("verify");
+    let first_break = report.first_break.expect("a break");
+    assert!(matches!(first_break, cmdb_core::ChainBreak::Commit { position: 2, .. }), "{first_break}");
+    assert_eq!(report.events_checked, 1);
+}

@@ -199,7 +199,7 @@ impl From<cmdb_core::Digest> for Digest {
 #[derive(SimpleObject)]
 pub struct ChainBreakInfo {
     pub position: Position,
-    /// sequence, prev_hash, hash or unreadable.
+    /// sequence, prev_hash, hash, unreadable or commit (the commit records do not tile the log).
     pub kind: String,
     pub message: String,
 }
@@ -225,6 +225,7 @@ impl From<VerifyReport> for VerifyResult {
                     ChainBreak::PrevHash { .. } => "prev_hash",
                     ChainBreak::Hash { .. } => "hash",
                     ChainBreak::Unreadable { .. } => "unreadable",
+                    ChainBreak::Commit { .. } => "commit",
                 }
                 .to_owned(),
                 message: b.to_string(),
