@@ -155,7 +155,7 @@ pub async fn proof(data: &DataDir, command: ProofSubcommand) -> anyhow::Result<E
             let record = store.event_at(position).await?;
             let file = {
                 let log = log.read();
-                let size = tree_size.unwrap_or_else(|| default_size(&log));
+                let size = tree_size.unwrap_or_else(|| log.default_proof_size());
                 let Some(record) = record.filter(|_| position >= 1 && position <= size) else {
                     bail!("position {position} is not in a tree of {size} events (positions start at 1)");
                 };
@@ -177,7 +177,7 @@ pub async fn proof(data: &DataDir, command: ProofSubcommand) -> anyhow::Result<E
             let (store, log) = load_tree(data).await?;
             let file = {
                 let log = log.read();
-                let to = to.unwrap_or_else(|| default_size(&log));
+                let to = to.unwrap_or_else(|| log.default_proof_size());
                 ConsistencyFile {
                     kind: "consistency".into(),
                     from_size: from,
@@ -205,10 +205,6 @@ pub async fn proof(data: &DataDir, command: ProofSubcommand) -> anyhow::Result<E
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn default_size(log: &EvidenceLog) -> u64 {
-    log.latest_checkpoint().map_or(log.size(), |c| c.signed.size)
 }
 
 async fn load_tree(
@@ -253,8 +249,11 @@ fn read_bounded(path: &Path, bound: u64, what: &str) -> anyhow::Result<String> {
 impl VerifyInputs {
     /// Reads and parses the inputs.
     pub fn read(key: &str, proof: &Path, checkpoint: Option<&Path>, old: Option<&Path>) -> anyhow::Result<Self> {
-        let key_text =
-            if Path::new(key).is_file() { read_bounded(Path::new(key), 4096, "key")? } else { key.to_owned() };
+        let key_text = if Path::new(key).is_file() {
+            read_bounded(Path::new(key), crate::app::evidence::MAX_KEY_FILE_BYTES, "key")?
+        } else {
+            key.to_owned()
+        };
         let verifier = NoteVerifier::parse(key_text.trim()).context("--key")?;
         let text = read_bounded(proof, MAX_PROOF_FILE_BYTES, "proof")?;
         #[derive(Deserialize)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use cmdb_api::app::evidence::{create_key_file, generate_key};
 use cmdb_api::server::{Server, StartOptions};
 use cmdb_core::merkle::{self, TreeHash};
-use cmdb_core::note::{Checkpoint, NoteVerifier};
+use cmdb_core::note::{Checkpoint, NoteSigner, NoteVerifier};
 use common::{TestServer, error_code, settings};
 use serde_json::{Value, json};
 
@@ -20,15 +20,22 @@ const ORIGIN: &str = "cmdb.test/evidence";
 const SIGN: &str = "mutation { signCheckpoint { origin treeSize rootHash keyId note recordedAtPosition } }";
 const TEAM: &str = "mutation($n: String!) { registerCi(input: { class: \"team\", name: $n }) { position } }";
 
-/// A server that signs only when asked (the schedule is tested on its own).
-async fn signing_server() -> (TestServer, NoteVerifier, tempfile::TempDir) {
+/// Settings with a new key in a directory of its own, signing every `every_events` events
+/// (never by time); the directory lives as long as the caller keeps it.
+fn keyed_settings(every_events: u64) -> (cmdb_api::settings::ServeSettings, NoteSigner, tempfile::TempDir) {
     let keys = tempfile::tempdir().expect("key dir");
     let key = generate_key(ORIGIN).expect("key");
     create_key_file(&keys.path().join("signing.key"), &key).expect("key file");
     let mut settings = settings();
     settings.signing_key = Some(keys.path().join("signing.key"));
-    settings.sign_every_events = 10_000_000;
+    settings.sign_every_events = every_events;
     settings.sign_every_ms = 3_600_000;
+    (settings, key, keys)
+}
+
+/// A server that signs only when asked (the schedule is tested on its own).
+async fn signing_server() -> (TestServer, NoteVerifier, tempfile::TempDir) {
+    let (settings, key, keys) = keyed_settings(10_000_000);
     (TestServer::start_with(settings).await, key.verifier(), keys)
 }
 
@@ -192,13 +199,7 @@ async fn without_a_key_nothing_is_signed_and_proofs_still_answer_for_the_whole_l
 
 #[tokio::test]
 async fn the_schedule_signs_after_n_events_and_the_tree_survives_a_restart() {
-    let keys = tempfile::tempdir().expect("key dir");
-    let key = generate_key(ORIGIN).expect("key");
-    create_key_file(&keys.path().join("k"), &key).expect("key file");
-    let mut settings = settings();
-    settings.signing_key = Some(keys.path().join("k"));
-    settings.sign_every_events = 5;
-    settings.sign_every_ms = 3_600_000;
+    let (settings, key, _keys) = keyed_settings(5);
     let mut server = TestServer::start_with(settings.clone()).await;
     let token = server.admin_token.clone();
     add_teams(&server, "s", 6).await;
@@ -270,15 +271,8 @@ async fn cmdb_key_creates_an_owner_only_key_never_over_another_and_prints_its_ve
 
 #[tokio::test]
 async fn cmdb_proof_prints_proofs_that_verify_without_the_log_and_fail_on_any_change() {
-    let keys = tempfile::tempdir().expect("key dir");
-    let key_file = keys.path().join("log.key");
-    let key = generate_key(ORIGIN).expect("key");
-    create_key_file(&key_file, &key).expect("key file");
+    let (settings, key, _keys) = keyed_settings(10_000_000);
     let verifier = key.verifier().to_string();
-    let mut settings = settings();
-    settings.signing_key = Some(key_file.clone());
-    settings.sign_every_events = 10_000_000;
-    settings.sign_every_ms = 3_600_000;
     let mut server = TestServer::start_with(settings).await;
     let token = server.admin_token.clone();
     add_teams(&server, "c", 3).await;

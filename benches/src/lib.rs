@@ -8,6 +8,19 @@ pub mod http;
 
 use cmdb_core::{Actor, Metadata, NewEvent, Source};
 
+/// Prints a latency histogram recorded in nanoseconds, in microseconds.
+pub fn report_micros(name: &str, histogram: &hdrhistogram::Histogram<u64>) {
+    println!(
+        "{name}: {} samples, us: p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+        histogram.len(),
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.9) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        histogram.value_at_quantile(0.999) as f64 / 1000.0,
+        histogram.max() as f64 / 1000.0
+    );
+}
+
 /// A realistic event payload of about `bytes` bytes: a CI update with attributes and padding.
 pub fn payload_of_about(bytes: usize, n: u64) -> String {
     let head = format!(

@@ -371,6 +371,19 @@ impl CommitSpan {
         self.first_position + u64::from(self.events.max(1)) - 1
     }
 
+    /// Decodes the two stored columns of the event at `position` (both NULL in a log written
+    /// before commits were recorded: the event is its own commit). Both backends read them so.
+    pub fn from_columns(position: u64, first: Option<i64>, events: Option<i64>) -> Result<CommitSpan, String> {
+        match (first, events) {
+            (Some(first), Some(events)) => Ok(CommitSpan {
+                first_position: u64::try_from(first).map_err(|_| "negative commit position".to_string())?,
+                events: u32::try_from(events).map_err(|_| "commit size out of range".to_string())?,
+            }),
+            (None, None) => Ok(CommitSpan::single(position)),
+            _ => Err("half a commit recorded".to_string()),
+        }
+    }
+
     /// Whether `position` is inside the span.
     pub fn contains(&self, position: u64) -> bool {
         position >= self.first_position && position <= self.last_position()

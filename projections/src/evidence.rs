@@ -67,6 +67,12 @@ impl EvidenceLog {
         self.checkpoints.get(at)
     }
 
+    /// The tree a proof is for when the caller names none: the newest signed checkpoint's (so
+    /// the proof verifies against a note the caller can hold), else the whole tree.
+    pub fn default_proof_size(&self) -> u64 {
+        self.latest_checkpoint().map_or(self.size(), |c| c.signed.size)
+    }
+
     /// Checkpoints with `from <= size <= to`, oldest first, at most `limit`.
     pub fn checkpoints_between(&self, from: u64, to: u64, limit: usize) -> &[RecordedCheckpoint] {
         let start = self.checkpoints.partition_point(|c| c.signed.size < from);

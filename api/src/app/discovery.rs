@@ -30,6 +30,9 @@ use cmdb_projections::discovery::{EXTERNAL_ID, Finding, FindingKind, count, find
 use super::{App, AppError};
 use crate::import::{self, FileFacts, ImportError, Sink};
 
+/// The note an import's discovery change is completed with.
+const APPLIED_NOTE: &str = "applied by the import";
+
 /// Batches of observations waiting between the parsing thread and the appends.
 pub const IMPORT_QUEUE_BATCHES: usize = 8;
 /// `discovery.observed` events per append.
@@ -433,14 +436,7 @@ impl App {
                 let outcome = self.edit_ci(&step.command(change), metadata.clone()).await;
                 report.count(step, outcome);
             }
-            self.transition(
-                change,
-                ChangeAction::Complete,
-                Some("applied by the import".into()),
-                None,
-                metadata.clone(),
-            )
-            .await?;
+            self.transition(change, ChangeAction::Complete, Some(APPLIED_NOTE.into()), None, metadata.clone()).await?;
             report.changes.push(change);
         }
         // Relationships between CIs registered just now are only findings once both ends are
@@ -459,9 +455,8 @@ impl App {
             }
         };
         let rel_steps = self.relationship_steps(&relationships, &mut report);
-        if !rel_steps.is_empty() && plan.ci_steps.is_empty() {
-            // (the template above was chosen for the findings' classes already)
-        } else if !rel_steps.is_empty() {
+        // Without CI steps the template above was chosen for these findings' classes already.
+        if !rel_steps.is_empty() && !plan.ci_steps.is_empty() {
             let sources = Plan { source: Some(source), ci_steps: Vec::new(), relationships };
             template = self.discovery_template(source, &sources, metadata).await?;
         }
@@ -477,14 +472,7 @@ impl App {
                     (Err(e), _) => report.skipped.push(format!("relationship {}: {e}", step.label)),
                 }
             }
-            self.transition(
-                change,
-                ChangeAction::Complete,
-                Some("applied by the import".into()),
-                None,
-                metadata.clone(),
-            )
-            .await?;
+            self.transition(change, ChangeAction::Complete, Some(APPLIED_NOTE.into()), None, metadata.clone()).await?;
             report.changes.push(change);
         }
         Ok(report)

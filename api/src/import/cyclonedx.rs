@@ -112,28 +112,13 @@ impl<'de> Visitor<'de> for BomVisitor<'_> {
                         None => Ok(()),
                     }
                 }
-                "components" => {
-                    map.next_value_seed(List {
-                        kind: ListKind::Components,
-                        sink: &mut *self.sink,
-                        carried: &mut *self.carried,
-                    })?;
-                    Ok(())
-                }
-                "services" => {
-                    map.next_value_seed(List {
-                        kind: ListKind::Services,
-                        sink: &mut *self.sink,
-                        carried: &mut *self.carried,
-                    })?;
-                    Ok(())
-                }
-                "dependencies" => {
-                    map.next_value_seed(List {
-                        kind: ListKind::Dependencies,
-                        sink: &mut *self.sink,
-                        carried: &mut *self.carried,
-                    })?;
+                "components" | "services" | "dependencies" => {
+                    let kind = match key.as_str() {
+                        "components" => ListKind::Components,
+                        "services" => ListKind::Services,
+                        _ => ListKind::Dependencies,
+                    };
+                    map.next_value_seed(List { kind, sink: &mut *self.sink, carried: &mut *self.carried })?;
                     Ok(())
                 }
                 _ => {

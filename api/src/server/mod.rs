@@ -138,34 +138,27 @@ fn start_background(app: &Arc<AppState>, settings: &ServeSettings) -> Result<(),
     Ok(())
 }
 
-/// The graph and the evidence projections, caught up with the log, and the signing key.
+/// The graph and the evidence projections, caught up with the log (both at once: on a
+/// rebuild each reads the log, and they share nothing), and the signing key, read first so that
+/// a bad key stops the start before any catch-up.
 async fn start_projections(
     store: &Arc<dyn EventStore>,
     data_dir: &Path,
     settings: &ServeSettings,
 ) -> Result<(ProjectionHandle<TemporalGraph>, crate::app::evidence::Evidence), StartError> {
-    let graph = runner::start::<TemporalGraph>(
-        store.clone(),
-        RunnerOptions {
-            checkpoint_dir: Some(data_dir.join(PROJECTIONS_DIR)),
-            checkpoint_interval_ms: settings.checkpoint_interval_ms,
-            ..RunnerOptions::default()
-        },
+    let key = signing_key(data_dir, settings)?;
+    let options = RunnerOptions {
+        checkpoint_dir: Some(data_dir.join(PROJECTIONS_DIR)),
+        checkpoint_interval_ms: settings.checkpoint_interval_ms,
+        ..RunnerOptions::default()
+    };
+    let (graph, evidence_log) = tokio::try_join!(
+        runner::start::<TemporalGraph>(store.clone(), options.clone()),
+        runner::start::<cmdb_projections::evidence::EvidenceLog>(store.clone(), options),
     )
-    .await
     .map_err(|e| StartError::Io(e.to_string()))?;
     tracing::info!(started_from = %graph.started_from, position = graph.applied(), "graph projection ready");
-    let evidence_log = runner::start::<cmdb_projections::evidence::EvidenceLog>(
-        store.clone(),
-        RunnerOptions {
-            checkpoint_dir: Some(data_dir.join(PROJECTIONS_DIR)),
-            checkpoint_interval_ms: settings.checkpoint_interval_ms,
-            ..RunnerOptions::default()
-        },
-    )
-    .await
-    .map_err(|e| StartError::Io(e.to_string()))?;
-    let evidence = crate::app::evidence::Evidence::new(evidence_log, signing_key(data_dir, settings)?);
+    let evidence = crate::app::evidence::Evidence::new(evidence_log, key);
     if let Some(verifier) = evidence.verifier() {
         tracing::info!(%verifier, "checkpoints are signed; verify them with this key");
     }

@@ -39,18 +39,6 @@ struct Args {
     append_runs: usize,
 }
 
-fn report(name: &str, histogram: &Histogram<u64>) {
-    println!(
-        "{name}: {} samples, µs: p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
-        histogram.len(),
-        histogram.value_at_quantile(0.5) as f64 / 1000.0,
-        histogram.value_at_quantile(0.9) as f64 / 1000.0,
-        histogram.value_at_quantile(0.99) as f64 / 1000.0,
-        histogram.value_at_quantile(0.999) as f64 / 1000.0,
-        histogram.max() as f64 / 1000.0
-    );
-}
-
 fn timed<T>(histogram: &mut Histogram<u64>, work: impl FnOnce() -> T) -> T {
     let start = Instant::now();
     let out = std::hint::black_box(work());
@@ -95,10 +83,10 @@ fn proofs(args: &Args) {
         });
         timed(&mut verify_consistency, || merkle::verify_consistency(from, size, &old, &root, &proof).expect("ok"));
     }
-    report("inclusion proof (3M tree)", &inclusion);
-    report("consistency proof + old root (3M tree)", &consistency);
-    report("verify inclusion (hashes only)", &verify_inclusion);
-    report("verify consistency (hashes only)", &verify_consistency);
+    cmdb_benches::report_micros("inclusion proof (3M tree)", &inclusion);
+    cmdb_benches::report_micros("consistency proof + old root (3M tree)", &consistency);
+    cmdb_benches::report_micros("verify inclusion (hashes only)", &verify_inclusion);
+    cmdb_benches::report_micros("verify consistency (hashes only)", &verify_consistency);
     cli_verify(args, &tree);
 }
 
@@ -136,7 +124,7 @@ fn cli_verify(args: &Args, tree: &MerkleTree) {
             inputs.verify().expect("verified")
         });
     }
-    report("cmdb proof verify, in process (read files, signature, proof)", &histogram);
+    cmdb_benches::report_micros("cmdb proof verify, in process (read files, signature, proof)", &histogram);
 }
 
 fn append_run(store: &SqliteStore, runtime: &tokio::runtime::Runtime, events: u64, offset: u64) -> f64 {

@@ -25,18 +25,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn report(name: &str, histogram: &Histogram<u64>) {
-    println!(
-        "{name}: {} samples, us: p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
-        histogram.len(),
-        histogram.value_at_quantile(0.5) as f64 / 1000.0,
-        histogram.value_at_quantile(0.9) as f64 / 1000.0,
-        histogram.value_at_quantile(0.99) as f64 / 1000.0,
-        histogram.value_at_quantile(0.999) as f64 / 1000.0,
-        histogram.max() as f64 / 1000.0
-    );
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(
@@ -101,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         std::hint::black_box(graph.ci_at(id, position));
         reads.record(t.elapsed().as_nanos() as u64)?;
     }
-    report("as-of read of one CI at a random past position", &reads);
+    cmdb_benches::report_micros("as-of read of one CI at a random past position", &reads);
 
     for max_results in [1_000, 10_000] {
         let traversal = Traversal { direction: ImpactDirection::Downstream, max_depth: 6, max_results, types: None };
@@ -118,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
                 truncated += usize::from(impact.truncated);
             }
         }
-        report(
+        cmdb_benches::report_micros(
             &format!(
                 "downstream impact to depth 6 (max_results {max_results}) from a random application at a random past position"
             ),
@@ -138,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
         diffs.record(t.elapsed().as_nanos() as u64)?;
         entries += diff.cis.len() + diff.relationships.len();
     }
-    report("diff of one simulated day (30 different days)", &diffs);
+    cmdb_benches::report_micros("diff of one simulated day (30 different days)", &diffs);
     println!("mean entries per day: {:.0}", entries as f64 / 30.0);
     Ok(())
 }

@@ -8,7 +8,7 @@
 use async_graphql::{Context, ErrorExtensions as _, Object, SimpleObject};
 use cmdb_core::access::Operation;
 use cmdb_core::merkle::ProofError;
-use cmdb_projections::evidence::{EvidenceLog, RecordedCheckpoint};
+use cmdb_projections::evidence::RecordedCheckpoint;
 
 use super::context::{Requires, app, list_limit, metadata, state};
 use super::scalars::{DateTime, Position};
@@ -100,11 +100,6 @@ fn proof_error(field: &str, error: ProofError) -> async_graphql::Error {
     }
 }
 
-/// The default tree of a proof: the newest signed checkpoint's, else the whole tree.
-fn default_size(log: &EvidenceLog) -> u64 {
-    log.latest_checkpoint().map_or(log.size(), |c| c.signed.size)
-}
-
 /// The newest signed checkpoint.
 pub fn latest(ctx: &Context<'_>) -> Option<SignedCheckpoint> {
     state(ctx).evidence.log.read().latest_checkpoint().map(Into::into)
@@ -135,7 +130,7 @@ pub async fn inclusion(
     // The leaf input is the event's chain hash: the tree keeps only leaf hashes.
     let record = state(ctx).store.event_at(position.0).await.map_err(crate::server::errors::store_error)?;
     let log = state(ctx).evidence.log.read();
-    let size = tree_size.map_or_else(|| default_size(&log), |s| s.0);
+    let size = tree_size.map_or_else(|| log.default_proof_size(), |s| s.0);
     let Some(record) = record.filter(|_| position.0 >= 1 && position.0 <= size) else {
         return Err(bad_input_field(
             "position",
@@ -169,7 +164,7 @@ pub fn consistency(
     to_size: Option<Position>,
 ) -> async_graphql::Result<ConsistencyProof> {
     let log = state(ctx).evidence.log.read();
-    let to = to_size.map_or_else(|| default_size(&log), |s| s.0);
+    let to = to_size.map_or_else(|| log.default_proof_size(), |s| s.0);
     let from = from_size.0;
     let hashes = log.tree().consistency_proof(from, to).map_err(|e| proof_error("fromSize", e))?;
     Ok(ConsistencyProof {

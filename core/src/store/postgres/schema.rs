@@ -123,14 +123,11 @@ pub fn decode_row(row: &Row) -> Result<EventRecord, StoreError> {
             recorded_at: Timestamp::from_micros(integer(13)?),
             prev_hash: Hash::from_slice(blob(14)?).ok_or_else(|| "prev_hash is not 32 bytes".to_string())?,
             hash: Hash::from_slice(blob(15)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
-            commit: match (optional_integer(16)?, optional_integer(17)?) {
-                (Some(first), Some(size)) => CommitSpan {
-                    first_position: u64::try_from(first).map_err(|_| "negative commit position".to_string())?,
-                    events: u32::try_from(size).map_err(|_| "commit size out of range".to_string())?,
-                },
-                (None, None) => CommitSpan::single(u64::try_from(position).unwrap_or(0)),
-                _ => return Err("half a commit recorded".to_string()),
-            },
+            commit: CommitSpan::from_columns(
+                u64::try_from(position).unwrap_or(0),
+                optional_integer(16)?,
+                optional_integer(17)?,
+            )?,
         })
     })();
     decoded.map_err(|detail| corrupt(position, detail))
