@@ -356,6 +356,9 @@ struct ExportedEvent<'a> {
     recorded_at: Timestamp,
     prev_hash: String,
     hash: String,
+    /// Absent in exports of logs written before salts: chain version 1.
+    #[serde(default)]
+    seal: Option<cmdb_core::PayloadSeal>,
 }
 
 /// Recomputes an exported event's chain hash from its fields and its predecessor's hash.
@@ -377,6 +380,7 @@ fn check_event(event: &serde_json::value::RawValue, position: u64, chain_hash: &
         data: exported.data.get().as_bytes(),
         metadata: &exported.metadata,
         recorded_at: exported.recorded_at,
+        seal: &exported.seal.unwrap_or(cmdb_core::PayloadSeal::Plain),
     };
     let computed = event_hash(&prev, &fields);
     if computed != *chain_hash {

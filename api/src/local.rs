@@ -76,6 +76,8 @@ struct ExportedEvent<'a> {
     hash: String,
     /// The atomic append it was part of (not covered by the chain).
     commit: ExportedCommit,
+    /// How the chain commits to the payload: its salt, or the kept commitment of a redacted one.
+    seal: &'a cmdb_core::PayloadSeal,
 }
 
 /// An event's commit in an exported line.
@@ -104,6 +106,7 @@ pub(crate) fn export_line(record: &EventRecord) -> anyhow::Result<String> {
         prev_hash: record.prev_hash.to_hex(),
         hash: record.hash.to_hex(),
         commit: ExportedCommit { first_position: record.commit.first_position, events: record.commit.events },
+        seal: &record.seal,
     };
     Ok(serde_json::to_string(&line)?)
 }

@@ -4,7 +4,7 @@
 //! a canonical encoding that any backend can reproduce byte for byte:
 //!
 //! ```text
-//! "cmdb.event.v1"                      domain tag, 13 bytes, no length prefix
+//! "cmdb.event.v1" | "cmdb.event.v2"    domain tag, 13 bytes, no length prefix
 //! prev_hash                            32 bytes (all zero before position 1)
 //! position                             u64 big-endian
 //! stream_id                            u32 BE length + UTF-8 bytes
@@ -12,7 +12,7 @@
 //! event_id                             16 bytes (UUID, big-endian as printed)
 //! event_type                           u32 BE length + bytes
 //! schema_version                       u32 BE
-//! blake3(data)                         32 bytes: the hash of the stored payload bytes
+//! commitment                           32 bytes: the payload's commitment (below)
 //! actor.principal                      u32 BE length + bytes
 //! actor.token_id                       option: 0x00, or 0x01 + u32 BE length + bytes
 //! correlation_id                       option, as above
@@ -22,8 +22,15 @@
 //! recorded_at                          i64 BE microseconds since the Unix epoch, UTC
 //! ```
 //!
-//! Hashing the payload's own hash (not the payload) means a later redaction of personal data
-//! can drop a payload, keep its hash, and the chain still verifies.
+//! The payload's commitment is `blake3(data)` in version 1 and `blake3::keyed_hash(salt, data)`
+//! in version 2, with a random 32-byte salt per payload stored beside it. Hashing a commitment
+//! (not the payload) means a redaction of personal data can erase payload bytes, keep the
+//! commitment, and the chain, the Merkle tree and every proof still verify. The salt is what
+//! makes that safe: it is erased with the payload, so a kept version 2 commitment cannot be
+//! matched against guesses ("is it alice@example.com?"). Version 1 events (logs written before
+//! salts) keep verifying; their commitments could be matched so, which the redaction answer
+//! says. Every event says its version (`EventRecord::seal`); the two differ only in the tag
+//! and the commitment.
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,11 +38,21 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{CommitSpan, EventRecord, Metadata};
+use crate::event::{ChainEncoding, CommitSpan, EventRecord, Metadata, PayloadSeal};
 pub use crate::hash::{Hash, HashParseError};
 use crate::time::Timestamp;
 
-const DOMAIN_TAG: &[u8] = b"cmdb.event.v1";
+const DOMAIN_TAG_V1: &[u8] = b"cmdb.event.v1";
+const DOMAIN_TAG_V2: &[u8] = b"cmdb.event.v2";
+
+/// The commitment the chain hashes for a payload: version 1 unsalted, version 2 salted.
+pub fn payload_commitment(seal: &PayloadSeal, data: &[u8]) -> Hash {
+    match seal {
+        PayloadSeal::Plain => Hash(*blake3::hash(data).as_bytes()),
+        PayloadSeal::Salted(salt) => Hash(*blake3::keyed_hash(salt, data).as_bytes()),
+        PayloadSeal::Redacted { commitment, .. } => *commitment,
+    }
+}
 
 /// The fields of an event that the chain covers, borrowed.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +75,8 @@ pub struct ChainFields<'a> {
     pub metadata: &'a Metadata,
     /// When it was recorded.
     pub recorded_at: Timestamp,
+    /// How the payload is committed to.
+    pub seal: &'a PayloadSeal,
 }
 
 impl<'a> ChainFields<'a> {
@@ -73,6 +92,7 @@ impl<'a> ChainFields<'a> {
             data: &record.data,
             metadata: &record.metadata,
             recorded_at: record.recorded_at,
+            seal: &record.seal,
         }
     }
 }
@@ -98,9 +118,12 @@ fn put_optional_text(hasher: &mut blake3::Hasher, text: Option<&str>) {
 
 /// The canonical hash of one event given its predecessor's hash.
 pub fn event_hash(prev_hash: &Hash, fields: &ChainFields<'_>) -> Hash {
-    let data_hash = blake3::hash(fields.data);
+    let commitment = payload_commitment(fields.seal, fields.data);
     let mut hasher = blake3::Hasher::new();
-    hasher.update(DOMAIN_TAG);
+    hasher.update(match fields.seal.encoding() {
+        ChainEncoding::V1 => DOMAIN_TAG_V1,
+        ChainEncoding::V2 => DOMAIN_TAG_V2,
+    });
     hasher.update(&prev_hash.0);
     hasher.update(&fields.position.to_be_bytes());
     put_bytes(&mut hasher, fields.stream_id.as_bytes());
@@ -108,7 +131,7 @@ pub fn event_hash(prev_hash: &Hash, fields: &ChainFields<'_>) -> Hash {
     hasher.update(fields.event_id.as_bytes());
     put_bytes(&mut hasher, fields.event_type.as_bytes());
     hasher.update(&fields.schema_version.to_be_bytes());
-    hasher.update(data_hash.as_bytes());
+    hasher.update(&commitment.0);
     let metadata = fields.metadata;
     put_bytes(&mut hasher, metadata.actor.principal.as_bytes());
     put_optional_text(&mut hasher, metadata.actor.token_id.as_deref());
@@ -224,6 +247,15 @@ pub enum ChainBreak {
         /// What is wrong.
         detail: String,
     },
+    /// A redacted payload that no redaction record accounts for (the record it names is
+    /// missing, is not a redaction record, or does not list it). The redaction record is in
+    /// the chain, so erasing bytes without one is caught here.
+    Redaction {
+        /// The redacted event.
+        position: u64,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl ChainBreak {
@@ -235,7 +267,8 @@ impl ChainBreak {
             ChainBreak::PrevHash { position }
             | ChainBreak::Hash { position }
             | ChainBreak::Unreadable { position, .. }
-            | ChainBreak::Commit { position, .. } => *position,
+            | ChainBreak::Commit { position, .. }
+            | ChainBreak::Redaction { position, .. } => *position,
         }
     }
 }
@@ -255,6 +288,7 @@ impl fmt::Display for ChainBreak {
             }
             ChainBreak::Unreadable { position, detail } => write!(f, "position {position}: unreadable row: {detail}"),
             ChainBreak::Commit { position, detail } => write!(f, "position {position}: commit record: {detail}"),
+            ChainBreak::Redaction { position, detail } => write!(f, "position {position}: redaction: {detail}"),
         }
     }
 }
@@ -268,6 +302,20 @@ pub struct ChainVerifier {
     open_commit: Option<CommitSpan>,
     /// Resumed from a digest: the first event may be inside a commit that began before it.
     resumed: bool,
+    /// Redacted events seen whose redaction record is still ahead: record position to the
+    /// redacted positions naming it.
+    redactions_ahead: std::collections::BTreeMap<u64, Vec<u64>>,
+}
+
+/// The type of the record a redaction appends (see `redaction`); the chain checks that every
+/// redacted payload is accounted for by one.
+pub const REDACTION_APPLIED: &str = "redaction.applied";
+
+/// What the chain reads of a redaction record: the positions it erased.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RedactionCover {
+    /// The redacted events' positions.
+    pub positions: Vec<u64>,
 }
 
 impl Default for ChainVerifier {
@@ -279,7 +327,13 @@ impl Default for ChainVerifier {
 impl ChainVerifier {
     /// Starts at position 1 with the genesis hash.
     pub fn new() -> Self {
-        ChainVerifier { next_position: 1, prev_hash: Hash::GENESIS, open_commit: None, resumed: false }
+        ChainVerifier {
+            next_position: 1,
+            prev_hash: Hash::GENESIS,
+            open_commit: None,
+            resumed: false,
+            redactions_ahead: Default::default(),
+        }
     }
 
     /// Continues from a trusted digest (checks only what follows it).
@@ -289,6 +343,7 @@ impl ChainVerifier {
             prev_hash: digest.hash,
             open_commit: None,
             resumed: digest.position > 0,
+            redactions_ahead: Default::default(),
         }
     }
 
@@ -304,6 +359,7 @@ impl ChainVerifier {
             return Err(ChainBreak::Hash { position: record.position });
         }
         self.check_commit(record)?;
+        self.check_redaction(record)?;
         self.next_position += 1;
         self.prev_hash = record.hash;
         Ok(())
@@ -327,6 +383,44 @@ impl ChainVerifier {
         self.resumed = false;
         self.open_commit = (commit.last_position() != record.position).then_some(commit);
         Ok(())
+    }
+
+    fn check_redaction(&mut self, record: &EventRecord) -> Result<(), ChainBreak> {
+        if let Some(at) = record.seal.redaction_record() {
+            if at <= record.position {
+                return Err(ChainBreak::Redaction {
+                    position: record.position,
+                    detail: format!("it names the redaction record at {at}, which is not after it"),
+                });
+            }
+            self.redactions_ahead.entry(at).or_default().push(record.position);
+        }
+        let Some(redacted) = self.redactions_ahead.remove(&record.position) else {
+            return Ok(());
+        };
+        let cover = (record.event_type == REDACTION_APPLIED)
+            .then(|| record.data_as::<RedactionCover>().ok())
+            .flatten()
+            .map(|cover| cover.positions)
+            .unwrap_or_default();
+        match redacted.iter().find(|position| !cover.contains(position)) {
+            None => Ok(()),
+            Some(position) => Err(ChainBreak::Redaction {
+                position: *position,
+                detail: format!("the record at {} does not list it as redacted", record.position),
+            }),
+        }
+    }
+
+    /// Ends a walk of the whole log: a redacted event whose record was never reached breaks.
+    pub fn finish(&self) -> Result<(), ChainBreak> {
+        match self.redactions_ahead.iter().next() {
+            None => Ok(()),
+            Some((at, positions)) => Err(ChainBreak::Redaction {
+                position: positions.first().copied().unwrap_or(*at),
+                detail: format!("it names the redaction record at {at}, beyond the end of the log"),
+            }),
+        }
     }
 
     /// The digest of the last record checked.
@@ -372,6 +466,7 @@ mod tests {
             prev_hash: prev,
             hash: Hash::GENESIS,
             commit: crate::event::CommitSpan::single(position),
+            seal: PayloadSeal::Plain,
         };
         record.hash = event_hash(&prev, &ChainFields::of(&record));
         record

@@ -476,6 +476,77 @@ pub async fn commits_are_recorded_per_append(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: every new event is salted (chain version 2); a redaction replaces payloads and
+/// appends its record atomically, every hash stays, `verify` passes, and a redaction that
+/// would change a hash, names an event twice or past the head is refused with nothing
+/// changed (issue 18, part 4).
+pub async fn redaction_keeps_every_hash(cx: TestContext) -> Outcome {
+    use crate::event::PayloadSeal;
+    use crate::store::Erasure;
+    let secret = b"jane.doe@example.com";
+    let person = |n: u64| {
+        let data = format!(r#"{{"n":{n},"email":"jane.doe@example.com"}}"#);
+        NewEvent::raw("test.person", data.into_bytes(), metadata())
+    };
+    cx.store
+        .append(AppendRequest::single(stream("people"), ExpectedVersion::Any, vec![person(1), person(2), event(3)]))
+        .await
+        .expect("append");
+    let before = whole_log(cx.store.as_ref()).await;
+    let mut salts = std::collections::HashSet::new();
+    for record in &before {
+        match record.seal {
+            PayloadSeal::Salted(salt) => assert!(salts.insert(salt), "salts are never reused"),
+            other => panic!("new events are salted, found {other:?}"),
+        }
+    }
+    let erase =
+        |position: u64| Erasure { position, data: format!(r#"{{"n":{position},"email":"[redacted]"}}"#).into_bytes() };
+    let record = |positions: &str| {
+        let data = format!(r#"{{"positions":[{positions}]}}"#);
+        AppendRequest::single(
+            stream("redactions"),
+            ExpectedVersion::Any,
+            vec![NewEvent::raw(crate::chain::REDACTION_APPLIED, data.into_bytes(), metadata())],
+        )
+    };
+    // Refused, nothing changed: twice the same event, past the head, an empty erasure list.
+    for (erasures, positions) in [(vec![erase(1), erase(1)], "1"), (vec![erase(9)], "9"), (vec![], "1")] {
+        let refused = cx.store.redact(erasures, record(positions)).await;
+        assert!(matches!(refused, Err(StoreError::InvalidInput(_))), "{refused:?}");
+        assert_eq!(whole_log(cx.store.as_ref()).await, before, "a refused redaction changes nothing");
+    }
+    let outcome = cx.store.redact(vec![erase(1), erase(2)], record("1,2")).await.expect("redacted");
+    assert_eq!(outcome.first_position, 4);
+    let after = whole_log(cx.store.as_ref()).await;
+    assert_eq!(after.len(), 4);
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!((old.hash, old.prev_hash), (new.hash, new.prev_hash), "position {}: every hash stays", old.position);
+    }
+    for record in &after[..2] {
+        assert!(matches!(record.seal, PayloadSeal::Redacted { record: 4, .. }), "{:?}", record.seal);
+        assert!(!record.data.windows(secret.len()).any(|w| w == secret), "the erased value is gone");
+        let read = cx.store.event_at(record.position).await.expect("read").expect("event");
+        assert_eq!(read.seal, record.seal, "every read path returns the seal");
+    }
+    assert_eq!(after[2], before[2], "an event not named is untouched");
+    let report = cx.store.verify().await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    // A second erasure of an already redacted event keeps the first commitment.
+    cx.store
+        .redact(
+            vec![Erasure { position: 1, data: br#"{"n":"[redacted]","email":"[redacted]"}"#.to_vec() }],
+            record("1"),
+        )
+        .await
+        .expect("again");
+    assert!(cx.store.verify().await.expect("verify").is_intact());
+    // An erasure that is not JSON is refused.
+    let refused = cx.store.redact(vec![Erasure { position: 3, data: b"{".to_vec() }], record("3")).await;
+    assert!(matches!(refused, Err(StoreError::InvalidInput(_))), "{refused:?}");
+    Outcome::Passed
+}
+
 /// Check: a subscription crosses from catch-up to live without a gap or a duplicate.
 pub async fn subscription_crosses_from_catch_up_to_live(cx: TestContext) -> Outcome {
     let store = cx.store.clone();
@@ -1070,6 +1141,7 @@ macro_rules! conformance_suite {
             racing_writers_exactly_one_wins,
             gapless_global_order_under_concurrency,
             commits_are_recorded_per_append,
+            redaction_keeps_every_hash,
             subscription_crosses_from_catch_up_to_live,
             reads_are_paged_and_directed,
             payload_bytes_are_kept_exactly,

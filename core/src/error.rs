@@ -51,6 +51,9 @@ pub enum Error {
     #[error(transparent)]
     /// Passed on as it is.
     Evidence(#[from] crate::evidence::EvidenceError),
+    #[error(transparent)]
+    /// Passed on as it is.
+    Redaction(#[from] crate::redaction::RedactionError),
     #[error(
         "gave up after {attempts} attempts because stream {stream} kept changing under concurrent writers; retry the command"
     )]

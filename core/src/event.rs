@@ -349,6 +349,186 @@ pub struct EventRecord {
     /// use: it only says where reads may stop); logs written before it was recorded read each
     /// event as its own commit.
     pub commit: CommitSpan,
+    /// How the chain commits to the payload: its salt, or what is left after a redaction.
+    pub seal: PayloadSeal,
+}
+
+/// The chain encoding an event was hashed with (see `chain`). Version 1 commits to the
+/// payload's plain hash; version 2 to a salted one, so an erased value cannot be found again
+/// by hashing guesses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChainEncoding {
+    /// `cmdb.event.v1`: blake3(payload).
+    V1,
+    /// `cmdb.event.v2`: blake3 keyed with a random 32-byte salt, over the payload.
+    V2,
+}
+
+impl ChainEncoding {
+    /// The number stored and exported (1 or 2).
+    pub fn number(self) -> u8 {
+        match self {
+            ChainEncoding::V1 => 1,
+            ChainEncoding::V2 => 2,
+        }
+    }
+
+    /// From the stored number.
+    pub fn from_number(number: i64) -> Option<ChainEncoding> {
+        match number {
+            1 => Some(ChainEncoding::V1),
+            2 => Some(ChainEncoding::V2),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes of a payload's salt.
+pub const SALT_BYTES: usize = 32;
+
+/// What the chain hashes in place of the payload, and what a reader needs to recompute it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PayloadSeal {
+    /// Chain version 1 (logs written before salts): the commitment is blake3(payload).
+    Plain,
+    /// Chain version 2: the commitment is blake3 keyed with this salt over the payload. The salt
+    /// is stored with the payload and erased with it.
+    Salted([u8; SALT_BYTES]),
+    /// The payload was (partly) erased by a redaction: the commitment computed before, kept so
+    /// the chain still verifies, and the position of the redaction record that erased it.
+    Redacted {
+        /// The encoding the event was hashed with.
+        encoding: ChainEncoding,
+        /// The payload commitment as it was before the erasure.
+        commitment: Hash,
+        /// The position of the `redaction.applied` record.
+        record: u64,
+    },
+}
+
+impl PayloadSeal {
+    /// The chain encoding.
+    pub fn encoding(&self) -> ChainEncoding {
+        match self {
+            PayloadSeal::Plain => ChainEncoding::V1,
+            PayloadSeal::Salted(_) => ChainEncoding::V2,
+            PayloadSeal::Redacted { encoding, .. } => *encoding,
+        }
+    }
+
+    /// The position of the redaction record, when the payload was redacted.
+    pub fn redaction_record(&self) -> Option<u64> {
+        match self {
+            PayloadSeal::Redacted { record, .. } => Some(*record),
+            _ => None,
+        }
+    }
+
+    /// The stored columns: chain version, salt, kept commitment, redaction record.
+    pub fn to_columns(&self) -> SealColumns {
+        match self {
+            PayloadSeal::Plain => SealColumns::default(),
+            PayloadSeal::Salted(salt) => {
+                SealColumns { chain_version: Some(2), salt: Some(salt.to_vec()), ..SealColumns::default() }
+            }
+            PayloadSeal::Redacted { encoding, commitment, record } => SealColumns {
+                chain_version: Some(i64::from(encoding.number())),
+                salt: None,
+                commitment: Some(commitment.0.to_vec()),
+                redacted_by: i64::try_from(*record).ok(),
+            },
+        }
+    }
+
+    /// Decodes the stored columns (all NULL in a log written before salts: chain version 1).
+    /// Both backends read them so.
+    pub fn from_columns(columns: SealColumns) -> Result<PayloadSeal, String> {
+        let SealColumns { chain_version, salt, commitment, redacted_by } = columns;
+        let encoding = match chain_version {
+            None => ChainEncoding::V1,
+            Some(number) => {
+                ChainEncoding::from_number(number).ok_or_else(|| format!("unknown chain version {number}"))?
+            }
+        };
+        match (salt, commitment, redacted_by) {
+            (None, None, None) if encoding == ChainEncoding::V1 => Ok(PayloadSeal::Plain),
+            (Some(salt), None, None) if encoding == ChainEncoding::V2 => {
+                let salt: [u8; SALT_BYTES] =
+                    salt.as_slice().try_into().map_err(|_| format!("a salt of {} bytes", salt.len()))?;
+                Ok(PayloadSeal::Salted(salt))
+            }
+            (None, Some(commitment), Some(record)) => {
+                let commitment: [u8; 32] = commitment
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| format!("a commitment of {} bytes", commitment.len()))?;
+                let record = u64::try_from(record).map_err(|_| "a negative redaction record".to_string())?;
+                Ok(PayloadSeal::Redacted { encoding, commitment: Hash(commitment), record })
+            }
+            _ => Err("the payload's seal columns do not fit together".to_string()),
+        }
+    }
+}
+
+/// The seal as `cmdb export` and proofs write it: `{"chainVersion": 2, "salt": hex}`, or
+/// `{"chainVersion": n, "commitment": hex, "redactedBy": position}` after a redaction, or
+/// `{"chainVersion": 1}`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SealText {
+    chain_version: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    salt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    commitment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redacted_by: Option<u64>,
+}
+
+impl Serialize for PayloadSeal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = match self {
+            PayloadSeal::Plain => SealText { chain_version: 1, salt: None, commitment: None, redacted_by: None },
+            PayloadSeal::Salted(salt) => {
+                SealText { chain_version: 2, salt: Some(hex::encode(salt)), commitment: None, redacted_by: None }
+            }
+            PayloadSeal::Redacted { encoding, commitment, record } => SealText {
+                chain_version: encoding.number(),
+                salt: None,
+                commitment: Some(commitment.to_hex()),
+                redacted_by: Some(*record),
+            },
+        };
+        text.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PayloadSeal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let text = SealText::deserialize(deserializer)?;
+        let bytes = |hex_text: &str| hex::decode(hex_text).map_err(D::Error::custom);
+        PayloadSeal::from_columns(SealColumns {
+            chain_version: Some(i64::from(text.chain_version)),
+            salt: text.salt.as_deref().map(bytes).transpose()?,
+            commitment: text.commitment.as_deref().map(bytes).transpose()?,
+            redacted_by: text.redacted_by.map(|p| i64::try_from(p).unwrap_or(-1)),
+        })
+        .map_err(D::Error::custom)
+    }
+}
+
+/// The seal as the stores keep it: four nullable columns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SealColumns {
+    /// `chain_version`: NULL is 1.
+    pub chain_version: Option<i64>,
+    /// `salt`: 32 bytes for an unredacted version 2 payload.
+    pub salt: Option<Vec<u8>>,
+    /// `commitment`: the kept commitment of a redacted payload.
+    pub commitment: Option<Vec<u8>>,
+    /// `redacted_by`: the position of the redaction record.
+    pub redacted_by: Option<i64>,
 }
 
 /// The positions of one atomic append: `first_position ..= first_position + events - 1`.

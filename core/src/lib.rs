@@ -31,13 +31,14 @@ pub mod note;
 pub mod outbound;
 pub mod policy;
 pub mod problems;
+pub mod redaction;
 pub mod release;
 pub mod store;
 pub mod time;
 
 pub use chain::{ChainBreak, ChainVerifier, Digest};
 pub use error::Error;
-pub use event::{Actor, CommitSpan, EventRecord, Metadata, NewEvent, Source, StreamId};
+pub use event::{Actor, ChainEncoding, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, Source, StreamId};
 pub use hash::Hash;
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use store::{

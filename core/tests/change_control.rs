@@ -61,6 +61,14 @@ impl EventStore for Interleaving {
         self.inner.limits()
     }
 
+    async fn redact(
+        &self,
+        erasures: Vec<cmdb_core::store::Erasure>,
+        record: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.inner.redact(erasures, record).await
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         if request.writes.iter().any(|w| w.stream.as_str().starts_with("ci-")) {
             self.ci_appends.fetch_add(1, Ordering::SeqCst);

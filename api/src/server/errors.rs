@@ -530,6 +530,27 @@ fn discovery_code(error: &cmdb_core::discovery::DiscoveryError) -> Code {
     }
 }
 
+fn redaction_code(error: &cmdb_core::redaction::RedactionError) -> Code {
+    use cmdb_core::redaction::RedactionError as R;
+    match error {
+        R::NoEvents
+        | R::DuplicatePosition(_)
+        | R::Reason { .. }
+        | R::BadPointer { .. }
+        | R::NoSuchField { .. }
+        | R::Structural { .. }
+        | R::Unredactable { .. }
+        | R::NothingToErase(_)
+        | R::NotJson(_) => Code::BadUserInput,
+        R::TooManyEvents { .. } | R::TooManyFields { .. } => Code::LimitExceeded,
+        R::Exists(_) => Code::AlreadyExists,
+        R::Unknown(_) => Code::NotFound,
+        R::NotPending { .. } | R::PlanMismatch(_) => Code::FailedPrecondition,
+        R::SameApprover { .. } => Code::SegregationOfDuties,
+        R::Undecodable { .. } => Code::Internal,
+    }
+}
+
 /// The code of a core error.
 pub fn core_code(error: &cmdb_core::Error) -> Code {
     use cmdb_core::Error;
@@ -558,6 +579,7 @@ pub fn core_code(error: &cmdb_core::Error) -> Code {
             | cmdb_core::evidence::EvidenceError::OriginChanged { .. } => Code::FailedPrecondition,
             cmdb_core::evidence::EvidenceError::Undecodable { .. } => Code::Internal,
         },
+        Error::Redaction(redaction) => redaction_code(redaction),
         Error::Contended { .. } => Code::Conflict,
         Error::TooManyReads { .. } => Code::LimitExceeded,
         Error::TooManyReadRounds { .. } | Error::Internal(_) => Code::Internal,

@@ -245,6 +245,14 @@ impl EventStore for InstrumentedStore {
         self.inner.limits()
     }
 
+    async fn redact(
+        &self,
+        erasures: Vec<cmdb_core::store::Erasure>,
+        record: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.inner.redact(erasures, record).await
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let events = request.event_count();
         let started = Instant::now();

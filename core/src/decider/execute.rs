@@ -146,6 +146,7 @@ pub fn written_records(request: &AppendRequest, outcome: &AppendOutcome) -> Vec<
                 prev_hash: Hash::GENESIS,
                 hash: Hash::GENESIS,
                 commit: request.commit_of(records.len(), outcome.first_position),
+                seal: crate::event::PayloadSeal::Plain,
             });
             position += 1;
         }

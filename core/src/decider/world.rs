@@ -101,6 +101,7 @@ impl<K: StreamKey> World<K> {
             prev_hash: Hash::GENESIS,
             hash: Hash::GENESIS,
             commit: crate::event::CommitSpan::single(self.position),
+            seal: crate::event::PayloadSeal::Plain,
         };
         self.read.fold(&record)?;
         Ok(())

@@ -14,8 +14,8 @@ use crate::chain::{ChainFields, Digest, Hash, event_hash};
 use crate::event::{EventRecord, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::{
-    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, StoreError, StoreLimits, StreamAppended,
-    check_bulk_load, check_expectations, validate_request,
+    AppendOutcome, AppendRequest, Capabilities, Direction, Erasure, EventStore, StoreError, StoreLimits,
+    StreamAppended, check_bulk_load, check_expectations, check_redaction, erased, validate_request,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -87,6 +87,72 @@ impl MemoryStore {
         self.inner.log.lock().map_err(|_| StoreError::Storage("the in-memory log's lock is poisoned".into()))
     }
 
+    /// Appends with the log's lock held.
+    fn append_locked(&self, log: &mut Log, request: &AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let options = &self.inner.options;
+        let current = check_expectations(request, |stream| Ok(log.version_of(stream)))?;
+        let (mut position, mut prev_hash, tail_time) = log.tail();
+        let bulk = check_bulk_load(request, log.live, tail_time)?;
+        if log.events.len() + request.event_count() > options.max_events {
+            return Err(StoreError::StorageFull(format!(
+                "the in-memory log holds at most {} events",
+                options.max_events
+            )));
+        }
+        let mut seen = HashSet::new();
+        let event_ids: Vec<Uuid> = request
+            .writes
+            .iter()
+            .flat_map(|w| w.events.iter())
+            .map(|e| e.event_id.unwrap_or_else(|| options.ids.next_id()))
+            .collect();
+        if let Some(duplicate) = event_ids.iter().find(|id| log.ids.contains(id) || !seen.insert(**id)) {
+            return Err(StoreError::DuplicateEventId(*duplicate));
+        }
+        let stamp = options.clock.now().max(tail_time);
+        let first_position = position + 1;
+        let mut streams = Vec::with_capacity(request.writes.len());
+        let mut ids = event_ids.iter();
+        let mut index = 0;
+        for (write, actual) in request.writes.iter().zip(current) {
+            let first_version = actual.map_or(0, |v| v + 1);
+            let mut version = first_version;
+            for event in &write.events {
+                position += 1;
+                let event_id = *ids.next().ok_or_else(|| StoreError::Storage("event id count mismatch".into()))?;
+                let mut record = EventRecord {
+                    position,
+                    stream_id: write.stream.clone(),
+                    stream_version: version,
+                    event_id,
+                    event_type: event.event_type.clone(),
+                    schema_version: event.schema_version,
+                    data: event.data.clone(),
+                    metadata: event.metadata.clone(),
+                    recorded_at: event.recorded_at.unwrap_or(stamp),
+                    prev_hash,
+                    hash: Hash::GENESIS,
+                    commit: request.commit_of(index, first_position),
+                    seal: request.seal_of(index),
+                };
+                index += 1;
+                record.hash = event_hash(&prev_hash, &ChainFields::of(&record));
+                prev_hash = record.hash;
+                let index = log.events.len();
+                log.events.push(record);
+                log.streams.entry(write.stream.clone()).or_default().push(index);
+                log.ids.insert(event_id);
+                version += 1;
+            }
+            streams.push(StreamAppended { stream: write.stream.clone(), first_version, last_version: version - 1 });
+        }
+        if !bulk {
+            log.live = true;
+        }
+        let recorded_at = log.events.last().map_or(stamp, |e| e.recorded_at);
+        Ok(AppendOutcome { first_position, last_position: position, streams, recorded_at, event_ids })
+    }
+
     /// Runs `edit` on the stored records directly, bypassing every rule: for tamper tests.
     #[doc(hidden)]
     pub fn tamper(&self, edit: impl FnOnce(&mut Vec<EventRecord>)) {
@@ -116,66 +182,31 @@ impl EventStore for MemoryStore {
         validate_request(&request, &options.limits, options.clock.now())?;
         let outcome = {
             let mut log = self.log()?;
-            let current = check_expectations(&request, |stream| Ok(log.version_of(stream)))?;
-            let (mut position, mut prev_hash, tail_time) = log.tail();
-            let bulk = check_bulk_load(&request, log.live, tail_time)?;
-            if log.events.len() + request.event_count() > options.max_events {
-                return Err(StoreError::StorageFull(format!(
-                    "the in-memory log holds at most {} events",
-                    options.max_events
-                )));
-            }
-            let mut seen = HashSet::new();
-            let event_ids: Vec<Uuid> = request
-                .writes
+            self.append_locked(&mut log, &request)?
+        };
+        self.inner.head.send_replace(outcome.last_position);
+        Ok(outcome)
+    }
+
+    async fn redact(&self, erasures: Vec<Erasure>, record: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let options = &self.inner.options;
+        validate_request(&record, &options.limits, options.clock.now())?;
+        let outcome = {
+            let mut log = self.log()?;
+            let (head, _, _) = log.tail();
+            check_redaction(&erasures, &record, head)?;
+            let record_position = head + 1;
+            let replaced = erasures
                 .iter()
-                .flat_map(|w| w.events.iter())
-                .map(|e| e.event_id.unwrap_or_else(|| options.ids.next_id()))
-                .collect();
-            if let Some(duplicate) = event_ids.iter().find(|id| log.ids.contains(id) || !seen.insert(**id)) {
-                return Err(StoreError::DuplicateEventId(*duplicate));
+                .map(|erasure| erased(&log.events[(erasure.position - 1) as usize], erasure, record_position))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let outcome = self.append_locked(&mut log, &record)?;
+            debug_assert_eq!(outcome.first_position, record_position);
+            for record in replaced {
+                let index = (record.position - 1) as usize;
+                log.events[index] = record;
             }
-            let stamp = options.clock.now().max(tail_time);
-            let first_position = position + 1;
-            let mut streams = Vec::with_capacity(request.writes.len());
-            let mut ids = event_ids.iter();
-            let mut index = 0;
-            for (write, actual) in request.writes.iter().zip(current) {
-                let first_version = actual.map_or(0, |v| v + 1);
-                let mut version = first_version;
-                for event in &write.events {
-                    position += 1;
-                    let event_id = *ids.next().ok_or_else(|| StoreError::Storage("event id count mismatch".into()))?;
-                    let mut record = EventRecord {
-                        position,
-                        stream_id: write.stream.clone(),
-                        stream_version: version,
-                        event_id,
-                        event_type: event.event_type.clone(),
-                        schema_version: event.schema_version,
-                        data: event.data.clone(),
-                        metadata: event.metadata.clone(),
-                        recorded_at: event.recorded_at.unwrap_or(stamp),
-                        prev_hash,
-                        hash: Hash::GENESIS,
-                        commit: request.commit_of(index, first_position),
-                    };
-                    index += 1;
-                    record.hash = event_hash(&prev_hash, &ChainFields::of(&record));
-                    prev_hash = record.hash;
-                    let index = log.events.len();
-                    log.events.push(record);
-                    log.streams.entry(write.stream.clone()).or_default().push(index);
-                    log.ids.insert(event_id);
-                    version += 1;
-                }
-                streams.push(StreamAppended { stream: write.stream.clone(), first_version, last_version: version - 1 });
-            }
-            if !bulk {
-                log.live = true;
-            }
-            let recorded_at = log.events.last().map_or(stamp, |e| e.recorded_at);
-            AppendOutcome { first_position, last_position: position, streams, recorded_at, event_ids }
+            outcome
         };
         self.inner.head.send_replace(outcome.last_position);
         Ok(outcome)

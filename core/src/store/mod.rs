@@ -25,8 +25,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::chain::{ChainBreak, ChainVerifier, Digest, DigestCheck, VerifyReport};
-use crate::event::{CommitSpan, EventRecord, NewEvent, StreamId};
+use crate::chain::{
+    ChainBreak, ChainFields, ChainVerifier, Digest, DigestCheck, VerifyReport, event_hash, payload_commitment,
+};
+use crate::event::{CommitSpan, EventRecord, NewEvent, PayloadSeal, StreamId};
 use crate::time::Timestamp;
 
 pub use subscription::subscribe;
@@ -117,6 +119,9 @@ pub struct AppendRequest {
     /// request": a copy (the source's commits; its chunks do not follow the source's appends)
     /// or a bulk load (the commands it holds). Empty: the request is one commit.
     pub commits: Vec<CommitSpan>,
+    /// Each event's seal, in write order, for a copy only (the source's salts and redactions,
+    /// so every hash is kept). Empty: every event gets a fresh random salt (chain version 2).
+    pub seals: Vec<PayloadSeal>,
 }
 
 impl AppendRequest {
@@ -134,6 +139,14 @@ impl AppendRequest {
         }
     }
 
+    /// The seal of the `index`-th event (in write order): the copied one, or a fresh salt.
+    pub fn seal_of(&self, index: usize) -> PayloadSeal {
+        match self.seals.get(index) {
+            Some(seal) => *seal,
+            None => PayloadSeal::Salted(rand::random()),
+        }
+    }
+
     /// A request writing `events` to one stream.
     pub fn single(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
         AppendRequest {
@@ -141,6 +154,7 @@ impl AppendRequest {
             conditions: Vec::new(),
             copy: false,
             commits: Vec::new(),
+            seals: Vec::new(),
         }
     }
 
@@ -152,6 +166,7 @@ impl AppendRequest {
         let mut request = AppendRequest { copy: true, ..AppendRequest::default() };
         for record in records {
             request.commits.push(record.commit);
+            request.seals.push(record.seal);
             let event = NewEvent {
                 event_id: Some(record.event_id),
                 event_type: record.event_type.clone(),
@@ -423,6 +438,58 @@ impl fmt::Display for StreamRole {
     }
 }
 
+/// One payload erasure of a redaction: the event and its payload after the erasure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erasure {
+    /// The event's position.
+    pub position: u64,
+    /// The payload with the erased values replaced (valid JSON).
+    pub data: Vec<u8>,
+}
+
+/// The stored event after `erasure`, redacted by the record at `record_position`: the new
+/// payload, the salt dropped, the commitment kept. Refused when it would not hash to the
+/// stored hash (so no erasure can break the chain) or when the payload is not JSON.
+pub fn erased(stored: &EventRecord, erasure: &Erasure, record_position: u64) -> Result<EventRecord, StoreError> {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&erasure.data).is_err() {
+        return Err(StoreError::InvalidInput(format!(
+            "the erased payload of position {} is not JSON",
+            stored.position
+        )));
+    }
+    let commitment = payload_commitment(&stored.seal, &stored.data);
+    let mut record = stored.clone();
+    record.data = erasure.data.clone();
+    record.seal = PayloadSeal::Redacted { encoding: stored.seal.encoding(), commitment, record: record_position };
+    if event_hash(&record.prev_hash, &ChainFields::of(&record)) != stored.hash {
+        return Err(StoreError::InvalidInput(format!(
+            "erasing position {} would change its hash (the stored event does not verify); nothing was erased",
+            stored.position
+        )));
+    }
+    Ok(record)
+}
+
+/// Checks a redaction's shape before any backend touches its log: one record event, at least
+/// one erasure, distinct positions within the log's head.
+pub fn check_redaction(erasures: &[Erasure], record: &AppendRequest, head: u64) -> Result<(), StoreError> {
+    if record.event_count() != 1 || record.copy {
+        return Err(StoreError::InvalidInput("a redaction appends exactly one record event".into()));
+    }
+    if erasures.is_empty() {
+        return Err(StoreError::InvalidInput("a redaction erases at least one event".into()));
+    }
+    let mut positions: Vec<u64> = erasures.iter().map(|e| e.position).collect();
+    positions.sort_unstable();
+    if positions.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(StoreError::InvalidInput("a redaction names an event twice".into()));
+    }
+    match positions.iter().find(|p| **p == 0 || **p > head) {
+        Some(position) => Err(StoreError::InvalidInput(format!("position {position} is not in the log (head {head})"))),
+        None => Ok(()),
+    }
+}
+
 /// The event log. Object-safe: backends are chosen at run time as `Arc<dyn EventStore>`.
 ///
 /// Positions are `u64`; "after p" with `p = 0` means from the start, everywhere.
@@ -474,6 +541,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// The last position whose `recorded_at` is at or before `at` (0 if none).
     async fn position_at(&self, at: Timestamp) -> Result<u64, StoreError>;
 
+    /// Redacts: appends `record` (one event, the redaction record) and, in the same
+    /// transaction, replaces each erased event's payload and seal as [`erased`] computes them
+    /// (naming the record's position), so both land or neither. Backends also make the old
+    /// bytes unreadable where they can (SQLite: `secure_delete` and a truncating WAL
+    /// checkpoint). Events must be in the log, positions distinct.
+    async fn redact(&self, erasures: Vec<Erasure>, record: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
     /// Stops accepting appends, lets the queued ones finish, and ends subscriptions. The
     /// default does nothing (a backend with nothing to flush).
     async fn shutdown(&self) {}
@@ -498,7 +572,8 @@ pub trait EventStore: Send + Sync + 'static {
         };
         loop {
             let Some(last) = current.last() else {
-                return Ok(VerifyReport { events_checked: checked, last_good: verifier.digest(), first_break: None });
+                let first_break = verifier.finish().err();
+                return Ok(VerifyReport { events_checked: checked, last_good: verifier.digest(), first_break });
             };
             let next_after = last.position;
             let check_current = async {
@@ -572,6 +647,7 @@ mod copy_tests {
                     prev_hash: crate::chain::Hash::GENESIS,
                     hash: crate::chain::Hash::GENESIS,
                     commit: crate::event::CommitSpan::single(index as u64 + 1),
+                    seal: PayloadSeal::Plain,
                 };
                 *version += 1;
                 record

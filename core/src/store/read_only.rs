@@ -9,7 +9,9 @@ use tokio::sync::watch;
 
 use crate::chain::Digest;
 use crate::event::{EventRecord, StreamId};
-use crate::store::{AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, StoreError, StoreLimits};
+use crate::store::{
+    AppendOutcome, AppendRequest, Capabilities, Direction, Erasure, EventStore, StoreError, StoreLimits,
+};
 use crate::time::Timestamp;
 
 /// Refuses appends; passes everything else to `inner`.
@@ -37,6 +39,10 @@ impl EventStore for ReadOnlyStore {
 
     async fn append(&self, _request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         Err(StoreError::ReadOnly(format!("send writes to {}", self.writes_go_to)))
+    }
+
+    async fn redact(&self, _erasures: Vec<Erasure>, _record: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        Err(StoreError::ReadOnly(format!("send redactions to {}", self.writes_go_to)))
     }
 
     async fn read_stream(

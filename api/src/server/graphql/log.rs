@@ -226,6 +226,7 @@ impl From<VerifyReport> for VerifyResult {
                     ChainBreak::Hash { .. } => "hash",
                     ChainBreak::Unreadable { .. } => "unreadable",
                     ChainBreak::Commit { .. } => "commit",
+                    ChainBreak::Redaction { .. } => "redaction",
                 }
                 .to_owned(),
                 message: b.to_string(),

@@ -37,7 +37,8 @@ use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
 use crate::store::validate::{check_page, stream_read_start};
 use crate::store::{
-    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, StoreError, StoreLimits, validate_request,
+    AppendOutcome, AppendRequest, Capabilities, Direction, Erasure, EventStore, StoreError, StoreLimits,
+    validate_request,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -355,13 +356,20 @@ async fn check_schema(
             ),
         ));
     }
+    if format < 1 {
+        return Err(open_error(location, format!("log format {format} is not known to this build")));
+    }
     if format == 1 {
         client
             .batch_execute(schema::UPGRADE_FROM_FORMAT_1)
             .await
             .map_err(|e| open_error(location, format!("cannot upgrade the log from format 1: {}", pg_error(&e))))?;
-    } else if format < FORMAT_VERSION {
-        return Err(open_error(location, format!("log format {format} is not known to this build")));
+    }
+    if format <= 2 {
+        client
+            .batch_execute(schema::UPGRADE_FROM_FORMAT_2)
+            .await
+            .map_err(|e| open_error(location, format!("cannot upgrade the log from format 2: {}", pg_error(&e))))?;
     }
     if options.verify_tail_on_open {
         let row = client
@@ -406,6 +414,16 @@ impl EventStore for PostgresStore {
         validate_request(&request, &self.shared.limits, self.shared.clock.now())?;
         let (reply, answer) = oneshot::channel();
         self.shared.jobs.send(Job::Append { request, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn redact(&self, erasures: Vec<Erasure>, record: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        validate_request(&record, &self.shared.limits, self.shared.clock.now())?;
+        let (reply, answer) = oneshot::channel();
+        self.shared.jobs.send(Job::Redact { erasures, record, reply }).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

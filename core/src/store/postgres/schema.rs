@@ -6,16 +6,21 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::chain::Hash;
-use crate::event::{Actor, CommitSpan, EventRecord, Metadata, Source, StreamId};
+use crate::event::{Actor, CommitSpan, EventRecord, Metadata, PayloadSeal, SealColumns, Source, StreamId};
 use crate::store::StoreError;
 use crate::time::Timestamp;
 
-/// The log format this build writes and reads (kept in `meta`). Format 2 added each event's
-/// commit (`commit_first`, `commit_size`); a format 1 log is upgraded in place when opened.
-pub const FORMAT_VERSION: i64 = 2;
+/// The log format this build writes and reads (kept in `meta`). Format 3 added each payload's
+/// seal (`chain_version`, `salt`, `commitment`, `redacted_by`); format 2 each event's commit
+/// (`commit_first`, `commit_size`); older logs are upgraded in place when opened.
+pub const FORMAT_VERSION: i64 = 3;
 /// Upgrades a format 1 log (its events then read as commits of one event each).
 pub const UPGRADE_FROM_FORMAT_1: &str = "ALTER TABLE events ADD COLUMN IF NOT EXISTS commit_first bigint, \
      ADD COLUMN IF NOT EXISTS commit_size bigint; UPDATE meta SET value = '2' WHERE key = 'format_version'";
+/// Upgrades a format 2 log (its events then read as chain version 1).
+pub const UPGRADE_FROM_FORMAT_2: &str = "ALTER TABLE events ADD COLUMN IF NOT EXISTS chain_version bigint, \
+     ADD COLUMN IF NOT EXISTS salt bytea, ADD COLUMN IF NOT EXISTS commitment bytea, \
+     ADD COLUMN IF NOT EXISTS redacted_by bigint; UPDATE meta SET value = '3' WHERE key = 'format_version'";
 /// `meta.application`: marks a schema as a cmdb event log.
 pub const APPLICATION: &str = "cmdb-event-log";
 /// The notification channel commits are announced on (the payload is the schema's name; a
@@ -45,7 +50,11 @@ pub fn ddl(schema: &str) -> String {
              prev_hash       bytea  NOT NULL,
              hash            bytea  NOT NULL,
              commit_first    bigint,
-             commit_size     bigint
+             commit_size     bigint,
+             chain_version   bigint,
+             salt            bytea,
+             commitment      bytea,
+             redacted_by     bigint
          );
          CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON {schema}.events (stream_id, stream_version);
          CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON {schema}.events (event_id);
@@ -62,7 +71,7 @@ pub fn ddl(schema: &str) -> String {
 /// The columns read back, in [`decode_row`]'s order.
 pub const SELECT_COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, data, \
      actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash, \
-     commit_first, commit_size";
+     commit_first, commit_size, chain_version, salt, commitment, redacted_by";
 
 /// Quotes an identifier for SQL (doubling any quote inside).
 pub fn quote_identifier(name: &str) -> String {
@@ -105,6 +114,9 @@ pub fn decode_row(row: &Row) -> Result<EventRecord, StoreError> {
         let optional_integer = |index: usize| -> Result<Option<i64>, String> {
             row.try_get(index).map_err(|e| format!("column {index}: {e}"))
         };
+        let optional_blob = |index: usize| -> Result<Option<Vec<u8>>, String> {
+            row.try_get(index).map_err(|e| format!("column {index}: {e}"))
+        };
         Ok(EventRecord {
             position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
             stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
@@ -128,6 +140,12 @@ pub fn decode_row(row: &Row) -> Result<EventRecord, StoreError> {
                 optional_integer(16)?,
                 optional_integer(17)?,
             )?,
+            seal: PayloadSeal::from_columns(SealColumns {
+                chain_version: optional_integer(18)?,
+                salt: optional_blob(19)?,
+                commitment: optional_blob(20)?,
+                redacted_by: optional_integer(21)?,
+            })?,
         })
     })();
     decoded.map_err(|detail| corrupt(position, detail))

@@ -30,16 +30,18 @@ use tokio_postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
+use crate::event::EventRecord;
 use crate::ids::IdGenerator;
 use crate::store::head::HeadPublisher;
-use crate::store::postgres::schema::{CHANNEL, lock_key};
+use crate::store::postgres::schema::{CHANNEL, SELECT_COLUMNS, decode_row, lock_key};
 use crate::store::validate::{check_bulk_load, check_expectations};
-use crate::store::{AppendOutcome, AppendRequest, StoreError, StreamAppended};
+use crate::store::{AppendOutcome, AppendRequest, Erasure, StoreError, StreamAppended, check_redaction, erased};
 use crate::time::{Clock, Timestamp};
 
 /// A job for the writer.
 pub(super) enum Job {
     Append { request: AppendRequest, reply: Reply },
+    Redact { erasures: Vec<Erasure>, record: AppendRequest, reply: Reply },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -47,9 +49,14 @@ pub(super) type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 
 const INSERT_EVENTS: &str = "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, \
      schema_version, data, actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, \
-     recorded_at, prev_hash, hash, commit_first, commit_size) SELECT * FROM unnest($1::bigint[], $2::text[], \
+     recorded_at, prev_hash, hash, commit_first, commit_size, chain_version, salt, commitment, redacted_by) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], \
      $3::bigint[], $4::bytea[], $5::text[], $6::bigint[], $7::bytea[], $8::text[], $9::text[], $10::text[], \
-     $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bytea[], $16::bytea[], $17::bigint[], $18::bigint[])";
+     $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bytea[], $16::bytea[], $17::bigint[], $18::bigint[], \
+     $19::bigint[], $20::bytea[], $21::bytea[], $22::bigint[])";
+/// Replaces a redacted event's payload and seal.
+const ERASE: &str = "UPDATE events SET data = $1, chain_version = $2, salt = $3, commitment = $4, redacted_by = $5 \
+     WHERE position = $6";
 /// `meta` key `live_appends_started` is set by the first append stamped at commit; after it,
 /// bulk loads are refused.
 const READ_COUNTER: &str = "SELECT position, hash, recorded_at, \
@@ -114,6 +121,10 @@ struct Rows {
     hash: Vec<Vec<u8>>,
     commit_first: Vec<i64>,
     commit_size: Vec<i64>,
+    chain_version: Vec<Option<i64>>,
+    salt: Vec<Option<Vec<u8>>>,
+    commitment: Vec<Option<Vec<u8>>>,
+    redacted_by: Vec<Option<i64>>,
 }
 
 fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
@@ -152,6 +163,10 @@ impl Writer {
             };
             let (request, reply) = match job {
                 Job::Append { request, reply } => (request, reply),
+                Job::Redact { erasures, record, reply } => {
+                    let _ = reply.send(self.redact(&erasures, record).await);
+                    continue;
+                }
                 Job::Shutdown { reply } => {
                     let _ = reply.send(());
                     break;
@@ -261,6 +276,90 @@ impl Writer {
         }
     }
 
+    /// One redaction in its own transaction: the record appended as a group of one, then the
+    /// erased payloads replaced, under the log's lock.
+    async fn redact(&mut self, erasures: &[Erasure], record: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.connect().await?;
+        let Some(conn) = self.connection.as_ref() else {
+            return Err(StoreError::Unavailable("no connection to PostgreSQL".into()));
+        };
+        let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({})", lock_key(&self.schema));
+        let (sender, _unused) = oneshot::channel();
+        let group = [(record, sender)];
+        let result = async {
+            let (tail, mut live, mut versions, existing_ids) = prepare_group(conn, &lock, &group).await?;
+            check_redaction(erasures, &group[0].0, tail.position)?;
+            let record_position = tail.position + 1;
+            let positions: Vec<i64> =
+                erasures.iter().map(|e| to_i64(e.position, "position")).collect::<Result<_, _>>()?;
+            let rows = conn
+                .client
+                .query(&format!("SELECT {SELECT_COLUMNS} FROM events WHERE position = ANY($1)"), &[&positions])
+                .await
+                .map_err(|e| pg_error(&e))?;
+            let stored: HashMap<u64, EventRecord> =
+                rows.iter().map(decode_row).map(|r| r.map(|r| (r.position, r))).collect::<Result<_, _>>()?;
+            let mut replaced = Vec::with_capacity(erasures.len());
+            for erasure in erasures {
+                let event = stored.get(&erasure.position).ok_or_else(|| {
+                    StoreError::InvalidInput(format!("position {} is not in the log", erasure.position))
+                })?;
+                replaced.push(erased(event, erasure, record_position)?);
+            }
+            let stamp = self.clock.now().max(tail.recorded_at);
+            let mut state = GroupState { tail, rows: Rows::default(), seen_ids: existing_ids, mark_live: false };
+            let outcome = state.apply(&group[0].0, &mut versions, &mut live, stamp, self.ids.as_ref())?;
+            write_rows(conn, &state, &self.schema).await?;
+            let erase = conn.client.prepare(ERASE).await.map_err(|e| pg_error(&e))?;
+            for event in &replaced {
+                let columns = event.seal.to_columns();
+                let position = to_i64(event.position, "position")?;
+                conn.client
+                    .execute(
+                        &erase,
+                        &[
+                            &event.data,
+                            &columns.chain_version,
+                            &columns.salt,
+                            &columns.commitment,
+                            &columns.redacted_by,
+                            &position,
+                        ],
+                    )
+                    .await
+                    .map_err(|e| pg_error(&e))?;
+            }
+            Ok::<_, StoreError>((outcome, state.tail))
+        }
+        .await;
+        let (outcome, tail) = match result {
+            Ok(done) => done,
+            Err(error) => {
+                self.abandon().await;
+                return Err(error);
+            }
+        };
+        let Some(conn) = self.connection.as_ref() else {
+            return Err(StoreError::Unavailable("no connection to PostgreSQL".into()));
+        };
+        match conn.client.batch_execute("COMMIT").await {
+            Ok(()) => {
+                self.head.publish(Digest { position: tail.position, hash: tail.hash });
+                Ok(outcome)
+            }
+            Err(error) if error.as_db_error().is_some() => {
+                self.abandon().await;
+                Err(pg_error(&error))
+            }
+            Err(error) => {
+                self.connection = None;
+                Err(StoreError::CommitOutcomeUnknown(format!(
+                    "the connection to PostgreSQL was lost during the COMMIT of a redaction ({error})"
+                )))
+            }
+        }
+    }
+
     /// Rolls back whatever is open; drops a connection that is gone.
     async fn abandon(&mut self) {
         if let Some(conn) = &self.connection
@@ -365,7 +464,7 @@ async fn write_rows(conn: &Connection, state: &GroupState, schema: &str) -> Resu
     let hashes: Vec<&[u8]> = rows.hash.iter().map(Vec::as_slice).collect();
     let ids: Vec<&[u8]> = rows.event_id.iter().map(Vec::as_slice).collect();
     let data: Vec<&[u8]> = rows.data.iter().map(Vec::as_slice).collect();
-    let params: [&(dyn ToSql + Sync); 18] = [
+    let params: [&(dyn ToSql + Sync); 22] = [
         &rows.position,
         &rows.stream_id,
         &rows.stream_version,
@@ -384,6 +483,10 @@ async fn write_rows(conn: &Connection, state: &GroupState, schema: &str) -> Resu
         &hashes,
         &rows.commit_first,
         &rows.commit_size,
+        &rows.chain_version,
+        &rows.salt,
+        &rows.commitment,
+        &rows.redacted_by,
     ];
     let position = to_i64(state.tail.position, "position")?;
     let hash = state.tail.hash.as_bytes().to_vec();
@@ -448,6 +551,7 @@ impl GroupState {
                 let position = tail.position + 1;
                 let event_id = event.event_id.unwrap_or_else(|| ids.next_id());
                 let recorded_at = event.recorded_at.unwrap_or(stamp);
+                let seal = request.seal_of(event_ids.len());
                 let fields = ChainFields {
                     position,
                     stream_id: write.stream.as_str(),
@@ -458,6 +562,7 @@ impl GroupState {
                     data: &event.data,
                     metadata: &event.metadata,
                     recorded_at,
+                    seal: &seal,
                 };
                 let hash = event_hash(&tail.hash, &fields);
                 let metadata = &event.metadata;
@@ -480,6 +585,11 @@ impl GroupState {
                 let commit = request.commit_of(event_ids.len(), first_position);
                 rows.commit_first.push(to_i64(commit.first_position, "commit position")?);
                 rows.commit_size.push(i64::from(commit.events));
+                let columns = seal.to_columns();
+                rows.chain_version.push(columns.chain_version);
+                rows.salt.push(columns.salt);
+                rows.commitment.push(columns.commitment);
+                rows.redacted_by.push(columns.redacted_by);
                 tail = Tail { position, hash, recorded_at };
                 event_ids.push(event_id);
                 version += 1;
@@ -529,5 +639,9 @@ impl Rows {
         self.hash.append(&mut other.hash);
         self.commit_first.append(&mut other.commit_first);
         self.commit_size.append(&mut other.commit_size);
+        self.chain_version.append(&mut other.chain_version);
+        self.salt.append(&mut other.salt);
+        self.commitment.append(&mut other.commitment);
+        self.redacted_by.append(&mut other.redacted_by);
     }
 }

@@ -34,22 +34,24 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
-use crate::event::{Actor, CommitSpan, EventRecord, Metadata, Source, StreamId};
+use crate::event::{Actor, CommitSpan, EventRecord, Metadata, PayloadSeal, SealColumns, Source, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
 use crate::store::validate::{check_bulk_load, check_expectations, check_page, stream_read_start};
 use crate::store::{
-    AppendOutcome, AppendRequest, Capabilities, Direction, EventStore, StoreError, StoreLimits, StreamAppended,
-    validate_request,
+    AppendOutcome, AppendRequest, Capabilities, Direction, Erasure, EventStore, StoreError, StoreLimits,
+    StreamAppended, check_redaction, erased, validate_request,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
 /// `PRAGMA application_id` of our files: "CMDB" in ASCII.
 pub const APPLICATION_ID: i32 = 0x434D_4442;
-/// `PRAGMA user_version`: the file format this build writes and reads. Format 2 added each
+/// `PRAGMA user_version`: the file format this build writes and reads. Format 3 added each
+/// payload's seal (`chain_version`, `salt`, `commitment`, `redacted_by`: chain version 2 and
+/// redaction); older logs are upgraded in place, their events read as chain version 1. Format 2 added each
 /// event's commit (`commit_first`, `commit_size`); a format 1 log is upgraded in place when a
 /// writer opens it (its events read as commits of one event each).
-pub const FORMAT_VERSION: i32 = 2;
+pub const FORMAT_VERSION: i32 = 3;
 /// The oldest format this build upgrades.
 const OLDEST_FORMAT_VERSION: i32 = 1;
 /// The log's file name inside the data directory.
@@ -74,7 +76,11 @@ CREATE TABLE events (
     prev_hash       BLOB    NOT NULL,
     hash            BLOB    NOT NULL,
     commit_first    INTEGER,
-    commit_size     INTEGER
+    commit_size     INTEGER,
+    chain_version   INTEGER,
+    salt            BLOB,
+    commitment      BLOB,
+    redacted_by     INTEGER
 ) STRICT;
 CREATE UNIQUE INDEX events_by_stream ON events (stream_id, stream_version);
 CREATE UNIQUE INDEX events_by_id ON events (event_id);
@@ -83,14 +89,35 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT, WITHOUT RO
 
 const SELECT_COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, data, \
      actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash, \
-     commit_first, commit_size";
-/// The same columns from a format 1 log (before its upgrade): no commit recorded.
-const SELECT_COLUMNS_FORMAT_1: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, \
-     data, actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, \
-     hash, NULL, NULL";
+     commit_first, commit_size, chain_version, salt, commitment, redacted_by";
+/// The same columns from a log of an older format (before its upgrade).
+fn select_columns(user_version: i32) -> &'static str {
+    match user_version {
+        1 => {
+            "position, stream_id, stream_version, event_id, event_type, schema_version, \
+             data, actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, \
+             prev_hash, hash, NULL, NULL, NULL, NULL, NULL, NULL"
+        }
+        2 => {
+            "position, stream_id, stream_version, event_id, event_type, schema_version, \
+             data, actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, \
+             prev_hash, hash, commit_first, commit_size, NULL, NULL, NULL, NULL"
+        }
+        _ => SELECT_COLUMNS,
+    }
+}
 /// Upgrades a format 1 log to format 2.
 const UPGRADE_FROM_FORMAT_1: &str = "ALTER TABLE events ADD COLUMN commit_first INTEGER; \
      ALTER TABLE events ADD COLUMN commit_size INTEGER; PRAGMA user_version = 2;";
+/// Upgrades a format 2 log to format 3.
+const UPGRADE_FROM_FORMAT_2: &str = "ALTER TABLE events ADD COLUMN chain_version INTEGER; \
+     ALTER TABLE events ADD COLUMN salt BLOB; ALTER TABLE events ADD COLUMN commitment BLOB; \
+     ALTER TABLE events ADD COLUMN redacted_by INTEGER; PRAGMA user_version = 3;";
+
+/// How many times a redaction tries to empty the WAL before leaving it to the next checkpoint.
+const REDACTION_CHECKPOINT_ATTEMPTS: u32 = 20;
+/// The pause between those attempts, in milliseconds.
+const REDACTION_CHECKPOINT_RETRY_MS: u64 = 50;
 
 /// Set in `meta` by the first append stamped at commit; after it, bulk loads are refused.
 const META_LIVE_APPENDS_STARTED: &str = "live_appends_started";
@@ -171,6 +198,7 @@ pub struct WriterPragmas {
 enum Job {
     Append { request: AppendRequest, reply: oneshot::Sender<Result<AppendOutcome, StoreError>> },
     Inspect { reply: oneshot::Sender<Result<WriterPragmas, StoreError>> },
+    Redact { erasures: Vec<Erasure>, record: AppendRequest, reply: oneshot::Sender<Result<AppendOutcome, StoreError>> },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -247,6 +275,11 @@ impl SqliteStore {
         }
         conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(|e| open_error(&path, format!("cannot set synchronous=FULL: {e}")))?;
+        // A redaction overwrites payloads: freed space is zeroed, so no erased byte stays in
+        // the file (or in a backup copied from it). Appends free nothing, so it costs them
+        // nothing.
+        conn.execute_batch("PRAGMA secure_delete = ON")
+            .map_err(|e| open_error(&path, format!("cannot set secure_delete: {e}")))?;
         // Checkpoints run on a background connection (see the poller), off the commit path;
         // the writer checkpoints itself only as a backstop if the WAL grows past this.
         conn.execute_batch(&format!(
@@ -477,7 +510,7 @@ fn inspect(conn: &Connection, path: &Path, quick_check: bool, verify_tail: bool)
     if user_version < OLDEST_FORMAT_VERSION {
         return Err(open_error(path, format!("log format {user_version} is not known to this build")).into());
     }
-    let columns = if user_version < FORMAT_VERSION { SELECT_COLUMNS_FORMAT_1 } else { SELECT_COLUMNS };
+    let columns = select_columns(user_version);
     if quick_check {
         let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(damaged)?;
         if verdict != "ok" {
@@ -518,6 +551,9 @@ fn initialise_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             let user_version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if user_version == 1 {
                 conn.execute_batch(UPGRADE_FROM_FORMAT_1)?;
+            }
+            if user_version <= 2 {
+                conn.execute_batch(UPGRADE_FROM_FORMAT_2)?;
             }
             return Ok(());
         }
@@ -593,6 +629,10 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
         let integer = |index: usize| -> Result<i64, String> {
             row.get_ref(index).map_err(|e| e.to_string())?.as_i64().map_err(|e| format!("column {index}: {e}"))
         };
+        let optional_blob = |index: usize| -> Result<Option<Vec<u8>>, String> {
+            let value = row.get_ref(index).map_err(|e| e.to_string())?;
+            value.as_blob_or_null().map(|b| b.map(<[u8]>::to_vec)).map_err(|e| format!("column {index}: {e}"))
+        };
         let optional_integer = |index: usize| -> Result<Option<i64>, String> {
             row.get_ref(index).map_err(|e| e.to_string())?.as_i64_or_null().map_err(|e| format!("column {index}: {e}"))
         };
@@ -619,6 +659,12 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
                 optional_integer(16)?,
                 optional_integer(17)?,
             )?,
+            seal: PayloadSeal::from_columns(SealColumns {
+                chain_version: optional_integer(18)?,
+                salt: optional_blob(19)?,
+                commitment: optional_blob(20)?,
+                redacted_by: optional_integer(21)?,
+            })?,
         })
     })();
     Ok(decoded.map_err(|detail| corrupt(position, detail)))
@@ -665,6 +711,10 @@ impl Writer {
                 Job::Append { request, reply } => (request, reply),
                 Job::Inspect { reply } => {
                     let _ = reply.send(self.pragmas());
+                    continue;
+                }
+                Job::Redact { erasures, record, reply } => {
+                    let _ = reply.send(self.redact(&erasures, &record));
                     continue;
                 }
                 Job::Shutdown { reply } => {
@@ -807,6 +857,98 @@ impl Writer {
         }
     }
 
+    /// One redaction in its own transaction: the record appended and the payloads replaced,
+    /// then a truncating WAL checkpoint so the old pages leave the WAL too.
+    fn redact(&mut self, erasures: &[Erasure], record: &AppendRequest) -> Result<AppendOutcome, StoreError> {
+        if let Some(reason) = &self.stopped {
+            return Err(StoreError::WriterStopped(reason.clone()));
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(storage_error)?;
+        let applied = self.redact_in_transaction(erasures, record);
+        let (outcome, tail) = match applied {
+            Ok(applied) => applied,
+            Err(error) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(error);
+            }
+        };
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let reason = format!("COMMIT failed: {e}");
+            tracing::error!(%reason, "COMMIT of a redaction failed; the log writer stops for good");
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            self.stopped = Some(reason.clone());
+            return Err(StoreError::WriterStopped(reason));
+        }
+        self.commits += 1;
+        self.head.publish(Digest { position: tail.position, hash: tail.hash });
+        self.truncate_wal();
+        Ok(outcome)
+    }
+
+    fn redact_in_transaction(
+        &mut self,
+        erasures: &[Erasure],
+        record: &AppendRequest,
+    ) -> Result<(AppendOutcome, Tail), StoreError> {
+        let mut tail = read_tail(&self.conn).map_err(storage_error)?;
+        let mut live = live_appends_started(&self.conn).map_err(storage_error)?;
+        check_redaction(erasures, record, tail.position)?;
+        let record_position = tail.position + 1;
+        let mut replaced = Vec::with_capacity(erasures.len());
+        for erasure in erasures {
+            let stored = self
+                .conn
+                .query_row(
+                    &format!("SELECT {SELECT_COLUMNS} FROM events WHERE position = ?1"),
+                    [to_i64(erasure.position, "position")?],
+                    decode_row,
+                )
+                .map_err(storage_error)??;
+            replaced.push(erased(&stored, erasure, record_position)?);
+        }
+        let stamp = self.clock.now().max(tail.recorded_at);
+        let outcome = self.apply(record, &mut tail, &mut live, stamp)?;
+        let mut update = self
+            .conn
+            .prepare_cached(
+                "UPDATE events SET data = ?1, chain_version = ?2, salt = ?3, commitment = ?4, redacted_by = ?5 \
+                 WHERE position = ?6",
+            )
+            .map_err(storage_error)?;
+        for record in &replaced {
+            let columns = record.seal.to_columns();
+            update
+                .execute(params![
+                    record.data,
+                    columns.chain_version,
+                    columns.salt,
+                    columns.commitment,
+                    columns.redacted_by,
+                    to_i64(record.position, "position")?,
+                ])
+                .map_err(storage_error)?;
+        }
+        Ok((outcome, tail))
+    }
+
+    /// Moves every page into the database file and empties the WAL, so the pages written
+    /// before a redaction are gone from it. Readers holding an old snapshot make it wait (the
+    /// busy timeout), at most `REDACTION_CHECKPOINT_ATTEMPTS` times.
+    fn truncate_wal(&self) {
+        for _ in 0..REDACTION_CHECKPOINT_ATTEMPTS {
+            let busy: rusqlite::Result<i64> = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
+            if matches!(busy, Ok(0)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(REDACTION_CHECKPOINT_RETRY_MS));
+        }
+        tracing::warn!(
+            "the WAL could not be emptied after a redaction (readers held it); it will be at the next checkpoint"
+        );
+    }
+
     fn apply(
         &mut self,
         request: &AppendRequest,
@@ -834,8 +976,8 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, data, \
                  actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash, \
-                 commit_first, commit_size) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 commit_first, commit_size, chain_version, salt, commitment, redacted_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
             )
             .map_err(storage_error)?;
         for (write, actual) in request.writes.iter().zip(current) {
@@ -844,6 +986,7 @@ impl Writer {
             for event in &write.events {
                 let position = tail.position + 1;
                 let commit = request.commit_of(event_ids.len(), first_position);
+                let seal = request.seal_of(event_ids.len());
                 let event_id = event.event_id.unwrap_or_else(|| self.ids.next_id());
                 let recorded_at = event.recorded_at.unwrap_or(stamp);
                 let fields = ChainFields {
@@ -856,8 +999,10 @@ impl Writer {
                     data: &event.data,
                     metadata: &event.metadata,
                     recorded_at,
+                    seal: &seal,
                 };
                 let hash = event_hash(&tail.hash, &fields);
+                let seal_columns = seal.to_columns();
                 let metadata = &event.metadata;
                 let inserted = statement.execute(params![
                     to_i64(position, "position")?,
@@ -878,6 +1023,10 @@ impl Writer {
                     hash.as_bytes().as_slice(),
                     to_i64(commit.first_position, "commit position")?,
                     i64::from(commit.events),
+                    seal_columns.chain_version,
+                    seal_columns.salt,
+                    seal_columns.commitment,
+                    seal_columns.redacted_by,
                 ]);
                 if let Err(e) = inserted {
                     if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
@@ -1021,6 +1170,16 @@ impl EventStore for SqliteStore {
         validate_request(&request, &self.shared.limits, self.shared.clock.now())?;
         let (reply, answer) = oneshot::channel();
         self.shared.jobs.send(Job::Append { request, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn redact(&self, erasures: Vec<Erasure>, record: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        validate_request(&record, &self.shared.limits, self.shared.clock.now())?;
+        let (reply, answer) = oneshot::channel();
+        self.shared.jobs.send(Job::Redact { erasures, record, reply }).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
