@@ -191,11 +191,15 @@ pub enum Operation {
     ManageReleases,
     /// Ask the deployment gate and report deployments (RL-6).
     Deploy,
+    /// Ask for personal data to be erased from stored events (IS-1).
+    RequestRedaction,
+    /// Approve (and so carry out) or reject a redaction someone else asked for (IS-1).
+    ApproveRedaction,
 }
 
 impl Operation {
     /// Every value, in declaration order.
-    pub const ALL: [Operation; 27] = [
+    pub const ALL: [Operation; 29] = [
         Operation::ReadLog,
         Operation::SubscribeLog,
         Operation::VerifyLog,
@@ -223,6 +227,8 @@ impl Operation {
         Operation::ManagePolicy,
         Operation::ManageReleases,
         Operation::Deploy,
+        Operation::RequestRedaction,
+        Operation::ApproveRedaction,
     ];
 }
 
@@ -280,6 +286,9 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Operation::ManagePolicy, &[Role::Admin]),
     (Operation::ManageReleases, &[Role::ChangeManager, Role::Admin]),
     (Operation::Deploy, &[Role::Deployer, Role::Admin]),
+    (Operation::RequestRedaction, &[Role::Admin]),
+    // The asker never approves their own (the decider refuses): a second admin or an auditor.
+    (Operation::ApproveRedaction, &[Role::Auditor, Role::Admin]),
 ];
 
 /// The roles that may perform `operation`, for messages (`change-manager or admin`).

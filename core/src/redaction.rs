@@ -511,7 +511,7 @@ type Reader = fn(&EventRecord) -> bool;
 struct Readers(Vec<Reader>);
 
 impl Readers {
-    const ALL: [Reader; 7] = [
+    const ALL: [Reader; 10] = [
         |r| crate::ci::CiEvent::from_record(r).is_ok(),
         |r| crate::change::ChangeEvent::from_record(r).is_ok(),
         |r| crate::change::freeze::FreezeEvent::from_record(r).is_ok(),
@@ -519,6 +519,9 @@ impl Readers {
         |r| crate::discovery::DiscoveryEvent::from_record(r).is_ok(),
         |r| matches!(crate::release::ReleaseEvent::from_record(r), Ok(Some(_))),
         |r| crate::evidence::signed_from(r).is_ok(),
+        |r| crate::baseline::created_from(r).is_ok(),
+        |r| crate::baseline::deleted_from(r).is_ok(),
+        |r| crate::ci::schema::SchemaRegistry::default().apply(r).is_ok(),
     ];
 
     fn of(record: &EventRecord) -> Readers {

@@ -115,6 +115,7 @@ impl EvidenceLog {
 }
 
 impl Projection for EvidenceLog {
+    const REBUILD_ON_REDACTION: bool = false;
     const NAME: &'static str = "evidence";
     const FORMAT_VERSION: u32 = 1;
 

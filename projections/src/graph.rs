@@ -552,6 +552,10 @@ pub struct TemporalGraph {
     /// Every redundancy declaration: (position, class, redundant), in position order, so an
     /// impact at a past position uses the declarations in force then.
     redundancy_changes: Vec<(u64, CiClass, bool)>,
+    /// How many redaction records were applied: answers kept outside the graph (the impact
+    /// and findings caches) name it in their keys, so none computed before a redaction (with
+    /// values since erased) is served after it.
+    redactions_applied: u64,
     /// The relationships as the walks cross them, per CI (derived from the edges: rebuilt
     /// after a checkpoint is loaded, not stored).
     #[serde(skip)]
@@ -594,6 +598,11 @@ impl TemporalGraph {
     /// The last log position applied.
     pub fn applied(&self) -> u64 {
         self.applied
+    }
+
+    /// How many redactions the graph has applied (a cache generation: see the field).
+    pub fn redactions_applied(&self) -> u64 {
+        self.redactions_applied
     }
 
     /// What changed in `(from, to]`, in position order, each once (first change first).
@@ -821,6 +830,8 @@ impl TemporalGraph {
             if let Some(info) = self.baselines.get_mut(&baseline_key(&deleted.name)) {
                 info.deleted = Some(EventInfo::of(record, None));
             }
+        } else if record.event_type == cmdb_core::chain::REDACTION_APPLIED {
+            self.redactions_applied += 1;
         }
         if self.times.last().is_none_or(|(_, t)| *t != record.recorded_at) {
             self.times.push((p, record.recorded_at));

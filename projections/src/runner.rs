@@ -43,11 +43,20 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
     fn position_hash(&self) -> Hash;
     /// Rebuilds what a checkpoint leaves out (caches derived from the state), after loading.
     fn restored(&mut self) {}
+    /// Whether a redaction record makes the runner rebuild the state from the log, so that no
+    /// erased value stays in it (or in its next checkpoint). Off for states that hold no
+    /// payload value (the Merkle tree: hashes survive a redaction unchanged).
+    const REBUILD_ON_REDACTION: bool = true;
+}
+
+/// Whether `record` is a redaction record (its payloads were erased from the log).
+fn is_redaction(record: &EventRecord) -> bool {
+    record.event_type == cmdb_core::chain::REDACTION_APPLIED
 }
 
 impl Projection for TemporalGraph {
     const NAME: &'static str = "graph";
-    const FORMAT_VERSION: u32 = 12;
+    const FORMAT_VERSION: u32 = 13;
 
     fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
         TemporalGraph::apply(self, record).map_err(|e: GraphError| e.to_string())
@@ -249,7 +258,7 @@ pub async fn start<P: Projection>(
     store: Arc<dyn EventStore>,
     options: RunnerOptions,
 ) -> Result<ProjectionHandle<P>, RunnerError> {
-    let (mut state, started_from) = match &options.checkpoint_dir {
+    let (state, started_from) = match &options.checkpoint_dir {
         None => (P::default(), "rebuilt: checkpoints are off".to_owned()),
         Some(dir) => match load_checkpoint::<P>(store.as_ref(), dir).await {
             Ok(state) => {
@@ -262,23 +271,51 @@ pub async fn start<P: Projection>(
             }
         },
     };
-    // Catch up before serving. Three stages overlap: reading pages, decoding payloads (on the
-    // blocking pool), and applying them here in order.
+    // Catch up before serving. A redaction after the checkpoint means the checkpoint may hold
+    // erased values: rebuild from the start instead.
     let head = store.head().await?.position;
     let page = options.page_events.clamp(1, store.limits().max_page_events);
+    let from_checkpoint = state.position() > 0;
+    let (mut state, saw_redaction) = catch_up(store.clone(), state, head, page).await?;
+    let mut started_from = started_from;
+    if saw_redaction && from_checkpoint && P::REBUILD_ON_REDACTION {
+        tracing::info!(projection = P::NAME, "a redaction follows the checkpoint; rebuilding from the log");
+        state = catch_up(store.clone(), P::default(), head, page).await?.0;
+        started_from = "rebuilt: a redaction follows the checkpoint".to_owned();
+    }
+    let (applied_sender, applied) = watch::channel(state.position());
+    let state = Arc::new(RwLock::new(state));
+    let failure = Arc::new(Mutex::new(None));
+    let handle = ProjectionHandle { state: state.clone(), applied, failure: failure.clone(), started_from };
+    tokio::spawn(follow(store.clone(), state.clone(), applied_sender, failure.clone(), options.clone()));
+    if let Some(dir) = options.checkpoint_dir.clone() {
+        tokio::spawn(checkpoint_loop(handle.clone(), dir, options.checkpoint_interval_ms));
+    }
+    Ok(handle)
+}
+
+/// Applies the log from `state`'s position up to `head` (not past it): reading pages, decoding
+/// payloads (on the blocking pool) and applying them here in order overlap. Says whether a
+/// redaction record was among the events applied.
+async fn catch_up<P: Projection>(
+    store: Arc<dyn EventStore>,
+    mut state: P,
+    head: u64,
+    page: usize,
+) -> Result<(P, bool), RunnerError> {
     let (pages, mut decoded_pages) =
         tokio::sync::mpsc::channel::<Result<Vec<(EventRecord, P::Decoded)>, String>>(CATCH_UP_PAGES_IN_FLIGHT);
-    let reader_store = store.clone();
     let mut after = state.position();
     let reader = tokio::spawn(async move {
         while after < head {
-            let records = match reader_store.read_all(after, page).await {
+            let mut records = match store.read_all(after, page).await {
                 Ok(records) => records,
                 Err(error) => {
                     let _ = pages.send(Err(error.to_string())).await;
                     return;
                 }
             };
+            records.retain(|record| record.position <= head);
             let Some(last) = records.last() else { return };
             after = last.position;
             let decoded = tokio::task::spawn_blocking(move || {
@@ -294,10 +331,12 @@ pub async fn start<P: Projection>(
             }
         }
     });
+    let mut saw_redaction = false;
     while let Some(batch) = decoded_pages.recv().await {
         let batch = batch.map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
         let mut records = Vec::with_capacity(batch.len());
         for (record, decoded) in batch {
+            saw_redaction |= is_redaction(&record);
             state
                 .apply_decoded(&record, decoded)
                 .map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
@@ -307,15 +346,7 @@ pub async fn start<P: Projection>(
         tokio::task::spawn_blocking(move || drop(records));
     }
     let _ = reader.await;
-    let (applied_sender, applied) = watch::channel(state.position());
-    let state = Arc::new(RwLock::new(state));
-    let failure = Arc::new(Mutex::new(None));
-    let handle = ProjectionHandle { state: state.clone(), applied, failure: failure.clone(), started_from };
-    tokio::spawn(follow(store.clone(), state.clone(), applied_sender, failure.clone(), options.clone()));
-    if let Some(dir) = options.checkpoint_dir.clone() {
-        tokio::spawn(checkpoint_loop(handle.clone(), dir, options.checkpoint_interval_ms));
-    }
-    Ok(handle)
+    Ok((state, saw_redaction))
 }
 
 async fn follow<P: Projection>(
@@ -326,10 +357,11 @@ async fn follow<P: Projection>(
     options: RunnerOptions,
 ) {
     let from = *applied.borrow();
-    let mut events = subscribe(store, from, options.page_events).ready_chunks(options.max_batch_events.max(1));
+    let mut events = subscribe(store.clone(), from, options.page_events).ready_chunks(options.max_batch_events.max(1));
     while let Some(batch) = events.next().await {
         let mut last = None;
-        let outcome = {
+        let mut saw_redaction = false;
+        let mut outcome = {
             let mut state = state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut outcome = Ok(());
             for next in batch {
@@ -339,6 +371,7 @@ async fn follow<P: Projection>(
                             outcome = Err(detail);
                             break;
                         }
+                        saw_redaction |= is_redaction(&record);
                         last = Some(record.position);
                     }
                     Err(error) => {
@@ -349,6 +382,16 @@ async fn follow<P: Projection>(
             }
             outcome
         };
+        if let (true, true, Some(position), Ok(())) = (P::REBUILD_ON_REDACTION, saw_redaction, last, &outcome) {
+            // Rebuilt off the lock (reads go on from the old state meanwhile); published
+            // before `applied` moves, so a caller waiting for the redaction's position reads
+            // the rebuilt state.
+            let page = options.page_events.clamp(1, store.limits().max_page_events);
+            match catch_up(store.clone(), P::default(), position, page).await {
+                Ok((rebuilt, _)) => *state.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = rebuilt,
+                Err(error) => outcome = Err(format!("rebuilding after a redaction: {error}")),
+            }
+        }
         if let Some(position) = last {
             applied.send_replace(position);
         }

@@ -47,7 +47,7 @@ pub const AUDIT_FINDINGS_CACHED: usize = 4;
 
 /// The findings of the audits read most recently: an audit's findings never change (the log
 /// does not), so a page of them need not recompute them all.
-pub struct FindingsCache(std::sync::Mutex<lru::LruCache<AuditId, Arc<Vec<Finding>>>>);
+pub struct FindingsCache(std::sync::Mutex<lru::LruCache<(AuditId, u64), Arc<Vec<Finding>>>>);
 
 impl Default for FindingsCache {
     fn default() -> Self {
@@ -57,14 +57,21 @@ impl Default for FindingsCache {
 }
 
 impl FindingsCache {
-    /// The findings of `audit`, computed by `compute` if not kept.
-    pub fn get_or(&self, audit: AuditId, compute: impl FnOnce() -> Vec<Finding>) -> Arc<Vec<Finding>> {
-        if let Some(found) = self.0.lock().ok().and_then(|mut cache| cache.get(&audit).cloned()) {
+    /// The findings of `audit`, computed by `compute` if not kept. `redactions` is the graph's
+    /// redaction count: findings from before a redaction (erased values in them) are not served.
+    pub fn get_or(
+        &self,
+        audit: AuditId,
+        redactions: u64,
+        compute: impl FnOnce() -> Vec<Finding>,
+    ) -> Arc<Vec<Finding>> {
+        let key = (audit, redactions);
+        if let Some(found) = self.0.lock().ok().and_then(|mut cache| cache.get(&key).cloned()) {
             return found;
         }
         let findings = Arc::new(compute());
         if let Ok(mut cache) = self.0.lock() {
-            cache.put(audit, findings.clone());
+            cache.put(key, findings.clone());
         }
         findings
     }

@@ -31,6 +31,8 @@ struct Key {
     max_results: usize,
     types: Option<Vec<RelType>>,
     counter: u64,
+    /// The graph's redaction count: an answer from before a redaction is never served after.
+    redactions: u64,
 }
 
 /// Values with their size, least recently used out first once over `max_bytes` or
@@ -103,6 +105,7 @@ impl ImpactCache {
             max_results: traversal.max_results,
             types: traversal.types.clone(),
             counter: graph.change_counter(position),
+            redactions: graph.redactions_applied(),
         };
         if let Some(found) = self.lock().get(&key) {
             metrics::counter!("impact_cache_hits_total").increment(1);

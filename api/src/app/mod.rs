@@ -14,6 +14,7 @@ pub mod changes;
 pub mod discovery;
 pub mod evidence;
 pub mod impact_cache;
+pub mod redaction;
 pub mod releases;
 pub mod tooling;
 

@@ -56,9 +56,49 @@ impl Event {
         })
     }
 
-    /// The payload exactly as stored (the bytes the hash chain covers).
+    /// The payload exactly as stored: the bytes the chain's payload commitment is computed
+    /// over (after a redaction, the erased values read `[redacted]` and the commitment kept
+    /// from before stands for them).
     async fn data_text(&self) -> String {
         String::from_utf8_lossy(&self.0.data).into_owned()
+    }
+
+    /// The chain encoding the event was hashed with: 1 (payload hashed unsalted, logs written
+    /// before salts) or 2 (a random salt per payload).
+    async fn chain_version(&self) -> u32 {
+        u32::from(self.0.seal.encoding().number())
+    }
+
+    /// The payload commitment the chain hashes, hex: blake3 of the payload (version 1) or
+    /// blake3 keyed with the salt (version 2), kept as it was after a redaction.
+    async fn payload_commitment(&self) -> String {
+        cmdb_core::chain::payload_commitment(&self.0.seal, &self.0.data).to_hex()
+    }
+
+    /// The payload's salt, hex (version 2, until a redaction erases it with the values).
+    async fn salt(&self) -> Option<String> {
+        match &self.0.seal {
+            cmdb_core::PayloadSeal::Salted(salt) => Some(hex::encode(salt)),
+            _ => None,
+        }
+    }
+
+    /// The redaction that erased values of this payload, if one did: who asked, who approved,
+    /// why, and which fields.
+    async fn redaction(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::redaction::EventRedaction>> {
+        let Some(at) = self.0.seal.redaction_record() else { return Ok(None) };
+        let record = state(ctx).store.event_at(at).await.map_err(store_error)?;
+        let applied = record.as_ref().and_then(|r| match cmdb_core::redaction::RedactionEvent::from_record(r) {
+            Ok(cmdb_core::redaction::RedactionEvent::Applied(applied)) => Some(applied),
+            _ => None,
+        });
+        match applied {
+            Some(applied) => Ok(Some(super::redaction::EventRedaction::of(&applied, at, self.0.position))),
+            None => Err(coded(Code::Internal, format!("the redaction record at position {at} cannot be read; run verifyLog"))),
+        }
     }
 
     async fn metadata(&self) -> EventMetadata<'_> {

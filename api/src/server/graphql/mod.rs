@@ -27,6 +27,7 @@ mod query;
 mod releases;
 mod reports;
 mod risk;
+mod redaction;
 pub mod scalars;
 pub(crate) mod tooling;
 
@@ -56,6 +57,7 @@ pub struct MutationRoot(
     tooling::ToolingMutation,
     discovery::DiscoveryMutation,
     evidence::EvidenceMutation,
+    redaction::RedactionMutation,
 );
 
 /// Every subscription: the log, configuration changes and change transitions.

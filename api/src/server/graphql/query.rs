@@ -194,6 +194,22 @@ impl QueryRoot {
         super::evidence::consistency(ctx, from_size, to_size)
     }
 
+    /// Every redaction of personal data: asked, rejected or applied (issue 18).
+    #[graphql(guard = "Requires(Operation::ReadLog)")]
+    async fn redactions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::redaction::RedactionInfo>> {
+        super::redaction::list(ctx).await
+    }
+
+    /// One redaction by id.
+    #[graphql(guard = "Requires(Operation::ReadLog)")]
+    async fn redaction(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+    ) -> async_graphql::Result<Option<super::redaction::RedactionInfo>> {
+        super::redaction::one(ctx, &id).await
+    }
+
     /// The caller: principal, kind, roles and the token in use.
     #[graphql(guard = "Requires(Operation::ReadOwnIdentity)")]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
