@@ -66,11 +66,12 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
             ("/graphql", "mutation { transitionRelease(id: \"REL-999999\", action: BUILD) { id } }")
         }
         Operation::Deploy => ("/graphql", "mutation { reportDeployment(id: \"UNKNOWN\", outcome: STARTED) { id } }"),
-        Operation::RequestRedaction => (
-            "/graphql",
-            "mutation { requestRedaction(input: { positions: [\"999999\"], reason: \"probe\" }) { id } }",
-        ),
-        Operation::ApproveRedaction => ("/graphql", "mutation { approveRedaction(id: \"UNKNOWN\") { unsaltedPositions } }"),
+        Operation::RequestRedaction => {
+            ("/graphql", "mutation { requestRedaction(input: { positions: [\"999999\"], reason: \"probe\" }) { id } }")
+        }
+        Operation::ApproveRedaction => {
+            ("/graphql", "mutation { approveRedaction(id: \"UNKNOWN\") { unsaltedPositions } }")
+        }
         Operation::ManageChangeTemplates => (
             "/graphql",
             "mutation { createChangeTemplate(input: { name: \"probe PLACEHOLDER\", title: \"t\", description: \"d\", backOutPlan: \"b\", allowedClasses: [\"host\"] }) { position } }",

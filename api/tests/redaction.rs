@@ -17,10 +17,12 @@ use serde_json::{Value, json};
 const EMAIL: &str = "jane.doe@example.com";
 const NEW_EMAIL: &str = "jane.d@example.org";
 const SIGN: &str = "mutation { signCheckpoint { treeSize rootHash note } }";
-const REQUEST: &str = "mutation($input: RedactionInput!) { requestRedaction(input: $input) { id status positions fields requestedBy } }";
+const REQUEST: &str =
+    "mutation($input: RedactionInput!) { requestRedaction(input: $input) { id status positions fields requestedBy } }";
 const APPROVE: &str = "mutation($id: String!) { approveRedaction(id: $id) { unsaltedPositions redaction { id status decidedBy recordPosition erasures { position erasedFields } } } }";
 const EVENT: &str = "query($p: Position!) { event(position: $p) { hash dataText chainVersion salt payloadCommitment redaction { id recordPosition reason requestedBy approvedBy erasedFields } } }";
-const PERSON: &str = "query($id: ID!, $p: Position) { at(position: $p) { ci(id: $id) { name attribute(name: \"email\") } } }";
+const PERSON: &str =
+    "query($id: ID!, $p: Position) { at(position: $p) { ci(id: $id) { name attribute(name: \"email\") } } }";
 
 fn cmdb(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cmdb")).args(args).output().expect("run cmdb")
@@ -144,15 +146,18 @@ async fn a_person_is_erased_by_two_principals_and_every_proof_still_verifies() {
     // An id the engine needs (the CI's id, its class) cannot be erased; nor a checkpoint.
     let registration: Value = serde_json::from_str(&log[(first - 1) as usize].2).expect("json");
     let structural = pointer_to(&registration, &id, String::new()).expect("the id is in the registration");
-    let (_, body) =
-        server.graphql(&admin, REQUEST, json!({ "input": { "positions": [first], "fields": [structural], "reason": "r" } })).await;
+    let (_, body) = server
+        .graphql(&admin, REQUEST, json!({ "input": { "positions": [first], "fields": [structural], "reason": "r" } }))
+        .await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap_or("").contains("unreadable"), "{body}");
-    let (_, body) =
-        server.graphql(&admin, REQUEST, json!({ "input": { "positions": [checkpoint_position], "reason": "r" } })).await;
+    let (_, body) = server
+        .graphql(&admin, REQUEST, json!({ "input": { "positions": [checkpoint_position], "reason": "r" } }))
+        .await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     // Only an admin asks.
-    let (_, body) = server.graphql(&auditor, REQUEST, json!({ "input": { "positions": [first], "reason": "r" } })).await;
+    let (_, body) =
+        server.graphql(&auditor, REQUEST, json!({ "input": { "positions": [first], "reason": "r" } })).await;
     assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
     assert_eq!(server.head().await, head, "refused requests record nothing");
 
@@ -172,7 +177,10 @@ async fn a_person_is_erased_by_two_principals_and_every_proof_still_verifies() {
     let (_, body) = server.graphql(&auditor, APPROVE, json!({ "id": "no-such" })).await;
     assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
     assert_eq!(server.head().await, head, "refused approvals record nothing");
-    assert!(contains(server.ok(&admin, EVENT, json!({ "p": first })).await["event"]["dataText"].as_str().unwrap_or("").as_bytes(), EMAIL));
+    assert!(contains(
+        server.ok(&admin, EVENT, json!({ "p": first })).await["event"]["dataText"].as_str().unwrap_or("").as_bytes(),
+        EMAIL
+    ));
 
     // Before: the address is in the log's files (so the search below can fail).
     let log_bytes = |dir: &std::path::Path| {
@@ -209,7 +217,11 @@ async fn a_person_is_erased_by_two_principals_and_every_proof_still_verifies() {
     let verify = server.ok(&admin, "{ verifyLog { intact firstBreak { kind } } }", json!({})).await;
     assert_eq!(verify["verifyLog"]["intact"], true, "{verify}");
     let consistency = server
-        .ok(&admin, "query($f: Position!) { consistencyProof(fromSize: $f) { fromRootHash } }", json!({ "f": old_size }))
+        .ok(
+            &admin,
+            "query($f: Position!) { consistencyProof(fromSize: $f) { fromRootHash } }",
+            json!({ "f": old_size }),
+        )
         .await;
     assert_eq!(consistency["consistencyProof"]["fromRootHash"], checkpoint["rootHash"], "the old tree is unchanged");
     // The graph, now and as of before the update: erased everywhere.
@@ -224,13 +236,8 @@ async fn a_person_is_erased_by_two_principals_and_every_proof_still_verifies() {
     // The log's file (the WAL was emptied) and a backup made now hold no erased byte.
     let data_dir = server.data_dir();
     let backup = data_dir.join("after-redaction.sqlite");
-    let made = cmdb(&[
-        "--data-dir",
-        data_dir.to_str().expect("path"),
-        "backup",
-        "--to",
-        backup.to_str().expect("path"),
-    ]);
+    let made =
+        cmdb(&["--data-dir", data_dir.to_str().expect("path"), "backup", "--to", backup.to_str().expect("path")]);
     assert!(made.status.success(), "{}", text(&made.stderr));
     let backup_bytes = std::fs::read(&backup).expect("backup");
     for secret in [EMAIL, NEW_EMAIL] {
@@ -313,7 +320,10 @@ async fn a_rejected_redaction_erases_nothing_and_a_whole_payload_keeps_what_the_
         .ok(&auditor, "mutation { rejectRedaction(id: \"whole-1\", reason: \"a team address is not personal\") { status decidedBy rejectionReason } }", json!({}))
         .await;
     assert_eq!(rejected["rejectRedaction"]["status"], "rejected");
-    assert_eq!(server.ok(&admin, EVENT, json!({ "p": position })).await["event"]["dataText"], before["event"]["dataText"]);
+    assert_eq!(
+        server.ok(&admin, EVENT, json!({ "p": position })).await["event"]["dataText"],
+        before["event"]["dataText"]
+    );
     let (_, body) = server.graphql(&auditor, APPROVE, json!({ "id": "whole-1" })).await;
     assert_eq!(error_code(&body), "FAILED_PRECONDITION", "{body}");
     let (_, body) = server.graphql(&admin, REQUEST, ask("whole-1")).await;
@@ -323,9 +333,19 @@ async fn a_rejected_redaction_erases_nothing_and_a_whole_payload_keeps_what_the_
     server.ok(&admin, REQUEST, ask("whole-2")).await;
     let approved = server.ok(&auditor, APPROVE, json!({ "id": "whole-2" })).await;
     let erasure = approved["approveRedaction"]["redaction"]["erasures"][0].clone();
-    let erased: Vec<&str> = erasure["erasedFields"].as_array().expect("fields").iter().filter_map(Value::as_str).collect();
-    assert!(erased.iter().any(|f| f.ends_with("/email")) && erased.iter().any(|f| f.ends_with("/on_call")), "{erasure}");
-    let team = server.ok(&admin, "query($id: ID!) { at { ci(id: $id) { name class attribute(name: \"on_call\") } } }", json!({ "id": id })).await;
+    let erased: Vec<&str> =
+        erasure["erasedFields"].as_array().expect("fields").iter().filter_map(Value::as_str).collect();
+    assert!(
+        erased.iter().any(|f| f.ends_with("/email")) && erased.iter().any(|f| f.ends_with("/on_call")),
+        "{erasure}"
+    );
+    let team = server
+        .ok(
+            &admin,
+            "query($id: ID!) { at { ci(id: $id) { name class attribute(name: \"on_call\") } } }",
+            json!({ "id": id }),
+        )
+        .await;
     assert_eq!(team["at"]["ci"]["attribute"], "[redacted]", "{team}");
     assert_eq!(team["at"]["ci"]["class"], "team", "the class is kept: {team}");
     let event = server.ok(&admin, EVENT, json!({ "p": position })).await;

@@ -523,6 +523,85 @@ mod tests {
         assert_eq!(event_hash(&Hash::GENESIS, &ChainFields::of(&first)), first.hash);
     }
 
+    /// Chain version 2: the same fields, tag `cmdb.event.v2` and the payload keyed with a salt.
+    /// Computed independently in Python (`blake3` package, `blake3(data, key=salt)`).
+    #[test]
+    fn salted_encoding_has_a_stable_test_vector_and_hides_the_payload() {
+        let mut salted = record(1, Hash::GENESIS);
+        salted.seal = PayloadSeal::Salted([7; 32]);
+        let hash = event_hash(&Hash::GENESIS, &ChainFields::of(&salted));
+        assert_eq!(hash.to_hex(), "b328876904e8c07c479a8ade84bd966fc1412bb09d4467ebac8b91c6760db28b");
+        // Another salt, another commitment: a guess cannot be checked without the salt.
+        let mut other = salted.clone();
+        other.seal = PayloadSeal::Salted([8; 32]);
+        assert_ne!(payload_commitment(&other.seal, &other.data), payload_commitment(&salted.seal, &salted.data));
+        assert_ne!(
+            payload_commitment(&salted.seal, &salted.data),
+            payload_commitment(&PayloadSeal::Plain, &salted.data)
+        );
+        // Redacted: the payload no longer matters, the kept commitment does.
+        let mut redacted = salted.clone();
+        redacted.seal = PayloadSeal::Redacted {
+            encoding: ChainEncoding::V2,
+            commitment: payload_commitment(&salted.seal, &salted.data),
+            record: 2,
+        };
+        redacted.data = br#"{"name":"[redacted]"}"#.to_vec();
+        assert_eq!(event_hash(&Hash::GENESIS, &ChainFields::of(&redacted)), hash);
+    }
+
+    fn redaction_record(position: u64, prev: Hash, positions: &str) -> EventRecord {
+        let mut record = record(position, prev);
+        record.event_type = REDACTION_APPLIED.into();
+        record.data = format!(r#"{{"positions":[{positions}]}}"#).into_bytes();
+        record.hash = event_hash(&prev, &ChainFields::of(&record));
+        record
+    }
+
+    /// `log[index]` erased by the record at `record_position`, its hash kept.
+    fn erase(log: &mut [EventRecord], index: usize, record_position: u64) {
+        let event = &mut log[index];
+        event.seal = PayloadSeal::Redacted {
+            encoding: event.seal.encoding(),
+            commitment: payload_commitment(&event.seal, &event.data),
+            record: record_position,
+        };
+        event.data = br#"{"name":"[redacted]"}"#.to_vec();
+    }
+
+    #[test]
+    fn every_redacted_payload_must_be_accounted_for_by_a_later_record() {
+        let walk = |log: &[EventRecord]| {
+            let mut verifier = ChainVerifier::new();
+            log.iter().try_for_each(|r| verifier.check(r))?;
+            verifier.finish()
+        };
+        let mut log = chain(2);
+        log.push(redaction_record(3, log[1].hash, "1"));
+        erase(&mut log, 0, 3);
+        assert_eq!(walk(&log), Ok(()));
+        // Erased but not listed by the record it names.
+        let mut forged = log.clone();
+        erase(&mut forged, 1, 3);
+        assert!(matches!(walk(&forged), Err(ChainBreak::Redaction { position: 2, .. })), "{:?}", walk(&forged));
+        // Naming a record that is not a redaction record, or one past the end.
+        let mut forged = log.clone();
+        erase(&mut forged, 1, 1);
+        assert!(matches!(walk(&forged), Err(ChainBreak::Redaction { position: 2, .. })));
+        let mut forged = chain(3);
+        erase(&mut forged, 0, 3);
+        assert!(matches!(walk(&forged), Err(ChainBreak::Redaction { position: 1, .. })));
+        let mut forged = chain(3);
+        erase(&mut forged, 0, 9);
+        assert!(matches!(walk(&forged), Err(ChainBreak::Redaction { position: 1, .. })), "{:?}", walk(&forged));
+        // A forged payload under a kept commitment that is not the original's breaks the hash.
+        let mut forged = log.clone();
+        if let PayloadSeal::Redacted { commitment, .. } = &mut forged[0].seal {
+            commitment.0[0] ^= 1;
+        }
+        assert_eq!(walk(&forged), Err(ChainBreak::Hash { position: 1 }));
+    }
+
     #[test]
     fn every_field_is_covered() {
         let base = record(1, Hash::GENESIS);

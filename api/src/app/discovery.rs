@@ -59,12 +59,7 @@ impl Default for FindingsCache {
 impl FindingsCache {
     /// The findings of `audit`, computed by `compute` if not kept. `redactions` is the graph's
     /// redaction count: findings from before a redaction (erased values in them) are not served.
-    pub fn get_or(
-        &self,
-        audit: AuditId,
-        redactions: u64,
-        compute: impl FnOnce() -> Vec<Finding>,
-    ) -> Arc<Vec<Finding>> {
+    pub fn get_or(&self, audit: AuditId, redactions: u64, compute: impl FnOnce() -> Vec<Finding>) -> Arc<Vec<Finding>> {
         let key = (audit, redactions);
         if let Some(found) = self.0.lock().ok().and_then(|mut cache| cache.get(&key).cloned()) {
             return found;

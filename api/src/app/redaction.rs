@@ -9,11 +9,10 @@
 
 use std::time::Duration;
 
-use cmdb_core::decider::execute::{append_request, load};
 use cmdb_core::decider::Decider;
+use cmdb_core::decider::execute::{append_request, load};
 use cmdb_core::redaction::{
-    ErasedEvent, Redaction, RedactionCommand, RedactionDecider, RedactionError, RedactionKey, Redactions,
-    plan_erasure,
+    ErasedEvent, Redaction, RedactionCommand, RedactionDecider, RedactionError, RedactionKey, Redactions, plan_erasure,
 };
 use cmdb_core::store::Erasure;
 use cmdb_core::{EventRecord, Metadata, StoreError};
@@ -101,8 +100,7 @@ impl App {
             let mut store_erasures = Vec::with_capacity(records.len());
             let mut unsalted = Vec::new();
             for record in &records {
-                let (data, erased) =
-                    plan_erasure(record, &redaction.request.fields).map_err(cmdb_core::Error::from)?;
+                let (data, erased) = plan_erasure(record, &redaction.request.fields).map_err(cmdb_core::Error::from)?;
                 if record.seal.encoding() == cmdb_core::ChainEncoding::V1 {
                     unsalted.push(record.position);
                 }

@@ -241,7 +241,9 @@ impl Audit {
         let run = graph.discovery().run_at(self.info.recorded.run, compared).ok_or_else(|| {
             coded(Code::Internal, format!("the audit's run {} is not in the log", self.info.recorded.run))
         })?;
-        Ok(app(ctx).audit_findings.get_or(self.info.id, graph.redactions_applied(), || reconcile(&graph, run, compared)))
+        Ok(app(ctx)
+            .audit_findings
+            .get_or(self.info.id, graph.redactions_applied(), || reconcile(&graph, run, compared)))
     }
 }
 

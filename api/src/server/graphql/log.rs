@@ -85,10 +85,7 @@ impl Event {
 
     /// The redaction that erased values of this payload, if one did: who asked, who approved,
     /// why, and which fields.
-    async fn redaction(
-        &self,
-        ctx: &Context<'_>,
-    ) -> async_graphql::Result<Option<super::redaction::EventRedaction>> {
+    async fn redaction(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<super::redaction::EventRedaction>> {
         let Some(at) = self.0.seal.redaction_record() else { return Ok(None) };
         let record = state(ctx).store.event_at(at).await.map_err(store_error)?;
         let applied = record.as_ref().and_then(|r| match cmdb_core::redaction::RedactionEvent::from_record(r) {
@@ -97,7 +94,10 @@ impl Event {
         });
         match applied {
             Some(applied) => Ok(Some(super::redaction::EventRedaction::of(&applied, at, self.0.position))),
-            None => Err(coded(Code::Internal, format!("the redaction record at position {at} cannot be read; run verifyLog"))),
+            None => Err(coded(
+                Code::Internal,
+                format!("the redaction record at position {at} cannot be read; run verifyLog"),
+            )),
         }
     }
 

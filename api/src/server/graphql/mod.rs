@@ -24,10 +24,10 @@ mod observe;
 mod paging;
 mod policy;
 mod query;
+mod redaction;
 mod releases;
 mod reports;
 mod risk;
-mod redaction;
 pub mod scalars;
 pub(crate) mod tooling;
 

@@ -159,7 +159,9 @@ pub async fn one(ctx: &Context<'_>, id: &str) -> async_graphql::Result<Option<Re
 }
 
 async fn by_id(ctx: &Context<'_>, id: &str) -> async_graphql::Result<RedactionInfo> {
-    one(ctx, id).await?.ok_or_else(|| app_error(cmdb_core::Error::from(cmdb_core::redaction::RedactionError::Unknown(id.to_owned())).into()))
+    one(ctx, id).await?.ok_or_else(|| {
+        app_error(cmdb_core::Error::from(cmdb_core::redaction::RedactionError::Unknown(id.to_owned())).into())
+    })
 }
 
 /// Redaction mutations.
@@ -171,7 +173,11 @@ impl RedactionMutation {
     /// Asks for values to be erased from stored events (admin). Every event and field is
     /// checked now; nothing is erased until another principal approves.
     #[graphql(guard = "Requires(Operation::RequestRedaction)")]
-    async fn request_redaction(&self, ctx: &Context<'_>, input: RedactionInput) -> async_graphql::Result<RedactionInfo> {
+    async fn request_redaction(
+        &self,
+        ctx: &Context<'_>,
+        input: RedactionInput,
+    ) -> async_graphql::Result<RedactionInfo> {
         let id = input.id.unwrap_or_else(|| format!("redaction-{}", uuid::Uuid::now_v7()));
         let positions = input.positions.iter().map(|p| p.0).collect();
         app(ctx)
@@ -200,7 +206,12 @@ impl RedactionMutation {
 
     /// Rejects a pending redaction (another admin, or an auditor).
     #[graphql(guard = "Requires(Operation::ApproveRedaction)")]
-    async fn reject_redaction(&self, ctx: &Context<'_>, id: String, reason: String) -> async_graphql::Result<RedactionInfo> {
+    async fn reject_redaction(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        reason: String,
+    ) -> async_graphql::Result<RedactionInfo> {
         app(ctx).reject_redaction(id.clone(), reason, metadata(ctx)?).await.map_err(app_error)?;
         by_id(ctx, &id).await
     }
