@@ -5,7 +5,10 @@
 //!   the signed checkpoint from files, check the note's signature, the proof, and re-hash the
 //!   event (target p99 <= 1 ms);
 //! - append throughput of 1 writer x batches of 100 x 500 B to the embedded log, with and
-//!   without the evidence projection following it (target: no more than 5 % below).
+//!   without the evidence projection following it (target: no more than 5 % below);
+//! - append throughput with a random salt per payload (chain version 2, what every append
+//!   does since redaction) against the same appends sealed as version 1 (no salt), the cost of
+//!   the salted commitment.
 //!
 //! `cargo run --release -p cmdb-benches --bin evidence_latency [-- --leaves 3000000]`
 
@@ -17,7 +20,7 @@ use cmdb_benches::bench_event;
 use cmdb_core::merkle::{self, MerkleTree};
 use cmdb_core::note::{Checkpoint, NoteSigner};
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
-use cmdb_core::{AppendRequest, EventStore, ExpectedVersion, StreamId};
+use cmdb_core::{AppendRequest, EventStore, ExpectedVersion, PayloadSeal, StreamId};
 use cmdb_projections::evidence::EvidenceLog;
 use cmdb_projections::runner::{self, RunnerOptions};
 use hdrhistogram::Histogram;
@@ -37,6 +40,9 @@ struct Args {
     /// Throughput runs of each kind (alternating, the best of each kept).
     #[arg(long, default_value_t = 8)]
     append_runs: usize,
+    /// Only the append comparisons (no proofs).
+    #[arg(long)]
+    appends_only: bool,
 }
 
 fn timed<T>(histogram: &mut Histogram<u64>, work: impl FnOnce() -> T) -> T {
@@ -127,14 +133,19 @@ fn cli_verify(args: &Args, tree: &MerkleTree) {
     cmdb_benches::report_micros("cmdb proof verify, in process (read files, signature, proof)", &histogram);
 }
 
-fn append_run(store: &SqliteStore, runtime: &tokio::runtime::Runtime, events: u64, offset: u64) -> f64 {
+/// Appends `events` in batches of 100; `unsalted` seals them as chain version 1 (no salt).
+fn append_run(store: &SqliteStore, runtime: &tokio::runtime::Runtime, events: u64, unsalted: bool) -> f64 {
     runtime.block_on(async {
         let started = Instant::now();
         let mut n = 0;
         while n < events {
-            let batch = (0..100).map(|i| bench_event(500, offset + n + i)).collect();
-            let stream = StreamId::new(format!("ci-{}", (offset + n) % 1000)).expect("stream");
-            store.append(AppendRequest::single(stream, ExpectedVersion::Any, batch)).await.expect("append");
+            let batch = (0..100).map(|i| bench_event(500, n + i)).collect();
+            let stream = StreamId::new(format!("ci-{}", n % 1000)).expect("stream");
+            let mut request = AppendRequest::single(stream, ExpectedVersion::Any, batch);
+            if unsalted {
+                request.seals = vec![PayloadSeal::Plain; 100];
+            }
+            store.append(request).await.expect("append");
             n += 100;
         }
         events as f64 / started.elapsed().as_secs_f64()
@@ -153,7 +164,7 @@ fn appends(args: &Args) {
                 let dyn_store: Arc<dyn EventStore> = store.clone();
                 runtime.block_on(runner::start::<EvidenceLog>(dyn_store, RunnerOptions::default())).expect("projection")
             });
-            let rate = append_run(&store, &runtime, args.append_events, 0);
+            let rate = append_run(&store, &runtime, args.append_events, false);
             if let Some(log) = follower {
                 let caught_up = runtime.block_on(log.wait_for(args.append_events, Duration::from_secs(60)));
                 assert!(caught_up, "the tree follows the log");
@@ -183,8 +194,34 @@ fn appends(args: &Args) {
     );
 }
 
+/// Salted (version 2) against unsalted (version 1) appends, alternating, without the tree.
+fn salts(args: &Args) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let (mut plain, mut salted) = (Vec::new(), Vec::new());
+    for run in 0..args.append_runs {
+        for unsalted in if run % 2 == 0 { [true, false] } else { [false, true] } {
+            let dir = tempfile::tempdir().expect("dir");
+            let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
+            let rate = append_run(&store, &runtime, args.append_events, unsalted);
+            println!("run {run}: {} {rate:.0} events/s", if unsalted { "unsalted (v1)" } else { "salted (v2)" });
+            if unsalted { plain.push(rate) } else { salted.push(rate) }
+        }
+    }
+    plain.sort_by(f64::total_cmp);
+    salted.sort_by(f64::total_cmp);
+    let (median_plain, median_salted) = (plain[plain.len() / 2], salted[salted.len() / 2]);
+    println!(
+        "append 1 writer x 100 x 500 B, {} runs each: median unsalted (v1) {median_plain:.0} events/s, salted (v2) {median_salted:.0} ({:+.1} %)",
+        args.append_runs,
+        (median_salted / median_plain - 1.0) * 100.0
+    );
+}
+
 fn main() {
     let args = Args::parse();
-    proofs(&args);
+    if !args.appends_only {
+        proofs(&args);
+    }
+    salts(&args);
     appends(&args);
 }
