@@ -165,6 +165,9 @@ async fn sigterm_stops_the_real_server_gracefully_and_loses_nothing() {
     let ready: serde_json::Value =
         reqwest::get(format!("http://{address}/readyz")).await.expect("get").json().await.expect("json");
     assert_eq!(ready["ready"], true);
+    for projection in ["access", "graph", "evidence"] {
+        assert!(ready["projections"][projection]["lag"].is_u64(), "{projection} is listed: {ready}");
+    }
     let status = terminate(&mut child);
     assert!(status.success(), "the server stopped with {status:?}");
 }

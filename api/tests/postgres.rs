@@ -397,3 +397,83 @@ async fn every_server_of_a_shared_log_serves_the_same_tree_and_checkpoints() {
     let (_, body) = (0, follower.post(&admin, sign, json!({})).await);
     assert_eq!(body["errors"][0]["extensions"]["code"], "READ_ONLY", "{body}");
 }
+
+/// A redaction approved on one writer of a shared log (issue 18, part 4): the other writer and
+/// a follower rebuild their read models from the log when they meet the record, so every
+/// server reads `[redacted]` at every position, and the chain still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redaction_on_one_writer_is_read_as_redacted_by_every_server() {
+    let Some(db) = FreshDatabase::create("a_redaction_on_one_writer_is_read_as_redacted_by_every_server") else {
+        return;
+    };
+    let writer_a = Process::start(&db.url, &[]);
+    let admin = writer_a.token.clone().expect("token");
+    let writer_b = Process::start(&db.url, &[]);
+    let follower = Process::start(&db.url, &["--read-only", "--writes-go-to", "http://writer.example"]);
+    writer_a
+        .ok(
+            &admin,
+            "mutation { createPrincipal(input: { name: \"eve\", kind: PERSON, roles: [AUDITOR] }) { position } }",
+            json!({}),
+        )
+        .await;
+    let auditor = writer_a.ok(&admin, "mutation { createToken(principal: \"eve\") { token } }", json!({})).await["createToken"]
+        ["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    writer_a
+        .ok(
+            &admin,
+            "mutation { declareClassControl(class: \"person\", controlled: false, reason: \"a test of redaction\") { position } }",
+            json!({}),
+        )
+        .await;
+    let registered = writer_a
+        .ok(
+            &admin,
+            "mutation { registerCi(input: { class: \"PERSON\", name: \"Jane Doe\", attributes: { email: \"jane.doe@example.com\" } }) { position ci { id } } }",
+            json!({}),
+        )
+        .await;
+    let position = registered["registerCi"]["position"].as_u64().expect("position");
+    let id = registered["registerCi"]["ci"]["id"].as_str().expect("id").to_owned();
+    let data = writer_a
+        .ok(&admin, "query($p: Position!) { event(position: $p) { dataText } }", json!({ "p": position }))
+        .await;
+    let payload: Value = serde_json::from_str(data["event"]["dataText"].as_str().expect("text")).expect("json");
+    let pointer = find(&payload, "jane.doe@example.com", String::new()).expect("the address is in the payload");
+    let request = "mutation($input: RedactionInput!) { requestRedaction(input: $input) { id } }";
+    writer_a
+        .ok(&admin, request, json!({ "input": { "id": "r1", "positions": [position], "fields": [pointer], "reason": "privacy request" } }))
+        .await;
+    let approved = writer_b
+        .ok(&auditor, "mutation { approveRedaction(id: \"r1\") { redaction { recordPosition } } }", json!({}))
+        .await;
+    let record = approved["approveRedaction"]["redaction"]["recordPosition"].as_u64().expect("record");
+    let read = "query($id: ID!, $p: Position) { at(position: $p, minPosition: $p) { ci(id: $id) { attribute(name: \"email\") } } }";
+    for server in [&writer_a, &writer_b, &follower] {
+        for at in [position, record] {
+            let deadline = Instant::now() + CONVERGE_WITHIN;
+            loop {
+                let body = server.post(&admin, read, json!({ "id": id, "p": at })).await;
+                if body["data"]["at"]["ci"]["attribute"] == "[redacted]" {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} still reads the address at {at}: {body}", server.base);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let verify = follower.ok(&admin, "{ verifyLog { intact } }", json!({})).await;
+    assert_eq!(verify["verifyLog"]["intact"], true, "{verify}");
+}
+
+fn find(json: &Value, value: &str, at: String) -> Option<String> {
+    match json {
+        Value::String(s) if s == value => Some(at),
+        Value::Object(map) => map.iter().find_map(|(k, v)| find(v, value, format!("{at}/{k}"))),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find(v, value, format!("{at}/{i}"))),
+        _ => None,
+    }
+}

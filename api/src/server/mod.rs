@@ -679,6 +679,9 @@ async fn readyz(
     if let Some(reason) = app.graph.failure() {
         return not_ready(format!("projection graph stopped: {reason}"));
     }
+    if let Some(reason) = app.evidence.log.failure() {
+        return not_ready(format!("projection evidence stopped: {reason}"));
+    }
     // Commits by other processes (the CLI) become visible now, not at the next poll.
     let head = match app.store.refresh_head().await {
         Ok(head) => head,
@@ -699,6 +702,9 @@ async fn readyz(
         "projections": {
             "access": { "applied": app.access.applied(), "lag": lag(app.access.applied()) },
             "graph": { "applied": app.graph.applied(), "lag": lag(app.graph.applied()) },
+            // Reported, not waited for: proofs name their tree size, and the tree follows
+            // the log on its own (a lag here delays only the newest events' proofs).
+            "evidence": { "applied": app.evidence.log.applied(), "lag": lag(app.evidence.log.applied()) },
         },
     });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
