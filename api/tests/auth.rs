@@ -70,7 +70,7 @@ fn exercise(operation: Operation) -> (&'static str, &'static str) {
             ("/graphql", "mutation { requestRedaction(input: { positions: [\"999999\"], reason: \"probe\" }) { id } }")
         }
         Operation::ApproveRedaction => {
-            ("/graphql", "mutation { approveRedaction(id: \"UNKNOWN\") { unsaltedPositions } }")
+            ("/graphql", "mutation { approveRedaction(input: { id: \"UNKNOWN\" }) { unsaltedPositions } }")
         }
         Operation::ManageChangeTemplates => (
             "/graphql",

@@ -448,7 +448,11 @@ async fn a_redaction_on_one_writer_is_read_as_redacted_by_every_server() {
         .ok(&admin, request, json!({ "input": { "id": "r1", "positions": [position], "fields": [pointer], "reason": "privacy request" } }))
         .await;
     let approved = writer_b
-        .ok(&auditor, "mutation { approveRedaction(id: \"r1\") { redaction { recordPosition } } }", json!({}))
+        .ok(
+            &auditor,
+            "mutation { approveRedaction(input: { id: \"r1\" }) { redaction { recordPosition } } }",
+            json!({}),
+        )
         .await;
     let record = approved["approveRedaction"]["redaction"]["recordPosition"].as_u64().expect("record");
     let read = "query($id: ID!, $p: Position) { at(position: $p, minPosition: $p) { ci(id: $id) { attribute(name: \"email\") } } }";

@@ -19,7 +19,7 @@ const NEW_EMAIL: &str = "jane.d@example.org";
 const SIGN: &str = "mutation { signCheckpoint { treeSize rootHash note } }";
 const REQUEST: &str =
     "mutation($input: RedactionInput!) { requestRedaction(input: $input) { id status positions fields requestedBy } }";
-const APPROVE: &str = "mutation($id: String!) { approveRedaction(id: $id) { unsaltedPositions redaction { id status decidedBy recordPosition erasures { position erasedFields } } } }";
+const APPROVE: &str = "mutation($id: String!) { approveRedaction(input: { id: $id }) { unsaltedPositions redaction { id status decidedBy recordPosition erasures { position erasedFields } } } }";
 const EVENT: &str = "query($p: Position!) { event(position: $p) { hash dataText chainVersion salt payloadCommitment redaction { id recordPosition reason requestedBy approvedBy erasedFields } } }";
 const PERSON: &str =
     "query($id: ID!, $p: Position) { at(position: $p) { ci(id: $id) { name attribute(name: \"email\") } } }";
@@ -131,7 +131,7 @@ async fn a_person_is_erased_by_two_principals_and_every_proof_still_verifies() {
     let checkpoint_position = checkpoint_event(&log).unwrap_or(head);
     let (first, pointer) = holding[0].clone();
     let bad = [
-        (json!({ "positions": [head + 50], "fields": [pointer], "reason": "r" }), "BAD_USER_INPUT"),
+        (json!({ "positions": [head + 50], "fields": [pointer], "reason": "r" }), "NOT_FOUND"),
         (json!({ "positions": [first], "fields": ["/no/such/field"], "reason": "r" }), "BAD_USER_INPUT"),
         (json!({ "positions": [first], "fields": ["email"], "reason": "r" }), "BAD_USER_INPUT"),
         (json!({ "positions": [first], "fields": [pointer], "reason": "  " }), "BAD_USER_INPUT"),
@@ -317,7 +317,7 @@ async fn a_rejected_redaction_erases_nothing_and_a_whole_payload_keeps_what_the_
     server.ok(&admin, REQUEST, ask("whole-1")).await;
     let before = server.ok(&admin, EVENT, json!({ "p": position })).await;
     let rejected = server
-        .ok(&auditor, "mutation { rejectRedaction(id: \"whole-1\", reason: \"a team address is not personal\") { status decidedBy rejectionReason } }", json!({}))
+        .ok(&auditor, "mutation { rejectRedaction(input: { id: \"whole-1\", reason: \"a team address is not personal\" }) { status decidedBy rejectionReason } }", json!({}))
         .await;
     assert_eq!(rejected["rejectRedaction"]["status"], "rejected");
     assert_eq!(

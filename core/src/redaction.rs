@@ -70,6 +70,8 @@ pub enum RedactionError {
     Structural { position: u64, event_type: String, pointer: String },
     #[error("the event at position {position} is on stream {stream}, which cannot be redacted")]
     Unredactable { position: u64, stream: String },
+    #[error("no event at position {position} (the log ends at {head})")]
+    NoSuchEvent { position: u64, head: u64 },
     #[error("the event at position {0} has nothing left to erase")]
     NothingToErase(u64),
     #[error("the payload of the event at position {0} is not JSON")]

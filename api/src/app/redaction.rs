@@ -136,10 +136,9 @@ impl App {
                 Some(record) => records.push(record),
                 None => {
                     let head = self.store.head().await.map_err(cmdb_core::Error::from)?.position;
-                    return Err(cmdb_core::Error::from(StoreError::InvalidInput(format!(
-                        "position {position} is not in the log (head {head})"
-                    )))
-                    .into());
+                    return Err(
+                        cmdb_core::Error::from(RedactionError::NoSuchEvent { position: *position, head }).into()
+                    );
                 }
             }
         }

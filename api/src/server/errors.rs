@@ -544,7 +544,7 @@ fn redaction_code(error: &cmdb_core::redaction::RedactionError) -> Code {
         | R::NotJson(_) => Code::BadUserInput,
         R::TooManyEvents { .. } | R::TooManyFields { .. } => Code::LimitExceeded,
         R::Exists(_) => Code::AlreadyExists,
-        R::Unknown(_) => Code::NotFound,
+        R::Unknown(_) | R::NoSuchEvent { .. } => Code::NotFound,
         R::NotPending { .. } | R::PlanMismatch(_) => Code::FailedPrecondition,
         R::SameApprover { .. } => Code::SegregationOfDuties,
         R::Undecodable { .. } => Code::Internal,

@@ -138,6 +138,22 @@ pub struct RedactionInput {
     reason: String,
 }
 
+/// `approveRedaction(input:)`.
+#[derive(InputObject)]
+pub struct ApproveRedactionInput {
+    /// The redaction's id.
+    id: String,
+}
+
+/// `rejectRedaction(input:)`.
+#[derive(InputObject)]
+pub struct RejectRedactionInput {
+    /// The redaction's id.
+    id: String,
+    /// Why (required).
+    reason: String,
+}
+
 /// What approving a redaction did.
 #[derive(SimpleObject)]
 pub struct RedactionApproved {
@@ -192,7 +208,12 @@ impl RedactionMutation {
     /// the chain, the Merkle tree and every proof still verify. Answers once the read models
     /// have rebuilt without the erased values.
     #[graphql(guard = "Requires(Operation::ApproveRedaction)")]
-    async fn approve_redaction(&self, ctx: &Context<'_>, id: String) -> async_graphql::Result<RedactionApproved> {
+    async fn approve_redaction(
+        &self,
+        ctx: &Context<'_>,
+        input: ApproveRedactionInput,
+    ) -> async_graphql::Result<RedactionApproved> {
+        let id = input.id;
         if state(ctx).settings.read_only {
             let to = state(ctx).settings.writes_go_to.clone().unwrap_or_else(|| "a writer".into());
             return Err(crate::server::errors::store_error(cmdb_core::StoreError::ReadOnly(to)));
@@ -209,10 +230,9 @@ impl RedactionMutation {
     async fn reject_redaction(
         &self,
         ctx: &Context<'_>,
-        id: String,
-        reason: String,
+        input: RejectRedactionInput,
     ) -> async_graphql::Result<RedactionInfo> {
-        app(ctx).reject_redaction(id.clone(), reason, metadata(ctx)?).await.map_err(app_error)?;
-        by_id(ctx, &id).await
+        app(ctx).reject_redaction(input.id.clone(), input.reason, metadata(ctx)?).await.map_err(app_error)?;
+        by_id(ctx, &input.id).await
     }
 }
