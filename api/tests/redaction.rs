@@ -71,6 +71,10 @@ fn hashes(value: &Value) -> Vec<TreeHash> {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one privacy request read top to bottom: ask, refuse, approve, check every copy"
+)]
 async fn a_person_is_erased_by_two_principals_and_every_proof_still_verifies() {
     let keys = tempfile::tempdir().expect("key dir");
     let key = generate_key("cmdb.test/redaction").expect("key");

@@ -263,3 +263,150 @@ async fn ci_edits_take_one_input_object() {
         .await;
     assert_eq!(withdrawn["withdrawCi"]["ci"]["status"], "WITHDRAWN");
 }
+
+/// Every page of `events` walked with `args` then the cursor (`after` from `endCursor`
+/// forward, `before` from `startCursor` backward), positions in log order.
+async fn walk_events(server: &TestServer, first_args: &str, forward: bool) -> Vec<u64> {
+    let mut all: Vec<u64> = Vec::new();
+    let mut args = first_args.to_owned();
+    for _ in 0..10_000 {
+        let query = format!(
+            "{{ events({args}) {{ edges {{ node {{ position }} }} pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} }} }}"
+        );
+        let data = server.ok(&server.admin_token, &query, json!({})).await;
+        let page = &data["events"];
+        let positions: Vec<u64> = page["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| e["node"]["position"].as_u64().expect("position"))
+            .collect();
+        let info = &page["pageInfo"];
+        if forward {
+            all.extend(positions);
+            if info["hasNextPage"] != json!(true) {
+                return all;
+            }
+            let cursor = info["endCursor"].as_str().expect("end cursor");
+            args = format!("{}, after: \"{cursor}\"", first_args.split(", after").next().unwrap_or(first_args));
+        } else {
+            let mut page_positions = positions;
+            page_positions.extend(all);
+            all = page_positions;
+            if info["hasPreviousPage"] != json!(true) {
+                return all;
+            }
+            let cursor = info["startCursor"].as_str().expect("start cursor");
+            args = format!("{}, before: \"{cursor}\"", first_args.split(", before").next().unwrap_or(first_args));
+        }
+    }
+    panic!("the walk did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_page_backward_as_they_page_forward_filtered_or_not() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let head = server.head().await;
+    let forward = walk_events(&server, "first: 500", true).await;
+    assert_eq!(forward, (1..=head).collect::<Vec<_>>(), "forward: every position once");
+    let backward = walk_events(&server, "last: 500", false).await;
+    assert_eq!(backward, forward, "backward: the same positions");
+    for filter in ["types: [\"ci.updated\"]", "stream: \"access\""] {
+        let forward = walk_events(&server, &format!("first: 37, {filter}"), true).await;
+        let backward = walk_events(&server, &format!("last: 37, {filter}"), false).await;
+        assert!(!forward.is_empty(), "{filter} matches some events");
+        assert_eq!(backward, forward, "{filter}");
+    }
+    // The last 3 before a position, and the refusals.
+    let data = server
+        .ok(
+            &server.admin_token,
+            "{ events(last: 3, before: 10) { edges { node { position } } pageInfo { hasNextPage hasPreviousPage } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["events"]["edges"],
+        json!([{"node": {"position": 7}}, {"node": {"position": 8}}, {"node": {"position": 9}}])
+    );
+    assert_eq!(data["events"]["pageInfo"], json!({"hasNextPage": true, "hasPreviousPage": true}));
+    for bad in ["first: 2, last: 2", "after: 3, before: 9", "last: 0"] {
+        let (_, body) = server
+            .graphql(&server.admin_token, &format!("{{ events({bad}) {{ edges {{ cursor }} }} }}"), json!({}))
+            .await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{bad}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutation_takes_one_input_object_and_loose_arguments_are_deprecated() {
+    let server = TestServer::start().await;
+    let schema = server
+        .ok(
+            &server.admin_token,
+            "{ __schema { mutationType { fields { name args(includeDeprecated: true) { name isDeprecated } } } } }",
+            json!({}),
+        )
+        .await;
+    let mut offenders = Vec::new();
+    for field in schema["__schema"]["mutationType"]["fields"].as_array().expect("fields") {
+        let name = field["name"].as_str().expect("name");
+        let args = field["args"].as_array().expect("args");
+        let has_input = args.iter().any(|a| a["name"] == "input");
+        let loose: Vec<&str> = args
+            .iter()
+            .filter(|a| a["name"] != "input" && a["isDeprecated"] != json!(true))
+            .filter_map(|a| a["name"].as_str())
+            .collect();
+        // A mutation of one object names it by `id` beside its input (updateCi, withdrawCi...).
+        let allowed_beside_input: &[&str] = if has_input { &["id"] } else { &[] };
+        if (!args.is_empty() && !has_input) || loose.iter().any(|a| !allowed_beside_input.contains(a)) {
+            offenders.push(format!("{name}({})", loose.join(", ")));
+        }
+    }
+    assert!(offenders.is_empty(), "mutations with loose arguments: {offenders:?}");
+
+    // The new way and the deprecated way both work; both at once, or half of the old way, is refused.
+    let token = server.admin_token.clone();
+    server
+        .ok(
+            &token,
+            "mutation { createPrincipal(input: { name: \"zoe\", kind: PERSON, roles: [VIEWER] }) { position } }",
+            json!({}),
+        )
+        .await;
+    let granted = server
+        .ok(
+            &token,
+            "mutation { grantRole(input: { principal: \"zoe\", role: AUDITOR }) { principal { roles } } }",
+            json!({}),
+        )
+        .await;
+    assert!(granted.to_string().contains("AUDITOR"), "{granted}");
+    server.ok(&token, "mutation { revokeRole(principal: \"zoe\", role: AUDITOR) { position } }", json!({})).await;
+    let created = server
+        .ok(&token, "mutation { createToken(input: { principal: \"zoe\", label: \"ci\" }) { tokenId } }", json!({}))
+        .await;
+    let token_id = created["createToken"]["tokenId"].as_str().expect("id").to_owned();
+    let head = server.head().await;
+    for bad in [
+        format!(
+            "mutation {{ revokeToken(tokenId: \"{token_id}\", input: {{ tokenId: \"{token_id}\" }}) {{ position }} }}"
+        ),
+        "mutation { grantRole(principal: \"zoe\") { position } }".to_owned(),
+        "mutation { revokeToken { position } }".to_owned(),
+    ] {
+        let (_, body) = server.graphql(&token, &bad, json!({})).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{bad}: {body}");
+    }
+    assert_eq!(server.head().await, head, "refused: nothing written");
+    server
+        .ok(
+            &token,
+            &format!(
+                "mutation {{ revokeToken(input: {{ tokenId: \"{token_id}\", reason: \"rotated\" }}) {{ position }} }}"
+            ),
+            json!({}),
+        )
+        .await;
+}

@@ -275,15 +275,17 @@ async fn a_format_1_log_is_upgraded_in_place_and_keeps_every_hash() {
     let Some(url) = url("a_format_1_log_is_upgraded_in_place_and_keeps_every_hash") else { return };
     let schema = fresh_schema_name();
     let store = open(&url, &schema).await;
-    store
-        .append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(1), event(2)]))
-        .await
-        .expect("append");
+    // Format 1 events were hashed as chain version 1 (no salts): written so, then the columns
+    // format 1 did not have are dropped.
+    let mut two = AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(1), event(2)]);
+    two.seals = vec![cmdb_core::PayloadSeal::Plain; 2];
+    store.append(two).await.expect("append");
     store.shutdown().await;
     sql(
         &url,
         &format!(
-            "ALTER TABLE {schema}.events DROP COLUMN commit_first, DROP COLUMN commit_size; \
+            "ALTER TABLE {schema}.events DROP COLUMN commit_first, DROP COLUMN commit_size, DROP COLUMN chain_version, \
+             DROP COLUMN salt, DROP COLUMN commitment, DROP COLUMN redacted_by; \
              UPDATE {schema}.meta SET value = '1' WHERE key = 'format_version'"
         ),
     )
@@ -291,12 +293,14 @@ async fn a_format_1_log_is_upgraded_in_place_and_keeps_every_hash() {
     let store = open(&url, &schema).await;
     let old = store.read_all(0, 10).await.expect("read");
     assert!(old.iter().all(|r| r.commit == cmdb_core::CommitSpan::single(r.position)), "{old:?}");
+    assert!(old.iter().all(|r| r.seal == cmdb_core::PayloadSeal::Plain), "old events are chain version 1");
     store
         .append(AppendRequest::single(stream("b"), ExpectedVersion::Any, vec![event(3), event(4), event(5)]))
         .await
         .expect("append");
     let new = store.read_all(2, 10).await.expect("read");
     assert!(new.iter().all(|r| r.commit == cmdb_core::CommitSpan { first_position: 3, events: 3 }), "{new:?}");
+    assert!(new.iter().all(|r| matches!(r.seal, cmdb_core::PayloadSeal::Salted(_))), "new events are salted");
     assert!(store.verify().await.expect("verify").is_intact());
     store.shutdown().await;
 }

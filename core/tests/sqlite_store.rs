@@ -80,35 +80,48 @@ async fn wal_and_synchronous_full_are_in_force() {
 /// A log of format 1 (before commits were recorded) opens, is upgraded in place, reads its
 /// old events as commits of one event each, and records the commits of new appends.
 #[tokio::test]
-async fn a_format_1_log_is_upgraded_in_place_and_keeps_every_hash() {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open(dir.path());
-    let two = vec![event(1), event(2)];
-    store.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, two)).await.expect("append");
-    let before = store.verify().await.expect("verify");
-    store.shutdown().await;
-    drop(store);
-    {
-        let conn = rusqlite::Connection::open(dir.path().join(LOG_FILE_NAME)).expect("open raw");
-        conn.execute_batch(
-            "ALTER TABLE events DROP COLUMN commit_first; ALTER TABLE events DROP COLUMN commit_size; \
-             PRAGMA user_version = 1;",
-        )
-        .expect("make it format 1");
+async fn logs_of_formats_1_and_2_are_upgraded_in_place_and_keep_every_hash() {
+    // Format 1 had neither commits nor seals, format 2 no seals: their events were hashed as
+    // chain version 1 (unsalted), which is what is written here before the columns are dropped.
+    for (format, dropped) in [
+        (1, "commit_first, commit_size, chain_version, salt, commitment, redacted_by"),
+        (2, "chain_version, salt, commitment, redacted_by"),
+    ] {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(dir.path());
+        let mut two = AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(1), event(2)]);
+        two.seals = vec![cmdb_core::PayloadSeal::Plain; 2];
+        store.append(two).await.expect("append");
+        let before = store.verify().await.expect("verify");
+        store.shutdown().await;
+        drop(store);
+        {
+            let conn = rusqlite::Connection::open(dir.path().join(LOG_FILE_NAME)).expect("open raw");
+            let drops: String = dropped.split(", ").map(|c| format!("ALTER TABLE events DROP COLUMN {c}; ")).collect();
+            conn.execute_batch(&format!("{drops} PRAGMA user_version = {format};")).expect("make it the old format");
+        }
+        let store = open(dir.path());
+        assert_eq!(store.writer_pragmas().await.expect("pragmas").user_version, 3, "format {format} upgraded");
+        let old = store.read_all(0, 10).await.expect("read");
+        assert_eq!(old.len(), 2);
+        for record in &old {
+            if format == 1 {
+                assert_eq!(
+                    record.commit,
+                    cmdb_core::CommitSpan::single(record.position),
+                    "an old event is its own commit"
+                );
+            }
+            assert_eq!(record.seal, cmdb_core::PayloadSeal::Plain, "an old event is chain version 1");
+        }
+        let three = vec![event(3), event(4), event(5)];
+        store.append(AppendRequest::single(stream("b"), ExpectedVersion::Any, three)).await.expect("append");
+        let new = store.read_all(2, 10).await.expect("read");
+        assert!(new.iter().all(|r| r.commit == cmdb_core::CommitSpan { first_position: 3, events: 3 }));
+        assert!(new.iter().all(|r| matches!(r.seal, cmdb_core::PayloadSeal::Salted(_))), "new events are salted");
+        let after = store.verify().await.expect("verify");
+        assert!(after.is_intact() && before.is_intact(), "format {format}: old and new events verify");
     }
-    let store = open(dir.path());
-    assert_eq!(store.writer_pragmas().await.expect("pragmas").user_version, 2, "upgraded");
-    let old = store.read_all(0, 10).await.expect("read");
-    assert_eq!(old.len(), 2);
-    for record in &old {
-        assert_eq!(record.commit, cmdb_core::CommitSpan::single(record.position), "an old event is its own commit");
-    }
-    let three = vec![event(3), event(4), event(5)];
-    store.append(AppendRequest::single(stream("b"), ExpectedVersion::Any, three)).await.expect("append");
-    let new = store.read_all(2, 10).await.expect("read");
-    assert!(new.iter().all(|r| r.commit == cmdb_core::CommitSpan { first_position: 3, events: 3 }));
-    let after = store.verify().await.expect("verify");
-    assert!(after.is_intact() && before.is_intact(), "the chain does not cover commits: nothing to re-hash");
 }
 
 #[tokio::test]

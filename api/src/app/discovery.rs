@@ -47,7 +47,10 @@ pub const AUDIT_FINDINGS_CACHED: usize = 4;
 
 /// The findings of the audits read most recently: an audit's findings never change (the log
 /// does not), so a page of them need not recompute them all.
-pub struct FindingsCache(std::sync::Mutex<lru::LruCache<(AuditId, u64), Arc<Vec<Finding>>>>);
+pub struct FindingsCache(std::sync::Mutex<lru::LruCache<FindingsKey, Arc<Vec<Finding>>>>);
+
+/// An audit and the graph's redaction count its findings were computed at.
+type FindingsKey = (AuditId, u64);
 
 impl Default for FindingsCache {
     fn default() -> Self {

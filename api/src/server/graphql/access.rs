@@ -168,9 +168,13 @@ impl AccessMutation {
     async fn grant_role(
         &self,
         ctx: &Context<'_>,
-        principal: String,
-        role: Role,
+        #[graphql(deprecation = "pass input: {principal, role}")] principal: Option<String>,
+        #[graphql(deprecation = "pass input: {principal, role}")] role: Option<Role>,
+        input: Option<GrantRoleInput>,
     ) -> async_graphql::Result<PrincipalChange> {
+        let any_loose = principal.is_some() || role.is_some();
+        let loose = principal.zip(role).map(|(principal, role)| GrantRoleInput { principal, role });
+        let GrantRoleInput { principal, role } = super::inputs::input_or(input, loose, any_loose, "{principal, role}")?;
         let app = state(ctx);
         let position =
             run(app, AccessCommand::GrantRole { name: principal.clone(), role: role.into() }, metadata(ctx)?).await?;
@@ -181,9 +185,14 @@ impl AccessMutation {
     async fn revoke_role(
         &self,
         ctx: &Context<'_>,
-        principal: String,
-        role: Role,
+        #[graphql(deprecation = "pass input: {principal, role}")] principal: Option<String>,
+        #[graphql(deprecation = "pass input: {principal, role}")] role: Option<Role>,
+        input: Option<RevokeRoleInput>,
     ) -> async_graphql::Result<PrincipalChange> {
+        let any_loose = principal.is_some() || role.is_some();
+        let loose = principal.zip(role).map(|(principal, role)| RevokeRoleInput { principal, role });
+        let RevokeRoleInput { principal, role } =
+            super::inputs::input_or(input, loose, any_loose, "{principal, role}")?;
         let app = state(ctx);
         let position =
             run(app, AccessCommand::RevokeRole { name: principal.clone(), role: role.into() }, metadata(ctx)?).await?;
@@ -195,10 +204,15 @@ impl AccessMutation {
     async fn create_token(
         &self,
         ctx: &Context<'_>,
-        principal: String,
-        label: Option<String>,
-        expires_at: Option<DateTime>,
+        #[graphql(deprecation = "pass input: {principal, label, expiresAt}")] principal: Option<String>,
+        #[graphql(deprecation = "pass input: {principal, label, expiresAt}")] label: Option<String>,
+        #[graphql(deprecation = "pass input: {principal, label, expiresAt}")] expires_at: Option<DateTime>,
+        input: Option<CreateTokenInput>,
     ) -> async_graphql::Result<CreatedToken> {
+        let any_loose = principal.is_some() || label.is_some() || expires_at.is_some();
+        let loose = principal.map(|principal| CreateTokenInput { principal, label, expires_at });
+        let CreateTokenInput { principal, label, expires_at } =
+            super::inputs::input_or(input, loose, any_loose, "{principal, label, expiresAt}")?;
         let app = state(ctx);
         let token = new_token_text();
         let token_id = app.ids.next_id();
@@ -224,9 +238,14 @@ impl AccessMutation {
     async fn revoke_token(
         &self,
         ctx: &Context<'_>,
-        token_id: ID,
-        reason: Option<String>,
+        #[graphql(deprecation = "pass input: {tokenId, reason}")] token_id: Option<ID>,
+        #[graphql(deprecation = "pass input: {tokenId, reason}")] reason: Option<String>,
+        input: Option<RevokeTokenInput>,
     ) -> async_graphql::Result<Written> {
+        let any_loose = token_id.is_some() || reason.is_some();
+        let loose = token_id.map(|token_id| RevokeTokenInput { token_id, reason });
+        let RevokeTokenInput { token_id, reason } =
+            super::inputs::input_or(input, loose, any_loose, "{tokenId, reason}")?;
         let app = state(ctx);
         let token_id = parse_token_id(&token_id)?;
         let position = run(app, AccessCommand::RevokeToken { token_id, reason }, metadata(ctx)?).await?;
@@ -239,4 +258,33 @@ pub fn new_token_text() -> String {
     let mut secret = [0u8; 32];
     rand::fill(&mut secret);
     token_text(&secret)
+}
+
+/// `grantRole(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct GrantRoleInput {
+    principal: String,
+    role: Role,
+}
+
+/// `revokeRole(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct RevokeRoleInput {
+    principal: String,
+    role: Role,
+}
+
+/// `createToken(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct CreateTokenInput {
+    principal: String,
+    label: Option<String>,
+    expires_at: Option<DateTime>,
+}
+
+/// `revokeToken(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct RevokeTokenInput {
+    token_id: ID,
+    reason: Option<String>,
 }

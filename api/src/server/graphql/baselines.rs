@@ -233,9 +233,13 @@ impl BaselineMutation {
     async fn delete_baseline(
         &self,
         ctx: &Context<'_>,
-        name: String,
-        reason: Option<String>,
+        #[graphql(deprecation = "pass input: {name, reason}")] name: Option<String>,
+        #[graphql(deprecation = "pass input: {name, reason}")] reason: Option<String>,
+        input: Option<DeleteBaselineInput>,
     ) -> async_graphql::Result<super::log::Written> {
+        let any_loose = name.is_some() || reason.is_some();
+        let loose = name.map(|name| DeleteBaselineInput { name, reason });
+        let DeleteBaselineInput { name, reason } = super::inputs::input_or(input, loose, any_loose, "{name, reason}")?;
         let app = state(ctx);
         let command = baseline::BaselineCommand::Delete { name, reason };
         let outcome =
@@ -254,4 +258,11 @@ pub struct BaselineMemberConnection {
     pub page_info: super::paging::PageInfo,
     /// How many members the baseline has.
     pub total_count: usize,
+}
+
+/// `deleteBaseline(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct DeleteBaselineInput {
+    name: String,
+    reason: Option<String>,
 }

@@ -318,7 +318,16 @@ impl CalendarMutation {
 
     /// Lifts a freeze window, with the reason.
     #[graphql(guard = "Requires(Operation::ManageChanges)")]
-    async fn lift_freeze(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<FreezeResult> {
+    async fn lift_freeze(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, reason}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, reason}")] reason: Option<String>,
+        input: Option<LiftFreezeInput>,
+    ) -> async_graphql::Result<FreezeResult> {
+        let any_loose = id.is_some() || reason.is_some();
+        let loose = id.zip(reason).map(|(id, reason)| LiftFreezeInput { id, reason });
+        let LiftFreezeInput { id, reason } = super::inputs::input_or(input, loose, any_loose, "{id, reason}")?;
         let freeze_id: FreezeId = parse_id(&id)?;
         let command = ChangeCommand::LiftFreeze { freeze_id, reason };
         let position = app(ctx).change(&command, metadata(ctx)?).await.map_err(app_error)?.last_position;
@@ -369,4 +378,11 @@ impl CalendarAt {
     ) -> async_graphql::Result<Vec<super::calendar::Freeze>> {
         super::calendar::freezes_at(ctx, self.position, include_lifted)
     }
+}
+
+/// `liftFreeze(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct LiftFreezeInput {
+    id: ID,
+    reason: String,
 }

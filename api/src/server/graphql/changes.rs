@@ -534,10 +534,15 @@ impl ChangeMutation {
     async fn reschedule_change(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        window: WindowInput,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, window, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, window, note}")] window: Option<WindowInput>,
+        #[graphql(deprecation = "pass input: {id, window, note}")] note: Option<String>,
+        input: Option<RescheduleChangeInput>,
     ) -> async_graphql::Result<ChangeResult> {
+        let any_loose = id.is_some() || window.is_some() || note.is_some();
+        let loose = id.zip(window).map(|(id, window)| RescheduleChangeInput { id, window, note });
+        let RescheduleChangeInput { id, window, note } =
+            super::inputs::input_or(input, loose, any_loose, "{id, window, note}")?;
         let change_id = resolve_change(ctx, &id).await?;
         let written = app(ctx).reschedule(change_id, window.into(), note, metadata(ctx)?).await.map_err(app_error)?;
         Ok(change_result(ctx, change_id, written))
@@ -549,10 +554,15 @@ impl ChangeMutation {
     async fn acknowledge_conflict(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        with: ID,
-        reason: String,
+        #[graphql(deprecation = "pass input: {id, with, reason}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, with, reason}")] with: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, with, reason}")] reason: Option<String>,
+        input: Option<AcknowledgeConflictInput>,
     ) -> async_graphql::Result<ChangeResult> {
+        let any_loose = id.is_some() || with.is_some() || reason.is_some();
+        let loose = id.zip(with).zip(reason).map(|((id, with), reason)| AcknowledgeConflictInput { id, with, reason });
+        let AcknowledgeConflictInput { id, with, reason } =
+            super::inputs::input_or(input, loose, any_loose, "{id, with, reason}")?;
         let change_id = resolve_change(ctx, &id).await?;
         let other = resolve_change(ctx, &with).await?;
         crate::app::changes::load(app(ctx).store.as_ref(), other).await.map_err(app_error)?;
@@ -675,14 +685,32 @@ impl ChangeMutation {
     }
 
     #[graphql(guard = "Requires(Operation::CommentChange)")]
-    async fn comment_on_change(&self, ctx: &Context<'_>, id: ID, text: String) -> async_graphql::Result<ChangeResult> {
+    async fn comment_on_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, text}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, text}")] text: Option<String>,
+        input: Option<CommentOnChangeInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let any_loose = id.is_some() || text.is_some();
+        let loose = id.zip(text).map(|(id, text)| CommentOnChangeInput { id, text });
+        let CommentOnChangeInput { id, text } = super::inputs::input_or(input, loose, any_loose, "{id, text}")?;
         let change_id = resolve_change(ctx, &id).await?;
         run_change(ctx, change_id, ChangeCommand::Comment { change_id, text }).await
     }
 
     /// Links an incident, problem, known error or other change (CH-9).
     #[graphql(guard = "Requires(Operation::RequestChange)")]
-    async fn link_change(&self, ctx: &Context<'_>, id: ID, link: LinkInput) -> async_graphql::Result<ChangeResult> {
+    async fn link_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {id, link}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, link}")] link: Option<LinkInput>,
+        input: Option<LinkChangeInput>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let any_loose = id.is_some() || link.is_some();
+        let loose = id.zip(link).map(|(id, link)| LinkChangeInput { id, link });
+        let LinkChangeInput { id, link } = super::inputs::input_or(input, loose, any_loose, "{id, link}")?;
         let change_id = resolve_change(ctx, &id).await?;
         let link = domain::RecordLink { kind: link.kind.into(), id: link.id };
         run_change(ctx, change_id, ChangeCommand::Link { change_id, link }).await
@@ -713,9 +741,14 @@ impl ChangeMutation {
     async fn retire_change_template(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        reason: Option<String>,
+        #[graphql(deprecation = "pass input: {id, reason}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, reason}")] reason: Option<String>,
+        input: Option<RetireChangeTemplateInput>,
     ) -> async_graphql::Result<TemplateResult> {
+        let any_loose = id.is_some() || reason.is_some();
+        let loose = id.map(|id| RetireChangeTemplateInput { id, reason });
+        let RetireChangeTemplateInput { id, reason } =
+            super::inputs::input_or(input, loose, any_loose, "{id, reason}")?;
         let template_id = parse_id::<TemplateId>(&id)?;
         template_result(ctx, template_id, ChangeCommand::RetireTemplate { template_id, reason }).await
     }
@@ -907,4 +940,41 @@ pub struct ReviewChangeInput {
     pub review: ReviewInput,
     /// A note.
     pub note: Option<String>,
+}
+
+/// `rescheduleChange(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct RescheduleChangeInput {
+    id: ID,
+    window: WindowInput,
+    note: Option<String>,
+}
+
+/// `acknowledgeConflict(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct AcknowledgeConflictInput {
+    id: ID,
+    with: ID,
+    reason: String,
+}
+
+/// `commentOnChange(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct CommentOnChangeInput {
+    id: ID,
+    text: String,
+}
+
+/// `linkChange(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct LinkChangeInput {
+    id: ID,
+    link: LinkInput,
+}
+
+/// `retireChangeTemplate(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct RetireChangeTemplateInput {
+    id: ID,
+    reason: Option<String>,
 }

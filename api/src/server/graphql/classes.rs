@@ -161,9 +161,14 @@ impl ClassMutation {
     async fn declare_attribute(
         &self,
         ctx: &Context<'_>,
-        class: String,
-        attribute: AttributeInput,
+        #[graphql(deprecation = "pass input: {class, attribute}")] class: Option<String>,
+        #[graphql(deprecation = "pass input: {class, attribute}")] attribute: Option<AttributeInput>,
+        input: Option<DeclareAttributeInput>,
     ) -> async_graphql::Result<Written> {
+        let any_loose = class.is_some() || attribute.is_some();
+        let loose = class.zip(attribute).map(|(class, attribute)| DeclareAttributeInput { class, attribute });
+        let DeclareAttributeInput { class, attribute } =
+            super::inputs::input_or(input, loose, any_loose, "{class, attribute}")?;
         let class = parse_class(ctx, &class)?;
         let attribute = attribute.into_declared()?;
         run(ctx, SchemaCommand::DeclareAttribute(AttributeDeclared { class, attribute })).await
@@ -175,10 +180,19 @@ impl ClassMutation {
     async fn declare_class_control(
         &self,
         ctx: &Context<'_>,
-        class: String,
-        controlled: bool,
-        reason: String,
+        #[graphql(deprecation = "pass input: {class, controlled, reason}")] class: Option<String>,
+        #[graphql(deprecation = "pass input: {class, controlled, reason}")] controlled: Option<bool>,
+        #[graphql(deprecation = "pass input: {class, controlled, reason}")] reason: Option<String>,
+        input: Option<DeclareClassControlInput>,
     ) -> async_graphql::Result<Written> {
+        let any_loose = class.is_some() || controlled.is_some() || reason.is_some();
+        let loose = class.zip(controlled).zip(reason).map(|((class, controlled), reason)| DeclareClassControlInput {
+            class,
+            controlled,
+            reason,
+        });
+        let DeclareClassControlInput { class, controlled, reason } =
+            super::inputs::input_or(input, loose, any_loose, "{class, controlled, reason}")?;
         let class = parse_class(ctx, &class)?;
         run(ctx, SchemaCommand::DeclareControl(registry::ControlDeclared { class, controlled, reason })).await
     }
@@ -191,11 +205,43 @@ impl ClassMutation {
     async fn declare_class_redundancy(
         &self,
         ctx: &Context<'_>,
-        class: String,
-        redundant: bool,
-        reason: String,
+        #[graphql(deprecation = "pass input: {class, redundant, reason}")] class: Option<String>,
+        #[graphql(deprecation = "pass input: {class, redundant, reason}")] redundant: Option<bool>,
+        #[graphql(deprecation = "pass input: {class, redundant, reason}")] reason: Option<String>,
+        input: Option<DeclareClassRedundancyInput>,
     ) -> async_graphql::Result<Written> {
+        let any_loose = class.is_some() || redundant.is_some() || reason.is_some();
+        let loose = class.zip(redundant).zip(reason).map(|((class, redundant), reason)| DeclareClassRedundancyInput {
+            class,
+            redundant,
+            reason,
+        });
+        let DeclareClassRedundancyInput { class, redundant, reason } =
+            super::inputs::input_or(input, loose, any_loose, "{class, redundant, reason}")?;
         let class = parse_class(ctx, &class)?;
         run(ctx, SchemaCommand::DeclareRedundancy(registry::RedundancyDeclared { class, redundant, reason })).await
     }
+}
+
+/// `declareAttribute(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct DeclareAttributeInput {
+    class: String,
+    attribute: AttributeInput,
+}
+
+/// `declareClassControl(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct DeclareClassControlInput {
+    class: String,
+    controlled: bool,
+    reason: String,
+}
+
+/// `declareClassRedundancy(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct DeclareClassRedundancyInput {
+    class: String,
+    redundant: bool,
+    reason: String,
 }

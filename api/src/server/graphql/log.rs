@@ -397,3 +397,95 @@ impl LogSubscription {
         Ok(events)
     }
 }
+
+/// `events(last:, before:)`: the `last` matching events before position `before` (default:
+/// past the head), read newest first in pages and answered oldest first. Scans at most
+/// `max_scan_events`; when it stops there, `startCursor` is where to resume backward.
+pub(super) async fn events_backward(
+    app: &crate::server::AppState,
+    before: Option<u64>,
+    last: usize,
+    stream: Option<&cmdb_core::StreamId>,
+    types: &Option<Vec<String>>,
+) -> async_graphql::Result<EventConnection> {
+    let store = &app.store;
+    let head = store.head().await.map_err(store_error)?.position;
+    let before = before.unwrap_or(head + 1).min(head + 1);
+    let read_page = store.limits().max_page_events.min(last.saturating_add(1).max(1000)).max(1);
+    let mut found: Vec<EventRecord> = Vec::with_capacity(last + 1);
+    // Everything below `scanned_from` (and at or above it, up to `before`) has been looked at.
+    let mut scanned_from = before;
+    let mut scanned = 0usize;
+    let mut stream_version: Option<u64> = None;
+    let mut exhausted = false;
+    'pages: while found.len() <= last && scanned < app.settings.max_scan_events {
+        let page = match stream {
+            None => {
+                let low = scanned_from.saturating_sub(1).saturating_sub(read_page as u64);
+                let count = (scanned_from.saturating_sub(1) - low) as usize;
+                if count == 0 {
+                    exhausted = true;
+                    break;
+                }
+                let mut page = store.read_all(low, count).await.map_err(store_error)?;
+                page.reverse();
+                page
+            }
+            Some(stream) => {
+                if stream_version == Some(0) {
+                    exhausted = true;
+                    break;
+                }
+                let from = stream_version.map(|v| v - 1);
+                store
+                    .read_stream(stream, cmdb_core::store::Direction::Backward, from, read_page)
+                    .await
+                    .map_err(store_error)?
+            }
+        };
+        let Some(oldest) = page.last() else {
+            exhausted = true;
+            break;
+        };
+        stream_version = Some(oldest.stream_version);
+        for record in page {
+            scanned += 1;
+            if record.position >= before {
+                if scanned >= app.settings.max_scan_events {
+                    break 'pages;
+                }
+                continue;
+            }
+            scanned_from = record.position;
+            if matches(types, &record) {
+                found.push(record);
+                if found.len() > last {
+                    break 'pages;
+                }
+            }
+            if scanned >= app.settings.max_scan_events {
+                break 'pages;
+            }
+        }
+        if stream.is_none() && scanned_from <= 1 {
+            exhausted = true;
+        }
+    }
+    let has_more_matches = found.len() > last;
+    found.truncate(last);
+    found.reverse();
+    let has_previous_page = has_more_matches || !exhausted;
+    let start = if has_more_matches { found.first().map(|r| r.position) } else { Some(scanned_from) };
+    let edges: Vec<EventEdge> =
+        found.into_iter().map(|r| EventEdge { cursor: r.position.to_string(), node: Event(r) }).collect();
+    let page_info = PageInfo {
+        has_next_page: before <= head,
+        has_previous_page,
+        start_cursor: start
+            .filter(|p| *p > 0 && has_previous_page)
+            .map(|p| p.to_string())
+            .or_else(|| edges.first().map(|e| e.cursor.clone())),
+        end_cursor: edges.last().map(|e| e.cursor.clone()),
+    };
+    Ok(EventConnection { edges, page_info })
+}

@@ -17,6 +17,7 @@ mod discovery;
 pub mod documents;
 mod environment;
 mod evidence;
+mod inputs;
 pub mod limits;
 mod log;
 mod node;

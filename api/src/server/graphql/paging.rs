@@ -16,7 +16,7 @@ pub fn page_size(first: Option<i32>, max_page_size: usize) -> async_graphql::Res
 }
 
 /// Checks a page's count (`first` or `last`, named in the message) against `max_page_size`.
-fn counted(name: &str, count: Option<i32>, max_page_size: usize) -> async_graphql::Result<usize> {
+pub fn counted(name: &str, count: Option<i32>, max_page_size: usize) -> async_graphql::Result<usize> {
     let Some(count) = count else { return Ok(DEFAULT_PAGE_SIZE.min(max_page_size)) };
     if count < 1 {
         return Err(bad_input(format!("{name} must be at least 1, got {count}")));

@@ -168,7 +168,16 @@ impl PolicyMutation {
     /// the parser's message if it does not compile, calls a non-replayable built-in, or
     /// decides malformed; the policy in force then stays.
     #[graphql(guard = "Requires(Operation::ManagePolicy)")]
-    async fn load_policy(&self, ctx: &Context<'_>, name: String, text: String) -> async_graphql::Result<PolicyResult> {
+    async fn load_policy(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(deprecation = "pass input: {name, text}")] name: Option<String>,
+        #[graphql(deprecation = "pass input: {name, text}")] text: Option<String>,
+        input: Option<LoadPolicyInput>,
+    ) -> async_graphql::Result<PolicyResult> {
+        let any_loose = name.is_some() || text.is_some();
+        let loose = name.zip(text).map(|(name, text)| LoadPolicyInput { name, text });
+        let LoadPolicyInput { name, text } = super::inputs::input_or(input, loose, any_loose, "{name, text}")?;
         let app = state(ctx);
         let command = policy::LoadPolicy { name, text, local_operator: false };
         // Read-your-writes: `at { policy }` reads at the graph's position.
@@ -208,4 +217,11 @@ impl PolicyAt {
         let (change_type, details) = super::changes::draft_details(ctx, input)?;
         super::policy::what_if(ctx, change_type, details, self.position).await
     }
+}
+
+/// `loadPolicy(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct LoadPolicyInput {
+    name: String,
+    text: String,
 }

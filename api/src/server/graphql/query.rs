@@ -54,22 +54,37 @@ impl QueryRoot {
     }
 
     /// Events after a position, oldest first, as a Relay connection. `after` is a position or
-    /// an `endCursor`; 0 (the default) is the start. `stream` keeps one stream's events;
-    /// `types` keeps events of those types. A filtered page scans at most `max_scan_events`
-    /// events; if it stops there, `pageInfo.endCursor` says where to resume.
+    /// an `endCursor`; 0 (the default) is the start. `last`/`before` page backward instead:
+    /// the `last` events before `before` (default: the whole log), still oldest first in the
+    /// page. `stream` keeps one stream's events; `types` keeps events of those types. A
+    /// filtered page scans at most `max_scan_events` events; if it stops there, the cursor on
+    /// the side it was reading (`endCursor` forward, `startCursor` backward) says where to
+    /// resume.
     #[graphql(
         guard = "Requires(Operation::ReadLog)",
-        complexity = "(first.unwrap_or(100).max(1) as usize).saturating_mul(child_complexity)"
+        complexity = "(first.or(last).unwrap_or(100).max(1) as usize).saturating_mul(child_complexity)"
     )]
+    #[allow(clippy::too_many_arguments, reason = "GraphQL arguments: two filters and Relay's four")]
     async fn events(
         &self,
         ctx: &Context<'_>,
         after: Option<Position>,
         first: Option<i32>,
+        before: Option<Position>,
+        last: Option<i32>,
         stream: Option<String>,
         types: Option<Vec<String>>,
     ) -> async_graphql::Result<EventConnection> {
         let app = state(ctx);
+        if last.is_some() || before.is_some() {
+            if first.is_some() || after.is_some() {
+                return Err(bad_input("page forward (first, after) or backward (last, before), not both"));
+            }
+            let last = super::paging::counted("last", last, app.settings.max_page_size)?;
+            let types = type_filter(types)?;
+            let stream = stream.map(StreamId::new).transpose().map_err(|e| bad_input(format!("stream: {e}")))?;
+            return super::log::events_backward(app, before.map(|p| p.0), last, stream.as_ref(), &types).await;
+        }
         let first = page_size(first, app.settings.max_page_size)?;
         let types = type_filter(types)?;
         let after = after.map_or(0, |p| p.0);

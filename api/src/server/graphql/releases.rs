@@ -717,10 +717,15 @@ impl ReleaseMutation {
     async fn transition_release(
         &self,
         ctx: &Context<'_>,
-        id: String,
-        action: ReleaseAction,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, action, note}")] id: Option<String>,
+        #[graphql(deprecation = "pass input: {id, action, note}")] action: Option<ReleaseAction>,
+        #[graphql(deprecation = "pass input: {id, action, note}")] note: Option<String>,
+        input: Option<TransitionReleaseInput>,
     ) -> async_graphql::Result<Release> {
+        let any_loose = id.is_some() || action.is_some() || note.is_some();
+        let loose = id.zip(action).map(|(id, action)| TransitionReleaseInput { id, action, note });
+        let TransitionReleaseInput { id, action, note } =
+            super::inputs::input_or(input, loose, any_loose, "{id, action, note}")?;
         let release_id = resolve_release(ctx, &id).await?;
         let command = ReleaseCommand::Act { release_id, action: action.into(), note };
         app(ctx).release(&command, metadata(ctx)?).await.map_err(app_error)?;
@@ -732,11 +737,21 @@ impl ReleaseMutation {
     async fn accept_release_step(
         &self,
         ctx: &Context<'_>,
-        id: String,
-        environment: Environment,
-        step: String,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, environment, step, note}")] id: Option<String>,
+        #[graphql(deprecation = "pass input: {id, environment, step, note}")] environment: Option<Environment>,
+        #[graphql(deprecation = "pass input: {id, environment, step, note}")] step: Option<String>,
+        #[graphql(deprecation = "pass input: {id, environment, step, note}")] note: Option<String>,
+        input: Option<AcceptReleaseStepInput>,
     ) -> async_graphql::Result<Release> {
+        let any_loose = id.is_some() || environment.is_some() || step.is_some() || note.is_some();
+        let loose = id.zip(environment).zip(step).map(|((id, environment), step)| AcceptReleaseStepInput {
+            id,
+            environment,
+            step,
+            note,
+        });
+        let AcceptReleaseStepInput { id, environment, step, note } =
+            super::inputs::input_or(input, loose, any_loose, "{id, environment, step, note}")?;
         let release_id = resolve_release(ctx, &id).await?;
         let command = ReleaseCommand::Accept { release_id, environment: environment.into(), step, note };
         app(ctx).release(&command, metadata(ctx)?).await.map_err(app_error)?;
@@ -748,11 +763,21 @@ impl ReleaseMutation {
     async fn link_incident_to_release(
         &self,
         ctx: &Context<'_>,
-        id: String,
-        incident: String,
-        title: Option<String>,
-        occurred_at: DateTime,
+        #[graphql(deprecation = "pass input: {id, incident, title, occurredAt}")] id: Option<String>,
+        #[graphql(deprecation = "pass input: {id, incident, title, occurredAt}")] incident: Option<String>,
+        #[graphql(deprecation = "pass input: {id, incident, title, occurredAt}")] title: Option<String>,
+        #[graphql(deprecation = "pass input: {id, incident, title, occurredAt}")] occurred_at: Option<DateTime>,
+        input: Option<LinkIncidentToReleaseInput>,
     ) -> async_graphql::Result<Release> {
+        let any_loose = id.is_some() || incident.is_some() || title.is_some() || occurred_at.is_some();
+        let loose = id.zip(incident).zip(occurred_at).map(|((id, incident), occurred_at)| LinkIncidentToReleaseInput {
+            id,
+            incident,
+            title,
+            occurred_at,
+        });
+        let LinkIncidentToReleaseInput { id, incident, title, occurred_at } =
+            super::inputs::input_or(input, loose, any_loose, "{id, incident, title, occurredAt}")?;
         let release_id = resolve_release(ctx, &id).await?;
         let command = ReleaseCommand::LinkIncident { release_id, incident, title, occurred_at: occurred_at.0 };
         app(ctx).release(&command, metadata(ctx)?).await.map_err(app_error)?;
@@ -804,10 +829,15 @@ impl ReleaseMutation {
     async fn report_deployment(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        outcome: DeploymentOutcome,
-        note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, outcome, note}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, outcome, note}")] outcome: Option<DeploymentOutcome>,
+        #[graphql(deprecation = "pass input: {id, outcome, note}")] note: Option<String>,
+        input: Option<ReportDeploymentInput>,
     ) -> async_graphql::Result<Deployment> {
+        let any_loose = id.is_some() || outcome.is_some() || note.is_some();
+        let loose = id.zip(outcome).map(|(id, outcome)| ReportDeploymentInput { id, outcome, note });
+        let ReportDeploymentInput { id, outcome, note } =
+            super::inputs::input_or(input, loose, any_loose, "{id, outcome, note}")?;
         let deployment_id = parse_id(&id)?;
         app(ctx).report_deployment(deployment_id, outcome.into(), note, metadata(ctx)?).await.map_err(app_error)?;
         deployment_now(ctx, deployment_id)
@@ -819,10 +849,15 @@ impl ReleaseMutation {
     async fn roll_back_deployment(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        change: Option<ID>,
-        reason: String,
+        #[graphql(deprecation = "pass input: {id, change, reason}")] id: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, change, reason}")] change: Option<ID>,
+        #[graphql(deprecation = "pass input: {id, change, reason}")] reason: Option<String>,
+        input: Option<RollBackDeploymentInput>,
     ) -> async_graphql::Result<Deployment> {
+        let any_loose = id.is_some() || change.is_some() || reason.is_some();
+        let loose = id.zip(reason).map(|(id, reason)| RollBackDeploymentInput { id, change, reason });
+        let RollBackDeploymentInput { id, change, reason } =
+            super::inputs::input_or(input, loose, any_loose, "{id, change, reason}")?;
         let deployment_id = parse_id(&id)?;
         let change_id = match &change {
             Some(c) => Some(resolve_change(ctx, c).await?),
@@ -838,9 +873,14 @@ impl ReleaseMutation {
     async fn set_pipeline_template(
         &self,
         ctx: &Context<'_>,
-        ci: ID,
-        template: Option<ID>,
+        #[graphql(deprecation = "pass input: {ci, template}")] ci: Option<ID>,
+        #[graphql(deprecation = "pass input: {ci, template}")] template: Option<ID>,
+        input: Option<SetPipelineTemplateInput>,
     ) -> async_graphql::Result<bool> {
+        let any_loose = ci.is_some() || template.is_some();
+        let loose = ci.map(|ci| SetPipelineTemplateInput { ci, template });
+        let SetPipelineTemplateInput { ci, template } =
+            super::inputs::input_or(input, loose, any_loose, "{ci, template}")?;
         let set = domain::PipelineTemplateSet {
             ci: parse_id(&ci)?,
             template_id: template.as_ref().map(parse_id).transpose()?,
@@ -947,4 +987,53 @@ fn deployment_event(record: &cmdb_core::EventRecord) -> Option<DeploymentEvent> 
         time: DateTime(record.recorded_at),
         by: record.metadata.actor.principal.clone(),
     })
+}
+
+/// `transitionRelease(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct TransitionReleaseInput {
+    id: String,
+    action: ReleaseAction,
+    note: Option<String>,
+}
+
+/// `acceptReleaseStep(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct AcceptReleaseStepInput {
+    id: String,
+    environment: Environment,
+    step: String,
+    note: Option<String>,
+}
+
+/// `linkIncidentToRelease(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct LinkIncidentToReleaseInput {
+    id: String,
+    incident: String,
+    title: Option<String>,
+    occurred_at: DateTime,
+}
+
+/// `reportDeployment(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct ReportDeploymentInput {
+    id: ID,
+    outcome: DeploymentOutcome,
+    note: Option<String>,
+}
+
+/// `rollBackDeployment(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct RollBackDeploymentInput {
+    id: ID,
+    change: Option<ID>,
+    reason: String,
+}
+
+/// `setPipelineTemplate(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct SetPipelineTemplateInput {
+    ci: ID,
+    template: Option<ID>,
 }

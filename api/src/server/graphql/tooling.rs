@@ -353,10 +353,15 @@ impl ToolingMutation {
     async fn remove_tool_mapping(
         &self,
         ctx: &Context<'_>,
-        provider: ToolProvider,
-        source: String,
-        subject: Option<String>,
+        #[graphql(deprecation = "pass input: {provider, source, subject}")] provider: Option<ToolProvider>,
+        #[graphql(deprecation = "pass input: {provider, source, subject}")] source: Option<String>,
+        #[graphql(deprecation = "pass input: {provider, source, subject}")] subject: Option<String>,
+        input: Option<RemoveToolMappingInput>,
     ) -> async_graphql::Result<bool> {
+        let any_loose = provider.is_some() || source.is_some() || subject.is_some();
+        let loose = provider.zip(source).map(|(provider, source)| RemoveToolMappingInput { provider, source, subject });
+        let RemoveToolMappingInput { provider, source, subject } =
+            super::inputs::input_or(input, loose, any_loose, "{provider, source, subject}")?;
         let removed = domain::MappingRemoved { provider: provider.into(), source, subject };
         app(ctx).release(&ReleaseCommand::RemoveMapping(removed), metadata(ctx)?).await.map_err(app_error)?;
         Ok(true)
@@ -387,9 +392,14 @@ impl ToolingMutation {
     async fn replay_dead_letter(
         &self,
         ctx: &Context<'_>,
-        target: String,
-        position: Position,
+        #[graphql(deprecation = "pass input: {target, position}")] target: Option<String>,
+        #[graphql(deprecation = "pass input: {target, position}")] position: Option<Position>,
+        input: Option<ReplayDeadLetterInput>,
     ) -> async_graphql::Result<Position> {
+        let any_loose = target.is_some() || position.is_some();
+        let loose = target.zip(position).map(|(target, position)| ReplayDeadLetterInput { target, position });
+        let ReplayDeadLetterInput { target, position } =
+            super::inputs::input_or(input, loose, any_loose, "{target, position}")?;
         let command = cmdb_core::outbound::OutboundCommand::Replay { target, position: position.0 };
         let context = app(ctx).context(metadata(ctx)?);
         let executed = cmdb_core::decider::execute(
@@ -409,11 +419,16 @@ impl ToolingMutation {
     async fn resolve_incident(
         &self,
         ctx: &Context<'_>,
-        id: String,
-        source: String,
-        note: Option<String>,
-        resolved_at: Option<DateTime>,
+        #[graphql(deprecation = "pass input: {id, source, note, resolvedAt}")] id: Option<String>,
+        #[graphql(deprecation = "pass input: {id, source, note, resolvedAt}")] source: Option<String>,
+        #[graphql(deprecation = "pass input: {id, source, note, resolvedAt}")] note: Option<String>,
+        #[graphql(deprecation = "pass input: {id, source, note, resolvedAt}")] resolved_at: Option<DateTime>,
+        input: Option<ResolveIncidentInput>,
     ) -> async_graphql::Result<Incident> {
+        let any_loose = id.is_some() || source.is_some() || note.is_some() || resolved_at.is_some();
+        let loose = id.zip(source).map(|(id, source)| ResolveIncidentInput { id, source, note, resolved_at });
+        let ResolveIncidentInput { id, source, note, resolved_at } =
+            super::inputs::input_or(input, loose, any_loose, "{id, source, note, resolvedAt}")?;
         let tool = domain::ToolRef { provider: domain::Provider::Cdevents, source, id };
         let resolved = domain::IncidentResolved {
             incident: tool.clone(),
@@ -505,4 +520,28 @@ impl UnauthorisedSubscription {
         })
         .await
     }
+}
+
+/// `removeToolMapping(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct RemoveToolMappingInput {
+    provider: ToolProvider,
+    source: String,
+    subject: Option<String>,
+}
+
+/// `replayDeadLetter(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct ReplayDeadLetterInput {
+    target: String,
+    position: Position,
+}
+
+/// `resolveIncident(input:)`.
+#[derive(async_graphql::InputObject)]
+pub struct ResolveIncidentInput {
+    id: String,
+    source: String,
+    note: Option<String>,
+    resolved_at: Option<DateTime>,
 }

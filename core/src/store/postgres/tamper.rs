@@ -93,7 +93,7 @@ impl Tamper for PostgresTamper {
              UPDATE events SET position = -position WHERE position < 0;
              INSERT INTO events SELECT {position}, stream_id, stream_version + 1000000, decode(md5(random()::text), 'hex'), event_type,
                  schema_version, data, actor_principal, actor_token, correlation_id, causation_id, source,
-                 occurred_at, recorded_at, prev_hash, hash, commit_first, commit_size FROM events WHERE position = {position} + 1"
+                 occurred_at, recorded_at, prev_hash, hash, commit_first, commit_size, chain_version, salt, commitment, redacted_by FROM events WHERE position = {position} + 1"
         ));
     }
 
