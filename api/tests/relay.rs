@@ -410,3 +410,72 @@ async fn every_mutation_takes_one_input_object_and_loose_arguments_are_deprecate
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cis_relationships_page_both_ways_and_add_up_to_its_list() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    // The CI with the most relationships in the demo (a hub).
+    let data = server
+        .ok(&server.admin_token, "{ at { cis(first: 1000) { nodes { id relationships { id } } } } }", json!({}))
+        .await;
+    let (hub, all) = data["at"]["cis"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            let ids: Vec<String> = n["relationships"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .map(|r| r["id"].as_str().expect("id").to_owned())
+                .collect();
+            (n["id"].as_str().expect("id").to_owned(), ids)
+        })
+        .max_by_key(|(_, ids)| ids.len())
+        .expect("a CI");
+    assert!(all.len() > 4, "a hub with several relationships: {}", all.len());
+    let read = |paging: String| {
+        format!(
+            "{{ at {{ ci(id: \"{hub}\") {{ relationshipsConnection({paging}) {{ totalCount edges {{ node {{ id }} }} pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} }} }} }} }}"
+        )
+    };
+    let ids = |page: &Value| -> Vec<String> {
+        page["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| e["node"]["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let (mut forward, mut paging) = (Vec::new(), "first: 2".to_owned());
+    loop {
+        let page =
+            server.ok(&server.admin_token, &read(paging), json!({})).await["at"]["ci"]["relationshipsConnection"]
+                .clone();
+        assert_eq!(page["totalCount"], json!(all.len()));
+        forward.extend(ids(&page));
+        if page["pageInfo"]["hasNextPage"] != json!(true) {
+            break;
+        }
+        paging = format!("first: 2, after: \"{}\"", page["pageInfo"]["endCursor"].as_str().expect("cursor"));
+    }
+    let (mut backward, mut paging) = (Vec::<String>::new(), "last: 2".to_owned());
+    loop {
+        let page =
+            server.ok(&server.admin_token, &read(paging), json!({})).await["at"]["ci"]["relationshipsConnection"]
+                .clone();
+        let mut page_ids = ids(&page);
+        page_ids.extend(backward);
+        backward = page_ids;
+        if page["pageInfo"]["hasPreviousPage"] != json!(true) {
+            break;
+        }
+        paging = format!("last: 2, before: \"{}\"", page["pageInfo"]["startCursor"].as_str().expect("cursor"));
+    }
+    assert_eq!(forward, backward);
+    let mut sorted = all.clone();
+    sorted.sort();
+    let mut paged = forward.clone();
+    paged.sort();
+    assert_eq!(paged, sorted, "the pages hold exactly the list's relationships");
+}

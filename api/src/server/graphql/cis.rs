@@ -220,7 +220,29 @@ impl Ci {
         known_end(self.valid_to, self.position)
     }
 
-    /// This CI's relationships at the same position.
+    /// This CI's relationships at the same position, as Relay pages in id order (a hub's can be
+    /// many: `relationships` answers all of them at once).
+    #[allow(clippy::too_many_arguments, reason = "GraphQL arguments: a filter and Relay's four")]
+    async fn relationships_connection(
+        &self,
+        ctx: &Context<'_>,
+        types: Option<Vec<RelationshipType>>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<RelationshipConnection> {
+        relationship_page(
+            ctx,
+            self.position,
+            Some(self.ci.id),
+            types,
+            super::paging::PageArgs { first, after, last, before },
+        )
+    }
+
+    /// This CI's relationships at the same position, all of them (`relationshipsConnection`
+    /// pages them).
     async fn relationships(&self, ctx: &Context<'_>, types: Option<Vec<RelationshipType>>) -> Vec<Relationship> {
         let types: Option<Vec<domain::RelType>> = types.map(|t| t.into_iter().map(Into::into).collect());
         let graph = state(ctx).graph.read();
@@ -230,6 +252,31 @@ impl Ci {
             .map(|rel| Relationship { rel: rel.clone(), position: self.position })
             .collect()
     }
+}
+
+/// Relationships valid at `position` (of one CI, of some types), in id order, one Relay page.
+fn relationship_page(
+    ctx: &Context<'_>,
+    position: u64,
+    ci: Option<domain::CiId>,
+    types: Option<Vec<RelationshipType>>,
+    page: super::paging::PageArgs,
+) -> async_graphql::Result<RelationshipConnection> {
+    let app = state(ctx);
+    let types: Option<Vec<domain::RelType>> = types.map(|t| t.into_iter().map(Into::into).collect());
+    let graph = app.graph.read();
+    let mut all = graph.relationships_at(position, ci, types.as_deref());
+    all.sort_unstable_by_key(|rel| rel.id);
+    let id = |cursor: &str| parse_id::<domain::RelId>(&ID(cursor.to_owned()));
+    let (start, end) = page.range(
+        all.len(),
+        app.settings.max_page_size,
+        |c| id(c).map(|c| all.partition_point(|rel| rel.id <= c)),
+        |c| id(c).map(|c| all.partition_point(|rel| rel.id < c)),
+    )?;
+    let page_info = super::paging::page_info(start, end, all.len(), |i| all[i].id.to_string());
+    let nodes = all[start..end].iter().map(|rel| Relationship { rel: (*rel).clone(), position }).collect();
+    Ok(RelationshipConnection { nodes, page_info, total_count: all.len() })
 }
 
 /// A page of relationships in id order (Relay: `edges` with cursors, or `nodes`).
@@ -601,24 +648,8 @@ impl CisAt {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<RelationshipConnection> {
-        let app = state(ctx);
         let ci = ci.as_ref().map(parse_id::<domain::CiId>).transpose()?;
-        let types: Option<Vec<domain::RelType>> = types.map(|t| t.into_iter().map(Into::into).collect());
-        let graph = app.graph.read();
-        let mut all = graph.relationships_at(self.position, ci, types.as_deref());
-        all.sort_unstable_by_key(|rel| rel.id);
-        let id = |cursor: &str| parse_id::<domain::RelId>(&ID(cursor.to_owned()));
-        let page = super::paging::PageArgs { first, after, last, before };
-        let (start, end) = page.range(
-            all.len(),
-            app.settings.max_page_size,
-            |c| id(c).map(|c| all.partition_point(|rel| rel.id <= c)),
-            |c| id(c).map(|c| all.partition_point(|rel| rel.id < c)),
-        )?;
-        let page_info = super::paging::page_info(start, end, all.len(), |i| all[i].id.to_string());
-        let nodes =
-            all[start..end].iter().map(|rel| Relationship { rel: (*rel).clone(), position: self.position }).collect();
-        Ok(RelationshipConnection { nodes, page_info, total_count: all.len() })
+        relationship_page(ctx, self.position, ci, types, super::paging::PageArgs { first, after, last, before })
     }
 
     /// Impact analysis from one CI: downstream (what its failure reaches, up to the business
