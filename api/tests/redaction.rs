@@ -365,3 +365,51 @@ fn checkpoint_event(log: &[(u64, String, String)]) -> Option<u64> {
 fn hex_bytes(text: &str) -> Vec<u8> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
 }
+
+#[tokio::test]
+async fn a_principals_display_name_is_erased_and_its_tokens_still_work() {
+    let server = TestServer::start().await;
+    let admin = server.admin_token.clone();
+    let auditor = server.principal_with_token("auditor-fay", &["AUDITOR"]).await;
+    server
+        .ok(
+            &admin,
+            "mutation { createPrincipal(input: { name: \"gus\", kind: PERSON, displayName: \"Gus Grantham\", roles: [VIEWER] }) { position } }",
+            json!({}),
+        )
+        .await;
+    let gus = server.ok(&admin, "mutation { createToken(input: { principal: \"gus\" }) { token } }", json!({})).await
+        ["createToken"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let log = events(&server).await;
+    let (position, _, _) = log
+        .iter()
+        .find(|(_, kind, data)| kind == "principal.created" && data.contains("Gus Grantham"))
+        .expect("created");
+    // Its name is how tokens find it: refused, naming the field.
+    let (_, body) = server
+        .graphql(&admin, REQUEST, json!({ "input": { "positions": [position], "fields": ["/name"], "reason": "r" } }))
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    // The whole payload: only what people wrote goes.
+    server
+        .ok(&admin, REQUEST, json!({ "input": { "id": "gus", "positions": [position], "reason": "leaver 12" } }))
+        .await;
+    let approved = server.ok(&auditor, APPROVE, json!({ "id": "gus" })).await;
+    assert_eq!(approved["approveRedaction"]["redaction"]["erasures"][0]["erasedFields"], json!(["/display_name"]));
+    let me = server.ok(&gus, "{ me { principal } }", json!({})).await;
+    assert_eq!(me["me"]["principal"], "gus", "the token still authenticates: {me}");
+    // The access view folds the stream again when it meets the record.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listed = server.ok(&admin, "{ principals { name displayName } }", json!({})).await;
+        let gus = listed["principals"].as_array().expect("list").iter().find(|p| p["name"] == "gus").cloned();
+        if gus.as_ref().is_some_and(|p| p["displayName"] == "[redacted]") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still named: {listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -45,6 +45,16 @@ pub const MAX_REDACTION_FIELDS: usize = 64;
 pub const MAX_REASON_BYTES: usize = 2_000;
 /// Streams whose events cannot be redacted: the redaction records and the signed checkpoints.
 pub const UNREDACTABLE_STREAMS: [&str; 2] = [REDACTION_STREAM, crate::evidence::CHECKPOINT_STREAM];
+/// The fields of access events that may be erased: the text people write about principals
+/// and tokens. Names, roles, token ids and hashes are how authentication finds a caller:
+/// erasing one would lock a principal out or hand its tokens to nobody.
+pub const ERASABLE_ACCESS_FIELDS: [&str; 3] = ["display_name", "label", "reason"];
+
+/// Whether the value at `pointer` of `record` must stay whatever the engine's decoders say.
+fn protected(record: &EventRecord, pointer: &str) -> bool {
+    record.stream_id.as_str() == crate::access::ACCESS_STREAM
+        && !pointer.rsplit('/').next().is_some_and(|field| ERASABLE_ACCESS_FIELDS.contains(&field))
+}
 
 /// Why a redaction was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -445,7 +455,10 @@ pub fn plan_erasure(record: &EventRecord, fields: &[String]) -> Result<(Vec<u8>,
     if fields.is_empty() {
         for pointer in leaves(&original, String::new()) {
             let mut candidate = payload.clone();
-            if replace(&mut candidate, &pointer) && readers.still_read(record, &candidate) {
+            if !protected(record, &pointer)
+                && replace(&mut candidate, &pointer)
+                && readers.still_read(record, &candidate)
+            {
                 payload = candidate;
                 erased.push(pointer);
             } else if !is_marker(original.pointer(&pointer)) {
@@ -458,10 +471,10 @@ pub fn plan_erasure(record: &EventRecord, fields: &[String]) -> Result<(Vec<u8>,
                 .pointer(field)
                 .ok_or_else(|| RedactionError::NoSuchField { position: record.position, pointer: field.clone() })?;
             for pointer in leaves(target, field.clone()) {
-                if !replace(&mut payload, &pointer) {
+                if !protected(record, &pointer) && !replace(&mut payload, &pointer) {
                     continue;
                 }
-                if !readers.still_read(record, &payload) {
+                if protected(record, &pointer) || !readers.still_read(record, &payload) {
                     return Err(RedactionError::Structural {
                         position: record.position,
                         event_type: record.event_type.clone(),
@@ -578,6 +591,20 @@ mod tests {
         again.data = data;
         assert_eq!(plan_erasure(&again, &["/owner".into()]), Err(RedactionError::NothingToErase(7)));
         assert!(matches!(plan_erasure(&event, &["/nope".into()]), Err(RedactionError::NoSuchField { .. })));
+    }
+
+    #[test]
+    fn access_events_keep_what_authentication_reads() {
+        let mut event = record(
+            "access.principal_created",
+            r#"{"name":"jane","kind":"person","display_name":"Jane Doe","roles":["viewer"]}"#,
+        );
+        event.stream_id = StreamId::new(crate::access::ACCESS_STREAM).expect("stream");
+        let (data, erased) = plan_erasure(&event, &[]).expect("the display name erases");
+        assert_eq!(erased.erased, vec!["/display_name".to_string()]);
+        let value: Value = serde_json::from_slice(&data).expect("json");
+        assert_eq!(value["name"], "jane", "the principal's name stays: tokens name it");
+        assert!(matches!(plan_erasure(&event, &["/name".into()]), Err(RedactionError::Structural { .. })));
     }
 
     #[test]

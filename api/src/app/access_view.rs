@@ -33,7 +33,7 @@ impl AccessView {
             Arc::new(AccessView { state: RwLock::new(Arc::new(state)), applied: sender, failure: Mutex::new(None) });
         let follower = view.clone();
         tokio::spawn(async move {
-            let mut events = subscribe(store, applied, FOLLOW_PAGE_EVENTS);
+            let mut events = subscribe(store.clone(), applied, FOLLOW_PAGE_EVENTS);
             let stream = access_stream();
             while let Some(next) = events.next().await {
                 let record = match next {
@@ -43,6 +43,22 @@ impl AccessView {
                         return;
                     }
                 };
+                if record.event_type == cmdb_core::chain::REDACTION_APPLIED {
+                    // Erased display names and labels: fold the access stream again from the
+                    // log, as the projections rebuild (events past this record it may already
+                    // hold are skipped below by their stream version).
+                    match access::load_state(store.as_ref()).await {
+                        Ok(reloaded) => {
+                            if let Ok(mut state) = follower.state.write() {
+                                *state = Arc::new(reloaded);
+                            }
+                        }
+                        Err(error) => {
+                            follower.fail(format!("reloading after a redaction failed: {error}"));
+                            return;
+                        }
+                    }
+                }
                 if record.stream_id == stream {
                     let current = follower.snapshot();
                     if current.version.is_none_or(|v| record.stream_version > v) {
