@@ -447,6 +447,12 @@ async fn a_redaction_on_one_writer_is_read_as_redacted_by_every_server() {
     writer_a
         .ok(&admin, request, json!({ "input": { "id": "r1", "positions": [position], "fields": [pointer], "reason": "privacy request" } }))
         .await;
+    // The other writer learns of the auditor's token by following the log.
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    while writer_b.post(&auditor, "{ me { principal } }", json!({})).await.get("errors").is_some() {
+        assert!(Instant::now() < deadline, "the second writer never saw the token");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let approved = writer_b
         .ok(
             &auditor,
