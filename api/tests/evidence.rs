@@ -6,14 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use cmdb_api::app::evidence::{create_key_file, generate_key};
 use cmdb_api::server::{Server, StartOptions};
 use cmdb_core::merkle::{self, TreeHash};
 use cmdb_core::note::{Checkpoint, NoteSigner, NoteVerifier};
-use common::{TestServer, error_code, settings};
+use common::{TestServer, cmdb, error_code, settings, text};
 use serde_json::{Value, json};
 
 const ORIGIN: &str = "cmdb.test/evidence";
@@ -236,14 +235,6 @@ async fn the_schedule_signs_after_n_events_and_the_tree_survives_a_restart() {
         "the tree is saved beside the graph's checkpoint, so a restart reads no log for it"
     );
     restarted.shutdown().await;
-}
-
-fn cmdb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cmdb")).args(args).output().expect("run cmdb")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[tokio::test]

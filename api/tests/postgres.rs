@@ -442,7 +442,8 @@ async fn a_redaction_on_one_writer_is_read_as_redacted_by_every_server() {
         .ok(&admin, "query($p: Position!) { event(position: $p) { dataText } }", json!({ "p": position }))
         .await;
     let payload: Value = serde_json::from_str(data["event"]["dataText"].as_str().expect("text")).expect("json");
-    let pointer = find(&payload, "jane.doe@example.com", String::new()).expect("the address is in the payload");
+    let pointer =
+        common::pointer_to(&payload, "jane.doe@example.com", String::new()).expect("the address is in the payload");
     let request = "mutation($input: RedactionInput!) { requestRedaction(input: $input) { id } }";
     writer_a
         .ok(&admin, request, json!({ "input": { "id": "r1", "positions": [position], "fields": [pointer], "reason": "privacy request" } }))
@@ -477,13 +478,4 @@ async fn a_redaction_on_one_writer_is_read_as_redacted_by_every_server() {
     }
     let verify = follower.ok(&admin, "{ verifyLog { intact } }", json!({})).await;
     assert_eq!(verify["verifyLog"]["intact"], true, "{verify}");
-}
-
-fn find(json: &Value, value: &str, at: String) -> Option<String> {
-    match json {
-        Value::String(s) if s == value => Some(at),
-        Value::Object(map) => map.iter().find_map(|(k, v)| find(v, value, format!("{at}/{k}"))),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find(v, value, format!("{at}/{i}"))),
-        _ => None,
-    }
 }

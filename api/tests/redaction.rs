@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
 use cmdb_api::app::evidence::{create_key_file, generate_key};
 use cmdb_api::server::{Server, StartOptions};
 use cmdb_core::merkle::{self, TreeHash};
-use common::{TestServer, error_code, settings};
+use common::{TestServer, cmdb, error_code, pointer_to, settings, text};
 use serde_json::{Value, json};
 
 const EMAIL: &str = "jane.doe@example.com";
@@ -24,26 +22,8 @@ const EVENT: &str = "query($p: Position!) { event(position: $p) { hash dataText 
 const PERSON: &str =
     "query($id: ID!, $p: Position) { at(position: $p) { ci(id: $id) { name attribute(name: \"email\") } } }";
 
-fn cmdb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cmdb")).args(args).output().expect("run cmdb")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
-/// The JSON pointer of the first string equal to `value` in `json`.
-fn pointer_to(json: &Value, value: &str, at: String) -> Option<String> {
-    match json {
-        Value::String(s) if s == value => Some(at),
-        Value::Object(map) => map.iter().find_map(|(k, v)| pointer_to(v, value, format!("{at}/{k}"))),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| pointer_to(v, value, format!("{at}/{i}"))),
-        _ => None,
-    }
 }
 
 /// Every event of the log: (position, type, payload text).

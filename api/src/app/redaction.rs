@@ -40,9 +40,7 @@ pub struct Applied {
 impl App {
     /// Every redaction, asked, rejected or applied.
     pub async fn redactions(&self) -> Result<Redactions, AppError> {
-        let probe = RedactionCommand::Reject { id: String::new(), reason: String::new() };
-        let (read, _) = load(self.store.as_ref(), &RedactionDecider, &probe, None, true).await?;
-        Ok(read.get(&RedactionKey).cloned().unwrap_or_default())
+        Ok(cmdb_core::decider::fold::load(self.store.as_ref(), &RedactionKey).await?)
     }
 
     /// One redaction by id.
@@ -85,16 +83,16 @@ impl App {
             attempt += 1;
             let probe = RedactionCommand::Approve { id: id.clone(), erasures: Vec::new() };
             let (read, _) = load(self.store.as_ref(), &RedactionDecider, &probe, None, true).await?;
-            let redactions = read.get(&RedactionKey).cloned().unwrap_or_default();
-            let Some(redaction) = redactions.0.get(&id) else {
-                return Err(cmdb_core::Error::from(RedactionError::Unknown(id)).into());
-            };
-            // Not pending, or asked by this principal: refused before any event is read.
+            // Unknown, not pending, or asked by this principal: refused before any event is read
+            // (an empty plan passes every other check and fails only on the plan).
             match RedactionDecider.decide(&probe, &read, &context) {
                 Err(RedactionError::PlanMismatch(_)) => {}
                 Err(error) => return Err(cmdb_core::Error::from(error).into()),
                 Ok(_) => return Err(cmdb_core::Error::from(RedactionError::PlanMismatch(id)).into()),
             }
+            let Some(redaction) = read.get(&RedactionKey).and_then(|all| all.0.get(&id)) else {
+                return Err(cmdb_core::Error::from(RedactionError::Unknown(id)).into());
+            };
             let records = self.events_at(&redaction.request.positions).await?;
             let mut planned = Vec::with_capacity(records.len());
             let mut store_erasures = Vec::with_capacity(records.len());
@@ -117,7 +115,6 @@ impl App {
             }
         };
         let position = outcome.last_position;
-        let _ = self.store.refresh_head().await;
         if !self.graph.wait_for(position, Duration::from_millis(REDACTION_REBUILD_WAIT_MS)).await {
             return Err(AppError::NotYetApplied {
                 position,

@@ -125,6 +125,26 @@ impl TestServer {
     }
 }
 
+/// Runs the `cmdb` binary built for these tests.
+pub fn cmdb(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cmdb")).args(args).output().expect("run cmdb")
+}
+
+/// Process output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The RFC 6901 pointer of the first string equal to `value` in `json` (`at` is where `json` is).
+pub fn pointer_to(json: &Value, value: &str, at: String) -> Option<String> {
+    match json {
+        Value::String(s) if s == value => Some(at),
+        Value::Object(map) => map.iter().find_map(|(k, v)| pointer_to(v, value, format!("{at}/{k}"))),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| pointer_to(v, value, format!("{at}/{i}"))),
+        _ => None,
+    }
+}
+
 /// The first error's `extensions.code`.
 pub fn error_code(body: &Value) -> String {
     body["errors"][0]["extensions"]["code"].as_str().unwrap_or("").to_owned()

@@ -7,7 +7,7 @@ use async_graphql::{Context, InputObject, Object, SimpleObject};
 use cmdb_core::access::Operation;
 use cmdb_core::redaction::{ErasedEvent, Redaction, RedactionApplied, RedactionStatus};
 
-use super::context::{Requires, app, metadata, state};
+use super::context::{Requires, app, metadata};
 use super::scalars::Position;
 use crate::server::errors::app_error;
 
@@ -213,11 +213,8 @@ impl RedactionMutation {
         ctx: &Context<'_>,
         input: ApproveRedactionInput,
     ) -> async_graphql::Result<RedactionApproved> {
+        // A follower's store refuses the erasure itself (READ_ONLY), like any write.
         let id = input.id;
-        if state(ctx).settings.read_only {
-            let to = state(ctx).settings.writes_go_to.clone().unwrap_or_else(|| "a writer".into());
-            return Err(crate::server::errors::store_error(cmdb_core::StoreError::ReadOnly(to)));
-        }
         let applied = app(ctx).approve_redaction(id.clone(), metadata(ctx)?).await.map_err(app_error)?;
         Ok(RedactionApproved {
             redaction: by_id(ctx, &id).await?,

@@ -896,18 +896,19 @@ impl Writer {
         let mut live = live_appends_started(&self.conn).map_err(storage_error)?;
         check_redaction(erasures, record, tail.position)?;
         let record_position = tail.position + 1;
-        let mut replaced = Vec::with_capacity(erasures.len());
-        for erasure in erasures {
-            let stored = self
+        let replaced = {
+            let mut select = self
                 .conn
-                .query_row(
-                    &format!("SELECT {SELECT_COLUMNS} FROM events WHERE position = ?1"),
-                    [to_i64(erasure.position, "position")?],
-                    decode_row,
-                )
-                .map_err(storage_error)??;
-            replaced.push(erased(&stored, erasure, record_position)?);
-        }
+                .prepare_cached(&format!("SELECT {SELECT_COLUMNS} FROM events WHERE position = ?1"))
+                .map_err(storage_error)?;
+            let mut replaced = Vec::with_capacity(erasures.len());
+            for erasure in erasures {
+                let stored =
+                    select.query_row([to_i64(erasure.position, "position")?], decode_row).map_err(storage_error)??;
+                replaced.push(erased(&stored, erasure, record_position)?);
+            }
+            replaced
+        };
         let stamp = self.clock.now().max(tail.recorded_at);
         let outcome = self.apply(record, &mut tail, &mut live, stamp)?;
         let mut update = self
