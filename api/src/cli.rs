@@ -436,7 +436,10 @@ async fn serve(data: &DataDir, settings: ServeSettings) -> anyhow::Result<ExitCo
         println!("    {token}");
         println!();
     }
-    println!("cmdb: serving GraphQL on http://{}/graphql (log: {location})", server.local_addr());
+    println!(
+        "cmdb: serving GraphQL on http://{0}/graphql and the console on http://{0}/ (log: {location})",
+        server.local_addr()
+    );
     let _ = std::io::stdout().flush();
     let trigger = server.shutdown_trigger();
     tokio::spawn(async move {

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod budget;
 mod checkpoint_http;
+mod console;
 pub mod demo;
 pub mod errors;
 pub mod gate;
@@ -16,6 +17,7 @@ pub mod ics;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
+mod static_files;
 mod ws;
 
 use std::net::SocketAddr;
@@ -515,6 +517,8 @@ fn router(state: ServerState) -> Router {
     let http = Router::new()
         .route("/graphql", get(graphql_http::get).post(graphql_http::post))
         .route("/graphiql/{file}", get(graphiql::asset))
+        .route("/", get(console::page))
+        .route("/console/{file}", get(console::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -618,7 +622,7 @@ async fn correlation(mut request: Request, next: Next) -> Response {
 
 /// The Content-Security-Policy of every answer that is not a page: nothing may load.
 pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
-/// The Content-Security-Policy of GraphiQL: scripts, styles and fonts from this server only,
+/// The Content-Security-Policy of the pages (GraphiQL, the console): scripts, styles and fonts from this server only,
 /// requests to this server only (HTTP and its WebSocket), never framed.
 pub const PAGE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; font-src 'self' data:; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 

@@ -149,4 +149,25 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Sets the window's size in CSS pixels (screenshots are taken at this size).
+    pub async fn set_viewport(&mut self, width: u32, height: u32) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+    }
+
+    /// Writes a PNG of what the page shows now to `path`.
+    pub async fn screenshot(&mut self, path: &std::path::Path) {
+        use base64::Engine;
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+        let data = shot["data"].as_str().expect("screenshot data");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data).expect("base64 PNG");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("screenshot directory");
+        }
+        std::fs::write(path, bytes).expect("screenshot written");
+    }
 }

@@ -365,6 +365,7 @@ impl Relationship {
     }
 }
 
+/// One relationship a walk crossed, and the CI it reached by crossing it.
 #[derive(SimpleObject)]
 pub struct PathStep {
     pub relationship_id: ID,
@@ -372,15 +373,25 @@ pub struct PathStep {
     pub rel_type: RelationshipType,
     pub ci: Option<Ci>,
     pub ci_id: ID,
+    /// The relationship's own source CI: a walk may cross a relationship either way, so
+    /// this and `targetId` say which way it points (a picture draws its arrow from them).
+    pub source_id: ID,
+    /// The relationship's own target CI.
+    pub target_id: ID,
 }
 
 impl PathStep {
     fn new(graph: &TemporalGraph, step: graph::Step, position: u64) -> PathStep {
+        let relationship = graph.relationship(step.relationship);
+        debug_assert!(relationship.is_some(), "a walk crosses only relationships the graph holds");
+        let (source, target) = relationship.map_or((step.ci, step.ci), |r| (r.source, r.target));
         PathStep {
             relationship_id: ID(step.relationship.to_string()),
             rel_type: step.rel_type.into(),
             ci: graph.ci_at(step.ci, position).map(|ci| Ci::new(graph, ci, position)),
             ci_id: ID(step.ci.to_string()),
+            source_id: ID(source.to_string()),
+            target_id: ID(target.to_string()),
         }
     }
 }

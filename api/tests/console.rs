@@ -1,0 +1,424 @@
+//! The web console (issue 19) in a real browser (headless Chromium, no internet), on the demo
+//! estate: sign in, search, open a CI, move the time control and see the older version, draw
+//! the impact of a host, open a diff, the calendar, a change and a replay. Every answer the
+//! page shows is checked against the API's own answer for the same moment. Screenshots of
+//! each page go to `target/console-screenshots/`, or to `docs/console/` with
+//! `CMDB_UPDATE_SCREENSHOTS=1` (how the README's pictures are made). How long each page took
+//! to become interactive is printed (measured, not asserted: BENCHMARKS.md has the figures).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use common::browser::Browser;
+use common::{TestServer, settings};
+use serde_json::{Value, json};
+
+/// The console's state marker: `main[data-state]` is `ready` once a page is drawn.
+const MAIN: &str = "document.getElementById('main')";
+
+fn screenshot_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    if std::env::var("CMDB_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        root.join("docs/console")
+    } else {
+        root.join("target/console-screenshots")
+    }
+}
+
+/// Marks the page stale, runs `action` (JavaScript), and waits for `page` to be drawn again.
+async fn act_and_wait(browser: &mut Browser, action: &str, page: &str) {
+    browser.eval(&format!("{MAIN}.dataset.state = 'stale'; true")).await;
+    browser.eval(&format!("(() => {{ {action}; return true; }})()")).await;
+    browser
+        .wait_for(&format!(
+            "{MAIN}.dataset.state !== 'stale' && {MAIN}.dataset.state !== 'loading' && {MAIN}.dataset.page === '{page}'"
+        ))
+        .await;
+    let state = browser.eval(&format!("{MAIN}.dataset.state")).await;
+    if state != json!("ready") {
+        let text = browser.eval(&format!("{MAIN}.innerText")).await;
+        panic!("the {page} page is {state}: {text}");
+    }
+}
+
+async fn text_of(browser: &mut Browser, selector: &str) -> String {
+    let value =
+        browser.eval(&format!("(document.querySelector({}) || {{ innerText: '' }}).innerText", json!(selector))).await;
+    value.as_str().unwrap_or_default().to_owned()
+}
+
+/// Sets a form control's value as a user would, firing `input` and `change`.
+fn type_into(selector: &str, value: &str) -> String {
+    format!(
+        "{{ const field = document.querySelector({}); field.value = {}; field.dispatchEvent(new Event('input', {{ bubbles: true }})); field.dispatchEvent(new Event('change', {{ bubbles: true }})); }}",
+        json!(selector),
+        json!(value)
+    )
+}
+
+async fn shoot(browser: &mut Browser, name: &str) {
+    browser.screenshot(&screenshot_dir().join(format!("{name}.png"))).await;
+}
+
+/// The last edit of a CI's version in the demo's history: the position before its commit,
+/// the commit's last position, and the CI.
+async fn a_version_edit(server: &TestServer) -> (u64, u64, String) {
+    let data = server
+        .ok(
+            &server.admin_token,
+            r#"{ events(types: ["ci.updated"], last: 50) { edges { node { data commit { firstPosition lastPosition } } } } }"#,
+            json!({}),
+        )
+        .await;
+    let edges = data["events"]["edges"].as_array().expect("edges");
+    let edit = edges.iter().rev().find(|e| e["node"]["data"]["version"].is_string()).expect("the demo edits a version");
+    let commit = &edit["node"]["commit"];
+    let before = commit["firstPosition"].as_u64().expect("position") - 1;
+    let after = commit["lastPosition"].as_u64().expect("position");
+    let ci = edit["node"]["data"]["ci_id"].as_str().expect("ci id").to_owned();
+    (before, after, ci)
+}
+
+/// The text of a CI page's fact (`Version`, `Environment`, ...).
+async fn fact(browser: &mut Browser, name: &str) -> String {
+    let value = browser
+        .eval(&format!(
+            "(Array.from(document.querySelectorAll('dl.facts dt')).find(d => d.innerText === {}) || {{ nextElementSibling: {{ innerText: '' }} }}).nextElementSibling.innerText",
+            json!(name)
+        ))
+        .await;
+    value.as_str().unwrap_or_default().to_owned()
+}
+
+async fn version_at(server: &TestServer, ci: &str, position: Option<u64>) -> (String, String) {
+    let data = server
+        .ok(
+            &server.admin_token,
+            "query($id: ID!, $p: Position) { at(position: $p) { ci(id: $id) { name version } } }",
+            json!({ "id": ci, "p": position }),
+        )
+        .await;
+    let found = &data["at"]["ci"];
+    (found["name"].as_str().expect("name").to_owned(), found["version"].as_str().unwrap_or("—").to_owned())
+}
+
+#[tokio::test]
+async fn the_console_answers_what_the_estate_looked_like_and_what_changed() {
+    let Some(mut browser) = Browser::start("the_console_answers_what_the_estate_looked_like_and_what_changed").await
+    else {
+        return;
+    };
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    browser.set_viewport(1400, 1000).await;
+
+    // Signing in: the page asks for a token, refuses a wrong one, keeps a good one in the
+    // tab's session storage and never in the URL.
+    browser.open(&server.url("/")).await;
+    browser.wait_for(&format!("{MAIN}.dataset.page === 'sign-in'")).await;
+    shoot(&mut browser, "sign-in").await;
+    browser
+        .eval(&format!(
+            "{}; document.querySelector('form').requestSubmit(); true",
+            type_into("#token-input", "cmdb_wrong")
+        ))
+        .await;
+    browser.wait_for("document.getElementById('sign-in-error').innerText.includes('refused')").await;
+    act_and_wait(
+        &mut browser,
+        &format!("{}; document.querySelector('form').requestSubmit()", type_into("#token-input", &server.admin_token)),
+        "search",
+    )
+    .await;
+    let href = browser.eval("location.href").await;
+    assert!(!href.as_str().expect("href").contains(&server.admin_token), "the token is never in a URL: {href}");
+    assert_eq!(browser.eval("sessionStorage.getItem('cmdb.console.token')").await, json!(server.admin_token));
+    assert!(text_of(&mut browser, "nav").await.contains("signed in as admin"));
+
+    // Search: by name, as the API finds it.
+    let (before, after, ci) = a_version_edit(&server).await;
+    let (name, version_now) = version_at(&server, &ci, None).await;
+    act_and_wait(
+        &mut browser,
+        &format!(
+            "{}; document.querySelector('form[role=search]').requestSubmit()",
+            type_into("input[name=name]", &name)
+        ),
+        "search",
+    )
+    .await;
+    let found = browser.eval("Array.from(document.querySelectorAll('main a[data-ci]')).map(a => a.innerText)").await;
+    assert!(found.as_array().expect("links").iter().any(|n| n == &json!(name)), "{name} among {found}");
+    shoot(&mut browser, "search").await;
+
+    // Open the CI: the version now.
+    act_and_wait(&mut browser, &format!("document.querySelector('main a[data-ci=\"{ci}\"]').click()"), "ci").await;
+    assert!(text_of(&mut browser, "#page-title").await.contains(&name));
+    assert_eq!(fact(&mut browser, "Version").await, version_now);
+    shoot(&mut browser, "ci").await;
+
+    // Move the time control to just before the edit: the older version, and the moment in the URL.
+    let (_, version_before) = version_at(&server, &ci, Some(before)).await;
+    assert_ne!(version_before, version_now, "the demo's edit changed the version");
+    act_and_wait(
+        &mut browser,
+        &format!("{}; {}", type_into("#moment-kind", "position"), type_into("#moment-position", &before.to_string())),
+        "ci",
+    )
+    .await;
+    // The kind change alone navigates first; wait for the asked position to be shown.
+    browser.wait_for(&format!("location.hash.includes('at={before}')")).await;
+    browser.wait_for(&format!("{MAIN}.dataset.state === 'ready' && document.getElementById('moment-shown').innerText.includes('position {before} ')")).await;
+    assert_eq!(fact(&mut browser, "Version").await, version_before);
+    let link = browser.eval("location.href").await.as_str().expect("href").to_owned();
+
+    // A colleague opening the link sees the same moment (their own sign-in aside).
+    browser.open(&server.url("/")).await;
+    browser.open(&link).await;
+    browser.wait_for(&format!("{MAIN}.dataset.state === 'ready' && {MAIN}.dataset.page === 'ci'")).await;
+    assert_eq!(fact(&mut browser, "Version").await, version_before);
+
+    // Stepping forward one commit reaches the edit: the new version again.
+    act_and_wait(&mut browser, "document.getElementById('step-forward').click()", "ci").await;
+    assert_eq!(fact(&mut browser, "Version").await, version_now);
+    assert!(text_of(&mut browser, "#moment-shown").await.contains(&format!("position {after} ")));
+
+    // The impact of a host, drawn: every CI the API reaches is a node on the page.
+    let hosts = server
+        .ok(
+            &server.admin_token,
+            r#"{ at { cis(filter: { classes: ["host"], includeWithdrawn: false }, first: 5) { nodes { id name } } } }"#,
+            json!({}),
+        )
+        .await;
+    let host = hosts["at"]["cis"]["nodes"][0].clone();
+    let host_id = host["id"].as_str().expect("host id");
+    let expected = server
+        .ok(
+            &server.admin_token,
+            "query($id: ID!) { at { impact(ci: $id, direction: DOWNSTREAM, maxDepth: 3, maxResults: 300) { count root { name } reached { ci { name } } } } }",
+            json!({ "id": host_id }),
+        )
+        .await;
+    let mut names: BTreeSet<String> = expected["at"]["impact"]["reached"]
+        .as_array()
+        .expect("reached")
+        .iter()
+        .map(|r| r["ci"]["name"].as_str().expect("name").to_owned())
+        .collect();
+    names.insert(host["name"].as_str().expect("name").to_owned());
+    assert!(names.len() > 3, "the host reaches something: {names:?}");
+    act_and_wait(&mut browser, &format!("location.hash = '#/impact/{host_id}?dir=DOWNSTREAM&depth=3'"), "impact").await;
+    let drawn = browser.eval("window.cmdbConsole.picture.nodes().map(n => n.data('label'))").await;
+    let drawn: BTreeSet<String> =
+        drawn.as_array().expect("nodes").iter().map(|n| n.as_str().expect("label").to_owned()).collect();
+    assert_eq!(drawn, names, "the picture's nodes are the CIs the API reaches");
+    let arrows = browser.eval("window.cmdbConsole.picture.edges().length").await;
+    assert_eq!(arrows, json!(names.len() - 1), "one arrow per CI reached");
+    assert!(browser.eval("document.querySelector('#picture canvas') !== null").await == json!(true));
+    shoot(&mut browser, "impact").await;
+    // Clicking a node centres the picture on it.
+    let other = browser.eval("window.cmdbConsole.picture.nodes().filter(n => !n.hasClass('root'))[0].id()").await;
+    let other = other.as_str().expect("node id").to_owned();
+    act_and_wait(&mut browser, &format!("window.cmdbConsole.picture.$id('{other}').emit('tap')"), "impact").await;
+    assert!(browser.eval("location.hash").await.as_str().expect("hash").contains(&other));
+
+    // The diff across the edit names the CI and its version before and after.
+    act_and_wait(&mut browser, &format!("location.hash = '#/diff?from={before}&to={after}'"), "diff").await;
+    let table = text_of(&mut browser, "#diff-cis").await;
+    assert!(table.contains(&name) && table.contains(&version_before) && table.contains(&version_now), "{table}");
+    // Filtering hides what does not match.
+    browser.eval(&format!("{}; true", type_into("#diff-filter", "no-such-ci-anywhere"))).await;
+    let visible =
+        browser.eval("Array.from(document.querySelectorAll('#diff-cis tbody tr')).filter(r => !r.hidden).length").await;
+    assert_eq!(visible, json!(0));
+    browser.eval(&format!("{}; true", type_into("#diff-filter", ""))).await;
+    act_and_wait(&mut browser, "location.hash = '#/diff'", "diff").await;
+    shoot(&mut browser, "diff").await;
+
+    // The calendar: the week's changes are the API's, and a change opens with its decision.
+    act_and_wait(&mut browser, "location.hash = '#/calendar'", "calendar").await;
+    let title = text_of(&mut browser, "#page-title").await;
+    let monday = title.rsplit(' ').next().expect("date").to_owned();
+    let from = chrono::NaiveDate::parse_from_str(&monday, "%Y-%m-%d").expect("the title ends with the week's Monday");
+    let to = from + chrono::Days::new(7);
+    let week = server
+        .ok(
+            &server.admin_token,
+            "query($f: DateTime, $t: DateTime) { at { calendar(from: $f, to: $t) { changes { change { id number } } } } }",
+            json!({ "f": format!("{from}T00:00:00Z"), "t": format!("{to}T00:00:00Z") }),
+        )
+        .await;
+    let listed = week["at"]["calendar"]["changes"].as_array().expect("changes").clone();
+    let shown = browser.eval("document.querySelectorAll('.week a.slot').length").await;
+    assert!(
+        shown.as_u64().expect("count") >= listed.len() as u64,
+        "every change of the week is on the grid: {shown} < {}",
+        listed.len()
+    );
+    shoot(&mut browser, "calendar").await;
+    let change_id = match listed.first() {
+        Some(entry) => entry["change"]["id"].as_str().expect("id").to_owned(),
+        None => {
+            let any = server.ok(&server.admin_token, "{ at { changes(first: 1) { nodes { id } } } }", json!({})).await;
+            any["at"]["changes"]["nodes"][0]["id"].as_str().expect("the demo has changes").to_owned()
+        }
+    };
+    act_and_wait(&mut browser, &format!("location.hash = '#/change/{change_id}'"), "change").await;
+    let record = text_of(&mut browser, "main").await;
+    assert!(record.contains("Transitions") && record.contains("Approvals"), "{record}");
+    shoot(&mut browser, "change").await;
+
+    // Replay: step through events, and the time control follows.
+    act_and_wait(&mut browser, &format!("location.hash = '#/replay?from={}&to={after}&ci={ci}'", before - 2), "replay")
+        .await;
+    // Step to the range's last event, one click at a time.
+    let events = browser.eval("document.querySelectorAll('ol.events li').length").await.as_u64().expect("count");
+    for _ in 1..events {
+        browser.eval("document.getElementById('replay-forward').click(); true").await;
+    }
+    browser.wait_for(&format!("document.getElementById('replay-now').innerText.startsWith('Position {after}:')")).await;
+    browser.wait_for(&format!("document.getElementById('moment-shown').innerText.includes('position {after} ')")).await;
+    browser
+        .wait_for(&format!(
+            "(document.getElementById('replay-ci') || {{ innerText: '' }}).innerText.includes({})",
+            json!(version_now)
+        ))
+        .await;
+    shoot(&mut browser, "replay").await;
+
+    // The console and everything it loaded came from this server.
+    let origin = server.url("");
+    let foreign = browser
+        .eval(&format!(
+            "performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith({}) && !n.startsWith('data:'))",
+            json!(origin)
+        ))
+        .await;
+    assert_eq!(foreign, json!([]), "the console loaded files from elsewhere");
+
+    let timings: Value = browser.eval("window.cmdbConsole.timings").await;
+    eprintln!("console pages, milliseconds to interactive (demo estate): {timings}");
+
+    // Signing out forgets the token.
+    act_and_wait(&mut browser, "document.getElementById('sign-out').click()", "sign-in").await;
+    assert_eq!(browser.eval("sessionStorage.getItem('cmdb.console.token')").await, Value::Null);
+}
+
+#[tokio::test]
+async fn the_console_is_usable_from_the_keyboard_and_every_control_is_labelled() {
+    let Some(mut browser) =
+        Browser::start("the_console_is_usable_from_the_keyboard_and_every_control_is_labelled").await
+    else {
+        return;
+    };
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    browser.open(&server.url("/")).await;
+    browser.wait_for(&format!("{MAIN}.dataset.page === 'sign-in'")).await;
+    // The token field has the focus, so a user types and presses Enter.
+    assert_eq!(browser.eval("document.activeElement.id").await, json!("token-input"));
+    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(server.admin_token))).await;
+    for page in ["search", "changes", "calendar", "diff", "replay"] {
+        act_and_wait(&mut browser, &format!("location.hash = '#/{page}'"), page).await;
+        // Every form control has a name a screen reader reads out.
+        let unlabelled = browser
+            .eval(
+                "Array.from(document.querySelectorAll('input, select, button')).filter(c => !c.closest('[hidden]') && !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !(c.innerText || '').trim()).map(c => c.outerHTML)",
+            )
+            .await;
+        assert_eq!(unlabelled, json!([]), "unlabelled controls on {page}");
+    }
+    // "[" and "]" step the moment when no control has the focus.
+    act_and_wait(&mut browser, "location.hash = '#/search'", "search").await;
+    let head = server.head().await;
+    browser.eval("document.activeElement.blur(); true").await;
+    act_and_wait(
+        &mut browser,
+        "document.body.dispatchEvent(new KeyboardEvent('keydown', { key: '[', bubbles: true }))",
+        "search",
+    )
+    .await;
+    let shown = text_of(&mut browser, "#moment-shown").await;
+    assert!(!shown.contains(&format!("position {head} ")), "one commit back from the head: {shown}");
+    assert!(browser.eval("location.hash").await.as_str().expect("hash").contains("at="));
+
+    // A page that does not exist says so; a refused token sends the user back to sign in.
+    browser.eval(&format!("{MAIN}.dataset.state = 'stale'; location.hash = '#/nowhere'; true")).await;
+    browser.wait_for(&format!("{MAIN}.dataset.state === 'error'")).await;
+    assert!(text_of(&mut browser, "main").await.contains("there is no page \"nowhere\""));
+    browser.eval("sessionStorage.setItem('cmdb.console.token', 'cmdb_revoked_or_wrong'); true").await;
+    browser.eval(&format!("{MAIN}.dataset.state = 'stale'; location.hash = '#/changes'; true")).await;
+    browser.wait_for(&format!("{MAIN}.dataset.page === 'sign-in'")).await;
+}
+
+/// Opens each page once and prints how long it took to become interactive: on the demo, or on
+/// the server `CMDB_CONSOLE_BENCH_URL` names with `CMDB_CONSOLE_BENCH_TOKEN` (how
+/// `benches/scripts/console.sh` measures the large estate). Every page must be drawn.
+#[tokio::test]
+async fn every_page_is_drawn_and_timed() {
+    let Some(mut browser) = Browser::start("every_page_is_drawn_and_timed").await else {
+        return;
+    };
+    let external = std::env::var("CMDB_CONSOLE_BENCH_URL").ok().zip(std::env::var("CMDB_CONSOLE_BENCH_TOKEN").ok());
+    let demo = match external {
+        Some(_) => None,
+        None => Some(TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await),
+    };
+    let (base, token) = match (&external, &demo) {
+        (Some((url, token)), _) => (url.trim_end_matches('/').to_owned(), token.clone()),
+        (None, Some(server)) => (server.base.clone(), server.admin_token.clone()),
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    let client = reqwest::Client::new();
+    let ask = |query: &'static str| {
+        let client = client.clone();
+        let (base, token) = (base.clone(), token.clone());
+        async move {
+            let body: Value = client
+                .post(format!("{base}/graphql"))
+                .bearer_auth(token)
+                .json(&json!({ "query": query }))
+                .send()
+                .await
+                .expect("request")
+                .json()
+                .await
+                .expect("json");
+            assert!(body.get("errors").is_none(), "{body}");
+            body["data"].clone()
+        }
+    };
+    let ids = ask(r#"{ at {
+        host: cis(filter: { classes: ["host"], includeWithdrawn: false }, first: 1) { nodes { id } }
+        app: cis(filter: { classes: ["application"], includeWithdrawn: false }, first: 1) { nodes { id } }
+        changes(first: 1) { nodes { id } } } head { position recordedAt } }"#)
+    .await;
+    let host = ids["at"]["host"]["nodes"][0]["id"].as_str().expect("a host").to_owned();
+    let app = ids["at"]["app"]["nodes"][0]["id"].as_str().expect("an application").to_owned();
+    let change = ids["at"]["changes"]["nodes"][0]["id"].as_str().expect("a change").to_owned();
+    let now =
+        chrono::DateTime::parse_from_rfc3339(ids["head"]["recordedAt"].as_str().expect("time")).expect("rfc 3339");
+    let day_before = (now - chrono::Duration::days(1)).to_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    browser.set_viewport(1400, 1000).await;
+    browser.open(&format!("{base}/")).await;
+    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(token))).await;
+    let pages = [
+        ("search", "#/search?name=a".to_owned()),
+        ("ci", format!("#/ci/{app}")),
+        ("impact", format!("#/impact/{host}?dir=DOWNSTREAM&depth=3")),
+        ("diff", format!("#/diff?from={day_before}")),
+        ("replay", "#/replay".to_owned()),
+        ("calendar", "#/calendar".to_owned()),
+        ("changes", "#/changes".to_owned()),
+        ("change", format!("#/change/{change}")),
+    ];
+    let mut report = Vec::new();
+    for (page, hash) in pages {
+        act_and_wait(&mut browser, &format!("location.hash = {}", json!(hash)), page).await;
+        let ms = browser.eval(&format!("Number({MAIN}.dataset.renderMs)")).await;
+        report.push(format!("{page} {ms} ms"));
+    }
+    eprintln!("console pages to interactive on {base}: {}", report.join(", "));
+}
