@@ -422,3 +422,157 @@ async fn every_page_is_drawn_and_timed() {
     }
     eprintln!("console pages to interactive on {base}: {}", report.join(", "));
 }
+
+/// The issue's "done when": what did this service depend on a month ago, and what changed
+/// since, answered with clicks and checked against the API's answers for the same moments.
+#[tokio::test]
+async fn what_a_service_depended_on_a_month_ago_and_what_changed_since() {
+    let Some(mut browser) = Browser::start("what_a_service_depended_on_a_month_ago_and_what_changed_since").await
+    else {
+        return;
+    };
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let found = server
+        .ok(
+            &server.admin_token,
+            r#"{ head { position recordedAt } at { cis(filter: { classes: ["business_service"], includeWithdrawn: false }, first: 1) { nodes { id name } } } }"#,
+            json!({}),
+        )
+        .await;
+    let service = found["at"]["cis"]["nodes"][0]["id"].as_str().expect("a service").to_owned();
+    let name = found["at"]["cis"]["nodes"][0]["name"].as_str().expect("name").to_owned();
+    let head = found["head"]["position"].as_u64().expect("head");
+    let now = chrono::DateTime::parse_from_rfc3339(found["head"]["recordedAt"].as_str().expect("time")).expect("time");
+    let month_ago = (now - chrono::Duration::days(30)).to_utc().format("%Y-%m-%dT%H:%M:%S").to_string();
+    let then = server
+        .ok(
+            &server.admin_token,
+            "query($t: DateTime, $id: ID!) { at(time: $t) { position impact(ci: $id, direction: UPSTREAM, maxDepth: 3, maxResults: 300) { reached { ci { name } } } } }",
+            json!({ "t": format!("{month_ago}Z"), "id": service }),
+        )
+        .await;
+    let position_then = then["at"]["position"].as_u64().expect("position");
+    let mut depended: BTreeSet<String> = then["at"]["impact"]["reached"]
+        .as_array()
+        .expect("reached")
+        .iter()
+        .map(|r| r["ci"]["name"].as_str().expect("name").to_owned())
+        .collect();
+    depended.insert(name.clone());
+
+    browser.open(&server.url("/")).await;
+    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(server.admin_token))).await;
+    // Search, open the service, set the time control a month back.
+    act_and_wait(&mut browser, &format!("location.hash = '#/search?name={}'", name.replace(' ', "%20")), "search")
+        .await;
+    act_and_wait(&mut browser, &format!("document.querySelector('main a[data-ci=\"{service}\"]').click()"), "ci").await;
+    act_and_wait(
+        &mut browser,
+        &format!("{}; {}", type_into("#moment-kind", "time"), type_into("#moment-time", &month_ago)),
+        "ci",
+    )
+    .await;
+    browser
+        .wait_for(&format!(
+            "{MAIN}.dataset.state === 'ready' && document.getElementById('moment-shown').innerText.includes('position {position_then} ')"
+        ))
+        .await;
+    // What it depended on then: the picture holds the API's answer for that moment.
+    act_and_wait(
+        &mut browser,
+        "Array.from(document.querySelectorAll('main a')).find(a => a.innerText === 'What it depends on').click()",
+        "impact",
+    )
+    .await;
+    let drawn = browser.eval("window.cmdbConsole.picture.nodes().map(n => n.data('label'))").await;
+    let drawn: BTreeSet<String> =
+        drawn.as_array().expect("nodes").iter().map(|n| n.as_str().expect("label").to_owned()).collect();
+    assert_eq!(drawn, depended, "the service's dependencies a month ago");
+    // What changed around it since: the diff from that moment to the head, as the API counts it.
+    act_and_wait(&mut browser, "history.back()", "ci").await;
+    act_and_wait(&mut browser, "document.getElementById('changed-since').click()", "diff").await;
+    let expected = server
+        .ok(
+            &server.admin_token,
+            "query($f: Position, $t: Position, $id: ID!) { diff(from: { position: $f }, to: { position: $t }, around: $id, depth: 2) { createdCount changedCount withdrawnCount } }",
+            json!({ "f": position_then, "t": head, "id": service }),
+        )
+        .await;
+    let summary = text_of(&mut browser, "main").await;
+    for (field, label) in [("createdCount", "created"), ("changedCount", "changed"), ("withdrawnCount", "withdrawn")] {
+        let count = expected["diff"][field].as_u64().expect("count");
+        assert!(summary.contains(&format!("{count} {label}")), "{count} {label} in {summary}");
+    }
+}
+
+/// The console's files: the page at `/` with the page's CSP, its scripts as JavaScript, a
+/// file it does not have answered 404 in the API's error shape.
+#[tokio::test]
+async fn the_console_is_served_from_the_binary() {
+    let server = TestServer::start().await;
+    let page = server.client.get(server.url("/")).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    let header = |name: &str| page.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(header("content-type").starts_with("text/html"));
+    assert!(header("content-security-policy").contains("script-src 'self'"), "{}", header("content-security-policy"));
+    assert!(header("content-security-policy").contains("connect-src 'self'"));
+    let html = page.text().await.expect("html");
+    for file in ["/console/app.js", "/console/cytoscape.min.js", "/console/console.css"] {
+        assert!(html.contains(file), "the page loads {file}");
+    }
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("views.js", "text/javascript"),
+        ("cytoscape.min.js", "text/javascript"),
+        ("console.css", "text/css"),
+        ("LICENSE.cytoscape", "text/plain"),
+    ] {
+        let answer = server.client.get(server.url(&format!("/console/{file}"))).send().await.expect("file");
+        assert_eq!(answer.status(), 200, "{file}");
+        let content_type = answer.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(content_type.starts_with(kind), "{file}: {content_type}");
+    }
+    for missing in ["/console/nope.js", "/console/..%2Fsrc%2Fmain.rs", "/console/"] {
+        let answer = server.client.get(server.url(missing)).send().await.expect("answer");
+        assert_eq!(answer.status(), 404, "{missing}");
+        let body: Value = answer.json().await.expect("json error");
+        assert_eq!(body["errors"][0]["extensions"]["code"], json!("NOT_FOUND"), "{missing}: {body}");
+    }
+}
+
+/// Bad input in the URL (an id that is not one, a moment that is not one, a moment before the
+/// log) gets the API's own message on the page, and the log is unchanged (the console only
+/// reads).
+#[tokio::test]
+async fn bad_input_in_the_url_is_shown_as_the_api_refuses_it_and_changes_nothing() {
+    let Some(mut browser) =
+        Browser::start("bad_input_in_the_url_is_shown_as_the_api_refuses_it_and_changes_nothing").await
+    else {
+        return;
+    };
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let head = server.head().await;
+    browser.open(&server.url("/")).await;
+    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(server.admin_token))).await;
+    for (hash, expected) in [
+        ("#/ci/not-a-uuid", "BAD_USER_INPUT"),
+        ("#/search?at=yesterday-ish", "not an RFC 3339 timestamp"),
+        ("#/impact/not-a-uuid", "BAD_USER_INPUT"),
+        ("#/diff?from=not-a-time&to=1", "not an RFC 3339 timestamp"),
+    ] {
+        browser.eval(&format!("{MAIN}.dataset.state = 'stale'; location.hash = {}; true", json!(hash))).await;
+        browser.wait_for(&format!("{MAIN}.dataset.state === 'error' || {MAIN}.dataset.state === 'ready'")).await;
+        let text = text_of(&mut browser, "main").await;
+        assert_eq!(browser.eval(&format!("{MAIN}.dataset.state")).await, json!("error"), "{hash}: {text}");
+        assert!(text.contains(expected), "{hash}: {text}");
+    }
+    // A CI that does not exist (a well-formed id) is a page that says so, not an error.
+    browser
+        .eval(&format!(
+            "{MAIN}.dataset.state = 'stale'; location.hash = '#/ci/00000000-0000-7000-8000-000000000000'; true"
+        ))
+        .await;
+    browser.wait_for(&format!("{MAIN}.dataset.state === 'ready'")).await;
+    assert!(text_of(&mut browser, "main").await.contains("did not exist at position"));
+    assert_eq!(server.head().await, head, "the console wrote nothing");
+}

@@ -151,6 +151,10 @@ export async function ci(ctx) {
     h('a', { href: ctx.href('impact', item.id, { dir: 'DOWNSTREAM' }) }, 'What its failure reaches'),
     h('a', { href: ctx.href('impact', item.id, { dir: 'UPSTREAM' }) }, 'What it depends on'),
     h('a', { href: ctx.href('diff', '', { around: item.id }) }, 'What changed around it (7 days)'),
+    ctx.position < ctx.resolved.head
+      ? h('a', { href: ctx.href('diff', '', { around: item.id, from: String(ctx.position), to: String(ctx.resolved.head) }), id: 'changed-since' },
+        'What changed around it since then')
+      : null,
     h('a', { href: ctx.href('replay', '', { ci: item.id }) }, 'Replay around it'));
   const attributes = Object.entries(item.attributes || {}).sort(([a], [b]) => a.localeCompare(b));
   const relationships = item.relationships.map((rel) => {
