@@ -104,6 +104,113 @@ async fn version_at(server: &TestServer, ci: &str, position: Option<u64>) -> (St
     (found["name"].as_str().expect("name").to_owned(), found["version"].as_str().unwrap_or("—").to_owned())
 }
 
+/// The impact of a host, drawn: every CI the API reaches is a node on the page, and a click
+/// centres the picture on another.
+async fn impact_of_a_host(browser: &mut Browser, server: &TestServer) {
+    // The impact of a host, drawn: every CI the API reaches is a node on the page.
+    let hosts = server
+        .ok(
+            &server.admin_token,
+            r#"{ at { cis(filter: { classes: ["host"], includeWithdrawn: false }, first: 5) { nodes { id name } } } }"#,
+            json!({}),
+        )
+        .await;
+    let host = hosts["at"]["cis"]["nodes"][0].clone();
+    let host_id = host["id"].as_str().expect("host id");
+    let expected = server
+        .ok(
+            &server.admin_token,
+            "query($id: ID!) { at { impact(ci: $id, direction: DOWNSTREAM, maxDepth: 3, maxResults: 300) { count root { name } reached { ci { name } } } } }",
+            json!({ "id": host_id }),
+        )
+        .await;
+    let mut names: BTreeSet<String> = expected["at"]["impact"]["reached"]
+        .as_array()
+        .expect("reached")
+        .iter()
+        .map(|r| r["ci"]["name"].as_str().expect("name").to_owned())
+        .collect();
+    names.insert(host["name"].as_str().expect("name").to_owned());
+    assert!(names.len() > 3, "the host reaches something: {names:?}");
+    act_and_wait(browser, &format!("location.hash = '#/impact/{host_id}?dir=DOWNSTREAM&depth=3'"), "impact").await;
+    let drawn = browser.eval("window.cmdbConsole.picture.nodes().map(n => n.data('label'))").await;
+    let drawn: BTreeSet<String> =
+        drawn.as_array().expect("nodes").iter().map(|n| n.as_str().expect("label").to_owned()).collect();
+    assert_eq!(drawn, names, "the picture's nodes are the CIs the API reaches");
+    let arrows = browser.eval("window.cmdbConsole.picture.edges().length").await;
+    assert_eq!(arrows, json!(names.len() - 1), "one arrow per CI reached");
+    assert!(browser.eval("document.querySelector('#picture canvas') !== null").await == json!(true));
+    shoot(browser, "impact").await;
+    // Clicking a node centres the picture on it.
+    let other = browser.eval("window.cmdbConsole.picture.nodes().filter(n => !n.hasClass('root'))[0].id()").await;
+    let other = other.as_str().expect("node id").to_owned();
+    act_and_wait(browser, &format!("window.cmdbConsole.picture.$id('{other}').emit('tap')"), "impact").await;
+    assert!(browser.eval("location.hash").await.as_str().expect("hash").contains(&other));
+}
+
+/// The calendar: the week's changes are the API's; a change opens with its decision.
+async fn calendar_and_a_change(browser: &mut Browser, server: &TestServer) {
+    // The calendar: the week's changes are the API's, and a change opens with its decision.
+    act_and_wait(browser, "location.hash = '#/calendar'", "calendar").await;
+    let title = text_of(browser, "#page-title").await;
+    let monday = title.rsplit(' ').next().expect("date").to_owned();
+    let from = chrono::NaiveDate::parse_from_str(&monday, "%Y-%m-%d").expect("the title ends with the week's Monday");
+    let to = from + chrono::Days::new(7);
+    let week = server
+        .ok(
+            &server.admin_token,
+            "query($f: DateTime, $t: DateTime) { at { calendar(from: $f, to: $t) { changes { change { id number } } } } }",
+            json!({ "f": format!("{from}T00:00:00Z"), "t": format!("{to}T00:00:00Z") }),
+        )
+        .await;
+    let listed = week["at"]["calendar"]["changes"].as_array().expect("changes").clone();
+    let shown = browser.eval("document.querySelectorAll('.week a.slot').length").await;
+    assert!(
+        shown.as_u64().expect("count") >= listed.len() as u64,
+        "every change of the week is on the grid: {shown} < {}",
+        listed.len()
+    );
+    shoot(browser, "calendar").await;
+    let change_id = match listed.first() {
+        Some(entry) => entry["change"]["id"].as_str().expect("id").to_owned(),
+        None => {
+            let any = server.ok(&server.admin_token, "{ at { changes(first: 1) { nodes { id } } } }", json!({})).await;
+            any["at"]["changes"]["nodes"][0]["id"].as_str().expect("the demo has changes").to_owned()
+        }
+    };
+    act_and_wait(browser, &format!("location.hash = '#/change/{change_id}'"), "change").await;
+    let record = text_of(browser, "main").await;
+    assert!(record.contains("Transitions") && record.contains("Approvals"), "{record}");
+    shoot(browser, "change").await;
+}
+
+/// Signing in: the page asks for a token, refuses a wrong one, keeps a good one in the tab's
+/// session storage and never in the URL.
+async fn sign_in_as_a_user_would(browser: &mut Browser, server: &TestServer) {
+    // Signing in: the page asks for a token, refuses a wrong one, keeps a good one in the
+    // tab's session storage and never in the URL.
+    browser.open(&server.url("/")).await;
+    browser.wait_for(&format!("{MAIN}.dataset.page === 'sign-in'")).await;
+    shoot(browser, "sign-in").await;
+    browser
+        .eval(&format!(
+            "{}; document.querySelector('form').requestSubmit(); true",
+            type_into("#token-input", "cmdb_wrong")
+        ))
+        .await;
+    browser.wait_for("document.getElementById('sign-in-error').innerText.includes('refused')").await;
+    act_and_wait(
+        browser,
+        &format!("{}; document.querySelector('form').requestSubmit()", type_into("#token-input", &server.admin_token)),
+        "search",
+    )
+    .await;
+    let href = browser.eval("location.href").await;
+    assert!(!href.as_str().expect("href").contains(&server.admin_token), "the token is never in a URL: {href}");
+    assert_eq!(browser.eval("sessionStorage.getItem('cmdb.console.token')").await, json!(server.admin_token));
+    assert!(text_of(browser, "nav").await.contains("signed in as admin"));
+}
+
 #[tokio::test]
 async fn the_console_answers_what_the_estate_looked_like_and_what_changed() {
     let Some(mut browser) = Browser::start("the_console_answers_what_the_estate_looked_like_and_what_changed").await
@@ -113,28 +220,7 @@ async fn the_console_answers_what_the_estate_looked_like_and_what_changed() {
     let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
     browser.set_viewport(1400, 1000).await;
 
-    // Signing in: the page asks for a token, refuses a wrong one, keeps a good one in the
-    // tab's session storage and never in the URL.
-    browser.open(&server.url("/")).await;
-    browser.wait_for(&format!("{MAIN}.dataset.page === 'sign-in'")).await;
-    shoot(&mut browser, "sign-in").await;
-    browser
-        .eval(&format!(
-            "{}; document.querySelector('form').requestSubmit(); true",
-            type_into("#token-input", "cmdb_wrong")
-        ))
-        .await;
-    browser.wait_for("document.getElementById('sign-in-error').innerText.includes('refused')").await;
-    act_and_wait(
-        &mut browser,
-        &format!("{}; document.querySelector('form').requestSubmit()", type_into("#token-input", &server.admin_token)),
-        "search",
-    )
-    .await;
-    let href = browser.eval("location.href").await;
-    assert!(!href.as_str().expect("href").contains(&server.admin_token), "the token is never in a URL: {href}");
-    assert_eq!(browser.eval("sessionStorage.getItem('cmdb.console.token')").await, json!(server.admin_token));
-    assert!(text_of(&mut browser, "nav").await.contains("signed in as admin"));
+    sign_in_as_a_user_would(&mut browser, &server).await;
 
     // Search: by name, as the API finds it.
     let (before, after, ci) = a_version_edit(&server).await;
@@ -184,45 +270,7 @@ async fn the_console_answers_what_the_estate_looked_like_and_what_changed() {
     assert_eq!(fact(&mut browser, "Version").await, version_now);
     assert!(text_of(&mut browser, "#moment-shown").await.contains(&format!("position {after} ")));
 
-    // The impact of a host, drawn: every CI the API reaches is a node on the page.
-    let hosts = server
-        .ok(
-            &server.admin_token,
-            r#"{ at { cis(filter: { classes: ["host"], includeWithdrawn: false }, first: 5) { nodes { id name } } } }"#,
-            json!({}),
-        )
-        .await;
-    let host = hosts["at"]["cis"]["nodes"][0].clone();
-    let host_id = host["id"].as_str().expect("host id");
-    let expected = server
-        .ok(
-            &server.admin_token,
-            "query($id: ID!) { at { impact(ci: $id, direction: DOWNSTREAM, maxDepth: 3, maxResults: 300) { count root { name } reached { ci { name } } } } }",
-            json!({ "id": host_id }),
-        )
-        .await;
-    let mut names: BTreeSet<String> = expected["at"]["impact"]["reached"]
-        .as_array()
-        .expect("reached")
-        .iter()
-        .map(|r| r["ci"]["name"].as_str().expect("name").to_owned())
-        .collect();
-    names.insert(host["name"].as_str().expect("name").to_owned());
-    assert!(names.len() > 3, "the host reaches something: {names:?}");
-    act_and_wait(&mut browser, &format!("location.hash = '#/impact/{host_id}?dir=DOWNSTREAM&depth=3'"), "impact").await;
-    let drawn = browser.eval("window.cmdbConsole.picture.nodes().map(n => n.data('label'))").await;
-    let drawn: BTreeSet<String> =
-        drawn.as_array().expect("nodes").iter().map(|n| n.as_str().expect("label").to_owned()).collect();
-    assert_eq!(drawn, names, "the picture's nodes are the CIs the API reaches");
-    let arrows = browser.eval("window.cmdbConsole.picture.edges().length").await;
-    assert_eq!(arrows, json!(names.len() - 1), "one arrow per CI reached");
-    assert!(browser.eval("document.querySelector('#picture canvas') !== null").await == json!(true));
-    shoot(&mut browser, "impact").await;
-    // Clicking a node centres the picture on it.
-    let other = browser.eval("window.cmdbConsole.picture.nodes().filter(n => !n.hasClass('root'))[0].id()").await;
-    let other = other.as_str().expect("node id").to_owned();
-    act_and_wait(&mut browser, &format!("window.cmdbConsole.picture.$id('{other}').emit('tap')"), "impact").await;
-    assert!(browser.eval("location.hash").await.as_str().expect("hash").contains(&other));
+    impact_of_a_host(&mut browser, &server).await;
 
     // The diff across the edit names the CI and its version before and after.
     act_and_wait(&mut browser, &format!("location.hash = '#/diff?from={before}&to={after}'"), "diff").await;
@@ -237,38 +285,7 @@ async fn the_console_answers_what_the_estate_looked_like_and_what_changed() {
     act_and_wait(&mut browser, "location.hash = '#/diff'", "diff").await;
     shoot(&mut browser, "diff").await;
 
-    // The calendar: the week's changes are the API's, and a change opens with its decision.
-    act_and_wait(&mut browser, "location.hash = '#/calendar'", "calendar").await;
-    let title = text_of(&mut browser, "#page-title").await;
-    let monday = title.rsplit(' ').next().expect("date").to_owned();
-    let from = chrono::NaiveDate::parse_from_str(&monday, "%Y-%m-%d").expect("the title ends with the week's Monday");
-    let to = from + chrono::Days::new(7);
-    let week = server
-        .ok(
-            &server.admin_token,
-            "query($f: DateTime, $t: DateTime) { at { calendar(from: $f, to: $t) { changes { change { id number } } } } }",
-            json!({ "f": format!("{from}T00:00:00Z"), "t": format!("{to}T00:00:00Z") }),
-        )
-        .await;
-    let listed = week["at"]["calendar"]["changes"].as_array().expect("changes").clone();
-    let shown = browser.eval("document.querySelectorAll('.week a.slot').length").await;
-    assert!(
-        shown.as_u64().expect("count") >= listed.len() as u64,
-        "every change of the week is on the grid: {shown} < {}",
-        listed.len()
-    );
-    shoot(&mut browser, "calendar").await;
-    let change_id = match listed.first() {
-        Some(entry) => entry["change"]["id"].as_str().expect("id").to_owned(),
-        None => {
-            let any = server.ok(&server.admin_token, "{ at { changes(first: 1) { nodes { id } } } }", json!({})).await;
-            any["at"]["changes"]["nodes"][0]["id"].as_str().expect("the demo has changes").to_owned()
-        }
-    };
-    act_and_wait(&mut browser, &format!("location.hash = '#/change/{change_id}'"), "change").await;
-    let record = text_of(&mut browser, "main").await;
-    assert!(record.contains("Transitions") && record.contains("Approvals"), "{record}");
-    shoot(&mut browser, "change").await;
+    calendar_and_a_change(&mut browser, &server).await;
 
     // Replay: step through events, and the time control follows.
     act_and_wait(&mut browser, &format!("location.hash = '#/replay?from={}&to={after}&ci={ci}'", before - 2), "replay")
