@@ -360,6 +360,15 @@ async fn the_console_is_usable_from_the_keyboard_and_every_control_is_labelled()
     assert!(!shown.contains(&format!("position {head} ")), "one commit back from the head: {shown}");
     assert!(browser.eval("location.hash").await.as_str().expect("hash").contains("at="));
 
+    // Showing now, the page says when the log moves on and shows the latest on request.
+    act_and_wait(&mut browser, "location.hash = '#/changes'", "changes").await;
+    server.principal_with_token("someone-new", &["VIEWER"]).await;
+    let head = server.head().await;
+    browser.wait_for(&format!("!document.getElementById('newer').hidden && document.getElementById('newer').innerText.includes('position {head}')")).await;
+    act_and_wait(&mut browser, "document.getElementById('show-latest').click()", "changes").await;
+    assert!(text_of(&mut browser, "#moment-shown").await.contains(&format!("position {head} of {head}")));
+    assert_eq!(browser.eval("document.getElementById('newer').hidden").await, json!(true));
+
     // A page that does not exist says so; a refused token sends the user back to sign in.
     browser.eval(&format!("{MAIN}.dataset.state = 'stale'; location.hash = '#/nowhere'; true")).await;
     browser.wait_for(&format!("{MAIN}.dataset.state === 'error'")).await;

@@ -6,6 +6,7 @@ import { gql, token, signIn, signOut } from './api.js';
 import { parseMoment, momentParam, resolveMoment, drawTimeControl, stepBack, stepForward } from './moment.js';
 import { h, fill } from './dom.js';
 import * as views from './views.js';
+import { followLog } from './live.js';
 
 /** Every page: its title, its view, and whether the page list names it. */
 const PAGES = {
@@ -29,6 +30,20 @@ const consoleState = (window.cmdbConsole = Object.assign(window.cmdbConsole || {
 
 let generation = 0;
 let shown = null;
+let stopFollowing = () => {};
+
+/** While the page shows "now": a notice when the log moves on, with a way to show the latest. */
+function followWhileNow(moment, resolved) {
+  stopFollowing();
+  stopFollowing = () => {};
+  if (moment.kind !== 'now') return;
+  const notice = document.getElementById('newer');
+  stopFollowing = followLog(resolved.position, (position) => {
+    fill(notice, `The log has moved on to position ${position}. `,
+      h('button', { type: 'button', id: 'show-latest', on: { click: () => render() } }, 'Show the latest'));
+    notice.hidden = false;
+  });
+}
 
 /** The page, its argument, its parameters and the moment, from the URL's hash. */
 function route() {
@@ -70,6 +85,7 @@ let positionsShown = 0;
 
 async function showPosition(position) {
   const mine = ++positionsShown;
+  stopFollowing();
   const current = route();
   history.replaceState(null, '', href(current.page, current.arg, current.params, position));
   const moment = { kind: 'position', value: position };
@@ -93,6 +109,7 @@ function drawNav(page, who) {
 let me = null;
 
 function drawSignIn(message) {
+  stopFollowing();
   bar.hidden = true;
   const input = h('input', { id: 'token-input', type: 'password', autocomplete: 'off', spellcheck: 'false', required: true });
   const error = h('p', { class: 'error', id: 'sign-in-error', role: 'alert' }, message || '');
@@ -138,6 +155,8 @@ async function render() {
     if (mine !== generation) return undefined;
     shown = resolved;
     drawTimeControl(timeControl, current.moment, resolved, setMoment);
+    document.getElementById('newer').hidden = true;
+    followWhileNow(current.moment, resolved);
     document.title = `${page.title}${current.arg ? ` ${current.arg}` : ''} · CMDB console`;
     await page.view({
       ...current, resolved, position: resolved.position, main, href, go, showPosition,

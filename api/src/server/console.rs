@@ -21,6 +21,7 @@ const ASSETS: &[Asset] = &[
     ("moment.js", JS, include_bytes!("../../assets/console/moment.js")),
     ("views.js", JS, include_bytes!("../../assets/console/views.js")),
     ("picture.js", JS, include_bytes!("../../assets/console/picture.js")),
+    ("live.js", JS, include_bytes!("../../assets/console/live.js")),
     ("app.js", JS, include_bytes!("../../assets/console/app.js")),
     ("LICENSE.cytoscape", "text/plain; charset=utf-8", include_bytes!("../../assets/console/LICENSE.cytoscape")),
 ];
