@@ -418,11 +418,23 @@ async fn every_page_is_drawn_and_timed() {
     let ids = ask(r#"{ at {
         host: cis(filter: { classes: ["host"], includeWithdrawn: false }, first: 1) { nodes { id } }
         app: cis(filter: { classes: ["application"], includeWithdrawn: false }, first: 1) { nodes { id } }
-        changes(first: 1) { nodes { id } } } head { position recordedAt } }"#)
+        changes(first: 1) { nodes { id } }
+        devices: cis(filter: { classes: ["network_device"], includeWithdrawn: false }, first: 20) {
+          nodes { id relationshipsConnection(first: 1) { totalCount } } } }
+      head { position recordedAt } }"#)
     .await;
     let host = ids["at"]["host"]["nodes"][0]["id"].as_str().expect("a host").to_owned();
     let app = ids["at"]["app"]["nodes"][0]["id"].as_str().expect("an application").to_owned();
     let change = ids["at"]["changes"]["nodes"][0]["id"].as_str().expect("a change").to_owned();
+    // The hub: the network device with the most relationships (a core router on the large estate).
+    let hub = ids["at"]["devices"]["nodes"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .max_by_key(|d| d["relationshipsConnection"]["totalCount"].as_u64())
+        .and_then(|d| d["id"].as_str())
+        .expect("a network device")
+        .to_owned();
     let now =
         chrono::DateTime::parse_from_rfc3339(ids["head"]["recordedAt"].as_str().expect("time")).expect("rfc 3339");
     let day_before = (now - chrono::Duration::days(1)).to_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -433,6 +445,8 @@ async fn every_page_is_drawn_and_timed() {
     let pages = [
         ("search", "#/search?name=a".to_owned()),
         ("ci", format!("#/ci/{app}")),
+        ("ci", format!("#/ci/{hub}")),
+        ("impact", format!("#/impact/{hub}?dir=DOWNSTREAM&depth=3")),
         ("impact", format!("#/impact/{host}?dir=DOWNSTREAM&depth=3")),
         ("diff", format!("#/diff?from={day_before}")),
         ("replay", "#/replay".to_owned()),
@@ -444,7 +458,8 @@ async fn every_page_is_drawn_and_timed() {
     for (page, hash) in pages {
         act_and_wait(&mut browser, &format!("location.hash = {}", json!(hash)), page).await;
         let ms = browser.eval(&format!("Number({MAIN}.dataset.renderMs)")).await;
-        report.push(format!("{page} {ms} ms"));
+        let what = if hash.contains(&hub) { format!("{page} (hub)") } else { page.to_owned() };
+        report.push(format!("{what} {ms} ms"));
     }
     eprintln!("console pages to interactive on {base}: {}", report.join(", "));
 }
@@ -601,4 +616,67 @@ async fn bad_input_in_the_url_is_shown_as_the_api_refuses_it_and_changes_nothing
     browser.wait_for(&format!("{MAIN}.dataset.state === 'ready'")).await;
     assert!(text_of(&mut browser, "main").await.contains("did not exist at position"));
     assert_eq!(server.head().await, head, "the console wrote nothing");
+}
+
+/// A hub's page shows a page of its relationships with a link to the next, and the newest
+/// part of its history with a link to the whole.
+#[tokio::test]
+async fn a_hub_pages_its_relationships_and_history() {
+    let Some(mut browser) = Browser::start("a_hub_pages_its_relationships_and_history").await else {
+        return;
+    };
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let register = "mutation($input: RegisterCiInput!) { registerCi(input: $input) { ci { id } } }";
+    let relate = "mutation($input: RelateInput!) { relate(input: $input) { position } }";
+    let hub = server
+        .ok(
+            &server.admin_token,
+            register,
+            json!({ "input": { "class": "network_device", "name": "core-router", "status": "LIVE", "attributes": { "device_type": "router" } } }),
+        )
+        .await["registerCi"]["ci"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // More relationships than two pages of the CI page, more history than it shows at first.
+    let total = 205;
+    for n in 0..total {
+        let input = json!({ "input": { "class": "firewall", "name": format!("firewall-{n:03}"), "status": "LIVE" } });
+        let app = server.ok(&server.admin_token, register, input).await["registerCi"]["ci"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        server
+            .ok(
+                &server.admin_token,
+                relate,
+                json!({ "input": { "type": "CONNECTS_TO", "source": app, "target": hub } }),
+            )
+            .await;
+    }
+    browser.open(&server.url("/")).await;
+    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(server.admin_token))).await;
+    act_and_wait(&mut browser, &format!("location.hash = '#/ci/{hub}'"), "ci").await;
+    let rows = "document.querySelectorAll('#relationships tbody tr').length";
+    assert_eq!(browser.eval(rows).await, json!(100));
+    let page = text_of(&mut browser, "main").await;
+    assert!(page.contains(&format!("Relationships ({total})")), "{page}");
+    assert!(page.contains("History (newest 200 entries)"), "{page}");
+    let mut seen = 100;
+    while seen < total {
+        act_and_wait(&mut browser, "document.querySelector('main a[rel=next]').click()", "ci").await;
+        seen += browser.eval(rows).await.as_u64().expect("rows");
+    }
+    assert_eq!(seen, total, "the pages add up to the relationships");
+    assert_eq!(browser.eval("document.querySelector('main a[rel=next]') === null").await, json!(true));
+    // The whole history on request: one entry for the registration and one per relationship.
+    act_and_wait(
+        &mut browser,
+        "Array.from(document.querySelectorAll('main a')).find(a => a.innerText === 'Show the whole history').click()",
+        "ci",
+    )
+    .await;
+    let history = "document.querySelectorAll('#history tbody tr').length";
+    assert_eq!(browser.eval(history).await, json!(total + 1));
 }

@@ -479,3 +479,44 @@ async fn a_cis_relationships_page_both_ways_and_add_up_to_its_list() {
     paged.sort();
     assert_eq!(paged, sorted, "the pages hold exactly the list's relationships");
 }
+
+/// `history(ci, last:)` is the tail of the whole history at the same position: the newest
+/// entries, still oldest first; a past position cuts first, then `last` counts.
+#[tokio::test]
+async fn history_last_is_the_newest_entries_of_the_whole_history() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let devices = server
+        .ok(
+            &server.admin_token,
+            r#"{ at { cis(filter: { includeWithdrawn: false }, first: 1000) { nodes { id relationshipsConnection(first: 1) { totalCount } } } } }"#,
+            json!({}),
+        )
+        .await;
+    let hub = devices["at"]["cis"]["nodes"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .max_by_key(|d| d["relationshipsConnection"]["totalCount"].as_u64())
+        .and_then(|d| d["id"].as_str())
+        .expect("a CI")
+        .to_owned();
+    let positions = |data: &Value| -> Vec<u64> {
+        data["at"]["history"].as_array().expect("history").iter().map(|h| h["position"].as_u64().expect("p")).collect()
+    };
+    let query =
+        "query($id: ID!, $p: Position, $last: Int) { at(position: $p) { history(ci: $id, last: $last) { position } } }";
+    let whole = positions(&server.ok(&server.admin_token, query, json!({ "id": hub })).await);
+    assert!(whole.len() > 10, "a hub has a long history: {}", whole.len());
+    for last in [0_usize, 1, 7, whole.len(), whole.len() + 5] {
+        let tail = positions(&server.ok(&server.admin_token, query, json!({ "id": hub, "last": last })).await);
+        assert_eq!(tail, whole[whole.len().saturating_sub(last)..].to_vec(), "last: {last}");
+    }
+    // At a past position: the entries up to it, then the newest of those.
+    let middle = whole[whole.len() / 2];
+    let then = positions(&server.ok(&server.admin_token, query, json!({ "id": hub, "p": middle, "last": 3 })).await);
+    let upto: Vec<u64> = whole.iter().copied().filter(|p| *p <= middle).collect();
+    assert_eq!(then, upto[upto.len().saturating_sub(3)..].to_vec());
+    // A negative count is refused by the schema, naming the argument.
+    let (_, refused) = server.graphql(&server.admin_token, query, json!({ "id": hub, "last": -1 })).await;
+    assert!(refused["errors"][0]["message"].as_str().is_some_and(|m| m.contains("last")), "{refused}");
+}

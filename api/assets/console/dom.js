@@ -18,8 +18,8 @@ export function h(tag, attributes = {}, ...children) {
 }
 
 /** A table with a caption, column headings and rows of cells (text or elements). */
-export function table(caption, headings, rows) {
-  return h('table', {},
+export function table(caption, headings, rows, id = null) {
+  return h('table', { id },
     caption ? h('caption', { class: 'muted' }, caption) : null,
     h('thead', {}, h('tr', {}, headings.map((heading) => h('th', { scope: 'col' }, heading)))),
     h('tbody', {}, rows.length

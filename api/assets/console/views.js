@@ -12,8 +12,10 @@ import { drawPicture, impactElements } from './picture.js';
 const SEARCH_PAGE_SIZE = 50;
 /** The most CIs drawn in one impact picture (more is a hairball, not a picture). */
 export const MAX_PICTURE_NODES = 300;
-/** History entries shown on a CI page, newest first. */
+/** History entries shown on a CI page, newest first (unless the whole history is asked for). */
 const MAX_HISTORY_ROWS = 200;
+/** Relationships per page of a CI page (a hub has tens of thousands). */
+const RELATIONSHIPS_PAGE_SIZE = 100;
 /** Changes listed per page. */
 const CHANGES_PAGE_SIZE = 50;
 /** Entries of a diff fetched per page. */
@@ -52,13 +54,22 @@ function changeLink(ctx, id, text) {
 }
 
 function pager(ctx, page, arg, params, pageInfo) {
-  const next = new URLSearchParams(params);
-  next.set('after', pageInfo.endCursor || '');
+  return pagerBy(ctx, page, arg, params, 'after', pageInfo, 'Next page');
+}
+
+/** Links to the first page and the next one, the cursor kept in the `key` parameter. */
+function pagerBy(ctx, page, arg, params, key, pageInfo, nextLabel) {
   const first = new URLSearchParams(params);
-  first.delete('after');
+  first.delete(key);
   return h('p', { class: 'controls' },
-    params.get('after') ? h('a', { href: ctx.href(page, arg, first) }, '« First page') : null,
-    pageInfo.hasNextPage ? h('a', { href: ctx.href(page, arg, next), rel: 'next' }, 'Next page »') : null);
+    params.get(key) ? h('a', { href: ctx.href(page, arg, first) }, '« First page') : null,
+    pageInfo.hasNextPage ? h('a', { href: ctx.href(page, arg, withParam(params, key, pageInfo.endCursor || '')), rel: 'next' }, `${nextLabel} »`) : null);
+}
+
+function withParam(params, key, value) {
+  const next = new URLSearchParams(params);
+  next.set(key, value);
+  return next;
 }
 
 function formParams(form) {
@@ -125,20 +136,27 @@ function parseValue(text) {
 
 // ---------------------------------------------------------------- one CI
 
-const CI = `query Ci($position: Position, $id: ID!) {
+const CI = `query Ci($position: Position, $id: ID!, $last: Int, $relationshipsAfter: String) {
   at(position: $position) {
     ci(id: $id) {
       id class name status environment version validFrom validTo attributes
       owner { id name } location { id name }
-      relationships { id type sourceId targetId validFrom authorizedBy source { id name class } target { id name class } }
+      relationshipsConnection(first: ${RELATIONSHIPS_PAGE_SIZE}, after: $relationshipsAfter) {
+        totalCount pageInfo { hasNextPage endCursor }
+        nodes { id type sourceId targetId validFrom authorizedBy source { id name class } target { id name class } }
+      }
     }
-    history(ci: $id) { position recordedAt type principal correlationId authorizedBy version { status version } }
+    history(ci: $id, last: $last) { position recordedAt type principal correlationId authorizedBy version { status version } }
     changes(filter: { ci: $id }, first: 50) { nodes { id number title state type window { start end } } }
   }
 }`;
 
 export async function ci(ctx) {
-  const data = await gql(CI, { position: ctx.position, id: ctx.arg });
+  const wholeHistory = ctx.params.get('history') === 'all';
+  const data = await gql(CI, {
+    position: ctx.position, id: ctx.arg, last: wholeHistory ? null : MAX_HISTORY_ROWS,
+    relationshipsAfter: ctx.params.get('rafter') || null,
+  });
   const { ci: item, history, changes } = data.at;
   if (!item) {
     fill(ctx.main, heading(ctx, 'Not in the estate at this moment'),
@@ -157,13 +175,14 @@ export async function ci(ctx) {
       : null,
     h('a', { href: ctx.href('replay', '', { ci: item.id }) }, 'Replay around it'));
   const attributes = Object.entries(item.attributes || {}).sort(([a], [b]) => a.localeCompare(b));
-  const relationships = item.relationships.map((rel) => {
+  const page = item.relationshipsConnection;
+  const relationships = page.nodes.map((rel) => {
     const outgoing = rel.sourceId === item.id;
     const other = outgoing ? rel.target : rel.source;
     return [outgoing ? rel.type : `${rel.type} (from)`, ciLink(ctx, other), other ? other.class : '—',
       rel.validFrom, changeLink(ctx, rel.authorizedBy, numbers.get(rel.authorizedBy)) || '—'];
   });
-  const entries = history.slice(-MAX_HISTORY_ROWS).reverse().map((entry) => [
+  const entries = [...history].reverse().map((entry) => [
     h('a', { href: ctx.href('ci', item.id, {}, entry.position), title: 'Show the CI as it was here' }, entry.position),
     showTime(entry.recordedAt), entry.type, entry.principal,
     changeLink(ctx, entry.authorizedBy, numbers.get(entry.authorizedBy)) || '—',
@@ -185,10 +204,14 @@ export async function ci(ctx) {
         table(null, ['Change', 'Title', 'State', 'Window'], changes.nodes.map((change) => [
           changeLink(ctx, change.id, change.number || change.id), change.title, badge(change.state),
           change.window ? showSpan(change.window.start, change.window.end) : '—'])))),
-    h('h2', {}, `Relationships (${item.relationships.length})`),
-    table(null, ['Relationship', 'CI', 'Class', 'Since position', 'Authorised by'], relationships),
-    h('h2', {}, `History (${history.length} entries${history.length > MAX_HISTORY_ROWS ? `, newest ${MAX_HISTORY_ROWS} shown` : ''})`),
-    table(null, ['Position', 'Recorded', 'Event', 'By', 'Change', 'Status · version'], entries));
+    h('h2', {}, `Relationships (${page.totalCount})`),
+    table(null, ['Relationship', 'CI', 'Class', 'Since position', 'Authorised by'], relationships, 'relationships'),
+    pagerBy(ctx, 'ci', item.id, ctx.params, 'rafter', page.pageInfo, `${RELATIONSHIPS_PAGE_SIZE} more relationships`),
+    h('h2', {}, wholeHistory ? `History (${history.length} entries)` : `History (newest ${history.length} entries)`),
+    !wholeHistory && history.length === MAX_HISTORY_ROWS
+      ? h('p', {}, h('a', { href: ctx.href('ci', item.id, withParam(ctx.params, 'history', 'all')) }, 'Show the whole history'))
+      : null,
+    table(null, ['Position', 'Recorded', 'Event', 'By', 'Change', 'Status · version'], entries, 'history'));
 }
 
 // ---------------------------------------------------------------- impact picture

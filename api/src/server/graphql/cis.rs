@@ -720,8 +720,14 @@ impl CisAt {
     }
 
     /// A CI's whole history up to this position: every event with actor, time and the change
-    /// that authorised it.
-    async fn history(&self, ctx: &Context<'_>, ci: ID) -> async_graphql::Result<Option<Vec<HistoryEntry>>> {
+    /// that authorised it, oldest first; with `last`, only the newest `last` entries (a hub's
+    /// history runs to tens of thousands of entries: a page shows the newest).
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        ci: ID,
+        last: Option<u32>,
+    ) -> async_graphql::Result<Option<Vec<HistoryEntry>>> {
         let id = parse_id::<domain::CiId>(&ci)?;
         let graph = state(ctx).graph.read();
         let Some((versions, history)) = graph.history(id) else { return Ok(None) };
@@ -729,13 +735,10 @@ impl CisAt {
         if history.first().is_none_or(|h| h.position > self.position) {
             return Ok(None);
         }
-        Ok(Some(
-            history
-                .iter()
-                .filter(|h| h.position <= self.position)
-                .map(|h| HistoryEntry::new(&graph, h, versions))
-                .collect(),
-        ))
+        // Entries are in log order, so the ones up to this position are a prefix.
+        let known = &history[..history.partition_point(|h| h.position <= self.position)];
+        let newest = last.map_or(known, |count| &known[known.len().saturating_sub(count as usize)..]);
+        Ok(Some(newest.iter().map(|h| HistoryEntry::new(&graph, h, versions)).collect()))
     }
 }
 
