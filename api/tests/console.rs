@@ -461,6 +461,17 @@ async fn every_page_is_drawn_and_timed() {
         let what = if hash.contains(&hub) { format!("{page} (hub)") } else { page.to_owned() };
         report.push(format!("{what} {ms} ms"));
     }
+    // The first page after a fresh load: the scripts (the graph library among them) included.
+    act_and_wait(&mut browser, "location.hash = '#/search'", "search").await;
+    browser.eval("window.beforeReload = true").await;
+    browser.call("Page.reload", json!({ "ignoreCache": true })).await;
+    browser
+        .wait_for(&format!(
+            "!window.beforeReload && document.getElementById('main') && {MAIN}.dataset.state === 'ready' && {MAIN}.dataset.loadMs"
+        ))
+        .await;
+    let load = browser.eval(&format!("Number({MAIN}.dataset.loadMs)")).await;
+    report.push(format!("first load of search {load} ms"));
     eprintln!("console pages to interactive on {base}: {}", report.join(", "));
 }
 

@@ -24,6 +24,8 @@ const main = document.getElementById('main');
 const bar = document.getElementById('bar');
 const nav = document.getElementById('nav');
 const timeControl = document.getElementById('time');
+/** Said by screen readers (aria-live): what is loading, and what was drawn. */
+const status = document.getElementById('status');
 
 /** What tests and the curious can read: each page's time to interactive, the picture. */
 const consoleState = (window.cmdbConsole = Object.assign(window.cmdbConsole || {}, { timings: [] }));
@@ -146,6 +148,7 @@ async function render() {
   const page = PAGES[current.page];
   main.dataset.page = current.page;
   main.dataset.state = 'loading';
+  status.textContent = 'Loading…';
   try {
     if (!me) me = (await gql('query Me { me { principal roles } }')).me;
     bar.hidden = false;
@@ -166,7 +169,10 @@ async function render() {
     const elapsedMs = Math.round(performance.now() - started);
     consoleState.timings.push({ page: current.page, arg: current.arg, ms: elapsedMs });
     main.dataset.renderMs = String(elapsedMs);
+    // The first page drawn after the page loaded: the time since the browser began loading it.
+    if (!main.dataset.loadMs) main.dataset.loadMs = String(Math.round(performance.now()));
     main.dataset.state = 'ready';
+    status.textContent = `${document.title}: position ${resolved.position}`;
     if (!main.contains(document.activeElement) || document.activeElement === main) {
       const title = document.getElementById('page-title');
       if (title && !main.querySelector('[autofocus]')) title.focus({ preventScroll: true });
@@ -183,6 +189,7 @@ async function render() {
       h('p', { class: 'error', role: 'alert' }, `${failure.message}${failure.code ? ` (${failure.code})` : ''}`),
       h('p', {}, h('a', { href: href('search', '', {}, null) }, 'Back to search, now')));
     main.dataset.state = 'error';
+    status.textContent = 'This view could not be drawn';
   }
   return undefined;
 }
