@@ -516,7 +516,8 @@ async fn history_last_is_the_newest_entries_of_the_whole_history() {
     let then = positions(&server.ok(&server.admin_token, query, json!({ "id": hub, "p": middle, "last": 3 })).await);
     let upto: Vec<u64> = whole.iter().copied().filter(|p| *p <= middle).collect();
     assert_eq!(then, upto[upto.len().saturating_sub(3)..].to_vec());
-    // A negative count is refused by the schema, naming the argument.
+    // A negative count is refused as the schema's Int refuses it, at the field that took it.
     let (_, refused) = server.graphql(&server.admin_token, query, json!({ "id": hub, "last": -1 })).await;
-    assert!(refused["errors"][0]["message"].as_str().is_some_and(|m| m.contains("last")), "{refused}");
+    assert!(refused["errors"][0]["message"].as_str().is_some_and(|m| m.contains("\"Int\"")), "{refused}");
+    assert_eq!(refused["errors"][0]["path"], json!(["at", "history"]), "{refused}");
 }

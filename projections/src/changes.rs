@@ -40,6 +40,10 @@ pub struct ChangeBook {
     /// at the head need no fold. Left out of checkpoints and rebuilt by `restore_current`.
     #[serde(skip)]
     current: BTreeMap<ChangeId, ChangeRecord>,
+    /// The change the last event applied named (none after a template, freeze or number
+    /// event): which change's derived entries the graph refreshes.
+    #[serde(skip)]
+    last_change: Option<ChangeId>,
 }
 
 /// A change on the calendar now.
@@ -112,6 +116,7 @@ impl ChangeBook {
     pub fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
         let event = ChangeEvent::from_record(record).map_err(|e| e.to_string())?;
         let at = At::of(record);
+        self.last_change = None;
         match &event {
             ChangeEvent::TemplateCreated(e) => self.templates.entry(e.template_id).or_default().push((at, event)),
             ChangeEvent::TemplateRetired(e) => self.templates.entry(e.template_id).or_default().push((at, event)),
@@ -121,6 +126,7 @@ impl ChangeBook {
             ChangeEvent::Freeze(_) => self.freezes.apply(record).map_err(|e| e.to_string())?,
             _ => {
                 let id = event.change_id().ok_or_else(|| format!("{} names no change", record.event_type))?;
+                self.last_change = Some(id);
                 let events = self.changes.entry(id).or_default();
                 if events.is_empty() && !matches!(event, ChangeEvent::Drafted(_)) {
                     return Err(format!("an event of change {id} before its draft"));
@@ -285,6 +291,17 @@ impl ChangeBook {
     pub fn restore_current(&mut self) {
         self.current =
             self.changes.iter().filter_map(|(id, events)| fold(events, u64::MAX).map(|record| (*id, record))).collect();
+    }
+
+    /// The change the last event applied named, if it named one.
+    pub fn last_change(&self) -> Option<ChangeId> {
+        self.last_change
+    }
+
+    /// One change as it stands after the last event applied (`None` when unknown, or when the
+    /// head records are not complete).
+    pub fn current_of(&self, id: ChangeId) -> Option<&ChangeRecord> {
+        self.current.get(&id)
     }
 
     /// Every change as it stands after the last event applied, without folding; `None` when

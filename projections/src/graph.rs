@@ -27,11 +27,13 @@ use serde::{Deserialize, Serialize};
 mod alive;
 mod hops;
 mod reach;
+mod report_nodes;
 mod severity;
 mod visits;
 use alive::Alive;
 use hops::{Hop, Hops};
 pub use reach::{Reach, ServiceReached};
+pub use report_nodes::ReportNodes;
 pub use severity::Severity;
 use visits::Visits;
 
@@ -563,6 +565,10 @@ pub struct TemporalGraph {
     /// Each CI's class and presence, by node (derived from the versions like `hops`).
     #[serde(skip)]
     alive: Vec<Alive>,
+    /// Each change's scope and services as nodes at the head, for the change report (derived
+    /// from the change book: rebuilt after a checkpoint is loaded, not stored).
+    #[serde(skip)]
+    report_nodes: FxHashMap<ChangeId, ReportNodes>,
 }
 
 /// A baseline as the graph knows it.
@@ -817,6 +823,7 @@ impl TemporalGraph {
             }
         } else if ChangeEvent::is_change_event(&record.event_type) {
             self.change_book.apply(record).map_err(apply_error)?;
+            self.refresh_report_nodes(record);
         } else if crate::releases::ReleaseBook::keeps(&record.event_type) {
             self.release_book.apply(record).map_err(|e| apply_error(e.to_string()))?;
         } else if cmdb_core::discovery::DiscoveryEvent::is_discovery_event(&record.event_type) {

@@ -18,7 +18,7 @@ use cmdb_core::time::Timestamp;
 use rustc_hash::FxHashMap;
 
 use crate::changes::ChangeFilter;
-use crate::graph::{GraphError, TemporalGraph};
+use crate::graph::{GraphError, ReportNodes, TemporalGraph};
 
 /// Buckets in one report.
 pub const MAX_REPORT_BUCKETS: usize = 800;
@@ -385,12 +385,9 @@ pub fn change_report_linking(
         })
         .collect();
     let mut totals = Figures { start: Some(from), end: Some(to), ..Figures::default() };
-    // Hash maps: a busy year names about a million scope entries; a CI's class never changes.
-    // Per CI: (changes naming it, its class); one hash lookup per scope entry.
-    let mut cis: FxHashMap<CiId, (u32, Option<CiClass>)> =
-        FxHashMap::with_capacity_and_hasher(graph.counts().0.min(1 << 20), Default::default());
-    let mut services: FxHashMap<CiId, u32> = FxHashMap::default();
-    let mut failed_by_class: BTreeMap<CiClass, u32> = BTreeMap::new();
+    // Counted by graph node (arrays, not hash maps): a busy year names about a million scope
+    // entries and a few million assessed services (see `graph::ReportNodes`).
+    let mut tally = Tally::new(graph.node_slots());
     let window_micros = i64::from(incident_link_hours.min(MAX_INCIDENT_LINK_HOURS)) * 3_600_000_000;
     let incidents = IncidentIndex::at(graph, position);
     let deployments = if incidents.is_empty() { FxHashMap::default() } else { deployed_by_change(graph, position) };
@@ -430,41 +427,88 @@ pub fn change_report_linking(
         }
         totals.add(change, submitted, now);
         totals.followed_by_incidents += u32::from(followed);
-        let mut touched_services: Vec<CiId> = Vec::new();
-        let failed = outcome(change) == Outcome::Failed;
-        for id in &change.details.scope.cis {
-            let entry = cis.entry(*id).or_insert_with(|| (0, graph.class_of(*id)));
-            entry.0 += 1;
-            let class = entry.1;
-            if class == Some(CiClass::BusinessService) {
-                touched_services.push(*id);
-            }
-            if failed && let Some(class) = class {
-                *failed_by_class.entry(class).or_default() += 1;
-            }
-        }
-        // The assessed services are distinct; a service in scope counts once more only if the
-        // assessment did not list it (scopes name few services, assessments up to 500).
-        let assessed = change.assessment().map_or(&[][..], |entry| entry.assessment.facts.services.as_slice());
-        for service in assessed {
-            *services.entry(service.id).or_default() += 1;
-        }
-        touched_services.sort();
-        touched_services.dedup();
-        for service in touched_services {
-            if !assessed.iter().any(|s| s.id == service) {
-                *services.entry(service).or_default() += 1;
-            }
+        tally.add(graph, &graph.report_nodes(change, position), outcome(change) == Outcome::Failed);
+    }
+    let (top_cis, top_services, failed_by_class) = tally.finish(graph);
+    Ok(ChangeReport { buckets, totals, top_cis, top_services, failed_by_class })
+}
+
+/// Changes per CI and per service, and failed changes per class, over a report's changes.
+struct Tally {
+    /// By node: changes whose scope names the CI.
+    scope: Vec<u32>,
+    /// By node: changes that touched the service.
+    services: Vec<u32>,
+    /// Scope ids without a node (none in a log the engine wrote), with their counts.
+    unknown_scope: FxHashMap<CiId, u32>,
+    /// Assessed services without a node (likewise), with their counts.
+    unknown_services: FxHashMap<CiId, u32>,
+    failed_by_class: BTreeMap<CiClass, u32>,
+}
+
+impl Tally {
+    fn new(node_slots: usize) -> Tally {
+        Tally {
+            scope: vec![0; node_slots],
+            services: vec![0; node_slots],
+            unknown_scope: FxHashMap::default(),
+            unknown_services: FxHashMap::default(),
+            failed_by_class: BTreeMap::new(),
         }
     }
-    let top = |counts: FxHashMap<CiId, u32>| {
-        let mut list: Vec<(CiId, u32)> = counts.into_iter().collect();
-        list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        list.truncate(TOP_CHANGED);
-        list
-    };
-    let cis = cis.into_iter().map(|(id, (count, _))| (id, count)).collect();
-    Ok(ChangeReport { buckets, totals, top_cis: top(cis), top_services: top(services), failed_by_class })
+
+    fn add(&mut self, graph: &TemporalGraph, nodes: &ReportNodes, failed: bool) {
+        for node in &nodes.scope {
+            if let Some(count) = self.scope.get_mut(*node as usize) {
+                *count += 1;
+            }
+            if failed && let Some(class) = graph.class_at_node(*node) {
+                *self.failed_by_class.entry(class).or_default() += 1;
+            }
+        }
+        for node in &nodes.services {
+            if let Some(count) = self.services.get_mut(*node as usize) {
+                *count += 1;
+            }
+        }
+        for id in &nodes.unknown_scope {
+            *self.unknown_scope.entry(*id).or_default() += 1;
+        }
+        for id in &nodes.unknown_services {
+            *self.unknown_services.entry(*id).or_default() += 1;
+        }
+    }
+
+    /// The CIs and services changed most ([`TOP_CHANGED`] each, most first, then by id) and
+    /// the failed changes by class.
+    fn finish(self, graph: &TemporalGraph) -> (Vec<(CiId, u32)>, Vec<(CiId, u32)>, BTreeMap<CiClass, u32>) {
+        let top = |counts: &[u32], unknown: FxHashMap<CiId, u32>| {
+            // The count the TOP_CHANGED-th entry has: only entries with at least as many need
+            // their CI's id (ties are broken by id), not the hundred thousand others.
+            let mut by_node: Vec<(u32, u32)> = counts
+                .iter()
+                .enumerate()
+                .filter(|(_, count)| **count > 0)
+                .map(|(node, count)| (node as u32, *count))
+                .collect();
+            if by_node.len() > TOP_CHANGED {
+                by_node.select_nth_unstable_by(TOP_CHANGED - 1, |a, b| b.1.cmp(&a.1));
+                let threshold = by_node[TOP_CHANGED - 1].1;
+                by_node.retain(|(_, count)| *count >= threshold);
+            }
+            let mut list: Vec<(CiId, u32)> = by_node
+                .into_iter()
+                .filter_map(|(node, count)| graph.ci_at_node(node).map(|id| (id, count)))
+                .chain(unknown)
+                .collect();
+            list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            list.truncate(TOP_CHANGED);
+            list
+        };
+        let cis = top(&self.scope, self.unknown_scope);
+        let services = top(&self.services, self.unknown_services);
+        (cis, services, self.failed_by_class)
+    }
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ impl Projection for TemporalGraph {
     fn restored(&mut self) {
         self.rebuild_derived();
         self.change_book_mut().restore_current();
+        self.rebuild_report_nodes();
         self.release_book_mut().restore_current();
     }
 }
