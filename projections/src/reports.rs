@@ -433,6 +433,9 @@ pub fn change_report_linking(
     Ok(ChangeReport { buckets, totals, top_cis, top_services, failed_by_class })
 }
 
+/// The CIs changed most, the services changed most, and failed changes by class.
+type MostChanged = (Vec<(CiId, u32)>, Vec<(CiId, u32)>, BTreeMap<CiClass, u32>);
+
 /// Changes per CI and per service, and failed changes per class, over a report's changes.
 struct Tally {
     /// By node: changes whose scope names the CI.
@@ -481,7 +484,7 @@ impl Tally {
 
     /// The CIs and services changed most ([`TOP_CHANGED`] each, most first, then by id) and
     /// the failed changes by class.
-    fn finish(self, graph: &TemporalGraph) -> (Vec<(CiId, u32)>, Vec<(CiId, u32)>, BTreeMap<CiClass, u32>) {
+    fn finish(self, graph: &TemporalGraph) -> MostChanged {
         let top = |counts: &[u32], unknown: FxHashMap<CiId, u32>| {
             // The count the TOP_CHANGED-th entry has: only entries with at least as many need
             // their CI's id (ties are broken by id), not the hundred thousand others.
