@@ -366,33 +366,61 @@ impl Relationship {
 }
 
 /// One relationship a walk crossed, and the CI it reached by crossing it.
-#[derive(SimpleObject)]
 pub struct PathStep {
-    pub relationship_id: ID,
-    #[graphql(name = "type")]
-    pub rel_type: RelationshipType,
-    pub ci: Option<Ci>,
-    pub ci_id: ID,
-    /// The relationship's own source CI: a walk may cross a relationship either way, so
-    /// this and `targetId` say which way it points (a picture draws its arrow from them).
-    pub source_id: ID,
-    /// The relationship's own target CI.
-    pub target_id: ID,
+    relationship: domain::RelId,
+    rel_type: RelationshipType,
+    ci: Option<Ci>,
+    ci_id: domain::CiId,
 }
 
 impl PathStep {
     fn new(graph: &TemporalGraph, step: graph::Step, position: u64) -> PathStep {
-        let relationship = graph.relationship(step.relationship);
-        debug_assert!(relationship.is_some(), "a walk crosses only relationships the graph holds");
-        let (source, target) = relationship.map_or((step.ci, step.ci), |r| (r.source, r.target));
         PathStep {
-            relationship_id: ID(step.relationship.to_string()),
+            relationship: step.relationship,
             rel_type: step.rel_type.into(),
             ci: graph.ci_at(step.ci, position).map(|ci| Ci::new(graph, ci, position)),
-            ci_id: ID(step.ci.to_string()),
-            source_id: ID(source.to_string()),
-            target_id: ID(target.to_string()),
+            ci_id: step.ci,
         }
+    }
+
+    /// The relationship's (source, target), looked up only when asked: most answers with
+    /// paths never select them.
+    fn ends(&self, ctx: &Context<'_>) -> (domain::CiId, domain::CiId) {
+        let graph = state(ctx).graph.read();
+        let found = graph.relationship(self.relationship).map(|r| (r.source, r.target));
+        debug_assert!(found.is_some(), "a walk crosses only relationships the graph holds");
+        found.unwrap_or((self.ci_id, self.ci_id))
+    }
+}
+
+#[Object]
+impl PathStep {
+    async fn relationship_id(&self) -> ID {
+        ID(self.relationship.to_string())
+    }
+
+    #[graphql(name = "type")]
+    async fn rel_type(&self) -> RelationshipType {
+        self.rel_type
+    }
+
+    async fn ci(&self) -> Option<&Ci> {
+        self.ci.as_ref()
+    }
+
+    async fn ci_id(&self) -> ID {
+        ID(self.ci_id.to_string())
+    }
+
+    /// The relationship's own source CI: a walk may cross a relationship either way, so
+    /// this and `targetId` say which way it points (a picture draws its arrow from them).
+    async fn source_id(&self, ctx: &Context<'_>) -> ID {
+        ID(self.ends(ctx).0.to_string())
+    }
+
+    /// The relationship's own target CI.
+    async fn target_id(&self, ctx: &Context<'_>) -> ID {
+        ID(self.ends(ctx).1.to_string())
     }
 }
 
