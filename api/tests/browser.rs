@@ -53,13 +53,7 @@ async fn graphiql_works_offline_and_uses_the_token_for_the_schema() {
     browser.wait_for(&format!("{DOCS}.includes('mutation:')")).await;
 
     // Everything the page loaded came from this server (fonts are data: URLs in its CSS).
-    let origin = server.url("");
-    let foreign = browser
-        .eval(&format!(
-            "performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith({}) && !n.startsWith('data:'))",
-            json!(origin)
-        ))
-        .await;
+    let foreign = browser.foreign_resources(&server.url("")).await;
     assert_eq!(foreign, json!([]), "GraphiQL loaded files from elsewhere");
 }
 

@@ -58,6 +58,12 @@ fn type_into(selector: &str, value: &str) -> String {
     )
 }
 
+/// Puts `token` where the console keeps a signed-in token (the tab's session storage), as
+/// signing in would; the sign-in form itself is tested once.
+async fn keep_token(browser: &mut Browser, token: &str) {
+    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(token))).await;
+}
+
 async fn shoot(browser: &mut Browser, name: &str) {
     browser.screenshot(&screenshot_dir().join(format!("{name}.png"))).await;
 }
@@ -306,13 +312,7 @@ async fn the_console_answers_what_the_estate_looked_like_and_what_changed() {
     shoot(&mut browser, "replay").await;
 
     // The console and everything it loaded came from this server.
-    let origin = server.url("");
-    let foreign = browser
-        .eval(&format!(
-            "performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith({}) && !n.startsWith('data:'))",
-            json!(origin)
-        ))
-        .await;
+    let foreign = browser.foreign_resources(&server.url("")).await;
     assert_eq!(foreign, json!([]), "the console loaded files from elsewhere");
 
     let timings: Value = browser.eval("window.cmdbConsole.timings").await;
@@ -335,7 +335,7 @@ async fn the_console_is_usable_from_the_keyboard_and_every_control_is_labelled()
     browser.wait_for(&format!("{MAIN}.dataset.page === 'sign-in'")).await;
     // The token field has the focus, so a user types and presses Enter.
     assert_eq!(browser.eval("document.activeElement.id").await, json!("token-input"));
-    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(server.admin_token))).await;
+    keep_token(&mut browser, &server.admin_token).await;
     for page in ["search", "changes", "calendar", "diff", "replay"] {
         act_and_wait(&mut browser, &format!("location.hash = '#/{page}'"), page).await;
         // Every form control has a name a screen reader reads out.
@@ -373,7 +373,7 @@ async fn the_console_is_usable_from_the_keyboard_and_every_control_is_labelled()
     browser.eval(&format!("{MAIN}.dataset.state = 'stale'; location.hash = '#/nowhere'; true")).await;
     browser.wait_for(&format!("{MAIN}.dataset.state === 'error'")).await;
     assert!(text_of(&mut browser, "main").await.contains("there is no page \"nowhere\""));
-    browser.eval("sessionStorage.setItem('cmdb.console.token', 'cmdb_revoked_or_wrong'); true").await;
+    keep_token(&mut browser, "cmdb_revoked_or_wrong").await;
     browser.eval(&format!("{MAIN}.dataset.state = 'stale'; location.hash = '#/changes'; true")).await;
     browser.wait_for(&format!("{MAIN}.dataset.page === 'sign-in'")).await;
 }
@@ -441,7 +441,7 @@ async fn every_page_is_drawn_and_timed() {
 
     browser.set_viewport(1400, 1000).await;
     browser.open(&format!("{base}/")).await;
-    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(token))).await;
+    keep_token(&mut browser, &token).await;
     let pages = [
         ("search", "#/search?name=a".to_owned()),
         ("ci", format!("#/ci/{app}")),
@@ -513,7 +513,7 @@ async fn what_a_service_depended_on_a_month_ago_and_what_changed_since() {
     depended.insert(name.clone());
 
     browser.open(&server.url("/")).await;
-    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(server.admin_token))).await;
+    keep_token(&mut browser, &server.admin_token).await;
     // Search, open the service, set the time control a month back.
     act_and_wait(&mut browser, &format!("location.hash = '#/search?name={}'", name.replace(' ', "%20")), "search")
         .await;
@@ -605,7 +605,7 @@ async fn bad_input_in_the_url_is_shown_as_the_api_refuses_it_and_changes_nothing
     let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
     let head = server.head().await;
     browser.open(&server.url("/")).await;
-    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(server.admin_token))).await;
+    keep_token(&mut browser, &server.admin_token).await;
     for (hash, expected) in [
         ("#/ci/not-a-uuid", "BAD_USER_INPUT"),
         ("#/search?at=yesterday-ish", "not an RFC 3339 timestamp"),
@@ -667,7 +667,7 @@ async fn a_hub_pages_its_relationships_and_history() {
             .await;
     }
     browser.open(&server.url("/")).await;
-    browser.eval(&format!("sessionStorage.setItem('cmdb.console.token', {}); true", json!(server.admin_token))).await;
+    keep_token(&mut browser, &server.admin_token).await;
     act_and_wait(&mut browser, &format!("location.hash = '#/ci/{hub}'"), "ci").await;
     let rows = "document.querySelectorAll('#relationships tbody tr').length";
     assert_eq!(browser.eval(rows).await, json!(100));

@@ -12,20 +12,9 @@ SIZE=${SIZE:-large}
 WORK=${WORK:-/tmp/cmdb-console-bench-$SIZE}
 BIN=${BIN:-target/release/cmdb}
 PORT=${PORT:-8096}
-cargo build --release -p cmdb-api >/dev/null
-mkdir -p "$WORK"
-if [ ! -f "$WORK/estate/events.sqlite" ]; then
-  rm -rf "$WORK/estate"; mkdir -p "$WORK/estate"
-  "$BIN" --data-dir "$WORK/estate" fixtures load --size "$SIZE"
-fi
-"$BIN" --data-dir "$WORK/estate" serve --listen "127.0.0.1:$PORT" > "$WORK/serve.out" 2> "$WORK/serve.err" &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-until curl -fs -o /dev/null "http://127.0.0.1:$PORT/readyz"; do sleep 0.2; done
-TOKEN=$(grep -o "cmdb_[0-9a-f]\{64\}" "$WORK/serve.out" | head -1 || true)
-[ -n "$TOKEN" ] && echo "$TOKEN" > "$WORK/token"
+source benches/scripts/serve_estate.sh
 for run in 1 2 3; do
-  CMDB_CONSOLE_BENCH_URL="http://127.0.0.1:$PORT" CMDB_CONSOLE_BENCH_TOKEN="$(cat "$WORK/token")" \
+  CMDB_CONSOLE_BENCH_URL="http://127.0.0.1:$PORT" CMDB_CONSOLE_BENCH_TOKEN="$TOKEN" \
     cargo test -q -p cmdb-api --test console -- every_page_is_drawn_and_timed --nocapture 2>&1 \
     | grep "console pages to interactive" | sed "s/^/run $run: /"
 done

@@ -11,19 +11,7 @@ SIZE=${SIZE:-medium}
 WORK=${WORK:-/tmp/cmdb-redaction-bench-$SIZE}
 BIN=${BIN:-target/release/cmdb}
 PORT=${PORT:-8097}
-cargo build --release -p cmdb-api >/dev/null
-mkdir -p "$WORK"
-if [ ! -f "$WORK/estate/events.sqlite" ]; then
-  rm -rf "$WORK/estate"; mkdir -p "$WORK/estate"
-  "$BIN" --data-dir "$WORK/estate" fixtures load --size "$SIZE"
-fi
-"$BIN" --data-dir "$WORK/estate" serve --listen "127.0.0.1:$PORT" > "$WORK/serve.out" 2> "$WORK/serve.err" &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-until curl -fs -o /dev/null "http://127.0.0.1:$PORT/readyz"; do sleep 0.2; done
-TOKEN=$(grep -o "cmdb_[0-9a-f]\{64\}" "$WORK/serve.out" | head -1 || true)
-[ -n "$TOKEN" ] && echo "$TOKEN" > "$WORK/token"
-TOKEN=$(cat "$WORK/token")
+source benches/scripts/serve_estate.sh
 python3 - "$PORT" "$TOKEN" <<'PY'
 import json, sys, time, urllib.request, uuid
 port, admin = sys.argv[1], sys.argv[2]

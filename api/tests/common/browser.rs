@@ -170,4 +170,13 @@ impl Browser {
         }
         std::fs::write(path, bytes).expect("screenshot written");
     }
+
+    /// The resources the page loaded from anywhere but `origin` (`data:` URLs aside).
+    pub async fn foreign_resources(&mut self, origin: &str) -> Value {
+        self.eval(&format!(
+            "performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith({}) && !n.startsWith('data:'))",
+            json!(origin)
+        ))
+        .await
+    }
 }
