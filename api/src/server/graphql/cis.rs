@@ -4,6 +4,7 @@
 //! consistent.
 
 use super::context::{parse_class, parse_classes, parse_id, state};
+use super::lists::Seq;
 use super::scalars::{DateTime, Position};
 use crate::server::errors::{bad_input, graph_error};
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
@@ -95,17 +96,18 @@ pub struct CiEdge {
 
 #[Object]
 impl CiConnection {
-    async fn edges(&self, ctx: &Context<'_>) -> Vec<CiEdge> {
+    async fn edges(&self, ctx: &Context<'_>) -> Seq<CiEdge> {
         let graph = state(ctx).graph.read();
-        self.cis
+        Seq(self
+            .cis
             .iter()
             .map(|ci| CiEdge { cursor: ci.id.to_string(), node: Ci::new(&graph, ci.clone(), self.position) })
-            .collect()
+            .collect())
     }
 
-    async fn nodes(&self, ctx: &Context<'_>) -> Vec<Ci> {
+    async fn nodes(&self, ctx: &Context<'_>) -> Seq<Ci> {
         let graph = state(ctx).graph.read();
-        self.cis.iter().map(|ci| Ci::new(&graph, ci.clone(), self.position)).collect()
+        Seq(self.cis.iter().map(|ci| Ci::new(&graph, ci.clone(), self.position)).collect())
     }
 
     async fn page_info(&self) -> &super::paging::PageInfo {
@@ -138,14 +140,20 @@ pub struct AttributeFilter {
 pub struct Ci {
     ci: Arc<CiSnapshot>,
     position: u64,
-    valid_from: u64,
-    valid_to: u64,
 }
 
 impl Ci {
-    pub(super) fn new(graph: &TemporalGraph, ci: Arc<CiSnapshot>, position: u64) -> Ci {
-        let (valid_from, valid_to) = graph.version_at(ci.id, position).map_or((0, graph::OPEN), |v| (v.from, v.to));
-        Ci { ci, position, valid_from, valid_to }
+    /// The snapshot as read at `position`. The version's bounds are looked up only when asked
+    /// (`validFrom`, `validTo`): a diff or an impact makes thousands of these and most answers
+    /// do not select them.
+    pub(super) fn new(_graph: &TemporalGraph, ci: Arc<CiSnapshot>, position: u64) -> Ci {
+        Ci { ci, position }
+    }
+
+    /// The first and the end position of the version read.
+    fn version_bounds(&self, ctx: &Context<'_>) -> (u64, u64) {
+        let graph = state(ctx).graph.read();
+        graph.version_at(self.ci.id, self.position).map_or((0, graph::OPEN), |v| (v.from, v.to))
     }
 }
 
@@ -209,15 +217,15 @@ impl Ci {
     }
 
     /// The first position of this version.
-    async fn valid_from(&self) -> Position {
-        Position(self.valid_from)
+    async fn valid_from(&self, ctx: &Context<'_>) -> Position {
+        Position(self.version_bounds(ctx).0)
     }
 
     /// The position where the next version starts, if that is known at the position asked:
     /// an answer as of a moment reveals nothing after it, so this is null there (the versions
     /// and where each ended are in `history`, read at a later position).
-    async fn valid_to(&self) -> Option<Position> {
-        known_end(self.valid_to, self.position)
+    async fn valid_to(&self, ctx: &Context<'_>) -> Option<Position> {
+        known_end(self.version_bounds(ctx).1, self.position)
     }
 
     /// This CI's relationships at the same position, as Relay pages in id order (a hub's can be
@@ -243,14 +251,14 @@ impl Ci {
 
     /// This CI's relationships at the same position, all of them (`relationshipsConnection`
     /// pages them).
-    async fn relationships(&self, ctx: &Context<'_>, types: Option<Vec<RelationshipType>>) -> Vec<Relationship> {
+    async fn relationships(&self, ctx: &Context<'_>, types: Option<Vec<RelationshipType>>) -> Seq<Relationship> {
         let types: Option<Vec<domain::RelType>> = types.map(|t| t.into_iter().map(Into::into).collect());
         let graph = state(ctx).graph.read();
-        graph
+        Seq(graph
             .relationships_at(self.position, Some(self.ci.id), types.as_deref())
             .into_iter()
             .map(|rel| Relationship { rel: rel.clone(), position: self.position })
-            .collect()
+            .collect())
     }
 }
 
@@ -276,12 +284,12 @@ fn relationship_page(
     )?;
     let page_info = super::paging::page_info(start, end, all.len(), |i| all[i].id.to_string());
     let nodes = all[start..end].iter().map(|rel| Relationship { rel: (*rel).clone(), position }).collect();
-    Ok(RelationshipConnection { nodes, page_info, total_count: all.len() })
+    Ok(RelationshipConnection { nodes: Seq(nodes), page_info, total_count: all.len() })
 }
 
 /// A page of relationships in id order (Relay: `edges` with cursors, or `nodes`).
 pub struct RelationshipConnection {
-    nodes: Vec<Relationship>,
+    nodes: Seq<Relationship>,
     page_info: super::paging::PageInfo,
     total_count: usize,
 }
@@ -296,11 +304,11 @@ pub struct RelationshipEdge {
 
 #[Object]
 impl RelationshipConnection {
-    async fn edges(&self) -> Vec<RelationshipEdge> {
-        self.nodes.iter().map(|r| RelationshipEdge { cursor: r.rel.id.to_string(), node: r.clone() }).collect()
+    async fn edges(&self) -> Seq<RelationshipEdge> {
+        Seq(self.nodes.0.iter().map(|r| RelationshipEdge { cursor: r.rel.id.to_string(), node: r.clone() }).collect())
     }
 
-    async fn nodes(&self) -> &[Relationship] {
+    async fn nodes(&self) -> &Seq<Relationship> {
         &self.nodes
     }
 
@@ -537,17 +545,17 @@ impl ImpactResult {
     }
 
     /// The CIs reached, breadth first: each at its least depth.
-    async fn reached(&self) -> Vec<ImpactedCi> {
-        (0..self.impact.reached.len())
+    async fn reached(&self) -> Seq<ImpactedCi> {
+        Seq((0..self.impact.reached.len())
             .map(|index| ImpactedCi { impact: self.impact.clone(), index, position: self.position })
-            .collect()
+            .collect())
     }
 
     /// The business services among them, with their tier.
-    async fn services(&self) -> Vec<ImpactedService> {
-        (0..self.impact.services.len())
+    async fn services(&self) -> Seq<ImpactedService> {
+        Seq((0..self.impact.services.len())
             .map(|index| ImpactedService { impact: self.impact.clone(), index, position: self.position })
-            .collect()
+            .collect())
     }
 
     /// max_results cut the traversal short.
@@ -755,7 +763,7 @@ impl CisAt {
         ctx: &Context<'_>,
         ci: ID,
         last: Option<u32>,
-    ) -> async_graphql::Result<Option<Vec<HistoryEntry>>> {
+    ) -> async_graphql::Result<Option<Seq<HistoryEntry>>> {
         let id = parse_id::<domain::CiId>(&ci)?;
         let graph = state(ctx).graph.read();
         let Some((versions, history)) = graph.history(id) else { return Ok(None) };
@@ -766,7 +774,7 @@ impl CisAt {
         // Entries are in log order, so the ones up to this position are a prefix.
         let known = &history[..history.partition_point(|h| h.position <= self.position)];
         let newest = last.map_or(known, |count| &known[known.len().saturating_sub(count as usize)..]);
-        Ok(Some(newest.iter().map(|h| HistoryEntry::new(&graph, h, versions)).collect()))
+        Ok(Some(Seq(newest.iter().map(|h| HistoryEntry::new(&graph, h, versions)).collect())))
     }
 }
 

@@ -109,7 +109,8 @@ struct FieldShape {
 #[derive(Clone, Debug)]
 pub struct CostModel {
     fields: HashMap<(String, String), FieldShape>,
-    composite: std::collections::HashSet<String>,
+    // Asked for every object a query resolves: a fast hash.
+    composite: rustc_hash::FxHashSet<String>,
     roots: [Option<String>; 3],
     max_page_size: u64,
     schema_introspection_cost: u64,
@@ -121,7 +122,7 @@ impl CostModel {
     pub fn from_sdl(sdl: &str, max_page_size: u64) -> Result<CostModel, String> {
         let document: ServiceDocument = async_graphql::parser::parse_schema(sdl).map_err(|e| e.to_string())?;
         let mut fields = HashMap::new();
-        let mut composite = std::collections::HashSet::new();
+        let mut composite = rustc_hash::FxHashSet::default();
         let mut roots = [Some("Query".to_owned()), Some("Mutation".to_owned()), Some("Subscription".to_owned())];
         let (mut types, mut largest_type) = (0u64, 0u64);
         for definition in &document.definitions {

@@ -3,6 +3,7 @@
 
 use super::cis::{Ci, HistoryEntry, Relationship};
 use super::context::{parse_id, state};
+use super::lists::Seq;
 use super::scalars::{DateTime, Position};
 use crate::server::errors::{bad_input, graph_error};
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
@@ -106,41 +107,47 @@ impl From<&graph::EventInfo> for Cause {
 
 /// How one CI differs.
 pub struct DiffCi {
-    entry: diff::CiDiff,
-    from: u64,
-    to: u64,
+    /// The whole diff, shared by its entries (an entry is not copied into its page).
+    diff: Arc<diff::Diff>,
+    index: usize,
+}
+
+impl DiffCi {
+    fn entry(&self) -> &diff::CiDiff {
+        &self.diff.cis[self.index]
+    }
 }
 
 #[Object]
 impl DiffCi {
     async fn id(&self) -> ID {
-        ID(self.entry.id.to_string())
+        ID(self.entry().id.to_string())
     }
 
     async fn kind(&self) -> CiDiffKind {
-        self.entry.kind.into()
+        self.entry().kind.into()
     }
 
     /// Its status changed (other than by withdrawal).
     async fn transitioned(&self) -> bool {
-        self.entry.transitioned
+        self.entry().transitioned
     }
 
     /// The CI at `from` (null if it did not exist yet).
     async fn before(&self, ctx: &Context<'_>) -> Option<Ci> {
         let graph = state(ctx).graph.read();
-        self.entry.before.clone().map(|ci| Ci::new(&graph, ci, self.from))
+        self.entry().before.clone().map(|ci| Ci::new(&graph, ci, self.diff.from))
     }
 
     /// The CI at `to`.
     async fn after(&self, ctx: &Context<'_>) -> Option<Ci> {
         let graph = state(ctx).graph.read();
-        self.entry.after.clone().map(|ci| Ci::new(&graph, ci, self.to))
+        self.entry().after.clone().map(|ci| Ci::new(&graph, ci, self.diff.to))
     }
 
     /// Every field that differs, with its value before and after (null when absent).
     async fn fields(&self) -> Vec<FieldChange> {
-        self.entry
+        self.entry()
             .fields
             .iter()
             .map(|f| FieldChange {
@@ -154,46 +161,52 @@ impl DiffCi {
     /// The CI's events between the two moments: who, when, under which change.
     async fn events(&self, ctx: &Context<'_>) -> Vec<HistoryEntry> {
         let graph = state(ctx).graph.read();
-        let versions = graph.history(self.entry.id).map(|(v, _)| v.to_vec()).unwrap_or_default();
-        self.entry.events.iter().map(|h| HistoryEntry::new(&graph, h, &versions)).collect()
+        let versions = graph.history(self.entry().id).map(|(v, _)| v.to_vec()).unwrap_or_default();
+        self.entry().events.iter().map(|h| HistoryEntry::new(&graph, h, &versions)).collect()
     }
 }
 
 /// A relationship added or removed.
 pub struct DiffRelationship {
-    entry: diff::RelDiff,
-    to: u64,
+    diff: Arc<diff::Diff>,
+    index: usize,
+}
+
+impl DiffRelationship {
+    fn entry(&self) -> &diff::RelDiff {
+        &self.diff.relationships[self.index]
+    }
 }
 
 #[Object]
 impl DiffRelationship {
     async fn kind(&self) -> RelationshipDiffKind {
-        self.entry.kind.into()
+        self.entry().kind.into()
     }
 
     async fn relationship(&self) -> Relationship {
-        let position = match self.entry.kind {
-            RelChangeKind::Added => self.to,
-            RelChangeKind::Removed => self.entry.relationship.from,
+        let position = match self.entry().kind {
+            RelChangeKind::Added => self.diff.to,
+            RelChangeKind::Removed => self.entry().relationship.from,
         };
-        Relationship { rel: self.entry.relationship.clone(), position }
+        Relationship { rel: self.entry().relationship.clone(), position }
     }
 
     /// The event that made the difference.
     async fn cause(&self) -> Cause {
-        (&self.entry.cause).into()
+        (&self.entry().cause).into()
     }
 }
 
 #[derive(SimpleObject)]
 pub struct DiffCiPage {
-    pub nodes: Vec<DiffCi>,
+    pub nodes: Seq<DiffCi>,
     pub page_info: super::paging::PageInfo,
 }
 
 #[derive(SimpleObject)]
 pub struct DiffRelationshipPage {
-    pub nodes: Vec<DiffRelationship>,
+    pub nodes: Seq<DiffRelationship>,
     pub page_info: super::paging::PageInfo,
 }
 
@@ -265,11 +278,8 @@ impl DiffResult {
         let total = self.diff.cis.len();
         let page = super::paging::PageArgs { first, after, last, before };
         let (start, end, page_info) = offset_page(&page, self.max_page_size, total)?;
-        let nodes = self.diff.cis[start..end]
-            .iter()
-            .map(|entry| DiffCi { entry: entry.clone(), from: self.diff.from, to: self.diff.to })
-            .collect();
-        Ok(DiffCiPage { nodes, page_info })
+        let nodes = (start..end).map(|index| DiffCi { diff: self.diff.clone(), index }).collect();
+        Ok(DiffCiPage { nodes: Seq(nodes), page_info })
     }
 
     /// The relationships added or removed, in position order.
@@ -283,11 +293,8 @@ impl DiffResult {
         let total = self.diff.relationships.len();
         let page = super::paging::PageArgs { first, after, last, before };
         let (start, end, page_info) = offset_page(&page, self.max_page_size, total)?;
-        let nodes = self.diff.relationships[start..end]
-            .iter()
-            .map(|entry| DiffRelationship { entry: entry.clone(), to: self.diff.to })
-            .collect();
-        Ok(DiffRelationshipPage { nodes, page_info })
+        let nodes = (start..end).map(|index| DiffRelationship { diff: self.diff.clone(), index }).collect();
+        Ok(DiffRelationshipPage { nodes: Seq(nodes), page_info })
     }
 }
 

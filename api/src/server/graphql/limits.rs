@@ -3,14 +3,16 @@
 //! (see [`super::cost`]); while it runs, the size of its answer, stopping it cleanly past
 //! `max_response_bytes`; and a yield to the scheduler at every field, so a long answer shares
 //! the workers and the request timeout can interrupt it. Afterwards, the caller's budget is
-//! charged what the operation actually resolved.
+//! charged what the operation actually resolved. It also observes the operation (latency and
+//! internal errors, [`super::observe`]): one extension, because each installed extension costs
+//! every resolved field a boxed future.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextResolve, ResolveInfo,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest, NextResolve, ResolveInfo,
 };
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{ErrorExtensionValues, Response, ServerError, ServerResult, Value, Variables};
@@ -161,6 +163,7 @@ impl ExtensionFactory for LimitsFactory {
             started: Instant::now(),
             slice_end_micros: AtomicU64::new(RESOLVE_SLICE_MICROS),
             stop: tokio::sync::Notify::new(),
+            kind: OnceLock::new(),
         })
     }
 }
@@ -178,6 +181,8 @@ pub struct LimitsExtension {
     /// Microseconds after `started` at which the running slice ends.
     slice_end_micros: AtomicU64,
     stop: tokio::sync::Notify,
+    /// query, mutation or subscription, once parsed (the latency histogram's label).
+    kind: OnceLock<&'static str>,
 }
 
 impl LimitsExtension {
@@ -214,6 +219,7 @@ impl Extension for LimitsExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await.map_err(|e| self.limits.parse_error(e))?;
+        let _ = self.kind.set(super::observe::operation_kind(&document));
         if ctx.data_opt::<Admitted>().is_none() {
             // Not measured by the HTTP handler: an operation over WebSocket.
             self.limits.measure(&document, None, variables)?;
@@ -225,6 +231,13 @@ impl Extension for LimitsExtension {
             }
         }
         Ok(document)
+    }
+
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let started = Instant::now();
+        let response = next.run(ctx).await;
+        super::observe::record_latency(self.kind.get().copied().unwrap_or("unparsed"), started, &response);
+        response
     }
 
     async fn execute(
@@ -254,6 +267,7 @@ impl Extension for LimitsExtension {
             let resolved = self.values.load(Ordering::Relaxed).saturating_add(1);
             state.budgets.charge(caller.token_id, rate, resolved, Instant::now());
         }
+        super::observe::log_internal_errors(ctx, operation_name, &response);
         response
     }
 
@@ -271,12 +285,17 @@ impl Extension for LimitsExtension {
         let resolved = self.values.fetch_add(1, Ordering::Relaxed) + 1;
         self.yield_if_slice_spent(resolved).await;
         let key = info.alias.unwrap_or(info.name).len() as u64 + 4;
-        let composite = self.limits.model.is_composite(info.return_type);
+        let return_type = info.return_type;
         let value = next.run(ctx, info).await?;
         if self.counting.load(Ordering::Relaxed) {
             let size = match &value {
-                Some(value) if !composite => json_bytes(value),
-                Some(_) => 2,
+                // Only an object or a list can be a composite (its fields counted as they
+                // resolved); the schema is asked only then, most fields being scalars.
+                Some(value @ (Value::Object(_) | Value::List(_))) if !self.limits.model.is_composite(return_type) => {
+                    json_bytes(value)
+                }
+                Some(Value::Object(_) | Value::List(_)) => 2,
+                Some(value) => json_bytes(value),
                 None => 4,
             };
             let total = self.bytes.fetch_add(key + size, Ordering::Relaxed) + key + size;

@@ -192,7 +192,7 @@ pub use super::paging::PageInfo;
 /// A Relay-style page of events.
 #[derive(SimpleObject)]
 pub struct EventConnection {
-    pub edges: Vec<EventEdge>,
+    pub edges: super::lists::Seq<EventEdge>,
     pub page_info: PageInfo,
 }
 
@@ -487,5 +487,5 @@ pub(super) async fn events_backward(
             .or_else(|| edges.first().map(|e| e.cursor.clone())),
         end_cursor: edges.last().map(|e| e.cursor.clone()),
     };
-    Ok(EventConnection { edges, page_info })
+    Ok(EventConnection { edges: super::lists::Seq(edges), page_info })
 }

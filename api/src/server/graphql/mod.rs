@@ -19,6 +19,7 @@ mod environment;
 mod evidence;
 mod inputs;
 pub mod limits;
+mod lists;
 mod log;
 mod node;
 mod observe;
@@ -91,7 +92,6 @@ pub fn build_schema(app: Arc<AppState>) -> Result<(CmdbSchema, Arc<Limits>), Str
         // The parser's own nesting bound stays above ours, so ours is the one that refuses.
         .limit_recursive_depth(settings.max_query_depth.saturating_mul(2).max(32))
         .extension(LimitsFactory(limits.clone()))
-        .extension(observe::Observe)
         .data(app.clone())
         .finish();
     Ok((schema, limits))

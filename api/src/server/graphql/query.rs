@@ -138,7 +138,7 @@ impl QueryRoot {
             start_cursor: edges.first().map(|e| e.cursor.clone()),
             end_cursor: end.filter(|p| *p > 0).map(|p| p.to_string()),
         };
-        Ok(EventConnection { edges, page_info })
+        Ok(EventConnection { edges: super::lists::Seq(edges), page_info })
     }
 
     /// One event by position.
