@@ -41,7 +41,7 @@ with open(f"{work}/diff.txt", "w") as f:
         f.write('{ diff(from: {time: "%s"}, to: {time: "%s"}) { cis(first: 10000) { nodes { id kind before { %s } after { %s } } pageInfo { hasNextPage endCursor } } relationships(first: 10000) { nodes { kind relationship { id type sourceId targetId } } pageInfo { hasNextPage endCursor } } } }\n'
                 % (fmt(d), fmt(d + datetime.timedelta(days=1)), CI, CI))
 starts = []
-for cls in ["network_device", "cluster", "database", "host", "virtual_machine"]:
+for cls in ["network_device", "kubernetes_cluster", "database", "host", "virtual_machine"]:
     nodes = q('{ at { cis(first: 200, filter: {classes: ["%s"]}) { nodes { id } } } }' % cls)["at"]["cis"]["nodes"]
     for n in nodes:
         c = q('{ at { impact(ci: "%s", maxDepth: 6, maxResults: 10000) { count truncated } } }' % n["id"])["at"]["impact"]

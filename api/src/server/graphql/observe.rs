@@ -2,10 +2,10 @@
 //! Prometheus histogram) and every internal error with the request id (logged once, here; the
 //! errors themselves say only what the client may know).
 //!
-//! These are functions the limits extension calls ([`super::limits::LimitsExtension`]), not an
-//! extension of their own: async-graphql wraps every resolved field in every installed
-//! extension's `resolve` hook, overridden or not, so each extension costs a boxed future per
-//! field, and large answers have hundreds of thousands of fields.
+//! These are functions the limits extension (`LimitsExtension`, in the sibling `limits` module)
+//! calls, not an extension of their own: async-graphql wraps every resolved field in every
+//! installed extension's `resolve` hook, overridden or not, so each extension costs a boxed future
+//! per field, and large answers have hundreds of thousands of fields.
 
 use std::time::Instant;
 
