@@ -75,9 +75,17 @@ pub async fn load(store: &dyn EventStore, id: ChangeId) -> Result<ChangeRecord, 
 }
 
 impl App {
-    /// The change `reference` names, as the log holds it now.
+    /// The change `reference` names, as the log holds it now: a number the graph has applied
+    /// is looked up there (a number, once given, never moves), a newer one in the log.
     pub async fn resolve_change(&self, reference: &ChangeRef) -> Result<ChangeId, AppError> {
-        reference.resolve(self.store.as_ref()).await
+        let known = {
+            let graph = self.graph.read();
+            reference.resolve_at(graph.change_book(), graph.applied())
+        };
+        match known {
+            Some(id) => Ok(id),
+            None => reference.resolve(self.store.as_ref()).await,
+        }
     }
 
     /// The risk facts of a change with `details`, from the graph at its applied position.

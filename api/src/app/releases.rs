@@ -523,16 +523,25 @@ impl App {
         Ok(change_id)
     }
 
-    /// The facts of an answer, read at the head.
+    /// The facts of an answer, all read from the graph at one position (the one recorded):
+    /// every command acknowledged by this process has been applied there (commands wait for
+    /// the graph), so a caller sees its own approvals. A change the graph does not hold yet
+    /// (opened through another process a moment ago) is read from the log.
     async fn gate_facts(&self, request: &GateRequest, actor: &str, has_template: bool) -> Result<GateFacts, AppError> {
         let now = self.clock.now();
-        let change = match request.change {
-            Some(id) => Some(
+        let applied = {
+            let graph = self.graph.read();
+            let position = graph.applied();
+            request.change.and_then(|id| graph.change_book().change_at(id, position))
+        };
+        let change = match (request.change, applied) {
+            (_, Some(change)) => Some(change),
+            (Some(id), None) => Some(
                 load(self.store.as_ref(), id)
                     .await
                     .map_err(|_| gate_error(GateError::UnknownChange(id.to_string())))?,
             ),
-            None => None,
+            (None, None) => None,
         };
         let graph = self.graph.read();
         let position = graph.applied();

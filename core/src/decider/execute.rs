@@ -31,8 +31,10 @@ pub struct Executed<K, E> {
 }
 
 /// Loads what `command` reads. With `fresh`, every key is brought up to date from the store
-/// (starting from its cached fold); without, cached folds are taken as they are. Returns the
-/// read set and whether anything came from the cache unchecked.
+/// (starting from its cached fold); without, cached folds are taken as they are, and a key
+/// the decider presumes new ([`Decider::presumed_new`]) that is not cached is taken in its
+/// initial state. Returns the read set and whether anything came from the cache or the
+/// presumption unchecked.
 pub async fn load<D: Decider>(
     store: &dyn EventStore,
     decider: &D,
@@ -63,6 +65,10 @@ pub async fn load<D: Decider>(
                 Some(entry) if !fresh => {
                     from_cache = true;
                     entry
+                }
+                None if !fresh && decider.presumed_new(command, &key) => {
+                    from_cache = true;
+                    Entry::initial(&key)
                 }
                 cached => catch_up(store, &key, cached.unwrap_or_else(|| Entry::initial(&key))).await?,
             };
@@ -178,9 +184,25 @@ fn fold_written<D: Decider>(
     Ok(())
 }
 
+/// Whether every stream of a key presumed new is checked by the append (written, or a
+/// condition): a presumption nothing checks could let a decision rest on a stream it never read.
+fn presumptions_checked<D: Decider>(
+    decider: &D,
+    command: &D::Command,
+    read: &ReadSet<D::Key>,
+    request: &AppendRequest,
+) -> bool {
+    read.entries().filter(|(key, _)| decider.presumed_new(command, key)).all(|(_, entry)| {
+        entry.versions.iter().all(|(stream, _)| {
+            request.writes.iter().any(|w| &w.stream == stream) || request.conditions.iter().any(|c| &c.stream == stream)
+        })
+    })
+}
+
 /// Executes one command: loads, decides, appends conditionally, and decides again on a
 /// conflict (at most [`MAX_COMMAND_ATTEMPTS`] times). With a cache, the first decision may be
-/// made on cached folds; the cache then keeps what was read and written.
+/// made on cached folds; the cache then keeps what was read and written. Streams the decider
+/// presumes new are not read for the first decision (see [`Decider::presumed_new`]).
 pub async fn execute<D: Decider>(
     store: &dyn EventStore,
     decider: &D,
@@ -188,7 +210,9 @@ pub async fn execute<D: Decider>(
     context: &CommandContext,
     cache: Option<&StateCache<D::Key>>,
 ) -> Result<Executed<D::Key, D::Event>, crate::Error> {
-    let mut fresh = cache.is_none();
+    // The first decision may rest on cached folds and presumed-new streams; the append's
+    // conditions check both, and a conflict or a refusal on them reads the log for real.
+    let mut fresh = false;
     let mut conflicts: u64 = 0;
     for _ in 0..MAX_COMMAND_ATTEMPTS {
         let (mut read, from_cache) = load(store, decider, command, cache, fresh).await?;
@@ -208,6 +232,11 @@ pub async fn execute<D: Decider>(
         };
         debug_assert!(decision.event_count() > 0, "{} decided to append nothing", D::NAME);
         let request = append_request(&read, &decision, context);
+        debug_assert!(
+            presumptions_checked(decider, command, &read, &request),
+            "{}: a presumed-new stream is neither written nor a condition",
+            D::NAME
+        );
         // Only a cache needs the request again, and only when the decider cannot fold its own
         // events (rebuilding records from the append costs a copy and a decode per event).
         let kept = cache.filter(|_| !decider.evolves_written()).map(|_| request.clone());
@@ -228,8 +257,13 @@ pub async fn execute<D: Decider>(
             }
             Err(StoreError::VersionConflict { .. }) => {
                 fresh = true;
-                conflicts += 1;
-                tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_STEP_MS * conflicts)).await;
+                // A conflict on cached or presumed folds says only that they were stale (or
+                // the stream not new): decide again at once. Otherwise another writer moved
+                // what was read: back off.
+                if !from_cache {
+                    conflicts += 1;
+                    tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_STEP_MS * conflicts)).await;
+                }
             }
             Err(other) => return Err(other.into()),
         }

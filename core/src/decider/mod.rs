@@ -187,6 +187,16 @@ pub trait Decider: Send + Sync {
         None
     }
 
+    /// Whether `key` is almost surely a stream no one has written yet when `command` reads it
+    /// (a new delivery's or pipeline run's stream). The executor then decides the first time
+    /// on its initial state without reading the log, and appends on the condition that the
+    /// stream still does not exist: if it does, the append conflicts and the command is read
+    /// and decided again for real (as after any conflict), and a refusal made on the
+    /// presumption is made again on what the log holds. Saves a read per new stream.
+    fn presumed_new(&self, _command: &Self::Command, _key: &Self::Key) -> bool {
+        false
+    }
+
     /// Whether [`Decider::evolve_written`] folds every event it writes.
     fn evolves_written(&self) -> bool {
         false

@@ -448,6 +448,18 @@ impl Decider for ReleaseDecider {
         reads_of(command, read)
     }
 
+    /// A gate decision's or a pipeline claim's run stream, a delivery's stream, and the
+    /// deployment a tool reports (when not cached: a tool's first word about a deployment),
+    /// are new streams nearly always, and every decision that does not refuse writes them.
+    fn presumed_new(&self, command: &ReleaseCommand, key: &ReleaseKey) -> bool {
+        match (command, key) {
+            (ReleaseCommand::RecordGate(_) | ReleaseCommand::OpenPipelineChange(_), ReleaseKey::Pipeline(_)) => true,
+            (ReleaseCommand::Observe(_) | ReleaseCommand::RecordUnmapped(_), ReleaseKey::Delivery(_)) => true,
+            (ReleaseCommand::Observe(_), ReleaseKey::Deployment(_)) => true,
+            _ => false,
+        }
+    }
+
     fn decide(
         &self,
         command: &ReleaseCommand,

@@ -279,3 +279,20 @@ fn incidents_open_with_a_priority_and_resolve_once() {
         "{refused:?}"
     );
 }
+
+/// The deployment's and the delivery's streams are presumed new (not read) for the first
+/// decision; a tool's second word about a deployment finds the stream there, the append
+/// conflicts, and the command is decided again on the log: one request, the state moves on.
+#[test]
+fn a_second_word_about_a_deployment_is_decided_on_the_log_not_on_the_presumption() {
+    let world = World::new();
+    world.given("dora", observed("d-1", "11", ObservedState::Queued, &[1]));
+    world.given("dora", observed("d-2", "11", ObservedState::Success, &[1]));
+    let record = world.deployment(tool("11").deployment_id());
+    assert_eq!(record.state, DeploymentState::Succeeded);
+    let succeeded = record.history.iter().filter(|(state, _, _)| *state == DeploymentState::Succeeded).count();
+    assert_eq!(succeeded, 1, "one success: {:?}", record.history);
+    assert_eq!(world.ci(1).version.as_deref(), Some("v2.1.0"), "the success edited the CI");
+    let again = world.execute("dora", &observed("d-2", "11", ObservedState::Success, &[1]));
+    assert!(again.is_err(), "the same delivery again is refused, though its stream was presumed new");
+}
