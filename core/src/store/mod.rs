@@ -11,6 +11,7 @@ pub mod location;
 pub mod memory;
 pub mod postgres;
 pub mod read_only;
+pub mod recent;
 pub mod sqlite;
 mod subscription;
 pub mod tamper;
@@ -515,7 +516,14 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<EventRecord>, StoreError>;
 
     /// Reads the global log: events with position > `after`, in order, at most `max_count`.
+    /// Backends may answer the newest events from a copy kept in memory at commit.
     async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// [`read_all`](Self::read_all) from storage itself, never from a copy in memory: what
+    /// verification reads, so that a file changed behind this process's back shows.
+    async fn read_all_stored(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
+        self.read_all(after, max_count).await
+    }
 
     /// The event at `position`, if the log has one.
     async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError>;
@@ -566,7 +574,7 @@ pub trait EventStore: Send + Sync + 'static {
             }),
             other => Err(other),
         };
-        let mut current = match self.read_all(0, page).await {
+        let mut current = match self.read_all_stored(0, page).await {
             Ok(records) => records,
             Err(error) => return unreadable(0, error, &verifier, checked),
         };
@@ -583,7 +591,7 @@ pub trait EventStore: Send + Sync + 'static {
                 }
                 Ok::<(), ChainBreak>(())
             };
-            let (next, outcome) = futures::join!(self.read_all(next_after, page), check_current);
+            let (next, outcome) = futures::join!(self.read_all_stored(next_after, page), check_current);
             if let Err(first_break) = outcome {
                 return Ok(VerifyReport {
                     events_checked: checked,

@@ -59,6 +59,10 @@ impl EventStore for ReadOnlyStore {
         self.inner.read_all(after, max_count).await
     }
 
+    async fn read_all_stored(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
+        self.inner.read_all_stored(after, max_count).await
+    }
+
     async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError> {
         self.inner.event_at(position).await
     }

@@ -37,6 +37,7 @@ use crate::chain::{ChainFields, Digest, Hash, event_hash};
 use crate::event::{Actor, CommitSpan, EventRecord, Metadata, PayloadSeal, SealColumns, Source, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
+use crate::store::recent::RecentEvents;
 use crate::store::validate::{check_bulk_load, check_expectations, check_page, stream_read_start};
 use crate::store::{
     AppendOutcome, AppendRequest, Capabilities, Direction, Erasure, EventStore, StoreError, StoreLimits,
@@ -215,6 +216,7 @@ struct Shared {
     jobs: mpsc::Sender<Job>,
     head: Arc<HeadPublisher>,
     head_receiver: watch::Receiver<u64>,
+    recent: Arc<RecentEvents>,
     readers: Arc<ReaderPool>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     stop_poller: Arc<AtomicBool>,
@@ -298,11 +300,14 @@ impl SqliteStore {
         let head_publisher =
             Arc::new(HeadPublisher::new(head_sender, Digest { position: tail.position, hash: tail.hash }));
         let (jobs, job_receiver) = mpsc::channel(options.max_pending_appends.max(1));
+        let recent = Arc::new(RecentEvents::default());
         let writer = Writer {
             conn,
             clock: options.clock.clone(),
             ids: options.ids.clone(),
             head: head_publisher.clone(),
+            recent: recent.clone(),
+            pending: Vec::new(),
             stopped: None,
             max_group_commit_events: options.max_group_commit_events.max(1),
             commits: 0,
@@ -331,6 +336,7 @@ impl SqliteStore {
                 jobs,
                 head: head_publisher,
                 head_receiver,
+                recent,
                 readers,
                 writer_thread: Mutex::new(Some(writer_thread)),
                 stop_poller,
@@ -698,6 +704,10 @@ struct Writer {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     head: Arc<HeadPublisher>,
+    /// The newest committed events, for the log's followers (filled before `head` moves).
+    recent: Arc<RecentEvents>,
+    /// The records of the transaction being built, kept once it commits.
+    pending: Vec<EventRecord>,
     stopped: Option<String>,
     max_group_commit_events: usize,
     commits: u64,
@@ -801,6 +811,7 @@ impl Writer {
                 continue;
             }
             let before = (tail, live);
+            let kept_before = self.pending.len();
             match self.apply(&request, &mut tail, &mut live, stamp) {
                 Ok(outcome) => match self.conn.execute_batch("RELEASE append") {
                     Ok(()) => accepted.push((reply, outcome)),
@@ -812,6 +823,7 @@ impl Writer {
                 },
                 Err(error) => {
                     (tail, live) = before;
+                    self.pending.truncate(kept_before);
                     let rolled_back = self.conn.execute_batch("ROLLBACK TO append; RELEASE append");
                     if rolled_back.is_err() || self.conn.is_autocommit() {
                         // SQLite abandoned the whole transaction (it may on a full disk): the
@@ -824,6 +836,7 @@ impl Writer {
                 }
             }
         }
+        let committed_records = std::mem::take(&mut self.pending);
         if let Some(error) = aborted {
             if !self.conn.is_autocommit() {
                 let _ = self.conn.execute_batch("ROLLBACK");
@@ -847,6 +860,8 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.commits += 1;
+                debug_assert!(committed_records.last().is_none_or(|r| r.position == tail.position));
+                self.recent.extend(committed_records);
                 self.head.publish(Digest { position: tail.position, hash: tail.hash });
                 for (reply, outcome) in accepted {
                     let _ = reply.send(Ok(outcome));
@@ -875,6 +890,8 @@ impl Writer {
         }
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(storage_error)?;
         let applied = self.redact_in_transaction(erasures, record);
+        // The redaction record is not kept: everything kept is forgotten below.
+        self.pending.clear();
         let (outcome, tail) = match applied {
             Ok(applied) => applied,
             Err(error) => {
@@ -892,6 +909,8 @@ impl Writer {
             return Err(StoreError::WriterStopped(reason));
         }
         self.commits += 1;
+        // Stored payloads were rewritten: nothing kept may be served again.
+        self.recent.clear();
         self.head.publish(Digest { position: tail.position, hash: tail.hash });
         self.truncate_wal();
         Ok(outcome)
@@ -1014,6 +1033,7 @@ impl Writer {
                 };
                 let hash = event_hash(&tail.hash, &fields);
                 let seal_columns = seal.to_columns();
+                let seal_columns_kept = seal_columns.clone();
                 let metadata = &event.metadata;
                 let inserted = statement.execute(params![
                     to_i64(position, "position")?,
@@ -1047,6 +1067,28 @@ impl Writer {
                     }
                     return Err(storage_error(e));
                 }
+                self.pending.push(EventRecord {
+                    position,
+                    stream_id: write.stream.clone(),
+                    stream_version: version,
+                    event_id,
+                    event_type: event.event_type.clone(),
+                    schema_version: event.schema_version,
+                    data: event.data.clone(),
+                    metadata: metadata.clone(),
+                    recorded_at,
+                    prev_hash: tail.hash,
+                    hash,
+                    // As a read decodes them from the columns just stored.
+                    commit: CommitSpan::from_columns(
+                        position,
+                        Some(to_i64(commit.first_position, "commit position")?),
+                        Some(i64::from(commit.events)),
+                    )
+                    .map_err(|detail| corrupt(to_i64(position, "position").unwrap_or(-1), detail))?,
+                    seal: PayloadSeal::from_columns(seal_columns_kept)
+                        .map_err(|detail| corrupt(to_i64(position, "position").unwrap_or(-1), detail))?,
+                });
                 *tail = Tail { position, hash, recorded_at };
                 event_ids.push(event_id);
                 version += 1;
@@ -1228,10 +1270,22 @@ impl EventStore for SqliteStore {
 
     async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
         check_page(&self.shared.limits, max_count)?;
-        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
         if max_count == 0 {
             return Ok(Vec::new());
         }
+        let head = self.shared.head.digest()?.position;
+        if let Some(page) = self.shared.recent.after(after, max_count, head) {
+            return Ok(page);
+        }
+        self.read_all_stored(after, max_count).await
+    }
+
+    async fn read_all_stored(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
+        check_page(&self.shared.limits, max_count)?;
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
         self.shared
             .readers
             .run(move |conn| {
@@ -1357,5 +1411,76 @@ mod tests {
             .expect("status");
         assert_eq!((stream_reads, log_reads), (0, 0), "compiled again after commits");
         store.shutdown().await;
+    }
+
+    fn from_file(store: &SqliteStore, after: u64) -> Vec<EventRecord> {
+        let sql = format!("SELECT {SELECT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position ASC LIMIT 10000");
+        store
+            .shared
+            .readers
+            .run_blocking(|conn| {
+                let mut statement = conn.prepare(&sql).map_err(storage_error)?;
+                collect_rows(&mut statement, [after as i64], 100)
+            })
+            .expect("read the file")
+    }
+
+    /// What the followers read from memory is exactly what the file holds: every field, in
+    /// commits of one and of several events, several streams, metadata with and without
+    /// optional fields; a refused append in a group leaves nothing behind.
+    #[tokio::test]
+    async fn the_recent_events_are_the_events_the_file_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
+        let mut with_metadata = event(7);
+        with_metadata.metadata.correlation_id = Some("request-1".into());
+        with_metadata.metadata.causation_id = Some("cause".into());
+        with_metadata.metadata.actor.token_id = Some("token".into());
+        with_metadata.metadata.occurred_at = Some(crate::time::Timestamp::from_micros(42));
+        store.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(1)])).await.expect("one");
+        let several = AppendRequest::new()
+            .write(stream("b"), ExpectedVersion::NoStream, vec![event(2), event(3)])
+            .write(stream("c"), ExpectedVersion::NoStream, vec![with_metadata]);
+        store.append(several).await.expect("several");
+        // Concurrent appends, one refused: group commits with a rolled-back savepoint.
+        let appends = (0..8u64).map(|i| {
+            let expected = if i == 3 { ExpectedVersion::Exact(99) } else { ExpectedVersion::Any };
+            store.append(AppendRequest::single(stream("d"), expected, vec![event(10 + i)]))
+        });
+        let outcomes = futures::future::join_all(appends).await;
+        assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 1, "the one at a wrong version is refused");
+        let head = store.head().await.expect("head").position;
+        assert_eq!(head, 11);
+        for after in 0..head {
+            let kept = store.shared.recent.after(after, 100, head).expect("kept in memory");
+            assert_eq!(kept, from_file(&store, after), "after {after}");
+            assert_eq!(store.read_all(after, 100).await.expect("read"), kept);
+        }
+        store.shutdown().await;
+    }
+
+    /// Another process's commit is read from the file, never mistaken for a gap in memory.
+    #[tokio::test]
+    async fn a_commit_by_another_process_is_read_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = || SqliteOptions { external_change_poll_ms: 5, ..SqliteOptions::default() };
+        let mine = SqliteStore::open(dir.path(), options()).expect("open");
+        let other = SqliteStore::open(dir.path(), options()).expect("open again");
+        mine.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(1)])).await.expect("mine");
+        other.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(2)])).await.expect("other");
+        let mut head = mine.watch_head();
+        tokio::time::timeout(Duration::from_secs(10), head.wait_for(|p| *p >= 2))
+            .await
+            .expect("noticed")
+            .expect("open");
+        let all = mine.read_all(0, 100).await.expect("read");
+        assert_eq!(all.iter().map(|r| r.position).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(all, from_file(&mine, 0));
+        mine.append(AppendRequest::single(stream("a"), ExpectedVersion::Any, vec![event(3)]))
+            .await
+            .expect("mine again");
+        assert_eq!(mine.read_all(1, 100).await.expect("read"), from_file(&mine, 1));
+        other.shutdown().await;
+        mine.shutdown().await;
     }
 }
