@@ -452,12 +452,12 @@ impl Decider for ReleaseDecider {
     /// deployment a tool reports (when not cached: a tool's first word about a deployment),
     /// are new streams nearly always, and every decision that does not refuse writes them.
     fn presumed_new(&self, command: &ReleaseCommand, key: &ReleaseKey) -> bool {
-        match (command, key) {
-            (ReleaseCommand::RecordGate(_) | ReleaseCommand::OpenPipelineChange(_), ReleaseKey::Pipeline(_)) => true,
-            (ReleaseCommand::Observe(_) | ReleaseCommand::RecordUnmapped(_), ReleaseKey::Delivery(_)) => true,
-            (ReleaseCommand::Observe(_), ReleaseKey::Deployment(_)) => true,
-            _ => false,
-        }
+        matches!(
+            (command, key),
+            (ReleaseCommand::RecordGate(_) | ReleaseCommand::OpenPipelineChange(_), ReleaseKey::Pipeline(_))
+                | (ReleaseCommand::Observe(_) | ReleaseCommand::RecordUnmapped(_), ReleaseKey::Delivery(_))
+                | (ReleaseCommand::Observe(_), ReleaseKey::Deployment(_))
+        )
     }
 
     fn decide(

@@ -34,7 +34,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
-use crate::event::{Actor, CommitSpan, EventRecord, Metadata, PayloadSeal, SealColumns, Source, StreamId};
+use crate::event::{Actor, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, SealColumns, Source, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
 use crate::store::recent::RecentEvents;
@@ -850,6 +850,12 @@ impl Writer {
             let _ = self.conn.execute_batch("ROLLBACK");
             return;
         }
+        self.commit_accepted(accepted, tail, committed_records);
+    }
+
+    /// Commits the group's transaction and answers its appends: all acknowledged, or (the
+    /// commit failed) all refused and the writer stopped for good.
+    fn commit_accepted(&mut self, accepted: Vec<(Reply, AppendOutcome)>, tail: Tail, records: Vec<EventRecord>) {
         let injected_failure = self.fail_commit_after_commits.is_some_and(|after| self.commits >= after);
         let committed = if injected_failure {
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -860,8 +866,8 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.commits += 1;
-                debug_assert!(committed_records.last().is_none_or(|r| r.position == tail.position));
-                self.recent.extend(committed_records);
+                debug_assert!(records.last().is_none_or(|r| r.position == tail.position));
+                self.recent.extend(records);
                 self.head.publish(Digest { position: tail.position, hash: tail.hash });
                 for (reply, outcome) in accepted {
                     let _ = reply.send(Ok(outcome));
@@ -1067,28 +1073,8 @@ impl Writer {
                     }
                     return Err(storage_error(e));
                 }
-                self.pending.push(EventRecord {
-                    position,
-                    stream_id: write.stream.clone(),
-                    stream_version: version,
-                    event_id,
-                    event_type: event.event_type.clone(),
-                    schema_version: event.schema_version,
-                    data: event.data.clone(),
-                    metadata: metadata.clone(),
-                    recorded_at,
-                    prev_hash: tail.hash,
-                    hash,
-                    // As a read decodes them from the columns just stored.
-                    commit: CommitSpan::from_columns(
-                        position,
-                        Some(to_i64(commit.first_position, "commit position")?),
-                        Some(i64::from(commit.events)),
-                    )
-                    .map_err(|detail| corrupt(to_i64(position, "position").unwrap_or(-1), detail))?,
-                    seal: PayloadSeal::from_columns(seal_columns_kept)
-                        .map_err(|detail| corrupt(to_i64(position, "position").unwrap_or(-1), detail))?,
-                });
+                let stored = Stored { position, stream: &write.stream, version, event_id, recorded_at, hash };
+                self.pending.push(kept_record(&stored, event, tail.hash, commit, seal_columns_kept)?);
                 *tail = Tail { position, hash, recorded_at };
                 event_ids.push(event_id);
                 version += 1;
@@ -1103,6 +1089,49 @@ impl Writer {
             event_ids,
         })
     }
+}
+
+/// Where and how an event was just stored.
+struct Stored<'a> {
+    position: u64,
+    stream: &'a StreamId,
+    version: u64,
+    event_id: Uuid,
+    recorded_at: Timestamp,
+    hash: Hash,
+}
+
+/// The record a read of the row just stored returns (commit and seal decoded from the very
+/// columns stored), kept for the log's followers.
+fn kept_record(
+    stored: &Stored<'_>,
+    event: &NewEvent,
+    prev_hash: Hash,
+    commit: CommitSpan,
+    seal: SealColumns,
+) -> Result<EventRecord, StoreError> {
+    let position = stored.position;
+    let corrupt_here = |detail: String| corrupt(to_i64(position, "position").unwrap_or(-1), detail);
+    Ok(EventRecord {
+        position,
+        stream_id: stored.stream.clone(),
+        stream_version: stored.version,
+        event_id: stored.event_id,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        data: event.data.clone(),
+        metadata: event.metadata.clone(),
+        recorded_at: stored.recorded_at,
+        prev_hash,
+        hash: stored.hash,
+        commit: CommitSpan::from_columns(
+            position,
+            Some(to_i64(commit.first_position, "commit position")?),
+            Some(i64::from(commit.events)),
+        )
+        .map_err(corrupt_here)?,
+        seal: PayloadSeal::from_columns(seal).map_err(corrupt_here)?,
+    })
 }
 
 /// Read connections, at most `max_read_connections` in use at once, used on the blocking pool.
