@@ -529,22 +529,17 @@ impl App {
     /// (opened through another process a moment ago) is read from the log.
     async fn gate_facts(&self, request: &GateRequest, actor: &str, has_template: bool) -> Result<GateFacts, AppError> {
         let now = self.clock.now();
-        let applied = {
-            let graph = self.graph.read();
-            let position = graph.applied();
-            request.change.and_then(|id| graph.change_book().change_at(id, position))
-        };
-        let change = match (request.change, applied) {
-            (_, Some(change)) => Some(change),
-            (Some(id), None) => Some(
+        let unapplied = match request.change {
+            Some(id) if self.graph.read().change_book().current_of(id).is_none() => Some(
                 load(self.store.as_ref(), id)
                     .await
                     .map_err(|_| gate_error(GateError::UnknownChange(id.to_string())))?,
             ),
-            (None, None) => None,
+            _ => None,
         };
         let graph = self.graph.read();
         let position = graph.applied();
+        let change = request.change.and_then(|id| graph.change_book().change_at(id, position)).or(unapplied);
         let ci = graph
             .ci_at(request.ci, position)
             .ok_or_else(|| gate_error(GateError::UnknownCi(request.ci.to_string())))?;

@@ -1039,7 +1039,6 @@ impl Writer {
                 };
                 let hash = event_hash(&tail.hash, &fields);
                 let seal_columns = seal.to_columns();
-                let seal_columns_kept = seal_columns.clone();
                 let metadata = &event.metadata;
                 let inserted = statement.execute(params![
                     to_i64(position, "position")?,
@@ -1074,7 +1073,7 @@ impl Writer {
                     return Err(storage_error(e));
                 }
                 let stored = Stored { position, stream: &write.stream, version, event_id, recorded_at, hash };
-                self.pending.push(kept_record(&stored, event, tail.hash, commit, seal_columns_kept)?);
+                self.pending.push(kept_record(&stored, event, tail.hash, commit, seal_columns)?);
                 *tail = Tail { position, hash, recorded_at };
                 event_ids.push(event_id);
                 version += 1;
@@ -1101,8 +1100,8 @@ struct Stored<'a> {
     hash: Hash,
 }
 
-/// The record a read of the row just stored returns (commit and seal decoded from the very
-/// columns stored), kept for the log's followers.
+/// The record a read of the row just stored returns (the seal decoded from the very columns
+/// stored), kept for the log's followers.
 fn kept_record(
     stored: &Stored<'_>,
     event: &NewEvent,
@@ -1124,12 +1123,7 @@ fn kept_record(
         recorded_at: stored.recorded_at,
         prev_hash,
         hash: stored.hash,
-        commit: CommitSpan::from_columns(
-            position,
-            Some(to_i64(commit.first_position, "commit position")?),
-            Some(i64::from(commit.events)),
-        )
-        .map_err(corrupt_here)?,
+        commit,
         seal: PayloadSeal::from_columns(seal).map_err(corrupt_here)?,
     })
 }
