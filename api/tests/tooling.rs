@@ -216,6 +216,18 @@ async fn github_deliveries_catch_an_unauthorised_deployment_and_refuse_bad_input
     let (status, body) = post_signed(&server, "deployment_status", "d-0", &bad_state).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("deployment_status.state")), "{body}");
+    for event in ["deployment_status", "deployment"] {
+        let mut no_repository: Value =
+            serde_json::from_slice(&github_fixture("deployment_status.1.json")).expect("json");
+        no_repository.as_object_mut().expect("object").remove("repository");
+        let no_repository = serde_json::to_vec(&no_repository).expect("json");
+        let (status, body) = post_signed(&server, event, "d-0", &no_repository).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("repository.full_name is missing")),
+            "{event}: {body}"
+        );
+    }
     assert_eq!(server.head().await, head, "no refused delivery appended anything");
 
     // The deployment is created with no change on the CI: an unauthorised change at once.

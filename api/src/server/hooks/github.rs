@@ -68,12 +68,16 @@ struct DeploymentStatus {
 #[derive(Deserialize)]
 struct DeploymentEvent {
     deployment: Deployment,
+    #[serde(default)]
+    repository: Option<Repository>,
 }
 
 #[derive(Deserialize)]
 struct DeploymentStatusEvent {
     deployment_status: DeploymentStatus,
     deployment: Deployment,
+    #[serde(default)]
+    repository: Option<Repository>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +98,14 @@ struct ProtectionRuleEvent {
 struct AnyEvent {
     #[serde(default)]
     repository: Option<Repository>,
+}
+
+/// An event parsed in full on the first read.
+enum Typed {
+    Deployment(DeploymentEvent),
+    Status(DeploymentStatusEvent),
+    /// Read for its repository only.
+    Other,
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -206,8 +218,26 @@ pub async fn receive(
         return Ok(axum::Json(serde_json::json!({"delivery": delivery_id, "outcome": "pong"})).into_response());
     }
     let parse_error = |e: serde_json::Error| bad(format!("the body is not a GitHub {event} event: {e}"));
-    let any: AnyEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
-    let repository = any.repository.map(|r| r.full_name).unwrap_or_default();
+    // The two events every deployment sends are parsed once, with their repository (a body
+    // is ~10 KiB); the rest are read for the repository first.
+    let parsed = match event.as_str() {
+        "deployment" => {
+            let parsed: DeploymentEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
+            let repository = parsed.repository.as_ref().map(|r| r.full_name.clone());
+            (repository, Typed::Deployment(parsed))
+        }
+        "deployment_status" => {
+            let parsed: DeploymentStatusEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
+            let repository = parsed.repository.as_ref().map(|r| r.full_name.clone());
+            (repository, Typed::Status(parsed))
+        }
+        _ => {
+            let any: AnyEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
+            (any.repository.map(|r| r.full_name), Typed::Other)
+        }
+    };
+    let (repository, typed) = parsed;
+    let repository = repository.unwrap_or_default();
     if repository.trim().is_empty() {
         return Err(bad("repository.full_name is missing: deliveries are mapped by repository"));
     }
@@ -229,26 +259,24 @@ pub async fn receive(
         subject,
         unmapped: None,
     };
-    let report = match event.as_str() {
-        "deployment" => {
-            let parsed: DeploymentEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
+    let report = match (typed, event.as_str()) {
+        (Typed::Deployment(parsed), _) => {
             let subject = Some(parsed.deployment.environment.clone());
             report_of(delivery(subject), &repository, &parsed.deployment, ObservedState::Pending, None)?
         }
-        "deployment_status" => {
-            let parsed: DeploymentStatusEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
+        (Typed::Status(parsed), _) => {
             let observed: ObservedState =
                 parsed.deployment_status.state.parse().map_err(|e| bad(format!("deployment_status.state: {e}")))?;
             let subject = Some(parsed.deployment.environment.clone());
             let status = Some(&parsed.deployment_status);
             report_of(delivery(subject), &repository, &parsed.deployment, observed, status)?
         }
-        "deployment_protection_rule" => {
+        (Typed::Other, "deployment_protection_rule") => {
             let parsed: ProtectionRuleEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
             return protection_rule(app, delivery(Some(parsed.environment.clone())), &repository, parsed, metadata)
                 .await;
         }
-        other => {
+        (Typed::Other, other) => {
             let reason = format!("GitHub event {other:?} is not a deployment event; kept, not applied");
             let observation = app.unmapped(delivery(None), reason, metadata).await.map_err(ApiError::from_app)?;
             return Ok(observation_response(delivery_id, &observation));
