@@ -88,7 +88,7 @@ impl Projection for TemporalGraph {
     }
 }
 
-/// Pages decoded ahead of the one being applied during a catch-up.
+/// Pages waiting between two stages of a catch-up (read -> decode -> apply).
 const CATCH_UP_PAGES_IN_FLIGHT: usize = 2;
 
 /// Settings of a runner.
@@ -295,45 +295,60 @@ pub async fn start<P: Projection>(
     Ok(handle)
 }
 
-/// Applies the log from `state`'s position up to `head` (not past it): reading pages, decoding
-/// payloads (on the blocking pool) and applying them here in order overlap. Says whether a
-/// redaction record was among the events applied.
+/// Applies the log from `state`'s position up to `head` (not past it) in three stages that
+/// overlap, each on its own thread: reading pages (the store's reader), decoding their payloads
+/// (the blocking pool) and applying them here, in order. Two cores run all three at once; a
+/// bounded channel of [`CATCH_UP_PAGES_IN_FLIGHT`] pages between stages keeps memory bounded.
+/// Says whether a redaction record was among the events applied.
 async fn catch_up<P: Projection>(
     store: Arc<dyn EventStore>,
     mut state: P,
     head: u64,
     page: usize,
 ) -> Result<(P, bool), RunnerError> {
-    let (pages, mut decoded_pages) =
-        tokio::sync::mpsc::channel::<Result<Vec<(EventRecord, P::Decoded)>, String>>(CATCH_UP_PAGES_IN_FLIGHT);
+    type Page = Result<Vec<EventRecord>, String>;
+    type DecodedPage<D> = Result<Vec<(EventRecord, D)>, String>;
+    let (read_pages, mut to_decode) = tokio::sync::mpsc::channel::<Page>(CATCH_UP_PAGES_IN_FLIGHT);
+    let (decoded_pages, mut to_apply) =
+        tokio::sync::mpsc::channel::<DecodedPage<P::Decoded>>(CATCH_UP_PAGES_IN_FLIGHT);
     let mut after = state.position();
     let reader = tokio::spawn(async move {
         while after < head {
             let mut records = match store.read_all(after, page).await {
                 Ok(records) => records,
                 Err(error) => {
-                    let _ = pages.send(Err(error.to_string())).await;
+                    let _ = read_pages.send(Err(error.to_string())).await;
                     return;
                 }
             };
             records.retain(|record| record.position <= head);
             let Some(last) = records.last() else { return };
             after = last.position;
-            let decoded = tokio::task::spawn_blocking(move || {
-                records
-                    .into_iter()
-                    .map(|record| P::decode(&record).map(|d| (record, d)))
-                    .collect::<Result<Vec<_>, String>>()
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-            if pages.send(decoded).await.is_err() {
+            if read_pages.send(Ok(records)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let decoder = tokio::spawn(async move {
+        while let Some(records) = to_decode.recv().await {
+            let decoded = match records {
+                Ok(records) => tokio::task::spawn_blocking(move || {
+                    records
+                        .into_iter()
+                        .map(|record| P::decode(&record).map(|d| (record, d)))
+                        .collect::<Result<Vec<_>, String>>()
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string())),
+                Err(error) => Err(error),
+            };
+            if decoded_pages.send(decoded).await.is_err() {
                 return;
             }
         }
     });
     let mut saw_redaction = false;
-    while let Some(batch) = decoded_pages.recv().await {
+    while let Some(batch) = to_apply.recv().await {
         let batch = batch.map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
         let mut records = Vec::with_capacity(batch.len());
         for (record, decoded) in batch {
@@ -347,6 +362,7 @@ async fn catch_up<P: Projection>(
         tokio::task::spawn_blocking(move || drop(records));
     }
     let _ = reader.await;
+    let _ = decoder.await;
     Ok((state, saw_redaction))
 }
 

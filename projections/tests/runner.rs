@@ -197,3 +197,53 @@ async fn a_redaction_rebuilds_the_running_state_and_a_checkpoint_from_before_it(
     assert_eq!(restarted.started_from, "rebuilt: a redaction follows the checkpoint");
     assert_eq!(restarted.read().ci_at(ci(2), head).expect("ci 2").name, "[redacted]");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_over_many_small_pages_applies_every_event_in_order() {
+    // Read, decode and apply overlap on three threads: pages of 3 events, so dozens of pages
+    // are in flight between the stages. The result must be the fold of the log in order.
+    let data = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    populate(store.as_ref(), 1, 40).await;
+    let head = store.head().await.expect("head").position;
+    let log = store.read_all(0, 10_000).await.expect("read");
+    assert_eq!(log.len() as u64, head);
+    let mut folded = TemporalGraph::default();
+    for record in &log {
+        Projection::apply(&mut folded, record).expect("apply");
+    }
+    let small = RunnerOptions { checkpoint_dir: None, page_events: 3, ..RunnerOptions::default() };
+    let graph = start::<TemporalGraph>(store.clone(), small).await.expect("start");
+    assert_eq!(graph.applied(), head);
+    assert_eq!(graph.read().position_hash(), folded.position_hash(), "the same last event");
+    assert_eq!(graph.read().counts(), folded.counts());
+    for position in (1..=head).step_by(7).chain([head]) {
+        for n in [1, 20, 40] {
+            assert_eq!(graph.read().ci_at(ci(n), position), folded.ci_at(ci(n), position), "ci {n} at {position}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_cannot_be_decoded_stops_the_catch_up_with_its_position() {
+    let data = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    populate(store.as_ref(), 1, 10).await;
+    let broken = cmdb_core::AppendRequest::single(
+        cmdb_core::StreamId::new("ci-broken").expect("stream"),
+        cmdb_core::ExpectedVersion::Any,
+        vec![cmdb_core::NewEvent::raw(
+            "ci.updated",
+            br#"{"ci_id": 17, "version": [1]}"#.to_vec(),
+            Metadata::new(Actor::principal("tester"), Source::Api),
+        )],
+    );
+    let at = store.append(broken).await.expect("append").last_position;
+    populate(store.as_ref(), 100, 10).await;
+    let small = RunnerOptions { checkpoint_dir: None, page_events: 4, ..RunnerOptions::default() };
+    let Err(error) = start::<TemporalGraph>(store.clone(), small).await else {
+        panic!("a log with an undecodable CI event must not start a graph");
+    };
+    let message = error.to_string();
+    assert!(message.contains("graph") && message.contains(&format!("position {at}")), "{message}");
+}

@@ -1,0 +1,105 @@
+//! Where a rebuild of the graph spends its time, stage by stage (issue 15, part 6): reading the
+//! log's pages (SQLite and the row decode), decoding the payloads, applying them to the graph,
+//! each on one thread and measured alone, everything held in memory between stages. Run on a
+//! data directory made with `cmdb fixtures load --size large --data-dir DIR`:
+//!
+//!     cargo run --release -p cmdb-benches --bin rebuild_stages -- DIR
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cmdb_core::EventStore;
+use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
+use cmdb_projections::graph::TemporalGraph;
+use cmdb_projections::runner::{Projection, RunnerOptions, start};
+
+/// The server's allocator (`api/src/main.rs`), so the stages cost what they cost in `cmdb serve`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Events per read, as the runner reads.
+const PAGE_EVENTS: usize = 5_000;
+
+/// Catch-ups through the runner before the stages.
+const RUNNER_ROUNDS: usize = 3;
+
+/// User and system CPU of this process so far, in seconds (`/proc/self/stat`).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let dir = std::path::PathBuf::from(
+        std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: rebuild_stages DATA_DIR"))?,
+    );
+    let store = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
+    let head = store.head().await?.position;
+    // The runner's catch-up as `cmdb serve` runs it (no checkpoint), with the CPU it took.
+    for _ in 0..RUNNER_ROUNDS {
+        let (started, cpu) = (Instant::now(), cpu_seconds());
+        let graph = start::<TemporalGraph>(store.clone(), RunnerOptions::default()).await?;
+        let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        println!(
+            "runner catch-up: {head} events in {wall:.2} s = {:.0} events/s, {cpu:.2} s of CPU ({:.2} cores busy)",
+            head as f64 / wall,
+            cpu / wall
+        );
+        drop(graph);
+    }
+    // Read alone, each page dropped when read (as the runner recycles its memory).
+    let started = Instant::now();
+    let mut after = 0;
+    while after < head {
+        let page = store.read_all(after, PAGE_EVENTS).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+    }
+    let read_streaming = started.elapsed();
+    let started = Instant::now();
+    let mut pages = Vec::new();
+    let mut after = 0;
+    while after < head {
+        let page = store.read_all(after, PAGE_EVENTS).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        pages.push(page);
+    }
+    let read = started.elapsed();
+    let events: usize = pages.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    let mut decoded = Vec::with_capacity(pages.len());
+    for page in &pages {
+        let one: Vec<_> = page.iter().map(TemporalGraph::decode).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+        decoded.push(one);
+    }
+    let decode = started.elapsed();
+    let started = Instant::now();
+    let mut graph = TemporalGraph::default();
+    for (page, decoded) in pages.iter().zip(decoded) {
+        for (record, decoded) in page.iter().zip(decoded) {
+            Projection::apply_decoded(&mut graph, record, decoded).map_err(anyhow::Error::msg)?;
+        }
+    }
+    let apply = started.elapsed();
+    let started = Instant::now();
+    drop(pages);
+    let free = started.elapsed();
+    let rate = |d: std::time::Duration| events as f64 / d.as_secs_f64();
+    println!("{events} events, one thread per stage, alone:");
+    println!(
+        "  read pages (SQLite + rows), each dropped: {:.2} s = {:.0} events/s",
+        read_streaming.as_secs_f64(),
+        rate(read_streaming)
+    );
+    println!("  read pages (SQLite + rows), all kept:     {:.2} s = {:.0} events/s", read.as_secs_f64(), rate(read));
+    println!("  decode payloads:            {:.2} s = {:.0} events/s", decode.as_secs_f64(), rate(decode));
+    println!("  apply to the graph:         {:.2} s = {:.0} events/s", apply.as_secs_f64(), rate(apply));
+    println!("  free the records:           {:.2} s = {:.0} events/s", free.as_secs_f64(), rate(free));
+    drop(graph);
+    Ok(())
+}
