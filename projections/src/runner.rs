@@ -309,8 +309,7 @@ async fn catch_up<P: Projection>(
     type Page = Result<Vec<EventRecord>, String>;
     type DecodedPage<D> = Result<Vec<(EventRecord, D)>, String>;
     let (read_pages, mut to_decode) = tokio::sync::mpsc::channel::<Page>(CATCH_UP_PAGES_IN_FLIGHT);
-    let (decoded_pages, mut to_apply) =
-        tokio::sync::mpsc::channel::<DecodedPage<P::Decoded>>(CATCH_UP_PAGES_IN_FLIGHT);
+    let (decoded_pages, mut to_apply) = tokio::sync::mpsc::channel::<DecodedPage<P::Decoded>>(CATCH_UP_PAGES_IN_FLIGHT);
     let mut after = state.position();
     let reader = tokio::spawn(async move {
         while after < head {

@@ -27,7 +27,8 @@ const RUNNER_ROUNDS: usize = 3;
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -74,7 +75,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut decoded = Vec::with_capacity(pages.len());
     for page in &pages {
-        let one: Vec<_> = page.iter().map(TemporalGraph::decode).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+        let one: Vec<_> =
+            page.iter().map(TemporalGraph::decode).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
         decoded.push(one);
     }
     let decode = started.elapsed();
