@@ -147,35 +147,7 @@ async fn gate(args: &Args, base: &str, admin: &mut Connection, deployer: &str, m
                 (start + interval * u32::try_from(i).unwrap_or(u32::MAX), body(&format!("run-{i}"), Some(&change)))
             })
             .collect();
-        tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(&endpoint).await?;
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut lateness = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let (mut allowed, mut other) = (0u64, 0u64);
-            let mut free_at = start;
-            for (at, body) in bodies {
-                tokio::time::sleep_until(at.into()).await;
-                let sent = Instant::now();
-                let from = if free_at > at { at } else { sent };
-                let (status, answer) = connection.post(&token, body).await?;
-                free_at = Instant::now();
-                let latency = u64::try_from(free_at.duration_since(from).as_micros()).unwrap_or(u64::MAX);
-                if at >= warm_until {
-                    histogram.record(latency.max(1))?;
-                    let late = u64::try_from(sent.duration_since(at).as_micros()).unwrap_or(u64::MAX);
-                    lateness.record(late.max(1))?;
-                    if status == 200 && answer.windows(18).any(|w| w == b"\"decision\":\"allow\"") {
-                        allowed += 1;
-                    } else {
-                        if other == 0 {
-                            eprintln!("not an allow: HTTP {status}: {}", String::from_utf8_lossy(&answer));
-                        }
-                        other += 1;
-                    }
-                }
-            }
-            anyhow::Ok((histogram, lateness, allowed, other))
-        }));
+        tasks.push(tokio::spawn(open_loop(endpoint, token, bodies, start, warm_until)));
     }
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut lateness = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -207,6 +179,47 @@ async fn gate(args: &Args, base: &str, admin: &mut Connection, deployer: &str, m
         lateness.value_at_quantile(0.99) as f64 / 1000.0
     );
     Ok(())
+}
+
+/// What one open-loop connection measured: latencies, the generator's lateness, allows, others.
+type Measured = (Histogram<u64>, Histogram<u64>, u64, u64);
+
+/// Sends `bodies` on one connection, each at its scheduled time (see the module's note on
+/// latency), recording those scheduled from `warm_until` on.
+async fn open_loop(
+    endpoint: Endpoint,
+    token: String,
+    bodies: Vec<(Instant, Bytes)>,
+    start: Instant,
+    warm_until: Instant,
+) -> anyhow::Result<Measured> {
+    let mut connection = Connection::open(&endpoint).await?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut lateness = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut allowed, mut other) = (0u64, 0u64);
+    let mut free_at = start;
+    for (at, body) in bodies {
+        tokio::time::sleep_until(at.into()).await;
+        let sent = Instant::now();
+        let from = if free_at > at { at } else { sent };
+        let (status, answer) = connection.post(&token, body).await?;
+        free_at = Instant::now();
+        let latency = u64::try_from(free_at.duration_since(from).as_micros()).unwrap_or(u64::MAX);
+        if at >= warm_until {
+            histogram.record(latency.max(1))?;
+            let late = u64::try_from(sent.duration_since(at).as_micros()).unwrap_or(u64::MAX);
+            lateness.record(late.max(1))?;
+            if status == 200 && answer.windows(18).any(|w| w == b"\"decision\":\"allow\"") {
+                allowed += 1;
+            } else {
+                if other == 0 {
+                    eprintln!("not an allow: HTTP {status}: {}", String::from_utf8_lossy(&answer));
+                }
+                other += 1;
+            }
+        }
+    }
+    Ok((histogram, lateness, allowed, other))
 }
 
 /// Requests every deployment (not measured), each group of 5 CIs on its own connection.
