@@ -16,6 +16,11 @@ use cmdb_projections::runner::{RunnerOptions, save_checkpoint, start};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
+/// The server's allocator (`api/src/main.rs`): the rebuild, the memory and the restart as
+/// `cmdb serve` has them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
