@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use crate::chain::{ChainBreak, DigestCheck, Hash};
-use crate::event::{Actor, CommitSpan, EventRecord, Metadata, NewEvent, Source, StreamId};
+use crate::event::{Actor, ChainLink, CommitSpan, EventRecord, Metadata, NewEvent, Source, StreamId};
 use crate::ids::{IdGenerator, SequentialIds};
 use crate::store::tamper::Tamper;
 use crate::store::{
@@ -638,6 +638,43 @@ pub async fn reads_are_paged_and_directed(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: the hash chain read alone (`read_links`) is every record's place, page by page, with
+/// `read_all`'s bounds.
+pub async fn links_follow_the_log(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    for n in 0..13 {
+        append_one(store, if n % 3 == 0 { "x" } else { "y" }, ExpectedVersion::Any, n).await.expect("append");
+    }
+    store
+        .append(AppendRequest::new().write(stream("p"), ExpectedVersion::Any, vec![event(13), event(14)]).write(
+            stream("q"),
+            ExpectedVersion::Any,
+            vec![event(15)],
+        ))
+        .await
+        .expect("a commit of several streams");
+    let expected: Vec<ChainLink> = whole_log(store).await.iter().map(ChainLink::from).collect();
+    assert_eq!(expected.len(), 16);
+    for page in [1, 4, 100] {
+        let (mut after, mut links) = (0, Vec::new());
+        loop {
+            let next = store.read_links(after, page).await.expect("read_links");
+            assert!(next.len() <= page, "a page of {page} holds {}", next.len());
+            let Some(last) = next.last() else { break };
+            after = last.position;
+            links.extend(next);
+        }
+        assert_eq!(links, expected, "pages of {page}");
+    }
+    assert!(store.read_links(16, 10).await.expect("read").is_empty());
+    assert!(store.read_links(u64::MAX, 10).await.expect("read").is_empty());
+    assert!(store.read_links(0, 0).await.expect("read").is_empty());
+    let too_many = store.limits().max_page_events + 1;
+    assert!(store.read_all(0, too_many).await.is_err(), "read_all refuses a page past the bound");
+    assert!(store.read_links(0, too_many).await.is_err(), "and so does read_links");
+    Outcome::Passed
+}
+
 /// Check: payload bytes come back exactly as appended.
 pub async fn payload_bytes_are_kept_exactly(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
@@ -1144,6 +1181,7 @@ macro_rules! conformance_suite {
             redaction_keeps_every_hash,
             subscription_crosses_from_catch_up_to_live,
             reads_are_paged_and_directed,
+            links_follow_the_log,
             payload_bytes_are_kept_exactly,
             recorded_at_is_stamped_and_never_decreases,
             position_at_agrees_with_a_scan,

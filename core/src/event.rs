@@ -319,6 +319,31 @@ impl NewEvent {
     }
 }
 
+/// A record's place in the hash chain, without its payload or metadata: what a follower of
+/// the chain alone (the evidence tree) reads ([`crate::EventStore::read_links`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainLink {
+    /// Its position.
+    pub position: u64,
+    /// Its stream.
+    pub stream_id: StreamId,
+    /// Its type.
+    pub event_type: String,
+    /// Its chain hash.
+    pub hash: Hash,
+}
+
+impl From<&EventRecord> for ChainLink {
+    fn from(record: &EventRecord) -> Self {
+        ChainLink {
+            position: record.position,
+            stream_id: record.stream_id.clone(),
+            event_type: record.event_type.clone(),
+            hash: record.hash,
+        }
+    }
+}
+
 /// An event as stored: immutable, positioned, chained.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRecord {

@@ -38,7 +38,9 @@ pub mod time;
 
 pub use chain::{ChainBreak, ChainVerifier, Digest};
 pub use error::Error;
-pub use event::{Actor, ChainEncoding, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, Source, StreamId};
+pub use event::{
+    Actor, ChainEncoding, ChainLink, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, Source, StreamId,
+};
 pub use hash::Hash;
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use store::{

@@ -8,7 +8,7 @@
 
 use cmdb_core::evidence::{CHECKPOINT_SIGNED, CHECKPOINT_STREAM, CheckpointSigned, signed_from};
 use cmdb_core::merkle::{MerkleTree, ProofError, TreeHash};
-use cmdb_core::{EventRecord, Hash, Timestamp};
+use cmdb_core::{ChainLink, EventRecord, Hash, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::Projection;
@@ -90,28 +90,44 @@ impl EvidenceLog {
         if record.position <= self.applied {
             return Ok(()); // already in the tree (a replayed page)
         }
-        if record.position != self.applied + 1 {
-            return Err(format!(
-                "position {} follows {}: the tree needs every position in order",
-                record.position, self.applied
-            ));
-        }
-        self.tree.push(record.hash.as_bytes());
-        if record.stream_id.as_str() == CHECKPOINT_STREAM && record.event_type == CHECKPOINT_SIGNED {
-            let signed = signed_from(record).map_err(|e| e.to_string())?;
-            self.checkpoints.push(RecordedCheckpoint {
-                signed,
+        let checkpoint = if is_checkpoint(record.stream_id.as_str(), &record.event_type) {
+            Some(RecordedCheckpoint {
+                signed: signed_from(record).map_err(|e| e.to_string())?,
                 position: record.position,
                 recorded_at: record.recorded_at,
-            });
+            })
         } else {
-            self.last_other_position = record.position;
+            None
+        };
+        self.push(record.position, record.hash, checkpoint)
+    }
+
+    /// Adds the leaf of `position` (and the checkpoint it records, if it is one).
+    fn push(&mut self, position: u64, hash: Hash, checkpoint: Option<RecordedCheckpoint>) -> Result<(), String> {
+        if position <= self.applied {
+            return Ok(()); // already in the tree (a replayed page)
         }
-        self.applied = record.position;
-        self.applied_hash = record.hash;
+        if position != self.applied + 1 {
+            return Err(format!(
+                "position {position} follows {}: the tree needs every position in order",
+                self.applied
+            ));
+        }
+        self.tree.push(hash.as_bytes());
+        match checkpoint {
+            Some(checkpoint) => self.checkpoints.push(checkpoint),
+            None => self.last_other_position = position,
+        }
+        self.applied = position;
+        self.applied_hash = hash;
         debug_assert_eq!(self.tree.size(), self.applied);
         Ok(())
     }
+}
+
+/// Whether a record of this stream and type records a signed checkpoint.
+fn is_checkpoint(stream: &str, event_type: &str) -> bool {
+    stream == CHECKPOINT_STREAM && event_type == CHECKPOINT_SIGNED
 }
 
 impl Projection for EvidenceLog {
@@ -131,6 +147,20 @@ impl Projection for EvidenceLog {
 
     fn apply_decoded(&mut self, record: &EventRecord, _decoded: ()) -> Result<(), String> {
         self.fold(record)
+    }
+
+    /// The tree needs only each record's hash; a checkpoint's record is read whole.
+    const CATCHES_UP_FROM_LINKS: bool = true;
+
+    fn needs_record(link: &ChainLink) -> bool {
+        is_checkpoint(link.stream_id.as_str(), &link.event_type)
+    }
+
+    fn apply_link(&mut self, link: &ChainLink) -> Result<(), String> {
+        if Self::needs_record(link) {
+            return Err(format!("position {} records a checkpoint: it is folded from its whole record", link.position));
+        }
+        self.push(link.position, link.hash, None)
     }
 
     fn position(&self) -> u64 {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use cmdb_core::store::subscribe;
-use cmdb_core::{EventRecord, EventStore, Hash};
+use cmdb_core::{ChainLink, EventRecord, EventStore, Hash};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,19 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
     /// erased value stays in it (or in its next checkpoint). Off for states that hold no
     /// payload value (the Merkle tree: hashes survive a redaction unchanged).
     const REBUILD_ON_REDACTION: bool = true;
+    /// Whether a catch-up may hand this projection the log's [`ChainLink`]s (position, stream,
+    /// type, hash: a quarter of the reading of whole records) through
+    /// [`apply_link`](Self::apply_link), reading whole only the records
+    /// [`needs_record`](Self::needs_record) names. For states built from the hash chain alone.
+    const CATCHES_UP_FROM_LINKS: bool = false;
+    /// With links: whether the record behind `link` must be read whole.
+    fn needs_record(_link: &ChainLink) -> bool {
+        true
+    }
+    /// With links: folds a record known by its link alone.
+    fn apply_link(&mut self, link: &ChainLink) -> Result<(), String> {
+        Err(format!("{} folds whole records only (position {})", Self::NAME, link.position))
+    }
 }
 
 /// Whether `record` is a redaction record (its payloads were erased from the log).
@@ -306,6 +319,9 @@ async fn catch_up<P: Projection>(
     head: u64,
     page: usize,
 ) -> Result<(P, bool), RunnerError> {
+    if P::CATCHES_UP_FROM_LINKS {
+        return catch_up_from_links(store, state, head, page).await;
+    }
     type Page = Result<Vec<EventRecord>, String>;
     type DecodedPage<D> = Result<Vec<(EventRecord, D)>, String>;
     let (read_pages, mut to_decode) = tokio::sync::mpsc::channel::<Page>(CATCH_UP_PAGES_IN_FLIGHT);
@@ -362,6 +378,57 @@ async fn catch_up<P: Projection>(
     }
     let _ = reader.await;
     let _ = decoder.await;
+    Ok((state, saw_redaction))
+}
+
+/// The catch-up of a projection built from the hash chain: pages of links read ahead of the
+/// fold (one page in flight), the few records it needs whole read one at a time and checked
+/// against their link.
+async fn catch_up_from_links<P: Projection>(
+    store: Arc<dyn EventStore>,
+    mut state: P,
+    head: u64,
+    page: usize,
+) -> Result<(P, bool), RunnerError> {
+    let apply_error = |detail: String| RunnerError::Apply { projection: P::NAME, detail };
+    let (read_pages, mut to_apply) =
+        tokio::sync::mpsc::channel::<Result<Vec<ChainLink>, String>>(CATCH_UP_PAGES_IN_FLIGHT);
+    let reader_store = store.clone();
+    let mut after = state.position();
+    let reader = tokio::spawn(async move {
+        while after < head {
+            let mut links = match reader_store.read_links(after, page).await {
+                Ok(links) => links,
+                Err(error) => {
+                    let _ = read_pages.send(Err(error.to_string())).await;
+                    return;
+                }
+            };
+            links.retain(|link| link.position <= head);
+            let Some(last) = links.last() else { return };
+            after = last.position;
+            if read_pages.send(Ok(links)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut saw_redaction = false;
+    while let Some(links) = to_apply.recv().await {
+        for link in links.map_err(apply_error)? {
+            saw_redaction |= link.event_type == cmdb_core::chain::REDACTION_APPLIED;
+            if !P::needs_record(&link) {
+                state.apply_link(&link).map_err(apply_error)?;
+                continue;
+            }
+            let record = store.event_at(link.position).await?.filter(|record| record.hash == link.hash);
+            let record = record.ok_or_else(|| {
+                apply_error(format!("position {} changed between reading its link and its record", link.position))
+            })?;
+            let decoded = P::decode(&record).map_err(apply_error)?;
+            state.apply_decoded(&record, decoded).map_err(apply_error)?;
+        }
+    }
+    let _ = reader.await;
     Ok((state, saw_redaction))
 }
 

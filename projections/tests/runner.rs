@@ -247,3 +247,60 @@ async fn an_event_that_cannot_be_decoded_stops_the_catch_up_with_its_position() 
     let message = error.to_string();
     assert!(message.contains("graph") && message.contains(&format!("position {at}")), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evidence_tree_caught_up_from_links_equals_the_fold_of_whole_records() {
+    use cmdb_core::evidence::{CHECKPOINT_SIGNED, CheckpointSigned, checkpoint_stream};
+    use cmdb_projections::evidence::EvidenceLog;
+
+    let data = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    populate(store.as_ref(), 1, 6).await;
+    // A checkpoint record between other events, as the evidence decider writes it (the tree
+    // does not verify notes: the decider did before appending).
+    let mut folded = EvidenceLog::default();
+    for record in store.read_all(0, 1_000).await.expect("read") {
+        Projection::apply(&mut folded, &record).expect("fold");
+    }
+    let signed = CheckpointSigned {
+        origin: "cmdb.test".into(),
+        size: folded.size(),
+        root: folded.root(folded.size()).expect("root"),
+        key_id: "0123abcd".into(),
+        note: "a note".into(),
+    };
+    let checkpoint = cmdb_core::AppendRequest::single(
+        checkpoint_stream(),
+        cmdb_core::ExpectedVersion::Any,
+        vec![cmdb_core::NewEvent::raw(
+            CHECKPOINT_SIGNED,
+            serde_json::to_vec(&signed).expect("json"),
+            Metadata::new(Actor::principal("signer"), Source::System),
+        )],
+    );
+    store.append(checkpoint).await.expect("append the checkpoint");
+    populate(store.as_ref(), 100, 4).await;
+    let head = store.head().await.expect("head").position;
+    let mut folded = EvidenceLog::default();
+    for record in store.read_all(0, 1_000).await.expect("read") {
+        Projection::apply(&mut folded, &record).expect("fold");
+    }
+    assert_eq!(folded.size(), head);
+    assert_eq!(folded.checkpoints_between(0, u64::MAX, 10).len(), 1);
+    // From this process (links from the writer's copy in memory) and from a new one (links
+    // from the file), in pages of 3.
+    let reopened: Arc<dyn EventStore> =
+        Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("reopen"));
+    for store in [store, reopened] {
+        let small = RunnerOptions { checkpoint_dir: None, page_events: 3, ..RunnerOptions::default() };
+        let evidence = start::<EvidenceLog>(store, small).await.expect("start");
+        let evidence = evidence.read();
+        assert_eq!(evidence.size(), folded.size());
+        assert_eq!(evidence.position_hash(), folded.position_hash());
+        for size in 1..=head {
+            assert_eq!(evidence.root(size).expect("root"), folded.root(size).expect("root"), "size {size}");
+        }
+        assert_eq!(evidence.checkpoints_between(0, u64::MAX, 10), folded.checkpoints_between(0, u64::MAX, 10));
+        assert_eq!(evidence.uncovered_events(), folded.uncovered_events());
+    }
+}

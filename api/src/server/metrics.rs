@@ -289,6 +289,10 @@ impl EventStore for InstrumentedStore {
         self.inner.read_all_stored(after, max_count).await
     }
 
+    async fn read_links(&self, after: u64, max_count: usize) -> Result<Vec<cmdb_core::ChainLink>, StoreError> {
+        self.inner.read_links(after, max_count).await
+    }
+
     async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError> {
         self.inner.event_at(position).await
     }

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::chain::{
     ChainBreak, ChainFields, ChainVerifier, Digest, DigestCheck, VerifyReport, event_hash, payload_commitment,
 };
-use crate::event::{CommitSpan, EventRecord, NewEvent, PayloadSeal, StreamId};
+use crate::event::{ChainLink, CommitSpan, EventRecord, NewEvent, PayloadSeal, StreamId};
 use crate::time::Timestamp;
 
 pub use subscription::subscribe;
@@ -523,6 +523,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// verification reads, so that a file changed behind this process's back shows.
     async fn read_all_stored(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
         self.read_all(after, max_count).await
+    }
+
+    /// The hash chain after `after`, as [`read_all`](Self::read_all) pages it: each record's
+    /// position, stream, type and hash, without payload or metadata. Backends may read only
+    /// those columns; the default reads whole records.
+    async fn read_links(&self, after: u64, max_count: usize) -> Result<Vec<ChainLink>, StoreError> {
+        Ok(self.read_all(after, max_count).await?.iter().map(ChainLink::from).collect())
     }
 
     /// The event at `position`, if the log has one.

@@ -34,7 +34,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
-use crate::event::{Actor, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, SealColumns, Source, StreamId};
+use crate::event::{
+    Actor, ChainLink, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, SealColumns, Source, StreamId,
+};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
 use crate::store::recent::RecentEvents;
@@ -686,6 +688,24 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
     Ok(decoded.map_err(|detail| corrupt(position, detail)))
 }
 
+/// Decodes one row of `read_links`' columns; anything we could not have written is corruption.
+fn decode_link(row: &Row<'_>) -> rusqlite::Result<Result<ChainLink, StoreError>> {
+    let position: i64 = row.get(0)?;
+    let decoded = (|| -> Result<ChainLink, String> {
+        let text = |index: usize| -> Result<&str, String> {
+            row.get_ref(index).map_err(|e| e.to_string())?.as_str().map_err(|e| format!("column {index}: {e}"))
+        };
+        let hash = row.get_ref(3).map_err(|e| e.to_string())?.as_blob().map_err(|e| format!("column 3: {e}"))?;
+        Ok(ChainLink {
+            position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
+            stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
+            event_type: text(2)?.to_owned(),
+            hash: Hash::from_slice(hash).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+        })
+    })();
+    Ok(decoded.map_err(|detail| corrupt(position, detail)))
+}
+
 fn collect_rows(
     statement: &mut rusqlite::Statement<'_>,
     params: impl rusqlite::Params,
@@ -1322,6 +1342,36 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    async fn read_links(&self, after: u64, max_count: usize) -> Result<Vec<ChainLink>, StoreError> {
+        check_page(&self.shared.limits, max_count)?;
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let head = self.shared.head.digest()?.position;
+        if let Some(page) = self.shared.recent.after(after, max_count, head) {
+            return Ok(page.iter().map(ChainLink::from).collect());
+        }
+        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
+        self.shared
+            .readers
+            .run(move |conn| {
+                // Four narrow columns: a quarter of the time of whole rows on the large estate.
+                let mut statement = conn
+                    .prepare_cached(
+                        "SELECT position, stream_id, event_type, hash FROM events WHERE position > ?1 \
+                         ORDER BY position ASC LIMIT ?2",
+                    )
+                    .map_err(storage_error)?;
+                let mut rows = statement.query(params![after, max_count as i64]).map_err(storage_error)?;
+                let mut links = Vec::with_capacity(max_count);
+                while let Some(row) = rows.next().map_err(storage_error)? {
+                    links.push(decode_link(row).map_err(storage_error)??);
+                }
+                Ok(links)
+            })
+            .await
+    }
+
     async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError> {
         let Ok(position) = i64::try_from(position) else { return Ok(None) };
         self.shared
@@ -1505,5 +1555,27 @@ mod tests {
         assert_eq!(mine.read_all(1, 100).await.expect("read"), from_file(&mine, 1));
         other.shutdown().await;
         mine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn links_read_from_the_file_or_from_memory_are_the_records_places() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
+        for n in 0..6 {
+            let name = if n % 2 == 0 { "a" } else { "b" };
+            store
+                .append(AppendRequest::single(stream(name), ExpectedVersion::Any, vec![event(n)]))
+                .await
+                .expect("append");
+        }
+        let links = |records: &[EventRecord]| records.iter().map(ChainLink::from).collect::<Vec<_>>();
+        // Served from the writer's copy in memory.
+        assert_eq!(store.read_links(2, 100).await.expect("links"), links(&from_file(&store, 2)));
+        store.shutdown().await;
+        // A new process: nothing in memory, the narrow columns from the file.
+        let reopened = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("reopen");
+        assert_eq!(reopened.read_links(0, 100).await.expect("links"), links(&from_file(&reopened, 0)));
+        assert_eq!(reopened.read_links(4, 1).await.expect("links"), links(&from_file(&reopened, 4)[..1]));
+        reopened.shutdown().await;
     }
 }
