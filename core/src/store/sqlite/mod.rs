@@ -1577,5 +1577,16 @@ mod tests {
         assert_eq!(reopened.read_links(0, 100).await.expect("links"), links(&from_file(&reopened, 0)));
         assert_eq!(reopened.read_links(4, 1).await.expect("links"), links(&from_file(&reopened, 4)[..1]));
         reopened.shutdown().await;
+        // A hash we could not have written: corruption at its position, as a whole row's is.
+        let path = dir.path().join("events.sqlite");
+        Connection::open(&path)
+            .expect("raw")
+            .execute("UPDATE events SET hash = x'00' WHERE position = 3", [])
+            .expect("edit");
+        let edited = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("reopen");
+        let error = edited.read_links(0, 100).await.expect_err("a 1-byte hash");
+        assert!(matches!(&error, StoreError::Corruption { location, .. } if location == "position 3"), "{error}");
+        assert!(edited.read_all(0, 100).await.is_err(), "whole rows refuse it too");
+        edited.shutdown().await;
     }
 }
