@@ -326,24 +326,11 @@ async fn catch_up<P: Projection>(
     type DecodedPage<D> = Result<Vec<(EventRecord, D)>, String>;
     let (read_pages, mut to_decode) = tokio::sync::mpsc::channel::<Page>(CATCH_UP_PAGES_IN_FLIGHT);
     let (decoded_pages, mut to_apply) = tokio::sync::mpsc::channel::<DecodedPage<P::Decoded>>(CATCH_UP_PAGES_IN_FLIGHT);
-    let mut after = state.position();
-    let reader = tokio::spawn(async move {
-        while after < head {
-            let mut records = match store.read_all(after, page).await {
-                Ok(records) => records,
-                Err(error) => {
-                    let _ = read_pages.send(Err(error.to_string())).await;
-                    return;
-                }
-            };
-            records.retain(|record| record.position <= head);
-            let Some(last) = records.last() else { return };
-            after = last.position;
-            if read_pages.send(Ok(records)).await.is_err() {
-                return;
-            }
-        }
-    });
+    let read = move |after| {
+        let store = store.clone();
+        async move { store.read_all(after, page).await }
+    };
+    let reader = spawn_page_reader(state.position(), head, read, |record: &EventRecord| record.position, read_pages);
     let decoder = tokio::spawn(async move {
         while let Some(records) = to_decode.recv().await {
             let decoded = match records {
@@ -381,6 +368,40 @@ async fn catch_up<P: Projection>(
     Ok((state, saw_redaction))
 }
 
+/// Reads the log's pages after `after` up to `head` (not past it) into `pages`, in order, until
+/// `head` is read or the receiver is gone; a failed read is sent as the last page. The first
+/// stage of both catch-ups (`read` gives whole records or links).
+fn spawn_page_reader<T, F, Fut>(
+    mut after: u64,
+    head: u64,
+    read: F,
+    position: fn(&T) -> u64,
+    pages: tokio::sync::mpsc::Sender<Result<Vec<T>, String>>,
+) -> tokio::task::JoinHandle<()>
+where
+    T: Send + 'static,
+    F: Fn(u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<T>, cmdb_core::StoreError>> + Send,
+{
+    tokio::spawn(async move {
+        while after < head {
+            let mut page = match read(after).await {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = pages.send(Err(error.to_string())).await;
+                    return;
+                }
+            };
+            page.retain(|item| position(item) <= head);
+            let Some(last) = page.last() else { return };
+            after = position(last);
+            if pages.send(Ok(page)).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// The catch-up of a projection built from the hash chain: pages of links read ahead of the
 /// fold (one page in flight), the few records it needs whole read one at a time and checked
 /// against their link.
@@ -394,24 +415,11 @@ async fn catch_up_from_links<P: Projection>(
     let (read_pages, mut to_apply) =
         tokio::sync::mpsc::channel::<Result<Vec<ChainLink>, String>>(CATCH_UP_PAGES_IN_FLIGHT);
     let reader_store = store.clone();
-    let mut after = state.position();
-    let reader = tokio::spawn(async move {
-        while after < head {
-            let mut links = match reader_store.read_links(after, page).await {
-                Ok(links) => links,
-                Err(error) => {
-                    let _ = read_pages.send(Err(error.to_string())).await;
-                    return;
-                }
-            };
-            links.retain(|link| link.position <= head);
-            let Some(last) = links.last() else { return };
-            after = last.position;
-            if read_pages.send(Ok(links)).await.is_err() {
-                return;
-            }
-        }
-    });
+    let read = move |after| {
+        let store = reader_store.clone();
+        async move { store.read_links(after, page).await }
+    };
+    let reader = spawn_page_reader(state.position(), head, read, |link: &ChainLink| link.position, read_pages);
     let mut saw_redaction = false;
     while let Some(links) = to_apply.recv().await {
         for link in links.map_err(apply_error)? {

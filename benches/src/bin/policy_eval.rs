@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use clap::Parser;
-use cmdb_core::policy::{DEFAULT_POLICY, PolicyRecord, decide};
+use cmdb_core::policy::{DECISION_RULE, DEFAULT_POLICY, PolicyRecord, decide};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         let value = time(&mut parse, || regorus::Value::from_json_str(&serialised)).map_err(anyhow::Error::msg)?;
         let mut copy = time(&mut clone, || engine.clone());
         copy.set_input(value);
-        time(&mut eval, || copy.eval_rule("data.cmdb.change.decision".into())).map_err(anyhow::Error::msg)?;
+        time(&mut eval, || copy.eval_rule(DECISION_RULE.into())).map_err(anyhow::Error::msg)?;
     }
     let p = |h: &Histogram<u64>| {
         format!(

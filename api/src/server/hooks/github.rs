@@ -220,7 +220,7 @@ pub async fn receive(
     let parse_error = |e: serde_json::Error| bad(format!("the body is not a GitHub {event} event: {e}"));
     // The two events every deployment sends are parsed once, with their repository (a body
     // is ~10 KiB); the rest are read for the repository first.
-    let parsed = match event.as_str() {
+    let (repository, typed) = match event.as_str() {
         "deployment" => {
             let parsed: DeploymentEvent = serde_json::from_slice(&bytes).map_err(parse_error)?;
             let repository = parsed.repository.as_ref().map(|r| r.full_name.clone());
@@ -236,7 +236,6 @@ pub async fn receive(
             (any.repository.map(|r| r.full_name), Typed::Other)
         }
     };
-    let (repository, typed) = parsed;
     let repository = repository.unwrap_or_default();
     if repository.trim().is_empty() {
         return Err(bad("repository.full_name is missing: deliveries are mapped by repository"));

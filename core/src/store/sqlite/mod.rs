@@ -251,6 +251,18 @@ fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
 }
 
 impl SqliteStore {
+    /// A page of the global log read past the checks every read of it makes: refused past the
+    /// page bound, empty for a page of 0, else answered from the writer's copy of the newest
+    /// events when that holds it (`None`: read the file).
+    fn recent_page(&self, after: u64, max_count: usize) -> Result<Option<Vec<EventRecord>>, StoreError> {
+        check_page(&self.shared.limits, max_count)?;
+        if max_count == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let head = self.shared.head.digest()?.position;
+        Ok(self.shared.recent.after(after, max_count, head))
+    }
+
     /// Opens (creating if needed) the log in `data_dir`. Blocking: call at start-up, or from
     /// `spawn_blocking`.
     pub fn open(data_dir: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
@@ -711,12 +723,22 @@ fn collect_rows(
     params: impl rusqlite::Params,
     capacity: usize,
 ) -> Result<Vec<EventRecord>, StoreError> {
+    collect_decoded(statement, params, capacity, decode_row)
+}
+
+/// Runs `statement` and decodes each row with `decode` (whole records or links).
+fn collect_decoded<T>(
+    statement: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    capacity: usize,
+    decode: fn(&Row<'_>) -> rusqlite::Result<Result<T, StoreError>>,
+) -> Result<Vec<T>, StoreError> {
     let mut rows = statement.query(params).map_err(storage_error)?;
-    let mut records = Vec::with_capacity(capacity);
+    let mut decoded = Vec::with_capacity(capacity);
     while let Some(row) = rows.next().map_err(storage_error)? {
-        records.push(decode_row(row).map_err(storage_error)??);
+        decoded.push(decode(row).map_err(storage_error)??);
     }
-    Ok(records)
+    Ok(decoded)
 }
 
 struct Writer {
@@ -1312,12 +1334,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
-        check_page(&self.shared.limits, max_count)?;
-        if max_count == 0 {
-            return Ok(Vec::new());
-        }
-        let head = self.shared.head.digest()?.position;
-        if let Some(page) = self.shared.recent.after(after, max_count, head) {
+        if let Some(page) = self.recent_page(after, max_count)? {
             return Ok(page);
         }
         self.read_all_stored(after, max_count).await
@@ -1343,12 +1360,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn read_links(&self, after: u64, max_count: usize) -> Result<Vec<ChainLink>, StoreError> {
-        check_page(&self.shared.limits, max_count)?;
-        if max_count == 0 {
-            return Ok(Vec::new());
-        }
-        let head = self.shared.head.digest()?.position;
-        if let Some(page) = self.shared.recent.after(after, max_count, head) {
+        if let Some(page) = self.recent_page(after, max_count)? {
             return Ok(page.iter().map(ChainLink::from).collect());
         }
         let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
@@ -1362,12 +1374,7 @@ impl EventStore for SqliteStore {
                          ORDER BY position ASC LIMIT ?2",
                     )
                     .map_err(storage_error)?;
-                let mut rows = statement.query(params![after, max_count as i64]).map_err(storage_error)?;
-                let mut links = Vec::with_capacity(max_count);
-                while let Some(row) = rows.next().map_err(storage_error)? {
-                    links.push(decode_link(row).map_err(storage_error)??);
-                }
-                Ok(links)
+                collect_decoded(&mut statement, params![after, max_count as i64], max_count, decode_link)
             })
             .await
     }
