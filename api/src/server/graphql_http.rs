@@ -265,7 +265,9 @@ async fn run(
     } else if let async_graphql::BatchRequest::Single(one) = &mut request {
         one.data.insert(Admitted);
     }
-    let request = request.data(caller).data(RequestContext { correlation_id: request_id.0 });
+    // The answer is written by `write_batch`, so large lists may be written as text.
+    let raw = graphql::raw_json::RawAnswers { max_response_bytes: settings.max_response_bytes };
+    let request = request.data(caller).data(RequestContext { correlation_id: request_id.0 }).data(raw);
     let response = if cost >= LARGE_ANSWER_COST {
         match execute_off_the_workers(&state.schema, request).await {
             Ok(response) => response,
@@ -340,7 +342,7 @@ fn write_answer(media: MediaType, response: async_graphql::BatchResponse, cost: 
     let mut body = BoundedWriter { bytes: Vec::new(), bound: max_bytes };
     // A large answer is written off the worker, for the same reason a large body is parsed so.
     let size = if cost >= LARGE_ANSWER_COST { LARGE_BODY_BYTES } else { 0 };
-    if off_the_worker(size, || serde_json::to_writer(&mut body, &response)).is_err() {
+    if off_the_worker(size, || graphql::raw_json::write_batch(&mut body, &response)).is_err() {
         ::metrics::counter!("graphql_requests_refused_total", "reason" => "response_bytes").increment(1);
         let error = graphql::limits::limit_error(
             "The answer grew too large; ask for fewer fields or a smaller page",

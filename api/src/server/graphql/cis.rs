@@ -5,6 +5,7 @@
 
 use super::context::{parse_class, parse_classes, parse_id, state};
 use super::lists::Seq;
+use super::raw_json::{self, JsonOut, Plan, RenderJson, Rendered};
 use super::scalars::{DateTime, Position};
 use crate::server::errors::{bad_input, graph_error};
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
@@ -105,9 +106,9 @@ impl CiConnection {
             .collect())
     }
 
-    async fn nodes(&self, ctx: &Context<'_>) -> Seq<Ci> {
+    async fn nodes(&self, ctx: &Context<'_>) -> Rendered<Ci> {
         let graph = state(ctx).graph.read();
-        Seq(self.cis.iter().map(|ci| Ci::new(&graph, ci.clone(), self.position)).collect())
+        Rendered(self.cis.iter().map(|ci| Ci::new(&graph, ci.clone(), self.position)).collect())
     }
 
     async fn page_info(&self) -> &super::paging::PageInfo {
@@ -251,14 +252,252 @@ impl Ci {
 
     /// This CI's relationships at the same position, all of them (`relationshipsConnection`
     /// pages them).
-    async fn relationships(&self, ctx: &Context<'_>, types: Option<Vec<RelationshipType>>) -> Seq<Relationship> {
+    async fn relationships(&self, ctx: &Context<'_>, types: Option<Vec<RelationshipType>>) -> Rendered<Relationship> {
         let types: Option<Vec<domain::RelType>> = types.map(|t| t.into_iter().map(Into::into).collect());
         let graph = state(ctx).graph.read();
-        Seq(graph
-            .relationships_at(self.position, Some(self.ci.id), types.as_deref())
-            .into_iter()
-            .map(|rel| Relationship { rel: rel.clone(), position: self.position })
-            .collect())
+        Rendered(
+            graph
+                .relationships_at(self.position, Some(self.ci.id), types.as_deref())
+                .into_iter()
+                .map(|rel| Relationship { rel: rel.clone(), position: self.position })
+                .collect(),
+        )
+    }
+}
+
+/// What a plain selection on `Ci` asks, written as text by [`render_ci`] (the fields without
+/// arguments that read the snapshot or the graph at the same position).
+pub enum CiPart {
+    Id,
+    Class,
+    Name,
+    Status,
+    Environment,
+    Version,
+    Owner(Plan<CiPart>),
+    Location(Plan<CiPart>),
+    Attributes,
+    ValidFrom,
+    ValidTo,
+}
+
+/// The plan of a selection on `Ci`, or `None` when it asks anything else.
+pub(super) fn ci_plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Plan<CiPart>> {
+    raw_json::plan_of(set, "Ci", |name, sub| {
+        Some(match name {
+            "id" => CiPart::Id,
+            "class" => CiPart::Class,
+            "name" => CiPart::Name,
+            "status" => CiPart::Status,
+            "environment" => CiPart::Environment,
+            "version" => CiPart::Version,
+            "owner" => CiPart::Owner(ci_plan(sub)?),
+            "location" => CiPart::Location(ci_plan(sub)?),
+            "attributes" => CiPart::Attributes,
+            "validFrom" => CiPart::ValidFrom,
+            "validTo" => CiPart::ValidTo,
+            _ => return None,
+        })
+    })
+}
+
+/// Writes `ci` read at `position` as `Ci`'s resolvers answer it.
+pub(super) fn render_ci(out: &mut JsonOut, graph: &TemporalGraph, ci: &CiSnapshot, position: u64, plan: &Plan<CiPart>) {
+    raw_json::object(out, plan, |out, part| match part {
+        CiPart::Id => out.display(ci.id),
+        CiPart::Class => out.string(ci.class.as_str()),
+        CiPart::Name => out.string(&ci.name),
+        CiPart::Status => out.enum_value(CiStatus::from(ci.status)),
+        CiPart::Environment => match ci.environment {
+            Some(environment) => out.enum_value(Environment::from(environment)),
+            None => out.null(),
+        },
+        CiPart::Version => match &ci.version {
+            Some(version) => out.string(version),
+            None => out.null(),
+        },
+        CiPart::Owner(plan) | CiPart::Location(plan) => {
+            let id = if matches!(part, CiPart::Owner(_)) { ci.owner } else { ci.location };
+            match id.and_then(|id| graph.ci_at(id, position)) {
+                Some(other) => render_ci(out, graph, &other, position, plan),
+                None => out.null(),
+            }
+        }
+        CiPart::Attributes => out.json(&ci.attributes),
+        CiPart::ValidFrom | CiPart::ValidTo => {
+            let (from, to) = graph.version_at(ci.id, position).map_or((0, graph::OPEN), |v| (v.from, v.to));
+            match (part, known_end(to, position)) {
+                (CiPart::ValidFrom, _) => out.json(&from),
+                (_, Some(end)) => out.json(&end.0),
+                (_, None) => out.null(),
+            }
+        }
+    });
+}
+
+impl RenderJson for Ci {
+    type Plan = Plan<CiPart>;
+
+    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
+        ci_plan(set)
+    }
+
+    fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {
+        let graph = ctx.data_unchecked::<Arc<crate::server::AppState>>().graph.read();
+        raw_json::items(out, items, |out, item| render_ci(out, &graph, &item.ci, item.position, plan));
+    }
+}
+
+/// What a plain selection on `Relationship` asks, written as text by [`render_relationship`].
+pub enum RelationshipPart {
+    Id,
+    Type,
+    Source(Plan<CiPart>),
+    Target(Plan<CiPart>),
+    SourceId,
+    TargetId,
+    ValidFrom,
+    ValidTo,
+    AuthorizedBy,
+}
+
+/// The plan of a selection on `Relationship`, or `None` when it asks anything else.
+pub(super) fn relationship_plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Plan<RelationshipPart>> {
+    raw_json::plan_of(set, "Relationship", |name, sub| {
+        Some(match name {
+            "id" => RelationshipPart::Id,
+            "type" => RelationshipPart::Type,
+            "source" => RelationshipPart::Source(ci_plan(sub)?),
+            "target" => RelationshipPart::Target(ci_plan(sub)?),
+            "sourceId" => RelationshipPart::SourceId,
+            "targetId" => RelationshipPart::TargetId,
+            "validFrom" => RelationshipPart::ValidFrom,
+            "validTo" => RelationshipPart::ValidTo,
+            "authorizedBy" => RelationshipPart::AuthorizedBy,
+            _ => return None,
+        })
+    })
+}
+
+/// Writes `rel` read at `position` as `Relationship`'s resolvers answer it.
+pub(super) fn render_relationship(
+    out: &mut JsonOut,
+    graph: &TemporalGraph,
+    rel: &graph::Relationship,
+    position: u64,
+    plan: &Plan<RelationshipPart>,
+) {
+    raw_json::object(out, plan, |out, part| match part {
+        RelationshipPart::Id => out.display(rel.id),
+        RelationshipPart::Type => out.enum_value(RelationshipType::from(rel.rel_type)),
+        RelationshipPart::Source(plan) | RelationshipPart::Target(plan) => {
+            let id = if matches!(part, RelationshipPart::Source(_)) { rel.source } else { rel.target };
+            match graph.ci_at(id, position) {
+                Some(ci) => render_ci(out, graph, &ci, position, plan),
+                None => out.null(),
+            }
+        }
+        RelationshipPart::SourceId => out.display(rel.source),
+        RelationshipPart::TargetId => out.display(rel.target),
+        RelationshipPart::ValidFrom => out.json(&rel.from),
+        RelationshipPart::ValidTo => match known_end(rel.to, position) {
+            Some(end) => out.json(&end.0),
+            None => out.null(),
+        },
+        RelationshipPart::AuthorizedBy => match rel.created_by {
+            Some(change) => out.display(change),
+            None => out.null(),
+        },
+    });
+}
+
+impl RenderJson for Relationship {
+    type Plan = Plan<RelationshipPart>;
+
+    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
+        relationship_plan(set)
+    }
+
+    fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {
+        let graph = ctx.data_unchecked::<Arc<crate::server::AppState>>().graph.read();
+        raw_json::items(out, items, |out, item| render_relationship(out, &graph, &item.rel, item.position, plan));
+    }
+}
+
+/// What a plain selection on `ImpactedCi` or `ImpactedService` asks (their `cause` and `path`
+/// only the general path answers).
+pub enum ImpactPart {
+    Ci(Plan<CiPart>),
+    Depth,
+    Severity,
+    Tier,
+}
+
+/// The plan of a selection on an impact's entry: `ci_field` names its CI (`ci`, `service`).
+fn impact_plan(
+    set: &async_graphql::parser::types::SelectionSet,
+    typename: &str,
+    ci_field: &str,
+) -> Option<Plan<ImpactPart>> {
+    raw_json::plan_of(set, typename, |name, sub| {
+        Some(match name {
+            _ if name == ci_field => ImpactPart::Ci(ci_plan(sub)?),
+            "depth" => ImpactPart::Depth,
+            "severity" => ImpactPart::Severity,
+            "tier" if ci_field == "service" => ImpactPart::Tier,
+            _ => return None,
+        })
+    })
+}
+
+/// Writes one impact entry: `ci` read at `position`, reached at `depth` with `severity`.
+fn render_impacted(
+    out: &mut JsonOut,
+    graph: &TemporalGraph,
+    (ci, position): (&CiSnapshot, u64),
+    (depth, severity, tier): (u32, Option<graph::Severity>, Option<i64>),
+    plan: &Plan<ImpactPart>,
+) {
+    raw_json::object(out, plan, |out, part| match part {
+        ImpactPart::Ci(plan) => render_ci(out, graph, ci, position, plan),
+        ImpactPart::Depth => out.json(&depth),
+        ImpactPart::Severity => match severity {
+            Some(severity) => out.enum_value(Severity::from(severity)),
+            None => out.null(),
+        },
+        ImpactPart::Tier => out.json(&tier),
+    });
+}
+
+impl RenderJson for ImpactedCi {
+    type Plan = Plan<ImpactPart>;
+
+    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
+        impact_plan(set, "ImpactedCi", "ci")
+    }
+
+    fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {
+        let graph = ctx.data_unchecked::<Arc<crate::server::AppState>>().graph.read();
+        raw_json::items(out, items, |out, item| {
+            let reached = &item.impact.reached[item.index];
+            render_impacted(out, &graph, (&reached.ci, item.position), (reached.depth, reached.severity, None), plan);
+        });
+    }
+}
+
+impl RenderJson for ImpactedService {
+    type Plan = Plan<ImpactPart>;
+
+    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
+        impact_plan(set, "ImpactedService", "service")
+    }
+
+    fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {
+        let graph = ctx.data_unchecked::<Arc<crate::server::AppState>>().graph.read();
+        raw_json::items(out, items, |out, item| {
+            let hit = &item.impact.services[item.index];
+            render_impacted(out, &graph, (&hit.ci, item.position), (hit.depth, hit.severity, hit.tier), plan);
+        });
     }
 }
 
@@ -284,12 +523,12 @@ fn relationship_page(
     )?;
     let page_info = super::paging::page_info(start, end, all.len(), |i| all[i].id.to_string());
     let nodes = all[start..end].iter().map(|rel| Relationship { rel: (*rel).clone(), position }).collect();
-    Ok(RelationshipConnection { nodes: Seq(nodes), page_info, total_count: all.len() })
+    Ok(RelationshipConnection { nodes: Rendered(nodes), page_info, total_count: all.len() })
 }
 
 /// A page of relationships in id order (Relay: `edges` with cursors, or `nodes`).
 pub struct RelationshipConnection {
-    nodes: Seq<Relationship>,
+    nodes: Rendered<Relationship>,
     page_info: super::paging::PageInfo,
     total_count: usize,
 }
@@ -308,7 +547,7 @@ impl RelationshipConnection {
         Seq(self.nodes.0.iter().map(|r| RelationshipEdge { cursor: r.rel.id.to_string(), node: r.clone() }).collect())
     }
 
-    async fn nodes(&self) -> &Seq<Relationship> {
+    async fn nodes(&self) -> &Rendered<Relationship> {
         &self.nodes
     }
 
@@ -545,17 +784,21 @@ impl ImpactResult {
     }
 
     /// The CIs reached, breadth first: each at its least depth.
-    async fn reached(&self) -> Seq<ImpactedCi> {
-        Seq((0..self.impact.reached.len())
-            .map(|index| ImpactedCi { impact: self.impact.clone(), index, position: self.position })
-            .collect())
+    async fn reached(&self) -> Rendered<ImpactedCi> {
+        Rendered(
+            (0..self.impact.reached.len())
+                .map(|index| ImpactedCi { impact: self.impact.clone(), index, position: self.position })
+                .collect(),
+        )
     }
 
     /// The business services among them, with their tier.
-    async fn services(&self) -> Seq<ImpactedService> {
-        Seq((0..self.impact.services.len())
-            .map(|index| ImpactedService { impact: self.impact.clone(), index, position: self.position })
-            .collect())
+    async fn services(&self) -> Rendered<ImpactedService> {
+        Rendered(
+            (0..self.impact.services.len())
+                .map(|index| ImpactedService { impact: self.impact.clone(), index, position: self.position })
+                .collect(),
+        )
     }
 
     /// max_results cut the traversal short.

@@ -1,9 +1,10 @@
 //! What changed between two moments, over GraphQL: CIs created, changed field by field, withdrawn;
 //! relationships added and removed; each with its causes.
 
-use super::cis::{Ci, HistoryEntry, Relationship};
+use super::cis::{Ci, CiPart, HistoryEntry, Relationship, RelationshipPart, ci_plan, relationship_plan};
+use super::cis::{render_ci, render_relationship};
 use super::context::{parse_id, state};
-use super::lists::Seq;
+use super::raw_json::{self, JsonOut, Plan, RenderJson, Rendered};
 use super::scalars::{DateTime, Position};
 use crate::server::errors::{bad_input, graph_error};
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
@@ -176,6 +177,15 @@ impl DiffRelationship {
     fn entry(&self) -> &diff::RelDiff {
         &self.diff.relationships[self.index]
     }
+
+    /// Where its relationship is read: when added, at the diff's end; when removed, where it
+    /// began (at the end it no longer exists).
+    fn relationship_position(&self) -> u64 {
+        match self.entry().kind {
+            RelChangeKind::Added => self.diff.to,
+            RelChangeKind::Removed => self.entry().relationship.from,
+        }
+    }
 }
 
 #[Object]
@@ -185,11 +195,7 @@ impl DiffRelationship {
     }
 
     async fn relationship(&self) -> Relationship {
-        let position = match self.entry().kind {
-            RelChangeKind::Added => self.diff.to,
-            RelChangeKind::Removed => self.entry().relationship.from,
-        };
-        Relationship { rel: self.entry().relationship.clone(), position }
+        Relationship { rel: self.entry().relationship.clone(), position: self.relationship_position() }
     }
 
     /// The event that made the difference.
@@ -198,15 +204,99 @@ impl DiffRelationship {
     }
 }
 
+/// What a plain selection on `DiffCi` asks (its `fields` and `events` only the general path
+/// answers).
+pub enum DiffCiPart {
+    Id,
+    Kind,
+    Transitioned,
+    Before(Plan<CiPart>),
+    After(Plan<CiPart>),
+}
+
+impl RenderJson for DiffCi {
+    type Plan = Plan<DiffCiPart>;
+
+    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
+        raw_json::plan_of(set, "DiffCi", |name, sub| {
+            Some(match name {
+                "id" => DiffCiPart::Id,
+                "kind" => DiffCiPart::Kind,
+                "transitioned" => DiffCiPart::Transitioned,
+                "before" => DiffCiPart::Before(ci_plan(sub)?),
+                "after" => DiffCiPart::After(ci_plan(sub)?),
+                _ => return None,
+            })
+        })
+    }
+
+    fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {
+        let graph = ctx.data_unchecked::<Arc<crate::server::AppState>>().graph.read();
+        raw_json::items(out, items, |out, item| {
+            let (diff, entry) = (&item.diff, item.entry());
+            raw_json::object(out, plan, |out, part| match part {
+                DiffCiPart::Id => out.display(entry.id),
+                DiffCiPart::Kind => out.enum_value(CiDiffKind::from(entry.kind)),
+                DiffCiPart::Transitioned => out.json(&entry.transitioned),
+                DiffCiPart::Before(plan) | DiffCiPart::After(plan) => {
+                    let (ci, position) = match part {
+                        DiffCiPart::Before(_) => (&entry.before, diff.from),
+                        _ => (&entry.after, diff.to),
+                    };
+                    match ci {
+                        Some(ci) => render_ci(out, &graph, ci, position, plan),
+                        None => out.null(),
+                    }
+                }
+            });
+        });
+    }
+}
+
+/// What a plain selection on `DiffRelationship` asks (its `cause` only the general path
+/// answers).
+pub enum DiffRelationshipPart {
+    Kind,
+    Relationship(Plan<RelationshipPart>),
+}
+
+impl RenderJson for DiffRelationship {
+    type Plan = Plan<DiffRelationshipPart>;
+
+    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
+        raw_json::plan_of(set, "DiffRelationship", |name, sub| {
+            Some(match name {
+                "kind" => DiffRelationshipPart::Kind,
+                "relationship" => DiffRelationshipPart::Relationship(relationship_plan(sub)?),
+                _ => return None,
+            })
+        })
+    }
+
+    fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {
+        let graph = ctx.data_unchecked::<Arc<crate::server::AppState>>().graph.read();
+        raw_json::items(out, items, |out, item| {
+            let entry = item.entry();
+            raw_json::object(out, plan, |out, part| match part {
+                DiffRelationshipPart::Kind => out.enum_value(RelationshipDiffKind::from(entry.kind)),
+                DiffRelationshipPart::Relationship(plan) => {
+                    let position = item.relationship_position();
+                    render_relationship(out, &graph, &entry.relationship, position, plan);
+                }
+            });
+        });
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct DiffCiPage {
-    pub nodes: Seq<DiffCi>,
+    pub nodes: Rendered<DiffCi>,
     pub page_info: super::paging::PageInfo,
 }
 
 #[derive(SimpleObject)]
 pub struct DiffRelationshipPage {
-    pub nodes: Seq<DiffRelationship>,
+    pub nodes: Rendered<DiffRelationship>,
     pub page_info: super::paging::PageInfo,
 }
 
@@ -279,7 +369,7 @@ impl DiffResult {
         let page = super::paging::PageArgs { first, after, last, before };
         let (start, end, page_info) = offset_page(&page, self.max_page_size, total)?;
         let nodes = (start..end).map(|index| DiffCi { diff: self.diff.clone(), index }).collect();
-        Ok(DiffCiPage { nodes: Seq(nodes), page_info })
+        Ok(DiffCiPage { nodes: Rendered(nodes), page_info })
     }
 
     /// The relationships added or removed, in position order.
@@ -294,7 +384,7 @@ impl DiffResult {
         let page = super::paging::PageArgs { first, after, last, before };
         let (start, end, page_info) = offset_page(&page, self.max_page_size, total)?;
         let nodes = (start..end).map(|index| DiffRelationship { diff: self.diff.clone(), index }).collect();
-        Ok(DiffRelationshipPage { nodes: Seq(nodes), page_info })
+        Ok(DiffRelationshipPage { nodes: Rendered(nodes), page_info })
     }
 }
 

@@ -287,6 +287,10 @@ impl Extension for LimitsExtension {
         let key = info.alias.unwrap_or(info.name).len() as u64 + 4;
         let return_type = info.return_type;
         let value = next.run(ctx, info).await?;
+        if let Some(blob) = value.as_ref().and_then(super::raw_json::decode) {
+            // A list written as text: its fields resolved without passing here.
+            self.values.fetch_add(blob.fields, Ordering::Relaxed);
+        }
         if self.counting.load(Ordering::Relaxed) {
             let size = match &value {
                 // Only an object or a list can be a composite (its fields counted as they
@@ -318,7 +322,9 @@ fn json_bytes(value: &Value) -> u64 {
         Value::Number(_) => 8,
         Value::String(text) => text.len() as u64 + 2,
         Value::Enum(name) => name.len() as u64 + 2,
-        Value::Binary(bytes) => bytes.len() as u64 * 2,
+        Value::Binary(bytes) => {
+            super::raw_json::decode(value).map_or(bytes.len() as u64 * 2, |blob| blob.json.len() as u64)
+        }
         Value::List(items) => 2 + items.iter().map(|item| json_bytes(item) + 1).sum::<u64>(),
         Value::Object(fields) => {
             2 + fields.iter().map(|(name, value)| name.len() as u64 + 4 + json_bytes(value)).sum::<u64>()

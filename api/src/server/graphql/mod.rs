@@ -26,6 +26,7 @@ mod observe;
 mod paging;
 mod policy;
 mod query;
+pub mod raw_json;
 mod redaction;
 mod releases;
 mod reports;
