@@ -145,3 +145,130 @@ proptest! {
         }
     }
 }
+
+/// A value of the input that the engine writes as `good`, or, rarely, of another shape.
+fn or_odd(good: BoxedStrategy<serde_json::Value>) -> BoxedStrategy<serde_json::Value> {
+    use serde_json::json;
+    prop_oneof![
+        12 => good,
+        1 => prop_oneof![Just(json!(null)), Just(json!(1.5)), Just(json!("1")), Just(json!([1])), Just(json!({"a": 1}))],
+    ]
+    .boxed()
+}
+
+/// Inputs shaped as the engine builds them, widened: absent keys, nulls, shared owner sets,
+/// many tier-1 services, calendars with open and acknowledged conflicts, and now and then a value
+/// of another type.
+fn any_input() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    let owners = prop_oneof![
+        Just(json!(["ops@example.com"])),
+        Just(json!(["ops@example.com", "dba@example.com"])),
+        Just(json!([])),
+        Just(serde_json::Value::Null),
+    ];
+    let service = (
+        proptest::option::of(or_odd((1i64..=4).prop_map(|t| json!(t)).boxed())),
+        0u8..12,
+        or_odd(any::<bool>().prop_map(|b| json!(b)).boxed()),
+        owners,
+    )
+        .prop_map(|(tier, n, hours, owners)| {
+            let mut service = json!({"id": format!("id-{n}"), "name": format!("service {}", n % 7), "window_in_service_hours": hours});
+            if let Some(tier) = tier {
+                service["tier"] = tier;
+            }
+            if !owners.is_null() {
+                service["owners"] = owners;
+            }
+            service
+        });
+    let level = proptest::option::of(or_odd(
+        prop_oneof![Just("low"), Just("medium"), Just("high"), Just("critical")].prop_map(|l| json!(l)).boxed(),
+    ));
+    let assessment = (
+        level,
+        proptest::collection::vec(service, 0..12),
+        or_odd(any::<bool>().prop_map(|b| json!(b)).boxed()),
+        0u64..50_000,
+    )
+        .prop_map(|(level, services, truncated, reached)| {
+            let mut a = json!({"score": 10, "services": services, "truncated": truncated, "downstream_cis": reached});
+            if let Some(level) = level {
+                a["level"] = level;
+            }
+            a
+        });
+    let conflict = (0u8..5, any::<bool>(), any::<bool>())
+        .prop_map(|(n, ack, other)| json!({"change": format!("CHG-{n}"), "reason": "overlap", "acknowledged": ack, "acknowledged_by_other": other}));
+    let calendar = proptest::option::of(
+        (proptest::collection::vec(conflict, 0..4), proptest::collection::vec(0u8..3, 0..3)).prop_map(
+            |(conflicts, freezes)| {
+                let freezes: Vec<_> =
+                    freezes.iter().map(|n| json!({"name": format!("freeze {n}"), "start": "a", "end": "b"})).collect();
+                json!({"conflicts": conflicts, "freezes": freezes})
+            },
+        ),
+    );
+    let change_type = proptest::option::of(or_odd(
+        prop_oneof![Just("standard"), Just("normal"), Just("emergency")].prop_map(|t| json!(t)).boxed(),
+    ));
+    let window = prop_oneof![
+        Just(None),
+        Just(Some(json!(null))),
+        Just(Some(json!({"start": "a", "end": "b", "time_zone": "UTC"})))
+    ];
+    (proptest::option::of(assessment), calendar, change_type, window, any::<bool>()).prop_map(
+        |(assessment, calendar, change_type, window, null_assessment)| {
+            let mut change = json!({"id": "c", "number": "CHG-9"});
+            if let Some(t) = change_type {
+                change["type"] = t;
+            }
+            if let Some(w) = window {
+                change["window"] = w;
+            }
+            let mut input = json!({"now": "2030-01-01T00:00:00Z", "change": change, "requester_roles": ["requester"]});
+            match assessment {
+                Some(a) => input["assessment"] = a,
+                None if null_assessment => input["assessment"] = serde_json::Value::Null,
+                None => {}
+            }
+            input["calendar"] = calendar.unwrap_or(serde_json::Value::Null);
+            input
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+
+    /// The default policy written natively decides as the interpreter does, or leaves the input
+    /// to it; never otherwise.
+    #[test]
+    fn the_native_default_policy_decides_as_the_interpreter_or_declines(input in any_input()) {
+        let interpreter = policy::Policy::compile(policy::DEFAULT_POLICY).expect("the default compiles");
+        let interpreted = interpreter.evaluate(&input);
+        if let Some(native) = policy::native::decision(&input) {
+            let native = policy::PolicyOutput::from_json(&native);
+            prop_assert_eq!(native, interpreted, "{}", input);
+        }
+    }
+}
+
+#[test]
+fn the_native_default_policy_answers_every_input_the_engine_builds() {
+    // Engine-built inputs, the same generators as the replay law: never left to the interpreter.
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 200, ..ProptestConfig::default() });
+    runner
+        .run(&(facts(), change_type(), proptest::option::of(0i64..24 * 14)), |(facts, change_type, start)| {
+            let change = record(change_type, start.map(window));
+            let assessment = risk::assess(facts, change_type, change.details.window.as_ref());
+            let input = policy_input(&change, Some(&assessment), &AccessState::default(), &Default::default(), NOW);
+            let native = policy::native::decision(&input);
+            prop_assert!(native.is_some(), "{}", input);
+            let interpreted = policy::Policy::compile(policy::DEFAULT_POLICY).expect("compiles").evaluate(&input);
+            prop_assert_eq!(native.map(|n| policy::PolicyOutput::from_json(&n)), Some(interpreted));
+            Ok(())
+        })
+        .expect("native on every engine input");
+}
