@@ -61,6 +61,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "GraphQL requests refused before or while running, by the limit that refused them.",
     ),
     (
+        "graphql_lists_total",
+        Kind::Counter,
+        "Large GraphQL lists answered, by how: written as text from the graph, or field by field.",
+    ),
+    (
         "graphql_documents_kept_hits_total",
         Kind::Counter,
         "GraphQL requests whose query text was parsed before and reused.",

@@ -65,8 +65,13 @@ fn main() -> anyhow::Result<()> {
     engine.add_policy("policy.rego".into(), DEFAULT_POLICY.to_owned()).map_err(anyhow::Error::msg)?;
     let new = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
     let (mut whole, mut text, mut parse, mut clone, mut eval) = (new()?, new()?, new()?, new()?, new()?);
+    let (mut native, mut interpreted) = (new()?, new()?);
+    let compiled = cmdb_core::policy::compiled(DEFAULT_POLICY)?;
+    anyhow::ensure!(cmdb_core::policy::native::decision(&input).is_some(), "the native policy declines this input");
     for _ in 0..args.samples {
         time(&mut whole, || decide(&policy, &input))?;
+        time(&mut native, || cmdb_core::policy::native::decision(&input));
+        time(&mut interpreted, || compiled.evaluate(&input))?;
         let serialised = time(&mut text, || input.to_string());
         let value = time(&mut parse, || regorus::Value::from_json_str(&serialised)).map_err(anyhow::Error::msg)?;
         let mut copy = time(&mut clone, || engine.clone());
@@ -82,6 +87,8 @@ fn main() -> anyhow::Result<()> {
     };
     println!("default policy, {} services, {} samples:", args.services, args.samples);
     println!("  policy::decide, whole:       {}", p(&whole));
+    println!("  native::decision (what decide runs for the default): {}", p(&native));
+    println!("  Policy::evaluate (the interpreter, what replay runs): {}", p(&interpreted));
     println!("  input to JSON text (x2 in decide): {}", p(&text));
     println!("  text to a regorus value:     {}", p(&parse));
     println!("  engine clone:                {}", p(&clone));
