@@ -61,6 +61,8 @@ pub fn assessment_facts(
         })
         .collect();
     services.truncate(MAX_ASSESSED_SERVICES);
+    // Services share owners (a team owns many): each owner's contacts are looked up once.
+    let mut contacts_of: rustc_hash::FxHashMap<CiId, Vec<String>> = rustc_hash::FxHashMap::default();
     let services = services
         .into_iter()
         .map(|(ci, tier, depth, severity)| ServiceFact {
@@ -68,7 +70,10 @@ pub fn assessment_facts(
             name: ci.name.clone(),
             tier: tier.filter(|t| *t <= 4),
             service_hours: ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute),
-            owner_contacts: ci.owner.map(|owner| owner_contacts(graph, owner, position)).unwrap_or_default(),
+            owner_contacts: ci
+                .owner
+                .map(|owner| contacts_of.entry(owner).or_insert_with(|| owner_contacts(graph, owner, position)).clone())
+                .unwrap_or_default(),
             depth,
             severity,
         })

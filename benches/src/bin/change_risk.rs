@@ -121,6 +121,8 @@ async fn main() -> anyhow::Result<()> {
     let mut levels: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut truncated = 0;
     let mut reach_only = Histogram::<u64>::new(3)?;
+    // The formula, the policy input, the decision.
+    let mut steps = [Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?];
     one_ci_at_random_positions(&graph, head, &mut rng)?;
     let (mut reached_cis, mut reached_services, mut down_services) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..SAMPLES {
@@ -160,9 +162,14 @@ async fn main() -> anyhow::Result<()> {
         reached_services.push(facts.services.len() + facts.other_services.len());
         down_services.push(facts.services_with(cmdb_core::model::Severity::Down));
         let assessment = risk::assess(facts, ChangeType::Normal, record.details.window.as_ref());
+        let assessed = t.elapsed();
         let input = policy_input(&record, Some(&assessment), &access, &cis, now);
+        let input_built = t.elapsed();
         let decision = policy::decide(&policy, &input)?;
         let elapsed = t.elapsed();
+        steps[0].record((assessed - facts_done).as_nanos() as u64)?;
+        steps[1].record((input_built - assessed).as_nanos() as u64)?;
+        steps[2].record((elapsed - input_built).as_nanos() as u64)?;
         total.record(elapsed.as_nanos() as u64)?;
         facts_only.record(facts_done.as_nanos() as u64)?;
         decide_only.record((elapsed - facts_done).as_nanos() as u64)?;
@@ -173,6 +180,9 @@ async fn main() -> anyhow::Result<()> {
     report("  of which facts from the graph", &facts_only);
     report("  (the walk alone, measured apart)", &reach_only);
     report("  of which formula, policy input and Rego decision", &decide_only);
+    report("    the formula (risk::assess)", &steps[0]);
+    report("    the policy input", &steps[1]);
+    report("    the decision (policy::decide)", &steps[2]);
     println!("levels: {levels:?}; downstream walks truncated: {truncated} of {SAMPLES}");
     print_sizes(reached_cis, reached_services, down_services);
 

@@ -14,7 +14,7 @@
 //! policy's text, `decision(input)` is `None` or the interpreter's value. Replays still run the
 //! interpreter (`replay`), so every replayed decision checks this code again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
@@ -107,6 +107,9 @@ fn tier1_services(assessment: Option<&Value>) -> Option<Vec<Service<'_>>> {
         Some(_) => return None,
     };
     let mut tier1: Vec<Service> = Vec::new();
+    // Two objects with different ids differ: only an id seen before (or none) needs the
+    // whole comparison, so the set is built in linear time for the engine's inputs.
+    let mut ids: HashSet<&str> = HashSet::new();
     for service in services {
         let object = service.as_object()?;
         let tier = match object.get("tier") {
@@ -120,7 +123,8 @@ fn tier1_services(assessment: Option<&Value>) -> Option<Vec<Service<'_>>> {
         if !object.values().all(comparable) {
             return None;
         }
-        if tier1.iter().any(|s| s.whole == service) {
+        let new_id = object.get("id").and_then(Value::as_str).is_some_and(|id| ids.insert(id));
+        if !new_id && tier1.iter().any(|s| s.whole == service) {
             continue; // a set: the same object once
         }
         let owners = match object.get("owners") {
@@ -243,14 +247,20 @@ fn truncation_approval(assessment: Option<&Value>) -> Option<Option<Value>> {
 /// manager for tier-1 services without owners.
 fn owner_approvals(tier1: &[Service]) -> Vec<Value> {
     let mut approvals = Vec::new();
-    let mut owner_sets: Vec<&Vec<Value>> = Vec::new();
-    for owners in tier1.iter().filter_map(|s| s.owners).filter(|o| !o.is_empty()) {
-        if !owner_sets.contains(&owners) {
-            owner_sets.push(owners);
-        }
+    // Each distinct set of owners (lists of text, as `comparable` checked) with its services.
+    let mut owner_sets: Vec<(&Vec<Value>, Vec<&str>)> = Vec::new();
+    let mut index_of: HashMap<Vec<&str>, usize> = HashMap::new();
+    for service in tier1 {
+        let Some(owners) = service.owners.filter(|o| !o.is_empty()) else { continue };
+        let key: Vec<&str> = owners.iter().filter_map(Value::as_str).collect();
+        let index = *index_of.entry(key).or_insert_with(|| {
+            owner_sets.push((owners, Vec::new()));
+            owner_sets.len() - 1
+        });
+        owner_sets[index].1.push(service.name);
     }
-    for owners in owner_sets {
-        let names = sorted_names(tier1.iter().filter(|s| s.owners == Some(owners)).map(|s| s.name));
+    for (owners, names) in owner_sets {
+        let names = sorted_names(names.into_iter());
         approvals.push(json!({
             "principals": owners,
             "count": 1,
