@@ -25,12 +25,15 @@ use petgraph::visit::{EdgeRef, NodeIndexable};
 use serde::{Deserialize, Serialize};
 
 mod alive;
+mod head_hops;
 mod hops;
 mod reach;
 mod report_nodes;
 mod severity;
 mod visits;
 use alive::Alive;
+pub use head_hops::HEAD_HOPS_MAX_REWRITTEN_LISTS;
+use head_hops::HeadHops;
 use hops::{Hop, Hops};
 pub use reach::{Reach, ServiceReached};
 pub use report_nodes::ReportNodes;
@@ -569,6 +572,10 @@ pub struct TemporalGraph {
     /// from the change book: rebuilt after a checkpoint is loaded, not stored).
     #[serde(skip)]
     report_nodes: FxHashMap<ChangeId, ReportNodes>,
+    /// The hops valid at the head in one flat array, once the log is caught up (derived from
+    /// `hops` and `alive`: built by [`build_head_hops`](Self::build_head_hops), not stored).
+    #[serde(skip)]
+    head_hops: Option<HeadHops>,
 }
 
 /// A baseline as the graph knows it.
@@ -729,6 +736,51 @@ impl TemporalGraph {
         for node in nodes {
             self.set_alive(node);
         }
+        self.head_hops = None;
+    }
+
+    /// Builds the index of the hops at the head ([`head_hops`]): walks at the head read it
+    /// from now on, and applying events keeps it. The runner builds it once the log is caught
+    /// up; until then (and in a graph folded by hand) walks read the hops of every position.
+    pub fn build_head_hops(&mut self) {
+        let head = self.applied;
+        let index = HeadHops::build(self.graph.node_bound(), head, |node, out| self.write_head_list(node, head, out));
+        self.head_hops = Some(index);
+    }
+
+    /// Where the head index holds from, if it is built: walks at positions from there on read it.
+    pub fn head_hops_valid_from(&self) -> Option<u64> {
+        self.head_hops.as_ref().map(HeadHops::valid_from)
+    }
+
+    /// Appends the head list of `node` at `position`: its downstream hops valid there into CIs
+    /// present there, in the order of `hops`.
+    fn write_head_list(&self, node: NodeIndex, position: u64, out: &mut Vec<u32>) {
+        out.extend(
+            self.hops
+                .of(node, ImpactDirection::Downstream)
+                .iter()
+                .filter(|hop| hop.valid_at(position) && self.alive_at(hop.to, position))
+                .map(|hop| head_hops::entry(hop.to, hop.into_group)),
+        );
+    }
+
+    /// After a change at `position`, rewrites the head lists of `nodes` (if the index is built).
+    fn refresh_head_lists(&mut self, nodes: &[NodeIndex], position: u64) {
+        let Some(mut index) = self.head_hops.take() else { return };
+        for node in nodes {
+            let mut list = Vec::new();
+            self.write_head_list(*node, position, &mut list);
+            index.rewrite(*node, list, position);
+        }
+        if index.needs_rebuild() {
+            // Nothing changed between `valid_from` and `position`, so the lists at `position`
+            // hold from there.
+            index = HeadHops::build(self.graph.node_bound(), index.valid_from(), |node, out| {
+                self.write_head_list(node, position, out);
+            });
+        }
+        self.head_hops = Some(index);
     }
 
     /// Derives the presence entry of `node` from its versions.
@@ -903,6 +955,7 @@ impl TemporalGraph {
                 let id = id.ok_or_else(|| missing("an update without a CI id".into()))?;
                 let node = *self.cis.get(&id).ok_or_else(|| missing(format!("CI {id} was never registered")))?;
                 self.changes.push((p, Touched::Ci(node)));
+                let was_present = self.head_hops.is_some() && self.alive_at(node, p);
                 let history = self.history_entry(record, event, None);
                 let entry = &mut self.graph[node];
                 let current = entry.versions.last_mut().ok_or_else(|| missing(format!("CI {id} has no version")))?;
@@ -928,6 +981,12 @@ impl TemporalGraph {
                 match self.alive.get_mut(node.index()) {
                     Some(alive) => alive.record(p, status),
                     None => self.set_alive(node),
+                }
+                if self.head_hops.is_some() && was_present != self.alive_at(node, p) {
+                    // Withdrawn (or back): the lists that lead to it change.
+                    let leading: Vec<NodeIndex> =
+                        self.hops.of(node, ImpactDirection::Upstream).iter().map(|hop| hop.to).collect();
+                    self.refresh_head_lists(&leading, p);
                 }
             }
             CiEvent::Linked(link) => {
@@ -974,6 +1033,7 @@ impl TemporalGraph {
         );
         self.rels.insert(*rel_id, edge);
         self.hops.add(s, t, edge, *rel_type, (p, OPEN));
+        self.refresh_head_lists(&[s, t], p);
         self.changes.push((p, Touched::Relationship(edge)));
         Ok(())
     }
@@ -995,6 +1055,7 @@ impl TemporalGraph {
         rel.removed = Some(EventInfo::of(record, removed.authorized_by));
         if let Some((s, t)) = self.graph.edge_endpoints(edge) {
             self.hops.close(s, t, edge, p);
+            self.refresh_head_lists(&[s, t], p);
         }
         self.changes.push((p, Touched::Relationship(edge)));
         Ok(())

@@ -43,6 +43,10 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
     fn position_hash(&self) -> Hash;
     /// Rebuilds what a checkpoint leaves out (caches derived from the state), after loading.
     fn restored(&mut self) {}
+    /// Called once the state has caught up with the log, before it serves (and again after a
+    /// rebuild): where a state builds the indexes that are worth keeping up event by event
+    /// only once the bulk of the log is folded.
+    fn caught_up(&mut self) {}
     /// Whether a redaction record makes the runner rebuild the state from the log, so that no
     /// erased value stays in it (or in its next checkpoint). Off for states that hold no
     /// payload value (the Merkle tree: hashes survive a redaction unchanged).
@@ -91,6 +95,10 @@ impl Projection for TemporalGraph {
 
     fn position_hash(&self) -> Hash {
         self.applied_hash()
+    }
+
+    fn caught_up(&mut self) {
+        self.build_head_hops();
     }
 
     fn restored(&mut self) {
@@ -297,6 +305,9 @@ pub async fn start<P: Projection>(
         state = catch_up(store.clone(), P::default(), head, page).await?.0;
         started_from = "rebuilt: a redaction follows the checkpoint".to_owned();
     }
+    let indexing = std::time::Instant::now();
+    state.caught_up();
+    tracing::info!(projection = P::NAME, ms = indexing.elapsed().as_millis() as u64, "indexes of the head built");
     let (applied_sender, applied) = watch::channel(state.position());
     let state = Arc::new(RwLock::new(state));
     let failure = Arc::new(Mutex::new(None));
@@ -479,7 +490,10 @@ async fn follow<P: Projection>(
             // the rebuilt state.
             let page = options.page_events.clamp(1, store.limits().max_page_events);
             match catch_up(store.clone(), P::default(), position, page).await {
-                Ok((rebuilt, _)) => *state.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = rebuilt,
+                Ok((mut rebuilt, _)) => {
+                    rebuilt.caught_up();
+                    *state.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = rebuilt;
+                }
                 Err(error) => outcome = Err(format!("rebuilding after a redaction: {error}")),
             }
         }

@@ -299,6 +299,11 @@ proptest! {
             let log = world.log().await;
             let graph = replay(&log, u64::MAX);
             let head = graph.applied();
+            // The same graph with the head index built part way (issue 15, part 3).
+            let split = ((log.len() as f64) * probe) as usize;
+            let mut indexed = replay(&log[..split], u64::MAX);
+            indexed.build_head_hops();
+            log[split..].iter().for_each(|record| indexed.apply(record).expect("apply"));
             let ids: Vec<CiId> = (0..CIS).map(|n| ci(u128::from(n))).collect();
             let earlier = ((head as f64) * probe) as u64;
             for position in [head, earlier.max(1)] {
@@ -349,6 +354,10 @@ proptest! {
                 walked.sort();
                 one_pass.sort();
                 prop_assert_eq!(one_pass, walked, "services of {:?} at {}", roots, position);
+                let with_index: Vec<(CiId, u32, Option<Severity>)> =
+                    indexed.reach_all(&roots, position).expect("walk").iter().map(|r| (r.ci.id, r.depth, r.severity)).collect();
+                let without: Vec<(CiId, u32, Option<Severity>)> = reached.iter().map(|r| (r.ci.id, r.depth, r.severity)).collect();
+                prop_assert_eq!(with_index, without, "with the head index, {:?} at {}", roots, position);
             }
             Ok(())
         })?;

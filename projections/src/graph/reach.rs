@@ -19,6 +19,7 @@ use cmdb_core::ci::{CiClass, CiId, CiSnapshot};
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::NodeIndexable;
 
+use super::head_hops::target;
 use super::severity::arriving;
 use super::visits::Visits;
 use super::{GraphError, ImpactDirection, Reached, Severity, TemporalGraph};
@@ -92,56 +93,90 @@ impl TemporalGraph {
     }
 
     /// The walk: the failed roots first (the count returned), then every CI reached in the
-    /// order first reached.
+    /// order first reached. At a position the head index covers, the hops come from it (no
+    /// interval or presence to check); elsewhere from the hops of every position.
     fn reach_states(&self, roots: &[CiId], position: u64) -> Result<(Vec<State>, usize), GraphError> {
         self.check_position(position)?;
-        let mut slots = Visits::new(self.graph.node_bound());
-        let mut states: Vec<State> = Vec::new();
-        let mut queue: VecDeque<u32> = VecDeque::new();
+        let head = self.head_hops.as_ref().filter(|index| index.covers(position));
+        let mut walk = Walk {
+            slots: Visits::new(self.graph.node_bound()),
+            states: Vec::new(),
+            queue: VecDeque::new(),
+            graph: self,
+            position,
+        };
         for root in roots {
             if let Some(&node) = self.cis.get(root)
                 && self.alive_at(node, position)
-                && slots.insert(node, states.len() as u32).is_none()
+                && walk.slots.insert(node, walk.states.len() as u32).is_none()
             {
-                queue.push_back(states.len() as u32);
-                states.push(State::reached(node, 0, Some(Severity::Down)));
+                walk.queue.push_back(walk.states.len() as u32);
+                walk.states.push(State::reached(node, 0, Some(Severity::Down)));
             }
         }
-        let failed = states.len();
+        let failed = walk.states.len();
         // Each CI enters the queue at most three times (its first arrival and two rises).
-        while let Some(slot) = queue.pop_front() {
-            let State { node, depth, severity, expanded, .. } = states[slot as usize];
+        while let Some(slot) = walk.queue.pop_front() {
+            let State { node, depth, severity, expanded, .. } = walk.states[slot as usize];
             let Some(severity) = severity else { continue };
             if expanded.is_some_and(|e| e >= severity) {
                 continue;
             }
-            states[slot as usize].expanded = Some(severity);
-            for hop in self.hops_at(node, position, ImpactDirection::Downstream, None) {
-                let other = match slots.get(hop.to) {
-                    Some(other) => other as usize,
-                    None => {
-                        if !self.alive_at(hop.to, position) {
-                            continue;
-                        }
-                        slots.insert(hop.to, states.len() as u32);
-                        states.push(State::reached(hop.to, depth + 1, None));
-                        states.len() - 1
+            walk.states[slot as usize].expanded = Some(severity);
+            match head {
+                Some(index) => {
+                    for &entry in index.of(node) {
+                        let (to, into_group) = target(entry);
+                        walk.cross(to, into_group, depth + 1, severity);
                     }
-                };
-                let arrives = if hop.into_group {
-                    let group = &mut states[other];
-                    let threshold = *group.threshold.get_or_insert_with(|| self.members_to_fail(hop.to, position));
-                    arriving(severity, threshold, &mut group.down_members)
-                } else {
-                    severity
-                };
-                if states[other].severity.is_none_or(|s| s < arrives) {
-                    states[other].severity = Some(arrives);
-                    queue.push_back(other as u32);
+                }
+                None => {
+                    for hop in self.hops_at(node, position, ImpactDirection::Downstream, None) {
+                        if walk.slots.contains(hop.to) || self.alive_at(hop.to, position) {
+                            walk.cross(hop.to, hop.into_group, depth + 1, severity);
+                        }
+                    }
                 }
             }
         }
-        debug_assert!(states.iter().all(|s| s.severity.is_some()), "every CI reached has a severity");
-        Ok((states, failed))
+        debug_assert!(walk.states.iter().all(|s| s.severity.is_some()), "every CI reached has a severity");
+        Ok((walk.states, failed))
+    }
+}
+
+/// A walk under way: what it knows of each CI reached, and the CIs to expand.
+struct Walk<'a> {
+    slots: Visits,
+    states: Vec<State>,
+    queue: VecDeque<u32>,
+    graph: &'a TemporalGraph,
+    position: u64,
+}
+
+impl Walk<'_> {
+    /// A failure of `severity` crosses a hop into `to` (present at the position), at `depth`
+    /// if it is the first to arrive there.
+    #[inline]
+    fn cross(&mut self, to: NodeIndex, into_group: bool, depth: u32, severity: Severity) {
+        let other = match self.slots.get(to) {
+            Some(other) => other as usize,
+            None => {
+                self.slots.insert(to, self.states.len() as u32);
+                self.states.push(State::reached(to, depth, None));
+                self.states.len() - 1
+            }
+        };
+        let arrives = if into_group {
+            let (graph, position) = (self.graph, self.position);
+            let group = &mut self.states[other];
+            let threshold = *group.threshold.get_or_insert_with(|| graph.members_to_fail(to, position));
+            arriving(severity, threshold, &mut group.down_members)
+        } else {
+            severity
+        };
+        if self.states[other].severity.is_none_or(|s| s < arrives) {
+            self.states[other].severity = Some(arrives);
+            self.queue.push_back(other as u32);
+        }
     }
 }
