@@ -48,6 +48,7 @@ fn one_ci_at_random_positions(
     rng: &mut rand::rngs::StdRng,
 ) -> anyhow::Result<()> {
     let mut one_ci = Histogram::<u64>::new(3)?;
+    let mut at_head = Histogram::<u64>::new(3)?;
     let mut one_ci_services = Vec::new();
     let ids: Vec<CiId> = graph.cis_at(head, &CiFilter::default(), None, usize::MAX).0.iter().map(|c| c.id).collect();
     for _ in 0..20_000 {
@@ -58,8 +59,13 @@ fn one_ci_at_random_positions(
         let reach = graph.reach(&[id], position)?;
         one_ci.record(t.elapsed().as_nanos() as u64)?;
         one_ci_services.push(reach.services.len());
+        let t = Instant::now();
+        std::hint::black_box(graph.reach(&[id], head)?);
+        at_head.record(t.elapsed().as_nanos() as u64)?;
     }
     report("services reached by one random CI at a random position", &one_ci);
+    println!("  (the head index holds from position {:?}; the head is {head})", graph.head_hops_valid_from());
+    report("services reached by the same CIs at the head", &at_head);
     one_ci_services.sort_unstable();
     println!(
         "  services reached: median {} p99 {} max {}",
