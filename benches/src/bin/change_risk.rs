@@ -96,6 +96,21 @@ fn print_sizes(mut reached_cis: Vec<u32>, mut reached_services: Vec<usize>, mut 
     );
 }
 
+/// `QUERY_LINES` `whatIf` queries of the same shape as the samples, for `loadgen`.
+fn write_query_file(path: &std::path::Path, candidates: &[CiId], rng: &mut rand::rngs::StdRng) -> anyhow::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    for _ in 0..QUERY_LINES {
+        let ids: Vec<String> = candidates.choose_multiple(rng, SCOPE_CIS).map(|id| format!("\"{id}\"")).collect();
+        writeln!(
+            file,
+            "{{ at {{ whatIf(input: {{ type: NORMAL, title: \"what if\", scope: {{ cis: [{}] }}, window: {{ start: \"2030-01-08T22:00:00Z\", end: \"2030-01-09T00:00:00Z\" }} }}) {{ assessment {{ score level }} decision {{ autoApprove deny approvals {{ role principals count }} }} }} }} }}",
+            ids.join(", ")
+        )?;
+    }
+    println!("wrote {QUERY_LINES} whatIf queries to {}", path.display());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -193,17 +208,7 @@ async fn main() -> anyhow::Result<()> {
     print_sizes(reached_cis, reached_services, down_services);
 
     if let Some(path) = query_file {
-        let mut file = std::fs::File::create(&path)?;
-        for _ in 0..QUERY_LINES {
-            let ids: Vec<String> =
-                candidates.choose_multiple(&mut rng, SCOPE_CIS).map(|id| format!("\"{id}\"")).collect();
-            writeln!(
-                file,
-                "{{ at {{ whatIf(input: {{ type: NORMAL, title: \"what if\", scope: {{ cis: [{}] }}, window: {{ start: \"2030-01-08T22:00:00Z\", end: \"2030-01-09T00:00:00Z\" }} }}) {{ assessment {{ score level }} decision {{ autoApprove deny approvals {{ role principals count }} }} }} }} }}",
-                ids.join(", ")
-            )?;
-        }
-        println!("wrote {QUERY_LINES} whatIf queries to {}", path.display());
+        write_query_file(&path, &candidates, &mut rng)?;
     }
     Ok(())
 }
