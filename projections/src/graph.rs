@@ -757,10 +757,8 @@ impl TemporalGraph {
     /// present there, in the order of `hops`.
     fn write_head_list(&self, node: NodeIndex, position: u64, out: &mut Vec<u32>) {
         out.extend(
-            self.hops
-                .of(node, ImpactDirection::Downstream)
-                .iter()
-                .filter(|hop| hop.valid_at(position) && self.alive_at(hop.to, position))
+            self.hops_at(node, position, ImpactDirection::Downstream, None)
+                .filter(|hop| self.alive_at(hop.to, position))
                 .map(|hop| head_hops::entry(hop.to, hop.into_group)),
         );
     }
@@ -774,9 +772,7 @@ impl TemporalGraph {
             index.rewrite(*node, list, position);
         }
         if index.needs_rebuild() {
-            // Nothing changed between `valid_from` and `position`, so the lists at `position`
-            // hold from there.
-            index = HeadHops::build(self.graph.node_bound(), index.valid_from(), |node, out| {
+            index = HeadHops::build(self.graph.node_bound(), position, |node, out| {
                 self.write_head_list(node, position, out);
             });
         }
