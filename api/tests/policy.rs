@@ -309,3 +309,51 @@ async fn a_scope_ci_changed_before_approval_is_reassessed_when_approving() {
     // Tier 3 with no owner rule: one approver is enough now.
     assert_eq!(change["state"], "APPROVED", "{change}");
 }
+
+/// A freeze scoped to a business service covers the changes whose scope reaches it, and only
+/// those (CH-5): the policy's `input.calendar.freezes` names it for a what-if at the head (the
+/// assessment's own walk gives the services) and at a past position (the calendar walks the
+/// head itself), and not for a CI that reaches no frozen service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_on_a_service_covers_what_reaches_the_service() {
+    let e = estate().await;
+    let other = register(
+        &e.server,
+        json!({"class": "HOST", "name": "batch-01", "environment": "PRODUCTION",
+               "attributes": {"hostname": "batch-01", "ip_addresses": ["10.1.1.2"], "os": "debian-12", "cpu_cores": 8, "memory_mib": 16384}}),
+    )
+    .await;
+    let freeze = json!({ "name": "payments freeze", "reason": "quarter end", "service": e.service,
+        "interval": { "start": "2030-01-08T00:00:00Z", "end": "2030-01-09T00:00:00Z" } });
+    let created = e
+        .server
+        .ok(
+            &e.mark,
+            "mutation($input: FreezeInput!) { createFreeze(input: $input) { position } }",
+            json!({ "input": freeze }),
+        )
+        .await;
+    let frozen_at = created["createFreeze"]["position"].as_u64().expect("position");
+    // The head moves on, so `frozen_at` is a past position.
+    register(&e.server, json!({"class": "APPLICATION", "name": "later-app"})).await;
+    let query = "query($p: Position, $input: DraftChangeInput!) { at(position: $p) { whatIf(input: $input) {
+        decision { input } } } }";
+    let freezes = |data: &Value| -> Vec<String> {
+        data["at"]["whatIf"]["decision"]["input"]["calendar"]["freezes"]
+            .as_array()
+            .map(|f| f.iter().filter_map(|f| f["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let inside = ("2030-01-08T10:00:00Z", "2030-01-08T11:00:00Z");
+    for position in [Value::Null, json!(frozen_at)] {
+        let reaching =
+            e.server.ok(&e.alice, query, json!({ "p": position, "input": draft_input(&e.host, inside) })).await;
+        assert_eq!(freezes(&reaching), vec!["payments freeze".to_owned()], "at {position}: {reaching}");
+        let apart = e.server.ok(&e.alice, query, json!({ "p": position, "input": draft_input(&other, inside) })).await;
+        assert!(freezes(&apart).is_empty(), "batch-01 reaches no frozen service, at {position}: {apart}");
+        let outside = ("2030-01-10T10:00:00Z", "2030-01-10T11:00:00Z");
+        let later =
+            e.server.ok(&e.alice, query, json!({ "p": position, "input": draft_input(&e.host, outside) })).await;
+        assert!(freezes(&later).is_empty(), "the window misses the freeze, at {position}: {later}");
+    }
+}

@@ -643,13 +643,7 @@ pub fn compiled(text: &str) -> Result<Arc<Policy>, PolicyError> {
 
 /// Decides with `policy` on `input`, recording what a replay needs.
 pub fn decide(policy: &PolicyRecord, input: &Value) -> Result<PolicyDecision, PolicyError> {
-    // The default policy's meaning, written natively, for the inputs it vouches for (replays
-    // still run the interpreter, so each checks it again).
-    let native = (policy.text == DEFAULT_POLICY).then(|| native::decision(input)).flatten();
-    let output = match native {
-        Some(decision) => PolicyOutput::from_json(&decision)?,
-        None => compiled(&policy.text)?.evaluate(input)?,
-    };
+    let output = evaluate(policy, input)?;
     Ok(PolicyDecision {
         policy_version: policy.version,
         policy_hash: policy.hash,
@@ -657,6 +651,18 @@ pub fn decide(policy: &PolicyRecord, input: &Value) -> Result<PolicyDecision, Po
         input: input.to_string(),
         output,
     })
+}
+
+/// What `policy` decides on `input`, without the record of it: a what-if, which records
+/// nothing, needs no canonical text of its input (a tenth of its decision at 500 services).
+pub fn evaluate(policy: &PolicyRecord, input: &Value) -> Result<PolicyOutput, PolicyError> {
+    // The default policy's meaning, written natively, for the inputs it vouches for (replays
+    // still run the interpreter, so each checks it again).
+    let native = (policy.text == DEFAULT_POLICY).then(|| native::decision(input)).flatten();
+    match native {
+        Some(decision) => PolicyOutput::from_json(&decision),
+        None => compiled(&policy.text)?.evaluate(input),
+    }
 }
 
 /// What a replay found.

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use cmdb_core::change::freeze::{FreezeRecord, MAX_OCCURRENCES_PER_QUERY};
+use cmdb_core::change::freeze::{FreezeRecord, FreezeScope, MAX_OCCURRENCES_PER_QUERY};
 use cmdb_core::change::risk::{ServiceHours, window_touches};
 use cmdb_core::change::{ChangeRecord, ChangeState, ConflictFact, ScheduleFacts, Scope, Window};
 use cmdb_core::ci::{ChangeId, CiClass, CiId, Environment};
@@ -157,13 +157,31 @@ pub fn schedule_facts(
     max_depth: u32,
 ) -> Result<ScheduleFacts, GraphError> {
     let position = graph.applied();
+    let services = services_reached(graph, scope, position)?;
+    let conflicts = scheduled_conflicts(graph, change_id, scope, window, max_depth);
+    Ok(ScheduleFacts { position, services, conflicts })
+}
+
+/// The business services a failure of `scope` reaches at `position`, with those in it.
+fn services_reached(graph: &TemporalGraph, scope: &Scope, position: u64) -> Result<Vec<CiId>, GraphError> {
     let reach = graph.reach(&scope.cis, position)?;
     let mut services: Vec<CiId> = reach.services.iter().map(|s| s.ci.id).collect();
     services.extend(
         scope.cis.iter().filter(|id| graph.ci_at(**id, position).is_some_and(|c| c.class == CiClass::BusinessService)),
     );
-    let book = graph.change_book();
-    let candidates = book
+    Ok(services)
+}
+
+/// The conflicts of `scope` in `window` with the changes scheduled at the head.
+fn scheduled_conflicts(
+    graph: &TemporalGraph,
+    change_id: Option<ChangeId>,
+    scope: &Scope,
+    window: &Window,
+    max_depth: u32,
+) -> Vec<ConflictFact> {
+    let candidates = graph
+        .change_book()
         .scheduled()
         .iter()
         .filter(|(id, entry)| Some(**id) != change_id && entry.start < window.end && window.start < entry.end)
@@ -175,28 +193,44 @@ pub fn schedule_facts(
             cis: &entry.cis,
             acknowledged_by_other: change_id.is_some_and(|me| entry.acknowledged.contains(&me)),
         });
-    let conflicts = conflicts_with(graph, position, &scope.cis, candidates, max_depth);
-    Ok(ScheduleFacts { position, services, conflicts })
+    conflicts_with(graph, graph.applied(), &scope.cis, candidates, max_depth)
 }
 
 /// The calendar around a change's window, for its assessment (the policy's `input.calendar`):
 /// its conflicts with the changes scheduled now and the freezes covering its scope then.
+///
+/// `reached`: the business services the scope reaches at the head (those in the scope
+/// included), when the caller's own walk found them; otherwise they are walked here, and only
+/// if a freeze in force is scoped to a service (no other freeze reads them). An assessment
+/// walked once instead of twice is what keeps `whatIf` within its budget (issue 15, part 3).
 pub fn calendar_facts(
     graph: &TemporalGraph,
     change_id: Option<ChangeId>,
     scope: &Scope,
     window: &Window,
     max_depth: u32,
+    reached: Option<&[CiId]>,
 ) -> Result<cmdb_core::change::CalendarFacts, GraphError> {
-    let facts = schedule_facts(graph, change_id, scope, window, max_depth)?;
+    let conflicts = scheduled_conflicts(graph, change_id, scope, window, max_depth);
     let position = graph.applied();
     let mut environments: Vec<Environment> =
         scope.cis.iter().filter_map(|id| graph.ci_at(*id, position).and_then(|c| c.environment)).collect();
     environments.dedup();
-    let freezes =
-        cmdb_core::change::freeze::hits(graph.change_book().freezes(), window, &environments, &facts.services)
-            .map_err(|e| GraphError::Invalid(e.to_string()))?;
-    Ok(cmdb_core::change::CalendarFacts { conflicts: facts.conflicts, freezes })
+    let freezes = graph.change_book().freezes();
+    let by_service =
+        freezes.records.values().any(|r| r.lifted.is_none() && matches!(r.freeze.scope, FreezeScope::Service { .. }));
+    let walked;
+    let services = match reached {
+        Some(services) => services,
+        None if by_service => {
+            walked = services_reached(graph, scope, position)?;
+            walked.as_slice()
+        }
+        None => &[],
+    };
+    let freezes = cmdb_core::change::freeze::hits(freezes, window, &environments, services)
+        .map_err(|e| GraphError::Invalid(e.to_string()))?;
+    Ok(cmdb_core::change::CalendarFacts { conflicts, freezes })
 }
 
 /// One change on the calendar.

@@ -5,7 +5,7 @@
 
 use cmdb_core::change::risk::AssessmentFacts;
 use cmdb_core::change::{ChangeDetails, Scope};
-use cmdb_core::ci::ChangeId;
+use cmdb_core::ci::{ChangeId, CiId};
 use cmdb_core::time::Timestamp;
 
 use crate::assessment::assessment_facts;
@@ -33,7 +33,13 @@ pub fn risk_facts(
 ) -> Result<AssessmentFacts, GraphError> {
     let mut facts = assessment_facts(graph, &details.scope, position, now, settings.history_days)?;
     if let Some(window) = &details.window {
-        facts.calendar = Some(calendar_facts(graph, change_id, &details.scope, window, settings.conflict_max_depth)?);
+        // The calendar reads the services reached at the head: at the head they are the
+        // assessment's, so the scope is walked once.
+        let reached: Option<Vec<CiId>> = (position == graph.applied())
+            .then(|| facts.services.iter().map(|s| s.id).chain(facts.other_services.iter().map(|s| s.id)).collect());
+        let calendar =
+            calendar_facts(graph, change_id, &details.scope, window, settings.conflict_max_depth, reached.as_deref())?;
+        facts.calendar = Some(calendar);
     }
     Ok(facts)
 }

@@ -555,7 +555,7 @@ impl App {
         let probe = Window { start: now, end: now.saturating_add_micros(1), time_zone: "UTC".into() };
         let scope = Scope { cis: vec![request.ci], planned: Vec::new() };
         let depth = self.settings.facts.conflict_max_depth;
-        let calendar = calendar::calendar_facts(&graph, request.change, &scope, &probe, depth)?;
+        let calendar = calendar::calendar_facts(&graph, request.change, &scope, &probe, depth, None)?;
         // The changes scheduled or implementing now that share or reach the CI (CH-5), less
         // those either side acknowledged.
         let conflicts = calendar

@@ -3,7 +3,10 @@
 //! from the graph at the head, the formula, the policy input, the Rego evaluation). Also writes
 //! a `whatIf` query file for `loadgen` with the same kind of scopes.
 //!
-//!     cargo run --release -p cmdb-benches --bin change_risk -- DIR [--query-file whatif.txt]
+//!     cargo run --release -p cmdb-benches --bin change_risk -- DIR [--query-file whatif.txt] [--assessments-only]
+//!
+//! `--assessments-only` leaves out the figure of one CI at random positions (20,000 walks).
+//! The allocator is mimalloc, the server's.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,6 +27,10 @@ use cmdb_projections::runner::{RunnerOptions, start};
 use hdrhistogram::Histogram;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
+
+/// The server's allocator, so that the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SCOPE_CIS: usize = 20;
 const SAMPLES: usize = 2_000;
@@ -115,11 +122,17 @@ fn write_query_file(path: &std::path::Path, candidates: &[CiId], rng: &mut rand:
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: change_risk DATA_DIR"))?);
-    let query_file = match (args.next().as_deref(), args.next()) {
-        (Some("--query-file"), Some(path)) => Some(std::path::PathBuf::from(path)),
-        (None, _) => None,
-        _ => anyhow::bail!("usage: change_risk DATA_DIR [--query-file FILE]"),
-    };
+    let usage = "usage: change_risk DATA_DIR [--query-file FILE] [--assessments-only]";
+    let (mut query_file, mut one_ci) = (None, true);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--query-file" => {
+                query_file = Some(std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?))
+            }
+            "--assessments-only" => one_ci = false,
+            _ => anyhow::bail!(usage),
+        }
+    }
     let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
     let started = Instant::now();
     let handle = start::<cmdb_projections::graph::TemporalGraph>(store.clone(), RunnerOptions::default()).await?;
@@ -144,7 +157,9 @@ async fn main() -> anyhow::Result<()> {
     let mut reach_only = Histogram::<u64>::new(3)?;
     // The formula, the policy input, the decision.
     let mut steps = [Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?];
-    one_ci_at_random_positions(&graph, head, &mut rng)?;
+    if one_ci {
+        one_ci_at_random_positions(&graph, head, &mut rng)?;
+    }
     let (mut reached_cis, mut reached_services, mut down_services) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..SAMPLES {
         let scope_cis: Vec<CiId> = candidates.choose_multiple(&mut rng, SCOPE_CIS).copied().collect();

@@ -138,16 +138,17 @@ pub async fn what_if(
     let assessment = risk::assess(facts, change_type, record.details.window.as_ref());
     let access = app.access.snapshot();
     let input = policy_input(&record, Some(&assessment), &access, &cis, app.clock.now());
-    let decision = policy::decide(&policy_record, &input)
+    // Nothing is recorded, so the input needs no canonical text.
+    let output = policy::evaluate(&policy_record, &input)
         .map_err(|e| coded(Code::PolicyFailed, format!("the policy in force failed on this input: {e}")))?;
     Ok(WhatIf {
         assessment: RiskAssessment { assessment, recorded: None },
         decision: WhatIfDecision {
-            policy_version: decision.policy_version,
-            policy_hash: decision.policy_hash.to_hex(),
-            auto_approve: decision.output.auto_approve,
-            deny: decision.output.deny.clone(),
-            approvals: decision.output.approvals.iter().map(|r| requirement(r, Vec::new())).collect(),
+            policy_version: policy_record.version,
+            policy_hash: policy_record.hash.to_hex(),
+            auto_approve: output.auto_approve,
+            deny: output.deny.clone(),
+            approvals: output.approvals.iter().map(|r| requirement(r, Vec::new())).collect(),
             input: async_graphql::Json(input),
         },
     })

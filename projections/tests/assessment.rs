@@ -1,0 +1,65 @@
+//! The order of an assessment's services (CH-2): the first `MAX_ASSESSED_SERVICES` listed in
+//! full, down before degraded, most critical, nearest, then by name; every further one briefly
+//! in the same order with its id in place of its name. On an estate where more services than
+//! the bound are reached, with many ties on tier and depth, and names ordered against ids.
+
+mod common;
+
+use cmdb_core::change::Scope;
+use cmdb_core::change::risk::MAX_ASSESSED_SERVICES;
+use cmdb_core::ci::{CiClass, CiCommand, CiId, RelType};
+use cmdb_projections::assessment::assessment_facts;
+use common::{World, ci, register, relate};
+
+const SERVICES: u128 = MAX_ASSESSED_SERVICES as u128 + 40;
+
+#[tokio::test]
+async fn services_beyond_the_bound_are_briefed_in_the_same_order() {
+    let world = World::new();
+    world.ok(register(1, CiClass::Host, None)).await;
+    world.ok(register(99, CiClass::Team, None)).await;
+    for app in 2..=11u128 {
+        world.ok(register(app, CiClass::Application, None)).await;
+        world.ok(relate(app, RelType::DependsOn, app, 1)).await;
+    }
+    for n in 0..SERVICES {
+        let id = 1_000 + n;
+        let CiCommand::Register(mut service) = register(id, CiClass::BusinessService, Some(99)) else { unreachable!() };
+        // Names run against ids, so ordering by one is not ordering by the other.
+        service.name = format!("svc-{:04}", SERVICES - n);
+        world.ok(CiCommand::Register(service)).await;
+        // Every third service on the host itself (depth 1), the rest on an application (2).
+        let target = if n % 3 == 0 { 1 } else { 2 + n % 10 };
+        world.ok(relate(10_000 + n, RelType::DependsOn, id, target)).await;
+    }
+    let graph = world.graph().await;
+    let position = graph.applied();
+    let scope = Scope { cis: vec![ci(1)], planned: vec![] };
+    let now = graph.time_of(position).expect("time");
+    let facts = assessment_facts(&graph, &scope, position, now, 90).expect("facts");
+
+    assert_eq!(facts.services.len(), MAX_ASSESSED_SERVICES);
+    assert_eq!(facts.other_services.len(), SERVICES as usize - MAX_ASSESSED_SERVICES);
+    assert_eq!(facts.services_not_listed as usize, facts.other_services.len());
+    // The independent order: every service reached, sorted by the rule in full.
+    let mut all: Vec<(u8, u32, String, CiId)> = (0..SERVICES)
+        .map(|n| {
+            let id = ci(1_000 + n);
+            let depth = if n % 3 == 0 { 1 } else { 2 };
+            let tier = graph.ci_at(id, position).and_then(|c| c.attributes["criticality_tier"].as_u64()).expect("tier");
+            (u8::try_from(tier).expect("tier"), depth, format!("svc-{:04}", SERVICES - n), id)
+        })
+        .collect();
+    all.sort();
+    let listed: Vec<(Option<u8>, u32, &str)> =
+        facts.services.iter().map(|s| (s.tier, s.depth, s.name.as_str())).collect();
+    let expected: Vec<(Option<u8>, u32, &str)> =
+        all[..MAX_ASSESSED_SERVICES].iter().map(|(t, d, name, _)| (Some(*t), *d, name.as_str())).collect();
+    assert_eq!(listed, expected, "the first of the full order, in it");
+    let briefed: Vec<(Option<u8>, u32, CiId)> = facts.other_services.iter().map(|s| (s.tier, s.depth, s.id)).collect();
+    let mut rest: Vec<(Option<u8>, u32, CiId)> =
+        all[MAX_ASSESSED_SERVICES..].iter().map(|(t, d, _, id)| (Some(*t), *d, *id)).collect();
+    rest.sort();
+    assert_eq!(briefed, rest, "the rest, by tier and depth, then id");
+    assert!(facts.services.iter().all(|s| s.severity == cmdb_core::model::Severity::Down));
+}
