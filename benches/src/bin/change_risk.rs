@@ -21,7 +21,8 @@ use cmdb_core::ci::{ChangeId, CiClass, CiId, CiSnapshot};
 use cmdb_core::policy::{self, PolicyRecord};
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_core::{EventStore, Timestamp};
-use cmdb_projections::assessment::assessment_facts;
+use cmdb_projections::calendar::DEFAULT_CONFLICT_MAX_DEPTH;
+use cmdb_projections::facts::{FactSettings, risk_facts};
 use cmdb_projections::graph::CiFilter;
 use cmdb_projections::runner::{RunnerOptions, start};
 use hdrhistogram::Histogram;
@@ -191,7 +192,10 @@ async fn main() -> anyhow::Result<()> {
         let cis: BTreeMap<CiId, Option<CiSnapshot>> =
             scope_cis.iter().map(|id| (*id, graph.ci_at(*id, head).map(|c| (*c).clone()))).collect();
         let record = ChangeRecord::drafted(&drafted, At { position: head, recorded_at: now });
-        let facts = assessment_facts(&graph, &record.details.scope, head, now, DEFAULT_RISK_HISTORY_DAYS)?;
+        // With the calendar around the window, as the server's assessment has it.
+        let settings =
+            FactSettings { history_days: DEFAULT_RISK_HISTORY_DAYS, conflict_max_depth: DEFAULT_CONFLICT_MAX_DEPTH };
+        let facts = risk_facts(&graph, None, &record.details, head, now, settings)?;
         let facts_done = t.elapsed();
         truncated += usize::from(facts.truncated);
         reached_cis.push(facts.downstream_cis);

@@ -837,28 +837,31 @@ pub fn policy_input(
                 })
             })
             .collect();
-        json!({
+        // `json!` copies what it is given; the services are moved in after (issue 15).
+        let mut value = json!({
             "score": a.score,
             "level": a.level.as_str(),
             "formula_version": a.formula_version,
             "position": a.facts.position,
             "downstream_cis": a.facts.downstream_cis,
             "truncated": a.facts.truncated,
-            "services": services,
+            "services": null,
             "services_not_listed": a.facts.services_not_listed,
             "services_down": a.facts.services_with(crate::model::Severity::Down),
             "services_degraded": a.facts.services_with(crate::model::Severity::Degraded),
             "recent_failures": a.facts.failures.iter().map(|f| f.failed + f.backed_out).sum::<u32>(),
             "history_days": a.facts.history_days,
             "factors": a.factors.iter().map(|f| json!({"name": f.name, "points": f.points, "why": f.why})).collect::<Vec<_>>(),
-        })
+        });
+        value["services"] = Value::Array(services);
+        value
     });
     let requester_roles: Vec<&str> = access
         .principals
         .get(&change.requester)
         .map(|p| p.roles.iter().map(|r| r.as_str()).collect())
         .unwrap_or_default();
-    json!({
+    let mut input = json!({
         "now": now.to_rfc3339(),
         "now_ns": now.as_micros().saturating_mul(1000),
         "change": {
@@ -882,9 +885,13 @@ pub fn policy_input(
             "links": details.links.iter().map(|l| json!({"kind": l.kind.as_str(), "id": l.id})).collect::<Vec<_>>(),
         },
         "requester_roles": requester_roles,
-        "assessment": assessment_value,
+        "assessment": null,
         "calendar": calendar,
-    })
+    });
+    if let Some(assessment) = assessment_value {
+        input["assessment"] = assessment;
+    }
+    input
 }
 
 /// Assesses `change` on `facts` and lets the policy in force decide.
