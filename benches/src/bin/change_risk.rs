@@ -119,11 +119,11 @@ fn write_query_file(path: &std::path::Path, candidates: &[CiId], rng: &mut rand:
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: change_risk DATA_DIR"))?);
+/// (data directory, `--query-file`, whether to time one CI at random positions).
+fn arguments() -> anyhow::Result<(std::path::PathBuf, Option<std::path::PathBuf>, bool)> {
     let usage = "usage: change_risk DATA_DIR [--query-file FILE] [--assessments-only]";
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?);
     let (mut query_file, mut one_ci) = (None, true);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -134,6 +134,12 @@ async fn main() -> anyhow::Result<()> {
             _ => anyhow::bail!(usage),
         }
     }
+    Ok((dir, query_file, one_ci))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (dir, query_file, one_ci) = arguments()?;
     let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
     let started = Instant::now();
     let handle = start::<cmdb_projections::graph::TemporalGraph>(store.clone(), RunnerOptions::default()).await?;
