@@ -176,7 +176,8 @@ impl RiskAssessment {
         self.assessment.facts.services_not_listed
     }
     /// Every reached service beyond `services`, briefly: with `services`, every business
-    /// service the change reaches (empty in assessments made before issue 15).
+    /// service the change reaches (empty in assessments made before issue 15). In the order of
+    /// `services` (down first, most critical, nearest) with ties by id rather than name.
     async fn other_services(&self) -> Vec<ServiceBriefView> {
         let position = self.assessment.facts.position;
         self.assessment
