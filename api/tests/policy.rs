@@ -37,6 +37,12 @@ struct Estate {
     otto: String,
 }
 
+/// A production host named `name` at `ip`, for `registerCi`.
+fn production_host(name: &str, ip: &str) -> Value {
+    json!({"class": "HOST", "name": name, "environment": "PRODUCTION",
+           "attributes": {"hostname": name, "ip_addresses": [ip], "os": "debian-12", "cpu_cores": 8, "memory_mib": 16384}})
+}
+
 /// A tier-1 payments service open around the clock, owned by the person otto, provided by an
 /// application running on one host; classes uncontrolled (CM-3 has its own tests).
 async fn estate() -> Estate {
@@ -55,12 +61,7 @@ async fn estate() -> Estate {
     )
     .await;
     let app = register(&server, json!({"class": "APPLICATION", "name": "payments-api"})).await;
-    let host = register(
-        &server,
-        json!({"class": "HOST", "name": "pay-01", "environment": "PRODUCTION",
-               "attributes": {"hostname": "pay-01", "ip_addresses": ["10.1.1.1"], "os": "debian-12", "cpu_cores": 8, "memory_mib": 16384}}),
-    )
-    .await;
+    let host = register(&server, production_host("pay-01", "10.1.1.1")).await;
     relate(&server, "PROVIDES", &app, &service).await;
     relate(&server, "RUNS_ON", &app, &host).await;
     Estate {
@@ -317,12 +318,7 @@ async fn a_scope_ci_changed_before_approval_is_reassessed_when_approving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_freeze_on_a_service_covers_what_reaches_the_service() {
     let e = estate().await;
-    let other = register(
-        &e.server,
-        json!({"class": "HOST", "name": "batch-01", "environment": "PRODUCTION",
-               "attributes": {"hostname": "batch-01", "ip_addresses": ["10.1.1.2"], "os": "debian-12", "cpu_cores": 8, "memory_mib": 16384}}),
-    )
-    .await;
+    let other = register(&e.server, production_host("batch-01", "10.1.1.2")).await;
     let freeze = json!({ "name": "payments freeze", "reason": "quarter end", "service": e.service,
         "interval": { "start": "2030-01-08T00:00:00Z", "end": "2030-01-09T00:00:00Z" } });
     let created = e

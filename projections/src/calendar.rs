@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use cmdb_core::change::freeze::{FreezeRecord, FreezeScope, MAX_OCCURRENCES_PER_QUERY};
+use cmdb_core::change::freeze::{FreezeRecord, MAX_OCCURRENCES_PER_QUERY};
 use cmdb_core::change::risk::{ServiceHours, window_touches};
 use cmdb_core::change::{ChangeRecord, ChangeState, ConflictFact, ScheduleFacts, Scope, Window};
 use cmdb_core::ci::{ChangeId, CiClass, CiId, Environment};
@@ -217,12 +217,10 @@ pub fn calendar_facts(
         scope.cis.iter().filter_map(|id| graph.ci_at(*id, position).and_then(|c| c.environment)).collect();
     environments.dedup();
     let freezes = graph.change_book().freezes();
-    let by_service =
-        freezes.records.values().any(|r| r.lifted.is_none() && matches!(r.freeze.scope, FreezeScope::Service { .. }));
     let walked;
     let services = match reached {
         Some(services) => services,
-        None if by_service => {
+        None if freezes.any_scoped_to_a_service() => {
             walked = services_reached(graph, scope, position)?;
             walked.as_slice()
         }

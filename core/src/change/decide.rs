@@ -2,7 +2,7 @@
 //! state (who holds which role now), the CIs the scope names and the clock reading, which
 //! events to append, or why not.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use serde_json::{Value, json};
@@ -815,17 +815,11 @@ pub fn policy_input(
         })
     });
     let assessment_value = assessment.map(|a| {
-        // Services share owners (a team owns many): each list of contacts is resolved once.
-        let mut principals_of: HashMap<&[String], Vec<String>> = HashMap::new();
         let services: Vec<Value> = a
             .facts
             .services
             .iter()
             .map(|s| {
-                let owners = principals_of
-                    .entry(s.owner_contacts.as_slice())
-                    .or_insert_with(|| owner_principals(access, &s.owner_contacts))
-                    .clone();
                 json!({
                     "id": s.id.to_string(),
                     "name": s.name,
@@ -833,7 +827,7 @@ pub fn policy_input(
                     "depth": s.depth,
                     "severity": s.severity.as_str(),
                     "window_in_service_hours": a.window_in_service_hours.contains(&s.id),
-                    "owners": owners,
+                    "owners": owner_principals(access, &s.owner_contacts),
                 })
             })
             .collect();

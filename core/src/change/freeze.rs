@@ -292,6 +292,12 @@ impl Freezes {
         Ok(())
     }
 
+    /// Whether a freeze not lifted is scoped to a business service: only then does
+    /// [`hits`] read the services a scope reaches.
+    pub fn any_scoped_to_a_service(&self) -> bool {
+        self.records.values().any(|r| r.lifted.is_none() && matches!(r.freeze.scope, FreezeScope::Service { .. }))
+    }
+
     /// The freezes in force at `position` (created, not yet lifted).
     pub fn in_force_at(&self, position: u64) -> impl Iterator<Item = &FreezeRecord> {
         self.records.values().filter(move |r| r.in_force_at(position))
