@@ -3,7 +3,9 @@
 //! each on one thread and measured alone, everything held in memory between stages. Run on a
 //! data directory made with `cmdb fixtures load --size large --data-dir DIR`:
 //!
-//!     cargo run --release -p cmdb-benches --bin rebuild_stages -- DIR
+//!     cargo run --release -p cmdb-benches --bin rebuild_stages -- DIR [--runner-only]
+//!
+//! `--runner-only` times one catch-up through the runner and stops (for a profiler).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,13 +38,19 @@ fn cpu_seconds() -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let dir = std::path::PathBuf::from(
-        std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: rebuild_stages DATA_DIR"))?,
-    );
+    let usage = || anyhow::anyhow!("usage: rebuild_stages DATA_DIR [--runner-only]");
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().ok_or_else(usage)?);
+    let runner_only = match args.next().as_deref() {
+        None => false,
+        Some("--runner-only") => true,
+        Some(_) => return Err(usage()),
+    };
     let store = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
     let head = store.head().await?.position;
     // The runner's catch-up as `cmdb serve` runs it (no checkpoint), with the CPU it took.
-    for _ in 0..RUNNER_ROUNDS {
+    let rounds = if runner_only { 1 } else { RUNNER_ROUNDS };
+    for _ in 0..rounds {
         let (started, cpu) = (Instant::now(), cpu_seconds());
         let graph = start::<TemporalGraph>(store.clone(), RunnerOptions::default()).await?;
         let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
@@ -52,6 +60,9 @@ async fn main() -> anyhow::Result<()> {
             cpu / wall
         );
         drop(graph);
+    }
+    if runner_only {
+        return Ok(());
     }
     // The evidence tree, which `cmdb serve` rebuilds at the same time as the graph.
     let (started, cpu) = (Instant::now(), cpu_seconds());
