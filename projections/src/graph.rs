@@ -593,6 +593,10 @@ fn baseline_key(name: &str) -> String {
     name.trim().to_lowercase()
 }
 
+/// The most events [`TemporalGraph::reserve_for_events`] makes room for at once (16 bytes
+/// each in two arrays: 1 GiB of address space at most, touched only as events arrive).
+pub const RESERVED_EVENTS_MAX: u64 = 32 * 1024 * 1024;
+
 fn name_index_key(key: &NameKey) -> String {
     format!("{}/{}", key.class, key.normalized)
 }
@@ -851,6 +855,16 @@ impl TemporalGraph {
             .map_err(|e| GraphError::Apply { position: record.position, detail: e.to_string() })
     }
 
+    /// Makes room in the per-event arrays (the times and the changes a diff reads) for
+    /// `events` more, at most [`RESERVED_EVENTS_MAX`]: a catch-up knows how far it goes, and
+    /// arrays of millions of entries grown by doubling copy themselves and touch fresh memory
+    /// at every step (issue 15, part 6).
+    pub fn reserve_for_events(&mut self, events: u64) {
+        let events = usize::try_from(events.min(RESERVED_EVENTS_MAX)).unwrap_or(0);
+        self.times.reserve(events);
+        self.changes.reserve(events);
+    }
+
     /// Applies an event whose payload [`decode`](Self::decode) parsed.
     pub fn apply_decoded(&mut self, record: &EventRecord, decoded: Option<CiEvent>) -> Result<(), GraphError> {
         if record.position <= self.applied {
@@ -957,10 +971,12 @@ impl TemporalGraph {
                 let current = entry.versions.last_mut().ok_or_else(|| missing(format!("CI {id} has no version")))?;
                 let mut next = (*current.ci).clone();
                 next.evolve(event);
-                let old_key = name_index_key(&NameKey::new(current.ci.class, &current.ci.name));
                 let renamed_or_withdrawn = next.name != current.ci.name || next.status == Status::Withdrawn;
                 current.to = p;
                 if renamed_or_withdrawn {
+                    // The key is built only here: most updates keep the name, and a key is a
+                    // lower-cased copy of it.
+                    let old_key = name_index_key(&NameKey::new(next.class, &current.ci.name));
                     if let Some(interval) =
                         self.names.get_mut(&old_key).and_then(|v| v.iter_mut().rev().find(|i| i.2 == id))
                     {

@@ -43,6 +43,9 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
     fn position_hash(&self) -> Hash;
     /// Rebuilds what a checkpoint leaves out (caches derived from the state), after loading.
     fn restored(&mut self) {}
+    /// Called before a catch-up folds up to `events` more events: a state may make room for
+    /// them at once rather than grow (and copy) its per-event arrays by doubling.
+    fn expect_events(&mut self, _events: u64) {}
     /// Called once the state has caught up with the log, before it serves (and again after a
     /// rebuild): where a state builds the indexes that are worth keeping up event by event
     /// only once the bulk of the log is folded.
@@ -99,6 +102,10 @@ impl Projection for TemporalGraph {
 
     fn caught_up(&mut self) {
         self.build_head_hops();
+    }
+
+    fn expect_events(&mut self, events: u64) {
+        self.reserve_for_events(events);
     }
 
     fn restored(&mut self) {
@@ -333,8 +340,11 @@ async fn catch_up<P: Projection>(
     if P::CATCHES_UP_FROM_LINKS {
         return catch_up_from_links(store, state, head, page).await;
     }
+    state.expect_events(head.saturating_sub(state.position()));
     type Page = Result<Vec<EventRecord>, String>;
-    type DecodedPage<D> = Result<Vec<(EventRecord, D)>, String>;
+    // A page's records stay where the store put them: decoding writes the payloads beside
+    // them, so no record (some 400 bytes each) is moved between stages.
+    type DecodedPage<D> = Result<(Vec<EventRecord>, Vec<D>), String>;
     let (read_pages, mut to_decode) = tokio::sync::mpsc::channel::<Page>(CATCH_UP_PAGES_IN_FLIGHT);
     let (decoded_pages, mut to_apply) = tokio::sync::mpsc::channel::<DecodedPage<P::Decoded>>(CATCH_UP_PAGES_IN_FLIGHT);
     let read = move |after| {
@@ -346,10 +356,8 @@ async fn catch_up<P: Projection>(
         while let Some(records) = to_decode.recv().await {
             let decoded = match records {
                 Ok(records) => tokio::task::spawn_blocking(move || {
-                    records
-                        .into_iter()
-                        .map(|record| P::decode(&record).map(|d| (record, d)))
-                        .collect::<Result<Vec<_>, String>>()
+                    let decoded = records.iter().map(P::decode).collect::<Result<Vec<_>, String>>()?;
+                    Ok((records, decoded))
                 })
                 .await
                 .unwrap_or_else(|e| Err(e.to_string())),
@@ -362,14 +370,13 @@ async fn catch_up<P: Projection>(
     });
     let mut saw_redaction = false;
     while let Some(batch) = to_apply.recv().await {
-        let batch = batch.map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
-        let mut records = Vec::with_capacity(batch.len());
-        for (record, decoded) in batch {
-            saw_redaction |= is_redaction(&record);
+        let (records, decoded) = batch.map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
+        debug_assert_eq!(records.len(), decoded.len(), "one decoded payload per record");
+        for (record, decoded) in records.iter().zip(decoded) {
+            saw_redaction |= is_redaction(record);
             state
-                .apply_decoded(&record, decoded)
+                .apply_decoded(record, decoded)
                 .map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
-            records.push(record);
         }
         // Freeing a page of records is real work: leave it to another core.
         tokio::task::spawn_blocking(move || drop(records));
