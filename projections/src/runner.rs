@@ -287,9 +287,45 @@ pub async fn start<P: Projection>(
     store: Arc<dyn EventStore>,
     options: RunnerOptions,
 ) -> Result<ProjectionHandle<P>, RunnerError> {
-    let (state, started_from) = match &options.checkpoint_dir {
+    let (state, started_from) = initial_state::<P>(store.as_ref(), &options).await;
+    start_from(store, state, started_from, options).await
+}
+
+/// Starts two projections, `A` folding whole records and `B` any: like [`start`] for each,
+/// but when both start at the same position (a rebuild of both, or checkpoints saved
+/// together) the log is read and parsed once, and each page `A` has applied goes on to `B`
+/// (issue 15, part 6: the server rebuilds the graph and the evidence tree on the same two
+/// cores). From different positions each reads from its own, so neither waits for the other.
+pub async fn start_pair<A: Projection, B: Projection>(
+    store: Arc<dyn EventStore>,
+    options: RunnerOptions,
+) -> Result<(ProjectionHandle<A>, ProjectionHandle<B>), RunnerError> {
+    let ((a, a_from), (b, b_from)) =
+        tokio::join!(initial_state::<A>(store.as_ref(), &options), initial_state::<B>(store.as_ref(), &options));
+    if a.position() != b.position() || A::CATCHES_UP_FROM_LINKS {
+        return tokio::try_join!(
+            start_from(store.clone(), a, a_from, options.clone()),
+            start_from(store.clone(), b, b_from, options.clone()),
+        );
+    }
+    let head = store.head().await?.position;
+    let page = options.page_events.clamp(1, store.limits().max_page_events);
+    let from_checkpoint = a.position() > 0;
+    let (pages_for_b, b_pages) = tokio::sync::mpsc::channel(CATCH_UP_PAGES_IN_FLIGHT);
+    let b_fold = tokio::spawn(fold_pages(b, b_pages));
+    let a_caught_up = catch_up_records(store.clone(), a, head, page, Some(pages_for_b)).await;
+    let b_caught_up = b_fold.await.map_err(|e| RunnerError::Apply { projection: B::NAME, detail: e.to_string() })?;
+    let (a, a_from) = after_redaction(&store, a_caught_up?, from_checkpoint, a_from, head, page).await?;
+    let (b, b_from) = after_redaction(&store, b_caught_up?, from_checkpoint, b_from, head, page).await?;
+    debug_assert_eq!(a.position(), b.position(), "read from one position to one head");
+    Ok((launch(&store, a, a_from, &options), launch(&store, b, b_from, &options)))
+}
+
+/// The state a projection starts from: its checkpoint if one is valid, else empty (and why).
+async fn initial_state<P: Projection>(store: &dyn EventStore, options: &RunnerOptions) -> (P, String) {
+    match &options.checkpoint_dir {
         None => (P::default(), "rebuilt: checkpoints are off".to_owned()),
-        Some(dir) => match load_checkpoint::<P>(store.as_ref(), dir).await {
+        Some(dir) => match load_checkpoint::<P>(store, dir).await {
             Ok(state) => {
                 let position = state.position();
                 (state, format!("checkpoint at position {position}"))
@@ -299,19 +335,50 @@ pub async fn start<P: Projection>(
                 (P::default(), format!("rebuilt: {reason}"))
             }
         },
-    };
-    // Catch up before serving. A redaction after the checkpoint means the checkpoint may hold
-    // erased values: rebuild from the start instead.
+    }
+}
+
+/// Catches `state` up with the log, then launches it.
+async fn start_from<P: Projection>(
+    store: Arc<dyn EventStore>,
+    state: P,
+    started_from: String,
+    options: RunnerOptions,
+) -> Result<ProjectionHandle<P>, RunnerError> {
+    // Catch up before serving.
     let head = store.head().await?.position;
     let page = options.page_events.clamp(1, store.limits().max_page_events);
     let from_checkpoint = state.position() > 0;
-    let (mut state, saw_redaction) = catch_up(store.clone(), state, head, page).await?;
-    let mut started_from = started_from;
-    if saw_redaction && from_checkpoint && P::REBUILD_ON_REDACTION {
-        tracing::info!(projection = P::NAME, "a redaction follows the checkpoint; rebuilding from the log");
-        state = catch_up(store.clone(), P::default(), head, page).await?.0;
-        started_from = "rebuilt: a redaction follows the checkpoint".to_owned();
+    let caught_up = catch_up(store.clone(), state, head, page).await?;
+    let (state, started_from) = after_redaction(&store, caught_up, from_checkpoint, started_from, head, page).await?;
+    Ok(launch(&store, state, started_from, &options))
+}
+
+/// A redaction after the checkpoint means the checkpoint may hold erased values: the state
+/// caught up from it is replaced by one rebuilt from the start.
+async fn after_redaction<P: Projection>(
+    store: &Arc<dyn EventStore>,
+    (state, saw_redaction): (P, bool),
+    from_checkpoint: bool,
+    started_from: String,
+    head: u64,
+    page: usize,
+) -> Result<(P, String), RunnerError> {
+    if !(saw_redaction && from_checkpoint && P::REBUILD_ON_REDACTION) {
+        return Ok((state, started_from));
     }
+    tracing::info!(projection = P::NAME, "a redaction follows the checkpoint; rebuilding from the log");
+    let rebuilt = catch_up(store.clone(), P::default(), head, page).await?.0;
+    Ok((rebuilt, "rebuilt: a redaction follows the checkpoint".to_owned()))
+}
+
+/// Builds the head's indexes of a caught-up state, then follows the log (and checkpoints).
+fn launch<P: Projection>(
+    store: &Arc<dyn EventStore>,
+    mut state: P,
+    started_from: String,
+    options: &RunnerOptions,
+) -> ProjectionHandle<P> {
     let indexing = std::time::Instant::now();
     state.caught_up();
     tracing::info!(projection = P::NAME, ms = indexing.elapsed().as_millis() as u64, "indexes of the head built");
@@ -323,7 +390,39 @@ pub async fn start<P: Projection>(
     if let Some(dir) = options.checkpoint_dir.clone() {
         tokio::spawn(checkpoint_loop(handle.clone(), dir, options.checkpoint_interval_ms));
     }
-    Ok(handle)
+    handle
+}
+
+/// `B`'s half of a shared catch-up: folds the pages another projection has applied, in
+/// order, each on the blocking pool (then frees it there). Says whether a redaction record
+/// was among them.
+async fn fold_pages<B: Projection>(
+    mut state: B,
+    mut pages: tokio::sync::mpsc::Receiver<Vec<EventRecord>>,
+) -> Result<(B, bool), RunnerError> {
+    let mut saw_redaction = false;
+    while let Some(records) = pages.recv().await {
+        let folded = tokio::task::spawn_blocking(move || {
+            let mut saw = false;
+            for record in &records {
+                if record.position <= state.position() {
+                    continue; // already folded (the pair started where this one had got to)
+                }
+                saw |= is_redaction(record);
+                let decoded = B::decode(record)?;
+                state.apply_decoded(record, decoded)?;
+            }
+            drop(records);
+            Ok::<_, String>((state, saw))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|folded| folded);
+        let (next, saw) = folded.map_err(|detail| RunnerError::Apply { projection: B::NAME, detail })?;
+        state = next;
+        saw_redaction |= saw;
+    }
+    Ok((state, saw_redaction))
 }
 
 /// Applies the log from `state`'s position up to `head` (not past it) in three stages that
@@ -333,13 +432,25 @@ pub async fn start<P: Projection>(
 /// Says whether a redaction record was among the events applied.
 async fn catch_up<P: Projection>(
     store: Arc<dyn EventStore>,
-    mut state: P,
+    state: P,
     head: u64,
     page: usize,
 ) -> Result<(P, bool), RunnerError> {
     if P::CATCHES_UP_FROM_LINKS {
         return catch_up_from_links(store, state, head, page).await;
     }
+    catch_up_records(store, state, head, page, None).await
+}
+
+/// [`catch_up`] from whole records; each page applied goes on to `next` if given (another
+/// projection's fold), else is freed on the blocking pool.
+async fn catch_up_records<P: Projection>(
+    store: Arc<dyn EventStore>,
+    mut state: P,
+    head: u64,
+    page: usize,
+    next: Option<tokio::sync::mpsc::Sender<Vec<EventRecord>>>,
+) -> Result<(P, bool), RunnerError> {
     state.expect_events(head.saturating_sub(state.position()));
     type Page = Result<Vec<EventRecord>, String>;
     // A page's records stay where the store put them: decoding writes the payloads beside
@@ -378,8 +489,16 @@ async fn catch_up<P: Projection>(
                 .apply_decoded(record, decoded)
                 .map_err(|detail| RunnerError::Apply { projection: P::NAME, detail })?;
         }
-        // Freeing a page of records is real work: leave it to another core.
-        tokio::task::spawn_blocking(move || drop(records));
+        match &next {
+            // If the next fold stopped, its error is the one to report: this one carries on.
+            Some(next) => {
+                let _ = next.send(records).await;
+            }
+            // Freeing a page of records is real work: leave it to another core.
+            None => {
+                tokio::task::spawn_blocking(move || drop(records));
+            }
+        }
     }
     let _ = reader.await;
     let _ = decoder.await;

@@ -304,3 +304,124 @@ async fn the_evidence_tree_caught_up_from_links_equals_the_fold_of_whole_records
         assert_eq!(evidence.uncovered_events(), folded.uncovered_events());
     }
 }
+
+/// A signed checkpoint record appended to `store`, as the evidence decider writes it (the
+/// evidence tree folds it whole).
+async fn append_signed_checkpoint(store: &dyn EventStore) {
+    use cmdb_core::evidence::{CHECKPOINT_SIGNED, CheckpointSigned, checkpoint_stream};
+    let signed = CheckpointSigned {
+        origin: "cmdb.test".into(),
+        size: 1,
+        root: cmdb_core::merkle::leaf_hash(b"a leaf"),
+        key_id: "0123abcd".into(),
+        note: "a note".into(),
+    };
+    let checkpoint = cmdb_core::AppendRequest::single(
+        checkpoint_stream(),
+        cmdb_core::ExpectedVersion::Any,
+        vec![cmdb_core::NewEvent::raw(
+            CHECKPOINT_SIGNED,
+            serde_json::to_vec(&signed).expect("json"),
+            Metadata::new(Actor::principal("signer"), Source::System),
+        )],
+    );
+    store.append(checkpoint).await.expect("append the checkpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_caught_up_from_one_read_equals_each_caught_up_alone_and_both_follow() {
+    use cmdb_projections::evidence::EvidenceLog;
+    use cmdb_projections::runner::start_pair;
+
+    let data = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    populate(store.as_ref(), 1, 12).await;
+    append_signed_checkpoint(store.as_ref()).await;
+    populate(store.as_ref(), 100, 9).await;
+    let head = store.head().await.expect("head").position;
+    // Pages of 3 events: a dozen pages pass from the graph's fold to the tree's.
+    let small = RunnerOptions { checkpoint_dir: None, page_events: 3, ..RunnerOptions::default() };
+    let (graph, evidence) =
+        start_pair::<TemporalGraph, EvidenceLog>(store.clone(), small.clone()).await.expect("start the pair");
+    let graph_alone = start::<TemporalGraph>(store.clone(), small.clone()).await.expect("start the graph");
+    let evidence_alone = start::<EvidenceLog>(store.clone(), small).await.expect("start the tree");
+    assert_eq!((graph.applied(), evidence.applied()), (head, head), "both caught up when the pair starts");
+    assert_eq!(graph.read().position_hash(), graph_alone.read().position_hash());
+    assert_eq!(graph.read().counts(), graph_alone.read().counts());
+    for position in (1..=head).step_by(5).chain([head]) {
+        for n in [1, 6, 12, 100, 108] {
+            assert_eq!(graph.read().ci_at(ci(n), position), graph_alone.read().ci_at(ci(n), position), "{n} at {position}");
+        }
+    }
+    {
+        let (tree, alone) = (evidence.read(), evidence_alone.read());
+        assert_eq!(tree.size(), head);
+        assert_eq!(tree.position_hash(), alone.position_hash());
+        for size in 1..=head {
+            assert_eq!(tree.root(size).expect("root"), alone.root(size).expect("root"), "size {size}");
+        }
+        assert_eq!(tree.checkpoints_between(0, u64::MAX, 10).len(), 1, "the checkpoint record was folded whole");
+        assert_eq!(tree.checkpoints_between(0, u64::MAX, 10), alone.checkpoints_between(0, u64::MAX, 10));
+        assert_eq!(tree.uncovered_events(), alone.uncovered_events());
+    }
+    // Each follows the log on its own afterwards.
+    populate(store.as_ref(), 200, 2).await;
+    let head = store.head().await.expect("head").position;
+    assert!(graph.wait_for(head, Duration::from_secs(5)).await && evidence.wait_for(head, Duration::from_secs(5)).await);
+    assert!(graph.read().ci_at(ci(201), head).is_some());
+    assert_eq!(evidence.read().size(), head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_from_different_checkpoints_catches_up_each_from_its_own() {
+    use cmdb_projections::evidence::EvidenceLog;
+    use cmdb_projections::runner::start_pair;
+
+    let data = tempfile::tempdir().expect("dir");
+    let checkpoints = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    populate(store.as_ref(), 1, 6).await;
+    // Only the graph has a checkpoint: the tree rebuilds from the start, the graph does not.
+    let graph = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
+    let mut saved = 0;
+    save_checkpoint(&graph, checkpoints.path(), &mut saved).await.expect("checkpoint");
+    drop(graph);
+    populate(store.as_ref(), 100, 4).await;
+    let head = store.head().await.expect("head").position;
+    let (graph, evidence) =
+        start_pair::<TemporalGraph, EvidenceLog>(store.clone(), options(checkpoints.path())).await.expect("start");
+    assert_eq!(graph.started_from, format!("checkpoint at position {saved}"));
+    assert!(evidence.started_from.starts_with("rebuilt: no checkpoint"), "{}", evidence.started_from);
+    assert_eq!((graph.applied(), evidence.applied()), (head, head));
+    assert!(graph.read().ci_at(ci(103), head).is_some());
+    assert_eq!(evidence.read().size(), head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_whose_first_fold_fails_reports_its_position_and_starts_neither() {
+    use cmdb_projections::evidence::EvidenceLog;
+    use cmdb_projections::runner::start_pair;
+
+    let data = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    populate(store.as_ref(), 1, 5).await;
+    let broken = cmdb_core::AppendRequest::single(
+        cmdb_core::StreamId::new("ci-broken").expect("stream"),
+        cmdb_core::ExpectedVersion::Any,
+        vec![cmdb_core::NewEvent::raw(
+            "ci.updated",
+            br#"{"ci_id": 17}"#.to_vec(),
+            Metadata::new(Actor::principal("tester"), Source::Api),
+        )],
+    );
+    let at = store.append(broken).await.expect("append").last_position;
+    populate(store.as_ref(), 100, 5).await;
+    let before = store.head().await.expect("head");
+    let small = RunnerOptions { checkpoint_dir: None, page_events: 2, ..RunnerOptions::default() };
+    let Err(error) = start_pair::<TemporalGraph, EvidenceLog>(store.clone(), small).await else {
+        panic!("a log with an undecodable CI event must not start the pair");
+    };
+    let message = error.to_string();
+    assert!(message.contains("graph") && message.contains(&format!("position {at}")), "{message}");
+    assert_eq!(store.head().await.expect("head"), before, "starting wrote nothing");
+}

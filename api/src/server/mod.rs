@@ -140,9 +140,9 @@ fn start_background(app: &Arc<AppState>, settings: &ServeSettings) -> Result<(),
     Ok(())
 }
 
-/// The graph and the evidence projections, caught up with the log (both at once: on a
-/// rebuild each reads the log, and they share nothing), and the signing key, read first so that
-/// a bad key stops the start before any catch-up.
+/// The graph and the evidence projections, caught up with the log (both at once: from the
+/// same position, one read of the log feeds both, `runner::start_pair`), and the signing
+/// key, read first so that a bad key stops the start before any catch-up.
 async fn start_projections(
     store: &Arc<dyn EventStore>,
     data_dir: &Path,
@@ -154,11 +154,10 @@ async fn start_projections(
         checkpoint_interval_ms: settings.checkpoint_interval_ms,
         ..RunnerOptions::default()
     };
-    let (graph, evidence_log) = tokio::try_join!(
-        runner::start::<TemporalGraph>(store.clone(), options.clone()),
-        runner::start::<cmdb_projections::evidence::EvidenceLog>(store.clone(), options),
-    )
-    .map_err(|e| StartError::Io(e.to_string()))?;
+    let (graph, evidence_log) =
+        runner::start_pair::<TemporalGraph, cmdb_projections::evidence::EvidenceLog>(store.clone(), options)
+            .await
+            .map_err(|e| StartError::Io(e.to_string()))?;
     tracing::info!(started_from = %graph.started_from, position = graph.applied(), "graph projection ready");
     let evidence = crate::app::evidence::Evidence::new(evidence_log, key);
     if let Some(verifier) = evidence.verifier() {
