@@ -350,7 +350,11 @@ async fn a_pair_caught_up_from_one_read_equals_each_caught_up_alone_and_both_fol
     assert_eq!(graph.read().counts(), graph_alone.read().counts());
     for position in (1..=head).step_by(5).chain([head]) {
         for n in [1, 6, 12, 100, 108] {
-            assert_eq!(graph.read().ci_at(ci(n), position), graph_alone.read().ci_at(ci(n), position), "{n} at {position}");
+            assert_eq!(
+                graph.read().ci_at(ci(n), position),
+                graph_alone.read().ci_at(ci(n), position),
+                "{n} at {position}"
+            );
         }
     }
     {
@@ -367,7 +371,9 @@ async fn a_pair_caught_up_from_one_read_equals_each_caught_up_alone_and_both_fol
     // Each follows the log on its own afterwards.
     populate(store.as_ref(), 200, 2).await;
     let head = store.head().await.expect("head").position;
-    assert!(graph.wait_for(head, Duration::from_secs(5)).await && evidence.wait_for(head, Duration::from_secs(5)).await);
+    assert!(
+        graph.wait_for(head, Duration::from_secs(5)).await && evidence.wait_for(head, Duration::from_secs(5)).await
+    );
     assert!(graph.read().ci_at(ci(201), head).is_some());
     assert_eq!(evidence.read().size(), head);
 }
