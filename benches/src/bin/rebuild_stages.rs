@@ -3,9 +3,13 @@
 //! each on one thread and measured alone, everything held in memory between stages. Run on a
 //! data directory made with `cmdb fixtures load --size large --data-dir DIR`:
 //!
-//!     cargo run --release -p cmdb-benches --bin rebuild_stages -- DIR [--runner-only]
+//!     cargo run --release -p cmdb-benches --bin rebuild_stages -- DIR [--runner-only] [--pair]
+//!         [--reader-mmap-bytes BYTES]
 //!
-//! `--runner-only` times one catch-up through the runner and stops (for a profiler).
+//! `--runner-only` times one catch-up through the runner and stops (for a profiler). `--pair`
+//! catches up the graph and the evidence tree from one read, as `cmdb serve` starts.
+//! `--reader-mmap-bytes` sets the store's readers' `mmap_size` (0: read with `pread`);
+//! `--page-events` the events per page of the catch-up (the runner's default otherwise).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +18,7 @@ use cmdb_core::EventStore;
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_projections::evidence::EvidenceLog;
 use cmdb_projections::graph::TemporalGraph;
-use cmdb_projections::runner::{Projection, RunnerOptions, start};
+use cmdb_projections::runner::{Projection, RunnerOptions, start, start_pair};
 
 /// The server's allocator (`api/src/main.rs`), so the stages cost what they cost in `cmdb serve`.
 #[global_allocator]
@@ -38,21 +42,38 @@ fn cpu_seconds() -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let usage = || anyhow::anyhow!("usage: rebuild_stages DATA_DIR [--runner-only]");
+    let usage = || {
+        anyhow::anyhow!(
+            "usage: rebuild_stages DATA_DIR [--runner-only] [--pair] [--reader-mmap-bytes BYTES] [--page-events N]"
+        )
+    };
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().ok_or_else(usage)?);
-    let runner_only = match args.next().as_deref() {
-        None => false,
-        Some("--runner-only") => true,
-        Some(_) => return Err(usage()),
-    };
-    let store = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
+    let (mut runner_only, mut pair, mut sqlite) = (false, false, SqliteOptions::default());
+    let mut runner = RunnerOptions::default();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runner-only" => runner_only = true,
+            "--pair" => pair = true,
+            "--reader-mmap-bytes" => {
+                sqlite.reader_mmap_bytes = args.next().and_then(|n| n.parse().ok()).ok_or_else(usage)?;
+            }
+            "--page-events" => runner.page_events = args.next().and_then(|n| n.parse().ok()).ok_or_else(usage)?,
+            _ => return Err(usage()),
+        }
+    }
+    let store = Arc::new(SqliteStore::open(&dir, sqlite)?);
     let head = store.head().await?.position;
     // The runner's catch-up as `cmdb serve` runs it (no checkpoint), with the CPU it took.
     let rounds = if runner_only { 1 } else { RUNNER_ROUNDS };
     for _ in 0..rounds {
         let (started, cpu) = (Instant::now(), cpu_seconds());
-        let graph = start::<TemporalGraph>(store.clone(), RunnerOptions::default()).await?;
+        let graph = if pair {
+            // As `cmdb serve` starts: the graph and the evidence tree from one read.
+            start_pair::<TemporalGraph, EvidenceLog>(store.clone(), runner.clone()).await?.0
+        } else {
+            start::<TemporalGraph>(store.clone(), runner.clone()).await?
+        };
         let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
         println!(
             "runner catch-up: {head} events in {wall:.2} s = {:.0} events/s, {cpu:.2} s of CPU ({:.2} cores busy)",
