@@ -191,7 +191,7 @@ impl TemporalGraph {
                     let (kind, cause) = match (was, is) {
                         (false, true) => (RelChangeKind::Added, rel.created.clone()),
                         (true, false) => match &rel.removed {
-                            Some(removed) => (RelChangeKind::Removed, removed.clone()),
+                            Some(removed) => (RelChangeKind::Removed, EventInfo::clone(removed)),
                             None => continue,
                         },
                         _ => continue,

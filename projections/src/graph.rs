@@ -149,8 +149,8 @@ pub struct HistoryEntry {
     pub event_type: HistoryKind,
     /// Shared: a few principals make most history.
     pub principal: Arc<str>,
-    /// The request it came from.
-    pub correlation_id: Option<String>,
+    /// The request it came from (boxed: a history entry is one of millions).
+    pub correlation_id: Option<Box<str>>,
     /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
     /// The relationship concerned, for relationship events.
@@ -270,8 +270,8 @@ pub struct Relationship {
     pub removed_by: Option<ChangeId>,
     /// Who created it, and when.
     pub created: EventInfo,
-    /// Who removed it, and when.
-    pub removed: Option<EventInfo>,
+    /// Who removed it, and when (boxed: most relationships are never removed).
+    pub removed: Option<Box<EventInfo>>,
 }
 
 /// Who did something, when, and under which change.
@@ -281,24 +281,12 @@ pub struct EventInfo {
     pub position: u64,
     /// When it was recorded.
     pub recorded_at: Timestamp,
-    /// The event type.
-    pub event_type: String,
-    /// The principal.
-    pub principal: String,
+    /// The event type (shared: a handful of types make every relationship).
+    pub event_type: Arc<str>,
+    /// The principal (shared, as in histories).
+    pub principal: Arc<str>,
     /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
-}
-
-impl EventInfo {
-    fn of(record: &EventRecord, authorized_by: Option<ChangeId>) -> EventInfo {
-        EventInfo {
-            position: record.position,
-            recorded_at: record.recorded_at,
-            event_type: record.event_type.clone(),
-            principal: record.metadata.actor.principal.clone(),
-            authorized_by,
-        }
-    }
 }
 
 /// What a position changed: a CI's state or a relationship.
@@ -551,7 +539,8 @@ pub struct TemporalGraph {
     discovery: crate::discovery_book::DiscoveryBook,
     /// The CIs registered under each change (they are in its scope from then on).
     registered_under: FxHashMap<ChangeId, Vec<CiId>>,
-    /// Principal names shared by history entries (rebuilt as entries are read back).
+    /// Principal names and event types shared by history entries and relationships (rebuilt
+    /// as history entries are read back).
     #[serde(skip)]
     principals: FxHashSet<Arc<str>>,
     /// Every redundancy declaration: (position, class, redundant), in position order, so an
@@ -892,12 +881,13 @@ impl TemporalGraph {
             self.discovery.apply(record).map_err(apply_error)?;
         } else if record.event_type == baseline::CREATED {
             let created = baseline::created_from(record).map_err(|e| apply_error(e.to_string()))?;
-            let info = BaselineInfo { created: EventInfo::of(record, None), baseline: created, deleted: None };
+            let info = BaselineInfo { created: self.event_info(record, None), baseline: created, deleted: None };
             self.baselines.insert(baseline_key(&info.baseline.name), info);
         } else if record.event_type == baseline::DELETED {
             let deleted = baseline::deleted_from(record).map_err(|e| apply_error(e.to_string()))?;
+            let deleted_info = self.event_info(record, None);
             if let Some(info) = self.baselines.get_mut(&baseline_key(&deleted.name)) {
-                info.deleted = Some(EventInfo::of(record, None));
+                info.deleted = Some(deleted_info);
             }
         } else if record.event_type == cmdb_core::chain::REDACTION_APPLIED {
             self.redactions_applied += 1;
@@ -915,21 +905,37 @@ impl TemporalGraph {
         Ok(())
     }
 
-    fn history_entry(&mut self, record: &EventRecord, event: &CiEvent, relationship: Option<RelId>) -> HistoryEntry {
-        let principal = match self.principals.get(record.metadata.actor.principal.as_str()) {
+    /// `text` shared with every other use of it in the graph (principals, event types): a
+    /// few values make millions of entries.
+    fn shared(&mut self, text: &str) -> Arc<str> {
+        match self.principals.get(text) {
             Some(shared) => shared.clone(),
             None => {
-                let shared: Arc<str> = Arc::from(record.metadata.actor.principal.as_str());
+                let shared: Arc<str> = Arc::from(text);
                 self.principals.insert(shared.clone());
                 shared
             }
-        };
+        }
+    }
+
+    /// Who did what at `record`, with its strings shared.
+    fn event_info(&mut self, record: &EventRecord, authorized_by: Option<ChangeId>) -> EventInfo {
+        EventInfo {
+            position: record.position,
+            recorded_at: record.recorded_at,
+            event_type: self.shared(&record.event_type),
+            principal: self.shared(&record.metadata.actor.principal),
+            authorized_by,
+        }
+    }
+
+    fn history_entry(&mut self, record: &EventRecord, event: &CiEvent, relationship: Option<RelId>) -> HistoryEntry {
         HistoryEntry {
             position: record.position,
             recorded_at: record.recorded_at,
             event_type: HistoryKind::of(event),
-            principal,
-            correlation_id: record.metadata.correlation_id.clone(),
+            principal: self.shared(&record.metadata.actor.principal),
+            correlation_id: record.metadata.correlation_id.as_deref().map(Box::from),
             authorized_by: event.authorized_by(),
             relationship,
         }
@@ -1027,6 +1033,7 @@ impl TemporalGraph {
         let (Some(s), Some(t)) = (self.cis.get(source).copied(), self.cis.get(target).copied()) else {
             return Err(missing(format!("relationship {rel_id} joins an unknown CI")));
         };
+        let created_info = self.event_info(record, *authorized_by);
         let edge = self.graph.add_edge(
             s,
             t,
@@ -1039,7 +1046,7 @@ impl TemporalGraph {
                 to: OPEN,
                 created_by: *authorized_by,
                 removed_by: None,
-                created: EventInfo::of(record, *authorized_by),
+                created: created_info,
                 removed: None,
             },
         );
@@ -1061,10 +1068,11 @@ impl TemporalGraph {
             .rels
             .get(&removed.rel_id)
             .ok_or_else(|| missing(format!("relationship {} unknown", removed.rel_id)))?;
+        let info = self.event_info(record, removed.authorized_by);
         let rel = &mut self.graph[edge];
         rel.to = p;
         rel.removed_by = removed.authorized_by;
-        rel.removed = Some(EventInfo::of(record, removed.authorized_by));
+        rel.removed = Some(Box::new(info));
         if let Some((s, t)) = self.graph.edge_endpoints(edge) {
             self.hops.close(s, t, edge, p);
             self.refresh_head_lists(&[s, t], p);

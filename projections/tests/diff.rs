@@ -154,7 +154,7 @@ async fn entries_name_their_fields_and_causes_and_scoping_keeps_the_neighbourhoo
     let mid = graph.diff(start, start + 3, None).expect("diff");
     assert_eq!(mid.relationships.len(), 1);
     assert_eq!(mid.relationships[0].kind, RelChangeKind::Added);
-    assert_eq!(mid.relationships[0].cause.principal, "tester");
+    assert_eq!(&*mid.relationships[0].cause.principal, "tester");
 
     // Scoped to the host's neighbourhood at either end: the host and app 2, not 3 or 4.
     let mut scope = graph.neighbourhood(ci(1), start + 3, 1).expect("scope");

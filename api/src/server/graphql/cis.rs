@@ -834,7 +834,7 @@ impl HistoryEntry {
             recorded_at: DateTime(h.recorded_at),
             event_type: h.event_type.as_str().to_owned(),
             principal: h.principal.to_string(),
-            correlation_id: h.correlation_id.clone(),
+            correlation_id: h.correlation_id.as_deref().map(str::to_owned),
             authorized_by: h.authorized_by.map(|c| ID(c.to_string())),
             relationship_id: h.relationship.map(|r| ID(r.to_string())),
             version: versions.iter().find(|v| v.from == h.position).map(|v| Ci::new(graph, v.ci.clone(), h.position)),

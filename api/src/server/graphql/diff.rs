@@ -99,8 +99,8 @@ impl From<&graph::EventInfo> for Cause {
         Cause {
             position: Position(info.position),
             recorded_at: DateTime(info.recorded_at),
-            event_type: info.event_type.clone(),
-            principal: info.principal.clone(),
+            event_type: info.event_type.to_string(),
+            principal: info.principal.to_string(),
             authorized_by: info.authorized_by.map(|c| ID(c.to_string())),
         }
     }
