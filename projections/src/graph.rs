@@ -539,10 +539,10 @@ pub struct TemporalGraph {
     discovery: crate::discovery_book::DiscoveryBook,
     /// The CIs registered under each change (they are in its scope from then on).
     registered_under: FxHashMap<ChangeId, Vec<CiId>>,
-    /// Principal names and event types shared by history entries and relationships (rebuilt
-    /// as history entries are read back).
+    /// Principal names and event types shared by history entries and relationships. Not in
+    /// checkpoints: after a load it starts empty, and what was read back keeps its own copies.
     #[serde(skip)]
-    principals: FxHashSet<Arc<str>>,
+    shared_text: FxHashSet<Arc<str>>,
     /// Every redundancy declaration: (position, class, redundant), in position order, so an
     /// impact at a past position uses the declarations in force then.
     redundancy_changes: Vec<(u64, CiClass, bool)>,
@@ -908,11 +908,11 @@ impl TemporalGraph {
     /// `text` shared with every other use of it in the graph (principals, event types): a
     /// few values make millions of entries.
     fn shared(&mut self, text: &str) -> Arc<str> {
-        match self.principals.get(text) {
+        match self.shared_text.get(text) {
             Some(shared) => shared.clone(),
             None => {
                 let shared: Arc<str> = Arc::from(text);
-                self.principals.insert(shared.clone());
+                self.shared_text.insert(shared.clone());
                 shared
             }
         }
