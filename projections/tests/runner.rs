@@ -167,27 +167,7 @@ async fn a_redaction_rebuilds_the_running_state_and_a_checkpoint_from_before_it(
     let head = store.head().await.expect("head").position;
     let name = graph.read().ci_at(ci(2), head).expect("ci 2").name.clone();
     // Erase ci 2's name from its registration.
-    let log = store.read_all(0, 1000).await.expect("read");
-    let registration = log
-        .iter()
-        .find(|r| r.event_type == "ci.registered" && String::from_utf8_lossy(&r.data).contains(&name))
-        .expect("the registration");
-    let payload: serde_json::Value = serde_json::from_slice(&registration.data).expect("json");
-    let pointer = pointer_to(&payload, &name, String::new()).expect("the name is in the payload");
-    let (erased, _) = cmdb_core::redaction::plan_erasure(registration, &[pointer]).expect("a name erases");
-    let record = cmdb_core::AppendRequest::single(
-        cmdb_core::StreamId::new("redactions").expect("stream"),
-        cmdb_core::ExpectedVersion::Any,
-        vec![cmdb_core::NewEvent::raw(
-            cmdb_core::chain::REDACTION_APPLIED,
-            format!(r#"{{"positions":[{}]}}"#, registration.position).into_bytes(),
-            Metadata::new(Actor::principal("dpo"), Source::Api),
-        )],
-    );
-    let outcome = store
-        .redact(vec![cmdb_core::store::Erasure { position: registration.position, data: erased }], record)
-        .await
-        .expect("redact");
+    let outcome = erase_from_registration(store.as_ref(), &name).await;
     // The running projection: rebuilt before it says it applied the record.
     assert!(graph.wait_for(outcome.last_position, Duration::from_secs(10)).await);
     assert_eq!(graph.read().ci_at(ci(2), head).expect("ci 2").name, "[redacted]", "as of before the redaction too");
@@ -430,4 +410,68 @@ async fn a_pair_whose_first_fold_fails_reports_its_position_and_starts_neither()
     let message = error.to_string();
     assert!(message.contains("graph") && message.contains(&format!("position {at}")), "{message}");
     assert_eq!(store.head().await.expect("head"), before, "starting wrote nothing");
+}
+
+/// Erases `name` from the registration that holds it (a redaction record after it); the
+/// outcome of the redaction's append.
+async fn erase_from_registration(store: &dyn EventStore, name: &str) -> cmdb_core::AppendOutcome {
+    let log = store.read_all(0, 1000).await.expect("read");
+    let registration = log
+        .iter()
+        .find(|r| r.event_type == "ci.registered" && String::from_utf8_lossy(&r.data).contains(name))
+        .expect("the registration");
+    let payload: serde_json::Value = serde_json::from_slice(&registration.data).expect("json");
+    let pointer = pointer_to(&payload, name, String::new()).expect("the name is in the payload");
+    let (erased, _) = cmdb_core::redaction::plan_erasure(registration, &[pointer]).expect("a name erases");
+    let record = cmdb_core::AppendRequest::single(
+        cmdb_core::StreamId::new("redactions").expect("stream"),
+        cmdb_core::ExpectedVersion::Any,
+        vec![cmdb_core::NewEvent::raw(
+            cmdb_core::chain::REDACTION_APPLIED,
+            format!(r#"{{"positions":[{}]}}"#, registration.position).into_bytes(),
+            Metadata::new(Actor::principal("dpo"), Source::Api),
+        )],
+    );
+    store
+        .redact(vec![cmdb_core::store::Erasure { position: registration.position, data: erased }], record)
+        .await
+        .expect("redact")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_from_checkpoints_before_a_redaction_rebuilds_the_graph_and_keeps_the_tree() {
+    use cmdb_projections::evidence::EvidenceLog;
+    use cmdb_projections::runner::start_pair;
+
+    let data = tempfile::tempdir().expect("dir");
+    let checkpoints = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    populate(store.as_ref(), 1, 3).await;
+    let (graph, evidence) =
+        start_pair::<TemporalGraph, EvidenceLog>(store.clone(), options(checkpoints.path())).await.expect("start");
+    let (mut saved_graph, mut saved_tree) = (u64::MAX, u64::MAX);
+    save_checkpoint(&graph, checkpoints.path(), &mut saved_graph).await.expect("graph checkpoint");
+    save_checkpoint(&evidence, checkpoints.path(), &mut saved_tree).await.expect("tree checkpoint");
+    let head = store.head().await.expect("head").position;
+    assert_eq!((saved_graph, saved_tree), (head, head), "both saved at one position");
+    let name = graph.read().ci_at(ci(2), head).expect("ci 2").name.clone();
+    drop((graph, evidence));
+    let outcome = erase_from_registration(store.as_ref(), &name).await;
+    populate(store.as_ref(), 100, 2).await;
+    let head_now = store.head().await.expect("head").position;
+    assert!(head_now > outcome.last_position);
+    // One read from the shared position; the graph's checkpoint is not trusted, the tree's
+    // is (hashes survive a redaction).
+    let (graph, evidence) =
+        start_pair::<TemporalGraph, EvidenceLog>(store.clone(), options(checkpoints.path())).await.expect("restart");
+    assert_eq!(graph.started_from, "rebuilt: a redaction follows the checkpoint");
+    assert_eq!(evidence.started_from, format!("checkpoint at position {head}"));
+    assert_eq!((graph.applied(), evidence.applied()), (head_now, head_now));
+    assert_eq!(graph.read().ci_at(ci(2), head).expect("ci 2").name, "[redacted]");
+    assert!(graph.read().ci_at(ci(101), head_now).is_some());
+    let mut folded = EvidenceLog::default();
+    for record in store.read_all(0, 1_000).await.expect("read") {
+        Projection::apply(&mut folded, &record).expect("fold");
+    }
+    assert_eq!(evidence.read().root(head_now).expect("root"), folded.root(head_now).expect("root"));
 }
