@@ -309,7 +309,7 @@ pub async fn start_pair<A: Projection, B: Projection>(
         );
     }
     let head = store.head().await?.position;
-    let page = options.page_events.clamp(1, store.limits().max_page_events);
+    let page = catch_up_page_events(store.as_ref(), &options);
     let from_checkpoint = a.position() > 0;
     let (pages_for_b, b_pages) = tokio::sync::mpsc::channel(CATCH_UP_PAGES_IN_FLIGHT);
     let b_fold = tokio::spawn(fold_pages(b, b_pages));
@@ -319,6 +319,11 @@ pub async fn start_pair<A: Projection, B: Projection>(
     let (b, b_from) = after_redaction(&store, b_caught_up?, from_checkpoint, b_from, head, page).await?;
     debug_assert_eq!(a.position(), b.position(), "read from one position to one head");
     Ok((launch(&store, a, a_from, &options), launch(&store, b, b_from, &options)))
+}
+
+/// Events per page of a catch-up: the setting, within the store's page limit.
+fn catch_up_page_events(store: &dyn EventStore, options: &RunnerOptions) -> usize {
+    options.page_events.clamp(1, store.limits().max_page_events)
 }
 
 /// The state a projection starts from: its checkpoint if one is valid, else empty (and why).
@@ -347,7 +352,7 @@ async fn start_from<P: Projection>(
 ) -> Result<ProjectionHandle<P>, RunnerError> {
     // Catch up before serving.
     let head = store.head().await?.position;
-    let page = options.page_events.clamp(1, store.limits().max_page_events);
+    let page = catch_up_page_events(store.as_ref(), &options);
     let from_checkpoint = state.position() > 0;
     let caught_up = catch_up(store.clone(), state, head, page).await?;
     let (state, started_from) = after_redaction(&store, caught_up, from_checkpoint, started_from, head, page).await?;
@@ -405,9 +410,7 @@ async fn fold_pages<B: Projection>(
         let folded = tokio::task::spawn_blocking(move || {
             let mut saw = false;
             for record in &records {
-                if record.position <= state.position() {
-                    continue; // already folded (the pair started where this one had got to)
-                }
+                debug_assert!(record.position > state.position(), "the pair starts from one position");
                 saw |= is_redaction(record);
                 let decoded = B::decode(record)?;
                 state.apply_decoded(record, decoded)?;
@@ -614,7 +617,7 @@ async fn follow<P: Projection>(
             // Rebuilt off the lock (reads go on from the old state meanwhile); published
             // before `applied` moves, so a caller waiting for the redaction's position reads
             // the rebuilt state.
-            let page = options.page_events.clamp(1, store.limits().max_page_events);
+            let page = catch_up_page_events(store.as_ref(), &options);
             match catch_up(store.clone(), P::default(), position, page).await {
                 Ok((mut rebuilt, _)) => {
                     rebuilt.caught_up();

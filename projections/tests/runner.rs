@@ -10,6 +10,7 @@ use cmdb_core::ci::{CiClass, CiDecider, RelType};
 use cmdb_core::decider::{CommandContext, execute};
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_core::{Actor, EventStore, Metadata, Source};
+use cmdb_projections::evidence::EvidenceLog;
 use cmdb_projections::graph::{ImpactDirection, TemporalGraph, Traversal};
 use cmdb_projections::runner::{Projection, RunnerOptions, save_checkpoint, start};
 use common::{ci, register, relate};
@@ -230,41 +231,16 @@ async fn an_event_that_cannot_be_decoded_stops_the_catch_up_with_its_position() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_evidence_tree_caught_up_from_links_equals_the_fold_of_whole_records() {
-    use cmdb_core::evidence::{CHECKPOINT_SIGNED, CheckpointSigned, checkpoint_stream};
-    use cmdb_projections::evidence::EvidenceLog;
-
     let data = tempfile::tempdir().expect("dir");
     let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
     populate(store.as_ref(), 1, 6).await;
     // A checkpoint record between other events, as the evidence decider writes it (the tree
     // does not verify notes: the decider did before appending).
-    let mut folded = EvidenceLog::default();
-    for record in store.read_all(0, 1_000).await.expect("read") {
-        Projection::apply(&mut folded, &record).expect("fold");
-    }
-    let signed = CheckpointSigned {
-        origin: "cmdb.test".into(),
-        size: folded.size(),
-        root: folded.root(folded.size()).expect("root"),
-        key_id: "0123abcd".into(),
-        note: "a note".into(),
-    };
-    let checkpoint = cmdb_core::AppendRequest::single(
-        checkpoint_stream(),
-        cmdb_core::ExpectedVersion::Any,
-        vec![cmdb_core::NewEvent::raw(
-            CHECKPOINT_SIGNED,
-            serde_json::to_vec(&signed).expect("json"),
-            Metadata::new(Actor::principal("signer"), Source::System),
-        )],
-    );
-    store.append(checkpoint).await.expect("append the checkpoint");
+    let folded = evidence_folded(store.as_ref()).await;
+    append_signed_checkpoint(store.as_ref(), folded.size(), folded.root(folded.size()).expect("root")).await;
     populate(store.as_ref(), 100, 4).await;
     let head = store.head().await.expect("head").position;
-    let mut folded = EvidenceLog::default();
-    for record in store.read_all(0, 1_000).await.expect("read") {
-        Projection::apply(&mut folded, &record).expect("fold");
-    }
+    let folded = evidence_folded(store.as_ref()).await;
     assert_eq!(folded.size(), head);
     assert_eq!(folded.checkpoints_between(0, u64::MAX, 10).len(), 1);
     // From this process (links from the writer's copy in memory) and from a new one (links
@@ -274,28 +250,37 @@ async fn the_evidence_tree_caught_up_from_links_equals_the_fold_of_whole_records
     for store in [store, reopened] {
         let small = RunnerOptions { checkpoint_dir: None, page_events: 3, ..RunnerOptions::default() };
         let evidence = start::<EvidenceLog>(store, small).await.expect("start");
-        let evidence = evidence.read();
-        assert_eq!(evidence.size(), folded.size());
-        assert_eq!(evidence.position_hash(), folded.position_hash());
-        for size in 1..=head {
-            assert_eq!(evidence.root(size).expect("root"), folded.root(size).expect("root"), "size {size}");
-        }
-        assert_eq!(evidence.checkpoints_between(0, u64::MAX, 10), folded.checkpoints_between(0, u64::MAX, 10));
-        assert_eq!(evidence.uncovered_events(), folded.uncovered_events());
+        assert_same_tree(&evidence.read(), &folded);
     }
 }
 
-/// A signed checkpoint record appended to `store`, as the evidence decider writes it (the
-/// evidence tree folds it whole).
-async fn append_signed_checkpoint(store: &dyn EventStore) {
+/// The evidence tree folded from every whole record of `store`'s log, one by one.
+async fn evidence_folded(store: &dyn EventStore) -> EvidenceLog {
+    let mut folded = EvidenceLog::default();
+    for record in store.read_all(0, 1_000).await.expect("read") {
+        Projection::apply(&mut folded, &record).expect("fold");
+    }
+    folded
+}
+
+/// Two evidence trees hold the same leaves, roots at every size, checkpoints and what the
+/// next checkpoint would cover.
+fn assert_same_tree(tree: &EvidenceLog, other: &EvidenceLog) {
+    assert_eq!(tree.size(), other.size());
+    assert_eq!(tree.position_hash(), other.position_hash());
+    for size in 1..=tree.size() {
+        assert_eq!(tree.root(size).expect("root"), other.root(size).expect("root"), "size {size}");
+    }
+    assert_eq!(tree.checkpoints_between(0, u64::MAX, 10), other.checkpoints_between(0, u64::MAX, 10));
+    assert_eq!(tree.uncovered_events(), other.uncovered_events());
+}
+
+/// A signed checkpoint record of the tree at `size` with `root` appended to `store`, as the
+/// evidence decider writes it (the evidence tree folds it whole).
+async fn append_signed_checkpoint(store: &dyn EventStore, size: u64, root: cmdb_core::merkle::TreeHash) {
     use cmdb_core::evidence::{CHECKPOINT_SIGNED, CheckpointSigned, checkpoint_stream};
-    let signed = CheckpointSigned {
-        origin: "cmdb.test".into(),
-        size: 1,
-        root: cmdb_core::merkle::leaf_hash(b"a leaf"),
-        key_id: "0123abcd".into(),
-        note: "a note".into(),
-    };
+    let signed =
+        CheckpointSigned { origin: "cmdb.test".into(), size, root, key_id: "0123abcd".into(), note: "a note".into() };
     let checkpoint = cmdb_core::AppendRequest::single(
         checkpoint_stream(),
         cmdb_core::ExpectedVersion::Any,
@@ -310,13 +295,13 @@ async fn append_signed_checkpoint(store: &dyn EventStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pair_caught_up_from_one_read_equals_each_caught_up_alone_and_both_follow() {
-    use cmdb_projections::evidence::EvidenceLog;
     use cmdb_projections::runner::start_pair;
 
     let data = tempfile::tempdir().expect("dir");
     let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
     populate(store.as_ref(), 1, 12).await;
-    append_signed_checkpoint(store.as_ref()).await;
+    let before = evidence_folded(store.as_ref()).await;
+    append_signed_checkpoint(store.as_ref(), before.size(), before.root(before.size()).expect("root")).await;
     populate(store.as_ref(), 100, 9).await;
     let head = store.head().await.expect("head").position;
     // Pages of 3 events: a dozen pages pass from the graph's fold to the tree's.
@@ -338,15 +323,10 @@ async fn a_pair_caught_up_from_one_read_equals_each_caught_up_alone_and_both_fol
         }
     }
     {
-        let (tree, alone) = (evidence.read(), evidence_alone.read());
+        let tree = evidence.read();
         assert_eq!(tree.size(), head);
-        assert_eq!(tree.position_hash(), alone.position_hash());
-        for size in 1..=head {
-            assert_eq!(tree.root(size).expect("root"), alone.root(size).expect("root"), "size {size}");
-        }
         assert_eq!(tree.checkpoints_between(0, u64::MAX, 10).len(), 1, "the checkpoint record was folded whole");
-        assert_eq!(tree.checkpoints_between(0, u64::MAX, 10), alone.checkpoints_between(0, u64::MAX, 10));
-        assert_eq!(tree.uncovered_events(), alone.uncovered_events());
+        assert_same_tree(&tree, &evidence_alone.read());
     }
     // Each follows the log on its own afterwards.
     populate(store.as_ref(), 200, 2).await;
@@ -360,7 +340,6 @@ async fn a_pair_caught_up_from_one_read_equals_each_caught_up_alone_and_both_fol
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pair_from_different_checkpoints_catches_up_each_from_its_own() {
-    use cmdb_projections::evidence::EvidenceLog;
     use cmdb_projections::runner::start_pair;
 
     let data = tempfile::tempdir().expect("dir");
@@ -385,7 +364,6 @@ async fn a_pair_from_different_checkpoints_catches_up_each_from_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pair_whose_first_fold_fails_reports_its_position_and_starts_neither() {
-    use cmdb_projections::evidence::EvidenceLog;
     use cmdb_projections::runner::start_pair;
 
     let data = tempfile::tempdir().expect("dir");
@@ -440,7 +418,6 @@ async fn erase_from_registration(store: &dyn EventStore, name: &str) -> cmdb_cor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pair_from_checkpoints_before_a_redaction_rebuilds_the_graph_and_keeps_the_tree() {
-    use cmdb_projections::evidence::EvidenceLog;
     use cmdb_projections::runner::start_pair;
 
     let data = tempfile::tempdir().expect("dir");
@@ -469,9 +446,6 @@ async fn a_pair_from_checkpoints_before_a_redaction_rebuilds_the_graph_and_keeps
     assert_eq!((graph.applied(), evidence.applied()), (head_now, head_now));
     assert_eq!(graph.read().ci_at(ci(2), head).expect("ci 2").name, "[redacted]");
     assert!(graph.read().ci_at(ci(101), head_now).is_some());
-    let mut folded = EvidenceLog::default();
-    for record in store.read_all(0, 1_000).await.expect("read") {
-        Projection::apply(&mut folded, &record).expect("fold");
-    }
+    let folded = evidence_folded(store.as_ref()).await;
     assert_eq!(evidence.read().root(head_now).expect("root"), folded.root(head_now).expect("root"));
 }

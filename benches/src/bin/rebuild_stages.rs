@@ -4,7 +4,7 @@
 //! data directory made with `cmdb fixtures load --size large --data-dir DIR`:
 //!
 //!     cargo run --release -p cmdb-benches --bin rebuild_stages -- DIR [--runner-only] [--pair]
-//!         [--reader-mmap-bytes BYTES]
+//!         [--reader-mmap-bytes BYTES] [--page-events N]
 //!
 //! `--runner-only` times one catch-up through the runner and stops (for a profiler). `--pair`
 //! catches up the graph and the evidence tree from one read, as `cmdb serve` starts.
