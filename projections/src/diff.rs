@@ -5,7 +5,6 @@
 //!
 //! The law (tested): applying `diff(a, b)` to the state at `a` gives the state at `b`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cmdb_core::ci::{CiId, CiSnapshot, Status};
@@ -129,7 +128,7 @@ pub fn field_changes(before: Option<&CiSnapshot>, after: Option<&CiSnapshot>) ->
     {
         return changes;
     }
-    let empty = BTreeMap::new();
+    let empty = cmdb_core::ci::AttributeMap::new();
     let old = before.map_or(&empty, |c| &*c.attributes);
     let new = after.map_or(&empty, |c| &*c.attributes);
     let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();

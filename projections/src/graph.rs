@@ -192,7 +192,7 @@ struct StoredEntry {
 impl Serialize for CiEntry {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut versions = Vec::with_capacity(self.versions.len());
-        let mut previous: Option<&Arc<BTreeMap<String, serde_json::Value>>> = None;
+        let mut previous: Option<&Arc<cmdb_core::ci::AttributeMap>> = None;
         for v in &self.versions {
             let same = previous.is_some_and(|p| Arc::ptr_eq(p, &v.ci.attributes));
             let attributes = if same {
@@ -224,7 +224,7 @@ impl<'de> Deserialize<'de> for CiEntry {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let stored = StoredEntry::deserialize(deserializer)?;
         let mut versions = Vec::with_capacity(stored.versions.len());
-        let mut previous: Option<Arc<BTreeMap<String, serde_json::Value>>> = None;
+        let mut previous: Option<Arc<cmdb_core::ci::AttributeMap>> = None;
         for v in stored.versions {
             let attributes = match (v.attributes, &previous) {
                 (Some(text), _) => Arc::new(serde_json::from_str(&text).map_err(serde::de::Error::custom)?),

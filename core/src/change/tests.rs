@@ -83,7 +83,7 @@ impl World {
             owner: snapshot.owner,
             location: snapshot.location,
             version: snapshot.version.clone(),
-            attributes: (*snapshot.attributes).clone(),
+            attributes: snapshot.attributes.to_btree(),
             authorized_by: None,
         });
         self.scenario.given_events(snapshot.id.stream(), [registered]);

@@ -16,6 +16,7 @@
 //! Architecture invariant: this module does not know the change domain. What a CI edit checks
 //! about a change (CM-3) is the neutral [`crate::control`] contract.
 
+pub mod attributes;
 pub mod decide;
 pub mod schema;
 pub mod state;
@@ -32,6 +33,7 @@ pub use crate::model::{
     CiClass, Environment, INITIAL_STATUSES, LOCATION_CLASSES, ModelError, OWNER_CLASSES, Propagation,
     RELATIONSHIP_RULES, RelType, STATUS_TRANSITIONS, Status, propagation, rule, transition_allowed,
 };
+pub use attributes::AttributeMap;
 pub use decide::{CiCommand, CiDecider, CiDecision, CiKey, CiRead, Register, Update, decide};
 pub use state::{CiState, Link, NameKey, NameState, RelState};
 
@@ -228,7 +230,7 @@ pub struct CiSnapshot {
     /// Its version label.
     pub version: Option<String>,
     /// Shared between versions that did not change an attribute (most versions).
-    pub attributes: std::sync::Arc<BTreeMap<String, Value>>,
+    pub attributes: std::sync::Arc<AttributeMap>,
 }
 
 /// Which end of a relationship a CI is.
@@ -546,13 +548,8 @@ impl CiSnapshot {
                     }
                 }
                 if !update.attributes_set.is_empty() || !update.attributes_removed.is_empty() {
-                    let attributes = std::sync::Arc::make_mut(&mut self.attributes);
-                    for (name, value) in &update.attributes_set {
-                        attributes.insert(name.clone(), value.clone());
-                    }
-                    for name in &update.attributes_removed {
-                        attributes.remove(name);
-                    }
+                    let attributes = self.attributes.updated(&update.attributes_set, &update.attributes_removed);
+                    self.attributes = std::sync::Arc::new(attributes);
                 }
                 true
             }
@@ -575,7 +572,7 @@ impl CiSnapshot {
             owner: event.owner,
             location: event.location,
             version: event.version.clone(),
-            attributes: std::sync::Arc::new(event.attributes.clone()),
+            attributes: std::sync::Arc::new(AttributeMap::from(&event.attributes)),
         }
     }
 }

@@ -208,8 +208,8 @@ impl Ci {
     }
 
     /// Every attribute, as a JSON object.
-    async fn attributes(&self) -> Json<&std::collections::BTreeMap<String, Value>> {
-        Json(&self.ci.attributes)
+    async fn attributes(&self) -> Json<&cmdb_core::ci::AttributeMap> {
+        Json(&*self.ci.attributes)
     }
 
     /// One attribute's value.

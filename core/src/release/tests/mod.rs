@@ -73,7 +73,7 @@ impl World {
                 owner: None,
                 location: None,
                 version: (n != 3).then(|| "1.0".to_owned()),
-                attributes: std::sync::Arc::new(attributes),
+                attributes: std::sync::Arc::new(attributes.into()),
             });
         }
         for (name, roles) in [
@@ -107,7 +107,7 @@ impl World {
             owner: snapshot.owner,
             location: snapshot.location,
             version: snapshot.version.clone(),
-            attributes: (*snapshot.attributes).clone(),
+            attributes: snapshot.attributes.to_btree(),
             authorized_by: None,
         });
         self.scenario.given_events(snapshot.id.stream(), [registered]);
@@ -518,7 +518,7 @@ proptest! {
             world.add_ci(CiSnapshot {
                 id: ci(n), class: CiClass::Application, name: format!("app-{n}"), status: Status::Live,
                 environment: None, owner: None, location: None, version: versions[i].clone(),
-                attributes: std::sync::Arc::new(attributes),
+                attributes: std::sync::Arc::new(attributes.into()),
             });
         }
         world.scenario.given(&AccessDecider, "system", AccessCommand::CreatePrincipal {
