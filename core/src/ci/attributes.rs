@@ -71,7 +71,7 @@ impl AttributeMap {
 
     /// The attributes in name order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &Value)> + DoubleEndedIterator {
-        self.entries.iter().map(|(name, value)| (name, value))
+        self.into_iter()
     }
 
     /// The names in order.
@@ -93,17 +93,21 @@ impl AttributeMap {
     /// vector is rebuilt once, sized to the result, instead of shifting for each insertion.
     pub fn updated(&self, set: &BTreeMap<String, Value>, removed: &[String]) -> AttributeMap {
         let mut entries = Vec::with_capacity(self.entries.len() + set.len());
-        let mut old = self.entries.iter().map(|(name, value)| (name, value)).peekable();
+        let mut old = self.iter().peekable();
         let mut new = set.iter().peekable();
         loop {
+            // A merge of two lists sorted by name; on the same name the update's value wins.
             let next = match (old.peek(), new.peek()) {
-                (Some((a, _)), Some((b, _))) if a.as_str() < b.as_str() => old.next(),
-                (Some((a, _)), Some((b, _))) if a.as_str() == b.as_str() => {
-                    old.next();
-                    new.next()
-                }
-                (Some(_), Some(_)) | (None, Some(_)) => new.next(),
+                (Some((a, _)), Some((b, _))) => match a.as_str().cmp(b.as_str()) {
+                    std::cmp::Ordering::Less => old.next(),
+                    std::cmp::Ordering::Equal => {
+                        old.next();
+                        new.next()
+                    }
+                    std::cmp::Ordering::Greater => new.next(),
+                },
                 (Some(_), None) => old.next(),
+                (None, Some(_)) => new.next(),
                 (None, None) => break,
             };
             if let Some((name, value)) = next
