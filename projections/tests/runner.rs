@@ -34,6 +34,13 @@ async fn populate(store: &dyn EventStore, base: u128, count: u128) {
     }
 }
 
+/// An empty log in a fresh directory (kept alive by the returned guard).
+fn empty_store() -> (tempfile::TempDir, Arc<dyn EventStore>) {
+    let data = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    (data, store)
+}
+
 fn options(dir: &std::path::Path) -> RunnerOptions {
     RunnerOptions {
         checkpoint_dir: Some(dir.to_path_buf()),
@@ -44,9 +51,8 @@ fn options(dir: &std::path::Path) -> RunnerOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_the_log_checkpoints_and_restarts_from_the_checkpoint() {
-    let data = tempfile::tempdir().expect("dir");
+    let (_data, store) = empty_store();
     let checkpoints = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
     populate(store.as_ref(), 1, 5).await;
     let graph = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
     assert!(graph.started_from.starts_with("rebuilt: no checkpoint"), "{}", graph.started_from);
@@ -158,9 +164,8 @@ fn pointer_to(json: &serde_json::Value, value: &str, at: String) -> Option<Strin
 /// start from a checkpoint taken before the record rebuilds instead of trusting it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redaction_rebuilds_the_running_state_and_a_checkpoint_from_before_it() {
-    let data = tempfile::tempdir().expect("dir");
+    let (_data, store) = empty_store();
     let checkpoints = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
     populate(store.as_ref(), 1, 3).await;
     let graph = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
     let mut saved = u64::MAX;
@@ -183,8 +188,7 @@ async fn a_redaction_rebuilds_the_running_state_and_a_checkpoint_from_before_it(
 async fn a_catch_up_over_many_small_pages_applies_every_event_in_order() {
     // Read, decode and apply overlap on three threads: pages of 3 events, so dozens of pages
     // are in flight between the stages. The result must be the fold of the log in order.
-    let data = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    let (_data, store) = empty_store();
     populate(store.as_ref(), 1, 40).await;
     let head = store.head().await.expect("head").position;
     let log = store.read_all(0, 10_000).await.expect("read");
@@ -207,8 +211,7 @@ async fn a_catch_up_over_many_small_pages_applies_every_event_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_cannot_be_decoded_stops_the_catch_up_with_its_position() {
-    let data = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    let (_data, store) = empty_store();
     populate(store.as_ref(), 1, 10).await;
     let broken = cmdb_core::AppendRequest::single(
         cmdb_core::StreamId::new("ci-broken").expect("stream"),
@@ -231,8 +234,7 @@ async fn an_event_that_cannot_be_decoded_stops_the_catch_up_with_its_position() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_evidence_tree_caught_up_from_links_equals_the_fold_of_whole_records() {
-    let data = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    let (data, store) = empty_store();
     populate(store.as_ref(), 1, 6).await;
     // A checkpoint record between other events, as the evidence decider writes it (the tree
     // does not verify notes: the decider did before appending).
@@ -297,8 +299,7 @@ async fn append_signed_checkpoint(store: &dyn EventStore, size: u64, root: cmdb_
 async fn a_pair_caught_up_from_one_read_equals_each_caught_up_alone_and_both_follow() {
     use cmdb_projections::runner::start_pair;
 
-    let data = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    let (_data, store) = empty_store();
     populate(store.as_ref(), 1, 12).await;
     let before = evidence_folded(store.as_ref()).await;
     append_signed_checkpoint(store.as_ref(), before.size(), before.root(before.size()).expect("root")).await;
@@ -342,9 +343,8 @@ async fn a_pair_caught_up_from_one_read_equals_each_caught_up_alone_and_both_fol
 async fn a_pair_from_different_checkpoints_catches_up_each_from_its_own() {
     use cmdb_projections::runner::start_pair;
 
-    let data = tempfile::tempdir().expect("dir");
+    let (_data, store) = empty_store();
     let checkpoints = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
     populate(store.as_ref(), 1, 6).await;
     // Only the graph has a checkpoint: the tree rebuilds from the start, the graph does not.
     let graph = start::<TemporalGraph>(store.clone(), options(checkpoints.path())).await.expect("start");
@@ -366,8 +366,7 @@ async fn a_pair_from_different_checkpoints_catches_up_each_from_its_own() {
 async fn a_pair_whose_first_fold_fails_reports_its_position_and_starts_neither() {
     use cmdb_projections::runner::start_pair;
 
-    let data = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
+    let (_data, store) = empty_store();
     populate(store.as_ref(), 1, 5).await;
     let broken = cmdb_core::AppendRequest::single(
         cmdb_core::StreamId::new("ci-broken").expect("stream"),
@@ -420,9 +419,8 @@ async fn erase_from_registration(store: &dyn EventStore, name: &str) -> cmdb_cor
 async fn a_pair_from_checkpoints_before_a_redaction_rebuilds_the_graph_and_keeps_the_tree() {
     use cmdb_projections::runner::start_pair;
 
-    let data = tempfile::tempdir().expect("dir");
+    let (_data, store) = empty_store();
     let checkpoints = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(data.path(), SqliteOptions::default()).expect("open"));
     populate(store.as_ref(), 1, 3).await;
     let (graph, evidence) =
         start_pair::<TemporalGraph, EvidenceLog>(store.clone(), options(checkpoints.path())).await.expect("start");

@@ -202,14 +202,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn btree(value: Value) -> BTreeMap<String, Value> {
-        serde_json::from_value(value).expect("an object")
-    }
+    use crate::ci::tests::attrs;
 
     #[test]
     fn reads_like_the_btree_map_it_replaces() {
-        let source = btree(json!({"zone": "b", "cpu": 4, "disk": {"gib": 20}}));
+        let source = attrs(json!({"zone": "b", "cpu": 4, "disk": {"gib": 20}}));
         let map = AttributeMap::from(&source);
         assert_eq!((map.len(), map.is_empty()), (3, false));
         assert_eq!(map.get("cpu"), Some(&json!(4)));

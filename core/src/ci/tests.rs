@@ -81,7 +81,8 @@ fn rel(n: u128) -> RelId {
     RelId(Uuid::from_u128(1_000 + n))
 }
 
-fn attrs(value: Value) -> BTreeMap<String, Value> {
+/// A JSON object as attributes (the tests of `ci` and its submodules share it).
+pub(crate) fn attrs(value: Value) -> BTreeMap<String, Value> {
     serde_json::from_value(value).expect("object")
 }
 

@@ -226,11 +226,8 @@ pub fn check_complete(
 mod tests {
     use super::super::builtin::{COMMON_ATTRIBUTES, class_attributes};
     use super::*;
+    use crate::ci::tests::attrs;
     use serde_json::json;
-
-    fn attrs(value: Value) -> BTreeMap<String, Value> {
-        serde_json::from_value(value).expect("object")
-    }
 
     #[test]
     fn a_complete_host_passes_and_each_fault_is_named() {
