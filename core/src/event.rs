@@ -52,6 +52,16 @@ pub enum EnvelopeError {
     UnknownSource(String),
 }
 
+/// Whether `text` holds a control or whitespace character. Stream ids are checked on every
+/// read of the log, and almost all are ASCII: for ASCII, control characters and whitespace
+/// are exactly the bytes up to the space and DEL.
+fn has_control_or_whitespace(text: &str) -> bool {
+    if text.is_ascii() {
+        return text.bytes().any(|b| b <= b' ' || b == 0x7f);
+    }
+    text.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 /// A validated stream id: non-empty, at most [`MAX_STREAM_ID_BYTES`], no whitespace or
 /// control characters (so ids print and parse unambiguously in logs, CLIs and URLs).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -69,7 +79,7 @@ impl StreamId {
         if id.len() > MAX_STREAM_ID_BYTES {
             return Err(EnvelopeError::StreamIdTooLong { bytes: id.len() });
         }
-        if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if has_control_or_whitespace(id) {
             return Err(EnvelopeError::StreamIdCharacters(id.to_owned()));
         }
         Ok(StreamId(id.into()))
@@ -467,7 +477,9 @@ impl PayloadSeal {
 
     /// Decodes the stored columns (all NULL in a log written before salts: chain version 1).
     /// Both backends read them so.
-    pub fn from_columns(columns: SealColumns) -> Result<PayloadSeal, String> {
+    /// The blobs may be borrowed from the row being read (`SealColumns<&[u8]>`): a catch-up
+    /// reads millions of rows, and a copy of each salt was an allocation per row.
+    pub fn from_columns<B: AsRef<[u8]>>(columns: SealColumns<B>) -> Result<PayloadSeal, String> {
         let SealColumns { chain_version, salt, commitment, redacted_by } = columns;
         let encoding = match chain_version {
             None => ChainEncoding::V1,
@@ -478,15 +490,14 @@ impl PayloadSeal {
         match (salt, commitment, redacted_by) {
             (None, None, None) if encoding == ChainEncoding::V1 => Ok(PayloadSeal::Plain),
             (Some(salt), None, None) if encoding == ChainEncoding::V2 => {
-                let salt: [u8; SALT_BYTES] =
-                    salt.as_slice().try_into().map_err(|_| format!("a salt of {} bytes", salt.len()))?;
+                let salt = salt.as_ref();
+                let salt: [u8; SALT_BYTES] = salt.try_into().map_err(|_| format!("a salt of {} bytes", salt.len()))?;
                 Ok(PayloadSeal::Salted(salt))
             }
             (None, Some(commitment), Some(record)) => {
-                let commitment: [u8; 32] = commitment
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| format!("a commitment of {} bytes", commitment.len()))?;
+                let commitment = commitment.as_ref();
+                let commitment: [u8; 32] =
+                    commitment.try_into().map_err(|_| format!("a commitment of {} bytes", commitment.len()))?;
                 let record = u64::try_from(record).map_err(|_| "a negative redaction record".to_string())?;
                 Ok(PayloadSeal::Redacted { encoding, commitment: Hash(commitment), record })
             }
@@ -543,15 +554,16 @@ impl<'de> Deserialize<'de> for PayloadSeal {
     }
 }
 
-/// The seal as the stores keep it: four nullable columns.
+/// The seal as the stores keep it: four nullable columns. `B` holds the blobs: owned to
+/// write them, borrowed from the row to read them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SealColumns {
+pub struct SealColumns<B = Vec<u8>> {
     /// `chain_version`: NULL is 1.
     pub chain_version: Option<i64>,
     /// `salt`: 32 bytes for an unredacted version 2 payload.
-    pub salt: Option<Vec<u8>>,
+    pub salt: Option<B>,
     /// `commitment`: the kept commitment of a redacted payload.
-    pub commitment: Option<Vec<u8>>,
+    pub commitment: Option<B>,
     /// `redacted_by`: the position of the redaction record.
     pub redacted_by: Option<i64>,
 }
@@ -623,6 +635,19 @@ mod tests {
         assert!(StreamId::new("ci 1").is_err());
         assert!(StreamId::new("ci\n1").is_err());
         assert!(StreamId::new("ci-ünïcode/1").is_ok());
+    }
+
+    #[test]
+    fn the_ascii_check_of_stream_ids_is_the_character_rule() {
+        let by_chars = |text: &str| text.chars().any(|c| c.is_control() || c.is_whitespace());
+        for c in (0..=0x3000u32).filter_map(char::from_u32) {
+            for text in [c.to_string(), format!("ci-{c}-1")] {
+                assert_eq!(has_control_or_whitespace(&text), by_chars(&text), "{c:?}");
+            }
+        }
+        for text in ["ci-1\u{2028}", "\u{00a0}", "ci-ünïcode/1", "\u{85}x"] {
+            assert_eq!(has_control_or_whitespace(text), by_chars(text), "{text:?}");
+        }
     }
 
     #[test]

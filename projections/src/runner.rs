@@ -119,6 +119,12 @@ impl Projection for TemporalGraph {
 /// Pages waiting between two stages of a catch-up (read -> decode -> apply).
 const CATCH_UP_PAGES_IN_FLIGHT: usize = 2;
 
+/// Readers of a catch-up's pages, each on its own connection reading every
+/// `CATCH_UP_READERS`th page: reading is the longest stage (issue 15, part 6: ~1 us per record
+/// in SQLite and the row's decoding), and one reader alone left the other core idle while the
+/// fold waited for it.
+const CATCH_UP_READERS: u64 = 2;
+
 /// Settings of a runner.
 #[derive(Clone, Debug)]
 pub struct RunnerOptions {
@@ -465,7 +471,8 @@ async fn catch_up_records<P: Projection>(
         let store = store.clone();
         async move { store.read_all(after, page).await }
     };
-    let reader = spawn_page_reader(state.position(), head, read, |record: &EventRecord| record.position, read_pages);
+    let reader =
+        spawn_page_readers(state.position(), head, page, read, |record: &EventRecord| record.position, read_pages);
     let decoder = tokio::spawn(async move {
         while let Some(records) = to_decode.recv().await {
             let decoded = match records {
@@ -511,35 +518,77 @@ async fn catch_up_records<P: Projection>(
 /// Reads the log's pages after `after` up to `head` (not past it) into `pages`, in order, until
 /// `head` is read or the receiver is gone; a failed read is sent as the last page. The first
 /// stage of both catch-ups (`read` gives whole records or links).
-fn spawn_page_reader<T, F, Fut>(
-    mut after: u64,
+///
+/// [`CATCH_UP_READERS`] readers read at once: page `k` holds the positions after
+/// `after + k * page_events` up to the next page's start, and reader `i` reads the pages
+/// `k = i (mod CATCH_UP_READERS)`, in order, into a channel of its own. Taking one page from
+/// each channel in turn gives the pages in the log's order. A page holds every position of its
+/// range even if the log had gaps: its read asks for `page_events` records after its start,
+/// and the range holds at most that many.
+fn spawn_page_readers<T, F, Fut>(
+    after: u64,
     head: u64,
+    page_events: usize,
     read: F,
     position: fn(&T) -> u64,
     pages: tokio::sync::mpsc::Sender<Result<Vec<T>, String>>,
 ) -> tokio::task::JoinHandle<()>
 where
     T: Send + 'static,
-    F: Fn(u64) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<Vec<T>, cmdb_core::StoreError>> + Send,
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<T>, cmdb_core::StoreError>> + Send + 'static,
 {
+    let page_span = u64::try_from(page_events.max(1)).unwrap_or(u64::MAX);
+    let readers: Vec<_> = (0..CATCH_UP_READERS)
+        .map(|reader| {
+            let (sender, receiver) = tokio::sync::mpsc::channel(CATCH_UP_PAGES_IN_FLIGHT);
+            tokio::spawn(read_every_nth_page(after, head, page_span, reader, read.clone(), position, sender));
+            receiver
+        })
+        .collect();
     tokio::spawn(async move {
-        while after < head {
-            let mut page = match read(after).await {
-                Ok(page) => page,
-                Err(error) => {
-                    let _ = pages.send(Err(error.to_string())).await;
-                    return;
-                }
-            };
-            page.retain(|item| position(item) <= head);
-            let Some(last) = page.last() else { return };
-            after = position(last);
-            if pages.send(Ok(page)).await.is_err() {
+        let mut readers = readers;
+        for turn in (0..CATCH_UP_READERS).cycle() {
+            let Some(page) = readers[turn as usize].recv().await else { return };
+            let failed = page.is_err();
+            if pages.send(page).await.is_err() || failed {
                 return;
             }
         }
     })
+}
+
+/// One of [`spawn_page_readers`]' readers: the pages `reader`, `reader + CATCH_UP_READERS`, ...
+/// of `page_span` positions each after `after`, up to `head`.
+async fn read_every_nth_page<T, F, Fut>(
+    after: u64,
+    head: u64,
+    page_span: u64,
+    reader: u64,
+    read: F,
+    position: fn(&T) -> u64,
+    pages: tokio::sync::mpsc::Sender<Result<Vec<T>, String>>,
+) where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, cmdb_core::StoreError>>,
+{
+    let mut page_index = reader;
+    loop {
+        let start = after.saturating_add(page_index.saturating_mul(page_span));
+        if start >= head {
+            return;
+        }
+        let end = start.saturating_add(page_span).min(head);
+        let page = read(start).await.map(|mut page| {
+            page.retain(|item| position(item) <= end);
+            page
+        });
+        let failed = page.is_err();
+        if pages.send(page.map_err(|error| error.to_string())).await.is_err() || failed {
+            return;
+        }
+        page_index += CATCH_UP_READERS;
+    }
 }
 
 /// The catch-up of a projection built from the hash chain: pages of links read ahead of the
@@ -559,7 +608,7 @@ async fn catch_up_from_links<P: Projection>(
         let store = reader_store.clone();
         async move { store.read_links(after, page).await }
     };
-    let reader = spawn_page_reader(state.position(), head, read, |link: &ChainLink| link.position, read_pages);
+    let reader = spawn_page_readers(state.position(), head, page, read, |link: &ChainLink| link.position, read_pages);
     let mut saw_redaction = false;
     while let Some(links) = to_apply.recv().await {
         for link in links.map_err(apply_error)? {
@@ -674,4 +723,70 @@ pub async fn save_checkpoint<P: Projection>(
     .map_err(|e| e.to_string())?;
     *saved = position;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `log` (positions, ascending, maybe with gaps) through the page readers: every
+    /// page received in order, and whether the last was a failure. A read starting at
+    /// `fail_at` fails.
+    async fn read_through(
+        log: &[u64],
+        after: u64,
+        head: u64,
+        page_events: usize,
+        fail_at: Option<u64>,
+    ) -> (Vec<u64>, bool) {
+        let log: Arc<Vec<u64>> = Arc::new(log.to_vec());
+        let read = move |start: u64| {
+            let log = log.clone();
+            async move {
+                if Some(start) == fail_at {
+                    return Err(cmdb_core::StoreError::Storage(format!("no read at {start}")));
+                }
+                Ok(log.iter().copied().filter(|&p| p > start).take(page_events).collect::<Vec<u64>>())
+            }
+        };
+        let (sender, mut pages) = tokio::sync::mpsc::channel(1);
+        let merger = spawn_page_readers(after, head, page_events, read, |p: &u64| *p, sender);
+        let (mut read_positions, mut failed) = (Vec::new(), false);
+        while let Some(page) = pages.recv().await {
+            match page {
+                Ok(page) => read_positions.extend(page),
+                Err(_) => failed = true,
+            }
+        }
+        merger.await.expect("the merger ends");
+        (read_positions, failed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_page_readers_give_the_log_in_order_up_to_the_head() {
+        let gapless: Vec<u64> = (1..=50).collect();
+        for page_events in [1, 2, 3, 7, 50, 100] {
+            for after in [0, 1, 13] {
+                for head in [after, after + 1, 37, 50] {
+                    let expected: Vec<u64> = gapless.iter().copied().filter(|&p| p > after && p <= head).collect();
+                    let (read, failed) = read_through(&gapless, after, head, page_events, None).await;
+                    assert_eq!(read, expected, "pages of {page_events} after {after} to {head}");
+                    assert!(!failed);
+                }
+            }
+        }
+        // Gaps (not written by this store, but a page must still hold its whole range).
+        let gappy = [1, 2, 3, 5, 6, 9, 10, 11, 12, 13, 20];
+        let (read, _) = read_through(&gappy, 0, 20, 3, None).await;
+        assert_eq!(read, gappy);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_read_is_the_last_page_and_nothing_after_it_is_sent() {
+        let log: Vec<u64> = (1..=30).collect();
+        // Pages of 4: the read starting after 12 is the fourth page (a second reader's).
+        let (read, failed) = read_through(&log, 0, 30, 4, Some(12)).await;
+        assert!(failed, "the failure reaches the fold");
+        assert_eq!(read, (1..=12).collect::<Vec<u64>>(), "the pages before it, in order, and none after");
+    }
 }

@@ -6,7 +6,8 @@
 //!     cargo run --release -p cmdb-benches --bin rebuild_stages -- DIR [--runner-only] [--pair]
 //!         [--reader-mmap-bytes BYTES] [--page-events N]
 //!
-//! `--runner-only` times one catch-up through the runner and stops (for a profiler). `--pair`
+//! `--runner-only` times one catch-up through the runner and stops (for a profiler);
+//! `--read-only` times only the read stage (for a profiler of the store's reads). `--pair`
 //! catches up the graph and the evidence tree from one read, as `cmdb serve` starts.
 //! `--reader-mmap-bytes` sets the store's readers' `mmap_size` (0: read with `pread`);
 //! `--page-events` the events per page of the catch-up (the runner's default otherwise).
@@ -40,20 +41,38 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Reads the log up to `head` in pages of [`PAGE_EVENTS`], one after the other, handing each
+/// to `keep`.
+async fn read_pages(
+    store: &SqliteStore,
+    head: u64,
+    mut keep: impl FnMut(Vec<cmdb_core::EventRecord>),
+) -> anyhow::Result<()> {
+    let mut after = 0;
+    while after < head {
+        let page = store.read_all(after, PAGE_EVENTS).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        keep(page);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let usage = || {
         anyhow::anyhow!(
-            "usage: rebuild_stages DATA_DIR [--runner-only] [--pair] [--reader-mmap-bytes BYTES] [--page-events N]"
+            "usage: rebuild_stages DATA_DIR [--runner-only | --read-only] [--pair] [--reader-mmap-bytes BYTES] [--page-events N]"
         )
     };
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().ok_or_else(usage)?);
-    let (mut runner_only, mut pair, mut sqlite) = (false, false, SqliteOptions::default());
+    let (mut runner_only, mut read_only, mut pair, mut sqlite) = (false, false, false, SqliteOptions::default());
     let mut runner = RunnerOptions::default();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runner-only" => runner_only = true,
+            "--read-only" => read_only = true,
             "--pair" => pair = true,
             "--reader-mmap-bytes" => {
                 sqlite.reader_mmap_bytes = args.next().and_then(|n| n.parse().ok()).ok_or_else(usage)?;
@@ -65,7 +84,13 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(SqliteStore::open(&dir, sqlite)?);
     let head = store.head().await?.position;
     // The runner's catch-up as `cmdb serve` runs it (no checkpoint), with the CPU it took.
-    let rounds = if runner_only { 1 } else { RUNNER_ROUNDS };
+    let rounds = if runner_only {
+        1
+    } else if read_only {
+        0
+    } else {
+        RUNNER_ROUNDS
+    };
     for _ in 0..rounds {
         let (started, cpu) = (Instant::now(), cpu_seconds());
         let graph = if pair {
@@ -85,30 +110,25 @@ async fn main() -> anyhow::Result<()> {
     if runner_only {
         return Ok(());
     }
-    // The evidence tree, which `cmdb serve` rebuilds at the same time as the graph.
-    let (started, cpu) = (Instant::now(), cpu_seconds());
-    let evidence = start::<EvidenceLog>(store.clone(), RunnerOptions::default()).await?;
-    let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-    println!("evidence catch-up: {head} events in {wall:.2} s, {cpu:.2} s of CPU");
-    drop(evidence);
+    if !read_only {
+        // The evidence tree, which `cmdb serve` rebuilds at the same time as the graph.
+        let (started, cpu) = (Instant::now(), cpu_seconds());
+        let evidence = start::<EvidenceLog>(store.clone(), RunnerOptions::default()).await?;
+        let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        println!("evidence catch-up: {head} events in {wall:.2} s, {cpu:.2} s of CPU");
+        drop(evidence);
+    }
     // Read alone, each page dropped when read (as the runner recycles its memory).
     let started = Instant::now();
-    let mut after = 0;
-    while after < head {
-        let page = store.read_all(after, PAGE_EVENTS).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-    }
+    read_pages(store.as_ref(), head, |_| ()).await?;
     let read_streaming = started.elapsed();
+    if read_only {
+        println!("read pages (SQLite + rows), each dropped: {:.2} s", read_streaming.as_secs_f64());
+        return Ok(());
+    }
     let started = Instant::now();
     let mut pages = Vec::new();
-    let mut after = 0;
-    while after < head {
-        let page = store.read_all(after, PAGE_EVENTS).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        pages.push(page);
-    }
+    read_pages(store.as_ref(), head, |page| pages.push(page)).await?;
     let read = started.elapsed();
     let events: usize = pages.iter().map(Vec::len).sum();
     let started = Instant::now();

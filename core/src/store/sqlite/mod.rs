@@ -659,9 +659,8 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
         let integer = |index: usize| -> Result<i64, String> {
             row.get_ref(index).map_err(|e| e.to_string())?.as_i64().map_err(|e| format!("column {index}: {e}"))
         };
-        let optional_blob = |index: usize| -> Result<Option<Vec<u8>>, String> {
-            let value = row.get_ref(index).map_err(|e| e.to_string())?;
-            value.as_blob_or_null().map(|b| b.map(<[u8]>::to_vec)).map_err(|e| format!("column {index}: {e}"))
+        let optional_blob = |index: usize| -> Result<Option<&[u8]>, String> {
+            row.get_ref(index).map_err(|e| e.to_string())?.as_blob_or_null().map_err(|e| format!("column {index}: {e}"))
         };
         let optional_integer = |index: usize| -> Result<Option<i64>, String> {
             row.get_ref(index).map_err(|e| e.to_string())?.as_i64_or_null().map_err(|e| format!("column {index}: {e}"))
