@@ -435,8 +435,8 @@ async fn fold_pages<B: Projection>(
 }
 
 /// Applies the log from `state`'s position up to `head` (not past it) in three stages that
-/// overlap, each on its own thread: reading pages (the store's reader), decoding their payloads
-/// (the blocking pool) and applying them here, in order. Two cores run all three at once; a
+/// overlap: reading pages ([`CATCH_UP_READERS`] of the store's readers), decoding their
+/// payloads (the blocking pool) and applying them here, in order. Two cores run all three at once; a
 /// bounded channel of [`CATCH_UP_PAGES_IN_FLIGHT`] pages between stages keeps memory bounded.
 /// Says whether a redaction record was among the events applied.
 async fn catch_up<P: Projection>(
@@ -539,7 +539,7 @@ where
     Fut: std::future::Future<Output = Result<Vec<T>, cmdb_core::StoreError>> + Send + 'static,
 {
     let page_span = u64::try_from(page_events.max(1)).unwrap_or(u64::MAX);
-    let readers: Vec<_> = (0..CATCH_UP_READERS)
+    let mut readers: Vec<_> = (0..CATCH_UP_READERS)
         .map(|reader| {
             let (sender, receiver) = tokio::sync::mpsc::channel(CATCH_UP_PAGES_IN_FLIGHT);
             tokio::spawn(read_every_nth_page(after, head, page_span, reader, read.clone(), position, sender));
@@ -547,7 +547,6 @@ where
         })
         .collect();
     tokio::spawn(async move {
-        let mut readers = readers;
         for turn in (0..CATCH_UP_READERS).cycle() {
             let Some(page) = readers[turn as usize].recv().await else { return };
             let failed = page.is_err();
