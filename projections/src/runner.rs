@@ -542,7 +542,19 @@ where
     let mut readers: Vec<_> = (0..CATCH_UP_READERS)
         .map(|reader| {
             let (sender, receiver) = tokio::sync::mpsc::channel(CATCH_UP_PAGES_IN_FLIGHT);
-            tokio::spawn(read_every_nth_page(after, head, page_span, reader, read.clone(), position, sender));
+            let read = read.clone();
+            tokio::spawn(async move {
+                for (start, end) in page_ranges(after, head, page_span, reader) {
+                    let page = read(start).await.map(|mut page| {
+                        page.retain(|item| position(item) <= end);
+                        page
+                    });
+                    let failed = page.is_err();
+                    if sender.send(page.map_err(|error| error.to_string())).await.is_err() || failed {
+                        return;
+                    }
+                }
+            });
             receiver
         })
         .collect();
@@ -557,37 +569,16 @@ where
     })
 }
 
-/// One of [`spawn_page_readers`]' readers: the pages `reader`, `reader + CATCH_UP_READERS`, ...
-/// of `page_span` positions each after `after`, up to `head`.
-async fn read_every_nth_page<T, F, Fut>(
-    after: u64,
-    head: u64,
-    page_span: u64,
-    reader: u64,
-    read: F,
-    position: fn(&T) -> u64,
-    pages: tokio::sync::mpsc::Sender<Result<Vec<T>, String>>,
-) where
-    F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<T>, cmdb_core::StoreError>>,
-{
-    let mut page_index = reader;
-    loop {
-        let start = after.saturating_add(page_index.saturating_mul(page_span));
-        if start >= head {
-            return;
-        }
-        let end = start.saturating_add(page_span).min(head);
-        let page = read(start).await.map(|mut page| {
-            page.retain(|item| position(item) <= end);
-            page
-        });
-        let failed = page.is_err();
-        if pages.send(page.map_err(|error| error.to_string())).await.is_err() || failed {
-            return;
-        }
-        page_index += CATCH_UP_READERS;
-    }
+/// The position ranges `(start, end]` of one of [`spawn_page_readers`]' readers: the pages
+/// `reader`, `reader + CATCH_UP_READERS`, ... of `page_span` positions each after `after`, up
+/// to `head`.
+fn page_ranges(after: u64, head: u64, page_span: u64, reader: u64) -> impl Iterator<Item = (u64, u64)> {
+    let step = usize::try_from(CATCH_UP_READERS).unwrap_or(1);
+    (reader..)
+        .step_by(step)
+        .map(move |page| after.saturating_add(page.saturating_mul(page_span)))
+        .take_while(move |&start| start < head)
+        .map(move |start| (start, start.saturating_add(page_span).min(head)))
 }
 
 /// The catch-up of a projection built from the hash chain: pages of links read ahead of the
