@@ -123,7 +123,7 @@ const CATCH_UP_PAGES_IN_FLIGHT: usize = 2;
 /// `CATCH_UP_READERS`th page: reading is the longest stage (issue 15, part 6: ~1 us per record
 /// in SQLite and the row's decoding), and one reader alone left the other core idle while the
 /// fold waited for it.
-const CATCH_UP_READERS: u64 = 2;
+const CATCH_UP_READERS: usize = 2;
 
 /// Settings of a runner.
 #[derive(Clone, Debug)]
@@ -560,7 +560,7 @@ where
         .collect();
     tokio::spawn(async move {
         for turn in (0..CATCH_UP_READERS).cycle() {
-            let Some(page) = readers[turn as usize].recv().await else { return };
+            let Some(page) = readers[turn].recv().await else { return };
             let failed = page.is_err();
             if pages.send(page).await.is_err() || failed {
                 return;
@@ -572,10 +572,9 @@ where
 /// The position ranges `(start, end]` of one of [`spawn_page_readers`]' readers: the pages
 /// `reader`, `reader + CATCH_UP_READERS`, ... of `page_span` positions each after `after`, up
 /// to `head`.
-fn page_ranges(after: u64, head: u64, page_span: u64, reader: u64) -> impl Iterator<Item = (u64, u64)> {
-    let step = usize::try_from(CATCH_UP_READERS).unwrap_or(1);
-    (reader..)
-        .step_by(step)
+fn page_ranges(after: u64, head: u64, page_span: u64, reader: usize) -> impl Iterator<Item = (u64, u64)> {
+    (reader as u64..)
+        .step_by(CATCH_UP_READERS)
         .map(move |page| after.saturating_add(page.saturating_mul(page_span)))
         .take_while(move |&start| start < head)
         .map(move |start| (start, start.saturating_add(page_span).min(head)))
