@@ -983,10 +983,10 @@ pub async fn bad_input_is_refused_and_changes_nothing(cx: TestContext) -> Outcom
         "condition",
     );
     let mut anonymous = event(1);
-    anonymous.metadata.actor.principal = String::new();
+    anonymous.metadata.actor.principal = crate::Text::default();
     invalid(store.append(single(vec![anonymous])).await, "actor.principal");
     let mut chatty = event(1);
-    chatty.metadata.correlation_id = Some("c".repeat(crate::event::MAX_METADATA_FIELD_BYTES + 1));
+    chatty.metadata.correlation_id = Some("c".repeat(crate::event::MAX_METADATA_FIELD_BYTES + 1).into());
     invalid(store.append(single(vec![chatty])).await, "correlation_id");
     // A duplicate event id, alone and in the middle of an otherwise good batch.
     let err = store.append(single(vec![event(1), event(2).with_event_id(id)])).await.expect_err("duplicate id");

@@ -52,14 +52,28 @@ pub enum EnvelopeError {
     UnknownSource(String),
 }
 
+/// A short string kept inline (up to 24 bytes) rather than on the heap: the event type,
+/// principal and correlation id of a record. A rebuild reads millions of records, and three
+/// owned `String`s each were three allocations made on a reader's thread and freed on
+/// another (issue 15, part 6). Dereferences to `str` like a `String`.
+pub type Text = compact_str::CompactString;
+
 /// Whether `text` holds a control or whitespace character. Stream ids are checked on every
 /// read of the log, and almost all are ASCII: for ASCII, control characters and whitespace
 /// are exactly the bytes up to the space and DEL.
 fn has_control_or_whitespace(text: &str) -> bool {
-    if text.is_ascii() {
-        return text.bytes().any(|b| b <= b' ' || b == 0x7f);
+    // One pass over the bytes: printable ASCII is accepted as it is read, anything else
+    // (a control byte, or the first byte of a non-ASCII character) decides or falls back.
+    for (at, b) in text.bytes().enumerate() {
+        if b > b' ' && b < 0x7f {
+            continue;
+        }
+        if b.is_ascii() {
+            return true; // a control character, a space or DEL
+        }
+        return text[at..].chars().any(|c| c.is_control() || c.is_whitespace());
     }
-    text.chars().any(|c| c.is_control() || c.is_whitespace())
+    false
 }
 
 /// A validated stream id: non-empty, at most [`MAX_STREAM_ID_BYTES`], no whitespace or
@@ -198,7 +212,7 @@ impl FromStr for Source {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Actor {
     /// The principal.
-    pub principal: String,
+    pub principal: Text,
     /// The token.
     pub token_id: Option<String>,
 }
@@ -206,11 +220,11 @@ pub struct Actor {
 impl Actor {
     /// The engine itself (bootstrap, migrations, housekeeping).
     pub fn system() -> Self {
-        Actor { principal: "system".to_owned(), token_id: None }
+        Actor { principal: Text::const_new("system"), token_id: None }
     }
 
     /// A principal acting without a token (the CLI, the engine).
-    pub fn principal(name: impl Into<String>) -> Self {
+    pub fn principal(name: impl Into<Text>) -> Self {
         Actor { principal: name.into(), token_id: None }
     }
 }
@@ -221,7 +235,7 @@ pub struct Metadata {
     /// Who acted.
     pub actor: Actor,
     /// The request it came from.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Text>,
     /// The event that caused it.
     pub causation_id: Option<String>,
     /// Where the command came from (API, CLI, webhook, ...).
@@ -237,7 +251,7 @@ impl Metadata {
     }
 
     /// With the id of the request it came from.
-    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+    pub fn with_correlation_id(mut self, id: impl Into<Text>) -> Self {
         self.correlation_id = Some(id.into());
         self
     }
@@ -338,7 +352,7 @@ pub struct ChainLink {
     /// Its stream.
     pub stream_id: StreamId,
     /// Its type.
-    pub event_type: String,
+    pub event_type: Text,
     /// Its chain hash.
     pub hash: Hash,
 }
@@ -366,7 +380,7 @@ pub struct EventRecord {
     /// The event's id.
     pub event_id: Uuid,
     /// The event type.
-    pub event_type: String,
+    pub event_type: Text,
     /// The payload's schema version.
     pub schema_version: u32,
     /// The payload bytes exactly as they were appended.
@@ -680,15 +694,15 @@ mod tests {
     fn metadata_fields_are_bounded() {
         let mut metadata = Metadata::new(Actor::principal("alice"), Source::Api);
         assert!(metadata.validate().is_ok());
-        metadata.correlation_id = Some("x".repeat(MAX_METADATA_FIELD_BYTES));
+        metadata.correlation_id = Some("x".repeat(MAX_METADATA_FIELD_BYTES).into());
         assert!(metadata.validate().is_ok());
-        metadata.correlation_id = Some("x".repeat(MAX_METADATA_FIELD_BYTES + 1));
+        metadata.correlation_id = Some("x".repeat(MAX_METADATA_FIELD_BYTES + 1).into());
         assert!(matches!(
             metadata.validate(),
             Err(EnvelopeError::MetadataFieldTooLong { field: "correlation_id", .. })
         ));
         metadata.correlation_id = None;
-        metadata.actor.principal = String::new();
+        metadata.actor.principal = Text::default();
         assert!(metadata.validate().is_err());
     }
 }

@@ -39,7 +39,7 @@ pub mod time;
 pub use chain::{ChainBreak, ChainVerifier, Digest};
 pub use error::Error;
 pub use event::{
-    Actor, ChainEncoding, ChainLink, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, Source, StreamId,
+    Actor, ChainEncoding, ChainLink, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, Source, StreamId, Text,
 };
 pub use hash::Hash;
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};

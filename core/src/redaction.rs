@@ -368,14 +368,14 @@ impl Decider for RedactionDecider {
                         positions: positions.clone(),
                         fields: fields.clone(),
                         reason: reason.clone(),
-                        requested_by: principal,
+                        requested_by: principal.to_string(),
                     }),
                 );
             }
             RedactionCommand::Approve { id, erasures } => {
                 let redaction = pending(id)?;
                 if redaction.request.requested_by == principal {
-                    return Err(RedactionError::SameApprover { id: id.clone(), principal });
+                    return Err(RedactionError::SameApprover { id: id.clone(), principal: principal.to_string() });
                 }
                 let planned: Vec<u64> = erasures.iter().map(|e| e.position).collect();
                 if planned != redaction.request.positions {
@@ -390,7 +390,7 @@ impl Decider for RedactionDecider {
                         fields: request.fields.clone(),
                         reason: request.reason.clone(),
                         requested_by: request.requested_by.clone(),
-                        approved_by: principal,
+                        approved_by: principal.to_string(),
                         erasures: erasures.clone(),
                     }),
                 );
@@ -402,7 +402,7 @@ impl Decider for RedactionDecider {
                     RedactionKey,
                     RedactionEvent::Rejected(RedactionRejected {
                         id: id.clone(),
-                        rejected_by: principal,
+                        rejected_by: principal.to_string(),
                         reason: reason.clone(),
                     }),
                 );
@@ -477,7 +477,7 @@ pub fn plan_erasure(record: &EventRecord, fields: &[String]) -> Result<(Vec<u8>,
                 if protected(record, &pointer) || !readers.still_read(record, &payload) {
                     return Err(RedactionError::Structural {
                         position: record.position,
-                        event_type: record.event_type.clone(),
+                        event_type: record.event_type.to_string(),
                         pointer,
                     });
                 }

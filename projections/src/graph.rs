@@ -1073,8 +1073,10 @@ impl TemporalGraph {
         rel.to = p;
         rel.removed_by = removed.authorized_by;
         rel.removed = Some(Box::new(info));
-        if let Some((s, t)) = self.graph.edge_endpoints(edge) {
-            self.hops.close(s, t, edge, p);
+        let (rel_type, from) = (rel.rel_type, rel.from);
+        if let Some(ends) = self.graph.edge_endpoints(edge) {
+            self.hops.close(ends, edge, rel_type, from, p);
+            let (s, t) = ends;
             self.refresh_head_lists(&[s, t], p);
         }
         self.changes.push((p, Touched::Relationship(edge)));

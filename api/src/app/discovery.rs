@@ -662,7 +662,7 @@ impl App {
                 end: self.clock.now().saturating_add_micros(3_600_000_000),
                 time_zone: "UTC".into(),
             }),
-            implementer: Some(metadata.actor.principal.clone()),
+            implementer: Some(metadata.actor.principal.to_string()),
             scope,
             links: Vec::new(),
         };

@@ -512,7 +512,7 @@ impl App {
                 end: now.saturating_add_micros(PIPELINE_WINDOW_MINUTES * 60_000_000),
                 time_zone: "UTC".into(),
             }),
-            implementer: Some(metadata.actor.principal.clone()),
+            implementer: Some(metadata.actor.principal.to_string()),
             scope: Scope { cis: vec![ci], planned: Vec::new() },
             links: Vec::new(),
         };

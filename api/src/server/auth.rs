@@ -26,9 +26,10 @@ impl Caller {
     /// The metadata every event written on this caller's behalf carries (API source, its
     /// principal and token, the request's correlation id).
     pub fn metadata(&self, correlation_id: Option<String>) -> cmdb_core::Metadata {
-        let actor = cmdb_core::Actor { principal: self.principal.clone(), token_id: Some(self.token_id.to_string()) };
+        let actor =
+            cmdb_core::Actor { principal: self.principal.as_str().into(), token_id: Some(self.token_id.to_string()) };
         let mut metadata = cmdb_core::Metadata::new(actor, cmdb_core::Source::Api);
-        metadata.correlation_id = correlation_id;
+        metadata.correlation_id = correlation_id.map(cmdb_core::Text::from);
         metadata
     }
 }

@@ -468,7 +468,7 @@ async fn approved_change(
 }
 
 fn story_actor(who: &str) -> cmdb_core::Metadata {
-    cmdb_core::Metadata::new(cmdb_core::Actor { principal: who.to_owned(), token_id: None }, cmdb_core::Source::System)
+    cmdb_core::Metadata::new(cmdb_core::Actor { principal: who.into(), token_id: None }, cmdb_core::Source::System)
         .with_correlation_id("demo-release-story")
 }
 

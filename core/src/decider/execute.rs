@@ -144,7 +144,7 @@ pub fn written_records(request: &AppendRequest, outcome: &AppendOutcome) -> Vec<
                 stream_id: write.stream.clone(),
                 stream_version: first_version + offset as u64,
                 event_id: ids.next().copied().unwrap_or_default(),
-                event_type,
+                event_type: event_type.into(),
                 schema_version,
                 data,
                 metadata,

@@ -93,7 +93,7 @@ impl<K: StreamKey> World<K> {
             stream_id: stream.clone(),
             stream_version: version.map_or(0, |v| v + 1),
             event_id: event.event_id.unwrap_or_default(),
-            event_type: event.event_type.clone(),
+            event_type: event.event_type.as_str().into(),
             schema_version: event.schema_version,
             data: event.data.clone(),
             metadata: event.metadata.clone(),

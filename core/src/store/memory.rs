@@ -125,7 +125,7 @@ impl MemoryStore {
                     stream_id: write.stream.clone(),
                     stream_version: version,
                     event_id,
-                    event_type: event.event_type.clone(),
+                    event_type: event.event_type.as_str().into(),
                     schema_version: event.schema_version,
                     data: event.data.clone(),
                     metadata: event.metadata.clone(),
@@ -286,7 +286,7 @@ impl super::tamper::Tamper for MemoryTamper {
     }
 
     fn set_principal(&self, position: u64, principal: &str) {
-        self.0.tamper(|events| events[position as usize - 1].metadata.actor.principal = principal.to_owned());
+        self.0.tamper(|events| events[position as usize - 1].metadata.actor.principal = principal.into());
     }
 
     fn shift_recorded_at(&self, position: u64) {

@@ -170,7 +170,7 @@ impl AppendRequest {
             request.seals.push(record.seal);
             let event = NewEvent {
                 event_id: Some(record.event_id),
-                event_type: record.event_type.clone(),
+                event_type: record.event_type.to_string(),
                 schema_version: record.schema_version,
                 data: record.data.clone(),
                 metadata: record.metadata.clone(),

@@ -98,7 +98,7 @@ mod tests {
             stream_id: stream("s"),
             stream_version: position,
             event_id: uuid::Uuid::from_u128(u128::from(position)),
-            event_type: new.event_type,
+            event_type: new.event_type.into(),
             schema_version: 1,
             data: vec![b'x'; bytes],
             metadata: new.metadata,

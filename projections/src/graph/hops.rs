@@ -82,14 +82,7 @@ impl Hops {
         rel_type: RelType,
         (from, until): (u64, u64),
     ) {
-        // (the CI a failure leaves, the CI it reaches)
-        let directions: &[(NodeIndex, NodeIndex)] = match propagation(rel_type) {
-            Propagation::None => &[],
-            Propagation::SourceDependsOnTarget => &[(target, source)],
-            Propagation::TargetDependsOnSource => &[(source, target)],
-            Propagation::Both => &[(source, target), (target, source)],
-        };
-        for &(leaves, reaches) in directions {
+        for (leaves, reaches) in Self::ways(source, target, rel_type) {
             let into_group = rel_type == RelType::PartOf && leaves == source;
             let down = Hop { to: reaches, edge, from, until, rel_type, into_group };
             Self::slot(&mut self.down, leaves).push(down);
@@ -97,15 +90,50 @@ impl Hops {
         }
     }
 
-    /// Ends the relationship `edge` between `source` and `target` at `position`.
-    pub fn close(&mut self, source: NodeIndex, target: NodeIndex, edge: EdgeIndex, position: u64) {
-        for node in [source, target] {
-            for lists in [&mut self.down, &mut self.up] {
-                if let Some(hops) = lists.get_mut(node.index()) {
-                    for hop in hops.iter_mut().filter(|h| h.edge == edge) {
-                        hop.until = hop.until.min(position);
-                    }
-                }
+    /// The (CI a failure leaves, CI it reaches) pairs of `source -[rel_type]-> target`, one
+    /// per direction the propagation table lets a failure travel along it.
+    fn ways(source: NodeIndex, target: NodeIndex, rel_type: RelType) -> impl Iterator<Item = (NodeIndex, NodeIndex)> {
+        let ways = match propagation(rel_type) {
+            Propagation::None => 0..0,
+            Propagation::TargetDependsOnSource => 0..1,
+            Propagation::Both => 0..2,
+            Propagation::SourceDependsOnTarget => 1..2,
+        };
+        [(source, target), (target, source)].into_iter().take(ways.end).skip(ways.start)
+    }
+
+    /// Ends the relationship `edge`, `source -[rel_type]-> target` valid from `from`, at
+    /// `position`.
+    pub fn close(
+        &mut self,
+        (source, target): (NodeIndex, NodeIndex),
+        edge: EdgeIndex,
+        rel_type: RelType,
+        from: u64,
+        position: u64,
+    ) {
+        for (leaves, reaches) in Self::ways(source, target, rel_type) {
+            Self::close_in(&mut self.down, leaves, edge, from, position);
+            Self::close_in(&mut self.up, reaches, edge, from, position);
+        }
+    }
+
+    /// Ends `edge`'s hops in `node`'s list. Hops are added in position order (the fold, and
+    /// a rebuild from the edges in creation order), so a list is sorted by `from` and a
+    /// relationship's hops are in the run with its `from`: a hub's removal looks at a few
+    /// hops, not its thousands (issue 15, part 6: the whole-list scan was 2.5 % of a
+    /// rebuild). A list found unsorted falls back to the whole scan.
+    fn close_in(lists: &mut [Vec<Hop>], node: NodeIndex, edge: EdgeIndex, from: u64, position: u64) {
+        let Some(hops) = lists.get_mut(node.index()) else { return };
+        let start = hops.partition_point(|h| h.from < from);
+        let mut found = false;
+        for hop in hops[start..].iter_mut().take_while(|h| h.from == from).filter(|h| h.edge == edge) {
+            hop.until = hop.until.min(position);
+            found = true;
+        }
+        if !found {
+            for hop in hops.iter_mut().filter(|h| h.edge == edge) {
+                hop.until = hop.until.min(position);
             }
         }
     }
@@ -135,10 +163,50 @@ mod tests {
         hops.add(a, b, EdgeIndex::new(1), RelType::PartOf, (6, crate::graph::OPEN));
         let into = hops.of(a, ImpactDirection::Downstream);
         assert_eq!((into.len(), into[0].to, into[0].into_group), (1, b, true));
-        hops.close(a, b, EdgeIndex::new(0), 9);
+        hops.close((a, b), EdgeIndex::new(0), RelType::DependsOn, 5, 9);
         let ended = hops.of(b, ImpactDirection::Downstream)[0];
         assert!(ended.valid_at(8) && !ended.valid_at(9) && !ended.valid_at(4));
         assert!(!hops.of(a, ImpactDirection::Upstream)[0].valid_at(9), "both ends closed");
         assert!(hops.of(b, ImpactDirection::Upstream)[0].valid_at(9), "only that relationship");
+    }
+
+    #[test]
+    fn closing_a_hub_relationship_ends_exactly_its_hops_sorted_or_not() {
+        let hub = NodeIndex::new(0);
+        let mut hops = Hops::default();
+        // A hub with 300 dependants, three relationships created per position, then 300
+        // more added out of position order (as no fold does): the sorted run and the
+        // fallback must both find exactly the relationship closed.
+        for i in 0..600_u32 {
+            let from = if i < 300 { 10 + u64::from(i / 3) } else { 1_000 - u64::from(i) };
+            hops.add(
+                NodeIndex::new(i as usize + 1),
+                hub,
+                EdgeIndex::new(i as usize),
+                RelType::DependsOn,
+                (from, crate::graph::OPEN),
+            );
+        }
+        for closed in [0_u32, 1, 2, 150, 299, 300, 450, 599] {
+            let from = if closed < 300 { 10 + u64::from(closed / 3) } else { 1_000 - u64::from(closed) };
+            hops.close(
+                (NodeIndex::new(closed as usize + 1), hub),
+                EdgeIndex::new(closed as usize),
+                RelType::DependsOn,
+                from,
+                5_000,
+            );
+        }
+        let ended: Vec<usize> = hops
+            .of(hub, ImpactDirection::Downstream)
+            .iter()
+            .filter(|h| !h.valid_at(5_000))
+            .map(|h| h.edge.index())
+            .collect();
+        assert_eq!(ended, vec![0, 1, 2, 150, 299, 300, 450, 599]);
+        for closed in [0_usize, 150, 450] {
+            let member = hops.of(NodeIndex::new(closed + 1), ImpactDirection::Upstream);
+            assert_eq!((member.len(), member[0].until), (1, 5_000), "the other end is closed too");
+        }
     }
 }

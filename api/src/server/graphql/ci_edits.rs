@@ -419,11 +419,11 @@ impl CiSubscription {
                     }
                     Some(Ok(CiChange {
                         position: Position(record.position),
-                        event_type: record.event_type.clone(),
+                        event_type: record.event_type.to_string(),
                         ci_id: ci.map(|c| ID(c.to_string())),
                         class: class.map(|c| c.as_str().to_owned()),
                         relationship_id: rel.map(|r| ID(r.to_string())),
-                        principal: record.metadata.actor.principal.clone(),
+                        principal: record.metadata.actor.principal.to_string(),
                         recorded_at: DateTime(record.recorded_at),
                     }))
                 }

@@ -348,7 +348,7 @@ pub(super) fn type_filter(types: Option<Vec<String>>) -> async_graphql::Result<O
 }
 
 pub(super) fn matches(types: &Option<Vec<String>>, record: &EventRecord) -> bool {
-    types.as_ref().is_none_or(|types| types.contains(&record.event_type))
+    types.as_ref().is_none_or(|types| types.iter().any(|t| *t == record.event_type))
 }
 
 /// Events a subscription reads from the log per page (its memory bound).
@@ -384,7 +384,7 @@ impl LogSubscription {
             .take_until(async move { shutdown.cancelled().await })
             .filter_map(move |next| {
                 let keep = match &next {
-                    Ok(record) => types.as_ref().is_none_or(|t| t.contains(&record.event_type)),
+                    Ok(record) => types.as_ref().is_none_or(|t| t.iter().any(|t| *t == record.event_type)),
                     Err(_) => true,
                 };
                 futures::future::ready(keep.then(|| next.map(Event).map_err(store_error)))

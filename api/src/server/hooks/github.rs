@@ -248,9 +248,11 @@ pub async fn receive(
             "the GitHub hook's principal {principal:?} does not exist or lacks the deployer role"
         )));
     }
-    let mut metadata =
-        cmdb_core::Metadata::new(cmdb_core::Actor { principal, token_id: None }, cmdb_core::Source::Webhook);
-    metadata.correlation_id = Some(request_id.0.clone());
+    let mut metadata = cmdb_core::Metadata::new(
+        cmdb_core::Actor { principal: principal.into(), token_id: None },
+        cmdb_core::Source::Webhook,
+    );
+    metadata.correlation_id = Some(request_id.0.as_str().into());
     let tool = ToolRef { provider: Provider::Github, source: repository.clone(), id: delivery_id.to_owned() };
     let delivery = |subject: Option<String>| DeliveryReceived {
         tool: tool.clone(),

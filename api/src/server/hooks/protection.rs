@@ -182,7 +182,7 @@ async fn answer_one(
     asked: &mut BTreeSet<String>,
 ) {
     let metadata = cmdb_core::Metadata::new(
-        cmdb_core::Actor { principal: principal.to_owned(), token_id: None },
+        cmdb_core::Actor { principal: principal.into(), token_id: None },
         cmdb_core::Source::Webhook,
     );
     let ask = ask_of(pending);

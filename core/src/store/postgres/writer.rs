@@ -573,9 +573,9 @@ impl GroupState {
                 rows.event_type.push(event.event_type.clone());
                 rows.schema_version.push(i64::from(event.schema_version));
                 rows.data.push(event.data.clone());
-                rows.principal.push(metadata.actor.principal.clone());
+                rows.principal.push(metadata.actor.principal.to_string());
                 rows.token.push(metadata.actor.token_id.clone());
-                rows.correlation.push(metadata.correlation_id.clone());
+                rows.correlation.push(metadata.correlation_id.as_ref().map(ToString::to_string));
                 rows.causation.push(metadata.causation_id.clone());
                 rows.source.push(metadata.source.as_str());
                 rows.occurred_at.push(metadata.occurred_at.map(Timestamp::as_micros));

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
 use crate::event::{
-    Actor, ChainLink, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, SealColumns, Source, StreamId,
+    Actor, ChainLink, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, SealColumns, Source, StreamId, Text,
 };
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
@@ -670,12 +670,12 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
             stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
             stream_version: u64::try_from(integer(2)?).map_err(|_| "negative stream version".to_string())?,
             event_id: Uuid::from_slice(blob(3)?).map_err(|_| "event id is not 16 bytes".to_string())?,
-            event_type: text(4)?.to_owned(),
+            event_type: Text::from(text(4)?),
             schema_version: u32::try_from(integer(5)?).map_err(|_| "schema version out of range".to_string())?,
             data: blob(6)?.to_vec(),
             metadata: Metadata {
-                actor: Actor { principal: text(7)?.to_owned(), token_id: optional_text(8)? },
-                correlation_id: optional_text(9)?,
+                actor: Actor { principal: Text::from(text(7)?), token_id: optional_text(8)? },
+                correlation_id: optional_text(9)?.map(Text::from),
                 causation_id: optional_text(10)?,
                 source: text(11)?.parse::<Source>().map_err(|e| e.to_string())?,
                 occurred_at: optional_integer(12)?.map(Timestamp::from_micros),
@@ -710,7 +710,7 @@ fn decode_link(row: &Row<'_>) -> rusqlite::Result<Result<ChainLink, StoreError>>
         Ok(ChainLink {
             position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
             stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
-            event_type: text(2)?.to_owned(),
+            event_type: Text::from(text(2)?),
             hash: Hash::from_slice(hash).ok_or_else(|| "hash is not 32 bytes".to_string())?,
         })
     })();
@@ -1089,9 +1089,9 @@ impl Writer {
                     event.event_type,
                     i64::from(event.schema_version),
                     event.data,
-                    metadata.actor.principal,
+                    metadata.actor.principal.as_str(),
                     metadata.actor.token_id,
-                    metadata.correlation_id,
+                    metadata.correlation_id.as_deref(),
                     metadata.causation_id,
                     metadata.source.as_str(),
                     metadata.occurred_at.map(Timestamp::as_micros),
@@ -1157,7 +1157,7 @@ fn kept_record(
         stream_id: stored.stream.clone(),
         stream_version: stored.version,
         event_id: stored.event_id,
-        event_type: event.event_type.clone(),
+        event_type: event.event_type.as_str().into(),
         schema_version: event.schema_version,
         data: event.data.clone(),
         metadata: event.metadata.clone(),
