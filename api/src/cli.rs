@@ -743,7 +743,7 @@ fn print_diff(
         }
         for rel in &diff.relationships {
             let mark = if rel.kind == RelChangeKind::Added { "+" } else { "-" };
-            let name = |id| graph.latest_ci(id).map(|c| c.name.clone()).unwrap_or_else(|| id.to_string());
+            let name = |id| graph.latest_ci(id).map(|c| c.name.to_string()).unwrap_or_else(|| id.to_string());
             say!(
                 "{mark} relationship {} {} -> {}  [{} by {}]",
                 rel.relationship.rel_type,

@@ -81,7 +81,7 @@ pub fn assessment_facts(
         .into_iter()
         .map(|(ci, tier, depth, severity)| ServiceFact {
             id: ci.id,
-            name: ci.name.clone(),
+            name: ci.name.to_string(),
             tier: tier.filter(|t| *t <= 4),
             service_hours: ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute),
             owner_contacts: ci

@@ -58,7 +58,7 @@ pub fn conflicts_with<'a>(
     if candidates.is_empty() || scope.is_empty() {
         return Vec::new();
     }
-    let name = |id: CiId| graph.ci_at(id, position).map(|c| c.name.clone()).unwrap_or_else(|| id.to_string());
+    let name = |id: CiId| graph.ci_at(id, position).map(|c| c.name.to_string()).unwrap_or_else(|| id.to_string());
     let mut found = Vec::new();
     for candidate in candidates {
         let mut conflict = |reason: String, path: Vec<CiId>| {
@@ -461,7 +461,7 @@ fn service_hours_on_calendar(
         let Some(hours) = ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute) else { continue };
         service_hours.push(ServiceHoursOnCalendar {
             service: id,
-            name: ci.name.clone(),
+            name: ci.name.to_string(),
             tier: ci.attributes.get("criticality_tier").and_then(|v| v.as_i64()),
             hours: cmdb_core::change::risk::service_hours_between(&hours, from, to, MAX_OCCURRENCES_PER_QUERY as usize),
         });

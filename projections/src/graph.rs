@@ -173,12 +173,12 @@ struct StoredVersion {
     to: u64,
     id: CiId,
     class: CiClass,
-    name: String,
+    name: cmdb_core::Text,
     status: Status,
     environment: Option<cmdb_core::ci::Environment>,
     owner: Option<CiId>,
     location: Option<CiId>,
-    version: Option<String>,
+    version: Option<cmdb_core::Text>,
     /// `None`: the same attributes as the version before.
     attributes: Option<String>,
 }

@@ -60,7 +60,7 @@ fn apply(
                 state.0.entry(change.id).or_insert_with(|| CiSnapshot {
                     id: after.id,
                     class: after.class,
-                    name: String::new(),
+                    name: cmdb_core::Text::default(),
                     status: Status::Planned,
                     environment: None,
                     owner: None,

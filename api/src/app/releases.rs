@@ -570,7 +570,7 @@ impl App {
             now,
             position,
             actor: actor.to_owned(),
-            ci: CiFact { name: ci.name.clone(), status: ci.status, environment: ci.environment },
+            ci: CiFact { name: ci.name.to_string(), status: ci.status, environment: ci.environment },
             change: change.as_ref().map(|c| ChangeFact {
                 label: c.label(),
                 state: c.state,

@@ -418,7 +418,7 @@ fn story_targets(app: &crate::app::App, count: usize) -> Vec<(cmdb_core::ci::CiI
         };
         // Skip the first applications: the release story and the hooks use them.
         let (cis, _) = graph.cis_at(graph.applied(), &filter, None, count + 2);
-        found.extend(cis.iter().skip(2).take(count.div_ceil(4)).map(|c| (c.id, c.name.clone())));
+        found.extend(cis.iter().skip(2).take(count.div_ceil(4)).map(|c| (c.id, c.name.to_string())));
     }
     found.truncate(count);
     found

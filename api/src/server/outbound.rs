@@ -62,7 +62,7 @@ pub fn cloudevent_of(app: &App, record: &EventRecord) -> Option<Value> {
             };
             let deployment = graph.release_book().deployment_at(deployment_id, record.position)?;
             let target = deployment.request.targets.first()?;
-            let ci_name = graph.ci_at(target.ci, record.position).map(|c| c.name.clone()).unwrap_or_default();
+            let ci_name = graph.ci_at(target.ci, record.position).map(|c| c.name.to_string()).unwrap_or_default();
             let artifact = match &target.digest {
                 Some(d) => format!("pkg:generic/{}@{}", ci_name, d.as_str().replace(':', "%3A")),
                 None => format!("pkg:generic/{}@{}", ci_name, target.version),

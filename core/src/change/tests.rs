@@ -77,12 +77,12 @@ impl World {
         let registered = CiEvent::Registered(crate::ci::CiRegistered {
             ci_id: snapshot.id,
             class: snapshot.class,
-            name: snapshot.name.clone(),
+            name: snapshot.name.to_string(),
             status: snapshot.status,
             environment: snapshot.environment,
             owner: snapshot.owner,
             location: snapshot.location,
-            version: snapshot.version.clone(),
+            version: snapshot.version.as_ref().map(ToString::to_string),
             attributes: snapshot.attributes.to_btree(),
             authorized_by: None,
         });
@@ -132,7 +132,7 @@ fn host(n: u128, status: Status) -> CiSnapshot {
     CiSnapshot {
         id: ci(n),
         class: CiClass::Host,
-        name: format!("web-{n:02}"),
+        name: format!("web-{n:02}").into(),
         status,
         environment: Some(Environment::Production),
         owner: None,

@@ -476,7 +476,7 @@ fn update(read: &ReadSet<CiKey>, decision: &mut CiDecision, id: CiId, u: &Update
         event.location = Some(location);
     }
     check_len("version", u.version.as_deref(), MAX_VERSION_BYTES)?;
-    if let Some(version) = u.version.as_ref().filter(|v| current.version.as_ref() != Some(*v)) {
+    if let Some(version) = u.version.as_ref().filter(|v| current.version.as_deref() != Some(v.as_str())) {
         event.version = Some(version.clone());
     }
     clear_fields(read.schema(), current, &u.clear, &mut event)?;
@@ -503,7 +503,7 @@ fn rename(read: &ReadSet<CiKey>, decision: &mut CiDecision, current: &CiSnapshot
     claim(read, decision, current.class, name, current.id)?;
     decision.write(
         CiKey::Name(old),
-        CiEvent::NameReleased(NameClaim { class: current.class, name: current.name.clone(), ci_id: current.id }),
+        CiEvent::NameReleased(NameClaim { class: current.class, name: current.name.to_string(), ci_id: current.id }),
     );
     Ok(())
 }
@@ -625,7 +625,7 @@ fn withdraw(
     if read.name_holder(&key) == Some(ci_id) {
         decision.write(
             CiKey::Name(key),
-            CiEvent::NameReleased(NameClaim { class: current.class, name: current.name.clone(), ci_id }),
+            CiEvent::NameReleased(NameClaim { class: current.class, name: current.name.to_string(), ci_id }),
         );
     }
     decision.write(

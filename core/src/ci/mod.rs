@@ -217,8 +217,9 @@ pub struct CiSnapshot {
     pub id: CiId,
     /// The class.
     pub class: CiClass,
-    /// The name.
-    pub name: String,
+    /// The name (inline up to 24 bytes, like its version label: every update copies the
+    /// snapshot, and a name or label on the heap was an allocation per version).
+    pub name: crate::Text,
     /// The life-cycle status.
     pub status: Status,
     /// Where it runs.
@@ -228,7 +229,7 @@ pub struct CiSnapshot {
     /// Where it is.
     pub location: Option<CiId>,
     /// Its version label.
-    pub version: Option<String>,
+    pub version: Option<crate::Text>,
     /// Shared between versions that did not change an attribute (most versions).
     pub attributes: std::sync::Arc<AttributeMap>,
 }
@@ -525,7 +526,7 @@ impl CiSnapshot {
         match event {
             CiEvent::Updated(update) => {
                 if let Some(name) = &update.name {
-                    self.name = name.clone();
+                    self.name = name.as_str().into();
                 }
                 if let Some(environment) = update.environment {
                     self.environment = Some(environment);
@@ -537,7 +538,7 @@ impl CiSnapshot {
                     self.location = Some(location);
                 }
                 if let Some(version) = &update.version {
-                    self.version = Some(version.clone());
+                    self.version = Some(version.as_str().into());
                 }
                 for field in &update.cleared {
                     match field {
@@ -566,12 +567,12 @@ impl CiSnapshot {
         CiSnapshot {
             id: event.ci_id,
             class: event.class,
-            name: event.name.clone(),
+            name: event.name.as_str().into(),
             status: event.status,
             environment: event.environment,
             owner: event.owner,
             location: event.location,
-            version: event.version.clone(),
+            version: event.version.as_deref().map(crate::Text::from),
             attributes: std::sync::Arc::new(AttributeMap::from(&event.attributes)),
         }
     }

@@ -114,7 +114,7 @@ impl CalendarChange {
         let graph = state(ctx).graph.read();
         let cis = &self.entry.change.details.scope.cis;
         let names: Vec<String> =
-            cis.iter().take(3).filter_map(|id| graph.ci_at(*id, self.position).map(|c| c.name.clone())).collect();
+            cis.iter().take(3).filter_map(|id| graph.ci_at(*id, self.position).map(|c| c.name.to_string())).collect();
         let planned = self.entry.change.details.scope.planned.len();
         format!(
             "{} CIs{}{}",

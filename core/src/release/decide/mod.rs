@@ -1066,7 +1066,7 @@ fn config_of(ci: &CiSnapshot) -> CiConfig {
     let attribute = |name: &str| ci.attributes.get(name).and_then(Value::as_str).map(str::to_owned);
     CiConfig {
         ci: ci.id,
-        version: ci.version.clone(),
+        version: ci.version.as_ref().map(ToString::to_string),
         artifact: attribute(ARTIFACT_ATTRIBUTE),
         digest: attribute(DIGEST_ATTRIBUTE),
         status: ci.status,

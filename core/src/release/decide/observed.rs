@@ -304,7 +304,7 @@ fn target_of(observed: &ObservedDeployment, ci: &CiSnapshot) -> DeploymentTarget
     });
     DeploymentTarget {
         ci: observed.ci,
-        artifact: observed.artifact.clone().unwrap_or_else(|| ci.name.clone()),
+        artifact: observed.artifact.clone().unwrap_or_else(|| ci.name.to_string()),
         version: observed.version.clone().or(short).unwrap_or_else(|| "unknown".to_owned()),
         digest: observed.digest.clone(),
     }

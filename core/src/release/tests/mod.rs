@@ -67,12 +67,12 @@ impl World {
             world.add_ci(CiSnapshot {
                 id: ci(n),
                 class: CiClass::Application,
-                name: format!("app-{n}"),
+                name: format!("app-{n}").into(),
                 status: Status::Live,
                 environment: Some(Environment::Production),
                 owner: None,
                 location: None,
-                version: (n != 3).then(|| "1.0".to_owned()),
+                version: (n != 3).then(|| "1.0".into()),
                 attributes: std::sync::Arc::new(attributes.into()),
             });
         }
@@ -101,12 +101,12 @@ impl World {
         let registered = CiEvent::Registered(crate::ci::CiRegistered {
             ci_id: snapshot.id,
             class: snapshot.class,
-            name: snapshot.name.clone(),
+            name: snapshot.name.to_string(),
             status: snapshot.status,
             environment: snapshot.environment,
             owner: snapshot.owner,
             location: snapshot.location,
-            version: snapshot.version.clone(),
+            version: snapshot.version.as_ref().map(ToString::to_string),
             attributes: snapshot.attributes.to_btree(),
             authorized_by: None,
         });
@@ -516,8 +516,8 @@ proptest! {
                 attributes.insert("artifact".to_owned(), serde_json::json!("old"));
             }
             world.add_ci(CiSnapshot {
-                id: ci(n), class: CiClass::Application, name: format!("app-{n}"), status: Status::Live,
-                environment: None, owner: None, location: None, version: versions[i].clone(),
+                id: ci(n), class: CiClass::Application, name: format!("app-{n}").into(), status: Status::Live,
+                environment: None, owner: None, location: None, version: versions[i].as_deref().map(Into::into),
                 attributes: std::sync::Arc::new(attributes.into()),
             });
         }
