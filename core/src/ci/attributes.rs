@@ -91,7 +91,7 @@ impl AttributeMap {
 
     /// Applies an update: `set` first, then `removed` (as a `ci.updated` event does). The
     /// vector is rebuilt once, sized to the result, instead of shifting for each insertion.
-    pub fn updated(&self, set: &BTreeMap<String, Value>, removed: &[String]) -> AttributeMap {
+    pub fn updated(&self, set: &AttributeMap, removed: &[String]) -> AttributeMap {
         let mut entries = Vec::with_capacity(self.entries.len() + set.len());
         let mut old = self.iter().peekable();
         let mut new = set.iter().peekable();
@@ -258,7 +258,7 @@ mod tests {
                     for name in &removed {
                         expected.remove(name);
                     }
-                    let got = AttributeMap::from(start).updated(&set, &removed);
+                    let got = AttributeMap::from(start).updated(&AttributeMap::from(&set), &removed);
                     assert_eq!(
                         got.to_btree(),
                         expected,

@@ -477,7 +477,7 @@ fn update(read: &ReadSet<CiKey>, decision: &mut CiDecision, id: CiId, u: &Update
     }
     check_len("version", u.version.as_deref(), MAX_VERSION_BYTES)?;
     if let Some(version) = u.version.as_ref().filter(|v| current.version.as_deref() != Some(v.as_str())) {
-        event.version = Some(version.clone());
+        event.version = Some(version.as_str().into());
     }
     clear_fields(read.schema(), current, &u.clear, &mut event)?;
     edit_attributes(read.schema(), current, u, &mut event)?;

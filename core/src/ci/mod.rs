@@ -291,14 +291,16 @@ pub struct CiUpdated {
     /// Where it is.
     pub location: Option<CiId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    /// Its version label.
-    pub version: Option<String>,
+    /// Its version label (inline up to 24 bytes, as in the snapshot it goes to).
+    pub version: Option<crate::Text>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     /// Fields cleared.
     pub cleared: Vec<CiField>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    /// Attributes set, with their new values.
-    pub attributes_set: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "AttributeMap::is_empty")]
+    /// Attributes set, with their new values (sorted by name like a `BTreeMap`, in one vector
+    /// sized to them: a rebuild decodes hundreds of thousands of these, and a `BTreeMap`
+    /// allocates a node of eleven slots for one attribute).
+    pub attributes_set: AttributeMap,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     /// Attributes removed.
     pub attributes_removed: Vec<String>,
