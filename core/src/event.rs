@@ -52,10 +52,11 @@ pub enum EnvelopeError {
     UnknownSource(String),
 }
 
-/// A short string kept inline (up to 24 bytes) rather than on the heap: the event type,
-/// principal and correlation id of a record. A rebuild reads millions of records, and three
-/// owned `String`s each were three allocations made on a reader's thread and freed on
-/// another (issue 15, part 6). Dereferences to `str` like a `String`.
+/// A short string kept inline (up to 24 bytes) rather than on the heap: a record's event
+/// type, principal and correlation id, and a CI snapshot's name and version label. A rebuild
+/// reads millions of records (each `String` was an allocation made on a reader's thread and
+/// freed on another) and copies a snapshot per update (issue 15, part 6). Dereferences to
+/// `str` like a `String`; serialises as a string.
 pub type Text = compact_str::CompactString;
 
 /// Whether `text` holds a control or whitespace character. Stream ids are checked on every

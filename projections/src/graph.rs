@@ -1076,8 +1076,7 @@ impl TemporalGraph {
         let (rel_type, from) = (rel.rel_type, rel.from);
         if let Some(ends) = self.graph.edge_endpoints(edge) {
             self.hops.close(ends, edge, rel_type, from, p);
-            let (s, t) = ends;
-            self.refresh_head_lists(&[s, t], p);
+            self.refresh_head_lists(&[ends.0, ends.1], p);
         }
         self.changes.push((p, Touched::Relationship(edge)));
         Ok(())
