@@ -16,9 +16,9 @@ use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
 use cmdb_core::change::ChangeEvent;
 use cmdb_core::ci::schema::{self as registry, SchemaRegistry};
 use cmdb_core::ci::{
-    ChangeId, CiClass, CiEvent, CiId, CiSnapshot, NameKey, RelId, RelType, RelationshipCreated, Status,
+    ChangeId, CiClass, CiEvent, CiId, CiRegistered, CiSnapshot, NameKey, RelId, RelType, RelationshipCreated, Status,
 };
-use cmdb_core::{EventRecord, Timestamp};
+use cmdb_core::{EventRecord, Text, Timestamp};
 use petgraph::Direction as EdgeDirection;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
@@ -149,8 +149,9 @@ pub struct HistoryEntry {
     pub event_type: HistoryKind,
     /// Shared: a few principals make most history.
     pub principal: Arc<str>,
-    /// The request it came from (boxed: a history entry is one of millions).
-    pub correlation_id: Option<Box<str>>,
+    /// The request it came from (inline up to 24 bytes, as in the record: a history entry is
+    /// one of millions, and a copy that allocated was one allocation per CI event).
+    pub correlation_id: Option<Text>,
     /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
     /// The relationship concerned, for relationship events.
@@ -864,7 +865,7 @@ impl TemporalGraph {
         let p = record.position;
         let apply_error = |detail: String| GraphError::Apply { position: p, detail };
         if let Some(event) = decoded {
-            self.apply_ci_event(record, &event)?;
+            self.apply_ci_event(record, event)?;
         } else if record.stream_id.as_str() == registry::SCHEMA_STREAM {
             self.schema.apply(record).map_err(|e| apply_error(e.to_string()))?;
             if record.event_type == registry::REDUNDANCY_DECLARED {
@@ -935,33 +936,58 @@ impl TemporalGraph {
             recorded_at: record.recorded_at,
             event_type: HistoryKind::of(event),
             principal: self.shared(&record.metadata.actor.principal),
-            correlation_id: record.metadata.correlation_id.as_deref().map(Box::from),
+            correlation_id: record.metadata.correlation_id.clone(),
             authorized_by: event.authorized_by(),
             relationship,
         }
     }
 
-    fn apply_ci_event(&mut self, record: &EventRecord, event: &CiEvent) -> Result<(), GraphError> {
+    /// Applies a CI event; a registration is taken by value, so the CI's first version keeps
+    /// the attributes that were decoded rather than a copy of them.
+    fn apply_ci_event(&mut self, record: &EventRecord, event: CiEvent) -> Result<(), GraphError> {
+        match event {
+            CiEvent::Registered(registered) => {
+                let history = HistoryEntry {
+                    position: record.position,
+                    recorded_at: record.recorded_at,
+                    event_type: HistoryKind::Registered,
+                    principal: self.shared(&record.metadata.actor.principal),
+                    correlation_id: record.metadata.correlation_id.clone(),
+                    authorized_by: registered.authorized_by,
+                    relationship: None,
+                };
+                self.register_ci(record.position, registered, history);
+                Ok(())
+            }
+            other => self.apply_ci_change(record, &other),
+        }
+    }
+
+    fn register_ci(&mut self, p: u64, registered: CiRegistered, history: HistoryEntry) {
+        let (ci_id, class, authorized_by) = (registered.ci_id, registered.class, registered.authorized_by);
+        let key = name_index_key(&NameKey::new(class, &registered.name));
+        let snapshot = Arc::new(CiSnapshot::from(registered));
+        let node = self.graph.add_node(CiEntry {
+            versions: vec![CiVersion { from: p, to: OPEN, ci: snapshot }],
+            history: vec![history],
+        });
+        self.cis.insert(ci_id, node);
+        self.set_alive(node);
+        self.changes.push((p, Touched::Ci(node)));
+        self.by_class.entry(class).or_default().push(ci_id);
+        if let Some(change) = authorized_by {
+            self.registered_under.entry(change).or_default().push(ci_id);
+        }
+        self.names.entry(key).or_default().push((p, OPEN, ci_id));
+    }
+
+    /// Applies a CI event other than a registration.
+    fn apply_ci_change(&mut self, record: &EventRecord, event: &CiEvent) -> Result<(), GraphError> {
         let p = record.position;
         let missing = |what: String| GraphError::Apply { position: p, detail: what };
         match event {
-            CiEvent::Registered(registered) => {
-                let snapshot = Arc::new(CiSnapshot::from_registered(registered));
-                let history = self.history_entry(record, event, None);
-                let node = self.graph.add_node(CiEntry {
-                    versions: vec![CiVersion { from: p, to: OPEN, ci: snapshot }],
-                    history: vec![history],
-                });
-                self.cis.insert(registered.ci_id, node);
-                self.set_alive(node);
-                self.changes.push((p, Touched::Ci(node)));
-                self.by_class.entry(registered.class).or_default().push(registered.ci_id);
-                if let Some(change) = registered.authorized_by {
-                    self.registered_under.entry(change).or_default().push(registered.ci_id);
-                }
-                let key = name_index_key(&NameKey::new(registered.class, &registered.name));
-                self.names.entry(key).or_default().push((p, OPEN, registered.ci_id));
-            }
+            // `apply_ci_event` applies registrations itself, by value.
+            CiEvent::Registered(_) => return Err(missing("a registration on the path of changes".into())),
             CiEvent::Updated(_) | CiEvent::StatusChanged(_) | CiEvent::Withdrawn(_) => {
                 let id = match event {
                     CiEvent::Updated(u) => u.ci_id,

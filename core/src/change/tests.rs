@@ -83,7 +83,7 @@ impl World {
             owner: snapshot.owner,
             location: snapshot.location,
             version: snapshot.version.as_ref().map(ToString::to_string),
-            attributes: snapshot.attributes.to_btree(),
+            attributes: (*snapshot.attributes).clone(),
             authorized_by: None,
         });
         self.scenario.given_events(snapshot.id.stream(), [registered]);

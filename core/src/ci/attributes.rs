@@ -222,6 +222,30 @@ mod tests {
         assert_eq!(AttributeMap::from_iter([("x".to_string(), json!(1)), ("x".to_string(), json!(2))])["x"], json!(2));
     }
 
+    /// A registration reads and writes its attributes as the `BTreeMap` it held before did
+    /// (the stored JSON and its hash do not change), and the CI it makes holds them as they are.
+    #[test]
+    fn a_registration_keeps_its_json_and_hands_its_attributes_to_the_snapshot() {
+        // Unsorted, with a name given twice, as another writer might send them.
+        let attributes = r#"{"os":"debian-12","cpu_cores":64,"ip_addresses":["10.0.0.1"],"os":"alpine"}"#;
+        let registration = |attributes: &str| {
+            format!(
+                r#"{{"ci_id":"019eac7c-7cb2-703a-bd64-d570fef35d8c","class":"host","name":"hv-1","status":"live","environment":null,"owner":null,"location":null,"version":null,"attributes":{attributes},"authorized_by":null}}"#
+            )
+        };
+        let registered: crate::ci::CiRegistered =
+            serde_json::from_str(&registration(attributes)).expect("a registration");
+        let as_btree: BTreeMap<String, Value> = serde_json::from_str(attributes).expect("a map");
+        assert_eq!(registered.attributes.to_btree(), as_btree, "sorted, the last of a repeated name kept");
+        let written = serde_json::to_string(&registered).expect("JSON");
+        let sorted = r#""attributes":{"cpu_cores":64,"ip_addresses":["10.0.0.1"],"os":"alpine"}"#;
+        assert!(written.contains(sorted), "{written}");
+        let snapshot = crate::ci::CiSnapshot::from_registered(&registered);
+        assert_eq!(snapshot, crate::ci::CiSnapshot::from(registered.clone()));
+        assert_eq!(*snapshot.attributes, registered.attributes);
+        assert!(serde_json::from_str::<crate::ci::CiRegistered>(&registration("[1]")).is_err(), "not a map");
+    }
+
     #[test]
     fn insert_and_remove_keep_the_names_sorted_and_unique() {
         let mut map = AttributeMap::new();

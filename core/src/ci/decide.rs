@@ -14,8 +14,8 @@ use serde_json::Value;
 use super::schema::{SchemaRegistry, check_complete, check_value, schema_stream};
 use super::state::{CiState, NameKey, NameState, RelState};
 use super::{
-    CiError, CiEvent, CiField, CiLinked, CiRegistered, CiSnapshot, CiStatusChanged, CiUnlinked, CiUpdated, End,
-    MAX_NAME_BYTES, MAX_REASON_BYTES, MAX_RELATIONSHIPS_PER_WITHDRAWAL, MAX_VERSION_BYTES, NameClaim,
+    AttributeMap, CiError, CiEvent, CiField, CiLinked, CiRegistered, CiSnapshot, CiStatusChanged, CiUnlinked,
+    CiUpdated, End, MAX_NAME_BYTES, MAX_REASON_BYTES, MAX_RELATIONSHIPS_PER_WITHDRAWAL, MAX_VERSION_BYTES, NameClaim,
     RelationshipCreated, RelationshipRemoved,
 };
 use crate::control::{ChangeControl, ChangeState, state_stream};
@@ -432,7 +432,7 @@ fn register(read: &ReadSet<CiKey>, decision: &mut CiDecision, r: &Register) -> R
             owner: r.owner,
             location: r.location,
             version: r.version.clone(),
-            attributes: r.attributes.clone(),
+            attributes: AttributeMap::from(&r.attributes),
             authorized_by: r.authorized_by,
         }),
     );

@@ -21,10 +21,7 @@ pub mod decide;
 pub mod schema;
 pub mod state;
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::decider::DomainEvent;
 use crate::event::{EventRecord, Metadata, NewEvent};
@@ -267,8 +264,9 @@ pub struct CiRegistered {
     pub location: Option<CiId>,
     /// Its version label.
     pub version: Option<String>,
-    /// Its attributes.
-    pub attributes: BTreeMap<String, Value>,
+    /// Its attributes (sorted by name like a `BTreeMap`, in one vector sized to them, which
+    /// the CI's first snapshot takes as it is).
+    pub attributes: AttributeMap,
     /// The change that authorised it (CM-3).
     pub authorized_by: Option<ChangeId>,
 }
@@ -566,6 +564,13 @@ impl CiSnapshot {
 
     /// The CI a registration makes.
     pub fn from_registered(event: &CiRegistered) -> CiSnapshot {
+        CiSnapshot::from(event.clone())
+    }
+}
+
+impl From<CiRegistered> for CiSnapshot {
+    /// The CI a registration makes, keeping the registration's attributes (no copy).
+    fn from(event: CiRegistered) -> CiSnapshot {
         CiSnapshot {
             id: event.ci_id,
             class: event.class,
@@ -575,7 +580,7 @@ impl CiSnapshot {
             owner: event.owner,
             location: event.location,
             version: event.version.as_deref().map(crate::Text::from),
-            attributes: std::sync::Arc::new(AttributeMap::from(&event.attributes)),
+            attributes: std::sync::Arc::new(event.attributes),
         }
     }
 }
