@@ -131,7 +131,7 @@ pub fn field_changes(before: Option<&CiSnapshot>, after: Option<&CiSnapshot>) ->
     let empty = cmdb_core::ci::AttributeMap::new();
     let old = before.map_or(&empty, |c| &*c.attributes);
     let new = after.map_or(&empty, |c| &*c.attributes);
-    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let names: std::collections::BTreeSet<&str> = old.keys().chain(new.keys()).collect();
     for name in names {
         let (b, a) = (old.get(name), new.get(name));
         if b != a {

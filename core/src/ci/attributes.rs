@@ -8,6 +8,9 @@
 //! sorted by name, sized to what it holds: the same reads (`get`, `contains_key`, iteration in
 //! name order) at a third to a sixth of the bytes.
 //!
+//! Names are [`Text`](crate::Text): inline up to 24 bytes, so decoding an update and copying
+//! the attributes into its version allocate nothing for the names (they are all short).
+//!
 //! Invariant: the entries are sorted by name and no name appears twice, so iteration and
 //! serialisation follow the same order as a `BTreeMap` of the same entries, and the JSON text
 //! of a version (hashed into assessments, stored in checkpoints) is unchanged.
@@ -17,10 +20,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Text;
+
 /// Attributes by name, sorted by name; see the module documentation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AttributeMap {
-    entries: Vec<(String, Value)>,
+    entries: Vec<(Text, Value)>,
 }
 
 impl AttributeMap {
@@ -54,11 +59,12 @@ impl AttributeMap {
     }
 
     /// Sets `name` to `value`; returns the value it replaced.
-    pub fn insert(&mut self, name: String, value: Value) -> Option<Value> {
-        match self.find(&name) {
+    pub fn insert(&mut self, name: impl AsRef<str>, value: Value) -> Option<Value> {
+        let name = name.as_ref();
+        match self.find(name) {
             Ok(index) => Some(std::mem::replace(&mut self.entries[index].1, value)),
             Err(index) => {
-                self.entries.insert(index, (name, value));
+                self.entries.insert(index, (Text::from(name), value));
                 None
             }
         }
@@ -70,13 +76,13 @@ impl AttributeMap {
     }
 
     /// The attributes in name order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &Value)> + DoubleEndedIterator {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> + DoubleEndedIterator {
         self.into_iter()
     }
 
     /// The names in order.
-    pub fn keys(&self) -> impl ExactSizeIterator<Item = &String> + DoubleEndedIterator {
-        self.entries.iter().map(|(name, _)| name)
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + DoubleEndedIterator {
+        self.entries.iter().map(|(name, _)| name.as_str())
     }
 
     /// The values in name order.
@@ -86,15 +92,15 @@ impl AttributeMap {
 
     /// The same attributes as a `BTreeMap` (for code written against one).
     pub fn to_btree(&self) -> BTreeMap<String, Value> {
-        self.entries.iter().cloned().collect()
+        self.entries.iter().map(|(name, value)| (name.to_string(), value.clone())).collect()
     }
 
     /// Applies an update: `set` first, then `removed` (as a `ci.updated` event does). The
     /// vector is rebuilt once, sized to the result, instead of shifting for each insertion.
     pub fn updated(&self, set: &AttributeMap, removed: &[String]) -> AttributeMap {
         let mut entries = Vec::with_capacity(self.entries.len() + set.len());
-        let mut old = self.iter().peekable();
-        let mut new = set.iter().peekable();
+        let mut old = self.entries.iter().peekable();
+        let mut new = set.entries.iter().peekable();
         loop {
             // A merge of two lists sorted by name; on the same name the update's value wins.
             let next = match (old.peek(), new.peek()) {
@@ -111,7 +117,7 @@ impl AttributeMap {
                 (None, None) => break,
             };
             if let Some((name, value)) = next
-                && !removed.iter().any(|r| r == name)
+                && !removed.iter().any(|r| r == name.as_str())
             {
                 entries.push((name.clone(), value.clone()));
             }
@@ -130,13 +136,13 @@ impl AttributeMap {
 impl From<BTreeMap<String, Value>> for AttributeMap {
     fn from(map: BTreeMap<String, Value>) -> AttributeMap {
         // A BTreeMap iterates in key order with unique keys: already the invariant.
-        AttributeMap { entries: map.into_iter().collect() }
+        AttributeMap { entries: map.into_iter().map(|(name, value)| (Text::from(name), value)).collect() }
     }
 }
 
 impl From<&BTreeMap<String, Value>> for AttributeMap {
     fn from(map: &BTreeMap<String, Value>) -> AttributeMap {
-        AttributeMap { entries: map.iter().map(|(name, value)| (name.clone(), value.clone())).collect() }
+        AttributeMap { entries: map.iter().map(|(name, value)| (Text::from(name.as_str()), value.clone())).collect() }
     }
 }
 
@@ -148,12 +154,11 @@ impl FromIterator<(String, Value)> for AttributeMap {
 }
 
 impl<'a> IntoIterator for &'a AttributeMap {
-    type Item = (&'a String, &'a Value);
-    type IntoIter =
-        std::iter::Map<std::slice::Iter<'a, (String, Value)>, fn(&'a (String, Value)) -> (&'a String, &'a Value)>;
+    type Item = (&'a str, &'a Value);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (Text, Value)>, fn(&'a (Text, Value)) -> (&'a str, &'a Value)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.entries.iter().map(|(name, value)| (name, value))
+        self.entries.iter().map(|(name, value)| (name.as_str(), value))
     }
 }
 
@@ -184,13 +189,17 @@ impl<'de> Deserialize<'de> for AttributeMap {
             }
 
             fn visit_map<M: serde::de::MapAccess<'de>>(self, mut access: M) -> Result<AttributeMap, M::Error> {
-                let mut entries: Vec<(String, Value)> = Vec::with_capacity(access.size_hint().unwrap_or(0));
+                let mut entries: Vec<(Text, Value)> = Vec::with_capacity(access.size_hint().unwrap_or(0));
                 while let Some(entry) = access.next_entry()? {
                     entries.push(entry);
                 }
                 let map = AttributeMap { entries };
                 // What this crate writes is already in order: sorting is for other writers.
-                Ok(if map.is_sorted_and_unique() { map } else { map.entries.into_iter().collect() })
+                Ok(if map.is_sorted_and_unique() {
+                    map
+                } else {
+                    map.entries.into_iter().map(|(name, value)| (name.to_string(), value)).collect()
+                })
             }
         }
         deserializer.deserialize_map(Entries)
@@ -213,11 +222,11 @@ mod tests {
         assert_eq!(map["disk"], json!({"gib": 20}));
         assert!(map.contains_key("zone") && !map.contains_key("Zone") && map.get("missing").is_none());
         assert_eq!(map.keys().collect::<Vec<_>>(), source.keys().collect::<Vec<_>>());
-        assert_eq!(map.iter().collect::<Vec<_>>(), source.iter().collect::<Vec<_>>());
+        assert_eq!(map.iter().collect::<Vec<_>>(), source.iter().map(|(n, v)| (n.as_str(), v)).collect::<Vec<_>>());
         assert_eq!(map.to_btree(), source);
         assert_eq!(serde_json::to_string(&map).ok(), serde_json::to_string(&source).ok(), "the same JSON text");
         let back: AttributeMap = serde_json::from_str(r#"{"b": 1, "a": 2, "b": 3}"#).expect("a map");
-        assert_eq!(back.iter().collect::<Vec<_>>(), vec![(&"a".to_string(), &json!(2)), (&"b".to_string(), &json!(3))]);
+        assert_eq!(back.iter().collect::<Vec<_>>(), vec![("a", &json!(2)), ("b", &json!(3))]);
         assert!(serde_json::from_str::<AttributeMap>("[1]").is_err(), "not a map");
         assert_eq!(AttributeMap::from_iter([("x".to_string(), json!(1)), ("x".to_string(), json!(2))])["x"], json!(2));
     }
@@ -252,7 +261,7 @@ mod tests {
         for (name, value) in [("m", 1), ("a", 2), ("z", 3), ("m", 4)] {
             map.insert(name.to_string(), json!(value));
         }
-        assert_eq!(map.keys().map(String::as_str).collect::<Vec<_>>(), ["a", "m", "z"]);
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "m", "z"]);
         assert_eq!(map["m"], json!(4));
         assert_eq!(map.remove("a"), Some(json!(2)));
         assert_eq!(map.remove("a"), None);

@@ -649,9 +649,9 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
         let text = |index: usize| -> Result<&str, String> {
             row.get_ref(index).map_err(|e| e.to_string())?.as_str().map_err(|e| format!("column {index}: {e}"))
         };
-        let optional_text = |index: usize| -> Result<Option<String>, String> {
+        let optional_text = |index: usize| -> Result<Option<&str>, String> {
             let value = row.get_ref(index).map_err(|e| e.to_string())?;
-            value.as_str_or_null().map(|t| t.map(str::to_owned)).map_err(|e| format!("column {index}: {e}"))
+            value.as_str_or_null().map_err(|e| format!("column {index}: {e}"))
         };
         let blob = |index: usize| -> Result<&[u8], String> {
             row.get_ref(index).map_err(|e| e.to_string())?.as_blob().map_err(|e| format!("column {index}: {e}"))
@@ -674,9 +674,11 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
             schema_version: u32::try_from(integer(5)?).map_err(|_| "schema version out of range".to_string())?,
             data: blob(6)?.to_vec(),
             metadata: Metadata {
-                actor: Actor { principal: Text::from(text(7)?), token_id: optional_text(8)? },
+                actor: Actor { principal: Text::from(text(7)?), token_id: optional_text(8)?.map(str::to_owned) },
+                // Straight into `Text`: most correlation ids fit inline, and a `String` first
+                // was an allocation and a free per record.
                 correlation_id: optional_text(9)?.map(Text::from),
-                causation_id: optional_text(10)?,
+                causation_id: optional_text(10)?.map(str::to_owned),
                 source: text(11)?.parse::<Source>().map_err(|e| e.to_string())?,
                 occurred_at: optional_integer(12)?.map(Timestamp::from_micros),
             },
