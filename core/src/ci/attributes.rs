@@ -259,7 +259,7 @@ mod tests {
     fn insert_and_remove_keep_the_names_sorted_and_unique() {
         let mut map = AttributeMap::new();
         for (name, value) in [("m", 1), ("a", 2), ("z", 3), ("m", 4)] {
-            map.insert(name.to_string(), json!(value));
+            map.insert(name, json!(value));
         }
         assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "m", "z"]);
         assert_eq!(map["m"], json!(4));
