@@ -41,7 +41,7 @@ fn set_field(ci: &mut CiSnapshot, field: &str, value: &Value) {
             if value.is_null() {
                 std::sync::Arc::make_mut(&mut ci.attributes).remove(name);
             } else {
-                std::sync::Arc::make_mut(&mut ci.attributes).insert(name.to_owned(), value.clone());
+                std::sync::Arc::make_mut(&mut ci.attributes).insert(name, value.clone());
             }
         }
     }
