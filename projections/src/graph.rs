@@ -931,13 +931,23 @@ impl TemporalGraph {
     }
 
     fn history_entry(&mut self, record: &EventRecord, event: &CiEvent, relationship: Option<RelId>) -> HistoryEntry {
+        self.history_of(record, HistoryKind::of(event), event.authorized_by(), relationship)
+    }
+
+    fn history_of(
+        &mut self,
+        record: &EventRecord,
+        kind: HistoryKind,
+        authorized_by: Option<ChangeId>,
+        relationship: Option<RelId>,
+    ) -> HistoryEntry {
         HistoryEntry {
             position: record.position,
             recorded_at: record.recorded_at,
-            event_type: HistoryKind::of(event),
+            event_type: kind,
             principal: self.shared(&record.metadata.actor.principal),
             correlation_id: record.metadata.correlation_id.clone(),
-            authorized_by: event.authorized_by(),
+            authorized_by,
             relationship,
         }
     }
@@ -947,15 +957,7 @@ impl TemporalGraph {
     fn apply_ci_event(&mut self, record: &EventRecord, event: CiEvent) -> Result<(), GraphError> {
         match event {
             CiEvent::Registered(registered) => {
-                let history = HistoryEntry {
-                    position: record.position,
-                    recorded_at: record.recorded_at,
-                    event_type: HistoryKind::Registered,
-                    principal: self.shared(&record.metadata.actor.principal),
-                    correlation_id: record.metadata.correlation_id.clone(),
-                    authorized_by: registered.authorized_by,
-                    relationship: None,
-                };
+                let history = self.history_of(record, HistoryKind::Registered, registered.authorized_by, None);
                 self.register_ci(record.position, registered, history);
                 Ok(())
             }

@@ -326,3 +326,38 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
     assert_eq!(now.details.scope.cis, vec![ci(1)], "the scope kept once is still the scope");
     assert_eq!(now.comments.len(), 1);
 }
+
+/// A CI's history keeps each event's correlation id as the record had it, short (held
+/// inline) or long, and a registration's entry is its first (CM-8); the CI's first version
+/// holds the registration's attributes.
+#[tokio::test]
+async fn history_keeps_each_records_correlation_id_short_or_long() {
+    let world = World::new();
+    world.ok(register(1, CiClass::Host, None)).await;
+    world
+        .ok(CiCommand::Update(
+            ci(1),
+            Update {
+                set_attributes: serde_json::from_value(json!({"cpu_cores": 8})).expect("map"),
+                ..Update::default()
+            },
+        ))
+        .await;
+    let mut log = world.log().await;
+    let long = "a-correlation-id-longer-than-twenty-four-bytes";
+    for record in &mut log {
+        record.metadata.correlation_id = Some(if record.position % 2 == 0 { "req-1" } else { long }.into());
+    }
+    let graph = replay(&log, u64::MAX);
+    let (versions, history) = graph.history(ci(1)).expect("history");
+    assert_eq!(history.len(), 2, "registered, updated");
+    assert_eq!(history[0].event_type, cmdb_projections::graph::HistoryKind::Registered);
+    for entry in history {
+        let record = log.iter().find(|r| r.position == entry.position).expect("the record");
+        assert_eq!(entry.correlation_id, record.metadata.correlation_id);
+    }
+    assert!(history.iter().any(|h| h.correlation_id.as_deref() == Some(long)), "both lengths appear");
+    let registered = common::attributes(CiClass::Host, 1);
+    assert_eq!(versions[0].ci.attributes.to_btree(), registered);
+    assert_eq!(versions[1].ci.attributes["cpu_cores"], json!(8));
+}
