@@ -5,6 +5,7 @@
 //! API. Figures and the commands that reproduce them are in BENCHMARKS.md.
 
 pub mod http;
+pub mod rebuild;
 
 use cmdb_core::{Actor, Metadata, NewEvent, Source};
 

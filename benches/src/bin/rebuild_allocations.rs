@@ -14,19 +14,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use cmdb_benches::rebuild::{apply_pages, decode_pages, read_pages};
 use cmdb_core::EventStore;
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
-use cmdb_projections::graph::TemporalGraph;
-use cmdb_projections::runner::Projection;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, Stats, StatsAlloc};
 use std::alloc::System;
 
 /// The system's allocator, counted.
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// Events per read, as the runner reads.
-const PAGE_EVENTS: usize = 5_000;
 
 /// One stage's line: allocations (reallocations counted apart) and bytes, per event.
 fn report(stage: &str, events: usize, stats: Stats, seconds: f64) {
@@ -45,40 +41,26 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(
         std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: rebuild_allocations DATA_DIR"))?,
     );
+    // Opening a directory without a log would make one: say so instead.
+    anyhow::ensure!(dir.join("events.sqlite").is_file(), "no events.sqlite in {}", dir.display());
     let store = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
     let head = store.head().await?.position;
 
     let mut region = Region::new(ALLOCATOR);
     let started = Instant::now();
     let mut pages = Vec::new();
-    let mut after = 0;
-    while after < head {
-        let page = store.read_all(after, PAGE_EVENTS).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        pages.push(page);
-    }
+    read_pages(&store, head, |page| pages.push(page)).await?;
     let events: usize = pages.iter().map(Vec::len).sum();
     anyhow::ensure!(events > 0, "the log in {} is empty", dir.display());
     println!("{events} events, one thread per stage:");
     report("read pages", events, region.change_and_reset(), started.elapsed().as_secs_f64());
 
     let started = Instant::now();
-    let mut decoded = Vec::with_capacity(pages.len());
-    for page in &pages {
-        let one: Vec<_> =
-            page.iter().map(TemporalGraph::decode).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
-        decoded.push(one);
-    }
+    let decoded = decode_pages(&pages)?;
     report("decode payloads", events, region.change_and_reset(), started.elapsed().as_secs_f64());
 
     let started = Instant::now();
-    let mut graph = TemporalGraph::default();
-    for (page, decoded) in pages.iter().zip(decoded) {
-        for (record, decoded) in page.iter().zip(decoded) {
-            Projection::apply_decoded(&mut graph, record, decoded).map_err(anyhow::Error::msg)?;
-        }
-    }
+    let graph = apply_pages(&pages, decoded)?;
     report("apply to the graph", events, region.change_and_reset(), started.elapsed().as_secs_f64());
 
     let started = Instant::now();

@@ -15,18 +15,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use cmdb_benches::rebuild::{apply_pages, decode_pages, read_pages};
 use cmdb_core::EventStore;
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
 use cmdb_projections::evidence::EvidenceLog;
 use cmdb_projections::graph::TemporalGraph;
-use cmdb_projections::runner::{Projection, RunnerOptions, start, start_pair};
+use cmdb_projections::runner::{RunnerOptions, start, start_pair};
 
 /// The server's allocator (`api/src/main.rs`), so the stages cost what they cost in `cmdb serve`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Events per read, as the runner reads.
-const PAGE_EVENTS: usize = 5_000;
 
 /// Catch-ups through the runner before the stages.
 const RUNNER_ROUNDS: usize = 3;
@@ -39,23 +37,6 @@ fn cpu_seconds() -> f64 {
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Reads the log up to `head` in pages of [`PAGE_EVENTS`], one after the other, handing each
-/// to `keep`.
-async fn read_pages(
-    store: &SqliteStore,
-    head: u64,
-    mut keep: impl FnMut(Vec<cmdb_core::EventRecord>),
-) -> anyhow::Result<()> {
-    let mut after = 0;
-    while after < head {
-        let page = store.read_all(after, PAGE_EVENTS).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        keep(page);
-    }
-    Ok(())
 }
 
 #[tokio::main]
@@ -132,20 +113,10 @@ async fn main() -> anyhow::Result<()> {
     let read = started.elapsed();
     let events: usize = pages.iter().map(Vec::len).sum();
     let started = Instant::now();
-    let mut decoded = Vec::with_capacity(pages.len());
-    for page in &pages {
-        let one: Vec<_> =
-            page.iter().map(TemporalGraph::decode).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
-        decoded.push(one);
-    }
+    let decoded = decode_pages(&pages)?;
     let decode = started.elapsed();
     let started = Instant::now();
-    let mut graph = TemporalGraph::default();
-    for (page, decoded) in pages.iter().zip(decoded) {
-        for (record, decoded) in page.iter().zip(decoded) {
-            Projection::apply_decoded(&mut graph, record, decoded).map_err(anyhow::Error::msg)?;
-        }
-    }
+    let graph = apply_pages(&pages, decoded)?;
     let apply = started.elapsed();
     let started = Instant::now();
     drop(pages);
