@@ -62,6 +62,8 @@ async fn main() -> anyhow::Result<()> {
             _ => return Err(usage()),
         }
     }
+    // Opening a directory without a log would make one: say so instead.
+    anyhow::ensure!(dir.join("events.sqlite").is_file(), "no events.sqlite in {}", dir.display());
     let store = Arc::new(SqliteStore::open(&dir, sqlite)?);
     let head = store.head().await?.position;
     // The runner's catch-up as `cmdb serve` runs it (no checkpoint), with the CPU it took.
