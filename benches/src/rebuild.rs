@@ -2,7 +2,7 @@
 //! benches that take them apart (`rebuild_stages` times them, `rebuild_allocations` counts
 //! their allocations). The runner overlaps the same stages on several threads.
 
-use cmdb_core::EventRecord;
+use cmdb_core::FoldRecord;
 use cmdb_core::store::sqlite::SqliteStore;
 use cmdb_projections::graph::TemporalGraph;
 use cmdb_projections::runner::Projection;
@@ -13,12 +13,12 @@ pub const PAGE_EVENTS: usize = 5_000;
 /// A page of the graph's decoded payloads, one per record of the page.
 pub type DecodedPage = Vec<<TemporalGraph as Projection>::Decoded>;
 
-/// Reads the log up to `head` in pages of [`PAGE_EVENTS`], one after the other, handing each
+/// Reads the log up to `head` as folds read it (`read_fold`) in pages of [`PAGE_EVENTS`], one after the other, handing each
 /// to `keep`.
-pub async fn read_pages(store: &SqliteStore, head: u64, mut keep: impl FnMut(Vec<EventRecord>)) -> anyhow::Result<()> {
+pub async fn read_pages(store: &SqliteStore, head: u64, mut keep: impl FnMut(Vec<FoldRecord>)) -> anyhow::Result<()> {
     let mut after = 0;
     while after < head {
-        let page = cmdb_core::EventStore::read_all(store, after, PAGE_EVENTS).await?;
+        let page = cmdb_core::EventStore::read_fold(store, after, PAGE_EVENTS).await?;
         let Some(last) = page.last() else { break };
         after = last.position;
         keep(page);
@@ -27,7 +27,7 @@ pub async fn read_pages(store: &SqliteStore, head: u64, mut keep: impl FnMut(Vec
 }
 
 /// Decodes every page's payloads for the graph.
-pub fn decode_pages(pages: &[Vec<EventRecord>]) -> anyhow::Result<Vec<DecodedPage>> {
+pub fn decode_pages(pages: &[Vec<FoldRecord>]) -> anyhow::Result<Vec<DecodedPage>> {
     pages
         .iter()
         .map(|page| page.iter().map(TemporalGraph::decode).collect::<Result<_, _>>().map_err(anyhow::Error::msg))
@@ -35,7 +35,7 @@ pub fn decode_pages(pages: &[Vec<EventRecord>]) -> anyhow::Result<Vec<DecodedPag
 }
 
 /// Applies the decoded pages to a new graph, in the log's order.
-pub fn apply_pages(pages: &[Vec<EventRecord>], decoded: Vec<DecodedPage>) -> anyhow::Result<TemporalGraph> {
+pub fn apply_pages(pages: &[Vec<FoldRecord>], decoded: Vec<DecodedPage>) -> anyhow::Result<TemporalGraph> {
     let mut graph = TemporalGraph::default();
     for (page, decoded) in pages.iter().zip(decoded) {
         for (record, decoded) in page.iter().zip(decoded) {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decider::{CommandContext, Decider, Decision, DomainEvent, ReadSet, StreamKey};
-use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
+use crate::event::{EventRecord, FoldRecord, Metadata, NewEvent, StreamId};
 use crate::hash::Hash;
 use crate::ids::CiId;
 use crate::model::{CiClass, Environment, Status};
@@ -254,12 +254,12 @@ fn decide_delete(state: &BaselineState, name: &str, reason: Option<String>) -> R
 }
 
 /// Reads a baseline event back.
-pub fn created_from(record: &EventRecord) -> Result<BaselineCreated, BaselineError> {
+pub fn created_from(record: &FoldRecord) -> Result<BaselineCreated, BaselineError> {
     record.data_as().map_err(|e| BaselineError::Undecodable { position: record.position, detail: e.to_string() })
 }
 
 /// Reads a deletion back.
-pub fn deleted_from(record: &EventRecord) -> Result<BaselineDeleted, BaselineError> {
+pub fn deleted_from(record: &FoldRecord) -> Result<BaselineDeleted, BaselineError> {
     record.data_as().map_err(|e| BaselineError::Undecodable { position: record.position, detail: e.to_string() })
 }
 

@@ -450,22 +450,24 @@ impl VerifyReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Actor, Source, StreamId};
+    use crate::event::{Actor, FoldRecord, Source, StreamId};
 
     fn record(position: u64, prev: Hash) -> EventRecord {
         let mut record = EventRecord {
-            position,
-            stream_id: StreamId::new("ci-1").expect("valid"),
-            stream_version: position - 1,
+            fold: FoldRecord {
+                position,
+                stream_id: StreamId::new("ci-1").expect("valid"),
+                stream_version: position - 1,
+                event_type: "ci.registered".into(),
+                data: br#"{"name":"web-01"}"#.to_vec(),
+                metadata: Metadata::new(Actor::principal("alice"), Source::Api),
+                recorded_at: Timestamp::from_micros(1_000_000 * position as i64),
+                hash: Hash::GENESIS,
+                commit: crate::event::CommitSpan::single(position),
+            },
             event_id: Uuid::from_u128(position as u128),
-            event_type: "ci.registered".into(),
             schema_version: 1,
-            data: br#"{"name":"web-01"}"#.to_vec(),
-            metadata: Metadata::new(Actor::principal("alice"), Source::Api),
-            recorded_at: Timestamp::from_micros(1_000_000 * position as i64),
             prev_hash: prev,
-            hash: Hash::GENESIS,
-            commit: crate::event::CommitSpan::single(position),
             seal: PayloadSeal::Plain,
         };
         record.hash = event_hash(&prev, &ChainFields::of(&record));

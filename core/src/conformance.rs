@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use crate::chain::{ChainBreak, DigestCheck, Hash};
-use crate::event::{Actor, ChainLink, CommitSpan, EventRecord, Metadata, NewEvent, Source, StreamId};
+use crate::event::{Actor, ChainLink, CommitSpan, EventRecord, FoldRecord, Metadata, NewEvent, Source, StreamId};
 use crate::ids::{IdGenerator, SequentialIds};
 use crate::store::tamper::Tamper;
 use crate::store::{
@@ -675,6 +675,44 @@ pub async fn links_follow_the_log(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Check: what a fold reads (`read_fold`) is each whole record's fold part, page by page, with
+/// `read_all`'s bounds: the same payload bytes, metadata, time, hash and commit.
+pub async fn folds_follow_the_log(cx: TestContext) -> Outcome {
+    let store = cx.store.as_ref();
+    for n in 0..7 {
+        append_one(store, if n % 2 == 0 { "x" } else { "y" }, ExpectedVersion::Any, n).await.expect("append");
+    }
+    store
+        .append(AppendRequest::new().write(stream("p"), ExpectedVersion::Any, vec![event(7), event(8)]).write(
+            stream("q"),
+            ExpectedVersion::Any,
+            vec![event(9)],
+        ))
+        .await
+        .expect("a commit of several streams");
+    let expected: Vec<FoldRecord> = whole_log(store).await.into_iter().map(|record| record.fold).collect();
+    assert_eq!(expected.len(), 10);
+    assert_eq!(expected[9].commit.events, 3, "the commit of three events reads as one");
+    for page in [1, 3, 100] {
+        let (mut after, mut folds) = (0, Vec::new());
+        loop {
+            let next = store.read_fold(after, page).await.expect("read_fold");
+            assert!(next.len() <= page, "a page of {page} holds {}", next.len());
+            let Some(last) = next.last() else { break };
+            after = last.position;
+            folds.extend(next);
+        }
+        assert_eq!(folds, expected, "pages of {page}");
+    }
+    assert!(store.read_fold(10, 10).await.expect("read").is_empty());
+    assert!(store.read_fold(u64::MAX, 10).await.expect("read").is_empty());
+    assert!(store.read_fold(0, 0).await.expect("read").is_empty());
+    let too_many = store.limits().max_page_events + 1;
+    assert!(store.read_fold(0, too_many).await.is_err(), "read_fold refuses a page past the bound");
+    assert_eq!(store.read_fold(0, store.limits().max_page_events).await.expect("at the bound").len(), 10);
+    Outcome::Passed
+}
+
 /// Check: payload bytes come back exactly as appended.
 pub async fn payload_bytes_are_kept_exactly(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
@@ -1182,6 +1220,7 @@ macro_rules! conformance_suite {
             subscription_crosses_from_catch_up_to_live,
             reads_are_paged_and_directed,
             links_follow_the_log,
+            folds_follow_the_log,
             payload_bytes_are_kept_exactly,
             recorded_at_is_stamped_and_never_decreases,
             position_at_agrees_with_a_scan,

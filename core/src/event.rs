@@ -369,29 +369,28 @@ impl From<&EventRecord> for ChainLink {
     }
 }
 
-/// An event as stored: immutable, positioned, chained.
+/// What folding an event into a read model reads of its record: all of it but the event
+/// id, the schema version, the previous hash and the payload's seal, which only the chain's
+/// checks and the exports read. A rebuild reads only these columns (issue 15, part 6: each
+/// column read costs SQLite a copy and the row's decoding a call or four), and an
+/// [`EventRecord`] hands its own out through `Deref`, so code that folds takes `&FoldRecord`
+/// and is given either.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventRecord {
+pub struct FoldRecord {
     /// Global position: gapless, the first event is 1.
     pub position: u64,
     /// The stream.
     pub stream_id: StreamId,
     /// Version within its stream: the first event of a stream is 0.
     pub stream_version: u64,
-    /// The event's id.
-    pub event_id: Uuid,
     /// The event type.
     pub event_type: Text,
-    /// The payload's schema version.
-    pub schema_version: u32,
     /// The payload bytes exactly as they were appended.
     pub data: Vec<u8>,
     /// Actor, correlation and causation.
     pub metadata: Metadata,
     /// When the store committed it (or, for a bulk load, the time the loader supplied).
     pub recorded_at: Timestamp,
-    /// The previous event's hash.
-    pub prev_hash: Hash,
     /// The blake3 hash.
     pub hash: Hash,
     /// The atomic append (commit) it was part of: events of one append have consecutive
@@ -399,8 +398,36 @@ pub struct EventRecord {
     /// use: it only says where reads may stop); logs written before it was recorded read each
     /// event as its own commit.
     pub commit: CommitSpan,
+}
+
+/// An event as stored: immutable, positioned, chained. Its [`FoldRecord`] fields read as its
+/// own (`record.position`) through `Deref`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Everything a fold reads.
+    pub fold: FoldRecord,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The payload's schema version.
+    pub schema_version: u32,
+    /// The previous event's hash.
+    pub prev_hash: Hash,
     /// How the chain commits to the payload: its salt, or what is left after a redaction.
     pub seal: PayloadSeal,
+}
+
+impl std::ops::Deref for EventRecord {
+    type Target = FoldRecord;
+
+    fn deref(&self) -> &FoldRecord {
+        &self.fold
+    }
+}
+
+impl std::ops::DerefMut for EventRecord {
+    fn deref_mut(&mut self) -> &mut FoldRecord {
+        &mut self.fold
+    }
 }
 
 /// The chain encoding an event was hashed with (see `chain`). Version 1 commits to the
@@ -622,7 +649,7 @@ impl CommitSpan {
     }
 }
 
-impl EventRecord {
+impl FoldRecord {
     /// The payload as text. Stored payloads were checked to be JSON, hence UTF-8; a tampered
     /// payload that is not UTF-8 yields `None` (and fails `verify`).
     pub fn data_str(&self) -> Option<&str> {

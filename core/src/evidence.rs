@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decider::{CommandContext, Decider, Decision, Depth, DomainEvent, ReadSet, StreamKey};
-use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
+use crate::event::{EventRecord, FoldRecord, Metadata, NewEvent, StreamId};
 use crate::merkle::TreeHash;
 use crate::note::{Checkpoint, NoteError, NoteVerifier};
 
@@ -89,7 +89,7 @@ pub fn checkpoint_stream() -> StreamId {
 }
 
 /// Reads a checkpoint event back.
-pub fn signed_from(record: &EventRecord) -> Result<CheckpointSigned, EvidenceError> {
+pub fn signed_from(record: &FoldRecord) -> Result<CheckpointSigned, EvidenceError> {
     record.data_as().map_err(|e| EvidenceError::Undecodable { position: record.position, detail: e.to_string() })
 }
 

@@ -39,7 +39,8 @@ pub mod time;
 pub use chain::{ChainBreak, ChainVerifier, Digest};
 pub use error::Error;
 pub use event::{
-    Actor, ChainEncoding, ChainLink, CommitSpan, EventRecord, Metadata, NewEvent, PayloadSeal, Source, StreamId, Text,
+    Actor, ChainEncoding, ChainLink, CommitSpan, EventRecord, FoldRecord, Metadata, NewEvent, PayloadSeal, Source,
+    StreamId, Text,
 };
 pub use hash::Hash;
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};

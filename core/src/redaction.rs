@@ -554,24 +554,26 @@ impl Readers {
 mod tests {
     use super::*;
     use crate::decider::testing::Scenario;
-    use crate::event::{Actor, CommitSpan, PayloadSeal, Source};
+    use crate::event::{Actor, CommitSpan, FoldRecord, PayloadSeal, Source};
     use crate::hash::Hash;
     use crate::time::Timestamp;
 
     fn record(event_type: &str, data: &str) -> EventRecord {
         EventRecord {
-            position: 7,
-            stream_id: StreamId::new("ci-1").expect("valid"),
-            stream_version: 0,
+            fold: FoldRecord {
+                position: 7,
+                stream_id: StreamId::new("ci-1").expect("valid"),
+                stream_version: 0,
+                event_type: event_type.into(),
+                data: data.as_bytes().to_vec(),
+                metadata: Metadata::new(Actor::principal("alice"), Source::Api),
+                recorded_at: Timestamp::from_micros(0),
+                hash: Hash::GENESIS,
+                commit: CommitSpan::single(7),
+            },
             event_id: uuid::Uuid::from_u128(7),
-            event_type: event_type.into(),
             schema_version: 1,
-            data: data.as_bytes().to_vec(),
-            metadata: Metadata::new(Actor::principal("alice"), Source::Api),
-            recorded_at: Timestamp::from_micros(0),
             prev_hash: Hash::GENESIS,
-            hash: Hash::GENESIS,
-            commit: CommitSpan::single(7),
             seal: PayloadSeal::Salted([1; 32]),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use cmdb_core::EventRecord;
+use cmdb_core::FoldRecord;
 use cmdb_core::change::freeze::Freezes;
 use cmdb_core::change::{
     At, ChangeEvent, ChangeNumber, ChangeRecord, ChangeState, ChangeType, Overdue, TemplateRecord,
@@ -113,7 +113,7 @@ impl ChangeFilter {
 
 impl ChangeBook {
     /// Applies one stored change event.
-    pub fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
+    pub fn apply(&mut self, record: &FoldRecord) -> Result<(), String> {
         let event = ChangeEvent::from_record(record).map_err(|e| e.to_string())?;
         let at = At::of(record);
         self.last_change = None;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use cmdb_core::discovery::rules::Rules;
 use cmdb_core::discovery::{AuditId, AuditRecorded, DiscoveryEvent, RunFinished, RunId, RunObservations, RunStarted};
-use cmdb_core::{EventRecord, Timestamp};
+use cmdb_core::{FoldRecord, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// A run as the book keeps it.
@@ -61,9 +61,9 @@ pub struct DiscoveryBook {
 
 impl DiscoveryBook {
     /// Applies a discovery event.
-    pub fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
+    pub fn apply(&mut self, record: &FoldRecord) -> Result<(), String> {
         let event = DiscoveryEvent::from_record(record).map_err(|e| e.to_string())?;
-        let run_of = |record: &EventRecord| {
+        let run_of = |record: &FoldRecord| {
             record
                 .stream_id
                 .as_str()

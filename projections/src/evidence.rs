@@ -8,7 +8,7 @@
 
 use cmdb_core::evidence::{CHECKPOINT_SIGNED, CHECKPOINT_STREAM, CheckpointSigned, signed_from};
 use cmdb_core::merkle::{MerkleTree, ProofError, TreeHash};
-use cmdb_core::{ChainLink, EventRecord, Hash, Timestamp};
+use cmdb_core::{ChainLink, FoldRecord, Hash, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::Projection;
@@ -86,7 +86,7 @@ impl EvidenceLog {
         self.last_other_position.saturating_sub(covered)
     }
 
-    fn fold(&mut self, record: &EventRecord) -> Result<(), String> {
+    fn fold(&mut self, record: &FoldRecord) -> Result<(), String> {
         if record.position <= self.applied {
             return Ok(()); // already in the tree (a replayed page)
         }
@@ -135,17 +135,17 @@ impl Projection for EvidenceLog {
     const NAME: &'static str = "evidence";
     const FORMAT_VERSION: u32 = 1;
 
-    fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
+    fn apply(&mut self, record: &FoldRecord) -> Result<(), String> {
         self.fold(record)
     }
 
     type Decoded = ();
 
-    fn decode(_record: &EventRecord) -> Result<(), String> {
+    fn decode(_record: &FoldRecord) -> Result<(), String> {
         Ok(())
     }
 
-    fn apply_decoded(&mut self, record: &EventRecord, _decoded: ()) -> Result<(), String> {
+    fn apply_decoded(&mut self, record: &FoldRecord, _decoded: ()) -> Result<(), String> {
         self.fold(record)
     }
 

@@ -18,7 +18,7 @@ use cmdb_core::ci::schema::{self as registry, SchemaRegistry};
 use cmdb_core::ci::{
     ChangeId, CiClass, CiEvent, CiId, CiRegistered, CiSnapshot, NameKey, RelId, RelType, RelationshipCreated, Status,
 };
-use cmdb_core::{EventRecord, Text, Timestamp};
+use cmdb_core::{FoldRecord, Text, Timestamp};
 use petgraph::Direction as EdgeDirection;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
@@ -829,14 +829,14 @@ impl TemporalGraph {
     }
 
     /// Applies one event from the log, in position order.
-    pub fn apply(&mut self, record: &EventRecord) -> Result<(), GraphError> {
+    pub fn apply(&mut self, record: &FoldRecord) -> Result<(), GraphError> {
         let decoded = Self::decode(record)?;
         self.apply_decoded(record, decoded)
     }
 
     /// The part of applying an event that needs no state: parsing its payload. A rebuild does
     /// it on another core while the previous events are applied.
-    pub fn decode(record: &EventRecord) -> Result<Option<CiEvent>, GraphError> {
+    pub fn decode(record: &FoldRecord) -> Result<Option<CiEvent>, GraphError> {
         if !CiEvent::is_ci_event(&record.event_type) {
             return Ok(None);
         }
@@ -856,7 +856,7 @@ impl TemporalGraph {
     }
 
     /// Applies an event whose payload [`decode`](Self::decode) parsed.
-    pub fn apply_decoded(&mut self, record: &EventRecord, decoded: Option<CiEvent>) -> Result<(), GraphError> {
+    pub fn apply_decoded(&mut self, record: &FoldRecord, decoded: Option<CiEvent>) -> Result<(), GraphError> {
         if record.position <= self.applied {
             return Ok(()); // already applied (a replayed page)
         }
@@ -920,7 +920,7 @@ impl TemporalGraph {
     }
 
     /// Who did what at `record`, with its strings shared.
-    fn event_info(&mut self, record: &EventRecord, authorized_by: Option<ChangeId>) -> EventInfo {
+    fn event_info(&mut self, record: &FoldRecord, authorized_by: Option<ChangeId>) -> EventInfo {
         EventInfo {
             position: record.position,
             recorded_at: record.recorded_at,
@@ -930,13 +930,13 @@ impl TemporalGraph {
         }
     }
 
-    fn history_entry(&mut self, record: &EventRecord, event: &CiEvent, relationship: Option<RelId>) -> HistoryEntry {
+    fn history_entry(&mut self, record: &FoldRecord, event: &CiEvent, relationship: Option<RelId>) -> HistoryEntry {
         self.history_of(record, HistoryKind::of(event), event.authorized_by(), relationship)
     }
 
     fn history_of(
         &mut self,
-        record: &EventRecord,
+        record: &FoldRecord,
         kind: HistoryKind,
         authorized_by: Option<ChangeId>,
         relationship: Option<RelId>,
@@ -954,7 +954,7 @@ impl TemporalGraph {
 
     /// Applies a CI event; a registration is taken by value, so the CI's first version keeps
     /// the attributes that were decoded rather than a copy of them.
-    fn apply_ci_event(&mut self, record: &EventRecord, event: CiEvent) -> Result<(), GraphError> {
+    fn apply_ci_event(&mut self, record: &FoldRecord, event: CiEvent) -> Result<(), GraphError> {
         match event {
             CiEvent::Registered(registered) => {
                 let history = self.history_of(record, HistoryKind::Registered, registered.authorized_by, None);
@@ -984,7 +984,7 @@ impl TemporalGraph {
     }
 
     /// Applies a CI event other than a registration.
-    fn apply_ci_change(&mut self, record: &EventRecord, event: &CiEvent) -> Result<(), GraphError> {
+    fn apply_ci_change(&mut self, record: &FoldRecord, event: &CiEvent) -> Result<(), GraphError> {
         let p = record.position;
         let missing = |what: String| GraphError::Apply { position: p, detail: what };
         match event {
@@ -1054,7 +1054,7 @@ impl TemporalGraph {
         Ok(())
     }
 
-    fn relationship_created(&mut self, record: &EventRecord, created: &RelationshipCreated) -> Result<(), GraphError> {
+    fn relationship_created(&mut self, record: &FoldRecord, created: &RelationshipCreated) -> Result<(), GraphError> {
         let p = record.position;
         let missing = |what: String| GraphError::Apply { position: p, detail: what };
         let RelationshipCreated { rel_id, rel_type, source, target, authorized_by } = created;
@@ -1087,7 +1087,7 @@ impl TemporalGraph {
 
     fn relationship_removed(
         &mut self,
-        record: &EventRecord,
+        record: &FoldRecord,
         removed: &cmdb_core::ci::RelationshipRemoved,
     ) -> Result<(), GraphError> {
         let p = record.position;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use cmdb_core::EventRecord;
+use cmdb_core::FoldRecord;
 use cmdb_core::ids::{CiId, DeploymentId, ReleaseId, TemplateId};
 use cmdb_core::model::Environment;
 use cmdb_core::release::observe::{DeliveryReceived, IncidentRecord, Mappings, Provider, ToolRef, UnauthorisedChange};
@@ -28,7 +28,7 @@ struct Kept {
 }
 
 impl Kept {
-    fn of(record: &EventRecord, event: ReleaseEvent) -> Kept {
+    fn of(record: &FoldRecord, event: ReleaseEvent) -> Kept {
         Kept { stamp: stamp_of(record), stream_version: record.stream_version, event }
     }
 }
@@ -122,7 +122,7 @@ impl ReleaseBook {
     }
 
     /// Applies one event of a release, deployment, pipeline or the gate.
-    pub fn apply(&mut self, record: &EventRecord) -> Result<(), ReleaseError> {
+    pub fn apply(&mut self, record: &FoldRecord) -> Result<(), ReleaseError> {
         let Some(event) = ReleaseEvent::from_record(record)? else { return Ok(()) };
         let position = record.position;
         let (release, deployment) = match &event {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use cmdb_core::store::subscribe;
-use cmdb_core::{ChainLink, EventRecord, EventStore, Hash};
+use cmdb_core::{ChainLink, EventStore, FoldRecord, Hash};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -30,13 +30,13 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
     /// Bumped whenever the state's shape changes; older checkpoints are then rebuilt.
     const FORMAT_VERSION: u32;
     /// Folds one event.
-    fn apply(&mut self, record: &EventRecord) -> Result<(), String>;
+    fn apply(&mut self, record: &FoldRecord) -> Result<(), String>;
     /// What applying needs from the payload alone, computed without the state (in parallel).
     type Decoded: Send + 'static;
     /// Decodes an event off the folding thread (the pipelined rebuild).
-    fn decode(record: &EventRecord) -> Result<Self::Decoded, String>;
+    fn decode(record: &FoldRecord) -> Result<Self::Decoded, String>;
     /// Folds an event decoded by [`Projection::decode`].
-    fn apply_decoded(&mut self, record: &EventRecord, decoded: Self::Decoded) -> Result<(), String>;
+    fn apply_decoded(&mut self, record: &FoldRecord, decoded: Self::Decoded) -> Result<(), String>;
     /// The last position applied.
     fn position(&self) -> u64;
     /// The hash of the event at that position (genesis before any).
@@ -70,7 +70,7 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
 }
 
 /// Whether `record` is a redaction record (its payloads were erased from the log).
-fn is_redaction(record: &EventRecord) -> bool {
+fn is_redaction(record: &FoldRecord) -> bool {
     record.event_type == cmdb_core::chain::REDACTION_APPLIED
 }
 
@@ -78,17 +78,17 @@ impl Projection for TemporalGraph {
     const NAME: &'static str = "graph";
     const FORMAT_VERSION: u32 = 13;
 
-    fn apply(&mut self, record: &EventRecord) -> Result<(), String> {
+    fn apply(&mut self, record: &FoldRecord) -> Result<(), String> {
         TemporalGraph::apply(self, record).map_err(|e: GraphError| e.to_string())
     }
 
     type Decoded = Option<cmdb_core::ci::CiEvent>;
 
-    fn decode(record: &EventRecord) -> Result<Self::Decoded, String> {
+    fn decode(record: &FoldRecord) -> Result<Self::Decoded, String> {
         TemporalGraph::decode(record).map_err(|e| e.to_string())
     }
 
-    fn apply_decoded(&mut self, record: &EventRecord, decoded: Self::Decoded) -> Result<(), String> {
+    fn apply_decoded(&mut self, record: &FoldRecord, decoded: Self::Decoded) -> Result<(), String> {
         TemporalGraph::apply_decoded(self, record, decoded).map_err(|e| e.to_string())
     }
 
@@ -409,7 +409,7 @@ fn launch<P: Projection>(
 /// was among them.
 async fn fold_pages<B: Projection>(
     mut state: B,
-    mut pages: tokio::sync::mpsc::Receiver<Vec<EventRecord>>,
+    mut pages: tokio::sync::mpsc::Receiver<Vec<FoldRecord>>,
 ) -> Result<(B, bool), RunnerError> {
     let mut saw_redaction = false;
     while let Some(records) = pages.recv().await {
@@ -458,21 +458,21 @@ async fn catch_up_records<P: Projection>(
     mut state: P,
     head: u64,
     page: usize,
-    next: Option<tokio::sync::mpsc::Sender<Vec<EventRecord>>>,
+    next: Option<tokio::sync::mpsc::Sender<Vec<FoldRecord>>>,
 ) -> Result<(P, bool), RunnerError> {
     state.expect_events(head.saturating_sub(state.position()));
-    type Page = Result<Vec<EventRecord>, String>;
+    type Page = Result<Vec<FoldRecord>, String>;
     // A page's records stay where the store put them: decoding writes the payloads beside
     // them, so no record (some 400 bytes each) is moved between stages.
-    type DecodedPage<D> = Result<(Vec<EventRecord>, Vec<D>), String>;
+    type DecodedPage<D> = Result<(Vec<FoldRecord>, Vec<D>), String>;
     let (read_pages, mut to_decode) = tokio::sync::mpsc::channel::<Page>(CATCH_UP_PAGES_IN_FLIGHT);
     let (decoded_pages, mut to_apply) = tokio::sync::mpsc::channel::<DecodedPage<P::Decoded>>(CATCH_UP_PAGES_IN_FLIGHT);
     let read = move |after| {
         let store = store.clone();
-        async move { store.read_all(after, page).await }
+        async move { store.read_fold(after, page).await }
     };
     let reader =
-        spawn_page_readers(state.position(), head, page, read, |record: &EventRecord| record.position, read_pages);
+        spawn_page_readers(state.position(), head, page, read, |record: &FoldRecord| record.position, read_pages);
     let decoder = tokio::spawn(async move {
         while let Some(records) = to_decode.recv().await {
             let decoded = match records {

@@ -12,7 +12,7 @@ use chrono::{NaiveDateTime, TimeZone};
 use serde::{Deserialize, Serialize};
 
 use crate::ci::{CiId, Environment};
-use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
+use crate::event::{FoldRecord, Metadata, NewEvent, StreamId};
 use crate::time::Timestamp;
 
 use super::{At, ChangeError, Window};
@@ -222,7 +222,7 @@ impl FreezeEvent {
     }
 
     /// Reads a stored event of this kind; fails if it is another kind or cannot be decoded.
-    pub fn from_record(record: &EventRecord) -> Result<FreezeEvent, ChangeError> {
+    pub fn from_record(record: &FoldRecord) -> Result<FreezeEvent, ChangeError> {
         let bad = |e: serde_json::Error| ChangeError::Undecodable { position: record.position, detail: e.to_string() };
         Ok(match record.event_type.as_str() {
             Self::CREATED => FreezeEvent::Created(record.data_as().map_err(bad)?),
@@ -275,7 +275,7 @@ pub struct Freezes {
 
 impl Freezes {
     /// Folds one stored event.
-    pub fn apply(&mut self, record: &EventRecord) -> Result<(), ChangeError> {
+    pub fn apply(&mut self, record: &FoldRecord) -> Result<(), ChangeError> {
         let at = At::of(record);
         match FreezeEvent::from_record(record)? {
             FreezeEvent::Created(created) => {

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::Role;
 pub use crate::control::{ChangeControl, ChangeNumber, ChangeState, PlannedCi, Scope, state_stream};
-use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
+use crate::event::{FoldRecord, Metadata, NewEvent, StreamId};
 use crate::ids::{ChangeId, CiId, TemplateId};
 use crate::model::{CiClass, ModelError, lenient, named_enum};
 use crate::policy::{ApprovalRequirement, PolicyDecision};
@@ -649,7 +649,7 @@ impl ChangeEvent {
     }
 
     /// Reads a stored event of this kind; fails if it is another kind or cannot be decoded.
-    pub fn from_record(record: &EventRecord) -> Result<ChangeEvent, ChangeError> {
+    pub fn from_record(record: &FoldRecord) -> Result<ChangeEvent, ChangeError> {
         let bad = |e: serde_json::Error| ChangeError::Undecodable { position: record.position, detail: e.to_string() };
         Ok(match record.event_type.as_str() {
             Self::DRAFTED => ChangeEvent::Drafted(record.data_as().map_err(bad)?),
@@ -897,7 +897,7 @@ pub struct At {
 
 impl At {
     /// Where and when `record` was recorded.
-    pub fn of(record: &EventRecord) -> At {
+    pub fn of(record: &FoldRecord) -> At {
         At { position: record.position, recorded_at: record.recorded_at }
     }
 }

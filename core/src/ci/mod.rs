@@ -24,7 +24,7 @@ pub mod state;
 use serde::{Deserialize, Serialize};
 
 use crate::decider::DomainEvent;
-use crate::event::{EventRecord, Metadata, NewEvent};
+use crate::event::{FoldRecord, Metadata, NewEvent};
 pub use crate::ids::{ChangeId, CiId, RelId, TemplateId};
 pub use crate::model::{
     CiClass, Environment, INITIAL_STATUSES, LOCATION_CLASSES, ModelError, OWNER_CLASSES, Propagation,
@@ -484,7 +484,7 @@ impl CiEvent {
     }
 
     /// Reads a stored event of this kind; fails if it is another kind or cannot be decoded.
-    pub fn from_record(record: &EventRecord) -> Result<CiEvent, CiError> {
+    pub fn from_record(record: &FoldRecord) -> Result<CiEvent, CiError> {
         let bad = |e: serde_json::Error| CiError::Undecodable { position: record.position, detail: e.to_string() };
         Ok(match record.event_type.as_str() {
             Self::REGISTERED => CiEvent::Registered(record.data_as().map_err(bad)?),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::cache::StateCache;
 use super::fold::catch_up;
 use super::{CommandContext, Decider, Decision, DomainEvent, Entry, ReadSet, StreamKey, Written, write_stream};
-use crate::event::{EventRecord, NewEvent, StreamId};
+use crate::event::{EventRecord, FoldRecord, NewEvent, StreamId};
 use crate::hash::Hash;
 use crate::store::{AppendOutcome, AppendRequest, EventStore, ExpectedVersion, StoreError};
 
@@ -140,18 +140,20 @@ pub fn written_records(request: &AppendRequest, outcome: &AppendOutcome) -> Vec<
         for (offset, event) in write.events.iter().enumerate() {
             let NewEvent { event_type, schema_version, data, metadata, .. } = event.clone();
             records.push(EventRecord {
-                position,
-                stream_id: write.stream.clone(),
-                stream_version: first_version + offset as u64,
+                fold: FoldRecord {
+                    position,
+                    stream_id: write.stream.clone(),
+                    stream_version: first_version + offset as u64,
+                    event_type: event_type.into(),
+                    data,
+                    metadata,
+                    recorded_at: event.recorded_at.unwrap_or(outcome.recorded_at),
+                    hash: Hash::GENESIS,
+                    commit: request.commit_of(records.len(), outcome.first_position),
+                },
                 event_id: ids.next().copied().unwrap_or_default(),
-                event_type: event_type.into(),
                 schema_version,
-                data,
-                metadata,
-                recorded_at: event.recorded_at.unwrap_or(outcome.recorded_at),
                 prev_hash: Hash::GENESIS,
-                hash: Hash::GENESIS,
-                commit: request.commit_of(records.len(), outcome.first_position),
                 seal: crate::event::PayloadSeal::Plain,
             });
             position += 1;

@@ -7,7 +7,7 @@
 
 use super::execute::{MAX_KEYS_PER_COMMAND, MAX_READ_ROUNDS};
 use super::{CommandContext, Decider, Decision, ReadSet, StreamKey};
-use crate::event::{EventRecord, NewEvent, StreamId};
+use crate::event::{EventRecord, FoldRecord, NewEvent, StreamId};
 use crate::hash::Hash;
 use crate::time::Timestamp;
 
@@ -89,18 +89,20 @@ impl<K: StreamKey> World<K> {
         let Some(version) = self.read.version_of(stream) else { return Ok(()) };
         self.position += 1;
         let record = EventRecord {
-            position: self.position,
-            stream_id: stream.clone(),
-            stream_version: version.map_or(0, |v| v + 1),
+            fold: FoldRecord {
+                position: self.position,
+                stream_id: stream.clone(),
+                stream_version: version.map_or(0, |v| v + 1),
+                event_type: event.event_type.as_str().into(),
+                data: event.data.clone(),
+                metadata: event.metadata.clone(),
+                recorded_at: event.recorded_at.unwrap_or(Timestamp::from_micros(0)),
+                hash: Hash::GENESIS,
+                commit: crate::event::CommitSpan::single(self.position),
+            },
             event_id: event.event_id.unwrap_or_default(),
-            event_type: event.event_type.as_str().into(),
             schema_version: event.schema_version,
-            data: event.data.clone(),
-            metadata: event.metadata.clone(),
-            recorded_at: event.recorded_at.unwrap_or(Timestamp::from_micros(0)),
             prev_hash: Hash::GENESIS,
-            hash: Hash::GENESIS,
-            commit: crate::event::CommitSpan::single(self.position),
             seal: crate::event::PayloadSeal::Plain,
         };
         self.read.fold(&record)?;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::decider::{CommandContext, Decider, Decision, Depth, DomainEvent, ReadSet, StreamKey};
-use crate::event::{EventRecord, Metadata, NewEvent, StreamId};
+use crate::event::{EventRecord, FoldRecord, Metadata, NewEvent, StreamId};
 use crate::hash::Hash;
 use crate::model::{CiClass, RelType};
 use crate::time::Timestamp;
@@ -355,7 +355,7 @@ impl DiscoveryEvent {
     }
 
     /// The event a record holds.
-    pub fn from_record(record: &EventRecord) -> Result<DiscoveryEvent, DiscoveryError> {
+    pub fn from_record(record: &FoldRecord) -> Result<DiscoveryEvent, DiscoveryError> {
         let undecodable =
             |e: serde_json::Error| DiscoveryError::Undecodable { position: record.position, detail: e.to_string() };
         Ok(match record.event_type.as_str() {

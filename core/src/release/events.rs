@@ -15,7 +15,7 @@ use super::{
 };
 use crate::access::Role;
 use crate::decider::DomainEvent;
-use crate::event::{EventRecord, Metadata, NewEvent};
+use crate::event::{EventRecord, FoldRecord, Metadata, NewEvent};
 use crate::ids::{ChangeId, CiId};
 use crate::model::{Environment, Status};
 use crate::time::Timestamp;
@@ -386,7 +386,7 @@ impl DomainEvent for ReleaseEvent {
 
 impl ReleaseEvent {
     /// Reads a stored release, deployment, pipeline or gate event back (`None`: another type).
-    pub fn from_record(record: &EventRecord) -> Result<Option<ReleaseEvent>, ReleaseError> {
+    pub fn from_record(record: &FoldRecord) -> Result<Option<ReleaseEvent>, ReleaseError> {
         use types::*;
         let bad = |e: serde_json::Error| ReleaseError::Undecodable { position: record.position, detail: e.to_string() };
         Ok(Some(match record.event_type.as_str() {
@@ -618,7 +618,7 @@ pub fn fold_release(records: &[EventRecord]) -> Result<Option<ReleaseRecord>, Re
 }
 
 /// Who did what, when: the stamp of a stored record.
-pub fn stamp_of(record: &EventRecord) -> Stamp {
+pub fn stamp_of(record: &FoldRecord) -> Stamp {
     Stamp { by: record.metadata.actor.principal.to_string(), at: record.recorded_at, position: record.position }
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
-use crate::event::{EventRecord, StreamId};
+use crate::event::{EventRecord, FoldRecord, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::{
     AppendOutcome, AppendRequest, Capabilities, Direction, Erasure, EventStore, StoreError, StoreLimits,
@@ -121,18 +121,20 @@ impl MemoryStore {
                 position += 1;
                 let event_id = *ids.next().ok_or_else(|| StoreError::Storage("event id count mismatch".into()))?;
                 let mut record = EventRecord {
-                    position,
-                    stream_id: write.stream.clone(),
-                    stream_version: version,
+                    fold: FoldRecord {
+                        position,
+                        stream_id: write.stream.clone(),
+                        stream_version: version,
+                        event_type: event.event_type.as_str().into(),
+                        data: event.data.clone(),
+                        metadata: event.metadata.clone(),
+                        recorded_at: event.recorded_at.unwrap_or(stamp),
+                        hash: Hash::GENESIS,
+                        commit: request.commit_of(index, first_position),
+                    },
                     event_id,
-                    event_type: event.event_type.as_str().into(),
                     schema_version: event.schema_version,
-                    data: event.data.clone(),
-                    metadata: event.metadata.clone(),
-                    recorded_at: event.recorded_at.unwrap_or(stamp),
                     prev_hash,
-                    hash: Hash::GENESIS,
-                    commit: request.commit_of(index, first_position),
                     seal: request.seal_of(index),
                 };
                 index += 1;

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::chain::{
     ChainBreak, ChainFields, ChainVerifier, Digest, DigestCheck, VerifyReport, event_hash, payload_commitment,
 };
-use crate::event::{ChainLink, CommitSpan, EventRecord, NewEvent, PayloadSeal, StreamId};
+use crate::event::{ChainLink, CommitSpan, EventRecord, FoldRecord, NewEvent, PayloadSeal, StreamId};
 use crate::time::Timestamp;
 
 pub use subscription::subscribe;
@@ -525,6 +525,14 @@ pub trait EventStore: Send + Sync + 'static {
         self.read_all(after, max_count).await
     }
 
+    /// [`read_all`](Self::read_all) for folding into a read model: each record's
+    /// [`FoldRecord`], without the columns only the chain's checks and exports read (a
+    /// projection's catch-up reads the whole log so). Backends may read only those columns; the
+    /// default reads whole records.
+    async fn read_fold(&self, after: u64, max_count: usize) -> Result<Vec<FoldRecord>, StoreError> {
+        Ok(self.read_all(after, max_count).await?.into_iter().map(|record| record.fold).collect())
+    }
+
     /// The hash chain after `after`, as [`read_all`](Self::read_all) pages it: each record's
     /// position, stream, type and hash, without payload or metadata. Backends may read only
     /// those columns; the default reads whole records.
@@ -640,7 +648,7 @@ pub type EventStream = BoxStream<'static, Result<EventRecord, StoreError>>;
 #[cfg(test)]
 mod copy_tests {
     use super::*;
-    use crate::event::{Actor, Metadata, Source};
+    use crate::event::{Actor, FoldRecord, Metadata, Source};
 
     fn records(streams: &[&str], bytes: usize) -> Vec<EventRecord> {
         let mut versions = std::collections::HashMap::new();
@@ -650,18 +658,20 @@ mod copy_tests {
             .map(|(index, name)| {
                 let version = versions.entry(*name).or_insert(0u64);
                 let record = EventRecord {
-                    position: index as u64 + 1,
-                    stream_id: StreamId::new(*name).expect("stream"),
-                    stream_version: *version,
+                    fold: FoldRecord {
+                        position: index as u64 + 1,
+                        stream_id: StreamId::new(*name).expect("stream"),
+                        stream_version: *version,
+                        event_type: "t.x".into(),
+                        data: vec![b'1'; bytes],
+                        metadata: Metadata::new(Actor::principal("p"), Source::Api),
+                        recorded_at: Timestamp::from_micros(index as i64),
+                        hash: crate::chain::Hash::GENESIS,
+                        commit: crate::event::CommitSpan::single(index as u64 + 1),
+                    },
                     event_id: Uuid::from_u128(index as u128 + 1),
-                    event_type: "t.x".into(),
                     schema_version: 1,
-                    data: vec![b'1'; bytes],
-                    metadata: Metadata::new(Actor::principal("p"), Source::Api),
-                    recorded_at: Timestamp::from_micros(index as i64),
                     prev_hash: crate::chain::Hash::GENESIS,
-                    hash: crate::chain::Hash::GENESIS,
-                    commit: crate::event::CommitSpan::single(index as u64 + 1),
                     seal: PayloadSeal::Plain,
                 };
                 *version += 1;

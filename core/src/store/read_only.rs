@@ -63,6 +63,10 @@ impl EventStore for ReadOnlyStore {
         self.inner.read_all_stored(after, max_count).await
     }
 
+    async fn read_fold(&self, after: u64, max_count: usize) -> Result<Vec<crate::FoldRecord>, StoreError> {
+        self.inner.read_fold(after, max_count).await
+    }
+
     async fn read_links(&self, after: u64, max_count: usize) -> Result<Vec<crate::ChainLink>, StoreError> {
         self.inner.read_links(after, max_count).await
     }

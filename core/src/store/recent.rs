@@ -87,25 +87,27 @@ impl RecentEvents {
 mod tests {
     use super::*;
     use crate::conformance::{event, stream};
-    use crate::event::{CommitSpan, PayloadSeal};
+    use crate::event::{CommitSpan, FoldRecord, PayloadSeal};
     use crate::hash::Hash;
     use crate::time::Timestamp;
 
     fn record(position: u64, bytes: usize) -> EventRecord {
         let new = event(position);
         EventRecord {
-            position,
-            stream_id: stream("s"),
-            stream_version: position,
+            fold: FoldRecord {
+                position,
+                stream_id: stream("s"),
+                stream_version: position,
+                event_type: new.event_type.into(),
+                data: vec![b'x'; bytes],
+                metadata: new.metadata,
+                recorded_at: Timestamp::from_micros(1),
+                hash: Hash::GENESIS,
+                commit: CommitSpan { first_position: position, events: 1 },
+            },
             event_id: uuid::Uuid::from_u128(u128::from(position)),
-            event_type: new.event_type.into(),
             schema_version: 1,
-            data: vec![b'x'; bytes],
-            metadata: new.metadata,
-            recorded_at: Timestamp::from_micros(1),
             prev_hash: Hash::GENESIS,
-            hash: Hash::GENESIS,
-            commit: CommitSpan { first_position: position, events: 1 },
             seal: PayloadSeal::Plain,
         }
     }

@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use cmdb_core::EventRecord;
+use cmdb_core::FoldRecord;
 use cmdb_core::change::{ChangeEvent, ChangeRecord};
 use cmdb_core::ci::{CiClass, CiId};
 use petgraph::stable_graph::NodeIndex;
@@ -75,7 +75,7 @@ impl TemporalGraph {
 
     /// After a change event is applied: refreshes the entry of the change it named, if the
     /// event can have changed the change's scope or assessment.
-    pub(crate) fn refresh_report_nodes(&mut self, record: &EventRecord) {
+    pub(crate) fn refresh_report_nodes(&mut self, record: &FoldRecord) {
         if !refreshes(&record.event_type) {
             return;
         }

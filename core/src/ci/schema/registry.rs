@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::builtin::{AttrSpec, COMMON_ATTRIBUTES, class_attributes};
 use crate::ci::CiError;
-use crate::event::{EventRecord, StreamId};
+use crate::event::{FoldRecord, StreamId};
 use crate::model::CiClass;
 
 /// The stream holding every schema declaration.
@@ -204,7 +204,7 @@ pub struct SchemaRegistry {
 
 impl SchemaRegistry {
     /// Folds one stored event.
-    pub fn apply(&mut self, record: &EventRecord) -> Result<(), CiError> {
+    pub fn apply(&mut self, record: &FoldRecord) -> Result<(), CiError> {
         let bad = |e: serde_json::Error| CiError::Undecodable { position: record.position, detail: e.to_string() };
         match record.event_type.as_str() {
             CLASS_DECLARED => {

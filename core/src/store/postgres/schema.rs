@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::chain::Hash;
-use crate::event::{Actor, CommitSpan, EventRecord, Metadata, PayloadSeal, SealColumns, Source, StreamId};
+use crate::event::{Actor, CommitSpan, EventRecord, FoldRecord, Metadata, PayloadSeal, SealColumns, Source, StreamId};
 use crate::store::StoreError;
 use crate::time::Timestamp;
 
@@ -118,28 +118,30 @@ pub fn decode_row(row: &Row) -> Result<EventRecord, StoreError> {
             row.try_get(index).map_err(|e| format!("column {index}: {e}"))
         };
         Ok(EventRecord {
-            position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
-            stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
-            stream_version: u64::try_from(integer(2)?).map_err(|_| "negative stream version".to_string())?,
-            event_id: Uuid::from_slice(blob(3)?).map_err(|_| "event id is not 16 bytes".to_string())?,
-            event_type: text(4)?.into(),
-            schema_version: u32::try_from(integer(5)?).map_err(|_| "schema version out of range".to_string())?,
-            data: blob(6)?.to_vec(),
-            metadata: Metadata {
-                actor: Actor { principal: text(7)?.into(), token_id: optional_text(8)? },
-                correlation_id: optional_text(9)?.map(crate::Text::from),
-                causation_id: optional_text(10)?,
-                source: text(11)?.parse::<Source>().map_err(|e| e.to_string())?,
-                occurred_at: optional_integer(12)?.map(Timestamp::from_micros),
+            fold: FoldRecord {
+                position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
+                stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
+                stream_version: u64::try_from(integer(2)?).map_err(|_| "negative stream version".to_string())?,
+                event_type: text(4)?.into(),
+                data: blob(6)?.to_vec(),
+                metadata: Metadata {
+                    actor: Actor { principal: text(7)?.into(), token_id: optional_text(8)? },
+                    correlation_id: optional_text(9)?.map(crate::Text::from),
+                    causation_id: optional_text(10)?,
+                    source: text(11)?.parse::<Source>().map_err(|e| e.to_string())?,
+                    occurred_at: optional_integer(12)?.map(Timestamp::from_micros),
+                },
+                recorded_at: Timestamp::from_micros(integer(13)?),
+                hash: Hash::from_slice(blob(15)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+                commit: CommitSpan::from_columns(
+                    u64::try_from(position).unwrap_or(0),
+                    optional_integer(16)?,
+                    optional_integer(17)?,
+                )?,
             },
-            recorded_at: Timestamp::from_micros(integer(13)?),
+            event_id: Uuid::from_slice(blob(3)?).map_err(|_| "event id is not 16 bytes".to_string())?,
+            schema_version: u32::try_from(integer(5)?).map_err(|_| "schema version out of range".to_string())?,
             prev_hash: Hash::from_slice(blob(14)?).ok_or_else(|| "prev_hash is not 32 bytes".to_string())?,
-            hash: Hash::from_slice(blob(15)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
-            commit: CommitSpan::from_columns(
-                u64::try_from(position).unwrap_or(0),
-                optional_integer(16)?,
-                optional_integer(17)?,
-            )?,
             seal: PayloadSeal::from_columns(SealColumns {
                 chain_version: optional_integer(18)?,
                 salt: optional_blob(19)?,
