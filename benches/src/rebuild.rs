@@ -8,7 +8,7 @@ use cmdb_projections::graph::TemporalGraph;
 use cmdb_projections::runner::Projection;
 
 /// Events per read, as the runner reads.
-pub const PAGE_EVENTS: usize = 5_000;
+pub const PAGE_EVENTS: usize = cmdb_projections::runner::DEFAULT_PAGE_EVENTS;
 
 /// A page of the graph's decoded payloads, one per record of the page.
 pub type DecodedPage = Vec<<TemporalGraph as Projection>::Decoded>;

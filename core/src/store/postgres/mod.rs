@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 
 use crate::chain::{ChainFields, Digest, event_hash};
-use crate::event::{EventRecord, StreamId};
+use crate::event::{EventRecord, FoldRecord, StreamId};
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
 use crate::store::validate::{check_page, stream_read_start};
@@ -42,7 +42,9 @@ use crate::store::{
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
-use schema::{APPLICATION, FORMAT_VERSION, SELECT_COLUMNS, decode_row, lock_key, valid_schema_name};
+use schema::{
+    APPLICATION, FOLD_COLUMNS, FORMAT_VERSION, SELECT_COLUMNS, decode_fold_row, decode_row, lock_key, valid_schema_name,
+};
 use writer::{Job, Writer, pg_error};
 
 /// The schema the log lives in unless told otherwise.
@@ -458,6 +460,19 @@ impl EventStore for PostgresStore {
         }
         let sql = format!("SELECT {SELECT_COLUMNS} FROM events WHERE position > $1 ORDER BY position ASC LIMIT $2");
         self.query_records(&sql, &[&after, &(max_count as i64)]).await
+    }
+
+    async fn read_fold(&self, after: u64, max_count: usize) -> Result<Vec<FoldRecord>, StoreError> {
+        check_page(&self.shared.limits, max_count)?;
+        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {FOLD_COLUMNS} FROM events WHERE position > $1 ORDER BY position ASC LIMIT $2");
+        let client = self.reader().await?;
+        let statement = client.prepare_cached(&sql).await.map_err(|e| pg_error(&e))?;
+        let rows = client.query(&statement, &[&after, &(max_count as i64)]).await.map_err(|e| pg_error(&e))?;
+        rows.iter().map(decode_fold_row).collect()
     }
 
     async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError> {

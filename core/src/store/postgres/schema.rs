@@ -68,10 +68,19 @@ pub fn ddl(schema: &str) -> String {
     )
 }
 
-/// The columns read back, in [`decode_row`]'s order.
-pub const SELECT_COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, data, \
-     actor_principal, actor_token, correlation_id, causation_id, source, occurred_at, recorded_at, prev_hash, hash, \
-     commit_first, commit_size, chain_version, salt, commitment, redacted_by";
+/// The columns of a [`FoldRecord`], first in every read of whole records so that one decoder
+/// ([`fold_of`]) reads both.
+macro_rules! fold_columns {
+    () => {
+        "position, stream_id, stream_version, event_type, data, actor_principal, actor_token, correlation_id, \
+         causation_id, source, occurred_at, recorded_at, hash, commit_first, commit_size"
+    };
+}
+/// What a projection's catch-up reads (`read_fold`): 15 of the 22 columns, in [`decode_fold_row`]'s order.
+pub const FOLD_COLUMNS: &str = fold_columns!();
+/// The columns of whole records, in [`decode_row`]'s order: the fold's, then the chain's.
+pub const SELECT_COLUMNS: &str =
+    concat!(fold_columns!(), ", event_id, schema_version, prev_hash, chain_version, salt, commitment, redacted_by");
 
 /// Quotes an identifier for SQL (doubling any quote inside).
 pub fn quote_identifier(name: &str) -> String {
@@ -98,55 +107,55 @@ fn corrupt(position: i64, detail: impl Into<String>) -> StoreError {
     StoreError::Corruption { location: format!("position {position}"), detail: detail.into() }
 }
 
-/// Decodes one row. Any value that could not have been written by us is corruption.
+/// Reads column `index` of `row` as `T`, naming the column if it cannot.
+fn column<'r, T: tokio_postgres::types::FromSql<'r>>(row: &'r Row, index: usize) -> Result<T, String> {
+    row.try_get(index).map_err(|e| format!("column {index}: {e}"))
+}
+
+/// Decodes the [`FOLD_COLUMNS`] at the start of a row.
+fn fold_of(row: &Row, position: i64) -> Result<FoldRecord, String> {
+    Ok(FoldRecord {
+        position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
+        stream_id: StreamId::new(column::<String>(row, 1)?).map_err(|e| e.to_string())?,
+        stream_version: u64::try_from(column::<i64>(row, 2)?).map_err(|_| "negative stream version".to_string())?,
+        event_type: column::<&str>(row, 3)?.into(),
+        data: column::<&[u8]>(row, 4)?.to_vec(),
+        metadata: Metadata {
+            actor: Actor { principal: column::<&str>(row, 5)?.into(), token_id: column(row, 6)? },
+            correlation_id: column::<Option<&str>>(row, 7)?.map(crate::Text::from),
+            causation_id: column(row, 8)?,
+            source: column::<&str>(row, 9)?.parse::<Source>().map_err(|e| e.to_string())?,
+            occurred_at: column::<Option<i64>>(row, 10)?.map(Timestamp::from_micros),
+        },
+        recorded_at: Timestamp::from_micros(column(row, 11)?),
+        hash: Hash::from_slice(column(row, 12)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+        commit: CommitSpan::from_columns(u64::try_from(position).unwrap_or(0), column(row, 13)?, column(row, 14)?)?,
+    })
+}
+
+/// Decodes one row of [`FOLD_COLUMNS`]. Any value that could not have been written by us is
+/// corruption.
+pub fn decode_fold_row(row: &Row) -> Result<FoldRecord, StoreError> {
+    let position: i64 = row.try_get(0).map_err(|e| corrupt(-1, format!("position: {e}")))?;
+    fold_of(row, position).map_err(|detail| corrupt(position, detail))
+}
+
+/// Decodes one row of [`SELECT_COLUMNS`]. Any value that could not have been written by us is
+/// corruption.
 pub fn decode_row(row: &Row) -> Result<EventRecord, StoreError> {
     let position: i64 = row.try_get(0).map_err(|e| corrupt(-1, format!("position: {e}")))?;
     let decoded = (|| -> Result<EventRecord, String> {
-        let text =
-            |index: usize| -> Result<String, String> { row.try_get(index).map_err(|e| format!("column {index}: {e}")) };
-        let optional_text = |index: usize| -> Result<Option<String>, String> {
-            row.try_get(index).map_err(|e| format!("column {index}: {e}"))
-        };
-        let blob =
-            |index: usize| -> Result<&[u8], String> { row.try_get(index).map_err(|e| format!("column {index}: {e}")) };
-        let integer =
-            |index: usize| -> Result<i64, String> { row.try_get(index).map_err(|e| format!("column {index}: {e}")) };
-        let optional_integer = |index: usize| -> Result<Option<i64>, String> {
-            row.try_get(index).map_err(|e| format!("column {index}: {e}"))
-        };
-        let optional_blob = |index: usize| -> Result<Option<Vec<u8>>, String> {
-            row.try_get(index).map_err(|e| format!("column {index}: {e}"))
-        };
         Ok(EventRecord {
-            fold: FoldRecord {
-                position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
-                stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
-                stream_version: u64::try_from(integer(2)?).map_err(|_| "negative stream version".to_string())?,
-                event_type: text(4)?.into(),
-                data: blob(6)?.to_vec(),
-                metadata: Metadata {
-                    actor: Actor { principal: text(7)?.into(), token_id: optional_text(8)? },
-                    correlation_id: optional_text(9)?.map(crate::Text::from),
-                    causation_id: optional_text(10)?,
-                    source: text(11)?.parse::<Source>().map_err(|e| e.to_string())?,
-                    occurred_at: optional_integer(12)?.map(Timestamp::from_micros),
-                },
-                recorded_at: Timestamp::from_micros(integer(13)?),
-                hash: Hash::from_slice(blob(15)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
-                commit: CommitSpan::from_columns(
-                    u64::try_from(position).unwrap_or(0),
-                    optional_integer(16)?,
-                    optional_integer(17)?,
-                )?,
-            },
-            event_id: Uuid::from_slice(blob(3)?).map_err(|_| "event id is not 16 bytes".to_string())?,
-            schema_version: u32::try_from(integer(5)?).map_err(|_| "schema version out of range".to_string())?,
-            prev_hash: Hash::from_slice(blob(14)?).ok_or_else(|| "prev_hash is not 32 bytes".to_string())?,
-            seal: PayloadSeal::from_columns(SealColumns {
-                chain_version: optional_integer(18)?,
-                salt: optional_blob(19)?,
-                commitment: optional_blob(20)?,
-                redacted_by: optional_integer(21)?,
+            fold: fold_of(row, position)?,
+            event_id: Uuid::from_slice(column(row, 15)?).map_err(|_| "event id is not 16 bytes".to_string())?,
+            schema_version: u32::try_from(column::<i64>(row, 16)?)
+                .map_err(|_| "schema version out of range".to_string())?,
+            prev_hash: Hash::from_slice(column(row, 17)?).ok_or_else(|| "prev_hash is not 32 bytes".to_string())?,
+            seal: PayloadSeal::from_columns(SealColumns::<Vec<u8>> {
+                chain_version: column(row, 18)?,
+                salt: column(row, 19)?,
+                commitment: column(row, 20)?,
+                redacted_by: column(row, 21)?,
             })?,
         })
     })();
