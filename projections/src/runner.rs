@@ -468,7 +468,7 @@ async fn catch_up_records<P: Projection>(
     state.expect_events(head.saturating_sub(state.position()));
     type Page = Result<Vec<FoldRecord>, String>;
     // A page's records stay where the store put them: decoding writes the payloads beside
-    // them, so no record (some 400 bytes each) is moved between stages.
+    // them, so no record (256 bytes each, plus its payload) is moved between stages.
     type DecodedPage<D> = Result<(Vec<FoldRecord>, Vec<D>), String>;
     let (read_pages, mut to_decode) = tokio::sync::mpsc::channel::<Page>(CATCH_UP_PAGES_IN_FLIGHT);
     let (decoded_pages, mut to_apply) = tokio::sync::mpsc::channel::<DecodedPage<P::Decoded>>(CATCH_UP_PAGES_IN_FLIGHT);

@@ -744,16 +744,13 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
 /// Decodes one row of `read_links`' columns; anything we could not have written is corruption.
 fn decode_link(row: &Row<'_>) -> rusqlite::Result<Result<ChainLink, StoreError>> {
     let position: i64 = row.get(0)?;
+    let columns = Columns(row);
     let decoded = (|| -> Result<ChainLink, String> {
-        let text = |index: usize| -> Result<&str, String> {
-            row.get_ref(index).map_err(|e| e.to_string())?.as_str().map_err(|e| format!("column {index}: {e}"))
-        };
-        let hash = row.get_ref(3).map_err(|e| e.to_string())?.as_blob().map_err(|e| format!("column 3: {e}"))?;
         Ok(ChainLink {
             position: u64::try_from(position).map_err(|_| "negative position".to_string())?,
-            stream_id: StreamId::new(text(1)?).map_err(|e| e.to_string())?,
-            event_type: Text::from(text(2)?),
-            hash: Hash::from_slice(hash).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+            stream_id: StreamId::new(columns.text(1)?).map_err(|e| e.to_string())?,
+            event_type: Text::from(columns.text(2)?),
+            hash: Hash::from_slice(columns.blob(3)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
         })
     })();
     Ok(decoded.map_err(|detail| corrupt(position, detail)))
