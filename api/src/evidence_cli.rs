@@ -378,7 +378,7 @@ fn check_event(event: &serde_json::value::RawValue, position: u64, chain_hash: &
         event_type: &exported.event_type,
         schema_version: exported.schema_version,
         data: exported.data.get().as_bytes(),
-        metadata: &exported.metadata,
+        metadata: (&exported.metadata).into(),
         recorded_at: exported.recorded_at,
         seal: &exported.seal.unwrap_or(cmdb_core::PayloadSeal::Plain),
     };

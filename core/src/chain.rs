@@ -38,7 +38,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{ChainEncoding, CommitSpan, EventRecord, Metadata, PayloadSeal};
+use crate::event::{Actor, ChainEncoding, CommitSpan, EventRecord, Metadata, PayloadSeal, Source};
 pub use crate::hash::{Hash, HashParseError};
 use crate::time::Timestamp;
 
@@ -72,11 +72,51 @@ pub struct ChainFields<'a> {
     /// The JSON payload exactly as stored.
     pub data: &'a [u8],
     /// Actor, correlation and causation.
-    pub metadata: &'a Metadata,
+    pub metadata: MetadataRef<'a>,
     /// When it was recorded.
     pub recorded_at: Timestamp,
     /// How the payload is committed to.
     pub seal: &'a PayloadSeal,
+}
+
+/// The metadata fields the chain covers, borrowed from an appended event's [`Metadata`] or
+/// from a stored record (which keeps them in two parts: see [`EventRecord`]).
+#[derive(Clone, Copy, Debug)]
+pub struct MetadataRef<'a> {
+    /// Who acted.
+    pub actor: &'a Actor,
+    /// The request it came from.
+    pub correlation_id: Option<&'a str>,
+    /// The event that caused it.
+    pub causation_id: Option<&'a str>,
+    /// Where the command came from.
+    pub source: Source,
+    /// When an external tool says the thing happened.
+    pub occurred_at: Option<Timestamp>,
+}
+
+impl<'a> From<&'a Metadata> for MetadataRef<'a> {
+    fn from(metadata: &'a Metadata) -> Self {
+        MetadataRef {
+            actor: &metadata.actor,
+            correlation_id: metadata.correlation_id.as_deref(),
+            causation_id: metadata.causation_id.as_deref(),
+            source: metadata.source,
+            occurred_at: metadata.occurred_at,
+        }
+    }
+}
+
+impl<'a> From<&'a EventRecord> for MetadataRef<'a> {
+    fn from(record: &'a EventRecord) -> Self {
+        MetadataRef {
+            actor: &record.actor,
+            correlation_id: record.correlation_id.as_deref(),
+            causation_id: record.causation_id.as_deref(),
+            source: record.source,
+            occurred_at: record.occurred_at,
+        }
+    }
 }
 
 impl<'a> ChainFields<'a> {
@@ -90,7 +130,7 @@ impl<'a> ChainFields<'a> {
             event_type: &record.event_type,
             schema_version: record.schema_version,
             data: &record.data,
-            metadata: &record.metadata,
+            metadata: MetadataRef::from(record),
             recorded_at: record.recorded_at,
             seal: &record.seal,
         }
@@ -135,8 +175,8 @@ pub fn event_hash(prev_hash: &Hash, fields: &ChainFields<'_>) -> Hash {
     let metadata = fields.metadata;
     put_bytes(&mut hasher, metadata.actor.principal.as_bytes());
     put_optional_text(&mut hasher, metadata.actor.token_id.as_deref());
-    put_optional_text(&mut hasher, metadata.correlation_id.as_deref());
-    put_optional_text(&mut hasher, metadata.causation_id.as_deref());
+    put_optional_text(&mut hasher, metadata.correlation_id);
+    put_optional_text(&mut hasher, metadata.causation_id);
     put_bytes(&mut hasher, metadata.source.as_str().as_bytes());
     match metadata.occurred_at {
         None => {
@@ -453,6 +493,7 @@ mod tests {
     use crate::event::{Actor, FoldRecord, Source, StreamId};
 
     fn record(position: u64, prev: Hash) -> EventRecord {
+        let metadata = Metadata::new(Actor::principal("alice"), Source::Api);
         let mut record = EventRecord {
             fold: FoldRecord {
                 position,
@@ -460,11 +501,15 @@ mod tests {
                 stream_version: position - 1,
                 event_type: "ci.registered".into(),
                 data: br#"{"name":"web-01"}"#.to_vec(),
-                metadata: Metadata::new(Actor::principal("alice"), Source::Api),
+                actor: metadata.actor,
+                correlation_id: metadata.correlation_id,
                 recorded_at: Timestamp::from_micros(1_000_000 * position as i64),
                 hash: Hash::GENESIS,
                 commit: crate::event::CommitSpan::single(position),
             },
+            causation_id: metadata.causation_id,
+            source: metadata.source,
+            occurred_at: metadata.occurred_at,
             event_id: Uuid::from_u128(position as u128),
             schema_version: 1,
             prev_hash: prev,
@@ -631,22 +676,22 @@ mod tests {
         r.data = br#"{"name":"web-02"}"#.to_vec();
         variants.push(r);
         let mut r = base.clone();
-        r.metadata.actor.principal = "bob".into();
+        r.actor.principal = "bob".into();
         variants.push(r);
         let mut r = base.clone();
-        r.metadata.actor.token_id = Some("t".into());
+        r.actor.token_id = Some("t".into());
         variants.push(r);
         let mut r = base.clone();
-        r.metadata.correlation_id = Some("c".into());
+        r.correlation_id = Some("c".into());
         variants.push(r);
         let mut r = base.clone();
-        r.metadata.causation_id = Some("c".into());
+        r.causation_id = Some("c".into());
         variants.push(r);
         let mut r = base.clone();
-        r.metadata.source = Source::Cli;
+        r.source = Source::Cli;
         variants.push(r);
         let mut r = base.clone();
-        r.metadata.occurred_at = Some(Timestamp::from_micros(0));
+        r.occurred_at = Some(Timestamp::from_micros(0));
         variants.push(r);
         let mut r = base.clone();
         r.recorded_at = Timestamp::from_micros(1);
@@ -666,10 +711,10 @@ mod tests {
         // "ab" + "c" and "a" + "bc" must not collide.
         let mut one = record(1, Hash::GENESIS);
         one.stream_id = StreamId::new("ab").expect("valid");
-        one.metadata.actor.principal = "c".into();
+        one.actor.principal = "c".into();
         let mut two = one.clone();
         two.stream_id = StreamId::new("a").expect("valid");
-        two.metadata.actor.principal = "bc".into();
+        two.actor.principal = "bc".into();
         assert_ne!(
             event_hash(&one.prev_hash, &ChainFields::of(&one)),
             event_hash(&two.prev_hash, &ChainFields::of(&two))

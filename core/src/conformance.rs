@@ -727,7 +727,7 @@ pub async fn payload_bytes_are_kept_exactly(cx: TestContext) -> Outcome {
         .expect("append");
     let record = store.event_at(outcome.first_position).await.expect("read").expect("present");
     assert_eq!(record.data, odd_json.as_bytes(), "stored exactly as received");
-    assert_eq!(record.metadata, metadata());
+    assert_eq!(record.metadata(), metadata());
     assert_eq!(record.event_type, "test.bytes");
     assert_eq!(record.schema_version, 1);
     assert_eq!(record.recorded_at, TEST_EPOCH);

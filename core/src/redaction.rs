@@ -559,6 +559,7 @@ mod tests {
     use crate::time::Timestamp;
 
     fn record(event_type: &str, data: &str) -> EventRecord {
+        let metadata = Metadata::new(Actor::principal("alice"), Source::Api);
         EventRecord {
             fold: FoldRecord {
                 position: 7,
@@ -566,11 +567,15 @@ mod tests {
                 stream_version: 0,
                 event_type: event_type.into(),
                 data: data.as_bytes().to_vec(),
-                metadata: Metadata::new(Actor::principal("alice"), Source::Api),
+                actor: metadata.actor,
+                correlation_id: metadata.correlation_id,
                 recorded_at: Timestamp::from_micros(0),
                 hash: Hash::GENESIS,
                 commit: CommitSpan::single(7),
             },
+            causation_id: metadata.causation_id,
+            source: metadata.source,
+            occurred_at: metadata.occurred_at,
             event_id: uuid::Uuid::from_u128(7),
             schema_version: 1,
             prev_hash: Hash::GENESIS,

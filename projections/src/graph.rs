@@ -925,7 +925,7 @@ impl TemporalGraph {
             position: record.position,
             recorded_at: record.recorded_at,
             event_type: self.shared(&record.event_type),
-            principal: self.shared(&record.metadata.actor.principal),
+            principal: self.shared(&record.actor.principal),
             authorized_by,
         }
     }
@@ -945,8 +945,8 @@ impl TemporalGraph {
             position: record.position,
             recorded_at: record.recorded_at,
             event_type: kind,
-            principal: self.shared(&record.metadata.actor.principal),
-            correlation_id: record.metadata.correlation_id.clone(),
+            principal: self.shared(&record.actor.principal),
+            correlation_id: record.correlation_id.clone(),
             authorized_by,
             relationship,
         }

@@ -346,7 +346,7 @@ async fn history_keeps_each_records_correlation_id_short_or_long() {
     let mut log = world.log().await;
     let long = "a-correlation-id-longer-than-twenty-four-bytes";
     for record in &mut log {
-        record.metadata.correlation_id = Some(if record.position % 2 == 0 { "req-1" } else { long }.into());
+        record.correlation_id = Some(if record.position % 2 == 0 { "req-1" } else { long }.into());
     }
     let graph = replay(&log, u64::MAX);
     let (versions, history) = graph.history(ci(1)).expect("history");
@@ -354,7 +354,7 @@ async fn history_keeps_each_records_correlation_id_short_or_long() {
     assert_eq!(history[0].event_type, cmdb_projections::graph::HistoryKind::Registered);
     for entry in history {
         let record = log.iter().find(|r| r.position == entry.position).expect("the record");
-        assert_eq!(entry.correlation_id, record.metadata.correlation_id);
+        assert_eq!(entry.correlation_id, record.correlation_id);
     }
     assert!(history.iter().any(|h| h.correlation_id.as_deref() == Some(long)), "both lengths appear");
     let registered = common::attributes(CiClass::Host, 1);

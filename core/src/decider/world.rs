@@ -88,6 +88,7 @@ impl<K: StreamKey> World<K> {
     pub fn fold_new(&mut self, stream: &StreamId, event: &NewEvent) -> Result<(), crate::Error> {
         let Some(version) = self.read.version_of(stream) else { return Ok(()) };
         self.position += 1;
+        let metadata = event.metadata.clone();
         let record = EventRecord {
             fold: FoldRecord {
                 position: self.position,
@@ -95,11 +96,15 @@ impl<K: StreamKey> World<K> {
                 stream_version: version.map_or(0, |v| v + 1),
                 event_type: event.event_type.as_str().into(),
                 data: event.data.clone(),
-                metadata: event.metadata.clone(),
+                actor: metadata.actor,
+                correlation_id: metadata.correlation_id,
                 recorded_at: event.recorded_at.unwrap_or(Timestamp::from_micros(0)),
                 hash: Hash::GENESIS,
                 commit: crate::event::CommitSpan::single(self.position),
             },
+            causation_id: metadata.causation_id,
+            source: metadata.source,
+            occurred_at: metadata.occurred_at,
             event_id: event.event_id.unwrap_or_default(),
             schema_version: event.schema_version,
             prev_hash: Hash::GENESIS,

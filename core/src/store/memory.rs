@@ -120,6 +120,7 @@ impl MemoryStore {
             for event in &write.events {
                 position += 1;
                 let event_id = *ids.next().ok_or_else(|| StoreError::Storage("event id count mismatch".into()))?;
+                let metadata = event.metadata.clone();
                 let mut record = EventRecord {
                     fold: FoldRecord {
                         position,
@@ -127,11 +128,15 @@ impl MemoryStore {
                         stream_version: version,
                         event_type: event.event_type.as_str().into(),
                         data: event.data.clone(),
-                        metadata: event.metadata.clone(),
+                        actor: metadata.actor,
+                        correlation_id: metadata.correlation_id,
                         recorded_at: event.recorded_at.unwrap_or(stamp),
                         hash: Hash::GENESIS,
                         commit: request.commit_of(index, first_position),
                     },
+                    causation_id: metadata.causation_id,
+                    source: metadata.source,
+                    occurred_at: metadata.occurred_at,
                     event_id,
                     schema_version: event.schema_version,
                     prev_hash,
@@ -288,7 +293,7 @@ impl super::tamper::Tamper for MemoryTamper {
     }
 
     fn set_principal(&self, position: u64, principal: &str) {
-        self.0.tamper(|events| events[position as usize - 1].metadata.actor.principal = principal.into());
+        self.0.tamper(|events| events[position as usize - 1].actor.principal = principal.into());
     }
 
     fn shift_recorded_at(&self, position: u64) {

@@ -173,7 +173,7 @@ impl AppendRequest {
                 event_type: record.event_type.to_string(),
                 schema_version: record.schema_version,
                 data: record.data.clone(),
-                metadata: record.metadata.clone(),
+                metadata: record.metadata(),
                 recorded_at: Some(record.recorded_at),
             };
             match request.writes.last_mut() {
@@ -657,6 +657,7 @@ mod copy_tests {
             .enumerate()
             .map(|(index, name)| {
                 let version = versions.entry(*name).or_insert(0u64);
+                let metadata = Metadata::new(Actor::principal("p"), Source::Api);
                 let record = EventRecord {
                     fold: FoldRecord {
                         position: index as u64 + 1,
@@ -664,11 +665,15 @@ mod copy_tests {
                         stream_version: *version,
                         event_type: "t.x".into(),
                         data: vec![b'1'; bytes],
-                        metadata: Metadata::new(Actor::principal("p"), Source::Api),
+                        actor: metadata.actor,
+                        correlation_id: metadata.correlation_id,
                         recorded_at: Timestamp::from_micros(index as i64),
                         hash: crate::chain::Hash::GENESIS,
                         commit: crate::event::CommitSpan::single(index as u64 + 1),
                     },
+                    causation_id: metadata.causation_id,
+                    source: metadata.source,
+                    occurred_at: metadata.occurred_at,
                     event_id: Uuid::from_u128(index as u128 + 1),
                     schema_version: 1,
                     prev_hash: crate::chain::Hash::GENESIS,

@@ -93,6 +93,7 @@ mod tests {
 
     fn record(position: u64, bytes: usize) -> EventRecord {
         let new = event(position);
+        let metadata = new.metadata;
         EventRecord {
             fold: FoldRecord {
                 position,
@@ -100,11 +101,15 @@ mod tests {
                 stream_version: position,
                 event_type: new.event_type.into(),
                 data: vec![b'x'; bytes],
-                metadata: new.metadata,
+                actor: metadata.actor,
+                correlation_id: metadata.correlation_id,
                 recorded_at: Timestamp::from_micros(1),
                 hash: Hash::GENESIS,
                 commit: CommitSpan { first_position: position, events: 1 },
             },
+            causation_id: metadata.causation_id,
+            source: metadata.source,
+            occurred_at: metadata.occurred_at,
             event_id: uuid::Uuid::from_u128(u128::from(position)),
             schema_version: 1,
             prev_hash: Hash::GENESIS,

@@ -152,30 +152,30 @@ pub struct EventMetadata<'a>(&'a EventRecord);
 impl EventMetadata<'_> {
     /// The principal that caused the event.
     async fn principal(&self) -> &str {
-        &self.0.metadata.actor.principal
+        &self.0.actor.principal
     }
 
     /// The token the principal used, if any.
     async fn token_id(&self) -> Option<&str> {
-        self.0.metadata.actor.token_id.as_deref()
+        self.0.actor.token_id.as_deref()
     }
 
     async fn correlation_id(&self) -> Option<&str> {
-        self.0.metadata.correlation_id.as_deref()
+        self.0.correlation_id.as_deref()
     }
 
     async fn causation_id(&self) -> Option<&str> {
-        self.0.metadata.causation_id.as_deref()
+        self.0.causation_id.as_deref()
     }
 
     /// Where the event entered: api, cli, webhook, fixture, import, migration or system.
     async fn source(&self) -> &str {
-        self.0.metadata.source.as_str()
+        self.0.source.as_str()
     }
 
     /// When an external tool says it happened, if it said.
     async fn occurred_at(&self) -> Option<DateTime> {
-        self.0.metadata.occurred_at.map(DateTime)
+        self.0.occurred_at.map(DateTime)
     }
 }
 

@@ -560,7 +560,7 @@ impl GroupState {
                     event_type: &event.event_type,
                     schema_version: event.schema_version,
                     data: &event.data,
-                    metadata: &event.metadata,
+                    metadata: (&event.metadata).into(),
                     recorded_at,
                     seal: &seal,
                 };

@@ -35,8 +35,7 @@ use uuid::Uuid;
 
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
 use crate::event::{
-    Actor, ChainLink, CommitSpan, EventRecord, FoldRecord, Metadata, NewEvent, PayloadSeal, SealColumns, Source,
-    StreamId, Text,
+    Actor, ChainLink, CommitSpan, EventRecord, FoldRecord, NewEvent, PayloadSeal, SealColumns, Source, StreamId, Text,
 };
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
@@ -96,23 +95,30 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT, WITHOUT RO
 macro_rules! fold_columns {
     () => {
         "position, stream_id, stream_version, event_type, data, actor_principal, actor_token, correlation_id, \
-         causation_id, source, occurred_at, recorded_at, hash, commit_first, commit_size"
+         recorded_at, hash, commit_first, commit_size"
     };
 }
-/// What a projection's catch-up reads (`read_fold`): 15 of the 22 columns.
+/// What a projection's catch-up reads (`read_fold`): 12 of the 22 columns.
 const FOLD_COLUMNS: &str = fold_columns!();
-/// A whole record: the fold's columns, then what only the chain's checks and exports read.
-const SELECT_COLUMNS: &str =
-    concat!(fold_columns!(), ", event_id, schema_version, prev_hash, chain_version, salt, commitment, redacted_by");
+/// A whole record: the fold's columns, then what only the chain's checks, exports and audit
+/// views read.
+const SELECT_COLUMNS: &str = concat!(
+    fold_columns!(),
+    ", causation_id, source, occurred_at, event_id, schema_version, prev_hash, chain_version, salt, commitment, \
+     redacted_by"
+);
 /// The same columns from a log of an older format (before its upgrade).
 fn select_columns(user_version: i32) -> &'static str {
     match user_version {
         1 => {
             "position, stream_id, stream_version, event_type, data, actor_principal, actor_token, correlation_id, \
-             causation_id, source, occurred_at, recorded_at, hash, NULL, NULL, \
-             event_id, schema_version, prev_hash, NULL, NULL, NULL, NULL"
+             recorded_at, hash, NULL, NULL, \
+             causation_id, source, occurred_at, event_id, schema_version, prev_hash, NULL, NULL, NULL, NULL"
         }
-        2 => concat!(fold_columns!(), ", event_id, schema_version, prev_hash, NULL, NULL, NULL, NULL"),
+        2 => concat!(
+            fold_columns!(),
+            ", causation_id, source, occurred_at, event_id, schema_version, prev_hash, NULL, NULL, NULL, NULL"
+        ),
         _ => SELECT_COLUMNS,
     }
 }
@@ -691,24 +697,19 @@ fn fold_of(columns: &Columns<'_, '_>, position: i64) -> Result<FoldRecord, Strin
         stream_version: u64::try_from(columns.integer(2)?).map_err(|_| "negative stream version".to_string())?,
         event_type: Text::from(columns.text(3)?),
         data: columns.blob(4)?.to_vec(),
-        metadata: Metadata {
-            actor: Actor {
-                principal: Text::from(columns.text(5)?),
-                token_id: columns.optional_text(6)?.map(str::to_owned),
-            },
-            // Straight into `Text`: most correlation ids fit inline, and a `String` first
-            // was an allocation and a free per record.
-            correlation_id: columns.optional_text(7)?.map(Text::from),
-            causation_id: columns.optional_text(8)?.map(str::to_owned),
-            source: columns.text(9)?.parse::<Source>().map_err(|e| e.to_string())?,
-            occurred_at: columns.optional_integer(10)?.map(Timestamp::from_micros),
+        actor: Actor {
+            principal: Text::from(columns.text(5)?),
+            token_id: columns.optional_text(6)?.map(str::to_owned),
         },
-        recorded_at: Timestamp::from_micros(columns.integer(11)?),
-        hash: Hash::from_slice(columns.blob(12)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+        // Straight into `Text`: most correlation ids fit inline, and a `String` first was an
+        // allocation and a free per record.
+        correlation_id: columns.optional_text(7)?.map(Text::from),
+        recorded_at: Timestamp::from_micros(columns.integer(8)?),
+        hash: Hash::from_slice(columns.blob(9)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
         commit: CommitSpan::from_columns(
             u64::try_from(position).unwrap_or(0),
-            columns.optional_integer(13)?,
-            columns.optional_integer(14)?,
+            columns.optional_integer(10)?,
+            columns.optional_integer(11)?,
         )?,
     })
 }
@@ -726,6 +727,9 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
     let decoded = (|| -> Result<EventRecord, String> {
         Ok(EventRecord {
             fold: fold_of(&columns, position)?,
+            causation_id: columns.optional_text(12)?.map(str::to_owned),
+            source: columns.text(13)?.parse::<Source>().map_err(|e| e.to_string())?,
+            occurred_at: columns.optional_integer(14)?.map(Timestamp::from_micros),
             event_id: Uuid::from_slice(columns.blob(15)?).map_err(|_| "event id is not 16 bytes".to_string())?,
             schema_version: u32::try_from(columns.integer(16)?)
                 .map_err(|_| "schema version out of range".to_string())?,
@@ -1113,7 +1117,7 @@ impl Writer {
                     event_type: &event.event_type,
                     schema_version: event.schema_version,
                     data: &event.data,
-                    metadata: &event.metadata,
+                    metadata: (&event.metadata).into(),
                     recorded_at,
                     seal: &seal,
                 };
@@ -1191,6 +1195,7 @@ fn kept_record(
 ) -> Result<EventRecord, StoreError> {
     let position = stored.position;
     let corrupt_here = |detail: String| corrupt(to_i64(position, "position").unwrap_or(-1), detail);
+    let metadata = event.metadata.clone();
     Ok(EventRecord {
         fold: FoldRecord {
             position,
@@ -1198,11 +1203,15 @@ fn kept_record(
             stream_version: stored.version,
             event_type: event.event_type.as_str().into(),
             data: event.data.clone(),
-            metadata: event.metadata.clone(),
+            actor: metadata.actor,
+            correlation_id: metadata.correlation_id,
             recorded_at: stored.recorded_at,
             hash: stored.hash,
             commit,
         },
+        causation_id: metadata.causation_id,
+        source: metadata.source,
+        occurred_at: metadata.occurred_at,
         event_id: stored.event_id,
         schema_version: event.schema_version,
         prev_hash,
@@ -1407,7 +1416,7 @@ impl EventStore for SqliteStore {
         self.shared
             .readers
             .run(move |conn| {
-                // 15 of the 22 columns: every column read is a copy in SQLite and calls to read it
+                // 12 of the 22 columns: every column read is a copy in SQLite and calls to read it
                 // here (issue 15, part 6: about a third of the read of whole records).
                 let mut statement = conn
                     .prepare_cached(&format!(
@@ -1672,20 +1681,26 @@ mod tests {
         // Served from the writer's copy in memory.
         assert_eq!(store.read_fold(2, 100).await.expect("folds"), folds(from_file(&store, 2)));
         store.shutdown().await;
-        // A new process: nothing in memory, the fold's 15 columns from the file.
+        // A new process: nothing in memory, the fold's 12 columns from the file.
         let reopened = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("reopen");
         assert_eq!(reopened.read_fold(0, 100).await.expect("folds"), folds(from_file(&reopened, 0)));
         assert_eq!(reopened.read_fold(4, 1).await.expect("folds"), folds(from_file(&reopened, 4)[..1].to_vec()));
         reopened.shutdown().await;
         let path = dir.path().join("events.sqlite");
         let edit = |sql: &str| Connection::open(&path).expect("raw").execute(sql, []).expect("edit");
-        // A column the fold does not read (the event id) is not its to judge: `verify` and
-        // whole reads are.
-        edit("UPDATE events SET event_id = x'00' WHERE position = 2");
-        let edited = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("reopen");
-        assert_eq!(edited.read_fold(0, 100).await.expect("folds").len(), 6);
-        assert!(edited.read_all(0, 100).await.is_err(), "whole rows refuse a 1-byte event id");
-        edited.shutdown().await;
+        // Columns the fold does not read (the event id, the source) are not its to judge:
+        // `verify` and whole reads are.
+        for sql in [
+            "UPDATE events SET event_id = x'00' WHERE position = 2",
+            "UPDATE events SET event_id = randomblob(16), source = 'carrier pigeon' WHERE position = 2",
+        ] {
+            edit(sql);
+            let edited = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("reopen");
+            assert_eq!(edited.read_fold(0, 100).await.expect("folds").len(), 6);
+            assert!(edited.read_all(0, 100).await.is_err(), "whole rows refuse it: {sql}");
+            edited.shutdown().await;
+        }
+        edit("UPDATE events SET source = 'api' WHERE position = 2");
         // A column it reads that we could not have written: corruption at its position.
         for (sql, what) in [
             ("UPDATE events SET hash = x'00' WHERE position = 3", "a 1-byte hash"),
@@ -1693,8 +1708,7 @@ mod tests {
                 "UPDATE events SET hash = randomblob(32), stream_id = 'a b' WHERE position = 3",
                 "a stream id with a space",
             ),
-            ("UPDATE events SET stream_id = 'a', source = 'carrier pigeon' WHERE position = 3", "an unknown source"),
-            ("UPDATE events SET source = 'api', commit_size = NULL WHERE position = 3", "half a commit"),
+            ("UPDATE events SET stream_id = 'a', commit_size = NULL WHERE position = 3", "half a commit"),
         ] {
             edit(sql);
             let edited = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("reopen");
