@@ -958,7 +958,7 @@ impl TemporalGraph {
         match event {
             CiEvent::Registered(registered) => {
                 let history = self.history_of(record, HistoryKind::Registered, registered.authorized_by, None);
-                self.register_ci(record.position, registered, history);
+                self.register_ci(record.position, *registered, history);
                 Ok(())
             }
             other => self.apply_ci_change(record, &other),

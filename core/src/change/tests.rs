@@ -74,7 +74,7 @@ impl World {
 
     /// Registers a CI as the CI domain records it.
     fn add_ci(&self, snapshot: CiSnapshot) {
-        let registered = CiEvent::Registered(crate::ci::CiRegistered {
+        let registered = CiEvent::Registered(Box::new(crate::ci::CiRegistered {
             ci_id: snapshot.id,
             class: snapshot.class,
             name: snapshot.name.to_string(),
@@ -85,7 +85,7 @@ impl World {
             version: snapshot.version.as_ref().map(ToString::to_string),
             attributes: (*snapshot.attributes).clone(),
             authorized_by: None,
-        });
+        }));
         self.scenario.given_events(snapshot.id.stream(), [registered]);
     }
 

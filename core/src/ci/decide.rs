@@ -423,7 +423,7 @@ fn register(read: &ReadSet<CiKey>, decision: &mut CiDecision, r: &Register) -> R
     claim(read, decision, r.class, &r.name, r.ci_id)?;
     decision.write(
         CiKey::Ci(r.ci_id),
-        CiEvent::Registered(CiRegistered {
+        CiEvent::Registered(Box::new(CiRegistered {
             ci_id: r.ci_id,
             class: r.class,
             name: r.name.clone(),
@@ -434,7 +434,7 @@ fn register(read: &ReadSet<CiKey>, decision: &mut CiDecision, r: &Register) -> R
             version: r.version.clone(),
             attributes: AttributeMap::from(&r.attributes),
             authorized_by: r.authorized_by,
-        }),
+        })),
     );
     Ok(())
 }
@@ -482,14 +482,14 @@ fn update(read: &ReadSet<CiKey>, decision: &mut CiDecision, id: CiId, u: &Update
     clear_fields(read.schema(), current, &u.clear, &mut event)?;
     edit_attributes(read.schema(), current, u, &mut event)?;
     let mut after = current.clone();
-    after.evolve(&CiEvent::Updated(event.clone()));
+    after.evolve(&CiEvent::Updated(Box::new(event.clone())));
     if after.attributes.len() > super::schema::MAX_ATTRIBUTES {
         return Err(CiError::TooManyAttributes { count: after.attributes.len() });
     }
     if after == *current {
         return Err(CiError::NothingToChange);
     }
-    decision.write(CiKey::Ci(id), CiEvent::Updated(event));
+    decision.write(CiKey::Ci(id), CiEvent::Updated(Box::new(event)));
     Ok(())
 }
 

@@ -494,3 +494,11 @@ fn an_uncontrolled_class_needs_no_change_but_a_named_change_is_still_checked() {
     let unknown = ChangeId(Uuid::from_u128(404));
     assert_eq!(then_ok(&world, &under(unknown, team(7, "ops"))), Err(CiError::UnknownChange(unknown)));
 }
+
+#[test]
+fn a_decoded_ci_event_stays_small_since_rebuilds_move_millions_of_them_between_cores() {
+    // The two large events are boxed (issue 15, part 6): the enum is the size of its largest
+    // variant, and a rebuild writes and reads one per event across cores.
+    assert!(std::mem::size_of::<CiEvent>() <= 80, "CiEvent is {} bytes", std::mem::size_of::<CiEvent>());
+    assert!(std::mem::size_of::<Option<CiEvent>>() <= 80);
+}

@@ -42,7 +42,7 @@ fn ci_updates(decision: &ReleaseDecision) -> Vec<CiUpdated> {
     decision
         .events()
         .filter_map(|(_, e)| match e {
-            ReleaseEvent::Ci(CiEvent::Updated(u)) => Some(u.clone()),
+            ReleaseEvent::Ci(CiEvent::Updated(u)) => Some(u.as_ref().clone()),
             _ => None,
         })
         .collect()
