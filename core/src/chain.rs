@@ -38,7 +38,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{Actor, ChainEncoding, CommitSpan, EventRecord, Metadata, PayloadSeal, Source};
+use crate::event::{ChainEncoding, CommitSpan, EventRecord, Metadata, PayloadSeal, Source};
 pub use crate::hash::{Hash, HashParseError};
 use crate::time::Timestamp;
 
@@ -84,7 +84,9 @@ pub struct ChainFields<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct MetadataRef<'a> {
     /// Who acted.
-    pub actor: &'a Actor,
+    pub principal: &'a str,
+    /// The token they used, if any.
+    pub token_id: Option<&'a str>,
     /// The request it came from.
     pub correlation_id: Option<&'a str>,
     /// The event that caused it.
@@ -98,7 +100,8 @@ pub struct MetadataRef<'a> {
 impl<'a> From<&'a Metadata> for MetadataRef<'a> {
     fn from(metadata: &'a Metadata) -> Self {
         MetadataRef {
-            actor: &metadata.actor,
+            principal: &metadata.actor.principal,
+            token_id: metadata.actor.token_id.as_deref(),
             correlation_id: metadata.correlation_id.as_deref(),
             causation_id: metadata.causation_id.as_deref(),
             source: metadata.source,
@@ -110,7 +113,8 @@ impl<'a> From<&'a Metadata> for MetadataRef<'a> {
 impl<'a> From<&'a EventRecord> for MetadataRef<'a> {
     fn from(record: &'a EventRecord) -> Self {
         MetadataRef {
-            actor: &record.actor,
+            principal: &record.principal,
+            token_id: record.token_id.as_deref(),
             correlation_id: record.correlation_id.as_deref(),
             causation_id: record.causation_id.as_deref(),
             source: record.source,
@@ -173,8 +177,8 @@ pub fn event_hash(prev_hash: &Hash, fields: &ChainFields<'_>) -> Hash {
     hasher.update(&fields.schema_version.to_be_bytes());
     hasher.update(&commitment.0);
     let metadata = fields.metadata;
-    put_bytes(&mut hasher, metadata.actor.principal.as_bytes());
-    put_optional_text(&mut hasher, metadata.actor.token_id.as_deref());
+    put_bytes(&mut hasher, metadata.principal.as_bytes());
+    put_optional_text(&mut hasher, metadata.token_id);
     put_optional_text(&mut hasher, metadata.correlation_id);
     put_optional_text(&mut hasher, metadata.causation_id);
     put_bytes(&mut hasher, metadata.source.as_str().as_bytes());
@@ -501,12 +505,13 @@ mod tests {
                 stream_version: position - 1,
                 event_type: "ci.registered".into(),
                 data: br#"{"name":"web-01"}"#.to_vec(),
-                actor: metadata.actor,
+                principal: metadata.actor.principal,
                 correlation_id: metadata.correlation_id,
                 recorded_at: Timestamp::from_micros(1_000_000 * position as i64),
                 hash: Hash::GENESIS,
                 commit: crate::event::CommitSpan::single(position),
             },
+            token_id: metadata.actor.token_id,
             causation_id: metadata.causation_id,
             source: metadata.source,
             occurred_at: metadata.occurred_at,
@@ -676,10 +681,10 @@ mod tests {
         r.data = br#"{"name":"web-02"}"#.to_vec();
         variants.push(r);
         let mut r = base.clone();
-        r.actor.principal = "bob".into();
+        r.principal = "bob".into();
         variants.push(r);
         let mut r = base.clone();
-        r.actor.token_id = Some("t".into());
+        r.token_id = Some("t".into());
         variants.push(r);
         let mut r = base.clone();
         r.correlation_id = Some("c".into());
@@ -711,10 +716,10 @@ mod tests {
         // "ab" + "c" and "a" + "bc" must not collide.
         let mut one = record(1, Hash::GENESIS);
         one.stream_id = StreamId::new("ab").expect("valid");
-        one.actor.principal = "c".into();
+        one.principal = "c".into();
         let mut two = one.clone();
         two.stream_id = StreamId::new("a").expect("valid");
-        two.actor.principal = "bc".into();
+        two.principal = "bc".into();
         assert_ne!(
             event_hash(&one.prev_hash, &ChainFields::of(&one)),
             event_hash(&two.prev_hash, &ChainFields::of(&two))

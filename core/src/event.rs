@@ -370,7 +370,7 @@ impl From<&EventRecord> for ChainLink {
 }
 
 /// What folding an event into a read model reads of its record: its place, type, payload,
-/// actor, correlation id, time, hash and commit. A rebuild reads only these (12 of the 22
+/// principal, correlation id, time, hash and commit. A rebuild reads only these (11 of the 22
 /// columns in SQLite: each column read costs SQLite a copy and the row's decoding three or
 /// four calls; issue 15, part 6). An [`EventRecord`] hands its own out through `Deref`, so code
 /// that folds takes `&FoldRecord` and is given either.
@@ -386,8 +386,8 @@ pub struct FoldRecord {
     pub event_type: Text,
     /// The payload bytes exactly as they were appended.
     pub data: Vec<u8>,
-    /// Who acted ([`Metadata::actor`]).
-    pub actor: Actor,
+    /// Who acted ([`Actor::principal`]).
+    pub principal: Text,
     /// The request it came from ([`Metadata::correlation_id`]).
     pub correlation_id: Option<Text>,
     /// When the store committed it (or, for a bulk load, the time the loader supplied).
@@ -402,13 +402,15 @@ pub struct FoldRecord {
 }
 
 /// An event as stored: immutable, positioned, chained. Its [`FoldRecord`] fields read as its
-/// own (`record.position`) through `Deref`; the rest of its [`Metadata`] (causation, source,
+/// own (`record.position`) through `Deref`; the rest of its [`Metadata`] (token, causation, source,
 /// occurrence time), its id, schema version, previous hash and seal are read by the chain's
 /// checks, exports and audit views. [`EventRecord::metadata`] gathers the metadata whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRecord {
     /// Everything a fold reads.
     pub fold: FoldRecord,
+    /// The token the actor used, if any ([`Actor::token_id`]).
+    pub token_id: Option<String>,
     /// The event that caused it ([`Metadata::causation_id`]).
     pub causation_id: Option<String>,
     /// Where the command came from ([`Metadata::source`]).
@@ -430,7 +432,7 @@ impl EventRecord {
     /// and the record's own (causation, source, occurrence time).
     pub fn metadata(&self) -> Metadata {
         Metadata {
-            actor: self.fold.actor.clone(),
+            actor: Actor { principal: self.fold.principal.clone(), token_id: self.token_id.clone() },
             correlation_id: self.fold.correlation_id.clone(),
             causation_id: self.causation_id.clone(),
             source: self.source,

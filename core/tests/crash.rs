@@ -163,7 +163,7 @@ fn check(target: &Target, acknowledged: &BTreeMap<u64, (u64, u64, u64, u64)>) ->
             assert_eq!(record.stream_id, stream_of(run, writer), "position {position}");
             assert_eq!(record.data, payload(run, writer, seq, index).as_bytes(), "position {position}: bytes differ");
             assert_eq!(record.event_type, "crash.appended");
-            assert_eq!(record.actor.principal, format!("writer-{writer}"));
+            assert_eq!(record.principal, format!("writer-{writer}"));
         }
         every_append_is_whole(store.as_ref()).await;
         store.shutdown().await;

@@ -78,7 +78,7 @@ impl DiscoveryBook {
                     id,
                     started,
                     started_position: record.position,
-                    actor: record.actor.principal.to_string(),
+                    actor: record.principal.to_string(),
                     observations: RunObservations::default(),
                     finished: None,
                 };
@@ -112,7 +112,7 @@ impl DiscoveryBook {
                     recorded,
                     position: record.position,
                     recorded_at: record.recorded_at,
-                    actor: record.actor.principal.to_string(),
+                    actor: record.principal.to_string(),
                 };
                 self.audits.insert(id, info);
             }

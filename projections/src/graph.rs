@@ -925,7 +925,7 @@ impl TemporalGraph {
             position: record.position,
             recorded_at: record.recorded_at,
             event_type: self.shared(&record.event_type),
-            principal: self.shared(&record.actor.principal),
+            principal: self.shared(&record.principal),
             authorized_by,
         }
     }
@@ -945,7 +945,7 @@ impl TemporalGraph {
             position: record.position,
             recorded_at: record.recorded_at,
             event_type: kind,
-            principal: self.shared(&record.actor.principal),
+            principal: self.shared(&record.principal),
             correlation_id: record.correlation_id.clone(),
             authorized_by,
             relationship,

@@ -619,7 +619,7 @@ pub fn fold_release(records: &[EventRecord]) -> Result<Option<ReleaseRecord>, Re
 
 /// Who did what, when: the stamp of a stored record.
 pub fn stamp_of(record: &FoldRecord) -> Stamp {
-    Stamp { by: record.actor.principal.to_string(), at: record.recorded_at, position: record.position }
+    Stamp { by: record.principal.to_string(), at: record.recorded_at, position: record.position }
 }
 
 /// Folds one record of a release's stream.

@@ -128,12 +128,13 @@ impl MemoryStore {
                         stream_version: version,
                         event_type: event.event_type.as_str().into(),
                         data: event.data.clone(),
-                        actor: metadata.actor,
+                        principal: metadata.actor.principal,
                         correlation_id: metadata.correlation_id,
                         recorded_at: event.recorded_at.unwrap_or(stamp),
                         hash: Hash::GENESIS,
                         commit: request.commit_of(index, first_position),
                     },
+                    token_id: metadata.actor.token_id,
                     causation_id: metadata.causation_id,
                     source: metadata.source,
                     occurred_at: metadata.occurred_at,
@@ -293,7 +294,7 @@ impl super::tamper::Tamper for MemoryTamper {
     }
 
     fn set_principal(&self, position: u64, principal: &str) {
-        self.0.tamper(|events| events[position as usize - 1].actor.principal = principal.into());
+        self.0.tamper(|events| events[position as usize - 1].principal = principal.into());
     }
 
     fn shift_recorded_at(&self, position: u64) {

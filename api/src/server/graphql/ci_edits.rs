@@ -423,7 +423,7 @@ impl CiSubscription {
                         ci_id: ci.map(|c| ID(c.to_string())),
                         class: class.map(|c| c.as_str().to_owned()),
                         relationship_id: rel.map(|r| ID(r.to_string())),
-                        principal: record.actor.principal.to_string(),
+                        principal: record.principal.to_string(),
                         recorded_at: DateTime(record.recorded_at),
                     }))
                 }

@@ -152,12 +152,12 @@ pub struct EventMetadata<'a>(&'a EventRecord);
 impl EventMetadata<'_> {
     /// The principal that caused the event.
     async fn principal(&self) -> &str {
-        &self.0.actor.principal
+        &self.0.principal
     }
 
     /// The token the principal used, if any.
     async fn token_id(&self) -> Option<&str> {
-        self.0.actor.token_id.as_deref()
+        self.0.token_id.as_deref()
     }
 
     async fn correlation_id(&self) -> Option<&str> {

@@ -985,7 +985,7 @@ fn deployment_event(record: &cmdb_core::EventRecord) -> Option<DeploymentEvent> 
         state: state.into(),
         position: Position(record.position),
         time: DateTime(record.recorded_at),
-        by: record.actor.principal.to_string(),
+        by: record.principal.to_string(),
     })
 }
 

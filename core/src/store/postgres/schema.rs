@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::chain::Hash;
-use crate::event::{Actor, CommitSpan, EventRecord, FoldRecord, PayloadSeal, SealColumns, Source, StreamId};
+use crate::event::{CommitSpan, EventRecord, FoldRecord, PayloadSeal, SealColumns, Source, StreamId};
 use crate::store::StoreError;
 use crate::time::Timestamp;
 
@@ -72,17 +72,17 @@ pub fn ddl(schema: &str) -> String {
 /// ([`fold_of`]) reads both.
 macro_rules! fold_columns {
     () => {
-        "position, stream_id, stream_version, event_type, data, actor_principal, actor_token, correlation_id, \
-         recorded_at, hash, commit_first, commit_size"
+        "position, stream_id, stream_version, event_type, data, actor_principal, correlation_id, recorded_at, hash, \
+         commit_first, commit_size"
     };
 }
-/// What a projection's catch-up reads (`read_fold`): 12 of the 22 columns, in [`decode_fold_row`]'s order.
+/// What a projection's catch-up reads (`read_fold`): 11 of the 22 columns, in [`decode_fold_row`]'s order.
 pub const FOLD_COLUMNS: &str = fold_columns!();
 /// The columns of whole records, in [`decode_row`]'s order: the fold's, then the rest.
 pub const SELECT_COLUMNS: &str = concat!(
     fold_columns!(),
-    ", causation_id, source, occurred_at, event_id, schema_version, prev_hash, chain_version, salt, commitment, \
-     redacted_by"
+    ", actor_token, causation_id, source, occurred_at, event_id, schema_version, prev_hash, chain_version, salt, \
+     commitment, redacted_by"
 );
 
 /// Quotes an identifier for SQL (doubling any quote inside).
@@ -123,11 +123,11 @@ fn fold_of(row: &Row, position: i64) -> Result<FoldRecord, String> {
         stream_version: u64::try_from(column::<i64>(row, 2)?).map_err(|_| "negative stream version".to_string())?,
         event_type: column::<&str>(row, 3)?.into(),
         data: column::<&[u8]>(row, 4)?.to_vec(),
-        actor: Actor { principal: column::<&str>(row, 5)?.into(), token_id: column(row, 6)? },
-        correlation_id: column::<Option<&str>>(row, 7)?.map(crate::Text::from),
-        recorded_at: Timestamp::from_micros(column(row, 8)?),
-        hash: Hash::from_slice(column(row, 9)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
-        commit: CommitSpan::from_columns(u64::try_from(position).unwrap_or(0), column(row, 10)?, column(row, 11)?)?,
+        principal: column::<&str>(row, 5)?.into(),
+        correlation_id: column::<Option<&str>>(row, 6)?.map(crate::Text::from),
+        recorded_at: Timestamp::from_micros(column(row, 7)?),
+        hash: Hash::from_slice(column(row, 8)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+        commit: CommitSpan::from_columns(u64::try_from(position).unwrap_or(0), column(row, 9)?, column(row, 10)?)?,
     })
 }
 
@@ -145,6 +145,7 @@ pub fn decode_row(row: &Row) -> Result<EventRecord, StoreError> {
     let decoded = (|| -> Result<EventRecord, String> {
         Ok(EventRecord {
             fold: fold_of(row, position)?,
+            token_id: column(row, 11)?,
             causation_id: column(row, 12)?,
             source: column::<&str>(row, 13)?.parse::<Source>().map_err(|e| e.to_string())?,
             occurred_at: column::<Option<i64>>(row, 14)?.map(Timestamp::from_micros),

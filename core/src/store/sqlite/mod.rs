@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::chain::{ChainFields, Digest, Hash, event_hash};
 use crate::event::{
-    Actor, ChainLink, CommitSpan, EventRecord, FoldRecord, NewEvent, PayloadSeal, SealColumns, Source, StreamId, Text,
+    ChainLink, CommitSpan, EventRecord, FoldRecord, NewEvent, PayloadSeal, SealColumns, Source, StreamId, Text,
 };
 use crate::ids::{IdGenerator, UuidV7Ids};
 use crate::store::head::HeadPublisher;
@@ -94,30 +94,31 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT, WITHOUT RO
 /// ([`fold_of`]) reads both.
 macro_rules! fold_columns {
     () => {
-        "position, stream_id, stream_version, event_type, data, actor_principal, actor_token, correlation_id, \
-         recorded_at, hash, commit_first, commit_size"
+        "position, stream_id, stream_version, event_type, data, actor_principal, correlation_id, recorded_at, hash, \
+         commit_first, commit_size"
     };
 }
-/// What a projection's catch-up reads (`read_fold`): 12 of the 22 columns.
+/// What a projection's catch-up reads (`read_fold`): 11 of the 22 columns.
 const FOLD_COLUMNS: &str = fold_columns!();
 /// A whole record: the fold's columns, then what only the chain's checks, exports and audit
 /// views read.
 const SELECT_COLUMNS: &str = concat!(
     fold_columns!(),
-    ", causation_id, source, occurred_at, event_id, schema_version, prev_hash, chain_version, salt, commitment, \
-     redacted_by"
+    ", actor_token, causation_id, source, occurred_at, event_id, schema_version, prev_hash, chain_version, salt, \
+     commitment, redacted_by"
 );
 /// The same columns from a log of an older format (before its upgrade).
 fn select_columns(user_version: i32) -> &'static str {
     match user_version {
         1 => {
-            "position, stream_id, stream_version, event_type, data, actor_principal, actor_token, correlation_id, \
-             recorded_at, hash, NULL, NULL, \
-             causation_id, source, occurred_at, event_id, schema_version, prev_hash, NULL, NULL, NULL, NULL"
+            "position, stream_id, stream_version, event_type, data, actor_principal, correlation_id, recorded_at, \
+             hash, NULL, NULL, \
+             actor_token, causation_id, source, occurred_at, event_id, schema_version, prev_hash, NULL, NULL, NULL, NULL"
         }
         2 => concat!(
             fold_columns!(),
-            ", causation_id, source, occurred_at, event_id, schema_version, prev_hash, NULL, NULL, NULL, NULL"
+            ", actor_token, causation_id, source, occurred_at, event_id, schema_version, prev_hash, NULL, NULL, NULL, \
+             NULL"
         ),
         _ => SELECT_COLUMNS,
     }
@@ -697,19 +698,16 @@ fn fold_of(columns: &Columns<'_, '_>, position: i64) -> Result<FoldRecord, Strin
         stream_version: u64::try_from(columns.integer(2)?).map_err(|_| "negative stream version".to_string())?,
         event_type: Text::from(columns.text(3)?),
         data: columns.blob(4)?.to_vec(),
-        actor: Actor {
-            principal: Text::from(columns.text(5)?),
-            token_id: columns.optional_text(6)?.map(str::to_owned),
-        },
+        principal: Text::from(columns.text(5)?),
         // Straight into `Text`: most correlation ids fit inline, and a `String` first was an
         // allocation and a free per record.
-        correlation_id: columns.optional_text(7)?.map(Text::from),
-        recorded_at: Timestamp::from_micros(columns.integer(8)?),
-        hash: Hash::from_slice(columns.blob(9)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
+        correlation_id: columns.optional_text(6)?.map(Text::from),
+        recorded_at: Timestamp::from_micros(columns.integer(7)?),
+        hash: Hash::from_slice(columns.blob(8)?).ok_or_else(|| "hash is not 32 bytes".to_string())?,
         commit: CommitSpan::from_columns(
             u64::try_from(position).unwrap_or(0),
+            columns.optional_integer(9)?,
             columns.optional_integer(10)?,
-            columns.optional_integer(11)?,
         )?,
     })
 }
@@ -727,6 +725,7 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>
     let decoded = (|| -> Result<EventRecord, String> {
         Ok(EventRecord {
             fold: fold_of(&columns, position)?,
+            token_id: columns.optional_text(11)?.map(str::to_owned),
             causation_id: columns.optional_text(12)?.map(str::to_owned),
             source: columns.text(13)?.parse::<Source>().map_err(|e| e.to_string())?,
             occurred_at: columns.optional_integer(14)?.map(Timestamp::from_micros),
@@ -1203,12 +1202,13 @@ fn kept_record(
             stream_version: stored.version,
             event_type: event.event_type.as_str().into(),
             data: event.data.clone(),
-            actor: metadata.actor,
+            principal: metadata.actor.principal,
             correlation_id: metadata.correlation_id,
             recorded_at: stored.recorded_at,
             hash: stored.hash,
             commit,
         },
+        token_id: metadata.actor.token_id,
         causation_id: metadata.causation_id,
         source: metadata.source,
         occurred_at: metadata.occurred_at,
@@ -1416,7 +1416,7 @@ impl EventStore for SqliteStore {
         self.shared
             .readers
             .run(move |conn| {
-                // 12 of the 22 columns: every column read is a copy in SQLite and calls to read it
+                // 11 of the 22 columns: every column read is a copy in SQLite and calls to read it
                 // here (issue 15, part 6: about a third of the read of whole records).
                 let mut statement = conn
                     .prepare_cached(&format!(
@@ -1681,7 +1681,7 @@ mod tests {
         // Served from the writer's copy in memory.
         assert_eq!(store.read_fold(2, 100).await.expect("folds"), folds(from_file(&store, 2)));
         store.shutdown().await;
-        // A new process: nothing in memory, the fold's 12 columns from the file.
+        // A new process: nothing in memory, the fold's 11 columns from the file.
         let reopened = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("reopen");
         assert_eq!(reopened.read_fold(0, 100).await.expect("folds"), folds(from_file(&reopened, 0)));
         assert_eq!(reopened.read_fold(4, 1).await.expect("folds"), folds(from_file(&reopened, 4)[..1].to_vec()));
