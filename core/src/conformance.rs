@@ -638,32 +638,50 @@ pub async fn reads_are_paged_and_directed(cx: TestContext) -> Outcome {
     Outcome::Passed
 }
 
+/// Appends `singles` events one at a time to two streams, then one commit of three events
+/// over two more streams: the log the checks of paged reads page through.
+async fn log_ending_in_a_commit_of_three(store: &dyn EventStore, singles: u64) {
+    for n in 0..singles {
+        append_one(store, if n % 3 == 0 { "x" } else { "y" }, ExpectedVersion::Any, n).await.expect("append");
+    }
+    let (first, second, third) = (event(singles), event(singles + 1), event(singles + 2));
+    store
+        .append(AppendRequest::new().write(stream("p"), ExpectedVersion::Any, vec![first, second]).write(
+            stream("q"),
+            ExpectedVersion::Any,
+            vec![third],
+        ))
+        .await
+        .expect("a commit of several streams");
+}
+
+/// Reads the whole log with `read` in pages of `page`, each after the last position read,
+/// checking that no page holds more than asked.
+async fn read_in_pages<T, F, Fut>(page: usize, mut read: F, position: fn(&T) -> u64) -> Vec<T>
+where
+    F: FnMut(u64, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
+    let (mut after, mut all) = (0, Vec::new());
+    loop {
+        let next = read(after, page).await.expect("a page");
+        assert!(next.len() <= page, "a page of {page} holds {}", next.len());
+        let Some(last) = next.last() else { break };
+        after = position(last);
+        all.extend(next);
+    }
+    all
+}
+
 /// Check: the hash chain read alone (`read_links`) is every record's place, page by page, with
 /// `read_all`'s bounds.
 pub async fn links_follow_the_log(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
-    for n in 0..13 {
-        append_one(store, if n % 3 == 0 { "x" } else { "y" }, ExpectedVersion::Any, n).await.expect("append");
-    }
-    store
-        .append(AppendRequest::new().write(stream("p"), ExpectedVersion::Any, vec![event(13), event(14)]).write(
-            stream("q"),
-            ExpectedVersion::Any,
-            vec![event(15)],
-        ))
-        .await
-        .expect("a commit of several streams");
+    log_ending_in_a_commit_of_three(store, 13).await;
     let expected: Vec<ChainLink> = whole_log(store).await.iter().map(ChainLink::from).collect();
     assert_eq!(expected.len(), 16);
     for page in [1, 4, 100] {
-        let (mut after, mut links) = (0, Vec::new());
-        loop {
-            let next = store.read_links(after, page).await.expect("read_links");
-            assert!(next.len() <= page, "a page of {page} holds {}", next.len());
-            let Some(last) = next.last() else { break };
-            after = last.position;
-            links.extend(next);
-        }
+        let links = read_in_pages(page, |after, n| store.read_links(after, n), |link: &ChainLink| link.position).await;
         assert_eq!(links, expected, "pages of {page}");
     }
     assert!(store.read_links(16, 10).await.expect("read").is_empty());
@@ -679,29 +697,12 @@ pub async fn links_follow_the_log(cx: TestContext) -> Outcome {
 /// `read_all`'s bounds: the same payload bytes, metadata, time, hash and commit.
 pub async fn folds_follow_the_log(cx: TestContext) -> Outcome {
     let store = cx.store.as_ref();
-    for n in 0..7 {
-        append_one(store, if n % 2 == 0 { "x" } else { "y" }, ExpectedVersion::Any, n).await.expect("append");
-    }
-    store
-        .append(AppendRequest::new().write(stream("p"), ExpectedVersion::Any, vec![event(7), event(8)]).write(
-            stream("q"),
-            ExpectedVersion::Any,
-            vec![event(9)],
-        ))
-        .await
-        .expect("a commit of several streams");
+    log_ending_in_a_commit_of_three(store, 7).await;
     let expected: Vec<FoldRecord> = whole_log(store).await.into_iter().map(|record| record.fold).collect();
     assert_eq!(expected.len(), 10);
     assert_eq!(expected[9].commit.events, 3, "the commit of three events reads as one");
     for page in [1, 3, 100] {
-        let (mut after, mut folds) = (0, Vec::new());
-        loop {
-            let next = store.read_fold(after, page).await.expect("read_fold");
-            assert!(next.len() <= page, "a page of {page} holds {}", next.len());
-            let Some(last) = next.last() else { break };
-            after = last.position;
-            folds.extend(next);
-        }
+        let folds = read_in_pages(page, |after, n| store.read_fold(after, n), |fold: &FoldRecord| fold.position).await;
         assert_eq!(folds, expected, "pages of {page}");
     }
     assert!(store.read_fold(10, 10).await.expect("read").is_empty());

@@ -276,10 +276,20 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<EventRecord>, StoreError> {
+        self.query_decoded(sql, params, decode_row).await
+    }
+
+    /// Runs `sql` on a reader and decodes each row with `decode` (whole records or folds).
+    async fn query_decoded<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        decode: fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let client = self.reader().await?;
         let statement = client.prepare_cached(sql).await.map_err(|e| pg_error(&e))?;
         let rows = client.query(&statement, params).await.map_err(|e| pg_error(&e))?;
-        rows.iter().map(decode_row).collect()
+        rows.iter().map(decode).collect()
     }
 }
 
@@ -469,10 +479,7 @@ impl EventStore for PostgresStore {
             return Ok(Vec::new());
         }
         let sql = format!("SELECT {FOLD_COLUMNS} FROM events WHERE position > $1 ORDER BY position ASC LIMIT $2");
-        let client = self.reader().await?;
-        let statement = client.prepare_cached(&sql).await.map_err(|e| pg_error(&e))?;
-        let rows = client.query(&statement, &[&after, &(max_count as i64)]).await.map_err(|e| pg_error(&e))?;
-        rows.iter().map(decode_fold_row).collect()
+        self.query_decoded(&sql, &[&after, &(max_count as i64)], decode_fold_row).await
     }
 
     async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError> {

@@ -98,6 +98,8 @@ macro_rules! fold_columns {
          commit_first, commit_size"
     };
 }
+/// What followers of the hash chain alone read (`read_links`), in `decode_link`'s order.
+const LINK_COLUMNS: &str = "position, stream_id, event_type, hash";
 /// What a projection's catch-up reads (`read_fold`): 11 of the 22 columns.
 const FOLD_COLUMNS: &str = fold_columns!();
 /// A whole record: the fold's columns, then what only the chain's checks, exports and audit
@@ -275,6 +277,33 @@ impl SqliteStore {
         }
         let head = self.shared.head.digest()?.position;
         Ok(self.shared.recent.after(after, max_count, head))
+    }
+
+    /// A page of the log after `after` read from the file, `columns` decoded by `decode`: the
+    /// one query behind whole records, folds and links.
+    async fn stored_page<T: Send + 'static>(
+        &self,
+        after: u64,
+        max_count: usize,
+        columns: &'static str,
+        decode: fn(&Row<'_>) -> rusqlite::Result<Result<T, StoreError>>,
+    ) -> Result<Vec<T>, StoreError> {
+        check_page(&self.shared.limits, max_count)?;
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
+        self.shared
+            .readers
+            .run(move |conn| {
+                let mut statement = conn
+                    .prepare_cached(&format!(
+                        "SELECT {columns} FROM events WHERE position > ?1 ORDER BY position ASC LIMIT ?2"
+                    ))
+                    .map_err(storage_error)?;
+                collect_decoded(&mut statement, params![after, max_count as i64], max_count, decode)
+            })
+            .await
     }
 
     /// Opens (creating if needed) the log in `data_dir`. Blocking: call at start-up, or from
@@ -1390,62 +1419,24 @@ impl EventStore for SqliteStore {
     }
 
     async fn read_all_stored(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
-        check_page(&self.shared.limits, max_count)?;
-        if max_count == 0 {
-            return Ok(Vec::new());
-        }
-        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
-        self.shared
-            .readers
-            .run(move |conn| {
-                let mut statement = conn
-                    .prepare_cached(&format!(
-                        "SELECT {SELECT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position ASC LIMIT ?2"
-                    ))
-                    .map_err(storage_error)?;
-                collect_rows(&mut statement, params![after, max_count as i64], max_count)
-            })
-            .await
+        self.stored_page(after, max_count, SELECT_COLUMNS, decode_row).await
     }
 
     async fn read_fold(&self, after: u64, max_count: usize) -> Result<Vec<FoldRecord>, StoreError> {
         if let Some(page) = self.recent_page(after, max_count)? {
             return Ok(page.into_iter().map(|record| record.fold).collect());
         }
-        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
-        self.shared
-            .readers
-            .run(move |conn| {
-                // 11 of the 22 columns: every column read is a copy in SQLite and calls to read it
-                // here (issue 15, part 6: about a third of the read of whole records).
-                let mut statement = conn
-                    .prepare_cached(&format!(
-                        "SELECT {FOLD_COLUMNS} FROM events WHERE position > ?1 ORDER BY position ASC LIMIT ?2"
-                    ))
-                    .map_err(storage_error)?;
-                collect_decoded(&mut statement, params![after, max_count as i64], max_count, decode_fold_row)
-            })
-            .await
+        // 11 of the 22 columns: every column read is a copy in SQLite and calls to read it here
+        // (issue 15, part 6: about a third of the read of whole records).
+        self.stored_page(after, max_count, FOLD_COLUMNS, decode_fold_row).await
     }
 
     async fn read_links(&self, after: u64, max_count: usize) -> Result<Vec<ChainLink>, StoreError> {
         if let Some(page) = self.recent_page(after, max_count)? {
             return Ok(page.iter().map(ChainLink::from).collect());
         }
-        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
-        self.shared
-            .readers
-            .run(move |conn| {
-                // Four narrow columns: a quarter of the time of whole rows on the large estate.
-                let mut statement = conn
-                    .prepare_cached(
-                        "SELECT position, stream_id, event_type, hash FROM events WHERE position > ?1 \
-                         ORDER BY position ASC LIMIT ?2",
-                    )
-                    .map_err(storage_error)?;
-                collect_decoded(&mut statement, params![after, max_count as i64], max_count, decode_link)
-            })
-            .await
+        // Four narrow columns: a quarter of the time of whole rows on the large estate.
+        self.stored_page(after, max_count, LINK_COLUMNS, decode_link).await
     }
 
     async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError> {
