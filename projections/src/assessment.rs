@@ -12,15 +12,17 @@ use cmdb_core::ci::{CiClass, CiId, CiSnapshot, RelType};
 use cmdb_core::model::Severity;
 use cmdb_core::time::Timestamp;
 
-use crate::graph::{GraphError, TemporalGraph};
+use std::sync::Arc;
+
+use crate::graph::{GraphError, ServiceReached, TemporalGraph, criticality_tier};
 
 /// People listed as a service's owners at most.
 pub const MAX_OWNER_CONTACTS: usize = 50;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// A service reached: (service, tier, depth, severity).
-type Fact = (std::sync::Arc<CiSnapshot>, Option<u8>, u32, Severity);
+/// A service listed in full, with the version read for it.
+type Listed = (ServiceReached, Arc<CiSnapshot>);
 
 /// Computes the facts for `scope` at `position`; `now` bounds the history window.
 pub fn assessment_facts(
@@ -32,54 +34,21 @@ pub fn assessment_facts(
 ) -> Result<AssessmentFacts, GraphError> {
     let history_days = history_days.clamp(1, MAX_RISK_HISTORY_DAYS);
     let reach = graph.reach(&scope.cis, position)?;
-    // (service, tier, depth, severity): a service in scope is down at depth 0.
-    let mut services: Vec<Fact> = scope
+    // A service in scope is down at depth 0.
+    let mut services: Vec<ServiceReached> = scope
         .cis
         .iter()
         .filter_map(|id| graph.ci_at(*id, position))
         .filter(|ci| ci.class == CiClass::BusinessService)
-        .map(|ci| (ci, 0, Severity::Down))
-        .chain(reach.services.into_iter().map(|s| (s.ci, s.depth, s.severity)))
-        .map(|(ci, depth, severity)| {
-            let tier = tier(&ci);
-            (ci, tier, depth, severity)
-        })
+        .map(|ci| ServiceReached { id: ci.id, tier: criticality_tier(&ci), depth: 0, severity: Severity::Down })
+        .chain(reach.services)
         .collect();
-    // Listed in full: down before degraded, then most critical, nearest, by name. The rest
-    // (briefs, without names) in the same order with ids for names: comparing the names of
-    // thousands of services tied on severity, tier and depth was a tenth of an assessment.
-    let listed_in_full = |(a, ta, da, sa): &Fact, (b, tb, db, sb): &Fact| {
-        sb.cmp(sa)
-            .then_with(|| ta.unwrap_or(u8::MAX).cmp(&tb.unwrap_or(u8::MAX)))
-            .then_with(|| da.cmp(db))
-            .then_with(|| a.name.cmp(&b.name))
-            .then_with(|| a.id.cmp(&b.id))
-    };
-    if services.len() > MAX_ASSESSED_SERVICES {
-        services.select_nth_unstable_by(MAX_ASSESSED_SERVICES, listed_in_full);
-    }
-    let listed_count = services.len().min(MAX_ASSESSED_SERVICES);
-    let (listed, briefed) = services.split_at_mut(listed_count);
-    listed.sort_unstable_by(listed_in_full);
-    briefed.sort_unstable_by_key(|(ci, tier, depth, severity)| {
-        (std::cmp::Reverse(*severity), tier.unwrap_or(u8::MAX), *depth, ci.id)
-    });
-    let other_services: Vec<ServiceBrief> = services
-        .iter()
-        .skip(MAX_ASSESSED_SERVICES)
-        .map(|(ci, tier, depth, severity)| ServiceBrief {
-            id: ci.id,
-            tier: tier.filter(|t| *t <= 4),
-            depth: *depth,
-            severity: *severity,
-        })
-        .collect();
-    services.truncate(MAX_ASSESSED_SERVICES);
+    let (listed, other_services) = rank_services(graph, &mut services, position);
     // Services share owners (a team owns many): each owner's contacts are looked up once.
     let mut contacts_of: rustc_hash::FxHashMap<CiId, Vec<String>> = rustc_hash::FxHashMap::default();
-    let services = services
+    let services = listed
         .into_iter()
-        .map(|(ci, tier, depth, severity)| ServiceFact {
+        .map(|(ServiceReached { tier, depth, severity, .. }, ci)| ServiceFact {
             id: ci.id,
             name: ci.name.to_string(),
             tier: tier.filter(|t| *t <= 4),
@@ -115,8 +84,44 @@ pub fn assessment_facts(
     })
 }
 
-fn tier(ci: &CiSnapshot) -> Option<u8> {
-    ci.attributes.get("criticality_tier").and_then(|v| v.as_u64()).and_then(|t| u8::try_from(t).ok())
+/// Ranks the services reached: down before degraded, most critical (no tier last), nearest,
+/// then by name and id. The first [`MAX_ASSESSED_SERVICES`] are listed in full, with their
+/// versions; the rest are briefed in the same order with their ids in place of their names.
+///
+/// Names are read only where the rank needs them: the services are first ordered by
+/// (severity, tier, depth, id) from what the walk found, which is the order of the briefs;
+/// then the listed ones, and the ones tied with the last of them on (severity, tier, depth),
+/// are read and ordered by name within their rank. Reading the versions of 4,500 services to
+/// compare names was most of an assessment's time beyond the walk.
+fn rank_services(
+    graph: &TemporalGraph,
+    services: &mut [ServiceReached],
+    position: u64,
+) -> (Vec<Listed>, Vec<ServiceBrief>) {
+    let rank = |s: &ServiceReached| (std::cmp::Reverse(s.severity), s.tier.unwrap_or(u8::MAX), s.depth);
+    services.sort_unstable_by_key(|s| (rank(s), s.id));
+    let listed_count = services.len().min(MAX_ASSESSED_SERVICES);
+    // The services that may be listed: those before the last listed one's rank, and all of that rank.
+    let read_count = match listed_count.checked_sub(1).map(|last| rank(&services[last])) {
+        Some(last_rank) => listed_count + services[listed_count..].iter().take_while(|s| rank(s) == last_rank).count(),
+        None => 0,
+    };
+    let mut read: Vec<Listed> =
+        services[..read_count].iter().filter_map(|s| Some((*s, graph.ci_at(s.id, position)?))).collect();
+    read.sort_unstable_by(|(a, a_ci), (b, b_ci)| {
+        rank(a).cmp(&rank(b)).then_with(|| a_ci.name.cmp(&b_ci.name)).then_with(|| a.id.cmp(&b.id))
+    });
+    let not_listed = read.split_off(listed_count.min(read.len()));
+    // Those of the last listed rank left out come before every later rank: ordered by id.
+    let mut briefed: Vec<ServiceReached> = not_listed.into_iter().map(|(s, _)| s).collect();
+    briefed.sort_unstable_by_key(|s| s.id);
+    briefed.extend_from_slice(&services[read_count..]);
+    debug_assert!(briefed.is_sorted_by_key(|s| (rank(s), s.id)), "the briefs keep the rank, then the id");
+    let briefs = briefed
+        .into_iter()
+        .map(|s| ServiceBrief { id: s.id, tier: s.tier.filter(|t| *t <= 4), depth: s.depth, severity: s.severity })
+        .collect();
+    (read, briefs)
 }
 
 fn email(ci: &CiSnapshot) -> Option<String> {

@@ -165,7 +165,7 @@ pub fn schedule_facts(
 /// The business services a failure of `scope` reaches at `position`, with those in it.
 fn services_reached(graph: &TemporalGraph, scope: &Scope, position: u64) -> Result<Vec<CiId>, GraphError> {
     let reach = graph.reach(&scope.cis, position)?;
-    let mut services: Vec<CiId> = reach.services.iter().map(|s| s.ci.id).collect();
+    let mut services: Vec<CiId> = reach.services.iter().map(|s| s.id).collect();
     services.extend(
         scope.cis.iter().filter(|id| graph.ci_at(**id, position).is_some_and(|c| c.class == CiClass::BusinessService)),
     );
@@ -346,7 +346,7 @@ fn changes_on_calendar(
             c.details.scope.cis.contains(&service)
                 || graph
                     .reach(&c.details.scope.cis, position)
-                    .is_ok_and(|reach| reach.services.iter().any(|s| s.ci.id == service))
+                    .is_ok_and(|reach| reach.services.iter().any(|s| s.id == service))
         });
     }
     changes.sort_by_key(|c| c.details.window.as_ref().map(|w| w.start));

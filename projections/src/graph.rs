@@ -566,6 +566,10 @@ pub struct TemporalGraph {
     /// `hops` and `alive`: built by [`build_head_hops`](Self::build_head_hops), not stored).
     #[serde(skip)]
     head_hops: Option<HeadHops>,
+    /// Each business service's newest id and tier, by node index (derived from the versions
+    /// like `alive`, kept as versions are added, not stored).
+    #[serde(skip)]
+    service_heads: FxHashMap<u32, ServiceHead>,
 }
 
 /// A baseline as the graph knows it.
@@ -591,11 +595,28 @@ fn name_index_key(key: &NameKey) -> String {
     format!("{}/{}", key.class, key.normalized)
 }
 
-/// The version of `versions` valid at `position`.
 fn tier_of(ci: &CiSnapshot) -> Option<i64> {
     ci.attributes.get("criticality_tier").and_then(serde_json::Value::as_i64)
 }
 
+/// A service's `criticality_tier` as assessments rank it: a whole number from 0 to 255, else
+/// none (CH-2).
+pub fn criticality_tier(ci: &CiSnapshot) -> Option<u8> {
+    ci.attributes.get("criticality_tier").and_then(serde_json::Value::as_u64).and_then(|t| u8::try_from(t).ok())
+}
+
+/// A business service's newest version as an assessment ranks it: its id and tier, kept by
+/// node so that ranking thousands of services reached does not read their snapshots (and
+/// their attributes) one cache miss after another. It holds from `from` on.
+#[derive(Clone, Copy, Debug)]
+struct ServiceHead {
+    id: CiId,
+    tier: Option<u8>,
+    /// Where the newest version starts.
+    from: u64,
+}
+
+/// The version of `versions` valid at `position`.
 fn version_at(versions: &[CiVersion], position: u64) -> Option<&CiVersion> {
     let count = versions.partition_point(|v| v.from <= position);
     versions[..count].last().filter(|v| position < v.to)
@@ -727,8 +748,10 @@ impl TemporalGraph {
         self.hops = hops;
         self.alive.clear();
         let nodes: Vec<NodeIndex> = self.graph.node_indices().collect();
+        self.service_heads.clear();
         for node in nodes {
             self.set_alive(node);
+            self.note_service_head(node);
         }
         self.head_hops = None;
     }
@@ -771,6 +794,26 @@ impl TemporalGraph {
             });
         }
         self.head_hops = Some(index);
+    }
+
+    /// Keeps the id and tier of `node`'s newest version if it is a business service.
+    fn note_service_head(&mut self, node: NodeIndex) {
+        let Some(newest) = self.graph[node].versions.last() else { return };
+        if newest.ci.class == CiClass::BusinessService {
+            let head = ServiceHead { id: newest.ci.id, tier: criticality_tier(&newest.ci), from: newest.from };
+            self.service_heads.insert(node.index() as u32, head);
+        }
+    }
+
+    /// The id and tier of the business service at `node` at `position`, if it is present
+    /// there: from its newest version's entry when that version holds there, else read from
+    /// the version that does.
+    #[inline]
+    pub(crate) fn service_id_and_tier(&self, node: NodeIndex, position: u64) -> Option<(CiId, Option<u8>)> {
+        match self.service_heads.get(&(node.index() as u32)) {
+            Some(head) if head.from <= position => self.alive_at(node, position).then_some((head.id, head.tier)),
+            _ => self.present(node, position).map(|ci| (ci.id, criticality_tier(ci))),
+        }
     }
 
     /// Derives the presence entry of `node` from its versions.
@@ -975,6 +1018,7 @@ impl TemporalGraph {
         });
         self.cis.insert(ci_id, node);
         self.set_alive(node);
+        self.note_service_head(node);
         self.changes.push((p, Touched::Ci(node)));
         self.by_class.entry(class).or_default().push(ci_id);
         if let Some(change) = authorized_by {
@@ -1028,6 +1072,7 @@ impl TemporalGraph {
                     Some(alive) => alive.record(p, status),
                     None => self.set_alive(node),
                 }
+                self.note_service_head(node);
                 if self.head_hops.is_some() && was_present != self.alive_at(node, p) {
                     // Withdrawn (or back): the lists that lead to it change.
                     let leading: Vec<NodeIndex> =

@@ -7,15 +7,17 @@ mod common;
 
 use cmdb_core::change::Scope;
 use cmdb_core::change::risk::MAX_ASSESSED_SERVICES;
-use cmdb_core::ci::{CiClass, CiCommand, CiId, RelType};
+use cmdb_core::ci::{CiClass, CiCommand, CiId, RelType, Update};
 use cmdb_projections::assessment::assessment_facts;
+use cmdb_projections::graph::TemporalGraph;
 use common::{World, ci, register, relate};
+use serde_json::json;
 
 const SERVICES: u128 = MAX_ASSESSED_SERVICES as u128 + 40;
 
-#[tokio::test]
-async fn services_beyond_the_bound_are_briefed_in_the_same_order() {
-    let world = World::new();
+/// Ten applications on host 1, and `SERVICES` services on the host (every third, depth 1)
+/// or on an application (depth 2), named against their ids.
+async fn estate(world: &World) {
     world.ok(register(1, CiClass::Host, None)).await;
     world.ok(register(99, CiClass::Team, None)).await;
     for app in 2..=11u128 {
@@ -32,11 +34,14 @@ async fn services_beyond_the_bound_are_briefed_in_the_same_order() {
         let target = if n % 3 == 0 { 1 } else { 2 + n % 10 };
         world.ok(relate(10_000 + n, RelType::DependsOn, id, target)).await;
     }
-    let graph = world.graph().await;
-    let position = graph.applied();
+}
+
+/// Checks the facts of a failure of host 1 at `position` against the order computed
+/// independently from each service's version there.
+fn check_order(graph: &TemporalGraph, position: u64) {
     let scope = Scope { cis: vec![ci(1)], planned: vec![] };
     let now = graph.time_of(position).expect("time");
-    let facts = assessment_facts(&graph, &scope, position, now, 90).expect("facts");
+    let facts = assessment_facts(graph, &scope, position, now, 90).expect("facts");
 
     assert_eq!(facts.services.len(), MAX_ASSESSED_SERVICES);
     assert_eq!(facts.other_services.len(), SERVICES as usize - MAX_ASSESSED_SERVICES);
@@ -46,8 +51,9 @@ async fn services_beyond_the_bound_are_briefed_in_the_same_order() {
         .map(|n| {
             let id = ci(1_000 + n);
             let depth = if n % 3 == 0 { 1 } else { 2 };
-            let tier = graph.ci_at(id, position).and_then(|c| c.attributes["criticality_tier"].as_u64()).expect("tier");
-            (u8::try_from(tier).expect("tier"), depth, format!("svc-{:04}", SERVICES - n), id)
+            let version = graph.ci_at(id, position).expect("the service");
+            let tier = version.attributes["criticality_tier"].as_u64().expect("tier");
+            (u8::try_from(tier).expect("tier"), depth, version.name.to_string(), id)
         })
         .collect();
     all.sort();
@@ -55,11 +61,47 @@ async fn services_beyond_the_bound_are_briefed_in_the_same_order() {
         facts.services.iter().map(|s| (s.tier, s.depth, s.name.as_str())).collect();
     let expected: Vec<(Option<u8>, u32, &str)> =
         all[..MAX_ASSESSED_SERVICES].iter().map(|(t, d, name, _)| (Some(*t), *d, name.as_str())).collect();
-    assert_eq!(listed, expected, "the first of the full order, in it");
+    assert_eq!(listed, expected, "the first of the full order, in it, at {position}");
     let briefed: Vec<(Option<u8>, u32, CiId)> = facts.other_services.iter().map(|s| (s.tier, s.depth, s.id)).collect();
     let mut rest: Vec<(Option<u8>, u32, CiId)> =
         all[MAX_ASSESSED_SERVICES..].iter().map(|(t, d, _, id)| (Some(*t), *d, *id)).collect();
     rest.sort();
-    assert_eq!(briefed, rest, "the rest, by tier and depth, then id");
+    assert_eq!(briefed, rest, "the rest, by tier and depth, then id, at {position}");
     assert!(facts.services.iter().all(|s| s.severity == cmdb_core::model::Severity::Down));
+}
+
+#[tokio::test]
+async fn services_beyond_the_bound_are_briefed_in_the_same_order() {
+    let world = World::new();
+    estate(&world).await;
+    let graph = world.graph().await;
+    check_order(&graph, graph.applied());
+}
+
+/// Tiers and names read at a past position are those of then; at the head, those of the
+/// newest versions (which an assessment reads without the snapshots, issue 15 part 3).
+#[tokio::test]
+async fn a_past_position_ranks_by_the_tiers_and_names_of_then() {
+    let world = World::new();
+    estate(&world).await;
+    let before = world.graph().await.applied();
+    for n in (0..SERVICES).filter(|n| n % 5 == 0) {
+        let mut update = Update::default();
+        // Every fifth service becomes the most critical, and some move in the name order.
+        update.set_attributes.insert("criticality_tier".into(), json!(1));
+        if n % 2 == 0 {
+            update.name = Some(format!("a-svc-{n:04}"));
+        }
+        world.ok(CiCommand::Update(ci(1_000 + n), update)).await;
+    }
+    let graph = world.graph().await;
+    check_order(&graph, before);
+    check_order(&graph, graph.applied());
+    check_order(&graph, before + 7);
+    let scope = Scope { cis: vec![ci(1)], planned: vec![] };
+    let at = |position| {
+        let facts = assessment_facts(&graph, &scope, position, graph.time_of(position).expect("time"), 90);
+        facts.expect("facts").services.iter().filter(|s| s.tier == Some(1)).count()
+    };
+    assert!(at(graph.applied()) > at(before), "the new tiers count at the head, not before");
 }

@@ -70,7 +70,7 @@ proptest! {
                         let (a, b) = (kept.reach(set, head).expect("reach"), plain.reach(set, head).expect("reach"));
                         prop_assert_eq!(a.cis, b.cis);
                         let ids = |r: &cmdb_projections::graph::Reach| {
-                            r.services.iter().map(|s| (s.ci.id, s.depth, s.severity)).collect::<Vec<_>>()
+                            r.services.iter().map(|s| (s.id, s.depth, s.severity)).collect::<Vec<_>>()
                         };
                         prop_assert_eq!(ids(&a), ids(&b));
                     }

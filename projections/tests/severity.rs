@@ -9,7 +9,7 @@ use cmdb_core::ci::schema::{MEMBERS_TO_FAIL, REDUNDANCY_DECLARED, RedundancyDecl
 use cmdb_core::ci::{CiClass, CiCommand, CiId, Propagation, RelType, propagation};
 use cmdb_core::decider::{CommandContext, execute};
 use cmdb_core::{Actor, Clock, EventRecord, Metadata, Source};
-use cmdb_projections::graph::{ImpactDirection, Severity, TemporalGraph, Traversal};
+use cmdb_projections::graph::{ImpactDirection, Severity, TemporalGraph, Traversal, criticality_tier};
 use common::{World, ci, register, relate, replay};
 use proptest::prelude::*;
 use serde_json::json;
@@ -350,10 +350,14 @@ proptest! {
                     .map(|r| (r.ci.id, r.depth, r.severity.expect("severity")))
                     .collect();
                 let mut one_pass: Vec<(CiId, u32, Severity)> =
-                    reach.services.iter().map(|s| (s.ci.id, s.depth, s.severity)).collect();
+                    reach.services.iter().map(|s| (s.id, s.depth, s.severity)).collect();
                 walked.sort();
                 one_pass.sort();
                 prop_assert_eq!(one_pass, walked, "services of {:?} at {}", roots, position);
+                for service in &reach.services {
+                    let version = graph.ci_at(service.id, position);
+                    prop_assert_eq!(service.tier, version.as_deref().and_then(criticality_tier), "tier of {}", service.id);
+                }
                 let with_index: Vec<(CiId, u32, Option<Severity>)> =
                     indexed.reach_all(&roots, position).expect("walk").iter().map(|r| (r.ci.id, r.depth, r.severity)).collect();
                 let without: Vec<(CiId, u32, Option<Severity>)> = reached.iter().map(|r| (r.ci.id, r.depth, r.severity)).collect();

@@ -13,9 +13,8 @@
 //! fixpoint and its depths equal to an independent breadth-first walk.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use cmdb_core::ci::{CiClass, CiId, CiSnapshot};
+use cmdb_core::ci::{CiClass, CiId};
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::NodeIndexable;
 
@@ -24,11 +23,14 @@ use super::severity::arriving;
 use super::visits::Visits;
 use super::{GraphError, ImpactDirection, Reached, Severity, TemporalGraph};
 
-/// A business service a failure reaches.
-#[derive(Clone, Debug)]
+/// A business service a failure reaches: what an assessment sorts by, without the snapshot
+/// (for the services listed in full the caller reads it; thousands are only briefed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceReached {
-    /// The service at the position.
-    pub ci: Arc<CiSnapshot>,
+    /// The service.
+    pub id: CiId,
+    /// Its `criticality_tier` at the position ([`criticality_tier`](super::criticality_tier)).
+    pub tier: Option<u8>,
     /// Least number of relationships from a failed CI.
     pub depth: u32,
     /// How badly it is hit.
@@ -72,8 +74,8 @@ impl TemporalGraph {
             .iter()
             .filter(|s| self.class_at(s.node) == Some(CiClass::BusinessService))
             .filter_map(|s| {
-                let ci = self.present(s.node, position)?.clone();
-                Some(ServiceReached { ci, depth: s.depth, severity: s.severity? })
+                let (id, tier) = self.service_id_and_tier(s.node, position)?;
+                Some(ServiceReached { id, tier, depth: s.depth, severity: s.severity? })
             })
             .collect();
         Ok(Reach { cis: states.len() - failed, services })
