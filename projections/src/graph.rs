@@ -761,7 +761,35 @@ impl TemporalGraph {
     /// up; until then (and in a graph folded by hand) walks read the hops of every position.
     pub fn build_head_hops(&mut self) {
         let head = self.applied;
-        let index = HeadHops::build(self.graph.node_bound(), head, |node, out| self.write_head_list(node, head, out));
+        self.head_hops = Some(self.head_index_at(head));
+    }
+
+    /// The head index built whole at `position`.
+    fn head_index_at(&self, position: u64) -> HeadHops {
+        HeadHops::build(
+            self.graph.node_bound(),
+            position,
+            |node, out| self.write_head_list(node, position, out),
+            |node| self.group_threshold_of(node, position),
+        )
+    }
+
+    /// `node`'s `members_to_fail` at `position` if it is a redundant group there, asking the
+    /// versions only of CIs of a redundant class.
+    fn group_threshold_of(&self, node: NodeIndex, position: u64) -> Option<u32> {
+        let class = self.class_at(node)?;
+        if !self.redundant_at(class, position) {
+            return None;
+        }
+        self.members_to_fail(node, position)
+    }
+
+    /// After a change at `position`, recomputes the head index's thresholds of `nodes`.
+    fn refresh_head_thresholds(&mut self, nodes: impl IntoIterator<Item = NodeIndex>, position: u64) {
+        let Some(mut index) = self.head_hops.take() else { return };
+        for node in nodes {
+            index.set_threshold(node, self.group_threshold_of(node, position), position);
+        }
         self.head_hops = Some(index);
     }
 
@@ -789,11 +817,11 @@ impl TemporalGraph {
             index.rewrite(*node, list, position);
         }
         if index.needs_rebuild() {
-            index = HeadHops::build(self.graph.node_bound(), position, |node, out| {
-                self.write_head_list(node, position, out);
-            });
+            index = self.head_index_at(position);
         }
         self.head_hops = Some(index);
+        // A relationship made or removed changes the member count of a group at either end.
+        self.refresh_head_thresholds(nodes.iter().copied(), position);
     }
 
     /// Keeps the id and tier of `node`'s newest version if it is a business service.
@@ -916,6 +944,10 @@ impl TemporalGraph {
                     record.data_as().map_err(|e| apply_error(e.to_string()))?;
                 self.redundancy_changes.push((p, declared.class, declared.redundant));
             }
+            // A rule, or a class declared like a redundant one, may make groups of any class.
+            if self.head_hops.is_some() {
+                self.refresh_head_thresholds(self.graph.node_indices().collect::<Vec<_>>(), p);
+            }
         } else if ChangeEvent::is_change_event(&record.event_type) {
             self.change_book.apply(record).map_err(apply_error)?;
             self.refresh_report_nodes(record);
@@ -1019,6 +1051,7 @@ impl TemporalGraph {
         self.cis.insert(ci_id, node);
         self.set_alive(node);
         self.note_service_head(node);
+        self.refresh_head_thresholds([node], p);
         self.changes.push((p, Touched::Ci(node)));
         self.by_class.entry(class).or_default().push(ci_id);
         if let Some(change) = authorized_by {
@@ -1074,11 +1107,22 @@ impl TemporalGraph {
                 }
                 self.note_service_head(node);
                 if self.head_hops.is_some() && was_present != self.alive_at(node, p) {
-                    // Withdrawn (or back): the lists that lead to it change.
+                    // Withdrawn (or back): the lists that lead to it change, and so do the
+                    // member counts of the groups it is a member of.
                     let leading: Vec<NodeIndex> =
                         self.hops.of(node, ImpactDirection::Upstream).iter().map(|hop| hop.to).collect();
                     self.refresh_head_lists(&leading, p);
+                    let groups: Vec<NodeIndex> = self
+                        .hops
+                        .of(node, ImpactDirection::Downstream)
+                        .iter()
+                        .filter(|hop| hop.into_group)
+                        .map(|hop| hop.to)
+                        .collect();
+                    self.refresh_head_thresholds(groups, p);
                 }
+                // Its own threshold may change with its attributes or its presence.
+                self.refresh_head_thresholds([node], p);
             }
             CiEvent::Linked(link) => {
                 if let Some(node) = self.cis.get(&link.ci_id).copied() {

@@ -155,3 +155,101 @@ async fn a_ci_withdrawn_with_relationships_leading_to_it_leaves_the_head_lists()
     assert_eq!(walked(&kept, &[ci(1)], log[before - 1].position), walked(&plain, &[ci(1)], log[before - 1].position));
     assert_eq!(walked(&plain, &[ci(1)], log[before - 1].position).len(), 2, "before it, the chain is whole");
 }
+
+/// The head index keeps each redundant group's threshold (issue 15, part 3): after every kind
+/// of change that moves one (the group's `members_to_fail`, a member related or withdrawn, a
+/// redundancy rule), a walk reading the index finds what a walk over every position finds,
+/// and the group's severity flips as the rules say.
+#[tokio::test]
+async fn group_thresholds_follow_attributes_members_and_rules() {
+    use cmdb_core::ci::schema::{MEMBERS_TO_FAIL, RedundancyDeclared, SchemaCommand, SchemaDecider};
+    use cmdb_core::ci::{CiCommand, Update};
+    use cmdb_core::decider::{CommandContext, execute};
+    use cmdb_core::{Actor, Clock, Metadata, Source};
+    use cmdb_projections::graph::Severity;
+
+    let world = World::new();
+    for n in 1..=4 {
+        world.ok(register(n, CiClass::Host, None)).await;
+    }
+    world.ok(register(10, CiClass::KubernetesCluster, None)).await;
+    world.ok(register(20, CiClass::Application, None)).await;
+    for n in 1..=3 {
+        world.ok(relate(n, RelType::PartOf, n, 10)).await;
+    }
+    world.ok(relate(5, RelType::RunsOn, 20, 10)).await;
+    let mut kept = world.graph().await;
+    kept.build_head_hops();
+    // Hosts 1 and 2 fail; what becomes of the cluster, checked against a plain replay.
+    let roots = [ci(1), ci(2)];
+    let mut check = async |kept: &mut TemporalGraph, want: Severity, step: &str| {
+        let log = world.log().await;
+        let applied = kept.applied();
+        log.iter().filter(|r| r.position > applied).for_each(|r| kept.apply(r).expect("apply"));
+        let plain = replay(&log, u64::MAX);
+        let head = plain.applied();
+        assert!(kept.head_hops_valid_from().is_some_and(|from| from <= head), "{step}: the walk reads the index");
+        assert_eq!(walked(kept, &roots, head), walked(&plain, &roots, head), "{step}");
+        let cluster = walked(kept, &roots, head).into_iter().find(|(id, _, _)| *id == ci(10)).and_then(|r| r.2);
+        assert_eq!(cluster, Some(want), "{step}");
+    };
+    check(&mut kept, Severity::Degraded, "all three members must fail").await;
+    let set = |n: u64| {
+        let mut update = Update::default();
+        update.set_attributes.insert(MEMBERS_TO_FAIL.into(), serde_json::json!(n));
+        CiCommand::Update(ci(10), update)
+    };
+    world.ok(set(2)).await;
+    check(&mut kept, Severity::Down, "two of three").await;
+    world.ok(relate(6, RelType::PartOf, 4, 10)).await;
+    world.ok(set(9)).await;
+    check(&mut kept, Severity::Degraded, "more than the members: all four").await;
+    world.ok(CiCommand::Unrelate { rel_id: common::rel(3), reason: None, authorized_by: None }).await;
+    world.ok(CiCommand::Withdraw { ci_id: ci(4), reason: None, authorized_by: None }).await;
+    check(&mut kept, Severity::Down, "hosts 3 and 4 gone: the two left").await;
+    world.ok(relate(7, RelType::PartOf, 3, 10)).await;
+    check(&mut kept, Severity::Degraded, "host 3 back: three of three").await;
+    let context = CommandContext::new(Metadata::new(Actor::principal("tester"), Source::Api), world.clock.now());
+    let rule = RedundancyDeclared { class: CiClass::KubernetesCluster, redundant: false, reason: "tests".into() };
+    execute(&world.store, &SchemaDecider, &SchemaCommand::DeclareRedundancy(rule), &context, None).await.expect("rule");
+    check(&mut kept, Severity::Down, "not a group: any member down takes it down").await;
+    let rule = RedundancyDeclared { class: CiClass::KubernetesCluster, redundant: true, reason: "tests".into() };
+    execute(&world.store, &SchemaDecider, &SchemaCommand::DeclareRedundancy(rule), &context, None).await.expect("rule");
+    check(&mut kept, Severity::Degraded, "a group again, three of three").await;
+}
+
+/// A member withdrawn while its `part_of` still stands (a log the engine no longer writes, as
+/// above) stops counting towards its group's threshold at the head index too.
+#[tokio::test]
+async fn a_member_withdrawn_with_its_relationship_standing_leaves_the_count() {
+    let world = World::new();
+    for n in 1..=3 {
+        world.ok(register(n, CiClass::Host, None)).await;
+    }
+    world.ok(register(10, CiClass::KubernetesCluster, None)).await;
+    for n in 1..=3 {
+        world.ok(relate(n, RelType::PartOf, n, 10)).await;
+    }
+    let before = world.log().await.len();
+    world.ok(cmdb_core::ci::CiCommand::Withdraw { ci_id: ci(3), reason: None, authorized_by: None }).await;
+    let note = serde_json::to_vec(&serde_json::json!({"ci_id": ci(10), "rel_id": common::rel(3)})).expect("json");
+    let log: Vec<cmdb_core::EventRecord> = world
+        .log()
+        .await
+        .into_iter()
+        .map(|mut record| {
+            if record.event_type == "relationship.removed" {
+                record.event_type = "ci.relationship_removed".into();
+                record.data = note.clone();
+            }
+            record
+        })
+        .collect();
+    let plain = replay(&log, u64::MAX);
+    let kept = indexed_at(&log, before);
+    let head = plain.applied();
+    let roots = [ci(1), ci(2)];
+    assert_eq!(walked(&kept, &roots, head), walked(&plain, &roots, head));
+    let down = cmdb_projections::graph::Severity::Down;
+    assert_eq!(walked(&plain, &roots, head), vec![(ci(10), 1, Some(down))], "two of the two members left");
+}

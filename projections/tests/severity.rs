@@ -245,6 +245,12 @@ impl Model {
 enum Build {
     Relate(u8, u8, u8),
     Redundant(bool),
+    /// Removes the n-th relationship made (modulo how many).
+    Unrelate(u8),
+    /// Withdraws a CI: by the command that removes its relationships too, or by a transition.
+    Withdraw(u8, bool),
+    /// Sets a CI's `members_to_fail` (0 removes it).
+    Threshold(u8, u8),
 }
 
 const CLASSES: [CiClass; 5] =
@@ -257,6 +263,9 @@ fn build() -> impl Strategy<Value = Build> {
     prop_oneof![
         12 => (0..CIS, 0..CIS, 0u8..6).prop_map(|(a, b, t)| Build::Relate(a, b, t)),
         1 => any::<bool>().prop_map(Build::Redundant),
+        2 => any::<u8>().prop_map(Build::Unrelate),
+        1 => (0..CIS, any::<bool>()).prop_map(|(n, command)| Build::Withdraw(n, command)),
+        2 => (0..CIS, 0u8..4).prop_map(|(n, t)| Build::Threshold(n, t)),
     ]
 }
 
@@ -294,6 +303,28 @@ proptest! {
                         world.run(relate(counter, TYPES[*t as usize], u128::from(*a), u128::from(*b))).await
                     }
                     Build::Redundant(on) => declare_redundancy(&world, CiClass::Application, *on).await,
+                    Build::Unrelate(k) if counter > 0 => {
+                        let rel_id = common::rel(u128::from(*k) % counter + 1);
+                        world.run(CiCommand::Unrelate { rel_id, reason: None, authorized_by: None }).await
+                    }
+                    Build::Unrelate(_) => Ok(()),
+                    Build::Withdraw(n, true) => {
+                        world.run(CiCommand::Withdraw { ci_id: ci(u128::from(*n)), reason: None, authorized_by: None }).await
+                    }
+                    Build::Withdraw(n, false) => {
+                        let to = cmdb_core::ci::Status::Withdrawn;
+                        world.run(CiCommand::Transition { ci_id: ci(u128::from(*n)), to, reason: None, authorized_by: None }).await
+                    }
+                    Build::Threshold(n, t) => {
+                        let mut update = cmdb_core::ci::Update::default();
+                        match t {
+                            0 => update.remove_attributes.push(MEMBERS_TO_FAIL.to_owned()),
+                            t => {
+                                update.set_attributes.insert(MEMBERS_TO_FAIL.to_owned(), json!(t));
+                            }
+                        }
+                        world.run(CiCommand::Update(ci(u128::from(*n)), update)).await
+                    }
                 };
             }
             let log = world.log().await;

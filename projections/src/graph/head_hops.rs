@@ -17,6 +17,11 @@
 //! arrays until there are more than [`HEAD_HOPS_MAX_REWRITTEN_LISTS`] (or one CI in eight),
 //! then the arrays are built again. Built once the log is caught up (a rebuild does not pay
 //! for it event by event) and not stored in checkpoints.
+//!
+//! It also holds each redundant group's threshold (`members_to_fail`) at the head, recomputed
+//! by the graph whenever a relationship of the group changes, a member comes or goes, the
+//! group is updated, or the schema or a redundancy rule changes; a changed threshold moves
+//! `valid_from` like a rewritten list.
 
 use petgraph::stable_graph::NodeIndex;
 use rustc_hash::FxHashMap;
@@ -39,6 +44,10 @@ pub(crate) struct HeadHops {
     targets: Vec<u32>,
     /// Lists rewritten since the arrays were built.
     rewritten: FxHashMap<u32, Vec<u32>>,
+    /// Each redundant group's `members_to_fail`, by node: a group's threshold counts its
+    /// members, and counting them on every walk that crossed into a large cluster was a
+    /// quarter of an assessment's walk.
+    thresholds: FxHashMap<u32, u32>,
 }
 
 /// One entry: `to`, marked if the hop leads into a redundant group from a member.
@@ -56,17 +65,48 @@ pub(crate) fn target(entry: u32) -> (NodeIndex, bool) {
 }
 
 impl HeadHops {
-    /// The lists of nodes `0..node_bound` as `list_of` writes them, valid from `valid_from`.
-    pub fn build(node_bound: usize, valid_from: u64, mut list_of: impl FnMut(NodeIndex, &mut Vec<u32>)) -> HeadHops {
+    /// The lists of nodes `0..node_bound` as `list_of` writes them, and their thresholds as
+    /// `threshold_of` gives them, valid from `valid_from`.
+    pub fn build(
+        node_bound: usize,
+        valid_from: u64,
+        mut list_of: impl FnMut(NodeIndex, &mut Vec<u32>),
+        mut threshold_of: impl FnMut(NodeIndex) -> Option<u32>,
+    ) -> HeadHops {
         let mut offsets = Vec::with_capacity(node_bound + 1);
         let mut targets = Vec::new();
+        let mut thresholds = FxHashMap::default();
         offsets.push(0);
         for index in 0..node_bound {
-            list_of(NodeIndex::new(index), &mut targets);
+            let node = NodeIndex::new(index);
+            list_of(node, &mut targets);
             offsets.push(u32::try_from(targets.len()).expect("fewer than 2^32 hops"));
+            if let Some(threshold) = threshold_of(node) {
+                thresholds.insert(index as u32, threshold);
+            }
         }
         debug_assert_eq!(offsets.len(), node_bound + 1);
-        HeadHops { valid_from, offsets, targets, rewritten: FxHashMap::default() }
+        HeadHops { valid_from, offsets, targets, rewritten: FxHashMap::default(), thresholds }
+    }
+
+    /// How many of `node`'s members must be down for it to be down, if it is a redundant group.
+    #[inline]
+    pub fn threshold(&self, node: NodeIndex) -> Option<u32> {
+        self.thresholds.get(&(node.index() as u32)).copied()
+    }
+
+    /// Sets `node`'s threshold as it is from `position` on; a change moves where the index
+    /// holds from.
+    pub fn set_threshold(&mut self, node: NodeIndex, threshold: Option<u32>, position: u64) {
+        let key = node.index() as u32;
+        let old = match threshold {
+            Some(value) => self.thresholds.insert(key, value),
+            None => self.thresholds.remove(&key),
+        };
+        if old != threshold {
+            debug_assert!(position >= self.valid_from, "the head only moves forward");
+            self.valid_from = position;
+        }
     }
 
     /// Whether a walk at `position` (at most the head) may read the lists.
@@ -116,7 +156,12 @@ mod tests {
     #[test]
     fn lists_are_read_from_the_arrays_until_rewritten() {
         let lists = [vec![entry(NodeIndex::new(1), false), entry(NodeIndex::new(2), true)], vec![], vec![]];
-        let mut index = HeadHops::build(3, 10, |node, out| out.extend(&lists[node.index()]));
+        let mut index = HeadHops::build(
+            3,
+            10,
+            |node, out| out.extend(&lists[node.index()]),
+            |node| (node.index() == 2).then_some(2),
+        );
         assert_eq!(index.of(NodeIndex::new(0)), lists[0].as_slice());
         assert_eq!(target(index.of(NodeIndex::new(0))[1]), (NodeIndex::new(2), true));
         assert!(index.of(NodeIndex::new(7)).is_empty(), "a CI registered since has no hops yet");
@@ -124,9 +169,14 @@ mod tests {
         index.rewrite(NodeIndex::new(7), vec![entry(NodeIndex::new(0), false)], 12);
         assert_eq!(target(index.of(NodeIndex::new(7))[0]), (NodeIndex::new(0), false));
         assert!(!index.covers(11), "a rewrite moves where the lists hold from");
+        assert_eq!((index.threshold(NodeIndex::new(2)), index.threshold(NodeIndex::new(0))), (Some(2), None));
+        index.set_threshold(NodeIndex::new(2), Some(2), 13);
+        assert!(index.covers(12), "an unchanged threshold does not move it");
+        index.set_threshold(NodeIndex::new(2), None, 13);
+        assert!(!index.covers(12) && index.threshold(NodeIndex::new(2)).is_none(), "a changed one does");
         assert!(!index.needs_rebuild());
         for n in 0..=HEAD_HOPS_MAX_REWRITTEN_LISTS {
-            index.rewrite(NodeIndex::new(n), Vec::new(), 13);
+            index.rewrite(NodeIndex::new(n), Vec::new(), 14);
         }
         assert!(index.needs_rebuild(), "past the bound");
     }

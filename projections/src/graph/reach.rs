@@ -171,7 +171,7 @@ impl Walk<'_> {
         let arrives = if into_group {
             let (graph, position) = (self.graph, self.position);
             let group = &mut self.states[other];
-            let threshold = *group.threshold.get_or_insert_with(|| graph.members_to_fail(to, position));
+            let threshold = *group.threshold.get_or_insert_with(|| graph.group_threshold(to, position));
             arriving(severity, threshold, &mut group.down_members)
         } else {
             severity

@@ -78,6 +78,15 @@ impl TemporalGraph {
             .map_or_else(|| cmdb_core::model::REDUNDANT_BY_DEFAULT.contains(&self.schema.like(class)), |(_, _, r)| *r)
     }
 
+    /// [`members_to_fail`](Self::members_to_fail), read from the head index where it holds.
+    #[inline]
+    pub(crate) fn group_threshold(&self, node: NodeIndex, position: u64) -> Option<u32> {
+        match self.head_hops.as_ref().filter(|index| index.covers(position)) {
+            Some(index) => index.threshold(node),
+            None => self.members_to_fail(node, position),
+        }
+    }
+
     /// If `node` is a redundant group at `position`: how many of its members must be down for
     /// it to be down (at least 1, at most its member count).
     pub fn members_to_fail(&self, node: NodeIndex, position: u64) -> Option<u32> {
@@ -128,7 +137,7 @@ impl TemporalGraph {
                     continue;
                 }
                 let threshold = if hop.into_group {
-                    *thresholds.entry(other).or_insert_with(|| self.members_to_fail(other, position))
+                    *thresholds.entry(other).or_insert_with(|| self.group_threshold(other, position))
                 } else {
                     None
                 };
