@@ -182,7 +182,7 @@ async fn group_thresholds_follow_attributes_members_and_rules() {
     kept.build_head_hops();
     // Hosts 1 and 2 fail; what becomes of the cluster, checked against a plain replay.
     let roots = [ci(1), ci(2)];
-    let mut check = async |kept: &mut TemporalGraph, want: Severity, step: &str| {
+    let check = async |kept: &mut TemporalGraph, want: Severity, step: &str| {
         let log = world.log().await;
         let applied = kept.applied();
         log.iter().filter(|r| r.position > applied).for_each(|r| kept.apply(r).expect("apply"));
