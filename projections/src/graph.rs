@@ -570,6 +570,10 @@ pub struct TemporalGraph {
     /// like `alive`, kept as versions are added, not stored).
     #[serde(skip)]
     service_heads: FxHashMap<u32, ServiceHead>,
+    /// A bit per node, set for the business services: a walk of 26,000 CIs tells its services
+    /// apart in 12 KiB instead of reading each CI's presence entry.
+    #[serde(skip)]
+    service_bits: Vec<u64>,
 }
 
 /// A baseline as the graph knows it.
@@ -749,6 +753,7 @@ impl TemporalGraph {
         self.alive.clear();
         let nodes: Vec<NodeIndex> = self.graph.node_indices().collect();
         self.service_heads.clear();
+        self.service_bits.clear();
         for node in nodes {
             self.set_alive(node);
             self.note_service_head(node);
@@ -830,16 +835,28 @@ impl TemporalGraph {
         if newest.ci.class == CiClass::BusinessService {
             let head = ServiceHead { id: newest.ci.id, tier: criticality_tier(&newest.ci), from: newest.from };
             self.service_heads.insert(node.index() as u32, head);
+            let (word, bit) = (node.index() / 64, node.index() % 64);
+            if self.service_bits.len() <= word {
+                self.service_bits.resize(word + 1, 0);
+            }
+            self.service_bits[word] |= 1 << bit;
         }
     }
 
-    /// The id and tier of the business service at `node` at `position`, if it is present
-    /// there: from its newest version's entry when that version holds there, else read from
-    /// the version that does.
+    /// Whether the CI at `node` is a business service.
+    #[inline]
+    pub(crate) fn is_service_node(&self, node: NodeIndex) -> bool {
+        self.service_bits.get(node.index() / 64).is_some_and(|word| word & (1 << (node.index() % 64)) != 0)
+    }
+
+    /// The id and tier of the business service at `node`, present at `position`: from its
+    /// newest version's entry when that version holds there, else read from the version that
+    /// does.
     #[inline]
     pub(crate) fn service_id_and_tier(&self, node: NodeIndex, position: u64) -> Option<(CiId, Option<u8>)> {
+        debug_assert!(self.alive_at(node, position), "asked only of CIs present at the position");
         match self.service_heads.get(&(node.index() as u32)) {
-            Some(head) if head.from <= position => self.alive_at(node, position).then_some((head.id, head.tier)),
+            Some(head) if head.from <= position => Some((head.id, head.tier)),
             _ => self.present(node, position).map(|ci| (ci.id, criticality_tier(ci))),
         }
     }
