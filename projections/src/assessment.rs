@@ -99,7 +99,8 @@ fn rank_services(
     position: u64,
 ) -> (Vec<Listed>, Vec<ServiceBrief>) {
     let rank = |s: &ServiceReached| (std::cmp::Reverse(s.severity), s.tier.unwrap_or(u8::MAX), s.depth);
-    services.sort_unstable_by_key(|s| (rank(s), s.id));
+    // Ids compared as `u128` (the same order as the bytes, without a `memcmp` call each).
+    services.sort_unstable_by_key(|s| (rank(s), s.id.0.as_u128()));
     let listed_count = services.len().min(MAX_ASSESSED_SERVICES);
     // The services that may be listed: those before the last listed one's rank, and all of that rank.
     let read_count = match listed_count.checked_sub(1).map(|last| rank(&services[last])) {
@@ -114,7 +115,7 @@ fn rank_services(
     let not_listed = read.split_off(listed_count.min(read.len()));
     // Those of the last listed rank left out come before every later rank: ordered by id.
     let mut briefed: Vec<ServiceReached> = not_listed.into_iter().map(|(s, _)| s).collect();
-    briefed.sort_unstable_by_key(|s| s.id);
+    briefed.sort_unstable_by_key(|s| s.id.0.as_u128());
     briefed.extend_from_slice(&services[read_count..]);
     debug_assert!(briefed.is_sorted_by_key(|s| (rank(s), s.id)), "the briefs keep the rank, then the id");
     let briefs = briefed
