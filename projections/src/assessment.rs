@@ -4,6 +4,8 @@
 //! holds no graph, so these facts enter the assess command as input
 //! ([`cmdb_core::change::risk`] scores them).
 
+use std::sync::Arc;
+
 use cmdb_core::change::Scope;
 use cmdb_core::change::risk::{
     AssessmentFacts, CiFailures, MAX_ASSESSED_SERVICES, MAX_RISK_HISTORY_DAYS, ServiceBrief, ServiceFact, ServiceHours,
@@ -11,8 +13,6 @@ use cmdb_core::change::risk::{
 use cmdb_core::ci::{CiClass, CiId, CiSnapshot, RelType};
 use cmdb_core::model::Severity;
 use cmdb_core::time::Timestamp;
-
-use std::sync::Arc;
 
 use crate::graph::{GraphError, ServiceReached, TemporalGraph, criticality_tier};
 

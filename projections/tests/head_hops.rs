@@ -116,6 +116,25 @@ async fn more_changes_than_the_bound_rebuild_the_index_and_answers_stay() {
     assert_eq!(walked(&graph, &[ci(0)], head).len() as u128, chain - 1, "the whole chain depends on the first");
 }
 
+/// The world's log with its relationship removals made into notes on the history of CI
+/// `noted` about relationship `rel` (the positions stay in order, as the graph requires): a
+/// withdrawal whose relationships still stand, as an older or imported log may hold.
+async fn with_removals_as_notes(world: &World, noted: u128, rel: u128) -> Vec<cmdb_core::EventRecord> {
+    let note = serde_json::to_vec(&serde_json::json!({"ci_id": ci(noted), "rel_id": common::rel(rel)})).expect("json");
+    world
+        .log()
+        .await
+        .into_iter()
+        .map(|mut record| {
+            if record.event_type == "relationship.removed" {
+                record.event_type = "ci.relationship_removed".into();
+                record.data = note.clone();
+            }
+            record
+        })
+        .collect()
+}
+
 /// A log in which a CI is withdrawn while relationships still lead to it (the engine removes
 /// them in the same append; an older or imported log need not have): the lists that lead to it
 /// drop it at the withdrawal, so a walk does not cross it.
@@ -130,21 +149,7 @@ async fn a_ci_withdrawn_with_relationships_leading_to_it_leaves_the_head_lists()
     let before = world.log().await.len();
     let withdraw = cmdb_core::ci::CiCommand::Withdraw { ci_id: ci(2), reason: None, authorized_by: None };
     world.ok(withdraw).await;
-    // The withdrawal's append with its relationship removals made into notes on CI 3's history
-    // (the positions stay in order, as the graph requires).
-    let note = serde_json::to_vec(&serde_json::json!({"ci_id": ci(3), "rel_id": common::rel(2)})).expect("json");
-    let log: Vec<cmdb_core::EventRecord> = world
-        .log()
-        .await
-        .into_iter()
-        .map(|mut record| {
-            if record.event_type == "relationship.removed" {
-                record.event_type = "ci.relationship_removed".into();
-                record.data = note.clone();
-            }
-            record
-        })
-        .collect();
+    let log = with_removals_as_notes(&world, 3, 2).await;
     assert!(log[before..].iter().any(|r| r.event_type == "ci.withdrawn"));
     let plain = replay(&log, u64::MAX);
     let kept = indexed_at(&log, before);
@@ -232,19 +237,7 @@ async fn a_member_withdrawn_with_its_relationship_standing_leaves_the_count() {
     }
     let before = world.log().await.len();
     world.ok(cmdb_core::ci::CiCommand::Withdraw { ci_id: ci(3), reason: None, authorized_by: None }).await;
-    let note = serde_json::to_vec(&serde_json::json!({"ci_id": ci(10), "rel_id": common::rel(3)})).expect("json");
-    let log: Vec<cmdb_core::EventRecord> = world
-        .log()
-        .await
-        .into_iter()
-        .map(|mut record| {
-            if record.event_type == "relationship.removed" {
-                record.event_type = "ci.relationship_removed".into();
-                record.data = note.clone();
-            }
-            record
-        })
-        .collect();
+    let log = with_removals_as_notes(&world, 10, 3).await;
     let plain = replay(&log, u64::MAX);
     let kept = indexed_at(&log, before);
     let head = plain.applied();

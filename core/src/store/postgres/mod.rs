@@ -279,6 +279,24 @@ impl PostgresStore {
         self.query_decoded(sql, params, decode_row).await
     }
 
+    /// Up to `max_count` events after position `after` (within the page bound), `columns` of
+    /// each decoded with `decode`: the page read behind whole records and folds.
+    async fn page_after<T>(
+        &self,
+        columns: &str,
+        after: u64,
+        max_count: usize,
+        decode: fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        check_page(&self.shared.limits, max_count)?;
+        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {columns} FROM events WHERE position > $1 ORDER BY position ASC LIMIT $2");
+        self.query_decoded(&sql, &[&after, &(max_count as i64)], decode).await
+    }
+
     /// Runs `sql` on a reader and decodes each row with `decode` (whole records or folds).
     async fn query_decoded<T>(
         &self,
@@ -463,23 +481,11 @@ impl EventStore for PostgresStore {
     }
 
     async fn read_all(&self, after: u64, max_count: usize) -> Result<Vec<EventRecord>, StoreError> {
-        check_page(&self.shared.limits, max_count)?;
-        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
-        if max_count == 0 {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {SELECT_COLUMNS} FROM events WHERE position > $1 ORDER BY position ASC LIMIT $2");
-        self.query_records(&sql, &[&after, &(max_count as i64)]).await
+        self.page_after(SELECT_COLUMNS, after, max_count, decode_row).await
     }
 
     async fn read_fold(&self, after: u64, max_count: usize) -> Result<Vec<FoldRecord>, StoreError> {
-        check_page(&self.shared.limits, max_count)?;
-        let Ok(after) = i64::try_from(after) else { return Ok(Vec::new()) };
-        if max_count == 0 {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {FOLD_COLUMNS} FROM events WHERE position > $1 ORDER BY position ASC LIMIT $2");
-        self.query_decoded(&sql, &[&after, &(max_count as i64)], decode_fold_row).await
+        self.page_after(FOLD_COLUMNS, after, max_count, decode_fold_row).await
     }
 
     async fn event_at(&self, position: u64) -> Result<Option<EventRecord>, StoreError> {

@@ -1624,8 +1624,8 @@ mod tests {
         mine.shutdown().await;
     }
 
-    #[tokio::test]
-    async fn links_read_from_the_file_or_from_memory_are_the_records_places() {
+    /// A store in a new folder holding six single-event appends, alternating streams a and b.
+    async fn store_of_six_events() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
         for n in 0..6 {
@@ -1635,6 +1635,12 @@ mod tests {
                 .await
                 .expect("append");
         }
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn links_read_from_the_file_or_from_memory_are_the_records_places() {
+        let (dir, store) = store_of_six_events().await;
         let links = |records: &[EventRecord]| records.iter().map(ChainLink::from).collect::<Vec<_>>();
         // Served from the writer's copy in memory.
         assert_eq!(store.read_links(2, 100).await.expect("links"), links(&from_file(&store, 2)));
@@ -1659,15 +1665,7 @@ mod tests {
 
     #[tokio::test]
     async fn folds_read_from_the_file_or_from_memory_are_the_records_fold_parts() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
-        for n in 0..6 {
-            let name = if n % 2 == 0 { "a" } else { "b" };
-            store
-                .append(AppendRequest::single(stream(name), ExpectedVersion::Any, vec![event(n)]))
-                .await
-                .expect("append");
-        }
+        let (dir, store) = store_of_six_events().await;
         let folds = |records: Vec<EventRecord>| records.into_iter().map(|r| r.fold).collect::<Vec<_>>();
         // Served from the writer's copy in memory.
         assert_eq!(store.read_fold(2, 100).await.expect("folds"), folds(from_file(&store, 2)));
