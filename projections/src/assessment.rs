@@ -46,13 +46,14 @@ pub fn assessment_facts(
     let (listed, other_services) = rank_services(graph, &mut services, position);
     // Services share owners (a team owns many): each owner's contacts are looked up once.
     let mut contacts_of: rustc_hash::FxHashMap<CiId, Vec<String>> = rustc_hash::FxHashMap::default();
+    let mut hours = HoursPatterns::default();
     let services = listed
         .into_iter()
         .map(|(ServiceReached { tier, depth, severity, .. }, ci)| ServiceFact {
             id: ci.id,
             name: ci.name.to_string(),
             tier: tier.filter(|t| *t <= 4),
-            service_hours: ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute),
+            service_hours: ci.attributes.get("service_hours").and_then(|value| hours.read(value)),
             owner_contacts: ci
                 .owner
                 .map(|owner| contacts_of.entry(owner).or_insert_with(|| owner_contacts(graph, owner, position)).clone())
@@ -123,6 +124,27 @@ fn rank_services(
         .map(|s| ServiceBrief { id: s.id, tier: s.tier.filter(|t| *t <= 4), depth: s.depth, severity: s.severity })
         .collect();
     (read, briefs)
+}
+
+/// Service-hours patterns read so far: services share a few, and reading one from its value
+/// costs more than comparing the value with those read (bounded; beyond, each is read).
+#[derive(Default)]
+struct HoursPatterns(Vec<(serde_json::Value, Option<ServiceHours>)>);
+
+/// Distinct service-hours values an assessment remembers the reading of.
+const MAX_HOURS_PATTERNS_READ: usize = 32;
+
+impl HoursPatterns {
+    fn read(&mut self, value: &serde_json::Value) -> Option<ServiceHours> {
+        if let Some((_, hours)) = self.0.iter().find(|(known, _)| known == value) {
+            return hours.clone();
+        }
+        let hours = ServiceHours::from_attribute(value);
+        if self.0.len() < MAX_HOURS_PATTERNS_READ {
+            self.0.push((value.clone(), hours.clone()));
+        }
+        hours
+    }
 }
 
 fn email(ci: &CiSnapshot) -> Option<String> {

@@ -2,7 +2,7 @@
 //! state (who holds which role now), the CIs the scope names and the clock reading, which
 //! events to append, or why not.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 
 use serde_json::{Value, json};
@@ -815,19 +815,27 @@ pub fn policy_input(
         })
     });
     let assessment_value = assessment.map(|a| {
+        // Looked up per listed service: a set, not a scan of up to 500 ids for each of 500.
+        let in_hours: HashSet<CiId> = a.window_in_service_hours.iter().copied().collect();
+        // Services share owners (a team owns many): each owner list is resolved once.
+        let mut principals_of: HashMap<&[String], Value> = HashMap::new();
         let services: Vec<Value> = a
             .facts
             .services
             .iter()
             .map(|s| {
+                let owners = principals_of
+                    .entry(s.owner_contacts.as_slice())
+                    .or_insert_with(|| json!(owner_principals(access, &s.owner_contacts)))
+                    .clone();
                 json!({
                     "id": s.id.to_string(),
                     "name": s.name,
                     "tier": s.tier,
                     "depth": s.depth,
                     "severity": s.severity.as_str(),
-                    "window_in_service_hours": a.window_in_service_hours.contains(&s.id),
-                    "owners": owner_principals(access, &s.owner_contacts),
+                    "window_in_service_hours": in_hours.contains(&s.id),
+                    "owners": owners,
                 })
             })
             .collect();

@@ -46,6 +46,10 @@ pub const LEVEL_THRESHOLDS: [u32; 3] = [25, 50, 75];
 /// The highest risk score.
 pub const MAX_SCORE: u32 = 100;
 
+/// Distinct service-hours patterns an assessment remembers the window check of (beyond them,
+/// each service's hours are checked on their own: the same answers, more slowly).
+const MAX_HOURS_PATTERNS_CHECKED: usize = 32;
+
 /// The weekly hours a business service is used in, in its own time zone (the CI schema's
 /// `service_hours` attribute).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,12 +318,8 @@ pub fn assess(facts: AssessmentFacts, change_type: ChangeType, window: Option<&W
 
     let mut in_hours = Vec::new();
     if let Some(window) = window {
-        for service in &facts.services {
-            if service.service_hours.as_ref().is_some_and(|hours| window_touches(window, hours)) {
-                in_hours.push(service.id);
-            }
-        }
-        let tier1 = facts.services.iter().find(|s| s.tier == Some(1) && in_hours.contains(&s.id));
+        let tier1;
+        (in_hours, tier1) = services_in_hours(window, &facts.services);
         match (tier1, in_hours.first()) {
             (Some(service), _) => factor(
                 "service_hours",
@@ -347,6 +347,35 @@ pub fn assess(facts: AssessmentFacts, change_type: ChangeType, window: Option<&W
         factors,
         facts,
     }
+}
+
+/// The listed services whose hours the window touches, in their order, and the first of them
+/// of tier 1.
+fn services_in_hours<'a>(window: &Window, services: &'a [ServiceFact]) -> (Vec<CiId>, Option<&'a ServiceFact>) {
+    let (mut in_hours, mut tier1) = (Vec::new(), None);
+    // Services share their hours (a team's few patterns across an estate): each pattern is
+    // checked against the window once, not once per service (issue 15).
+    let mut checked: Vec<(&ServiceHours, bool)> = Vec::new();
+    for service in services {
+        let Some(hours) = service.service_hours.as_ref() else { continue };
+        let touches = match checked.iter().find(|(known, _)| *known == hours) {
+            Some((_, touches)) => *touches,
+            None => {
+                let touches = window_touches(window, hours);
+                if checked.len() < MAX_HOURS_PATTERNS_CHECKED {
+                    checked.push((hours, touches));
+                }
+                touches
+            }
+        };
+        if touches {
+            in_hours.push(service.id);
+            if tier1.is_none() && service.tier == Some(1) {
+                tier1 = Some(service);
+            }
+        }
+    }
+    (in_hours, tier1)
 }
 
 fn weekday(day: &str) -> Option<Weekday> {
