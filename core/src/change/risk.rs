@@ -624,6 +624,40 @@ mod tests {
     }
 
     #[test]
+    fn shared_hours_patterns_give_each_service_its_own_answer_at_and_past_the_bound() {
+        // Twice the remembered patterns, each used by two services: an opening hour per pattern
+        // (09:00 to 09:39 UTC), so the 09:20-09:30 window touches the first 30 patterns only.
+        let patterns = 2 * MAX_HOURS_PATTERNS_CHECKED;
+        let hours = |n: usize| {
+            let mut h = office("UTC");
+            h.weekly[0].start = format!("09:{:02}", n % 60);
+            h.weekly[0].end = "09:59".into();
+            if n >= 60 {
+                h.weekly[0].days = vec!["sun".into()];
+            }
+            h
+        };
+        let services: Vec<ServiceFact> = (0..2 * patterns)
+            .map(|n| {
+                let mut s = service(if n % 3 == 0 { 1 } else { 2 }, Some(hours(n % patterns)));
+                s.id = CiId(uuid::Uuid::from_u128(n as u128 + 100));
+                s
+            })
+            .collect();
+        let inside = window("2030-01-07T09:20:00Z", "2030-01-07T09:30:00Z");
+        let (in_hours, tier1) = services_in_hours(&inside, &services);
+        let expected: Vec<CiId> = services
+            .iter()
+            .filter(|s| s.service_hours.as_ref().is_some_and(|h| window_touches(&inside, h)))
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(in_hours, expected, "the same services as checking each on its own");
+        assert_eq!(in_hours.len(), 2 * 30);
+        let first_tier1 = services.iter().find(|s| s.tier == Some(1) && expected.contains(&s.id)).map(|s| s.id);
+        assert_eq!(tier1.map(|s| s.id), first_tier1);
+    }
+
+    #[test]
     fn levels_follow_the_thresholds_and_the_score_is_capped() {
         assert_eq!(RiskLevel::of_score(24), RiskLevel::Low);
         assert_eq!(RiskLevel::of_score(25), RiskLevel::Medium);
