@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use cmdb_core::change::Scope;
 use cmdb_core::change::risk::{
-    AssessmentFacts, CiFailures, MAX_ASSESSED_SERVICES, MAX_RISK_HISTORY_DAYS, ServiceBrief, ServiceFact, ServiceHours,
+    AssessmentFacts, CiFailures, MAX_ASSESSED_SERVICES, MAX_HOURS_PATTERNS, MAX_RISK_HISTORY_DAYS, ServiceBrief,
+    ServiceFact, ServiceHours,
 };
 use cmdb_core::ci::{CiClass, CiId, CiSnapshot, RelType};
 use cmdb_core::model::Severity;
@@ -131,16 +132,13 @@ fn rank_services(
 #[derive(Default)]
 struct HoursPatterns(Vec<(serde_json::Value, Option<ServiceHours>)>);
 
-/// Distinct service-hours values an assessment remembers the reading of.
-const MAX_HOURS_PATTERNS_READ: usize = 32;
-
 impl HoursPatterns {
     fn read(&mut self, value: &serde_json::Value) -> Option<ServiceHours> {
         if let Some((_, hours)) = self.0.iter().find(|(known, _)| known == value) {
             return hours.clone();
         }
         let hours = ServiceHours::from_attribute(value);
-        if self.0.len() < MAX_HOURS_PATTERNS_READ {
+        if self.0.len() < MAX_HOURS_PATTERNS {
             self.0.push((value.clone(), hours.clone()));
         }
         hours

@@ -46,9 +46,10 @@ pub const LEVEL_THRESHOLDS: [u32; 3] = [25, 50, 75];
 /// The highest risk score.
 pub const MAX_SCORE: u32 = 100;
 
-/// Distinct service-hours patterns an assessment remembers the window check of (beyond them,
-/// each service's hours are checked on their own: the same answers, more slowly).
-const MAX_HOURS_PATTERNS_CHECKED: usize = 32;
+/// Distinct service-hours patterns an assessment remembers, both the reading of an attribute
+/// value and the window check (beyond them, each service's hours are read and checked on their
+/// own: the same answers, more slowly).
+pub const MAX_HOURS_PATTERNS: usize = 32;
 
 /// The weekly hours a business service is used in, in its own time zone (the CI schema's
 /// `service_hours` attribute).
@@ -362,7 +363,7 @@ fn services_in_hours<'a>(window: &Window, services: &'a [ServiceFact]) -> (Vec<C
             Some((_, touches)) => *touches,
             None => {
                 let touches = window_touches(window, hours);
-                if checked.len() < MAX_HOURS_PATTERNS_CHECKED {
+                if checked.len() < MAX_HOURS_PATTERNS {
                     checked.push((hours, touches));
                 }
                 touches
@@ -627,7 +628,7 @@ mod tests {
     fn shared_hours_patterns_give_each_service_its_own_answer_at_and_past_the_bound() {
         // Twice the remembered patterns, each used by two services: an opening hour per pattern
         // (09:00 to 09:39 UTC), so the 09:20-09:30 window touches the first 30 patterns only.
-        let patterns = 2 * MAX_HOURS_PATTERNS_CHECKED;
+        let patterns = 2 * MAX_HOURS_PATTERNS;
         let hours = |n: usize| {
             let mut h = office("UTC");
             h.weekly[0].start = format!("09:{:02}", n % 60);
