@@ -662,7 +662,8 @@ fn json_text(value: &Value) -> String {
 }
 
 /// What `policy` decides on `input`, without the record of it: a what-if, which records
-/// nothing, needs no canonical text of its input (a tenth of its decision at 500 services).
+/// nothing, needs no canonical text of its input (about 0.13 ms of a 0.35 ms decision at 500
+/// services).
 pub fn evaluate(policy: &PolicyRecord, input: &Value) -> Result<PolicyOutput, PolicyError> {
     // The default policy's meaning, written natively, for the inputs it vouches for (replays
     // still run the interpreter, so each checks it again).

@@ -295,7 +295,8 @@ fn first_names<'a>(names: impl Iterator<Item = &'a str>) -> FirstNames<'a> {
     let mut names: Vec<&str> = names.collect();
     let count = names.len();
     if count > NAMES_SHOWN {
-        // Linear selection: the first `NAMES_SHOWN` are the smallest, in any order, after it.
+        // Linear selection: afterwards the first `NAMES_SHOWN` slots hold the smallest names,
+        // unordered; only those are sorted below.
         names.select_nth_unstable(NAMES_SHOWN - 1);
         names.truncate(NAMES_SHOWN);
     }
