@@ -9,6 +9,11 @@ use cmdb_api::settings::LogFormat;
 /// mimalloc instead of the system allocator: a GraphQL answer is a tree of many small values
 /// built and freed per request, and glibc's malloc and free took about 30 % of the server's time
 /// on large answers (perf, a day's diff on the large estate).
+///
+/// Built with `no_thp`: mimalloc otherwise marks its regions `MADV_HUGEPAGE`, and the kernel then
+/// zeroes a 2 MiB page at each first touch (10-12 % of a rebuild's CPU in `clear_page`). Without
+/// it, a rebuild of the large estate took 8.9-9.3 s of CPU instead of 9.6-14 s (5 alternated
+/// pairs, BENCHMARKS.md), and the assessment's walks were unchanged within the runs' spread.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
