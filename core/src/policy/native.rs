@@ -167,13 +167,13 @@ fn cab_approvals(level: Option<&str>, high_risk: bool, critical: bool, in_hours:
         _ => approvals.push(role("approver", 1, "a change needs an approver (CH-4)".into())),
     }
     if critical && !in_hours.is_empty() {
-        let names = first_names(in_hours.iter().map(|s| s.name));
+        let names: Vec<&str> = in_hours.iter().map(|s| s.name).collect();
         approvals.push(role(
             "change-manager",
             1,
             format!(
                 "critical risk inside the service hours of tier-1 services ({}) needs a change manager",
-                names_text(&names)
+                names_text(names)
             ),
         ));
     }
@@ -260,59 +260,43 @@ fn owner_approvals(tier1: &[Service]) -> Vec<Value> {
         owner_sets[index].1.push(service.name);
     }
     for (owners, names) in owner_sets {
-        let names = first_names(names.into_iter());
         approvals.push(json!({
             "principals": owners,
             "count": 1,
-            "reason": format!("tier-1 services ({}) need one of their owners to approve", names_text(&names)),
+            "reason": format!("tier-1 services ({}) need one of their owners to approve", names_text(names)),
         }));
     }
-    let orphans = first_names(tier1.iter().filter(|s| s.owners.is_some_and(Vec::is_empty)).map(|s| s.name));
-    if orphans.count > 0 {
+    let orphans: Vec<&str> = tier1.iter().filter(|s| s.owners.is_some_and(Vec::is_empty)).map(|s| s.name).collect();
+    if !orphans.is_empty() {
         approvals.push(role(
             "change-manager",
             1,
             format!(
                 "tier-1 services ({}) have no owner principal; a change manager approves for them",
-                names_text(&orphans)
+                names_text(orphans)
             ),
         ));
     }
     approvals
 }
 
-/// What the policy's `names_text` reads of a sorted list of names: its first three and its
-/// length. Kept without sorting the whole list (a tier-1 list runs to 500 names, and a reason
-/// shows three).
-struct FirstNames<'a> {
-    first: Vec<&'a str>,
-    count: usize,
-}
+/// How many names a reason lists before "and N more" (the policy's `array.slice(names, 0, 3)`).
+const NAMES_SHOWN: usize = 3;
 
-/// The names in the order Rego's `sort` gives them (byte order, duplicates kept), cut to the
-/// first [`NAMES_SHOWN`] and counted.
-fn first_names<'a>(names: impl Iterator<Item = &'a str>) -> FirstNames<'a> {
-    let mut names: Vec<&str> = names.collect();
+/// The policy's `names_text` of `sort(names)`: the first three names in byte order (duplicates
+/// kept, as Rego's `sort`), and how many in all. The three are chosen by linear selection, not
+/// by sorting the whole list (a tier-1 list runs to 500 names).
+fn names_text(mut names: Vec<&str>) -> String {
     let count = names.len();
     if count > NAMES_SHOWN {
-        // Linear selection: afterwards the first `NAMES_SHOWN` slots hold the smallest names,
-        // unordered; only those are sorted below.
+        // Afterwards the first `NAMES_SHOWN` slots hold the smallest names, unordered.
         names.select_nth_unstable(NAMES_SHOWN - 1);
         names.truncate(NAMES_SHOWN);
     }
     names.sort_unstable();
-    debug_assert!(names.len() == count.min(NAMES_SHOWN));
-    FirstNames { first: names, count }
-}
-
-/// How many names a reason lists before "and N more" (the policy's `array.slice(names, 0, 3)`).
-const NAMES_SHOWN: usize = 3;
-
-/// The policy's `names_text`: the first three names, and how many in all.
-fn names_text(names: &FirstNames) -> String {
-    match names.first.as_slice() {
-        [one] if names.count == 1 => (*one).to_owned(),
-        first if names.count > NAMES_SHOWN => format!("{} and {} more", first.join(", "), names.count - NAMES_SHOWN),
+    match names.as_slice() {
+        [one] if count == 1 => (*one).to_owned(),
+        first if count > NAMES_SHOWN => format!("{} and {} more", first.join(", "), count - NAMES_SHOWN),
         first => first.join(", "),
     }
 }
