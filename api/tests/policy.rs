@@ -184,6 +184,17 @@ async fn what_if_assesses_and_decides_a_draft_without_recording_it() {
     assert_eq!(what_if["assessment"]["level"], "HIGH");
     assert_eq!(what_if["decision"]["input"]["change"]["requester"], "alice", "the caller is the requester");
     assert_eq!(what_if["decision"]["input"]["change"]["scope"]["cis"][0]["name"], "pay-01");
+    // The input is built only when selected: asked for under an alias in a fragment, it is
+    // still there; the decision is the same without it.
+    let through_fragment = "query($input: DraftChangeInput!) { at { whatIf(input: $input) {
+        d: decision { ...Seen } } } } fragment Seen on WhatIfDecision { autoApprove seen: input }";
+    let window = ("2030-01-08T10:00:00Z", "2030-01-08T11:00:00Z");
+    let seen = e.server.ok(&e.alice, through_fragment, json!({ "input": draft_input(&e.host, window) })).await;
+    let (seen_input, input) = (&seen["at"]["whatIf"]["d"]["seen"], &what_if["decision"]["input"]);
+    for key in ["change", "assessment", "calendar", "requester_roles"] {
+        assert_eq!(seen_input[key], input[key], "{key}: only the clock reading differs");
+    }
+    assert_eq!(seen["at"]["whatIf"]["d"]["autoApprove"], what_if["decision"]["autoApprove"]);
     assert_eq!(e.server.head().await, before, "a what-if records nothing");
     // An unknown CI, a window ending before it starts: clear errors.
     let mut unknown = draft_input(&e.host, ("2030-01-08T10:00:00Z", "2030-01-08T11:00:00Z"));

@@ -2,12 +2,20 @@
 //! to the recorded answer; each risk factor only ever raises the score; an approval never
 //! counts for a requirement its principal does not qualify for.
 
-use cmdb_core::access::{AccessState, Role};
-use cmdb_core::change::decide::policy_input;
+use std::collections::BTreeMap;
+
+use cmdb_core::access::{AccessState, PrincipalInfo, PrincipalKind, Role};
+use cmdb_core::change::decide::{PolicyInput, policy_input};
+use cmdb_core::change::freeze::FreezeHit;
 use cmdb_core::change::risk::{self, AssessmentFacts, CiFailures, ServiceFact, ServiceHours, WeeklyHours};
-use cmdb_core::change::{At, ChangeDetails, ChangeDrafted, ChangeRecord, ChangeType, Scope, Window};
-use cmdb_core::ci::{ChangeId, CiId};
+use cmdb_core::change::{
+    At, CalendarFacts, ChangeDetails, ChangeDrafted, ChangeNumber, ChangeRecord, ChangeType, ConflictAcknowledged,
+    ConflictFact, LinkKind, PlannedCi, RecordLink, Scope, Window,
+};
+use cmdb_core::ci::{ChangeId, CiClass, CiId, CiSnapshot, Status};
+use cmdb_core::ids::FreezeId;
 use cmdb_core::model::Severity;
+use cmdb_core::policy::DecisionInput;
 use cmdb_core::policy::{self, PolicyRecord};
 use cmdb_core::time::Timestamp;
 use proptest::prelude::*;
@@ -275,4 +283,113 @@ fn the_native_default_policy_answers_every_input_the_engine_builds() {
             Ok(())
         })
         .expect("native on every engine input");
+}
+
+/// Calendars of conflicts (some acknowledged by either side) and freezes.
+fn calendar() -> impl Strategy<Value = Option<CalendarFacts>> {
+    let conflicts = proptest::collection::vec((0u128..4, any::<bool>()), 0..4);
+    let freezes = proptest::collection::vec(0u128..3, 0..3);
+    proptest::option::of((conflicts, freezes).prop_map(|(conflicts, freezes)| {
+        CalendarFacts {
+            conflicts: conflicts
+                .into_iter()
+                .map(|(n, by_other)| ConflictFact {
+                    other: ChangeId(uuid::Uuid::from_u128(100 + n)),
+                    other_label: format!("CHG-{n}"),
+                    reason: "overlapping windows, shared \"CI\"".into(),
+                    path: vec![],
+                    acknowledged_by_other: by_other,
+                })
+                .collect(),
+            freezes: freezes
+                .into_iter()
+                .map(|n| FreezeHit {
+                    freeze_id: FreezeId(uuid::Uuid::from_u128(n)),
+                    name: format!("freeze {n}"),
+                    start: NOW,
+                    end: NOW.saturating_add_micros(3_600_000_000),
+                })
+                .collect(),
+        }
+    }))
+}
+
+/// Principals for some of the owner contacts the service generator writes (`a@example.com`
+/// names `a`), so owners resolve to some, none or all of their principals.
+fn access_with_owners() -> AccessState {
+    let mut access = AccessState::default();
+    for name in ["a", "c@example.com", "e", "alice"] {
+        access.principals.insert(
+            name.into(),
+            PrincipalInfo {
+                name: name.into(),
+                kind: PrincipalKind::Person,
+                display_name: None,
+                roles: [Role::Approver, Role::Editor].into(),
+                created_at: NOW,
+                tokens: vec![],
+            },
+        );
+    }
+    access
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// The typed input the engine decides on is the JSON input: the same canonical text (so
+    /// the record and a replay see what the rules saw), the same reading by the rules, and
+    /// so the same decision.
+    #[test]
+    fn the_typed_input_is_its_json_value(
+        mut facts in facts(),
+        calendar in calendar(),
+        change_type in change_type(),
+        start in proptest::option::of(0i64..24 * 14),
+        acknowledged in proptest::collection::vec(0u128..4, 0..3),
+        scope_known in any::<bool>(),
+    ) {
+        facts.calendar = calendar;
+        let mut change = record(change_type, start.map(window));
+        change.number = Some(ChangeNumber(42));
+        change.details.implementer = Some("bob \u{e9}".into());
+        change.details.links = vec![RecordLink { kind: LinkKind::Incident, id: "INC-1".into() }];
+        change.details.scope.planned = vec![PlannedCi { class: CiClass::VirtualMachine, name: "planned vm".into() }];
+        for n in acknowledged {
+            let ack = ConflictAcknowledged {
+                change_id: change.change_id,
+                other: ChangeId(uuid::Uuid::from_u128(100 + n)),
+                reason: "seen".into(),
+                by: "alice".into(),
+            };
+            change.acknowledged.push((ack, At { position: 2, recorded_at: NOW }));
+        }
+        let assessment = risk::assess(facts, change_type, change.details.window.as_ref());
+        let access = access_with_owners();
+        let mut cis = BTreeMap::new();
+        if scope_known {
+            let ci = CiSnapshot {
+                id: CiId(uuid::Uuid::from_u128(1)),
+                class: CiClass::Host,
+                name: "web-01".into(),
+                status: Status::Live,
+                environment: None,
+                owner: None,
+                location: None,
+                version: None,
+                attributes: Default::default(),
+            };
+            cis.insert(ci.id, Some(ci));
+        }
+        for assessed in [None, Some(&assessment)] {
+            let typed = PolicyInput::new(&change, assessed, &access, &cis, NOW);
+            let value = typed.to_value();
+            prop_assert_eq!(serde_json::to_string(&typed).expect("json"), value.to_string());
+            prop_assert_eq!(typed.rule_input(), policy::native::read(&value), "{}", value);
+            let policy = PolicyRecord::default_policy();
+            let from_typed = policy::decide(&policy, &typed).expect("decides");
+            prop_assert_eq!(&from_typed, &policy::decide(&policy, &value).expect("decides"));
+            prop_assert!(policy::replay(&from_typed, &policy).matches);
+        }
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cmdb_core::access::AccessState;
-use cmdb_core::change::decide::policy_input;
+use cmdb_core::change::decide::PolicyInput;
 use cmdb_core::change::risk::{self, DEFAULT_RISK_HISTORY_DAYS};
 use cmdb_core::change::{At, ChangeDetails, ChangeDrafted, ChangeRecord, ChangeType, Scope, Window};
 use cmdb_core::ci::{ChangeId, CiClass, CiId, CiSnapshot};
@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
         down_services.push(facts.services_with(cmdb_core::model::Severity::Down));
         let assessment = risk::assess(facts, ChangeType::Normal, record.details.window.as_ref());
         let assessed = t.elapsed();
-        let input = policy_input(&record, Some(&assessment), &access, &cis, now);
+        let input = PolicyInput::new(&record, Some(&assessment), &access, &cis, now);
         let input_built = t.elapsed();
         let decision = policy::decide(&policy, &input)?;
         let elapsed = t.elapsed();

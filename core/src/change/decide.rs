@@ -2,10 +2,8 @@
 //! state (who holds which role now), the CIs the scope names and the clock reading, which
 //! events to append, or why not.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
-
-use serde_json::{Value, json};
 
 use crate::access::{AccessState, Operation, PERMISSIONS, Role, permits, roles_for};
 use crate::ci::schema::SchemaRegistry;
@@ -18,8 +16,9 @@ use super::command::ChangeCommand;
 use super::freeze::{
     self, FreezeCreated, FreezeEvent, FreezeHit, FreezeId, FreezeLifted, FreezeSchedule, FreezeScope, Freezes,
 };
+pub use super::policy_input::{PolicyInput, policy_input};
 use super::reads::{self, ChangeKey, ChangeRead};
-use super::risk::{self, Assessment, AssessmentFacts};
+use super::risk::{self, AssessmentFacts};
 use super::table::{self, Requirement, Target};
 use super::*;
 
@@ -777,125 +776,6 @@ fn requester_or_manager(input: &ChangeInput<'_>, change: &ChangeRecord, action: 
     }
 }
 
-/// The principals an owner contact (an e-mail address) stands for: a principal named by the
-/// address itself, or by its part before the `@`.
-fn owner_principals(access: &AccessState, contacts: &[String]) -> Vec<String> {
-    let mut names = BTreeSet::new();
-    for contact in contacts {
-        let local = contact.split('@').next().unwrap_or_default();
-        for candidate in [contact.as_str(), local] {
-            if !candidate.is_empty() && access.principals.contains_key(candidate) {
-                names.insert(candidate.to_owned());
-            }
-        }
-    }
-    names.into_iter().collect()
-}
-
-/// The policy's input: the change, its assessment, the requester's roles, the calendar (none
-/// yet) and the clock reading. Everything a decision depends on is here, so a replay needs
-/// nothing else. Keys are sorted when serialised (canonical JSON).
-pub fn policy_input(
-    change: &ChangeRecord,
-    assessment: Option<&Assessment>,
-    access: &AccessState,
-    cis: &BTreeMap<CiId, Option<CiSnapshot>>,
-    now: Timestamp,
-) -> Value {
-    let details = &change.details;
-    let calendar = assessment.and_then(|a| a.facts.calendar.as_ref()).map(|c| {
-        json!({
-            "conflicts": c.conflicts.iter().map(|k| json!({
-                "change": k.other_label, "reason": k.reason, "acknowledged_by_other": k.acknowledged_by_other,
-                "acknowledged": change.acknowledged.iter().any(|(a, _)| a.other == k.other),
-            })).collect::<Vec<_>>(),
-            "freezes": c.freezes.iter().map(|f| json!({
-                "name": f.name, "start": f.start.to_rfc3339(), "end": f.end.to_rfc3339(),
-            })).collect::<Vec<_>>(),
-        })
-    });
-    let assessment_value = assessment.map(|a| {
-        // Looked up per listed service: a set, not a scan of up to 500 ids for each of 500.
-        let in_hours: HashSet<CiId> = a.window_in_service_hours.iter().copied().collect();
-        // Services share owners (a team owns many): each owner list is resolved once.
-        let mut principals_of: HashMap<&[String], Value> = HashMap::new();
-        let services: Vec<Value> = a
-            .facts
-            .services
-            .iter()
-            .map(|s| {
-                let owners = principals_of
-                    .entry(s.owner_contacts.as_slice())
-                    .or_insert_with(|| json!(owner_principals(access, &s.owner_contacts)))
-                    .clone();
-                json!({
-                    "id": s.id.to_string(),
-                    "name": s.name,
-                    "tier": s.tier,
-                    "depth": s.depth,
-                    "severity": s.severity.as_str(),
-                    "window_in_service_hours": in_hours.contains(&s.id),
-                    "owners": owners,
-                })
-            })
-            .collect();
-        // `json!` copies what it is given; the services are moved in after (issue 15).
-        let mut value = json!({
-            "score": a.score,
-            "level": a.level.as_str(),
-            "formula_version": a.formula_version,
-            "position": a.facts.position,
-            "downstream_cis": a.facts.downstream_cis,
-            "truncated": a.facts.truncated,
-            "services": null,
-            "services_not_listed": a.facts.services_not_listed,
-            "services_down": a.facts.services_with(crate::model::Severity::Down),
-            "services_degraded": a.facts.services_with(crate::model::Severity::Degraded),
-            "recent_failures": a.facts.failures.iter().map(|f| f.failed + f.backed_out).sum::<u32>(),
-            "history_days": a.facts.history_days,
-            "factors": a.factors.iter().map(|f| json!({"name": f.name, "points": f.points, "why": f.why})).collect::<Vec<_>>(),
-        });
-        value["services"] = Value::Array(services);
-        value
-    });
-    let requester_roles: Vec<&str> = access
-        .principals
-        .get(&change.requester)
-        .map(|p| p.roles.iter().map(|r| r.as_str()).collect())
-        .unwrap_or_default();
-    let mut input = json!({
-        "now": now.to_rfc3339(),
-        "now_ns": now.as_micros().saturating_mul(1000),
-        "change": {
-            "id": change.change_id.to_string(),
-            "number": change.number.map(|n| n.to_string()),
-            "type": change.change_type.as_str(),
-            "title": details.title,
-            "requester": change.requester,
-            "implementer": details.implementer,
-            "template": change.template_id.map(|t| t.to_string()),
-            "window": details.window.as_ref().map(|w| json!({
-                "start": w.start.to_rfc3339(), "end": w.end.to_rfc3339(), "time_zone": w.time_zone,
-            })),
-            "scope": {
-                "cis": details.scope.cis.iter().map(|id| match cis.get(id).and_then(Option::as_ref) {
-                    Some(ci) => json!({"id": id.to_string(), "class": ci.class.as_str(), "name": ci.name}),
-                    None => json!({"id": id.to_string(), "class": null, "name": null}),
-                }).collect::<Vec<_>>(),
-                "planned": details.scope.planned.iter().map(|p| json!({"class": p.class.as_str(), "name": p.name})).collect::<Vec<_>>(),
-            },
-            "links": details.links.iter().map(|l| json!({"kind": l.kind.as_str(), "id": l.id})).collect::<Vec<_>>(),
-        },
-        "requester_roles": requester_roles,
-        "assessment": null,
-        "calendar": calendar,
-    });
-    if let Some(assessment) = assessment_value {
-        input["assessment"] = assessment;
-    }
-    input
-}
-
 /// Assesses `change` on `facts` and lets the policy in force decide.
 fn evaluate(
     input: &ChangeInput<'_>,
@@ -918,7 +798,7 @@ fn evaluate(
         return Err(ChangeError::TooManyAssessments { change: change.label(), count: change.assessments.len() });
     }
     let assessment = risk::assess(facts.clone(), change.change_type, change.details.window.as_ref());
-    let policy_input = policy_input(change, Some(&assessment), input.access, input.cis, input.now);
+    let policy_input = PolicyInput::new(change, Some(&assessment), input.access, input.cis, input.now);
     let decision: PolicyDecision = policy::decide(input.policy, &policy_input)?;
     Ok(AssessmentRecorded { change_id: change.change_id, by: input.actor.to_owned(), trigger, assessment, decision })
 }

@@ -32,6 +32,7 @@
 pub mod command;
 pub mod decide;
 pub mod freeze;
+pub mod policy_input;
 pub mod reads;
 pub mod risk;
 pub mod table;

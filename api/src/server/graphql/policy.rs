@@ -9,7 +9,7 @@ use super::scalars::{DateTime, Position};
 use crate::server::errors::{Code, app_error, bad_input, coded, core_error, graph_error};
 use async_graphql::{Context, Object, SimpleObject};
 use cmdb_core::access::Operation;
-use cmdb_core::change::decide::policy_input;
+use cmdb_core::change::decide::PolicyInput;
 use cmdb_core::change::risk::{self};
 use cmdb_core::change::{self as domain, ChangeRecord};
 use cmdb_core::ci::{CiId, CiSnapshot};
@@ -137,10 +137,16 @@ pub async fn what_if(
     let record = ChangeRecord::drafted(&drafted, domain::At { position, recorded_at: app.clock.now() });
     let assessment = risk::assess(facts, change_type, record.details.window.as_ref());
     let access = app.access.snapshot();
-    let input = policy_input(&record, Some(&assessment), &access, &cis, app.clock.now());
-    // Nothing is recorded, so the input needs no canonical text.
-    let output = policy::evaluate(&policy_record, &input)
+    let typed = PolicyInput::new(&record, Some(&assessment), &access, &cis, app.clock.now());
+    // Nothing is recorded, so the input needs no canonical text, and the default policy reads
+    // the typed input: the JSON value is built only when the caller asks for it.
+    let output = policy::evaluate(&policy_record, &typed)
         .map_err(|e| coded(Code::PolicyFailed, format!("the policy in force failed on this input: {e}")))?;
+    let input = if ctx.look_ahead().field("decision").field("input").exists() {
+        typed.to_value()
+    } else {
+        serde_json::Value::Null // not selected: never seen
+    };
     Ok(WhatIf {
         assessment: RiskAssessment { assessment, recorded: None },
         decision: WhatIfDecision {
