@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 
 use cmdb_core::ci::CiId;
+use fixedbitset::FixedBitSet;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::NodeIndexable;
 use rustc_hash::FxHashMap;
@@ -107,8 +108,11 @@ impl TemporalGraph {
     fn reach_states(&self, roots: &[CiId], position: u64) -> Result<(Vec<State>, usize), GraphError> {
         self.check_position(position)?;
         let head = self.head_hops.as_ref().filter(|index| index.covers(position));
+        let node_bound = self.graph.node_bound();
         let mut walk = Walk {
-            slots: Visits::new(self.graph.node_bound()),
+            slots: Visits::new(node_bound),
+            seen: FixedBitSet::with_capacity(node_bound),
+            down: FixedBitSet::with_capacity(node_bound),
             states: Vec::new(),
             groups: FxHashMap::default(),
             queue: VecDeque::new(),
@@ -122,31 +126,27 @@ impl TemporalGraph {
             {
                 walk.queue.push_back(walk.states.len() as u32);
                 walk.states.push(State::reached(node, 0, Some(Severity::Down)));
+                mark(&mut walk.seen, node);
+                mark(&mut walk.down, node);
             }
         }
         let failed = walk.states.len();
         // Each CI enters the queue at most three times (its first arrival and two rises).
-        while let Some(slot) = walk.queue.pop_front() {
-            let State { node, depth, severity, expanded, .. } = walk.states[slot as usize];
-            let Some(severity) = severity else { continue };
-            if expanded.is_some_and(|e| e >= severity) {
-                continue;
+        while !walk.queue.is_empty() {
+            // The next CIs in the queue, with their hop lists at the head looked up (and their
+            // first entries read) together: the cache misses of up to `LOOKAHEAD` lists overlap
+            // instead of coming one after the other (two per CI were half the walk's time). The
+            // CIs are then expanded in queue order, each as it stands when its turn comes.
+            let mut batch: [(u32, &[u32]); LOOKAHEAD] = [(0, &[]); LOOKAHEAD];
+            let count = walk.queue.len().min(LOOKAHEAD);
+            for entry in &mut batch[..count] {
+                let slot = walk.queue.pop_front().unwrap_or_default();
+                let list = head.map_or(&[][..], |index| index.of(walk.states[slot as usize].node));
+                std::hint::black_box(list.first().copied());
+                *entry = (slot, list);
             }
-            walk.states[slot as usize].expanded = Some(severity);
-            match head {
-                Some(index) => {
-                    for &entry in index.of(node) {
-                        let (to, into_group) = target(entry);
-                        walk.cross(to, into_group, depth + 1, severity);
-                    }
-                }
-                None => {
-                    for hop in self.hops_at(node, position, ImpactDirection::Downstream, None) {
-                        if walk.slots.contains(hop.to) || self.alive_at(hop.to, position) {
-                            walk.cross(hop.to, hop.into_group, depth + 1, severity);
-                        }
-                    }
-                }
+            for &(slot, list) in &batch[..count] {
+                walk.expand(slot, head.map(|_| list));
             }
         }
         debug_assert!(walk.states.iter().all(|s| s.severity.is_some()), "every CI reached has a severity");
@@ -157,6 +157,12 @@ impl TemporalGraph {
 /// A walk under way: what it knows of each CI reached, and the CIs to expand.
 struct Walk<'a> {
     slots: Visits,
+    /// The CIs reached, and those of them down, a bit per node: most hops lead to a CI reached
+    /// before by a failure no worse than the one arriving, which changes nothing, and these
+    /// answer that from 2 x 12 KB on the large estate (it stays in the L1 cache) instead of
+    /// the slot array (384 KB, a cache miss per hop).
+    seen: FixedBitSet,
+    down: FixedBitSet,
     states: Vec<State>,
     /// The groups crossed into from a member, by slot.
     groups: FxHashMap<u32, GroupState>,
@@ -165,18 +171,57 @@ struct Walk<'a> {
     position: u64,
 }
 
+/// How many CIs of the queue a walk at the head looks up together.
+const LOOKAHEAD: usize = 16;
+
 impl Walk<'_> {
+    /// Expands the CI in `slot` if its severity rose since it was last expanded: across `list`
+    /// (its hops at the head), or across its hops valid at the walk's position.
+    #[inline]
+    fn expand(&mut self, slot: u32, list: Option<&[u32]>) {
+        let State { node, depth, severity, expanded } = self.states[slot as usize];
+        let Some(severity) = severity else { return };
+        if expanded.is_some_and(|e| e >= severity) {
+            return;
+        }
+        self.states[slot as usize].expanded = Some(severity);
+        let (graph, position) = (self.graph, self.position);
+        match list {
+            Some(list) => {
+                for &entry in list {
+                    let (to, into_group) = target(entry);
+                    self.cross(to, into_group, depth + 1, severity);
+                }
+            }
+            None => {
+                for hop in graph.hops_at(node, position, ImpactDirection::Downstream, None) {
+                    if self.seen.contains(hop.to.index()) || graph.alive_at(hop.to, position) {
+                        self.cross(hop.to, hop.into_group, depth + 1, severity);
+                    }
+                }
+            }
+        }
+    }
+
     /// A failure of `severity` crosses a hop into `to` (present at the position), at `depth`
     /// if it is the first to arrive there.
     #[inline]
     fn cross(&mut self, to: NodeIndex, into_group: bool, depth: u32, severity: Severity) {
-        let other = match self.slots.get(to) {
-            Some(other) => other as usize,
-            None => {
-                self.slots.insert(to, self.states.len() as u32);
-                self.states.push(State::reached(to, depth, None));
-                self.states.len() - 1
-            }
+        // Nothing changes for a CI reached before if it is down, or if the failure arriving is
+        // only degraded: its severity is at least that already, and a group's count of down
+        // members moves only with a failure that is down (once a group has enough, it was
+        // made down by the arrival that counted the last).
+        if self.seen.contains(to.index()) && (severity == Severity::Degraded || self.down.contains(to.index())) {
+            return;
+        }
+        let other = if self.seen.contains(to.index()) {
+            self.slots.get(to).unwrap_or_default() as usize
+        } else {
+            // A first arrival: the slot array is written, not read (the bit said it is unseen).
+            self.slots.insert_unseen(to, self.states.len() as u32);
+            self.states.push(State::reached(to, depth, None));
+            mark(&mut self.seen, to);
+            self.states.len() - 1
         };
         let arrives = if into_group {
             let (graph, position) = (self.graph, self.position);
@@ -191,6 +236,18 @@ impl Walk<'_> {
         if self.states[other].severity.is_none_or(|s| s < arrives) {
             self.states[other].severity = Some(arrives);
             self.queue.push_back(other as u32);
+            if arrives == Severity::Down {
+                mark(&mut self.down, to);
+            }
         }
     }
+}
+
+/// Sets `node`'s bit (the sets are sized to the graph's node bound; a node beyond grows them).
+#[inline]
+fn mark(bits: &mut FixedBitSet, node: NodeIndex) {
+    if node.index() >= bits.len() {
+        bits.grow(node.index() + 1);
+    }
+    bits.insert(node.index());
 }

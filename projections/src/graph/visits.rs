@@ -65,6 +65,20 @@ impl Visits {
         }
     }
 
+    /// Records `value` (not `u32::MAX`) for `node`, which the walk has not seen (the caller
+    /// knows it from elsewhere): written without reading the entry first.
+    #[inline]
+    pub fn insert_unseen(&mut self, node: NodeIndex, value: u32) {
+        debug_assert_ne!(value, UNSEEN, "u32::MAX marks an unseen node");
+        debug_assert!(self.get(node).is_none(), "only for a node not seen");
+        let index = node.index();
+        if index >= self.values.len() {
+            self.values.resize(index + 1, UNSEEN);
+        }
+        self.values[index] = value;
+        self.touched.push(index as u32);
+    }
+
     /// How many nodes the walk saw.
     #[cfg(test)]
     pub fn len(&self) -> usize {
