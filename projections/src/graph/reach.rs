@@ -21,6 +21,7 @@ use petgraph::visit::NodeIndexable;
 use rustc_hash::FxHashMap;
 
 use super::head_hops::target;
+use super::hops::Hop;
 use super::severity::arriving;
 use super::visits::Visits;
 use super::{GraphError, ImpactDirection, Reached, Severity, TemporalGraph};
@@ -133,20 +134,24 @@ impl TemporalGraph {
         let failed = walk.states.len();
         // Each CI enters the queue at most three times (its first arrival and two rises).
         while !walk.queue.is_empty() {
-            // The next CIs in the queue, with their hop lists at the head looked up (and their
-            // first entries read) together: the cache misses of up to `LOOKAHEAD` lists overlap
+            // The next CIs in the queue, with their hop lists looked up (and their first
+            // entries read) together: the cache misses of up to `LOOKAHEAD` lists overlap
             // instead of coming one after the other (two per CI were half the walk's time). The
             // CIs are then expanded in queue order, each as it stands when its turn comes.
-            let mut batch: [(u32, &[u32]); LOOKAHEAD] = [(0, &[]); LOOKAHEAD];
+            let mut batch: [(u32, HopList); LOOKAHEAD] = [(0, HopList::Head(&[])); LOOKAHEAD];
             let count = walk.queue.len().min(LOOKAHEAD);
             for entry in &mut batch[..count] {
                 let slot = walk.queue.pop_front().unwrap_or_default();
-                let list = head.map_or(&[][..], |index| index.of(walk.states[slot as usize].node));
-                std::hint::black_box(list.first().copied());
+                let node = walk.states[slot as usize].node;
+                let list = match head {
+                    Some(index) => HopList::Head(index.of(node)),
+                    None => HopList::Every(self.hops.of(node, ImpactDirection::Downstream)),
+                };
+                list.touch();
                 *entry = (slot, list);
             }
             for &(slot, list) in &batch[..count] {
-                walk.expand(slot, head.map(|_| list));
+                walk.expand(slot, list);
             }
         }
         debug_assert!(walk.states.iter().all(|s| s.severity.is_some()), "every CI reached has a severity");
@@ -171,15 +176,38 @@ struct Walk<'a> {
     position: u64,
 }
 
-/// How many CIs of the queue a walk at the head looks up together.
+/// How many CIs of the queue a walk looks up together.
 const LOOKAHEAD: usize = 16;
 
-impl Walk<'_> {
-    /// Expands the CI in `slot` if its severity rose since it was last expanded: across `list`
-    /// (its hops at the head), or across its hops valid at the walk's position.
+/// A CI's hops as a walk reads them: from the head index (valid at the walk's position, into
+/// CIs present there), or every hop ever made, to check against the position.
+#[derive(Clone, Copy)]
+enum HopList<'a> {
+    Head(&'a [u32]),
+    Every(&'a [Hop]),
+}
+
+impl HopList<'_> {
+    /// Reads the first entry, so that its cache miss is under way before the walk needs it.
     #[inline]
-    fn expand(&mut self, slot: u32, list: Option<&[u32]>) {
-        let State { node, depth, severity, expanded } = self.states[slot as usize];
+    fn touch(self) {
+        match self {
+            HopList::Head(list) => {
+                std::hint::black_box(list.first().copied());
+            }
+            HopList::Every(list) => {
+                std::hint::black_box(list.first().map(|h| h.from));
+            }
+        }
+    }
+}
+
+impl Walk<'_> {
+    /// Expands the CI in `slot` (whose hops are `list`) if its severity rose since it was last
+    /// expanded.
+    #[inline]
+    fn expand(&mut self, slot: u32, list: HopList) {
+        let State { depth, severity, expanded, .. } = self.states[slot as usize];
         let Some(severity) = severity else { return };
         if expanded.is_some_and(|e| e >= severity) {
             return;
@@ -187,14 +215,14 @@ impl Walk<'_> {
         self.states[slot as usize].expanded = Some(severity);
         let (graph, position) = (self.graph, self.position);
         match list {
-            Some(list) => {
+            HopList::Head(list) => {
                 for &entry in list {
                     let (to, into_group) = target(entry);
                     self.cross(to, into_group, depth + 1, severity);
                 }
             }
-            None => {
-                for hop in graph.hops_at(node, position, ImpactDirection::Downstream, None) {
+            HopList::Every(list) => {
+                for hop in list.iter().filter(|hop| hop.valid_at(position)) {
                     if self.seen.contains(hop.to.index()) || graph.alive_at(hop.to, position) {
                         self.cross(hop.to, hop.into_group, depth + 1, severity);
                     }
