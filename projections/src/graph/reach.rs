@@ -9,7 +9,10 @@
 //! expansions run in the order CIs were first reached, so that order is breadth first and the
 //! depth recorded at a CI's first arrival is its least depth. A CI is expanded at most twice
 //! (severities only rise, none to degraded to down), so the work is linear in the
-//! relationships crossed. The property tests hold its severities equal to an independent
+//! relationships crossed. CIs are taken from the queue sixteen at a time so that their hop
+//! lists are looked up together (their cache misses overlap), then expanded one by one in that
+//! order, each with the severity it has when its turn comes: the same order and the same
+//! expansions as one at a time. The property tests hold its severities equal to an independent
 //! fixpoint and its depths equal to an independent breadth-first walk.
 
 use std::collections::VecDeque;
