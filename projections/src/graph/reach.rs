@@ -242,10 +242,11 @@ impl Walk<'_> {
         // only degraded: its severity is at least that already, and a group's count of down
         // members moves only with a failure that is down (once a group has enough, it was
         // made down by the arrival that counted the last).
-        if self.seen.contains(to.index()) && (severity == Severity::Degraded || self.down.contains(to.index())) {
+        let seen = self.seen.contains(to.index());
+        if seen && (severity == Severity::Degraded || self.down.contains(to.index())) {
             return;
         }
-        let other = if self.seen.contains(to.index()) {
+        let other = if seen {
             self.slots.get(to).unwrap_or_default() as usize
         } else {
             // A first arrival: the slot array is written, not read (the bit said it is unseen).

@@ -51,17 +51,16 @@ impl Visits {
     /// Records `value` (not `u32::MAX`) for `node`; returns the value it had.
     #[inline]
     pub fn insert(&mut self, node: NodeIndex, value: u32) -> Option<u32> {
-        debug_assert_ne!(value, UNSEEN, "u32::MAX marks an unseen node");
-        let index = node.index();
-        if index >= self.values.len() {
-            self.values.resize(index + 1, UNSEEN);
-        }
-        let old = std::mem::replace(&mut self.values[index], value);
-        if old == UNSEEN {
-            self.touched.push(index as u32);
-            None
-        } else {
-            Some(old)
+        match self.get(node) {
+            Some(old) => {
+                debug_assert_ne!(value, UNSEEN, "u32::MAX marks an unseen node");
+                self.values[node.index()] = value;
+                Some(old)
+            }
+            None => {
+                self.insert_unseen(node, value);
+                None
+            }
         }
     }
 
@@ -116,6 +115,10 @@ mod tests {
             inner.insert(NodeIndex::new(12), 1);
             assert_eq!(outer.get(NodeIndex::new(3)), Some(8));
             assert_eq!(outer.len(), 1);
+            outer.insert_unseen(NodeIndex::new(5), 9);
+            outer.insert_unseen(NodeIndex::new(15), 2);
+            assert_eq!((outer.get(NodeIndex::new(5)), outer.get(NodeIndex::new(15))), (Some(9), Some(2)));
+            assert_eq!(outer.len(), 3, "written without reading, still cleared when dropped");
         }
         let again = Visits::new(20);
         assert!((0..20).all(|n| again.get(NodeIndex::new(n)).is_none()));
