@@ -28,13 +28,15 @@ fn service() -> impl Strategy<Value = ServiceFact> {
             id: CiId(uuid::Uuid::from_u128(n)),
             name: format!("service {n}"),
             tier: Some(tier),
-            service_hours: open.then(|| ServiceHours {
-                time_zone: "Europe/Berlin".into(),
-                weekly: vec![WeeklyHours {
-                    days: vec!["mon".into(), "tue".into(), "wed".into()],
-                    start: "08:00".into(),
-                    end: "18:00".into(),
-                }],
+            service_hours: open.then(|| {
+                std::sync::Arc::new(ServiceHours {
+                    time_zone: "Europe/Berlin".into(),
+                    weekly: vec![WeeklyHours {
+                        days: vec!["mon".into(), "tue".into(), "wed".into()],
+                        start: "08:00".into(),
+                        end: "18:00".into(),
+                    }],
+                })
             }),
             owner_contacts: owners.iter().map(|o| format!("{o}@example.com")).collect(),
             depth,

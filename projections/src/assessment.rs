@@ -128,16 +128,17 @@ fn rank_services(
 }
 
 /// Service-hours patterns read so far: services share a few, and reading one from its value
-/// costs more than comparing the value with those read (bounded; beyond, each is read).
+/// costs more than comparing the value with those read (bounded; beyond, each is read). The
+/// services of one pattern share its hours.
 #[derive(Default)]
-struct HoursPatterns(Vec<(serde_json::Value, Option<ServiceHours>)>);
+struct HoursPatterns(Vec<(serde_json::Value, Option<Arc<ServiceHours>>)>);
 
 impl HoursPatterns {
-    fn read(&mut self, value: &serde_json::Value) -> Option<ServiceHours> {
+    fn read(&mut self, value: &serde_json::Value) -> Option<Arc<ServiceHours>> {
         if let Some((_, hours)) = self.0.iter().find(|(known, _)| known == value) {
             return hours.clone();
         }
-        let hours = ServiceHours::from_attribute(value);
+        let hours = ServiceHours::from_attribute(value).map(Arc::new);
         if self.0.len() < MAX_HOURS_PATTERNS {
             self.0.push((value.clone(), hours.clone()));
         }

@@ -283,14 +283,14 @@ async fn changes_survive_a_checkpoint_round_trip_exactly() {
             id: ci(1),
             name: "svc".into(),
             tier: Some(1),
-            service_hours: Some(cmdb_core::change::risk::ServiceHours {
+            service_hours: Some(std::sync::Arc::new(cmdb_core::change::risk::ServiceHours {
                 time_zone: "UTC".into(),
                 weekly: vec![cmdb_core::change::risk::WeeklyHours {
                     days: vec!["mon".into()],
                     start: "08:00".into(),
                     end: "18:00".into(),
                 }],
-            }),
+            })),
             owner_contacts: vec!["apr@example.com".into()],
             depth: 1,
             severity: cmdb_core::model::Severity::Down,

@@ -900,13 +900,15 @@ mod policy_decisions {
             id: ci(100 + u128::from(tier)),
             name: format!("tier-{tier} service"),
             tier: Some(tier),
-            service_hours: always_open.then(|| ServiceHours {
-                time_zone: "Europe/Paris".into(),
-                weekly: vec![WeeklyHours {
-                    days: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].map(String::from).to_vec(),
-                    start: "00:00".into(),
-                    end: "24:00".into(),
-                }],
+            service_hours: always_open.then(|| {
+                std::sync::Arc::new(ServiceHours {
+                    time_zone: "Europe/Paris".into(),
+                    weekly: vec![WeeklyHours {
+                        days: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].map(String::from).to_vec(),
+                        start: "00:00".into(),
+                        end: "24:00".into(),
+                    }],
+                })
             }),
             owner_contacts: owners.iter().map(|o| format!("{o}@example.com")).collect(),
             depth: 2,
