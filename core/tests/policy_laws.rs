@@ -316,6 +316,11 @@ fn calendar() -> impl Strategy<Value = Option<CalendarFacts>> {
     }))
 }
 
+/// The keys of a JSON object, in order (none for anything else).
+fn keys(value: &serde_json::Value) -> Vec<&str> {
+    value.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default()
+}
+
 /// Principals for some of the owner contacts the service generator writes (`a@example.com`
 /// names `a`), so owners resolve to some, none or all of their principals.
 fn access_with_owners() -> AccessState {
@@ -386,6 +391,25 @@ proptest! {
         for assessed in [None, Some(&assessment)] {
             let typed = PolicyInput::new(&change, assessed, &access, &cis, NOW);
             let value = typed.to_value();
+            // The input's shape is the contract every policy is written against.
+            prop_assert_eq!(keys(&value), ["assessment", "calendar", "change", "now", "now_ns", "requester_roles"]);
+            prop_assert_eq!(
+                keys(&value["change"]),
+                ["id", "implementer", "links", "number", "requester", "scope", "template", "title", "type", "window"]
+            );
+            if assessed.is_some() {
+                prop_assert_eq!(keys(&value["assessment"]), [
+                    "downstream_cis", "factors", "formula_version", "history_days", "level", "position",
+                    "recent_failures", "score", "services", "services_degraded", "services_down",
+                    "services_not_listed", "truncated",
+                ]);
+                for service in value["assessment"]["services"].as_array().into_iter().flatten() {
+                    prop_assert_eq!(
+                        keys(service),
+                        ["depth", "id", "name", "owners", "severity", "tier", "window_in_service_hours"]
+                    );
+                }
+            }
             prop_assert_eq!(serde_json::to_string(&typed).expect("json"), value.to_string());
             prop_assert_eq!(typed.rule_input(), policy::native::read(&value), "{}", value);
             let policy = PolicyRecord::default_policy();

@@ -361,7 +361,9 @@ fn services_in_hours<'a>(window: &Window, services: &'a [ServiceFact]) -> (Vec<C
     let mut checked: Vec<(&Arc<ServiceHours>, bool)> = Vec::new();
     for service in services {
         let Some(hours) = service.service_hours.as_ref() else { continue };
-        let touches = match checked.iter().find(|(known, _)| Arc::ptr_eq(known, hours) || *known == hours) {
+        // `Arc`'s equality of an `Eq` value compares the pointers first: services of one
+        // pattern share it, so a match is one pointer comparison.
+        let touches = match checked.iter().find(|(known, _)| *known == hours) {
             Some((_, touches)) => *touches,
             None => {
                 let touches = window_touches(window, hours);
