@@ -8,22 +8,21 @@ use std::sync::Arc;
 
 use cmdb_core::change::Scope;
 use cmdb_core::change::risk::{
-    AssessmentFacts, CiFailures, MAX_ASSESSED_SERVICES, MAX_HOURS_PATTERNS, MAX_RISK_HISTORY_DAYS, ServiceBrief,
-    ServiceFact, ServiceHours,
+    AssessmentFacts, CiFailures, MAX_ASSESSED_SERVICES, MAX_RISK_HISTORY_DAYS, ServiceBrief, ServiceFact, ServiceHours,
 };
 use cmdb_core::ci::{CiClass, CiId, CiSnapshot, RelType};
 use cmdb_core::model::Severity;
 use cmdb_core::time::Timestamp;
 
-use crate::graph::{GraphError, ServiceReached, TemporalGraph, criticality_tier};
+use crate::graph::{GraphError, HoursPatterns, ServiceReached, TemporalGraph, criticality_tier};
 
 /// People listed as a service's owners at most.
 pub const MAX_OWNER_CONTACTS: usize = 50;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// A service listed in full, with the version read for it.
-type Listed = (ServiceReached, Arc<CiSnapshot>);
+/// A service listed in full, with the version read for it and that version's service hours.
+type Listed = (ServiceReached, Arc<CiSnapshot>, Option<Arc<ServiceHours>>);
 
 /// Computes the facts for `scope` at `position`; `now` bounds the history window.
 pub fn assessment_facts(
@@ -39,22 +38,27 @@ pub fn assessment_facts(
     let mut services: Vec<ServiceReached> = scope
         .cis
         .iter()
-        .filter_map(|id| graph.ci_at(*id, position))
-        .filter(|ci| ci.class == CiClass::BusinessService)
-        .map(|ci| ServiceReached { id: ci.id, tier: criticality_tier(&ci), depth: 0, severity: Severity::Down })
+        .filter_map(|id| Some((graph.ci_at(*id, position)?, graph.node_of(*id)?)))
+        .filter(|(ci, _)| ci.class == CiClass::BusinessService)
+        .map(|(ci, node)| ServiceReached {
+            id: ci.id,
+            tier: criticality_tier(&ci),
+            depth: 0,
+            severity: Severity::Down,
+            node,
+        })
         .chain(reach.services)
         .collect();
     let (listed, other_services) = rank_services(graph, &mut services, position);
     // Services share owners (a team owns many): each owner's contacts are looked up once.
     let mut contacts_of: rustc_hash::FxHashMap<CiId, Vec<String>> = rustc_hash::FxHashMap::default();
-    let mut hours = HoursPatterns::default();
     let services = listed
         .into_iter()
-        .map(|(ServiceReached { tier, depth, severity, .. }, ci)| ServiceFact {
+        .map(|(ServiceReached { tier, depth, severity, .. }, ci, service_hours)| ServiceFact {
             id: ci.id,
             name: ci.name.to_string(),
             tier: tier.filter(|t| *t <= 4),
-            service_hours: ci.attributes.get("service_hours").and_then(|value| hours.read(value)),
+            service_hours,
             owner_contacts: ci
                 .owner
                 .map(|owner| contacts_of.entry(owner).or_insert_with(|| owner_contacts(graph, owner, position)).clone())
@@ -109,14 +113,21 @@ fn rank_services(
         Some(last_rank) => listed_count + services[listed_count..].iter().take_while(|s| rank(s) == last_rank).count(),
         None => 0,
     };
-    let mut read: Vec<Listed> =
-        services[..read_count].iter().filter_map(|s| Some((*s, graph.ci_at(s.id, position)?))).collect();
-    read.sort_unstable_by(|(a, a_ci), (b, b_ci)| {
+    // The hours of versions older than the services' newest are read here, shared by pattern.
+    let mut patterns = HoursPatterns::default();
+    let mut read: Vec<Listed> = services[..read_count]
+        .iter()
+        .filter_map(|s| {
+            let (ci, hours) = graph.service_version(s.node, position, &mut patterns)?;
+            Some((*s, ci, hours))
+        })
+        .collect();
+    read.sort_unstable_by(|(a, a_ci, _), (b, b_ci, _)| {
         rank(a).cmp(&rank(b)).then_with(|| a_ci.name.cmp(&b_ci.name)).then_with(|| a.id.cmp(&b.id))
     });
     let not_listed = read.split_off(listed_count.min(read.len()));
     // Those of the last listed rank left out come before every later rank: ordered by id.
-    let mut briefed: Vec<ServiceReached> = not_listed.into_iter().map(|(s, _)| s).collect();
+    let mut briefed: Vec<ServiceReached> = not_listed.into_iter().map(|(s, ..)| s).collect();
     briefed.sort_unstable_by_key(|s| s.id.0.as_u128());
     briefed.extend_from_slice(&services[read_count..]);
     debug_assert!(briefed.is_sorted_by_key(|s| (rank(s), s.id)), "the briefs keep the rank, then the id");
@@ -125,25 +136,6 @@ fn rank_services(
         .map(|s| ServiceBrief { id: s.id, tier: s.tier.filter(|t| *t <= 4), depth: s.depth, severity: s.severity })
         .collect();
     (read, briefs)
-}
-
-/// Service-hours patterns read so far: services share a few, and reading one from its value
-/// costs more than comparing the value with those read (bounded; beyond, each is read). The
-/// services of one pattern share its hours.
-#[derive(Default)]
-struct HoursPatterns(Vec<(serde_json::Value, Option<Arc<ServiceHours>>)>);
-
-impl HoursPatterns {
-    fn read(&mut self, value: &serde_json::Value) -> Option<Arc<ServiceHours>> {
-        if let Some((_, hours)) = self.0.iter().find(|(known, _)| known == value) {
-            return hours.clone();
-        }
-        let hours = ServiceHours::from_attribute(value).map(Arc::new);
-        if self.0.len() < MAX_HOURS_PATTERNS {
-            self.0.push((value.clone(), hours.clone()));
-        }
-        hours
-    }
 }
 
 fn email(ci: &CiSnapshot) -> Option<String> {

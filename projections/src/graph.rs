@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::changes::ChangeBook;
 use cmdb_core::baseline::{self, BaselineCreated, BaselineScope};
 use cmdb_core::change::ChangeEvent;
+use cmdb_core::change::risk::ServiceHours;
 use cmdb_core::ci::schema::{self as registry, SchemaRegistry};
 use cmdb_core::ci::{
     ChangeId, CiClass, CiEvent, CiId, CiRegistered, CiSnapshot, NameKey, RelId, RelType, RelationshipCreated, Status,
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 mod alive;
 mod head_hops;
 mod hops;
+mod hours;
 mod reach;
 mod report_nodes;
 mod severity;
@@ -35,6 +37,7 @@ use alive::Alive;
 pub use head_hops::HEAD_HOPS_MAX_REWRITTEN_LISTS;
 use head_hops::HeadHops;
 use hops::{Hop, Hops};
+pub(crate) use hours::HoursPatterns;
 pub use reach::{Reach, ServiceReached};
 pub use report_nodes::ReportNodes;
 pub use severity::Severity;
@@ -566,10 +569,13 @@ pub struct TemporalGraph {
     /// `hops` and `alive`: built by [`build_head_hops`](Self::build_head_hops), not stored).
     #[serde(skip)]
     head_hops: Option<HeadHops>,
-    /// Each business service's newest id and tier, by node index (derived from the versions
-    /// like `alive`, kept as versions are added, not stored).
+    /// Each business service's newest version, with its id, tier and hours read, by node
+    /// index (derived from the versions like `alive`, kept as versions are added, not stored).
     #[serde(skip)]
     service_heads: FxHashMap<u32, ServiceHead>,
+    /// The service-hours patterns the heads share.
+    #[serde(skip)]
+    head_hours: HoursPatterns,
     /// A bit per node, set for the business services: a walk of 26,000 CIs tells its services
     /// apart in 12 KiB instead of reading each CI's presence entry.
     #[serde(skip)]
@@ -609,15 +615,20 @@ pub fn criticality_tier(ci: &CiSnapshot) -> Option<u8> {
     ci.attributes.get("criticality_tier").and_then(serde_json::Value::as_u64).and_then(|t| u8::try_from(t).ok())
 }
 
-/// A business service's newest version as an assessment ranks it: its id and tier, kept by
-/// node so that ranking thousands of services reached does not read their snapshots (and
-/// their attributes) one cache miss after another. It holds from `from` on.
-#[derive(Clone, Copy, Debug)]
+/// A business service's newest version as an assessment ranks and lists it: its id and tier,
+/// kept by node so that ranking thousands of services reached does not read their snapshots
+/// (and their attributes) one cache miss after another, and for the listed ones the version
+/// and its service hours already read. It holds from `from` on (a newest version is open).
+#[derive(Clone, Debug)]
 struct ServiceHead {
     id: CiId,
     tier: Option<u8>,
     /// Where the newest version starts.
     from: u64,
+    /// The newest version.
+    ci: Arc<CiSnapshot>,
+    /// Its `service_hours`, read ([`ServiceHours::from_attribute`]) and shared by pattern.
+    hours: Option<Arc<ServiceHours>>,
 }
 
 /// The version of `versions` valid at `position`.
@@ -833,7 +844,14 @@ impl TemporalGraph {
     fn note_service_head(&mut self, node: NodeIndex) {
         let Some(newest) = self.graph[node].versions.last() else { return };
         if newest.ci.class == CiClass::BusinessService {
-            let head = ServiceHead { id: newest.ci.id, tier: criticality_tier(&newest.ci), from: newest.from };
+            let hours = newest.ci.attributes.get("service_hours").and_then(|value| self.head_hours.read(value));
+            let head = ServiceHead {
+                id: newest.ci.id,
+                tier: criticality_tier(&newest.ci),
+                from: newest.from,
+                ci: newest.ci.clone(),
+                hours,
+            };
             self.service_heads.insert(node.index() as u32, head);
             let (word, bit) = (node.index() / 64, node.index() % 64);
             if self.service_bits.len() <= word {
@@ -859,6 +877,39 @@ impl TemporalGraph {
             Some(head) if head.from <= position => Some((head.id, head.tier)),
             _ => self.present(node, position).map(|ci| (ci.id, criticality_tier(ci))),
         }
+    }
+
+    /// The version at `position` of the business service at `node`, as [`ci_at`](Self::ci_at)
+    /// reads it, with its service hours: those of the head when its newest version holds there,
+    /// else read from the version, shared with the heads' patterns or those in `patterns`.
+    pub(crate) fn service_version(
+        &self,
+        node: u32,
+        position: u64,
+        patterns: &mut HoursPatterns,
+    ) -> Option<(Arc<CiSnapshot>, Option<Arc<ServiceHours>>)> {
+        if let Some(head) = self.service_heads.get(&node).filter(|head| head.from <= position) {
+            debug_assert!(
+                head.hours.as_deref()
+                    == head.ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute).as_ref(),
+                "a head's hours are its version's"
+            );
+            return Some((head.ci.clone(), head.hours.clone()));
+        }
+        let versions = &self.graph.node_weight(NodeIndex::new(node as usize))?.versions;
+        let ci = version_at(versions, position)?.ci.clone();
+        // The heads' patterns first, so that a service read here shares its pattern with those
+        // read at the head.
+        let hours = ci
+            .attributes
+            .get("service_hours")
+            .and_then(|value| self.head_hours.known(value).unwrap_or_else(|| patterns.read(value)));
+        Some((ci, hours))
+    }
+
+    /// The node of a CI, if it was ever registered.
+    pub(crate) fn node_of(&self, id: CiId) -> Option<u32> {
+        self.cis.get(&id).map(|node| node.index() as u32)
     }
 
     /// Derives the presence entry of `node` from its versions.

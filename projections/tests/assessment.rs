@@ -105,3 +105,58 @@ async fn a_past_position_ranks_by_the_tiers_and_names_of_then() {
     };
     assert!(at(graph.applied()) > at(before), "the new tiers count at the head, not before");
 }
+
+fn office(zone: &str, start: &str) -> serde_json::Value {
+    json!({"time_zone": zone, "weekly": [{"days": ["mon", "tue"], "start": start, "end": "17:00"}]})
+}
+
+/// Checks every listed service's hours at `position` against its version there, read on its
+/// own, and that the services of one pattern share one value.
+fn check_hours(graph: &TemporalGraph, position: u64) -> usize {
+    let scope = Scope { cis: vec![ci(1)], planned: vec![] };
+    let facts = assessment_facts(graph, &scope, position, graph.time_of(position).expect("time"), 90).expect("facts");
+    let mut patterns: Vec<std::sync::Arc<cmdb_core::change::risk::ServiceHours>> = Vec::new();
+    for service in &facts.services {
+        let version = graph.ci_at(service.id, position).expect("the service");
+        let expected =
+            version.attributes.get("service_hours").and_then(cmdb_core::change::risk::ServiceHours::from_attribute);
+        assert_eq!(service.service_hours.as_deref(), expected.as_ref(), "{} at {position}", service.name);
+        if let Some(hours) = &service.service_hours {
+            match patterns.iter().find(|known| ***known == **hours) {
+                Some(known) => assert!(std::sync::Arc::ptr_eq(known, hours), "one pattern, one value, at {position}"),
+                None => patterns.push(hours.clone()),
+            }
+        }
+    }
+    patterns.len()
+}
+
+/// Service hours are those of the version at the position: at the head an assessment takes
+/// them from the services' newest versions, read once per pattern as they are applied; at a
+/// past position from the versions of then (issue 15 part 3).
+#[tokio::test]
+async fn service_hours_are_those_of_the_position_and_shared_by_pattern() {
+    let world = World::new();
+    estate(&world).await;
+    let before = world.graph().await.applied();
+    let set_hours = |n: u128, hours: serde_json::Value| {
+        let mut update = Update::default();
+        update.set_attributes.insert("service_hours".into(), hours);
+        CiCommand::Update(ci(1_000 + n), update)
+    };
+    for n in 0..SERVICES {
+        let zone = if n % 2 == 0 { "UTC" } else { "Europe/Paris" };
+        world.ok(set_hours(n, office(zone, "09:00"))).await;
+    }
+    let with_two = world.graph().await.applied();
+    for n in (0..SERVICES).filter(|n| n % 7 == 0) {
+        // A third pattern, and back to the first (a value equal to one read before).
+        let hours = if n % 2 == 0 { office("Asia/Tokyo", "08:00") } else { office("UTC", "09:00") };
+        world.ok(set_hours(n, hours)).await;
+    }
+    let graph = world.graph().await;
+    assert_eq!(check_hours(&graph, before), 1, "the hours every service was registered with");
+    assert_eq!(check_hours(&graph, with_two), 2);
+    assert_eq!(check_hours(&graph, with_two + 5), 3, "part way through the second round");
+    assert_eq!(check_hours(&graph, graph.applied()), 3);
+}

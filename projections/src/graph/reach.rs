@@ -41,6 +41,9 @@ pub struct ServiceReached {
     pub depth: u32,
     /// How badly it is hit.
     pub severity: Severity,
+    /// Its node in the graph that reached it, for reading its version there
+    /// (`TemporalGraph::service_version`).
+    pub(crate) node: u32,
 }
 
 /// What a failure of a set of CIs reaches, the failed CIs excluded.
@@ -87,7 +90,7 @@ impl TemporalGraph {
             .filter(|s| self.is_service_node(s.node))
             .filter_map(|s| {
                 let (id, tier) = self.service_id_and_tier(s.node, position)?;
-                Some(ServiceReached { id, tier, depth: s.depth, severity: s.severity? })
+                Some(ServiceReached { id, tier, depth: s.depth, severity: s.severity?, node: s.node.index() as u32 })
             })
             .collect();
         Ok(Reach { cis: states.len() - failed, services })
