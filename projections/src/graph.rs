@@ -632,7 +632,7 @@ struct ServiceHead {
 }
 
 /// The version of `versions` valid at `position`.
-fn version_at(versions: &[CiVersion], position: u64) -> Option<&CiVersion> {
+pub(crate) fn version_at(versions: &[CiVersion], position: u64) -> Option<&CiVersion> {
     let count = versions.partition_point(|v| v.from <= position);
     versions[..count].last().filter(|v| position < v.to)
 }
