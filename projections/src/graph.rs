@@ -576,6 +576,11 @@ pub struct TemporalGraph {
     /// The service-hours patterns the heads share.
     #[serde(skip)]
     head_hours: HoursPatterns,
+    /// A bit per node, set for the CIs present from their registration on and never withdrawn
+    /// (derived from `alive`, kept with it): a walk at a past position reads the presence
+    /// entry (a cache miss each, in a 2.4 MB array on the large estate) only for the others.
+    #[serde(skip)]
+    settled: fixedbitset::FixedBitSet,
     /// A bit per node, set for the business services: a walk of 26,000 CIs tells its services
     /// apart in 12 KiB instead of reading each CI's presence entry.
     #[serde(skip)]
@@ -762,6 +767,7 @@ impl TemporalGraph {
         }
         self.hops = hops;
         self.alive.clear();
+        self.settled.clear();
         let nodes: Vec<NodeIndex> = self.graph.node_indices().collect();
         self.service_heads.clear();
         self.service_bits.clear();
@@ -919,6 +925,25 @@ impl TemporalGraph {
             self.alive.resize(node.index() + 1, alive);
         }
         self.alive[node.index()] = alive;
+        self.note_settled(node);
+    }
+
+    /// Keeps `node`'s bit in `settled`: set while its presence entry says it is present from
+    /// its registration on, for good.
+    fn note_settled(&mut self, node: NodeIndex) {
+        let settled = self.alive.get(node.index()).is_some_and(|a| a.exact && a.until == OPEN);
+        if self.settled.len() <= node.index() {
+            self.settled.grow(node.index() + 1);
+        }
+        self.settled.set(node.index(), settled);
+    }
+
+    /// Whether the CI at `node` is present at every position from its registration on: then a
+    /// hop valid at a position leads into a CI present there, since a relationship is made
+    /// only to a CI registered before it.
+    #[inline]
+    pub(crate) fn settled(&self, node: NodeIndex) -> bool {
+        self.settled.contains(node.index())
     }
 
     /// Whether the CI at `node` exists at `position` and is not withdrawn: [`present`]
@@ -1173,6 +1198,7 @@ impl TemporalGraph {
                     Some(alive) => alive.record(p, status),
                     None => self.set_alive(node),
                 }
+                self.note_settled(node);
                 self.note_service_head(node);
                 if self.head_hops.is_some() && was_present != self.alive_at(node, p) {
                     // Withdrawn (or back): the lists that lead to it change, and so do the

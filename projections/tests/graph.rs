@@ -361,3 +361,42 @@ async fn history_keeps_each_records_correlation_id_short_or_long() {
     assert_eq!(versions[0].ci.attributes.to_btree(), registered);
     assert_eq!(versions[1].ci.attributes["cpu_cores"], json!(8));
 }
+
+/// A CI withdrawn while relationships into it stay (a log whose withdrawal did not remove
+/// them, as an older writer or an import may leave it) is not crossed into at a position
+/// after its withdrawal, and was before it. A walk at a past position skips the presence check
+/// only for CIs never withdrawn (issue 15 part 3); this one must be checked.
+#[tokio::test]
+async fn a_walk_does_not_cross_into_a_ci_withdrawn_with_its_relationships_left() {
+    let world = World::new();
+    world.ok(register(1, CiClass::Host, None)).await;
+    world.ok(register(2, CiClass::Application, None)).await;
+    world.ok(register(3, CiClass::Application, None)).await;
+    world.ok(relate(10, RelType::DependsOn, 2, 1)).await;
+    world.ok(relate(11, RelType::DependsOn, 3, 2)).await;
+    let before = world.graph().await.applied();
+    world.ok(CiCommand::Withdraw { ci_id: ci(2), reason: None, authorized_by: None }).await;
+    world.ok(register(4, CiClass::Application, None)).await;
+    let mut log = world.log().await;
+    // The removals the withdrawal wrote become events the graph does not read (the log stays
+    // gapless), so both relationships into and out of CI 2 stay.
+    let mut neutralised = 0;
+    for record in &mut log {
+        if [cmdb_core::ci::CiEvent::RELATIONSHIP_REMOVED, cmdb_core::ci::CiEvent::UNLINKED]
+            .contains(&record.fold.event_type.as_str())
+        {
+            record.fold.event_type = "test.not_read".into();
+            neutralised += 1;
+        }
+    }
+    assert!(neutralised > 0, "the withdrawal removed relationships");
+    let graph = replay(&log, u64::MAX);
+    assert_eq!(graph.relationships_at(graph.applied(), Some(ci(2)), None).len(), 2, "they stay");
+    let reached = |position| {
+        let mut ids: Vec<_> = graph.reach_all(&[ci(1)], position).expect("walk").iter().map(|r| r.ci.id).collect();
+        ids.sort();
+        (ids, graph.reach(&[ci(1)], position).expect("reach").cis)
+    };
+    assert_eq!(reached(before), (vec![ci(2), ci(3)], 2));
+    assert_eq!(reached(graph.applied()), (vec![], 0), "nothing through the withdrawn CI");
+}

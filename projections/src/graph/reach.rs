@@ -229,7 +229,9 @@ impl Walk<'_> {
             }
             HopList::Every(list) => {
                 for hop in list.iter().filter(|hop| hop.valid_at(position)) {
-                    if self.seen.contains(hop.to.index()) || graph.alive_at(hop.to, position) {
+                    // A settled CI needs no presence check: the hop is valid, so it is present.
+                    if self.seen.contains(hop.to.index()) || graph.settled(hop.to) || graph.alive_at(hop.to, position) {
+                        debug_assert!(graph.alive_at(hop.to, position), "only CIs present are crossed into");
                         self.cross(hop.to, hop.into_group, depth + 1, severity);
                     }
                 }
