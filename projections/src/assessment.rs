@@ -38,7 +38,7 @@ pub fn assessment_facts(
     let mut services: Vec<ServiceReached> = scope
         .cis
         .iter()
-        .filter_map(|id| Some((graph.ci_at(*id, position)?, graph.node_of(*id)?)))
+        .filter_map(|id| graph.ci_and_node_at(*id, position))
         .filter(|(ci, _)| ci.class == CiClass::BusinessService)
         .map(|(ci, node)| ServiceReached {
             id: ci.id,

@@ -879,10 +879,17 @@ impl TemporalGraph {
     #[inline]
     pub(crate) fn service_id_and_tier(&self, node: NodeIndex, position: u64) -> Option<(CiId, Option<u8>)> {
         debug_assert!(self.alive_at(node, position), "asked only of CIs present at the position");
-        match self.service_heads.get(&(node.index() as u32)) {
-            Some(head) if head.from <= position => Some((head.id, head.tier)),
-            _ => self.present(node, position).map(|ci| (ci.id, criticality_tier(ci))),
+        match self.service_head_at(node, position) {
+            Some(head) => Some((head.id, head.tier)),
+            None => self.present(node, position).map(|ci| (ci.id, criticality_tier(ci))),
         }
+    }
+
+    /// The head entry of the business service at `node` if its newest version holds at
+    /// `position` (a newest version is open, so from its start on).
+    #[inline]
+    fn service_head_at(&self, node: NodeIndex, position: u64) -> Option<&ServiceHead> {
+        self.service_heads.get(&(node.index() as u32)).filter(|head| head.from <= position)
     }
 
     /// The version at `position` of the business service at `node`, as [`ci_at`](Self::ci_at)
@@ -890,11 +897,11 @@ impl TemporalGraph {
     /// else read from the version, shared with the heads' patterns or those in `patterns`.
     pub(crate) fn service_version(
         &self,
-        node: u32,
+        node: NodeIndex,
         position: u64,
         patterns: &mut HoursPatterns,
     ) -> Option<(Arc<CiSnapshot>, Option<Arc<ServiceHours>>)> {
-        if let Some(head) = self.service_heads.get(&node).filter(|head| head.from <= position) {
+        if let Some(head) = self.service_head_at(node, position) {
             debug_assert!(
                 head.hours.as_deref()
                     == head.ci.attributes.get("service_hours").and_then(ServiceHours::from_attribute).as_ref(),
@@ -902,7 +909,7 @@ impl TemporalGraph {
             );
             return Some((head.ci.clone(), head.hours.clone()));
         }
-        let versions = &self.graph.node_weight(NodeIndex::new(node as usize))?.versions;
+        let versions = &self.graph.node_weight(node)?.versions;
         let ci = version_at(versions, position)?.ci.clone();
         // The heads' patterns first, so that a service read here shares its pattern with those
         // read at the head.
@@ -913,9 +920,10 @@ impl TemporalGraph {
         Some((ci, hours))
     }
 
-    /// The node of a CI, if it was ever registered.
-    pub(crate) fn node_of(&self, id: CiId) -> Option<u32> {
-        self.cis.get(&id).map(|node| node.index() as u32)
+    /// A CI as it was at `position`, with its node.
+    pub(crate) fn ci_and_node_at(&self, id: CiId, position: u64) -> Option<(Arc<CiSnapshot>, NodeIndex)> {
+        let node = *self.cis.get(&id)?;
+        Some((version_at(&self.graph[node].versions, position)?.ci.clone(), node))
     }
 
     /// Derives the presence entry of `node` from its versions.
@@ -1401,7 +1409,7 @@ impl TemporalGraph {
 
     /// A CI as it was at `position`.
     pub fn ci_at(&self, id: CiId, position: u64) -> Option<Arc<CiSnapshot>> {
-        self.entry(id).and_then(|e| version_at(&e.versions, position)).map(|v| v.ci.clone())
+        self.ci_and_node_at(id, position).map(|(ci, _)| ci)
     }
 
     fn entry(&self, id: CiId) -> Option<&CiEntry> {

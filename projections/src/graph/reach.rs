@@ -43,7 +43,7 @@ pub struct ServiceReached {
     pub severity: Severity,
     /// Its node in the graph that reached it, for reading its version there
     /// (`TemporalGraph::service_version`).
-    pub(crate) node: u32,
+    pub(crate) node: NodeIndex,
 }
 
 /// What a failure of a set of CIs reaches, the failed CIs excluded.
@@ -90,7 +90,7 @@ impl TemporalGraph {
             .filter(|s| self.is_service_node(s.node))
             .filter_map(|s| {
                 let (id, tier) = self.service_id_and_tier(s.node, position)?;
-                Some(ServiceReached { id, tier, depth: s.depth, severity: s.severity?, node: s.node.index() as u32 })
+                Some(ServiceReached { id, tier, depth: s.depth, severity: s.severity?, node: s.node })
             })
             .collect();
         Ok(Reach { cis: states.len() - failed, services })
