@@ -703,6 +703,12 @@ fn print_diff(
     let diff = graph.diff(from, to, scope.as_ref())?;
     if json {
         let mut value = serde_json::to_value(&diff)?;
+        // Each CI's events, as the entry's causes (the projection reads them only when asked).
+        if let Some(entries) = value.get_mut("cis").and_then(serde_json::Value::as_array_mut) {
+            for (entry, ci) in entries.iter_mut().zip(&diff.cis) {
+                entry["events"] = serde_json::to_value(graph.events_between(ci.id, from, to))?;
+            }
+        }
         open_ends_as_null(&mut value);
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -726,8 +732,8 @@ fn print_diff(
                 CiChangeKind::Changed => "~",
                 CiChangeKind::Withdrawn => "-",
             };
-            let by: Vec<String> = ci
-                .events
+            let by: Vec<String> = graph
+                .events_between(ci.id, from, to)
                 .iter()
                 .map(|e| match e.authorized_by {
                     Some(change) => format!("{} by {} under change {change}", e.event_type.as_str(), e.principal),
@@ -736,7 +742,7 @@ fn print_diff(
                 .collect();
             say!("{mark} {} {} ({})  [{}]", shown.class, shown.name, ci.id, by.join("; "));
             if ci.kind == CiChangeKind::Changed {
-                for field in &ci.fields {
+                for field in &ci.fields() {
                     say!("    {}: {} -> {}", field.field, field.before, field.after);
                 }
             }

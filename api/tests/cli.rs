@@ -387,3 +387,61 @@ async fn policies_are_tested_loaded_and_shown_and_change_explain_replays_decisio
     .await
     .expect("join");
 }
+
+/// `cmdb diff`: the CIs created and changed between two moments with their fields and the
+/// events that caused them, as text and JSON; bad moments refused with the log unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_prints_fields_and_events_and_refuses_bad_moments() {
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let register = "mutation($i: RegisterCiInput!) { registerCi(input: $i) { ci { id } position } }";
+    let host = |name: &str| json!({ "i": { "class": "HOST", "name": name, "attributes": {"hostname": name, "ip_addresses": ["10.0.0.1"], "os": "debian-12", "cpu_cores": 2, "memory_mib": 2048} } });
+    let first = server.ok(&server.admin_token, register, host("h1")).await;
+    let h1 = first["registerCi"]["ci"]["id"].as_str().expect("id").to_owned();
+    let from = first["registerCi"]["position"].as_u64().expect("position").to_string();
+    let update = "mutation($id: ID!) { updateCi(id: $id, input: { setAttributes: { cpu_cores: 4 } }) { position } }";
+    server.ok(&server.admin_token, update, json!({ "id": h1 })).await;
+    let second = server.ok(&server.admin_token, register, host("h2")).await;
+    let h2 = second["registerCi"]["ci"]["id"].as_str().expect("id").to_owned();
+
+    let dir = server.data_dir();
+    let run = |args: Vec<String>| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cmdb(&dir, &args)
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let output = run(args(&["diff", "--from", &from, "--json"])).await.expect("join");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let diff: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let entry = |id: &str| diff["cis"].as_array().expect("cis").iter().find(|c| c["id"] == id).cloned().expect(id);
+    let (changed, created) = (entry(&h1), entry(&h2));
+    assert_eq!(changed["kind"], "changed");
+    assert_eq!(changed["fields"], json!([{ "field": "attributes.cpu_cores", "before": 2, "after": 4 }]));
+    let events = changed["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "only the update is after --from: {events:?}");
+    assert_eq!(events[0]["event_type"], "ci.updated");
+    assert_eq!(created["kind"], "created");
+    assert_eq!(created["events"].as_array().expect("events").len(), 1);
+    assert!(created["fields"].as_array().expect("fields").iter().any(|f| f["field"] == "name" && f["after"] == "h2"));
+
+    let text = run(args(&["diff", "--from", &from])).await.expect("join");
+    let text = stdout(&text);
+    assert!(text.contains("1 created, 1 changed, 0 withdrawn"), "{text}");
+    assert!(text.contains("attributes.cpu_cores: 2 -> 4"), "{text}");
+    assert!(text.contains("ci.updated by"), "{text}");
+
+    let fingerprint = log_fingerprint(&dir);
+    for (bad, needle) in [
+        (vec!["diff", "--from", "999999"], "is past what the graph has applied"),
+        (vec!["diff", "--from", "yesterday"], "RFC 3339"),
+        (vec!["diff", "--from", &from, "--to", "1"], "is after --to"),
+    ] {
+        let output = run(args(&bad)).await.expect("join");
+        assert_eq!(output.status.code(), Some(2), "{bad:?}: {}", stdout(&output));
+        assert!(stderr(&output).contains(needle), "{bad:?}: {}", stderr(&output));
+    }
+    assert_eq!(log_fingerprint(&dir), fingerprint, "a refused diff changes nothing");
+}

@@ -37,8 +37,12 @@ pub struct FieldChange {
     pub after: Value,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-/// What happened to one CI between the two moments.
+#[derive(Clone, Debug, PartialEq)]
+/// What happened to one CI between the two moments. Its fields that changed and its events are
+/// read when asked ([`CiDiff::fields`], [`TemporalGraph::events_between`]): most readers want
+/// the two versions, and writing every changed field's values as JSON, then finding each CI's
+/// events in its history, were a quarter of a day's diff over GraphQL (issue 15, part 7). It
+/// serialises with its fields, as `fields`.
 pub struct CiDiff {
     /// Its id.
     pub id: CiId,
@@ -50,10 +54,27 @@ pub struct CiDiff {
     pub before: Option<Arc<CiSnapshot>>,
     /// The CI at the second moment.
     pub after: Option<Arc<CiSnapshot>>,
-    /// Fields that changed, with before and after.
-    pub fields: Vec<FieldChange>,
-    /// The CI's own events in `(from, to]`: who, when, under which change.
-    pub events: Vec<HistoryEntry>,
+}
+
+impl CiDiff {
+    /// The fields that changed, with before and after, in a fixed order ([`field_changes`]).
+    pub fn fields(&self) -> Vec<FieldChange> {
+        field_changes(self.before.as_deref(), self.after.as_deref())
+    }
+}
+
+impl Serialize for CiDiff {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("CiDiff", 6)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("kind", &self.kind)?;
+        out.serialize_field("transitioned", &self.transitioned)?;
+        out.serialize_field("before", &self.before)?;
+        out.serialize_field("after", &self.after)?;
+        out.serialize_field("fields", &self.fields())?;
+        out.end()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -145,6 +166,21 @@ pub fn field_changes(before: Option<&CiSnapshot>, after: Option<&CiSnapshot>) ->
     changes
 }
 
+/// Whether two versions differ in a field [`field_changes`] lists (it lists none exactly when
+/// this is false), without writing any value: a diff keeps only the CIs that differ.
+pub fn differs(before: Option<&CiSnapshot>, after: Option<&CiSnapshot>) -> bool {
+    let (Some(b), Some(a)) = (before, after) else {
+        return before.is_some() || after.is_some(); // a name appears or disappears
+    };
+    b.name != a.name
+        || b.status != a.status
+        || b.environment != a.environment
+        || b.owner != a.owner
+        || b.location != a.location
+        || b.version != a.version
+        || (!Arc::ptr_eq(&b.attributes, &a.attributes) && b.attributes != a.attributes)
+}
+
 /// The entries of `history` (in log order) in `(from, to]`, found by binary search: a CI
 /// changed today may have months of history before.
 fn events_between(history: &[HistoryEntry], from: u64, to: u64) -> &[HistoryEntry] {
@@ -155,6 +191,12 @@ fn events_between(history: &[HistoryEntry], from: u64, to: u64) -> &[HistoryEntr
 }
 
 impl TemporalGraph {
+    /// The events of CI `id` in `(from, to]`, in log order: who changed it between two moments,
+    /// when, under which change (a diff entry's causes).
+    pub fn events_between(&self, id: CiId, from: u64, to: u64) -> &[HistoryEntry] {
+        self.history(id).map_or(&[], |(_, history)| events_between(history, from, to))
+    }
+
     /// The difference between positions `from` and `to` (`from <= to`), optionally only for
     /// the CIs in `scope` (and relationships touching them).
     pub fn diff(&self, from: u64, to: u64, scope: Option<&FxHashSet<CiId>>) -> Result<Diff, GraphError> {
@@ -168,7 +210,7 @@ impl TemporalGraph {
         for touched in self.touched_between(from, to) {
             match touched {
                 Touched::Ci(node) => {
-                    let (versions, history) = self.node_versions(node);
+                    let (versions, _) = self.node_versions(node);
                     let id = versions[0].ci.id;
                     if !in_scope(&id) {
                         continue;
@@ -177,8 +219,9 @@ impl TemporalGraph {
                     // of a day's diff over GraphQL (issue 15 part 7).
                     let before = version_at(versions, from).map(|v| v.ci.clone());
                     let after = version_at(versions, to).map(|v| v.ci.clone());
-                    let fields = field_changes(before.as_deref(), after.as_deref());
-                    if fields.is_empty() {
+                    let differ = differs(before.as_deref(), after.as_deref());
+                    debug_assert_eq!(differ, !field_changes(before.as_deref(), after.as_deref()).is_empty());
+                    if !differ {
                         continue; // changed and changed back: no net difference
                     }
                     let kind = match (&before, &after) {
@@ -188,9 +231,9 @@ impl TemporalGraph {
                         }
                         _ => CiChangeKind::Changed,
                     };
-                    let transitioned = kind == CiChangeKind::Changed && fields.iter().any(|f| f.field == "status");
-                    let events = events_between(history, from, to).to_vec();
-                    cis.push(CiDiff { id, kind, transitioned, before, after, fields, events });
+                    let transitioned = kind == CiChangeKind::Changed
+                        && before.as_ref().map(|c| c.status) != after.as_ref().map(|c| c.status);
+                    cis.push(CiDiff { id, kind, transitioned, before, after });
                 }
                 Touched::Relationship(edge) => {
                     let rel = self.edge(edge);
@@ -233,6 +276,51 @@ mod tests {
                 relationship: None,
             })
             .collect()
+    }
+
+    /// `differs` says whether `field_changes` lists anything, field by field.
+    #[test]
+    fn differs_exactly_when_a_field_changes() {
+        use cmdb_core::ci::{CiClass, Status};
+        let base = CiSnapshot {
+            id: CiId(uuid::Uuid::from_u128(7)),
+            class: CiClass::Host,
+            name: cmdb_core::Text::from("h1"),
+            status: Status::Live,
+            environment: None,
+            owner: None,
+            location: None,
+            version: None,
+            attributes: Default::default(),
+        };
+        let mut renamed = base.clone();
+        renamed.name = cmdb_core::Text::from("h2");
+        let mut retired = base.clone();
+        retired.status = Status::Withdrawn;
+        let mut versioned = base.clone();
+        versioned.version = Some(cmdb_core::Text::from("1.2"));
+        let mut attributed = base.clone();
+        let mut attributes = cmdb_core::ci::AttributeMap::new();
+        attributes.insert("cpu_cores", serde_json::json!(4));
+        attributed.attributes = Arc::new(attributes);
+        let mut same_values = base.clone();
+        same_values.attributes = Arc::new((*base.attributes).clone());
+        let cases = [
+            (None, None),
+            (Some(&base), None),
+            (None, Some(&base)),
+            (Some(&base), Some(&base)),
+            (Some(&base), Some(&same_values)),
+            (Some(&base), Some(&renamed)),
+            (Some(&base), Some(&retired)),
+            (Some(&versioned), Some(&base)),
+            (Some(&base), Some(&attributed)),
+        ];
+        for (before, after) in cases {
+            assert_eq!(differs(before, after), !field_changes(before, after).is_empty(), "{before:?} -> {after:?}");
+        }
+        assert!(!differs(Some(&base), Some(&same_values)), "equal maps in separate allocations");
+        assert!(differs(Some(&base), Some(&attributed)));
     }
 
     /// `(from, to]` by binary search equals the filter it replaced, at and around every bound.

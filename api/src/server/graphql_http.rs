@@ -339,7 +339,9 @@ fn write_answer(media: MediaType, response: async_graphql::BatchResponse, cost: 
             async_graphql::BatchResponse::Batch(many)
         }
     };
-    let mut body = BoundedWriter { bytes: Vec::new(), bound: max_bytes };
+    let text_bytes = graphql::raw_json::text_bytes(&response);
+    let capacity = text_bytes.saturating_add(RESPONSE_SLACK_BYTES).min(max_bytes);
+    let mut body = BoundedWriter { bytes: Vec::with_capacity(capacity), bound: max_bytes };
     // A large answer is written off the worker, for the same reason a large body is parsed so.
     let size = if cost >= LARGE_ANSWER_COST { LARGE_BODY_BYTES } else { 0 };
     if off_the_worker(size, || graphql::raw_json::write_batch(&mut body, &response)).is_err() {
@@ -356,6 +358,9 @@ fn write_answer(media: MediaType, response: async_graphql::BatchResponse, cost: 
     }
     ([(header::CONTENT_TYPE, media.header())], body.bytes).into_response()
 }
+
+/// Room in a response body beyond its lists written as text, for the rest of the answer.
+const RESPONSE_SLACK_BYTES: usize = 4 * 1024;
 
 /// Bodies from this size up are parsed and measured off the async worker: parsing a large
 /// query takes long enough (a second for 800 KB in a debug build) that the requests queued

@@ -149,12 +149,12 @@ impl DiffCi {
     /// Every field that differs, with its value before and after (null when absent).
     async fn fields(&self) -> Vec<FieldChange> {
         self.entry()
-            .fields
-            .iter()
+            .fields()
+            .into_iter()
             .map(|f| FieldChange {
-                field: f.field.clone(),
                 before: Json(as_enum_value(&f.field, &f.before)),
                 after: Json(as_enum_value(&f.field, &f.after)),
+                field: f.field,
             })
             .collect()
     }
@@ -162,8 +162,10 @@ impl DiffCi {
     /// The CI's events between the two moments: who, when, under which change.
     async fn events(&self, ctx: &Context<'_>) -> Vec<HistoryEntry> {
         let graph = state(ctx).graph.read();
-        let versions = graph.history(self.entry().id).map(|(v, _)| v.to_vec()).unwrap_or_default();
-        self.entry().events.iter().map(|h| HistoryEntry::new(&graph, h, &versions)).collect()
+        let id = self.entry().id;
+        let versions = graph.history(id).map(|(v, _)| v.to_vec()).unwrap_or_default();
+        let events = graph.events_between(id, self.diff.from, self.diff.to);
+        events.iter().map(|h| HistoryEntry::new(&graph, h, &versions)).collect()
     }
 }
 
