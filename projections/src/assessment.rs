@@ -105,8 +105,9 @@ fn rank_services(
     position: u64,
 ) -> (Vec<Listed>, Vec<ServiceBrief>) {
     let rank = |s: &ServiceReached| (std::cmp::Reverse(s.severity), s.tier.unwrap_or(u8::MAX), s.depth);
-    // Ids compared as `u128` (the same order as the bytes, without a `memcmp` call each).
-    services.sort_unstable_by_key(|s| (rank(s), s.id.0.as_u128()));
+    // The rank packed in one `u64` and the id compared as a `u128` (the same order as the
+    // tuple and the id's bytes, with two compares instead of five and a `memcmp` call).
+    services.sort_unstable_by_key(|s| (packed_rank(s), s.id.0.as_u128()));
     let listed_count = services.len().min(MAX_ASSESSED_SERVICES);
     // The services that may be listed: those before the last listed one's rank, and all of that rank.
     let read_count = match listed_count.checked_sub(1).map(|last| rank(&services[last])) {
@@ -138,6 +139,16 @@ fn rank_services(
     (read, briefs)
 }
 
+/// `(down first, tier with none last, depth)` as one number ordered the same way.
+#[inline]
+fn packed_rank(s: &ServiceReached) -> u64 {
+    let severity = match s.severity {
+        Severity::Down => 0,
+        Severity::Degraded => 1,
+    };
+    severity << 40 | u64::from(s.tier.unwrap_or(u8::MAX)) << 32 | u64::from(s.depth)
+}
+
 fn email(ci: &CiSnapshot) -> Option<String> {
     ci.attributes.get("email").and_then(|v| v.as_str()).map(str::to_owned)
 }
@@ -162,5 +173,31 @@ fn owner_contacts(graph: &TemporalGraph, owner: CiId, position: u64) -> Vec<Stri
             contacts
         }
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petgraph::stable_graph::NodeIndex;
+
+    /// The packed rank orders services as the tuple it stands for, at the ends of each range.
+    #[test]
+    fn the_packed_rank_orders_as_the_tuple() {
+        let mut services = Vec::new();
+        for severity in [Severity::Down, Severity::Degraded] {
+            for tier in [None, Some(0), Some(1), Some(4), Some(u8::MAX - 1), Some(u8::MAX)] {
+                for depth in [0, 1, 7, u32::MAX - 1, u32::MAX] {
+                    let id = CiId(uuid::Uuid::from_u128(services.len() as u128));
+                    services.push(ServiceReached { id, tier, depth, severity, node: NodeIndex::new(0) });
+                }
+            }
+        }
+        let rank = |s: &ServiceReached| (std::cmp::Reverse(s.severity), s.tier.unwrap_or(u8::MAX), s.depth);
+        for a in &services {
+            for b in &services {
+                assert_eq!(packed_rank(a).cmp(&packed_rank(b)), rank(a).cmp(&rank(b)), "{a:?} against {b:?}");
+            }
+        }
     }
 }
