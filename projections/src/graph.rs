@@ -29,6 +29,7 @@ mod alive;
 mod head_hops;
 mod hops;
 mod hours;
+mod past_hops;
 mod reach;
 mod report_nodes;
 mod severity;
@@ -38,6 +39,8 @@ pub use head_hops::HEAD_HOPS_MAX_REWRITTEN_LISTS;
 use head_hops::HeadHops;
 use hops::{Hop, Hops};
 pub(crate) use hours::HoursPatterns;
+use past_hops::{Epoch, PastHops};
+pub use past_hops::{PAST_HOPS_MAX_EPOCHS, PAST_HOPS_MIN_EPOCH_POSITIONS};
 pub use reach::{Reach, ServiceReached};
 pub use report_nodes::ReportNodes;
 pub use severity::Severity;
@@ -569,6 +572,10 @@ pub struct TemporalGraph {
     /// `hops` and `alive`: built by [`build_head_hops`](Self::build_head_hops), not stored).
     #[serde(skip)]
     head_hops: Option<HeadHops>,
+    /// The hops valid through each epoch of the log before, built with `head_hops` (derived
+    /// the same way, not stored; `graph/past_hops.rs`).
+    #[serde(skip)]
+    past_hops: Option<PastHops>,
     /// Each business service's newest version, with its id, tier and hours read, by node
     /// index (derived from the versions like `alive`, kept as versions are added, not stored).
     #[serde(skip)]
@@ -776,6 +783,7 @@ impl TemporalGraph {
             self.note_service_head(node);
         }
         self.head_hops = None;
+        self.past_hops = None;
     }
 
     /// Builds the index of the hops at the head ([`head_hops`]): walks at the head read it
@@ -784,6 +792,56 @@ impl TemporalGraph {
     pub fn build_head_hops(&mut self) {
         let head = self.applied;
         self.head_hops = Some(self.head_index_at(head));
+        self.build_past_hops(PAST_HOPS_MIN_EPOCH_POSITIONS);
+    }
+
+    /// Builds the epochs of past hops (`graph/past_hops.rs`) over the positions applied, each
+    /// at least `min_epoch_positions` long and at most [`PAST_HOPS_MAX_EPOCHS`] of them: walks
+    /// at a position in an epoch read its lists.
+    pub fn build_past_hops(&mut self, min_epoch_positions: u64) {
+        let length = PastHops::epoch_positions(self.applied, min_epoch_positions);
+        let mut past = PastHops::new(length);
+        self.extend_past_hops(&mut past, self.applied);
+        self.past_hops = Some(past);
+    }
+
+    /// Adds to `past` the epochs of its length that end at or before `last_final + 1`.
+    fn extend_past_hops(&self, past: &mut PastHops, last_final: u64) {
+        let node_bound = self.graph.node_bound();
+        let first = past.end();
+        for (start, end) in PastHops::bounds(last_final, past.length()).filter(|(start, _)| *start >= first) {
+            past.push(Epoch::build(start, end, node_bound, |node, out| self.write_epoch_list(node, start, end, out)));
+        }
+    }
+
+    /// How many epochs of past hops there are, and the first position after them.
+    pub fn past_hops_epochs(&self) -> Option<(usize, u64)> {
+        self.past_hops.as_ref().map(|past| (past.len(), past.end()))
+    }
+
+    /// Appends `node`'s downstream hops valid through `[start, end)` into CIs present through
+    /// it, in the order of `hops`; false if any hop of it, or its target's presence, changes
+    /// within the epoch (the walk then reads the hops of every position).
+    fn write_epoch_list(&self, node: NodeIndex, start: u64, end: u64, out: &mut Vec<u32>) -> bool {
+        for hop in self.hops.of(node, ImpactDirection::Downstream) {
+            if hop.until <= start || hop.from >= end {
+                continue; // not valid anywhere in the epoch
+            }
+            let through = hop.from <= start && end <= hop.until;
+            let present =
+                matches!(self.alive.get(hop.to.index()), Some(a) if a.exact && a.from <= start && end <= a.until);
+            if !(through && present) {
+                return false;
+            }
+            out.push(head_hops::entry(hop.to, hop.into_group));
+        }
+        true
+    }
+
+    /// The epoch of past hops `position` falls in, if built.
+    #[inline]
+    fn past_epoch_at(&self, position: u64) -> Option<&Epoch> {
+        self.past_hops.as_ref()?.epoch_at(position)
     }
 
     /// The head index built whole at `position`.
@@ -840,6 +898,11 @@ impl TemporalGraph {
         }
         if index.needs_rebuild() {
             index = self.head_index_at(position);
+            // As often, the epochs of past hops grow to the positions now final.
+            if let Some(mut past) = self.past_hops.take() {
+                self.extend_past_hops(&mut past, position.saturating_sub(1));
+                self.past_hops = Some(past);
+            }
         }
         self.head_hops = Some(index);
         // A relationship made or removed changes the member count of a group at either end.

@@ -399,4 +399,17 @@ async fn a_walk_does_not_cross_into_a_ci_withdrawn_with_its_relationships_left()
     };
     assert_eq!(reached(before), (vec![ci(2), ci(3)], 2));
     assert_eq!(reached(graph.applied()), (vec![], 0), "nothing through the withdrawn CI");
+    // The same with epochs of past hops of one and two positions: the hop into the withdrawn
+    // CI is valid through them, its target not present through them.
+    for length in [1, 2] {
+        let mut epochs = replay(&log, u64::MAX);
+        epochs.build_past_hops(length);
+        let head = epochs.applied();
+        for position in 1..=head {
+            let ids = |g: &cmdb_projections::graph::TemporalGraph| -> Vec<_> {
+                g.reach_all(&[ci(1)], position).expect("walk").iter().map(|r| r.ci.id).collect()
+            };
+            assert_eq!(ids(&epochs), ids(&graph), "epochs of {length}, at {position}");
+        }
+    }
 }

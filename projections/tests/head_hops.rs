@@ -87,6 +87,52 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The law of the epochs of past hops: at every position, a walk reading them equals the
+    /// walk over the hops of every position (same CIs, same order, depths and severities, the
+    /// same services), for every CI as the failed one and for a set of them.
+    #[test]
+    fn walks_at_past_positions_read_the_epochs_and_answer_as_the_hops_of_every_position(
+        steps in proptest::collection::vec(step(), 1..90),
+        length in 1u64..6,
+        roots in proptest::collection::btree_set(0u8..12, 1..4),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let world = World::new();
+            play(&world, &steps).await;
+            let log = world.log().await;
+            let plain = replay(&log, u64::MAX);
+            let mut epochs = replay(&log, u64::MAX);
+            epochs.build_past_hops(length);
+            let head = plain.applied();
+            let (count, end) = epochs.past_hops_epochs().expect("built");
+            prop_assert_eq!(count as u64, head / length, "every final stretch of {} positions", length);
+            prop_assert!(end <= head + 1);
+            let mut all: Vec<CiId> = (0..12).map(ci).collect();
+            all.push(ci(99));
+            let sets: Vec<Vec<CiId>> = all
+                .iter()
+                .map(|id| vec![*id])
+                .chain(std::iter::once(roots.iter().map(|n| ci(u128::from(*n))).collect()))
+                .collect();
+            let services = |r: &cmdb_projections::graph::Reach| {
+                (r.cis, r.services.iter().map(|s| (s.id, s.tier, s.depth, s.severity)).collect::<Vec<_>>())
+            };
+            for position in 1..=head {
+                for set in &sets {
+                    prop_assert_eq!(walked(&epochs, set, position), walked(&plain, set, position), "{:?} at {}", set, position);
+                    let (a, b) = (epochs.reach(set, position).expect("reach"), plain.reach(set, position).expect("reach"));
+                    prop_assert_eq!(services(&a), services(&b));
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
 /// Past the bound of rewritten lists the arrays are built again, and the answers stay.
 #[tokio::test]
 async fn more_changes_than_the_bound_rebuild_the_index_and_answers_stay() {
@@ -97,7 +143,9 @@ async fn more_changes_than_the_bound_rebuild_the_index_and_answers_stay() {
     }
     let mut graph = world.graph().await;
     graph.build_head_hops();
+    graph.build_past_hops(64);
     let built = graph.head_hops_valid_from().expect("built");
+    let (_, epochs_end) = graph.past_hops_epochs().expect("built");
     // Each CI depends on the one before: every list is rewritten, past the bound.
     for n in 1..chain {
         world.ok(relate(n, RelType::DependsOn, n, n - 1)).await;
@@ -112,6 +160,15 @@ async fn more_changes_than_the_bound_rebuild_the_index_and_answers_stay() {
     assert!(graph.head_hops_valid_from().expect("kept") > built, "the changes moved it");
     for n in (0..chain).step_by(97) {
         assert_eq!(walked(&graph, &[ci(n)], head), walked(&plain, &[ci(n)], head), "from {n}");
+    }
+    // The rebuild also grew the epochs of past hops over the positions made final since, and
+    // walks in them (through the chain, made one relationship at a time) answer the same.
+    let (_, grown_end) = graph.past_hops_epochs().expect("kept");
+    assert!(grown_end > epochs_end + 64, "grown from {epochs_end} to {grown_end}");
+    for position in (epochs_end..grown_end).step_by(331) {
+        for n in [0, 1, chain / 2] {
+            assert_eq!(walked(&graph, &[ci(n)], position), walked(&plain, &[ci(n)], position), "{n} at {position}");
+        }
     }
     assert_eq!(walked(&graph, &[ci(0)], head).len() as u128, chain - 1, "the whole chain depends on the first");
 }

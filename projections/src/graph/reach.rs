@@ -111,10 +111,12 @@ impl TemporalGraph {
 
     /// The walk: the failed roots first (the count returned), then every CI reached in the
     /// order first reached. At a position the head index covers, the hops come from it (no
-    /// interval or presence to check); elsewhere from the hops of every position.
+    /// interval or presence to check); at a position in an epoch of past hops, from its list
+    /// for the CIs whose hops hold through it; elsewhere from the hops of every position.
     fn reach_states(&self, roots: &[CiId], position: u64) -> Result<(Vec<State>, usize), GraphError> {
         self.check_position(position)?;
         let head = self.head_hops.as_ref().filter(|index| index.covers(position));
+        let epoch = if head.is_none() { self.past_epoch_at(position) } else { None };
         let node_bound = self.graph.node_bound();
         let mut walk = Walk {
             slots: Visits::new(node_bound),
@@ -149,9 +151,10 @@ impl TemporalGraph {
             for entry in &mut batch[..count] {
                 let slot = walk.queue.pop_front().unwrap_or_default();
                 let node = walk.states[slot as usize].node;
-                let list = match head {
-                    Some(index) => HopList::Head(index.of(node)),
-                    None => HopList::Every(self.hops.of(node, ImpactDirection::Downstream)),
+                let list = match (head, epoch.and_then(|epoch| epoch.list(node))) {
+                    (Some(index), _) => HopList::Head(index.of(node)),
+                    (None, Some(list)) => HopList::Head(list),
+                    (None, None) => HopList::Every(self.hops.of(node, ImpactDirection::Downstream)),
                 };
                 list.touch();
                 *entry = (slot, list);
@@ -185,8 +188,9 @@ struct Walk<'a> {
 /// How many CIs of the queue a walk looks up together.
 const LOOKAHEAD: usize = 16;
 
-/// A CI's hops as a walk reads them: from the head index (valid at the walk's position, into
-/// CIs present there), or every hop ever made, to check against the position.
+/// A CI's hops as a walk reads them: from the head index or an epoch of past hops (valid at
+/// the walk's position, into CIs present there), or every hop ever made, to check against the
+/// position.
 #[derive(Clone, Copy)]
 enum HopList<'a> {
     Head(&'a [u32]),
