@@ -807,11 +807,13 @@ impl TemporalGraph {
 
     /// Adds to `past` the epochs of its length that end at or before `last_final + 1`.
     fn extend_past_hops(&self, past: &mut PastHops, last_final: u64) {
-        let node_bound = self.graph.node_bound();
         let first = past.end();
-        for (start, end) in PastHops::bounds(last_final, past.length()).filter(|(start, _)| *start >= first) {
-            past.push(Epoch::build(start, end, node_bound, |node, out| self.write_epoch_list(node, start, end, out)));
-        }
+        let bounds: Vec<(u64, u64)> =
+            PastHops::bounds(last_final, past.length()).filter(|(start, _)| *start >= first).collect();
+        let built = Epoch::build_all(&bounds, self.graph.node_bound(), |node, start, end, out| {
+            self.write_epoch_list(node, start, end, out)
+        });
+        built.into_iter().for_each(|epoch| past.push(epoch));
     }
 
     /// How many epochs of past hops there are, and the first position after them.

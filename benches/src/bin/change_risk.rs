@@ -72,7 +72,11 @@ fn one_ci_at_random_positions(
         at_head.record(t.elapsed().as_nanos() as u64)?;
     }
     report("services reached by one random CI at a random position", &one_ci);
-    println!("  (the head index holds from position {:?}; the head is {head})", graph.head_hops_valid_from());
+    println!(
+        "  (the head index holds from position {:?}; the head is {head}; epochs of past hops and where they end: {:?})",
+        graph.head_hops_valid_from(),
+        graph.past_hops_epochs()
+    );
     report("services reached by the same CIs at the head", &at_head);
     one_ci_services.sort_unstable();
     println!(

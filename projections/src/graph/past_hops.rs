@@ -26,7 +26,7 @@ use petgraph::stable_graph::NodeIndex;
 /// The fewest positions an epoch spans.
 pub const PAST_HOPS_MIN_EPOCH_POSITIONS: u64 = 65_536;
 /// The most epochs kept (a longer log gets longer epochs). Each holds an offset per CI and an
-/// entry per hop: about 1.5 MB on the large estate.
+/// entry per hop: about 0.8 MB on the large estate (44 epochs, 36 MB).
 pub const PAST_HOPS_MAX_EPOCHS: usize = 64;
 
 /// One stretch of the log and the hops that hold through it.
@@ -45,28 +45,38 @@ pub(crate) struct Epoch {
 }
 
 impl Epoch {
-    /// The epoch `[start, end)` for nodes `0..node_bound`: `list_of` appends a node's entries
-    /// and says whether they hold through the epoch (when not, they are dropped).
-    pub fn build(
-        start: u64,
-        end: u64,
+    /// The epochs of `bounds` (each `[start, end)`) for nodes `0..node_bound`: `list_of`
+    /// appends a node's entries for an epoch and says whether they hold through it (when not,
+    /// they are dropped and the node's bit set). Built node by node, every epoch of a node in
+    /// turn, so that its hops and their targets' presence are read from memory once, not once
+    /// per epoch (44 epochs built one after the other took 370 ms on the large estate).
+    pub fn build_all(
+        bounds: &[(u64, u64)],
         node_bound: usize,
-        mut list_of: impl FnMut(NodeIndex, &mut Vec<u32>) -> bool,
-    ) -> Epoch {
-        debug_assert!(start < end, "an epoch spans at least one position");
-        let mut offsets = Vec::with_capacity(node_bound + 1);
-        let mut targets = Vec::new();
-        let mut varies = FixedBitSet::with_capacity(node_bound);
-        offsets.push(0);
+        mut list_of: impl FnMut(NodeIndex, u64, u64, &mut Vec<u32>) -> bool,
+    ) -> Vec<Epoch> {
+        let mut epochs: Vec<Epoch> = bounds
+            .iter()
+            .map(|&(start, end)| {
+                debug_assert!(start < end, "an epoch spans at least one position");
+                let mut offsets = Vec::with_capacity(node_bound + 1);
+                offsets.push(0);
+                Epoch { start, end, offsets, targets: Vec::new(), varies: FixedBitSet::with_capacity(node_bound) }
+            })
+            .collect();
         for index in 0..node_bound {
-            let before = targets.len();
-            if !list_of(NodeIndex::new(index), &mut targets) {
-                targets.truncate(before);
-                varies.insert(index);
+            let node = NodeIndex::new(index);
+            for epoch in &mut epochs {
+                let before = epoch.targets.len();
+                if !list_of(node, epoch.start, epoch.end, &mut epoch.targets) {
+                    epoch.targets.truncate(before);
+                    epoch.varies.insert(index);
+                }
+                epoch.offsets.push(u32::try_from(epoch.targets.len()).expect("fewer than 2^32 hops"));
             }
-            offsets.push(u32::try_from(targets.len()).expect("fewer than 2^32 hops"));
         }
-        Epoch { start, end, offsets, targets, varies }
+        debug_assert!(epochs.iter().all(|epoch| epoch.offsets.len() == node_bound + 1));
+        epochs
     }
 
     /// `node`'s entries valid through the epoch, or `None` when they vary within it (or the
@@ -151,14 +161,13 @@ mod tests {
         assert_eq!(PastHops::epoch_positions(64 * 1_000, 4), 1_000, "at most PAST_HOPS_MAX_EPOCHS");
         assert_eq!(PastHops::bounds(64 * 1_000, 1_000).count(), PAST_HOPS_MAX_EPOCHS);
         let mut past = PastHops::new(4);
-        for (start, end) in PastHops::bounds(8, 4) {
-            // Node 1 varies in the second epoch; node 0 has one hop into node 1.
-            past.push(Epoch::build(start, end, 2, |node, out| {
-                if node.index() == 0 {
-                    out.push(1);
-                }
-                !(node.index() == 1 && start == 5)
-            }));
+        let bounds: Vec<(u64, u64)> = PastHops::bounds(8, 4).collect();
+        // Node 1 varies in the second epoch (its entry dropped); node 0 has one hop into node 1.
+        for epoch in Epoch::build_all(&bounds, 2, |node, start, _, out| {
+            out.push(1 - node.index() as u32);
+            !(node.index() == 1 && start == 5)
+        }) {
+            past.push(epoch);
         }
         assert_eq!(past.len(), 2);
         assert_eq!(past.end(), 9);
@@ -167,7 +176,8 @@ mod tests {
             let epoch = past.epoch_at(position).expect("covered");
             assert!(epoch.start <= position && position < epoch.end);
             assert_eq!(epoch.list(NodeIndex::new(0)), Some(&[1u32][..]));
-            assert_eq!(epoch.list(NodeIndex::new(1)).is_none(), position >= 5, "varies in the second");
+            let second = position >= 5;
+            assert_eq!(epoch.list(NodeIndex::new(1)), (!second).then_some(&[0u32][..]), "varies in the second");
             assert_eq!(epoch.list(NodeIndex::new(2)), None, "a node after the build");
         }
     }
