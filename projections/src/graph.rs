@@ -810,6 +810,9 @@ impl TemporalGraph {
         let first = past.end();
         let bounds: Vec<(u64, u64)> =
             PastHops::bounds(last_final, past.length()).filter(|(start, _)| *start >= first).collect();
+        if bounds.is_empty() {
+            return; // no stretch of the log became final since
+        }
         let built = Epoch::build_all(&bounds, self.graph.node_bound(), |node, start, end, out| {
             self.write_epoch_list(node, start, end, out)
         });

@@ -459,10 +459,17 @@ mod tests {
         let expected = serde_json::to_vec(&numbers).expect("json");
         assert_eq!(&roomy.buf[HEADER_BYTES..], &expected[1..expected.len() - 1], "the same text");
         assert!(roomy.buf.capacity() >= roomy.buf.len());
-        let mut tight = JsonOut::new(100);
-        items(&mut tight, &numbers, |out, n| out.json(n));
+        // Items of 1 KB: the estimate for the rest (10 MB) is far past a 20 KB bound, and the
+        // text keeps the 64 KB it starts with.
+        let long = vec!["x".repeat(1_024); 10_000];
+        let mut tight = JsonOut::new(20 * 1024);
+        items(&mut tight, &long, |out, s| out.string(s));
         assert!(tight.full(), "stopped at the bound");
-        assert!(tight.buf.capacity() <= 64 * 1024, "reserved no more than the bound allows");
+        assert_eq!(tight.buf.capacity(), 64 * 1024, "reserved no more than the bound allows");
+        let mut roomy_long = JsonOut::new(1 << 24);
+        items(&mut roomy_long, &long, |out, s| out.string(s));
+        assert!(roomy_long.buf.capacity() >= roomy_long.buf.len());
+        assert!(roomy_long.buf.capacity() < 2 * roomy_long.buf.len(), "sized from the first items, not doubled");
         let mut short = JsonOut::new(1 << 20);
         items(&mut short, &numbers[..ESTIMATE_AFTER_ITEMS], |out, n| out.json(n));
         assert_eq!(short.buf.len() - HEADER_BYTES, "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15".len());
