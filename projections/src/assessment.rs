@@ -104,10 +104,10 @@ fn rank_services(
     services: &mut [ServiceReached],
     position: u64,
 ) -> (Vec<Listed>, Vec<ServiceBrief>) {
-    let rank = |s: &ServiceReached| (std::cmp::Reverse(s.severity), s.tier.unwrap_or(u8::MAX), s.depth);
     // The rank packed in one `u64` and the id compared as a `u128` (the same order as the
     // tuple and the id's bytes, with two compares instead of five and a `memcmp` call).
-    services.sort_unstable_by_key(|s| (packed_rank(s), s.id.0.as_u128()));
+    let rank = packed_rank;
+    services.sort_unstable_by_key(|s| (rank(s), s.id.0.as_u128()));
     let listed_count = services.len().min(MAX_ASSESSED_SERVICES);
     // The services that may be listed: those before the last listed one's rank, and all of that rank.
     let read_count = match listed_count.checked_sub(1).map(|last| rank(&services[last])) {
@@ -139,7 +139,8 @@ fn rank_services(
     (read, briefs)
 }
 
-/// `(down first, tier with none last, depth)` as one number ordered the same way.
+/// `(down first, tier with none last, depth)` as one number ordered the same way, and equal
+/// exactly when the tuple is (each part has its own bits).
 #[inline]
 fn packed_rank(s: &ServiceReached) -> u64 {
     let severity = match s.severity {

@@ -807,16 +807,9 @@ impl TemporalGraph {
 
     /// Adds to `past` the epochs of its length that end at or before `last_final + 1`.
     fn extend_past_hops(&self, past: &mut PastHops, last_final: u64) {
-        let first = past.end();
-        let bounds: Vec<(u64, u64)> =
-            PastHops::bounds(last_final, past.length()).filter(|(start, _)| *start >= first).collect();
-        if bounds.is_empty() {
-            return; // no stretch of the log became final since
-        }
-        let built = Epoch::build_all(&bounds, self.graph.node_bound(), |node, start, end, out| {
+        past.grow(last_final, self.graph.node_bound(), |node, start, end, out| {
             self.write_epoch_list(node, start, end, out)
         });
-        built.into_iter().for_each(|epoch| past.push(epoch));
     }
 
     /// How many epochs of past hops there are, and the first position after them.
@@ -833,8 +826,7 @@ impl TemporalGraph {
                 continue; // not valid anywhere in the epoch
             }
             let through = hop.from <= start && end <= hop.until;
-            let present =
-                matches!(self.alive.get(hop.to.index()), Some(a) if a.exact && a.from <= start && end <= a.until);
+            let present = self.alive.get(hop.to.index()).is_some_and(|a| a.present_through(start, end));
             if !(through && present) {
                 return false;
             }
@@ -1007,7 +999,7 @@ impl TemporalGraph {
     /// Keeps `node`'s bit in `settled`: set while its presence entry says it is present from
     /// its registration on, for good.
     fn note_settled(&mut self, node: NodeIndex) {
-        let settled = self.alive.get(node.index()).is_some_and(|a| a.exact && a.until == OPEN);
+        let settled = self.alive.get(node.index()).is_some_and(|a| a.present_through(a.from, OPEN));
         if self.settled.len() <= node.index() {
             self.settled.grow(node.index() + 1);
         }

@@ -19,6 +19,23 @@ fn walked(
     reached.iter().map(|r| (r.ci.id, r.depth, r.severity)).collect()
 }
 
+/// The log of a world that played `steps`.
+fn played(steps: &[common::Step]) -> Vec<cmdb_core::EventRecord> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let world = World::new();
+        play(&world, steps).await;
+        world.log().await
+    })
+}
+
+/// Each of CIs 0-11 alone, CI 99 (never registered: skipped), and the CIs of `roots` together.
+fn failure_sets(roots: &std::collections::BTreeSet<u8>) -> Vec<Vec<CiId>> {
+    let mut all: Vec<CiId> = (0..12).map(ci).collect();
+    all.push(ci(99));
+    all.iter().map(|id| vec![*id]).chain(std::iter::once(roots.iter().map(|n| ci(u128::from(*n))).collect())).collect()
+}
+
 /// The graph folded up to `split` events, the index built there, then the rest folded.
 fn indexed_at(log: &[cmdb_core::EventRecord], split: usize) -> TemporalGraph {
     let mut graph = replay(&log[..split], u64::MAX);
@@ -41,49 +58,37 @@ proptest! {
         split in 0.0f64..1.0,
         roots in proptest::collection::btree_set(0u8..12, 1..4),
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        runtime.block_on(async {
-            let world = World::new();
-            play(&world, &steps).await;
-            let log = world.log().await;
-            let plain = replay(&log, u64::MAX);
-            let split = ((log.len() as f64) * split) as usize;
-            let kept = indexed_at(&log, split);
-            let fresh = indexed_at(&log, log.len());
-            let head = plain.applied();
-            prop_assert_eq!(fresh.head_hops_valid_from(), Some(head));
-            let valid_from = kept.head_hops_valid_from().expect("built");
-            prop_assert!(valid_from <= head);
-            let mut all: Vec<CiId> = (0..12).map(ci).collect();
-            all.push(ci(99)); // never registered: skipped
-            let sets: Vec<Vec<CiId>> = all
-                .iter()
-                .map(|id| vec![*id])
-                .chain(std::iter::once(roots.iter().map(|n| ci(u128::from(*n))).collect()))
-                .collect();
-            for position in (valid_from..=head).rev().take(3) {
-                for set in &sets {
-                    let want = walked(&plain, set, position);
-                    prop_assert_eq!(&walked(&kept, set, position), &want, "kept index, {:?} at {}", set, position);
-                    if position == head {
-                        prop_assert_eq!(&walked(&fresh, set, position), &want, "fresh index, {:?}", set);
-                        let (a, b) = (kept.reach(set, head).expect("reach"), plain.reach(set, head).expect("reach"));
-                        prop_assert_eq!(a.cis, b.cis);
-                        let ids = |r: &cmdb_projections::graph::Reach| {
-                            r.services.iter().map(|s| (s.id, s.depth, s.severity)).collect::<Vec<_>>()
-                        };
-                        prop_assert_eq!(ids(&a), ids(&b));
-                    }
+        let log = played(&steps);
+        let plain = replay(&log, u64::MAX);
+        let split = ((log.len() as f64) * split) as usize;
+        let kept = indexed_at(&log, split);
+        let fresh = indexed_at(&log, log.len());
+        let head = plain.applied();
+        prop_assert_eq!(fresh.head_hops_valid_from(), Some(head));
+        let valid_from = kept.head_hops_valid_from().expect("built");
+        prop_assert!(valid_from <= head);
+        let sets = failure_sets(&roots);
+        for position in (valid_from..=head).rev().take(3) {
+            for set in &sets {
+                let want = walked(&plain, set, position);
+                prop_assert_eq!(&walked(&kept, set, position), &want, "kept index, {:?} at {}", set, position);
+                if position == head {
+                    prop_assert_eq!(&walked(&fresh, set, position), &want, "fresh index, {:?}", set);
+                    let (a, b) = (kept.reach(set, head).expect("reach"), plain.reach(set, head).expect("reach"));
+                    prop_assert_eq!(a.cis, b.cis);
+                    let ids = |r: &cmdb_projections::graph::Reach| {
+                        r.services.iter().map(|s| (s.id, s.depth, s.severity)).collect::<Vec<_>>()
+                    };
+                    prop_assert_eq!(ids(&a), ids(&b));
                 }
             }
-            // Before the index holds, the walks read the hops of every position.
-            if valid_from > 1 {
-                for set in &sets {
-                    prop_assert_eq!(walked(&kept, set, valid_from - 1), walked(&plain, set, valid_from - 1));
-                }
+        }
+        // Before the index holds, the walks read the hops of every position.
+        if valid_from > 1 {
+            for set in &sets {
+                prop_assert_eq!(walked(&kept, set, valid_from - 1), walked(&plain, set, valid_from - 1));
             }
-            Ok(())
-        })?;
+        }
     }
 }
 
@@ -99,40 +104,28 @@ proptest! {
         length in 1u64..6,
         roots in proptest::collection::btree_set(0u8..12, 1..4),
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        runtime.block_on(async {
-            let world = World::new();
-            play(&world, &steps).await;
-            let log = world.log().await;
-            let plain = replay(&log, u64::MAX);
-            let mut epochs = replay(&log, u64::MAX);
-            epochs.build_past_hops(length);
-            let head = plain.applied();
-            let (count, end) = epochs.past_hops_epochs().expect("built");
-            // Epochs of `length` positions, longer when more would pass the bound on their count.
-            let epoch = length.max(head.div_ceil(PAST_HOPS_MAX_EPOCHS as u64));
-            prop_assert_eq!(count as u64, head / epoch, "every final stretch of {} positions", epoch);
-            prop_assert!(count <= PAST_HOPS_MAX_EPOCHS);
-            prop_assert!(end <= head + 1);
-            let mut all: Vec<CiId> = (0..12).map(ci).collect();
-            all.push(ci(99));
-            let sets: Vec<Vec<CiId>> = all
-                .iter()
-                .map(|id| vec![*id])
-                .chain(std::iter::once(roots.iter().map(|n| ci(u128::from(*n))).collect()))
-                .collect();
-            let services = |r: &cmdb_projections::graph::Reach| {
-                (r.cis, r.services.iter().map(|s| (s.id, s.tier, s.depth, s.severity)).collect::<Vec<_>>())
-            };
-            for position in 1..=head {
-                for set in &sets {
-                    prop_assert_eq!(walked(&epochs, set, position), walked(&plain, set, position), "{:?} at {}", set, position);
-                    let (a, b) = (epochs.reach(set, position).expect("reach"), plain.reach(set, position).expect("reach"));
-                    prop_assert_eq!(services(&a), services(&b));
-                }
+        let log = played(&steps);
+        let plain = replay(&log, u64::MAX);
+        let mut epochs = replay(&log, u64::MAX);
+        epochs.build_past_hops(length);
+        let head = plain.applied();
+        let (count, end) = epochs.past_hops_epochs().expect("built");
+        // Epochs of `length` positions, longer when more would pass the bound on their count.
+        let epoch = length.max(head.div_ceil(PAST_HOPS_MAX_EPOCHS as u64));
+        prop_assert_eq!(count as u64, head / epoch, "every final stretch of {} positions", epoch);
+        prop_assert!(count <= PAST_HOPS_MAX_EPOCHS);
+        prop_assert!(end <= head + 1);
+        let sets = failure_sets(&roots);
+        let services = |r: &cmdb_projections::graph::Reach| {
+            (r.cis, r.services.iter().map(|s| (s.id, s.tier, s.depth, s.severity)).collect::<Vec<_>>())
+        };
+        for position in 1..=head {
+            for set in &sets {
+                prop_assert_eq!(walked(&epochs, set, position), walked(&plain, set, position), "{:?} at {}", set, position);
+                let (a, b) = (epochs.reach(set, position).expect("reach"), plain.reach(set, position).expect("reach"));
+                prop_assert_eq!(services(&a), services(&b));
             }
-            Ok(())
-        })?;
+        }
     }
 }
 

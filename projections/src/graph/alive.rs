@@ -39,6 +39,13 @@ impl Alive {
         Some(alive)
     }
 
+    /// Whether the entry alone says the CI is present at every position of `[start, end)`
+    /// (`end` may be `OPEN`: from `start` on, for good).
+    #[inline]
+    pub fn present_through(&self, start: u64, end: u64) -> bool {
+        self.exact && self.from <= start && end <= self.until
+    }
+
     /// Records a version with `status` from `position` on.
     pub fn record(&mut self, position: u64, status: Status) {
         match (status == Status::Withdrawn, self.until == OPEN) {

@@ -50,7 +50,7 @@ impl Epoch {
     /// they are dropped and the node's bit set). Built node by node, every epoch of a node in
     /// turn, so that its hops and their targets' presence are read from memory once, not once
     /// per epoch (44 epochs built one after the other took 370 ms on the large estate).
-    pub fn build_all(
+    fn build_all(
         bounds: &[(u64, u64)],
         node_bound: usize,
         mut list_of: impl FnMut(NodeIndex, u64, u64, &mut Vec<u32>) -> bool,
@@ -106,11 +106,6 @@ impl PastHops {
         PastHops { length: length.max(1), epochs: Vec::new() }
     }
 
-    /// How many positions each epoch spans.
-    pub fn length(&self) -> u64 {
-        self.length
-    }
-
     /// How long each epoch is for a log of `applied` positions cut with epochs of at least
     /// `min_positions`.
     pub fn epoch_positions(applied: u64, min_positions: u64) -> u64 {
@@ -119,15 +114,27 @@ impl PastHops {
 
     /// The bounds `[start, end)` of the epochs of `length` positions that end at or before
     /// `applied + 1` (every position up to `applied` is final).
-    pub fn bounds(applied: u64, length: u64) -> impl Iterator<Item = (u64, u64)> {
+    fn bounds(applied: u64, length: u64) -> impl Iterator<Item = (u64, u64)> {
         let count = applied / length.max(1);
         (0..count).map(move |i| (1 + i * length, 1 + (i + 1) * length))
     }
 
-    /// Adds the next epoch (epochs are added in order, back to back).
-    pub fn push(&mut self, epoch: Epoch) {
-        debug_assert!(self.epochs.last().is_none_or(|last| last.end == epoch.start), "back to back");
-        self.epochs.push(epoch);
+    /// Adds the epochs that follow the last one and end at or before `last_final + 1`, for
+    /// nodes `0..node_bound`, with `list_of` as in [`Epoch::build_all`].
+    pub fn grow(
+        &mut self,
+        last_final: u64,
+        node_bound: usize,
+        list_of: impl FnMut(NodeIndex, u64, u64, &mut Vec<u32>) -> bool,
+    ) {
+        let first = self.end();
+        let bounds: Vec<(u64, u64)> =
+            Self::bounds(last_final, self.length).filter(|(start, _)| *start >= first).collect();
+        if bounds.is_empty() {
+            return; // no stretch of the log became final since
+        }
+        self.epochs.extend(Epoch::build_all(&bounds, node_bound, list_of));
+        debug_assert!(self.epochs.windows(2).all(|pair| pair[0].end == pair[1].start), "back to back");
     }
 
     /// The epoch `position` falls in, if any.
@@ -160,15 +167,16 @@ mod tests {
         assert_eq!(PastHops::epoch_positions(100, 4), 4);
         assert_eq!(PastHops::epoch_positions(64 * 1_000, 4), 1_000, "at most PAST_HOPS_MAX_EPOCHS");
         assert_eq!(PastHops::bounds(64 * 1_000, 1_000).count(), PAST_HOPS_MAX_EPOCHS);
-        let mut past = PastHops::new(4);
-        let bounds: Vec<(u64, u64)> = PastHops::bounds(8, 4).collect();
         // Node 1 varies in the second epoch (its entry dropped); node 0 has one hop into node 1.
-        for epoch in Epoch::build_all(&bounds, 2, |node, start, _, out| {
+        let list_of = |node: NodeIndex, start: u64, _: u64, out: &mut Vec<u32>| {
             out.push(1 - node.index() as u32);
             !(node.index() == 1 && start == 5)
-        }) {
-            past.push(epoch);
-        }
+        };
+        let mut past = PastHops::new(4);
+        past.grow(6, 2, list_of);
+        assert_eq!((past.len(), past.end()), (1, 5), "positions 5 and 6 wait for 7 and 8");
+        past.grow(6, 2, |_, _, _, _| unreachable!("nothing new became final"));
+        past.grow(8, 2, list_of);
         assert_eq!(past.len(), 2);
         assert_eq!(past.end(), 9);
         assert!(past.epoch_at(0).is_none() && past.epoch_at(9).is_none());
