@@ -1,0 +1,135 @@
+//! How often the answer of one CI's failure changes along the log (issue 15 part 3): what an
+//! index of the services reached from each CI per position range would have to hold.
+//!
+//!     cargo run --release -p cmdb-benches --bin reach_versions -- DIR [--cis N] [--positions M]
+//!
+//! Takes N random CIs whose failure reaches at least `WIDE_SERVICES` business services at the
+//! head (the walks at the p99 of part 3's figure) and, for each, M random positions after its
+//! registration. At each position it compares the answer (`TemporalGraph::reach`: the CIs
+//! reached, and every service with its depth and severity) with the answer just after the
+//! graph's next change. The share of changes that change the answer, times the changes in the
+//! CI's life, estimates how many versions of its answer an index would keep. The services'
+//! ids alone are compared too (the smallest index: a set of services per range).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cmdb_core::ci::CiId;
+use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
+use cmdb_core::EventStore;
+use cmdb_projections::graph::{CiFilter, Reach, TemporalGraph};
+use cmdb_projections::runner::{RunnerOptions, start};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A CI whose failure reaches at least this many services at the head counts as wide.
+const WIDE_SERVICES: usize = 1_000;
+
+/// The first position after `position` at which the graph holds another change, if any.
+fn next_change(graph: &TemporalGraph, position: u64, head: u64) -> Option<u64> {
+    let counter = graph.change_counter(position);
+    if graph.change_counter(head) == counter {
+        return None;
+    }
+    let (mut low, mut high) = (position, head);
+    // Invariant: counter(low) == counter, counter(high) > counter.
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if graph.change_counter(middle) == counter { low = middle } else { high = middle }
+    }
+    Some(high)
+}
+
+/// The answer as compared: the CIs reached and each service with depth and severity, sorted.
+fn whole(reach: &Reach) -> (usize, Vec<(CiId, u32, String)>) {
+    let mut services: Vec<_> =
+        reach.services.iter().map(|s| (s.id, s.depth, format!("{:?}", s.severity))).collect();
+    services.sort_unstable();
+    (reach.cis, services)
+}
+
+fn ids(reach: &Reach) -> Vec<CiId> {
+    let mut ids: Vec<CiId> = reach.services.iter().map(|s| s.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn arguments() -> anyhow::Result<(std::path::PathBuf, usize, usize)> {
+    let usage = "usage: reach_versions DATA_DIR [--cis N] [--positions M]";
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?);
+    let (mut cis, mut positions) = (20, 50);
+    while let Some(arg) = args.next() {
+        let value: usize = args.next().ok_or_else(|| anyhow::anyhow!(usage))?.parse()?;
+        match arg.as_str() {
+            "--cis" => cis = value,
+            "--positions" => positions = value,
+            _ => anyhow::bail!(usage),
+        }
+    }
+    Ok((dir, cis, positions))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (dir, wanted_cis, positions) = arguments()?;
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
+    let handle = start::<TemporalGraph>(store, RunnerOptions::default()).await?;
+    let graph = handle.read();
+    let head = graph.applied();
+    let changes = graph.change_counter(head);
+    println!("head {head}; {changes} changes to CIs, relationships and redundancy rules");
+    let ids_at_head: Vec<CiId> = graph.cis_at(head, &CiFilter::default(), None, usize::MAX).0.iter().map(|c| c.id).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let started = Instant::now();
+    let (mut compared, mut whole_changed, mut ids_changed, mut life_changes) = (0u64, 0u64, 0u64, 0u64);
+    let mut wide = Vec::new();
+    let (mut drawn, mut sets, mut answers) = (0usize, std::collections::HashSet::new(), std::collections::HashSet::new());
+    while wide.len() < wanted_cis {
+        let id = *ids_at_head.choose(&mut rng).ok_or_else(|| anyhow::anyhow!("no CIs"))?;
+        drawn += 1;
+        let reach = graph.reach(&[id], head)?;
+        if reach.services.len() >= WIDE_SERVICES {
+            wide.push(id);
+            sets.insert(ids(&reach));
+            answers.insert(whole(&reach));
+        }
+    }
+    println!(
+        "{} CIs at the head; {:.1} % of them wide; among {wanted_cis} wide CIs: {} distinct sets of services, {} distinct answers",
+        ids_at_head.len(),
+        100.0 * wanted_cis as f64 / drawn as f64,
+        sets.len(),
+        answers.len()
+    );
+    for id in wide {
+        let registered = graph.history(id).and_then(|(v, _)| v.first()).map_or(1, |v| v.from);
+        life_changes += changes - graph.change_counter(registered);
+        for _ in 0..positions {
+            let position = rng.random_range(registered..head);
+            let Some(next) = next_change(&graph, position, head) else { continue };
+            let (before, after) = (graph.reach(&[id], position)?, graph.reach(&[id], next)?);
+            compared += 1;
+            whole_changed += u64::from(whole(&before) != whole(&after));
+            ids_changed += u64::from(ids(&before) != ids(&after));
+        }
+    }
+    let share = |n: u64| n as f64 / compared.max(1) as f64;
+    let per_ci = life_changes as f64 / wanted_cis.max(1) as f64;
+    println!("{wanted_cis} wide CIs (>= {WIDE_SERVICES} services at the head), {compared} changes compared, {:.0} s", started.elapsed().as_secs_f64());
+    println!("changes in a wide CI's life: mean {per_ci:.0}");
+    println!(
+        "answer changed (CIs, services, depths, severities): {:.1} % of changes, ~{:.0} versions per CI",
+        100.0 * share(whole_changed),
+        share(whole_changed) * per_ci
+    );
+    println!(
+        "set of services changed: {:.1} % of changes, ~{:.0} versions per CI",
+        100.0 * share(ids_changed),
+        share(ids_changed) * per_ci
+    );
+    Ok(())
+}
