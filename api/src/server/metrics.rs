@@ -66,6 +66,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Large GraphQL lists answered, by how: written as text from the graph, or field by field.",
     ),
     (
+        "graphql_validations_kept_hits_total",
+        Kind::Counter,
+        "GraphQL requests whose query text, operation and variables were validated before (the rules skipped).",
+    ),
+    (
         "graphql_documents_kept_hits_total",
         Kind::Counter,
         "GraphQL requests whose query text was parsed before and reused.",

@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use cmdb_core::EventStore;
 use cmdb_core::ci::CiId;
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
-use cmdb_core::EventStore;
 use cmdb_projections::graph::{CiFilter, Reach, TemporalGraph};
 use cmdb_projections::runner::{RunnerOptions, start};
 use rand::seq::IndexedRandom;
@@ -45,8 +45,7 @@ fn next_change(graph: &TemporalGraph, position: u64, head: u64) -> Option<u64> {
 
 /// The answer as compared: the CIs reached and each service with depth and severity, sorted.
 fn whole(reach: &Reach) -> (usize, Vec<(CiId, u32, String)>) {
-    let mut services: Vec<_> =
-        reach.services.iter().map(|s| (s.id, s.depth, format!("{:?}", s.severity))).collect();
+    let mut services: Vec<_> = reach.services.iter().map(|s| (s.id, s.depth, format!("{:?}", s.severity))).collect();
     services.sort_unstable();
     (reach.cis, services)
 }
@@ -82,12 +81,14 @@ async fn main() -> anyhow::Result<()> {
     let head = graph.applied();
     let changes = graph.change_counter(head);
     println!("head {head}; {changes} changes to CIs, relationships and redundancy rules");
-    let ids_at_head: Vec<CiId> = graph.cis_at(head, &CiFilter::default(), None, usize::MAX).0.iter().map(|c| c.id).collect();
+    let ids_at_head: Vec<CiId> =
+        graph.cis_at(head, &CiFilter::default(), None, usize::MAX).0.iter().map(|c| c.id).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let started = Instant::now();
     let (mut compared, mut whole_changed, mut ids_changed, mut life_changes) = (0u64, 0u64, 0u64, 0u64);
     let mut wide = Vec::new();
-    let (mut drawn, mut sets, mut answers) = (0usize, std::collections::HashSet::new(), std::collections::HashSet::new());
+    let (mut drawn, mut sets, mut answers) =
+        (0usize, std::collections::HashSet::new(), std::collections::HashSet::new());
     while wide.len() < wanted_cis {
         let id = *ids_at_head.choose(&mut rng).ok_or_else(|| anyhow::anyhow!("no CIs"))?;
         drawn += 1;
@@ -119,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let share = |n: u64| n as f64 / compared.max(1) as f64;
     let per_ci = life_changes as f64 / wanted_cis.max(1) as f64;
-    println!("{wanted_cis} wide CIs (>= {WIDE_SERVICES} services at the head), {compared} changes compared, {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "{wanted_cis} wide CIs (>= {WIDE_SERVICES} services at the head), {compared} changes compared, {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     println!("changes in a wide CI's life: mean {per_ci:.0}");
     println!(
         "answer changed (CIs, services, depths, severities): {:.1} % of changes, ~{:.0} versions per CI",

@@ -33,6 +33,7 @@ mod reports;
 mod risk;
 pub mod scalars;
 pub(crate) mod tooling;
+pub mod validations;
 
 use std::sync::Arc;
 
@@ -93,6 +94,7 @@ pub fn build_schema(app: Arc<AppState>) -> Result<(CmdbSchema, Arc<Limits>), Str
         // The parser's own nesting bound stays above ours, so ours is the one that refuses.
         .limit_recursive_depth(settings.max_query_depth.saturating_mul(2).max(32))
         .extension(LimitsFactory(limits.clone()))
+        .extension(validations::KeptValidationsFactory(Arc::default()))
         .data(app.clone())
         .finish();
     Ok((schema, limits))
