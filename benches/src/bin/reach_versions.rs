@@ -27,6 +27,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A CI whose failure reaches at least this many services at the head counts as wide.
 const WIDE_SERVICES: usize = 1_000;
+/// Wide CIs whose reach sets are intersected to find a hub: the walks of the p99, reaching
+/// at least `VERY_WIDE_CIS` CIs each.
+const HUB_SAMPLE_CIS: usize = 50;
+const VERY_WIDE_CIS: usize = 20_000;
+/// CIs of the intersection whose walks are measured to pick the hub.
+const HUB_CANDIDATES: usize = 20_000;
 
 /// The first position after `position` at which the graph holds another change, if any.
 fn next_change(graph: &TemporalGraph, position: u64, head: u64) -> Option<u64> {
@@ -54,6 +60,53 @@ fn ids(reach: &Reach) -> Vec<CiId> {
     let mut ids: Vec<CiId> = reach.services.iter().map(|s| s.id).collect();
     ids.sort_unstable();
     ids
+}
+
+/// Whether one hub could stand for most of the wide walks (the route of splicing a hub's kept
+/// answer into a walk): the CI reached by every wide CI's failure that itself reaches the most,
+/// and what each wide walk reaches beyond it.
+fn hub_cover(graph: &TemporalGraph, wide: &[CiId], head: u64) -> anyhow::Result<()> {
+    let reached = |id: CiId| -> anyhow::Result<std::collections::HashSet<CiId>> {
+        Ok(graph.reach_all(&[id], head)?.into_iter().map(|r| r.ci.id).collect())
+    };
+    let mut sets = Vec::new();
+    for id in wide {
+        let set = reached(*id)?;
+        if set.len() >= VERY_WIDE_CIS {
+            sets.push(set);
+        }
+        if sets.len() == HUB_SAMPLE_CIS {
+            break;
+        }
+    }
+    let Some((first, rest)) = sets.split_first() else { return Ok(()) };
+    let common: Vec<CiId> = first.iter().filter(|c| rest.iter().all(|s| s.contains(c))).copied().collect();
+    let mut best: Option<(usize, CiId)> = None;
+    for candidate in common.iter().take(HUB_CANDIDATES) {
+        let size = graph.reach(&[*candidate], head)?.cis;
+        if best.is_none_or(|(b, _)| size > b) {
+            best = Some((size, *candidate));
+        }
+    }
+    let Some((hub_size, hub)) = best else {
+        println!("no CI is reached by all {} sampled CIs reaching >= {VERY_WIDE_CIS}", sets.len());
+        return Ok(());
+    };
+    let mut beyond: Vec<usize> = sets.iter().map(|s| s.len().saturating_sub(hub_size + 1)).collect();
+    beyond.sort_unstable();
+    let sizes: Vec<usize> = sets.iter().map(|s| s.len()).collect();
+    println!(
+        "{} CIs reached by all {} sampled CIs reaching >= {VERY_WIDE_CIS}; the widest of them ({hub}) reaches {hub_size}; \
+         a wide walk reaches {}..{} CIs, of which beyond the hub: median {} p90 {} max {}",
+        common.len(),
+        sets.len(),
+        sizes.iter().min().unwrap_or(&0),
+        sizes.iter().max().unwrap_or(&0),
+        beyond[beyond.len() / 2],
+        beyond[beyond.len() * 9 / 10],
+        beyond[beyond.len() - 1]
+    );
+    Ok(())
 }
 
 fn arguments() -> anyhow::Result<(std::path::PathBuf, usize, usize)> {
@@ -106,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         sets.len(),
         answers.len()
     );
+    hub_cover(&graph, &wide, head)?;
     for id in wide {
         let registered = graph.history(id).and_then(|(v, _)| v.first()).map_or(1, |v| v.from);
         life_changes += changes - graph.change_counter(registered);
