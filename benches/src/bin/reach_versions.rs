@@ -10,6 +10,11 @@
 //! graph's next change. The share of changes that change the answer, times the changes in the
 //! CI's life, estimates how many versions of its answer an index would keep. The services'
 //! ids alone are compared too (the smallest index: a set of services per range).
+//!
+//! It also asks whether one hub funnels the widest walks (those reaching at least
+//! `VERY_WIDE_CIS` CIs), so that a hub's kept answer could stand for most of each walk: it
+//! intersects what `HUB_SAMPLE_CIS` of them reach, walks from each CI of the intersection, and
+//! prints how much of each wide walk lies beyond the widest of those.
 
 use std::sync::Arc;
 use std::time::Instant;
