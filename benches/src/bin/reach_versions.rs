@@ -147,20 +147,23 @@ async fn main() -> anyhow::Result<()> {
     let mut wide = Vec::new();
     let (mut drawn, mut sets, mut answers) =
         (0usize, std::collections::HashSet::new(), std::collections::HashSet::new());
+    let mut wide_services = 0usize;
     while wide.len() < wanted_cis {
         let id = *ids_at_head.choose(&mut rng).ok_or_else(|| anyhow::anyhow!("no CIs"))?;
         drawn += 1;
         let reach = graph.reach(&[id], head)?;
         if reach.services.len() >= WIDE_SERVICES {
             wide.push(id);
+            wide_services += reach.services.len();
             sets.insert(ids(&reach));
             answers.insert(whole(&reach));
         }
     }
     println!(
-        "{} CIs at the head; {:.1} % of them wide; among {wanted_cis} wide CIs: {} distinct sets of services, {} distinct answers",
+        "{} CIs at the head; {:.1} % of them wide, reaching {} services on average; among {wanted_cis} wide CIs: {} distinct sets of services, {} distinct answers",
         ids_at_head.len(),
         100.0 * wanted_cis as f64 / drawn as f64,
+        wide_services / wanted_cis.max(1),
         sets.len(),
         answers.len()
     );
