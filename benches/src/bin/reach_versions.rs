@@ -3,6 +3,8 @@
 //!
 //!     cargo run --release -p cmdb-benches --bin reach_versions -- DIR [--cis N] [--positions M]
 //!
+//! (`--help` lists the flags and their defaults: 20 CIs, 50 positions each.)
+//!
 //! Takes N random CIs whose failure reaches at least `WIDE_SERVICES` business services at the
 //! head (the walks at the p99 of part 3's figure) and, for each, M random positions after its
 //! registration. At each position it compares the answer (`TemporalGraph::reach`: the CIs
@@ -22,7 +24,7 @@ use std::time::Instant;
 use cmdb_core::EventStore;
 use cmdb_core::ci::CiId;
 use cmdb_core::store::sqlite::{SqliteOptions, SqliteStore};
-use cmdb_projections::graph::{CiFilter, Reach, TemporalGraph};
+use cmdb_projections::graph::{CiFilter, Reach, Severity, TemporalGraph};
 use cmdb_projections::runner::{RunnerOptions, start};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -55,8 +57,8 @@ fn next_change(graph: &TemporalGraph, position: u64, head: u64) -> Option<u64> {
 }
 
 /// The answer as compared: the CIs reached and each service with depth and severity, sorted.
-fn whole(reach: &Reach) -> (usize, Vec<(CiId, u32, String)>) {
-    let mut services: Vec<_> = reach.services.iter().map(|s| (s.id, s.depth, format!("{:?}", s.severity))).collect();
+fn whole(reach: &Reach) -> (usize, Vec<(CiId, u32, Severity)>) {
+    let mut services: Vec<_> = reach.services.iter().map(|s| (s.id, s.depth, s.severity)).collect();
     services.sort_unstable();
     (reach.cis, services)
 }
@@ -114,42 +116,34 @@ fn hub_cover(graph: &TemporalGraph, wide: &[CiId], head: u64) -> anyhow::Result<
     Ok(())
 }
 
-fn arguments() -> anyhow::Result<(std::path::PathBuf, usize, usize)> {
-    let usage = "usage: reach_versions DATA_DIR [--cis N] [--positions M]";
-    let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?);
-    let (mut cis, mut positions) = (20, 50);
-    while let Some(arg) = args.next() {
-        let value: usize = args.next().ok_or_else(|| anyhow::anyhow!(usage))?.parse()?;
-        match arg.as_str() {
-            "--cis" => cis = value,
-            "--positions" => positions = value,
-            _ => anyhow::bail!(usage),
-        }
-    }
-    Ok((dir, cis, positions))
+/// What to measure.
+#[derive(clap::Parser)]
+#[command(about = "How often one wide CI's answer changes along the log")]
+struct Args {
+    /// The data directory of the estate.
+    data_dir: std::path::PathBuf,
+    /// Wide CIs to draw.
+    #[arg(long, default_value_t = 20)]
+    cis: usize,
+    /// Random positions per wide CI.
+    #[arg(long, default_value_t = 50)]
+    positions: usize,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (dir, wanted_cis, positions) = arguments()?;
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
-    let handle = start::<TemporalGraph>(store, RunnerOptions::default()).await?;
-    let graph = handle.read();
-    let head = graph.applied();
-    let changes = graph.change_counter(head);
-    println!("head {head}; {changes} changes to CIs, relationships and redundancy rules");
+/// Draws `wanted` wide CIs at the head and prints how common they are and how alike their
+/// answers are.
+fn draw_wide(
+    graph: &TemporalGraph,
+    head: u64,
+    wanted: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> anyhow::Result<Vec<CiId>> {
     let ids_at_head: Vec<CiId> =
         graph.cis_at(head, &CiFilter::default(), None, usize::MAX).0.iter().map(|c| c.id).collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let started = Instant::now();
-    let (mut compared, mut whole_changed, mut ids_changed, mut life_changes) = (0u64, 0u64, 0u64, 0u64);
-    let mut wide = Vec::new();
-    let (mut drawn, mut sets, mut answers) =
-        (0usize, std::collections::HashSet::new(), std::collections::HashSet::new());
-    let mut wide_services = 0usize;
-    while wide.len() < wanted_cis {
-        let id = *ids_at_head.choose(&mut rng).ok_or_else(|| anyhow::anyhow!("no CIs"))?;
+    let (mut wide, mut drawn, mut wide_services) = (Vec::new(), 0usize, 0usize);
+    let (mut sets, mut answers) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    while wide.len() < wanted {
+        let id = *ids_at_head.choose(rng).ok_or_else(|| anyhow::anyhow!("no CIs"))?;
         drawn += 1;
         let reach = graph.reach(&[id], head)?;
         if reach.services.len() >= WIDE_SERVICES {
@@ -160,19 +154,36 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "{} CIs at the head; {:.1} % of them wide, reaching {} services on average; among {wanted_cis} wide CIs: {} distinct sets of services, {} distinct answers",
+        "{} CIs at the head; {:.1} % of them wide, reaching {} services on average; among {wanted} wide CIs: {} distinct sets of services, {} distinct answers",
         ids_at_head.len(),
-        100.0 * wanted_cis as f64 / drawn as f64,
-        wide_services / wanted_cis.max(1),
+        100.0 * wanted as f64 / drawn as f64,
+        wide_services / wanted.max(1),
         sets.len(),
         answers.len()
     );
+    Ok(wide)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Args { data_dir, cis: wanted_cis, positions } = clap::Parser::parse();
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&data_dir, SqliteOptions::default())?);
+    let handle = start::<TemporalGraph>(store, RunnerOptions::default()).await?;
+    let graph = handle.read();
+    let head = graph.applied();
+    let changes = graph.change_counter(head);
+    println!("head {head}; {changes} changes to CIs, relationships and redundancy rules");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let started = Instant::now();
+    let (mut compared, mut whole_changed, mut ids_changed, mut life_changes) = (0u64, 0u64, 0u64, 0u64);
+    let wide = draw_wide(&graph, head, wanted_cis, &mut rng)?;
     hub_cover(&graph, &wide, head)?;
     for id in wide {
-        let registered = graph.history(id).and_then(|(v, _)| v.first()).map_or(1, |v| v.from);
+        let registered = cmdb_benches::registered(&graph, id);
         life_changes += changes - graph.change_counter(registered);
         for _ in 0..positions {
-            let position = rng.random_range(registered..head);
+            // At the head itself there is no next change: such a draw compares nothing.
+            let position = rng.random_range(registered..=head);
             let Some(next) = next_change(&graph, position, head) else { continue };
             let (before, after) = (graph.reach(&[id], position)?, graph.reach(&[id], next)?);
             compared += 1;
