@@ -123,27 +123,24 @@ fn write_query_file(path: &std::path::Path, candidates: &[CiId], rng: &mut rand:
     Ok(())
 }
 
-/// (data directory, `--query-file`, whether to time one CI at random positions).
-fn arguments() -> anyhow::Result<(std::path::PathBuf, Option<std::path::PathBuf>, bool)> {
-    let usage = "usage: change_risk DATA_DIR [--query-file FILE] [--assessments-only]";
-    let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?);
-    let (mut query_file, mut one_ci) = (None, true);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--query-file" => {
-                query_file = Some(std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?))
-            }
-            "--assessments-only" => one_ci = false,
-            _ => anyhow::bail!(usage),
-        }
-    }
-    Ok((dir, query_file, one_ci))
+/// What `change_risk` reads from its command line.
+#[derive(clap::Parser)]
+#[command(about = "Risk assessments and decisions on an estate, and one CI's reach at random positions")]
+struct Args {
+    /// The data directory of the estate
+    data_dir: std::path::PathBuf,
+    /// Also write whatIf queries of random 20-CI changes to this file, for loadgen
+    #[arg(long)]
+    query_file: Option<std::path::PathBuf>,
+    /// Leave out the figure of one CI at random positions (20,000 walks)
+    #[arg(long)]
+    assessments_only: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (dir, query_file, one_ci) = arguments()?;
+    let Args { data_dir: dir, query_file, assessments_only } = clap::Parser::parse();
+    let one_ci = !assessments_only;
     let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&dir, SqliteOptions::default())?);
     let started = Instant::now();
     let handle = start::<cmdb_projections::graph::TemporalGraph>(store.clone(), RunnerOptions::default()).await?;

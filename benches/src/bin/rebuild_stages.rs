@@ -39,28 +39,39 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// What `rebuild_stages` reads from its command line.
+#[derive(clap::Parser)]
+#[command(about = "Where a rebuild of the graph spends its time, stage by stage")]
+struct Args {
+    /// The data directory of the estate
+    data_dir: std::path::PathBuf,
+    /// Time one catch-up through the runner and stop (for a profiler)
+    #[arg(long, conflicts_with = "read_only")]
+    runner_only: bool,
+    /// Time only the read stage (for a profiler of the store's reads)
+    #[arg(long)]
+    read_only: bool,
+    /// Catch up the graph and the evidence tree from one read, as `cmdb serve` starts
+    #[arg(long)]
+    pair: bool,
+    /// The store's readers' `mmap_size` in bytes (0: read with `pread`; the store's default otherwise)
+    #[arg(long)]
+    reader_mmap_bytes: Option<u64>,
+    /// Events per page of the catch-up (the runner's default otherwise)
+    #[arg(long)]
+    page_events: Option<usize>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let usage = || {
-        anyhow::anyhow!(
-            "usage: rebuild_stages DATA_DIR [--runner-only | --read-only] [--pair] [--reader-mmap-bytes BYTES] [--page-events N]"
-        )
-    };
-    let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or_else(usage)?);
-    let (mut runner_only, mut read_only, mut pair, mut sqlite) = (false, false, false, SqliteOptions::default());
+    let Args { data_dir: dir, runner_only, read_only, pair, reader_mmap_bytes, page_events } = clap::Parser::parse();
+    let mut sqlite = SqliteOptions::default();
+    if let Some(bytes) = reader_mmap_bytes {
+        sqlite.reader_mmap_bytes = bytes;
+    }
     let mut runner = RunnerOptions::default();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--runner-only" => runner_only = true,
-            "--read-only" => read_only = true,
-            "--pair" => pair = true,
-            "--reader-mmap-bytes" => {
-                sqlite.reader_mmap_bytes = args.next().and_then(|n| n.parse().ok()).ok_or_else(usage)?;
-            }
-            "--page-events" => runner.page_events = args.next().and_then(|n| n.parse().ok()).ok_or_else(usage)?,
-            _ => return Err(usage()),
-        }
+    if let Some(events) = page_events {
+        runner.page_events = events;
     }
     // Opening a directory without a log would make one: say so instead.
     anyhow::ensure!(dir.join("events.sqlite").is_file(), "no events.sqlite in {}", dir.display());
