@@ -117,12 +117,26 @@ async fn impact_of_a_host(browser: &mut Browser, server: &TestServer) {
     let hosts = server
         .ok(
             &server.admin_token,
-            r#"{ at { cis(filter: { classes: ["host"], includeWithdrawn: false }, first: 5) { nodes { id name } } } }"#,
+            r#"{ at { cis(filter: { classes: ["host"], includeWithdrawn: false }, first: 20) { nodes { id name } } } }"#,
             json!({}),
         )
         .await;
-    let host = hosts["at"]["cis"]["nodes"][0].clone();
-    let host_id = host["id"].as_str().expect("host id");
+    // A host whose failure reaches a business service within three hops.
+    let mut host = Value::Null;
+    for candidate in hosts["at"]["cis"]["nodes"].as_array().expect("hosts") {
+        let reach = server
+            .ok(
+                &server.admin_token,
+                "query($id: ID!) { at { impact(ci: $id, maxDepth: 3, maxResults: 300) { services { tier } } } }",
+                json!({ "id": candidate["id"] }),
+            )
+            .await;
+        if reach["at"]["impact"]["services"].as_array().is_some_and(|s| !s.is_empty()) {
+            host = candidate.clone();
+            break;
+        }
+    }
+    let host_id = host["id"].as_str().expect("a host reaching a service within three hops");
     let expected = server
         .ok(
             &server.admin_token,
@@ -146,6 +160,30 @@ async fn impact_of_a_host(browser: &mut Browser, server: &TestServer) {
     let arrows = browser.eval("window.cmdbConsole.picture.edges().length").await;
     assert_eq!(arrows, json!(names.len() - 1), "one arrow per CI reached");
     assert!(browser.eval("document.querySelector('#picture canvas') !== null").await == json!(true));
+    // Each service's "Through" is the way its severity arrives (`severityPath`).
+    let services = server
+        .ok(
+            &server.admin_token,
+            "query($id: ID!) { at { impact(ci: $id, direction: DOWNSTREAM, maxDepth: 3, maxResults: 300) { services { service { name } severityPath { ci { name } } } } } }",
+            json!({ "id": host_id }),
+        )
+        .await;
+    let ways: Vec<(String, String)> = services["at"]["impact"]["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| {
+            let steps = s["severityPath"].as_array().expect("downstream severity path");
+            let way: Vec<&str> = steps.iter().map(|step| step["ci"]["name"].as_str().expect("name")).collect();
+            (s["service"]["name"].as_str().expect("name").to_owned(), way.join(" → "))
+        })
+        .collect();
+    let shown = browser
+        .eval("[...document.querySelectorAll('#impact-services tbody tr')].filter(r => r.cells.length === 5).map(r => [r.cells[0].textContent, r.cells[4].textContent])")
+        .await;
+    let shown: Vec<(String, String)> = serde_json::from_value(shown).expect("rows");
+    assert!(!ways.is_empty(), "the host reaches business services within three hops");
+    assert_eq!(shown, ways, "the services table shows each service's severity path");
     shoot(browser, "impact").await;
     // Clicking a node centres the picture on it.
     let other = browser.eval("window.cmdbConsole.picture.nodes().filter(n => !n.hasClass('root'))[0].id()").await;

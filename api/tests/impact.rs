@@ -186,6 +186,115 @@ async fn repeated_impacts_are_cached_and_never_stale() {
 }
 
 /// The value of a counter on `/metrics` (0 if absent).
+/// The steps' CI names of a path.
+fn names(path: &Value) -> Vec<String> {
+    path.as_array().expect("path").iter().map(|s| s["ci"]["name"].as_str().expect("name").to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_severity_path_shows_the_way_the_failure_arrived_when_the_shortest_way_survives() {
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let team = register(&server, json!({"class": "TEAM", "name": "ops"})).await;
+    let hours = json!({"time_zone": "UTC", "weekly": [{"days": ["mon"], "start": "00:00", "end": "24:00"}]});
+    let (node1, node2, node3) = (
+        register(&server, host("node-1")).await,
+        register(&server, host("node-2")).await,
+        register(&server, host("node-3")).await,
+    );
+    let cluster = register(
+        &server,
+        json!({"class": "KUBERNETES_CLUSTER", "name": "k8s-prod", "attributes": {"members_to_fail": 2}}),
+    )
+    .await;
+    for node in [&node1, &node2, &node3] {
+        relate(&server, "PART_OF", node, &cluster).await;
+    }
+    // Every app runs on the cluster (node-1 failing leaves them degraded, two hops away); app-1
+    // also runs on node-1 itself, and each next app consumes the one before, so node-1 failing
+    // brings the chain down one app after the other: the way down is longer than the shortest.
+    let chain_length = cmdb_projections::graph::MAX_SEVERITY_CHAIN_STEPS + 2;
+    let mut apps: Vec<String> = Vec::new();
+    for n in 1..=chain_length {
+        let app = register(&server, json!({"class": "APPLICATION", "name": format!("app-{n}")})).await;
+        relate(&server, "RUNS_ON", &app, &cluster).await;
+        match apps.last() {
+            None => relate(&server, "RUNS_ON", &app, &node1).await,
+            Some(before) => relate(&server, "CONSUMES", &app, before.as_str()).await,
+        }
+        apps.push(app);
+    }
+    let service = register(
+        &server,
+        json!({"class": "BUSINESS_SERVICE", "name": "Shop", "owner": team,
+               "attributes": {"criticality_tier": 1, "service_hours": hours}}),
+    )
+    .await;
+    relate(&server, "PROVIDES", &apps[2], &service).await;
+    let head = server.head().await;
+
+    let query = "query($ci: ID!) { at { impact(ci: $ci, maxDepth: 4) {
+        reached { ci { name } depth severity cause { ci { name } } path { ci { name } } severityPath { ci { name } } }
+        services { service { name } depth severity path { ci { name } } severityPath { ci { name } type } } } } }";
+    let (status, body) = server.graphql(&server.admin_token, query, json!({"ci": node1})).await;
+    assert_eq!(status, 200, "{body}");
+    let impact = &body["data"]["at"]["impact"];
+    let reached = impact["reached"].as_array().expect("reached");
+    // The shop's service: two hops by the cluster (degraded) but down by app-1, app-2, app-3.
+    let shop = &impact["services"][0];
+    assert_eq!(shop["severity"], "DOWN", "{shop}");
+    assert_eq!(shop["depth"], 3);
+    assert_eq!(names(&shop["path"]), ["k8s-prod", "app-3", "Shop"], "the shortest way crosses the cluster");
+    assert_eq!(names(&shop["severityPath"]), ["app-1", "app-2", "app-3", "Shop"], "the way that brings it down");
+    let types: Vec<&str> =
+        shop["severityPath"].as_array().expect("steps").iter().map(|s| s["type"].as_str().expect("type")).collect();
+    assert_eq!(types, ["RUNS_ON", "CONSUMES", "CONSUMES", "PROVIDES"]);
+    // Where the shortest way carries the severity, the two paths are the same.
+    let cluster_hit = by_name(reached, "ci", "k8s-prod");
+    assert_eq!(cluster_hit["severity"], "DEGRADED");
+    assert_eq!(cluster_hit["severityPath"], cluster_hit["path"]);
+    // Each step's cause is the step before it, and the chain starts at the root.
+    for hit in reached.iter().filter(|r| !r["severityPath"].is_null()) {
+        let chain = names(&hit["severityPath"]);
+        assert_eq!(chain.last(), hit["ci"]["name"].as_str().map(str::to_owned).as_ref(), "{hit}");
+        let before = if chain.len() > 1 { chain[chain.len() - 2].as_str() } else { "node-1" };
+        assert_eq!(hit["cause"]["ci"]["name"], before, "{hit}");
+    }
+    // The bound: app-66's chain is 66 steps and is given; app-67's and app-68's are longer,
+    // and are errors on that field alone, with the limit named.
+    let bound = cmdb_projections::graph::MAX_SEVERITY_CHAIN_STEPS;
+    let at_bound = by_name(reached, "ci", &format!("app-{bound}"));
+    assert_eq!(at_bound["depth"], 2);
+    assert_eq!(at_bound["severity"], "DOWN");
+    assert_eq!(names(&at_bound["severityPath"]).len(), bound, "{at_bound}");
+    for n in [bound + 1, bound + 2] {
+        let past = by_name(reached, "ci", &format!("app-{n}"));
+        assert_eq!(past["severity"], "DOWN");
+        assert!(past["severityPath"].is_null(), "{past}");
+        assert_eq!(past["cause"]["ci"]["name"], format!("app-{}", n - 1), "the cause is still given");
+    }
+    let errors = body["errors"].as_array().expect("the chains past the bound are errors");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for error in errors {
+        assert_eq!(error_code(&json!({"errors": [error]})), "LIMIT_EXCEEDED", "{error}");
+        assert_eq!(error["extensions"]["limit"], "severity_path_steps");
+        assert_eq!(error["extensions"]["bound"], bound);
+        assert!(error["message"].as_str().expect("message").contains("follow each CI's cause"), "{error}");
+    }
+    // Upstream has no severities, so no severity path.
+    let up = server
+        .ok(
+            &server.admin_token,
+            "query($ci: ID!) { at { impact(ci: $ci, direction: UPSTREAM) { reached { severityPath { type } } services { severityPath { type } } } } }",
+            json!({"ci": service}),
+        )
+        .await;
+    let up_reached = up["at"]["impact"]["reached"].as_array().expect("reached");
+    assert!(!up_reached.is_empty());
+    assert!(up_reached.iter().all(|r| r["severityPath"].is_null()), "{up}");
+    assert_eq!(server.head().await, head, "reading an impact writes nothing");
+}
+
 async fn metric(server: &TestServer, name: &str) -> f64 {
     let text = server
         .client

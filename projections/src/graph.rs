@@ -54,6 +54,11 @@ pub const MAX_DEPTH: u32 = 32;
 pub const MAX_RESULTS: usize = 10_000;
 /// Most cycles an impact analysis reports.
 pub const MAX_CYCLES_REPORTED: usize = 32;
+/// Most steps [`Impact::severity_chain`] returns. A chain of causes can be longer than the
+/// shortest path (the severity may arrive by a longer way than the first arrival), but it only
+/// crosses CIs the walk reached within its depth, so a longer chain than twice the deepest walk
+/// is a pathological graph: the caller follows [`Impact::cause_of`] from CI to CI instead.
+pub const MAX_SEVERITY_CHAIN_STEPS: usize = 2 * (MAX_DEPTH as usize + 1);
 
 /// Why a graph question could not be answered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +85,11 @@ pub enum GraphError {
     #[error("CI event at position {position} cannot be applied: {detail}")]
     /// CI event at position … cannot be applied: ….
     Apply { position: u64, detail: String },
+    #[error(
+        "the chain of causes to CI {ci} is {steps} steps, more than {MAX_SEVERITY_CHAIN_STEPS}; follow each CI's cause instead"
+    )]
+    /// The chain of causes to CI … is … steps, more than …; follow each CI's cause instead.
+    SeverityChain { ci: CiId, steps: usize },
     #[error("{0}")]
     /// ….
     Invalid(String),
@@ -439,13 +449,16 @@ impl Impact {
         })
     }
 
-    /// Downstream: the chain of causes from the root to `target` (empty for the root or an
-    /// unreached CI). It can be longer than the shortest path when the severity arrives by a
-    /// longer way (a shorter way passing a redundant group that survives).
-    pub fn severity_chain(&self, target: CiId) -> Vec<Step> {
+    /// Downstream: the chain of causes from the root to `target` (empty for the root, an
+    /// unreached CI or an upstream walk), each step the CI the failure arrived at. It can be
+    /// longer than the shortest path when the severity arrives by a longer way (a shorter way
+    /// passing a redundant group that survives). At most [`MAX_SEVERITY_CHAIN_STEPS`] steps:
+    /// a longer chain is [`GraphError::SeverityChain`], with its length.
+    pub fn severity_chain(&self, target: CiId) -> Result<Vec<Step>, GraphError> {
         let mut steps = Vec::new();
         let mut cursor = target;
-        // Causes form a tree over the reached CIs; the bound only guards that invariant.
+        // Causes form a tree over the reached CIs, so the walk back ends within their count;
+        // the bound only guards that invariant.
         while let Some((from, rel, rel_type)) = self.causes.get(&cursor) {
             steps.push(Step { relationship: *rel, rel_type: *rel_type, ci: cursor });
             cursor = *from;
@@ -454,8 +467,12 @@ impl Impact {
                 break;
             }
         }
+        if steps.len() > MAX_SEVERITY_CHAIN_STEPS {
+            return Err(GraphError::SeverityChain { ci: target, steps: steps.len() });
+        }
         steps.reverse();
-        steps
+        debug_assert!(steps.last().is_none_or(|s| s.ci == target), "a chain ends at its CI");
+        Ok(steps)
     }
 }
 

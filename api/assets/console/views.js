@@ -222,7 +222,7 @@ const IMPACT = `query Impact($position: Position, $id: ID!, $direction: ImpactDi
       count downCount degradedCount truncated
       root { id name class }
       reached { depth severity ci { id name class } path { type ciId sourceId targetId relationshipId } }
-      services { tier depth severity service { id name } path { ci { name } } }
+      services { tier depth severity service { id name } path { ci { name } } severityPath { ci { name } } }
     }
   }
 }`;
@@ -261,9 +261,12 @@ export async function impact(ctx) {
       h('span', {}, 'arrows point from source to target of the relationship')),
     holder,
     h('h2', {}, `Business services reached (${answer.services.length})`),
+    // Downstream, the way the failure arrives with its severity (it can be longer than the
+    // shortest way, when that crosses a redundant group that survives); upstream, the shortest.
     table(null, ['Service', 'Tier', 'Severity', 'Hops', 'Through'], answer.services.map((service) => [
       ciLink(ctx, service.service), service.tier ?? '—', badge(service.severity) || '—', service.depth,
-      service.path.map((step) => (step.ci ? step.ci.name : '?')).join(' → ')])),
+      (service.severityPath || service.path).map((step) => (step.ci ? step.ci.name : '?')).join(' → ')]),
+    'impact-services'),
     h('details', {}, h('summary', {}, `Every CI reached (${answer.reached.length})`),
       table(null, ['CI', 'Class', 'Hops', 'Severity', 'Reached through'], answer.reached.map((reached) => [
         ciLink(ctx, reached.ci), reached.ci.class, reached.depth, badge(reached.severity) || '—',

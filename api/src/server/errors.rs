@@ -660,6 +660,15 @@ pub fn graph_error(error: GraphError) -> async_graphql::Error {
     match error {
         GraphError::Depth(value) => limit_exceeded("max_depth", u64::from(value), u64::from(graph::MAX_DEPTH)),
         GraphError::Results(value) => limit_exceeded("max_results", value as u64, graph::MAX_RESULTS as u64),
+        GraphError::SeverityChain { steps, .. } => {
+            let bound = graph::MAX_SEVERITY_CHAIN_STEPS as u64;
+            async_graphql::Error::new(error.to_string()).extend_with(move |_, e| {
+                e.set("code", Code::LimitExceeded.as_str());
+                e.set("limit", "severity_path_steps");
+                e.set("value", steps as u64);
+                e.set("bound", bound);
+            })
+        }
         GraphError::UnknownCi { .. } => coded(Code::NotFound, error.to_string()),
         GraphError::Apply { .. } => coded(Code::Internal, error.to_string()),
         GraphError::NotAService { .. }
@@ -673,7 +682,9 @@ pub fn graph_error(error: GraphError) -> async_graphql::Error {
 pub fn app_code(error: &AppError) -> Code {
     match error {
         AppError::Core(core) => core_code(core),
-        AppError::Graph(GraphError::Depth(_) | GraphError::Results(_)) => Code::LimitExceeded,
+        AppError::Graph(GraphError::Depth(_) | GraphError::Results(_) | GraphError::SeverityChain { .. }) => {
+            Code::LimitExceeded
+        }
         AppError::Graph(GraphError::UnknownCi { .. }) => Code::NotFound,
         AppError::Graph(GraphError::Apply { .. }) => Code::Internal,
         AppError::Graph(_) => Code::BadUserInput,

@@ -709,6 +709,15 @@ impl ImpactedCi {
         let target = self.impact.reached[self.index].ci.id;
         self.impact.path_to(target).into_iter().map(|s| PathStep::new(&graph, s, self.position)).collect()
     }
+
+    /// Downstream: the way the failure reached this CI with its severity, from the root (each
+    /// step's `cause` is the step before it). The same as `path` unless the shortest way
+    /// crosses a redundant group that survives and a longer way brings the CI down; then this
+    /// is the longer way. At most 66 steps (a longer chain is a `LIMIT_EXCEEDED` error on this
+    /// field: follow `cause` instead). Null upstream.
+    async fn severity_path(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Vec<PathStep>>> {
+        severity_path(ctx, &self.impact, self.impact.reached[self.index].ci.id, self.position)
+    }
 }
 
 /// A business service an impact analysis reached.
@@ -731,6 +740,7 @@ impl ImpactedService {
         self.impact.services[self.index].tier
     }
 
+    /// Relationships on the shortest chain from the root.
     async fn depth(&self) -> u32 {
         self.impact.services[self.index].depth
     }
@@ -751,6 +761,29 @@ impl ImpactedService {
         let target = self.impact.services[self.index].ci.id;
         self.impact.path_to(target).into_iter().map(|s| PathStep::new(&graph, s, self.position)).collect()
     }
+
+    /// Downstream: the way the failure reached the service with its severity (see
+    /// `ImpactedCi.severityPath`). Null upstream.
+    async fn severity_path(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Vec<PathStep>>> {
+        severity_path(ctx, &self.impact, self.impact.services[self.index].ci.id, self.position)
+    }
+}
+
+const _: () = assert!(graph::MAX_SEVERITY_CHAIN_STEPS == 66, "ImpactedCi.severityPath's docs name the bound");
+
+/// The chain of causes to `target`, or null for an upstream analysis (which has no severities).
+fn severity_path(
+    ctx: &Context<'_>,
+    impact: &graph::Impact,
+    target: domain::CiId,
+    position: u64,
+) -> async_graphql::Result<Option<Vec<PathStep>>> {
+    if impact.direction != graph::ImpactDirection::Downstream {
+        return Ok(None);
+    }
+    let chain = impact.severity_chain(target).map_err(graph_error)?;
+    let graph = state(ctx).graph.read();
+    Ok(Some(chain.into_iter().map(|s| PathStep::new(&graph, s, position)).collect()))
 }
 
 fn cause(ctx: &Context<'_>, impact: &graph::Impact, target: domain::CiId, position: u64) -> Option<PathStep> {

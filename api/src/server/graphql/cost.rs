@@ -56,6 +56,9 @@ pub const LIST_BOUNDS: &[(&str, &str, u64)] = &[
     ("ImpactResult", "reached", cmdb_projections::graph::MAX_RESULTS as u64),
     ("ImpactResult", "cycles", cmdb_projections::graph::MAX_CYCLES_REPORTED as u64),
     ("ImpactedCi", "path", cmdb_projections::graph::MAX_DEPTH as u64 + 1),
+    ("ImpactedService", "path", cmdb_projections::graph::MAX_DEPTH as u64 + 1),
+    ("ImpactedCi", "severityPath", cmdb_projections::graph::MAX_SEVERITY_CHAIN_STEPS as u64),
+    ("ImpactedService", "severityPath", cmdb_projections::graph::MAX_SEVERITY_CHAIN_STEPS as u64),
     ("At", "path", cmdb_projections::graph::MAX_DEPTH as u64 + 1),
 ];
 
