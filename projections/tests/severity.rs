@@ -365,7 +365,7 @@ proptest! {
                     reached.iter().map(|r| (r.ci.id, r.severity.expect("downstream severity"))).collect();
                 let want: BTreeMap<CiId, Severity> =
                     expected.into_iter().filter(|(id, _)| !roots.contains(id)).collect();
-                prop_assert_eq!(got, want, "failed {:?} at {}", roots, position);
+                prop_assert_eq!(&got, &want, "failed {:?} at {}", roots, position);
                 // Depths are the least, as an independent breadth-first walk finds them.
                 let depths: BTreeMap<CiId, u32> = reached.iter().map(|r| (r.ci.id, r.depth)).collect();
                 let mut want_depths = model.depths(&roots);
@@ -393,6 +393,36 @@ proptest! {
                     indexed.reach_all(&roots, position).expect("walk").iter().map(|r| (r.ci.id, r.depth, r.severity)).collect();
                 let without: Vec<(CiId, u32, Option<Severity>)> = reached.iter().map(|r| (r.ci.id, r.depth, r.severity)).collect();
                 prop_assert_eq!(with_index, without, "with the head index, {:?} at {}", roots, position);
+                // The chain of causes to each CI (what explains an assessment's services): none
+                // for a CI the failure does not reach, empty for a failed one, else a chain of
+                // relationships from a failed CI to it through CIs hit at least as badly.
+                let chains = graph.severity_chains(&roots, &ids, position).expect("chains");
+                for (id, chain) in ids.iter().zip(chains) {
+                    let chain = chain.expect("random graphs stay within the bound");
+                    if roots.contains(id) {
+                        prop_assert_eq!(chain, Some(Vec::new()));
+                        continue;
+                    }
+                    let Some(severity) = want.get(id) else {
+                        prop_assert_eq!(chain, None, "{} is not reached", id);
+                        continue;
+                    };
+                    let chain = chain.expect("a reached CI has a chain");
+                    prop_assert_eq!(chain.last().map(|s| s.ci), Some(*id));
+                    let mut from: Option<CiId> = None;
+                    for step in &chain {
+                        prop_assert!(want.get(&step.ci).is_some_and(|s| s >= severity), "{} on the chain to {}", step.ci, id);
+                        let rel = graph.relationship(step.relationship).expect("the step's relationship");
+                        let ends = [rel.source, rel.target];
+                        prop_assert!(ends.contains(&step.ci), "the step arrives by its relationship");
+                        let other = if rel.source == step.ci { rel.target } else { rel.source };
+                        match from {
+                            None => prop_assert!(roots.contains(&other), "the chain starts at a failed CI"),
+                            Some(before) => prop_assert_eq!(other, before, "each step follows the one before"),
+                        }
+                        from = Some(step.ci);
+                    }
+                }
             }
             Ok(())
         })?;

@@ -21,8 +21,10 @@ use petgraph::stable_graph::{EdgeIndex, NodeIndex};
 use petgraph::visit::NodeIndexable;
 use rustc_hash::FxHashMap;
 
+use cmdb_core::ci::CiId;
+
 use super::visits::Visits;
-use super::{ImpactDirection, TemporalGraph};
+use super::{GraphError, ImpactDirection, MAX_SEVERITY_CHAIN_STEPS, Step, TemporalGraph};
 
 pub use cmdb_core::model::Severity;
 
@@ -152,5 +154,56 @@ impl TemporalGraph {
             }
         }
         severity
+    }
+}
+
+impl TemporalGraph {
+    /// Downstream, for a failure of `roots` at `position` (however far it travels): for each
+    /// of `targets`, the chain of causes along which the failure reached it with its severity
+    /// (each step the CI arrived at; empty for a root), or `None` if it does not reach it. One
+    /// fixpoint serves every target. What explains an assessment's services (CH-2).
+    ///
+    /// A chain longer than [`MAX_SEVERITY_CHAIN_STEPS`] is [`GraphError::SeverityChain`] for that
+    /// target alone.
+    pub fn severity_chains(
+        &self,
+        roots: &[CiId],
+        targets: &[CiId],
+        position: u64,
+    ) -> Result<Vec<Result<Option<Vec<Step>>, GraphError>>, GraphError> {
+        self.check_position(position)?;
+        let failed: Vec<NodeIndex> =
+            roots.iter().filter_map(|id| self.cis.get(id).copied()).filter(|n| self.alive_at(*n, position)).collect();
+        let severities = self.severities(&failed, position, None, |node| self.alive_at(node, position));
+        let id_of = |node: NodeIndex| self.graph[node].versions[0].ci.id;
+        Ok(targets
+            .iter()
+            .map(|target| {
+                let Some(&node) = self.cis.get(target) else { return Ok(None) };
+                if severities.get(node).is_none() {
+                    return Ok(None);
+                }
+                let chain = || {
+                    // Causes form a tree over the CIs raised, rooted at the failed ones; the
+                    // bound only guards that invariant.
+                    std::iter::successors(Some(node), |cursor| severities.get(*cursor)?.1.map(|(from, _)| from))
+                        .take(severities.raised.len() + 1)
+                        .filter_map(|cursor| Some((cursor, severities.get(cursor)?.1?.1)))
+                };
+                let length = chain().count();
+                if length > MAX_SEVERITY_CHAIN_STEPS {
+                    return Err(GraphError::SeverityChain { ci: *target, steps: length });
+                }
+                let mut steps: Vec<Step> = chain()
+                    .map(|(cursor, edge)| {
+                        let rel = &self.graph[edge];
+                        Step { relationship: rel.id, rel_type: rel.rel_type, ci: id_of(cursor) }
+                    })
+                    .collect();
+                steps.reverse();
+                debug_assert!(steps.last().is_none_or(|s| s.ci == *target), "a chain ends at its CI");
+                Ok(Some(steps))
+            })
+            .collect())
     }
 }
