@@ -226,6 +226,40 @@ async fn calendar_and_a_change(browser: &mut Browser, server: &TestServer) {
     let record = text_of(browser, "main").await;
     assert!(record.contains("Transitions") && record.contains("Approvals"), "{record}");
     shoot(browser, "change").await;
+    // An assessed change lists the services it reaches, each with the way the failure gets
+    // there (the API's `severityPath`).
+    let changes = server
+        .ok(
+            &server.admin_token,
+            "{ at { changes(first: 20) { nodes { id assessment { services { name severityPath { ci { name } } } } } } } }",
+            json!({}),
+        )
+        .await;
+    let assessed = changes["at"]["changes"]["nodes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["assessment"]["services"].as_array().is_some_and(|s| !s.is_empty()))
+        .expect("the demo has an assessed change that reaches a service")
+        .clone();
+    let ways: Vec<(String, String)> = assessed["assessment"]["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| {
+            let steps = s["severityPath"].as_array().expect("a severity path");
+            let way: Vec<&str> = steps.iter().map(|step| step["ci"]["name"].as_str().expect("name")).collect();
+            let way = if way.is_empty() { "in scope".to_owned() } else { way.join(" → ") };
+            (s["name"].as_str().expect("name").to_owned(), way)
+        })
+        .collect();
+    let assessed_id = assessed["id"].as_str().expect("id");
+    act_and_wait(browser, &format!("location.hash = '#/change/{assessed_id}'"), "change").await;
+    let shown = browser
+        .eval("[...document.querySelectorAll('#change-services tbody tr')].filter(r => r.cells.length === 5).map(r => [r.cells[0].textContent, r.cells[4].textContent])")
+        .await;
+    let shown: Vec<(String, String)> = serde_json::from_value(shown).expect("rows");
+    assert_eq!(shown, ways, "the change page shows each assessed service's severity path");
 }
 
 /// Signing in: the page asks for a token, refuses a wrong one, keeps a good one in the tab's

@@ -295,6 +295,100 @@ async fn the_severity_path_shows_the_way_the_failure_arrived_when_the_shortest_w
     assert_eq!(server.head().await, head, "reading an impact writes nothing");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assessments_services_show_the_way_the_changes_failure_reaches_them() {
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let team = register(&server, json!({"class": "TEAM", "name": "ops"})).await;
+    let hours = json!({"time_zone": "UTC", "weekly": [{"days": ["mon"], "start": "00:00", "end": "24:00"}]});
+    let service = |name: &str, tier: u8| json!({"class": "BUSINESS_SERVICE", "name": name, "owner": team, "attributes": {"criticality_tier": tier, "service_hours": hours}});
+    let (node1, node2, node3) = (
+        register(&server, host("node-1")).await,
+        register(&server, host("node-2")).await,
+        register(&server, host("node-3")).await,
+    );
+    let cluster = register(
+        &server,
+        json!({"class": "KUBERNETES_CLUSTER", "name": "k8s-prod", "attributes": {"members_to_fail": 2}}),
+    )
+    .await;
+    for node in [&node1, &node2, &node3] {
+        relate(&server, "PART_OF", node, &cluster).await;
+    }
+    let shop = register(&server, json!({"class": "APPLICATION", "name": "shop"})).await;
+    relate(&server, "RUNS_ON", &shop, &cluster).await;
+    let shop_service = register(&server, service("Shop", 1)).await;
+    relate(&server, "PROVIDES", &shop, &shop_service).await;
+    let batch = register(&server, json!({"class": "APPLICATION", "name": "batch"})).await;
+    relate(&server, "RUNS_ON", &batch, &node2).await;
+    let billing = register(&server, service("Billing", 2)).await;
+    relate(&server, "PROVIDES", &batch, &billing).await;
+    let draft = |scope: Vec<&String>| {
+        json!({"type": "NORMAL", "title": "Patch the nodes", "description": "kernel", "justification": "CVE",
+               "backOutPlan": "old kernel", "implementer": "admin", "scope": {"cis": scope},
+               "window": {"start": "2030-01-08T10:00:00Z", "end": "2030-01-08T11:00:00Z", "timeZone": "UTC"}})
+    };
+    let services = "services { name severity depth severityPath { ci { name } type sourceId targetId } }";
+    let by_service = |services: &Value, name: &str| -> Value {
+        services.as_array().expect("services").iter().find(|s| s["name"] == name).cloned().unwrap_or(Value::Null)
+    };
+
+    // A what-if on node-1 alone: the cluster survives (Shop degraded), Billing is not reached.
+    let what_if = format!(
+        "query($input: DraftChangeInput!) {{ at {{ whatIf(input: $input) {{ assessment {{ {services} }} }} }} }}"
+    );
+    let one = server.ok(&server.admin_token, &what_if, json!({"input": draft(vec![&node1])})).await;
+    let one = &one["at"]["whatIf"]["assessment"]["services"];
+    let shop_hit = by_service(one, "Shop");
+    assert_eq!(shop_hit["severity"], "DEGRADED", "{one}");
+    assert_eq!(names(&shop_hit["severityPath"]), ["k8s-prod", "shop", "Shop"]);
+    assert_eq!(shop_hit["severityPath"][0]["sourceId"], node1.as_str(), "the chain starts at the CI in scope");
+    assert_eq!(by_service(one, "Billing"), Value::Null, "{one}");
+    // A service in scope is its own cause: an empty path.
+    let with_service = server.ok(&server.admin_token, &what_if, json!({"input": draft(vec![&node1, &billing])})).await;
+    let billing_hit = by_service(&with_service["at"]["whatIf"]["assessment"]["services"], "Billing");
+    assert_eq!(billing_hit["depth"], 0);
+    assert_eq!(billing_hit["severityPath"], json!([]), "{billing_hit}");
+
+    // A recorded assessment of both nodes: the cluster is down, by the member that reached
+    // its threshold, and so are Shop and Billing.
+    let drafted = server
+        .ok(
+            &server.admin_token,
+            "mutation($input: DraftChangeInput!) { draftChange(input: $input) { change { id } } }",
+            json!({"input": draft(vec![&node1, &node2])}),
+        )
+        .await;
+    let id = drafted["draftChange"]["change"]["id"].as_str().expect("id").to_owned();
+    for action in ["submitChange(id: $id)", "assessChange(id: $id, note: \"both nodes\")"] {
+        server
+            .ok(&server.admin_token, &format!("mutation($id: ID!) {{ {action} {{ position }} }}"), json!({"id": id}))
+            .await;
+    }
+    let head = server.head().await;
+    let recorded = server
+        .ok(
+            &server.admin_token,
+            &format!("query($id: ID!) {{ at {{ change(id: $id) {{ assessment {{ {services} }} assessments {{ level }} }} }} }}"),
+            json!({"id": id}),
+        )
+        .await;
+    let change = &recorded["at"]["change"];
+    let both = &change["assessment"]["services"];
+    let shop_hit = by_service(both, "Shop");
+    assert_eq!(shop_hit["severity"], "DOWN", "{both}");
+    assert_eq!(names(&shop_hit["severityPath"]), ["k8s-prod", "shop", "Shop"]);
+    let first = &shop_hit["severityPath"][0];
+    assert_eq!(first["type"], "PART_OF");
+    assert!([node1.as_str(), node2.as_str()].contains(&first["sourceId"].as_str().expect("source")), "{first}");
+    let billing_hit = by_service(both, "Billing");
+    assert_eq!(billing_hit["severity"], "DOWN");
+    assert_eq!(names(&billing_hit["severityPath"]), ["batch", "Billing"]);
+    assert_eq!(billing_hit["severityPath"][0]["targetId"], node2.as_str(), "batch runs on node-2");
+    assert_eq!(change["assessments"].as_array().map(Vec::len), Some(1), "the assessment in force is the only one");
+    assert_eq!(server.head().await, head, "explaining an assessment records nothing");
+}
+
 async fn metric(server: &TestServer, name: &str) -> f64 {
     let text = server
         .client

@@ -43,7 +43,7 @@ use past_hops::{Epoch, PastHops};
 pub use past_hops::{PAST_HOPS_MAX_EPOCHS, PAST_HOPS_MIN_EPOCH_POSITIONS};
 pub use reach::{Reach, ServiceReached};
 pub use report_nodes::ReportNodes;
-pub use severity::Severity;
+pub use severity::{Severity, SeverityChain};
 use visits::Visits;
 
 /// The `to` of a version still in force.

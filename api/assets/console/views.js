@@ -570,7 +570,9 @@ const CHANGE = `query Change($position: Position, $id: ID!) {
       scope { cis { id ci { id name class } } planned { class name } }
       transitions { action from to by at position note }
       approvals { by decision authority note at position retrospective }
-      assessment { score level downstreamCis servicesDown servicesDegraded truncated position }
+      assessment { score level downstreamCis servicesDown servicesDegraded servicesNotListed truncated position
+                   factors { name points why }
+                   services { id name tier severity depth severityPath { ci { name } } } }
       decision { policyVersion policyHash autoApprove deny
                  approvals { role count reason approvedBy met }
                  replay { matches policyIntact regorusDiffers error } }
@@ -581,6 +583,20 @@ const CHANGE = `query Change($position: Position, $id: ID!) {
     }
   }
 }`;
+
+/** The assessment's factors and the services it lists, each with the way the change's failure
+ * reaches it (its severity path, worked out again at the assessment's position). */
+function assessedServices(ctx, assessment) {
+  const listed = assessment.services;
+  return h('details', { id: 'assessed-services' },
+    h('summary', {}, `Why: ${assessment.factors.length} factors, ${listed.length} services listed` +
+      (assessment.servicesNotListed ? ` (${assessment.servicesNotListed} more not listed)` : '')),
+    table(null, ['Factor', 'Points', 'Why'], assessment.factors.map((f) => [f.name, f.points, f.why])),
+    table(null, ['Service', 'Tier', 'Severity', 'Hops', 'Through'], listed.map((s) => [
+      ciLink(ctx, { id: s.id, name: s.name }), s.tier ?? '—', badge(s.severity), s.depth,
+      s.severityPath ? (s.severityPath.length ? s.severityPath.map((step) => (step.ci ? step.ci.name : '?')).join(' → ') : 'in scope')
+        : '—']), 'change-services'));
+}
 
 export async function change(ctx) {
   const data = await gql(CHANGE, { position: ctx.position, id: ctx.arg });
@@ -624,6 +640,7 @@ export async function change(ctx) {
           decision.replay.policyIntact ? '' : ' · the policy text changed', decision.replay.regorusDiffers ? ' · another Rego engine version' : '',
           decision.replay.error ? ` · ${decision.replay.error}` : ''),
         ] : h('p', { class: 'muted' }, 'No policy decision recorded.'))),
+    item.assessment ? assessedServices(ctx, item.assessment) : null,
     h('h2', {}, 'Transitions'),
     table(null, ['Position', 'When', 'From', 'To', 'By', 'Note'], item.transitions.map((t) => [
       h('a', { href: ctx.href('change', item.id, {}, t.position) }, t.position), showTime(t.at), t.from || '—', badge(t.to), t.by, t.note || '—'])),

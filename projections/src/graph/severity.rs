@@ -157,6 +157,10 @@ impl TemporalGraph {
     }
 }
 
+/// The chain of causes to one CI ([`TemporalGraph::severity_chains`]): `None` when the failure
+/// does not reach it, an error when the chain is longer than the bound.
+pub type SeverityChain = Result<Option<Vec<Step>>, GraphError>;
+
 impl TemporalGraph {
     /// Downstream, for a failure of `roots` at `position` (however far it travels): for each
     /// of `targets`, the chain of causes along which the failure reached it with its severity
@@ -170,7 +174,7 @@ impl TemporalGraph {
         roots: &[CiId],
         targets: &[CiId],
         position: u64,
-    ) -> Result<Vec<Result<Option<Vec<Step>>, GraphError>>, GraphError> {
+    ) -> Result<Vec<SeverityChain>, GraphError> {
         self.check_position(position)?;
         let failed: Vec<NodeIndex> =
             roots.iter().filter_map(|id| self.cis.get(id).copied()).filter(|n| self.alive_at(*n, position)).collect();

@@ -247,12 +247,12 @@ impl Change {
 
     /// The risk assessment in force (the latest; CH-2).
     async fn assessment(&self) -> Option<super::risk::RiskAssessment> {
-        self.record.assessment().map(super::risk::assessment_of)
+        self.record.assessment().map(|entry| super::risk::assessment_of(self.record.change_id, entry))
     }
 
     /// Every assessment, oldest first.
     async fn assessments(&self) -> Vec<super::risk::RiskAssessment> {
-        self.record.assessments.iter().map(super::risk::assessment_of).collect()
+        self.record.assessments.iter().map(|entry| super::risk::assessment_of(self.record.change_id, entry)).collect()
     }
 
     /// The approval policy's decision in force, with each required approval and who gave it

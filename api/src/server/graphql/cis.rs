@@ -621,7 +621,7 @@ pub struct PathStep {
 }
 
 impl PathStep {
-    fn new(graph: &TemporalGraph, step: graph::Step, position: u64) -> PathStep {
+    pub(super) fn new(graph: &TemporalGraph, step: graph::Step, position: u64) -> PathStep {
         PathStep {
             relationship: step.relationship,
             rel_type: step.rel_type.into(),

@@ -59,6 +59,7 @@ pub const LIST_BOUNDS: &[(&str, &str, u64)] = &[
     ("ImpactedService", "path", cmdb_projections::graph::MAX_DEPTH as u64 + 1),
     ("ImpactedCi", "severityPath", cmdb_projections::graph::MAX_SEVERITY_CHAIN_STEPS as u64),
     ("ImpactedService", "severityPath", cmdb_projections::graph::MAX_SEVERITY_CHAIN_STEPS as u64),
+    ("ServiceReached", "severityPath", cmdb_projections::graph::MAX_SEVERITY_CHAIN_STEPS as u64),
     ("At", "path", cmdb_projections::graph::MAX_DEPTH as u64 + 1),
 ];
 

@@ -148,7 +148,11 @@ pub async fn what_if(
         serde_json::Value::Null // not selected: never seen
     };
     Ok(WhatIf {
-        assessment: RiskAssessment { assessment, recorded: None },
+        assessment: RiskAssessment {
+            assessment,
+            recorded: None,
+            from: super::risk::AssessedFrom::Scope(std::sync::Arc::from(record.details.scope.cis.as_slice())),
+        },
         decision: WhatIfDecision {
             policy_version: policy_record.version,
             policy_hash: policy_record.hash.to_hex(),

@@ -5,7 +5,9 @@ use super::access::Role;
 use super::cis::Ci;
 use super::context::state;
 use super::scalars::{DateTime, Position};
-use crate::server::errors::core_error;
+use crate::server::errors::{core_error, graph_error};
+use std::sync::{Arc, OnceLock};
+
 use async_graphql::{Context, Enum, Object, SimpleObject};
 use cmdb_core::change::risk::{self, Assessment};
 use cmdb_core::change::{self as domain, ChangeRecord};
@@ -45,6 +47,55 @@ pub struct ServiceReached {
     fact: risk::ServiceFact,
     in_hours: bool,
     position: u64,
+    /// Its place among the assessment's listed services, in `explained`.
+    index: usize,
+    explained: Arc<Explained>,
+}
+
+/// The CIs an assessment walked from: what its services' severity paths start at.
+#[derive(Clone, Debug)]
+pub(super) enum AssessedFrom {
+    /// A what-if: the scope asked about.
+    Scope(Arc<[cmdb_core::ci::CiId]>),
+    /// A recorded assessment: the change's scope as it stood when the assessment was recorded.
+    Change { id: cmdb_core::ci::ChangeId, recorded: u64 },
+}
+
+/// The severity paths of an assessment's listed services, worked out once (one fixpoint over
+/// the whole failure) when the first is asked for, and shared by them all.
+pub(super) struct Explained {
+    from: AssessedFrom,
+    position: u64,
+    services: Vec<cmdb_core::ci::CiId>,
+    chains: OnceLock<Result<ServiceChains, cmdb_projections::graph::GraphError>>,
+}
+
+type ServiceChains = Vec<cmdb_projections::graph::SeverityChain>;
+
+impl Explained {
+    fn severity_path(
+        &self,
+        ctx: &Context<'_>,
+        index: usize,
+    ) -> async_graphql::Result<Option<Vec<super::cis::PathStep>>> {
+        let graph = state(ctx).graph.read();
+        let chains = self.chains.get_or_init(|| {
+            let roots: Arc<[cmdb_core::ci::CiId]> = match &self.from {
+                AssessedFrom::Scope(cis) => cis.clone(),
+                AssessedFrom::Change { id, recorded } => graph
+                    .change_book()
+                    .change_at(*id, *recorded)
+                    .map_or_else(|| Arc::from([]), |record| Arc::from(record.details.scope.cis.as_slice())),
+            };
+            graph.severity_chains(&roots, &self.services, self.position)
+        });
+        let chain = match chains {
+            Ok(chains) => chains.get(index).cloned().unwrap_or(Ok(None)),
+            Err(error) => Err(error.clone()),
+        };
+        let steps = chain.map_err(graph_error)?;
+        Ok(steps.map(|steps| steps.into_iter().map(|s| super::cis::PathStep::new(&graph, s, self.position)).collect()))
+    }
 }
 
 /// A reached service beyond the ones an assessment describes in full.
@@ -112,6 +163,14 @@ impl ServiceReached {
         let graph = state(ctx).graph.read();
         graph.ci_at(self.fact.id, self.position).map(|ci| Ci::new(&graph, ci, self.position))
     }
+    /// How the change's failure reaches the service with its severity: the chain of
+    /// relationships from a CI in scope, worked out again on the graph at the assessment's
+    /// position with the propagation rules of today (see `ImpactedCi.severityPath`; empty when
+    /// the scope names the service). Null when those rules do not reach the service from that
+    /// scope: an assessment of an earlier formula, made under other rules.
+    async fn severity_path(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Vec<super::cis::PathStep>>> {
+        self.explained.severity_path(ctx, self.index)
+    }
 }
 
 #[derive(SimpleObject)]
@@ -125,6 +184,7 @@ pub struct CiFailureCount {
 pub struct RiskAssessment {
     pub(super) assessment: Assessment,
     pub(super) recorded: Option<(String, domain::AssessmentTrigger, domain::At)>,
+    pub(super) from: AssessedFrom,
 }
 
 #[Object]
@@ -160,14 +220,24 @@ impl RiskAssessment {
         self.assessment.facts.truncated
     }
     async fn services(&self) -> Vec<ServiceReached> {
+        let position = self.assessment.facts.position;
+        let explained = Arc::new(Explained {
+            from: self.from.clone(),
+            position,
+            services: self.assessment.facts.services.iter().map(|s| s.id).collect(),
+            chains: OnceLock::new(),
+        });
         self.assessment
             .facts
             .services
             .iter()
-            .map(|fact| ServiceReached {
+            .enumerate()
+            .map(|(index, fact)| ServiceReached {
                 in_hours: self.assessment.window_in_service_hours.contains(&fact.id),
                 fact: fact.clone(),
-                position: self.assessment.facts.position,
+                position,
+                index,
+                explained: explained.clone(),
             })
             .collect()
     }
@@ -343,8 +413,12 @@ pub fn replay_view(decision: &PolicyDecision, policies: &policy::PolicyState) ->
 }
 
 /// The change's fields about assessment and decision.
-pub fn assessment_of(entry: &domain::AssessmentEntry) -> RiskAssessment {
-    RiskAssessment { assessment: entry.assessment.clone(), recorded: Some((entry.by.clone(), entry.trigger, entry.at)) }
+pub fn assessment_of(change: cmdb_core::ci::ChangeId, entry: &domain::AssessmentEntry) -> RiskAssessment {
+    RiskAssessment {
+        assessment: entry.assessment.clone(),
+        recorded: Some((entry.by.clone(), entry.trigger, entry.at)),
+        from: AssessedFrom::Change { id: change, recorded: entry.at.position },
+    }
 }
 
 pub fn decision_of(record: &ChangeRecord) -> Option<DecisionView> {
