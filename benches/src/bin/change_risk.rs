@@ -163,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
     let mut levels: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut truncated = 0;
     let mut reach_only = Histogram::<u64>::new(3)?;
+    let (mut paths, mut chain_steps) = (Histogram::<u64>::new(3)?, Vec::new());
     // The formula, the policy input, the decision.
     let mut steps = [Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?];
     if one_ci {
@@ -208,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
         reached_cis.push(facts.downstream_cis);
         reached_services.push(facts.services.len() + facts.other_services.len());
         down_services.push(facts.services_with(cmdb_core::model::Severity::Down));
+        let listed: Vec<CiId> = facts.services.iter().map(|s| s.id).collect();
         let assessment = risk::assess(facts, ChangeType::Normal, record.details.window.as_ref());
         let assessed = t.elapsed();
         let input = PolicyInput::new(&record, Some(&assessment), &access, &cis, now);
@@ -222,6 +224,11 @@ async fn main() -> anyhow::Result<()> {
         decide_only.record((elapsed - facts_done).as_nanos() as u64)?;
         *levels.entry(assessment.level.as_str()).or_default() += 1;
         std::hint::black_box(decision);
+        // What `severityPath` on the listed services costs: one fixpoint, every chain read.
+        let t = Instant::now();
+        let chains = graph.severity_chains(&scope_cis, &listed, head)?;
+        paths.record(t.elapsed().as_nanos() as u64)?;
+        chain_steps.extend(chains.iter().filter_map(|c| c.as_ref().ok()?.as_ref().map(Vec::len)));
     }
     report("assessment + decision, 20 CIs, end to end", &total);
     report("  of which facts from the graph", &facts_only);
@@ -230,6 +237,11 @@ async fn main() -> anyhow::Result<()> {
     report("    the formula (risk::assess)", &steps[0]);
     report("    the policy input", &steps[1]);
     report("    the decision (policy::decide)", &steps[2]);
+    report("severity paths of the listed services (one fixpoint, after the decision)", &paths);
+    chain_steps.sort_unstable();
+    if let (Some(median), Some(max)) = (chain_steps.get(chain_steps.len() / 2), chain_steps.last()) {
+        println!("  steps per path: median {median} max {max}, {} paths", chain_steps.len());
+    }
     println!("levels: {levels:?}; downstream walks truncated: {truncated} of {SAMPLES}");
     print_sizes(reached_cis, reached_services, down_services);
 
