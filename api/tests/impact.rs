@@ -35,36 +35,50 @@ fn by_name<'a>(items: &'a [Value], key: &str, name: &str) -> &'a Value {
     items.iter().find(|i| i[key]["name"] == name).unwrap_or_else(|| panic!("{name} not in {items:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nodes_failure_shows_down_and_degraded_services_with_paths_and_causes() {
-    let server = TestServer::start().await;
+/// The estate most tests here share: three nodes in a cluster that is down once two are, an
+/// app on the cluster providing "Shop" (tier 1), and a batch job on one node (`batch_on`, 1 to
+/// 3) providing "Billing" (tier 2).
+struct Cluster {
+    nodes: [String; 3],
+    shop: String,
+    billing: String,
+}
+
+async fn cluster_estate(server: &TestServer, batch_on: usize) -> Cluster {
     server.uncontrolled().await;
-    let team = register(&server, json!({"class": "TEAM", "name": "ops"})).await;
+    let team = register(server, json!({"class": "TEAM", "name": "ops"})).await;
     let hours = json!({"time_zone": "UTC", "weekly": [{"days": ["mon"], "start": "00:00", "end": "24:00"}]});
     let service = |name: &str, tier: u8| json!({"class": "BUSINESS_SERVICE", "name": name, "owner": team, "attributes": {"criticality_tier": tier, "service_hours": hours}});
-    let (node1, node2, node3) = (
-        register(&server, host("node-1")).await,
-        register(&server, host("node-2")).await,
-        register(&server, host("node-3")).await,
-    );
+    let nodes = [
+        register(server, host("node-1")).await,
+        register(server, host("node-2")).await,
+        register(server, host("node-3")).await,
+    ];
     // Two of three nodes must fail for the cluster to be down.
     let cluster = register(
-        &server,
+        server,
         json!({"class": "KUBERNETES_CLUSTER", "name": "k8s-prod", "attributes": {"members_to_fail": 2}}),
     )
     .await;
-    for node in [&node1, &node2, &node3] {
-        relate(&server, "PART_OF", node, &cluster).await;
+    for node in &nodes {
+        relate(server, "PART_OF", node, &cluster).await;
     }
-    let shop = register(&server, json!({"class": "APPLICATION", "name": "shop"})).await;
-    relate(&server, "RUNS_ON", &shop, &cluster).await;
-    let shop_service = register(&server, service("Shop", 1)).await;
-    relate(&server, "PROVIDES", &shop, &shop_service).await;
-    // A batch job runs on node-1 itself: node-1 failing takes it and its service down.
-    let batch = register(&server, json!({"class": "APPLICATION", "name": "batch"})).await;
-    relate(&server, "RUNS_ON", &batch, &node1).await;
-    let billing = register(&server, service("Billing", 2)).await;
-    relate(&server, "PROVIDES", &batch, &billing).await;
+    let shop = register(server, json!({"class": "APPLICATION", "name": "shop"})).await;
+    relate(server, "RUNS_ON", &shop, &cluster).await;
+    let shop_service = register(server, service("Shop", 1)).await;
+    relate(server, "PROVIDES", &shop, &shop_service).await;
+    // The batch job runs on the node itself: that node failing takes it and its service down.
+    let batch = register(server, json!({"class": "APPLICATION", "name": "batch"})).await;
+    relate(server, "RUNS_ON", &batch, &nodes[batch_on - 1]).await;
+    let billing = register(server, service("Billing", 2)).await;
+    relate(server, "PROVIDES", &batch, &billing).await;
+    Cluster { nodes, shop, billing }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_failure_shows_down_and_degraded_services_with_paths_and_causes() {
+    let server = TestServer::start().await;
+    let Cluster { nodes: [node1, ..], shop, .. } = cluster_estate(&server, 1).await;
     let before_declaration = server.head().await;
 
     let data = server.ok(&server.admin_token, IMPACT, json!({"ci": node1})).await;
@@ -298,31 +312,7 @@ async fn the_severity_path_shows_the_way_the_failure_arrived_when_the_shortest_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_assessments_services_show_the_way_the_changes_failure_reaches_them() {
     let server = TestServer::start().await;
-    server.uncontrolled().await;
-    let team = register(&server, json!({"class": "TEAM", "name": "ops"})).await;
-    let hours = json!({"time_zone": "UTC", "weekly": [{"days": ["mon"], "start": "00:00", "end": "24:00"}]});
-    let service = |name: &str, tier: u8| json!({"class": "BUSINESS_SERVICE", "name": name, "owner": team, "attributes": {"criticality_tier": tier, "service_hours": hours}});
-    let (node1, node2, node3) = (
-        register(&server, host("node-1")).await,
-        register(&server, host("node-2")).await,
-        register(&server, host("node-3")).await,
-    );
-    let cluster = register(
-        &server,
-        json!({"class": "KUBERNETES_CLUSTER", "name": "k8s-prod", "attributes": {"members_to_fail": 2}}),
-    )
-    .await;
-    for node in [&node1, &node2, &node3] {
-        relate(&server, "PART_OF", node, &cluster).await;
-    }
-    let shop = register(&server, json!({"class": "APPLICATION", "name": "shop"})).await;
-    relate(&server, "RUNS_ON", &shop, &cluster).await;
-    let shop_service = register(&server, service("Shop", 1)).await;
-    relate(&server, "PROVIDES", &shop, &shop_service).await;
-    let batch = register(&server, json!({"class": "APPLICATION", "name": "batch"})).await;
-    relate(&server, "RUNS_ON", &batch, &node2).await;
-    let billing = register(&server, service("Billing", 2)).await;
-    relate(&server, "PROVIDES", &batch, &billing).await;
+    let Cluster { nodes: [node1, node2, _], billing, .. } = cluster_estate(&server, 2).await;
     let draft = |scope: Vec<&String>| {
         json!({"type": "NORMAL", "title": "Patch the nodes", "description": "kernel", "justification": "CVE",
                "backOutPlan": "old kernel", "implementer": "admin", "scope": {"cis": scope},
@@ -387,6 +377,103 @@ async fn an_assessments_services_show_the_way_the_changes_failure_reaches_them()
     assert_eq!(billing_hit["severityPath"][0]["targetId"], node2.as_str(), "batch runs on node-2");
     assert_eq!(change["assessments"].as_array().map(Vec::len), Some(1), "the assessment in force is the only one");
     assert_eq!(server.head().await, head, "explaining an assessment records nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_cis_failing_together_bring_down_what_one_alone_leaves_degraded() {
+    let server = TestServer::start().await;
+    let Cluster { nodes: [node1, node2, node3], shop, billing } = cluster_estate(&server, 1).await;
+    let head = server.head().await;
+    let query = "query($ci: ID, $cis: [ID!], $d: ImpactDirection = DOWNSTREAM) { at { impact(ci: $ci, cis: $cis, direction: $d, maxDepth: 10) {
+        root { name } roots { name } count downCount degradedCount
+        reached { ci { name } depth severity cause { ci { name } type } severityPath { ci { name } } }
+        services { service { name } depth severity severityPath { ci { name } } } } } }";
+    let impact = |variables: Value| {
+        let server = &server;
+        async move { server.ok(&server.admin_token, query, variables).await["at"]["impact"].clone() }
+    };
+    let root_names = |impact: &Value| -> Vec<String> {
+        impact["roots"]
+            .as_array()
+            .expect("roots")
+            .iter()
+            .map(|r| r["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+
+    // One node of three: the cluster survives, degraded, and so does the shop.
+    let one = impact(json!({"ci": node2})).await;
+    assert_eq!(root_names(&one), ["node-2"]);
+    assert_eq!(by_name(one["services"].as_array().expect("services"), "service", "Shop")["severity"], "DEGRADED");
+    // The same node named twice in `cis` is the same analysis.
+    let twice = impact(json!({"cis": [node2, node2]})).await;
+    assert_eq!(twice, one, "a root named twice counts once");
+
+    // Two nodes together reach the cluster's threshold: it is down, and everything on it.
+    let both = impact(json!({"cis": [node1, node2]})).await;
+    assert_eq!(root_names(&both), ["node-1", "node-2"]);
+    assert_eq!(both["root"]["name"], "node-1", "root is the first of the roots");
+    assert_eq!(
+        (both["count"].as_u64(), both["downCount"].as_u64(), both["degradedCount"].as_u64()),
+        (Some(5), Some(5), Some(0)),
+        "{both}"
+    );
+    let reached = both["reached"].as_array().expect("reached");
+    let cluster = by_name(reached, "ci", "k8s-prod");
+    assert_eq!((cluster["depth"].as_u64(), cluster["severity"].as_str()), (Some(1), Some("DOWN")));
+    assert_eq!(cluster["cause"]["type"], "PART_OF");
+    let member = cluster["cause"]["ci"]["name"].as_str().expect("the member that reached the threshold");
+    assert!(["node-1", "node-2"].contains(&member), "{cluster}");
+    let services = both["services"].as_array().expect("services");
+    let shop_hit = by_name(services, "service", "Shop");
+    assert_eq!((shop_hit["depth"].as_u64(), shop_hit["severity"].as_str()), (Some(3), Some("DOWN")));
+    let way: Vec<&str> = shop_hit["severityPath"]
+        .as_array()
+        .expect("path")
+        .iter()
+        .map(|s| s["ci"]["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(way, ["k8s-prod", "shop", "Shop"]);
+    let billing_hit = by_name(services, "service", "Billing");
+    assert_eq!(
+        (billing_hit["depth"].as_u64(), billing_hit["severity"].as_str()),
+        (Some(2), Some("DOWN")),
+        "by batch on node-1"
+    );
+    // The third node alone with node-2 leaves Billing out: it runs on node-1.
+    let other_pair = impact(json!({"cis": [node2, node3]})).await;
+    assert!(other_pair["services"].as_array().expect("services").iter().all(|s| s["service"]["name"] != "Billing"));
+
+    // Upstream from two CIs: what either depends on, each once.
+    let up = impact(json!({"cis": [shop, billing], "d": "UPSTREAM"})).await;
+    let up_names: std::collections::BTreeSet<&str> =
+        up["reached"].as_array().expect("reached").iter().map(|r| r["ci"]["name"].as_str().expect("name")).collect();
+    for depended in ["k8s-prod", "node-1", "node-2", "node-3", "batch"] {
+        assert!(up_names.contains(depended), "{depended} in {up_names:?}");
+    }
+
+    // Bad input: a clear error each time, and nothing recorded.
+    let unknown = "01900000-0000-7000-8000-000000000000";
+    let too_many: Vec<&str> =
+        std::iter::repeat_n(node1.as_str(), cmdb_projections::graph::MAX_IMPACT_ROOTS + 1).collect();
+    for (variables, code, says) in [
+        (json!({"ci": node1, "cis": [node2]}), "BAD_USER_INPUT", "not both"),
+        (json!({}), "BAD_USER_INPUT", "give the CI"),
+        (json!({"cis": []}), "BAD_USER_INPUT", "at least one"),
+        (json!({"cis": too_many}), "LIMIT_EXCEEDED", "1000"),
+        (json!({"cis": [node1, unknown]}), "NOT_FOUND", unknown),
+        (json!({"cis": [node1, "not-an-id"]}), "BAD_USER_INPUT", "not-an-id"),
+    ] {
+        let (status, body) = server.graphql(&server.admin_token, query, variables.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(error_code(&body), code, "{variables}: {body}");
+        let message = body["errors"][0]["message"].as_str().expect("message");
+        assert!(message.contains(says), "{variables}: {message}");
+    }
+    // Exactly at the bound: 1,000 roots (one CI named 1,000 times) is answered.
+    let at_bound: Vec<&str> = std::iter::repeat_n(node1.as_str(), cmdb_projections::graph::MAX_IMPACT_ROOTS).collect();
+    assert_eq!(root_names(&impact(json!({"cis": at_bound})).await), ["node-1"]);
+    assert_eq!(server.head().await, head, "impact analyses record nothing");
 }
 
 async fn metric(server: &TestServer, name: &str) -> f64 {

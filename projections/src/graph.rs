@@ -54,6 +54,8 @@ pub const MAX_DEPTH: u32 = 32;
 pub const MAX_RESULTS: usize = 10_000;
 /// Most cycles an impact analysis reports.
 pub const MAX_CYCLES_REPORTED: usize = 32;
+/// Most CIs one impact analysis starts from (a rack, a site, a change's scope).
+pub const MAX_IMPACT_ROOTS: usize = 1_000;
 /// Most steps [`Impact::severity_chain`] returns. A chain of causes can be longer than the
 /// shortest path (the severity may arrive by a longer way than the first arrival), but it only
 /// crosses CIs the walk reached within its depth, so a longer chain than twice the deepest walk
@@ -90,6 +92,9 @@ pub enum GraphError {
     )]
     /// The chain of causes to CI … is … steps, more than …; follow each CI's cause instead.
     SeverityChain { ci: CiId, steps: usize },
+    #[error("an impact analysis starts from 1 to {MAX_IMPACT_ROOTS} CIs, got {0}")]
+    /// An impact analysis starts from 1 to … CIs, got ….
+    Roots(usize),
     #[error("{0}")]
     /// ….
     Invalid(String),
@@ -378,8 +383,10 @@ pub struct ServiceHit {
 /// The answer of an impact analysis.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Impact {
-    /// Where the walk started.
+    /// Where the walk started (the first of `roots`).
     pub root: Arc<CiSnapshot>,
+    /// Every CI it started from, failing together, in the order given, each once.
+    pub roots: Vec<Arc<CiSnapshot>>,
     /// The log position.
     pub position: u64,
     /// Which way it went.
@@ -1686,19 +1693,38 @@ impl TemporalGraph {
     /// Impact analysis from `root` at `position`: breadth first, so each CI is reached at its
     /// least depth with one shortest path; cycle-safe (each CI visited once; cycles reported).
     pub fn impact(&self, root: CiId, position: u64, traversal: &Traversal) -> Result<Impact, GraphError> {
+        self.impact_of(&[root], position, traversal)
+    }
+
+    /// Impact analysis of `roots` failing together at `position` (or, upstream, what any of them
+    /// depends on): breadth first from all of them, so each CI is reached at its least depth
+    /// from the nearest root with one shortest path; a redundant group two roots belong to
+    /// counts both. Repeated roots count once; at most [`MAX_IMPACT_ROOTS`], each present at
+    /// `position`.
+    pub fn impact_of(&self, roots: &[CiId], position: u64, traversal: &Traversal) -> Result<Impact, GraphError> {
         traversal.validate()?;
         self.check_position(position)?;
-        let root_node = *self.cis.get(&root).ok_or(GraphError::UnknownCi { ci: root, position })?;
-        let root_ci = version_at(&self.graph[root_node].versions, position)
-            .map(|v| v.ci.clone())
-            .ok_or(GraphError::UnknownCi { ci: root, position })?;
+        if roots.is_empty() || roots.len() > MAX_IMPACT_ROOTS {
+            return Err(GraphError::Roots(roots.len()));
+        }
         let types = traversal.types.as_deref();
-        // The walk: (node, parent node, edge crossed, depth), the root first; `visits` maps a
-        // node to its index there.
-        let mut walk: Vec<WalkStep> =
-            vec![WalkStep { node: root_node, parent: root_node, edge: EdgeIndex::end(), depth: 0 }];
+        // The walk: (node, parent node, edge crossed, depth), the roots first (each its own
+        // parent); `visits` maps a node to its index there.
+        let mut walk: Vec<WalkStep> = Vec::with_capacity(roots.len());
         let mut visits = Visits::new(self.graph.node_bound());
-        visits.insert(root_node, 0);
+        let mut root_cis = Vec::with_capacity(roots.len());
+        for root in roots {
+            let node = *self.cis.get(root).ok_or(GraphError::UnknownCi { ci: *root, position })?;
+            let ci = version_at(&self.graph[node].versions, position)
+                .map(|v| v.ci.clone())
+                .ok_or(GraphError::UnknownCi { ci: *root, position })?;
+            if visits.get(node).is_none() {
+                visits.insert(node, walk.len() as u32);
+                walk.push(WalkStep { node, parent: node, edge: EdgeIndex::end(), depth: 0 });
+                root_cis.push(ci);
+            }
+        }
+        let root_count = walk.len();
         let mut next = 0;
         let mut cycles: Vec<Vec<CiId>> = Vec::new();
         let mut truncated = false;
@@ -1714,7 +1740,7 @@ impl TemporalGraph {
                     // only a shallower node can be (most such edges are cross edges).
                     if cycles.len() < MAX_CYCLES_REPORTED
                         && walk[index as usize].depth < depth
-                        && let Some(cycle) = self.cycle_through(&walk, &visits, current, other, root_node)
+                        && let Some(cycle) = self.cycle_through(&walk, &visits, current, other)
                         && !cycles.contains(&cycle)
                     {
                         cycles.push(cycle);
@@ -1724,7 +1750,7 @@ impl TemporalGraph {
                 if !self.alive_at(other, position) {
                     continue;
                 }
-                if walk.len() - 1 == traversal.max_results {
+                if walk.len() - root_count == traversal.max_results {
                     truncated = true;
                     break 'walk;
                 }
@@ -1732,15 +1758,16 @@ impl TemporalGraph {
                 walk.push(WalkStep { node: other, parent: current, edge: hop.edge, depth: depth + 1 });
             }
         }
+        let root_nodes: Vec<NodeIndex> = walk[..root_count].iter().map(|step| step.node).collect();
         let id_of = |node: NodeIndex| self.graph[node].versions[0].ci.id;
         let severities = (traversal.direction == ImpactDirection::Downstream)
-            .then(|| self.severities(&[root_node], position, types, |n| visits.contains(n)));
-        let reached_count = walk.len() - 1;
+            .then(|| self.severities(&root_nodes, position, types, |n| visits.contains(n)));
+        let reached_count = walk.len() - root_count;
         let mut parents = HashMap::with_capacity(reached_count);
         let mut causes = HashMap::with_capacity(if severities.is_some() { reached_count } else { 0 });
         let mut reached = Vec::with_capacity(reached_count);
         let mut services = Vec::new();
-        for &WalkStep { node, parent: bfs_parent, edge: bfs_edge, depth } in &walk[1..] {
+        for &WalkStep { node, parent: bfs_parent, edge: bfs_edge, depth } in &walk[root_count..] {
             let Some(ci) = self.present(node, position).cloned() else { continue };
             let found = severities.as_ref().and_then(|s| s.get(node));
             debug_assert!(severities.is_none() || found.is_some(), "every CI a downstream walk reaches has a severity");
@@ -1757,7 +1784,8 @@ impl TemporalGraph {
             reached.push(Reached { ci, depth, severity });
         }
         Ok(Impact {
-            root: root_ci,
+            root: root_cis[0].clone(),
+            roots: root_cis,
             position,
             direction: traversal.direction,
             reached,
@@ -1908,15 +1936,15 @@ impl TemporalGraph {
         visits: &Visits,
         current: NodeIndex,
         other: NodeIndex,
-        root: NodeIndex,
     ) -> Option<Vec<CiId>> {
         // Most edges to visited nodes are cross edges, not cycles: look before allocating.
         let mut cursor = current;
         while cursor != other {
-            if cursor == root {
-                return None;
+            let parent = walk[visits.get(cursor)? as usize].parent;
+            if parent == cursor {
+                return None; // a root: `other` is not on the path to `current`
             }
-            cursor = walk[visits.get(cursor)? as usize].parent;
+            cursor = parent;
         }
         let id_of = |node: NodeIndex| self.graph[node].versions[0].ci.id;
         let mut chain = vec![id_of(current)];

@@ -359,6 +359,27 @@ proptest! {
                     }
                 }
                 let expected = model.severities(&roots);
+                // An impact analysis of the roots failing together finds the same severities,
+                // each CI at its least depth from the nearest root, with a shortest path.
+                if !roots.is_empty() {
+                    let together = graph.impact_of(&roots, position, &downstream()).expect("impact of several");
+                    let got: BTreeMap<CiId, Severity> =
+                        together.reached.iter().map(|r| (r.ci.id, r.severity.expect("downstream severity"))).collect();
+                    let want: BTreeMap<CiId, Severity> =
+                        expected.iter().filter(|(id, _)| !roots.contains(id)).map(|(id, s)| (*id, *s)).collect();
+                    prop_assert_eq!(&got, &want, "impact of {:?} at {}", roots, position);
+                    let mut want_depths = model.depths(&roots);
+                    want_depths.retain(|id, _| !roots.contains(id));
+                    let depths: BTreeMap<CiId, u32> = together.reached.iter().map(|r| (r.ci.id, r.depth)).collect();
+                    prop_assert_eq!(depths, want_depths, "impact depths from {:?} at {}", roots, position);
+                    for reached in &together.reached {
+                        prop_assert_eq!(together.path_to(reached.ci.id).len() as u32, reached.depth);
+                        let chain = together.severity_chain(reached.ci.id).expect("within the bound");
+                        prop_assert_eq!(chain.last().map(|s| s.ci), Some(reached.ci.id));
+                    }
+                    let distinct: std::collections::BTreeSet<CiId> = roots.iter().copied().collect();
+                    prop_assert_eq!(together.roots.len(), distinct.len(), "each root once");
+                }
                 let reached = graph.reach_all(&roots, position).expect("walk");
                 prop_assert!(reached.iter().all(|r| r.severity.is_some()), "everything reached has a severity");
                 let got: BTreeMap<CiId, Severity> =

@@ -2,7 +2,7 @@
 //!
 //! An answer about a past position never changes, and neither does one about any position
 //! where the graph has not changed since: [`TemporalGraph::change_counter`] counts the changes
-//! up to a position, so (root, traversal, counter) names one answer for every position with
+//! up to a position, so (roots, traversal, counter) names one answer for every position with
 //! that counter. Dashboards repeat the same impact queries (the hub applications, the services
 //! of a team) many times between two changes; each repeat is a lookup instead of a walk. The
 //! cache is bounded in bytes ([`IMPACT_CACHE_MAX_BYTES`]), least recently used out first, and
@@ -22,10 +22,11 @@ const LARGEST_SHARE_OF_BOUND: usize = 8;
 /// Most answers kept, whatever their size (bounds the index itself).
 const MAX_ENTRIES: usize = 100_000;
 
-/// Which answer: the root, the traversal, and the graph's change counter at the position.
+/// Which answer: the roots (in the order given), the traversal, and the graph's change counter
+/// at the position.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
-    root: CiId,
+    roots: Vec<CiId>,
     direction: ImpactDirection,
     max_depth: u32,
     max_results: usize,
@@ -87,19 +88,23 @@ impl ImpactCache {
         ImpactCache { kept: Mutex::new(Kept::new(max_bytes, MAX_ENTRIES)) }
     }
 
-    /// The impact from `root` at `position`: kept, or walked and kept. The answer's own
-    /// `position` is that of the walk that computed it; the graph is the same at both.
+    /// The impact of `roots` failing together at `position`: kept, or walked and kept. The
+    /// answer's own `position` is that of the walk that computed it; the graph is the same at
+    /// both.
     pub fn impact(
         &self,
         graph: &TemporalGraph,
-        root: CiId,
+        roots: &[CiId],
         position: u64,
         traversal: &Traversal,
     ) -> Result<Arc<Impact>, GraphError> {
         traversal.validate()?;
         graph.check_position(position)?;
+        if roots.is_empty() || roots.len() > cmdb_projections::graph::MAX_IMPACT_ROOTS {
+            return Err(GraphError::Roots(roots.len()));
+        }
         let key = Key {
-            root,
+            roots: roots.to_vec(),
             direction: traversal.direction,
             max_depth: traversal.max_depth,
             max_results: traversal.max_results,
@@ -112,7 +117,7 @@ impl ImpactCache {
             return Ok(found);
         }
         metrics::counter!("impact_cache_misses_total").increment(1);
-        let impact = Arc::new(graph.impact(root, position, traversal)?);
+        let impact = Arc::new(graph.impact_of(roots, position, traversal)?);
         let bytes = impact.approximate_bytes();
         let mut kept = self.lock();
         kept.insert(key, impact.clone(), bytes);

@@ -660,6 +660,7 @@ pub fn graph_error(error: GraphError) -> async_graphql::Error {
     match error {
         GraphError::Depth(value) => limit_exceeded("max_depth", u64::from(value), u64::from(graph::MAX_DEPTH)),
         GraphError::Results(value) => limit_exceeded("max_results", value as u64, graph::MAX_RESULTS as u64),
+        GraphError::Roots(count) if count > 0 => limit_exceeded("cis", count as u64, graph::MAX_IMPACT_ROOTS as u64),
         GraphError::SeverityChain { steps, .. } => {
             let bound = graph::MAX_SEVERITY_CHAIN_STEPS as u64;
             async_graphql::Error::new(error.to_string()).extend_with(move |_, e| {
@@ -674,6 +675,7 @@ pub fn graph_error(error: GraphError) -> async_graphql::Error {
         GraphError::NotAService { .. }
         | GraphError::FromAfterTo { .. }
         | GraphError::PositionAhead { .. }
+        | GraphError::Roots(_)
         | GraphError::Invalid(_) => bad_input(error.to_string()),
     }
 }

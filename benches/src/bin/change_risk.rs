@@ -137,6 +137,30 @@ struct Args {
     assessments_only: bool,
 }
 
+/// What `severityPath` on an assessment's listed services costs: one fixpoint, every chain read.
+fn time_severity_paths(
+    graph: &cmdb_projections::graph::TemporalGraph,
+    scope: &[CiId],
+    listed: &[CiId],
+    head: u64,
+    paths: &mut Histogram<u64>,
+    chain_steps: &mut Vec<usize>,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let chains = graph.severity_chains(scope, listed, head)?;
+    paths.record(t.elapsed().as_nanos() as u64)?;
+    chain_steps.extend(chains.iter().filter_map(|c| c.as_ref().ok()?.as_ref().map(Vec::len)));
+    Ok(())
+}
+
+fn report_severity_paths(paths: &Histogram<u64>, mut chain_steps: Vec<usize>) {
+    report("severity paths of the listed services (one fixpoint, after the decision)", paths);
+    chain_steps.sort_unstable();
+    if let (Some(median), Some(max)) = (chain_steps.get(chain_steps.len() / 2), chain_steps.last()) {
+        println!("  steps per path: median {median} max {max}, {} paths", chain_steps.len());
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Args { data_dir: dir, query_file, assessments_only } = clap::Parser::parse();
@@ -224,11 +248,7 @@ async fn main() -> anyhow::Result<()> {
         decide_only.record((elapsed - facts_done).as_nanos() as u64)?;
         *levels.entry(assessment.level.as_str()).or_default() += 1;
         std::hint::black_box(decision);
-        // What `severityPath` on the listed services costs: one fixpoint, every chain read.
-        let t = Instant::now();
-        let chains = graph.severity_chains(&scope_cis, &listed, head)?;
-        paths.record(t.elapsed().as_nanos() as u64)?;
-        chain_steps.extend(chains.iter().filter_map(|c| c.as_ref().ok()?.as_ref().map(Vec::len)));
+        time_severity_paths(&graph, &scope_cis, &listed, head, &mut paths, &mut chain_steps)?;
     }
     report("assessment + decision, 20 CIs, end to end", &total);
     report("  of which facts from the graph", &facts_only);
@@ -237,11 +257,7 @@ async fn main() -> anyhow::Result<()> {
     report("    the formula (risk::assess)", &steps[0]);
     report("    the policy input", &steps[1]);
     report("    the decision (policy::decide)", &steps[2]);
-    report("severity paths of the listed services (one fixpoint, after the decision)", &paths);
-    chain_steps.sort_unstable();
-    if let (Some(median), Some(max)) = (chain_steps.get(chain_steps.len() / 2), chain_steps.last()) {
-        println!("  steps per path: median {median} max {max}, {} paths", chain_steps.len());
-    }
+    report_severity_paths(&paths, chain_steps);
     println!("levels: {levels:?}; downstream walks truncated: {truncated} of {SAMPLES}");
     print_sizes(reached_cis, reached_services, down_services);
 

@@ -698,7 +698,7 @@ impl ImpactedCi {
 
     /// Downstream: the step the failure arrived by with this severity; its `ci` is the
     /// neighbour it came from (for a redundant group brought down, the member that reached
-    /// its threshold). Following causes back reaches the root. Null upstream.
+    /// its threshold). Following causes back reaches a root. Null upstream.
     async fn cause(&self, ctx: &Context<'_>) -> Option<PathStep> {
         cause(ctx, &self.impact, self.impact.reached[self.index].ci.id, self.position)
     }
@@ -803,9 +803,16 @@ pub struct ImpactResult {
 
 #[Object]
 impl ImpactResult {
+    /// The CI the analysis started from (the first of `roots`).
     async fn root(&self, ctx: &Context<'_>) -> Ci {
         let graph = state(ctx).graph.read();
         Ci::new(&graph, self.impact.root.clone(), self.position)
+    }
+
+    /// Every CI the analysis started from (`ci`, or each of `cis` once, in the order given).
+    async fn roots(&self, ctx: &Context<'_>) -> Vec<Ci> {
+        let graph = state(ctx).graph.read();
+        self.impact.roots.iter().map(|root| Ci::new(&graph, root.clone(), self.position)).collect()
     }
 
     async fn position(&self) -> Position {
@@ -975,18 +982,33 @@ impl CisAt {
         relationship_page(ctx, self.position, ci, types, super::paging::PageArgs { first, after, last, before })
     }
 
-    /// Impact analysis from one CI: downstream (what its failure reaches, up to the business
-    /// services) or upstream (what it depends on).
+    /// Impact analysis from one CI (`ci`) or from several failing together (`cis`: a rack, a
+    /// site, two members of a cluster; up to 1,000): downstream (what the failure reaches, up to
+    /// the business services) or upstream (what they depend on). Give one of the two.
+    #[allow(clippy::too_many_arguments, reason = "GraphQL arguments: the roots and the traversal")]
     async fn impact(
         &self,
         ctx: &Context<'_>,
-        ci: ID,
+        ci: Option<ID>,
+        cis: Option<Vec<ID>>,
         #[graphql(default_with = "ImpactDirection::Downstream")] direction: ImpactDirection,
         types: Option<Vec<RelationshipType>>,
         max_depth: Option<u32>,
         max_results: Option<i32>,
     ) -> async_graphql::Result<ImpactResult> {
-        let root = parse_id::<domain::CiId>(&ci)?;
+        let roots: Vec<domain::CiId> = match (ci, cis) {
+            (Some(ci), None) => vec![parse_id::<domain::CiId>(&ci)?],
+            (None, Some(cis)) if cis.len() > graph::MAX_IMPACT_ROOTS => {
+                return Err(graph_error(graph::GraphError::Roots(cis.len())));
+            }
+            (None, Some(cis)) if cis.is_empty() => return Err(bad_input("cis must name at least one CI")),
+            (None, Some(cis)) => cis.iter().map(parse_id::<domain::CiId>).collect::<Result<_, _>>()?,
+            (Some(_), Some(_)) => return Err(bad_input("give ci or cis, not both")),
+            (None, None) => return Err(bad_input("give the CI to start from: ci, or cis for several")),
+        };
+        // A root named twice is the same analysis (and the same cached answer).
+        let mut seen = std::collections::HashSet::with_capacity(roots.len());
+        let roots: Vec<domain::CiId> = roots.into_iter().filter(|id| seen.insert(*id)).collect();
         let max_results = match max_results {
             Some(n) if n < 1 => return Err(bad_input(format!("maxResults must be at least 1, got {n}"))),
             Some(n) => n as usize,
@@ -1000,7 +1022,7 @@ impl CisAt {
         };
         let app = state(ctx);
         let graph = app.graph.read();
-        let impact = app.app.impacts.impact(&graph, root, self.position, &traversal).map_err(graph_error)?;
+        let impact = app.app.impacts.impact(&graph, &roots, self.position, &traversal).map_err(graph_error)?;
         Ok(ImpactResult { impact, position: self.position })
     }
 

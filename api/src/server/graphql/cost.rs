@@ -55,6 +55,7 @@ pub const LIST_BOUNDS: &[(&str, &str, u64)] = &[
     // Impact and paths: the graph's own bounds, which can be above the page maximum.
     ("ImpactResult", "reached", cmdb_projections::graph::MAX_RESULTS as u64),
     ("ImpactResult", "cycles", cmdb_projections::graph::MAX_CYCLES_REPORTED as u64),
+    ("ImpactResult", "roots", cmdb_projections::graph::MAX_IMPACT_ROOTS as u64),
     ("ImpactedCi", "path", cmdb_projections::graph::MAX_DEPTH as u64 + 1),
     ("ImpactedService", "path", cmdb_projections::graph::MAX_DEPTH as u64 + 1),
     ("ImpactedCi", "severityPath", cmdb_projections::graph::MAX_SEVERITY_CHAIN_STEPS as u64),
