@@ -384,7 +384,9 @@ async fn several_cis_failing_together_bring_down_what_one_alone_leaves_degraded(
     let server = TestServer::start().await;
     let Cluster { nodes: [node1, node2, node3], shop, billing } = cluster_estate(&server, 1).await;
     let head = server.head().await;
-    let query = "query($ci: ID, $cis: [ID!], $d: ImpactDirection = DOWNSTREAM) { at { impact(ci: $ci, cis: $cis, direction: $d, maxDepth: 10) {
+    // `$d` is left out of most requests, as Apollo and urql leave out undefined variables: the
+    // argument's default (DOWNSTREAM) applies, as the GraphQL specification says.
+    let query = "query($ci: ID, $cis: [ID!], $d: ImpactDirection) { at { impact(ci: $ci, cis: $cis, direction: $d, maxDepth: 10) {
         root { name } roots { name } count downCount degradedCount
         reached { ci { name } depth severity cause { ci { name } type } severityPath { ci { name } } }
         services { service { name } depth severity severityPath { ci { name } } } } } }";
@@ -451,6 +453,11 @@ async fn several_cis_failing_together_bring_down_what_one_alone_leaves_degraded(
     for depended in ["k8s-prod", "node-1", "node-2", "node-3", "batch"] {
         assert!(up_names.contains(depended), "{depended} in {up_names:?}");
     }
+
+    // A non-null variable left out is still an error.
+    let (_, body) =
+        server.graphql(&server.admin_token, "query($ci: ID!) { at { impact(ci: $ci) { count } } }", json!({})).await;
+    assert!(!body["errors"].as_array().is_none_or(Vec::is_empty), "{body}");
 
     // Bad input: a clear error each time, and nothing recorded.
     let unknown = "01900000-0000-7000-8000-000000000000";

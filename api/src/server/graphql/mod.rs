@@ -33,6 +33,7 @@ mod reports;
 mod risk;
 pub mod scalars;
 pub(crate) mod tooling;
+pub mod unprovided;
 pub mod validations;
 
 use std::sync::Arc;
