@@ -770,6 +770,7 @@ impl ImpactedService {
 }
 
 const _: () = assert!(graph::MAX_SEVERITY_CHAIN_STEPS == 66, "ImpactedCi.severityPath's docs name the bound");
+const _: () = assert!(graph::MAX_IMPACT_ROOTS == 1_000, "At.impact's docs name the bound on cis");
 
 /// The chain of causes to `target`, or null for an upstream analysis (which has no severities).
 fn severity_path(

@@ -1,13 +1,13 @@
 //! Risk assessments and approval-policy decisions as a change shows them (CH-2, CH-4): score,
 //! factors, services reached, required approvals and their replay.
 
+use std::sync::{Arc, OnceLock};
+
 use super::access::Role;
 use super::cis::Ci;
 use super::context::state;
 use super::scalars::{DateTime, Position};
 use crate::server::errors::{core_error, graph_error};
-use std::sync::{Arc, OnceLock};
-
 use async_graphql::{Context, Enum, Object, SimpleObject};
 use cmdb_core::change::risk::{self, Assessment};
 use cmdb_core::change::{self as domain, ChangeRecord};
