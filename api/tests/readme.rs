@@ -54,6 +54,31 @@ fn assert_no_errors(answer: &Value, block: &Block) {
     );
 }
 
+/// The README names demo changes by number (`CHG-000046`, the core-switch replacement, assessed;
+/// `CHG-000050`, which conflicts with two others). When the demo's history changes, the numbers
+/// move: an answer with no such change, no assessment or no conflict means the text now points
+/// at another change than the one it describes.
+fn assert_names_what_it_describes(answer: &Value, block: &Block) {
+    let mut pending = vec![answer];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Object(fields) => {
+                for (key, field) in fields {
+                    let empty = field.is_null() || (key == "conflicts" && field.as_array().is_some_and(Vec::is_empty));
+                    assert!(
+                        !(["change", "assessment", "conflicts"].contains(&key.as_str()) && empty),
+                        "README line {}: `{key}` is empty; the example names another change than it describes: {answer}",
+                        block.line
+                    );
+                    pending.push(field);
+                }
+            }
+            Value::Array(items) => pending.extend(items),
+            _ => {}
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_readme_example_runs_against_the_demo() {
     let readme_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
@@ -81,6 +106,7 @@ async fn every_readme_example_runs_against_the_demo() {
         assert_eq!(status, 200, "README line {}: {answer}", block.line);
         assert_no_errors(&answer, block);
         assert!(answer["data"].is_object(), "README line {}: no data: {answer}", block.line);
+        assert_names_what_it_describes(&answer, block);
     }
 
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
