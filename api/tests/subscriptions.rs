@@ -99,3 +99,30 @@ async fn a_subscription_over_plain_http_is_refused_clearly() {
     assert_eq!(status, 200);
     assert!(body["errors"][0]["message"].as_str().is_some(), "{body}");
 }
+
+/// A nullable variable a client leaves out over the socket gives the argument its default, as
+/// over HTTP (Apollo and urql leave undefined variables out of what they send).
+#[tokio::test]
+async fn a_query_over_the_socket_with_a_variable_left_out_uses_the_arguments_default() {
+    let server = TestServer::start().await;
+    server.uncontrolled().await;
+    let registered = server
+        .ok(
+            &server.admin_token,
+            "mutation($input: RegisterCiInput!) { registerCi(input: $input) { ci { id } } }",
+            json!({ "input": { "class": "TEAM", "name": "ops" } }),
+        )
+        .await;
+    let id = registered["registerCi"]["ci"]["id"].clone();
+    let mut socket = ws::connect(&server, Some(&server.admin_token)).await;
+    ws::init(&mut socket, json!({})).await;
+    let query = "query($id: ID!, $d: ImpactDirection) { at { impact(ci: $id, direction: $d) { direction count } } }";
+    ws::send(
+        &mut socket,
+        json!({ "id": "q", "type": "subscribe", "payload": { "query": query, "variables": { "id": id } } }),
+    )
+    .await;
+    let message = ws::next_json(&mut socket).await;
+    assert_eq!(message["type"], "next", "{message}");
+    assert_eq!(message["payload"]["data"]["at"]["impact"]["direction"], "DOWNSTREAM", "{message}");
+}

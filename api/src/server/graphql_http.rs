@@ -437,7 +437,6 @@ fn admit_batch(
         let operation = one.operation_name.clone();
         let variables = one.variables.clone();
         documents.prepare(one).map_err(|e| limits.parse_error(e))?;
-        graphql::unprovided::leave_out_unprovided(one);
         let document = one.parsed_query().map_err(|e| limits.parse_error(e))?;
         let measure = limits.measure(document, operation.as_deref(), &variables)?;
         total = graphql::cost::Measure {

@@ -95,6 +95,7 @@ pub fn build_schema(app: Arc<AppState>) -> Result<(CmdbSchema, Arc<Limits>), Str
         // The parser's own nesting bound stays above ours, so ours is the one that refuses.
         .limit_recursive_depth(settings.max_query_depth.saturating_mul(2).max(32))
         .extension(LimitsFactory(limits.clone()))
+        .extension(unprovided::UnprovidedFactory)
         .extension(validations::KeptValidationsFactory(Arc::default()))
         .data(app.clone())
         .finish();

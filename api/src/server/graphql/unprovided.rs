@@ -8,13 +8,40 @@
 //! request ("Expected input type ..., found null"), although clients such as Apollo and urql
 //! leave undefined variables out of the JSON they send. Leaving the argument out of the
 //! request's copy of the document gives the behaviour the specification asks for. Only nullable
-//! variables without a default are concerned: a missing non-null one stays an error.
+//! variables without a default are concerned: a missing non-null one stays an error. It runs as
+//! an extension ([`UnprovidedFactory`]), so requests over `/graphql/ws` get it too.
 
 use async_graphql::parser::types::{
     Directive, DocumentOperations, ExecutableDocument, OperationDefinition, Selection, SelectionSet,
 };
 use async_graphql::{Name, Positioned};
 use async_graphql_value::Value;
+
+/// Makes one [`UnprovidedExtension`] per request.
+pub struct UnprovidedFactory;
+
+impl async_graphql::extensions::ExtensionFactory for UnprovidedFactory {
+    fn create(&self) -> std::sync::Arc<dyn async_graphql::extensions::Extension> {
+        std::sync::Arc::new(UnprovidedExtension)
+    }
+}
+
+/// Applies [`leave_out_unprovided`] as a request is prepared: every request the schema runs,
+/// over HTTP and over `/graphql/ws` alike, before it is validated.
+pub struct UnprovidedExtension;
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for UnprovidedExtension {
+    async fn prepare_request(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        mut request: async_graphql::Request,
+        next: async_graphql::extensions::NextPrepareRequest<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::Request> {
+        leave_out_unprovided(&mut request);
+        next.run(ctx, request).await
+    }
+}
 
 /// Leaves out of `request`'s document every field argument whose value is a variable the
 /// selected operation declares nullable and without a default, and the request does not send.
