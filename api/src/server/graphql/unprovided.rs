@@ -73,12 +73,19 @@ pub fn leave_out_unprovided(request: &mut async_graphql::Request) {
     // text until the cost model measures it, after this. Whatever still names a missing
     // variable (a directive, a value inside a list or an input object) keeps it declared.
     let mut still_named: Vec<&Name> = Vec::new();
+    let mut left_out: Vec<Name> = Vec::new();
     let mut directives: Vec<&Positioned<Directive>> = Vec::new();
     while let Some(set) = pending.pop() {
         for item in &mut set.items {
             match &mut item.node {
                 Selection::Field(field) => {
-                    field.node.arguments.retain(|(_, value)| !is_missing(&value.node, &missing));
+                    field.node.arguments.retain(|(_, value)| match &value.node {
+                        Value::Variable(name) if missing.contains(name) => {
+                            left_out.push(name.clone());
+                            false
+                        }
+                        _ => true,
+                    });
                     for (_, value) in &field.node.arguments {
                         still_named.extend(missing.iter().filter(|name| mentions(&value.node, name)));
                     }
@@ -98,9 +105,10 @@ pub fn leave_out_unprovided(request: &mut async_graphql::Request) {
             still_named.extend(missing.iter().filter(|name| mentions(&value.node, name)));
         }
     }
-    let unused: Vec<Name> = missing.iter().filter(|name| !still_named.contains(name)).cloned().collect();
-    // The variables no argument names any more are left out too: a declared variable nothing
-    // uses is refused by validation.
+    // The variables this left unused are undeclared too (validation refuses a declared
+    // variable nothing uses). One the text never used stays declared, and is refused as before.
+    let unused: Vec<Name> =
+        missing.iter().filter(|name| left_out.contains(name) && !still_named.contains(name)).cloned().collect();
     let operations: Vec<&mut Positioned<OperationDefinition>> = match &mut document.operations {
         DocumentOperations::Single(operation) => vec![operation],
         DocumentOperations::Multiple(operations) => operations.values_mut().collect(),
@@ -152,10 +160,6 @@ fn unprovided(
         .collect()
 }
 
-fn is_missing(value: &Value, missing: &[Name]) -> bool {
-    matches!(value, Value::Variable(name) if missing.contains(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +185,9 @@ mod tests {
         assert!(unsent.contains(&uses("n")), "a non-null variable stays (its absence is an error)");
         assert!(unsent.contains(&uses("m")), "a variable with a default stays (the default applies)");
         assert!(!unsent.contains("Name(\"d\") }, var_type"), "$d, used by no argument now, is not declared either");
+        // A variable the text never used stays declared (validation refuses it, sent or not).
+        let never_used = arguments_after("query($z: Int) { head { position } }", serde_json::json!({}));
+        assert!(never_used.contains("Name(\"z\") }, var_type"), "{never_used}");
         // A variable still named elsewhere (a directive, a list) stays declared.
         let nested =
             "query($c: [String!], $x: Boolean) { at { cis(filter: { classes: $c }) { totalCount @include(if: $x) } } }";
