@@ -110,6 +110,28 @@ async fn version_at(server: &TestServer, ci: &str, position: Option<u64>) -> (St
     (found["name"].as_str().expect("name").to_owned(), found["version"].as_str().unwrap_or("—").to_owned())
 }
 
+/// A service's severity path as the console writes it: the CIs' names joined by arrows, or
+/// "in scope" when the path is empty (the scope names the service).
+fn way_of(steps: &Value) -> String {
+    let names: Vec<&str> = steps
+        .as_array()
+        .expect("a severity path")
+        .iter()
+        .map(|step| step["ci"]["name"].as_str().expect("name"))
+        .collect();
+    if names.is_empty() { "in scope".to_owned() } else { names.join(" → ") }
+}
+
+/// The (service, "Through") cells of the services table `table_id` as the page shows them.
+async fn shown_ways(browser: &mut Browser, table_id: &str) -> Vec<(String, String)> {
+    let shown = browser
+        .eval(&format!(
+            "[...document.querySelectorAll('#{table_id} tbody tr')].filter(r => r.cells.length === 5).map(r => [r.cells[0].textContent, r.cells[4].textContent])"
+        ))
+        .await;
+    serde_json::from_value(shown).expect("rows")
+}
+
 /// The impact of a host, drawn: every CI the API reaches is a node on the page, and a click
 /// centres the picture on another.
 async fn impact_of_a_host(browser: &mut Browser, server: &TestServer) {
@@ -172,16 +194,10 @@ async fn impact_of_a_host(browser: &mut Browser, server: &TestServer) {
         .as_array()
         .expect("services")
         .iter()
-        .map(|s| {
-            let steps = s["severityPath"].as_array().expect("downstream severity path");
-            let way: Vec<&str> = steps.iter().map(|step| step["ci"]["name"].as_str().expect("name")).collect();
-            (s["service"]["name"].as_str().expect("name").to_owned(), way.join(" → "))
-        })
+        .map(|s| (s["service"]["name"].as_str().expect("name").to_owned(), way_of(&s["severityPath"])))
         .collect();
-    let shown = browser
-        .eval("[...document.querySelectorAll('#impact-services tbody tr')].filter(r => r.cells.length === 5).map(r => [r.cells[0].textContent, r.cells[4].textContent])")
-        .await;
-    let shown: Vec<(String, String)> = serde_json::from_value(shown).expect("rows");
+    let shown = shown_ways(browser, "impact-services").await;
+    assert!(ways.iter().all(|(_, way)| way != "in scope"), "a host is no service: every path has steps");
     assert!(!ways.is_empty(), "the host reaches business services within three hops");
     assert_eq!(shown, ways, "the services table shows each service's severity path");
     shoot(browser, "impact").await;
@@ -246,19 +262,11 @@ async fn calendar_and_a_change(browser: &mut Browser, server: &TestServer) {
         .as_array()
         .expect("services")
         .iter()
-        .map(|s| {
-            let steps = s["severityPath"].as_array().expect("a severity path");
-            let way: Vec<&str> = steps.iter().map(|step| step["ci"]["name"].as_str().expect("name")).collect();
-            let way = if way.is_empty() { "in scope".to_owned() } else { way.join(" → ") };
-            (s["name"].as_str().expect("name").to_owned(), way)
-        })
+        .map(|s| (s["name"].as_str().expect("name").to_owned(), way_of(&s["severityPath"])))
         .collect();
     let assessed_id = assessed["id"].as_str().expect("id");
     act_and_wait(browser, &format!("location.hash = '#/change/{assessed_id}'"), "change").await;
-    let shown = browser
-        .eval("[...document.querySelectorAll('#change-services tbody tr')].filter(r => r.cells.length === 5).map(r => [r.cells[0].textContent, r.cells[4].textContent])")
-        .await;
-    let shown: Vec<(String, String)> = serde_json::from_value(shown).expect("rows");
+    let shown = shown_ways(browser, "change-services").await;
     assert_eq!(shown, ways, "the change page shows each assessed service's severity path");
 }
 

@@ -105,13 +105,18 @@ async fn a_nodes_failure_shows_down_and_degraded_services_with_paths_and_causes(
     let up = server
         .ok(
             &server.admin_token,
-            "query($ci: ID!) { at { impact(ci: $ci, direction: UPSTREAM) { reached { severity cause { type } } downCount } } }",
+            "query($ci: ID!) { at { impact(ci: $ci, direction: UPSTREAM) {
+                reached { severity cause { type } severityPath { type } } services { severityPath { type } } downCount } } }",
             json!({"ci": shop}),
         )
         .await;
     let up_reached = up["at"]["impact"]["reached"].as_array().expect("reached");
     assert!(!up_reached.is_empty());
     assert!(up_reached.iter().all(|r| r["severity"].is_null() && r["cause"].is_null()), "{up}");
+    // Upstream has no severities, so no severity path either.
+    assert!(up_reached.iter().all(|r| r["severityPath"].is_null()), "{up}");
+    let up_services = up["at"]["impact"]["services"].as_array().expect("services");
+    assert!(up_services.iter().all(|s| s["severityPath"].is_null()), "{up}");
 
     // Classes say whether they are redundant; the declaration is audited and changes answers
     // from its position on only.
@@ -295,17 +300,6 @@ async fn the_severity_path_shows_the_way_the_failure_arrived_when_the_shortest_w
         assert_eq!(error["extensions"]["bound"], bound);
         assert!(error["message"].as_str().expect("message").contains("follow each CI's cause"), "{error}");
     }
-    // Upstream has no severities, so no severity path.
-    let up = server
-        .ok(
-            &server.admin_token,
-            "query($ci: ID!) { at { impact(ci: $ci, direction: UPSTREAM) { reached { severityPath { type } } services { severityPath { type } } } } }",
-            json!({"ci": service}),
-        )
-        .await;
-    let up_reached = up["at"]["impact"]["reached"].as_array().expect("reached");
-    assert!(!up_reached.is_empty());
-    assert!(up_reached.iter().all(|r| r["severityPath"].is_null()), "{up}");
     assert_eq!(server.head().await, head, "reading an impact writes nothing");
 }
 
@@ -429,13 +423,7 @@ async fn several_cis_failing_together_bring_down_what_one_alone_leaves_degraded(
     let services = both["services"].as_array().expect("services");
     let shop_hit = by_name(services, "service", "Shop");
     assert_eq!((shop_hit["depth"].as_u64(), shop_hit["severity"].as_str()), (Some(3), Some("DOWN")));
-    let way: Vec<&str> = shop_hit["severityPath"]
-        .as_array()
-        .expect("path")
-        .iter()
-        .map(|s| s["ci"]["name"].as_str().expect("name"))
-        .collect();
-    assert_eq!(way, ["k8s-prod", "shop", "Shop"]);
+    assert_eq!(names(&shop_hit["severityPath"]), ["k8s-prod", "shop", "Shop"]);
     let billing_hit = by_name(services, "service", "Billing");
     assert_eq!(
         (billing_hit["depth"].as_u64(), billing_hit["severity"].as_str()),

@@ -100,11 +100,16 @@ impl ImpactCache {
     ) -> Result<Arc<Impact>, GraphError> {
         traversal.validate()?;
         graph.check_position(position)?;
-        if roots.is_empty() || roots.len() > cmdb_projections::graph::MAX_IMPACT_ROOTS {
-            return Err(GraphError::Roots(roots.len()));
-        }
+        // A root named twice is the same analysis, so the same answer: each once, in order (a
+        // single root, the dashboards' case, needs no set).
+        let roots: Vec<CiId> = if roots.len() > 1 {
+            let mut seen = rustc_hash::FxHashSet::default();
+            roots.iter().copied().filter(|id| seen.insert(*id)).collect()
+        } else {
+            roots.to_vec()
+        };
         let key = Key {
-            roots: roots.to_vec(),
+            roots: roots.clone(),
             direction: traversal.direction,
             max_depth: traversal.max_depth,
             max_results: traversal.max_results,
@@ -117,7 +122,7 @@ impl ImpactCache {
             return Ok(found);
         }
         metrics::counter!("impact_cache_misses_total").increment(1);
-        let impact = Arc::new(graph.impact_of(roots, position, traversal)?);
+        let impact = Arc::new(graph.impact_of(&roots, position, traversal)?);
         let bytes = impact.approximate_bytes();
         let mut kept = self.lock();
         kept.insert(key, impact.clone(), bytes);

@@ -187,23 +187,19 @@ impl TemporalGraph {
                 if severities.get(node).is_none() {
                     return Ok(None);
                 }
-                let chain = || {
-                    // Causes form a tree over the CIs raised, rooted at the failed ones; the
-                    // bound only guards that invariant.
+                // Causes form a tree over the CIs raised, rooted at the failed ones; the bound
+                // only guards that invariant.
+                let mut steps: Vec<Step> =
                     std::iter::successors(Some(node), |cursor| severities.get(*cursor)?.1.map(|(from, _)| from))
                         .take(severities.raised.len() + 1)
-                        .filter_map(|cursor| Some((cursor, severities.get(cursor)?.1?.1)))
-                };
-                let length = chain().count();
-                if length > MAX_SEVERITY_CHAIN_STEPS {
-                    return Err(GraphError::SeverityChain { ci: *target, steps: length });
+                        .filter_map(|cursor| {
+                            let rel = &self.graph[severities.get(cursor)?.1?.1];
+                            Some(Step { relationship: rel.id, rel_type: rel.rel_type, ci: id_of(cursor) })
+                        })
+                        .collect();
+                if steps.len() > MAX_SEVERITY_CHAIN_STEPS {
+                    return Err(GraphError::SeverityChain { ci: *target, steps: steps.len() });
                 }
-                let mut steps: Vec<Step> = chain()
-                    .map(|(cursor, edge)| {
-                        let rel = &self.graph[edge];
-                        Step { relationship: rel.id, rel_type: rel.rel_type, ci: id_of(cursor) }
-                    })
-                    .collect();
                 steps.reverse();
                 debug_assert!(steps.last().is_none_or(|s| s.ci == *target), "a chain ends at its CI");
                 Ok(Some(steps))

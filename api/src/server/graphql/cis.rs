@@ -1007,9 +1007,6 @@ impl CisAt {
             (Some(_), Some(_)) => return Err(bad_input("give ci or cis, not both")),
             (None, None) => return Err(bad_input("give the CI to start from: ci, or cis for several")),
         };
-        // A root named twice is the same analysis (and the same cached answer).
-        let mut seen = std::collections::HashSet::with_capacity(roots.len());
-        let roots: Vec<domain::CiId> = roots.into_iter().filter(|id| seen.insert(*id)).collect();
         let max_results = match max_results {
             Some(n) if n < 1 => return Err(bad_input(format!("maxResults must be at least 1, got {n}"))),
             Some(n) => n as usize,

@@ -61,20 +61,17 @@ pub fn leave_out_unprovided(request: &mut async_graphql::Request) {
     }
     let Ok(document) = request.parsed_query() else { return };
     let mut document = document.clone();
-    let mut pending: Vec<&mut SelectionSet> = Vec::new();
-    match &mut document.operations {
-        DocumentOperations::Single(operation) => pending.push(&mut operation.node.selection_set.node),
-        DocumentOperations::Multiple(operations) => {
-            pending.extend(operations.values_mut().map(|operation| &mut operation.node.selection_set.node));
-        }
-    }
-    pending.extend(document.fragments.values_mut().map(|fragment| &mut fragment.node.selection_set.node));
-    // An explicit stack rather than recursion: the document's nesting is bounded only by its
-    // text until the cost model measures it, after this. Whatever still names a missing
-    // variable (a directive, a value inside a list or an input object) keeps it declared.
+    let ExecutableDocument { operations, fragments } = &mut document;
+    let Some(selected) = selected_mut(operations, request.operation_name.as_deref()) else { return };
+    // Whatever still names a missing variable (a directive, a value inside a list or an input
+    // object) keeps it declared.
     let mut still_named: Vec<&Name> = Vec::new();
+    let mut directives: Vec<&Positioned<Directive>> = selected.node.directives.iter().collect();
     let mut left_out: Vec<Name> = Vec::new();
-    let mut directives: Vec<&Positioned<Directive>> = Vec::new();
+    // An explicit stack rather than recursion: the document's nesting is bounded only by its
+    // text until the cost model measures it, after this.
+    let mut pending: Vec<&mut SelectionSet> = vec![&mut selected.node.selection_set.node];
+    pending.extend(fragments.values_mut().map(|fragment| &mut fragment.node.selection_set.node));
     while let Some(set) = pending.pop() {
         for item in &mut set.items {
             match &mut item.node {
@@ -109,21 +106,7 @@ pub fn leave_out_unprovided(request: &mut async_graphql::Request) {
     // variable nothing uses). One the text never used stays declared, and is refused as before.
     let unused: Vec<Name> =
         missing.iter().filter(|name| left_out.contains(name) && !still_named.contains(name)).cloned().collect();
-    let operations: Vec<&mut Positioned<OperationDefinition>> = match &mut document.operations {
-        DocumentOperations::Single(operation) => vec![operation],
-        DocumentOperations::Multiple(operations) => operations.values_mut().collect(),
-    };
-    for operation in operations {
-        if operation
-            .node
-            .directives
-            .iter()
-            .any(|d| d.node.arguments.iter().any(|(_, v)| unused.iter().any(|n| mentions(&v.node, n))))
-        {
-            continue;
-        }
-        operation.node.variable_definitions.retain(|definition| !unused.contains(&definition.node.name.node));
-    }
+    selected.node.variable_definitions.retain(|definition| !unused.contains(&definition.node.name.node));
     request.set_parsed_query(document);
 }
 
@@ -134,6 +117,19 @@ fn mentions(value: &Value, name: &Name) -> bool {
         Value::List(items) => items.iter().any(|item| mentions(item, name)),
         Value::Object(fields) => fields.values().any(|field| mentions(field, name)),
         _ => false,
+    }
+}
+
+/// The operation a request runs: the only one, or the one it names (async-graphql refuses a
+/// document of several operations without a name anyway).
+fn selected_mut<'a>(
+    operations: &'a mut DocumentOperations,
+    name: Option<&str>,
+) -> Option<&'a mut Positioned<OperationDefinition>> {
+    match (operations, name) {
+        (DocumentOperations::Single(only), _) => Some(only),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get_mut(name),
+        (DocumentOperations::Multiple(_), None) => None,
     }
 }
 
