@@ -771,3 +771,191 @@ async fn a_hub_pages_its_relationships_and_history() {
     let history = "document.querySelectorAll('#history tbody tr').length";
     assert_eq!(browser.eval(history).await, json!(total + 1));
 }
+
+/// Two members of a redundant group that needs two of them down, found through the API: the
+/// group, and the two members' ids and names.
+async fn a_group_needing_two(server: &TestServer) -> (String, [(String, String); 2]) {
+    let groups = server
+        .ok(
+            &server.admin_token,
+            r#"{ at { cis(filter: { classes: ["kubernetes_cluster", "load_balanced_pool"] }, first: 50) {
+                 nodes { id name attributes relationships { type sourceId targetId source { id name } } } } } }"#,
+            json!({}),
+        )
+        .await;
+    for group in groups["at"]["cis"]["nodes"].as_array().expect("groups") {
+        if group["attributes"]["members_to_fail"] != json!(2) {
+            continue;
+        }
+        let members: Vec<(String, String)> = group["relationships"]
+            .as_array()
+            .expect("relationships")
+            .iter()
+            .filter(|r| r["type"] == json!("PART_OF") && r["targetId"] == group["id"])
+            .map(|r| {
+                let source = &r["source"];
+                (source["id"].as_str().expect("id").to_owned(), source["name"].as_str().expect("name").to_owned())
+            })
+            .collect();
+        if let [first, second, ..] = members.as_slice() {
+            return (group["name"].as_str().expect("name").to_owned(), [first.clone(), second.clone()]);
+        }
+    }
+    panic!("the demo declares a redundant group of at least two members that needs two down");
+}
+
+/// The severity the API gives `group` when `ids` fail together (within three hops).
+async fn group_severity(server: &TestServer, ids: &[&str], group: &str) -> String {
+    let data = server
+        .ok(
+            &server.admin_token,
+            "query($ids: [ID!]) { at { impact(cis: $ids, maxDepth: 3, maxResults: 300) { reached { severity ci { name } } } } }",
+            json!({ "ids": ids }),
+        )
+        .await;
+    let reached = data["at"]["impact"]["reached"].as_array().expect("reached");
+    let found = reached.iter().find(|r| r["ci"]["name"] == json!(group)).expect("the group is reached");
+    found["severity"].as_str().expect("severity").to_owned()
+}
+
+/// The (CI, severity) rows of the impact page's table of every CI reached.
+async fn shown_severities(browser: &mut Browser) -> Vec<(String, String)> {
+    let shown = browser
+        .eval("[...document.querySelectorAll('#impact-reached tbody tr')].filter(r => r.cells.length === 5).map(r => [r.cells[0].textContent, r.cells[3].textContent])")
+        .await;
+    serde_json::from_value(shown).expect("rows")
+}
+
+/// Part 2 of issue 15 in the console: CIs failing together, ticked in the search results or
+/// added by name, drawn as one impact; the page's answer is the API's for the same set, a group
+/// needing two members down is down only when both are, and leaving one out says degraded.
+#[tokio::test]
+async fn several_cis_failing_together_are_one_impact() {
+    let Some(mut browser) = Browser::start("several_cis_failing_together_are_one_impact").await else {
+        return;
+    };
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings { demo: true, ..settings() }).await;
+    let head = server.head().await;
+    let (group, [(first_id, first), (second_id, second)]) = a_group_needing_two(&server).await;
+    assert_eq!(group_severity(&server, &[&first_id], &group).await, "DEGRADED", "one member of {group} down");
+    assert_eq!(group_severity(&server, &[&first_id, &second_id], &group).await, "DOWN", "two members down");
+    browser.set_viewport(1400, 1000).await;
+    browser.open(&server.url("/")).await;
+    keep_token(&mut browser, &server.admin_token).await;
+
+    // Tick the first member in the search results: the button opens its impact.
+    act_and_wait(&mut browser, &format!("location.hash = '#/search?name={first}'"), "search").await;
+    assert_eq!(browser.eval("document.getElementById('impact-selected').disabled").await, json!(true));
+    browser
+        .eval(&format!(
+            "{{ const box = document.querySelector('#search-results input[value=\"{first_id}\"]'); box.checked = true; box.dispatchEvent(new Event('change', {{ bubbles: true }})); }} true"
+        ))
+        .await;
+    assert_eq!(browser.eval("document.getElementById('impact-selected').disabled").await, json!(false));
+    act_and_wait(&mut browser, "document.getElementById('impact-selected').click()", "impact").await;
+    assert!(text_of(&mut browser, "#page-title").await.contains(&first));
+    let alone = shown_severities(&mut browser).await;
+    assert!(
+        alone.contains(&(group.clone(), "DEGRADED".to_owned())),
+        "{group} degraded with one member down: {alone:?}"
+    );
+
+    // "Fails too", by exact name: the second member joins.
+    act_and_wait(
+        &mut browser,
+        &format!(
+            "{}; document.querySelector('form[aria-label=\"Add a CI that fails too\"]').requestSubmit()",
+            type_into("#also-failing", &second)
+        ),
+        "impact",
+    )
+    .await;
+    browser.wait_for("document.querySelectorAll('#impact-roots li').length === 2").await;
+    assert!(text_of(&mut browser, "#page-title").await.contains("2 CIs failing together"));
+    let both = shown_severities(&mut browser).await;
+    assert!(both.contains(&(group.clone(), "DOWN".to_owned())), "{group} down with both members down: {both:?}");
+
+    // The page's answer is the API's for the same two CIs: the picture, and the services.
+    let expected = server
+        .ok(
+            &server.admin_token,
+            "query($ids: [ID!]) { at { impact(cis: $ids, maxDepth: 3, maxResults: 300) {
+               roots { name } reached { ci { name } } services { service { name } severityPath { ci { name } } } } } }",
+            json!({ "ids": [first_id, second_id] }),
+        )
+        .await;
+    let answer = &expected["at"]["impact"];
+    let mut names: BTreeSet<String> = answer["reached"]
+        .as_array()
+        .expect("reached")
+        .iter()
+        .map(|r| r["ci"]["name"].as_str().expect("name").to_owned())
+        .collect();
+    names.extend([first.clone(), second.clone()]);
+    let drawn = browser.eval("window.cmdbConsole.picture.nodes().map(n => n.data('label'))").await;
+    let drawn: BTreeSet<String> = serde_json::from_value(drawn).expect("labels");
+    assert_eq!(drawn, names, "the picture's nodes are the roots and the CIs the API reaches");
+    let roots = browser.eval("window.cmdbConsole.picture.nodes('.root').map(n => n.data('label')).sort()").await;
+    let mut both_names = vec![first.clone(), second.clone()];
+    both_names.sort();
+    assert_eq!(roots, json!(both_names), "both CIs failing are drawn as roots");
+    let ways: Vec<(String, String)> = answer["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| (s["service"]["name"].as_str().expect("name").to_owned(), way_of(&s["severityPath"])))
+        .collect();
+    assert_eq!(shown_ways(&mut browser, "impact-services").await, ways, "the services and the ways they go down");
+    shoot(&mut browser, "impact-together").await;
+
+    // Leaving the first out: the second alone, and the group degraded again.
+    act_and_wait(
+        &mut browser,
+        &format!("document.querySelector('a[data-leave-out=\"{first_id}\"]').click()"),
+        "impact",
+    )
+    .await;
+    assert!(text_of(&mut browser, "#page-title").await.contains(&second));
+    let left = shown_severities(&mut browser).await;
+    assert!(left.contains(&(group.clone(), "DEGRADED".to_owned())), "{group} degraded again: {left:?}");
+
+    // A name several CIs share offers them; picking the first member brings both back.
+    let shared: String = first.chars().take(first.len().saturating_sub(1)).collect();
+    browser
+        .eval(&format!(
+            "{}; document.querySelector('form[aria-label=\"Add a CI that fails too\"]').requestSubmit(); true",
+            type_into("#also-failing", &shared)
+        ))
+        .await;
+    browser
+        .wait_for(&format!("document.querySelector('#also-failing-choices a[data-add=\"{first_id}\"]') !== null"))
+        .await;
+    act_and_wait(
+        &mut browser,
+        &format!("document.querySelector('#also-failing-choices a[data-add=\"{first_id}\"]').click()"),
+        "impact",
+    )
+    .await;
+    browser.wait_for("document.querySelectorAll('#impact-roots li').length === 2").await;
+
+    // A name nobody has is said so, and the page stays as it was.
+    browser
+        .eval(&format!(
+            "{}; document.querySelector('form[aria-label=\"Add a CI that fails too\"]').requestSubmit(); true",
+            type_into("#also-failing", "no-such-ci-anywhere")
+        ))
+        .await;
+    browser
+        .wait_for("document.getElementById('also-failing-choices').innerText.includes('No CI at this moment')")
+        .await;
+    assert_eq!(browser.eval("document.querySelectorAll('#impact-roots li').length").await, json!(2));
+
+    // A malformed id among the roots is refused as the API refuses it.
+    browser
+        .eval(&format!("{MAIN}.dataset.state = 'stale'; location.hash = '#/impact/{first_id},not-a-uuid'; true"))
+        .await;
+    browser.wait_for(&format!("{MAIN}.dataset.state === 'error' || {MAIN}.dataset.state === 'ready'")).await;
+    assert_eq!(browser.eval(&format!("{MAIN}.dataset.state")).await, json!("error"));
+    assert!(text_of(&mut browser, "main").await.contains("BAD_USER_INPUT"));
+    assert_eq!(server.head().await, head, "the console wrote nothing");
+}

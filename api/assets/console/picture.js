@@ -1,7 +1,8 @@
 // The impact picture: CIs as nodes and relationships as arrows (source to target, labelled
-// with the type), drawn by Cytoscape.js with a layered layout from the root. Services are
-// diamonds; DOWN is red, DEGRADED orange; the root has a thick border. Every node is also in
-// the tables beside the picture, so the picture is never the only way to reach a CI.
+// with the type), drawn by Cytoscape.js with a layered layout from the roots (the CIs
+// failing). Services are diamonds; DOWN is red, DEGRADED orange; a root has a thick border.
+// Every node is also in the tables beside the picture, so the picture is never the only way
+// to reach a CI.
 
 const COLOURS = { DOWN: '#d92d20', DEGRADED: '#f79009', none: '#5b8def', service: '#7f56d9' };
 
@@ -39,12 +40,12 @@ export function drawPicture(container, nodes, edges, onOpen) {
     })),
     ...edges.map((edge) => ({ data: { id: `e${edge.id}`, source: edge.source, target: edge.target, type: edge.type } })),
   ];
-  const root = nodes.find((node) => node.root);
+  const roots = nodes.filter((node) => node.root).map((node) => node.id);
   const picture = window.cytoscape({
     container,
     elements,
     style: STYLE,
-    layout: { name: 'breadthfirst', directed: false, roots: root ? [root.id] : undefined, spacingFactor: 1.15, animate: false },
+    layout: { name: 'breadthfirst', directed: false, roots: roots.length ? roots : undefined, spacingFactor: 1.15, animate: false },
     minZoom: 0.1,
     maxZoom: 3,
   });
@@ -59,7 +60,9 @@ export function drawPicture(container, nodes, edges, onOpen) {
  */
 export function impactElements(impact) {
   const nodes = new Map();
-  nodes.set(impact.root.id, { id: impact.root.id, label: impact.root.name, root: true, service: impact.root.class === 'business_service' });
+  for (const root of impact.roots) {
+    nodes.set(root.id, { id: root.id, label: root.name, root: true, service: root.class === 'business_service' });
+  }
   const edges = new Map();
   for (const reached of impact.reached) {
     nodes.set(reached.ci.id, {

@@ -118,12 +118,33 @@ export async function search(ctx) {
   };
   const data = await gql(SEARCH, { position: ctx.position, filter, first: SEARCH_PAGE_SIZE, after: p.get('after') || null });
   const found = data.at.cis;
+  const together = failingTogether(ctx);
   fill(ctx.main, 
     heading(ctx, 'Configuration items'),
     form,
-    table(`CIs at position ${ctx.position}`, ['Name', 'Class', 'Status', 'Environment', 'Version'],
-      found.nodes.map((ci) => [ciLink(ctx, ci), ci.class, badge(ci.status), ci.environment || '—', ci.version || '—'])),
+    table(`CIs at position ${ctx.position}`, ['Fails', 'Name', 'Class', 'Status', 'Environment', 'Version'],
+      found.nodes.map((ci) => [
+        h('input', { type: 'checkbox', name: 'fails', value: ci.id, 'aria-label': `${ci.name} fails`, on: { change: () => together.update() } }),
+        ciLink(ctx, ci), ci.class, badge(ci.status), ci.environment || '—', ci.version || '—']), 'search-results'),
+    together.controls,
     pager(ctx, 'search', '', p, found.pageInfo));
+}
+
+/**
+ * The search page's way to several CIs failing together (a rack, two members of a cluster):
+ * tick them in the results, then open their impact as one.
+ */
+function failingTogether(ctx) {
+  const button = h('button', { type: 'button', id: 'impact-selected', disabled: true }, 'Impact of the ticked CIs failing together');
+  const ticked = () => [...document.querySelectorAll('#search-results input[name=fails]:checked')].map((box) => box.value);
+  button.addEventListener('click', () => {
+    const ids = ticked();
+    if (ids.length) ctx.go('impact', ids.join(','), { dir: 'DOWNSTREAM' });
+  });
+  return {
+    controls: h('p', { class: 'controls' }, button),
+    update: () => { button.disabled = ticked().length === 0; },
+  };
 }
 
 function parseValue(text) {
@@ -216,44 +237,61 @@ export async function ci(ctx) {
 
 // ---------------------------------------------------------------- impact picture
 
-const IMPACT = `query Impact($position: Position, $id: ID!, $direction: ImpactDirection!, $depth: Int, $max: Int) {
+const IMPACT = `query Impact($position: Position, $ids: [ID!]!, $direction: ImpactDirection!, $depth: Int, $max: Int) {
   at(position: $position) {
-    impact(ci: $id, direction: $direction, maxDepth: $depth, maxResults: $max) {
+    impact(cis: $ids, direction: $direction, maxDepth: $depth, maxResults: $max) {
       count downCount degradedCount truncated
-      root { id name class }
+      roots { id name class }
       reached { depth severity ci { id name class } path { type ciId sourceId targetId relationshipId } }
       services { tier depth severity service { id name } path { ci { name } } severityPath { ci { name } } }
     }
   }
 }`;
 
+/** CIs whose names contain what was typed into "Fails too", offered when it names no one CI. */
+const ALSO_FAILING_CHOICES = 20;
+
+const ALSO_FAILING = `query AlsoFailing($position: Position, $name: String!, $first: Int!) {
+  at(position: $position) { cis(filter: { nameContains: $name }, first: $first) { nodes { id name class } } }
+}`;
+
+/** The CIs an impact page starts from: its argument is their ids, separated by commas. */
+function impactIds(arg) {
+  return arg.split(',').map((id) => id.trim()).filter(Boolean);
+}
+
 export async function impact(ctx) {
   const p = ctx.params;
   const direction = p.get('dir') === 'UPSTREAM' ? 'UPSTREAM' : 'DOWNSTREAM';
   const depth = Math.min(Math.max(Number(p.get('depth')) || 3, 1), 12);
-  const data = await gql(IMPACT, { position: ctx.position, id: ctx.arg, direction, depth, max: MAX_PICTURE_NODES });
+  const ids = impactIds(ctx.arg);
+  const data = await gql(IMPACT, { position: ctx.position, ids, direction, depth, max: MAX_PICTURE_NODES });
   const answer = data.at.impact;
+  const { roots } = answer;
+  const together = roots.length > 1;
   const form = h('form', { class: 'controls', 'aria-label': 'Impact settings' },
     field('Direction', (() => {
       const select = h('select', { name: 'dir' },
-        h('option', { value: 'DOWNSTREAM' }, 'Downstream: what its failure reaches'),
-        h('option', { value: 'UPSTREAM' }, 'Upstream: what it depends on'));
+        h('option', { value: 'DOWNSTREAM' }, together ? 'Downstream: what their failure reaches' : 'Downstream: what its failure reaches'),
+        h('option', { value: 'UPSTREAM' }, together ? 'Upstream: what they depend on' : 'Upstream: what it depends on'));
       select.value = direction;
       return select;
     })()),
     field('Depth', h('input', { name: 'depth', type: 'number', min: '1', max: '12', value: String(depth) })),
     h('button', { type: 'submit', class: 'primary' }, 'Draw'));
   form.addEventListener('submit', (event) => { event.preventDefault(); ctx.go('impact', ctx.arg, formParams(form)); });
+  const names = together ? `${roots.length} CIs failing together` : roots[0].name;
   const holder = h('div', { id: 'picture', role: 'img',
-    'aria-label': `Graph of ${answer.count} CIs reached ${direction.toLowerCase()} from ${answer.root.name}; the tables below list them` });
+    'aria-label': `Graph of ${answer.count} CIs reached ${direction.toLowerCase()} from ${names}; the tables below list them` });
   const summary = h('p', {},
     `${answer.count} CIs reached within ${depth} hops`,
     direction === 'DOWNSTREAM' ? ` · ${answer.downCount} down · ${answer.degradedCount} degraded` : '',
     ` · ${answer.services.length} business services`,
     answer.truncated ? h('span', { class: 'notice' }, ` Only the first ${MAX_PICTURE_NODES} are drawn; lower the depth to see all.`) : '');
   fill(ctx.main, 
-    heading(ctx, `Impact of ${answer.root.name}`),
-    h('p', { class: 'muted' }, ciLink(ctx, answer.root), ` · ${answer.root.class} · click a node to centre the picture on it`),
+    heading(ctx, `Impact of ${names}`),
+    impactRoots(ctx, roots, ids, p),
+    alsoFailing(ctx, ids, p),
     form, summary,
     h('div', { class: 'legend', 'aria-hidden': 'true' },
       h('span', { style: '--c:#d92d20' }, 'down'), h('span', { style: '--c:#f79009' }, 'degraded'),
@@ -270,9 +308,57 @@ export async function impact(ctx) {
     h('details', {}, h('summary', {}, `Every CI reached (${answer.reached.length})`),
       table(null, ['CI', 'Class', 'Hops', 'Severity', 'Reached through'], answer.reached.map((reached) => [
         ciLink(ctx, reached.ci), reached.ci.class, reached.depth, badge(reached.severity) || '—',
-        reached.path.length ? reached.path[reached.path.length - 1].type : '—']))));
+        reached.path.length ? reached.path[reached.path.length - 1].type : '—']), 'impact-reached')));
   const { nodes, edges } = impactElements(answer);
   drawPicture(holder, nodes, edges, (id) => ctx.go('impact', id, { dir: direction, depth: String(depth) }));
+}
+
+/** The CIs failing: one, or several each with a link to the impact without it. */
+function impactRoots(ctx, roots, ids, params) {
+  if (roots.length === 1) {
+    return h('p', { class: 'muted' }, ciLink(ctx, roots[0]), ` · ${roots[0].class} · click a node to centre the picture on it`);
+  }
+  return h('section', { 'aria-labelledby': 'roots-h' },
+    h('h2', { id: 'roots-h' }, 'Failing together'),
+    h('ul', { id: 'impact-roots' }, roots.map((root) => h('li', {}, ciLink(ctx, root), ` · ${root.class} · `,
+      h('a', { href: ctx.href('impact', ids.filter((id) => id !== root.id).join(','), params), 'data-leave-out': root.id },
+        `Leave ${root.name} out`)))),
+    h('p', { class: 'muted' }, 'Click a node to see its failure alone.'));
+}
+
+/**
+ * "Fails too": a CI named (or its id) joins the CIs failing. A name that is not exactly one
+ * CI's offers the CIs whose names contain it.
+ */
+function alsoFailing(ctx, ids, params) {
+  const input = h('input', { name: 'also', id: 'also-failing', placeholder: 'name or id', required: true });
+  const choices = h('div', { id: 'also-failing-choices', 'aria-live': 'polite' });
+  const add = (id) => ctx.go('impact', [...ids.filter((known) => known !== id), id].join(','), params);
+  const form = h('form', { class: 'controls', 'aria-label': 'Add a CI that fails too' },
+    field('Fails too', input), h('button', { type: 'submit' }, 'Add'), choices);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(text)) return add(text.toLowerCase());
+    let found;
+    try {
+      found = (await gql(ALSO_FAILING, { position: ctx.position, name: text, first: ALSO_FAILING_CHOICES })).at.cis.nodes;
+    } catch (failure) {
+      fill(choices, h('p', { class: 'notice' }, `${failure.code}: ${failure.message}`));
+      return;
+    }
+    const exact = found.filter((ci) => ci.name === text);
+    if (exact.length === 1) return add(exact[0].id);
+    if (found.length === 1) return add(found[0].id);
+    fill(choices, found.length
+      ? [h('p', {}, `${found.length === ALSO_FAILING_CHOICES ? `The first ${ALSO_FAILING_CHOICES}` : found.length} CIs are named like "${text}"; pick one:`),
+        h('ul', {}, found.map((ci) => h('li', {},
+          h('a', { href: ctx.href('impact', [...ids.filter((known) => known !== ci.id), ci.id].join(','), params), 'data-add': ci.id }, ci.name),
+          ` · ${ci.class}`)))]
+      : h('p', { class: 'notice' }, `No CI at this moment is named like "${text}".`));
+  });
+  return form;
 }
 
 // ---------------------------------------------------------------- diff
