@@ -826,6 +826,42 @@ async fn shown_severities(browser: &mut Browser) -> Vec<(String, String)> {
     serde_json::from_value(shown).expect("rows")
 }
 
+/// The impact page shows the API's answer for `roots` failing together (within three hops): the
+/// picture's nodes and roots, and each service with the way its failure arrives.
+async fn assert_page_is_the_apis(browser: &mut Browser, server: &TestServer, roots: [(&str, &str); 2]) {
+    let [(first_id, first), (second_id, second)] = roots;
+    let expected = server
+        .ok(
+            &server.admin_token,
+            "query($ids: [ID!]) { at { impact(cis: $ids, maxDepth: 3, maxResults: 300) {
+               roots { name } reached { ci { name } } services { service { name } severityPath { ci { name } } } } } }",
+            json!({ "ids": [first_id, second_id] }),
+        )
+        .await;
+    let answer = &expected["at"]["impact"];
+    let mut names: BTreeSet<String> = answer["reached"]
+        .as_array()
+        .expect("reached")
+        .iter()
+        .map(|r| r["ci"]["name"].as_str().expect("name").to_owned())
+        .collect();
+    names.extend([first.to_owned(), second.to_owned()]);
+    let drawn = browser.eval("window.cmdbConsole.picture.nodes().map(n => n.data('label'))").await;
+    let drawn: BTreeSet<String> = serde_json::from_value(drawn).expect("labels");
+    assert_eq!(drawn, names, "the picture's nodes are the roots and the CIs the API reaches");
+    let roots = browser.eval("window.cmdbConsole.picture.nodes('.root').map(n => n.data('label')).sort()").await;
+    let mut both_names = vec![first.to_owned(), second.to_owned()];
+    both_names.sort();
+    assert_eq!(roots, json!(both_names), "both CIs failing are drawn as roots");
+    let ways: Vec<(String, String)> = answer["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| (s["service"]["name"].as_str().expect("name").to_owned(), way_of(&s["severityPath"])))
+        .collect();
+    assert_eq!(shown_ways(browser, "impact-services").await, ways, "the services and the ways they go down");
+}
+
 /// Part 2 of issue 15 in the console: CIs failing together, ticked in the search results or
 /// added by name, drawn as one impact; the page's answer is the API's for the same set, a group
 /// needing two members down is down only when both are, and leaving one out says degraded.
@@ -876,36 +912,7 @@ async fn several_cis_failing_together_are_one_impact() {
     assert!(both.contains(&(group.clone(), "DOWN".to_owned())), "{group} down with both members down: {both:?}");
 
     // The page's answer is the API's for the same two CIs: the picture, and the services.
-    let expected = server
-        .ok(
-            &server.admin_token,
-            "query($ids: [ID!]) { at { impact(cis: $ids, maxDepth: 3, maxResults: 300) {
-               roots { name } reached { ci { name } } services { service { name } severityPath { ci { name } } } } } }",
-            json!({ "ids": [first_id, second_id] }),
-        )
-        .await;
-    let answer = &expected["at"]["impact"];
-    let mut names: BTreeSet<String> = answer["reached"]
-        .as_array()
-        .expect("reached")
-        .iter()
-        .map(|r| r["ci"]["name"].as_str().expect("name").to_owned())
-        .collect();
-    names.extend([first.clone(), second.clone()]);
-    let drawn = browser.eval("window.cmdbConsole.picture.nodes().map(n => n.data('label'))").await;
-    let drawn: BTreeSet<String> = serde_json::from_value(drawn).expect("labels");
-    assert_eq!(drawn, names, "the picture's nodes are the roots and the CIs the API reaches");
-    let roots = browser.eval("window.cmdbConsole.picture.nodes('.root').map(n => n.data('label')).sort()").await;
-    let mut both_names = vec![first.clone(), second.clone()];
-    both_names.sort();
-    assert_eq!(roots, json!(both_names), "both CIs failing are drawn as roots");
-    let ways: Vec<(String, String)> = answer["services"]
-        .as_array()
-        .expect("services")
-        .iter()
-        .map(|s| (s["service"]["name"].as_str().expect("name").to_owned(), way_of(&s["severityPath"])))
-        .collect();
-    assert_eq!(shown_ways(&mut browser, "impact-services").await, ways, "the services and the ways they go down");
+    assert_page_is_the_apis(&mut browser, &server, [(&first_id, &first), (&second_id, &second)]).await;
     shoot(&mut browser, "impact-together").await;
 
     // Leaving the first out: the second alone, and the group degraded again.
