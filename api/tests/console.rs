@@ -957,6 +957,18 @@ async fn several_cis_failing_together_are_one_impact() {
         .await;
     assert_eq!(browser.eval("document.querySelectorAll('#impact-roots li').length").await, json!(2));
 
+    // Ids written in upper case name the same CIs: leaving one out still finds it.
+    let upper = format!("#/impact/{},{}", first_id.to_uppercase(), second_id.to_uppercase());
+    act_and_wait(&mut browser, &format!("location.hash = '{upper}'"), "impact").await;
+    assert_eq!(browser.eval("document.querySelectorAll('#impact-roots li').length").await, json!(2));
+    act_and_wait(
+        &mut browser,
+        &format!("document.querySelector('a[data-leave-out=\"{first_id}\"]').click()"),
+        "impact",
+    )
+    .await;
+    assert!(text_of(&mut browser, "#page-title").await.contains(&second), "left with {second} alone");
+
     // A malformed id among the roots is refused as the API refuses it.
     browser
         .eval(&format!("{MAIN}.dataset.state = 'stale'; location.hash = '#/impact/{first_id},not-a-uuid'; true"))

@@ -255,9 +255,12 @@ const ALSO_FAILING = `query AlsoFailing($position: Position, $name: String!, $fi
   at(position: $position) { cis(filter: { nameContains: $name }, first: $first) { nodes { id name class } } }
 }`;
 
-/** The CIs an impact page starts from: its argument is their ids, separated by commas. */
+/**
+ * The CIs an impact page starts from: its argument is their ids, separated by commas (in
+ * lower case, as the API writes them, so a root's link to leave it out finds it).
+ */
 function impactIds(arg) {
-  return arg.split(',').map((id) => id.trim()).filter(Boolean);
+  return arg.split(',').map((id) => id.trim().toLowerCase()).filter(Boolean);
 }
 
 export async function impact(ctx) {
