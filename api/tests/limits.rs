@@ -217,3 +217,61 @@ async fn invalid_settings_are_refused_at_start_with_the_setting_named() {
     assert!(error.to_string().contains("max_page_size is 0"), "{error}");
     assert!(!dir.path().join("events.sqlite").exists(), "nothing was created");
 }
+
+/// Every list the cost model bounds by its domain (`LIST_BOUNDS`) is a list field of the served
+/// schema: a misspelt entry would silently cost the page maximum instead.
+#[tokio::test]
+async fn every_domain_bound_names_a_list_of_the_schema() {
+    let server = TestServer::start().await;
+    for (type_name, field, _) in cmdb_api::server::graphql::cost::LIST_BOUNDS {
+        let data = server
+            .ok(
+                &server.admin_token,
+                "query($t: String!) { __type(name: $t) { fields { name type { kind ofType { kind ofType { kind } } } } } }",
+                json!({ "t": type_name }),
+            )
+            .await;
+        let fields = data["__type"]["fields"].as_array().unwrap_or_else(|| panic!("{type_name} is a type: {data}"));
+        let found = fields.iter().find(|f| f["name"] == json!(field)).unwrap_or_else(|| panic!("{type_name}.{field}"));
+        let mut kind = &found["type"];
+        while kind["kind"] == json!("NON_NULL") {
+            kind = &kind["ofType"];
+        }
+        assert_eq!(kind["kind"], json!("LIST"), "{type_name}.{field} is a list");
+    }
+}
+
+/// A diff entry's changed `fields` cost what a CI can have (`MAX_FIELD_CHANGES`), not the page
+/// maximum: a day's diff with them, a page of 10,000 entries, is admitted at the complexity
+/// the side-by-side comparison with PostgreSQL serves with (it was refused at 300 M units), and
+/// one more entry per page than the bound allows is still refused.
+#[tokio::test]
+async fn a_diff_with_its_changed_fields_costs_what_a_ci_can_have() {
+    let server = TestServer::start_with(cmdb_api::settings::ServeSettings {
+        demo: true,
+        max_page_size: 10_000,
+        max_query_complexity: 10_000_000,
+        ..settings()
+    })
+    .await;
+    let head = server.head().await;
+    let query = "query($n: Int!, $to: Position!) { diff(from: { position: 1 }, to: { position: $to }) {
+        cis(first: $n) { nodes { id kind fields { field before after } } pageInfo { hasNextPage endCursor } }
+        relationships(first: $n) { nodes { kind relationship { id type sourceId targetId } } pageInfo { hasNextPage } } } }";
+    let data = server.ok(&server.admin_token, query, json!({ "n": 10_000, "to": head })).await;
+    let entries = data["diff"]["cis"]["nodes"].as_array().expect("entries");
+    assert!(entries.iter().any(|e| e["fields"].as_array().is_some_and(|f| !f.is_empty())), "fields are listed");
+    // The bound is what is charged: three such pages cost 12 M units, past the limit (at the
+    // page maximum they would cost 900 M). Each entry: nodes, id, kind, and the fields list
+    // (one, plus three leaves for each field it can hold).
+    let too_many = "query($to: Position!) { diff(from: { position: 1 }, to: { position: $to }) {
+        a: cis(first: 10000) { nodes { id kind fields { field before after } } }
+        b: cis(first: 10000) { nodes { id kind fields { field before after } } }
+        c: cis(first: 10000) { nodes { id kind fields { field before after } } } } }";
+    let per_entry = 3 + (1 + 3 * cmdb_projections::diff::MAX_FIELD_CHANGES as u64);
+    let (_, body) = server.graphql(&server.admin_token, too_many, json!({ "to": head })).await;
+    assert_eq!(error_code(&body), "LIMIT_EXCEEDED", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "max_query_complexity");
+    assert_eq!(body["errors"][0]["extensions"]["value"], json!(1 + 3 * (1 + 10_000 * per_entry)), "{body}");
+    assert_eq!(server.head().await, head, "reads record nothing");
+}

@@ -115,6 +115,15 @@ fn json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
+/// The fields [`field_changes`] compares besides the attributes: name, status, environment,
+/// owner, location, version.
+const FIXED_FIELDS: usize = 6;
+
+/// Most fields that can differ between two versions of a CI: the fixed ones, and every
+/// attribute of either version (each carries at most `MAX_ATTRIBUTES`, which the domain
+/// enforces on every write). What bounds a diff entry's `fields` in the API's cost model.
+pub const MAX_FIELD_CHANGES: usize = FIXED_FIELDS + 2 * cmdb_core::ci::schema::MAX_ATTRIBUTES;
+
 /// The fields of two versions that differ, in a fixed order. Values are turned into JSON only
 /// when they differ; attribute maps shared by both versions are not even walked.
 pub fn field_changes(before: Option<&CiSnapshot>, after: Option<&CiSnapshot>) -> Vec<FieldChange> {
@@ -163,6 +172,7 @@ pub fn field_changes(before: Option<&CiSnapshot>, after: Option<&CiSnapshot>) ->
             });
         }
     }
+    debug_assert!(changes.len() <= MAX_FIELD_CHANGES, "{} fields differ", changes.len());
     changes
 }
 

@@ -52,6 +52,7 @@ pub const LIST_BOUNDS: &[(&str, &str, u64)] = &[
     ("CalendarView", "changes", cmdb_projections::calendar::MAX_CALENDAR_CHANGES as u64),
     ("CalendarView", "serviceHours", cmdb_projections::calendar::MAX_CALENDAR_SERVICES as u64),
     ("ChangeReport", "periods", cmdb_projections::reports::MAX_REPORT_BUCKETS as u64),
+    ("DiffCi", "fields", cmdb_projections::diff::MAX_FIELD_CHANGES as u64),
     // Impact and paths: the graph's own bounds, which can be above the page maximum.
     ("ImpactResult", "reached", cmdb_projections::graph::MAX_RESULTS as u64),
     ("ImpactResult", "cycles", cmdb_projections::graph::MAX_CYCLES_REPORTED as u64),
