@@ -282,8 +282,11 @@ pub enum CiPart {
 }
 
 /// The plan of a selection on `Ci`, or `None` when it asks anything else.
-pub(super) fn ci_plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Plan<CiPart>> {
-    raw_json::plan_of(set, "Ci", |name, sub| {
+pub(super) fn ci_plan(
+    set: &async_graphql::parser::types::SelectionSet,
+    fragments: &raw_json::Fragments,
+) -> Option<Plan<CiPart>> {
+    raw_json::plan_of(set, "Ci", fragments, |name, sub| {
         Some(match name {
             "id" => CiPart::Id,
             "class" => CiPart::Class,
@@ -291,8 +294,8 @@ pub(super) fn ci_plan(set: &async_graphql::parser::types::SelectionSet) -> Optio
             "status" => CiPart::Status,
             "environment" => CiPart::Environment,
             "version" => CiPart::Version,
-            "owner" => CiPart::Owner(ci_plan(sub)?),
-            "location" => CiPart::Location(ci_plan(sub)?),
+            "owner" => CiPart::Owner(ci_plan(sub, fragments)?),
+            "location" => CiPart::Location(ci_plan(sub, fragments)?),
             "attributes" => CiPart::Attributes,
             "validFrom" => CiPart::ValidFrom,
             "validTo" => CiPart::ValidTo,
@@ -338,8 +341,8 @@ pub(super) fn render_ci(out: &mut JsonOut, graph: &TemporalGraph, ci: &CiSnapsho
 impl RenderJson for Ci {
     type Plan = Plan<CiPart>;
 
-    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
-        ci_plan(set)
+    fn plan(set: &async_graphql::parser::types::SelectionSet, fragments: &raw_json::Fragments) -> Option<Self::Plan> {
+        ci_plan(set, fragments)
     }
 
     fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {
@@ -362,13 +365,16 @@ pub enum RelationshipPart {
 }
 
 /// The plan of a selection on `Relationship`, or `None` when it asks anything else.
-pub(super) fn relationship_plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Plan<RelationshipPart>> {
-    raw_json::plan_of(set, "Relationship", |name, sub| {
+pub(super) fn relationship_plan(
+    set: &async_graphql::parser::types::SelectionSet,
+    fragments: &raw_json::Fragments,
+) -> Option<Plan<RelationshipPart>> {
+    raw_json::plan_of(set, "Relationship", fragments, |name, sub| {
         Some(match name {
             "id" => RelationshipPart::Id,
             "type" => RelationshipPart::Type,
-            "source" => RelationshipPart::Source(ci_plan(sub)?),
-            "target" => RelationshipPart::Target(ci_plan(sub)?),
+            "source" => RelationshipPart::Source(ci_plan(sub, fragments)?),
+            "target" => RelationshipPart::Target(ci_plan(sub, fragments)?),
             "sourceId" => RelationshipPart::SourceId,
             "targetId" => RelationshipPart::TargetId,
             "validFrom" => RelationshipPart::ValidFrom,
@@ -414,8 +420,8 @@ pub(super) fn render_relationship(
 impl RenderJson for Relationship {
     type Plan = Plan<RelationshipPart>;
 
-    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
-        relationship_plan(set)
+    fn plan(set: &async_graphql::parser::types::SelectionSet, fragments: &raw_json::Fragments) -> Option<Self::Plan> {
+        relationship_plan(set, fragments)
     }
 
     fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {
@@ -436,12 +442,13 @@ pub enum ImpactPart {
 /// The plan of a selection on an impact's entry: `ci_field` names its CI (`ci`, `service`).
 fn impact_plan(
     set: &async_graphql::parser::types::SelectionSet,
+    fragments: &raw_json::Fragments,
     typename: &str,
     ci_field: &str,
 ) -> Option<Plan<ImpactPart>> {
-    raw_json::plan_of(set, typename, |name, sub| {
+    raw_json::plan_of(set, typename, fragments, |name, sub| {
         Some(match name {
-            _ if name == ci_field => ImpactPart::Ci(ci_plan(sub)?),
+            _ if name == ci_field => ImpactPart::Ci(ci_plan(sub, fragments)?),
             "depth" => ImpactPart::Depth,
             "severity" => ImpactPart::Severity,
             "tier" if ci_field == "service" => ImpactPart::Tier,
@@ -472,8 +479,8 @@ fn render_impacted(
 impl RenderJson for ImpactedCi {
     type Plan = Plan<ImpactPart>;
 
-    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
-        impact_plan(set, "ImpactedCi", "ci")
+    fn plan(set: &async_graphql::parser::types::SelectionSet, fragments: &raw_json::Fragments) -> Option<Self::Plan> {
+        impact_plan(set, fragments, "ImpactedCi", "ci")
     }
 
     fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {
@@ -488,8 +495,8 @@ impl RenderJson for ImpactedCi {
 impl RenderJson for ImpactedService {
     type Plan = Plan<ImpactPart>;
 
-    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
-        impact_plan(set, "ImpactedService", "service")
+    fn plan(set: &async_graphql::parser::types::SelectionSet, fragments: &raw_json::Fragments) -> Option<Self::Plan> {
+        impact_plan(set, fragments, "ImpactedService", "service")
     }
 
     fn render(ctx: &async_graphql::ContextSelectionSet<'_>, items: &[Self], plan: &Self::Plan, out: &mut JsonOut) {

@@ -219,14 +219,14 @@ pub enum DiffCiPart {
 impl RenderJson for DiffCi {
     type Plan = Plan<DiffCiPart>;
 
-    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
-        raw_json::plan_of(set, "DiffCi", |name, sub| {
+    fn plan(set: &async_graphql::parser::types::SelectionSet, fragments: &raw_json::Fragments) -> Option<Self::Plan> {
+        raw_json::plan_of(set, "DiffCi", fragments, |name, sub| {
             Some(match name {
                 "id" => DiffCiPart::Id,
                 "kind" => DiffCiPart::Kind,
                 "transitioned" => DiffCiPart::Transitioned,
-                "before" => DiffCiPart::Before(ci_plan(sub)?),
-                "after" => DiffCiPart::After(ci_plan(sub)?),
+                "before" => DiffCiPart::Before(ci_plan(sub, fragments)?),
+                "after" => DiffCiPart::After(ci_plan(sub, fragments)?),
                 _ => return None,
             })
         })
@@ -265,11 +265,11 @@ pub enum DiffRelationshipPart {
 impl RenderJson for DiffRelationship {
     type Plan = Plan<DiffRelationshipPart>;
 
-    fn plan(set: &async_graphql::parser::types::SelectionSet) -> Option<Self::Plan> {
-        raw_json::plan_of(set, "DiffRelationship", |name, sub| {
+    fn plan(set: &async_graphql::parser::types::SelectionSet, fragments: &raw_json::Fragments) -> Option<Self::Plan> {
+        raw_json::plan_of(set, "DiffRelationship", fragments, |name, sub| {
             Some(match name {
                 "kind" => DiffRelationshipPart::Kind,
-                "relationship" => DiffRelationshipPart::Relationship(relationship_plan(sub)?),
+                "relationship" => DiffRelationshipPart::Relationship(relationship_plan(sub, fragments)?),
                 _ => return None,
             })
         })

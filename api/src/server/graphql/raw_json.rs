@@ -9,7 +9,9 @@
 //!   writes the answer with [`write_batch`] (anything else that executes the schema, a
 //!   WebSocket operation or a test calling `execute`, gets the general path);
 //! - the items' selection is plain: fields the item knows, without arguments, aliases allowed,
-//!   `__typename` allowed, no fragment, no directive, no response key twice.
+//!   `__typename` allowed, no directive, no response key twice. Fragments (named or inline, as
+//!   Apollo and Relay clients write every selection) count as their fields, in place, when
+//!   they are on the item's own type and carry no directive.
 //!
 //! Otherwise the list is resolved as any other ([`resolve_in_turn`]), so an answer never
 //! depends on which path ran: the tests hold the two byte-equal over random selections.
@@ -23,7 +25,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::{self, Write};
 
-use async_graphql::parser::types::{Field, Selection, SelectionSet};
+use async_graphql::parser::types::{Field, FragmentDefinition, Selection, SelectionSet};
 use async_graphql::registry::Registry;
 use async_graphql::{BatchResponse, ContextSelectionSet, OutputType, Positioned, Response, ServerResult, Value};
 
@@ -165,18 +167,64 @@ pub struct Plan<F> {
     entries: Vec<Planned<F>>,
 }
 
+/// The fragments a request's document defines, by name: what its spreads refer to.
+pub type Fragments = std::collections::HashMap<async_graphql::Name, Positioned<FragmentDefinition>>;
+
+/// The fields `set` selects on the type `typename`, in the document's order, each fragment
+/// replaced by its own fields (GraphQL's field collection, for the cases written here). `None`
+/// when a fragment is on another type (an interface, say), carries a directive, or nests past
+/// [`MAX_FRAGMENT_NESTING`](super::cost::MAX_FRAGMENT_NESTING) (validation refuses cycles first).
+fn collect_fields<'a>(
+    set: &'a SelectionSet,
+    typename: &str,
+    fragments: &'a Fragments,
+    nesting: usize,
+    fields: &mut Vec<&'a Positioned<Field>>,
+) -> Option<()> {
+    if nesting > super::cost::MAX_FRAGMENT_NESTING {
+        return None;
+    }
+    for item in &set.items {
+        let inner = match &item.node {
+            Selection::Field(selected) => {
+                fields.push(selected);
+                continue;
+            }
+            Selection::FragmentSpread(spread) => {
+                let definition = &fragments.get(&spread.node.fragment_name.node)?.node;
+                let on_this_type = definition.type_condition.node.on.node == typename;
+                if !spread.node.directives.is_empty() || !definition.directives.is_empty() || !on_this_type {
+                    return None;
+                }
+                &definition.selection_set.node
+            }
+            Selection::InlineFragment(inline) => {
+                let on_this_type = inline.node.type_condition.as_ref().is_none_or(|c| c.node.on.node == typename);
+                if !inline.node.directives.is_empty() || !on_this_type {
+                    return None;
+                }
+                &inline.node.selection_set.node
+            }
+        };
+        collect_fields(inner, typename, fragments, nesting + 1, fields)?;
+    }
+    Some(())
+}
+
 /// The plan of `set` on the type `typename`: `field` names what each selected field answers
 /// (from its name and sub-selection), or `None` when it cannot be written here. `None` for the
 /// whole set when any field cannot, or the set is not plain (module docs).
 pub fn plan_of<F>(
     set: &SelectionSet,
     typename: &str,
+    fragments: &Fragments,
     mut field: impl FnMut(&str, &SelectionSet) -> Option<F>,
 ) -> Option<Plan<F>> {
-    let mut keys: HashSet<&str> = HashSet::with_capacity(set.items.len());
-    let mut entries = Vec::with_capacity(set.items.len());
-    for item in &set.items {
-        let Selection::Field(selected) = &item.node else { return None };
+    let mut selected_fields = Vec::with_capacity(set.items.len());
+    collect_fields(set, typename, fragments, 0, &mut selected_fields)?;
+    let mut keys: HashSet<&str> = HashSet::with_capacity(selected_fields.len());
+    let mut entries = Vec::with_capacity(selected_fields.len());
+    for selected in selected_fields {
         let Field { alias, name, arguments, directives, selection_set } = &selected.node;
         if !arguments.is_empty() || !directives.is_empty() {
             return None;
@@ -218,8 +266,9 @@ pub trait RenderJson: OutputType + Sized {
     /// What the items' selection asks, decided once per list.
     type Plan;
 
-    /// The plan of a selection on this type, or `None` when only the general path answers it.
-    fn plan(set: &SelectionSet) -> Option<Self::Plan>;
+    /// The plan of a selection on this type (its spreads read from `fragments`), or `None`
+    /// when only the general path answers it.
+    fn plan(set: &SelectionSet, fragments: &Fragments) -> Option<Self::Plan>;
 
     /// Writes each item as an object of `plan`, separated by commas, stopping early once
     /// `out` is full.
@@ -272,7 +321,7 @@ impl<T: RenderJson> OutputType for Rendered<T> {
 
     async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
         if let Some(raw) = ctx.data_opt::<RawAnswers>()
-            && let Some(plan) = T::plan(&field.node.selection_set.node)
+            && let Some(plan) = T::plan(&field.node.selection_set.node, &ctx.query_env.fragments)
         {
             let mut out = JsonOut::new(raw.max_response_bytes);
             out.raw(b"[");
@@ -429,7 +478,7 @@ mod tests {
     fn a_blob_is_spliced_and_counted_and_a_cut_one_refused() {
         let mut out = JsonOut::new(1_000);
         out.raw(b"[");
-        let plan = plan_of(&SelectionSet::default(), "T", |_, _| Some(())).expect("plan");
+        let plan = plan_of(&SelectionSet::default(), "T", &Fragments::default(), |_, _| Some(())).expect("plan");
         object(&mut out, &plan, |_, ()| {});
         out.raw(b",");
         out.display(42);
@@ -481,7 +530,8 @@ mod tests {
             let document = async_graphql::parser::parse_query(query).expect("parses");
             let (_, operation) = document.operations.iter().next().expect("an operation");
             let set = operation.node.selection_set.node.clone();
-            plan_of(&set, "T", |name, _| (name != "unknown").then_some(name.to_owned()))
+            let fragments: Fragments = document.fragments.clone().into_iter().collect();
+            plan_of(&set, "T", &fragments, |name, _| (name != "unknown").then_some(name.to_owned()))
                 .map(|p| p.entries.iter().map(|e| String::from_utf8_lossy(&e.key).into_owned()).collect::<Vec<_>>())
         };
         assert_eq!(
@@ -493,7 +543,27 @@ mod tests {
         assert_eq!(plan("{ a b: a }"), Some(vec!["\"a\":".into(), "\"b\":".into()]), "aliases are distinct keys");
         assert_eq!(plan("{ a(x: 1) }"), None, "arguments");
         assert_eq!(plan("{ a @include(if: true) }"), None, "directives");
-        assert_eq!(plan("{ ... on T { a } }"), None, "fragments");
-        assert_eq!(plan("{ ...F } fragment F on T { a }"), None, "fragment spreads");
+        // Fragments on the type itself count as their fields, in the document's order.
+        let keys = |names: &[&str]| Some(names.iter().map(|n| format!("\"{n}\":")).collect::<Vec<_>>());
+        assert_eq!(plan("{ a ... on T { b } c }"), keys(&["a", "b", "c"]), "an inline fragment");
+        assert_eq!(plan("{ ... { a } }"), keys(&["a"]), "an inline fragment without a type");
+        assert_eq!(
+            plan("{ c ...F } fragment F on T { a ...G } fragment G on T { b }"),
+            keys(&["c", "a", "b"]),
+            "spreads"
+        );
+        assert_eq!(plan("{ a ...F } fragment F on T { a }"), None, "a key twice through a fragment");
+        assert_eq!(plan("{ ... on U { a } }"), None, "a fragment on another type");
+        assert_eq!(plan("{ ...F } fragment F on U { a }"), None, "a spread on another type");
+        assert_eq!(plan("{ ... on T @include(if: true) { a } }"), None, "a fragment's directive");
+        assert_eq!(plan("{ ...F @skip(if: false) } fragment F on T { a }"), None, "a spread's directive");
+        assert_eq!(plan("{ ...Missing }"), None, "an unknown fragment (validation refuses it first)");
+        // A chain of spreads past the nesting bound is left to the general path.
+        let mut chain = String::from("{ ...F0 } ");
+        for i in 0..=super::super::cost::MAX_FRAGMENT_NESTING {
+            chain.push_str(&format!("fragment F{i} on T {{ ...F{} }} ", i + 1));
+        }
+        chain.push_str(&format!("fragment F{} on T {{ a }}", super::super::cost::MAX_FRAGMENT_NESTING + 1));
+        assert_eq!(plan(&chain), None, "nesting past the bound");
     }
 }
