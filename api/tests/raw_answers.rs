@@ -242,6 +242,27 @@ async fn a_diff_written_as_text_equals_the_general_answer_for_any_plain_selectio
         },
         |v| nodes(v, &["diff", "cis"]),
     );
+    // Each entry's changed fields, with the entry's id before or after them.
+    let field_change = proptest::sample::subsequence(vec!["field", "before", "after", "__typename"], 1..=4)
+        .prop_map(|names| names.into_iter().map(|name| Pick { alias: None, name, sub: vec![] }).collect::<Vec<_>>());
+    let diff_fields = (field_change, any::<bool>())
+        .prop_map(|(sub, fields_first)| {
+            let fields = Pick { alias: Some("f".into()), name: "fields", sub };
+            let id = Pick { alias: None, name: "id", sub: vec![] };
+            if fields_first { vec![fields, id] } else { vec![id, fields] }
+        })
+        .boxed();
+    same_on_both_paths(
+        &server,
+        diff_fields,
+        "DiffCi",
+        |s| {
+            format!(
+                "{{ diff(from: {{position: 40}}, to: {{position: {head}}}) {{ cis(first: 300) {{ nodes {{ {s} }} }} }} }}"
+            )
+        },
+        |v| nodes(v, &["diff", "cis"]),
+    );
     let rel = picks(REL_SCALARS, &["source", "target"], 1);
     let diff_rel = rel
         .prop_flat_map(|rel| {

@@ -206,14 +206,50 @@ impl DiffRelationship {
     }
 }
 
-/// What a plain selection on `DiffCi` asks (its `fields` and `events` only the general path
-/// answers).
+/// What a plain selection on `DiffCi` asks (its `events` only the general path answers).
 pub enum DiffCiPart {
     Id,
     Kind,
     Transitioned,
     Before(Plan<CiPart>),
     After(Plan<CiPart>),
+    Fields(Plan<FieldChangePart>),
+}
+
+/// What a plain selection on `FieldChange` asks.
+pub enum FieldChangePart {
+    Field,
+    Before,
+    After,
+}
+
+/// The plan of a selection on a diff entry's changed fields.
+fn field_change_plan(
+    set: &async_graphql::parser::types::SelectionSet,
+    fragments: &raw_json::Fragments,
+) -> Option<Plan<FieldChangePart>> {
+    raw_json::plan_of(set, "FieldChange", fragments, |name, _| {
+        Some(match name {
+            "field" => FieldChangePart::Field,
+            "before" => FieldChangePart::Before,
+            "after" => FieldChangePart::After,
+            _ => return None,
+        })
+    })
+}
+
+/// Writes an entry's changed fields as `fields` answers them: a list of objects of `plan`.
+fn render_field_changes(out: &mut JsonOut, entry: &diff::CiDiff, plan: &Plan<FieldChangePart>) {
+    let changes = entry.fields();
+    out.raw(b"[");
+    raw_json::items(out, &changes, |out, change| {
+        raw_json::object(out, plan, |out, part| match part {
+            FieldChangePart::Field => out.string(&change.field),
+            FieldChangePart::Before => out.json(&as_enum_value(&change.field, &change.before)),
+            FieldChangePart::After => out.json(&as_enum_value(&change.field, &change.after)),
+        });
+    });
+    out.raw(b"]");
 }
 
 impl RenderJson for DiffCi {
@@ -227,6 +263,7 @@ impl RenderJson for DiffCi {
                 "transitioned" => DiffCiPart::Transitioned,
                 "before" => DiffCiPart::Before(ci_plan(sub, fragments)?),
                 "after" => DiffCiPart::After(ci_plan(sub, fragments)?),
+                "fields" => DiffCiPart::Fields(field_change_plan(sub, fragments)?),
                 _ => return None,
             })
         })
@@ -240,6 +277,7 @@ impl RenderJson for DiffCi {
                 DiffCiPart::Id => out.display(entry.id),
                 DiffCiPart::Kind => out.enum_value(CiDiffKind::from(entry.kind)),
                 DiffCiPart::Transitioned => out.json(&entry.transitioned),
+                DiffCiPart::Fields(plan) => render_field_changes(out, entry, plan),
                 DiffCiPart::Before(plan) | DiffCiPart::After(plan) => {
                     let (ci, position) = match part {
                         DiffCiPart::Before(_) => (&entry.before, diff.from),
