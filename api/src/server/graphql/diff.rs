@@ -238,6 +238,14 @@ fn field_change_plan(
     })
 }
 
+/// Writes a changed field's value as [`as_enum_value`] gives it, without copying the value.
+fn field_value(out: &mut JsonOut, field: &str, value: &Value) {
+    match enum_text(field, value) {
+        Some(text) => out.string(&text),
+        None => out.json(value),
+    }
+}
+
 /// Writes an entry's changed fields as `fields` answers them: a list of objects of `plan`.
 fn render_field_changes(out: &mut JsonOut, entry: &diff::CiDiff, plan: &Plan<FieldChangePart>) {
     let changes = entry.fields();
@@ -245,8 +253,8 @@ fn render_field_changes(out: &mut JsonOut, entry: &diff::CiDiff, plan: &Plan<Fie
     raw_json::items(out, &changes, |out, change| {
         raw_json::object(out, plan, |out, part| match part {
             FieldChangePart::Field => out.string(&change.field),
-            FieldChangePart::Before => out.json(&as_enum_value(&change.field, &change.before)),
-            FieldChangePart::After => out.json(&as_enum_value(&change.field, &change.after)),
+            FieldChangePart::Before => field_value(out, &change.field, &change.before),
+            FieldChangePart::After => field_value(out, &change.field, &change.after),
         });
     });
     out.raw(b"]");
@@ -451,8 +459,13 @@ pub fn diff(
 /// A status or environment as the schema's enums write it (`LIVE`, `PRODUCTION`), so a diff
 /// entry reads like `Ci.status`; other values as they are.
 fn as_enum_value(field: &str, value: &Value) -> Value {
+    enum_text(field, value).map_or_else(|| value.clone(), Value::String)
+}
+
+/// The enum's text of a status or environment value, `None` for any other value.
+fn enum_text(field: &str, value: &Value) -> Option<String> {
     match (field, value) {
-        ("status" | "environment", Value::String(text)) => Value::String(text.to_ascii_uppercase()),
-        _ => value.clone(),
+        ("status" | "environment", Value::String(text)) => Some(text.to_ascii_uppercase()),
+        _ => None,
     }
 }
