@@ -336,7 +336,8 @@ function impactRoots(ctx, roots, ids, params) {
 function alsoFailing(ctx, ids, params) {
   const input = h('input', { name: 'also', id: 'also-failing', placeholder: 'name or id', required: true });
   const choices = h('div', { id: 'also-failing-choices', 'aria-live': 'polite' });
-  const add = (id) => ctx.go('impact', [...ids.filter((known) => known !== id), id].join(','), params);
+  const withRoot = (id) => [...ids.filter((known) => known !== id), id].join(',');
+  const add = (id) => ctx.go('impact', withRoot(id), params);
   const form = h('form', { class: 'controls', 'aria-label': 'Add a CI that fails too' },
     field('Fails too', input), h('button', { type: 'submit' }, 'Add'), choices);
   form.addEventListener('submit', async (event) => {
@@ -357,7 +358,7 @@ function alsoFailing(ctx, ids, params) {
     fill(choices, found.length
       ? [h('p', {}, `${found.length === ALSO_FAILING_CHOICES ? `The first ${ALSO_FAILING_CHOICES}` : found.length} CIs are named like "${text}"; pick one:`),
         h('ul', {}, found.map((ci) => h('li', {},
-          h('a', { href: ctx.href('impact', [...ids.filter((known) => known !== ci.id), ci.id].join(','), params), 'data-add': ci.id }, ci.name),
+          h('a', { href: ctx.href('impact', withRoot(ci.id), params), 'data-add': ci.id }, ci.name),
           ` · ${ci.class}`)))]
       : h('p', { class: 'notice' }, `No CI at this moment is named like "${text}".`));
   });
